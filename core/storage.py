@@ -1,0 +1,560 @@
+"""The storage contract: what trackpoint's core needs from a storage backend.
+
+The core (trackables, the object graph, restore) never touches storage. The
+:class:`~trackpoint.Checkpoint` facade, the manager and the readers talk to
+storage only through :class:`StorageBackend` and :class:`CheckpointReader`,
+defined here next to the code that consumes them. Backends (built-in or
+third-party) implement them; :mod:`trackpoint.plugins` finds the backend for a
+URL.
+
+A save is a small protocol, so that several threads (now) and several worker
+processes (later) can write one checkpoint, and so that each backend can
+commit in the way its store makes atomic:
+
+1. the caller plans *shards*, each a list of :class:`WriteItem` and a
+   :class:`ShardSpec` naming it (``shard_id`` of ``num_shards``, plus a
+   ``save_id`` unique to this save);
+2. :meth:`StorageBackend.write_shard` writes one shard and returns a
+   :class:`ShardResult`, a small serializable manifest. Shards are independent
+   and may run concurrently, in threads or in other processes;
+3. :meth:`StorageBackend.commit` merges the manifests into one checkpoint and
+   makes it visible in a single step (a rename where the store has an atomic
+   one, a create-only write of the index where it has not);
+4. on failure, :meth:`StorageBackend.abort` removes what the save wrote.
+
+Until ``commit`` returns, nothing is visible: :meth:`StorageBackend.exists`
+is false, :meth:`StorageBackend.list_checkpoints` omits it and
+:meth:`StorageBackend.open_reader` raises :class:`CheckpointNotFoundError`.
+A failed or interrupted save never damages another checkpoint.
+
+:meth:`StorageBackend.save` implements steps 1-4 for the single-process case on
+top of the primitives; backends rarely override it.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from abc import ABC, abstractmethod
+from collections.abc import Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Any, ClassVar, Final
+
+import numpy as np
+
+from trackpoint.errors import CheckpointKeyError
+
+__all__ = [
+    "ANY_VERSION",
+    "OBJECT_GRAPH_KEY",
+    "Capabilities",
+    "CheckpointOptions",
+    "CheckpointReader",
+    "ShardResult",
+    "ShardSpec",
+    "StorageBackend",
+    "TensorInfo",
+    "VersionedBytes",
+    "WriteItem",
+    "plan_shards",
+]
+
+#: Key under which the serialized ``TrackableObjectGraph`` is stored.
+OBJECT_GRAPH_KEY: Final = "_CHECKPOINTABLE_OBJECT_GRAPH"
+
+
+class _AnyVersion:
+    """Sentinel type for an unconditional write (see :data:`ANY_VERSION`)."""
+
+    _instance: ClassVar[_AnyVersion | None] = None
+
+    def __new__(cls) -> _AnyVersion:
+        if cls._instance is None:
+            cls._instance = super().__new__(cls)
+        return cls._instance
+
+    def __repr__(self) -> str:
+        return "ANY_VERSION"
+
+
+#: Pass as ``if_version`` to :meth:`StorageBackend.write_file` to overwrite
+#: whatever is there, without a precondition.
+ANY_VERSION: Final = _AnyVersion()
+
+
+@dataclass(frozen=True, slots=True)
+class CheckpointOptions:
+    """Options for one save or restore; a frozen value object.
+
+    Parameters
+    ----------
+    backend
+        Name of the storage backend to use (``"bundle"``, ``"zarr"``, ``"s3"``,
+        ``"gcs"``, ``"memory"`` or a plugin's name). ``None`` lets the URL
+        scheme and the ``TRACKPOINT_BACKEND`` environment variable decide; see
+        :doc:`/backends/index` for the precedence.
+    storage_options
+        Passed to the backend's store (for fsspec stores: ``endpoint_url``,
+        ``key``/``secret``, ``token``, ...). Never logged or put in messages.
+    backend_options
+        Tuning read by one backend only (e.g. Zarr's ``compressor`` or
+        ``chunk_bytes``); the core passes it through untouched.
+    max_shard_bytes
+        Upper bound on the bytes of one data shard; ``None`` for the backend's
+        default. A single tensor larger than the bound gets a shard of its own.
+    num_writers
+        How many shards are written in parallel; ``None`` for the backend's
+        default (one per CPU, capped).
+    """
+
+    backend: str | None = None
+    storage_options: Mapping[str, Any] = field(default_factory=dict)
+    backend_options: Mapping[str, Any] = field(default_factory=dict)
+    max_shard_bytes: int | None = None
+    num_writers: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.backend is not None and not isinstance(self.backend, str):
+            raise TypeError(f"CheckpointOptions.backend must be a str or None, got {type(self.backend).__name__}")
+        if self.max_shard_bytes is not None and self.max_shard_bytes <= 0:
+            raise ValueError(f"CheckpointOptions.max_shard_bytes must be positive, got {self.max_shard_bytes}")
+        if self.num_writers is not None and self.num_writers <= 0:
+            raise ValueError(f"CheckpointOptions.num_writers must be positive, got {self.num_writers}")
+
+    def __repr__(self) -> str:
+        # storage_options may carry credentials: show only their names.
+        so = "{" + ", ".join(f"{k!r}: ..." for k in self.storage_options) + "}"
+        return (
+            f"CheckpointOptions(backend={self.backend!r}, storage_options={so}, "
+            f"backend_options={dict(self.backend_options)!r}, max_shard_bytes={self.max_shard_bytes!r}, "
+            f"num_writers={self.num_writers!r})"
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Capabilities:
+    """What a backend's store can do, declared by the backend (never guessed from a URL).
+
+    Parameters
+    ----------
+    atomic_rename
+        Renaming a file is atomic (POSIX file systems). Commit by rename.
+    conditional_create
+        A write can be made to fail if the object exists (S3 ``If-None-Match``,
+        GCS ``ifGenerationMatch=0``, ``O_EXCL``). Commit by create-only write.
+    ranged_reads
+        Part of an object can be read without reading all of it.
+    parallel_writes
+        Several shards may be written concurrently.
+    listing_consistent
+        A committed object shows up in listings immediately.
+    """
+
+    atomic_rename: bool = False
+    conditional_create: bool = False
+    ranged_reads: bool = True
+    parallel_writes: bool = True
+    listing_consistent: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class TensorInfo:
+    """Dtype and shape of one stored tensor.
+
+    Variable-length strings use ``numpy.dtype(object)`` holding ``bytes``.
+    """
+
+    dtype: np.dtype[Any]
+    shape: tuple[int, ...]
+
+    @property
+    def size(self) -> int:
+        """Number of elements."""
+        n = 1
+        for d in self.shape:
+            n *= d
+        return n
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of a numeric tensor (0 for strings, whose size is data dependent)."""
+        return 0 if self.dtype.kind == "O" else self.size * self.dtype.itemsize
+
+
+@dataclass(frozen=True, slots=True)
+class WriteItem:
+    """One tensor to save under ``key``.
+
+    ``array`` is read while the shard is written and must not be mutated until
+    :meth:`StorageBackend.write_shard` returns. String tensors are object
+    arrays of ``bytes`` (``str`` elements are encoded as UTF-8).
+    """
+
+    key: str
+    array: np.ndarray[Any, Any]
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes this item occupies (estimated for strings)."""
+        if self.array.dtype.kind == "O":
+            return sum(len(x) if isinstance(x, (bytes, str)) else 8 for x in self.array.flat) + 4
+        return int(self.array.nbytes)
+
+
+@dataclass(frozen=True, slots=True)
+class ShardSpec:
+    """Names one shard of one save.
+
+    ``save_id`` is unique per save, so leftovers of a crashed save can never be
+    mistaken for pieces of a new one.
+    """
+
+    shard_id: int
+    num_shards: int
+    save_id: str
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.shard_id < self.num_shards:
+            raise ValueError(f"shard_id {self.shard_id} is outside 0..{self.num_shards - 1}")
+
+
+@dataclass(frozen=True, slots=True)
+class ShardResult:
+    """The manifest of one written shard, as returned by :meth:`StorageBackend.write_shard`.
+
+    ``payload`` is backend-defined bytes (for the bundle backend: the shard's
+    index entries). It is plain data, so manifests can be gathered from other
+    processes (e.g. with ``torch.distributed``) and committed by one of them.
+    """
+
+    spec: ShardSpec
+    keys: tuple[str, ...]
+    nbytes: int
+    payload: bytes = b""
+
+
+@dataclass(frozen=True, slots=True)
+class VersionedBytes:
+    """Contents of a small file and an opaque version token for conditional writes."""
+
+    data: bytes
+    version: str
+
+
+class CheckpointReader(ABC):
+    """Read access to one committed checkpoint.
+
+    Readers may hold open files or connections; close them with :meth:`close`
+    or use the reader as a context manager. A reader must stay usable for as
+    long as it is open even if a newer checkpoint is written elsewhere, since
+    deferred restores read from it when objects are created later.
+    """
+
+    #: The checkpoint prefix (URL) this reader reads.
+    prefix: str
+
+    @abstractmethod
+    def keys(self) -> Sequence[str]:
+        """All tensor keys in the checkpoint, sorted, sliced pieces hidden."""
+
+    @abstractmethod
+    def info(self, key: str) -> TensorInfo:
+        """Dtype and full shape of ``key``; raises :class:`CheckpointKeyError` if absent."""
+
+    @abstractmethod
+    def read(self, key: str, out: np.ndarray[Any, Any] | None = None) -> np.ndarray[Any, Any]:
+        """Read the tensor under ``key``, verifying its checksum where the format has one.
+
+        Parameters
+        ----------
+        key
+            A key from :meth:`keys`.
+        out
+            Optional destination with exactly the stored dtype and shape,
+            C-contiguous and writeable. Numeric data is read straight into it
+            (no intermediate copy) and ``out`` is returned. Ignored for strings.
+
+        Raises
+        ------
+        CheckpointKeyError
+            No such key.
+        DataLossError
+            The stored bytes are truncated or fail their checksum. When ``out``
+            was given it may then hold partial data.
+        """
+
+    def has(self, key: str) -> bool:
+        """Whether ``key`` is stored."""
+        try:
+            self.info(key)
+        except CheckpointKeyError:
+            return False
+        return True
+
+    def read_many(
+        self, requests: Sequence[tuple[str, np.ndarray[Any, Any] | None]]
+    ) -> list[np.ndarray[Any, Any]]:
+        """Read several tensors; backends override this to coalesce or parallelize I/O.
+
+        The default reads one after another with :meth:`read`.
+        """
+        return [self.read(key, out) for key, out in requests]
+
+    def close(self) -> None:  # noqa: B027 - optional hook, most readers hold nothing
+        """Release files and connections. Reading after close is an error."""
+
+    def __enter__(self) -> CheckpointReader:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.keys())
+
+
+def _default_writers() -> int:
+    return max(1, min(8, os.cpu_count() or 1))
+
+
+def plan_shards(
+    items: Sequence[WriteItem],
+    *,
+    max_shard_bytes: int | None,
+    num_writers: int,
+) -> list[list[WriteItem]]:
+    """Split ``items`` into shards, keeping their order.
+
+    Items are cut into at most ``num_writers`` contiguous runs of similar byte
+    size (so parallel writers finish together), and a run is cut again wherever
+    it would exceed ``max_shard_bytes``. Order is preserved because data files
+    list tensors in call order, which is part of byte-compatibility with
+    TensorFlow for single-shard saves. An item larger than ``max_shard_bytes``
+    gets a shard of its own; no shard is ever empty unless ``items`` is.
+    """
+    if not items:
+        return [[]]
+    share = sum(it.nbytes for it in items) / max(1, num_writers)
+    shards: list[list[WriteItem]] = [[]]
+    acc = 0
+    for it in items:
+        n = it.nbytes
+        if shards[-1]:
+            overflow = max_shard_bytes is not None and acc + n > max_shard_bytes
+            # This shard already holds its fair share: hand the rest to the next writer.
+            balanced = len(shards) < num_writers and acc >= share
+            if overflow or balanced:
+                shards.append([])
+                acc = 0
+        shards[-1].append(it)
+        acc += n
+    return shards
+
+
+class StorageBackend(ABC):
+    """A place checkpoints are written to and read from.
+
+    Subclasses implement the abstract primitives; :meth:`save`,
+    :meth:`dirname` and :meth:`join` have defaults built on them. An instance
+    is created per URL/options by the backend's factory (see
+    :mod:`trackpoint.plugins`) and must be safe to use from several threads.
+
+    Paths are strings: plain local paths or URLs (``s3://bucket/dir/ckpt-1``).
+    A checkpoint is addressed by its *prefix*, as in TensorFlow.
+    """
+
+    #: Registered backend name (set by the factory).
+    name: str = ""
+    #: What the store can do; drives commit strategy and conformance-test skips.
+    capabilities: Capabilities = Capabilities()
+
+    # ------------------------------------------------------------------ writing
+    @abstractmethod
+    def write_shard(self, prefix: str, spec: ShardSpec, items: Sequence[WriteItem]) -> ShardResult:
+        """Write one shard of the checkpoint ``prefix``; invisible until :meth:`commit`.
+
+        Parameters
+        ----------
+        prefix
+            The checkpoint being written.
+        spec
+            Which shard this is. Every shard of one save shares ``save_id`` and
+            ``num_shards``.
+        items
+            The tensors, in the order they should be laid out.
+
+        Returns
+        -------
+        ShardResult
+            A manifest to hand to :meth:`commit` (possibly from another process).
+
+        Notes for implementers
+        ----------------------
+        Must not modify any committed checkpoint, including one already at
+        ``prefix``, and must not write outside the area that belongs to
+        ``prefix`` whatever the keys contain.
+        """
+
+    @abstractmethod
+    def commit(self, prefix: str, shards: Sequence[ShardResult], *, overwrite: bool = False) -> None:
+        """Merge ``shards`` into one checkpoint at ``prefix`` and make it visible atomically.
+
+        Parameters
+        ----------
+        prefix
+            The checkpoint to publish.
+        shards
+            Every shard's manifest, each exactly once, in ``shard_id`` order.
+        overwrite
+            Whether a checkpoint already committed at ``prefix`` may be replaced.
+            When false, :class:`CheckpointExistsError` is raised and the existing
+            checkpoint is left as it was.
+
+        Raises
+        ------
+        CheckpointExistsError
+            ``prefix`` is committed already (or another writer committed it
+            first) and ``overwrite`` is false.
+        """
+
+    @abstractmethod
+    def abort(self, prefix: str, save_id: str) -> None:
+        """Best-effort removal of everything the save ``save_id`` wrote for ``prefix``.
+
+        Never touches committed checkpoints. Must not raise for missing pieces.
+        """
+
+    # ------------------------------------------------------------------ reading
+    @abstractmethod
+    def open_reader(self, prefix: str) -> CheckpointReader:
+        """Open the committed checkpoint ``prefix``.
+
+        Raises
+        ------
+        CheckpointNotFoundError
+            Nothing is committed at ``prefix``.
+        InvalidCheckpointError
+            Something is there but it is not a checkpoint this backend reads.
+        """
+
+    # ---------------------------------------------------------------- namespace
+    @abstractmethod
+    def exists(self, prefix: str) -> bool:
+        """Whether a committed checkpoint exists at ``prefix``."""
+
+    @abstractmethod
+    def delete(self, prefix: str) -> None:
+        """Delete every file/object of the checkpoint ``prefix`` (all shards).
+
+        The commit point is removed first, so an interrupted delete leaves an
+        invisible remainder rather than a broken visible checkpoint; calling
+        ``delete`` again finishes the job. Deleting a missing checkpoint is not
+        an error.
+        """
+
+    @abstractmethod
+    def list_checkpoints(self, directory: str) -> list[str]:
+        """Prefixes of the committed checkpoints directly inside ``directory``, sorted."""
+
+    def cleanup(self, directory: str) -> list[str]:
+        """Remove leftovers of crashed saves in ``directory``; return what was removed.
+
+        The default removes nothing. Note for implementers: a leftover is only
+        safe to remove when no save is still writing it; use an age threshold
+        or a save-id check where saves may run concurrently.
+        """
+        return []
+
+    # ------------------------------------------------------------- small files
+    @abstractmethod
+    def read_file(self, path: str) -> VersionedBytes | None:
+        """Read a small file (e.g. the ``checkpoint`` state file); ``None`` if absent."""
+
+    @abstractmethod
+    def write_file(self, path: str, data: bytes, *, if_version: str | _AnyVersion | None = ANY_VERSION) -> str:
+        """Replace the small file ``path`` atomically; return its new version token.
+
+        Parameters
+        ----------
+        path
+            File to write.
+        data
+            Complete new contents. Readers see the old or the new contents,
+            never a mixture.
+        if_version
+            :data:`ANY_VERSION` writes unconditionally; ``None`` requires that
+            the file does not exist; a version token from :meth:`read_file`
+            requires that the file is still at that version.
+
+        Raises
+        ------
+        ConcurrentModificationError
+            The precondition failed: another writer got there first.
+        """
+
+    @abstractmethod
+    def delete_file(self, path: str) -> None:
+        """Delete a small file; missing files are not an error."""
+
+    # ---------------------------------------------------------------- defaults
+    def save(
+        self,
+        prefix: str,
+        items: Sequence[WriteItem],
+        options: CheckpointOptions | None = None,
+        *,
+        overwrite: bool = True,
+    ) -> None:
+        """Write and commit a whole checkpoint from one process.
+
+        Plans shards with :func:`plan_shards`, writes them (concurrently when
+        :attr:`Capabilities.parallel_writes`), commits, and aborts on failure so
+        nothing of a failed save stays visible.
+        """
+        opts = options or CheckpointOptions()
+        writers = opts.num_writers or (_default_writers() if self.capabilities.parallel_writes else 1)
+        if not self.capabilities.parallel_writes:
+            writers = 1
+        groups = plan_shards(items, max_shard_bytes=opts.max_shard_bytes, num_writers=writers)
+        save_id = uuid.uuid4().hex
+        specs = [ShardSpec(i, len(groups), save_id) for i in range(len(groups))]
+        try:
+            if len(groups) == 1:
+                results = [self.write_shard(prefix, specs[0], groups[0])]
+            else:
+                with ThreadPoolExecutor(max_workers=min(writers, len(groups)), thread_name_prefix="trackpoint-write") as ex:
+                    futures = [ex.submit(self.write_shard, prefix, s, g) for s, g in zip(specs, groups, strict=True)]
+                    results = [f.result() for f in futures]
+            self.commit(prefix, results, overwrite=overwrite)
+        except BaseException:
+            try:
+                self.abort(prefix, save_id)
+            except Exception:  # noqa: BLE001 - the original error matters more
+                pass
+            raise
+
+    def dirname(self, path: str) -> str:
+        """Directory part of ``path`` (URL-aware)."""
+        from trackpoint import _paths
+
+        return _paths.dirname(path)
+
+    def join(self, directory: str, name: str) -> str:
+        """``name`` inside ``directory`` (URL-aware)."""
+        from trackpoint import _paths
+
+        return _paths.join(directory, name)
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Release clients and pools held by the backend."""
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.name!r}>"
+

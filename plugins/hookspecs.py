@@ -1,0 +1,94 @@
+"""Hook specifications: the whole plugin interface of trackpoint, in one module.
+
+A plugin is a module or object with functions decorated by
+:data:`trackpoint.plugins.hookimpl`, published in the ``trackpoint.backends``
+entry-point group. Hooks are always called with keyword arguments.
+Every hook here has a section in ``docs/hooks.md``; a test enforces it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+import pluggy
+
+if TYPE_CHECKING:
+    from trackpoint.plugins._spec import BackendSpec
+    from trackpoint.storage import CheckpointOptions
+
+__all__ = ["hookspec", "trackpoint_register_backends", "trackpoint_select_backend"]
+
+hookspec = pluggy.HookspecMarker("trackpoint")
+
+# ---------------------------------------------------------------------------
+# Registration
+# ---------------------------------------------------------------------------
+
+
+@hookspec
+def trackpoint_register_backends(register: Callable[[BackendSpec], None]) -> None:
+    """Register storage backends.
+
+    Called once per plugin manager, after all plugins are loaded, in plugin
+    load order (see ``docs/hooks.md``).
+
+    Parameters
+    ----------
+    register
+        Host-owned callback; call it once per backend with a
+        :class:`~trackpoint.plugins.BackendSpec`. The host validates the spec and
+        raises :class:`~trackpoint.errors.PluginError` naming both providers
+        when a name is taken (unless the spec sets ``override=True``).
+
+    Returns
+    -------
+    None
+        The return value is ignored; registration happens through ``register``.
+
+    .. versionadded:: 0.1
+
+    Use in backends
+    ---------------
+    Keep the module light: no storage-library import at module level. Put
+    heavy imports inside ``BackendSpec.factory`` and list them in ``requires``
+    so a missing dependency is reported with the extra to install.
+    """
+
+
+# ---------------------------------------------------------------------------
+# Selection
+# ---------------------------------------------------------------------------
+
+
+@hookspec(firstresult=True)
+def trackpoint_select_backend(url: str, options: CheckpointOptions) -> str | None:
+    """Choose the backend name for a checkpoint URL.
+
+    Consulted after an explicit ``CheckpointOptions(backend=...)`` and the
+    ``TRACKPOINT_BACKEND`` environment variable, before the scheme table and
+    the default (``bundle``).
+
+    Parameters
+    ----------
+    url
+        The checkpoint path or URL as the user wrote it.
+    options
+        The options of the save or restore.
+
+    Returns
+    -------
+    str or None
+        A registered backend name, or ``None`` to let the next plugin (and
+        finally the scheme table) decide.
+
+    This hook is ``firstresult``: the first non-``None`` answer wins.
+
+    .. versionadded:: 0.1
+
+    Use in backends
+    ---------------
+    Only needed when a scheme alone cannot decide, e.g. a plugin that routes
+    ``s3://`` URLs of one bucket to a different backend. Backends that serve a
+    scheme just declare it in ``BackendSpec.schemes``.
+    """
