@@ -1,0 +1,124 @@
+"""The storage contract's own logic: shard planning, options, and the default save()."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from trackpoint.backends.memory import MemoryBackend, clear
+from trackpoint.errors import CheckpointNotFoundError, StorageError
+from trackpoint.storage import (
+    CheckpointOptions,
+    ShardResult,
+    ShardSpec,
+    WriteItem,
+    plan_shards,
+)
+
+
+def _items(sizes: Sequence[int]) -> list[WriteItem]:
+    return [WriteItem(f"t{i}", np.zeros(n, dtype=np.uint8)) for i, n in enumerate(sizes)]
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    sizes=st.lists(st.integers(0, 5000), min_size=1, max_size=60),
+    cap=st.one_of(st.none(), st.integers(1, 8000)),
+    writers=st.integers(1, 8),
+)
+def test_plan_shards_properties(sizes: list[int], cap: int | None, writers: int) -> None:
+    items = _items(sizes)
+    shards = plan_shards(items, max_shard_bytes=cap, num_writers=writers)
+    # Order and membership are preserved exactly.
+    assert [it.key for s in shards for it in s] == [it.key for it in items]
+    assert all(shards), "no empty shard"
+    for s in shards:
+        if cap is not None and len(s) > 1:
+            assert sum(it.nbytes for it in s) <= cap
+    if cap is None:
+        assert len(shards) <= writers
+
+
+def test_plan_shards_balances_across_writers() -> None:
+    shards = plan_shards(_items([100] * 8), max_shard_bytes=None, num_writers=4)
+    assert [len(s) for s in shards] == [2, 2, 2, 2]
+
+
+def test_plan_shards_single_writer_keeps_one_shard() -> None:
+    assert len(plan_shards(_items([10, 20, 30]), max_shard_bytes=None, num_writers=1)) == 1
+
+
+def test_oversized_item_gets_its_own_shard() -> None:
+    shards = plan_shards(_items([10, 1000, 10]), max_shard_bytes=100, num_writers=1)
+    assert [[it.key for it in s] for s in shards] == [["t0"], ["t1"], ["t2"]]
+
+
+def test_empty_save_has_one_empty_shard() -> None:
+    assert plan_shards([], max_shard_bytes=None, num_writers=3) == [[]]
+
+
+def test_options_validate_and_hide_credentials() -> None:
+    with pytest.raises(ValueError, match="max_shard_bytes must be positive"):
+        CheckpointOptions(max_shard_bytes=0)
+    with pytest.raises(ValueError, match="num_writers must be positive"):
+        CheckpointOptions(num_writers=-1)
+    with pytest.raises(TypeError, match="backend must be a str"):
+        CheckpointOptions(backend=3)  # type: ignore[arg-type]
+    opts = CheckpointOptions(storage_options={"secret": "hunter2", "key": "AKIA123"})
+    text = repr(opts)
+    assert "hunter2" not in text and "AKIA123" not in text
+    assert "'secret'" in text
+
+
+def test_shard_spec_bounds() -> None:
+    with pytest.raises(ValueError, match="outside 0..1"):
+        ShardSpec(2, 2, "x")
+
+
+class _FailingBackend(MemoryBackend):
+    """The memory backend with one shard write failing, to exercise save()'s abort path."""
+
+    def __init__(self, fail_shard: int) -> None:
+        self.fail_shard = fail_shard
+        self.aborted: list[str] = []
+
+    def write_shard(self, prefix: str, spec: ShardSpec, items: Sequence[WriteItem]) -> ShardResult:
+        if spec.shard_id == self.fail_shard:
+            raise StorageError(f"injected failure writing shard {spec.shard_id}")
+        return super().write_shard(prefix, spec, items)
+
+    def abort(self, prefix: str, save_id: str) -> None:
+        self.aborted.append(save_id)
+        super().abort(prefix, save_id)
+
+
+def test_failed_parallel_save_aborts_and_leaves_previous_checkpoint() -> None:
+    clear()
+    good = MemoryBackend()
+    good.save("memory://c/ckpt", [WriteItem("a", np.arange(4))])
+    bad = _FailingBackend(fail_shard=1)
+    with pytest.raises(StorageError, match="injected failure writing shard 1"):
+        bad.save(
+            "memory://c/ckpt",
+            _items([100] * 6),
+            CheckpointOptions(num_writers=3),
+        )
+    assert len(bad.aborted) == 1
+    # The previous checkpoint is untouched and nothing of the failed save is visible.
+    with good.open_reader("memory://c/ckpt") as r:
+        assert r.keys() == ["a"]
+        np.testing.assert_array_equal(r.read("a"), np.arange(4))
+    with pytest.raises(CheckpointNotFoundError):
+        good.open_reader("memory://c/other")
+
+
+def test_parallel_save_produces_one_checkpoint() -> None:
+    clear()
+    b = MemoryBackend()
+    b.save("memory://p/ckpt", _items([64] * 10), CheckpointOptions(num_writers=4))
+    with b.open_reader("memory://p/ckpt") as r:
+        assert sorted(r.keys()) == sorted(f"t{i}" for i in range(10))
