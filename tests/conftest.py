@@ -17,3 +17,7 @@ os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
 os.environ["AWS_EC2_METADATA_DISABLED"] = "true"
 # Tests choose backends explicitly; a developer's shell setting must not leak in.
 os.environ.pop("TRACKPOINT_BACKEND", None)
+
+# Session-scoped S3 (moto) and GCS (fake-gcs-server) fixtures: tests/servers.py,
+# importable because pyproject puts tests/ on sys.path (pythonpath).
+pytest_plugins = ["servers"]
