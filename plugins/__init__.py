@@ -1,17 +1,43 @@
 """Storage plugins: hook specifications, the plugin manager and the conformance kit.
 
-Backends (built-in and third-party alike) are pluggy plugins published in the
-``trackpoint.backends`` entry-point group.
+Backends, built-in and third-party alike, are pluggy plugins published in the
+``trackpoint.backends`` entry-point group. A plugin module implements
+:func:`~trackpoint.plugins.hookspecs.trackpoint_register_backends` with the
+:data:`hookimpl` marker and registers :class:`BackendSpec` values; the manager
+(:mod:`trackpoint.plugins.manager`) loads plugins in a documented order and
+picks the backend for each URL. The pytest conformance kit every backend must
+pass is :mod:`trackpoint.plugins.testing` (imported separately: it needs pytest).
 """
 
 from __future__ import annotations
 
-import pluggy
+from trackpoint.plugins._spec import BackendFactory, BackendInfo, BackendSpec
+from trackpoint.plugins.hookspecs import hookimpl, hookspec
+from trackpoint.plugins.manager import (
+    ENTRY_POINT_GROUP,
+    block,
+    get_plugin_manager,
+    list_backends,
+    open_backend,
+    register,
+    reset,
+    select_backend,
+    unregister,
+)
 
-from trackpoint.plugins._spec import BackendFactory, BackendSpec
-
-hookimpl = pluggy.HookimplMarker("trackpoint")
-
-from trackpoint.plugins.manager import open_backend  # noqa: E402  (needs hookimpl defined first)
-
-__all__ = ["BackendFactory", "BackendSpec", "hookimpl", "open_backend"]
+__all__ = [
+    "ENTRY_POINT_GROUP",
+    "BackendFactory",
+    "BackendInfo",
+    "BackendSpec",
+    "block",
+    "get_plugin_manager",
+    "hookimpl",
+    "hookspec",
+    "list_backends",
+    "open_backend",
+    "register",
+    "reset",
+    "select_backend",
+    "unregister",
+]

@@ -1,17 +1,26 @@
-"""Value objects of the plugin API."""
+"""Value objects of the plugin API: what a plugin registers and what a listing shows."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Final
 
+from trackpoint.errors import PluginError
 from trackpoint.storage import Capabilities, CheckpointOptions, StorageBackend
 
-__all__ = ["BackendFactory", "BackendSpec"]
+__all__ = ["BackendFactory", "BackendInfo", "BackendSpec"]
 
 #: Creates a backend for a URL and options. Heavy imports (s3fs, zarr) belong
 #: inside the factory, never at module level, so registering stays cheap.
 BackendFactory = Callable[[str, CheckpointOptions], StorageBackend]
+
+# Backend names appear in environment variables (comma separated) and in
+# CheckpointOptions; schemes follow RFC 3986 (plus "" for plain local paths).
+_NAME: Final = re.compile(r"^[a-z][a-z0-9_.\-]*$")
+_SCHEME: Final = re.compile(r"^([a-z][a-z0-9+.\-]*)?$")
+_MODULE: Final = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
 
 
 @dataclass(frozen=True, slots=True)
@@ -21,25 +30,41 @@ class BackendSpec:
     Parameters
     ----------
     name
-        Unique backend name (``CheckpointOptions(backend=name)``).
+        Unique backend name, used in ``CheckpointOptions(backend=name)``,
+        ``TRACKPOINT_BACKEND`` and ``TRACKPOINT_BLOCK_BACKENDS``: lower case
+        letters, digits, ``_``, ``.`` and ``-``, starting with a letter.
     factory
-        Called as ``factory(url, options)`` on first use.
+        Called as ``factory(url, options)`` each time a backend is needed for a
+        URL. Heavy imports belong inside it.
     schemes
-        URL schemes this backend serves by default (``("s3",)``). ``""`` means
-        plain local paths.
+        URL schemes this backend serves by default, lower case (``("s3",)``,
+        ``("zarr+s3",)``). ``""`` means plain local paths. A scheme is served by
+        one backend only.
     description
-        One line for ``trackpoint.list_backends()``.
+        One line for :func:`trackpoint.list_backends`.
     requires
-        Modules the factory imports; if one is missing the backend is reported
-        unavailable and using it raises ``BackendUnavailableError`` naming ``extra``.
+        Modules the factory imports. If one is missing the backend is listed
+        as unavailable and using it raises
+        :class:`~trackpoint.errors.BackendUnavailableError` naming ``extra``.
+        Checked with :func:`importlib.util.find_spec`, without importing.
     extra
-        The pip extra (``"s3"`` -> ``pip install 'trackpoint[s3]'``) or the
-        package to install for ``requires``.
+        The trackpoint extra that installs ``requires`` (``"s3"`` gives the
+        hint ``pip install 'trackpoint[s3]'``). Third-party plugins leave it
+        ``None`` and set ``install_hint``.
+    install_hint
+        What to run to install ``requires`` when ``extra`` does not apply
+        (``"pip install 'trackpoint-example-sqlite[fast]'"``).
     capabilities
         Declared store abilities, shown in listings.
     override
         Replace an already registered backend of the same name (e.g. a plugin
-        swapping the built-in ``s3``). Without it a duplicate name is an error.
+        swapping the built-in ``s3``). Without it a duplicate name is a
+        :class:`~trackpoint.errors.PluginError`.
+
+    Raises
+    ------
+    PluginError
+        A field is malformed (the message names the backend and the field).
     """
 
     name: str
@@ -48,5 +73,74 @@ class BackendSpec:
     description: str = ""
     requires: tuple[str, ...] = ()
     extra: str | None = None
+    install_hint: str | None = None
     capabilities: Capabilities | None = None
     override: bool = False
+
+    def __post_init__(self) -> None:
+        # Validated here so a plugin author sees the mistake at registration,
+        # not later as a confusing selection failure.
+        if not isinstance(self.name, str) or not _NAME.match(self.name):
+            raise PluginError(
+                f"invalid backend name {self.name!r}: use lower case letters, digits, '_', '.' or '-', "
+                "starting with a letter"
+            )
+        if not callable(self.factory):
+            raise PluginError(f"backend {self.name!r}: factory must be callable, got {type(self.factory).__name__}")
+        for field_name, values, pattern in (
+            ("schemes", self.schemes, _SCHEME),
+            ("requires", self.requires, _MODULE),
+        ):
+            if not isinstance(values, tuple) or not all(isinstance(v, str) and pattern.match(v) for v in values):
+                raise PluginError(
+                    f"backend {self.name!r}: {field_name} must be a tuple of "
+                    f"{'lower-case URL schemes' if field_name == 'schemes' else 'module names'}, got {values!r}"
+                )
+
+    def install_command(self) -> str:
+        """The hint shown when ``requires`` is not installed."""
+        if self.extra:
+            return f"pip install 'trackpoint[{self.extra}]'"
+        if self.install_hint:
+            return self.install_hint
+        return "install the package that provides it (see the plugin's documentation)"
+
+
+@dataclass(frozen=True, slots=True)
+class BackendInfo:
+    """One row of :func:`trackpoint.list_backends`.
+
+    Parameters
+    ----------
+    name
+        Backend name (for a plugin that failed to load: the plugin's name).
+    schemes
+        URL schemes it serves by default.
+    description
+        The spec's one-line description.
+    plugin
+        Name of the plugin that registered it (the entry-point name, or the
+        name given to :func:`trackpoint.plugins.register`).
+    distribution
+        The installed distribution that published the plugin, ``None`` for
+        plugins registered at run time.
+    version
+        That distribution's version, ``None`` likewise.
+    available
+        Whether the backend can be used now.
+    reason
+        Why not, when ``available`` is false (a missing module and the command
+        that installs it, or the plugin's import error); ``""`` otherwise.
+    capabilities
+        The spec's declared capabilities, ``None`` if it declared none.
+    """
+
+    name: str
+    schemes: tuple[str, ...]
+    description: str
+    plugin: str
+    distribution: str | None
+    version: str | None
+    available: bool
+    reason: str
+    capabilities: Capabilities | None

@@ -17,9 +17,15 @@ if TYPE_CHECKING:
     from trackpoint.plugins._spec import BackendSpec
     from trackpoint.storage import CheckpointOptions
 
-__all__ = ["hookspec", "trackpoint_register_backends", "trackpoint_select_backend"]
+__all__ = ["PROJECT_NAME", "hookimpl", "hookspec", "trackpoint_register_backends", "trackpoint_select_backend"]
 
-hookspec = pluggy.HookspecMarker("trackpoint")
+#: The pluggy project name; markers of any other project are ignored.
+PROJECT_NAME = "trackpoint"
+
+#: Marks the hook specifications below.
+hookspec = pluggy.HookspecMarker(PROJECT_NAME)
+#: Marks a plugin's hook implementations (re-exported as ``trackpoint.plugins.hookimpl``).
+hookimpl = pluggy.HookimplMarker(PROJECT_NAME)
 
 # ---------------------------------------------------------------------------
 # Registration
@@ -30,8 +36,12 @@ hookspec = pluggy.HookspecMarker("trackpoint")
 def trackpoint_register_backends(register: Callable[[BackendSpec], None]) -> None:
     """Register storage backends.
 
-    Called once per plugin manager, after all plugins are loaded, in plugin
-    load order (see ``docs/hooks.md``).
+    Called for each plugin separately, in plugin load order (built-ins,
+    then third-party entry points, then run-time registrations; see
+    ``docs/backends/index.md``), whenever the backend table is (re)built:
+    on first use and after :func:`~trackpoint.plugins.register`,
+    :func:`~trackpoint.plugins.unregister` or :func:`~trackpoint.plugins.block`.
+    It must therefore only describe backends, never do work.
 
     Parameters
     ----------
@@ -67,7 +77,9 @@ def trackpoint_select_backend(url: str, options: CheckpointOptions) -> str | Non
 
     Consulted after an explicit ``CheckpointOptions(backend=...)`` and the
     ``TRACKPOINT_BACKEND`` environment variable, before the scheme table and
-    the default (``bundle``).
+    the default (``bundle``). Implementations run last-registered first, so a
+    third-party plugin is asked before the built-ins; ``tryfirst``/``trylast``
+    adjust that as usual in pluggy.
 
     Parameters
     ----------
@@ -80,7 +92,8 @@ def trackpoint_select_backend(url: str, options: CheckpointOptions) -> str | Non
     -------
     str or None
         A registered backend name, or ``None`` to let the next plugin (and
-        finally the scheme table) decide.
+        finally the scheme table) decide. A name that is not registered is an
+        :class:`~trackpoint.errors.UnknownBackendError` listing the valid ones.
 
     This hook is ``firstresult``: the first non-``None`` answer wins.
 

@@ -1,108 +1,584 @@
-"""The plugin manager: loads backends from entry points and picks one per URL."""
+"""The plugin manager: loads backend plugins and picks the backend for a URL.
+
+Load order (numbered, so that overrides and duplicate-name errors are
+predictable):
+
+1. entry points of the ``trackpoint`` distribution itself, in the fixed order
+   ``bundle, memory, s3, gcs, zarr`` (any other built-in after them, by name);
+2. third-party entry points of the ``trackpoint.backends`` group, sorted by
+   ``(distribution name, entry-point name)``; skipped entirely when
+   ``TRACKPOINT_DISABLE_PLUGIN_AUTOLOAD=1``;
+3. plugins passed to :func:`register` at run time, in call order.
+
+Every plugin then registers its backends through
+``trackpoint_register_backends`` in that same order, so a later plugin can
+replace an earlier backend by name (``BackendSpec(override=True)``). Names in
+``TRACKPOINT_BLOCK_BACKENDS`` or passed to :func:`block` are neither loaded as
+plugins nor accepted as backend names.
+
+Selection precedence for a URL (first match wins):
+
+1. ``CheckpointOptions(backend=...)``;
+2. the ``TRACKPOINT_BACKEND`` environment variable;
+3. the ``trackpoint_select_backend`` hook (first non-``None`` answer);
+4. the scheme table built from ``BackendSpec.schemes``;
+5. the default, ``bundle``, for plain paths and ``file://`` URLs.
+
+Entry-point metadata is read once per manager; plugin modules are imported
+when the manager is first used (they are light: storage libraries are
+imported by ``BackendSpec.factory`` when a backend is created).
+"""
 
 from __future__ import annotations
 
+import functools
 import importlib.metadata
+import importlib.util
+import logging
 import os
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Final
 
 import pluggy
 
 from trackpoint import _paths
-from trackpoint.errors import PluginError, UnknownBackendError
+from trackpoint.errors import BackendUnavailableError, CheckpointError, PluginError, UnknownBackendError
 from trackpoint.plugins import hookspecs
-from trackpoint.plugins._spec import BackendSpec
+from trackpoint.plugins._spec import BackendInfo, BackendSpec
 from trackpoint.storage import CheckpointOptions, StorageBackend
 
-__all__ = ["ENTRY_POINT_GROUP", "Registry", "get_registry", "open_backend", "reset"]
+__all__ = [
+    "BUILTIN_ORDER",
+    "DEFAULT_BACKEND",
+    "ENTRY_POINT_GROUP",
+    "ENV_BACKEND",
+    "ENV_BLOCK_BACKENDS",
+    "ENV_DISABLE_AUTOLOAD",
+    "PluginHost",
+    "block",
+    "get_plugin_manager",
+    "list_backends",
+    "open_backend",
+    "register",
+    "reset",
+    "select_backend",
+    "unregister",
+]
 
-ENTRY_POINT_GROUP = "trackpoint.backends"
-DEFAULT_BACKEND = "bundle"
+ENTRY_POINT_GROUP: Final = "trackpoint.backends"
+BUILTIN_DISTRIBUTION: Final = "trackpoint"
+#: Load order of the built-in entry points (step 1 of the load order).
+BUILTIN_ORDER: Final = ("bundle", "memory", "s3", "gcs", "zarr")
+DEFAULT_BACKEND: Final = "bundle"
+ENV_BACKEND: Final = "TRACKPOINT_BACKEND"
+ENV_DISABLE_AUTOLOAD: Final = "TRACKPOINT_DISABLE_PLUGIN_AUTOLOAD"
+ENV_BLOCK_BACKENDS: Final = "TRACKPOINT_BLOCK_BACKENDS"
+
+_LOCAL_SCHEMES: Final = ("", "file")
+_log = logging.getLogger("trackpoint.plugins")
+
+
+@dataclass(frozen=True, slots=True)
+class _Provider:
+    """Where a plugin came from, for listings and clash messages."""
+
+    plugin: str
+    distribution: str | None = None
+    version: str | None = None
+
+    def __str__(self) -> str:
+        if self.distribution is None:
+            return f"plugin {self.plugin!r} (registered at run time)"
+        return f"plugin {self.plugin!r} from {self.distribution} {self.version}"
+
+
+@dataclass(frozen=True, slots=True)
+class _Registered:
+    spec: BackendSpec
+    provider: _Provider
+
+
+@dataclass(frozen=True, slots=True)
+class _Table:
+    """The backends registered by the loaded plugins; rebuilt after every change."""
+
+    backends: dict[str, _Registered]
+    schemes: dict[str, str]
 
 
 @dataclass
-class Registry:
-    """Loaded plugins and the backends they registered."""
+class _Loaded:
+    """Plugins loaded into one pluggy manager, in load order."""
 
     pm: pluggy.PluginManager
-    specs: dict[str, BackendSpec]
-    providers: dict[str, str]
-
-    def select(self, url: str, options: CheckpointOptions) -> str:
-        if options.backend:
-            return options.backend
-        env = os.environ.get("TRACKPOINT_BACKEND")
-        if env:
-            return env
-        chosen = self.pm.hook.trackpoint_select_backend(url=url, options=options)
-        if chosen:
-            return str(chosen)
-        sch = _paths.scheme(url)
-        if sch in ("", "file"):
-            return DEFAULT_BACKEND
-        for spec in self.specs.values():
-            if sch in spec.schemes:
-                return spec.name
-        known = sorted({s for sp in self.specs.values() for s in sp.schemes if s})
-        raise UnknownBackendError(
-            f"no backend serves the URL scheme {sch!r} of {url!r}; known schemes: {', '.join(known)}"
-        )
+    order: list[str] = field(default_factory=list)
+    providers: dict[str, _Provider] = field(default_factory=dict)
+    #: Plugins that failed to load or to register, with the reason.
+    broken: dict[str, tuple[_Provider, str]] = field(default_factory=dict)
 
 
-_lock = threading.Lock()
-_registry: Registry | None = None
+def _env_flag(name: str) -> bool:
+    return os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on")
 
 
-def _load() -> Registry:
-    pm = pluggy.PluginManager("trackpoint")
-    pm.add_hookspecs(hookspecs)
-    for ep in sorted(importlib.metadata.entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name):
-        if pm.get_plugin(ep.name) is None:
+def _env_names(name: str) -> set[str]:
+    return {n.strip() for n in os.environ.get(name, "").split(",") if n.strip()}
+
+
+def _missing_module(spec: BackendSpec) -> str | None:
+    """The first module of ``spec.requires`` that is not installed (checked without importing it)."""
+    for module in spec.requires:
+        try:
+            found = importlib.util.find_spec(module)
+        except (ImportError, ValueError):
+            # A missing parent package ("google" for "google.cloud.storage").
+            found = None
+        if found is None:
+            return module
+    return None
+
+
+def _describe(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"
+
+
+class PluginHost:
+    """Loads plugins into a pluggy manager and keeps the table of backends.
+
+    Most code uses the module-level functions, which share one process-wide
+    host. Tests create a fresh host with :func:`reset`. All methods are
+    thread-safe; loading happens once, on first use.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.RLock()
+        self._blocked: set[str] = set()
+        self._runtime: list[tuple[str, object]] = []
+        self._entry_points: list[importlib.metadata.EntryPoint] | None = None
+        self._loaded: _Loaded | None = None
+        self._table: _Table | None = None
+
+    # ------------------------------------------------------------ loading
+    def _read_entry_points(self) -> list[importlib.metadata.EntryPoint]:
+        """Entry points in load order (steps 1 and 2); metadata is read once per host."""
+        if self._entry_points is None:
+            found = importlib.metadata.entry_points(group=ENTRY_POINT_GROUP)
+            rank = {name: i for i, name in enumerate(BUILTIN_ORDER)}
+
+            def key(ep: importlib.metadata.EntryPoint) -> tuple[int, int, str, str]:
+                dist = ep.dist.name if ep.dist is not None else ""
+                if dist == BUILTIN_DISTRIBUTION:
+                    return (0, rank.get(ep.name, len(rank)), "", ep.name)
+                return (1, 0, dist.lower(), ep.name)
+
+            self._entry_points = sorted(found, key=key)
+        return self._entry_points
+
+    def _blocked_names(self) -> set[str]:
+        return self._blocked | _env_names(ENV_BLOCK_BACKENDS)
+
+    def _load(self) -> _Loaded:
+        if self._loaded is not None:
+            return self._loaded
+        pm = pluggy.PluginManager(hookspecs.PROJECT_NAME)
+        pm.add_hookspecs(hookspecs)
+        loaded = _Loaded(pm)
+        blocked = self._blocked_names()
+        for name in blocked:
+            pm.set_blocked(name)
+        autoload = not _env_flag(ENV_DISABLE_AUTOLOAD)
+        for ep in self._read_entry_points():
+            dist = ep.dist
+            provider = _Provider(ep.name, dist.name if dist else None, dist.version if dist else None)
+            if ep.name in blocked or (not autoload and provider.distribution != BUILTIN_DISTRIBUTION):
+                continue
             try:
                 plugin = ep.load()
-            except ImportError:
-                # Not yet reported precisely; the plugins work will turn this into a
-                # listed, unavailable backend.
+            except Exception as exc:  # noqa: BLE001 - any import failure makes the plugin unusable, not the host
+                self._mark_broken(loaded, provider, f"failed to import {ep.value!r}: {_describe(exc)}")
                 continue
-            pm.register(plugin, name=ep.name)
-    specs: dict[str, BackendSpec] = {}
-    providers: dict[str, str] = {}
+            self._add_plugin(loaded, plugin, provider)
+        for name, plugin in self._runtime:
+            if name not in blocked:
+                self._add_plugin(loaded, plugin, _Provider(name))
+        self._loaded = loaded
+        return loaded
 
-    def register(spec: BackendSpec) -> None:
-        if spec.name in specs and not spec.override:
-            raise PluginError(f"backend name {spec.name!r} registered twice ({providers[spec.name]})")
-        specs[spec.name] = spec
-        providers[spec.name] = spec.name
+    def _mark_broken(self, loaded: _Loaded, provider: _Provider, reason: str) -> None:
+        # Reported three ways, so the failure is never silent: a warning in the
+        # log now, a row in list_backends(), and the reason in the error raised
+        # when the backend is asked for.
+        loaded.broken[provider.plugin] = (provider, reason)
+        _log.warning("trackpoint %s is not usable: %s", provider, reason)
 
-    pm.hook.trackpoint_register_backends(register=register)
-    return Registry(pm, specs, providers)
+    def _add_plugin(self, loaded: _Loaded, plugin: object, provider: _Provider) -> None:
+        name = provider.plugin
+        if name in loaded.providers:
+            raise PluginError(
+                f"two plugins are named {name!r}: {loaded.providers[name]} and {provider}; "
+                f"uninstall one, or block one with {ENV_BLOCK_BACKENDS}={name}"
+            )
+        try:
+            loaded.pm.register(plugin, name=name)
+        except pluggy.PluginValidationError as exc:
+            self._mark_broken(loaded, provider, f"invalid hook implementation: {exc}")
+            return
+        loaded.order.append(name)
+        loaded.providers[name] = provider
+
+    def _build_table(self) -> _Table:
+        if self._table is not None:
+            return self._table
+        loaded = self._load()
+        blocked = self._blocked_names()
+        backends: dict[str, _Registered] = {}
+        schemes: dict[str, str] = {}
+        plugins = {name: loaded.pm.get_plugin(name) for name in loaded.order}
+        for name in loaded.order:
+            provider = loaded.providers[name]
+            # One plugin at a time, in load order: pluggy would call all
+            # implementations last-registered first, and the host must know
+            # which plugin registered which spec to report clashes.
+            others = [p for n, p in plugins.items() if n != name]
+            caller = loaded.pm.subset_hook_caller("trackpoint_register_backends", remove_plugins=others)
+            specs: list[BackendSpec] = []
+            try:
+                caller(register=functools.partial(self._collect, specs, provider))
+            except PluginError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - a faulty plugin is reported, the others stay usable
+                self._mark_broken(loaded, provider, f"trackpoint_register_backends raised {_describe(exc)}")
+                continue
+            for spec in specs:
+                if spec.name not in blocked:
+                    self._add_backend(backends, schemes, _Registered(spec, provider))
+        self._table = _Table(backends, schemes)
+        return self._table
+
+    @staticmethod
+    def _collect(specs: list[BackendSpec], provider: _Provider, spec: BackendSpec) -> None:
+        if not isinstance(spec, BackendSpec):
+            raise PluginError(
+                f"{provider} passed {type(spec).__name__} to register(); pass a trackpoint.plugins.BackendSpec"
+            )
+        specs.append(spec)
+
+    @staticmethod
+    def _add_backend(backends: dict[str, _Registered], schemes: dict[str, str], new: _Registered) -> None:
+        name = new.spec.name
+        old = backends.get(name)
+        if old is not None:
+            if not new.spec.override:
+                raise PluginError(
+                    f"backend name {name!r} is registered by {old.provider} and by {new.provider}; "
+                    f"set BackendSpec(override=True) in the second to replace the first on purpose, "
+                    f"or block one with {ENV_BLOCK_BACKENDS}={name}"
+                )
+            for scheme in old.spec.schemes:
+                schemes.pop(scheme, None)
+        for scheme in new.spec.schemes:
+            owner = schemes.get(scheme)
+            if owner is not None and owner != name:
+                raise PluginError(
+                    f"URL scheme {scheme!r}:// is claimed by backend {owner!r} ({backends[owner].provider}) "
+                    f"and by backend {name!r} ({new.provider}); a scheme has one backend: replace {owner!r} "
+                    "with BackendSpec(override=True), or route URLs with the trackpoint_select_backend hook"
+                )
+        backends[name] = new
+        for scheme in new.spec.schemes:
+            schemes[scheme] = name
+
+    def _invalidate(self) -> None:
+        self._table = None
+
+    # --------------------------------------------------------- public API
+    @property
+    def plugin_manager(self) -> pluggy.PluginManager:
+        """The pluggy manager with every plugin loaded."""
+        with self._lock:
+            return self._load().pm
+
+    def register(self, plugin: object, name: str) -> None:
+        """Add a plugin at run time (step 3 of the load order); see :func:`register`."""
+        with self._lock:
+            loaded = self._load()
+            if name in self._blocked_names():
+                raise PluginError(f"cannot register plugin {name!r}: that name is blocked")
+            self._add_plugin(loaded, plugin, _Provider(name))
+            if name in loaded.broken:
+                provider, reason = loaded.broken.pop(name)
+                raise PluginError(f"cannot register {provider}: {reason}")
+            self._runtime.append((name, plugin))
+            self._invalidate()
+            try:
+                # Validate now, so a clash is reported to the caller of register().
+                self._build_table()
+            except PluginError:
+                self.unregister(name)
+                raise
+
+    def unregister(self, name: str) -> None:
+        """Remove a loaded plugin and the backends it registered."""
+        with self._lock:
+            loaded = self._load()
+            if name not in loaded.providers:
+                raise PluginError(
+                    f"no plugin named {name!r} is loaded; loaded plugins: {', '.join(loaded.order) or '(none)'}"
+                )
+            loaded.pm.unregister(name=name)
+            loaded.order.remove(name)
+            del loaded.providers[name]
+            self._runtime = [(n, p) for n, p in self._runtime if n != name]
+            self._invalidate()
+
+    def block(self, name: str) -> None:
+        """Block a plugin or backend name; see :func:`block`."""
+        with self._lock:
+            self._blocked.add(name)
+            if self._loaded is not None:
+                loaded = self._loaded
+                loaded.pm.set_blocked(name)  # also unregisters a loaded plugin of that name
+                if name in loaded.providers:
+                    loaded.order.remove(name)
+                    del loaded.providers[name]
+            self._invalidate()
+
+    def select(self, url: str, options: CheckpointOptions) -> str:
+        """The backend name for ``url`` by the documented precedence; see :func:`select_backend`."""
+        return self._select(url, options)[0]
+
+    def _select(self, url: str, options: CheckpointOptions) -> tuple[str, str]:
+        """``(name, where the name came from)``."""
+        if options.backend:
+            return options.backend, "CheckpointOptions(backend=...)"
+        env = os.environ.get(ENV_BACKEND, "").strip()
+        if env:
+            return env, f"the {ENV_BACKEND} environment variable"
+        with self._lock:
+            pm = self._load().pm
+            table = self._build_table()
+        chosen = pm.hook.trackpoint_select_backend(url=url, options=options)
+        if chosen is not None:
+            return str(chosen), f"the trackpoint_select_backend hook (for {url!r})"
+        scheme = _paths.scheme(url)
+        if scheme in table.schemes:
+            return table.schemes[scheme], f"the URL scheme of {url!r}"
+        if scheme in _LOCAL_SCHEMES:
+            return DEFAULT_BACKEND, f"the default for local paths ({url!r})"
+        known = sorted(f"{s}://" for s in table.schemes if s)
+        raise UnknownBackendError(
+            f"no backend serves the URL scheme {scheme!r} of {url!r}; known schemes: {', '.join(known) or '(none)'}"
+            f"{self._broken_note()}. Install or register a plugin for it, or choose a backend with "
+            "CheckpointOptions(backend=...)"
+        )
+
+    def _broken_note(self) -> str:
+        loaded = self._loaded
+        if loaded is None or not loaded.broken:
+            return ""
+        return "; plugins that failed to load: " + "; ".join(
+            f"{name} ({reason})" for name, (_, reason) in sorted(loaded.broken.items())
+        )
+
+    def _unknown(self, name: str, source: str, table: _Table) -> CheckpointError:
+        loaded = self._load()
+        if name in loaded.broken:
+            provider, reason = loaded.broken[name]
+            return PluginError(f"backend {name!r} (chosen by {source}) is unusable: {provider} {reason}")
+        if name in self._blocked_names():
+            return UnknownBackendError(
+                f"backend {name!r} (chosen by {source}) is blocked by {ENV_BLOCK_BACKENDS} or "
+                "trackpoint.plugins.block(); unblock it or choose another backend"
+            )
+        return UnknownBackendError(
+            f"unknown backend {name!r} (chosen by {source}); registered backends: "
+            f"{', '.join(sorted(table.backends)) or '(none)'}{self._broken_note()}"
+        )
+
+    def open(self, url: str, options: CheckpointOptions | None = None) -> StorageBackend:
+        """A new backend instance for ``url``; see :func:`open_backend`."""
+        opts = options or CheckpointOptions()
+        name, source = self._select(url, opts)
+        with self._lock:
+            table = self._build_table()
+            entry = table.backends.get(name)
+            if entry is None:
+                raise self._unknown(name, source, table)
+        spec = entry.spec
+        missing = _missing_module(spec)
+        if missing is not None:
+            raise BackendUnavailableError(f"backend {name!r} needs {missing}: {spec.install_command()}")
+        # No instance cache: factories are cheap (fsspec caches its clients
+        # itself), a backend may bind its URL (one database file, one bucket),
+        # and a shared instance would make close() by one caller break others.
+        try:
+            backend = spec.factory(url, opts)
+        except CheckpointError:
+            raise
+        except ImportError as exc:
+            raise BackendUnavailableError(
+                f"backend {name!r} could not import {exc.name or 'a dependency'}: {spec.install_command()}"
+            ) from exc
+        except Exception as exc:
+            raise PluginError(
+                f"backend {name!r} ({entry.provider}) failed to open {url!r}: {_describe(exc)}"
+            ) from exc
+        if not isinstance(backend, StorageBackend):
+            raise PluginError(
+                f"backend {name!r} ({entry.provider}): its factory returned {type(backend).__name__}, "
+                "not a trackpoint.storage.StorageBackend"
+            )
+        backend.name = name
+        return backend
+
+    def backends(self) -> list[BackendInfo]:
+        """Every registered backend, then every broken plugin; see :func:`list_backends`."""
+        with self._lock:
+            table = self._build_table()
+            broken = dict(self._load().broken)
+        rows: list[BackendInfo] = []
+        for entry in table.backends.values():
+            spec, provider = entry.spec, entry.provider
+            missing = _missing_module(spec)
+            rows.append(
+                BackendInfo(
+                    name=spec.name,
+                    schemes=spec.schemes,
+                    description=spec.description,
+                    plugin=provider.plugin,
+                    distribution=provider.distribution,
+                    version=provider.version,
+                    available=missing is None,
+                    reason="" if missing is None else f"needs {missing}: {spec.install_command()}",
+                    capabilities=spec.capabilities,
+                )
+            )
+        for name, (provider, reason) in broken.items():
+            rows.append(
+                BackendInfo(
+                    name=name,
+                    schemes=(),
+                    description="",
+                    plugin=provider.plugin,
+                    distribution=provider.distribution,
+                    version=provider.version,
+                    available=False,
+                    reason=reason,
+                    capabilities=None,
+                )
+            )
+        return rows
 
 
-def get_registry() -> Registry:
-    """The process-wide registry, loaded on first use."""
-    global _registry
-    with _lock:
-        if _registry is None:
-            _registry = _load()
-        return _registry
+# ------------------------------------------------------------------ process-wide host
+_host_lock = threading.Lock()
+_host: PluginHost | None = None
 
 
-def reset() -> None:
-    """Forget loaded plugins (tests; after installing a plugin at run time)."""
-    global _registry
-    with _lock:
-        _registry = None
+def _get_host() -> PluginHost:
+    global _host
+    with _host_lock:
+        if _host is None:
+            _host = PluginHost()
+        return _host
+
+
+def get_plugin_manager() -> pluggy.PluginManager:
+    """The process-wide pluggy manager, with all plugins loaded (on first call)."""
+    return _get_host().plugin_manager
 
 
 def open_backend(url: str, options: CheckpointOptions | None = None) -> StorageBackend:
-    """The backend instance that serves ``url``."""
-    opts = options or CheckpointOptions()
-    reg = get_registry()
-    name = reg.select(url, opts)
-    spec = reg.specs.get(name)
-    if spec is None:
-        raise UnknownBackendError(f"unknown backend {name!r}; registered: {', '.join(sorted(reg.specs))}")
-    backend = spec.factory(url, opts)
-    backend.name = name
-    return backend
+    """A new instance of the backend that serves ``url`` under ``options``.
+
+    Parameters
+    ----------
+    url
+        A local path or URL (``/tmp/run/ckpt``, ``s3://bucket/run``,
+        ``zarr+file:///tmp/z``).
+    options
+        ``options.backend`` names the backend explicitly; otherwise the
+        documented precedence decides (see :mod:`trackpoint.plugins.manager`).
+
+    Raises
+    ------
+    UnknownBackendError
+        No backend has the requested name or serves the URL's scheme, or the
+        name is blocked; the message lists the valid names or schemes.
+    BackendUnavailableError
+        The backend's ``requires`` are not installed; the message says what to
+        install.
+    PluginError
+        The plugin providing the backend failed to load, two plugins clash,
+        or the factory failed.
+    """
+    return _get_host().open(url, options)
+
+
+def select_backend(url: str, options: CheckpointOptions | None = None) -> str:
+    """The name of the backend :func:`open_backend` would use for ``url``, without creating it.
+
+    Raises :class:`UnknownBackendError` when no step of the precedence
+    matches; a name it returns may still be unregistered (that is reported by
+    :func:`open_backend`).
+    """
+    return _get_host().select(url, options or CheckpointOptions())
+
+
+def list_backends() -> list[BackendInfo]:
+    """Every registered backend in registration order, then plugins that failed to load.
+
+    Rows of unavailable backends carry the reason (the missing module and the
+    command that installs it, or the plugin's import error).
+    """
+    return _get_host().backends()
+
+
+def register(plugin: object, name: str) -> None:
+    """Register a plugin object or module at run time (step 3 of the load order).
+
+    Parameters
+    ----------
+    plugin
+        A module, class or instance with ``@hookimpl`` functions.
+    name
+        Plugin name, unique among loaded plugins.
+
+    Raises
+    ------
+    PluginError
+        The name is taken or blocked, a hook implementation is invalid, or
+        a backend it registers clashes with an existing one (the plugin is then
+        not kept).
+    """
+    _get_host().register(plugin, name)
+
+
+def unregister(name: str) -> None:
+    """Remove the plugin ``name`` (any load step) and its backends.
+
+    Raises :class:`PluginError` when no such plugin is loaded.
+    """
+    _get_host().unregister(name)
+
+
+def block(name: str) -> None:
+    """Block ``name`` as a plugin name and as a backend name, like ``TRACKPOINT_BLOCK_BACKENDS``.
+
+    A loaded plugin of that name is removed; a backend of that name is
+    dropped from the table, whoever registered it.
+    """
+    _get_host().block(name)
+
+
+def reset() -> None:
+    """Forget loaded plugins, run-time registrations and blocks.
+
+    The next use re-reads entry points and environment variables. Meant for
+    tests and for picking up a plugin installed while the process runs.
+    """
+    global _host
+    with _host_lock:
+        _host = None
+
