@@ -1,0 +1,420 @@
+"""The ``checkpoint`` state file: which checkpoints a directory holds, newest last.
+
+TensorFlow keeps a small text-format ``CheckpointState`` proto named
+``checkpoint`` next to the checkpoints of a directory. This module reads and
+writes it with TensorFlow's semantics, so directories are interchangeable
+between the two libraries, and adds what object stores and several writers
+need:
+
+* **Atomic, conditional writes.** The file is replaced through
+  :meth:`~trackpoint.storage.StorageBackend.write_file` with ``if_version`` set
+  to the version read just before, so a writer that lost a race finds out
+  instead of silently overwriting the other writer's update.
+* **A documented merge.** After a lost race the update is recomputed on top of
+  what the other writer stored (see :func:`update_checkpoint_state`), a
+  bounded number of times.
+* **Recovery by listing.** :func:`latest_checkpoint` never returns a path that
+  is not committed: when the state file is missing, unreadable, stale or points
+  at a deleted checkpoint, the committed checkpoints are listed and the one with
+  the highest ``-N`` suffix wins.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import re
+import time
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any, Final
+
+from google.protobuf import text_format
+
+from trackpoint import _paths
+from trackpoint.errors import ConcurrentModificationError, InvalidCheckpointError
+from trackpoint.proto import checkpoint_state_pb2
+
+if TYPE_CHECKING:
+    from trackpoint.storage import CheckpointOptions, StorageBackend
+
+__all__ = [
+    "DEFAULT_LATEST_FILENAME",
+    "CheckpointState",
+    "checkpoint_number",
+    "latest_checkpoint",
+    "newest_committed",
+    "read_checkpoint_state",
+    "update_checkpoint_state",
+]
+
+_log = logging.getLogger(__name__)
+
+#: The generated message class ``trackpoint.tf.CheckpointState`` (TF's field numbers).
+#: protoc emits no type stubs for it, hence ``Any`` and the ignore.
+CheckpointState: Any = checkpoint_state_pb2.CheckpointState  # type: ignore[attr-defined]
+
+#: Default name of the state file, as in TensorFlow.
+DEFAULT_LATEST_FILENAME: Final = "checkpoint"
+
+#: How many times a lost conditional write is recomputed and retried. Each
+#: retry means another writer *did* make progress, so a small bound suffices.
+_MAX_ATTEMPTS: Final = 16
+
+_NUMBER = re.compile(r"-(\d+)$")
+
+
+# ----------------------------------------------------------------- helpers
+def _isabs(path: str) -> bool:
+    # A URL (or file:// path) is absolute: it does not depend on the caller's cwd.
+    return bool(_paths.scheme(path)) or os.path.isabs(path)
+
+
+def _basename(path: str) -> str:
+    return path.rstrip("/").rsplit("/", 1)[-1] if _paths.scheme(path) else os.path.basename(path)
+
+
+def checkpoint_number(prefix: str) -> int | None:
+    """The ``N`` of a checkpoint prefix ending in ``-N`` (``ckpt-12`` -> 12), else ``None``."""
+    m = _NUMBER.search(_basename(prefix))
+    return int(m.group(1)) if m else None
+
+
+def _stem(prefix: str) -> str:
+    """``ckpt`` for ``.../ckpt-12``; the whole basename for an unnumbered prefix."""
+    base = _basename(prefix)
+    return _NUMBER.sub("", base)
+
+
+def _state_path(directory: str, latest_filename: str) -> str:
+    return _paths.join(directory, latest_filename)
+
+
+def _to_stored(path: str, directory: str, relative: bool) -> str:
+    """How ``path`` is written into the state file of ``directory``.
+
+    With ``relative`` every path on the directory's store is made relative to
+    it, so a copied or moved directory still resolves (TF2's behaviour).
+    Without it, absolute paths stay absolute (TF1's ``Saver`` default); a
+    relative path is, as in TensorFlow, taken relative to the current directory
+    and rewritten relative to a relative ``directory``.
+    """
+    if relative and _isabs(path):
+        return _paths.relpath(path, directory)
+    if not _isabs(path) and not _isabs(directory):
+        return os.path.relpath(path, directory or os.curdir)
+    return path
+
+
+def _resolve(path: str, directory: str) -> str:
+    return path if _isabs(path) else _paths.join(directory, path)
+
+
+def _parse(data: bytes, where: str) -> Any:
+    state = CheckpointState()
+    try:
+        # Merge (not Parse), as TensorFlow does: tolerant of repeated singular fields.
+        text_format.Merge(data.decode("utf-8"), state)
+    except (text_format.ParseError, UnicodeDecodeError) as exc:
+        raise InvalidCheckpointError(
+            f"the checkpoint state file {where!r} is not a text-format CheckpointState ({exc}); "
+            "delete it or rewrite it with update_checkpoint_state"
+        ) from exc
+    if not state.model_checkpoint_path:
+        raise InvalidCheckpointError(
+            f"the checkpoint state file {where!r} has no model_checkpoint_path; "
+            "delete it or rewrite it with update_checkpoint_state"
+        )
+    return state
+
+
+def _serialize(state: Any) -> bytes:
+    return text_format.MessageToString(state).encode("utf-8")
+
+
+def _read_raw(backend: StorageBackend, path: str) -> tuple[Any | None, str | None]:
+    """The stored state (paths as stored) and its version; ``(None, None)`` if absent.
+
+    An unparsable file yields ``(None, version)`` with a warning, so a writer can
+    still replace it conditionally.
+    """
+    got = backend.read_file(path)
+    if got is None:
+        return None, None
+    try:
+        return _parse(got.data, path), got.version
+    except InvalidCheckpointError as exc:
+        _log.warning("%s; ignoring it", exc)
+        return None, got.version
+
+
+def _transact(
+    backend: StorageBackend,
+    path: str,
+    update: Callable[[Any | None, bool], Any],
+) -> Any:
+    """Read-modify-write ``path`` with conditional writes, retrying lost races.
+
+    ``update(current, retry)`` gets the stored state (or ``None``) and whether an
+    earlier attempt lost a race; it returns the state to store. It is called
+    again on the fresh contents after every lost race.
+    """
+    retry = False
+    for attempt in range(_MAX_ATTEMPTS):
+        current, version = _read_raw(backend, path)
+        new = update(current, retry)
+        try:
+            backend.write_file(path, _serialize(new), if_version=version)
+        except ConcurrentModificationError:
+            retry = True
+            # Desynchronise competing writers so they do not collide again in lockstep.
+            time.sleep(random.uniform(0.0, 0.005 * (attempt + 1)))
+            continue
+        return new
+    raise ConcurrentModificationError(
+        f"gave up updating the checkpoint state file {path!r} on backend {backend.name!r} after "
+        f"{_MAX_ATTEMPTS} attempts: other writers kept changing it; retry the save or give each "
+        "writer its own directory"
+    )
+
+
+def _entries(state: Any | None, directory: str) -> list[tuple[str, float | None]]:
+    """``(resolved path, timestamp or None)`` for each kept checkpoint, oldest first."""
+    if state is None:
+        return []
+    paths = list(state.all_model_checkpoint_paths)
+    stamps: list[float | None] = list(state.all_model_checkpoint_timestamps)
+    if len(stamps) != len(paths):
+        stamps = [None] * len(paths)
+    return [(_resolve(p, directory), t) for p, t in zip(paths, stamps, strict=True)]
+
+
+def _merge(base: Any | None, ours: Any, theirs: Any | None, directory: str) -> Any:
+    """Three-way merge of the state files of two writers; see :func:`update_checkpoint_state`."""
+    base_paths = {p for p, _ in _entries(base, directory)}
+    their_entries = _entries(theirs, directory)
+    their_paths = {p for p, _ in their_entries}
+    our_model = _resolve(ours.model_checkpoint_path, directory)
+    # Keep ours, minus what the other writer removed meanwhile (never our new checkpoint).
+    kept = [
+        (p, t)
+        for p, t in _entries(ours, directory)
+        if p == our_model or p in their_paths or p not in base_paths
+    ]
+    kept_paths = {p for p, _ in kept}
+    added = [(p, t) for p, t in their_entries if p not in base_paths and p not in kept_paths]
+    if added and all(t is not None for _, t in kept + added):
+        # Python's sort is stable: equal timestamps keep "ours, then theirs".
+        merged = sorted(kept + added, key=lambda e: e[1] or 0.0)
+    else:
+        # Without timestamps order is unknown: their additions go before our newest.
+        merged = kept[:-1] + added + kept[-1:]
+    out = CheckpointState()
+    out.CopyFrom(ours)
+    del out.all_model_checkpoint_paths[:]
+    del out.all_model_checkpoint_timestamps[:]
+    stored = {_resolve(p, directory): p for p in ours.all_model_checkpoint_paths}
+    if theirs is not None:
+        stored.update({_resolve(p, directory): p for p in theirs.all_model_checkpoint_paths})
+    out.all_model_checkpoint_paths.extend(stored.get(p, p) for p, _ in merged)
+    if all(t is not None for _, t in merged):
+        out.all_model_checkpoint_timestamps.extend(t for _, t in merged if t is not None)
+    newest = merged[-1][0]
+    out.model_checkpoint_path = stored.get(newest, newest)
+    if theirs is not None:
+        out.last_preserved_timestamp = max(out.last_preserved_timestamp, theirs.last_preserved_timestamp)
+    return out
+
+
+# --------------------------------------------------------------- public API
+def update_checkpoint_state(
+    backend: StorageBackend,
+    directory: str,
+    model_checkpoint_path: str,
+    *,
+    all_model_checkpoint_paths: Sequence[str] | None = None,
+    all_model_checkpoint_timestamps: Sequence[float] | None = None,
+    last_preserved_timestamp: float | None = None,
+    save_relative_paths: bool = True,
+    latest_filename: str = DEFAULT_LATEST_FILENAME,
+) -> Any:
+    """Record ``model_checkpoint_path`` as the newest checkpoint of ``directory``.
+
+    Parameters
+    ----------
+    backend
+        The backend serving ``directory``.
+    directory
+        Directory of the checkpoints; the state file is ``directory/latest_filename``.
+    model_checkpoint_path
+        Prefix of the newest checkpoint. Appended to ``all_model_checkpoint_paths``
+        when it is not already their last element (as TensorFlow does).
+    all_model_checkpoint_paths
+        Checkpoints to keep listing, oldest first. ``None`` lists only the newest.
+    all_model_checkpoint_timestamps
+        Unix times, one per path (after the append above), or ``None``.
+    last_preserved_timestamp
+        Time of the last checkpoint kept by ``keep_checkpoint_every_n_hours``.
+    save_relative_paths
+        Store paths relative to ``directory`` (default, TF2's choice) so a copied
+        directory keeps working; ``False`` stores absolute paths as given (TF1).
+    latest_filename
+        Name of the state file; only TF1's ``Saver`` changes it.
+
+    Returns
+    -------
+    CheckpointState
+        The state as stored (paths as written to the file).
+
+    Raises
+    ------
+    InvalidCheckpointError
+        The checkpoint would be written at the state file's own path, or the
+        timestamps do not match the paths one to one.
+    ConcurrentModificationError
+        Other writers changed the state file on every one of the bounded retries.
+
+    Notes
+    -----
+    The file is replaced with a conditional write against the version read
+    just before. If another writer changed it in between, the update is merged
+    onto the new contents and retried. Merge rule (three-way, against the state
+    this call first read): our list wins, except that checkpoints the other
+    writer *added* are kept and checkpoints it *removed* stay removed (unless it
+    is our new checkpoint). With timestamps on every entry the result is ordered
+    by time and the newest becomes ``model_checkpoint_path``; otherwise the
+    other writer's additions are placed just before our newest checkpoint.
+    ``last_preserved_timestamp`` becomes the larger of the two.
+    """
+    paths = list(all_model_checkpoint_paths or [])
+    if not paths or paths[-1] != model_checkpoint_path:
+        paths.append(model_checkpoint_path)
+    stamps = list(all_model_checkpoint_timestamps or [])
+    if stamps and len(stamps) != len(paths):
+        raise InvalidCheckpointError(
+            f"all_model_checkpoint_timestamps has {len(stamps)} entries but there are {len(paths)} "
+            f"checkpoint paths (including {model_checkpoint_path!r}); pass one timestamp per path"
+        )
+    state_path = _state_path(directory, latest_filename)
+    if _resolve(model_checkpoint_path, directory) == state_path or (
+        _paths.strip_file_scheme(model_checkpoint_path) == _paths.strip_file_scheme(state_path)
+    ):
+        raise InvalidCheckpointError(
+            f"save path {model_checkpoint_path!r} conflicts with the checkpoint state file {state_path!r}; "
+            "use a different save path or latest_filename"
+        )
+    ours = CheckpointState()
+    ours.model_checkpoint_path = _to_stored(model_checkpoint_path, directory, save_relative_paths)
+    ours.all_model_checkpoint_paths.extend(_to_stored(p, directory, save_relative_paths) for p in paths)
+    ours.all_model_checkpoint_timestamps.extend(stamps)
+    if last_preserved_timestamp is not None:
+        ours.last_preserved_timestamp = last_preserved_timestamp
+
+    first: list[Any] = []
+
+    def update(current: Any | None, retry: bool) -> Any:
+        if not retry:
+            first.append(current)
+            return ours
+        return _merge(first[0], ours, current, directory)
+
+    return _transact(backend, state_path, update)
+
+
+def read_checkpoint_state(
+    directory: str,
+    options: CheckpointOptions | None = None,
+    latest_filename: str = DEFAULT_LATEST_FILENAME,
+    *,
+    backend: StorageBackend | None = None,
+) -> Any | None:
+    """The ``CheckpointState`` of ``directory``, or ``None`` if there is no usable one.
+
+    As ``tf.train.get_checkpoint_state``: relative paths in the file are joined
+    onto ``directory`` exactly as passed in; a file that does not parse (or has no
+    ``model_checkpoint_path``) is logged as a warning and treated as absent.
+    Nothing is checked against storage; :func:`latest_checkpoint` does that.
+
+    Parameters
+    ----------
+    directory
+        Local path or URL of the directory.
+    options
+        Chooses and configures the backend (ignored when ``backend`` is given).
+    latest_filename
+        Name of the state file.
+    backend
+        An already opened backend for ``directory``.
+    """
+    if backend is None:
+        from trackpoint._resolve import open_backend
+
+        backend = open_backend(directory, options)
+    state, _ = _read_raw(backend, _state_path(directory, latest_filename))
+    if state is None:
+        return None
+    state.model_checkpoint_path = _resolve(state.model_checkpoint_path, directory)
+    for i, p in enumerate(state.all_model_checkpoint_paths):
+        state.all_model_checkpoint_paths[i] = _resolve(p, directory)
+    return state
+
+
+def newest_committed(backend: StorageBackend, directory: str, stem: str | None = None) -> str | None:
+    """The committed checkpoint of ``directory`` with the highest ``-N`` suffix.
+
+    Only prefixes named ``<stem>-N`` count when ``stem`` is given; ties (the
+    same ``N`` under different names) go to the name sorting last.
+    """
+    best: tuple[int, str] | None = None
+    for prefix in backend.list_checkpoints(directory):
+        n = checkpoint_number(prefix)
+        if n is None or (stem is not None and _stem(prefix) != stem):
+            continue
+        if best is None or (n, prefix) > best:
+            best = (n, prefix)
+    return None if best is None else best[1]
+
+
+def latest_checkpoint(
+    directory: str,
+    options: CheckpointOptions | None = None,
+    latest_filename: str = DEFAULT_LATEST_FILENAME,
+) -> str | None:
+    """Prefix of the newest committed checkpoint in ``directory``, or ``None``.
+
+    The state file's ``model_checkpoint_path`` is returned when that checkpoint
+    is committed and no committed checkpoint of the same name has a higher
+    ``-N`` (which happens when a save crashed after committing but before
+    updating the state file). Otherwise the committed checkpoints are listed and
+    the one with the highest ``-N`` suffix is returned. A path that is not
+    committed is never returned.
+
+    Parameters
+    ----------
+    directory
+        Local path or URL (``s3://bucket/run``, ``memory://run``, ...).
+    options
+        Chooses and configures the backend.
+    latest_filename
+        Name of the state file.
+    """
+    from trackpoint._resolve import open_backend
+
+    backend = open_backend(directory, options)
+    state = read_checkpoint_state(directory, latest_filename=latest_filename, backend=backend)
+    if state is not None:
+        path: str = state.model_checkpoint_path
+        n = checkpoint_number(path)
+        if backend.exists(path):
+            if n is None:
+                return path
+            newer = newest_committed(backend, directory, _stem(path))
+            if newer is None or checkpoint_number(newer) == n:
+                return path
+            return newer
+        if n is not None:
+            # Prefer the same series ("ckpt-N") the state file was tracking.
+            same = newest_committed(backend, directory, _stem(path))
+            if same is not None:
+                return same
+    return newest_committed(backend, directory)
