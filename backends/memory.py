@@ -5,24 +5,36 @@ Checkpoints live in a process-wide store until the process ends (or
 atomic commit, conditional small-file writes), so it is a faithful stand-in
 for a real store in unit tests. It is an extra, never a substitute for the
 real backends' own tests.
+
+Tensors are kept as checksummed byte records, not as live arrays, so that the
+conformance kit can corrupt and truncate them through its backdoor exactly as
+it does files of the on-disk backends, and so that a checkpoint never aliases
+an array the caller still mutates.
 """
 
 from __future__ import annotations
 
+import json
+import struct
 import threading
+import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Final
 
+import ml_dtypes
 import numpy as np
 
 from trackpoint import _paths
 from trackpoint.errors import (
+    BackendError,
     CheckpointExistsError,
     CheckpointKeyError,
     CheckpointNotFoundError,
     ConcurrentModificationError,
+    DataLossError,
     DTypeMismatchError,
+    InvalidCheckpointError,
     ShapeMismatchError,
     UnsupportedDTypeError,
 )
@@ -43,12 +55,28 @@ from trackpoint.storage import (
 
 __all__ = ["MemoryBackend", "clear"]
 
+_STRING: Final = "string"
+#: The element types the core supports, by the name stored in a record.
+_DTYPES: Final[dict[str, np.dtype[Any]]] = {
+    d.name: d
+    for d in map(
+        np.dtype,
+        [
+            np.bool_, np.int8, np.int16, np.int32, np.int64, np.uint8, np.uint16, np.uint32, np.uint64,
+            np.float16, np.float32, np.float64, ml_dtypes.bfloat16, np.complex64, np.complex128,
+        ],
+    )
+}
+_U32: Final = struct.Struct("<I")
+
 
 @dataclass
 class _Store:
     lock: threading.Lock = field(default_factory=threading.Lock)
-    committed: dict[str, dict[str, np.ndarray[Any, Any]]] = field(default_factory=dict)
-    pending: dict[tuple[str, str, int], dict[str, np.ndarray[Any, Any]]] = field(default_factory=dict)
+    #: prefix -> key -> record
+    committed: dict[str, dict[str, bytes]] = field(default_factory=dict)
+    #: (prefix, save_id, shard_id) -> key -> record
+    pending: dict[tuple[str, str, int], dict[str, bytes]] = field(default_factory=dict)
     files: dict[str, tuple[bytes, int]] = field(default_factory=dict)
     counter: int = 0
 
@@ -67,54 +95,110 @@ def clear() -> None:
 def _norm(path: str) -> str:
     s, rest = _paths.split_scheme(path)
     if s not in ("", "memory"):
-        raise ValueError(f"memory backend cannot store {path!r}: use a memory:// URL")
+        raise BackendError(f"memory backend cannot store {path!r}: use a memory:// URL")
     return "memory://" + rest.strip("/")
 
 
-def _copy(array: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
+def _encode(key: str, array: np.ndarray[Any, Any]) -> bytes:
+    """``u32 header length | JSON header | payload | u32 crc32`` for one tensor."""
     a = np.asarray(array)
     if a.dtype.kind == "O":
-        out = np.empty(a.shape, dtype=object)
+        pieces: list[bytes] = []
         for idx, x in np.ndenumerate(a):
             if isinstance(x, str):
                 x = x.encode("utf-8")
             if not isinstance(x, (bytes, bytearray, memoryview)):
                 raise UnsupportedDTypeError(
-                    f"object arrays may only hold bytes or str, found {type(x).__name__} at {idx}"
+                    f"memory: tensor {key!r} is a string tensor but holds {type(x).__name__} at {idx}; "
+                    "string tensors hold only bytes or str"
                 )
-            out[idx] = bytes(x)
-        return out
-    if a.dtype.hasobject or a.dtype.kind in "V":
-        raise UnsupportedDTypeError(f"dtype {a.dtype} cannot be stored in a checkpoint")
-    return np.array(a, copy=True, order="C")
+            pieces.append(bytes(x))
+        lengths = np.array([len(p) for p in pieces], dtype="<u8")
+        name, payload = _STRING, lengths.tobytes() + b"".join(pieces)
+    else:
+        dtype = a.dtype.newbyteorder("=") if a.dtype.byteorder != "|" else a.dtype
+        if dtype.name not in _DTYPES or _DTYPES[dtype.name] != dtype:
+            raise UnsupportedDTypeError(
+                f"memory: tensor {key!r} has dtype {a.dtype}, which checkpoints cannot store; supported are "
+                "bool, (u)int8-64, float16/32/64, bfloat16, complex64/128 and object arrays of bytes"
+            )
+        name = dtype.name
+        # Little-endian on every host, so records mean the same everywhere.
+        payload = np.ascontiguousarray(a, dtype=dtype.newbyteorder("<")).tobytes()
+    header = json.dumps({"dtype": name, "shape": list(a.shape)}).encode()
+    body = _U32.pack(len(header)) + header + payload
+    return body + _U32.pack(zlib.crc32(body))
+
+
+@dataclass(frozen=True, slots=True)
+class _Decoded:
+    info: TensorInfo
+    payload: memoryview
+
+
+def _decode(prefix: str, key: str, record: bytes) -> _Decoded:
+    where = f"memory: tensor {key!r} of {prefix!r}"
+    if len(record) < 8 or zlib.crc32(record[:-4]) != _U32.unpack_from(record, len(record) - 4)[0]:
+        raise DataLossError(f"{where} is truncated or fails its checksum; the checkpoint is damaged, restore another")
+    (hlen,) = _U32.unpack_from(record)
+    try:
+        header = json.loads(record[4 : 4 + hlen])
+        name, shape = header["dtype"], tuple(int(d) for d in header["shape"])
+        dtype = np.dtype(object) if name == _STRING else _DTYPES[name]
+    except (ValueError, KeyError, TypeError) as exc:
+        raise InvalidCheckpointError(f"{where} has an unreadable header; it was not written by trackpoint") from exc
+    return _Decoded(TensorInfo(dtype, shape), memoryview(record)[4 + hlen : -4])
+
+
+def _to_array(where: str, d: _Decoded) -> np.ndarray[Any, Any]:
+    info, payload = d.info, d.payload
+    if info.dtype.kind != "O":
+        if len(payload) != info.nbytes:
+            raise DataLossError(f"{where}: payload has {len(payload)} bytes, its header promises {info.nbytes}")
+        return np.frombuffer(payload, dtype=info.dtype.newbyteorder("<")).astype(info.dtype).reshape(info.shape)
+    n = info.size
+    if len(payload) < 8 * n:
+        raise DataLossError(f"{where}: string lengths are truncated")
+    lengths = np.frombuffer(payload[: 8 * n], dtype="<u8")
+    if int(lengths.sum()) != len(payload) - 8 * n:
+        raise DataLossError(f"{where}: string data does not match its lengths")
+    out = np.empty(n, dtype=object)
+    pos = 8 * n
+    for i, length in enumerate(lengths.tolist()):
+        out[i] = bytes(payload[pos : pos + length])
+        pos += length
+    return out.reshape(info.shape)
 
 
 class _Reader(CheckpointReader):
-    def __init__(self, prefix: str, tensors: dict[str, np.ndarray[Any, Any]]) -> None:
+    def __init__(self, prefix: str, records: dict[str, bytes]) -> None:
         self.prefix = prefix
-        self._tensors = tensors
+        # The records are immutable bytes: the reader keeps working after the
+        # checkpoint is overwritten or deleted, as the contract requires.
+        self._records = records
 
     def keys(self) -> list[str]:
-        return sorted(self._tensors)
+        return sorted(self._records)
 
-    def _get(self, key: str) -> np.ndarray[Any, Any]:
+    def _get(self, key: str) -> _Decoded:
         try:
-            return self._tensors[key]
+            record = self._records[key]
         except KeyError:
-            raise CheckpointKeyError(f"checkpoint {self.prefix!r} has no tensor {key!r}") from None
+            raise CheckpointKeyError(f"memory: checkpoint {self.prefix!r} has no tensor {key!r}") from None
+        return _decode(self.prefix, key, record)
 
     def info(self, key: str) -> TensorInfo:
-        a = self._get(key)
-        return TensorInfo(a.dtype, tuple(a.shape))
+        return self._get(key).info
 
     def read(self, key: str, out: np.ndarray[Any, Any] | None = None) -> np.ndarray[Any, Any]:
-        a = self._get(key)
+        decoded = self._get(key)
+        a = _to_array(f"memory: tensor {key!r} of {self.prefix!r}", decoded)
         if a.dtype.kind == "O" or out is None:
-            return a.copy()
+            return a  # freshly decoded, owned by the caller
         if out.dtype != a.dtype:
-            raise DTypeMismatchError(f"cannot read {key!r} ({a.dtype}) into an array of dtype {out.dtype}")
+            raise DTypeMismatchError(f"memory: cannot read {key!r} ({a.dtype}) into an array of dtype {out.dtype}")
         if out.shape != a.shape:
-            raise ShapeMismatchError(f"cannot read {key!r} {a.shape} into an array of shape {out.shape}")
+            raise ShapeMismatchError(f"memory: cannot read {key!r} {a.shape} into an array of shape {out.shape}")
         np.copyto(out, a)
         return out
 
@@ -128,18 +212,26 @@ class MemoryBackend(StorageBackend):
     )
 
     def write_shard(self, prefix: str, spec: ShardSpec, items: Sequence[WriteItem]) -> ShardResult:
+        # docstring inherited
         p = _norm(prefix)
-        tensors = {it.key: _copy(it.array) for it in items}
+        records: dict[str, bytes] = {}
+        for it in items:
+            if it.key in records:
+                raise InvalidCheckpointError(f"memory: tensor {it.key!r} appears twice in shard {spec.shard_id} of {prefix!r}")
+            records[it.key] = _encode(it.key, it.array)
         with _STORE.lock:
-            _STORE.pending[(p, spec.save_id, spec.shard_id)] = tensors
-        return ShardResult(spec, tuple(tensors), sum(it.nbytes for it in items))
+            _STORE.pending[(p, spec.save_id, spec.shard_id)] = records
+        return ShardResult(spec, tuple(records), sum(it.nbytes for it in items))
 
     def commit(self, prefix: str, shards: Sequence[ShardResult], *, overwrite: bool = False) -> None:
+        # docstring inherited
         p = _norm(prefix)
-        merged: dict[str, np.ndarray[Any, Any]] = {}
+        merged: dict[str, bytes] = {}
         with _STORE.lock:
             if p in _STORE.committed and not overwrite:
-                raise CheckpointExistsError(f"memory: a checkpoint is already committed at {prefix!r}")
+                raise CheckpointExistsError(
+                    f"memory: a checkpoint is already committed at {prefix!r}; pass overwrite=True to replace it"
+                )
             for r in shards:
                 piece = _STORE.pending.get((p, r.spec.save_id, r.spec.shard_id))
                 if piece is None:
@@ -148,45 +240,55 @@ class MemoryBackend(StorageBackend):
                     )
                 dup = merged.keys() & piece.keys()
                 if dup:
-                    raise ValueError(f"memory: tensor {sorted(dup)[0]!r} appears in two shards of {prefix!r}")
+                    raise InvalidCheckpointError(
+                        f"memory: tensor {sorted(dup)[0]!r} appears in two shards of {prefix!r}; each key must be "
+                        "written by exactly one shard"
+                    )
                 merged.update(piece)
             for r in shards:
                 _STORE.pending.pop((p, r.spec.save_id, r.spec.shard_id), None)
             _STORE.committed[p] = merged
 
     def abort(self, prefix: str, save_id: str) -> None:
+        # docstring inherited
         p = _norm(prefix)
         with _STORE.lock:
             for k in [k for k in _STORE.pending if k[0] == p and k[1] == save_id]:
                 del _STORE.pending[k]
 
     def open_reader(self, prefix: str) -> CheckpointReader:
+        # docstring inherited
         p = _norm(prefix)
         with _STORE.lock:
-            tensors = _STORE.committed.get(p)
-        if tensors is None:
+            records = _STORE.committed.get(p)
+        if records is None:
             raise CheckpointNotFoundError(f"memory: no checkpoint is committed at {prefix!r}")
-        return _Reader(prefix, tensors)
+        return _Reader(prefix, dict(records))
 
     def exists(self, prefix: str) -> bool:
+        # docstring inherited
         with _STORE.lock:
             return _norm(prefix) in _STORE.committed
 
     def delete(self, prefix: str) -> None:
+        # docstring inherited
         with _STORE.lock:
             _STORE.committed.pop(_norm(prefix), None)
 
     def list_checkpoints(self, directory: str) -> list[str]:
+        # docstring inherited
         d = _norm(directory)
         with _STORE.lock:
             return sorted(p for p in _STORE.committed if _paths.dirname(p) == d)
 
     def read_file(self, path: str) -> VersionedBytes | None:
+        # docstring inherited
         with _STORE.lock:
             entry = _STORE.files.get(_norm(path))
         return None if entry is None else VersionedBytes(entry[0], str(entry[1]))
 
     def write_file(self, path: str, data: bytes, *, if_version: str | _AnyVersion | None = ANY_VERSION) -> str:
+        # docstring inherited
         p = _norm(path)
         with _STORE.lock:
             current = _STORE.files.get(p)
@@ -201,13 +303,16 @@ class MemoryBackend(StorageBackend):
             return str(_STORE.counter)
 
     def delete_file(self, path: str) -> None:
+        # docstring inherited
         with _STORE.lock:
             _STORE.files.pop(_norm(path), None)
 
     def dirname(self, path: str) -> str:
+        # docstring inherited
         return _paths.dirname(_norm(path))
 
     def join(self, directory: str, name: str) -> str:
+        # docstring inherited
         return _paths.join(_norm(directory), name)
 
 
