@@ -1,0 +1,593 @@
+"""A :class:`~trackpoint.backends.files.FileLayer` over object stores reached through fsspec.
+
+:class:`FsspecFiles` holds everything S3 and GCS share: the retry policy,
+the bridge from the caller's threads onto fsspec's event loop, bounded-memory
+streaming uploads, and parallel ranged reads straight into the caller's
+buffers. The store dialects (:class:`trackpoint.backends.s3.S3Files`,
+:class:`trackpoint.backends.gcs.GCSFiles`) supply a handful of single-attempt
+async primitives and a classification of their errors.
+
+Why not fsspec's high-level API (``pipe_file``, ``cat_file``, ``open``)?
+It cannot express the preconditions a safe commit needs (create-only
+multipart uploads, compare-and-swap on ETag or generation), it reads into
+fresh ``bytes`` rather than into a destination buffer, and its retries
+(gcsfs sleeps up to 32 s; s3fs retries a fixed list) cannot be bounded by the
+caller. The filesystem objects are still what make the connection: they own
+the credential chain, the client session and the event loop.
+
+Create-only writes and retries
+------------------------------
+Every write carries a random *write id* in the object's user metadata. When a
+create-only or version-conditioned write fails with "precondition failed"
+after an earlier attempt of the same write may have reached the store (a
+timeout, a dropped connection), the store may have applied the first attempt
+and is now refusing the second. The layer then reads the object's metadata:
+if the write id is ours, the write succeeded and the 412 is ours; otherwise
+another writer won and the precondition failure is real.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import random
+import threading
+import time
+import uuid
+from abc import abstractmethod
+from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Final, Literal, TypeVar
+
+from trackpoint import _paths
+from trackpoint.backends.files import FileLayer, FileSink
+from trackpoint.errors import (
+    CheckpointError,
+    CheckpointExistsError,
+    CheckpointNotFoundError,
+    ConcurrentModificationError,
+    DataLossError,
+    StorageError,
+    StoragePermissionError,
+    TransientStorageError,
+)
+from trackpoint.storage import ANY_VERSION, Capabilities, VersionedBytes, _AnyVersion
+
+__all__ = [
+    "WRITE_ID_METADATA_KEY",
+    "Condition",
+    "ErrorKind",
+    "FsspecFiles",
+    "HTTPStatusError",
+    "ObjectStat",
+    "TransferOptions",
+]
+
+T = TypeVar("T")
+
+#: User-metadata key holding the id of the write that created an object.
+WRITE_ID_METADATA_KEY: Final = "trackpoint-write-id"
+
+#: How a store error is handled: retried, or translated into a trackpoint error.
+ErrorKind = Literal["transient", "not_found", "precondition", "permission", "range", "other"]
+
+_MiB: Final = 1 << 20
+
+
+class HTTPStatusError(Exception):
+    """A non-success HTTP answer from a store spoken to directly (not through a client library)."""
+
+    def __init__(self, status: int, reason: str) -> None:
+        super().__init__(f"HTTP {status}: {reason}")
+        self.status = status
+        self.reason = reason
+
+
+class _PreconditionFailed(Exception):
+    """Internal: a conditional write was refused; the caller decides which error it is."""
+
+    def __init__(self, cause: BaseException) -> None:
+        super().__init__(str(cause))
+        self.cause = cause
+
+
+@dataclass(frozen=True, slots=True)
+class Condition:
+    """Precondition of one write: nothing, create-only, or the object still at ``version``."""
+
+    create_only: bool = False
+    version: str | None = None
+
+    @staticmethod
+    def from_if_version(if_version: str | _AnyVersion | None) -> Condition:
+        if if_version is None:
+            return Condition(create_only=True)
+        if isinstance(if_version, str):
+            return Condition(version=if_version)
+        return Condition()
+
+
+@dataclass(frozen=True, slots=True)
+class ObjectStat:
+    """What a metadata request tells about one object."""
+
+    size: int
+    version: str
+    write_id: str | None
+
+
+def _positive(options: Mapping[str, Any], name: str, default: float, *, integer: bool = False) -> Any:
+    value = options.get(name, default)
+    ok = isinstance(value, int) if integer else isinstance(value, (int, float))
+    if isinstance(value, bool) or not ok or value < (0 if name == "retries" else 1e-9):
+        kind = "a non-negative integer" if name == "retries" else ("a positive integer" if integer else "a positive number")
+        raise ValueError(f"backend_options[{name!r}] must be {kind}, got {value!r}")
+    return value
+
+
+@dataclass(frozen=True, slots=True)
+class TransferOptions:
+    """Tuning of one object-store file layer, read from ``CheckpointOptions.backend_options``.
+
+    Parameters
+    ----------
+    retries
+        Retries after the first attempt of a request that failed transiently
+        (5xx, throttling, connection reset, timeout).
+    retry_base_delay, retry_max_delay
+        Backoff: attempt ``n`` sleeps a uniformly random time in
+        ``[0, min(retry_max_delay, retry_base_delay * 2**n)]`` ("full jitter").
+    retry_deadline
+        No retry starts later than this many seconds after the first attempt.
+    request_timeout
+        Seconds one request may take before it counts as a transient failure.
+    part_size
+        Bytes per upload part / chunk; also the most one ``FileSink`` buffers
+        beyond the parts in flight.
+    max_inflight_parts
+        Parts of one upload sent concurrently (memory: ``part_size`` times this, plus one).
+    read_part_size
+        Ranged reads longer than this are split into parallel requests.
+    max_concurrency
+        Requests in flight at once per file layer.
+    """
+
+    retries: int = 5
+    retry_base_delay: float = 0.1
+    retry_max_delay: float = 5.0
+    retry_deadline: float = 120.0
+    request_timeout: float = 60.0
+    part_size: int = 16 * _MiB
+    max_inflight_parts: int = 4
+    read_part_size: int = 16 * _MiB
+    max_concurrency: int = 16
+
+    @classmethod
+    def from_backend_options(cls, options: Mapping[str, Any], *, min_part_size: int, part_alignment: int) -> TransferOptions:
+        """Validate the keys this layer understands; other keys are left to other layers."""
+        d = cls()
+        part_size = _positive(options, "part_size", d.part_size, integer=True)
+        if part_size < min_part_size or part_size % part_alignment:
+            raise ValueError(
+                f"backend_options['part_size'] must be at least {min_part_size} bytes and a multiple of "
+                f"{part_alignment}, got {part_size}"
+            )
+        return cls(
+            retries=_positive(options, "retries", d.retries, integer=True),
+            retry_base_delay=float(_positive(options, "retry_base_delay", d.retry_base_delay)),
+            retry_max_delay=float(_positive(options, "retry_max_delay", d.retry_max_delay)),
+            retry_deadline=float(_positive(options, "retry_deadline", d.retry_deadline)),
+            request_timeout=float(_positive(options, "request_timeout", d.request_timeout)),
+            part_size=part_size,
+            max_inflight_parts=_positive(options, "max_inflight_parts", d.max_inflight_parts, integer=True),
+            read_part_size=_positive(options, "read_part_size", d.read_part_size, integer=True),
+            max_concurrency=_positive(options, "max_concurrency", d.max_concurrency, integer=True),
+        )
+
+
+class FsspecFiles(FileLayer):
+    """Object-store file layer built on an fsspec async filesystem.
+
+    Subclasses implement the single-attempt primitives (``_a_*`` methods) and
+    :meth:`_classify`; this class adds retries, error translation, streaming
+    uploads and parallel reads. Instances are thread-safe: every request runs
+    on fsspec's I/O event loop, whatever thread asks.
+
+    Parameters
+    ----------
+    fs
+        The fsspec filesystem (created with ``asynchronous=False``; its
+        ``loop`` is where requests run).
+    transfer
+        Retry and transfer tuning.
+    """
+
+    capabilities = Capabilities(
+        atomic_rename=False,
+        conditional_create=True,
+        ranged_reads=True,
+        parallel_writes=True,
+        listing_consistent=True,
+    )
+    #: URL schemes this layer accepts (the first is used when building URLs).
+    schemes: tuple[str, ...] = ()
+    #: Whether upload parts must be sent one after another (GCS resumable uploads).
+    sequential_parts: bool = False
+
+    def __init__(self, fs: Any, transfer: TransferOptions) -> None:
+        self.fs = fs
+        self.transfer = transfer
+        self._loop: asyncio.AbstractEventLoop = fs.loop
+        self._semaphore: asyncio.Semaphore | None = None
+        self._closed = False
+
+    # ------------------------------------------------------------ dialect
+    @abstractmethod
+    def _classify(self, exc: BaseException) -> ErrorKind:
+        """How to treat an exception raised by one of the primitives."""
+
+    @abstractmethod
+    async def _a_stat(self, bucket: str, key: str) -> ObjectStat | None:
+        """Metadata of an object, ``None`` if absent."""
+
+    @abstractmethod
+    async def _a_get_into(self, bucket: str, key: str, start: int, out: memoryview) -> None:
+        """Fill ``out`` from ``start``; raise :class:`DataLossError` if the object ends early."""
+
+    @abstractmethod
+    async def _a_get_versioned(self, bucket: str, key: str) -> VersionedBytes | None:
+        """Whole object and its version, ``None`` if absent."""
+
+    @abstractmethod
+    async def _a_put(self, bucket: str, key: str, data: bytes | memoryview, cond: Condition, write_id: str) -> str:
+        """One-request upload under ``cond``; return the new version."""
+
+    @abstractmethod
+    async def _a_list(self, bucket: str, prefix: str) -> list[str]:
+        """Keys directly under ``prefix`` (which ends with ``/`` or is empty)."""
+
+    @abstractmethod
+    async def _a_delete(self, bucket: str, keys: Sequence[str]) -> None:
+        """Delete keys; missing ones are not an error."""
+
+    @abstractmethod
+    async def _a_upload_begin(self, bucket: str, key: str, cond: Condition, write_id: str) -> Any:
+        """Start a multipart / resumable upload; return its state."""
+
+    @abstractmethod
+    async def _a_upload_part(self, state: Any, number: int, offset: int, data: memoryview, total: int | None) -> Any:
+        """Upload part ``number`` (0-based) at ``offset``; ``total`` is set on the last part only."""
+
+    @abstractmethod
+    async def _a_upload_finish(self, state: Any, parts: list[Any], total: int) -> str:
+        """Complete the upload (the precondition is checked here); return the version."""
+
+    @abstractmethod
+    async def _a_upload_abort(self, state: Any) -> None:
+        """Discard an unfinished upload."""
+
+    # ------------------------------------------------------------ plumbing
+    def split(self, path: str) -> tuple[str, str]:
+        """``(bucket, key)`` of ``path`` (``s3://bucket/key`` or ``bucket/key``)."""
+        sch, rest = _paths.split_scheme(path)
+        if sch and sch not in self.schemes:
+            raise ValueError(f"{self.store_name} cannot address {path!r}: expected a {self.schemes[0]}:// URL")
+        bucket, _, key = rest.lstrip("/").partition("/")
+        if not bucket:
+            raise ValueError(f"{self.store_name}: {path!r} names no bucket")
+        return bucket, key
+
+    def url(self, bucket: str, key: str) -> str:
+        """``scheme://bucket/key``, for messages."""
+        return f"{self.schemes[0]}://{bucket}/{key}"
+
+    def _run(self, fn: Callable[..., Coroutine[Any, Any, T]], *args: Any) -> T:
+        if self._closed:
+            raise StorageError(f"{self.store_name}: the file layer was closed; open the checkpoint again")
+        # The coroutine runs on fsspec's loop thread; its exception is re-raised here.
+        return self._submit(fn(*args)).result()
+
+    def _submit(self, coro: Coroutine[Any, Any, T]) -> concurrent.futures.Future[T]:
+        return asyncio.run_coroutine_threadsafe(coro, self._loop)
+
+    def _limit(self) -> asyncio.Semaphore:
+        # Created on the loop thread at first use, so it binds to that loop.
+        if self._semaphore is None:
+            self._semaphore = asyncio.Semaphore(self.transfer.max_concurrency)
+        return self._semaphore
+
+    def _delay(self, attempt: int) -> float:
+        cap = min(self.transfer.retry_max_delay, self.transfer.retry_base_delay * (2**attempt))
+        return random.uniform(0.0, cap)
+
+    async def _retry(self, what: str, bucket: str, key: str, fn: Callable[[], Awaitable[T]]) -> T:
+        """Run ``fn`` under the retry policy and translate its errors.
+
+        Precondition failures come back as :class:`_PreconditionFailed` for the
+        caller to interpret (create-only vs compare-and-swap).
+        """
+        t = self.transfer
+        started = time.monotonic()
+        attempt = 0
+        while True:
+            try:
+                async with self._limit():
+                    return await asyncio.wait_for(fn(), timeout=t.request_timeout)
+            except (CheckpointError, _PreconditionFailed):
+                raise
+            except Exception as exc:
+                kind = "transient" if isinstance(exc, (TimeoutError, asyncio.TimeoutError)) else self._classify(exc)
+                if kind == "precondition":
+                    raise _PreconditionFailed(exc) from exc
+                if kind == "transient":
+                    elapsed = time.monotonic() - started
+                    if attempt < t.retries and elapsed < t.retry_deadline:
+                        await asyncio.sleep(min(self._delay(attempt), max(0.0, t.retry_deadline - elapsed)))
+                        attempt += 1
+                        continue
+                raise self._translate(exc, kind, what, bucket, key, attempt + 1) from exc
+
+    def _translate(self, exc: BaseException, kind: ErrorKind, what: str, bucket: str, key: str, attempts: int) -> CheckpointError:
+        where = self.url(bucket, key)
+        # Only the exception's type and the store's reason go into messages,
+        # never request headers or options, which may hold credentials.
+        reason = f"{type(exc).__name__}: {exc}"[:300]
+        if kind == "not_found":
+            return CheckpointNotFoundError(f"{self.store_name}: {what} {where!r} failed: it does not exist ({reason})")
+        if kind == "permission":
+            return StoragePermissionError(
+                f"{self.store_name}: {what} {where!r} was refused ({reason}); check the credentials and the "
+                f"permissions on bucket {bucket!r}"
+            )
+        if kind == "range":
+            return DataLossError(f"{self.store_name}: {what} {where!r}: the object is shorter than expected ({reason})")
+        if kind == "transient":
+            return TransientStorageError(
+                f"{self.store_name}: {what} {where!r} still failed after {attempts} attempts ({reason}); the store "
+                f"may be overloaded or unreachable: retry later or raise backend_options['retries']"
+            )
+        return StorageError(f"{self.store_name}: {what} {where!r} failed ({reason})")
+
+    # ------------------------------------------------------------ writes
+    async def _settled_by_us(self, bucket: str, key: str, write_id: str) -> ObjectStat | None:
+        """The object's stat if it carries ``write_id`` (an earlier attempt of ours landed)."""
+        stat = await self._retry("inspecting", bucket, key, lambda: self._a_stat(bucket, key))
+        return stat if stat is not None and stat.write_id == write_id else None
+
+    def _conflict(self, bucket: str, key: str, cond: Condition, exc: _PreconditionFailed) -> CheckpointError:
+        where = self.url(bucket, key)
+        if cond.create_only:
+            return CheckpointExistsError(
+                f"{self.store_name}: {where!r} already exists (another writer created it first); "
+                "choose another path or delete it first"
+            )
+        return ConcurrentModificationError(
+            f"{self.store_name}: {where!r} changed since version {cond.version} was read; re-read it and retry"
+        )
+
+    async def _a_put_checked(self, bucket: str, key: str, data: bytes | memoryview, cond: Condition) -> str:
+        write_id = uuid.uuid4().hex
+        try:
+            return await self._retry("writing", bucket, key, lambda: self._a_put(bucket, key, data, cond, write_id))
+        except _PreconditionFailed as exc:
+            mine = await self._settled_by_us(bucket, key, write_id)
+            if mine is not None:
+                return mine.version
+            raise self._conflict(bucket, key, cond, exc) from exc.cause
+
+    def open_sink(self, path: str, *, create_only: bool = False) -> FileSink:
+        bucket, key = self.split(path)
+        return _UploadSink(self, bucket, key, Condition(create_only=create_only))
+
+    def put(self, path: str, data: bytes | bytearray | memoryview, *, create_only: bool = False) -> None:
+        bucket, key = self.split(path)
+        view = memoryview(data).cast("B")
+        if view.nbytes <= self.transfer.part_size:
+            self._run(self._a_put_checked, bucket, key, view, Condition(create_only=create_only))
+            return
+        super().put(path, view, create_only=create_only)
+
+    def write_versioned(self, path: str, data: bytes, *, if_version: str | _AnyVersion | None = ANY_VERSION) -> str:
+        bucket, key = self.split(path)
+        cond = Condition.from_if_version(if_version)
+        try:
+            return self._run(self._a_put_checked, bucket, key, bytes(data), cond)
+        except CheckpointExistsError as exc:
+            # A create-only small-file write that lost: for small files that is a lost race.
+            raise ConcurrentModificationError(
+                f"{self.store_name}: {self.url(bucket, key)!r} exists already (create-only write lost a race); "
+                "re-read it and retry"
+            ) from exc
+
+    def delete(self, paths: Sequence[str]) -> None:
+        by_bucket: dict[str, list[str]] = {}
+        for p in paths:
+            b, k = self.split(p)
+            by_bucket.setdefault(b, []).append(k)
+
+        async def run() -> None:
+            for b, keys in by_bucket.items():
+                await self._retry("deleting", b, keys[0], lambda b=b, keys=keys: self._a_delete(b, keys))  # type: ignore[misc]
+
+        if by_bucket:
+            self._run(run)
+
+    # ------------------------------------------------------------ reads
+    def size(self, path: str) -> int | None:
+        bucket, key = self.split(path)
+        stat = self._run(lambda: self._retry("reading metadata of", bucket, key, lambda: self._a_stat(bucket, key)))
+        return None if stat is None else stat.size
+
+    def read_versioned(self, path: str) -> VersionedBytes | None:
+        bucket, key = self.split(path)
+        return self._run(lambda: self._retry("reading", bucket, key, lambda: self._a_get_versioned(bucket, key)))
+
+    async def _a_read_ranges(self, bucket: str, key: str, ranges: Sequence[tuple[int, memoryview]]) -> None:
+        step = self.transfer.read_part_size
+        jobs: list[Awaitable[None]] = []
+        for offset, out in ranges:
+            view = out.cast("B") if out.format != "B" or out.ndim != 1 else out
+            for lo in range(0, view.nbytes, step):
+                part = view[lo : lo + step]
+                start = offset + lo
+                jobs.append(
+                    self._retry("reading", bucket, key, lambda s=start, p=part: self._a_get_into(bucket, key, s, p))  # type: ignore[misc]
+                )
+        results = await asyncio.gather(*jobs, return_exceptions=True)
+        for r in results:
+            if isinstance(r, BaseException):
+                raise r
+
+    def read_into(self, path: str, offset: int, out: memoryview) -> None:
+        self.read_ranges(path, [(offset, out)])
+
+    def read_ranges(self, path: str, ranges: Sequence[tuple[int, memoryview]]) -> None:
+        bucket, key = self.split(path)
+        if any(out.nbytes for _, out in ranges):
+            self._run(self._a_read_ranges, bucket, key, ranges)
+
+    def listdir(self, directory: str) -> list[str]:
+        bucket, key = self.split(directory)
+        prefix = key.rstrip("/") + "/" if key.strip("/") else ""
+        keys = self._run(lambda: self._retry("listing", bucket, prefix, lambda: self._a_list(bucket, prefix)))
+        return sorted(k[len(prefix) :] for k in keys if k != prefix)
+
+    def join(self, directory: str, name: str) -> str:
+        return _paths.join(directory, name)
+
+    def close(self) -> None:
+        # The filesystem's session belongs to fsspec's loop and is closed by
+        # fsspec at exit; only this layer stops accepting work.
+        self._closed = True
+
+
+class _UploadSink(FileSink):
+    """A streaming upload: one request if small, else parts with bounded memory.
+
+    Data is buffered up to ``part_size``. The first full part starts a
+    multipart (S3) or resumable (GCS) upload and is sent in the background
+    while the caller keeps writing; at most ``max_inflight_parts`` parts are
+    in flight (one for stores whose parts must be sequential), so memory stays
+    below ``part_size * (max_inflight_parts + 1)``.
+    """
+
+    def __init__(self, layer: FsspecFiles, bucket: str, key: str, cond: Condition) -> None:
+        self._layer = layer
+        self._bucket = bucket
+        self._key = key
+        self._cond = cond
+        self._write_id = uuid.uuid4().hex
+        self._buf = bytearray()
+        self._offset = 0
+        self._state: Any = None
+        self._parts: list[concurrent.futures.Future[Any]] = []
+        self._lock = threading.Lock()
+        self._done = False
+        self.version: str | None = None
+
+    def _part_size(self) -> int:
+        # S3 allows 10,000 parts: double the part size every 1,000 parts so any
+        # object up to S3's 5 TiB limit fits (also harmless on GCS).
+        base = self._layer.transfer.part_size
+        return int(base * (2 ** (len(self._parts) // 1000)))
+
+    def _where(self) -> str:
+        return self._layer.url(self._bucket, self._key)
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        with self._lock:
+            if self._done:
+                raise StorageError(f"{self._layer.store_name}: write to {self._where()!r} after close/abort")
+            view = memoryview(data).cast("B")
+            pos = 0
+            while pos < view.nbytes:
+                room = self._part_size() - len(self._buf)
+                take = min(room, view.nbytes - pos)
+                self._buf += view[pos : pos + take]
+                pos += take
+                if len(self._buf) >= self._part_size():
+                    self._send_part(total=None)
+
+    def _send_part(self, total: int | None) -> None:
+        layer = self._layer
+        if self._state is None:
+            self._state = layer._run(
+                layer._retry,
+                "starting an upload of",
+                self._bucket,
+                self._key,
+                lambda: layer._a_upload_begin(self._bucket, self._key, self._cond, self._write_id),
+            )
+        limit = 1 if layer.sequential_parts else layer.transfer.max_inflight_parts
+        pending = [f for f in self._parts if not f.done()]
+        while len(pending) >= limit:
+            pending[0].result()  # surfaces a failed part now rather than at close
+            pending = [f for f in self._parts if not f.done()]
+        for f in self._parts:
+            if f.done():
+                f.result()
+        data, self._buf = memoryview(self._buf), bytearray()
+        number, offset = len(self._parts), self._offset
+        self._offset += data.nbytes
+        state = self._state
+        fut = layer._submit(
+            layer._retry(
+                f"uploading part {number} of",
+                self._bucket,
+                self._key,
+                lambda: layer._a_upload_part(state, number, offset, data, total),
+            )
+        )
+        self._parts.append(fut)
+
+    def close(self) -> None:
+        with self._lock:
+            if self._done:
+                return
+            layer = self._layer
+            try:
+                if self._state is None:
+                    self.version = layer._run(layer._a_put_checked, self._bucket, self._key, memoryview(self._buf), self._cond)
+                else:
+                    total = self._offset + len(self._buf)
+                    self._send_part(total=total)
+                    parts = [f.result() for f in self._parts]
+                    self.version = layer._run(self._finish, parts, total)
+            except BaseException:
+                self._abort_locked()
+                raise
+            self._done = True
+            self._buf = bytearray()
+
+    async def _finish(self, parts: list[Any], total: int) -> str:
+        layer = self._layer
+        try:
+            return await layer._retry(
+                "completing the upload of",
+                self._bucket,
+                self._key,
+                lambda: layer._a_upload_finish(self._state, parts, total),
+            )
+        except _PreconditionFailed as exc:
+            mine = await layer._settled_by_us(self._bucket, self._key, self._write_id)
+            if mine is not None:
+                return mine.version
+            raise layer._conflict(self._bucket, self._key, self._cond, exc) from exc.cause
+
+    def _abort_locked(self) -> None:
+        self._done = True
+        self._buf = bytearray()
+        for f in self._parts:
+            f.cancel()
+        concurrent.futures.wait(self._parts)
+        state, self._state = self._state, None
+        if state is not None:
+            try:
+                self._layer._run(self._layer._a_upload_abort, state)
+            except Exception:  # noqa: BLE001 - best effort; the store expires abandoned uploads
+                pass
+
+    def abort(self) -> None:
+        with self._lock:
+            if not self._done:
+                self._abort_locked()

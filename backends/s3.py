@@ -1,0 +1,275 @@
+"""The ``s3`` backend: TensorBundle checkpoints on Amazon S3 (and S3-compatible stores).
+
+``s3://bucket/run/ckpt-1`` is written by the bundle format
+(:class:`trackpoint.backends.bundle.BundleBackend`) over :class:`S3Files`, a
+file layer speaking to S3 through s3fs' aiobotocore client. The commit point
+is a create-only ``PutObject``/``CompleteMultipartUpload``
+(``If-None-Match: *``) of the checkpoint's ``.index``; see ``docs/backends/s3.md``.
+
+s3fs is imported only when a backend is created, so ``import trackpoint``
+stays light.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from typing import Any, Final
+
+from trackpoint.backends.fsspec_files import (
+    WRITE_ID_METADATA_KEY,
+    Condition,
+    ErrorKind,
+    FsspecFiles,
+    ObjectStat,
+    TransferOptions,
+)
+from trackpoint.errors import DataLossError
+from trackpoint.plugins import BackendSpec, hookimpl
+from trackpoint.storage import CheckpointOptions, StorageBackend, VersionedBytes
+
+__all__ = ["S3Files", "create_backend", "create_files"]
+
+_MIN_PART: Final = 5 * (1 << 20)  # S3's smallest non-final multipart part
+_DELETE_BATCH: Final = 1000  # DeleteObjects accepts at most 1,000 keys
+_READ_CHUNK: Final = 1 << 20
+
+_TRANSIENT_CODES: Final = frozenset(
+    {
+        "SlowDown",
+        "Throttling",
+        "ThrottlingException",
+        "RequestTimeout",
+        "RequestTimeTooSkewed",
+        "InternalError",
+        "ServiceUnavailable",
+        "OperationAborted",
+        # Another conditional write on the same key was in progress: S3 asks to retry.
+        "ConditionalRequestConflict",
+    }
+)
+
+
+def _error_info(exc: BaseException) -> tuple[str, int]:
+    response = getattr(exc, "response", None)
+    if not isinstance(response, dict):
+        return "", 0
+    code = str(response.get("Error", {}).get("Code", ""))
+    status = int(response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0)
+    return code, status
+
+
+class S3Files(FsspecFiles):
+    """S3 file layer (see :class:`~trackpoint.backends.fsspec_files.FsspecFiles`)."""
+
+    store_name = "s3"
+    schemes = ("s3", "s3a")
+
+    async def _client(self) -> Any:
+        await self.fs.set_session()
+        return self.fs.s3
+
+    def _classify(self, exc: BaseException) -> ErrorKind:
+        from botocore.exceptions import (
+            ConnectionClosedError,
+            ConnectTimeoutError,
+            EndpointConnectionError,
+            IncompleteReadError,
+            ReadTimeoutError,
+            ResponseStreamingError,
+        )
+
+        code, status = _error_info(exc)
+        if status or code:
+            if status == 412 or code == "PreconditionFailed":
+                return "precondition"
+            if status == 404 or code in ("NoSuchKey", "NoSuchBucket", "NotFound", "NoSuchUpload"):
+                return "not_found"
+            if status == 403 or code in ("AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch"):
+                return "permission"
+            if status == 416 or code == "InvalidRange":
+                return "range"
+            if code in _TRANSIENT_CODES or status in (408, 429) or status >= 500:
+                return "transient"
+            return "other"
+        if isinstance(
+            exc,
+            (
+                EndpointConnectionError,
+                ConnectionClosedError,
+                ReadTimeoutError,
+                ConnectTimeoutError,
+                ResponseStreamingError,
+                IncompleteReadError,
+            ),
+        ):
+            return "transient"
+        import aiohttp
+
+        if isinstance(exc, (aiohttp.ClientError, ConnectionError, asyncio.IncompleteReadError)):
+            return "transient"
+        return "other"
+
+    @staticmethod
+    def _cond_kwargs(cond: Condition) -> dict[str, str]:
+        if cond.create_only:
+            return {"IfNoneMatch": "*"}
+        if cond.version is not None:
+            return {"IfMatch": cond.version}
+        return {}
+
+    async def _a_stat(self, bucket: str, key: str) -> ObjectStat | None:
+        s3 = await self._client()
+        try:
+            r = await s3.head_object(Bucket=bucket, Key=key)
+        except Exception as exc:
+            if self._classify(exc) == "not_found":
+                return None
+            raise
+        meta = r.get("Metadata") or {}
+        return ObjectStat(int(r["ContentLength"]), str(r["ETag"]), meta.get(WRITE_ID_METADATA_KEY))
+
+    async def _a_get_into(self, bucket: str, key: str, start: int, out: memoryview) -> None:
+        s3 = await self._client()
+        end = start + out.nbytes - 1
+        r = await s3.get_object(Bucket=bucket, Key=key, Range=f"bytes={start}-{end}")
+        body = r["Body"]
+        pos = 0
+        try:
+            while pos < out.nbytes:
+                chunk = await body.read(min(_READ_CHUNK, out.nbytes - pos))
+                if not chunk:
+                    break
+                out[pos : pos + len(chunk)] = chunk
+                pos += len(chunk)
+        finally:
+            body.close()
+        if pos < out.nbytes:
+            raise DataLossError(
+                f"s3: {self.url(bucket, key)!r} ends early: wanted bytes {start}-{end}, got {pos} of them; "
+                "the object is truncated or was replaced"
+            )
+
+    async def _a_get_versioned(self, bucket: str, key: str) -> VersionedBytes | None:
+        s3 = await self._client()
+        try:
+            r = await s3.get_object(Bucket=bucket, Key=key)
+        except Exception as exc:
+            if self._classify(exc) == "not_found":
+                return None
+            raise
+        async with r["Body"] as body:
+            data = await body.read()
+        return VersionedBytes(bytes(data), str(r["ETag"]))
+
+    async def _a_put(self, bucket: str, key: str, data: bytes | memoryview, cond: Condition, write_id: str) -> str:
+        s3 = await self._client()
+        r = await s3.put_object(
+            Bucket=bucket,
+            Key=key,
+            Body=bytes(data) if isinstance(data, memoryview) else data,
+            Metadata={WRITE_ID_METADATA_KEY: write_id},
+            **self._cond_kwargs(cond),
+        )
+        return str(r["ETag"])
+
+    async def _a_list(self, bucket: str, prefix: str) -> list[str]:
+        s3 = await self._client()
+        keys: list[str] = []
+        token: str | None = None
+        while True:
+            kw: dict[str, Any] = {"Bucket": bucket, "Prefix": prefix, "Delimiter": "/"}
+            if token:
+                kw["ContinuationToken"] = token
+            r = await s3.list_objects_v2(**kw)
+            keys.extend(o["Key"] for o in r.get("Contents", []))
+            if not r.get("IsTruncated"):
+                return keys
+            token = r["NextContinuationToken"]
+
+    async def _a_delete(self, bucket: str, keys: Sequence[str]) -> None:
+        s3 = await self._client()
+        for i in range(0, len(keys), _DELETE_BATCH):
+            batch = [{"Key": k} for k in keys[i : i + _DELETE_BATCH]]
+            r = await s3.delete_objects(Bucket=bucket, Delete={"Objects": batch, "Quiet": True})
+            errors = [e for e in r.get("Errors", []) if e.get("Code") != "NoSuchKey"]
+            if errors:
+                first = errors[0]
+                # Surfaces as StorageError via _classify("other") unless the code is transient.
+                from botocore.exceptions import ClientError
+
+                raise ClientError(
+                    {"Error": {"Code": first.get("Code", ""), "Message": f"{len(errors)} deletions failed, first: {first.get('Key')}: {first.get('Message', '')}"}},
+                    "DeleteObjects",
+                )
+
+    async def _a_upload_begin(self, bucket: str, key: str, cond: Condition, write_id: str) -> Any:
+        s3 = await self._client()
+        r = await s3.create_multipart_upload(Bucket=bucket, Key=key, Metadata={WRITE_ID_METADATA_KEY: write_id})
+        return {"Bucket": bucket, "Key": key, "UploadId": r["UploadId"], "cond": cond}
+
+    async def _a_upload_part(self, state: Any, number: int, offset: int, data: memoryview, total: int | None) -> Any:
+        if data.nbytes == 0 and number > 0:
+            return None  # nothing left for a final part: complete with the parts sent
+        s3 = await self._client()
+        r = await s3.upload_part(
+            Bucket=state["Bucket"], Key=state["Key"], UploadId=state["UploadId"], PartNumber=number + 1, Body=bytes(data)
+        )
+        return {"PartNumber": number + 1, "ETag": r["ETag"]}
+
+    async def _a_upload_finish(self, state: Any, parts: list[Any], total: int) -> str:
+        s3 = await self._client()
+        r = await s3.complete_multipart_upload(
+            Bucket=state["Bucket"],
+            Key=state["Key"],
+            UploadId=state["UploadId"],
+            MultipartUpload={"Parts": [p for p in parts if p is not None]},
+            **self._cond_kwargs(state["cond"]),
+        )
+        return str(r["ETag"])
+
+    async def _a_upload_abort(self, state: Any) -> None:
+        s3 = await self._client()
+        await s3.abort_multipart_upload(Bucket=state["Bucket"], Key=state["Key"], UploadId=state["UploadId"])
+
+
+def create_files(options: CheckpointOptions) -> S3Files:
+    """An :class:`S3Files` for ``options`` (storage options go to ``s3fs.S3FileSystem``)."""
+    import s3fs
+
+    transfer = TransferOptions.from_backend_options(options.backend_options, min_part_size=_MIN_PART, part_alignment=1)
+    so = dict(options.storage_options)
+    config = dict(so.pop("config_kwargs", None) or {})
+    # This layer owns the retry policy; botocore retrying underneath would
+    # multiply attempts and break the caller's bound on total time.
+    config.setdefault("retries", {"total_max_attempts": 1})
+    config.setdefault("connect_timeout", min(10.0, transfer.request_timeout))
+    config.setdefault("read_timeout", transfer.request_timeout)
+    # Other writers' objects must be visible at once, and each backend gets
+    # its own client so options never leak between instances.
+    so.update(skip_instance_cache=True, use_listings_cache=False, asynchronous=False)
+    fs = s3fs.S3FileSystem(config_kwargs=config, **so)
+    return S3Files(fs, transfer)
+
+
+def create_backend(url: str, options: CheckpointOptions) -> StorageBackend:
+    """Factory of the ``s3`` backend: the bundle format over :class:`S3Files`."""
+    from trackpoint.backends.bundle import BundleBackend
+
+    return BundleBackend(create_files(options), options=options)
+
+
+@hookimpl
+def trackpoint_register_backends(register: Any) -> None:
+    """Register the ``s3`` backend for ``s3://`` URLs."""
+    register(
+        BackendSpec(
+            name="s3",
+            factory=create_backend,
+            schemes=("s3", "s3a"),
+            description="TensorBundle checkpoints on Amazon S3 (s3fs); create-only commit with If-None-Match",
+            requires=("s3fs",),
+            extra="s3",
+            capabilities=S3Files.capabilities,
+        )
+    )
