@@ -43,6 +43,7 @@ __all__ = [
     "CheckpointState",
     "checkpoint_number",
     "latest_checkpoint",
+    "modify_checkpoint_state",
     "newest_committed",
     "read_checkpoint_state",
     "update_checkpoint_state",
@@ -227,6 +228,34 @@ def _merge(base: Any | None, ours: Any, theirs: Any | None, directory: str) -> A
 
 
 # --------------------------------------------------------------- public API
+def modify_checkpoint_state(
+    backend: StorageBackend,
+    directory: str,
+    update: Callable[[Any | None], Any],
+    *,
+    latest_filename: str = DEFAULT_LATEST_FILENAME,
+) -> Any:
+    """Atomically replace the state file of ``directory`` with ``update(current)``.
+
+    A read-modify-write with a conditional write: when another writer changed
+    the file in between, ``update`` is called again on the new contents (a
+    bounded number of times), so it must compute the new state from its
+    argument alone. ``current`` holds paths exactly as stored (usually relative
+    to ``directory``) and is ``None`` when the file is missing or unreadable.
+
+    Returns
+    -------
+    CheckpointState
+        The state as stored.
+
+    Raises
+    ------
+    ConcurrentModificationError
+        Other writers changed the file on every attempt.
+    """
+    return _transact(backend, _state_path(directory, latest_filename), lambda cur, _retry: update(cur))
+
+
 def update_checkpoint_state(
     backend: StorageBackend,
     directory: str,

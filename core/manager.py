@@ -1,0 +1,388 @@
+"""``CheckpointManager``: numbered saves, retention, and resuming after a restart.
+
+A port of ``tf.train.CheckpointManager`` onto the storage contract, made safe
+for object stores, crashes and several writers:
+
+* every state-file update is a conditional read-modify-write
+  (:func:`trackpoint.state.modify_checkpoint_state`), so two managers on one
+  directory never drop each other's entries;
+* retention deletes whole checkpoints through
+  :meth:`~trackpoint.storage.StorageBackend.delete` (every shard, every format)
+  and updates the state file *before* deleting, so a crash half-way through a
+  delete never leaves a half-deleted checkpoint listed as kept;
+* a manager opened on an existing directory resumes from its state file,
+  repairs it from the list of committed checkpoints when a save crashed before
+  updating it, and removes leftovers of crashed saves
+  (:meth:`~trackpoint.storage.StorageBackend.cleanup`).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from typing import Any, Protocol
+
+import numpy as np
+
+from trackpoint import _paths, state
+from trackpoint.errors import StorageError, TrackableError
+from trackpoint.storage import CheckpointOptions, StorageBackend
+
+__all__ = ["CheckpointManager"]
+
+_log = logging.getLogger(__name__)
+
+
+class _SaveCounter(Protocol):
+    def assign_add(self, delta: Any) -> Any: ...
+
+    def numpy(self) -> Any: ...
+
+
+class ManagedCheckpoint(Protocol):
+    """What the manager needs from the object it saves (``trackpoint.Checkpoint``)."""
+
+    @property
+    def save_counter(self) -> _SaveCounter: ...
+
+    def write(self, file_prefix: str, options: CheckpointOptions | None = None) -> str: ...
+
+    def restore(self, save_path: str, options: CheckpointOptions | None = None) -> Any: ...
+
+
+def _as_int(value: Any) -> int:
+    """An ``int`` from an int, a numpy scalar or a variable (anything with ``numpy()``)."""
+    if hasattr(value, "numpy"):
+        value = value.numpy()
+    arr = np.asarray(value)
+    if arr.shape != () or arr.dtype.kind not in "iu":
+        raise TrackableError(
+            f"expected an integer step (an int or an integer scalar Variable), got {value!r}"
+        )
+    return int(arr)
+
+
+class CheckpointManager:
+    """Keep a rolling set of numbered checkpoints of one ``Checkpoint`` in a directory.
+
+    Parameters
+    ----------
+    checkpoint
+        The :class:`~trackpoint.Checkpoint` to save and restore.
+    directory
+        Where checkpoints go: a local path or a URL (``s3://bucket/run``).
+    max_to_keep
+        How many of the most recent checkpoints to keep; older ones are deleted.
+        ``None`` keeps all of them (and the state file lists all of them).
+    keep_checkpoint_every_n_hours
+        Additionally keep one checkpoint per this many hours of saving: a
+        checkpoint leaving the ``max_to_keep`` window is preserved (and no longer
+        listed) if it is at least this long after the last preserved one.
+    checkpoint_name
+        Prefix name of the checkpoints: ``<directory>/<checkpoint_name>-<N>``.
+        Managers sharing a directory must use different names.
+    step_counter
+        Integer variable read by :meth:`save` when ``checkpoint_interval`` is set.
+    checkpoint_interval
+        Save only when ``step_counter`` advanced by at least this many steps
+        since the last save (unless ``check_interval=False``).
+    init_fn
+        Called by :meth:`restore_or_initialize` when there is nothing to restore.
+    options
+        Backend choice and storage options, used for every save and restore.
+    clock
+        Source of Unix time for checkpoint timestamps (injectable for tests).
+
+    Raises
+    ------
+    TrackableError
+        ``directory`` is empty, ``max_to_keep`` is not positive, or
+        ``checkpoint_interval`` is given without ``step_counter``.
+
+    Notes
+    -----
+    Order of a :meth:`save`: (1) the checkpoint is written and committed;
+    (2) the manager decides which older checkpoints leave the window; (3) the
+    state file is rewritten listing the new checkpoint and *not* the leaving
+    ones; (4) the leaving checkpoints are deleted. A crash after (1) leaves a
+    committed but unlisted checkpoint, which the next manager (and
+    :func:`trackpoint.latest_checkpoint`) finds by listing. A crash during (4)
+    leaves an unlisted remainder, invisible because backends remove the commit
+    point first; it is never reported as kept, and ``cleanup`` removes its
+    uncommitted pieces when the next manager opens the directory.
+    """
+
+    def __init__(
+        self,
+        checkpoint: ManagedCheckpoint,
+        directory: str | os.PathLike[str],
+        max_to_keep: int | None,
+        keep_checkpoint_every_n_hours: float | None = None,
+        checkpoint_name: str = "ckpt",
+        step_counter: Any = None,
+        checkpoint_interval: int | None = None,
+        init_fn: Callable[[], Any] | None = None,
+        *,
+        options: CheckpointOptions | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        directory = os.fspath(directory)
+        if not directory:
+            raise TrackableError("CheckpointManager needs a directory (a local path or a URL), got ''")
+        if max_to_keep is not None and max_to_keep <= 0:
+            raise TrackableError(f"Expected a positive integer or `None` for `max_to_keep`, got {max_to_keep}.")
+        if checkpoint_interval is not None and step_counter is None:
+            raise TrackableError("`step_counter` should be passed if `checkpoint_interval` is not None.")
+        if not checkpoint_name or "/" in checkpoint_name or os.sep in checkpoint_name:
+            raise TrackableError(
+                f"checkpoint_name {checkpoint_name!r} must be a non-empty file name without path separators; "
+                "put sub-directories into `directory` instead"
+            )
+        self._checkpoint = checkpoint
+        self._directory = directory
+        self._max_to_keep = max_to_keep
+        self._keep_checkpoint_every_n_hours = keep_checkpoint_every_n_hours
+        self._checkpoint_name = checkpoint_name
+        self._prefix = _paths.join(directory, checkpoint_name)
+        self._step_counter = step_counter
+        self._checkpoint_interval = checkpoint_interval
+        self._last_checkpoint_step: int | None = None
+        self._init_fn = init_fn
+        self._options = options
+        self._clock = clock
+        self._own = re.compile(re.escape(checkpoint_name) + r"-(\d+)$")
+        self._backend: StorageBackend = _open_backend(directory, options)
+        # Remove pieces of saves that crashed before their commit.
+        self._backend.cleanup(directory)
+        self._maybe_delete: OrderedDict[str, float] = OrderedDict()
+        self._latest_checkpoint: str | None = None
+        self._recover()
+
+    # --------------------------------------------------------------- restart
+    def _is_own(self, path: str) -> bool:
+        return self._own.fullmatch(_basename(path)) is not None
+
+    def _recover(self) -> None:
+        """Pick up this manager's checkpoints and retention state (TF's rules, plus listing)."""
+        now = self._clock()
+        recovered = state.read_checkpoint_state(self._directory, backend=self._backend)
+        listed = {
+            _basename(p): _paths.join(self._directory, _basename(p))
+            for p in self._backend.list_checkpoints(self._directory)
+            if self._is_own(p)
+        }
+        if recovered is None:
+            # Slightly in the past so a manager re-created at once does not preserve its first save.
+            self._last_preserved_timestamp = now - 1.0
+            known: list[tuple[str, float]] = []
+        else:
+            self._last_preserved_timestamp = recovered.last_preserved_timestamp
+            if now < self._last_preserved_timestamp:
+                _log.warning(
+                    "the clock is behind the last preserved checkpoint time of %s; using the current time",
+                    self._directory,
+                )
+                self._last_preserved_timestamp = now
+            paths = list(recovered.all_model_checkpoint_paths)
+            stamps = list(recovered.all_model_checkpoint_timestamps)
+            if len(stamps) != len(paths):
+                stamps = [self._last_preserved_timestamp] * len(paths)
+            known = [
+                (listed[_basename(p)], min(t, now))
+                for p, t in zip(paths, stamps, strict=True)
+                # Only committed checkpoints of this manager; an uncommitted entry is a
+                # crashed save or an interrupted delete and must not be reported as kept.
+                if self._is_own(p) and _basename(p) in listed
+            ]
+        for path, stamp in known:
+            if stamp > self._last_preserved_timestamp:
+                self._maybe_delete[path] = stamp
+        # A save that committed but crashed before updating the state file: adopt every
+        # committed checkpoint numbered above the newest one the state file knows.
+        newest_known = max((self._number(p) for p, _ in known), default=-1)
+        if recovered is not None and self._is_own(recovered.model_checkpoint_path):
+            newest_known = max(newest_known, self._number(recovered.model_checkpoint_path))
+        for name in sorted((n for n in listed if self._number(n) > newest_known), key=self._number):
+            self._maybe_delete[listed[name]] = now
+        if self._maybe_delete:
+            self._latest_checkpoint = next(reversed(self._maybe_delete))
+        elif recovered is not None and _basename(recovered.model_checkpoint_path) in listed:
+            self._latest_checkpoint = listed[_basename(recovered.model_checkpoint_path)]
+        else:
+            newest = max(listed, key=self._number, default=None)
+            self._latest_checkpoint = None if newest is None else listed[newest]
+
+    def _number(self, path: str) -> int:
+        m = self._own.fullmatch(_basename(path))
+        return int(m.group(1)) if m else -1
+
+    # ------------------------------------------------------------ properties
+    @property
+    def directory(self) -> str:
+        """The directory the checkpoints are written to."""
+        return self._directory
+
+    @property
+    def checkpoint_interval(self) -> int | None:
+        """Minimum step difference between two saves, or ``None``."""
+        return self._checkpoint_interval
+
+    @property
+    def latest_checkpoint(self) -> str | None:
+        """Prefix of the newest checkpoint of this manager, or ``None``."""
+        return self._latest_checkpoint
+
+    @property
+    def checkpoints(self) -> list[str]:
+        """Prefixes of the kept checkpoints, oldest first (preserved ones are not listed)."""
+        return list(self._maybe_delete)
+
+    # ------------------------------------------------------------------ save
+    def save(
+        self,
+        checkpoint_number: int | Any | None = None,
+        check_interval: bool = True,
+        options: CheckpointOptions | None = None,
+    ) -> str | None:
+        """Write a numbered checkpoint, record it, and apply retention.
+
+        Parameters
+        ----------
+        checkpoint_number
+            Number for the prefix (an int or an integer Variable such as a global
+            step). ``None`` uses the checkpoint's ``save_counter`` after increment.
+        check_interval
+            With ``checkpoint_interval`` set, skip the save unless the step counter
+            advanced far enough. ``False`` saves anyway (still never twice at one step).
+        options
+            Overrides the manager's options for this save.
+
+        Returns
+        -------
+        str or None
+            The checkpoint prefix, or ``None`` when the save was skipped.
+        """
+        if self._checkpoint_interval is not None:
+            step = _as_int(self._step_counter)
+            if self._last_checkpoint_step is not None:
+                if step == self._last_checkpoint_step:
+                    return None
+                if check_interval and step < self._last_checkpoint_step + self._checkpoint_interval:
+                    return None
+            self._last_checkpoint_step = step
+        counter = self._checkpoint.save_counter
+        counter.assign_add(1)
+        number = _as_int(counter if checkpoint_number is None else checkpoint_number)
+        prefix = f"{self._prefix}-{number}"
+        saved = self._checkpoint.write(prefix, options=options or self._options)
+        self._record_and_sweep(saved)
+        return saved
+
+    def _record_and_sweep(self, path: str) -> None:
+        timestamp = self._clock()
+        # Re-saving a number moves it to the newest end of the window.
+        self._maybe_delete.pop(path, None)
+        self._maybe_delete[path] = timestamp
+        self._latest_checkpoint = path
+        leaving = self._sweep()
+        # Unlist before deleting: an interrupted delete must never leave a listed remainder.
+        self._record_state()
+        for prefix in leaving:
+            try:
+                self._backend.delete(prefix)
+            except StorageError as exc:
+                # Already unlisted; a failed delete leaves garbage, never a broken checkpoint.
+                _log.warning("could not delete old checkpoint %s: %s", prefix, exc)
+
+    def _sweep(self) -> list[str]:
+        """Checkpoints leaving the window that are not preserved (TF's rules)."""
+        leaving: list[str] = []
+        if not self._max_to_keep:
+            return leaving
+        while len(self._maybe_delete) > self._max_to_keep:
+            prefix, timestamp = self._maybe_delete.popitem(last=False)
+            hours = self._keep_checkpoint_every_n_hours
+            if hours and timestamp - hours * 3600.0 >= self._last_preserved_timestamp:
+                # Preserved: kept forever but no longer listed, so the state file stays small.
+                self._last_preserved_timestamp = timestamp
+                continue
+            leaving.append(prefix)
+        return leaving
+
+    def _record_state(self) -> None:
+        mine = [(_basename(p), t) for p, t in self._maybe_delete.items()]
+        latest = _basename(self._latest_checkpoint or "")
+        preserved = self._last_preserved_timestamp
+
+        def update(current: Any | None) -> Any:
+            # Entries of other managers (other checkpoint names) are carried over
+            # untouched; this manager's entries are replaced by its own list.
+            others: list[tuple[str, float | None]] = []
+            last_preserved = preserved
+            if current is not None:
+                paths = list(current.all_model_checkpoint_paths)
+                stamps: list[float | None] = list(current.all_model_checkpoint_timestamps)
+                if len(stamps) != len(paths):
+                    stamps = [None] * len(paths)
+                others = [(p, t) for p, t in zip(paths, stamps, strict=True) if not self._is_own(p)]
+                last_preserved = max(last_preserved, current.last_preserved_timestamp)
+            entries: list[tuple[str, float | None]] = [*others, *mine]
+            if others and all(t is not None for _, t in others):
+                # Python's sort is stable: on equal times the other manager's entry comes first.
+                entries.sort(key=lambda e: e[1] or 0.0)
+            new = state.CheckpointState()
+            # Relative paths (TF2's choice): the directory can be copied or moved.
+            new.model_checkpoint_path = latest
+            new.all_model_checkpoint_paths.extend(p for p, _ in entries)
+            if all(t is not None for _, t in entries):
+                new.all_model_checkpoint_timestamps.extend(t for _, t in entries if t is not None)
+            new.last_preserved_timestamp = last_preserved
+            return new
+
+        state.modify_checkpoint_state(self._backend, self._directory, update)
+
+    # --------------------------------------------------------------- restore
+    def restore_or_initialize(self) -> str | None:
+        """Restore the latest checkpoint if there is one, else call ``init_fn``.
+
+        Returns
+        -------
+        str or None
+            The restored prefix, or ``None`` if ``init_fn`` ran (or nothing happened).
+        """
+        if self._latest_checkpoint is not None:
+            self._checkpoint.restore(self._latest_checkpoint, options=self._options)
+            if self._checkpoint_interval is not None:
+                self._last_checkpoint_step = _as_int(self._step_counter)
+            return self._latest_checkpoint
+        if self._init_fn is not None:
+            self._init_fn()
+        return None
+
+    def sync(self) -> None:
+        """Wait for pending saves to finish.
+
+        Saves are synchronous today, so this returns at once. It is the place
+        where asynchronous saves will be joined: call it before reading a
+        checkpoint this manager just wrote from another process.
+        """
+
+    def __repr__(self) -> str:
+        return (
+            f"CheckpointManager(directory={self._directory!r}, max_to_keep={self._max_to_keep!r}, "
+            f"checkpoints={len(self._maybe_delete)})"
+        )
+
+
+def _basename(path: str) -> str:
+    return path.rstrip("/").rsplit("/", 1)[-1] if _paths.scheme(path) else os.path.basename(path)
+
+
+def _open_backend(directory: str, options: CheckpointOptions | None) -> StorageBackend:
+    from trackpoint._resolve import open_backend
+
+    return open_backend(directory, options)
