@@ -1,0 +1,326 @@
+"""The ``gcs`` backend: TensorBundle checkpoints on Google Cloud Storage.
+
+``gs://bucket/run/ckpt-1`` (or ``gcs://``) is written by the bundle format
+(:class:`trackpoint.backends.bundle.BundleBackend`) over :class:`GCSFiles`,
+which speaks the GCS JSON API through gcsfs' authenticated aiohttp session.
+The commit point is a create-only upload (``ifGenerationMatch=0``) of the
+checkpoint's ``.index``; see ``docs/backends/gcs.md``.
+
+gcsfs is imported only when a backend is created. ``gcsfs.core.GCSFileSystem``
+is used directly rather than ``gcsfs.GCSFileSystem``: the latter is, by
+default, an experimental subclass that probes every bucket over gRPC first
+(a 60 s stall against emulators and private endpoints).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from collections.abc import Sequence
+from typing import Any, Final
+from urllib.parse import quote
+
+from trackpoint.backends.fsspec_files import (
+    WRITE_ID_METADATA_KEY,
+    Condition,
+    ErrorKind,
+    FsspecFiles,
+    HTTPStatusError,
+    ObjectStat,
+    TransferOptions,
+)
+from trackpoint.errors import DataLossError
+from trackpoint.plugins import BackendSpec, hookimpl
+from trackpoint.storage import CheckpointOptions, StorageBackend, VersionedBytes
+
+__all__ = ["GCSFiles", "create_backend", "create_files"]
+
+_CHUNK_ALIGN: Final = 256 * 1024  # resumable-upload chunks are multiples of 256 KiB
+_READ_CHUNK: Final = 1 << 20
+_DELETE_CONCURRENCY: Final = 16
+
+
+def _q(name: str) -> str:
+    return quote(name, safe="")
+
+
+class GCSFiles(FsspecFiles):
+    """GCS file layer (see :class:`~trackpoint.backends.fsspec_files.FsspecFiles`)."""
+
+    store_name = "gcs"
+    schemes = ("gs", "gcs")
+    # A resumable upload accepts chunks strictly in order.
+    sequential_parts = True
+
+    # ------------------------------------------------------------ HTTP
+    async def _request(
+        self,
+        method: str,
+        url: str,
+        *,
+        params: dict[str, str] | None = None,
+        headers: dict[str, str] | None = None,
+        data: bytes | memoryview | None = None,
+        ok: tuple[int, ...] = (200,),
+    ) -> tuple[int, Any, bytes]:
+        session = await self.fs._set_session()
+        # _get_headers adds the (refreshed) credentials of gcsfs' chain.
+        hdrs = self.fs._get_headers(headers)
+        async with session.request(method, url, params=params, headers=hdrs, data=data) as r:
+            body = await r.read()
+            if r.status not in ok:
+                raise HTTPStatusError(r.status, _reason(body))
+            return r.status, r.headers, body
+
+    @property
+    def _base(self) -> str:
+        return str(self.fs._location)
+
+    def _object_url(self, bucket: str, key: str) -> str:
+        return f"{self._base}/storage/v1/b/{_q(bucket)}/o/{_q(key)}"
+
+    @staticmethod
+    def _cond_params(cond: Condition) -> dict[str, str]:
+        if cond.create_only:
+            return {"ifGenerationMatch": "0"}
+        if cond.version is not None:
+            return {"ifGenerationMatch": cond.version}
+        return {}
+
+    def _classify(self, exc: BaseException) -> ErrorKind:
+        import aiohttp
+
+        if isinstance(exc, HTTPStatusError):
+            s = exc.status
+            if s == 412:
+                return "precondition"
+            if s == 404:
+                return "not_found"
+            if s in (401, 403):
+                return "permission"
+            if s == 416:
+                return "range"
+            if s in (408, 429) or s >= 500:
+                return "transient"
+            return "other"
+        if isinstance(exc, (aiohttp.ClientError, ConnectionError, asyncio.IncompleteReadError)):
+            return "transient"
+        return "other"
+
+    # ------------------------------------------------------------ primitives
+    async def _a_stat(self, bucket: str, key: str) -> ObjectStat | None:
+        try:
+            _, _, body = await self._request("GET", self._object_url(bucket, key))
+        except HTTPStatusError as exc:
+            if exc.status == 404:
+                return None
+            raise
+        meta = json.loads(body)
+        return ObjectStat(int(meta["size"]), str(meta["generation"]), (meta.get("metadata") or {}).get(WRITE_ID_METADATA_KEY))
+
+    async def _a_get_into(self, bucket: str, key: str, start: int, out: memoryview) -> None:
+        session = await self.fs._set_session()
+        end = start + out.nbytes - 1
+        hdrs = self.fs._get_headers({"Range": f"bytes={start}-{end}"})
+        # No Accept-Encoding negotiation: ranges must address stored bytes.
+        hdrs.setdefault("Accept-Encoding", "identity")
+        pos = 0
+        async with session.get(self._object_url(bucket, key), params={"alt": "media"}, headers=hdrs) as r:
+            if r.status not in (200, 206):
+                raise HTTPStatusError(r.status, _reason(await r.read()))
+            if r.status == 200 and start > 0:
+                # The server ignored the range; skip to the requested bytes.
+                await r.content.readexactly(start)
+            while pos < out.nbytes:
+                chunk = await r.content.read(min(_READ_CHUNK, out.nbytes - pos))
+                if not chunk:
+                    break
+                out[pos : pos + len(chunk)] = chunk
+                pos += len(chunk)
+        if pos < out.nbytes:
+            raise DataLossError(
+                f"gcs: {self.url(bucket, key)!r} ends early: wanted bytes {start}-{end}, got {pos} of them; "
+                "the object is truncated or was replaced"
+            )
+
+    async def _a_get_versioned(self, bucket: str, key: str) -> VersionedBytes | None:
+        try:
+            _, headers, body = await self._request("GET", self._object_url(bucket, key), params={"alt": "media"})
+        except HTTPStatusError as exc:
+            if exc.status == 404:
+                return None
+            raise
+        generation = headers.get("x-goog-generation")
+        if generation is None:
+            # Some endpoints omit the header: ask for the metadata, and make
+            # sure the bytes belong to that generation.
+            stat = await self._a_stat(bucket, key)
+            if stat is None:
+                return None
+            generation = stat.version
+            _, _, body = await self._request(
+                "GET", self._object_url(bucket, key), params={"alt": "media", "generation": generation}
+            )
+        return VersionedBytes(bytes(body), str(generation))
+
+    async def _a_put(self, bucket: str, key: str, data: bytes | memoryview, cond: Condition, write_id: str) -> str:
+        # uploadType=multipart: metadata and media in one request.
+        boundary = "trackpoint-" + uuid.uuid4().hex
+        meta = json.dumps({"name": key, "metadata": {WRITE_ID_METADATA_KEY: write_id}}).encode()
+        body = b"".join(
+            [
+                f"--{boundary}\r\nContent-Type: application/json; charset=UTF-8\r\n\r\n".encode(),
+                meta,
+                f"\r\n--{boundary}\r\nContent-Type: application/octet-stream\r\n\r\n".encode(),
+                bytes(data),
+                f"\r\n--{boundary}--\r\n".encode(),
+            ]
+        )
+        params = {"uploadType": "multipart", **self._cond_params(cond)}
+        _, _, resp = await self._request(
+            "POST",
+            f"{self._base}/upload/storage/v1/b/{_q(bucket)}/o",
+            params=params,
+            headers={"Content-Type": f"multipart/related; boundary={boundary}"},
+            data=body,
+        )
+        return str(json.loads(resp)["generation"])
+
+    async def _a_list(self, bucket: str, prefix: str) -> list[str]:
+        keys: list[str] = []
+        token: str | None = None
+        while True:
+            params = {"prefix": prefix, "delimiter": "/", "fields": "items(name),nextPageToken"}
+            if token:
+                params["pageToken"] = token
+            _, _, body = await self._request("GET", f"{self._base}/storage/v1/b/{_q(bucket)}/o", params=params)
+            page = json.loads(body)
+            keys.extend(item["name"] for item in page.get("items", []))
+            token = page.get("nextPageToken")
+            if not token:
+                return keys
+
+    async def _a_delete(self, bucket: str, keys: Sequence[str]) -> None:
+        # The JSON API deletes one object per request; run them concurrently.
+        gate = asyncio.Semaphore(_DELETE_CONCURRENCY)
+
+        async def one(key: str) -> None:
+            async with gate:
+                await self._request("DELETE", self._object_url(bucket, key), ok=(200, 204, 404))
+
+        await asyncio.gather(*(one(k) for k in keys))
+
+    async def _a_upload_begin(self, bucket: str, key: str, cond: Condition, write_id: str) -> Any:
+        # The precondition given here is checked when the upload is finalized.
+        _, headers, _ = await self._request(
+            "POST",
+            f"{self._base}/upload/storage/v1/b/{_q(bucket)}/o",
+            params={"uploadType": "resumable", "name": key, **self._cond_params(cond)},
+            headers={"Content-Type": "application/json; charset=UTF-8", "X-Upload-Content-Type": "application/octet-stream"},
+            data=json.dumps({"name": key, "metadata": {WRITE_ID_METADATA_KEY: write_id}}).encode(),
+        )
+        return {"location": headers["Location"], "bucket": bucket, "key": key, "attempted": set()}
+
+    async def _persisted(self, location: str, total: int | None) -> tuple[int, Any]:
+        """Bytes the server holds of a resumable upload, and the object if it is finished."""
+        size = "*" if total is None else str(total)
+        status, headers, body = await self._request(
+            "PUT", location, headers={"Content-Range": f"bytes */{size}"}, ok=(200, 201, 308)
+        )
+        if status in (200, 201):
+            return -1, json.loads(body)
+        rng = headers.get("Range")
+        return (int(rng.rsplit("-", 1)[1]) + 1 if rng else 0), None
+
+    async def _a_upload_part(self, state: Any, number: int, offset: int, data: memoryview, total: int | None) -> Any:
+        location = state["location"]
+        start = offset
+        attempted: set[int] = state["attempted"]
+        if number in attempted:
+            # A retry: the failed attempt may have been stored in part, or
+            # even completed the upload; resume at what the server holds.
+            held, done = await self._persisted(location, None)
+            if done is not None:
+                return done
+            start = max(offset, held)
+        attempted.add(number)
+        if start > offset + data.nbytes:
+            raise DataLossError(f"gcs: resumable upload of {self.url(state['bucket'], state['key'])!r} is ahead of the data")
+        rest = data[start - offset :]
+        size = "*" if total is None else str(total)
+        if rest.nbytes == 0:
+            if total is None:
+                return None
+            crange = f"bytes */{size}"
+        else:
+            crange = f"bytes {start}-{start + rest.nbytes - 1}/{size}"
+        status, headers, body = await self._request(
+            "PUT", location, headers={"Content-Range": crange}, data=bytes(rest), ok=(200, 201, 308)
+        )
+        if status in (200, 201):
+            return json.loads(body)
+        if total is not None:
+            raise HTTPStatusError(503, "final chunk not accepted as final; retrying")
+        held = int(headers["Range"].rsplit("-", 1)[1]) + 1 if headers.get("Range") else 0
+        if held < start + rest.nbytes:
+            raise HTTPStatusError(503, f"server kept {held} of {start + rest.nbytes} bytes; resuming")
+        return None
+
+    async def _a_upload_finish(self, state: Any, parts: list[Any], total: int) -> str:
+        final = parts[-1] if parts else None
+        if not isinstance(final, dict) or "generation" not in final:
+            held, final = await self._persisted(state["location"], total)
+            if final is None:
+                raise DataLossError(
+                    f"gcs: upload of {self.url(state['bucket'], state['key'])!r} ended with {held} of {total} bytes"
+                )
+        return str(final["generation"])
+
+    async def _a_upload_abort(self, state: Any) -> None:
+        await self._request("DELETE", state["location"], ok=(200, 204, 404, 410, 499))
+
+
+def _reason(body: bytes) -> str:
+    try:
+        err = json.loads(body).get("error")
+        if isinstance(err, dict):
+            return str(err.get("message", ""))[:200]
+        return str(err)[:200]
+    except (ValueError, AttributeError):
+        return body[:200].decode("utf-8", "replace")
+
+
+def create_files(options: CheckpointOptions) -> GCSFiles:
+    """A :class:`GCSFiles` for ``options`` (storage options go to ``gcsfs.core.GCSFileSystem``)."""
+    from gcsfs.core import GCSFileSystem
+
+    transfer = TransferOptions.from_backend_options(
+        options.backend_options, min_part_size=_CHUNK_ALIGN, part_alignment=_CHUNK_ALIGN
+    )
+    so = dict(options.storage_options)
+    so.update(skip_instance_cache=True, use_listings_cache=False, asynchronous=False)
+    return GCSFiles(GCSFileSystem(**so), transfer)
+
+
+def create_backend(url: str, options: CheckpointOptions) -> StorageBackend:
+    """Factory of the ``gcs`` backend: the bundle format over :class:`GCSFiles`."""
+    from trackpoint.backends.bundle import BundleBackend
+
+    return BundleBackend(create_files(options), options=options)
+
+
+@hookimpl
+def trackpoint_register_backends(register: Any) -> None:
+    """Register the ``gcs`` backend for ``gs://`` and ``gcs://`` URLs."""
+    register(
+        BackendSpec(
+            name="gcs",
+            factory=create_backend,
+            schemes=("gs", "gcs"),
+            description="TensorBundle checkpoints on Google Cloud Storage (gcsfs); create-only commit with ifGenerationMatch=0",
+            requires=("gcsfs",),
+            extra="gcs",
+            capabilities=GCSFiles.capabilities,
+        )
+    )
