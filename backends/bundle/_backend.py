@@ -1,0 +1,794 @@
+"""The bundle backend: TensorFlow's TensorBundle layout over any :class:`FileLayer`.
+
+Two commit strategies, chosen from the store's declared capabilities:
+
+* **rename** (``atomic_rename``; local disks). Each shard is written as a
+  complete one-shard bundle ``<prefix>_temp/part-<save_id>-iiiii-of-NNNNN``
+  (data file fsynced, piece index beside it). ``commit`` merges the pieces the
+  way TensorFlow's ``MergeV2Checkpoints`` does, from the shard manifests and
+  without re-reading data: data files are renamed to
+  ``<prefix>.data-iiiii-of-NNNNN``, the merged index is written inside the
+  ``_temp`` directory and renamed to ``<prefix>.index`` last, the directory is
+  fsynced and the ``_temp`` directory removed.
+* **create** (``conditional_create`` without atomic rename; object stores).
+  Data objects are written once, create-only, under their final names; a
+  per-shard piece index ``<prefix>.part-iiiii-of-NNNNN.<save_id>.index`` is
+  the only other temporary object; ``commit`` is one create-only write of
+  ``<prefix>.index``, after which the pieces are deleted.
+
+In both, ``<prefix>.index`` is the commit point: it is written last, and
+removed first by ``delete`` and by an overwriting save.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, Final
+
+import numpy as np
+
+from trackpoint.backends.bundle._codec import (
+    Entry,
+    decode_entry,
+    decode_header,
+    decode_strings,
+    encode_entry,
+    encode_header,
+    encode_strings,
+)
+from trackpoint.backends.bundle._crc import crc32c, extend, mask, unmask
+from trackpoint.backends.bundle._dtypes import DT_STRING, dtype_from_tf, tf_from_dtype
+from trackpoint.backends.bundle._ordered_code import decode_slice_key, encode_slice_key
+from trackpoint.backends.bundle._sstable import build_table, read_table
+from trackpoint.backends.bundle._varint import decode_varint, encode_varint
+from trackpoint.backends.files import FileLayer
+from trackpoint.errors import (
+    BackendError,
+    CheckpointExistsError,
+    CheckpointKeyError,
+    CheckpointNotFoundError,
+    ConcurrentModificationError,
+    DataLossError,
+    DTypeMismatchError,
+    InvalidCheckpointError,
+    ShapeMismatchError,
+    StorageError,
+    TrackableError,
+)
+from trackpoint.storage import (
+    ANY_VERSION,
+    CheckpointOptions,
+    CheckpointReader,
+    ShardResult,
+    ShardSpec,
+    StorageBackend,
+    TensorInfo,
+    VersionedBytes,
+    WriteItem,
+    _AnyVersion,
+)
+
+__all__ = ["BundleBackend", "data_filename"]
+
+#: Tensors below this size are gathered into one buffer so a shard of many
+#: small tensors costs few write calls.
+_SMALL: Final = 64 * 1024
+_BATCH: Final = 1024 * 1024
+#: Large tensors are checksummed and written in chunks that are still cache-warm.
+_CHUNK: Final = 4 * 1024 * 1024
+#: A header claiming more shards than this is treated as corrupt.
+_MAX_SHARDS: Final = 1 << 24
+_PAYLOAD_MAGIC: Final = b"TPBUNDLE1\n"
+_SAVE_ID: Final = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+_DATA_RE: Final = re.compile(r"^(?P<base>.+)\.data-\d{5,}-of-\d{5,}$")
+_PART_RE: Final = re.compile(r"^(?P<base>.+)\.part-\d{5,}-of-\d{5,}\.[A-Za-z0-9_-]+\.index$")
+
+
+def data_filename(prefix: str, shard_id: int, num_shards: int) -> str:
+    """TensorFlow's data file name: ``<prefix>.data-%05d-of-%05d``."""
+    return f"{prefix}.data-{shard_id:05d}-of-{num_shards:05d}"
+
+
+def _basename(path: str) -> str:
+    return path.rstrip("/").rsplit("/", 1)[-1]
+
+
+def _encode_payload(entries: Sequence[tuple[bytes, bytes]]) -> bytes:
+    out = bytearray(_PAYLOAD_MAGIC)
+    for k, v in entries:
+        out += encode_varint(len(k))
+        out += k
+        out += encode_varint(len(v))
+        out += v
+    return bytes(out)
+
+
+def _decode_payload(payload: bytes, where: str) -> list[tuple[bytes, bytes]]:
+    if not payload.startswith(_PAYLOAD_MAGIC):
+        raise InvalidCheckpointError(f"{where}: shard manifest was not produced by the bundle backend")
+    view = memoryview(payload)
+    pos = len(_PAYLOAD_MAGIC)
+    out = []
+    while pos < len(payload):
+        n, pos = decode_varint(view, pos, where)
+        k = payload[pos : pos + n]
+        pos += n
+        n, pos = decode_varint(view, pos, where)
+        v = payload[pos : pos + n]
+        pos += n
+        if pos > len(payload):
+            raise InvalidCheckpointError(f"{where}: shard manifest is truncated")
+        out.append((k, v))
+    return out
+
+
+def _byte_view(a: np.ndarray[Any, Any]) -> memoryview:
+    """The bytes of a C-contiguous array, without copying (works for ml_dtypes too)."""
+    return a.reshape(-1).view(np.uint8).data
+
+
+def _little_endian(a: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
+    # Bundles written here are little-endian; only foreign-order arrays are converted.
+    if a.dtype.byteorder == ">":
+        a = a.astype(a.dtype.newbyteorder("<"))
+    # Not np.ascontiguousarray: it turns 0-d arrays into 1-d ones.
+    return a if a.flags.c_contiguous else np.array(a, order="C")
+
+
+@dataclass(frozen=True, slots=True)
+class _Stored:
+    """One readable entry: decoded proto plus its numpy dtype."""
+
+    entry: Entry
+    dtype: np.dtype[Any]
+    swap: bool
+    name: bytes
+
+
+class BundleBackend(StorageBackend):
+    """TensorFlow TensorBundle checkpoints on a :class:`~trackpoint.backends.files.FileLayer`.
+
+    Parameters
+    ----------
+    files
+        The store. Its ``capabilities`` choose the commit strategy: atomic
+        rename (local disks) or create-only writes (object stores).
+    options
+        Defaults for :meth:`save` when it is called without options
+        (``max_shard_bytes``, ``num_writers``).
+
+    Raises
+    ------
+    BackendError
+        The store offers neither atomic rename nor conditional create, so no
+        save could be committed atomically.
+    """
+
+    name = "bundle"
+
+    def __init__(self, files: FileLayer, *, options: CheckpointOptions | None = None) -> None:
+        caps = files.capabilities
+        if not (caps.atomic_rename or caps.conditional_create):
+            raise BackendError(
+                f"bundle: store {files.store_name!r} has neither atomic rename nor conditional create, "
+                "so checkpoints cannot be committed atomically; use a store that supports one of them"
+            )
+        self.files = files
+        self.options = options or CheckpointOptions()
+        self.capabilities = caps
+        self._rename = caps.atomic_rename
+        self._lock = threading.Lock()
+        # Objects created by each save of the create strategy, so abort removes only those.
+        self._created: dict[str, list[str]] = {}
+
+    # ------------------------------------------------------------------ naming
+    def _index(self, prefix: str) -> str:
+        return prefix + ".index"
+
+    def _temp_dir(self, prefix: str) -> str:
+        return prefix + "_temp"
+
+    def _piece(self, prefix: str, spec: ShardSpec) -> str:
+        return self.files.join(
+            self._temp_dir(prefix), f"part-{spec.save_id}-{spec.shard_id:05d}-of-{spec.num_shards:05d}"
+        )
+
+    def _part_index(self, prefix: str, spec: ShardSpec) -> str:
+        return f"{prefix}.part-{spec.shard_id:05d}-of-{spec.num_shards:05d}.{spec.save_id}.index"
+
+    @staticmethod
+    def _check_prefix(prefix: str) -> None:
+        if not prefix or prefix.endswith("/") or not _basename(prefix):
+            raise InvalidCheckpointError(f"bundle: {prefix!r} is not a checkpoint prefix (it names a directory)")
+
+    # ------------------------------------------------------------------ writing
+    def save(
+        self,
+        prefix: str,
+        items: Sequence[WriteItem],
+        options: CheckpointOptions | None = None,
+        *,
+        overwrite: bool = True,
+    ) -> None:
+        """Write and commit a checkpoint (see :meth:`StorageBackend.save`).
+
+        With ``overwrite=False`` an existing checkpoint is reported before
+        anything is written. With ``overwrite=True`` on the create strategy the
+        old checkpoint is deleted (index first) before the new data is written,
+        since data objects are written under their final names.
+        """
+        self._check_prefix(prefix)
+        if self.files.exists(self._index(prefix)):
+            if not overwrite:
+                raise CheckpointExistsError(
+                    f"bundle: a checkpoint is already committed at {prefix!r}; "
+                    "pass overwrite=True or choose another prefix"
+                )
+            if not self._rename:
+                self.delete(prefix)
+        super().save(prefix, items, options or self.options, overwrite=overwrite)
+
+    def write_shard(self, prefix: str, spec: ShardSpec, items: Sequence[WriteItem]) -> ShardResult:
+        # docstring inherited
+        self._check_prefix(prefix)
+        if not _SAVE_ID.match(spec.save_id):
+            raise TrackableError(f"bundle: save_id {spec.save_id!r} must be 1-64 letters, digits, '-' or '_'")
+        if self._rename:
+            piece = self._piece(prefix, spec)
+            self.files.makedirs(self._temp_dir(prefix))
+            data_path = data_filename(piece, 0, 1)
+        else:
+            self.files.makedirs(self.files.dirname(prefix))
+            data_path = data_filename(prefix, spec.shard_id, spec.num_shards)
+        rows = self._write_data(prefix, data_path, items, create_only=not self._rename, save_id=spec.save_id)
+        nbytes = rows[-1][3] + rows[-1][4] if rows else 0
+        rows.sort(key=lambda r: r[0])
+        for a, b in zip(rows, rows[1:]):
+            if a[0] == b[0]:
+                raise TrackableError(f"bundle: tensor key {a[0].decode('utf-8', 'replace')!r} is saved twice")
+        # The piece index makes each shard a valid one-shard bundle of its own.
+        piece_table = build_table(
+            [(b"", encode_header(1))] + [(k, encode_entry(dt, shp, 0, off, size, crc)) for k, dt, shp, off, size, crc in rows]
+        )
+        if self._rename:
+            self.files.put(self._index(piece), piece_table)
+        else:
+            part = self._part_index(prefix, spec)
+            self.files.put(part, piece_table, create_only=True)
+            self._remember(spec.save_id, part)
+        payload = _encode_payload(
+            [(k, encode_entry(dt, shp, spec.shard_id, off, size, crc)) for k, dt, shp, off, size, crc in rows]
+        )
+        keys = tuple(r[0].decode("utf-8", "surrogateescape") for r in rows)
+        return ShardResult(spec, keys, nbytes, payload)
+
+    def _remember(self, save_id: str, path: str) -> None:
+        with self._lock:
+            self._created.setdefault(save_id, []).append(path)
+
+    def _write_data(
+        self, prefix: str, path: str, items: Sequence[WriteItem], *, create_only: bool, save_id: str
+    ) -> list[tuple[bytes, int, tuple[int, ...], int, int, int]]:
+        """Stream ``items`` into one data file; return ``(key, dtype, shape, offset, size, crc)`` rows."""
+        rows: list[tuple[bytes, int, tuple[int, ...], int, int, int]] = []
+        sink = self.files.open_sink(path, create_only=create_only)
+        try:
+            batch = bytearray()
+            offset = 0
+            for it in items:
+                if not isinstance(it.key, str) or not it.key:
+                    raise TrackableError(f"bundle: tensor keys must be non-empty strings, got {it.key!r}")
+                key = it.key.encode("utf-8", "surrogateescape")
+                if key[0] == 0:
+                    # Keys starting with a NUL byte are reserved for slices of partitioned tensors.
+                    raise TrackableError(f"bundle: tensor key {it.key!r} starts with a NUL character")
+                arr = np.asarray(it.array)
+                if arr.dtype.kind == "O":
+                    data, crc = encode_strings(arr, it.key)
+                    rows.append((key, DT_STRING, arr.shape, offset, len(data), crc))
+                    batch += data
+                    offset += len(data)
+                else:
+                    dt = tf_from_dtype(arr.dtype, it.key)
+                    arr = _little_endian(arr)
+                    view = _byte_view(arr)
+                    size = len(view)
+                    if size < _SMALL:
+                        crc = crc32c(view)
+                        batch += view
+                    else:
+                        if batch:
+                            sink.write(batch)
+                            batch = bytearray()
+                        crc = 0
+                        for start in range(0, size, _CHUNK):
+                            chunk = view[start : start + _CHUNK]
+                            crc = extend(crc, chunk)
+                            sink.write(chunk)
+                    rows.append((key, dt, arr.shape, offset, size, mask(crc)))
+                    offset += size
+                if len(batch) >= _BATCH:
+                    sink.write(batch)
+                    batch = bytearray()
+            if batch:
+                sink.write(batch)
+        except BaseException:
+            sink.abort()
+            raise
+        try:
+            sink.close()
+        except CheckpointExistsError as exc:
+            raise self._data_conflict(prefix, path) from exc
+        if create_only:
+            self._remember(save_id, path)
+        return rows
+
+    def _data_conflict(self, prefix: str, path: str) -> StorageError | CheckpointExistsError:
+        if self.files.exists(self._index(prefix)):
+            return CheckpointExistsError(
+                f"bundle: another writer committed a checkpoint at {prefix!r} while this save was writing "
+                f"{path!r}; pass overwrite=True to replace it"
+            )
+        return ConcurrentModificationError(
+            f"bundle: objects of an uncommitted save exist at {prefix!r} (a concurrent save or a crashed one; "
+            f"{path!r} is already there); call cleanup(directory) or save with overwrite=True"
+        )
+
+    def commit(self, prefix: str, shards: Sequence[ShardResult], *, overwrite: bool = False) -> None:
+        # docstring inherited
+        self._check_prefix(prefix)
+        n = len(shards)
+        if not n or any(
+            r.spec.shard_id != i or r.spec.num_shards != n or r.spec.save_id != shards[0].spec.save_id
+            for i, r in enumerate(shards)
+        ):
+            raise InvalidCheckpointError(
+                f"bundle: commit of {prefix!r} needs every shard of one save exactly once, in shard_id order"
+            )
+        save_id = shards[0].spec.save_id
+        entries: list[tuple[bytes, bytes]] = []
+        for r in shards:
+            entries.extend(_decode_payload(r.payload, f"bundle: shard {r.spec.shard_id} of {prefix!r}"))
+        entries.sort(key=lambda e: e[0])
+        for a, b in zip(entries, entries[1:]):
+            if a[0] == b[0]:
+                raise TrackableError(
+                    f"bundle: tensor {a[0].decode('utf-8', 'replace')!r} appears in two shards of {prefix!r}"
+                )
+        table = build_table([(b"", encode_header(n)), *entries])
+        index = self._index(prefix)
+        directory = self.files.dirname(prefix)
+        if self._rename:
+            self._commit_rename(prefix, shards, table, overwrite)
+        else:
+            self._commit_create(prefix, shards, table, overwrite)
+        self.files.sync_dir(directory)
+        with self._lock:
+            created = self._created.pop(save_id, [])
+        if not self._rename:
+            self.files.delete([p for p in created if p.endswith(".index") and p != index])
+        self._remove_temp(prefix)
+
+    def _commit_rename(self, prefix: str, shards: Sequence[ShardResult], table: bytes, overwrite: bool) -> None:
+        index = self._index(prefix)
+        directory = self.files.dirname(prefix)
+        if self.files.exists(index):
+            if not overwrite:
+                raise CheckpointExistsError(
+                    f"bundle: a checkpoint is already committed at {prefix!r}; pass overwrite=True to replace it"
+                )
+            # Remove the commit point before any data is replaced, so no reader
+            # ever pairs the old index with new data files.
+            self.files.delete([index])
+            self.files.sync_dir(directory)
+        # Data files of the old checkpoint (or of a save that crashed mid-commit)
+        # may use another shard count; none of them is referenced any more.
+        self.files.delete(self._data_files(prefix))
+        n = len(shards)
+        for r in shards:
+            piece = self._piece(prefix, r.spec)
+            src = data_filename(piece, 0, 1)
+            size = self.files.size(src)
+            if size != r.nbytes:
+                raise DataLossError(
+                    f"bundle: data of shard {r.spec.shard_id} for {prefix!r} is missing or has {size} bytes "
+                    f"instead of {r.nbytes} ({src!r})"
+                )
+            self.files.rename(src, data_filename(prefix, r.spec.shard_id, n))
+        tmp = self.files.join(self._temp_dir(prefix), f"merged-{shards[0].spec.save_id}.index")
+        self.files.put(tmp, table)
+        if self.files.exists(index) and not overwrite:
+            # Another save committed while this one was renaming; it may have
+            # replaced our data, so report instead of publishing a mixture.
+            raise CheckpointExistsError(
+                f"bundle: another save committed {prefix!r} concurrently; this save was not committed"
+            )
+        self.files.rename(tmp, index)
+
+    def _commit_create(self, prefix: str, shards: Sequence[ShardResult], table: bytes, overwrite: bool) -> None:
+        index = self._index(prefix)
+        n = len(shards)
+        for r in shards:
+            path = data_filename(prefix, r.spec.shard_id, n)
+            size = self.files.size(path)
+            if size != r.nbytes:
+                raise DataLossError(
+                    f"bundle: data object {path!r} of {prefix!r} is missing or has {size} bytes instead of "
+                    f"{r.nbytes}; the save cannot be committed"
+                )
+        if overwrite and self.files.exists(index):
+            self.files.delete([index])
+        try:
+            self.files.put(index, table, create_only=True)
+        except CheckpointExistsError as exc:
+            raise CheckpointExistsError(
+                f"bundle: another writer committed {prefix!r} first; this save was not committed"
+                + ("" if overwrite else " (pass overwrite=True to replace it)")
+            ) from exc
+
+    def _data_files(self, prefix: str) -> list[str]:
+        directory = self.files.dirname(prefix)
+        base = _basename(prefix)
+        out = []
+        for name in self.files.listdir(directory):
+            m = _DATA_RE.match(name)
+            if m is not None and m.group("base") == base:
+                out.append(self.files.join(directory, name))
+        return out
+
+    def _part_files(self, prefix: str, save_id: str | None = None) -> list[str]:
+        directory = self.files.dirname(prefix)
+        base = _basename(prefix)
+        out = []
+        for name in self.files.listdir(directory):
+            m = _PART_RE.match(name)
+            if m is not None and m.group("base") == base and (save_id is None or name.endswith(f".{save_id}.index")):
+                out.append(self.files.join(directory, name))
+        return out
+
+    def _remove_temp(self, prefix: str, save_id: str | None = None) -> None:
+        """Remove the ``_temp`` pieces (all of them, or those of one save)."""
+        if not self._rename:
+            return
+        temp = self._temp_dir(prefix)
+        names = self.files.listdir(temp)
+        if save_id is not None:
+            names = [n for n in names if n.startswith((f"part-{save_id}-", f"merged-{save_id}."))]
+        self.files.delete([self.files.join(temp, n) for n in names])
+        self.files.remove_dir(temp)
+
+    def abort(self, prefix: str, save_id: str) -> None:
+        # docstring inherited
+        if not _SAVE_ID.match(save_id):
+            return
+        if self._rename:
+            self._remove_temp(prefix, save_id)
+            return
+        with self._lock:
+            created = self._created.pop(save_id, [])
+        pieces = self._part_files(prefix, save_id)
+        committed = self.files.exists(self._index(prefix))
+        # Pieces found by listing name the data objects their save created
+        # (possibly in another process); those are never referenced by a
+        # committed index, because create-only writes kept them unique.
+        derived = [] if committed else [re.sub(r"\.part-(\d+-of-\d+)\.[^.]+\.index$", r".data-\1", p) for p in pieces]
+        self.files.delete(sorted(set(created) | set(pieces) | set(derived)))
+
+    # ------------------------------------------------------------------ reading
+    def open_reader(self, prefix: str) -> CheckpointReader:
+        # docstring inherited
+        self._check_prefix(prefix)
+        index = self._index(prefix)
+        try:
+            data = self.files.read(index)
+        except CheckpointNotFoundError as exc:
+            raise CheckpointNotFoundError(
+                f"bundle: no checkpoint is committed at {prefix!r} ({index!r} does not exist)"
+            ) from exc
+        return _BundleReader(self.files, prefix, data)
+
+    # ---------------------------------------------------------------- namespace
+    def exists(self, prefix: str) -> bool:
+        # docstring inherited
+        return self.files.exists(self._index(prefix))
+
+    def delete(self, prefix: str) -> None:
+        # docstring inherited
+        self._check_prefix(prefix)
+        self.files.delete([self._index(prefix)])
+        self.files.sync_dir(self.files.dirname(prefix))
+        self.files.delete(self._data_files(prefix) + self._part_files(prefix))
+        temp = self._temp_dir(prefix)
+        self.files.delete([self.files.join(temp, n) for n in self.files.listdir(temp)])
+        self.files.remove_dir(temp)
+
+    def list_checkpoints(self, directory: str) -> list[str]:
+        # docstring inherited
+        out = []
+        for name in self.files.listdir(directory):
+            if name.endswith(".index") and len(name) > 6 and not _PART_RE.match(name) and not name.startswith("."):
+                out.append(self.files.join(directory, name[: -len(".index")]))
+        return sorted(out)
+
+    def cleanup(self, directory: str) -> list[str]:
+        """Remove leftovers of saves that never committed in ``directory``; return them.
+
+        Removed: data objects and piece indexes whose prefix has no index, piece
+        indexes of committed prefixes, and ``<prefix>_temp`` directories.
+        Concurrency caveat: a save that is still running in ``directory`` looks
+        exactly like a crashed one, so call this only when no save is writing
+        there (e.g. at job start, or from the single writer).
+        """
+        names = self.files.listdir(directory)
+        committed = {n[: -len(".index")] for n in names if n.endswith(".index") and not _PART_RE.match(n)}
+        removed: list[str] = []
+        for name in names:
+            path = self.files.join(directory, name)
+            m = _DATA_RE.match(name)
+            if m is not None and m.group("base") not in committed:
+                removed.append(path)
+            elif _PART_RE.match(name):
+                removed.append(path)
+            elif name.endswith("_temp") and self._rename:
+                inner = [self.files.join(path, n) for n in self.files.listdir(path)]
+                self.files.delete(inner)
+                self.files.remove_dir(path)
+                removed.extend(inner)
+                removed.append(path)
+        self.files.delete([p for p in removed if not p.endswith("_temp")])
+        return removed
+
+    # ------------------------------------------------------------- small files
+    def read_file(self, path: str) -> VersionedBytes | None:
+        # docstring inherited
+        return self.files.read_versioned(path)
+
+    def write_file(self, path: str, data: bytes, *, if_version: str | _AnyVersion | None = ANY_VERSION) -> str:
+        # docstring inherited
+        self.files.makedirs(self.files.dirname(path))
+        return self.files.write_versioned(path, data, if_version=if_version)
+
+    def delete_file(self, path: str) -> None:
+        # docstring inherited
+        self.files.delete([path])
+
+    def dirname(self, path: str) -> str:
+        # docstring inherited
+        return self.files.dirname(path)
+
+    def join(self, directory: str, name: str) -> str:
+        # docstring inherited
+        return self.files.join(directory, name)
+
+    def close(self) -> None:
+        # docstring inherited
+        self.files.close()
+
+    def __repr__(self) -> str:
+        strategy = "rename" if self._rename else "create-only"
+        return f"<BundleBackend on {self.files.store_name} ({strategy} commit)>"
+
+
+class _BundleReader(CheckpointReader):
+    """A parsed ``.index`` and lazy access to the data files."""
+
+    def __init__(self, files: FileLayer, prefix: str, index_bytes: bytes) -> None:
+        self.prefix = prefix
+        self._files = files
+        self._where = prefix + ".index"
+        self._closed = False
+        table = read_table(index_bytes, self._where)
+        if not table or table[0][0] != b"":
+            raise DataLossError(f"{self._where}: the bundle header entry is missing")
+        header = decode_header(table[0][1], self._where)
+        if header.num_shards > _MAX_SHARDS or (header.num_shards == 0 and len(table) > 1):
+            raise DataLossError(f"{self._where}: the header claims an implausible {header.num_shards} data shards")
+        self._num_shards = header.num_shards
+        self._entries: dict[str, _Stored] = {}
+        self._slices: dict[bytes, _Stored] = {}
+        self._sizes: dict[int, int] = {}
+        self._size_lock = threading.Lock()
+        for key, value in table[1:]:
+            where = f"{self._where}: entry {key!r}"
+            e = decode_entry(value, where)
+            dtype, swap = dtype_from_tf(e.dtype, header.big_endian, where) if e.dtype in _READABLE else (
+                np.dtype(np.uint8), False
+            )
+            if e.dtype not in _READABLE:
+                # Unreadable types (resource, variant) are listed but fail when read.
+                pass
+            if not e.slices:
+                if e.shard_id >= self._num_shards:
+                    raise DataLossError(f"{where}: shard_id {e.shard_id} is not below num_shards {self._num_shards}")
+                if e.dtype in _READABLE and e.dtype != DT_STRING:
+                    count = 1
+                    for d in e.shape:
+                        count *= d
+                    if count * dtype.itemsize != e.size:
+                        raise DataLossError(
+                            f"{where}: shape {e.shape} of {dtype} needs {count * dtype.itemsize} bytes "
+                            f"but the entry records {e.size}"
+                        )
+            stored = _Stored(e, dtype, swap, key)
+            if key[:1] == b"\x00":
+                self._slices[key] = stored
+            else:
+                self._entries[key.decode("utf-8", "surrogateescape")] = stored
+        self._keys = sorted(self._entries)
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise StorageError(f"bundle: reader of {self.prefix!r} is closed")
+
+    def keys(self) -> list[str]:
+        # docstring inherited
+        return list(self._keys)
+
+    def _get(self, key: str) -> _Stored:
+        self._check_open()
+        try:
+            return self._entries[key]
+        except KeyError:
+            raise CheckpointKeyError(f"bundle: checkpoint {self.prefix!r} has no tensor {key!r}") from None
+
+    def info(self, key: str) -> TensorInfo:
+        # docstring inherited
+        s = self._get(key)
+        self._readable(key, s)
+        return TensorInfo(s.dtype, s.entry.shape)
+
+    def _readable(self, key: str, s: _Stored) -> None:
+        if s.entry.dtype not in _READABLE:
+            dtype_from_tf(s.entry.dtype, False, f"{self._where}: tensor {key!r}")
+
+    def _data_path(self, shard_id: int) -> str:
+        return data_filename(self.prefix, shard_id, self._num_shards)
+
+    def _check_range(self, key: str, e: Entry) -> str:
+        """The data file of ``e``, after checking the entry lies inside it (before any allocation)."""
+        path = self._data_path(e.shard_id)
+        with self._size_lock:
+            size = self._sizes.get(e.shard_id)
+        if size is None:
+            got = self._files.size(path)
+            if got is None:
+                raise DataLossError(f"bundle: data file {path!r} of {self.prefix!r} is missing (needed by {key!r})")
+            size = got
+            with self._size_lock:
+                self._sizes[e.shard_id] = size
+        if e.offset + e.size > size:
+            raise DataLossError(
+                f"bundle: tensor {key!r} at offset {e.offset} (+{e.size} bytes) lies beyond the end of "
+                f"{path!r} ({size} bytes): the file is truncated"
+            )
+        return path
+
+    def _prepare(self, key: str, s: _Stored, out: np.ndarray[Any, Any] | None) -> np.ndarray[Any, Any]:
+        if out is None:
+            return np.empty(s.entry.shape, dtype=s.dtype)
+        if out.dtype != s.dtype:
+            raise DTypeMismatchError(
+                f"bundle: cannot read {key!r} ({s.dtype}) into an array of dtype {out.dtype}"
+            )
+        if tuple(out.shape) != s.entry.shape:
+            raise ShapeMismatchError(
+                f"bundle: cannot read {key!r} of shape {s.entry.shape} into an array of shape {out.shape}"
+            )
+        if not (out.flags.c_contiguous and out.flags.writeable):
+            raise ShapeMismatchError(f"bundle: the destination for {key!r} must be C-contiguous and writeable")
+        return out
+
+    def _verify(self, key: str, s: _Stored, view: memoryview, out: np.ndarray[Any, Any]) -> None:
+        if crc32c(view) != unmask(s.entry.crc32c):
+            raise DataLossError(
+                f"bundle: CRC-32C mismatch for tensor {key!r} in {self._data_path(s.entry.shard_id)!r} at offset "
+                f"{s.entry.offset} ({s.entry.size} bytes): the data is corrupted"
+            )
+        if s.swap:
+            out.reshape(-1).view(f"u{s.dtype.itemsize}").byteswap(inplace=True)
+
+    def read(self, key: str, out: np.ndarray[Any, Any] | None = None) -> np.ndarray[Any, Any]:
+        # docstring inherited
+        s = self._get(key)
+        self._readable(key, s)
+        if s.entry.slices:
+            return self._assemble(key, s, out)
+        return self._read_plain(key, s, out)
+
+    def _read_plain(self, key: str, s: _Stored, out: np.ndarray[Any, Any] | None) -> np.ndarray[Any, Any]:
+        e = s.entry
+        path = self._check_range(key, e)
+        if e.dtype == DT_STRING:
+            buf = bytearray(e.size)
+            if e.size:
+                self._files.read_into(path, e.offset, memoryview(buf))
+            return decode_strings(
+                bytes(buf), e.shape, e.crc32c, s.dtype.byteorder == ">", f"bundle: tensor {key!r} in {path!r}"
+            )
+        dest = self._prepare(key, s, out)
+        view = _byte_view(dest)
+        if len(view):
+            self._files.read_into(path, e.offset, view)
+        self._verify(key, s, view, dest)
+        return dest
+
+    def _assemble(self, key: str, s: _Stored, out: np.ndarray[Any, Any] | None) -> np.ndarray[Any, Any]:
+        """Build a partitioned tensor from its slice entries."""
+        shape = s.entry.shape
+        dest = np.empty(shape, dtype=s.dtype) if s.dtype.kind == "O" else self._prepare(key, s, out)
+        for extents in s.entry.slices:
+            if len(extents) != len(shape):
+                raise DataLossError(f"{self._where}: slice {extents} of {key!r} does not match its rank {len(shape)}")
+            index = []
+            for (start, length), dim in zip(extents, shape):
+                stop = dim if length < 0 else start + length
+                if start < 0 or stop > dim or (length >= 0 and start > stop):
+                    raise DataLossError(f"{self._where}: slice {extents} lies outside {key!r} of shape {shape}")
+                index.append(slice(start if length >= 0 else 0, stop))
+            piece_key = encode_slice_key(s.name, list(extents))
+            piece = self._slices.get(piece_key)
+            if piece is None:
+                raise DataLossError(f"{self._where}: slice {extents} of {key!r} has no entry")
+            want = tuple(sl.stop - sl.start for sl in index)
+            if piece.entry.shape != want or piece.entry.dtype != s.entry.dtype:
+                raise DataLossError(
+                    f"{self._where}: slice {extents} of {key!r} is stored as {piece.entry.shape}, expected {want}"
+                )
+            dest[tuple(index)] = self._read_plain(key, piece, None)
+        return dest
+
+    def read_many(
+        self, requests: Sequence[tuple[str, np.ndarray[Any, Any] | None]]
+    ) -> list[np.ndarray[Any, Any]]:
+        """Read several tensors: adjacent ranges are read with one vectored call, data files in parallel."""
+        results: list[np.ndarray[Any, Any] | None] = [None] * len(requests)
+        by_shard: dict[int, list[tuple[int, str, _Stored, np.ndarray[Any, Any], memoryview]]] = {}
+        for i, (key, out) in enumerate(requests):
+            s = self._get(key)
+            self._readable(key, s)
+            if s.entry.slices or s.entry.dtype == DT_STRING:
+                results[i] = self.read(key, out)
+                continue
+            self._check_range(key, s.entry)
+            dest = self._prepare(key, s, out)
+            results[i] = dest
+            by_shard.setdefault(s.entry.shard_id, []).append((i, key, s, dest, _byte_view(dest)))
+
+        def run(shard_id: int) -> None:
+            group = by_shard[shard_id]
+            self._files.read_ranges(
+                self._data_path(shard_id), [(g[2].entry.offset, g[4]) for g in group if len(g[4])]
+            )
+            for _, key, s, dest, view in group:
+                self._verify(key, s, view, dest)
+
+        if len(by_shard) > 1 and self._files.capabilities.ranged_reads:
+            with ThreadPoolExecutor(max_workers=min(8, len(by_shard)), thread_name_prefix="trackpoint-read") as ex:
+                for f in [ex.submit(run, sid) for sid in by_shard]:
+                    f.result()
+        else:
+            for sid in by_shard:
+                run(sid)
+        return [r for r in results if r is not None]
+
+    def close(self) -> None:
+        # docstring inherited
+        self._closed = True
+
+
+def _readable_types() -> frozenset[int]:
+    out = set()
+    for num in range(0, 64):
+        try:
+            dtype_from_tf(num, False, "")
+        except InvalidCheckpointError:
+            continue
+        out.add(num)
+    return frozenset(out)
+
+
+_READABLE: Final = _readable_types()

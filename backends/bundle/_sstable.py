@@ -1,0 +1,263 @@
+"""The LevelDB-style sorted table TensorFlow uses for ``.index`` files.
+
+Writer and reader follow TensorFlow's ``table_builder.cc``/``block.cc`` (spec
+sections 2.1-2.6): 256 KiB data blocks with a restart every 16 entries, an
+index block with a restart at every entry, an empty metaindex block, blocks
+stored uncompressed with a masked CRC-32C trailer, and a 48-byte footer.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Iterable
+from typing import Final
+
+from trackpoint.backends.bundle._crc import crc32c, mask, unmask
+from trackpoint.backends.bundle._varint import decode_varint, encode_varint
+from trackpoint.errors import DataLossError, InvalidCheckpointError, TrackableError
+
+__all__ = [
+    "BLOCK_SIZE",
+    "FOOTER_SIZE",
+    "TableBuilder",
+    "build_table",
+    "read_table",
+    "short_successor",
+    "shortest_separator",
+]
+
+#: TensorFlow's table block size (LevelDB's default would be 4 KiB).
+BLOCK_SIZE: Final = 256 * 1024
+#: Footer: two block handles padded to 40 bytes, then the 8-byte magic.
+FOOTER_SIZE: Final = 48
+_MAGIC: Final = 0xDB4775248B80FB57
+_MAGIC_BYTES: Final = struct.pack("<II", _MAGIC & 0xFFFFFFFF, _MAGIC >> 32)
+_TRAILER: Final = 5
+_NO_COMPRESSION: Final = 0
+_SNAPPY: Final = 1
+_U32 = struct.Struct("<I")
+
+
+def shortest_separator(start: bytes, limit: bytes) -> bytes:
+    """A short key ``k`` with ``start <= k < limit`` (LevelDB's bytewise comparator rule)."""
+    n = min(len(start), len(limit))
+    i = 0
+    while i < n and start[i] == limit[i]:
+        i += 1
+    if i >= n:
+        # One is a prefix of the other: no shorter separator exists.
+        return start
+    b = start[i]
+    if b < 0xFF and b + 1 < limit[i]:
+        return start[:i] + bytes((b + 1,))
+    return start
+
+
+def short_successor(key: bytes) -> bytes:
+    """A short key ``>= key``: increment the first byte that is not 0xff and cut after it."""
+    for i, b in enumerate(key):
+        if b != 0xFF:
+            return key[:i] + bytes((b + 1,))
+    return key
+
+
+class _BlockBuilder:
+    """Prefix-compressed entries followed by the restart array."""
+
+    __slots__ = ("_buf", "_counter", "_interval", "_last", "_restarts")
+
+    def __init__(self, restart_interval: int) -> None:
+        self._interval = restart_interval
+        self._buf = bytearray()
+        self._restarts = [0]
+        self._counter = 0
+        self._last = b""
+
+    @property
+    def empty(self) -> bool:
+        return not self._buf
+
+    def estimate(self) -> int:
+        return len(self._buf) + 4 * len(self._restarts) + 4
+
+    def add(self, key: bytes, value: bytes) -> None:
+        shared = 0
+        if self._counter < self._interval:
+            last = self._last
+            n = min(len(last), len(key))
+            while shared < n and last[shared] == key[shared]:
+                shared += 1
+        else:
+            self._restarts.append(len(self._buf))
+            self._counter = 0
+        buf = self._buf
+        buf += encode_varint(shared)
+        buf += encode_varint(len(key) - shared)
+        buf += encode_varint(len(value))
+        buf += key[shared:]
+        buf += value
+        self._last = key
+        self._counter += 1
+
+    def finish(self) -> bytes:
+        out = bytes(self._buf) + b"".join(_U32.pack(r) for r in self._restarts) + _U32.pack(len(self._restarts))
+        self._buf = bytearray()
+        self._restarts = [0]
+        self._counter = 0
+        self._last = b""
+        return out
+
+
+class TableBuilder:
+    """Builds a table in memory from keys added in strictly increasing bytewise order."""
+
+    def __init__(self, *, block_size: int = BLOCK_SIZE, restart_interval: int = 16) -> None:
+        self._block_size = block_size
+        self._out = bytearray()
+        self._data = _BlockBuilder(restart_interval)
+        self._index = _BlockBuilder(1)
+        self._pending: bytes | None = None
+        self._last_key = b""
+        self._num = 0
+
+    def add(self, key: bytes, value: bytes) -> None:
+        """Append one entry; keys must be strictly increasing."""
+        if self._num and key <= self._last_key:
+            raise TrackableError(
+                f"bundle index keys must be unique and sorted: {key!r} follows {self._last_key!r}"
+            )
+        # TensorFlow-only rule: an entry that alone could fill two blocks starts a new block.
+        if self._num and len(key) + len(value) >= 2 * self._block_size:
+            self._flush()
+        if self._pending is not None:
+            self._index.add(shortest_separator(self._last_key, key), self._pending)
+            self._pending = None
+        self._data.add(key, value)
+        self._last_key = key
+        self._num += 1
+        if self._data.estimate() >= self._block_size:
+            self._flush()
+
+    def _write_block(self, contents: bytes) -> bytes:
+        handle = encode_varint(len(self._out)) + encode_varint(len(contents))
+        trailer_type = bytes((_NO_COMPRESSION,))
+        crc = mask(crc32c(contents + trailer_type))
+        self._out += contents
+        self._out += trailer_type
+        self._out += _U32.pack(crc)
+        return handle
+
+    def _flush(self) -> None:
+        if self._data.empty:
+            return
+        self._pending = self._write_block(self._data.finish())
+
+    def finish(self) -> bytes:
+        """Write the remaining blocks and the footer; return the whole file."""
+        self._flush()
+        meta_handle = self._write_block(_BlockBuilder(16).finish())
+        if self._pending is not None:
+            self._index.add(short_successor(self._last_key), self._pending)
+            self._pending = None
+        index_handle = self._write_block(self._index.finish())
+        footer = meta_handle + index_handle
+        self._out += footer + bytes(40 - len(footer)) + _MAGIC_BYTES
+        return bytes(self._out)
+
+
+def build_table(entries: Iterable[tuple[bytes, bytes]]) -> bytes:
+    """A whole table file from sorted ``(key, value)`` pairs."""
+    builder = TableBuilder()
+    for k, v in entries:
+        builder.add(k, v)
+    return builder.finish()
+
+
+def _decode_handle(buf: bytes, pos: int, where: str) -> tuple[int, int, int]:
+    offset, pos = decode_varint(buf, pos, where)
+    size, pos = decode_varint(buf, pos, where)
+    return offset, size, pos
+
+
+def _read_block(data: bytes, offset: int, size: int, limit: int, where: str) -> bytes:
+    if offset + size + _TRAILER > limit:
+        raise DataLossError(f"{where}: block at {offset} (+{size} bytes) extends past the end of the table")
+    contents = data[offset : offset + size]
+    block_type = data[offset + size]
+    (stored,) = _U32.unpack_from(data, offset + size + 1)
+    actual = crc32c(data[offset : offset + size + 1])
+    if unmask(stored) != actual:
+        raise DataLossError(f"{where}: block at offset {offset} fails its CRC-32C check (corrupted index)")
+    if block_type == _SNAPPY:
+        raise InvalidCheckpointError(
+            f"{where}: block at offset {offset} is Snappy-compressed (a TensorFlow <= 1.1 bundle); "
+            "Snappy blocks are unsupported, re-save the checkpoint with a newer TensorFlow"
+        )
+    if block_type != _NO_COMPRESSION:
+        raise DataLossError(f"{where}: block at offset {offset} has unknown compression type {block_type}")
+    return contents
+
+
+def _block_entries(block: bytes, where: str) -> list[tuple[bytes, bytes]]:
+    """Decode a block's entries, validating the restart array like TensorFlow's ``Block``."""
+    n = len(block)
+    if n < 4:
+        raise DataLossError(f"{where}: block of {n} bytes is too short for its restart count")
+    (num_restarts,) = _U32.unpack_from(block, n - 4)
+    max_restarts = (n - 4) // 4
+    if num_restarts > max_restarts:
+        raise DataLossError(f"{where}: block claims {num_restarts} restarts but holds {n} bytes")
+    data_end = n - 4 - 4 * num_restarts
+    restarts = set()
+    for i in range(num_restarts):
+        (r,) = _U32.unpack_from(block, data_end + 4 * i)
+        if r > data_end:
+            raise DataLossError(f"{where}: restart offset {r} lies outside the block's {data_end} entry bytes")
+        restarts.add(r)
+    out: list[tuple[bytes, bytes]] = []
+    view = memoryview(block)
+    pos = 0
+    key = b""
+    while pos < data_end:
+        start = pos
+        shared, pos = decode_varint(view, pos, where)
+        non_shared, pos = decode_varint(view, pos, where)
+        vlen, pos = decode_varint(view, pos, where)
+        if start in restarts and shared:
+            raise DataLossError(f"{where}: entry at restart point {start} shares {shared} key bytes")
+        if shared > len(key) or pos + non_shared + vlen > data_end:
+            raise DataLossError(f"{where}: corrupted block entry at byte {start}")
+        key = key[:shared] + block[pos : pos + non_shared]
+        pos += non_shared
+        out.append((key, block[pos : pos + vlen]))
+        pos += vlen
+    return out
+
+
+def read_table(data: bytes, where: str) -> list[tuple[bytes, bytes]]:
+    """All ``(key, value)`` entries of a table file, in key order.
+
+    ``where`` names the file in error messages. Raises
+    :class:`~trackpoint.errors.InvalidCheckpointError` when ``data`` is not a
+    table (too short, wrong magic) and
+    :class:`~trackpoint.errors.DataLossError` when it is a damaged one.
+    """
+    n = len(data)
+    if n < FOOTER_SIZE or data[n - 8 :] != _MAGIC_BYTES:
+        raise InvalidCheckpointError(
+            f"{where} is not a TensorFlow bundle index (missing the table magic number); "
+            "check that the path names a checkpoint prefix"
+        )
+    limit = n - FOOTER_SIZE
+    footer = data[limit:]
+    _, _, pos = _decode_handle(footer, 0, where)
+    index_offset, index_size, _ = _decode_handle(footer, pos, where)
+    index = _block_entries(_read_block(data, index_offset, index_size, limit, where), where)
+    entries: list[tuple[bytes, bytes]] = []
+    for _sep, handle in index:
+        offset, size, _ = _decode_handle(handle, 0, where)
+        block_entries = _block_entries(_read_block(data, offset, size, limit, where), where)
+        if entries and block_entries and block_entries[0][0] <= entries[-1][0]:
+            raise DataLossError(f"{where}: table keys are out of order across blocks")
+        entries.extend(block_entries)
+    return entries
