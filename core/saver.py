@@ -1,0 +1,450 @@
+"""``Saver``: TensorFlow 1's name-based ``tf.compat.v1.train.Saver`` without sessions or graphs.
+
+A name-based checkpoint stores each variable under its name (``dense/kernel``)
+and has no object graph. :class:`Saver` writes and reads such checkpoints
+through any storage backend, keeps TF1's bookkeeping (``max_to_keep``,
+``keep_checkpoint_every_n_hours``, the ``checkpoint`` state file with
+absolute paths by default) and reads checkpoints written by TensorFlow's
+``Saver``, including partitioned variables and sharded saves.
+
+Cross-loading works both ways, as in TensorFlow: :meth:`Saver.restore` on an
+object-based checkpoint (written by :class:`~trackpoint.Checkpoint`) maps each
+name through the object graph (an attribute's ``full_name`` to its
+``checkpoint_key``), and ``Checkpoint.restore`` on a name-based checkpoint
+matches variables by name.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Final
+
+import numpy as np
+
+from trackpoint import _paths, state
+from trackpoint.errors import (
+    CheckpointError,
+    CheckpointKeyError,
+    CheckpointNotFoundError,
+    DTypeMismatchError,
+    InvalidCheckpointError,
+    NameConflictError,
+    ShapeMismatchError,
+    StorageError,
+    StoragePermissionError,
+    TrackableError,
+    TransientStorageError,
+)
+from trackpoint.proto import trackable_object_graph_pb2
+from trackpoint.storage import (
+    OBJECT_GRAPH_KEY,
+    CheckpointOptions,
+    CheckpointReader,
+    StorageBackend,
+    TensorInfo,
+    WriteItem,
+)
+from trackpoint.variables import Variable
+
+__all__ = ["Saver"]
+
+_log = logging.getLogger(__name__)
+
+#: Upper bound on data shards of a ``sharded=True`` save (each is written by one thread).
+_MAX_SHARDS: Final = 8
+
+
+def _open_backend(path: str, options: CheckpointOptions | None) -> StorageBackend:
+    from trackpoint._resolve import open_backend
+
+    return open_backend(path, options)
+
+
+def _names_to_variables(var_list: Any) -> dict[str, Variable]:
+    """TF's ``op_list_to_dict`` for trackpoint Variables: ``{checkpoint key: variable}``."""
+    if isinstance(var_list, Mapping):
+        items = list(var_list.items())
+        for name, _ in items:
+            if not isinstance(name, str) or not name:
+                raise TrackableError(f"var_list keys must be non-empty strings (checkpoint keys), got {name!r}")
+    elif isinstance(var_list, (list, tuple)):
+        items = []
+        for var in var_list:
+            if not isinstance(var, Variable):
+                raise TrackableError(
+                    f"var_list must hold trackpoint.Variable objects, got {type(var).__name__}; "
+                    "pass a dict {name: Variable} to choose names yourself"
+                )
+            items.append((var.name, var))
+    else:
+        raise TrackableError(
+            f"Variables to save should be passed in a dict or a list, got {type(var_list).__name__}"
+        )
+    out: dict[str, Variable] = {}
+    seen: dict[int, str] = {}
+    for name, var in items:
+        if not isinstance(var, Variable):
+            raise TrackableError(f"var_list[{name!r}] must be a trackpoint.Variable, got {type(var).__name__}")
+        if name in out:
+            raise NameConflictError(
+                f"At least two variables have the same name: {name!r}; give them distinct `name=`s "
+                "or pass a dict {name: Variable}"
+            )
+        if id(var) in seen:
+            raise NameConflictError(
+                f"The same variable would be saved under two names: {seen[id(var)]!r} and {name!r}"
+            )
+        out[name] = var
+        seen[id(var)] = name
+    return out
+
+
+def _object_graph_names(reader: CheckpointReader) -> dict[str, str]:
+    """``{full_name: checkpoint_key}`` of an object-based checkpoint (TF's ``object_graph_key_mapping``)."""
+    raw = np.asarray(reader.read(OBJECT_GRAPH_KEY)).item()
+    graph = trackable_object_graph_pb2.TrackableObjectGraph()  # type: ignore[attr-defined]
+    try:
+        graph.ParseFromString(bytes(raw))
+    except Exception as exc:  # protobuf's DecodeError; the message carries the detail
+        raise InvalidCheckpointError(
+            f"the object graph of {reader.prefix!r} does not parse ({exc}); the checkpoint is damaged"
+        ) from exc
+    mapping: dict[str, str] = {}
+    for node in graph.nodes:
+        for attr in node.attributes:
+            if attr.full_name:
+                mapping[attr.full_name] = attr.checkpoint_key
+    return mapping
+
+
+class Saver:
+    """Save and restore variables by name, like ``tf.compat.v1.train.Saver``.
+
+    Parameters
+    ----------
+    var_list
+        ``{name: Variable}``, or a list of Variables saved under their ``name``.
+        Required: there is no graph to collect variables from.
+    sharded
+        Write the data in several shards (up to 8, written in parallel). TF
+        shards per device; trackpoint has no devices, so it shards by size.
+    max_to_keep
+        How many recent checkpoints to keep; ``None`` or 0 keeps all (and then
+        the state file lists only the newest, as in TensorFlow).
+    keep_checkpoint_every_n_hours
+        Besides the ``max_to_keep`` most recent, keep one checkpoint per this
+        many hours.
+    pad_step_number
+        Zero-pad the step to 8 digits in the prefix (``model-00000042``).
+    save_relative_paths
+        Store paths relative to the directory in the state file (so a copied
+        directory works); TF1's default ``False`` stores them as given.
+    allow_empty
+        Allow an empty ``var_list``; ``save`` then writes nothing and returns
+        ``None`` and ``restore`` does nothing.
+    options
+        Backend choice and storage options for every save and restore.
+    clock
+        Source of Unix time for ``keep_checkpoint_every_n_hours`` (injectable).
+
+    Raises
+    ------
+    TrackableError
+        ``var_list`` is missing, not a list/dict of Variables, or empty
+        without ``allow_empty``.
+    NameConflictError
+        Two variables share a name, or one variable appears under two names.
+    """
+
+    def __init__(
+        self,
+        var_list: Mapping[str, Variable] | Sequence[Variable] | None = None,
+        sharded: bool = False,
+        max_to_keep: int | None = 5,
+        keep_checkpoint_every_n_hours: float = 10000.0,
+        pad_step_number: bool = False,
+        save_relative_paths: bool = False,
+        allow_empty: bool = False,
+        *,
+        options: CheckpointOptions | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        if var_list is None:
+            raise TrackableError(
+                "Saver needs `var_list`, a list or dict of Variables to save: without a graph there is "
+                "no global collection of variables to default to"
+            )
+        self._vars = _names_to_variables(var_list)
+        if not self._vars and not allow_empty:
+            raise TrackableError("No variables to save (pass allow_empty=True to allow an empty Saver)")
+        self._sharded = sharded
+        self._max_to_keep = max_to_keep
+        self._keep_checkpoint_every_n_hours = keep_checkpoint_every_n_hours
+        self._pad_step_number = pad_step_number
+        self._save_relative_paths = save_relative_paths
+        self._options = options
+        self._clock = clock
+        self._last_checkpoints: list[tuple[str, float]] = []
+        self._checkpoints_to_be_deleted: list[tuple[str, float]] = []
+        self._next_checkpoint_time = clock() + keep_checkpoint_every_n_hours * 3600.0
+
+    # ---------------------------------------------------------- bookkeeping
+    @property
+    def last_checkpoints(self) -> list[str]:
+        """Prefixes of the checkpoints not yet deleted, oldest first."""
+        return [p for p, _ in self._last_checkpoints]
+
+    def set_last_checkpoints_with_time(self, last_checkpoints_with_time: list[tuple[str, float]]) -> None:
+        """Replace the list of kept checkpoints with ``[(prefix, unix time), ...]``, oldest first."""
+        if not isinstance(last_checkpoints_with_time, list):
+            raise TrackableError(
+                f"last_checkpoints_with_time must be a list of (prefix, time) pairs, "
+                f"got {type(last_checkpoints_with_time).__name__}"
+            )
+        self._last_checkpoints = [(str(p), float(t)) for p, t in last_checkpoints_with_time]
+
+    def recover_last_checkpoints(self, checkpoint_paths: Sequence[str]) -> None:
+        """Rebuild the kept list after a restart from ``checkpoint_paths`` (oldest first).
+
+        Paths that are not committed checkpoints are dropped. TensorFlow uses
+        the files' modification times; the storage contract has none, so the
+        survivors are stamped with the current time, which keeps them out of
+        ``keep_checkpoint_every_n_hours`` preservation until they age in this run.
+        """
+        now = self._clock()
+        kept = []
+        for path in checkpoint_paths:
+            if _open_backend(path, self._options).exists(path):
+                kept.append((path, now))
+        self.set_last_checkpoints_with_time(kept)
+
+    def _record_last_checkpoint(self, path: str) -> None:
+        if not self._max_to_keep:
+            return
+        # A re-used prefix moves to the newest end.
+        self._last_checkpoints = [p for p in self._last_checkpoints if p[0] != path]
+        self._last_checkpoints.append((path, self._clock()))
+        if len(self._last_checkpoints) > self._max_to_keep:
+            self._checkpoints_to_be_deleted.append(self._last_checkpoints.pop(0))
+
+    def _maybe_delete_old_checkpoints(self) -> None:
+        # As TensorFlow: at most one deletion per save.
+        if not self._checkpoints_to_be_deleted:
+            return
+        path, stamp = self._checkpoints_to_be_deleted.pop(0)
+        if stamp > self._next_checkpoint_time:
+            self._next_checkpoint_time += self._keep_checkpoint_every_n_hours * 3600.0
+            return
+        try:
+            _open_backend(path, self._options).delete(path)
+        except CheckpointError as exc:
+            # Already unlisted: a failed delete leaves garbage, never a broken checkpoint.
+            _log.warning("Ignoring: could not delete old checkpoint %s: %s", path, exc)
+
+    # ----------------------------------------------------------------- save
+    def save(
+        self,
+        save_path: str | os.PathLike[str],
+        global_step: int | Any | None = None,
+        latest_filename: str | None = None,
+        write_state: bool = True,
+        options: CheckpointOptions | None = None,
+    ) -> str | None:
+        """Save the variables to ``save_path`` (or ``save_path-<global_step>``).
+
+        Parameters
+        ----------
+        save_path
+            Checkpoint prefix, local path or URL.
+        global_step
+            Appended as ``-<step>`` (an int or an integer Variable).
+        latest_filename
+            Name of the state file beside the checkpoint (default ``checkpoint``).
+        write_state
+            Update the state file and the ``max_to_keep`` bookkeeping.
+        options
+            Overrides the Saver's options for this save.
+
+        Returns
+        -------
+        str or None
+            The checkpoint prefix, or ``None`` for an empty Saver.
+
+        Raises
+        ------
+        InvalidCheckpointError
+            ``latest_filename`` has path components or collides with ``save_path``.
+        CheckpointNotFoundError
+            The parent of ``save_path`` does not exist and cannot be created.
+        """
+        if latest_filename is None:
+            latest_filename = state.DEFAULT_LATEST_FILENAME
+        if os.path.split(latest_filename)[0] or "/" in latest_filename:
+            raise InvalidCheckpointError(
+                f"'latest_filename' must not contain path components, got {latest_filename!r}"
+            )
+        prefix = _as_path(save_path, "save_path")
+        if global_step is not None:
+            step = _as_step(global_step)
+            prefix = f"{prefix}-{step:08d}" if self._pad_step_number else f"{prefix}-{step}"
+        elif _basename(prefix) == latest_filename and not self._sharded:
+            raise InvalidCheckpointError(
+                f"'latest_filename' collides with 'save_path': {latest_filename!r} and {prefix!r}; "
+                "choose another save_path or latest_filename"
+            )
+        if not self._vars:
+            return None
+        opts = options or self._options or CheckpointOptions()
+        opts = self._shard_options(opts)
+        backend = _open_backend(prefix, opts)
+        # TF writes tensors in name order; keep that so single-shard data files match.
+        items = [WriteItem(name, self._vars[name].value) for name in sorted(self._vars)]
+        try:
+            backend.save(prefix, items, opts)
+        except (StoragePermissionError, TransientStorageError):
+            raise
+        except (CheckpointNotFoundError, StorageError) as exc:
+            if isinstance(exc, CheckpointNotFoundError) or isinstance(
+                exc.__cause__, (FileNotFoundError, NotADirectoryError)
+            ):
+                raise CheckpointNotFoundError(
+                    f"Parent directory of {prefix!r} doesn't exist (or is not a directory), can't save "
+                    f"(backend {backend.name!r}: {exc})"
+                ) from exc
+            raise
+        if write_state:
+            self._record_last_checkpoint(prefix)
+            directory = _paths.dirname(prefix)
+            state.update_checkpoint_state(
+                backend,
+                directory,
+                prefix,
+                all_model_checkpoint_paths=self.last_checkpoints,
+                save_relative_paths=self._save_relative_paths,
+                latest_filename=latest_filename,
+            )
+            self._maybe_delete_old_checkpoints()
+        return prefix
+
+    def _shard_options(self, opts: CheckpointOptions) -> CheckpointOptions:
+        if opts.num_writers is not None:
+            return opts
+        if not self._sharded:
+            # One data file, as TF's non-sharded Saver writes.
+            return dataclasses.replace(opts, num_writers=1)
+        return dataclasses.replace(opts, num_writers=max(1, min(_MAX_SHARDS, len(self._vars))))
+
+    # -------------------------------------------------------------- restore
+    def restore(self, save_path: str | os.PathLike[str] | None) -> None:
+        """Restore every variable from the checkpoint ``save_path``.
+
+        Keys are the variables' names. On an object-based checkpoint a name
+        missing as a key is looked up among the object graph's ``full_name``s.
+        Every variable is checked (presence, dtype, shape) before any is
+        changed, so a failed restore leaves all variables as they were.
+
+        Raises
+        ------
+        CheckpointNotFoundError
+            ``save_path`` is ``None`` or no checkpoint is committed there.
+        CheckpointKeyError
+            Some variables are not in the checkpoint; the message lists them
+            and explains the likely cause.
+        DTypeMismatchError, ShapeMismatchError
+            A stored tensor does not fit its variable.
+        """
+        if not self._vars:
+            return
+        if save_path is None:
+            raise CheckpointNotFoundError("Can't load save_path when it is None.")
+        prefix = _as_path(save_path, "save_path")
+        backend = _open_backend(prefix, self._options)
+        if not backend.exists(prefix):
+            raise CheckpointNotFoundError(
+                f"The passed save_path is not a valid checkpoint: {prefix!r} (backend {backend.name!r}); "
+                "pass a prefix returned by save() or latest_checkpoint()"
+            )
+        with backend.open_reader(prefix) as reader:
+            keys = self._resolve_keys(reader, prefix)
+            for name, var in self._vars.items():
+                _check_fits(var, reader.info(keys[name]), keys[name], prefix)
+            values = {name: reader.read(keys[name]) for name in self._vars}
+        for name, var in self._vars.items():
+            var.assign(values[name])
+
+    def _resolve_keys(self, reader: CheckpointReader, prefix: str) -> dict[str, str]:
+        """``{variable name: checkpoint key}``, through the object graph where needed."""
+        keys = {name: name for name in self._vars if reader.has(name)}
+        missing = [name for name in self._vars if name not in keys]
+        if not missing:
+            return keys
+        if not reader.has(OBJECT_GRAPH_KEY):
+            raise CheckpointKeyError(
+                f"Restoring from checkpoint failed. This is most likely due to a Variable name or other "
+                f"graph key that is missing from the checkpoint. Please ensure that you have not altered "
+                f"the variable names expected based on the checkpoint. Not found in {prefix!r}: {missing}"
+            )
+        _log.warning(
+            "Restoring an object-based checkpoint using a name-based Saver. This may be somewhat fragile; "
+            "consider loading object-based checkpoints using trackpoint.Checkpoint()."
+        )
+        by_full_name = _object_graph_names(reader)
+        still = []
+        for name in missing:
+            key = by_full_name.get(name)
+            if key is None or not reader.has(key):
+                still.append(name)
+            else:
+                keys[name] = key
+        if still:
+            known = sorted(by_full_name)[:10]
+            raise CheckpointKeyError(
+                f"Restoring from checkpoint failed. {prefix!r} is an object-based checkpoint and the "
+                f"variable names {still} are neither keys in it nor `full_name`s in its object graph "
+                f"(some names it knows: {known}). This is most likely due to a Variable name that changed "
+                "since the checkpoint was written; restore it with trackpoint.Checkpoint, which matches "
+                "variables by their place in the object graph instead of by name."
+            )
+        return keys
+
+    def __repr__(self) -> str:
+        return f"Saver({sorted(self._vars)!r}, max_to_keep={self._max_to_keep!r})"
+
+
+def _check_fits(var: Variable, info: TensorInfo, key: str, prefix: str) -> None:
+    if info.dtype != var.dtype:
+        raise DTypeMismatchError(
+            f"Restoring from checkpoint failed. This is most likely due to a mismatch between the current "
+            f"variables and the checkpoint: {key!r} in {prefix!r} has dtype {info.dtype}, Variable "
+            f"{var.name!r} has dtype {var.dtype}"
+        )
+    if tuple(info.shape) != tuple(var.shape):
+        raise ShapeMismatchError(
+            f"Restoring from checkpoint failed. This is most likely due to a mismatch between the current "
+            f"variables and the checkpoint: {key!r} in {prefix!r} has shape {tuple(info.shape)}, Variable "
+            f"{var.name!r} has shape {tuple(var.shape)}"
+        )
+
+
+def _as_path(path: Any, what: str) -> str:
+    if isinstance(path, os.PathLike):
+        path = os.fspath(path)
+    if not isinstance(path, str) or not path:
+        raise TrackableError(f"{what} must be a non-empty str or os.PathLike, got {path!r}")
+    return path
+
+
+def _as_step(step: Any) -> int:
+    value = step.numpy() if hasattr(step, "numpy") else step
+    arr = np.asarray(value)
+    if arr.shape != () or arr.dtype.kind not in "iu":
+        raise TrackableError(f"global_step must be an integer or an integer scalar Variable, got {step!r}")
+    return int(arr)
+
+
+def _basename(path: str) -> str:
+    return path.rstrip("/").rsplit("/", 1)[-1] if _paths.scheme(path) else os.path.basename(path)
