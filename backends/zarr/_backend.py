@@ -1,0 +1,886 @@
+"""The Zarr v3 storage backend: one checkpoint is one consolidated Zarr group.
+
+Layout of the checkpoint ``P`` (see ``docs/backends/zarr.md``)::
+
+    P.zarr/                    the Zarr v3 group; its zarr.json is the commit point
+      zarr.json                group metadata: attributes["trackpoint"] (tensor
+                               table, base64 object graph) + consolidated metadata
+      <data>/                  "" on local disk, "v-<save_id>" on object stores
+        <encode_key(key)>/     one array per large tensor (attribute trackpoint_key)
+        _packed-<shard>/       small numeric tensors, concatenated as bytes
+
+Importing this module imports zarr; :mod:`trackpoint.backends.zarr` imports it
+only when a Zarr backend is created.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import json
+import os
+import socket
+import threading
+import time
+import uuid
+import warnings
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Final
+
+import ml_dtypes
+import numpy as np
+import zarr
+from zarr.core.buffer import default_buffer_prototype
+from zarr.core.dtype import VariableLengthBytes
+
+from trackpoint import _paths
+from trackpoint.backends.zarr._keys import encode_key
+from trackpoint.backends.zarr._options import ZarrOptions
+from trackpoint.backends.zarr._stores import FsspecLocation, LocalLocation, Location
+from trackpoint.errors import (
+    CheckpointError,
+    CheckpointKeyError,
+    CheckpointNotFoundError,
+    DataLossError,
+    DTypeMismatchError,
+    InvalidCheckpointError,
+    ShapeMismatchError,
+    StorageError,
+    StoragePermissionError,
+    UnknownBackendError,
+    UnsupportedDTypeError,
+)
+from trackpoint.storage import (
+    ANY_VERSION,
+    OBJECT_GRAPH_KEY,
+    Capabilities,
+    CheckpointOptions,
+    CheckpointReader,
+    ShardResult,
+    ShardSpec,
+    StorageBackend,
+    TensorInfo,
+    VersionedBytes,
+    WriteItem,
+    _AnyVersion,
+)
+
+__all__ = ["FORMAT_NAME", "FORMAT_VERSION", "ZarrBackend", "ZarrReader"]
+
+#: Value of ``attributes["trackpoint"]["format"]`` in a checkpoint's root group.
+FORMAT_NAME: Final = "trackpoint-zarr"
+#: Layout version written; readers reject newer ones.
+FORMAT_VERSION: Final = 1
+
+_SUFFIX: Final = ".zarr"
+_TMP: Final = ".tmp-"
+_OWNER: Final = ".trackpoint-owner"
+_STRING: Final = "bytes"
+# Reads of packed tensors are merged into runs of at most this many bytes.
+_MAX_RUN: Final = 64 << 20
+# A local temporary group whose owner file is not written yet is this young.
+_OWNERLESS_GRACE: Final = 60.0
+
+# ml_dtypes types have no Zarr v3 data type in zarr-python 3.1: they are stored
+# as the unsigned integer of the same width, with their name in an attribute.
+_ML_DTYPES: Final[dict[str, np.dtype[Any]]] = {
+    name: np.dtype(getattr(ml_dtypes, name))
+    for name in (
+        "bfloat16",
+        "float8_e5m2",
+        "float8_e4m3fn",
+        "float8_e4m3fnuz",
+        "float8_e4m3b11fnuz",
+        "float8_e5m2fnuz",
+    )
+    if hasattr(ml_dtypes, name)
+}
+_NUMERIC_KINDS: Final = {"b": 1, "i": 8, "u": 8, "f": 8, "c": 16}
+
+# zarr-python warns on every use of variable_length_bytes that the type is not
+# in the Zarr v3 spec yet; the docs say so once, and the layout pins the name.
+warnings.filterwarnings("ignore", message=r"The data type \(VariableLengthBytes\(\)\)", module=r"zarr\.")
+
+# Saves this process is writing now, so cleanup() never removes them.
+_ACTIVE_LOCK = threading.Lock()
+_ACTIVE: dict[str, int] = {}
+
+
+@contextlib.contextmanager
+def _active(save_id: str) -> Iterator[None]:
+    with _ACTIVE_LOCK:
+        _ACTIVE[save_id] = _ACTIVE.get(save_id, 0) + 1
+    try:
+        yield
+    finally:
+        with _ACTIVE_LOCK:
+            _ACTIVE[save_id] -= 1
+            if not _ACTIVE[save_id]:
+                del _ACTIVE[save_id]
+
+
+def _is_active(save_id: str) -> bool:
+    with _ACTIVE_LOCK:
+        return save_id in _ACTIVE
+
+
+# ---------------------------------------------------------------------------
+# dtypes
+# ---------------------------------------------------------------------------
+
+
+def _dtype_name(dtype: np.dtype[Any], key: str) -> str:
+    """The name recorded in the tensor table for ``dtype`` (``"bytes"`` for strings)."""
+    if dtype.kind == "O":
+        return _STRING
+    for name, dt in _ML_DTYPES.items():
+        if dtype == dt:
+            return name
+    limit = _NUMERIC_KINDS.get(dtype.kind)
+    if limit is None or dtype.itemsize > limit or dtype.fields is not None:
+        raise UnsupportedDTypeError(
+            f"zarr: tensor {key!r} has dtype {dtype}, which a checkpoint cannot hold; use bool, (u)int8-64, "
+            "float16/32/64, complex64/128, bfloat16 or bytes"
+        )
+    return dtype.newbyteorder("=").name
+
+
+def _dtype_of(name: str, where: str) -> np.dtype[Any]:
+    if name == _STRING:
+        return np.dtype(object)
+    if name in _ML_DTYPES:
+        return _ML_DTYPES[name]
+    try:
+        dt = np.dtype(name)
+    except TypeError as exc:
+        raise InvalidCheckpointError(f"zarr: {where} records unknown dtype {name!r}") from exc
+    if dt.kind not in _NUMERIC_KINDS:
+        raise InvalidCheckpointError(f"zarr: {where} records unsupported dtype {name!r}")
+    return dt
+
+
+def _storage_dtype(dtype: np.dtype[Any]) -> np.dtype[Any]:
+    """The little-endian dtype the array is stored with (ml_dtypes types as unsigned ints)."""
+    if any(dtype == dt for dt in _ML_DTYPES.values()):
+        return np.dtype(f"<u{dtype.itemsize}")
+    return dtype.newbyteorder("<")
+
+
+def _to_storage(array: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
+    """``array`` as C-ordered little-endian values of its storage dtype (bit patterns kept)."""
+    storage = _storage_dtype(array.dtype)
+    native = np.asarray(array, dtype=array.dtype.newbyteorder("="), order="C")
+    return native.view(storage.newbyteorder("=")).astype(storage, copy=False)
+
+
+def _as_bytes_array(array: np.ndarray[Any, Any], key: str) -> np.ndarray[Any, Any]:
+    out = np.empty(array.shape, dtype=object)
+    for idx, x in np.ndenumerate(array):
+        if isinstance(x, str):
+            x = x.encode("utf-8")
+        if not isinstance(x, (bytes, bytearray, memoryview, np.bytes_)):
+            raise UnsupportedDTypeError(
+                f"zarr: string tensor {key!r} holds a {type(x).__name__} at {idx}; only bytes or str are allowed"
+            )
+        out[idx] = bytes(x)
+    return out
+
+
+def _chunk_shape(shape: tuple[int, ...], itemsize: int, chunk_bytes: int) -> tuple[int, ...]:
+    """Row-major chunking: whole trailing dimensions, leading ones cut so a chunk stays within ``chunk_bytes``."""
+    chunks = [max(1, d) for d in shape]
+    for i in range(len(shape)):
+        inner = itemsize
+        for d in chunks[i + 1 :]:
+            inner *= d
+        if inner <= chunk_bytes:
+            chunks[i] = max(1, min(chunks[i], chunk_bytes // inner))
+            return tuple(chunks)
+        chunks[i] = 1
+    return tuple(chunks)
+
+
+def _codecs(opts: ZarrOptions) -> list[Any]:
+    from zarr.codecs import BloscCodec, BloscShuffle, Crc32cCodec, GzipCodec, ZstdCodec
+
+    out: list[Any] = []
+    level = opts.compression_level
+    if opts.compressor == "zstd":
+        out.append(ZstdCodec(level=3 if level is None else level))
+    elif opts.compressor == "blosc":
+        out.append(BloscCodec(cname="lz4", clevel=5 if level is None else level, shuffle=BloscShuffle.shuffle))
+    elif opts.compressor == "gzip":
+        out.append(GzipCodec(level=6 if level is None else level))
+    if opts.checksum:
+        # Last, so it covers the compressed bytes as stored.
+        out.append(Crc32cCodec())
+    return out
+
+
+def _metadata_dict(array: Any) -> dict[str, Any]:
+    buf = array.metadata.to_buffer_dict(default_buffer_prototype())["zarr.json"]
+    meta: dict[str, Any] = json.loads(buf.to_bytes())
+    return meta
+
+
+# ---------------------------------------------------------------------------
+# error translation
+# ---------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def _reading(prefix: str, key: str) -> Iterator[None]:
+    try:
+        yield
+    except CheckpointError:
+        raise
+    except PermissionError as exc:
+        raise StoragePermissionError(f"zarr: permission denied reading {key!r} of {prefix!r}: {exc}") from exc
+    except OSError as exc:
+        raise StorageError(f"zarr: failed to read {key!r} of {prefix!r}: {exc}") from exc
+    except Exception as exc:
+        # zarr reports checksum mismatches, undecodable chunks and missing
+        # metadata as ValueError/RuntimeError/its own errors: the bytes are bad.
+        raise DataLossError(
+            f"zarr: tensor {key!r} of checkpoint {prefix!r} is corrupted or incomplete "
+            f"({type(exc).__name__}: {exc}); restore from another checkpoint"
+        ) from exc
+
+
+@contextlib.contextmanager
+def _writing(prefix: str, key: str) -> Iterator[None]:
+    try:
+        yield
+    except CheckpointError:
+        raise
+    except PermissionError as exc:
+        raise StoragePermissionError(f"zarr: permission denied writing {key!r} of {prefix!r}: {exc}") from exc
+    except OSError as exc:
+        raise StorageError(f"zarr: failed to write {key!r} of {prefix!r}: {exc}") from exc
+    except Exception as exc:
+        raise StorageError(
+            f"zarr: failed to write tensor {key!r} of {prefix!r} ({type(exc).__name__}: {exc})"
+        ) from exc
+
+
+# ---------------------------------------------------------------------------
+# reader
+# ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class _Entry:
+    dtype: np.dtype[Any]
+    shape: tuple[int, ...]
+    array: str | None = None
+    packed: str | None = None
+    offset: int = 0
+    nbytes: int = 0
+
+
+class ZarrReader(CheckpointReader):
+    """Reads one committed Zarr checkpoint; opens only the arrays that are read."""
+
+    def __init__(self, prefix: str, location: Location, data_root: str, table: Mapping[str, Any], graph: bytes | None):
+        self.prefix = prefix
+        self._location = location
+        self._data_root = data_root
+        self._graph = graph
+        self._arrays: dict[str, Any] = {}
+        self._lock = threading.Lock()
+        self._closed = False
+        self._entries: dict[str, _Entry] = {}
+        for key, raw in table.items():
+            self._entries[key] = self._parse_entry(key, raw)
+        self._keys = sorted([*self._entries, *([OBJECT_GRAPH_KEY] if graph is not None else [])])
+
+    def _parse_entry(self, key: str, raw: Any) -> _Entry:
+        try:
+            dtype = _dtype_of(str(raw["dtype"]), f"tensor {key!r} of {self.prefix!r}")
+            shape = tuple(int(d) for d in raw["shape"])
+            if "array" in raw:
+                return _Entry(dtype, shape, array=str(raw["array"]))
+            nbytes = int(raw["nbytes"])
+            packed = raw.get("packed")
+            return _Entry(dtype, shape, packed=None if packed is None else str(packed), offset=int(raw["offset"]), nbytes=nbytes)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise InvalidCheckpointError(
+                f"zarr: the tensor table of {self.prefix!r} has a malformed entry for {key!r}: {exc}"
+            ) from exc
+
+    # docstring inherited
+    def keys(self) -> list[str]:
+        return list(self._keys)
+
+    def _entry(self, key: str) -> _Entry:
+        if self._closed:
+            raise StorageError(f"zarr: the reader of {self.prefix!r} is closed; open a new one")
+        try:
+            return self._entries[key]
+        except KeyError:
+            raise CheckpointKeyError(f"zarr: checkpoint {self.prefix!r} has no tensor {key!r}") from None
+
+    def info(self, key: str) -> TensorInfo:
+        if key == OBJECT_GRAPH_KEY and self._graph is not None:
+            return TensorInfo(np.dtype(object), ())
+        e = self._entry(key)
+        return TensorInfo(e.dtype, e.shape)
+
+    def _array(self, name: str) -> Any:
+        with self._lock:
+            arr = self._arrays.get(name)
+        if arr is None:
+            store = self._location.zarr_store(_paths.join(self._data_root, name), read_only=True)
+            arr = zarr.open_array(store=store, mode="r", zarr_format=3)
+            with self._lock:
+                self._arrays[name] = arr
+        return arr
+
+    def _check_out(self, key: str, e: _Entry, out: np.ndarray[Any, Any]) -> None:
+        if out.dtype != e.dtype:
+            raise DTypeMismatchError(f"zarr: cannot read {key!r} ({e.dtype}) into an array of dtype {out.dtype}")
+        if out.shape != e.shape:
+            raise ShapeMismatchError(f"zarr: cannot read {key!r} {e.shape} into an array of shape {out.shape}")
+
+    def read(self, key: str, out: np.ndarray[Any, Any] | None = None) -> np.ndarray[Any, Any]:
+        if key == OBJECT_GRAPH_KEY and self._graph is not None:
+            graph = np.empty((), dtype=object)
+            graph[()] = self._graph
+            return graph
+        e = self._entry(key)
+        if e.dtype.kind == "O":
+            out = None
+        if out is not None:
+            self._check_out(key, e, out)
+        with _reading(self.prefix, key):
+            if e.array is None:
+                return self._read_packed(key, e, out, None)
+            arr = self._array(e.array)
+            if e.dtype.kind == "O":
+                return _as_bytes_array(np.asarray(arr[...]), key)
+            if tuple(arr.shape) != e.shape:
+                raise DataLossError(
+                    f"zarr: array of {key!r} in {self.prefix!r} has shape {tuple(arr.shape)}, "
+                    f"the tensor table says {e.shape}"
+                )
+            dest = out if out is not None and out.flags.c_contiguous and out.flags.writeable else None
+            if dest is None:
+                dest_arr = np.empty(e.shape, dtype=e.dtype)
+            else:
+                dest_arr = dest
+            if dest_arr.size:
+                view = dest_arr.view(_storage_dtype(e.dtype).newbyteorder("="))
+                arr.get_basic_selection(Ellipsis, out=default_buffer_prototype().nd_buffer.from_numpy_array(view))
+            if out is not None and dest is None:
+                np.copyto(out, dest_arr)
+                return out
+            return dest_arr
+
+    def _read_packed(
+        self, key: str, e: _Entry, out: np.ndarray[Any, Any] | None, run: tuple[int, np.ndarray[Any, Any]] | None
+    ) -> np.ndarray[Any, Any]:
+        if e.nbytes == 0 or e.packed is None:
+            raw = np.empty(0, dtype=np.uint8)
+        elif run is not None:
+            start, data = run
+            raw = data[e.offset - start : e.offset - start + e.nbytes]
+        else:
+            raw = np.asarray(self._array(e.packed)[e.offset : e.offset + e.nbytes])
+        if raw.size != e.nbytes:
+            raise DataLossError(f"zarr: packed bytes of {key!r} in {self.prefix!r} are truncated")
+        value = raw.view(_storage_dtype(e.dtype)).view(e.dtype.newbyteorder("<")).reshape(e.shape)
+        if out is not None:
+            np.copyto(out, value)
+            return out
+        return value.astype(e.dtype, copy=True)
+
+    def read_many(
+        self, requests: Sequence[tuple[str, np.ndarray[Any, Any] | None]]
+    ) -> list[np.ndarray[Any, Any]]:
+        # Small tensors share packed arrays: read each run of neighbours once.
+        results: list[np.ndarray[Any, Any] | None] = [None] * len(requests)
+        by_packed: dict[str, list[int]] = {}
+        for i, (key, out) in enumerate(requests):
+            if key != OBJECT_GRAPH_KEY or self._graph is None:
+                e = self._entry(key)
+                if e.array is None and e.packed is not None and e.nbytes:
+                    if out is not None:
+                        self._check_out(key, e, out)
+                    by_packed.setdefault(e.packed, []).append(i)
+                    continue
+            results[i] = self.read(key, out)
+        for packed, idxs in by_packed.items():
+            idxs.sort(key=lambda i: self._entries[requests[i][0]].offset)
+            run: list[int] = []
+            for i in [*idxs, -1]:
+                if i >= 0:
+                    e = self._entries[requests[i][0]]
+                    if not run or e.offset + e.nbytes - self._entries[requests[run[0]][0]].offset <= _MAX_RUN:
+                        run.append(i)
+                        continue
+                first = self._entries[requests[run[0]][0]]
+                end = max(self._entries[requests[j][0]].offset + self._entries[requests[j][0]].nbytes for j in run)
+                with _reading(self.prefix, requests[run[0]][0]):
+                    data = np.asarray(self._array(packed)[first.offset : end])
+                    for j in run:
+                        key, out = requests[j]
+                        results[j] = self._read_packed(key, self._entries[key], out, (first.offset, data))
+                run = [i]
+        return [r for r in results if r is not None]
+
+    def close(self) -> None:
+        self._closed = True
+        with self._lock:
+            self._arrays.clear()
+
+
+# ---------------------------------------------------------------------------
+# backend
+# ---------------------------------------------------------------------------
+
+
+class ZarrBackend(StorageBackend):
+    """Checkpoints as consolidated Zarr v3 groups on local disk, S3 or GCS.
+
+    Parameters
+    ----------
+    location
+        The store (:class:`LocalLocation` or :class:`FsspecLocation`).
+    options
+        Tuning from ``CheckpointOptions.backend_options``; a save may pass
+        other ``backend_options`` to :meth:`save`.
+    """
+
+    name = "zarr"
+
+    def __init__(self, location: Location, options: ZarrOptions | None = None) -> None:
+        self._location = location
+        self._options = options or ZarrOptions()
+        local = isinstance(location, LocalLocation)
+        self.capabilities = Capabilities(
+            atomic_rename=local, conditional_create=True, ranged_reads=True, parallel_writes=True
+        )
+
+    @property
+    def options(self) -> ZarrOptions:
+        """The backend's default tuning."""
+        return self._options
+
+    # -------------------------------------------------------------- helpers
+    def _group(self, prefix: str) -> str:
+        return self._location.resolve(prefix) + _SUFFIX
+
+    @property
+    def _local(self) -> bool:
+        return isinstance(self._location, LocalLocation)
+
+    def _staging(self, prefix: str, save_id: str) -> tuple[str, str]:
+        """(root the save writes its arrays under, data path recorded in the root group)."""
+        group = self._group(prefix)
+        if self._local:
+            return f"{group}{_TMP}{save_id}", ""
+        return group, f"v-{save_id}"
+
+    def _read_root(self, prefix: str, group: str) -> dict[str, Any] | None:
+        raw = self._location.read_bytes(_paths.join(group, "zarr.json"))
+        if raw is None:
+            return None
+        try:
+            doc = json.loads(raw)
+            attrs = doc["attributes"]["trackpoint"]
+        except (ValueError, KeyError, TypeError) as exc:
+            raise InvalidCheckpointError(
+                f"zarr: {group!r} is not a trackpoint Zarr checkpoint (no attributes['trackpoint'] in its zarr.json)"
+            ) from exc
+        if not isinstance(attrs, dict) or attrs.get("format") != FORMAT_NAME:
+            raise InvalidCheckpointError(f"zarr: {group!r} is a Zarr group but not a trackpoint checkpoint")
+        if int(attrs.get("version", 0)) > FORMAT_VERSION:
+            raise InvalidCheckpointError(
+                f"zarr: {group!r} uses layout version {attrs.get('version')}, newer than this trackpoint "
+                f"reads ({FORMAT_VERSION}); upgrade trackpoint"
+            )
+        return attrs
+
+    # -------------------------------------------------------------- writing
+    def save(
+        self,
+        prefix: str,
+        items: Sequence[WriteItem],
+        options: CheckpointOptions | None = None,
+        *,
+        overwrite: bool = True,
+    ) -> None:
+        # Per-save backend_options override the backend's defaults for this save only.
+        if options is not None and options.backend_options:
+            clone = ZarrBackend(self._location, ZarrOptions.from_mapping(options.backend_options))
+            clone.name = self.name
+            StorageBackend.save(clone, prefix, items, options, overwrite=overwrite)
+            return
+        super().save(prefix, items, options, overwrite=overwrite)
+
+    def write_shard(self, prefix: str, spec: ShardSpec, items: Sequence[WriteItem]) -> ShardResult:
+        opts = self._options
+        root, data = self._staging(prefix, spec.save_id)
+        data_root = _paths.join(root, data) if data else root
+        with _active(spec.save_id):
+            if self._local:
+                self._claim_local(root)
+            tensors: dict[str, dict[str, Any]] = {}
+            arrays: dict[str, dict[str, Any]] = {}
+            graph: str | None = None
+            packed = bytearray()
+            packed_name = f"_packed-{spec.shard_id:05d}"
+            nbytes = 0
+            for item in items:
+                if item.key in tensors or (item.key == OBJECT_GRAPH_KEY and graph is not None):
+                    raise InvalidCheckpointError(f"zarr: tensor {item.key!r} appears twice in one save of {prefix!r}")
+                array = np.asarray(item.array)
+                nbytes += item.nbytes
+                dname = _dtype_name(array.dtype, item.key)
+                if item.key == OBJECT_GRAPH_KEY and dname == _STRING and array.ndim == 0:
+                    graph = base64.b64encode(bytes(_as_bytes_array(array, item.key)[()])).decode("ascii")
+                    continue
+                entry: dict[str, Any] = {"dtype": dname, "shape": list(array.shape)}
+                if dname != _STRING and array.nbytes <= opts.pack_bytes:
+                    stored = _to_storage(array)
+                    entry.update(packed=packed_name if array.nbytes else None, offset=len(packed), nbytes=array.nbytes)
+                    packed += stored.tobytes()
+                else:
+                    name = encode_key(item.key)
+                    with _writing(prefix, item.key):
+                        meta = self._write_array(data_root, name, item.key, array, dname, opts)
+                    arrays[name] = meta
+                    entry["array"] = name
+                tensors[item.key] = entry
+            if packed:
+                with _writing(prefix, f"{packed_name} (packed small tensors)"):
+                    arrays[packed_name] = self._write_packed(data_root, packed_name, packed, opts)
+            payload = {"tensors": tensors, "arrays": arrays, "graph": graph}
+            keys = (*tensors, *([OBJECT_GRAPH_KEY] if graph is not None else []))
+            return ShardResult(spec, keys, nbytes, json.dumps(payload, separators=(",", ":")).encode())
+
+    def _claim_local(self, root: str) -> None:
+        owner = _paths.join(root, _OWNER)
+        if not self._location.exists(owner):
+            record = json.dumps({"host": socket.gethostname(), "pid": os.getpid()}).encode()
+            self._location.write_bytes(owner, record)
+
+    def _write_array(
+        self, data_root: str, name: str, key: str, array: np.ndarray[Any, Any], dname: str, opts: ZarrOptions
+    ) -> dict[str, Any]:
+        attrs: dict[str, Any] = {"trackpoint_key": key}
+        store = self._location.zarr_store(_paths.join(data_root, name), read_only=False)
+        if dname == _STRING:
+            values = _as_bytes_array(array, key)
+            # Chunk by the mean element length, the best guess at bytes per element.
+            mean = max(1, sum(len(x) for x in values.flat) // max(1, values.size))
+            arr = zarr.create_array(
+                store=store,
+                shape=values.shape,
+                chunks=_chunk_shape(values.shape, mean, opts.chunk_bytes),
+                dtype=VariableLengthBytes(),
+                compressors=_codecs(opts),
+                attributes=attrs,
+                zarr_format=3,
+                overwrite=True,
+                config={"write_empty_chunks": True},
+            )
+            if values.size:
+                arr[...] = values
+            return _metadata_dict(arr)
+        storage = _storage_dtype(array.dtype)
+        if storage.newbyteorder("=") != array.dtype.newbyteorder("="):
+            attrs["trackpoint_dtype"] = dname
+        stored = _to_storage(array)
+        arr = zarr.create_array(
+            store=store,
+            shape=array.shape,
+            chunks=_chunk_shape(array.shape, storage.itemsize, opts.chunk_bytes),
+            dtype=storage,
+            fill_value=0,
+            compressors=_codecs(opts),
+            attributes=attrs,
+            zarr_format=3,
+            overwrite=True,
+            # Bit-exact: a chunk of -0.0 must not be dropped as "equal to the fill value 0".
+            config={"write_empty_chunks": True},
+        )
+        if array.size:
+            arr[...] = stored
+        return _metadata_dict(arr)
+
+    def _write_packed(self, data_root: str, name: str, packed: bytearray, opts: ZarrOptions) -> dict[str, Any]:
+        n = len(packed)
+        inner = max(1, min(opts.packed_chunk_bytes, n))
+        shard = inner * max(1, opts.chunk_bytes // inner)
+        store = self._location.zarr_store(_paths.join(data_root, name), read_only=False)
+        arr = zarr.create_array(
+            store=store,
+            shape=(n,),
+            chunks=(inner,),
+            shards=(shard,),
+            dtype="uint8",
+            fill_value=0,
+            compressors=_codecs(opts),
+            attributes={"trackpoint_packed": True},
+            zarr_format=3,
+            overwrite=True,
+            config={"write_empty_chunks": True},
+        )
+        arr[...] = np.frombuffer(packed, dtype=np.uint8)
+        return _metadata_dict(arr)
+
+    def commit(self, prefix: str, shards: Sequence[ShardResult], *, overwrite: bool = False) -> None:
+        if not shards:
+            raise InvalidCheckpointError(f"zarr: commit of {prefix!r} got no shards; write at least one")
+        save_id = shards[0].spec.save_id
+        with _active(save_id):
+            doc = self._root_document(prefix, shards, save_id)
+            group = self._group(prefix)
+            root, data = self._staging(prefix, save_id)
+            if self._local:
+                self._commit_local(prefix, group, root, doc, save_id, overwrite)
+            else:
+                self._commit_object_store(prefix, group, data, doc, overwrite)
+
+    def _root_document(self, prefix: str, shards: Sequence[ShardResult], save_id: str) -> bytes:
+        tensors: dict[str, Any] = {}
+        arrays: dict[str, Any] = {}
+        graph: str | None = None
+        for r in shards:
+            if r.spec.save_id != save_id:
+                raise InvalidCheckpointError(
+                    f"zarr: commit of {prefix!r} mixes shards of saves {save_id} and {r.spec.save_id}"
+                )
+            try:
+                piece = json.loads(r.payload)
+            except ValueError as exc:
+                raise InvalidCheckpointError(
+                    f"zarr: manifest of shard {r.spec.shard_id} for {prefix!r} is not a zarr backend manifest"
+                ) from exc
+            dup = tensors.keys() & piece["tensors"].keys()
+            if dup or (graph is not None and piece["graph"] is not None):
+                name = sorted(dup)[0] if dup else OBJECT_GRAPH_KEY
+                raise InvalidCheckpointError(f"zarr: tensor {name!r} appears in two shards of {prefix!r}")
+            tensors.update(piece["tensors"])
+            arrays.update(piece["arrays"])
+            graph = graph if piece["graph"] is None else piece["graph"]
+        _, data = self._staging(prefix, save_id)
+        metadata: dict[str, Any] = {}
+        if data:
+            metadata[data] = _group_metadata({})
+        for name, meta in arrays.items():
+            metadata[f"{data}/{name}" if data else name] = meta
+        attrs = {
+            "format": FORMAT_NAME,
+            "version": FORMAT_VERSION,
+            "save_id": save_id,
+            "data": data,
+            "object_graph": graph,
+            "tensors": tensors,
+        }
+        doc = _group_metadata({"trackpoint": attrs})
+        doc["consolidated_metadata"] = {"kind": "inline", "must_understand": False, "metadata": metadata}
+        return json.dumps(doc, separators=(",", ":")).encode()
+
+    def _commit_local(
+        self, prefix: str, group: str, staging: str, doc: bytes, save_id: str, overwrite: bool
+    ) -> None:
+        loc = self._location
+        assert isinstance(loc, LocalLocation)
+        if not loc.exists(staging):
+            raise CheckpointNotFoundError(
+                f"zarr/local: the shards of save {save_id} for {prefix!r} are gone ({staging!r}); save again"
+            )
+        loc.write_bytes(_paths.join(staging, "zarr.json"), doc)
+        loc.delete_file(_paths.join(staging, _OWNER))
+        loc.fsync_tree(staging)
+        parent = os.path.dirname(group)
+        aside: str | None = None
+        if overwrite and loc.exists(group):
+            aside = f"{group}{_TMP}{save_id}-replaced"
+            loc.rename(group, aside)
+        try:
+            loc.rename(staging, group)
+        except BaseException:
+            if aside is not None:
+                with contextlib.suppress(CheckpointError):
+                    loc.rename(aside, group)
+            raise
+        loc.fsync_dir(parent)
+        if aside is not None:
+            loc.rmtree(aside)
+
+    def _commit_object_store(self, prefix: str, group: str, data: str, doc: bytes, overwrite: bool) -> None:
+        loc = self._location
+        loc.write_bytes(_paths.join(group, f"{data}/zarr.json"), json.dumps(_group_metadata({})).encode())
+        root_json = _paths.join(group, "zarr.json")
+        if not overwrite:
+            # The commit point: create-only, so a concurrent committer cannot be clobbered.
+            try:
+                loc.write_bytes(root_json, doc, create_only=True)
+            except CheckpointError as exc:
+                if isinstance(exc, FileExistsError):
+                    raise type(exc)(
+                        f"zarr/{loc.kind}: a checkpoint is already committed at {prefix!r}; "
+                        "pass overwrite=True or choose another prefix"
+                    ) from exc
+                raise
+            return
+        old: dict[str, Any] | None
+        try:
+            old = self._read_root(prefix, group)
+        except InvalidCheckpointError:
+            old = None
+        loc.write_bytes(root_json, doc)
+        if old is not None and old.get("data") and old.get("data") != data:
+            loc.rmtree(_paths.join(group, str(old["data"])))
+
+    def abort(self, prefix: str, save_id: str) -> None:
+        try:
+            root, data = self._staging(prefix, save_id)
+            if self._local:
+                self._location.rmtree(root)
+                return
+            with contextlib.suppress(CheckpointError):
+                current = self._read_root(prefix, root)
+                if current is not None and current.get("data") == data:
+                    return  # committed after all: it is no longer ours to remove
+            self._location.rmtree(_paths.join(root, data))
+        except CheckpointError:
+            pass  # best effort by contract; cleanup() gets the rest
+
+    # -------------------------------------------------------------- reading
+    def open_reader(self, prefix: str) -> CheckpointReader:
+        group = self._group(prefix)
+        attrs = self._read_root(prefix, group)
+        if attrs is None:
+            raise CheckpointNotFoundError(f"zarr: no checkpoint is committed at {prefix!r} (no {group}/zarr.json)")
+        data = str(attrs.get("data") or "")
+        data_root = _paths.join(group, data) if data else group
+        graph_b64 = attrs.get("object_graph")
+        try:
+            graph = None if graph_b64 is None else base64.b64decode(graph_b64, validate=True)
+        except ValueError as exc:
+            raise DataLossError(f"zarr: the object graph in {group}/zarr.json is not valid base64") from exc
+        table = attrs.get("tensors")
+        if not isinstance(table, dict):
+            raise InvalidCheckpointError(f"zarr: {group}/zarr.json has no tensor table")
+        return ZarrReader(prefix, self._location, data_root, table, graph)
+
+    # ------------------------------------------------------------ namespace
+    def exists(self, prefix: str) -> bool:
+        return self._location.exists(_paths.join(self._group(prefix), "zarr.json"))
+
+    def delete(self, prefix: str) -> None:
+        group = self._group(prefix)
+        if self._local:
+            # Renaming away is the atomic "uncommit"; cleanup() finishes an interrupted rmtree.
+            aside = f"{group}{_TMP}del-{uuid.uuid4().hex}"
+            try:
+                self._location.rename(group, aside)  # type: ignore[attr-defined]
+            except CheckpointNotFoundError:
+                return
+            self._location.rmtree(aside)
+            return
+        self._location.delete_file(_paths.join(group, "zarr.json"))
+        self._location.rmtree(group)
+
+    def list_checkpoints(self, directory: str) -> list[str]:
+        base = self._location.resolve(directory)
+        found = []
+        for name in self._location.listdir(base):
+            if name.endswith(_SUFFIX) and len(name) > len(_SUFFIX):
+                if self._location.exists(_paths.join(_paths.join(base, name), "zarr.json")):
+                    found.append(self.join(directory, name[: -len(_SUFFIX)]))
+        return sorted(found)
+
+    def cleanup(self, directory: str) -> list[str]:
+        base = self._location.resolve(directory)
+        min_age = self._options.cleanup_min_age
+        removed: list[str] = []
+        now = time.time()
+        for name in self._location.listdir(base):
+            path = _paths.join(base, name)
+            if self._local:
+                if _TMP in name and name.split(_TMP, 1)[0].endswith(_SUFFIX) and self._local_leftover(path, name, now, min_age):
+                    self._location.rmtree(path)
+                    removed.append(path)
+                continue
+            if not name.endswith(_SUFFIX):
+                continue
+            with contextlib.suppress(InvalidCheckpointError):
+                attrs = self._read_root(path, path)
+                current = None if attrs is None else attrs.get("data")
+                for child in self._location.listdir(path):
+                    if not child.startswith("v-") or child == current or _is_active(child[2:]):
+                        continue
+                    sub = _paths.join(path, child)
+                    mtime = self._location.newest_mtime(sub)
+                    if mtime is None or now - mtime >= min_age:
+                        self._location.rmtree(sub)
+                        removed.append(sub)
+        return sorted(removed)
+
+    def _local_leftover(self, path: str, name: str, now: float, min_age: float) -> bool:
+        save_id = name.split(_TMP, 1)[1]
+        if _is_active(save_id):
+            return False
+        if save_id.startswith("del-") or save_id.endswith("-replaced"):
+            return True  # renamed away by delete/overwrite: never read again
+        raw = self._location.read_bytes(_paths.join(path, _OWNER))
+        mtime = self._location.newest_mtime(path) or now
+        if raw is None:
+            return now - mtime >= max(min_age, _OWNERLESS_GRACE)
+        try:
+            owner = json.loads(raw)
+            host, pid = str(owner["host"]), int(owner["pid"])
+        except (ValueError, KeyError, TypeError):
+            return now - mtime >= min_age
+        if host == socket.gethostname() and pid != os.getpid():
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                return True  # the writer died
+            except PermissionError:
+                pass  # alive, another user's
+        return now - mtime >= min_age
+
+    # ---------------------------------------------------------- small files
+    def read_file(self, path: str) -> VersionedBytes | None:
+        return self._location.read_versioned(self._location.resolve(path))
+
+    def write_file(self, path: str, data: bytes, *, if_version: str | _AnyVersion | None = ANY_VERSION) -> str:
+        return self._location.write_versioned(self._location.resolve(path), bytes(data), if_version)
+
+    def delete_file(self, path: str) -> None:
+        self._location.delete_file(self._location.resolve(path))
+
+    def dirname(self, path: str) -> str:
+        return _paths.dirname(path)
+
+    def close(self) -> None:
+        self._location.close()
+
+    def __repr__(self) -> str:
+        return f"<ZarrBackend on {self._location.kind}>"
+
+
+def _group_metadata(attributes: dict[str, Any]) -> dict[str, Any]:
+    return {"zarr_format": 3, "node_type": "group", "attributes": attributes}
+
+
+def make_location(url: str, storage_options: Mapping[str, Any]) -> Location:
+    """The :class:`Location` for a user URL (``zarr+s3://``, ``gs://``, a local path, ...)."""
+    s = _paths.scheme(url)
+    if s in ("", "file", "zarr", "zarr+file"):
+        return LocalLocation()
+    if s in ("s3", "zarr+s3"):
+        return FsspecLocation("s3", storage_options)
+    if s in ("gs", "gcs", "zarr+gs", "zarr+gcs"):
+        return FsspecLocation("gcs", storage_options)
+    raise UnknownBackendError(
+        f"zarr: cannot store checkpoints at {url!r}; use a local path or a zarr+file://, s3://, zarr+s3://, "
+        "gs:// or zarr+gs:// URL"
+    )

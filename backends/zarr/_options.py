@@ -1,0 +1,89 @@
+"""Tuning of the Zarr backend, read from ``CheckpointOptions.backend_options``."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from typing import Any, Final
+
+from trackpoint.errors import BackendError
+
+__all__ = ["COMPRESSORS", "ZarrOptions"]
+
+#: Accepted values of the ``compressor`` option.
+COMPRESSORS: Final = ("zstd", "blosc", "gzip", "none")
+
+_MiB: Final = 1 << 20
+
+
+@dataclass(frozen=True, slots=True)
+class ZarrOptions:
+    """Per-save tuning of the Zarr backend; every field is a ``backend_options`` key.
+
+    Parameters
+    ----------
+    compressor
+        ``"zstd"`` (default), ``"blosc"`` (lz4 with byte shuffle), ``"gzip"`` or
+        ``"none"``.
+    compression_level
+        Level for the compressor; ``None`` picks its default (zstd 3, blosc 5,
+        gzip 6).
+    chunk_bytes
+        Upper bound on the uncompressed bytes of one chunk of a tensor's array,
+        and on the bytes of one shard object of a packed array (default 16 MiB).
+    pack_bytes
+        Numeric tensors of at most this many bytes are packed into shared
+        arrays instead of getting an array each (default 64 KiB; ``0`` turns
+        packing off).
+    packed_chunk_bytes
+        Inner chunk size of packed arrays: the unit a read of one small tensor
+        fetches (default 256 KiB).
+    checksum
+        Append Zarr's ``crc32c`` codec to every chunk so corruption is detected
+        on read (default on).
+    cleanup_min_age
+        Seconds an unreferenced save on an object store must have been left
+        alone before :meth:`cleanup` deletes it (default one hour), because a
+        writer on another machine may still be writing it.
+    """
+
+    compressor: str = "zstd"
+    compression_level: int | None = None
+    chunk_bytes: int = 16 * _MiB
+    pack_bytes: int = 64 * 1024
+    packed_chunk_bytes: int = 256 * 1024
+    checksum: bool = True
+    cleanup_min_age: float = 3600.0
+
+    def __post_init__(self) -> None:
+        if self.compressor not in COMPRESSORS:
+            raise BackendError(
+                f"zarr: unknown compressor {self.compressor!r}; choose one of {', '.join(COMPRESSORS)}"
+            )
+        for name in ("chunk_bytes", "packed_chunk_bytes"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+                raise BackendError(f"zarr: backend option {name} must be a positive int, got {value!r}")
+        if not isinstance(self.pack_bytes, int) or isinstance(self.pack_bytes, bool) or self.pack_bytes < 0:
+            raise BackendError(f"zarr: backend option pack_bytes must be an int >= 0, got {self.pack_bytes!r}")
+        if self.compression_level is not None and not isinstance(self.compression_level, int):
+            raise BackendError(
+                f"zarr: backend option compression_level must be an int or None, got {self.compression_level!r}"
+            )
+        if not isinstance(self.checksum, bool):
+            raise BackendError(f"zarr: backend option checksum must be a bool, got {self.checksum!r}")
+        if not isinstance(self.cleanup_min_age, (int, float)) or self.cleanup_min_age < 0:
+            raise BackendError(
+                f"zarr: backend option cleanup_min_age must be seconds >= 0, got {self.cleanup_min_age!r}"
+            )
+
+    @classmethod
+    def from_mapping(cls, options: Mapping[str, Any]) -> ZarrOptions:
+        """Build from ``backend_options``; unknown keys are an error naming the valid ones."""
+        valid = [f.name for f in fields(cls)]
+        unknown = sorted(set(options) - set(valid))
+        if unknown:
+            raise BackendError(
+                f"zarr: unknown backend option(s) {', '.join(unknown)}; valid options: {', '.join(valid)}"
+            )
+        return cls(**dict(options))
