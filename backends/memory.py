@@ -71,10 +71,17 @@ _U32: Final = struct.Struct("<I")
 
 
 @dataclass
+class _Committed:
+    """One checkpoint: its manifest of keys and one record per tensor."""
+
+    keys: tuple[str, ...]
+    records: dict[str, bytes]
+
+
+@dataclass
 class _Store:
     lock: threading.Lock = field(default_factory=threading.Lock)
-    #: prefix -> key -> record
-    committed: dict[str, dict[str, bytes]] = field(default_factory=dict)
+    committed: dict[str, _Committed] = field(default_factory=dict)
     #: (prefix, save_id, shard_id) -> key -> record
     pending: dict[tuple[str, str, int], dict[str, bytes]] = field(default_factory=dict)
     files: dict[str, tuple[bytes, int]] = field(default_factory=dict)
@@ -171,21 +178,22 @@ def _to_array(where: str, d: _Decoded) -> np.ndarray[Any, Any]:
 
 
 class _Reader(CheckpointReader):
-    def __init__(self, prefix: str, records: dict[str, bytes]) -> None:
+    def __init__(self, prefix: str, checkpoint: _Committed) -> None:
         self.prefix = prefix
-        # The records are immutable bytes: the reader keeps working after the
+        # A snapshot of immutable bytes: the reader keeps working after the
         # checkpoint is overwritten or deleted, as the contract requires.
-        self._records = records
+        self._keys = checkpoint.keys
+        self._records = dict(checkpoint.records)
 
     def keys(self) -> list[str]:
-        return sorted(self._records)
+        return list(self._keys)
 
     def _get(self, key: str) -> _Decoded:
-        try:
-            record = self._records[key]
-        except KeyError:
-            raise CheckpointKeyError(f"memory: checkpoint {self.prefix!r} has no tensor {key!r}") from None
-        return _decode(self.prefix, key, record)
+        if key not in self._records:
+            if key in self._keys:
+                raise DataLossError(f"memory: tensor {key!r} of {self.prefix!r} is listed but its data is gone")
+            raise CheckpointKeyError(f"memory: checkpoint {self.prefix!r} has no tensor {key!r}")
+        return _decode(self.prefix, key, self._records[key])
 
     def info(self, key: str) -> TensorInfo:
         return self._get(key).info
@@ -247,7 +255,7 @@ class MemoryBackend(StorageBackend):
                 merged.update(piece)
             for r in shards:
                 _STORE.pending.pop((p, r.spec.save_id, r.spec.shard_id), None)
-            _STORE.committed[p] = merged
+            _STORE.committed[p] = _Committed(tuple(sorted(merged)), merged)
 
     def abort(self, prefix: str, save_id: str) -> None:
         # docstring inherited
@@ -260,10 +268,10 @@ class MemoryBackend(StorageBackend):
         # docstring inherited
         p = _norm(prefix)
         with _STORE.lock:
-            records = _STORE.committed.get(p)
-        if records is None:
-            raise CheckpointNotFoundError(f"memory: no checkpoint is committed at {prefix!r}")
-        return _Reader(prefix, dict(records))
+            checkpoint = _STORE.committed.get(p)
+            if checkpoint is None:
+                raise CheckpointNotFoundError(f"memory: no checkpoint is committed at {prefix!r}")
+            return _Reader(prefix, checkpoint)
 
     def exists(self, prefix: str) -> bool:
         # docstring inherited

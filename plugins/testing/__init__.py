@@ -1,0 +1,64 @@
+"""The conformance kit: pytest mixins every storage backend must pass.
+
+A backend's test module adopts the kit in a few lines::
+
+    import pytest
+    from trackpoint.plugins.testing import BackendConformance
+
+    class TestMyBackend(BackendConformance):
+        @pytest.fixture
+        def backend(self): ...              # a StorageBackend
+
+        @pytest.fixture
+        def base_url(self, tmp_path): ...   # a fresh, empty directory URL
+
+        def raw_list(self, directory): ...  # backdoor helpers that bypass the backend
+        def raw_read(self, path): ...
+        def raw_write(self, path, data): ...
+        def raw_delete(self, path): ...
+
+Adopt :class:`BackendConformance` for everything, or the topical mixins one
+by one. Tests a store cannot support are skipped from the capabilities the
+backend declares; a known gap is marked in the adopting class with an explicit
+``pytest.mark.xfail(reason=...)`` on an override of the test. See
+``docs/writing-a-backend.md``.
+"""
+
+from __future__ import annotations
+
+from trackpoint.plugins.testing._bad_input import BadInput
+from trackpoint.plugins.testing._base import DTYPES, BackendTestBase, assert_same, sample
+from trackpoint.plugins.testing._commit import CommitVisibility, ShardingAndMerge
+from trackpoint.plugins.testing._namespace import Listing, OverwriteAndDelete, SmallFiles
+from trackpoint.plugins.testing._tensors import HugeTensors, ManyTensors, RoundTrip
+
+__all__ = [
+    "DTYPES",
+    "BackendConformance",
+    "BackendTestBase",
+    "BadInput",
+    "CommitVisibility",
+    "HugeTensors",
+    "Listing",
+    "ManyTensors",
+    "OverwriteAndDelete",
+    "RoundTrip",
+    "ShardingAndMerge",
+    "SmallFiles",
+    "assert_same",
+    "sample",
+]
+
+
+class BackendConformance(
+    RoundTrip,
+    ManyTensors,
+    HugeTensors,
+    ShardingAndMerge,
+    CommitVisibility,
+    OverwriteAndDelete,
+    Listing,
+    SmallFiles,
+    BadInput,
+):
+    """Every conformance mixin in one base class."""

@@ -1,0 +1,152 @@
+"""What every conformance mixin builds on: the adopter's contract and shared helpers."""
+
+from __future__ import annotations
+
+import uuid
+from abc import ABC, abstractmethod
+from collections.abc import Mapping, Sequence
+from typing import Any, ClassVar, Final
+
+import ml_dtypes
+import numpy as np
+import pytest
+
+from trackpoint.storage import CheckpointOptions, ShardResult, ShardSpec, StorageBackend, WriteItem
+
+__all__ = ["DTYPES", "BackendTestBase", "assert_same", "sample"]
+
+Array = np.ndarray[Any, Any]
+
+#: Every element type the core supports besides strings.
+DTYPES: Final[tuple[np.dtype[Any], ...]] = tuple(
+    np.dtype(d)
+    for d in (
+        np.bool_, np.int8, np.int16, np.int32, np.int64, np.uint8, np.uint16, np.uint32, np.uint64,
+        np.float16, np.float32, np.float64, ml_dtypes.bfloat16, np.complex64, np.complex128,
+    )
+)
+
+
+def sample(dtype: np.dtype[Any], shape: tuple[int, ...], seed: int = 0) -> Array:
+    """Deterministic values spanning the dtype's range (signs, large magnitudes, both bool values)."""
+    rng = np.random.default_rng(seed)
+    if dtype.kind == "b":
+        return rng.integers(0, 2, size=shape).astype(np.bool_)
+    if dtype.kind in "iu":
+        info = np.iinfo(dtype)
+        return rng.integers(int(info.min), int(info.max), size=shape, dtype=dtype, endpoint=True)
+    if dtype.kind == "c":
+        return (rng.standard_normal(shape) * 1e3 + 1j * rng.standard_normal(shape)).astype(dtype)
+    return (rng.standard_normal(shape) * 100).astype(dtype)
+
+
+def _as_bytes(x: object) -> object:
+    return x.encode("utf-8") if isinstance(x, str) else x
+
+
+def assert_same(actual: Array, expected: Array, what: str = "") -> None:
+    """Dtype, shape and every bit equal (NaN payloads and ``-0.0`` included); strings compared as bytes."""
+    expected = np.asarray(expected)
+    assert actual.dtype == expected.dtype, f"{what}: dtype {actual.dtype} != {expected.dtype}"
+    assert actual.shape == expected.shape, f"{what}: shape {actual.shape} != {expected.shape}"
+    if expected.dtype.kind == "O":
+        got = [_as_bytes(x) for x in actual.flat]
+        want = [_as_bytes(x) for x in expected.flat]
+        assert all(isinstance(x, bytes) for x in got), f"{what}: string elements must come back as bytes"
+        assert got == want, f"{what}: strings differ"
+    else:
+        assert np.ascontiguousarray(actual).tobytes() == np.ascontiguousarray(expected).tobytes(), (
+            f"{what}: values differ"
+        )
+
+
+class BackendTestBase(ABC):
+    """The contract between the conformance kit and a backend's test class.
+
+    The adopting class (named ``Test...`` so pytest collects it) provides two
+    fixtures and four backdoor methods:
+
+    * ``backend`` -- a :class:`~trackpoint.storage.StorageBackend` to test;
+    * ``base_url`` -- a fresh, empty directory URL (or path) for this test;
+    * :meth:`raw_list`, :meth:`raw_read`, :meth:`raw_write`, :meth:`raw_delete`
+      -- access to the raw storage that bypasses the backend, used to inspect
+      what a save left behind and to corrupt it.
+
+    Class attributes let slow stores scale the heavy tests down.
+    """
+
+    #: Bytes of the tensor in the huge-tensor tests; larger than typical part
+    #: and buffer sizes (S3 multipart parts, the 8 MiB bundle write buffer) and
+    #: deliberately odd, so no size lines up with a chunk boundary.
+    huge_tensor_bytes: ClassVar[int] = 24 * 2**20 + 3
+    #: Number of tensors in the many-tensors tests.
+    many_tensors_count: ClassVar[int] = 2000
+
+    @abstractmethod
+    def raw_list(self, directory: str) -> list[str]:
+        """Paths of every raw object at or below ``directory``, recursively, in the backend's path syntax."""
+
+    @abstractmethod
+    def raw_read(self, path: str) -> bytes:
+        """Contents of the raw object ``path`` (one of :meth:`raw_list`)."""
+
+    @abstractmethod
+    def raw_write(self, path: str, data: bytes) -> None:
+        """Replace the raw object ``path`` (one of :meth:`raw_list`) with ``data``."""
+
+    @abstractmethod
+    def raw_delete(self, path: str) -> None:
+        """Remove the raw object ``path``."""
+
+    # ------------------------------------------------------------ helpers
+    @staticmethod
+    def url(backend: StorageBackend, base_url: str, *names: str) -> str:
+        """``base_url/names[0]/names[1]/...`` in the backend's path syntax."""
+        out = base_url
+        for n in names:
+            out = backend.join(out, n)
+        return out
+
+    @staticmethod
+    def save(
+        backend: StorageBackend,
+        prefix: str,
+        tensors: Mapping[str, Array],
+        *,
+        overwrite: bool = True,
+        max_shard_bytes: int | None = None,
+        num_writers: int | None = None,
+    ) -> None:
+        """Save ``tensors`` at ``prefix`` through :meth:`StorageBackend.save`."""
+        opts = CheckpointOptions(max_shard_bytes=max_shard_bytes, num_writers=num_writers)
+        backend.save(prefix, [WriteItem(k, v) for k, v in tensors.items()], opts, overwrite=overwrite)
+
+    @staticmethod
+    def write_shards(
+        backend: StorageBackend, prefix: str, groups: Sequence[Mapping[str, Array]], save_id: str | None = None
+    ) -> list[ShardResult]:
+        """Write each mapping of ``groups`` as one shard of a single save, without committing."""
+        sid = save_id or uuid.uuid4().hex
+        return [
+            backend.write_shard(prefix, ShardSpec(i, len(groups), sid), [WriteItem(k, v) for k, v in g.items()])
+            for i, g in enumerate(groups)
+        ]
+
+    @staticmethod
+    def assert_contents(backend: StorageBackend, prefix: str, expected: Mapping[str, Array]) -> None:
+        """The committed checkpoint at ``prefix`` holds exactly ``expected``."""
+        assert backend.exists(prefix), f"{prefix!r} should be committed"
+        with backend.open_reader(prefix) as reader:
+            assert list(reader.keys()) == sorted(expected), f"keys of {prefix!r}"
+            for key, want in expected.items():
+                assert_same(reader.read(key), want, f"{prefix!r}[{key!r}]")
+
+    def entries_of(self, backend: StorageBackend, prefix: str) -> list[str]:
+        """Raw objects that belong to the checkpoint ``prefix`` (their paths start with it)."""
+        return [p for p in self.raw_list(backend.dirname(prefix)) if p.startswith(prefix)]
+
+    @staticmethod
+    def require(backend: StorageBackend, capability: str) -> None:
+        """Skip the test unless ``backend.capabilities`` declares ``capability``."""
+        if not getattr(backend.capabilities, capability):
+            pytest.skip(f"backend {backend.name!r} does not declare capabilities.{capability}")

@@ -1,0 +1,138 @@
+"""The namespace: overwriting, deleting and listing checkpoints, and small versioned files."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from trackpoint.errors import CheckpointNotFoundError, ConcurrentModificationError
+from trackpoint.plugins.testing._base import BackendTestBase
+from trackpoint.storage import ANY_VERSION, StorageBackend
+
+__all__ = ["Listing", "OverwriteAndDelete", "SmallFiles"]
+
+
+class OverwriteAndDelete(BackendTestBase):
+    """``overwrite=True`` replaces a checkpoint whole; ``delete`` leaves nothing of it."""
+
+    def test_overwrite_replaces_whole_checkpoint(self, backend: StorageBackend, base_url: str) -> None:
+        prefix = self.url(backend, base_url, "run", "ckpt")
+        self.save(backend, prefix, {f"old{i}": np.full(100, i) for i in range(5)}, max_shard_bytes=900)
+        new = {"new": np.arange(4, dtype=np.uint16)}
+        self.save(backend, prefix, new, overwrite=True)
+        self.assert_contents(backend, prefix, new)
+        # No object of the replaced checkpoint may linger: the raw layout must
+        # look exactly like a fresh save of the new contents elsewhere.
+        fresh = self.url(backend, base_url, "fresh", "ckpt")
+        self.save(backend, fresh, new)
+        run, other = self.url(backend, base_url, "run"), self.url(backend, base_url, "fresh")
+        assert len(self.raw_list(run)) == len(self.raw_list(other)), (
+            f"after overwrite {self.raw_list(run)} vs fresh {self.raw_list(other)}"
+        )
+
+    def test_delete_removes_every_object(self, backend: StorageBackend, base_url: str) -> None:
+        keep = self.url(backend, base_url, "keep")
+        gone = self.url(backend, base_url, "gone")
+        self.save(backend, keep, {"k": np.ones(3)})
+        only_keep = sorted(self.raw_list(base_url))
+        self.save(backend, gone, {f"g{i}": np.zeros(64) for i in range(6)}, max_shard_bytes=600, num_writers=3)
+        backend.delete(gone)
+        assert not backend.exists(gone)
+        with pytest.raises(CheckpointNotFoundError):
+            backend.open_reader(gone)
+        assert sorted(self.raw_list(base_url)) == only_keep, "delete must remove every object of the checkpoint"
+        self.assert_contents(backend, keep, {"k": np.ones(3)})
+
+    def test_delete_is_idempotent(self, backend: StorageBackend, base_url: str) -> None:
+        prefix = self.url(backend, base_url, "ckpt")
+        backend.delete(prefix)  # never existed
+        self.save(backend, prefix, {"a": np.zeros(1)})
+        backend.delete(prefix)
+        backend.delete(prefix)
+        assert not backend.exists(prefix)
+        assert self.raw_list(base_url) == []
+
+    def test_save_again_after_delete(self, backend: StorageBackend, base_url: str) -> None:
+        prefix = self.url(backend, base_url, "ckpt")
+        self.save(backend, prefix, {"a": np.zeros(1)})
+        backend.delete(prefix)
+        self.save(backend, prefix, {"b": np.ones(2)}, overwrite=False)
+        self.assert_contents(backend, prefix, {"b": np.ones(2)})
+
+
+class Listing(BackendTestBase):
+    """``list_checkpoints`` is sorted, shallow and shows committed checkpoints only."""
+
+    def test_lists_committed_direct_children_sorted(self, backend: StorageBackend, base_url: str) -> None:
+        self.require(backend, "listing_consistent")
+        names = ["ckpt-10", "ckpt-2", "ckpt-1", "b"]
+        for name in names:
+            self.save(backend, self.url(backend, base_url, name), {"x": np.zeros(1)})
+        self.save(backend, self.url(backend, base_url, "sub", "deeper"), {"x": np.zeros(1)})
+        self.write_shards(backend, self.url(backend, base_url, "uncommitted"), [{"x": np.zeros(1)}])
+        backend.write_file(self.url(backend, base_url, "checkpoint"), b"state")
+        expected = sorted(self.url(backend, base_url, n) for n in names)
+        assert backend.list_checkpoints(base_url) == expected
+        assert backend.list_checkpoints(self.url(backend, base_url, "sub")) == [
+            self.url(backend, base_url, "sub", "deeper")
+        ]
+
+    def test_empty_and_missing_directories(self, backend: StorageBackend, base_url: str) -> None:
+        assert backend.list_checkpoints(base_url) == []
+        assert backend.list_checkpoints(self.url(backend, base_url, "does-not-exist")) == []
+
+    def test_deleted_checkpoint_is_not_listed(self, backend: StorageBackend, base_url: str) -> None:
+        self.require(backend, "listing_consistent")
+        a, b = self.url(backend, base_url, "a"), self.url(backend, base_url, "b")
+        self.save(backend, a, {"x": np.zeros(1)})
+        self.save(backend, b, {"x": np.zeros(1)})
+        backend.delete(a)
+        assert backend.list_checkpoints(base_url) == [b]
+
+
+class SmallFiles(BackendTestBase):
+    """``read_file``/``write_file``: atomic replacement under version preconditions."""
+
+    def test_missing_file(self, backend: StorageBackend, base_url: str) -> None:
+        path = self.url(backend, base_url, "checkpoint")
+        assert backend.read_file(path) is None
+        backend.delete_file(path)  # missing is fine
+
+    def test_create_only(self, backend: StorageBackend, base_url: str) -> None:
+        path = self.url(backend, base_url, "checkpoint")
+        version = backend.write_file(path, b"first", if_version=None)
+        with pytest.raises(ConcurrentModificationError):
+            backend.write_file(path, b"second", if_version=None)
+        got = backend.read_file(path)
+        assert got is not None and got.data == b"first" and got.version == version
+
+    def test_compare_and_swap(self, backend: StorageBackend, base_url: str) -> None:
+        path = self.url(backend, base_url, "checkpoint")
+        v1 = backend.write_file(path, b"one")
+        v2 = backend.write_file(path, b"two", if_version=v1)
+        assert v2 != v1
+        with pytest.raises(ConcurrentModificationError):
+            backend.write_file(path, b"stale", if_version=v1)
+        got = backend.read_file(path)
+        assert got is not None and (got.data, got.version) == (b"two", v2)
+
+    def test_version_of_missing_file_fails(self, backend: StorageBackend, base_url: str) -> None:
+        path = self.url(backend, base_url, "checkpoint")
+        v = backend.write_file(path, b"x")
+        backend.delete_file(path)
+        with pytest.raises(ConcurrentModificationError):
+            backend.write_file(path, b"y", if_version=v)
+        assert backend.read_file(path) is None
+
+    def test_any_version_and_binary_contents(self, backend: StorageBackend, base_url: str) -> None:
+        path = self.url(backend, base_url, "checkpoint")
+        backend.write_file(path, b"old", if_version=None)
+        data = bytes(range(256)) * 3
+        v = backend.write_file(path, data, if_version=ANY_VERSION)
+        got = backend.read_file(path)
+        assert got is not None and (got.data, got.version) == (data, v)
+        backend.write_file(path, b"")
+        got = backend.read_file(path)
+        assert got is not None and got.data == b""
+        backend.delete_file(path)
+        assert backend.read_file(path) is None
