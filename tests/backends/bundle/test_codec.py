@@ -1,0 +1,113 @@
+"""Entry, header and string encodings, byte for byte (spec sections 3-4)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pytest
+
+from trackpoint.backends.bundle._codec import (
+    decode_entry,
+    decode_header,
+    decode_strings,
+    encode_entry,
+    encode_header,
+    encode_strings,
+)
+from trackpoint.backends.bundle.proto import tensor_bundle_pb2
+from trackpoint.errors import DataLossError, InvalidCheckpointError, UnsupportedDTypeError
+
+pb: Any = tensor_bundle_pb2
+
+
+def test_header_bytes() -> None:
+    assert encode_header(1).hex() == "08011a020801"
+    assert encode_header(2).hex() == "08021a020801"
+    h = decode_header(encode_header(3), "idx")
+    assert (h.num_shards, h.big_endian) == (3, False)
+
+
+def test_newer_bundle_versions_are_refused() -> None:
+    raw = pb.BundleHeaderProto(num_shards=1, version=pb.VersionDef(producer=2, min_consumer=2)).SerializeToString()
+    with pytest.raises(InvalidCheckpointError, match="too new"):
+        decode_header(raw, "idx")
+    raw = pb.BundleHeaderProto(num_shards=1, version=pb.VersionDef(producer=1, bad_consumers=[1])).SerializeToString()
+    with pytest.raises(InvalidCheckpointError, match="too new"):
+        decode_header(raw, "idx")
+
+
+def test_spec_entry_example() -> None:
+    assert encode_entry(1, (3,), 0, 0, 12, 0x71895B73).hex() == "0801120412020803280c35735b8971"
+
+
+@pytest.mark.parametrize(
+    ("dtype", "shape", "shard", "offset", "size", "crc"),
+    [(1, (), 0, 0, 4, 1), (9, (0, 5), 3, 1 << 40, 0, 0xFFFFFFFF), (7, (2, 3, 4), 1, 300, 2**33, 0), (14, (1,), 0, 7, 2, 5)],
+)
+def test_hand_encoding_equals_protobuf(dtype: int, shape: tuple[int, ...], shard: int, offset: int, size: int, crc: int) -> None:
+    msg = pb.BundleEntryProto(dtype=dtype, shard_id=shard, offset=offset, size=size, crc32c=crc)
+    msg.shape.SetInParent()
+    for d in shape:
+        msg.shape.dim.add(size=d)
+    assert encode_entry(dtype, shape, shard, offset, size, crc) == msg.SerializeToString()
+    e = decode_entry(msg.SerializeToString(), "idx")
+    assert (e.dtype, e.shape, e.shard_id, e.offset, e.size, e.crc32c) == (dtype, shape, shard, offset, size, crc)
+
+
+def test_spec_sliced_full_entry_decodes() -> None:
+    raw = bytes.fromhex("08011208120208041202080 33a060a0210020a003a080a04080210020a00".replace(" ", ""))
+    e = decode_entry(raw, "idx")
+    assert e.shape == (4, 3)
+    assert e.slices == (((0, 2), (0, -1)), ((2, 2), (0, -1)))
+
+
+def test_negative_dimensions_are_rejected() -> None:
+    msg = pb.BundleEntryProto(dtype=1)
+    msg.shape.dim.add(size=-4)
+    with pytest.raises(DataLossError, match="negative dimensions"):
+        decode_entry(msg.SerializeToString(), "idx")
+
+
+def test_garbage_entry_is_rejected() -> None:
+    with pytest.raises(DataLossError, match="BundleEntryProto"):
+        decode_entry(b"\xff\xff\xff", "idx")
+
+
+@pytest.mark.parametrize(
+    ("value", "data", "crc"),
+    [(np.array(b"hello", dtype=object), "05d9c69c4368656c6c6f", 0x29C0E0EC),
+     (np.array([b"", b"ab"], dtype=object), "0002775199c46162", None),
+     (np.array([], dtype=object), "d8ea82a2", 0x640CC1F6)],
+)
+def test_string_encoding_matches_tensorflow(value: np.ndarray[Any, Any], data: str, crc: int | None) -> None:
+    raw, got_crc = encode_strings(value, "k")
+    assert raw.hex() == data
+    if crc is not None:
+        assert got_crc == crc
+    back = decode_strings(raw, value.shape, got_crc, False, "k")
+    assert back.shape == value.shape and list(back.flat) == list(value.flat)
+
+
+def test_str_elements_are_stored_as_utf8() -> None:
+    raw, crc = encode_strings(np.array(["héllo", b"x"], dtype=object), "k")
+    assert list(decode_strings(raw, (2,), crc, False, "k")) == ["héllo".encode(), b"x"]
+
+
+def test_non_bytes_objects_are_refused() -> None:
+    with pytest.raises(UnsupportedDTypeError, match="holding int"):
+        encode_strings(np.array([1, 2], dtype=object), "counts")
+
+
+def test_corrupted_strings_are_detected() -> None:
+    raw, crc = encode_strings(np.array([b"abc", b"de"], dtype=object), "k")
+    bad = bytearray(raw)
+    bad[-1] ^= 1
+    with pytest.raises(DataLossError, match="CRC-32C mismatch"):
+        decode_strings(bytes(bad), (2,), crc, False, "k")
+    bad = bytearray(raw)
+    bad[2] ^= 1  # inside the length checksum
+    with pytest.raises(DataLossError, match="length checksum"):
+        decode_strings(bytes(bad), (2,), crc, False, "k")
+    with pytest.raises(DataLossError, match="add up to"):
+        decode_strings(raw[:-1], (2,), crc, False, "k")
