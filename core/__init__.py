@@ -1,8 +1,54 @@
-"""trackpoint: object-based checkpoints with pluggable storage."""
+"""trackpoint: object-based checkpoints with pluggable storage.
+
+``import trackpoint`` gives the whole user API: trackables and variables, the
+``Checkpoint`` facade and its load statuses, checkpoint inspection, options and
+the error classes. No storage library is imported until a backend is used.
+"""
 
 from __future__ import annotations
 
+from trackpoint import optimizers
+from trackpoint.autotrackable import AutoTrackable
+from trackpoint.checkpoint import Checkpoint
+from trackpoint.data_structures import ListWrapper, NoDependency
+from trackpoint.dtypes import bfloat16, string
 from trackpoint.errors import *  # noqa: F403
+from trackpoint.errors import __all__ as _errors_all
+from trackpoint.python_state import PythonState
+from trackpoint.reader import TensorReader, list_variables, load_checkpoint, object_metadata
+from trackpoint.restore import (
+    CheckpointLoadStatus,
+    InitializationOnlyStatus,
+    LoadStatus,
+    NameBasedSaverStatus,
+)
+from trackpoint.state import latest_checkpoint
 from trackpoint.storage import CheckpointOptions
+from trackpoint.trackable import Trackable
+from trackpoint.variables import Variable
 
 __version__ = "0.1.0"
+
+__all__ = [
+    "AutoTrackable",
+    "Checkpoint",
+    "CheckpointLoadStatus",
+    "CheckpointOptions",
+    "InitializationOnlyStatus",
+    "ListWrapper",
+    "LoadStatus",
+    "NameBasedSaverStatus",
+    "NoDependency",
+    "PythonState",
+    "TensorReader",
+    "Trackable",
+    "Variable",
+    "bfloat16",
+    "latest_checkpoint",
+    "list_variables",
+    "load_checkpoint",
+    "object_metadata",
+    "optimizers",
+    "string",
+    *_errors_all,
+]

@@ -1,0 +1,133 @@
+"""Inspecting checkpoints: ``load_checkpoint``, ``list_variables``, ``object_metadata``.
+
+The TensorFlow equivalents are ``tf.train.load_checkpoint``,
+``tf.train.list_variables`` and ``tf.train.CheckpointView``'s graph. All I/O
+goes through the storage contract.
+"""
+
+from __future__ import annotations
+
+import os
+from types import TracebackType
+from typing import Any
+
+import numpy as np
+
+from trackpoint import _resolve
+from trackpoint.errors import CheckpointNotFoundError, InvalidCheckpointError
+from trackpoint.proto import trackable_object_graph_pb2 as pb
+from trackpoint.storage import OBJECT_GRAPH_KEY, CheckpointOptions, CheckpointReader
+
+__all__ = ["TensorReader", "list_variables", "load_checkpoint", "object_metadata"]
+
+
+class TensorReader:
+    """Read access to one checkpoint with TensorFlow's ``CheckpointReader`` methods.
+
+    Wraps a backend's :class:`~trackpoint.storage.CheckpointReader`; close it
+    with :meth:`close` or use it as a context manager.
+    """
+
+    def __init__(self, reader: CheckpointReader) -> None:
+        self._reader = reader
+
+    @property
+    def prefix(self) -> str:
+        """The checkpoint being read."""
+        return self._reader.prefix
+
+    def get_tensor(self, name: str) -> Any:
+        """The tensor ``name``: an ndarray, or ``bytes`` for a scalar string.
+
+        Raises
+        ------
+        CheckpointKeyError
+            No such tensor.
+        """
+        value = self._reader.read(name)
+        if value.dtype == np.dtype(object) and value.ndim == 0:
+            return value[()]
+        return value
+
+    def has_tensor(self, name: str) -> bool:
+        """Whether the checkpoint holds ``name``."""
+        return self._reader.has(name)
+
+    def get_variable_to_shape_map(self) -> dict[str, list[int]]:
+        """``{key: shape}`` for every tensor."""
+        return {key: list(self._reader.info(key).shape) for key in self._reader.keys()}
+
+    def get_variable_to_dtype_map(self) -> dict[str, np.dtype[Any]]:
+        """``{key: dtype}`` for every tensor (``numpy.dtype(object)`` for strings)."""
+        return {key: self._reader.info(key).dtype for key in self._reader.keys()}
+
+    def close(self) -> None:
+        """Release the underlying reader."""
+        self._reader.close()
+
+    def __enter__(self) -> TensorReader:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+
+def _resolve_prefix(path: str, options: CheckpointOptions | None) -> str:
+    """``path`` if a checkpoint is committed there, else the newest checkpoint of directory ``path``."""
+    backend = _resolve.open_backend(path, options)
+    if backend.exists(path):
+        return path
+    from trackpoint.state import latest_checkpoint
+
+    latest = latest_checkpoint(path, options)
+    if latest is None:
+        raise CheckpointNotFoundError(
+            f"no checkpoint at {path!r}: it is neither a committed checkpoint prefix nor a directory holding "
+            "checkpoints. Pass a prefix such as 'dir/ckpt-1' (note the -N suffix) or a directory with a "
+            "'checkpoint' state file."
+        )
+    return latest
+
+
+def load_checkpoint(path: str | os.PathLike[str], options: CheckpointOptions | None = None) -> TensorReader:
+    """A reader for the checkpoint at ``path`` (a prefix, or a directory: its latest checkpoint).
+
+    Raises
+    ------
+    CheckpointNotFoundError
+        No checkpoint there.
+    """
+    prefix = _resolve_prefix(os.fspath(path), options)
+    return TensorReader(_resolve.open_backend(prefix, options).open_reader(prefix))
+
+
+def list_variables(path: str | os.PathLike[str], options: CheckpointOptions | None = None) -> list[tuple[str, list[int]]]:
+    """Sorted ``(key, shape)`` pairs of every tensor in the checkpoint."""
+    with load_checkpoint(path, options) as reader:
+        return sorted(reader.get_variable_to_shape_map().items())
+
+
+def object_metadata(path: str | os.PathLike[str], options: CheckpointOptions | None = None) -> pb.TrackableObjectGraph:
+    """The checkpoint's ``TrackableObjectGraph`` proto.
+
+    Raises
+    ------
+    InvalidCheckpointError
+        The checkpoint has no object graph (a name-based checkpoint).
+    """
+    with load_checkpoint(path, options) as reader:
+        if not reader.has_tensor(OBJECT_GRAPH_KEY):
+            raise InvalidCheckpointError(
+                f"The specified checkpoint {reader.prefix!r} does not appear to be object-based (saved with "
+                f"trackpoint.Checkpoint or tf.train.Checkpoint): it has no {OBJECT_GRAPH_KEY!r} tensor. "
+                "Use load_checkpoint() to read its tensors by name."
+            )
+        raw = reader.get_tensor(OBJECT_GRAPH_KEY)
+    proto = pb.TrackableObjectGraph()
+    try:
+        proto.ParseFromString(bytes(raw))
+    except Exception as exc:  # noqa: BLE001 - protobuf raises DecodeError or ValueError
+        raise InvalidCheckpointError(f"the object graph in {os.fspath(path)!r} cannot be parsed: {exc}") from exc
+    return proto

@@ -1,0 +1,679 @@
+"""Restore semantics: matching a saved object graph to live objects, and load statuses.
+
+Mirrors ``tensorflow/python/checkpoint/restore.py`` and the status classes of
+``checkpoint.py``:
+
+* the saved graph is matched to objects from the root (node 0) along named
+  edges; values are applied at once to objects that exist;
+* values for children that do not exist yet are queued on their parent
+  (``_deferred_dependencies``) and applied when the child is tracked;
+* every restore has an increasing uid; an object remembers the uid of the
+  restore that last wrote it, so the latest restore wins and an object reached
+  twice (a diamond) is restored once;
+* slot variables are matched through the optimizer and variable nodes, in
+  whatever order those objects appear.
+
+Each restore step first *plans*: walks the graph, checks dtypes and shapes of
+everything it will write, and only then *applies*. A mismatch therefore raises
+before any object changes. (An I/O failure while reading can still leave the
+values read so far in place.)
+
+The reader is used only through the :class:`~trackpoint.storage.CheckpointReader`
+interface; this module performs no I/O of its own.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import weakref
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+import numpy as np
+
+from trackpoint.data_structures import TrackableDataStructure
+from trackpoint.errors import DTypeMismatchError, InvalidCheckpointError, MatchError, ShapeMismatchError
+from trackpoint.graph import ObjectGraphView, list_objects, node_names, proto_node_names
+from trackpoint.proto import trackable_object_graph_pb2 as pb
+from trackpoint.trackable import VARIABLE_VALUE_KEY, Trackable, next_uid
+from trackpoint.variables import Variable
+
+if TYPE_CHECKING:
+    from trackpoint.storage import CheckpointReader, TensorInfo
+
+__all__ = [
+    "CheckpointLoadStatus",
+    "CheckpointPosition",
+    "InitializationOnlyStatus",
+    "LoadStatus",
+    "NameBasedSaverStatus",
+    "RestoreCoordinator",
+    "restore_by_name",
+]
+
+logger = logging.getLogger("trackpoint")
+
+
+class _SlotVariableRestoration(NamedTuple):
+    """A slot value waiting for its variable to be matched."""
+
+    optimizer_id: int
+    slot_variable_id: int
+    slot_name: str
+
+
+class _DeferredSlotVariableRestoration(NamedTuple):
+    """A slot value whose variable is matched but whose optimizer is not yet."""
+
+    original_variable: Trackable
+    slot_variable_id: int
+    slot_name: str
+
+
+@dataclass
+class _Unrestored:
+    """What the end-of-life warning reports; holds no reference to the coordinator."""
+
+    save_path: str
+    proto: pb.TrackableObjectGraph
+    matched_proto_ids: set[int]
+    unused_attributes: dict[int, list[str]]
+    expect_partial: bool = False
+
+
+def _warn_unrestored(report: _Unrestored) -> None:
+    """Log one warning listing checkpoint values that were never used."""
+    if report.expect_partial:
+        return
+    names = proto_node_names(report.proto)
+    unresolved = [
+        names.get(i, str(i))
+        for i, node in enumerate(report.proto.nodes)
+        if node.attributes and i not in report.matched_proto_ids
+    ]
+    unused = [f"{names.get(i, str(i))}: {', '.join(attrs)}" for i, attrs in sorted(report.unused_attributes.items())]
+    if not unresolved and not unused:
+        return
+    lines = [
+        f"A restore of {report.save_path!r} is being deleted with unrestored values. "
+        "To silence this warning, call status.expect_partial() on the status returned by restore()."
+    ]
+    lines += [f"Unresolved object in checkpoint: {name}" for name in unresolved]
+    lines += [f"Unused attribute in checkpoint (object: attribute): {item}" for item in unused]
+    logger.warning("\n".join(lines))
+
+
+class RestoreCoordinator:
+    """The state of one ``restore()`` call: which saved nodes matched which objects.
+
+    Parameters
+    ----------
+    object_graph_proto
+        The checkpoint's object graph.
+    reader
+        An open reader of the checkpoint; closed when the coordinator is
+        collected (deferred restores keep it alive until then).
+    view
+        The live object graph being restored.
+    save_path
+        The checkpoint path, for messages.
+    """
+
+    def __init__(
+        self,
+        object_graph_proto: pb.TrackableObjectGraph,
+        reader: CheckpointReader,
+        view: ObjectGraphView,
+        save_path: str,
+    ) -> None:
+        self.object_graph_proto = object_graph_proto
+        self.reader = reader
+        self.view = view
+        self.save_path = save_path
+        self.restore_uid = next_uid()
+        # Weak values: deferred restores reference the coordinator, so strong
+        # references to objects here would keep whole models alive.
+        self.object_by_proto_id: weakref.WeakValueDictionary[int, Trackable] = weakref.WeakValueDictionary()
+        self.matched_proto_ids: set[int] = set()
+        self.all_python_objects: dict[int, weakref.ref[Trackable]] = {}
+        self.unused_attributes: dict[int, list[str]] = {}
+        self.slot_restorations: dict[int, list[_SlotVariableRestoration]] = {}
+        self.deferred_slot_restorations: dict[int, list[_DeferredSlotVariableRestoration]] = {}
+        for node_id, node in enumerate(object_graph_proto.nodes):
+            for ref in node.slot_variables:
+                self.slot_restorations.setdefault(ref.original_variable_node_id, []).append(
+                    _SlotVariableRestoration(node_id, ref.slot_variable_node_id, ref.slot_name)
+                )
+        self._infos: dict[str, TensorInfo] = {}
+        self._report = _Unrestored(save_path, object_graph_proto, self.matched_proto_ids, self.unused_attributes)
+        weakref.finalize(self, _warn_unrestored, self._report)
+        weakref.finalize(self, reader.close)
+
+    @property
+    def expect_partial(self) -> bool:
+        """Whether unused values are expected (silences the end-of-life warning)."""
+        return self._report.expect_partial
+
+    @expect_partial.setter
+    def expect_partial(self, value: bool) -> None:
+        self._report.expect_partial = value
+
+    def info(self, key: str) -> TensorInfo:
+        """Dtype and shape of ``key`` (cached)."""
+        found = self._infos.get(key)
+        if found is None:
+            if not self.reader.has(key):
+                raise InvalidCheckpointError(
+                    f"the object graph of {self.save_path!r} refers to {key!r}, which the checkpoint does not "
+                    "contain; the checkpoint is damaged or was written incompletely"
+                )
+            found = self._infos[key] = self.reader.info(key)
+        return found
+
+    def remember(self, obj: Trackable) -> None:
+        """Record ``obj`` as seen by this restore (for the status assertions)."""
+        self.all_python_objects.setdefault(id(obj), weakref.ref(obj))
+
+    def python_objects(self) -> list[Trackable]:
+        """Objects seen by this restore that are still alive."""
+        return [o for o in (r() for r in self.all_python_objects.values()) if o is not None]
+
+
+class CheckpointPosition:
+    """One node of a saved object graph within one restore."""
+
+    __slots__ = ("coordinator", "proto_id")
+
+    def __init__(self, coordinator: RestoreCoordinator, proto_id: int) -> None:
+        self.coordinator = coordinator
+        self.proto_id = proto_id
+
+    @property
+    def restore_uid(self) -> int:
+        """Uid of the restore this position belongs to."""
+        return self.coordinator.restore_uid
+
+    @property
+    def object_proto(self) -> pb.TrackableObjectGraph.TrackableObject:
+        """The saved node."""
+        return self.coordinator.object_graph_proto.nodes[self.proto_id]
+
+    def has_checkpoint_values(self) -> bool:
+        """Whether the node or a descendant holds values (older graphs lack the field)."""
+        node = self.object_proto
+        if node.HasField("has_checkpoint_values"):
+            return node.has_checkpoint_values.value
+        return bool(node.children or node.attributes or node.slot_variables or node.HasField("registered_saver"))
+
+    def is_simple_variable(self) -> bool:
+        """A plain variable: exactly one ``VARIABLE_VALUE`` attribute and no children."""
+        node = self.object_proto
+        return len(node.attributes) == 1 and node.attributes[0].name == VARIABLE_VALUE_KEY and not node.children
+
+    def tensor_info(self) -> TensorInfo:
+        """Dtype and shape of a simple variable's saved value."""
+        return self.coordinator.info(self.object_proto.attributes[0].checkpoint_key)
+
+    def restore(self, trackable: Trackable) -> None:
+        """Match ``trackable`` to this node and restore it and its subtree.
+
+        Raises
+        ------
+        AssignmentError
+            A value does not fit its object; nothing was changed.
+        """
+        plan = _Plan(self.coordinator)
+        plan.walk([(self, trackable)])
+        plan.apply()
+
+    def __repr__(self) -> str:
+        return f"<CheckpointPosition node={self.proto_id} of {self.coordinator.save_path!r}>"
+
+
+@dataclass
+class _Plan:
+    """Everything one restore step will do, computed (and validated) before doing it."""
+
+    coordinator: RestoreCoordinator
+    bindings: list[tuple[CheckpointPosition, Trackable]] = field(default_factory=list)
+    tentative: dict[int, Trackable] = field(default_factory=dict)
+    values: list[tuple[Trackable, dict[str, str]]] = field(default_factory=list)
+    planned: set[int] = field(default_factory=set)
+    unused: list[tuple[int, str]] = field(default_factory=list)
+    deferred: list[tuple[Trackable, str, CheckpointPosition]] = field(default_factory=list)
+    seen: list[Trackable] = field(default_factory=list)
+
+    def bind(self, position: CheckpointPosition, trackable: Trackable) -> bool:
+        """Tentatively match a node to an object; ``False`` if already matched."""
+        trackable._maybe_initialize_trackable()
+        self.seen.append(trackable)
+        current = self.coordinator.object_by_proto_id.get(position.proto_id) or self.tentative.get(position.proto_id)
+        if current is None:
+            self.tentative[position.proto_id] = trackable
+            self.bindings.append((position, trackable))
+            return True
+        if current is not trackable:
+            logger.warning(
+                "Inconsistent references when loading %r: node %d of the saved graph is already matched to %r, "
+                "so %r reached through another path is not restored from it.",
+                self.coordinator.save_path, position.proto_id, current, trackable,
+            )
+        return False
+
+    def walk(self, roots: list[tuple[CheckpointPosition, Trackable]]) -> None:
+        """Breadth-first over saved nodes and live objects together."""
+        coordinator = self.coordinator
+        queue = collections.deque(pair for pair in roots if self.bind(*pair))
+        while queue:
+            position, trackable = queue.popleft()
+            self._plan_values(position, trackable)
+            self._check_slots(position, trackable)
+            for child in position.object_proto.children:
+                child_position = CheckpointPosition(coordinator, child.node_id)
+                local = coordinator.view.lookup(trackable, child.local_name)
+                if local is None:
+                    if child_position.has_checkpoint_values():
+                        self.deferred.append((trackable, child.local_name, child_position))
+                elif self.bind(child_position, local):
+                    queue.append((child_position, local))
+
+    def _plan_values(self, position: CheckpointPosition, trackable: Trackable) -> None:
+        if position.restore_uid <= trackable._update_uid or id(trackable) in self.planned:
+            return  # a newer restore (or this one, via another node) already wrote it
+        self.planned.add(id(trackable))
+        names = set(trackable._checkpoint_attribute_names())
+        keys: dict[str, str] = {}
+        for attribute in position.object_proto.attributes:
+            if attribute.name in names:
+                keys[attribute.name] = attribute.checkpoint_key
+            else:
+                self.unused.append((position.proto_id, attribute.name))
+        if keys:
+            trackable._check_restore_tensors({n: self.coordinator.info(k) for n, k in keys.items()}, keys)
+        self.values.append((trackable, keys))
+
+    def _check_slots(self, position: CheckpointPosition, trackable: Trackable) -> None:
+        """Slot values must have their variable's dtype and shape."""
+        if not isinstance(trackable, Variable):
+            return
+        nodes = self.coordinator.object_graph_proto.nodes
+        for slot in self.coordinator.slot_restorations.get(position.proto_id, []):
+            slot_node = nodes[slot.slot_variable_id]
+            if len(slot_node.attributes) != 1:
+                continue
+            key = slot_node.attributes[0].checkpoint_key
+            info = self.coordinator.info(key)
+            if info.dtype != trackable.dtype:
+                raise DTypeMismatchError(
+                    f"cannot restore slot {slot.slot_name!r} ({key!r}) for Variable {trackable.name!r}: the "
+                    f"checkpoint holds dtype {info.dtype}, the variable has dtype {trackable.dtype}"
+                )
+            if tuple(info.shape) != trackable.shape:
+                raise ShapeMismatchError(
+                    f"cannot restore slot {slot.slot_name!r} ({key!r}) for Variable {trackable.name!r}: the "
+                    f"checkpoint holds shape {tuple(info.shape)}, the variable has shape {trackable.shape}"
+                )
+
+    def apply(self) -> None:
+        """Commit the plan: bind nodes, read values, queue deferred restores, then slots."""
+        coordinator = self.coordinator
+        for position, trackable in self.bindings:
+            coordinator.object_by_proto_id[position.proto_id] = trackable
+            coordinator.matched_proto_ids.add(position.proto_id)
+        for trackable in self.seen:
+            coordinator.remember(trackable)
+        for proto_id, name in self.unused:
+            attrs = coordinator.unused_attributes.setdefault(proto_id, [])
+            if name not in attrs:
+                attrs.append(name)
+        self._read_values()
+        for parent, name, position in self.deferred:
+            parent._deferred_dependencies.setdefault(name, []).append(position)
+        for position, trackable in self.bindings:
+            _queue_slot_variables(position, trackable)
+
+    def _read_values(self) -> None:
+        requests: list[tuple[str, np.ndarray[Any, Any] | None]] = []
+        owners: list[tuple[Trackable, str, np.ndarray[Any, Any] | None]] = []
+        for trackable, keys in self.values:
+            for name, key in keys.items():
+                buffer = trackable._restore_buffer(name)
+                requests.append((key, buffer))
+                owners.append((trackable, name, buffer))
+        results = self.coordinator.reader.read_many(requests) if requests else []
+        collected: dict[int, dict[str, np.ndarray[Any, Any]]] = {}
+        for (trackable, name, buffer), result in zip(owners, results, strict=True):
+            if buffer is not None and result is buffer:
+                continue
+            collected.setdefault(id(trackable), {})[name] = result
+        uid = self.coordinator.restore_uid
+        for trackable, _ in self.values:
+            tensors = collected.get(id(trackable))
+            if tensors:
+                trackable._restore_from_tensors(tensors)
+            trackable._update_uid = uid
+
+
+def _queue_slot_variables(position: CheckpointPosition, trackable: Trackable) -> None:
+    """Create or restore slot variables once their optimizer and variable are both matched."""
+    coordinator = position.coordinator
+    # ``trackable`` is an optimizer whose slot values waited for it.
+    for waiting in coordinator.deferred_slot_restorations.pop(position.proto_id, []):
+        _create_slot(trackable, waiting.original_variable, waiting.slot_variable_id, waiting.slot_name, coordinator)
+    # ``trackable`` is a variable with slots in some optimizer.
+    for slot in coordinator.slot_restorations.pop(position.proto_id, []):
+        optimizer = coordinator.object_by_proto_id.get(slot.optimizer_id)
+        if optimizer is None:
+            coordinator.deferred_slot_restorations.setdefault(slot.optimizer_id, []).append(
+                _DeferredSlotVariableRestoration(trackable, slot.slot_variable_id, slot.slot_name)
+            )
+        else:
+            _create_slot(optimizer, trackable, slot.slot_variable_id, slot.slot_name, coordinator)
+
+
+def _create_slot(
+    optimizer: Trackable, variable: Trackable, slot_id: int, slot_name: str, coordinator: RestoreCoordinator
+) -> None:
+    hook: Callable[..., Any] | None = getattr(optimizer, "_create_or_restore_slot_variable", None)
+    if hook is not None:
+        hook(slot_variable_position=CheckpointPosition(coordinator, slot_id), slot_name=slot_name, variable=variable)
+
+
+def restore_root(coordinator: RestoreCoordinator) -> None:
+    """Restore the whole graph of ``coordinator.view`` from node 0."""
+    CheckpointPosition(coordinator, 0).restore(coordinator.view.root)
+
+
+# --------------------------------------------------------------------- statuses
+class LoadStatus:
+    """What every load status offers; returned by ``Checkpoint.restore``/``read``."""
+
+    def assert_consumed(self) -> LoadStatus:
+        """Raise :class:`MatchError` unless every value and every object matched."""
+        raise NotImplementedError  # pragma: no cover - abstract
+
+    def assert_existing_objects_matched(self) -> LoadStatus:
+        """Raise :class:`MatchError` if an existing object got no value."""
+        raise NotImplementedError  # pragma: no cover - abstract
+
+    def assert_nontrivial_match(self) -> LoadStatus:
+        """Raise :class:`MatchError` if nothing but the root matched."""
+        raise NotImplementedError  # pragma: no cover - abstract
+
+    def run_restore_ops(self) -> None:
+        """Kept for TensorFlow compatibility: values are applied eagerly, nothing to run."""
+
+    def initialize_or_restore(self) -> None:
+        """Kept for TensorFlow compatibility: variables are initialized or restored eagerly."""
+
+    def expect_partial(self) -> LoadStatus:
+        """Silence the warning about unused checkpoint values; returns ``self``."""
+        return self
+
+
+def _describe_objects(objects: list[Trackable], names: dict[int, str]) -> str:
+    return "\n".join(f"  {names.get(id(o), '(not reachable from the root)')}: {o!r}" for o in objects)
+
+
+def _has_attributes(obj: Trackable) -> bool:
+    return bool(obj._checkpoint_attribute_names())
+
+
+class CheckpointLoadStatus(LoadStatus):
+    """The status of an object-based restore (``tf.train.Checkpoint`` semantics).
+
+    Parameters
+    ----------
+    coordinator
+        The restore's bookkeeping.
+    view
+        The live graph that was restored.
+    """
+
+    def __init__(self, coordinator: RestoreCoordinator, view: ObjectGraphView) -> None:
+        self._checkpoint = coordinator
+        self._view = view
+        # The view may be the only path to the root; keep it alive with the status.
+        self._root = view.root
+
+    def _live_objects(self) -> list[Trackable]:
+        objects = []
+        for obj in list_objects(self._view):
+            if isinstance(obj, TrackableDataStructure) and not obj._trackable_children():
+                continue  # empty containers have nothing to match
+            objects.append(obj)
+            self._checkpoint.remember(obj)
+        return objects
+
+    def _unmatched_python_objects(self) -> list[Trackable]:
+        self._live_objects()
+        matched = {id(o) for o in self._checkpoint.object_by_proto_id.values()}
+        return [o for o in self._checkpoint.python_objects() if _has_attributes(o) and id(o) not in matched]
+
+    def assert_consumed(self) -> CheckpointLoadStatus:
+        """Every value in the checkpoint found an object, and every object a value.
+
+        Raises
+        ------
+        MatchError
+            Listing the unmatched objects, the checkpoint nodes (with their keys)
+            that found no object, pending slot variables, or unused attributes.
+        """
+        self.assert_existing_objects_matched()
+        checkpoint = self._checkpoint
+        proto = checkpoint.object_graph_proto
+        names = proto_node_names(proto)
+        unresolved = [
+            f"  {names.get(i, str(i))}: {', '.join(a.checkpoint_key for a in node.attributes)}"
+            for i, node in enumerate(proto.nodes)
+            if node.attributes and checkpoint.object_by_proto_id.get(i) is None
+        ]
+        if unresolved:
+            raise MatchError(
+                f"Unresolved objects in checkpoint {checkpoint.save_path!r} (values with no matching Python object; "
+                "create the objects, or use expect_partial()/assert_existing_objects_matched() for a partial "
+                "restore):\n" + "\n".join(unresolved)
+            )
+        pending = [
+            f"  {names.get(s.slot_variable_id, str(s.slot_variable_id))}"
+            for slots in checkpoint.slot_restorations.values()
+            for s in slots
+        ] + [
+            f"  {names.get(d.slot_variable_id, str(d.slot_variable_id))}"
+            for slots in checkpoint.deferred_slot_restorations.values()
+            for d in slots
+        ]
+        if pending:
+            raise MatchError(f"Unresolved slot restorations in {checkpoint.save_path!r}:\n" + "\n".join(pending))
+        if checkpoint.unused_attributes:
+            lines = [
+                f"  {names.get(i, str(i))} ({checkpoint.object_by_proto_id.get(i)!r}): {', '.join(attrs)}"
+                for i, attrs in sorted(checkpoint.unused_attributes.items())
+            ]
+            raise MatchError(
+                "Unused attributes in these objects (the attributes exist in the checkpoint "
+                f"{checkpoint.save_path!r} but were not restored):\n" + "\n".join(lines)
+            )
+        return self
+
+    def assert_existing_objects_matched(self) -> CheckpointLoadStatus:
+        """Every existing object with state got a value from this checkpoint (or a later one).
+
+        Raises
+        ------
+        MatchError
+            Listing each unmatched object by path.
+        """
+        checkpoint = self._checkpoint
+        proto_names = proto_node_names(checkpoint.object_graph_proto)
+        stale = [
+            f"  {proto_names.get(i, str(i))}: {obj!r}"
+            for i, obj in sorted(checkpoint.object_by_proto_id.items())
+            if obj._update_uid < checkpoint.restore_uid
+        ]
+        if stale:
+            raise MatchError(
+                f"Objects matched to {checkpoint.save_path!r} but not assigned a value from it:\n" + "\n".join(stale)
+            )
+        unmatched = self._unmatched_python_objects()
+        if unmatched:
+            raise MatchError(
+                f"Found {len(unmatched)} Python object(s) not bound to checkpointed values in "
+                f"{checkpoint.save_path!r}, likely due to changes in the Python program:\n"
+                + _describe_objects(unmatched, node_names(self._view))
+            )
+        return self
+
+    def assert_nontrivial_match(self) -> CheckpointLoadStatus:
+        """Something besides the root object matched.
+
+        Raises
+        ------
+        MatchError
+            Only the root matched; lists the objects without values.
+        """
+        self._live_objects()
+        if len(self._checkpoint.object_by_proto_id) <= 1:
+            unmatched = self._unmatched_python_objects()
+            if unmatched:
+                raise MatchError(
+                    f"Nothing except the root object matched a checkpointed value in {self._checkpoint.save_path!r}. "
+                    "Typically this means that the checkpoint does not match the Python program. The following "
+                    "objects have no matching checkpointed value:\n" + _describe_objects(unmatched, node_names(self._view))
+                )
+            raise MatchError(
+                f"Nothing to load from {self._checkpoint.save_path!r}. No dependencies have been added to "
+                f"{self._view.root!r} yet."
+            )
+        return self
+
+    def expect_partial(self) -> CheckpointLoadStatus:
+        """Silence the warning about unused checkpoint values; returns ``self``."""
+        self._checkpoint.expect_partial = True
+        return self
+
+
+_NO_CHECKPOINT = "No checkpoint specified (save_path=None); nothing is being restored."
+
+
+class InitializationOnlyStatus(LoadStatus):
+    """Returned by ``restore(None)``: nothing is restored, every assertion fails."""
+
+    def __init__(self, view: ObjectGraphView, restore_uid: int) -> None:
+        self._view = view
+        self._root = view.root
+        self._restore_uid = restore_uid
+
+    def assert_consumed(self) -> InitializationOnlyStatus:
+        """Always fails: :class:`MatchError`."""
+        raise MatchError(_NO_CHECKPOINT)
+
+    def assert_existing_objects_matched(self) -> InitializationOnlyStatus:
+        """Always fails: :class:`MatchError`."""
+        raise MatchError(_NO_CHECKPOINT)
+
+    def assert_nontrivial_match(self) -> InitializationOnlyStatus:
+        """Always fails: :class:`MatchError`."""
+        raise MatchError(_NO_CHECKPOINT)
+
+
+class NameBasedSaverStatus(LoadStatus):
+    """Status of a restore from a checkpoint without an object graph (matching by ``Variable.name``).
+
+    Only objects that exist at restore time are restored; there is no
+    deferred restore in this mode.
+    """
+
+    def __init__(self, restore: _NameBasedRestore, view: ObjectGraphView) -> None:
+        self._restore = restore
+        self._view = view
+        self._root = view.root
+        self._optionally_restored: list[Trackable] = []
+
+    def add_to_optionally_restored(self, obj: Trackable) -> None:
+        """Exclude ``obj`` from the assertions (e.g. a ``save_counter`` the checkpoint lacks)."""
+        self._optionally_restored.append(obj)
+
+    def _optional(self, obj: Trackable) -> bool:
+        return any(obj is o for o in self._optionally_restored)
+
+    def assert_consumed(self) -> NameBasedSaverStatus:
+        """Every object's variables were found by name.
+
+        Raises
+        ------
+        MatchError
+            Listing the objects and names that were not found.
+        """
+        names = node_names(self._view)
+        missing = [
+            f"  {names.get(id(obj), repr(obj))}: {', '.join(attrs)}"
+            for obj, attrs in self._restore.unused_attributes
+            if not self._optional(obj)
+        ]
+        if missing:
+            raise MatchError(
+                f"Some objects had attributes which were not restored from the name-based checkpoint "
+                f"{self._restore.save_path!r}:\n" + "\n".join(missing)
+            )
+        stale = [
+            obj
+            for obj in list_objects(self._view)
+            if obj._update_uid < self._restore.restore_uid and not self._optional(obj)
+        ]
+        if stale:
+            raise MatchError(
+                f"Objects not restored from the name-based checkpoint {self._restore.save_path!r} (created after "
+                "restore()):\n" + _describe_objects(stale, names)
+            )
+        return self
+
+    def assert_existing_objects_matched(self) -> NameBasedSaverStatus:
+        """Same as :meth:`assert_consumed` (a name-based checkpoint has no object information)."""
+        return self.assert_consumed()
+
+    def assert_nontrivial_match(self) -> NameBasedSaverStatus:
+        """Same as :meth:`assert_consumed` (a name-based checkpoint has no object information)."""
+        return self.assert_consumed()
+
+
+@dataclass
+class _NameBasedRestore:
+    save_path: str
+    restore_uid: int
+    unused_attributes: list[tuple[Trackable, list[str]]]
+
+
+def restore_by_name(reader: CheckpointReader, view: ObjectGraphView, save_path: str) -> NameBasedSaverStatus:
+    """Restore every existing variable whose ``name`` is a key of the checkpoint.
+
+    All dtypes and shapes are checked before any variable is written.
+    """
+    uid = next_uid()
+    keys = set(reader.keys())
+    unused: list[tuple[Trackable, list[str]]] = []
+    todo: list[tuple[Variable, str]] = []
+    touched: list[Trackable] = []
+    for obj in list_objects(view):
+        obj._maybe_initialize_trackable()
+        if obj._update_uid >= uid:
+            continue
+        touched.append(obj)
+        if isinstance(obj, Variable):
+            if obj.name in keys:
+                obj._check_restore_tensors({VARIABLE_VALUE_KEY: reader.info(obj.name)}, {VARIABLE_VALUE_KEY: obj.name})
+                todo.append((obj, obj.name))
+            else:
+                unused.append((obj, [obj.name]))
+        elif _has_attributes(obj):
+            unused.append((obj, list(obj._checkpoint_attribute_names())))
+    results = reader.read_many([(key, var._restore_buffer(VARIABLE_VALUE_KEY)) for var, key in todo])
+    for (var, _), result in zip(todo, results, strict=True):
+        if result is not var._restore_buffer(VARIABLE_VALUE_KEY):
+            var._restore_from_tensors({VARIABLE_VALUE_KEY: result})
+    for obj in touched:
+        obj._update_uid = uid
+    reader.close()
+    return NameBasedSaverStatus(_NameBasedRestore(save_path, uid, unused), view)

@@ -1,0 +1,347 @@
+"""The base class of everything that can be saved in an object-based checkpoint.
+
+A :class:`Trackable` has named dependencies on other trackables (the edges of
+the object graph) and may hold state of its own, exposed through
+:meth:`Trackable._serialize_to_tensors` and restored through
+:meth:`Trackable._restore_from_tensors`. This module mirrors
+``tensorflow/python/trackable/base.py``; it imports no storage code.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
+
+import numpy as np
+
+from trackpoint.errors import DTypeMismatchError, NameConflictError, ShapeMismatchError, TrackableError
+
+if TYPE_CHECKING:
+    from trackpoint.storage import TensorInfo
+    from trackpoint.variables import Variable
+
+__all__ = ["VARIABLE_VALUE_KEY", "DeferredRestore", "Trackable", "TrackableReference", "next_uid"]
+
+#: Attribute name under which a variable's value is saved.
+VARIABLE_VALUE_KEY = "VARIABLE_VALUE"
+
+_uids = itertools.count(1)
+
+
+def next_uid() -> int:
+    """A process-wide increasing id; later restores get larger ids and so win."""
+    return next(_uids)
+
+
+class TrackableReference(NamedTuple):
+    """A named edge from one trackable to another."""
+
+    name: str
+    ref: Trackable
+
+
+class DeferredRestore(Protocol):
+    """A checkpoint value waiting for the object it belongs to (see :mod:`trackpoint.restore`)."""
+
+    @property
+    def restore_uid(self) -> int:
+        """Id of the restore that queued this value."""
+
+    def is_simple_variable(self) -> bool:
+        """Whether the value is one plain variable without children."""
+
+    def tensor_info(self) -> TensorInfo:
+        """Dtype and shape of a simple variable's value."""
+
+    def restore(self, trackable: Trackable) -> None:
+        """Bind ``trackable`` to the checkpointed object and restore it (and its subtree)."""
+
+
+class Trackable:
+    """Base class for objects with checkpointable state and dependencies.
+
+    Dependencies are declared explicitly with :meth:`_track_trackable` (or
+    implicitly by attribute assignment on :class:`~trackpoint.AutoTrackable`).
+    Their names become edges of the object graph and path elements of the
+    checkpoint keys, so they must stay stable across program versions.
+
+    Holding state: the extension point
+    -----------------------------------
+    A trackable that holds data of its own (a framework tensor, a counter, a
+    random generator state) overrides two methods:
+
+    * :meth:`_serialize_to_tensors` returns ``{attribute_name: ndarray}``;
+      each array is saved under ``<object path>/.ATTRIBUTES/<attribute_name>``;
+    * :meth:`_restore_from_tensors` receives the same mapping read back.
+
+    Optionally :meth:`_check_restore_tensors` inspects dtypes and shapes before
+    anything is restored, so an incompatible checkpoint raises while every
+    object is still unchanged. This is how adapters for PyTorch or JAX state
+    plug in; :class:`~trackpoint.Variable` and :class:`~trackpoint.PythonState`
+    are implemented the same way.
+
+    Internal attributes use the ``_self_`` prefix, which attribute tracking
+    ignores.
+    """
+
+    # Internal state is created lazily, so subclasses need not call __init__ first.
+    _self_unconditional_checkpoint_dependencies: list[TrackableReference]
+    _self_unconditional_dependency_names: dict[str, Trackable]
+    _self_unconditional_deferred_dependencies: dict[str, list[DeferredRestore]]
+    _self_update_uid: int
+
+    def _maybe_initialize_trackable(self) -> None:
+        """Create the bookkeeping attributes if they do not exist yet."""
+        if "_self_update_uid" in self.__dict__:
+            return
+        object.__setattr__(self, "_self_unconditional_checkpoint_dependencies", [])
+        object.__setattr__(self, "_self_unconditional_dependency_names", {})
+        object.__setattr__(self, "_self_unconditional_deferred_dependencies", {})
+        # -1: never restored; any restore (uid >= 1) is newer.
+        object.__setattr__(self, "_self_update_uid", -1)
+
+    # ------------------------------------------------------------ restore uids
+    @property
+    def _update_uid(self) -> int:
+        """Uid of the latest restore applied to this object (-1 if none)."""
+        self._maybe_initialize_trackable()
+        return self._self_update_uid
+
+    @_update_uid.setter
+    def _update_uid(self, value: int) -> None:
+        self._maybe_initialize_trackable()
+        object.__setattr__(self, "_self_update_uid", value)
+
+    # ----------------------------------------------------------- dependencies
+    @property
+    def _unconditional_checkpoint_dependencies(self) -> list[TrackableReference]:
+        """Explicitly tracked dependencies, in the order they were added."""
+        self._maybe_initialize_trackable()
+        return self._self_unconditional_checkpoint_dependencies
+
+    @property
+    def _deferred_dependencies(self) -> dict[str, list[DeferredRestore]]:
+        """Checkpoint values waiting for a dependency of that name to be tracked."""
+        self._maybe_initialize_trackable()
+        return self._self_unconditional_deferred_dependencies
+
+    def _trackable_children(self) -> dict[str, Trackable]:
+        """Named children in dependency order; the order of nodes in saved graphs."""
+        return {ref.name: ref.ref for ref in self._unconditional_checkpoint_dependencies}
+
+    def _lookup_dependency(self, name: str) -> Trackable | None:
+        """The dependency called ``name``, or ``None``."""
+        self._maybe_initialize_trackable()
+        return self._self_unconditional_dependency_names.get(name)
+
+    def _track_trackable(self, trackable: Trackable, name: str, overwrite: bool = False) -> Trackable:
+        """Declare ``trackable`` a dependency called ``name`` and return it.
+
+        If a restore is waiting for a dependency of this name, its values are
+        applied to ``trackable`` (and its own dependencies) now. A restore that
+        fails validation raises and leaves the dependency untracked.
+
+        Raises
+        ------
+        TrackableError
+            ``trackable`` is not a :class:`Trackable`.
+        NameConflictError
+            Another object is tracked as ``name`` and ``overwrite`` is false.
+        """
+        self._maybe_initialize_trackable()
+        if not isinstance(trackable, Trackable):
+            raise TrackableError(
+                f"only Trackable objects can be tracked, got {type(trackable).__name__} for dependency "
+                f"{name!r} of {type(self).__name__}; wrap state in a Variable or a Trackable subclass"
+            )
+        current = self._lookup_dependency(name)
+        if current is not None and current is not trackable:
+            if not overwrite:
+                raise NameConflictError(
+                    f"Called Trackable._track_trackable() with name={name!r} on {type(self).__name__}, but a "
+                    "Trackable with this name is already declared as a dependency. Names must be unique "
+                    "(or pass overwrite=True)."
+                )
+            deps = self._self_unconditional_checkpoint_dependencies
+            for index, ref in enumerate(deps):
+                if ref.name == name:
+                    deps[index] = TrackableReference(name, trackable)
+                    break
+        elif current is None:
+            # Apply waiting restores first: if one fails validation, nothing is tracked.
+            self._handle_deferred_dependencies(name, trackable)
+            self._self_unconditional_checkpoint_dependencies.append(TrackableReference(name, trackable))
+        self._self_unconditional_dependency_names[name] = trackable
+        return trackable
+
+    def _delete_tracking(self, name: str) -> None:
+        """Forget the dependency called ``name`` (no error if there is none)."""
+        self._maybe_initialize_trackable()
+        if self._self_unconditional_dependency_names.pop(name, None) is None:
+            return
+        deps = self._self_unconditional_checkpoint_dependencies
+        for index, ref in enumerate(deps):
+            if ref.name == name:
+                del deps[index]
+                break
+
+    def _handle_deferred_dependencies(self, name: str, trackable: Trackable) -> None:
+        """Apply restores that were waiting for a dependency called ``name``.
+
+        The newest restore is applied first; older ones then only bind objects,
+        since restore uids make their values lose (the latest restore wins).
+        """
+        self._maybe_initialize_trackable()
+        trackable._maybe_initialize_trackable()
+        waiting = self._self_unconditional_deferred_dependencies.get(name)
+        if not waiting:
+            return
+        for position in sorted(waiting, key=lambda p: p.restore_uid, reverse=True):
+            position.restore(trackable)
+        self._self_unconditional_deferred_dependencies.pop(name, None)
+
+    # ------------------------------------------------------------------ state
+    def _serialize_to_tensors(self) -> dict[str, np.ndarray[Any, Any]]:
+        """The state of this object (not of its dependencies) to save.
+
+        Returns
+        -------
+        dict
+            ``{attribute_name: array}``. Arrays must not be mutated until the
+            save returns; strings are object arrays of ``bytes``. The default
+            returns ``{}``: the object only groups its dependencies.
+        """
+        return {}
+
+    def _restore_from_tensors(self, tensors: Mapping[str, np.ndarray[Any, Any]]) -> None:
+        """Restore the state saved by :meth:`_serialize_to_tensors`.
+
+        Parameters
+        ----------
+        tensors
+            The saved arrays, keyed by attribute name; only attributes present
+            both in the checkpoint and in :meth:`_checkpoint_attribute_names`.
+        """
+
+    def _check_restore_tensors(self, infos: Mapping[str, TensorInfo], where: Mapping[str, str]) -> None:
+        """Validate checkpointed dtypes/shapes before anything is restored.
+
+        Parameters
+        ----------
+        infos
+            Dtype and shape of each attribute about to be restored.
+        where
+            The checkpoint key of each attribute, for error messages.
+
+        Raises
+        ------
+        AssignmentError
+            (or a subclass) when the values cannot be restored into this object.
+            The default accepts everything.
+        """
+
+    def _restore_buffer(self, attribute: str) -> np.ndarray[Any, Any] | None:
+        """An array to read ``attribute`` into in place, or ``None`` (the default).
+
+        Returning this object's own C-contiguous, writeable buffer (with the
+        checkpoint's dtype and shape, as checked by :meth:`_check_restore_tensors`)
+        lets the storage reader fill it without an intermediate copy; the
+        attribute is then not passed to :meth:`_restore_from_tensors`.
+        """
+        return None
+
+    def _checkpoint_attribute_names(self) -> tuple[str, ...]:
+        """Names of the attributes this object saves (default: keys of :meth:`_serialize_to_tensors`)."""
+        return tuple(self._serialize_to_tensors())
+
+    # -------------------------------------------------------------- variables
+    def add_variable(
+        self,
+        name: str,
+        shape: tuple[int, ...] | list[int] | None = None,
+        dtype: Any = None,
+        initializer: Any = None,
+        trainable: bool = True,
+    ) -> Variable:
+        """Create a :class:`~trackpoint.Variable` and track it as ``name``.
+
+        If a restore is waiting for a dependency called ``name`` (restore
+        before create), the variable is created directly from the checkpoint
+        value and ``initializer`` is not used.
+
+        Parameters
+        ----------
+        name
+            Dependency name; also the variable's name.
+        shape
+            Shape of the variable; inferred from ``initializer`` when omitted.
+        dtype
+            Element type; float32 when neither it nor the initializer fixes one.
+        initializer
+            ``None`` (zeros), a value (array or scalar, broadcast to ``shape``),
+            or a callable ``initializer(shape, dtype)`` returning the value.
+        trainable
+            Stored on the variable for optimizers and users.
+
+        Raises
+        ------
+        NameConflictError
+            A dependency called ``name`` exists already.
+        ShapeMismatchError, DTypeMismatchError
+            A waiting checkpoint value does not fit ``shape``/``dtype``.
+        """
+        from trackpoint.dtypes import as_dtype
+        from trackpoint.variables import Variable
+
+        self._maybe_initialize_trackable()
+        if self._lookup_dependency(name) is not None:
+            raise NameConflictError(
+                f"A variable named {name!r} already exists on {type(self).__name__}. Choose a different name."
+            )
+        want_dtype = None if dtype is None else as_dtype(dtype)
+        want_shape = None if shape is None else tuple(int(d) for d in shape)
+        position = self._preload_simple_restoration(name)
+        if position is not None:
+            info = position.tensor_info()
+            if want_shape is not None and want_shape != info.shape:
+                raise ShapeMismatchError(
+                    f"add_variable({name!r}): the checkpoint holds shape {info.shape}, but shape {want_shape} "
+                    "was requested"
+                )
+            if want_dtype is not None and want_dtype != info.dtype:
+                raise DTypeMismatchError(
+                    f"add_variable({name!r}): the checkpoint holds dtype {info.dtype}, but dtype {want_dtype} "
+                    "was requested"
+                )
+            variable = Variable._uninitialized(info.shape, info.dtype, name=name, trainable=trainable)
+            # Read the checkpoint value straight into the new buffer; tracking
+            # below then only binds the object, its uid is already current.
+            position.restore(variable)
+        else:
+            value = _initial_value(initializer, want_shape, want_dtype)
+            variable = Variable(value, dtype=want_dtype, name=name, trainable=trainable, shape=want_shape)
+        self._track_trackable(variable, name)
+        return variable
+
+    def _preload_simple_restoration(self, name: str) -> DeferredRestore | None:
+        """The newest waiting restore for ``name`` if it is a plain variable value."""
+        waiting = self._deferred_dependencies.get(name, [])
+        if not waiting or not all(p.is_simple_variable() for p in waiting):
+            return None
+        return max(waiting, key=lambda p: p.restore_uid)
+
+
+def _initial_value(initializer: Any, shape: tuple[int, ...] | None, dtype: np.dtype[Any] | None) -> Any:
+    """The value add_variable starts from when nothing is restored."""
+    if initializer is None:
+        return np.zeros(shape or (), dtype=dtype if dtype is not None else np.float32)
+    if callable(initializer):
+        fn: Callable[..., Any] = initializer
+        return fn(shape if shape is not None else (), dtype if dtype is not None else np.dtype(np.float32))
+    if shape is not None and np.ndim(initializer) == 0:
+        from trackpoint.dtypes import convert_initial_value
+
+        scalar = convert_initial_value(initializer, dtype, "add_variable")
+        return np.full(shape, scalar, dtype=scalar.dtype)
+    return initializer
