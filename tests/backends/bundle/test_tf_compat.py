@@ -134,7 +134,8 @@ def test_load_checkpoint_matches_tensorflow(c: ExpectedCheckpoint) -> None:
     shapes = reader.get_variable_to_shape_map()
     dtypes = reader.get_variable_to_dtype_map()
     want = _all_expected_tensors(c)
-    assert set(shapes) == set(want) == set(dtypes)
+    listed = set(want) | {OBJECT_GRAPH_KEY} if c.case == "multiblock" else set(want)
+    assert set(shapes) == listed == set(dtypes)
     for key, expected in want.items():
         assert list(shapes[key]) == list(expected.shape), key
         assert np.dtype(dtypes[key]) == expected.dtype, key
@@ -336,7 +337,10 @@ def test_restore_nested_partial_model_is_reported() -> None:
 def _assert_same_files(ours: Path, case: str, checkpoint: str = "ckpt-1") -> None:
     theirs = tfcases.FIXTURES / case
     names = sorted(p.name for p in theirs.iterdir() if p.name != "expected.json")
-    assert sorted(p.name for p in ours.iterdir()) == names, "trackpoint left different files than TF"
+    # The local backend serializes state-file updates with a lock file beside it (TF has none);
+    # anything else extra, such as a leftover temp directory, is a failure.
+    ours_names = sorted(p.name for p in ours.iterdir() if p.name != "checkpoint.lock")
+    assert ours_names == names, "trackpoint left different files than TF"
     for name in names:
         assert (ours / name).read_bytes() == (theirs / name).read_bytes(), f"{case}: {name} differs from TF's"
 
