@@ -266,12 +266,13 @@ class LocalFiles(FileLayer):
 
     @contextmanager
     def _locked(self, path: str) -> Iterator[None]:
-        # A lock file beside the target serializes check-and-replace across processes.
-        lock = path + ".lock"
+        # flock on the parent directory serializes check-and-replace across
+        # processes without leaving a lock file beside the target.
+        directory = os.path.dirname(path) or "."
         try:
-            fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666)
+            fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         except OSError as exc:
-            _raise(exc, "create the lock file for", path)
+            _raise(exc, "open the directory of", path)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
             yield

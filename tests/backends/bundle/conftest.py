@@ -8,7 +8,7 @@ import pytest
 
 from trackpoint.backends.bundle import BundleBackend
 from trackpoint.backends.local import LocalFiles
-from trackpoint.storage import Capabilities
+from trackpoint.storage import Capabilities, CheckpointOptions
 
 #: LocalFiles declared like an object store: no atomic rename, create-only writes.
 OBJECT_STORE_CAPS = Capabilities(atomic_rename=False, conditional_create=True)
@@ -18,7 +18,8 @@ OBJECT_STORE_CAPS = Capabilities(atomic_rename=False, conditional_create=True)
 def backend(request: pytest.FixtureRequest) -> BundleBackend:
     """A bundle backend using the rename (local) or the create-only (object store) commit."""
     caps = None if request.param == "rename" else OBJECT_STORE_CAPS
-    return BundleBackend(LocalFiles(capabilities=caps))
+    # One writer by default so file listings are predictable; tests of sharding pass options.
+    return BundleBackend(LocalFiles(capabilities=caps), options=CheckpointOptions(num_writers=1))
 
 
 @pytest.fixture
