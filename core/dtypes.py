@@ -43,7 +43,7 @@ def as_dtype(dtype: Any) -> np.dtype[Any]:
     if dtype is str or dtype is bytes:
         return string
     try:
-        d = np.dtype(dtype)
+        d: np.dtype[Any] = np.dtype(dtype)
     except TypeError as exc:
         raise UnsupportedDTypeError(f"{dtype!r} is not a dtype; use a numpy dtype, trackpoint.bfloat16 or trackpoint.string") from exc
     if d == string or d == bfloat16:
@@ -56,7 +56,8 @@ def as_dtype(dtype: Any) -> np.dtype[Any]:
             f"dtype {d} cannot be stored in a checkpoint; supported are bool, (u)int8-64, float16/32/64, "
             "bfloat16, complex64/128 and strings (trackpoint.string)"
         )
-    return d.newbyteorder("=")
+    native: np.dtype[Any] = d.newbyteorder("=")
+    return native
 
 
 def _encode_strings(values: np.ndarray[Any, Any], where: str) -> np.ndarray[Any, Any]:

@@ -90,7 +90,8 @@ class Variable(Trackable):
     @property
     def dtype(self) -> np.dtype[Any]:
         """Element type (``trackpoint.string`` for strings)."""
-        return self._value.dtype
+        dtype: np.dtype[Any] = self._value.dtype
+        return dtype
 
     @property
     def shape(self) -> tuple[int, ...]:

@@ -1,0 +1,36 @@
+"""The committed ``*_pb2.py`` modules are exactly what the generator produces."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from trackpoint.proto import _generate
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.parametrize("proto_dir", _generate.PROTO_DIRS)
+def test_committed_modules_match_generator(proto_dir: str, tmp_path: Path) -> None:
+    source = REPO / proto_dir
+    outputs = _generate.generate(source, tmp_path / "out")
+    assert outputs, f"no .proto files found in {proto_dir}"
+    for generated in outputs:
+        committed = source / generated.name
+        assert committed.exists(), f"{proto_dir}/{generated.name} is not committed; run python -m trackpoint.proto._generate"
+        assert committed.read_text() == generated.read_text(), f"{proto_dir}/{generated.name} is stale; regenerate it"
+
+
+def test_object_graph_package_does_not_clash_with_tensorflow() -> None:
+    from trackpoint.proto import trackable_object_graph_pb2 as pb
+
+    assert pb.TrackableObjectGraph.DESCRIPTOR.full_name == "trackpoint.tf.TrackableObjectGraph"
+    node = pb.TrackableObjectGraph.TrackableObject.DESCRIPTOR
+    assert {f.name: f.number for f in node.fields} == {
+        "children": 1,
+        "attributes": 2,
+        "slot_variables": 3,
+        "registered_saver": 4,
+        "has_checkpoint_values": 5,
+    }
