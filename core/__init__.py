@@ -7,6 +7,8 @@ the error classes. No storage library is imported until a backend is used.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from trackpoint import optimizers
 from trackpoint.autotrackable import AutoTrackable
 from trackpoint.checkpoint import Checkpoint
@@ -27,6 +29,9 @@ from trackpoint.storage import CheckpointOptions
 from trackpoint.trackable import Trackable
 from trackpoint.variables import Variable
 
+if TYPE_CHECKING:  # at run time served lazily by __getattr__ below
+    from trackpoint.plugins import list_backends
+
 __version__ = "0.1.0"
 
 __all__ = [
@@ -45,6 +50,7 @@ __all__ = [
     "Variable",
     "bfloat16",
     "latest_checkpoint",
+    "list_backends",
     "list_variables",
     "load_checkpoint",
     "object_metadata",
@@ -52,3 +58,13 @@ __all__ = [
     "string",
     *_errors_all,
 ]
+
+
+def __getattr__(name: str) -> object:
+    # Lazy: the plugin manager (pluggy, entry points) is imported only when
+    # asked for, so ``import trackpoint`` stays light.
+    if name == "list_backends":
+        from trackpoint.plugins import list_backends
+
+        return list_backends
+    raise AttributeError(f"module 'trackpoint' has no attribute {name!r}")
