@@ -98,9 +98,17 @@ _ML_DTYPES: Final[dict[str, np.dtype[Any]]] = {
 }
 _NUMERIC_KINDS: Final = {"b": 1, "i": 8, "u": 8, "f": 8, "c": 16}
 
-# zarr-python warns on every use of variable_length_bytes that the type is not
-# in the Zarr v3 spec yet; the docs say so once, and the layout pins the name.
-warnings.filterwarnings("ignore", message=r"The data type \(VariableLengthBytes\(\)\)", module=r"zarr\.")
+
+
+@contextlib.contextmanager
+def _quiet_vlen() -> Iterator[None]:
+    # zarr-python warns on every use of variable_length_bytes that the type is
+    # not in the Zarr v3 spec yet; docs/backends/zarr.md says so once. The
+    # filter is narrow, so catch_warnings' lack of thread safety can at worst
+    # leave this one warning silenced.
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"The data type \(VariableLengthBytes\(\)\)")
+        yield
 
 # Saves this process is writing now, so cleanup() never removes them.
 _ACTIVE_LOCK = threading.Lock()
@@ -332,7 +340,8 @@ class ZarrReader(CheckpointReader):
             arr = self._arrays.get(name)
         if arr is None:
             store = self._location.zarr_store(_paths.join(self._data_root, name), read_only=True)
-            arr = zarr.open_array(store=store, mode="r", zarr_format=3)
+            with _quiet_vlen():
+                arr = zarr.open_array(store=store, mode="r", zarr_format=3)
             with self._lock:
                 self._arrays[name] = arr
         return arr
@@ -575,20 +584,21 @@ class ZarrBackend(StorageBackend):
             values = _as_bytes_array(array, key)
             # Chunk by the mean element length, the best guess at bytes per element.
             mean = max(1, sum(len(x) for x in values.flat) // max(1, values.size))
-            arr = zarr.create_array(
-                store=store,
-                shape=values.shape,
-                chunks=_chunk_shape(values.shape, mean, opts.chunk_bytes),
-                dtype=VariableLengthBytes(),
-                compressors=_codecs(opts),
-                attributes=attrs,
-                zarr_format=3,
-                overwrite=True,
-                config={"write_empty_chunks": True},
-            )
-            if values.size:
-                arr[...] = values
-            return _metadata_dict(arr)
+            with _quiet_vlen():
+                arr = zarr.create_array(
+                    store=store,
+                    shape=values.shape,
+                    chunks=_chunk_shape(values.shape, mean, opts.chunk_bytes),
+                    dtype=VariableLengthBytes(),
+                    compressors=_codecs(opts),
+                    attributes=attrs,
+                    zarr_format=3,
+                    overwrite=True,
+                    config={"write_empty_chunks": True},
+                )
+                if values.size:
+                    arr[...] = values
+                return _metadata_dict(arr)
         storage = _storage_dtype(array.dtype)
         if storage.newbyteorder("=") != array.dtype.newbyteorder("="):
             attrs["trackpoint_dtype"] = dname
@@ -613,7 +623,11 @@ class ZarrBackend(StorageBackend):
     def _write_packed(self, data_root: str, name: str, packed: bytearray, opts: ZarrOptions) -> dict[str, Any]:
         n = len(packed)
         inner = max(1, min(opts.packed_chunk_bytes, n))
-        shard = inner * max(1, opts.chunk_bytes // inner)
+        # A shard (one object) holds whole inner chunks, at most chunk_bytes,
+        # and no more than the array needs: the shard index has one entry per
+        # inner chunk, so an oversized shard costs time and bytes for nothing.
+        per_shard = min(max(1, opts.chunk_bytes // inner), -(-n // inner))
+        shard = inner * per_shard
         store = self._location.zarr_store(_paths.join(data_root, name), read_only=False)
         arr = zarr.create_array(
             store=store,

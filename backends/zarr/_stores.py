@@ -466,3 +466,23 @@ class FsspecLocation(Location):
         with translate_os_errors(self._store_name, "delete", path):
             with contextlib.suppress(FileNotFoundError):
                 self.fs.rm_file(path)
+
+    def close(self) -> None:
+        afs, self._afs = self._afs, None
+        if afs is None:
+            return
+        from zarr.core.sync import sync
+
+        async def _close() -> None:
+            # The HTTP session lives on Zarr's loop; close it there, or aiohttp
+            # complains about an unclosed session at exit. Neither library
+            # offers a public close for asynchronous instances.
+            creator = getattr(afs, "_s3creator", None)
+            if creator is not None:
+                await creator.__aexit__(None, None, None)
+            session = getattr(afs, "_session", None)
+            if session is not None and not session.closed:
+                await session.close()
+
+        with contextlib.suppress(Exception):
+            sync(_close())
