@@ -705,16 +705,23 @@ class _BundleReader(CheckpointReader):
         if e.dtype == DT_STRING:
             buf = bytearray(e.size)
             if e.size:
-                self._files.read_into(path, e.offset, memoryview(buf))
+                self._fill(path, [(e.offset, memoryview(buf))])
             return decode_strings(
                 bytes(buf), e.shape, e.crc32c, s.dtype.byteorder == ">", f"bundle: tensor {key!r} in {path!r}"
             )
         dest = self._prepare(key, s, out)
         view = _byte_view(dest)
         if len(view):
-            self._files.read_into(path, e.offset, view)
+            self._fill(path, [(e.offset, view)])
         self._verify(key, s, view, dest)
         return dest
+
+    def _fill(self, path: str, ranges: list[tuple[int, memoryview]]) -> None:
+        try:
+            self._files.read_ranges(path, ranges)
+        except CheckpointNotFoundError as exc:
+            # The index names this file, so its absence is damage, not a missing checkpoint.
+            raise DataLossError(f"bundle: data file {path!r} of {self.prefix!r} is missing") from exc
 
     def _assemble(self, key: str, s: _Stored, out: np.ndarray[Any, Any] | None) -> np.ndarray[Any, Any]:
         """Build a partitioned tensor from its slice entries."""
@@ -760,9 +767,7 @@ class _BundleReader(CheckpointReader):
 
         def run(shard_id: int) -> None:
             group = by_shard[shard_id]
-            self._files.read_ranges(
-                self._data_path(shard_id), [(g[2].entry.offset, g[4]) for g in group if len(g[4])]
-            )
+            self._fill(self._data_path(shard_id), [(g[2].entry.offset, g[4]) for g in group if len(g[4])])
             for _, key, s, dest, view in group:
                 self._verify(key, s, view, dest)
 

@@ -1,0 +1,132 @@
+"""LocalFiles: error translation, sinks, vectored reads and cross-process versioned writes."""
+
+from __future__ import annotations
+
+import errno
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from trackpoint.backends.local import LocalFiles, _raise
+from trackpoint.errors import (
+    CheckpointExistsError,
+    CheckpointNotFoundError,
+    ConcurrentModificationError,
+    DataLossError,
+    StorageError,
+    StoragePermissionError,
+)
+
+
+def test_sink_is_invisible_until_close(tmp_path: Path) -> None:
+    files = LocalFiles()
+    target = tmp_path / "f.bin"
+    sink = files.open_sink(str(target))
+    sink.write(b"abc")
+    sink.write(memoryview(b"defg")[1:])
+    assert not target.exists()
+    sink.close()
+    assert target.read_bytes() == b"abcefg"
+    assert [p.name for p in tmp_path.iterdir()] == ["f.bin"]
+
+
+def test_sink_abort_leaves_nothing(tmp_path: Path) -> None:
+    sink = LocalFiles().open_sink(str(tmp_path / "f.bin"))
+    sink.write(b"x" * 10)
+    sink.abort()
+    sink.abort()
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_create_only(tmp_path: Path) -> None:
+    files = LocalFiles()
+    files.put(str(tmp_path / "f"), b"first", create_only=True)
+    with pytest.raises(CheckpointExistsError, match="exists already and was written create-only"):
+        files.put(str(tmp_path / "f"), b"second", create_only=True)
+    assert (tmp_path / "f").read_bytes() == b"first"
+    assert [p.name for p in tmp_path.iterdir()] == ["f"]
+
+
+def test_read_ranges_coalesces_and_detects_truncation(tmp_path: Path) -> None:
+    files = LocalFiles()
+    path = tmp_path / "d"
+    path.write_bytes(bytes(range(100)))
+    bufs = [bytearray(10), bytearray(5), bytearray(3)]
+    files.read_ranges(str(path), [(20, memoryview(bufs[1])), (10, memoryview(bufs[0])), (90, memoryview(bufs[2]))])
+    assert bytes(bufs[0]) == bytes(range(10, 20)) and bytes(bufs[1]) == bytes(range(20, 25))
+    assert bytes(bufs[2]) == bytes(range(90, 93))
+    with pytest.raises(DataLossError, match="ends at byte 100.*truncated"):
+        files.read_into(str(path), 95, memoryview(bytearray(10)))
+
+
+def test_error_translation(tmp_path: Path) -> None:
+    files = LocalFiles()
+    with pytest.raises(CheckpointNotFoundError, match="cannot open .*missing"):
+        files.read_into(str(tmp_path / "missing"), 0, memoryview(bytearray(1)))
+    assert files.size(str(tmp_path / "missing")) is None
+    assert files.listdir(str(tmp_path / "nodir")) == []
+    files.delete([str(tmp_path / "missing")])
+    with pytest.raises(StorageError, match="not a local path"):
+        files.size("s3://bucket/key")
+    (tmp_path / "dir").mkdir()
+    with pytest.raises(StorageError, match="cannot read .*dir.*Is a directory"):
+        files.read_into(str(tmp_path / "dir"), 0, memoryview(bytearray(1)))
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root ignores file permissions")
+def test_permission_error(tmp_path: Path) -> None:
+    locked = tmp_path / "ro"
+    locked.mkdir()
+    locked.chmod(0o500)
+    try:
+        with pytest.raises(StoragePermissionError, match="check file permissions"):
+            LocalFiles().put(str(locked / "f"), b"x")
+    finally:
+        locked.chmod(0o700)
+
+
+@pytest.mark.parametrize(
+    ("err", "cls"),
+    [(errno.EACCES, StoragePermissionError), (errno.EROFS, StoragePermissionError),
+     (errno.ENOENT, CheckpointNotFoundError), (errno.EEXIST, CheckpointExistsError), (errno.EIO, StorageError)],
+)
+def test_errno_mapping(err: int, cls: type[Exception]) -> None:
+    # Root ignores permissions, so the mapping is also checked on synthetic errors.
+    cause = OSError(err, os.strerror(err))
+    with pytest.raises(cls, match="local: cannot write '/x/y'") as info:
+        _raise(cause, "write", "/x/y")
+    assert info.value.__cause__ is cause
+
+
+_WORKER = r"""
+import sys
+from trackpoint.backends.local import LocalFiles, _raise
+from trackpoint.errors import ConcurrentModificationError
+files = LocalFiles()
+path, n = sys.argv[1], int(sys.argv[2])
+done = 0
+while done < n:
+    got = files.read_versioned(path)
+    try:
+        files.write_versioned(path, str(int(got.data) + 1).encode(), if_version=got.version)
+        done += 1
+    except ConcurrentModificationError:
+        pass
+"""
+
+
+def test_versioned_writes_lose_no_update_across_processes(tmp_path: Path) -> None:
+    files = LocalFiles()
+    path = str(tmp_path / "counter")
+    files.write_versioned(path, b"0", if_version=None)
+    procs = [subprocess.Popen([sys.executable, "-c", _WORKER, path, "40"]) for _ in range(3)]
+    for p in procs:
+        assert p.wait(timeout=120) == 0
+    got = files.read_versioned(path)
+    assert got is not None and got.data == b"120"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["counter"]
+    with pytest.raises(ConcurrentModificationError, match="changed since version"):
+        files.write_versioned(path, b"x", if_version="1:2:3")
