@@ -213,10 +213,16 @@ def s3_raw(s3_storage_options: dict[str, Any]) -> Any:
     return make_s3_fs(s3_storage_options)
 
 
+@pytest.fixture(scope="session")
+def _s3_admin(s3_storage_options: dict[str, Any]) -> Any:
+    # One client for bucket bookkeeping: a new client per test costs more than many tests.
+    return make_s3_fs(s3_storage_options)
+
+
 @pytest.fixture
-def s3_bucket(s3_storage_options: dict[str, Any]) -> Iterator[str]:
+def s3_bucket(_s3_admin: Any) -> Iterator[str]:
     """A fresh, empty bucket; returns ``"s3://<bucket>"``. Emptied and removed afterwards."""
-    fs = make_s3_fs(s3_storage_options)
+    fs = _s3_admin
     name = _bucket_name("tp")
     fs.mkdir(name)
     try:
@@ -254,10 +260,15 @@ def gcs_raw(gcs_storage_options: dict[str, Any]) -> Any:
     return make_gcs_fs(gcs_storage_options)
 
 
+@pytest.fixture(scope="session")
+def _gcs_admin(gcs_storage_options: dict[str, Any]) -> Any:
+    return make_gcs_fs(gcs_storage_options)
+
+
 @pytest.fixture
-def gcs_bucket(gcs_storage_options: dict[str, Any]) -> Iterator[str]:
+def gcs_bucket(_gcs_admin: Any) -> Iterator[str]:
     """A fresh, empty bucket; returns ``"gs://<bucket>"``. Emptied and removed afterwards."""
-    fs = make_gcs_fs(gcs_storage_options)
+    fs = _gcs_admin
     name = _bucket_name("tp")
     fs.mkdir(name)
     try:
