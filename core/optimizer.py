@@ -158,6 +158,11 @@ class SGD(Optimizer):
             return counter
         return self.add_variable("iter", shape=(), dtype=np.int64, initializer=0, trainable=False)
 
+    def _dependency_requested(self, name: str) -> None:
+        # A checkpoint holds a step counter: create it now so it is restored at once.
+        if name == "iter":
+            self.iterations  # noqa: B018 - property creates the counter
+
     def apply_gradients(self, grads_and_vars: Iterable[tuple[Any, Variable | None]]) -> None:
         """Apply one update step for each ``(gradient, variable)`` pair.
 

@@ -331,6 +331,9 @@ class _Plan:
         self._read_values()
         for parent, name, position in self.deferred:
             parent._deferred_dependencies.setdefault(name, []).append(position)
+        for parent, name, _ in self.deferred:
+            if parent._lookup_dependency(name) is None:
+                parent._dependency_requested(name)
         for position, trackable in self.bindings:
             _queue_slot_variables(position, trackable)
 

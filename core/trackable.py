@@ -201,6 +201,14 @@ class Trackable:
             position.restore(trackable)
         self._self_unconditional_deferred_dependencies.pop(name, None)
 
+    def _dependency_requested(self, name: str) -> None:
+        """A restore queued a value for the missing dependency ``name``.
+
+        Objects that create a dependency lazily (an optimizer's step counter)
+        override this to create it now, so it is restored at once instead of
+        waiting for first use. The default does nothing.
+        """
+
     # ------------------------------------------------------------------ state
     def _serialize_to_tensors(self) -> dict[str, np.ndarray[Any, Any]]:
         """The state of this object (not of its dependencies) to save.

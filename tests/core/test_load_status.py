@@ -1,0 +1,179 @@
+"""Load statuses: each assertion passing and failing with a precise message; the GC warning."""
+
+from __future__ import annotations
+
+import gc
+
+import numpy as np
+import pytest
+
+import trackpoint as tp
+from trackpoint.storage import WriteItem
+
+
+def _saved_pair() -> str:
+    root = tp.AutoTrackable()
+    root.a = tp.Variable(1.0)
+    root.b = tp.Variable(2.0)
+    return tp.Checkpoint(model=root).save("memory://s/ckpt")
+
+
+def test_full_match_passes_every_assertion() -> None:
+    path = _saved_pair()
+    model = tp.AutoTrackable()
+    model.a = tp.Variable(0.0)
+    model.b = tp.Variable(0.0)
+    status = tp.Checkpoint(model=model).restore(path)
+    assert status.assert_consumed() is status
+    assert status.assert_existing_objects_matched() is status
+    assert status.assert_nontrivial_match() is status
+    assert status.run_restore_ops() is None
+    assert status.initialize_or_restore() is None
+
+
+def test_checkpoint_value_without_object() -> None:
+    path = _saved_pair()
+    model = tp.AutoTrackable()
+    model.a = tp.Variable(0.0)
+    status = tp.Checkpoint(model=model).restore(path).expect_partial()
+    status.assert_existing_objects_matched().assert_nontrivial_match()
+    with pytest.raises(tp.MatchError, match=r"\(root\)\.model\.b: model/b/\.ATTRIBUTES/VARIABLE_VALUE$") as info:
+        status.assert_consumed()
+    assert "(root).model.a" not in str(info.value)
+
+
+def test_object_without_checkpoint_value() -> None:
+    path = _saved_pair()
+    model = tp.AutoTrackable()
+    model.a = tp.Variable(0.0)
+    model.b = tp.Variable(0.0)
+    model.extra = tp.Variable(0.0, name="extra")
+    status = tp.Checkpoint(model=model).restore(path)
+    message = r"Found 1 Python object\(s\) not bound.*\n  \(root\)\.model\.extra: <trackpoint.Variable 'extra'"
+    with pytest.raises(tp.MatchError, match=message):
+        status.assert_existing_objects_matched()
+    with pytest.raises(tp.MatchError, match=message):
+        status.assert_consumed()
+    status.assert_nontrivial_match()
+
+
+def test_nontrivial_match_fails_when_only_root_matches() -> None:
+    # write()/read(): no save_counter, which would otherwise match besides the root.
+    root = tp.AutoTrackable()
+    root.a = tp.Variable(1.0)
+    path = tp.Checkpoint(model=root).write("memory://s/written")
+    other = tp.AutoTrackable()
+    other.zzz = tp.Variable(0.0, name="zzz")
+    status = tp.Checkpoint(root=other).read(path).expect_partial()
+    with pytest.raises(tp.MatchError, match=r"Nothing except the root object matched.*\n  \(root\)\.zzz: "):
+        status.assert_nontrivial_match()
+    empty = tp.Checkpoint(root=tp.AutoTrackable()).read(path).expect_partial()
+    with pytest.raises(tp.MatchError, match="Nothing to load"):
+        empty.assert_nontrivial_match()
+
+
+def test_unused_attributes_are_reported() -> None:
+    class Two(tp.Trackable):
+        def __init__(self, names: tuple[str, ...]) -> None:
+            self.names = names
+            self.got: dict[str, np.ndarray] = {}
+
+        def _serialize_to_tensors(self) -> dict[str, np.ndarray]:
+            return {n: np.array([1.0]) for n in self.names}
+
+        def _restore_from_tensors(self, tensors: dict[str, np.ndarray]) -> None:  # type: ignore[override]
+            self.got = dict(tensors)
+
+    path = tp.Checkpoint(t=Two(("x", "y"))).write("memory://s/two")
+    target = Two(("x",))
+    status = tp.Checkpoint(t=target).read(path)
+    assert list(target.got) == ["x"]
+    status.assert_existing_objects_matched()
+    with pytest.raises(tp.MatchError, match=r"Unused attributes.*\n  \(root\)\.t \(.*\): y$"):
+        status.assert_consumed()
+    status.expect_partial()
+
+
+def test_restore_none_gives_initialization_only_status() -> None:
+    ckpt = tp.Checkpoint(v=tp.Variable(1.0))
+    status = ckpt.restore(None)
+    assert isinstance(status, tp.InitializationOnlyStatus)
+    for check in (status.assert_consumed, status.assert_existing_objects_matched, status.assert_nontrivial_match):
+        with pytest.raises(tp.MatchError, match=r"No checkpoint specified \(save_path=None\)"):
+            check()
+    status.initialize_or_restore()
+    assert ckpt.save_counter.numpy() == 0
+
+
+def test_gc_warning_lists_unresolved_values(caplog: pytest.LogCaptureFixture) -> None:
+    path = _saved_pair()
+    model = tp.AutoTrackable()
+    model.a = tp.Variable(0.0)
+    with caplog.at_level("WARNING", logger="trackpoint"):
+        status = tp.Checkpoint(model=model).restore(path)
+        del status, model
+        gc.collect()
+    records = [r for r in caplog.records if r.name == "trackpoint"]
+    assert len(records) == 1
+    assert "Unresolved object in checkpoint: (root).model.b" in records[0].getMessage()
+    assert "(root).model.a" not in records[0].getMessage()
+
+
+def test_expect_partial_silences_the_gc_warning(caplog: pytest.LogCaptureFixture) -> None:
+    path = _saved_pair()
+    model = tp.AutoTrackable()
+    with caplog.at_level("WARNING", logger="trackpoint"):
+        status = tp.Checkpoint(model=model).restore(path).expect_partial()
+        del status, model
+        gc.collect()
+    assert [r for r in caplog.records if r.name == "trackpoint"] == []
+
+
+def test_no_warning_when_everything_was_used(caplog: pytest.LogCaptureFixture) -> None:
+    path = _saved_pair()
+    model = tp.AutoTrackable()
+    model.a = tp.Variable(0.0)
+    model.b = tp.Variable(0.0)
+    with caplog.at_level("WARNING", logger="trackpoint"):
+        status = tp.Checkpoint(model=model).restore(path)
+        del status, model
+        gc.collect()
+    assert [r for r in caplog.records if r.name == "trackpoint"] == []
+
+
+def _write_name_based(prefix: str, **tensors: np.ndarray) -> None:
+    from trackpoint import _resolve
+
+    backend = _resolve.open_backend(prefix)
+    backend.save(prefix, [WriteItem(k, v) for k, v in tensors.items()])
+
+
+def test_name_based_checkpoint_restores_by_variable_name() -> None:
+    _write_name_based("memory://n/model.ckpt", **{"dense/kernel": np.full(2, 5.0, np.float32)})
+    root = tp.AutoTrackable()
+    root.k = tp.Variable(np.zeros(2, np.float32), name="dense/kernel")
+    ckpt = tp.Checkpoint(root=root)
+    status = ckpt.restore("memory://n/model.ckpt")
+    assert isinstance(status, tp.NameBasedSaverStatus)
+    np.testing.assert_array_equal(root.k.numpy(), [5.0, 5.0])
+    status.assert_consumed()  # save_counter is optional
+
+
+def test_name_based_checkpoint_reports_missing_names() -> None:
+    _write_name_based("memory://n/model.ckpt", **{"dense/kernel": np.zeros(2, np.float32)})
+    root = tp.AutoTrackable()
+    root.k = tp.Variable(np.zeros(2, np.float32), name="dense/kernel")
+    root.b = tp.Variable(np.zeros(2, np.float32), name="dense/bias")
+    status = tp.Checkpoint(root=root).restore("memory://n/model.ckpt")
+    with pytest.raises(tp.MatchError, match=r"not restored from the name-based checkpoint.*\n  \(root\)\.b: dense/bias$"):
+        status.assert_consumed()
+
+
+def test_name_based_restore_validates_before_writing() -> None:
+    _write_name_based("memory://n/model.ckpt", a=np.ones(2, np.float32), b=np.ones(3, np.float32))
+    root = tp.AutoTrackable()
+    root.a = tp.Variable(np.zeros(2, np.float32), name="a")
+    root.b = tp.Variable(np.zeros(2, np.float32), name="b")
+    with pytest.raises(tp.ShapeMismatchError, match=r"cannot restore 'b'.*shape \(3,\)"):
+        tp.Checkpoint(root=root).restore("memory://n/model.ckpt")
+    np.testing.assert_array_equal(root.a.numpy(), [0.0, 0.0])
