@@ -139,6 +139,10 @@ def _missing_module(spec: BackendSpec) -> str | None:
     return None
 
 
+def _scheme_label(scheme: str) -> str:
+    return f"URL scheme {scheme}://" if scheme else "plain local paths"
+
+
 def _describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"
 
@@ -281,7 +285,7 @@ class PluginHost:
             owner = schemes.get(scheme)
             if owner is not None and owner != name:
                 raise PluginError(
-                    f"URL scheme {scheme!r}:// is claimed by backend {owner!r} ({backends[owner].provider}) "
+                    f"{_scheme_label(scheme)} is claimed by backend {owner!r} ({backends[owner].provider}) "
                     f"and by backend {name!r} ({new.provider}); a scheme has one backend: replace {owner!r} "
                     "with BackendSpec(override=True), or route URLs with the trackpoint_select_backend hook"
                 )

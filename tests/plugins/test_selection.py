@@ -1,0 +1,106 @@
+"""Selection precedence: explicit option > TRACKPOINT_BACKEND > select hook > scheme table > default."""
+
+from __future__ import annotations
+
+import pytest
+
+from trackpoint import plugins
+from trackpoint.backends.memory import MemoryBackend
+from trackpoint.errors import UnknownBackendError
+from trackpoint.storage import CheckpointOptions
+
+
+class _Selector:
+    """Routes every URL containing "route-me" to the backend ``target``."""
+
+    def __init__(self, target: str | None) -> None:
+        self.target = target
+
+    @plugins.hookimpl
+    def trackpoint_select_backend(self, url: str, options: CheckpointOptions) -> str | None:
+        return self.target if "route-me" in url else None
+
+
+def _memory_named(name: str, *schemes: str) -> plugins.BackendSpec:
+    return plugins.BackendSpec(name, lambda url, opts: MemoryBackend(), schemes=schemes)
+
+
+@pytest.fixture
+def levels(spec_plugin: type, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Backends "by-option", "by-env", "by-hook" and "by-scheme" (serving scheme ``sch://``)."""
+    plugins.register(
+        spec_plugin(
+            _memory_named("by-option"), _memory_named("by-env"), _memory_named("by-hook"), _memory_named("by-scheme", "sch")
+        ),
+        "levels",
+    )
+    plugins.register(_Selector("by-hook"), "selector")
+
+
+URL = "sch://route-me/ckpt"
+
+
+@pytest.mark.usefixtures("levels")
+def test_explicit_option_beats_everything(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TRACKPOINT_BACKEND", "by-env")
+    assert plugins.select_backend(URL, CheckpointOptions(backend="by-option")) == "by-option"
+    assert plugins.open_backend(URL, CheckpointOptions(backend="by-option")).name == "by-option"
+
+
+@pytest.mark.usefixtures("levels")
+def test_environment_beats_hook(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TRACKPOINT_BACKEND", "by-env")
+    assert plugins.open_backend(URL).name == "by-env"
+
+
+@pytest.mark.usefixtures("levels")
+def test_hook_beats_scheme() -> None:
+    assert plugins.open_backend(URL).name == "by-hook"
+    assert plugins.open_backend("sch://elsewhere/ckpt").name == "by-scheme"  # hook answers None
+
+
+def test_scheme_beats_default(spec_plugin: type) -> None:
+    # bundle itself claims "" and "file"; with it blocked, the table is free for another backend.
+    plugins.block("bundle")
+    plugins.register(spec_plugin(_memory_named("local-override", "", "file")), "local")
+    assert plugins.select_backend("/tmp/run/ckpt") == "local-override"
+    assert plugins.select_backend("file:///tmp/run/ckpt") == "local-override"
+
+
+def test_default_is_bundle_for_local_paths() -> None:
+    plugins.block("bundle")  # so the answer comes from the default, not from bundle's schemes
+    for url in ("/tmp/run/ckpt", "relative/ckpt", "file:///tmp/run/ckpt"):
+        assert plugins.select_backend(url) == "bundle"
+    with pytest.raises(UnknownBackendError, match=r"backend 'bundle' \(chosen by the default for local paths .*is blocked"):
+        plugins.open_backend("/tmp/run/ckpt")
+
+
+def test_compound_schemes_are_plain_table_entries(spec_plugin: type) -> None:
+    plugins.register(spec_plugin(_memory_named("zarrish", "zarr+mem", "zarr+mem2")), "zarrish")
+    assert plugins.select_backend("zarr+mem://b/ckpt") == "zarrish"
+    assert plugins.select_backend("ZARR+MEM2://b/ckpt") == "zarrish"
+
+
+def test_unknown_scheme_lists_known_schemes() -> None:
+    with pytest.raises(UnknownBackendError, match=r"no backend serves the URL scheme 'nope' of 'nope://x'; known schemes: .*memory://"):
+        plugins.open_backend("nope://x")
+
+
+def test_unknown_name_lists_registered_names(monkeypatch: pytest.MonkeyPatch) -> None:
+    with pytest.raises(UnknownBackendError, match=r"unknown backend 'nope' \(chosen by CheckpointOptions\(backend=\.\.\.\)\); registered backends: .*memory"):
+        plugins.open_backend("memory://x", CheckpointOptions(backend="nope"))
+    monkeypatch.setenv("TRACKPOINT_BACKEND", "nope-env")
+    with pytest.raises(UnknownBackendError, match=r"unknown backend 'nope-env' \(chosen by the TRACKPOINT_BACKEND environment variable\)"):
+        plugins.open_backend("memory://x")
+
+
+def test_hook_answer_must_be_registered() -> None:
+    plugins.register(_Selector("ghost"), "selector")
+    with pytest.raises(UnknownBackendError, match=r"unknown backend 'ghost' \(chosen by the trackpoint_select_backend hook"):
+        plugins.open_backend("memory://route-me")
+
+
+def test_resolve_seam_uses_the_manager() -> None:
+    from trackpoint import _resolve
+
+    assert _resolve.open_backend("memory://a/b").name == "memory"
