@@ -43,9 +43,9 @@ def _variables(names: list[str] | None = None) -> dict[str, tp.Variable]:
     return {n: tp.Variable(np.zeros(*SHAPES[n]), name=n) for n in (names or list(SHAPES))}
 
 
-def _model(variables: dict[str, tp.Variable]) -> tp.AutoTrackable:
+def _model(variables: dict[str, tp.Variable]) -> Any:
     # Attribute names are deliberately unlike the TF1 names: name-based restore must not care.
-    model = tp.AutoTrackable()
+    model: Any = tp.AutoTrackable()
     model.layers = [v for n, v in variables.items() if n != "global_step"]
     if "global_step" in variables:
         model.step = variables["global_step"]

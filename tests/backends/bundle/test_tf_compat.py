@@ -195,7 +195,7 @@ def test_restore_dtypes() -> None:
 
 def test_restore_sliced_variables_assembled() -> None:
     c = tfcases.checkpoints("sliced")[0]
-    model = tp.AutoTrackable()
+    model: Any = tp.AutoTrackable()
     model.w = tp.Variable(np.zeros([40, 8], np.float32))
     model.b = tp.Variable(np.zeros([300], np.float32))
     model.step = tp.Variable(np.int64(0))
@@ -294,7 +294,8 @@ def _assert_nested_restored(model: Any, optimizer: Any) -> None:
 
 
 def test_restore_nested_into_existing_objects() -> None:
-    model, optimizer = tp.AutoTrackable(), tp.optimizers.SGD(learning_rate=0.1, momentum=0.9)
+    model: Any = tp.AutoTrackable()
+    optimizer = tp.optimizers.SGD(learning_rate=0.1, momentum=0.9)
     _populate(model)
     ckpt = tp.Checkpoint(model=model, optimizer=optimizer)
     ckpt.restore(tfcases.prefix("nested")).assert_consumed()
@@ -303,7 +304,8 @@ def test_restore_nested_into_existing_objects() -> None:
 
 
 def test_restore_nested_deferred_objects_created_after_restore() -> None:
-    model, optimizer = tp.AutoTrackable(), tp.optimizers.SGD(learning_rate=0.1, momentum=0.9)
+    model: Any = tp.AutoTrackable()
+    optimizer = tp.optimizers.SGD(learning_rate=0.1, momentum=0.9)
     status = tp.Checkpoint(model=model, optimizer=optimizer).restore(tfcases.prefix("nested"))
     _populate(model)  # every variable is created after restore(): values arrive on assignment
     status.assert_consumed()
@@ -311,7 +313,8 @@ def test_restore_nested_deferred_objects_created_after_restore() -> None:
 
 
 def test_restore_nested_deferred_optimizer_attached_after_restore() -> None:
-    model, optimizer = tp.AutoTrackable(), tp.optimizers.SGD(learning_rate=0.1, momentum=0.9)
+    model: Any = tp.AutoTrackable()
+    optimizer = tp.optimizers.SGD(learning_rate=0.1, momentum=0.9)
     _populate(model)
     ckpt = tp.Checkpoint(model=model)
     status = ckpt.restore(tfcases.prefix("nested"))
@@ -321,7 +324,7 @@ def test_restore_nested_deferred_optimizer_attached_after_restore() -> None:
 
 
 def test_restore_nested_partial_model_is_reported() -> None:
-    model = tp.AutoTrackable()
+    model: Any = tp.AutoTrackable()
     model.shared = tp.Variable(np.zeros([2], np.float32))
     status = tp.Checkpoint(model=model).restore(tfcases.prefix("nested"))
     status.assert_existing_objects_matched()

@@ -67,7 +67,7 @@ def _get(model: Any, dotted: str) -> Any:
 
 
 def _trackpoint_model() -> tuple[Any, Any]:
-    model = tp.AutoTrackable()
+    model: Any = tp.AutoTrackable()
     model.shared = tp.Variable(_vals((2,), 0.5))
     model.encoder = tp.AutoTrackable()
     model.encoder.dense = tp.AutoTrackable()
@@ -87,7 +87,10 @@ def _trackpoint_model() -> tuple[Any, Any]:
     return model, optimizer
 
 
-class _MomentumWithIter(tf.compat.v1.train.MomentumOptimizer):  # type: ignore[misc]
+_MomentumOptimizer: Any = tf.compat.v1.train.MomentumOptimizer
+
+
+class _MomentumWithIter(_MomentumOptimizer):  # type: ignore[misc]  # TF ships no type information
     """TF's MomentumOptimizer plus the step counter trackpoint's SGD saves as dependency ``iter``.
 
     Without a Python object for ``optimizer/iter`` TF's ``assert_consumed()``
