@@ -318,7 +318,7 @@ class CheckpointManager:
         latest = _basename(self._latest_checkpoint or "")
         preserved = self._last_preserved_timestamp
 
-        def update(current: Any | None) -> Any:
+        def update(current: state.CheckpointState | None) -> state.CheckpointState:
             # Entries of other managers (other checkpoint names) are carried over
             # untouched; this manager's entries are replaced by its own list.
             others: list[tuple[str, float | None]] = []

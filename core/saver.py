@@ -39,7 +39,7 @@ from trackpoint.errors import (
     TrackableError,
     TransientStorageError,
 )
-from trackpoint.proto import trackable_object_graph_pb2
+from trackpoint.reader import object_metadata
 from trackpoint.storage import (
     OBJECT_GRAPH_KEY,
     CheckpointOptions,
@@ -103,18 +103,10 @@ def _names_to_variables(var_list: Any) -> dict[str, Variable]:
     return out
 
 
-def _object_graph_names(reader: CheckpointReader) -> dict[str, str]:
+def _object_graph_names(prefix: str, options: CheckpointOptions | None) -> dict[str, str]:
     """``{full_name: checkpoint_key}`` of an object-based checkpoint (TF's ``object_graph_key_mapping``)."""
-    raw = np.asarray(reader.read(OBJECT_GRAPH_KEY)).item()
-    graph = trackable_object_graph_pb2.TrackableObjectGraph()  # type: ignore[attr-defined]
-    try:
-        graph.ParseFromString(bytes(raw))
-    except Exception as exc:  # protobuf's DecodeError; the message carries the detail
-        raise InvalidCheckpointError(
-            f"the object graph of {reader.prefix!r} does not parse ({exc}); the checkpoint is damaged"
-        ) from exc
     mapping: dict[str, str] = {}
-    for node in graph.nodes:
+    for node in object_metadata(prefix, options).nodes:
         for attr in node.attributes:
             if attr.full_name:
                 mapping[attr.full_name] = attr.checkpoint_key
@@ -392,7 +384,7 @@ class Saver:
             "Restoring an object-based checkpoint using a name-based Saver. This may be somewhat fragile; "
             "consider loading object-based checkpoints using trackpoint.Checkpoint()."
         )
-        by_full_name = _object_graph_names(reader)
+        by_full_name = _object_graph_names(prefix, self._options)
         still = []
         for name in missing:
             key = by_full_name.get(name)

@@ -27,13 +27,13 @@ import random
 import re
 import time
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Final
 
 from google.protobuf import text_format
 
 from trackpoint import _paths
 from trackpoint.errors import ConcurrentModificationError, InvalidCheckpointError
-from trackpoint.proto import checkpoint_state_pb2
+from trackpoint.proto.checkpoint_state_pb2 import CheckpointState
 
 if TYPE_CHECKING:
     from trackpoint.storage import CheckpointOptions, StorageBackend
@@ -50,10 +50,6 @@ __all__ = [
 ]
 
 _log = logging.getLogger(__name__)
-
-#: The generated message class ``trackpoint.tf.CheckpointState`` (TF's field numbers).
-#: protoc emits no type stubs for it, hence ``Any`` and the ignore.
-CheckpointState: Any = checkpoint_state_pb2.CheckpointState  # type: ignore[attr-defined]
 
 #: Default name of the state file, as in TensorFlow.
 DEFAULT_LATEST_FILENAME: Final = "checkpoint"
@@ -111,7 +107,7 @@ def _resolve(path: str, directory: str) -> str:
     return path if _isabs(path) else _paths.join(directory, path)
 
 
-def _parse(data: bytes, where: str) -> Any:
+def _parse(data: bytes, where: str) -> CheckpointState:
     state = CheckpointState()
     try:
         # Merge (not Parse), as TensorFlow does: tolerant of repeated singular fields.
@@ -129,11 +125,11 @@ def _parse(data: bytes, where: str) -> Any:
     return state
 
 
-def _serialize(state: Any) -> bytes:
+def _serialize(state: CheckpointState) -> bytes:
     return text_format.MessageToString(state).encode("utf-8")
 
 
-def _read_raw(backend: StorageBackend, path: str) -> tuple[Any | None, str | None]:
+def _read_raw(backend: StorageBackend, path: str) -> tuple[CheckpointState | None, str | None]:
     """The stored state (paths as stored) and its version; ``(None, None)`` if absent.
 
     An unparsable file yields ``(None, version)`` with a warning, so a writer can
@@ -152,8 +148,8 @@ def _read_raw(backend: StorageBackend, path: str) -> tuple[Any | None, str | Non
 def _transact(
     backend: StorageBackend,
     path: str,
-    update: Callable[[Any | None, bool], Any],
-) -> Any:
+    update: Callable[[CheckpointState | None, bool], CheckpointState],
+) -> CheckpointState:
     """Read-modify-write ``path`` with conditional writes, retrying lost races.
 
     ``update(current, retry)`` gets the stored state (or ``None``) and whether an
@@ -179,7 +175,7 @@ def _transact(
     )
 
 
-def _entries(state: Any | None, directory: str) -> list[tuple[str, float | None]]:
+def _entries(state: CheckpointState | None, directory: str) -> list[tuple[str, float | None]]:
     """``(resolved path, timestamp or None)`` for each kept checkpoint, oldest first."""
     if state is None:
         return []
@@ -190,7 +186,9 @@ def _entries(state: Any | None, directory: str) -> list[tuple[str, float | None]
     return [(_resolve(p, directory), t) for p, t in zip(paths, stamps, strict=True)]
 
 
-def _merge(base: Any | None, ours: Any, theirs: Any | None, directory: str) -> Any:
+def _merge(
+    base: CheckpointState | None, ours: CheckpointState, theirs: CheckpointState | None, directory: str
+) -> CheckpointState:
     """Three-way merge of the state files of two writers; see :func:`update_checkpoint_state`."""
     base_paths = {p for p, _ in _entries(base, directory)}
     their_entries = _entries(theirs, directory)
@@ -231,10 +229,10 @@ def _merge(base: Any | None, ours: Any, theirs: Any | None, directory: str) -> A
 def modify_checkpoint_state(
     backend: StorageBackend,
     directory: str,
-    update: Callable[[Any | None], Any],
+    update: Callable[[CheckpointState | None], CheckpointState],
     *,
     latest_filename: str = DEFAULT_LATEST_FILENAME,
-) -> Any:
+) -> CheckpointState:
     """Atomically replace the state file of ``directory`` with ``update(current)``.
 
     A read-modify-write with a conditional write: when another writer changed
@@ -266,7 +264,7 @@ def update_checkpoint_state(
     last_preserved_timestamp: float | None = None,
     save_relative_paths: bool = True,
     latest_filename: str = DEFAULT_LATEST_FILENAME,
-) -> Any:
+) -> CheckpointState:
     """Record ``model_checkpoint_path`` as the newest checkpoint of ``directory``.
 
     Parameters
@@ -339,9 +337,9 @@ def update_checkpoint_state(
     if last_preserved_timestamp is not None:
         ours.last_preserved_timestamp = last_preserved_timestamp
 
-    first: list[Any] = []
+    first: list[CheckpointState | None] = []
 
-    def update(current: Any | None, retry: bool) -> Any:
+    def update(current: CheckpointState | None, retry: bool) -> CheckpointState:
         if not retry:
             first.append(current)
             return ours
@@ -356,7 +354,7 @@ def read_checkpoint_state(
     latest_filename: str = DEFAULT_LATEST_FILENAME,
     *,
     backend: StorageBackend | None = None,
-) -> Any | None:
+) -> CheckpointState | None:
     """The ``CheckpointState`` of ``directory``, or ``None`` if there is no usable one.
 
     As ``tf.train.get_checkpoint_state``: relative paths in the file are joined
@@ -388,16 +386,23 @@ def read_checkpoint_state(
     return state
 
 
-def newest_committed(backend: StorageBackend, directory: str, stem: str | None = None) -> str | None:
+def newest_committed(
+    backend: StorageBackend,
+    directory: str,
+    stem: str | None = None,
+    *,
+    exclude: frozenset[str] = frozenset(),
+) -> str | None:
     """The committed checkpoint of ``directory`` with the highest ``-N`` suffix.
 
-    Only prefixes named ``<stem>-N`` count when ``stem`` is given; ties (the
-    same ``N`` under different names) go to the name sorting last.
+    Only prefixes named ``<stem>-N`` count when ``stem`` is given, and none
+    whose base name is in ``exclude``; ties (the same ``N`` under different
+    names) go to the name sorting last.
     """
     best: tuple[int, str] | None = None
     for prefix in backend.list_checkpoints(directory):
         n = checkpoint_number(prefix)
-        if n is None or (stem is not None and _stem(prefix) != stem):
+        if n is None or (stem is not None and _stem(prefix) != stem) or _basename(prefix) in exclude:
             continue
         if best is None or (n, prefix) > best:
             best = (n, prefix)
@@ -412,11 +417,13 @@ def latest_checkpoint(
     """Prefix of the newest committed checkpoint in ``directory``, or ``None``.
 
     The state file's ``model_checkpoint_path`` is returned when that checkpoint
-    is committed and no committed checkpoint of the same name has a higher
-    ``-N`` (which happens when a save crashed after committing but before
-    updating the state file). Otherwise the committed checkpoints are listed and
-    the one with the highest ``-N`` suffix is returned. A path that is not
-    committed is never returned.
+    is committed, unless the file is stale: a committed checkpoint of the same
+    name, with a higher ``-N`` and not listed in the file, exists (a save
+    crashed after committing but before updating the file); that one is
+    returned then. When the file is missing or unreadable, or its checkpoint is
+    not committed, the committed checkpoints are listed and the one with the
+    highest ``-N`` suffix is returned (preferring the file's series). A path
+    that is not committed is never returned.
 
     Parameters
     ----------
@@ -437,10 +444,14 @@ def latest_checkpoint(
         if backend.exists(path):
             if n is None:
                 return path
-            newer = newest_committed(backend, directory, _stem(path))
-            if newer is None or checkpoint_number(newer) == n:
-                return path
-            return newer
+            # Stale: a checkpoint of the same series, numbered higher and unknown to the
+            # state file, was committed by a save that crashed before updating the file.
+            # (One the file lists was superseded on purpose, e.g. by an explicit number.)
+            known = frozenset(_basename(p) for p in state.all_model_checkpoint_paths)
+            newer = newest_committed(backend, directory, _stem(path), exclude=known)
+            if newer is not None and (checkpoint_number(newer) or 0) > n:
+                return newer
+            return path
         if n is not None:
             # Prefer the same series ("ckpt-N") the state file was tracking.
             same = newest_committed(backend, directory, _stem(path))

@@ -143,6 +143,16 @@ def test_latest_checkpoint_returns_committed_state_path(backend: StorageBackend,
     assert state.latest_checkpoint(run) == f"{run}/ckpt-2"
 
 
+def test_latest_checkpoint_trusts_state_over_known_higher_numbers(backend: StorageBackend, run: str) -> None:
+    # ckpt-100 is listed in the state file, so ckpt-7 superseded it on purpose.
+    _commit(backend, f"{run}/ckpt-100")
+    _commit(backend, f"{run}/ckpt-7")
+    state.update_checkpoint_state(
+        backend, run, f"{run}/ckpt-7", all_model_checkpoint_paths=[f"{run}/ckpt-100", f"{run}/ckpt-7"]
+    )
+    assert state.latest_checkpoint(run) == f"{run}/ckpt-7"
+
+
 def test_latest_checkpoint_never_returns_an_uncommitted_path(backend: StorageBackend, run: str) -> None:
     _commit(backend, f"{run}/ckpt-1")
     state.update_checkpoint_state(backend, run, f"{run}/ckpt-2")  # ckpt-2 never committed
