@@ -1,0 +1,106 @@
+"""Checkpoint: save/write/read/restore, save_counter, the root= form and its errors."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import trackpoint as tp
+
+
+def test_save_numbers_checkpoints_and_updates_state_file() -> None:
+    ckpt = tp.Checkpoint(v=tp.Variable(1.0))
+    assert ckpt.save("memory://c/run/ckpt") == "memory://c/run/ckpt-1"
+    assert ckpt.save("memory://c/run/ckpt") == "memory://c/run/ckpt-2"
+    assert ckpt.save_counter.numpy() == 2
+    assert ckpt.save_counter.dtype == np.int64
+    assert tp.latest_checkpoint("memory://c/run") == "memory://c/run/ckpt-2"
+
+
+def test_save_counter_continues_after_restore() -> None:
+    first = tp.Checkpoint(v=tp.Variable(1.0))
+    first.save("memory://c/ckpt")
+    path = first.save("memory://c/ckpt")
+    second = tp.Checkpoint(v=tp.Variable(0.0))
+    second.restore(path).assert_consumed()
+    assert second.save_counter.numpy() == 2
+    assert second.save("memory://c/ckpt") == "memory://c/ckpt-3"
+
+
+def test_write_does_not_touch_counter_or_state_file() -> None:
+    ckpt = tp.Checkpoint(v=tp.Variable(1.0))
+    assert ckpt.write("memory://c/plain") == "memory://c/plain"
+    assert ckpt.save_counter.numpy() == 0
+    assert tp.latest_checkpoint("memory://c") is None
+    # read() of a write() checkpoint: no save_counter expected.
+    tp.Checkpoint(v=tp.Variable(0.0)).read("memory://c/plain").assert_consumed()
+    with pytest.raises(tp.MatchError, match="save_counter"):
+        tp.Checkpoint(v=tp.Variable(0.0)).restore("memory://c/plain").assert_consumed()
+
+
+def test_missing_checkpoint_mentions_suffix() -> None:
+    ckpt = tp.Checkpoint(v=tp.Variable(1.0))
+    ckpt.save("memory://c/ckpt")
+    with pytest.raises(tp.CheckpointNotFoundError, match=r"(?s)'memory://c/ckpt'.*missing the checkpoint suffix.*latest_checkpoint"):
+        ckpt.restore("memory://c/ckpt")
+    with pytest.raises(FileNotFoundError):
+        ckpt.read("memory://c/nothing")
+
+
+def test_root_form_matches_a_checkpoint_of_the_root() -> None:
+    model = tp.AutoTrackable()
+    model.w = tp.Variable([1.0, 2.0])
+    path = tp.Checkpoint(model).save("memory://c/root")
+    graph = tp.object_metadata(path)
+    assert [c.local_name for c in graph.nodes[0].children] == ["w", "root", "save_counter"]
+    assert graph.nodes[0].children[1].node_id == 0
+
+    clone = tp.AutoTrackable()
+    clone.w = tp.Variable([0.0, 0.0])
+    ckpt = tp.Checkpoint(root=clone)
+    ckpt.restore(path).assert_consumed()
+    np.testing.assert_array_equal(clone.w.numpy(), [1.0, 2.0])
+    assert ckpt.save_counter.numpy() == 1
+
+
+def test_root_form_with_attached_dependencies() -> None:
+    model = tp.AutoTrackable()
+    model.w = tp.Variable(1.0)
+    extra = tp.Variable(5.0)
+    path = tp.Checkpoint(root=model, extra=extra).save("memory://c/att")
+    clone = tp.AutoTrackable()
+    clone.w = tp.Variable(0.0)
+    new_extra = tp.Variable(0.0)
+    tp.Checkpoint(root=clone, extra=new_extra).restore(path).assert_consumed()
+    assert new_extra.numpy() == 5.0
+
+
+def test_root_form_kwarg_conflict() -> None:
+    model = tp.AutoTrackable()
+    model.child = tp.Variable(1.0)
+    with pytest.raises(tp.NameConflictError, match="keyword argument 'child' if root.child already exists"):
+        tp.Checkpoint(root=model, child=tp.Variable(2.0))
+    tp.Checkpoint(root=model, child=model.child)  # the same object is fine
+
+
+def test_non_trackable_arguments_are_named() -> None:
+    with pytest.raises(tp.TrackableError, match="expecting lr to be a trackable object.*got float"):
+        tp.Checkpoint(lr=0.1)
+    with pytest.raises(tp.TrackableError, match="expecting root to be a trackable object"):
+        tp.Checkpoint(root=3)  # type: ignore[arg-type]
+
+
+def test_kwargs_accept_containers_of_trackables() -> None:
+    ckpt = tp.Checkpoint(layers=[tp.Variable(1.0), tp.Variable(2.0)])
+    path = ckpt.save("memory://c/list")
+    other = tp.Checkpoint(layers=[tp.Variable(0.0), tp.Variable(0.0)])
+    other.restore(path).assert_consumed()
+    assert [v.numpy() for v in other.layers] == [1.0, 2.0]
+
+
+def test_options_are_passed_to_the_backend() -> None:
+    ckpt = tp.Checkpoint(v=tp.Variable(1.0))
+    path = ckpt.save("memory://c/opt", options=tp.CheckpointOptions(backend="memory", num_writers=1))
+    tp.Checkpoint(v=tp.Variable(0.0)).restore(path, options=tp.CheckpointOptions(backend="memory")).assert_consumed()
+    with pytest.raises(tp.UnknownBackendError):
+        ckpt.write("memory://c/x", options=tp.CheckpointOptions(backend="no-such-backend"))

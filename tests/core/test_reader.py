@@ -1,0 +1,53 @@
+"""load_checkpoint / list_variables / object_metadata."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import trackpoint as tp
+from trackpoint.storage import WriteItem
+
+
+def test_reader_methods() -> None:
+    path = tp.Checkpoint(w=tp.Variable(np.ones((2, 3), np.float32)), s=tp.Variable("x")).save("memory://rd/ckpt")
+    with tp.load_checkpoint(path) as reader:
+        assert reader.prefix == path
+        assert reader.has_tensor("w/.ATTRIBUTES/VARIABLE_VALUE")
+        assert not reader.has_tensor("nope")
+        np.testing.assert_array_equal(reader.get_tensor("w/.ATTRIBUTES/VARIABLE_VALUE"), np.ones((2, 3)))
+        assert reader.get_tensor("s/.ATTRIBUTES/VARIABLE_VALUE") == b"x"
+        assert reader.get_variable_to_shape_map()["w/.ATTRIBUTES/VARIABLE_VALUE"] == [2, 3]
+        dtypes = reader.get_variable_to_dtype_map()
+        assert dtypes["w/.ATTRIBUTES/VARIABLE_VALUE"] == np.float32
+        assert dtypes["save_counter/.ATTRIBUTES/VARIABLE_VALUE"] == np.int64
+        with pytest.raises(tp.CheckpointKeyError, match="nope"):
+            reader.get_tensor("nope")
+
+
+def test_list_variables_sorted_and_directory_resolution() -> None:
+    ckpt = tp.Checkpoint(b=tp.Variable([1.0]), a=tp.Variable(2.0))
+    ckpt.save("memory://rd/dir/ckpt")
+    ckpt.save("memory://rd/dir/ckpt")
+    expected = [
+        ("_CHECKPOINTABLE_OBJECT_GRAPH", []),
+        ("a/.ATTRIBUTES/VARIABLE_VALUE", []),
+        ("b/.ATTRIBUTES/VARIABLE_VALUE", [1]),
+        ("save_counter/.ATTRIBUTES/VARIABLE_VALUE", []),
+    ]
+    assert tp.list_variables("memory://rd/dir/ckpt-1") == expected
+    with tp.load_checkpoint("memory://rd/dir") as reader:
+        assert reader.prefix == "memory://rd/dir/ckpt-2"
+    with pytest.raises(tp.CheckpointNotFoundError, match=r"no checkpoint at 'memory://rd/void'.*-N suffix"):
+        tp.load_checkpoint("memory://rd/void")
+
+
+def test_object_metadata() -> None:
+    path = tp.Checkpoint(v=tp.Variable(1.0)).save("memory://rd/ckpt")
+    graph = tp.object_metadata(path)
+    assert [c.local_name for c in graph.nodes[0].children] == ["v", "save_counter"]
+    from trackpoint import _resolve
+
+    _resolve.open_backend("memory://rd/names").save("memory://rd/names", [WriteItem("x", np.zeros(1))])
+    with pytest.raises(tp.InvalidCheckpointError, match="does not appear to be object-based"):
+        tp.object_metadata("memory://rd/names")

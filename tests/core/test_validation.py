@@ -1,0 +1,85 @@
+"""A checkpoint that does not fit raises before any object changes."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import trackpoint as tp
+
+
+def _model(a: np.ndarray, b: np.ndarray) -> tp.AutoTrackable:
+    model = tp.AutoTrackable()
+    model.a = tp.Variable(a, name="a")
+    model.sub = tp.AutoTrackable()
+    model.sub.b = tp.Variable(b, name="b")
+    return model
+
+
+def _saved() -> str:
+    return tp.Checkpoint(model=_model(np.ones(2, np.float32), np.ones(3, np.float32))).save("memory://v/ckpt")
+
+
+def test_shape_mismatch_deep_in_the_graph_changes_nothing() -> None:
+    path = _saved()
+    model = _model(np.zeros(2, np.float32), np.zeros(4, np.float32))
+    ckpt = tp.Checkpoint(model=model)
+    with pytest.raises(
+        tp.ShapeMismatchError,
+        match=r"cannot restore 'model/sub/b/\.ATTRIBUTES/VARIABLE_VALUE' into Variable 'b': the checkpoint holds "
+        r"shape \(3,\), the variable has shape \(4,\)",
+    ):
+        ckpt.restore(path)
+    np.testing.assert_array_equal(model.a.numpy(), [0.0, 0.0])
+    assert model.a._update_uid == -1
+    assert model._deferred_dependencies == {}
+
+
+def test_dtype_mismatch_changes_nothing() -> None:
+    path = _saved()
+    model = _model(np.zeros(2, np.float32), np.zeros(3, np.float64))
+    with pytest.raises(tp.DTypeMismatchError, match="holds dtype float32, the variable has dtype float64"):
+        tp.Checkpoint(model=model).restore(path)
+    np.testing.assert_array_equal(model.a.numpy(), [0.0, 0.0])
+
+
+def test_failed_deferred_restore_leaves_attribute_untracked() -> None:
+    path = _saved()
+    holder = tp.AutoTrackable()
+    ckpt = tp.Checkpoint(model=holder)
+    status = ckpt.restore(path)
+    sub = tp.AutoTrackable()
+    sub.b = tp.Variable(np.zeros(5, np.float32))
+    with pytest.raises(tp.ShapeMismatchError, match=r"shape \(3,\), the variable has shape \(5,\)"):
+        holder.sub = sub
+    assert holder._lookup_dependency("sub") is None
+    np.testing.assert_array_equal(sub.b.numpy(), np.zeros(5))
+    # The value still waits and is applied to a fitting object.
+    fitting = tp.AutoTrackable()
+    fitting.b = tp.Variable(np.zeros(3, np.float32))
+    holder.sub = fitting
+    np.testing.assert_array_equal(fitting.b.numpy(), np.ones(3))
+    status.expect_partial()
+
+
+def test_string_into_numeric_variable_is_refused() -> None:
+    path = tp.Checkpoint(v=tp.Variable("text")).write("memory://v/str")
+    target = tp.Variable(0.0)
+    with pytest.raises(tp.DTypeMismatchError, match="holds dtype string, the variable has dtype float32"):
+        tp.Checkpoint(v=target).read(path)
+    assert target.numpy() == 0.0
+
+
+def test_missing_tensor_referenced_by_graph_is_invalid() -> None:
+    from trackpoint import _resolve
+    from trackpoint.checkpoint import write_items
+    from trackpoint.graph import ObjectGraphView
+    from trackpoint.storage import WriteItem
+
+    items = write_items(ObjectGraphView(tp.Checkpoint(v=tp.Variable(1.0))))
+    graph_only = [it for it in items if it.key == "_CHECKPOINTABLE_OBJECT_GRAPH"]
+    _resolve.open_backend("memory://v/broken").save("memory://v/broken", [WriteItem(i.key, i.array) for i in graph_only])
+    target = tp.Variable(0.0)
+    with pytest.raises(tp.InvalidCheckpointError, match="refers to 'v/.ATTRIBUTES/VARIABLE_VALUE', which the checkpoint does not contain"):
+        tp.Checkpoint(v=target).read("memory://v/broken")
+    assert target.numpy() == 0.0
