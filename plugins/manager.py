@@ -226,6 +226,10 @@ class PluginHost:
         try:
             loaded.pm.register(plugin, name=name)
         except pluggy.PluginValidationError as exc:
+            # pluggy has already recorded the name and any hooks validated
+            # before the bad one; take the half-registered plugin out again.
+            if loaded.pm.get_plugin(name) is not None:
+                loaded.pm.unregister(name=name)
             self._mark_broken(loaded, provider, f"invalid hook implementation: {exc}")
             return
         loaded.order.append(name)

@@ -1,0 +1,35 @@
+"""``import trackpoint`` imports no backend plugin and no storage library."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+HEAVY = ("s3fs", "gcsfs", "zarr", "fsspec", "boto3", "botocore", "aiobotocore", "google.cloud", "sqlite3")
+
+SCRIPT = f"""
+import json, sys
+def loaded():
+    return sorted(m for m in sys.modules
+                  if m.startswith("trackpoint.backends.") or m.startswith("trackpoint_")
+                  or any(m == h or m.startswith(h + ".") for h in {HEAVY!r}))
+import trackpoint
+after_import = loaded()
+plugins_imported = "trackpoint.plugins" in sys.modules
+names = [row.name for row in trackpoint.list_backends()]
+print(json.dumps({{"after_import": after_import, "plugins_imported": plugins_imported,
+                  "after_listing": [m for m in loaded() if not m.startswith(("trackpoint.backends.", "trackpoint_"))],
+                  "names": names}}))
+"""
+
+
+def test_import_trackpoint_is_light() -> None:
+    out = subprocess.run([sys.executable, "-c", SCRIPT], capture_output=True, text=True, check=True)
+    result = json.loads(out.stdout)
+    assert result["after_import"] == []
+    assert result["plugins_imported"] is False
+    assert "memory" in result["names"]
+    # Loading every plugin (list_backends) still imports no storage library:
+    # plugin modules are light and storage imports wait for the factory.
+    assert result["after_listing"] == []
