@@ -86,6 +86,8 @@ _PAYLOAD_MAGIC: Final = b"TPBUNDLE1\n"
 _SAVE_ID: Final = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 _DATA_RE: Final = re.compile(r"^(?P<base>.+)\.data-\d{5,}-of-\d{5,}$")
 _PART_RE: Final = re.compile(r"^(?P<base>.+)\.part-\d{5,}-of-\d{5,}\.[A-Za-z0-9_-]+\.index$")
+#: Temporary file of a LocalFiles sink killed before it was published.
+_SINK_TEMP_RE: Final = re.compile(r"^\.(?P<name>.+)\.tmp-[0-9a-f]{32}$")
 
 
 def data_filename(prefix: str, shard_id: int, num_shards: int) -> str:
@@ -518,7 +520,10 @@ class BundleBackend(StorageBackend):
         """Remove leftovers of saves that never committed in ``directory``; return them.
 
         Removed: data objects and piece indexes whose prefix has no index, piece
-        indexes of committed prefixes, and ``<prefix>_temp`` directories.
+        indexes of committed prefixes, ``<prefix>_temp`` directories, and the
+        hidden temporary files (``.<name>.tmp-<hex>``) that a killed
+        :class:`~trackpoint.backends.local.LocalFiles` sink leaves for data
+        and index files.
         Concurrency caveat: a save that is still running in ``directory`` looks
         exactly like a crashed one, so call this only when no save is writing
         there (e.g. at job start, or from the single writer).
@@ -529,7 +534,10 @@ class BundleBackend(StorageBackend):
         for name in names:
             path = self.files.join(directory, name)
             m = _DATA_RE.match(name)
-            if m is not None and m.group("base") not in committed:
+            t = _SINK_TEMP_RE.match(name)
+            if t is not None and (_DATA_RE.match(t.group("name")) or t.group("name").endswith(".index")):
+                removed.append(path)
+            elif m is not None and m.group("base") not in committed:
                 removed.append(path)
             elif _PART_RE.match(name):
                 removed.append(path)
