@@ -243,6 +243,12 @@ def _reading(prefix: str, key: str) -> Iterator[None]:
         yield
     except CheckpointError:
         raise
+    except FileNotFoundError as exc:
+        # The tensor table lists it, so a missing piece means a damaged checkpoint.
+        raise DataLossError(
+            f"zarr: tensor {key!r} of checkpoint {prefix!r} is corrupted or incomplete (missing: {exc}); "
+            "restore from another checkpoint"
+        ) from exc
     except PermissionError as exc:
         raise StoragePermissionError(f"zarr: permission denied reading {key!r} of {prefix!r}: {exc}") from exc
     except OSError as exc:

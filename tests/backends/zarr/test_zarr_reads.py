@@ -1,0 +1,133 @@
+"""Restore reads only what it needs, into ``out`` where it can, and detects corruption."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pytest
+
+from trackpoint.backends.zarr import encode_key
+from trackpoint.errors import CheckpointKeyError, DataLossError, DTypeMismatchError, ShapeMismatchError, StorageError
+from trackpoint.storage import CheckpointOptions, WriteItem
+
+_OWN = CheckpointOptions(backend_options={"pack_bytes": 0, "chunk_bytes": 64 * 1024})
+
+
+def _save(where: Any) -> dict[str, np.ndarray[Any, Any]]:
+    tensors = {
+        "keep": np.arange(60_000, dtype=np.float64).reshape(300, 200),
+        "victim": np.arange(50_000, dtype=np.int32),
+    }
+    where.backend.save(where.prefix(), [WriteItem(k, v) for k, v in tensors.items()], _OWN)
+    return tensors
+
+
+def _data_dir(where: Any) -> str:
+    group = where.raw_path(where.prefix()) + ".zarr"
+    subs = [p for p in where.raw.ls(group, detail=False) if p.rstrip("/").rsplit("/", 1)[-1].startswith("v-")]
+    return subs[0].rstrip("/") if subs else group
+
+
+def _chunks(where: Any, name: str) -> list[str]:
+    return sorted(p for p in where.raw.find(f"{_data_dir(where)}/{name}") if "/c/" in p)
+
+
+def test_reading_one_tensor_ignores_a_destroyed_neighbour(where: Any) -> None:
+    tensors = _save(where)
+    # Remove the other array's metadata and overwrite its chunks with garbage.
+    victim = f"{_data_dir(where)}/{encode_key('victim')}"
+    for path in _chunks(where, "victim"):
+        where.raw.pipe_file(path, b"garbage")
+    where.raw.rm_file(f"{victim}/zarr.json")
+    with where.backend.open_reader(where.prefix()) as reader:
+        np.testing.assert_array_equal(reader.read("keep"), tensors["keep"])
+        with pytest.raises(DataLossError, match="zarr: tensor 'victim' of checkpoint .* is corrupted"):
+            reader.read("victim")
+
+
+def test_a_flipped_bit_is_a_data_loss_error(where: Any) -> None:
+    _save(where)
+    path = _chunks(where, "keep")[1]
+    data = bytearray(where.raw.cat_file(path))
+    data[len(data) // 2] ^= 0x10
+    where.raw.pipe_file(path, bytes(data))
+    with where.backend.open_reader(where.prefix()) as reader:
+        with pytest.raises(DataLossError, match="'keep'.*corrupted or incomplete"):
+            reader.read("keep")
+
+
+def test_a_corrupted_packed_shard_is_detected(local: Any) -> None:
+    local.backend.save(local.prefix(), [WriteItem("small", np.arange(10))])
+    (path,) = _chunks(local, "_packed-00000")
+    data = bytearray(local.raw.cat_file(path))
+    data[0] ^= 0xFF
+    local.raw.pipe_file(path, bytes(data))
+    with local.backend.open_reader(local.prefix()) as reader, pytest.raises(DataLossError, match="'small'"):
+        reader.read("small")
+
+
+def test_read_into_out_fills_it_in_place(local: Any) -> None:
+    tensors = _save(local)
+    out = np.full((300, 200), -1.0)
+    with local.backend.open_reader(local.prefix()) as reader:
+        assert reader.read("keep", out=out) is out
+    np.testing.assert_array_equal(out, tensors["keep"])
+
+
+def test_read_into_a_non_contiguous_out(local: Any) -> None:
+    tensors = _save(local)
+    base = np.zeros((300, 400))
+    out = base[:, ::2]
+    with local.backend.open_reader(local.prefix()) as reader:
+        assert reader.read("keep", out=out) is out
+    np.testing.assert_array_equal(out, tensors["keep"])
+
+
+def test_packed_reads_fill_out_too(local: Any) -> None:
+    local.backend.save(local.prefix(), [WriteItem("s", np.arange(12, dtype=np.int16).reshape(3, 4))])
+    out = np.zeros((3, 4), np.int16)
+    with local.backend.open_reader(local.prefix()) as reader:
+        (got,) = reader.read_many([("s", out)])
+    assert got is out
+    np.testing.assert_array_equal(out, np.arange(12).reshape(3, 4))
+
+
+def test_out_of_the_wrong_dtype_or_shape_is_refused(local: Any) -> None:
+    _save(local)
+    with local.backend.open_reader(local.prefix()) as reader:
+        with pytest.raises(DTypeMismatchError, match="cannot read 'keep' \\(float64\\) into an array of dtype float32"):
+            reader.read("keep", out=np.zeros((300, 200), np.float32))
+        with pytest.raises(ShapeMismatchError, match="cannot read 'keep' \\(300, 200\\) into an array of shape"):
+            reader.read("keep", out=np.zeros((200, 300)))
+
+
+def test_missing_key_and_closed_reader(local: Any) -> None:
+    _save(local)
+    reader = local.backend.open_reader(local.prefix())
+    with pytest.raises(CheckpointKeyError, match="has no tensor 'nope'"):
+        reader.read("nope")
+    assert reader.has("keep") and not reader.has("nope")
+    reader.close()
+    with pytest.raises(StorageError, match="reader of .* is closed"):
+        reader.read("keep")
+
+
+def test_read_many_mixes_packed_and_own_arrays_in_request_order(local: Any) -> None:
+    items = [WriteItem(f"p{i}", np.full(3, i)) for i in range(50)] + [WriteItem("big", np.arange(100_000))]
+    local.backend.save(local.prefix(), items)
+    order = ["big", "p49", "p0", "p7", "big"]
+    with local.backend.open_reader(local.prefix()) as reader:
+        got = reader.read_many([(k, None) for k in order])
+    expected = {it.key: it.array for it in items}
+    assert len(got) == len(order)
+    for k, v in zip(order, got, strict=True):
+        np.testing.assert_array_equal(v, expected[k])
+
+
+def test_reader_survives_a_newer_save_at_another_prefix(local: Any) -> None:
+    tensors = _save(local)
+    reader = local.backend.open_reader(local.prefix())
+    local.backend.save(local.prefix("other"), [WriteItem("keep", np.zeros(3))])
+    np.testing.assert_array_equal(reader.read("keep"), tensors["keep"])
+    reader.close()
