@@ -8,8 +8,8 @@ Every hook here has a section in ``docs/hooks.md``; a test enforces it.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any
 
 import pluggy
 
@@ -17,7 +17,14 @@ if TYPE_CHECKING:
     from trackpoint.plugins._spec import BackendSpec
     from trackpoint.storage import CheckpointOptions
 
-__all__ = ["PROJECT_NAME", "hookimpl", "hookspec", "trackpoint_register_backends", "trackpoint_select_backend"]
+__all__ = [
+    "PROJECT_NAME",
+    "hookimpl",
+    "hookspec",
+    "trackpoint_configure_backend",
+    "trackpoint_register_backends",
+    "trackpoint_select_backend",
+]
 
 #: The pluggy project name; markers of any other project are ignored.
 PROJECT_NAME = "trackpoint"
@@ -104,4 +111,48 @@ def trackpoint_select_backend(url: str, options: CheckpointOptions) -> str | Non
     Only needed when a scheme alone cannot decide, e.g. a plugin that routes
     ``s3://`` URLs of one bucket to a different backend. Backends that serve a
     scheme just declare it in ``BackendSpec.schemes``.
+    """
+
+
+# ---------------------------------------------------------------------------
+# Configuration
+# ---------------------------------------------------------------------------
+
+
+@hookspec
+def trackpoint_configure_backend(name: str, url: str, options: CheckpointOptions) -> Mapping[str, Any] | None:
+    """Supply storage options (endpoints, credentials, tuning) for a backend about to be opened.
+
+    Called after selection, just before ``BackendSpec.factory``, by every
+    plugin that implements it (last-registered first). The answers are merged
+    into ``options.storage_options`` and the factory receives the result: for
+    each key the user's own ``storage_options`` win, then the first plugin
+    that supplied the key.
+
+    Parameters
+    ----------
+    name
+        The selected backend's name (``"s3"``).
+    url
+        The checkpoint path or URL as the user wrote it.
+    options
+        The options of the save or restore, as the user gave them.
+
+    Returns
+    -------
+    Mapping or None
+        Storage options to add (``{"endpoint_url": ..., "key": ...}``), or
+        ``None`` to add nothing. Values may be secrets: trackpoint never logs
+        them or puts them in messages. Anything but a mapping with ``str``
+        keys is a :class:`~trackpoint.errors.PluginError`.
+
+    .. versionadded:: 0.1
+
+    Use in backends
+    ---------------
+    Backends rarely implement it; it is for site plugins that know where
+    checkpoints live, e.g. one that returns the endpoint and credentials of an
+    on-premises S3 store for ``s3://`` URLs of its buckets, so that training
+    code carries no secrets. Return ``None`` for URLs and backends you do not
+    know.
     """

@@ -24,6 +24,9 @@ Selection precedence for a URL (first match wins):
 4. the scheme table built from ``BackendSpec.schemes``;
 5. the default, ``bundle``, for plain paths and ``file://`` URLs.
 
+Before the backend's factory runs, every ``trackpoint_configure_backend``
+implementation may add storage options (the user's own options win).
+
 Entry-point metadata is read once per manager; plugin modules are imported
 when the manager is first used (they are light: storage libraries are
 imported by ``BackendSpec.factory`` when a backend is created).
@@ -31,14 +34,16 @@ imported by ``BackendSpec.factory`` when a backend is created).
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import importlib.metadata
 import importlib.util
 import logging
 import os
 import threading
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Final
+from typing import Any, Final
 
 import pluggy
 
@@ -410,6 +415,7 @@ class PluginHost:
         name, source = self._select(url, opts)
         with self._lock:
             table = self._build_table()
+            pm = self._load().pm
             entry = table.backends.get(name)
             if entry is None:
                 raise self._unknown(name, source, table)
@@ -417,6 +423,7 @@ class PluginHost:
         missing = _missing_module(spec)
         if missing is not None:
             raise BackendUnavailableError(f"backend {name!r} needs {missing}: {spec.install_command()}")
+        opts = _configure(pm, name, url, opts)
         # No instance cache: factories are cheap (fsspec caches its clients
         # itself), a backend may bind its URL (one database file, one bucket),
         # and a shared instance would make close() by one caller break others.
@@ -477,6 +484,37 @@ class PluginHost:
                 )
             )
         return rows
+
+
+def _configure(pm: pluggy.PluginManager, name: str, url: str, options: CheckpointOptions) -> CheckpointOptions:
+    """``options`` with the storage options plugins supply through ``trackpoint_configure_backend``."""
+    caller = pm.hook.trackpoint_configure_backend
+    if not caller.get_hookimpls():
+        return options
+    implementers = ", ".join(impl.plugin_name for impl in caller.get_hookimpls())
+    try:
+        answers = caller(name=name, url=url, options=options)
+    except CheckpointError:
+        raise
+    except Exception as exc:
+        raise PluginError(
+            f"trackpoint_configure_backend failed for backend {name!r} and {url!r} "
+            f"(implemented by: {implementers}): {type(exc).__name__}"
+        ) from exc
+    merged: dict[str, Any] = {}
+    for answer in answers:  # last-registered plugin first: it wins per key
+        if not isinstance(answer, Mapping) or not all(isinstance(k, str) for k in answer):
+            raise PluginError(
+                f"trackpoint_configure_backend returned {type(answer).__name__} for backend {name!r} "
+                f"(implemented by: {implementers}); return a mapping of storage options or None"
+            )
+        for key, value in answer.items():
+            merged.setdefault(key, value)
+    if not merged:
+        return options
+    # The user's explicit storage options always win over plugin defaults.
+    merged.update(options.storage_options)
+    return dataclasses.replace(options, storage_options=merged)
 
 
 # ------------------------------------------------------------------ process-wide host
