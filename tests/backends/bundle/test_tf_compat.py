@@ -378,6 +378,35 @@ def test_save_python_state_is_byte_identical(tmp_path: Path) -> None:
     _assert_same_files(tmp_path, "python_state")
 
 
+def _without_full_names(nodes: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    out = []
+    for node in nodes:
+        node = dict(node)
+        if "attributes" in node:
+            node["attributes"] = [{k: v for k, v in a.items() if k != "full_name"} for a in node["attributes"]]
+        out.append(node)
+    return out
+
+
+def test_rewrite_of_nested_keeps_tf_graph_and_data_order(tmp_path: Path) -> None:
+    # Restore TF's nested checkpoint and write it back. Only the variables' full_name strings may
+    # differ (TF names slots "<var>/Momentum"); node order (BFS, the diamond, slots appended in TF's
+    # order) and the data layout must be TF's, so the data files agree up to the object graph.
+    c = tfcases.checkpoints("nested")[0]
+    model: Any = tp.AutoTrackable()
+    optimizer = tp.optimizers.SGD(learning_rate=0.1, momentum=0.9)
+    _populate(model)
+    ckpt = tp.Checkpoint(model=model, optimizer=optimizer)
+    ckpt.restore(c.prefix).assert_consumed()
+    ckpt.write(str(tmp_path / "ckpt-1"))
+    ours = json_format.MessageToDict(tp.object_metadata(str(tmp_path / "ckpt-1")), preserving_proto_field_name=True)
+    assert _without_full_names(ours["nodes"]) == _without_full_names(c.record["object_graph"])
+    graph_offset = c.record["index"]["entries"][OBJECT_GRAPH_KEY]["offset"]
+    data = "ckpt-1.data-00000-of-00001"
+    theirs = (tfcases.FIXTURES / "nested" / data).read_bytes()
+    assert (tmp_path / data).read_bytes()[:graph_offset] == theirs[:graph_offset]
+
+
 # ---------------------------------------------------------------- damaged copies
 
 
