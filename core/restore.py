@@ -585,8 +585,8 @@ class InitializationOnlyStatus(LoadStatus):
 class NameBasedSaverStatus(LoadStatus):
     """Status of a restore from a checkpoint without an object graph (matching by ``Variable.name``).
 
-    Only objects that exist at restore time are restored; there is no
-    deferred restore in this mode.
+    Objects that exist at restore time are restored at once; variables
+    attached to them later are restored when they are tracked.
     """
 
     def __init__(self, restore: _NameBasedRestore, view: ObjectGraphView) -> None:
@@ -613,8 +613,8 @@ class NameBasedSaverStatus(LoadStatus):
         names = node_names(self._view)
         missing = [
             f"  {names.get(id(obj), repr(obj))}: {', '.join(attrs)}"
-            for obj, attrs in self._restore.unused_attributes
-            if not self._optional(obj)
+            for obj, attrs in ((ref(), attrs) for ref, attrs in self._restore.unused_attributes)
+            if obj is not None and not self._optional(obj)
         ]
         if missing:
             raise MatchError(
@@ -628,8 +628,8 @@ class NameBasedSaverStatus(LoadStatus):
         ]
         if stale:
             raise MatchError(
-                f"Objects not restored from the name-based checkpoint {self._restore.save_path!r} (created after "
-                "restore()):\n" + _describe_objects(stale, names)
+                f"Objects not restored from the name-based checkpoint {self._restore.save_path!r} (not reachable "
+                "from the restored objects when they were created):\n" + _describe_objects(stale, names)
             )
         return self
 
@@ -642,41 +642,67 @@ class NameBasedSaverStatus(LoadStatus):
         return self.assert_consumed()
 
 
-@dataclass
 class _NameBasedRestore:
-    save_path: str
-    restore_uid: int
-    unused_attributes: list[tuple[Trackable, list[str]]]
+    """A restore from a checkpoint without an object graph: values are matched by ``Variable.name``.
+
+    It stays attached to every object it visited, so that dependencies added
+    to them later are restored too; the reader stays open while it is.
+    """
+
+    def __init__(self, reader: CheckpointReader, save_path: str) -> None:
+        self.reader = reader
+        self.save_path = save_path
+        self.restore_uid = next_uid()
+        self.keys = frozenset(reader.keys())
+        self.unused_attributes: list[tuple[weakref.ref[Trackable], list[str]]] = []
+        weakref.finalize(self, reader.close)
+
+    def is_simple_variable(self) -> bool:
+        # Restore-on-create needs an object graph; by-name values are assigned after creation.
+        return False
+
+    def tensor_info(self) -> TensorInfo:
+        raise InvalidCheckpointError(f"{self.save_path!r} has no object graph: values are matched by name")
+
+    def restore(self, trackable: Trackable) -> None:
+        """Restore every not-yet-restored variable under ``trackable`` whose name is a key.
+
+        All dtypes and shapes are checked before any variable is written.
+        """
+        todo: list[tuple[Variable, str]] = []
+        touched: list[Trackable] = []
+        for obj in list_objects(ObjectGraphView(trackable)):
+            obj._maybe_initialize_trackable()
+            if not any(r is self for r in obj._self_name_based_restores):
+                obj._self_name_based_restores.append(self)
+            if obj._update_uid >= self.restore_uid:
+                continue
+            touched.append(obj)
+            if isinstance(obj, Variable):
+                if obj.name in self.keys:
+                    info = self.reader.info(obj.name)
+                    obj._check_restore_tensors({VARIABLE_VALUE_KEY: info}, {VARIABLE_VALUE_KEY: obj.name})
+                    todo.append((obj, obj.name))
+                else:
+                    self.unused_attributes.append((weakref.ref(obj), [obj.name]))
+            elif _has_attributes(obj):
+                self.unused_attributes.append((weakref.ref(obj), list(obj._checkpoint_attribute_names())))
+        results = self.reader.read_many([(key, var._restore_buffer(VARIABLE_VALUE_KEY)) for var, key in todo])
+        for (var, _), result in zip(todo, results, strict=True):
+            if result is not var._restore_buffer(VARIABLE_VALUE_KEY):
+                var._restore_from_tensors({VARIABLE_VALUE_KEY: result})
+        for obj in touched:
+            obj._update_uid = self.restore_uid
 
 
 def restore_by_name(reader: CheckpointReader, view: ObjectGraphView, save_path: str) -> NameBasedSaverStatus:
-    """Restore every existing variable whose ``name`` is a key of the checkpoint.
+    """Restore the graph of ``view`` from a checkpoint without an object graph, by variable name.
 
-    All dtypes and shapes are checked before any variable is written.
+    Variables attached later to any object of the graph are restored when
+    they are tracked.
     """
-    uid = next_uid()
-    keys = set(reader.keys())
-    unused: list[tuple[Trackable, list[str]]] = []
-    todo: list[tuple[Variable, str]] = []
-    touched: list[Trackable] = []
-    for obj in list_objects(view):
-        obj._maybe_initialize_trackable()
-        if obj._update_uid >= uid:
-            continue
-        touched.append(obj)
-        if isinstance(obj, Variable):
-            if obj.name in keys:
-                obj._check_restore_tensors({VARIABLE_VALUE_KEY: reader.info(obj.name)}, {VARIABLE_VALUE_KEY: obj.name})
-                todo.append((obj, obj.name))
-            else:
-                unused.append((obj, [obj.name]))
-        elif _has_attributes(obj):
-            unused.append((obj, list(obj._checkpoint_attribute_names())))
-    results = reader.read_many([(key, var._restore_buffer(VARIABLE_VALUE_KEY)) for var, key in todo])
-    for (var, _), result in zip(todo, results, strict=True):
-        if result is not var._restore_buffer(VARIABLE_VALUE_KEY):
-            var._restore_from_tensors({VARIABLE_VALUE_KEY: result})
-    for obj in touched:
-        obj._update_uid = uid
-    reader.close()
-    return NameBasedSaverStatus(_NameBasedRestore(save_path, uid, unused), view)
+    by_name = _NameBasedRestore(reader, save_path)
+    by_name.restore(view.root)
+    for ref in view.attached_dependencies:
+        by_name.restore(ref.ref)
+    return NameBasedSaverStatus(by_name, view)

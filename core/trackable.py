@@ -89,6 +89,7 @@ class Trackable:
     _self_unconditional_checkpoint_dependencies: list[TrackableReference]
     _self_unconditional_dependency_names: dict[str, Trackable]
     _self_unconditional_deferred_dependencies: dict[str, list[DeferredRestore]]
+    _self_name_based_restores: list[DeferredRestore]
     _self_update_uid: int
 
     def _maybe_initialize_trackable(self) -> None:
@@ -98,6 +99,7 @@ class Trackable:
         object.__setattr__(self, "_self_unconditional_checkpoint_dependencies", [])
         object.__setattr__(self, "_self_unconditional_dependency_names", {})
         object.__setattr__(self, "_self_unconditional_deferred_dependencies", {})
+        object.__setattr__(self, "_self_name_based_restores", [])
         # -1: never restored; any restore (uid >= 1) is newer.
         object.__setattr__(self, "_self_update_uid", -1)
 
@@ -191,15 +193,19 @@ class Trackable:
 
         The newest restore is applied first; older ones then only bind objects,
         since restore uids make their values lose (the latest restore wins).
+        Name-based restores that reached this object are passed on to the new
+        dependency as well (TensorFlow restores variables created after a
+        name-based ``restore()`` too).
         """
         self._maybe_initialize_trackable()
         trackable._maybe_initialize_trackable()
         waiting = self._self_unconditional_deferred_dependencies.get(name)
-        if not waiting:
-            return
-        for position in sorted(waiting, key=lambda p: p.restore_uid, reverse=True):
-            position.restore(trackable)
-        self._self_unconditional_deferred_dependencies.pop(name, None)
+        if waiting:
+            for position in sorted(waiting, key=lambda p: p.restore_uid, reverse=True):
+                position.restore(trackable)
+            self._self_unconditional_deferred_dependencies.pop(name, None)
+        for by_name in sorted(self._self_name_based_restores, key=lambda r: r.restore_uid, reverse=True):
+            by_name.restore(trackable)
 
     def _dependency_requested(self, name: str) -> None:
         """A restore queued a value for the missing dependency ``name``.

@@ -177,3 +177,14 @@ def test_name_based_restore_validates_before_writing() -> None:
     with pytest.raises(tp.ShapeMismatchError, match=r"cannot restore 'b'.*shape \(3,\)"):
         tp.Checkpoint(root=root).restore("memory://n/model.ckpt")
     np.testing.assert_array_equal(root.a.numpy(), [0.0, 0.0])
+
+
+def test_name_based_restore_reaches_variables_created_later() -> None:
+    _write_name_based("memory://n/model.ckpt", **{"k": np.full(2, 3.0, np.float32), "late": np.full(1, 4.0, np.float32)})
+    root = tp.AutoTrackable()
+    root.k = tp.Variable(np.zeros(2, np.float32), name="k")
+    status = tp.Checkpoint(root=root).restore("memory://n/model.ckpt")
+    root.sub = tp.AutoTrackable()
+    root.sub.late = tp.Variable(np.zeros(1, np.float32), name="late")
+    assert root.sub.late.numpy()[0] == 4.0
+    status.assert_consumed()
