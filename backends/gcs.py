@@ -39,6 +39,7 @@ __all__ = ["GCSFiles", "create_backend", "create_files"]
 _CHUNK_ALIGN: Final = 256 * 1024  # resumable-upload chunks are multiples of 256 KiB
 _READ_CHUNK: Final = 1 << 20
 _DELETE_CONCURRENCY: Final = 16
+_LIST_PAGE: Final = 1000  # the JSON API's largest page
 
 
 def _q(name: str) -> str:
@@ -191,7 +192,12 @@ class GCSFiles(FsspecFiles):
         keys: list[str] = []
         token: str | None = None
         while True:
-            params = {"prefix": prefix, "delimiter": "/", "fields": "items(name),nextPageToken"}
+            params = {
+                "prefix": prefix,
+                "delimiter": "/",
+                "maxResults": str(_LIST_PAGE),
+                "fields": "items(name),nextPageToken",
+            }
             if token:
                 params["pageToken"] = token
             _, _, body = await self._request("GET", f"{self._base}/storage/v1/b/{_q(bucket)}/o", params=params)

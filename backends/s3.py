@@ -33,6 +33,7 @@ __all__ = ["S3Files", "create_backend", "create_files"]
 _MIN_PART: Final = 5 * (1 << 20)  # S3's smallest non-final multipart part
 _DELETE_BATCH: Final = 1000  # DeleteObjects accepts at most 1,000 keys
 _READ_CHUNK: Final = 1 << 20
+_LIST_PAGE: Final = 1000  # ListObjectsV2's largest page
 
 _TRANSIENT_CODES: Final = frozenset(
     {
@@ -178,7 +179,7 @@ class S3Files(FsspecFiles):
         keys: list[str] = []
         token: str | None = None
         while True:
-            kw: dict[str, Any] = {"Bucket": bucket, "Prefix": prefix, "Delimiter": "/"}
+            kw: dict[str, Any] = {"Bucket": bucket, "Prefix": prefix, "Delimiter": "/", "MaxKeys": _LIST_PAGE}
             if token:
                 kw["ContinuationToken"] = token
             r = await s3.list_objects_v2(**kw)

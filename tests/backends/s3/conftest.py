@@ -14,8 +14,6 @@ from trackpoint.storage import CheckpointOptions
 #: Fast retries so fault tests take milliseconds, not the production backoff.
 FAST_RETRIES: dict[str, Any] = {"retries": 4, "retry_base_delay": 0.01, "retry_max_delay": 0.05, "request_timeout": 10.0}
 
-pytestmark = pytest.mark.s3
-
 
 @pytest.fixture
 def make_files(s3_storage_options: dict[str, Any]) -> Iterator[Callable[..., S3Files]]:

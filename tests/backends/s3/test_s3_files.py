@@ -6,6 +6,7 @@ import os
 from typing import Any
 
 import pytest
+from faultproxy import FaultProxy
 
 from trackpoint.backends.s3 import S3Files
 from trackpoint.errors import CheckpointNotFoundError, DataLossError
@@ -127,8 +128,15 @@ async def _pipe_many(files: S3Files, bucket: str, paths: list[str]) -> None:
     await asyncio.gather(*(files._a_put(bucket[5:], p[len(bucket) + 1 :], b"x", Condition(), "w") for p in paths))
 
 
-def test_listing_sees_other_writers_at_once(files: S3Files, s3_bucket: str, s3_raw: Any) -> None:
-    assert files.listdir(f"{s3_bucket}/shared") == []
-    s3_raw.pipe(f"{s3_bucket[5:]}/shared/from-elsewhere", b"1")
-    assert files.listdir(f"{s3_bucket}/shared") == ["from-elsewhere"]
-    assert files.exists(f"{s3_bucket}/shared/from-elsewhere")
+def test_listing_pages_and_sees_other_writers_at_once(
+    proxied: S3Files, proxy: FaultProxy, s3_bucket: str, s3_raw: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import trackpoint.backends.s3 as s3_module
+
+    monkeypatch.setattr(s3_module, "_LIST_PAGE", 10)  # same paging loop as 1,000-key pages, fewer objects
+    assert proxied.listdir(f"{s3_bucket}/shared") == []
+    s3_raw.pipe({f"{s3_bucket[5:]}/shared/o{i:02d}": b"1" for i in range(25)})  # written by another client
+    proxy.clear()
+    assert proxied.listdir(f"{s3_bucket}/shared") == [f"o{i:02d}" for i in range(25)]
+    assert proxy.count("GET", r"list-type=2") == 3
+    assert proxied.exists(f"{s3_bucket}/shared/o07")
