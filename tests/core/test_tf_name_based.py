@@ -119,13 +119,8 @@ def test_dtype_mismatch_raises_and_restores_nothing() -> None:
         assert not np.asarray(var.numpy()).any(), f"{name} was modified by a failed restore"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=MatchError,
-    reason="trackpoint's NameBasedSaverStatus does not restore variables created after restore(); "
-    "TF 2.21 does (checked with these fixtures)",
-)
 def test_variable_created_after_name_based_restore_is_restored() -> None:
+    # TF 2.21 restores a variable tracked after restore() by name (checked with these fixtures).
     kernel = tp.Variable(np.zeros((3, 2), np.float32), name="dense/kernel")
     model = _model({"dense/kernel": kernel})
     status = tp.Checkpoint(model=model).restore(str(TF1_DIR / "model.ckpt-2"))
