@@ -10,6 +10,7 @@ tracking.
 
 from __future__ import annotations
 
+import abc
 from collections.abc import Iterable, Iterator, Mapping, MutableMapping, MutableSequence, Sequence
 from typing import Any, Generic, TypeVar, overload
 
@@ -63,11 +64,20 @@ def sticky_attribute_assignment(trackable: Trackable, name: str, value: Any) -> 
     return value
 
 
-class TrackableDataStructure(Trackable):
+def _by_index(storage: Sequence[Any], name: str) -> Trackable | None:
+    """The trackable element named ``name`` (its decimal index), in O(1)."""
+    if not name.isdigit() or str(int(name)) != name or int(name) >= len(storage):
+        return None
+    value = storage[int(name)]
+    return value if isinstance(value, Trackable) else None
+
+
+class TrackableDataStructure(Trackable, metaclass=abc.ABCMeta):
     """Base of the container wrappers: children are computed from the contents."""
 
+    @abc.abstractmethod
     def _items(self) -> Iterable[tuple[Any, Any]]:
-        raise NotImplementedError  # pragma: no cover - every wrapper overrides it
+        """``(name, value)`` pairs of the contents, in order."""
 
     def _trackable_children(self) -> dict[str, Trackable]:
         children: dict[str, Trackable] = {}
@@ -102,6 +112,9 @@ class ListWrapper(TrackableDataStructure, MutableSequence[Any]):
 
     def _items(self) -> Iterable[tuple[Any, Any]]:
         return ((str(i), v) for i, v in enumerate(self._self_storage))
+
+    def _lookup_dependency(self, name: str) -> Trackable | None:
+        return _by_index(self._self_storage, name)
 
     @overload
     def __getitem__(self, index: int) -> Any: ...
@@ -194,6 +207,9 @@ class _TupleWrapper(TrackableDataStructure, Sequence[Any]):
 
     def _items(self) -> Iterable[tuple[Any, Any]]:
         return ((str(i), v) for i, v in enumerate(self._self_storage))
+
+    def _lookup_dependency(self, name: str) -> Trackable | None:
+        return _by_index(self._self_storage, name)
 
     @overload
     def __getitem__(self, index: int) -> Any: ...

@@ -24,6 +24,7 @@ interface; this module performs no I/O of its own.
 
 from __future__ import annotations
 
+import abc
 import collections
 import logging
 import weakref
@@ -249,7 +250,10 @@ class _Plan:
         """Tentatively match a node to an object; ``False`` if already matched."""
         trackable._maybe_initialize_trackable()
         self.seen.append(trackable)
-        current = self.coordinator.object_by_proto_id.get(position.proto_id) or self.tentative.get(position.proto_id)
+        # Explicit None checks: an empty container wrapper is falsy.
+        current = self.coordinator.object_by_proto_id.get(position.proto_id)
+        if current is None:
+            current = self.tentative.get(position.proto_id)
         if current is None:
             self.tentative[position.proto_id] = trackable
             self.bindings.append((position, trackable))
@@ -390,20 +394,20 @@ def restore_root(coordinator: RestoreCoordinator) -> None:
 
 
 # --------------------------------------------------------------------- statuses
-class LoadStatus:
+class LoadStatus(abc.ABC):
     """What every load status offers; returned by ``Checkpoint.restore``/``read``."""
 
+    @abc.abstractmethod
     def assert_consumed(self) -> LoadStatus:
         """Raise :class:`MatchError` unless every value and every object matched."""
-        raise NotImplementedError  # pragma: no cover - abstract
 
+    @abc.abstractmethod
     def assert_existing_objects_matched(self) -> LoadStatus:
         """Raise :class:`MatchError` if an existing object got no value."""
-        raise NotImplementedError  # pragma: no cover - abstract
 
+    @abc.abstractmethod
     def assert_nontrivial_match(self) -> LoadStatus:
         """Raise :class:`MatchError` if nothing but the root matched."""
-        raise NotImplementedError  # pragma: no cover - abstract
 
     def run_restore_ops(self) -> None:
         """Kept for TensorFlow compatibility: values are applied eagerly, nothing to run."""

@@ -207,3 +207,27 @@ def test_non_string_dict_key_with_trackable_fails_on_save() -> None:
     root.d = {1: tp.Variable(1.0)}
     with pytest.raises(tp.TrackableError, match="non-string key 1"):
         tp.Checkpoint(root=root).write("memory://r/bad")
+
+
+def test_list_lookup_by_decimal_index_only() -> None:
+    wrapper = tp.ListWrapper([tp.Variable(1.0), 3])
+    assert wrapper._lookup_dependency("0") is wrapper[0]
+    assert wrapper._lookup_dependency("00") is None
+    assert wrapper._lookup_dependency("1") is None  # not trackable
+    assert wrapper._lookup_dependency("7") is None
+
+
+def test_empty_containers_are_matched_and_filled_across_restores() -> None:
+    root = tp.AutoTrackable()
+    root.items = [tp.Variable(1.0)]
+    path = tp.Checkpoint(root=root).write("memory://r/empty")
+    target = tp.AutoTrackable()
+    target.items = []
+    ckpt = tp.Checkpoint(root=target)
+    first = ckpt.read(path)
+    second = ckpt.read(path)  # the (empty, falsy) list is already matched: no re-binding
+    assert first._checkpoint.object_by_proto_id[1] is target.items
+    target.items.append(tp.Variable(0.0))
+    assert target.items[0].numpy() == 1.0
+    first.assert_consumed()
+    second.assert_consumed()
