@@ -114,6 +114,13 @@ class CheckpointManager:
     leaves an unlisted remainder, invisible because backends remove the commit
     point first; it is never reported as kept, and ``cleanup`` removes its
     uncommitted pieces when the next manager opens the directory.
+
+    Several managers may share a directory if their checkpoint names
+    differ: each rewrites only its own entries of the state file, with
+    conditional writes. Because creating a manager runs the backend's
+    ``cleanup``, and a backend may be unable to tell a crashed save from one
+    still running (the local bundle backend cannot), create a manager while
+    no other process is saving into the same directory.
     """
 
     def __init__(
