@@ -16,6 +16,7 @@ from trackpoint.data_structures import ListWrapper, NoDependency
 from trackpoint.dtypes import bfloat16, string
 from trackpoint.errors import *  # noqa: F403
 from trackpoint.errors import __all__ as _errors_all
+from trackpoint.manager import CheckpointManager
 from trackpoint.python_state import PythonState
 from trackpoint.reader import TensorReader, list_variables, load_checkpoint, object_metadata
 from trackpoint.restore import (
@@ -24,7 +25,8 @@ from trackpoint.restore import (
     LoadStatus,
     NameBasedSaverStatus,
 )
-from trackpoint.state import latest_checkpoint
+from trackpoint.saver import Saver
+from trackpoint.state import latest_checkpoint, read_checkpoint_state, update_checkpoint_state
 from trackpoint.storage import CheckpointOptions
 from trackpoint.trackable import Trackable
 from trackpoint.variables import Variable
@@ -38,6 +40,7 @@ __all__ = [
     "AutoTrackable",
     "Checkpoint",
     "CheckpointLoadStatus",
+    "CheckpointManager",
     "CheckpointOptions",
     "InitializationOnlyStatus",
     "ListWrapper",
@@ -45,6 +48,7 @@ __all__ = [
     "NameBasedSaverStatus",
     "NoDependency",
     "PythonState",
+    "Saver",
     "TensorReader",
     "Trackable",
     "Variable",
@@ -55,7 +59,9 @@ __all__ = [
     "load_checkpoint",
     "object_metadata",
     "optimizers",
+    "read_checkpoint_state",
     "string",
+    "update_checkpoint_state",
     *_errors_all,
 ]
 
