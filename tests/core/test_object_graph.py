@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
+import pytest
 
 import trackpoint as tp
 from trackpoint.graph import ObjectGraphView, escape_local_name, serialize_object_graph
@@ -131,3 +134,18 @@ def test_object_graph_is_saved_last() -> None:
     items = write_items(ObjectGraphView(tp.Checkpoint(v=tp.Variable(1.0))))
     assert items[-1].key == "_CHECKPOINTABLE_OBJECT_GRAPH"
     assert items[-1].array.shape == () and items[-1].array.dtype == object
+
+
+def test_bundle_save_is_byte_identical_to_tensorflow(tmp_path: Path) -> None:
+    """End to end through the local bundle backend (tf-format-spec §6.5): data file and index."""
+    pytest.importorskip("trackpoint.backends.local")
+    tf_index = bytes.fromhex(
+        "00000608011a020801001c0e5f434845434b504f494e5441424c455f4f424a4543545f475241504808071200201428b40135"
+        "1f93779a00270d736176655f636f756e7465722f2e415454524942555445532f5641524941424c455f56414c554508091200"
+        "200c2808350175de41001c0f762f2e415454524942555445532f5641524941424c455f56414c55450801120412020803280c"
+        "35735b8971000000000100000000830adc04000000000100000000c0f2a1b00001037700a301000000000100000000aa8ea3"
+        "6ca80108b5010f0000000000000000000000000000000000000000000000000000000000000000000057fb808b247547db"
+    )
+    path = tp.Checkpoint(v=tp.Variable([1.0, 2.0, 3.0])).save(str(tmp_path / "ckpt"))
+    assert Path(path + ".data-00000-of-00001").read_bytes() == TF_DATA_FILE
+    assert Path(path + ".index").read_bytes() == tf_index
