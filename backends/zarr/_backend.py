@@ -296,8 +296,17 @@ class _Entry:
 class ZarrReader(CheckpointReader):
     """Reads one committed Zarr checkpoint; opens only the arrays that are read."""
 
-    def __init__(self, prefix: str, location: Location, data_root: str, table: Mapping[str, Any], graph: bytes | None):
+    def __init__(
+        self,
+        prefix: str,
+        location: Location,
+        data_root: str,
+        table: Mapping[str, Any],
+        graph: bytes | None,
+        metadata: Mapping[str, Any],
+    ) -> None:
         self.prefix = prefix
+        self._metadata = metadata
         self._location = location
         self._data_root = data_root
         self._graph = graph
@@ -345,9 +354,15 @@ class ZarrReader(CheckpointReader):
         with self._lock:
             arr = self._arrays.get(name)
         if arr is None:
-            store = self._location.zarr_store(_paths.join(self._data_root, name), read_only=True)
+            from zarr.core.array import AsyncArray
+            from zarr.storage import StorePath
+
+            meta = self._metadata.get(name)
+            if meta is None:
+                raise DataLossError(f"zarr: checkpoint {self.prefix!r} lists array {name!r} but has no metadata for it")
+            store = self._location.zarr_store(_paths.join(self._data_root, name), read_only=True, strict=True)
             with _quiet_vlen():
-                arr = zarr.open_array(store=store, mode="r", zarr_format=3)
+                arr = zarr.Array(AsyncArray(metadata=meta, store_path=StorePath(store)))
             with self._lock:
                 self._arrays[name] = arr
         return arr
@@ -498,24 +513,37 @@ class ZarrBackend(StorageBackend):
         return group, f"v-{save_id}"
 
     def _read_root(self, prefix: str, group: str) -> dict[str, Any] | None:
+        """The ``trackpoint`` attributes of the committed root group, ``None`` if nothing is committed."""
+        doc = self._read_root_document(prefix, group)
+        return None if doc is None else doc[0]
+
+    def _read_root_document(self, prefix: str, group: str) -> tuple[dict[str, Any], dict[str, Any]] | None:
+        """(``trackpoint`` attributes, consolidated array metadata) of the root group, verified."""
         raw = self._location.read_bytes(_paths.join(group, "zarr.json"))
         if raw is None:
             return None
         try:
             doc = json.loads(raw)
             attrs = doc["attributes"]["trackpoint"]
+            metadata = doc["consolidated_metadata"]["metadata"]
         except (ValueError, KeyError, TypeError) as exc:
             raise InvalidCheckpointError(
-                f"zarr: {group!r} is not a trackpoint Zarr checkpoint (no attributes['trackpoint'] in its zarr.json)"
+                f"zarr: {group!r} is not a trackpoint Zarr checkpoint (no attributes['trackpoint'] and "
+                "consolidated metadata in its zarr.json)"
             ) from exc
-        if not isinstance(attrs, dict) or attrs.get("format") != FORMAT_NAME:
+        if not isinstance(attrs, dict) or attrs.get("format") != FORMAT_NAME or not isinstance(metadata, dict):
             raise InvalidCheckpointError(f"zarr: {group!r} is a Zarr group but not a trackpoint checkpoint")
-        if int(attrs.get("version", 0)) > FORMAT_VERSION:
+        if not isinstance(attrs.get("version"), int) or attrs["version"] > FORMAT_VERSION:
             raise InvalidCheckpointError(
-                f"zarr: {group!r} uses layout version {attrs.get('version')}, newer than this trackpoint "
-                f"reads ({FORMAT_VERSION}); upgrade trackpoint"
+                f"zarr: {group!r} uses layout version {attrs.get('version')!r}, not one this trackpoint "
+                f"reads (up to {FORMAT_VERSION}); upgrade trackpoint"
             )
-        return attrs
+        if attrs.get("checksum") != _root_checksum(attrs, metadata):
+            raise DataLossError(
+                f"zarr: the root zarr.json of {group!r} fails its checksum (the tensor table or array "
+                "metadata was altered); restore from another checkpoint"
+            )
+        return attrs, metadata
 
     # -------------------------------------------------------------- writing
     def save(
@@ -692,7 +720,7 @@ class ZarrBackend(StorageBackend):
             metadata[data] = _group_metadata({})
         for name, meta in arrays.items():
             metadata[f"{data}/{name}" if data else name] = meta
-        attrs = {
+        attrs: dict[str, Any] = {
             "format": FORMAT_NAME,
             "version": FORMAT_VERSION,
             "save_id": save_id,
@@ -700,6 +728,7 @@ class ZarrBackend(StorageBackend):
             "object_graph": graph,
             "tensors": tensors,
         }
+        attrs["checksum"] = _root_checksum(attrs, metadata)
         doc = _group_metadata({"trackpoint": attrs})
         doc["consolidated_metadata"] = {"kind": "inline", "must_understand": False, "metadata": metadata}
         return json.dumps(doc, separators=(",", ":")).encode()
@@ -774,11 +803,11 @@ class ZarrBackend(StorageBackend):
     # -------------------------------------------------------------- reading
     def open_reader(self, prefix: str) -> CheckpointReader:
         group = self._group(prefix)
-        attrs = self._read_root(prefix, group)
-        if attrs is None:
+        found = self._read_root_document(prefix, group)
+        if found is None:
             raise CheckpointNotFoundError(f"zarr: no checkpoint is committed at {prefix!r} (no {group}/zarr.json)")
+        attrs, metadata = found
         data = str(attrs.get("data") or "")
-        data_root = _paths.join(group, data) if data else group
         graph_b64 = attrs.get("object_graph")
         try:
             graph = None if graph_b64 is None else base64.b64decode(graph_b64, validate=True)
@@ -787,7 +816,10 @@ class ZarrBackend(StorageBackend):
         table = attrs.get("tensors")
         if not isinstance(table, dict):
             raise InvalidCheckpointError(f"zarr: {group}/zarr.json has no tensor table")
-        return ZarrReader(prefix, self._location, data_root, table, graph)
+        # Array metadata comes from the (checksummed) consolidated copy: no
+        # per-array zarr.json read, and a damaged one cannot mislead a restore.
+        arrays = {name[len(data) + 1 :] if data else name: meta for name, meta in metadata.items()}
+        return ZarrReader(prefix, self._location, _paths.join(group, data) if data else group, table, graph, arrays)
 
     # ------------------------------------------------------------ namespace
     def exists(self, prefix: str) -> bool:
@@ -885,6 +917,15 @@ class ZarrBackend(StorageBackend):
 
     def __repr__(self) -> str:
         return f"<ZarrBackend on {self._location.kind}>"
+
+
+def _root_checksum(attrs: Mapping[str, Any], metadata: Mapping[str, Any]) -> int:
+    """CRC32C over a canonical JSON form of the tensor table and the array metadata the reader uses."""
+    import crc32c
+
+    body = {"attributes": {k: v for k, v in attrs.items() if k != "checksum"}, "metadata": metadata}
+    canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode()
+    return int(crc32c.crc32c(canonical))
 
 
 def _group_metadata(attributes: dict[str, Any]) -> dict[str, Any]:

@@ -36,7 +36,7 @@ from trackpoint.storage import ANY_VERSION, VersionedBytes, _AnyVersion
 if TYPE_CHECKING:
     from zarr.abc.store import Store
 
-__all__ = ["FsspecLocation", "LocalLocation", "Location", "translate_os_errors"]
+__all__ = ["FsspecLocation", "LocalLocation", "Location", "strict_store", "translate_os_errors"]
 
 #: fsspec protocol for each store kind.
 _PROTOCOLS: Final = {"s3": "s3", "gcs": "gcs"}
@@ -57,6 +57,36 @@ def translate_os_errors(store: str, what: str, path: str) -> Iterator[None]:
         raise StorageError(f"{store}: failed to {what} {path!r}: {exc}") from exc
 
 
+_STRICT: dict[type[Any], type[Any]] = {}
+
+
+def strict_store(base: type[Any]) -> type[Any]:
+    """A subclass of the Zarr store class ``base`` whose ``get`` raises for a missing key.
+
+    Zarr reads a missing chunk (and an empty shard) as the fill value.
+    trackpoint writes every chunk (``write_empty_chunks``), so for its
+    checkpoints a missing or emptied chunk is lost data and must fail the read
+    instead of restoring zeros.
+    """
+    cls = _STRICT.get(base)
+    if cls is None:
+
+        async def get(self: Any, key: str, prototype: Any = None, byte_range: Any = None) -> Any:
+            value = await base.get(self, key, prototype, byte_range)
+            if value is None:
+                raise FileNotFoundError(f"{key!r} is missing from {self}")
+            if len(value) == 0:
+                # Every stored chunk holds at least its codec output (and a
+                # CRC); the sharding codec would read an empty shard as "all
+                # fill value", so an emptied object must fail here.
+                raise ValueError(f"{key!r} in {self} is empty")
+            return value
+
+        cls = type(f"Strict{base.__name__}", (base,), {"get": get, "__module__": __name__})
+        _STRICT[base] = cls
+    return cls
+
+
 class Location(ABC):
     """Namespace operations on the store that holds Zarr checkpoints.
 
@@ -72,8 +102,8 @@ class Location(ABC):
         """The store path of a user path or URL (``zarr+s3://b/k`` -> ``b/k``)."""
 
     @abstractmethod
-    def zarr_store(self, path: str, *, read_only: bool) -> Store:
-        """A Zarr store rooted at ``path``."""
+    def zarr_store(self, path: str, *, read_only: bool, strict: bool = False) -> Store:
+        """A Zarr store rooted at ``path``; ``strict`` makes reading a missing key an error (see :func:`strict_store`)."""
 
     @abstractmethod
     def read_bytes(self, path: str) -> bytes | None:
@@ -148,10 +178,11 @@ class LocalLocation(Location):
             raise StorageError(f"zarr: {url!r} is not a local path; this backend instance stores on local disk")
         return os.path.abspath(url)
 
-    def zarr_store(self, path: str, *, read_only: bool) -> Store:
+    def zarr_store(self, path: str, *, read_only: bool, strict: bool = False) -> Store:
         from zarr.storage import LocalStore
 
-        return LocalStore(path, read_only=read_only)
+        cls = strict_store(LocalStore) if strict else LocalStore
+        return cls(path, read_only=read_only)
 
     def read_bytes(self, path: str) -> bytes | None:
         try:
@@ -348,13 +379,14 @@ class FsspecLocation(Location):
             raise StorageError(f"zarr: {url!r} names no bucket")
         return rest
 
-    def zarr_store(self, path: str, *, read_only: bool) -> Store:
+    def zarr_store(self, path: str, *, read_only: bool, strict: bool = False) -> Store:
         import fsspec
         from zarr.storage import FsspecStore
 
         if self._afs is None:
             self._afs = fsspec.filesystem(self._protocol, **self._async_opts)
-        return FsspecStore(self._afs, read_only=read_only, path=path)
+        cls = strict_store(FsspecStore) if strict else FsspecStore
+        return cls(self._afs, read_only=read_only, path=path)
 
     def read_bytes(self, path: str) -> bytes | None:
         with translate_os_errors(self._store_name, "read", path):
