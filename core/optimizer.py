@@ -130,7 +130,9 @@ class SGD(Optimizer):
     momentum
         Momentum factor in ``[0, 1)``; 0 disables the slot.
     name
-        Used in slot variable names.
+        Slot variables are named ``"<variable name>/<name>"``; pass
+        ``name="Momentum"`` to match the names TF1's ``MomentumOptimizer``
+        gives them (name-based restores).
     """
 
     def __init__(self, learning_rate: float = 0.01, momentum: float = 0.0, name: str = "SGD") -> None:
@@ -157,6 +159,11 @@ class SGD(Optimizer):
         if isinstance(counter, Variable):
             return counter
         return self.add_variable("iter", shape=(), dtype=np.int64, initializer=0, trainable=False)
+
+    def _slot_variable_name(self, var: Variable, slot_name: str) -> str:
+        # TF1 MomentumOptimizer's rule ("<variable>/<optimizer name>"): with
+        # name="Momentum", name-based restores of TF1 checkpoints find the slots.
+        return f"{var.name}/{self.name}"
 
     def _dependency_requested(self, name: str) -> None:
         # A checkpoint holds a step counter: create it now so it is restored at once.

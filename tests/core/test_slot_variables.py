@@ -131,3 +131,10 @@ def test_step_counter_in_checkpoint_is_created_on_restore() -> None:
     tp.Checkpoint(net=net, opt=opt).restore(path).assert_consumed()
     assert opt._lookup_dependency("iter") is opt.iterations
     assert opt.iterations.numpy() == 2
+
+
+def test_slot_variable_names_follow_tf1_momentum_rule() -> None:
+    net = Net()
+    opt = SGD(0.1, momentum=0.9, name="Momentum")
+    opt.apply_gradients([(np.ones(2), net.w)])
+    assert opt.get_slot(net.w, "momentum").name == "w/Momentum"  # type: ignore[union-attr]
