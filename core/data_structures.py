@@ -47,7 +47,7 @@ def wrap_or_unwrap(value: Any) -> Any:
         return _DictWrapper(value)
     if type(value) is list:
         return ListWrapper(value)
-    if isinstance(value, tuple) and not hasattr(value, "_fields"):
+    if isinstance(value, tuple):
         return _TupleWrapper(value)
     return value
 
@@ -199,11 +199,25 @@ class _DictWrapper(TrackableDataStructure, MutableMapping[Any, Any]):
 
 
 class _TupleWrapper(TrackableDataStructure, Sequence[Any]):
-    """An immutable tuple whose trackable elements are dependencies named by index."""
+    """An immutable tuple whose trackable elements are dependencies named by index.
+
+    A wrapped namedtuple keeps its field access (``pair.a``) and its other
+    attributes; ``isinstance(wrapper, tuple)`` is false.
+    """
 
     def __init__(self, values: Iterable[Any] = ()) -> None:
         self._maybe_initialize_trackable()
+        self._self_original = values
         self._self_storage: tuple[Any, ...] = tuple(wrap_or_unwrap(v) for v in values)
+
+    def __getattr__(self, name: str) -> Any:
+        # Only reached for names the wrapper lacks: namedtuple fields and methods.
+        if name.startswith("_self_"):
+            raise AttributeError(name)
+        fields = getattr(type(self._self_original), "_fields", ())
+        if name in fields:
+            return self._self_storage[fields.index(name)]
+        return getattr(self._self_original, name)
 
     def _items(self) -> Iterable[tuple[Any, Any]]:
         return ((str(i), v) for i, v in enumerate(self._self_storage))

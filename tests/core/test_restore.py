@@ -231,3 +231,18 @@ def test_empty_containers_are_matched_and_filled_across_restores() -> None:
     assert target.items[0].numpy() == 1.0
     first.assert_consumed()
     second.assert_consumed()
+
+
+def test_namedtuples_are_tracked_and_keep_field_access() -> None:
+    import collections
+
+    Pair = collections.namedtuple("Pair", ["a", "b"])
+    root = tp.AutoTrackable()
+    root.pair = Pair(tp.Variable(1.0), tp.Variable(2.0))
+    assert root.pair.b.numpy() == 2.0 and root.pair[0] is root.pair.a
+    assert root.pair._fields == ("a", "b")
+    path = tp.Checkpoint(root=root).write("memory://r/nt")
+    other = tp.AutoTrackable()
+    other.pair = Pair(tp.Variable(0.0), tp.Variable(0.0))
+    tp.Checkpoint(root=other).read(path).assert_consumed()
+    assert (other.pair.a.numpy(), other.pair.b.numpy()) == (1.0, 2.0)
