@@ -337,6 +337,8 @@ class LocalFiles(FileLayer):
         d = self._p(directory) or "."
         try:
             fd = os.open(d, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            return  # nothing was renamed in a directory that does not exist
         except OSError as exc:
             _raise(exc, "open directory", directory)
         try:

@@ -1,0 +1,130 @@
+"""Helpers shared by the benchmark scripts: workloads, page-cache eviction, child-process measurement.
+
+Every measurement runs in a fresh child process (``python <script> --child
+<name> ...``) so that its peak memory is the child's RSS high-water mark
+(``getrusage(RUSAGE_SELF).ru_maxrss``) and no page cache or allocator state
+leaks from one measurement into the next. The child prints one JSON line.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+
+import numpy as np
+
+__all__ = [
+    "GiB",
+    "MiB",
+    "child_result",
+    "evict",
+    "make_arrays",
+    "mixed_sizes",
+    "peak_rss_bytes",
+    "raw_cold_read",
+    "raw_write_fsync",
+    "run_child",
+    "small_sizes",
+    "timed",
+]
+
+MiB = 1 << 20
+GiB = 1 << 30
+
+
+def mixed_sizes(total_bytes: int, seed: int = 0) -> list[int]:
+    """Element counts of float32 tensors, log-uniform from 1 KiB to 64 MiB, summing to ``total_bytes``."""
+    rng = np.random.default_rng(seed)
+    sizes: list[int] = []
+    left = total_bytes // 4
+    while left > 0:
+        n = int(np.exp(rng.uniform(np.log(256), np.log(16 * MiB))))
+        n = min(n, left)
+        sizes.append(n)
+        left -= n
+    return sizes
+
+
+def small_sizes(count: int, seed: int = 0) -> list[int]:
+    """Element counts of ``count`` float32 tensors of 1-16 KiB (about 8.5 KiB on average)."""
+    rng = np.random.default_rng(seed)
+    return [int(x) for x in rng.integers(256, 4097, size=count)]
+
+
+def make_arrays(sizes: Sequence[int], seed: int = 0) -> list[np.ndarray[Any, Any]]:
+    """Random float32 arrays of the given element counts (2-D where the count allows)."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for n in sizes:
+        a = rng.random(n, dtype=np.float32)
+        out.append(a.reshape(-1, 4) if n % 4 == 0 else a)
+    return out
+
+
+def evict(paths: Iterable[str]) -> None:
+    """Drop the files from the page cache so the next read comes from the disk."""
+    for p in paths:
+        fd = os.open(p, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+        finally:
+            os.close(fd)
+
+
+def raw_write_fsync(path: str, arrays: Sequence[np.ndarray[Any, Any]]) -> None:
+    """The baseline writer: each array's bytes appended to one file in order, then fsync."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    try:
+        for a in arrays:
+            view = memoryview(a.reshape(-1).view(np.uint8))
+            while view:
+                view = view[os.write(fd, view):]
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def raw_cold_read(path: str, arrays: Sequence[np.ndarray[Any, Any]]) -> None:
+    """The baseline reader: fill each preallocated array from one file, in order."""
+    with open(path, "rb", buffering=0) as f:
+        for a in arrays:
+            view = memoryview(a.reshape(-1).view(np.uint8))
+            while view:
+                n = f.readinto(view)
+                if not n:
+                    raise EOFError(path)
+                view = view[n:]
+
+
+def timed(fn: Callable[[], object]) -> float:
+    """Wall-clock seconds of one call."""
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
+
+
+def peak_rss_bytes() -> int:
+    """This process's RSS high-water mark (Linux reports KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def child_result(**fields: Any) -> None:
+    """Print a child's result as the JSON line :func:`run_child` reads, adding its peak RSS."""
+    fields["peak_rss"] = peak_rss_bytes()
+    print(json.dumps(fields), flush=True)
+
+
+def run_child(script: str, *args: str) -> dict[str, Any]:
+    """Run ``script --child *args`` in a fresh interpreter and return its JSON result."""
+    out = subprocess.run(
+        [sys.executable, script, "--child", *args], check=True, capture_output=True, text=True
+    ).stdout
+    result: dict[str, Any] = json.loads(out.strip().splitlines()[-1])
+    return result
