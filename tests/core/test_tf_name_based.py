@@ -70,7 +70,8 @@ def test_fixture_values_follow_the_documented_steps() -> None:
     assert [int(c.tensor("global_step")) for c in TF1] == [100, 200, 300]
     np.testing.assert_array_equal(second.tensor("dense/kernel"), first.tensor("dense/kernel") + 1)
     np.testing.assert_array_equal(second.tensor("dense/bias"), first.tensor("dense/bias") + 1)
-    np.testing.assert_array_equal(sharded.tensor("dense/kernel"), np.arange(6, dtype=np.float32).reshape(3, 2) * 0.25 + 1)
+    initial_kernel = np.arange(6, dtype=np.float32).reshape(3, 2) * 0.25 + 1
+    np.testing.assert_array_equal(sharded.tensor("dense/kernel"), initial_kernel)
     assert sharded.record["index"]["header_num_shards"] == 2
 
 

@@ -331,7 +331,8 @@ def test_restore_nested_partial_model_is_reported() -> None:
     model.shared = tp.Variable(np.zeros([2], np.float32))
     status = tp.Checkpoint(model=model).restore(tfcases.prefix("nested"))
     status.assert_existing_objects_matched()
-    np.testing.assert_array_equal(model.shared.numpy(), tfcases.checkpoints("nested")[0].tensor(f"model/shared/{VALUE}"))
+    want = tfcases.checkpoints("nested")[0].tensor(f"model/shared/{VALUE}")
+    np.testing.assert_array_equal(model.shared.numpy(), want)
     with pytest.raises(tp.MatchError, match="encoder"):
         status.assert_consumed()
     status.expect_partial()
@@ -415,7 +416,9 @@ def test_rewrite_of_nested_keeps_tf_graph_and_data_order(tmp_path: Path) -> None
 STORES = [pytest.param("s3", marks=pytest.mark.s3), pytest.param("gcs", marks=pytest.mark.gcs)]
 
 
-def _upload(request: pytest.FixtureRequest, store: str, cases: tuple[str, ...]) -> tuple[str, Any, tp.CheckpointOptions]:
+def _upload(
+    request: pytest.FixtureRequest, store: str, cases: tuple[str, ...]
+) -> tuple[str, Any, tp.CheckpointOptions]:
     """Copy fixture cases byte for byte into a fresh bucket, bypassing trackpoint."""
     bucket: str = request.getfixturevalue(f"{store}_bucket")
     raw = request.getfixturevalue(f"{store}_raw")
@@ -438,7 +441,8 @@ def test_tf_checkpoints_uploaded_to_object_store_restore(request: pytest.Fixture
         for key, expected in c.tensors():
             assert_same_tensor(reader.get_tensor(key), expected, f"{url}:{key}")
     assert tp.latest_checkpoint(f"{bucket}/manager", options=options) == f"{bucket}/manager/ckpt-3"
-    assert tp.latest_checkpoint(f"{bucket}/tf1_saver/sharded", options=options) == f"{bucket}/tf1_saver/sharded/model.ckpt-3"
+    sharded = f"{bucket}/tf1_saver/sharded"
+    assert tp.latest_checkpoint(sharded, options=options) == f"{sharded}/model.ckpt-3"
     model: Any = tp.AutoTrackable()
     optimizer = tp.optimizers.SGD(learning_rate=0.1, momentum=0.9)
     status = tp.Checkpoint(model=model, optimizer=optimizer).restore(f"{bucket}/nested/ckpt-1", options=options)

@@ -166,7 +166,8 @@ def test_tensorflow_lists_and_reads_every_dtype(tmp_path: Path) -> None:
     c = tfcases.checkpoints("dtypes")[0]
     values = dict(c.tensors())
     objects = tfcases.expected("dtypes")["structure"]["objects"]
-    path = tp.Checkpoint(**{n: tp.Variable(values[f"{n}/{VALUE}"], name=n) for n in objects}).save(str(tmp_path / "ckpt"))
+    variables = {n: tp.Variable(values[f"{n}/{VALUE}"], name=n) for n in objects}
+    path = tp.Checkpoint(**variables).save(str(tmp_path / "ckpt"))
     assert [(n, list(s)) for n, s in tf.train.list_variables(path)] == c.list_variables
     reader = tf.train.load_checkpoint(path)
     dtypes = reader.get_variable_to_dtype_map()
