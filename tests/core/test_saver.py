@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+import trackpoint as tp
 from trackpoint import state
 from trackpoint._resolve import open_backend
 from trackpoint.errors import (
@@ -348,3 +349,14 @@ def test_saver_round_trip_local_matches_tensorflow_layout(tmp_path: Path) -> Non
         'model_checkpoint_path: "model.ckpt-1"\nall_model_checkpoint_paths: "model.ckpt-1"\n'
     )
     assert os.path.exists(str(tmp_path / "model.ckpt-1.index"))
+
+
+def test_checkpoint_restores_tensorflow_saver_checkpoint_by_name() -> None:
+    # The other direction of cross-loading: an object-based restore of a name-based checkpoint.
+    vs = _tf1_vars()
+    ckpt = tp.Checkpoint(
+        kernel=vs["dense/kernel"], bias=vs["dense/bias"], embedding=vs["embedding"], step=vs["global_step"]
+    )
+    ckpt.restore(str(FIXTURES / "tf1_saver" / "model.ckpt-2")).assert_consumed()
+    assert vs["global_step"].numpy() == 200
+    np.testing.assert_array_equal(vs["dense/bias"].numpy(), np.arange(2, dtype=np.float32) * 0.25 + 11)
