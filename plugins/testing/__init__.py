@@ -19,9 +19,9 @@ A backend's test module adopts the kit in a few lines::
 
 Adopt :class:`BackendConformance` for everything, or the topical mixins one
 by one. Tests a store cannot support are skipped from the capabilities the
-backend declares; a known gap is marked in the adopting class with an explicit
-``pytest.mark.xfail(reason=...)`` on an override of the test. See
-``docs/writing-a-backend.md``.
+backend declares; a known gap is declared in the adopting class as
+``known_gaps = {"test_name": "reason"}``, which marks that test
+``xfail(reason=..., strict=True)``. See ``docs/writing-a-backend.md``.
 """
 
 from __future__ import annotations

@@ -81,6 +81,17 @@ class BackendTestBase(ABC):
     huge_tensor_bytes: ClassVar[int] = 24 * 2**20 + 3
     #: Number of tensors in the many-tensors tests.
     many_tensors_count: ClassVar[int] = 2000
+    #: Known gaps: test name (without parameters) -> reason. Each such test is
+    #: marked ``xfail(reason=..., strict=True)``, so a gap that gets fixed is
+    #: reported too.
+    known_gaps: ClassVar[Mapping[str, str]] = {}
+
+    @pytest.fixture(autouse=True)
+    def _mark_known_gaps(self, request: pytest.FixtureRequest) -> None:
+        name = getattr(request.node, "originalname", None) or request.node.name
+        reason = self.known_gaps.get(name)
+        if reason is not None:
+            request.applymarker(pytest.mark.xfail(reason=reason, strict=True))
 
     @abstractmethod
     def raw_list(self, directory: str) -> list[str]:
