@@ -83,3 +83,26 @@ def test_missing_tensor_referenced_by_graph_is_invalid() -> None:
     with pytest.raises(tp.InvalidCheckpointError, match="refers to 'v/.ATTRIBUTES/VARIABLE_VALUE', which the checkpoint does not contain"):
         tp.Checkpoint(v=target).read("memory://v/broken")
     assert target.numpy() == 0.0
+
+
+def test_unparseable_object_graph_is_invalid() -> None:
+    from trackpoint import _resolve
+    from trackpoint.storage import WriteItem
+
+    graph = np.empty((), dtype=object)
+    graph[()] = b"\xff\xff\xff not a proto"
+    _resolve.open_backend("memory://v/garbage").save("memory://v/garbage", [WriteItem("_CHECKPOINTABLE_OBJECT_GRAPH", graph)])
+    with pytest.raises(tp.InvalidCheckpointError, match="object graph stored in 'memory://v/garbage'.*cannot be parsed"):
+        tp.Checkpoint(v=tp.Variable(0.0)).read("memory://v/garbage")
+
+
+def test_slot_variable_reused_as_dependency_cannot_be_saved() -> None:
+    w = tp.Variable(np.zeros(2, np.float32), name="w")
+    opt = tp.optimizers.SGD(0.1, momentum=0.5)
+    opt.apply_gradients([(np.ones(2), w)])
+    root = tp.AutoTrackable()
+    root.w = w
+    root.opt = opt
+    root.leak = opt.get_slot(w, "momentum")
+    with pytest.raises(tp.TrackableError, match="slot 'momentum' of SGD is also a dependency"):
+        tp.Checkpoint(root=root).write("memory://v/leak")
