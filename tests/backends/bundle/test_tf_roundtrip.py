@@ -3,7 +3,8 @@
 The other direction of test_tf_compat.py: trackpoint saves a nested model with
 momentum slots, strings and bfloat16, a multi-shard checkpoint and every
 dtype; real TensorFlow then restores them with ``assert_consumed()`` and reads
-them with ``tf.train.load_checkpoint``. The project's environment has no
+them with ``tf.train.load_checkpoint``. ``trackpoint.Saver`` checkpoints
+(single and sharded) are restored by ``tf.compat.v1.train.Saver``. The project's environment has no
 TensorFlow, so this runs in the fixtures' virtualenv::
 
     /tmp/tfvenv/bin/pip install --no-deps -e . && /tmp/tfvenv/bin/pip install pluggy crc32c pytest pytest-timeout
@@ -192,3 +193,38 @@ def test_tensorflow_reads_multi_shard_save(tmp_path: Path) -> None:
     tf.train.Checkpoint(**restored).restore(path).assert_consumed()
     for name, var in variables.items():
         np.testing.assert_array_equal(restored[name].numpy(), var.numpy(), err_msg=name)
+
+
+@pytest.mark.parametrize("sharded", [False, True], ids=["single", "sharded"])
+def test_tensorflow_v1_saver_restores_trackpoint_saver(tmp_path: Path, sharded: bool) -> None:
+    # TF1 name-based direction: trackpoint.Saver writes, tf.compat.v1.train.Saver restores in graph mode.
+    ours = {
+        "dense/kernel": tp.Variable(_vals((3, 2), 1.0), name="dense/kernel"),
+        "dense/bias": tp.Variable(_vals((2,), 10.0), name="dense/bias"),
+        "global_step": tp.Variable(np.int64(7), name="global_step"),
+        "names": tp.Variable(STRINGS, name="names"),
+    }
+    # Small shards make sharded=True really write several data files.
+    options = CheckpointOptions(max_shard_bytes=32) if sharded else None
+    saver = tp.Saver(list(ours.values()), sharded=sharded, options=options)
+    prefix = saver.save(str(tmp_path / "model.ckpt"), global_step=7)
+    assert prefix == str(tmp_path / "model.ckpt-7")
+    data_files = list(tmp_path.glob("model.ckpt-7.data-*"))
+    assert (len(data_files) > 1) if sharded else (len(data_files) == 1), data_files
+    assert tf.train.latest_checkpoint(str(tmp_path)) == prefix
+
+    graph = tf.Graph()
+    with graph.as_default():
+        with tf.compat.v1.variable_scope("dense"):
+            kernel = tf.compat.v1.get_variable("kernel", shape=[3, 2], initializer=tf.compat.v1.zeros_initializer())
+            bias = tf.compat.v1.get_variable("bias", shape=[2], initializer=tf.compat.v1.zeros_initializer())
+        step = tf.compat.v1.train.get_or_create_global_step()
+        names = tf.compat.v1.get_variable("names", initializer=tf.constant([b""] * len(STRINGS)))
+        tf_saver = tf.compat.v1.train.Saver()
+        with tf.compat.v1.Session(graph=graph) as sess:
+            tf_saver.restore(sess, prefix)
+            k, b, s, n = sess.run([kernel, bias, step, names])
+    np.testing.assert_array_equal(k, ours["dense/kernel"].numpy())
+    np.testing.assert_array_equal(b, ours["dense/bias"].numpy())
+    assert int(s) == 7
+    assert list(n) == list(STRINGS)
