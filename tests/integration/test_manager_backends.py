@@ -7,10 +7,12 @@ while its module does not exist yet; once it exists, failures are failures.
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import shutil
 import threading
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,10 +23,7 @@ import pytest
 import trackpoint as tp
 from trackpoint import state
 from trackpoint._resolve import open_backend
-from trackpoint.manager import CheckpointManager
-from trackpoint.saver import Saver
 from trackpoint.storage import CheckpointOptions, StorageBackend, WriteItem
-from trackpoint.variables import Variable
 
 
 @dataclass(frozen=True)
@@ -35,13 +34,11 @@ class Target:
     directory: str
     options: CheckpointOptions | None
     local: Path | None
+    #: Names of every file/object under ``directory``, read behind the backend's back.
+    raw_names: Callable[[], list[str]] | None = None
 
     def backend(self) -> StorageBackend:
         return open_backend(self.directory, self.options)
-
-    def sub(self, name: str) -> Target:
-        local = None if self.local is None else self.local / name
-        return Target(self.name, f"{self.directory}/{name}", self.options, local)
 
 
 _MODULES = {
@@ -68,13 +65,23 @@ def target(request: pytest.FixtureRequest, tmp_path: Path) -> Target:
         pytest.skip(f"backend module {_MODULES[name]} does not exist yet")
     if name == "memory":
         return Target(name, f"memory://mgr-{uuid.uuid4().hex[:10]}/run", None, None)
-    if name == "bundle":
-        return Target(name, str(tmp_path / "run"), None, tmp_path / "run")
-    if name == "zarr":
-        return Target(name, str(tmp_path / "run"), CheckpointOptions(backend="zarr"), tmp_path / "run")
+    if name in ("bundle", "zarr"):
+        local = tmp_path / "run"
+
+        def local_names() -> list[str]:
+            return sorted(str(p.relative_to(local)) for p in local.rglob("*")) if local.exists() else []
+
+        options = CheckpointOptions(backend="zarr") if name == "zarr" else None
+        return Target(name, str(local), options, local, local_names)
     bucket: str = request.getfixturevalue(f"{name}_bucket")
     storage: dict[str, Any] = request.getfixturevalue(f"{name}_storage_options")
-    return Target(name, f"{bucket}/run", CheckpointOptions(storage_options=storage), None)
+    raw = request.getfixturevalue(f"{name}_raw")
+    root = bucket.split("://", 1)[1] + "/run"
+
+    def object_names() -> list[str]:
+        return sorted(p[len(root) + 1 :] for p in raw.find(root))
+
+    return Target(name, f"{bucket}/run", CheckpointOptions(storage_options=storage), None, object_names)
 
 
 class _Clock:
@@ -86,8 +93,8 @@ class _Clock:
 
 
 def _model() -> tuple[Any, Any]:
-    w = Variable(np.zeros((2, 2), np.float32), name="w")
-    step = Variable(np.int64(0), name="step")
+    w = tp.Variable(np.zeros((2, 2), np.float32), name="w")
+    step = tp.Variable(np.int64(0), name="step")
     return w, step
 
 
@@ -114,7 +121,7 @@ def test_state_file_round_trip_and_recovery(target: Target) -> None:
 # ------------------------------------------------------------------ Saver
 def test_saver_round_trip_and_retention(target: Target) -> None:
     w, step = _model()
-    saver = Saver([w, step], max_to_keep=2, options=target.options)
+    saver = tp.Saver([w, step], max_to_keep=2, options=target.options)
     paths = []
     for i in range(1, 4):
         w.assign(np.full((2, 2), i, np.float32))
@@ -123,16 +130,16 @@ def test_saver_round_trip_and_retention(target: Target) -> None:
     assert [backend.exists(p) for p in paths] == [False, True, True]  # type: ignore[arg-type]
     assert state.latest_checkpoint(target.directory, target.options) == paths[-1]
     w.assign(np.zeros((2, 2), np.float32))
-    Saver([w, step], options=target.options).restore(paths[1])
+    tp.Saver([w, step], options=target.options).restore(paths[1])
     np.testing.assert_array_equal(w.numpy(), np.full((2, 2), 2, np.float32))
 
 
 def test_saver_sharded(target: Target) -> None:
-    vs = [Variable(np.full(16, i, np.float32), name=f"v{i}") for i in range(3)]
-    prefix = Saver(vs, sharded=True, options=target.options).save(f"{target.directory}/sh", global_step=1)
+    vs = [tp.Variable(np.full(16, i, np.float32), name=f"v{i}") for i in range(3)]
+    prefix = tp.Saver(vs, sharded=True, options=target.options).save(f"{target.directory}/sh", global_step=1)
     for v in vs:
         v.assign(np.zeros(16, np.float32))
-    Saver(vs, options=target.options).restore(prefix)
+    tp.Saver(vs, options=target.options).restore(prefix)
     assert [float(v.numpy()[0]) for v in vs] == [0.0, 1.0, 2.0]
 
 
@@ -140,7 +147,7 @@ def test_saver_sharded(target: Target) -> None:
 def test_retention_and_restart(target: Target) -> None:
     clock = _Clock()
     w, step = _model()
-    m = CheckpointManager(_ckpt(w, step), target.directory, max_to_keep=2, options=target.options, clock=clock)
+    m = tp.CheckpointManager(_ckpt(w, step), target.directory, max_to_keep=2, options=target.options, clock=clock)
     paths = []
     for i in range(1, 4):
         clock.t += 60.0
@@ -152,7 +159,7 @@ def test_retention_and_restart(target: Target) -> None:
     # Restart: fresh objects and a new manager on the existing directory.
     w2, step2 = _model()
     ckpt2 = _ckpt(w2, step2)
-    m2 = CheckpointManager(ckpt2, target.directory, max_to_keep=2, options=target.options, clock=clock)
+    m2 = tp.CheckpointManager(ckpt2, target.directory, max_to_keep=2, options=target.options, clock=clock)
     assert m2.checkpoints == paths[1:]
     assert m2.restore_or_initialize() == paths[-1]
     np.testing.assert_array_equal(w2.numpy(), np.full((2, 2), 3, np.float32))
@@ -162,9 +169,28 @@ def test_retention_and_restart(target: Target) -> None:
     assert state.latest_checkpoint(target.directory, target.options) == f"{target.directory}/ckpt-4"
 
 
+def test_retention_deletes_every_shard(target: Target) -> None:
+    # Tiny shards: every tensor gets a data file (or object) of its own.
+    opts = dataclasses.replace(target.options or CheckpointOptions(), max_shard_bytes=8)
+    m = tp.CheckpointManager(_ckpt(*_model()), target.directory, max_to_keep=1, options=opts)
+    first = m.save()
+    if target.name == "bundle":
+        assert target.local is not None
+        assert len(list(target.local.glob("ckpt-1.data-*"))) > 1
+    m.save()
+    backend = target.backend()
+    assert not backend.exists(first)  # type: ignore[arg-type]
+    assert backend.list_checkpoints(target.directory) == [f"{target.directory}/ckpt-2"]
+    if target.raw_names is not None:
+        # Nothing of ckpt-1 is left in the store: no shard, no index, no temporary piece.
+        names = target.raw_names()
+        assert any(n.startswith("ckpt-2") for n in names)
+        assert [n for n in names if n.startswith("ckpt-1")] == []
+
+
 def test_keep_checkpoint_every_n_hours(target: Target) -> None:
     clock = _Clock()
-    m = CheckpointManager(
+    m = tp.CheckpointManager(
         _ckpt(*_model()), target.directory, 1, keep_checkpoint_every_n_hours=1.0, options=target.options, clock=clock
     )
     paths = []
@@ -179,7 +205,7 @@ def test_keep_checkpoint_every_n_hours(target: Target) -> None:
 
 def test_checkpoint_interval_with_step_counter(target: Target) -> None:
     w, step = _model()
-    m = CheckpointManager(
+    m = tp.CheckpointManager(
         _ckpt(w, step), target.directory, None, step_counter=step, checkpoint_interval=100, options=target.options
     )
     saved = []
@@ -194,7 +220,7 @@ def test_checkpoint_interval_with_step_counter(target: Target) -> None:
 def test_crash_between_commit_and_state_update(target: Target) -> None:
     w, step = _model()
     ckpt = _ckpt(w, step)
-    m = CheckpointManager(ckpt, target.directory, max_to_keep=3, options=target.options)
+    m = tp.CheckpointManager(ckpt, target.directory, max_to_keep=3, options=target.options)
     m.save()
     w.assign(np.full((2, 2), 7, np.float32))
     # The save of ckpt-2 committed through the backend, then the process died before
@@ -203,7 +229,7 @@ def test_crash_between_commit_and_state_update(target: Target) -> None:
     ckpt.write(f"{target.directory}/ckpt-2", options=target.options)
     assert state.latest_checkpoint(target.directory, target.options) == f"{target.directory}/ckpt-2"
     w2, step2 = _model()
-    m2 = CheckpointManager(_ckpt(w2, step2), target.directory, max_to_keep=3, options=target.options)
+    m2 = tp.CheckpointManager(_ckpt(w2, step2), target.directory, max_to_keep=3, options=target.options)
     assert m2.latest_checkpoint == f"{target.directory}/ckpt-2"
     assert m2.checkpoints == [f"{target.directory}/ckpt-1", f"{target.directory}/ckpt-2"]
     m2.restore_or_initialize()
@@ -212,13 +238,13 @@ def test_crash_between_commit_and_state_update(target: Target) -> None:
 
 
 def test_state_pointing_at_uncommitted_checkpoint(target: Target) -> None:
-    m = CheckpointManager(_ckpt(*_model()), target.directory, max_to_keep=3, options=target.options)
+    m = tp.CheckpointManager(_ckpt(*_model()), target.directory, max_to_keep=3, options=target.options)
     m.save()
     m.save()
     # Deleted behind the manager's back (or a delete interrupted after removing the commit point).
     target.backend().delete(f"{target.directory}/ckpt-2")
     assert state.latest_checkpoint(target.directory, target.options) == f"{target.directory}/ckpt-1"
-    m2 = CheckpointManager(_ckpt(*_model()), target.directory, max_to_keep=3, options=target.options)
+    m2 = tp.CheckpointManager(_ckpt(*_model()), target.directory, max_to_keep=3, options=target.options)
     assert m2.checkpoints == [f"{target.directory}/ckpt-1"]
 
 
@@ -226,13 +252,13 @@ def test_leftovers_of_crashed_save_are_cleaned_up(target: Target) -> None:
     from trackpoint.storage import ShardSpec
 
     backend = target.backend()
-    m = CheckpointManager(_ckpt(*_model()), target.directory, max_to_keep=3, options=target.options)
+    m = tp.CheckpointManager(_ckpt(*_model()), target.directory, max_to_keep=3, options=target.options)
     m.save()
     # A save that wrote its data and died before commit.
     backend.write_shard(
         f"{target.directory}/ckpt-2", ShardSpec(0, 1, uuid.uuid4().hex), [WriteItem("x", np.ones(4, np.float32))]
     )
-    CheckpointManager(_ckpt(*_model()), target.directory, max_to_keep=3, options=target.options)
+    tp.CheckpointManager(_ckpt(*_model()), target.directory, max_to_keep=3, options=target.options)
     # The new manager ran cleanup: nothing is left for another cleanup to remove
     # (backends may keep young leftovers, which a writer might still own, for longer).
     assert backend.cleanup(target.directory) == []
@@ -248,7 +274,7 @@ def test_copied_directory_still_resolves(target: Target, tmp_path: Path) -> None
     if target.local is None:
         pytest.skip("copying with shutil.copytree needs a local directory")
     w, step = _model()
-    m = CheckpointManager(_ckpt(w, step), target.directory, max_to_keep=2, options=target.options)
+    m = tp.CheckpointManager(_ckpt(w, step), target.directory, max_to_keep=2, options=target.options)
     w.assign(np.full((2, 2), 5, np.float32))
     m.save()
     m.save()
@@ -257,7 +283,7 @@ def test_copied_directory_still_resolves(target: Target, tmp_path: Path) -> None
     shutil.rmtree(target.local)  # the original is gone: only relative paths can work
     assert state.latest_checkpoint(str(copy), target.options) == str(copy / "ckpt-2")
     w2, step2 = _model()
-    m2 = CheckpointManager(_ckpt(w2, step2), str(copy), max_to_keep=2, options=target.options)
+    m2 = tp.CheckpointManager(_ckpt(w2, step2), str(copy), max_to_keep=2, options=target.options)
     assert m2.checkpoints == [str(copy / "ckpt-1"), str(copy / "ckpt-2")]
     assert m2.restore_or_initialize() == str(copy / "ckpt-2")
     np.testing.assert_array_equal(w2.numpy(), np.full((2, 2), 5, np.float32))
@@ -267,12 +293,12 @@ def test_two_managers_on_one_directory(target: Target) -> None:
     # Created first, as two jobs that started earlier: a manager's start-up cleanup
     # may remove pieces of a save that is running right then (see CheckpointManager).
     managers = [
-        CheckpointManager(_ckpt(*_model()), target.directory, max_to_keep=2, checkpoint_name=n, options=target.options)
+        tp.CheckpointManager(_ckpt(*_model()), target.directory, max_to_keep=2, checkpoint_name=n, options=target.options)
         for n in ("a", "b")
     ]
     errors: list[BaseException] = []
 
-    def work(m: CheckpointManager) -> None:
+    def work(m: tp.CheckpointManager) -> None:
         try:
             for _ in range(3):
                 m.save()
@@ -304,12 +330,12 @@ def test_restore_or_initialize_with_init_fn(target: Target) -> None:
         calls.append("init")
         w.assign(np.full((2, 2), 9, np.float32))
 
-    m = CheckpointManager(_ckpt(w, step), target.directory, max_to_keep=1, init_fn=init, options=target.options)
+    m = tp.CheckpointManager(_ckpt(w, step), target.directory, max_to_keep=1, init_fn=init, options=target.options)
     assert m.restore_or_initialize() is None
     assert calls == ["init"]
     m.save()
     w2, step2 = _model()
-    m2 = CheckpointManager(_ckpt(w2, step2), target.directory, max_to_keep=1, init_fn=init, options=target.options)
+    m2 = tp.CheckpointManager(_ckpt(w2, step2), target.directory, max_to_keep=1, init_fn=init, options=target.options)
     assert m2.restore_or_initialize() == f"{target.directory}/ckpt-1"
     assert calls == ["init"]
     np.testing.assert_array_equal(w2.numpy(), np.full((2, 2), 9, np.float32))
@@ -323,11 +349,11 @@ def test_saver_and_checkpoint_cross_load(target: Target) -> None:
     # Object-based checkpoint read by the name-based Saver (through full_name).
     obj_path = _ckpt(w, step).save(f"{target.directory}/obj", options=target.options)
     w2, step2 = _model()
-    Saver([w2, step2], options=target.options).restore(obj_path)
+    tp.Saver([w2, step2], options=target.options).restore(obj_path)
     np.testing.assert_array_equal(w2.numpy(), np.full((2, 2), 4, np.float32))
     assert int(step2.numpy()) == 11
     # Name-based checkpoint read by Checkpoint.restore (matched by variable name).
-    name_path = Saver([w, step], options=target.options).save(f"{target.directory}/names", global_step=1)
+    name_path = tp.Saver([w, step], options=target.options).save(f"{target.directory}/names", global_step=1)
     w3, step3 = _model()
     _ckpt(w3, step3).restore(name_path, options=target.options).assert_consumed()
     np.testing.assert_array_equal(w3.numpy(), np.full((2, 2), 4, np.float32))
