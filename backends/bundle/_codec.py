@@ -98,26 +98,88 @@ def _tagged_varint(tag: int, value: int) -> bytes:
 
 def encode_entry(dtype: int, shape: Sequence[int], shard_id: int, offset: int, size: int, crc: int) -> bytes:
     """A ``BundleEntryProto`` for a plain (unsliced) tensor, byte-identical to protobuf's serialization."""
-    dims = bytearray()
+    parts: list[bytes] = []
     for d in shape:
-        dim = _tagged_varint(0x08, d) if d else b""
-        dims += b"\x12" + encode_varint(len(dim)) + dim
-    out = bytearray(_tagged_varint(0x08, dtype)) if dtype else bytearray()
+        if d:
+            dim = encode_varint(d)
+            parts += (b"\x12", encode_varint(len(dim) + 1), b"\x08", dim)
+        else:
+            parts.append(b"\x12\x00")
+    dims = b"".join(parts)
     # TensorFlow always sets the shape submessage, so even a scalar has "12 00".
-    out += b"\x12" + encode_varint(len(dims)) + dims
+    out = [b"\x08", encode_varint(dtype), b"\x12", encode_varint(len(dims)), dims] if dtype else [
+        b"\x12", encode_varint(len(dims)), dims
+    ]
     if shard_id:
-        out += _tagged_varint(0x18, shard_id)
+        out += (b"\x18", encode_varint(shard_id))
     if offset:
-        out += _tagged_varint(0x20, offset)
+        out += (b"\x20", encode_varint(offset))
     if size:
-        out += _tagged_varint(0x28, size)
+        out += (b"\x28", encode_varint(size))
     if crc:
-        out += b"\x35" + _U32.pack(crc)
-    return bytes(out)
+        out += (b"\x35", _U32.pack(crc))
+    return b"".join(out)
+
+
+def _fast_decode_entry(value: bytes) -> Entry | None:
+    """Decode the common entry shape (fields 1-6, well-formed) directly; ``None`` means "use protobuf".
+
+    Parsing tens of thousands of entries through message objects dominates
+    opening a large checkpoint; anything unusual (slices, unknown fields,
+    dimension names, negative numbers) falls back to the generated code.
+    """
+    dtype = shard_id = offset = size = crc = 0
+    shape: list[int] = []
+    pos, n = 0, len(value)
+    try:
+        while pos < n:
+            tag = value[pos]
+            pos += 1
+            if tag == 0x35:
+                (crc,) = _U32.unpack_from(value, pos)
+                pos += 4
+                continue
+            v, pos = decode_varint(value, pos, "")
+            if tag == 0x08:
+                dtype = v
+            elif tag == 0x12:
+                end = pos + v
+                while pos < end:
+                    if value[pos] != 0x12:
+                        return None
+                    dlen, pos = decode_varint(value, pos + 1, "")
+                    dend = pos + dlen
+                    d = 0
+                    while pos < dend:
+                        if value[pos] != 0x08:
+                            return None
+                        d, pos = decode_varint(value, pos + 1, "")
+                    if pos != dend or d >= 1 << 63:
+                        return None
+                    shape.append(d)
+                if pos != end:
+                    return None
+            elif tag == 0x18:
+                shard_id = v
+            elif tag == 0x20:
+                offset = v
+            elif tag == 0x28:
+                size = v
+            else:
+                return None
+    except (DataLossError, struct.error, IndexError):
+        return None
+    # Negative int32/int64 values arrive as huge varints: leave them to protobuf and the checks below.
+    if pos != n or dtype >= 1 << 31 or shard_id >= 1 << 31 or offset >= 1 << 63 or size >= 1 << 63:
+        return None
+    return Entry(dtype, tuple(shape), shard_id, offset, size, crc)
 
 
 def decode_entry(value: bytes, where: str) -> Entry:
     """Parse one entry, rejecting negative or unknown-rank shapes and negative offsets/sizes."""
+    fast = _fast_decode_entry(value)
+    if fast is not None:
+        return fast
     msg = pb.BundleEntryProto()
     try:
         msg.ParseFromString(value)

@@ -85,17 +85,17 @@ class _BlockBuilder:
         if self._counter < self._interval:
             last = self._last
             n = min(len(last), len(key))
-            while shared < n and last[shared] == key[shared]:
-                shared += 1
+            if n:
+                # Length of the common prefix in a few C-level operations: the
+                # highest differing bit of the XOR marks the first differing byte.
+                diff = int.from_bytes(last[:n], "big") ^ int.from_bytes(key[:n], "big")
+                shared = n - (diff.bit_length() + 7) // 8
         else:
             self._restarts.append(len(self._buf))
             self._counter = 0
-        buf = self._buf
-        buf += encode_varint(shared)
-        buf += encode_varint(len(key) - shared)
-        buf += encode_varint(len(value))
-        buf += key[shared:]
-        buf += value
+        self._buf += b"".join(
+            (encode_varint(shared), encode_varint(len(key) - shared), encode_varint(len(value)), key[shared:], value)
+        )
         self._last = key
         self._counter += 1
 

@@ -2,15 +2,23 @@
 
 from __future__ import annotations
 
+from typing import Final
+
 from trackpoint.errors import DataLossError
 
 __all__ = ["decode_varint", "encode_varint"]
 
 
+# Index building encodes several varints per tensor; most are below 2**14.
+_SMALL: Final = tuple(bytes((i,)) for i in range(0x80)) + tuple(
+    bytes(((i & 0x7F) | 0x80, i >> 7)) for i in range(0x80, 0x4000)
+)
+
+
 def encode_varint(value: int) -> bytes:
     """LEB128 encoding of a non-negative ``value`` (7 bits per byte, low group first)."""
-    if value < 0x80:
-        return bytes((value,))
+    if value < 0x4000:
+        return _SMALL[value]
     out = bytearray()
     while value >= 0x80:
         out.append((value & 0x7F) | 0x80)

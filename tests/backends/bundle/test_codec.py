@@ -111,3 +111,40 @@ def test_corrupted_strings_are_detected() -> None:
         decode_strings(bytes(bad), (2,), crc, False, "k")
     with pytest.raises(DataLossError, match="add up to"):
         decode_strings(raw[:-1], (2,), crc, False, "k")
+
+
+def _pb_entry(**fields: Any) -> Any:
+    dims = fields.pop("dims", ())
+    msg = pb.BundleEntryProto(**fields)
+    msg.shape.SetInParent()
+    for d in dims:
+        msg.shape.dim.add(size=d)
+    return msg
+
+
+@pytest.mark.parametrize(
+    "msg",
+    [
+        _pb_entry(dtype=1, dims=(3, 0, 7), offset=5, size=0, crc32c=9),
+        _pb_entry(dtype=7, dims=(), shard_id=2, offset=2**40, size=2**35),
+        _pb_entry(dtype=1, dims=(4, 3), slices=[pb.TensorSliceProto(extent=[pb.TensorSliceProto.Extent(start=1, length=2)])]),
+        _pb_entry(dtype=1, dims=(2,), shard_id=-1),
+        _pb_entry(dtype=-3, dims=(2,)),
+    ],
+)
+def test_fast_entry_decoder_agrees_with_protobuf(msg: Any) -> None:
+    raw = msg.SerializeToString()
+    if msg.shard_id < 0:
+        with pytest.raises(DataLossError, match="negative shard_id"):
+            decode_entry(raw, "idx")
+        return
+    e = decode_entry(raw, "idx")
+    assert e.dtype == msg.dtype and e.shape == tuple(d.size for d in msg.shape.dim)
+    assert (e.shard_id, e.offset, e.size, e.crc32c) == (msg.shard_id, msg.offset, msg.size, msg.crc32c)
+    assert len(e.slices) == len(msg.slices)
+
+
+def test_entry_with_unknown_fields_is_tolerated() -> None:
+    raw = encode_entry(1, (2,), 0, 0, 8, 7) + b"\x90\x03\x01"  # field 50, varint 1
+    e = decode_entry(raw, "idx")
+    assert (e.dtype, e.shape, e.size, e.crc32c) == (1, (2,), 8, 7)
