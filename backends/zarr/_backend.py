@@ -79,6 +79,9 @@ _OWNER: Final = ".trackpoint-owner"
 _STRING: Final = "bytes"
 # Reads of packed tensors are merged into runs of at most this many bytes.
 _MAX_RUN: Final = 64 << 20
+# Packed arrays up to this size are read whole and kept by the reader, within a total.
+_PACKED_CACHE_ARRAY: Final = 8 << 20
+_PACKED_CACHE_TOTAL: Final = 64 << 20
 # A local temporary group whose owner file is not written yet is this young.
 _OWNERLESS_GRACE: Final = 60.0
 
@@ -311,6 +314,7 @@ class ZarrReader(CheckpointReader):
         self._data_root = data_root
         self._graph = graph
         self._arrays: dict[str, Any] = {}
+        self._packed_cache: dict[str, np.ndarray[Any, Any]] = {}
         self._lock = threading.Lock()
         self._closed = False
         self._entries: dict[str, _Entry] = {}
@@ -412,11 +416,15 @@ class ZarrReader(CheckpointReader):
     ) -> np.ndarray[Any, Any]:
         if e.nbytes == 0 or e.packed is None:
             raw = np.empty(0, dtype=np.uint8)
-        elif run is not None:
-            start, data = run
-            raw = data[e.offset - start : e.offset - start + e.nbytes]
         else:
-            raw = np.asarray(self._array(e.packed)[e.offset : e.offset + e.nbytes])
+            if run is None:
+                whole = self._small_packed(e.packed)
+                run = None if whole is None else (0, whole)
+            if run is not None:
+                start, data = run
+                raw = data[e.offset - start : e.offset - start + e.nbytes]
+            else:
+                raw = np.asarray(self._array(e.packed)[e.offset : e.offset + e.nbytes])
         if raw.size != e.nbytes:
             raise DataLossError(f"zarr: packed bytes of {key!r} in {self.prefix!r} are truncated")
         value = raw.view(_storage_dtype(e.dtype)).view(e.dtype.newbyteorder("<")).reshape(e.shape)
@@ -424,6 +432,28 @@ class ZarrReader(CheckpointReader):
             np.copyto(out, value)
             return out
         return value.astype(e.dtype, copy=True)
+
+    def _small_packed(self, name: str) -> np.ndarray[Any, Any] | None:
+        """All bytes of the packed array ``name`` if it is small, read once per reader.
+
+        Restores read small tensors one by one; without this, each would cost a
+        shard-index and a chunk request, which dominates on object stores.
+        """
+        try:
+            size = int(self._metadata[name]["shape"][0])
+        except (KeyError, TypeError, ValueError, IndexError):
+            return None
+        if size > _PACKED_CACHE_ARRAY:
+            return None
+        with self._lock:
+            cached = self._packed_cache.get(name)
+        if cached is None:
+            cached = np.asarray(self._array(name)[...])
+            with self._lock:
+                if sum(a.size for a in self._packed_cache.values()) + cached.size > _PACKED_CACHE_TOTAL:
+                    self._packed_cache.clear()
+                self._packed_cache[name] = cached
+        return cached
 
     def read_many(
         self, requests: Sequence[tuple[str, np.ndarray[Any, Any] | None]]
@@ -463,6 +493,7 @@ class ZarrReader(CheckpointReader):
         self._closed = True
         with self._lock:
             self._arrays.clear()
+            self._packed_cache.clear()
 
 
 # ---------------------------------------------------------------------------
@@ -613,46 +644,33 @@ class ZarrBackend(StorageBackend):
         self, data_root: str, name: str, key: str, array: np.ndarray[Any, Any], dname: str, opts: ZarrOptions
     ) -> dict[str, Any]:
         attrs: dict[str, Any] = {"trackpoint_key": key}
-        store = self._location.zarr_store(_paths.join(data_root, name), read_only=False)
+        path = _paths.join(data_root, name)
         if dname == _STRING:
             values = _as_bytes_array(array, key)
             # Chunk by the mean element length, the best guess at bytes per element.
             mean = max(1, sum(len(x) for x in values.flat) // max(1, values.size))
             with _quiet_vlen():
-                arr = zarr.create_array(
-                    store=store,
-                    shape=values.shape,
+                return self._create_array(
+                    path,
+                    values,
                     chunks=_chunk_shape(values.shape, mean, opts.chunk_bytes),
                     dtype=VariableLengthBytes(),
                     compressors=_codecs(opts),
                     attributes=attrs,
-                    zarr_format=3,
-                    overwrite=True,
-                    config={"write_empty_chunks": True},
                 )
-                if values.size:
-                    arr[...] = values
-                return _metadata_dict(arr)
         storage = _storage_dtype(array.dtype)
         if storage.newbyteorder("=") != array.dtype.newbyteorder("="):
             attrs["trackpoint_dtype"] = dname
         stored = _to_storage(array)
-        arr = zarr.create_array(
-            store=store,
-            shape=array.shape,
+        return self._create_array(
+            path,
+            stored,
             chunks=_chunk_shape(array.shape, storage.itemsize, opts.chunk_bytes),
             dtype=storage,
             fill_value=0,
             compressors=_codecs(opts),
             attributes=attrs,
-            zarr_format=3,
-            overwrite=True,
-            # Bit-exact: a chunk of -0.0 must not be dropped as "equal to the fill value 0".
-            config={"write_empty_chunks": True},
         )
-        if array.size:
-            arr[...] = stored
-        return _metadata_dict(arr)
 
     def _write_packed(self, data_root: str, name: str, packed: bytearray, opts: ZarrOptions) -> dict[str, Any]:
         n = len(packed)
@@ -662,22 +680,39 @@ class ZarrBackend(StorageBackend):
         # inner chunk, so an oversized shard costs time and bytes for nothing.
         per_shard = min(max(1, opts.chunk_bytes // inner), -(-n // inner))
         shard = inner * per_shard
-        store = self._location.zarr_store(_paths.join(data_root, name), read_only=False)
-        arr = zarr.create_array(
-            store=store,
-            shape=(n,),
+        return self._create_array(
+            _paths.join(data_root, name),
+            np.frombuffer(packed, dtype=np.uint8),
             chunks=(inner,),
             shards=(shard,),
             dtype="uint8",
             fill_value=0,
             compressors=_codecs(opts),
             attributes={"trackpoint_packed": True},
-            zarr_format=3,
-            overwrite=True,
-            config={"write_empty_chunks": True},
         )
-        arr[...] = np.frombuffer(packed, dtype=np.uint8)
-        return _metadata_dict(arr)
+
+    def _create_array(self, path: str, values: np.ndarray[Any, Any], **spec: Any) -> dict[str, Any]:
+        """Write ``values`` as a new array at ``path``; return its metadata document.
+
+        zarr's ``create_array`` first looks for (or deletes) an existing node,
+        a listing and several requests per array on an object store. The save
+        owns a fresh directory, so the metadata is derived in memory instead,
+        and only the chunks and one ``zarr.json`` are written.
+        """
+        from zarr.core.array import AsyncArray
+        from zarr.storage import MemoryStore, StorePath
+
+        template = zarr.create_array(store=MemoryStore(), shape=values.shape, zarr_format=3, **spec)
+        meta = _metadata_dict(template)
+        store = self._location.zarr_store(path, read_only=False)
+        # Bit-exact: without write_empty_chunks a chunk of -0.0 would be dropped
+        # as "equal to the fill value 0" and read back as +0.0.
+        metadata: Any = template.metadata  # always v3 here; zarr types it as the v2/v3 union
+        arr = zarr.Array(AsyncArray(metadata=metadata, store_path=StorePath(store), config={"write_empty_chunks": True}))
+        if values.size:
+            arr[...] = values
+        self._location.write_bytes(_paths.join(path, "zarr.json"), json.dumps(meta, indent=2).encode())
+        return meta
 
     def commit(self, prefix: str, shards: Sequence[ShardResult], *, overwrite: bool = False) -> None:
         if not shards:

@@ -467,7 +467,13 @@ class FsspecLocation(Location):
                 elif if_version is ANY_VERSION:
                     self.fs.pipe_file(path, data)
                 elif self.kind == "s3":
-                    self.fs.pipe_file(path, data, IfMatch=if_version)
+                    try:
+                        self.fs.pipe_file(path, data, IfMatch=if_version)
+                    except FileNotFoundError as exc:
+                        raise ConcurrentModificationError(
+                            f"{self._store_name}: {path!r} was deleted since version {if_version} was read; "
+                            "re-read and retry"
+                        ) from exc
                 else:
                     # gcsfs has no generation-match upload; compare, then write.
                     # The window between the two is documented in docs/backends/zarr.md.
