@@ -184,6 +184,8 @@ def _info(where: str, dtype_name: str, shape_text: str) -> TensorInfo:
 
 
 # ---------------------------------------------------------------- connections
+_init_lock = threading.Lock()
+
 @contextmanager
 def _errors(where: str) -> Iterator[None]:
     """Translate sqlite3 errors into trackpoint errors naming ``where``."""
@@ -204,10 +206,14 @@ def _connect(db: str, where: str) -> sqlite3.Connection:
         try:
             # user_version marks an initialised file; checked per connection
             # (not cached per path) so a deleted and re-created file works.
-            if conn.execute("PRAGMA user_version").fetchone()[0] == 0:
-                # WAL lets an open reader keep its snapshot while others commit.
-                conn.execute("PRAGMA journal_mode=WAL")
-                conn.executescript(_SCHEMA + "PRAGMA user_version = 1;")
+            # Initialisation is serialised: switching to WAL needs an exclusive
+            # lock, and SQLite reports "database is locked" at once, without
+            # waiting, when two connections race for it.
+            with _init_lock:
+                if conn.execute("PRAGMA user_version").fetchone()[0] == 0:
+                    # WAL lets an open reader keep its snapshot while others commit.
+                    conn.execute("PRAGMA journal_mode=WAL")
+                    conn.executescript(_SCHEMA + "PRAGMA user_version = 1;")
         except BaseException:
             conn.close()
             raise
