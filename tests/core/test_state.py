@@ -96,9 +96,12 @@ def test_save_path_equal_to_state_file_is_rejected(backend: StorageBackend, run:
     assert backend.read_file(f"{run}/checkpoint") is None
 
 
-def test_missing_state_file_reads_as_none(run: str) -> None:
+def test_missing_state_file_reads_as_none(run: str, tmp_path: Any) -> None:
     assert state.read_checkpoint_state(run) is None
     assert state.latest_checkpoint(run) is None
+    missing = str(tmp_path / "never" / "created")
+    assert state.read_checkpoint_state(missing) is None
+    assert state.latest_checkpoint(missing) is None
 
 
 @pytest.mark.parametrize(
