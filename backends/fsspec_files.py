@@ -30,6 +30,8 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import json
+import os
 import random
 import threading
 import time
@@ -61,6 +63,7 @@ __all__ = [
     "HTTPStatusError",
     "ObjectStat",
     "TransferOptions",
+    "shared_filesystem",
 ]
 
 T = TypeVar("T")
@@ -116,11 +119,11 @@ class ObjectStat:
     write_id: str | None
 
 
-def _positive(options: Mapping[str, Any], name: str, default: float, *, integer: bool = False) -> Any:
+def _number(options: Mapping[str, Any], name: str, default: float, *, integer: bool = False, zero_ok: bool = False) -> Any:
     value = options.get(name, default)
-    ok = isinstance(value, int) if integer else isinstance(value, (int, float))
-    if isinstance(value, bool) or not ok or value < (0 if name == "retries" else 1e-9):
-        kind = "a non-negative integer" if name == "retries" else ("a positive integer" if integer else "a positive number")
+    typed = isinstance(value, int) if integer else isinstance(value, (int, float))
+    if isinstance(value, bool) or not typed or value < 0 or (value == 0 and not zero_ok):
+        kind = ("a non-negative" if zero_ok else "a positive") + (" integer" if integer else " number")
         raise ValueError(f"backend_options[{name!r}] must be {kind}, got {value!r}")
     return value
 
@@ -148,6 +151,9 @@ class TransferOptions:
         Parts of one upload sent concurrently (memory: ``part_size`` times this, plus one).
     read_part_size
         Ranged reads longer than this are split into parallel requests.
+    coalesce_gap
+        Ranges of one object at most this many bytes apart are fetched with a
+        single request (up to ``read_part_size`` in total).
     max_concurrency
         Requests in flight at once per file layer.
     """
@@ -160,29 +166,53 @@ class TransferOptions:
     part_size: int = 16 * _MiB
     max_inflight_parts: int = 4
     read_part_size: int = 16 * _MiB
+    coalesce_gap: int = 256 * 1024
     max_concurrency: int = 16
 
     @classmethod
     def from_backend_options(cls, options: Mapping[str, Any], *, min_part_size: int, part_alignment: int) -> TransferOptions:
         """Validate the keys this layer understands; other keys are left to other layers."""
         d = cls()
-        part_size = _positive(options, "part_size", d.part_size, integer=True)
+        part_size = _number(options, "part_size", d.part_size, integer=True)
         if part_size < min_part_size or part_size % part_alignment:
             raise ValueError(
                 f"backend_options['part_size'] must be at least {min_part_size} bytes and a multiple of "
                 f"{part_alignment}, got {part_size}"
             )
         return cls(
-            retries=_positive(options, "retries", d.retries, integer=True),
-            retry_base_delay=float(_positive(options, "retry_base_delay", d.retry_base_delay)),
-            retry_max_delay=float(_positive(options, "retry_max_delay", d.retry_max_delay)),
-            retry_deadline=float(_positive(options, "retry_deadline", d.retry_deadline)),
-            request_timeout=float(_positive(options, "request_timeout", d.request_timeout)),
+            retries=_number(options, "retries", d.retries, integer=True, zero_ok=True),
+            retry_base_delay=float(_number(options, "retry_base_delay", d.retry_base_delay)),
+            retry_max_delay=float(_number(options, "retry_max_delay", d.retry_max_delay)),
+            retry_deadline=float(_number(options, "retry_deadline", d.retry_deadline)),
+            request_timeout=float(_number(options, "request_timeout", d.request_timeout)),
             part_size=part_size,
-            max_inflight_parts=_positive(options, "max_inflight_parts", d.max_inflight_parts, integer=True),
-            read_part_size=_positive(options, "read_part_size", d.read_part_size, integer=True),
-            max_concurrency=_positive(options, "max_concurrency", d.max_concurrency, integer=True),
+            max_inflight_parts=_number(options, "max_inflight_parts", d.max_inflight_parts, integer=True),
+            read_part_size=_number(options, "read_part_size", d.read_part_size, integer=True),
+            coalesce_gap=_number(options, "coalesce_gap", d.coalesce_gap, integer=True, zero_ok=True),
+            max_concurrency=_number(options, "max_concurrency", d.max_concurrency, integer=True),
         )
+
+
+_FS_CACHE: dict[str, Any] = {}
+_FS_CACHE_LOCK = threading.Lock()
+
+
+def shared_filesystem(kind: str, kwargs: Mapping[str, Any], make: Callable[[], Any]) -> Any:
+    """One filesystem per process, kind and constructor arguments.
+
+    ``Checkpoint.save`` opens the backend more than once per save; building a
+    client (credential chain, connection pool) each time would cost more
+    than a small save. The key includes the process id because a client's
+    sessions belong to the event loop of the process that made them (after a
+    fork the child builds its own). The key stays in memory; it is never
+    logged, since the arguments may hold credentials.
+    """
+    key = f"{os.getpid()}|{kind}|" + json.dumps(kwargs, sort_keys=True, default=repr)
+    with _FS_CACHE_LOCK:
+        fs = _FS_CACHE.get(key)
+        if fs is None:
+            fs = _FS_CACHE[key] = make()
+        return fs
 
 
 class FsspecFiles(FileLayer):
@@ -422,17 +452,46 @@ class FsspecFiles(FileLayer):
         bucket, key = self.split(path)
         return self._run(lambda: self._retry("reading", bucket, key, lambda: self._a_get_versioned(bucket, key)))
 
-    async def _a_read_ranges(self, bucket: str, key: str, ranges: Sequence[tuple[int, memoryview]]) -> None:
-        step = self.transfer.read_part_size
-        jobs: list[Awaitable[None]] = []
+    def _plan_reads(self, ranges: Sequence[tuple[int, memoryview]]) -> list[tuple[int, int, list[tuple[int, memoryview]]]]:
+        """Group ranges into requests ``(start, length, [(offset, view), ...])``.
+
+        Small ranges that lie close together share one GET (a request costs
+        far more than the bytes of a small gap); a range longer than
+        ``read_part_size`` is split into parts fetched in parallel, each
+        straight into its slice of the destination.
+        """
+        t = self.transfer
+        pieces: list[tuple[int, memoryview]] = []
         for offset, out in ranges:
             view = out.cast("B") if out.format != "B" or out.ndim != 1 else out
-            for lo in range(0, view.nbytes, step):
-                part = view[lo : lo + step]
-                start = offset + lo
-                jobs.append(
-                    self._retry("reading", bucket, key, lambda s=start, p=part: self._a_get_into(bucket, key, s, p))  # type: ignore[misc]
-                )
+            for lo in range(0, view.nbytes, t.read_part_size):
+                pieces.append((offset + lo, view[lo : lo + t.read_part_size]))
+        pieces.sort(key=lambda p: p[0])
+        plan: list[tuple[int, int, list[tuple[int, memoryview]]]] = []
+        for offset, view in pieces:
+            if plan:
+                start, length, members = plan[-1]
+                end = start + length
+                new_end = max(end, offset + view.nbytes)
+                if offset - end <= t.coalesce_gap and new_end - start <= t.read_part_size:
+                    plan[-1] = (start, new_end - start, [*members, (offset, view)])
+                    continue
+            plan.append((offset, view.nbytes, [(offset, view)]))
+        return plan
+
+    async def _a_read_group(self, bucket: str, key: str, start: int, length: int, members: list[tuple[int, memoryview]]) -> None:
+        if len(members) == 1:
+            view = members[0][1]
+            await self._retry("reading", bucket, key, lambda: self._a_get_into(bucket, key, start, view))
+            return
+        # Several small ranges: one GET into a scratch buffer, then scatter.
+        span = bytearray(length)
+        await self._retry("reading", bucket, key, lambda: self._a_get_into(bucket, key, start, memoryview(span)))
+        for offset, view in members:
+            view[:] = span[offset - start : offset - start + view.nbytes]
+
+    async def _a_read_ranges(self, bucket: str, key: str, ranges: Sequence[tuple[int, memoryview]]) -> None:
+        jobs = [self._a_read_group(bucket, key, *group) for group in self._plan_reads(ranges)]
         results = await asyncio.gather(*jobs, return_exceptions=True)
         for r in results:
             if isinstance(r, BaseException):

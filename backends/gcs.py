@@ -29,6 +29,7 @@ from trackpoint.backends.fsspec_files import (
     HTTPStatusError,
     ObjectStat,
     TransferOptions,
+    shared_filesystem,
 )
 from trackpoint.errors import DataLossError
 from trackpoint.plugins import BackendSpec, hookimpl
@@ -305,8 +306,9 @@ def create_files(options: CheckpointOptions) -> GCSFiles:
         options.backend_options, min_part_size=_CHUNK_ALIGN, part_alignment=_CHUNK_ALIGN
     )
     so = dict(options.storage_options)
+    # No listing cache: other writers' objects must be visible at once.
     so.update(skip_instance_cache=True, use_listings_cache=False, asynchronous=False)
-    return GCSFiles(GCSFileSystem(**so), transfer)
+    return GCSFiles(shared_filesystem("gcs", so, lambda: GCSFileSystem(**so)), transfer)
 
 
 def create_backend(url: str, options: CheckpointOptions) -> StorageBackend:

@@ -23,6 +23,7 @@ from trackpoint.backends.fsspec_files import (
     FsspecFiles,
     ObjectStat,
     TransferOptions,
+    shared_filesystem,
 )
 from trackpoint.errors import DataLossError
 from trackpoint.plugins import BackendSpec, hookimpl
@@ -246,10 +247,10 @@ def create_files(options: CheckpointOptions) -> S3Files:
     config.setdefault("retries", {"total_max_attempts": 1})
     config.setdefault("connect_timeout", min(10.0, transfer.request_timeout))
     config.setdefault("read_timeout", transfer.request_timeout)
-    # Other writers' objects must be visible at once, and each backend gets
-    # its own client so options never leak between instances.
-    so.update(skip_instance_cache=True, use_listings_cache=False, asynchronous=False)
-    fs = s3fs.S3FileSystem(config_kwargs=config, **so)
+    # Other writers' objects must be visible at once (no listing cache), and
+    # fsspec's instance cache is bypassed: shared_filesystem keys on all options.
+    so.update(skip_instance_cache=True, use_listings_cache=False, asynchronous=False, config_kwargs=config)
+    fs = shared_filesystem("s3", so, lambda: s3fs.S3FileSystem(**so))
     return S3Files(fs, transfer)
 
 

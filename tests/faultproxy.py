@@ -34,7 +34,7 @@ from urllib.parse import urlsplit
 
 __all__ = ["FaultProxy", "Rule", "Seen"]
 
-Action = Literal["status", "delay", "drop", "drop_after_forward", "truncate"]
+Action = Literal["status", "delay", "drop", "drop_after_forward", "truncate", "stall"]
 
 _HOP_BY_HOP = frozenset(
     {"connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailers", "transfer-encoding", "upgrade"}
@@ -56,7 +56,9 @@ class Rule:
         ``delay`` seconds, then forward. ``"drop"``: close the connection
         without forwarding. ``"drop_after_forward"``: forward, then close
         without answering. ``"truncate"``: forward, answer with the full
-        ``Content-Length`` but only half the body, then close.
+        ``Content-Length`` but only half the body, then close. ``"stall"``:
+        hold the request ``delay`` seconds (or until the proxy stops), then
+        close without forwarding -- a store that hangs while a client is killed.
     nth
         The first matching request (1-based) the rule fires on.
     times
@@ -101,6 +103,7 @@ class FaultProxy:
         self._lock = threading.Lock()
         self._rules: list[Rule] = []
         self.requests: list[Seen] = []
+        self._stopping = threading.Event()
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler_class())
         self._server.daemon_threads = True
         self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
@@ -112,6 +115,7 @@ class FaultProxy:
         return self
 
     def stop(self) -> None:
+        self._stopping.set()
         self._server.shutdown()
         self._server.server_close()
         self._thread.join(timeout=10)
@@ -198,7 +202,9 @@ class FaultProxy:
                 body = self._body()
                 rule = proxy._decide(self.command, self.path)
                 action = rule.action if rule is not None else None
-                if rule is not None and action == "drop":
+                if rule is not None and action == "stall":
+                    proxy._stopping.wait(rule.delay)
+                if rule is not None and action in ("drop", "stall"):
                     self._drop()
                     return
                 if rule is not None and action == "status":

@@ -140,3 +140,17 @@ def test_listing_pages_and_sees_other_writers_at_once(
     assert proxied.listdir(f"{s3_bucket}/shared") == [f"o{i:02d}" for i in range(25)]
     assert proxy.count("GET", r"list-type=2") == 3
     assert proxied.exists(f"{s3_bucket}/shared/o07")
+
+
+def test_nearby_small_ranges_share_one_request(
+    make_files: Any, proxy: FaultProxy, s3_bucket: str
+) -> None:
+    files = make_files(endpoint_url=proxy.url, coalesce_gap=100, read_part_size=MiB)
+    data = os.urandom(4 * MiB)
+    files.put(f"{s3_bucket}/c", data)
+    proxy.clear()
+    near = [(i * 64, memoryview(bytearray(40))) for i in range(500)]  # 24-byte gaps: one request
+    far = [(2 * MiB + i * 1000, memoryview(bytearray(10))) for i in range(3)]  # 990-byte gaps: three
+    files.read_ranges(f"{s3_bucket}/c", near + far)
+    assert proxy.count("GET") == 4
+    assert all(bytes(v) == data[o : o + v.nbytes] for o, v in near + far)
