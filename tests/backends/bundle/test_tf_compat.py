@@ -13,8 +13,9 @@ Four levels are checked:
 * damage: corrupted copies raise DataLossError / InvalidCheckpointError naming
   the file.
 
-TF's files copied as they are into S3 (moto) and GCS (fake-gcs-server) buckets
-are read and restored through the same bundle format on object stores.
+On S3 (moto) and GCS (fake-gcs-server): TF's files copied as they are into a
+bucket are read, restored and checked for damage, and trackpoint saving into a
+bucket leaves exactly TF's files, byte for byte.
 """
 
 from __future__ import annotations
@@ -482,6 +483,28 @@ def test_tf_checkpoints_uploaded_to_object_store_restore(request: pytest.Fixture
     _populate(model)
     status.assert_consumed()
     _assert_nested_restored(model, optimizer)
+
+
+@pytest.mark.parametrize("store", STORES)
+def test_save_to_object_store_is_byte_identical_to_tf(request: pytest.FixtureRequest, store: str) -> None:
+    # What trackpoint leaves in the bucket is exactly TF's local files: same objects, same bytes.
+    bucket: str = request.getfixturevalue(f"{store}_bucket")
+    raw = request.getfixturevalue(f"{store}_raw")
+    options = tp.CheckpointOptions(storage_options=request.getfixturevalue(f"{store}_storage_options"))
+    simple = tp.Checkpoint(v=tp.Variable(np.array([1.0, 2.0, 3.0], np.float32)))
+    assert simple.save(f"{bucket}/simple/ckpt", options=options) == f"{bucket}/simple/ckpt-1"
+    c = tfcases.checkpoints("dtypes")[0]
+    objects = tfcases.expected("dtypes")["structure"]["objects"]
+    tp.Checkpoint(**{n: tp.Variable(c.tensor(f"{n}/{VALUE}"), name=n) for n in objects}).save(
+        f"{bucket}/dtypes/ckpt", options=options
+    )
+    for case in ("simple", "dtypes"):
+        names = sorted(p.name for p in (tfcases.FIXTURES / case).iterdir() if p.name != "expected.json")
+        listed = sorted(Path(p).name for p in raw.find(f"{bucket}/{case}"))
+        assert listed == names
+        for name in names:
+            ours = raw.cat_file(f"{bucket}/{case}/{name}")
+            assert ours == (tfcases.FIXTURES / case / name).read_bytes(), f"{store}: {case}/{name} differs from TF's"
 
 
 @pytest.mark.parametrize("store", STORES)
