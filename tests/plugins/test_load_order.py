@@ -57,9 +57,9 @@ def test_entry_point_metadata_is_read_once(monkeypatch: pytest.MonkeyPatch) -> N
     calls: list[str] = []
     real = importlib.metadata.entry_points
 
-    def counting(**kwargs: str) -> importlib.metadata.EntryPoints:
-        calls.append(kwargs.get("group", ""))
-        return real(**kwargs)
+    def counting(*, group: str) -> importlib.metadata.EntryPoints:
+        calls.append(group)
+        return real(group=group)
 
     monkeypatch.setattr(importlib.metadata, "entry_points", counting)
     plugins.list_backends()
