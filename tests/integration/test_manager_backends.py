@@ -60,7 +60,16 @@ _MODULES = {
     ]
 )
 def target(request: pytest.FixtureRequest, tmp_path: Path) -> Target:
-    name: str = request.param
+    return _make_target(request.param, request, tmp_path)
+
+
+@pytest.fixture(params=["bundle", "zarr"])
+def local_target(request: pytest.FixtureRequest, tmp_path: Path) -> Target:
+    """The backends that store checkpoints in a local directory."""
+    return _make_target(request.param, request, tmp_path)
+
+
+def _make_target(name: str, request: pytest.FixtureRequest, tmp_path: Path) -> Target:
     if importlib.util.find_spec(_MODULES[name]) is None:
         pytest.skip(f"backend module {_MODULES[name]} does not exist yet")
     if name == "memory":
@@ -270,9 +279,9 @@ def test_leftovers_of_crashed_save_are_cleaned_up(target: Target) -> None:
         assert not [p for p in target.local.rglob("*") if "ckpt-2" in p.name]
 
 
-def test_copied_directory_still_resolves(target: Target, tmp_path: Path) -> None:
-    if target.local is None:
-        pytest.skip("copying with shutil.copytree needs a local directory")
+def test_copied_directory_still_resolves(local_target: Target, tmp_path: Path) -> None:
+    target = local_target
+    assert target.local is not None
     w, step = _model()
     m = tp.CheckpointManager(_ckpt(w, step), target.directory, max_to_keep=2, options=target.options)
     w.assign(np.full((2, 2), 5, np.float32))
