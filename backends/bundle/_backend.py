@@ -219,19 +219,22 @@ class BundleBackend(StorageBackend):
         """Write and commit a checkpoint (see :meth:`StorageBackend.save`).
 
         With ``overwrite=False`` an existing checkpoint is reported before
-        anything is written. With ``overwrite=True`` on the create strategy the
-        old checkpoint is deleted (index first) before the new data is written,
-        since data objects are written under their final names.
+        anything is written. With ``overwrite=True`` on the create strategy
+        everything at ``prefix`` (the old checkpoint, index first, and leftovers
+        of crashed saves) is deleted before the new data is written, since data
+        objects are written create-only under their final names.
         """
         self._check_prefix(prefix)
-        if self.files.exists(self._index(prefix)):
-            if not overwrite:
-                raise CheckpointExistsError(
-                    f"bundle: a checkpoint is already committed at {prefix!r}; "
-                    "pass overwrite=True or choose another prefix"
-                )
-            if not self._rename:
-                self.delete(prefix)
+        if not overwrite and self.files.exists(self._index(prefix)):
+            raise CheckpointExistsError(
+                f"bundle: a checkpoint is already committed at {prefix!r}; "
+                "pass overwrite=True or choose another prefix"
+            )
+        if overwrite and not self._rename:
+            # New data objects take their final names create-only, so whatever
+            # is at this prefix (a committed checkpoint, leftovers of a crashed
+            # save) must go first; delete() removes the index before the data.
+            self.delete(prefix)
         super().save(prefix, items, options or self.options, overwrite=overwrite)
 
     def write_shard(self, prefix: str, spec: ShardSpec, items: Sequence[WriteItem]) -> ShardResult:

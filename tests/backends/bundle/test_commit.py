@@ -145,12 +145,22 @@ def test_leftover_data_of_a_crashed_save(tmp_path: Path) -> None:
     # A crashed save left its data object (no index).
     backend.write_shard(prefix, ShardSpec(0, 1, "crashed"), _items(1.0))
     with pytest.raises(ConcurrentModificationError, match=r"uncommitted save exist at .*cleanup\(directory\)"):
-        backend.save(prefix, _items(2.0), CheckpointOptions(num_writers=1))
+        backend.save(prefix, _items(2.0), CheckpointOptions(num_writers=1), overwrite=False)
     removed = backend.cleanup(str(tmp_path))
     assert sorted(Path(p).name for p in removed) == [
         "ckpt-1.data-00000-of-00001", "ckpt-1.part-00000-of-00001.crashed.index"
     ]
-    backend.save(prefix, _items(2.0), CheckpointOptions(num_writers=1))
+    backend.save(prefix, _items(2.0), CheckpointOptions(num_writers=1), overwrite=False)
+    with backend.open_reader(prefix) as r:
+        assert r.read("t0")[0] == 2.0
+
+
+def test_overwrite_clears_leftovers_of_a_crashed_save(tmp_path: Path) -> None:
+    backend = BundleBackend(LocalFiles(capabilities=Capabilities(conditional_create=True)))
+    prefix = str(tmp_path / "ckpt-1")
+    backend.write_shard(prefix, ShardSpec(0, 1, "crashed"), _items(1.0))
+    backend.save(prefix, _items(2.0), CheckpointOptions(num_writers=1), overwrite=True)
+    assert _listing(tmp_path) == ["ckpt-1.data-00000-of-00001", "ckpt-1.index"]
     with backend.open_reader(prefix) as r:
         assert r.read("t0")[0] == 2.0
 
