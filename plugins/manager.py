@@ -248,7 +248,7 @@ class PluginHost:
         backends: dict[str, _Registered] = {}
         schemes: dict[str, str] = {}
         plugins = {name: loaded.pm.get_plugin(name) for name in loaded.order}
-        for name in loaded.order:
+        for name in list(loaded.order):
             provider = loaded.providers[name]
             # One plugin at a time, in load order: pluggy would call all
             # implementations last-registered first, and the host must know
@@ -261,6 +261,9 @@ class PluginHost:
             except PluginError:
                 raise
             except Exception as exc:  # noqa: BLE001 - a faulty plugin is reported, the others stay usable
+                # Taken out entirely (its other hooks too), so it is reported once
+                # and cannot half-work.
+                self._drop(loaded, name)
                 self._mark_broken(loaded, provider, f"trackpoint_register_backends raised {_describe(exc)}")
                 continue
             for spec in specs:
@@ -305,6 +308,13 @@ class PluginHost:
     def _invalidate(self) -> None:
         self._table = None
 
+    @staticmethod
+    def _drop(loaded: _Loaded, name: str) -> None:
+        if loaded.pm.get_plugin(name) is not None:
+            loaded.pm.unregister(name=name)
+        loaded.order.remove(name)
+        del loaded.providers[name]
+
     # --------------------------------------------------------- public API
     @property
     def plugin_manager(self) -> pluggy.PluginManager:
@@ -325,11 +335,17 @@ class PluginHost:
             self._runtime.append((name, plugin))
             self._invalidate()
             try:
-                # Validate now, so a clash is reported to the caller of register().
+                # Build now, so a clash or a failing hook is reported to the
+                # caller of register() and the plugin is not kept.
                 self._build_table()
             except PluginError:
                 self.unregister(name)
                 raise
+            if name in loaded.broken:
+                provider, reason = loaded.broken.pop(name)
+                self._runtime.pop()
+                self._invalidate()
+                raise PluginError(f"cannot register {provider}: {reason}")
 
     def unregister(self, name: str) -> None:
         """Remove a loaded plugin and the backends it registered."""
@@ -339,9 +355,7 @@ class PluginHost:
                 raise PluginError(
                     f"no plugin named {name!r} is loaded; loaded plugins: {', '.join(loaded.order) or '(none)'}"
                 )
-            loaded.pm.unregister(name=name)
-            loaded.order.remove(name)
-            del loaded.providers[name]
+            self._drop(loaded, name)
             self._runtime = [(n, p) for n, p in self._runtime if n != name]
             self._invalidate()
 
@@ -351,10 +365,10 @@ class PluginHost:
             self._blocked.add(name)
             if self._loaded is not None:
                 loaded = self._loaded
-                loaded.pm.set_blocked(name)  # also unregisters a loaded plugin of that name
                 if name in loaded.providers:
-                    loaded.order.remove(name)
-                    del loaded.providers[name]
+                    self._drop(loaded, name)
+                loaded.broken.pop(name, None)
+                loaded.pm.set_blocked(name)
             self._invalidate()
 
     def select(self, url: str, options: CheckpointOptions) -> str:
@@ -369,8 +383,11 @@ class PluginHost:
         if env:
             return env, f"the {ENV_BACKEND} environment variable"
         with self._lock:
-            pm = self._load().pm
             table = self._build_table()
+            pm = self._load().pm
+        # Hooks run outside the lock: they are plugin code (a configure hook
+        # may fetch credentials) and pluggy copies its implementation list per
+        # call, so a concurrent register() cannot disturb a running call.
         chosen = pm.hook.trackpoint_select_backend(url=url, options=options)
         if chosen is not None:
             return str(chosen), f"the trackpoint_select_backend hook (for {url!r})"
@@ -402,7 +419,8 @@ class PluginHost:
         if name in self._blocked_names():
             return UnknownBackendError(
                 f"backend {name!r} (chosen by {source}) is blocked by {ENV_BLOCK_BACKENDS} or "
-                "trackpoint.plugins.block(); unblock it or choose another backend"
+                "trackpoint.plugins.block(); remove it from the variable (or call trackpoint.plugins.reset()) "
+                "or choose another backend"
             )
         return UnknownBackendError(
             f"unknown backend {name!r} (chosen by {source}); registered backends: "

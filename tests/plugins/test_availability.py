@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 
 import pytest
 
@@ -80,19 +81,35 @@ def test_factory_must_return_a_storage_backend(spec_plugin: type) -> None:
         plugins.open_backend("/x", CheckpointOptions(backend="wrong"))
 
 
-def test_register_hook_failure_marks_the_plugin_broken(caplog: pytest.LogCaptureFixture) -> None:
+def test_register_hook_failure_disables_the_plugin(
+    install_fake: Callable[[str], None], caplog: pytest.LogCaptureFixture
+) -> None:
+    install_fake("exploding")
+    with caplog.at_level("WARNING", logger="trackpoint.plugins"):
+        (row,) = [r for r in plugins.list_backends() if r.plugin == "exploding"]
+        plugins.list_backends()
+    assert not row.available
+    assert (row.distribution, row.version) == ("trackpoint-fake-exploding", "0.2")
+    assert row.reason == "trackpoint_register_backends raised RuntimeError: cannot describe myself"
+    assert caplog.text.count("cannot describe myself") == 1  # reported once, not on every rebuild
+    # Its other hooks are out too: its selection hook would route everything to "exploding".
+    assert plugins.open_backend("memory://x").name == "memory"
+
+
+def test_run_time_register_hook_failure_is_raised() -> None:
     class Exploding:
         @plugins.hookimpl
         def trackpoint_register_backends(self, register: object) -> None:
             raise RuntimeError("cannot describe myself")
 
-    with caplog.at_level("WARNING", logger="trackpoint.plugins"):
+    with pytest.raises(
+        PluginError,
+        match=r"cannot register plugin 'exploding' \(registered at run time\): trackpoint_register_backends raised "
+        "RuntimeError: cannot describe myself",
+    ):
         plugins.register(Exploding(), "exploding")
-    (row,) = [r for r in plugins.list_backends() if r.plugin == "exploding"]
-    assert not row.available
-    assert row.reason == "trackpoint_register_backends raised RuntimeError: cannot describe myself"
-    assert "cannot describe myself" in caplog.text
-    assert plugins.open_backend("memory://x").name == "memory"
+    assert plugins.get_plugin_manager().get_plugin("exploding") is None
+    assert all(r.plugin != "exploding" for r in plugins.list_backends())
 
 
 def test_register_passes_something_else(spec_plugin: type) -> None:
