@@ -8,6 +8,9 @@ the generator's virtualenv): a ``tf.train.Checkpoint`` whose variables carry
 the TF1 names restores all of them, ``assert_consumed()`` passes, and a
 variable created after ``restore()`` is still restored by name.
 
+``trackpoint.Saver`` also restores TF2's object-based ``nested`` fixture by
+the variables' ``full_name``, as TF's Saver does.
+
 The ``checkpoint`` state files written by TF (TF1 Saver, TF2 ``save()`` and
 ``CheckpointManager``) are parsed by ``trackpoint.latest_checkpoint`` and
 ``trackpoint.state.read_checkpoint_state``.
@@ -133,6 +136,19 @@ def test_variable_created_after_name_based_restore_is_restored() -> None:
 def test_object_metadata_rejects_a_name_based_checkpoint() -> None:
     with pytest.raises(InvalidCheckpointError, match="does not appear to be object-based"):
         tp.object_metadata(str(TF1_DIR / "model.ckpt-1"))
+
+
+def test_saver_restores_tf2_nested_checkpoint_by_full_name() -> None:
+    # Cross-loading the other way, as TF's Saver does: names are the graph's full_name attributes
+    # (TF's variable names, e.g. "encoder_dense/kernel" and the slot "shared/Momentum"), mapped
+    # to object-based keys through the object graph; the diamond's variable appears once.
+    c = tfcases.checkpoints("nested")[0]
+    keys = {a["full_name"]: a["checkpoint_key"] for n in c.record["object_graph"] for a in n.get("attributes", [])}
+    assert {"shared", "shared/Momentum", "encoder_dense/kernel", "save_counter"} <= set(keys)
+    variables = {name: tp.Variable(np.zeros_like(c.tensor(key)), name=name) for name, key in keys.items()}
+    tp.Saver(variables).restore(c.prefix)
+    for name, var in variables.items():
+        assert_same_tensor(var.numpy(), c.tensor(keys[name]), name)
 
 
 # ---------------------------------------------------------------- state files written by TensorFlow
