@@ -367,3 +367,46 @@ def test_saver_and_checkpoint_cross_load(target: Target) -> None:
     _ckpt(w3, step3).restore(name_path, options=target.options).assert_consumed()
     np.testing.assert_array_equal(w3.numpy(), np.full((2, 2), 4, np.float32))
     assert int(step3.numpy()) == 11
+
+
+# ------------------------------------------------- a crash half-way through a delete
+@pytest.mark.s3
+def test_delete_interrupted_half_way_is_never_listed(
+    s3_endpoint: str, s3_bucket: str, s3_storage_options: dict[str, Any], s3_raw: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    from faultproxy import FaultProxy, Rule
+
+    d = f"{s3_bucket}/run"
+    with FaultProxy(s3_endpoint) as proxy:
+        opts = CheckpointOptions(
+            storage_options={**s3_storage_options, "endpoint_url": proxy.url},
+            backend_options={"retries": 1, "retry_base_delay": 0.01, "retry_max_delay": 0.02},
+        )
+        m = tp.CheckpointManager(_ckpt(*_model()), d, max_to_keep=1, options=opts)
+        m.save()
+        # Retention removes ckpt-1's commit point (its index) and then fails on its data:
+        # the store is left with a half-deleted checkpoint, as after a crash at that moment.
+        proxy.add(
+            Rule(
+                "POST",
+                r"\?delete",
+                status=403,
+                body=b"<Error><Code>AccessDenied</Code><Message>injected</Message></Error>",
+                body_match=rb"ckpt-1\.data",
+                times=1000,
+            )
+        )
+        with caplog.at_level("WARNING", logger="trackpoint.manager"):
+            assert m.save() == f"{d}/ckpt-2"
+    assert "could not delete old checkpoint" in caplog.text
+    bucket_dir = s3_bucket.split("://", 1)[1] + "/run"
+    leftovers = sorted(p.rsplit("/", 1)[1] for p in s3_raw.find(bucket_dir))
+    assert "ckpt-1.data-00000-of-00001" in leftovers and "ckpt-1.index" not in leftovers
+    # The half-deleted checkpoint was unlisted before the delete began, and is invisible.
+    options = CheckpointOptions(storage_options=s3_storage_options)
+    st = state.read_checkpoint_state(d, options)
+    assert st is not None and list(st.all_model_checkpoint_paths) == [f"{d}/ckpt-2"]
+    assert state.latest_checkpoint(d, options) == f"{d}/ckpt-2"
+    again = tp.CheckpointManager(_ckpt(*_model()), d, max_to_keep=1, options=options)
+    assert again.checkpoints == [f"{d}/ckpt-2"]
+    assert not open_backend(d, options).exists(f"{d}/ckpt-1")
