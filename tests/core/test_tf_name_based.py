@@ -184,6 +184,12 @@ def test_manager_state_file_has_timestamps() -> None:
     assert len(want["all_model_checkpoint_timestamps"]) == 2 and want["last_preserved_timestamp"] > 0
 
 
+def test_load_checkpoint_of_tf1_directory_reads_the_latest() -> None:
+    reader = tp.load_checkpoint(str(TF1_DIR))
+    assert int(reader.get_tensor("global_step")) == 200
+    assert_same_tensor(reader.get_tensor("embedding"), TF1[1].tensor("embedding"), "embedding")
+
+
 def test_copied_tf1_directory_resolves_and_restores(tmp_path: Path) -> None:
     # The state file holds relative paths (save_relative_paths=True), so a copy works where it lands.
     copy = tmp_path / "copied"
