@@ -4,7 +4,8 @@ The other direction of test_tf_compat.py: trackpoint saves a nested model with
 momentum slots, strings and bfloat16, a multi-shard checkpoint and every
 dtype; real TensorFlow then restores them with ``assert_consumed()`` and reads
 them with ``tf.train.load_checkpoint``. ``trackpoint.Saver`` checkpoints
-(single and sharded) are restored by ``tf.compat.v1.train.Saver``. The project's environment has no
+(single and sharded) are restored by ``tf.compat.v1.train.Saver``, and TF's
+``CheckpointManager`` resumes from a directory kept by trackpoint's. The project's environment has no
 TensorFlow, so this runs in the fixtures' virtualenv::
 
     /tmp/tfvenv/bin/pip install --no-deps -e . && /tmp/tfvenv/bin/pip install pluggy crc32c pytest pytest-timeout
@@ -228,3 +229,27 @@ def test_tensorflow_v1_saver_restores_trackpoint_saver(tmp_path: Path, sharded: 
     np.testing.assert_array_equal(b, ours["dense/bias"].numpy())
     assert int(s) == 7
     assert list(n) == list(STRINGS)
+
+
+def test_tensorflow_checkpoint_manager_resumes_from_trackpoint_manager(tmp_path: Path) -> None:
+    # trackpoint's CheckpointManager writes the state file (with timestamps) that TF's manager resumes from.
+    step, w = tp.Variable(np.int64(0)), tp.Variable(np.zeros((2, 2), np.float32))
+    manager = tp.CheckpointManager(tp.Checkpoint(step=step, w=w), str(tmp_path), max_to_keep=2)
+    for i in (1, 2, 3):
+        step.assign(i)
+        w.assign(_vals((2, 2), float(i)))
+        manager.save()
+    assert sorted(p.name for p in tmp_path.glob("*.index")) == ["ckpt-2.index", "ckpt-3.index"]
+
+    tf_step, tf_w = tf.Variable(np.int64(0)), tf.Variable(np.zeros((2, 2), np.float32))
+    tf_ckpt = tf.train.Checkpoint(step=tf_step, w=tf_w)
+    tf_manager = tf.train.CheckpointManager(tf_ckpt, str(tmp_path), max_to_keep=2)
+    assert tf_manager.checkpoints == [str(tmp_path / "ckpt-2"), str(tmp_path / "ckpt-3")]
+    assert tf_manager.latest_checkpoint == str(tmp_path / "ckpt-3")
+    tf_ckpt.restore(tf_manager.latest_checkpoint).assert_consumed()
+    assert int(tf_step.numpy()) == 3 and int(tf_ckpt.save_counter.numpy()) == 3
+    np.testing.assert_array_equal(tf_w.numpy(), _vals((2, 2), 3.0))
+    # TF continues the numbering and retention where trackpoint stopped.
+    assert tf_manager.save() == str(tmp_path / "ckpt-4")
+    assert sorted(p.name for p in tmp_path.glob("*.index")) == ["ckpt-3.index", "ckpt-4.index"]
+    assert tp.latest_checkpoint(str(tmp_path)) == str(tmp_path / "ckpt-4")
