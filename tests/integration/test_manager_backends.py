@@ -410,3 +410,40 @@ def test_delete_interrupted_half_way_is_never_listed(
     again = tp.CheckpointManager(_ckpt(*_model()), d, max_to_keep=1, options=options)
     assert again.checkpoints == [f"{d}/ckpt-2"]
     assert not open_backend(d, options).exists(f"{d}/ckpt-1")
+
+
+@pytest.mark.s3
+def test_failed_state_update_deletes_nothing(
+    s3_endpoint: str, s3_bucket: str, s3_storage_options: dict[str, Any]
+) -> None:
+    from faultproxy import FaultProxy, Rule
+
+    from trackpoint.errors import StoragePermissionError
+
+    d = f"{s3_bucket}/run"
+    with FaultProxy(s3_endpoint) as proxy:
+        opts = CheckpointOptions(
+            storage_options={**s3_storage_options, "endpoint_url": proxy.url},
+            backend_options={"retries": 1, "retry_base_delay": 0.01, "retry_max_delay": 0.02},
+        )
+        m = tp.CheckpointManager(_ckpt(*_model()), d, max_to_keep=1, options=opts)
+        m.save()
+        proxy.add(
+            Rule(
+                "PUT",
+                r"/run/checkpoint$",
+                status=403,
+                body=b"<Error><Code>AccessDenied</Code><Message>injected</Message></Error>",
+                times=1000,
+            )
+        )
+        # ckpt-2 is committed, then recording it fails: the save reports the error and,
+        # since nothing was unlisted, deletes nothing.
+        with pytest.raises(StoragePermissionError, match=r"writing '.*/run/checkpoint' was refused"):
+            m.save()
+    options = CheckpointOptions(storage_options=s3_storage_options)
+    backend = open_backend(d, options)
+    assert backend.exists(f"{d}/ckpt-1") and backend.exists(f"{d}/ckpt-2")
+    assert state.latest_checkpoint(d, options) == f"{d}/ckpt-2"  # found by listing
+    again = tp.CheckpointManager(_ckpt(*_model()), d, max_to_keep=1, options=options)
+    assert again.latest_checkpoint == f"{d}/ckpt-2"
