@@ -63,6 +63,9 @@ class Rule:
         The first matching request (1-based) the rule fires on.
     times
         How many consecutive matching requests it fires on (from ``nth``).
+    body_match
+        Optional regular expression the request body must also contain (GCS
+        single-request uploads name the object only in the body).
     """
 
     method: str | None
@@ -74,11 +77,16 @@ class Rule:
     times: int = 1
     body: bytes = b"<Error><Code>ServiceUnavailable</Code><Message>injected by faultproxy</Message></Error>"
     content_type: str = "application/xml"
+    body_match: bytes | None = None
     seen: int = field(default=0, init=False)
     fired: int = field(default=0, init=False)
 
-    def matches(self, method: str, target: str) -> bool:
-        return (self.method is None or self.method == method) and re.search(self.path, target) is not None
+    def matches(self, method: str, target: str, body: bytes) -> bool:
+        return (
+            (self.method is None or self.method == method)
+            and re.search(self.path, target) is not None
+            and (self.body_match is None or re.search(self.body_match, body) is not None)
+        )
 
 
 @dataclass(frozen=True)
@@ -143,11 +151,11 @@ class FaultProxy:
         with self._lock:
             return sum(1 for s in self.requests if (method is None or s.method == method) and re.search(path, s.target))
 
-    def _decide(self, method: str, target: str) -> Rule | None:
+    def _decide(self, method: str, target: str, body: bytes) -> Rule | None:
         with self._lock:
             chosen = None
             for rule in self._rules:
-                if rule.matches(method, target):
+                if rule.matches(method, target, body):
                     rule.seen += 1
                     if chosen is None and rule.nth <= rule.seen < rule.nth + rule.times:
                         rule.fired += 1
@@ -200,7 +208,7 @@ class FaultProxy:
 
             def _handle(self) -> None:
                 body = self._body()
-                rule = proxy._decide(self.command, self.path)
+                rule = proxy._decide(self.command, self.path, body)
                 action = rule.action if rule is not None else None
                 if rule is not None and action == "stall":
                     proxy._stopping.wait(rule.delay)

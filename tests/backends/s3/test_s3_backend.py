@@ -112,37 +112,59 @@ def test_transient_faults_during_save_and_restore_are_absorbed(
     assert all(r.fired for r in proxy._rules)
 
 
-def test_racing_saves_to_one_prefix_have_one_winner(s3_bucket: str, s3_storage_options: dict[str, Any]) -> None:
-    """Four writers save the same prefix at once: one commits, the others fail cleanly.
-
-    With create-only commits the data objects are created under their final
-    names too, so a loser usually fails already when writing data
-    (``ConcurrentModificationError`` from the bundle format) and otherwise at
-    the index (``CheckpointExistsError``); either way the winner's checkpoint
-    is intact and nothing of the losers is left referenced.
-    """
-    prefix = f"{s3_bucket}/race/ckpt"
-    contenders = [(_backend(prefix, _opts(s3_storage_options)), _items(seed=i)) for i in range(4)]
-    barrier = threading.Barrier(len(contenders))
-    results: list[str] = [""] * len(contenders)
+def _race(backends: list[StorageBackend], prefix: str, items: list[list[WriteItem]], writers: int) -> list[str]:
+    barrier = threading.Barrier(len(backends))
+    results = [""] * len(backends)
 
     def run(i: int) -> None:
-        backend, items = contenders[i]
         barrier.wait()
         try:
-            backend.save(prefix, items, overwrite=False)
+            backends[i].save(prefix, items[i], CheckpointOptions(num_writers=writers), overwrite=False)
             results[i] = "won"
         except (CheckpointExistsError, ConcurrentModificationError) as exc:
             results[i] = type(exc).__name__
 
-    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(contenders))]
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(backends))]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
+    assert all(r in ("won", "CheckpointExistsError", "ConcurrentModificationError") for r in results), results
+    return results
+
+
+def test_racing_single_shard_saves_have_exactly_one_winner(s3_bucket: str, s3_storage_options: dict[str, Any]) -> None:
+    """Four writers save one prefix at once: one commits, the others fail cleanly.
+
+    The data objects are created (create-only) under their final names, so a
+    loser usually fails already writing data (``ConcurrentModificationError``
+    from the bundle format), otherwise at the index (``CheckpointExistsError``).
+    """
+    prefix = f"{s3_bucket}/race/ckpt"
+    backends = [_backend(prefix, _opts(s3_storage_options)) for _ in range(4)]
+    items = [_items(seed=i) for i in range(4)]
+    results = _race(backends, prefix, items, writers=1)
     assert results.count("won") == 1, results
-    assert all(r in ("won", "CheckpointExistsError", "ConcurrentModificationError") for r in results)
-    _assert_restores(contenders[0][0], prefix, contenders[results.index("won")][1])
+    _assert_restores(backends[0], prefix, items[results.index("won")])
+
+
+def test_racing_multi_shard_saves_have_at_most_one_winner(s3_bucket: str, s3_storage_options: dict[str, Any]) -> None:
+    """With several data objects per save, two writers can each win one object and both fail.
+
+    Never two winners, never a mixed checkpoint; all losers clean up, so a
+    retry of the save succeeds.
+    """
+    prefix = f"{s3_bucket}/race/ckpt"
+    backends = [_backend(prefix, _opts(s3_storage_options)) for _ in range(3)]
+    items = [_items(n=4, seed=i) for i in range(3)]
+    results = _race(backends, prefix, items, writers=2)
+    assert results.count("won") <= 1, results
+    if "won" in results:
+        _assert_restores(backends[0], prefix, items[results.index("won")])
+    else:
+        assert not backends[0].exists(prefix)
+        backends[0].save(prefix, items[0], overwrite=False)
+        _assert_restores(backends[0], prefix, items[0])
 
 
 def test_commit_race_after_data_is_written(s3_bucket: str, s3_storage_options: dict[str, Any]) -> None:

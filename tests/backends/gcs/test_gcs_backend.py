@@ -1,0 +1,267 @@
+"""The ``gcs`` backend end to end: trackpoint.Checkpoint on gs://, commits, failures, crashes, races, portability."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from faultproxy import FaultProxy, Rule
+
+import trackpoint as tp
+from trackpoint.errors import CheckpointExistsError, ConcurrentModificationError, TransientStorageError
+from trackpoint.plugins import open_backend
+from trackpoint.storage import CheckpointOptions, ShardSpec, StorageBackend, WriteItem
+
+pytestmark = [pytest.mark.gcs, pytest.mark.timeout(90)]
+
+FAST = {"retries": 2, "retry_base_delay": 0.01, "retry_max_delay": 0.05}
+
+
+def _opts(storage_options: dict[str, Any], endpoint: str | None = None, **backend_options: Any) -> CheckpointOptions:
+    so = dict(storage_options)
+    if endpoint is not None:
+        so["endpoint_url"] = endpoint
+    return CheckpointOptions(storage_options=so, backend_options={**FAST, **backend_options})
+
+
+def _backend(url: str, opts: CheckpointOptions) -> StorageBackend:
+    backend = open_backend(url, opts)
+    assert backend.name == "gcs"
+    return backend
+
+
+def _items(n: int = 3, seed: int = 0) -> list[WriteItem]:
+    rng = np.random.default_rng(seed)
+    return [WriteItem(f"layer{i}/kernel", rng.standard_normal((64, 32)).astype(np.float32)) for i in range(n)]
+
+
+def _assert_restores(backend: StorageBackend, prefix: str, items: list[WriteItem]) -> None:
+    with backend.open_reader(prefix) as reader:
+        assert list(reader.keys()) == sorted(it.key for it in items)
+        for it in items:
+            np.testing.assert_array_equal(reader.read(it.key), it.array)
+
+
+def test_checkpoint_save_restore_latest(gcs_bucket: str, gcs_storage_options: dict[str, Any]) -> None:
+    opts = _opts(gcs_storage_options)
+    w = tp.Variable(np.arange(6, dtype=np.float32).reshape(2, 3))
+    step = tp.Variable(np.int64(7))
+    ckpt = tp.Checkpoint(w=w, step=step)
+    first = ckpt.save(f"{gcs_bucket}/run/ckpt", opts)
+    w.assign(w.numpy() * 10)
+    second = ckpt.save(f"{gcs_bucket}/run/ckpt", opts)
+    assert (first, second) == (f"{gcs_bucket}/run/ckpt-1", f"{gcs_bucket}/run/ckpt-2")
+    assert tp.latest_checkpoint(f"{gcs_bucket}/run", opts) == second
+
+    w2 = tp.Variable(np.zeros((2, 3), np.float32))
+    step2 = tp.Variable(np.int64(0))
+    tp.Checkpoint(w=w2, step=step2).restore(tp.latest_checkpoint(f"{gcs_bucket}/run", opts), opts).assert_consumed()
+    np.testing.assert_array_equal(w2.numpy(), np.arange(6, dtype=np.float32).reshape(2, 3) * 10)
+    assert int(step2.numpy()) == 7
+
+
+def test_bundle_layout_and_commit_point(gcs_bucket: str, gcs_storage_options: dict[str, Any], gcs_raw: Any) -> None:
+    opts = _opts(gcs_storage_options)
+    backend = _backend(f"{gcs_bucket}/run/ckpt-1", opts)
+    backend.save(f"{gcs_bucket}/run/ckpt-1", _items(), CheckpointOptions(num_writers=2))
+    names = sorted(p.rsplit("/", 1)[1] for p in gcs_raw.ls(f"{gcs_bucket[5:]}/run"))
+    assert names == ["ckpt-1.data-00000-of-00002", "ckpt-1.data-00001-of-00002", "ckpt-1.index"]
+    assert backend.list_checkpoints(f"{gcs_bucket}/run") == [f"{gcs_bucket}/run/ckpt-1"]
+    backend.delete(f"{gcs_bucket}/run/ckpt-1")
+    assert not backend.exists(f"{gcs_bucket}/run/ckpt-1")
+    assert gcs_raw.ls(f"{gcs_bucket[5:]}/run") == [] if gcs_raw.exists(f"{gcs_bucket[5:]}/run") else True
+
+
+def test_failed_commit_leaves_nothing_visible_and_previous_restores(
+    gcs_bucket: str, gcs_storage_options: dict[str, Any], proxy: FaultProxy
+) -> None:
+    opts = _opts(gcs_storage_options, proxy.url)
+    backend = _backend(f"{gcs_bucket}/run/ckpt-1", opts)
+    good = _items(seed=1)
+    backend.save(f"{gcs_bucket}/run/ckpt-1", good)
+    proxy.add(Rule("POST", r"uploadType=multipart", body_match=rb'"run/ckpt-2\.index"', status=503, times=1000))
+    with pytest.raises(TransientStorageError, match=r"gcs: writing 'gs://tp-[0-9a-f]+/run/ckpt-2.index' still failed"):
+        backend.save(f"{gcs_bucket}/run/ckpt-2", _items(seed=2))
+    assert not backend.exists(f"{gcs_bucket}/run/ckpt-2")
+    assert backend.list_checkpoints(f"{gcs_bucket}/run") == [f"{gcs_bucket}/run/ckpt-1"]
+    _assert_restores(backend, f"{gcs_bucket}/run/ckpt-1", good)
+    # abort removed what the failed save wrote
+    assert not [n for n in backend.files.listdir(f"{gcs_bucket}/run") if n.startswith("ckpt-2")]  # type: ignore[attr-defined]
+
+
+def test_transient_faults_during_save_and_restore_are_absorbed(
+    gcs_bucket: str, gcs_storage_options: dict[str, Any], proxy: FaultProxy
+) -> None:
+    opts = _opts(gcs_storage_options, proxy.url, retries=4)
+    backend = _backend(f"{gcs_bucket}/ckpt", opts)
+    proxy.add(Rule("POST", r"uploadType=multipart", body_match=rb'"ckpt\.data-', status=503, times=2))
+    proxy.add(Rule("POST", r"uploadType=multipart", body_match=rb'"ckpt\.index"', action="drop_after_forward"))
+    proxy.add(Rule("GET", r"ckpt\.data-.*alt=media", action="truncate"))
+    items = _items(5)
+    backend.save(f"{gcs_bucket}/ckpt", items)
+    _assert_restores(backend, f"{gcs_bucket}/ckpt", items)
+    assert all(r.fired for r in proxy._rules)
+
+
+def _race(backends: list[StorageBackend], prefix: str, items: list[list[WriteItem]], writers: int) -> list[str]:
+    barrier = threading.Barrier(len(backends))
+    results = [""] * len(backends)
+
+    def run(i: int) -> None:
+        barrier.wait()
+        try:
+            backends[i].save(prefix, items[i], CheckpointOptions(num_writers=writers), overwrite=False)
+            results[i] = "won"
+        except (CheckpointExistsError, ConcurrentModificationError) as exc:
+            results[i] = type(exc).__name__
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(backends))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert all(r in ("won", "CheckpointExistsError", "ConcurrentModificationError") for r in results), results
+    return results
+
+
+def test_racing_single_shard_saves_have_exactly_one_winner(gcs_bucket: str, gcs_storage_options: dict[str, Any]) -> None:
+    """Four writers save one prefix at once: one commits, the others fail cleanly.
+
+    The data objects are created (create-only) under their final names, so a
+    loser usually fails already writing data (``ConcurrentModificationError``
+    from the bundle format), otherwise at the index (``CheckpointExistsError``).
+    """
+    prefix = f"{gcs_bucket}/race/ckpt"
+    backends = [_backend(prefix, _opts(gcs_storage_options)) for _ in range(4)]
+    items = [_items(seed=i) for i in range(4)]
+    results = _race(backends, prefix, items, writers=1)
+    assert results.count("won") == 1, results
+    _assert_restores(backends[0], prefix, items[results.index("won")])
+
+
+def test_racing_multi_shard_saves_have_at_most_one_winner(gcs_bucket: str, gcs_storage_options: dict[str, Any]) -> None:
+    """With several data objects per save, two writers can each win one object and both fail.
+
+    Never two winners, never a mixed checkpoint; all losers clean up, so a
+    retry of the save succeeds.
+    """
+    prefix = f"{gcs_bucket}/race/ckpt"
+    backends = [_backend(prefix, _opts(gcs_storage_options)) for _ in range(3)]
+    items = [_items(n=4, seed=i) for i in range(3)]
+    results = _race(backends, prefix, items, writers=2)
+    assert results.count("won") <= 1, results
+    if "won" in results:
+        _assert_restores(backends[0], prefix, items[results.index("won")])
+    else:
+        assert not backends[0].exists(prefix)
+        backends[0].save(prefix, items[0], overwrite=False)
+        _assert_restores(backends[0], prefix, items[0])
+
+
+def test_commit_race_after_data_is_written(gcs_bucket: str, gcs_storage_options: dict[str, Any]) -> None:
+    """Two saves of one prefix whose data objects do not collide race only on the index."""
+    prefix = f"{gcs_bucket}/race2/ckpt"
+    a, b = _backend(prefix, _opts(gcs_storage_options)), _backend(prefix, _opts(gcs_storage_options))
+    items_a, items_b = _items(seed=1), _items(seed=2)
+    # Different shard counts give different data object names, so both writes succeed.
+    shards_a = [a.write_shard(prefix, ShardSpec(0, 1, "a" * 32), items_a)]
+    shards_b = [b.write_shard(prefix, ShardSpec(i, 3, "b" * 32), [items_b[i]]) for i in range(3)]
+    a.commit(prefix, shards_a, overwrite=False)
+    with pytest.raises(CheckpointExistsError, match=r"another writer committed .*race2/ckpt. first"):
+        b.commit(prefix, shards_b, overwrite=False)
+    b.abort(prefix, "b" * 32)
+    _assert_restores(a, prefix, items_a)
+
+
+_CRASH_WRITER = textwrap.dedent(
+    """
+    import sys, numpy as np
+    from trackpoint.plugins import open_backend
+    from trackpoint.storage import CheckpointOptions, WriteItem
+    endpoint, prefix = sys.argv[1], sys.argv[2]
+    opts = CheckpointOptions(
+        storage_options={"endpoint_url": endpoint, "token": "anon", "project": "trackpoint-test"},
+        backend_options={"request_timeout": 120},
+    )
+    items = [WriteItem(f"t{i}", np.full(50_000, i, np.float32)) for i in range(8)]
+    open_backend(prefix, opts).save(prefix, items, CheckpointOptions(num_writers=2))
+    """
+)
+
+
+def test_writer_killed_mid_save_leaves_nothing_visible_and_cleanup_removes_leftovers(
+    gcs_bucket: str, gcs_storage_options: dict[str, Any], proxy: FaultProxy, gcs_raw: Any
+) -> None:
+    prefix = f"{gcs_bucket}/crash/ckpt-1"
+    # The commit (the merged index) hangs, so the writer is killed with all data written.
+    commit = Rule("POST", r"uploadType=multipart", body_match=rb'"crash/ckpt-1\.index"', action="stall", delay=60)
+    proxy.add(commit)
+    env = {**os.environ, "GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT": "false"}
+    proc = subprocess.Popen([sys.executable, "-c", _CRASH_WRITER, proxy.url, prefix], env=env)
+    try:
+        deadline = time.monotonic() + 60
+        while commit.fired == 0:
+            assert proc.poll() is None, "writer exited before reaching the commit"
+            assert time.monotonic() < deadline, "writer never reached the commit"
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.wait(timeout=30)
+    backend = _backend(prefix, _opts(gcs_storage_options))
+    leftovers = gcs_raw.ls(f"{gcs_bucket[5:]}/crash")
+    assert leftovers, "the killed writer should have left data objects behind"
+    assert not backend.exists(prefix)
+    assert backend.list_checkpoints(f"{gcs_bucket}/crash") == []
+    assert tp.latest_checkpoint(f"{gcs_bucket}/crash", _opts(gcs_storage_options)) is None
+    removed = backend.cleanup(f"{gcs_bucket}/crash")
+    assert sorted(r.rsplit("/", 1)[1] for r in removed) == sorted(p.rsplit("/", 1)[1] for p in leftovers)
+    assert not gcs_raw.exists(f"{gcs_bucket[5:]}/crash") or gcs_raw.ls(f"{gcs_bucket[5:]}/crash") == []
+
+
+def test_many_small_tensors_take_few_requests(gcs_bucket: str, gcs_storage_options: dict[str, Any], proxy: FaultProxy) -> None:
+    backend = _backend(f"{gcs_bucket}/small", _opts(gcs_storage_options, proxy.url))
+    items = [WriteItem(f"bias/{i:04d}", np.full(16, i, np.float32)) for i in range(1000)]
+    backend.save(f"{gcs_bucket}/small", items, CheckpointOptions(num_writers=2))
+    writes = proxy.count("PUT") + proxy.count("POST")
+    assert writes <= 10, f"1,000 small tensors took {writes} write requests"
+    proxy.clear()
+    with backend.open_reader(f"{gcs_bucket}/small") as reader:
+        got = reader.read_many([(it.key, None) for it in items])
+    assert all(np.array_equal(g, it.array) for g, it in zip(got, items, strict=True))
+    reads = proxy.count("GET")
+    assert reads <= 10, f"reading 1,000 small tensors took {reads} GET requests"
+
+
+def test_gcs_checkpoint_copied_to_disk_is_a_local_checkpoint_and_back(
+    gcs_bucket: str, gcs_storage_options: dict[str, Any], gcs_raw: Any, tmp_path: Path
+) -> None:
+    opts = _opts(gcs_storage_options)
+    v = tp.Variable(np.linspace(0, 1, 12, dtype=np.float64).reshape(3, 4))
+    s = tp.Variable(np.array([b"alpha", b"beta"], dtype=object))
+    tp.Checkpoint(v=v, s=s).write(f"{gcs_bucket}/x/ckpt", opts)
+    gcs_raw.get(f"{gcs_bucket[5:]}/x/", str(tmp_path / "local") + "/", recursive=True)
+    local = tp.load_checkpoint(str(tmp_path / "local" / "ckpt"))
+    remote = tp.load_checkpoint(f"{gcs_bucket}/x/ckpt", opts)
+    names = [n for n, _ in tp.list_variables(f"{gcs_bucket}/x/ckpt", opts)]
+    assert names == [n for n, _ in tp.list_variables(str(tmp_path / "local" / "ckpt"))]
+    for name in names:
+        a, b = local.get_tensor(name), remote.get_tensor(name)
+        assert np.asarray(a).tobytes() == np.asarray(b).tobytes() if np.asarray(a).dtype != object else list(a) == list(b)
+
+    # ... and a local checkpoint uploaded byte for byte is a valid GCS checkpoint.
+    tp.Checkpoint(v=v, s=s).write(str(tmp_path / "disk" / "ckpt"))
+    gcs_raw.put(str(tmp_path / "disk") + "/", f"{gcs_bucket[5:]}/up/", recursive=True)
+    w = tp.Variable(np.zeros((3, 4)))
+    t = tp.Variable(np.array([b"", b""], dtype=object))
+    tp.Checkpoint(v=w, s=t).read(f"{gcs_bucket}/up/ckpt", opts).assert_consumed()
+    np.testing.assert_array_equal(w.numpy(), v.numpy())
+    assert list(t.numpy()) == [b"alpha", b"beta"]
