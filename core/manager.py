@@ -295,9 +295,17 @@ class CheckpointManager:
         self._maybe_delete.pop(path, None)
         self._maybe_delete[path] = timestamp
         self._latest_checkpoint = path
+        window = OrderedDict(self._maybe_delete)
+        preserved = self._last_preserved_timestamp
         leaving = self._sweep()
         # Unlist before deleting: an interrupted delete must never leave a listed remainder.
-        self._record_state()
+        try:
+            self._record_state()
+        except BaseException:
+            # Nothing was deleted: keep tracking the old checkpoints so a later save retires them.
+            self._maybe_delete = window
+            self._last_preserved_timestamp = preserved
+            raise
         for prefix in leaving:
             try:
                 self._backend.delete(prefix)

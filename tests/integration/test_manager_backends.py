@@ -441,9 +441,13 @@ def test_failed_state_update_deletes_nothing(
         # since nothing was unlisted, deletes nothing.
         with pytest.raises(StoragePermissionError, match=r"writing '.*/run/checkpoint' was refused"):
             m.save()
-    options = CheckpointOptions(storage_options=s3_storage_options)
-    backend = open_backend(d, options)
-    assert backend.exists(f"{d}/ckpt-1") and backend.exists(f"{d}/ckpt-2")
-    assert state.latest_checkpoint(d, options) == f"{d}/ckpt-2"  # found by listing
-    again = tp.CheckpointManager(_ckpt(*_model()), d, max_to_keep=1, options=options)
-    assert again.latest_checkpoint == f"{d}/ckpt-2"
+        direct = CheckpointOptions(storage_options=s3_storage_options)
+        backend = open_backend(d, direct)
+        assert backend.exists(f"{d}/ckpt-1") and backend.exists(f"{d}/ckpt-2")
+        assert state.latest_checkpoint(d, direct) == f"{d}/ckpt-2"  # found by listing
+        # The manager still tracks ckpt-1, so the next successful save retires it.
+        assert m.checkpoints == [f"{d}/ckpt-1", f"{d}/ckpt-2"]
+        proxy.clear()
+        assert m.save() == f"{d}/ckpt-3"
+        assert m.checkpoints == [f"{d}/ckpt-3"]
+    assert backend.list_checkpoints(d) == [f"{d}/ckpt-3"]
