@@ -108,7 +108,9 @@ class CheckpointManager:
     Order of a :meth:`save`: (1) the checkpoint is written and committed;
     (2) the manager decides which older checkpoints leave the window; (3) the
     state file is rewritten listing the new checkpoint and *not* the leaving
-    ones; (4) the leaving checkpoints are deleted. A crash after (1) leaves a
+    ones; (4) the leaving checkpoints are deleted. If (3) fails, :meth:`save`
+    raises, nothing is deleted and the manager keeps tracking the old
+    checkpoints, so the next save retires them. A crash after (1) leaves a
     committed but unlisted checkpoint, which the next manager (and
     :func:`trackpoint.latest_checkpoint`) finds by listing. A crash during (4)
     leaves an unlisted remainder, invisible because backends remove the commit
