@@ -21,6 +21,7 @@ from trackpoint.backends.fsspec_files import (
     Condition,
     ErrorKind,
     FsspecFiles,
+    HTTPStatusError,
     ObjectStat,
     TransferOptions,
     shared_filesystem,
@@ -81,6 +82,8 @@ class S3Files(FsspecFiles):
             ResponseStreamingError,
         )
 
+        if isinstance(exc, HTTPStatusError) and exc.status == 412:
+            return "precondition"
         code, status = _error_info(exc)
         if status or code:
             if status == 412 or code == "PreconditionFailed":
@@ -166,13 +169,20 @@ class S3Files(FsspecFiles):
 
     async def _a_put(self, bucket: str, key: str, data: bytes | memoryview, cond: Condition, write_id: str) -> str:
         s3 = await self._client()
-        r = await s3.put_object(
-            Bucket=bucket,
-            Key=key,
-            Body=bytes(data) if isinstance(data, memoryview) else data,
-            Metadata={WRITE_ID_METADATA_KEY: write_id},
-            **self._cond_kwargs(cond),
-        )
+        try:
+            r = await s3.put_object(
+                Bucket=bucket,
+                Key=key,
+                Body=bytes(data) if isinstance(data, memoryview) else data,
+                Metadata={WRITE_ID_METADATA_KEY: write_id},
+                **self._cond_kwargs(cond),
+            )
+        except Exception as exc:
+            # S3 answers If-Match on a deleted key with 404 NoSuchKey: for a
+            # compare-and-swap that is a failed precondition, not a missing path.
+            if cond.version is not None and _error_info(exc)[0] == "NoSuchKey":
+                raise HTTPStatusError(412, "the object was deleted since that version was read") from exc
+            raise
         return str(r["ETag"])
 
     async def _a_list(self, bucket: str, prefix: str) -> list[str]:

@@ -101,3 +101,12 @@ def test_racing_state_file_updates_lose_no_update(make_files: Any, gcs_bucket: s
     for t in threads:
         t.join()
     assert make_files().read(path) == b"20"
+
+
+def test_compare_and_swap_on_deleted_file_is_a_conflict(files: GCSFiles, gcs_bucket: str) -> None:
+    path = f"{gcs_bucket}/checkpoint"
+    v = files.write_versioned(path, b"1", if_version=None)
+    files.delete([path])
+    with pytest.raises(ConcurrentModificationError, match="changed since version"):
+        files.write_versioned(path, b"2", if_version=v)
+    assert files.read_versioned(path) is None
