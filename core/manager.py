@@ -268,7 +268,9 @@ class CheckpointManager:
             With ``checkpoint_interval`` set, skip the save unless the step counter
             advanced far enough. ``False`` saves anyway (still never twice at one step).
         options
-            Overrides the manager's options for this save.
+            Overrides the manager's options for writing this checkpoint (for
+            example ``max_shard_bytes``); the state file and deletions still go
+            through the manager's backend, so keep the same backend and store.
 
         Returns
         -------
