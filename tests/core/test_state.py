@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import uuid
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -13,6 +14,8 @@ from trackpoint import state
 from trackpoint._resolve import open_backend
 from trackpoint.errors import ConcurrentModificationError, InvalidCheckpointError
 from trackpoint.storage import ANY_VERSION, StorageBackend, WriteItem
+
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "tf"
 
 
 @pytest.fixture
@@ -134,6 +137,25 @@ def test_state_file_written_by_tensorflow_parses(backend: StorageBackend, run: s
     assert st is not None
     assert list(st.all_model_checkpoint_paths) == [f"{run}/ckpt-2", f"{run}/ckpt-3"]
     assert list(st.all_model_checkpoint_timestamps) == [1700000000.5, 1700000100.25]
+
+
+@pytest.mark.parametrize("case", ["simple", "manager", "tf1_saver", "tf1_saver/sharded"])
+def test_tensorflow_state_files_round_trip_byte_for_byte(case: str, backend: StorageBackend, run: str) -> None:
+    written_by_tf = (FIXTURES / case / "checkpoint").read_bytes()
+    backend.write_file(f"{run}/checkpoint", written_by_tf)
+    st = state.read_checkpoint_state(run)
+    assert st is not None
+    # Rewrite it through update_checkpoint_state with the same content: TF's exact bytes come out.
+    state.update_checkpoint_state(
+        backend,
+        run,
+        st.model_checkpoint_path,
+        all_model_checkpoint_paths=list(st.all_model_checkpoint_paths),
+        all_model_checkpoint_timestamps=list(st.all_model_checkpoint_timestamps) or None,
+        last_preserved_timestamp=st.last_preserved_timestamp or None,
+    )
+    rewritten = backend.read_file(f"{run}/checkpoint")
+    assert rewritten is not None and rewritten.data == written_by_tf
 
 
 def test_latest_checkpoint_returns_committed_state_path(backend: StorageBackend, run: str) -> None:
