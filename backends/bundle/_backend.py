@@ -129,7 +129,7 @@ def _decode_payload(payload: bytes, where: str) -> list[tuple[bytes, bytes]]:
 
 
 def _byte_view(a: np.ndarray[Any, Any]) -> memoryview:
-    """The bytes of a C-contiguous array, without copying (works for ml_dtypes too)."""
+    """The bytes of a C-contiguous array, without copying (any dtype, ml_dtypes included)."""
     return a.reshape(-1).view(np.uint8).data
 
 
@@ -602,16 +602,20 @@ class _BundleReader(CheckpointReader):
         self._entries: dict[str, _Stored] = {}
         self._slices: dict[bytes, _Stored] = {}
         self._sizes: dict[int, int] = {}
+        self._paths: dict[int, str] = {}
         self._size_lock = threading.Lock()
+        types: dict[int, tuple[np.dtype[Any], bool]] = {}
         for key, value in table[1:]:
             where = f"{self._where}: entry {key!r}"
             e = decode_entry(value, where)
-            dtype, swap = dtype_from_tf(e.dtype, header.big_endian, where) if e.dtype in _READABLE else (
-                np.dtype(np.uint8), False
-            )
-            if e.dtype not in _READABLE:
-                # Unreadable types (resource, variant) are listed but fail when read.
-                pass
+            kind = types.get(e.dtype)
+            if kind is None:
+                # Unreadable types (resource, variant) stay listed and fail only when read.
+                kind = dtype_from_tf(e.dtype, header.big_endian, where) if e.dtype in _READABLE else (
+                    np.dtype(np.uint8), False
+                )
+                types[e.dtype] = kind
+            dtype, swap = kind
             if not e.slices:
                 if e.shard_id >= self._num_shards:
                     raise DataLossError(f"{where}: shard_id {e.shard_id} is not below num_shards {self._num_shards}")
@@ -657,13 +661,16 @@ class _BundleReader(CheckpointReader):
             dtype_from_tf(s.entry.dtype, False, f"{self._where}: tensor {key!r}")
 
     def _data_path(self, shard_id: int) -> str:
-        return data_filename(self.prefix, shard_id, self._num_shards)
+        path = self._paths.get(shard_id)
+        if path is None:
+            path = self._paths[shard_id] = data_filename(self.prefix, shard_id, self._num_shards)
+        return path
 
     def _check_range(self, key: str, e: Entry) -> str:
         """The data file of ``e``, after checking the entry lies inside it (before any allocation)."""
         path = self._data_path(e.shard_id)
-        with self._size_lock:
-            size = self._sizes.get(e.shard_id)
+        # Sizes are only ever added, and dict reads are atomic, so the lock guards the fill alone.
+        size = self._sizes.get(e.shard_id)
         if size is None:
             got = self._files.size(path)
             if got is None:
@@ -763,23 +770,27 @@ class _BundleReader(CheckpointReader):
         self, requests: Sequence[tuple[str, np.ndarray[Any, Any] | None]]
     ) -> list[np.ndarray[Any, Any]]:
         """Read several tensors: adjacent ranges are read with one vectored call, data files in parallel."""
-        results: list[np.ndarray[Any, Any] | None] = [None] * len(requests)
-        by_shard: dict[int, list[tuple[int, str, _Stored, np.ndarray[Any, Any], memoryview]]] = {}
-        for i, (key, out) in enumerate(requests):
-            s = self._get(key)
-            self._readable(key, s)
-            if s.entry.slices or s.entry.dtype == DT_STRING:
-                results[i] = self.read(key, out)
+        self._check_open()
+        results: list[np.ndarray[Any, Any]] = []
+        by_shard: dict[int, list[tuple[str, _Stored, np.ndarray[Any, Any], memoryview]]] = {}
+        entries = self._entries
+        for key, out in requests:
+            s = entries.get(key)
+            if s is None or s.entry.slices or s.entry.dtype == DT_STRING or s.entry.dtype not in _READABLE:
+                # Uncommon cases (and the errors for unknown keys) take the general path.
+                results.append(self.read(key, out))
                 continue
-            self._check_range(key, s.entry)
+            e = s.entry
+            # Range check before allocating, so an implausible entry never allocates.
+            self._check_range(key, e)
             dest = self._prepare(key, s, out)
-            results[i] = dest
-            by_shard.setdefault(s.entry.shard_id, []).append((i, key, s, dest, _byte_view(dest)))
+            results.append(dest)
+            by_shard.setdefault(e.shard_id, []).append((key, s, dest, _byte_view(dest)))
 
         def run(shard_id: int) -> None:
             group = by_shard[shard_id]
-            self._fill(self._data_path(shard_id), [(g[2].entry.offset, g[4]) for g in group if len(g[4])])
-            for _, key, s, dest, view in group:
+            self._fill(self._data_path(shard_id), [(g[1].entry.offset, g[3]) for g in group if len(g[3])])
+            for key, s, dest, view in group:
                 self._verify(key, s, view, dest)
 
         if len(by_shard) > 1 and self._files.capabilities.ranged_reads:
@@ -789,7 +800,7 @@ class _BundleReader(CheckpointReader):
         else:
             for sid in by_shard:
                 run(sid)
-        return [r for r in results if r is not None]
+        return results
 
     def close(self) -> None:
         # docstring inherited

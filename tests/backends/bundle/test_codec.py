@@ -132,7 +132,7 @@ def _pb_entry(**fields: Any) -> Any:
         _pb_entry(dtype=-3, dims=(2,)),
     ],
 )
-def test_fast_entry_decoder_agrees_with_protobuf(msg: Any) -> None:
+def test_entry_decoding_matches_the_message(msg: Any) -> None:
     raw = msg.SerializeToString()
     if msg.shard_id < 0:
         with pytest.raises(DataLossError, match="negative shard_id"):
