@@ -13,8 +13,10 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
+import json
 import os
 import shutil
+import threading
 import time
 import uuid
 from abc import ABC, abstractmethod
@@ -342,26 +344,49 @@ def _mtime(entry: Mapping[str, Any]) -> float | None:
     return None
 
 
+_CLIENTS_LOCK = threading.Lock()
+_CLIENTS: dict[tuple[Any, ...], Any] = {}
+
+
+def _client(protocol: str, storage_options: Mapping[str, Any], *, asynchronous: bool) -> Any:
+    """A process-wide fsspec filesystem per (protocol, options, sync/async).
+
+    Creating an S3 or GCS client costs ~0.4 s (botocore loads its service
+    model), more than a small save; backends for the same store share one.
+    Sharing is safe: the synchronous instance runs on fsspec's loop, the
+    asynchronous one is only ever awaited on Zarr's single ``zarr_io`` loop.
+    Neither uses a listing cache, so other writers' objects are seen at once.
+    The key includes the pid because a forked child must not reuse sessions.
+    """
+    import fsspec
+
+    # Options hold credentials: they only key this in-memory table, never a message.
+    frozen = json.dumps(dict(storage_options), sort_keys=True, default=repr)
+    key = (os.getpid(), protocol, frozen, asynchronous)
+    with _CLIENTS_LOCK:
+        fs = _CLIENTS.get(key)
+        if fs is None:
+            opts = {**storage_options, "skip_instance_cache": True, "use_listings_cache": False}
+            fs = fsspec.filesystem(protocol, asynchronous=asynchronous, **opts)
+            _CLIENTS[key] = fs
+        return fs
+
+
 class FsspecLocation(Location):
     """An S3 or GCS bucket through fsspec.
 
-    Two filesystem instances: an ``asynchronous=True`` one that only Zarr uses
-    (it binds to Zarr's event loop on first use, see test-infra §3), and a
-    synchronous one for namespace operations. Neither comes from fsspec's
-    instance cache nor keeps a listing cache, so writes by other processes are
-    seen at once.
+    Two filesystem instances, shared per process (see :func:`_client`): an
+    ``asynchronous=True`` one that only Zarr uses (it binds to Zarr's event
+    loop on first use, see test-infra §3), and a synchronous one for namespace
+    operations.
     """
 
     def __init__(self, kind: str, storage_options: Mapping[str, Any]) -> None:
-        import fsspec
-
         self.kind = kind
-        opts = {**storage_options, "skip_instance_cache": True, "use_listings_cache": False}
         self._protocol = _PROTOCOLS[kind]
+        self._options = dict(storage_options)
         with translate_os_errors(f"zarr/{kind}", "connect to", f"{kind}://"):
-            self.fs: Any = fsspec.filesystem(self._protocol, **opts)
-            self._async_opts = {**opts, "asynchronous": True}
-        self._afs: Any = None
+            self.fs: Any = _client(self._protocol, self._options, asynchronous=False)
 
     @property
     def _store_name(self) -> str:
@@ -380,13 +405,11 @@ class FsspecLocation(Location):
         return rest
 
     def zarr_store(self, path: str, *, read_only: bool, strict: bool = False) -> Store:
-        import fsspec
         from zarr.storage import FsspecStore
 
-        if self._afs is None:
-            self._afs = fsspec.filesystem(self._protocol, **self._async_opts)
+        afs = _client(self._protocol, self._options, asynchronous=True)
         cls = strict_store(FsspecStore) if strict else FsspecStore
-        return cls(self._afs, read_only=read_only, path=path)
+        return cls(afs, read_only=read_only, path=path)
 
     def read_bytes(self, path: str) -> bytes | None:
         with translate_os_errors(self._store_name, "read", path):
@@ -504,23 +527,3 @@ class FsspecLocation(Location):
         with translate_os_errors(self._store_name, "delete", path):
             with contextlib.suppress(FileNotFoundError):
                 self.fs.rm_file(path)
-
-    def close(self) -> None:
-        afs, self._afs = self._afs, None
-        if afs is None:
-            return
-        from zarr.core.sync import sync
-
-        async def _close() -> None:
-            # The HTTP session lives on Zarr's loop; close it there, or aiohttp
-            # complains about an unclosed session at exit. Neither library
-            # offers a public close for asynchronous instances.
-            creator = getattr(afs, "_s3creator", None)
-            if creator is not None:
-                await creator.__aexit__(None, None, None)
-            session = getattr(afs, "_session", None)
-            if session is not None and not session.closed:
-                await session.close()
-
-        with contextlib.suppress(Exception):
-            sync(_close())
