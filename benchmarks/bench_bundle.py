@@ -114,16 +114,22 @@ def child(name: str, case: str, directory: str) -> None:
 def run_case(case: str, directory: Path, repeat: int) -> dict[str, dict[str, Any]]:
     """All measurements of one workload, ``repeat`` interleaved rounds; best time and worst memory per name.
 
-    Rounds interleave the baselines with the backend so that background load
-    on a shared disk hits both alike; the best of the rounds is the figure
-    least disturbed by it.
+    Rounds interleave the baselines with the backend (in alternating order) so
+    that background load on a shared disk hits both alike; the best of the
+    rounds is the figure least disturbed by it.
     """
     work = directory / case
     results: dict[str, dict[str, Any]] = {}
-    for _ in range(repeat):
+    for round_ in range(repeat):
         shutil.rmtree(work, ignore_errors=True)
         work.mkdir(parents=True)
-        for name in ("raw_write", "bundle_save", "npy_save", "raw_read", "bundle_restore", "npy_load"):
+        writes = ["raw_write", "bundle_save", "npy_save"]
+        reads = ["raw_read", "bundle_restore", "npy_load"]
+        if round_ % 2:
+            # Alternate the order so no measurement always runs right after another one's I/O.
+            writes.reverse()
+            reads.reverse()
+        for name in writes + reads:
             r = run_child(__file__, name, case, str(work))
             best = results.setdefault(name, dict(r, runs=[]))
             best["runs"].append(r["seconds"])
