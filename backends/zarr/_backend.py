@@ -82,7 +82,7 @@ _MAX_RUN: Final = 64 << 20
 # Packed arrays up to this size are read whole and kept by the reader, within a total.
 _PACKED_CACHE_ARRAY: Final = 8 << 20
 _PACKED_CACHE_TOTAL: Final = 64 << 20
-# A local temporary group whose owner file is not written yet is this young.
+# A half-created local temporary group (see _claim_local) is this young at most.
 _OWNERLESS_GRACE: Final = 60.0
 
 # ml_dtypes types have no Zarr v3 data type in zarr-python 3.1: they are stored
@@ -635,10 +635,24 @@ class ZarrBackend(StorageBackend):
             return ShardResult(spec, keys, nbytes, json.dumps(payload, separators=(",", ":")).encode())
 
     def _claim_local(self, root: str) -> None:
-        owner = _paths.join(root, _OWNER)
-        if not self._location.exists(owner):
-            record = json.dumps({"host": socket.gethostname(), "pid": os.getpid()}).encode()
-            self._location.write_bytes(owner, record)
+        """Create the save's temporary group with its owner record in one step.
+
+        The directory appears by rename, owner file inside, so :meth:`cleanup`
+        never sees a temporary group without an owner unless it is garbage.
+        """
+        loc = self._location
+        assert isinstance(loc, LocalLocation)
+        if loc.exists(root):
+            return
+        init = f"{root}-init-{uuid.uuid4().hex[:8]}"
+        record = json.dumps({"host": socket.gethostname(), "pid": os.getpid()}).encode()
+        loc.write_bytes(_paths.join(init, _OWNER), record, durable=False)
+        try:
+            loc.rename(init, root)
+        except CheckpointError:
+            loc.rmtree(init)  # another shard of this save created it first
+            if not loc.exists(root):
+                raise
 
     def _write_array(
         self, data_root: str, name: str, key: str, array: np.ndarray[Any, Any], dname: str, opts: ZarrOptions
@@ -778,11 +792,19 @@ class ZarrBackend(StorageBackend):
                 f"zarr/local: the shards of save {save_id} for {prefix!r} are gone ({staging!r}); save again"
             )
         loc.write_bytes(_paths.join(staging, "zarr.json"), doc)
-        loc.delete_file(_paths.join(staging, _OWNER))
         loc.fsync_tree(staging)
         parent = os.path.dirname(group)
+        if overwrite and loc.exists(group) and loc.exchange(staging, group):
+            # Atomic swap: readers see the old checkpoint or the new one, never
+            # neither. The old one now sits at the temporary name, ownerless.
+            loc.fsync_dir(parent)
+            loc.delete_file(_paths.join(group, _OWNER))
+            loc.rmtree(staging)
+            return
         aside: str | None = None
         if overwrite and loc.exists(group):
+            # No atomic exchange on this file system: a crash between these two
+            # renames leaves nothing visible at the prefix (documented).
             aside = f"{group}{_TMP}{save_id}-replaced"
             loc.rename(group, aside)
         try:
@@ -793,6 +815,9 @@ class ZarrBackend(StorageBackend):
                     loc.rename(aside, group)
             raise
         loc.fsync_dir(parent)
+        # The owner record stays until the rename so that a concurrent cleanup
+        # never takes a committing save for an abandoned one.
+        loc.delete_file(_paths.join(group, _OWNER))
         if aside is not None:
             loc.rmtree(aside)
 
@@ -912,14 +937,16 @@ class ZarrBackend(StorageBackend):
 
     def _local_leftover(self, path: str, name: str, now: float, min_age: float) -> bool:
         save_id = name.split(_TMP, 1)[1]
-        if _is_active(save_id):
-            return False
-        if save_id.startswith("del-") or save_id.endswith("-replaced"):
-            return True  # renamed away by delete/overwrite: never read again
-        raw = self._location.read_bytes(_paths.join(path, _OWNER))
         mtime = self._location.newest_mtime(path) or now
+        initializing = "-init-" in save_id
+        if _is_active(save_id.split("-init-", 1)[0]):
+            return False
+        raw = self._location.read_bytes(_paths.join(path, _OWNER))
         if raw is None:
-            return now - mtime >= max(min_age, _OWNERLESS_GRACE)
+            # Every save directory is born with its owner record (see
+            # _claim_local); without one it is a replaced or deleted checkpoint,
+            # or a claim in its first microseconds.
+            return not initializing or now - mtime >= _OWNERLESS_GRACE
         try:
             owner = json.loads(raw)
             host, pid = str(owner["host"]), int(owner["pid"])

@@ -11,6 +11,7 @@ exceptions into :mod:`trackpoint.errors`.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import errno
 import fcntl
 import json
@@ -152,6 +153,13 @@ class Location(ABC):
 # ---------------------------------------------------------------------------
 
 
+def _libc() -> Any:
+    try:
+        return ctypes.CDLL(None, use_errno=True)
+    except OSError:
+        return None
+
+
 def _fsync_dir(path: str) -> None:
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
     try:
@@ -197,7 +205,8 @@ class LocalLocation(Location):
                 raise exc from None
         raise AssertionError("unreachable")  # pragma: no cover
 
-    def write_bytes(self, path: str, data: bytes, *, create_only: bool = False) -> None:
+    def write_bytes(self, path: str, data: bytes, *, create_only: bool = False, durable: bool = True) -> None:
+        """Write a whole file; ``durable=False`` skips the fsync (for records only a live process needs)."""
         with translate_os_errors("zarr/local", "write", path):
             os.makedirs(os.path.dirname(path), exist_ok=True)
             flags = os.O_WRONLY | os.O_CREAT | (os.O_EXCL if create_only else os.O_TRUNC)
@@ -209,7 +218,8 @@ class LocalLocation(Location):
                 view = memoryview(data)
                 while view:
                     view = view[os.write(fd, view) :]
-                os.fsync(fd)
+                if durable:
+                    os.fsync(fd)
             finally:
                 os.close(fd)
 
@@ -254,6 +264,26 @@ class LocalLocation(Location):
                 raise CheckpointExistsError(f"zarr/local: a checkpoint is already committed at {dst!r}") from exc
             with translate_os_errors("zarr/local", "rename", src):
                 raise exc from None
+
+    def exchange(self, a: str, b: str) -> bool:
+        """Atomically swap two directories (Linux ``renameat2(RENAME_EXCHANGE)``).
+
+        Returns ``False`` where the call or the file system does not support
+        it, so the caller can fall back to two renames.
+        """
+        libc = _libc()
+        func = getattr(libc, "renameat2", None) if libc is not None else None
+        if func is None:
+            return False
+        at_fdcwd, rename_exchange = -100, 2
+        if func(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0:
+            return True
+        err = ctypes.get_errno()
+        if err in (errno.ENOSYS, errno.EINVAL, errno.ENOTSUP):
+            return False
+        with translate_os_errors("zarr/local", "swap into place", b):
+            raise OSError(err, os.strerror(err), a)
+        raise AssertionError("unreachable")  # pragma: no cover
 
     def fsync_tree(self, path: str) -> None:
         """Make every file and directory below ``path`` durable before it is renamed into place."""

@@ -1,0 +1,53 @@
+"""Backend options are validated, with messages naming the valid choices."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from trackpoint.backends.zarr import ZarrOptions
+from trackpoint.errors import BackendError
+from trackpoint.plugins import open_backend
+from trackpoint.storage import CheckpointOptions, WriteItem
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"compresor": "zstd"}, "unknown backend option\\(s\\) compresor; valid options: compressor, "),
+        ({"compressor": "lzma"}, "unknown compressor 'lzma'; choose one of zstd, blosc, gzip, none"),
+        ({"chunk_bytes": 0}, "chunk_bytes must be a positive int, got 0"),
+        ({"pack_bytes": -1}, "pack_bytes must be an int >= 0"),
+        ({"compression_level": "high"}, "compression_level must be an int or None"),
+        ({"checksum": "yes"}, "checksum must be a bool"),
+        ({"cleanup_min_age": -5}, "cleanup_min_age must be seconds >= 0"),
+    ],
+)
+def test_bad_options_are_reported(tmp_path: Path, options: dict[str, Any], message: str) -> None:
+    with pytest.raises(BackendError, match=message):
+        open_backend(str(tmp_path), CheckpointOptions(backend="zarr", backend_options=options))
+    backend = open_backend(str(tmp_path), CheckpointOptions(backend="zarr"))
+    with pytest.raises(BackendError, match=message):
+        backend.save(str(tmp_path / "c"), [WriteItem("x", np.zeros(2))], CheckpointOptions(backend_options=options))
+    assert backend.list_checkpoints(str(tmp_path)) == []
+
+
+def test_defaults() -> None:
+    opts = ZarrOptions.from_mapping({})
+    assert (opts.compressor, opts.chunk_bytes, opts.pack_bytes, opts.checksum) == ("zstd", 16 << 20, 64 << 10, True)
+
+
+def test_per_save_options_do_not_stick(tmp_path: Path) -> None:
+    import zarr
+
+    backend = open_backend(str(tmp_path), CheckpointOptions(backend="zarr"))
+    value = np.zeros(100_000)
+    backend.save(str(tmp_path / "a"), [WriteItem("x", value)], CheckpointOptions(backend_options={"compressor": "none"}))
+    backend.save(str(tmp_path / "b"), [WriteItem("x", value)])
+    codecs_a = [c.to_dict()["name"] for c in zarr.open_array(str(tmp_path / "a.zarr" / "x"), mode="r").metadata.codecs]
+    codecs_b = [c.to_dict()["name"] for c in zarr.open_array(str(tmp_path / "b.zarr" / "x"), mode="r").metadata.codecs]
+    assert codecs_a == ["bytes", "crc32c"]
+    assert codecs_b == ["bytes", "zstd", "crc32c"]
