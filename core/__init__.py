@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 from trackpoint import optimizers
 from trackpoint.autotrackable import AutoTrackable
 from trackpoint.checkpoint import Checkpoint
+from trackpoint.convert import convert
 from trackpoint.data_structures import ListWrapper, NoDependency
 from trackpoint.dtypes import bfloat16, string
 from trackpoint.errors import *  # noqa: F403
@@ -53,6 +54,7 @@ __all__ = [
     "Trackable",
     "Variable",
     "bfloat16",
+    "convert",
     "latest_checkpoint",
     "list_backends",
     "list_variables",

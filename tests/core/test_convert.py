@@ -1,0 +1,162 @@
+"""trackpoint.convert copies checkpoints between backends: values, dtypes and the object graph."""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+from typing import Any
+
+import ml_dtypes
+import numpy as np
+import pytest
+
+import trackpoint as tp
+from trackpoint.errors import CheckpointExistsError, CheckpointNotFoundError
+from trackpoint.plugins import open_backend
+from trackpoint.storage import CheckpointOptions, ShardSpec, StorageBackend
+
+ZARR = CheckpointOptions(backend="zarr")
+
+
+def _model() -> tuple[tp.Checkpoint, tp.AutoTrackable]:
+    model = tp.AutoTrackable()
+    model.kernel = tp.Variable(np.arange(12, dtype=np.float32).reshape(3, 4))
+    model.bias = tp.Variable(np.linspace(-1, 1, 5).astype(ml_dtypes.bfloat16))
+    model.steps = tp.Variable(np.array(7, dtype=np.int64))
+    model.names = tp.Variable(np.array([b"alpha", b"", b"\xff"], dtype=object))
+    model.big = tp.Variable(np.arange(300_000, dtype=np.float64))
+    return tp.Checkpoint(model=model), model
+
+
+def _fresh() -> tuple[tp.Checkpoint, tp.AutoTrackable]:
+    model = tp.AutoTrackable()
+    model.kernel = tp.Variable(np.zeros((3, 4), np.float32))
+    model.bias = tp.Variable(np.zeros(5, ml_dtypes.bfloat16))
+    model.steps = tp.Variable(np.array(0, dtype=np.int64))
+    model.names = tp.Variable(np.array([b"", b"", b""], dtype=object))
+    model.big = tp.Variable(np.zeros(300_000, np.float64))
+    return tp.Checkpoint(model=model), model
+
+
+def _all_tensors(path: str, options: CheckpointOptions | None) -> dict[str, np.ndarray[Any, Any]]:
+    backend = open_backend(path, options)
+    with backend.open_reader(path) as reader:
+        return {k: reader.read(k) for k in reader.keys()}
+
+
+def _assert_same_tensors(a: dict[str, np.ndarray[Any, Any]], b: dict[str, np.ndarray[Any, Any]]) -> None:
+    assert sorted(a) == sorted(b)
+    for key in a:
+        assert a[key].dtype == b[key].dtype and a[key].shape == b[key].shape, key
+        if a[key].dtype.kind == "O":
+            assert list(a[key].flat) == list(b[key].flat), key
+        else:
+            assert a[key].tobytes() == b[key].tobytes(), key
+
+
+@pytest.fixture
+def memory_dir() -> str:
+    return f"memory://convert-{uuid.uuid4().hex[:8]}"
+
+
+@pytest.mark.parametrize(
+    ("src_kind", "dst_kind"),
+    [("bundle", "zarr"), ("zarr", "bundle"), ("memory", "zarr"), ("zarr", "memory"), ("bundle", "memory")],
+)
+def test_round_trip_through_checkpoint(tmp_path: Path, memory_dir: str, src_kind: str, dst_kind: str) -> None:
+    where = {"bundle": (str(tmp_path / "b"), None), "zarr": (str(tmp_path / "z"), ZARR), "memory": (memory_dir, None)}
+    src_dir, src_opts = where[src_kind]
+    dst_dir, dst_opts = where[dst_kind]
+    ckpt, model = _model()
+    src = ckpt.write(f"{src_dir}/ckpt", src_opts)
+    dst = f"{dst_dir}/converted"
+
+    tp.convert(src, dst, src_options=src_opts, dst_options=dst_opts)
+
+    _assert_same_tensors(_all_tensors(src, src_opts), _all_tensors(dst, dst_opts))
+    assert tp.object_metadata(dst, dst_opts) == tp.object_metadata(src, src_opts)
+    restored, fresh = _fresh()
+    restored.read(dst, dst_opts).assert_consumed()
+    for name in ("kernel", "bias", "steps", "big"):
+        assert getattr(fresh, name).numpy().tobytes() == getattr(model, name).numpy().tobytes(), name
+    assert list(fresh.names.numpy()) == [b"alpha", b"", b"\xff"]
+
+
+def test_zarr_destination_options_apply(tmp_path: Path) -> None:
+    import zarr
+
+    ckpt, _ = _model()
+    src = ckpt.write(str(tmp_path / "ckpt"))
+    tp.convert(src, str(tmp_path / "z"), dst_options=CheckpointOptions(backend="zarr", backend_options={"compressor": "none"}))
+    group = zarr.open_group(str(tmp_path / "z.zarr"), mode="r")
+    big = next(name for name in group.array_keys() if "big" in name)
+    assert [c.to_dict()["name"] for c in group[big].metadata.codecs] == ["bytes", "crc32c"]
+
+
+class _CountingBackend:
+    """Wraps a backend and records, per shard, the bytes handed to write_shard."""
+
+    def __init__(self, inner: StorageBackend) -> None:
+        self.inner = inner
+        self.shard_bytes: list[int] = []
+
+    def write_shard(self, prefix: str, spec: ShardSpec, items: Any) -> Any:
+        self.shard_bytes.append(sum(int(it.array.nbytes) for it in items))
+        return self.inner.write_shard(prefix, spec, items)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+
+def test_copies_shard_by_shard_within_max_shard_bytes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from trackpoint import _resolve
+
+    src_backend = open_backend(str(tmp_path / "src"), ZARR)
+    tensors = {f"t{i}": np.full(25_000, i, np.float64) for i in range(12)}  # 200 kB each
+    src_backend.save(str(tmp_path / "src"), [tp_item(k, v) for k, v in tensors.items()])
+    counting: list[_CountingBackend] = []
+    real = _resolve.open_backend
+
+    def spy(path: str, options: CheckpointOptions | None = None) -> Any:
+        backend = real(path, options)
+        if "dst" in path:
+            counting.append(_CountingBackend(backend))
+            return counting[-1]
+        return backend
+
+    monkeypatch.setattr(_resolve, "open_backend", spy)
+    tp.convert(str(tmp_path / "src"), str(tmp_path / "dst"), src_options=ZARR,
+               dst_options=CheckpointOptions(backend="zarr", max_shard_bytes=450_000))  # fmt: skip
+    assert counting[0].shard_bytes == [400_000] * 6
+    _assert_same_tensors(_all_tensors(str(tmp_path / "dst"), ZARR), tensors)
+
+
+def tp_item(key: str, value: np.ndarray[Any, Any]) -> Any:
+    from trackpoint.storage import WriteItem
+
+    return WriteItem(key, value)
+
+
+def test_existing_destination_needs_overwrite(tmp_path: Path) -> None:
+    ckpt, _ = _model()
+    src = ckpt.write(str(tmp_path / "a"))
+    other = ckpt.write(str(tmp_path / "b"))
+    with pytest.raises(CheckpointExistsError, match="already committed at .*pass overwrite=True"):
+        tp.convert(src, other)
+    tp.convert(src, other, overwrite=True)
+    with pytest.raises(CheckpointExistsError, match="same checkpoint"):
+        tp.convert(src, src, overwrite=True)
+
+
+def test_missing_source(tmp_path: Path) -> None:
+    with pytest.raises(CheckpointNotFoundError):
+        tp.convert(str(tmp_path / "nothing"), str(tmp_path / "out"), dst_options=ZARR)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_within_one_memory_store(memory_dir: str) -> None:
+    ckpt, _ = _model()
+    src = ckpt.write(f"{memory_dir}/a")
+    tp.convert(src, f"{memory_dir}/b")
+    assert sorted(open_backend(memory_dir).list_checkpoints(memory_dir)) == [f"{memory_dir}/a", f"{memory_dir}/b"]
+    _assert_same_tensors(_all_tensors(src, None), _all_tensors(f"{memory_dir}/b", None))
