@@ -1,4 +1,4 @@
-"""Regenerate the committed ``*_pb2.py`` modules from the ``.proto`` files.
+"""Regenerate the committed ``*_pb2.py`` modules and ``*_pb2.pyi`` stubs from the ``.proto`` files.
 
 Run ``python -m trackpoint.proto._generate`` after editing a ``.proto``. The
 test suite runs :func:`generate` into a temporary directory and compares, so
@@ -24,7 +24,7 @@ PROTO_DIRS = ("core/proto", "backends/bundle/proto")
 
 
 def generate(proto_dir: Path, out_dir: Path) -> list[Path]:
-    """Compile every ``.proto`` in ``proto_dir`` into ``out_dir``; return the outputs."""
+    """Compile every ``.proto`` in ``proto_dir`` into ``out_dir`` (modules and typing stubs); return the outputs."""
     from grpc_tools import protoc  # dev dependency only
     import grpc_tools
 
@@ -33,10 +33,10 @@ def generate(proto_dir: Path, out_dir: Path) -> list[Path]:
     if not protos:
         return []
     out_dir.mkdir(parents=True, exist_ok=True)
-    args = ["protoc", f"-I{proto_dir}", f"-I{include}", f"--python_out={out_dir}", *protos]
+    args = ["protoc", f"-I{proto_dir}", f"-I{include}", f"--python_out={out_dir}", f"--pyi_out={out_dir}", *protos]
     if protoc.main(args) != 0:
         raise RuntimeError(f"protoc failed for {proto_dir}")
-    return sorted(out_dir.glob("*_pb2.py"))
+    return sorted([*out_dir.glob("*_pb2.py"), *out_dir.glob("*_pb2.pyi")])
 
 
 def main() -> int:
