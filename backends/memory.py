@@ -22,10 +22,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-import ml_dtypes
 import numpy as np
 
 from trackpoint import _paths
+from trackpoint.dtypes import as_dtype, is_string
 from trackpoint.errors import (
     BackendError,
     CheckpointExistsError,
@@ -55,18 +55,8 @@ from trackpoint.storage import (
 
 __all__ = ["MemoryBackend", "clear"]
 
+#: Name of the string dtype in a record header (numeric dtypes use their numpy name).
 _STRING: Final = "string"
-#: The element types the core supports, by the name stored in a record.
-_DTYPES: Final[dict[str, np.dtype[Any]]] = {
-    d.name: d
-    for d in map(
-        np.dtype,
-        [
-            np.bool_, np.int8, np.int16, np.int32, np.int64, np.uint8, np.uint16, np.uint32, np.uint64,
-            np.float16, np.float32, np.float64, ml_dtypes.bfloat16, np.complex64, np.complex128,
-        ],
-    )
-}
 _U32: Final = struct.Struct("<I")
 
 
@@ -109,7 +99,11 @@ def _norm(path: str) -> str:
 def _encode(key: str, array: np.ndarray[Any, Any]) -> bytes:
     """``u32 header length | JSON header | payload | u32 crc32`` for one tensor."""
     a = np.asarray(array)
-    if a.dtype.kind == "O":
+    try:
+        dtype = as_dtype(a.dtype)  # the core's dtype policy: native byte order, strings as objects
+    except UnsupportedDTypeError as exc:
+        raise UnsupportedDTypeError(f"memory: tensor {key!r}: {exc}") from exc
+    if is_string(dtype):
         pieces: list[bytes] = []
         for idx, x in np.ndenumerate(a):
             if isinstance(x, str):
@@ -123,12 +117,6 @@ def _encode(key: str, array: np.ndarray[Any, Any]) -> bytes:
         lengths = np.array([len(p) for p in pieces], dtype="<u8")
         name, payload = _STRING, lengths.tobytes() + b"".join(pieces)
     else:
-        dtype = a.dtype.newbyteorder("=") if a.dtype.byteorder != "|" else a.dtype
-        if dtype.name not in _DTYPES or _DTYPES[dtype.name] != dtype:
-            raise UnsupportedDTypeError(
-                f"memory: tensor {key!r} has dtype {a.dtype}, which checkpoints cannot store; supported are "
-                "bool, (u)int8-64, float16/32/64, bfloat16, complex64/128 and object arrays of bytes"
-            )
         name = dtype.name
         # Little-endian on every host, so records mean the same everywhere.
         payload = np.ascontiguousarray(a, dtype=dtype.newbyteorder("<")).tobytes()
@@ -151,8 +139,8 @@ def _decode(prefix: str, key: str, record: bytes) -> _Decoded:
     try:
         header = json.loads(record[4 : 4 + hlen])
         name, shape = header["dtype"], tuple(int(d) for d in header["shape"])
-        dtype = np.dtype(object) if name == _STRING else _DTYPES[name]
-    except (ValueError, KeyError, TypeError) as exc:
+        dtype = np.dtype(object) if name == _STRING else as_dtype(name)
+    except (ValueError, KeyError, TypeError) as exc:  # UnsupportedDTypeError is a TypeError
         raise InvalidCheckpointError(f"{where} has an unreadable header; it was not written by trackpoint") from exc
     return _Decoded(TensorInfo(dtype, shape), memoryview(record)[4 + hlen : -4])
 

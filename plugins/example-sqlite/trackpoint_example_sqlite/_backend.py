@@ -28,9 +28,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
-import ml_dtypes
 import numpy as np
 
+from trackpoint.dtypes import as_dtype, is_string
 from trackpoint.errors import (
     BackendError,
     CheckpointExistsError,
@@ -60,17 +60,8 @@ __all__ = ["SqliteBackend", "split_url"]
 
 SCHEME: Final = "sqlite://"
 DB_SUFFIXES: Final = (".sqlite", ".sqlite3", ".db")
+#: Stored in the dtype column of string tensors (numeric ones store their numpy name).
 _STRING: Final = "string"
-_DTYPES: Final[dict[str, np.dtype[Any]]] = {
-    d.name: d
-    for d in map(
-        np.dtype,
-        [
-            np.bool_, np.int8, np.int16, np.int32, np.int64, np.uint8, np.uint16, np.uint32, np.uint64,
-            np.float16, np.float32, np.float64, ml_dtypes.bfloat16, np.complex64, np.complex128,
-        ],
-    )
-}
 
 _SCHEMA: Final = """
 CREATE TABLE IF NOT EXISTS tensor (
@@ -131,7 +122,11 @@ class _Row:
 
 def _encode(key: str, array: np.ndarray[Any, Any]) -> _Row:
     a = np.asarray(array)
-    if a.dtype.kind == "O":
+    try:
+        dtype = as_dtype(a.dtype)  # trackpoint's dtype policy: native byte order, strings as objects
+    except UnsupportedDTypeError as exc:
+        raise UnsupportedDTypeError(f"sqlite: tensor {key!r}: {exc}") from exc
+    if is_string(dtype):
         elems: list[bytes] = []
         for idx, x in np.ndenumerate(a):
             if isinstance(x, str):
@@ -144,14 +139,8 @@ def _encode(key: str, array: np.ndarray[Any, Any]) -> _Row:
         lengths = np.array([len(e) for e in elems], dtype="<u8").tobytes()
         name, data = _STRING, b"".join(elems)
     else:
-        native = a.dtype.newbyteorder("=") if a.dtype.byteorder != "|" else a.dtype
-        if _DTYPES.get(native.name) != native:
-            raise UnsupportedDTypeError(
-                f"sqlite: tensor {key!r} has dtype {a.dtype}; supported are bool, (u)int8-64, float16/32/64, "
-                "bfloat16, complex64/128 and object arrays of bytes"
-            )
-        name, lengths = native.name, b""
-        data = np.ascontiguousarray(a, dtype=native.newbyteorder("<")).tobytes()
+        name, lengths = dtype.name, b""
+        data = np.ascontiguousarray(a, dtype=dtype.newbyteorder("<")).tobytes()
     return _Row(key, name, json.dumps(list(a.shape)), lengths, data, zlib.crc32(data, zlib.crc32(lengths)))
 
 
@@ -176,9 +165,9 @@ def _decode(where: str, dtype_name: str, shape_text: str, lengths: bytes, data: 
 
 def _info(where: str, dtype_name: str, shape_text: str) -> TensorInfo:
     try:
-        dtype = np.dtype(object) if dtype_name == _STRING else _DTYPES[dtype_name]
+        dtype = np.dtype(object) if dtype_name == _STRING else as_dtype(dtype_name)
         shape = tuple(int(d) for d in json.loads(shape_text))
-    except (KeyError, ValueError, TypeError) as exc:
+    except (KeyError, ValueError, TypeError) as exc:  # UnsupportedDTypeError is a TypeError
         raise InvalidCheckpointError(f"{where} has an unreadable dtype or shape; it was not written by trackpoint") from exc
     return TensorInfo(dtype, shape)
 
