@@ -25,7 +25,7 @@ from typing import Any, Final
 import numpy as np
 
 from trackpoint import _paths
-from trackpoint.dtypes import as_dtype, is_string
+from trackpoint.dtypes import _encode_strings, as_dtype, is_string
 from trackpoint.errors import (
     BackendError,
     CheckpointExistsError,
@@ -104,16 +104,7 @@ def _encode(key: str, array: np.ndarray[Any, Any]) -> bytes:
     except UnsupportedDTypeError as exc:
         raise UnsupportedDTypeError(f"memory: tensor {key!r}: {exc}") from exc
     if is_string(dtype):
-        pieces: list[bytes] = []
-        for idx, x in np.ndenumerate(a):
-            if isinstance(x, str):
-                x = x.encode("utf-8")
-            if not isinstance(x, (bytes, bytearray, memoryview)):
-                raise UnsupportedDTypeError(
-                    f"memory: tensor {key!r} is a string tensor but holds {type(x).__name__} at {idx}; "
-                    "string tensors hold only bytes or str"
-                )
-            pieces.append(bytes(x))
+        pieces: list[bytes] = list(_encode_strings(a, f"memory: tensor {key!r}").flat)
         lengths = np.array([len(p) for p in pieces], dtype="<u8")
         name, payload = _STRING, lengths.tobytes() + b"".join(pieces)
     else:
