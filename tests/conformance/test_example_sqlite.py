@@ -123,3 +123,29 @@ def test_bad_urls_are_rejected_when_opened(url: str, message: str) -> None:
 
     with pytest.raises(BackendError, match=message):
         open_backend(url)
+
+
+def test_checkpoint_facade_end_to_end(tmp_path: Path) -> None:
+    """The third-party backend serves the whole user API: save, latest_checkpoint, restore."""
+    import numpy as np
+
+    import trackpoint as tp
+
+    class Model(tp.AutoTrackable):
+        def __init__(self, value: np.ndarray) -> None:
+            self.w = tp.Variable(value)
+
+    run = f"sqlite://{tmp_path}/runs.sqlite/run1"
+    original = np.arange(6, dtype=np.float32).reshape(2, 3)
+    model = Model(original)
+    ckpt = tp.Checkpoint(model=model)
+    first = ckpt.save(f"{run}/ckpt")
+    model.w.assign(np.ones((2, 3), np.float32))
+    second = ckpt.save(f"{run}/ckpt")
+    assert (first, second) == (f"{run}/ckpt-1", f"{run}/ckpt-2")
+    assert tp.latest_checkpoint(run) == second
+
+    fresh = Model(np.zeros((2, 3), np.float32))
+    tp.Checkpoint(model=fresh).restore(first).assert_consumed()
+    np.testing.assert_array_equal(fresh.w.numpy(), original)
+    assert (tmp_path / "runs.sqlite").is_file() and not (tmp_path / "run1").exists()
