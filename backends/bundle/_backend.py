@@ -186,6 +186,8 @@ class BundleBackend(StorageBackend):
         self._lock = threading.Lock()
         # Objects created by each save of the create strategy, so abort removes only those.
         self._created: dict[str, list[str]] = {}
+        # Piece indexes of one-shard saves written by this process, by (prefix, save_id).
+        self._single: dict[tuple[str, str], bytes] = {}
 
     # ------------------------------------------------------------------ naming
     def _index(self, prefix: str) -> str:
@@ -256,18 +258,23 @@ class BundleBackend(StorageBackend):
             if a[0] == b[0]:
                 raise TrackableError(f"bundle: tensor key {a[0].decode('utf-8', 'replace')!r} is saved twice")
         # The piece index makes each shard a valid one-shard bundle of its own.
-        piece_table = build_table(
-            [(b"", encode_header(1))] + [(k, encode_entry(dt, shp, 0, off, size, crc)) for k, dt, shp, off, size, crc in rows]
-        )
+        piece_entries = [(k, encode_entry(dt, shp, 0, off, size, crc)) for k, dt, shp, off, size, crc in rows]
+        piece_table = build_table([(b"", encode_header(1)), *piece_entries])
         if self._rename:
             self.files.put(self._index(piece), piece_table)
         else:
             part = self._part_index(prefix, spec)
             self.files.put(part, piece_table, create_only=True)
             self._remember(spec.save_id, part)
-        payload = _encode_payload(
-            [(k, encode_entry(dt, shp, spec.shard_id, off, size, crc)) for k, dt, shp, off, size, crc in rows]
-        )
+        if spec.num_shards == 1:
+            # A one-shard save's piece index already is the final index; commit reuses it.
+            with self._lock:
+                self._single[(prefix, spec.save_id)] = piece_table
+        # Shard 0's entries are the same bytes in the piece and in the merged index.
+        merged_entries = piece_entries if spec.shard_id == 0 else [
+            (k, encode_entry(dt, shp, spec.shard_id, off, size, crc)) for k, dt, shp, off, size, crc in rows
+        ]
+        payload = _encode_payload(merged_entries)
         keys = tuple(r[0].decode("utf-8", "surrogateescape") for r in rows)
         return ShardResult(spec, keys, nbytes, payload)
 
@@ -355,16 +362,15 @@ class BundleBackend(StorageBackend):
                 f"bundle: commit of {prefix!r} needs every shard of one save exactly once, in shard_id order"
             )
         save_id = shards[0].spec.save_id
-        entries: list[tuple[bytes, bytes]] = []
-        for r in shards:
-            entries.extend(_decode_payload(r.payload, f"bundle: shard {r.spec.shard_id} of {prefix!r}"))
-        entries.sort(key=lambda e: e[0])
-        for a, b in zip(entries, entries[1:]):
-            if a[0] == b[0]:
-                raise TrackableError(
-                    f"bundle: tensor {a[0].decode('utf-8', 'replace')!r} appears in two shards of {prefix!r}"
-                )
-        table = build_table([(b"", encode_header(n)), *entries])
+        with self._lock:
+            single = self._single.pop((prefix, save_id), None)
+        table: bytes | None
+        if n == 1 and self._rename:
+            table = None  # the piece index on disk is renamed into place
+        elif n == 1 and single is not None:
+            table = single
+        else:
+            table = self._merge(prefix, shards)
         index = self._index(prefix)
         directory = self.files.dirname(prefix)
         if self._rename:
@@ -378,7 +384,23 @@ class BundleBackend(StorageBackend):
             self.files.delete([p for p in created if p.endswith(".index") and p != index])
         self._remove_temp(prefix)
 
-    def _commit_rename(self, prefix: str, shards: Sequence[ShardResult], table: bytes, overwrite: bool) -> None:
+    @staticmethod
+    def _merge(prefix: str, shards: Sequence[ShardResult]) -> bytes:
+        """The merged index of ``shards`` built from their manifests (no data is read)."""
+        entries: list[tuple[bytes, bytes]] = []
+        for r in shards:
+            entries.extend(_decode_payload(r.payload, f"bundle: shard {r.spec.shard_id} of {prefix!r}"))
+        entries.sort(key=lambda e: e[0])
+        for a, b in zip(entries, entries[1:]):
+            if a[0] == b[0]:
+                raise TrackableError(
+                    f"bundle: tensor {a[0].decode('utf-8', 'replace')!r} appears in two shards of {prefix!r}"
+                )
+        return build_table([(b"", encode_header(len(shards))), *entries])
+
+    def _commit_rename(
+        self, prefix: str, shards: Sequence[ShardResult], table: bytes | None, overwrite: bool
+    ) -> None:
         index = self._index(prefix)
         directory = self.files.dirname(prefix)
         if self.files.exists(index):
@@ -404,8 +426,12 @@ class BundleBackend(StorageBackend):
                     f"instead of {r.nbytes} ({src!r})"
                 )
             self.files.rename(src, data_filename(prefix, r.spec.shard_id, n))
-        tmp = self.files.join(self._temp_dir(prefix), f"merged-{shards[0].spec.save_id}.index")
-        self.files.put(tmp, table)
+        if table is None:
+            # One shard: its fsynced piece index has exactly the bytes of the final index.
+            tmp = self._index(self._piece(prefix, shards[0].spec))
+        else:
+            tmp = self.files.join(self._temp_dir(prefix), f"merged-{shards[0].spec.save_id}.index")
+            self.files.put(tmp, table)
         if self.files.exists(index) and not overwrite:
             # Another save committed while this one was renaming; it may have
             # replaced our data, so report instead of publishing a mixture.
@@ -414,7 +440,11 @@ class BundleBackend(StorageBackend):
             )
         self.files.rename(tmp, index)
 
-    def _commit_create(self, prefix: str, shards: Sequence[ShardResult], table: bytes, overwrite: bool) -> None:
+    def _commit_create(
+        self, prefix: str, shards: Sequence[ShardResult], table: bytes | None, overwrite: bool
+    ) -> None:
+        if table is None:
+            table = self._merge(prefix, shards)
         index = self._index(prefix)
         n = len(shards)
         for r in shards:
@@ -470,6 +500,8 @@ class BundleBackend(StorageBackend):
         # docstring inherited
         if not _SAVE_ID.match(save_id):
             return
+        with self._lock:
+            self._single.pop((prefix, save_id), None)
         if self._rename:
             self._remove_temp(prefix, save_id)
             return

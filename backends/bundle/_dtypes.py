@@ -52,7 +52,9 @@ def tf_from_dtype(dtype: np.dtype[Any], key: str) -> int:
     """The DataType number for ``dtype`` (any byte order); object dtype means DT_STRING."""
     if dtype.kind == "O":
         return DT_STRING
-    num = _TO_TF.get(dtype.newbyteorder("<"))
+    num = _TO_TF.get(dtype)
+    if num is None:
+        num = _TO_TF.get(dtype.newbyteorder("<"))
     if num is None:
         raise UnsupportedDTypeError(
             f"bundle: tensor {key!r} has dtype {dtype}, which has no TensorFlow DataType; "
