@@ -38,6 +38,7 @@ import dataclasses
 import functools
 import importlib.metadata
 import importlib.util
+import inspect
 import logging
 import os
 import threading
@@ -236,6 +237,28 @@ class PluginHost:
             if loaded.pm.get_plugin(name) is not None:
                 loaded.pm.unregister(name=name)
             self._mark_broken(loaded, provider, f"invalid hook implementation: {exc}")
+            return
+        # pluggy accepts implementations of hooks nobody specified (they wait
+        # for a spec); here that can only be a misspelt hook that would
+        # silently never run.
+        unknown = sorted(c.name for c in loaded.pm.get_hookcallers(plugin) or () if c.spec is None)
+        # And a hook function without @hookimpl is ignored by pluggy just as silently.
+        unmarked = sorted(
+            n
+            for n in dir(plugin)
+            if n.startswith("trackpoint_")
+            and inspect.isroutine(getattr(plugin, n, None))
+            and loaded.pm.parse_hookimpl_opts(plugin, n) is None
+        )
+        if unknown or unmarked:
+            loaded.pm.unregister(name=name)
+            known = sorted(n for n in dir(hookspecs) if n.startswith("trackpoint_"))
+            problem = (
+                f"implements unknown hook(s) {', '.join(unknown)}; known hooks: {', '.join(known)}"
+                if unknown
+                else f"{', '.join(unmarked)} lacks the @trackpoint.plugins.hookimpl decorator"
+            )
+            self._mark_broken(loaded, provider, problem)
             return
         loaded.order.append(name)
         loaded.providers[name] = provider

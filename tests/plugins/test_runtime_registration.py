@@ -84,3 +84,27 @@ def test_concurrent_first_use_loads_once() -> None:
         t.join()
     assert errors == []
     assert len(managers) == 8 and all(m is managers[0] for m in managers)
+
+
+def test_misspelt_hook_is_rejected() -> None:
+    class Misspelt:
+        @plugins.hookimpl
+        def trackpoint_register_backend(self, register: object) -> None:  # missing "s"
+            raise AssertionError("never called")
+
+    with pytest.raises(
+        PluginError,
+        match=r"cannot register plugin 'misspelt' .*implements unknown hook\(s\) trackpoint_register_backend; "
+        r"known hooks: trackpoint_configure_backend, trackpoint_register_backends, trackpoint_select_backend",
+    ):
+        plugins.register(Misspelt(), "misspelt")
+    assert plugins.get_plugin_manager().get_plugin("misspelt") is None
+
+
+def test_unmarked_hook_function_is_rejected() -> None:
+    class Unmarked:
+        def trackpoint_register_backends(self, register: object) -> None:
+            raise AssertionError("never called")
+
+    with pytest.raises(PluginError, match=r"trackpoint_register_backends lacks the @trackpoint.plugins.hookimpl decorator"):
+        plugins.register(Unmarked(), "unmarked")
