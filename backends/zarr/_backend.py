@@ -78,7 +78,7 @@ _TMP: Final = ".tmp-"
 _OWNER: Final = ".trackpoint-owner"
 _STRING: Final = "bytes"
 # Reads of packed tensors are merged into runs of at most this many bytes.
-_MAX_RUN: Final = 64 << 20
+_MAX_RUN: Final = 16 << 20
 # Packed arrays up to this size are read whole and kept by the reader, within a total.
 _PACKED_CACHE_ARRAY: Final = 8 << 20
 _PACKED_CACHE_TOTAL: Final = 64 << 20
@@ -279,6 +279,59 @@ def _writing(prefix: str, key: str) -> Iterator[None]:
         raise StorageError(
             f"zarr: failed to write tensor {key!r} of {prefix!r} ({type(exc).__name__}: {exc})"
         ) from exc
+
+
+class _Packer:
+    """Streams small tensors into one packed ``uint8`` array, one shard object at a time.
+
+    The total size is known up front, so the array is created first and each
+    shard-aligned window is written as soon as it is full: memory holds one
+    shard, not the whole packed array, and no shard is ever rewritten.
+    """
+
+    def __init__(self, backend: ZarrBackend, path: str, total: int, opts: ZarrOptions) -> None:
+        inner = max(1, min(opts.packed_chunk_bytes, total))
+        # A shard (one object) holds whole inner chunks, at most chunk_bytes,
+        # and no more than the array needs: the shard index has one entry per
+        # inner chunk, so an oversized shard costs time and bytes for nothing.
+        self._shard = inner * min(max(1, opts.chunk_bytes // inner), -(-total // inner))
+        self._backend = backend
+        self._path = path
+        self._total = total
+        self._arr, self._meta = backend._new_array(
+            path,
+            (total,),
+            chunks=(inner,),
+            shards=(self._shard,),
+            dtype="uint8",
+            fill_value=0,
+            compressors=_codecs(opts),
+            attributes={"trackpoint_packed": True},
+        )
+        self._buf = bytearray()
+        self._flushed = 0
+
+    def add(self, stored: np.ndarray[Any, Any]) -> int:
+        """Append the bytes of ``stored``; return their offset in the packed array."""
+        offset = self._flushed + len(self._buf)
+        # A flat uint8 view of the (C-contiguous) values: appended without a temporary bytes copy.
+        self._buf += stored.reshape(-1).view(np.uint8).data
+        while len(self._buf) >= self._shard:
+            self._write(self._shard)
+        return offset
+
+    def _write(self, n: int) -> None:
+        self._arr[self._flushed : self._flushed + n] = np.frombuffer(self._buf, dtype=np.uint8, count=n)
+        self._flushed += n
+        del self._buf[:n]
+
+    def close(self) -> dict[str, Any]:
+        """Write the last, partial shard and the metadata; return the metadata document."""
+        if self._buf:
+            self._write(len(self._buf))
+        if self._flushed != self._total:
+            raise StorageError(f"zarr: packed array {self._path!r} got {self._flushed} of {self._total} bytes")
+        return self._backend._finish_array(self._path, self._meta)
 
 
 # ---------------------------------------------------------------------------
@@ -603,9 +656,14 @@ class ZarrBackend(StorageBackend):
             tensors: dict[str, dict[str, Any]] = {}
             arrays: dict[str, dict[str, Any]] = {}
             graph: str | None = None
-            packed = bytearray()
             packed_name = f"_packed-{spec.shard_id:05d}"
             nbytes = 0
+
+            def packable(array: np.ndarray[Any, Any]) -> bool:
+                return array.dtype.kind != "O" and array.nbytes <= opts.pack_bytes
+
+            total = sum(a.nbytes for a in (np.asarray(it.array) for it in items) if packable(a))
+            packer = _Packer(self, _paths.join(data_root, packed_name), total, opts) if total else None
             for item in items:
                 if item.key in tensors or (item.key == OBJECT_GRAPH_KEY and graph is not None):
                     raise InvalidCheckpointError(f"zarr: tensor {item.key!r} appears twice in one save of {prefix!r}")
@@ -616,10 +674,12 @@ class ZarrBackend(StorageBackend):
                     graph = base64.b64encode(bytes(_as_bytes_array(array, item.key)[()])).decode("ascii")
                     continue
                 entry: dict[str, Any] = {"dtype": dname, "shape": list(array.shape)}
-                if dname != _STRING and array.nbytes <= opts.pack_bytes:
-                    stored = _to_storage(array)
-                    entry.update(packed=packed_name if array.nbytes else None, offset=len(packed), nbytes=array.nbytes)
-                    packed += stored.tobytes()
+                if packable(array):
+                    offset = 0
+                    if packer is not None:
+                        with _writing(prefix, item.key):
+                            offset = packer.add(_to_storage(array))
+                    entry.update(packed=packed_name if array.nbytes else None, offset=offset, nbytes=array.nbytes)
                 else:
                     name = encode_key(item.key)
                     with _writing(prefix, item.key):
@@ -627,9 +687,9 @@ class ZarrBackend(StorageBackend):
                     arrays[name] = meta
                     entry["array"] = name
                 tensors[item.key] = entry
-            if packed:
+            if packer is not None:
                 with _writing(prefix, f"{packed_name} (packed small tensors)"):
-                    arrays[packed_name] = self._write_packed(data_root, packed_name, packed, opts)
+                    arrays[packed_name] = packer.close()
             payload = {"tensors": tensors, "arrays": arrays, "graph": graph}
             keys = (*tensors, *([OBJECT_GRAPH_KEY] if graph is not None else []))
             return ShardResult(spec, keys, nbytes, json.dumps(payload, separators=(",", ":")).encode())
@@ -686,29 +746,10 @@ class ZarrBackend(StorageBackend):
             attributes=attrs,
         )
 
-    def _write_packed(self, data_root: str, name: str, packed: bytearray, opts: ZarrOptions) -> dict[str, Any]:
-        n = len(packed)
-        inner = max(1, min(opts.packed_chunk_bytes, n))
-        # A shard (one object) holds whole inner chunks, at most chunk_bytes,
-        # and no more than the array needs: the shard index has one entry per
-        # inner chunk, so an oversized shard costs time and bytes for nothing.
-        per_shard = min(max(1, opts.chunk_bytes // inner), -(-n // inner))
-        shard = inner * per_shard
-        return self._create_array(
-            _paths.join(data_root, name),
-            np.frombuffer(packed, dtype=np.uint8),
-            chunks=(inner,),
-            shards=(shard,),
-            dtype="uint8",
-            fill_value=0,
-            compressors=_codecs(opts),
-            attributes={"trackpoint_packed": True},
-        )
+    def _new_array(self, path: str, shape: tuple[int, ...], **spec: Any) -> tuple[Any, dict[str, Any]]:
+        """A new, empty array at ``path`` and its metadata document (``zarr.json`` not yet written).
 
-    def _create_array(self, path: str, values: np.ndarray[Any, Any], **spec: Any) -> dict[str, Any]:
-        """Write ``values`` as a new array at ``path``; return its metadata document.
-
-        zarr's ``create_array`` first looks for (or deletes) an existing node,
+        zarr's ``create_array`` first looks for (or deletes) an existing node:
         a listing and several requests per array on an object store. The save
         owns a fresh directory, so the metadata is derived in memory instead,
         and only the chunks and one ``zarr.json`` are written.
@@ -716,17 +757,25 @@ class ZarrBackend(StorageBackend):
         from zarr.core.array import AsyncArray
         from zarr.storage import MemoryStore, StorePath
 
-        template = zarr.create_array(store=MemoryStore(), shape=values.shape, zarr_format=3, **spec)
+        template = zarr.create_array(store=MemoryStore(), shape=shape, zarr_format=3, **spec)
         meta = _metadata_dict(template)
         store = self._location.zarr_store(path, read_only=False)
+        metadata: Any = template.metadata  # always v3 here; zarr types it as the v2/v3 union
         # Bit-exact: without write_empty_chunks a chunk of -0.0 would be dropped
         # as "equal to the fill value 0" and read back as +0.0.
-        metadata: Any = template.metadata  # always v3 here; zarr types it as the v2/v3 union
         arr = zarr.Array(AsyncArray(metadata=metadata, store_path=StorePath(store), config={"write_empty_chunks": True}))
-        if values.size:
-            arr[...] = values
+        return arr, meta
+
+    def _finish_array(self, path: str, meta: dict[str, Any]) -> dict[str, Any]:
         self._location.write_bytes(_paths.join(path, "zarr.json"), json.dumps(meta, indent=2).encode())
         return meta
+
+    def _create_array(self, path: str, values: np.ndarray[Any, Any], **spec: Any) -> dict[str, Any]:
+        """Write ``values`` as a new array at ``path``; return its metadata document."""
+        arr, meta = self._new_array(path, values.shape, **spec)
+        if values.size:
+            arr[...] = values
+        return self._finish_array(path, meta)
 
     def commit(self, prefix: str, shards: Sequence[ShardResult], *, overwrite: bool = False) -> None:
         if not shards:
