@@ -102,7 +102,6 @@ _ML_DTYPES: Final[dict[str, np.dtype[Any]]] = {
 _NUMERIC_KINDS: Final = {"b": 1, "i": 8, "u": 8, "f": 8, "c": 16}
 
 
-
 @contextlib.contextmanager
 def _quiet_vlen() -> Iterator[None]:
     # zarr-python warns on every use of variable_length_bytes that the type is
@@ -113,7 +112,9 @@ def _quiet_vlen() -> Iterator[None]:
         warnings.filterwarnings("ignore", message=r"The data type \(VariableLengthBytes\(\)\)")
         yield
 
-# Saves this process is writing now, so cleanup() never removes them.
+
+# Saves with a write_shard or commit call running in this process; cleanup()
+# never removes those, whatever their age.
 _ACTIVE_LOCK = threading.Lock()
 _ACTIVE: dict[str, int] = {}
 
@@ -199,14 +200,21 @@ def _as_bytes_array(array: np.ndarray[Any, Any], key: str) -> np.ndarray[Any, An
 
 
 def _chunk_shape(shape: tuple[int, ...], itemsize: int, chunk_bytes: int) -> tuple[int, ...]:
-    """Row-major chunking: whole trailing dimensions, leading ones cut so a chunk stays within ``chunk_bytes``."""
+    """Row-major chunking: whole trailing dimensions, leading ones cut so a chunk stays within ``chunk_bytes``.
+
+    The cut axis is split into equal parts rather than into maximal ones: Zarr
+    stores edge chunks at full size, so 17 rows in chunks of 16 would write
+    32 rows, while two chunks of 9 write 18.
+    """
     chunks = [max(1, d) for d in shape]
     for i in range(len(shape)):
         inner = itemsize
         for d in chunks[i + 1 :]:
             inner *= d
         if inner <= chunk_bytes:
-            chunks[i] = max(1, min(chunks[i], chunk_bytes // inner))
+            most = max(1, chunk_bytes // inner)
+            parts = -(-chunks[i] // most)
+            chunks[i] = -(-chunks[i] // parts)
             return tuple(chunks)
         chunks[i] = 1
     return tuple(chunks)
