@@ -3,7 +3,9 @@
 Afterwards every listed checkpoint is complete and correct, every checkpoint
 the worker reported as saved is still there, nothing partial is visible, and
 the next save (rename strategy) or ``cleanup`` plus the next save (create-only
-strategy) leaves only committed files behind.
+strategy) leaves only committed files behind. A second test kills a forked
+saver before each of its file operations in turn, which reaches every step
+of the commit deterministically.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -120,3 +123,92 @@ def test_sigkill_during_saves(tmp_path: Path, strategy: str) -> None:
         assert set(os.listdir(tmp_path)) == _committed_files(tmp_path, backend)
         reported.add(in_progress)
     assert len(reported) >= 7
+
+
+# ---------------------------------------------------------------- deterministic crash points
+
+_PATCHED = ("open_sink", "rename", "delete", "sync_dir", "remove_dir", "makedirs", "put")
+
+
+def _save_killed_at(backend: BundleBackend, prefix: str, value: int, kill_at: int) -> int:
+    """Fork a child that saves ``prefix`` and SIGKILLs itself before its ``kill_at``-th file operation.
+
+    Returns the number of file operations the save performed, or -1 when the child was killed.
+    """
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # child: never returns into pytest
+        os.close(read_end)
+        count = 0
+
+        def wrap(fn: Any) -> Any:
+            def inner(*args: Any, **kwargs: Any) -> Any:
+                nonlocal count
+                count += 1
+                if count == kill_at:
+                    os.kill(os.getpid(), signal.SIGKILL)
+                return fn(*args, **kwargs)
+
+            return inner
+
+        try:
+            for name in _PATCHED:
+                setattr(backend.files, name, wrap(getattr(backend.files, name)))
+            backend.save(prefix, _items(value), CheckpointOptions(max_shard_bytes=600_000, num_writers=2))
+            os.write(write_end, str(count).encode())
+        finally:
+            os._exit(0)
+    os.close(write_end)
+    with os.fdopen(read_end, "rb") as f:
+        out = f.read()
+    _, status = os.waitpid(pid, 0)
+    if os.WIFSIGNALED(status):
+        assert os.WTERMSIG(status) == signal.SIGKILL
+        return -1
+    assert out, "the saving child failed instead of finishing or being killed"
+    return int(out)
+
+
+@pytest.mark.parametrize("strategy", ["rename", "create"])
+def test_kill_at_every_file_operation_of_an_overwrite(tmp_path: Path, strategy: str) -> None:
+    caps = None if strategy == "rename" else Capabilities(conditional_create=True)
+    backend = BundleBackend(LocalFiles(capabilities=caps))
+    other = str(tmp_path / "ckpt-other")
+    backend.save(other, _items(7))
+    prefix = str(tmp_path / "ckpt-1")
+    backend.save(prefix, _items(1))
+    total = _save_killed_at(backend, prefix, 2, kill_at=0)
+    assert total > 5
+    _check_complete_as(backend, prefix, 2)
+    outcomes = set()
+    for k in range(1, total + 1):
+        backend.save(prefix, _items(1))
+        assert _save_killed_at(backend, prefix, 2, kill_at=k) == -1
+        # Never a mixture: the old checkpoint, the new one, or (overwrite window) none at all.
+        if backend.exists(prefix):
+            with backend.open_reader(prefix) as r:
+                got = int(r.read("w0")[0]) // 10
+            outcomes.add(got)
+            _check_complete_as(backend, prefix, got)
+        else:
+            outcomes.add(0)
+            with pytest.raises(CheckpointNotFoundError):
+                backend.open_reader(prefix)
+        _check_complete_as(backend, other, 7)
+        assert backend.list_checkpoints(str(tmp_path)) == sorted(
+            [other] + ([prefix] if backend.exists(prefix) else [])
+        )
+        # The next save of the prefix (plus cleanup, for object stores) leaves only committed files.
+        if strategy == "create":
+            backend.cleanup(str(tmp_path))
+        backend.save(prefix, _items(3))
+        _check_complete_as(backend, prefix, 3)
+        assert set(os.listdir(tmp_path)) == _committed_files(tmp_path, backend)
+    assert 1 in outcomes and 2 in outcomes
+
+
+def _check_complete_as(backend: BundleBackend, prefix: str, n: int) -> None:
+    with backend.open_reader(prefix) as r:
+        assert r.keys() == ["name", "w0", "w1", "w2", "w3"]
+        for i in range(4):
+            np.testing.assert_array_equal(r.read(f"w{i}"), np.full(65_536, n * 10 + i, np.float32))
