@@ -83,7 +83,7 @@ def raw_write_fsync(path: str, arrays: Sequence[np.ndarray[Any, Any]]) -> None:
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
     try:
         for a in arrays:
-            view = memoryview(a.reshape(-1).view(np.uint8))
+            view = a.reshape(-1).view(np.uint8).data
             while view:
                 view = view[os.write(fd, view):]
         os.fsync(fd)
@@ -95,7 +95,7 @@ def raw_cold_read(path: str, arrays: Sequence[np.ndarray[Any, Any]]) -> None:
     """The baseline reader: fill each preallocated array from one file, in order."""
     with open(path, "rb", buffering=0) as f:
         for a in arrays:
-            view = memoryview(a.reshape(-1).view(np.uint8))
+            view = a.reshape(-1).view(np.uint8).data
             while view:
                 n = f.readinto(view)
                 if not n:

@@ -17,7 +17,7 @@ class _LocalBackdoor(BackendConformance):
     """Raw access to the local files under the backend."""
 
     def raw_list(self, directory: str) -> list[str]:
-        out = []
+        out: list[str] = []
         for root, _dirs, files in os.walk(directory):
             out.extend(os.path.join(root, f) for f in files)
         return sorted(out)
