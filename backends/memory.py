@@ -190,6 +190,18 @@ class _Reader(CheckpointReader):
         return out
 
 
+def _check_shard_set(prefix: str, shards: Sequence[ShardResult]) -> None:
+    """``shards`` are all shards of one save, each once: a lost manifest must not commit a partial checkpoint."""
+    specs = [r.spec for r in shards]
+    if not specs or len({(s.save_id, s.num_shards) for s in specs}) != 1 or sorted(s.shard_id for s in specs) != list(
+        range(specs[0].num_shards)
+    ):
+        got = sorted((s.save_id, s.shard_id, s.num_shards) for s in specs)
+        raise InvalidCheckpointError(
+            f"memory: cannot commit {prefix!r}: expected every shard of one save exactly once, got (save, shard, of) {got}"
+        )
+
+
 class MemoryBackend(StorageBackend):
     """Process-local storage honouring the full contract."""
 
@@ -213,6 +225,7 @@ class MemoryBackend(StorageBackend):
     def commit(self, prefix: str, shards: Sequence[ShardResult], *, overwrite: bool = False) -> None:
         # docstring inherited
         p = _norm(prefix)
+        _check_shard_set(prefix, shards)
         merged: dict[str, bytes] = {}
         with _STORE.lock:
             if p in _STORE.committed and not overwrite:

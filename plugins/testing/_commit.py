@@ -84,6 +84,17 @@ class ShardingAndMerge(BackendTestBase):
         self.assert_contents(backend, prefix, tensors)
         assert backend.list_checkpoints(base_url) == [prefix]
 
+    def test_incomplete_shard_set_is_rejected(self, backend: StorageBackend, base_url: str) -> None:
+        # A manifest lost on its way to the committing process must not
+        # produce a checkpoint that silently lacks that shard's tensors.
+        prefix = self.url(backend, base_url, "ckpt")
+        results = self.write_shards(backend, prefix, _groups())
+        with pytest.raises(CheckpointError):
+            backend.commit(prefix, [results[0], results[2]])
+        assert not backend.exists(prefix)
+        backend.abort(prefix, results[0].spec.save_id)
+        assert backend.list_checkpoints(base_url) == []
+
     def test_duplicate_key_across_shards_is_rejected(self, backend: StorageBackend, base_url: str) -> None:
         prefix = self.url(backend, base_url, "ckpt")
         groups = [{"a": np.zeros(2), "dup": np.zeros(1)}, {"dup": np.ones(1)}]

@@ -353,10 +353,17 @@ class SqliteBackend(StorageBackend):
                     "written by exactly one shard"
                 )
             seen.update(r.keys)
-        save_ids = {r.spec.save_id for r in shards}
-        if len(save_ids) > 1:
-            raise InvalidCheckpointError(f"sqlite: shards of {prefix!r} come from different saves {sorted(save_ids)}")
-        save_id = save_ids.pop() if save_ids else ""
+        specs = [r.spec for r in shards]
+        if not specs or len({(s.save_id, s.num_shards) for s in specs}) != 1 or sorted(
+            s.shard_id for s in specs
+        ) != list(range(specs[0].num_shards)):
+            # A manifest lost on its way here must not commit a partial checkpoint.
+            got = sorted((s.save_id, s.shard_id, s.num_shards) for s in specs)
+            raise InvalidCheckpointError(
+                f"sqlite: cannot commit {prefix!r}: expected every shard of one save exactly once, "
+                f"got (save, shard, of) {got}"
+            )
+        save_id = specs[0].save_id
         with _transaction(db, f"committing {prefix!r}") as conn:
             old = conn.execute("SELECT save_id FROM checkpoint WHERE path = ?", (inner,)).fetchone()
             if old is not None and not overwrite:
