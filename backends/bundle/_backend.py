@@ -648,6 +648,14 @@ class _BundleReader(CheckpointReader):
                 )
                 types[e.dtype] = kind
             dtype, swap = kind
+            if e.dtype == DT_STRING and not e.slices:
+                count = 1
+                for d in e.shape:
+                    count *= d
+                # Every string takes at least one length byte: this bounds the
+                # element array allocated before the bytes are checked.
+                if count and count + 4 > e.size:
+                    raise DataLossError(f"{where}: {e.size} bytes cannot hold {count} strings")
             if not e.slices:
                 if e.shard_id >= self._num_shards:
                     raise DataLossError(f"{where}: shard_id {e.shard_id} is not below num_shards {self._num_shards}")
@@ -774,28 +782,48 @@ class _BundleReader(CheckpointReader):
             raise DataLossError(f"bundle: data file {path!r} of {self.prefix!r} is missing") from exc
 
     def _assemble(self, key: str, s: _Stored, out: np.ndarray[Any, Any] | None) -> np.ndarray[Any, Any]:
-        """Build a partitioned tensor from its slice entries."""
+        """Build a partitioned tensor from its slice entries.
+
+        Every slice is validated (bounds, entry, shape, range in its data file)
+        and the slices must cover the tensor before the result is allocated, so
+        an index claiming a huge partitioned tensor cannot trigger a huge allocation.
+        """
         shape = s.entry.shape
-        dest = np.empty(shape, dtype=s.dtype) if s.dtype.kind == "O" else self._prepare(key, s, out)
+        plan: list[tuple[tuple[slice, ...], _Stored]] = []
+        covered = 0
         for extents in s.entry.slices:
             if len(extents) != len(shape):
                 raise DataLossError(f"{self._where}: slice {extents} of {key!r} does not match its rank {len(shape)}")
-            index = []
+            bounds: list[slice] = []
             for (start, length), dim in zip(extents, shape):
                 stop = dim if length < 0 else start + length
                 if start < 0 or stop > dim or (length >= 0 and start > stop):
                     raise DataLossError(f"{self._where}: slice {extents} lies outside {key!r} of shape {shape}")
-                index.append(slice(start if length >= 0 else 0, stop))
-            piece_key = encode_slice_key(s.name, list(extents))
-            piece = self._slices.get(piece_key)
+                bounds.append(slice(start if length >= 0 else 0, stop))
+            piece = self._slices.get(encode_slice_key(s.name, list(extents)))
             if piece is None:
                 raise DataLossError(f"{self._where}: slice {extents} of {key!r} has no entry")
-            want = tuple(sl.stop - sl.start for sl in index)
+            want = tuple(sl.stop - sl.start for sl in bounds)
             if piece.entry.shape != want or piece.entry.dtype != s.entry.dtype:
                 raise DataLossError(
                     f"{self._where}: slice {extents} of {key!r} is stored as {piece.entry.shape}, expected {want}"
                 )
-            dest[tuple(index)] = self._read_plain(key, piece, None)
+            self._check_range(key, piece.entry)
+            count = 1
+            for d in want:
+                count *= d
+            covered += count
+            plan.append((tuple(bounds), piece))
+        total = 1
+        for d in shape:
+            total *= d
+        if covered < total:
+            raise DataLossError(
+                f"{self._where}: the slices of {key!r} hold {covered} of its {total} elements; the tensor is incomplete"
+            )
+        dest = np.empty(shape, dtype=s.dtype) if s.dtype.kind == "O" else self._prepare(key, s, out)
+        for index, piece in plan:
+            dest[index] = self._read_plain(key, piece, None)
         return dest
 
     def read_many(

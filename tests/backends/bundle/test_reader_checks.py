@@ -184,3 +184,23 @@ def test_reader_after_close(prefix: str, backend: BundleBackend) -> None:
     r.close()
     with pytest.raises(Exception, match="closed"):
         r.read("a")
+
+
+def test_huge_string_shape_is_refused(prefix: str, backend: BundleBackend) -> None:
+    _write_bundle(prefix, [(b"s", encode_entry(7, (2**40,), 0, 0, 8, 0))], bytes(8))
+    with pytest.raises(DataLossError, match="8 bytes cannot hold 1099511627776 strings"):
+        backend.open_reader(prefix)
+
+
+def test_slices_must_cover_the_tensor_before_allocation(prefix: str, backend: BundleBackend) -> None:
+    meta = pb.BundleEntryProto(dtype=1)
+    meta.shape.dim.add(size=2**40)
+    s = meta.slices.add()
+    e = s.extent.add()
+    e.start = 0
+    e.length = 1
+    piece = encode_entry(1, (1,), 0, 0, 4, mask(crc32c(bytes(4))))
+    _write_bundle(prefix, [(b"w", meta.SerializeToString()), (encode_slice_key(b"w", [(0, 1)]), piece)], bytes(4))
+    with backend.open_reader(prefix) as r:
+        with pytest.raises(DataLossError, match="hold 1 of its 1099511627776 elements"):
+            r.read("w")
