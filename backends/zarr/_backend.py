@@ -809,17 +809,20 @@ class ZarrBackend(StorageBackend):
                 )
             try:
                 piece = json.loads(r.payload)
-            except ValueError as exc:
+                if not (isinstance(piece["tensors"], dict) and isinstance(piece["arrays"], dict)):
+                    raise TypeError("tensors and arrays must be objects")
+            except (ValueError, KeyError, TypeError) as exc:
                 raise InvalidCheckpointError(
-                    f"zarr: manifest of shard {r.spec.shard_id} for {prefix!r} is not a zarr backend manifest"
+                    f"zarr: manifest of shard {r.spec.shard_id} for {prefix!r} is not a zarr backend manifest "
+                    f"({exc}); pass the ShardResult that write_shard returned"
                 ) from exc
             dup = tensors.keys() & piece["tensors"].keys()
-            if dup or (graph is not None and piece["graph"] is not None):
+            if dup or (graph is not None and piece.get("graph") is not None):
                 name = sorted(dup)[0] if dup else OBJECT_GRAPH_KEY
                 raise InvalidCheckpointError(f"zarr: tensor {name!r} appears in two shards of {prefix!r}")
             tensors.update(piece["tensors"])
             arrays.update(piece["arrays"])
-            graph = graph if piece["graph"] is None else piece["graph"]
+            graph = graph if piece.get("graph") is None else piece.get("graph")
         _, data = self._staging(prefix, save_id)
         metadata: dict[str, Any] = {}
         if data:
@@ -946,12 +949,14 @@ class ZarrBackend(StorageBackend):
         group = self._group(prefix)
         if self._local:
             # Renaming away is the atomic "uncommit"; cleanup() finishes an interrupted rmtree.
+            loc = self._location
+            assert isinstance(loc, LocalLocation)
             aside = f"{group}{_TMP}del-{uuid.uuid4().hex}"
             try:
-                self._location.rename(group, aside)  # type: ignore[attr-defined]
+                loc.rename(group, aside)
             except CheckpointNotFoundError:
                 return
-            self._location.rmtree(aside)
+            loc.rmtree(aside)
             return
         self._location.delete_file(_paths.join(group, "zarr.json"))
         self._location.rmtree(group)
