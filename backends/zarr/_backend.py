@@ -802,6 +802,15 @@ class ZarrBackend(StorageBackend):
         tensors: dict[str, Any] = {}
         arrays: dict[str, Any] = {}
         graph: str | None = None
+        expected = shards[0].spec.num_shards
+        ids = sorted(r.spec.shard_id for r in shards)
+        if ids != list(range(expected)) or any(r.spec.num_shards != expected for r in shards):
+            # A manifest lost on its way to the committing process would
+            # otherwise commit a checkpoint silently missing its tensors.
+            raise InvalidCheckpointError(
+                f"zarr: commit of {prefix!r} needs the manifests of shards 0..{expected - 1} exactly once, "
+                f"got shard ids {ids}; gather every write_shard result before committing"
+            )
         for r in shards:
             if r.spec.save_id != save_id:
                 raise InvalidCheckpointError(
