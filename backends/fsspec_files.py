@@ -44,6 +44,7 @@ from typing import Any, Final, Literal, TypeVar
 from trackpoint import _paths
 from trackpoint.backends.files import FileLayer, FileSink
 from trackpoint.errors import (
+    BackendError,
     CheckpointError,
     CheckpointExistsError,
     CheckpointNotFoundError,
@@ -124,7 +125,7 @@ def _number(options: Mapping[str, Any], name: str, default: float, *, integer: b
     typed = isinstance(value, int) if integer else isinstance(value, (int, float))
     if isinstance(value, bool) or not typed or value < 0 or (value == 0 and not zero_ok):
         kind = ("a non-negative" if zero_ok else "a positive") + (" integer" if integer else " number")
-        raise ValueError(f"backend_options[{name!r}] must be {kind}, got {value!r}")
+        raise BackendError(f"backend_options[{name!r}] must be {kind}, got {value!r}")
     return value
 
 
@@ -165,7 +166,7 @@ class TransferOptions:
     request_timeout: float = 60.0
     part_size: int = 16 * _MiB
     max_inflight_parts: int = 4
-    read_part_size: int = 16 * _MiB
+    read_part_size: int = 64 * _MiB
     coalesce_gap: int = 256 * 1024
     max_concurrency: int = 16
 
@@ -175,7 +176,7 @@ class TransferOptions:
         d = cls()
         part_size = _number(options, "part_size", d.part_size, integer=True)
         if part_size < min_part_size or part_size % part_alignment:
-            raise ValueError(
+            raise BackendError(
                 f"backend_options['part_size'] must be at least {min_part_size} bytes and a multiple of "
                 f"{part_alignment}, got {part_size}"
             )
@@ -301,10 +302,13 @@ class FsspecFiles(FileLayer):
         """``(bucket, key)`` of ``path`` (``s3://bucket/key`` or ``bucket/key``)."""
         sch, rest = _paths.split_scheme(path)
         if sch and sch not in self.schemes:
-            raise ValueError(f"{self.store_name} cannot address {path!r}: expected a {self.schemes[0]}:// URL")
+            raise BackendError(
+                f"{self.store_name} cannot address {path!r}: expected a {self.schemes[0]}:// URL "
+                "(choose the backend for this URL with CheckpointOptions(backend=...) or its scheme)"
+            )
         bucket, _, key = rest.lstrip("/").partition("/")
         if not bucket:
-            raise ValueError(f"{self.store_name}: {path!r} names no bucket")
+            raise BackendError(f"{self.store_name}: {path!r} names no bucket; write {self.schemes[0]}://<bucket>/<path>")
         return bucket, key
 
     def url(self, bucket: str, key: str) -> str:
@@ -435,12 +439,8 @@ class FsspecFiles(FileLayer):
             b, k = self.split(p)
             by_bucket.setdefault(b, []).append(k)
 
-        async def run() -> None:
-            for b, keys in by_bucket.items():
-                await self._retry("deleting", b, keys[0], lambda b=b, keys=keys: self._a_delete(b, keys))  # type: ignore[misc]
-
-        if by_bucket:
-            self._run(run)
+        for bucket, keys in by_bucket.items():
+            self._run(lambda: self._retry("deleting", bucket, keys[0], lambda: self._a_delete(bucket, keys)))
 
     # ------------------------------------------------------------ reads
     def size(self, path: str) -> int | None:

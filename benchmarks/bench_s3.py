@@ -65,6 +65,13 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--gib", type=float, default=1.0, help="workload size in GiB (default 1)")
     ap.add_argument("--reps", type=int, default=2, help="repetitions, best is reported (default 2)")
+    ap.add_argument(
+        "--option",
+        action="append",
+        default=[],
+        type=lambda kv: (kv.split("=")[0], int(kv.split("=")[1])),
+        help="integer backend option for the s3 backend, e.g. --option part_size=67108864 (repeatable)",
+    )
     args = ap.parse_args()
 
     items = workload(int(args.gib * 1024 * MiB))
@@ -74,7 +81,7 @@ def main() -> None:
         so: dict[str, Any] = {"endpoint_url": url, "key": "testing", "secret": "testing"}
         raw = make_s3_fs(so)
         raw.mkdir("bench")
-        opts = CheckpointOptions(storage_options=so, backend_options=dict(a.split("=") for a in os.environ.get("BENCH_OPTS", "").split(",") if a) and {k: int(v) for k, v in (a.split("=") for a in os.environ["BENCH_OPTS"].split(","))})
+        opts = CheckpointOptions(storage_options=so, backend_options=dict(args.option))
         backend = open_backend("s3://bench/ckpt", opts)
         prefix = "s3://bench/tp/ckpt"
 

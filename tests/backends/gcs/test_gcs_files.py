@@ -124,3 +124,10 @@ def test_listing_pages_and_sees_other_writers(
     proxy.clear()
     assert proxied.listdir(f"{gcs_bucket}/shared") == [f"o{i:02d}" for i in range(25)]
     assert proxy.count("GET", r"/o\?") == 3
+
+
+def test_part_size_must_fit_resumable_chunks(make_files: Any) -> None:
+    from trackpoint.errors import BackendError
+
+    with pytest.raises(BackendError, match=r"part_size'\] must be at least 262144 bytes and a multiple of 262144"):
+        make_files(part_size=MiB + 1)

@@ -107,25 +107,17 @@ def test_missing_object_and_bucket(files: S3Files, s3_bucket: str) -> None:
 
 
 def test_delete_batches_and_ignores_missing(
-    files: S3Files, s3_bucket: str, monkeypatch: pytest.MonkeyPatch
+    files: S3Files, s3_bucket: str, s3_raw: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     import trackpoint.backends.s3 as s3_module
 
     # S3 takes 1,000 keys per DeleteObjects; a smaller batch exercises the same loop quickly.
     monkeypatch.setattr(s3_module, "_DELETE_BATCH", 10)
     paths = [f"{s3_bucket}/d/{i:04d}" for i in range(25)]
-    files._run(lambda: _pipe_many(files, s3_bucket, paths))
+    s3_raw.pipe({p[len("s3://") :]: b"x" for p in paths})
     assert len(files.listdir(f"{s3_bucket}/d")) == 25
     files.delete([*paths, f"{s3_bucket}/d/never-existed"])
     assert files.listdir(f"{s3_bucket}/d") == []
-
-
-async def _pipe_many(files: S3Files, bucket: str, paths: list[str]) -> None:
-    import asyncio
-
-    from trackpoint.backends.fsspec_files import Condition
-
-    await asyncio.gather(*(files._a_put(bucket[5:], p[len(bucket) + 1 :], b"x", Condition(), "w") for p in paths))
 
 
 def test_listing_pages_and_sees_other_writers_at_once(

@@ -10,6 +10,7 @@ from faultproxy import FaultProxy, Rule
 
 from trackpoint.backends.s3 import S3Files
 from trackpoint.errors import (
+    BackendError,
     CheckpointExistsError,
     ConcurrentModificationError,
     StorageError,
@@ -140,7 +141,16 @@ def test_unreachable_endpoint_is_transient(make_files: Any) -> None:
 
 
 def test_invalid_backend_options_are_rejected(make_files: Any) -> None:
-    with pytest.raises(ValueError, match=r"backend_options\['part_size'\] must be at least 5242880"):
+    with pytest.raises(BackendError, match=r"backend_options\['part_size'\] must be at least 5242880"):
         make_files(part_size=1024)
-    with pytest.raises(ValueError, match=r"backend_options\['retries'\] must be a non-negative integer"):
+    with pytest.raises(BackendError, match=r"backend_options\['retries'\] must be a non-negative integer"):
         make_files(retries=-1)
+    with pytest.raises(BackendError, match=r"backend_options\['request_timeout'\] must be a positive number"):
+        make_files(request_timeout=0)
+
+
+def test_foreign_or_bucketless_urls_are_rejected(files: S3Files) -> None:
+    with pytest.raises(BackendError, match=r"s3 cannot address 'gs://b/k': expected a s3:// URL"):
+        files.size("gs://b/k")
+    with pytest.raises(BackendError, match=r"'s3://' names no bucket"):
+        files.size("s3://")
