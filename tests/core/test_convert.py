@@ -160,3 +160,22 @@ def test_within_one_memory_store(memory_dir: str) -> None:
     tp.convert(src, f"{memory_dir}/b")
     assert sorted(open_backend(memory_dir).list_checkpoints(memory_dir)) == [f"{memory_dir}/a", f"{memory_dir}/b"]
     _assert_same_tensors(_all_tensors(src, None), _all_tensors(f"{memory_dir}/b", None))
+
+
+@pytest.mark.parametrize("store", [pytest.param("s3", marks=pytest.mark.s3), pytest.param("gcs", marks=pytest.mark.gcs)])
+def test_bundle_to_zarr_on_an_object_store_and_back(tmp_path: Path, request: pytest.FixtureRequest, store: str) -> None:
+    bucket = request.getfixturevalue(f"{store}_bucket")
+    storage = request.getfixturevalue(f"{store}_storage_options")
+    remote = CheckpointOptions(backend="zarr", storage_options=storage)
+    ckpt, model = _model()
+    src = ckpt.write(str(tmp_path / "ckpt"))
+    dst = f"{bucket}/run/ckpt"
+
+    tp.convert(src, dst, dst_options=remote)
+    assert tp.object_metadata(dst, remote) == tp.object_metadata(src)
+    restored, fresh = _fresh()
+    restored.read(dst, remote).assert_consumed()
+    assert fresh.big.numpy().tobytes() == model.big.numpy().tobytes()
+
+    tp.convert(dst, str(tmp_path / "back"), src_options=remote)
+    _assert_same_tensors(_all_tensors(src, None), _all_tensors(str(tmp_path / "back"), None))
