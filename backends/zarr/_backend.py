@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import functools
 import json
 import os
 import socket
@@ -144,6 +145,18 @@ def _is_active(save_id: str) -> bool:
 
 def _dtype_name(dtype: np.dtype[Any], key: str) -> str:
     """The name recorded in the tensor table for ``dtype`` (``"bytes"`` for strings)."""
+    name = _known_dtype_name(dtype)
+    if name is None:
+        raise UnsupportedDTypeError(
+            f"zarr: tensor {key!r} has dtype {dtype}, which a checkpoint cannot hold; use bool, (u)int8-64, "
+            "float16/32/64, complex64/128, bfloat16 or bytes"
+        )
+    return name
+
+
+@functools.lru_cache(maxsize=64)
+def _known_dtype_name(dtype: np.dtype[Any]) -> str | None:
+    # Cached: a checkpoint of 20,000 tensors asks for a handful of dtypes.
     if dtype.kind == "O":
         return _STRING
     for name, dt in _ML_DTYPES.items():
@@ -151,10 +164,7 @@ def _dtype_name(dtype: np.dtype[Any], key: str) -> str:
             return name
     limit = _NUMERIC_KINDS.get(dtype.kind)
     if limit is None or dtype.itemsize > limit or dtype.fields is not None:
-        raise UnsupportedDTypeError(
-            f"zarr: tensor {key!r} has dtype {dtype}, which a checkpoint cannot hold; use bool, (u)int8-64, "
-            "float16/32/64, complex64/128, bfloat16 or bytes"
-        )
+        return None
     return dtype.newbyteorder("=").name
 
 
@@ -172,6 +182,7 @@ def _dtype_of(name: str, where: str) -> np.dtype[Any]:
     return dt
 
 
+@functools.lru_cache(maxsize=64)
 def _storage_dtype(dtype: np.dtype[Any]) -> np.dtype[Any]:
     """The little-endian dtype the array is stored with (ml_dtypes types as unsigned ints)."""
     if any(dtype == dt for dt in _ML_DTYPES.values()):
@@ -979,9 +990,11 @@ class ZarrBackend(StorageBackend):
                     found.append(self.join(directory, name[: -len(_SUFFIX)]))
         return sorted(found)
 
-    def cleanup(self, directory: str) -> list[str]:
+    def cleanup(self, directory: str, *, min_age: float | None = None) -> list[str]:
+        # docstring inherited; min_age=None keeps the backend option cleanup_min_age.
         base = self._location.resolve(directory)
-        min_age = self._options.cleanup_min_age
+        if min_age is None:
+            min_age = self._options.cleanup_min_age
         removed: list[str] = []
         now = time.time()
         for name in self._location.listdir(base):

@@ -37,7 +37,8 @@ class ZarrOptions:
         packing off).
     packed_chunk_bytes
         Inner chunk size of packed arrays: the unit a read of one small tensor
-        fetches (default 256 KiB).
+        fetches (default 1 MiB; smaller chunks mean finer partial reads but
+        more per-chunk work: 256 KiB made the 20,000-tensor save 1.6x slower).
     checksum
         Append Zarr's ``crc32c`` codec to every chunk so corruption is detected
         on read (default on).
@@ -51,7 +52,7 @@ class ZarrOptions:
     compression_level: int | None = None
     chunk_bytes: int = 16 * _MiB
     pack_bytes: int = 64 * 1024
-    packed_chunk_bytes: int = 256 * 1024
+    packed_chunk_bytes: int = _MiB
     checksum: bool = True
     cleanup_min_age: float = 3600.0
 
