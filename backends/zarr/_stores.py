@@ -39,10 +39,19 @@ from trackpoint.storage import ANY_VERSION, VersionedBytes, _AnyVersion
 if TYPE_CHECKING:
     from zarr.abc.store import Store
 
-__all__ = ["FsspecLocation", "LocalLocation", "Location", "strict_store", "translate_os_errors"]
+__all__ = ["FsspecLocation", "LocalLocation", "Location", "os_error", "strict_store", "translate_os_errors"]
 
 #: fsspec protocol for each store kind.
 _PROTOCOLS: Final = {"s3": "s3", "gcs": "gcs"}
+
+
+def os_error(exc: OSError, store: str, what: str, path: str) -> CheckpointError:
+    """The trackpoint error for an ``OSError`` of the store, naming ``path``; raise it ``from exc``."""
+    if isinstance(exc, PermissionError):
+        return StoragePermissionError(f"{store}: permission denied to {what} {path!r}: {exc}")
+    if isinstance(exc, FileNotFoundError):
+        return CheckpointNotFoundError(f"{store}: cannot {what} {path!r}: it does not exist")
+    return StorageError(f"{store}: failed to {what} {path!r}: {exc}")
 
 
 @contextlib.contextmanager
@@ -52,12 +61,8 @@ def translate_os_errors(store: str, what: str, path: str) -> Iterator[None]:
         yield
     except CheckpointError:
         raise
-    except PermissionError as exc:
-        raise StoragePermissionError(f"{store}: permission denied to {what} {path!r}: {exc}") from exc
-    except FileNotFoundError as exc:
-        raise CheckpointNotFoundError(f"{store}: cannot {what} {path!r}: it does not exist") from exc
     except OSError as exc:
-        raise StorageError(f"{store}: failed to {what} {path!r}: {exc}") from exc
+        raise os_error(exc, store, what, path) from exc
 
 
 _STRICT: dict[type[Any], type[Any]] = {}
@@ -201,9 +206,7 @@ class LocalLocation(Location):
         except (FileNotFoundError, NotADirectoryError):
             return None
         except OSError as exc:
-            with translate_os_errors("zarr/local", "read", path):
-                raise exc from None
-        raise AssertionError("unreachable")  # pragma: no cover
+            raise os_error(exc, "zarr/local", "read", path) from exc
 
     def write_bytes(self, path: str, data: bytes, *, create_only: bool = False, durable: bool = True) -> None:
         """Write a whole file; ``durable=False`` skips the fsync (for records only a live process needs)."""
@@ -232,9 +235,7 @@ class LocalLocation(Location):
         except (FileNotFoundError, NotADirectoryError):
             return []
         except OSError as exc:
-            with translate_os_errors("zarr/local", "list", path):
-                raise exc from None
-        raise AssertionError("unreachable")  # pragma: no cover
+            raise os_error(exc, "zarr/local", "list", path) from exc
 
     def rmtree(self, path: str) -> None:
         with translate_os_errors("zarr/local", "delete", path):
@@ -262,8 +263,7 @@ class LocalLocation(Location):
         except OSError as exc:
             if exc.errno in (errno.ENOTEMPTY, errno.EEXIST):
                 raise CheckpointExistsError(f"zarr/local: a checkpoint is already committed at {dst!r}") from exc
-            with translate_os_errors("zarr/local", "rename", src):
-                raise exc from None
+            raise os_error(exc, "zarr/local", "rename", src) from exc
 
     def exchange(self, a: str, b: str) -> bool:
         """Atomically swap two directories (Linux ``renameat2(RENAME_EXCHANGE)``).
@@ -281,9 +281,7 @@ class LocalLocation(Location):
         err = ctypes.get_errno()
         if err in (errno.ENOSYS, errno.EINVAL, errno.ENOTSUP):
             return False
-        with translate_os_errors("zarr/local", "swap into place", b):
-            raise OSError(err, os.strerror(err), a)
-        raise AssertionError("unreachable")  # pragma: no cover
+        raise os_error(OSError(err, os.strerror(err), a), "zarr/local", "swap into place", b)
 
     def fsync_tree(self, path: str) -> None:
         """Make every file and directory below ``path`` durable before it is renamed into place."""
