@@ -43,9 +43,11 @@ class ZarrOptions:
         Append Zarr's ``crc32c`` codec to every chunk so corruption is detected
         on read (default on).
     cleanup_min_age
-        Seconds an unreferenced save on an object store must have been left
-        alone before :meth:`cleanup` deletes it (default one hour), because a
-        writer on another machine may still be writing it.
+        Default of ``cleanup(directory, min_age=...)``: seconds an abandoned
+        save must have been left alone before it is deleted, when its
+        writer's liveness cannot be checked (default 600, as the storage
+        contract's ``min_age``): a writer on another machine may still be
+        writing it.
     """
 
     compressor: str = "zstd"
@@ -54,7 +56,7 @@ class ZarrOptions:
     pack_bytes: int = 64 * 1024
     packed_chunk_bytes: int = _MiB
     checksum: bool = True
-    cleanup_min_age: float = 3600.0
+    cleanup_min_age: float = 600.0
 
     def __post_init__(self) -> None:
         if self.compressor not in COMPRESSORS:

@@ -123,6 +123,7 @@ def test_cleanup_removes_abandoned_saves_only(where: Any) -> None:
     _shards(where, where.prefix("never"), "abandoned")
     # Default: a leftover might still be in use by a live writer; keep it.
     assert where.backend.cleanup(where.directory) == []
+    assert where.backend.cleanup(where.directory, min_age=3600) == []
     eager = open_backend(
         where.directory,
         CheckpointOptions(backend="zarr", storage_options=where.options.storage_options, backend_options={"cleanup_min_age": 0}),
@@ -130,6 +131,10 @@ def test_cleanup_removes_abandoned_saves_only(where: Any) -> None:
     removed = eager.cleanup(where.directory)
     assert len(removed) == 2 and all("abandoned" in r for r in removed)
     assert eager.cleanup(where.directory) == []
+    # The contract's keyword overrides the option.
+    _shards(where, where.prefix("again"), "abandoned-again")
+    (removed_again,) = where.backend.cleanup(where.directory, min_age=0)
+    assert removed_again.endswith("abandoned-again")
     assert where.backend.list_checkpoints(where.directory) == [where.prefix("done")]
     with where.backend.open_reader(where.prefix("done")) as reader:
         assert reader.read("b")[0] == 1.0
