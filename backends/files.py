@@ -141,6 +141,24 @@ class FileLayer(ABC):
         """Whether ``path`` exists."""
         return self.size(path) is not None
 
+    def modified(self, path: str) -> float | None:
+        """POSIX timestamp of the last modification of ``path`` (a file or a directory).
+
+        Returns
+        -------
+        float or None
+            Seconds since the epoch; ``None`` when the store cannot tell or
+            ``path`` does not exist. Callers must treat ``None`` as "unknown",
+            never as "old": cleanup keeps a leftover whose age it cannot tell.
+
+        Notes for implementers
+        ----------------------
+        The default returns ``None``. Stores with a modification time in their
+        metadata should override it, or age-based cleanup removes nothing
+        unless asked to ignore ages (``min_age=0``).
+        """
+        return None
+
     def rename(self, src: str, dst: str) -> None:
         """Atomically move ``src`` over ``dst``; only when ``capabilities.atomic_rename``."""
         raise NotImplementedError(f"{self.store_name} has no atomic rename")

@@ -448,6 +448,30 @@ class FsspecFiles(FileLayer):
         stat = self._run(lambda: self._retry("reading metadata of", bucket, key, lambda: self._a_stat(bucket, key)))
         return None if stat is None else stat.size
 
+    def modified(self, path: str) -> float | None:
+        """Last modification from the object's metadata (S3 ``LastModified``, GCS ``updated``)."""
+        import datetime
+
+        bucket, key = self.split(path)
+
+        async def info() -> dict[str, Any] | None:
+            try:
+                return dict(await self.fs._info(f"{bucket}/{key}"))
+            except FileNotFoundError:
+                return None
+
+        meta = self._run(lambda: self._retry("reading metadata of", bucket, key, info))
+        value = None if meta is None else meta.get("LastModified", meta.get("updated"))
+        if isinstance(value, datetime.datetime):
+            return value.timestamp()
+        if isinstance(value, str):
+            # GCS gives RFC 3339 text; fromisoformat reads it once "Z" is spelled as an offset.
+            try:
+                return datetime.datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+            except ValueError:
+                return None
+        return None
+
     def read_versioned(self, path: str) -> VersionedBytes | None:
         bucket, key = self.split(path)
         return self._run(lambda: self._retry("reading", bucket, key, lambda: self._a_get_versioned(bucket, key)))

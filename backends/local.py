@@ -233,6 +233,15 @@ class LocalFiles(FileLayer):
         except OSError as exc:
             _raise(exc, "stat", path)
 
+    def modified(self, path: str) -> float | None:
+        # docstring inherited
+        try:
+            return os.stat(self._p(path)).st_mtime
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            _raise(exc, "stat", path)
+
     def listdir(self, directory: str) -> list[str]:
         # docstring inherited
         try:

@@ -463,12 +463,31 @@ class StorageBackend(ABC):
     def list_checkpoints(self, directory: str) -> list[str]:
         """Prefixes of the committed checkpoints directly inside ``directory``, sorted."""
 
-    def cleanup(self, directory: str) -> list[str]:
+    def cleanup(self, directory: str, *, min_age: float = 600.0) -> list[str]:
         """Remove leftovers of crashed saves in ``directory``; return what was removed.
 
-        The default removes nothing. Note for implementers: a leftover is only
-        safe to remove when no save is still writing it; use an age threshold
-        or a save-id check where saves may run concurrently.
+        Parameters
+        ----------
+        directory
+            Where to look (not recursively).
+        min_age
+            Seconds. Only leftovers whose newest piece was modified at least
+            this long ago are removed, because a save that is still running
+            (possibly in another process) keeps writing its pieces and looks
+            exactly like a crashed one. ``0`` removes every leftover: use it
+            only with a single writer that knows the previous save crashed.
+
+        Returns
+        -------
+        list of str
+            Paths removed.
+
+        Notes for implementers
+        ----------------------
+        The default removes nothing. A leftover is only safe to remove when no
+        save is still writing it: honour ``min_age`` (a leftover of unknown
+        age counts as young unless ``min_age`` is 0), or use a save-id or
+        owner check where the store offers one.
         """
         return []
 

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import re
 import threading
+import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -88,6 +89,8 @@ _DATA_RE: Final = re.compile(r"^(?P<base>.+)\.data-\d{5,}-of-\d{5,}$")
 _PART_RE: Final = re.compile(r"^(?P<base>.+)\.part-\d{5,}-of-\d{5,}\.[A-Za-z0-9_-]+\.index$")
 #: Temporary file of a LocalFiles sink killed before it was published.
 _SINK_TEMP_RE: Final = re.compile(r"^\.(?P<name>.+)\.tmp-[0-9a-f]{32}$")
+#: Leftovers younger than this may belong to a save that is still running.
+_MIN_AGE: Final = 600.0
 
 
 def data_filename(prefix: str, shard_id: int, num_shards: int) -> str:
@@ -244,6 +247,7 @@ class BundleBackend(StorageBackend):
         self._check_prefix(prefix)
         if not _SAVE_ID.match(spec.save_id):
             raise TrackableError(f"bundle: save_id {spec.save_id!r} must be 1-64 letters, digits, '-' or '_'")
+        marker = ""
         if self._rename:
             piece = self._piece(prefix, spec)
             self.files.makedirs(self._temp_dir(prefix))
@@ -251,6 +255,7 @@ class BundleBackend(StorageBackend):
         else:
             self.files.makedirs(self.files.dirname(prefix))
             data_path = data_filename(prefix, spec.shard_id, spec.num_shards)
+            marker = self._claim(prefix, spec)
         rows = self._write_data(prefix, data_path, items, create_only=not self._rename, save_id=spec.save_id)
         nbytes = rows[-1][3] + rows[-1][4] if rows else 0
         rows.sort(key=lambda r: r[0])
@@ -263,9 +268,7 @@ class BundleBackend(StorageBackend):
         if self._rename:
             self.files.put(self._index(piece), piece_table)
         else:
-            part = self._part_index(prefix, spec)
-            self.files.put(part, piece_table, create_only=True)
-            self._remember(spec.save_id, part)
+            self._publish_part(prefix, spec, marker, piece_table)
         if spec.num_shards == 1:
             # A one-shard save's piece index already is the final index; commit reuses it.
             with self._lock:
@@ -277,6 +280,37 @@ class BundleBackend(StorageBackend):
         payload = _encode_payload(merged_entries)
         keys = tuple(r[0].decode("utf-8", "surrogateescape") for r in rows)
         return ShardResult(spec, keys, nbytes, payload)
+
+    def _claim(self, prefix: str, spec: ShardSpec) -> str:
+        """Create this shard's (empty) piece index before its data; return its version.
+
+        The piece index is the save's ownership marker: an overwriting save
+        deletes it before it deletes or rewrites any data object, so as long as
+        the marker exists the data objects of this shard are still this save's.
+        """
+        part = self._part_index(prefix, spec)
+        try:
+            version = self.files.write_versioned(part, b"", if_version=None)
+        except (CheckpointExistsError, ConcurrentModificationError) as exc:
+            raise ConcurrentModificationError(
+                f"bundle: piece index {part!r} of {prefix!r} exists already, so save_id {spec.save_id!r} is in "
+                "use by another save; give every save a fresh save_id"
+            ) from exc
+        self._remember(spec.save_id, part)
+        return version
+
+    def _publish_part(self, prefix: str, spec: ShardSpec, marker: str, piece_table: bytes) -> None:
+        """Replace the marker by the piece index, only if the marker is still the one this save wrote."""
+        part = self._part_index(prefix, spec)
+        try:
+            # Conditional, not blind: a blind write would resurrect a marker that an
+            # overwriting save deleted, and commit would then accept its data objects.
+            self.files.write_versioned(part, piece_table, if_version=marker)
+        except (ConcurrentModificationError, CheckpointNotFoundError) as exc:
+            raise ConcurrentModificationError(
+                f"bundle: another save replaced the objects of {prefix!r} while this save was writing shard "
+                f"{spec.shard_id} ({part!r} was removed); this save was not committed, retry it"
+            ) from exc
 
     def _remember(self, save_id: str, path: str) -> None:
         with self._lock:
@@ -347,7 +381,8 @@ class BundleBackend(StorageBackend):
             )
         return ConcurrentModificationError(
             f"bundle: objects of an uncommitted save exist at {prefix!r} (a concurrent save or a crashed one; "
-            f"{path!r} is already there); call cleanup(directory) or save with overwrite=True"
+            f"{path!r} is already there); if that save crashed, call cleanup(directory) (with min_age=0 right after "
+            "the crash) or save with overwrite=True"
         )
 
     def commit(self, prefix: str, shards: Sequence[ShardResult], *, overwrite: bool = False) -> None:
@@ -381,8 +416,11 @@ class BundleBackend(StorageBackend):
         with self._lock:
             created = self._created.pop(save_id, [])
         if not self._rename:
-            self.files.delete([p for p in created if p.endswith(".index") and p != index])
-        self._remove_temp(prefix)
+            # Piece indexes of every shard, also those written by other processes.
+            parts = {self._part_index(prefix, r.spec) for r in shards}
+            parts.update(p for p in created if p.endswith(".index") and p != index)
+            self.files.delete(sorted(parts))
+        self._remove_temp(prefix, save_id, min_age=_MIN_AGE)
 
     @staticmethod
     def _merge(prefix: str, shards: Sequence[ShardResult]) -> bytes:
@@ -447,6 +485,15 @@ class BundleBackend(StorageBackend):
             table = self._merge(prefix, shards)
         index = self._index(prefix)
         n = len(shards)
+        if not overwrite and self.files.exists(index):
+            # The clearer error first; the create-only write below still decides races.
+            raise CheckpointExistsError(
+                f"bundle: a checkpoint is already committed at {prefix!r}; pass overwrite=True to replace it"
+            )
+        parts = [self._part_index(prefix, r.spec) for r in shards]
+        # Markers first: if one is gone, the data objects may be another save's
+        # by now, and their sizes would not tell (same model, same sizes).
+        self._check_owned(prefix, parts, "before")
         for r in shards:
             path = data_filename(prefix, r.spec.shard_id, n)
             size = self.files.size(path)
@@ -458,12 +505,33 @@ class BundleBackend(StorageBackend):
         if overwrite and self.files.exists(index):
             self.files.delete([index])
         try:
-            self.files.put(index, table, create_only=True)
-        except CheckpointExistsError as exc:
+            # A versioned create-only write: the version lets a retraction
+            # below remove this save's index and never another save's.
+            version = self.files.write_versioned(index, table, if_version=None)
+        except (CheckpointExistsError, ConcurrentModificationError) as exc:
             raise CheckpointExistsError(
                 f"bundle: another writer committed {prefix!r} first; this save was not committed"
                 + ("" if overwrite else " (pass overwrite=True to replace it)")
             ) from exc
+        try:
+            self._check_owned(prefix, parts, "after")
+        except ConcurrentModificationError:
+            # Another save took the prefix over between the check above and the
+            # index write: its delete may have run before our index existed, so
+            # retract it. Until then readers may see it; CRCs make that DataLossError.
+            current = self.files.read_versioned(index)
+            if current is not None and current.version == version:
+                self.files.delete([index])
+            raise
+
+    def _check_owned(self, prefix: str, parts: Sequence[str], when: str) -> None:
+        """Raise ConcurrentModificationError if a piece index (ownership marker) of this save is gone."""
+        for part in parts:
+            if not self.files.exists(part):
+                raise ConcurrentModificationError(
+                    f"bundle: another save replaced the objects of {prefix!r} while this save was committing "
+                    f"({part!r} was removed {when} the index was written); this save was not committed"
+                )
 
     def _data_files(self, prefix: str) -> list[str]:
         directory = self.files.dirname(prefix)
@@ -485,16 +553,42 @@ class BundleBackend(StorageBackend):
                 out.append(self.files.join(directory, name))
         return out
 
-    def _remove_temp(self, prefix: str, save_id: str | None = None) -> None:
-        """Remove the ``_temp`` pieces (all of them, or those of one save)."""
+    def _remove_temp(self, prefix: str, save_id: str, *, min_age: float | None = None) -> None:
+        """Remove the ``_temp`` pieces of ``save_id``, and with ``min_age`` also other saves' old ones.
+
+        Pieces of other saves younger than ``min_age`` seconds (or of unknown
+        age) are kept: they may belong to a save of this prefix that is still
+        running. The directory itself goes only once it is empty.
+        """
         if not self._rename:
             return
         temp = self._temp_dir(prefix)
-        names = self.files.listdir(temp)
-        if save_id is not None:
-            names = [n for n in names if n.startswith((f"part-{save_id}-", f"merged-{save_id}."))]
-        self.files.delete([self.files.join(temp, n) for n in names])
+        now = time.time()
+        doomed = []
+        for name in self.files.listdir(temp):
+            path = self.files.join(temp, name)
+            own = name.startswith((f"part-{save_id}-", f"merged-{save_id}."))
+            if own or (min_age is not None and self._old_enough([path], now, min_age)):
+                doomed.append(path)
+        self.files.delete(doomed)
         self.files.remove_dir(temp)
+
+    def _old_enough(self, paths: Sequence[str], now: float, min_age: float) -> bool:
+        """Whether the newest of ``paths`` was modified at least ``min_age`` seconds ago.
+
+        An unknown (or vanished) modification time counts as young unless
+        ``min_age`` is 0: removing a running save's pieces is worse than
+        keeping a crashed one's.
+        """
+        if min_age <= 0:
+            return True
+        newest = -1.0
+        for path in paths:
+            t = self.files.modified(path)
+            if t is None:
+                return False
+            newest = max(newest, t)
+        return now - newest >= min_age
 
     def abort(self, prefix: str, save_id: str) -> None:
         # docstring inherited
@@ -508,11 +602,22 @@ class BundleBackend(StorageBackend):
         with self._lock:
             created = self._created.pop(save_id, [])
         pieces = self._part_files(prefix, save_id)
+        markers = [p for p in created if _PART_RE.match(_basename(p))]
+        if any(not self.files.exists(p) for p in markers):
+            # Another save took this prefix over (its overwrite removed our
+            # markers first); the data objects there may be its own by now.
+            self.files.delete(sorted(set(markers) | set(pieces)))
+            return
         committed = self.files.exists(self._index(prefix))
-        # Pieces found by listing name the data objects their save created
-        # (possibly in another process); those are never referenced by a
-        # committed index, because create-only writes kept them unique.
-        derived = [] if committed else [re.sub(r"\.part-(\d+-of-\d+)\.[^.]+\.index$", r".data-\1", p) for p in pieces]
+        # A listed piece index with content names a data object its save
+        # created (possibly in another process): the content is written only
+        # after the create-only data write succeeded. An empty one is a bare
+        # marker whose data write may have failed against another save's object.
+        # Such data objects are never referenced by a committed index, because
+        # create-only writes kept them unique.
+        derived = [] if committed else [
+            re.sub(r"\.part-(\d+-of-\d+)\.[^.]+\.index$", r".data-\1", p) for p in pieces if self.files.size(p)
+        ]
         self.files.delete(sorted(set(created) | set(pieces) | set(derived)))
 
     # ------------------------------------------------------------------ reading
@@ -536,9 +641,18 @@ class BundleBackend(StorageBackend):
     def delete(self, prefix: str) -> None:
         # docstring inherited
         self._check_prefix(prefix)
-        self.files.delete([self._index(prefix)])
+        index = self._index(prefix)
+        self.files.delete([index])
         self.files.sync_dir(self.files.dirname(prefix))
-        self.files.delete(self._data_files(prefix) + self._part_files(prefix))
+        # Piece indexes go before data objects: they are the ownership markers
+        # of running saves, whose commits then refuse instead of indexing data
+        # that is about to be replaced. The index is removed once more because
+        # such a save may have created it after the first removal and before
+        # its markers went.
+        self.files.delete(self._part_files(prefix))
+        self.files.delete([index])
+        self.files.sync_dir(self.files.dirname(prefix))
+        self.files.delete(self._data_files(prefix))
         temp = self._temp_dir(prefix)
         self.files.delete([self.files.join(temp, n) for n in self.files.listdir(temp)])
         self.files.remove_dir(temp)
@@ -551,39 +665,68 @@ class BundleBackend(StorageBackend):
                 out.append(self.files.join(directory, name[: -len(".index")]))
         return sorted(out)
 
-    def cleanup(self, directory: str) -> list[str]:
-        """Remove leftovers of saves that never committed in ``directory``; return them.
+    def cleanup(self, directory: str, *, min_age: float = _MIN_AGE) -> list[str]:
+        """Remove old leftovers of saves that never committed in ``directory``; return them.
 
-        Removed: data objects and piece indexes whose prefix has no index, piece
-        indexes of committed prefixes, ``<prefix>_temp`` directories, and the
-        hidden temporary files (``.<name>.tmp-<hex>``) that a killed
-        :class:`~trackpoint.backends.local.LocalFiles` sink leaves for data
-        and index files.
-        Concurrency caveat: a save that is still running in ``directory`` looks
-        exactly like a crashed one, so call this only when no save is writing
-        there (e.g. at job start, or from the single writer).
+        Leftovers are data objects and piece indexes whose prefix has no index,
+        piece indexes of committed prefixes, ``<prefix>_temp`` directories, and
+        the hidden temporary files (``.<name>.tmp-<hex>``) that a killed
+        :class:`~trackpoint.backends.local.LocalFiles` sink leaves for data and
+        index files. They are grouped by checkpoint prefix, and a group is
+        removed only when its newest piece was modified at least ``min_age``
+        seconds ago: a running save keeps writing, so a young group may belong
+        to a save in another process. A group whose age the store cannot tell
+        is kept unless ``min_age`` is 0, which removes every leftover (for a
+        single writer that knows the previous one crashed).
         """
         names = self.files.listdir(directory)
         committed = {n[: -len(".index")] for n in names if n.endswith(".index") and not _PART_RE.match(n)}
-        removed: list[str] = []
+        # Per prefix: the files to delete, and the _temp directory to remove after them.
+        groups: dict[str, list[str]] = {}
+        temps: dict[str, str] = {}
         for name in names:
             path = self.files.join(directory, name)
-            m = _DATA_RE.match(name)
-            t = _SINK_TEMP_RE.match(name)
-            if t is not None and (_DATA_RE.match(t.group("name")) or t.group("name").endswith(".index")):
-                removed.append(path)
-            elif m is not None and m.group("base") not in committed:
-                removed.append(path)
-            elif _PART_RE.match(name):
-                removed.append(path)
+            base = self._leftover_base(name, committed)
+            if base is not None:
+                groups.setdefault(base, []).append(path)
             elif name.endswith("_temp") and self._rename:
+                base = name[: -len("_temp")]
+                temps[base] = path
                 inner = [self.files.join(path, n) for n in self.files.listdir(path)]
-                self.files.delete(inner)
-                self.files.remove_dir(path)
-                removed.extend(inner)
-                removed.append(path)
-        self.files.delete([p for p in removed if not p.endswith("_temp")])
+                groups.setdefault(base, []).extend(inner)
+        now = time.time()
+        removed: list[str] = []
+        for base in sorted(groups.keys() | temps.keys()):
+            files = groups.get(base, [])
+            temp = temps.get(base)
+            # The directory's own time counts too: creating or removing a
+            # piece inside it updates it, even when the piece is gone by now.
+            if not self._old_enough([*files, *([temp] if temp else [])], now, min_age):
+                continue
+            self.files.delete(files)
+            removed.extend(files)
+            if temp is not None:
+                self.files.remove_dir(temp)
+                removed.append(temp)
         return removed
+
+    @staticmethod
+    def _leftover_base(name: str, committed: set[str]) -> str | None:
+        """The prefix (base name) a top-level leftover belongs to, ``None`` if ``name`` is none."""
+        t = _SINK_TEMP_RE.match(name)
+        if t is not None:
+            inner = t.group("name")
+            m = _DATA_RE.match(inner) or _PART_RE.match(inner)
+            if m is not None:
+                return m.group("base")
+            return inner[: -len(".index")] if inner.endswith(".index") else None
+        m = _PART_RE.match(name)
+        if m is not None:
+            return m.group("base")
+        m = _DATA_RE.match(name)
+        if m is not None and m.group("base") not in committed:
+            return m.group("base")
+        return None
 
     # ------------------------------------------------------------- small files
     def read_file(self, path: str) -> VersionedBytes | None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 import uuid
 from pathlib import Path
 
@@ -146,7 +147,8 @@ def test_leftover_data_of_a_crashed_save(tmp_path: Path) -> None:
     backend.write_shard(prefix, ShardSpec(0, 1, "crashed"), _items(1.0))
     with pytest.raises(ConcurrentModificationError, match=r"uncommitted save exist at .*cleanup\(directory\)"):
         backend.save(prefix, _items(2.0), CheckpointOptions(num_writers=1), overwrite=False)
-    removed = backend.cleanup(str(tmp_path))
+    # The crash is known, so its seconds-old leftovers may go (the default age rule keeps them).
+    removed = backend.cleanup(str(tmp_path), min_age=0)
     assert sorted(Path(p).name for p in removed) == [
         "ckpt-1.data-00000-of-00001", "ckpt-1.part-00000-of-00001.crashed.index"
     ]
@@ -170,6 +172,9 @@ def test_stale_temp_pieces_are_removed_by_next_save(tmp_path: Path) -> None:
     prefix = str(tmp_path / "ckpt-1")
     backend.write_shard(prefix, ShardSpec(0, 1, "crashed"), _items(1.0))
     assert _listing(tmp_path) == ["ckpt-1_temp"]
+    # Stale: an hour old (younger pieces of another save may still be written and are kept).
+    for piece in (tmp_path / "ckpt-1_temp").iterdir():
+        os.utime(piece, (time.time() - 3600, time.time() - 3600))
     backend.save(prefix, _items(2.0))
     assert _listing(tmp_path) == ["ckpt-1.data-00000-of-00001", "ckpt-1.index"]
 
@@ -178,7 +183,7 @@ def test_cleanup_keeps_committed_checkpoints(backend: BundleBackend, tmp_path: P
     good = str(tmp_path / "good")
     backend.save(good, _items(1.0))
     backend.write_shard(str(tmp_path / "bad"), ShardSpec(0, 1, "x"), _items(1.0))
-    removed = backend.cleanup(str(tmp_path))
+    removed = backend.cleanup(str(tmp_path), min_age=0)
     assert removed and all("bad" in Path(p).name or "bad" in p for p in removed)
     assert _listing(tmp_path) == ["good.data-00000-of-00001", "good.index"]
     assert backend.list_checkpoints(str(tmp_path)) == [good]

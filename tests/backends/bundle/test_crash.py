@@ -2,8 +2,9 @@
 
 Afterwards every listed checkpoint is complete and correct, every checkpoint
 the worker reported as saved is still there, nothing partial is visible, and
-the next save (rename strategy) or ``cleanup`` plus the next save (create-only
-strategy) leaves only committed files behind. A second test kills a forked
+``cleanup(min_age=0)`` (the writer knows its predecessor was killed; the
+default age rule would keep the young leftovers) plus the next save leaves
+only committed files behind. A second test kills a forked
 saver before each of its file operations in turn, which reaches every step
 of the commit deterministically.
 """
@@ -110,16 +111,15 @@ def test_sigkill_during_saves(tmp_path: Path, strategy: str) -> None:
             with pytest.raises(CheckpointNotFoundError):
                 backend.open_reader(prefix)
         next_n = in_progress + 1
-        if strategy == "create":
-            # Data objects of the interrupted save sit under their final names:
-            # only cleanup may remove them (a concurrent save looks the same).
-            backend.cleanup(str(tmp_path))
-        # The next save of the interrupted prefix succeeds and clears its own leftovers.
+        # Leftovers of the killed save are seconds old, so only min_age=0 removes
+        # them (a running save looks the same; the next save keeps young pieces).
+        backend.cleanup(str(tmp_path), min_age=0)
+        # The next save of the interrupted prefix succeeds.
         backend.save(prefix, _items(in_progress), CheckpointOptions(max_shard_bytes=600_000), overwrite=True)
         _check_complete(backend, prefix)
         assert not (tmp_path / f"ckpt-{in_progress}_temp").exists()
         # A save killed between its commit and removing its pieces leaves them to cleanup.
-        backend.cleanup(str(tmp_path))
+        backend.cleanup(str(tmp_path), min_age=0)
         assert set(os.listdir(tmp_path)) == _committed_files(tmp_path, backend)
         reported.add(in_progress)
     assert len(reported) >= 7
@@ -198,9 +198,8 @@ def test_kill_at_every_file_operation_of_an_overwrite(tmp_path: Path, strategy: 
         assert backend.list_checkpoints(str(tmp_path)) == sorted(
             [other] + ([prefix] if backend.exists(prefix) else [])
         )
-        # The next save of the prefix (plus cleanup, for object stores) leaves only committed files.
-        if strategy == "create":
-            backend.cleanup(str(tmp_path))
+        # cleanup(min_age=0) plus the next save of the prefix leave only committed files.
+        backend.cleanup(str(tmp_path), min_age=0)
         backend.save(prefix, _items(3))
         _check_complete_as(backend, prefix, 3)
         assert set(os.listdir(tmp_path)) == _committed_files(tmp_path, backend)
