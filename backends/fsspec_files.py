@@ -118,6 +118,8 @@ class ObjectStat:
     size: int
     version: str
     write_id: str | None
+    #: Last modification, seconds since the epoch (``None`` if the store did not say).
+    mtime: float | None = None
 
 
 def _number(options: Mapping[str, Any], name: str, default: float, *, integer: bool = False, zero_ok: bool = False) -> Any:
@@ -450,27 +452,12 @@ class FsspecFiles(FileLayer):
 
     def modified(self, path: str) -> float | None:
         """Last modification from the object's metadata (S3 ``LastModified``, GCS ``updated``)."""
-        import datetime
-
         bucket, key = self.split(path)
-
-        async def info() -> dict[str, Any] | None:
-            try:
-                return dict(await self.fs._info(f"{bucket}/{key}"))
-            except FileNotFoundError:
-                return None
-
-        meta = self._run(lambda: self._retry("reading metadata of", bucket, key, info))
-        value = None if meta is None else meta.get("LastModified", meta.get("updated"))
-        if isinstance(value, datetime.datetime):
-            return value.timestamp()
-        if isinstance(value, str):
-            # GCS gives RFC 3339 text; fromisoformat reads it once "Z" is spelled as an offset.
-            try:
-                return datetime.datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
-            except ValueError:
-                return None
-        return None
+        if not key:
+            return None
+        stat = self._run(lambda: self._retry("reading metadata of", bucket, key, lambda: self._a_stat(bucket, key)))
+        # Object stores have no directories: a "directory" has no time of its own.
+        return None if stat is None else stat.mtime
 
     def read_versioned(self, path: str) -> VersionedBytes | None:
         bucket, key = self.split(path)

@@ -18,6 +18,7 @@ import asyncio
 import json
 import uuid
 from collections.abc import Sequence
+from datetime import datetime
 from typing import Any, Final
 from urllib.parse import quote
 
@@ -119,7 +120,13 @@ class GCSFiles(FsspecFiles):
                 return None
             raise
         meta = json.loads(body)
-        return ObjectStat(int(meta["size"]), str(meta["generation"]), (meta.get("metadata") or {}).get(WRITE_ID_METADATA_KEY))
+        updated = meta.get("updated")
+        return ObjectStat(
+            int(meta["size"]),
+            str(meta["generation"]),
+            (meta.get("metadata") or {}).get(WRITE_ID_METADATA_KEY),
+            datetime.fromisoformat(updated).timestamp() if updated else None,
+        )
 
     async def _a_get_into(self, bucket: str, key: str, start: int, out: memoryview) -> None:
         session = await self.fs._set_session()

@@ -138,7 +138,13 @@ class S3Files(FsspecFiles):
                 return None
             raise
         meta = r.get("Metadata") or {}
-        return ObjectStat(int(r["ContentLength"]), str(r["ETag"]), meta.get(WRITE_ID_METADATA_KEY))
+        modified = r.get("LastModified")
+        return ObjectStat(
+            int(r["ContentLength"]),
+            str(r["ETag"]),
+            meta.get(WRITE_ID_METADATA_KEY),
+            modified.timestamp() if modified is not None else None,
+        )
 
     async def _a_get_into(self, bucket: str, key: str, start: int, out: memoryview) -> None:
         s3 = await self._client()

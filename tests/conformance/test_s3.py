@@ -19,7 +19,7 @@ class TestS3(BackendConformance):
 
     # moto keeps every upload in memory and works at ~50 MiB/s here: scale down.
     huge_tensor_bytes: ClassVar[int] = 12 * 2**20 + 3
-    many_tensors_count: ClassVar[int] = 500
+    many_tensors_count: ClassVar[int] = 300
     # Same create-only commit as TestBundleCreateOnly (tests/conformance/test_bundle.py).
     known_gaps: ClassVar[dict[str, str]] = {
         "test_failed_save_keeps_existing_checkpoint": (

@@ -176,7 +176,7 @@ def test_commit_race_after_data_is_written(gcs_bucket: str, gcs_storage_options:
     shards_a = [a.write_shard(prefix, ShardSpec(0, 1, "a" * 32), items_a)]
     shards_b = [b.write_shard(prefix, ShardSpec(i, 3, "b" * 32), [items_b[i]]) for i in range(3)]
     a.commit(prefix, shards_a, overwrite=False)
-    with pytest.raises(CheckpointExistsError, match=r"another writer committed .*race2/ckpt. first"):
+    with pytest.raises(CheckpointExistsError, match=r"race2/ckpt"):
         b.commit(prefix, shards_b, overwrite=False)
     b.abort(prefix, "b" * 32)
     _assert_restores(a, prefix, items_a)

@@ -131,3 +131,13 @@ def test_part_size_must_fit_resumable_chunks(make_files: Any) -> None:
 
     with pytest.raises(BackendError, match=r"part_size'\] must be at least 262144 bytes and a multiple of 262144"):
         make_files(part_size=MiB + 1)
+
+
+def test_modified_comes_from_object_metadata(files: GCSFiles, gcs_bucket: str) -> None:
+    import time
+
+    files.put(f"{gcs_bucket}/m/obj", b"1")
+    stamp = files.modified(f"{gcs_bucket}/m/obj")
+    assert stamp is not None and abs(stamp - time.time()) < 120
+    assert files.modified(f"{gcs_bucket}/m/missing") is None
+    assert files.modified(f"{gcs_bucket}/m") is None  # no object, no time: never "old"

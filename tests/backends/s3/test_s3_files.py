@@ -146,3 +146,13 @@ def test_nearby_small_ranges_share_one_request(
     files.read_ranges(f"{s3_bucket}/c", near + far)
     assert proxy.count("GET") == 4
     assert all(bytes(v) == data[o : o + v.nbytes] for o, v in near + far)
+
+
+def test_modified_comes_from_object_metadata(files: S3Files, s3_bucket: str) -> None:
+    import time
+
+    files.put(f"{s3_bucket}/m/obj", b"1")
+    stamp = files.modified(f"{s3_bucket}/m/obj")
+    assert stamp is not None and abs(stamp - time.time()) < 120
+    assert files.modified(f"{s3_bucket}/m/missing") is None
+    assert files.modified(f"{s3_bucket}/m") is None  # no object, no time: never "old"
