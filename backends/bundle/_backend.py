@@ -13,8 +13,12 @@ Two commit strategies, chosen from the store's declared capabilities:
 * **create** (``conditional_create`` without atomic rename; object stores).
   Data objects are written once, create-only, under their final names; a
   per-shard piece index ``<prefix>.part-iiiii-of-NNNNN.<save_id>.index`` is
-  the only other temporary object; ``commit`` is one create-only write of
-  ``<prefix>.index``, after which the pieces are deleted.
+  the only other temporary object. It is created (empty) before the shard's
+  data and is the save's ownership marker: an overwriting save removes every
+  marker before any data object. ``commit`` is one create-only write of
+  ``<prefix>.index`` between two checks that the save's markers still exist
+  (the index is retracted if the second fails), after which the pieces are
+  deleted.
 
 In both, ``<prefix>.index`` is the commit point: it is written last, and
 removed first by ``delete`` and by an overwriting save.
@@ -227,7 +231,9 @@ class BundleBackend(StorageBackend):
         anything is written. With ``overwrite=True`` on the create strategy
         everything at ``prefix`` (the old checkpoint, index first, and leftovers
         of crashed saves) is deleted before the new data is written, since data
-        objects are written create-only under their final names.
+        objects are written create-only under their final names. A save of the
+        same prefix still running elsewhere loses its ownership markers first,
+        so it fails with ConcurrentModificationError instead of committing.
         """
         self._check_prefix(prefix)
         if not overwrite and self.files.exists(self._index(prefix)):
