@@ -119,10 +119,11 @@ class CheckpointManager:
 
     Several managers may share a directory if their checkpoint names
     differ: each rewrites only its own entries of the state file, with
-    conditional writes. Because creating a manager runs the backend's
-    ``cleanup``, and a backend may be unable to tell a crashed save from one
-    still running (the local bundle backend cannot), create a manager while
-    no other process is saving into the same directory.
+    conditional writes. Creating a manager runs the backend's ``cleanup``
+    with its default ``min_age``: only leftovers untouched for that long (10
+    minutes for the built-in backends) are removed, so a save still running
+    in another process is left alone, and pieces of a crashed save go once
+    they are that old.
     """
 
     def __init__(
