@@ -23,7 +23,7 @@ Fixtures
 ``gcs_endpoint``         session, ``"http://127.0.0.1:PORT"``
 ``gcs_storage_options``  session, dict for gcsfs / ``CheckpointOptions.storage_options``
 ``gcs_bucket``           function, a fresh empty bucket, ``"gs://<name>"``
-``s3_raw`` / ``gcs_raw`` function, an independent fsspec filesystem on the same
+``s3_raw`` / ``gcs_raw`` session, an independent fsspec filesystem (no caches) on the same
                          server (a "backdoor" that bypasses trackpoint)
 """
 
@@ -207,22 +207,16 @@ def s3_storage_options(s3_endpoint: str) -> dict[str, Any]:
     }
 
 
-@pytest.fixture
-def s3_raw(s3_storage_options: dict[str, Any]) -> Any:
-    """An s3fs filesystem on the moto server that bypasses trackpoint."""
-    return make_s3_fs(s3_storage_options)
-
-
 @pytest.fixture(scope="session")
-def _s3_admin(s3_storage_options: dict[str, Any]) -> Any:
-    # One client for bucket bookkeeping: a new client per test costs more than many tests.
+def s3_raw(s3_storage_options: dict[str, Any]) -> Any:
+    """An s3fs filesystem on the moto server that bypasses trackpoint (no caches, so shareable)."""
     return make_s3_fs(s3_storage_options)
 
 
 @pytest.fixture
-def s3_bucket(_s3_admin: Any) -> Iterator[str]:
+def s3_bucket(s3_raw: Any) -> Iterator[str]:
     """A fresh, empty bucket; returns ``"s3://<bucket>"``. Emptied and removed afterwards."""
-    fs = _s3_admin
+    fs = s3_raw
     name = _bucket_name("tp")
     fs.mkdir(name)
     try:
@@ -254,21 +248,16 @@ def gcs_storage_options(gcs_endpoint: str) -> dict[str, Any]:
     return {"token": "anon", "project": "trackpoint-test", "endpoint_url": gcs_endpoint}
 
 
-@pytest.fixture
-def gcs_raw(gcs_storage_options: dict[str, Any]) -> Any:
-    """A gcsfs filesystem on the emulator that bypasses trackpoint."""
-    return make_gcs_fs(gcs_storage_options)
-
-
 @pytest.fixture(scope="session")
-def _gcs_admin(gcs_storage_options: dict[str, Any]) -> Any:
+def gcs_raw(gcs_storage_options: dict[str, Any]) -> Any:
+    """A gcsfs filesystem on the emulator that bypasses trackpoint (no caches, so shareable)."""
     return make_gcs_fs(gcs_storage_options)
 
 
 @pytest.fixture
-def gcs_bucket(_gcs_admin: Any) -> Iterator[str]:
+def gcs_bucket(gcs_raw: Any) -> Iterator[str]:
     """A fresh, empty bucket; returns ``"gs://<bucket>"``. Emptied and removed afterwards."""
-    fs = _gcs_admin
+    fs = gcs_raw
     name = _bucket_name("tp")
     fs.mkdir(name)
     try:

@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 import pytest
-from servers import make_s3_fs
 
 from trackpoint.plugins import open_backend
 from trackpoint.plugins.testing import BackendConformance
@@ -32,13 +31,9 @@ class TestS3(BackendConformance):
         ),
     }
 
-    @pytest.fixture
-    def raw(self, s3_storage_options: dict[str, Any]) -> Any:
-        return make_s3_fs(s3_storage_options)
-
     @pytest.fixture(autouse=True)
-    def _bind_raw(self, raw: Any) -> None:
-        self._raw = raw
+    def _bind_raw(self, s3_raw: Any) -> None:
+        self._raw = s3_raw
 
     @pytest.fixture
     def backend(self, s3_storage_options: dict[str, Any]) -> StorageBackend:
