@@ -321,7 +321,13 @@ class FsspecFiles(FileLayer):
         if self._closed:
             raise StorageError(f"{self.store_name}: the file layer was closed; open the checkpoint again")
         # The coroutine runs on fsspec's loop thread; its exception is re-raised here.
-        return self._submit(fn(*args)).result()
+        try:
+            return self._submit(fn(*args)).result()
+        except _PreconditionFailed as exc:
+            # Writes interpret preconditions themselves; this guards every other path.
+            raise ConcurrentModificationError(
+                f"{self.store_name}: a conditional request was refused ({exc}); re-read and retry"
+            ) from exc.cause
 
     def _submit(self, coro: Coroutine[Any, Any, T]) -> concurrent.futures.Future[T]:
         return asyncio.run_coroutine_threadsafe(coro, self._loop)
@@ -581,13 +587,7 @@ class _UploadSink(FileSink):
     def _send_part(self, total: int | None) -> None:
         layer = self._layer
         if self._state is None:
-            self._state = layer._run(
-                layer._retry,
-                "starting an upload of",
-                self._bucket,
-                self._key,
-                lambda: layer._a_upload_begin(self._bucket, self._key, self._cond, self._write_id),
-            )
+            self._state = layer._run(self._begin)
         limit = 1 if layer.sequential_parts else layer.transfer.max_inflight_parts
         pending = [f for f in self._parts if not f.done()]
         while len(pending) >= limit:
@@ -628,6 +628,20 @@ class _UploadSink(FileSink):
                 raise
             self._done = True
             self._buf = bytearray()
+
+    async def _begin(self) -> Any:
+        layer = self._layer
+        try:
+            return await layer._retry(
+                "starting an upload of",
+                self._bucket,
+                self._key,
+                lambda: layer._a_upload_begin(self._bucket, self._key, self._cond, self._write_id),
+            )
+        except _PreconditionFailed as exc:
+            # A store may check the precondition as early as the start of the
+            # upload; nothing of ours exists yet, so it is always a conflict.
+            raise layer._conflict(self._bucket, self._key, self._cond, exc) from exc.cause
 
     async def _finish(self, parts: list[Any], total: int) -> str:
         layer = self._layer

@@ -119,3 +119,14 @@ def test_slow_request_times_out_and_is_retried(make_files: Any, proxy: FaultProx
     files.put(f"{gcs_bucket}/slow", b"eventually")
     assert rule.fired == 1
     assert files.read(f"{gcs_bucket}/slow") == b"eventually"
+
+
+def test_precondition_refused_at_upload_start_is_exists_error(
+    make_files: Any, proxy: FaultProxy, gcs_bucket: str
+) -> None:
+    """Real GCS may refuse ifGenerationMatch=0 when a resumable upload starts (the emulator never does)."""
+    files = make_files(endpoint_url=proxy.url, part_size=MiB)
+    proxy.add(Rule("POST", r"uploadType=resumable", status=412, body=_err(412), content_type=JSON))
+    with pytest.raises(CheckpointExistsError, match=r"gcs: 'gs://tp-[0-9a-f]+/taken' already exists"):
+        files.put(f"{gcs_bucket}/taken", os.urandom(2 * MiB), create_only=True)
+    assert files.size(f"{gcs_bucket}/taken") is None
