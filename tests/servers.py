@@ -25,6 +25,16 @@ Fixtures
 ``gcs_bucket``           function, a fresh empty bucket, ``"gs://<name>"``
 ``s3_raw`` / ``gcs_raw`` session, an independent fsspec filesystem (no caches) on the same
                          server (a "backdoor" that bypasses trackpoint)
+``make_files``           function, ``make_files(endpoint_url=None, **backend_options)`` -> a file
+                         layer of the ``store`` fixture's backend (fast retries), closed afterwards
+``files`` / ``proxied``  function, a file layer on the server, directly / through ``proxy``
+``proxy``                function, a :class:`~faultproxy.FaultProxy` in front of the server
+
+The last four need a ``store`` fixture (an :class:`ObjectStore`, built by
+:func:`object_store`), which each object-store test folder defines: one store in
+``tests/backends/s3`` and ``tests/backends/gcs``, both as parameters in
+``tests/backends/objectstore``. :class:`ObjectStoreConformance` binds the
+conformance kit to either store.
 """
 
 from __future__ import annotations
@@ -37,10 +47,16 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator, Sequence
-from typing import Any
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import pytest
+from faultproxy import FaultProxy, Rule
+
+if TYPE_CHECKING:
+    from trackpoint.backends.fsspec_files import FsspecFiles
+    from trackpoint.storage import StorageBackend
 
 # Must hold before gcsfs is imported anywhere (see test-infra §2 pitfall 1):
 # otherwise gcsfs probes a gRPC endpoint on the emulator for ~60 s per bucket.
@@ -51,13 +67,22 @@ os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
 os.environ["AWS_EC2_METADATA_DISABLED"] = "true"
 
 __all__ = [
+    "FAST_RETRIES",
+    "OBJECT_STORES",
+    "ObjectStore",
+    "ObjectStoreConformance",
+    "files",
     "free_port",
     "gcs_bucket",
     "gcs_endpoint",
     "gcs_raw",
     "gcs_storage_options",
+    "make_files",
     "make_gcs_fs",
     "make_s3_fs",
+    "object_store",
+    "proxied",
+    "proxy",
     "s3_bucket",
     "s3_endpoint",
     "s3_raw",
@@ -184,6 +209,19 @@ def _bucket_name(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:16]}"
 
 
+def _fresh_bucket(fs: Any, scheme: str, ignored: tuple[type[BaseException], ...]) -> Iterator[str]:
+    # The body of the two ``*_bucket`` fixtures; ``ignored`` are the errors a failed removal may raise.
+    name = _bucket_name("tp")
+    fs.mkdir(name)
+    try:
+        yield f"{scheme}{name}"
+    finally:
+        try:
+            fs.rm(name, recursive=True)
+        except ignored:
+            pass
+
+
 # ---------------------------------------------------------------------- S3
 
 
@@ -216,17 +254,8 @@ def s3_raw(s3_storage_options: dict[str, Any]) -> Any:
 @pytest.fixture
 def s3_bucket(s3_raw: Any) -> Iterator[str]:
     """A fresh, empty bucket; returns ``"s3://<bucket>"``. Emptied and removed afterwards."""
-    fs = s3_raw
-    name = _bucket_name("tp")
-    fs.mkdir(name)
-    try:
-        yield f"s3://{name}"
-    finally:
-        # Deleting the objects keeps moto's memory in check over a long session.
-        try:
-            fs.rm(name, recursive=True)
-        except FileNotFoundError:
-            pass
+    # Deleting the objects keeps moto's memory in check over a long session.
+    yield from _fresh_bucket(s3_raw, "s3://", (FileNotFoundError,))
 
 
 # --------------------------------------------------------------------- GCS
@@ -257,14 +286,194 @@ def gcs_raw(gcs_storage_options: dict[str, Any]) -> Any:
 @pytest.fixture
 def gcs_bucket(gcs_raw: Any) -> Iterator[str]:
     """A fresh, empty bucket; returns ``"gs://<bucket>"``. Emptied and removed afterwards."""
-    fs = gcs_raw
-    name = _bucket_name("tp")
-    fs.mkdir(name)
-    try:
-        yield f"gs://{name}"
-    finally:
-        try:
-            fs.rm(name, recursive=True)
-        except (FileNotFoundError, OSError):
-            # fake-gcs-server has no wipe; an undeletable leftover only costs memory.
-            pass
+    # fake-gcs-server has no wipe; an undeletable leftover only costs memory.
+    yield from _fresh_bucket(gcs_raw, "gs://", (FileNotFoundError, OSError))
+
+
+# ------------------------------------------------------ either object store
+
+#: The object stores that the shared tests run on, in parameter order.
+OBJECT_STORES = ("s3", "gcs")
+
+#: Fast retries so fault tests take milliseconds, not the production backoff.
+FAST_RETRIES: dict[str, Any] = {"retries": 4, "retry_base_delay": 0.01, "retry_max_delay": 0.05, "request_timeout": 10.0}
+
+
+@dataclass(frozen=True)
+class ObjectStore:
+    """One object store as the tests see it: a fresh bucket on a local server, and how to reach it.
+
+    Parameters
+    ----------
+    name
+        The backend's name (``"s3"``, ``"gcs"``), which also opens its error messages.
+    scheme
+        URL scheme with separator, ``"s3://"`` or ``"gs://"``.
+    endpoint
+        URL of the local server.
+    storage_options
+        Options for ``CheckpointOptions.storage_options`` that reach the server.
+    raw
+        An fsspec filesystem on the server that bypasses trackpoint (the "backdoor").
+    bucket
+        A fresh, empty bucket for this test, as a URL (``"s3://tp-..."``).
+    child_env
+        Environment a subprocess using this store needs beyond ``os.environ``.
+    """
+
+    name: str
+    scheme: str
+    endpoint: str
+    storage_options: dict[str, Any]
+    raw: Any
+    bucket: str
+    child_env: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def root(self) -> str:
+        """The bucket as the raw filesystem addresses it (no scheme)."""
+        return self.bucket.removeprefix(self.scheme)
+
+    def upload_rule(self, key: str, **kwargs: Any) -> Rule:
+        """A fault rule on the single-request upload of object ``key`` (a regular expression), e.g. a commit.
+
+        S3 writes it with ``PUT /bucket/key``; GCS with a ``uploadType=multipart``
+        POST whose JSON metadata names the object.
+        """
+        if self.name == "s3":
+            return Rule("PUT", "/" + key, **kwargs)
+        return Rule("POST", r"uploadType=multipart", body_match=b'"' + key.encode() + b'"', **kwargs)
+
+    def any_upload_rule(self, key: str, **kwargs: Any) -> Rule:
+        """Like :meth:`upload_rule`, but on GCS matching every single-request upload, whatever its object."""
+        if self.name == "s3":
+            return Rule("PUT", "/" + key, **kwargs)
+        return Rule("POST", r"uploadType=multipart", **kwargs)
+
+
+def object_store(request: pytest.FixtureRequest, name: str) -> ObjectStore:
+    """The :class:`ObjectStore` called ``name``, from the session's server fixtures and a fresh bucket."""
+    if name == "s3":
+        env = {"AWS_EC2_METADATA_DISABLED": "true"}
+    elif name == "gcs":
+        env = {"GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT": "false"}
+    else:
+        raise ValueError(f"unknown object store {name!r}; expected one of {OBJECT_STORES}")
+    return ObjectStore(
+        name=name,
+        scheme="s3://" if name == "s3" else "gs://",
+        endpoint=request.getfixturevalue(f"{name}_endpoint"),
+        storage_options=request.getfixturevalue(f"{name}_storage_options"),
+        raw=request.getfixturevalue(f"{name}_raw"),
+        bucket=request.getfixturevalue(f"{name}_bucket"),
+        child_env=env,
+    )
+
+
+@pytest.fixture
+def make_files(store: ObjectStore) -> Iterator[Callable[..., FsspecFiles]]:
+    """``make_files(endpoint_url=None, **backend_options)`` -> a fresh file layer of ``store``'s backend."""
+    import importlib
+
+    from trackpoint.storage import CheckpointOptions
+
+    module = importlib.import_module(f"trackpoint.backends.{store.name}")
+    made: list[FsspecFiles] = []
+
+    def make(endpoint_url: str | None = None, **backend_options: Any) -> FsspecFiles:
+        so = dict(store.storage_options)
+        if endpoint_url is not None:
+            so["endpoint_url"] = endpoint_url
+        files: FsspecFiles = module.create_files(
+            CheckpointOptions(storage_options=so, backend_options={**FAST_RETRIES, **backend_options})
+        )
+        made.append(files)
+        return files
+
+    yield make
+    for f in made:
+        f.close()
+
+
+@pytest.fixture
+def files(make_files: Callable[..., FsspecFiles]) -> FsspecFiles:
+    """A file layer on ``store``'s server."""
+    return make_files()
+
+
+@pytest.fixture
+def proxy(store: ObjectStore) -> Iterator[FaultProxy]:
+    """A fault proxy in front of ``store``'s server (no rules yet)."""
+    with FaultProxy(store.endpoint) as p:
+        yield p
+
+
+@pytest.fixture
+def proxied(make_files: Callable[..., FsspecFiles], proxy: FaultProxy) -> FsspecFiles:
+    """A file layer that talks to ``store``'s server through :func:`proxy`."""
+    return make_files(endpoint_url=proxy.url)
+
+
+class ObjectStoreConformance:
+    """Binds :class:`trackpoint.plugins.testing.BackendConformance` to one object store.
+
+    Mix in before the kit: ``class TestS3(ObjectStoreConformance, BackendConformance)``,
+    setting ``store_name`` and ``part_size``. The backdoor is the store's raw
+    fsspec client.
+    """
+
+    store_name: ClassVar[str]
+    #: ``backend_options["part_size"]`` of the backend under test.
+    part_size: ClassVar[int]
+    # The emulators keep every upload in memory and are slow (moto ~50 MiB/s here): scale down.
+    # Still above the backends' upload part sizes and the bundle's 8 MiB write buffer.
+    huge_tensor_bytes: ClassVar[int] = 9 * 2**20 + 3
+    many_tensors_count: ClassVar[int] = 200
+    # Same create-only commit as TestBundleCreateOnly (tests/conformance/test_bundle.py).
+    known_gaps: ClassVar[Mapping[str, str]] = {
+        "test_failed_save_keeps_existing_checkpoint": (
+            "overwrite=True deletes the old checkpoint (index first) before writing, so a failed "
+            "overwrite leaves no checkpoint at that prefix"
+        ),
+        "test_commit_onto_existing_without_overwrite": (
+            "write_shard onto a committed prefix already fails with CheckpointExistsError, because the "
+            "data object names collide; commit is never reached"
+        ),
+    }
+
+    @property
+    def _scheme(self) -> str:
+        return "s3://" if self.store_name == "s3" else "gs://"
+
+    @pytest.fixture(autouse=True)
+    def _bind_raw(self, request: pytest.FixtureRequest) -> None:
+        self._raw = request.getfixturevalue(f"{self.store_name}_raw")
+
+    @pytest.fixture
+    def backend(self, request: pytest.FixtureRequest) -> StorageBackend:
+        from trackpoint.plugins import open_backend
+        from trackpoint.storage import CheckpointOptions
+
+        so = request.getfixturevalue(f"{self.store_name}_storage_options")
+        opts = CheckpointOptions(storage_options=so, backend_options={"part_size": self.part_size})
+        return open_backend(f"{self._scheme}placeholder/x", opts)
+
+    @pytest.fixture
+    def base_url(self, request: pytest.FixtureRequest) -> str:
+        return f"{request.getfixturevalue(f'{self.store_name}_bucket')}/ckpts"
+
+    def raw_list(self, directory: str) -> list[str]:
+        root = directory.removeprefix(self._scheme)
+        if not self._raw.exists(root):
+            return []
+        return sorted(self._scheme + p for p in self._raw.find(root))
+
+    def raw_read(self, path: str) -> bytes:
+        data: bytes = self._raw.cat_file(path.removeprefix(self._scheme))
+        return data
+
+    def raw_write(self, path: str, data: bytes) -> None:
+        self._raw.pipe_file(path.removeprefix(self._scheme), data)
+
+    def raw_delete(self, path: str) -> None:
+        self._raw.rm_file(path.removeprefix(self._scheme))

@@ -1,7 +1,8 @@
-"""The ``s3`` backend end to end: trackpoint.Checkpoint on s3://, commits, failures, crashes, races, portability."""
+"""The ``s3`` and ``gcs`` backends end to end: trackpoint.Checkpoint on a bucket, commits, failures, crashes, races, portability."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -9,19 +10,21 @@ import sys
 import textwrap
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 from faultproxy import FaultProxy, Rule
+from servers import ObjectStore
 
 import trackpoint as tp
 from trackpoint.errors import CheckpointExistsError, ConcurrentModificationError, TransientStorageError
 from trackpoint.plugins import open_backend
 from trackpoint.storage import CheckpointOptions, ShardSpec, StorageBackend, WriteItem
 
-pytestmark = [pytest.mark.s3, pytest.mark.timeout(90)]
+pytestmark = [pytest.mark.timeout(90)]
 
 FAST = {"retries": 2, "retry_base_delay": 0.01, "retry_max_delay": 0.05}
 
@@ -33,9 +36,9 @@ def _opts(storage_options: dict[str, Any], endpoint: str | None = None, **backen
     return CheckpointOptions(storage_options=so, backend_options={**FAST, **backend_options})
 
 
-def _backend(url: str, opts: CheckpointOptions) -> StorageBackend:
+def _backend(store: ObjectStore, url: str, opts: CheckpointOptions) -> StorageBackend:
     backend = open_backend(url, opts)
-    assert backend.name == "s3"
+    assert backend.name == store.name
     return backend
 
 
@@ -51,64 +54,76 @@ def _assert_restores(backend: StorageBackend, prefix: str, items: list[WriteItem
             np.testing.assert_array_equal(reader.read(it.key), it.array)
 
 
-def test_checkpoint_save_restore_latest(s3_bucket: str, s3_storage_options: dict[str, Any]) -> None:
-    opts = _opts(s3_storage_options)
+def test_checkpoint_save_restore_latest(store: ObjectStore) -> None:
+    opts = _opts(store.storage_options)
     w = tp.Variable(np.arange(6, dtype=np.float32).reshape(2, 3))
     step = tp.Variable(np.int64(7))
     ckpt = tp.Checkpoint(w=w, step=step)
-    first = ckpt.save(f"{s3_bucket}/run/ckpt", opts)
+    first = ckpt.save(f"{store.bucket}/run/ckpt", opts)
     w.assign(w.numpy() * 10)
-    second = ckpt.save(f"{s3_bucket}/run/ckpt", opts)
-    assert (first, second) == (f"{s3_bucket}/run/ckpt-1", f"{s3_bucket}/run/ckpt-2")
-    assert tp.latest_checkpoint(f"{s3_bucket}/run", opts) == second
+    second = ckpt.save(f"{store.bucket}/run/ckpt", opts)
+    assert (first, second) == (f"{store.bucket}/run/ckpt-1", f"{store.bucket}/run/ckpt-2")
+    assert tp.latest_checkpoint(f"{store.bucket}/run", opts) == second
 
     w2 = tp.Variable(np.zeros((2, 3), np.float32))
     step2 = tp.Variable(np.int64(0))
-    tp.Checkpoint(w=w2, step=step2).restore(tp.latest_checkpoint(f"{s3_bucket}/run", opts), opts).assert_consumed()
+    tp.Checkpoint(w=w2, step=step2).restore(tp.latest_checkpoint(f"{store.bucket}/run", opts), opts).assert_consumed()
     np.testing.assert_array_equal(w2.numpy(), np.arange(6, dtype=np.float32).reshape(2, 3) * 10)
     assert int(step2.numpy()) == 7
 
 
-def test_bundle_layout_and_commit_point(s3_bucket: str, s3_storage_options: dict[str, Any], s3_raw: Any) -> None:
-    opts = _opts(s3_storage_options)
-    backend = _backend(f"{s3_bucket}/run/ckpt-1", opts)
-    backend.save(f"{s3_bucket}/run/ckpt-1", _items(), CheckpointOptions(num_writers=2))
-    names = sorted(p.rsplit("/", 1)[1] for p in s3_raw.ls(f"{s3_bucket[5:]}/run"))
+def test_bundle_layout_and_commit_point(store: ObjectStore) -> None:
+    opts = _opts(store.storage_options)
+    backend = _backend(store, f"{store.bucket}/run/ckpt-1", opts)
+    backend.save(f"{store.bucket}/run/ckpt-1", _items(), CheckpointOptions(num_writers=2))
+    names = sorted(p.rsplit("/", 1)[1] for p in store.raw.ls(f"{store.root}/run"))
     assert names == ["ckpt-1.data-00000-of-00002", "ckpt-1.data-00001-of-00002", "ckpt-1.index"]
-    assert backend.list_checkpoints(f"{s3_bucket}/run") == [f"{s3_bucket}/run/ckpt-1"]
-    backend.delete(f"{s3_bucket}/run/ckpt-1")
-    assert not backend.exists(f"{s3_bucket}/run/ckpt-1")
-    assert s3_raw.find(f"{s3_bucket[5:]}/run") == []
+    assert backend.list_checkpoints(f"{store.bucket}/run") == [f"{store.bucket}/run/ckpt-1"]
+    backend.delete(f"{store.bucket}/run/ckpt-1")
+    assert not backend.exists(f"{store.bucket}/run/ckpt-1")
+    assert store.raw.find(f"{store.root}/run") == []
 
 
 def test_failed_commit_leaves_nothing_visible_and_previous_restores(
-    s3_bucket: str, s3_storage_options: dict[str, Any], proxy: FaultProxy, s3_raw: Any
+    store: ObjectStore, proxy: FaultProxy
 ) -> None:
-    opts = _opts(s3_storage_options, proxy.url)
-    backend = _backend(f"{s3_bucket}/run/ckpt-1", opts)
+    opts = _opts(store.storage_options, proxy.url)
+    backend = _backend(store, f"{store.bucket}/run/ckpt-1", opts)
     good = _items(seed=1)
-    backend.save(f"{s3_bucket}/run/ckpt-1", good)
-    proxy.add(Rule("PUT", r"/run/ckpt-2\.index", status=503, times=1000))
-    with pytest.raises(TransientStorageError, match=r"s3: writing 's3://tp-[0-9a-f]+/run/ckpt-2.index' still failed"):
-        backend.save(f"{s3_bucket}/run/ckpt-2", _items(seed=2))
-    assert not backend.exists(f"{s3_bucket}/run/ckpt-2")
-    assert backend.list_checkpoints(f"{s3_bucket}/run") == [f"{s3_bucket}/run/ckpt-1"]
-    _assert_restores(backend, f"{s3_bucket}/run/ckpt-1", good)
+    backend.save(f"{store.bucket}/run/ckpt-1", good)
+    proxy.add(store.upload_rule(r"run/ckpt-2\.index", status=503, times=1000))
+    with pytest.raises(
+        TransientStorageError, match=rf"{store.name}: writing '{store.scheme}tp-[0-9a-f]+/run/ckpt-2.index' still failed"
+    ):
+        backend.save(f"{store.bucket}/run/ckpt-2", _items(seed=2))
+    assert not backend.exists(f"{store.bucket}/run/ckpt-2")
+    assert backend.list_checkpoints(f"{store.bucket}/run") == [f"{store.bucket}/run/ckpt-1"]
+    _assert_restores(backend, f"{store.bucket}/run/ckpt-1", good)
     # abort removed what the failed save wrote
-    assert not [p for p in s3_raw.find(f"{s3_bucket[5:]}/run") if "/ckpt-2" in p]
+    assert not [p for p in store.raw.find(f"{store.root}/run") if "/ckpt-2" in p]
+
+
+# Data objects: failed uploads and a truncated read, each matched as its store's API sends them.
+_TRANSIENT_FAULTS: dict[str, Callable[[], list[Rule]]] = {
+    "s3": lambda: [Rule("PUT", r"\.data-", status=503, times=2), Rule("GET", r"\.data-", action="truncate")],
+    "gcs": lambda: [
+        Rule("POST", r"uploadType=multipart", body_match=rb'"ckpt\.data-', status=503, times=2),
+        Rule("GET", r"ckpt\.data-.*alt=media", action="truncate"),
+    ],
+}
 
 
 def test_transient_faults_during_save_and_restore_are_absorbed(
-    s3_bucket: str, s3_storage_options: dict[str, Any], proxy: FaultProxy
+    store: ObjectStore, proxy: FaultProxy
 ) -> None:
-    opts = _opts(s3_storage_options, proxy.url, retries=4)
-    backend = _backend(f"{s3_bucket}/ckpt", opts)
-    proxy.add(Rule("PUT", r"\.data-", status=503, times=2))
-    proxy.add(Rule("PUT", r"/ckpt\.index", action="drop_after_forward"))
-    proxy.add(Rule("GET", r"\.data-", action="truncate"))
+    opts = _opts(store.storage_options, proxy.url, retries=4)
+    backend = _backend(store, f"{store.bucket}/ckpt", opts)
+    for rule in _TRANSIENT_FAULTS[store.name]():
+        proxy.add(rule)
+    proxy.add(store.upload_rule(r"ckpt\.index", action="drop_after_forward"))
     items = _items(5)
-    backend.save(f"{s3_bucket}/ckpt", items)
-    _assert_restores(backend, f"{s3_bucket}/ckpt", items)
+    backend.save(f"{store.bucket}/ckpt", items)
+    _assert_restores(backend, f"{store.bucket}/ckpt", items)
     assert all(r.fired for r in proxy._rules)
 
 
@@ -133,29 +148,29 @@ def _race(backends: list[StorageBackend], prefix: str, items: list[list[WriteIte
     return results
 
 
-def test_racing_single_shard_saves_have_exactly_one_winner(s3_bucket: str, s3_storage_options: dict[str, Any]) -> None:
+def test_racing_single_shard_saves_have_exactly_one_winner(store: ObjectStore) -> None:
     """Four writers save one prefix at once: one commits, the others fail cleanly.
 
     The data objects are created (create-only) under their final names, so a
     loser usually fails already writing data (``ConcurrentModificationError``
     from the bundle format), otherwise at the index (``CheckpointExistsError``).
     """
-    prefix = f"{s3_bucket}/race/ckpt"
-    backends = [_backend(prefix, _opts(s3_storage_options)) for _ in range(4)]
+    prefix = f"{store.bucket}/race/ckpt"
+    backends = [_backend(store, prefix, _opts(store.storage_options)) for _ in range(4)]
     items = [_items(seed=i) for i in range(4)]
     results = _race(backends, prefix, items, writers=1)
     assert results.count("won") == 1, results
     _assert_restores(backends[0], prefix, items[results.index("won")])
 
 
-def test_racing_multi_shard_saves_have_at_most_one_winner(s3_bucket: str, s3_storage_options: dict[str, Any]) -> None:
+def test_racing_multi_shard_saves_have_at_most_one_winner(store: ObjectStore) -> None:
     """With several data objects per save, two writers can each win one object and both fail.
 
     Never two winners, never a mixed checkpoint; all losers clean up, so a
     retry of the save succeeds.
     """
-    prefix = f"{s3_bucket}/race/ckpt"
-    backends = [_backend(prefix, _opts(s3_storage_options)) for _ in range(3)]
+    prefix = f"{store.bucket}/race/ckpt"
+    backends = [_backend(store, prefix, _opts(store.storage_options)) for _ in range(3)]
     items = [_items(n=4, seed=i) for i in range(3)]
     results = _race(backends, prefix, items, writers=2)
     assert results.count("won") <= 1, results
@@ -167,10 +182,10 @@ def test_racing_multi_shard_saves_have_at_most_one_winner(s3_bucket: str, s3_sto
         _assert_restores(backends[0], prefix, items[0])
 
 
-def test_commit_race_after_data_is_written(s3_bucket: str, s3_storage_options: dict[str, Any]) -> None:
+def test_commit_race_after_data_is_written(store: ObjectStore) -> None:
     """Two saves of one prefix whose data objects do not collide race only on the index."""
-    prefix = f"{s3_bucket}/race2/ckpt"
-    a, b = _backend(prefix, _opts(s3_storage_options)), _backend(prefix, _opts(s3_storage_options))
+    prefix = f"{store.bucket}/race2/ckpt"
+    a, b = _backend(store, prefix, _opts(store.storage_options)), _backend(store, prefix, _opts(store.storage_options))
     items_a, items_b = _items(seed=1), _items(seed=2)
     # Different shard counts give different data object names, so both writes succeed.
     shards_a = [a.write_shard(prefix, ShardSpec(0, 1, "a" * 32), items_a)]
@@ -184,14 +199,11 @@ def test_commit_race_after_data_is_written(s3_bucket: str, s3_storage_options: d
 
 _CRASH_WRITER = textwrap.dedent(
     """
-    import sys, numpy as np
+    import json, sys, numpy as np
     from trackpoint.plugins import open_backend
     from trackpoint.storage import CheckpointOptions, WriteItem
-    endpoint, prefix = sys.argv[1], sys.argv[2]
-    opts = CheckpointOptions(
-        storage_options={"endpoint_url": endpoint, "key": "testing", "secret": "testing"},
-        backend_options={"request_timeout": 120},
-    )
+    storage_options, prefix = json.loads(sys.argv[1]), sys.argv[2]
+    opts = CheckpointOptions(storage_options=storage_options, backend_options={"request_timeout": 120})
     items = [WriteItem(f"t{i}", np.full(50_000, i, np.float32)) for i in range(8)]
     open_backend(prefix, opts).save(prefix, items, CheckpointOptions(num_writers=2))
     """
@@ -199,71 +211,72 @@ _CRASH_WRITER = textwrap.dedent(
 
 
 def test_writer_killed_mid_save_leaves_nothing_visible_and_cleanup_removes_leftovers(
-    s3_bucket: str, s3_storage_options: dict[str, Any], proxy: FaultProxy, s3_raw: Any
+    store: ObjectStore, proxy: FaultProxy
 ) -> None:
-    prefix = f"{s3_bucket}/crash/ckpt-1"
+    prefix = f"{store.bucket}/crash/ckpt-1"
     # The commit (the merged index) hangs, so the writer is killed with all data written.
-    proxy.add(Rule("PUT", r"/crash/ckpt-1\.index", action="stall", delay=60))
-    env = {**os.environ, "AWS_EC2_METADATA_DISABLED": "true"}
-    proc = subprocess.Popen([sys.executable, "-c", _CRASH_WRITER, proxy.url, prefix], env=env)
+    commit = proxy.add(store.upload_rule(r"crash/ckpt-1\.index", action="stall", delay=60))
+    env = {**os.environ, **store.child_env}
+    storage_options = json.dumps({**store.storage_options, "endpoint_url": proxy.url})
+    proc = subprocess.Popen([sys.executable, "-c", _CRASH_WRITER, storage_options, prefix], env=env)
     try:
         deadline = time.monotonic() + 60
-        while proxy.count("PUT", r"/crash/ckpt-1\.index") == 0:
+        while commit.fired == 0:
             assert proc.poll() is None, "writer exited before reaching the commit"
             assert time.monotonic() < deadline, "writer never reached the commit"
             time.sleep(0.05)
         proc.send_signal(signal.SIGKILL)
     finally:
         proc.wait(timeout=30)
-    backend = _backend(prefix, _opts(s3_storage_options))
-    leftovers = s3_raw.ls(f"{s3_bucket[5:]}/crash")
+    backend = _backend(store, prefix, _opts(store.storage_options))
+    leftovers = store.raw.ls(f"{store.root}/crash")
     assert leftovers, "the killed writer should have left data objects behind"
     assert not backend.exists(prefix)
-    assert backend.list_checkpoints(f"{s3_bucket}/crash") == []
-    assert tp.latest_checkpoint(f"{s3_bucket}/crash", _opts(s3_storage_options)) is None
+    assert backend.list_checkpoints(f"{store.bucket}/crash") == []
+    assert tp.latest_checkpoint(f"{store.bucket}/crash", _opts(store.storage_options)) is None
     # Seconds-old leftovers could be a running save's, so the default keeps them; the crash is known here.
-    assert backend.cleanup(f"{s3_bucket}/crash") == []
-    removed = backend.cleanup(f"{s3_bucket}/crash", min_age=0)
+    assert backend.cleanup(f"{store.bucket}/crash") == []
+    removed = backend.cleanup(f"{store.bucket}/crash", min_age=0)
     assert sorted(r.rsplit("/", 1)[1] for r in removed) == sorted(p.rsplit("/", 1)[1] for p in leftovers)
-    assert s3_raw.find(f"{s3_bucket[5:]}/crash") == []
+    assert store.raw.find(f"{store.root}/crash") == []
 
 
-def test_many_small_tensors_take_few_requests(s3_bucket: str, s3_storage_options: dict[str, Any], proxy: FaultProxy) -> None:
-    backend = _backend(f"{s3_bucket}/small", _opts(s3_storage_options, proxy.url))
+def test_many_small_tensors_take_few_requests(store: ObjectStore, proxy: FaultProxy) -> None:
+    backend = _backend(store, f"{store.bucket}/small", _opts(store.storage_options, proxy.url))
     items = [WriteItem(f"bias/{i:04d}", np.full(16, i, np.float32)) for i in range(1000)]
-    backend.save(f"{s3_bucket}/small", items, CheckpointOptions(num_writers=2))
+    backend.save(f"{store.bucket}/small", items, CheckpointOptions(num_writers=2))
     writes = proxy.count("PUT") + proxy.count("POST")
     assert writes <= 10, f"1,000 small tensors took {writes} write requests"
     proxy.clear()
-    with backend.open_reader(f"{s3_bucket}/small") as reader:
+    with backend.open_reader(f"{store.bucket}/small") as reader:
         got = reader.read_many([(it.key, None) for it in items])
     assert all(np.array_equal(g, it.array) for g, it in zip(got, items, strict=True))
     reads = proxy.count("GET")
     assert reads <= 10, f"reading 1,000 small tensors took {reads} GET requests"
 
 
-def test_s3_checkpoint_copied_to_disk_is_a_local_checkpoint_and_back(
-    s3_bucket: str, s3_storage_options: dict[str, Any], s3_raw: Any, tmp_path: Path
+def test_checkpoint_copied_to_disk_is_a_local_checkpoint_and_back(
+    store: ObjectStore, tmp_path: Path
 ) -> None:
-    opts = _opts(s3_storage_options)
+    opts = _opts(store.storage_options)
     v = tp.Variable(np.linspace(0, 1, 12, dtype=np.float64).reshape(3, 4))
     s = tp.Variable(np.array([b"alpha", b"beta"], dtype=object))
-    tp.Checkpoint(v=v, s=s).write(f"{s3_bucket}/x/ckpt", opts)
-    s3_raw.get(f"{s3_bucket[5:]}/x/", str(tmp_path / "local") + "/", recursive=True)
+    tp.Checkpoint(v=v, s=s).write(f"{store.bucket}/x/ckpt", opts)
+    store.raw.get(f"{store.root}/x/", str(tmp_path / "local") + "/", recursive=True)
     local = tp.load_checkpoint(str(tmp_path / "local" / "ckpt"))
-    remote = tp.load_checkpoint(f"{s3_bucket}/x/ckpt", opts)
-    names = [n for n, _ in tp.list_variables(f"{s3_bucket}/x/ckpt", opts)]
+    remote = tp.load_checkpoint(f"{store.bucket}/x/ckpt", opts)
+    names = [n for n, _ in tp.list_variables(f"{store.bucket}/x/ckpt", opts)]
     assert names == [n for n, _ in tp.list_variables(str(tmp_path / "local" / "ckpt"))]
     for name in names:
         a, b = np.asarray(local.get_tensor(name)), np.asarray(remote.get_tensor(name))
         assert a.dtype == b.dtype and a.shape == b.shape, name
         assert a.tolist() == b.tolist(), name
 
-    # ... and a local checkpoint uploaded byte for byte is a valid S3 checkpoint.
+    # ... and a local checkpoint uploaded byte for byte is a valid checkpoint in the bucket.
     tp.Checkpoint(v=v, s=s).write(str(tmp_path / "disk" / "ckpt"))
-    s3_raw.put(str(tmp_path / "disk") + "/", f"{s3_bucket[5:]}/up/", recursive=True)
+    store.raw.put(str(tmp_path / "disk") + "/", f"{store.root}/up/", recursive=True)
     w = tp.Variable(np.zeros((3, 4)))
     t = tp.Variable(np.array([b"", b""], dtype=object))
-    tp.Checkpoint(v=w, s=t).read(f"{s3_bucket}/up/ckpt", opts).assert_consumed()
+    tp.Checkpoint(v=w, s=t).read(f"{store.bucket}/up/ckpt", opts).assert_consumed()
     np.testing.assert_array_equal(w.numpy(), v.numpy())
     assert list(t.numpy()) == [b"alpha", b"beta"]
