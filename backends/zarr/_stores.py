@@ -14,6 +14,8 @@ import contextlib
 import ctypes
 import errno
 import fcntl
+import functools
+import importlib
 import json
 import os
 import shutil
@@ -26,6 +28,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any, Final
 
 from trackpoint import _paths
+from trackpoint.backends.files import FileLayer
 from trackpoint.errors import (
     CheckpointError,
     CheckpointExistsError,
@@ -34,7 +37,7 @@ from trackpoint.errors import (
     StorageError,
     StoragePermissionError,
 )
-from trackpoint.storage import ANY_VERSION, VersionedBytes, _AnyVersion
+from trackpoint.storage import CheckpointOptions, VersionedBytes, _AnyVersion
 
 if TYPE_CHECKING:
     from zarr.abc.store import Store
@@ -439,20 +442,28 @@ class FsspecLocation(Location):
         cls = strict_store(FsspecStore) if strict else FsspecStore
         return cls(afs, read_only=read_only, path=path)
 
+    @functools.cached_property
+    def files(self) -> FileLayer:
+        """The S3/GCS file layer of the bundle backends, for whole-object reads and writes.
+
+        Small objects (the root ``zarr.json`` commit point, the state file) go
+        through it rather than through fsspec directly, so they get the same
+        create-only and version preconditions (S3 ``If-None-Match``/``If-Match``,
+        GCS ``ifGenerationMatch``), retries and error translation as the bundle
+        format on the same store.
+        """
+        module = importlib.import_module(f"trackpoint.backends.{self.kind}")
+        layer: FileLayer = module.create_files(CheckpointOptions(storage_options=self._options))
+        return layer
+
     def read_bytes(self, path: str) -> bytes | None:
-        with translate_os_errors(self._store_name, "read", path):
-            try:
-                data: bytes = self.fs.cat_file(path)
-            except FileNotFoundError:
-                return None
-            return data
+        try:
+            return self.files.read(path)
+        except CheckpointNotFoundError:
+            return None
 
     def write_bytes(self, path: str, data: bytes, *, create_only: bool = False) -> None:
-        with translate_os_errors(self._store_name, "write", path):
-            try:
-                self.fs.pipe_file(path, data, mode="create" if create_only else "overwrite")
-            except FileExistsError as exc:
-                raise CheckpointExistsError(f"{self._store_name}: {path!r} exists already") from exc
+        self.files.put(path, data, create_only=create_only)
 
     def exists(self, path: str) -> bool:
         with translate_os_errors(self._store_name, "check", path):
@@ -489,69 +500,11 @@ class FsspecLocation(Location):
             return time.time()
         return max(times) if times else None
 
-    def _version(self, info: Mapping[str, Any]) -> str:
-        token = info.get("generation") if self.kind == "gcs" else info.get("ETag")
-        return str(token)
-
     def read_versioned(self, path: str) -> VersionedBytes | None:
-        with translate_os_errors(self._store_name, "read", path):
-            for _ in range(5):
-                try:
-                    before = self._version(self.fs.info(path))
-                    data = self.fs.cat_file(path)
-                    after = self._version(self.fs.info(path))
-                except FileNotFoundError:
-                    return None
-                # A writer may replace the object between info and cat; only a
-                # stable version proves data and token belong together.
-                if before == after:
-                    return VersionedBytes(bytes(data), after)
-            raise ConcurrentModificationError(
-                f"{self._store_name}: {path!r} kept changing while being read; retry later"
-            )
+        return self.files.read_versioned(path)
 
     def write_versioned(self, path: str, data: bytes, if_version: str | _AnyVersion | None) -> str:
-        with translate_os_errors(self._store_name, "write", path):
-            try:
-                if if_version is None:
-                    self.fs.pipe_file(path, data, mode="create")
-                elif if_version is ANY_VERSION:
-                    self.fs.pipe_file(path, data)
-                elif self.kind == "s3":
-                    try:
-                        self.fs.pipe_file(path, data, IfMatch=if_version)
-                    except FileNotFoundError as exc:
-                        raise ConcurrentModificationError(
-                            f"{self._store_name}: {path!r} was deleted since version {if_version} was read; "
-                            "re-read and retry"
-                        ) from exc
-                else:
-                    # gcsfs has no generation-match upload; compare, then write.
-                    # The window between the two is documented in docs/backends/zarr.md.
-                    try:
-                        current = self._version(self.fs.info(path))
-                    except FileNotFoundError:
-                        current = None
-                    if current != if_version:
-                        raise ConcurrentModificationError(
-                            f"{self._store_name}: {path!r} changed since version {if_version} was read; "
-                            "re-read and retry"
-                        )
-                    self.fs.pipe_file(path, data)
-            except FileExistsError as exc:
-                raise ConcurrentModificationError(
-                    f"{self._store_name}: {path!r} exists already (create-only write); re-read it and retry"
-                ) from exc
-            except OSError as exc:
-                if "pre-condition" in str(exc).lower() or "precondition" in str(exc).lower():
-                    raise ConcurrentModificationError(
-                        f"{self._store_name}: {path!r} changed since version {if_version} was read; "
-                        "re-read and retry"
-                    ) from exc
-                raise
-            return self._version(self.fs.info(path))
+        return self.files.write_versioned(path, data, if_version=if_version)
 
     def delete_file(self, path: str) -> None:
-        with translate_os_errors(self._store_name, "delete", path):
-            with contextlib.suppress(FileNotFoundError):
-                self.fs.rm_file(path)
+        self.files.delete([path])
