@@ -48,7 +48,7 @@ import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import pytest
@@ -209,6 +209,15 @@ def _bucket_name(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:16]}"
 
 
+def _serve(start: Callable[[], tuple[str, subprocess.Popen[bytes]]]) -> Iterator[str]:
+    # The body of the two ``*_endpoint`` fixtures: the server lives until the generator is closed.
+    url, proc = start()
+    try:
+        yield url
+    finally:
+        stop_process(proc)
+
+
 def _fresh_bucket(fs: Any, scheme: str, ignored: tuple[type[BaseException], ...]) -> Iterator[str]:
     # The body of the two ``*_bucket`` fixtures; ``ignored`` are the errors a failed removal may raise.
     name = _bucket_name("tp")
@@ -228,11 +237,7 @@ def _fresh_bucket(fs: Any, scheme: str, ignored: tuple[type[BaseException], ...]
 @pytest.fixture(scope="session")
 def s3_endpoint() -> Iterator[str]:
     """URL of a moto S3 server living for the whole session."""
-    url, proc = start_moto()
-    try:
-        yield url
-    finally:
-        stop_process(proc)
+    yield from _serve(start_moto)
 
 
 @pytest.fixture(scope="session")
@@ -264,11 +269,7 @@ def s3_bucket(s3_raw: Any) -> Iterator[str]:
 @pytest.fixture(scope="session")
 def gcs_endpoint() -> Iterator[str]:
     """URL of a fake-gcs-server living for the whole session."""
-    url, proc = start_fake_gcs()
-    try:
-        yield url
-    finally:
-        stop_process(proc)
+    yield from _serve(start_fake_gcs)
 
 
 @pytest.fixture(scope="session")
@@ -319,6 +320,8 @@ class ObjectStore:
         A fresh, empty bucket for this test, as a URL (``"s3://tp-..."``).
     child_env
         Environment a subprocess using this store needs beyond ``os.environ``.
+    list_request
+        Regular expression matching the target of one listing request (a ``GET``).
     """
 
     name: str
@@ -327,7 +330,8 @@ class ObjectStore:
     storage_options: dict[str, Any]
     raw: Any
     bucket: str
-    child_env: dict[str, str] = field(default_factory=dict)
+    child_env: dict[str, str]
+    list_request: str
 
     @property
     def root(self) -> str:
@@ -354,9 +358,9 @@ class ObjectStore:
 def object_store(request: pytest.FixtureRequest, name: str) -> ObjectStore:
     """The :class:`ObjectStore` called ``name``, from the session's server fixtures and a fresh bucket."""
     if name == "s3":
-        env = {"AWS_EC2_METADATA_DISABLED": "true"}
+        env, list_request = {"AWS_EC2_METADATA_DISABLED": "true"}, r"list-type=2"  # ListObjectsV2
     elif name == "gcs":
-        env = {"GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT": "false"}
+        env, list_request = {"GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT": "false"}, r"/o\?"  # objects.list
     else:
         raise ValueError(f"unknown object store {name!r}; expected one of {OBJECT_STORES}")
     return ObjectStore(
@@ -367,6 +371,7 @@ def object_store(request: pytest.FixtureRequest, name: str) -> ObjectStore:
         raw=request.getfixturevalue(f"{name}_raw"),
         bucket=request.getfixturevalue(f"{name}_bucket"),
         child_env=env,
+        list_request=list_request,
     )
 
 

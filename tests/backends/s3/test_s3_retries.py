@@ -1,4 +1,8 @@
-"""Transient S3 failures are retried with bounded backoff; permanent ones are translated, naming bucket and key."""
+"""Transient S3 failures are retried with bounded backoff; permanent ones are translated, naming bucket and key.
+
+S3's error codes, multipart parts and option checks are here; timeouts and lost
+replies to PUTs are in tests/backends/objectstore/test_objectstore_retries.py.
+"""
 
 from __future__ import annotations
 
@@ -11,8 +15,6 @@ from faultproxy import FaultProxy, Rule
 from trackpoint.backends.s3 import S3Files
 from trackpoint.errors import (
     BackendError,
-    CheckpointExistsError,
-    ConcurrentModificationError,
     StorageError,
     StoragePermissionError,
     TransientStorageError,
@@ -69,43 +71,12 @@ def test_truncated_body_is_retried_not_returned(proxied: S3Files, proxy: FaultPr
     assert out == data
 
 
-def test_slow_request_times_out_and_is_retried(make_files: Any, proxy: FaultProxy, s3_bucket: str) -> None:
-    files = make_files(endpoint_url=proxy.url, request_timeout=0.5)
-    rule = proxy.add(Rule("PUT", r"/slow", action="delay", delay=2.0))
-    files.put(f"{s3_bucket}/slow", b"eventually")
-    assert rule.fired == 1
-    assert files.read(f"{s3_bucket}/slow") == b"eventually"
-
-
-def test_lost_reply_to_own_create_only_write_is_success(proxied: S3Files, proxy: FaultProxy, s3_bucket: str) -> None:
-    """The PUT lands but its reply is lost; the retry's 412 is recognised as our own write."""
-    rule = proxy.add(Rule("PUT", r"/ckpt\.index", action="drop_after_forward"))
-    proxied.put(f"{s3_bucket}/ckpt.index", b"mine", create_only=True)
-    assert rule.fired == 1
-    assert proxy.count("PUT", r"/ckpt\.index") == 2  # the retry did reach the server and got 412
-    assert proxied.read(f"{s3_bucket}/ckpt.index") == b"mine"
-    # ... while a genuinely different writer still loses.
-    with pytest.raises(CheckpointExistsError):
-        proxied.put(f"{s3_bucket}/ckpt.index", b"other", create_only=True)
-
-
 def test_lost_reply_to_own_multipart_completion_is_success(make_files: Any, proxy: FaultProxy, s3_bucket: str) -> None:
     files = make_files(endpoint_url=proxy.url, part_size=5 * MiB)
     data = os.urandom(6 * MiB)
     proxy.add(Rule("POST", r"/big\?uploadId=", action="drop_after_forward"))
     files.put(f"{s3_bucket}/big", data, create_only=True)
     assert files.read(f"{s3_bucket}/big") == data
-
-
-def test_lost_reply_to_own_compare_and_swap_is_success(proxied: S3Files, proxy: FaultProxy, s3_bucket: str) -> None:
-    path = f"{s3_bucket}/checkpoint"
-    v1 = proxied.write_versioned(path, b"1", if_version=None)
-    proxy.add(Rule("PUT", r"/checkpoint", action="drop_after_forward"))
-    v2 = proxied.write_versioned(path, b"2", if_version=v1)
-    current = proxied.read_versioned(path)
-    assert current is not None and current.data == b"2" and current.version == v2
-    with pytest.raises(ConcurrentModificationError):
-        proxied.write_versioned(path, b"3", if_version=v1)
 
 
 def test_failed_multipart_part_aborts_upload(make_files: Any, proxy: FaultProxy, s3_bucket: str, s3_raw: Any) -> None:
