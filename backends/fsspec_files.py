@@ -661,8 +661,11 @@ class _UploadSink(FileSink):
     def _abort_locked(self) -> None:
         self._done = True
         self._buf = bytearray()
-        for f in self._parts:
-            f.cancel()
+        # Let parts already sent finish (each is bounded by the request timeout
+        # and the retry deadline) instead of cancelling them: cancelling a
+        # run_coroutine_threadsafe future marks it done at once while its
+        # request may still be in flight, and a part that lands after the abort
+        # request can leave the multipart upload behind.
         concurrent.futures.wait(self._parts)
         state, self._state = self._state, None
         if state is not None:
