@@ -5,7 +5,7 @@ plugins/ -> trackpoint.plugins) through setuptools' editable import hook, which
 mypy cannot follow. This script mirrors that mapping as a tree of symlinks in
 a temporary directory and type-checks it, so errors still point at real files.
 
-Usage: python .ci/typecheck.py            # the whole package
+Usage: python .ci/typecheck.py            # the whole package and the example plugin
        python .ci/typecheck.py core/x.py  # only modules under these paths
 """
 
@@ -19,6 +19,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 MAPPING = {"core": "trackpoint", "backends": "trackpoint/backends", "plugins": "trackpoint/plugins"}
+# The example third-party plugin is its own distribution with a plain layout.
+EXAMPLE = ROOT / "plugins" / "example-sqlite"
 
 
 def _link_tree(dest: Path) -> None:
@@ -47,8 +49,8 @@ def main(argv: list[str]) -> int:
                 targets.append(str(tree / MAPPING[top] / Path(*rest)) if rest else str(tree / MAPPING[top]))
             cmd += targets
         else:
-            cmd += ["-p", "trackpoint"]
-        env = dict(os.environ, MYPYPATH=str(tree))
+            cmd += ["-p", "trackpoint", "-p", "trackpoint_example_sqlite"]
+        env = dict(os.environ, MYPYPATH=os.pathsep.join([str(tree), str(EXAMPLE)]))
         return subprocess.run(cmd, cwd=tmp, env=env, check=False).returncode
 
 
