@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import errno
-import fcntl
 import functools
 import importlib
 import json
@@ -21,7 +20,6 @@ import os
 import shutil
 import threading
 import time
-import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Mapping
 from datetime import datetime
@@ -33,7 +31,6 @@ from trackpoint.errors import (
     CheckpointError,
     CheckpointExistsError,
     CheckpointNotFoundError,
-    ConcurrentModificationError,
     StorageError,
     StoragePermissionError,
 )
@@ -176,12 +173,6 @@ def _fsync_dir(path: str) -> None:
         os.close(fd)
 
 
-def _local_version(st: os.stat_result) -> str:
-    # Inode changes on every os.replace, so a rewrite with equal size and
-    # timestamp (coarse clocks) still gets a new token.
-    return f"{st.st_ino}-{st.st_mtime_ns}-{st.st_size}"
-
-
 class LocalLocation(Location):
     """A local directory tree; commits by renaming directories."""
 
@@ -304,50 +295,27 @@ class LocalLocation(Location):
             _fsync_dir(path)
 
     # ---------------------------------------------------------- small files
+    @functools.cached_property
+    def files(self) -> FileLayer:
+        """The bundle backend's local file layer, for the small versioned files.
+
+        Sharing it means one locking scheme for the ``checkpoint`` state file
+        whichever backend writes it (a directory ``flock``, no lock file left
+        beside the target) and one atomic-replace implementation.
+        """
+        from trackpoint.backends.local import LocalFiles
+
+        return LocalFiles()
+
     def read_versioned(self, path: str) -> VersionedBytes | None:
-        with translate_os_errors("zarr/local", "read", path):
-            try:
-                with open(path, "rb") as f:
-                    st = os.fstat(f.fileno())
-                    return VersionedBytes(f.read(), _local_version(st))
-            except FileNotFoundError:
-                return None
+        return self.files.read_versioned(path)
 
     def write_versioned(self, path: str, data: bytes, if_version: str | _AnyVersion | None) -> str:
-        with translate_os_errors("zarr/local", "write", path):
-            directory = os.path.dirname(path) or "."
-            os.makedirs(directory, exist_ok=True)
-            # The lock serializes check-and-replace among trackpoint writers;
-            # os.replace keeps readers (who take no lock) seeing whole files.
-            with open(path + ".lock", "a+b") as lock:
-                fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
-                try:
-                    current = os.stat(path) if os.path.exists(path) else None
-                    if if_version is None and current is not None:
-                        raise ConcurrentModificationError(
-                            f"zarr/local: {path!r} exists already (create-only write); re-read it and retry"
-                        )
-                    if isinstance(if_version, str) and (current is None or _local_version(current) != if_version):
-                        raise ConcurrentModificationError(
-                            f"zarr/local: {path!r} changed since version {if_version} was read; re-read and retry"
-                        )
-                    tmp = f"{path}.tmp-{uuid.uuid4().hex}"
-                    try:
-                        self.write_bytes(tmp, data, create_only=True)
-                        os.replace(tmp, path)
-                    except BaseException:
-                        with contextlib.suppress(FileNotFoundError):
-                            os.remove(tmp)
-                        raise
-                    _fsync_dir(directory)
-                    return _local_version(os.stat(path))
-                finally:
-                    fcntl.flock(lock.fileno(), fcntl.LOCK_UN)
+        self.files.makedirs(os.path.dirname(path) or ".")
+        return self.files.write_versioned(path, data, if_version=if_version)
 
     def delete_file(self, path: str) -> None:
-        with translate_os_errors("zarr/local", "delete", path):
-            with contextlib.suppress(FileNotFoundError):
-                os.remove(path)
+        self.files.delete([path])
 
 
 def _ignore_missing(func: Any, path: str, exc_info: Any) -> None:
