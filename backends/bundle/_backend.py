@@ -539,25 +539,22 @@ class BundleBackend(StorageBackend):
                     f"({part!r} was removed {when} the index was written); this save was not committed"
                 )
 
-    def _data_files(self, prefix: str) -> list[str]:
+    def _listed(self, prefix: str, pattern: re.Pattern[str], suffix: str = "") -> list[str]:
+        """Paths in ``prefix``'s directory whose name matches ``pattern`` for this prefix (and ends with ``suffix``)."""
         directory = self.files.dirname(prefix)
         base = _basename(prefix)
         out = []
         for name in self.files.listdir(directory):
-            m = _DATA_RE.match(name)
-            if m is not None and m.group("base") == base:
+            m = pattern.match(name)
+            if m is not None and m.group("base") == base and name.endswith(suffix):
                 out.append(self.files.join(directory, name))
         return out
 
+    def _data_files(self, prefix: str) -> list[str]:
+        return self._listed(prefix, _DATA_RE)
+
     def _part_files(self, prefix: str, save_id: str | None = None) -> list[str]:
-        directory = self.files.dirname(prefix)
-        base = _basename(prefix)
-        out = []
-        for name in self.files.listdir(directory):
-            m = _PART_RE.match(name)
-            if m is not None and m.group("base") == base and (save_id is None or name.endswith(f".{save_id}.index")):
-                out.append(self.files.join(directory, name))
-        return out
+        return self._listed(prefix, _PART_RE, "" if save_id is None else f".{save_id}.index")
 
     def _remove_temp(self, prefix: str, save_id: str, *, min_age: float | None = None) -> None:
         """Remove the ``_temp`` pieces of ``save_id``, and with ``min_age`` also other saves' old ones.
