@@ -1,8 +1,10 @@
 """Regenerate the committed ``*_pb2.py`` modules and ``*_pb2.pyi`` stubs from the ``.proto`` files.
 
-Run ``python -m trackpoint.proto._generate`` after editing a ``.proto``. The
-test suite runs :func:`generate` into a temporary directory and compares, so
-committed code can never drift from its source.
+Run ``python .ci/generate_proto.py`` after editing a ``.proto``. The test
+suite (``tests/core/test_proto_generated.py``) runs :func:`generate` into a
+temporary directory and compares, so committed code can never drift from its
+source. This is a developer script: it lives outside the package folders so
+that no distribution ships it.
 
 Each ``.proto`` must be self-contained (it may import only
 ``google/protobuf/*``): protoc would otherwise emit top-level imports that do
@@ -18,7 +20,7 @@ from pathlib import Path
 
 __all__ = ["PROTO_DIRS", "generate", "main"]
 
-_ROOT = Path(__file__).resolve().parents[2]
+_ROOT = Path(__file__).resolve().parents[1]
 #: Folders (relative to the repository root) holding ``.proto`` sources.
 PROTO_DIRS = ("core/proto", "backends/bundle/proto")
 

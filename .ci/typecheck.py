@@ -5,7 +5,12 @@ plugins/ -> trackpoint.plugins) through setuptools' editable import hook, which
 mypy cannot follow. This script mirrors that mapping as a tree of symlinks in
 a temporary directory and type-checks it, so errors still point at real files.
 
-Usage: python .ci/typecheck.py            # the whole package and the example plugin
+Only what ships is linked: modules, and folders that are packages (an
+``__init__.py``) and not separate distributions (their own ``pyproject.toml``),
+the same rule ``setup.py`` uses to list the packages. The developer scripts in
+``.ci/`` are checked too.
+
+Usage: python .ci/typecheck.py            # the package, the example plugin and .ci/*.py
        python .ci/typecheck.py core/x.py  # only modules under these paths
 """
 
@@ -18,6 +23,7 @@ import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+CI = ROOT / ".ci"
 MAPPING = {"core": "trackpoint", "backends": "trackpoint/backends", "plugins": "trackpoint/plugins"}
 # The example third-party plugin is its own distribution with a plain layout.
 EXAMPLE = ROOT / "plugins" / "example-sqlite"
@@ -29,8 +35,10 @@ def _link_tree(dest: Path) -> None:
         target = dest / dst_rel
         target.mkdir(parents=True, exist_ok=True)
         for entry in src.iterdir():
-            if entry.name.startswith((".", "__pycache__")) or "-" in entry.name:
-                continue  # hyphenated folders are separate distributions (example plugin)
+            if entry.name.startswith((".", "__pycache__")):
+                continue
+            if entry.is_dir() and (not (entry / "__init__.py").is_file() or (entry / "pyproject.toml").exists()):
+                continue  # not a package, or a separate distribution (plugins/example-sqlite)
             link = target / entry.name
             if not link.exists():
                 os.symlink(entry, link)
@@ -46,10 +54,15 @@ def main(argv: list[str]) -> int:
             for a in argv:
                 rel = Path(a).resolve().relative_to(ROOT)
                 top, *rest = rel.parts
-                targets.append(str(tree / MAPPING[top] / Path(*rest)) if rest else str(tree / MAPPING[top]))
+                if top == CI.name:
+                    targets.append(str(ROOT / rel))
+                else:
+                    targets.append(str(tree / MAPPING[top] / Path(*rest)) if rest else str(tree / MAPPING[top]))
             cmd += targets
         else:
-            cmd += ["-p", "trackpoint", "-p", "trackpoint_example_sqlite"]
+            # Files and folders rather than -p: mypy takes one or the other, and the .ci scripts are files.
+            cmd += [str(tree / "trackpoint"), str(EXAMPLE / "trackpoint_example_sqlite")]
+            cmd += [str(script) for script in sorted(CI.glob("*.py"))]
         env = dict(os.environ, MYPYPATH=os.pathsep.join([str(tree), str(EXAMPLE)]))
         return subprocess.run(cmd, cwd=tmp, env=env, check=False).returncode
 
