@@ -184,10 +184,17 @@ class LocalFiles(FileLayer):
 
     @staticmethod
     def _p(path: str) -> str:
-        s, _ = _paths.split_scheme(path)
+        """The OS path for ``path``: scheme stripped, NUL bytes refused, ``..`` resolved.
+
+        Resolving ``..`` here, for every operation, keeps ``makedirs`` from
+        creating the directories a ``..`` climbs out of (``run/sub/`` of
+        ``run/sub/../../up/ckpt``), and makes every later call address the
+        same file whether or not those directories exist.
+        """
+        s, _ = _paths.split_scheme(_paths.check(path))
         if s not in ("", "file"):
             raise StorageError(f"local: {path!r} is not a local path or file:// URL")
-        return _paths.strip_file_scheme(path)
+        return _paths.normalize_local(_paths.strip_file_scheme(path))
 
     # ------------------------------------------------------------ primitives
     def open_sink(self, path: str, *, create_only: bool = False) -> FileSink:

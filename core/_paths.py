@@ -11,9 +11,59 @@ import os
 import posixpath
 import re
 
-__all__ = ["dirname", "is_url", "join", "relpath", "scheme", "split_scheme", "strip_file_scheme"]
+from trackpoint.errors import InvalidPathError
+
+__all__ = [
+    "check",
+    "dirname",
+    "is_url",
+    "join",
+    "normalize_local",
+    "relpath",
+    "scheme",
+    "split_scheme",
+    "strip_file_scheme",
+]
 
 _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.\-]*)://")
+
+
+def check(path: str) -> str:
+    """Return ``path`` if a store can use it; raise :class:`InvalidPathError` otherwise.
+
+    A NUL byte ends a string for the operating system and is refused by every
+    object store, so a path holding one could only fail later, deep inside a
+    storage library and with its own error type. The core calls this where a
+    path first reaches it (backend selection), and the local file layer calls
+    it again for code that drives a backend directly.
+    """
+    if "\0" in path:
+        raise InvalidPathError(
+            f"path {path!r} contains a NUL character (\\x00) at index {path.index(chr(0))}; no file system or "
+            "object store accepts it: remove it from the path"
+        )
+    return path
+
+
+def normalize_local(path: str) -> str:
+    """``path`` with its ``..`` components resolved, as the operating system would resolve them.
+
+    ``run/sub/../../up/ckpt`` names ``up/ckpt``. Creating its directories
+    component by component (``os.makedirs``) would create ``run/sub/`` first,
+    outside the directory the path resolves to. The directory part is
+    resolved with :func:`os.path.realpath`, so a symbolic link before a ``..``
+    is followed exactly as the OS follows it, and missing components are
+    dropped lexically instead of being created; the result is absolute. The
+    last component is kept as written (it may be a link the caller means to
+    replace). Paths without ``..`` are returned unchanged.
+    """
+    if ".." not in path.split(os.sep):
+        return path
+    head, tail = os.path.split(path)
+    if tail == "..":
+        return os.path.realpath(path)
+    resolved = os.path.realpath(head or os.curdir)
+    return os.path.join(resolved, tail)
 
 
 def split_scheme(path: str) -> tuple[str, str]:

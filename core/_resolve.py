@@ -25,7 +25,10 @@ def open_backend(path: str, options: CheckpointOptions | None = None) -> Storage
         No backend is registered for the requested name or the URL's scheme.
     BackendUnavailableError
         The backend's optional dependency is missing (the message names the extra).
+    InvalidPathError
+        ``path`` holds a character no store accepts (a NUL byte).
     """
+    from trackpoint import _paths
     from trackpoint.plugins import open_backend as _open  # lazy: keeps import light
 
-    return _open(path, options)
+    return _open(_paths.check(path), options)

@@ -15,6 +15,7 @@ botocore, gcsfs, zarr) into these classes, chained with ``raise ... from exc``.
     ├── InvalidCheckpointError         (+ ValueError)
     │   └── DataLossError                truncated / corrupted / foreign bytes
     ├── CheckpointKeyError             (+ KeyError)     no such tensor in a checkpoint
+    ├── InvalidPathError               (+ ValueError)   a path or URL no store can use (NUL byte)
     ├── TrackableError                 (+ ValueError)   bad objects handed to trackpoint
     │   └── NameConflictError                           two dependencies, one name
     ├── AssignmentError                (+ ValueError)   value does not fit a variable
@@ -48,6 +49,7 @@ __all__ = [
     "DTypeMismatchError",
     "DataLossError",
     "InvalidCheckpointError",
+    "InvalidPathError",
     "MatchError",
     "NameConflictError",
     "PluginError",
@@ -101,6 +103,13 @@ class CheckpointKeyError(CheckpointError, KeyError):
     def __str__(self) -> str:
         # KeyError.__str__ repr()s its argument; a message reads better plain.
         return str(self.args[0]) if self.args else ""
+
+
+class InvalidPathError(CheckpointError, ValueError):
+    """A checkpoint path or URL that no store can use (for example one holding a NUL byte).
+
+    Raised before any storage is touched, whichever backend the path would select.
+    """
 
 
 class TrackableError(CheckpointError, ValueError):

@@ -13,6 +13,7 @@ BUILTIN_OF = {
     E.CheckpointExistsError: FileExistsError,
     E.InvalidCheckpointError: ValueError,
     E.DataLossError: ValueError,
+    E.InvalidPathError: ValueError,
     E.CheckpointKeyError: KeyError,
     E.TrackableError: ValueError,
     E.NameConflictError: ValueError,

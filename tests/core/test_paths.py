@@ -3,10 +3,18 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
+from pathlib import Path
 
+import numpy as np
 import pytest
 
+import trackpoint as tp
 from trackpoint import _paths
+from trackpoint.backends.bundle import BundleBackend
+from trackpoint.backends.local import LocalFiles
+from trackpoint.errors import InvalidPathError
+from trackpoint.storage import WriteItem
 
 
 @pytest.mark.parametrize(
@@ -42,3 +50,77 @@ def test_schemes() -> None:
     assert not _paths.is_url("file:///tmp/x")
     assert _paths.is_url("gs://b/x")
     assert _paths.strip_file_scheme("file:///tmp/x") == "/tmp/x"
+
+
+def test_check_refuses_a_nul_byte_naming_path_and_position() -> None:
+    assert _paths.check("s3://b/run/ckpt") == "s3://b/run/ckpt"
+    with pytest.raises(InvalidPathError, match=r"path 'run/a\\x00b' contains a NUL character .* at index 5"):
+        _paths.check("run/a\0b")
+
+
+def _nul_urls(tmp: Path) -> list[str]:
+    return [f"{tmp}/a\0b/ckpt", f"file://{tmp}/a\0b/ckpt", f"zarr://{tmp}/a\0b/ckpt", "memory://nul/a\0b/ckpt"]
+
+
+def test_nul_byte_in_any_backend_path_is_an_invalid_path_error(tmp_path: Path) -> None:
+    ckpt = tp.Checkpoint(v=tp.Variable(np.ones(3)))
+    calls: list[Callable[[str], object]] = [
+        ckpt.save,
+        ckpt.write,
+        ckpt.restore,
+        tp.list_variables,
+        tp.load_checkpoint,
+        lambda p: tp.convert(f"{tmp_path}/src-1", p),
+        lambda p: tp.convert(p, f"{tmp_path}/dst"),
+        # The state file: the directory is read, listed and written.
+        lambda p: tp.latest_checkpoint(_paths.dirname(p)),
+        lambda p: tp.read_checkpoint_state(_paths.dirname(p)),
+        lambda p: tp.CheckpointManager(ckpt, _paths.dirname(p), max_to_keep=1),
+        lambda p: tp.Saver({"v": tp.Variable(np.ones(2))}).save(p),
+    ]
+    ckpt.write(f"{tmp_path}/src-1")
+    for url in _nul_urls(tmp_path):
+        for call in calls:
+            with pytest.raises(InvalidPathError, match=r"contains a NUL character") as info:
+                call(url)
+            assert isinstance(info.value, ValueError)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["src-1.data-00000-of-00001", "src-1.index"]
+
+
+def test_nul_byte_through_a_backend_used_directly(tmp_path: Path) -> None:
+    # Code that drives a backend itself (a plugin, a multi-process saver) skips backend selection.
+    backend = BundleBackend(LocalFiles())
+    prefix = f"{tmp_path}/a\0b/ckpt"
+    with pytest.raises(InvalidPathError, match="NUL character"):
+        backend.save(prefix, [WriteItem("x", np.zeros(2))])
+    with pytest.raises(InvalidPathError, match="NUL character"):
+        backend.write_file(_paths.join(str(tmp_path), "check\0point"), b"")
+    with pytest.raises(InvalidPathError, match="NUL character"):
+        backend.open_reader(prefix)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_normalize_local_resolves_dotdot_without_the_missing_directories(tmp_path: Path) -> None:
+    (tmp_path / "run").mkdir()
+    assert _paths.normalize_local(f"{tmp_path}/run/sub/../../up/ckpt") == f"{tmp_path}/up/ckpt"
+    assert _paths.normalize_local("plain/relative/ckpt") == "plain/relative/ckpt"
+    # A link before ``..`` is followed as the operating system follows it.
+    (tmp_path / "deep" / "er").mkdir(parents=True)
+    (tmp_path / "link").symlink_to(tmp_path / "deep" / "er")
+    assert _paths.normalize_local(f"{tmp_path}/link/../x") == f"{tmp_path}/deep/x"
+
+
+def test_save_through_dotdot_creates_nothing_outside_the_resolved_directory(tmp_path: Path) -> None:
+    (tmp_path / "run").mkdir()
+    ckpt = tp.Checkpoint(v=tp.Variable(np.arange(3.0)))
+    path = ckpt.save(f"{tmp_path}/run/sub/../../up/ckpt")
+    assert path == f"{tmp_path}/run/sub/../../up/ckpt-1"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run", "up"]
+    assert list((tmp_path / "run").iterdir()) == [], "run/sub/ lies outside up/ and must not be created"
+    assert sorted(p.name for p in (tmp_path / "up").iterdir()) == [
+        "checkpoint", "ckpt-1.data-00000-of-00001", "ckpt-1.index"
+    ]
+    fresh = tp.Variable(np.zeros(3))
+    tp.Checkpoint(v=fresh).restore(path).assert_consumed()
+    np.testing.assert_array_equal(fresh.numpy(), np.arange(3.0))
+    assert tp.latest_checkpoint(f"{tmp_path}/up") is not None
