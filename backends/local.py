@@ -60,6 +60,32 @@ def _raise(exc: OSError, action: str, path: str) -> NoReturn:
     raise StorageError(msg) from exc
 
 
+def _not_writable(exc: OSError, directory: str, path: str) -> NoReturn:
+    """Explain why ``directory`` could not be created: the location is not writable, and why."""
+    # The nearest part of the path that exists tells a file in the way from a
+    # refusing file system; os.makedirs reports only the last errno it saw.
+    existing = path
+    while existing and not os.path.lexists(existing):
+        parent = os.path.dirname(existing)
+        if parent == existing:
+            break
+        existing = parent
+    where = f"local: cannot create directory {directory!r}: the location is not writable"
+    if existing and os.path.lexists(existing) and not os.path.isdir(existing):
+        raise StorageError(
+            f"{where}, because {existing!r} is a file, not a directory; choose a location inside a directory"
+        ) from exc
+    reason = exc.strerror or str(exc)
+    if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        raise StoragePermissionError(
+            f"{where} (creating the directory failed: {reason}); check its permissions or choose another location"
+        ) from exc
+    raise StorageError(
+        f"{where} (the file system refused to create the directory under {existing or os.curdir!r}: {reason}); "
+        "choose another location"
+    ) from exc
+
+
 def _version(st: os.stat_result) -> str:
     # The inode changes on every replace, so equal mtimes cannot hide an update.
     return f"{st.st_mtime_ns}:{st.st_ino}:{st.st_size}"
@@ -332,13 +358,23 @@ class LocalFiles(FileLayer):
             _raise(exc, f"rename {src!r} to", dst)
 
     def makedirs(self, directory: str) -> None:
-        # docstring inherited
+        """Create ``directory`` and its parents.
+
+        Raises
+        ------
+        StoragePermissionError
+            The file system refuses to create it (permissions, read-only mount).
+        StorageError
+            It cannot be created for another reason: a parent is a regular file,
+            or the file system does not allow new entries there (``/proc``).
+            Either way the message says the location is not writable.
+        """
         d = self._p(directory)
         if d:
             try:
                 os.makedirs(d, exist_ok=True)
             except OSError as exc:
-                _raise(exc, "create directory", directory)
+                _not_writable(exc, directory, d)
 
     def remove_dir(self, directory: str) -> None:
         """Remove ``directory`` if it is empty; a missing or non-empty one is left alone."""

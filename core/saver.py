@@ -24,7 +24,6 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Final
 
 import numpy as np
-
 from trackpoint import _paths, state
 from trackpoint.errors import (
     CheckpointError,
@@ -34,10 +33,7 @@ from trackpoint.errors import (
     InvalidCheckpointError,
     NameConflictError,
     ShapeMismatchError,
-    StorageError,
-    StoragePermissionError,
     TrackableError,
-    TransientStorageError,
 )
 from trackpoint.reader import object_metadata
 from trackpoint.storage import (
@@ -271,7 +267,11 @@ class Saver:
         InvalidCheckpointError
             ``latest_filename`` has path components or collides with ``save_path``.
         CheckpointNotFoundError
-            The parent of ``save_path`` does not exist and cannot be created.
+            The backend reports that the parent of ``save_path`` does not exist
+            and cannot be created.
+        StorageError
+            ``save_path`` is not writable, for example because a parent is a
+            regular file (``StoragePermissionError`` when permissions forbid it).
         """
         if latest_filename is None:
             latest_filename = state.DEFAULT_LATEST_FILENAME
@@ -296,18 +296,14 @@ class Saver:
         # TF writes tensors in name order; keep that so single-shard data files match.
         items = [WriteItem(name, self._vars[name].value) for name in sorted(self._vars)]
         try:
-            backend.save(prefix, items, opts)
-        except (StoragePermissionError, TransientStorageError):
-            raise
-        except (CheckpointNotFoundError, StorageError) as exc:
-            if isinstance(exc, CheckpointNotFoundError) or isinstance(
-                exc.__cause__, (FileNotFoundError, NotADirectoryError)
-            ):
-                raise CheckpointNotFoundError(
-                    f"Parent directory of {prefix!r} doesn't exist (or is not a directory), can't save "
-                    f"(backend {backend.name!r}: {exc})"
-                ) from exc
-            raise
+            backend.save(prefix, items, opts, overwrite=True)
+        except CheckpointNotFoundError as exc:
+            # TensorFlow's wording. A location that exists but cannot be written
+            # (a regular file as parent, a read-only directory) is a StorageError
+            # from the backend, which says so itself.
+            raise CheckpointNotFoundError(
+                f"Parent directory of {prefix!r} doesn't exist, can't save (backend {backend.name!r}: {exc})"
+            ) from exc
         if write_state:
             self._record_last_checkpoint(prefix)
             directory = _paths.dirname(prefix)

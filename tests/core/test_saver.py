@@ -22,6 +22,7 @@ from trackpoint.errors import (
     InvalidCheckpointError,
     NameConflictError,
     ShapeMismatchError,
+    StorageError,
     TrackableError,
 )
 from trackpoint.saver import Saver
@@ -163,10 +164,12 @@ def test_restore_of_missing_checkpoint(run: str) -> None:
         Saver(list(_vars())).restore(f"{run}/nothing-here")
 
 
-def test_save_below_a_file_explains_parent_directory(tmp_path: Path) -> None:
+def test_save_below_a_file_says_the_location_is_not_writable(tmp_path: Path) -> None:
+    # The parent exists; it cannot hold files. "Doesn't exist" would send the user looking for the wrong fault.
     (tmp_path / "afile").write_text("not a directory")
-    with pytest.raises(CheckpointNotFoundError, match=r"Parent directory of .*afile/model.* can't save"):
+    with pytest.raises(StorageError, match=r"not writable, because '.*afile' is a file, not a directory") as info:
         Saver(list(_vars())).save(str(tmp_path / "afile" / "model"))
+    assert not isinstance(info.value, CheckpointNotFoundError)
 
 
 def test_missing_variable_names_likely_cause(run: str) -> None:

@@ -10,7 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from trackpoint.backends.local import LocalFiles, _raise
+import numpy as np
+
+import trackpoint as tp
+from trackpoint.backends.bundle import BundleBackend
+from trackpoint.backends.local import LocalFiles, _not_writable, _raise
 from trackpoint.errors import (
     CheckpointExistsError,
     CheckpointNotFoundError,
@@ -19,6 +23,7 @@ from trackpoint.errors import (
     StorageError,
     StoragePermissionError,
 )
+from trackpoint.storage import WriteItem
 
 
 def test_sink_is_invisible_until_close(tmp_path: Path) -> None:
@@ -88,6 +93,31 @@ def test_permission_error(tmp_path: Path) -> None:
         locked.chmod(0o700)
 
 
+def test_save_below_a_regular_file_says_not_writable(tmp_path: Path) -> None:
+    (tmp_path / "afile").write_text("a file, not a directory")
+    backend = BundleBackend(LocalFiles())
+    for prefix in (tmp_path / "afile" / "ckpt", tmp_path / "afile" / "deeper" / "ckpt"):
+        with pytest.raises(StorageError, match=r"not writable, because '.*afile' is a file, not a directory") as info:
+            backend.save(str(prefix), [WriteItem("x", np.zeros(2))])
+        assert not isinstance(info.value, CheckpointNotFoundError)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["afile"]
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="needs a mounted /proc")
+def test_save_where_the_file_system_refuses_new_entries_says_not_writable() -> None:
+    # procfs answers mkdir with ENOENT although /proc exists: not "missing", not writable.
+    with pytest.raises(StorageError, match=r"'/proc/tp-ckpt_temp': the location is not writable \(the file system refused .* under '/proc'") as info:
+        tp.Checkpoint(v=tp.Variable(np.ones(2))).write("/proc/tp-ckpt")
+    assert not isinstance(info.value, CheckpointNotFoundError)
+
+
+@pytest.mark.parametrize("err", [errno.EACCES, errno.EPERM, errno.EROFS])
+def test_refused_directory_is_a_permission_error_saying_not_writable(tmp_path: Path, err: int) -> None:
+    # Root ignores permissions, so the refusal is synthetic here; the diagnosis looks at the real path.
+    with pytest.raises(StoragePermissionError, match=r"directory '/d': the location is not writable \(creating the directory failed: .*check its permissions"):
+        _not_writable(OSError(err, os.strerror(err)), "/d", str(tmp_path / "new"))
+
+
 @pytest.mark.parametrize(
     ("err", "cls"),
     [(errno.EACCES, StoragePermissionError), (errno.EROFS, StoragePermissionError),
@@ -103,7 +133,11 @@ def test_errno_mapping(err: int, cls: type[Exception]) -> None:
 
 _WORKER = r"""
 import sys
-from trackpoint.backends.local import LocalFiles, _raise
+import numpy as np
+
+import trackpoint as tp
+from trackpoint.backends.bundle import BundleBackend
+from trackpoint.backends.local import LocalFiles, _not_writable, _raise
 from trackpoint.errors import ConcurrentModificationError
 files = LocalFiles()
 path, n = sys.argv[1], int(sys.argv[2])
