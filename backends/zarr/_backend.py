@@ -306,6 +306,13 @@ class _Packer:
     The total size is known up front, so the array is created first and each
     shard-aligned window is written as soon as it is full: memory holds one
     shard, not the whole packed array, and no shard is ever rewritten.
+
+    Each window is a fresh array that is handed to zarr whole and never
+    touched again. zarr may still hold views of a value after the assignment
+    returns (a codec worker thread releases its work item only after the
+    result was delivered), so a reused or resized buffer could be changed
+    under it, or, for a ``bytearray``, fail to resize with ``BufferError``.
+    Every packed byte is copied once, into its window, as before.
     """
 
     def __init__(self, backend: ZarrBackend, path: str, total: int, opts: ZarrOptions) -> None:
@@ -327,29 +334,45 @@ class _Packer:
             compressors=_codecs(opts),
             attributes={"trackpoint_packed": True},
         )
-        self._buf = bytearray()
-        self._flushed = 0
+        self._window: np.ndarray[Any, np.dtype[np.uint8]] | None = None
+        self._filled = 0  # bytes of the current window in use
+        self._flushed = 0  # bytes written to zarr (whole windows)
 
     def add(self, stored: np.ndarray[Any, Any]) -> int:
         """Append the bytes of ``stored``; return their offset in the packed array."""
-        offset = self._flushed + len(self._buf)
-        # A flat uint8 view of the (C-contiguous) values: appended without a temporary bytes copy.
-        self._buf += stored.reshape(-1).view(np.uint8).data
-        while len(self._buf) >= self._shard:
-            self._write(self._shard)
+        offset = self._flushed + self._filled
+        # A flat uint8 view of the (C-contiguous) values: copied straight into the window.
+        src = stored.reshape(-1).view(np.uint8)
+        if offset + src.size > self._total:
+            raise StorageError(
+                f"zarr: packed array {self._path!r} was sized for {self._total} bytes, got more; "
+                "the tensors changed while they were being saved"
+            )
+        pos = 0
+        while pos < src.size:
+            if self._window is None:
+                # The last window holds exactly the remainder: no byte beyond the array.
+                self._window = np.empty(min(self._shard, self._total - self._flushed), dtype=np.uint8)
+                self._filled = 0
+            take = min(self._window.size - self._filled, src.size - pos)
+            self._window[self._filled : self._filled + take] = src[pos : pos + take]
+            self._filled += take
+            pos += take
+            if self._filled == self._window.size:
+                self._write_window()
         return offset
 
-    def _write(self, n: int) -> None:
-        self._arr[self._flushed : self._flushed + n] = np.frombuffer(self._buf, dtype=np.uint8, count=n)
-        self._flushed += n
-        del self._buf[:n]
+    def _write_window(self) -> None:
+        window, self._window = self._window, None
+        assert window is not None
+        self._arr[self._flushed : self._flushed + window.size] = window
+        self._flushed += window.size
+        self._filled = 0
 
     def close(self) -> dict[str, Any]:
-        """Write the last, partial shard and the metadata; return the metadata document."""
-        if self._buf:
-            self._write(len(self._buf))
+        """Check that every announced byte was written; write the metadata and return it."""
         if self._flushed != self._total:
-            raise StorageError(f"zarr: packed array {self._path!r} got {self._flushed} of {self._total} bytes")
+            raise StorageError(f"zarr: packed array {self._path!r} got {self._flushed + self._filled} of {self._total} bytes")
         return self._backend._finish_array(self._path, self._meta)
 
 
