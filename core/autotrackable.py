@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
-from trackpoint.data_structures import NoDependency, sticky_attribute_assignment
+from trackpoint.data_structures import assign_attribute
 from trackpoint.trackable import Trackable
 
 __all__ = ["AutoTrackable"]
@@ -13,20 +13,35 @@ _MISSING = object()
 
 
 class AutoTrackable(Trackable):
-    """A trackable whose attributes holding trackables become its dependencies.
+    """A trackable whose attributes holding trackables or numpy values are saved.
 
     ``self.layer = Dense()`` tracks the layer as ``"layer"``; lists, dicts and
-    tuples are wrapped so that the trackables inside are tracked by index or
-    key; ``self.x = NoDependency(value)`` stores ``value`` untracked. Assigning
-    another trackable to the attribute replaces the dependency in place (its
-    position in the saved graph is kept); deleting the attribute, or assigning
-    a value that is not trackable, removes the dependency. (TensorFlow keeps a
-    stale dependency in that last case; dropping it means a checkpoint never
-    saves an object the program no longer refers to.)
+    tuples are wrapped so that the trackables and numpy values inside are
+    saved by index or key; ``self.x = NoDependency(value)`` stores ``value``
+    unsaved. Assigning another trackable to the attribute replaces the
+    dependency in place (its position in the saved graph is kept); deleting
+    the attribute, or assigning a value that is not saved, removes the
+    dependency. (TensorFlow keeps a stale dependency in that last case;
+    dropping it means a checkpoint never saves an object the program no longer
+    refers to.)
+
+    A numeric numpy value (``self.w = np.zeros(3)``, ``self.best =
+    np.float64(0.5)``) is saved exactly where a :class:`~trackpoint.Variable`
+    assigned to the attribute would be, while the attribute keeps the numpy
+    value: a writeable array is restored in place, a numpy scalar or a
+    read-only array is replaced by the restored value. (TensorFlow saves no
+    numpy attributes; here numpy arrays are the tensors, so they are state.)
+    Plain Python values (numbers, strings, ``None``, ...) are configuration
+    and are not saved, as in TensorFlow.
 
     Attributes starting with ``_self_`` are internal bookkeeping and are
     never tracked.
     """
+
+    #: Refuse public attribute values (and container elements) that would not
+    #: be saved, instead of keeping them unsaved. ``Checkpoint`` sets it: what
+    #: is handed to a checkpoint must be saved or explicitly ``NoDependency``.
+    _refuse_unsaved_values: ClassVar[bool] = False
 
     def __setattr__(self, name: str, value: Any) -> None:
         if name.startswith("_self_"):
@@ -36,8 +51,9 @@ class AutoTrackable(Trackable):
         if self.__dict__.get(name, _MISSING) is value:
             # ``self.x = self.x`` must not re-wrap or re-track.
             return
-        stored = sticky_attribute_assignment(self, name, value)
-        if isinstance(value, NoDependency) or not isinstance(stored, Trackable):
+        strict = self._refuse_unsaved_values and not name.startswith("_")
+        stored, tracked = assign_attribute(self, name, value, strict=strict)
+        if not tracked:
             self._delete_tracking(name)
         super().__setattr__(name, stored)
 

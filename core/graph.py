@@ -17,10 +17,11 @@ from typing import Any
 
 import numpy as np
 
+from trackpoint import dtypes
 from trackpoint.errors import TrackableError
 from trackpoint.proto import trackable_object_graph_pb2 as pb
 from trackpoint.python_state import PythonState
-from trackpoint.trackable import Trackable, TrackableReference
+from trackpoint.trackable import Trackable, TrackableReference, make_saveable, uses_saveables
 from trackpoint.variables import Variable
 
 __all__ = [
@@ -34,6 +35,7 @@ __all__ = [
     "node_names",
     "object_path",
     "proto_node_names",
+    "saved_array",
     "serialize_object_graph",
     "slot_variable_path",
 ]
@@ -79,23 +81,43 @@ class ObjectGraphView:
         self.attached_dependencies: list[TrackableReference] = list(attached_dependencies or [])
 
     def children(self, obj: Trackable) -> dict[str, Trackable]:
-        """Named children of ``obj`` in dependency order."""
+        """Named children of ``obj`` in dependency order.
+
+        Raises
+        ------
+        TrackableError
+            An overridden ``_trackable_children`` returned a child that is not
+            a trackable, or a name that is not a string.
+        """
         obj._maybe_initialize_trackable()
         children = obj._trackable_children()
+        for name, child in children.items():
+            if not isinstance(name, str) or not isinstance(child, Trackable):
+                raise TrackableError(
+                    f"{type(obj).__name__}._trackable_children() returned {name!r}: {type(child).__name__}; "
+                    "children must be Trackable objects named by str"
+                )
         if obj is self.root and self.attached_dependencies:
             children = dict(children)
             for ref in self.attached_dependencies:
                 children[ref.name] = ref.ref
         return children
 
-    def lookup(self, obj: Trackable, name: str) -> Trackable | None:
-        """The child ``name`` of ``obj`` (attached dependencies included for the root)."""
+    def lookup(self, obj: Trackable, name: str, children: dict[str, Trackable] | None = None) -> Trackable | None:
+        """The child ``name`` of ``obj`` (attached dependencies included for the root).
+
+        ``children`` is :meth:`children` of ``obj`` when the caller has it;
+        it is passed to ``_lookup_dependency`` as TensorFlow's
+        ``cached_dependencies``, so children an object only declares through
+        an overridden ``_checkpoint_dependencies``/``_trackable_children``
+        are found too.
+        """
         if obj is self.root:
             for ref in self.attached_dependencies:
                 if ref.name == name:
                     return ref.ref
         obj._maybe_initialize_trackable()
-        return obj._lookup_dependency(name)
+        return obj._lookup_dependency(name, children)
 
     def breadth_first(self) -> tuple[list[Trackable], dict[int, tuple[TrackableReference, ...]]]:
         """Objects in BFS order and, by ``id``, the first path reaching each."""
@@ -207,16 +229,56 @@ def serialize_object_graph(view: ObjectGraphView) -> SerializedGraph:
         )
     regular: list[tuple[str, np.ndarray[Any, Any]]] = []
     python_state: list[tuple[str, np.ndarray[Any, Any]]] = []
+    owners: dict[str, str] = {}
+
+    def add(sink: list[tuple[str, np.ndarray[Any, Any]]], key: str, value: Any, where: str) -> None:
+        # Two values under one key would make one of them unreadable: refuse.
+        if key in owners:
+            raise TrackableError(f"{where} and {owners[key]} both save a value under the checkpoint key {key!r}")
+        owners[key] = where
+        sink.append((key, saved_array(value, where)))
+
     for node_id, obj in enumerate(nodes):
+        path = names[id(obj)]
         full_name = obj.name if isinstance(obj, Variable) else ""
         sink = python_state if isinstance(obj, PythonState) else regular
-        for attr, array in obj._serialize_to_tensors().items():
-            key = attribute_key(names[id(obj)], attr)
+        readable = f"{type(obj).__name__} at {path or '(root)'!r}"
+        if uses_saveables(obj):
+            # TensorFlow 1 style: one graph attribute per entry, one tensor per spec.
+            for attr, factory in obj._gather_saveables_for_checkpoint().items():
+                key = attribute_key(path, attr)
+                saveable = make_saveable(obj, attr, factory, key)
+                proto.nodes[node_id].attributes.add(name=attr, full_name=full_name, checkpoint_key=key)
+                for spec in saveable.specs:
+                    add(sink, spec.name, spec.tensor, f"{readable}, saveable {attr!r}")
+            continue
+        for attr, value in obj._serialize_to_tensors().items():
+            key = attribute_key(path, attr)
             proto.nodes[node_id].attributes.add(name=attr, full_name=full_name, checkpoint_key=key)
-            sink.append((key, array))
+            add(sink, key, value, f"{readable}, attribute {attr!r}")
     for node, has in zip(proto.nodes, _has_values(proto), strict=True):
         node.has_checkpoint_values.value = has
     return SerializedGraph(proto, tuple(nodes), tuple(regular + python_state))
+
+
+def saved_array(value: Any, where: str) -> np.ndarray[Any, Any]:
+    """The array to write for a value from ``_serialize_to_tensors`` or a saveable's spec.
+
+    Arrays are written as they are; a :class:`~trackpoint.Variable` is written
+    as its current value (TensorFlow converts variables to tensors the same
+    way); scalars, strings and lists are converted as a ``Variable``'s initial
+    value would be (Python floats to float32, as TensorFlow does).
+
+    Raises
+    ------
+    UnsupportedDTypeError
+        The value cannot be stored in a checkpoint.
+    """
+    if isinstance(value, np.ndarray):
+        return value
+    if isinstance(value, Variable):
+        return value._value
+    return dtypes.convert_initial_value(value, None, where)
 
 
 def list_objects(view: ObjectGraphView) -> list[Trackable]:

@@ -38,7 +38,15 @@ from trackpoint.data_structures import TrackableDataStructure
 from trackpoint.errors import DTypeMismatchError, InvalidCheckpointError, MatchError, ShapeMismatchError
 from trackpoint.graph import ObjectGraphView, list_objects, node_names, proto_node_names
 from trackpoint.proto import trackable_object_graph_pb2 as pb
-from trackpoint.trackable import VARIABLE_VALUE_KEY, Trackable, next_uid
+from trackpoint.trackable import (
+    VARIABLE_VALUE_KEY,
+    SaveableObject,
+    Trackable,
+    _VariableSaveable,
+    make_saveable,
+    next_uid,
+    uses_saveables,
+)
 from trackpoint.variables import Variable
 
 if TYPE_CHECKING:
@@ -245,6 +253,7 @@ class _Plan:
     unused: list[tuple[int, str]] = field(default_factory=list)
     deferred: list[tuple[Trackable, str, CheckpointPosition]] = field(default_factory=list)
     seen: list[Trackable] = field(default_factory=list)
+    saveables: list[SaveableObject] = field(default_factory=list)
 
     def bind(self, position: CheckpointPosition, trackable: Trackable) -> bool:
         """Tentatively match a node to an object; ``False`` if already matched."""
@@ -274,9 +283,10 @@ class _Plan:
             position, trackable = queue.popleft()
             self._plan_values(position, trackable)
             self._check_slots(position, trackable)
+            children = coordinator.view.children(trackable) if position.object_proto.children else {}
             for child in position.object_proto.children:
                 child_position = CheckpointPosition(coordinator, child.node_id)
-                local = coordinator.view.lookup(trackable, child.local_name)
+                local = coordinator.view.lookup(trackable, child.local_name, children)
                 if local is None:
                     if child_position.has_checkpoint_values():
                         self.deferred.append((trackable, child.local_name, child_position))
@@ -287,6 +297,9 @@ class _Plan:
         if position.restore_uid <= trackable._update_uid or id(trackable) in self.planned:
             return  # a newer restore (or this one, via another node) already wrote it
         self.planned.add(id(trackable))
+        if uses_saveables(trackable):
+            self._plan_saveables(position, trackable)
+            return
         names = set(trackable._checkpoint_attribute_names())
         keys: dict[str, str] = {}
         for attribute in position.object_proto.attributes:
@@ -297,6 +310,33 @@ class _Plan:
         if keys:
             trackable._check_restore_tensors({n: self.coordinator.info(k) for n, k in keys.items()}, keys)
         self.values.append((trackable, keys))
+
+    def _plan_saveables(self, position: CheckpointPosition, trackable: Trackable) -> None:
+        """Plan a restore through ``_gather_saveables_for_checkpoint`` (TensorFlow 1 style).
+
+        Each matching attribute's factory is called with the attribute's
+        saved checkpoint key; the values of its specs are read back and passed
+        to ``saveable.restore``. Spec dtypes (and a Variable's shape) are
+        checked first.
+        """
+        factories = trackable._gather_saveables_for_checkpoint()
+        for attribute in position.object_proto.attributes:
+            if attribute.name not in factories:
+                self.unused.append((position.proto_id, attribute.name))
+                continue
+            key = attribute.checkpoint_key
+            saveable = make_saveable(trackable, attribute.name, factories[attribute.name], key)
+            for spec in saveable.specs:
+                info = self.coordinator.info(spec.name)
+                if isinstance(saveable, _VariableSaveable):
+                    saveable.variable._check_restore_tensors({VARIABLE_VALUE_KEY: info}, {VARIABLE_VALUE_KEY: spec.name})
+                elif spec.dtype is not None and info.dtype != spec.dtype:
+                    raise DTypeMismatchError(
+                        f"cannot restore {spec.name!r} into saveable {attribute.name!r} of {type(trackable).__name__}: "
+                        f"the checkpoint holds dtype {info.dtype}, the spec has dtype {spec.dtype}"
+                    )
+            self.saveables.append(saveable)
+        self.values.append((trackable, {}))
 
     def _check_slots(self, position: CheckpointPosition, trackable: Trackable) -> None:
         """Slot values must have their variable's dtype and shape."""
@@ -349,9 +389,11 @@ class _Plan:
                 buffer = trackable._restore_buffer(name)
                 requests.append((key, buffer))
                 owners.append((trackable, name, buffer))
+        spec_start = len(requests)
+        requests.extend((spec.name, None) for saveable in self.saveables for spec in saveable.specs)
         results = self.coordinator.reader.read_many(requests) if requests else []
         collected: dict[int, dict[str, np.ndarray[Any, Any]]] = {}
-        for (trackable, name, buffer), result in zip(owners, results, strict=True):
+        for (trackable, name, buffer), result in zip(owners, results[:spec_start], strict=True):
             if buffer is not None and result is buffer:
                 continue
             collected.setdefault(id(trackable), {})[name] = result
@@ -361,6 +403,11 @@ class _Plan:
             if tensors:
                 trackable._restore_from_tensors(tensors)
             trackable._update_uid = uid
+        position = spec_start
+        for saveable in self.saveables:
+            count = len(saveable.specs)
+            saveable.restore(list(results[position : position + count]), None)
+            position += count
 
 
 def _queue_slot_variables(position: CheckpointPosition, trackable: Trackable) -> None:

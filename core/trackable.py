@@ -9,8 +9,9 @@ the object graph) and may hold state of its own, exposed through
 
 from __future__ import annotations
 
+import abc
 import itertools
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 import numpy as np
@@ -21,7 +22,17 @@ if TYPE_CHECKING:
     from trackpoint.storage import TensorInfo
     from trackpoint.variables import Variable
 
-__all__ = ["VARIABLE_VALUE_KEY", "DeferredRestore", "Trackable", "TrackableReference", "next_uid"]
+__all__ = [
+    "VARIABLE_VALUE_KEY",
+    "DeferredRestore",
+    "SaveSpec",
+    "SaveableObject",
+    "Trackable",
+    "TrackableReference",
+    "make_saveable",
+    "next_uid",
+    "uses_saveables",
+]
 
 #: Attribute name under which a variable's value is saved.
 VARIABLE_VALUE_KEY = "VARIABLE_VALUE"
@@ -81,6 +92,13 @@ class Trackable:
     plug in; :class:`~trackpoint.Variable` and :class:`~trackpoint.PythonState`
     are implemented the same way.
 
+    TensorFlow's other extension points are honoured as TensorFlow honours
+    them: an overridden :attr:`_checkpoint_dependencies` (or
+    :meth:`_trackable_children`) defines the children, and an overridden
+    :meth:`_gather_saveables_for_checkpoint` (without
+    :meth:`_serialize_to_tensors`) defines the saved values through
+    :class:`SaveableObject` factories.
+
     Internal attributes use the ``_self_`` prefix, which attribute tracking
     ignores.
     """
@@ -128,12 +146,65 @@ class Trackable:
         self._maybe_initialize_trackable()
         return self._self_unconditional_deferred_dependencies
 
-    def _trackable_children(self) -> dict[str, Trackable]:
-        """Named children in dependency order; the order of nodes in saved graphs."""
-        return {ref.name: ref.ref for ref in self._unconditional_checkpoint_dependencies}
+    @property
+    def _checkpoint_dependencies(self) -> Sequence[TrackableReference]:
+        """All dependencies of this object, as ``(name, trackable)`` references.
 
-    def _lookup_dependency(self, name: str) -> Trackable | None:
-        """The dependency called ``name``, or ``None``."""
+        TensorFlow's extension point for conditional dependencies: a subclass
+        may override this property, and what it returns becomes the object's
+        children in saved graphs (through the default :meth:`_trackable_children`)
+        and is matched by restores. Such a subclass that adds a dependency after
+        a restore passes it to :meth:`_handle_deferred_dependencies` so that
+        the waiting values are applied (as in TensorFlow). The default is the
+        explicitly tracked dependencies.
+        """
+        return self._unconditional_checkpoint_dependencies
+
+    def _trackable_children(self) -> dict[str, Trackable]:
+        """Named children in dependency order; the order of nodes in saved graphs.
+
+        Built from :attr:`_checkpoint_dependencies`; subclasses may override
+        either. Every child must be a :class:`Trackable` named by a ``str``.
+
+        Raises
+        ------
+        TrackableError
+            A dependency is not a trackable or its name is not a string.
+        """
+        self._maybe_initialize_trackable()
+        children: dict[str, Trackable] = {}
+        for item in self._checkpoint_dependencies:
+            try:
+                name, ref = item
+            except (TypeError, ValueError):
+                raise TrackableError(
+                    f"{type(self).__name__}._checkpoint_dependencies returned {item!r}; every dependency must be a "
+                    "TrackableReference(name, trackable)"
+                ) from None
+            if not isinstance(name, str) or not isinstance(ref, Trackable):
+                raise TrackableError(
+                    f"{type(self).__name__}._checkpoint_dependencies returned {name!r}: "
+                    f"{type(ref).__name__}; every dependency must be a Trackable named by a str "
+                    "(a TrackableReference(name, trackable))"
+                )
+            children[name] = ref
+        return children
+
+    def _lookup_dependency(self, name: str, cached_dependencies: Mapping[str, Trackable] | None = None) -> Trackable | None:
+        """The dependency called ``name``, or ``None``.
+
+        Parameters
+        ----------
+        name
+            The dependency's local name.
+        cached_dependencies
+            The result of :meth:`_trackable_children`, when the caller has it
+            (restores pass it, so dependencies from an overridden
+            :attr:`_checkpoint_dependencies` or :meth:`_trackable_children`
+            are found, as in TensorFlow).
+        """
+        if cached_dependencies is not None:
+            return cached_dependencies.get(name)
         self._maybe_initialize_trackable()
         return self._self_unconditional_dependency_names.get(name)
 
@@ -266,8 +337,36 @@ class Trackable:
         return None
 
     def _checkpoint_attribute_names(self) -> tuple[str, ...]:
-        """Names of the attributes this object saves (default: keys of :meth:`_serialize_to_tensors`)."""
+        """Names of the attributes this object saves.
+
+        Default: the keys of :meth:`_serialize_to_tensors`, or of
+        :meth:`_gather_saveables_for_checkpoint` for an object that saves
+        through saveables (see :func:`uses_saveables`).
+        """
+        if uses_saveables(self):
+            return tuple(self._gather_saveables_for_checkpoint())
         return tuple(self._serialize_to_tensors())
+
+    def _gather_saveables_for_checkpoint(self) -> Mapping[str, Any]:
+        """Values to save with this object, the TensorFlow 1 way (prefer :meth:`_serialize_to_tensors`).
+
+        Honoured as TensorFlow honours it, when a subclass overrides this
+        method but not :meth:`_serialize_to_tensors` (TensorFlow prefers the
+        latter when both exist).
+
+        Returns
+        -------
+        Mapping
+            ``{attribute_name: value}``; each value is a :class:`~trackpoint.Variable`,
+            a :class:`SaveableObject`, or a callable ``factory(name=key)``
+            returning either. ``key`` is the attribute's checkpoint key
+            (``<object path>/.ATTRIBUTES/<attribute_name>``); a saveable's
+            :attr:`SaveableObject.name` must contain it, and its
+            :class:`SaveSpec` names are the checkpoint keys its tensors are
+            saved under (usually ``key`` itself, or ``key`` plus a suffix for
+            several tensors). The default returns ``{}``.
+        """
+        return {}
 
     # -------------------------------------------------------------- variables
     def add_variable(
@@ -344,6 +443,146 @@ class Trackable:
         if not waiting or not all(p.is_simple_variable() for p in waiting):
             return None
         return max(waiting, key=lambda p: p.restore_uid)
+
+
+# ----------------------------------------------------------------- saveables
+class SaveSpec:
+    """One tensor of a :class:`SaveableObject` (``tensorflow.python.training.saving.saveable_object.SaveSpec``).
+
+    Parameters
+    ----------
+    tensor
+        The value to save (array, :class:`~trackpoint.Variable`, scalar), or a
+        callable returning it when the save happens.
+    slice_spec
+        Must be ``""``: partitioned (sliced) values are not supported.
+    name
+        The checkpoint key the value is saved under.
+    dtype
+        Element type; taken from ``tensor`` when it is not callable. Restores
+        check it before anything is written.
+    device
+        Accepted for TensorFlow compatibility; no effect on numpy.
+    """
+
+    def __init__(self, tensor: Any, slice_spec: str, name: str, dtype: Any = None, device: Any = None) -> None:
+        from trackpoint.dtypes import as_dtype
+
+        self._tensor = tensor
+        self.slice_spec = slice_spec
+        self.name = name
+        self.device = device
+        if dtype is None and not callable(tensor):
+            dtype = getattr(tensor, "dtype", None)
+        self.dtype: np.dtype[Any] | None = None if dtype is None else as_dtype(dtype)
+
+    @property
+    def tensor(self) -> Any:
+        """The value to save (the callable given at construction is called)."""
+        if callable(self._tensor):
+            return self._tensor()
+        return self._tensor
+
+
+class SaveableObject(abc.ABC):
+    """Values saved and restored together (``tensorflow.python.training.saving.saveable_object.SaveableObject``).
+
+    Returned (or built by a factory) from
+    :meth:`Trackable._gather_saveables_for_checkpoint`. Subclasses implement
+    :meth:`restore`.
+
+    Parameters
+    ----------
+    op
+        The object being saved (kept for TensorFlow compatibility).
+    specs
+        The tensors to save, one :class:`SaveSpec` each.
+    name
+        The saveable's name; must contain the attribute's checkpoint key.
+    """
+
+    def __init__(self, op: Any, specs: Iterable[SaveSpec], name: str) -> None:
+        self.op = op
+        self.specs = list(specs)
+        self.name = name
+
+    @abc.abstractmethod
+    def restore(self, restored_tensors: Sequence[np.ndarray[Any, Any]], restored_shapes: Any) -> Any:
+        """Restore the values read back, one array per spec in :attr:`specs` order.
+
+        ``restored_shapes`` is ``None``, as in eager TensorFlow.
+        """
+
+
+class _VariableSaveable(SaveableObject):
+    """A :class:`~trackpoint.Variable` returned from ``_gather_saveables_for_checkpoint``."""
+
+    def __init__(self, variable: Variable, name: str) -> None:
+        super().__init__(variable, [SaveSpec(variable._value, "", name, dtype=variable.dtype)], name)
+        self.variable = variable
+
+    def restore(self, restored_tensors: Sequence[np.ndarray[Any, Any]], restored_shapes: Any) -> Any:
+        self.variable.assign(restored_tensors[0])
+
+
+def uses_saveables(trackable: Trackable) -> bool:
+    """Whether ``trackable`` saves through :meth:`Trackable._gather_saveables_for_checkpoint`.
+
+    True when its class overrides that method but not
+    :meth:`Trackable._serialize_to_tensors` (TensorFlow's rule).
+    """
+    cls = type(trackable)
+    return (
+        cls._gather_saveables_for_checkpoint is not Trackable._gather_saveables_for_checkpoint
+        and cls._serialize_to_tensors is Trackable._serialize_to_tensors
+    )
+
+
+def make_saveable(trackable: Trackable, attribute: str, factory: Any, key: str) -> SaveableObject:
+    """The :class:`SaveableObject` of one entry of ``_gather_saveables_for_checkpoint``.
+
+    Parameters
+    ----------
+    trackable
+        The object whose entry this is (for messages).
+    attribute
+        The entry's name.
+    factory
+        The entry's value: a Variable, a SaveableObject, or ``factory(name=key)``.
+    key
+        The attribute's checkpoint key.
+
+    Raises
+    ------
+    TrackableError
+        The value is none of those, the saveable's name does not contain
+        ``key``, or a spec is sliced.
+    """
+    from trackpoint.variables import Variable
+
+    owner = f"{type(trackable).__name__}._gather_saveables_for_checkpoint()[{attribute!r}]"
+    value = factory
+    if callable(value) and not isinstance(value, (Variable, SaveableObject)):
+        value = value(name=key)
+    if isinstance(value, Variable):
+        return _VariableSaveable(value, key)
+    if not isinstance(value, SaveableObject):
+        raise TrackableError(
+            f"{owner} gave {type(value).__name__}; it must be a trackpoint.Variable, a SaveableObject, or a "
+            "callable factory(name=key) returning one (or implement _serialize_to_tensors instead)"
+        )
+    if key not in value.name:
+        raise TrackableError(
+            f"{owner} produced a SaveableObject named {value.name!r}; its name must contain the checkpoint key "
+            f"{key!r} (build it with the name the factory is called with)"
+        )
+    for spec in value.specs:
+        if spec.slice_spec:
+            raise TrackableError(
+                f"{owner}: spec {spec.name!r} has slice_spec {spec.slice_spec!r}; partitioned (sliced) values "
+                "are not supported, save the whole value in one spec"
+            )
+    return value
 
 
 def _initial_value(initializer: Any, shape: tuple[int, ...] | None, dtype: np.dtype[Any] | None) -> Any:

@@ -27,6 +27,7 @@ removed first by ``delete`` and by an overwriting save.
 from __future__ import annotations
 
 import re
+import sys
 import threading
 import time
 from collections.abc import Sequence
@@ -47,7 +48,7 @@ from trackpoint.backends.bundle._codec import (
 )
 from trackpoint.backends.bundle._crc import crc32c, extend, mask, unmask
 from trackpoint.backends.bundle._dtypes import DT_STRING, dtype_from_tf, tf_from_dtype
-from trackpoint.backends.bundle._ordered_code import decode_slice_key, encode_slice_key
+from trackpoint.backends.bundle._ordered_code import encode_slice_key
 from trackpoint.backends.bundle._sstable import build_table, read_table
 from trackpoint.backends.bundle._varint import decode_varint, encode_varint
 from trackpoint.backends.files import FileLayer
@@ -150,12 +151,41 @@ def _little_endian(a: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
 
 @dataclass(frozen=True, slots=True)
 class _Stored:
-    """One readable entry: decoded proto plus its numpy dtype."""
+    """One readable entry: decoded proto plus its numpy dtype.
+
+    ``problem`` says why no numpy array can hold the tensor (``None`` if one
+    can); such entries stay listed and fail on ``info`` and ``read``.
+    """
 
     entry: Entry
     dtype: np.dtype[Any]
     swap: bool
     name: bytes
+    problem: str | None = None
+
+
+#: numpy's limits on an array (``NPY_MAXDIMS`` and ``NPY_MAX_INTP`` bytes).
+_MAX_RANK: Final = 64
+_MAX_ARRAY_BYTES: Final = sys.maxsize
+
+
+def _unholdable(shape: tuple[int, ...], dtype: np.dtype[Any]) -> str | None:
+    """Why numpy cannot create an array of ``shape`` and ``dtype``, or ``None`` when it can.
+
+    The size checks of an entry compare element counts with byte counts, so a
+    zero dimension makes any other dimensions pass them (``[0, 2**40, 2**40]``
+    holds no element). numpy still multiplies the non-zero dimensions and the
+    item size and refuses the shape, with a plain ValueError at allocation.
+    """
+    if len(shape) > _MAX_RANK:
+        return f"has {len(shape)} dimensions; numpy arrays hold at most {_MAX_RANK}"
+    nbytes = dtype.itemsize
+    for d in shape:
+        if d:
+            nbytes *= d
+    if nbytes > _MAX_ARRAY_BYTES:
+        return f"has shape {shape} of {dtype}, which no numpy array can hold (over 2**63 bytes addressed)"
+    return None
 
 
 class BundleBackend(StorageBackend):
@@ -814,7 +844,9 @@ class _BundleReader(CheckpointReader):
                             f"{where}: shape {e.shape} of {dtype} needs {count * dtype.itemsize} bytes "
                             f"but the entry records {e.size}"
                         )
-            stored = _Stored(e, dtype, swap, key)
+            # Strings are object arrays: one pointer per element.
+            holder = np.dtype(object) if e.dtype == DT_STRING else dtype
+            stored = _Stored(e, dtype, swap, key, _unholdable(e.shape, holder))
             if key[:1] == b"\x00":
                 self._slices[key] = stored
             else:
@@ -845,6 +877,8 @@ class _BundleReader(CheckpointReader):
     def _readable(self, key: str, s: _Stored) -> None:
         if s.entry.dtype not in _READABLE:
             dtype_from_tf(s.entry.dtype, False, f"{self._where}: tensor {key!r}")
+        if s.problem is not None:
+            raise InvalidCheckpointError(f"{self._where}: tensor {key!r} {s.problem}")
 
     def _data_path(self, shard_id: int) -> str:
         path = self._paths.get(shard_id)
@@ -949,6 +983,7 @@ class _BundleReader(CheckpointReader):
             piece = self._slices.get(encode_slice_key(s.name, list(extents)))
             if piece is None:
                 raise DataLossError(f"{self._where}: slice {extents} of {key!r} has no entry")
+            self._readable(key, piece)
             want = tuple(sl.stop - sl.start for sl in bounds)
             if piece.entry.shape != want or piece.entry.dtype != s.entry.dtype:
                 raise DataLossError(
@@ -982,7 +1017,10 @@ class _BundleReader(CheckpointReader):
         entries = self._entries
         for key, out in requests:
             s = entries.get(key)
-            if s is None or s.entry.slices or s.entry.dtype == DT_STRING or s.entry.dtype not in _READABLE:
+            if (
+                s is None or s.entry.slices or s.entry.dtype == DT_STRING or s.entry.dtype not in _READABLE
+                or s.problem is not None
+            ):
                 # Uncommon cases (and the errors for unknown keys) take the general path.
                 results.append(self.read(key, out))
                 continue
