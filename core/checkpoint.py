@@ -16,6 +16,7 @@ import numpy as np
 
 from trackpoint import _resolve
 from trackpoint.autotrackable import AutoTrackable
+from trackpoint.data_structures import is_numpy_value
 from trackpoint.errors import CheckpointNotFoundError, InvalidCheckpointError, NameConflictError, TrackableError
 from trackpoint.graph import ObjectGraphView, serialize_object_graph
 from trackpoint.proto import trackable_object_graph_pb2 as pb
@@ -94,6 +95,9 @@ class Checkpoint(AutoTrackable):
     <trackpoint.restore.CheckpointLoadStatus object at ...>
     """
 
+    # Everything handed to a checkpoint is saved: refuse values it would skip.
+    _refuse_unsaved_values = True
+
     def __init__(self, root: Trackable | None = None, **kwargs: Any) -> None:
         self._self_save_counter: Variable | None = None
         self._self_root: Trackable | None = root
@@ -107,8 +111,10 @@ class Checkpoint(AutoTrackable):
             if isinstance(existing, Variable):
                 self._self_save_counter = existing
         for name, value in sorted(kwargs.items(), key=lambda item: item[0]):
+            if not isinstance(value, (dict, list, tuple)) and not is_numpy_value(value):
+                _assert_trackable(value, name)
             setattr(self, name, value)
-            converted = getattr(self, name)
+            converted = self._lookup_dependency(name)
             _assert_trackable(converted, name)
             if root is not None and attached is not None:
                 child = root._lookup_dependency(name)
@@ -242,5 +248,5 @@ def _assert_trackable(obj: Any, name: str) -> None:
     if not isinstance(obj, Trackable):
         raise TrackableError(
             f"`Checkpoint` was expecting {name} to be a trackable object (an object derived from "
-            f"trackpoint.Trackable, or a list/dict/tuple of them), got {type(obj).__name__}: {obj!r:.80}"
+            f"trackpoint.Trackable, a numeric numpy value, or a list/dict/tuple of them), got {type(obj).__name__}: {obj!r:.80}"
         )
