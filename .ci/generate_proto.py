@@ -27,8 +27,8 @@ PROTO_DIRS = ("core/proto", "backends/bundle/proto")
 
 def generate(proto_dir: Path, out_dir: Path) -> list[Path]:
     """Compile every ``.proto`` in ``proto_dir`` into ``out_dir`` (modules and typing stubs); return the outputs."""
-    from grpc_tools import protoc  # dev dependency only
     import grpc_tools
+    from grpc_tools import protoc  # dev dependency only
 
     include = Path(grpc_tools.__file__).parent / "_proto"
     protos = sorted(p.name for p in proto_dir.glob("*.proto"))
