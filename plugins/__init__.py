@@ -11,11 +11,12 @@ pass is :mod:`trackpoint.plugins.testing` (imported separately: it needs pytest)
 
 from __future__ import annotations
 
-from trackpoint.plugins._spec import BackendFactory, BackendInfo, BackendSpec
+from trackpoint.plugins._spec import LOCAL_PATHS, BackendFactory, BackendInfo, BackendSpec, url_form
 from trackpoint.plugins.hookspecs import hookimpl, hookspec
 from trackpoint.plugins.manager import (
     ENTRY_POINT_GROUP,
     block,
+    detect_backends,
     get_plugin_manager,
     list_backends,
     open_backend,
@@ -27,10 +28,12 @@ from trackpoint.plugins.manager import (
 
 __all__ = [
     "ENTRY_POINT_GROUP",
+    "LOCAL_PATHS",
     "BackendFactory",
     "BackendInfo",
     "BackendSpec",
     "block",
+    "detect_backends",
     "get_plugin_manager",
     "hookimpl",
     "hookspec",
@@ -40,4 +43,5 @@ __all__ = [
     "reset",
     "select_backend",
     "unregister",
+    "url_form",
 ]

@@ -10,7 +10,7 @@ from typing import Final
 from trackpoint.errors import PluginError
 from trackpoint.storage import Capabilities, CheckpointOptions, StorageBackend
 
-__all__ = ["BackendFactory", "BackendInfo", "BackendSpec"]
+__all__ = ["LOCAL_PATHS", "BackendFactory", "BackendInfo", "BackendSpec", "url_form"]
 
 #: Creates a backend for a URL and options. Heavy imports (s3fs, zarr) belong
 #: inside the factory, never at module level, so registering stays cheap.
@@ -144,3 +144,35 @@ class BackendInfo:
     available: bool
     reason: str
     capabilities: Capabilities | None
+
+    @property
+    def urls(self) -> tuple[str, ...]:
+        """The served URL forms, for display: ``("(local paths)", "file://")`` for ``bundle``.
+
+        ``schemes`` holds ``""`` for plain local paths, which printed as a
+        scheme would read as an empty ``://``.
+        """
+        return tuple(url_form(s) for s in self.schemes)
+
+    def __str__(self) -> str:
+        where = ", ".join(self.urls) or "(no URL scheme; chosen by name)"
+        source = f"{self.distribution} {self.version}" if self.distribution else f"plugin {self.plugin!r}, registered at run time"
+        status = "available" if self.available else f"unavailable: {self.reason}"
+        return f"{self.name}: {where} [{source}] {status}"
+
+    def __repr__(self) -> str:
+        # The schemes are shown as URL forms, so plain local paths never print as ''.
+        return (
+            f"BackendInfo(name={self.name!r}, urls={self.urls!r}, description={self.description!r}, "
+            f"plugin={self.plugin!r}, distribution={self.distribution!r}, version={self.version!r}, "
+            f"available={self.available!r}, reason={self.reason!r}, capabilities={self.capabilities!r})"
+        )
+
+
+#: How plain local paths (the scheme ``""``) are shown in listings and messages.
+LOCAL_PATHS: Final = "(local paths)"
+
+
+def url_form(scheme: str) -> str:
+    """``"s3://"`` for ``"s3"``; :data:`LOCAL_PATHS` for ``""`` (plain local paths)."""
+    return f"{scheme}://" if scheme else LOCAL_PATHS

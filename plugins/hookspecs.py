@@ -8,7 +8,7 @@ Every hook here has a section in ``docs/hooks.md``; a test enforces it.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import pluggy
@@ -22,6 +22,7 @@ __all__ = [
     "hookimpl",
     "hookspec",
     "trackpoint_configure_backend",
+    "trackpoint_detect_backends",
     "trackpoint_register_backends",
     "trackpoint_select_backend",
 ]
@@ -111,6 +112,63 @@ def trackpoint_select_backend(url: str, options: CheckpointOptions) -> str | Non
     Only needed when a scheme alone cannot decide, e.g. a plugin that routes
     ``s3://`` URLs of one bucket to a different backend. Backends that serve a
     scheme just declare it in ``BackendSpec.schemes``.
+    """
+
+
+# ---------------------------------------------------------------------------
+# Detection
+# ---------------------------------------------------------------------------
+
+
+@hookspec
+def trackpoint_detect_backends(url: str, options: CheckpointOptions) -> Sequence[str] | None:
+    """Name the backends, besides the selected one, whose checkpoints may be stored at a path or URL.
+
+    Readers (``Checkpoint.restore``/``read``, ``load_checkpoint``,
+    ``list_variables``, ``object_metadata``, ``latest_checkpoint``,
+    ``CheckpointManager``) call it when the caller chose no backend
+    explicitly (neither ``CheckpointOptions(backend=...)`` nor
+    ``TRACKPOINT_BACKEND``), so that a checkpoint written with an option that
+    picked another backend is found from its path alone. Every plugin that
+    implements it is asked; the answers are merged in backend registration
+    order. The host then asks each named backend, through the storage
+    contract, the cheap questions: :meth:`~trackpoint.storage.StorageBackend.exists`
+    for a prefix (the selected backend first, the others only when it has
+    nothing there) and :meth:`~trackpoint.storage.StorageBackend.list_checkpoints`
+    for a directory (all of them). The backend the URL selects, and the one
+    its scheme (or the ``bundle`` default) names, are always asked: do not
+    name them.
+
+    Parameters
+    ----------
+    url
+        A checkpoint prefix or a directory, as the user wrote it.
+    options
+        The options of the read; ``options.backend`` is ``None`` here.
+
+    Returns
+    -------
+    Sequence of str or None
+        Names of registered backends that can store checkpoints at ``url``
+        as written (``["zarr"]`` for a plain local path), or ``None`` (or an
+        empty sequence) when none of this plugin's backends can. A blocked
+        name, or a backend whose ``requires`` are not installed, is skipped;
+        a name nobody registered, or anything but a sequence of ``str``, is a
+        :class:`~trackpoint.errors.PluginError` naming the implementers.
+
+    .. versionadded:: 0.2
+
+    Use in backends
+    ---------------
+    Implement it when your backend also writes to a store whose URLs another
+    backend serves by default: ``zarr`` answers ``["zarr"]`` for plain paths,
+    ``file://``, ``s3://`` and ``gs://`` URLs, which ``bundle``, ``s3`` and
+    ``gcs`` serve. Decide from ``url`` alone (its scheme, never its contents)
+    and do no I/O: it runs on every read. The backends you name are opened
+    with the caller's ``storage_options`` and no ``backend_options``, and
+    their ``exists`` and ``list_checkpoints`` must stay cheap (one stat or
+    request, one listing), because readers call them for paths that hold
+    other formats.
     """
 
 

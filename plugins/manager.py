@@ -27,6 +27,13 @@ Selection precedence for a URL (first match wins):
 Before the backend's factory runs, every ``trackpoint_configure_backend``
 implementation may add storage options (the user's own options win).
 
+Readers ask more than one backend when no backend was chosen explicitly
+(steps 1 and 2): :func:`detect_backends` lists, in order, the backend the
+precedence selects, the one the scheme table (or the default) names, and the
+backends plugins name through ``trackpoint_detect_backends``, so that a
+checkpoint written with an option that picked another backend is found from
+its path alone.
+
 Entry-point metadata is read once per manager; plugin modules are imported
 when the manager is first used (they are light: storage libraries are
 imported by ``BackendSpec.factory`` when a backend is created).
@@ -51,7 +58,7 @@ import pluggy
 from trackpoint import _paths
 from trackpoint.errors import BackendUnavailableError, CheckpointError, PluginError, UnknownBackendError
 from trackpoint.plugins import hookspecs
-from trackpoint.plugins._spec import BackendInfo, BackendSpec
+from trackpoint.plugins._spec import BackendInfo, BackendSpec, url_form
 from trackpoint.storage import CheckpointOptions, StorageBackend
 
 __all__ = [
@@ -63,6 +70,7 @@ __all__ = [
     "ENV_DISABLE_AUTOLOAD",
     "PluginHost",
     "block",
+    "detect_backends",
     "get_plugin_manager",
     "list_backends",
     "open_backend",
@@ -149,6 +157,18 @@ def _scheme_label(scheme: str) -> str:
     return f"URL scheme {scheme}://" if scheme else "plain local paths"
 
 
+@dataclass(frozen=True, slots=True)
+class _Selection:
+    """The backend name the precedence gives for a URL, and why."""
+
+    name: str
+    #: Where the name came from, for messages ("the URL scheme of 's3://b/x'").
+    source: str
+    #: Chosen by the caller (``CheckpointOptions(backend=...)`` or ``TRACKPOINT_BACKEND``):
+    #: readers then ask no other backend.
+    explicit: bool
+
+
 def _describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"
 
@@ -164,6 +184,8 @@ class PluginHost:
     def __init__(self) -> None:
         self._lock = threading.RLock()
         self._blocked: set[str] = set()
+        #: Scheme -> name of a backend that would serve it but is blocked (for messages).
+        self._blocked_schemes: dict[str, str] = {}
         self._runtime: list[tuple[str, object]] = []
         self._entry_points: list[importlib.metadata.EntryPoint] | None = None
         self._loaded: _Loaded | None = None
@@ -292,6 +314,9 @@ class PluginHost:
             for spec in specs:
                 if spec.name not in blocked:
                     self._add_backend(backends, schemes, _Registered(spec, provider))
+                else:
+                    for scheme in spec.schemes:
+                        self._blocked_schemes.setdefault(scheme, spec.name)
         self._table = _Table(backends, schemes)
         return self._table
 
@@ -386,6 +411,13 @@ class PluginHost:
         """Block a plugin or backend name; see :func:`block`."""
         with self._lock:
             self._blocked.add(name)
+            if self._table is not None:
+                # Remember what the blocked backends served, so a URL of that
+                # scheme is reported as blocked rather than as unknown.
+                for entry in self._table.backends.values():
+                    if name in (entry.spec.name, entry.provider.plugin):
+                        for scheme in entry.spec.schemes:
+                            self._blocked_schemes.setdefault(scheme, entry.spec.name)
             if self._loaded is not None:
                 loaded = self._loaded
                 if name in loaded.providers:
@@ -396,15 +428,14 @@ class PluginHost:
 
     def select(self, url: str, options: CheckpointOptions) -> str:
         """The backend name for ``url`` by the documented precedence; see :func:`select_backend`."""
-        return self._select(url, options)[0]
+        return self._select(url, options).name
 
-    def _select(self, url: str, options: CheckpointOptions) -> tuple[str, str]:
-        """``(name, where the name came from)``."""
+    def _select(self, url: str, options: CheckpointOptions) -> _Selection:
         if options.backend:
-            return options.backend, "CheckpointOptions(backend=...)"
+            return _Selection(options.backend, "CheckpointOptions(backend=...)", explicit=True)
         env = os.environ.get(ENV_BACKEND, "").strip()
         if env:
-            return env, f"the {ENV_BACKEND} environment variable"
+            return _Selection(env, f"the {ENV_BACKEND} environment variable", explicit=True)
         with self._lock:
             table = self._build_table()
             pm = self._load().pm
@@ -413,18 +444,68 @@ class PluginHost:
         # call, so a concurrent register() cannot disturb a running call.
         chosen = pm.hook.trackpoint_select_backend(url=url, options=options)
         if chosen is not None:
-            return str(chosen), f"the trackpoint_select_backend hook (for {url!r})"
+            return _Selection(str(chosen), f"the trackpoint_select_backend hook (for {url!r})", explicit=False)
         scheme = _paths.scheme(url)
-        if scheme in table.schemes:
-            return table.schemes[scheme], f"the URL scheme of {url!r}"
+        by_scheme = table.schemes.get(scheme)
+        if by_scheme is not None:
+            return _Selection(by_scheme, f"the URL scheme of {url!r}", explicit=False)
         if scheme in _LOCAL_SCHEMES:
-            return DEFAULT_BACKEND, f"the default for local paths ({url!r})"
-        known = sorted(f"{s}://" for s in table.schemes if s)
+            return _Selection(DEFAULT_BACKEND, f"the default for local paths ({url!r})", explicit=False)
+        blocked = self._blocked_scheme_owner(scheme)
+        if blocked is not None:
+            raise UnknownBackendError(
+                f"the URL scheme {scheme!r} of {url!r} is served by backend {blocked!r}, which is blocked by "
+                f"{self._blocked_by(blocked)}; {self._unblock_hint(blocked)}"
+            )
+        known = sorted(url_form(s) for s in table.schemes)
+        blocked_note = ""
+        if self._blocked_names():
+            blocked_note = "; blocked backends and plugins (one may serve it): " + ", ".join(
+                f"{n} (by {self._blocked_by(n)})" for n in sorted(self._blocked_names())
+            )
         raise UnknownBackendError(
             f"no backend serves the URL scheme {scheme!r} of {url!r}; known schemes: {', '.join(known) or '(none)'}"
-            f"{self._broken_note()}. Install or register a plugin for it, or choose a backend with "
+            f"{self._broken_note()}{blocked_note}. Install or register a plugin for it, or choose a backend with "
             "CheckpointOptions(backend=...)"
         )
+
+    def _blocked_scheme_owner(self, scheme: str) -> str | None:
+        """The blocked backend (or plugin) that would serve ``scheme``, if trackpoint can tell.
+
+        Known exactly when the blocked backend's plugin was loaded (a backend
+        name blocked while its plugin loads, or :func:`block` after loading).
+        A plugin blocked before loading is never imported, so then the
+        scheme's own name decides: ``zarr+s3`` and ``zarr`` belong to a
+        blocked ``zarr``.
+        """
+        with self._lock:
+            self._build_table()
+            owner = self._blocked_schemes.get(scheme)
+            blocked = self._blocked_names()
+        if owner is not None and owner in blocked:
+            return owner
+        base = scheme.split("+", 1)[0]
+        for candidate in (scheme, base):
+            if candidate and candidate in blocked:
+                return candidate
+        return None
+
+    def _blocked_by(self, name: str) -> str:
+        """Where ``name`` is blocked: the environment variable, :func:`block`, or both."""
+        where = []
+        if name in _env_names(ENV_BLOCK_BACKENDS):
+            where.append(f"{ENV_BLOCK_BACKENDS} (the environment variable, set to {os.environ.get(ENV_BLOCK_BACKENDS, '')!r})")
+        if name in self._blocked:
+            where.append(f"trackpoint.plugins.block({name!r})")
+        return " and ".join(where) or "a block"
+
+    def _unblock_hint(self, name: str) -> str:
+        hints = []
+        if name in _env_names(ENV_BLOCK_BACKENDS):
+            hints.append(f"remove {name!r} from {ENV_BLOCK_BACKENDS} (a running process then needs trackpoint.plugins.reset())")
+        if name in self._blocked:
+            hints.append("call trackpoint.plugins.reset() to lift trackpoint.plugins.block()")
+        return "; ".join(hints + ["or choose another backend with CheckpointOptions(backend=...)"])
 
     def _broken_note(self) -> str:
         loaded = self._loaded
@@ -441,9 +522,8 @@ class PluginHost:
             return PluginError(f"backend {name!r} (chosen by {source}) is unusable: {provider} {reason}")
         if name in self._blocked_names():
             return UnknownBackendError(
-                f"backend {name!r} (chosen by {source}) is blocked by {ENV_BLOCK_BACKENDS} or "
-                "trackpoint.plugins.block(); remove it from the variable (or call trackpoint.plugins.reset()) "
-                "or choose another backend"
+                f"backend {name!r} (chosen by {source}) is blocked by {self._blocked_by(name)}; "
+                f"{self._unblock_hint(name)}"
             )
         return UnknownBackendError(
             f"unknown backend {name!r} (chosen by {source}); registered backends: "
@@ -453,7 +533,8 @@ class PluginHost:
     def open(self, url: str, options: CheckpointOptions | None = None) -> StorageBackend:
         """A new backend instance for ``url``; see :func:`open_backend`."""
         opts = options or CheckpointOptions()
-        name, source = self._select(url, opts)
+        selection = self._select(url, opts)
+        name, source = selection.name, selection.source
         with self._lock:
             table = self._build_table()
             pm = self._load().pm
@@ -487,6 +568,38 @@ class PluginHost:
             )
         backend.name = name
         return backend
+
+    def detect(self, url: str, options: CheckpointOptions) -> list[str]:
+        """The backends readers ask for checkpoints at ``url``, in order; see :func:`detect_backends`."""
+        selection = self._select(url, options)
+        if selection.explicit:
+            return [selection.name]
+        with self._lock:
+            table = self._build_table()
+            pm = self._load().pm
+            blocked = self._blocked_names()
+        order = [selection.name]
+        scheme = _paths.scheme(url)
+        default = table.schemes.get(scheme) or (DEFAULT_BACKEND if scheme in _LOCAL_SCHEMES else None)
+        named = _detect(pm, url, options)
+        # Registration order (= load order) makes the order of the others, and
+        # with it the precedence between formats, independent of hook order.
+        rank = {n: i for i, n in enumerate(table.backends)}
+        unknown = sorted(n for n in named if n not in rank and n not in blocked)
+        if unknown:
+            implementers = ", ".join(i.plugin_name for i in pm.hook.trackpoint_detect_backends.get_hookimpls())
+            raise PluginError(
+                f"trackpoint_detect_backends named unregistered backend(s) {', '.join(map(repr, unknown))} for "
+                f"{url!r} (implemented by: {implementers}); registered backends: {', '.join(sorted(rank))}"
+            )
+        others = [default] if default is not None else []
+        others += sorted((n for n in set(named) if n in rank), key=rank.__getitem__)
+        for name in others:
+            entry = table.backends.get(name)
+            # Blocked or not installed: its checkpoints cannot be read anyway.
+            if name not in order and entry is not None and _missing_module(entry.spec) is None:
+                order.append(name)
+        return order
 
     def backends(self) -> list[BackendInfo]:
         """Every registered backend, then every broken plugin; see :func:`list_backends`."""
@@ -525,6 +638,31 @@ class PluginHost:
                 )
             )
         return rows
+
+
+def _detect(pm: pluggy.PluginManager, url: str, options: CheckpointOptions) -> list[str]:
+    """The backend names every ``trackpoint_detect_backends`` implementation gives for ``url``."""
+    caller = pm.hook.trackpoint_detect_backends
+    if not caller.get_hookimpls():
+        return []
+    implementers = ", ".join(impl.plugin_name for impl in caller.get_hookimpls())
+    try:
+        answers = caller(url=url, options=options)
+    except CheckpointError:
+        raise
+    except Exception as exc:
+        raise PluginError(
+            f"trackpoint_detect_backends failed for {url!r} (implemented by: {implementers}): {_describe(exc)}"
+        ) from exc
+    names: list[str] = []
+    for answer in answers:
+        if isinstance(answer, str) or not isinstance(answer, (list, tuple)) or not all(isinstance(n, str) for n in answer):
+            raise PluginError(
+                f"trackpoint_detect_backends returned {answer!r} for {url!r} (implemented by: {implementers}); "
+                "return a list or tuple of backend names, or None"
+            )
+        names.extend(answer)
+    return names
 
 
 def _configure(pm: pluggy.PluginManager, name: str, url: str, options: CheckpointOptions) -> CheckpointOptions:
@@ -601,6 +739,28 @@ def open_backend(url: str, options: CheckpointOptions | None = None) -> StorageB
         or the factory failed.
     """
     return _get_host().open(url, options)
+
+
+def detect_backends(url: str, options: CheckpointOptions | None = None) -> list[str]:
+    """The backends readers ask, in this order, whether checkpoints are stored at ``url``.
+
+    With a backend chosen explicitly (``CheckpointOptions(backend=...)`` or
+    ``TRACKPOINT_BACKEND``) that backend alone. Otherwise first the backend
+    :func:`select_backend` gives, then the one the URL's scheme (or the
+    ``bundle`` default for local paths) names if that differs, then every
+    backend a plugin names through ``trackpoint_detect_backends``, in
+    registration order. Blocked backends and backends whose ``requires`` are
+    missing are left out. Nothing is opened and no storage is touched.
+
+    Raises
+    ------
+    UnknownBackendError
+        No backend serves the URL (as for :func:`select_backend`).
+    PluginError
+        A ``trackpoint_detect_backends`` implementation failed or named an
+        unregistered backend.
+    """
+    return _get_host().detect(url, options or CheckpointOptions())
 
 
 def select_backend(url: str, options: CheckpointOptions | None = None) -> str:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from trackpoint import _paths
 from trackpoint.backends.zarr._keys import decode_key, encode_key
 from trackpoint.backends.zarr._options import ZarrOptions
 from trackpoint.plugins import BackendSpec, hookimpl
@@ -26,12 +27,14 @@ if TYPE_CHECKING:
 
 __all__ = [
     "SCHEMES",
+    "SHARED_SCHEMES",
     "ZarrBackend",
     "ZarrOptions",
     "ZarrReader",
     "create",
     "decode_key",
     "encode_key",
+    "trackpoint_detect_backends",
     "trackpoint_register_backends",
 ]
 
@@ -62,6 +65,17 @@ def trackpoint_register_backends(register: Any) -> None:
             capabilities=Capabilities(conditional_create=True, ranged_reads=True, parallel_writes=True),
         )
     )
+
+
+#: Schemes of stores that other backends serve by default but where
+#: ``CheckpointOptions(backend="zarr")`` also writes (see :func:`make_location`).
+SHARED_SCHEMES = ("", "file", "s3", "gs", "gcs")
+
+
+@hookimpl
+def trackpoint_detect_backends(url: str, options: CheckpointOptions) -> list[str] | None:
+    """Zarr checkpoints saved with ``backend="zarr"`` at plain paths, ``s3://`` or ``gs://`` URLs are found there too."""
+    return ["zarr"] if _paths.scheme(url) in SHARED_SCHEMES else None
 
 
 def __getattr__(name: str) -> Any:

@@ -23,7 +23,13 @@ def test_block_by_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     assert pm.is_blocked("memory") and pm.get_plugin("memory") is None
     with pytest.raises(UnknownBackendError, match=r"backend 'memory' .* is blocked by TRACKPOINT_BLOCK_BACKENDS"):
         plugins.open_backend("memory://x", CheckpointOptions(backend="memory"))
-    with pytest.raises(UnknownBackendError, match="no backend serves the URL scheme 'memory'"):
+    # The scheme of a blocked backend: the message says it is blocked, and by what.
+    with pytest.raises(
+        UnknownBackendError,
+        match=r"the URL scheme 'memory' of 'memory://x' is served by backend 'memory', which is blocked by "
+        r"TRACKPOINT_BLOCK_BACKENDS \(the environment variable, set to ' memory , s3'\); "
+        r"remove 'memory' from TRACKPOINT_BLOCK_BACKENDS",
+    ):
         plugins.open_backend("memory://x")
 
 
@@ -58,3 +64,43 @@ def test_autoload_disabled_skips_third_party_only(install_fake: Callable[[str], 
     assert "memory" in _names()  # built-ins still load
     with pytest.raises(UnknownBackendError, match="scheme 'fake'"):
         plugins.open_backend("fake://x")
+
+
+@pytest.mark.parametrize("url", ["zarr:///tmp/run/ckpt", "zarr+s3://bucket/run/ckpt", "ZARR+GS://bucket/ckpt"])
+def test_scheme_of_a_backend_blocked_by_environment_says_so(monkeypatch: pytest.MonkeyPatch, url: str) -> None:
+    # The zarr plugin is never imported when blocked, so the scheme's own name ties it to the block.
+    monkeypatch.setenv("TRACKPOINT_BLOCK_BACKENDS", "zarr")
+    plugins.reset()
+    with pytest.raises(UnknownBackendError, match=r"is served by backend 'zarr', which is blocked by TRACKPOINT_BLOCK_BACKENDS") as info:
+        plugins.open_backend(url)
+    assert "install or register a plugin" not in str(info.value).lower()
+
+
+def test_scheme_of_a_backend_blocked_by_api_says_so() -> None:
+    assert "zarr" in _names()  # loaded first: the blocked backend's schemes are then known exactly
+    plugins.block("zarr")
+    with pytest.raises(
+        UnknownBackendError,
+        match=r"the URL scheme 'zarr\+file' of 'zarr\+file:///x' is served by backend 'zarr', which is blocked by "
+        r"trackpoint.plugins.block\('zarr'\); call trackpoint.plugins.reset\(\) to lift",
+    ):
+        plugins.open_backend("zarr+file:///x")
+
+
+def test_scheme_of_a_blocked_backend_name_with_another_plugin_name(install_fake: Callable[[str], None]) -> None:
+    install_fake("scheme")  # plugin "fakescheme" registers backend "fake" for fake://
+    assert "fake" in _names()
+    plugins.block("fake")
+    with pytest.raises(UnknownBackendError, match=r"scheme 'fake' of 'fake://x' is served by backend 'fake', which is blocked"):
+        plugins.open_backend("fake://x")
+
+
+def test_unrelated_unknown_scheme_still_lists_the_blocks(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TRACKPOINT_BLOCK_BACKENDS", "zarr")
+    plugins.reset()
+    with pytest.raises(
+        UnknownBackendError,
+        match=r"no backend serves the URL scheme 'nope' .*; blocked backends and plugins \(one may serve it\): "
+        r"zarr \(by TRACKPOINT_BLOCK_BACKENDS",
+    ):
+        plugins.open_backend("nope://x")

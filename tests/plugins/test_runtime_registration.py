@@ -95,7 +95,8 @@ def test_misspelt_hook_is_rejected() -> None:
     with pytest.raises(
         PluginError,
         match=r"cannot register plugin 'misspelt' .*implements unknown hook\(s\) trackpoint_register_backend; "
-        r"known hooks: trackpoint_configure_backend, trackpoint_register_backends, trackpoint_select_backend",
+        r"known hooks: trackpoint_configure_backend, trackpoint_detect_backends, trackpoint_register_backends, "
+        r"trackpoint_select_backend",
     ):
         plugins.register(Misspelt(), "misspelt")
     assert plugins.get_plugin_manager().get_plugin("misspelt") is None
