@@ -114,8 +114,7 @@ class Checkpoint(AutoTrackable):
             if not isinstance(value, (dict, list, tuple)) and not is_numpy_value(value):
                 _assert_trackable(value, name)
             setattr(self, name, value)
-            converted = self._lookup_dependency(name)
-            _assert_trackable(converted, name)
+            converted = _assert_trackable(self._lookup_dependency(name), name)
             if root is not None and attached is not None:
                 child = root._lookup_dependency(name)
                 if child is None:
@@ -244,9 +243,11 @@ class Checkpoint(AutoTrackable):
         return status
 
 
-def _assert_trackable(obj: Any, name: str) -> None:
+def _assert_trackable(obj: Any, name: str) -> Trackable:
     if not isinstance(obj, Trackable):
         raise TrackableError(
             f"`Checkpoint` was expecting {name} to be a trackable object (an object derived from "
-            f"trackpoint.Trackable, a numeric numpy value, or a list/dict/tuple of them), got {type(obj).__name__}: {obj!r:.80}"
+            f"trackpoint.Trackable, a numeric numpy value, or a list/dict/tuple of them), got "
+            f"{type(obj).__name__}: {obj!r:.80}"
         )
+    return obj
