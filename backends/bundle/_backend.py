@@ -12,8 +12,10 @@ Two commit strategies, chosen from the store's declared capabilities:
   fsynced and the ``_temp`` directory removed.
 * **create** (``conditional_create`` without atomic rename; object stores).
   Data objects are written once, create-only, under their final names; a
-  per-shard piece index ``<prefix>.part-iiiii-of-NNNNN.<save_id>.index`` is
-  the only other temporary object. It is created (empty) before the shard's
+  per-shard piece index ``<prefix>.part-iiiii-of-NNNNN.<save_id>.piece`` is
+  the only other temporary object (not ``.index``: only a committed
+  checkpoint ends in ``.index``; 0.1's ``.index``-named pieces are still
+  recognised, so ``delete`` and ``cleanup`` remove them). It is created (empty) before the shard's
   data and is the save's ownership marker: an overwriting save removes every
   marker before any data object. ``commit`` is one create-only write of
   ``<prefix>.index`` between two checks that the save's markers still exist
@@ -91,7 +93,10 @@ _MAX_SHARDS: Final = 1 << 24
 _PAYLOAD_MAGIC: Final = b"TPBUNDLE1\n"
 _SAVE_ID: Final = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 _DATA_RE: Final = re.compile(r"^(?P<base>.+)\.data-\d{5,}-of-\d{5,}$")
-_PART_RE: Final = re.compile(r"^(?P<base>.+)\.part-\d{5,}-of-\d{5,}\.[A-Za-z0-9_-]+\.index$")
+#: A piece index of the create strategy: ``.piece`` since 0.2; 0.1 wrote ``.index``, and
+#: leftovers of that name are still recognised so delete and cleanup remove them.
+_PART_RE: Final = re.compile(r"^(?P<base>.+)\.part-\d{5,}-of-\d{5,}\.(?P<save_id>[A-Za-z0-9_-]+)\.(?:piece|index)$")
+_PIECE_SUFFIX: Final = ".piece"
 #: Temporary file of a LocalFiles sink killed before it was published.
 _SINK_TEMP_RE: Final = re.compile(r"^\.(?P<name>.+)\.tmp-[0-9a-f]{32}$")
 #: Leftovers younger than this may belong to a save that is still running.
@@ -101,6 +106,12 @@ _MIN_AGE: Final = 600.0
 def data_filename(prefix: str, shard_id: int, num_shards: int) -> str:
     """TensorFlow's data file name: ``<prefix>.data-%05d-of-%05d``."""
     return f"{prefix}.data-{shard_id:05d}-of-{num_shards:05d}"
+
+
+def _piece_save_id(name: str) -> str | None:
+    """The save id in the name of a piece index (either naming), ``None`` for other names."""
+    m = _PART_RE.match(name)
+    return None if m is None else m.group("save_id")
 
 
 def _basename(path: str) -> str:
@@ -239,7 +250,9 @@ class BundleBackend(StorageBackend):
         )
 
     def _part_index(self, prefix: str, spec: ShardSpec) -> str:
-        return f"{prefix}.part-{spec.shard_id:05d}-of-{spec.num_shards:05d}.{spec.save_id}.index"
+        # Not ".index": only a committed checkpoint may end in .index, since tools
+        # (TensorFlow's readers among them) take every *.index for a bundle.
+        return f"{prefix}.part-{spec.shard_id:05d}-of-{spec.num_shards:05d}.{spec.save_id}{_PIECE_SUFFIX}"
 
     @staticmethod
     def _check_prefix(prefix: str) -> None:
@@ -442,7 +455,6 @@ class BundleBackend(StorageBackend):
             table = single
         else:
             table = self._merge(prefix, shards)
-        index = self._index(prefix)
         directory = self.files.dirname(prefix)
         if self._rename:
             self._commit_rename(prefix, shards, table, overwrite)
@@ -454,7 +466,7 @@ class BundleBackend(StorageBackend):
         if not self._rename:
             # Piece indexes of every shard, also those written by other processes.
             parts = {self._part_index(prefix, r.spec) for r in shards}
-            parts.update(p for p in created if p.endswith(".index") and p != index)
+            parts.update(p for p in created if _PART_RE.match(_basename(p)))
             self.files.delete(sorted(parts))
         self._remove_temp(prefix, save_id, min_age=_MIN_AGE)
 
@@ -569,14 +581,14 @@ class BundleBackend(StorageBackend):
                     f"({part!r} was removed {when} the index was written); this save was not committed"
                 )
 
-    def _listed(self, prefix: str, pattern: re.Pattern[str], suffix: str = "") -> list[str]:
-        """Paths in ``prefix``'s directory whose name matches ``pattern`` for this prefix (and ends with ``suffix``)."""
+    def _listed(self, prefix: str, pattern: re.Pattern[str]) -> list[str]:
+        """Paths in ``prefix``'s directory whose name matches ``pattern`` for this prefix."""
         directory = self.files.dirname(prefix)
         base = _basename(prefix)
         out = []
         for name in self.files.listdir(directory):
             m = pattern.match(name)
-            if m is not None and m.group("base") == base and name.endswith(suffix):
+            if m is not None and m.group("base") == base:
                 out.append(self.files.join(directory, name))
         return out
 
@@ -584,7 +596,10 @@ class BundleBackend(StorageBackend):
         return self._listed(prefix, _DATA_RE)
 
     def _part_files(self, prefix: str, save_id: str | None = None) -> list[str]:
-        return self._listed(prefix, _PART_RE, "" if save_id is None else f".{save_id}.index")
+        pieces = self._listed(prefix, _PART_RE)
+        if save_id is None:
+            return pieces
+        return [p for p in pieces if _piece_save_id(_basename(p)) == save_id]
 
     def _remove_temp(self, prefix: str, save_id: str, *, min_age: float | None = None) -> None:
         """Remove the ``_temp`` pieces of ``save_id``, and with ``min_age`` also other saves' old ones.
@@ -649,7 +664,9 @@ class BundleBackend(StorageBackend):
         # Such data objects are never referenced by a committed index, because
         # create-only writes kept them unique.
         derived = [] if committed else [
-            re.sub(r"\.part-(\d+-of-\d+)\.[^.]+\.index$", r".data-\1", p) for p in pieces if self.files.size(p)
+            re.sub(r"\.part-(\d+-of-\d+)\.[^.]+\.(?:piece|index)$", r".data-\1", p)
+            for p in pieces
+            if self.files.size(p)
         ]
         self.files.delete(sorted(set(created) | set(pieces) | set(derived)))
 
