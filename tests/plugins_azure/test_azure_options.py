@@ -83,14 +83,20 @@ def test_sas_token_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None
 
 def test_options_naming_an_account_ignore_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     # The environment's key belongs to the environment's account; it must not
-    # be sent to another one.
-    from azure.identity import DefaultAzureCredential
-
+    # be sent to another one, so here no credential is left at all.
+    monkeypatch.setitem(sys.modules, "azure.identity", None)  # makes the import fail
     monkeypatch.setenv("AZURE_STORAGE_ACCOUNT_NAME", "envaccount")
     monkeypatch.setenv("AZURE_STORAGE_ACCOUNT_KEY", "a2V5")
-    client = AzureClient.from_options({"account_name": "other"})
-    assert client.service.url == "https://other.blob.core.windows.net/"
-    assert isinstance(client.service.credential, DefaultAzureCredential)
+    with pytest.raises(ValueError, match="no credentials"):
+        AzureClient.from_options({"account_name": "other"})
+
+
+def test_entra_id_when_no_key_is_given(monkeypatch: pytest.MonkeyPatch) -> None:
+    identity = pytest.importorskip("azure.identity", reason="azure-identity (extra 'identity') is not installed")
+    monkeypatch.setenv("AZURE_STORAGE_ACCOUNT_NAME", "envaccount")
+    client = AzureClient.from_options()
+    assert client.service.url == "https://envaccount.blob.core.windows.net/"
+    assert isinstance(client.service.credential, identity.DefaultAzureCredential)
 
 
 def test_anonymous_access(azurite: Azurite) -> None:
