@@ -4,20 +4,50 @@ The core asks for "the backend for this URL and these options" here and
 nowhere else. Discovery itself (entry points, hooks, precedence) lives in
 :mod:`trackpoint.plugins`, imported on first use so that ``import trackpoint``
 stays fast and imports no storage library.
+
+Writing goes to one backend, the one :func:`open_backend` selects. Reading
+may need several: a checkpoint saved with ``CheckpointOptions(backend="zarr")``
+at a plain path is a Zarr group where ``bundle`` is the default. Unless the
+caller chose a backend explicitly, :func:`open_store` therefore returns a
+:class:`StoreView` over every backend that may hold checkpoints at the URL
+(:func:`trackpoint.plugins.detect_backends`): the selected backend is asked
+first and the others only when it has nothing (a prefix), or all of them (a
+directory listing). So the path ``save()`` returns restores as it is, and the
+common case costs nothing extra: the others are not even opened.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import dataclasses
+import logging
+import threading
+from collections.abc import Iterator, Sequence
 
-if TYPE_CHECKING:
-    from trackpoint.storage import CheckpointOptions, StorageBackend
+from trackpoint import _paths
+from trackpoint.errors import CheckpointNotFoundError
+from trackpoint.storage import (
+    ANY_VERSION,
+    CheckpointOptions,
+    CheckpointReader,
+    ShardResult,
+    ShardSpec,
+    StorageBackend,
+    VersionedBytes,
+    WriteItem,
+    _AnyVersion,
+)
 
-__all__ = ["open_backend"]
+__all__ = ["StoreView", "holder", "open_backend", "open_checkpoint", "open_store", "writer"]
+
+_log = logging.getLogger("trackpoint")
+
+#: Prefixes already reported as committed in two formats (warned once per process).
+_warned_twice: set[str] = set()
+_warned_lock = threading.Lock()
 
 
 def open_backend(path: str, options: CheckpointOptions | None = None) -> StorageBackend:
-    """The storage backend that serves ``path`` under ``options``.
+    """The storage backend that serves ``path`` under ``options``: the one a save writes with.
 
     Raises
     ------
@@ -28,7 +58,260 @@ def open_backend(path: str, options: CheckpointOptions | None = None) -> Storage
     InvalidPathError
         ``path`` holds a character no store accepts (a NUL byte).
     """
-    from trackpoint import _paths
     from trackpoint.plugins import open_backend as _open  # lazy: keeps import light
 
     return _open(_paths.check(path), options)
+
+
+def open_store(path: str, options: CheckpointOptions | None = None) -> StorageBackend:
+    """A backend for reading at ``path``: every format stored there is found.
+
+    With a backend chosen explicitly (``CheckpointOptions(backend=...)`` or
+    ``TRACKPOINT_BACKEND``), or where only one backend can store checkpoints
+    (``memory://``, ``zarr+s3://``, ``sqlite://``), this is the backend
+    :func:`open_backend` returns. Otherwise it is a :class:`StoreView`.
+    Writes through either go to the selected backend.
+    """
+    from trackpoint.plugins import detect_backends
+
+    names = detect_backends(_paths.check(path), options)
+    primary = open_backend(path, options)
+    if len(names) <= 1:
+        return primary
+    return StoreView(path, primary, [n for n in names[1:] if n != primary.name], options)
+
+
+def holder(backend: StorageBackend, prefix: str) -> StorageBackend | None:
+    """The backend that holds a committed checkpoint at ``prefix``, ``None`` if none does.
+
+    ``backend`` is what :func:`open_store` returned; for a :class:`StoreView`
+    the selected backend is asked first and the others only after a miss.
+    """
+    if isinstance(backend, StoreView):
+        return backend.locate(prefix)
+    return backend if backend.exists(prefix) else None
+
+
+def writer(backend: StorageBackend) -> StorageBackend:
+    """The backend that writes for ``backend`` (the selected one of a :class:`StoreView`)."""
+    return backend.primary if isinstance(backend, StoreView) else backend
+
+
+def open_checkpoint(path: str, options: CheckpointOptions | None = None) -> tuple[str, CheckpointReader]:
+    """The prefix ``path`` names and a reader for it: ``path`` itself, or a directory's latest checkpoint.
+
+    A committed prefix wins over a directory of the same name. Every reader
+    of the core (``Checkpoint.restore``/``read``, ``load_checkpoint``,
+    ``list_variables``, ``object_metadata``) resolves its path here, so they
+    all accept the same paths.
+
+    Raises
+    ------
+    CheckpointNotFoundError
+        Nothing is committed at ``path`` and it is no directory holding
+        checkpoints; the message says that a prefix is wanted (``dir/ckpt-1``).
+    """
+    store = open_store(path, options)
+    try:
+        return path, store.open_reader(path)
+    except CheckpointNotFoundError as exc:
+        from trackpoint.state import latest_checkpoint
+
+        latest = latest_checkpoint(path, options)
+        if latest is None:
+            raise CheckpointNotFoundError(
+                f"no checkpoint at {path!r}: nothing is committed at that prefix ({exc}), and it is not a directory "
+                "holding checkpoints. Pass a checkpoint prefix, the path save() returned (note the -N suffix, as in "
+                "'run/ckpt-1'), or a directory that holds checkpoints to use its latest one."
+            ) from exc
+        return latest, open_store(latest, options).open_reader(latest)
+
+
+class StoreView(StorageBackend):
+    """The backends that may store checkpoints at one URL, read as one.
+
+    Parameters
+    ----------
+    url
+        The path or URL the view was opened for (a prefix or a directory).
+    primary
+        The backend the selection precedence gives for ``url``: it writes,
+        holds the ``checkpoint`` state file and is asked first.
+    others
+        Names of the other backends to ask, in order (see
+        :func:`trackpoint.plugins.detect_backends`). Each is opened on first
+        need with the caller's ``storage_options`` and no ``backend_options``
+        (those were meant for the selected backend).
+    options
+        The caller's options.
+
+    Notes
+    -----
+    A prefix committed in two formats is read from the first backend in this
+    order that has it (the selected one first), listed once, and logged as a
+    warning once per process. :meth:`delete` removes it from every format.
+    """
+
+    def __init__(
+        self, url: str, primary: StorageBackend, others: Sequence[str], options: CheckpointOptions | None
+    ) -> None:
+        self.name = primary.name
+        self.capabilities = primary.capabilities
+        self._url = url
+        self._primary = primary
+        self._names = list(others)
+        storage = options.storage_options if options is not None else {}
+        self._options = CheckpointOptions(storage_options=storage)
+        self._opened: dict[str, StorageBackend] = {}
+        self._lock = threading.Lock()
+
+    @property
+    def primary(self) -> StorageBackend:
+        """The selected backend: writes and small files go to it."""
+        return self._primary
+
+    @property
+    def names(self) -> list[str]:
+        """Every backend asked, in order (the selected one first)."""
+        return [self._primary.name, *self._names]
+
+    def _others(self) -> Iterator[StorageBackend]:
+        for name in self._names:
+            with self._lock:
+                backend = self._opened.get(name)
+                if backend is None:
+                    backend = open_backend(self._url, dataclasses.replace(self._options, backend=name))
+                    self._opened[name] = backend
+            yield backend
+
+    def backends(self) -> Iterator[StorageBackend]:
+        """Every backend of the view, in order, each opened when reached."""
+        yield self._primary
+        yield from self._others()
+
+    def locate(self, prefix: str) -> StorageBackend | None:
+        """The first backend, in order, with a checkpoint committed at ``prefix``."""
+        for backend in self.backends():
+            if backend.exists(prefix):
+                return backend
+        return None
+
+    # ------------------------------------------------------------------ writing
+    def write_shard(self, prefix: str, spec: ShardSpec, items: Sequence[WriteItem]) -> ShardResult:
+        # docstring inherited
+        return self._primary.write_shard(prefix, spec, items)
+
+    def commit(self, prefix: str, shards: Sequence[ShardResult], *, overwrite: bool = False) -> None:
+        # docstring inherited
+        self._primary.commit(prefix, shards, overwrite=overwrite)
+
+    def abort(self, prefix: str, save_id: str) -> None:
+        # docstring inherited
+        self._primary.abort(prefix, save_id)
+
+    def save(
+        self,
+        prefix: str,
+        items: Sequence[WriteItem],
+        options: CheckpointOptions | None = None,
+        *,
+        overwrite: bool = True,
+    ) -> None:
+        # docstring inherited; the selected backend may have its own save.
+        self._primary.save(prefix, items, options, overwrite=overwrite)
+
+    # ------------------------------------------------------------------ reading
+    def open_reader(self, prefix: str) -> CheckpointReader:
+        # docstring inherited. The selected backend is tried directly: in the
+        # common case this costs what a plain backend costs, one read.
+        try:
+            return self._primary.open_reader(prefix)
+        except CheckpointNotFoundError as missing:
+            for backend in self._others():
+                if backend.exists(prefix):
+                    return backend.open_reader(prefix)
+            raise CheckpointNotFoundError(
+                f"{missing}; no other format is committed there either (asked {', '.join(self._names)})"
+            ) from missing
+
+    # ---------------------------------------------------------------- namespace
+    def exists(self, prefix: str) -> bool:
+        # docstring inherited
+        return self.locate(prefix) is not None
+
+    def delete(self, prefix: str) -> None:
+        # docstring inherited. The selected backend deletes unconditionally (it
+        # also finishes an interrupted delete); the others only what they have.
+        self._primary.delete(prefix)
+        for backend in self._others():
+            if backend.exists(prefix):
+                backend.delete(prefix)
+
+    def list_checkpoints(self, directory: str) -> list[str]:
+        # docstring inherited: the union over every format, each prefix once.
+        found: dict[str, str] = {}
+        for backend in self.backends():
+            for prefix in backend.list_checkpoints(directory):
+                first = found.setdefault(prefix, backend.name)
+                if first != backend.name:
+                    _warn_twice(prefix, first, backend.name)
+        return sorted(found)
+
+    def cleanup(self, directory: str, *, min_age: float | None = None) -> list[str]:
+        """Remove leftovers of crashed saves of every format in ``directory``.
+
+        ``min_age=None`` keeps each backend's own default age guard.
+        """
+        removed: list[str] = []
+        for backend in self.backends():
+            removed += backend.cleanup(directory) if min_age is None else backend.cleanup(directory, min_age=min_age)
+        return sorted(removed)
+
+    # ------------------------------------------------------------- small files
+    def read_file(self, path: str) -> VersionedBytes | None:
+        # docstring inherited
+        return self._primary.read_file(path)
+
+    def write_file(self, path: str, data: bytes, *, if_version: str | _AnyVersion | None = ANY_VERSION) -> str:
+        # docstring inherited
+        return self._primary.write_file(path, data, if_version=if_version)
+
+    def delete_file(self, path: str) -> None:
+        # docstring inherited
+        self._primary.delete_file(path)
+
+    def dirname(self, path: str) -> str:
+        # docstring inherited
+        return self._primary.dirname(path)
+
+    def join(self, directory: str, name: str) -> str:
+        # docstring inherited
+        return self._primary.join(directory, name)
+
+    def close(self) -> None:
+        # docstring inherited
+        with self._lock:
+            opened = list(self._opened.values())
+            self._opened.clear()
+        for backend in [self._primary, *opened]:
+            backend.close()
+
+    def __repr__(self) -> str:
+        return f"<StoreView {'+'.join(self.names)} at {self._url!r}>"
+
+
+def _warn_twice(prefix: str, first: str, second: str) -> None:
+    with _warned_lock:
+        if prefix in _warned_twice:
+            return
+        _warned_twice.add(prefix)
+    _log.warning(
+        "checkpoint %s is committed in two formats, by backend %r and by backend %r; readers without "
+        "CheckpointOptions(backend=...) use %r's. Delete one of them, or read the other with "
+        "CheckpointOptions(backend=%r)",
+        prefix,
+        first,
+        second,
+        first,
+        second,
+    )

@@ -2,8 +2,9 @@
 
 The object-graph work happens in :mod:`trackpoint.graph` and
 :mod:`trackpoint.restore`; this module adds I/O through the storage contract
-(:func:`trackpoint._resolve.open_backend`, :meth:`StorageBackend.save`,
-:meth:`StorageBackend.open_reader`) and the ``save_counter``/state-file
+(:func:`trackpoint._resolve.open_backend` and :meth:`StorageBackend.save` to
+write, :func:`trackpoint._resolve.open_checkpoint` to read a prefix or a
+directory in whatever format it is stored) and the ``save_counter``/state-file
 bookkeeping of ``tf.train.Checkpoint``.
 """
 
@@ -185,6 +186,12 @@ class Checkpoint(AutoTrackable):
     def read(self, save_path: str | os.PathLike[str], options: CheckpointOptions | None = None) -> LoadStatus:
         """Restore a checkpoint written by :meth:`write` (``save_counter`` is not expected).
 
+        ``save_path`` is a checkpoint prefix or a directory, whose latest
+        checkpoint (:func:`trackpoint.latest_checkpoint`) is then read; a
+        committed prefix wins over a directory of the same name. Without a
+        backend chosen in ``options``, a checkpoint of any format stored
+        there is found, whatever options it was saved with.
+
         Returns
         -------
         CheckpointLoadStatus or NameBasedSaverStatus
@@ -193,19 +200,19 @@ class Checkpoint(AutoTrackable):
         Raises
         ------
         CheckpointNotFoundError
-            Nothing is committed at ``save_path``.
+            Nothing is committed at ``save_path`` and it is no directory
+            holding checkpoints.
         AssignmentError
             A value does not fit its object; no object was changed.
         """
-        path = os.fspath(save_path)
-        backend = _resolve.open_backend(path, options)
         try:
-            reader = backend.open_reader(path)
+            path, reader = _resolve.open_checkpoint(os.fspath(save_path), options)
         except CheckpointNotFoundError as exc:
             raise CheckpointNotFoundError(
-                f"Error when restoring from checkpoint {path!r}: {exc}\nPlease double-check that the path is "
-                "correct. You may be missing the checkpoint suffix (e.g. the '-1' in 'path/to/ckpt-1'); "
-                "trackpoint.latest_checkpoint(directory) returns the newest checkpoint of a directory."
+                f"Error when restoring from checkpoint {os.fspath(save_path)!r}: {exc}\nPlease double-check that "
+                "the path is correct. You may be missing the checkpoint suffix (e.g. the '-1' in "
+                "'path/to/ckpt-1'); trackpoint.latest_checkpoint(directory) returns the newest checkpoint of a "
+                "directory."
             ) from exc
         try:
             proto = _read_object_graph(reader)
@@ -221,14 +228,16 @@ class Checkpoint(AutoTrackable):
     def restore(self, save_path: str | os.PathLike[str] | None, options: CheckpointOptions | None = None) -> LoadStatus:
         """Restore a checkpoint written by :meth:`save`; values for objects created later are applied then.
 
+        ``save_path`` is a prefix (the path :meth:`save` returned) or a
+        directory, whose latest checkpoint is restored, as for :meth:`read`.
         ``save_path=None`` (as from ``latest_checkpoint`` on an empty
         directory) returns an :class:`InitializationOnlyStatus`.
 
         Raises
         ------
         CheckpointNotFoundError
-            Nothing is committed at ``save_path``; the message reminds about
-            the ``-N`` suffix.
+            Nothing is committed at ``save_path`` and it is no directory
+            holding checkpoints; the message reminds about the ``-N`` suffix.
         AssignmentError
             A value does not fit its object; no object was changed.
         """

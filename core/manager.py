@@ -13,7 +13,10 @@ for object stores, crashes and several writers:
 * a manager opened on an existing directory resumes from its state file,
   repairs it from the list of committed checkpoints when a save crashed before
   updating it, and removes leftovers of crashed saves
-  (:meth:`~trackpoint.storage.StorageBackend.cleanup`).
+  (:meth:`~trackpoint.storage.StorageBackend.cleanup`), again after every save;
+* without a backend chosen in its options it finds checkpoints of every format
+  in the directory (a run saved with ``CheckpointOptions(backend="zarr")`` and
+  restarted without it resumes from its Zarr checkpoints).
 """
 
 from __future__ import annotations
@@ -28,8 +31,8 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from trackpoint import _paths, state
-from trackpoint.errors import StorageError, TrackableError
+from trackpoint import _paths, _resolve, state
+from trackpoint.errors import CheckpointError, StorageError, TrackableError
 from trackpoint.storage import CheckpointOptions, StorageBackend
 
 __all__ = ["CheckpointManager"]
@@ -94,6 +97,11 @@ class CheckpointManager:
         Called by :meth:`restore_or_initialize` when there is nothing to restore.
     options
         Backend choice and storage options, used for every save and restore.
+        Without a backend chosen (here or by ``TRACKPOINT_BACKEND``), saves
+        use the backend the directory's URL selects, and the checkpoints of
+        every backend that can store them in ``directory`` are found, listed
+        and retired alike, numbered together by their ``-N`` suffix (see
+        ``trackpoint.plugins.detect_backends``).
     clock
         Source of Unix time for checkpoint timestamps (injectable for tests).
 
@@ -119,11 +127,13 @@ class CheckpointManager:
 
     Several managers may share a directory if their checkpoint names
     differ: each rewrites only its own entries of the state file, with
-    conditional writes. Creating a manager runs the backend's ``cleanup``
-    with its default ``min_age``: only leftovers untouched for that long (10
+    conditional writes. Creating a manager runs the backends' ``cleanup``
+    with their default ``min_age``, and every successful :meth:`save` runs
+    the writing backend's: only leftovers untouched for that long (10
     minutes for the built-in backends) are removed, so a save still running
-    in another process is left alone, and pieces of a crashed save go once
-    they are that old.
+    in another process is left alone, and pieces of a crashed save go with
+    the first save after they are that old. A failing cleanup is logged as
+    a warning and never fails the save.
     """
 
     def __init__(
@@ -165,7 +175,10 @@ class CheckpointManager:
         self._options = options
         self._clock = clock
         self._own = re.compile(re.escape(checkpoint_name) + r"-(\d+)$")
-        self._backend: StorageBackend = _open_backend(directory, options)
+        # Reads, listings and deletes see every format stored in the directory;
+        # writes, the state file and the per-save cleanup go to the writer.
+        self._backend: StorageBackend = _resolve.open_store(directory, options)
+        self._writer = _resolve.writer(self._backend)
         # Remove pieces of saves that crashed before their commit.
         self._backend.cleanup(directory)
         self._maybe_delete: OrderedDict[str, float] = OrderedDict()
@@ -292,7 +305,22 @@ class CheckpointManager:
         prefix = f"{self._prefix}-{number}"
         saved = self._checkpoint.write(prefix, options=options or self._options)
         self._record_and_sweep(saved)
+        self._cleanup()
         return saved
+
+    def _cleanup(self) -> None:
+        """Remove leftovers of crashed saves that are old enough (the backend's default age guard).
+
+        Run after every save, not only when the manager is created: a save
+        that crashed shortly before the manager started was too young to be
+        removed then, and a long run would otherwise keep it until the next
+        restart.
+        """
+        try:
+            self._writer.cleanup(self._directory)
+        except CheckpointError as exc:
+            # The checkpoint is saved and recorded; garbage left behind is no reason to fail.
+            _log.warning("could not clean up leftovers of crashed saves in %s: %s", self._directory, exc)
 
     def _record_and_sweep(self, path: str) -> None:
         timestamp = self._clock()
@@ -401,8 +429,3 @@ class CheckpointManager:
 def _basename(path: str) -> str:
     return path.rstrip("/").rsplit("/", 1)[-1] if _paths.scheme(path) else os.path.basename(path)
 
-
-def _open_backend(directory: str, options: CheckpointOptions | None) -> StorageBackend:
-    from trackpoint._resolve import open_backend
-
-    return open_backend(directory, options)

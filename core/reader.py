@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from trackpoint import _resolve
-from trackpoint.errors import CheckpointNotFoundError, InvalidCheckpointError
+from trackpoint.errors import InvalidCheckpointError
 from trackpoint.proto import trackable_object_graph_pb2 as pb
 from trackpoint.storage import OBJECT_GRAPH_KEY, CheckpointOptions, CheckpointReader
 
@@ -74,43 +74,32 @@ class TensorReader:
         self.close()
 
 
-def _resolve_prefix(path: str, options: CheckpointOptions | None) -> str:
-    """``path`` if a checkpoint is committed there, else the newest checkpoint of directory ``path``."""
-    backend = _resolve.open_backend(path, options)
-    if backend.exists(path):
-        return path
-    from trackpoint.state import latest_checkpoint
-
-    latest = latest_checkpoint(path, options)
-    if latest is None:
-        raise CheckpointNotFoundError(
-            f"no checkpoint at {path!r}: it is neither a committed checkpoint prefix nor a directory holding "
-            "checkpoints. Pass a prefix such as 'dir/ckpt-1' (note the -N suffix) or a directory with a "
-            "'checkpoint' state file."
-        )
-    return latest
-
-
 def load_checkpoint(path: str | os.PathLike[str], options: CheckpointOptions | None = None) -> TensorReader:
-    """A reader for the checkpoint at ``path`` (a prefix, or a directory: its latest checkpoint).
+    """A reader for the checkpoint at ``path``: a prefix, or a directory (its latest checkpoint).
+
+    A committed prefix wins over a directory of the same name. Without a
+    backend chosen in ``options``, a checkpoint of any format stored at
+    ``path`` is found (see :func:`trackpoint.plugins.detect_backends`).
 
     Raises
     ------
     CheckpointNotFoundError
-        No checkpoint there.
+        No checkpoint there; the message says a prefix (``dir/ckpt-1``) or a
+        directory holding checkpoints is wanted.
     """
-    prefix = _resolve_prefix(os.fspath(path), options)
-    return TensorReader(_resolve.open_backend(prefix, options).open_reader(prefix))
+    return TensorReader(_resolve.open_checkpoint(os.fspath(path), options)[1])
 
 
-def list_variables(path: str | os.PathLike[str], options: CheckpointOptions | None = None) -> list[tuple[str, list[int]]]:
-    """Sorted ``(key, shape)`` pairs of every tensor in the checkpoint."""
+def list_variables(
+    path: str | os.PathLike[str], options: CheckpointOptions | None = None
+) -> list[tuple[str, list[int]]]:
+    """Sorted ``(key, shape)`` pairs of every tensor in the checkpoint (``path`` as for :func:`load_checkpoint`)."""
     with load_checkpoint(path, options) as reader:
         return sorted(reader.get_variable_to_shape_map().items())
 
 
 def object_metadata(path: str | os.PathLike[str], options: CheckpointOptions | None = None) -> pb.TrackableObjectGraph:
-    """The checkpoint's ``TrackableObjectGraph`` proto.
+    """The checkpoint's ``TrackableObjectGraph`` proto (``path`` as for :func:`load_checkpoint`).
 
     Raises
     ------

@@ -55,9 +55,11 @@ _MAX_SHARDS: Final = 8
 
 
 def _open_backend(path: str, options: CheckpointOptions | None) -> StorageBackend:
-    from trackpoint._resolve import open_backend
+    # Every format stored at the path is read (a prefix saved with another backend option);
+    # writes go to the selected backend.
+    from trackpoint._resolve import open_store
 
-    return open_backend(path, options)
+    return open_store(path, options)
 
 
 def _names_to_variables(var_list: Any) -> dict[str, Variable]:

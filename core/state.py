@@ -14,9 +14,14 @@ need:
   what the other writer stored (see :func:`update_checkpoint_state`), a
   bounded number of times.
 * **Recovery by listing.** :func:`latest_checkpoint` never returns a path that
-  is not committed: when the state file is missing, unreadable, stale or points
-  at a deleted checkpoint, the committed checkpoints are listed and the one with
-  the highest ``-N`` suffix wins.
+  is not committed: when the state file is missing, unreadable, stale, points
+  at a deleted checkpoint or names a path it cannot use (another store's URL,
+  a NUL byte), the committed checkpoints are listed and the one with the
+  highest ``-N`` suffix wins.
+* **Every format.** Without an explicitly chosen backend, a directory's
+  checkpoints are those of every backend that can store them there (a Zarr
+  checkpoint written with ``CheckpointOptions(backend="zarr")`` beside bundle
+  ones), see :func:`trackpoint._resolve.open_store`.
 """
 
 from __future__ import annotations
@@ -32,7 +37,7 @@ from typing import TYPE_CHECKING, Final
 from google.protobuf import text_format
 
 from trackpoint import _paths
-from trackpoint.errors import ConcurrentModificationError, InvalidCheckpointError
+from trackpoint.errors import CheckpointError, ConcurrentModificationError, InvalidCheckpointError, StorageError
 from trackpoint.proto.checkpoint_state_pb2 import CheckpointState
 
 if TYPE_CHECKING:
@@ -105,6 +110,43 @@ def _to_stored(path: str, directory: str, relative: bool) -> str:
 
 def _resolve(path: str, directory: str) -> str:
     return path if _isabs(path) else _paths.join(directory, path)
+
+
+def _store(path: str) -> str:
+    """The scheme naming the store ``path`` is on (``""`` for local paths and ``file://``)."""
+    s = _paths.scheme(path)
+    return "" if s == "file" else s
+
+
+def _holder(backend: StorageBackend, path: str, directory: str) -> StorageBackend | None:
+    """The backend holding the checkpoint the state file of ``directory`` names; ``None`` if none can.
+
+    A path that cannot be a checkpoint of this directory (a NUL byte, a URL of
+    another store) or that the backend rejects as malformed counts as not
+    committed, with a warning, so that :func:`latest_checkpoint` falls back
+    to listing instead of failing. Store failures are raised.
+    """
+    from trackpoint._resolve import holder
+
+    if "\x00" in path:
+        problem = "contains a NUL byte"
+    elif _store(path) != _store(directory):
+        problem = "is on another store than the directory (a URL another backend serves)"
+    else:
+        try:
+            return holder(backend, path)
+        except StorageError:
+            raise
+        except (CheckpointError, ValueError) as exc:
+            problem = f"is not a usable checkpoint path ({type(exc).__name__}: {exc})"
+    _log.warning(
+        "the checkpoint state file of %r names %r, which %s; looking for the latest checkpoint by listing "
+        "the directory instead",
+        directory,
+        path,
+        problem,
+    )
+    return None
 
 
 def _parse(data: bytes, where: str) -> CheckpointState:
@@ -418,12 +460,19 @@ def latest_checkpoint(
 
     The state file's ``model_checkpoint_path`` is returned when that checkpoint
     is committed, unless the file is stale: a committed checkpoint of the same
-    name, with a higher ``-N`` and not listed in the file, exists (a save
-    crashed after committing but before updating the file); that one is
-    returned then. When the file is missing or unreadable, or its checkpoint is
-    not committed, the committed checkpoints are listed and the one with the
-    highest ``-N`` suffix is returned (preferring the file's series). A path
-    that is not committed is never returned.
+    name and format, with a higher ``-N`` and not listed in the file, exists (a
+    save crashed after committing but before updating the file); that one is
+    returned then. When the file is missing or unreadable, its checkpoint is
+    not committed, or it names a path that cannot be one of this directory
+    (another store's URL, a NUL byte; logged as a warning), the committed
+    checkpoints are listed and the one with the highest ``-N`` suffix is
+    returned (preferring the file's series). A path that is not committed is
+    never returned.
+
+    Unless ``options`` choose a backend, checkpoints of every backend that
+    can store them in ``directory`` count (for a local directory: TensorBundle
+    and Zarr ones alike; see ``trackpoint.plugins.detect_backends``), and
+    they are numbered together by their ``-N`` suffix.
 
     Parameters
     ----------
@@ -434,21 +483,24 @@ def latest_checkpoint(
     latest_filename
         Name of the state file.
     """
-    from trackpoint._resolve import open_backend
+    from trackpoint._resolve import open_store
 
-    backend = open_backend(directory, options)
+    backend = open_store(directory, options)
     state = read_checkpoint_state(directory, latest_filename=latest_filename, backend=backend)
     if state is not None:
         path: str = state.model_checkpoint_path
         n = checkpoint_number(path)
-        if backend.exists(path):
+        found = _holder(backend, path, directory)
+        if found is not None:
             if n is None:
                 return path
             # Stale: a checkpoint of the same series, numbered higher and unknown to the
             # state file, was committed by a save that crashed before updating the file.
             # (One the file lists was superseded on purpose, e.g. by an explicit number.)
+            # A series is written in one format: only that format is listed, so the
+            # common case opens no other backend.
             known = frozenset(_basename(p) for p in state.all_model_checkpoint_paths)
-            newer = newest_committed(backend, directory, _stem(path), exclude=known)
+            newer = newest_committed(found, directory, _stem(path), exclude=known)
             if newer is not None and (checkpoint_number(newer) or 0) > n:
                 return newer
             return path

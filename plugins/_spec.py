@@ -156,7 +156,10 @@ class BackendInfo:
 
     def __str__(self) -> str:
         where = ", ".join(self.urls) or "(no URL scheme; chosen by name)"
-        source = f"{self.distribution} {self.version}" if self.distribution else f"plugin {self.plugin!r}, registered at run time"
+        if self.distribution:
+            source = f"{self.distribution} {self.version}"
+        else:
+            source = f"plugin {self.plugin!r}, registered at run time"
         status = "available" if self.available else f"unavailable: {self.reason}"
         return f"{self.name}: {where} [{source}] {status}"
 

@@ -494,7 +494,8 @@ class PluginHost:
         """Where ``name`` is blocked: the environment variable, :func:`block`, or both."""
         where = []
         if name in _env_names(ENV_BLOCK_BACKENDS):
-            where.append(f"{ENV_BLOCK_BACKENDS} (the environment variable, set to {os.environ.get(ENV_BLOCK_BACKENDS, '')!r})")
+            value = os.environ.get(ENV_BLOCK_BACKENDS, "")
+            where.append(f"{ENV_BLOCK_BACKENDS} (the environment variable, set to {value!r})")
         if name in self._blocked:
             where.append(f"trackpoint.plugins.block({name!r})")
         return " and ".join(where) or "a block"
@@ -502,10 +503,12 @@ class PluginHost:
     def _unblock_hint(self, name: str) -> str:
         hints = []
         if name in _env_names(ENV_BLOCK_BACKENDS):
-            hints.append(f"remove {name!r} from {ENV_BLOCK_BACKENDS} (a running process then needs trackpoint.plugins.reset())")
+            hints.append(
+                f"remove {name!r} from {ENV_BLOCK_BACKENDS} (a running process then needs trackpoint.plugins.reset())"
+            )
         if name in self._blocked:
             hints.append("call trackpoint.plugins.reset() to lift trackpoint.plugins.block()")
-        return "; ".join(hints + ["or choose another backend with CheckpointOptions(backend=...)"])
+        return "; ".join([*hints, "or choose another backend with CheckpointOptions(backend=...)"])
 
     def _broken_note(self) -> str:
         loaded = self._loaded
@@ -656,7 +659,8 @@ def _detect(pm: pluggy.PluginManager, url: str, options: CheckpointOptions) -> l
         ) from exc
     names: list[str] = []
     for answer in answers:
-        if isinstance(answer, str) or not isinstance(answer, (list, tuple)) or not all(isinstance(n, str) for n in answer):
+        names_only = isinstance(answer, (list, tuple)) and all(isinstance(n, str) for n in answer)
+        if not names_only:
             raise PluginError(
                 f"trackpoint_detect_backends returned {answer!r} for {url!r} (implemented by: {implementers}); "
                 "return a list or tuple of backend names, or None"

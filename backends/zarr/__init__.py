@@ -74,7 +74,7 @@ SHARED_SCHEMES = ("", "file", "s3", "gs", "gcs")
 
 @hookimpl
 def trackpoint_detect_backends(url: str, options: CheckpointOptions) -> list[str] | None:
-    """Zarr checkpoints saved with ``backend="zarr"`` at plain paths, ``s3://`` or ``gs://`` URLs are found there too."""
+    """Zarr checkpoints saved with ``backend="zarr"`` at plain paths, ``s3://`` or ``gs://`` URLs are found there."""
     return ["zarr"] if _paths.scheme(url) in SHARED_SCHEMES else None
 
 

@@ -104,3 +104,39 @@ def test_options_are_passed_to_the_backend() -> None:
     tp.Checkpoint(v=tp.Variable(0.0)).restore(path, options=tp.CheckpointOptions(backend="memory")).assert_consumed()
     with pytest.raises(tp.UnknownBackendError):
         ckpt.write("memory://c/x", options=tp.CheckpointOptions(backend="no-such-backend"))
+
+
+def test_restore_and_read_accept_a_directory_and_use_its_latest_checkpoint() -> None:
+    ckpt = tp.Checkpoint(v=tp.Variable(0.0))
+    for value in (1.0, 2.0):
+        ckpt.v.assign(value)
+        ckpt.save("memory://c/dir/ckpt")
+    fresh = tp.Checkpoint(v=tp.Variable(0.0))
+    fresh.restore("memory://c/dir").assert_consumed()
+    assert fresh.v.numpy() == 2.0 and fresh.save_counter.numpy() == 2
+    # read() (for write()'s checkpoints) resolves a directory the same way.
+    writer = tp.Checkpoint(v=tp.Variable(7.0))
+    writer.write("memory://c/written/w-3")
+    writer.v.assign(9.0)
+    writer.write("memory://c/written/w-12")
+    reread = tp.Checkpoint(v=tp.Variable(0.0))
+    reread.read("memory://c/written").assert_consumed()
+    assert reread.v.numpy() == 9.0
+
+
+def test_a_committed_prefix_wins_over_a_directory_of_the_same_name() -> None:
+    tp.Checkpoint(v=tp.Variable(1.0)).write("memory://c/both/ckpt-1")
+    tp.Checkpoint(v=tp.Variable(2.0)).write("memory://c/both/ckpt-1/inner-1")
+    fresh = tp.Checkpoint(v=tp.Variable(0.0))
+    fresh.read("memory://c/both/ckpt-1").assert_consumed()
+    assert fresh.v.numpy() == 1.0
+
+
+def test_restore_of_an_empty_directory_says_it_wants_a_prefix_or_a_directory_with_checkpoints() -> None:
+    ckpt = tp.Checkpoint(v=tp.Variable(0.0))
+    with pytest.raises(
+        tp.CheckpointNotFoundError,
+        match=r"(?s)no checkpoint at 'memory://c/empty': nothing is committed at that prefix .*not a directory holding "
+        r"checkpoints\. Pass a checkpoint prefix.*-N suffix",
+    ):
+        ckpt.restore("memory://c/empty")

@@ -3,20 +3,25 @@
 from __future__ import annotations
 
 import json
+import logging
+import os
 import shutil
 import threading
+import time
 import uuid
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 
 import trackpoint as tp
-from trackpoint import state
+from trackpoint import plugins, state
 from trackpoint._resolve import open_backend
-from trackpoint.errors import TrackableError
+from trackpoint.backends.memory import MemoryBackend
+from trackpoint.errors import StorageError, TrackableError
 from trackpoint.manager import CheckpointManager
-from trackpoint.storage import StorageBackend
+from trackpoint.storage import CheckpointOptions, StorageBackend
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "tf"
 
@@ -361,3 +366,63 @@ def test_resumes_directory_written_by_tensorflow_manager(tmp_path: Path) -> None
     assert m.save() == str(d / "ckpt-4")
     assert not (d / "ckpt-2.index").exists() and not (d / "ckpt-2.data-00000-of-00001").exists()
     assert (d / "checkpoint").read_text().startswith('model_checkpoint_path: "ckpt-4"\n')
+
+
+# ------------------------------------------------- cleanup on every save
+def _leftover(directory: Path, name: str, age: float) -> Path:
+    """A data file of a save that crashed before its commit, last modified ``age`` seconds ago."""
+    path = directory / f"{name}.data-00000-of-00001"
+    path.write_bytes(b"\0" * 16)
+    then = time.time() - age
+    os.utime(path, (then, then))
+    return path
+
+
+def test_each_save_cleans_leftovers_old_enough_for_the_default_age_guard(tmp_path: Path) -> None:
+    ckpt = tp.Checkpoint(v=tp.Variable(np.ones(2)))
+    young_at_start = _leftover(tmp_path, "ckpt-7", age=5.0)
+    m = CheckpointManager(ckpt, str(tmp_path), max_to_keep=3)
+    assert young_at_start.exists()  # too young when the manager started: a save may still be writing it
+    # Time passes: the crashed save's pieces are now older than the 10-minute guard.
+    then = time.time() - 3600.0
+    os.utime(young_at_start, (then, then))
+    still_young = _leftover(tmp_path, "ckpt-8", age=5.0)
+    m.save()
+    assert not young_at_start.exists()
+    assert still_young.exists()  # the default guard still protects a save that may be running
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "checkpoint",
+        "ckpt-1.data-00000-of-00001",
+        "ckpt-1.index",
+        "ckpt-8.data-00000-of-00001",
+    ]
+
+
+def test_a_failing_cleanup_after_a_save_is_logged_and_never_fails_the_save(caplog: pytest.LogCaptureFixture) -> None:
+    class FlakyCleanup(MemoryBackend):
+        """Listing for the cleanup fails after start-up (the store's listing permission was revoked, say)."""
+
+        calls = 0
+
+        def cleanup(self, directory: str, *, min_age: float = 600.0) -> list[str]:
+            FlakyCleanup.calls += 1
+            if FlakyCleanup.calls > 1:
+                raise StorageError(f"memory: cannot list {directory!r} right now")
+            return []
+
+    class Plugin:
+        @plugins.hookimpl
+        def trackpoint_register_backends(self, register: Any) -> None:
+            register(plugins.BackendSpec("flaky", lambda url, opts: FlakyCleanup(), schemes=()))
+
+    plugins.register(Plugin(), "flaky-plugin")
+    try:
+        options = CheckpointOptions(backend="flaky")
+        m = CheckpointManager(tp.Checkpoint(v=tp.Variable(1.0)), "memory://flaky/run", 2, options=options)
+        with caplog.at_level(logging.WARNING, logger="trackpoint"):
+            assert m.save() == "memory://flaky/run/ckpt-1"
+        assert FlakyCleanup.calls == 2
+        assert "could not clean up leftovers of crashed saves in memory://flaky/run" in caplog.text
+        assert state.latest_checkpoint("memory://flaky/run", options) == "memory://flaky/run/ckpt-1"
+    finally:
+        plugins.unregister("flaky-plugin")

@@ -51,3 +51,25 @@ def test_object_metadata() -> None:
     _resolve.open_backend("memory://rd/names").save("memory://rd/names", [WriteItem("x", np.zeros(1))])
     with pytest.raises(tp.InvalidCheckpointError, match="does not appear to be object-based"):
         tp.object_metadata("memory://rd/names")
+
+
+_READERS = {
+    "restore": lambda p: tp.Checkpoint(v=tp.Variable(0.0)).restore(p),
+    "read": lambda p: tp.Checkpoint(v=tp.Variable(0.0)).read(p),
+    "load_checkpoint": lambda p: tp.load_checkpoint(p).close(),
+    "list_variables": tp.list_variables,
+    "object_metadata": tp.object_metadata,
+}
+
+
+@pytest.mark.parametrize("reader", sorted(_READERS))
+def test_every_reader_accepts_the_same_paths(reader: str) -> None:
+    """A prefix and a directory work alike for every reader; a path that is neither fails alike."""
+    call = _READERS[reader]
+    tp.Checkpoint(v=tp.Variable(3.0)).save("memory://rd/same/ckpt")
+    call("memory://rd/same/ckpt-1")
+    call("memory://rd/same")
+    with pytest.raises(
+        tp.CheckpointNotFoundError, match=r"no checkpoint at 'memory://rd/same/ckpt'.*a directory that holds"
+    ):
+        call("memory://rd/same/ckpt")

@@ -200,6 +200,42 @@ def test_latest_checkpoint_keeps_unnumbered_state_path(backend: StorageBackend, 
     assert state.latest_checkpoint(run) == f"{run}/model"
 
 
+@pytest.mark.parametrize(
+    ("stored", "why"),
+    [
+        ("ck\\000pt-2", "contains a NUL byte"),
+        ("s3://elsewhere/run/ckpt-2", "is on another store than the directory"),
+        ("memory://another-run/ckpt-2", None),  # same store, another directory: simply not committed
+        ("/abs/local/ckpt-2", "is on another store than the directory"),
+    ],
+)
+def test_latest_checkpoint_falls_back_to_listing_when_the_state_file_names_an_unusable_path(
+    backend: StorageBackend, run: str, stored: str, why: str | None, caplog: pytest.LogCaptureFixture
+) -> None:
+    # docs/format.md: the state file is never trusted blindly; a path it names that cannot be a
+    # checkpoint of this directory is recovered from by listing, never raised.
+    for n in (1, 3):
+        _commit(backend, f"{run}/ckpt-{n}")
+    backend.write_file(f"{run}/checkpoint", f'model_checkpoint_path: "{stored}"\n'.encode())
+    with caplog.at_level(logging.WARNING, logger="trackpoint"):
+        assert state.latest_checkpoint(run) == f"{run}/ckpt-3"
+    if why is not None:
+        assert why in caplog.text and "by listing" in caplog.text
+
+
+def test_latest_checkpoint_falls_back_on_a_local_directory_too(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    run = str(tmp_path)
+    local = open_backend(run)
+    _commit(local, f"{run}/ckpt-4")
+    for stored in ("ckpt\\000-9", "gs://bucket/ckpt-9", "memory://x/ckpt-9", "zarr+s3://b/ckpt-9"):
+        (tmp_path / "checkpoint").write_text(f'model_checkpoint_path: "{stored}"\n')
+        with caplog.at_level(logging.WARNING, logger="trackpoint"):
+            assert state.latest_checkpoint(run) == f"{run}/ckpt-4"
+    assert caplog.text.count("by listing") == 4
+
+
 def test_checkpoint_number() -> None:
     assert state.checkpoint_number("s3://b/run/ckpt-12") == 12
     assert state.checkpoint_number("/x/model-00000007") == 7

@@ -48,14 +48,18 @@ def test_block_drops_a_backend_name_whoever_registers_it(install_fake: Callable[
     assert plugins.get_plugin_manager().get_plugin("fastmemory") is not None
 
 
-def test_blocked_third_party_plugin_is_not_imported(install_fake: Callable[[str], None], monkeypatch: pytest.MonkeyPatch) -> None:
+def test_blocked_third_party_plugin_is_not_imported(
+    install_fake: Callable[[str], None], monkeypatch: pytest.MonkeyPatch
+) -> None:
     install_fake("broken")
     monkeypatch.setenv("TRACKPOINT_BLOCK_BACKENDS", "broken")
     plugins.reset()
     assert all(row.name != "broken" for row in plugins.list_backends())
 
 
-def test_autoload_disabled_skips_third_party_only(install_fake: Callable[[str], None], monkeypatch: pytest.MonkeyPatch) -> None:
+def test_autoload_disabled_skips_third_party_only(
+    install_fake: Callable[[str], None], monkeypatch: pytest.MonkeyPatch
+) -> None:
     install_fake("scheme")
     assert "fake" in _names()
     monkeypatch.setenv("TRACKPOINT_DISABLE_PLUGIN_AUTOLOAD", "1")
@@ -71,7 +75,9 @@ def test_scheme_of_a_backend_blocked_by_environment_says_so(monkeypatch: pytest.
     # The zarr plugin is never imported when blocked, so the scheme's own name ties it to the block.
     monkeypatch.setenv("TRACKPOINT_BLOCK_BACKENDS", "zarr")
     plugins.reset()
-    with pytest.raises(UnknownBackendError, match=r"is served by backend 'zarr', which is blocked by TRACKPOINT_BLOCK_BACKENDS") as info:
+    with pytest.raises(
+        UnknownBackendError, match=r"is served by backend 'zarr', which is blocked by TRACKPOINT_BLOCK_BACKENDS"
+    ) as info:
         plugins.open_backend(url)
     assert "install or register a plugin" not in str(info.value).lower()
 
@@ -91,7 +97,9 @@ def test_scheme_of_a_blocked_backend_name_with_another_plugin_name(install_fake:
     install_fake("scheme")  # plugin "fakescheme" registers backend "fake" for fake://
     assert "fake" in _names()
     plugins.block("fake")
-    with pytest.raises(UnknownBackendError, match=r"scheme 'fake' of 'fake://x' is served by backend 'fake', which is blocked"):
+    with pytest.raises(
+        UnknownBackendError, match=r"scheme 'fake' of 'fake://x' is served by backend 'fake', which is blocked"
+    ):
         plugins.open_backend("fake://x")
 
 

@@ -106,7 +106,10 @@ def test_naming_an_unregistered_backend_is_a_plugin_error() -> None:
 @pytest.mark.parametrize("answer", ["zarr", {"zarr": 1}, [b"zarr"], 3])
 def test_an_answer_that_is_not_a_list_of_names_is_a_plugin_error(answer: Any) -> None:
     plugins.register(Detector(answer), "sloppy")
-    with pytest.raises(PluginError, match=r"trackpoint_detect_backends returned .* \(implemented by: .*sloppy.*\); return a list or tuple"):
+    with pytest.raises(
+        PluginError,
+        match=r"trackpoint_detect_backends returned .* \(implemented by: .*sloppy.*\); return a list or tuple",
+    ):
         plugins.detect_backends("/run")
 
 
@@ -117,7 +120,10 @@ def test_a_failing_implementation_is_a_plugin_error() -> None:
             raise RuntimeError("boom")
 
     plugins.register(Exploding(), "exploding")
-    with pytest.raises(PluginError, match=r"trackpoint_detect_backends failed for '/run' \(implemented by: .*exploding.*\): RuntimeError: boom"):
+    with pytest.raises(
+        PluginError,
+        match=r"trackpoint_detect_backends failed for '/run' \(implemented by: .*exploding.*\): RuntimeError: boom",
+    ):
         plugins.detect_backends("/run")
 
 

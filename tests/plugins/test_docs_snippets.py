@@ -29,7 +29,10 @@ def test_list_backends_example_runs(capsys: pytest.CaptureFixture[str]) -> None:
     (example,) = [b for b in _blocks("backends/index.md") if "list_backends()" in b]
     exec(compile(example, "docs/backends/index.md", "exec"), {})  # noqa: S102 - our own documentation
     lines = capsys.readouterr().out.splitlines()
-    assert any(line.startswith("memory ") and line.endswith("ok") for line in lines), lines
+    assert "memory: memory:// [trackpoint " in "\n".join(lines) and lines[1].endswith("] available"), lines
+    # Plain local paths are named, never printed as an empty scheme.
+    assert lines[0].startswith("bundle: (local paths), file:// "), lines
+    assert not any(" ://" in line or ", ," in line or ": ," in line for line in lines), lines
 
 
 def test_writing_a_backend_shows_the_real_plugin_module() -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from trackpoint import plugins
+from trackpoint.backends.memory import MemoryBackend
 from trackpoint.plugins import LOCAL_PATHS, url_form
 
 
@@ -36,7 +37,13 @@ def test_str_of_a_row() -> None:
 
 
 def test_str_of_an_unavailable_runtime_row() -> None:
-    spec = plugins.BackendSpec("needy", lambda url, opts: None, schemes=("needy",), requires=("tp_no_such_module",), install_hint="pip install needy")  # type: ignore[arg-type,return-value]
+    spec = plugins.BackendSpec(
+        "needy",
+        lambda url, opts: MemoryBackend(),
+        schemes=("needy",),
+        requires=("tp_no_such_module",),
+        install_hint="pip install needy",
+    )
 
     class Plugin:
         @plugins.hookimpl

@@ -1,0 +1,382 @@
+"""The path ``save()`` returns restores as it is: no options, any store, a fresh process.
+
+A checkpoint written with an option that picked its backend (``CheckpointOptions(backend="zarr")`` at a
+plain path or an ``s3://`` URL, a third-party format) is found from its path alone by every reader:
+``Checkpoint.restore``, ``load_checkpoint``, ``list_variables``, ``object_metadata``,
+``latest_checkpoint`` and a restarted ``CheckpointManager``. A directory holding two formats lists both,
+numbered together; a prefix committed in two formats is read from the selected backend.
+"""
+
+from __future__ import annotations
+
+import base64
+import importlib.util
+import json
+import logging
+import os
+import subprocess
+import sys
+import textwrap
+import threading
+import uuid
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+import trackpoint as tp
+from trackpoint import _paths, plugins
+from trackpoint._resolve import open_store
+from trackpoint.errors import (
+    CheckpointExistsError,
+    CheckpointKeyError,
+    CheckpointNotFoundError,
+    ConcurrentModificationError,
+)
+from trackpoint.storage import (
+    ANY_VERSION,
+    Capabilities,
+    CheckpointOptions,
+    CheckpointReader,
+    ShardResult,
+    ShardSpec,
+    StorageBackend,
+    TensorInfo,
+    VersionedBytes,
+    WriteItem,
+    _AnyVersion,
+)
+
+KEY = "v/.ATTRIBUTES/VARIABLE_VALUE"
+
+
+# ---------------------------------------------------------------- where and how a test saves
+@dataclass(frozen=True)
+class Case:
+    """A store, the options a save used to pick its backend, and what a reader may pass (never a backend)."""
+
+    directory: str
+    save: CheckpointOptions | None
+    read: CheckpointOptions | None
+
+
+def _case(request: pytest.FixtureRequest, tmp_path: Path, kind: str) -> Case:
+    local = str(tmp_path / "run")
+    if kind == "bundle":
+        return Case(local, None, None)
+    if kind == "zarr-plain-path":
+        return Case(local, CheckpointOptions(backend="zarr"), None)
+    if kind == "zarr-file-url":
+        return Case(f"file://{local}", CheckpointOptions(backend="zarr"), None)
+    if kind == "zarr-scheme":
+        return Case(f"zarr+file://{local}", None, None)
+    if kind == "memory":
+        return Case(f"memory://restore-{uuid.uuid4().hex[:10]}/run", CheckpointOptions(backend="memory"), None)
+    if kind == "sqlite":
+        if importlib.util.find_spec("trackpoint_example_sqlite") is None:
+            pytest.skip("the example sqlite plugin is not installed")
+        return Case(f"sqlite://{tmp_path}/runs.sqlite/run", None, None)
+    store, _, backend = kind.partition("-")  # "s3-zarr", "gcs-bundle", ...
+    bucket: str = request.getfixturevalue(f"{store}_bucket")
+    storage = CheckpointOptions(storage_options=request.getfixturevalue(f"{store}_storage_options"))
+    chosen = CheckpointOptions(backend=backend, storage_options=storage.storage_options)
+    return Case(f"{bucket}/run", chosen if backend == "zarr" else storage, storage)
+
+
+KINDS = [
+    "bundle",
+    "zarr-plain-path",
+    "zarr-file-url",
+    "zarr-scheme",
+    "memory",
+    "sqlite",
+    pytest.param("s3-zarr", marks=pytest.mark.s3),
+    pytest.param("s3-s3", marks=pytest.mark.s3),
+    pytest.param("gcs-zarr", marks=pytest.mark.gcs),
+]
+
+
+def _values(n: int) -> np.ndarray[Any, Any]:
+    return np.arange(4, dtype=np.float32) * n
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_saved_with_a_backend_option_restores_from_its_path_alone(
+    kind: str, request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    case = _case(request, tmp_path, kind)
+    ckpt = tp.Checkpoint(v=tp.Variable(np.zeros(4, np.float32)))
+    paths = []
+    for n in (1, 2):
+        ckpt.v.assign(_values(n))
+        paths.append(ckpt.save(f"{case.directory}/ckpt", case.save))
+    assert paths == [f"{case.directory}/ckpt-1", f"{case.directory}/ckpt-2"]
+    # Every reader, with no backend chosen: each finds the checkpoint from its path.
+    for n, path in enumerate(paths, start=1):
+        fresh = tp.Checkpoint(v=tp.Variable(np.zeros(4, np.float32)))
+        fresh.restore(path, case.read).assert_consumed()
+        np.testing.assert_array_equal(fresh.v.numpy(), _values(n))
+    assert tp.latest_checkpoint(case.directory, case.read) == paths[-1]
+    assert (KEY, [4]) in tp.list_variables(paths[0], case.read)
+    assert [c.local_name for c in tp.object_metadata(paths[0], case.read).nodes[0].children] == ["v", "save_counter"]
+    with tp.load_checkpoint(case.directory, case.read) as reader:
+        np.testing.assert_array_equal(reader.get_tensor(KEY), _values(2))
+    from_directory = tp.Checkpoint(v=tp.Variable(np.zeros(4, np.float32)))
+    from_directory.restore(case.directory, case.read).assert_consumed()
+    np.testing.assert_array_equal(from_directory.v.numpy(), _values(2))
+    # A run restarted without the option resumes where it stopped: no fresh start at step 0.
+    resumed = tp.Checkpoint(v=tp.Variable(np.zeros(4, np.float32)))
+    manager = tp.CheckpointManager(resumed, case.directory, max_to_keep=2, options=case.read)
+    assert manager.restore_or_initialize() == paths[-1]
+    assert int(resumed.save_counter.numpy()) == 2
+    np.testing.assert_array_equal(resumed.v.numpy(), _values(2))
+    assert manager.save() == f"{case.directory}/ckpt-3"
+    assert tp.latest_checkpoint(case.directory, case.read) == f"{case.directory}/ckpt-3"
+
+
+# ------------------------------------------------------------------------- a fresh process
+SAVE = """
+import sys, numpy as np, trackpoint as tp
+ckpt = tp.Checkpoint(v=tp.Variable(np.arange(5.0)))
+print(ckpt.save(sys.argv[1], tp.CheckpointOptions(backend="zarr")))
+"""
+
+RESTORE = """
+import sys, numpy as np, trackpoint as tp
+ckpt = tp.Checkpoint(v=tp.Variable(np.zeros(5)))
+ckpt.restore(sys.argv[1]).assert_consumed()
+print(ckpt.v.numpy().tolist(), tp.latest_checkpoint(sys.argv[2]))
+"""
+
+
+def _python(code: str, *args: str) -> str:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TRACKPOINT_")}
+    done = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code), *args], capture_output=True, text=True, env=env, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout.strip()
+
+
+def test_zarr_saved_at_a_plain_path_restores_in_a_fresh_process_without_options(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    path = _python(SAVE, str(run / "ckpt"))
+    assert path == str(run / "ckpt-1")
+    assert sorted(os.listdir(run)) == ["checkpoint", "ckpt-1.zarr"]
+    assert _python(RESTORE, path, str(run)) == f"[0.0, 1.0, 2.0, 3.0, 4.0] {path}"
+
+
+# ----------------------------------------------------------------- two formats, one directory
+def test_a_directory_holding_two_formats_lists_both_numbered_together(tmp_path: Path) -> None:
+    run = str(tmp_path)
+    ckpt = tp.Checkpoint(v=tp.Variable(np.zeros(4, np.float32)))
+    zarr = CheckpointOptions(backend="zarr")
+    for n, options in ((1, None), (2, zarr), (3, None), (4, zarr)):
+        ckpt.v.assign(_values(n))
+        ckpt.save(f"{run}/ckpt", options)
+    assert sorted(os.listdir(run)) == [
+        "checkpoint",
+        "ckpt-1.data-00000-of-00001",
+        "ckpt-1.index",
+        "ckpt-2.zarr",
+        "ckpt-3.data-00000-of-00001",
+        "ckpt-3.index",
+        "ckpt-4.zarr",
+    ]
+    assert open_store(run).list_checkpoints(run) == [f"{run}/ckpt-{n}" for n in (1, 2, 3, 4)]
+    os.remove(f"{run}/checkpoint")  # listing alone decides: the highest -N of any format
+    assert tp.latest_checkpoint(run) == f"{run}/ckpt-4"
+    # Explicit options still win: each backend alone sees its own format only.
+    assert tp.latest_checkpoint(run, CheckpointOptions(backend="bundle")) == f"{run}/ckpt-3"
+    with pytest.raises(CheckpointNotFoundError):
+        tp.load_checkpoint(f"{run}/ckpt-4", CheckpointOptions(backend="bundle"))
+    # A manager retires checkpoints of either format.
+    m = tp.CheckpointManager(tp.Checkpoint(v=tp.Variable(np.zeros(4, np.float32))), run, max_to_keep=2)
+    assert m.restore_or_initialize() == f"{run}/ckpt-4"
+    m.save()
+    m.save()
+    assert sorted(os.listdir(run)) == [
+        "checkpoint",
+        "ckpt-5.data-00000-of-00001",
+        "ckpt-5.index",
+        "ckpt-6.data-00000-of-00001",
+        "ckpt-6.index",
+    ]
+
+
+def test_a_prefix_committed_in_two_formats_is_read_from_the_selected_backend(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    run = str(tmp_path)
+    tp.Checkpoint(v=tp.Variable(_values(1))).write(f"{run}/dup-1")
+    tp.Checkpoint(v=tp.Variable(_values(2))).write(f"{run}/dup-1", CheckpointOptions(backend="zarr"))
+    with caplog.at_level(logging.WARNING, logger="trackpoint"):
+        assert open_store(run).list_checkpoints(run) == [f"{run}/dup-1"]
+        assert tp.latest_checkpoint(run) == f"{run}/dup-1"
+    assert caplog.text.count("is committed in two formats, by backend 'bundle' and by backend 'zarr'") == 1
+    fresh = tp.Checkpoint(v=tp.Variable(np.zeros(4, np.float32)))
+    fresh.read(f"{run}/dup-1").assert_consumed()
+    np.testing.assert_array_equal(fresh.v.numpy(), _values(1))  # the URL's own backend wins
+    fresh.read(f"{run}/dup-1", CheckpointOptions(backend="zarr")).assert_consumed()
+    np.testing.assert_array_equal(fresh.v.numpy(), _values(2))
+    open_store(run).delete(f"{run}/dup-1")  # both go, so neither can resurface
+    assert os.listdir(run) == []
+
+
+# ------------------------------------------------------------- a third-party format, and cost
+def _encode(array: np.ndarray[Any, Any]) -> dict[str, Any]:
+    if array.dtype.kind == "O":
+        items = [x.encode() if isinstance(x, str) else bytes(x) for x in array.flat]
+        return {"dtype": "string", "shape": list(array.shape), "items": [base64.b64encode(x).decode() for x in items]}
+    return {"dtype": array.dtype.str, "shape": list(array.shape), "data": base64.b64encode(array.tobytes()).decode()}
+
+
+class _JsonReader(CheckpointReader):
+    def __init__(self, prefix: str, table: dict[str, Any]) -> None:
+        self.prefix = prefix
+        self._table = table
+
+    def keys(self) -> list[str]:
+        return sorted(self._table)
+
+    def _entry(self, key: str) -> dict[str, Any]:
+        if key not in self._table:
+            raise CheckpointKeyError(f"jsonfile: no tensor {key!r} in {self.prefix!r}")
+        entry: dict[str, Any] = self._table[key]
+        return entry
+
+    def info(self, key: str) -> TensorInfo:
+        e = self._entry(key)
+        dtype = np.dtype(object) if e["dtype"] == "string" else np.dtype(e["dtype"])
+        return TensorInfo(dtype, tuple(e["shape"]))
+
+    def read(self, key: str, out: np.ndarray[Any, Any] | None = None) -> np.ndarray[Any, Any]:
+        e = self._entry(key)
+        if e["dtype"] == "string":
+            values = np.empty(len(e["items"]), dtype=object)
+            values[:] = [base64.b64decode(x) for x in e["items"]]
+            return values.reshape(e["shape"])
+        return np.frombuffer(base64.b64decode(e["data"]), np.dtype(e["dtype"])).reshape(e["shape"]).copy()
+
+
+class JsonFileBackend(StorageBackend):
+    """A third-party format: a whole checkpoint as one JSON file ``<prefix>.tpjson`` on a local disk."""
+
+    capabilities = Capabilities(atomic_rename=True, parallel_writes=False)
+    opened = 0
+
+    def __init__(self) -> None:
+        JsonFileBackend.opened += 1
+        self._lock = threading.Lock()
+
+    @staticmethod
+    def _file(prefix: str) -> str:
+        return _paths.strip_file_scheme(prefix) + ".tpjson"
+
+    def write_shard(self, prefix: str, spec: ShardSpec, items: Sequence[WriteItem]) -> ShardResult:
+        table = {it.key: _encode(np.asarray(it.array)) for it in items}
+        return ShardResult(spec, tuple(table), 0, json.dumps(table).encode())
+
+    def commit(self, prefix: str, shards: Sequence[ShardResult], *, overwrite: bool = False) -> None:
+        path = self._file(prefix)
+        if os.path.exists(path) and not overwrite:
+            raise CheckpointExistsError(f"jsonfile: {path!r} exists")
+        table: dict[str, Any] = {}
+        for shard in shards:
+            table.update(json.loads(shard.payload))
+        os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+        Path(path + ".tmp").write_text(json.dumps(table))
+        os.replace(path + ".tmp", path)
+
+    def abort(self, prefix: str, save_id: str) -> None:
+        pass  # nothing is written before commit
+
+    def open_reader(self, prefix: str) -> CheckpointReader:
+        try:
+            return _JsonReader(prefix, json.loads(Path(self._file(prefix)).read_text()))
+        except FileNotFoundError as exc:
+            raise CheckpointNotFoundError(f"jsonfile: nothing committed at {prefix!r}") from exc
+
+    def exists(self, prefix: str) -> bool:
+        return os.path.exists(self._file(prefix))
+
+    def delete(self, prefix: str) -> None:
+        if self.exists(prefix):
+            os.remove(self._file(prefix))
+
+    def list_checkpoints(self, directory: str) -> list[str]:
+        local = _paths.strip_file_scheme(directory)
+        names = os.listdir(local) if os.path.isdir(local) else []
+        return sorted(_paths.join(directory, n[: -len(".tpjson")]) for n in names if n.endswith(".tpjson"))
+
+    def read_file(self, path: str) -> VersionedBytes | None:
+        p = Path(_paths.strip_file_scheme(path))
+        return VersionedBytes(p.read_bytes(), str(p.stat().st_mtime_ns)) if p.exists() else None
+
+    def write_file(self, path: str, data: bytes, *, if_version: str | _AnyVersion | None = ANY_VERSION) -> str:
+        with self._lock:
+            current = self.read_file(path)
+            if if_version is not ANY_VERSION and (current.version if current else None) != if_version:
+                raise ConcurrentModificationError(f"jsonfile: {path!r} changed")
+            p = Path(_paths.strip_file_scheme(path))
+            p.parent.mkdir(parents=True, exist_ok=True)
+            p.with_suffix(".tmp").write_bytes(data)
+            os.replace(p.with_suffix(".tmp"), p)
+            return str(p.stat().st_mtime_ns)
+
+    def delete_file(self, path: str) -> None:
+        Path(_paths.strip_file_scheme(path)).unlink(missing_ok=True)
+
+
+class JsonFilePlugin:
+    """Registers ``jsonfile`` (no scheme of its own) and claims plain local paths for detection."""
+
+    @plugins.hookimpl
+    def trackpoint_register_backends(self, register: Any) -> None:
+        register(plugins.BackendSpec("jsonfile", lambda url, opts: JsonFileBackend(), description="JSON files"))
+
+    @plugins.hookimpl
+    def trackpoint_detect_backends(self, url: str, options: CheckpointOptions) -> list[str] | None:
+        return ["jsonfile"] if _paths.scheme(url) in ("", "file") else None
+
+
+@pytest.fixture
+def jsonfile() -> Iterator[None]:
+    plugins.register(JsonFilePlugin(), "jsonfile-plugin")
+    JsonFileBackend.opened = 0
+    try:
+        yield
+    finally:
+        plugins.unregister("jsonfile-plugin")
+
+
+@pytest.mark.usefixtures("jsonfile")
+def test_a_third_party_format_is_found_through_the_hook(tmp_path: Path) -> None:
+    run = str(tmp_path)
+    ckpt = tp.Checkpoint(v=tp.Variable(_values(3)))
+    path = ckpt.save(f"{run}/ckpt", CheckpointOptions(backend="jsonfile"))
+    assert sorted(os.listdir(run)) == ["checkpoint", "ckpt-1.tpjson"]
+    fresh = tp.Checkpoint(v=tp.Variable(np.zeros(4, np.float32)))
+    fresh.restore(path).assert_consumed()
+    np.testing.assert_array_equal(fresh.v.numpy(), _values(3))
+    assert tp.latest_checkpoint(run) == path
+    assert plugins.detect_backends(path) == ["bundle", "zarr", "jsonfile"]
+
+
+@pytest.mark.usefixtures("jsonfile")
+def test_the_selected_backend_is_asked_first_and_the_others_only_when_needed(tmp_path: Path) -> None:
+    run = str(tmp_path)
+    ckpt = tp.Checkpoint(v=tp.Variable(_values(1)))
+    path = ckpt.save(f"{run}/ckpt")  # a bundle
+    ckpt.restore(path).assert_consumed()
+    assert tp.list_variables(path)
+    assert tp.latest_checkpoint(run) == path  # the state file names it: only bundle is asked
+    tp.CheckpointManager(ckpt, run, max_to_keep=None, options=CheckpointOptions(backend="bundle")).save()
+    assert JsonFileBackend.opened == 0
+    # Listing a directory needs every format.
+    os.remove(f"{run}/checkpoint")
+    assert tp.latest_checkpoint(run) == f"{run}/ckpt-2"
+    assert JsonFileBackend.opened == 1
