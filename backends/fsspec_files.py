@@ -29,13 +29,16 @@ another writer won and the precondition failure is real.
 from __future__ import annotations
 
 import asyncio
+import atexit
 import concurrent.futures
+import contextlib
 import json
 import os
 import random
 import threading
 import time
 import uuid
+import weakref
 from abc import abstractmethod
 from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass
@@ -57,6 +60,7 @@ from trackpoint.errors import (
 from trackpoint.storage import ANY_VERSION, Capabilities, VersionedBytes, _AnyVersion
 
 __all__ = [
+    "FILESYSTEM_KINDS",
     "WRITE_ID_METADATA_KEY",
     "Condition",
     "ErrorKind",
@@ -64,7 +68,7 @@ __all__ = [
     "HTTPStatusError",
     "ObjectStat",
     "TransferOptions",
-    "shared_filesystem",
+    "filesystem",
 ]
 
 T = TypeVar("T")
@@ -76,6 +80,7 @@ WRITE_ID_METADATA_KEY: Final = "trackpoint-write-id"
 ErrorKind = Literal["transient", "not_found", "precondition", "permission", "range", "other"]
 
 _MiB: Final = 1 << 20
+_DEFAULT_REQUEST_TIMEOUT: Final = 60.0
 
 
 class HTTPStatusError(Exception):
@@ -165,7 +170,7 @@ class TransferOptions:
     retry_base_delay: float = 0.1
     retry_max_delay: float = 5.0
     retry_deadline: float = 120.0
-    request_timeout: float = 60.0
+    request_timeout: float = _DEFAULT_REQUEST_TIMEOUT
     part_size: int = 16 * _MiB
     max_inflight_parts: int = 4
     read_part_size: int = 64 * _MiB
@@ -196,26 +201,155 @@ class TransferOptions:
         )
 
 
-_FS_CACHE: dict[str, Any] = {}
-_FS_CACHE_LOCK = threading.Lock()
+# ---------------------------------------------------------------------------
+# Building (and closing) every fsspec filesystem trackpoint uses
+# ---------------------------------------------------------------------------
+
+#: Store kinds :func:`filesystem` builds.
+FILESYSTEM_KINDS: Final = ("s3", "gcs")
 
 
-def shared_filesystem(kind: str, kwargs: Mapping[str, Any], make: Callable[[], Any]) -> Any:
-    """One filesystem per process, kind and constructor arguments.
+@dataclass(frozen=True, slots=True)
+class _Built:
+    fs: Any
+    kind: str
+    #: The loop the filesystem's sessions live on; ``None`` for fsspec's own I/O loop.
+    loop: asyncio.AbstractEventLoop | None
+    pid: int
 
-    ``Checkpoint.save`` opens the backend more than once per save; building a
-    client (credential chain, connection pool) each time would cost more
-    than a small save. The key includes the process id because a client's
-    sessions belong to the event loop of the process that made them (after a
-    fork the child builds its own). The key stays in memory; it is never
-    logged, since the arguments may hold credentials.
+
+_FILESYSTEMS: dict[str, _Built] = {}
+_FILESYSTEMS_LOCK = threading.Lock()
+_WEAKREF_EXIT_HOOK: list[Any] = []
+
+
+def filesystem(
+    kind: str,
+    storage_options: Mapping[str, Any],
+    *,
+    loop: asyncio.AbstractEventLoop | None = None,
+    retries: Literal["caller", "library"] = "library",
+    request_timeout: float = _DEFAULT_REQUEST_TIMEOUT,
+) -> Any:
+    """The fsspec filesystem for a store: every fsspec filesystem trackpoint uses is built here.
+
+    The bundle backends (``s3``, ``gcs``) and the Zarr backend on S3/GCS get
+    the same filesystem class and settings for the same ``storage_options``:
+
+    * S3: ``s3fs.S3FileSystem``; GCS: ``gcsfs.core.GCSFileSystem``, the JSON
+      API client, whatever ``GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT`` says. The
+      experimental subclass that gcsfs exports by default asks a gRPC control
+      API for every bucket's storage layout before the first request and does
+      not remember a failed answer: against an emulator or a private endpoint
+      (no gRPC there) every operation waits out a 60 s retry budget, and a
+      principal without the bucket-level permission for that call pays a
+      failed call again on every operation that checks the layout, on real
+      GCS too. Zonal (Rapid) buckets,
+      which need that layer, are not supported.
+    * No listing cache (objects written by other processes are visible at
+      once) and no fsspec instance cache (this table is the cache).
+    * S3: ``connect_timeout`` and ``read_timeout`` from ``request_timeout``.
+
+    Parameters
+    ----------
+    kind
+        ``"s3"`` or ``"gcs"``.
+    storage_options
+        Passed to the filesystem unchanged (credentials, ``endpoint_url``,
+        ...); they key an in-memory table and are never logged.
+    loop
+        ``None``: a synchronous filesystem whose requests run on fsspec's I/O
+        loop. A loop: an ``asynchronous=True`` filesystem whose sessions live
+        on that loop (Zarr's); it must only be awaited there.
+    retries
+        ``"caller"`` when the caller retries requests itself (the bundle file
+        layers): botocore then makes one attempt per request, so attempts do
+        not multiply. ``"library"`` keeps the client library's retries.
+    request_timeout
+        Seconds one request may take.
+
+    Returns
+    -------
+    Any
+        One filesystem per process, kind, options and loop, shared by every
+        backend asking for it: a client (credential chain, connection pool)
+        costs more than a small save. Its sessions are closed on their own
+        loop at interpreter exit, so no "Unclosed client session" warning or
+        cross-loop error is printed.
     """
-    key = f"{os.getpid()}|{kind}|" + json.dumps(kwargs, sort_keys=True, default=repr)
-    with _FS_CACHE_LOCK:
-        fs = _FS_CACHE.get(key)
-        if fs is None:
-            fs = _FS_CACHE[key] = make()
-        return fs
+    if kind not in FILESYSTEM_KINDS:
+        raise BackendError(f"no fsspec filesystem for store kind {kind!r}; expected one of {FILESYSTEM_KINDS}")
+    opts = dict(storage_options)
+    opts.update(skip_instance_cache=True, use_listings_cache=False, asynchronous=loop is not None)
+    if kind == "s3":
+        config = dict(opts.pop("config_kwargs", None) or {})
+        config.setdefault("connect_timeout", min(10.0, request_timeout))
+        config.setdefault("read_timeout", request_timeout)
+        if retries == "caller":
+            config.setdefault("retries", {"total_max_attempts": 1})
+        opts["config_kwargs"] = config
+    # The pid is part of the key: a client's sessions belong to the process
+    # (and loop) that made them; a forked child builds its own.
+    pid = os.getpid()
+    key = json.dumps([pid, kind, id(loop) if loop is not None else None, opts], sort_keys=True, default=repr)
+    with _FILESYSTEMS_LOCK:
+        built = _FILESYSTEMS.get(key)
+        if built is None or built.loop is not loop:
+            built = _FILESYSTEMS[key] = _Built(_construct(kind, opts), kind, loop, pid)
+            _arm_exit_hook()
+        return built.fs
+
+
+def _construct(kind: str, opts: Mapping[str, Any]) -> Any:
+    if kind == "s3":
+        import s3fs
+
+        return s3fs.S3FileSystem(**opts)
+    from gcsfs.core import GCSFileSystem
+
+    return GCSFileSystem(**opts)
+
+
+def _arm_exit_hook() -> None:
+    # atexit runs hooks last-registered first, and this one must run while the
+    # loops it closes on still run and before the libraries' own fallbacks:
+    # zarr stops its loop in an atexit hook registered when zarr is imported,
+    # and s3fs/gcsfs close sessions through weakref.finalize, whose exit hook
+    # is registered with the first finalizer of the process (gcsfs's fallback
+    # closes a session on fsspec's loop even when it lives on zarr's: "attached
+    # to a different loop"). So the weakref hook is made to exist first, and
+    # this hook moves behind every hook registered so far on each new build.
+    if not _WEAKREF_EXIT_HOOK:
+        _WEAKREF_EXIT_HOOK.append(weakref.finalize(_arm_exit_hook, int))
+    atexit.unregister(_close_filesystems)
+    atexit.register(_close_filesystems)
+
+
+async def _aclose(built: _Built) -> None:
+    # The client objects are private attributes: s3fs and gcsfs have no public
+    # "close" that works for asynchronous instances (s3fs registers no
+    # finalizer for them at all). Both are read without creating a session.
+    if built.kind == "s3":
+        client = getattr(built.fs, "_s3", None)
+        if client is not None:
+            await client.close()
+    else:
+        session = getattr(built.fs, "_session", None)
+        if session is not None and not session.closed:
+            await session.close()
+
+
+def _close_filesystems(timeout: float = 5.0) -> None:
+    """Close the sessions of every filesystem :func:`filesystem` built in this process, each on its loop."""
+    with _FILESYSTEMS_LOCK:
+        built = [b for b in _FILESYSTEMS.values() if b.pid == os.getpid()]
+        _FILESYSTEMS.clear()
+    for b in built:
+        loop = b.loop if b.loop is not None else b.fs.loop
+        if loop.is_closed() or not loop.is_running():
+            continue  # nothing can run there any more; the process is going away
+        with contextlib.suppress(Exception):
+            asyncio.run_coroutine_threadsafe(_aclose(b), loop).result(timeout)
 
 
 class FsspecFiles(FileLayer):
@@ -532,8 +666,9 @@ class FsspecFiles(FileLayer):
         return _paths.join(directory, name)
 
     def close(self) -> None:
-        # The filesystem's session belongs to fsspec's loop and is closed by
-        # fsspec at exit; only this layer stops accepting work.
+        # The filesystem is shared by every layer on the same store (see
+        # filesystem()); its session is closed at interpreter exit. Only this
+        # layer stops accepting work.
         self._closed = True
 
 

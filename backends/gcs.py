@@ -6,10 +6,10 @@ which speaks the GCS JSON API through gcsfs' authenticated aiohttp session.
 The commit point is a create-only upload (``ifGenerationMatch=0``) of the
 checkpoint's ``.index``; see ``docs/backends/gcs.md``.
 
-gcsfs is imported only when a backend is created. ``gcsfs.core.GCSFileSystem``
-is used directly rather than ``gcsfs.GCSFileSystem``: the latter is, by
-default, an experimental subclass that probes every bucket over gRPC first
-(a 60 s stall against emulators and private endpoints).
+gcsfs is imported only when a backend is created, by
+:func:`trackpoint.backends.fsspec_files.filesystem`, which builds every
+fsspec filesystem of trackpoint (``gcsfs.core.GCSFileSystem``, never gcsfs'
+experimental subclass that probes every bucket over gRPC first).
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from trackpoint.backends.fsspec_files import (
     HTTPStatusError,
     ObjectStat,
     TransferOptions,
-    shared_filesystem,
+    filesystem,
 )
 from trackpoint.errors import DataLossError
 from trackpoint.plugins import BackendSpec, hookimpl
@@ -307,15 +307,13 @@ def _reason(body: bytes) -> str:
 
 def create_files(options: CheckpointOptions) -> GCSFiles:
     """A :class:`GCSFiles` for ``options`` (storage options go to ``gcsfs.core.GCSFileSystem``)."""
-    from gcsfs.core import GCSFileSystem
-
     transfer = TransferOptions.from_backend_options(
         options.backend_options, min_part_size=_CHUNK_ALIGN, part_alignment=_CHUNK_ALIGN
     )
-    so = dict(options.storage_options)
-    # No listing cache: other writers' objects must be visible at once.
-    so.update(skip_instance_cache=True, use_listings_cache=False, asynchronous=False)
-    return GCSFiles(shared_filesystem("gcs", so, lambda: GCSFileSystem(**so)), transfer)
+    # The layer sends its own requests through the filesystem's session and
+    # retries them itself; gcsfs' retries never wrap them.
+    fs = filesystem("gcs", options.storage_options, retries="caller", request_timeout=transfer.request_timeout)
+    return GCSFiles(fs, transfer)
 
 
 def create_backend(url: str, options: CheckpointOptions) -> StorageBackend:

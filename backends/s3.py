@@ -24,7 +24,7 @@ from trackpoint.backends.fsspec_files import (
     HTTPStatusError,
     ObjectStat,
     TransferOptions,
-    shared_filesystem,
+    filesystem,
 )
 from trackpoint.errors import DataLossError
 from trackpoint.plugins import BackendSpec, hookimpl
@@ -259,20 +259,10 @@ class S3Files(FsspecFiles):
 
 def create_files(options: CheckpointOptions) -> S3Files:
     """An :class:`S3Files` for ``options`` (storage options go to ``s3fs.S3FileSystem``)."""
-    import s3fs
-
     transfer = TransferOptions.from_backend_options(options.backend_options, min_part_size=_MIN_PART, part_alignment=1)
-    so = dict(options.storage_options)
-    config = dict(so.pop("config_kwargs", None) or {})
     # This layer owns the retry policy; botocore retrying underneath would
     # multiply attempts and break the caller's bound on total time.
-    config.setdefault("retries", {"total_max_attempts": 1})
-    config.setdefault("connect_timeout", min(10.0, transfer.request_timeout))
-    config.setdefault("read_timeout", transfer.request_timeout)
-    # Other writers' objects must be visible at once (no listing cache), and
-    # fsspec's instance cache is bypassed: shared_filesystem keys on all options.
-    so.update(skip_instance_cache=True, use_listings_cache=False, asynchronous=False, config_kwargs=config)
-    fs = shared_filesystem("s3", so, lambda: s3fs.S3FileSystem(**so))
+    fs = filesystem("s3", options.storage_options, retries="caller", request_timeout=transfer.request_timeout)
     return S3Files(fs, transfer)
 
 

@@ -58,12 +58,10 @@ if TYPE_CHECKING:
     from trackpoint.backends.fsspec_files import FsspecFiles
     from trackpoint.storage import StorageBackend
 
-# Must hold before gcsfs is imported anywhere (see test-infra §2 pitfall 1):
-# otherwise gcsfs probes a gRPC endpoint on the emulator for ~60 s per bucket.
-os.environ["GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT"] = "false"
-os.environ.setdefault("AWS_ACCESS_KEY_ID", "testing")
-os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "testing")
-os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
+# Only a safety net: every test passes credentials in storage_options, so
+# botocore never reaches the instance-metadata step of its credential chain;
+# should a test forget them, it fails at once instead of probing 169.254.169.254.
+# Nothing a user meets with credentials depends on it.
 os.environ["AWS_EC2_METADATA_DISABLED"] = "true"
 
 __all__ = [
@@ -197,7 +195,7 @@ def make_s3_fs(storage_options: dict[str, Any]) -> Any:
 
 
 def make_gcs_fs(storage_options: dict[str, Any]) -> Any:
-    """An independent gcsfs filesystem (no instance or listing cache, HNS layer off)."""
+    """An independent gcsfs filesystem (no instance or listing cache; the JSON API client trackpoint uses)."""
     from gcsfs.core import GCSFileSystem
 
     opts = {**storage_options, "skip_instance_cache": True, "use_listings_cache": False}
@@ -360,7 +358,7 @@ def object_store(request: pytest.FixtureRequest, name: str) -> ObjectStore:
     if name == "s3":
         env, list_request = {"AWS_EC2_METADATA_DISABLED": "true"}, r"list-type=2"  # ListObjectsV2
     elif name == "gcs":
-        env, list_request = {"GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT": "false"}, r"/o\?"  # objects.list
+        env, list_request = {}, r"/o\?"  # objects.list
     else:
         raise ValueError(f"unknown object store {name!r}; expected one of {OBJECT_STORES}")
     return ObjectStore(
@@ -437,12 +435,8 @@ class ObjectStoreConformance:
     # Same create-only commit as TestBundleCreateOnly (tests/conformance/test_bundle.py).
     known_gaps: ClassVar[Mapping[str, str]] = {
         "test_failed_save_keeps_existing_checkpoint": (
-            "overwrite=True deletes the old checkpoint (index first) before writing, so a failed "
-            "overwrite leaves no checkpoint at that prefix"
-        ),
-        "test_commit_onto_existing_without_overwrite": (
-            "write_shard onto a committed prefix already fails with CheckpointExistsError, because the "
-            "data object names collide; commit is never reached"
+            "begin(overwrite=True) deletes the old checkpoint (index first) before writing, because the "
+            "new data objects take the same final names; a failed overwrite leaves no checkpoint there"
         ),
     }
 

@@ -10,23 +10,23 @@ exceptions into :mod:`trackpoint.errors`.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import ctypes
 import errno
 import functools
 import importlib
-import json
 import os
 import shutil
-import threading
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Mapping
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any
 
 from trackpoint import _paths
 from trackpoint.backends.files import FileLayer
+from trackpoint.backends.fsspec_files import filesystem
 from trackpoint.errors import (
     CheckpointError,
     CheckpointExistsError,
@@ -40,10 +40,6 @@ if TYPE_CHECKING:
     from zarr.abc.store import Store
 
 __all__ = ["FsspecLocation", "LocalLocation", "Location", "os_error", "strict_store", "translate_os_errors"]
-
-#: fsspec protocol for each store kind.
-_PROTOCOLS: Final = {"s3": "s3", "gcs": "gcs"}
-
 
 def os_error(exc: OSError, store: str, what: str, path: str) -> CheckpointError:
     """The trackpoint error for an ``OSError`` of the store, naming ``path``; raise it ``from exc``."""
@@ -343,49 +339,32 @@ def _mtime(entry: Mapping[str, Any]) -> float | None:
     return None
 
 
-_CLIENTS_LOCK = threading.Lock()
-_CLIENTS: dict[tuple[Any, ...], Any] = {}
+async def _running_loop() -> asyncio.AbstractEventLoop:
+    return asyncio.get_running_loop()
 
 
-def _client(protocol: str, storage_options: Mapping[str, Any], *, asynchronous: bool) -> Any:
-    """A process-wide fsspec filesystem per (protocol, options, sync/async).
+def _zarr_loop() -> asyncio.AbstractEventLoop:
+    """The event loop zarr runs its store calls on (asked of zarr itself, through its public ``sync``)."""
+    from zarr.core.sync import sync
 
-    Creating an S3 or GCS client costs ~0.4 s (botocore loads its service
-    model), more than a small save; backends for the same store share one.
-    Sharing is safe: the synchronous instance runs on fsspec's loop, the
-    asynchronous one is only ever awaited on Zarr's single ``zarr_io`` loop.
-    Neither uses a listing cache, so other writers' objects are seen at once.
-    The key includes the pid because a forked child must not reuse sessions.
-    """
-    import fsspec
-
-    # Options hold credentials: they only key this in-memory table, never a message.
-    frozen = json.dumps(dict(storage_options), sort_keys=True, default=repr)
-    key = (os.getpid(), protocol, frozen, asynchronous)
-    with _CLIENTS_LOCK:
-        fs = _CLIENTS.get(key)
-        if fs is None:
-            opts = {**storage_options, "skip_instance_cache": True, "use_listings_cache": False}
-            fs = fsspec.filesystem(protocol, asynchronous=asynchronous, **opts)
-            _CLIENTS[key] = fs
-        return fs
+    return sync(_running_loop())
 
 
 class FsspecLocation(Location):
     """An S3 or GCS bucket through fsspec.
 
-    Two filesystem instances, shared per process (see :func:`_client`): an
-    ``asynchronous=True`` one that only Zarr uses (it binds to Zarr's event
-    loop on first use, see test-infra §3), and a synchronous one for namespace
-    operations.
+    Filesystems come from :func:`trackpoint.backends.fsspec_files.filesystem`,
+    which builds them for every backend with the same settings and shares
+    them per process: an ``asynchronous=True`` one bound to Zarr's event loop
+    that only Zarr uses, and a synchronous one for namespace operations. Small
+    whole objects go through the bundle backends' file layer (:attr:`files`).
     """
 
     def __init__(self, kind: str, storage_options: Mapping[str, Any]) -> None:
         self.kind = kind
-        self._protocol = _PROTOCOLS[kind]
         self._options = dict(storage_options)
         with translate_os_errors(f"zarr/{kind}", "connect to", f"{kind}://"):
-            self.fs: Any = _client(self._protocol, self._options, asynchronous=False)
+            self.fs: Any = filesystem(kind, self._options)
 
     @property
     def _store_name(self) -> str:
@@ -406,7 +385,7 @@ class FsspecLocation(Location):
     def zarr_store(self, path: str, *, read_only: bool, strict: bool = False) -> Store:
         from zarr.storage import FsspecStore
 
-        afs = _client(self._protocol, self._options, asynchronous=True)
+        afs = filesystem(self.kind, self._options, loop=_zarr_loop())
         cls = strict_store(FsspecStore) if strict else FsspecStore
         return cls(afs, read_only=read_only, path=path)
 
@@ -476,3 +455,10 @@ class FsspecLocation(Location):
 
     def delete_file(self, path: str) -> None:
         self.files.delete([path])
+
+    def close(self) -> None:
+        # The filesystems are shared by every backend on the same store and
+        # closed at interpreter exit (see filesystem()); this location's file
+        # layer stops accepting work.
+        if "files" in self.__dict__:
+            self.files.close()
