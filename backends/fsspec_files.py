@@ -127,7 +127,9 @@ class ObjectStat:
     mtime: float | None = None
 
 
-def _number(options: Mapping[str, Any], name: str, default: float, *, integer: bool = False, zero_ok: bool = False) -> Any:
+def _number(
+    options: Mapping[str, Any], name: str, default: float, *, integer: bool = False, zero_ok: bool = False
+) -> Any:
     value = options.get(name, default)
     typed = isinstance(value, int) if integer else isinstance(value, (int, float))
     if isinstance(value, bool) or not typed or value < 0 or (value == 0 and not zero_ok):
@@ -178,7 +180,9 @@ class TransferOptions:
     max_concurrency: int = 16
 
     @classmethod
-    def from_backend_options(cls, options: Mapping[str, Any], *, min_part_size: int, part_alignment: int) -> TransferOptions:
+    def from_backend_options(
+        cls, options: Mapping[str, Any], *, min_part_size: int, part_alignment: int
+    ) -> TransferOptions:
         """Validate the keys this layer understands; other keys are left to other layers."""
         d = cls()
         part_size = _number(options, "part_size", d.part_size, integer=True)
@@ -444,7 +448,9 @@ class FsspecFiles(FileLayer):
             )
         bucket, _, key = rest.lstrip("/").partition("/")
         if not bucket:
-            raise BackendError(f"{self.store_name}: {path!r} names no bucket; write {self.schemes[0]}://<bucket>/<path>")
+            raise BackendError(
+                f"{self.store_name}: {path!r} names no bucket; write {self.schemes[0]}://<bucket>/<path>"
+            )
         return bucket, key
 
     def url(self, bucket: str, key: str) -> str:
@@ -503,7 +509,9 @@ class FsspecFiles(FileLayer):
                         continue
                 raise self._translate(exc, kind, what, bucket, key, attempt + 1) from exc
 
-    def _translate(self, exc: BaseException, kind: ErrorKind, what: str, bucket: str, key: str, attempts: int) -> CheckpointError:
+    def _translate(
+        self, exc: BaseException, kind: ErrorKind, what: str, bucket: str, key: str, attempts: int
+    ) -> CheckpointError:
         where = self.url(bucket, key)
         # Only the exception's type and the store's reason go into messages,
         # never request headers or options, which may hold credentials.
@@ -582,7 +590,10 @@ class FsspecFiles(FileLayer):
             by_bucket.setdefault(b, []).append(k)
 
         for bucket, keys in by_bucket.items():
-            self._run(lambda: self._retry("deleting", bucket, keys[0], lambda: self._a_delete(bucket, keys)))
+            self._run(self._a_delete_retrying, bucket, keys)
+
+    async def _a_delete_retrying(self, bucket: str, keys: list[str]) -> None:
+        await self._retry("deleting", bucket, keys[0], lambda: self._a_delete(bucket, keys))
 
     # ------------------------------------------------------------ reads
     def size(self, path: str) -> int | None:
@@ -603,7 +614,9 @@ class FsspecFiles(FileLayer):
         bucket, key = self.split(path)
         return self._run(lambda: self._retry("reading", bucket, key, lambda: self._a_get_versioned(bucket, key)))
 
-    def _plan_reads(self, ranges: Sequence[tuple[int, memoryview]]) -> list[tuple[int, int, list[tuple[int, memoryview]]]]:
+    def _plan_reads(
+        self, ranges: Sequence[tuple[int, memoryview]]
+    ) -> list[tuple[int, int, list[tuple[int, memoryview]]]]:
         """Group ranges into requests ``(start, length, [(offset, view), ...])``.
 
         Small ranges that lie close together share one GET (a request costs
@@ -630,7 +643,9 @@ class FsspecFiles(FileLayer):
             plan.append((offset, view.nbytes, [(offset, view)]))
         return plan
 
-    async def _a_read_group(self, bucket: str, key: str, start: int, length: int, members: list[tuple[int, memoryview]]) -> None:
+    async def _a_read_group(
+        self, bucket: str, key: str, start: int, length: int, members: list[tuple[int, memoryview]]
+    ) -> None:
         if len(members) == 1:
             view = members[0][1]
             await self._retry("reading", bucket, key, lambda: self._a_get_into(bucket, key, start, view))
@@ -752,7 +767,9 @@ class _UploadSink(FileSink):
             layer = self._layer
             try:
                 if self._state is None:
-                    self.version = layer._run(layer._a_put_checked, self._bucket, self._key, memoryview(self._buf), self._cond)
+                    self.version = layer._run(
+                        layer._a_put_checked, self._bucket, self._key, memoryview(self._buf), self._cond
+                    )
                 else:
                     total = self._offset + len(self._buf)
                     self._send_part(total=total)

@@ -231,7 +231,10 @@ class GCSFiles(FsspecFiles):
             "POST",
             f"{self._base}/upload/storage/v1/b/{_q(bucket)}/o",
             params={"uploadType": "resumable", "name": key, **self._cond_params(cond)},
-            headers={"Content-Type": "application/json; charset=UTF-8", "X-Upload-Content-Type": "application/octet-stream"},
+            headers={
+                "Content-Type": "application/json; charset=UTF-8",
+                "X-Upload-Content-Type": "application/octet-stream",
+            },
             data=json.dumps({"name": key, "metadata": {WRITE_ID_METADATA_KEY: write_id}}).encode(),
         )
         return {"location": headers["Location"], "bucket": bucket, "key": key, "attempted": set()}
@@ -260,7 +263,9 @@ class GCSFiles(FsspecFiles):
             start = max(offset, held)
         attempted.add(number)
         if start > offset + data.nbytes:
-            raise DataLossError(f"gcs: resumable upload of {self.url(state['bucket'], state['key'])!r} is ahead of the data")
+            raise DataLossError(
+                f"gcs: resumable upload of {self.url(state['bucket'], state['key'])!r} is ahead of the data"
+            )
         rest = data[start - offset :]
         size = "*" if total is None else str(total)
         if rest.nbytes == 0:
@@ -331,7 +336,9 @@ def trackpoint_register_backends(register: Any) -> None:
             name="gcs",
             factory=create_backend,
             schemes=("gs", "gcs"),
-            description="TensorBundle checkpoints on Google Cloud Storage (gcsfs); create-only commit with ifGenerationMatch=0",
+            description=(
+                "TensorBundle checkpoints on Google Cloud Storage (gcsfs); create-only commit with ifGenerationMatch=0"
+            ),
             requires=("gcsfs",),
             extra="gcs",
             capabilities=GCSFiles.capabilities,

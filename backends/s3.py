@@ -223,7 +223,14 @@ class S3Files(FsspecFiles):
                 from botocore.exceptions import ClientError
 
                 raise ClientError(
-                    {"Error": {"Code": first.get("Code", ""), "Message": f"{len(errors)} deletions failed, first: {first.get('Key')}: {first.get('Message', '')}"}},
+                    {
+                        "Error": {
+                            "Code": first.get("Code", ""),
+                            "Message": (
+                                f"{len(errors)} deletions failed, first: {first.get('Key')}: {first.get('Message', '')}"
+                            ),
+                        }
+                    },
                     "DeleteObjects",
                 )
 
@@ -237,7 +244,11 @@ class S3Files(FsspecFiles):
             return None  # nothing left for a final part: complete with the parts sent
         s3 = await self._client()
         r = await s3.upload_part(
-            Bucket=state["Bucket"], Key=state["Key"], UploadId=state["UploadId"], PartNumber=number + 1, Body=_body(data)
+            Bucket=state["Bucket"],
+            Key=state["Key"],
+            UploadId=state["UploadId"],
+            PartNumber=number + 1,
+            Body=_body(data),
         )
         return {"PartNumber": number + 1, "ETag": r["ETag"]}
 

@@ -52,6 +52,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import pytest
+
 from faultproxy import FaultProxy, Rule
 
 if TYPE_CHECKING:
@@ -295,7 +296,12 @@ def gcs_bucket(gcs_raw: Any) -> Iterator[str]:
 OBJECT_STORES = ("s3", "gcs")
 
 #: Fast retries so fault tests take milliseconds, not the production backoff.
-FAST_RETRIES: dict[str, Any] = {"retries": 4, "retry_base_delay": 0.01, "retry_max_delay": 0.05, "request_timeout": 10.0}
+FAST_RETRIES: dict[str, Any] = {
+    "retries": 4,
+    "retry_base_delay": 0.01,
+    "retry_max_delay": 0.05,
+    "request_timeout": 10.0,
+}
 
 
 @dataclass(frozen=True)

@@ -295,9 +295,7 @@ def _writing(prefix: str, key: str) -> Iterator[None]:
     except OSError as exc:
         raise StorageError(f"zarr: failed to write {key!r} of {prefix!r}: {exc}") from exc
     except Exception as exc:
-        raise StorageError(
-            f"zarr: failed to write tensor {key!r} of {prefix!r} ({type(exc).__name__}: {exc})"
-        ) from exc
+        raise StorageError(f"zarr: failed to write tensor {key!r} of {prefix!r} ({type(exc).__name__}: {exc})") from exc
 
 
 class _Packer:
@@ -372,7 +370,9 @@ class _Packer:
     def close(self) -> dict[str, Any]:
         """Check that every announced byte was written; write the metadata and return it."""
         if self._flushed != self._total:
-            raise StorageError(f"zarr: packed array {self._path!r} got {self._flushed + self._filled} of {self._total} bytes")
+            raise StorageError(
+                f"zarr: packed array {self._path!r} got {self._flushed + self._filled} of {self._total} bytes"
+            )
         return self._backend._finish_array(self._path, self._meta)
 
 
@@ -425,7 +425,9 @@ class ZarrReader(CheckpointReader):
                 return _Entry(dtype, shape, array=str(raw["array"]))
             nbytes = int(raw["nbytes"])
             packed = raw.get("packed")
-            return _Entry(dtype, shape, packed=None if packed is None else str(packed), offset=int(raw["offset"]), nbytes=nbytes)
+            return _Entry(
+                dtype, shape, packed=None if packed is None else str(packed), offset=int(raw["offset"]), nbytes=nbytes
+            )
         except (KeyError, TypeError, ValueError) as exc:
             raise InvalidCheckpointError(
                 f"zarr: the tensor table of {self.prefix!r} has a malformed entry for {key!r}: {exc}"
@@ -550,9 +552,7 @@ class ZarrReader(CheckpointReader):
                 self._packed_cache[name] = cached
         return cached
 
-    def read_many(
-        self, requests: Sequence[tuple[str, np.ndarray[Any, Any] | None]]
-    ) -> list[np.ndarray[Any, Any]]:
+    def read_many(self, requests: Sequence[tuple[str, np.ndarray[Any, Any] | None]]) -> list[np.ndarray[Any, Any]]:
         # Small tensors share packed arrays: read each run of neighbours once.
         results: list[np.ndarray[Any, Any] | None] = [None] * len(requests)
         by_packed: dict[str, list[int]] = {}
@@ -805,7 +805,9 @@ class ZarrBackend(StorageBackend):
         metadata: Any = template.metadata  # always v3 here; zarr types it as the v2/v3 union
         # Bit-exact: without write_empty_chunks a chunk of -0.0 would be dropped
         # as "equal to the fill value 0" and read back as +0.0.
-        arr = zarr.Array(AsyncArray(metadata=metadata, store_path=StorePath(store), config={"write_empty_chunks": True}))
+        arr = zarr.Array(
+            AsyncArray(metadata=metadata, store_path=StorePath(store), config={"write_empty_chunks": True})
+        )
         return arr, meta
 
     def _finish_array(self, path: str, meta: dict[str, Any]) -> dict[str, Any]:
@@ -885,9 +887,7 @@ class ZarrBackend(StorageBackend):
         doc["consolidated_metadata"] = {"kind": "inline", "must_understand": False, "metadata": metadata}
         return json.dumps(doc, separators=(",", ":")).encode()
 
-    def _commit_local(
-        self, prefix: str, group: str, staging: str, doc: bytes, save_id: str, overwrite: bool
-    ) -> None:
+    def _commit_local(self, prefix: str, group: str, staging: str, doc: bytes, save_id: str, overwrite: bool) -> None:
         loc = self._location
         assert isinstance(loc, LocalLocation)
         if not loc.exists(staging):
@@ -1023,7 +1023,11 @@ class ZarrBackend(StorageBackend):
         for name in self._location.listdir(base):
             path = _paths.join(base, name)
             if self._local:
-                if _TMP in name and name.split(_TMP, 1)[0].endswith(_SUFFIX) and self._local_leftover(path, name, now, min_age):
+                if (
+                    _TMP in name
+                    and name.split(_TMP, 1)[0].endswith(_SUFFIX)
+                    and self._local_leftover(path, name, now, min_age)
+                ):
                     self._location.rmtree(path)
                     removed.append(path)
                 continue

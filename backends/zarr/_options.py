@@ -60,9 +60,7 @@ class ZarrOptions:
 
     def __post_init__(self) -> None:
         if self.compressor not in COMPRESSORS:
-            raise BackendError(
-                f"zarr: unknown compressor {self.compressor!r}; choose one of {', '.join(COMPRESSORS)}"
-            )
+            raise BackendError(f"zarr: unknown compressor {self.compressor!r}; choose one of {', '.join(COMPRESSORS)}")
         for name in ("chunk_bytes", "packed_chunk_bytes"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value <= 0:

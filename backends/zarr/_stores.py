@@ -41,6 +41,7 @@ if TYPE_CHECKING:
 
 __all__ = ["FsspecLocation", "LocalLocation", "Location", "os_error", "strict_store", "translate_os_errors"]
 
+
 def os_error(exc: OSError, store: str, what: str, path: str) -> CheckpointError:
     """The trackpoint error for an ``OSError`` of the store, naming ``path``; raise it ``from exc``."""
     if isinstance(exc, PermissionError):
@@ -107,7 +108,10 @@ class Location(ABC):
 
     @abstractmethod
     def zarr_store(self, path: str, *, read_only: bool, strict: bool = False) -> Store:
-        """A Zarr store rooted at ``path``; ``strict`` makes reading a missing key an error (see :func:`strict_store`)."""
+        """A Zarr store rooted at ``path``.
+
+        ``strict`` makes reading a missing key an error (see :func:`strict_store`).
+        """
 
     @abstractmethod
     def read_bytes(self, path: str) -> bytes | None:
@@ -374,9 +378,7 @@ class FsspecLocation(Location):
         s, rest = _paths.split_scheme(url)
         expected = {"s3": ("s3", "zarr+s3"), "gcs": ("gs", "gcs", "zarr+gs", "zarr+gcs")}[self.kind]
         if s not in expected:
-            raise StorageError(
-                f"zarr: {url!r} is not a {self.kind} URL; this backend instance stores on {self.kind}"
-            )
+            raise StorageError(f"zarr: {url!r} is not a {self.kind} URL; this backend instance stores on {self.kind}")
         rest = rest.strip("/")
         if not rest:
             raise StorageError(f"zarr: {url!r} names no bucket")

@@ -10,8 +10,8 @@ import os
 from typing import Any
 
 import pytest
-from faultproxy import FaultProxy, Rule
 
+from faultproxy import FaultProxy, Rule
 from trackpoint.backends.gcs import GCSFiles
 from trackpoint.errors import (
     CheckpointExistsError,
@@ -32,16 +32,22 @@ def _err(status: int) -> bytes:
 
 @pytest.mark.parametrize("status", [500, 502, 503, 429, 408])
 def test_transient_status_is_retried(proxied: GCSFiles, proxy: FaultProxy, gcs_bucket: str, status: int) -> None:
-    rule = proxy.add(Rule("POST", r"uploadType=multipart", status=status, body=_err(status), content_type=JSON, times=3))
+    rule = proxy.add(
+        Rule("POST", r"uploadType=multipart", status=status, body=_err(status), content_type=JSON, times=3)
+    )
     proxied.put(f"{gcs_bucket}/x.bin", b"payload", create_only=True)
     assert rule.fired == 3
     assert proxied.read(f"{gcs_bucket}/x.bin") == b"payload"
 
 
-def test_retries_exhausted_is_transient_error_naming_object(proxied: GCSFiles, proxy: FaultProxy, gcs_bucket: str) -> None:
+def test_retries_exhausted_is_transient_error_naming_object(
+    proxied: GCSFiles, proxy: FaultProxy, gcs_bucket: str
+) -> None:
     proxied.put(f"{gcs_bucket}/doomed", b"1")
     proxy.add(Rule("GET", r"/o/doomed\?alt=media", status=503, body=_err(503), content_type=JSON, times=100))
-    with pytest.raises(TransientStorageError, match=r"gcs: reading 'gs://tp-[0-9a-f]+/doomed' still failed after 5 attempts"):
+    with pytest.raises(
+        TransientStorageError, match=r"gcs: reading 'gs://tp-[0-9a-f]+/doomed' still failed after 5 attempts"
+    ):
         proxied.read_into(f"{gcs_bucket}/doomed", 0, memoryview(bytearray(1)))
 
 
@@ -63,7 +69,9 @@ def test_dropped_and_truncated_reads_are_retried(proxied: GCSFiles, proxy: Fault
         "where real GCS answers 308 with the persisted range; the layer must ask before resending a chunk"
     ),
 )
-def test_resumable_upload_survives_failed_chunks(make_files: Any, proxy: FaultProxy, gcs_bucket: str, gcs_raw: Any) -> None:
+def test_resumable_upload_survives_failed_chunks(
+    make_files: Any, proxy: FaultProxy, gcs_bucket: str, gcs_raw: Any
+) -> None:
     files = make_files(endpoint_url=proxy.url, part_size=MiB)
     data = os.urandom(3 * MiB + 77)
     # Second chunk: first refused, then stored but unanswered; the retry asks where to resume.
@@ -84,14 +92,18 @@ def test_resumable_upload_start_is_retried(make_files: Any, proxy: FaultProxy, g
 
 def test_forbidden_is_permission_error(proxied: GCSFiles, proxy: FaultProxy, gcs_bucket: str) -> None:
     rule = proxy.add(Rule("GET", r"/o/secret", status=403, body=_err(403), content_type=JSON, times=100))
-    with pytest.raises(StoragePermissionError, match=r"gcs: reading metadata of 'gs://tp-[0-9a-f]+/secret' was refused"):
+    with pytest.raises(
+        StoragePermissionError, match=r"gcs: reading metadata of 'gs://tp-[0-9a-f]+/secret' was refused"
+    ):
         proxied.size(f"{gcs_bucket}/secret")
     assert rule.fired == 1
 
 
 def test_bad_request_is_storage_error(proxied: GCSFiles, proxy: FaultProxy, gcs_bucket: str) -> None:
     proxy.add(Rule("POST", r"uploadType=multipart", status=400, body=_err(400), content_type=JSON))
-    with pytest.raises(StorageError, match=r"gcs: writing 'gs://tp-[0-9a-f]+/bad' failed \(HTTPStatusError: HTTP 400: injected"):
+    with pytest.raises(
+        StorageError, match=r"gcs: writing 'gs://tp-[0-9a-f]+/bad' failed \(HTTPStatusError: HTTP 400: injected"
+    ):
         proxied.put(f"{gcs_bucket}/bad", b"1")
 
 

@@ -8,6 +8,7 @@ the store. Each parameter carries its store's marker, so ``-m s3`` or
 from __future__ import annotations
 
 import pytest
+
 from servers import ObjectStore, object_store
 
 

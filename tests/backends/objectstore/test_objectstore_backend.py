@@ -1,4 +1,7 @@
-"""The ``s3`` and ``gcs`` backends end to end: trackpoint.Checkpoint on a bucket, commits, failures, crashes, races, portability."""
+"""The ``s3`` and ``gcs`` backends end to end.
+
+trackpoint.Checkpoint on a bucket: commits, failures, crashes, races, portability.
+"""
 
 from __future__ import annotations
 
@@ -16,10 +19,10 @@ from typing import Any
 
 import numpy as np
 import pytest
-from faultproxy import FaultProxy, Rule
-from servers import ObjectStore
 
 import trackpoint as tp
+from faultproxy import FaultProxy, Rule
+from servers import ObjectStore
 from trackpoint.errors import CheckpointExistsError, ConcurrentModificationError, TransientStorageError
 from trackpoint.plugins import open_backend
 from trackpoint.storage import CheckpointOptions, ShardSpec, StorageBackend, WriteItem
@@ -84,16 +87,15 @@ def test_bundle_layout_and_commit_point(store: ObjectStore) -> None:
     assert store.raw.find(f"{store.root}/run") == []
 
 
-def test_failed_commit_leaves_nothing_visible_and_previous_restores(
-    store: ObjectStore, proxy: FaultProxy
-) -> None:
+def test_failed_commit_leaves_nothing_visible_and_previous_restores(store: ObjectStore, proxy: FaultProxy) -> None:
     opts = _opts(store.storage_options, proxy.url)
     backend = _backend(store, f"{store.bucket}/run/ckpt-1", opts)
     good = _items(seed=1)
     backend.save(f"{store.bucket}/run/ckpt-1", good)
     proxy.add(store.upload_rule(r"run/ckpt-2\.index", status=503, times=1000))
     with pytest.raises(
-        TransientStorageError, match=rf"{store.name}: writing '{store.scheme}tp-[0-9a-f]+/run/ckpt-2.index' still failed"
+        TransientStorageError,
+        match=rf"{store.name}: writing '{store.scheme}tp-[0-9a-f]+/run/ckpt-2.index' still failed",
     ):
         backend.save(f"{store.bucket}/run/ckpt-2", _items(seed=2))
     assert not backend.exists(f"{store.bucket}/run/ckpt-2")
@@ -113,9 +115,7 @@ _TRANSIENT_FAULTS: dict[str, Callable[[], list[Rule]]] = {
 }
 
 
-def test_transient_faults_during_save_and_restore_are_absorbed(
-    store: ObjectStore, proxy: FaultProxy
-) -> None:
+def test_transient_faults_during_save_and_restore_are_absorbed(store: ObjectStore, proxy: FaultProxy) -> None:
     opts = _opts(store.storage_options, proxy.url, retries=4)
     backend = _backend(store, f"{store.bucket}/ckpt", opts)
     for rule in _TRANSIENT_FAULTS[store.name]():
@@ -255,9 +255,7 @@ def test_many_small_tensors_take_few_requests(store: ObjectStore, proxy: FaultPr
     assert reads <= 10, f"reading 1,000 small tensors took {reads} GET requests"
 
 
-def test_checkpoint_copied_to_disk_is_a_local_checkpoint_and_back(
-    store: ObjectStore, tmp_path: Path
-) -> None:
+def test_checkpoint_copied_to_disk_is_a_local_checkpoint_and_back(store: ObjectStore, tmp_path: Path) -> None:
     opts = _opts(store.storage_options)
     v = tp.Variable(np.linspace(0, 1, 12, dtype=np.float64).reshape(3, 4))
     s = tp.Variable(np.array([b"alpha", b"beta"], dtype=object))

@@ -13,8 +13,8 @@ import threading
 from typing import Any
 
 import pytest
-from servers import ObjectStore
 
+from servers import ObjectStore
 from trackpoint.backends.fsspec_files import FsspecFiles
 from trackpoint.errors import CheckpointExistsError, ConcurrentModificationError
 from trackpoint.storage import ANY_VERSION
@@ -24,7 +24,9 @@ pytestmark = [pytest.mark.timeout(60)]
 
 def test_create_only_put_refuses_existing(files: FsspecFiles, store: ObjectStore) -> None:
     files.put(f"{store.bucket}/ckpt.index", b"first", create_only=True)
-    with pytest.raises(CheckpointExistsError, match=rf"{store.name}: '{store.scheme}tp-[0-9a-f]+/ckpt.index' already exists"):
+    with pytest.raises(
+        CheckpointExistsError, match=rf"{store.name}: '{store.scheme}tp-[0-9a-f]+/ckpt.index' already exists"
+    ):
         files.put(f"{store.bucket}/ckpt.index", b"second", create_only=True)
     assert files.read(f"{store.bucket}/ckpt.index") == b"first"
 

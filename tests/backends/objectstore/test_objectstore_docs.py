@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from docblocks import DOCS, blocks
 
 SCHEME = {"s3": "s3://", "gcs": "gs://"}

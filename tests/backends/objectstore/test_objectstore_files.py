@@ -13,9 +13,9 @@ from typing import Any
 
 import numpy as np
 import pytest
+
 from faultproxy import FaultProxy
 from servers import ObjectStore
-
 from trackpoint.backends.fsspec_files import FsspecFiles
 from trackpoint.errors import CheckpointNotFoundError, DataLossError
 
@@ -50,7 +50,9 @@ def test_parallel_split_ranged_reads(make_files: Any, store: ObjectStore) -> Non
     files.read_into(f"{store.bucket}/r", 0, memoryview(whole))  # six parallel range requests
     assert whole == data
     a, b, c = bytearray(10), bytearray(2 * MiB), bytearray(1)
-    files.read_ranges(f"{store.bucket}/r", [(7, memoryview(a)), (MiB - 5, memoryview(b)), (len(data) - 1, memoryview(c))])
+    files.read_ranges(
+        f"{store.bucket}/r", [(7, memoryview(a)), (MiB - 5, memoryview(b)), (len(data) - 1, memoryview(c))]
+    )
     assert (bytes(a), bytes(b), bytes(c)) == (data[7:17], data[MiB - 5 : 3 * MiB - 5], data[-1:])
 
 
@@ -79,7 +81,9 @@ def test_short_object_is_data_loss(files: FsspecFiles, store: ObjectStore) -> No
 
 
 def test_missing_object_and_bucket(files: FsspecFiles, store: ObjectStore) -> None:
-    with pytest.raises(CheckpointNotFoundError, match=rf"{store.name}: .*'{store.scheme}tp-[0-9a-f]+/nope' .*does not exist"):
+    with pytest.raises(
+        CheckpointNotFoundError, match=rf"{store.name}: .*'{store.scheme}tp-[0-9a-f]+/nope' .*does not exist"
+    ):
         files.read(f"{store.bucket}/nope")
     with pytest.raises(CheckpointNotFoundError, match=rf"{store.scheme}no-such-bucket-tp/x"):
         files.put(f"{store.scheme}no-such-bucket-tp/x", b"1")

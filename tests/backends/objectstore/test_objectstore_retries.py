@@ -12,9 +12,9 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+
 from faultproxy import FaultProxy
 from servers import ObjectStore
-
 from trackpoint.backends.fsspec_files import FsspecFiles
 from trackpoint.errors import CheckpointExistsError, ConcurrentModificationError
 
@@ -29,7 +29,9 @@ def test_slow_request_times_out_and_is_retried(make_files: Any, proxy: FaultProx
     assert files.read(f"{store.bucket}/slow") == b"eventually"
 
 
-def test_lost_reply_to_own_create_only_write_is_success(proxied: FsspecFiles, proxy: FaultProxy, store: ObjectStore) -> None:
+def test_lost_reply_to_own_create_only_write_is_success(
+    proxied: FsspecFiles, proxy: FaultProxy, store: ObjectStore
+) -> None:
     """The write lands but its reply is lost; the retry's 412 is recognised as our own write."""
     rule = proxy.add(store.any_upload_rule(r"ckpt\.index", action="drop_after_forward"))
     proxied.put(f"{store.bucket}/ckpt.index", b"mine", create_only=True)
@@ -41,7 +43,9 @@ def test_lost_reply_to_own_create_only_write_is_success(proxied: FsspecFiles, pr
         proxied.put(f"{store.bucket}/ckpt.index", b"other", create_only=True)
 
 
-def test_lost_reply_to_own_compare_and_swap_is_success(proxied: FsspecFiles, proxy: FaultProxy, store: ObjectStore) -> None:
+def test_lost_reply_to_own_compare_and_swap_is_success(
+    proxied: FsspecFiles, proxy: FaultProxy, store: ObjectStore
+) -> None:
     path = f"{store.bucket}/checkpoint"
     v1 = proxied.write_versioned(path, b"1", if_version=None)
     proxy.add(store.any_upload_rule(r"checkpoint", action="drop_after_forward"))

@@ -7,6 +7,7 @@ S3 file layers on it, directly or behind a fault proxy.
 from __future__ import annotations
 
 import pytest
+
 from servers import ObjectStore, object_store
 
 

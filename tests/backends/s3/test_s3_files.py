@@ -9,8 +9,8 @@ import os
 from typing import Any
 
 import pytest
-from faultproxy import FaultProxy
 
+from faultproxy import FaultProxy
 from trackpoint.backends.s3 import S3Files
 from trackpoint.errors import CheckpointNotFoundError
 
@@ -72,9 +72,7 @@ def test_delete_batches_and_ignores_missing(
     assert files.listdir(f"{s3_bucket}/d") == []
 
 
-def test_nearby_small_ranges_share_one_request(
-    make_files: Any, proxy: FaultProxy, s3_bucket: str
-) -> None:
+def test_nearby_small_ranges_share_one_request(make_files: Any, proxy: FaultProxy, s3_bucket: str) -> None:
     files = make_files(endpoint_url=proxy.url, coalesce_gap=100, read_part_size=MiB)
     data = os.urandom(4 * MiB)
     files.put(f"{s3_bucket}/c", data)

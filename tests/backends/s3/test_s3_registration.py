@@ -23,7 +23,9 @@ def test_registered_with_schemes_and_extras() -> None:
     assert rows["s3"].capabilities.atomic_rename is False
 
 
-@pytest.mark.parametrize(("url", "store"), [("s3://b/x", "s3"), ("s3a://b/x", "s3"), ("gs://b/x", "gcs"), ("gcs://b/x", "gcs")])
+@pytest.mark.parametrize(
+    ("url", "store"), [("s3://b/x", "s3"), ("s3a://b/x", "s3"), ("gs://b/x", "gcs"), ("gcs://b/x", "gcs")]
+)
 def test_scheme_selects_backend(url: str, store: str) -> None:
     opts = CheckpointOptions(storage_options={"anon": True} if store == "s3" else {"token": "anon"})
     backend = open_backend(url, opts)

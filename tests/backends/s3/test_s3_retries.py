@@ -10,8 +10,8 @@ import os
 from typing import Any
 
 import pytest
-from faultproxy import FaultProxy, Rule
 
+from faultproxy import FaultProxy, Rule
 from trackpoint.backends.s3 import S3Files
 from trackpoint.errors import (
     BackendError,
@@ -29,7 +29,9 @@ MiB = 1 << 20
     ("status", "code"),
     [(503, "SlowDown"), (500, "InternalError"), (429, "TooManyRequests"), (409, "ConditionalRequestConflict")],
 )
-def test_transient_status_is_retried(proxied: S3Files, proxy: FaultProxy, s3_bucket: str, status: int, code: str) -> None:
+def test_transient_status_is_retried(
+    proxied: S3Files, proxy: FaultProxy, s3_bucket: str, status: int, code: str
+) -> None:
     body = f"<Error><Code>{code}</Code><Message>injected</Message></Error>".encode()
     rule = proxy.add(Rule("PUT", r"/x\.bin", status=status, body=body, times=3))
     proxied.put(f"{s3_bucket}/x.bin", b"payload", create_only=True)
@@ -37,10 +39,14 @@ def test_transient_status_is_retried(proxied: S3Files, proxy: FaultProxy, s3_buc
     assert proxied.read(f"{s3_bucket}/x.bin") == b"payload"
 
 
-def test_retries_exhausted_is_transient_error_naming_object(proxied: S3Files, proxy: FaultProxy, s3_bucket: str) -> None:
+def test_retries_exhausted_is_transient_error_naming_object(
+    proxied: S3Files, proxy: FaultProxy, s3_bucket: str
+) -> None:
     proxy.add(Rule("GET", r"/doomed", status=503, times=100))
     proxied.put(f"{s3_bucket}/doomed", b"1")
-    with pytest.raises(TransientStorageError, match=r"s3: reading 's3://tp-[0-9a-f]+/doomed' still failed after 5 attempts") as info:
+    with pytest.raises(
+        TransientStorageError, match=r"s3: reading 's3://tp-[0-9a-f]+/doomed' still failed after 5 attempts"
+    ) as info:
         proxied.read_into(f"{s3_bucket}/doomed", 0, memoryview(bytearray(1)))
     assert "testing" not in str(info.value)  # never the credentials
     assert info.value.__cause__ is not None
@@ -91,7 +97,9 @@ def test_failed_multipart_part_aborts_upload(make_files: Any, proxy: FaultProxy,
 def test_access_denied_is_permission_error(proxied: S3Files, proxy: FaultProxy, s3_bucket: str) -> None:
     body = b"<Error><Code>AccessDenied</Code><Message>Access Denied</Message></Error>"
     rule = proxy.add(Rule("PUT", r"/secret", status=403, body=body, times=100))
-    with pytest.raises(StoragePermissionError, match=r"s3: writing 's3://tp-[0-9a-f]+/secret' was refused .*check the credentials"):
+    with pytest.raises(
+        StoragePermissionError, match=r"s3: writing 's3://tp-[0-9a-f]+/secret' was refused .*check the credentials"
+    ):
         proxied.put(f"{s3_bucket}/secret", b"1")
     assert rule.fired == 1  # not retried
 
@@ -107,7 +115,9 @@ def test_unreachable_endpoint_is_transient(make_files: Any) -> None:
     from servers import free_port
 
     files = make_files(endpoint_url=f"http://127.0.0.1:{free_port()}", retries=2)
-    with pytest.raises(TransientStorageError, match=r"s3: reading metadata of 's3://bucket-x/k' still failed after 3 attempts"):
+    with pytest.raises(
+        TransientStorageError, match=r"s3: reading metadata of 's3://bucket-x/k' still failed after 3 attempts"
+    ):
         files.size("s3://bucket-x/k")
 
 

@@ -126,7 +126,9 @@ def test_cleanup_removes_abandoned_saves_only(where: Any) -> None:
     assert where.backend.cleanup(where.directory, min_age=3600) == []
     eager = open_backend(
         where.directory,
-        CheckpointOptions(backend="zarr", storage_options=where.options.storage_options, backend_options={"cleanup_min_age": 0}),
+        CheckpointOptions(
+            backend="zarr", storage_options=where.options.storage_options, backend_options={"cleanup_min_age": 0}
+        ),
     )
     removed = eager.cleanup(where.directory)
     assert len(removed) == 2 and all("abandoned" in r for r in removed)

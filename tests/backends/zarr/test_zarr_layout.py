@@ -110,7 +110,9 @@ def test_bfloat16_is_uint16_with_an_attribute(local: Any) -> None:
 def test_every_array_records_its_key(local: Any) -> None:
     keys = ["a", "a/b", "../up", "/abs", "x//y", "sp ce", "ünï"]
     local.backend.save(
-        local.prefix(), [WriteItem(k, np.full(10, i)) for i, k in enumerate(keys)], CheckpointOptions(backend_options={"pack_bytes": 0})
+        local.prefix(),
+        [WriteItem(k, np.full(10, i)) for i, k in enumerate(keys)],
+        CheckpointOptions(backend_options={"pack_bytes": 0}),
     )
     group = zarr.open_group(local.prefix() + ".zarr", mode="r")
     names = sorted(group.array_keys())
@@ -147,7 +149,9 @@ def test_without_packing_every_tensor_is_an_array(local: Any) -> None:
 @pytest.mark.parametrize(("chunk_bytes", "chunks"), [(1 << 20, 1), (40_000, 20)])
 def test_chunk_bytes_bounds_chunks(local: Any, chunk_bytes: int, chunks: int) -> None:
     value = np.zeros((400, 500), np.float32)  # 800,000 bytes; a row is 2,000
-    local.backend.save(local.prefix(), [WriteItem("w", value)], CheckpointOptions(backend_options={"chunk_bytes": chunk_bytes}))
+    local.backend.save(
+        local.prefix(), [WriteItem("w", value)], CheckpointOptions(backend_options={"chunk_bytes": chunk_bytes})
+    )
     arr = zarr.open_group(local.prefix() + ".zarr", mode="r")["w"]
     assert arr.nchunks == chunks
     assert int(np.prod(arr.chunks)) * 4 <= chunk_bytes

@@ -45,7 +45,9 @@ def test_per_save_options_do_not_stick(tmp_path: Path) -> None:
 
     backend = open_backend(str(tmp_path), CheckpointOptions(backend="zarr"))
     value = np.zeros(100_000)
-    backend.save(str(tmp_path / "a"), [WriteItem("x", value)], CheckpointOptions(backend_options={"compressor": "none"}))
+    backend.save(
+        str(tmp_path / "a"), [WriteItem("x", value)], CheckpointOptions(backend_options={"compressor": "none"})
+    )
     backend.save(str(tmp_path / "b"), [WriteItem("x", value)])
     codecs_a = [c.to_dict()["name"] for c in zarr.open_array(str(tmp_path / "a.zarr" / "x"), mode="r").metadata.codecs]
     codecs_b = [c.to_dict()["name"] for c in zarr.open_array(str(tmp_path / "b.zarr" / "x"), mode="r").metadata.codecs]
