@@ -347,11 +347,21 @@ async def _running_loop() -> asyncio.AbstractEventLoop:
     return asyncio.get_running_loop()
 
 
-def _zarr_loop() -> asyncio.AbstractEventLoop:
-    """The event loop zarr runs its store calls on (asked of zarr itself, through its public ``sync``)."""
-    from zarr.core.sync import sync
+_ZARR_LOOP: dict[int, asyncio.AbstractEventLoop] = {}
 
-    return sync(_running_loop())
+
+def _zarr_loop() -> asyncio.AbstractEventLoop:
+    """The event loop zarr runs its store calls on (asked of zarr itself, through its public ``sync``).
+
+    Remembered per process: asking costs a round trip to zarr's I/O thread,
+    and the answer only changes after a fork or once zarr closed the loop.
+    """
+    loop = _ZARR_LOOP.get(os.getpid())
+    if loop is None or loop.is_closed():
+        from zarr.core.sync import sync
+
+        loop = _ZARR_LOOP[os.getpid()] = sync(_running_loop())
+    return loop
 
 
 class FsspecLocation(Location):
