@@ -222,7 +222,7 @@ class MemoryBackend(StorageBackend):
             _STORE.pending[(p, spec.save_id, spec.shard_id)] = records
         return ShardResult(spec, tuple(records), sum(it.nbytes for it in items))
 
-    def commit(self, prefix: str, shards: Sequence[ShardResult], *, overwrite: bool = False) -> None:
+    def commit(self, prefix: str, shards: Sequence[ShardResult], *, overwrite: bool = True) -> None:
         # docstring inherited
         p = _norm(prefix)
         _check_shard_set(prefix, shards)

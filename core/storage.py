@@ -7,28 +7,45 @@ defined here next to the code that consumes them. Backends (built-in or
 third-party) implement them; :mod:`trackpoint.plugins` finds the backend for a
 URL.
 
-A save is a small protocol, so that several threads (now) and several worker
-processes (later) can write one checkpoint, and so that each backend can
-commit in the way its store makes atomic:
+The save protocol
+-----------------
+Every writer of a checkpoint goes through the same explicit steps:
+:meth:`StorageBackend.save`, :func:`trackpoint.convert`, a multi-process save
+and third-party code alike. So several threads (now) and several worker
+processes (later) can write one checkpoint, and each backend commits in the
+way its store makes atomic:
 
-1. the caller plans *shards*, each a list of :class:`WriteItem` and a
-   :class:`ShardSpec` naming it (``shard_id`` of ``num_shards``, plus a
-   ``save_id`` unique to this save);
-2. :meth:`StorageBackend.write_shard` writes one shard and returns a
-   :class:`ShardResult`, a small serializable manifest. Shards are independent
-   and may run concurrently, in threads or in other processes;
-3. :meth:`StorageBackend.commit` merges the manifests into one checkpoint and
-   makes it visible in a single step (a rename where the store has an atomic
-   one, a create-only write of the index where it has not);
-4. on failure, :meth:`StorageBackend.abort` removes what the save wrote.
+1. ``begin(prefix, save_id, overwrite=...)`` -- :meth:`StorageBackend.begin`,
+   called once per save by the process that will commit, before any shard is
+   written. It refuses an existing checkpoint when ``overwrite`` is false and
+   prepares the prefix otherwise (a store whose data objects take their final
+   names at once deletes the old checkpoint here). ``save_id`` is unique to
+   the save; the caller plans *shards*, each a list of :class:`WriteItem`
+   named by a :class:`ShardSpec` (``shard_id`` of ``num_shards``, ``save_id``);
+2. ``write_shard`` -- :meth:`StorageBackend.write_shard` writes one shard and
+   returns a :class:`ShardResult`, a small serializable manifest. Shards are
+   independent and may run concurrently, in threads or in other processes;
+3. ``commit`` -- :meth:`StorageBackend.commit` merges the manifests into one
+   checkpoint and makes it visible in a single step (a rename where the store
+   has an atomic one, a create-only write of the index where it has not);
+4. ``abort`` -- on failure after ``begin``, :meth:`StorageBackend.abort`
+   removes what the save wrote.
 
-Until ``commit`` returns, nothing is visible: :meth:`StorageBackend.exists`
-is false, :meth:`StorageBackend.list_checkpoints` omits it and
-:meth:`StorageBackend.open_reader` raises :class:`CheckpointNotFoundError`.
-A failed or interrupted save never damages another checkpoint.
+``overwrite`` means the same in ``begin``, ``commit`` and ``save``: whether a
+checkpoint committed at the prefix may be replaced. Its default is ``True``
+in all three, as TensorFlow's saves overwrite; pass ``overwrite=False`` to get
+:class:`~trackpoint.errors.CheckpointExistsError` instead. Pass the same value
+to ``begin`` and ``commit`` of one save.
 
-:meth:`StorageBackend.save` implements steps 1-4 for the single-process case on
-top of the primitives; backends rarely override it.
+Until ``commit`` returns, nothing new is visible: :meth:`StorageBackend.exists`
+is false for a fresh prefix, :meth:`StorageBackend.list_checkpoints` omits it
+and :meth:`StorageBackend.open_reader` raises :class:`CheckpointNotFoundError`.
+A failed or interrupted save never damages another checkpoint (an overwrite
+on a store without atomic rename may lose the checkpoint it replaces; such a
+backend documents it).
+
+:meth:`StorageBackend.save` runs steps 1-4 in one process on top of the
+primitives; backends need not override it, and the built-in ones do not.
 """
 
 from __future__ import annotations
@@ -44,7 +61,7 @@ from typing import Any, ClassVar, Final
 
 import numpy as np
 
-from trackpoint.errors import CheckpointKeyError
+from trackpoint.errors import CheckpointExistsError, CheckpointKeyError
 
 __all__ = [
     "ANY_VERSION",
@@ -361,8 +378,9 @@ def plan_shards(
 class StorageBackend(ABC):
     """A place checkpoints are written to and read from.
 
-    Subclasses implement the abstract primitives; :meth:`save`,
-    :meth:`dirname` and :meth:`join` have defaults built on them. An instance
+    Subclasses implement the abstract primitives; :meth:`begin`,
+    :meth:`save`, :meth:`cleanup`, :meth:`dirname` and :meth:`join` have
+    defaults built on them. An instance
     is created per URL/options by the backend's factory (see
     :mod:`trackpoint.plugins`) and must be safe to use from several threads.
 
@@ -372,10 +390,54 @@ class StorageBackend(ABC):
 
     #: Registered backend name (set by the factory).
     name: str = ""
+    #: Defaults for :meth:`save` when it is called without options
+    #: (``max_shard_bytes``, ``num_writers``); a backend or its factory may set them.
+    save_defaults: CheckpointOptions = CheckpointOptions()
     #: What the store can do; drives commit strategy and conformance-test skips.
     capabilities: Capabilities = Capabilities()
 
     # ------------------------------------------------------------------ writing
+    def begin(self, prefix: str, save_id: str, *, overwrite: bool = True) -> None:
+        """Start the save ``save_id`` of the checkpoint ``prefix``: step 1 of the save protocol.
+
+        Called once per save, before any :meth:`write_shard` of it, by the
+        process that will call :meth:`commit` (or :meth:`abort`).
+
+        Parameters
+        ----------
+        prefix
+            The checkpoint to be written.
+        save_id
+            The id every :class:`ShardSpec` of this save carries.
+        overwrite
+            Whether a checkpoint already committed at ``prefix`` may be
+            replaced; pass the same value to :meth:`commit`.
+
+        Raises
+        ------
+        CheckpointExistsError
+            ``overwrite`` is false and a checkpoint is committed at ``prefix``.
+            Nothing was changed.
+
+        Notes for implementers
+        ----------------------
+        The default raises :class:`CheckpointExistsError` when ``overwrite``
+        is false and :meth:`exists` is true, and otherwise does nothing: right
+        for stores that keep a new save's data apart from the committed
+        checkpoint until :meth:`commit`. Override it when a save must prepare
+        the prefix first, for example when data objects are written under
+        their final names and an overwrite has to delete the old checkpoint
+        before :meth:`write_shard` can create them; or to create directories
+        and report an unwritable location before any data is written. ``begin``
+        must leave nothing visible that :meth:`abort` of ``save_id`` or a later
+        ``begin`` could not remove.
+        """
+        if not overwrite and self.exists(prefix):
+            raise CheckpointExistsError(
+                f"{self.name or type(self).__name__}: a checkpoint is already committed at {prefix!r}; "
+                "pass overwrite=True to replace it or choose another prefix"
+            )
+
     @abstractmethod
     def write_shard(self, prefix: str, spec: ShardSpec, items: Sequence[WriteItem]) -> ShardResult:
         """Write one shard of the checkpoint ``prefix``; invisible until :meth:`commit`.
@@ -399,11 +461,12 @@ class StorageBackend(ABC):
         ----------------------
         Must not modify any committed checkpoint, including one already at
         ``prefix``, and must not write outside the area that belongs to
-        ``prefix`` whatever the keys contain.
+        ``prefix`` whatever the keys contain. It may rely on :meth:`begin`
+        having run for ``spec.save_id`` (in this process or another).
         """
 
     @abstractmethod
-    def commit(self, prefix: str, shards: Sequence[ShardResult], *, overwrite: bool = False) -> None:
+    def commit(self, prefix: str, shards: Sequence[ShardResult], *, overwrite: bool = True) -> None:
         """Merge ``shards`` into one checkpoint at ``prefix`` and make it visible atomically.
 
         Parameters
@@ -413,9 +476,11 @@ class StorageBackend(ABC):
         shards
             Every shard's manifest, each exactly once, in ``shard_id`` order.
         overwrite
-            Whether a checkpoint already committed at ``prefix`` may be replaced.
-            When false, :class:`CheckpointExistsError` is raised and the existing
-            checkpoint is left as it was.
+            Whether a checkpoint already committed at ``prefix`` may be replaced
+            (the same value as given to :meth:`begin`). When false,
+            :class:`CheckpointExistsError` is raised and the existing checkpoint
+            is left as it was: the check in ``begin`` cannot see a checkpoint
+            that another writer commits while this save is writing.
 
         Raises
         ------
@@ -533,17 +598,32 @@ class StorageBackend(ABC):
     ) -> None:
         """Write and commit a whole checkpoint from one process.
 
-        Plans shards with :func:`plan_shards`, writes them (concurrently when
-        :attr:`Capabilities.parallel_writes`), commits, and aborts on failure so
-        nothing of a failed save stays visible.
+        Runs the save protocol: :meth:`begin`, then the shards planned with
+        :func:`plan_shards` through :meth:`write_shard` (concurrently when
+        :attr:`Capabilities.parallel_writes`), then :meth:`commit`, and
+        :meth:`abort` on failure so nothing of a failed save stays visible.
+
+        Parameters
+        ----------
+        prefix
+            The checkpoint to write.
+        items
+            The tensors.
+        options
+            ``max_shard_bytes`` and ``num_writers``; :attr:`save_defaults` when ``None``.
+        overwrite
+            Whether a checkpoint already committed at ``prefix`` may be replaced
+            (see :meth:`begin` and :meth:`commit`).
         """
-        opts = options or CheckpointOptions()
+        opts = options or self.save_defaults
         writers = opts.num_writers or (_default_writers() if self.capabilities.parallel_writes else 1)
         if not self.capabilities.parallel_writes:
             writers = 1
         groups = plan_shards(items, max_shard_bytes=opts.max_shard_bytes, num_writers=writers)
         save_id = uuid.uuid4().hex
         specs = [ShardSpec(i, len(groups), save_id) for i in range(len(groups))]
+        # Outside the try: a refused begin wrote nothing this save could abort.
+        self.begin(prefix, save_id, overwrite=overwrite)
         try:
             if len(groups) == 1:
                 results = [self.write_shard(prefix, specs[0], groups[0])]

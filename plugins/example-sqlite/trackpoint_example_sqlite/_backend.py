@@ -341,7 +341,7 @@ class SqliteBackend(StorageBackend):
             )
         return ShardResult(spec, tuple(rows), sum(len(r.data) + len(r.lengths) for r in rows.values()))
 
-    def commit(self, prefix: str, shards: Sequence[ShardResult], *, overwrite: bool = False) -> None:
+    def commit(self, prefix: str, shards: Sequence[ShardResult], *, overwrite: bool = True) -> None:
         # docstring inherited
         db, inner = split_url(prefix)
         seen: set[str] = set()
