@@ -2,9 +2,13 @@
 
 :func:`convert` uses nothing but the storage contract: it opens a
 :class:`~trackpoint.storage.CheckpointReader` on the source, and writes the
-destination with :meth:`~trackpoint.storage.StorageBackend.write_shard` and
-:meth:`~trackpoint.storage.StorageBackend.commit`, so it works for every
-registered backend, third-party plugins included. Tensors are read one shard
+destination through the save protocol
+(:meth:`~trackpoint.storage.StorageBackend.begin`,
+:meth:`~trackpoint.storage.StorageBackend.write_shard`,
+:meth:`~trackpoint.storage.StorageBackend.commit`, or
+:meth:`~trackpoint.storage.StorageBackend.abort`), so it works for every
+registered backend, third-party plugins included, and ``overwrite`` means
+what it means for a save. Tensors are read one shard
 at a time and each shard is dropped once written, so memory stays bounded by
 one shard (or by the largest single tensor) whatever the checkpoint's size.
 """
@@ -94,6 +98,7 @@ def convert(
                 f"{source.name!r}; choose another destination prefix"
             )
         if not overwrite and target.exists(dst_path):
+            # begin() refuses too; checked first so nothing is read for a refused copy.
             raise CheckpointExistsError(
                 f"convert: a checkpoint is already committed at {dst_path!r} (backend {target.name!r}); "
                 "pass overwrite=True to replace it"
@@ -131,6 +136,8 @@ def _copy(reader: CheckpointReader, target: StorageBackend, dst: str, opts: Chec
     plan = _plan(reader, opts.max_shard_bytes or DEFAULT_SHARD_BYTES)
     save_id = uuid.uuid4().hex
     results: list[ShardResult] = []
+    # Outside the try, as in StorageBackend.save: a refused begin wrote nothing to abort.
+    target.begin(dst, save_id, overwrite=overwrite)
     try:
         for shard_id, entries in enumerate(plan):
             requests: list[tuple[str, np.ndarray[Any, Any] | None]] = [

@@ -228,7 +228,7 @@ class BundleBackend(StorageBackend):
                 "so checkpoints cannot be committed atomically; use a store that supports one of them"
             )
         self.files = files
-        self.options = options or CheckpointOptions()
+        self.save_defaults = options or CheckpointOptions()
         self.capabilities = caps
         self._rename = caps.atomic_rename
         self._lock = threading.Lock()
@@ -236,6 +236,11 @@ class BundleBackend(StorageBackend):
         self._created: dict[str, list[str]] = {}
         # Piece indexes of one-shard saves written by this process, by (prefix, save_id).
         self._single: dict[tuple[str, str], bytes] = {}
+
+    @property
+    def options(self) -> CheckpointOptions:
+        """The defaults for :meth:`save` given to the constructor (:attr:`save_defaults`)."""
+        return self.save_defaults
 
     # ------------------------------------------------------------------ naming
     def _index(self, prefix: str) -> str:
@@ -260,42 +265,42 @@ class BundleBackend(StorageBackend):
             raise InvalidCheckpointError(f"bundle: {prefix!r} is not a checkpoint prefix (it names a directory)")
 
     # ------------------------------------------------------------------ writing
-    def save(
-        self,
-        prefix: str,
-        items: Sequence[WriteItem],
-        options: CheckpointOptions | None = None,
-        *,
-        overwrite: bool = True,
-    ) -> None:
-        """Write and commit a checkpoint (see :meth:`StorageBackend.save`).
+    def begin(self, prefix: str, save_id: str, *, overwrite: bool = True) -> None:
+        """Start a save (see :meth:`StorageBackend.begin`).
 
         With ``overwrite=False`` an existing checkpoint is reported before
-        anything is written. With ``overwrite=True`` on the create strategy
-        everything at ``prefix`` (the old checkpoint, index first, and leftovers
-        of crashed saves) is deleted before the new data is written, since data
-        objects are written create-only under their final names. A save of the
-        same prefix still running elsewhere loses its ownership markers first,
-        so it fails with ConcurrentModificationError instead of committing.
+        anything is written. The prefix's directory is created here, so an
+        unwritable location fails before any data is written. With
+        ``overwrite=True`` on the create strategy everything at ``prefix``
+        (the old checkpoint, index first, and leftovers of crashed saves) is
+        deleted, since data objects are written create-only under their final
+        names. A save of the same prefix still running elsewhere loses its
+        ownership markers first, so it fails with ConcurrentModificationError
+        instead of committing.
         """
         self._check_prefix(prefix)
+        self._check_save_id(save_id)
         if not overwrite and self.files.exists(self._index(prefix)):
             raise CheckpointExistsError(
                 f"bundle: a checkpoint is already committed at {prefix!r}; "
                 "pass overwrite=True or choose another prefix"
             )
+        self.files.makedirs(self.files.dirname(prefix))
         if overwrite and not self._rename:
             # New data objects take their final names create-only, so whatever
             # is at this prefix (a committed checkpoint, leftovers of a crashed
             # save) must go first; delete() removes the index before the data.
             self.delete(prefix)
-        super().save(prefix, items, options or self.options, overwrite=overwrite)
+
+    @staticmethod
+    def _check_save_id(save_id: str) -> None:
+        if not _SAVE_ID.match(save_id):
+            raise TrackableError(f"bundle: save_id {save_id!r} must be 1-64 letters, digits, '-' or '_'")
 
     def write_shard(self, prefix: str, spec: ShardSpec, items: Sequence[WriteItem]) -> ShardResult:
         # docstring inherited
         self._check_prefix(prefix)
-        if not _SAVE_ID.match(spec.save_id):
-            raise TrackableError(f"bundle: save_id {spec.save_id!r} must be 1-64 letters, digits, '-' or '_'")
+        self._check_save_id(spec.save_id)
         marker = ""
         if self._rename:
             piece = self._piece(prefix, spec)
@@ -434,7 +439,7 @@ class BundleBackend(StorageBackend):
             "the crash) or save with overwrite=True"
         )
 
-    def commit(self, prefix: str, shards: Sequence[ShardResult], *, overwrite: bool = False) -> None:
+    def commit(self, prefix: str, shards: Sequence[ShardResult], *, overwrite: bool = True) -> None:
         # docstring inherited
         self._check_prefix(prefix)
         n = len(shards)

@@ -134,10 +134,20 @@ class BackendTestBase(ABC):
 
     @staticmethod
     def write_shards(
-        backend: StorageBackend, prefix: str, groups: Sequence[Mapping[str, Array]], save_id: str | None = None
+        backend: StorageBackend,
+        prefix: str,
+        groups: Sequence[Mapping[str, Array]],
+        save_id: str | None = None,
+        *,
+        overwrite: bool = True,
     ) -> list[ShardResult]:
-        """Write each mapping of ``groups`` as one shard of a single save, without committing."""
+        """Begin a save and write each mapping of ``groups`` as one of its shards, without committing.
+
+        Drives the save protocol as every writer does: :meth:`StorageBackend.begin`
+        with ``overwrite``, then :meth:`StorageBackend.write_shard` per group.
+        """
         sid = save_id or uuid.uuid4().hex
+        backend.begin(prefix, sid, overwrite=overwrite)
         return [
             backend.write_shard(prefix, ShardSpec(i, len(groups), sid), [WriteItem(k, v) for k, v in g.items()])
             for i, g in enumerate(groups)

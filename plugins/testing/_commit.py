@@ -63,6 +63,7 @@ class ShardingAndMerge(BackendTestBase):
         prefix = self.url(backend, base_url, "ckpt")
         groups = [{f"s{i}_{j}": np.full(64, i * 100 + j, np.int32) for j in range(20)} for i in range(6)]
         save_id = uuid.uuid4().hex
+        backend.begin(prefix, save_id)
 
         def write(i: int) -> ShardResult:
             items = [WriteItem(k, v) for k, v in groups[i].items()]
@@ -140,18 +141,51 @@ class CommitVisibility(BackendTestBase):
         self.assert_contents(backend, prefix, old)
         assert sorted(self.raw_list(base_url)) == before, "a failed save must leave no objects behind"
 
-    def test_commit_onto_existing_without_overwrite(self, backend: StorageBackend, base_url: str) -> None:
+    def test_begin_onto_existing_without_overwrite(self, backend: StorageBackend, base_url: str) -> None:
         prefix = self.url(backend, base_url, "ckpt")
         old = {"w": np.arange(3, dtype=np.int8)}
         self.save(backend, prefix, old)
         before = sorted(self.raw_list(base_url))
-        results = self.write_shards(backend, prefix, [{"w": np.zeros(3, np.int8), "x": np.ones(1)}])
+        with pytest.raises(CheckpointExistsError, match="overwrite=True"):
+            backend.begin(prefix, uuid.uuid4().hex, overwrite=False)
+        self.assert_contents(backend, prefix, old)
+        assert sorted(self.raw_list(base_url)) == before, "a refused begin must change nothing"
+
+    def test_commit_onto_existing_without_overwrite(self, backend: StorageBackend, base_url: str) -> None:
+        # begin(overwrite=False) found the prefix free; another writer commits it while this save
+        # writes. The commit must refuse and leave the other checkpoint as it is.
+        prefix = self.url(backend, base_url, "ckpt")
+        results = self.write_shards(backend, prefix, _groups(), overwrite=False)
+        ours = set(self.raw_list(base_url))
+        theirs = {"w": np.arange(3, dtype=np.int8)}
+        self.save(backend, prefix, theirs, overwrite=False, num_writers=1)
+        with_theirs = set(self.raw_list(base_url))
         with pytest.raises(CheckpointExistsError):
             backend.commit(prefix, results, overwrite=False)
-        self.assert_contents(backend, prefix, old)
+        self.assert_contents(backend, prefix, theirs)
         backend.abort(prefix, results[0].spec.save_id)
-        self.assert_contents(backend, prefix, old)
-        assert sorted(self.raw_list(base_url)) == before
+        self.assert_contents(backend, prefix, theirs)
+        assert set(self.raw_list(base_url)) == with_theirs - ours, "abort must remove exactly this save's objects"
+
+    def test_protocol_overwrites_existing(self, backend: StorageBackend, base_url: str) -> None:
+        # What convert(..., overwrite=True) and a multi-process save do: begin, write, commit.
+        prefix = self.url(backend, base_url, "ckpt")
+        self.save(backend, prefix, {"w": np.arange(3, dtype=np.int8), "gone": np.ones(2)})
+        groups = _groups()
+        results = self.write_shards(backend, prefix, groups, overwrite=True)
+        backend.commit(prefix, results, overwrite=True)
+        self.assert_contents(backend, prefix, _merged(groups))
+        assert backend.list_checkpoints(base_url) == [prefix]
+        self.save(backend, prefix, {"x": np.zeros(1)})  # and once more, through save()
+        self.assert_contents(backend, prefix, {"x": np.zeros(1)})
+
+    def test_begin_then_abort_leaves_nothing(self, backend: StorageBackend, base_url: str) -> None:
+        prefix = self.url(backend, base_url, "ckpt")
+        save_id = uuid.uuid4().hex
+        backend.begin(prefix, save_id, overwrite=False)
+        backend.abort(prefix, save_id)
+        assert not backend.exists(prefix)
+        assert self.raw_list(base_url) == []
 
     def test_save_without_overwrite_keeps_existing(self, backend: StorageBackend, base_url: str) -> None:
         prefix = self.url(backend, base_url, "ckpt")

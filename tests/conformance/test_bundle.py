@@ -47,16 +47,12 @@ class TestBundleRename(_LocalBackdoor):
 class TestBundleCreateOnly(_LocalBackdoor):
     """Local disk declared as an object store: commit by one create-only index write."""
 
-    # Both follow from writing data objects once, create-only, under their
-    # final names (documented in docs/backends/bundle.md).
+    # Follows from writing data objects once, create-only, under their final
+    # names (documented in docs/backends/bundle.md).
     known_gaps = {
         "test_failed_save_keeps_existing_checkpoint": (
-            "overwrite=True deletes the old checkpoint (index first) before writing, so a failed "
-            "overwrite leaves no checkpoint at that prefix"
-        ),
-        "test_commit_onto_existing_without_overwrite": (
-            "write_shard onto a committed prefix already fails with CheckpointExistsError, because the "
-            "data object names collide; commit is never reached"
+            "begin(overwrite=True) deletes the old checkpoint (index first) before writing, because the "
+            "new data objects take the same final names; a failed overwrite leaves no checkpoint there"
         ),
     }
 

@@ -179,3 +179,31 @@ def test_bundle_to_zarr_on_an_object_store_and_back(tmp_path: Path, request: pyt
 
     tp.convert(dst, str(tmp_path / "back"), src_options=remote)
     _assert_same_tensors(_all_tensors(src, None), _all_tensors(str(tmp_path / "back"), None))
+
+
+@pytest.mark.parametrize("store", [pytest.param("s3", marks=pytest.mark.s3), pytest.param("gcs", marks=pytest.mark.gcs)])
+def test_overwrite_onto_an_existing_checkpoint_on_an_object_store(
+    tmp_path: Path, request: pytest.FixtureRequest, store: str
+) -> None:
+    # The create-only commit writes data objects under their final names, so the old checkpoint must
+    # go first; convert drives the save protocol, whose begin() does that (it once told the user to
+    # pass the overwrite=True they had passed).
+    bucket = request.getfixturevalue(f"{store}_bucket")
+    remote = CheckpointOptions(storage_options=request.getfixturevalue(f"{store}_storage_options"))
+    first, _ = _model()
+    src = first.write(str(tmp_path / "ckpt"))
+    dst = f"{bucket}/run/ckpt-1"
+    tp.convert(src, dst, dst_options=remote)
+    newer, model = _model()
+    model.kernel.assign(np.full((3, 4), 5.0, np.float32))
+    model.extra = tp.Variable(np.arange(3))
+    src2 = newer.write(str(tmp_path / "ckpt-2"))
+    with pytest.raises(CheckpointExistsError, match="already committed at .*pass overwrite=True"):
+        tp.convert(src2, dst, dst_options=remote)
+    tp.convert(src2, dst, dst_options=remote, overwrite=True)
+    _assert_same_tensors(_all_tensors(src2, None), _all_tensors(dst, remote))
+    backend = open_backend(dst, remote)
+    assert backend.list_checkpoints(f"{bucket}/run") == [dst]
+    # Nothing of the replaced checkpoint or of the copy's pieces is left beside it.
+    leftovers = backend.cleanup(f"{bucket}/run", min_age=0)
+    assert leftovers == []
