@@ -106,7 +106,8 @@ def test_save_below_a_regular_file_says_not_writable(tmp_path: Path) -> None:
 @pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="needs a mounted /proc")
 def test_save_where_the_file_system_refuses_new_entries_says_not_writable() -> None:
     # procfs answers mkdir with ENOENT although /proc exists: not "missing", not writable.
-    with pytest.raises(StorageError, match=r"'/proc/tp-ckpt_temp': the location is not writable \(the file system refused .* under '/proc'") as info:
+    refused = r"'/proc/tp-ckpt_temp': the location is not writable \(the file system refused .* under '/proc'"
+    with pytest.raises(StorageError, match=refused) as info:
         tp.Checkpoint(v=tp.Variable(np.ones(2))).write("/proc/tp-ckpt")
     assert not isinstance(info.value, CheckpointNotFoundError)
 
@@ -114,7 +115,8 @@ def test_save_where_the_file_system_refuses_new_entries_says_not_writable() -> N
 @pytest.mark.parametrize("err", [errno.EACCES, errno.EPERM, errno.EROFS])
 def test_refused_directory_is_a_permission_error_saying_not_writable(tmp_path: Path, err: int) -> None:
     # Root ignores permissions, so the refusal is synthetic here; the diagnosis looks at the real path.
-    with pytest.raises(StoragePermissionError, match=r"directory '/d': the location is not writable \(creating the directory failed: .*check its permissions"):
+    refused = r"directory '/d': the location is not writable \(creating the directory failed: .*check its permissions"
+    with pytest.raises(StoragePermissionError, match=refused):
         _not_writable(OSError(err, os.strerror(err)), "/d", str(tmp_path / "new"))
 
 
