@@ -18,6 +18,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import functools
+import hashlib
 import json
 import os
 import socket
@@ -131,6 +132,29 @@ def _active(save_id: str) -> Iterator[None]:
             _ACTIVE[save_id] -= 1
             if not _ACTIVE[save_id]:
                 del _ACTIVE[save_id]
+
+
+@functools.lru_cache(maxsize=1)
+def _host_tag() -> str:
+    """Eight hex digits naming this host inside a claim directory's name."""
+    return hashlib.sha256(socket.gethostname().encode()).hexdigest()[:8]
+
+
+def _claimer_died(init_tag: str) -> bool:
+    """Whether the ``<host>-<pid>-<random>`` tag of a claim names a dead process of this host."""
+    parts = init_tag.split("-")
+    if len(parts) != 3 or parts[0] != _host_tag() or not parts[1].isdigit():
+        return False
+    pid = int(parts[1])
+    if pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
 
 
 def _is_active(save_id: str) -> bool:
@@ -746,7 +770,10 @@ class ZarrBackend(StorageBackend):
         assert isinstance(loc, LocalLocation)
         if loc.exists(root):
             return
-        init = f"{root}-init-{uuid.uuid4().hex[:8]}"
+        # The claimer's host and pid are in the name as well as in the record:
+        # a writer killed before its record is whole still leaves a name that
+        # says who made it, so cleanup need not wait out a grace period.
+        init = f"{root}-init-{_host_tag()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
         record = json.dumps({"host": socket.gethostname(), "pid": os.getpid()}).encode()
         loc.write_bytes(_paths.join(init, _OWNER), record, durable=False)
         try:
@@ -1052,6 +1079,8 @@ class ZarrBackend(StorageBackend):
         initializing = "-init-" in save_id
         if _is_active(save_id.split("-init-", 1)[0]):
             return False
+        if initializing and _claimer_died(save_id.split("-init-", 1)[1]):
+            return True
         raw = self._location.read_bytes(_paths.join(path, _OWNER))
         if raw is None:
             # Every save directory is born with its owner record (see

@@ -62,3 +62,23 @@ def test_sigkill_mid_save_leaves_only_whole_checkpoints(tmp_path: Path) -> None:
     assert not [n for n in os.listdir(directory) if ".tmp-" in n]
     assert all(n.endswith(".zarr") for n in os.listdir(directory))
     assert _check_consistent(directory) >= 1
+
+
+def test_claim_of_a_killed_writer_without_owner_record_is_removed(tmp_path: Path) -> None:
+    # A writer killed between creating its claim directory and finishing the
+    # owner record inside leaves a claim whose name alone says who made it.
+    from trackpoint.backends.zarr._backend import _host_tag
+
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    alive = os.getppid()  # the test runner's parent: alive for the whole test
+    tag = _host_tag()
+    dead_claim = tmp_path / f"a.zarr.tmp-{'1' * 32}-init-{tag}-{dead.pid}-0badcafe"
+    live_claim = tmp_path / f"b.zarr.tmp-{'2' * 32}-init-{tag}-{alive}-0badcafe"
+    other_host = tmp_path / f"c.zarr.tmp-{'3' * 32}-init-ffffffff-{dead.pid}-0badcafe"
+    for claim in (dead_claim, live_claim, other_host):
+        claim.mkdir()
+    backend = open_backend(str(tmp_path), CheckpointOptions(backend="zarr"))
+    removed = backend.cleanup(str(tmp_path))
+    assert [os.path.basename(r) for r in removed] == [dead_claim.name]
+    assert live_claim.exists() and other_host.exists()
