@@ -420,4 +420,3 @@ def trackpoint_register_backends(register: Any) -> None:
             capabilities=_LOCAL_CAPABILITIES,
         )
     )
-

@@ -193,12 +193,15 @@ class _Reader(CheckpointReader):
 def _check_shard_set(prefix: str, shards: Sequence[ShardResult]) -> None:
     """``shards`` are all shards of one save, each once: a lost manifest must not commit a partial checkpoint."""
     specs = [r.spec for r in shards]
-    if not specs or len({(s.save_id, s.num_shards) for s in specs}) != 1 or sorted(s.shard_id for s in specs) != list(
-        range(specs[0].num_shards)
+    if (
+        not specs
+        or len({(s.save_id, s.num_shards) for s in specs}) != 1
+        or sorted(s.shard_id for s in specs) != list(range(specs[0].num_shards))
     ):
         got = sorted((s.save_id, s.shard_id, s.num_shards) for s in specs)
         raise InvalidCheckpointError(
-            f"memory: cannot commit {prefix!r}: expected every shard of one save exactly once, got (save, shard, of) {got}"
+            f"memory: cannot commit {prefix!r}: expected every shard of one save exactly once, "
+            f"got (save, shard, of) {got}"
         )
 
 
@@ -206,9 +209,7 @@ class MemoryBackend(StorageBackend):
     """Process-local storage honouring the full contract."""
 
     name = "memory"
-    capabilities = Capabilities(
-        atomic_rename=True, conditional_create=True, ranged_reads=True, parallel_writes=True
-    )
+    capabilities = Capabilities(atomic_rename=True, conditional_create=True, ranged_reads=True, parallel_writes=True)
 
     def write_shard(self, prefix: str, spec: ShardSpec, items: Sequence[WriteItem]) -> ShardResult:
         # docstring inherited
@@ -216,7 +217,9 @@ class MemoryBackend(StorageBackend):
         records: dict[str, bytes] = {}
         for it in items:
             if it.key in records:
-                raise InvalidCheckpointError(f"memory: tensor {it.key!r} appears twice in shard {spec.shard_id} of {prefix!r}")
+                raise InvalidCheckpointError(
+                    f"memory: tensor {it.key!r} appears twice in shard {spec.shard_id} of {prefix!r}"
+                )
             records[it.key] = _encode(it.key, it.array)
         with _STORE.lock:
             _STORE.pending[(p, spec.save_id, spec.shard_id)] = records

@@ -85,7 +85,7 @@ def raw_write_fsync(path: str, arrays: Sequence[np.ndarray[Any, Any]]) -> None:
         for a in arrays:
             view = a.reshape(-1).view(np.uint8).data
             while view:
-                view = view[os.write(fd, view):]
+                view = view[os.write(fd, view) :]
         os.fsync(fd)
     finally:
         os.close(fd)
@@ -123,8 +123,6 @@ def child_result(**fields: Any) -> None:
 
 def run_child(script: str, *args: str) -> dict[str, Any]:
     """Run ``script --child *args`` in a fresh interpreter and return its JSON result."""
-    out = subprocess.run(
-        [sys.executable, script, "--child", *args], check=True, capture_output=True, text=True
-    ).stdout
+    out = subprocess.run([sys.executable, script, "--child", *args], check=True, capture_output=True, text=True).stdout
     result: dict[str, Any] = json.loads(out.strip().splitlines()[-1])
     return result

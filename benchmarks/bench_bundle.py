@@ -30,7 +30,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import (  # noqa: E402
+from _common import (
     GiB,
     MiB,
     child_result,
@@ -44,9 +44,9 @@ from _common import (  # noqa: E402
     timed,
 )
 
-from trackpoint.backends.bundle import BundleBackend  # noqa: E402
-from trackpoint.backends.local import LocalFiles  # noqa: E402
-from trackpoint.storage import WriteItem  # noqa: E402
+from trackpoint.backends.bundle import BundleBackend
+from trackpoint.backends.local import LocalFiles
+from trackpoint.storage import WriteItem
 
 #: Targets from the requirements, as ratios to the raw baselines.
 TARGETS = {"mixed": {"save": 1.10, "restore": 1.10}, "small": {"save": 3.0, "restore": 3.5}}
@@ -154,18 +154,27 @@ def report(case: str, results: dict[str, dict[str, Any]]) -> bool:
     """Print figures and ratios; return whether the targets are met."""
     nbytes = results["raw_write"]["nbytes"]
     rounds = len(results["raw_write"]["runs"])
-    print(f"\n== {case}: {results['raw_write']['tensors']} float32 tensors, {nbytes / MiB:.0f} MiB, "
-          f"best of {rounds} ==")
+    print(
+        f"\n== {case}: {results['raw_write']['tensors']} float32 tensors, {nbytes / MiB:.0f} MiB, best of {rounds} =="
+    )
     print(f"{'measurement':<16}{'seconds':>9}{'MiB/s':>9}{'vs raw':>8}{'peak RSS MiB':>14}{'vs model':>10}  all runs")
     ok = True
-    for name, base in (("raw_write", "raw_write"), ("bundle_save", "raw_write"), ("npy_save", "raw_write"),
-                       ("raw_read", "raw_read"), ("bundle_restore", "raw_read"), ("npy_load", "raw_read")):
+    for name, base in (
+        ("raw_write", "raw_write"),
+        ("bundle_save", "raw_write"),
+        ("npy_save", "raw_write"),
+        ("raw_read", "raw_read"),
+        ("bundle_restore", "raw_read"),
+        ("npy_load", "raw_read"),
+    ):
         r = results[name]
         ratio = r["seconds"] / results[base]["seconds"]
         mem = r["peak_rss"] / nbytes
         runs = " ".join(f"{x:.2f}" for x in r["runs"])
-        print(f"{name:<16}{r['seconds']:>9.3f}{nbytes / MiB / r['seconds']:>9.0f}{ratio:>8.2f}"
-              f"{r['peak_rss'] / MiB:>14.0f}{mem:>10.2f}  {runs}")
+        print(
+            f"{name:<16}{r['seconds']:>9.3f}{nbytes / MiB / r['seconds']:>9.0f}{ratio:>8.2f}"
+            f"{r['peak_rss'] / MiB:>14.0f}{mem:>10.2f}  {runs}"
+        )
     save = results["bundle_save"]["seconds"] / results["raw_write"]["seconds"]
     restore = results["bundle_restore"]["seconds"] / results["raw_read"]["seconds"]
     t = TARGETS[case]

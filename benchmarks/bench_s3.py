@@ -28,10 +28,9 @@ import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests"))
 
-from servers import make_s3_fs, start_moto, stop_process  # noqa: E402
-
-from trackpoint.plugins import open_backend  # noqa: E402
-from trackpoint.storage import CheckpointOptions, WriteItem  # noqa: E402
+from servers import make_s3_fs, start_moto, stop_process
+from trackpoint.plugins import open_backend
+from trackpoint.storage import CheckpointOptions, WriteItem
 
 MiB = 1 << 20
 

@@ -30,7 +30,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import (  # noqa: E402
+from _common import (
     GiB,
     MiB,
     child_result,
@@ -44,8 +44,8 @@ from _common import (  # noqa: E402
     timed,
 )
 
-from trackpoint.plugins import open_backend  # noqa: E402
-from trackpoint.storage import CheckpointOptions, StorageBackend, WriteItem  # noqa: E402
+from trackpoint.plugins import open_backend
+from trackpoint.storage import CheckpointOptions, StorageBackend, WriteItem
 
 #: name -> (backend options, or None for raw disk)
 BACKENDS: dict[str, CheckpointOptions | None] = {

@@ -71,7 +71,7 @@ def split_scheme(path: str) -> tuple[str, str]:
     m = _SCHEME.match(path)
     if m is None:
         return "", path
-    return m.group(1).lower(), path[m.end():]
+    return m.group(1).lower(), path[m.end() :]
 
 
 def scheme(path: str) -> str:

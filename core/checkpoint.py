@@ -55,7 +55,7 @@ def _read_object_graph(reader: CheckpointReader) -> pb.TrackableObjectGraph | No
     proto = pb.TrackableObjectGraph()
     try:
         proto.ParseFromString(bytes(raw.reshape(-1)[0]))
-    except Exception as exc:  # noqa: BLE001 - protobuf raises DecodeError or ValueError
+    except Exception as exc:
         raise InvalidCheckpointError(
             f"the object graph stored in {reader.prefix!r} under {OBJECT_GRAPH_KEY!r} cannot be parsed: {exc}"
         ) from exc

@@ -337,7 +337,9 @@ class TrackableDataStructure(Trackable, metaclass=abc.ABCMeta):
                 children[key] = value
         return children
 
-    def _lookup_dependency(self, name: str, cached_dependencies: Mapping[str, Trackable] | None = None) -> Trackable | None:
+    def _lookup_dependency(
+        self, name: str, cached_dependencies: Mapping[str, Trackable] | None = None
+    ) -> Trackable | None:
         for key, value in self._items():
             if key == name and isinstance(value, Trackable):
                 return value
@@ -368,7 +370,9 @@ class ListWrapper(TrackableDataStructure, MutableSequence[Any]):
     def _items(self) -> Iterable[tuple[Any, Any]]:
         return ((str(i), v) for i, v in enumerate(self._self_storage))
 
-    def _lookup_dependency(self, name: str, cached_dependencies: Mapping[str, Trackable] | None = None) -> Trackable | None:
+    def _lookup_dependency(
+        self, name: str, cached_dependencies: Mapping[str, Trackable] | None = None
+    ) -> Trackable | None:
         return _by_index(self._self_storage, name)
 
     @overload
@@ -426,7 +430,9 @@ class _DictWrapper(TrackableDataStructure, MutableMapping[Any, Any]):
     def _items(self) -> Iterable[tuple[Any, Any]]:
         return self._self_storage.items()
 
-    def _lookup_dependency(self, name: str, cached_dependencies: Mapping[str, Trackable] | None = None) -> Trackable | None:
+    def _lookup_dependency(
+        self, name: str, cached_dependencies: Mapping[str, Trackable] | None = None
+    ) -> Trackable | None:
         value = self._self_storage.get(name)
         return value if isinstance(value, Trackable) else None
 
@@ -487,7 +493,9 @@ class _TupleWrapper(TrackableDataStructure, Sequence[Any]):
     def _items(self) -> Iterable[tuple[Any, Any]]:
         return ((str(i), v) for i, v in enumerate(self._self_storage))
 
-    def _lookup_dependency(self, name: str, cached_dependencies: Mapping[str, Trackable] | None = None) -> Trackable | None:
+    def _lookup_dependency(
+        self, name: str, cached_dependencies: Mapping[str, Trackable] | None = None
+    ) -> Trackable | None:
         return _by_index(self._self_storage, name)
 
     @overload

@@ -45,7 +45,9 @@ def as_dtype(dtype: Any) -> np.dtype[Any]:
     try:
         d: np.dtype[Any] = np.dtype(dtype)
     except TypeError as exc:
-        raise UnsupportedDTypeError(f"{dtype!r} is not a dtype; use a numpy dtype, trackpoint.bfloat16 or trackpoint.string") from exc
+        raise UnsupportedDTypeError(
+            f"{dtype!r} is not a dtype; use a numpy dtype, trackpoint.bfloat16 or trackpoint.string"
+        ) from exc
     if d == string or d == bfloat16:
         return d
     if d.kind in ("U", "S"):

@@ -222,7 +222,9 @@ def serialize_object_graph(view: ObjectGraphView) -> SerializedGraph:
         slot_id = len(nodes)
         nodes.append(slot.slot)
         node_ids[id(slot.slot)] = slot_id
-        names[id(slot.slot)] = slot_variable_path(names[id(objects[slot.variable])], names[id(objects[slot.optimizer])], slot.name)
+        names[id(slot.slot)] = slot_variable_path(
+            names[id(objects[slot.variable])], names[id(objects[slot.optimizer])], slot.name
+        )
         proto.nodes.add()
         proto.nodes[slot.optimizer].slot_variables.add(
             original_variable_node_id=slot.variable, slot_name=slot.name, slot_variable_node_id=slot_id
@@ -315,4 +317,3 @@ def proto_node_names(proto: pb.TrackableObjectGraph) -> dict[int, str]:
                 f"{names.get(ref.original_variable_node_id, ref.original_variable_node_id)}"
             )
     return names
-

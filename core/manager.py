@@ -63,9 +63,7 @@ def _as_int(value: Any) -> int:
         value = value.numpy()
     arr = np.asarray(value)
     if arr.shape != () or arr.dtype.kind not in "iu":
-        raise TrackableError(
-            f"expected an integer step (an int or an integer scalar Variable), got {value!r}"
-        )
+        raise TrackableError(f"expected an integer step (an int or an integer scalar Variable), got {value!r}")
     return int(arr)
 
 
@@ -428,4 +426,3 @@ class CheckpointManager:
 
 def _basename(path: str) -> str:
     return path.rstrip("/").rsplit("/", 1)[-1] if _paths.scheme(path) else os.path.basename(path)
-

@@ -79,7 +79,9 @@ class Optimizer(AutoTrackable):
         if existing is not None:
             return existing
         value = np.zeros(var.shape, dtype=var.dtype) if initializer is None else initializer
-        slot = Variable(value, dtype=var.dtype, name=self._slot_variable_name(var, slot_name), trainable=False, shape=var.shape)
+        slot = Variable(
+            value, dtype=var.dtype, name=self._slot_variable_name(var, slot_name), trainable=False, shape=var.shape
+        )
         self._store_slot(var, slot_name, slot)
         self._restore_slot_variable(slot_name, var, slot)
         return slot

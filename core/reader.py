@@ -117,6 +117,6 @@ def object_metadata(path: str | os.PathLike[str], options: CheckpointOptions | N
     proto = pb.TrackableObjectGraph()
     try:
         proto.ParseFromString(bytes(raw))
-    except Exception as exc:  # noqa: BLE001 - protobuf raises DecodeError or ValueError
+    except Exception as exc:
         raise InvalidCheckpointError(f"the object graph in {os.fspath(path)!r} cannot be parsed: {exc}") from exc
     return proto

@@ -271,7 +271,10 @@ class _Plan:
             logger.warning(
                 "Inconsistent references when loading %r: node %d of the saved graph is already matched to %r, "
                 "so %r reached through another path is not restored from it.",
-                self.coordinator.save_path, position.proto_id, current, trackable,
+                self.coordinator.save_path,
+                position.proto_id,
+                current,
+                trackable,
             )
         return False
 
@@ -329,7 +332,9 @@ class _Plan:
             for spec in saveable.specs:
                 info = self.coordinator.info(spec.name)
                 if isinstance(saveable, _VariableSaveable):
-                    saveable.variable._check_restore_tensors({VARIABLE_VALUE_KEY: info}, {VARIABLE_VALUE_KEY: spec.name})
+                    saveable.variable._check_restore_tensors(
+                        {VARIABLE_VALUE_KEY: info}, {VARIABLE_VALUE_KEY: spec.name}
+                    )
                 elif spec.dtype is not None and info.dtype != spec.dtype:
                     raise DTypeMismatchError(
                         f"cannot restore {spec.name!r} into saveable {attribute.name!r} of {type(trackable).__name__}: "
@@ -456,10 +461,10 @@ class LoadStatus(abc.ABC):
     def assert_nontrivial_match(self) -> LoadStatus:
         """Raise :class:`MatchError` if nothing but the root matched."""
 
-    def run_restore_ops(self) -> None:
+    def run_restore_ops(self) -> None:  # noqa: B027 - a no-op that subclasses may keep
         """Kept for TensorFlow compatibility: values are applied eagerly, nothing to run."""
 
-    def initialize_or_restore(self) -> None:
+    def initialize_or_restore(self) -> None:  # noqa: B027 - a no-op that subclasses may keep
         """Kept for TensorFlow compatibility: variables are initialized or restored eagerly."""
 
     def expect_partial(self) -> LoadStatus:
@@ -595,7 +600,8 @@ class CheckpointLoadStatus(LoadStatus):
                 raise MatchError(
                     f"Nothing except the root object matched a checkpointed value in {self._checkpoint.save_path!r}. "
                     "Typically this means that the checkpoint does not match the Python program. The following "
-                    "objects have no matching checkpointed value:\n" + _describe_objects(unmatched, node_names(self._view))
+                    "objects have no matching checkpointed value:\n"
+                    + _describe_objects(unmatched, node_names(self._view))
                 )
             raise MatchError(
                 f"Nothing to load from {self._checkpoint.save_path!r}. No dependencies have been added to "

@@ -24,6 +24,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Final
 
 import numpy as np
+
 from trackpoint import _paths, state
 from trackpoint.errors import (
     CheckpointError,
@@ -79,9 +80,7 @@ def _names_to_variables(var_list: Any) -> dict[str, Variable]:
                 )
             items.append((var.name, var))
     else:
-        raise TrackableError(
-            f"Variables to save should be passed in a dict or a list, got {type(var_list).__name__}"
-        )
+        raise TrackableError(f"Variables to save should be passed in a dict or a list, got {type(var_list).__name__}")
     out: dict[str, Variable] = {}
     seen: dict[int, str] = {}
     for name, var in items:
@@ -93,9 +92,7 @@ def _names_to_variables(var_list: Any) -> dict[str, Variable]:
                 "or pass a dict {name: Variable}"
             )
         if id(var) in seen:
-            raise NameConflictError(
-                f"The same variable would be saved under two names: {seen[id(var)]!r} and {name!r}"
-            )
+            raise NameConflictError(f"The same variable would be saved under two names: {seen[id(var)]!r} and {name!r}")
         out[name] = var
         seen[id(var)] = name
     return out
@@ -278,9 +275,7 @@ class Saver:
         if latest_filename is None:
             latest_filename = state.DEFAULT_LATEST_FILENAME
         if os.path.split(latest_filename)[0] or "/" in latest_filename:
-            raise InvalidCheckpointError(
-                f"'latest_filename' must not contain path components, got {latest_filename!r}"
-            )
+            raise InvalidCheckpointError(f"'latest_filename' must not contain path components, got {latest_filename!r}")
         prefix = _as_path(save_path, "save_path")
         if global_step is not None:
             step = _as_step(global_step)

@@ -237,11 +237,7 @@ def _merge(
     their_paths = {p for p, _ in their_entries}
     our_model = _resolve(ours.model_checkpoint_path, directory)
     # Keep ours, minus what the other writer removed meanwhile (never our new checkpoint).
-    kept = [
-        (p, t)
-        for p, t in _entries(ours, directory)
-        if p == our_model or p in their_paths or p not in base_paths
-    ]
+    kept = [(p, t) for p, t in _entries(ours, directory) if p == our_model or p in their_paths or p not in base_paths]
     kept_paths = {p for p, _ in kept}
     added = [(p, t) for p, t in their_entries if p not in base_paths and p not in kept_paths]
     if added and all(t is not None for _, t in kept + added):

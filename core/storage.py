@@ -310,9 +310,7 @@ class CheckpointReader(ABC):
             return False
         return True
 
-    def read_many(
-        self, requests: Sequence[tuple[str, np.ndarray[Any, Any] | None]]
-    ) -> list[np.ndarray[Any, Any]]:
+    def read_many(self, requests: Sequence[tuple[str, np.ndarray[Any, Any] | None]]) -> list[np.ndarray[Any, Any]]:
         """Read several tensors; backends override this to coalesce or parallelize I/O.
 
         The default reads one after another with :meth:`read`.
@@ -628,7 +626,9 @@ class StorageBackend(ABC):
             if len(groups) == 1:
                 results = [self.write_shard(prefix, specs[0], groups[0])]
             else:
-                with ThreadPoolExecutor(max_workers=min(writers, len(groups)), thread_name_prefix="trackpoint-write") as ex:
+                with ThreadPoolExecutor(
+                    max_workers=min(writers, len(groups)), thread_name_prefix="trackpoint-write"
+                ) as ex:
                     futures = [ex.submit(self.write_shard, prefix, s, g) for s, g in zip(specs, groups, strict=True)]
                     results = [f.result() for f in futures]
             self.commit(prefix, results, overwrite=overwrite)
@@ -656,4 +656,3 @@ class StorageBackend(ABC):
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name!r}>"
-

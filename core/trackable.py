@@ -190,7 +190,9 @@ class Trackable:
             children[name] = ref
         return children
 
-    def _lookup_dependency(self, name: str, cached_dependencies: Mapping[str, Trackable] | None = None) -> Trackable | None:
+    def _lookup_dependency(
+        self, name: str, cached_dependencies: Mapping[str, Trackable] | None = None
+    ) -> Trackable | None:
         """The dependency called ``name``, or ``None``.
 
         Parameters

@@ -146,7 +146,9 @@ class Variable(Trackable):
 
     def _check_arithmetic(self, op: str) -> None:
         if self._value.dtype.kind not in "iufcV":
-            raise DTypeMismatchError(f"{op} on Variable {self._name!r}: not defined for dtype {dtypes._name(self.dtype)}")
+            raise DTypeMismatchError(
+                f"{op} on Variable {self._name!r}: not defined for dtype {dtypes._name(self.dtype)}"
+            )
 
     def assign_add(self, delta: Any) -> Variable:
         """Add ``delta`` in place (numeric variables only). Returns ``self``."""

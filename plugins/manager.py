@@ -561,9 +561,7 @@ class PluginHost:
                 f"backend {name!r} could not import {exc.name or 'a dependency'}: {spec.install_command()}"
             ) from exc
         except Exception as exc:
-            raise PluginError(
-                f"backend {name!r} ({entry.provider}) failed to open {url!r}: {_describe(exc)}"
-            ) from exc
+            raise PluginError(f"backend {name!r} ({entry.provider}) failed to open {url!r}: {_describe(exc)}") from exc
         if not isinstance(backend, StorageBackend):
             raise PluginError(
                 f"backend {name!r} ({entry.provider}): its factory returned {type(backend).__name__}, "
@@ -832,4 +830,3 @@ def reset() -> None:
     global _host
     with _host_lock:
         _host = None
-

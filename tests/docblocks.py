@@ -181,7 +181,9 @@ def check_block(block: Block) -> None:
     unknown = set(block.tags) - KINDS[block.lang]
     if unknown:
         allowed = sorted(KINDS[block.lang]) or "none"
-        raise DocBlockError(f"{block.where}: unknown tag(s) {sorted(unknown)} on a {block.lang} block; allowed: {allowed}")
+        raise DocBlockError(
+            f"{block.where}: unknown tag(s) {sorted(unknown)} on a {block.lang} block; allowed: {allowed}"
+        )
     try:
         if block.lang == "python":
             ast.parse("\n" * block.line + block.code, filename=str(block.path))

@@ -37,7 +37,16 @@ __all__ = ["FaultProxy", "Rule", "Seen"]
 Action = Literal["status", "delay", "drop", "drop_after_forward", "truncate", "stall"]
 
 _HOP_BY_HOP = frozenset(
-    {"connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailers", "transfer-encoding", "upgrade"}
+    {
+        "connection",
+        "keep-alive",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "te",
+        "trailers",
+        "transfer-encoding",
+        "upgrade",
+    }
 )
 
 

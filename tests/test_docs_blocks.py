@@ -22,8 +22,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import docblocks
 import pytest
+
+import docblocks
 from docblocks import (
     Block,
     DocBlockError,
@@ -177,7 +178,11 @@ def test_parse_fences() -> None:
 
 def test_buckets_named_by_code() -> None:
     code = 'a = "s3://my-bucket/x"; b = "zarr+gs://other-b/y"; c = f"{bucket_url}/z"; d = "gcs://third/k"\n'
-    assert buckets([Block("p.md", 1, "python", (), code)]) == {("s3", "my-bucket"), ("gcs", "other-b"), ("gcs", "third")}
+    assert buckets([Block("p.md", 1, "python", (), code)]) == {
+        ("s3", "my-bucket"),
+        ("gcs", "other-b"),
+        ("gcs", "third"),
+    }
     assert buckets([Block("p.md", 1, "python", ("fragment",), code)]) == set()
 
 

@@ -18,9 +18,7 @@ BANNER = re.compile(r"^# -{10,}\n# (?P<title>[^\n]+)\n# -{10,}$", re.MULTILINE)
 def _specs() -> dict[str, FunctionType]:
     marker = f"{hookspecs.PROJECT_NAME}_spec"
     return {
-        name: obj
-        for name, obj in vars(hookspecs).items()
-        if isinstance(obj, FunctionType) and hasattr(obj, marker)
+        name: obj for name, obj in vars(hookspecs).items() if isinstance(obj, FunctionType) and hasattr(obj, marker)
     }
 
 

@@ -20,6 +20,7 @@ from urllib.parse import urlsplit
 
 import pytest
 import requests
+
 from docblocks import blocks, shell_exports
 from servers import free_port
 

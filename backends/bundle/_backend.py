@@ -28,6 +28,7 @@ removed first by ``delete`` and by an overwriting save.
 
 from __future__ import annotations
 
+import itertools
 import re
 import sys
 import threading
@@ -282,8 +283,7 @@ class BundleBackend(StorageBackend):
         self._check_save_id(save_id)
         if not overwrite and self.files.exists(self._index(prefix)):
             raise CheckpointExistsError(
-                f"bundle: a checkpoint is already committed at {prefix!r}; "
-                "pass overwrite=True or choose another prefix"
+                f"bundle: a checkpoint is already committed at {prefix!r}; pass overwrite=True or choose another prefix"
             )
         self.files.makedirs(self.files.dirname(prefix))
         if overwrite and not self._rename:
@@ -313,7 +313,7 @@ class BundleBackend(StorageBackend):
         rows = self._write_data(prefix, data_path, items, create_only=not self._rename, save_id=spec.save_id)
         nbytes = rows[-1][3] + rows[-1][4] if rows else 0
         rows.sort(key=lambda r: r[0])
-        for a, b in zip(rows, rows[1:]):
+        for a, b in itertools.pairwise(rows):
             if a[0] == b[0]:
                 raise TrackableError(f"bundle: tensor key {a[0].decode('utf-8', 'replace')!r} is saved twice")
         # The piece index makes each shard a valid one-shard bundle of its own.
@@ -328,9 +328,11 @@ class BundleBackend(StorageBackend):
             with self._lock:
                 self._single[(prefix, spec.save_id)] = piece_table
         # Shard 0's entries are the same bytes in the piece and in the merged index.
-        merged_entries = piece_entries if spec.shard_id == 0 else [
-            (k, encode_entry(dt, shp, spec.shard_id, off, size, crc)) for k, dt, shp, off, size, crc in rows
-        ]
+        merged_entries = (
+            piece_entries
+            if spec.shard_id == 0
+            else [(k, encode_entry(dt, shp, spec.shard_id, off, size, crc)) for k, dt, shp, off, size, crc in rows]
+        )
         payload = _encode_payload(merged_entries)
         keys = tuple(r[0].decode("utf-8", "surrogateescape") for r in rows)
         return ShardResult(spec, keys, nbytes, payload)
@@ -482,16 +484,14 @@ class BundleBackend(StorageBackend):
         for r in shards:
             entries.extend(_decode_payload(r.payload, f"bundle: shard {r.spec.shard_id} of {prefix!r}"))
         entries.sort(key=lambda e: e[0])
-        for a, b in zip(entries, entries[1:]):
+        for a, b in itertools.pairwise(entries):
             if a[0] == b[0]:
                 raise TrackableError(
                     f"bundle: tensor {a[0].decode('utf-8', 'replace')!r} appears in two shards of {prefix!r}"
                 )
         return build_table([(b"", encode_header(len(shards))), *entries])
 
-    def _commit_rename(
-        self, prefix: str, shards: Sequence[ShardResult], table: bytes | None, overwrite: bool
-    ) -> None:
+    def _commit_rename(self, prefix: str, shards: Sequence[ShardResult], table: bytes | None, overwrite: bool) -> None:
         index = self._index(prefix)
         directory = self.files.dirname(prefix)
         if self.files.exists(index):
@@ -531,9 +531,7 @@ class BundleBackend(StorageBackend):
             )
         self.files.rename(tmp, index)
 
-    def _commit_create(
-        self, prefix: str, shards: Sequence[ShardResult], table: bytes | None, overwrite: bool
-    ) -> None:
+    def _commit_create(self, prefix: str, shards: Sequence[ShardResult], table: bytes | None, overwrite: bool) -> None:
         if table is None:
             table = self._merge(prefix, shards)
         index = self._index(prefix)
@@ -668,11 +666,15 @@ class BundleBackend(StorageBackend):
         # marker whose data write may have failed against another save's object.
         # Such data objects are never referenced by a committed index, because
         # create-only writes kept them unique.
-        derived = [] if committed else [
-            re.sub(r"\.part-(\d+-of-\d+)\.[^.]+\.(?:piece|index)$", r".data-\1", p)
-            for p in pieces
-            if self.files.size(p)
-        ]
+        derived = (
+            []
+            if committed
+            else [
+                re.sub(r"\.part-(\d+-of-\d+)\.[^.]+\.(?:piece|index)$", r".data-\1", p)
+                for p in pieces
+                if self.files.size(p)
+            ]
+        )
         self.files.delete(sorted(set(created) | set(pieces) | set(derived)))
 
     # ------------------------------------------------------------------ reading
@@ -841,8 +843,10 @@ class _BundleReader(CheckpointReader):
             kind = types.get(e.dtype)
             if kind is None:
                 # Unreadable types (resource, variant) stay listed and fail only when read.
-                kind = dtype_from_tf(e.dtype, header.big_endian, where) if e.dtype in _READABLE else (
-                    np.dtype(np.uint8), False
+                kind = (
+                    dtype_from_tf(e.dtype, header.big_endian, where)
+                    if e.dtype in _READABLE
+                    else (np.dtype(np.uint8), False)
                 )
                 types[e.dtype] = kind
             dtype, swap = kind
@@ -931,9 +935,7 @@ class _BundleReader(CheckpointReader):
         if out is None:
             return np.empty(s.entry.shape, dtype=s.dtype)
         if out.dtype != s.dtype:
-            raise DTypeMismatchError(
-                f"bundle: cannot read {key!r} ({s.dtype}) into an array of dtype {out.dtype}"
-            )
+            raise DTypeMismatchError(f"bundle: cannot read {key!r} ({s.dtype}) into an array of dtype {out.dtype}")
         if tuple(out.shape) != s.entry.shape:
             raise ShapeMismatchError(
                 f"bundle: cannot read {key!r} of shape {s.entry.shape} into an array of shape {out.shape}"
@@ -997,7 +999,7 @@ class _BundleReader(CheckpointReader):
             if len(extents) != len(shape):
                 raise DataLossError(f"{self._where}: slice {extents} of {key!r} does not match its rank {len(shape)}")
             bounds: list[slice] = []
-            for (start, length), dim in zip(extents, shape):
+            for (start, length), dim in zip(extents, shape, strict=False):
                 stop = dim if length < 0 else start + length
                 if start < 0 or stop > dim or (length >= 0 and start > stop):
                     raise DataLossError(f"{self._where}: slice {extents} lies outside {key!r} of shape {shape}")
@@ -1029,9 +1031,7 @@ class _BundleReader(CheckpointReader):
             dest[index] = self._read_plain(key, piece, None)
         return dest
 
-    def read_many(
-        self, requests: Sequence[tuple[str, np.ndarray[Any, Any] | None]]
-    ) -> list[np.ndarray[Any, Any]]:
+    def read_many(self, requests: Sequence[tuple[str, np.ndarray[Any, Any] | None]]) -> list[np.ndarray[Any, Any]]:
         """Read several tensors: adjacent ranges are read with one vectored call, data files in parallel."""
         self._check_open()
         results: list[np.ndarray[Any, Any]] = []
@@ -1040,7 +1040,10 @@ class _BundleReader(CheckpointReader):
         for key, out in requests:
             s = entries.get(key)
             if (
-                s is None or s.entry.slices or s.entry.dtype == DT_STRING or s.entry.dtype not in _READABLE
+                s is None
+                or s.entry.slices
+                or s.entry.dtype == DT_STRING
+                or s.entry.dtype not in _READABLE
                 or s.problem is not None
             ):
                 # Uncommon cases (and the errors for unknown keys) take the general path.

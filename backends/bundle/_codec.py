@@ -108,9 +108,11 @@ def encode_entry(dtype: int, shape: Sequence[int], shard_id: int, offset: int, s
             parts.append(b"\x12\x00")
     dims = b"".join(parts)
     # TensorFlow always sets the shape submessage, so even a scalar has "12 00".
-    out = [b"\x08", encode_varint(dtype), b"\x12", encode_varint(len(dims)), dims] if dtype else [
-        b"\x12", encode_varint(len(dims)), dims
-    ]
+    out = (
+        [b"\x08", encode_varint(dtype), b"\x12", encode_varint(len(dims)), dims]
+        if dtype
+        else [b"\x12", encode_varint(len(dims)), dims]
+    )
     if shard_id:
         out += (b"\x18", encode_varint(shard_id))
     if offset:
@@ -138,12 +140,7 @@ def decode_entry(value: bytes, where: str) -> Entry:
         raise DataLossError(
             f"{where}: entry has negative shard_id/offset/size ({msg.shard_id}, {msg.offset}, {msg.size})"
         )
-    slices = tuple(
-        tuple(
-            (e.start, e.length if e.HasField("length") else -1) for e in s.extent
-        )
-        for s in msg.slices
-    )
+    slices = tuple(tuple((e.start, e.length if e.HasField("length") else -1) for e in s.extent) for s in msg.slices)
     return Entry(msg.dtype, shape, msg.shard_id, msg.offset, msg.size, msg.crc32c, slices)
 
 
@@ -167,8 +164,7 @@ def encode_strings(array: np.ndarray[Any, Any], key: str) -> tuple[bytes, int]:
     # The length checksum covers fixed-width lengths in host order, not the varints.
     order = ">" if _HOST_BIG_ENDIAN else "<"
     fixed = b"".join(
-        struct.pack(order + "I", len(b)) if len(b) <= 0xFFFFFFFF else struct.pack(order + "Q", len(b))
-        for b in elems
+        struct.pack(order + "I", len(b)) if len(b) <= 0xFFFFFFFF else struct.pack(order + "Q", len(b)) for b in elems
     )
     len_crc = crc32c(fixed)
     masked = struct.pack(order + "I", mask(len_crc))

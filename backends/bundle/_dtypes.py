@@ -43,9 +43,7 @@ _FROM_TF: Final[dict[int, np.dtype[Any]]] = {
     28: np.dtype(ml_dtypes.float8_e5m2fnuz),
 }
 
-_TO_TF: Final[dict[np.dtype[Any], int]] = {
-    dt: num for num, dt in _FROM_TF.items() if num not in (11, 12, 13, 15, 16)
-}
+_TO_TF: Final[dict[np.dtype[Any], int]] = {dt: num for num, dt in _FROM_TF.items() if num not in (11, 12, 13, 15, 16)}
 
 
 def tf_from_dtype(dtype: np.dtype[Any], key: str) -> int:

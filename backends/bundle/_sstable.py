@@ -123,9 +123,7 @@ class TableBuilder:
     def add(self, key: bytes, value: bytes) -> None:
         """Append one entry; keys must be strictly increasing."""
         if self._num and key <= self._last_key:
-            raise TrackableError(
-                f"bundle index keys must be unique and sorted: {key!r} follows {self._last_key!r}"
-            )
+            raise TrackableError(f"bundle index keys must be unique and sorted: {key!r} follows {self._last_key!r}")
         # TensorFlow-only rule: an entry that alone could fill two blocks starts a new block.
         if self._num and len(key) + len(value) >= 2 * self._block_size:
             self._flush()

@@ -21,8 +21,21 @@ Array = np.ndarray[Any, Any]
 DTYPES: Final[tuple[np.dtype[Any], ...]] = tuple(
     np.dtype(d)
     for d in (
-        np.bool_, np.int8, np.int16, np.int32, np.int64, np.uint8, np.uint16, np.uint32, np.uint64,
-        np.float16, np.float32, np.float64, ml_dtypes.bfloat16, np.complex64, np.complex128,
+        np.bool_,
+        np.int8,
+        np.int16,
+        np.int32,
+        np.int64,
+        np.uint8,
+        np.uint16,
+        np.uint32,
+        np.uint64,
+        np.float16,
+        np.float32,
+        np.float64,
+        ml_dtypes.bfloat16,
+        np.complex64,
+        np.complex128,
     )
 )
 

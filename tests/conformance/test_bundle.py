@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
 
@@ -49,7 +50,7 @@ class TestBundleCreateOnly(_LocalBackdoor):
 
     # Follows from writing data objects once, create-only, under their final
     # names (documented in docs/backends/bundle.md).
-    known_gaps = {
+    known_gaps: ClassVar[dict[str, str]] = {
         "test_failed_save_keeps_existing_checkpoint": (
             "begin(overwrite=True) deletes the old checkpoint (index first) before writing, because the "
             "new data objects take the same final names; a failed overwrite leaves no checkpoint there"

@@ -11,10 +11,10 @@ import pytest
 
 pytest.importorskip("trackpoint_example_sqlite")
 
-from trackpoint.plugins import open_backend  # noqa: E402
-from trackpoint.plugins.testing import BackendConformance  # noqa: E402
-from trackpoint.storage import StorageBackend  # noqa: E402
-from trackpoint_example_sqlite._backend import split_url  # noqa: E402
+from trackpoint.plugins import open_backend
+from trackpoint.plugins.testing import BackendConformance
+from trackpoint.storage import StorageBackend
+from trackpoint_example_sqlite._backend import split_url
 
 # Raw objects of the database as paths: committed tensors "<checkpoint>/<key>",
 # staged ones "<checkpoint>.staged-<save>-<shard>/<key>", small files "<path>".

@@ -5,8 +5,8 @@ from __future__ import annotations
 from typing import ClassVar
 
 import pytest
-from servers import ObjectStoreConformance
 
+from servers import ObjectStoreConformance
 from trackpoint.plugins.testing import BackendConformance
 
 pytestmark = [pytest.mark.gcs, pytest.mark.timeout(120)]

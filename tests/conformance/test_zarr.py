@@ -96,8 +96,6 @@ class TestZarrGCS(_ZarrConformance):
 
     @pytest.fixture
     def backend(self, base_url: str, gcs_storage_options: dict[str, Any]) -> Iterator[StorageBackend]:
-        b = open_backend(
-            "zarr+" + base_url, CheckpointOptions(storage_options=gcs_storage_options)
-        )
+        b = open_backend("zarr+" + base_url, CheckpointOptions(storage_options=gcs_storage_options))
         yield b
         b.close()

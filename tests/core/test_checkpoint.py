@@ -41,7 +41,9 @@ def test_write_does_not_touch_counter_or_state_file() -> None:
 def test_missing_checkpoint_mentions_suffix() -> None:
     ckpt = tp.Checkpoint(v=tp.Variable(1.0))
     ckpt.save("memory://c/ckpt")
-    with pytest.raises(tp.CheckpointNotFoundError, match=r"(?s)'memory://c/ckpt'.*missing the checkpoint suffix.*latest_checkpoint"):
+    with pytest.raises(
+        tp.CheckpointNotFoundError, match=r"(?s)'memory://c/ckpt'.*missing the checkpoint suffix.*latest_checkpoint"
+    ):
         ckpt.restore("memory://c/ckpt")
     with pytest.raises(FileNotFoundError):
         ckpt.read("memory://c/nothing")

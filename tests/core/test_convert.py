@@ -87,7 +87,9 @@ def test_zarr_destination_options_apply(tmp_path: Path) -> None:
 
     ckpt, _ = _model()
     src = ckpt.write(str(tmp_path / "ckpt"))
-    tp.convert(src, str(tmp_path / "z"), dst_options=CheckpointOptions(backend="zarr", backend_options={"compressor": "none"}))
+    tp.convert(
+        src, str(tmp_path / "z"), dst_options=CheckpointOptions(backend="zarr", backend_options={"compressor": "none"})
+    )
     group = zarr.open_group(str(tmp_path / "z.zarr"), mode="r")
     big = next(name for name in group.array_keys() if "big" in name)
     assert [c.to_dict()["name"] for c in group[big].metadata.codecs] == ["bytes", "crc32c"]
@@ -162,7 +164,9 @@ def test_within_one_memory_store(memory_dir: str) -> None:
     _assert_same_tensors(_all_tensors(src, None), _all_tensors(f"{memory_dir}/b", None))
 
 
-@pytest.mark.parametrize("store", [pytest.param("s3", marks=pytest.mark.s3), pytest.param("gcs", marks=pytest.mark.gcs)])
+@pytest.mark.parametrize(
+    "store", [pytest.param("s3", marks=pytest.mark.s3), pytest.param("gcs", marks=pytest.mark.gcs)]
+)
 def test_bundle_to_zarr_on_an_object_store_and_back(tmp_path: Path, request: pytest.FixtureRequest, store: str) -> None:
     bucket = request.getfixturevalue(f"{store}_bucket")
     storage = request.getfixturevalue(f"{store}_storage_options")
@@ -181,7 +185,9 @@ def test_bundle_to_zarr_on_an_object_store_and_back(tmp_path: Path, request: pyt
     _assert_same_tensors(_all_tensors(src, None), _all_tensors(str(tmp_path / "back"), None))
 
 
-@pytest.mark.parametrize("store", [pytest.param("s3", marks=pytest.mark.s3), pytest.param("gcs", marks=pytest.mark.gcs)])
+@pytest.mark.parametrize(
+    "store", [pytest.param("s3", marks=pytest.mark.s3), pytest.param("gcs", marks=pytest.mark.gcs)]
+)
 def test_overwrite_onto_an_existing_checkpoint_on_an_object_store(
     tmp_path: Path, request: pytest.FixtureRequest, store: str
 ) -> None:

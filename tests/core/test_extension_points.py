@@ -246,5 +246,7 @@ def test_two_values_under_one_key_are_refused() -> None:
 
             return {"a": make, "a-keys": tp.Variable(np.zeros(1, np.int64))}
 
-    with pytest.raises(tp.TrackableError, match=r"both save a value under the checkpoint key 'obj/\.ATTRIBUTES/a-keys'"):
+    with pytest.raises(
+        tp.TrackableError, match=r"both save a value under the checkpoint key 'obj/\.ATTRIBUTES/a-keys'"
+    ):
         tp.Checkpoint(obj=Clash()).save("memory://e/ckpt")

@@ -9,7 +9,14 @@ import pytest
 
 CORE = Path(__file__).resolve().parents[2] / "core"
 PURE_MODULES = ["graph.py", "trackable.py", "restore.py", "autotrackable.py", "variables.py", "data_structures.py"]
-FORBIDDEN = ("trackpoint._resolve", "trackpoint.backends", "trackpoint.plugins", "trackpoint.checkpoint", "trackpoint.reader", "trackpoint.state")
+FORBIDDEN = (
+    "trackpoint._resolve",
+    "trackpoint.backends",
+    "trackpoint.plugins",
+    "trackpoint.checkpoint",
+    "trackpoint.reader",
+    "trackpoint.state",
+)
 # Only value types and constants of the storage contract may be named, never I/O classes.
 ALLOWED_FROM_STORAGE = {"CheckpointReader", "TensorInfo", "OBJECT_GRAPH_KEY"}
 
@@ -29,7 +36,9 @@ def test_pure_module_imports_no_storage(module: str) -> None:
     for name, names in _imports(CORE / module):
         assert not name.startswith(FORBIDDEN), f"{module} imports {name}"
         if name == "trackpoint.storage":
-            assert set(names) <= ALLOWED_FROM_STORAGE, f"{module} imports {set(names) - ALLOWED_FROM_STORAGE} from storage"
+            assert set(names) <= ALLOWED_FROM_STORAGE, (
+                f"{module} imports {set(names) - ALLOWED_FROM_STORAGE} from storage"
+            )
         if name == "trackpoint":
             assert not set(names) & {"_resolve", "backends", "plugins", "storage"}, f"{module} imports {names}"
 

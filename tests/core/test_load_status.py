@@ -165,7 +165,9 @@ def test_name_based_checkpoint_reports_missing_names() -> None:
     root.k = tp.Variable(np.zeros(2, np.float32), name="dense/kernel")
     root.b = tp.Variable(np.zeros(2, np.float32), name="dense/bias")
     status = tp.Checkpoint(root=root).restore("memory://n/model.ckpt")
-    with pytest.raises(tp.MatchError, match=r"not restored from the name-based checkpoint.*\n  \(root\)\.b: dense/bias$"):
+    with pytest.raises(
+        tp.MatchError, match=r"not restored from the name-based checkpoint.*\n  \(root\)\.b: dense/bias$"
+    ):
         status.assert_consumed()
 
 
@@ -180,7 +182,9 @@ def test_name_based_restore_validates_before_writing() -> None:
 
 
 def test_name_based_restore_reaches_variables_created_later() -> None:
-    _write_name_based("memory://n/model.ckpt", **{"k": np.full(2, 3.0, np.float32), "late": np.full(1, 4.0, np.float32)})
+    _write_name_based(
+        "memory://n/model.ckpt", **{"k": np.full(2, 3.0, np.float32), "late": np.full(1, 4.0, np.float32)}
+    )
     root = tp.AutoTrackable()
     root.k = tp.Variable(np.zeros(2, np.float32), name="k")
     status = tp.Checkpoint(root=root).restore("memory://n/model.ckpt")

@@ -184,7 +184,7 @@ def test_restart_picks_up_checkpoints_and_retention(run: str, backend: StorageBa
         clock.t += 1.0
         first.save()
     # A new process: fresh objects, a new manager on the same directory.
-    ckpt, w = _ckpt()
+    ckpt, _w = _ckpt()
     second = CheckpointManager(ckpt, run, max_to_keep=3, clock=clock)
     assert second.checkpoints == first.checkpoints
     assert second.latest_checkpoint == f"{run}/ckpt-3"

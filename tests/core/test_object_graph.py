@@ -100,7 +100,9 @@ def test_slot_variables_follow_bfs_nodes() -> None:
     proto = serialized.proto
     opt_id = next(c.node_id for c in proto.nodes[0].children if c.local_name == "optimizer")
     kernel_id = next(c.node_id for c in proto.nodes[1].children if c.local_name == "kernel")
-    slots = [(s.original_variable_node_id, s.slot_name, s.slot_variable_node_id) for s in proto.nodes[opt_id].slot_variables]
+    slots = [
+        (s.original_variable_node_id, s.slot_name, s.slot_variable_node_id) for s in proto.nodes[opt_id].slot_variables
+    ]
     n = len(proto.nodes)
     assert slots == [(kernel_id, "momentum", n - 2), (kernel_id + 1, "momentum", n - 1)]
     keys = [key for key, _ in serialized.tensors]

@@ -118,7 +118,9 @@ def test_save_through_dotdot_creates_nothing_outside_the_resolved_directory(tmp_
     assert sorted(p.name for p in tmp_path.iterdir()) == ["run", "up"]
     assert list((tmp_path / "run").iterdir()) == [], "run/sub/ lies outside up/ and must not be created"
     assert sorted(p.name for p in (tmp_path / "up").iterdir()) == [
-        "checkpoint", "ckpt-1.data-00000-of-00001", "ckpt-1.index"
+        "checkpoint",
+        "ckpt-1.data-00000-of-00001",
+        "ckpt-1.index",
     ]
     fresh = tp.Variable(np.zeros(3))
     tp.Checkpoint(v=fresh).restore(path).assert_consumed()

@@ -34,7 +34,7 @@ def _check(net: Net, opt: SGD, w: np.ndarray, m: np.ndarray) -> None:
 
 
 def test_sgd_update_rule_and_slots() -> None:
-    path, w, m = _trained()
+    _path, w, m = _trained()
     np.testing.assert_allclose(m, [1.4, 1.4])
     np.testing.assert_allclose(w, [1.0 - 0.1 * 1.0 - 0.1 * 1.4, 2.0 - 0.1 - 0.14], rtol=1e-6)
     assert SGD(0.1).get_slot_names() == []
@@ -75,7 +75,7 @@ def test_slot_created_after_both_is_restored_when_the_optimizer_makes_it() -> No
     class LazySGD(SGD):
         create_slots_on_restore = False
 
-    path, w, m = _trained()
+    path, _w, m = _trained()
     net, opt = Net(), LazySGD(0.1, momentum=0.9)
     status = tp.Checkpoint(net=net, opt=opt).restore(path)
     assert opt.get_slot(net.w, "momentum") is None

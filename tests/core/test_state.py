@@ -58,9 +58,7 @@ def test_timestamps_and_preserved_time_round_trip(backend: StorageBackend, run: 
 
 
 def test_model_path_is_appended_when_not_last(backend: StorageBackend, run: str) -> None:
-    st = state.update_checkpoint_state(
-        backend, run, f"{run}/ckpt-3", all_model_checkpoint_paths=[f"{run}/ckpt-1"]
-    )
+    st = state.update_checkpoint_state(backend, run, f"{run}/ckpt-3", all_model_checkpoint_paths=[f"{run}/ckpt-1"])
     assert list(st.all_model_checkpoint_paths) == ["ckpt-1", "ckpt-3"]
 
 

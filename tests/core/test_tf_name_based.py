@@ -24,10 +24,10 @@ from typing import Any
 
 import numpy as np
 import pytest
-from fixtures.tf import tfcases
-from fixtures.tf.tfcases import ExpectedCheckpoint, assert_same_tensor
 
 import trackpoint as tp
+from fixtures.tf import tfcases
+from fixtures.tf.tfcases import ExpectedCheckpoint, assert_same_tensor
 from trackpoint.errors import DTypeMismatchError, InvalidCheckpointError, MatchError, ShapeMismatchError
 from trackpoint.state import read_checkpoint_state
 

@@ -78,9 +78,14 @@ def test_missing_tensor_referenced_by_graph_is_invalid() -> None:
 
     items = write_items(ObjectGraphView(tp.Checkpoint(v=tp.Variable(1.0))))
     graph_only = [it for it in items if it.key == "_CHECKPOINTABLE_OBJECT_GRAPH"]
-    _resolve.open_backend("memory://v/broken").save("memory://v/broken", [WriteItem(i.key, i.array) for i in graph_only])
+    _resolve.open_backend("memory://v/broken").save(
+        "memory://v/broken", [WriteItem(i.key, i.array) for i in graph_only]
+    )
     target = tp.Variable(0.0)
-    with pytest.raises(tp.InvalidCheckpointError, match="refers to 'v/.ATTRIBUTES/VARIABLE_VALUE', which the checkpoint does not contain"):
+    with pytest.raises(
+        tp.InvalidCheckpointError,
+        match="refers to 'v/.ATTRIBUTES/VARIABLE_VALUE', which the checkpoint does not contain",
+    ):
         tp.Checkpoint(v=target).read("memory://v/broken")
     assert target.numpy() == 0.0
 
@@ -91,8 +96,12 @@ def test_unparseable_object_graph_is_invalid() -> None:
 
     graph = np.empty((), dtype=object)
     graph[()] = b"\xff\xff\xff not a proto"
-    _resolve.open_backend("memory://v/garbage").save("memory://v/garbage", [WriteItem("_CHECKPOINTABLE_OBJECT_GRAPH", graph)])
-    with pytest.raises(tp.InvalidCheckpointError, match="object graph stored in 'memory://v/garbage'.*cannot be parsed"):
+    _resolve.open_backend("memory://v/garbage").save(
+        "memory://v/garbage", [WriteItem("_CHECKPOINTABLE_OBJECT_GRAPH", graph)]
+    )
+    with pytest.raises(
+        tp.InvalidCheckpointError, match="object graph stored in 'memory://v/garbage'.*cannot be parsed"
+    ):
         tp.Checkpoint(v=tp.Variable(0.0)).read("memory://v/garbage")
 
 

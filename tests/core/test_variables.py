@@ -78,7 +78,9 @@ def test_assign_refuses_lossy_python_data() -> None:
 
 def test_assign_shape_mismatch_keeps_value() -> None:
     v = tp.Variable([1.0, 2.0], name="w")
-    with pytest.raises(tp.ShapeMismatchError, match=r"Variable 'w': value has shape \(3,\), the variable has shape \(2,\)"):
+    with pytest.raises(
+        tp.ShapeMismatchError, match=r"Variable 'w': value has shape \(3,\), the variable has shape \(2,\)"
+    ):
         v.assign([1.0, 2.0, 3.0])
     np.testing.assert_array_equal(v.numpy(), [1.0, 2.0])
 

@@ -310,7 +310,9 @@ def test_two_managers_on_one_directory(target: Target) -> None:
     # Created first, as two jobs that started earlier: a manager's start-up cleanup
     # may remove pieces of a save that is running right then (see CheckpointManager).
     managers = [
-        tp.CheckpointManager(_ckpt(*_model()), target.directory, max_to_keep=2, checkpoint_name=n, options=target.options)
+        tp.CheckpointManager(
+            _ckpt(*_model()), target.directory, max_to_keep=2, checkpoint_name=n, options=target.options
+        )
         for n in ("a", "b")
     ]
     errors: list[BaseException] = []
@@ -425,7 +427,6 @@ def test_failed_state_update_deletes_nothing(
     s3_endpoint: str, s3_bucket: str, s3_storage_options: dict[str, Any]
 ) -> None:
     from faultproxy import FaultProxy, Rule
-
     from trackpoint.errors import StoragePermissionError
 
     d = f"{s3_bucket}/run"

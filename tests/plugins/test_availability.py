@@ -21,10 +21,14 @@ def _never_called(url: str, opts: CheckpointOptions) -> MemoryBackend:
 
 def test_missing_requirement_names_the_extra(spec_plugin: type) -> None:
     plugins.register(
-        spec_plugin(plugins.BackendSpec("needy", _never_called, schemes=("needy",), requires=("numpy", MISSING), extra="needy")),
+        spec_plugin(
+            plugins.BackendSpec("needy", _never_called, schemes=("needy",), requires=("numpy", MISSING), extra="needy")
+        ),
         "needy",
     )
-    with pytest.raises(BackendUnavailableError, match=rf"backend 'needy' needs {MISSING}: pip install 'trackpoint\[needy\]'"):
+    with pytest.raises(
+        BackendUnavailableError, match=rf"backend 'needy' needs {MISSING}: pip install 'trackpoint\[needy\]'"
+    ):
         plugins.open_backend("needy://x")
     with pytest.raises(ImportError):  # generic handlers keep working
         plugins.open_backend("needy://x")
@@ -50,7 +54,9 @@ def test_factory_import_error_is_unavailable(spec_plugin: type) -> None:
         raise AssertionError("unreachable")
 
     plugins.register(spec_plugin(plugins.BackendSpec("lazy", factory, extra="lazy")), "lazy")
-    with pytest.raises(BackendUnavailableError, match=rf"backend 'lazy' could not import {MISSING}: pip install 'trackpoint\[lazy\]'"):
+    with pytest.raises(
+        BackendUnavailableError, match=rf"backend 'lazy' could not import {MISSING}: pip install 'trackpoint\[lazy\]'"
+    ):
         plugins.open_backend("/x", CheckpointOptions(backend="lazy"))
 
 
@@ -60,7 +66,11 @@ def test_factory_failure_is_a_plugin_error_naming_the_plugin(spec_plugin: type) 
 
     plugins.register(spec_plugin(plugins.BackendSpec("faulty", factory)), "faulty-plugin")
     with pytest.raises(
-        PluginError, match=r"backend 'faulty' \(plugin 'faulty-plugin' \(registered at run time\)\) failed to open '/x': RuntimeError: boom"
+        PluginError,
+        match=(
+            r"backend 'faulty' \(plugin 'faulty-plugin' \(registered at run time\)\) "
+            r"failed to open '/x': RuntimeError: boom"
+        ),
     ) as info:
         plugins.open_backend("/x", CheckpointOptions(backend="faulty"))
     assert isinstance(info.value.__cause__, RuntimeError)

@@ -75,7 +75,9 @@ def test_last_registered_plugin_wins_per_key(spec_plugin: type) -> None:
 def test_malformed_answers_are_plugin_errors(spec_plugin: type, answer: object) -> None:
     plugins.register(spec_plugin(_recording_spec()), "rec")
     plugins.register(_SiteConfig(answer), "site")
-    with pytest.raises(PluginError, match=r"trackpoint_configure_backend returned \w+ for backend 'rec' \(implemented by: site\)"):
+    with pytest.raises(
+        PluginError, match=r"trackpoint_configure_backend returned \w+ for backend 'rec' \(implemented by: site\)"
+    ):
         plugins.open_backend("rec://team/x")
 
 
@@ -87,7 +89,9 @@ def test_failing_plugin_error_hides_the_message(spec_plugin: type) -> None:
 
     plugins.register(spec_plugin(_recording_spec()), "rec")
     plugins.register(Leaky(), "leaky")
-    with pytest.raises(PluginError, match=r"failed for backend 'rec' and 'rec://x' \(implemented by: leaky\): RuntimeError") as info:
+    with pytest.raises(
+        PluginError, match=r"failed for backend 'rec' and 'rec://x' \(implemented by: leaky\): RuntimeError"
+    ) as info:
         plugins.open_backend("rec://x")
     assert "SECRET123" not in str(info.value)  # a plugin's own message may carry credentials
 

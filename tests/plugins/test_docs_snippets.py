@@ -38,14 +38,21 @@ def test_list_backends_example_runs(capsys: pytest.CaptureFixture[str]) -> None:
 def test_writing_a_backend_shows_the_real_plugin_module() -> None:
     """The guide quotes trackpoint_example_sqlite/__init__.py; the quote must match the code."""
     module = (DOCS.parent / "plugins" / "example-sqlite" / "trackpoint_example_sqlite" / "__init__.py").read_text()
-    (quoted,) = [b for b in _blocks("writing-a-backend.md") if "def trackpoint_register_backends" in b and "sqlite" in b]
+    (quoted,) = [
+        b for b in _blocks("writing-a-backend.md") if "def trackpoint_register_backends" in b and "sqlite" in b
+    ]
 
     def code_lines(text: str) -> list[str]:
         # Compare code only: docstrings, comments on their own line, __all__ and blank lines may differ.
         tree = ast.parse(text)
         for node in ast.walk(tree):
             body = getattr(node, "body", None)
-            if isinstance(body, list) and body and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant):
+            if (
+                isinstance(body, list)
+                and body
+                and isinstance(body[0], ast.Expr)
+                and isinstance(body[0].value, ast.Constant)
+            ):
                 body.pop(0)
         tree.body = [n for n in tree.body if not (isinstance(n, ast.Assign) and ast.unparse(n.targets[0]) == "__all__")]
         return ast.unparse(tree).splitlines()

@@ -44,7 +44,9 @@ def test_third_party_after_builtins_sorted_by_distribution(install_fake: Callabl
 
 def test_run_time_plugins_come_last(install_fake: Callable[[str], None], spec_plugin: type) -> None:
     install_fake("scheme")
-    plugins.register(spec_plugin(plugins.BackendSpec("late", lambda url, opts: _Late(), schemes=("late",))), "late-plugin")
+    plugins.register(
+        spec_plugin(plugins.BackendSpec("late", lambda url, opts: _Late(), schemes=("late",))), "late-plugin"
+    )
     names = _plugin_names()
     assert names[-1] == "late-plugin"
     assert names.index("fakescheme") < names.index("late-plugin")

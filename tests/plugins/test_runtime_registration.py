@@ -36,7 +36,10 @@ def test_unregister_unknown_lists_loaded_plugins() -> None:
 def test_plugin_name_clash_names_both(spec_plugin: type) -> None:
     with pytest.raises(
         PluginError,
-        match=r"two plugins are named 'memory': plugin 'memory' from trackpoint 0\.1\.0 and plugin 'memory' \(registered at run time\)",
+        match=(
+            r"two plugins are named 'memory': plugin 'memory' from trackpoint 0\.1\.0 "
+            r"and plugin 'memory' \(registered at run time\)"
+        ),
     ):
         plugins.register(spec_plugin(_spec()), "memory")
 
@@ -53,7 +56,9 @@ def test_invalid_hook_implementation_is_rejected() -> None:
         def trackpoint_register_backends(self, registrar: object) -> None:
             raise AssertionError("never called")
 
-    with pytest.raises(PluginError, match=r"cannot register plugin 'wrong' \(registered at run time\): invalid hook implementation"):
+    with pytest.raises(
+        PluginError, match=r"cannot register plugin 'wrong' \(registered at run time\): invalid hook implementation"
+    ):
         plugins.register(WrongArgs(), "wrong")
     assert plugins.get_plugin_manager().get_plugin("wrong") is None
 
@@ -107,5 +112,7 @@ def test_unmarked_hook_function_is_rejected() -> None:
         def trackpoint_register_backends(self, register: object) -> None:
             raise AssertionError("never called")
 
-    with pytest.raises(PluginError, match=r"trackpoint_register_backends lacks the @trackpoint.plugins.hookimpl decorator"):
+    with pytest.raises(
+        PluginError, match=r"trackpoint_register_backends lacks the @trackpoint.plugins.hookimpl decorator"
+    ):
         plugins.register(Unmarked(), "unmarked")

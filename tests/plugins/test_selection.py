@@ -30,7 +30,10 @@ def levels(spec_plugin: type, monkeypatch: pytest.MonkeyPatch) -> None:
     """Backends "by-option", "by-env", "by-hook" and "by-scheme" (serving scheme ``sch://``)."""
     plugins.register(
         spec_plugin(
-            _memory_named("by-option"), _memory_named("by-env"), _memory_named("by-hook"), _memory_named("by-scheme", "sch")
+            _memory_named("by-option"),
+            _memory_named("by-env"),
+            _memory_named("by-hook"),
+            _memory_named("by-scheme", "sch"),
         ),
         "levels",
     )
@@ -71,7 +74,9 @@ def test_default_is_bundle_for_local_paths() -> None:
     plugins.block("bundle")  # so the answer comes from the default, not from bundle's schemes
     for url in ("/tmp/run/ckpt", "relative/ckpt", "file:///tmp/run/ckpt"):
         assert plugins.select_backend(url) == "bundle"
-    with pytest.raises(UnknownBackendError, match=r"backend 'bundle' \(chosen by the default for local paths .*is blocked"):
+    with pytest.raises(
+        UnknownBackendError, match=r"backend 'bundle' \(chosen by the default for local paths .*is blocked"
+    ):
         plugins.open_backend("/tmp/run/ckpt")
 
 
@@ -82,21 +87,34 @@ def test_compound_schemes_are_plain_table_entries(spec_plugin: type) -> None:
 
 
 def test_unknown_scheme_lists_known_schemes() -> None:
-    with pytest.raises(UnknownBackendError, match=r"no backend serves the URL scheme 'nope' of 'nope://x'; known schemes: .*memory://"):
+    with pytest.raises(
+        UnknownBackendError, match=r"no backend serves the URL scheme 'nope' of 'nope://x'; known schemes: .*memory://"
+    ):
         plugins.open_backend("nope://x")
 
 
 def test_unknown_name_lists_registered_names(monkeypatch: pytest.MonkeyPatch) -> None:
-    with pytest.raises(UnknownBackendError, match=r"unknown backend 'nope' \(chosen by CheckpointOptions\(backend=\.\.\.\)\); registered backends: .*memory"):
+    with pytest.raises(
+        UnknownBackendError,
+        match=(
+            r"unknown backend 'nope' \(chosen by CheckpointOptions\(backend=\.\.\.\)\); "
+            r"registered backends: .*memory"
+        ),
+    ):
         plugins.open_backend("memory://x", CheckpointOptions(backend="nope"))
     monkeypatch.setenv("TRACKPOINT_BACKEND", "nope-env")
-    with pytest.raises(UnknownBackendError, match=r"unknown backend 'nope-env' \(chosen by the TRACKPOINT_BACKEND environment variable\)"):
+    with pytest.raises(
+        UnknownBackendError,
+        match=r"unknown backend 'nope-env' \(chosen by the TRACKPOINT_BACKEND environment variable\)",
+    ):
         plugins.open_backend("memory://x")
 
 
 def test_hook_answer_must_be_registered() -> None:
     plugins.register(_Selector("ghost"), "selector")
-    with pytest.raises(UnknownBackendError, match=r"unknown backend 'ghost' \(chosen by the trackpoint_select_backend hook"):
+    with pytest.raises(
+        UnknownBackendError, match=r"unknown backend 'ghost' \(chosen by the trackpoint_select_backend hook"
+    ):
         plugins.open_backend("memory://route-me")
 
 

@@ -48,7 +48,9 @@ def test_duplicate_name_names_both_providers(install_fake: Callable[[str], None]
         plugins.open_backend("memory://x/y")
 
 
-def test_duplicate_can_be_resolved_by_blocking(install_fake: Callable[[str], None], monkeypatch: pytest.MonkeyPatch) -> None:
+def test_duplicate_can_be_resolved_by_blocking(
+    install_fake: Callable[[str], None], monkeypatch: pytest.MonkeyPatch
+) -> None:
     install_fake("duplicate")
     monkeypatch.setenv("TRACKPOINT_BLOCK_BACKENDS", "dupmemory")
     plugins.reset()
@@ -59,7 +61,9 @@ def test_scheme_claimed_twice_names_both(spec_plugin: type) -> None:
     from trackpoint.backends.memory import MemoryBackend
 
     spec = plugins.BackendSpec("other", lambda url, opts: MemoryBackend(), schemes=("memory",))
-    with pytest.raises(PluginError, match=r"URL scheme memory:// is claimed by backend 'memory' .*and by backend 'other'"):
+    with pytest.raises(
+        PluginError, match=r"URL scheme memory:// is claimed by backend 'memory' .*and by backend 'other'"
+    ):
         plugins.register(spec_plugin(spec), "other-plugin")
     # The rejected plugin is not kept: everything else still works.
     assert plugins.get_plugin_manager().get_plugin("other-plugin") is None
@@ -79,5 +83,7 @@ def test_broken_entry_point_is_reported_not_fatal(
     assert "plugin 'broken' from trackpoint-fake-broken 0.1 is not usable" in caplog.text
     # Other backends are unaffected; asking for the broken one says why it fails.
     assert plugins.open_backend("memory://x/y").name == "memory"
-    with pytest.raises(PluginError, match=r"backend 'broken' .* is unusable: .*failed to import 'tp_fake_module_that_does_not_exist'"):
+    with pytest.raises(
+        PluginError, match=r"backend 'broken' .* is unusable: .*failed to import 'tp_fake_module_that_does_not_exist'"
+    ):
         plugins.open_backend("/tmp/x", CheckpointOptions(backend="broken"))

@@ -144,7 +144,9 @@ def _encode(key: str, array: np.ndarray[Any, Any]) -> _Row:
     return _Row(key, name, json.dumps(list(a.shape)), lengths, data, zlib.crc32(data, zlib.crc32(lengths)))
 
 
-def _decode(where: str, dtype_name: str, shape_text: str, lengths: bytes, data: bytes, crc: int) -> np.ndarray[Any, Any]:
+def _decode(
+    where: str, dtype_name: str, shape_text: str, lengths: bytes, data: bytes, crc: int
+) -> np.ndarray[Any, Any]:
     if zlib.crc32(data, zlib.crc32(lengths)) != crc:
         raise DataLossError(f"{where} fails its CRC-32 check; the database is damaged, restore another checkpoint")
     info = _info(where, dtype_name, shape_text)
@@ -168,12 +170,15 @@ def _info(where: str, dtype_name: str, shape_text: str) -> TensorInfo:
         dtype = np.dtype(object) if dtype_name == _STRING else as_dtype(dtype_name)
         shape = tuple(int(d) for d in json.loads(shape_text))
     except (KeyError, ValueError, TypeError) as exc:  # UnsupportedDTypeError is a TypeError
-        raise InvalidCheckpointError(f"{where} has an unreadable dtype or shape; it was not written by trackpoint") from exc
+        raise InvalidCheckpointError(
+            f"{where} has an unreadable dtype or shape; it was not written by trackpoint"
+        ) from exc
     return TensorInfo(dtype, shape)
 
 
 # ---------------------------------------------------------------- connections
 _init_lock = threading.Lock()
+
 
 @contextmanager
 def _errors(where: str) -> Iterator[None]:
@@ -329,7 +334,9 @@ class SqliteBackend(StorageBackend):
         rows: dict[str, _Row] = {}
         for it in items:  # encode first: a bad item fails before the database is touched
             if it.key in rows:
-                raise InvalidCheckpointError(f"sqlite: tensor {it.key!r} appears twice in shard {spec.shard_id} of {prefix!r}")
+                raise InvalidCheckpointError(
+                    f"sqlite: tensor {it.key!r} appears twice in shard {spec.shard_id} of {prefix!r}"
+                )
             rows[it.key] = _encode(it.key, it.array)
         with _transaction(db, f"writing shard {spec.shard_id} of {prefix!r}") as conn:
             conn.execute(
@@ -337,7 +344,10 @@ class SqliteBackend(StorageBackend):
             )
             conn.executemany(
                 "INSERT INTO tensor VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                [(inner, spec.save_id, spec.shard_id, r.key, r.dtype, r.shape, r.lengths, r.data, r.crc) for r in rows.values()],
+                [
+                    (inner, spec.save_id, spec.shard_id, r.key, r.dtype, r.shape, r.lengths, r.data, r.crc)
+                    for r in rows.values()
+                ],
             )
         return ShardResult(spec, tuple(rows), sum(len(r.data) + len(r.lengths) for r in rows.values()))
 
@@ -354,9 +364,11 @@ class SqliteBackend(StorageBackend):
                 )
             seen.update(r.keys)
         specs = [r.spec for r in shards]
-        if not specs or len({(s.save_id, s.num_shards) for s in specs}) != 1 or sorted(
-            s.shard_id for s in specs
-        ) != list(range(specs[0].num_shards)):
+        if (
+            not specs
+            or len({(s.save_id, s.num_shards) for s in specs}) != 1
+            or sorted(s.shard_id for s in specs) != list(range(specs[0].num_shards))
+        ):
             # A manifest lost on its way here must not commit a partial checkpoint.
             got = sorted((s.save_id, s.shard_id, s.num_shards) for s in specs)
             raise InvalidCheckpointError(
@@ -411,7 +423,10 @@ class SqliteBackend(StorageBackend):
         # docstring inherited
         db, inner = split_url(prefix)
         with _query(db, f"looking up {prefix!r}") as conn:
-            return conn is not None and conn.execute("SELECT 1 FROM checkpoint WHERE path = ?", (inner,)).fetchone() is not None
+            return (
+                conn is not None
+                and conn.execute("SELECT 1 FROM checkpoint WHERE path = ?", (inner,)).fetchone() is not None
+            )
 
     def delete(self, prefix: str) -> None:
         # docstring inherited
@@ -437,7 +452,11 @@ class SqliteBackend(StorageBackend):
         # docstring inherited
         db, inner = split_url(path)
         with _query(db, f"reading {path!r}") as conn:
-            row = None if conn is None else conn.execute("SELECT data, version FROM file WHERE path = ?", (inner,)).fetchone()
+            row = (
+                None
+                if conn is None
+                else conn.execute("SELECT data, version FROM file WHERE path = ?", (inner,)).fetchone()
+            )
         return None if row is None else VersionedBytes(bytes(row[0]), str(row[1]))
 
     def write_file(self, path: str, data: bytes, *, if_version: object = ANY_VERSION) -> str:

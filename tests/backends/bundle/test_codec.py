@@ -43,9 +43,16 @@ def test_spec_entry_example() -> None:
 
 @pytest.mark.parametrize(
     ("dtype", "shape", "shard", "offset", "size", "crc"),
-    [(1, (), 0, 0, 4, 1), (9, (0, 5), 3, 1 << 40, 0, 0xFFFFFFFF), (7, (2, 3, 4), 1, 300, 2**33, 0), (14, (1,), 0, 7, 2, 5)],
+    [
+        (1, (), 0, 0, 4, 1),
+        (9, (0, 5), 3, 1 << 40, 0, 0xFFFFFFFF),
+        (7, (2, 3, 4), 1, 300, 2**33, 0),
+        (14, (1,), 0, 7, 2, 5),
+    ],
 )
-def test_hand_encoding_equals_protobuf(dtype: int, shape: tuple[int, ...], shard: int, offset: int, size: int, crc: int) -> None:
+def test_hand_encoding_equals_protobuf(
+    dtype: int, shape: tuple[int, ...], shard: int, offset: int, size: int, crc: int
+) -> None:
     msg = pb.BundleEntryProto(dtype=dtype, shard_id=shard, offset=offset, size=size, crc32c=crc)
     msg.shape.SetInParent()
     for d in shape:
@@ -76,9 +83,11 @@ def test_garbage_entry_is_rejected() -> None:
 
 @pytest.mark.parametrize(
     ("value", "data", "crc"),
-    [(np.array(b"hello", dtype=object), "05d9c69c4368656c6c6f", 0x29C0E0EC),
-     (np.array([b"", b"ab"], dtype=object), "0002775199c46162", None),
-     (np.array([], dtype=object), "d8ea82a2", 0x640CC1F6)],
+    [
+        (np.array(b"hello", dtype=object), "05d9c69c4368656c6c6f", 0x29C0E0EC),
+        (np.array([b"", b"ab"], dtype=object), "0002775199c46162", None),
+        (np.array([], dtype=object), "d8ea82a2", 0x640CC1F6),
+    ],
 )
 def test_string_encoding_matches_tensorflow(value: np.ndarray[Any, Any], data: str, crc: int | None) -> None:
     raw, got_crc = encode_strings(value, "k")
@@ -127,7 +136,9 @@ def _pb_entry(**fields: Any) -> Any:
     [
         _pb_entry(dtype=1, dims=(3, 0, 7), offset=5, size=0, crc32c=9),
         _pb_entry(dtype=7, dims=(), shard_id=2, offset=2**40, size=2**35),
-        _pb_entry(dtype=1, dims=(4, 3), slices=[pb.TensorSliceProto(extent=[pb.TensorSliceProto.Extent(start=1, length=2)])]),
+        _pb_entry(
+            dtype=1, dims=(4, 3), slices=[pb.TensorSliceProto(extent=[pb.TensorSliceProto.Extent(start=1, length=2)])]
+        ),
         _pb_entry(dtype=1, dims=(2,), shard_id=-1),
         _pb_entry(dtype=-3, dims=(2,)),
     ],

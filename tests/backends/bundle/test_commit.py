@@ -150,7 +150,8 @@ def test_leftover_data_of_a_crashed_save(tmp_path: Path) -> None:
     # The crash is known, so its seconds-old leftovers may go (the default age rule keeps them).
     removed = backend.cleanup(str(tmp_path), min_age=0)
     assert sorted(Path(p).name for p in removed) == [
-        "ckpt-1.data-00000-of-00001", "ckpt-1.part-00000-of-00001.crashed.piece"
+        "ckpt-1.data-00000-of-00001",
+        "ckpt-1.part-00000-of-00001.crashed.piece",
     ]
     backend.save(prefix, _items(2.0), CheckpointOptions(num_writers=1), overwrite=False)
     with backend.open_reader(prefix) as r:

@@ -195,9 +195,7 @@ def test_kill_at_every_file_operation_of_an_overwrite(tmp_path: Path, strategy: 
             with pytest.raises(CheckpointNotFoundError):
                 backend.open_reader(prefix)
         _check_complete_as(backend, other, 7)
-        assert backend.list_checkpoints(str(tmp_path)) == sorted(
-            [other] + ([prefix] if backend.exists(prefix) else [])
-        )
+        assert backend.list_checkpoints(str(tmp_path)) == sorted([other] + ([prefix] if backend.exists(prefix) else []))
         # cleanup(min_age=0) plus the next save of the prefix leave only committed files.
         backend.cleanup(str(tmp_path), min_age=0)
         backend.save(prefix, _items(3))

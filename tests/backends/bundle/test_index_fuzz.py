@@ -254,11 +254,13 @@ def test_sliced_tensor_with_unholdable_shape(tmp_path: Path) -> None:
         extent.add()
     piece = encode_entry(1, (0, 2**40, 2**40), 0, 0, 0, 0)
     table = build_table(
-        sorted([
-            (b"", encode_header(1)),
-            (b"w", meta.SerializeToString()),
-            (encode_slice_key(b"w", [(0, -1)] * 3), piece),
-        ])
+        sorted(
+            [
+                (b"", encode_header(1)),
+                (b"w", meta.SerializeToString()),
+                (encode_slice_key(b"w", [(0, -1)] * 3), piece),
+            ]
+        )
     )
     Path(prefix + ".index").write_bytes(table)
     Path(prefix + ".data-00000-of-00001").write_bytes(b"")

@@ -8,9 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 import numpy as np
+import pytest
 
 import trackpoint as tp
 from trackpoint.backends.bundle import BundleBackend
@@ -122,8 +121,13 @@ def test_refused_directory_is_a_permission_error_saying_not_writable(tmp_path: P
 
 @pytest.mark.parametrize(
     ("err", "cls"),
-    [(errno.EACCES, StoragePermissionError), (errno.EROFS, StoragePermissionError),
-     (errno.ENOENT, CheckpointNotFoundError), (errno.EEXIST, CheckpointExistsError), (errno.EIO, StorageError)],
+    [
+        (errno.EACCES, StoragePermissionError),
+        (errno.EROFS, StoragePermissionError),
+        (errno.ENOENT, CheckpointNotFoundError),
+        (errno.EEXIST, CheckpointExistsError),
+        (errno.EIO, StorageError),
+    ],
 )
 def test_errno_mapping(err: int, cls: type[Exception]) -> None:
     # Root ignores permissions, so the mapping is also checked on synthetic errors.

@@ -10,8 +10,19 @@ from trackpoint.errors import DataLossError
 
 @pytest.mark.parametrize(
     ("value", "encoded"),
-    [(0, "80"), (2, "82"), (63, "bf"), (-1, "7f"), (-64, "40"), (64, "c040"), (112, "c070"),
-     (877, "c36d"), (8192, "e02000"), (-65, "3fbf"), (-8192, "2000")],
+    [
+        (0, "80"),
+        (2, "82"),
+        (63, "bf"),
+        (-1, "7f"),
+        (-64, "40"),
+        (64, "c040"),
+        (112, "c070"),
+        (877, "c36d"),
+        (8192, "e02000"),
+        (-65, "3fbf"),
+        (-8192, "2000"),
+    ],
 )
 def test_signed_num_increasing_matches_tensorflow(value: int, encoded: str) -> None:
     assert _signed_num_increasing(value).hex() == encoded
@@ -39,8 +50,12 @@ def test_encoding_preserves_numeric_order() -> None:
 
 @pytest.mark.parametrize(
     ("key", "match"),
-    [(b"\x01\x01w\x00\x01\x01\x02\x80\x82", "NumIncreasing"), (b"\x00w\x00\x01\x00", "rank 0"),
-     (b"\x00w", "unterminated"), (b"\x00w\x00\x01\x01\x01\x80\x82\x00", "trailing")],
+    [
+        (b"\x01\x01w\x00\x01\x01\x02\x80\x82", "NumIncreasing"),
+        (b"\x00w\x00\x01\x00", "rank 0"),
+        (b"\x00w", "unterminated"),
+        (b"\x00w\x00\x01\x01\x01\x80\x82\x00", "trailing"),
+    ],
 )
 def test_malformed_keys_are_rejected(key: bytes, match: str) -> None:
     with pytest.raises(DataLossError, match=match):

@@ -20,7 +20,15 @@ from trackpoint.backends.bundle import BundleBackend
 from trackpoint.backends.files import FileSink
 from trackpoint.backends.local import LocalFiles
 from trackpoint.errors import ConcurrentModificationError
-from trackpoint.storage import ANY_VERSION, Capabilities, CheckpointOptions, ShardResult, ShardSpec, WriteItem, _AnyVersion
+from trackpoint.storage import (
+    ANY_VERSION,
+    Capabilities,
+    CheckpointOptions,
+    ShardResult,
+    ShardSpec,
+    WriteItem,
+    _AnyVersion,
+)
 
 Action = Callable[[], None]
 #: The local disk declared like an object store (as in conftest.py).
@@ -124,7 +132,9 @@ def test_overwrite_after_data_was_written_refuses_the_first_commit(prefix: str, 
     a = BundleBackend(LocalFiles(capabilities=OBJECT_STORE_CAPS))
     results_a = _write(a, prefix, "a", 0.0, shards)
     b, results_b = _b_overwrite(prefix, 2.0, shards)
-    with pytest.raises(ConcurrentModificationError, match=r"another save replaced the objects of .*ckpt-1.*not committed"):
+    with pytest.raises(
+        ConcurrentModificationError, match=r"another save replaced the objects of .*ckpt-1.*not committed"
+    ):
         a.commit(prefix, results_a, overwrite=True)
     assert not a.exists(prefix)
     b.commit(prefix, results_b, overwrite=True)

@@ -35,7 +35,9 @@ def test_corrupted_data_names_file_key_and_offset(backend: BundleBackend, prefix
     path.write_bytes(bytes(raw))
     with backend.open_reader(prefix) as r:
         np.testing.assert_array_equal(r.read("a"), np.arange(10.0))
-        with pytest.raises(DataLossError, match=r"CRC-32C mismatch for tensor 'b' in .*data-00000-of-00001.* at offset 80"):
+        with pytest.raises(
+            DataLossError, match=r"CRC-32C mismatch for tensor 'b' in .*data-00000-of-00001.* at offset 80"
+        ):
             r.read("b")
         with pytest.raises(DataLossError, match="'b'"):
             r.read_many([("a", None), ("b", None)])
@@ -144,9 +146,12 @@ def _sliced_bundle(prefix: str) -> np.ndarray[Any, Any]:
 def test_sliced_tensors_are_assembled_and_slice_keys_hidden(prefix: str, backend: BundleBackend) -> None:
     full = _sliced_bundle(prefix)
     # The spec's bytes of the full entry.
-    assert Path(prefix + ".index").read_bytes().find(
-        bytes.fromhex("08011208120208041202080 33a060a0210020a003a080a04080210020a00".replace(" ", ""))
-    ) > 0
+    assert (
+        Path(prefix + ".index")
+        .read_bytes()
+        .find(bytes.fromhex("08011208120208041202080 33a060a0210020a003a080a04080210020a00".replace(" ", "")))
+        > 0
+    )
     with backend.open_reader(prefix) as r:
         assert r.keys() == ["w", "z"]
         assert r.info("w").shape == (4, 3)

@@ -13,8 +13,22 @@ from trackpoint.errors import CheckpointKeyError, DTypeMismatchError, ShapeMisma
 from trackpoint.storage import CheckpointOptions, WriteItem
 
 DTYPES = [
-    np.float32, np.float64, np.float16, np.int8, np.int16, np.int32, np.int64, np.uint8, np.uint16,
-    np.uint32, np.uint64, np.complex64, np.complex128, np.bool_, ml_dtypes.bfloat16, ml_dtypes.float8_e4m3fn,
+    np.float32,
+    np.float64,
+    np.float16,
+    np.int8,
+    np.int16,
+    np.int32,
+    np.int64,
+    np.uint8,
+    np.uint16,
+    np.uint32,
+    np.uint64,
+    np.complex64,
+    np.complex128,
+    np.bool_,
+    ml_dtypes.bfloat16,
+    ml_dtypes.float8_e4m3fn,
     ml_dtypes.float8_e5m2,
 ]
 

@@ -57,7 +57,7 @@ def test_round_trip_many_blocks_with_restarts() -> None:
     table = build_table(entries)
     assert read_table(table, "t") == entries
     # 6000 * ~120 bytes needs more than two 256 KiB blocks.
-    (_, _), (i_off, i_size) = _handles(table)
+    (_, _), (_i_off, i_size) = _handles(table)
     assert i_size > 20
 
 

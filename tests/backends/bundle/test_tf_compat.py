@@ -28,11 +28,11 @@ from typing import Any
 
 import numpy as np
 import pytest
-from fixtures.tf import tfcases
-from fixtures.tf.tfcases import OBJECT_GRAPH_KEY, ExpectedCheckpoint, assert_same_tensor
 from google.protobuf import json_format
 
 import trackpoint as tp
+from fixtures.tf import tfcases
+from fixtures.tf.tfcases import OBJECT_GRAPH_KEY, ExpectedCheckpoint, assert_same_tensor
 from trackpoint._resolve import open_backend
 from trackpoint.errors import (
     CheckpointNotFoundError,
@@ -602,7 +602,7 @@ def test_truncated_index_is_invalid(tmp_path: Path, keep: int) -> None:
 
 @pytest.mark.parametrize(
     "garbage",
-    [b"model_checkpoint_path: \"ckpt-1\"\n" * 4, os.urandom(249), b"\x00" * 4096],
+    [b'model_checkpoint_path: "ckpt-1"\n' * 4, os.urandom(249), b"\x00" * 4096],
     ids=["text", "random", "zeros"],
 )
 def test_garbage_index_is_invalid(tmp_path: Path, garbage: bytes) -> None:
@@ -627,4 +627,3 @@ def test_fixture_files_match_their_recorded_digests() -> None:
         for name, meta in c.record["files"].items():
             data = (tfcases.FIXTURES / c.case / name).read_bytes()
             assert hashlib.sha256(data).hexdigest() == meta["sha256"], f"{c.case}/{name} was modified"
-

@@ -23,9 +23,9 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import ml_dtypes
 import numpy as np
 import pytest
-from fixtures.tf import tfcases
 
 import trackpoint as tp
+from fixtures.tf import tfcases
 from trackpoint import CheckpointOptions
 
 tf = pytest.importorskip("tensorflow")
