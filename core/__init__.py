@@ -14,7 +14,7 @@ from trackpoint.autotrackable import AutoTrackable
 from trackpoint.checkpoint import Checkpoint
 from trackpoint.convert import convert
 from trackpoint.data_structures import ListWrapper, NoDependency
-from trackpoint.dtypes import bfloat16, string
+from trackpoint.dtypes import string
 from trackpoint.errors import *  # noqa: F403
 from trackpoint.errors import __all__ as _errors_all
 from trackpoint.manager import CheckpointManager
@@ -33,6 +33,7 @@ from trackpoint.trackable import Trackable
 from trackpoint.variables import Variable
 
 if TYPE_CHECKING:  # at run time served lazily by __getattr__ below
+    from trackpoint.dtypes import bfloat16
     from trackpoint.plugins import list_backends
 
 __version__ = "0.1.0"
@@ -69,8 +70,12 @@ __all__ = [
 
 
 def __getattr__(name: str) -> object:
-    # Lazy: the plugin manager (pluggy, entry points) is imported only when
-    # asked for, so ``import trackpoint`` stays light.
+    # Lazy: the plugin manager (pluggy, entry points) and ml_dtypes (behind
+    # bfloat16) are imported only when asked for, so ``import trackpoint`` stays light.
+    if name == "bfloat16":
+        from trackpoint import dtypes
+
+        return dtypes.bfloat16
     if name == "list_backends":
         from trackpoint.plugins import list_backends
 

@@ -9,22 +9,57 @@ variable-length strings. Strings are numpy object arrays whose elements are
 
 from __future__ import annotations
 
-from typing import Any, Final
+import functools
+import sys
+from typing import TYPE_CHECKING, Any, Final
 
-import ml_dtypes
 import numpy as np
 
 from trackpoint.errors import DTypeMismatchError, UnsupportedDTypeError
 
 __all__ = ["as_dtype", "bfloat16", "convert_for_assign", "convert_initial_value", "is_string", "string"]
 
-#: ``ml_dtypes.bfloat16`` as a numpy dtype (TensorFlow's ``DT_BFLOAT16``).
-bfloat16: Final[np.dtype[Any]] = np.dtype(ml_dtypes.bfloat16)
+if TYPE_CHECKING:  # at run time served by __getattr__ below, importing ml_dtypes on first use
+    #: ``ml_dtypes.bfloat16`` as a numpy dtype (TensorFlow's ``DT_BFLOAT16``).
+    bfloat16: np.dtype[Any]
 #: Variable-length strings: object arrays holding ``bytes`` (TensorFlow's ``DT_STRING``).
 string: Final[np.dtype[Any]] = np.dtype(object)
 
 # Largest item size TensorFlow has a type for, per kind (float64, complex128, int64).
 _MAX_ITEMSIZE: Final = {"b": 1, "i": 8, "u": 8, "f": 8, "c": 16}
+
+
+@functools.cache
+def _bfloat16() -> np.dtype[Any]:
+    # ml_dtypes is imported here, not at module level: importing it takes several times as long as
+    # importing numpy, and most programs never use bfloat16.
+    import ml_dtypes
+
+    d: np.dtype[Any] = np.dtype(ml_dtypes.bfloat16)
+    return d
+
+
+def __getattr__(name: str) -> object:
+    if name == "bfloat16":
+        return _bfloat16()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def _is_bfloat16(d: np.dtype[Any]) -> bool:
+    # Checking the kind first keeps ml_dtypes unimported for every numpy type (bfloat16's kind is "V").
+    return d.kind == "V" and d == _bfloat16()
+
+
+def _numpy_dtype(dtype: Any) -> np.dtype[Any]:
+    try:
+        d: np.dtype[Any] = np.dtype(dtype)
+    except TypeError:
+        # Names such as "bfloat16" are known to numpy only once ml_dtypes has registered its types.
+        if not isinstance(dtype, str) or "ml_dtypes" in sys.modules:
+            raise
+        _bfloat16()
+        d = np.dtype(dtype)
+    return d
 
 
 def is_string(dtype: np.dtype[Any]) -> bool:
@@ -43,12 +78,12 @@ def as_dtype(dtype: Any) -> np.dtype[Any]:
     if dtype is str or dtype is bytes:
         return string
     try:
-        d: np.dtype[Any] = np.dtype(dtype)
+        d = _numpy_dtype(dtype)
     except TypeError as exc:
         raise UnsupportedDTypeError(
             f"{dtype!r} is not a dtype; use a numpy dtype, trackpoint.bfloat16 or trackpoint.string"
         ) from exc
-    if d == string or d == bfloat16:
+    if d == string or _is_bfloat16(d):
         return d
     if d.kind in ("U", "S"):
         return string

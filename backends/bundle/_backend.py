@@ -50,7 +50,7 @@ from trackpoint.backends.bundle._codec import (
     encode_strings,
 )
 from trackpoint.backends.bundle._crc import crc32c, extend, mask, unmask
-from trackpoint.backends.bundle._dtypes import DT_STRING, dtype_from_tf, tf_from_dtype
+from trackpoint.backends.bundle._dtypes import DT_STRING, READABLE, dtype_from_tf, tf_from_dtype
 from trackpoint.backends.bundle._ordered_code import encode_slice_key
 from trackpoint.backends.bundle._sstable import build_table, read_table
 from trackpoint.backends.bundle._varint import decode_varint, encode_varint
@@ -845,7 +845,7 @@ class _BundleReader(CheckpointReader):
                 # Unreadable types (resource, variant) stay listed and fail only when read.
                 kind = (
                     dtype_from_tf(e.dtype, header.big_endian, where)
-                    if e.dtype in _READABLE
+                    if e.dtype in READABLE
                     else (np.dtype(np.uint8), False)
                 )
                 types[e.dtype] = kind
@@ -861,7 +861,7 @@ class _BundleReader(CheckpointReader):
             if not e.slices:
                 if e.shard_id >= self._num_shards:
                     raise DataLossError(f"{where}: shard_id {e.shard_id} is not below num_shards {self._num_shards}")
-                if e.dtype in _READABLE and e.dtype != DT_STRING:
+                if e.dtype in READABLE and e.dtype != DT_STRING:
                     count = 1
                     for d in e.shape:
                         count *= d
@@ -901,7 +901,7 @@ class _BundleReader(CheckpointReader):
         return TensorInfo(s.dtype, s.entry.shape)
 
     def _readable(self, key: str, s: _Stored) -> None:
-        if s.entry.dtype not in _READABLE:
+        if s.entry.dtype not in READABLE:
             dtype_from_tf(s.entry.dtype, False, f"{self._where}: tensor {key!r}")
         if s.problem is not None:
             raise InvalidCheckpointError(f"{self._where}: tensor {key!r} {s.problem}")
@@ -1043,7 +1043,7 @@ class _BundleReader(CheckpointReader):
                 s is None
                 or s.entry.slices
                 or s.entry.dtype == DT_STRING
-                or s.entry.dtype not in _READABLE
+                or s.entry.dtype not in READABLE
                 or s.problem is not None
             ):
                 # Uncommon cases (and the errors for unknown keys) take the general path.
@@ -1074,17 +1074,3 @@ class _BundleReader(CheckpointReader):
     def close(self) -> None:
         # docstring inherited
         self._closed = True
-
-
-def _readable_types() -> frozenset[int]:
-    out = set()
-    for num in range(0, 64):
-        try:
-            dtype_from_tf(num, False, "")
-        except InvalidCheckpointError:
-            continue
-        out.add(num)
-    return frozenset(out)
-
-
-_READABLE: Final = _readable_types()

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Any, Final
 
-import ml_dtypes
 import numpy as np
 
 from trackpoint.errors import InvalidCheckpointError, UnsupportedDTypeError
 
-__all__ = ["DT_STRING", "dtype_from_tf", "tf_from_dtype"]
+__all__ = ["DT_STRING", "READABLE", "dtype_from_tf", "tf_from_dtype"]
 
 DT_STRING: Final = 7
 
@@ -28,7 +28,6 @@ _FROM_TF: Final[dict[int, np.dtype[Any]]] = {
     11: np.dtype("i1"),
     12: np.dtype("u1"),
     13: np.dtype("<i4"),
-    14: np.dtype(ml_dtypes.bfloat16),
     15: np.dtype("<i2"),
     16: np.dtype("<u2"),
     17: np.dtype("<u2"),
@@ -36,14 +35,32 @@ _FROM_TF: Final[dict[int, np.dtype[Any]]] = {
     19: np.dtype("<f2"),
     22: np.dtype("<u4"),
     23: np.dtype("<u8"),
-    24: np.dtype(ml_dtypes.float8_e5m2),
-    25: np.dtype(ml_dtypes.float8_e4m3fn),
-    26: np.dtype(ml_dtypes.float8_e4m3fnuz),
-    27: np.dtype(ml_dtypes.float8_e4m3b11fnuz),
-    28: np.dtype(ml_dtypes.float8_e5m2fnuz),
 }
 
 _TO_TF: Final[dict[np.dtype[Any], int]] = {dt: num for num, dt in _FROM_TF.items() if num not in (11, 12, 13, 15, 16)}
+
+# The types numpy lacks, by their ml_dtypes names.
+_ML_DTYPES: Final = {
+    14: "bfloat16",
+    24: "float8_e5m2",
+    25: "float8_e4m3fn",
+    26: "float8_e4m3fnuz",
+    27: "float8_e4m3b11fnuz",
+    28: "float8_e5m2fnuz",
+}
+
+#: Every DataType number :func:`dtype_from_tf` maps to a dtype.
+READABLE: Final = frozenset({DT_STRING, *_FROM_TF, *_ML_DTYPES})
+
+
+@functools.cache
+def _ml_tables() -> tuple[dict[int, np.dtype[Any]], dict[np.dtype[Any], int]]:
+    # Imported on first need: ml_dtypes takes several times as long to import as numpy, and a
+    # dtype of its types can only reach tf_from_dtype once the caller has imported it anyway.
+    import ml_dtypes
+
+    from_tf = {num: np.dtype(getattr(ml_dtypes, name)) for num, name in _ML_DTYPES.items()}
+    return from_tf, {dt: num for num, dt in from_tf.items()}
 
 
 def tf_from_dtype(dtype: np.dtype[Any], key: str) -> int:
@@ -53,6 +70,8 @@ def tf_from_dtype(dtype: np.dtype[Any], key: str) -> int:
     num = _TO_TF.get(dtype)
     if num is None:
         num = _TO_TF.get(dtype.newbyteorder("<"))
+    if num is None and dtype.type.__module__.startswith("ml_dtypes"):
+        num = _ml_tables()[1].get(dtype)
     if num is None:
         raise UnsupportedDTypeError(
             f"bundle: tensor {key!r} has dtype {dtype}, which has no TensorFlow DataType; "
@@ -70,7 +89,7 @@ def dtype_from_tf(num: int, big_endian: bool, where: str) -> tuple[np.dtype[Any]
     """
     if num == DT_STRING:
         return np.dtype(object), False
-    dt = _FROM_TF.get(num)
+    dt = _ml_tables()[0].get(num) if num in _ML_DTYPES else _FROM_TF.get(num)
     if dt is None:
         raise InvalidCheckpointError(
             f"{where}: DataType {num} cannot be read by trackpoint (resource, variant, sub-byte "
