@@ -50,12 +50,10 @@ from trackpoint.errors import (
     BackendError,
     CheckpointError,
     CheckpointExistsError,
-    CheckpointNotFoundError,
     ConcurrentModificationError,
-    DataLossError,
+    ErrorKind,
     StorageError,
-    StoragePermissionError,
-    TransientStorageError,
+    translate_error,
 )
 from trackpoint.storage import ANY_VERSION, Capabilities, VersionedBytes, _AnyVersion
 
@@ -76,8 +74,6 @@ T = TypeVar("T")
 #: User-metadata key holding the id of the write that created an object.
 WRITE_ID_METADATA_KEY: Final = "trackpoint-write-id"
 
-#: How a store error is handled: retried, or translated into a trackpoint error.
-ErrorKind = Literal["transient", "not_found", "precondition", "permission", "range", "other"]
 
 _MiB: Final = 1 << 20
 _DEFAULT_REQUEST_TIMEOUT: Final = 60.0
@@ -517,20 +513,22 @@ class FsspecFiles(FileLayer):
         # never request headers or options, which may hold credentials.
         reason = f"{type(exc).__name__}: {exc}"[:300]
         if kind == "not_found":
-            return CheckpointNotFoundError(f"{self.store_name}: {what} {where!r} failed: it does not exist ({reason})")
-        if kind == "permission":
-            return StoragePermissionError(
+            message = f"{self.store_name}: {what} {where!r} failed: it does not exist ({reason})"
+        elif kind == "permission":
+            message = (
                 f"{self.store_name}: {what} {where!r} was refused ({reason}); check the credentials and the "
                 f"permissions on bucket {bucket!r}"
             )
-        if kind == "range":
-            return DataLossError(f"{self.store_name}: {what} {where!r}: the object is shorter than expected ({reason})")
-        if kind == "transient":
-            return TransientStorageError(
+        elif kind == "range":
+            message = f"{self.store_name}: {what} {where!r}: the object is shorter than expected ({reason})"
+        elif kind == "transient":
+            message = (
                 f"{self.store_name}: {what} {where!r} still failed after {attempts} attempts ({reason}); the store "
                 f"may be overloaded or unreachable: retry later or raise backend_options['retries']"
             )
-        return StorageError(f"{self.store_name}: {what} {where!r} failed ({reason})")
+        else:
+            message = f"{self.store_name}: {what} {where!r} failed ({reason})"
+        return translate_error(kind, message, url=where, key=key)
 
     # ------------------------------------------------------------ writes
     async def _settled_by_us(self, bucket: str, key: str, write_id: str) -> ObjectStat | None:
@@ -541,13 +539,15 @@ class FsspecFiles(FileLayer):
     def _conflict(self, bucket: str, key: str, cond: Condition, exc: _PreconditionFailed) -> CheckpointError:
         where = self.url(bucket, key)
         if cond.create_only:
-            return CheckpointExistsError(
+            message = (
                 f"{self.store_name}: {where!r} already exists (another writer created it first); "
                 "choose another path or delete it first"
             )
-        return ConcurrentModificationError(
-            f"{self.store_name}: {where!r} changed since version {cond.version} was read; re-read it and retry"
-        )
+        else:
+            message = (
+                f"{self.store_name}: {where!r} changed since version {cond.version} was read; re-read it and retry"
+            )
+        return translate_error("precondition", message, url=where, key=key, create_only=cond.create_only)
 
     async def _a_put_checked(self, bucket: str, key: str, data: bytes | memoryview, cond: Condition) -> str:
         write_id = uuid.uuid4().hex

@@ -22,11 +22,11 @@ from trackpoint import _paths
 from trackpoint.backends.files import FileLayer, FileSink
 from trackpoint.errors import (
     CheckpointExistsError,
-    CheckpointNotFoundError,
     ConcurrentModificationError,
     DataLossError,
     StorageError,
     StoragePermissionError,
+    translate_error,
 )
 from trackpoint.plugins import BackendSpec, hookimpl
 from trackpoint.storage import (
@@ -51,13 +51,10 @@ _LOCAL_CAPABILITIES: Final = Capabilities(
 def _raise(exc: OSError, action: str, path: str) -> NoReturn:
     """Translate an ``OSError`` into the matching trackpoint error, naming the path."""
     msg = f"local: cannot {action} {path!r}: {exc.strerror or exc}"
-    if exc.errno == errno.ENOENT:
-        raise CheckpointNotFoundError(msg) from exc
-    if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
-        raise StoragePermissionError(msg + " (check file permissions)") from exc
-    if exc.errno == errno.EEXIST:
-        raise CheckpointExistsError(msg) from exc
-    raise StorageError(msg) from exc
+    error = translate_error(exc, msg, url=path)
+    if isinstance(error, StoragePermissionError):
+        error = translate_error(exc, msg + " (check file permissions)", url=path)
+    raise error from exc
 
 
 def _not_writable(exc: OSError, directory: str, path: str) -> NoReturn:

@@ -32,12 +32,26 @@ botocore, gcsfs, zarr) into these classes, chained with ``raise ... from exc``.
         ├── BackendUnavailableError    (+ ImportError)  optional dependency missing
         └── PluginError                                 a plugin is broken or clashes
 
-Messages say what failed, where (path, key, backend), and what to do.
+Messages say what failed, where (path, key, backend), and what to do. Every error
+also carries that context as fields (:attr:`CheckpointError.backend`, ``url`` and
+``key``, each ``None`` when unknown), so handlers need not parse messages.
+
+Stores translate their failures in one place, :func:`translate_error`: an
+``OSError`` by its ``errno``, an object-store failure by the :data:`ErrorKind`
+its store classified it as. The table it reads (:data:`ERROR_CLASSES`) is the
+one mapping from store failures to these classes.
 """
 
 from __future__ import annotations
 
+import errno
+import re
+from collections.abc import Mapping
+from types import MappingProxyType
+from typing import Final, Literal
+
 __all__ = [
+    "ERROR_CLASSES",
     "AssignmentError",
     "BackendError",
     "BackendUnavailableError",
@@ -48,6 +62,7 @@ __all__ = [
     "ConcurrentModificationError",
     "DTypeMismatchError",
     "DataLossError",
+    "ErrorKind",
     "InvalidCheckpointError",
     "InvalidPathError",
     "MatchError",
@@ -60,33 +75,93 @@ __all__ = [
     "TransientStorageError",
     "UnknownBackendError",
     "UnsupportedDTypeError",
+    "translate_error",
 ]
 
 
 class CheckpointError(Exception):
-    """Root of every error raised by trackpoint."""
+    """Root of every error raised by trackpoint.
+
+    Parameters
+    ----------
+    *args
+        The message (as for any exception).
+    backend
+        Name of the backend that failed (``"s3"``, ``"bundle"``), if known.
+    url
+        The path or URL of the checkpoint, file or object concerned, if known.
+    key
+        The tensor key or object key concerned, if known.
+
+    Notes
+    -----
+    The three fields are keyword-only, optional, and kept as attributes of
+    the same names. ``str()`` appends those the message does not already
+    show, so a message that names its URL is not repeated (an object key
+    counts as shown when the URL holding it is).
+    """
+
+    backend: str | None
+    url: str | None
+    key: str | None
+
+    def __init__(
+        self, *args: object, backend: str | None = None, url: str | None = None, key: str | None = None
+    ) -> None:
+        super().__init__(*args)
+        self.backend = backend
+        self.url = url
+        self.key = key
+
+    def _message(self) -> str:
+        return super().__str__()
+
+    def __str__(self) -> str:
+        message = self._message()
+        shown = {v for v in (self.backend, self.url, self.key) if v is not None and _names(message, v)}
+        if self.url in shown and self.key is not None and self.key in self.url:
+            shown.add(self.key)  # an object key is shown as part of its URL
+        missing = [
+            f"{label} {value!r}"
+            for label, value in (("backend", self.backend), ("url", self.url), ("key", self.key))
+            if value is not None and value not in shown
+        ]
+        if not missing:
+            return message
+        context = ", ".join(missing)
+        return f"{message} ({context})" if message else context
 
 
-class CheckpointNotFoundError(CheckpointError, FileNotFoundError):
+def _names(message: str, value: str) -> bool:
+    """Whether ``message`` shows ``value`` as a whole (``'ckpt-1'`` is not shown by ``'ckpt-10'``)."""
+    return re.search(rf"(?<![\w/.:-]){re.escape(value)}(?![\w/-])", message) is not None
+
+
+class _VerbatimMessage(CheckpointError):
+    """A message kept exactly as given, for subclasses of ``OSError``.
+
+    ``OSError.__init__`` would reinterpret a 2-tuple of arguments as
+    ``(errno, strerror)``; these classes keep ``str(message)`` as it was passed.
+    """
+
+    def __init__(
+        self, message: str = "", *, backend: str | None = None, url: str | None = None, key: str | None = None
+    ) -> None:
+        Exception.__init__(self, message)
+        self.backend = backend
+        self.url = url
+        self.key = key
+
+    def _message(self) -> str:
+        return str(self.args[0]) if self.args else ""
+
+
+class CheckpointNotFoundError(_VerbatimMessage, FileNotFoundError):
     """A checkpoint (or a file a checkpoint needs) does not exist."""
 
-    # FileNotFoundError's OSError.__init__ would reinterpret a 2-tuple of
-    # arguments as (errno, strerror); keep the message exactly as given.
-    def __init__(self, message: str) -> None:
-        Exception.__init__(self, message)
 
-    def __str__(self) -> str:
-        return str(self.args[0]) if self.args else ""
-
-
-class CheckpointExistsError(CheckpointError, FileExistsError):
+class CheckpointExistsError(_VerbatimMessage, FileExistsError):
     """A committed checkpoint already exists where a new one was to be written."""
-
-    def __init__(self, message: str) -> None:
-        Exception.__init__(self, message)
-
-    def __str__(self) -> str:
-        return str(self.args[0]) if self.args else ""
 
 
 class InvalidCheckpointError(CheckpointError, ValueError):
@@ -100,7 +175,7 @@ class DataLossError(InvalidCheckpointError):
 class CheckpointKeyError(CheckpointError, KeyError):
     """A checkpoint has no tensor under the requested key."""
 
-    def __str__(self) -> str:
+    def _message(self) -> str:
         # KeyError.__str__ repr()s its argument; a message reads better plain.
         return str(self.args[0]) if self.args else ""
 
@@ -140,14 +215,8 @@ class MatchError(CheckpointError, AssertionError):
     """A load-status assertion (``assert_consumed`` and friends) failed."""
 
 
-class StorageError(CheckpointError, OSError):
+class StorageError(_VerbatimMessage, OSError):
     """The storage system failed to read, write, list or delete."""
-
-    def __init__(self, message: str) -> None:
-        Exception.__init__(self, message)
-
-    def __str__(self) -> str:
-        return str(self.args[0]) if self.args else ""
 
 
 class StoragePermissionError(StorageError, PermissionError):
@@ -176,3 +245,90 @@ class BackendUnavailableError(BackendError, ImportError):
 
 class PluginError(BackendError):
     """A plugin is invalid or clashes with another plugin."""
+
+
+# ------------------------------------------------------------------ translation
+#: How a store classifies one failure of its client (see :func:`translate_error`):
+#: ``"transient"`` (worth retrying: throttling, time-outs, 5xx), ``"not_found"``,
+#: ``"precondition"`` (a conditional write or create found another version),
+#: ``"permission"`` (credentials, ACLs, a read-only file system), ``"range"``
+#: (a ranged read past the end of the object) and ``"other"``.
+ErrorKind = Literal["transient", "not_found", "precondition", "permission", "range", "other"]
+
+#: The one table from store failures to trackpoint errors: an :data:`ErrorKind`
+#: or an ``OSError`` errno to the class :func:`translate_error` raises. An errno
+#: not listed is a plain :class:`StorageError`. ``"precondition"`` maps to
+#: :class:`ConcurrentModificationError`; a failed create-only write
+#: (``translate_error(..., create_only=True)``, or ``EEXIST``) is a
+#: :class:`CheckpointExistsError`.
+ERROR_CLASSES: Final[Mapping[ErrorKind | int, type[CheckpointError]]] = MappingProxyType(
+    {
+        "transient": TransientStorageError,
+        "not_found": CheckpointNotFoundError,
+        "precondition": ConcurrentModificationError,
+        "permission": StoragePermissionError,
+        "range": DataLossError,
+        "other": StorageError,
+        errno.ENOENT: CheckpointNotFoundError,
+        errno.EACCES: StoragePermissionError,
+        errno.EPERM: StoragePermissionError,
+        errno.EROFS: StoragePermissionError,
+        errno.EEXIST: CheckpointExistsError,
+    }
+)
+
+
+def translate_error(
+    cause: ErrorKind | OSError,
+    message: str,
+    *,
+    backend: str | None = None,
+    url: str | None = None,
+    key: str | None = None,
+    create_only: bool = False,
+) -> CheckpointError:
+    """The trackpoint error for a failure of a store, chosen by :data:`ERROR_CLASSES`.
+
+    Stores call this wherever their client or the operating system fails, and
+    raise the result chained to the original exception::
+
+        except OSError as exc:
+            raise translate_error(exc, f"local: cannot read {path!r}", url=path) from exc
+
+    Parameters
+    ----------
+    cause
+        An ``OSError`` (chosen by its ``errno``), or the :data:`ErrorKind` the
+        store classified its client's exception as.
+    message
+        What failed, where, and what to do; kept verbatim. Never put
+        credentials or request headers into it.
+    backend, url, key
+        The context the error carries (see :class:`CheckpointError`).
+    create_only
+        The failed request was a create-only write: a ``"precondition"``
+        failure then means the object exists (:class:`CheckpointExistsError`)
+        rather than that it changed (:class:`ConcurrentModificationError`).
+
+    Returns
+    -------
+    CheckpointError
+        Not raised: the caller raises it ``from`` the original exception.
+
+    Raises
+    ------
+    ValueError
+        ``cause`` is a string that is no :data:`ErrorKind`.
+    """
+    if isinstance(cause, OSError):
+        cls = ERROR_CLASSES.get(cause.errno, StorageError) if cause.errno is not None else StorageError
+    elif cause == "precondition" and create_only:
+        cls = CheckpointExistsError
+    elif cause in ERROR_CLASSES:
+        cls = ERROR_CLASSES[cause]
+    else:
+        kinds = ", ".join(repr(k) for k in ERROR_CLASSES if isinstance(k, str))
+        raise ValueError(
+            f"translate_error: unknown error kind {cause!r}; a store classifies failures as one of {kinds}"
+        )
+    return cls(message, backend=backend, url=url, key=key)

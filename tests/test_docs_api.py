@@ -15,6 +15,7 @@ CODE_SPANS = " ".join(re.findall(r"`([^`]+)`", API))
 MODULES = [
     "trackpoint",
     "trackpoint.storage",
+    "trackpoint.errors",
     "trackpoint.plugins",
     "trackpoint.plugins.testing",
     "trackpoint.backends.files",
