@@ -197,11 +197,15 @@ class StoreView(StorageBackend):
         return None
 
     # ------------------------------------------------------------------ writing
+    def begin(self, prefix: str, save_id: str, *, overwrite: bool = True) -> None:
+        # docstring inherited; the selected backend may prepare the prefix its own way.
+        self._primary.begin(prefix, save_id, overwrite=overwrite)
+
     def write_shard(self, prefix: str, spec: ShardSpec, items: Sequence[WriteItem]) -> ShardResult:
         # docstring inherited
         return self._primary.write_shard(prefix, spec, items)
 
-    def commit(self, prefix: str, shards: Sequence[ShardResult], *, overwrite: bool = False) -> None:
+    def commit(self, prefix: str, shards: Sequence[ShardResult], *, overwrite: bool = True) -> None:
         # docstring inherited
         self._primary.commit(prefix, shards, overwrite=overwrite)
 

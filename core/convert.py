@@ -57,7 +57,10 @@ def convert(
     Parameters
     ----------
     src
-        Prefix of a committed checkpoint, on any backend.
+        Prefix of a committed checkpoint, on any backend. Found from the path
+        alone, as :meth:`~trackpoint.Checkpoint.restore` finds it: a checkpoint
+        saved with ``CheckpointOptions(backend="zarr")`` at a plain path needs
+        no ``src_options``.
     dst
         Prefix to write; the backend is chosen as for a save (URL scheme,
         ``dst_options.backend``, ``TRACKPOINT_BACKEND``).
@@ -89,7 +92,7 @@ def convert(
     """
     src_path, dst_path = os.fspath(src), os.fspath(dst)
     s_opts, d_opts = src_options or CheckpointOptions(), dst_options or CheckpointOptions()
-    source = _resolve.open_backend(src_path, s_opts)
+    source = _resolve.open_store(src_path, s_opts)
     target = _resolve.open_backend(dst_path, d_opts)
     try:
         if source.name == target.name and _same_place(source, src_path, dst_path):

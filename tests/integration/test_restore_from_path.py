@@ -380,3 +380,41 @@ def test_the_selected_backend_is_asked_first_and_the_others_only_when_needed(tmp
     os.remove(f"{run}/checkpoint")
     assert tp.latest_checkpoint(run) == f"{run}/ckpt-2"
     assert JsonFileBackend.opened == 1
+
+
+# ---------------------------------------------------------------- writing through a view
+@pytest.mark.parametrize("kind", ["zarr-plain-path", "zarr-file-url", pytest.param("s3-zarr", marks=pytest.mark.s3)])
+def test_convert_finds_its_source_from_the_path_alone(
+    request: pytest.FixtureRequest, tmp_path: Path, kind: str
+) -> None:
+    case = _case(request, tmp_path, kind)
+    path = tp.Checkpoint(v=tp.Variable(_values(5))).save(f"{case.directory}/ckpt", case.save)
+    copy = str(tmp_path / "copy" / "ckpt-1")
+    # No src_options: the source is recognised where it is stored, as restore() does.
+    tp.convert(path, copy, src_options=case.read)
+    fresh = tp.Checkpoint(v=tp.Variable(np.zeros(4, np.float32)))
+    fresh.restore(copy).assert_consumed()
+    np.testing.assert_array_equal(fresh.v.numpy(), _values(5))
+    assert plugins.select_backend(copy) == "bundle"
+
+
+def test_a_store_view_begins_with_the_selected_backend(tmp_path: Path) -> None:
+    prefix = str(tmp_path / "new" / "sub" / "ckpt-1")
+    view = open_store(prefix)
+    assert view.names == ["bundle", "zarr"]  # type: ignore[attr-defined]
+    # The bundle backend's begin creates the directory (the default begin would not)
+    # and checks the save id.
+    view.begin(prefix, "save-1", overwrite=False)
+    assert (tmp_path / "new" / "sub").is_dir()
+    with pytest.raises(tp.TrackableError, match="save_id 'no/slash'"):
+        view.begin(prefix, "no/slash")
+
+
+def test_a_store_view_commit_overwrites_by_default_like_the_contract(tmp_path: Path) -> None:
+    prefix = tp.Checkpoint(v=tp.Variable(_values(1))).save(str(tmp_path / "ckpt"))
+    view = open_store(prefix)
+    assert len(view.names) > 1  # type: ignore[attr-defined]
+    view.begin(prefix, "second")
+    shard = view.write_shard(prefix, ShardSpec(0, 1, "second"), [WriteItem("x", np.arange(3))])
+    view.commit(prefix, [shard])  # no overwrite argument: replaces, as StorageBackend.commit does
+    assert tp.list_variables(prefix) == [("x", [3])]
