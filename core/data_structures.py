@@ -30,9 +30,13 @@ What is saved (the rule, also in ``docs/concepts.md``):
 from __future__ import annotations
 
 import abc
+import collections
+import copy
+import operator
+import sys
 import weakref
-from collections.abc import Callable, Iterable, Iterator, Mapping, MutableMapping, MutableSequence, Sequence
-from typing import TYPE_CHECKING, Any, Generic, TypeVar, overload
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from typing import TYPE_CHECKING, Any, Generic, SupportsIndex, TypeVar
 
 import numpy as np
 
@@ -54,6 +58,8 @@ __all__ = [
 ]
 
 T = TypeVar("T")
+
+_MISSING: Any = object()
 
 
 class NoDependency(Generic[T]):
@@ -186,13 +192,15 @@ class _NumpyValue(Variable):
         return f"<numpy value {self._name!r} shape={self.shape} dtype={self._value.dtype}>"
 
 
-def _unwrap(value: Any) -> Any:
-    """What a container hands out for a stored value."""
-    return value.current() if isinstance(value, _NumpyValue) else value
-
-
 def _wrap(value: Any, name: str, strict: bool, where: str) -> Any:
-    """The value a container stores for ``value`` placed under ``name``.
+    """The value a container or attribute stores for ``value`` placed under ``name``.
+
+    Lists and dicts are wrapped around the object given (the wrapper and the
+    original share their contents, as in TensorFlow); a tuple that holds
+    something saved becomes a :class:`_TupleValue` node (its holder keeps
+    ``node.current()``, a real tuple, and saves the node); a numpy value is
+    checked and returned as is (its holder saves it through a
+    :class:`_NumpyValue` node).
 
     Raises
     ------
@@ -204,17 +212,40 @@ def _wrap(value: Any, name: str, strict: bool, where: str) -> Any:
         return value.value
     if isinstance(value, Trackable):
         return value
-    if type(value) is dict:
+    kind = type(value)
+    if kind is dict or kind is collections.OrderedDict:
         return _DictWrapper(value, strict=strict, _where=where)
-    if type(value) is list:
+    if kind is list:
         return ListWrapper(value, strict=strict, _where=where)
-    if isinstance(value, tuple):
-        return _TupleWrapper(value, strict=strict, _where=where)
+    if isinstance(value, tuple) and (strict or _should_wrap_tuple(value)):
+        return _TupleValue(value, strict, where)
     if is_numpy_value(value):
-        return _NumpyValue(value, name, where)
+        _NumpyValue(value, name, where)  # checks that it can be saved
+        return value
     if strict:
         raise TrackableError(_unsaved_message(value, where))
     return value
+
+
+def _should_wrap_tuple(values: tuple[Any, ...]) -> bool:
+    """Whether a tuple holds anything saved (TensorFlow leaves other tuples unwrapped)."""
+    for value in values:
+        if isinstance(value, (NoDependency, Trackable)) or is_numpy_value(value):
+            return True
+        if type(value) in (dict, collections.OrderedDict, list):
+            return True
+        if isinstance(value, tuple) and _should_wrap_tuple(value):
+            return True
+    return False
+
+
+def _is_saved_kind(value: Any) -> bool:
+    """Whether a container element is saved when tracked (a trackable, a numpy value, a tuple of them)."""
+    return (
+        isinstance(value, Trackable)
+        or is_numpy_value(value)
+        or (isinstance(value, tuple) and _should_wrap_tuple(value))
+    )
 
 
 def _unsaved_message(value: Any, where: str) -> str:
@@ -228,14 +259,17 @@ def _unsaved_message(value: Any, where: str) -> str:
 def wrap_or_unwrap(value: Any) -> Any:
     """Wrap containers in their trackable counterpart; unwrap :class:`NoDependency`.
 
-    Numpy values are returned unchanged: they are saved by the container or
+    Lists and dicts are wrapped around the object given (edits through either
+    are seen by both); tuples only when they hold something saved. Numpy
+    values are returned unchanged: they are saved by the container or
     attribute that holds them.
     """
     if isinstance(value, NoDependency):
         return value.value
     if isinstance(value, Trackable) or is_numpy_value(value):
         return value
-    return _wrap(value, "", False, "a value")
+    wrapped = _wrap(value, "", False, "a value")
+    return wrapped.current() if isinstance(wrapped, _TupleValue) else wrapped
 
 
 class _AttributeSetter:
@@ -276,6 +310,10 @@ def assign_attribute(trackable: Trackable, name: str, value: Any, strict: bool =
         trackable._track_trackable(node, name=name, overwrite=True)
         return node.current(), True
     stored = _wrap(value, name, strict, where)
+    if isinstance(stored, _TupleValue):
+        stored._on_replace = _AttributeSetter(trackable, name)
+        trackable._track_trackable(stored, name=name, overwrite=True)
+        return stored.current(), True
     if isinstance(stored, Trackable):
         trackable._track_trackable(stored, name=name, overwrite=True)
         return stored, True
@@ -291,12 +329,44 @@ def sticky_attribute_assignment(trackable: Trackable, name: str, value: Any) -> 
     return assign_attribute(trackable, name, value)[0]
 
 
-def _by_index(storage: Sequence[Any], name: str) -> Trackable | None:
-    """The trackable element named ``name`` (its decimal index), in O(1)."""
-    if not name.isdigit() or str(int(name)) != name or int(name) >= len(storage):
+def _index_of(name: str, length: int) -> int | None:
+    """The list position a dependency name stands for (canonical decimal only), or ``None``."""
+    if not name.isdigit() or str(int(name)) != name or int(name) >= length:
         return None
-    value = storage[int(name)]
-    return value if isinstance(value, Trackable) else None
+    return int(name)
+
+
+def _same_element(a: Any, b: Any) -> bool:
+    """Whether a container element is unchanged since the snapshot.
+
+    Saved elements (trackables, numpy values) must be the same object; other
+    values may be equal ones, as TensorFlow compares them.
+    """
+    if a is b:
+        return True
+    if _is_saved_kind(a) or _is_saved_kind(b):
+        return False
+    try:
+        return bool(a == b)
+    except Exception:  # noqa: BLE001 -- any element whose == gives no truth value counts as changed
+        return False
+
+
+class _ElementSetter:
+    """Puts a replacing restore's value back into a list or dict (holds the container weakly)."""
+
+    __slots__ = ("container", "key", "old")
+
+    def __init__(self, container: TrackableDataStructure, key: Any, old: Any) -> None:
+        self.container = weakref.ref(container)
+        self.key = key
+        self.old = old
+
+    def __call__(self, value: Any) -> None:
+        container = self.container()
+        if container is not None:
+            container._replace_restored(self.key, self.old, value)
+        self.old = value
 
 
 class TrackableDataStructure(Trackable, metaclass=abc.ABCMeta):
@@ -309,214 +379,791 @@ class TrackableDataStructure(Trackable, metaclass=abc.ABCMeta):
 
     _self_strict: bool
     _self_where: str
+    _self_nodes: dict[Any, _NumpyValue | _TupleValue]
 
     def _init_structure(self, strict: bool, where: str | None, kind: str) -> None:
         self._maybe_initialize_trackable()
         self._self_strict = strict
         self._self_where = where if where is not None else f"a {kind}"
+        self._self_nodes = {}
 
     def _element_where(self, key: Any) -> str:
         return f"{self._self_where}[{key!r}]"
 
-    def _wrap_element(self, key: Any, value: Any) -> Any:
-        return _wrap(value, str(key), self._self_strict, self._element_where(key))
+    def _store(self, key: Any, value: Any) -> tuple[Any, bool]:
+        """What to keep at ``key`` for ``value``, and whether it is tracked (not ``NoDependency``)."""
+        if isinstance(value, NoDependency):
+            return value.value, False
+        stored = _wrap(value, str(key), self._self_strict, self._element_where(key))
+        if isinstance(stored, _TupleValue):
+            stored._on_replace = _ElementSetter(self, key, stored.current())
+            self._self_nodes[key] = stored
+            return stored.current(), True
+        return stored, True
+
+    def _node_for(self, key: Any, value: Any) -> _NumpyValue | _TupleValue:
+        """The saved node of the numpy value or tuple ``value`` held at ``key`` (made again if it changed)."""
+        node = self._self_nodes.get(key)
+        if node is None or node.current() is not value:
+            setter = _ElementSetter(self, key, value)
+            where = self._element_where(key)
+            if isinstance(value, tuple):
+                node = _TupleValue(value, self._self_strict, where, setter)
+            else:
+                node = _NumpyValue(value, str(key), where, setter)
+            self._self_nodes[key] = node
+        return node
+
+    def _dependency(self, key: Any, value: Any) -> Trackable | None:
+        """The trackable saved for ``value`` held at ``key``: itself, its node, or ``None``."""
+        if isinstance(value, Trackable):
+            return value
+        if is_numpy_value(value) or (isinstance(value, tuple) and _should_wrap_tuple(value)):
+            return self._node_for(key, value)
+        return None
+
+    def _replace_restored(self, key: Any, old: Any, new: Any) -> None:
+        """A restore replaced the numpy value ``old`` held at ``key`` by ``new``."""
 
     @abc.abstractmethod
-    def _items(self) -> Iterable[tuple[Any, Any]]:
-        """``(name, value)`` pairs of the contents, in order."""
+    def _items(self) -> Iterable[tuple[Any, Trackable]]:
+        """``(name, trackable)`` pairs of the saved contents, in order."""
 
     def _trackable_children(self) -> dict[str, Trackable]:
         children: dict[str, Trackable] = {}
         for key, value in self._items():
-            if isinstance(value, Trackable):
-                if not isinstance(key, str):
-                    raise TrackableError(
-                        f"cannot save {self._element_where(key)}: {_describe(_unwrap(value))} is saved under the "
-                        f"non-string key {key!r}; use str keys for dicts of saved values"
-                    )
-                children[key] = value
+            if not isinstance(key, str):
+                raise TrackableError(
+                    f"Unable to save the object {self!r} (a dictionary wrapper constructed automatically on "
+                    "attribute assignment). The wrapped dictionary contains a non-string key which maps to a "
+                    f"trackable object or mutable data structure (non-string key {key!r} in {self._self_where}). "
+                    "Use str keys for dicts of saved values; if you don't need this dictionary checkpointed, wrap "
+                    "it in NoDependency."
+                )
+            children[key] = value
         return children
 
-    def _lookup_dependency(
-        self, name: str, cached_dependencies: Mapping[str, Trackable] | None = None
-    ) -> Trackable | None:
-        for key, value in self._items():
-            if key == name and isinstance(value, Trackable):
-                return value
-        return None
-
-    def _added(self, key: Any, value: Any) -> None:
+    def _added(self, key: Any, value: Trackable | None) -> None:
         """Apply restores waiting for ``key`` now that ``value`` sits there."""
-        if isinstance(value, Trackable) and isinstance(key, str):
+        if value is not None and isinstance(key, str):
             self._handle_deferred_dependencies(key, value)
 
 
-class ListWrapper(TrackableDataStructure, MutableSequence[Any]):
-    """A list whose trackable elements and numpy values are saved as ``"0"``, ``"1"``, ...
+_NON_APPEND_MESSAGE = (
+    "Unable to save the object {obj} (a list wrapper constructed to track trackable objects). A list element was "
+    "replaced (__setitem__, __setslice__), deleted (__delitem__, __delslice__), or moved (sort) (here: {op}). In "
+    "order to support restoration on object creation, tracking is exclusively for append-only data structures: a "
+    "restore would put saved values into the wrong elements.\n\nIf you don't need this list checkpointed, wrap it "
+    "in NoDependency; it will be subsequently ignored. Otherwise build a new list and assign it."
+)
+_EXTERNAL_MESSAGE = (
+    "Unable to save the object {obj} ({made}). The wrapped {kind} "
+    "was modified outside the wrapper (its final value was {final}, its value when a checkpoint dependency was "
+    "added was {snapshot}), which breaks restoration on object creation.\n\nIf you don't need this {kind} "
+    "checkpointed, wrap it in a NoDependency object; it will be subsequently ignored. Otherwise edit it through "
+    "the attribute that holds the wrapper, or assign it again."
+)
+
+
+class ListWrapper(TrackableDataStructure, list[Any]):
+    """A ``list`` whose trackable elements and numpy values are saved as ``"0"``, ``"1"``, ...
+
+    As in TensorFlow, the wrapper works on the list it was given: edits
+    through the wrapper change that list, and the wrapper sees edits made to
+    it. It is an instance of ``list`` and behaves as one (``+``, ``*``,
+    comparisons, ``sort``, ``copy``, ``json.dumps``, pickling).
+
+    Saved elements are named by position, so only appending (and replacing
+    one element by index) keeps the names stable. Once elements were deleted
+    or moved while the list held a saved element (``del``, ``insert`` before
+    the end, ``pop``, ``remove``, slice assignment, ``sort``, ``reverse``,
+    ``clear``, ``*=`` by zero or less), or once the list was changed other
+    than through the wrapper, saving and restoring raise
+    :class:`TrackableError` (a ``ValueError``): values would go to the wrong
+    elements. Lists of plain values can be edited freely.
 
     Parameters
     ----------
-    values
-        The initial elements.
+    wrapped_list
+        The list to wrap (shared, not copied); other iterables are copied into
+        a new list.
     strict
         Refuse elements that would not be saved (plain Python values)
         instead of keeping them unsaved.
     """
 
-    def __init__(self, values: Iterable[Any] = (), *, strict: bool = False, _where: str | None = None) -> None:
+    def __init__(self, wrapped_list: Iterable[Any] = (), *, strict: bool = False, _where: str | None = None) -> None:
         self._init_structure(strict, _where, "list")
-        self._self_storage: list[Any] = [self._wrap_element(i, v) for i, v in enumerate(values)]
+        if isinstance(wrapped_list, list) and not isinstance(wrapped_list, ListWrapper):
+            storage = wrapped_list
+        else:
+            storage = list(wrapped_list)
+        self._self_storage: list[Any] = storage
+        # Objects given as NoDependency(x), by id (x kept so the id stays valid).
+        self._self_unsaved: dict[int, Any] = {}
+        self._self_mutation: str | None = None
+        self._self_external = False
+        # Wrap everything before changing the caller's list: a refused element leaves it as it was.
+        stored = [self._store(index, value) for index, value in enumerate(storage)]
+        for index, (value, tracked) in enumerate(stored):
+            if storage[index] is not value:
+                storage[index] = value
+            if not tracked:
+                self._self_unsaved[id(value)] = value
+        self._self_snapshot: list[Any] | None = list(storage)
+        self._mirror()
 
-    def _items(self) -> Iterable[tuple[Any, Any]]:
-        return ((str(i), v) for i, v in enumerate(self._self_storage))
+    def _mirror(self) -> None:
+        # The list part of the wrapper holds the same elements, for C code that reads a list
+        # subclass's items directly (json, numpy) instead of calling its methods.
+        list.__setitem__(self, slice(None), self._self_storage)
+
+    # ------------------------------------------------------------ bookkeeping
+    def _dirty(self) -> bool:
+        return self._self_mutation is not None or self._self_external
+
+    def _check_external_modification(self) -> None:
+        """Notice edits made to the wrapped list other than through the wrapper."""
+        if self._dirty():
+            return
+        storage, snapshot = self._self_storage, self._self_snapshot
+        assert snapshot is not None
+        if len(storage) == len(snapshot) and (
+            all(map(operator.is_, storage, snapshot)) or all(map(_same_element, storage, snapshot))
+        ):
+            return
+        self._self_external = True
+        self._mirror()
+
+    def _update_snapshot(self) -> None:
+        self._mirror()
+        if not self._dirty():
+            self._self_snapshot = list(self._self_storage)
+
+    def _has_saved_elements(self) -> bool:
+        return self._self_mutation is not None or any(map(_is_saved_kind, self._self_storage))
+
+    def _mutated(self, operation: str) -> None:
+        """Record a change that renumbers or replaces saved elements (saving is refused from now on)."""
+        if self._self_mutation is None and self._has_saved_elements():
+            self._self_mutation = operation
+        self._self_nodes.clear()  # positions moved; nodes are made again by identity
+
+    def _replace_restored(self, key: Any, old: Any, new: Any) -> None:
+        storage = self._self_storage
+        if isinstance(key, int) and key < len(storage) and storage[key] is old:
+            storage[key] = new
+            list.__setitem__(self, key, new)
+            snapshot = self._self_snapshot
+            if snapshot is not None and key < len(snapshot) and snapshot[key] is old:
+                snapshot[key] = new
+
+    def _place(self, index: int, value: Any) -> tuple[Any, bool]:
+        stored, tracked = self._store(index, value)
+        if tracked:
+            self._self_unsaved.pop(id(stored), None)
+        else:
+            self._self_unsaved[id(stored)] = stored
+        return stored, tracked
+
+    # ------------------------------------------------------------- trackable
+    def _items(self) -> Iterable[tuple[Any, Trackable]]:
+        unsaved = self._self_unsaved
+        for index, value in enumerate(self._self_storage):
+            if id(value) in unsaved and unsaved[id(value)] is value:
+                continue
+            dependency = self._dependency(index, value)
+            if dependency is not None:
+                yield str(index), dependency
+
+    def _trackable_children(self) -> dict[str, Trackable]:
+        self._check_external_modification()
+        if self._self_mutation is not None:
+            raise TrackableError(_NON_APPEND_MESSAGE.format(obj=self, op=self._self_mutation))
+        if self._self_external:
+            raise TrackableError(
+                _EXTERNAL_MESSAGE.format(
+                    obj=self,
+                    made="a list wrapper constructed to track trackable objects",
+                    kind="list",
+                    final=self._self_storage,
+                    snapshot=self._self_snapshot,
+                )
+            )
+        present = {id(v) for v in self._self_storage}
+        for key in [k for k in self._self_unsaved if k not in present]:
+            del self._self_unsaved[key]
+        return super()._trackable_children()
 
     def _lookup_dependency(
         self, name: str, cached_dependencies: Mapping[str, Trackable] | None = None
     ) -> Trackable | None:
-        return _by_index(self._self_storage, name)
+        index = _index_of(name, len(self._self_storage))
+        if index is None:
+            return None
+        value = self._self_storage[index]
+        if self._self_unsaved.get(id(value)) is value:
+            return None
+        return self._dependency(index, value)
 
-    @overload
-    def __getitem__(self, index: int) -> Any: ...
-    @overload
-    def __getitem__(self, index: slice) -> list[Any]: ...
-    def __getitem__(self, index: int | slice) -> Any:
-        if isinstance(index, slice):
-            return [_unwrap(v) for v in self._self_storage[index]]
-        return _unwrap(self._self_storage[index])
-
-    def __setitem__(self, index: Any, value: Any) -> None:
-        if isinstance(index, slice):
-            first = index.indices(len(self._self_storage))[0]
-            self._self_storage[index] = [self._wrap_element(first + i, v) for i, v in enumerate(value)]
-            return
-        position = range(len(self._self_storage))[index]
-        self._self_storage[position] = self._wrap_element(position, value)
-        self._added(str(position), self._self_storage[position])
-
-    def __delitem__(self, index: Any) -> None:
-        del self._self_storage[index]
+    # ------------------------------------------------------------ list reads
+    def __getitem__(self, index: Any) -> Any:
+        return self._self_storage[index]
 
     def __len__(self) -> int:
         return len(self._self_storage)
-
-    def insert(self, index: int, value: Any) -> None:
-        n = len(self._self_storage)
-        # Where list.insert puts it: negative indices count from the end, both ends clamp.
-        position = min(max(0, n + index) if index < 0 else index, n)
-        wrapped = self._wrap_element(position, value)
-        self._self_storage.insert(position, wrapped)
-        self._added(str(position), wrapped)
-
-    def __eq__(self, other: object) -> bool:
-        if isinstance(other, ListWrapper):
-            other = other[:]
-        return self[:] == other
-
-    __hash__ = None  # type: ignore[assignment]
-
-    def __repr__(self) -> str:
-        return f"ListWrapper({self[:]!r})"
-
-
-class _DictWrapper(TrackableDataStructure, MutableMapping[Any, Any]):
-    """A dict whose trackable values and numpy values are saved under their (str) keys."""
-
-    def __init__(
-        self, values: Mapping[Any, Any] | None = None, *, strict: bool = False, _where: str | None = None
-    ) -> None:
-        self._init_structure(strict, _where, "dict")
-        self._self_storage: dict[Any, Any] = {k: self._wrap_element(k, v) for k, v in (values or {}).items()}
-
-    def _items(self) -> Iterable[tuple[Any, Any]]:
-        return self._self_storage.items()
-
-    def _lookup_dependency(
-        self, name: str, cached_dependencies: Mapping[str, Trackable] | None = None
-    ) -> Trackable | None:
-        value = self._self_storage.get(name)
-        return value if isinstance(value, Trackable) else None
-
-    def __getitem__(self, key: Any) -> Any:
-        return _unwrap(self._self_storage[key])
-
-    def __setitem__(self, key: Any, value: Any) -> None:
-        value = self._wrap_element(key, value)
-        self._self_storage[key] = value
-        self._added(key, value)
-
-    def __delitem__(self, key: Any) -> None:
-        del self._self_storage[key]
 
     def __iter__(self) -> Iterator[Any]:
         return iter(self._self_storage)
 
-    def __len__(self) -> int:
-        return len(self._self_storage)
+    def __reversed__(self) -> Iterator[Any]:
+        backwards: Iterator[Any] = reversed(self._self_storage)
+        return backwards
 
-    def _plain(self) -> dict[Any, Any]:
-        return {k: _unwrap(v) for k, v in self._self_storage.items()}
+    def __contains__(self, value: object) -> bool:
+        return value in self._self_storage
+
+    def count(self, value: Any) -> int:
+        return self._self_storage.count(value)
+
+    def index(self, value: Any, start: SupportsIndex = 0, stop: SupportsIndex = sys.maxsize) -> int:
+        return self._self_storage.index(value, start, stop)
+
+    def copy(self) -> list[Any]:
+        """A new wrapper around a shallow copy of the list (unsaveable if this one is)."""
+        copied = ListWrapper(copy.copy(self._self_storage), strict=self._self_strict, _where=self._self_where)
+        copied._self_unsaved = dict(self._self_unsaved)
+        copied._self_mutation = self._self_mutation
+        copied._self_external = self._self_external or self._external_now()
+        return copied
+
+    def _external_now(self) -> bool:
+        self._check_external_modification()
+        return self._self_external
+
+    def __copy__(self) -> list[Any]:
+        return self.copy()
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> ListWrapper:
+        copied = ListWrapper(copy.deepcopy(self._self_storage, memo), strict=self._self_strict, _where=self._self_where)
+        copied._self_mutation = self._self_mutation
+        copied._self_external = self._external_now()
+        return copied
+
+    def __reduce_ex__(self, protocol: SupportsIndex) -> tuple[Any, ...]:
+        return (ListWrapper, (self._self_storage,))
+
+    def __sizeof__(self) -> int:
+        return super().__sizeof__() + sys.getsizeof(self._self_storage)
+
+    @staticmethod
+    def _plain(other: Any) -> Any:
+        return other._self_storage if isinstance(other, ListWrapper) else other
 
     def __eq__(self, other: object) -> bool:
-        if isinstance(other, _DictWrapper):
-            other = other._plain()
-        return self._plain() == other
+        return bool(self._self_storage == self._plain(other))
 
-    __hash__ = None  # type: ignore[assignment]
+    def __ne__(self, other: object) -> bool:
+        return bool(self._self_storage != self._plain(other))
+
+    def __lt__(self, other: Any) -> bool:
+        return bool(self._self_storage < self._plain(other))
+
+    def __le__(self, other: Any) -> bool:
+        return bool(self._self_storage <= self._plain(other))
+
+    def __gt__(self, other: Any) -> bool:
+        return bool(self._self_storage > self._plain(other))
+
+    def __ge__(self, other: Any) -> bool:
+        return bool(self._self_storage >= self._plain(other))
+
+    def __hash__(self) -> int:  # type: ignore[override]
+        raise TypeError("unhashable type: 'ListWrapper'")
+
+    def __add__(self, other: Any) -> Any:
+        return self._self_storage + self._plain(other)
+
+    def __radd__(self, other: Any) -> Any:
+        return other + self._self_storage
+
+    def __mul__(self, n: SupportsIndex) -> list[Any]:
+        return self._self_storage * n
+
+    def __rmul__(self, n: SupportsIndex) -> list[Any]:
+        return self._self_storage * n
 
     def __repr__(self) -> str:
-        return f"DictWrapper({self._plain()!r})"
+        return f"ListWrapper({self._self_storage!r})"
+
+    # ----------------------------------------------------------- list writes
+    def append(self, value: Any) -> None:
+        self._check_external_modification()
+        storage = self._self_storage
+        index = len(storage)
+        stored, tracked = self._place(index, value)
+        storage.append(stored)
+        list.append(self, stored)
+        if self._self_snapshot is not None and not self._dirty():
+            self._self_snapshot.append(stored)
+        if tracked:
+            self._added(str(index), self._dependency(index, stored))
+
+    def extend(self, values: Iterable[Any]) -> None:
+        for value in list(values):
+            self.append(value)
+
+    def __iadd__(self, values: Iterable[Any]) -> ListWrapper:  # type: ignore[misc]
+        self.extend(values)
+        return self
+
+    def __imul__(self, n: SupportsIndex) -> ListWrapper:
+        times = operator.index(n)
+        if times <= 0:
+            self._check_external_modification()
+            self._mutated(f"*= {times}")
+            self._self_storage.clear()
+            self._update_snapshot()
+            return self
+        count = len(self._self_storage)
+        for _ in range(times - 1):
+            for index in range(count):
+                self.append(self._self_storage[index])
+        return self
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        self._check_external_modification()
+        storage = self._self_storage
+        if isinstance(key, slice):
+            before = list(storage)
+            trial = list(storage)
+            trial[key] = list(value)  # list's own rules (lengths of extended slices)
+            if self._has_saved_elements():
+                self._mutated("slice assignment")
+            added = []
+            for index, now in enumerate(trial):
+                if index >= len(before) or now is not before[index]:
+                    trial[index], tracked = self._place(index, now)
+                    if tracked:
+                        added.append(index)
+            storage[:] = trial
+            self._update_snapshot()
+            for index in added:
+                self._added(str(index), self._dependency(index, storage[index]))
+            return
+        position = range(len(storage))[operator.index(key)]
+        # Replacing one element keeps every other name: the new element is saved and
+        # restored under the position it was put at, as a reassigned attribute is.
+        # (TensorFlow refuses to save after replacing a trackable this way.)
+        self._self_nodes.pop(position, None)
+        stored, tracked = self._place(position, value)
+        storage[position] = stored
+        self._update_snapshot()
+        if tracked:
+            self._added(str(position), self._dependency(position, stored))
+
+    def __delitem__(self, key: Any) -> None:
+        self._check_external_modification()
+        self._mutated("__delslice__" if isinstance(key, slice) else "__delitem__")
+        del self._self_storage[key]
+        self._update_snapshot()
+
+    def insert(self, index: SupportsIndex, value: Any) -> None:
+        self._check_external_modification()
+        storage = self._self_storage
+        size = len(storage)
+        at = operator.index(index)
+        # Where list.insert puts it: negative indices count from the end, both ends clamp.
+        position = min(max(0, size + at) if at < 0 else at, size)
+        if position == size:
+            # Nothing moves: the same as append, so a waiting restore applies and saving stays possible.
+            self.append(value)
+            return
+        stored, _ = self._place(position, value)
+        if _is_saved_kind(stored) and self._self_mutation is None:
+            self._self_mutation = "insert"
+        self._mutated("insert")
+        storage.insert(position, stored)
+        self._update_snapshot()
+
+    def pop(self, index: SupportsIndex = -1) -> Any:
+        self._check_external_modification()
+        value = self._self_storage[index]  # IndexError before anything is recorded
+        self._mutated("pop")
+        del self._self_storage[index]
+        self._update_snapshot()
+        return value
+
+    def remove(self, value: Any) -> None:
+        self._check_external_modification()
+        position = self._self_storage.index(value)
+        self._mutated("remove")
+        del self._self_storage[position]
+        self._update_snapshot()
+
+    def clear(self) -> None:
+        self._check_external_modification()
+        if self._self_storage:
+            self._mutated("clear")
+        self._self_storage.clear()
+        self._update_snapshot()
+
+    def reverse(self) -> None:
+        self._check_external_modification()
+        self._mutated("reverse")
+        self._self_storage.reverse()
+        self._update_snapshot()
+
+    def sort(self, *, key: Callable[[Any], Any] | None = None, reverse: bool = False) -> None:
+        self._check_external_modification()
+        # Refused even when the order does not change, as in TensorFlow: whether a
+        # list can be saved must not depend on its values.
+        self._mutated("sort")
+        self._self_storage.sort(key=key, reverse=reverse)
+        self._update_snapshot()
 
 
-class _TupleWrapper(TrackableDataStructure, Sequence[Any]):
-    """An immutable tuple whose trackable elements and numpy values are saved by index.
+class _DictWrapper(TrackableDataStructure, dict[Any, Any]):
+    """A ``dict`` whose trackable values and numpy values are saved under their (str) keys.
 
-    A wrapped namedtuple keeps its field access (``pair.a``) and its other
-    attributes; ``isinstance(wrapper, tuple)`` is false. Numpy scalars and
-    read-only arrays in it are still restored: the wrapper hands out the
-    restored value.
+    Works on the dict it was given, as in TensorFlow: edits through either
+    are seen by both. Keys may be set and deleted freely; saving refuses a
+    non-string key holding a saved value, and a dict changed other than
+    through the wrapper.
     """
 
-    def __init__(self, values: Iterable[Any] = (), *, strict: bool = False, _where: str | None = None) -> None:
-        self._init_structure(strict, _where, "tuple")
-        self._self_original = values
-        self._self_storage: tuple[Any, ...] = tuple(self._wrap_element(i, v) for i, v in enumerate(values))
+    def __init__(self, wrapped_dict: Any = None, *, strict: bool = False, _where: str | None = None) -> None:
+        self._init_structure(strict, _where, "dict")
+        if wrapped_dict is None:
+            storage: dict[Any, Any] = {}
+        elif isinstance(wrapped_dict, dict) and not isinstance(wrapped_dict, _DictWrapper):
+            storage = wrapped_dict
+        else:
+            storage = dict(wrapped_dict)
+        self._self_storage: dict[Any, Any] = storage
+        self._self_unsaved: set[Any] = set()
+        self._self_external = False
+        stored = {key: self._store(key, value) for key, value in storage.items()}
+        for key, (value, tracked) in stored.items():
+            if storage[key] is not value:
+                storage[key] = value
+            if not tracked:
+                self._self_unsaved.add(key)
+        self._self_snapshot: dict[Any, Any] | None = dict(storage)
+        self._mirror()
 
-    def __getattr__(self, name: str) -> Any:
-        # Only reached for names the wrapper lacks: namedtuple fields and methods.
-        if name.startswith("_self_"):
-            raise AttributeError(name)
-        fields = getattr(type(self._self_original), "_fields", ())
-        if name in fields:
-            return _unwrap(self._self_storage[fields.index(name)])
-        return getattr(self._self_original, name)
+    def _mirror(self) -> None:
+        # The dict part of the wrapper holds the same items, for C code that reads a dict
+        # subclass directly (json) instead of calling its methods.
+        dict.clear(self)
+        dict.update(self, self._self_storage)
 
-    def _items(self) -> Iterable[tuple[Any, Any]]:
-        return ((str(i), v) for i, v in enumerate(self._self_storage))
+    def _check_external_modification(self) -> None:
+        if self._self_external:
+            return
+        storage, snapshot = self._self_storage, self._self_snapshot
+        assert snapshot is not None
+        if len(storage) == len(snapshot) and all(
+            key in snapshot and _same_element(value, snapshot[key]) for key, value in storage.items()
+        ):
+            return
+        self._self_external = True
+        self._mirror()
+
+    def _update_snapshot(self, key: Any = _MISSING) -> None:
+        """Acknowledge a change made through the wrapper (of ``key`` only, when given)."""
+        storage, snapshot = self._self_storage, self._self_snapshot
+        if key is _MISSING or snapshot is None:
+            self._mirror()
+            if not self._self_external:
+                self._self_snapshot = dict(storage)
+            return
+        if key in storage:
+            dict.__setitem__(self, key, storage[key])
+            if not self._self_external:
+                snapshot[key] = storage[key]
+        else:
+            dict.pop(self, key, None)
+            if not self._self_external:
+                snapshot.pop(key, None)
+
+    def _replace_restored(self, key: Any, old: Any, new: Any) -> None:
+        if self._self_storage.get(key, _MISSING) is old:
+            self._self_storage[key] = new
+            dict.__setitem__(self, key, new)
+            snapshot = self._self_snapshot
+            if snapshot is not None and snapshot.get(key, _MISSING) is old:
+                snapshot[key] = new
+
+    def _items(self) -> Iterable[tuple[Any, Trackable]]:
+        for key, value in self._self_storage.items():
+            if key in self._self_unsaved:
+                continue
+            dependency = self._dependency(key, value)
+            if dependency is not None:
+                yield key, dependency
+
+    def _trackable_children(self) -> dict[str, Trackable]:
+        self._check_external_modification()
+        if self._self_external:
+            raise TrackableError(
+                _EXTERNAL_MESSAGE.format(
+                    obj=self,
+                    made="a dictionary wrapper constructed automatically on attribute assignment",
+                    kind="dictionary",
+                    final=self._self_storage,
+                    snapshot=self._self_snapshot,
+                )
+            )
+        return super()._trackable_children()
 
     def _lookup_dependency(
         self, name: str, cached_dependencies: Mapping[str, Trackable] | None = None
     ) -> Trackable | None:
-        return _by_index(self._self_storage, name)
+        value = self._self_storage.get(name, _MISSING)
+        if value is _MISSING or name in self._self_unsaved:
+            return None
+        return self._dependency(name, value)
 
-    @overload
-    def __getitem__(self, index: int) -> Any: ...
-    @overload
-    def __getitem__(self, index: slice) -> tuple[Any, ...]: ...
-    def __getitem__(self, index: int | slice) -> Any:
-        if isinstance(index, slice):
-            return tuple(_unwrap(v) for v in self._self_storage[index])
-        return _unwrap(self._self_storage[index])
+    # ------------------------------------------------------------ dict reads
+    def __getitem__(self, key: Any) -> Any:
+        return self._self_storage[key]
 
     def __len__(self) -> int:
         return len(self._self_storage)
 
-    def __eq__(self, other: object) -> bool:
-        if isinstance(other, _TupleWrapper):
-            other = other[:]
-        return self[:] == other
+    def __iter__(self) -> Iterator[Any]:
+        return iter(self._self_storage)
 
-    def __hash__(self) -> int:
-        return hash(self[:])
+    def __reversed__(self) -> Iterator[Any]:
+        backwards: Iterator[Any] = reversed(self._self_storage)
+        return backwards
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._self_storage
+
+    def get(self, key: Any, default: Any = None) -> Any:
+        return self._self_storage.get(key, default)
+
+    def keys(self) -> Any:
+        return self._self_storage.keys()
+
+    def values(self) -> Any:
+        return self._self_storage.values()
+
+    def items(self) -> Any:
+        return self._self_storage.items()
+
+    @staticmethod
+    def _plain(other: Any) -> Any:
+        return other._self_storage if isinstance(other, _DictWrapper) else other
+
+    def __eq__(self, other: object) -> bool:
+        return bool(self._self_storage == self._plain(other))
+
+    def __ne__(self, other: object) -> bool:
+        return bool(self._self_storage != self._plain(other))
+
+    def __hash__(self) -> int:  # type: ignore[override]
+        raise TypeError("unhashable type: 'DictWrapper'")
+
+    def __or__(self, other: Any) -> Any:
+        return dict(self._self_storage) | self._plain(other)
+
+    def __ror__(self, other: Any) -> Any:
+        return self._plain(other) | dict(self._self_storage)
+
+    def __ior__(self, other: Any) -> _DictWrapper:
+        self.update(other)
+        return self
 
     def __repr__(self) -> str:
-        return f"TupleWrapper({self[:]!r})"
+        return f"DictWrapper({self._self_storage!r})"
+
+    def __sizeof__(self) -> int:
+        return super().__sizeof__() + sys.getsizeof(self._self_storage)
+
+    def copy(self) -> dict[Any, Any]:
+        """A new wrapper around a shallow copy of the dict (unsaveable if this one is)."""
+        self._check_external_modification()
+        copied = _DictWrapper(copy.copy(self._self_storage), strict=self._self_strict, _where=self._self_where)
+        copied._self_unsaved = set(self._self_unsaved)
+        copied._self_external = self._self_external
+        return copied
+
+    def __copy__(self) -> dict[Any, Any]:
+        return self.copy()
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> _DictWrapper:
+        self._check_external_modification()
+        copied = _DictWrapper(
+            copy.deepcopy(self._self_storage, memo), strict=self._self_strict, _where=self._self_where
+        )
+        copied._self_external = self._self_external
+        return copied
+
+    def __reduce_ex__(self, protocol: SupportsIndex) -> tuple[Any, ...]:
+        return (_DictWrapper, (self._self_storage,))
+
+    # ----------------------------------------------------------- dict writes
+    def __setitem__(self, key: Any, value: Any) -> None:
+        self._check_external_modification()
+        stored, tracked = self._store(key, value)
+        self._self_storage[key] = stored
+        self._self_nodes.pop(key, None)
+        if tracked:
+            self._self_unsaved.discard(key)
+        else:
+            self._self_unsaved.add(key)
+        self._update_snapshot(key)
+        if tracked:
+            self._added(key, self._dependency(key, stored))
+
+    def __delitem__(self, key: Any) -> None:
+        self._check_external_modification()
+        del self._self_storage[key]
+        self._self_nodes.pop(key, None)
+        self._self_unsaved.discard(key)
+        self._update_snapshot(key)
+
+    def pop(self, key: Any, *default: Any) -> Any:
+        if key not in self._self_storage:
+            if default:
+                return default[0]
+            raise KeyError(key)
+        value = self._self_storage[key]
+        del self[key]
+        return value
+
+    def popitem(self) -> tuple[Any, Any]:
+        if not self._self_storage:
+            raise KeyError("popitem(): dictionary is empty")
+        key = next(reversed(self._self_storage))
+        value = self._self_storage[key]
+        del self[key]
+        return key, value
+
+    def setdefault(self, key: Any, default: Any = None) -> Any:
+        if key not in self._self_storage:
+            self[key] = default
+        return self._self_storage[key]
+
+    def update(self, *args: Any, **kwargs: Any) -> None:
+        for key, value in dict(*args, **kwargs).items():
+            self[key] = value
+
+    def clear(self) -> None:
+        self._check_external_modification()
+        self._self_storage.clear()
+        self._self_nodes.clear()
+        self._self_unsaved.clear()
+        self._update_snapshot()
+
+
+class _TupleValue(TrackableDataStructure):
+    """The saved node of a tuple held by an attribute or a container.
+
+    The holder keeps a real tuple of the original type (a namedtuple stays
+    that namedtuple, with nested lists and dicts wrapped and ``NoDependency``
+    elements unwrapped), so ``isinstance``, field access, ``json.dumps`` and
+    every tuple operation behave as usual; this node saves its elements, by
+    index and, for a namedtuple, by field name too (the same object under
+    both names, as in TensorFlow). A restore that replaces a numpy scalar or
+    read-only array in it gives the holder a new tuple holding the restored
+    value.
+    """
+
+    _self_value: tuple[Any, ...]
+    _on_replace: Callable[[Any], None] | None
+
+    def __init__(
+        self, original: tuple[Any, ...], strict: bool, where: str, on_replace: Callable[[Any], None] | None = None
+    ) -> None:
+        self._init_structure(strict, where, "tuple")
+        original_type = type(original)
+        fields = _fields(original_type)
+        self._self_fields = fields
+        self._self_unsaved = frozenset(i for i, v in enumerate(original) if isinstance(v, NoDependency))
+        stored = []
+        for index, value in enumerate(original):
+            if isinstance(value, NoDependency):
+                stored.append(value.value)
+                continue
+            wrapped = _wrap(value, str(index), strict, self._element_where(index))
+            if isinstance(wrapped, _TupleValue):
+                wrapped._on_replace = _ElementSetter(self, index, wrapped.current())
+                self._self_nodes[index] = wrapped
+                wrapped = wrapped.current()
+            stored.append(wrapped)
+        self._self_constructable = True
+        held: tuple[Any, ...] = tuple(stored)
+        if original_type is not tuple:
+            try:
+                rebuilt = original_type(**dict(zip(fields, stored, strict=False))) if fields else original_type(stored)
+            except TypeError:
+                # Its __new__ takes other arguments: it cannot be rebuilt, so it is not saved (TensorFlow's rule).
+                self._self_constructable = False
+                rebuilt = original
+            held = rebuilt if isinstance(rebuilt, tuple) else tuple.__new__(original_type, stored)
+        self._self_value = held
+        self._on_replace = on_replace
+
+    def current(self) -> tuple[Any, ...]:
+        """The tuple the holder should hold (a new one after a replacing restore)."""
+        return self._self_value
+
+    def _replace_restored(self, key: Any, old: Any, new: Any) -> None:
+        values = list(self._self_value)
+        if not isinstance(key, int) or key >= len(values) or values[key] is not old:
+            return
+        values[key] = new
+        # tuple.__new__ rebuilds the same type without running a custom __new__ again.
+        self._self_value = tuple.__new__(type(self._self_value), values)
+        if self._on_replace is not None:
+            self._on_replace(self._self_value)
+
+    def _items(self) -> Iterable[tuple[Any, Trackable]]:
+        by_index = []
+        for index, value in enumerate(self._self_value):
+            if index in self._self_unsaved:
+                continue
+            dependency = self._dependency(index, value)
+            if dependency is not None:
+                by_index.append((index, dependency))
+        # Namedtuple fields first, then positions, as TensorFlow tracks them.
+        fields = self._self_fields
+        for index, dependency in by_index:
+            if index < len(fields):
+                yield fields[index], dependency
+        for index, dependency in by_index:
+            yield str(index), dependency
+
+    def _trackable_children(self) -> dict[str, Trackable]:
+        if not self._self_constructable:
+            raise TrackableError(
+                f"Unable to save because the namedtuple {self._self_value!r} is not constructable from its "
+                f"_fields (i.e. __new__ is overridden). Expected keyword arguments {self._self_fields}. If you do "
+                "not need to save this object, consider wrapping it in a custom object that does not inherit from "
+                "tuple, or in NoDependency."
+            )
+        return super()._trackable_children()
+
+    def _lookup_dependency(
+        self, name: str, cached_dependencies: Mapping[str, Trackable] | None = None
+    ) -> Trackable | None:
+        fields = self._self_fields
+        index = fields.index(name) if name in fields else _index_of(name, len(self._self_value))
+        if index is None or index in self._self_unsaved:
+            return None
+        return self._dependency(index, self._self_value[index])
+
+    def __repr__(self) -> str:
+        return f"<tuple node {self._self_value!r}>"
+
+
+def _fields(kind: type) -> tuple[str, ...]:
+    """A namedtuple type's field names (``()`` for other types)."""
+    fields = getattr(kind, "_fields", ())
+    if isinstance(fields, tuple) and all(isinstance(f, str) for f in fields):
+        return fields
+    return ()
