@@ -24,6 +24,21 @@ def test_the_fixture_serves_the_development_account(azurite: Azurite, azurite_co
     assert azurite.account_url == f"http://127.0.0.1:{azurite.port}/devstoreaccount1"
 
 
+def test_the_npm_install_is_never_committed() -> None:
+    # Worktrees link plugins/azure/node_modules to one shared install. Committed, that link replaced the
+    # install itself when a checkout of the commit reached the tree that held it (git deletes ignored files
+    # in the way of tracked ones), and every Azurite test failed.
+    root = Path(azurite_module.__file__).resolve().parents[1]
+    if not (root / ".git").exists():
+        pytest.skip("not a git checkout")
+    tracked = subprocess.run(
+        ["git", "ls-files", "plugins/azure/node_modules"], cwd=root, capture_output=True, text=True, check=True
+    ).stdout.split()
+    assert tracked == [], "plugins/azure/node_modules is tracked: run `git rm --cached plugins/azure/node_modules`"
+    ignored = subprocess.run(["git", "check-ignore", "-q", "--no-index", "plugins/azure/node_modules"], cwd=root)
+    assert ignored.returncode == 0, "plugins/azure/.gitignore must ignore node_modules, as a folder and as a link"
+
+
 def test_skips_without_node(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("PATH", str(tmp_path))
     with pytest.raises(pytest.skip.Exception, match="node is not installed"):
