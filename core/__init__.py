@@ -12,6 +12,18 @@ from typing import TYPE_CHECKING
 from trackpoint import optimizers
 from trackpoint.autotrackable import AutoTrackable
 from trackpoint.checkpoint import Checkpoint
+from trackpoint.checkpoint_management import (
+    NewCheckpointReader,
+    checkpoint_exists,
+    generate_checkpoint_state_proto,
+    get_checkpoint_state,
+    list_objects,
+    load_variable,
+    meta_graph_filename,
+    object_graph_key_mapping,
+    remove_checkpoint,
+    update_checkpoint_state,
+)
 from trackpoint.convert import convert
 from trackpoint.data_structures import ListWrapper, NoDependency
 from trackpoint.dtypes import string
@@ -27,7 +39,7 @@ from trackpoint.restore import (
     NameBasedSaverStatus,
 )
 from trackpoint.saver import Saver
-from trackpoint.state import latest_checkpoint, read_checkpoint_state, update_checkpoint_state
+from trackpoint.state import latest_checkpoint, read_checkpoint_state
 from trackpoint.storage import CheckpointOptions
 from trackpoint.trackable import Trackable
 from trackpoint.variables import Variable
@@ -48,6 +60,7 @@ __all__ = [
     "ListWrapper",
     "LoadStatus",
     "NameBasedSaverStatus",
+    "NewCheckpointReader",
     "NoDependency",
     "PythonState",
     "Saver",
@@ -55,14 +68,22 @@ __all__ = [
     "Trackable",
     "Variable",
     "bfloat16",
+    "checkpoint_exists",
     "convert",
+    "generate_checkpoint_state_proto",
+    "get_checkpoint_state",
     "latest_checkpoint",
     "list_backends",
+    "list_objects",
     "list_variables",
     "load_checkpoint",
+    "load_variable",
+    "meta_graph_filename",
+    "object_graph_key_mapping",
     "object_metadata",
     "optimizers",
     "read_checkpoint_state",
+    "remove_checkpoint",
     "string",
     "update_checkpoint_state",
     *_errors_all,

@@ -233,6 +233,14 @@ class CheckpointManager:
             self._latest_checkpoint = next(reversed(self._maybe_delete))
         elif recovered is not None and _basename(recovered.model_checkpoint_path) in listed:
             self._latest_checkpoint = listed[_basename(recovered.model_checkpoint_path)]
+        elif (
+            recovered is not None
+            and not listed
+            and _resolve.holder(self._backend, recovered.model_checkpoint_path) is not None
+        ):
+            # Checkpoint.save wrote here under another name: continue from it, as TensorFlow
+            # does (it is neither listed among this manager's checkpoints nor ever deleted).
+            self._latest_checkpoint = recovered.model_checkpoint_path
         else:
             newest = max(listed, key=self._number, default=None)
             self._latest_checkpoint = None if newest is None else listed[newest]

@@ -387,7 +387,7 @@ def update_checkpoint_state(
 
 
 def read_checkpoint_state(
-    directory: str,
+    directory: str | os.PathLike[str],
     options: CheckpointOptions | None = None,
     latest_filename: str = DEFAULT_LATEST_FILENAME,
     *,
@@ -411,6 +411,7 @@ def read_checkpoint_state(
     backend
         An already opened backend for ``directory``.
     """
+    directory = os.fspath(directory)
     if backend is None:
         from trackpoint._resolve import open_backend
 
@@ -448,7 +449,7 @@ def newest_committed(
 
 
 def latest_checkpoint(
-    directory: str,
+    directory: str | os.PathLike[str],
     options: CheckpointOptions | None = None,
     latest_filename: str = DEFAULT_LATEST_FILENAME,
 ) -> str | None:
@@ -473,7 +474,7 @@ def latest_checkpoint(
     Parameters
     ----------
     directory
-        Local path or URL (``s3://bucket/run``, ``memory://run``, ...).
+        Local path, ``pathlib.Path`` or URL (``s3://bucket/run``, ``memory://run``, ...).
     options
         Chooses and configures the backend.
     latest_filename
@@ -481,6 +482,7 @@ def latest_checkpoint(
     """
     from trackpoint._resolve import open_store
 
+    directory = os.fspath(directory)
     backend = open_store(directory, options)
     state = read_checkpoint_state(directory, latest_filename=latest_filename, backend=backend)
     if state is not None:

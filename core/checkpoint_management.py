@@ -1,0 +1,266 @@
+"""TensorFlow's checkpoint-management functions under their TensorFlow names and call shapes.
+
+``tf.train`` and ``tf.compat.v1.train`` code calls these as
+``tf.train.get_checkpoint_state(dir)``, ``update_checkpoint_state(save_dir,
+path, ...)``, ``checkpoint_exists(prefix)`` and so on; the same calls work on
+``trackpoint`` with local paths, ``pathlib.Path`` objects and URLs of any
+backend (``s3://``, ``gs://``, ``memory://``, ...). They are thin layers over
+:mod:`trackpoint.state`, :mod:`trackpoint.reader` and :mod:`trackpoint.graph`.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from trackpoint import _paths, _resolve, state
+from trackpoint.errors import InvalidCheckpointError
+from trackpoint.graph import ObjectGraphView
+from trackpoint.graph import list_objects as _list_view_objects
+from trackpoint.proto.checkpoint_state_pb2 import CheckpointState
+from trackpoint.reader import TensorReader, load_checkpoint, object_metadata
+
+if TYPE_CHECKING:
+    from trackpoint.storage import CheckpointOptions
+    from trackpoint.trackable import Trackable
+
+__all__ = [
+    "NewCheckpointReader",
+    "checkpoint_exists",
+    "generate_checkpoint_state_proto",
+    "get_checkpoint_state",
+    "list_objects",
+    "load_variable",
+    "meta_graph_filename",
+    "object_graph_key_mapping",
+    "remove_checkpoint",
+    "update_checkpoint_state",
+]
+
+
+def get_checkpoint_state(
+    checkpoint_dir: str | os.PathLike[str],
+    latest_filename: str | None = None,
+    *,
+    options: CheckpointOptions | None = None,
+) -> CheckpointState | None:
+    """The ``CheckpointState`` of ``checkpoint_dir``, as ``tf.train.get_checkpoint_state``.
+
+    Relative paths in the file are joined onto ``checkpoint_dir`` as passed
+    in. ``None`` when there is no state file, or it does not parse (logged as
+    a warning, as TensorFlow does).
+
+    Parameters
+    ----------
+    checkpoint_dir
+        Local path, ``pathlib.Path`` or URL of the directory.
+    latest_filename
+        Name of the state file (default ``checkpoint``).
+    options
+        Chooses and configures the backend.
+
+    Raises
+    ------
+    InvalidCheckpointError
+        (a ``ValueError``) The file parses but has no ``model_checkpoint_path``,
+        as TensorFlow's "Invalid checkpoint state loaded from ...".
+    """
+    directory = os.fspath(checkpoint_dir)
+    name = latest_filename or state.DEFAULT_LATEST_FILENAME
+    backend = _resolve.open_backend(directory, options)
+    got = backend.read_file(_paths.join(directory, name))
+    if got is not None and _has_no_model_path(got.data):
+        raise InvalidCheckpointError(
+            f"Invalid checkpoint state loaded from {directory}: the state file {name!r} has no "
+            "model_checkpoint_path; delete it or rewrite it with update_checkpoint_state"
+        )
+    return state.read_checkpoint_state(directory, latest_filename=name, backend=backend)
+
+
+def _has_no_model_path(data: bytes) -> bool:
+    """Whether ``data`` parses as a CheckpointState without ``model_checkpoint_path``."""
+    from google.protobuf import text_format
+
+    parsed = CheckpointState()
+    try:
+        text_format.Merge(data.decode("utf-8"), parsed)
+    except (text_format.ParseError, UnicodeDecodeError):
+        return False  # unparsable: a warning and None, as in TensorFlow
+    return not parsed.model_checkpoint_path
+
+
+def generate_checkpoint_state_proto(
+    save_dir: str | os.PathLike[str],
+    model_checkpoint_path: str | os.PathLike[str],
+    all_model_checkpoint_paths: Sequence[str | os.PathLike[str]] | None = None,
+    all_model_checkpoint_timestamps: Sequence[float] | None = None,
+    last_preserved_timestamp: float | None = None,
+) -> CheckpointState:
+    """The ``CheckpointState`` proto that :func:`update_checkpoint_state` would write (TensorFlow's rules).
+
+    ``model_checkpoint_path`` is appended to ``all_model_checkpoint_paths``
+    unless it is already their last element. With a relative ``save_dir``,
+    relative paths are rewritten relative to it (``train/model-0`` becomes
+    ``model-0`` for ``save_dir="train"``); absolute paths stay as given.
+
+    Raises
+    ------
+    InvalidCheckpointError
+        (a ``ValueError``) The timestamps do not match the paths one to one.
+    """
+    directory = os.fspath(save_dir)
+    model = os.fspath(model_checkpoint_path)
+    paths = [os.fspath(p) for p in all_model_checkpoint_paths or []]
+    if not paths or paths[-1] != model:
+        paths.append(model)
+    stamps = list(all_model_checkpoint_timestamps or [])
+    if stamps and len(stamps) != len(paths):
+        raise InvalidCheckpointError(
+            f"Checkpoint timestamps, if provided, must match checkpoint paths (got paths {paths} and timestamps "
+            f"{stamps})"
+        )
+    proto = CheckpointState()
+    proto.model_checkpoint_path = state._to_stored(model, directory, False)
+    proto.all_model_checkpoint_paths.extend(state._to_stored(p, directory, False) for p in paths)
+    proto.all_model_checkpoint_timestamps.extend(stamps)
+    if last_preserved_timestamp is not None:
+        proto.last_preserved_timestamp = last_preserved_timestamp
+    return proto
+
+
+def update_checkpoint_state(
+    save_dir: str | os.PathLike[str],
+    model_checkpoint_path: str | os.PathLike[str],
+    all_model_checkpoint_paths: Sequence[str | os.PathLike[str]] | None = None,
+    latest_filename: str | None = None,
+    all_model_checkpoint_timestamps: Sequence[float] | None = None,
+    last_preserved_timestamp: float | None = None,
+    *,
+    save_relative_paths: bool = False,
+    options: CheckpointOptions | None = None,
+) -> CheckpointState:
+    """Write the state file of ``save_dir``, as ``tf.compat.v1.train.update_checkpoint_state``.
+
+    Paths are stored as :func:`generate_checkpoint_state_proto` computes them
+    (absolute ones stay absolute, TensorFlow's default here), or relative to
+    ``save_dir`` with ``save_relative_paths=True``. The write is atomic and
+    conditional, merging with a concurrent writer (see
+    :func:`trackpoint.state.update_checkpoint_state`, which takes an opened
+    backend instead of ``options``).
+
+    Returns
+    -------
+    CheckpointState
+        The state as stored.
+
+    Raises
+    ------
+    InvalidCheckpointError
+        (a ``ValueError``) The timestamps do not match the paths, or
+        ``model_checkpoint_path`` is the state file's own path.
+    """
+    directory = os.fspath(save_dir)
+    return state.update_checkpoint_state(
+        _resolve.open_backend(directory, options),
+        directory,
+        os.fspath(model_checkpoint_path),
+        all_model_checkpoint_paths=None
+        if all_model_checkpoint_paths is None
+        else [os.fspath(p) for p in all_model_checkpoint_paths],
+        all_model_checkpoint_timestamps=all_model_checkpoint_timestamps,
+        last_preserved_timestamp=last_preserved_timestamp,
+        save_relative_paths=save_relative_paths,
+        latest_filename=latest_filename or state.DEFAULT_LATEST_FILENAME,
+    )
+
+
+def checkpoint_exists(checkpoint_prefix: str | os.PathLike[str], *, options: CheckpointOptions | None = None) -> bool:
+    """Whether a committed checkpoint (of any format stored there) exists at ``checkpoint_prefix``."""
+    prefix = os.fspath(checkpoint_prefix)
+    backend = _resolve.open_store(_paths.dirname(prefix) or os.curdir, options)
+    return _resolve.holder(backend, prefix) is not None
+
+
+def remove_checkpoint(
+    checkpoint_prefix: str | os.PathLike[str],
+    checkpoint_format_version: int = 2,
+    meta_graph_suffix: str = "meta",
+    *,
+    options: CheckpointOptions | None = None,
+) -> None:
+    """Delete the checkpoint at ``checkpoint_prefix`` and its ``<prefix>.<meta_graph_suffix>`` file, if any.
+
+    ``checkpoint_format_version`` is accepted for TensorFlow's call shape:
+    the format is found from what is stored. Nothing there is not an error.
+    """
+    del checkpoint_format_version  # the stored format is detected
+    prefix = os.fspath(checkpoint_prefix)
+    backend = _resolve.open_store(_paths.dirname(prefix) or os.curdir, options)
+    found = _resolve.holder(backend, prefix)
+    if found is not None:
+        found.delete(prefix)
+    meta = meta_graph_filename(prefix, meta_graph_suffix)
+    if backend.read_file(meta) is not None:
+        backend.delete_file(meta)
+
+
+def meta_graph_filename(checkpoint_filename: str | os.PathLike[str], meta_graph_suffix: str = "meta") -> str:
+    """``<prefix>.meta``: where TensorFlow 1 puts a checkpoint's MetaGraphDef.
+
+    A sharded name's ``-?????-of-N`` suffix is dropped first, as in TensorFlow.
+    """
+    name = os.fspath(checkpoint_filename)
+    base = re.sub(r"-[\d\?]+-of-\d+$", "", name)
+    return f"{base}.{meta_graph_suffix}"
+
+
+def load_variable(
+    ckpt_dir_or_file: str | os.PathLike[str], name: str, *, options: CheckpointOptions | None = None
+) -> Any:
+    """The tensor ``name`` of a checkpoint (a prefix, or a directory's latest), as ``tf.train.load_variable``.
+
+    A trailing ``:0`` (a TensorFlow 1 tensor name) is dropped.
+
+    Raises
+    ------
+    CheckpointKeyError
+        (a ``KeyError``) The checkpoint holds no such tensor.
+    """
+    if name.endswith(":0"):
+        name = name[:-2]
+    with load_checkpoint(ckpt_dir_or_file, options) as reader:
+        return reader.get_tensor(name)
+
+
+def NewCheckpointReader(filepattern: str | os.PathLike[str]) -> TensorReader:
+    """TensorFlow 1's name for :func:`trackpoint.load_checkpoint` (a prefix, or a directory's latest)."""
+    return load_checkpoint(filepattern)
+
+
+def list_objects(root_trackable: Trackable) -> list[Trackable]:
+    """Every object a checkpoint of ``root_trackable`` would save, in saved-graph order (``tf.train.list_objects``).
+
+    Raises
+    ------
+    TrackableError
+        (a ``ValueError``) The graph cannot be saved as it is, for example a
+        list whose saved elements were renumbered.
+    """
+    return _list_view_objects(ObjectGraphView(root_trackable))
+
+
+def object_graph_key_mapping(checkpoint_path: str | os.PathLike[str]) -> dict[str, str]:
+    """``{attribute full name: checkpoint key}`` of an object-based checkpoint (TensorFlow's function).
+
+    Raises
+    ------
+    InvalidCheckpointError
+        The checkpoint has no object graph (a name-based checkpoint).
+    """
+    mapping: dict[str, str] = {}
+    for node in object_metadata(checkpoint_path).nodes:
+        for attribute in node.attributes:
+            mapping[attribute.full_name] = attribute.checkpoint_key
+    return mapping
