@@ -11,13 +11,14 @@ bookkeeping of ``tf.train.Checkpoint``.
 from __future__ import annotations
 
 import os
+import weakref
 from typing import Any
 
 import numpy as np
 
 from trackpoint import _resolve
 from trackpoint.autotrackable import AutoTrackable
-from trackpoint.data_structures import is_numpy_value
+from trackpoint.data_structures import NoDependency, is_numpy_value
 from trackpoint.errors import CheckpointNotFoundError, InvalidCheckpointError, NameConflictError, TrackableError
 from trackpoint.graph import ObjectGraphView, serialize_object_graph
 from trackpoint.proto import trackable_object_graph_pb2 as pb
@@ -99,9 +100,16 @@ class Checkpoint(AutoTrackable):
     # Everything handed to a checkpoint is saved: refuse values it would skip.
     _refuse_unsaved_values = True
 
-    def __init__(self, root: Trackable | None = None, **kwargs: Any) -> None:
+    def __init__(self, root: Trackable | weakref.ref[Trackable] | None = None, **kwargs: Any) -> None:
         self._self_save_counter: Variable | None = None
-        self._self_root: Trackable | None = root
+        # root=weakref.ref(obj), as in TensorFlow: the checkpoint does not keep the root alive.
+        self._self_root_ref: weakref.ref[Trackable] | None = None
+        if isinstance(root, weakref.ref):
+            self._self_root_ref = root
+            root = root()
+            if root is None:
+                raise TrackableError("Checkpoint(root=weakref.ref(...)): the referenced object no longer exists")
+        self._self_root: Trackable | None = root if self._self_root_ref is None else None
         attached: list[TrackableReference] | None = None
         if root is not None:
             _assert_trackable(root, "root")
@@ -112,6 +120,11 @@ class Checkpoint(AutoTrackable):
             if isinstance(existing, Variable):
                 self._self_save_counter = existing
         for name, value in sorted(kwargs.items(), key=lambda item: item[0]):
+            if name == "root" and self._self_root_ref is not None:
+                # Held weakly: `ckpt.root` is the weak reference, and the root's edge to
+                # itself is added each time the graph is walked (see _view).
+                setattr(self, name, NoDependency(self._self_root_ref))
+                continue
             if not isinstance(value, (dict, list, tuple)) and not is_numpy_value(value):
                 _assert_trackable(value, name)
             setattr(self, name, value)
@@ -126,7 +139,34 @@ class Checkpoint(AutoTrackable):
                         "(and is a different object)."
                     )
         self._self_attached = attached
-        self._self_view = ObjectGraphView(root if root is not None else self, attached)
+        self._self_view: ObjectGraphView | None = None
+        # With a weak root, each walk gets its own view (a view holds its root); the
+        # statuses holding one must see a save_counter created afterwards.
+        self._self_weak_views: weakref.WeakSet[ObjectGraphView] = weakref.WeakSet()
+        if self._self_root_ref is None:
+            self._self_view = ObjectGraphView(root if root is not None else self, attached)
+
+    def _root_object(self) -> Trackable | None:
+        """The ``root`` given (dereferenced when it was a weak reference), or ``None``."""
+        if self._self_root_ref is None:
+            return self._self_root
+        root = self._self_root_ref()
+        if root is None:
+            raise TrackableError(
+                "the root object of this Checkpoint, given as a weak reference, no longer exists; keep a "
+                "reference to it for as long as the checkpoint is used"
+            )
+        return root
+
+    def _view(self) -> ObjectGraphView:
+        """The graph saved and restored: from ``root`` (or this checkpoint), with the attached dependencies."""
+        if self._self_view is not None:
+            return self._self_view
+        root = self._root_object()
+        assert root is not None and self._self_attached is not None
+        view = ObjectGraphView(root, [TrackableReference("root", root), *self._self_attached])
+        self._self_weak_views.add(view)
+        return view
 
     # ---------------------------------------------------------- save_counter
     @property
@@ -141,38 +181,55 @@ class Checkpoint(AutoTrackable):
             return
         counter = self.add_variable("save_counter", shape=(), dtype=np.int64, initializer=0, trainable=False)
         self._self_save_counter = counter
-        if self._self_attached is not None and self._self_root is not None:
+        root = self._root_object()
+        if self._self_attached is not None and root is not None:
             # With root=, the counter is attached to the root's level of the graph;
             # a restore that already ran queued its value on the root.
             self._self_attached.append(TrackableReference("save_counter", counter))
-            self._self_view.attached_dependencies.append(TrackableReference("save_counter", counter))
-            waiting = self._self_root._deferred_dependencies.pop("save_counter", [])
+            for view in [self._self_view, *self._self_weak_views]:
+                if view is not None:
+                    view.attached_dependencies.append(TrackableReference("save_counter", counter))
+            waiting = root._deferred_dependencies.pop("save_counter", [])
             for position in sorted(waiting, key=lambda p: p.restore_uid, reverse=True):
                 position.restore(counter)
 
     # ------------------------------------------------------------------ save
-    def write(self, file_prefix: str | os.PathLike[str], options: CheckpointOptions | None = None) -> str:
+    def write(
+        self, file_prefix: str | os.PathLike[str], options: CheckpointOptions | Any = None, session: Any = None
+    ) -> str:
         """Write a checkpoint at exactly ``file_prefix``; no counter, no state file.
+
+        ``session`` (``tf.compat.v1.train.Checkpoint.write(file_prefix, session)``,
+        also accepted in the place of ``options``) is ignored, as eager
+        TensorFlow ignores it.
 
         Returns
         -------
         str
             ``file_prefix``.
         """
+        options = _options_or_session(options, session)
         prefix = os.fspath(file_prefix)
-        items = write_items(self._self_view)
+        items = write_items(self._view())
         backend = _resolve.open_backend(prefix, options)
         backend.save(prefix, items, options, overwrite=True)
         return prefix
 
-    def save(self, file_prefix: str | os.PathLike[str], options: CheckpointOptions | None = None) -> str:
+    def save(
+        self, file_prefix: str | os.PathLike[str], options: CheckpointOptions | Any = None, session: Any = None
+    ) -> str:
         """Increment :attr:`save_counter`, write ``<file_prefix>-<N>`` and update the state file.
+
+        ``session`` (``tf.compat.v1.train.Checkpoint.save(file_prefix, session)``,
+        also accepted in the place of ``options``) is ignored, as eager
+        TensorFlow ignores it.
 
         Returns
         -------
         str
             The path written, e.g. ``"/run/ckpt-3"``; pass it to :meth:`restore`.
         """
+        options = _options_or_session(options, session)
         prefix = os.fspath(file_prefix)
         number = int(self.save_counter.assign_add(1).numpy())
         path = self.write(f"{prefix}-{number}", options)
@@ -219,11 +276,12 @@ class Checkpoint(AutoTrackable):
         except BaseException:
             reader.close()
             raise
+        view = self._view()
         if proto is None:
-            return restore_by_name(reader, self._self_view, path)
-        coordinator = RestoreCoordinator(proto, reader, self._self_view, path)
+            return restore_by_name(reader, view, path)
+        coordinator = RestoreCoordinator(proto, reader, view, path)
         restore_root(coordinator)
-        return CheckpointLoadStatus(coordinator, self._self_view)
+        return CheckpointLoadStatus(coordinator, view)
 
     def restore(self, save_path: str | os.PathLike[str] | None, options: CheckpointOptions | None = None) -> LoadStatus:
         """Restore a checkpoint written by :meth:`save`; values for objects created later are applied then.
@@ -242,7 +300,7 @@ class Checkpoint(AutoTrackable):
             A value does not fit its object; no object was changed.
         """
         if save_path is None:
-            status: LoadStatus = InitializationOnlyStatus(self._self_view, next_uid())
+            status: LoadStatus = InitializationOnlyStatus(self._view(), next_uid())
         else:
             status = self.read(save_path, options)
         # Created after the restore so that a saved counter is restored on creation.
@@ -250,6 +308,29 @@ class Checkpoint(AutoTrackable):
         if isinstance(status, NameBasedSaverStatus):
             status.add_to_optionally_restored(self.save_counter)
         return status
+
+
+def _options_or_session(options: Any, session: Any) -> CheckpointOptions | None:
+    """The options of a save, given TensorFlow 1's ``(file_prefix, session)`` call shape too.
+
+    A TensorFlow session (anything with a ``run`` method) in the place of
+    ``options`` is ignored, as is ``session``: values are numpy arrays, there
+    is nothing to run.
+
+    Raises
+    ------
+    TypeError
+        ``options`` is neither ``CheckpointOptions``, ``None`` nor a session.
+    """
+    del session  # accepted for TensorFlow 1 code; eager execution has no use for it
+    if options is None or isinstance(options, CheckpointOptions):
+        return options
+    if callable(getattr(options, "run", None)):
+        return None
+    raise TypeError(
+        f"options must be a trackpoint.CheckpointOptions (or, in TensorFlow 1's call shape, a session), got "
+        f"{type(options).__name__}"
+    )
 
 
 def _assert_trackable(obj: Any, name: str) -> Trackable:

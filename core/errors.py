@@ -11,6 +11,7 @@ botocore, gcsfs, zarr) into these classes, chained with ``raise ... from exc``.
 
     CheckpointError
     ├── CheckpointNotFoundError        (+ FileNotFoundError)
+    │   └── SavePathIsNoneError        (+ ValueError)   None given where a checkpoint path is required
     ├── CheckpointExistsError          (+ FileExistsError)
     ├── InvalidCheckpointError         (+ ValueError)
     │   └── DataLossError                truncated / corrupted / foreign bytes
@@ -22,6 +23,7 @@ botocore, gcsfs, zarr) into these classes, chained with ``raise ... from exc``.
     │   ├── ShapeMismatchError
     │   └── DTypeMismatchError         (+ TypeError)
     ├── UnsupportedDTypeError          (+ TypeError)
+    ├── UnsupportedOptionError         (+ NotImplementedError) an option trackpoint does not implement (yet)
     ├── MatchError                     (+ AssertionError) a load-status assertion failed
     ├── StorageError                   (+ OSError)      the store failed
     │   ├── StoragePermissionError     (+ PermissionError)
@@ -68,6 +70,7 @@ __all__ = [
     "MatchError",
     "NameConflictError",
     "PluginError",
+    "SavePathIsNoneError",
     "ShapeMismatchError",
     "StorageError",
     "StoragePermissionError",
@@ -75,6 +78,7 @@ __all__ = [
     "TransientStorageError",
     "UnknownBackendError",
     "UnsupportedDTypeError",
+    "UnsupportedOptionError",
     "translate_error",
 ]
 
@@ -160,6 +164,10 @@ class CheckpointNotFoundError(_VerbatimMessage, FileNotFoundError):
     """A checkpoint (or a file a checkpoint needs) does not exist."""
 
 
+class SavePathIsNoneError(CheckpointNotFoundError, ValueError):
+    """``None`` was given where a checkpoint path is required (TensorFlow raises ``ValueError`` there)."""
+
+
 class CheckpointExistsError(_VerbatimMessage, FileExistsError):
     """A committed checkpoint already exists where a new one was to be written."""
 
@@ -209,6 +217,10 @@ class DTypeMismatchError(AssignmentError, TypeError):
 
 class UnsupportedDTypeError(CheckpointError, TypeError):
     """A dtype that no checkpoint format can store (e.g. arbitrary Python objects)."""
+
+
+class UnsupportedOptionError(CheckpointError, NotImplementedError):
+    """An option TensorFlow accepts was set to a value trackpoint does not implement (yet)."""
 
 
 class MatchError(CheckpointError, AssertionError):

@@ -461,11 +461,17 @@ class LoadStatus(abc.ABC):
     def assert_nontrivial_match(self) -> LoadStatus:
         """Raise :class:`MatchError` if nothing but the root matched."""
 
-    def run_restore_ops(self) -> None:  # noqa: B027 - a no-op that subclasses may keep
-        """Kept for TensorFlow compatibility: values are applied eagerly, nothing to run."""
+    def run_restore_ops(self, session: Any = None) -> None:  # noqa: B027 - a no-op that subclasses may keep
+        """Kept for TensorFlow compatibility: values are applied eagerly, nothing to run.
 
-    def initialize_or_restore(self) -> None:  # noqa: B027 - a no-op that subclasses may keep
-        """Kept for TensorFlow compatibility: variables are initialized or restored eagerly."""
+        ``session`` (TensorFlow 1's ``sess``) is accepted and ignored, as eager TensorFlow ignores it.
+        """
+
+    def initialize_or_restore(self, session: Any = None) -> None:  # noqa: B027 - a no-op that subclasses may keep
+        """Kept for TensorFlow compatibility: variables are initialized or restored eagerly.
+
+        ``session`` (TensorFlow 1's ``sess``) is accepted and ignored, as eager TensorFlow ignores it.
+        """
 
     def expect_partial(self) -> LoadStatus:
         """Silence the warning about unused checkpoint values; returns ``self``."""
@@ -637,6 +643,16 @@ class InitializationOnlyStatus(LoadStatus):
     def assert_nontrivial_match(self) -> InitializationOnlyStatus:
         """Always fails: :class:`MatchError`."""
         raise MatchError(_NO_CHECKPOINT)
+
+    def run_restore_ops(self, session: Any = None) -> None:
+        """Always fails, as in TensorFlow: :class:`MatchError` (an ``AssertionError``); there is nothing to restore.
+
+        Use :meth:`initialize_or_restore`, which works with or without a checkpoint.
+        """
+        raise MatchError(
+            "No checkpoint specified, so no restore ops are available (save_path=None to Saver.restore). "
+            "Call initialize_or_restore() instead, which also works without a checkpoint."
+        )
 
 
 class NameBasedSaverStatus(LoadStatus):

@@ -17,6 +17,7 @@ matches variables by name.
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import logging
 import os
 import time
@@ -33,6 +34,7 @@ from trackpoint.errors import (
     DTypeMismatchError,
     InvalidCheckpointError,
     NameConflictError,
+    SavePathIsNoneError,
     ShapeMismatchError,
     TrackableError,
 )
@@ -233,7 +235,26 @@ class Saver:
             _log.warning("Ignoring: could not delete old checkpoint %s: %s", path, exc)
 
     # ----------------------------------------------------------------- save
-    def save(
+    def save(self, *args: Any, **kwargs: Any) -> str | None:
+        """Save the variables; TensorFlow 1's ``save(sess, save_path, global_step, ...)`` works too.
+
+        Called as ``save(save_path, global_step=None, latest_filename=None,
+        write_state=True, options=None)`` (see :meth:`_save`), or with
+        TensorFlow 1's arguments ``save(sess, save_path, global_step=None,
+        latest_filename=None, meta_graph_suffix="meta", write_meta_graph=True,
+        write_state=True, strip_default_attrs=False, save_debug_info=False)``:
+        the session and the meta-graph arguments are accepted and ignored (no
+        graph is written), as eager TensorFlow ignores the session.
+        """
+        session_first = bool(args) and not isinstance(args[0], (str, os.PathLike))
+        if "sess" in kwargs or (session_first and (len(args) >= 2 or "save_path" in kwargs)):
+            bound = _TF1_SAVE.bind(*args, **kwargs)
+            bound.apply_defaults()
+            a = bound.arguments
+            return self._save(a["save_path"], a["global_step"], a["latest_filename"], a["write_state"], a["options"])
+        return self._save(*args, **kwargs)
+
+    def _save(
         self,
         save_path: str | os.PathLike[str],
         global_step: int | Any | None = None,
@@ -324,7 +345,17 @@ class Saver:
         return dataclasses.replace(opts, num_writers=max(1, min(_MAX_SHARDS, len(self._vars))))
 
     # -------------------------------------------------------------- restore
-    def restore(self, save_path: str | os.PathLike[str] | None) -> None:
+    def restore(self, *args: Any, **kwargs: Any) -> None:
+        """Restore every variable: ``restore(save_path)``, or TensorFlow 1's ``restore(sess, save_path)``.
+
+        The session is accepted and ignored; see :meth:`_restore`.
+        """
+        if len(args) == 2 or "sess" in kwargs:
+            bound = _TF1_RESTORE.bind(*args, **kwargs)
+            return self._restore(bound.arguments["save_path"])
+        return self._restore(*args, **kwargs)
+
+    def _restore(self, save_path: str | os.PathLike[str] | None) -> None:
         """Restore every variable from the checkpoint ``save_path``.
 
         Keys are the variables' names. On an object-based checkpoint a name
@@ -335,7 +366,8 @@ class Saver:
         Raises
         ------
         CheckpointNotFoundError
-            ``save_path`` is ``None`` or no checkpoint is committed there.
+            No checkpoint is committed at ``save_path``; for ``None`` the
+            subclass ``SavePathIsNoneError``, also a ``ValueError`` as in TensorFlow.
         CheckpointKeyError
             Some variables are not in the checkpoint; the message lists them
             and explains the likely cause.
@@ -345,7 +377,7 @@ class Saver:
         if not self._vars:
             return
         if save_path is None:
-            raise CheckpointNotFoundError("Can't load save_path when it is None.")
+            raise SavePathIsNoneError("Can't load save_path when it is None.")
         prefix = _as_path(save_path, "save_path")
         backend = _open_backend(prefix, self._options)
         if not backend.exists(prefix):
@@ -433,3 +465,27 @@ def _as_step(step: Any) -> int:
 
 def _basename(path: str) -> str:
     return path.rstrip("/").rsplit("/", 1)[-1] if _paths.scheme(path) else os.path.basename(path)
+
+
+def _tf1_save(
+    sess: Any,
+    save_path: str | os.PathLike[str],
+    global_step: Any = None,
+    latest_filename: str | None = None,
+    meta_graph_suffix: str = "meta",
+    write_meta_graph: bool = True,
+    write_state: bool = True,
+    strip_default_attrs: bool = False,
+    save_debug_info: bool = False,
+    *,
+    options: CheckpointOptions | None = None,
+) -> None:
+    """TensorFlow 1's ``Saver.save`` arguments (only bound, never called)."""
+
+
+def _tf1_restore(sess: Any, save_path: str | os.PathLike[str] | None) -> None:
+    """TensorFlow 1's ``Saver.restore`` arguments (only bound, never called)."""
+
+
+_TF1_SAVE: Final = inspect.signature(_tf1_save)
+_TF1_RESTORE: Final = inspect.signature(_tf1_restore)

@@ -53,7 +53,7 @@ from __future__ import annotations
 import os
 import uuid
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from types import TracebackType
@@ -124,6 +124,22 @@ class CheckpointOptions:
     num_writers
         How many shards are written in parallel; ``None`` for the backend's
         default (one per CPU, capped).
+    experimental_io_device
+        TensorFlow's device for checkpoint I/O. Accepted so that TensorFlow
+        code ports unchanged; it has no effect on numpy (there is no device).
+    experimental_enable_async_checkpoint, enable_async
+        TensorFlow's asynchronous save. Only the default (``False``) is
+        implemented yet: ``True`` raises :class:`UnsupportedOptionError`.
+    experimental_write_callbacks
+        TensorFlow's callbacks run after a write. Only the default (``None``
+        or empty) is implemented yet; callbacks raise
+        :class:`UnsupportedOptionError`.
+    experimental_skip_slot_variables
+        TensorFlow's switch to skip optimizer slot variables. Only the default
+        (``False``) is implemented; ``True`` raises :class:`UnsupportedOptionError`.
+    experimental_sharding_callback
+        TensorFlow's callback deciding the shards. Not implemented (``None``
+        only); bound shard sizes with ``max_shard_bytes`` instead.
     """
 
     backend: str | None = None
@@ -131,8 +147,33 @@ class CheckpointOptions:
     backend_options: Mapping[str, Any] = field(default_factory=dict)
     max_shard_bytes: int | None = None
     num_writers: int | None = None
+    experimental_io_device: str | None = None
+    experimental_enable_async_checkpoint: bool = False
+    experimental_write_callbacks: Sequence[Callable[..., Any]] | None = None
+    enable_async: bool = False
+    experimental_skip_slot_variables: bool = False
+    experimental_sharding_callback: Any = None
 
     def __post_init__(self) -> None:
+        unsupported = [
+            name
+            for name, value in (
+                ("experimental_enable_async_checkpoint", self.experimental_enable_async_checkpoint),
+                ("enable_async", self.enable_async),
+                ("experimental_write_callbacks", self.experimental_write_callbacks),
+                ("experimental_skip_slot_variables", self.experimental_skip_slot_variables),
+                ("experimental_sharding_callback", self.experimental_sharding_callback),
+            )
+            if value
+        ]
+        if unsupported:
+            from trackpoint.errors import UnsupportedOptionError
+
+            raise UnsupportedOptionError(
+                f"CheckpointOptions({', '.join(f'{n}=...' for n in unsupported)}): trackpoint accepts TensorFlow's "
+                "field but does not implement a non-default value of it yet; leave it at its default (for shard "
+                "sizes use max_shard_bytes)"
+            )
         if self.backend is not None and not isinstance(self.backend, str):
             raise TypeError(f"CheckpointOptions.backend must be a str or None, got {type(self.backend).__name__}")
         if self.max_shard_bytes is not None and self.max_shard_bytes <= 0:

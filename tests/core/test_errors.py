@@ -11,6 +11,7 @@ import trackpoint.errors as E
 
 BUILTIN_OF = {
     E.CheckpointNotFoundError: FileNotFoundError,
+    E.SavePathIsNoneError: ValueError,
     E.CheckpointExistsError: FileExistsError,
     E.InvalidCheckpointError: ValueError,
     E.DataLossError: ValueError,
@@ -22,6 +23,7 @@ BUILTIN_OF = {
     E.ShapeMismatchError: ValueError,
     E.DTypeMismatchError: TypeError,
     E.UnsupportedDTypeError: TypeError,
+    E.UnsupportedOptionError: NotImplementedError,
     E.MatchError: AssertionError,
     E.StorageError: OSError,
     E.StoragePermissionError: PermissionError,
