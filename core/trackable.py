@@ -394,8 +394,9 @@ class Trackable:
         dtype
             Element type; float32 when neither it nor the initializer fixes one.
         initializer
-            ``None`` (zeros), a value (array or scalar, broadcast to ``shape``),
-            or a callable ``initializer(shape, dtype)`` returning the value.
+            ``None`` (zeros), a value of shape ``shape`` (not broadcast, as
+            in TensorFlow), or a callable ``initializer(shape, dtype)``
+            returning the value.
         trainable
             Stored on the variable for optimizers and users.
 
@@ -404,7 +405,8 @@ class Trackable:
         NameConflictError
             A dependency called ``name`` exists already.
         ShapeMismatchError, DTypeMismatchError
-            A waiting checkpoint value does not fit ``shape``/``dtype``.
+            A waiting checkpoint value does not fit ``shape``/``dtype``, or a
+            constant ``initializer`` has another shape than ``shape``.
         """
         from trackpoint.dtypes import as_dtype
         from trackpoint.variables import Variable
@@ -438,6 +440,48 @@ class Trackable:
             variable = Variable(value, dtype=want_dtype, name=name, trainable=trainable, shape=want_shape)
         self._track_trackable(variable, name)
         return variable
+
+    def _add_variable_with_custom_getter(
+        self,
+        name: str,
+        shape: Any = None,
+        dtype: Any = np.float32,
+        initializer: Any = None,
+        getter: Callable[..., Any] | None = None,
+        overwrite: bool = False,
+        **kwargs_for_getter: Any,
+    ) -> Any:
+        """Create a variable through ``getter`` and track it as ``name`` (TensorFlow's extension point).
+
+        ``getter(name=name, shape=shape, dtype=dtype, initializer=initializer,
+        **kwargs_for_getter)`` creates the variable, in whatever framework.
+        When a restore is waiting for ``name`` with a plain variable value,
+        ``initializer`` is replaced by a callable ``initializer(shape=None,
+        dtype=None)`` returning the checkpoint's value, so any getter restores
+        on creation; the result is then tracked (and restored again if it is
+        a trackable). With ``overwrite``, a result that is not a
+        :class:`Trackable` is returned untracked, as in TensorFlow.
+
+        Raises
+        ------
+        TrackableError
+            ``getter`` is missing, or the result is not trackable (without ``overwrite``).
+        NameConflictError
+            ``name`` is tracked already and ``overwrite`` is false.
+        """
+        if getter is None:
+            raise TrackableError(
+                f"_add_variable_with_custom_getter({name!r}) needs a getter(name=, shape=, dtype=, initializer=, ...) "
+                "that creates the variable; use add_variable() for a trackpoint.Variable"
+            )
+        self._maybe_initialize_trackable()
+        position = self._preload_simple_restoration(name)
+        if position is not None:
+            initializer = _CheckpointInitialValue(position, name)
+        created = getter(name=name, shape=shape, dtype=dtype, initializer=initializer, **kwargs_for_getter)
+        if not overwrite or isinstance(created, Trackable):
+            return self._track_trackable(created, name=name, overwrite=overwrite)
+        return created
 
     def _preload_simple_restoration(self, name: str) -> DeferredRestore | None:
         """The newest waiting restore for ``name`` if it is a plain variable value."""
@@ -587,16 +631,45 @@ def make_saveable(trackable: Trackable, attribute: str, factory: Any, key: str) 
     return value
 
 
+class _CheckpointInitialValue:
+    """An initializer returning the value a waiting restore holds for a variable (restore on create)."""
+
+    def __init__(self, position: DeferredRestore, name: str) -> None:
+        self._position = position
+        self._name = name
+
+    def __call__(self, shape: Any = None, dtype: Any = None, **_: Any) -> np.ndarray[Any, Any]:
+        from trackpoint.variables import Variable
+
+        info = self._position.tensor_info()
+        if shape is not None and tuple(int(d) for d in shape) != tuple(info.shape):
+            raise ShapeMismatchError(
+                f"{self._name!r}: the checkpoint holds shape {tuple(info.shape)}, but shape {tuple(shape)} was "
+                "requested"
+            )
+        holder = Variable._uninitialized(info.shape, info.dtype, name=self._name, trainable=False)
+        self._position.restore(holder)
+        return holder.numpy()
+
+
 def _initial_value(initializer: Any, shape: tuple[int, ...] | None, dtype: np.dtype[Any] | None) -> Any:
-    """The value add_variable starts from when nothing is restored."""
+    """The value add_variable starts from when nothing is restored.
+
+    Raises
+    ------
+    ShapeMismatchError
+        ``initializer`` is a value of another shape than ``shape``: it is not
+        broadcast, as TensorFlow does not broadcast a constant initializer.
+    """
     if initializer is None:
         return np.zeros(shape or (), dtype=dtype if dtype is not None else np.float32)
     if callable(initializer):
         fn: Callable[..., Any] = initializer
         return fn(shape if shape is not None else (), dtype if dtype is not None else np.dtype(np.float32))
-    if shape is not None and np.ndim(initializer) == 0:
-        from trackpoint.dtypes import convert_initial_value
-
-        scalar = convert_initial_value(initializer, dtype, "add_variable")
-        return np.full(shape, scalar, dtype=scalar.dtype)
+    if shape is not None and np.shape(initializer) != shape:
+        raise ShapeMismatchError(
+            f"add_variable: the initializer is a constant of shape {np.shape(initializer)}, but shape {shape} was "
+            "requested; a constant is not broadcast (TensorFlow: 'If initializer is a constant, do not specify "
+            "shape.'). Pass a value of the requested shape, or a callable initializer(shape, dtype)."
+        )
     return initializer
