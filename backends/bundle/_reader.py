@@ -1,0 +1,339 @@
+"""Reading a committed bundle: the parsed index, range checks, and slice assembly.
+
+The index is read and parsed once; every entry is checked before anything
+large is allocated. Data is read straight into the destination arrays, with
+adjacent ranges of one data file coalesced and data files read in parallel
+where the store offers ranged reads.
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, Final
+
+import numpy as np
+
+from trackpoint.backends.bundle._codec import Entry, decode_entry, decode_header, decode_strings
+from trackpoint.backends.bundle._crc import crc32c, unmask
+from trackpoint.backends.bundle._dtypes import DT_STRING, READABLE, dtype_from_tf
+from trackpoint.backends.bundle._names import data_filename, index_name
+from trackpoint.backends.bundle._ordered_code import encode_slice_key
+from trackpoint.backends.bundle._sstable import read_table
+from trackpoint.backends.bundle._writer import byte_view
+from trackpoint.backends.files import FileLayer
+from trackpoint.errors import (
+    CheckpointKeyError,
+    CheckpointNotFoundError,
+    DataLossError,
+    DTypeMismatchError,
+    InvalidCheckpointError,
+    ShapeMismatchError,
+    StorageError,
+)
+from trackpoint.storage import CheckpointReader, TensorInfo
+
+#: A header claiming more shards than this is treated as corrupt.
+_MAX_SHARDS: Final = 1 << 24
+
+
+@dataclass(frozen=True, slots=True)
+class _Stored:
+    """One readable entry: decoded proto plus its numpy dtype.
+
+    ``problem`` says why no numpy array can hold the tensor (``None`` if one
+    can); such entries stay listed and fail on ``info`` and ``read``.
+    """
+
+    entry: Entry
+    dtype: np.dtype[Any]
+    swap: bool
+    name: bytes
+    problem: str | None = None
+
+
+#: numpy's limits on an array (``NPY_MAXDIMS`` and ``NPY_MAX_INTP`` bytes).
+_MAX_RANK: Final = 64
+_MAX_ARRAY_BYTES: Final = sys.maxsize
+
+
+def _unholdable(shape: tuple[int, ...], dtype: np.dtype[Any]) -> str | None:
+    """Why numpy cannot create an array of ``shape`` and ``dtype``, or ``None`` when it can.
+
+    The size checks of an entry compare element counts with byte counts, so a
+    zero dimension makes any other dimensions pass them (``[0, 2**40, 2**40]``
+    holds no element). numpy still multiplies the non-zero dimensions and the
+    item size and refuses the shape, with a plain ValueError at allocation.
+    """
+    if len(shape) > _MAX_RANK:
+        return f"has {len(shape)} dimensions; numpy arrays hold at most {_MAX_RANK}"
+    nbytes = dtype.itemsize
+    for d in shape:
+        if d:
+            nbytes *= d
+    if nbytes > _MAX_ARRAY_BYTES:
+        return f"has shape {shape} of {dtype}, which no numpy array can hold (over 2**63 bytes addressed)"
+    return None
+
+
+class BundleReader(CheckpointReader):
+    """A parsed ``.index`` and lazy access to the data files."""
+
+    def __init__(self, files: FileLayer, prefix: str, index_bytes: bytes) -> None:
+        self.prefix = prefix
+        self._files = files
+        self._where = index_name(prefix)
+        self._closed = False
+        table = read_table(index_bytes, self._where)
+        if not table or table[0][0] != b"":
+            raise DataLossError(f"{self._where}: the bundle header entry is missing")
+        header = decode_header(table[0][1], self._where)
+        if header.num_shards > _MAX_SHARDS or (header.num_shards == 0 and len(table) > 1):
+            raise DataLossError(f"{self._where}: the header claims an implausible {header.num_shards} data shards")
+        self._num_shards = header.num_shards
+        self._entries: dict[str, _Stored] = {}
+        self._slices: dict[bytes, _Stored] = {}
+        self._sizes: dict[int, int] = {}
+        self._paths: dict[int, str] = {}
+        self._size_lock = threading.Lock()
+        types: dict[int, tuple[np.dtype[Any], bool]] = {}
+        for key, value in table[1:]:
+            where = f"{self._where}: entry {key!r}"
+            e = decode_entry(value, where)
+            kind = types.get(e.dtype)
+            if kind is None:
+                # Unreadable types (resource, variant) stay listed and fail only when read.
+                kind = (
+                    dtype_from_tf(e.dtype, header.big_endian, where)
+                    if e.dtype in READABLE
+                    else (np.dtype(np.uint8), False)
+                )
+                types[e.dtype] = kind
+            dtype, swap = kind
+            if e.dtype == DT_STRING and not e.slices:
+                count = 1
+                for d in e.shape:
+                    count *= d
+                # Every string takes at least one length byte: this bounds the
+                # element array allocated before the bytes are checked.
+                if count and count + 4 > e.size:
+                    raise DataLossError(f"{where}: {e.size} bytes cannot hold {count} strings")
+            if not e.slices:
+                if e.shard_id >= self._num_shards:
+                    raise DataLossError(f"{where}: shard_id {e.shard_id} is not below num_shards {self._num_shards}")
+                if e.dtype in READABLE and e.dtype != DT_STRING:
+                    count = 1
+                    for d in e.shape:
+                        count *= d
+                    if count * dtype.itemsize != e.size:
+                        raise DataLossError(
+                            f"{where}: shape {e.shape} of {dtype} needs {count * dtype.itemsize} bytes "
+                            f"but the entry records {e.size}"
+                        )
+            # Strings are object arrays: one pointer per element.
+            holder = np.dtype(object) if e.dtype == DT_STRING else dtype
+            stored = _Stored(e, dtype, swap, key, _unholdable(e.shape, holder))
+            if key[:1] == b"\x00":
+                self._slices[key] = stored
+            else:
+                self._entries[key.decode("utf-8", "surrogateescape")] = stored
+        self._keys = sorted(self._entries)
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise StorageError(f"bundle: reader of {self.prefix!r} is closed")
+
+    def keys(self) -> list[str]:
+        # docstring inherited
+        return list(self._keys)
+
+    def _get(self, key: str) -> _Stored:
+        self._check_open()
+        try:
+            return self._entries[key]
+        except KeyError:
+            raise CheckpointKeyError(f"bundle: checkpoint {self.prefix!r} has no tensor {key!r}") from None
+
+    def info(self, key: str) -> TensorInfo:
+        # docstring inherited
+        s = self._get(key)
+        self._readable(key, s)
+        return TensorInfo(s.dtype, s.entry.shape)
+
+    def _readable(self, key: str, s: _Stored) -> None:
+        if s.entry.dtype not in READABLE:
+            dtype_from_tf(s.entry.dtype, False, f"{self._where}: tensor {key!r}")
+        if s.problem is not None:
+            raise InvalidCheckpointError(f"{self._where}: tensor {key!r} {s.problem}")
+
+    def _data_path(self, shard_id: int) -> str:
+        path = self._paths.get(shard_id)
+        if path is None:
+            path = self._paths[shard_id] = data_filename(self.prefix, shard_id, self._num_shards)
+        return path
+
+    def _check_range(self, key: str, e: Entry) -> str:
+        """The data file of ``e``, after checking the entry lies inside it (before any allocation)."""
+        path = self._data_path(e.shard_id)
+        # Sizes are only ever added, and dict reads are atomic, so the lock guards the fill alone.
+        size = self._sizes.get(e.shard_id)
+        if size is None:
+            got = self._files.size(path)
+            if got is None:
+                raise DataLossError(f"bundle: data file {path!r} of {self.prefix!r} is missing (needed by {key!r})")
+            size = got
+            with self._size_lock:
+                self._sizes[e.shard_id] = size
+        if e.offset + e.size > size:
+            raise DataLossError(
+                f"bundle: tensor {key!r} at offset {e.offset} (+{e.size} bytes) lies beyond the end of "
+                f"{path!r} ({size} bytes): the file is truncated"
+            )
+        return path
+
+    def _prepare(self, key: str, s: _Stored, out: np.ndarray[Any, Any] | None) -> np.ndarray[Any, Any]:
+        if out is None:
+            return np.empty(s.entry.shape, dtype=s.dtype)
+        if out.dtype != s.dtype:
+            raise DTypeMismatchError(f"bundle: cannot read {key!r} ({s.dtype}) into an array of dtype {out.dtype}")
+        if tuple(out.shape) != s.entry.shape:
+            raise ShapeMismatchError(
+                f"bundle: cannot read {key!r} of shape {s.entry.shape} into an array of shape {out.shape}"
+            )
+        if not (out.flags.c_contiguous and out.flags.writeable):
+            raise ShapeMismatchError(f"bundle: the destination for {key!r} must be C-contiguous and writeable")
+        return out
+
+    def _verify(self, key: str, s: _Stored, view: memoryview, out: np.ndarray[Any, Any]) -> None:
+        if crc32c(view) != unmask(s.entry.crc32c):
+            raise DataLossError(
+                f"bundle: CRC-32C mismatch for tensor {key!r} in {self._data_path(s.entry.shard_id)!r} at offset "
+                f"{s.entry.offset} ({s.entry.size} bytes): the data is corrupted"
+            )
+        if s.swap:
+            out.reshape(-1).view(f"u{s.dtype.itemsize}").byteswap(inplace=True)
+
+    def read(self, key: str, out: np.ndarray[Any, Any] | None = None) -> np.ndarray[Any, Any]:
+        # docstring inherited
+        s = self._get(key)
+        self._readable(key, s)
+        if s.entry.slices:
+            return self._assemble(key, s, out)
+        return self._read_plain(key, s, out)
+
+    def _read_plain(self, key: str, s: _Stored, out: np.ndarray[Any, Any] | None) -> np.ndarray[Any, Any]:
+        e = s.entry
+        path = self._check_range(key, e)
+        if e.dtype == DT_STRING:
+            buf = bytearray(e.size)
+            if e.size:
+                self._fill(path, [(e.offset, memoryview(buf))])
+            return decode_strings(
+                bytes(buf), e.shape, e.crc32c, s.dtype.byteorder == ">", f"bundle: tensor {key!r} in {path!r}"
+            )
+        dest = self._prepare(key, s, out)
+        view = byte_view(dest)
+        if len(view):
+            self._fill(path, [(e.offset, view)])
+        self._verify(key, s, view, dest)
+        return dest
+
+    def _fill(self, path: str, ranges: list[tuple[int, memoryview]]) -> None:
+        try:
+            self._files.read_ranges(path, ranges)
+        except CheckpointNotFoundError as exc:
+            # The index names this file, so its absence is damage, not a missing checkpoint.
+            raise DataLossError(f"bundle: data file {path!r} of {self.prefix!r} is missing") from exc
+
+    def _assemble(self, key: str, s: _Stored, out: np.ndarray[Any, Any] | None) -> np.ndarray[Any, Any]:
+        """Build a partitioned tensor from its slice entries.
+
+        Every slice is validated (bounds, entry, shape, range in its data file)
+        and the slices must cover the tensor before the result is allocated, so
+        an index claiming a huge partitioned tensor cannot trigger a huge allocation.
+        """
+        shape = s.entry.shape
+        plan: list[tuple[tuple[slice, ...], _Stored]] = []
+        covered = 0
+        for extents in s.entry.slices:
+            if len(extents) != len(shape):
+                raise DataLossError(f"{self._where}: slice {extents} of {key!r} does not match its rank {len(shape)}")
+            bounds: list[slice] = []
+            for (start, length), dim in zip(extents, shape, strict=False):
+                stop = dim if length < 0 else start + length
+                if start < 0 or stop > dim or (length >= 0 and start > stop):
+                    raise DataLossError(f"{self._where}: slice {extents} lies outside {key!r} of shape {shape}")
+                bounds.append(slice(start if length >= 0 else 0, stop))
+            piece = self._slices.get(encode_slice_key(s.name, list(extents)))
+            if piece is None:
+                raise DataLossError(f"{self._where}: slice {extents} of {key!r} has no entry")
+            self._readable(key, piece)
+            want = tuple(sl.stop - sl.start for sl in bounds)
+            if piece.entry.shape != want or piece.entry.dtype != s.entry.dtype:
+                raise DataLossError(
+                    f"{self._where}: slice {extents} of {key!r} is stored as {piece.entry.shape}, expected {want}"
+                )
+            self._check_range(key, piece.entry)
+            count = 1
+            for d in want:
+                count *= d
+            covered += count
+            plan.append((tuple(bounds), piece))
+        total = 1
+        for d in shape:
+            total *= d
+        if covered < total:
+            raise DataLossError(
+                f"{self._where}: the slices of {key!r} hold {covered} of its {total} elements; the tensor is incomplete"
+            )
+        dest = np.empty(shape, dtype=s.dtype) if s.dtype.kind == "O" else self._prepare(key, s, out)
+        for index, piece in plan:
+            dest[index] = self._read_plain(key, piece, None)
+        return dest
+
+    def read_many(self, requests: Sequence[tuple[str, np.ndarray[Any, Any] | None]]) -> list[np.ndarray[Any, Any]]:
+        """Read several tensors: adjacent ranges are read with one vectored call, data files in parallel."""
+        self._check_open()
+        results: list[np.ndarray[Any, Any]] = []
+        by_shard: dict[int, list[tuple[str, _Stored, np.ndarray[Any, Any], memoryview]]] = {}
+        entries = self._entries
+        for key, out in requests:
+            s = entries.get(key)
+            if (
+                s is None
+                or s.entry.slices
+                or s.entry.dtype == DT_STRING
+                or s.entry.dtype not in READABLE
+                or s.problem is not None
+            ):
+                # Uncommon cases (and the errors for unknown keys) take the general path.
+                results.append(self.read(key, out))
+                continue
+            e = s.entry
+            # Range check before allocating, so an implausible entry never allocates.
+            self._check_range(key, e)
+            dest = self._prepare(key, s, out)
+            results.append(dest)
+            by_shard.setdefault(e.shard_id, []).append((key, s, dest, byte_view(dest)))
+
+        def run(shard_id: int) -> None:
+            group = by_shard[shard_id]
+            self._fill(self._data_path(shard_id), [(g[1].entry.offset, g[3]) for g in group if len(g[3])])
+            for key, s, dest, view in group:
+                self._verify(key, s, view, dest)
+
+        if len(by_shard) > 1 and self._files.capabilities.ranged_reads:
+            with ThreadPoolExecutor(max_workers=min(8, len(by_shard)), thread_name_prefix="trackpoint-read") as ex:
+                for f in [ex.submit(run, sid) for sid in by_shard]:
+                    f.result()
+        else:
+            for sid in by_shard:
+                run(sid)
+        return results
+
+    def close(self) -> None:
+        # docstring inherited
+        self._closed = True

@@ -1,0 +1,104 @@
+"""Commit strategies are objects chosen from a store's declared capabilities, on any FileLayer."""
+
+from __future__ import annotations
+
+import ast
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from trackpoint.backends.bundle import BundleBackend
+from trackpoint.backends.bundle._commit import CommitStrategy, CreateCommit, RenameCommit, choose_strategy
+from trackpoint.backends.files import FileLayer, FileSink
+from trackpoint.backends.local import LocalFiles
+from trackpoint.errors import BackendError
+from trackpoint.storage import ANY_VERSION, Capabilities, VersionedBytes, WriteItem
+
+BUNDLE = Path(__file__).resolve().parents[3] / "backends" / "bundle"
+
+
+class _Forwarding(FileLayer):
+    """A store that is not LocalFiles (nor a subclass): its capabilities are all the bundle sees."""
+
+    store_name = "forwarding"
+
+    def __init__(self, capabilities: Capabilities) -> None:
+        self.capabilities = capabilities
+        self._to = LocalFiles(capabilities=capabilities)
+
+    def open_sink(self, path: str, *, create_only: bool = False) -> FileSink:
+        return self._to.open_sink(path, create_only=create_only)
+
+    def read_into(self, path: str, offset: int, out: memoryview) -> None:
+        self._to.read_into(path, offset, out)
+
+    def size(self, path: str) -> int | None:
+        return self._to.size(path)
+
+    def listdir(self, directory: str) -> list[str]:
+        return self._to.listdir(directory)
+
+    def delete(self, paths: Sequence[str]) -> None:
+        self._to.delete(paths)
+
+    def read_versioned(self, path: str) -> VersionedBytes | None:
+        return self._to.read_versioned(path)
+
+    def write_versioned(self, path: str, data: bytes, *, if_version: object = ANY_VERSION) -> str:
+        return self._to.write_versioned(path, data, if_version=if_version)  # type: ignore[arg-type]
+
+    def rename(self, src: str, dst: str) -> None:
+        self._to.rename(src, dst)
+
+    def makedirs(self, directory: str) -> None:
+        self._to.makedirs(directory)
+
+    def remove_dir(self, directory: str) -> None:
+        self._to.remove_dir(directory)
+
+
+@pytest.mark.parametrize(
+    ("caps", "strategy"),
+    [
+        (Capabilities(atomic_rename=True, conditional_create=True), RenameCommit),
+        (Capabilities(atomic_rename=True), RenameCommit),
+        (Capabilities(conditional_create=True), CreateCommit),
+    ],
+)
+def test_strategy_is_chosen_from_declared_capabilities(
+    caps: Capabilities, strategy: type[CommitStrategy], tmp_path: Path
+) -> None:
+    files = _Forwarding(caps)
+    chosen = choose_strategy(files)
+    assert type(chosen) is strategy and chosen.files is files
+    backend = BundleBackend(files)
+    assert f"({strategy.name} commit)" in repr(backend)
+    prefix = str(tmp_path / "ckpt")
+    backend.save(prefix, [WriteItem("w", np.arange(5, dtype=np.int16))])
+    with backend.open_reader(prefix) as r:
+        np.testing.assert_array_equal(r.read("w"), np.arange(5, dtype=np.int16))
+
+
+def test_a_store_without_atomic_commit_is_refused() -> None:
+    with pytest.raises(BackendError, match="'forwarding' has neither atomic rename nor conditional create"):
+        choose_strategy(_Forwarding(Capabilities()))
+
+
+def test_no_module_of_the_format_exceeds_600_lines() -> None:
+    sizes = {p.name: len(p.read_text().splitlines()) for p in BUNDLE.glob("*.py")}
+    assert "_commit.py" in sizes and "_reader.py" in sizes and "_writer.py" in sizes
+    assert max(sizes.values()) < 600, sizes
+
+
+def test_the_commit_strategy_is_never_chosen_by_store_type_or_flag() -> None:
+    stores = {"FileLayer", "LocalFiles", "FsspecFiles", "ObjectStore", "S3Files", "GCSFiles"}
+    for path in BUNDLE.glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "isinstance":
+                named = {n.id for n in ast.walk(node.args[1]) if isinstance(n, ast.Name)}
+                named |= {n.attr for n in ast.walk(node.args[1]) if isinstance(n, ast.Attribute)}
+                assert not named & stores, f"{path.name}:{node.lineno} checks the store's type"
+            if isinstance(node, ast.Attribute) and node.attr == "_rename":
+                raise AssertionError(f"{path.name}:{node.lineno} branches on a strategy flag")
