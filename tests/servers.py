@@ -47,7 +47,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -438,13 +438,6 @@ class ObjectStoreConformance:
     # Still above the backends' upload part sizes and the bundle's 8 MiB write buffer.
     huge_tensor_bytes: ClassVar[int] = 9 * 2**20 + 3
     many_tensors_count: ClassVar[int] = 200
-    # Same create-only commit as TestBundleCreateOnly (tests/conformance/test_bundle.py).
-    known_gaps: ClassVar[Mapping[str, str]] = {
-        "test_failed_save_keeps_existing_checkpoint": (
-            "begin(overwrite=True) deletes the old checkpoint (index first) before writing, because the "
-            "new data objects take the same final names; a failed overwrite leaves no checkpoint there"
-        ),
-    }
 
     @property
     def _scheme(self) -> str:

@@ -13,6 +13,7 @@ import time
 from collections.abc import Sequence
 
 from trackpoint.backends.bundle._commit import CommitStrategy, choose_strategy
+from trackpoint.backends.bundle._listing import delete_prefix, old_enough
 from trackpoint.backends.bundle._names import (
     DATA_RE,
     MIN_AGE,
@@ -21,10 +22,11 @@ from trackpoint.backends.bundle._names import (
     SINK_TEMP_RE,
     check_prefix,
     check_save_id,
+    data_count,
     data_filename,
     index_name,
 )
-from trackpoint.backends.bundle._reader import BundleReader
+from trackpoint.backends.bundle._reader import BundleReader, header_count
 from trackpoint.backends.files import FileLayer
 from trackpoint.errors import CheckpointNotFoundError
 from trackpoint.storage import (
@@ -81,12 +83,14 @@ class BundleBackend(StorageBackend):
         With ``overwrite=False`` an existing checkpoint is reported before
         anything is written. The prefix's directory is created here, so an
         unwritable location fails before any data is written. With
-        ``overwrite=True`` on the create strategy everything at ``prefix``
-        (the old checkpoint, index first, and leftovers of crashed saves) is
-        deleted, since data objects are written create-only under their final
-        names. A save of the same prefix still running elsewhere loses its
-        ownership markers first, so it fails with ConcurrentModificationError
-        instead of committing.
+        ``overwrite=True`` on the create strategy the ownership markers of
+        other saves of ``prefix`` and the data objects the committed index
+        does not name (leftovers of crashed saves) are deleted; a save of the
+        same prefix still running elsewhere then fails with
+        ConcurrentModificationError instead of committing. A committed
+        checkpoint at ``prefix`` is never touched here: it stays readable
+        until this save's commit replaces it, and stays as it is if the save
+        fails.
         """
         check_prefix(prefix)
         check_save_id(save_id)
@@ -129,7 +133,7 @@ class BundleBackend(StorageBackend):
     def delete(self, prefix: str) -> None:
         # docstring inherited
         check_prefix(prefix)
-        self._strategy.delete(prefix)
+        delete_prefix(self.files, prefix)
 
     def list_checkpoints(self, directory: str) -> list[str]:
         # docstring inherited
@@ -155,12 +159,15 @@ class BundleBackend(StorageBackend):
         """
         names = self.files.listdir(directory)
         committed = {n[: -len(".index")] for n in names if n.endswith(".index") and not PART_RE.match(n)}
+        stray = self._stray_data(directory, names, committed)
         # Per prefix: the files to delete, and the _temp directory to remove after them.
         groups: dict[str, list[str]] = {}
         temps: dict[str, str] = {}
         for name in names:
             path = self.files.join(directory, name)
             base = self._leftover_base(name, committed)
+            if base is None and name in stray:
+                base = stray[name]
             if base is not None:
                 groups.setdefault(base, []).append(path)
             elif (base := self._strategy.staging_base(name)) is not None:
@@ -174,7 +181,7 @@ class BundleBackend(StorageBackend):
             temp = temps.get(base)
             # The directory's own time counts too: creating or removing a
             # piece inside it updates it, even when the piece is gone by now.
-            if not self._strategy.old_enough([*files, *([temp] if temp else [])], now, min_age):
+            if not old_enough(self.files, [*files, *([temp] if temp else [])], now, min_age):
                 continue
             self.files.delete(files)
             removed.extend(files)
@@ -182,6 +189,33 @@ class BundleBackend(StorageBackend):
                 self.files.remove_dir(temp)
                 removed.append(temp)
         return removed
+
+    def _stray_data(self, directory: str, names: list[str], committed: set[str]) -> dict[str, str]:
+        """Data files of committed prefixes that their index does not name, mapped to their prefix base.
+
+        They are left by a save that crashed after its index replaced the old
+        one (the old data) or before it (its own data), or belong to a save
+        still running. Only prefixes with data files of more than one file
+        count have any; their index is read to tell which count it uses.
+        """
+        counts: dict[str, dict[int, list[str]]] = {}
+        for name in names:
+            parsed = data_count(name)
+            if parsed is not None and parsed[0] in committed:
+                counts.setdefault(parsed[0], {}).setdefault(parsed[1], []).append(name)
+        out: dict[str, str] = {}
+        for base, by_count in counts.items():
+            if len(by_count) < 2:
+                continue
+            index = self.files.join(directory, index_name(base))
+            current = self.files.read_versioned(index)
+            keep = None if current is None else header_count(current.data, index)
+            if keep is None:
+                continue  # an unreadable index may name any of them
+            for count, found in by_count.items():
+                if count != keep:
+                    out.update(dict.fromkeys(found, base))
+        return out
 
     @staticmethod
     def _leftover_base(name: str, committed: set[str]) -> str | None:

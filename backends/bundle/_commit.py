@@ -9,22 +9,23 @@ strategy is chosen from the store's declared capabilities by
   as a complete one-shard bundle ``<prefix>_temp/part-<save_id>-iiiii-of-NNNNN``
   (data file fsynced, piece index beside it). ``commit`` merges the pieces the
   way TensorFlow's ``MergeV2Checkpoints`` does, from the shard manifests and
-  without re-reading data: data files are renamed to
-  ``<prefix>.data-iiiii-of-NNNNN``, the merged index is written inside the
-  ``_temp`` directory and renamed to ``<prefix>.index`` last, the directory is
-  fsynced and the ``_temp`` directory removed.
+  without re-reading data, renames the data files to their final names, and
+  renames the merged index over ``<prefix>.index`` last.
 * :class:`CreateCommit` (``conditional_create`` without atomic rename; object
   stores). Data objects are written once, create-only, under their final
-  names; a per-shard piece index ``<prefix>.part-iiiii-of-NNNNN.<save_id>.piece``
+  names; a per-shard piece index ``<prefix>.part-iiiii-of-MMMMM.<save_id>.piece``
   is the only other temporary object. It is created (empty) before the shard's
   data and is the save's ownership marker: an overwriting save removes every
-  marker before any data object. ``commit`` is one create-only write of
-  ``<prefix>.index`` between two checks that the save's markers still exist
-  (the index is retracted if the second fails), after which the pieces are
-  deleted.
+  marker before any data object. ``commit`` is one conditional write of
+  ``<prefix>.index`` (create-only, or replacing exactly the index it read)
+  between two checks that the save's markers still exist.
 
-In both, ``<prefix>.index`` is the commit point: it is written last, and
-removed first by ``delete`` and by an overwriting save.
+Neither strategy touches a committed checkpoint before the new index is in
+place: TensorFlow derives data file names from the prefix, the shard number
+and the shard count (``<prefix>.data-iiiii-of-NNNNN``), so a save whose shard
+count equals the committed checkpoint's names its files for one more shard
+(the extra data file is empty) and the two sets of names never meet. After
+the index is replaced, the old checkpoint's data files are deleted.
 """
 
 from __future__ import annotations
@@ -34,8 +35,9 @@ import threading
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
-from typing import ClassVar, Final
+from typing import ClassVar, Final, NamedTuple
 
+from trackpoint.backends.bundle._listing import count_of, data_files, listed, old_enough, part_files
 from trackpoint.backends.bundle._names import (
     DATA_RE,
     MIN_AGE,
@@ -44,10 +46,10 @@ from trackpoint.backends.bundle._names import (
     data_filename,
     index_name,
     part_index,
-    piece_save_id,
     temp_dir,
 )
-from trackpoint.backends.bundle._writer import Row, describe_shard, merge_index, write_data
+from trackpoint.backends.bundle._reader import header_count
+from trackpoint.backends.bundle._writer import Row, describe_shard, file_count, merge_index, write_data
 from trackpoint.backends.files import FileLayer
 from trackpoint.errors import (
     BackendError,
@@ -58,9 +60,20 @@ from trackpoint.errors import (
     InvalidCheckpointError,
     StorageError,
 )
-from trackpoint.storage import Capabilities, ShardResult, ShardSpec, WriteItem
+from trackpoint.storage import Capabilities, ShardResult, ShardSpec, VersionedBytes, WriteItem
 
 __all__ = ["CommitStrategy", "CreateCommit", "RenameCommit", "choose_strategy"]
+
+
+class Staged(NamedTuple):
+    """Where :meth:`CommitStrategy.write_shard` puts one shard's data."""
+
+    #: The data file to write.
+    data_path: str
+    #: The ``-of-`` count the shard's final data file name uses.
+    file_count: int
+    #: Handed to ``_publish`` (the create strategy's marker version).
+    token: str
 
 
 class CommitStrategy(ABC):
@@ -104,25 +117,25 @@ class CommitStrategy(ABC):
     # ------------------------------------------------------------ write_shard
     def write_shard(self, prefix: str, spec: ShardSpec, items: Sequence[WriteItem]) -> ShardResult:
         """Write one shard where this strategy keeps uncommitted data; return its manifest."""
-        data_path, token = self._stage(prefix, spec)
-        rows = self._write(prefix, spec, data_path, items)
-        shard = describe_shard(spec, rows)
-        self._publish(prefix, spec, token, shard.piece_table)
-        if spec.num_shards == 1:
+        staged = self._stage(prefix, spec)
+        rows = self._write(prefix, spec, staged, items)
+        shard = describe_shard(spec, rows, staged.file_count)
+        self._publish(prefix, spec, staged, shard.piece_table)
+        if spec.num_shards == 1 and staged.file_count == 1:
             with self._lock:
                 self._single[(prefix, spec.save_id)] = shard.piece_table
         return shard.result
 
     @abstractmethod
-    def _stage(self, prefix: str, spec: ShardSpec) -> tuple[str, str]:
-        """Prepare shard ``spec``: return the path of its data file and a token for :meth:`_publish`."""
+    def _stage(self, prefix: str, spec: ShardSpec) -> Staged:
+        """Prepare shard ``spec``: where its data goes."""
 
     @abstractmethod
-    def _write(self, prefix: str, spec: ShardSpec, path: str, items: Sequence[WriteItem]) -> list[Row]:
-        """Write the shard's data file at ``path``."""
+    def _write(self, prefix: str, spec: ShardSpec, staged: Staged, items: Sequence[WriteItem]) -> list[Row]:
+        """Write the shard's data file."""
 
     @abstractmethod
-    def _publish(self, prefix: str, spec: ShardSpec, token: str, piece_table: bytes) -> None:
+    def _publish(self, prefix: str, spec: ShardSpec, staged: Staged, piece_table: bytes) -> None:
         """Store the shard's piece table once its data is durable."""
 
     # ----------------------------------------------------------------- commit
@@ -144,6 +157,12 @@ class CommitStrategy(ABC):
     def _commit(self, prefix: str, shards: Sequence[ShardResult], single: bytes | None, *, overwrite: bool) -> None:
         """Publish a validated shard list; ``single`` is the piece table of a one-shard save, if known."""
 
+    def _index_table(self, prefix: str, shards: Sequence[ShardResult], single: bytes | None, count: int) -> bytes:
+        """The final index: a one-shard save's piece table if it fits, else merged from the manifests."""
+        if single is not None and len(shards) == 1 and count == 1:
+            return single
+        return merge_index(prefix, shards, count)
+
     # ------------------------------------------------------------------ abort
     def abort(self, prefix: str, save_id: str) -> None:
         """Remove what the save ``save_id`` wrote; never a committed checkpoint."""
@@ -156,63 +175,9 @@ class CommitStrategy(ABC):
         """Remove this strategy's pieces of ``save_id``."""
 
     # ----------------------------------------------------------- housekeeping
-    def delete(self, prefix: str) -> None:
-        """Delete every file of ``prefix``, committed or left over by any save, index first."""
-        index = index_name(prefix)
-        directory = self.files.dirname(prefix)
-        self.files.delete([index])
-        self.files.sync_dir(directory)
-        # Piece indexes go before data objects: they are the ownership markers
-        # of running saves, whose commits then refuse instead of indexing data
-        # that is about to be replaced. The index is removed once more because
-        # such a save may have created it after the first removal and before
-        # its markers went.
-        self.files.delete(self.part_files(prefix))
-        self.files.delete([index])
-        self.files.sync_dir(directory)
-        self.files.delete(self.listed(prefix, DATA_RE))
-        temp = temp_dir(prefix)
-        self.files.delete([self.files.join(temp, n) for n in self.files.listdir(temp)])
-        self.files.remove_dir(temp)
-
     def staging_base(self, name: str) -> str | None:
         """The prefix base name whose staging directory ``name`` is; ``None`` if it is none."""
         return None
-
-    def old_enough(self, paths: Sequence[str], now: float, min_age: float) -> bool:
-        """Whether the newest of ``paths`` was modified at least ``min_age`` seconds ago.
-
-        An unknown (or vanished) modification time counts as young unless
-        ``min_age`` is 0: removing a running save's pieces is worse than
-        keeping a crashed one's.
-        """
-        if min_age <= 0:
-            return True
-        newest = -1.0
-        for path in paths:
-            t = self.files.modified(path)
-            if t is None:
-                return False
-            newest = max(newest, t)
-        return now - newest >= min_age
-
-    def listed(self, prefix: str, pattern: re.Pattern[str]) -> list[str]:
-        """Paths in ``prefix``'s directory whose name matches ``pattern`` for this prefix."""
-        directory = self.files.dirname(prefix)
-        base = basename(prefix)
-        out = []
-        for name in self.files.listdir(directory):
-            m = pattern.match(name)
-            if m is not None and m.group("base") == base:
-                out.append(self.files.join(directory, name))
-        return out
-
-    def part_files(self, prefix: str, save_id: str | None = None) -> list[str]:
-        """Piece indexes of the create strategy at ``prefix`` (of one save, or of all)."""
-        pieces = self.listed(prefix, PART_RE)
-        if save_id is None:
-            return pieces
-        return [p for p in pieces if piece_save_id(basename(p)) == save_id]
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} on {self.files.store_name}>"
@@ -231,38 +196,44 @@ class RenameCommit(CommitStrategy):
     def _piece(self, prefix: str, spec: ShardSpec) -> str:
         return self.files.join(temp_dir(prefix), f"part-{spec.save_id}-{spec.shard_id:05d}-of-{spec.num_shards:05d}")
 
-    def _stage(self, prefix: str, spec: ShardSpec) -> tuple[str, str]:
+    def _stage(self, prefix: str, spec: ShardSpec) -> Staged:
         # docstring inherited
         self.files.makedirs(temp_dir(prefix))
-        return data_filename(self._piece(prefix, spec), 0, 1), ""
+        # The final names are chosen by commit, which sees the committed checkpoint of that moment.
+        return Staged(data_filename(self._piece(prefix, spec), 0, 1), spec.num_shards, "")
 
-    def _write(self, prefix: str, spec: ShardSpec, path: str, items: Sequence[WriteItem]) -> list[Row]:
+    def _write(self, prefix: str, spec: ShardSpec, staged: Staged, items: Sequence[WriteItem]) -> list[Row]:
         # docstring inherited
-        return write_data(self.files, path, items, create_only=False)
+        return write_data(self.files, staged.data_path, items, create_only=False)
 
-    def _publish(self, prefix: str, spec: ShardSpec, token: str, piece_table: bytes) -> None:
+    def _publish(self, prefix: str, spec: ShardSpec, staged: Staged, piece_table: bytes) -> None:
         # docstring inherited
         self.files.put(index_name(self._piece(prefix, spec)), piece_table)
+
+    def _free_count(self, prefix: str, n: int) -> int:
+        """The smallest data file count from ``n`` up that no data file of ``prefix`` uses.
+
+        Data files at final names only come from commits, so the counts in use
+        are the committed checkpoint's and, after a crash, those of a commit
+        that never renamed its index into place.
+        """
+        used = {c for path in listed(self.files, prefix, DATA_RE) if (c := count_of(path)) is not None}
+        count = n
+        while count in used:
+            count += 1
+        return count
 
     def _commit(self, prefix: str, shards: Sequence[ShardResult], single: bytes | None, *, overwrite: bool) -> None:
         # docstring inherited
         index = index_name(prefix)
         directory = self.files.dirname(prefix)
         n = len(shards)
-        # A one-shard save's fsynced piece index has exactly the bytes of the final index.
-        table = None if n == 1 else merge_index(prefix, shards)
-        if self.files.exists(index):
-            if not overwrite:
-                raise CheckpointExistsError(
-                    f"bundle: a checkpoint is already committed at {prefix!r}; pass overwrite=True to replace it"
-                )
-            # Remove the commit point before any data is replaced, so no reader
-            # ever pairs the old index with new data files.
-            self.files.delete([index])
-            self.files.sync_dir(directory)
-        # Data files of the old checkpoint (or of a save that crashed mid-commit)
-        # may use another shard count; none of them is referenced any more.
-        self.files.delete(self.listed(prefix, DATA_RE))
+        if not overwrite and self.files.exists(index):
+            raise CheckpointExistsError(
+                f"bundle: a checkpoint is already committed at {prefix!r}; pass overwrite=True to replace it"
+            )
+        count = self._free_count(prefix, n)
+        table = None if n == 1 and count == 1 else merge_index(prefix, shards, count)
         for r in shards:
             src = data_filename(self._piece(prefix, r.spec), 0, 1)
             size = self.files.size(src)
@@ -271,20 +242,28 @@ class RenameCommit(CommitStrategy):
                     f"bundle: data of shard {r.spec.shard_id} for {prefix!r} is missing or has {size} bytes "
                     f"instead of {r.nbytes} ({src!r})"
                 )
-            self.files.rename(src, data_filename(prefix, r.spec.shard_id, n))
+            self.files.rename(src, data_filename(prefix, r.spec.shard_id, count))
+        for extra in range(n, count):
+            self.files.put(data_filename(prefix, extra, count), b"")
         if table is None:
+            # One shard: its fsynced piece index has exactly the bytes of the final index.
             tmp = index_name(self._piece(prefix, shards[0].spec))
         else:
             tmp = self.files.join(temp_dir(prefix), f"merged-{shards[0].spec.save_id}.index")
             self.files.put(tmp, table)
-        if self.files.exists(index) and not overwrite:
-            # Another save committed while this one was renaming; it may have
-            # replaced our data, so report instead of publishing a mixture.
+        # The data names are durable before the index that refers to them.
+        self.files.sync_dir(directory)
+        if not overwrite and self.files.exists(index):
+            # Another save committed while this one was renaming; report
+            # instead of replacing what it published.
             raise CheckpointExistsError(
                 f"bundle: another save committed {prefix!r} concurrently; this save was not committed"
             )
+        # The commit: one atomic rename over the previous index. Until here the
+        # previous checkpoint was untouched (its data files have other names).
         self.files.rename(tmp, index)
         self.files.sync_dir(directory)
+        self.files.delete(data_files(self.files, prefix, unless_count=count))
         self.remove_temp(prefix, shards[0].spec.save_id, min_age=MIN_AGE)
 
     def _abort(self, prefix: str, save_id: str) -> None:
@@ -304,7 +283,7 @@ class RenameCommit(CommitStrategy):
         for name in self.files.listdir(temp):
             path = self.files.join(temp, name)
             own = name.startswith((f"part-{save_id}-", f"merged-{save_id}."))
-            if own or (min_age is not None and self.old_enough([path], now, min_age)):
+            if own or (min_age is not None and old_enough(self.files, [path], now, min_age)):
                 doomed.append(path)
         self.files.delete(doomed)
         self.files.remove_dir(temp)
@@ -315,7 +294,7 @@ class RenameCommit(CommitStrategy):
 
 
 class CreateCommit(CommitStrategy):
-    """Data objects written create-only under their final names; one create-only index write commits."""
+    """Data objects written create-only under their final names; one conditional index write commits."""
 
     name: ClassVar[str] = "create-only"
 
@@ -329,33 +308,53 @@ class CreateCommit(CommitStrategy):
         # docstring inherited
         return capabilities.conditional_create
 
-    def begin(self, prefix: str, save_id: str, *, overwrite: bool) -> None:
-        """Refuse or prepare; with ``overwrite`` delete everything at ``prefix`` first.
+    def _committed(self, prefix: str) -> tuple[VersionedBytes | None, int | None]:
+        """The committed index (``None`` if absent) and its data file count (``None`` if unreadable)."""
+        index = index_name(prefix)
+        current = self.files.read_versioned(index)
+        if current is None:
+            return None, None
+        return current, header_count(current.data, index)
 
-        New data objects take their final names create-only, so whatever is
-        at this prefix (a committed checkpoint, leftovers of a crashed save)
-        must go first; :meth:`delete` removes the index before the data. A
-        save of the same prefix still running elsewhere loses its ownership
-        markers before its data, so it fails with ConcurrentModificationError
-        instead of committing.
+    def begin(self, prefix: str, save_id: str, *, overwrite: bool) -> None:
+        """Refuse or prepare; with ``overwrite`` clear what is not the committed checkpoint.
+
+        Every piece index of the prefix goes first: they are the ownership
+        markers of other saves (running or crashed), which then cannot commit.
+        Then the data objects that the committed index does not name: leftovers
+        of crashed saves, which could otherwise block this save's create-only
+        writes. The committed checkpoint stays readable until this save's
+        commit replaces its index. An index that cannot be parsed keeps every
+        data object (they may be its own).
         """
         super().begin(prefix, save_id, overwrite=overwrite)
-        if overwrite:
-            self.delete(prefix)
+        if not overwrite:
+            return
+        self.files.delete(part_files(self.files, prefix))
+        current, count = self._committed(prefix)
+        if current is None:
+            self.files.delete(data_files(self.files, prefix))
+        elif count is not None:
+            self.files.delete(data_files(self.files, prefix, unless_count=count))
 
     def _remember(self, save_id: str, path: str) -> None:
         with self._lock:
             self._created.setdefault(save_id, []).append(path)
 
-    def _stage(self, prefix: str, spec: ShardSpec) -> tuple[str, str]:
-        """Create this shard's (empty) piece index before its data; return the data path and the marker's version.
+    def _stage(self, prefix: str, spec: ShardSpec) -> Staged:
+        """Choose the shard's data name and create its (empty) piece index before the data.
 
-        The piece index is the save's ownership marker: an overwriting save
-        deletes it before it deletes or rewrites any data object, so as long as
-        the marker exists the data objects of this shard are still this save's.
+        The data file count is the shard count, or one more if the committed
+        checkpoint uses the shard count: its data objects keep their names
+        until this save's commit has replaced the index. The piece index is
+        the save's ownership marker: an overwriting save deletes it before it
+        deletes or rewrites any data object, so as long as the marker exists
+        the data objects of this shard are still this save's.
         """
         self.files.makedirs(self.files.dirname(prefix))
-        part = part_index(prefix, spec)
+        _, committed = self._committed(prefix)
+        count = spec.num_shards + 1 if committed == spec.num_shards else spec.num_shards
+        part = part_index(prefix, spec, count)
         try:
             version = self.files.write_versioned(part, b"", if_version=None)
         except (CheckpointExistsError, ConcurrentModificationError) as exc:
@@ -364,22 +363,22 @@ class CreateCommit(CommitStrategy):
                 "use by another save; give every save a fresh save_id"
             ) from exc
         self._remember(spec.save_id, part)
-        return data_filename(prefix, spec.shard_id, spec.num_shards), version
+        return Staged(data_filename(prefix, spec.shard_id, count), count, version)
 
-    def _write(self, prefix: str, spec: ShardSpec, path: str, items: Sequence[WriteItem]) -> list[Row]:
+    def _write(self, prefix: str, spec: ShardSpec, staged: Staged, items: Sequence[WriteItem]) -> list[Row]:
         # docstring inherited
         try:
-            rows = write_data(self.files, path, items, create_only=True)
+            rows = write_data(self.files, staged.data_path, items, create_only=True)
         except CheckpointExistsError as exc:
-            raise self._data_conflict(prefix, path) from exc
-        self._remember(spec.save_id, path)
+            raise self._data_conflict(prefix, staged.data_path, staged.file_count) from exc
+        self._remember(spec.save_id, staged.data_path)
         return rows
 
-    def _data_conflict(self, prefix: str, path: str) -> StorageError | CheckpointExistsError:
-        if self.files.exists(index_name(prefix)):
+    def _data_conflict(self, prefix: str, path: str, count: int) -> StorageError | CheckpointExistsError:
+        if self._committed(prefix)[1] == count:
             return CheckpointExistsError(
                 f"bundle: another writer committed a checkpoint at {prefix!r} while this save was writing "
-                f"{path!r}; pass overwrite=True to replace it"
+                f"{path!r}; this save was not committed, retry it"
             )
         return ConcurrentModificationError(
             f"bundle: objects of an uncommitted save exist at {prefix!r} (a concurrent save or a crashed one; "
@@ -387,13 +386,13 @@ class CreateCommit(CommitStrategy):
             "the crash) or save with overwrite=True"
         )
 
-    def _publish(self, prefix: str, spec: ShardSpec, token: str, piece_table: bytes) -> None:
+    def _publish(self, prefix: str, spec: ShardSpec, staged: Staged, piece_table: bytes) -> None:
         """Replace the marker by the piece index, only if the marker is still the one this save wrote."""
-        part = part_index(prefix, spec)
+        part = part_index(prefix, spec, staged.file_count)
         try:
             # Conditional, not blind: a blind write would resurrect a marker that an
             # overwriting save deleted, and commit would then accept its data objects.
-            self.files.write_versioned(part, piece_table, if_version=token)
+            self.files.write_versioned(part, piece_table, if_version=staged.token)
         except (ConcurrentModificationError, CheckpointNotFoundError) as exc:
             raise ConcurrentModificationError(
                 f"bundle: another save replaced the objects of {prefix!r} while this save was writing shard "
@@ -402,33 +401,54 @@ class CreateCommit(CommitStrategy):
 
     def _commit(self, prefix: str, shards: Sequence[ShardResult], single: bytes | None, *, overwrite: bool) -> None:
         # docstring inherited
-        table = single if single is not None and len(shards) == 1 else merge_index(prefix, shards)
         index = index_name(prefix)
         n = len(shards)
+        save_id = shards[0].spec.save_id
         if not overwrite and self.files.exists(index):
             # The clearer error first; the create-only write below still decides races.
             raise CheckpointExistsError(
                 f"bundle: a checkpoint is already committed at {prefix!r}; pass overwrite=True to replace it"
             )
-        parts = [part_index(prefix, r.spec) for r in shards]
+        count = file_count(prefix, shards)
+        table = self._index_table(prefix, shards, single, count)
+        parts = [part_index(prefix, r.spec, count) for r in shards]
         # Markers first: if one is gone, the data objects may be another save's
         # by now, and their sizes would not tell (same model, same sizes).
         self._check_owned(prefix, parts, "before")
         for r in shards:
-            path = data_filename(prefix, r.spec.shard_id, n)
+            path = data_filename(prefix, r.spec.shard_id, count)
             size = self.files.size(path)
             if size != r.nbytes:
                 raise DataLossError(
                     f"bundle: data object {path!r} of {prefix!r} is missing or has {size} bytes instead of "
                     f"{r.nbytes}; the save cannot be committed"
                 )
-        if overwrite and self.files.exists(index):
-            self.files.delete([index])
+        for extra in range(n, count):
+            path = data_filename(prefix, extra, count)
+            try:
+                self.files.put(path, b"", create_only=True)
+            except CheckpointExistsError as exc:
+                raise self._data_conflict(prefix, path, count) from exc
+            self._remember(save_id, path)
+        previous, previous_count = self._committed(prefix)
+        if previous is not None and not overwrite:
+            raise CheckpointExistsError(
+                f"bundle: another writer committed {prefix!r} first; this save was not committed "
+                "(pass overwrite=True to replace it)"
+            )
+        if previous_count == count:
+            # Its data objects would be this save's: another save committed in between.
+            raise ConcurrentModificationError(
+                f"bundle: another save committed {prefix!r} with this save's data names while it was writing; "
+                "this save was not committed, retry it"
+            )
         try:
-            # A versioned create-only write: the version lets a retraction
-            # below remove this save's index and never another save's.
-            version = self.files.write_versioned(index, table, if_version=None)
-        except (CheckpointExistsError, ConcurrentModificationError) as exc:
+            # The commit: create-only, or replacing exactly the index read above.
+            # The version lets a retraction below undo this write and no other.
+            version = self.files.write_versioned(
+                index, table, if_version=None if previous is None else previous.version
+            )
+        except (CheckpointExistsError, ConcurrentModificationError, CheckpointNotFoundError) as exc:
             raise CheckpointExistsError(
                 f"bundle: another writer committed {prefix!r} first; this save was not committed"
                 + ("" if overwrite else " (pass overwrite=True to replace it)")
@@ -436,20 +456,40 @@ class CreateCommit(CommitStrategy):
         try:
             self._check_owned(prefix, parts, "after")
         except ConcurrentModificationError:
-            # Another save took the prefix over between the check above and the
-            # index write: its delete may have run before our index existed, so
-            # retract it. Until then readers may see it; CRCs make that DataLossError.
-            current = self.files.read_versioned(index)
-            if current is not None and current.version == version:
-                self.files.delete([index])
+            self._retract(prefix, version, previous, previous_count)
             raise
         self.files.sync_dir(self.files.dirname(prefix))
         with self._lock:
-            created = self._created.pop(shards[0].spec.save_id, [])
+            created = self._created.pop(save_id, [])
         # Piece indexes of every shard, also those written by other processes.
         pieces = set(parts)
         pieces.update(p for p in created if PART_RE.match(basename(p)))
         self.files.delete(sorted(pieces))
+        if previous_count is not None:
+            # The replaced checkpoint's data: no committed index names it any more.
+            self.files.delete([p for p in listed(self.files, prefix, DATA_RE) if count_of(p) == previous_count])
+
+    def _retract(self, prefix: str, version: str, previous: VersionedBytes | None, previous_count: int | None) -> None:
+        """Undo this save's index write after another save took the prefix over.
+
+        The taker's ``begin`` may have deleted this save's data objects before
+        the index existed. The index goes back to the replaced one if that
+        checkpoint's data objects are all still there, else it is removed; an
+        index another save wrote meanwhile is left alone.
+        """
+        index = index_name(prefix)
+        current = self.files.read_versioned(index)
+        if current is None or current.version != version:
+            return
+        if previous is not None and previous_count is not None:
+            names = {basename(p) for p in listed(self.files, prefix, DATA_RE)}
+            if all(basename(data_filename(prefix, i, previous_count)) in names for i in range(previous_count)):
+                try:
+                    self.files.write_versioned(index, previous.data, if_version=version)
+                except (ConcurrentModificationError, CheckpointNotFoundError):
+                    pass  # another save's index replaced ours meanwhile: it is not ours to undo
+                return
+        self.files.delete([index])
 
     def _check_owned(self, prefix: str, parts: Sequence[str], when: str) -> None:
         """Raise ConcurrentModificationError if a piece index (ownership marker) of this save is gone."""
@@ -464,30 +504,31 @@ class CreateCommit(CommitStrategy):
         # docstring inherited
         with self._lock:
             created = self._created.pop(save_id, [])
-        pieces = self.part_files(prefix, save_id)
+        pieces = part_files(self.files, prefix, save_id)
         markers = [p for p in created if PART_RE.match(basename(p))]
         if any(not self.files.exists(p) for p in markers):
             # Another save took this prefix over (its overwrite removed our
             # markers first); the data objects there may be its own by now.
             self.files.delete(sorted(set(markers) | set(pieces)))
             return
-        committed = self.files.exists(index_name(prefix))
+        current, committed = self._committed(prefix)
         # A listed piece index with content names a data object its save
         # created (possibly in another process): the content is written only
         # after the create-only data write succeeded. An empty one is a bare
         # marker whose data write may have failed against another save's object.
-        # Such data objects are never referenced by a committed index, because
-        # create-only writes kept them unique.
-        derived = (
-            []
-            if committed
-            else [
-                re.sub(r"\.part-(\d+-of-\d+)\.[^.]+\.(?:piece|index)$", r".data-\1", p)
-                for p in pieces
-                if self.files.size(p)
-            ]
-        )
-        self.files.delete(sorted(set(created) | set(pieces) | set(derived)))
+        # Create-only writes kept such data objects unique, so the committed
+        # index names them only if it is this save's own (a commit that failed
+        # after its index write): data of the committed count stays.
+        derived = []
+        if current is None or committed is not None:
+            for p in pieces:
+                data = re.sub(r"\.part-(\d+-of-\d+)\.[^.]+\.(?:piece|index)$", r".data-\1", p)
+                if count_of(data) != committed and self.files.size(p):
+                    derived.append(data)
+        doomed = set(created) | set(pieces) | set(derived)
+        if committed is not None:
+            doomed = {p for p in doomed if PART_RE.match(basename(p)) or count_of(p) != committed}
+        self.files.delete(sorted(doomed))
 
 
 #: Tried in this order; the first whose ``suits`` accepts the store's capabilities is used.

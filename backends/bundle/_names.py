@@ -36,11 +36,21 @@ def temp_dir(prefix: str) -> str:
     return prefix + "_temp"
 
 
-def part_index(prefix: str, spec: ShardSpec) -> str:
-    """The piece index (ownership marker) of one shard of the create strategy."""
+def part_index(prefix: str, spec: ShardSpec, file_count: int) -> str:
+    """The piece index (ownership marker) of one shard of the create strategy.
+
+    It carries the shard's data file name (``iiiii-of-<file_count>``), so the
+    data object of a listed piece index can be named without the save's manifest.
+    """
     # Not ".index": only a committed checkpoint may end in .index, since tools
     # (TensorFlow's readers among them) take every *.index for a bundle.
-    return f"{prefix}.part-{spec.shard_id:05d}-of-{spec.num_shards:05d}.{spec.save_id}{PIECE_SUFFIX}"
+    return f"{prefix}.part-{spec.shard_id:05d}-of-{file_count:05d}.{spec.save_id}{PIECE_SUFFIX}"
+
+
+def data_count(name: str) -> tuple[str, int] | None:
+    """``(base, file count)`` of a data file name, ``None`` for other names."""
+    m = DATA_RE.match(name)
+    return None if m is None else (m.group("base"), int(m.group("count")))
 
 
 def piece_save_id(name: str) -> str | None:

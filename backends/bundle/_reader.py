@@ -26,6 +26,7 @@ from trackpoint.backends.bundle._sstable import read_table
 from trackpoint.backends.bundle._writer import byte_view
 from trackpoint.backends.files import FileLayer
 from trackpoint.errors import (
+    CheckpointError,
     CheckpointKeyError,
     CheckpointNotFoundError,
     DataLossError,
@@ -77,6 +78,17 @@ def _unholdable(shape: tuple[int, ...], dtype: np.dtype[Any]) -> str | None:
     if nbytes > _MAX_ARRAY_BYTES:
         return f"has shape {shape} of {dtype}, which no numpy array can hold (over 2**63 bytes addressed)"
     return None
+
+
+def header_count(index_bytes: bytes, where: str) -> int | None:
+    """The data file count in an index's header, ``None`` if the index cannot be parsed."""
+    try:
+        table = read_table(index_bytes, where)
+        if not table or table[0][0] != b"":
+            return None
+        return decode_header(table[0][1], where).num_shards
+    except CheckpointError:
+        return None
 
 
 class BundleReader(CheckpointReader):

@@ -21,7 +21,7 @@ from trackpoint.backends.bundle._dtypes import DT_STRING, tf_from_dtype
 from trackpoint.backends.bundle._sstable import build_table
 from trackpoint.backends.bundle._varint import decode_varint, encode_varint
 from trackpoint.backends.files import FileLayer
-from trackpoint.errors import InvalidCheckpointError, TrackableError
+from trackpoint.errors import ConcurrentModificationError, InvalidCheckpointError, TrackableError
 from trackpoint.storage import ShardResult, ShardSpec, WriteItem
 
 #: Tensors below this size are gathered into one buffer so a shard of many
@@ -30,7 +30,9 @@ _SMALL: Final = 64 * 1024
 _BATCH: Final = 1024 * 1024
 #: Large tensors are checksummed and written in chunks that are still cache-warm.
 _CHUNK: Final = 4 * 1024 * 1024
-_PAYLOAD_MAGIC: Final = b"TPBUNDLE1\n"
+#: Shard manifests of 0.1 (no data file count) and of 0.2 (the count the shard's file name uses).
+_PAYLOAD_MAGIC_V1: Final = b"TPBUNDLE1\n"
+_PAYLOAD_MAGIC: Final = b"TPBUNDLE2\n"
 
 
 class Row(NamedTuple):
@@ -126,12 +128,13 @@ def write_data(files: FileLayer, path: str, items: Sequence[WriteItem], *, creat
     return rows
 
 
-def describe_shard(spec: ShardSpec, rows: list[Row]) -> WrittenShard:
+def describe_shard(spec: ShardSpec, rows: list[Row], file_count: int) -> WrittenShard:
     """The piece table and manifest of a shard whose data file holds ``rows``.
 
     The piece table makes the shard a valid one-shard bundle of its own; the
     manifest carries the same entries with the shard's real ``shard_id``, as
-    the merged index will hold them.
+    the merged index will hold them, and ``file_count``, the ``-of-`` count
+    of the shard's data file name.
     """
     nbytes = rows[-1].offset + rows[-1].size if rows else 0
     rows = sorted(rows, key=lambda r: r.key)
@@ -147,12 +150,13 @@ def describe_shard(spec: ShardSpec, rows: list[Row]) -> WrittenShard:
         else [(r.key, encode_entry(r.dtype, r.shape, spec.shard_id, r.offset, r.size, r.crc)) for r in rows]
     )
     keys = tuple(r.key.decode("utf-8", "surrogateescape") for r in rows)
-    return WrittenShard(piece_table, ShardResult(spec, keys, nbytes, encode_payload(merged_entries)))
+    return WrittenShard(piece_table, ShardResult(spec, keys, nbytes, encode_payload(merged_entries, file_count)))
 
 
-def encode_payload(entries: Sequence[tuple[bytes, bytes]]) -> bytes:
-    """A shard manifest: its index entries, length-prefixed, after a magic line."""
+def encode_payload(entries: Sequence[tuple[bytes, bytes]], file_count: int) -> bytes:
+    """A shard manifest: a magic line, the data file count, then the index entries, length-prefixed."""
     out = bytearray(_PAYLOAD_MAGIC)
+    out += encode_varint(file_count)
     for k, v in entries:
         out += encode_varint(len(k))
         out += k
@@ -161,12 +165,16 @@ def encode_payload(entries: Sequence[tuple[bytes, bytes]]) -> bytes:
     return bytes(out)
 
 
-def decode_payload(payload: bytes, where: str) -> list[tuple[bytes, bytes]]:
-    """The index entries of a shard manifest written by :func:`encode_payload`."""
-    if not payload.startswith(_PAYLOAD_MAGIC):
-        raise InvalidCheckpointError(f"{where}: shard manifest was not produced by the bundle backend")
+def decode_payload(payload: bytes, where: str) -> tuple[int | None, list[tuple[bytes, bytes]]]:
+    """The data file count (``None`` in a 0.1 manifest) and the index entries of a shard manifest."""
     view = memoryview(payload)
-    pos = len(_PAYLOAD_MAGIC)
+    count: int | None = None
+    if payload.startswith(_PAYLOAD_MAGIC):
+        count, pos = decode_varint(view, len(_PAYLOAD_MAGIC), where)
+    elif payload.startswith(_PAYLOAD_MAGIC_V1):
+        pos = len(_PAYLOAD_MAGIC_V1)
+    else:
+        raise InvalidCheckpointError(f"{where}: shard manifest was not produced by the bundle backend")
     out = []
     while pos < len(payload):
         n, pos = decode_varint(view, pos, where)
@@ -178,18 +186,42 @@ def decode_payload(payload: bytes, where: str) -> list[tuple[bytes, bytes]]:
         if pos > len(payload):
             raise InvalidCheckpointError(f"{where}: shard manifest is truncated")
         out.append((k, v))
-    return out
+    return count, out
 
 
-def merge_index(prefix: str, shards: Sequence[ShardResult]) -> bytes:
-    """The merged index of ``shards`` built from their manifests (no data is read)."""
+def file_count(prefix: str, shards: Sequence[ShardResult]) -> int:
+    """The data file count the shards' manifests agree on (0.1 manifests: the shard count).
+
+    Raises
+    ------
+    ConcurrentModificationError
+        The shards chose different counts: the checkpoint at ``prefix`` was
+        replaced while they were being written.
+    """
+    counts = {decode_payload(r.payload, f"bundle: shard {r.spec.shard_id} of {prefix!r}")[0] for r in shards}
+    resolved = {len(shards) if c is None else c for c in counts}
+    if len(resolved) != 1:
+        raise ConcurrentModificationError(
+            f"bundle: the checkpoint at {prefix!r} was replaced while this save was writing its shards (they "
+            f"name their data files for {sorted(resolved)} files); this save was not committed, retry it"
+        )
+    return resolved.pop()
+
+
+def merge_index(prefix: str, shards: Sequence[ShardResult], num_shards: int) -> bytes:
+    """The merged index of ``shards`` built from their manifests (no data is read).
+
+    ``num_shards`` is the header's data file count: the number of shards, or
+    more when the save names its files for a larger count (the extra files are
+    empty) to keep clear of the committed checkpoint's names.
+    """
     entries: list[tuple[bytes, bytes]] = []
     for r in shards:
-        entries.extend(decode_payload(r.payload, f"bundle: shard {r.spec.shard_id} of {prefix!r}"))
+        entries.extend(decode_payload(r.payload, f"bundle: shard {r.spec.shard_id} of {prefix!r}")[1])
     entries.sort(key=lambda e: e[0])
     for a, b in itertools.pairwise(entries):
         if a[0] == b[0]:
             raise TrackableError(
                 f"bundle: tensor {a[0].decode('utf-8', 'replace')!r} appears in two shards of {prefix!r}"
             )
-    return build_table([(b"", encode_header(len(shards))), *entries])
+    return build_table([(b"", encode_header(num_shards)), *entries])

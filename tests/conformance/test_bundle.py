@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import ClassVar
 
 import pytest
 
@@ -47,15 +46,6 @@ class TestBundleRename(_LocalBackdoor):
 
 class TestBundleCreateOnly(_LocalBackdoor):
     """Local disk declared as an object store: commit by one create-only index write."""
-
-    # Follows from writing data objects once, create-only, under their final
-    # names (documented in docs/backends/bundle.md).
-    known_gaps: ClassVar[dict[str, str]] = {
-        "test_failed_save_keeps_existing_checkpoint": (
-            "begin(overwrite=True) deletes the old checkpoint (index first) before writing, because the "
-            "new data objects take the same final names; a failed overwrite leaves no checkpoint there"
-        ),
-    }
 
     @pytest.fixture
     def backend(self) -> BundleBackend:

@@ -215,3 +215,47 @@ def test_small_files_with_versions(backend: BundleBackend, tmp_path: Path) -> No
     backend.delete_file(path)
     backend.delete_file(path)
     assert backend.read_file(path) is None
+
+
+def test_an_overwrite_with_the_same_shard_count_names_its_files_apart(backend: BundleBackend, prefix: str) -> None:
+    # TensorFlow derives data file names from the prefix and the shard count, so a save whose
+    # count equals the committed checkpoint's names its files for one more shard (an empty one)
+    # and never writes over the files the committed index names.
+    backend.save(prefix, _items(1.0))
+    assert _listing(Path(prefix).parent) == ["ckpt-1.data-00000-of-00001", "ckpt-1.index"]
+    backend.save(prefix, _items(2.0))
+    assert _listing(Path(prefix).parent) == [
+        "ckpt-1.data-00000-of-00002",
+        "ckpt-1.data-00001-of-00002",
+        "ckpt-1.index",
+    ]
+    assert Path(prefix + ".data-00001-of-00002").stat().st_size == 0
+    with backend.open_reader(prefix) as r:
+        assert [float(r.read(k)[0]) for k in r.keys()] == [2.0, 3.0, 4.0]
+    backend.save(prefix, _items(3.0))
+    assert _listing(Path(prefix).parent) == ["ckpt-1.data-00000-of-00001", "ckpt-1.index"]
+    with backend.open_reader(prefix) as r:
+        assert float(r.read("t0")[0]) == 3.0
+
+
+def test_a_failed_overwrite_leaves_the_old_checkpoint_untouched(backend: BundleBackend, prefix: str) -> None:
+    backend.save(prefix, _items(1.0, 4), CheckpointOptions(max_shard_bytes=4000))
+    before = {p.name: p.read_bytes() for p in Path(prefix).parent.iterdir()}
+    bad = [*_items(5.0, 4), WriteItem("bad", np.array([object()], dtype=object))]
+    with pytest.raises(Exception, match="holding object"):
+        backend.save(prefix, bad, CheckpointOptions(max_shard_bytes=4000, num_writers=2))
+    assert {p.name: p.read_bytes() for p in Path(prefix).parent.iterdir()} == before
+    with backend.open_reader(prefix) as r:
+        assert float(r.read("t3")[0]) == 4.0
+
+
+def test_cleanup_removes_data_files_the_committed_index_does_not_name(backend: BundleBackend, prefix: str) -> None:
+    backend.save(prefix, _items(1.0))
+    # What a save killed after its index replaced the old one leaves: the old data files.
+    stray = Path(prefix + ".data-00000-of-00003")
+    stray.write_bytes(b"old data")
+    assert backend.cleanup(str(Path(prefix).parent)) == [], "young leftovers may belong to a running save"
+    assert backend.cleanup(str(Path(prefix).parent), min_age=0) == [str(stray)]
+    assert _listing(Path(prefix).parent) == ["ckpt-1.data-00000-of-00001", "ckpt-1.index"]
+    with backend.open_reader(prefix) as r:
+        assert float(r.read("t0")[0]) == 1.0

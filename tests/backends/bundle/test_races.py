@@ -174,6 +174,25 @@ def test_takeover_before_the_piece_index_is_published_fails_the_shard(prefix: st
     _assert_b_intact(prefix)
 
 
+def test_takeover_during_the_index_write_restores_the_replaced_checkpoint(prefix: str) -> None:
+    BundleBackend(LocalFiles(capabilities=OBJECT_STORE_CAPS)).save(prefix, _items(5.0))
+    files = HookedFiles()
+    a = BundleBackend(files)
+    results_a = _write(a, prefix, "a", 0.0, 1)
+    b = BundleBackend(LocalFiles(capabilities=OBJECT_STORE_CAPS))
+    # B's begin runs just before A's index replaces the committed one: it revokes A's markers
+    # and deletes A's data objects (the committed index does not name them).
+    files.before_write[prefix + ".index"] = lambda: b.begin(prefix, "b", overwrite=True)
+    with pytest.raises(ConcurrentModificationError, match=r"removed after the index was written.*not committed"):
+        a.commit(prefix, results_a, overwrite=True)
+    # A put the replaced index back, and its data objects were never touched.
+    with a.open_reader(prefix) as r:
+        assert [float(r.read(k)[0]) for k in r.keys()] == [5.0, 6.0]
+    results_b = _write(b, prefix, "b", 2.0, 1)
+    b.commit(prefix, results_b, overwrite=True)
+    _assert_b_intact(prefix)
+
+
 @pytest.mark.parametrize("aborter", ["same instance", "other process"])
 def test_abort_after_a_takeover_deletes_no_data(prefix: str, aborter: str) -> None:
     a = BundleBackend(LocalFiles(capabilities=OBJECT_STORE_CAPS))

@@ -196,6 +196,44 @@ def test_tensorflow_reads_multi_shard_save(tmp_path: Path) -> None:
         np.testing.assert_array_equal(restored[name].numpy(), var.numpy(), err_msg=name)
 
 
+@pytest.mark.parametrize("strategy", ["rename", "create"])
+@pytest.mark.parametrize("shards", [1, 3])
+def test_tensorflow_reads_overwritten_checkpoints(tmp_path: Path, strategy: str, shards: int) -> None:
+    # Overwriting with an unchanged shard count names the data files for one more (empty) shard,
+    # so the old checkpoint's files are never written over; TensorFlow reads every generation.
+    from trackpoint.backends.bundle import BundleBackend
+    from trackpoint.backends.local import LocalFiles
+    from trackpoint.storage import Capabilities, WriteItem
+
+    caps = None if strategy == "rename" else Capabilities(conditional_create=True)
+    backend = BundleBackend(LocalFiles(capabilities=caps))
+    prefix = str(tmp_path / "ckpt")
+    options = CheckpointOptions(max_shard_bytes=400 if shards > 1 else None, num_writers=1)
+    counts = []
+    for generation in range(3):
+        items = [WriteItem(f"w{i}", np.full(100, generation * 10 + i, np.float32)) for i in range(3)]
+        backend.save(prefix, items, options)
+        counts.append(len(list(tmp_path.glob("ckpt.data-*"))))
+        reader = tf.train.load_checkpoint(prefix)
+        assert sorted(reader.get_variable_to_shape_map()) == ["w0", "w1", "w2"]
+        for i in range(3):
+            np.testing.assert_array_equal(reader.get_tensor(f"w{i}"), items[i].array)
+    assert counts == [shards, shards + 1, shards]
+
+
+def test_tensorflow_restores_a_checkpoint_written_twice_to_one_prefix(tmp_path: Path) -> None:
+    variables = {f"w{i}": tp.Variable(np.full(4, i, np.float32)) for i in range(2)}
+    ckpt = tp.Checkpoint(**variables)
+    path = ckpt.write(str(tmp_path / "ckpt"))
+    variables["w1"].assign(np.full(4, 7.0, np.float32))
+    assert ckpt.write(str(tmp_path / "ckpt")) == path
+    restored = {name: tf.Variable(np.zeros(4, np.float32)) for name in variables}
+    # read(), the counterpart of write(): no save_counter is involved.
+    tf.train.Checkpoint(**restored).read(path).assert_consumed()
+    np.testing.assert_array_equal(restored["w0"].numpy(), np.zeros(4, np.float32))
+    np.testing.assert_array_equal(restored["w1"].numpy(), np.full(4, 7.0, np.float32))
+
+
 @pytest.mark.parametrize("sharded", [False, True], ids=["single", "sharded"])
 def test_tensorflow_v1_saver_restores_trackpoint_saver(tmp_path: Path, sharded: bool) -> None:
     # TF1 name-based direction: trackpoint.Saver writes, tf.compat.v1.train.Saver restores in graph mode.

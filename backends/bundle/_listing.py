@@ -1,0 +1,86 @@
+"""The files of a prefix in its directory: finding them by kind, their ages, deleting them all."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+
+from trackpoint.backends.bundle._names import (
+    DATA_RE,
+    PART_RE,
+    basename,
+    data_count,
+    index_name,
+    piece_save_id,
+    temp_dir,
+)
+from trackpoint.backends.files import FileLayer
+
+
+def listed(files: FileLayer, prefix: str, pattern: re.Pattern[str]) -> list[str]:
+    """Paths in ``prefix``'s directory whose name matches ``pattern`` for this prefix."""
+    directory = files.dirname(prefix)
+    base = basename(prefix)
+    out = []
+    for name in files.listdir(directory):
+        m = pattern.match(name)
+        if m is not None and m.group("base") == base:
+            out.append(files.join(directory, name))
+    return out
+
+
+def count_of(path: str) -> int | None:
+    """The ``-of-`` file count in the name of a data file, ``None`` for other names."""
+    parsed = data_count(basename(path))
+    return None if parsed is None else parsed[1]
+
+
+def data_files(files: FileLayer, prefix: str, *, unless_count: int | None = None) -> list[str]:
+    """Data files of ``prefix`` (all, or those of any file count but ``unless_count``)."""
+    return [p for p in listed(files, prefix, DATA_RE) if count_of(p) != unless_count]
+
+
+def part_files(files: FileLayer, prefix: str, save_id: str | None = None) -> list[str]:
+    """Piece indexes of the create strategy at ``prefix`` (of one save, or of all)."""
+    pieces = listed(files, prefix, PART_RE)
+    if save_id is None:
+        return pieces
+    return [p for p in pieces if piece_save_id(basename(p)) == save_id]
+
+
+def old_enough(files: FileLayer, paths: Sequence[str], now: float, min_age: float) -> bool:
+    """Whether the newest of ``paths`` was modified at least ``min_age`` seconds ago.
+
+    An unknown (or vanished) modification time counts as young unless
+    ``min_age`` is 0: removing a running save's pieces is worse than keeping
+    a crashed one's.
+    """
+    if min_age <= 0:
+        return True
+    newest = -1.0
+    for path in paths:
+        t = files.modified(path)
+        if t is None:
+            return False
+        newest = max(newest, t)
+    return now - newest >= min_age
+
+
+def delete_prefix(files: FileLayer, prefix: str) -> None:
+    """Delete every file of ``prefix``, committed or left over by any save, index first."""
+    index = index_name(prefix)
+    directory = files.dirname(prefix)
+    files.delete([index])
+    files.sync_dir(directory)
+    # Piece indexes go before data objects: they are the ownership markers
+    # of running saves, whose commits then refuse instead of indexing data
+    # that is about to be replaced. The index is removed once more because
+    # such a save may have created it after the first removal and before
+    # its markers went.
+    files.delete(part_files(files, prefix))
+    files.delete([index])
+    files.sync_dir(directory)
+    files.delete(listed(files, prefix, DATA_RE))
+    temp = temp_dir(prefix)
+    files.delete([files.join(temp, n) for n in files.listdir(temp)])
+    files.remove_dir(temp)
