@@ -107,9 +107,10 @@ def _format_violations(fmt: str) -> list[str]:
         pytest.param(
             fmt,
             marks=pytest.mark.xfail(
-                not (BACKENDS / fmt / marker).exists(),
+                # Both halves of the layout: the format's modules and the store package it must import.
+                not (BACKENDS / fmt / marker).exists() or not (BACKENDS / "stores" / "__init__.py").exists(),
                 reason=f"{fmt} is not yet rebuilt over trackpoint.backends.stores (issue 10); "
-                f"this check applies once backends/{fmt}/{marker} exists",
+                f"this check applies once backends/{fmt}/{marker} and backends/stores/ exist",
                 strict=False,
             ),
         )
