@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from trackpoint import dtypes
+from trackpoint import _gc, dtypes
 from trackpoint.errors import TrackableError
 from trackpoint.proto import trackable_object_graph_pb2 as pb
 from trackpoint.python_state import PythonState
@@ -27,6 +27,7 @@ from trackpoint.variables import Variable
 __all__ = [
     "OBJECT_ATTRIBUTES_NAME",
     "OPTIMIZER_SLOT_NAME",
+    "GraphWalk",
     "ObjectGraphView",
     "SerializedGraph",
     "attribute_key",
@@ -60,8 +61,11 @@ def object_path(path: Sequence[TrackableReference]) -> str:
 
 def attribute_key(path: str, attribute: str) -> str:
     """Checkpoint key of ``attribute`` of the object at ``path``."""
-    suffix = "" if attribute == _SERIALIZE_TO_TENSORS_NAME else escape_local_name(attribute)
-    return f"{path}/{OBJECT_ATTRIBUTES_NAME}/{suffix}"
+    return f"{path}/{OBJECT_ATTRIBUTES_NAME}/{_attribute_suffix(attribute)}"
+
+
+def _attribute_suffix(attribute: str) -> str:
+    return "" if attribute == _SERIALIZE_TO_TENSORS_NAME else escape_local_name(attribute)
 
 
 def slot_variable_path(variable_path: str, optimizer_path: str, slot_name: str) -> str:
@@ -119,19 +123,57 @@ class ObjectGraphView:
         obj._maybe_initialize_trackable()
         return obj._lookup_dependency(name, children)
 
+    def walk(self) -> GraphWalk:
+        """Every object reachable from the root, breadth-first, with its children and escaped path.
+
+        One call of :meth:`children` per object: saving, restore checks and
+        listings all start from this walk, so its cost per object is what a
+        graph of many variables pays.
+        """
+        root = self.root
+        objects: list[Trackable] = [root]
+        node_ids: dict[int, int] = {id(root): 0}
+        paths: list[str] = [""]
+        parents: list[tuple[int, str]] = [(-1, "")]
+        children_of: list[dict[str, Trackable]] = []
+        current = 0
+        while current < len(objects):
+            children = self.children(objects[current])
+            children_of.append(children)
+            base = paths[current]
+            for name, child in children.items():
+                if id(child) not in node_ids:
+                    node_ids[id(child)] = len(objects)
+                    objects.append(child)
+                    escaped = escape_local_name(name)
+                    paths.append(f"{base}/{escaped}" if base else escaped)
+                    parents.append((current, name))
+            current += 1
+        return GraphWalk(objects, children_of, paths, parents, node_ids)
+
     def breadth_first(self) -> tuple[list[Trackable], dict[int, tuple[TrackableReference, ...]]]:
         """Objects in BFS order and, by ``id``, the first path reaching each."""
-        order: list[Trackable] = []
-        paths: dict[int, tuple[TrackableReference, ...]] = {id(self.root): ()}
-        queue = collections.deque([self.root])
-        while queue:
-            current = queue.popleft()
-            order.append(current)
-            for name, child in self.children(current).items():
-                if id(child) not in paths:
-                    paths[id(child)] = (*paths[id(current)], TrackableReference(name, child))
-                    queue.append(child)
-        return order, paths
+        walk = self.walk()
+        refs: list[tuple[TrackableReference, ...]] = []
+        for obj, (parent, name) in zip(walk.objects, walk.parents, strict=True):
+            refs.append(() if parent < 0 else (*refs[parent], TrackableReference(name, obj)))
+        return walk.objects, {id(obj): path for obj, path in zip(walk.objects, refs, strict=True)}
+
+
+@dataclass(frozen=True, slots=True)
+class GraphWalk:
+    """The result of :meth:`ObjectGraphView.walk`; lists are indexed by node id (BFS position).
+
+    ``parents[i]`` is ``(parent node id, edge name)`` of the first path reaching
+    node ``i`` (``(-1, "")`` for the root); ``node_ids`` maps ``id(object)`` to
+    its node id.
+    """
+
+    objects: list[Trackable]
+    children: list[dict[str, Trackable]]
+    paths: list[str]
+    parents: list[tuple[int, str]]
+    node_ids: dict[int, int]
 
 
 @dataclass(frozen=True, slots=True)
@@ -184,23 +226,23 @@ class SerializedGraph:
     tensors: tuple[tuple[str, np.ndarray[Any, Any]], ...]
 
 
-def _has_values(proto: pb.TrackableObjectGraph) -> list[bool]:
-    """Per node: holds values itself or through any descendant."""
-    n = len(proto.nodes)
-    parents: list[list[int]] = [[] for _ in range(n)]
-    for i, node in enumerate(proto.nodes):
-        for child in node.children:
-            parents[child.node_id].append(i)
-    has = [bool(node.attributes or node.slot_variables or node.HasField("registered_saver")) for node in proto.nodes]
-    queue = collections.deque(i for i in range(n) if has[i])
+def _has_values(has: list[bool], children: list[list[int]]) -> list[bool]:
+    """Per node: holds values itself (``has``) or through any descendant."""
+    parents: list[list[int]] = [[] for _ in has]
+    for parent, kids in enumerate(children):
+        for child in kids:
+            parents[child].append(parent)
+    out = list(has)
+    queue = collections.deque(i for i, h in enumerate(out) if h)
     while queue:
         for parent in parents[queue.popleft()]:
-            if not has[parent]:
-                has[parent] = True
+            if not out[parent]:
+                out[parent] = True
                 queue.append(parent)
-    return has
+    return out
 
 
+@_gc.frozen()
 def serialize_object_graph(view: ObjectGraphView) -> SerializedGraph:
     """Build the object graph proto and collect the tensors to save.
 
@@ -208,58 +250,92 @@ def serialize_object_graph(view: ObjectGraphView) -> SerializedGraph:
     variables), with :class:`~trackpoint.PythonState` values after all others.
     The object graph tensor itself is added by the caller, last.
     """
-    objects, paths = view.breadth_first()
-    names = {id(o): object_path(paths[id(o)]) for o in objects}
+    walk = view.walk()
+    objects = walk.objects
     slots = _slot_variables(objects)
-    node_ids = {id(o): i for i, o in enumerate(objects)}
+    node_ids = walk.node_ids
     nodes: list[Trackable] = list(objects)
+    paths = list(walk.paths)
     proto = pb.TrackableObjectGraph()
-    for obj in objects:
-        node = proto.nodes.add()
-        for name, child in view.children(obj).items():
-            node.children.add(node_id=node_ids[id(child)], local_name=name)
+    proto_nodes = proto.nodes
+    # The proto's node messages, kept so each is looked up once (indexing a repeated field is not free).
+    node_protos = []
+    child_ids: list[list[int]] = []
+    for children in walk.children:
+        node = proto_nodes.add()
+        node_protos.append(node)
+        ids = [node_ids[id(child)] for child in children.values()]
+        child_ids.append(ids)
+        if ids:
+            add_child = node.children.add
+            for name, child_id in zip(children, ids, strict=True):
+                add_child(node_id=child_id, local_name=name)
     for slot in slots:
         slot_id = len(nodes)
         nodes.append(slot.slot)
-        node_ids[id(slot.slot)] = slot_id
-        names[id(slot.slot)] = slot_variable_path(
-            names[id(objects[slot.variable])], names[id(objects[slot.optimizer])], slot.name
-        )
-        proto.nodes.add()
-        proto.nodes[slot.optimizer].slot_variables.add(
+        paths.append(slot_variable_path(paths[slot.variable], paths[slot.optimizer], slot.name))
+        node_protos.append(proto_nodes.add())
+        child_ids.append([])
+        node_protos[slot.optimizer].slot_variables.add(
             original_variable_node_id=slot.variable, slot_name=slot.name, slot_variable_node_id=slot_id
         )
+    has = [False] * len(nodes)
+    for slot in slots:
+        has[slot.optimizer] = True
     regular: list[tuple[str, np.ndarray[Any, Any]]] = []
     python_state: list[tuple[str, np.ndarray[Any, Any]]] = []
-    owners: dict[str, str] = {}
+    # Which node saved each key, and as what: two values under one key would make one unreadable.
+    owners: dict[str, tuple[int, str]] = {}
 
-    def add(sink: list[tuple[str, np.ndarray[Any, Any]]], key: str, value: Any, where: str) -> None:
-        # Two values under one key would make one of them unreadable: refuse.
-        if key in owners:
-            raise TrackableError(f"{where} and {owners[key]} both save a value under the checkpoint key {key!r}")
-        owners[key] = where
-        sink.append((key, saved_array(value, where)))
+    def describe(node_id: int, what: str) -> str:
+        # Formatted only for messages, not for every node of a large graph.
+        path = paths[node_id]
+        return f"{type(nodes[node_id]).__name__} at {path or '(root)'!r}, {what}"
 
+    def clash(key: str, node_id: int, what: str) -> TrackableError:
+        return TrackableError(
+            f"{describe(node_id, what)} and {describe(*owners[key])} both save a value under the checkpoint key {key!r}"
+        )
+
+    # The key suffix of each attribute name (most graphs use one or two names for all their tensors).
+    suffixes: dict[str, str] = {}
     for node_id, obj in enumerate(nodes):
-        path = names[id(obj)]
+        path = paths[node_id]
         full_name = obj.name if isinstance(obj, Variable) else ""
         sink = python_state if isinstance(obj, PythonState) else regular
-        readable = f"{type(obj).__name__} at {path or '(root)'!r}"
         if uses_saveables(obj):
             # TensorFlow 1 style: one graph attribute per entry, one tensor per spec.
             for attr, factory in obj._gather_saveables_for_checkpoint().items():
                 key = attribute_key(path, attr)
                 saveable = make_saveable(obj, attr, factory, key)
-                proto.nodes[node_id].attributes.add(name=attr, full_name=full_name, checkpoint_key=key)
+                node_protos[node_id].attributes.add(name=attr, full_name=full_name, checkpoint_key=key)
+                has[node_id] = True
+                what = f"saveable {attr!r}"
                 for spec in saveable.specs:
-                    add(sink, spec.name, spec.tensor, f"{readable}, saveable {attr!r}")
+                    if spec.name in owners:
+                        raise clash(spec.name, node_id, what)
+                    owners[spec.name] = (node_id, what)
+                    sink.append((spec.name, saved_array(spec.tensor, describe(node_id, what))))
             continue
-        for attr, value in obj._serialize_to_tensors().items():
-            key = attribute_key(path, attr)
-            proto.nodes[node_id].attributes.add(name=attr, full_name=full_name, checkpoint_key=key)
-            add(sink, key, value, f"{readable}, attribute {attr!r}")
-    for node, has in zip(proto.nodes, _has_values(proto), strict=True):
-        node.has_checkpoint_values.value = has
+        tensors = obj._serialize_to_tensors()
+        if not tensors:
+            continue
+        has[node_id] = True
+        add_attribute = node_protos[node_id].attributes.add
+        for attr, value in tensors.items():
+            suffix = suffixes.get(attr)
+            if suffix is None:
+                suffix = suffixes[attr] = _attribute_suffix(attr)
+            key = f"{path}/{OBJECT_ATTRIBUTES_NAME}/{suffix}"
+            add_attribute(name=attr, full_name=full_name, checkpoint_key=key)
+            if key in owners:
+                raise clash(key, node_id, f"attribute {attr!r}")
+            owners[key] = (node_id, f"attribute {attr!r}")
+            if not isinstance(value, np.ndarray):
+                value = saved_array(value, describe(node_id, f"attribute {attr!r}"))
+            sink.append((key, value))
+    for node, flag in zip(node_protos, _has_values(has, child_ids), strict=True):
+        node.has_checkpoint_values.value = flag
     return SerializedGraph(proto, tuple(nodes), tuple(regular + python_state))
 
 

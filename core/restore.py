@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 
+from trackpoint import _gc
 from trackpoint.data_structures import TrackableDataStructure
 from trackpoint.errors import DTypeMismatchError, InvalidCheckpointError, MatchError, ShapeMismatchError
 from trackpoint.graph import ObjectGraphView, list_objects, node_names, proto_node_names
@@ -150,11 +151,22 @@ class RestoreCoordinator:
         self.unused_attributes: dict[int, list[str]] = {}
         self.slot_restorations: dict[int, list[_SlotVariableRestoration]] = {}
         self.deferred_slot_restorations: dict[int, list[_DeferredSlotVariableRestoration]] = {}
-        for node_id, node in enumerate(object_graph_proto.nodes):
-            for ref in node.slot_variables:
-                self.slot_restorations.setdefault(ref.original_variable_node_id, []).append(
-                    _SlotVariableRestoration(node_id, ref.slot_variable_node_id, ref.slot_name)
-                )
+        # The graph's edges and attributes as Python lists, read from the proto once: every field access on a
+        # proto message costs about as much as a small function call, and restores and their status
+        # assertions look at each node several times.
+        self.node_children: list[list[tuple[int, str]]] = []
+        self.node_attributes: list[list[tuple[str, str]]] = []
+        with _gc.frozen():
+            for node_id, node in enumerate(object_graph_proto.nodes):
+                children = node.children
+                self.node_children.append([(c.node_id, c.local_name) for c in children] if children else [])
+                attributes = node.attributes
+                self.node_attributes.append([(a.name, a.checkpoint_key) for a in attributes] if attributes else [])
+                slot_variables = node.slot_variables
+                for ref in slot_variables if slot_variables else ():
+                    self.slot_restorations.setdefault(ref.original_variable_node_id, []).append(
+                        _SlotVariableRestoration(node_id, ref.slot_variable_node_id, ref.slot_name)
+                    )
         self._infos: dict[str, TensorInfo] = {}
         self._report = _Unrestored(save_path, object_graph_proto, self.matched_proto_ids, self.unused_attributes)
         weakref.finalize(self, _warn_unrestored, self._report)
@@ -173,12 +185,13 @@ class RestoreCoordinator:
         """Dtype and shape of ``key`` (cached)."""
         found = self._infos.get(key)
         if found is None:
-            if not self.reader.has(key):
+            try:
+                found = self._infos[key] = self.reader.info(key)
+            except KeyError as exc:  # CheckpointKeyError, as the reader contract says
                 raise InvalidCheckpointError(
                     f"the object graph of {self.save_path!r} refers to {key!r}, which the checkpoint does not "
                     "contain; the checkpoint is damaged or was written incompletely"
-                )
-            found = self._infos[key] = self.reader.info(key)
+                ) from exc
         return found
 
     def remember(self, obj: Trackable) -> None:
@@ -218,12 +231,16 @@ class CheckpointPosition:
 
     def is_simple_variable(self) -> bool:
         """A plain variable: exactly one ``VARIABLE_VALUE`` attribute and no children."""
-        node = self.object_proto
-        return len(node.attributes) == 1 and node.attributes[0].name == VARIABLE_VALUE_KEY and not node.children
+        attributes = self.coordinator.node_attributes[self.proto_id]
+        return (
+            len(attributes) == 1
+            and attributes[0][0] == VARIABLE_VALUE_KEY
+            and not self.coordinator.node_children[self.proto_id]
+        )
 
     def tensor_info(self) -> TensorInfo:
         """Dtype and shape of a simple variable's saved value."""
-        return self.coordinator.info(self.object_proto.attributes[0].checkpoint_key)
+        return self.coordinator.info(self.coordinator.node_attributes[self.proto_id][0][1])
 
     def restore(self, trackable: Trackable) -> None:
         """Match ``trackable`` to this node and restore it and its subtree.
@@ -234,7 +251,8 @@ class CheckpointPosition:
             A value does not fit its object; nothing was changed.
         """
         plan = _Plan(self.coordinator)
-        plan.walk([(self, trackable)])
+        with _gc.frozen():
+            plan.walk(self.proto_id, trackable)
         plan.apply()
 
     def __repr__(self) -> str:
@@ -246,7 +264,7 @@ class _Plan:
     """Everything one restore step will do, computed (and validated) before doing it."""
 
     coordinator: RestoreCoordinator
-    bindings: list[tuple[CheckpointPosition, Trackable]] = field(default_factory=list)
+    bindings: list[tuple[int, Trackable]] = field(default_factory=list)
     tentative: dict[int, Trackable] = field(default_factory=dict)
     values: list[tuple[Trackable, dict[str, str]]] = field(default_factory=list)
     planned: set[int] = field(default_factory=set)
@@ -255,63 +273,71 @@ class _Plan:
     seen: list[Trackable] = field(default_factory=list)
     saveables: list[SaveableObject] = field(default_factory=list)
 
-    def bind(self, position: CheckpointPosition, trackable: Trackable) -> bool:
+    def bind(self, proto_id: int, trackable: Trackable) -> bool:
         """Tentatively match a node to an object; ``False`` if already matched."""
         trackable._maybe_initialize_trackable()
         self.seen.append(trackable)
         # Explicit None checks: an empty container wrapper is falsy.
-        current = self.coordinator.object_by_proto_id.get(position.proto_id)
+        current = self.coordinator.object_by_proto_id.get(proto_id)
         if current is None:
-            current = self.tentative.get(position.proto_id)
+            current = self.tentative.get(proto_id)
         if current is None:
-            self.tentative[position.proto_id] = trackable
-            self.bindings.append((position, trackable))
+            self.tentative[proto_id] = trackable
+            self.bindings.append((proto_id, trackable))
             return True
         if current is not trackable:
             logger.warning(
                 "Inconsistent references when loading %r: node %d of the saved graph is already matched to %r, "
                 "so %r reached through another path is not restored from it.",
                 self.coordinator.save_path,
-                position.proto_id,
+                proto_id,
                 current,
                 trackable,
             )
         return False
 
-    def walk(self, roots: list[tuple[CheckpointPosition, Trackable]]) -> None:
-        """Breadth-first over saved nodes and live objects together."""
+    def walk(self, proto_id: int, trackable: Trackable) -> None:
+        """Breadth-first over saved nodes and live objects together, from one matched pair."""
         coordinator = self.coordinator
-        queue = collections.deque(pair for pair in roots if self.bind(*pair))
+        view = coordinator.view
+        node_children = coordinator.node_children
+        queue = collections.deque([(proto_id, trackable)] if self.bind(proto_id, trackable) else [])
         while queue:
-            position, trackable = queue.popleft()
-            self._plan_values(position, trackable)
-            self._check_slots(position, trackable)
-            children = coordinator.view.children(trackable) if position.object_proto.children else {}
-            for child in position.object_proto.children:
-                child_position = CheckpointPosition(coordinator, child.node_id)
-                local = coordinator.view.lookup(trackable, child.local_name, children)
+            proto_id, trackable = queue.popleft()
+            self._plan_values(proto_id, trackable)
+            if proto_id in coordinator.slot_restorations:
+                self._check_slots(proto_id, trackable)
+            edges = node_children[proto_id]
+            if not edges:
+                continue
+            children = view.children(trackable)
+            for child_id, name in edges:
+                local = view.lookup(trackable, name, children)
                 if local is None:
-                    if child_position.has_checkpoint_values():
-                        self.deferred.append((trackable, child.local_name, child_position))
-                elif self.bind(child_position, local):
-                    queue.append((child_position, local))
+                    position = CheckpointPosition(coordinator, child_id)
+                    if position.has_checkpoint_values():
+                        self.deferred.append((trackable, name, position))
+                elif self.bind(child_id, local):
+                    queue.append((child_id, local))
 
-    def _plan_values(self, position: CheckpointPosition, trackable: Trackable) -> None:
-        if position.restore_uid <= trackable._update_uid or id(trackable) in self.planned:
+    def _plan_values(self, proto_id: int, trackable: Trackable) -> None:
+        # bind() initialized the trackable, so its uid attribute exists.
+        if self.coordinator.restore_uid <= trackable._self_update_uid or id(trackable) in self.planned:
             return  # a newer restore (or this one, via another node) already wrote it
         self.planned.add(id(trackable))
         if uses_saveables(trackable):
-            self._plan_saveables(position, trackable)
+            self._plan_saveables(CheckpointPosition(self.coordinator, proto_id), trackable)
             return
-        names = set(trackable._checkpoint_attribute_names())
+        names = trackable._checkpoint_attribute_names()
         keys: dict[str, str] = {}
-        for attribute in position.object_proto.attributes:
-            if attribute.name in names:
-                keys[attribute.name] = attribute.checkpoint_key
+        for name, key in self.coordinator.node_attributes[proto_id]:
+            if name in names:
+                keys[name] = key
             else:
-                self.unused.append((position.proto_id, attribute.name))
+                self.unused.append((proto_id, name))
         if keys:
-            trackable._check_restore_tensors({n: self.coordinator.info(k) for n, k in keys.items()}, keys)
+            info = self.coordinator.info
+            trackable._check_restore_tensors({n: info(k) for n, k in keys.items()}, keys)
         self.values.append((trackable, keys))
 
     def _plan_saveables(self, position: CheckpointPosition, trackable: Trackable) -> None:
@@ -343,16 +369,15 @@ class _Plan:
             self.saveables.append(saveable)
         self.values.append((trackable, {}))
 
-    def _check_slots(self, position: CheckpointPosition, trackable: Trackable) -> None:
+    def _check_slots(self, proto_id: int, trackable: Trackable) -> None:
         """Slot values must have their variable's dtype and shape."""
         if not isinstance(trackable, Variable):
             return
-        nodes = self.coordinator.object_graph_proto.nodes
-        for slot in self.coordinator.slot_restorations.get(position.proto_id, []):
-            slot_node = nodes[slot.slot_variable_id]
-            if len(slot_node.attributes) != 1:
+        attributes = self.coordinator.node_attributes
+        for slot in self.coordinator.slot_restorations.get(proto_id, []):
+            if len(attributes[slot.slot_variable_id]) != 1:
                 continue
-            key = slot_node.attributes[0].checkpoint_key
+            key = attributes[slot.slot_variable_id][0][1]
             info = self.coordinator.info(key)
             if info.dtype != trackable.dtype:
                 raise DTypeMismatchError(
@@ -368,35 +393,44 @@ class _Plan:
     def apply(self) -> None:
         """Commit the plan: bind nodes, read values, queue deferred restores, then slots."""
         coordinator = self.coordinator
-        for position, trackable in self.bindings:
-            coordinator.object_by_proto_id[position.proto_id] = trackable
-            coordinator.matched_proto_ids.add(position.proto_id)
-        for trackable in self.seen:
-            coordinator.remember(trackable)
-        for proto_id, name in self.unused:
-            attrs = coordinator.unused_attributes.setdefault(proto_id, [])
-            if name not in attrs:
-                attrs.append(name)
-        self._read_values()
+        with _gc.frozen():
+            for proto_id, trackable in self.bindings:
+                coordinator.object_by_proto_id[proto_id] = trackable
+                coordinator.matched_proto_ids.add(proto_id)
+            for trackable in self.seen:
+                coordinator.remember(trackable)
+            for proto_id, name in self.unused:
+                attrs = coordinator.unused_attributes.setdefault(proto_id, [])
+                if name not in attrs:
+                    attrs.append(name)
+            requests, owners = self._requests()
+        # Outside the freeze: a read may wait on a network or a hung store for long.
+        results = coordinator.reader.read_many(requests) if requests else []
+        with _gc.frozen():
+            self._apply_values(results, owners)
         for parent, name, position in self.deferred:
             parent._deferred_dependencies.setdefault(name, []).append(position)
         for parent, name, _ in self.deferred:
             if parent._lookup_dependency(name) is None:
                 parent._dependency_requested(name)
-        for position, trackable in self.bindings:
-            _queue_slot_variables(position, trackable)
+        if coordinator.slot_restorations or coordinator.deferred_slot_restorations:
+            for proto_id, trackable in self.bindings:
+                _queue_slot_variables(CheckpointPosition(coordinator, proto_id), trackable)
 
-    def _read_values(self) -> None:
+    def _requests(self) -> tuple[list[tuple[str, np.ndarray[Any, Any] | None]], list[_Owner]]:
+        """What to read: planned attributes (into their buffers where offered), then saveable specs."""
         requests: list[tuple[str, np.ndarray[Any, Any] | None]] = []
-        owners: list[tuple[Trackable, str, np.ndarray[Any, Any] | None]] = []
+        owners: list[_Owner] = []
         for trackable, keys in self.values:
             for name, key in keys.items():
                 buffer = trackable._restore_buffer(name)
                 requests.append((key, buffer))
                 owners.append((trackable, name, buffer))
-        spec_start = len(requests)
         requests.extend((spec.name, None) for saveable in self.saveables for spec in saveable.specs)
-        results = self.coordinator.reader.read_many(requests) if requests else []
+        return requests, owners
+
+    def _apply_values(self, results: list[np.ndarray[Any, Any]], owners: list[_Owner]) -> None:
+        spec_start = len(owners)
         collected: dict[int, dict[str, np.ndarray[Any, Any]]] = {}
         for (trackable, name, buffer), result in zip(owners, results[:spec_start], strict=True):
             if buffer is not None and result is buffer:
@@ -407,12 +441,17 @@ class _Plan:
             tensors = collected.get(id(trackable))
             if tensors:
                 trackable._restore_from_tensors(tensors)
-            trackable._update_uid = uid
+            # Set directly: the _update_uid property costs two calls, for each of possibly 10^5 objects.
+            object.__setattr__(trackable, "_self_update_uid", uid)
         position = spec_start
         for saveable in self.saveables:
             count = len(saveable.specs)
             saveable.restore(list(results[position : position + count]), None)
             position += count
+
+
+#: Who asked for a value: the trackable, its attribute, and the buffer offered for it (or ``None``).
+_Owner = tuple[Trackable, str, "np.ndarray[Any, Any] | None"]
 
 
 def _queue_slot_variables(position: CheckpointPosition, trackable: Trackable) -> None:
@@ -515,8 +554,9 @@ class CheckpointLoadStatus(LoadStatus):
     def _unmatched_python_objects(self) -> list[Trackable]:
         self._live_objects()
         matched = {id(o) for o in self._checkpoint.object_by_proto_id.values()}
-        return [o for o in self._checkpoint.python_objects() if _has_attributes(o) and id(o) not in matched]
+        return [o for o in self._checkpoint.python_objects() if id(o) not in matched and _has_attributes(o)]
 
+    @_gc.frozen()
     def assert_consumed(self) -> CheckpointLoadStatus:
         """Every value in the checkpoint found an object, and every object a value.
 
@@ -528,41 +568,40 @@ class CheckpointLoadStatus(LoadStatus):
         """
         self.assert_existing_objects_matched()
         checkpoint = self._checkpoint
-        proto = checkpoint.object_graph_proto
-        names = proto_node_names(proto)
+        matched = checkpoint.object_by_proto_id
         unresolved = [
-            f"  {names.get(i, str(i))}: {', '.join(a.checkpoint_key for a in node.attributes)}"
-            for i, node in enumerate(proto.nodes)
-            if node.attributes and checkpoint.object_by_proto_id.get(i) is None
+            i for i, attributes in enumerate(checkpoint.node_attributes) if attributes and matched.get(i) is None
         ]
+        pending = [s.slot_variable_id for slots in checkpoint.slot_restorations.values() for s in slots] + [
+            d.slot_variable_id for slots in checkpoint.deferred_slot_restorations.values() for d in slots
+        ]
+        if not unresolved and not pending and not checkpoint.unused_attributes:
+            return self
+        # Node names only for messages: building them walks the whole saved graph.
+        names = proto_node_names(checkpoint.object_graph_proto)
         if unresolved:
+            lines = [
+                f"  {names.get(i, str(i))}: {', '.join(key for _, key in checkpoint.node_attributes[i])}"
+                for i in unresolved
+            ]
             raise MatchError(
                 f"Unresolved objects in checkpoint {checkpoint.save_path!r} (values with no matching Python object; "
                 "create the objects, or use expect_partial()/assert_existing_objects_matched() for a partial "
-                "restore):\n" + "\n".join(unresolved)
+                "restore):\n" + "\n".join(lines)
             )
-        pending = [
-            f"  {names.get(s.slot_variable_id, str(s.slot_variable_id))}"
-            for slots in checkpoint.slot_restorations.values()
-            for s in slots
-        ] + [
-            f"  {names.get(d.slot_variable_id, str(d.slot_variable_id))}"
-            for slots in checkpoint.deferred_slot_restorations.values()
-            for d in slots
-        ]
         if pending:
-            raise MatchError(f"Unresolved slot restorations in {checkpoint.save_path!r}:\n" + "\n".join(pending))
-        if checkpoint.unused_attributes:
-            lines = [
-                f"  {names.get(i, str(i))} ({checkpoint.object_by_proto_id.get(i)!r}): {', '.join(attrs)}"
-                for i, attrs in sorted(checkpoint.unused_attributes.items())
-            ]
-            raise MatchError(
-                "Unused attributes in these objects (the attributes exist in the checkpoint "
-                f"{checkpoint.save_path!r} but were not restored):\n" + "\n".join(lines)
-            )
-        return self
+            lines = [f"  {names.get(i, str(i))}" for i in pending]
+            raise MatchError(f"Unresolved slot restorations in {checkpoint.save_path!r}:\n" + "\n".join(lines))
+        lines = [
+            f"  {names.get(i, str(i))} ({matched.get(i)!r}): {', '.join(attrs)}"
+            for i, attrs in sorted(checkpoint.unused_attributes.items())
+        ]
+        raise MatchError(
+            "Unused attributes in these objects (the attributes exist in the checkpoint "
+            f"{checkpoint.save_path!r} but were not restored):\n" + "\n".join(lines)
+        )
 
+    @_gc.frozen()
     def assert_existing_objects_matched(self) -> CheckpointLoadStatus:
         """Every existing object with state got a value from this checkpoint (or a later one).
 
@@ -572,15 +611,14 @@ class CheckpointLoadStatus(LoadStatus):
             Listing each unmatched object by path.
         """
         checkpoint = self._checkpoint
-        proto_names = proto_node_names(checkpoint.object_graph_proto)
-        stale = [
-            f"  {proto_names.get(i, str(i))}: {obj!r}"
-            for i, obj in sorted(checkpoint.object_by_proto_id.items())
-            if obj._update_uid < checkpoint.restore_uid
-        ]
+        uid = checkpoint.restore_uid
+        # Matched objects were initialized by the restore, so their uid attribute exists.
+        stale = sorted((i, obj) for i, obj in checkpoint.object_by_proto_id.items() if obj._self_update_uid < uid)
         if stale:
+            proto_names = proto_node_names(checkpoint.object_graph_proto)
+            lines = [f"  {proto_names.get(i, str(i))}: {obj!r}" for i, obj in stale]
             raise MatchError(
-                f"Objects matched to {checkpoint.save_path!r} but not assigned a value from it:\n" + "\n".join(stale)
+                f"Objects matched to {checkpoint.save_path!r} but not assigned a value from it:\n" + "\n".join(lines)
             )
         unmatched = self._unmatched_python_objects()
         if unmatched:
@@ -591,6 +629,7 @@ class CheckpointLoadStatus(LoadStatus):
             )
         return self
 
+    @_gc.frozen()
     def assert_nontrivial_match(self) -> CheckpointLoadStatus:
         """Something besides the root object matched.
 
