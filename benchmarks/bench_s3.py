@@ -1,24 +1,32 @@
-"""Save and restore through the ``s3`` backend vs plain s3fs moving the same bytes, on a fresh local moto server.
+"""Save and restore on S3 (moto) or GCS (fake-gcs-server) vs plain s3fs/gcsfs moving the same bytes.
 
 Usage::
 
-    python benchmarks/bench_s3.py            # 1 GiB mixed float32 workload, 2 repetitions
-    python benchmarks/bench_s3.py --gib 0.25 --reps 1
+    python benchmarks/bench_s3.py --store s3 --gib 1 --rounds 5
+    python benchmarks/bench_s3.py --store gcs --gib 1 --rounds 5
 
-The workload mixes a few large tensors, many medium ones and thousands of
-small ones (float32). The baseline writes the very same bytes, laid out as
-the backend's data objects, with ``s3fs.S3FileSystem.pipe`` (concurrent
-uploads, multipart for large objects) and reads them back with ``cat``. Both
-run against the same server in the same process, alternating, best of
-``--reps``. A fresh moto server is started because its memory grows with
-every upload. Loopback numbers measure client overhead against a local
-server; they say nothing about real S3 throughput.
+The workload mixes a few large tensors, many medium ones and thousands of small ones (float32). Each
+round measures, in alternating order and against one fresh local server:
+
+* ``api``: ``Checkpoint(model=root).write(url)`` and ``Checkpoint.read(url).assert_consumed()`` into the
+  model's existing variables (what users call);
+* ``contract``: ``backend.save(prefix, items)`` and ``reader.read_many`` into preallocated arrays;
+* ``baseline``: the very same bytes, laid out as the backend's data objects, written with the plain
+  filesystem's ``pipe`` (concurrent uploads, its own multipart/resumable uploads for large objects) and
+  read back with ``cat``.
+
+Figures are medians over the rounds with their range; ratios are taken per round. Peak memory is this
+process's RSS high-water mark during each measurement (reset through ``/proc/self/clear_refs`` before it),
+minus the RSS before it: what the measurement added on top of the model. Loopback numbers measure client
+overhead against a local emulator that shares the CPUs; they say nothing about real S3 or GCS throughput.
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
 import os
+import statistics
 import sys
 import time
 from collections.abc import Callable
@@ -28,11 +36,13 @@ import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests"))
 
-from servers import make_s3_fs, start_moto, stop_process
+import trackpoint as tp
+from servers import make_gcs_fs, make_s3_fs, start_fake_gcs, start_moto, stop_process
 from trackpoint.plugins import open_backend
 from trackpoint.storage import CheckpointOptions, WriteItem
 
 MiB = 1 << 20
+TARGET = 1.2
 
 
 def workload(total_bytes: int) -> list[WriteItem]:
@@ -50,98 +60,125 @@ def workload(total_bytes: int) -> list[WriteItem]:
     return items
 
 
-def best(reps: int, fn: Callable[[], None], reset: Callable[[], None]) -> float:
-    times = []
-    for _ in range(reps):
-        reset()
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return min(times)
+def _rss() -> tuple[int, int]:
+    """(current RSS, high-water RSS) in bytes."""
+    found: dict[str, int] = {}
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(("VmRSS:", "VmHWM:")):
+                found[line.split(":")[0]] = int(line.split()[1]) * 1024
+    return found["VmRSS"], found["VmHWM"]
+
+
+def measure(fn: Callable[[], object]) -> tuple[float, int]:
+    """(wall seconds, bytes of RSS added at the peak) of one call."""
+    gc.collect()
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")  # resets the high-water mark to the current RSS
+    before, _ = _rss()
+    t = time.perf_counter()
+    fn()
+    seconds = time.perf_counter() - t
+    return seconds, _rss()[1] - before
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--store", choices=("s3", "gcs"), default="s3")
     ap.add_argument("--gib", type=float, default=1.0, help="workload size in GiB (default 1)")
-    ap.add_argument("--reps", type=int, default=2, help="repetitions, best is reported (default 2)")
-    ap.add_argument(
-        "--option",
-        action="append",
-        default=[],
-        type=lambda kv: (kv.split("=")[0], int(kv.split("=")[1])),
-        help="integer backend option for the s3 backend, e.g. --option part_size=67108864 (repeatable)",
-    )
+    ap.add_argument("--rounds", type=int, default=5, help="interleaved rounds (default 5)")
     args = ap.parse_args()
 
     items = workload(int(args.gib * 1024 * MiB))
     nbytes = sum(it.nbytes for it in items)
-    url, proc = start_moto()
+    scheme, bucket = ("s3", "bench") if args.store == "s3" else ("gs", "bench")
+    url, proc = start_moto() if args.store == "s3" else start_fake_gcs()
     try:
-        so: dict[str, Any] = {"endpoint_url": url, "key": "testing", "secret": "testing"}
-        raw = make_s3_fs(so)
-        raw.mkdir("bench")
-        opts = CheckpointOptions(storage_options=so, backend_options=dict(args.option))
-        backend = open_backend("s3://bench/ckpt", opts)
-        prefix = "s3://bench/tp/ckpt"
+        if args.store == "s3":
+            so: dict[str, Any] = {"endpoint_url": url, "key": "testing", "secret": "testing"}
+            raw = make_s3_fs(so)
+        else:
+            so = {"endpoint_url": url, "token": "anon", "project": "bench"}
+            raw = make_gcs_fs(so)
+        raw.mkdir(bucket)
+        opts = CheckpointOptions(storage_options=so)
+        prefix = f"{scheme}://{bucket}/contract/ckpt"
+        api_prefix = f"{scheme}://{bucket}/api/ckpt"
+        backend = open_backend(prefix, opts)
+        root = tp.AutoTrackable()
+        for i, it in enumerate(items):
+            setattr(root, f"t{i:05d}", tp.Variable(it.array))
+        ckpt = tp.Checkpoint(model=root)
+        outs = [np.ones_like(it.array) for it in items]
 
-        def clear() -> None:
-            if raw.exists("bench/tp"):
-                raw.rm("bench/tp", recursive=True)
-            if raw.exists("bench/base"):
-                raw.rm("bench/base", recursive=True)
-
-        def tp_save() -> None:
-            backend.save(prefix, items, opts)
-
-        outs = [np.empty_like(it.array) for it in items]
-
-        def tp_restore() -> None:
-            with backend.open_reader(prefix) as reader:
-                reader.read_many([(it.key, out) for it, out in zip(items, outs, strict=True)])
-
-        # Baseline: the same data objects as the backend writes, as plain bytes.
-        tp_save()
-        data_objects = sorted(p for p in raw.ls("bench/tp") if ".data-" in p)
+        # The baseline moves the backend's data objects as plain bytes.
+        backend.save(prefix, items, opts)
+        data_objects = sorted(p for p in raw.ls(f"{bucket}/contract") if ".data-" in p)
         sizes = [raw.size(p) for p in data_objects]
+        flat = b"".join(np.ascontiguousarray(it.array).tobytes() for it in items)
         blobs: dict[str, bytes] = {}
         offset = 0
-        flat = b"".join(np.ascontiguousarray(it.array).tobytes() for it in items)
         for i, n in enumerate(sizes):
-            blobs[f"bench/base/obj-{i}"] = flat[offset : offset + n]
+            blobs[f"{bucket}/base/obj-{i}"] = flat[offset : offset + n]
             offset += n
         del flat
 
-        def base_save() -> None:
-            raw.pipe(blobs)
+        def clear(folder: str) -> Callable[[], None]:
+            def run() -> None:
+                if raw.exists(f"{bucket}/{folder}"):
+                    raw.rm(f"{bucket}/{folder}", recursive=True)
 
-        def base_restore() -> None:
-            raw.cat(list(blobs))
+            return run
 
-        def keep_tp() -> None:
-            if not backend.exists(prefix):
-                tp_save()
+        def contract_restore() -> None:
+            with backend.open_reader(prefix) as reader:
+                reader.read_many([(it.key, out) for it, out in zip(items, outs, strict=True)])
 
-        def keep_base() -> None:
-            if not raw.exists(next(iter(blobs))):
-                base_save()
-
-        results = {
-            "save": (best(args.reps, tp_save, clear), best(args.reps, base_save, clear)),
-        }
-        clear()
-        tp_save()
-        base_save()
-        results["restore"] = (best(args.reps, tp_restore, keep_tp), best(args.reps, base_restore, keep_base))
+        runs: dict[str, list[tuple[float, int]]] = {}
+        plan: list[tuple[str, Callable[[], None], Callable[[], object]]] = [
+            ("api save", clear("api"), lambda: ckpt.write(api_prefix, opts)),
+            ("contract save", clear("contract"), lambda: backend.save(prefix, items, opts)),
+            ("baseline save", clear("base"), lambda: raw.pipe(blobs)),
+        ]
+        reads: list[tuple[str, Callable[[], None], Callable[[], object]]] = [
+            ("api restore", lambda: None, lambda: ckpt.read(api_prefix, opts).assert_consumed()),
+            ("contract restore", lambda: None, contract_restore),
+            ("baseline restore", lambda: None, lambda: raw.cat(list(blobs))),
+        ]
+        for round_ in range(args.rounds):
+            order = plan + reads if round_ % 2 == 0 else plan[::-1] + reads[::-1]
+            for name, reset, fn in order:
+                reset()
+                runs.setdefault(name, []).append(measure(fn))
+            print(f"  round {round_ + 1}/{args.rounds} done", file=sys.stderr, flush=True)
         for it, out in zip(items, outs, strict=True):
             assert np.array_equal(it.array, out), f"{it.key} differs after restore"
 
-        print(f"workload: {len(items)} float32 tensors, {nbytes / MiB:.0f} MiB in {len(data_objects)} data objects")
-        print(f"{'':8} {'trackpoint s3':>14} {'s3fs baseline':>14} {'ratio':>6}")
-        for name, (tp_s, base_s) in results.items():
+        print(
+            f"{args.store}: {len(items)} float32 tensors, {nbytes / MiB:.0f} MiB in {len(data_objects)} data objects, "
+            f"{args.rounds} rounds: median [min-max]"
+        )
+        print(f"{'measurement':<18}{'seconds':>22}{'vs baseline':>20}{'added RSS MiB':>16}")
+        for name in (
+            "api save",
+            "contract save",
+            "baseline save",
+            "api restore",
+            "contract restore",
+            "baseline restore",
+        ):
+            base = runs["baseline save" if "save" in name else "baseline restore"]
+            secs = [s for s, _ in runs[name]]
+            ratios = [s / b for (s, _), (b, _) in zip(runs[name], base, strict=True)]
+            mem = max(m for _, m in runs[name]) / MiB
             print(
-                f"{name:8} {tp_s:9.2f} s {nbytes / MiB / tp_s:4.0f}M {base_s:7.2f} s {nbytes / MiB / base_s:4.0f}M"
-                f" {tp_s / base_s:5.2f}x"
+                f"{name:<18}{statistics.median(secs):>10.2f} [{min(secs):.2f}-{max(secs):.2f}]"
+                f"{statistics.median(ratios):>10.2f} [{min(ratios):.2f}-{max(ratios):.2f}]{mem:>14.0f}"
             )
+        for name in ("api save", "api restore"):
+            base = runs["baseline save" if "save" in name else "baseline restore"]
+            med = statistics.median(s / b for (s, _), (b, _) in zip(runs[name], base, strict=True))
+            print(f"target {name} / baseline (median): {med:.2f} <= {TARGET}  {'ok' if med <= TARGET else 'MISSED'}")
     finally:
         stop_process(proc)
 
