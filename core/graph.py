@@ -242,7 +242,7 @@ def _has_values(has: list[bool], children: list[list[int]]) -> list[bool]:
     return out
 
 
-@_gc.frozen()
+@_gc.paused()
 def serialize_object_graph(view: ObjectGraphView) -> SerializedGraph:
     """Build the object graph proto and collect the tensors to save.
 

@@ -156,7 +156,7 @@ class RestoreCoordinator:
         # assertions look at each node several times.
         self.node_children: list[list[tuple[int, str]]] = []
         self.node_attributes: list[list[tuple[str, str]]] = []
-        with _gc.frozen():
+        with _gc.paused():
             for node_id, node in enumerate(object_graph_proto.nodes):
                 children = node.children
                 self.node_children.append([(c.node_id, c.local_name) for c in children] if children else [])
@@ -251,7 +251,7 @@ class CheckpointPosition:
             A value does not fit its object; nothing was changed.
         """
         plan = _Plan(self.coordinator)
-        with _gc.frozen():
+        with _gc.paused():
             plan.walk(self.proto_id, trackable)
         plan.apply()
 
@@ -393,7 +393,7 @@ class _Plan:
     def apply(self) -> None:
         """Commit the plan: bind nodes, read values, queue deferred restores, then slots."""
         coordinator = self.coordinator
-        with _gc.frozen():
+        with _gc.paused():
             for proto_id, trackable in self.bindings:
                 coordinator.object_by_proto_id[proto_id] = trackable
                 coordinator.matched_proto_ids.add(proto_id)
@@ -404,9 +404,9 @@ class _Plan:
                 if name not in attrs:
                     attrs.append(name)
             requests, owners = self._requests()
-        # Outside the freeze: a read may wait on a network or a hung store for long.
+        # Outside the pause: a read may wait on a network or a hung store for long.
         results = coordinator.reader.read_many(requests) if requests else []
-        with _gc.frozen():
+        with _gc.paused():
             self._apply_values(results, owners)
         for parent, name, position in self.deferred:
             parent._deferred_dependencies.setdefault(name, []).append(position)
@@ -556,7 +556,7 @@ class CheckpointLoadStatus(LoadStatus):
         matched = {id(o) for o in self._checkpoint.object_by_proto_id.values()}
         return [o for o in self._checkpoint.python_objects() if id(o) not in matched and _has_attributes(o)]
 
-    @_gc.frozen()
+    @_gc.paused()
     def assert_consumed(self) -> CheckpointLoadStatus:
         """Every value in the checkpoint found an object, and every object a value.
 
@@ -601,7 +601,7 @@ class CheckpointLoadStatus(LoadStatus):
             f"{checkpoint.save_path!r} but were not restored):\n" + "\n".join(lines)
         )
 
-    @_gc.frozen()
+    @_gc.paused()
     def assert_existing_objects_matched(self) -> CheckpointLoadStatus:
         """Every existing object with state got a value from this checkpoint (or a later one).
 
@@ -629,7 +629,7 @@ class CheckpointLoadStatus(LoadStatus):
             )
         return self
 
-    @_gc.frozen()
+    @_gc.paused()
     def assert_nontrivial_match(self) -> CheckpointLoadStatus:
         """Something besides the root object matched.
 
