@@ -45,7 +45,7 @@ from _common import (
 )
 
 from trackpoint.backends.bundle import BundleBackend
-from trackpoint.backends.local import LocalFiles
+from trackpoint.backends.stores import LocalFiles
 from trackpoint.storage import WriteItem
 
 #: Targets from the requirements, as ratios to the raw baselines.

@@ -11,7 +11,14 @@ pass is :mod:`trackpoint.plugins.testing` (imported separately: it needs pytest)
 
 from __future__ import annotations
 
-from trackpoint.plugins._spec import LOCAL_PATHS, BackendFactory, BackendInfo, BackendSpec, url_form
+from trackpoint.plugins._spec import (
+    LOCAL_PATHS,
+    BackendFactory,
+    BackendInfo,
+    BackendSpec,
+    bundle_backend_spec,
+    url_form,
+)
 from trackpoint.plugins.hookspecs import hookimpl, hookspec
 from trackpoint.plugins.manager import (
     ENTRY_POINT_GROUP,
@@ -33,6 +40,7 @@ __all__ = [
     "BackendInfo",
     "BackendSpec",
     "block",
+    "bundle_backend_spec",
     "detect_backends",
     "get_plugin_manager",
     "hookimpl",

@@ -5,12 +5,15 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 from trackpoint.errors import PluginError
 from trackpoint.storage import Capabilities, CheckpointOptions, StorageBackend
 
-__all__ = ["LOCAL_PATHS", "BackendFactory", "BackendInfo", "BackendSpec", "url_form"]
+if TYPE_CHECKING:
+    from trackpoint.backends.stores import ObjectStore
+
+__all__ = ["LOCAL_PATHS", "BackendFactory", "BackendInfo", "BackendSpec", "bundle_backend_spec", "url_form"]
 
 #: Creates a backend for a URL and options. Heavy imports (s3fs, zarr) belong
 #: inside the factory, never at module level, so registering stays cheap.
@@ -104,6 +107,57 @@ class BackendSpec:
         if self.install_hint:
             return self.install_hint
         return "install the package that provides it (see the plugin's documentation)"
+
+
+def bundle_backend_spec(
+    store: type[ObjectStore],
+    *,
+    name: str,
+    description: str = "",
+    schemes: tuple[str, ...] | None = None,
+    requires: tuple[str, ...] = (),
+    extra: str | None = None,
+    install_hint: str | None = None,
+    override: bool = False,
+) -> BackendSpec:
+    """The :class:`BackendSpec` of the TensorBundle format over an object store.
+
+    The factory builds ``store.from_options(options)`` and puts the bundle
+    format (:class:`trackpoint.backends.bundle.BundleBackend`) over it; the
+    schemes default to ``store.schemes`` and the capabilities are
+    ``store.capabilities``. The built-in ``s3`` and ``gcs`` backends are
+    registered with it.
+
+    Parameters
+    ----------
+    store
+        A subclass of :class:`trackpoint.backends.stores.ObjectStore`.
+    name, description, schemes, requires, extra, install_hint, override
+        As in :class:`BackendSpec`.
+
+    Returns
+    -------
+    BackendSpec
+        Pass it to the ``register`` callback of ``trackpoint_register_backends``.
+    """
+
+    def factory(url: str, options: CheckpointOptions) -> StorageBackend:
+        # Imported on first use, so that registering stays cheap.
+        from trackpoint.backends.bundle import BundleBackend
+
+        return BundleBackend(store.from_options(options), options=options)
+
+    return BackendSpec(
+        name=name,
+        factory=factory,
+        schemes=store.schemes if schemes is None else schemes,
+        description=description,
+        requires=requires,
+        extra=extra,
+        install_hint=install_hint,
+        capabilities=store.capabilities,
+        override=override,
+    )
 
 
 @dataclass(frozen=True, slots=True)

@@ -56,7 +56,7 @@ import pytest
 from faultproxy import FaultProxy, Rule
 
 if TYPE_CHECKING:
-    from trackpoint.backends.fsspec_files import FsspecFiles
+    from trackpoint.backends.stores import ObjectStore as StoreLayer
     from trackpoint.storage import StorageBackend
 
 # Only a safety net: every test passes credentials in storage_options, so
@@ -380,20 +380,20 @@ def object_store(request: pytest.FixtureRequest, name: str) -> ObjectStore:
 
 
 @pytest.fixture
-def make_files(store: ObjectStore) -> Iterator[Callable[..., FsspecFiles]]:
+def make_files(store: ObjectStore) -> Iterator[Callable[..., StoreLayer]]:
     """``make_files(endpoint_url=None, **backend_options)`` -> a fresh file layer of ``store``'s backend."""
     import importlib
 
     from trackpoint.storage import CheckpointOptions
 
-    module = importlib.import_module(f"trackpoint.backends.{store.name}")
-    made: list[FsspecFiles] = []
+    module = importlib.import_module(f"trackpoint.backends.stores.{store.name}")
+    made: list[StoreLayer] = []
 
-    def make(endpoint_url: str | None = None, **backend_options: Any) -> FsspecFiles:
+    def make(endpoint_url: str | None = None, **backend_options: Any) -> StoreLayer:
         so = dict(store.storage_options)
         if endpoint_url is not None:
             so["endpoint_url"] = endpoint_url
-        files: FsspecFiles = module.create_files(
+        files: StoreLayer = module.create_files(
             CheckpointOptions(storage_options=so, backend_options={**FAST_RETRIES, **backend_options})
         )
         made.append(files)
@@ -405,7 +405,7 @@ def make_files(store: ObjectStore) -> Iterator[Callable[..., FsspecFiles]]:
 
 
 @pytest.fixture
-def files(make_files: Callable[..., FsspecFiles]) -> FsspecFiles:
+def files(make_files: Callable[..., StoreLayer]) -> StoreLayer:
     """A file layer on ``store``'s server."""
     return make_files()
 
@@ -418,7 +418,7 @@ def proxy(store: ObjectStore) -> Iterator[FaultProxy]:
 
 
 @pytest.fixture
-def proxied(make_files: Callable[..., FsspecFiles], proxy: FaultProxy) -> FsspecFiles:
+def proxied(make_files: Callable[..., StoreLayer], proxy: FaultProxy) -> StoreLayer:
     """A file layer that talks to ``store``'s server through :func:`proxy`."""
     return make_files(endpoint_url=proxy.url)
 

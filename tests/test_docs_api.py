@@ -18,7 +18,7 @@ MODULES = [
     "trackpoint.errors",
     "trackpoint.plugins",
     "trackpoint.plugins.testing",
-    "trackpoint.backends.files",
+    "trackpoint.backends.stores",
     "trackpoint.backends.bundle",
 ]
 

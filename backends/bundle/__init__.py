@@ -1,8 +1,8 @@
 """TensorFlow's TensorBundle checkpoint format (``.index`` + ``.data-NNNNN-of-NNNNN``).
 
 :class:`BundleBackend` reads and writes bundles byte-compatible with
-``tf.train.Checkpoint`` on any :class:`~trackpoint.backends.files.FileLayer`:
-the local disk (:class:`trackpoint.backends.local.LocalFiles`) or an object
+``tf.train.Checkpoint`` on any :class:`~trackpoint.backends.stores.FileLayer`:
+the local disk (:class:`trackpoint.backends.stores.LocalFiles`) or an object
 store. See :doc:`/backends/bundle` for layout, atomicity and limits.
 
 Modules, by job: ``_backend`` (the storage contract, delegating), ``_writer``

@@ -27,7 +27,7 @@ from trackpoint.backends.bundle._names import (
     index_name,
 )
 from trackpoint.backends.bundle._reader import BundleReader, header_count
-from trackpoint.backends.files import FileLayer
+from trackpoint.backends.stores import FileLayer
 from trackpoint.errors import CheckpointNotFoundError
 from trackpoint.storage import (
     ANY_VERSION,
@@ -45,7 +45,7 @@ __all__ = ["BundleBackend", "data_filename"]
 
 
 class BundleBackend(StorageBackend):
-    """TensorFlow TensorBundle checkpoints on a :class:`~trackpoint.backends.files.FileLayer`.
+    """TensorFlow TensorBundle checkpoints on a :class:`~trackpoint.backends.stores.FileLayer`.
 
     Parameters
     ----------
@@ -149,7 +149,7 @@ class BundleBackend(StorageBackend):
         Leftovers are data objects and piece indexes whose prefix has no index,
         piece indexes of committed prefixes, ``<prefix>_temp`` directories, and
         the hidden temporary files (``.<name>.tmp-<hex>``) that a killed
-        :class:`~trackpoint.backends.local.LocalFiles` sink leaves for data and
+        :class:`~trackpoint.backends.stores.LocalFiles` sink leaves for data and
         index files. They are grouped by checkpoint prefix, and a group is
         removed only when its newest piece was modified at least ``min_age``
         seconds ago: a running save keeps writing, so a young group may belong

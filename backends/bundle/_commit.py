@@ -50,7 +50,7 @@ from trackpoint.backends.bundle._names import (
 )
 from trackpoint.backends.bundle._reader import header_count
 from trackpoint.backends.bundle._writer import Row, describe_shard, file_count, merge_index, write_data
-from trackpoint.backends.files import FileLayer
+from trackpoint.backends.stores import FileLayer
 from trackpoint.errors import (
     BackendError,
     CheckpointExistsError,

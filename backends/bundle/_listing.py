@@ -14,7 +14,7 @@ from trackpoint.backends.bundle._names import (
     piece_save_id,
     temp_dir,
 )
-from trackpoint.backends.files import FileLayer
+from trackpoint.backends.stores import FileLayer
 
 
 def listed(files: FileLayer, prefix: str, pattern: re.Pattern[str]) -> list[str]:

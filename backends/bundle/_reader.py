@@ -24,7 +24,7 @@ from trackpoint.backends.bundle._names import data_filename, index_name
 from trackpoint.backends.bundle._ordered_code import encode_slice_key
 from trackpoint.backends.bundle._sstable import read_table
 from trackpoint.backends.bundle._writer import byte_view
-from trackpoint.backends.files import FileLayer
+from trackpoint.backends.stores import FileLayer
 from trackpoint.errors import (
     CheckpointError,
     CheckpointKeyError,

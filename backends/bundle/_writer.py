@@ -20,7 +20,7 @@ from trackpoint.backends.bundle._crc import crc32c, extend, mask
 from trackpoint.backends.bundle._dtypes import DT_STRING, tf_from_dtype
 from trackpoint.backends.bundle._sstable import build_table
 from trackpoint.backends.bundle._varint import decode_varint, encode_varint
-from trackpoint.backends.files import FileLayer
+from trackpoint.backends.stores import FileLayer
 from trackpoint.errors import ConcurrentModificationError, InvalidCheckpointError, TrackableError
 from trackpoint.storage import ShardResult, ShardSpec, WriteItem
 

@@ -25,8 +25,8 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from trackpoint import _paths
-from trackpoint.backends.files import FileLayer
-from trackpoint.backends.fsspec_files import filesystem
+from trackpoint.backends.stores import FileLayer
+from trackpoint.backends.stores._fsspec import filesystem
 from trackpoint.errors import (
     CheckpointError,
     CheckpointExistsError,
@@ -303,7 +303,7 @@ class LocalLocation(Location):
         whichever backend writes it (a directory ``flock``, no lock file left
         beside the target) and one atomic-replace implementation.
         """
-        from trackpoint.backends.local import LocalFiles
+        from trackpoint.backends.stores import LocalFiles
 
         return LocalFiles()
 
@@ -367,7 +367,7 @@ def _zarr_loop() -> asyncio.AbstractEventLoop:
 class FsspecLocation(Location):
     """An S3 or GCS bucket through fsspec.
 
-    Filesystems come from :func:`trackpoint.backends.fsspec_files.filesystem`,
+    Filesystems come from :func:`trackpoint.backends.stores._fsspec.filesystem`,
     which builds them for every backend with the same settings and shares
     them per process: an ``asynchronous=True`` one bound to Zarr's event loop
     that only Zarr uses, and a synchronous one for namespace operations. Small
@@ -411,7 +411,7 @@ class FsspecLocation(Location):
         GCS ``ifGenerationMatch``), retries and error translation as the bundle
         format on the same store.
         """
-        module = importlib.import_module(f"trackpoint.backends.{self.kind}")
+        module = importlib.import_module(f"trackpoint.backends.stores.{self.kind}")
         layer: FileLayer = module.create_files(CheckpointOptions(storage_options=self._options))
         return layer
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from trackpoint.backends.bundle import BundleBackend
-from trackpoint.backends.local import LocalFiles
+from trackpoint.backends.stores import LocalFiles
 from trackpoint.plugins.testing import BackendConformance
 from trackpoint.storage import Capabilities
 

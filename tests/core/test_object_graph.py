@@ -140,7 +140,7 @@ def test_object_graph_is_saved_last() -> None:
 
 def test_bundle_save_is_byte_identical_to_tensorflow(tmp_path: Path) -> None:
     """End to end through the local bundle backend (tf-format-spec §6.5): data file and index."""
-    pytest.importorskip("trackpoint.backends.local")
+    pytest.importorskip("trackpoint.backends.stores.local")
     tf_index = bytes.fromhex(
         "00000608011a020801001c0e5f434845434b504f494e5441424c455f4f424a4543545f475241504808071200201428b40135"
         "1f93779a00270d736176655f636f756e7465722f2e415454524942555445532f5641524941424c455f56414c554508091200"

@@ -12,7 +12,7 @@ import pytest
 import trackpoint as tp
 from trackpoint import _paths
 from trackpoint.backends.bundle import BundleBackend
-from trackpoint.backends.local import LocalFiles
+from trackpoint.backends.stores import LocalFiles
 from trackpoint.errors import InvalidPathError
 from trackpoint.storage import WriteItem
 

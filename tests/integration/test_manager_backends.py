@@ -45,9 +45,9 @@ class Target:
 
 _MODULES = {
     "memory": "trackpoint.backends.memory",
-    "bundle": "trackpoint.backends.local",
-    "s3": "trackpoint.backends.s3",
-    "gcs": "trackpoint.backends.gcs",
+    "bundle": "trackpoint.backends.stores.local",
+    "s3": "trackpoint.backends.stores.s3",
+    "gcs": "trackpoint.backends.stores.gcs",
     "zarr": "trackpoint.backends.zarr",
 }
 

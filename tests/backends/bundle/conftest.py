@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from trackpoint.backends.bundle import BundleBackend
-from trackpoint.backends.local import LocalFiles
+from trackpoint.backends.stores import LocalFiles
 from trackpoint.storage import Capabilities, CheckpointOptions
 
 #: LocalFiles declared like an object store: no atomic rename, create-only writes.

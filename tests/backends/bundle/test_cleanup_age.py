@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from trackpoint.backends.bundle import BundleBackend
-from trackpoint.backends.local import LocalFiles
+from trackpoint.backends.stores import LocalFiles
 from trackpoint.storage import Capabilities, CheckpointOptions, ShardResult, ShardSpec, WriteItem
 
 HOUR = 3600.0
@@ -182,11 +182,11 @@ def test_local_modified_reports_files_and_directories(tmp_path: Path) -> None:
 def _object_store_files(kind: str, request: pytest.FixtureRequest) -> tuple[Any, str]:
     fast = {"retries": 2, "retry_base_delay": 0.01, "retry_max_delay": 0.05, "request_timeout": 10.0}
     if kind == "s3":
-        from trackpoint.backends.s3 import create_files as s3_files
+        from trackpoint.backends.stores.s3 import create_files as s3_files
 
         opts = CheckpointOptions(storage_options=request.getfixturevalue("s3_storage_options"), backend_options=fast)
         return s3_files(opts), request.getfixturevalue("s3_bucket")
-    from trackpoint.backends.gcs import create_files as gcs_files
+    from trackpoint.backends.stores.gcs import create_files as gcs_files
 
     opts = CheckpointOptions(storage_options=request.getfixturevalue("gcs_storage_options"), backend_options=fast)
     return gcs_files(opts), request.getfixturevalue("gcs_bucket")

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from trackpoint.backends.bundle import BundleBackend
-from trackpoint.backends.local import LocalFiles
+from trackpoint.backends.stores import LocalFiles
 from trackpoint.errors import (
     BackendError,
     CheckpointExistsError,

@@ -24,7 +24,7 @@ import numpy as np
 import pytest
 
 from trackpoint.backends.bundle import BundleBackend
-from trackpoint.backends.local import LocalFiles
+from trackpoint.backends.stores import LocalFiles
 from trackpoint.errors import CheckpointNotFoundError
 from trackpoint.storage import Capabilities, CheckpointOptions, WriteItem
 
@@ -32,7 +32,7 @@ _WORKER = r"""
 import sys
 import numpy as np
 from trackpoint.backends.bundle import BundleBackend
-from trackpoint.backends.local import LocalFiles
+from trackpoint.backends.stores import LocalFiles
 from trackpoint.storage import Capabilities, CheckpointOptions, WriteItem
 
 directory, strategy, start = sys.argv[1], sys.argv[2], int(sys.argv[3])

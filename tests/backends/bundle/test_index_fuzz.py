@@ -24,7 +24,7 @@ from trackpoint.backends.bundle._codec import encode_entry, encode_header
 from trackpoint.backends.bundle._ordered_code import encode_slice_key
 from trackpoint.backends.bundle._sstable import build_table, read_table
 from trackpoint.backends.bundle.proto import tensor_bundle_pb2
-from trackpoint.backends.local import LocalFiles
+from trackpoint.backends.stores import LocalFiles
 from trackpoint.errors import CheckpointError, InvalidCheckpointError
 from trackpoint.storage import WriteItem
 

@@ -13,7 +13,7 @@ import pytest
 
 import trackpoint as tp
 from trackpoint.backends.bundle import BundleBackend
-from trackpoint.backends.local import LocalFiles, _not_writable, _raise
+from trackpoint.backends.stores.local import LocalFiles, _not_writable, _raise
 from trackpoint.errors import (
     CheckpointExistsError,
     CheckpointNotFoundError,
@@ -143,7 +143,7 @@ import numpy as np
 
 import trackpoint as tp
 from trackpoint.backends.bundle import BundleBackend
-from trackpoint.backends.local import LocalFiles, _not_writable, _raise
+from trackpoint.backends.stores.local import LocalFiles, _not_writable, _raise
 from trackpoint.errors import ConcurrentModificationError
 files = LocalFiles()
 path, n = sys.argv[1], int(sys.argv[2])

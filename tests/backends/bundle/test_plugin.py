@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from trackpoint.backends.bundle import BundleBackend
-from trackpoint.backends.local import LocalFiles
+from trackpoint.backends.stores import LocalFiles
 from trackpoint.plugins.manager import PluginHost
 from trackpoint.storage import CheckpointOptions, WriteItem
 

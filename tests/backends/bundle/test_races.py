@@ -17,8 +17,7 @@ import numpy as np
 import pytest
 
 from trackpoint.backends.bundle import BundleBackend
-from trackpoint.backends.files import FileSink
-from trackpoint.backends.local import LocalFiles
+from trackpoint.backends.stores import FileSink, LocalFiles
 from trackpoint.errors import ConcurrentModificationError
 from trackpoint.storage import (
     ANY_VERSION,

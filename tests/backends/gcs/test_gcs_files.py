@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from trackpoint.backends.gcs import GCSFiles
+from trackpoint.backends.stores.gcs import GCSFiles
 
 pytestmark = [pytest.mark.gcs, pytest.mark.timeout(60)]
 

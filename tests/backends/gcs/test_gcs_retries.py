@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from faultproxy import FaultProxy, Rule
-from trackpoint.backends.gcs import GCSFiles
+from trackpoint.backends.stores.gcs import GCSFiles
 from trackpoint.errors import (
     CheckpointExistsError,
     StorageError,

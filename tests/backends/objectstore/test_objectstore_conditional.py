@@ -15,14 +15,14 @@ from typing import Any
 import pytest
 
 from servers import ObjectStore
-from trackpoint.backends.fsspec_files import FsspecFiles
+from trackpoint.backends.stores import ObjectStore as StoreLayer
 from trackpoint.errors import CheckpointExistsError, ConcurrentModificationError
 from trackpoint.storage import ANY_VERSION
 
 pytestmark = [pytest.mark.timeout(60)]
 
 
-def test_create_only_put_refuses_existing(files: FsspecFiles, store: ObjectStore) -> None:
+def test_create_only_put_refuses_existing(files: StoreLayer, store: ObjectStore) -> None:
     files.put(f"{store.bucket}/ckpt.index", b"first", create_only=True)
     with pytest.raises(
         CheckpointExistsError, match=rf"{store.name}: '{store.scheme}tp-[0-9a-f]+/ckpt.index' already exists"
@@ -31,7 +31,7 @@ def test_create_only_put_refuses_existing(files: FsspecFiles, store: ObjectStore
     assert files.read(f"{store.bucket}/ckpt.index") == b"first"
 
 
-def test_versioned_compare_and_swap(files: FsspecFiles, store: ObjectStore) -> None:
+def test_versioned_compare_and_swap(files: StoreLayer, store: ObjectStore) -> None:
     path = f"{store.bucket}/checkpoint"
     assert files.read_versioned(path) is None
     v1 = files.write_versioned(path, b"one", if_version=None)
@@ -75,7 +75,7 @@ def test_racing_state_file_updates_lose_no_update(make_files: Any, store: Object
     path = f"{store.bucket}/counter"
     make_files().write_versioned(path, b"0", if_version=None)
 
-    def bump(files: FsspecFiles) -> None:
+    def bump(files: StoreLayer) -> None:
         for _ in range(5):
             while True:
                 cur = files.read_versioned(path)
@@ -94,7 +94,7 @@ def test_racing_state_file_updates_lose_no_update(make_files: Any, store: Object
     assert make_files().read(path) == b"20"
 
 
-def test_compare_and_swap_on_deleted_file_is_a_conflict(files: FsspecFiles, store: ObjectStore) -> None:
+def test_compare_and_swap_on_deleted_file_is_a_conflict(files: StoreLayer, store: ObjectStore) -> None:
     path = f"{store.bucket}/checkpoint"
     v = files.write_versioned(path, b"1", if_version=None)
     files.delete([path])

@@ -16,7 +16,7 @@ import pytest
 
 from faultproxy import FaultProxy
 from servers import ObjectStore
-from trackpoint.backends.fsspec_files import FsspecFiles
+from trackpoint.backends.stores import ObjectStore as StoreLayer
 from trackpoint.errors import CheckpointNotFoundError, DataLossError
 
 pytestmark = [pytest.mark.timeout(60)]
@@ -24,7 +24,7 @@ pytestmark = [pytest.mark.timeout(60)]
 MiB = 1 << 20
 
 
-def test_small_put_roundtrips_and_lists(files: FsspecFiles, store: ObjectStore) -> None:
+def test_small_put_roundtrips_and_lists(files: StoreLayer, store: ObjectStore) -> None:
     files.put(f"{store.bucket}/run/a.bin", b"hello world")
     files.put(f"{store.bucket}/run/sub/b.bin", b"nested")
     assert files.read(f"{store.bucket}/run/a.bin") == b"hello world"
@@ -35,7 +35,7 @@ def test_small_put_roundtrips_and_lists(files: FsspecFiles, store: ObjectStore) 
     assert store.raw.cat(f"{store.root}/run/a.bin") == b"hello world"
 
 
-def test_empty_file(files: FsspecFiles, store: ObjectStore) -> None:
+def test_empty_file(files: StoreLayer, store: ObjectStore) -> None:
     with files.open_sink(f"{store.bucket}/empty", create_only=True):
         pass
     assert files.size(f"{store.bucket}/empty") == 0
@@ -60,7 +60,7 @@ def test_parallel_split_ranged_reads(make_files: Any, store: ObjectStore) -> Non
 _TYPED_READ_DTYPE: dict[str, type[np.floating[Any]]] = {"s3": np.float32, "gcs": np.float64}
 
 
-def test_read_into_typed_memoryview(files: FsspecFiles, store: ObjectStore) -> None:
+def test_read_into_typed_memoryview(files: StoreLayer, store: ObjectStore) -> None:
     dtype = np.dtype(_TYPED_READ_DTYPE[store.name])
     path = f"{store.bucket}/f{dtype.itemsize * 8}"
     arr = np.arange(1000, dtype=dtype)
@@ -70,7 +70,7 @@ def test_read_into_typed_memoryview(files: FsspecFiles, store: ObjectStore) -> N
     np.testing.assert_array_equal(out, arr[400:900])
 
 
-def test_short_object_is_data_loss(files: FsspecFiles, store: ObjectStore) -> None:
+def test_short_object_is_data_loss(files: StoreLayer, store: ObjectStore) -> None:
     files.put(f"{store.bucket}/short", b"12345")
     with pytest.raises(
         DataLossError, match=rf"{store.name}: '{store.scheme}tp-[0-9a-f]+/short' ends early: wanted bytes 3-12, got 2"
@@ -80,7 +80,7 @@ def test_short_object_is_data_loss(files: FsspecFiles, store: ObjectStore) -> No
         files.read_into(f"{store.bucket}/short", 50, memoryview(bytearray(1)))
 
 
-def test_missing_object_and_bucket(files: FsspecFiles, store: ObjectStore) -> None:
+def test_missing_object_and_bucket(files: StoreLayer, store: ObjectStore) -> None:
     with pytest.raises(
         CheckpointNotFoundError, match=rf"{store.name}: .*'{store.scheme}tp-[0-9a-f]+/nope' .*does not exist"
     ):
@@ -90,9 +90,9 @@ def test_missing_object_and_bucket(files: FsspecFiles, store: ObjectStore) -> No
 
 
 def test_listing_pages_and_sees_other_writers(
-    proxied: FsspecFiles, proxy: FaultProxy, store: ObjectStore, monkeypatch: pytest.MonkeyPatch
+    proxied: StoreLayer, proxy: FaultProxy, store: ObjectStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    module = importlib.import_module(f"trackpoint.backends.{store.name}")
+    module = importlib.import_module(f"trackpoint.backends.stores.{store.name}")
     monkeypatch.setattr(module, "_LIST_PAGE", 10)  # same paging loop as 1,000-item pages, fewer objects
     assert proxied.listdir(f"{store.bucket}/shared") == []
     store.raw.pipe({f"{store.root}/shared/o{i:02d}": b"1" for i in range(25)})  # written by another client
@@ -104,7 +104,7 @@ def test_listing_pages_and_sees_other_writers(
         assert proxied.exists(f"{store.bucket}/shared/o07")
 
 
-def test_modified_comes_from_object_metadata(files: FsspecFiles, store: ObjectStore) -> None:
+def test_modified_comes_from_object_metadata(files: StoreLayer, store: ObjectStore) -> None:
     files.put(f"{store.bucket}/m/obj", b"1")
     stamp = files.modified(f"{store.bucket}/m/obj")
     assert stamp is not None and abs(stamp - time.time()) < 120

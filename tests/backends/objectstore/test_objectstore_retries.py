@@ -15,7 +15,7 @@ import pytest
 
 from faultproxy import FaultProxy
 from servers import ObjectStore
-from trackpoint.backends.fsspec_files import FsspecFiles
+from trackpoint.backends.stores import ObjectStore as StoreLayer
 from trackpoint.errors import CheckpointExistsError, ConcurrentModificationError
 
 pytestmark = [pytest.mark.timeout(60)]
@@ -30,7 +30,7 @@ def test_slow_request_times_out_and_is_retried(make_files: Any, proxy: FaultProx
 
 
 def test_lost_reply_to_own_create_only_write_is_success(
-    proxied: FsspecFiles, proxy: FaultProxy, store: ObjectStore
+    proxied: StoreLayer, proxy: FaultProxy, store: ObjectStore
 ) -> None:
     """The write lands but its reply is lost; the retry's 412 is recognised as our own write."""
     rule = proxy.add(store.any_upload_rule(r"ckpt\.index", action="drop_after_forward"))
@@ -44,7 +44,7 @@ def test_lost_reply_to_own_create_only_write_is_success(
 
 
 def test_lost_reply_to_own_compare_and_swap_is_success(
-    proxied: FsspecFiles, proxy: FaultProxy, store: ObjectStore
+    proxied: StoreLayer, proxy: FaultProxy, store: ObjectStore
 ) -> None:
     path = f"{store.bucket}/checkpoint"
     v1 = proxied.write_versioned(path, b"1", if_version=None)

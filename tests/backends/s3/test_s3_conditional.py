@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from trackpoint.backends.s3 import S3Files
+from trackpoint.backends.stores.s3 import S3Files
 from trackpoint.errors import CheckpointExistsError
 
 pytestmark = [pytest.mark.s3, pytest.mark.timeout(60)]

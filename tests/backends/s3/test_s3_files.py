@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from faultproxy import FaultProxy
-from trackpoint.backends.s3 import S3Files
+from trackpoint.backends.stores.s3 import S3Files
 from trackpoint.errors import CheckpointNotFoundError
 
 pytestmark = [pytest.mark.s3, pytest.mark.timeout(60)]
@@ -61,7 +61,7 @@ def test_missing_bucket_listing_is_not_found(files: S3Files) -> None:
 def test_delete_batches_and_ignores_missing(
     files: S3Files, s3_bucket: str, s3_raw: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import trackpoint.backends.s3 as s3_module
+    import trackpoint.backends.stores.s3 as s3_module
 
     # S3 takes 1,000 keys per DeleteObjects; a smaller batch exercises the same loop quickly.
     monkeypatch.setattr(s3_module, "_DELETE_BATCH", 10)

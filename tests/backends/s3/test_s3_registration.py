@@ -8,7 +8,7 @@ import sys
 import pytest
 
 import trackpoint
-from trackpoint.backends.fsspec_files import FsspecFiles
+from trackpoint.backends.stores import ObjectStore as StoreLayer
 from trackpoint.plugins import open_backend
 from trackpoint.storage import CheckpointOptions
 
@@ -31,12 +31,12 @@ def test_scheme_selects_backend(url: str, store: str) -> None:
     backend = open_backend(url, opts)
     assert backend.name == store
     files = backend.files  # type: ignore[attr-defined]
-    assert isinstance(files, FsspecFiles) and files.store_name == store
+    assert isinstance(files, StoreLayer) and files.store_name == store
 
 
 def test_registration_imports_no_storage_library() -> None:
     code = (
-        "import sys, trackpoint, trackpoint.backends.s3, trackpoint.backends.gcs; "
+        "import sys, trackpoint, trackpoint.backends.stores.s3, trackpoint.backends.stores.gcs; "
         "trackpoint.list_backends(); "
         "heavy = sorted(m for m in ('s3fs', 'gcsfs', 'botocore', 'aiobotocore', 'fsspec') if m in sys.modules); "
         "print(','.join(heavy))"

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from faultproxy import FaultProxy, Rule
-from trackpoint.backends.s3 import S3Files
+from trackpoint.backends.stores.s3 import S3Files
 from trackpoint.errors import (
     BackendError,
     StorageError,

@@ -17,8 +17,8 @@ import numpy as np
 import pytest
 
 import trackpoint as tp
-from trackpoint.backends import gcs, s3
-from trackpoint.backends.fsspec_files import filesystem
+from trackpoint.backends.stores import gcs, s3
+from trackpoint.backends.stores._fsspec import filesystem
 from trackpoint.plugins import open_backend
 from trackpoint.storage import CheckpointOptions
 

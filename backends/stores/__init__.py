@@ -1,0 +1,49 @@
+"""Where bytes live: the store interface the formats are written against, and the built-in stores.
+
+A *store* holds byte objects addressed by path. The formats
+(:mod:`trackpoint.backends.bundle`, :mod:`trackpoint.backends.zarr`) are
+written once against :class:`FileLayer` and run on every store. This package
+imports nothing from the formats and no storage library.
+
+Public API for store authors:
+
+* :class:`FileLayer`, :class:`FileSink`: the store interface (a few abstract
+  primitives, defaults for the rest);
+* :class:`ObjectStore`: the base of object stores; subclass it and supply
+  single-attempt client calls (:class:`ObjectStat`, :class:`Condition`,
+  :data:`ErrorKind`, :class:`TransferOptions`, :data:`WRITE_ID_METADATA_KEY`,
+  :class:`HTTPStatusError` belong to it);
+* :class:`LocalFiles`: the local disk.
+
+The built-in object stores are :class:`trackpoint.backends.stores.s3.S3Files`
+and :class:`trackpoint.backends.stores.gcs.GCSFiles` (import those modules
+directly; they need the ``s3`` / ``gcs`` extras only when a store is built).
+``docs/writing-a-backend.md`` walks through writing a store.
+"""
+
+from __future__ import annotations
+
+from trackpoint.backends.stores._base import FileLayer, FileSink
+from trackpoint.backends.stores.local import LocalFiles
+from trackpoint.backends.stores.objectstore import (
+    WRITE_ID_METADATA_KEY,
+    Condition,
+    ErrorKind,
+    HTTPStatusError,
+    ObjectStat,
+    ObjectStore,
+    TransferOptions,
+)
+
+__all__ = [
+    "WRITE_ID_METADATA_KEY",
+    "Condition",
+    "ErrorKind",
+    "FileLayer",
+    "FileSink",
+    "HTTPStatusError",
+    "LocalFiles",
+    "ObjectStat",
+    "ObjectStore",
+    "TransferOptions",
+]

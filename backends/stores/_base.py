@@ -1,0 +1,232 @@
+"""The file layer: byte objects addressed by path, under the checkpoint formats.
+
+The formats (:mod:`trackpoint.backends.bundle`, :mod:`trackpoint.backends.zarr`)
+are written once against :class:`FileLayer` and run unchanged on a local disk
+(:class:`trackpoint.backends.stores.LocalFiles`) and on object stores
+(:class:`trackpoint.backends.stores.ObjectStore`, the base of S3 and GCS). A
+third-party plugin that only brings a new store can implement this class (or,
+for an object store, subclass :class:`~trackpoint.backends.stores.ObjectStore`)
+and reuse a format with ``BundleBackend(MyFiles(...))``.
+
+Only a few methods are abstract; the rest have defaults built on them.
+Capabilities (atomic rename, conditional create, ...) are declared, and the
+bundle backend picks its commit strategy from them.
+
+Paths are full paths or URLs as the user wrote them; implementations strip
+their own scheme.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from types import TracebackType
+
+from trackpoint.storage import ANY_VERSION, Capabilities, VersionedBytes, _AnyVersion
+
+__all__ = ["FileLayer", "FileSink"]
+
+
+class FileSink(ABC):
+    """A file being written. Nothing is visible at its path before :meth:`close`.
+
+    On a local disk this is a temporary file beside the target that ``close``
+    fsyncs and renames; on an object store it is a (multipart) upload that
+    ``close`` completes.
+    """
+
+    @abstractmethod
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        """Append ``data``. Implementations must not keep a reference after returning."""
+
+    @abstractmethod
+    def close(self) -> None:
+        """Finish: make the file durable and visible under its path."""
+
+    @abstractmethod
+    def abort(self) -> None:
+        """Discard everything written; the path is left as it was. Idempotent."""
+
+    def __enter__(self) -> FileSink:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
+
+
+class FileLayer(ABC):
+    """Byte objects addressed by path.
+
+    Errors are trackpoint errors: a missing path raises
+    :class:`~trackpoint.errors.CheckpointNotFoundError`, a create-only write
+    onto an existing object :class:`~trackpoint.errors.CheckpointExistsError`,
+    a failed version precondition
+    :class:`~trackpoint.errors.ConcurrentModificationError`, anything else from
+    the store :class:`~trackpoint.errors.StorageError` (chained, naming the path).
+    """
+
+    #: Declared abilities of the store.
+    capabilities: Capabilities = Capabilities()
+    #: Human-readable store name for messages ("local", "s3", "gcs").
+    store_name: str = "files"
+
+    # ------------------------------------------------------------ primitives
+    @abstractmethod
+    def open_sink(self, path: str, *, create_only: bool = False) -> FileSink:
+        """Start writing ``path``; with ``create_only``, ``close`` fails if it exists."""
+
+    @abstractmethod
+    def read_into(self, path: str, offset: int, out: memoryview) -> None:
+        """Fill ``out`` with the bytes at ``[offset, offset + len(out))`` of ``path``.
+
+        Raises :class:`~trackpoint.errors.DataLossError` when the file ends early.
+        """
+
+    @abstractmethod
+    def size(self, path: str) -> int | None:
+        """Size in bytes, or ``None`` if ``path`` does not exist."""
+
+    @abstractmethod
+    def listdir(self, directory: str) -> list[str]:
+        """Names (not paths) of the files directly in ``directory``; ``[]`` if absent."""
+
+    @abstractmethod
+    def delete(self, paths: Sequence[str]) -> None:
+        """Delete files; missing ones are ignored."""
+
+    @abstractmethod
+    def read_versioned(self, path: str) -> VersionedBytes | None:
+        """Whole contents and a version token (mtime+inode, ETag, generation); ``None`` if absent."""
+
+    @abstractmethod
+    def write_versioned(self, path: str, data: bytes, *, if_version: str | _AnyVersion | None = ANY_VERSION) -> str:
+        """Atomically replace ``path`` under a precondition (see ``StorageBackend.write_file``)."""
+
+    # -------------------------------------------------------------- defaults
+    def put(self, path: str, data: bytes | bytearray | memoryview, *, create_only: bool = False) -> None:
+        """Write a whole file in one go."""
+        sink = self.open_sink(path, create_only=create_only)
+        try:
+            sink.write(data)
+        except BaseException:
+            sink.abort()
+            raise
+        sink.close()
+
+    def read(self, path: str) -> bytes:
+        """Whole contents of ``path``."""
+        n = self.size(path)
+        if n is None:
+            from trackpoint.errors import CheckpointNotFoundError
+
+            raise CheckpointNotFoundError(f"{self.store_name}: {path!r} does not exist")
+        buf = bytearray(n)
+        if n:
+            self.read_into(path, 0, memoryview(buf))
+        return bytes(buf)
+
+    def read_ranges(self, path: str, ranges: Sequence[tuple[int, memoryview]]) -> None:
+        """Fill each ``(offset, out)``; object stores override this to read in parallel."""
+        for offset, out in ranges:
+            self.read_into(path, offset, out)
+
+    def exists(self, path: str) -> bool:
+        """Whether ``path`` exists."""
+        return self.size(path) is not None
+
+    def modified(self, path: str) -> float | None:
+        """POSIX timestamp of the last modification of ``path`` (a file or a directory).
+
+        Returns
+        -------
+        float or None
+            Seconds since the epoch; ``None`` when the store cannot tell or
+            ``path`` does not exist. Callers must treat ``None`` as "unknown",
+            never as "old": cleanup keeps a leftover whose age it cannot tell.
+
+        Notes for implementers
+        ----------------------
+        The default returns ``None``. Stores with a modification time in their
+        metadata should override it, or age-based cleanup removes nothing
+        unless asked to ignore ages (``min_age=0``).
+        """
+        return None
+
+    def find(self, directory: str) -> list[str]:
+        """Paths of every file under ``directory``, at any depth, sorted; ``[]`` if there are none.
+
+        Notes for implementers
+        ----------------------
+        The default walks :meth:`listdir` and descends into every entry
+        that is not a file (:meth:`size` is ``None``), so it finds nested files
+        only on stores whose ``listdir`` names directories (a local disk).
+        Object stores list keys by prefix and override it
+        (:meth:`ObjectStore.find <trackpoint.backends.stores.ObjectStore.find>`).
+        """
+        return sorted(self._walk(directory)[0])
+
+    def _walk(self, directory: str) -> tuple[list[str], list[str]]:
+        """Files and directories under ``directory`` by :meth:`listdir`; each directory before its children."""
+        files: list[str] = []
+        directories: list[str] = []
+        pending = [directory]
+        while pending:
+            current = pending.pop()
+            directories.append(current)
+            for name in self.listdir(current):
+                path = self.join(current, name)
+                (pending if self.size(path) is None else files).append(path)
+        return files, directories
+
+    def rmtree(self, directory: str) -> None:
+        """Delete ``directory`` with every file under it; a missing directory is not an error.
+
+        Notes for implementers
+        ----------------------
+        The default deletes the files :meth:`find` walks to, then removes the
+        emptied directories, deepest first (a no-op on object stores). It is
+        not atomic: a concurrent writer can add files while it runs, and a
+        reader can see the directory half deleted. Callers delete only what
+        no save is writing any more.
+        """
+        files, directories = self._walk(directory)
+        if files:
+            self.delete(files)
+        for d in reversed(directories):
+            self.remove_dir(d)
+
+    def rename(self, src: str, dst: str) -> None:
+        """Atomically move ``src`` over ``dst``; only when ``capabilities.atomic_rename``."""
+        raise NotImplementedError(f"{self.store_name} has no atomic rename")
+
+    def makedirs(self, directory: str) -> None:  # noqa: B027 - object stores have no directories
+        """Create ``directory`` and parents; a no-op on stores without directories."""
+
+    def remove_dir(self, directory: str) -> None:  # noqa: B027
+        """Remove an empty directory; a no-op on stores without directories."""
+
+    def sync_dir(self, directory: str) -> None:  # noqa: B027
+        """Make renames inside ``directory`` durable (fsync); a no-op on object stores."""
+
+    def join(self, directory: str, name: str) -> str:
+        """``name`` inside ``directory``."""
+        from trackpoint import _paths
+
+        return _paths.join(directory, name)
+
+    def dirname(self, path: str) -> str:
+        """Directory part of ``path``."""
+        from trackpoint import _paths
+
+        return _paths.dirname(path)
+
+    def close(self) -> None:  # noqa: B027
+        """Release clients and pools."""

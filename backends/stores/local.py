@@ -1,0 +1,445 @@
+"""POSIX files as a :class:`~trackpoint.backends.stores.FileLayer`.
+
+:class:`LocalFiles` gives the formats their local disk: sinks write a
+temporary file beside the target, fsync it and ``os.replace`` it into place
+(or ``os.link`` it for create-only writes, which fails atomically when the
+target exists); reads go straight into the caller's buffers with ``preadv``.
+The ``bundle`` backend (the bundle format over this store) is registered by
+:mod:`trackpoint.backends._builtin`.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import os
+import uuid
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Final, NoReturn
+
+from trackpoint import _paths
+from trackpoint.backends.stores._base import FileLayer, FileSink
+from trackpoint.errors import (
+    CheckpointExistsError,
+    ConcurrentModificationError,
+    DataLossError,
+    StorageError,
+    StoragePermissionError,
+    translate_error,
+)
+from trackpoint.storage import ANY_VERSION, Capabilities, VersionedBytes, _AnyVersion
+
+__all__ = ["LOCAL_CAPABILITIES", "LocalFiles"]
+
+#: Linux refuses more buffers per ``preadv`` call than this.
+_IOV_MAX: Final = 1024
+
+#: What a local (POSIX) file system guarantees; the default of :class:`LocalFiles`.
+LOCAL_CAPABILITIES: Final = Capabilities(
+    atomic_rename=True, conditional_create=True, ranged_reads=True, parallel_writes=True, listing_consistent=True
+)
+
+
+def _raise(exc: OSError, action: str, path: str) -> NoReturn:
+    """Translate an ``OSError`` into the matching trackpoint error, naming the path."""
+    msg = f"local: cannot {action} {path!r}: {exc.strerror or exc}"
+    error = translate_error(exc, msg, url=path)
+    if isinstance(error, StoragePermissionError):
+        error = translate_error(exc, msg + " (check file permissions)", url=path)
+    raise error from exc
+
+
+def _not_writable(exc: OSError, directory: str, path: str) -> NoReturn:
+    """Explain why ``directory`` could not be created: the location is not writable, and why."""
+    # The nearest part of the path that exists tells a file in the way from a
+    # refusing file system; os.makedirs reports only the last errno it saw.
+    existing = path
+    while existing and not os.path.lexists(existing):
+        parent = os.path.dirname(existing)
+        if parent == existing:
+            break
+        existing = parent
+    where = f"local: cannot create directory {directory!r}: the location is not writable"
+    if existing and os.path.lexists(existing) and not os.path.isdir(existing):
+        raise StorageError(
+            f"{where}, because {existing!r} is a file, not a directory; choose a location inside a directory"
+        ) from exc
+    reason = exc.strerror or str(exc)
+    if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        raise StoragePermissionError(
+            f"{where} (creating the directory failed: {reason}); check its permissions or choose another location"
+        ) from exc
+    raise StorageError(
+        f"{where} (the file system refused to create the directory under {existing or os.curdir!r}: {reason}); "
+        "choose another location"
+    ) from exc
+
+
+def _version(st: os.stat_result) -> str:
+    # The inode changes on every replace, so equal mtimes cannot hide an update.
+    return f"{st.st_mtime_ns}:{st.st_ino}:{st.st_size}"
+
+
+def _temp_name(path: str) -> str:
+    head, tail = os.path.split(path)
+    return os.path.join(head, f".{tail}.tmp-{uuid.uuid4().hex}")
+
+
+class _LocalSink(FileSink):
+    """A temporary file beside the target, published by ``close``."""
+
+    def __init__(self, path: str, create_only: bool) -> None:
+        self._path = path
+        self._create_only = create_only
+        self._tmp = _temp_name(path)
+        try:
+            self._fd: int | None = os.open(self._tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)
+        except OSError as exc:
+            _raise(exc, "create a temporary file for", path)
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        # docstring inherited
+        if self._fd is None:
+            raise StorageError(f"local: write to {self._path!r} after the file was closed")
+        view = memoryview(data).cast("B")
+        try:
+            # os.write may write less than asked (and caps one call near 2 GiB).
+            while view:
+                n = os.write(self._fd, view)
+                view = view[n:]
+        except OSError as exc:
+            self.abort()
+            _raise(exc, "write", self._path)
+
+    def close(self) -> None:
+        # docstring inherited
+        if self._fd is None:
+            return
+        fd, self._fd = self._fd, None
+        try:
+            os.fsync(fd)
+        except OSError as exc:
+            os.close(fd)
+            self._unlink_tmp()
+            _raise(exc, "fsync", self._path)
+        os.close(fd)
+        try:
+            if self._create_only:
+                # link() fails with EEXIST instead of replacing: an atomic create-only publish.
+                os.link(self._tmp, self._path)
+                self._unlink_tmp()
+            else:
+                os.replace(self._tmp, self._path)
+        except OSError as exc:
+            self._unlink_tmp()
+            if exc.errno == errno.EEXIST:
+                raise CheckpointExistsError(
+                    f"local: {self._path!r} exists already and was written create-only"
+                ) from exc
+            _raise(exc, "publish", self._path)
+
+    def abort(self) -> None:
+        # docstring inherited
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+        self._unlink_tmp()
+
+    def _unlink_tmp(self) -> None:
+        try:
+            os.unlink(self._tmp)
+        except FileNotFoundError:
+            pass
+
+
+def _preadv_full(fd: int, bufs: list[memoryview], offset: int, path: str) -> None:
+    """Fill every buffer from ``offset`` on, coping with short reads."""
+    pending = [b for b in bufs if len(b)]
+    i = 0
+    while i < len(pending):
+        n = os.preadv(fd, pending[i : i + _IOV_MAX], offset)
+        if n == 0:
+            raise DataLossError(
+                f"local: {path!r} ends at byte {offset}, before the {sum(len(b) for b in pending[i:])} "
+                "bytes still expected there (truncated file)"
+            )
+        offset += n
+        while n and i < len(pending):
+            b = pending[i]
+            if len(b) <= n:
+                n -= len(b)
+                i += 1
+            else:
+                pending[i] = b[n:]
+                n = 0
+
+
+class LocalFiles(FileLayer):
+    """Files on a local (POSIX) file system.
+
+    Parameters
+    ----------
+    capabilities
+        Override the declared capabilities. ``Capabilities(atomic_rename=False,
+        conditional_create=True)`` makes the bundle backend use its object-store
+        commit strategy on a local disk, which is how that strategy is tested
+        without a cloud.
+
+    Notes
+    -----
+    :meth:`listdir` also lists directories, because the bundle layout keeps
+    the pieces of an unfinished save in a ``<prefix>_temp`` directory that
+    cleanup must find.
+    """
+
+    store_name = "local"
+
+    def __init__(self, *, capabilities: Capabilities | None = None) -> None:
+        self.capabilities = capabilities or LOCAL_CAPABILITIES
+
+    @staticmethod
+    def _p(path: str) -> str:
+        """The OS path for ``path``: scheme stripped, NUL bytes refused, ``..`` resolved.
+
+        Resolving ``..`` here, for every operation, keeps ``makedirs`` from
+        creating the directories a ``..`` climbs out of (``run/sub/`` of
+        ``run/sub/../../up/ckpt``), and makes every later call address the
+        same file whether or not those directories exist.
+        """
+        s, _ = _paths.split_scheme(_paths.check(path))
+        if s not in ("", "file"):
+            raise StorageError(f"local: {path!r} is not a local path or file:// URL")
+        return _paths.normalize_local(_paths.strip_file_scheme(path))
+
+    # ------------------------------------------------------------ primitives
+    def open_sink(self, path: str, *, create_only: bool = False) -> FileSink:
+        # docstring inherited
+        return _LocalSink(self._p(path), create_only)
+
+    def read_into(self, path: str, offset: int, out: memoryview) -> None:
+        # docstring inherited
+        self.read_ranges(path, [(offset, out)])
+
+    def read_ranges(self, path: str, ranges: Sequence[tuple[int, memoryview]]) -> None:
+        """Fill each ``(offset, out)``; adjacent ranges are read with one ``preadv``."""
+        p = self._p(path)
+        try:
+            fd = os.open(p, os.O_RDONLY | os.O_CLOEXEC)
+        except OSError as exc:
+            _raise(exc, "open", path)
+        try:
+            run: list[memoryview] = []
+            run_start = run_end = -1
+            for offset, out in sorted(ranges, key=lambda r: r[0]):
+                view = out.cast("B") if out.format != "B" or out.ndim != 1 else out
+                if run and offset == run_end:
+                    run.append(view)
+                else:
+                    if run:
+                        _preadv_full(fd, run, run_start, path)
+                    run, run_start = [view], offset
+                run_end = offset + len(view)
+            if run:
+                _preadv_full(fd, run, run_start, path)
+        except OSError as exc:
+            _raise(exc, "read", path)
+        finally:
+            os.close(fd)
+
+    def size(self, path: str) -> int | None:
+        # docstring inherited
+        try:
+            return os.stat(self._p(path)).st_size
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            _raise(exc, "stat", path)
+
+    def modified(self, path: str) -> float | None:
+        # docstring inherited
+        try:
+            return os.stat(self._p(path)).st_mtime
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            _raise(exc, "stat", path)
+
+    def listdir(self, directory: str) -> list[str]:
+        # docstring inherited
+        try:
+            return sorted(os.listdir(self._p(directory) or "."))
+        except (FileNotFoundError, NotADirectoryError):
+            return []
+        except OSError as exc:
+            _raise(exc, "list", directory)
+
+    def delete(self, paths: Sequence[str]) -> None:
+        # docstring inherited
+        for path in paths:
+            try:
+                os.unlink(self._p(path))
+            except FileNotFoundError:
+                pass
+            except OSError as exc:
+                _raise(exc, "delete", path)
+
+    def read_versioned(self, path: str) -> VersionedBytes | None:
+        # docstring inherited
+        try:
+            with open(self._p(path), "rb") as f:
+                st = os.fstat(f.fileno())
+                data = f.read()
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            _raise(exc, "read", path)
+        return VersionedBytes(data, _version(st))
+
+    @contextmanager
+    def _locked(self, path: str) -> Iterator[None]:
+        # flock on the parent directory serializes check-and-replace across
+        # processes without leaving a lock file beside the target.
+        directory = os.path.dirname(path) or "."
+        try:
+            fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        except OSError as exc:
+            _raise(exc, "open the directory of", path)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)  # closing releases the flock
+
+    def write_versioned(self, path: str, data: bytes, *, if_version: str | _AnyVersion | None = ANY_VERSION) -> str:
+        # docstring inherited
+        p = self._p(path)
+        with self._locked(p):
+            if if_version is not ANY_VERSION:
+                try:
+                    current: str | None = _version(os.stat(p))
+                except FileNotFoundError:
+                    current = None
+                except OSError as exc:
+                    _raise(exc, "stat", path)
+                if if_version is None and current is not None:
+                    raise ConcurrentModificationError(
+                        f"local: {path!r} exists already (create-only write); read it and retry with its version"
+                    )
+                if isinstance(if_version, str) and current != if_version:
+                    raise ConcurrentModificationError(
+                        f"local: {path!r} changed since version {if_version} was read; re-read it and retry"
+                    )
+            sink = _LocalSink(p, create_only=False)
+            sink.write(data)
+            sink.close()
+            self.sync_dir(os.path.dirname(p))
+            try:
+                return _version(os.stat(p))
+            except OSError as exc:
+                _raise(exc, "stat", path)
+
+    # -------------------------------------------------------------- extras
+    def find(self, directory: str) -> list[str]:
+        # docstring inherited
+        root = self._p(directory) or "."
+        found: list[str] = []
+
+        def fail(exc: OSError) -> None:
+            if not isinstance(exc, FileNotFoundError):
+                _raise(exc, "list", directory)
+
+        for here, _dirs, names in os.walk(root, onerror=fail):
+            # Paths are returned as the caller spelled the directory.
+            rel = os.path.relpath(here, root)
+            base = directory if rel == os.curdir else self.join(directory, rel)
+            found.extend(self.join(base, n) for n in names)
+        return sorted(found)
+
+    def rmtree(self, directory: str) -> None:
+        # docstring inherited
+        root = self._p(directory) or "."
+
+        def fail(exc: OSError) -> None:
+            if not isinstance(exc, FileNotFoundError):
+                _raise(exc, "list", directory)
+
+        # Bottom-up, so each directory is empty when it is removed; files that
+        # vanish meanwhile (another cleanup) are not an error.
+        for here, dirs, names in os.walk(root, topdown=False, onerror=fail):
+            for name in names:
+                self._unlink(os.path.join(here, name), directory)
+            for name in dirs:
+                self._rmdir(os.path.join(here, name), directory)
+        self._rmdir(root, directory)
+
+    @staticmethod
+    def _unlink(path: str, directory: str) -> None:
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            _raise(exc, "delete a file of", directory)
+
+    @staticmethod
+    def _rmdir(path: str, directory: str) -> None:
+        try:
+            if os.path.islink(path):
+                os.unlink(path)  # a symlink to a directory: remove the link, never what it points to
+            else:
+                os.rmdir(path)
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            _raise(exc, "remove a directory of", directory)
+
+    def rename(self, src: str, dst: str) -> None:
+        # docstring inherited
+        try:
+            os.replace(self._p(src), self._p(dst))
+        except OSError as exc:
+            _raise(exc, f"rename {src!r} to", dst)
+
+    def makedirs(self, directory: str) -> None:
+        """Create ``directory`` and its parents.
+
+        Raises
+        ------
+        StoragePermissionError
+            The file system refuses to create it (permissions, read-only mount).
+        StorageError
+            It cannot be created for another reason: a parent is a regular file,
+            or the file system does not allow new entries there (``/proc``).
+            Either way the message says the location is not writable.
+        """
+        d = self._p(directory)
+        if d:
+            try:
+                os.makedirs(d, exist_ok=True)
+            except OSError as exc:
+                _not_writable(exc, directory, d)
+
+    def remove_dir(self, directory: str) -> None:
+        """Remove ``directory`` if it is empty; a missing or non-empty one is left alone."""
+        try:
+            os.rmdir(self._p(directory))
+        except OSError as exc:
+            if exc.errno not in (errno.ENOENT, errno.ENOTEMPTY, errno.EEXIST):
+                _raise(exc, "remove directory", directory)
+
+    def sync_dir(self, directory: str) -> None:
+        # docstring inherited
+        d = self._p(directory) or "."
+        try:
+            fd = os.open(d, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            return  # nothing was renamed in a directory that does not exist
+        except OSError as exc:
+            _raise(exc, "open directory", directory)
+        try:
+            os.fsync(fd)
+        except OSError as exc:
+            _raise(exc, "fsync directory", directory)
+        finally:
+            os.close(fd)

@@ -1,0 +1,1018 @@
+"""The public base of object stores: :class:`ObjectStore`.
+
+A store for a new kind of object storage subclasses :class:`ObjectStore` and
+supplies a few single-attempt *client calls* (stat, ranged get, get, put
+under a :class:`Condition`, list, delete, and optionally multipart uploads)
+plus :meth:`ObjectStore.classify`, which says what an exception of its client
+means. It inherits everything a safe checkpoint store needs on top of them:
+
+* retries of transient failures with full-jitter backoff, bounded by a
+  deadline (:class:`TransferOptions`);
+* translation of the client's exceptions into trackpoint errors that name
+  the store, the URL and what to do;
+* recognising its own retried write: every write carries a random *write id*
+  in the object's user metadata (:data:`WRITE_ID_METADATA_KEY`). When a
+  create-only or version-conditioned write fails with "precondition failed"
+  after an earlier attempt of the same write may have reached the store (a
+  timeout, a dropped connection), the base reads the object's metadata: if
+  the write id is ours, the write succeeded; otherwise another writer won;
+* bounded-memory streaming uploads (multipart when the store has it);
+* coalesced, parallel ranged reads straight into the caller's buffers;
+* thread safety: requests run on one event loop whatever thread asks.
+
+Client calls may be coroutine functions (``async def``, for asynchronous
+clients) or plain functions (for synchronous SDKs); plain ones run in a
+thread pool owned by the store, as large as ``TransferOptions.max_concurrency``.
+
+The built-in S3 and GCS stores (:mod:`trackpoint.backends.stores.s3`,
+:mod:`trackpoint.backends.stores.gcs`) are subclasses; so is any third-party
+object store. ``docs/writing-a-backend.md`` walks through one.
+
+Why not fsspec's high-level API (``pipe_file``, ``cat_file``, ``open``) for
+S3 and GCS? It cannot express the preconditions a safe commit needs
+(create-only multipart uploads, compare-and-swap on ETag or generation), it
+reads into fresh ``bytes`` rather than into a destination buffer, and its
+retries (gcsfs sleeps up to 32 s; s3fs retries a fixed list) cannot be
+bounded by the caller. The filesystem objects still make the connection:
+they own the credential chain, the client session and the event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import functools
+import inspect
+import os
+import random
+import threading
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar, Final, TypeVar
+
+from trackpoint import _paths
+from trackpoint.backends.stores._base import FileLayer, FileSink
+from trackpoint.backends.stores._fsspec import DEFAULT_REQUEST_TIMEOUT
+from trackpoint.errors import (
+    BackendError,
+    CheckpointError,
+    CheckpointExistsError,
+    ConcurrentModificationError,
+    ErrorKind,
+    StorageError,
+    translate_error,
+)
+from trackpoint.storage import ANY_VERSION, Capabilities, CheckpointOptions, VersionedBytes, _AnyVersion
+
+__all__ = [
+    "WRITE_ID_METADATA_KEY",
+    "Condition",
+    "ErrorKind",
+    "HTTPStatusError",
+    "ObjectStat",
+    "ObjectStore",
+    "TransferOptions",
+]
+
+T = TypeVar("T")
+
+#: User-metadata key holding the id of the write that created an object.
+WRITE_ID_METADATA_KEY: Final = "trackpoint-write-id"
+
+# ErrorKind (what an exception of a store's client means, see ObjectStore.classify) is defined with the
+# table that maps it to trackpoint errors, in trackpoint.errors; re-exported here for store authors.
+
+_MiB: Final = 1 << 20
+
+
+class HTTPStatusError(Exception):
+    """A non-success HTTP answer from a store spoken to directly (not through a client library).
+
+    Client calls that speak HTTP themselves may raise it and classify it by
+    ``status`` in :meth:`ObjectStore.classify`.
+    """
+
+    def __init__(self, status: int, reason: str) -> None:
+        super().__init__(f"HTTP {status}: {reason}")
+        self.status = status
+        self.reason = reason
+
+
+class _PreconditionFailed(Exception):
+    """Internal: a conditional write was refused; the caller decides which error it is."""
+
+    def __init__(self, cause: BaseException) -> None:
+        super().__init__(str(cause))
+        self.cause = cause
+
+
+class _CreateOnly:
+    """``Condition.create_only()`` on the class, the ``create_only`` flag on an instance."""
+
+    def __get__(self, instance: Condition | None, owner: type[Condition]) -> Any:
+        if instance is None:
+            return owner._make_create_only
+        return instance._create_only
+
+
+class Condition:
+    """Precondition of one write: none, create-only, or "the object is still at this version".
+
+    Build one with :data:`Condition.NONE`, :meth:`Condition.create_only` or
+    :meth:`Condition.if_version`; read it through :attr:`create_only` and
+    :attr:`version`. Immutable and hashable.
+
+    Attributes
+    ----------
+    create_only : bool
+        The write must fail if the object exists (S3 ``If-None-Match: *``,
+        GCS ``ifGenerationMatch=0``, Azure ``If-None-Match: *``). On the
+        class, ``Condition.create_only()`` returns such a condition.
+    version : str or None
+        The write must fail unless the object is at this version (an ETag or
+        generation as :meth:`ObjectStore.object_stat` reports it).
+    """
+
+    __slots__ = ("_create_only", "version")
+
+    #: No precondition (a plain overwrite). Set below the class.
+    NONE: ClassVar[Condition]
+
+    # One name serves both spellings of the design: a factory on the class and
+    # a flag on an instance, so a store reads ``cond.create_only`` and a caller
+    # writes ``Condition.create_only()``.
+    create_only: ClassVar[Any] = _CreateOnly()
+    _create_only: bool
+    version: str | None
+
+    def __init__(self, *, create_only: bool = False, version: str | None = None) -> None:
+        if create_only and version is not None:
+            raise ValueError("a condition is create-only or on a version, not both")
+        object.__setattr__(self, "_create_only", bool(create_only))
+        object.__setattr__(self, "version", version)
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError(f"Condition is immutable; build a new one instead of setting {name!r}")
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Condition):
+            return NotImplemented
+        return (self._create_only, self.version) == (other._create_only, other.version)
+
+    def __hash__(self) -> int:
+        return hash((self._create_only, self.version))
+
+    def __repr__(self) -> str:
+        if self._create_only:
+            return "Condition.create_only()"
+        if self.version is not None:
+            return f"Condition.if_version({self.version!r})"
+        return "Condition.NONE"
+
+    @classmethod
+    def _make_create_only(cls) -> Condition:
+        return cls(create_only=True)
+
+    @classmethod
+    def if_version(cls, version: str) -> Condition:
+        """The write succeeds only while the object is at ``version``."""
+        return cls(version=version)
+
+    @classmethod
+    def from_if_version(cls, if_version: str | _AnyVersion | None) -> Condition:
+        """The condition of a ``write_file``/``write_versioned`` precondition."""
+        if if_version is None:
+            return cls(create_only=True)
+        if isinstance(if_version, str):
+            return cls(version=if_version)
+        return cls.NONE
+
+
+Condition.NONE = Condition()
+
+
+@dataclass(frozen=True, slots=True)
+class ObjectStat:
+    """What a metadata request tells about one object.
+
+    Parameters
+    ----------
+    size
+        Bytes in the object.
+    version
+        The token conditional writes compare against (S3 ETag, GCS
+        generation, Azure ETag).
+    write_id
+        The object's :data:`WRITE_ID_METADATA_KEY` user metadata, ``None``
+        if it has none.
+    mtime
+        Last modification, seconds since the epoch; ``None`` if the store
+        did not say (then age-based cleanup keeps the object).
+    """
+
+    size: int
+    version: str
+    write_id: str | None
+    mtime: float | None = None
+
+
+def _number(
+    options: Mapping[str, Any], name: str, default: float, *, integer: bool = False, zero_ok: bool = False
+) -> Any:
+    value = options.get(name, default)
+    typed = isinstance(value, int) if integer else isinstance(value, (int, float))
+    if isinstance(value, bool) or not typed or value < 0 or (value == 0 and not zero_ok):
+        kind = ("a non-negative" if zero_ok else "a positive") + (" integer" if integer else " number")
+        raise BackendError(f"backend_options[{name!r}] must be {kind}, got {value!r}")
+    return value
+
+
+@dataclass(frozen=True, slots=True)
+class TransferOptions:
+    """Tuning of one object store, read from ``CheckpointOptions.backend_options``.
+
+    Parameters
+    ----------
+    retries
+        Retries after the first attempt of a request that failed transiently
+        (5xx, throttling, connection reset, timeout).
+    retry_base_delay, retry_max_delay
+        Backoff: attempt ``n`` sleeps a uniformly random time in
+        ``[0, min(retry_max_delay, retry_base_delay * 2**n)]`` ("full jitter").
+    retry_deadline
+        No retry starts later than this many seconds after the first attempt.
+    request_timeout
+        Seconds one request may take before it counts as a transient failure.
+    part_size
+        Bytes per upload part / chunk; also the most one ``FileSink`` buffers
+        beyond the parts in flight.
+    max_inflight_parts
+        Parts of one upload sent concurrently (memory: ``part_size`` times this, plus one).
+    read_part_size
+        Ranged reads longer than this are split into parallel requests.
+    coalesce_gap
+        Ranges of one object at most this many bytes apart are fetched with a
+        single request (up to ``read_part_size`` in total).
+    max_concurrency
+        Requests in flight at once per store (also the size of the thread
+        pool that runs synchronous client calls).
+    """
+
+    retries: int = 5
+    retry_base_delay: float = 0.1
+    retry_max_delay: float = 5.0
+    retry_deadline: float = 120.0
+    request_timeout: float = DEFAULT_REQUEST_TIMEOUT
+    part_size: int = 16 * _MiB
+    max_inflight_parts: int = 4
+    read_part_size: int = 64 * _MiB
+    coalesce_gap: int = 256 * 1024
+    max_concurrency: int = 16
+
+    @classmethod
+    def from_backend_options(
+        cls, options: Mapping[str, Any], *, min_part_size: int = 5 * _MiB, part_alignment: int = 1
+    ) -> TransferOptions:
+        """Validate the keys this layer understands; other keys are left to other layers.
+
+        Raises
+        ------
+        BackendError
+            A value has the wrong type or range (the message names the key).
+        """
+        d = cls()
+        part_size = _number(options, "part_size", d.part_size, integer=True)
+        if part_size < min_part_size or part_size % part_alignment:
+            raise BackendError(
+                f"backend_options['part_size'] must be at least {min_part_size} bytes and a multiple of "
+                f"{part_alignment}, got {part_size}"
+            )
+        return cls(
+            retries=_number(options, "retries", d.retries, integer=True, zero_ok=True),
+            retry_base_delay=float(_number(options, "retry_base_delay", d.retry_base_delay)),
+            retry_max_delay=float(_number(options, "retry_max_delay", d.retry_max_delay)),
+            retry_deadline=float(_number(options, "retry_deadline", d.retry_deadline)),
+            request_timeout=float(_number(options, "request_timeout", d.request_timeout)),
+            part_size=part_size,
+            max_inflight_parts=_number(options, "max_inflight_parts", d.max_inflight_parts, integer=True),
+            read_part_size=_number(options, "read_part_size", d.read_part_size, integer=True),
+            coalesce_gap=_number(options, "coalesce_gap", d.coalesce_gap, integer=True, zero_ok=True),
+            max_concurrency=_number(options, "max_concurrency", d.max_concurrency, integer=True),
+        )
+
+
+# ---------------------------------------------------------------------------
+# trackpoint's own I/O loop, for stores that bring no loop of their own
+# ---------------------------------------------------------------------------
+
+_IO_LOCK = threading.Lock()
+_IO_LOOP: tuple[int, asyncio.AbstractEventLoop] | None = None
+
+
+def _io_loop() -> asyncio.AbstractEventLoop:
+    """The process-wide event loop thread of stores built without a loop; started on first use.
+
+    A forked child gets a new one: the parent's loop thread does not exist in it.
+    """
+    global _IO_LOOP
+    with _IO_LOCK:
+        pid = os.getpid()
+        if _IO_LOOP is not None and _IO_LOOP[0] == pid and not _IO_LOOP[1].is_closed():
+            return _IO_LOOP[1]
+        loop = asyncio.new_event_loop()
+        started = threading.Event()
+
+        def run() -> None:
+            asyncio.set_event_loop(loop)
+            loop.call_soon(started.set)
+            loop.run_forever()
+
+        # A daemon thread: an idle loop must not keep the interpreter alive.
+        threading.Thread(target=run, name="trackpoint-io", daemon=True).start()
+        started.wait()
+        _IO_LOOP = (pid, loop)
+        return loop
+
+
+#: The client calls a store may write as ``async def`` or as plain functions.
+_CLIENT_CALLS: Final = (
+    "object_stat",
+    "object_get_range",
+    "object_get",
+    "object_put",
+    "object_list",
+    "object_find",
+    "object_delete",
+    "upload_begin",
+    "upload_part",
+    "upload_finish",
+    "upload_abort",
+)
+
+
+class ObjectStore(FileLayer):
+    """Public base of object stores: subclass it, supply the client calls, inherit the rest.
+
+    Paths are URLs ``<scheme>://<bucket>/<key>`` (or ``<bucket>/<key>``);
+    :meth:`split` and :meth:`url` convert, driven by :attr:`schemes`.
+
+    Parameters
+    ----------
+    transfer
+        Retry and transfer tuning; ``None`` takes the defaults. Stores built
+        by :meth:`from_options` read it from ``backend_options``.
+    loop
+        The event loop requests run on. ``None``: trackpoint's own process-wide
+        I/O loop thread (started on first use, re-created in a forked child).
+        Stores whose client sessions belong to a loop (fsspec filesystems:
+        ``fs.loop``) pass that loop.
+
+    Notes for implementers
+    ----------------------
+    Required: :meth:`classify`, :meth:`object_stat`, :meth:`object_get_range`,
+    :meth:`object_get`, :meth:`object_put`, :meth:`object_list`,
+    :meth:`object_delete`. Optional: :meth:`object_find` (nested listing, for
+    :meth:`find` and :meth:`rmtree`), the four ``upload_*`` calls (streaming
+    multipart uploads; without them a sink buffers the whole object and sends
+    it in one :meth:`object_put`, fine for small checkpoints), :meth:`aclose`
+    or :meth:`close_client` (release clients on :meth:`close`).
+
+    Each client call makes **one attempt** and raises its client's own
+    exceptions; :meth:`classify` tells the base which are transient (retried)
+    and which mean "not found", "precondition failed", "permission denied",
+    "range not satisfiable". Never catch and retry inside a client call.
+
+    Instances are thread-safe.
+    """
+
+    #: Name of the store in messages ("s3", "gcs", "azure").
+    store_name: str = "objects"
+    #: URL schemes the store accepts; the first one is used to build URLs.
+    schemes: ClassVar[tuple[str, ...]] = ()
+    #: Declared abilities; object stores have conditional create but no atomic rename.
+    capabilities: Capabilities = Capabilities(
+        atomic_rename=False,
+        conditional_create=True,
+        ranged_reads=True,
+        parallel_writes=True,
+        listing_consistent=True,
+    )
+    #: Whether upload parts must be sent one after another, in order (GCS resumable uploads).
+    sequential_parts: ClassVar[bool] = False
+    #: Smallest ``part_size`` the store accepts for all but the last part.
+    min_part_size: ClassVar[int] = 5 * _MiB
+    #: ``part_size`` must be a multiple of this.
+    part_alignment: ClassVar[int] = 1
+
+    def __init__(
+        self, transfer: TransferOptions | None = None, *, loop: asyncio.AbstractEventLoop | None = None
+    ) -> None:
+        self.transfer = transfer if transfer is not None else TransferOptions()
+        self._given_loop = loop
+        self._semaphore: tuple[asyncio.AbstractEventLoop, asyncio.Semaphore] | None = None
+        self._pool: tuple[int, concurrent.futures.ThreadPoolExecutor] | None = None
+        self._pool_lock = threading.Lock()
+        self._closed = False
+        cls = type(self)
+        # Checked once per class and method: coroutine functions are awaited
+        # on the loop, plain functions run in the store's thread pool.
+        self._is_async = {name: inspect.iscoroutinefunction(getattr(cls, name)) for name in _CLIENT_CALLS}
+        self._multipart = cls.upload_begin is not ObjectStore.upload_begin
+
+    @classmethod
+    def from_options(cls, options: CheckpointOptions) -> ObjectStore:
+        """A store configured by ``options``; what a backend factory calls.
+
+        The default passes :meth:`transfer_options` to a constructor taking
+        only ``transfer``. Stores that need credentials or clients override
+        it and read ``options.storage_options``.
+        """
+        return cls(cls.transfer_options(options))
+
+    @classmethod
+    def transfer_options(cls, options: CheckpointOptions) -> TransferOptions:
+        """The :class:`TransferOptions` in ``options.backend_options``, checked against this store's part rules."""
+        return TransferOptions.from_backend_options(
+            options.backend_options, min_part_size=cls.min_part_size, part_alignment=cls.part_alignment
+        )
+
+    # ------------------------------------------------------------ client calls (required)
+    def classify(self, exc: BaseException) -> ErrorKind:
+        """What an exception raised by a client call means.
+
+        Return ``"transient"`` for failures worth retrying (5xx, throttling,
+        timeouts, dropped connections), ``"not_found"`` (404, missing bucket),
+        ``"precondition"`` (a conditional write refused: 412 or the store's
+        equivalent), ``"permission"`` (401/403), ``"range"`` (416) and
+        ``"other"`` for the rest (raised as :class:`~trackpoint.errors.StorageError`).
+        Timeouts of the request itself are always transient.
+        """
+        raise NotImplementedError(f"{type(self).__name__} must implement classify()")
+
+    def object_stat(self, bucket: str, key: str) -> ObjectStat | Awaitable[ObjectStat | None] | None:
+        """Metadata of one object; ``None`` when it does not exist (no exception for that)."""
+        raise NotImplementedError(f"{type(self).__name__} must implement object_stat()")
+
+    def object_get_range(self, bucket: str, key: str, start: int, out: memoryview) -> Awaitable[None] | None:
+        """Fill ``out`` (a writable byte view) with the object's bytes from ``start`` on.
+
+        Raise :class:`~trackpoint.errors.DataLossError` when the object ends
+        before ``out`` is full; raise the client's not-found error for a
+        missing object.
+        """
+        raise NotImplementedError(f"{type(self).__name__} must implement object_get_range()")
+
+    def object_get(self, bucket: str, key: str) -> VersionedBytes | Awaitable[VersionedBytes | None] | None:
+        """The whole object and its version, read together; ``None`` when it does not exist."""
+        raise NotImplementedError(f"{type(self).__name__} must implement object_get()")
+
+    def object_put(
+        self, bucket: str, key: str, data: memoryview, condition: Condition, write_id: str
+    ) -> str | Awaitable[str]:
+        """Write a whole object in one request under ``condition``; return its new version.
+
+        Store ``write_id`` as user metadata under :data:`WRITE_ID_METADATA_KEY`,
+        so that :meth:`object_stat` reports it. ``condition.create_only``:
+        fail if the object exists; ``condition.version``: fail unless the
+        object is at that version, *also when it was deleted*. A failed
+        condition must raise an exception that :meth:`classify` calls
+        ``"precondition"``.
+        """
+        raise NotImplementedError(f"{type(self).__name__} must implement object_put()")
+
+    def object_list(self, bucket: str, prefix: str) -> list[str] | Awaitable[list[str]]:
+        """Keys directly under ``prefix`` (which is ``""`` or ends with ``/``), not in "subdirectories".
+
+        Return full keys, every page of them. A missing bucket raises the
+        client's not-found error (a configuration mistake is not an empty
+        directory).
+        """
+        raise NotImplementedError(f"{type(self).__name__} must implement object_list()")
+
+    def object_delete(self, bucket: str, keys: Sequence[str]) -> Awaitable[None] | None:
+        """Delete the objects; keys that do not exist are not an error."""
+        raise NotImplementedError(f"{type(self).__name__} must implement object_delete()")
+
+    # ------------------------------------------------------------ client calls (optional)
+    def object_find(self, bucket: str, prefix: str) -> list[str] | Awaitable[list[str]]:
+        """Optional: every key starting with ``prefix``, at any depth.
+
+        Enables :meth:`find` and :meth:`rmtree` (used to delete a whole
+        checkpoint directory). Without it they raise
+        :class:`~trackpoint.errors.StorageError`.
+        """
+        raise StorageError(
+            f"{self.store_name}: this store lists no keys below subdirectories (it does not implement "
+            "object_find); finding or deleting a directory tree needs it"
+        )
+
+    def upload_begin(self, bucket: str, key: str, condition: Condition, write_id: str) -> object:
+        """Optional: start a multipart / resumable upload; return its state (anything).
+
+        The state is passed to the other ``upload_*`` calls. Store
+        ``write_id`` as for :meth:`object_put`. The condition may be checked
+        here or (usually) when the upload is finished.
+        """
+        raise NotImplementedError(f"{type(self).__name__} has no multipart uploads")
+
+    def upload_part(
+        self, state: Any, number: int, offset: int, data: memoryview, total: int | None
+    ) -> object | Awaitable[object]:
+        """Optional: send part ``number`` (0-based), the bytes at ``offset``; return what finishing needs.
+
+        ``total`` is the object's size on the last part only (``None``
+        before). The last part may be empty. Parts go out concurrently unless
+        :attr:`sequential_parts`; a part may be retried, so sending the same
+        part twice must be harmless.
+        """
+        raise NotImplementedError(f"{type(self).__name__} has no multipart uploads")
+
+    def upload_finish(self, state: Any, parts: list[Any], total: int) -> str | Awaitable[str]:
+        """Optional: complete the upload from the parts' results; return the new version.
+
+        The upload's condition is enforced here: a refusal must raise an
+        exception :meth:`classify` calls ``"precondition"``.
+        """
+        raise NotImplementedError(f"{type(self).__name__} has no multipart uploads")
+
+    def upload_abort(self, state: Any) -> Awaitable[None] | None:
+        """Optional: discard an unfinished upload (best effort; failures are ignored)."""
+        raise NotImplementedError(f"{type(self).__name__} has no multipart uploads")
+
+    async def aclose(self) -> None:
+        """Optional: close asynchronous clients; runs on the store's loop from :meth:`close`."""
+
+    def close_client(self) -> None:
+        """Optional: close synchronous clients; called by :meth:`close` after :meth:`aclose`."""
+
+    # ------------------------------------------------------------ calling the client
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        """The event loop this store's requests run on."""
+        return self._given_loop if self._given_loop is not None else _io_loop()
+
+    def _executor(self) -> concurrent.futures.ThreadPoolExecutor:
+        with self._pool_lock:
+            pid = os.getpid()
+            if self._pool is None or self._pool[0] != pid:
+                pool = concurrent.futures.ThreadPoolExecutor(
+                    max_workers=self.transfer.max_concurrency, thread_name_prefix=f"trackpoint-{self.store_name}"
+                )
+                self._pool = (pid, pool)
+            return self._pool[1]
+
+    async def _call(self, name: str, *args: Any) -> Any:
+        """One attempt of the client call ``name``, awaited or run in the thread pool."""
+        fn = getattr(self, name)
+        if self._is_async[name]:
+            return await fn(*args)
+        return await asyncio.get_running_loop().run_in_executor(self._executor(), functools.partial(fn, *args))
+
+    # ------------------------------------------------------------ plumbing
+    def split(self, path: str) -> tuple[str, str]:
+        """``(bucket, key)`` of ``path`` (``s3://bucket/key`` or ``bucket/key``)."""
+        sch, rest = _paths.split_scheme(path)
+        if sch and sch not in self.schemes:
+            raise BackendError(
+                f"{self.store_name} cannot address {path!r}: expected a {self.schemes[0]}:// URL "
+                "(choose the backend for this URL with CheckpointOptions(backend=...) or its scheme)"
+            )
+        bucket, _, key = rest.lstrip("/").partition("/")
+        if not bucket:
+            raise BackendError(
+                f"{self.store_name}: {path!r} names no bucket; write {self.schemes[0]}://<bucket>/<path>"
+            )
+        return bucket, key
+
+    def url(self, bucket: str, key: str) -> str:
+        """``scheme://bucket/key``, for messages."""
+        return f"{self.schemes[0]}://{bucket}/{key}"
+
+    def _run(self, fn: Callable[..., Coroutine[Any, Any, T]], *args: Any) -> T:
+        if self._closed:
+            raise StorageError(f"{self.store_name}: the file layer was closed; open the checkpoint again")
+        # The coroutine runs on the store's loop thread; its exception is re-raised here.
+        try:
+            return self._submit(fn(*args)).result()
+        except _PreconditionFailed as exc:
+            # Writes interpret preconditions themselves; this guards every other path.
+            raise ConcurrentModificationError(
+                f"{self.store_name}: a conditional request was refused ({exc}); re-read and retry"
+            ) from exc.cause
+
+    def _submit(self, coro: Coroutine[Any, Any, T]) -> concurrent.futures.Future[T]:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop)
+
+    def _limit(self) -> asyncio.Semaphore:
+        # Created on the loop thread at first use, so it binds to that loop
+        # (a forked child runs on a new loop and gets a new semaphore).
+        loop = asyncio.get_running_loop()
+        if self._semaphore is None or self._semaphore[0] is not loop:
+            self._semaphore = (loop, asyncio.Semaphore(self.transfer.max_concurrency))
+        return self._semaphore[1]
+
+    def _delay(self, attempt: int) -> float:
+        cap = min(self.transfer.retry_max_delay, self.transfer.retry_base_delay * (2**attempt))
+        return random.uniform(0.0, cap)
+
+    async def _retry(self, what: str, bucket: str, key: str, fn: Callable[[], Awaitable[T]]) -> T:
+        """Run ``fn`` under the retry policy and translate its errors.
+
+        Precondition failures come back as :class:`_PreconditionFailed` for the
+        caller to interpret (create-only vs compare-and-swap).
+        """
+        t = self.transfer
+        started = time.monotonic()
+        attempt = 0
+        while True:
+            try:
+                async with self._limit():
+                    return await asyncio.wait_for(fn(), timeout=t.request_timeout)
+            except (CheckpointError, _PreconditionFailed):
+                raise
+            except Exception as exc:
+                kind = "transient" if isinstance(exc, (TimeoutError, asyncio.TimeoutError)) else self.classify(exc)
+                if kind == "precondition":
+                    raise _PreconditionFailed(exc) from exc
+                if kind == "transient":
+                    elapsed = time.monotonic() - started
+                    if attempt < t.retries and elapsed < t.retry_deadline:
+                        await asyncio.sleep(min(self._delay(attempt), max(0.0, t.retry_deadline - elapsed)))
+                        attempt += 1
+                        continue
+                raise self._translate(exc, kind, what, bucket, key, attempt + 1) from exc
+
+    def _translate(
+        self, exc: BaseException, kind: ErrorKind, what: str, bucket: str, key: str, attempts: int
+    ) -> CheckpointError:
+        where = self.url(bucket, key)
+        # Only the exception's type and the store's reason go into messages,
+        # never request headers or options, which may hold credentials.
+        reason = f"{type(exc).__name__}: {exc}"[:300]
+        if kind == "not_found":
+            message = f"{self.store_name}: {what} {where!r} failed: it does not exist ({reason})"
+        elif kind == "permission":
+            message = (
+                f"{self.store_name}: {what} {where!r} was refused ({reason}); check the credentials and the "
+                f"permissions on bucket {bucket!r}"
+            )
+        elif kind == "range":
+            message = f"{self.store_name}: {what} {where!r}: the object is shorter than expected ({reason})"
+        elif kind == "transient":
+            message = (
+                f"{self.store_name}: {what} {where!r} still failed after {attempts} attempts ({reason}); the store "
+                f"may be overloaded or unreachable: retry later or raise backend_options['retries']"
+            )
+        else:
+            message = f"{self.store_name}: {what} {where!r} failed ({reason})"
+        return translate_error(kind, message, url=where, key=key)
+
+    # ------------------------------------------------------------ writes
+    async def _settled_by_us(self, bucket: str, key: str, write_id: str) -> ObjectStat | None:
+        """The object's stat if it carries ``write_id`` (an earlier attempt of ours landed)."""
+        stat = await self._retry("inspecting", bucket, key, lambda: self._call("object_stat", bucket, key))
+        return stat if stat is not None and stat.write_id == write_id else None
+
+    def _conflict(self, bucket: str, key: str, cond: Condition, exc: _PreconditionFailed) -> CheckpointError:
+        where = self.url(bucket, key)
+        if cond.create_only:
+            message = (
+                f"{self.store_name}: {where!r} already exists (another writer created it first); "
+                "choose another path or delete it first"
+            )
+        else:
+            message = (
+                f"{self.store_name}: {where!r} changed since version {cond.version} was read; re-read it and retry"
+            )
+        return translate_error("precondition", message, url=where, key=key, create_only=cond.create_only)
+
+    async def _put_checked(self, bucket: str, key: str, data: memoryview, cond: Condition) -> str:
+        write_id = uuid.uuid4().hex
+        try:
+            return await self._retry(
+                "writing", bucket, key, lambda: self._call("object_put", bucket, key, data, cond, write_id)
+            )
+        except _PreconditionFailed as exc:
+            mine = await self._settled_by_us(bucket, key, write_id)
+            if mine is not None:
+                return mine.version
+            raise self._conflict(bucket, key, cond, exc) from exc.cause
+
+    def open_sink(self, path: str, *, create_only: bool = False) -> FileSink:
+        bucket, key = self.split(path)
+        return _UploadSink(self, bucket, key, Condition(create_only=create_only))
+
+    def put(self, path: str, data: bytes | bytearray | memoryview, *, create_only: bool = False) -> None:
+        bucket, key = self.split(path)
+        view = memoryview(data).cast("B")
+        if view.nbytes <= self.transfer.part_size:
+            self._run(self._put_checked, bucket, key, view, Condition(create_only=create_only))
+            return
+        super().put(path, view, create_only=create_only)
+
+    def write_versioned(self, path: str, data: bytes, *, if_version: str | _AnyVersion | None = ANY_VERSION) -> str:
+        bucket, key = self.split(path)
+        cond = Condition.from_if_version(if_version)
+        try:
+            return self._run(self._put_checked, bucket, key, memoryview(bytes(data)), cond)
+        except CheckpointExistsError as exc:
+            # A create-only small-file write that lost: for small files that is a lost race.
+            raise ConcurrentModificationError(
+                f"{self.store_name}: {self.url(bucket, key)!r} exists already (create-only write lost a race); "
+                "re-read it and retry"
+            ) from exc
+
+    def delete(self, paths: Sequence[str]) -> None:
+        by_bucket: dict[str, list[str]] = {}
+        for p in paths:
+            b, k = self.split(p)
+            by_bucket.setdefault(b, []).append(k)
+
+        for bucket, keys in by_bucket.items():
+            self._run(self._delete_retrying, bucket, keys)
+
+    async def _delete_retrying(self, bucket: str, keys: list[str]) -> None:
+        await self._retry("deleting", bucket, keys[0], lambda: self._call("object_delete", bucket, keys))
+
+    # ------------------------------------------------------------ reads
+    def size(self, path: str) -> int | None:
+        bucket, key = self.split(path)
+        stat = self._run(
+            lambda: self._retry("reading metadata of", bucket, key, lambda: self._call("object_stat", bucket, key))
+        )
+        return None if stat is None else stat.size
+
+    def modified(self, path: str) -> float | None:
+        """Last modification from the object's metadata (S3 ``LastModified``, GCS ``updated``)."""
+        bucket, key = self.split(path)
+        if not key:
+            return None
+        stat = self._run(
+            lambda: self._retry("reading metadata of", bucket, key, lambda: self._call("object_stat", bucket, key))
+        )
+        # Object stores have no directories: a "directory" has no time of its own.
+        return None if stat is None else stat.mtime
+
+    def read_versioned(self, path: str) -> VersionedBytes | None:
+        bucket, key = self.split(path)
+        got: VersionedBytes | None = self._run(
+            lambda: self._retry("reading", bucket, key, lambda: self._call("object_get", bucket, key))
+        )
+        return got
+
+    def _plan_reads(
+        self, ranges: Sequence[tuple[int, memoryview]]
+    ) -> list[tuple[int, int, list[tuple[int, memoryview]]]]:
+        """Group ranges into requests ``(start, length, [(offset, view), ...])``.
+
+        Small ranges that lie close together share one GET (a request costs
+        far more than the bytes of a small gap); a range longer than
+        ``read_part_size`` is split into parts fetched in parallel, each
+        straight into its slice of the destination.
+        """
+        t = self.transfer
+        pieces: list[tuple[int, memoryview]] = []
+        for offset, out in ranges:
+            view = out.cast("B") if out.format != "B" or out.ndim != 1 else out
+            for lo in range(0, view.nbytes, t.read_part_size):
+                pieces.append((offset + lo, view[lo : lo + t.read_part_size]))
+        pieces.sort(key=lambda p: p[0])
+        plan: list[tuple[int, int, list[tuple[int, memoryview]]]] = []
+        for offset, view in pieces:
+            if plan:
+                start, length, members = plan[-1]
+                end = start + length
+                new_end = max(end, offset + view.nbytes)
+                if offset - end <= t.coalesce_gap and new_end - start <= t.read_part_size:
+                    plan[-1] = (start, new_end - start, [*members, (offset, view)])
+                    continue
+            plan.append((offset, view.nbytes, [(offset, view)]))
+        return plan
+
+    async def _read_group(
+        self, bucket: str, key: str, start: int, length: int, members: list[tuple[int, memoryview]]
+    ) -> None:
+        if len(members) == 1:
+            view = members[0][1]
+            await self._retry("reading", bucket, key, lambda: self._call("object_get_range", bucket, key, start, view))
+            return
+        # Several small ranges: one GET into a scratch buffer, then scatter.
+        span = bytearray(length)
+        await self._retry(
+            "reading", bucket, key, lambda: self._call("object_get_range", bucket, key, start, memoryview(span))
+        )
+        for offset, view in members:
+            view[:] = span[offset - start : offset - start + view.nbytes]
+
+    async def _read_ranges_async(self, bucket: str, key: str, ranges: Sequence[tuple[int, memoryview]]) -> None:
+        jobs = [self._read_group(bucket, key, *group) for group in self._plan_reads(ranges)]
+        results = await asyncio.gather(*jobs, return_exceptions=True)
+        for r in results:
+            if isinstance(r, BaseException):
+                raise r
+
+    def read_into(self, path: str, offset: int, out: memoryview) -> None:
+        self.read_ranges(path, [(offset, out)])
+
+    def read_ranges(self, path: str, ranges: Sequence[tuple[int, memoryview]]) -> None:
+        bucket, key = self.split(path)
+        if any(out.nbytes for _, out in ranges):
+            self._run(self._read_ranges_async, bucket, key, ranges)
+
+    def listdir(self, directory: str) -> list[str]:
+        bucket, key = self.split(directory)
+        prefix = key.rstrip("/") + "/" if key.strip("/") else ""
+        keys = self._run(
+            lambda: self._retry("listing", bucket, prefix, lambda: self._call("object_list", bucket, prefix))
+        )
+        return sorted(k[len(prefix) :] for k in keys if k != prefix)
+
+    def find(self, directory: str) -> list[str]:
+        """Every object under ``directory``, at any depth, as URLs; needs :meth:`object_find`."""
+        bucket, key = self.split(directory)
+        prefix = key.rstrip("/") + "/" if key.strip("/") else ""
+        keys = self._run(
+            lambda: self._retry("listing", bucket, prefix, lambda: self._call("object_find", bucket, prefix))
+        )
+        return sorted(self.url(bucket, k) for k in keys if k != prefix)
+
+    def rmtree(self, directory: str) -> None:
+        """Delete every object under ``directory`` (object stores have no directories to remove)."""
+        found = self.find(directory)
+        if found:
+            self.delete(found)
+
+    def join(self, directory: str, name: str) -> str:
+        return _paths.join(directory, name)
+
+    def close(self) -> None:
+        """Stop accepting work and release the store's clients and thread pool; idempotent.
+
+        Runs :meth:`aclose` on the store's loop and :meth:`close_client`
+        (both do nothing unless a store overrides them: the built-in S3 and
+        GCS stores share their fsspec filesystem with every store on the same
+        bucket options, and that is closed at interpreter exit).
+        """
+        if self._closed:
+            return
+        try:
+            if type(self).aclose is not ObjectStore.aclose:
+                self._submit(self.aclose()).result(self.transfer.request_timeout)
+            self.close_client()
+        finally:
+            self._closed = True
+            with self._pool_lock:
+                pool, self._pool = self._pool, None
+            if pool is not None and pool[0] == os.getpid():
+                pool[1].shutdown(wait=False)
+
+
+class _UploadSink(FileSink):
+    """A streaming upload: one request if small, else parts with bounded memory.
+
+    Data is buffered up to ``part_size``. The first full part starts a
+    multipart (S3) or resumable (GCS) upload and is sent in the background
+    while the caller keeps writing; at most ``max_inflight_parts`` parts are
+    in flight (one for stores whose parts must be sequential), so memory stays
+    below ``part_size * (max_inflight_parts + 1)``.
+    """
+
+    def __init__(self, layer: ObjectStore, bucket: str, key: str, cond: Condition) -> None:
+        self._layer = layer
+        self._bucket = bucket
+        self._key = key
+        self._cond = cond
+        self._write_id = uuid.uuid4().hex
+        self._buf = bytearray()
+        self._offset = 0
+        self._state: Any = None
+        self._parts: list[concurrent.futures.Future[Any]] = []
+        self._lock = threading.Lock()
+        self._done = False
+        self.version: str | None = None
+
+    def _part_size(self) -> int:
+        # S3 allows 10,000 parts: double the part size every 1,000 parts so any
+        # object up to S3's 5 TiB limit fits (also harmless on GCS).
+        base = self._layer.transfer.part_size
+        return int(base * (2 ** (len(self._parts) // 1000)))
+
+    def _where(self) -> str:
+        return self._layer.url(self._bucket, self._key)
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        with self._lock:
+            if self._done:
+                raise StorageError(f"{self._layer.store_name}: write to {self._where()!r} after close/abort")
+            view = memoryview(data).cast("B")
+            if not self._layer._multipart:
+                # No multipart uploads: the whole object goes in one put at close.
+                self._buf += view
+                return
+            pos = 0
+            while pos < view.nbytes:
+                room = self._part_size() - len(self._buf)
+                take = min(room, view.nbytes - pos)
+                self._buf += view[pos : pos + take]
+                pos += take
+                if len(self._buf) >= self._part_size():
+                    self._send_part(total=None)
+
+    def _send_part(self, total: int | None) -> None:
+        layer = self._layer
+        if self._state is None:
+            self._state = layer._run(self._begin)
+        limit = 1 if layer.sequential_parts else layer.transfer.max_inflight_parts
+        pending = [f for f in self._parts if not f.done()]
+        while len(pending) >= limit:
+            pending[0].result()  # surfaces a failed part now rather than at close
+            pending = [f for f in self._parts if not f.done()]
+        for f in self._parts:
+            if f.done():
+                f.result()
+        data, self._buf = memoryview(self._buf), bytearray()
+        number, offset = len(self._parts), self._offset
+        self._offset += data.nbytes
+        state = self._state
+        fut = layer._submit(
+            layer._retry(
+                f"uploading part {number} of",
+                self._bucket,
+                self._key,
+                lambda: layer._call("upload_part", state, number, offset, data, total),
+            )
+        )
+        self._parts.append(fut)
+
+    def close(self) -> None:
+        with self._lock:
+            if self._done:
+                return
+            layer = self._layer
+            try:
+                if self._state is None:
+                    self.version = layer._run(
+                        layer._put_checked, self._bucket, self._key, memoryview(self._buf), self._cond
+                    )
+                else:
+                    total = self._offset + len(self._buf)
+                    self._send_part(total=total)
+                    parts = [f.result() for f in self._parts]
+                    self.version = layer._run(self._finish, parts, total)
+            except BaseException:
+                self._abort_locked()
+                raise
+            self._done = True
+            self._buf = bytearray()
+
+    async def _begin(self) -> Any:
+        layer = self._layer
+        try:
+            return await layer._retry(
+                "starting an upload of",
+                self._bucket,
+                self._key,
+                lambda: layer._call("upload_begin", self._bucket, self._key, self._cond, self._write_id),
+            )
+        except _PreconditionFailed as exc:
+            # A store may check the precondition as early as the start of the
+            # upload; nothing of ours exists yet, so it is always a conflict.
+            raise layer._conflict(self._bucket, self._key, self._cond, exc) from exc.cause
+
+    async def _finish(self, parts: list[Any], total: int) -> str:
+        layer = self._layer
+        try:
+            return await layer._retry(
+                "completing the upload of",
+                self._bucket,
+                self._key,
+                lambda: layer._call("upload_finish", self._state, parts, total),
+            )
+        except _PreconditionFailed as exc:
+            mine = await layer._settled_by_us(self._bucket, self._key, self._write_id)
+            if mine is not None:
+                return mine.version
+            raise layer._conflict(self._bucket, self._key, self._cond, exc) from exc.cause
+
+    def _abort_locked(self) -> None:
+        self._done = True
+        self._buf = bytearray()
+        # Let parts already sent finish (each is bounded by the request timeout
+        # and the retry deadline) instead of cancelling them: cancelling a
+        # run_coroutine_threadsafe future marks it done at once while its
+        # request may still be in flight, and a part that lands after the abort
+        # request can leave the multipart upload behind.
+        concurrent.futures.wait(self._parts)
+        state, self._state = self._state, None
+        if state is not None:
+            try:
+                self._layer._run(self._layer._call, "upload_abort", state)
+            except Exception:  # noqa: BLE001 - best effort; the store expires abandoned uploads
+                pass
+
+    def abort(self) -> None:
+        with self._lock:
+            if not self._done:
+                self._abort_locked()

@@ -1,0 +1,304 @@
+"""Amazon S3 (and S3-compatible stores) as an :class:`~trackpoint.backends.stores.ObjectStore`.
+
+:class:`S3Files` speaks to S3 through s3fs' aiobotocore client. The ``s3``
+backend (registered by :mod:`trackpoint.backends._builtin`) is the bundle
+format over it: its commit point is a create-only
+``PutObject``/``CompleteMultipartUpload`` (``If-None-Match: *``) of the
+checkpoint's ``.index``; see ``docs/backends/s3.md``.
+
+s3fs is imported only when a store is created, so ``import trackpoint``
+stays light.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from typing import Any, Final
+
+from trackpoint.backends.stores._fsspec import filesystem
+from trackpoint.backends.stores.objectstore import (
+    WRITE_ID_METADATA_KEY,
+    Condition,
+    ErrorKind,
+    HTTPStatusError,
+    ObjectStat,
+    ObjectStore,
+    TransferOptions,
+)
+from trackpoint.errors import DataLossError
+from trackpoint.storage import CheckpointOptions, VersionedBytes
+
+__all__ = ["S3Files", "create_files"]
+
+_MIN_PART: Final = 5 * (1 << 20)  # S3's smallest non-final multipart part
+_DELETE_BATCH: Final = 1000  # DeleteObjects accepts at most 1,000 keys
+_READ_CHUNK: Final = 1 << 20
+_LIST_PAGE: Final = 1000  # ListObjectsV2's largest page
+
+_TRANSIENT_CODES: Final = frozenset(
+    {
+        "SlowDown",
+        "Throttling",
+        "ThrottlingException",
+        "RequestTimeout",
+        "RequestTimeTooSkewed",
+        "InternalError",
+        "ServiceUnavailable",
+        "OperationAborted",
+        # Another conditional write on the same key was in progress: S3 asks to retry.
+        "ConditionalRequestConflict",
+    }
+)
+
+
+def _error_info(exc: BaseException) -> tuple[str, int]:
+    response = getattr(exc, "response", None)
+    if not isinstance(response, dict):
+        return "", 0
+    code = str(response.get("Error", {}).get("Code", ""))
+    status = int(response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0)
+    return code, status
+
+
+def _body(data: bytes | memoryview) -> bytes:
+    # botocore signs and sends ``bytes`` fastest (measured: a bytearray body
+    # costs more than the copy made here).
+    return data if isinstance(data, bytes) else bytes(data)
+
+
+class S3Files(ObjectStore):
+    """S3 through an ``s3fs.S3FileSystem`` (see :class:`~trackpoint.backends.stores.ObjectStore`).
+
+    Parameters
+    ----------
+    fs
+        The filesystem whose aiobotocore client sends the requests (built by
+        :func:`create_files`); requests run on its event loop.
+    transfer
+        Retry and transfer tuning.
+    """
+
+    store_name = "s3"
+    schemes = ("s3", "s3a")
+    min_part_size = _MIN_PART
+
+    def __init__(self, fs: Any, transfer: TransferOptions | None = None) -> None:
+        super().__init__(transfer, loop=fs.loop)
+        self.fs = fs
+
+    @classmethod
+    def from_options(cls, options: CheckpointOptions) -> S3Files:
+        """An :class:`S3Files` for ``options`` (see :func:`create_files`)."""
+        return create_files(options)
+
+    async def _client(self) -> Any:
+        await self.fs.set_session()
+        return self.fs.s3
+
+    def classify(self, exc: BaseException) -> ErrorKind:
+        # docstring inherited
+        from botocore.exceptions import (
+            ConnectionClosedError,
+            ConnectTimeoutError,
+            EndpointConnectionError,
+            IncompleteReadError,
+            ReadTimeoutError,
+            ResponseStreamingError,
+        )
+
+        if isinstance(exc, HTTPStatusError) and exc.status == 412:
+            return "precondition"
+        code, status = _error_info(exc)
+        if status or code:
+            if status == 412 or code == "PreconditionFailed":
+                return "precondition"
+            if status == 404 or code in ("NoSuchKey", "NoSuchBucket", "NotFound", "NoSuchUpload"):
+                return "not_found"
+            if status == 403 or code in ("AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch"):
+                return "permission"
+            if status == 416 or code == "InvalidRange":
+                return "range"
+            if code in _TRANSIENT_CODES or status in (408, 429) or status >= 500:
+                return "transient"
+            return "other"
+        if isinstance(
+            exc,
+            (
+                EndpointConnectionError,
+                ConnectionClosedError,
+                ReadTimeoutError,
+                ConnectTimeoutError,
+                ResponseStreamingError,
+                IncompleteReadError,
+            ),
+        ):
+            return "transient"
+        import aiohttp
+
+        if isinstance(exc, (aiohttp.ClientError, ConnectionError, asyncio.IncompleteReadError)):
+            return "transient"
+        return "other"
+
+    @staticmethod
+    def _cond_kwargs(cond: Condition) -> dict[str, str]:
+        if cond.create_only:
+            return {"IfNoneMatch": "*"}
+        if cond.version is not None:
+            return {"IfMatch": cond.version}
+        return {}
+
+    async def object_stat(self, bucket: str, key: str) -> ObjectStat | None:
+        s3 = await self._client()
+        try:
+            r = await s3.head_object(Bucket=bucket, Key=key)
+        except Exception as exc:
+            if self.classify(exc) == "not_found":
+                return None
+            raise
+        meta = r.get("Metadata") or {}
+        modified = r.get("LastModified")
+        return ObjectStat(
+            int(r["ContentLength"]),
+            str(r["ETag"]),
+            meta.get(WRITE_ID_METADATA_KEY),
+            modified.timestamp() if modified is not None else None,
+        )
+
+    async def object_get_range(self, bucket: str, key: str, start: int, out: memoryview) -> None:
+        s3 = await self._client()
+        end = start + out.nbytes - 1
+        r = await s3.get_object(Bucket=bucket, Key=key, Range=f"bytes={start}-{end}")
+        body = r["Body"]
+        pos = 0
+        try:
+            while pos < out.nbytes:
+                chunk = await body.read(min(_READ_CHUNK, out.nbytes - pos))
+                if not chunk:
+                    break
+                out[pos : pos + len(chunk)] = chunk
+                pos += len(chunk)
+        finally:
+            body.close()
+        if pos < out.nbytes:
+            raise DataLossError(
+                f"s3: {self.url(bucket, key)!r} ends early: wanted bytes {start}-{end}, got {pos} of them; "
+                "the object is truncated or was replaced"
+            )
+
+    async def object_get(self, bucket: str, key: str) -> VersionedBytes | None:
+        s3 = await self._client()
+        try:
+            r = await s3.get_object(Bucket=bucket, Key=key)
+        except Exception as exc:
+            if self.classify(exc) == "not_found":
+                return None
+            raise
+        async with r["Body"] as body:
+            data = await body.read()
+        return VersionedBytes(bytes(data), str(r["ETag"]))
+
+    async def object_put(self, bucket: str, key: str, data: memoryview, cond: Condition, write_id: str) -> str:
+        s3 = await self._client()
+        try:
+            r = await s3.put_object(
+                Bucket=bucket,
+                Key=key,
+                Body=_body(data),
+                Metadata={WRITE_ID_METADATA_KEY: write_id},
+                **self._cond_kwargs(cond),
+            )
+        except Exception as exc:
+            # S3 answers If-Match on a deleted key with 404 NoSuchKey: for a
+            # compare-and-swap that is a failed precondition, not a missing path.
+            if cond.version is not None and _error_info(exc)[0] == "NoSuchKey":
+                raise HTTPStatusError(412, "the object was deleted since that version was read") from exc
+            raise
+        return str(r["ETag"])
+
+    async def object_list(self, bucket: str, prefix: str) -> list[str]:
+        return await self._list(bucket, prefix, delimiter=True)
+
+    async def object_find(self, bucket: str, prefix: str) -> list[str]:
+        return await self._list(bucket, prefix, delimiter=False)
+
+    async def _list(self, bucket: str, prefix: str, *, delimiter: bool) -> list[str]:
+        s3 = await self._client()
+        keys: list[str] = []
+        token: str | None = None
+        while True:
+            kw: dict[str, Any] = {"Bucket": bucket, "Prefix": prefix, "MaxKeys": _LIST_PAGE}
+            if delimiter:
+                kw["Delimiter"] = "/"
+            if token:
+                kw["ContinuationToken"] = token
+            r = await s3.list_objects_v2(**kw)
+            keys.extend(o["Key"] for o in r.get("Contents", []))
+            if not r.get("IsTruncated"):
+                return keys
+            token = r["NextContinuationToken"]
+
+    async def object_delete(self, bucket: str, keys: Sequence[str]) -> None:
+        s3 = await self._client()
+        for i in range(0, len(keys), _DELETE_BATCH):
+            batch = [{"Key": k} for k in keys[i : i + _DELETE_BATCH]]
+            r = await s3.delete_objects(Bucket=bucket, Delete={"Objects": batch, "Quiet": True})
+            errors = [e for e in r.get("Errors", []) if e.get("Code") != "NoSuchKey"]
+            if errors:
+                first = errors[0]
+                # Surfaces as StorageError via classify("other") unless the code is transient.
+                from botocore.exceptions import ClientError
+
+                raise ClientError(
+                    {
+                        "Error": {
+                            "Code": first.get("Code", ""),
+                            "Message": (
+                                f"{len(errors)} deletions failed, first: {first.get('Key')}: {first.get('Message', '')}"
+                            ),
+                        }
+                    },
+                    "DeleteObjects",
+                )
+
+    async def upload_begin(self, bucket: str, key: str, cond: Condition, write_id: str) -> Any:
+        s3 = await self._client()
+        r = await s3.create_multipart_upload(Bucket=bucket, Key=key, Metadata={WRITE_ID_METADATA_KEY: write_id})
+        return {"Bucket": bucket, "Key": key, "UploadId": r["UploadId"], "cond": cond}
+
+    async def upload_part(self, state: Any, number: int, offset: int, data: memoryview, total: int | None) -> Any:
+        if data.nbytes == 0 and number > 0:
+            return None  # nothing left for a final part: complete with the parts sent
+        s3 = await self._client()
+        r = await s3.upload_part(
+            Bucket=state["Bucket"],
+            Key=state["Key"],
+            UploadId=state["UploadId"],
+            PartNumber=number + 1,
+            Body=_body(data),
+        )
+        return {"PartNumber": number + 1, "ETag": r["ETag"]}
+
+    async def upload_finish(self, state: Any, parts: list[Any], total: int) -> str:
+        s3 = await self._client()
+        r = await s3.complete_multipart_upload(
+            Bucket=state["Bucket"],
+            Key=state["Key"],
+            UploadId=state["UploadId"],
+            MultipartUpload={"Parts": [p for p in parts if p is not None]},
+            **self._cond_kwargs(state["cond"]),
+        )
+        return str(r["ETag"])
+
+    async def upload_abort(self, state: Any) -> None:
+        s3 = await self._client()
+        await s3.abort_multipart_upload(Bucket=state["Bucket"], Key=state["Key"], UploadId=state["UploadId"])
+
+
+def create_files(options: CheckpointOptions) -> S3Files:
+    """An :class:`S3Files` for ``options`` (storage options go to ``s3fs.S3FileSystem``)."""
+    transfer = S3Files.transfer_options(options)
+    # This layer owns the retry policy; botocore retrying underneath would
+    # multiply attempts and break the caller's bound on total time.
+    fs = filesystem("s3", options.storage_options, retries="caller", request_timeout=transfer.request_timeout)
+    return S3Files(fs, transfer)

@@ -1,0 +1,254 @@
+"""The public ObjectStore base with a store written from its API alone: sync or async client calls, own loop.
+
+``DictStore`` is a complete object store kept in a dict, written only against
+``trackpoint.backends.stores``: it shows what the base adds on top of the
+client calls (retries, conditional writes, write-id recognition, buffering
+without multipart uploads) without any network in between.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+from typing import Any, ClassVar
+
+import numpy as np
+import pytest
+
+from trackpoint.backends.bundle import BundleBackend
+from trackpoint.backends.stores import (
+    WRITE_ID_METADATA_KEY,
+    Condition,
+    ErrorKind,
+    ObjectStat,
+    ObjectStore,
+    TransferOptions,
+)
+from trackpoint.errors import (
+    CheckpointExistsError,
+    CheckpointNotFoundError,
+    ConcurrentModificationError,
+    DataLossError,
+    StorageError,
+    TransientStorageError,
+)
+from trackpoint.storage import CheckpointOptions, VersionedBytes, WriteItem
+
+FAST = TransferOptions(retries=3, retry_base_delay=0.001, retry_max_delay=0.002, part_size=5 * 2**20)
+
+
+class Missing(Exception):
+    pass
+
+
+class Refused(Exception):
+    pass
+
+
+class Flaky(Exception):
+    pass
+
+
+class DictStore(ObjectStore):
+    """Objects in a dict; client calls are plain functions (as with a synchronous SDK)."""
+
+    store_name = "dict"
+    schemes = ("dict",)
+
+    def __init__(self, transfer: TransferOptions | None = FAST, **kw: Any) -> None:
+        super().__init__(transfer, **kw)
+        self.objects: dict[tuple[str, str], tuple[bytes, str, str]] = {}
+        self.lock = threading.Lock()
+        self.calls: list[tuple[str, str]] = []  # (call, thread name)
+        self.fail_next: list[BaseException] = []
+        self.buckets = {"b"}
+        self.versions = 0
+
+    def _record(self, call: str) -> None:
+        self.calls.append((call, threading.current_thread().name))
+        if self.fail_next:
+            raise self.fail_next.pop(0)
+
+    def classify(self, exc: BaseException) -> ErrorKind:
+        if isinstance(exc, Missing):
+            return "not_found"
+        if isinstance(exc, Refused):
+            return "precondition"
+        if isinstance(exc, Flaky):
+            return "transient"
+        return "other"
+
+    def object_stat(self, bucket: str, key: str) -> ObjectStat | None:
+        self._record("stat")
+        found = self.objects.get((bucket, key))
+        return None if found is None else ObjectStat(len(found[0]), found[1], found[2])
+
+    def object_get_range(self, bucket: str, key: str, start: int, out: memoryview) -> None:
+        self._record("get_range")
+        found = self.objects.get((bucket, key))
+        if found is None:
+            raise Missing(key)
+        chunk = found[0][start : start + out.nbytes]
+        out[: len(chunk)] = chunk
+        if len(chunk) < out.nbytes:
+            raise DataLossError(f"dict: {key} ends early")
+
+    def object_get(self, bucket: str, key: str) -> VersionedBytes | None:
+        self._record("get")
+        found = self.objects.get((bucket, key))
+        return None if found is None else VersionedBytes(found[0], found[1])
+
+    def object_put(self, bucket: str, key: str, data: memoryview, condition: Condition, write_id: str) -> str:
+        self._record("put")
+        if bucket not in self.buckets:
+            raise Missing(bucket)
+        with self.lock:
+            current = self.objects.get((bucket, key))
+            if condition.create_only and current is not None:
+                raise Refused(key)
+            if condition.version is not None and (current is None or current[1] != condition.version):
+                raise Refused(key)
+            self.versions += 1
+            self.objects[(bucket, key)] = (bytes(data), str(self.versions), write_id)
+            return str(self.versions)
+
+    def object_list(self, bucket: str, prefix: str) -> list[str]:
+        self._record("list")
+        return [k for (b, k) in self.objects if b == bucket and k.startswith(prefix) and "/" not in k[len(prefix) :]]
+
+    def object_delete(self, bucket: str, keys: Sequence[str]) -> None:
+        self._record("delete")
+        for k in keys:
+            self.objects.pop((bucket, k), None)
+
+
+class AsyncDictStore(DictStore):
+    """The same store with coroutine client calls (as with an asynchronous client)."""
+
+    async def object_stat(self, bucket: str, key: str) -> ObjectStat | None:  # type: ignore[override]
+        return DictStore.object_stat(self, bucket, key)
+
+    async def object_put(  # type: ignore[override]
+        self, bucket: str, key: str, data: memoryview, condition: Condition, write_id: str
+    ) -> str:
+        return DictStore.object_put(self, bucket, key, data, condition, write_id)
+
+    async def object_find(self, bucket: str, prefix: str) -> list[str]:
+        return [k for (b, k) in self.objects if b == bucket and k.startswith(prefix)]
+
+
+@pytest.fixture(params=[DictStore, AsyncDictStore])
+def store(request: pytest.FixtureRequest) -> Any:
+    s = request.param()
+    yield s
+    s.close()
+
+
+def test_condition_spellings() -> None:
+    assert Condition.NONE.create_only is False and Condition.NONE.version is None
+    assert Condition.create_only().create_only is True
+    assert Condition.if_version("7").version == "7" and not Condition.if_version("7").create_only
+    assert Condition.create_only() == Condition(create_only=True) and hash(Condition.NONE) == hash(Condition())
+    with pytest.raises(AttributeError, match="immutable"):
+        Condition.NONE.version = "x"  # type: ignore[misc]
+    with pytest.raises(ValueError, match="not both"):
+        Condition(create_only=True, version="1")
+
+
+def test_sync_calls_run_in_the_store_pool_and_async_calls_on_the_loop(store: DictStore) -> None:
+    store.put("dict://b/k", b"hello")
+    assert store.read("dict://b/k") == b"hello"
+    threads = {name for call, name in store.calls if call == "put"}
+    if isinstance(store, AsyncDictStore):
+        assert threads == {"trackpoint-io"}  # trackpoint's own I/O loop: no loop was given
+    else:
+        assert len(threads) == 1 and next(iter(threads)).startswith("trackpoint-dict")
+
+
+def test_write_id_is_stored_and_a_retried_create_recognised_as_ours(store: DictStore) -> None:
+    real_put = DictStore.object_put
+
+    def lands_then_drops(bucket: str, key: str, data: memoryview, condition: Condition, write_id: str) -> str:
+        # The first attempt reaches the store, but its answer is lost; the retry then meets its own object.
+        real_put(store, bucket, key, data, condition, write_id)
+        store.object_put = real_put.__get__(store)  # type: ignore[method-assign]
+        store._is_async["object_put"] = False
+        raise Flaky("connection reset after the request was sent")
+
+    store.object_put = lands_then_drops  # type: ignore[method-assign]
+    store._is_async["object_put"] = False
+    store.put("dict://b/once", b"x", create_only=True)
+    assert store.objects[("b", "once")][0] == b"x"
+    assert WRITE_ID_METADATA_KEY == "trackpoint-write-id"
+    with pytest.raises(CheckpointExistsError, match=r"'dict://b/once' already exists"):
+        store.put("dict://b/once", b"y", create_only=True)
+
+
+def test_versioned_writes_and_errors(store: DictStore) -> None:
+    v1 = store.write_versioned("dict://b/state", b"1")
+    v2 = store.write_versioned("dict://b/state", b"2", if_version=v1)
+    with pytest.raises(ConcurrentModificationError, match="changed since version"):
+        store.write_versioned("dict://b/state", b"3", if_version=v1)
+    got = store.read_versioned("dict://b/state")
+    assert got is not None and got.data == b"2" and got.version == v2
+    with pytest.raises(CheckpointNotFoundError, match=r"dict: writing 'dict://nobucket/k' failed: it does not exist"):
+        store.put("dict://nobucket/k", b"x")
+    store.fail_next = [Flaky("1"), Flaky("2"), Flaky("3"), Flaky("4")]
+    with pytest.raises(TransientStorageError, match="still failed after 4 attempts"):
+        store.size("dict://b/state")
+
+
+def test_without_multipart_a_sink_buffers_and_puts_once(store: DictStore) -> None:
+    big = np.random.default_rng(0).bytes(12 * 2**20)  # more than two parts
+    with store.open_sink("dict://b/big") as sink:
+        for i in range(0, len(big), 2**20):
+            sink.write(big[i : i + 2**20])
+    assert [c for c, _ in store.calls].count("put") == 1
+    out = bytearray(100)
+    store.read_into("dict://b/big", 5 * 2**20, memoryview(out))
+    assert bytes(out) == big[5 * 2**20 : 5 * 2**20 + 100]
+
+
+def test_find_and_rmtree_need_object_find(store: DictStore) -> None:
+    for k in ("d/a", "d/sub/b", "d/sub/deeper/c", "e/x"):
+        store.put(f"dict://b/{k}", b"x")
+    assert store.listdir("dict://b/d") == ["a"]
+    if not isinstance(store, AsyncDictStore):
+        with pytest.raises(StorageError, match="does not implement object_find"):
+            store.find("dict://b/d")
+        return
+    assert store.find("dict://b/d") == ["dict://b/d/a", "dict://b/d/sub/b", "dict://b/d/sub/deeper/c"]
+    store.rmtree("dict://b/d")
+    assert sorted(k for _, k in store.objects) == ["e/x"]
+
+
+def test_close_refuses_more_work(store: DictStore) -> None:
+    store.close()
+    store.close()  # idempotent
+    with pytest.raises(StorageError, match="was closed"):
+        store.size("dict://b/x")
+
+
+def test_bundle_format_runs_on_a_store_from_the_public_api(tmp_path: Any) -> None:
+    class Store(AsyncDictStore):
+        pass
+
+    files = Store()
+    backend = BundleBackend(files, options=CheckpointOptions())
+    value = np.arange(12, dtype=np.float32).reshape(3, 4)
+    backend.save("dict://b/run/ckpt-1", [WriteItem("v", value)])
+    with backend.open_reader("dict://b/run/ckpt-1") as reader:
+        assert np.array_equal(reader.read("v"), value)
+    files.close()
+
+
+class Configured(DictStore):
+    min_part_size: ClassVar[int] = 1024
+
+
+def test_from_options_reads_transfer_options() -> None:
+    store = Configured.from_options(CheckpointOptions(backend_options={"part_size": 2048, "retries": 0}))
+    assert isinstance(store, Configured)
+    assert store.transfer.part_size == 2048 and store.transfer.retries == 0
+    with pytest.raises(Exception, match=r"part_size'\] must be at least 1024 bytes"):
+        Configured.from_options(CheckpointOptions(backend_options={"part_size": 10}))
