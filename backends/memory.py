@@ -41,6 +41,7 @@ from trackpoint.errors import (
 from trackpoint.plugins import BackendSpec, hookimpl
 from trackpoint.storage import (
     ANY_VERSION,
+    MUST_NOT_EXIST,
     Capabilities,
     CheckpointOptions,
     CheckpointReader,
@@ -48,9 +49,10 @@ from trackpoint.storage import (
     ShardSpec,
     StorageBackend,
     TensorInfo,
+    VersionCondition,
     VersionedBytes,
     WriteItem,
-    _AnyVersion,
+    version_condition,
 )
 
 __all__ = ["MemoryBackend", "clear"]
@@ -290,12 +292,13 @@ class MemoryBackend(StorageBackend):
             entry = _STORE.files.get(_norm(path))
         return None if entry is None else VersionedBytes(entry[0], str(entry[1]))
 
-    def write_file(self, path: str, data: bytes, *, if_version: str | _AnyVersion | None = ANY_VERSION) -> str:
+    def write_file(self, path: str, data: bytes, *, if_version: VersionCondition | None = ANY_VERSION) -> str:
         # docstring inherited
         p = _norm(path)
+        if_version = version_condition(if_version)
         with _STORE.lock:
             current = _STORE.files.get(p)
-            if if_version is None and current is not None:
+            if if_version is MUST_NOT_EXIST and current is not None:
                 raise ConcurrentModificationError(f"memory: {path!r} exists already (create-only write)")
             if isinstance(if_version, str) and (current is None or str(current[1]) != if_version):
                 raise ConcurrentModificationError(

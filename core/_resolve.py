@@ -32,9 +32,9 @@ from trackpoint.storage import (
     ShardResult,
     ShardSpec,
     StorageBackend,
+    VersionCondition,
     VersionedBytes,
     WriteItem,
-    _AnyVersion,
 )
 
 __all__ = ["StoreView", "holder", "open_backend", "open_checkpoint", "open_store", "writer"]
@@ -276,7 +276,7 @@ class StoreView(StorageBackend):
         # docstring inherited
         return self._primary.read_file(path)
 
-    def write_file(self, path: str, data: bytes, *, if_version: str | _AnyVersion | None = ANY_VERSION) -> str:
+    def write_file(self, path: str, data: bytes, *, if_version: VersionCondition | None = ANY_VERSION) -> str:
         # docstring inherited
         return self._primary.write_file(path, data, if_version=if_version)
 

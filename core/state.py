@@ -39,6 +39,7 @@ from google.protobuf import text_format
 from trackpoint import _paths
 from trackpoint.errors import CheckpointError, ConcurrentModificationError, InvalidCheckpointError, StorageError
 from trackpoint.proto.checkpoint_state_pb2 import CheckpointState
+from trackpoint.storage import MUST_NOT_EXIST
 
 if TYPE_CHECKING:
     from trackpoint.storage import CheckpointOptions, StorageBackend
@@ -203,7 +204,7 @@ def _transact(
         current, version = _read_raw(backend, path)
         new = update(current, retry)
         try:
-            backend.write_file(path, _serialize(new), if_version=version)
+            backend.write_file(path, _serialize(new), if_version=MUST_NOT_EXIST if version is None else version)
         except ConcurrentModificationError:
             retry = True
             # Desynchronise competing writers so they do not collide again in lockstep.

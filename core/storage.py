@@ -52,12 +52,13 @@ from __future__ import annotations
 
 import os
 import uuid
+import warnings
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Any, ClassVar, Final
+from typing import Any, ClassVar, Final, TypeAlias
 
 import numpy as np
 
@@ -65,29 +66,34 @@ from trackpoint.errors import CheckpointExistsError, CheckpointKeyError
 
 __all__ = [
     "ANY_VERSION",
+    "MUST_NOT_EXIST",
     "OBJECT_GRAPH_KEY",
+    "AnyVersion",
     "Capabilities",
     "CheckpointOptions",
     "CheckpointReader",
+    "MustNotExist",
     "ShardResult",
     "ShardSpec",
     "StorageBackend",
     "TensorInfo",
+    "VersionCondition",
     "VersionedBytes",
     "WriteItem",
     "plan_shards",
+    "version_condition",
 ]
 
 #: Key under which the serialized ``TrackableObjectGraph`` is stored.
 OBJECT_GRAPH_KEY: Final = "_CHECKPOINTABLE_OBJECT_GRAPH"
 
 
-class _AnyVersion:
-    """Sentinel type for an unconditional write (see :data:`ANY_VERSION`)."""
+class AnyVersion:
+    """Type of :data:`ANY_VERSION`: a write without a precondition. There is one instance."""
 
-    _instance: ClassVar[_AnyVersion | None] = None
+    _instance: ClassVar[AnyVersion | None] = None
 
-    def __new__(cls) -> _AnyVersion:
+    def __new__(cls) -> AnyVersion:
         if cls._instance is None:
             cls._instance = super().__new__(cls)
         return cls._instance
@@ -95,10 +101,70 @@ class _AnyVersion:
     def __repr__(self) -> str:
         return "ANY_VERSION"
 
+    def __reduce__(self) -> str:
+        # Pickled (sent to another process) it stays the one instance.
+        return "ANY_VERSION"
+
+
+class MustNotExist:
+    """Type of :data:`MUST_NOT_EXIST`: a write that fails if the file exists. There is one instance."""
+
+    _instance: ClassVar[MustNotExist | None] = None
+
+    def __new__(cls) -> MustNotExist:
+        if cls._instance is None:
+            cls._instance = super().__new__(cls)
+        return cls._instance
+
+    def __repr__(self) -> str:
+        return "MUST_NOT_EXIST"
+
+    def __reduce__(self) -> str:
+        return "MUST_NOT_EXIST"
+
 
 #: Pass as ``if_version`` to :meth:`StorageBackend.write_file` to overwrite
-#: whatever is there, without a precondition.
-ANY_VERSION: Final = _AnyVersion()
+#: whatever is there, without a precondition (the default).
+ANY_VERSION: Final = AnyVersion()
+
+#: Pass as ``if_version`` to :meth:`StorageBackend.write_file` to create the
+#: file only if it does not exist yet (0.1 spelled this ``if_version=None``).
+MUST_NOT_EXIST: Final = MustNotExist()
+
+#: What ``if_version`` of :meth:`StorageBackend.write_file` accepts: a version
+#: token (compare-and-swap), :data:`ANY_VERSION` or :data:`MUST_NOT_EXIST`.
+VersionCondition: TypeAlias = str | AnyVersion | MustNotExist
+
+# The 0.1 name of AnyVersion, for code that imported the private type.
+_AnyVersion = AnyVersion
+
+
+def version_condition(if_version: VersionCondition | None) -> VersionCondition:
+    """``if_version`` with the deprecated ``None`` replaced by :data:`MUST_NOT_EXIST`.
+
+    Implementations of :meth:`StorageBackend.write_file` and
+    ``FileLayer.write_versioned`` call it first, so that callers still passing
+    ``None`` get a :class:`DeprecationWarning` naming the new spelling and
+    the implementation sees only the three documented values.
+
+    Raises
+    ------
+    TypeError
+        ``if_version`` is none of the accepted values.
+    """
+    if if_version is None:
+        warnings.warn(
+            "if_version=None is deprecated; pass if_version=MUST_NOT_EXIST (from trackpoint.storage) for a "
+            "create-only write",
+            DeprecationWarning,
+            stacklevel=3,
+        )
+        return MUST_NOT_EXIST
+    if isinstance(if_version, (str, AnyVersion, MustNotExist)):
+        return if_version
+    raise TypeError(
+        f"if_version must be a version token (str), ANY_VERSION or MUST_NOT_EXIST, got {type(if_version).__name__}"
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -427,7 +493,9 @@ class StorageBackend(ABC):
     A checkpoint is addressed by its *prefix*, as in TensorFlow.
     """
 
-    #: Registered backend name (set by the factory).
+    #: Registered backend name. The plugin host sets it on every backend its
+    #: factory returns (:func:`trackpoint.plugins.open_backend`), so factories
+    #: need not; ``""`` for a backend constructed directly.
     name: str = ""
     #: Defaults for :meth:`save` when it is called without options
     #: (``max_shard_bytes``, ``num_writers``); a backend or its factory may set them.
@@ -601,7 +669,7 @@ class StorageBackend(ABC):
         """Read a small file (e.g. the ``checkpoint`` state file); ``None`` if absent."""
 
     @abstractmethod
-    def write_file(self, path: str, data: bytes, *, if_version: str | _AnyVersion | None = ANY_VERSION) -> str:
+    def write_file(self, path: str, data: bytes, *, if_version: VersionCondition | None = ANY_VERSION) -> str:
         """Replace the small file ``path`` atomically; return its new version token.
 
         Parameters
@@ -612,9 +680,12 @@ class StorageBackend(ABC):
             Complete new contents. Readers see the old or the new contents,
             never a mixture.
         if_version
-            :data:`ANY_VERSION` writes unconditionally; ``None`` requires that
-            the file does not exist; a version token from :meth:`read_file`
-            requires that the file is still at that version.
+            :data:`ANY_VERSION` writes unconditionally; :data:`MUST_NOT_EXIST`
+            requires that the file does not exist; a version token from
+            :meth:`read_file` requires that the file is still at that version.
+            ``None`` is the deprecated 0.1 spelling of :data:`MUST_NOT_EXIST`:
+            implementations pass ``if_version`` through
+            :func:`version_condition`, which warns and translates it.
 
         Raises
         ------

@@ -36,9 +36,9 @@ from trackpoint.storage import (
     ShardResult,
     ShardSpec,
     StorageBackend,
+    VersionCondition,
     VersionedBytes,
     WriteItem,
-    _AnyVersion,
 )
 
 __all__ = ["BundleBackend", "data_filename"]
@@ -240,7 +240,7 @@ class BundleBackend(StorageBackend):
         # docstring inherited
         return self.files.read_versioned(path)
 
-    def write_file(self, path: str, data: bytes, *, if_version: str | _AnyVersion | None = ANY_VERSION) -> str:
+    def write_file(self, path: str, data: bytes, *, if_version: VersionCondition | None = ANY_VERSION) -> str:
         # docstring inherited
         self.files.makedirs(self.files.dirname(path))
         return self.files.write_versioned(path, data, if_version=if_version)

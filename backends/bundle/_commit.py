@@ -60,7 +60,7 @@ from trackpoint.errors import (
     InvalidCheckpointError,
     StorageError,
 )
-from trackpoint.storage import Capabilities, ShardResult, ShardSpec, VersionedBytes, WriteItem
+from trackpoint.storage import MUST_NOT_EXIST, Capabilities, ShardResult, ShardSpec, VersionedBytes, WriteItem
 
 __all__ = ["CommitStrategy", "CreateCommit", "RenameCommit", "choose_strategy"]
 
@@ -356,7 +356,7 @@ class CreateCommit(CommitStrategy):
         count = spec.num_shards + 1 if committed == spec.num_shards else spec.num_shards
         part = part_index(prefix, spec, count)
         try:
-            version = self.files.write_versioned(part, b"", if_version=None)
+            version = self.files.write_versioned(part, b"", if_version=MUST_NOT_EXIST)
         except (CheckpointExistsError, ConcurrentModificationError) as exc:
             raise ConcurrentModificationError(
                 f"bundle: piece index {part!r} of {prefix!r} exists already, so save_id {spec.save_id!r} is in "
@@ -446,7 +446,7 @@ class CreateCommit(CommitStrategy):
             # The commit: create-only, or replacing exactly the index read above.
             # The version lets a retraction below undo this write and no other.
             version = self.files.write_versioned(
-                index, table, if_version=None if previous is None else previous.version
+                index, table, if_version=MUST_NOT_EXIST if previous is None else previous.version
             )
         except (CheckpointExistsError, ConcurrentModificationError, CheckpointNotFoundError) as exc:
             raise CheckpointExistsError(

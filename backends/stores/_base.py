@@ -22,7 +22,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from types import TracebackType
 
-from trackpoint.storage import ANY_VERSION, Capabilities, VersionedBytes, _AnyVersion
+from trackpoint.storage import ANY_VERSION, Capabilities, VersionCondition, VersionedBytes
 
 __all__ = ["FileLayer", "FileSink"]
 
@@ -107,8 +107,22 @@ class FileLayer(ABC):
         """Whole contents and a version token (mtime+inode, ETag, generation); ``None`` if absent."""
 
     @abstractmethod
-    def write_versioned(self, path: str, data: bytes, *, if_version: str | _AnyVersion | None = ANY_VERSION) -> str:
-        """Atomically replace ``path`` under a precondition (see ``StorageBackend.write_file``)."""
+    def write_versioned(self, path: str, data: bytes, *, if_version: VersionCondition | None = ANY_VERSION) -> str:
+        """Atomically replace the small file ``path`` under a precondition; return its new version.
+
+        ``if_version`` is as in :meth:`StorageBackend.write_file
+        <trackpoint.storage.StorageBackend.write_file>`: :data:`~trackpoint.storage.ANY_VERSION`
+        (unconditional), :data:`~trackpoint.storage.MUST_NOT_EXIST` (create-only)
+        or a version token from :meth:`read_versioned` (compare-and-swap).
+        Implementations call :func:`~trackpoint.storage.version_condition`
+        first, which turns the deprecated ``None`` into ``MUST_NOT_EXIST`` with
+        a warning.
+
+        Raises
+        ------
+        ConcurrentModificationError
+            The precondition failed (also for ``MUST_NOT_EXIST`` on an existing file).
+        """
 
     # -------------------------------------------------------------- defaults
     def put(self, path: str, data: bytes | bytearray | memoryview, *, create_only: bool = False) -> None:

@@ -28,7 +28,14 @@ from trackpoint.errors import (
     StoragePermissionError,
     translate_error,
 )
-from trackpoint.storage import ANY_VERSION, Capabilities, VersionedBytes, _AnyVersion
+from trackpoint.storage import (
+    ANY_VERSION,
+    MUST_NOT_EXIST,
+    Capabilities,
+    VersionCondition,
+    VersionedBytes,
+    version_condition,
+)
 
 __all__ = ["LOCAL_CAPABILITIES", "LocalFiles"]
 
@@ -311,9 +318,10 @@ class LocalFiles(FileLayer):
         finally:
             os.close(fd)  # closing releases the flock
 
-    def write_versioned(self, path: str, data: bytes, *, if_version: str | _AnyVersion | None = ANY_VERSION) -> str:
+    def write_versioned(self, path: str, data: bytes, *, if_version: VersionCondition | None = ANY_VERSION) -> str:
         # docstring inherited
         p = self._p(path)
+        if_version = version_condition(if_version)
         with self._locked(p):
             if if_version is not ANY_VERSION:
                 try:
@@ -322,7 +330,7 @@ class LocalFiles(FileLayer):
                     current = None
                 except OSError as exc:
                     _raise(exc, "stat", path)
-                if if_version is None and current is not None:
+                if if_version is MUST_NOT_EXIST and current is not None:
                     raise ConcurrentModificationError(
                         f"local: {path!r} exists already (create-only write); read it and retry with its version"
                     )

@@ -64,7 +64,15 @@ from trackpoint.errors import (
     StorageError,
     translate_error,
 )
-from trackpoint.storage import ANY_VERSION, Capabilities, CheckpointOptions, VersionedBytes, _AnyVersion
+from trackpoint.storage import (
+    ANY_VERSION,
+    MUST_NOT_EXIST,
+    Capabilities,
+    CheckpointOptions,
+    VersionCondition,
+    VersionedBytes,
+    version_condition,
+)
 
 __all__ = [
     "WRITE_ID_METADATA_KEY",
@@ -181,9 +189,9 @@ class Condition:
         return cls(version=version)
 
     @classmethod
-    def from_if_version(cls, if_version: str | _AnyVersion | None) -> Condition:
+    def from_if_version(cls, if_version: VersionCondition) -> Condition:
         """The condition of a ``write_file``/``write_versioned`` precondition."""
-        if if_version is None:
+        if if_version is MUST_NOT_EXIST:
             return cls(create_only=True)
         if isinstance(if_version, str):
             return cls(version=if_version)
@@ -712,9 +720,9 @@ class ObjectStore(FileLayer):
             return
         super().put(path, view, create_only=create_only)
 
-    def write_versioned(self, path: str, data: bytes, *, if_version: str | _AnyVersion | None = ANY_VERSION) -> str:
+    def write_versioned(self, path: str, data: bytes, *, if_version: VersionCondition | None = ANY_VERSION) -> str:
         bucket, key = self.split(path)
-        cond = Condition.from_if_version(if_version)
+        cond = Condition.from_if_version(version_condition(if_version))
         try:
             return self._run(self._put_checked, bucket, key, memoryview(bytes(data)), cond)
         except CheckpointExistsError as exc:

@@ -63,9 +63,9 @@ from trackpoint.storage import (
     ShardSpec,
     StorageBackend,
     TensorInfo,
+    VersionCondition,
     VersionedBytes,
     WriteItem,
-    _AnyVersion,
 )
 
 __all__ = ["FORMAT_NAME", "FORMAT_VERSION", "ZarrBackend", "ZarrReader"]
@@ -1105,7 +1105,7 @@ class ZarrBackend(StorageBackend):
     def read_file(self, path: str) -> VersionedBytes | None:
         return self._location.read_versioned(self._location.resolve(path))
 
-    def write_file(self, path: str, data: bytes, *, if_version: str | _AnyVersion | None = ANY_VERSION) -> str:
+    def write_file(self, path: str, data: bytes, *, if_version: VersionCondition | None = ANY_VERSION) -> str:
         return self._location.write_versioned(self._location.resolve(path), bytes(data), if_version)
 
     def delete_file(self, path: str) -> None:

@@ -34,7 +34,7 @@ from trackpoint.errors import (
     StorageError,
     StoragePermissionError,
 )
-from trackpoint.storage import CheckpointOptions, VersionedBytes, _AnyVersion
+from trackpoint.storage import CheckpointOptions, VersionCondition, VersionedBytes
 
 if TYPE_CHECKING:
     from zarr.abc.store import Store
@@ -142,7 +142,7 @@ class Location(ABC):
         """Whole contents and a version token; ``None`` if absent."""
 
     @abstractmethod
-    def write_versioned(self, path: str, data: bytes, if_version: str | _AnyVersion | None) -> str:
+    def write_versioned(self, path: str, data: bytes, if_version: VersionCondition | None) -> str:
         """Replace a small file under a precondition; return its new version."""
 
     @abstractmethod
@@ -310,7 +310,7 @@ class LocalLocation(Location):
     def read_versioned(self, path: str) -> VersionedBytes | None:
         return self.files.read_versioned(path)
 
-    def write_versioned(self, path: str, data: bytes, if_version: str | _AnyVersion | None) -> str:
+    def write_versioned(self, path: str, data: bytes, if_version: VersionCondition | None) -> str:
         self.files.makedirs(os.path.dirname(path) or ".")
         return self.files.write_versioned(path, data, if_version=if_version)
 
@@ -462,7 +462,7 @@ class FsspecLocation(Location):
     def read_versioned(self, path: str) -> VersionedBytes | None:
         return self.files.read_versioned(path)
 
-    def write_versioned(self, path: str, data: bytes, if_version: str | _AnyVersion | None) -> str:
+    def write_versioned(self, path: str, data: bytes, if_version: VersionCondition | None) -> str:
         return self.files.write_versioned(path, data, if_version=if_version)
 
     def delete_file(self, path: str) -> None:

@@ -7,7 +7,7 @@ import pytest
 
 from trackpoint.errors import CheckpointNotFoundError, ConcurrentModificationError
 from trackpoint.plugins.testing._base import BackendTestBase
-from trackpoint.storage import ANY_VERSION, StorageBackend
+from trackpoint.storage import ANY_VERSION, MUST_NOT_EXIST, StorageBackend
 
 __all__ = ["Listing", "OverwriteAndDelete", "SmallFiles"]
 
@@ -100,9 +100,9 @@ class SmallFiles(BackendTestBase):
 
     def test_create_only(self, backend: StorageBackend, base_url: str) -> None:
         path = self.url(backend, base_url, "checkpoint")
-        version = backend.write_file(path, b"first", if_version=None)
+        version = backend.write_file(path, b"first", if_version=MUST_NOT_EXIST)
         with pytest.raises(ConcurrentModificationError):
-            backend.write_file(path, b"second", if_version=None)
+            backend.write_file(path, b"second", if_version=MUST_NOT_EXIST)
         got = backend.read_file(path)
         assert got is not None and got.data == b"first" and got.version == version
 
@@ -126,7 +126,7 @@ class SmallFiles(BackendTestBase):
 
     def test_any_version_and_binary_contents(self, backend: StorageBackend, base_url: str) -> None:
         path = self.url(backend, base_url, "checkpoint")
-        backend.write_file(path, b"old", if_version=None)
+        backend.write_file(path, b"old", if_version=MUST_NOT_EXIST)
         data = bytes(range(256)) * 3
         v = backend.write_file(path, data, if_version=ANY_VERSION)
         got = backend.read_file(path)

@@ -7,8 +7,14 @@ one deliberate defect and checks that exactly the relevant test fails.
 from __future__ import annotations
 
 import textwrap
+from typing import Any
 
 import pytest
+
+# Imported once here, before pytester snapshots sys.modules: its in-process runs drop the modules they
+# imported afterwards, and ml_dtypes (under the kit) cannot register its dtypes with numpy a second time.
+import conformance.test_memory  # noqa: F401
+import trackpoint.plugins.testing  # noqa: F401
 
 pytest_plugins = ["pytester"]
 
@@ -17,6 +23,7 @@ BROKEN = textwrap.dedent(
     import numpy as np
     import conformance.test_memory as base
     from trackpoint.backends import memory
+    from trackpoint.storage import Capabilities
 
     Memory = base.TestMemoryBackend  # not collected here: the name does not start with "Test"
 
@@ -51,6 +58,21 @@ BROKEN = textwrap.dedent(
             return super().write_file(path, data)
 
 
+    class DropsOldFirst(memory.MemoryBackend):
+        # What a store without atomic rename may force on a format: begin(overwrite=True)
+        # removes the old checkpoint, so a failed overwrite leaves none.
+        capabilities = Capabilities(atomic_rename=False, conditional_create=True)
+
+        def begin(self, prefix, save_id, *, overwrite=True):
+            if overwrite:
+                self.delete(prefix)
+            super().begin(prefix, save_id, overwrite=overwrite)
+
+
+    class DropsOldFirstButRenames(DropsOldFirst):
+        capabilities = Capabilities(atomic_rename=True, conditional_create=True)
+
+
     def _with(cls):
         class Fixture:
             import pytest
@@ -67,6 +89,8 @@ BROKEN = textwrap.dedent(
     class TestUnsorted(_with(Unsorted), Memory): pass
     class TestLossy(_with(Lossy), Memory): pass
     class TestNoPreconditions(_with(NoPreconditions), Memory): pass
+    class TestDropsOldFirst(_with(DropsOldFirst), Memory): pass
+    class TestDropsOldFirstButRenames(_with(DropsOldFirstButRenames), Memory): pass
 
 
     class TestGapStillOpen(_with(Unsorted), Memory):
@@ -87,6 +111,7 @@ CASES = {
     "TestUnsorted": "test_lists_committed_direct_children_sorted",
     "TestLossy": "test_every_shape_of_dtype[float64]",
     "TestNoPreconditions": "test_create_only",
+    "TestDropsOldFirstButRenames": "test_failed_save_keeps_existing_checkpoint",
 }
 
 
@@ -113,3 +138,70 @@ def test_kit_catches_defects_and_keeps_gaps_strict(pytester: pytest.Pytester) ->
     assert outcomes["TestGapStillOpen::test_lists_committed_direct_children_sorted"] == "xfailed"
     # A gap that is not a gap any more fails (strict xfail), so stale declarations surface.
     assert outcomes["TestGapClosed::test_create_only"] == "failed"
+    # A limit the declared capabilities imply is marked by the kit, without a known_gaps entry:
+    # the same defect fails a backend declaring atomic rename (above) and is an xfail without it.
+    assert outcomes["TestDropsOldFirst::test_failed_save_keeps_existing_checkpoint"] == "xfailed"
+
+
+def test_capability_limits_are_not_strict(pytester: pytest.Pytester) -> None:
+    # A backend without atomic rename that keeps the old checkpoint anyway (the memory backend, declared
+    # without rename) passes: the kit reports XPASS, not a failure.
+    pytester.makepyfile(
+        test_lenient=textwrap.dedent(
+            """
+            import conformance.test_memory as base
+            from trackpoint.backends import memory
+            from trackpoint.storage import Capabilities
+
+            class NoRename(memory.MemoryBackend):
+                capabilities = Capabilities(atomic_rename=False, conditional_create=True)
+
+            class TestNoRename(base.TestMemoryBackend):
+                import pytest
+
+                @pytest.fixture
+                def backend(self):
+                    yield NoRename()
+                    memory.clear()
+            """
+        )
+    )
+    result = pytester.runpytest_inprocess("-p", "no:cacheprovider", "-k", "test_failed_save_keeps_existing_checkpoint")
+    result.assert_outcomes(xpassed=1)
+
+
+def test_fixtures_not_overridden_say_so(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        test_bare=textwrap.dedent(
+            """
+            from trackpoint.plugins.testing import Listing
+
+            class TestBare(Listing):
+                def raw_list(self, directory): return []
+                def raw_read(self, path): return b""
+                def raw_write(self, path, data): pass
+                def raw_delete(self, path): pass
+            """
+        )
+    )
+    result = pytester.runpytest_inprocess("-p", "no:cacheprovider", "-k", "test_empty_and_missing_directories")
+    result.assert_outcomes(errors=1)
+    result.stdout.fnmatch_lines(["*TestBare must override the 'backend' fixture*"])
+
+
+def test_the_host_names_the_backend_so_factories_need_not() -> None:
+    from trackpoint import plugins
+    from trackpoint.backends import memory
+    from trackpoint.plugins import BackendSpec, hookimpl
+    from trackpoint.storage import CheckpointOptions
+
+    class Unnamed(memory.MemoryBackend):
+        name = ""  # what a factory that sets no name returns
+
+    class Nameless:
+        @hookimpl
+        def trackpoint_register_backends(self, register: Any) -> None:
+            register(BackendSpec(name="nameless", factory=lambda url, options: Unnamed()))
+
+    plugins.register(Nameless(), name="nameless-plugin")  # the conftest resets the manager afterwards
+    assert plugins.open_backend("memory://x", CheckpointOptions(backend="nameless")).name == "nameless"

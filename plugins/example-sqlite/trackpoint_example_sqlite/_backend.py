@@ -46,14 +46,17 @@ from trackpoint.errors import (
 )
 from trackpoint.storage import (
     ANY_VERSION,
+    MUST_NOT_EXIST,
     CheckpointOptions,
     CheckpointReader,
     ShardResult,
     ShardSpec,
     StorageBackend,
     TensorInfo,
+    VersionCondition,
     VersionedBytes,
     WriteItem,
+    version_condition,
 )
 
 __all__ = ["SqliteBackend", "split_url"]
@@ -459,12 +462,14 @@ class SqliteBackend(StorageBackend):
             )
         return None if row is None else VersionedBytes(bytes(row[0]), str(row[1]))
 
-    def write_file(self, path: str, data: bytes, *, if_version: object = ANY_VERSION) -> str:
-        # docstring inherited (``object``: the ANY_VERSION sentinel's type is private to trackpoint)
+    def write_file(self, path: str, data: bytes, *, if_version: VersionCondition | None = ANY_VERSION) -> str:
+        # docstring inherited
+        # version_condition turns the deprecated 0.1 spelling None into MUST_NOT_EXIST, with a warning.
+        if_version = version_condition(if_version)
         db, inner = split_url(path)
         with _transaction(db, f"writing {path!r}") as conn:
             row = conn.execute("SELECT version FROM file WHERE path = ?", (inner,)).fetchone()
-            if if_version is None and row is not None:
+            if if_version is MUST_NOT_EXIST and row is not None:
                 raise ConcurrentModificationError(f"sqlite: {path!r} exists already (create-only write)")
             if isinstance(if_version, str) and (row is None or str(row[0]) != if_version):
                 raise ConcurrentModificationError(

@@ -22,7 +22,7 @@ from trackpoint.errors import (
     StorageError,
     StoragePermissionError,
 )
-from trackpoint.storage import WriteItem
+from trackpoint.storage import MUST_NOT_EXIST, WriteItem
 
 
 def test_sink_is_invisible_until_close(tmp_path: Path) -> None:
@@ -161,7 +161,7 @@ while done < n:
 def test_versioned_writes_lose_no_update_across_processes(tmp_path: Path) -> None:
     files = LocalFiles()
     path = str(tmp_path / "counter")
-    files.write_versioned(path, b"0", if_version=None)
+    files.write_versioned(path, b"0", if_version=MUST_NOT_EXIST)
     procs = [subprocess.Popen([sys.executable, "-c", _WORKER, path, "40"]) for _ in range(3)]
     for p in procs:
         assert p.wait(timeout=120) == 0

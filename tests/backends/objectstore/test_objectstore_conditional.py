@@ -17,7 +17,7 @@ import pytest
 from servers import ObjectStore
 from trackpoint.backends.stores import ObjectStore as StoreLayer
 from trackpoint.errors import CheckpointExistsError, ConcurrentModificationError
-from trackpoint.storage import ANY_VERSION
+from trackpoint.storage import ANY_VERSION, MUST_NOT_EXIST
 
 pytestmark = [pytest.mark.timeout(60)]
 
@@ -34,9 +34,9 @@ def test_create_only_put_refuses_existing(files: StoreLayer, store: ObjectStore)
 def test_versioned_compare_and_swap(files: StoreLayer, store: ObjectStore) -> None:
     path = f"{store.bucket}/checkpoint"
     assert files.read_versioned(path) is None
-    v1 = files.write_versioned(path, b"one", if_version=None)
+    v1 = files.write_versioned(path, b"one", if_version=MUST_NOT_EXIST)
     with pytest.raises(ConcurrentModificationError, match=rf"'{store.scheme}tp-[0-9a-f]+/checkpoint' exists already"):
-        files.write_versioned(path, b"other", if_version=None)
+        files.write_versioned(path, b"other", if_version=MUST_NOT_EXIST)
     current = files.read_versioned(path)
     assert current is not None and current.data == b"one" and current.version == v1
     v2 = files.write_versioned(path, b"two", if_version=v1)
@@ -73,7 +73,7 @@ def test_racing_create_only_writers_exactly_one_wins(make_files: Any, store: Obj
 def test_racing_state_file_updates_lose_no_update(make_files: Any, store: ObjectStore) -> None:
     """Read-modify-write loops with CAS: every increment survives."""
     path = f"{store.bucket}/counter"
-    make_files().write_versioned(path, b"0", if_version=None)
+    make_files().write_versioned(path, b"0", if_version=MUST_NOT_EXIST)
 
     def bump(files: StoreLayer) -> None:
         for _ in range(5):
@@ -96,7 +96,7 @@ def test_racing_state_file_updates_lose_no_update(make_files: Any, store: Object
 
 def test_compare_and_swap_on_deleted_file_is_a_conflict(files: StoreLayer, store: ObjectStore) -> None:
     path = f"{store.bucket}/checkpoint"
-    v = files.write_versioned(path, b"1", if_version=None)
+    v = files.write_versioned(path, b"1", if_version=MUST_NOT_EXIST)
     files.delete([path])
     with pytest.raises(ConcurrentModificationError, match="changed since version"):
         files.write_versioned(path, b"2", if_version=v)

@@ -17,6 +17,7 @@ from faultproxy import FaultProxy
 from servers import ObjectStore
 from trackpoint.backends.stores import ObjectStore as StoreLayer
 from trackpoint.errors import CheckpointExistsError, ConcurrentModificationError
+from trackpoint.storage import MUST_NOT_EXIST
 
 pytestmark = [pytest.mark.timeout(60)]
 
@@ -47,7 +48,7 @@ def test_lost_reply_to_own_compare_and_swap_is_success(
     proxied: StoreLayer, proxy: FaultProxy, store: ObjectStore
 ) -> None:
     path = f"{store.bucket}/checkpoint"
-    v1 = proxied.write_versioned(path, b"1", if_version=None)
+    v1 = proxied.write_versioned(path, b"1", if_version=MUST_NOT_EXIST)
     proxy.add(store.any_upload_rule(r"checkpoint", action="drop_after_forward"))
     v2 = proxied.write_versioned(path, b"2", if_version=v1)
     current = proxied.read_versioned(path)
