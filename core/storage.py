@@ -744,11 +744,13 @@ class StorageBackend(ABC):
                     futures = [ex.submit(self.write_shard, prefix, s, g) for s, g in zip(specs, groups, strict=True)]
                     results = [f.result() for f in futures]
             self.commit(prefix, results, overwrite=overwrite)
-        except BaseException:
+        except BaseException as exc:
             try:
                 self.abort(prefix, save_id)
-            except Exception:  # noqa: BLE001 - the original error matters more
-                pass
+            except Exception as cleanup:  # noqa: BLE001 - the original error is the one to raise
+                # The failure that stopped the save is the real cause; a cleanup that
+                # failed too (often for the same reason: a missing bucket) is only noted.
+                exc.add_note(f"cleaning up after this failure also failed: {type(cleanup).__name__}: {cleanup}")
             raise
 
     def dirname(self, path: str) -> str:

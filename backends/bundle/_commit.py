@@ -330,12 +330,17 @@ class CreateCommit(CommitStrategy):
         super().begin(prefix, save_id, overwrite=overwrite)
         if not overwrite:
             return
-        self.files.delete(part_files(self.files, prefix))
-        current, count = self._committed(prefix)
-        if current is None:
-            self.files.delete(data_files(self.files, prefix))
-        elif count is not None:
-            self.files.delete(data_files(self.files, prefix, unless_count=count))
+        try:
+            self.files.delete(part_files(self.files, prefix))
+            current, count = self._committed(prefix)
+            if current is None:
+                self.files.delete(data_files(self.files, prefix))
+            elif count is not None:
+                self.files.delete(data_files(self.files, prefix, unless_count=count))
+        except CheckpointNotFoundError:
+            # The location itself is missing (an object store's bucket): there is
+            # nothing to clear, and the first write reports the real cause.
+            pass
 
     def _remember(self, save_id: str, path: str) -> None:
         with self._lock:

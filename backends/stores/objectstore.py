@@ -344,6 +344,9 @@ def _io_loop() -> asyncio.AbstractEventLoop:
         return loop
 
 
+#: What the writing requests are called in messages (see ObjectStore._translate).
+_WRITES: Final = frozenset({"writing", "starting an upload of", "completing the upload of"})
+
 #: The client calls a store may write as ``async def`` or as plain functions.
 _CLIENT_CALLS: Final = (
     "object_stat",
@@ -659,7 +662,13 @@ class ObjectStore(FileLayer):
         # Only the exception's type and the store's reason go into messages,
         # never request headers or options, which may hold credentials.
         reason = f"{type(exc).__name__}: {exc}"[:300]
-        if kind == "not_found":
+        if kind == "not_found" and (what in _WRITES or what.startswith("uploading part")):
+            # Objects have no parents: a write finds nothing missing but the bucket.
+            message = (
+                f"{self.store_name}: {what} {where!r} failed: bucket {bucket!r} does not exist ({reason}); "
+                "create it or correct the URL"
+            )
+        elif kind == "not_found":
             message = f"{self.store_name}: {what} {where!r} failed: it does not exist ({reason})"
         elif kind == "permission":
             message = (

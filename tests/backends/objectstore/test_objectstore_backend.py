@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -278,3 +279,21 @@ def test_checkpoint_copied_to_disk_is_a_local_checkpoint_and_back(store: ObjectS
     tp.Checkpoint(v=w, s=t).read(f"{store.bucket}/up/ckpt", opts).assert_consumed()
     np.testing.assert_array_equal(w.numpy(), v.numpy())
     assert list(t.numpy()) == [b"alpha", b"beta"]
+
+
+def test_saving_into_a_missing_bucket_reports_the_write_not_the_cleanup(store: ObjectStore) -> None:
+    # The save's first requests are cleanup (removing leftovers at the prefix) and its abort is cleanup
+    # too; both fail against a missing bucket as well. The error raised must be the write's, naming the
+    # bucket; a failed cleanup is only noted.
+    bucket = f"no-such-bucket-{os.getpid()}"
+    ckpt = tp.Checkpoint(w=tp.Variable(np.arange(3.0)))
+    with pytest.raises(tp.errors.CheckpointNotFoundError) as caught:
+        ckpt.save(f"{store.scheme}{bucket}/run/ckpt", options=_opts(store.storage_options))
+    message = str(caught.value)
+    assert re.search(
+        rf"{store.name}: writing '{store.scheme}{bucket}/run/ckpt-1\.[^']+' failed: bucket '{bucket}' does not exist",
+        message,
+    ), message
+    assert "create it or correct the URL" in message
+    assert "deleting" not in message and "listing" not in message
+    assert any(note.startswith("cleaning up after this failure also failed") for note in caught.value.__notes__)

@@ -191,7 +191,8 @@ def test_versioned_writes_and_errors(store: DictStore) -> None:
         store.write_versioned("dict://b/state", b"3", if_version=v1)
     got = store.read_versioned("dict://b/state")
     assert got is not None and got.data == b"2" and got.version == v2
-    with pytest.raises(CheckpointNotFoundError, match=r"dict: writing 'dict://nobucket/k' failed: it does not exist"):
+    missing = r"dict: writing 'dict://nobucket/k' failed: bucket 'nobucket' does not exist"
+    with pytest.raises(CheckpointNotFoundError, match=missing):
         store.put("dict://nobucket/k", b"x")
     store.fail_next = [Flaky("1"), Flaky("2"), Flaky("3"), Flaky("4")]
     with pytest.raises(TransientStorageError, match="still failed after 4 attempts"):
