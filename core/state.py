@@ -39,7 +39,7 @@ from google.protobuf import text_format
 from trackpoint import _paths
 from trackpoint.errors import CheckpointError, ConcurrentModificationError, InvalidCheckpointError, StorageError
 from trackpoint.proto.checkpoint_state_pb2 import CheckpointState
-from trackpoint.storage import MUST_NOT_EXIST
+from trackpoint.storage import _legacy_create_only
 
 if TYPE_CHECKING:
     from trackpoint.storage import CheckpointOptions, StorageBackend
@@ -204,7 +204,13 @@ def _transact(
         current, version = _read_raw(backend, path)
         new = update(current, retry)
         try:
-            backend.write_file(path, _serialize(new), if_version=MUST_NOT_EXIST if version is None else version)
+            if version is None:
+                # Create-only, spelled None for one more release: backends written for 0.1
+                # understand only that; current ones map it to MUST_NOT_EXIST (quietly here).
+                with _legacy_create_only():
+                    backend.write_file(path, _serialize(new), if_version=None)
+            else:
+                backend.write_file(path, _serialize(new), if_version=version)
         except ConcurrentModificationError:
             retry = True
             # Desynchronise competing writers so they do not collide again in lockstep.

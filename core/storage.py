@@ -50,12 +50,14 @@ primitives; backends need not override it, and the built-in ones do not.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import uuid
 import warnings
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, ClassVar, Final, TypeAlias
@@ -139,13 +141,34 @@ VersionCondition: TypeAlias = str | AnyVersion | MustNotExist
 _AnyVersion = AnyVersion
 
 
+# Set while trackpoint itself passes the 0.1 spelling None to a backend (see _legacy_create_only).
+_LEGACY_NONE: ContextVar[bool] = ContextVar("trackpoint_legacy_none", default=False)
+
+
+@contextlib.contextmanager
+def _legacy_create_only() -> Iterator[None]:
+    """Internal: trackpoint's own create-only writes still pass ``None``, without a warning.
+
+    ``None`` is the one spelling every backend understands for one more release: those written for
+    0.1 know nothing else, current ones translate it with :func:`version_condition`. The warning is
+    for callers, who can change; here the caller is trackpoint.
+    """
+    token = _LEGACY_NONE.set(True)
+    try:
+        yield
+    finally:
+        _LEGACY_NONE.reset(token)
+
+
 def version_condition(if_version: VersionCondition | None) -> VersionCondition:
     """``if_version`` with the deprecated ``None`` replaced by :data:`MUST_NOT_EXIST`.
 
     Implementations of :meth:`StorageBackend.write_file` and
     ``FileLayer.write_versioned`` call it first, so that callers still passing
     ``None`` get a :class:`DeprecationWarning` naming the new spelling and
-    the implementation sees only the three documented values.
+    the implementation sees only the three documented values. Backends must
+    accept ``None`` this release: trackpoint's own state-file updates still
+    pass it (quietly), so that backends written for 0.1 keep working.
 
     Raises
     ------
@@ -153,6 +176,8 @@ def version_condition(if_version: VersionCondition | None) -> VersionCondition:
         ``if_version`` is none of the accepted values.
     """
     if if_version is None:
+        if _LEGACY_NONE.get():
+            return MUST_NOT_EXIST
         warnings.warn(
             "if_version=None is deprecated; pass if_version=MUST_NOT_EXIST (from trackpoint.storage) for a "
             "create-only write",

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 
@@ -105,6 +107,19 @@ class SmallFiles(BackendTestBase):
             backend.write_file(path, b"second", if_version=MUST_NOT_EXIST)
         got = backend.read_file(path)
         assert got is not None and got.data == b"first" and got.version == version
+
+    def test_create_only_spelled_none(self, backend: StorageBackend, base_url: str) -> None:
+        # 0.1's spelling of MUST_NOT_EXIST. Deprecated for callers, but trackpoint's own state-file
+        # updates still pass it this release (so that 0.1 backends keep working): accept it, for
+        # example through trackpoint.storage.version_condition.
+        path = self.url(backend, base_url, "checkpoint")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            backend.write_file(path, b"first", if_version=None)
+            with pytest.raises(ConcurrentModificationError):
+                backend.write_file(path, b"second", if_version=None)
+        got = backend.read_file(path)
+        assert got is not None and got.data == b"first"
 
     def test_compare_and_swap(self, backend: StorageBackend, base_url: str) -> None:
         path = self.url(backend, base_url, "checkpoint")

@@ -66,3 +66,17 @@ def test_none_still_means_create_only_and_warns(backend: StorageBackend, tmp_pat
         backend.write_file(path, b"one", if_version=None)
     with pytest.warns(DeprecationWarning, match="MUST_NOT_EXIST"), pytest.raises(ConcurrentModificationError):
         backend.write_file(path, b"two", if_version=None)
+
+
+def test_trackpoints_own_state_updates_do_not_warn(tmp_path: Path) -> None:
+    # The state file's first write is create-only; trackpoint spells it None for 0.1 backends, quietly.
+    import warnings
+
+    import numpy as np
+
+    import trackpoint as tp
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", DeprecationWarning)
+        tp.Checkpoint(v=tp.Variable(np.zeros(2))).save(str(tmp_path / "ckpt"))
+    assert tp.latest_checkpoint(str(tmp_path)) == str(tmp_path / "ckpt-1")
