@@ -170,3 +170,22 @@ def test_versioned_writes_lose_no_update_across_processes(tmp_path: Path) -> Non
     assert sorted(p.name for p in tmp_path.iterdir()) == ["counter"]
     with pytest.raises(ConcurrentModificationError, match="changed since version"):
         files.write_versioned(path, b"x", if_version="1:2:3")
+
+
+def test_find_and_rmtree(tmp_path: Path) -> None:
+    files = LocalFiles()
+    root = tmp_path / "tree"
+    (root / "sub" / "deeper").mkdir(parents=True)
+    (root / "empty-dir").mkdir()
+    for rel in ("a", "sub/b", "sub/deeper/c"):
+        (root / rel).write_bytes(b"x")
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "keep").write_bytes(b"k")
+    (root / "link").symlink_to(outside, target_is_directory=True)
+    assert files.find(str(root)) == [str(root / "a"), str(root / "sub" / "b"), str(root / "sub" / "deeper" / "c")]
+    files.rmtree(str(root))
+    assert not root.exists()
+    assert (outside / "keep").read_bytes() == b"k"  # a symlinked directory is unlinked, never emptied
+    files.rmtree(str(root))  # a missing tree is not an error
+    assert files.find(str(root)) == []

@@ -35,6 +35,20 @@ def test_small_put_roundtrips_and_lists(files: StoreLayer, store: ObjectStore) -
     assert store.raw.cat(f"{store.root}/run/a.bin") == b"hello world"
 
 
+def test_find_and_rmtree_reach_every_depth(files: StoreLayer, store: ObjectStore) -> None:
+    for key in ("tree/a", "tree/sub/b", "tree/sub/deeper/c", "treetop/not-mine", "other/x"):
+        files.put(f"{store.bucket}/{key}", b"x")
+    assert files.find(f"{store.bucket}/tree") == [
+        f"{store.bucket}/tree/a",
+        f"{store.bucket}/tree/sub/b",
+        f"{store.bucket}/tree/sub/deeper/c",
+    ]
+    files.rmtree(f"{store.bucket}/tree")
+    assert files.find(f"{store.bucket}/tree") == []
+    assert files.exists(f"{store.bucket}/treetop/not-mine") and files.exists(f"{store.bucket}/other/x")
+    files.rmtree(f"{store.bucket}/tree")  # a missing tree is not an error
+
+
 def test_empty_file(files: StoreLayer, store: ObjectStore) -> None:
     with files.open_sink(f"{store.bucket}/empty", create_only=True):
         pass
