@@ -11,8 +11,7 @@ import pytest
 
 from trackpoint.backends.bundle import BundleBackend
 from trackpoint.backends.bundle._commit import CommitStrategy, CreateCommit, RenameCommit, choose_strategy
-from trackpoint.backends.files import FileLayer, FileSink
-from trackpoint.backends.local import LocalFiles
+from trackpoint.backends.stores import FileLayer, FileSink, LocalFiles
 from trackpoint.errors import BackendError
 from trackpoint.storage import ANY_VERSION, Capabilities, VersionedBytes, WriteItem
 

@@ -202,7 +202,7 @@ def test_tensorflow_reads_overwritten_checkpoints(tmp_path: Path, strategy: str,
     # Overwriting with an unchanged shard count names the data files for one more (empty) shard,
     # so the old checkpoint's files are never written over; TensorFlow reads every generation.
     from trackpoint.backends.bundle import BundleBackend
-    from trackpoint.backends.local import LocalFiles
+    from trackpoint.backends.stores import LocalFiles
     from trackpoint.storage import Capabilities, WriteItem
 
     caps = None if strategy == "rename" else Capabilities(conditional_create=True)
