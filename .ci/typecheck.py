@@ -10,7 +10,7 @@ Only what ships is linked: modules, and folders that are packages (an
 the same rule ``setup.py`` uses to list the packages. The developer scripts in
 ``.ci/`` are checked too.
 
-Usage: python .ci/typecheck.py            # the package, the example plugin and .ci/*.py
+Usage: python .ci/typecheck.py            # the package, the example and Azure plugins, and .ci/*.py
        python .ci/typecheck.py core/x.py  # only modules under these paths
 """
 
@@ -25,8 +25,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 CI = ROOT / ".ci"
 MAPPING = {"core": "trackpoint", "backends": "trackpoint/backends", "plugins": "trackpoint/plugins"}
-# The example third-party plugin is its own distribution with a plain layout.
+# The example third-party plugin and the Azure plugin are their own distributions with a plain layout.
 EXAMPLE = ROOT / "plugins" / "example-sqlite"
+AZURE = ROOT / "plugins" / "azure"
 
 
 def _link_tree(dest: Path) -> None:
@@ -48,7 +49,9 @@ def main(argv: list[str]) -> int:
     with tempfile.TemporaryDirectory(prefix="tp-mypy-") as tmp:
         tree = Path(tmp)
         _link_tree(tree)
-        cmd = [sys.executable, "-m", "mypy", "--config-file", str(ROOT / "pyproject.toml")]
+        # Module names come from the MYPYPATH roots: plugins/azure would otherwise be read as a
+        # subpackage of plugins/ (it is a valid identifier and plugins/ has an __init__.py).
+        cmd = [sys.executable, "-m", "mypy", "--config-file", str(ROOT / "pyproject.toml"), "--explicit-package-bases"]
         if argv:
             targets = []
             for a in argv:
@@ -61,9 +64,13 @@ def main(argv: list[str]) -> int:
             cmd += targets
         else:
             # Files and folders rather than -p: mypy takes one or the other, and the .ci scripts are files.
-            cmd += [str(tree / "trackpoint"), str(EXAMPLE / "trackpoint_example_sqlite")]
+            cmd += [
+                str(tree / "trackpoint"),
+                str(EXAMPLE / "trackpoint_example_sqlite"),
+                str(AZURE / "trackpoint_azure"),
+            ]
             cmd += [str(script) for script in sorted(CI.glob("*.py"))]
-        env = dict(os.environ, MYPYPATH=os.pathsep.join([str(tree), str(EXAMPLE)]))
+        env = dict(os.environ, MYPYPATH=os.pathsep.join([str(tree), str(EXAMPLE), str(AZURE)]))
         return subprocess.run(cmd, cwd=tmp, env=env, check=False).returncode
 
 

@@ -1,4 +1,4 @@
-"""AzureClient.from_options: storage_options, the Azure environment variables, credentials.
+"""trackpoint_azure.store.service_client: storage_options, the Azure environment variables, credentials.
 
 Clients pointed at ``*.blob.core.windows.net`` are only built here, never used:
 no test may reach a real Azure account.
@@ -6,37 +6,42 @@ no test may reach a real Azure account.
 
 from __future__ import annotations
 
+import logging
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
-from azure.storage.blob import AccountSasPermissions, ResourceTypes, generate_account_sas
-from trackpoint_azure import AzureClient
+from azure.storage.blob import AccountSasPermissions, BlobServiceClient, ResourceTypes, generate_account_sas
 
 from azurite import Azurite
+from trackpoint.backends.stores import Condition
+from trackpoint.errors import BackendError
+from trackpoint_azure.store import STORAGE_OPTIONS, AzureStore, service_client
 
 
-def _round_trip(client: AzureClient, container: str) -> None:
-    client.put(container, "probe", b"ok")
-    assert client.get(container, "probe") is not None
-    client.close()
+def _round_trip(service: BlobServiceClient, container: str) -> None:
+    store = AzureStore(service)
+    store.object_put(container, "probe", memoryview(b"ok"), Condition.NONE, "w")
+    got = store.object_get(container, "probe")
+    assert got is not None and got.data == b"ok"
+    store.close()
 
 
 def test_connection_string_option(azurite: Azurite, azurite_container: str) -> None:
-    _round_trip(AzureClient.from_options({"connection_string": azurite.connection_string}), azurite_container)
+    _round_trip(service_client({"connection_string": azurite.connection_string}), azurite_container)
 
 
 def test_account_url_name_and_key(azurite: Azurite, azurite_container: str) -> None:
     opts = {"account_url": azurite.account_url, "account_name": azurite.account_name}
     opts["account_key"] = azurite.account_key
-    _round_trip(AzureClient.from_options(opts, request_timeout=5.0), azurite_container)
+    _round_trip(service_client(opts, timeout=5.0), azurite_container)
 
 
 def test_account_url_and_credential(azurite: Azurite, azurite_container: str) -> None:
     credential = {"account_name": azurite.account_name, "account_key": azurite.account_key}
-    opts = {"account_url": azurite.account_url, "credential": credential, "max_connections": 4}
-    client = AzureClient.from_options(opts)
-    _round_trip(client, azurite_container)
+    _round_trip(service_client({"account_url": azurite.account_url, "credential": credential}), azurite_container)
 
 
 def test_sas_token(azurite: Azurite, azurite_container: str) -> None:
@@ -47,15 +52,14 @@ def test_sas_token(azurite: Azurite, azurite_container: str) -> None:
         permission=AccountSasPermissions(read=True, write=True, list=True),
         expiry=datetime.now(UTC) + timedelta(hours=1),
     )
-    client = AzureClient.from_options({"account_url": azurite.account_url, "sas_token": "?" + sas})
-    _round_trip(client, azurite_container)
+    _round_trip(service_client({"account_url": azurite.account_url, "sas_token": "?" + sas}), azurite_container)
 
 
 def test_connection_string_from_the_environment(
     azurite: Azurite, azurite_container: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("AZURE_STORAGE_CONNECTION_STRING", azurite.connection_string)
-    _round_trip(AzureClient.from_options(), azurite_container)
+    _round_trip(service_client({}), azurite_container)
 
 
 @pytest.mark.parametrize(
@@ -67,18 +71,27 @@ def test_account_name_and_key_from_the_environment(
 ) -> None:
     monkeypatch.setenv(name_var, "myaccount")
     monkeypatch.setenv(key_var, "a2V5")
-    client = AzureClient.from_options({})
-    assert client.service.url == "https://myaccount.blob.core.windows.net/"
-    assert client.service.credential.account_name == "myaccount"
-    assert client.service.credential.account_key == "a2V5"
+    service = service_client({})
+    assert service.url == "https://myaccount.blob.core.windows.net/"
+    assert service.credential.account_name == "myaccount"
+    assert service.credential.account_key == "a2V5"
 
 
 def test_sas_token_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("AZURE_STORAGE_ACCOUNT_NAME", "myaccount")
     monkeypatch.setenv("AZURE_STORAGE_SAS_TOKEN", "?sv=2024-01-01&sig=abc")
-    client = AzureClient.from_options()
-    assert client.service.url == "https://myaccount.blob.core.windows.net/?sv=2024-01-01&sig=abc"
-    assert client.service.credential is None  # the SAS travels in the URL
+    service = service_client({})
+    assert service.url == "https://myaccount.blob.core.windows.net/?sv=2024-01-01&sig=abc"
+    assert service.credential is None  # the SAS travels in the URL
+
+
+def test_options_without_an_account_keep_their_credential(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The account comes from the environment; a credential choice made in code still wins.
+    monkeypatch.setenv("AZURE_STORAGE_ACCOUNT_NAME", "envaccount")
+    monkeypatch.setenv("AZURE_STORAGE_ACCOUNT_KEY", "a2V5")
+    service = service_client({"anon": True})
+    assert service.url == "https://envaccount.blob.core.windows.net/"
+    assert service.credential is None
 
 
 def test_options_naming_an_account_ignore_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -87,39 +100,57 @@ def test_options_naming_an_account_ignore_the_environment(monkeypatch: pytest.Mo
     monkeypatch.setitem(sys.modules, "azure.identity", None)  # makes the import fail
     monkeypatch.setenv("AZURE_STORAGE_ACCOUNT_NAME", "envaccount")
     monkeypatch.setenv("AZURE_STORAGE_ACCOUNT_KEY", "a2V5")
-    with pytest.raises(ValueError, match="no credentials"):
-        AzureClient.from_options({"account_name": "other"})
+    with pytest.raises(BackendError, match="no credentials"):
+        service_client({"account_name": "other"})
 
 
 def test_entra_id_when_no_key_is_given(monkeypatch: pytest.MonkeyPatch) -> None:
     identity = pytest.importorskip("azure.identity", reason="azure-identity (extra 'identity') is not installed")
     monkeypatch.setenv("AZURE_STORAGE_ACCOUNT_NAME", "envaccount")
-    client = AzureClient.from_options()
-    assert client.service.url == "https://envaccount.blob.core.windows.net/"
-    assert isinstance(client.service.credential, identity.DefaultAzureCredential)
+    service = service_client({})
+    assert service.url == "https://envaccount.blob.core.windows.net/"
+    assert isinstance(service.credential, identity.DefaultAzureCredential)
 
 
 def test_anonymous_access(azurite: Azurite) -> None:
-    client = AzureClient.from_options({"account_url": azurite.account_url, "anon": True})
-    assert client.service.credential is None
+    assert service_client({"account_url": azurite.account_url, "anon": True}).credential is None
 
 
 def test_unknown_option_lists_the_valid_ones() -> None:
-    with pytest.raises(ValueError, match=r"unknown storage_options \['key'\]; valid keys are \['connection_string'"):
-        AzureClient.from_options({"account_name": "a", "key": "k"})
+    with pytest.raises(BackendError, match=r"unknown storage_options \['key'\]; valid keys are \['connection_string'"):
+        service_client({"account_name": "a", "key": "k"})
+    assert "max_connections" not in STORAGE_OPTIONS  # sized from backend_options['max_concurrency'] instead
 
 
 def test_no_account_anywhere() -> None:
-    with pytest.raises(ValueError, match="no storage account: give storage_options 'connection_string'"):
-        AzureClient.from_options({}, environ={})
+    with pytest.raises(BackendError, match="no storage account: give storage_options 'connection_string'"):
+        service_client({})
 
 
 def test_account_key_needs_the_account_name(azurite: Azurite) -> None:
-    with pytest.raises(ValueError, match=r"'account_key'\] needs storage_options\['account_name'\]"):
-        AzureClient.from_options({"account_url": azurite.account_url, "account_key": azurite.account_key})
+    with pytest.raises(BackendError, match=r"'account_key'\] needs storage_options\['account_name'\]"):
+        service_client({"account_url": azurite.account_url, "account_key": azurite.account_key})
 
 
 def test_without_azure_identity_missing_credentials_say_what_to_give(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "azure.identity", None)  # makes the import fail
-    with pytest.raises(ValueError, match="no credentials: give storage_options 'account_key'.*install azure-identity"):
-        AzureClient.from_options({"account_name": "myaccount"})
+    with pytest.raises(BackendError, match=r"no credentials: give storage_options 'account_key'.*\[identity\]"):
+        service_client({"account_name": "myaccount"})
+
+
+def test_the_connection_pool_holds_as_many_connections_as_run_at_once(
+    azurite: Azurite, azurite_container: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    # requests keeps 10 connections per host; with more requests at once, urllib3
+    # discards connections and warns "Connection pool is full".
+    store = AzureStore(service_client({"connection_string": azurite.connection_string}, pool=24))
+    store.object_put(azurite_container, "p", memoryview(b"x" * 1000), Condition.NONE, "w")
+
+    def read(_: Any) -> None:
+        for _ in range(3):
+            store.object_get_range(azurite_container, "p", 0, memoryview(bytearray(1000)))
+
+    with caplog.at_level(logging.WARNING, logger="urllib3.connectionpool"), ThreadPoolExecutor(24) as pool:
+        list(pool.map(read, range(24)))
+    assert "Connection pool is full" not in caplog.text
+    store.close()

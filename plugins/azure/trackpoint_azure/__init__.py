@@ -1,33 +1,26 @@
-"""trackpoint-azure: Azure Blob Storage for trackpoint (``az://container/path``).
+"""trackpoint-azure: the ``azure`` backend, TensorBundle checkpoints on Azure Blob Storage (``az://container/path``).
 
-This release holds the Azure-specific client calls (:class:`AzureClient`):
-conditional creates and replaces, ranged reads, listing, batch deletes and
-staged block uploads, each a single attempt, with :func:`classify` telling
-which failures to retry. Importing the package does not import the Azure SDK.
-"""
+The entry point loads this module: it stays light, the Azure SDK is imported when a backend is opened."""
 
 from __future__ import annotations
 
-from trackpoint_azure._client import (
-    ENVIRONMENT_VARIABLES,
-    STORAGE_OPTIONS,
-    WRITE_ID_METADATA_KEY,
-    AzureClient,
-    BlobStat,
-    BlockUpload,
-    ErrorKind,
-    classify,
-    split_url,
-)
+from collections.abc import Callable
 
-__all__ = [
-    "ENVIRONMENT_VARIABLES",
-    "STORAGE_OPTIONS",
-    "WRITE_ID_METADATA_KEY",
-    "AzureClient",
-    "BlobStat",
-    "BlockUpload",
-    "ErrorKind",
-    "classify",
-    "split_url",
-]
+from trackpoint.backends.stores import ObjectStore
+from trackpoint.plugins import BackendSpec, hookimpl
+from trackpoint.storage import CheckpointOptions, StorageBackend
+
+
+def _create(url: str, options: CheckpointOptions) -> StorageBackend:
+    from trackpoint.backends.bundle import BundleBackend
+    from trackpoint_azure.store import AzureStore
+
+    return BundleBackend(AzureStore.from_options(options), options=options)
+
+
+@hookimpl
+def trackpoint_register_backends(register: Callable[[BackendSpec], None]) -> None:
+    """Register ``azure`` for ``az://`` and (as adlfs spells it) ``abfs://`` URLs."""
+    what = "TensorBundle checkpoints on Azure Blob Storage; create-only commit with If-None-Match"
+    requires, hint, caps = ("azure.storage.blob",), "pip install trackpoint-azure", ObjectStore.capabilities
+    register(BackendSpec("azure", _create, ("az", "abfs"), what, requires, install_hint=hint, capabilities=caps))

@@ -1,0 +1,167 @@
+"""Azure Blob Storage calls for trackpoint's public object-store layer, each one attempt of one request.
+
+:class:`~trackpoint.backends.stores.ObjectStore` adds retries, write-id checks, streaming and parallel reads."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import requests
+from azure.core import MatchConditions
+from azure.core.exceptions import HttpResponseError, ResourceNotFoundError, ServiceRequestError, ServiceResponseError
+from azure.core.pipeline.transport import RequestsTransport
+from azure.storage.blob import BlobBlock, BlobPrefix, BlobServiceClient
+
+from trackpoint.backends.stores import Condition, ErrorKind, ObjectStat, ObjectStore, TransferOptions
+from trackpoint.errors import BackendError, DataLossError
+from trackpoint.storage import CheckpointOptions, VersionedBytes
+
+#: Metadata names must be C# identifiers: ``_`` where S3 and GCS use ``-``.
+WRITE_ID_KEY = "trackpoint_write_id"
+STORAGE_OPTIONS = ("connection_string", "account_url", "account_name", "account_key", "sas_token", "credential", "anon")
+#: Read when ``storage_options`` name no account (the two are never mixed); the Azure CLI's names too.
+ENVIRONMENT: dict[str, tuple[str, ...]] = {"connection_string": ("AZURE_STORAGE_CONNECTION_STRING",)}
+ENVIRONMENT["sas_token"] = ("AZURE_STORAGE_SAS_TOKEN",)
+ENVIRONMENT["account_name"] = ("AZURE_STORAGE_ACCOUNT_NAME", "AZURE_STORAGE_ACCOUNT")
+ENVIRONMENT["account_key"] = ("AZURE_STORAGE_ACCOUNT_KEY", "AZURE_STORAGE_KEY")
+_KINDS: dict[int, ErrorKind] = {401: "permission", 403: "permission", 404: "not_found", 412: "precondition"}
+_KINDS.update({416: "range", 408: "transient", 429: "transient"})
+_ONE_REQUEST = 256 << 20  # puts and ranged gets up to this size stay one request (SDK: 64 and 32 MiB)
+
+
+def _credential(opts: Mapping[str, Any]) -> Any:
+    if opts.get("anon") or opts.get("credential") is not None:
+        return opts.get("credential")
+    if opts.get("account_key"):
+        if not opts.get("account_name"):
+            raise BackendError("azure: storage_options['account_key'] needs storage_options['account_name'] too")
+        return {"account_name": opts["account_name"], "account_key": opts["account_key"]}
+    if opts.get("sas_token"):
+        return str(opts["sas_token"]).lstrip("?")
+    try:  # Microsoft Entra ID: a service principal, a workload or managed identity, an `az login`
+        from azure.identity import DefaultAzureCredential
+    except ImportError:
+        raise BackendError(
+            "azure: no credentials: give storage_options 'account_key', 'sas_token', 'credential' or 'anon': True, set "
+            "AZURE_STORAGE_ACCOUNT_KEY or AZURE_STORAGE_SAS_TOKEN, or pip install 'trackpoint-azure[identity]'"
+        ) from None
+    return DefaultAzureCredential()
+
+
+def service_client(storage_options: Mapping[str, Any], *, timeout: float = 60.0, pool: int = 16) -> BlobServiceClient:
+    """The account's client from ``storage_options``, or else from the :data:`ENVIRONMENT` variables."""
+    opts, env = dict(storage_options), os.environ
+    if unknown := sorted(set(opts) - set(STORAGE_OPTIONS)):
+        raise BackendError(f"azure: unknown storage_options {unknown}; valid keys are {list(STORAGE_OPTIONS)}")
+    if not {"connection_string", "account_url", "account_name"} & opts.keys():
+        opts = {key: next((env[n] for n in names if env.get(n)), None) for key, names in ENVIRONMENT.items()} | opts
+    name = opts.get("account_name")
+    url = opts.get("account_url") or (name and f"https://{name}.blob.core.windows.net")
+    if not (url or opts.get("connection_string")):
+        raise BackendError(
+            "azure: no storage account: give storage_options 'connection_string', 'account_url' or 'account_name', "
+            "or set AZURE_STORAGE_CONNECTION_STRING or AZURE_STORAGE_ACCOUNT_NAME"
+        )
+    session, adapter = requests.Session(), requests.adapters.HTTPAdapter(pool_maxsize=pool)  # requests keeps 10
+    session.mount("http://", adapter)
+    session.mount("https://", adapter)
+    transport = RequestsTransport(session=session, connection_timeout=min(10.0, timeout), read_timeout=timeout)
+    kw: dict[str, Any] = {"retry_total": 0, "transport": transport}
+    kw.update(max_single_put_size=_ONE_REQUEST, max_single_get_size=_ONE_REQUEST, max_chunk_get_size=_ONE_REQUEST)
+    if opts.get("connection_string"):
+        return BlobServiceClient.from_connection_string(opts["connection_string"], **kw)
+    return BlobServiceClient(str(url), credential=_credential(opts), **kw)
+
+
+def _conditions(cond: Condition) -> dict[str, Any]:
+    if_match = {"etag": cond.version, "match_condition": MatchConditions.IfNotModified} if cond.version else {}
+    return {"match_condition": MatchConditions.IfMissing} if cond.create_only else if_match  # If-None-Match: *
+
+
+class AzureStore(ObjectStore):
+    """The blobs of one storage account, addressed ``az://<container>/<name>``."""
+
+    store_name = "azure"
+    schemes = ("az", "abfs")
+    min_part_size = 1  # blocks have no minimum size
+
+    def __init__(self, service: BlobServiceClient, transfer: TransferOptions | None = None) -> None:
+        super().__init__(transfer)
+        self.service = service
+
+    @classmethod
+    def from_options(cls, options: CheckpointOptions) -> AzureStore:
+        t = cls.transfer_options(options)
+        return cls(service_client(options.storage_options, timeout=t.request_timeout, pool=t.max_concurrency), t)
+
+    def classify(self, exc: BaseException) -> ErrorKind:
+        status = getattr(exc, "status_code", None) or 0
+        if getattr(exc, "error_code", None) == "BlobAlreadyExists":  # If-None-Match: * gets 409, If-Match 412
+            return "precondition"
+        if status:
+            return _KINDS.get(status, "transient" if status >= 500 else "other")
+        return "transient" if isinstance(exc, (ServiceRequestError, ServiceResponseError)) else "other"
+
+    def object_stat(self, bucket: str, key: str) -> ObjectStat | None:
+        try:
+            p = self.service.get_blob_client(bucket, key).get_blob_properties()
+        except ResourceNotFoundError:
+            return None
+        return ObjectStat(p.size, str(p.etag), (p.metadata or {}).get(WRITE_ID_KEY), p.last_modified.timestamp())
+
+    def object_get_range(self, bucket: str, key: str, start: int, out: memoryview) -> None:
+        got = 0
+        for chunk in self.service.get_blob_client(bucket, key).download_blob(start, out.nbytes).chunks():
+            out[got : got + len(chunk)] = chunk
+            got += len(chunk)
+        if got < out.nbytes:  # a range running past the end is answered with the bytes that exist
+            raise DataLossError(f"azure: {self.url(bucket, key)!r} ends at {start + got}, before {start + out.nbytes}")
+
+    def object_get(self, bucket: str, key: str) -> VersionedBytes | None:
+        try:
+            download = self.service.get_blob_client(bucket, key).download_blob()
+        except ResourceNotFoundError:
+            return None
+        return VersionedBytes(download.readall(), str(download.properties.etag))
+
+    def object_put(self, bucket: str, key: str, data: memoryview, condition: Condition, write_id: str) -> str:
+        blob, meta = self.service.get_blob_client(bucket, key), {WRITE_ID_KEY: write_id}
+        return str(blob.upload_blob(bytes(data), overwrite=True, metadata=meta, **_conditions(condition))["etag"])
+
+    def object_list(self, bucket: str, prefix: str) -> list[str]:
+        found = self.service.get_container_client(bucket).walk_blobs(prefix or None, results_per_page=5000)
+        return [b.name for b in found if not isinstance(b, BlobPrefix)]
+
+    def object_find(self, bucket: str, prefix: str) -> list[str]:
+        return [b.name for b in self.service.get_container_client(bucket).list_blobs(prefix, results_per_page=5000)]
+
+    def object_delete(self, bucket: str, keys: Sequence[str]) -> None:
+        container = self.service.get_container_client(bucket)
+        for i in range(0, len(keys), 256):  # Blob Batch: at most 256 deletions per request
+            answers = container.delete_blobs(*keys[i : i + 256], raise_on_any_failure=False)
+            if failed := [r.status_code for r in answers if r.status_code not in (202, 404)]:  # 404: already gone
+                raise HttpResponseError(f"azure: deleting {len(failed)} blobs in {bucket!r} failed with HTTP {failed}")
+
+    def upload_begin(self, bucket: str, key: str, condition: Condition, write_id: str) -> Any:
+        # Uncommitted blocks belong to the blob's name: each upload needs block ids of its own.
+        return self.service.get_blob_client(bucket, key), uuid.uuid4().hex, condition, write_id
+
+    def upload_part(self, state: Any, number: int, offset: int, data: memoryview, total: int | None) -> Any:
+        if not data.nbytes:
+            return None
+        state[0].stage_block(block_id := f"{state[1]}-{number:06d}", bytes(data))  # ids of one length per blob
+        return block_id
+
+    def upload_finish(self, state: Any, parts: list[Any], total: int) -> str:
+        blob, _, condition, write_id = state
+        blocks = [BlobBlock(block_id) for block_id in parts if block_id is not None]
+        return str(blob.commit_block_list(blocks, metadata={WRITE_ID_KEY: write_id}, **_conditions(condition))["etag"])
+
+    # No upload_abort: Azure cannot drop staged blocks on their own; they stay invisible and the
+    # blob's next commit (or, on the service, 7 days) discards them.
+
+    def close_client(self) -> None:
+        self.service.close()
