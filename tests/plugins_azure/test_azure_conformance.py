@@ -7,7 +7,7 @@ The backdoor is the Azure SDK, used directly.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from typing import ClassVar
 
 import pytest
@@ -28,13 +28,8 @@ class TestAzure(BackendConformance):
     # (still above the 1 MiB part size used here and the bundle's 8 MiB write buffer).
     huge_tensor_bytes: ClassVar[int] = 9 * 2**20 + 3
     many_tensors_count: ClassVar[int] = 200
-    known_gaps: ClassVar[Mapping[str, str]] = {
-        # The same create-only commit as S3 and GCS (tests/servers.py ObjectStoreConformance).
-        "test_failed_save_keeps_existing_checkpoint": (
-            "begin(overwrite=True) deletes the old checkpoint (index first) before writing, because the "
-            "new data objects take the same final names; a failed overwrite leaves no checkpoint there"
-        ),
-    }
+    # No known_gaps: the one object-store limit (a failed overwrite loses the old checkpoint) is derived
+    # by the kit from the declared capabilities (no atomic rename), as for S3 and GCS.
 
     @pytest.fixture(autouse=True)
     def _bind_raw(self, azurite: Azurite, azurite_container: str) -> Iterator[None]:

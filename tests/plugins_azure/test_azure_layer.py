@@ -22,7 +22,7 @@ from trackpoint.errors import (
     StoragePermissionError,
     TransientStorageError,
 )
-from trackpoint.storage import ANY_VERSION
+from trackpoint.storage import ANY_VERSION, MUST_NOT_EXIST
 from trackpoint_azure.store import AzureStore, service_client
 
 pytestmark = pytest.mark.azure
@@ -83,13 +83,16 @@ def test_a_create_only_upload_onto_an_existing_blob_fails_and_keeps_it(
 
 def test_compare_and_swap_of_a_small_file(layer: AzureStore, azurite_container: str) -> None:
     url = f"az://{azurite_container}/run/checkpoint"
-    first = layer.write_versioned(url, b"v1", if_version=ANY_VERSION)
+    first = layer.write_versioned(url, b"v1", if_version=MUST_NOT_EXIST)
+    with pytest.raises(ConcurrentModificationError, match="exists already"):
+        layer.write_versioned(url, b"v0", if_version=MUST_NOT_EXIST)
     current = layer.read_versioned(url)
     assert current is not None and (current.data, current.version) == (b"v1", first)
     second = layer.write_versioned(url, b"v2", if_version=first)
     with pytest.raises(ConcurrentModificationError, match="changed since version"):
         layer.write_versioned(url, b"v3", if_version=first)
     assert layer.read(url) == b"v2" and second != first
+    assert layer.write_versioned(url, b"v4", if_version=ANY_VERSION) != second
 
 
 def test_transient_answers_are_retried(layer: AzureStore, azurite_container: str, proxy: FaultProxy) -> None:
