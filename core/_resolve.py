@@ -14,6 +14,15 @@ caller chose a backend explicitly, :func:`open_store` therefore returns a
 first and the others only when it has nothing (a prefix), or all of them (a
 directory listing). So the path ``save()`` returns restores as it is, and the
 common case costs nothing extra: the others are not even opened.
+
+Backends are opened once per location and held. :class:`Backends` is what a
+``Checkpoint``, ``Saver`` or reader holds: one backend per directory and
+options, opened on first use (so backend selection and the
+``trackpoint_configure_backend`` hook run once, not per call) and closed by
+its owner's ``close()``, or by a finalizer when the owner is garbage
+collected. A reader opened through it keeps its backend open until the
+reader is closed, so closing the owner never breaks a restore that is still
+applying values to objects created later.
 """
 
 from __future__ import annotations
@@ -21,7 +30,12 @@ from __future__ import annotations
 import dataclasses
 import logging
 import threading
+import weakref
+from collections import OrderedDict
 from collections.abc import Iterator, Sequence
+from typing import Any, Final
+
+import numpy as np
 
 from trackpoint import _paths
 from trackpoint.errors import CheckpointNotFoundError
@@ -32,12 +46,13 @@ from trackpoint.storage import (
     ShardResult,
     ShardSpec,
     StorageBackend,
+    TensorInfo,
     VersionCondition,
     VersionedBytes,
     WriteItem,
 )
 
-__all__ = ["StoreView", "holder", "open_backend", "open_checkpoint", "open_store", "writer"]
+__all__ = ["Backends", "StoreView", "holder", "open_backend", "open_checkpoint", "open_store", "writer"]
 
 _log = logging.getLogger("trackpoint")
 
@@ -72,10 +87,10 @@ def open_store(path: str, options: CheckpointOptions | None = None) -> StorageBa
     :func:`open_backend` returns. Otherwise it is a :class:`StoreView`.
     Writes through either go to the selected backend.
     """
-    from trackpoint.plugins import detect_backends
+    from trackpoint.plugins.manager import _open_detected
 
-    names = detect_backends(_paths.check(path), options)
-    primary = open_backend(path, options)
+    # One run of the selection precedence gives the writer and the formats to ask.
+    primary, names = _open_detected(_paths.check(path), options)
     if len(names) <= 1:
         return primary
     return StoreView(path, primary, [n for n in names[1:] if n != primary.name], options)
@@ -97,7 +112,7 @@ def writer(backend: StorageBackend) -> StorageBackend:
     return backend.primary if isinstance(backend, StoreView) else backend
 
 
-def open_checkpoint(path: str, options: CheckpointOptions | None = None) -> tuple[str, CheckpointReader]:
+def open_checkpoint(path: str, store: StorageBackend) -> tuple[str, CheckpointReader]:
     """The prefix ``path`` names and a reader for it: ``path`` itself, or a directory's latest checkpoint.
 
     A committed prefix wins over a directory of the same name. Every reader
@@ -105,26 +120,205 @@ def open_checkpoint(path: str, options: CheckpointOptions | None = None) -> tupl
     ``list_variables``, ``object_metadata``) resolves its path here, so they
     all accept the same paths.
 
+    Parameters
+    ----------
+    path
+        A prefix or a directory.
+    store
+        What :func:`open_store` returned for ``path`` or for its directory;
+        the caller owns (and closes) it. The reader reads through it.
+
     Raises
     ------
     CheckpointNotFoundError
         Nothing is committed at ``path`` and it is no directory holding
         checkpoints; the message says that a prefix is wanted (``dir/ckpt-1``).
     """
-    store = open_store(path, options)
     try:
         return path, store.open_reader(path)
     except CheckpointNotFoundError as exc:
-        from trackpoint.state import latest_checkpoint
+        from trackpoint.state import _latest_in
 
-        latest = latest_checkpoint(path, options)
+        latest = _latest_in(store, path)
         if latest is None:
             raise CheckpointNotFoundError(
                 f"no checkpoint at {path!r}: nothing is committed at that prefix ({exc}), and it is not a directory "
                 "holding checkpoints. Pass a checkpoint prefix, the path save() returned (note the -N suffix, as in "
-                "'run/ckpt-1'), or a directory that holds checkpoints to use its latest one."
+                "'run/ckpt-1'), or a directory that holds checkpoints to use its latest one.",
+                url=path,
             ) from exc
-        return latest, open_store(latest, options).open_reader(latest)
+        return latest, store.open_reader(latest)
+
+
+#: Locations a :class:`Backends` keeps open at once; the least recently used
+#: one without an open reader is closed when another is needed.
+MAX_HELD: Final = 8
+
+
+@dataclasses.dataclass(eq=False)
+class _Held:
+    """One location's backend and how many open readers use it."""
+
+    location: str
+    options: CheckpointOptions
+    store: StorageBackend
+    readers: int = 0
+
+
+class _Pool:
+    """The state of a :class:`Backends`, apart from it so its finalizer can reach it."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.held: OrderedDict[int, _Held] = OrderedDict()
+        self.closed = False
+        self.opened = 0
+
+    def close(self) -> None:
+        """Close every backend no reader uses; the rest close with their last reader."""
+        with self.lock:
+            self.closed = True
+            idle = [h for h in self.held.values() if h.readers == 0]
+            for h in idle:
+                del self.held[id(h)]
+        _close_all(idle)
+
+    def release(self, held: _Held) -> None:
+        with self.lock:
+            held.readers -= 1
+            done = self.closed and held.readers == 0 and self.held.pop(id(held), None) is not None
+        if done:
+            _close_all([held])
+
+
+def _close_all(held: Sequence[_Held]) -> None:
+    for h in held:
+        try:
+            h.store.close()
+        except Exception as exc:  # noqa: BLE001 - closing must go on for the others, and never fail a caller
+            _log.warning("closing the %r backend of %s failed: %s", h.store.name, h.location or ".", exc)
+
+
+class Backends:
+    """The backends one object holds: one per location (directory and options), for the holder's lifetime.
+
+    The first use of a location opens its backend with :func:`open_store`
+    (selection, detection and the configure hook run then, once); later
+    uses get the same instance. :meth:`close` closes them; a finalizer does
+    it when the holder is garbage collected without closing. A reader from
+    :meth:`open_checkpoint` keeps its backend open until the reader is
+    closed, whatever happens to the holder. At most :data:`MAX_HELD`
+    locations stay open; the least recently used one without open readers
+    is closed to make room.
+    """
+
+    def __init__(self) -> None:
+        self._pool = _Pool()
+        self._finalizer = weakref.finalize(self, self._pool.close)
+
+    def _acquire(self, path: str, options: CheckpointOptions | None, *, reader: bool) -> _Held:
+        location = _paths.dirname(path)
+        opts = options or CheckpointOptions()
+        pool = self._pool
+        with pool.lock:
+            if pool.closed:
+                # A closed holder is used again: open afresh, as a new holder would.
+                pool.closed = False
+            same = [h for h in pool.held.values() if h.options == opts]
+            # ``path`` may itself be a directory used before (``restore(run)`` after ``save("run/ckpt")``).
+            found = next((h for h in same if h.location == location), None) or next(
+                (h for h in same if h.location == path), None
+            )
+            if found is not None:
+                pool.held.move_to_end(id(found))
+                found.readers += reader
+                return found
+        # Opened outside the lock: plugin code (a configure hook) may be slow.
+        store = open_store(path, options)
+        evicted: list[_Held] = []
+        with pool.lock:
+            held = _Held(location, opts, store, readers=int(reader))
+            pool.held[id(held)] = held
+            pool.opened += 1
+            idle = [h for h in pool.held.values() if h.readers == 0 and h is not held]
+            while len(pool.held) > MAX_HELD and idle:
+                victim = idle.pop(0)
+                del pool.held[id(victim)]
+                evicted.append(victim)
+        _close_all(evicted)
+        return held
+
+    def store(self, path: str, options: CheckpointOptions | None = None) -> StorageBackend:
+        """The backend for the location of ``path`` (its directory) under ``options``, opened on first use.
+
+        What :func:`open_store` returns: reads find every format stored
+        there; :func:`writer` gives the backend that writes.
+        """
+        return self._acquire(path, options, reader=False).store
+
+    def open_checkpoint(self, path: str, options: CheckpointOptions | None = None) -> tuple[str, CheckpointReader]:
+        """:func:`open_checkpoint` through the held backend of ``path``'s location.
+
+        The reader keeps that backend open until it is closed.
+        """
+        held = self._acquire(path, options, reader=True)
+        try:
+            found, reader = open_checkpoint(path, held.store)
+        except BaseException:
+            self._pool.release(held)
+            raise
+        return found, _HeldReader(reader, self._pool, held)
+
+    def close(self) -> None:
+        """Close every held backend (one still used by an open reader when that reader closes)."""
+        self._pool.close()
+
+    def __repr__(self) -> str:
+        return f"<Backends holding {len(self._pool.held)} of {self._pool.opened} opened>"
+
+
+def _release(reader: CheckpointReader, pool: _Pool, held: _Held) -> None:
+    try:
+        reader.close()
+    finally:
+        pool.release(held)
+
+
+class _HeldReader(CheckpointReader):
+    """A reader that keeps its backend (and the :class:`Backends` state) alive until it is closed."""
+
+    def __init__(self, reader: CheckpointReader, pool: _Pool, held: _Held) -> None:
+        self.prefix = reader.prefix
+        self._reader = reader
+        # Also run when the reader is collected unclosed; runs once either way.
+        self._release = weakref.finalize(self, _release, reader, pool, held)
+
+    def keys(self) -> Sequence[str]:
+        # docstring inherited
+        return self._reader.keys()
+
+    def info(self, key: str) -> TensorInfo:
+        # docstring inherited
+        return self._reader.info(key)
+
+    def read(self, key: str, out: np.ndarray[Any, Any] | None = None) -> np.ndarray[Any, Any]:
+        # docstring inherited
+        return self._reader.read(key, out)
+
+    def has(self, key: str) -> bool:
+        # docstring inherited
+        return self._reader.has(key)
+
+    def read_many(self, requests: Sequence[tuple[str, np.ndarray[Any, Any] | None]]) -> list[np.ndarray[Any, Any]]:
+        # docstring inherited
+        return self._reader.read_many(requests)
+
+    def close(self) -> None:
+        # docstring inherited; the backend is released once, after its reader.
+        self._release()
+
+    def __repr__(self) -> str:
+        return f"<reader of {self.prefix!r} through {self._reader!r}>"
 
 
 class StoreView(StorageBackend):

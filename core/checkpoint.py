@@ -2,16 +2,18 @@
 
 The object-graph work happens in :mod:`trackpoint.graph` and
 :mod:`trackpoint.restore`; this module adds I/O through the storage contract
-(:func:`trackpoint._resolve.open_backend` and :meth:`StorageBackend.save` to
-write, :func:`trackpoint._resolve.open_checkpoint` to read a prefix or a
-directory in whatever format it is stored) and the ``save_counter``/state-file
-bookkeeping of ``tf.train.Checkpoint``.
+(:meth:`StorageBackend.save` to write, :func:`trackpoint._resolve.open_checkpoint`
+to read a prefix or a directory in whatever format it is stored) and the
+``save_counter``/state-file bookkeeping of ``tf.train.Checkpoint``. A
+checkpoint holds one backend per location (:class:`trackpoint._resolve.Backends`)
+until :meth:`Checkpoint.close`.
 """
 
 from __future__ import annotations
 
 import os
 import weakref
+from types import TracebackType
 from typing import Any
 
 import numpy as np
@@ -139,6 +141,8 @@ class Checkpoint(AutoTrackable):
                         "(and is a different object)."
                     )
         self._self_attached = attached
+        # One backend per location, opened on first use and held until close().
+        self._self_backends = _resolve.Backends()
         self._self_view: ObjectGraphView | None = None
         # With a weak root, each walk gets its own view (a view holds its root); the
         # statuses holding one must see a save_counter created afterwards.
@@ -211,7 +215,7 @@ class Checkpoint(AutoTrackable):
         options = _options_or_session(options, session)
         prefix = os.fspath(file_prefix)
         items = write_items(self._view())
-        backend = _resolve.open_backend(prefix, options)
+        backend = _resolve.writer(self._self_backends.store(prefix, options))
         backend.save(prefix, items, options, overwrite=True)
         return prefix
 
@@ -235,7 +239,7 @@ class Checkpoint(AutoTrackable):
         path = self.write(f"{prefix}-{number}", options)
         from trackpoint.state import update_checkpoint_state
 
-        backend = _resolve.open_backend(path, options)
+        backend = _resolve.writer(self._self_backends.store(path, options))
         update_checkpoint_state(backend, backend.dirname(path), path, all_model_checkpoint_paths=[path])
         return path
 
@@ -263,7 +267,7 @@ class Checkpoint(AutoTrackable):
             A value does not fit its object; no object was changed.
         """
         try:
-            path, reader = _resolve.open_checkpoint(os.fspath(save_path), options)
+            path, reader = self._self_backends.open_checkpoint(os.fspath(save_path), options)
         except CheckpointNotFoundError as exc:
             raise CheckpointNotFoundError(
                 f"Error when restoring from checkpoint {os.fspath(save_path)!r}: {exc}\nPlease double-check that "
@@ -308,6 +312,30 @@ class Checkpoint(AutoTrackable):
         if isinstance(status, NameBasedSaverStatus):
             status.add_to_optionally_restored(self.save_counter)
         return status
+
+    # -------------------------------------------------------------- lifetime
+    def close(self) -> None:
+        """Close the storage backends this checkpoint opened.
+
+        A checkpoint opens one backend per directory (and options) on first
+        use and keeps it, so repeated saves and restores select and configure
+        a backend once. ``close`` releases them (clients, connections); a
+        backend still read by a restore whose values wait for objects created
+        later stays open until that restore is garbage collected. Saving or
+        restoring after ``close`` opens backends again. Without ``close`` they
+        are closed when the checkpoint is garbage collected; ``with
+        Checkpoint(...) as ckpt:`` closes at the end of the block.
+        """
+        self._self_backends.close()
+
+    def __enter__(self) -> Checkpoint:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        # Not self.close(): a dependency named "close" would shadow the method.
+        self._self_backends.close()
 
 
 def _options_or_session(options: Any, session: Any) -> CheckpointOptions | None:

@@ -25,8 +25,10 @@ import logging
 import os
 import re
 import time
+import weakref
 from collections import OrderedDict
 from collections.abc import Callable
+from types import TracebackType
 from typing import Any, Protocol
 
 import numpy as np
@@ -176,12 +178,18 @@ class CheckpointManager:
         # Reads, listings and deletes see every format stored in the directory;
         # writes, the state file and the per-save cleanup go to the writer.
         self._backend: StorageBackend = _resolve.open_store(directory, options)
+        # Held for the manager's lifetime: closed by close(), or when the manager is collected.
+        self._closer = weakref.finalize(self, self._backend.close)
         self._writer = _resolve.writer(self._backend)
-        # Remove pieces of saves that crashed before their commit.
-        self._backend.cleanup(directory)
-        self._maybe_delete: OrderedDict[str, float] = OrderedDict()
-        self._latest_checkpoint: str | None = None
-        self._recover()
+        try:
+            # Remove pieces of saves that crashed before their commit.
+            self._backend.cleanup(directory)
+            self._maybe_delete: OrderedDict[str, float] = OrderedDict()
+            self._latest_checkpoint: str | None = None
+            self._recover()
+        except BaseException:
+            self._closer()
+            raise
 
     # --------------------------------------------------------------- restart
     def _is_own(self, path: str) -> bool:
@@ -424,6 +432,27 @@ class CheckpointManager:
         where asynchronous saves will be joined: call it before reading a
         checkpoint this manager just wrote from another process.
         """
+
+    # -------------------------------------------------------------- lifetime
+    def close(self) -> None:
+        """Close the storage backend the manager opened for its directory.
+
+        The manager opens its directory's backend once, when created, and
+        uses it for every listing, state-file update, deletion and cleanup.
+        The checkpoint it saves holds its own (see ``Checkpoint.close``).
+        Without ``close`` the backend is closed when the manager is garbage
+        collected; ``with CheckpointManager(...) as manager:`` closes at the
+        end of the block. The manager is not used after ``close``.
+        """
+        self._closer()
+
+    def __enter__(self) -> CheckpointManager:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
 
     def __repr__(self) -> str:
         return (

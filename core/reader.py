@@ -25,7 +25,9 @@ class TensorReader:
     """Read access to one checkpoint with TensorFlow's ``CheckpointReader`` methods.
 
     Wraps a backend's :class:`~trackpoint.storage.CheckpointReader`; close it
-    with :meth:`close` or use it as a context manager.
+    with :meth:`close` or use it as a context manager. Closing it also closes
+    the backend :func:`load_checkpoint` opened for it (a reader that is
+    garbage collected unclosed is closed then).
     """
 
     def __init__(self, reader: CheckpointReader) -> None:
@@ -87,7 +89,12 @@ def load_checkpoint(path: str | os.PathLike[str], options: CheckpointOptions | N
         No checkpoint there; the message says a prefix (``dir/ckpt-1``) or a
         directory holding checkpoints is wanted.
     """
-    return TensorReader(_resolve.open_checkpoint(os.fspath(path), options)[1])
+    # The reader keeps the one backend it reads through open until it is closed.
+    backends = _resolve.Backends()
+    try:
+        return TensorReader(backends.open_checkpoint(os.fspath(path), options)[1])
+    finally:
+        backends.close()
 
 
 def list_variables(

@@ -22,11 +22,12 @@ import logging
 import os
 import time
 from collections.abc import Callable, Mapping, Sequence
+from types import TracebackType
 from typing import Any, Final
 
 import numpy as np
 
-from trackpoint import _paths, state
+from trackpoint import _paths, _resolve, state
 from trackpoint.errors import (
     CheckpointError,
     CheckpointKeyError,
@@ -38,12 +39,11 @@ from trackpoint.errors import (
     ShapeMismatchError,
     TrackableError,
 )
-from trackpoint.reader import object_metadata
+from trackpoint.proto import trackable_object_graph_pb2 as pb
 from trackpoint.storage import (
     OBJECT_GRAPH_KEY,
     CheckpointOptions,
     CheckpointReader,
-    StorageBackend,
     TensorInfo,
     WriteItem,
 )
@@ -55,14 +55,6 @@ _log = logging.getLogger(__name__)
 
 #: Upper bound on data shards of a ``sharded=True`` save (each is written by one thread).
 _MAX_SHARDS: Final = 8
-
-
-def _open_backend(path: str, options: CheckpointOptions | None) -> StorageBackend:
-    # Every format stored at the path is read (a prefix saved with another backend option);
-    # writes go to the selected backend.
-    from trackpoint._resolve import open_store
-
-    return open_store(path, options)
 
 
 def _names_to_variables(var_list: Any) -> dict[str, Variable]:
@@ -100,10 +92,16 @@ def _names_to_variables(var_list: Any) -> dict[str, Variable]:
     return out
 
 
-def _object_graph_names(prefix: str, options: CheckpointOptions | None) -> dict[str, str]:
+def _object_graph_names(reader: CheckpointReader) -> dict[str, str]:
     """``{full_name: checkpoint_key}`` of an object-based checkpoint (TF's ``object_graph_key_mapping``)."""
+    raw = np.asarray(reader.read(OBJECT_GRAPH_KEY), dtype=object).reshape(-1)
+    graph = pb.TrackableObjectGraph()
+    try:
+        graph.ParseFromString(bytes(raw[0]))
+    except Exception as exc:
+        raise InvalidCheckpointError(f"the object graph in {reader.prefix!r} cannot be parsed: {exc}") from exc
     mapping: dict[str, str] = {}
-    for node in object_metadata(prefix, options).nodes:
+    for node in graph.nodes:
         for attr in node.attributes:
             if attr.full_name:
                 mapping[attr.full_name] = attr.checkpoint_key
@@ -177,6 +175,8 @@ class Saver:
         self._save_relative_paths = save_relative_paths
         self._options = options
         self._clock = clock
+        # One backend per location and options, held until close().
+        self._backends = _resolve.Backends()
         self._last_checkpoints: list[tuple[str, float]] = []
         self._checkpoints_to_be_deleted: list[tuple[str, float]] = []
         self._next_checkpoint_time = clock() + keep_checkpoint_every_n_hours * 3600.0
@@ -207,7 +207,7 @@ class Saver:
         now = self._clock()
         kept = []
         for path in checkpoint_paths:
-            if _open_backend(path, self._options).exists(path):
+            if self._backends.store(path, self._options).exists(path):
                 kept.append((path, now))
         self.set_last_checkpoints_with_time(kept)
 
@@ -229,7 +229,7 @@ class Saver:
             self._next_checkpoint_time += self._keep_checkpoint_every_n_hours * 3600.0
             return
         try:
-            _open_backend(path, self._options).delete(path)
+            self._backends.store(path, self._options).delete(path)
         except CheckpointError as exc:
             # Already unlisted: a failed delete leaves garbage, never a broken checkpoint.
             _log.warning("Ignoring: could not delete old checkpoint %s: %s", path, exc)
@@ -308,9 +308,10 @@ class Saver:
             )
         if not self._vars:
             return None
-        opts = options or self._options or CheckpointOptions()
-        opts = self._shard_options(opts)
-        backend = _open_backend(prefix, opts)
+        chosen = options or self._options or CheckpointOptions()
+        opts = self._shard_options(chosen)
+        # Held per the options that choose the backend; the shard tuning goes to this save only.
+        backend = self._backends.store(prefix, chosen)
         # TF writes tensors in name order; keep that so single-shard data files match.
         items = [WriteItem(name, self._vars[name].value) for name in sorted(self._vars)]
         try:
@@ -379,7 +380,7 @@ class Saver:
         if save_path is None:
             raise SavePathIsNoneError("Can't load save_path when it is None.")
         prefix = _as_path(save_path, "save_path")
-        backend = _open_backend(prefix, self._options)
+        backend = self._backends.store(prefix, self._options)
         if not backend.exists(prefix):
             raise CheckpointNotFoundError(
                 f"The passed save_path is not a valid checkpoint: {prefix!r} (backend {backend.name!r}); "
@@ -409,7 +410,7 @@ class Saver:
             "Restoring an object-based checkpoint using a name-based Saver. This may be somewhat fragile; "
             "consider loading object-based checkpoints using trackpoint.Checkpoint()."
         )
-        by_full_name = _object_graph_names(prefix, self._options)
+        by_full_name = _object_graph_names(reader)
         still = []
         for name in missing:
             key = by_full_name.get(name)
@@ -427,6 +428,24 @@ class Saver:
                 "variables by their place in the object graph instead of by name."
             )
         return keys
+
+    # -------------------------------------------------------------- lifetime
+    def close(self) -> None:
+        """Close the storage backends this saver opened (one per directory and options).
+
+        Saving or restoring afterwards opens them again. Without ``close``
+        they are closed when the saver is garbage collected; ``with
+        Saver(...) as saver:`` closes at the end of the block.
+        """
+        self._backends.close()
+
+    def __enter__(self) -> Saver:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
 
     def __repr__(self) -> str:
         return f"Saver({sorted(self._vars)!r}, max_to_keep={self._max_to_keep!r})"

@@ -422,7 +422,8 @@ def read_checkpoint_state(
     if backend is None:
         from trackpoint._resolve import open_backend
 
-        backend = open_backend(directory, options)
+        with open_backend(directory, options) as opened:
+            return read_checkpoint_state(directory, latest_filename=latest_filename, backend=opened)
     state, _ = _read_raw(backend, _state_path(directory, latest_filename))
     if state is None:
         return None
@@ -490,7 +491,12 @@ def latest_checkpoint(
     from trackpoint._resolve import open_store
 
     directory = os.fspath(directory)
-    backend = open_store(directory, options)
+    with open_store(directory, options) as backend:
+        return _latest_in(backend, directory, latest_filename)
+
+
+def _latest_in(backend: StorageBackend, directory: str, latest_filename: str = DEFAULT_LATEST_FILENAME) -> str | None:
+    """:func:`latest_checkpoint` through ``backend``, what ``open_store`` returned for ``directory``."""
     state = read_checkpoint_state(directory, latest_filename=latest_filename, backend=backend)
     if state is not None:
         path: str = state.model_checkpoint_path

@@ -790,8 +790,35 @@ class StorageBackend(ABC):
 
         return _paths.join(directory, name)
 
-    def close(self) -> None:  # noqa: B027 - optional hook
-        """Release clients and pools held by the backend."""
+    # ---------------------------------------------------------------- lifetime
+    def close(self) -> None:  # noqa: B027 - optional hook, a backend over local files may hold nothing
+        """Release what the backend holds: clients, connections, thread pools, open files.
+
+        Called once by whoever opened the backend, when done with it: the
+        core holds one backend per location for the lifetime of a
+        ``Checkpoint``, ``CheckpointManager``, ``Saver`` or reader and closes it
+        then (see :mod:`trackpoint._resolve`). The default does nothing.
+
+        Notes for implementers
+        ----------------------
+        Override it when the backend holds anything that outlives a call: a
+        format closes its store (its ``FileLayer``), a database backend its
+        connection. Make it idempotent (a second call does nothing) and let it
+        not raise for a backend that was never used. Readers from
+        :meth:`open_reader` are closed by the core before the backend that
+        opened them. After ``close`` the backend is not used again.
+        """
+
+    def __enter__(self) -> StorageBackend:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name!r}>"

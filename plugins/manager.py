@@ -536,7 +536,16 @@ class PluginHost:
     def open(self, url: str, options: CheckpointOptions | None = None) -> StorageBackend:
         """A new backend instance for ``url``; see :func:`open_backend`."""
         opts = options or CheckpointOptions()
+        return self._open_selected(self._select(url, opts), url, opts)
+
+    def open_detected(self, url: str, options: CheckpointOptions | None = None) -> tuple[StorageBackend, list[str]]:
+        """:meth:`open` and :meth:`detect` for ``url`` with one run of the selection precedence."""
+        opts = options or CheckpointOptions()
         selection = self._select(url, opts)
+        names = self._detect_from(selection, url, opts)
+        return self._open_selected(selection, url, opts), names
+
+    def _open_selected(self, selection: _Selection, url: str, opts: CheckpointOptions) -> StorageBackend:
         name, source = selection.name, selection.source
         with self._lock:
             table = self._build_table()
@@ -572,7 +581,9 @@ class PluginHost:
 
     def detect(self, url: str, options: CheckpointOptions) -> list[str]:
         """The backends readers ask for checkpoints at ``url``, in order; see :func:`detect_backends`."""
-        selection = self._select(url, options)
+        return self._detect_from(self._select(url, options), url, options)
+
+    def _detect_from(self, selection: _Selection, url: str, options: CheckpointOptions) -> list[str]:
         if selection.explicit:
             return [selection.name]
         with self._lock:
@@ -741,6 +752,11 @@ def open_backend(url: str, options: CheckpointOptions | None = None) -> StorageB
         or the factory failed.
     """
     return _get_host().open(url, options)
+
+
+def _open_detected(url: str, options: CheckpointOptions | None = None) -> tuple[StorageBackend, list[str]]:
+    """:func:`open_backend` and :func:`detect_backends` at once, selecting once (for ``trackpoint._resolve``)."""
+    return _get_host().open_detected(url, options)
 
 
 def detect_backends(url: str, options: CheckpointOptions | None = None) -> list[str]:
