@@ -455,7 +455,9 @@ class PluginHost:
         if blocked is not None:
             raise UnknownBackendError(
                 f"the URL scheme {scheme!r} of {url!r} is served by backend {blocked!r}, which is blocked by "
-                f"{self._blocked_by(blocked)}; {self._unblock_hint(blocked)}"
+                f"{self._blocked_by(blocked)}; {self._unblock_hint(blocked)}",
+                backend=blocked,
+                url=url,
             )
         known = sorted(url_form(s) for s in table.schemes)
         blocked_note = ""
@@ -466,7 +468,8 @@ class PluginHost:
         raise UnknownBackendError(
             f"no backend serves the URL scheme {scheme!r} of {url!r}; known schemes: {', '.join(known) or '(none)'}"
             f"{self._broken_note()}{blocked_note}. Install or register a plugin for it, or choose a backend with "
-            "CheckpointOptions(backend=...)"
+            "CheckpointOptions(backend=...)",
+            url=url,
         )
 
     def _blocked_scheme_owner(self, scheme: str) -> str | None:
@@ -522,15 +525,17 @@ class PluginHost:
         loaded = self._load()
         if name in loaded.broken:
             provider, reason = loaded.broken[name]
-            return PluginError(f"backend {name!r} (chosen by {source}) is unusable: {provider} {reason}")
+            return PluginError(f"backend {name!r} (chosen by {source}) is unusable: {provider} {reason}", backend=name)
         if name in self._blocked_names():
             return UnknownBackendError(
                 f"backend {name!r} (chosen by {source}) is blocked by {self._blocked_by(name)}; "
-                f"{self._unblock_hint(name)}"
+                f"{self._unblock_hint(name)}",
+                backend=name,
             )
         return UnknownBackendError(
             f"unknown backend {name!r} (chosen by {source}); registered backends: "
-            f"{', '.join(sorted(table.backends)) or '(none)'}{self._broken_note()}"
+            f"{', '.join(sorted(table.backends)) or '(none)'}{self._broken_note()}",
+            backend=name,
         )
 
     def open(self, url: str, options: CheckpointOptions | None = None) -> StorageBackend:
@@ -556,8 +561,21 @@ class PluginHost:
         spec = entry.spec
         missing = _missing_module(spec)
         if missing is not None:
-            raise BackendUnavailableError(f"backend {name!r} needs {missing}: {spec.install_command()}")
-        opts = _configure(pm, name, url, opts)
+            raise BackendUnavailableError(f"backend {name!r} needs {missing}: {spec.install_command()}", backend=name)
+        try:
+            opts = _configure(pm, name, url, opts)
+            backend = self._create(entry, name, url, opts)
+        except CheckpointError as exc:
+            # Context the raiser may not have had: which backend, for which URL.
+            exc.backend = exc.backend or name
+            exc.url = exc.url or url
+            raise
+        backend.name = name
+        return backend
+
+    @staticmethod
+    def _create(entry: _Registered, name: str, url: str, opts: CheckpointOptions) -> StorageBackend:
+        spec = entry.spec
         # No instance cache: factories are cheap (fsspec caches its clients
         # itself), a backend may bind its URL (one database file, one bucket),
         # and a shared instance would make close() by one caller break others.
@@ -576,7 +594,6 @@ class PluginHost:
                 f"backend {name!r} ({entry.provider}): its factory returned {type(backend).__name__}, "
                 "not a trackpoint.storage.StorageBackend"
             )
-        backend.name = name
         return backend
 
     def detect(self, url: str, options: CheckpointOptions) -> list[str]:

@@ -145,3 +145,17 @@ def test_format_checker_detects_store_internals(tmp_path: Path, monkeypatch: pyt
         "bundle/sub/mod.py imports trackpoint.backends.local",
         "bundle/sub/mod.py imports trackpoint.backends.zarr",
     ]
+
+
+# ------------------------------------------------------------------ errors are chosen by the table, not by causes
+@pytest.mark.parametrize("folder", ["core", "plugins"])
+def test_the_core_never_chooses_an_error_by_its_cause(folder: str) -> None:
+    # Stores translate their failures with trackpoint.errors.translate_error; the core and the plugin
+    # host pass trackpoint errors on and never look behind them to pick another class.
+    found = [
+        f"{path.relative_to(ROOT)}:{node.lineno}"
+        for path in sorted((ROOT / folder).glob("*.py"))
+        for node in ast.walk(ast.parse(path.read_text(), filename=str(path)))
+        if isinstance(node, ast.Attribute) and node.attr in ("__cause__", "__context__")
+    ]
+    assert not found, f"reads an exception's cause: {found}"

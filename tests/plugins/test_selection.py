@@ -6,7 +6,7 @@ import pytest
 
 from trackpoint import plugins
 from trackpoint.backends.memory import MemoryBackend
-from trackpoint.errors import UnknownBackendError
+from trackpoint.errors import PluginError, StoragePermissionError, UnknownBackendError
 from trackpoint.storage import CheckpointOptions
 
 
@@ -122,3 +122,35 @@ def test_resolve_seam_uses_the_manager() -> None:
     from trackpoint import _resolve
 
     assert _resolve.open_backend("memory://a/b").name == "memory"
+
+
+def test_selection_errors_carry_the_url_and_backend() -> None:
+    with pytest.raises(UnknownBackendError) as unknown_scheme:
+        plugins.open_backend("nosuch://bucket/run")
+    assert unknown_scheme.value.url == "nosuch://bucket/run"
+    with pytest.raises(UnknownBackendError) as unknown_name:
+        plugins.open_backend("/run", CheckpointOptions(backend="nosuch"))
+    assert unknown_name.value.backend == "nosuch"
+
+
+def test_errors_of_a_factory_get_the_backend_and_url_they_lack(spec_plugin: type) -> None:
+    def refuse(url: str, options: CheckpointOptions) -> MemoryBackend:
+        raise StoragePermissionError("no credentials; run `site-login`")
+
+    def broken(url: str, options: CheckpointOptions) -> MemoryBackend:
+        raise RuntimeError("boom")
+
+    plugins.register(
+        spec_plugin(plugins.BackendSpec("refusing", refuse, schemes=("ref",)), _spec("broken", broken, "brk")), "f"
+    )
+    with pytest.raises(StoragePermissionError) as refused:
+        plugins.open_backend("ref://b/run")
+    assert (refused.value.backend, refused.value.url) == ("refusing", "ref://b/run")
+    assert str(refused.value) == "no credentials; run `site-login` (backend 'refusing', url 'ref://b/run')"
+    with pytest.raises(PluginError, match="failed to open 'brk://b/run': RuntimeError: boom") as failed:
+        plugins.open_backend("brk://b/run")
+    assert (failed.value.backend, failed.value.url) == ("broken", "brk://b/run")
+
+
+def _spec(name: str, factory: plugins.BackendFactory, scheme: str) -> plugins.BackendSpec:
+    return plugins.BackendSpec(name, factory, schemes=(scheme,))
