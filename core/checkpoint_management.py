@@ -69,14 +69,14 @@ def get_checkpoint_state(
     """
     directory = os.fspath(checkpoint_dir)
     name = latest_filename or state.DEFAULT_LATEST_FILENAME
-    backend = _resolve.open_backend(directory, options)
-    got = backend.read_file(_paths.join(directory, name))
-    if got is not None and _has_no_model_path(got.data):
-        raise InvalidCheckpointError(
-            f"Invalid checkpoint state loaded from {directory}: the state file {name!r} has no "
-            "model_checkpoint_path; delete it or rewrite it with update_checkpoint_state"
-        )
-    return state.read_checkpoint_state(directory, latest_filename=name, backend=backend)
+    with _resolve.open_backend(directory, options) as backend:
+        got = backend.read_file(_paths.join(directory, name))
+        if got is not None and _has_no_model_path(got.data):
+            raise InvalidCheckpointError(
+                f"Invalid checkpoint state loaded from {directory}: the state file {name!r} has no "
+                "model_checkpoint_path; delete it or rewrite it with update_checkpoint_state"
+            )
+        return state.read_checkpoint_state(directory, latest_filename=name, backend=backend)
 
 
 def _has_no_model_path(data: bytes) -> bool:
@@ -162,25 +162,26 @@ def update_checkpoint_state(
         ``model_checkpoint_path`` is the state file's own path.
     """
     directory = os.fspath(save_dir)
-    return state.update_checkpoint_state(
-        _resolve.open_backend(directory, options),
-        directory,
-        os.fspath(model_checkpoint_path),
-        all_model_checkpoint_paths=None
-        if all_model_checkpoint_paths is None
-        else [os.fspath(p) for p in all_model_checkpoint_paths],
-        all_model_checkpoint_timestamps=all_model_checkpoint_timestamps,
-        last_preserved_timestamp=last_preserved_timestamp,
-        save_relative_paths=save_relative_paths,
-        latest_filename=latest_filename or state.DEFAULT_LATEST_FILENAME,
-    )
+    with _resolve.open_backend(directory, options) as backend:
+        return state.update_checkpoint_state(
+            backend,
+            directory,
+            os.fspath(model_checkpoint_path),
+            all_model_checkpoint_paths=None
+            if all_model_checkpoint_paths is None
+            else [os.fspath(p) for p in all_model_checkpoint_paths],
+            all_model_checkpoint_timestamps=all_model_checkpoint_timestamps,
+            last_preserved_timestamp=last_preserved_timestamp,
+            save_relative_paths=save_relative_paths,
+            latest_filename=latest_filename or state.DEFAULT_LATEST_FILENAME,
+        )
 
 
 def checkpoint_exists(checkpoint_prefix: str | os.PathLike[str], *, options: CheckpointOptions | None = None) -> bool:
     """Whether a committed checkpoint (of any format stored there) exists at ``checkpoint_prefix``."""
     prefix = os.fspath(checkpoint_prefix)
-    backend = _resolve.open_store(_paths.dirname(prefix) or os.curdir, options)
-    return _resolve.holder(backend, prefix) is not None
+    with _resolve.open_store(_paths.dirname(prefix) or os.curdir, options) as backend:
+        return _resolve.holder(backend, prefix) is not None
 
 
 def remove_checkpoint(
@@ -197,13 +198,13 @@ def remove_checkpoint(
     """
     del checkpoint_format_version  # the stored format is detected
     prefix = os.fspath(checkpoint_prefix)
-    backend = _resolve.open_store(_paths.dirname(prefix) or os.curdir, options)
-    found = _resolve.holder(backend, prefix)
-    if found is not None:
-        found.delete(prefix)
-    meta = meta_graph_filename(prefix, meta_graph_suffix)
-    if backend.read_file(meta) is not None:
-        backend.delete_file(meta)
+    with _resolve.open_store(_paths.dirname(prefix) or os.curdir, options) as backend:
+        found = _resolve.holder(backend, prefix)
+        if found is not None:
+            found.delete(prefix)
+        meta = meta_graph_filename(prefix, meta_graph_suffix)
+        if backend.read_file(meta) is not None:
+            backend.delete_file(meta)
 
 
 def meta_graph_filename(checkpoint_filename: str | os.PathLike[str], meta_graph_suffix: str = "meta") -> str:

@@ -210,6 +210,17 @@ def test_latest_checkpoint_closes_what_it_opens(counts: Counts, run: str) -> Non
     assert len(counts.opened) == counts.closed == 3
 
 
+def test_checkpoint_management_functions_close_what_they_open(counts: Counts, run: str) -> None:
+    with tp.Checkpoint(v=tp.Variable(_values(2))) as ckpt:
+        path = ckpt.save(f"{run}/ckpt")
+    assert tp.get_checkpoint_state(run) is not None
+    tp.update_checkpoint_state(run, path)
+    assert tp.checkpoint_exists(path)
+    np.testing.assert_array_equal(tp.load_variable(run, "v/.ATTRIBUTES/VARIABLE_VALUE"), _values(2))
+    tp.remove_checkpoint(path)
+    assert len(counts.opened) == counts.closed == 6
+
+
 def test_convert_closes_both_sides(counts: Counts, run: str, tmp_path: Path) -> None:
     with tp.Checkpoint(v=tp.Variable(_values(2))) as ckpt:
         path = ckpt.save(f"{run}/ckpt")
