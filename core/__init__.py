@@ -26,6 +26,7 @@ from trackpoint.checkpoint_management import (
 )
 from trackpoint.convert import convert
 from trackpoint.data_structures import ListWrapper, NoDependency
+from trackpoint.diff import DiffReport, TensorDiff, diff
 from trackpoint.dtypes import string
 from trackpoint.errors import *  # noqa: F403
 from trackpoint.errors import __all__ as _errors_all
@@ -43,6 +44,7 @@ from trackpoint.state import latest_checkpoint, read_checkpoint_state
 from trackpoint.storage import CheckpointOptions
 from trackpoint.trackable import Trackable
 from trackpoint.variables import Variable
+from trackpoint.verify import Problem, VerifyReport, verify
 
 if TYPE_CHECKING:  # at run time served lazily by __getattr__ below
     from trackpoint.dtypes import bfloat16
@@ -56,20 +58,25 @@ __all__ = [
     "CheckpointLoadStatus",
     "CheckpointManager",
     "CheckpointOptions",
+    "DiffReport",
     "InitializationOnlyStatus",
     "ListWrapper",
     "LoadStatus",
     "NameBasedSaverStatus",
     "NewCheckpointReader",
     "NoDependency",
+    "Problem",
     "PythonState",
     "Saver",
+    "TensorDiff",
     "TensorReader",
     "Trackable",
     "Variable",
+    "VerifyReport",
     "bfloat16",
     "checkpoint_exists",
     "convert",
+    "diff",
     "generate_checkpoint_state_proto",
     "get_checkpoint_state",
     "latest_checkpoint",
@@ -86,6 +93,7 @@ __all__ = [
     "remove_checkpoint",
     "string",
     "update_checkpoint_state",
+    "verify",
     *_errors_all,
 ]
 

@@ -11,18 +11,24 @@ registered backend, third-party plugins included, and ``overwrite`` means
 what it means for a save. Tensors are read one shard
 at a time and each shard is dropped once written, so memory stays bounded by
 one shard (or by the largest single tensor) whatever the checkpoint's size.
+
+Either side may also be a flat tensor file, chosen by its suffix: safetensors
+(``.safetensors``) or numpy's ``.npz`` (see :mod:`trackpoint.interchange`).
 """
 
 from __future__ import annotations
 
 import os
 import uuid
-from typing import Any, Final
+from collections.abc import Sequence
+from typing import Any, Final, Literal
 
 import numpy as np
 
 from trackpoint import _resolve
 from trackpoint.errors import CheckpointError, CheckpointExistsError
+from trackpoint.interchange import file_format
+from trackpoint.interchange._convert import FlatReader, Progress, Selected, export, total_bytes
 from trackpoint.storage import (
     CheckpointOptions,
     CheckpointReader,
@@ -51,6 +57,11 @@ def convert(
     src_options: CheckpointOptions | None = None,
     dst_options: CheckpointOptions | None = None,
     overwrite: bool = False,
+    names: Literal["paths", "keys"] = "paths",
+    include: Sequence[str] = (),
+    exclude: Sequence[str] = (),
+    separator: str = "/",
+    progress: Progress | None = None,
 ) -> None:
     """Copy every tensor of the checkpoint ``src``, the object graph included, to ``dst``.
 
@@ -60,17 +71,32 @@ def convert(
         Prefix of a committed checkpoint, on any backend. Found from the path
         alone, as :meth:`~trackpoint.Checkpoint.restore` finds it: a checkpoint
         saved with ``CheckpointOptions(backend="zarr")`` at a plain path needs
-        no ``src_options``.
+        no ``src_options``. Or a local ``.safetensors`` / ``.npz`` file to import.
     dst
         Prefix to write; the backend is chosen as for a save (URL scheme,
-        ``dst_options.backend``, ``TRACKPOINT_BACKEND``).
+        ``dst_options.backend``, ``TRACKPOINT_BACKEND``). Or a local
+        ``.safetensors`` / ``.npz`` file to export to.
     src_options, dst_options
         Options selecting and configuring each side's backend. The
         destination's ``backend_options`` apply to the written checkpoint
         (e.g. Zarr compression) and its ``max_shard_bytes`` bounds how many
         bytes are held in memory at once (default :data:`DEFAULT_SHARD_BYTES`).
     overwrite
-        Replace a checkpoint already committed at ``dst``.
+        Replace a checkpoint already committed at ``dst`` (or the file ``dst``).
+    names
+        Tensor names of an exported file: ``"paths"``, the object-graph paths
+        (``model/layer/kernel``), or ``"keys"``, the checkpoint keys
+        (``model/layer/kernel/.ATTRIBUTES/VARIABLE_VALUE``).
+    include, exclude
+        ``fnmatch`` patterns (``*`` also matches ``/``) on a tensor's path or
+        key: only tensors matching an include pattern (all, when none is
+        given) and no exclude pattern are copied; the object graph keeps
+        the attributes of the copied tensors only.
+    separator
+        What separates local names in a file's tensor names (``"."`` for
+        ``layers.0.weight``), on import and export.
+    progress
+        Called as ``progress(done_bytes, total_bytes)`` while tensors are copied.
 
     Raises
     ------
@@ -78,6 +104,11 @@ def convert(
         Nothing is committed at ``src``.
     CheckpointExistsError
         ``dst`` is committed and ``overwrite`` is false, or ``dst`` is ``src``.
+    UnsupportedDTypeError
+        An exported tensor has a dtype the file format cannot hold (strings
+        in safetensors); leave it out with ``exclude``.
+    BackendUnavailableError
+        Writing safetensors needs the ``safetensors`` extra.
 
     Notes
     -----
@@ -86,12 +117,36 @@ def convert(
     removed. Values, dtypes and shapes are copied exactly; the destination
     decides the physical layout (sharding, chunking, compression).
 
+    A file written by an export records the checkpoint keys and object graph
+    in its metadata, so importing it gives back the exported checkpoint. Any
+    other file becomes a checkpoint whose object graph follows its names
+    (:func:`trackpoint.interchange.graph_from_names`), which
+    ``Checkpoint(...).restore`` matches by path.
+
     Examples
     --------
     >>> trackpoint.convert("/runs/ckpt-7", "zarr+s3://bucket/runs/ckpt-7")  # doctest: +SKIP
+    >>> trackpoint.convert("/runs/ckpt-7", "/tmp/model.safetensors", exclude=["*OPTIMIZER_SLOT*"])  # doctest: +SKIP
     """
     src_path, dst_path = os.fspath(src), os.fspath(dst)
     s_opts, d_opts = src_options or CheckpointOptions(), dst_options or CheckpointOptions()
+    src_fmt, dst_fmt = file_format(src_path), file_format(dst_path)
+    if src_fmt is not None or dst_fmt is not None or include or exclude:
+        _convert_selected(
+            src_path,
+            dst_path,
+            src_fmt,
+            dst_fmt,
+            s_opts,
+            d_opts,
+            overwrite,
+            names,
+            include,
+            exclude,
+            separator,
+            progress,
+        )
+        return
     source = _resolve.open_store(src_path, s_opts)
     target = _resolve.open_backend(dst_path, d_opts)
     try:
@@ -107,10 +162,63 @@ def convert(
                 "pass overwrite=True to replace it"
             )
         with source.open_reader(src_path) as reader:
-            _copy(reader, target, dst_path, d_opts, overwrite)
+            _copy(reader, target, dst_path, d_opts, overwrite, progress)
     finally:
         source.close()
         target.close()
+
+
+def _convert_selected(
+    src: str,
+    dst: str,
+    src_fmt: str | None,
+    dst_fmt: str | None,
+    s_opts: CheckpointOptions,
+    d_opts: CheckpointOptions,
+    overwrite: bool,
+    names: str,
+    include: Sequence[str],
+    exclude: Sequence[str],
+    separator: str,
+    progress: Progress | None,
+) -> None:
+    """A copy with a flat file on either side, or with a selection of tensors."""
+    if os.path.abspath(_strip(src)) == os.path.abspath(_strip(dst)):
+        raise CheckpointExistsError(
+            f"convert: source and destination are the same, {src!r}; choose another destination"
+        )
+    target = None if dst_fmt is not None else _resolve.open_backend(dst, d_opts)
+    try:
+        if target is not None and not overwrite and target.exists(dst):
+            raise CheckpointExistsError(
+                f"convert: a checkpoint is already committed at {dst!r} (backend {target.name!r}); "
+                "pass overwrite=True to replace it"
+            )
+        base: CheckpointReader
+        if src_fmt is not None:
+            base = FlatReader(src, src_fmt, separator=separator)
+        else:
+            base = _resolve.open_checkpoint(src, s_opts)[1]
+        try:
+            reader = Selected(
+                base, include=include, exclude=exclude, separator=separator, with_names=dst_fmt is not None
+            )
+        except BaseException:
+            base.close()
+            raise
+        with reader:
+            if dst_fmt is not None:
+                export(reader, dst, dst_fmt, names=names, overwrite=overwrite, progress=progress)
+            else:
+                assert target is not None
+                _copy(reader, target, dst, d_opts, overwrite, progress)
+    finally:
+        if target is not None:
+            target.close()
+
+
+def _strip(path: str) -> str:
+    return path[len("file://") :] if path.startswith("file://") else path
 
 
 def _same_place(backend: StorageBackend, a: str, b: str) -> bool:
@@ -135,8 +243,16 @@ def _plan(reader: CheckpointReader, limit: int) -> list[list[tuple[str, TensorIn
     return shards
 
 
-def _copy(reader: CheckpointReader, target: StorageBackend, dst: str, opts: CheckpointOptions, overwrite: bool) -> None:
+def _copy(
+    reader: CheckpointReader,
+    target: StorageBackend,
+    dst: str,
+    opts: CheckpointOptions,
+    overwrite: bool,
+    progress: Progress | None = None,
+) -> None:
     plan = _plan(reader, opts.max_shard_bytes or DEFAULT_SHARD_BYTES)
+    total, done = (total_bytes(reader), 0) if progress is not None else (0, 0)
     save_id = uuid.uuid4().hex
     results: list[ShardResult] = []
     # Outside the try, as in StorageBackend.save: a refused begin wrote nothing to abort.
@@ -150,6 +266,9 @@ def _copy(reader: CheckpointReader, target: StorageBackend, dst: str, opts: Chec
             arrays = reader.read_many(requests)
             items = [WriteItem(key, array) for (key, _), array in zip(entries, arrays, strict=True)]
             results.append(target.write_shard(dst, ShardSpec(shard_id, len(plan), save_id), items))
+            if progress is not None:
+                done += sum(info.nbytes for _, info in entries)
+                progress(done, total)
             # Drop this shard's arrays before reading the next one.
             del requests, arrays, items
         target.commit(dst, results, overwrite=overwrite)
