@@ -465,6 +465,10 @@ class StoreView(StorageBackend):
             removed += backend.cleanup(directory) if min_age is None else backend.cleanup(directory, min_age=min_age)
         return sorted(removed)
 
+    def leftovers(self, directory: str) -> list[str]:
+        # docstring inherited: the union over every format.
+        return sorted({path for backend in self.backends() for path in backend.leftovers(directory)})
+
     # ------------------------------------------------------------- small files
     def read_file(self, path: str) -> VersionedBytes | None:
         # docstring inherited

@@ -12,7 +12,6 @@ from typing import Any
 
 import numpy as np
 
-from trackpoint import _resolve
 from trackpoint.storage import OBJECT_GRAPH_KEY, CheckpointOptions, TensorInfo
 
 __all__ = ["DiffReport", "TensorDiff", "diff"]
@@ -117,7 +116,8 @@ def diff(
     Parameters
     ----------
     a, b
-        Checkpoint prefixes or directories (their latest checkpoints).
+        Checkpoint prefixes or directories (their latest checkpoints), or ``.safetensors`` / ``.npz``
+        files (read as :func:`trackpoint.convert` imports them).
     atol, rtol
         Tolerances for numeric values, as in :func:`numpy.isclose` (``|a - b| <= atol + rtol * |b|``);
         the defaults ask for exact equality. Strings must be equal.
@@ -143,9 +143,11 @@ def diff(
     """
     if atol < 0 or rtol < 0:
         raise ValueError(f"atol and rtol must not be negative, got atol={atol}, rtol={rtol}")
-    a_prefix, ra = _resolve.open_checkpoint(os.fspath(a), a_options)
+    from trackpoint.interchange._convert import open_source
+
+    a_prefix, _, ra = open_source(os.fspath(a), a_options)
     with ra:
-        b_prefix, rb = _resolve.open_checkpoint(os.fspath(b), b_options)
+        b_prefix, _, rb = open_source(os.fspath(b), b_options)
         with rb:
             ka = {k for k in ra.keys() if k != OBJECT_GRAPH_KEY}
             kb = {k for k in rb.keys() if k != OBJECT_GRAPH_KEY}

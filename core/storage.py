@@ -688,6 +688,19 @@ class StorageBackend(ABC):
         """
         return []
 
+    def leftovers(self, directory: str) -> list[str]:
+        """Leftovers of saves that never committed in ``directory``, whatever their age; nothing is removed.
+
+        What :meth:`cleanup` with ``min_age=0`` would remove, for display (``trackpoint ls --all``).
+        A save still running in another process shows up here too: its pieces look the same.
+
+        Notes for implementers
+        ----------------------
+        The default lists nothing ("cannot tell"). Backends whose :meth:`cleanup` finds leftovers
+        should list the same paths here.
+        """
+        return []
+
     # ------------------------------------------------------------- small files
     @abstractmethod
     def read_file(self, path: str) -> VersionedBytes | None:

@@ -15,7 +15,6 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from trackpoint import _resolve
 from trackpoint.errors import BackendError, CheckpointError, CheckpointNotFoundError, InvalidPathError
 from trackpoint.storage import OBJECT_GRAPH_KEY, CheckpointOptions, CheckpointReader
 
@@ -53,9 +52,9 @@ class VerifyReport:
         The checkpoint checked (a directory's latest checkpoint when ``path`` is a directory), or
         ``None`` when none could be opened.
     backend
-        Name of the backend that holds it.
+        Name of the backend that holds it (``"safetensors"`` or ``"npz"`` for a file).
     tensors
-        How many tensors were checked.
+        How many tensors were checked (the object graph, also checked, not counted).
     nbytes
         Bytes of numeric tensor data read (0 for a quick check).
     quick
@@ -126,7 +125,9 @@ def verify(
     Parameters
     ----------
     path
-        A checkpoint prefix, or a directory (its latest checkpoint), on any backend.
+        A checkpoint prefix, or a directory (its latest checkpoint), on any backend; or a
+        ``.safetensors`` / ``.npz`` file (its header or archive, and every tensor's bytes; ``.npz``
+        members also have their zip CRC-32 checked).
     quick
         Check only the structure: the index opens, every tensor's dtype and shape can be read, and
         every tensor the object graph names is stored. No tensor data is read.
@@ -148,9 +149,11 @@ def verify(
     BackendError
         No backend can be opened for ``path``.
     """
+    from trackpoint.interchange._convert import open_source
+
     text = os.fspath(path)
     try:
-        prefix, reader = _resolve.open_checkpoint(text, options)
+        prefix, backend, reader = open_source(text, options)
     except (CheckpointNotFoundError, BackendError, InvalidPathError):
         raise  # nothing to check: not a verdict on a checkpoint
     except CheckpointError as exc:
@@ -158,12 +161,6 @@ def verify(
     problems: list[Problem] = []
     done = 0
     with reader:
-        store = _resolve.open_store(prefix, options)
-        try:
-            holder = _resolve.holder(store, prefix)
-            backend = holder.name if holder is not None else store.name
-        finally:
-            store.close()
         keys = list(reader.keys())
         infos = {}
         for key in keys:
@@ -183,4 +180,5 @@ def verify(
                 done += info.nbytes
                 if progress is not None:
                     progress(done, total)
-    return VerifyReport(text, prefix, backend, len(keys), done, quick, tuple(problems))
+    counted = len([k for k in keys if k != OBJECT_GRAPH_KEY])
+    return VerifyReport(text, prefix, backend, counted, done, quick, tuple(problems))

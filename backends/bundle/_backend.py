@@ -157,23 +157,7 @@ class BundleBackend(StorageBackend):
         is kept unless ``min_age`` is 0, which removes every leftover (for a
         single writer that knows the previous one crashed).
         """
-        names = self.files.listdir(directory)
-        committed = {n[: -len(".index")] for n in names if n.endswith(".index") and not PART_RE.match(n)}
-        stray = self._stray_data(directory, names, committed)
-        # Per prefix: the files to delete, and the _temp directory to remove after them.
-        groups: dict[str, list[str]] = {}
-        temps: dict[str, str] = {}
-        for name in names:
-            path = self.files.join(directory, name)
-            base = self._leftover_base(name, committed)
-            if base is None and name in stray:
-                base = stray[name]
-            if base is not None:
-                groups.setdefault(base, []).append(path)
-            elif (base := self._strategy.staging_base(name)) is not None:
-                temps[base] = path
-                inner = [self.files.join(path, n) for n in self.files.listdir(path)]
-                groups.setdefault(base, []).extend(inner)
+        groups, temps = self._leftover_groups(directory)
         now = time.time()
         removed: list[str] = []
         for base in sorted(groups.keys() | temps.keys()):
@@ -216,6 +200,31 @@ class BundleBackend(StorageBackend):
                 if count != keep:
                     out.update(dict.fromkeys(found, base))
         return out
+
+    def leftovers(self, directory: str) -> list[str]:
+        # docstring inherited
+        groups, temps = self._leftover_groups(directory)
+        return sorted({p for files in groups.values() for p in files} | set(temps.values()))
+
+    def _leftover_groups(self, directory: str) -> tuple[dict[str, list[str]], dict[str, str]]:
+        """Per prefix: the leftover files, and the staging directory to remove after them."""
+        names = self.files.listdir(directory)
+        committed = {n[: -len(".index")] for n in names if n.endswith(".index") and not PART_RE.match(n)}
+        stray = self._stray_data(directory, names, committed)
+        groups: dict[str, list[str]] = {}
+        temps: dict[str, str] = {}
+        for name in names:
+            path = self.files.join(directory, name)
+            base = self._leftover_base(name, committed)
+            if base is None and name in stray:
+                base = stray[name]
+            if base is not None:
+                groups.setdefault(base, []).append(path)
+            elif (base := self._strategy.staging_base(name)) is not None:
+                temps[base] = path
+                inner = [self.files.join(path, n) for n in self.files.listdir(path)]
+                groups.setdefault(base, []).extend(inner)
+        return groups, temps
 
     @staticmethod
     def _leftover_base(name: str, committed: set[str]) -> str | None:

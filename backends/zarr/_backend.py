@@ -1042,21 +1042,38 @@ class ZarrBackend(StorageBackend):
 
     def cleanup(self, directory: str, *, min_age: float | None = None) -> list[str]:
         # docstring inherited; min_age=None keeps the backend option cleanup_min_age.
-        base = self._location.resolve(directory)
         if min_age is None:
             min_age = self._options.cleanup_min_age
         removed: list[str] = []
         now = time.time()
+        for path, name in self._candidates(directory):
+            if self._local:
+                old = self._local_leftover(path, name, now, min_age)
+            else:
+                mtime = self._location.newest_mtime(path)
+                old = mtime is None or now - mtime >= min_age
+            if old:
+                self._location.rmtree(path)
+                removed.append(path)
+        return sorted(removed)
+
+    def leftovers(self, directory: str) -> list[str]:
+        # docstring inherited: the candidates of cleanup, except this process's running saves.
+        return sorted(
+            path
+            for path, name in self._candidates(directory)
+            if not (self._local and _is_active(name.split(_TMP, 1)[1].split("-init-", 1)[0]))
+        )
+
+    def _candidates(self, directory: str) -> list[tuple[str, str]]:
+        """``(path, name)`` of what may be a leftover: local save directories, unused remote data versions."""
+        base = self._location.resolve(directory)
+        found: list[tuple[str, str]] = []
         for name in self._location.listdir(base):
             path = _paths.join(base, name)
             if self._local:
-                if (
-                    _TMP in name
-                    and name.split(_TMP, 1)[0].endswith(_SUFFIX)
-                    and self._local_leftover(path, name, now, min_age)
-                ):
-                    self._location.rmtree(path)
-                    removed.append(path)
+                if _TMP in name and name.split(_TMP, 1)[0].endswith(_SUFFIX):
+                    found.append((path, name))
                 continue
             if not name.endswith(_SUFFIX):
                 continue
@@ -1064,14 +1081,9 @@ class ZarrBackend(StorageBackend):
                 attrs = self._read_root(path, path)
                 current = None if attrs is None else attrs.get("data")
                 for child in self._location.listdir(path):
-                    if not child.startswith("v-") or child == current or _is_active(child[2:]):
-                        continue
-                    sub = _paths.join(path, child)
-                    mtime = self._location.newest_mtime(sub)
-                    if mtime is None or now - mtime >= min_age:
-                        self._location.rmtree(sub)
-                        removed.append(sub)
-        return sorted(removed)
+                    if child.startswith("v-") and child != current and not _is_active(child[2:]):
+                        found.append((_paths.join(path, child), child))
+        return found
 
     def _local_leftover(self, path: str, name: str, now: float, min_age: float) -> bool:
         save_id = name.split(_TMP, 1)[1]

@@ -12,14 +12,14 @@ from typing import Any, Final
 
 import numpy as np
 
-from trackpoint import _paths
+from trackpoint import _paths, _resolve
 from trackpoint.errors import CheckpointKeyError, InvalidCheckpointError
 from trackpoint.interchange._files import FlatFile, open_file, write_npz, write_safetensors
 from trackpoint.interchange._names import graph_from_names, path_names, prune_graph
 from trackpoint.proto import trackable_object_graph_pb2 as pb
-from trackpoint.storage import OBJECT_GRAPH_KEY, CheckpointReader, TensorInfo
+from trackpoint.storage import OBJECT_GRAPH_KEY, CheckpointOptions, CheckpointReader, TensorInfo
 
-__all__ = ["FlatReader", "Progress", "Selected", "export", "read_graph"]
+__all__ = ["FlatReader", "Progress", "Selected", "export", "open_source", "read_graph"]
 
 #: ``progress(done_bytes, total_bytes)``, called as tensors are copied.
 Progress = Callable[[int, int], None]
@@ -114,6 +114,27 @@ class FlatReader(CheckpointReader):
     def close(self) -> None:
         # docstring inherited
         self._file.close()
+
+
+def open_source(path: str, options: CheckpointOptions | None = None) -> tuple[str, str, CheckpointReader]:
+    """``(prefix, format, reader)`` for a checkpoint prefix or directory, or a flat file.
+
+    ``format`` is ``"safetensors"`` or ``"npz"`` for a file, else the name of the backend holding the
+    checkpoint.
+    """
+    from trackpoint.interchange import file_format
+
+    fmt = file_format(path)
+    if fmt is not None:
+        return path, fmt, FlatReader(path, fmt)
+    prefix, reader = _resolve.open_checkpoint(path, options)
+    store = _resolve.open_store(prefix, options)
+    try:
+        holder = _resolve.holder(store, prefix)
+        name = holder.name if holder is not None else store.name
+    finally:
+        store.close()
+    return prefix, name, reader
 
 
 def _matches(patterns: Sequence[str], *candidates: str) -> bool:

@@ -1,0 +1,28 @@
+"""The ``trackpoint`` command line: inspect, verify, compare and convert checkpoints without a script.
+
+Installed as the console script ``trackpoint`` and runnable as ``python -m trackpoint``. Every command
+is a thin layer over the library (:func:`trackpoint.list_variables`, :func:`trackpoint.verify`,
+:func:`trackpoint.diff`, :func:`trackpoint.convert`, ...): it parses arguments, calls one function and
+prints the result, as a table or (``--json``) as JSON.
+
+Exit status
+-----------
+===  ==========================================================================================
+0    success; ``verify``: every checkpoint intact; ``diff``: the checkpoints are equal
+1    ``verify``: a checkpoint is damaged or missing; ``diff``: the checkpoints differ
+2    the command line is wrong (unknown command or option, bad value)
+3    a checkpoint or file was not found
+4    any other failure (storage, permissions, unsupported dtype, missing extra, ...)
+130  interrupted (Ctrl-C)
+===  ==========================================================================================
+
+The parser is the standard library's :mod:`argparse`: a command line shipped with the library must
+install with it, and it needs nothing beyond sub-commands, repeated options and help texts.
+Nothing here is imported by ``import trackpoint``.
+"""
+
+from __future__ import annotations
+
+from trackpoint.cli._app import EXIT_DIFFERENT, EXIT_ERROR, EXIT_NOT_FOUND, EXIT_OK, EXIT_USAGE, main
+
+__all__ = ["EXIT_DIFFERENT", "EXIT_ERROR", "EXIT_NOT_FOUND", "EXIT_OK", "EXIT_USAGE", "main"]

@@ -1,0 +1,499 @@
+"""Argument parsing and the commands of ``trackpoint`` (see :mod:`trackpoint.cli`)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import traceback
+from collections.abc import Callable, Sequence
+from typing import Any, Final, TextIO
+
+import numpy as np
+
+import trackpoint
+from trackpoint import _resolve
+from trackpoint.cli import _render
+from trackpoint.errors import CheckpointError, CheckpointNotFoundError
+from trackpoint.storage import OBJECT_GRAPH_KEY, CheckpointOptions
+
+__all__ = ["EXIT_DIFFERENT", "EXIT_ERROR", "EXIT_NOT_FOUND", "EXIT_OK", "EXIT_USAGE", "main"]
+
+#: Success; the checkpoints are equal; every checkpoint is intact.
+EXIT_OK: Final = 0
+#: ``diff``: the checkpoints differ; ``verify``: a checkpoint is damaged or missing.
+EXIT_DIFFERENT: Final = 1
+#: The command line is wrong.
+EXIT_USAGE: Final = 2
+#: A checkpoint or file was not found.
+EXIT_NOT_FOUND: Final = 3
+#: Any other failure.
+EXIT_ERROR: Final = 4
+
+_INTERRUPTED: Final = 130
+
+
+class _UsageError(Exception):
+    """A bad option value found after parsing (exit status 2)."""
+
+
+# ------------------------------------------------------------------ options
+def _storage_option(text: str) -> tuple[str, Any]:
+    key, sep, raw = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    # JSON where it parses (true, 3, {"a": 1}), so options keep their types; a plain string otherwise.
+    try:
+        value: Any = json.loads(raw)
+    except ValueError:
+        value = raw
+    return key, value
+
+
+def _options(backend: str | None, pairs: Sequence[tuple[str, Any]] | None) -> CheckpointOptions:
+    return CheckpointOptions(backend=backend, storage_options=dict(pairs or ()))
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--backend", help="backend to use (bundle, zarr, s3, gcs, or a plugin's name)")
+    parser.add_argument(
+        "--storage-option",
+        "-o",
+        dest="storage_options",
+        action="append",
+        type=_storage_option,
+        metavar="KEY=VALUE",
+        help="passed to the store, as CheckpointOptions.storage_options (repeatable; VALUE is JSON or a string)",
+    )
+    parser.add_argument("--json", action="store_true", help="print machine-readable JSON")
+    parser.add_argument("--verbose", "-v", action="store_true", help="print a traceback on errors")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="trackpoint",
+        description="Inspect, verify, compare and convert checkpoints (TensorFlow's and trackpoint's) on any store.",
+        epilog="Exit status: 0 ok, 1 different/damaged, 2 usage, 3 not found, 4 other error, 130 interrupted.",
+    )
+    parser.add_argument("--version", action="version", version=f"trackpoint {trackpoint.__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    p = sub.add_parser("ls", help="list the checkpoints of a directory or bucket prefix, newest last")
+    p.add_argument("directory", metavar="DIR_OR_URL")
+    p.add_argument("--all", action="store_true", help="also show leftovers of crashed saves (see cleanup)")
+    _common(p)
+
+    p = sub.add_parser("cleanup", help="remove leftovers of crashed saves older than the age guard")
+    p.add_argument("directory", metavar="DIR_OR_URL")
+    p.add_argument(
+        "--min-age",
+        type=float,
+        metavar="SECONDS",
+        help="remove only leftovers untouched this long (default: the backend's guard, 10 minutes for "
+        "bundle); 0 removes everything, safe only when no save is running",
+    )
+    _common(p)
+
+    p = sub.add_parser("inspect", help="the tensors of a checkpoint, or its object graph")
+    p.add_argument("path", metavar="PREFIX", help="a checkpoint prefix, or a directory (its latest checkpoint)")
+    p.add_argument("--tree", action="store_true", help="the object graph as a tree of named edges")
+    p.add_argument("--key", "-k", help="only this tensor (a checkpoint key or an object-graph path)")
+    p.add_argument("--values", action="store_true", help="with --key: print the tensor's values")
+    _common(p)
+
+    p = sub.add_parser("verify", help="read every byte and check every checksum")
+    p.add_argument("paths", metavar="PREFIX", nargs="+")
+    p.add_argument("--quick", action="store_true", help="check the structure only (index, shapes, object graph)")
+    _common(p)
+
+    p = sub.add_parser("diff", help="added, removed and changed tensors; exit status 1 when they differ")
+    p.add_argument("a", metavar="A")
+    p.add_argument("b", metavar="B")
+    p.add_argument("--atol", type=float, default=0.0, help="absolute tolerance (default 0: exact)")
+    p.add_argument("--rtol", type=float, default=0.0, help="relative tolerance (default 0: exact)")
+    _common(p)
+
+    p = sub.add_parser(
+        "convert",
+        help="copy between backends and stores, or to and from .safetensors / .npz files",
+        description="Copy a checkpoint to another backend or store, export it to a .safetensors or .npz file, "
+        "or import such a file as a checkpoint. The file format follows the suffix.",
+    )
+    p.add_argument("src", metavar="SRC")
+    p.add_argument("dst", metavar="DST")
+    p.add_argument("--keep-keys", action="store_true", help="export tensors under their checkpoint keys, not paths")
+    p.add_argument("--include", action="append", default=[], metavar="PATTERN", help="copy only matching tensors")
+    p.add_argument("--exclude", action="append", default=[], metavar="PATTERN", help="leave out matching tensors")
+    p.add_argument("--separator", default="/", help="separator of local names in a file's tensor names (default /)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing destination")
+    p.add_argument("--dst-backend", help="backend of the destination (default: --backend, else by URL)")
+    p.add_argument(
+        "--dst-storage-option",
+        dest="dst_storage_options",
+        action="append",
+        type=_storage_option,
+        metavar="KEY=VALUE",
+        help="storage options of the destination (default: those of --storage-option)",
+    )
+    _common(p)
+    return parser
+
+
+# ----------------------------------------------------------------- commands
+def _dump(data: Any, out: TextIO) -> None:
+    print(json.dumps(data, indent=2, sort_keys=False), file=out)
+
+
+def _ls(args: argparse.Namespace, out: TextIO) -> int:
+    opts = _options(args.backend, args.storage_options)
+    directory = args.directory
+    store = _resolve.open_store(directory, opts)
+    try:
+        prefixes = store.list_checkpoints(directory)
+        state = trackpoint.read_checkpoint_state(directory, opts)
+        times: dict[str, float] = {}
+        if state is not None:
+            stamps = list(state.all_model_checkpoint_timestamps)
+            paths = list(state.all_model_checkpoint_paths)
+            if len(stamps) == len(paths):
+                times = {os.path.basename(p.rstrip("/")): t for p, t in zip(paths, stamps, strict=True)}
+        latest = trackpoint.latest_checkpoint(directory, opts)
+        rows: list[dict[str, Any]] = []
+        from trackpoint.state import checkpoint_number
+
+        def order(prefix: str) -> tuple[int, str]:
+            n = checkpoint_number(prefix)
+            return (-1 if n is None else n, prefix)
+
+        for prefix in sorted(prefixes, key=order):
+            holder = _resolve.holder(store, prefix) or store
+            with holder.open_reader(prefix) as reader:
+                infos = [reader.info(k) for k in reader.keys() if k != OBJECT_GRAPH_KEY]
+            name = os.path.basename(prefix.rstrip("/"))
+            rows.append(
+                {
+                    "prefix": prefix,
+                    "number": checkpoint_number(prefix),
+                    "time": times.get(name),
+                    "tensors": len(infos),
+                    "bytes": sum(i.nbytes for i in infos),
+                    "format": holder.name,
+                    "latest": prefix == latest,
+                }
+            )
+        leftovers = store.leftovers(directory) if args.all else []
+    finally:
+        store.close()
+    if args.json:
+        data: dict[str, Any] = {"directory": directory, "checkpoints": rows}
+        if args.all:
+            data["leftovers"] = leftovers
+        _dump(data, out)
+        return EXIT_OK
+    if not rows:
+        print(f"no checkpoints in {directory}", file=out)
+    else:
+        import datetime
+
+        def when(t: float | None) -> str:
+            if t is None:
+                return "-"
+            return datetime.datetime.fromtimestamp(t, datetime.UTC).strftime("%Y-%m-%d %H:%M:%S")
+
+        _render.table(
+            [
+                [
+                    os.path.basename(r["prefix"].rstrip("/")),
+                    "-" if r["number"] is None else str(r["number"]),
+                    when(r["time"]),
+                    str(r["tensors"]),
+                    _render.human_bytes(r["bytes"]),
+                    r["format"],
+                    "latest" if r["latest"] else "",
+                ]
+                for r in rows
+            ],
+            ["checkpoint", "number", "time (UTC)", "tensors", "size", "format", ""],
+            out,
+            right=(1, 3, 4),
+        )
+    if args.all:
+        if leftovers:
+            print(f"leftovers of crashed saves ({len(leftovers)}; `trackpoint cleanup` removes old ones):", file=out)
+            for path in leftovers:
+                print(f"  {path}", file=out)
+        else:
+            print("no leftovers of crashed saves", file=out)
+    return EXIT_OK
+
+
+def _cleanup(args: argparse.Namespace, out: TextIO) -> int:
+    if args.min_age is not None and args.min_age < 0:
+        raise _UsageError(f"--min-age must not be negative, got {args.min_age}")
+    store = _resolve.open_store(args.directory, _options(args.backend, args.storage_options))
+    try:
+        if args.min_age is None:
+            removed = store.cleanup(args.directory)
+        else:
+            removed = store.cleanup(args.directory, min_age=args.min_age)
+    finally:
+        store.close()
+    if args.json:
+        _dump({"directory": args.directory, "removed": removed}, out)
+    elif removed:
+        print(f"removed {len(removed)} leftover(s):", file=out)
+        for path in removed:
+            print(f"  {path}", file=out)
+    else:
+        print(f"nothing to remove in {args.directory}", file=out)
+    return EXIT_OK
+
+
+def _inspect(args: argparse.Namespace, out: TextIO) -> int:
+    from trackpoint.interchange._convert import open_source, read_graph
+    from trackpoint.interchange._names import path_names
+
+    if args.values and not args.key:
+        raise _UsageError("--values needs --key KEY: name the tensor to print")
+    opts = _options(args.backend, args.storage_options)
+    prefix, _, reader = open_source(args.path, opts)
+    with reader:
+        keys = [k for k in reader.keys() if k != OBJECT_GRAPH_KEY]
+        infos = {k: reader.info(k) for k in keys}
+        graph = read_graph(reader)
+        try:
+            paths = path_names(graph, keys)
+        except CheckpointError:
+            paths = {k: k for k in keys}
+        if args.key:
+            by_path = {p: k for k, p in paths.items()}
+            key = args.key if args.key in infos else by_path.get(args.key)
+            if key is None:
+                raise trackpoint.CheckpointKeyError(
+                    f"{prefix!r} has no tensor {args.key!r}; `trackpoint inspect {args.path}` lists its keys"
+                )
+            info = infos[key]
+            value = reader.read(key) if args.values else None
+            if args.json:
+                data: dict[str, Any] = {
+                    "key": key,
+                    "path": paths.get(key, key),
+                    "dtype": _render.dtype_name(info),
+                    "shape": list(info.shape),
+                    "bytes": info.nbytes,
+                }
+                if value is not None:
+                    data["values"] = _jsonable(value)
+                _dump(data, out)
+                return EXIT_OK
+            print(f"{key}  {_render.dtype_name(info)} {_render.shape_text(info.shape)}", file=out)
+            if value is not None:
+                print(np.array2string(value, threshold=1000, edgeitems=3, max_line_width=120), file=out)
+            return EXIT_OK
+        if args.tree:
+            if graph is None:
+                raise trackpoint.InvalidCheckpointError(
+                    f"{prefix!r} has no object graph (a name-based checkpoint); inspect without --tree lists its keys"
+                )
+            if args.json:
+                from google.protobuf import json_format
+
+                _dump(json_format.MessageToDict(graph), out)
+            else:
+                print("\n".join(_render.tree(graph, infos)), file=out)
+            return EXIT_OK
+    rows: list[dict[str, Any]] = [
+        {
+            "key": k,
+            "path": paths.get(k, k),
+            "dtype": _render.dtype_name(infos[k]),
+            "shape": list(infos[k].shape),
+            "bytes": infos[k].nbytes,
+        }
+        for k in keys
+    ]
+    if args.json:
+        _dump({"prefix": prefix, "tensors": rows}, out)
+        return EXIT_OK
+    _render.table(
+        [[r["key"], r["dtype"], _render.shape_text(r["shape"]), str(r["bytes"])] for r in rows],
+        ["key", "dtype", "shape", "bytes"],
+        out,
+        right=(3,),
+    )
+    total = sum(r["bytes"] for r in rows)
+    print(f"{len(rows)} tensors, {_render.human_bytes(total)} in {prefix}", file=out)
+    return EXIT_OK
+
+
+def _jsonable(value: np.ndarray[Any, Any]) -> Any:
+    if value.dtype.kind == "O":
+        return np.vectorize(lambda b: b.decode("utf-8", "backslashreplace"), otypes=[object])(value).tolist()
+    if value.dtype.kind == "c":
+        return [[float(z.real), float(z.imag)] for z in value.reshape(-1)]
+    if value.dtype.kind == "V":  # bfloat16 and other ml_dtypes
+        return value.astype(np.float64).tolist()
+    return value.tolist()
+
+
+def _verify(args: argparse.Namespace, out: TextIO) -> int:
+    opts = _options(args.backend, args.storage_options)
+    reports: list[dict[str, Any]] = []
+    for path in args.paths:
+        try:
+            with _render.progress(f"verify {path}", enabled=not args.json) as bar:
+                report = trackpoint.verify(path, quick=args.quick, options=opts, progress=bar)
+            problems = [{"key": p.key, "error": p.error, "message": p.message} for p in report.problems]
+            entry = {
+                "path": path,
+                "prefix": report.prefix,
+                "backend": report.backend,
+                "tensors": report.tensors,
+                "bytes": report.nbytes,
+                "problems": problems,
+            }
+        except CheckpointNotFoundError as exc:
+            entry = {"path": path, "prefix": None, "backend": None, "tensors": 0, "bytes": 0}
+            entry["problems"] = [{"key": None, "error": type(exc).__name__, "message": str(exc)}]
+        entry["ok"] = not entry["problems"]
+        reports.append(entry)
+    bad = [r for r in reports if not r["ok"]]
+    if args.json:
+        _dump({"quick": args.quick, "ok": not bad, "checkpoints": reports}, out)
+    else:
+        for r in reports:
+            if r["ok"]:
+                what = "structure" if args.quick else _render.human_bytes(r["bytes"])
+                print(f"OK       {r['prefix']}  ({r['tensors']} tensors, {what}, {r['backend']})", file=out)
+                continue
+            label = (
+                "MISSING"
+                if r["prefix"] is None and r["problems"][0]["error"] == "CheckpointNotFoundError"
+                else "DAMAGED"
+            )
+            print(f"{label:<8} {r['prefix'] or r['path']}", file=out)
+            for p in r["problems"]:
+                print(f"  {p['key'] or '(checkpoint)'}: {p['error']}: {p['message']}", file=out)
+        mode = "structure checked" if args.quick else "every byte read"
+        print(f"{len(reports) - len(bad)} of {len(reports)} intact ({mode})", file=out)
+    return EXIT_DIFFERENT if bad else EXIT_OK
+
+
+def _diff(args: argparse.Namespace, out: TextIO) -> int:
+    if args.atol < 0 or args.rtol < 0:
+        raise _UsageError(f"--atol and --rtol must not be negative, got {args.atol} and {args.rtol}")
+    opts = _options(args.backend, args.storage_options)
+    report = trackpoint.diff(args.a, args.b, atol=args.atol, rtol=args.rtol, a_options=opts, b_options=opts)
+    if args.json:
+        _dump(
+            {
+                "a": report.a,
+                "b": report.b,
+                "equal": report.equal,
+                "added": list(report.added),
+                "removed": list(report.removed),
+                "changed": [
+                    {
+                        "key": c.key,
+                        "kind": c.kind,
+                        "dtype": list(c.dtype),
+                        "shape": [list(s) for s in c.shape],
+                        "max_abs": c.max_abs,
+                        "max_rel": c.max_rel,
+                    }
+                    for c in report.changed
+                ],
+                "same": report.same,
+                "atol": report.atol,
+                "rtol": report.rtol,
+            },
+            out,
+        )
+        return EXIT_OK if report.equal else EXIT_DIFFERENT
+    rows = [["added", k, ""] for k in report.added] + [["removed", k, ""] for k in report.removed]
+    for c in report.changed:
+        if c.kind == "dtype":
+            rows.append(["dtype", c.key, f"{c.dtype[0]} -> {c.dtype[1]}"])
+        elif c.kind == "shape":
+            shapes = [_render.shape_text(s) for s in c.shape]
+            rows.append(["shape", c.key, f"{shapes[0]} -> {shapes[1]}"])
+        elif c.max_abs is None:
+            rows.append(["changed", c.key, "values differ"])
+        else:
+            rel = "-" if c.max_rel is None else f"{c.max_rel:.6g}"
+            rows.append(["changed", c.key, f"max abs {c.max_abs:.6g}, max rel {rel}"])
+    if rows:
+        _render.table(rows, ["", "key", "difference"], out)
+    tolerance = "exactly" if report.atol == 0 and report.rtol == 0 else f"within atol={args.atol}, rtol={args.rtol}"
+    verdict = "equal" if report.equal else "different"
+    print(
+        f"{verdict}: {report.same} tensors equal {tolerance}, {len(report.changed)} changed, "
+        f"{len(report.added)} added, {len(report.removed)} removed",
+        file=out,
+    )
+    return EXIT_OK if report.equal else EXIT_DIFFERENT
+
+
+def _convert(args: argparse.Namespace, out: TextIO) -> int:
+    src_opts = _options(args.backend, args.storage_options)
+    dst_opts = _options(args.dst_backend or args.backend, args.dst_storage_options or args.storage_options)
+    with _render.progress(f"convert {args.src}", enabled=not args.json) as bar:
+        trackpoint.convert(
+            args.src,
+            args.dst,
+            src_options=src_opts,
+            dst_options=dst_opts,
+            overwrite=args.overwrite,
+            names="keys" if args.keep_keys else "paths",
+            include=args.include,
+            exclude=args.exclude,
+            separator=args.separator,
+            progress=bar,
+        )
+    if args.json:
+        _dump({"src": args.src, "dst": args.dst}, out)
+    else:
+        print(f"converted {args.src} -> {args.dst}", file=out)
+    return EXIT_OK
+
+
+_COMMANDS: Final[dict[str, Callable[[argparse.Namespace, TextIO], int]]] = {
+    "ls": _ls,
+    "cleanup": _cleanup,
+    "inspect": _inspect,
+    "verify": _verify,
+    "diff": _diff,
+    "convert": _convert,
+}
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split()) or type(exc).__name__
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the ``trackpoint`` command line; return its exit status (see :mod:`trackpoint.cli`).
+
+    Parameters
+    ----------
+    argv
+        The arguments after the program name; ``sys.argv[1:]`` when ``None``.
+    """
+    parser = _parser()
+    args = parser.parse_args(argv)  # exits with status 2 on a bad command line
+    out = sys.stdout
+    try:
+        return _COMMANDS[args.command](args, out)
+    except _UsageError as exc:
+        parser.print_usage(sys.stderr)
+        print(f"trackpoint {args.command}: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("trackpoint: interrupted", file=sys.stderr)
+        return _INTERRUPTED
+    except (CheckpointError, OSError, ValueError) as exc:
+        if args.verbose:
+            traceback.print_exc(file=sys.stderr)
+        print(f"trackpoint {args.command}: {type(exc).__name__}: {_one_line(exc)}", file=sys.stderr)
+        return EXIT_NOT_FOUND if isinstance(exc, FileNotFoundError) else EXIT_ERROR
