@@ -21,15 +21,15 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Sequence
-from typing import Any, Final, Literal
+from typing import TYPE_CHECKING, Any, Final, Literal
 
 import numpy as np
 
 from trackpoint import _resolve
 from trackpoint.errors import CheckpointError, CheckpointExistsError
 from trackpoint.interchange import file_format
-from trackpoint.interchange._convert import FlatReader, Progress, Selected, export, total_bytes
 from trackpoint.storage import (
+    OBJECT_GRAPH_KEY,
     CheckpointOptions,
     CheckpointReader,
     ShardResult,
@@ -38,6 +38,9 @@ from trackpoint.storage import (
     TensorInfo,
     WriteItem,
 )
+
+if TYPE_CHECKING:
+    from trackpoint.interchange._convert import Progress
 
 __all__ = ["DEFAULT_SHARD_BYTES", "convert"]
 
@@ -183,6 +186,9 @@ def _convert_selected(
     progress: Progress | None,
 ) -> None:
     """A copy with a flat file on either side, or with a selection of tensors."""
+    # Imported here: `import trackpoint` stays free of the file formats' modules.
+    from trackpoint.interchange._convert import FlatReader, Selected, export
+
     if os.path.abspath(_strip(src)) == os.path.abspath(_strip(dst)):
         raise CheckpointExistsError(
             f"convert: source and destination are the same, {src!r}; choose another destination"
@@ -252,7 +258,8 @@ def _copy(
     progress: Progress | None = None,
 ) -> None:
     plan = _plan(reader, opts.max_shard_bytes or DEFAULT_SHARD_BYTES)
-    total, done = (total_bytes(reader), 0) if progress is not None else (0, 0)
+    total = sum(info.nbytes for entries in plan for key, info in entries if key != OBJECT_GRAPH_KEY)
+    done = 0
     save_id = uuid.uuid4().hex
     results: list[ShardResult] = []
     # Outside the try, as in StorageBackend.save: a refused begin wrote nothing to abort.

@@ -85,6 +85,8 @@ _MAX_HEADER: Final = 100_000_000
 
 #: The ``.npz`` member holding trackpoint's metadata (a uint8 array of UTF-8 JSON).
 NPZ_METADATA: Final = "__trackpoint_metadata__"
+#: Metadata entry naming the ml_dtypes type (``bfloat16``...) of arrays ``.npy`` stores as raw bytes.
+NPZ_DTYPES: Final = "trackpoint.ml_dtypes"
 
 
 class FlatFile(ABC):
@@ -223,6 +225,8 @@ class NpzFile(FlatFile):
         try:
             self._zip = zipfile.ZipFile(self._f)
             self._infos = self._scan()
+            self._typed: dict[str, np.dtype[Any]] = {}
+            self._typed = self._ml_dtypes()
         except zipfile.BadZipFile as exc:
             self._f.close()
             raise DataLossError(f"{path!r} is not a valid .npz file (not a zip archive: {exc})") from exc
@@ -262,6 +266,21 @@ class NpzFile(FlatFile):
             )
         return tuple(shape), dtype
 
+    def _ml_dtypes(self) -> dict[str, np.dtype[Any]]:
+        # .npy records ml_dtypes types (bfloat16, float8) as raw void bytes ('V2'); trackpoint's
+        # export names them in its metadata so they read back as what they were.
+        raw = self.metadata().get(NPZ_DTYPES)
+        if not raw:
+            return {}
+        typed: dict[str, np.dtype[Any]] = {}
+        for name, dtype_name in json.loads(raw).items():
+            info = self._infos.get(name)
+            dtype = getattr(ml_dtypes, str(dtype_name), None)
+            if info is not None and dtype is not None and np.dtype(dtype).itemsize == info.dtype.itemsize:
+                typed[name] = np.dtype(dtype)
+                self._infos[name] = TensorInfo(np.dtype(dtype), info.shape)
+        return typed
+
     def names(self) -> list[str]:
         # docstring inherited
         return [n for n in self._infos if n != NPZ_METADATA]
@@ -288,6 +307,8 @@ class NpzFile(FlatFile):
             strings.reshape(-1)[:] = [v.encode("utf-8") if isinstance(v, str) else v for v in flat]
             return strings
         array = _c_order(array)
+        if name in self._typed:
+            array = array.view(self._typed[name])
         if array.dtype.byteorder not in ("=", "|"):
             array = array.astype(array.dtype.newbyteorder("="))
         if out is not None and out.shape == array.shape and out.dtype == array.dtype:
@@ -426,17 +447,23 @@ def write_npz(
     """Write ``tensors`` (and ``metadata`` as :data:`NPZ_METADATA`) as an ``.npz`` that ``numpy.load`` reads.
 
     Tensors are streamed into the archive one at a time. String tensors become fixed-width bytes
-    arrays (dtype ``S``), readable without unpickling.
+    arrays (dtype ``S``), readable without unpickling. ``.npy`` has no name for ml_dtypes types
+    (bfloat16, float8): they are stored as raw bytes (``V2``...) and named in the metadata, so an
+    import reads them back as they were.
     """
 
     def write(temp: str) -> None:
         mode = zipfile.ZIP_DEFLATED if compress else zipfile.ZIP_STORED
+        typed: dict[str, str] = {}
         with zipfile.ZipFile(temp, "w", compression=mode, allowZip64=True) as zf:
             for name, array in tensors:
+                if array.dtype.kind == "V":
+                    typed[name] = array.dtype.name
                 with zf.open(name + ".npy", "w", force_zip64=True) as fh:
                     np.lib.format.write_array(fh, _npy(name, array), allow_pickle=False)
-            if metadata:
-                raw = np.frombuffer(json.dumps(dict(metadata), sort_keys=True).encode("utf-8"), np.uint8)
+            meta = {**metadata, **({NPZ_DTYPES: json.dumps(typed, sort_keys=True)} if typed else {})}
+            if meta:
+                raw = np.frombuffer(json.dumps(meta, sort_keys=True).encode("utf-8"), np.uint8)
                 with zf.open(NPZ_METADATA + ".npy", "w") as fh:
                     np.lib.format.write_array(fh, raw, allow_pickle=False)
 

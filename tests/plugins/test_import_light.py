@@ -33,3 +33,17 @@ def test_import_trackpoint_is_light() -> None:
     # Loading every plugin (list_backends) still imports no storage library:
     # plugin modules are light and storage imports wait for the factory.
     assert result["after_listing"] == []
+
+
+# The command line and the file formats are loaded when used, never by `import trackpoint`.
+COMMAND_LINE = ("argparse", "safetensors", "tqdm", "trackpoint.cli", "trackpoint.interchange._files")
+
+
+def test_import_trackpoint_loads_no_command_line_or_file_format() -> None:
+    script = f"import json, sys, trackpoint; print(json.dumps([m for m in {COMMAND_LINE!r} if m in sys.modules]))"
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    assert json.loads(out.stdout) == []
+    # The check itself sees these modules once they are imported.
+    probe = script.replace("import json, sys, trackpoint;", "import json, sys, trackpoint, trackpoint.cli;")
+    seen = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert set(json.loads(seen.stdout)) >= {"argparse", "trackpoint.cli"}

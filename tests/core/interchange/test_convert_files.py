@@ -1,0 +1,278 @@
+"""trackpoint.convert to and from safetensors and .npz files, checked with the files' own readers."""
+
+from __future__ import annotations
+
+import json
+import struct
+import sys
+from pathlib import Path
+
+import ml_dtypes
+import numpy as np
+import pytest
+import safetensors.numpy
+
+import trackpoint as tp
+from trackpoint.errors import (
+    BackendUnavailableError,
+    CheckpointExistsError,
+    CheckpointKeyError,
+    CheckpointNotFoundError,
+    DataLossError,
+    InvalidPathError,
+    UnsupportedDTypeError,
+)
+
+FIXTURES = Path(__file__).resolve().parents[2] / "fixtures" / "tf"
+NESTED = str(FIXTURES / "nested" / "ckpt-1")
+
+
+def _tensors(prefix: str) -> dict[str, np.ndarray]:
+    with tp.load_checkpoint(prefix) as reader:
+        return {k: np.asarray(reader.get_tensor(k)) for k in reader.get_variable_to_shape_map()}
+
+
+def _assert_same_checkpoint(a: str, b: str) -> None:
+    ta, tb = _tensors(a), _tensors(b)
+    assert ta.keys() == tb.keys()
+    for key in ta:
+        assert ta[key].dtype == tb[key].dtype and ta[key].shape == tb[key].shape, key
+        np.testing.assert_array_equal(ta[key], tb[key], err_msg=key)
+
+
+def test_tensorflow_checkpoint_to_safetensors_and_back_is_exact(tmp_path: Path) -> None:
+    out = str(tmp_path / "model.safetensors")
+    tp.convert(NESTED, out)
+    # The safetensors package itself reads the file, under object-graph paths.
+    loaded = safetensors.numpy.load_file(out)
+    expected = _tensors(NESTED)
+    assert loaded["model/encoder/dense/kernel"].shape == (3, 4)
+    np.testing.assert_array_equal(
+        loaded["model/encoder/dense/kernel"], expected["model/encoder/dense/kernel/.ATTRIBUTES/VARIABLE_VALUE"]
+    )
+    assert loaded["save_counter"].shape == ()  # scalars stay scalars
+    assert len(loaded) == 18
+    # Back: the very checkpoint, keys and object graph included.
+    tp.convert(out, str(tmp_path / "back" / "ckpt-1"))
+    _assert_same_checkpoint(NESTED, str(tmp_path / "back" / "ckpt-1"))
+    assert tp.diff(NESTED, str(tmp_path / "back" / "ckpt-1")).equal
+
+
+def test_the_imported_checkpoint_restores_slots_into_an_optimizer(tmp_path: Path) -> None:
+    out = str(tmp_path / "model.safetensors")
+    tp.convert(NESTED, out)
+    tp.convert(out, str(tmp_path / "back" / "ckpt-1"))
+    graph = tp.object_metadata(tmp_path / "back" / "ckpt-1")
+    assert sum(len(n.slot_variables) for n in graph.nodes) == 8
+
+
+@pytest.mark.parametrize("suffix", [".safetensors", ".npz"])
+def test_every_dtype_the_format_holds_round_trips(tmp_path: Path, suffix: str) -> None:
+    model = tp.AutoTrackable()
+    values = {
+        "f16": np.array([1.5, -0.0, np.inf], np.float16),
+        "bf16": np.array([1.5, -2.0, np.nan], ml_dtypes.bfloat16),
+        "f64": np.arange(6, dtype=np.float64).reshape(2, 3),
+        "i8": np.array([-128, 127], np.int8),
+        "u64": np.array([2**64 - 1], np.uint64),
+        "flag": np.array([True, False]),
+        "c64": np.array([1 + 2j], np.complex64),
+        "empty": np.zeros((0, 3), np.float32),
+        "scalar": np.array(7, np.int64),
+    }
+    for name, value in values.items():
+        setattr(model, name, tp.Variable(value))
+    src = tp.Checkpoint(model=model).save(str(tmp_path / "ckpt"))
+    out = str(tmp_path / f"all{suffix}")
+    tp.convert(src, out)
+    tp.convert(out, str(tmp_path / "back" / "ckpt-1"))
+    _assert_same_checkpoint(src, str(tmp_path / "back" / "ckpt-1"))
+
+
+def test_npz_is_what_numpy_loads_and_strings_are_bytes(tmp_path: Path) -> None:
+    out = str(tmp_path / "model.npz")
+    tp.convert(FIXTURES / "python_state" / "ckpt-1", out)
+    with np.load(out, allow_pickle=False) as z:
+        assert z["step"] == 7
+        assert z["state/.ATTRIBUTES/py_state"].dtype.kind == "S"
+        assert "__trackpoint_metadata__" in z.files
+    tp.convert(out, str(tmp_path / "back" / "ckpt-1"))
+    _assert_same_checkpoint(str(FIXTURES / "python_state" / "ckpt-1"), str(tmp_path / "back" / "ckpt-1"))
+
+
+def test_keep_keys_exports_checkpoint_keys(tmp_path: Path) -> None:
+    out = str(tmp_path / "model.safetensors")
+    tp.convert(NESTED, out, names="keys")
+    loaded = safetensors.numpy.load_file(out)
+    assert "model/decoder/kernel/.ATTRIBUTES/VARIABLE_VALUE" in loaded
+    tp.convert(out, str(tmp_path / "back" / "ckpt-1"))
+    _assert_same_checkpoint(NESTED, str(tmp_path / "back" / "ckpt-1"))
+
+
+def test_include_and_exclude_select_by_path_or_key(tmp_path: Path) -> None:
+    out = str(tmp_path / "model.safetensors")
+    tp.convert(NESTED, out, include=["model/*"], exclude=["*OPTIMIZER_SLOT*", "model/table/*"])
+    assert sorted(safetensors.numpy.load_file(out)) == [
+        "model/decoder/bias",
+        "model/decoder/kernel",
+        "model/encoder/dense/bias",
+        "model/encoder/dense/kernel",
+        "model/shared",
+        "model/stack/0",
+        "model/stack/1",
+    ]
+    out2 = str(tmp_path / "keys.npz")
+    tp.convert(NESTED, out2, include=["*/.ATTRIBUTES/VARIABLE_VALUE"], exclude=["*OPTIMIZER_SLOT*"])
+    with np.load(out2) as z:
+        assert len([f for f in z.files if not f.startswith("__")]) == 10
+    with pytest.raises(CheckpointKeyError, match="no tensor .* is selected"):
+        tp.convert(NESTED, str(tmp_path / "none.npz"), include=["nothing*"])
+
+
+def test_a_selected_copy_between_checkpoints_prunes_the_object_graph(tmp_path: Path) -> None:
+    dst = str(tmp_path / "slim" / "ckpt-1")
+    tp.convert(NESTED, dst, exclude=["*OPTIMIZER_SLOT*"])
+    assert not any("OPTIMIZER_SLOT" in k for k, _ in tp.list_variables(dst))
+    graph = tp.object_metadata(dst)
+    stored = {k for k, _ in tp.list_variables(dst)}
+    assert all(a.checkpoint_key in stored for n in graph.nodes for a in n.attributes)
+    assert tp.verify(dst).ok
+    model = tp.AutoTrackable()
+    model.decoder = tp.AutoTrackable()
+    model.decoder.kernel = tp.Variable(np.zeros((4, 2), np.float32))
+    tp.Checkpoint(model=model).restore(dst).expect_partial()
+    np.testing.assert_array_equal(
+        model.decoder.kernel.numpy(), _tensors(NESTED)["model/decoder/kernel/.ATTRIBUTES/VARIABLE_VALUE"]
+    )
+
+
+def test_a_foreign_file_restores_by_path(tmp_path: Path) -> None:
+    # A file trackpoint did not write: dotted names as PyTorch and Hugging Face use them.
+    src = str(tmp_path / "foreign.safetensors")
+    weight = np.arange(6, dtype=np.float32).reshape(2, 3)
+    safetensors.numpy.save_file({"encoder.layer.weight": weight, "encoder.layer.bias": np.ones(2, np.float32)}, src)
+    dst = str(tmp_path / "imported" / "ckpt-1")
+    tp.convert(src, dst, separator=".")
+    model = tp.AutoTrackable()
+    model.layer = tp.AutoTrackable()
+    model.layer.weight = tp.Variable(np.zeros((2, 3), np.float32))
+    model.layer.bias = tp.Variable(np.zeros(2, np.float32))
+    # Every tensor of the file is used; only the new Checkpoint's save_counter has no value.
+    tp.Checkpoint(encoder=model).restore(dst).assert_nontrivial_match().expect_partial()
+    np.testing.assert_array_equal(model.layer.weight.numpy(), weight)
+    np.testing.assert_array_equal(model.layer.bias.numpy(), np.ones(2, np.float32))
+
+
+def test_an_edited_export_falls_back_to_its_names(tmp_path: Path) -> None:
+    # Metadata that no longer matches the tensors (one was added) is ignored, never trusted.
+    out = str(tmp_path / "model.safetensors")
+    tp.convert(FIXTURES / "simple" / "ckpt-1", out)
+    data = safetensors.numpy.load_file(out)
+    with open(out, "rb") as fh:
+        (n,) = struct.unpack("<Q", fh.read(8))
+        meta = json.loads(fh.read(n))["__metadata__"]
+    data["extra/w"] = np.zeros(2, np.float32)
+    safetensors.numpy.save_file(data, out, metadata=meta)
+    dst = str(tmp_path / "back" / "ckpt-1")
+    tp.convert(out, dst)
+    assert {k for k, _ in tp.list_variables(dst)} == {
+        "_CHECKPOINTABLE_OBJECT_GRAPH",
+        "extra/w/.ATTRIBUTES/VARIABLE_VALUE",
+        "save_counter/.ATTRIBUTES/VARIABLE_VALUE",
+        "v/.ATTRIBUTES/VARIABLE_VALUE",
+    }
+
+
+def test_strings_cannot_go_to_safetensors(tmp_path: Path) -> None:
+    with pytest.raises(UnsupportedDTypeError, match=r"'state/.ATTRIBUTES/py_state' holds strings.*--exclude"):
+        tp.convert(FIXTURES / "python_state" / "ckpt-1", str(tmp_path / "x.safetensors"))
+    assert list(tmp_path.iterdir()) == []  # nothing half-written
+    tp.convert(FIXTURES / "python_state" / "ckpt-1", str(tmp_path / "x.safetensors"), exclude=["state/*"])
+    assert list(safetensors.numpy.load_file(str(tmp_path / "x.safetensors"))) == ["save_counter", "step"]
+
+
+def test_an_existing_file_is_kept_unless_overwrite(tmp_path: Path) -> None:
+    out = tmp_path / "model.npz"
+    out.write_bytes(b"precious")
+    with pytest.raises(CheckpointExistsError, match="overwrite"):
+        tp.convert(NESTED, str(out))
+    assert out.read_bytes() == b"precious"
+    tp.convert(NESTED, str(out), overwrite=True)
+    assert np.load(out)["model/stack/1"].shape == (3,)
+
+
+def test_writing_safetensors_without_the_package_names_the_extra(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(sys.modules, "safetensors", None)  # makes the import fail
+    with pytest.raises(BackendUnavailableError, match=r"pip install 'trackpoint\[safetensors\]'"):
+        tp.convert(NESTED, str(tmp_path / "model.safetensors"))
+    # Reading needs no package.
+    src = tmp_path / "in.safetensors"
+    header = json.dumps({"w": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]}}).encode()
+    src.write_bytes(struct.pack("<Q", len(header)) + header + np.array([1, 2], "<f4").tobytes())
+    tp.convert(str(src), str(tmp_path / "ck" / "ckpt-1"))
+    assert tp.load_checkpoint(tmp_path / "ck" / "ckpt-1").get_tensor("w/.ATTRIBUTES/VARIABLE_VALUE").tolist() == [1, 2]
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (b"\x01", "fewer than the 8"),
+        (struct.pack("<Q", 1000) + b"{}", "does not fit"),
+        (struct.pack("<Q", 2) + b"[]", "not a JSON object"),
+        (struct.pack("<Q", 5) + b"{bad}", "not JSON"),
+    ],
+)
+def test_damaged_safetensors_headers_are_data_loss(tmp_path: Path, content: bytes, message: str) -> None:
+    src = tmp_path / "bad.safetensors"
+    src.write_bytes(content)
+    with pytest.raises(DataLossError, match=message):
+        tp.convert(str(src), str(tmp_path / "ck" / "ckpt-1"))
+
+
+def test_a_truncated_safetensors_tensor_is_data_loss(tmp_path: Path) -> None:
+    src = tmp_path / "t.safetensors"
+    safetensors.numpy.save_file({"w": np.ones(100, np.float32)}, str(src))
+    src.write_bytes(src.read_bytes()[:-10])
+    with pytest.raises(DataLossError, match=r"tensor 'w' .* outside"):
+        tp.convert(str(src), str(tmp_path / "ck" / "ckpt-1"))
+
+
+def test_unknown_safetensors_dtypes_and_pickled_npz_are_refused(tmp_path: Path) -> None:
+    src = tmp_path / "f8.safetensors"
+    header = json.dumps({"w": {"dtype": "F8_E8M0", "shape": [1], "data_offsets": [0, 1]}}).encode()
+    src.write_bytes(struct.pack("<Q", len(header)) + header + b"\0")
+    with pytest.raises(UnsupportedDTypeError, match="'F8_E8M0'.*exclude"):
+        tp.convert(str(src), str(tmp_path / "a" / "ckpt-1"))
+    npz = tmp_path / "objects.npz"
+    np.savez(npz, o=np.array([{"a": 1}], dtype=object))
+    with pytest.raises(UnsupportedDTypeError, match="never unpickles"):
+        tp.convert(str(npz), str(tmp_path / "b" / "ckpt-1"))
+
+
+def test_a_bit_flip_in_an_npz_member_is_data_loss(tmp_path: Path) -> None:
+    out = tmp_path / "m.npz"
+    np.savez(out, w=np.arange(1000, dtype=np.float64))
+    raw = bytearray(out.read_bytes())
+    raw[len(raw) // 2] ^= 0x10
+    out.write_bytes(bytes(raw))
+    report = tp.verify(str(out))
+    assert not report.ok and report.problems[0].key == "w/.ATTRIBUTES/VARIABLE_VALUE"
+    assert "CRC" in report.problems[0].message or "Bad" in report.problems[0].message
+
+
+def test_missing_files_and_remote_files(tmp_path: Path) -> None:
+    with pytest.raises(CheckpointNotFoundError, match="no file"):
+        tp.convert(str(tmp_path / "missing.npz"), str(tmp_path / "ck" / "ckpt-1"))
+    with pytest.raises(InvalidPathError, match="local file system only"):
+        tp.convert(NESTED, "s3://bucket/model.safetensors")
+
+
+def test_progress_reports_every_byte(tmp_path: Path) -> None:
+    seen: list[tuple[int, int]] = []
+    tp.convert(NESTED, str(tmp_path / "m.npz"), progress=lambda done, total: seen.append((done, total)))
+    assert seen[-1] == (308, 308)
+    seen.clear()
+    tp.convert(NESTED, str(tmp_path / "copy" / "ckpt-1"), progress=lambda done, total: seen.append((done, total)))
+    assert seen[-1] == (308, 308)
