@@ -31,11 +31,17 @@ def test_tensorflow_keys_become_object_graph_paths() -> None:
 def test_other_attributes_keep_their_attribute_name() -> None:
     graph = tp.object_metadata(FIXTURES / "python_state" / "ckpt-1")
     names = path_names(graph, ["state/.ATTRIBUTES/py_state", "step/.ATTRIBUTES/VARIABLE_VALUE"])
-    assert names == {"state/.ATTRIBUTES/py_state": "state/.ATTRIBUTES/py_state", "step/.ATTRIBUTES/VARIABLE_VALUE": "step"}
+    assert names == {
+        "state/.ATTRIBUTES/py_state": "state/.ATTRIBUTES/py_state",
+        "step/.ATTRIBUTES/VARIABLE_VALUE": "step",
+    }
 
 
 def test_a_name_based_checkpoint_keeps_its_keys() -> None:
-    assert path_names(None, ["dense/kernel", "global_step"]) == {"dense/kernel": "dense/kernel", "global_step": "global_step"}
+    assert path_names(None, ["dense/kernel", "global_step"]) == {
+        "dense/kernel": "dense/kernel",
+        "global_step": "global_step",
+    }
 
 
 def test_a_local_name_holding_the_separator_is_refused(tmp_path: Path) -> None:
