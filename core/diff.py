@@ -94,7 +94,7 @@ def _compare(key: str, x: np.ndarray[Any, Any], y: np.ndarray[Any, Any], atol: f
     both_nan = np.isnan(a) & np.isnan(b)
     delta = np.where(both_nan, 0.0, np.abs(a - b))
     scale = np.abs(b)
-    if np.all(delta <= atol + rtol * scale) and not np.any(np.isnan(delta)):
+    if np.all((delta <= atol + rtol * scale) | both_nan):
         return None
     max_abs = float(np.nanmax(delta)) if not np.all(np.isnan(delta)) else float("nan")
     nonzero = scale > 0

@@ -1,0 +1,72 @@
+"""trackpoint.diff: added, removed and changed tensors, with tolerances."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import ml_dtypes
+import numpy as np
+import pytest
+
+import trackpoint as tp
+
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "tf"
+
+
+def _save(path: Path, **values: np.ndarray) -> str:
+    model = tp.AutoTrackable()
+    for name, value in values.items():
+        setattr(model, name, tp.Variable(value))
+    return tp.Checkpoint(m=model).write(str(path))
+
+
+def test_tensorflow_saves_one_step_apart() -> None:
+    report = tp.diff(FIXTURES / "tf1_saver" / "model.ckpt-1", FIXTURES / "tf1_saver" / "model.ckpt-2")
+    assert not report.equal and report.same == 1 and report.added == report.removed == ()
+    changed = {c.key: c for c in report.changed}
+    assert set(changed) == {"dense/bias", "dense/kernel", "global_step"}
+    assert changed["global_step"].max_abs == 100.0 and changed["global_step"].max_rel == 0.5
+    assert changed["dense/kernel"].max_abs == pytest.approx(1.0) and changed["dense/kernel"].kind == "values"
+
+
+def test_a_checkpoint_equals_itself() -> None:
+    report = tp.diff(FIXTURES / "dtypes" / "ckpt-1", FIXTURES / "dtypes" / "ckpt-1")
+    assert report.equal and report.same == len(tp.list_variables(FIXTURES / "dtypes" / "ckpt-1")) - 1
+
+
+def test_added_removed_dtype_and_shape_changes(tmp_path: Path) -> None:
+    a = _save(tmp_path / "a", w=np.zeros(3, np.float32), gone=np.zeros(1), s=np.zeros(2, np.float32))
+    b = _save(tmp_path / "b", w=np.zeros(3, np.float64), new=np.zeros(1), s=np.zeros(4, np.float32))
+    report = tp.diff(a, b)
+    assert report.added == ("m/new/.ATTRIBUTES/VARIABLE_VALUE",)
+    assert report.removed == ("m/gone/.ATTRIBUTES/VARIABLE_VALUE",)
+    kinds = {c.key: (c.kind, c.dtype, c.shape) for c in report.changed}
+    assert kinds == {
+        "m/s/.ATTRIBUTES/VARIABLE_VALUE": ("shape", ("float32", "float32"), ((2,), (4,))),
+        "m/w/.ATTRIBUTES/VARIABLE_VALUE": ("dtype", ("float32", "float64"), ((3,), (3,))),
+    }
+
+
+def test_tolerances_decide_what_changed(tmp_path: Path) -> None:
+    a = _save(tmp_path / "a", w=np.array([1.0, 2.0, np.nan]), z=np.array([0.0]))
+    b = _save(tmp_path / "b", w=np.array([1.0, 2.002, np.nan]), z=np.array([1e-9]))
+    exact = tp.diff(a, b)
+    changed = {c.key: c for c in exact.changed}
+    assert changed["m/w/.ATTRIBUTES/VARIABLE_VALUE"].max_abs == pytest.approx(0.002)
+    assert changed["m/w/.ATTRIBUTES/VARIABLE_VALUE"].max_rel == pytest.approx(0.002 / 2.002)
+    assert changed["m/z/.ATTRIBUTES/VARIABLE_VALUE"].max_rel == pytest.approx(1.0)  # |0 - 1e-9| / 1e-9
+    assert tp.diff(a, b, rtol=1e-3, atol=1e-8).equal
+    assert not tp.diff(a, b, rtol=1e-4, atol=1e-8).equal
+    with pytest.raises(ValueError, match="must not be negative"):
+        tp.diff(a, b, atol=-1)
+
+
+def test_strings_bfloat16_and_a_flat_file(tmp_path: Path) -> None:
+    a = _save(tmp_path / "a", s=np.array([b"x", b"y"], dtype=object), h=np.ones(2, ml_dtypes.bfloat16))
+    b = _save(tmp_path / "b", s=np.array([b"x", b"z"], dtype=object), h=np.full(2, 1.5, ml_dtypes.bfloat16))
+    report = tp.diff(a, b)
+    changed = {c.key: c for c in report.changed}
+    assert changed["m/s/.ATTRIBUTES/VARIABLE_VALUE"].max_abs is None
+    assert changed["m/h/.ATTRIBUTES/VARIABLE_VALUE"].max_abs == 0.5
+    tp.convert(a, str(tmp_path / "a.npz"))
+    assert tp.diff(a, str(tmp_path / "a.npz")).equal
