@@ -259,3 +259,14 @@ def test_crashed_sharded_save_leaves_no_index_named_object(kind: str, request: p
         _reads(backend, f"{directory}/ckpt-1", 1.0)
     finally:
         files.close()
+
+
+def test_leftovers_lists_every_leftover_whatever_its_age(backend: BundleBackend, tmp_path: Path, prefix: str) -> None:
+    _start(backend, prefix, "crashed", 1.0)
+    pieces = _pieces(tmp_path, "ckpt-1")
+    listed = _other(backend).leftovers(str(tmp_path))
+    # Young leftovers are listed (for `trackpoint ls --all`) but kept by the default cleanup.
+    assert sorted(map(Path, listed)) == pieces
+    assert _other(backend).cleanup(str(tmp_path)) == []
+    assert sorted(_other(backend).cleanup(str(tmp_path), min_age=0)) == sorted(listed)
+    assert _other(backend).leftovers(str(tmp_path)) == []

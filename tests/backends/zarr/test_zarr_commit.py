@@ -140,3 +140,14 @@ def test_cleanup_removes_abandoned_saves_only(where: Any) -> None:
     assert where.backend.list_checkpoints(where.directory) == [where.prefix("done")]
     with where.backend.open_reader(where.prefix("done")) as reader:
         assert reader.read("b")[0] == 1.0
+
+
+def test_leftovers_lists_what_cleanup_would_remove_and_removes_nothing(where: Any) -> None:
+    where.backend.commit(where.prefix("done"), _shards(where, where.prefix("done"), "done"))
+    _shards(where, where.prefix("done"), "abandoned-over-existing")
+    _shards(where, where.prefix("never"), "abandoned")
+    listed = where.backend.leftovers(where.directory)
+    assert len(listed) == 2 and all("abandoned" in p for p in listed)
+    assert where.backend.leftovers(where.directory) == listed  # listing removed nothing
+    assert where.backend.cleanup(where.directory, min_age=0) == listed
+    assert where.backend.leftovers(where.directory) == []
