@@ -1,0 +1,378 @@
+"""The ``trackpoint`` command line.
+
+Each command runs through the installed console script in a subprocess, as a user runs it (``run``),
+against checkpoints from real TensorFlow (``tests/fixtures/tf``), from trackpoint on the bundle and
+Zarr backends, on S3 (moto) and GCS (fake-gcs-server) reached with ``--storage-option``, and against a
+bit-flipped copy. Printed tables and ``--json`` output are checked, and so are exit statuses. Starting
+an interpreter costs about a second, so the many small checks of options and error paths call the same
+``main`` in this process (``cli``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import safetensors.numpy
+
+import trackpoint as tp
+from trackpoint.cli import main
+from trackpoint.storage import ShardSpec, WriteItem
+
+FIXTURES = Path(__file__).resolve().parents[2] / "fixtures" / "tf"
+NESTED = str(FIXTURES / "nested" / "ckpt-1")
+SCRIPT = Path(sys.executable).with_name("trackpoint")
+
+
+def run(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    """Run the installed console script; stdout and stderr captured (not a terminal)."""
+    assert SCRIPT.exists(), f"{SCRIPT} is missing: pip install -e . installs the console script"
+    return subprocess.run([str(SCRIPT), *args], capture_output=True, text=True, cwd=cwd, timeout=120)
+
+
+def run_json(*args: str) -> Any:
+    result = run(*args, "--json")
+    assert result.stderr == "", result.stderr
+    return json.loads(result.stdout)
+
+
+class Called:
+    """Exit status and output of one in-process ``main`` call."""
+
+    def __init__(self, returncode: int, stdout: str, stderr: str) -> None:
+        self.returncode, self.stdout, self.stderr = returncode, stdout, stderr
+
+
+@pytest.fixture
+def cli(capsys: pytest.CaptureFixture[str]) -> Any:
+    def call(*args: str) -> Called:
+        try:
+            code = main(list(args))
+        except SystemExit as exc:  # argparse's own exits (usage errors, --version)
+            code = int(exc.code or 0)
+        out, err = capsys.readouterr()
+        return Called(code, out, err)
+
+    return call
+
+
+def _flipped(tmp_path: Path) -> str:
+    shutil.copytree(FIXTURES / "nested", tmp_path / "flipped")
+    data = tmp_path / "flipped" / "ckpt-1.data-00000-of-00001"
+    raw = bytearray(data.read_bytes())
+    raw[10] ^= 0x01  # inside model/shared's value
+    data.write_bytes(bytes(raw))
+    return str(tmp_path / "flipped" / "ckpt-1")
+
+
+# ------------------------------------------------------------------- inspect
+def test_inspect_lists_every_tensor_of_a_tensorflow_checkpoint() -> None:
+    result = run("inspect", NESTED)
+    assert result.returncode == 0 and result.stderr == ""
+    lines = result.stdout.splitlines()
+    assert lines[0].split() == ["key", "dtype", "shape", "bytes"]
+    assert "model/decoder/kernel/.ATTRIBUTES/VARIABLE_VALUE  float32  [4, 2]     32".split() in [
+        line.split() for line in lines
+    ]
+    assert lines[-1] == f"18 tensors, 308 B in {NESTED}"
+
+
+def test_inspect_json() -> None:
+    data = run_json("inspect", NESTED)
+    rows = {row["key"]: row for row in data["tensors"]}
+    assert len(rows) == 18 and data["prefix"] == NESTED
+    assert rows["model/encoder/dense/kernel/.ATTRIBUTES/VARIABLE_VALUE"] == {
+        "key": "model/encoder/dense/kernel/.ATTRIBUTES/VARIABLE_VALUE",
+        "path": "model/encoder/dense/kernel",
+        "dtype": "float32",
+        "shape": [3, 4],
+        "bytes": 48,
+    }
+
+
+def test_inspect_tree_puts_slots_under_their_optimizer() -> None:
+    result = run("inspect", "--tree", NESTED)
+    assert result.returncode == 0
+    lines = result.stdout.splitlines()
+    assert lines[0] == "(root)"
+    assert "│   │   │   ├── kernel  float32 [3, 4]" in lines
+    assert "│   │   └── shared  -> model/shared (shared)" in lines
+    optimizer = lines.index("├── optimizer")
+    assert lines[optimizer + 1] == "│   ├── momentum (slot for model/shared)  float32 [2]"
+    assert lines[-1] == "└── save_counter  int64 []"
+
+
+def test_inspect_one_tensor_by_path_with_values(cli: Any) -> None:
+    result = cli("inspect", NESTED, "--key", "model/decoder/kernel", "--values")
+    assert result.returncode == 0
+    assert result.stdout.splitlines()[0] == "model/decoder/kernel/.ATTRIBUTES/VARIABLE_VALUE  float32 [4, 2]"
+    expected = tp.load_checkpoint(NESTED).get_tensor("model/decoder/kernel/.ATTRIBUTES/VARIABLE_VALUE")
+    assert result.stdout.splitlines()[1:] == np.array2string(expected).splitlines()
+    data = json.loads(cli("inspect", NESTED, "-k", "model/decoder/kernel", "--values", "--json").stdout)
+    np.testing.assert_array_equal(np.array(data["values"], np.float32), expected)
+
+
+def test_inspect_a_string_tensor_and_a_name_based_checkpoint() -> None:
+    data = run_json(
+        "inspect", str(FIXTURES / "python_state" / "ckpt-1"), "-k", "state/.ATTRIBUTES/py_state", "--values"
+    )
+    assert data["dtype"] == "string" and isinstance(json.loads(data["values"]), dict)
+    result = run("inspect", "--tree", str(FIXTURES / "tf1_saver" / "model.ckpt-1"))
+    assert result.returncode == 4
+    assert result.stderr.strip().endswith("inspect without --tree lists its keys")
+
+
+def test_inspect_errors_are_one_line_and_exit_codes_are_documented(tmp_path: Path, cli: Any) -> None:
+    missing = run("inspect", str(tmp_path / "nothing"))
+    assert missing.returncode == 3 and missing.stdout == ""
+    assert len(missing.stderr.splitlines()) == 1
+    assert missing.stderr.startswith("trackpoint inspect: CheckpointNotFoundError: no checkpoint at")
+    bad_key = cli("inspect", NESTED, "--key", "nope")
+    assert bad_key.returncode == 4 and "has no tensor 'nope'" in bad_key.stderr
+    usage = cli("inspect", NESTED, "--values")
+    assert usage.returncode == 2 and "--values needs --key" in usage.stderr
+    assert cli("frobnicate").returncode == 2
+    verbose = cli("inspect", str(tmp_path / "nothing"), "--verbose")
+    assert verbose.returncode == 3 and verbose.stderr.startswith("Traceback (most recent call last)")
+
+
+# -------------------------------------------------------------------- verify
+def test_verify_tensorflow_checkpoints() -> None:
+    result = run("verify", NESTED, str(FIXTURES / "sliced" / "ckpt-1"), str(FIXTURES / "dtypes"))
+    assert result.returncode == 0 and result.stderr == ""
+    lines = result.stdout.splitlines()
+    assert lines[0] == f"OK       {NESTED}  (18 tensors, 308 B, bundle)"
+    assert lines[-1] == "3 of 3 intact (every byte read)"
+
+
+def test_verify_names_the_damaged_file_and_key(tmp_path: Path) -> None:
+    flipped = _flipped(tmp_path)
+    result = run("verify", flipped, NESTED, str(tmp_path / "missing"))
+    assert result.returncode == 1
+    lines = result.stdout.splitlines()
+    assert lines[0] == f"DAMAGED  {flipped}"
+    assert lines[1].startswith("  model/shared/.ATTRIBUTES/VARIABLE_VALUE: DataLossError: bundle: CRC-32C mismatch")
+    assert "ckpt-1.data-00000-of-00001" in lines[1]
+    assert lines[2].startswith("OK       ")
+    assert lines[3] == f"MISSING  {tmp_path / 'missing'}"
+    assert lines[-1] == "1 of 3 intact (every byte read)"
+    data = run_json("verify", flipped)
+    assert data["ok"] is False
+    (entry,) = data["checkpoints"]
+    assert [(p["key"], p["error"]) for p in entry["problems"]] == [
+        ("model/shared/.ATTRIBUTES/VARIABLE_VALUE", "DataLossError")
+    ]
+    # --quick checks the structure only: the flipped data byte goes unseen.
+    quick = run("verify", "--quick", flipped)
+    assert quick.returncode == 0 and quick.stdout.splitlines()[-1] == "1 of 1 intact (structure checked)"
+
+
+# ---------------------------------------------------------------------- diff
+def test_diff_of_two_tensorflow_saves(cli: Any) -> None:
+    a, b = str(FIXTURES / "tf1_saver" / "model.ckpt-1"), str(FIXTURES / "tf1_saver" / "model.ckpt-2")
+    result = run("diff", a, b)
+    assert result.returncode == 1
+    rows = [line.split(None, 2) for line in result.stdout.splitlines()[1:-1]]
+    assert rows == [
+        ["changed", "dense/bias", "max abs 1, max rel 0.0909091"],
+        ["changed", "dense/kernel", "max abs 1, max rel 0.5"],
+        ["changed", "global_step", "max abs 100, max rel 0.5"],
+    ]
+    assert result.stdout.splitlines()[-1] == "different: 1 tensors equal exactly, 3 changed, 0 added, 0 removed"
+    data = json.loads(cli("diff", a, b, "--json").stdout)
+    assert data["equal"] is False and [c["key"] for c in data["changed"]] == [
+        "dense/bias",
+        "dense/kernel",
+        "global_step",
+    ]
+    assert data["changed"][2] == {
+        "key": "global_step",
+        "kind": "values",
+        "dtype": ["int64", "int64"],
+        "shape": [[], []],
+        "max_abs": 100.0,
+        "max_rel": 0.5,
+    }
+    assert cli("diff", a, b, "--atol", "100").returncode == 0
+    same = cli("diff", a, a)
+    assert same.returncode == 0 and same.stdout.startswith("equal: 4 tensors equal exactly")
+
+
+# ------------------------------------------------------------------- convert
+def test_convert_tensorflow_to_safetensors_and_back(tmp_path: Path) -> None:
+    out = tmp_path / "model.safetensors"
+    result = run("convert", NESTED, str(out))
+    assert result.returncode == 0 and result.stdout == f"converted {NESTED} -> {out}\n" and result.stderr == ""
+    loaded = safetensors.numpy.load_file(str(out))
+    assert loaded["model/stack/1"].shape == (3,) and len(loaded) == 18
+    back = tmp_path / "back" / "ckpt-1"
+    assert run("convert", str(out), str(back)).returncode == 0
+    assert run("diff", NESTED, str(back)).returncode == 0
+    # Restores exactly, by path.
+    model = tp.AutoTrackable()
+    model.decoder = tp.AutoTrackable()
+    model.decoder.kernel = tp.Variable(np.zeros((4, 2), np.float32))
+    tp.Checkpoint(model=model).restore(str(back)).expect_partial()
+    np.testing.assert_array_equal(model.decoder.kernel.numpy(), loaded["model/decoder/kernel"])
+
+
+def test_convert_options(tmp_path: Path, cli: Any) -> None:
+    keys = tmp_path / "keys.npz"
+    assert cli("convert", NESTED, str(keys), "--keep-keys", "--exclude", "*OPTIMIZER_SLOT*").returncode == 0
+    with np.load(keys) as z:
+        assert (
+            sorted(f for f in z.files if not f.startswith("__"))[0] == "model/decoder/bias/.ATTRIBUTES/VARIABLE_VALUE"
+        )
+        assert len(z.files) == 11  # 10 tensors and trackpoint's metadata
+    again = cli("convert", NESTED, str(keys))
+    assert again.returncode == 4 and "--overwrite" in again.stderr
+    table = ("--include", "model/table/*", "--exclude", "*SLOT*")
+    assert cli("convert", NESTED, str(keys), "--overwrite", *table).returncode == 0
+    with np.load(keys) as z:
+        assert sorted(z.files) == ["__trackpoint_metadata__", "model/table/alpha", "model/table/beta"]
+    strings = cli("convert", str(FIXTURES / "python_state" / "ckpt-1"), str(tmp_path / "s.safetensors"))
+    assert strings.returncode == 4 and len(strings.stderr.splitlines()) == 1
+    assert "UnsupportedDTypeError" in strings.stderr and "--exclude" in strings.stderr
+
+
+def test_convert_between_backends_and_ls_finds_every_format(tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    assert run("convert", NESTED, str(run_dir / "ckpt-1")).returncode == 0
+    assert run("convert", NESTED, str(run_dir / "ckpt-2"), "--dst-backend", "zarr").returncode == 0
+    assert (run_dir / "ckpt-2.zarr").is_dir()
+    listing = run("ls", str(run_dir))
+    assert listing.returncode == 0
+    rows = [line.split() for line in listing.stdout.splitlines()]
+    assert rows[0] == ["checkpoint", "number", "time", "(UTC)", "tensors", "size", "format"]
+    assert rows[1] == ["ckpt-1", "1", "-", "18", "308", "B", "bundle"]
+    assert rows[2] == ["ckpt-2", "2", "-", "18", "308", "B", "zarr", "latest"]
+    verified = run("verify", str(run_dir / "ckpt-2"))
+    assert verified.returncode == 0 and "(18 tensors, 308 B, zarr)" in verified.stdout
+    assert run("diff", str(run_dir / "ckpt-1"), str(run_dir / "ckpt-2")).returncode == 0
+
+
+def test_ls_of_a_tensorflow_manager_directory_with_timestamps(cli: Any) -> None:
+    data = json.loads(cli("ls", str(FIXTURES / "manager"), "--json").stdout)
+    expected = json.loads((FIXTURES / "manager" / "expected.json").read_text())
+    assert [Path(r["prefix"]).name for r in data["checkpoints"]] == ["ckpt-2", "ckpt-3"]
+    assert [r["latest"] for r in data["checkpoints"]] == [False, True]
+    assert all(isinstance(r["time"], float) for r in data["checkpoints"])
+    assert data["checkpoints"][0]["number"] == 2 and expected  # the fixture's own record exists
+
+
+def test_ls_all_and_cleanup_with_the_age_guard(tmp_path: Path, cli: Any) -> None:
+    tp.Checkpoint(v=tp.Variable(np.ones(2, np.float32))).save(str(tmp_path / "ckpt"))
+    backend = tp.plugins.open_backend(str(tmp_path / "ckpt-9"))
+    backend.begin(str(tmp_path / "ckpt-9"), "crashed")
+    backend.write_shard(str(tmp_path / "ckpt-9"), ShardSpec(0, 1, "crashed"), [WriteItem("x", np.zeros(3))])
+    listing = run("ls", "--all", str(tmp_path))
+    assert listing.returncode == 0
+    lines = listing.stdout.splitlines()
+    assert lines[1].split()[0] == "ckpt-1" and lines[1].split()[-1] == "latest"
+    assert lines[2].startswith("leftovers of crashed saves (")
+    assert all("ckpt-9" in line for line in lines[3:])
+    data = json.loads(cli("ls", "--all", str(tmp_path), "--json").stdout)
+    assert data["leftovers"] and all("ckpt-9" in p for p in data["leftovers"])
+    # The default age guard keeps young leftovers: they may be a save still running.
+    kept = cli("cleanup", str(tmp_path))
+    assert kept.returncode == 0 and kept.stdout == f"nothing to remove in {tmp_path}\n"
+    removed = json.loads(cli("cleanup", str(tmp_path), "--min-age", "0", "--json").stdout)
+    assert sorted(removed["removed"]) == sorted(data["leftovers"])
+    assert json.loads(cli("ls", "--all", str(tmp_path), "--json").stdout)["leftovers"] == []
+    assert cli("cleanup", str(tmp_path), "--min-age", "-1").returncode == 2
+
+
+def test_python_dash_m_is_the_same_command_line() -> None:
+    result = subprocess.run([sys.executable, "-m", "trackpoint", "--version"], capture_output=True, text=True)
+    assert result.returncode == 0 and result.stdout.strip() == f"trackpoint {tp.__version__}"
+    listing = subprocess.run(
+        [sys.executable, "-m", "trackpoint", "inspect", NESTED, "--json"], capture_output=True, text=True
+    )
+    assert json.loads(listing.stdout) == run_json("inspect", NESTED)
+
+
+def test_a_progress_bar_only_on_a_terminal(tmp_path: Path) -> None:
+    pty = pytest.importorskip("pty")
+    piped = run("convert", NESTED, str(tmp_path / "a.npz"))
+    assert piped.stderr == ""  # no bar when stderr is not a terminal
+    import fcntl
+    import struct
+    import termios
+
+    leader, follower = pty.openpty()
+    # A new pseudo-terminal is 0 columns wide, where tqdm draws nothing: give it a size.
+    fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))
+    try:
+        proc = subprocess.run(
+            [str(SCRIPT), "convert", NESTED, str(tmp_path / "b.npz")], stdout=subprocess.PIPE, stderr=follower
+        )
+        os.close(follower)
+        drawn = b""
+        while True:
+            try:
+                chunk = os.read(leader, 4096)
+            except OSError:
+                break
+            if not chunk:
+                break
+            drawn += chunk
+    finally:
+        os.close(leader)
+    assert proc.returncode == 0
+    assert b"convert" in drawn and b"308" in drawn  # tqdm's bar: description and byte count
+
+
+# ------------------------------------------------------------ object stores
+def _object_store_round_trip(tmp_path: Path, bucket: str, options: dict[str, Any], fs: Any) -> None:
+    so = [arg for k, v in options.items() for arg in ("--storage-option", f"{k}={v}")]
+    remote = f"{bucket}/run/ckpt-1"
+    done = run("convert", NESTED, remote, *[a.replace("--storage-option", "--dst-storage-option") for a in so])
+    assert done.returncode == 0, done.stderr
+    listing = run_json("ls", f"{bucket}/run", *so)
+    assert [(Path(r["prefix"]).name, r["tensors"], r["bytes"], r["latest"]) for r in listing["checkpoints"]] == [
+        ("ckpt-1", 18, 308, True)
+    ]
+    inspected = run_json("inspect", remote, *so)
+    assert len(inspected["tensors"]) == 18
+    verified = run("verify", remote, *so)
+    assert verified.returncode == 0 and verified.stdout.splitlines()[-1] == "1 of 1 intact (every byte read)"
+    assert run("diff", NESTED, remote, *so).returncode == 0
+    out = tmp_path / "from-bucket.safetensors"
+    assert run("convert", remote, str(out), *so).returncode == 0
+    assert len(safetensors.numpy.load_file(str(out))) == 18
+    # A bit flipped in the bucket is found and named.
+    data_object = remote.split("://", 1)[1] + ".data-00000-of-00001"
+    raw = bytearray(fs.cat_file(data_object))
+    raw[10] ^= 0x01
+    fs.pipe_file(data_object, bytes(raw))
+    damaged = run("verify", remote, *so)
+    assert damaged.returncode == 1
+    assert damaged.stdout.splitlines()[0] == f"DAMAGED  {remote}"
+    assert ": DataLossError: bundle: " in damaged.stdout.splitlines()[1]
+    assert "ckpt-1.data-00000-of-00001" in damaged.stdout.splitlines()[1]
+    # Without the storage options the store cannot be reached: one line on stderr, status 4 or 3.
+    failed = run("inspect", remote, "--storage-option", "endpoint_url=http://127.0.0.1:9")
+    assert failed.returncode in (3, 4) and len(failed.stderr.splitlines()) == 1
+
+
+@pytest.mark.s3
+@pytest.mark.slow  # ten interpreters that each import s3fs/gcsfs: about a minute on a busy machine
+def test_s3_with_storage_options(
+    tmp_path: Path, s3_bucket: str, s3_storage_options: dict[str, Any], s3_raw: Any
+) -> None:
+    _object_store_round_trip(tmp_path, s3_bucket, s3_storage_options, s3_raw)
+
+
+@pytest.mark.gcs
+@pytest.mark.slow
+def test_gcs_with_storage_options(
+    tmp_path: Path, gcs_bucket: str, gcs_storage_options: dict[str, Any], gcs_raw: Any
+) -> None:
+    _object_store_round_trip(tmp_path, gcs_bucket, gcs_storage_options, gcs_raw)
