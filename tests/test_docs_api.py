@@ -16,6 +16,8 @@ MODULES = [
     "trackpoint",
     "trackpoint.storage",
     "trackpoint.errors",
+    "trackpoint.interchange",
+    "trackpoint.cli",
     "trackpoint.plugins",
     "trackpoint.plugins.testing",
     "trackpoint.backends.stores",
