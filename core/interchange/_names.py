@@ -24,7 +24,6 @@ from trackpoint.errors import InvalidCheckpointError, NameConflictError
 from trackpoint.graph import (
     OBJECT_ATTRIBUTES_NAME,
     OPTIMIZER_SLOT_NAME,
-    _has_values,
     attribute_key,
     escape_local_name,
     slot_variable_path,
@@ -202,8 +201,20 @@ def graph_from_names(names: Sequence[str], *, separator: str = "/") -> tuple[pb.
 
 
 def _mark_values(graph: pb.TrackableObjectGraph) -> None:
-    for node, has in zip(graph.nodes, _has_values(graph), strict=True):
-        node.has_checkpoint_values.value = has
+    """Set ``has_checkpoint_values``: a node holds values itself or through a descendant."""
+    parents: list[list[int]] = [[] for _ in graph.nodes]
+    for i, node in enumerate(graph.nodes):
+        for child in node.children:
+            parents[child.node_id].append(i)
+    has = [bool(node.attributes or node.slot_variables) for node in graph.nodes]
+    queue = collections.deque(i for i, h in enumerate(has) if h)
+    while queue:
+        for parent in parents[queue.popleft()]:
+            if not has[parent]:
+                has[parent] = True
+                queue.append(parent)
+    for node, value in zip(graph.nodes, has, strict=True):
+        node.has_checkpoint_values.value = value
 
 
 def mapping_is_whole(mapping: Mapping[str, str], names: Iterable[str]) -> bool:
