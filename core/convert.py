@@ -187,7 +187,7 @@ def _convert_selected(
 ) -> None:
     """A copy with a flat file on either side, or with a selection of tensors."""
     # Imported here: `import trackpoint` stays free of the file formats' modules.
-    from trackpoint.interchange._convert import FlatReader, Selected, export
+    from trackpoint.interchange._convert import FlatReader, Selected, export, open_source
 
     if os.path.abspath(_strip(src)) == os.path.abspath(_strip(dst)):
         raise CheckpointExistsError(
@@ -204,7 +204,7 @@ def _convert_selected(
         if src_fmt is not None:
             base = FlatReader(src, src_fmt, separator=separator)
         else:
-            base = _resolve.open_checkpoint(src, s_opts)[1]
+            base = open_source(src, s_opts)[2]
         try:
             reader = Selected(
                 base, include=include, exclude=exclude, separator=separator, with_names=dst_fmt is not None

@@ -17,7 +17,7 @@ from trackpoint.errors import CheckpointKeyError, InvalidCheckpointError
 from trackpoint.interchange._files import FlatFile, open_file, write_npz, write_safetensors
 from trackpoint.interchange._names import graph_from_names, path_names, prune_graph
 from trackpoint.proto import trackable_object_graph_pb2 as pb
-from trackpoint.storage import OBJECT_GRAPH_KEY, CheckpointOptions, CheckpointReader, TensorInfo
+from trackpoint.storage import OBJECT_GRAPH_KEY, CheckpointOptions, CheckpointReader, StorageBackend, TensorInfo
 
 __all__ = ["FlatReader", "Progress", "Selected", "export", "open_source", "read_graph"]
 
@@ -127,14 +127,46 @@ def open_source(path: str, options: CheckpointOptions | None = None) -> tuple[st
     fmt = file_format(path)
     if fmt is not None:
         return path, fmt, FlatReader(path, fmt)
-    prefix, reader = _resolve.open_checkpoint(path, options)
-    store = _resolve.open_store(prefix, options)
+    store = _resolve.open_store(path, options)
     try:
+        prefix, reader = _resolve.open_checkpoint(path, store)
         holder = _resolve.holder(store, prefix)
         name = holder.name if holder is not None else store.name
-    finally:
+    except BaseException:
         store.close()
-    return prefix, name, reader
+        raise
+    return prefix, name, _Owning(reader, store)
+
+
+class _Owning(CheckpointReader):
+    """A reader that closes the backend it reads through when it is closed."""
+
+    def __init__(self, reader: CheckpointReader, store: StorageBackend) -> None:
+        self.prefix = reader.prefix
+        self._reader, self._store = reader, store
+
+    def keys(self) -> Sequence[str]:
+        # docstring inherited
+        return self._reader.keys()
+
+    def info(self, key: str) -> TensorInfo:
+        # docstring inherited
+        return self._reader.info(key)
+
+    def read(self, key: str, out: np.ndarray[Any, Any] | None = None) -> np.ndarray[Any, Any]:
+        # docstring inherited
+        return self._reader.read(key, out)
+
+    def read_many(self, requests: Sequence[tuple[str, np.ndarray[Any, Any] | None]]) -> list[np.ndarray[Any, Any]]:
+        # docstring inherited
+        return self._reader.read_many(requests)
+
+    def close(self) -> None:
+        # docstring inherited
+        try:
+            self._reader.close()
+        finally:
+            self._store.close()
 
 
 def _matches(patterns: Sequence[str], *candidates: str) -> bool:
