@@ -25,7 +25,7 @@ from __future__ import annotations
 from typing import Any
 
 from trackpoint.plugins import BackendSpec, bundle_backend_spec, hookimpl
-from trackpoint.storage import CheckpointOptions, StorageBackend
+from trackpoint.storage import Capabilities, CheckpointOptions, StorageBackend
 
 __all__ = ["bundle", "gcs", "memory", "s3", "zarr"]
 
@@ -105,19 +105,69 @@ class _GCS:
 
 
 class _Zarr:
-    """The ``zarr`` backend: Zarr v3 groups on the store the URL names."""
+    """The ``zarr`` backend: the Zarr v3 format on the store the URL names."""
 
     @hookimpl
     def trackpoint_register_backends(self, register: Any) -> None:
-        from trackpoint.backends import zarr
+        from trackpoint.backends.zarr import SCHEMES
 
-        zarr.trackpoint_register_backends(register=register)
+        register(
+            BackendSpec(
+                name="zarr",
+                factory=_zarr,
+                schemes=SCHEMES,
+                description="Zarr v3 groups (local disk, S3, GCS), readable with plain zarr",
+                requires=("zarr",),
+                extra="zarr",
+                capabilities=Capabilities(conditional_create=True, ranged_reads=True, parallel_writes=True),
+            )
+        )
 
     @hookimpl
     def trackpoint_detect_backends(self, url: str, options: CheckpointOptions) -> list[str] | None:
-        from trackpoint.backends import zarr
+        """Zarr checkpoints saved with ``backend="zarr"`` at plain paths, ``s3://`` or ``gs://`` URLs are found."""
+        from trackpoint import _paths
+        from trackpoint.backends.zarr import SHARED_SCHEMES
 
-        return zarr.trackpoint_detect_backends(url=url, options=options)
+        return ["zarr"] if _paths.scheme(url) in SHARED_SCHEMES else None
+
+
+#: Store of each URL scheme the zarr backend accepts.
+_ZARR_STORES = {
+    "": "local", "file": "local", "zarr": "local", "zarr+file": "local",
+    "s3": "s3", "zarr+s3": "s3",
+    "gs": "gcs", "gcs": "gcs", "zarr+gs": "gcs", "zarr+gcs": "gcs",
+}  # fmt: skip
+
+
+def _zarr(url: str, options: CheckpointOptions) -> StorageBackend:
+    """The Zarr format over the store ``url`` names, tuned by ``options.backend_options``."""
+    from trackpoint import _paths
+    from trackpoint.backends.zarr import ZarrBackend, ZarrOptions
+    from trackpoint.errors import UnknownBackendError
+
+    zarr_options = ZarrOptions.from_mapping(options.backend_options)
+    # Only the storage options reach the store: the backend options are the format's.
+    store_options = CheckpointOptions(storage_options=options.storage_options)
+    kind = _ZARR_STORES.get(_paths.scheme(url))
+    if kind == "local":
+        from trackpoint.backends.stores import LocalFiles
+        from trackpoint.backends.zarr._commit import linux_exchange
+
+        # On Linux an overwrite swaps the directories atomically.
+        return ZarrBackend(LocalFiles(), zarr_options, exchange=linux_exchange)
+    if kind == "s3":
+        from trackpoint.backends.stores.s3 import S3Files
+
+        return ZarrBackend(S3Files.from_options(store_options), zarr_options)
+    if kind == "gcs":
+        from trackpoint.backends.stores.gcs import GCSFiles
+
+        return ZarrBackend(GCSFiles.from_options(store_options), zarr_options)
+    raise UnknownBackendError(
+        f"zarr: cannot store checkpoints at {url!r}; use a local path or a zarr+file://, s3://, zarr+s3://, "
+        "gs:// or zarr+gs:// URL"
+    )
 
 
 bundle = _Bundle()

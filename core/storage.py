@@ -58,7 +58,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextvars import ContextVar
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from types import TracebackType
 from typing import Any, ClassVar, Final, TypeAlias
 
@@ -764,6 +764,12 @@ class StorageBackend(ABC):
             (see :meth:`begin` and :meth:`commit`).
         """
         opts = options or self.save_defaults
+        if options is not None:
+            # Per-save backend_options: this save runs on the backend they tune.
+            target = self.with_options(options)
+            if target is not self:
+                target.save(prefix, items, replace(options, backend_options={}), overwrite=overwrite)
+                return
         writers = opts.num_writers or (_default_writers() if self.capabilities.parallel_writes else 1)
         if not self.capabilities.parallel_writes:
             writers = 1
@@ -790,6 +796,19 @@ class StorageBackend(ABC):
                 # failed too (often for the same reason: a missing bucket) is only noted.
                 exc.add_note(f"cleaning up after this failure also failed: {type(cleanup).__name__}: {cleanup}")
             raise
+
+    def with_options(self, options: CheckpointOptions) -> StorageBackend:
+        """This backend tuned by ``options.backend_options`` for one :meth:`save`.
+
+        Returns
+        -------
+        StorageBackend
+            ``self`` by default (backend options are taken when the backend is
+            created). A backend whose tuning may change per save returns a
+            configured copy on the same store; :meth:`save` runs the save
+            protocol on it.
+        """
+        return self
 
     def dirname(self, path: str) -> str:
         """Directory part of ``path`` (URL-aware)."""

@@ -1,81 +1,40 @@
-"""The ``zarr`` storage backend: checkpoints as consolidated Zarr v3 groups.
+"""The Zarr v3 format: checkpoints as consolidated Zarr v3 groups, written over any store.
 
-A checkpoint ``P`` is the Zarr group ``P.zarr`` on local disk, S3 or GCS, so
-any Zarr v3 reader can open it and slice its tensors lazily. Selected with
-``CheckpointOptions(backend="zarr")`` or the URL schemes ``zarr://``,
-``zarr+file://``, ``zarr+s3://`` and ``zarr+gs://`` (``zarr+gcs://``). See
+A checkpoint ``P`` is the Zarr group ``P.zarr``, so any Zarr v3 reader can
+open it and slice its tensors lazily. The format is written once against the
+store interface (:class:`trackpoint.backends.stores.FileLayer`):
+``ZarrBackend(files, options)`` runs on the local disk, on the S3/GCS stores
+and on a plugin's store, committing by the strategy the store's declared
+capabilities allow. The built-in ``zarr`` backend (registered in
+:mod:`trackpoint.backends._builtin`) picks the store from the URL: ``zarr://``,
+``zarr+file://``, ``zarr+s3://`` and ``zarr+gs://`` (``zarr+gcs://``), or plain
+paths, ``s3://`` and ``gs://`` with ``CheckpointOptions(backend="zarr")``. See
 ``docs/backends/zarr.md`` for the layout, key encoding, dtypes, options and
 guarantees.
 
-This module registers the backend and stays light: zarr and fsspec are
-imported only when a backend is created (``import trackpoint`` never imports
-zarr). :class:`ZarrBackend` and :class:`ZarrReader` are loaded on first access.
+This module stays light: zarr is imported when :class:`ZarrBackend` or
+:class:`ZarrReader` is first accessed (``import trackpoint`` never imports it).
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from trackpoint import _paths
 from trackpoint.backends.zarr._keys import decode_key, encode_key
 from trackpoint.backends.zarr._options import ZarrOptions
-from trackpoint.plugins import BackendSpec, hookimpl
-from trackpoint.storage import Capabilities, CheckpointOptions
 
 if TYPE_CHECKING:
     from trackpoint.backends.zarr._backend import ZarrBackend, ZarrReader
 
-__all__ = [
-    "SCHEMES",
-    "SHARED_SCHEMES",
-    "ZarrBackend",
-    "ZarrOptions",
-    "ZarrReader",
-    "create",
-    "decode_key",
-    "encode_key",
-    "trackpoint_detect_backends",
-    "trackpoint_register_backends",
-]
+__all__ = ["SCHEMES", "SHARED_SCHEMES", "ZarrBackend", "ZarrOptions", "ZarrReader", "decode_key", "encode_key"]
 
 #: URL schemes served by default; plain paths, ``s3://`` and ``gs://`` need
 #: ``CheckpointOptions(backend="zarr")``.
 SCHEMES = ("zarr", "zarr+file", "zarr+s3", "zarr+gs", "zarr+gcs")
 
-
-def create(url: str, options: CheckpointOptions) -> ZarrBackend:
-    """Factory: a Zarr backend for the store ``url`` lives on, tuned by ``options.backend_options``."""
-    from trackpoint.backends.zarr._backend import ZarrBackend, make_location
-
-    opts = ZarrOptions.from_mapping(options.backend_options)
-    return ZarrBackend(make_location(url, options.storage_options), opts)
-
-
-@hookimpl
-def trackpoint_register_backends(register: Any) -> None:
-    """Register the ``zarr`` backend."""
-    register(
-        BackendSpec(
-            name="zarr",
-            factory=create,
-            schemes=SCHEMES,
-            description="Zarr v3 groups (local disk, S3, GCS), readable with plain zarr",
-            requires=("zarr",),
-            extra="zarr",
-            capabilities=Capabilities(conditional_create=True, ranged_reads=True, parallel_writes=True),
-        )
-    )
-
-
 #: Schemes of stores that other backends serve by default but where
-#: ``CheckpointOptions(backend="zarr")`` also writes (see :func:`make_location`).
+#: ``CheckpointOptions(backend="zarr")`` also writes.
 SHARED_SCHEMES = ("", "file", "s3", "gs", "gcs")
-
-
-@hookimpl
-def trackpoint_detect_backends(url: str, options: CheckpointOptions) -> list[str] | None:
-    """Zarr checkpoints saved with ``backend="zarr"`` at plain paths, ``s3://`` or ``gs://`` URLs are found there."""
-    return ["zarr"] if _paths.scheme(url) in SHARED_SCHEMES else None
 
 
 def __getattr__(name: str) -> Any:

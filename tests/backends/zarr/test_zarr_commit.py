@@ -50,7 +50,7 @@ def test_object_store_root_is_written_last_and_create_only(where: Any) -> None:
     assert not where.raw.exists(root)
     where.backend.commit(prefix, first)
     with pytest.raises(CheckpointExistsError, match="already committed at .*overwrite=True"):
-        where.backend.commit(prefix, second)
+        where.backend.commit(prefix, second, overwrite=False)
     with where.backend.open_reader(prefix) as reader:
         assert reader.read("b")[0] == 1.0
     where.backend.commit(prefix, second, overwrite=True)

@@ -67,7 +67,7 @@ def test_sigkill_mid_save_leaves_only_whole_checkpoints(tmp_path: Path) -> None:
 def test_claim_of_a_killed_writer_without_owner_record_is_removed(tmp_path: Path) -> None:
     # A writer killed between creating its claim directory and finishing the
     # owner record inside leaves a claim whose name alone says who made it.
-    from trackpoint.backends.zarr._backend import _host_tag
+    from trackpoint.backends.zarr._commit import host_tag as _host_tag
 
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()

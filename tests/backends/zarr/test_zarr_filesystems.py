@@ -1,4 +1,4 @@
-"""Zarr on S3/GCS uses the filesystems the bundle backends use, built in one place with the same settings.
+"""Zarr on S3/GCS uses the stores the bundle backends use, on filesystems built in one place.
 
 gcsfs exports, by default, an experimental subclass that asks a gRPC API for
 every bucket's layout and does not remember a failed answer; against
@@ -23,9 +23,9 @@ from trackpoint.plugins import open_backend
 from trackpoint.storage import CheckpointOptions
 
 
-def _zarr_location(url: str, storage_options: dict[str, Any]) -> Any:
+def _zarr_files(url: str, storage_options: dict[str, Any]) -> Any:
     backend = open_backend(url, CheckpointOptions(storage_options=storage_options))
-    return backend._location  # type: ignore[attr-defined]
+    return backend.files  # type: ignore[attr-defined]
 
 
 @pytest.mark.gcs
@@ -49,38 +49,27 @@ def test_zarr_on_gcs_uses_the_json_api_client_and_does_not_stall(
     # One bucket-layout probe alone waits out a 60 s retry budget on the emulator.
     assert elapsed < 30, f"save and restore took {elapsed:.0f} s"
 
-    location = _zarr_location(url, gcs_storage_options)
-    store = location.zarr_store(location.resolve(url) + ".zarr", read_only=True)
-    assert type(location.fs) is GCSFileSystem
-    assert type(store.fs) is GCSFileSystem
+    assert type(_zarr_files(url, gcs_storage_options).fs) is GCSFileSystem
 
 
 @pytest.mark.gcs
 def test_zarr_and_gcs_backends_share_one_filesystem(gcs_bucket: str, gcs_storage_options: dict[str, Any]) -> None:
-    location = _zarr_location("zarr+gs://" + gcs_bucket.removeprefix("gs://") + "/ckpt", gcs_storage_options)
+    files = _zarr_files("zarr+gs://" + gcs_bucket.removeprefix("gs://") + "/ckpt", gcs_storage_options)
     bundle_layer = gcs.create_files(CheckpointOptions(storage_options=gcs_storage_options))
-    assert location.fs is bundle_layer.fs
-    assert location.files.fs is bundle_layer.fs
-    # Zarr awaits its own (asynchronous) instance on its loop; same class and options otherwise.
-    store = location.zarr_store(gcs_bucket.removeprefix("gs://") + "/x.zarr", read_only=True)
-    assert type(store.fs) is type(bundle_layer.fs) and store.fs.asynchronous
+    # The very store class of the gcs bundle backend, on the same filesystem.
+    assert type(files) is type(bundle_layer)
+    assert files.fs is bundle_layer.fs
 
 
 @pytest.mark.s3
 def test_zarr_and_s3_backends_build_their_filesystems_alike(s3_bucket: str, s3_storage_options: dict[str, Any]) -> None:
-    location = _zarr_location("zarr+s3://" + s3_bucket.removeprefix("s3://") + "/ckpt", s3_storage_options)
+    files = _zarr_files("zarr+s3://" + s3_bucket.removeprefix("s3://") + "/ckpt", s3_storage_options)
     bundle_layer = s3.create_files(CheckpointOptions(storage_options=s3_storage_options))
-    assert location.files.fs is bundle_layer.fs
-    zarr_fs = location.zarr_store(s3_bucket.removeprefix("s3://") + "/x.zarr", read_only=True).fs
-    for fs in (location.fs, zarr_fs):
-        assert type(fs) is type(bundle_layer.fs)
-        assert fs.endpoint_url == bundle_layer.fs.endpoint_url
-        # The only difference: the bundle layer retries requests itself, so botocore makes one attempt.
-        assert fs.config_kwargs["connect_timeout"] == bundle_layer.fs.config_kwargs["connect_timeout"]
-        assert fs.config_kwargs["read_timeout"] == bundle_layer.fs.config_kwargs["read_timeout"]
-        assert "retries" not in fs.config_kwargs
-    # (botocore may add its retry "mode" to this dict once the client exists.)
-    assert bundle_layer.fs.config_kwargs["retries"]["total_max_attempts"] == 1
+    # The very store class of the s3 bundle backend, on the same filesystem: one retry policy
+    # (botocore makes one attempt, the store retries), one set of timeouts.
+    assert type(files) is type(bundle_layer)
+    assert files.fs is bundle_layer.fs
+    assert files.fs.endpoint_url == s3_storage_options["endpoint_url"]
 
 
 def test_filesystem_refuses_an_unknown_store_kind() -> None:

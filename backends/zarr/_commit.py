@@ -1,0 +1,399 @@
+"""How a save becomes visible: commit strategies, chosen from the store's declared capabilities.
+
+* :class:`RenameCommit` (stores with an atomic rename: local disk). A save
+  writes the group ``P.zarr.tmp-<save_id>`` beside the target, born with an
+  owner record (host, pid); commit writes its root ``zarr.json`` and renames
+  the directory to ``P.zarr``. Cleanup recognises the leftovers of dead
+  writers by their owner.
+* :class:`CreateCommit` (stores with a conditional create: S3, GCS). A save
+  writes its arrays under ``P.zarr/v-<save_id>/``; the root ``P.zarr/zarr.json``,
+  written last, is the commit point: created only if absent, or replaced when
+  overwriting, after which the replaced save's data is deleted.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import errno
+import functools
+import hashlib
+import json
+import os
+import socket
+import threading
+import uuid
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterator
+from typing import Any, Final
+
+from trackpoint import _paths
+from trackpoint.backends.stores import FileLayer
+from trackpoint.backends.zarr import _layout, _tree
+from trackpoint.errors import (
+    BackendError,
+    CheckpointError,
+    CheckpointExistsError,
+    CheckpointNotFoundError,
+    InvalidCheckpointError,
+    StorageError,
+)
+
+__all__ = ["CommitStrategy", "CreateCommit", "RenameCommit", "active", "host_tag", "linux_exchange", "strategy_for"]
+
+_TMP: Final = ".tmp-"
+_OWNER: Final = ".trackpoint-owner"
+# A half-created temporary group (see RenameCommit.prepare) is this young at most.
+_OWNERLESS_GRACE: Final = 60.0
+
+# Saves with a write_shard or commit call running in this process; cleanup()
+# never removes those, whatever their age.
+_ACTIVE_LOCK = threading.Lock()
+_ACTIVE: dict[str, int] = {}
+
+
+@contextlib.contextmanager
+def active(save_id: str) -> Iterator[None]:
+    """Mark ``save_id`` as being written by this process for the duration."""
+    with _ACTIVE_LOCK:
+        _ACTIVE[save_id] = _ACTIVE.get(save_id, 0) + 1
+    try:
+        yield
+    finally:
+        with _ACTIVE_LOCK:
+            _ACTIVE[save_id] -= 1
+            if not _ACTIVE[save_id]:
+                del _ACTIVE[save_id]
+
+
+def _is_active(save_id: str) -> bool:
+    with _ACTIVE_LOCK:
+        return save_id in _ACTIVE
+
+
+@functools.lru_cache(maxsize=1)
+def host_tag() -> str:
+    """Eight hex digits naming this host inside a claim directory's name."""
+    return hashlib.sha256(socket.gethostname().encode()).hexdigest()[:8]
+
+
+def _claimer_died(init_tag: str) -> bool:
+    """Whether the ``<host>-<pid>-<random>`` tag of a claim names a dead process of this host."""
+    parts = init_tag.split("-")
+    if len(parts) != 3 or parts[0] != host_tag() or not parts[1].isdigit():
+        return False
+    return _pid_dead(int(parts[1]))
+
+
+def _pid_dead(pid: int) -> bool:
+    if pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False  # alive, another user's
+    return False
+
+
+class CommitStrategy(ABC):
+    """Where a save writes before its commit, and how it is published, abandoned and cleaned up.
+
+    Parameters
+    ----------
+    files
+        The store.
+    """
+
+    def __init__(self, files: FileLayer) -> None:
+        self.files = files
+
+    def read_root(self, group: str) -> tuple[dict[str, Any], dict[str, Any]] | None:
+        """The verified root document of ``group``; ``None`` if nothing is committed there."""
+        path = _paths.join(group, _layout.ZARR_JSON)
+        try:
+            raw = self.files.read(path)
+        except CheckpointNotFoundError:
+            return None
+        return _layout.parse_root(raw, group)
+
+    @abstractmethod
+    def staging(self, group: str, save_id: str) -> tuple[str, str]:
+        """(directory the save writes its arrays in, ``data`` path recorded in the root group)."""
+
+    def prepare(self, group: str, save_id: str) -> None:  # noqa: B027 - only some strategies claim
+        """Called by every ``write_shard`` before it writes (in any process)."""
+
+    @abstractmethod
+    def commit(self, prefix: str, group: str, save_id: str, doc: bytes, overwrite: bool) -> None:
+        """Publish the save whose root document is ``doc``."""
+
+    @abstractmethod
+    def abort(self, group: str, save_id: str) -> None:
+        """Remove what the save wrote; never a committed checkpoint."""
+
+    @abstractmethod
+    def delete(self, group: str) -> None:
+        """Uncommit and remove the checkpoint ``group``."""
+
+    @abstractmethod
+    def leftovers(self, base: str, now: float, min_age: float) -> list[str]:
+        """Abandoned saves in the directory ``base`` that cleanup may remove."""
+
+
+class RenameCommit(CommitStrategy):
+    """Commit by renaming the save's temporary group into place (stores with an atomic rename).
+
+    Parameters
+    ----------
+    files
+        The store.
+    exchange
+        Optional atomic swap of two directories (Linux ``renameat2``),
+        returning ``False`` where unsupported; with it an overwrite is atomic,
+        without it an overwrite is two renames.
+    """
+
+    def __init__(self, files: FileLayer, exchange: Callable[[str, str], bool] | None = None) -> None:
+        super().__init__(files)
+        self._exchange = exchange
+
+    def staging(self, group: str, save_id: str) -> tuple[str, str]:
+        return f"{group}{_TMP}{save_id}", ""
+
+    def prepare(self, group: str, save_id: str) -> None:
+        """Create the save's temporary group with its owner record in one step.
+
+        The directory appears by rename, owner file inside, so cleanup never
+        sees a temporary group without an owner unless it is garbage. The
+        claimer's host and pid are in the claim's name as well: a writer
+        killed before its record is whole still leaves a name that says who
+        made it.
+        """
+        root, _ = self.staging(group, save_id)
+        files = self.files
+        if files.exists(root):
+            return
+        init = f"{root}-init-{host_tag()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        record = json.dumps({"host": socket.gethostname(), "pid": os.getpid()}).encode()
+        files.makedirs(init)
+        files.put(_paths.join(init, _OWNER), record)
+        try:
+            files.rename(init, root)
+        except CheckpointError:
+            files.rmtree(init)  # another shard of this save created it first
+            if not files.exists(root):
+                raise
+
+    def commit(self, prefix: str, group: str, save_id: str, doc: bytes, overwrite: bool) -> None:
+        files = self.files
+        staging, _ = self.staging(group, save_id)
+        if not files.exists(staging):
+            raise CheckpointNotFoundError(
+                f"zarr/{files.store_name}: the shards of save {save_id} for {prefix!r} are gone ({staging!r}); "
+                "save again"
+            )
+        files.put(_paths.join(staging, _layout.ZARR_JSON), doc)
+        # Every file was made durable by its sink; the directories holding them too.
+        for d in _directories(files, staging):
+            files.sync_dir(d)
+        parent = files.dirname(group)
+        exists = files.exists(_paths.join(group, _layout.ZARR_JSON)) or files.exists(group)
+        if exists and not overwrite:
+            raise CheckpointExistsError(
+                f"zarr/{files.store_name}: a checkpoint is already committed at {prefix!r}; "
+                "pass overwrite=True or choose another prefix"
+            )
+        if exists and self._exchange is not None and self._exchange(staging, group):
+            # Atomic swap: readers see the old checkpoint or the new one, never
+            # neither. The old one now sits at the temporary name, ownerless.
+            files.sync_dir(parent)
+            files.delete([_paths.join(group, _OWNER)])
+            files.rmtree(staging)
+            return
+        aside: str | None = None
+        if exists:
+            # No atomic exchange: a crash between these two renames leaves
+            # nothing visible at the prefix (documented).
+            aside = f"{group}{_TMP}{save_id}-replaced"
+            files.rename(group, aside)
+        try:
+            files.rename(staging, group)
+        except CheckpointError as exc:
+            if aside is not None:
+                with contextlib.suppress(CheckpointError):
+                    files.rename(aside, group)
+            if files.exists(_paths.join(group, _layout.ZARR_JSON)):
+                # Another writer committed first (a non-empty directory cannot be replaced).
+                raise CheckpointExistsError(
+                    f"zarr/{files.store_name}: a checkpoint is already committed at {prefix!r}; "
+                    "pass overwrite=True or choose another prefix"
+                ) from exc
+            raise
+        files.sync_dir(parent)
+        # The owner record stays until the rename so that a concurrent cleanup
+        # never takes a committing save for an abandoned one.
+        files.delete([_paths.join(group, _OWNER)])
+        if aside is not None:
+            self.files.rmtree(aside)
+
+    def abort(self, group: str, save_id: str) -> None:
+        self.files.rmtree(self.staging(group, save_id)[0])
+
+    def delete(self, group: str) -> None:
+        # Renaming away is the atomic "uncommit"; cleanup() finishes an interrupted delete.
+        aside = f"{group}{_TMP}del-{uuid.uuid4().hex}"
+        if not self.files.exists(group):
+            return
+        try:
+            self.files.rename(group, aside)
+        except CheckpointNotFoundError:
+            return
+        self.files.rmtree(aside)
+
+    def leftovers(self, base: str, now: float, min_age: float) -> list[str]:
+        found = []
+        for name in self.files.listdir(base):
+            if _TMP in name and name.split(_TMP, 1)[0].endswith(_layout.SUFFIX):
+                path = _paths.join(base, name)
+                if self._abandoned(path, name, now, min_age):
+                    found.append(path)
+        return found
+
+    def _abandoned(self, path: str, name: str, now: float, min_age: float) -> bool:
+        files = self.files
+        save_id = name.split(_TMP, 1)[1]
+        mtime = _tree.newest_mtime(files, path) or now
+        initializing = "-init-" in save_id
+        if _is_active(save_id.split("-init-", 1)[0]):
+            return False
+        if initializing and _claimer_died(save_id.split("-init-", 1)[1]):
+            return True
+        try:
+            raw: bytes | None = files.read(_paths.join(path, _OWNER))
+        except CheckpointNotFoundError:
+            raw = None
+        if raw is None:
+            # Every save directory is born with its owner record (see
+            # prepare); without one it is a replaced or deleted checkpoint,
+            # or a claim in its first microseconds.
+            return not initializing or now - mtime >= _OWNERLESS_GRACE
+        try:
+            owner = json.loads(raw)
+            host, pid = str(owner["host"]), int(owner["pid"])
+        except (ValueError, KeyError, TypeError):
+            return now - mtime >= min_age
+        if host == socket.gethostname() and _pid_dead(pid):
+            return True  # the writer died
+        return now - mtime >= min_age
+
+
+class CreateCommit(CommitStrategy):
+    """Commit by writing the root ``zarr.json`` last, create-only (stores with a conditional create)."""
+
+    def staging(self, group: str, save_id: str) -> tuple[str, str]:
+        return group, f"v-{save_id}"
+
+    def commit(self, prefix: str, group: str, save_id: str, doc: bytes, overwrite: bool) -> None:
+        files = self.files
+        _, data = self.staging(group, save_id)
+        files.makedirs(_paths.join(group, data))  # a save of no tensors wrote no array there
+        files.put(_paths.join(group, f"{data}/{_layout.ZARR_JSON}"), json.dumps(_layout.group_metadata({})).encode())
+        root_json = _paths.join(group, _layout.ZARR_JSON)
+        if not overwrite:
+            # The commit point: create-only, so a concurrent committer cannot be clobbered.
+            try:
+                files.put(root_json, doc, create_only=True)
+            except CheckpointExistsError as exc:
+                raise CheckpointExistsError(
+                    f"zarr/{files.store_name}: a checkpoint is already committed at {prefix!r}; "
+                    "pass overwrite=True or choose another prefix"
+                ) from exc
+            return
+        try:
+            found = self.read_root(group)
+        except InvalidCheckpointError:
+            found = None
+        files.put(root_json, doc)
+        old = None if found is None else found[0].get("data")
+        if old and old != data:
+            files.rmtree(_paths.join(group, str(old)))
+
+    def abort(self, group: str, save_id: str) -> None:
+        _, data = self.staging(group, save_id)
+        with contextlib.suppress(CheckpointError):
+            current = self.read_root(group)
+            if current is not None and current[0].get("data") == data:
+                return  # committed after all: it is no longer ours to remove
+        self.files.rmtree(_paths.join(group, data))
+
+    def delete(self, group: str) -> None:
+        self.files.delete([_paths.join(group, _layout.ZARR_JSON)])
+        self.files.rmtree(group)
+
+    def leftovers(self, base: str, now: float, min_age: float) -> list[str]:
+        groups: dict[str, set[str]] = {}
+        for path in self.files.find(base):
+            parts = _tree.strip(path)[len(_tree.strip(base)) :].lstrip("/").split("/")
+            if len(parts) >= 3 and parts[0].endswith(_layout.SUFFIX) and parts[1].startswith("v-"):
+                groups.setdefault(parts[0], set()).add(parts[1])
+        found = []
+        for name, children in sorted(groups.items()):
+            group = _paths.join(base, name)
+            with contextlib.suppress(InvalidCheckpointError):
+                root = self.read_root(group)
+                current = None if root is None else root[0].get("data")
+                for child in sorted(children):
+                    if child == current or _is_active(child[2:]):
+                        continue
+                    sub = _paths.join(group, child)
+                    mtime = _tree.newest_mtime(self.files, sub)
+                    if mtime is None or now - mtime >= min_age:
+                        found.append(sub)
+        return found
+
+
+def _directories(files: FileLayer, root: str) -> list[str]:
+    """``root`` and every directory below it, deepest first (stores whose listings name directories)."""
+    out: list[str] = []
+    for name in files.listdir(root):
+        path = _paths.join(root, name)
+        if files.listdir(path):
+            out += _directories(files, path)
+    out.append(root)
+    return out
+
+
+def strategy_for(files: FileLayer, exchange: Callable[[str, str], bool] | None = None) -> CommitStrategy:
+    """The commit strategy for ``files``, from its declared capabilities."""
+    caps = files.capabilities
+    if caps.atomic_rename:
+        return RenameCommit(files, exchange)
+    if caps.conditional_create:
+        return CreateCommit(files)
+    raise BackendError(
+        f"zarr: the store {files.store_name!r} declares neither an atomic rename nor a conditional create, "
+        "so a Zarr checkpoint cannot be committed atomically there; use a store that offers one"
+    )
+
+
+def linux_exchange(a: str, b: str) -> bool:
+    """Atomically swap the local directories ``a`` and ``b`` (Linux ``renameat2(RENAME_EXCHANGE)``).
+
+    Returns ``False`` where the call or the file system does not support it.
+    """
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+    except OSError:
+        return False
+    func = getattr(libc, "renameat2", None)
+    if func is None:
+        return False
+    at_fdcwd, rename_exchange = -100, 2
+    if func(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (errno.ENOSYS, errno.EINVAL, errno.ENOTSUP):
+        return False
+    raise StorageError(f"zarr/local: cannot swap {a!r} into place at {b!r}: {os.strerror(err)}")

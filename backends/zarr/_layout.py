@@ -1,0 +1,310 @@
+"""The trackpoint Zarr layout: names, dtypes, codecs and the root document.
+
+Shared by the writer (:mod:`._pack`), the reader (:mod:`._reader`) and the
+commit strategies (:mod:`._commit`). A checkpoint ``P`` is the Zarr v3 group
+``P.zarr`` whose ``zarr.json`` carries ``attributes["trackpoint"]`` (the
+tensor table, the object graph, where the data lives) and the consolidated
+metadata of every array, under a CRC32C over both.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import json
+import warnings
+from collections.abc import Iterator, Mapping
+from typing import Any, Final
+
+import ml_dtypes
+import numpy as np
+
+from trackpoint import dtypes as core_dtypes
+from trackpoint.backends.zarr._options import ZarrOptions
+from trackpoint.errors import (
+    CheckpointError,
+    DataLossError,
+    InvalidCheckpointError,
+    StorageError,
+    StoragePermissionError,
+    UnsupportedDTypeError,
+)
+
+#: Value of ``attributes["trackpoint"]["format"]`` in a checkpoint's root group.
+FORMAT_NAME: Final = "trackpoint-zarr"
+#: Layout version written; readers reject newer ones.
+FORMAT_VERSION: Final = 1
+#: A checkpoint ``P`` is the group ``P.zarr``.
+SUFFIX: Final = ".zarr"
+#: Name of a Zarr node's metadata document.
+ZARR_JSON: Final = "zarr.json"
+#: Tensor-table dtype name of string tensors.
+STRING: Final = "bytes"
+
+# ml_dtypes types have no Zarr v3 data type in zarr-python 3.1: they are stored
+# as the unsigned integer of the same width, with their name in an attribute.
+# bfloat16 is the one the core supports everywhere; the float8 types are
+# accepted by this format only.
+ML_DTYPES: Final[dict[str, np.dtype[Any]]] = {
+    "bfloat16": core_dtypes.bfloat16,
+    **{
+        name: np.dtype(getattr(ml_dtypes, name))
+        for name in ("float8_e5m2", "float8_e4m3fn", "float8_e4m3fnuz", "float8_e4m3b11fnuz", "float8_e5m2fnuz")
+        if hasattr(ml_dtypes, name)
+    },
+}
+_NUMERIC_KINDS: Final = {"b": 1, "i": 8, "u": 8, "f": 8, "c": 16}
+
+
+@contextlib.contextmanager
+def quiet_vlen() -> Iterator[None]:
+    """Silence zarr-python's warning that variable-length bytes are not in the Zarr v3 spec yet.
+
+    docs/backends/zarr.md says so once. The filter is narrow, so
+    ``catch_warnings``' lack of thread safety can at worst leave this one
+    warning silenced.
+    """
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"The data type \(VariableLengthBytes\(\)\)")
+        yield
+
+
+# ---------------------------------------------------------------------------
+# dtypes
+# ---------------------------------------------------------------------------
+
+
+def dtype_name(dtype: np.dtype[Any], key: str) -> str:
+    """The name recorded in the tensor table for ``dtype`` (``"bytes"`` for strings)."""
+    name = _known_dtype_name(dtype)
+    if name is None:
+        raise UnsupportedDTypeError(
+            f"zarr: tensor {key!r} has dtype {dtype}, which a checkpoint cannot hold; use bool, (u)int8-64, "
+            "float16/32/64, complex64/128, bfloat16 or bytes"
+        )
+    return name
+
+
+@functools.lru_cache(maxsize=64)
+def _known_dtype_name(dtype: np.dtype[Any]) -> str | None:
+    # Cached: a checkpoint of 20,000 tensors asks for a handful of dtypes.
+    if core_dtypes.is_string(dtype):
+        return STRING
+    for name, dt in ML_DTYPES.items():
+        if dtype == dt:
+            return name
+    limit = _NUMERIC_KINDS.get(dtype.kind)
+    if limit is None or dtype.itemsize > limit or dtype.fields is not None:
+        return None
+    return dtype.newbyteorder("=").name
+
+
+def dtype_of(name: str, where: str) -> np.dtype[Any]:
+    """The numpy dtype of a tensor-table dtype name."""
+    if name == STRING:
+        return core_dtypes.string
+    if name in ML_DTYPES:
+        return ML_DTYPES[name]
+    try:
+        dt = np.dtype(name)
+    except TypeError as exc:
+        raise InvalidCheckpointError(f"zarr: {where} records unknown dtype {name!r}") from exc
+    if dt.kind not in _NUMERIC_KINDS:
+        raise InvalidCheckpointError(f"zarr: {where} records unsupported dtype {name!r}")
+    return dt
+
+
+@functools.lru_cache(maxsize=64)
+def storage_dtype(dtype: np.dtype[Any]) -> np.dtype[Any]:
+    """The little-endian dtype the array is stored with (ml_dtypes types as unsigned ints)."""
+    if any(dtype == dt for dt in ML_DTYPES.values()):
+        return np.dtype(f"<u{dtype.itemsize}")
+    return dtype.newbyteorder("<")
+
+
+def to_storage(array: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
+    """``array`` as C-ordered little-endian values of its storage dtype (bit patterns kept).
+
+    A view, not a copy, when ``array`` is already C-contiguous and native
+    little-endian (the common case).
+    """
+    storage = storage_dtype(array.dtype)
+    native = np.asarray(array, dtype=array.dtype.newbyteorder("="), order="C")
+    return native.view(storage.newbyteorder("=")).astype(storage, copy=False)
+
+
+def as_bytes_array(array: np.ndarray[Any, Any], key: str) -> np.ndarray[Any, Any]:
+    """An object array of ``bytes`` from one of ``str``/``bytes`` (what string tensors hold)."""
+    out = np.empty(array.shape, dtype=object)
+    for idx, x in np.ndenumerate(array):
+        if isinstance(x, str):
+            x = x.encode("utf-8")
+        if not isinstance(x, (bytes, bytearray, memoryview, np.bytes_)):
+            raise UnsupportedDTypeError(
+                f"zarr: string tensor {key!r} holds a {type(x).__name__} at {idx}; only bytes or str are allowed"
+            )
+        out[idx] = bytes(x)
+    return out
+
+
+# ---------------------------------------------------------------------------
+# chunks and codecs
+# ---------------------------------------------------------------------------
+
+
+def chunk_shape(shape: tuple[int, ...], itemsize: int, chunk_bytes: int) -> tuple[int, ...]:
+    """Row-major chunking: whole trailing dimensions, leading ones cut so a chunk stays within ``chunk_bytes``.
+
+    The cut axis is split into equal parts rather than into maximal ones: Zarr
+    stores edge chunks at full size, so 17 rows in chunks of 16 would write
+    32 rows, while two chunks of 9 write 18.
+    """
+    chunks = [max(1, d) for d in shape]
+    for i in range(len(shape)):
+        inner = itemsize
+        for d in chunks[i + 1 :]:
+            inner *= d
+        if inner <= chunk_bytes:
+            most = max(1, chunk_bytes // inner)
+            parts = -(-chunks[i] // most)
+            chunks[i] = -(-chunks[i] // parts)
+            return tuple(chunks)
+        chunks[i] = 1
+    return tuple(chunks)
+
+
+def codecs(opts: ZarrOptions) -> list[Any]:
+    """The zarr codecs after ``bytes`` for ``opts``: the compressor, then the checksum."""
+    from zarr.codecs import BloscCodec, BloscShuffle, Crc32cCodec, GzipCodec, ZstdCodec
+
+    out: list[Any] = []
+    level = opts.compression_level
+    if opts.compressor == "zstd":
+        out.append(ZstdCodec(level=3 if level is None else level))
+    elif opts.compressor == "blosc":
+        out.append(BloscCodec(cname="lz4", clevel=5 if level is None else level, shuffle=BloscShuffle.shuffle))
+    elif opts.compressor == "gzip":
+        out.append(GzipCodec(level=6 if level is None else level))
+    if opts.checksum:
+        # Last, so it covers the compressed bytes as stored.
+        out.append(Crc32cCodec())
+    return out
+
+
+# ---------------------------------------------------------------------------
+# the root document
+# ---------------------------------------------------------------------------
+
+
+def group_metadata(attributes: dict[str, Any]) -> dict[str, Any]:
+    """The ``zarr.json`` document of a Zarr v3 group."""
+    return {"zarr_format": 3, "node_type": "group", "attributes": attributes}
+
+
+def root_checksum(attrs: Mapping[str, Any], metadata: Mapping[str, Any]) -> int:
+    """CRC32C over a canonical JSON form of the tensor table and the array metadata the reader uses."""
+    import crc32c
+
+    body = {"attributes": {k: v for k, v in attrs.items() if k != "checksum"}, "metadata": metadata}
+    canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode()
+    return int(crc32c.crc32c(canonical))
+
+
+def root_document(
+    save_id: str, data: str, graph: str | None, tensors: dict[str, Any], arrays: Mapping[str, Any]
+) -> bytes:
+    """The root ``zarr.json`` of a checkpoint whose arrays live under ``data`` (``""``: the group itself)."""
+    metadata: dict[str, Any] = {}
+    if data:
+        metadata[data] = group_metadata({})
+    for name, meta in arrays.items():
+        metadata[f"{data}/{name}" if data else name] = meta
+    attrs: dict[str, Any] = {
+        "format": FORMAT_NAME,
+        "version": FORMAT_VERSION,
+        "save_id": save_id,
+        "data": data,
+        "object_graph": graph,
+        "tensors": tensors,
+    }
+    attrs["checksum"] = root_checksum(attrs, metadata)
+    doc = group_metadata({"trackpoint": attrs})
+    doc["consolidated_metadata"] = {"kind": "inline", "must_understand": False, "metadata": metadata}
+    return json.dumps(doc, separators=(",", ":")).encode()
+
+
+def parse_root(raw: bytes, group: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(``trackpoint`` attributes, consolidated array metadata) of a root ``zarr.json``, verified."""
+    try:
+        doc = json.loads(raw)
+        attrs = doc["attributes"]["trackpoint"]
+        metadata = doc["consolidated_metadata"]["metadata"]
+    except (ValueError, KeyError, TypeError) as exc:
+        raise InvalidCheckpointError(
+            f"zarr: {group!r} is not a trackpoint Zarr checkpoint (no attributes['trackpoint'] and "
+            "consolidated metadata in its zarr.json)"
+        ) from exc
+    if not isinstance(attrs, dict) or attrs.get("format") != FORMAT_NAME or not isinstance(metadata, dict):
+        raise InvalidCheckpointError(f"zarr: {group!r} is a Zarr group but not a trackpoint checkpoint")
+    if not isinstance(attrs.get("version"), int) or attrs["version"] > FORMAT_VERSION:
+        raise InvalidCheckpointError(
+            f"zarr: {group!r} uses layout version {attrs.get('version')!r}, not one this trackpoint "
+            f"reads (up to {FORMAT_VERSION}); upgrade trackpoint"
+        )
+    if attrs.get("checksum") != root_checksum(attrs, metadata):
+        raise DataLossError(
+            f"zarr: the root zarr.json of {group!r} fails its checksum (the tensor table or array "
+            "metadata was altered); restore from another checkpoint"
+        )
+    return attrs, metadata
+
+
+# ---------------------------------------------------------------------------
+# error translation
+# ---------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def reading(prefix: str, key: str) -> Iterator[None]:
+    """Report any failure reading tensor ``key`` as a trackpoint error naming it."""
+    try:
+        yield
+    except CheckpointError as exc:
+        if isinstance(exc, FileNotFoundError):
+            # The tensor table lists it, so a missing piece means a damaged checkpoint.
+            raise DataLossError(
+                f"zarr: tensor {key!r} of checkpoint {prefix!r} is corrupted or incomplete (missing: {exc}); "
+                "restore from another checkpoint"
+            ) from exc
+        raise
+    except FileNotFoundError as exc:
+        raise DataLossError(
+            f"zarr: tensor {key!r} of checkpoint {prefix!r} is corrupted or incomplete (missing: {exc}); "
+            "restore from another checkpoint"
+        ) from exc
+    except PermissionError as exc:
+        raise StoragePermissionError(f"zarr: permission denied reading {key!r} of {prefix!r}: {exc}") from exc
+    except OSError as exc:
+        raise StorageError(f"zarr: failed to read {key!r} of {prefix!r}: {exc}") from exc
+    except Exception as exc:
+        # zarr reports checksum mismatches, undecodable chunks and missing
+        # metadata as ValueError/RuntimeError/its own errors: the bytes are bad.
+        raise DataLossError(
+            f"zarr: tensor {key!r} of checkpoint {prefix!r} is corrupted or incomplete "
+            f"({type(exc).__name__}: {exc}); restore from another checkpoint"
+        ) from exc
+
+
+@contextlib.contextmanager
+def writing(prefix: str, key: str) -> Iterator[None]:
+    """Report any failure writing tensor ``key`` as a trackpoint error naming it."""
+    try:
+        yield
+    except CheckpointError:
+        raise
+    except PermissionError as exc:
+        raise StoragePermissionError(f"zarr: permission denied writing {key!r} of {prefix!r}: {exc}") from exc
+    except OSError as exc:
+        raise StorageError(f"zarr: failed to write {key!r} of {prefix!r}: {exc}") from exc
+    except Exception as exc:
+        raise StorageError(f"zarr: failed to write tensor {key!r} of {prefix!r} ({type(exc).__name__}: {exc})") from exc

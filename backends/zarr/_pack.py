@@ -1,0 +1,221 @@
+"""Writing one shard of a save: an array per large tensor, small numeric tensors packed together.
+
+Arrays are written through zarr (its codecs, sharding and metadata) into a
+:class:`~._store_adapter.FileLayerStore`, under the directory the commit
+strategy gave the save. The shard's manifest (tensor table entries and array
+metadata) goes back to the committing process in its ``ShardResult``.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import zarr
+from zarr.core.buffer import default_buffer_prototype
+from zarr.core.dtype import VariableLengthBytes
+
+from trackpoint import _paths
+from trackpoint.backends.stores import FileLayer
+from trackpoint.backends.zarr import _layout
+from trackpoint.backends.zarr._keys import encode_key
+from trackpoint.backends.zarr._options import ZarrOptions
+from trackpoint.backends.zarr._store_adapter import store
+from trackpoint.errors import InvalidCheckpointError, StorageError
+from trackpoint.storage import OBJECT_GRAPH_KEY, ShardResult, ShardSpec, WriteItem
+
+
+class ArrayWriter:
+    """Creates arrays below ``data_root`` of ``files``; each returns its metadata document."""
+
+    def __init__(self, files: FileLayer, data_root: str) -> None:
+        self.files = files
+        self.data_root = data_root
+
+    def new_array(self, name: str, shape: tuple[int, ...], **spec: Any) -> tuple[Any, dict[str, Any]]:
+        """A new, empty array ``name`` and its metadata document (``zarr.json`` not yet written).
+
+        zarr's ``create_array`` first looks for (or deletes) an existing node:
+        a listing and several requests per array on an object store. The save
+        owns a fresh directory, so the metadata is derived in memory instead,
+        and only the chunks and one ``zarr.json`` are written.
+        """
+        from zarr.core.array import AsyncArray
+        from zarr.storage import MemoryStore, StorePath
+
+        template = zarr.create_array(store=MemoryStore(), shape=shape, zarr_format=3, **spec)
+        buf = template.metadata.to_buffer_dict(default_buffer_prototype())[_layout.ZARR_JSON]
+        meta: dict[str, Any] = json.loads(buf.to_bytes())
+        metadata: Any = template.metadata  # always v3 here; zarr types it as the v2/v3 union
+        # Bit-exact: without write_empty_chunks a chunk of -0.0 would be dropped
+        # as "equal to the fill value 0" and read back as +0.0.
+        path = StorePath(store(self.files, _paths.join(self.data_root, name), read_only=False))
+        arr = zarr.Array(AsyncArray(metadata=metadata, store_path=path, config={"write_empty_chunks": True}))
+        return arr, meta
+
+    def finish_array(self, name: str, meta: dict[str, Any]) -> dict[str, Any]:
+        """Write the array's ``zarr.json`` (after its chunks) and return ``meta``."""
+        directory = _paths.join(self.data_root, name)
+        self.files.makedirs(directory)  # an empty array has no chunk that created it
+        self.files.put(_paths.join(directory, _layout.ZARR_JSON), json.dumps(meta, indent=2).encode())
+        return meta
+
+    def create_array(self, name: str, values: np.ndarray[Any, Any], **spec: Any) -> dict[str, Any]:
+        """Write ``values`` as the new array ``name``; return its metadata document."""
+        arr, meta = self.new_array(name, values.shape, **spec)
+        if values.size:
+            arr[...] = values
+        return self.finish_array(name, meta)
+
+    def write_tensor(
+        self, name: str, key: str, array: np.ndarray[Any, Any], dname: str, opts: ZarrOptions
+    ) -> dict[str, Any]:
+        """Write tensor ``key`` as its own array ``name``."""
+        attrs: dict[str, Any] = {"trackpoint_key": key}
+        if dname == _layout.STRING:
+            values = _layout.as_bytes_array(array, key)
+            # Chunk by the mean element length, the best guess at bytes per element.
+            mean = max(1, sum(len(x) for x in values.flat) // max(1, values.size))
+            with _layout.quiet_vlen():
+                return self.create_array(
+                    name,
+                    values,
+                    chunks=_layout.chunk_shape(values.shape, mean, opts.chunk_bytes),
+                    dtype=VariableLengthBytes(),
+                    compressors=_layout.codecs(opts),
+                    attributes=attrs,
+                )
+        storage = _layout.storage_dtype(array.dtype)
+        if storage.newbyteorder("=") != array.dtype.newbyteorder("="):
+            attrs["trackpoint_dtype"] = dname
+        return self.create_array(
+            name,
+            _layout.to_storage(array),
+            chunks=_layout.chunk_shape(array.shape, storage.itemsize, opts.chunk_bytes),
+            dtype=storage,
+            fill_value=0,
+            compressors=_layout.codecs(opts),
+            attributes=attrs,
+        )
+
+
+class Packer:
+    """Streams small tensors into one packed ``uint8`` array, one shard object at a time.
+
+    The total size is known up front, so the array is created first and each
+    shard-aligned window is written as soon as it is full: memory holds one
+    shard, not the whole packed array, and no shard is ever rewritten.
+
+    Each window is a fresh array that is handed to zarr whole and never
+    touched again. zarr may still hold views of a value after the assignment
+    returns (a codec worker thread releases its work item only after the
+    result was delivered), so a reused or resized buffer could be changed
+    under it, or, for a ``bytearray``, fail to resize with ``BufferError``.
+    """
+
+    def __init__(self, writer: ArrayWriter, name: str, total: int, opts: ZarrOptions) -> None:
+        inner = max(1, min(opts.packed_chunk_bytes, total))
+        # A shard (one object) holds whole inner chunks, at most chunk_bytes,
+        # and no more than the array needs: the shard index has one entry per
+        # inner chunk, so an oversized shard costs time and bytes for nothing.
+        self._shard = inner * min(max(1, opts.chunk_bytes // inner), -(-total // inner))
+        self._writer = writer
+        self._name = name
+        self._total = total
+        self._arr, self._meta = writer.new_array(
+            name,
+            (total,),
+            chunks=(inner,),
+            shards=(self._shard,),
+            dtype="uint8",
+            fill_value=0,
+            compressors=_layout.codecs(opts),
+            attributes={"trackpoint_packed": True},
+        )
+        self._window: np.ndarray[Any, np.dtype[np.uint8]] | None = None
+        self._filled = 0  # bytes of the current window in use
+        self._flushed = 0  # bytes written to zarr (whole windows)
+
+    def add(self, stored: np.ndarray[Any, Any]) -> int:
+        """Append the bytes of ``stored``; return their offset in the packed array."""
+        offset = self._flushed + self._filled
+        # A flat uint8 view of the (C-contiguous) values: copied straight into the window.
+        src = stored.reshape(-1).view(np.uint8)
+        if offset + src.size > self._total:
+            raise StorageError(
+                f"zarr: packed array {self._name!r} was sized for {self._total} bytes, got more; "
+                "the tensors changed while they were being saved"
+            )
+        pos = 0
+        while pos < src.size:
+            if self._window is None:
+                # The last window holds exactly the remainder: no byte beyond the array.
+                self._window = np.empty(min(self._shard, self._total - self._flushed), dtype=np.uint8)
+                self._filled = 0
+            take = min(self._window.size - self._filled, src.size - pos)
+            self._window[self._filled : self._filled + take] = src[pos : pos + take]
+            self._filled += take
+            pos += take
+            if self._filled == self._window.size:
+                window, self._window = self._window, None
+                self._arr[self._flushed : self._flushed + window.size] = window
+                self._flushed += window.size
+                self._filled = 0
+        return offset
+
+    def close(self) -> dict[str, Any]:
+        """Check that every announced byte was written; write the metadata and return it."""
+        if self._flushed != self._total:
+            raise StorageError(
+                f"zarr: packed array {self._name!r} got {self._flushed + self._filled} of {self._total} bytes"
+            )
+        return self._writer.finish_array(self._name, self._meta)
+
+
+def write_shard(
+    files: FileLayer, prefix: str, data_root: str, spec: ShardSpec, items: Sequence[WriteItem], opts: ZarrOptions
+) -> ShardResult:
+    """Write the tensors of one shard below ``data_root``; return the manifest for ``commit``."""
+    writer = ArrayWriter(files, data_root)
+    tensors: dict[str, dict[str, Any]] = {}
+    arrays: dict[str, dict[str, Any]] = {}
+    graph: str | None = None
+    packed_name = f"_packed-{spec.shard_id:05d}"
+    nbytes = 0
+
+    def packable(array: np.ndarray[Any, Any]) -> bool:
+        return array.dtype.kind != "O" and array.nbytes <= opts.pack_bytes
+
+    total = sum(a.nbytes for a in (np.asarray(it.array) for it in items) if packable(a))
+    packer = Packer(writer, packed_name, total, opts) if total else None
+    for item in items:
+        if item.key in tensors or (item.key == OBJECT_GRAPH_KEY and graph is not None):
+            raise InvalidCheckpointError(f"zarr: tensor {item.key!r} appears twice in one save of {prefix!r}")
+        array = np.asarray(item.array)
+        nbytes += item.nbytes
+        dname = _layout.dtype_name(array.dtype, item.key)
+        if item.key == OBJECT_GRAPH_KEY and dname == _layout.STRING and array.ndim == 0:
+            graph = base64.b64encode(bytes(_layout.as_bytes_array(array, item.key)[()])).decode("ascii")
+            continue
+        entry: dict[str, Any] = {"dtype": dname, "shape": list(array.shape)}
+        if packable(array):
+            offset = 0
+            if packer is not None:
+                with _layout.writing(prefix, item.key):
+                    offset = packer.add(_layout.to_storage(array))
+            entry.update(packed=packed_name if array.nbytes else None, offset=offset, nbytes=array.nbytes)
+        else:
+            name = encode_key(item.key)
+            with _layout.writing(prefix, item.key):
+                arrays[name] = writer.write_tensor(name, item.key, array, dname, opts)
+            entry["array"] = name
+        tensors[item.key] = entry
+    if packer is not None:
+        with _layout.writing(prefix, f"{packed_name} (packed small tensors)"):
+            arrays[packed_name] = packer.close()
+    payload = {"tensors": tensors, "arrays": arrays, "graph": graph}
+    keys = (*tensors, *([OBJECT_GRAPH_KEY] if graph is not None else []))
+    return ShardResult(spec, keys, nbytes, json.dumps(payload, separators=(",", ":")).encode())

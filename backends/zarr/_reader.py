@@ -1,0 +1,244 @@
+"""Reading a committed Zarr checkpoint: tensors by key, small ones out of their packed arrays."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Final
+
+import numpy as np
+import zarr
+from zarr.core.buffer import default_buffer_prototype
+
+from trackpoint import _paths
+from trackpoint.backends.stores import FileLayer
+from trackpoint.backends.zarr import _layout
+from trackpoint.backends.zarr._store_adapter import store
+from trackpoint.errors import (
+    CheckpointKeyError,
+    DataLossError,
+    DTypeMismatchError,
+    InvalidCheckpointError,
+    ShapeMismatchError,
+    StorageError,
+)
+from trackpoint.storage import OBJECT_GRAPH_KEY, CheckpointReader, TensorInfo
+
+__all__ = ["ZarrReader"]
+
+# Reads of packed tensors are merged into runs of at most this many bytes.
+_MAX_RUN: Final = 16 << 20
+# Packed arrays up to this size are read whole and kept by the reader, within a total.
+_PACKED_CACHE_ARRAY: Final = 8 << 20
+_PACKED_CACHE_TOTAL: Final = 64 << 20
+
+
+@dataclass(frozen=True, slots=True)
+class _Entry:
+    dtype: np.dtype[Any]
+    shape: tuple[int, ...]
+    array: str | None = None
+    packed: str | None = None
+    offset: int = 0
+    nbytes: int = 0
+
+
+class ZarrReader(CheckpointReader):
+    """Reads one committed Zarr checkpoint; opens only the arrays that are read."""
+
+    def __init__(
+        self,
+        prefix: str,
+        files: FileLayer,
+        data_root: str,
+        table: Mapping[str, Any],
+        graph: bytes | None,
+        metadata: Mapping[str, Any],
+    ) -> None:
+        self.prefix = prefix
+        self._metadata = metadata
+        self._files = files
+        self._data_root = data_root
+        self._graph = graph
+        self._arrays: dict[str, Any] = {}
+        self._packed_cache: dict[str, np.ndarray[Any, Any]] = {}
+        self._lock = threading.Lock()
+        self._closed = False
+        self._entries: dict[str, _Entry] = {}
+        for key, raw in table.items():
+            self._entries[key] = self._parse_entry(key, raw)
+        self._keys = sorted([*self._entries, *([OBJECT_GRAPH_KEY] if graph is not None else [])])
+
+    def _parse_entry(self, key: str, raw: Any) -> _Entry:
+        try:
+            dtype = _layout.dtype_of(str(raw["dtype"]), f"tensor {key!r} of {self.prefix!r}")
+            shape = tuple(int(d) for d in raw["shape"])
+            if "array" in raw:
+                return _Entry(dtype, shape, array=str(raw["array"]))
+            nbytes = int(raw["nbytes"])
+            packed = raw.get("packed")
+            return _Entry(
+                dtype, shape, packed=None if packed is None else str(packed), offset=int(raw["offset"]), nbytes=nbytes
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise InvalidCheckpointError(
+                f"zarr: the tensor table of {self.prefix!r} has a malformed entry for {key!r}: {exc}"
+            ) from exc
+
+    # docstring inherited
+    def keys(self) -> list[str]:
+        return list(self._keys)
+
+    def _entry(self, key: str) -> _Entry:
+        if self._closed:
+            raise StorageError(f"zarr: the reader of {self.prefix!r} is closed; open a new one")
+        try:
+            return self._entries[key]
+        except KeyError:
+            raise CheckpointKeyError(f"zarr: checkpoint {self.prefix!r} has no tensor {key!r}") from None
+
+    def info(self, key: str) -> TensorInfo:
+        if key == OBJECT_GRAPH_KEY and self._graph is not None:
+            return TensorInfo(np.dtype(object), ())
+        e = self._entry(key)
+        return TensorInfo(e.dtype, e.shape)
+
+    def _array(self, name: str) -> Any:
+        with self._lock:
+            arr = self._arrays.get(name)
+        if arr is None:
+            from zarr.core.array import AsyncArray
+            from zarr.storage import StorePath
+
+            meta = self._metadata.get(name)
+            if meta is None:
+                raise DataLossError(f"zarr: checkpoint {self.prefix!r} lists array {name!r} but has no metadata for it")
+            path = StorePath(store(self._files, _paths.join(self._data_root, name), read_only=True))
+            with _layout.quiet_vlen():
+                arr = zarr.Array(AsyncArray(metadata=meta, store_path=path))
+            with self._lock:
+                self._arrays[name] = arr
+        return arr
+
+    def _check_out(self, key: str, e: _Entry, out: np.ndarray[Any, Any]) -> None:
+        if out.dtype != e.dtype:
+            raise DTypeMismatchError(f"zarr: cannot read {key!r} ({e.dtype}) into an array of dtype {out.dtype}")
+        if out.shape != e.shape:
+            raise ShapeMismatchError(f"zarr: cannot read {key!r} {e.shape} into an array of shape {out.shape}")
+
+    def read(self, key: str, out: np.ndarray[Any, Any] | None = None) -> np.ndarray[Any, Any]:
+        if key == OBJECT_GRAPH_KEY and self._graph is not None:
+            graph = np.empty((), dtype=object)
+            graph[()] = self._graph
+            return graph
+        e = self._entry(key)
+        if e.dtype.kind == "O":
+            out = None
+        if out is not None:
+            self._check_out(key, e, out)
+        with _layout.reading(self.prefix, key):
+            if e.array is None:
+                return self._read_packed(key, e, out, None)
+            arr = self._array(e.array)
+            if e.dtype.kind == "O":
+                return _layout.as_bytes_array(np.asarray(arr[...]), key)
+            if tuple(arr.shape) != e.shape:
+                raise DataLossError(
+                    f"zarr: array of {key!r} in {self.prefix!r} has shape {tuple(arr.shape)}, "
+                    f"the tensor table says {e.shape}"
+                )
+            dest = out if out is not None and out.flags.c_contiguous and out.flags.writeable else None
+            if dest is None:
+                dest_arr = np.empty(e.shape, dtype=e.dtype)
+            else:
+                dest_arr = dest
+            if dest_arr.size:
+                view = dest_arr.view(_layout.storage_dtype(e.dtype).newbyteorder("="))
+                arr.get_basic_selection(Ellipsis, out=default_buffer_prototype().nd_buffer.from_numpy_array(view))
+            if out is not None and dest is None:
+                np.copyto(out, dest_arr)
+                return out
+            return dest_arr
+
+    def _read_packed(
+        self, key: str, e: _Entry, out: np.ndarray[Any, Any] | None, run: tuple[int, np.ndarray[Any, Any]] | None
+    ) -> np.ndarray[Any, Any]:
+        if e.nbytes == 0 or e.packed is None:
+            raw = np.empty(0, dtype=np.uint8)
+        else:
+            if run is None:
+                whole = self._small_packed(e.packed)
+                run = None if whole is None else (0, whole)
+            if run is not None:
+                start, data = run
+                raw = data[e.offset - start : e.offset - start + e.nbytes]
+            else:
+                raw = np.asarray(self._array(e.packed)[e.offset : e.offset + e.nbytes])
+        if raw.size != e.nbytes:
+            raise DataLossError(f"zarr: packed bytes of {key!r} in {self.prefix!r} are truncated")
+        value = raw.view(_layout.storage_dtype(e.dtype)).view(e.dtype.newbyteorder("<")).reshape(e.shape)
+        if out is not None:
+            np.copyto(out, value)
+            return out
+        return value.astype(e.dtype, copy=True)
+
+    def _small_packed(self, name: str) -> np.ndarray[Any, Any] | None:
+        """All bytes of the packed array ``name`` if it is small, read once per reader.
+
+        Restores read small tensors one by one; without this, each would cost a
+        shard-index and a chunk request, which dominates on object stores.
+        """
+        try:
+            size = int(self._metadata[name]["shape"][0])
+        except (KeyError, TypeError, ValueError, IndexError):
+            return None
+        if size > _PACKED_CACHE_ARRAY:
+            return None
+        with self._lock:
+            cached = self._packed_cache.get(name)
+        if cached is None:
+            cached = np.asarray(self._array(name)[...])
+            with self._lock:
+                if sum(a.size for a in self._packed_cache.values()) + cached.size > _PACKED_CACHE_TOTAL:
+                    self._packed_cache.clear()
+                self._packed_cache[name] = cached
+        return cached
+
+    def read_many(self, requests: Sequence[tuple[str, np.ndarray[Any, Any] | None]]) -> list[np.ndarray[Any, Any]]:
+        # Small tensors share packed arrays: read each run of neighbours once.
+        results: list[np.ndarray[Any, Any] | None] = [None] * len(requests)
+        by_packed: dict[str, list[int]] = {}
+        for i, (key, out) in enumerate(requests):
+            if key != OBJECT_GRAPH_KEY or self._graph is None:
+                e = self._entry(key)
+                if e.array is None and e.packed is not None and e.nbytes:
+                    if out is not None:
+                        self._check_out(key, e, out)
+                    by_packed.setdefault(e.packed, []).append(i)
+                    continue
+            results[i] = self.read(key, out)
+        for packed, idxs in by_packed.items():
+            idxs.sort(key=lambda i: self._entries[requests[i][0]].offset)
+            run: list[int] = []
+            for i in [*idxs, -1]:
+                if i >= 0:
+                    e = self._entries[requests[i][0]]
+                    if not run or e.offset + e.nbytes - self._entries[requests[run[0]][0]].offset <= _MAX_RUN:
+                        run.append(i)
+                        continue
+                first = self._entries[requests[run[0]][0]]
+                end = max(self._entries[requests[j][0]].offset + self._entries[requests[j][0]].nbytes for j in run)
+                with _layout.reading(self.prefix, requests[run[0]][0]):
+                    data = np.asarray(self._array(packed)[first.offset : end])
+                    for j in run:
+                        key, out = requests[j]
+                        results[j] = self._read_packed(key, self._entries[key], out, (first.offset, data))
+                run = [i]
+        return [r for r in results if r is not None]
+
+    def close(self) -> None:
+        self._closed = True
+        with self._lock:
+            self._arrays.clear()
+            self._packed_cache.clear()
