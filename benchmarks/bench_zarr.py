@@ -1,168 +1,152 @@
-"""Save/restore throughput and peak memory of the Zarr backend, next to the bundle backend and raw disk.
+"""Zarr against the bundle through the API users call: ``Checkpoint.write`` and ``Checkpoint.read``.
 
-Workloads (shared with ``bench_bundle.py`` through ``_common.py``): ``mixed``
-(1 GiB of float32 tensors, log-uniform 1 KiB..64 MiB) and ``small`` (20,000
-float32 tensors of 1-16 KiB, about 170 MB). Measured in the same run, each in a
-fresh child process, reads cold (files fsynced and dropped from the page cache):
+Workloads (``_common.py``): ``mixed`` (1 GiB of float32 tensors, log-uniform
+1 KiB..64 MiB) and ``small`` (20,000 float32 tensors of 1-16 KiB, about
+170 MB), held as ``Variable``s of an ``AutoTrackable``. Every measurement runs
+in a fresh child process (its peak RSS is the child's high-water mark):
 
-* ``raw``: the bytes written sequentially to one file + fsync, read back into
-  preallocated arrays;
-* ``bundle``: ``BundleBackend.save`` / ``read_many`` into preallocated arrays;
-* ``zarr_zstd``: the Zarr backend with its defaults (zstd level 3, CRC32C);
-* ``zarr_none``: the Zarr backend with ``compressor="none"`` (CRC32C kept).
+* ``save``: ``Checkpoint(model=...).write(path)`` (the data fsynced by the backend);
+* ``restore``: ``Checkpoint(model=...).read(path).assert_consumed()`` into the
+  existing variables, with the checkpoint's files evicted from the page cache first.
 
-The tensors are random, so compression gains little here; it is the cost of
-compressing that is measured. Run:
-``python benchmarks/bench_zarr.py [--case mixed|small|all] [--repeat 3] [--dir DIR]``
+Per round, the backends run in alternating order (``bundle`` then ``zarr``,
+then the other way round), saves first, then restores; the report gives, per
+backend and operation, the median over the rounds and the spread (min..max),
+and per round the zarr/bundle ratio, whose median and spread are the figures
+that count. ``zarr`` uses the backend's default options unless ``--zarr-options``
+says otherwise. Peak memory is reported as a multiple of the model's bytes.
+CPU seconds (user + system) per 1,000 tensors are reported too: they do not
+depend on the disk.
+
+Run:
+``python benchmarks/bench_zarr.py [--case mixed|small|all] [--rounds 5] [--dir DIR] [--zarr-options JSON]``
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import resource
 import shutil
+import statistics
 import sys
 import tempfile
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import (
-    GiB,
-    MiB,
-    child_result,
-    evict,
-    make_arrays,
-    mixed_sizes,
-    raw_cold_read,
-    raw_write_fsync,
-    run_child,
-    small_sizes,
-    timed,
-)
+from _common import GiB, MiB, child_result, evict, make_arrays, mixed_sizes, run_child, small_sizes, timed
 
-from trackpoint.plugins import open_backend
-from trackpoint.storage import CheckpointOptions, StorageBackend, WriteItem
-
-#: name -> (backend options, or None for raw disk)
-BACKENDS: dict[str, CheckpointOptions | None] = {
-    "raw": None,
-    "bundle": CheckpointOptions(backend="bundle"),
-    "zarr_zstd": CheckpointOptions(backend="zarr"),
-    "zarr_none": CheckpointOptions(backend="zarr", backend_options={"compressor": "none"}),
-}
+BACKENDS = ("bundle", "zarr")
 
 
 def _sizes(case: str) -> list[int]:
     return mixed_sizes(GiB) if case == "mixed" else small_sizes(20_000)
 
 
-def _key(i: int) -> str:
-    return f"model/layer{i:05d}/kernel/.ATTRIBUTES/VARIABLE_VALUE"
+def _cpu() -> float:
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
 
 
-def _empty_like_sizes(sizes: list[int]) -> list[np.ndarray[Any, Any]]:
-    return [np.empty((n // 4, 4) if n % 4 == 0 else n, dtype=np.float32) for n in sizes]
-
-
-def _files(root: Path) -> list[str]:
-    return [str(Path(d) / f) for d, _, fs in os.walk(root) for f in fs]
-
-
-def _disk_bytes(root: Path) -> int:
-    return sum(os.path.getsize(p) for p in _files(root))
-
-
-def child(name: str, op: str, case: str, directory: str) -> None:
+def child(name: str, op: str, case: str, directory: str, zarr_options: str) -> None:
     """One measurement (``op`` is ``save`` or ``restore``) in this fresh process."""
+    import numpy as np
+
+    import trackpoint as tp
+
     sizes = _sizes(case)
     work = Path(directory) / name
     work.mkdir(parents=True, exist_ok=True)
-    opts = BACKENDS[name]
-    backend: StorageBackend | None = None if opts is None else open_backend(str(work), opts)
-    prefix = str(work / "ckpt-1")
-    extra: dict[str, Any] = {}
+    backend_options = json.loads(zarr_options) if name == "zarr" else {}
+    options = tp.CheckpointOptions(backend=name, backend_options=backend_options)
+    # Built one tensor at a time, so the peak RSS shows what the save or restore adds to the model.
+    rng = np.random.default_rng(0)  # the sequence make_arrays draws
+    layers = []
+    for n in sizes:
+        value = rng.random(n, dtype=np.float32) if op == "save" else np.zeros(n, np.float32)
+        layers.append(tp.Variable(value.reshape(-1, 4) if n % 4 == 0 else value))
+    model = tp.AutoTrackable()
+    model.layers = layers
+    ckpt = tp.Checkpoint(model=model)
+    path = str(work / "ckpt-1")
+    model_bytes = 4 * sum(sizes)
+    cpu0 = _cpu()
     if op == "save":
-        arrays = make_arrays(sizes)
-        if backend is None:
-            t = timed(lambda: raw_write_fsync(str(work / "raw.bin"), arrays))
-        else:
-            items = [WriteItem(_key(i), a) for i, a in enumerate(arrays)]
-            t = timed(lambda: backend.save(prefix, items, opts))
-        extra = {"disk_bytes": _disk_bytes(work), "objects": len(_files(work))}
+        seconds = timed(lambda: ckpt.write(path, options=options))
     else:
-        evict(_files(work))
-        outs = _empty_like_sizes(sizes)
-        if backend is None:
-            t = timed(lambda: raw_cold_read(str(work / "raw.bin"), outs))
-        else:
-
-            def restore() -> None:
-                assert backend is not None
-                with backend.open_reader(prefix) as reader:
-                    reader.read_many([(_key(i), o) for i, o in enumerate(outs)])
-
-            t = timed(restore)
-            assert np.array_equal(outs[0], make_arrays(sizes[:1])[0])
-    child_result(name=name, op=op, seconds=t, nbytes=4 * sum(sizes), tensors=len(sizes), **extra)
+        evict([str(Path(d) / f) for d, _, fs in os.walk(work) for f in fs])
+        seconds = timed(lambda: ckpt.read(path, options=options).assert_consumed())
+        expected = make_arrays(sizes[:1])[0]
+        assert np.array_equal(layers[0].numpy(), expected), "restore returned wrong values"
+    cpu = _cpu() - cpu0
+    child_result(name=name, op=op, seconds=seconds, cpu=cpu, model_bytes=model_bytes, tensors=len(sizes))
 
 
-def run_case(case: str, directory: Path, repeat: int) -> dict[tuple[str, str], dict[str, Any]]:
-    """Interleaved rounds of every measurement; best time and worst memory per (backend, op)."""
+def run_case(case: str, directory: Path, rounds: int, zarr_options: str) -> list[dict[tuple[str, str], Any]]:
+    """``rounds`` interleaved rounds; one dict of results per round."""
     work = directory / case
-    results: dict[tuple[str, str], dict[str, Any]] = {}
-    for round_ in range(repeat):
+    out = []
+    for round_ in range(rounds):
         shutil.rmtree(work, ignore_errors=True)
         work.mkdir(parents=True)
-        names = list(BACKENDS)
-        if round_ % 2:
-            names.reverse()  # no measurement always runs right after the same neighbour's I/O
+        names = list(BACKENDS) if round_ % 2 == 0 else list(reversed(BACKENDS))
+        results: dict[tuple[str, str], Any] = {}
         for op in ("save", "restore"):
             for name in names:
-                r = run_child(__file__, name, op, case, str(work))
-                best = results.setdefault((name, op), dict(r, runs=[]))
-                best["runs"].append(r["seconds"])
-                best["seconds"] = min(best["seconds"], r["seconds"])
-                best["peak_rss"] = max(best["peak_rss"], r["peak_rss"])
+                results[(name, op)] = run_child(__file__, name, op, case, str(work), zarr_options)
+        out.append(results)
+        print(
+            f"  round {round_ + 1}: "
+            + "  ".join(f"{n} {op} {results[(n, op)]['seconds']:.2f}s" for op in ("save", "restore") for n in names),
+            flush=True,
+        )
     shutil.rmtree(work, ignore_errors=True)
-    return results
+    return out
 
 
-def report(case: str, results: dict[tuple[str, str], dict[str, Any]]) -> None:
-    """Print a table with ratios to raw disk."""
-    first = results[("raw", "save")]
-    nbytes = first["nbytes"]
-    print(f"\n== {case}: {first['tensors']} float32 tensors, {nbytes / MiB:.0f} MiB, best of {len(first['runs'])} ==")
-    print(f"{'measurement':<20}{'seconds':>9}{'MiB/s':>9}{'vs raw':>8}{'peak RSS MiB':>14}"
-          f"{'on disk MiB':>13}{'objects':>9}  all runs")  # fmt: skip
+def _spread(values: list[float], fmt: str = "{:.2f}") -> str:
+    return f"{fmt.format(statistics.median(values))} ({fmt.format(min(values))}..{fmt.format(max(values))})"
+
+
+def report(case: str, rounds: list[dict[tuple[str, str], Any]]) -> None:
+    """Medians and spreads per measurement, and of the per-round zarr/bundle ratios."""
+    first = rounds[0][("bundle", "save")]
+    model = first["model_bytes"]
+    print(f"\n== {case}: {first['tensors']} float32 Variables, {model / MiB:.0f} MiB, {len(rounds)} rounds ==")
+    print("median (min..max) over the rounds")
+    print(f"{'measurement':<16}{'seconds':>20}{'peak RSS / model':>22}{'CPU s per 1k tensors':>26}")
     for op in ("save", "restore"):
-        base = results[("raw", op)]["seconds"]
         for name in BACKENDS:
-            r = results[(name, op)]
-            save = results[(name, "save")]
-            runs = " ".join(f"{x:.2f}" for x in r["runs"])
-            print(f"{name + ' ' + op:<20}{r['seconds']:>9.3f}{nbytes / MiB / r['seconds']:>9.0f}"
-                  f"{r['seconds'] / base:>8.2f}{r['peak_rss'] / MiB:>14.0f}"
-                  f"{save['disk_bytes'] / MiB:>13.0f}{save['objects']:>9}  {runs}")  # fmt: skip
+            rs = [r[(name, op)] for r in rounds]
+            secs = _spread([x["seconds"] for x in rs])
+            mem = _spread([x["peak_rss"] / model for x in rs])
+            cpu = _spread([1000 * x["cpu"] / x["tensors"] for x in rs], "{:.3f}")
+            print(f"{name + ' ' + op:<16}{secs:>20}{mem:>22}{cpu:>26}")
+    for op in ("save", "restore"):
+        ratios = [r[("zarr", op)]["seconds"] / r[("bundle", op)]["seconds"] for r in rounds]
+        print(f"zarr/bundle {op} time: {_spread(ratios)}   per round: " + " ".join(f"{x:.2f}" for x in ratios))
+    mem = [r[("zarr", op)]["peak_rss"] / model for r in rounds for op in ("save", "restore")]
+    print(f"zarr peak RSS / model (save and restore): max {max(mem):.3f}")
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--case", choices=("mixed", "small", "all"), default="all")
-    parser.add_argument("--repeat", type=int, default=3, help="interleaved rounds; the best time counts")
+    parser.add_argument("--case", choices=("mixed", "small", "all"), default="mixed")
+    parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds (medians and spread over them)")
     parser.add_argument("--dir", default=None, help="scratch directory on the disk to measure (default: a temp dir)")
-    parser.add_argument("--child", nargs=4, metavar=("NAME", "OP", "CASE", "DIR"), help=argparse.SUPPRESS)
+    parser.add_argument("--zarr-options", default="{}", help="JSON backend_options for zarr (default: its defaults)")
+    parser.add_argument("--child", nargs=5, metavar=("NAME", "OP", "CASE", "DIR", "OPTS"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         child(*args.child)
         return 0
     base = Path(args.dir) if args.dir else Path(tempfile.mkdtemp(prefix="trackpoint-bench-zarr-"))
-    cases = ("small", "mixed") if args.case == "all" else (args.case,)
+    cases = ("mixed", "small") if args.case == "all" else (args.case,)
     for case in cases:
-        report(case, run_case(case, base, args.repeat))
+        report(case, run_case(case, base, args.rounds, args.zarr_options))
     if not args.dir:
         shutil.rmtree(base, ignore_errors=True)
     return 0

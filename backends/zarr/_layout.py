@@ -270,6 +270,12 @@ def reading(prefix: str, key: str) -> Iterator[None]:
     try:
         yield
     except CheckpointError as exc:
+        if isinstance(exc, DataLossError) and f"tensor {key!r}" not in str(exc):
+            # A chunk's own complaint: say which tensor and checkpoint it belongs to.
+            raise DataLossError(
+                f"zarr: tensor {key!r} of checkpoint {prefix!r} is corrupted or incomplete ({exc}); "
+                "restore from another checkpoint"
+            ) from exc
         if isinstance(exc, FileNotFoundError):
             # The tensor table lists it, so a missing piece means a damaged checkpoint.
             raise DataLossError(

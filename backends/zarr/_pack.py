@@ -1,8 +1,9 @@
 """Writing one shard of a save: an array per large tensor, small numeric tensors packed together.
 
-Arrays are written through zarr (its codecs, sharding and metadata) into a
-:class:`~._store_adapter.FileLayerStore`, under the directory the commit
-strategy gave the save. The shard's manifest (tensor table entries and array
+zarr decides every array's metadata; numeric chunks and packed shards are
+encoded by :mod:`._chunks` straight from the tensors into the store, string
+arrays go through zarr into a :class:`~._store_adapter.FileLayerStore`. All of
+it lands under the directory the commit strategy gave the save. The shard's manifest (tensor table entries and array
 metadata) goes back to the committing process in its ``ShardResult``.
 """
 
@@ -21,6 +22,7 @@ from zarr.core.dtype import VariableLengthBytes
 from trackpoint import _paths
 from trackpoint.backends.stores import FileLayer
 from trackpoint.backends.zarr import _layout
+from trackpoint.backends.zarr._chunks import Codec, ContiguousChunks, write_chunks, write_shard_object
 from trackpoint.backends.zarr._keys import encode_key
 from trackpoint.backends.zarr._options import ZarrOptions
 from trackpoint.backends.zarr._store_adapter import store
@@ -36,7 +38,7 @@ class ArrayWriter:
         self.data_root = data_root
 
     def new_array(self, name: str, shape: tuple[int, ...], **spec: Any) -> tuple[Any, dict[str, Any]]:
-        """A new, empty array ``name`` and its metadata document (``zarr.json`` not yet written).
+        """A new, empty zarr array ``name`` and its metadata document (``zarr.json`` not yet written).
 
         zarr's ``create_array`` first looks for (or deletes) an existing node:
         a listing and several requests per array on an object store. The save
@@ -44,11 +46,9 @@ class ArrayWriter:
         and only the chunks and one ``zarr.json`` are written.
         """
         from zarr.core.array import AsyncArray
-        from zarr.storage import MemoryStore, StorePath
+        from zarr.storage import StorePath
 
-        template = zarr.create_array(store=MemoryStore(), shape=shape, zarr_format=3, **spec)
-        buf = template.metadata.to_buffer_dict(default_buffer_prototype())[_layout.ZARR_JSON]
-        meta: dict[str, Any] = json.loads(buf.to_bytes())
+        template, meta = _template(shape, **spec)
         metadata: Any = template.metadata  # always v3 here; zarr types it as the v2/v3 union
         # Bit-exact: without write_empty_chunks a chunk of -0.0 would be dropped
         # as "equal to the fill value 0" and read back as +0.0.
@@ -91,53 +91,55 @@ class ArrayWriter:
         storage = _layout.storage_dtype(array.dtype)
         if storage.newbyteorder("=") != array.dtype.newbyteorder("="):
             attrs["trackpoint_dtype"] = dname
-        return self.create_array(
-            name,
-            _layout.to_storage(array),
-            chunks=_layout.chunk_shape(array.shape, storage.itemsize, opts.chunk_bytes),
-            dtype=storage,
-            fill_value=0,
-            compressors=_layout.codecs(opts),
-            attributes=attrs,
+        chunks = _layout.chunk_shape(array.shape, storage.itemsize, opts.chunk_bytes)
+        _, meta = _template(
+            array.shape, chunks=chunks, dtype=storage, fill_value=0, compressors=_layout.codecs(opts), attributes=attrs
         )
+        grid = ContiguousChunks.of(array.shape, chunks, storage.itemsize)
+        assert grid is not None  # chunk_shape cuts row-major
+        # The chunks go from the tensor's memory to the store (_chunks), not through zarr's pipeline.
+        write_chunks(
+            self.files,
+            _paths.join(self.data_root, name),
+            _layout.to_storage(array),
+            grid,
+            Codec.from_options(opts, storage.itemsize),
+        )
+        return self.finish_array(name, meta)
 
 
 class Packer:
     """Streams small tensors into one packed ``uint8`` array, one shard object at a time.
 
-    The total size is known up front, so the array is created first and each
-    shard-aligned window is written as soon as it is full: memory holds one
-    shard, not the whole packed array, and no shard is ever rewritten.
-
-    Each window is a fresh array that is handed to zarr whole and never
-    touched again. zarr may still hold views of a value after the assignment
-    returns (a codec worker thread releases its work item only after the
-    result was delivered), so a reused or resized buffer could be changed
-    under it, or, for a ``bytearray``, fail to resize with ``BufferError``.
+    The total size is known up front, so each shard-aligned window is written
+    as soon as it is full: memory holds one shard (reused), not the whole
+    packed array, and no shard is ever rewritten.
     """
 
     def __init__(self, writer: ArrayWriter, name: str, total: int, opts: ZarrOptions) -> None:
-        inner = max(1, min(opts.packed_chunk_bytes, total))
+        self._inner = max(1, min(opts.packed_chunk_bytes, total))
         # A shard (one object) holds whole inner chunks, at most chunk_bytes,
         # and no more than the array needs: the shard index has one entry per
         # inner chunk, so an oversized shard costs time and bytes for nothing.
-        self._shard = inner * min(max(1, opts.chunk_bytes // inner), -(-total // inner))
+        self._shard = self._inner * min(max(1, opts.chunk_bytes // self._inner), -(-total // self._inner))
         self._writer = writer
         self._name = name
         self._total = total
-        self._arr, self._meta = writer.new_array(
-            name,
+        self._codec = Codec.from_options(opts, 1)
+        _, self._meta = _template(
             (total,),
-            chunks=(inner,),
+            chunks=(self._inner,),
             shards=(self._shard,),
             dtype="uint8",
             fill_value=0,
             compressors=_layout.codecs(opts),
             attributes={"trackpoint_packed": True},
         )
-        self._window: np.ndarray[Any, np.dtype[np.uint8]] | None = None
+        self._directory = _paths.join(writer.data_root, name)
+        writer.files.makedirs(_paths.join(self._directory, "c"))
+        self._window = np.empty(min(self._shard, total), dtype=np.uint8)
         self._filled = 0  # bytes of the current window in use
-        self._flushed = 0  # bytes written to zarr (whole windows)
+        self._flushed = 0  # bytes written (whole windows)
 
     def add(self, stored: np.ndarray[Any, Any]) -> int:
         """Append the bytes of ``stored``; return their offset in the packed array."""
@@ -151,18 +153,19 @@ class Packer:
             )
         pos = 0
         while pos < src.size:
-            if self._window is None:
-                # The last window holds exactly the remainder: no byte beyond the array.
-                self._window = np.empty(min(self._shard, self._total - self._flushed), dtype=np.uint8)
-                self._filled = 0
-            take = min(self._window.size - self._filled, src.size - pos)
+            # The last window holds exactly the remainder: no byte beyond the array.
+            size = min(self._shard, self._total - self._flushed)
+            take = min(size - self._filled, src.size - pos)
             self._window[self._filled : self._filled + take] = src[pos : pos + take]
             self._filled += take
             pos += take
-            if self._filled == self._window.size:
-                window, self._window = self._window, None
-                self._arr[self._flushed : self._flushed + window.size] = window
-                self._flushed += window.size
+            if self._filled == size:
+                key = f"c/{self._flushed // self._shard}"
+                path = _paths.join(self._directory, key)
+                write_shard_object(
+                    self._writer.files, path, self._window[:size], self._inner, self._shard // self._inner, self._codec
+                )
+                self._flushed += size
                 self._filled = 0
         return offset
 
@@ -173,6 +176,16 @@ class Packer:
                 f"zarr: packed array {self._name!r} got {self._flushed + self._filled} of {self._total} bytes"
             )
         return self._writer.finish_array(self._name, self._meta)
+
+
+def _template(shape: tuple[int, ...], **spec: Any) -> tuple[Any, dict[str, Any]]:
+    """A zarr array in memory with ``spec``, and its metadata document: zarr decides the metadata."""
+    from zarr.storage import MemoryStore
+
+    template = zarr.create_array(store=MemoryStore(), shape=shape, zarr_format=3, **spec)
+    buf = template.metadata.to_buffer_dict(default_buffer_prototype())[_layout.ZARR_JSON]
+    meta: dict[str, Any] = json.loads(buf.to_bytes())
+    return template, meta
 
 
 def write_shard(

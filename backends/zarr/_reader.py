@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -14,6 +15,7 @@ from zarr.core.buffer import default_buffer_prototype
 from trackpoint import _paths
 from trackpoint.backends.stores import FileLayer
 from trackpoint.backends.zarr import _layout
+from trackpoint.backends.zarr._chunks import Codec, ContiguousChunks, read_chunks, read_packed
 from trackpoint.backends.zarr._store_adapter import store
 from trackpoint.errors import (
     CheckpointKeyError,
@@ -127,6 +129,57 @@ class ZarrReader(CheckpointReader):
         if out.shape != e.shape:
             raise ShapeMismatchError(f"zarr: cannot read {key!r} {e.shape} into an array of shape {out.shape}")
 
+    def _meta(self, name: str) -> Mapping[str, Any]:
+        meta = self._metadata.get(name)
+        if not isinstance(meta, Mapping):
+            raise DataLossError(f"zarr: checkpoint {self.prefix!r} lists array {name!r} but has no metadata for it")
+        return meta
+
+    def _plan(self, name: str) -> tuple[ContiguousChunks, Codec] | None:
+        """How to read the numeric array ``name`` chunk by chunk; ``None``: only zarr knows its layout."""
+        meta = self._meta(name)
+        try:
+            chunks = meta["chunk_grid"]["configuration"]["chunk_shape"]
+            key_encoding = meta.get("chunk_key_encoding", {})
+            itemsize = np.dtype(meta["data_type"]).itemsize
+        except (KeyError, TypeError):
+            return None
+        if (
+            key_encoding.get("name", "default") != "default"
+            or key_encoding.get("configuration", {}).get("separator", "/") != "/"
+        ):
+            return None
+        grid = ContiguousChunks.of(meta.get("shape", ()), chunks, itemsize)
+        codec = Codec.from_metadata(meta.get("codecs", []))
+        return None if grid is None or codec is None else (grid, codec)
+
+    def _fill(self, name: str, view: np.ndarray[Any, Any]) -> None:
+        """Read the whole numeric array ``name`` into ``view`` (C-contiguous, its storage dtype)."""
+        plan = self._plan(name)
+        if plan is None:
+            self._array(name).get_basic_selection(
+                Ellipsis, out=default_buffer_prototype().nd_buffer.from_numpy_array(view)
+            )
+            return
+        read_chunks(self._files, _paths.join(self._data_root, name), view, *plan)
+        if sys.byteorder == "big":
+            view.byteswap(inplace=True)  # the chunks hold little-endian values
+
+    def _packed_bytes(self, name: str, start: int, stop: int) -> np.ndarray[Any, Any]:
+        """Bytes ``[start, stop)`` of the packed array ``name``."""
+        meta = self._meta(name)
+        try:
+            (sharding,) = meta["codecs"]
+            shard = int(meta["chunk_grid"]["configuration"]["chunk_shape"][0])
+            inner = int(sharding["configuration"]["chunk_shape"][0])
+            codec = Codec.from_metadata(sharding["configuration"]["codecs"])
+            known = sharding["name"] == "sharding_indexed" and shard % inner == 0
+        except (KeyError, TypeError, ValueError, IndexError):
+            codec, known = None, False
+        if codec is None or not known or sharding["configuration"].get("index_location", "end") != "end":
+            return np.asarray(self._array(name)[start:stop])
+        return read_packed(self._files, _paths.join(self._data_root, name), start, stop, shard, inner, codec)
+
     def read(self, key: str, out: np.ndarray[Any, Any] | None = None) -> np.ndarray[Any, Any]:
         if key == OBJECT_GRAPH_KEY and self._graph is not None:
             graph = np.empty((), dtype=object)
@@ -140,22 +193,17 @@ class ZarrReader(CheckpointReader):
         with _layout.reading(self.prefix, key):
             if e.array is None:
                 return self._read_packed(key, e, out, None)
-            arr = self._array(e.array)
             if e.dtype.kind == "O":
-                return _layout.as_bytes_array(np.asarray(arr[...]), key)
-            if tuple(arr.shape) != e.shape:
+                return _layout.as_bytes_array(np.asarray(self._array(e.array)[...]), key)
+            shape = tuple(int(d) for d in self._meta(e.array).get("shape", ()))
+            if shape != e.shape:
                 raise DataLossError(
-                    f"zarr: array of {key!r} in {self.prefix!r} has shape {tuple(arr.shape)}, "
-                    f"the tensor table says {e.shape}"
+                    f"zarr: array of {key!r} in {self.prefix!r} has shape {shape}, the tensor table says {e.shape}"
                 )
             dest = out if out is not None and out.flags.c_contiguous and out.flags.writeable else None
-            if dest is None:
-                dest_arr = np.empty(e.shape, dtype=e.dtype)
-            else:
-                dest_arr = dest
+            dest_arr = np.empty(e.shape, dtype=e.dtype) if dest is None else dest
             if dest_arr.size:
-                view = dest_arr.view(_layout.storage_dtype(e.dtype).newbyteorder("="))
-                arr.get_basic_selection(Ellipsis, out=default_buffer_prototype().nd_buffer.from_numpy_array(view))
+                self._fill(e.array, dest_arr.view(_layout.storage_dtype(e.dtype).newbyteorder("=")))
             if out is not None and dest is None:
                 np.copyto(out, dest_arr)
                 return out
@@ -174,7 +222,7 @@ class ZarrReader(CheckpointReader):
                 start, data = run
                 raw = data[e.offset - start : e.offset - start + e.nbytes]
             else:
-                raw = np.asarray(self._array(e.packed)[e.offset : e.offset + e.nbytes])
+                raw = self._packed_bytes(e.packed, e.offset, e.offset + e.nbytes)
         if raw.size != e.nbytes:
             raise DataLossError(f"zarr: packed bytes of {key!r} in {self.prefix!r} are truncated")
         value = raw.view(_layout.storage_dtype(e.dtype)).view(e.dtype.newbyteorder("<")).reshape(e.shape)
@@ -198,7 +246,7 @@ class ZarrReader(CheckpointReader):
         with self._lock:
             cached = self._packed_cache.get(name)
         if cached is None:
-            cached = np.asarray(self._array(name)[...])
+            cached = self._packed_bytes(name, 0, size)
             with self._lock:
                 if sum(a.size for a in self._packed_cache.values()) + cached.size > _PACKED_CACHE_TOTAL:
                     self._packed_cache.clear()
@@ -230,7 +278,7 @@ class ZarrReader(CheckpointReader):
                 first = self._entries[requests[run[0]][0]]
                 end = max(self._entries[requests[j][0]].offset + self._entries[requests[j][0]].nbytes for j in run)
                 with _layout.reading(self.prefix, requests[run[0]][0]):
-                    data = np.asarray(self._array(packed)[first.offset : end])
+                    data = self._packed_bytes(packed, first.offset, end)
                     for j in run:
                         key, out = requests[j]
                         results[j] = self._read_packed(key, self._entries[key], out, (first.offset, data))

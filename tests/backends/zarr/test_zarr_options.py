@@ -37,7 +37,7 @@ def test_bad_options_are_reported(tmp_path: Path, options: dict[str, Any], messa
 
 def test_defaults() -> None:
     opts = ZarrOptions.from_mapping({})
-    assert (opts.compressor, opts.chunk_bytes, opts.pack_bytes, opts.checksum) == ("zstd", 16 << 20, 64 << 10, True)
+    assert (opts.compressor, opts.chunk_bytes, opts.pack_bytes, opts.checksum) == ("none", 16 << 20, 64 << 10, True)
 
 
 def test_per_save_options_do_not_stick(tmp_path: Path) -> None:
@@ -46,10 +46,10 @@ def test_per_save_options_do_not_stick(tmp_path: Path) -> None:
     backend = open_backend(str(tmp_path), CheckpointOptions(backend="zarr"))
     value = np.zeros(100_000)
     backend.save(
-        str(tmp_path / "a"), [WriteItem("x", value)], CheckpointOptions(backend_options={"compressor": "none"})
+        str(tmp_path / "a"), [WriteItem("x", value)], CheckpointOptions(backend_options={"compressor": "zstd"})
     )
     backend.save(str(tmp_path / "b"), [WriteItem("x", value)])
     codecs_a = [c.to_dict()["name"] for c in zarr.open_array(str(tmp_path / "a.zarr" / "x"), mode="r").metadata.codecs]
     codecs_b = [c.to_dict()["name"] for c in zarr.open_array(str(tmp_path / "b.zarr" / "x"), mode="r").metadata.codecs]
-    assert codecs_a == ["bytes", "crc32c"]
-    assert codecs_b == ["bytes", "zstd", "crc32c"]
+    assert codecs_a == ["bytes", "zstd", "crc32c"]
+    assert codecs_b == ["bytes", "crc32c"]
