@@ -21,7 +21,7 @@ from typing import Any, Final
 import numpy as np
 
 from trackpoint import _paths
-from trackpoint.backends.files import FileLayer
+from trackpoint.backends.stores import FileLayer
 from trackpoint.backends.zarr._options import ZarrOptions
 from trackpoint.errors import DataLossError
 
