@@ -46,11 +46,14 @@ class Codec:
 
     @classmethod
     def from_options(cls, opts: ZarrOptions, itemsize: int) -> Codec:
-        """The chain :func:`~._layout.codecs` declares for ``opts`` (``itemsize`` for blosc's shuffle)."""
-        import numcodecs
-
+        """The chain :func:`~._layout.codec_metadata` declares for ``opts`` (``itemsize`` for blosc's shuffle)."""
         level = opts.compression_level
         compressor: Any = None
+        if opts.compressor == "none":
+            return cls(None, opts.checksum)
+        # numcodecs only when compressing: importing it costs more than a small save.
+        import numcodecs
+
         if opts.compressor == "zstd":
             compressor = numcodecs.Zstd(level=3 if level is None else level)
         elif opts.compressor == "blosc":
@@ -64,8 +67,6 @@ class Codec:
     @classmethod
     def from_metadata(cls, codecs: Sequence[Mapping[str, Any]]) -> Codec | None:
         """The chain of an array's ``codecs`` metadata; ``None`` for one trackpoint does not write."""
-        import numcodecs
-
         names = [c.get("name") for c in codecs]
         if not names or names[0] != "bytes" or codecs[0].get("configuration", {}).get("endian", "little") != "little":
             return None
@@ -77,6 +78,8 @@ class Codec:
             return cls(None, checksum)
         if len(rest) != 1:
             return None
+        import numcodecs
+
         # Decoding needs no parameters: each of these formats describes itself.
         decoders = {"zstd": numcodecs.Zstd, "gzip": numcodecs.GZip, "blosc": numcodecs.Blosc}
         factory = decoders.get(str(rest[0].get("name")))

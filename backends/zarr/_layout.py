@@ -191,6 +191,64 @@ def codecs(opts: ZarrOptions) -> list[Any]:
     return out
 
 
+def codec_metadata(opts: ZarrOptions, itemsize: int) -> list[dict[str, Any]]:
+    """The ``codecs`` metadata of a numeric chunk: ``bytes``, the compressor, the checksum.
+
+    The same documents zarr-python writes for :func:`codecs` (a test compares them).
+    """
+    out: list[dict[str, Any]] = [
+        {"name": "bytes", "configuration": {"endian": "little"}} if itemsize > 1 else {"name": "bytes"}
+    ]
+    level = opts.compression_level
+    if opts.compressor == "zstd":
+        out.append({"name": "zstd", "configuration": {"level": 3 if level is None else level, "checksum": False}})
+    elif opts.compressor == "blosc":
+        blosc = {"typesize": itemsize, "cname": "lz4", "clevel": 5 if level is None else level}
+        out.append({"name": "blosc", "configuration": {**blosc, "shuffle": "shuffle", "blocksize": 0}})
+    elif opts.compressor == "gzip":
+        out.append({"name": "gzip", "configuration": {"level": 6 if level is None else level}})
+    if opts.checksum:
+        out.append({"name": "crc32c"})
+    return out
+
+
+def array_metadata(
+    shape: tuple[int, ...],
+    dtype: np.dtype[Any],
+    chunks: tuple[int, ...],
+    codecs: list[dict[str, Any]],
+    attributes: dict[str, Any],
+) -> dict[str, Any]:
+    """The ``zarr.json`` document of a numeric Zarr v3 array (fill value 0), as zarr-python writes it."""
+    fill: Any = False if dtype.kind == "b" else 0.0 if dtype.kind == "f" else [0.0, 0.0] if dtype.kind == "c" else 0
+    return {
+        "shape": list(shape),
+        "data_type": dtype.name,
+        "chunk_grid": {"name": "regular", "configuration": {"chunk_shape": list(chunks)}},
+        "chunk_key_encoding": {"name": "default", "configuration": {"separator": "/"}},
+        "fill_value": fill,
+        "codecs": codecs,
+        "attributes": attributes,
+        "zarr_format": 3,
+        "node_type": "array",
+        "storage_transformers": [],
+    }
+
+
+def packed_metadata(total: int, shard: int, inner: int, opts: ZarrOptions) -> dict[str, Any]:
+    """The ``zarr.json`` document of a packed ``uint8`` array: shards of ``shard`` bytes, inner chunks of ``inner``."""
+    sharding = {
+        "name": "sharding_indexed",
+        "configuration": {
+            "chunk_shape": [inner],
+            "codecs": codec_metadata(opts, 1),
+            "index_codecs": [{"name": "bytes", "configuration": {"endian": "little"}}, {"name": "crc32c"}],
+            "index_location": "end",
+        },
+    }
+    return array_metadata((total,), np.dtype("uint8"), (shard,), [sharding], {"trackpoint_packed": True})
+
+
 # ---------------------------------------------------------------------------
 # the root document
 # ---------------------------------------------------------------------------

@@ -1,6 +1,6 @@
 """Writing one shard of a save: an array per large tensor, small numeric tensors packed together.
 
-zarr decides every array's metadata; numeric chunks and packed shards are
+numeric arrays' metadata (as zarr-python writes it), their chunks and packed shards are
 encoded by :mod:`._chunks` straight from the tensors into the store, string
 arrays go through zarr into a :class:`~._store_adapter.FileLayerStore`. All of
 it lands under the directory the commit strategy gave the save. The shard's manifest (tensor table entries and array
@@ -15,9 +15,6 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-import zarr
-from zarr.core.buffer import default_buffer_prototype
-from zarr.core.dtype import VariableLengthBytes
 
 from trackpoint import _paths
 from trackpoint.backends.stores import FileLayer
@@ -25,7 +22,6 @@ from trackpoint.backends.zarr import _layout
 from trackpoint.backends.zarr._chunks import Codec, ContiguousChunks, write_chunks, write_shard_object
 from trackpoint.backends.zarr._keys import encode_key
 from trackpoint.backends.zarr._options import ZarrOptions
-from trackpoint.backends.zarr._store_adapter import store
 from trackpoint.errors import InvalidCheckpointError, StorageError
 from trackpoint.storage import OBJECT_GRAPH_KEY, ShardResult, ShardSpec, WriteItem
 
@@ -45,8 +41,11 @@ class ArrayWriter:
         owns a fresh directory, so the metadata is derived in memory instead,
         and only the chunks and one ``zarr.json`` are written.
         """
+        import zarr
         from zarr.core.array import AsyncArray
         from zarr.storage import StorePath
+
+        from trackpoint.backends.zarr._store_adapter import store
 
         template, meta = _template(shape, **spec)
         metadata: Any = template.metadata  # always v3 here; zarr types it as the v2/v3 union
@@ -76,6 +75,8 @@ class ArrayWriter:
         """Write tensor ``key`` as its own array ``name``."""
         attrs: dict[str, Any] = {"trackpoint_key": key}
         if dname == _layout.STRING:
+            from zarr.core.dtype import VariableLengthBytes
+
             values = _layout.as_bytes_array(array, key)
             # Chunk by the mean element length, the best guess at bytes per element.
             mean = max(1, sum(len(x) for x in values.flat) // max(1, values.size))
@@ -92,9 +93,8 @@ class ArrayWriter:
         if storage.newbyteorder("=") != array.dtype.newbyteorder("="):
             attrs["trackpoint_dtype"] = dname
         chunks = _layout.chunk_shape(array.shape, storage.itemsize, opts.chunk_bytes)
-        _, meta = _template(
-            array.shape, chunks=chunks, dtype=storage, fill_value=0, compressors=_layout.codecs(opts), attributes=attrs
-        )
+        codecs = _layout.codec_metadata(opts, storage.itemsize)
+        meta = _layout.array_metadata(array.shape, storage, chunks, codecs, attrs)
         grid = ContiguousChunks.of(array.shape, chunks, storage.itemsize)
         assert grid is not None  # chunk_shape cuts row-major
         # The chunks go from the tensor's memory to the store (_chunks), not through zarr's pipeline.
@@ -126,15 +126,7 @@ class Packer:
         self._name = name
         self._total = total
         self._codec = Codec.from_options(opts, 1)
-        _, self._meta = _template(
-            (total,),
-            chunks=(self._inner,),
-            shards=(self._shard,),
-            dtype="uint8",
-            fill_value=0,
-            compressors=_layout.codecs(opts),
-            attributes={"trackpoint_packed": True},
-        )
+        self._meta = _layout.packed_metadata(total, self._shard, self._inner, opts)
         self._directory = _paths.join(writer.data_root, name)
         writer.files.makedirs(_paths.join(self._directory, "c"))
         self._window = np.empty(min(self._shard, total), dtype=np.uint8)
@@ -180,6 +172,8 @@ class Packer:
 
 def _template(shape: tuple[int, ...], **spec: Any) -> tuple[Any, dict[str, Any]]:
     """A zarr array in memory with ``spec``, and its metadata document: zarr decides the metadata."""
+    import zarr
+    from zarr.core.buffer import default_buffer_prototype
     from zarr.storage import MemoryStore
 
     template = zarr.create_array(store=MemoryStore(), shape=shape, zarr_format=3, **spec)

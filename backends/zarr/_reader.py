@@ -9,14 +9,11 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 import numpy as np
-import zarr
-from zarr.core.buffer import default_buffer_prototype
 
 from trackpoint import _paths
 from trackpoint.backends.stores import FileLayer
 from trackpoint.backends.zarr import _layout
 from trackpoint.backends.zarr._chunks import Codec, ContiguousChunks, read_chunks, read_packed
-from trackpoint.backends.zarr._store_adapter import store
 from trackpoint.errors import (
     CheckpointKeyError,
     DataLossError,
@@ -110,8 +107,11 @@ class ZarrReader(CheckpointReader):
         with self._lock:
             arr = self._arrays.get(name)
         if arr is None:
+            import zarr
             from zarr.core.array import AsyncArray
             from zarr.storage import StorePath
+
+            from trackpoint.backends.zarr._store_adapter import store
 
             meta = self._metadata.get(name)
             if meta is None:
@@ -157,6 +157,8 @@ class ZarrReader(CheckpointReader):
         """Read the whole numeric array ``name`` into ``view`` (C-contiguous, its storage dtype)."""
         plan = self._plan(name)
         if plan is None:
+            from zarr.core.buffer import default_buffer_prototype
+
             self._array(name).get_basic_selection(
                 Ellipsis, out=default_buffer_prototype().nd_buffer.from_numpy_array(view)
             )
