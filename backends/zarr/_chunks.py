@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
+from concurrent.futures import Executor, Future
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -186,22 +187,41 @@ class ContiguousChunks:
 
 
 def write_chunks(
-    files: FileLayer, directory: str, values: np.ndarray[Any, Any], grid: ContiguousChunks, codec: Codec
-) -> None:
-    """Write every chunk of the C-contiguous ``values`` (storage dtype) as ``directory/c/...``."""
+    files: FileLayer,
+    directory: str,
+    values: np.ndarray[Any, Any],
+    grid: ContiguousChunks,
+    codec: Codec,
+    pool: Executor,
+) -> list[Future[None]]:
+    """Start writing every chunk of the C-contiguous ``values`` (storage dtype) as ``directory/c/...``.
+
+    Chunks are written by ``pool``, each its own object: durable one by one
+    (a local sink fsyncs each file), so several at once keep the device busy.
+    Uncompressed, a job holds only a view of ``values``; compressed, its
+    encoded bytes while it runs.
+    """
     flat = values.reshape(-1).view(np.uint8)
     made: set[str] = set()
+    jobs = []
     for key, offset, n, stored in grid.runs():
         path = _paths.join(directory, key)
         parent = _paths.dirname(path)
         if parent not in made:
             files.makedirs(parent)
             made.add(parent)
-        # Zarr stores an edge chunk at full size, padded with the fill value 0.
-        pieces = codec.encode(flat[offset : offset + n].view(values.dtype), padding=stored - n)
-        with files.open_sink(path) as sink:
-            for part in pieces:
-                sink.write(part)
+        jobs.append(
+            pool.submit(_write_chunk, files, path, flat[offset : offset + n].view(values.dtype), stored - n, codec)
+        )
+    return jobs
+
+
+def _write_chunk(files: FileLayer, path: str, values: np.ndarray[Any, Any], padding: int, codec: Codec) -> None:
+    # Zarr stores an edge chunk at full size, padded with the fill value 0.
+    pieces = codec.encode(values, padding=padding)
+    with files.open_sink(path) as sink:
+        for part in pieces:
+            sink.write(part)
 
 
 def read_chunks(

@@ -16,7 +16,6 @@ import warnings
 from collections.abc import Iterator, Mapping
 from typing import Any, Final
 
-import ml_dtypes
 import numpy as np
 
 from trackpoint import dtypes as core_dtypes
@@ -44,15 +43,21 @@ STRING: Final = "bytes"
 # ml_dtypes types have no Zarr v3 data type in zarr-python 3.1: they are stored
 # as the unsigned integer of the same width, with their name in an attribute.
 # bfloat16 is the one the core supports everywhere; the float8 types are
-# accepted by this format only.
-ML_DTYPES: Final[dict[str, np.dtype[Any]]] = {
-    "bfloat16": core_dtypes.bfloat16,
-    **{
-        name: np.dtype(getattr(ml_dtypes, name))
-        for name in ("float8_e5m2", "float8_e4m3fn", "float8_e4m3fnuz", "float8_e4m3b11fnuz", "float8_e5m2fnuz")
-        if hasattr(ml_dtypes, name)
-    },
-}
+# accepted by this format only. ml_dtypes is imported only when one is met
+# (numpy reports them all as kind "V"): importing it costs more than a small save.
+ML_DTYPE_NAMES: Final = (
+    "bfloat16", "float8_e5m2", "float8_e4m3fn", "float8_e4m3fnuz", "float8_e4m3b11fnuz", "float8_e5m2fnuz",
+)  # fmt: skip
+
+
+@functools.lru_cache(maxsize=1)
+def ml_dtypes_by_name() -> dict[str, np.dtype[Any]]:
+    """The ml_dtypes types this format stores, by name."""
+    import ml_dtypes
+
+    return {name: np.dtype(getattr(ml_dtypes, name)) for name in ML_DTYPE_NAMES if hasattr(ml_dtypes, name)}
+
+
 _NUMERIC_KINDS: Final = {"b": 1, "i": 8, "u": 8, "f": 8, "c": 16}
 
 
@@ -90,9 +95,10 @@ def _known_dtype_name(dtype: np.dtype[Any]) -> str | None:
     # Cached: a checkpoint of 20,000 tensors asks for a handful of dtypes.
     if core_dtypes.is_string(dtype):
         return STRING
-    for name, dt in ML_DTYPES.items():
-        if dtype == dt:
-            return name
+    if dtype.kind == "V":
+        for name, dt in ml_dtypes_by_name().items():
+            if dtype == dt:
+                return name
     limit = _NUMERIC_KINDS.get(dtype.kind)
     if limit is None or dtype.itemsize > limit or dtype.fields is not None:
         return None
@@ -103,8 +109,8 @@ def dtype_of(name: str, where: str) -> np.dtype[Any]:
     """The numpy dtype of a tensor-table dtype name."""
     if name == STRING:
         return core_dtypes.string
-    if name in ML_DTYPES:
-        return ML_DTYPES[name]
+    if name in ML_DTYPE_NAMES:
+        return ml_dtypes_by_name()[name]
     try:
         dt = np.dtype(name)
     except TypeError as exc:
@@ -117,7 +123,7 @@ def dtype_of(name: str, where: str) -> np.dtype[Any]:
 @functools.lru_cache(maxsize=64)
 def storage_dtype(dtype: np.dtype[Any]) -> np.dtype[Any]:
     """The little-endian dtype the array is stored with (ml_dtypes types as unsigned ints)."""
-    if any(dtype == dt for dt in ML_DTYPES.values()):
+    if dtype.kind == "V" and any(dtype == dt for dt in ml_dtypes_by_name().values()):
         return np.dtype(f"<u{dtype.itemsize}")
     return dtype.newbyteorder("<")
 
