@@ -151,11 +151,10 @@ def _zarr(url: str, options: CheckpointOptions) -> StorageBackend:
     store_options = CheckpointOptions(storage_options=options.storage_options)
     kind = _ZARR_STORES.get(_paths.scheme(url))
     if kind == "local":
-        from trackpoint.backends.stores import LocalFiles
-        from trackpoint.backends.zarr._commit import linux_exchange
+        from trackpoint.backends.stores.local import LocalFiles, exchange_directories
 
         # On Linux an overwrite swaps the directories atomically.
-        return ZarrBackend(LocalFiles(), zarr_options, exchange=linux_exchange)
+        return ZarrBackend(LocalFiles(), zarr_options, exchange=exchange_directories)
     if kind == "s3":
         from trackpoint.backends.stores.s3 import S3Files
 

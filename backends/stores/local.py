@@ -10,6 +10,7 @@ The ``bundle`` backend (the bundle format over this store) is registered by
 
 from __future__ import annotations
 
+import ctypes
 import errno
 import fcntl
 import os
@@ -37,7 +38,7 @@ from trackpoint.storage import (
     version_condition,
 )
 
-__all__ = ["LOCAL_CAPABILITIES", "LocalFiles"]
+__all__ = ["LOCAL_CAPABILITIES", "LocalFiles", "exchange_directories"]
 
 #: Linux refuses more buffers per ``preadv`` call than this.
 _IOV_MAX: Final = 1024
@@ -451,3 +452,24 @@ class LocalFiles(FileLayer):
             _raise(exc, "fsync directory", directory)
         finally:
             os.close(fd)
+
+
+def exchange_directories(a: str, b: str) -> bool:
+    """Atomically swap the local directories ``a`` and ``b`` (Linux ``renameat2(RENAME_EXCHANGE)``).
+
+    Returns ``False`` where the call or the file system does not support it.
+    """
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+    except OSError:
+        return False
+    func = getattr(libc, "renameat2", None)
+    if func is None:
+        return False
+    at_fdcwd, rename_exchange = -100, 2
+    if func(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (errno.ENOSYS, errno.EINVAL, errno.ENOTSUP):
+        return False
+    raise StorageError(f"local: cannot swap {a!r} into place at {b!r}: {os.strerror(err)}")

@@ -14,8 +14,6 @@
 from __future__ import annotations
 
 import contextlib
-import ctypes
-import errno
 import functools
 import hashlib
 import json
@@ -36,10 +34,9 @@ from trackpoint.errors import (
     CheckpointExistsError,
     CheckpointNotFoundError,
     InvalidCheckpointError,
-    StorageError,
 )
 
-__all__ = ["CommitStrategy", "CreateCommit", "RenameCommit", "active", "host_tag", "linux_exchange", "strategy_for"]
+__all__ = ["CommitStrategy", "CreateCommit", "RenameCommit", "active", "host_tag", "strategy_for"]
 
 _TMP: Final = ".tmp-"
 _OWNER: Final = ".trackpoint-owner"
@@ -376,24 +373,3 @@ def strategy_for(files: FileLayer, exchange: Callable[[str, str], bool] | None =
         f"zarr: the store {files.store_name!r} declares neither an atomic rename nor a conditional create, "
         "so a Zarr checkpoint cannot be committed atomically there; use a store that offers one"
     )
-
-
-def linux_exchange(a: str, b: str) -> bool:
-    """Atomically swap the local directories ``a`` and ``b`` (Linux ``renameat2(RENAME_EXCHANGE)``).
-
-    Returns ``False`` where the call or the file system does not support it.
-    """
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-    except OSError:
-        return False
-    func = getattr(libc, "renameat2", None)
-    if func is None:
-        return False
-    at_fdcwd, rename_exchange = -100, 2
-    if func(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0:
-        return True
-    err = ctypes.get_errno()
-    if err in (errno.ENOSYS, errno.EINVAL, errno.ENOTSUP):
-        return False
-    raise StorageError(f"zarr/local: cannot swap {a!r} into place at {b!r}: {os.strerror(err)}")

@@ -20,24 +20,20 @@ A backend's test module adopts the kit in a few lines::
 Adopt :class:`BackendConformance` for everything, or the topical mixins one
 by one. Both fixtures must be overridden (the kit's own raise, saying so);
 the backend need not carry a registered ``name``. Tests a store cannot
-support are skipped from the capabilities the backend declares; limits that
-follow from those capabilities (:data:`CAPABILITY_LIMITS`, such as losing the
-old checkpoint on a failed overwrite without atomic rename) are marked
-``xfail(strict=False)`` by the kit; any other known gap is declared in the
-adopting class as ``known_gaps = {"test_name": "reason"}``, which marks that
+support are skipped from the capabilities the backend declares; a known gap
+is declared in the adopting class as ``known_gaps = {"test_name": "reason"}``, which marks that
 test ``xfail(reason=..., strict=True)``. See ``docs/writing-a-backend.md``.
 """
 
 from __future__ import annotations
 
 from trackpoint.plugins.testing._bad_input import BadInput
-from trackpoint.plugins.testing._base import CAPABILITY_LIMITS, DTYPES, BackendTestBase, assert_same, sample
+from trackpoint.plugins.testing._base import DTYPES, BackendTestBase, assert_same, sample
 from trackpoint.plugins.testing._commit import CommitVisibility, ShardingAndMerge
 from trackpoint.plugins.testing._namespace import Listing, OverwriteAndDelete, SmallFiles
 from trackpoint.plugins.testing._tensors import HugeTensors, ManyTensors, RoundTrip
 
 __all__ = [
-    "CAPABILITY_LIMITS",
     "DTYPES",
     "BackendConformance",
     "BackendTestBase",

@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import uuid
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar, Final
 
 import ml_dtypes
 import numpy as np
 import pytest
 
-from trackpoint.storage import Capabilities, CheckpointOptions, ShardResult, ShardSpec, StorageBackend, WriteItem
+from trackpoint.storage import CheckpointOptions, ShardResult, ShardSpec, StorageBackend, WriteItem
 
-__all__ = ["CAPABILITY_LIMITS", "DTYPES", "BackendTestBase", "assert_same", "sample"]
+__all__ = ["DTYPES", "BackendTestBase", "assert_same", "sample"]
 
 Array = np.ndarray[Any, Any]
 
@@ -73,21 +73,6 @@ def assert_same(actual: Array, expected: Array, what: str = "") -> None:
         )
 
 
-#: Limits that follow from a store's declared capabilities: test name ->
-#: (the capabilities that imply the limit, why). A backend whose capabilities
-#: match gets the test marked ``xfail(strict=False)``: the store permits the
-#: limit without forcing it (a format may do better), so a pass is reported as
-#: XPASS, never as a failure.
-CAPABILITY_LIMITS: Final[Mapping[str, tuple[Callable[[Capabilities], bool], str]]] = {
-    "test_failed_save_keeps_existing_checkpoint": (
-        lambda caps: not caps.atomic_rename,
-        "without capabilities.atomic_rename an overwrite cannot swap the new checkpoint in under the old one: "
-        "a format that writes data under its final names (the bundle on object stores) removes the old "
-        "checkpoint in begin(overwrite=True), so a failed overwrite leaves none",
-    ),
-}
-
-
 class BackendTestBase(ABC):
     """The contract between the conformance kit and a backend's test class.
 
@@ -115,8 +100,7 @@ class BackendTestBase(ABC):
     many_tensors_count: ClassVar[int] = 2000
     #: Known gaps of this backend: test name (without parameters) -> reason.
     #: Each such test is marked ``xfail(reason=..., strict=True)``, so a gap
-    #: that gets fixed is reported too. Limits that follow from the declared
-    #: capabilities (:data:`CAPABILITY_LIMITS`) are marked by the kit itself.
+    #: that gets fixed is reported too.
     known_gaps: ClassVar[Mapping[str, str]] = {}
 
     @pytest.fixture
@@ -139,13 +123,6 @@ class BackendTestBase(ABC):
         reason = self.known_gaps.get(name)
         if reason is not None:
             request.applymarker(pytest.mark.xfail(reason=reason, strict=True))
-            return
-        limit = CAPABILITY_LIMITS.get(name)
-        if limit is not None and "backend" in request.fixturenames:
-            implied, why = limit
-            backend: StorageBackend = request.getfixturevalue("backend")
-            if implied(backend.capabilities):
-                request.applymarker(pytest.mark.xfail(reason=why, strict=False))
 
     @abstractmethod
     def raw_list(self, directory: str) -> list[str]:

@@ -66,11 +66,10 @@ def test_checker_detects_a_forbidden_import(tmp_path: Path) -> None:
 #: and the public names of the store interface.
 FORMAT_MAY_IMPORT = ("trackpoint.storage", "trackpoint.errors", "trackpoint.dtypes", "trackpoint._paths")
 STORES = "trackpoint.backends.stores"
+
+
 #: Per format, a module of its layout over the store interface (issue 10). Until that layout has
 #: landed the format still reaches into the old store modules, and its check is an expected failure.
-FORMAT_LAYOUT_MARKER = {"bundle": "_commit.py", "zarr": "_store_adapter.py"}
-
-
 def _format_violations(fmt: str) -> list[str]:
     own = f"trackpoint.backends.{fmt}"
 
@@ -101,22 +100,7 @@ def _format_violations(fmt: str) -> list[str]:
     return bad
 
 
-@pytest.mark.parametrize(
-    "fmt",
-    [
-        pytest.param(
-            fmt,
-            marks=pytest.mark.xfail(
-                # Both halves of the layout: the format's modules and the store package it must import.
-                not (BACKENDS / fmt / marker).exists() or not (BACKENDS / "stores" / "__init__.py").exists(),
-                reason=f"{fmt} is not yet rebuilt over trackpoint.backends.stores (issue 10); "
-                f"this check applies once backends/{fmt}/{marker} and backends/stores/ exist",
-                strict=False,
-            ),
-        )
-        for fmt, marker in FORMAT_LAYOUT_MARKER.items()
-    ],
-)
+@pytest.mark.parametrize("fmt", ["bundle", "zarr"])
 def test_formats_import_only_the_contract_and_the_public_store_interface(fmt: str) -> None:
     assert (BACKENDS / fmt / "__init__.py").exists()
     violations = _format_violations(fmt)

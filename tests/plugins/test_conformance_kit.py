@@ -59,18 +59,14 @@ BROKEN = textwrap.dedent(
 
 
     class DropsOldFirst(memory.MemoryBackend):
-        # What a store without atomic rename may force on a format: begin(overwrite=True)
-        # removes the old checkpoint, so a failed overwrite leaves none.
+        # begin(overwrite=True) removes the old checkpoint, so a failed overwrite leaves none: a defect
+        # whether or not the store can rename (the bundle keeps the old one on object stores too).
         capabilities = Capabilities(atomic_rename=False, conditional_create=True)
 
         def begin(self, prefix, save_id, *, overwrite=True):
             if overwrite:
                 self.delete(prefix)
             super().begin(prefix, save_id, overwrite=overwrite)
-
-
-    class DropsOldFirstButRenames(DropsOldFirst):
-        capabilities = Capabilities(atomic_rename=True, conditional_create=True)
 
 
     def _with(cls):
@@ -90,7 +86,6 @@ BROKEN = textwrap.dedent(
     class TestLossy(_with(Lossy), Memory): pass
     class TestNoPreconditions(_with(NoPreconditions), Memory): pass
     class TestDropsOldFirst(_with(DropsOldFirst), Memory): pass
-    class TestDropsOldFirstButRenames(_with(DropsOldFirstButRenames), Memory): pass
 
 
     class TestGapStillOpen(_with(Unsorted), Memory):
@@ -111,7 +106,7 @@ CASES = {
     "TestUnsorted": "test_lists_committed_direct_children_sorted",
     "TestLossy": "test_every_shape_of_dtype[float64]",
     "TestNoPreconditions": "test_create_only",
-    "TestDropsOldFirstButRenames": "test_failed_save_keeps_existing_checkpoint",
+    "TestDropsOldFirst": "test_failed_save_keeps_existing_checkpoint",
 }
 
 
@@ -138,36 +133,6 @@ def test_kit_catches_defects_and_keeps_gaps_strict(pytester: pytest.Pytester) ->
     assert outcomes["TestGapStillOpen::test_lists_committed_direct_children_sorted"] == "xfailed"
     # A gap that is not a gap any more fails (strict xfail), so stale declarations surface.
     assert outcomes["TestGapClosed::test_create_only"] == "failed"
-    # A limit the declared capabilities imply is marked by the kit, without a known_gaps entry:
-    # the same defect fails a backend declaring atomic rename (above) and is an xfail without it.
-    assert outcomes["TestDropsOldFirst::test_failed_save_keeps_existing_checkpoint"] == "xfailed"
-
-
-def test_capability_limits_are_not_strict(pytester: pytest.Pytester) -> None:
-    # A backend without atomic rename that keeps the old checkpoint anyway (the memory backend, declared
-    # without rename) passes: the kit reports XPASS, not a failure.
-    pytester.makepyfile(
-        test_lenient=textwrap.dedent(
-            """
-            import conformance.test_memory as base
-            from trackpoint.backends import memory
-            from trackpoint.storage import Capabilities
-
-            class NoRename(memory.MemoryBackend):
-                capabilities = Capabilities(atomic_rename=False, conditional_create=True)
-
-            class TestNoRename(base.TestMemoryBackend):
-                import pytest
-
-                @pytest.fixture
-                def backend(self):
-                    yield NoRename()
-                    memory.clear()
-            """
-        )
-    )
-    result = pytester.runpytest_inprocess("-p", "no:cacheprovider", "-k", "test_failed_save_keeps_existing_checkpoint")
-    result.assert_outcomes(xpassed=1)
 
 
 def test_fixtures_not_overridden_say_so(pytester: pytest.Pytester) -> None:

@@ -28,8 +28,7 @@ class TestAzure(BackendConformance):
     # (still above the 1 MiB part size used here and the bundle's 8 MiB write buffer).
     huge_tensor_bytes: ClassVar[int] = 9 * 2**20 + 3
     many_tensors_count: ClassVar[int] = 200
-    # No known_gaps: the one object-store limit (a failed overwrite loses the old checkpoint) is derived
-    # by the kit from the declared capabilities (no atomic rename), as for S3 and GCS.
+    # No known_gaps: the whole kit passes, a failed overwrite keeping the old checkpoint included.
 
     @pytest.fixture(autouse=True)
     def _bind_raw(self, azurite: Azurite, azurite_container: str) -> Iterator[None]:

@@ -18,7 +18,7 @@ from trackpoint.errors import (
     CheckpointNotFoundError,
     ConcurrentModificationError,
 )
-from trackpoint.storage import Capabilities, CheckpointOptions, ShardSpec, WriteItem
+from trackpoint.storage import MUST_NOT_EXIST, Capabilities, CheckpointOptions, ShardSpec, WriteItem
 
 
 def _items(value: float, n: int = 3) -> list[WriteItem]:
@@ -202,9 +202,9 @@ def test_file_urls(backend: BundleBackend, tmp_path: Path) -> None:
 def test_small_files_with_versions(backend: BundleBackend, tmp_path: Path) -> None:
     path = str(tmp_path / "sub" / "checkpoint")
     assert backend.read_file(path) is None
-    v1 = backend.write_file(path, b"one", if_version=None)
+    v1 = backend.write_file(path, b"one", if_version=MUST_NOT_EXIST)
     with pytest.raises(ConcurrentModificationError, match="exists already"):
-        backend.write_file(path, b"two", if_version=None)
+        backend.write_file(path, b"two", if_version=MUST_NOT_EXIST)
     got = backend.read_file(path)
     assert got is not None and got.data == b"one" and got.version == v1
     v2 = backend.write_file(path, b"two", if_version=v1)
