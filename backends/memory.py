@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import struct
 import threading
+import time
 import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -68,6 +69,8 @@ class _Committed:
 
     keys: tuple[str, ...]
     records: dict[str, bytes]
+    #: POSIX time of the commit.
+    committed_at: float = field(default_factory=time.time)
 
 
 @dataclass
@@ -274,6 +277,12 @@ class MemoryBackend(StorageBackend):
         # docstring inherited
         with _STORE.lock:
             return _norm(prefix) in _STORE.committed
+
+    def modified(self, prefix: str) -> float | None:
+        # docstring inherited
+        with _STORE.lock:
+            checkpoint = _STORE.committed.get(_norm(prefix))
+        return None if checkpoint is None else checkpoint.committed_at
 
     def delete(self, prefix: str) -> None:
         # docstring inherited

@@ -437,6 +437,11 @@ class StoreView(StorageBackend):
         # docstring inherited
         return self.locate(prefix) is not None
 
+    def modified(self, prefix: str) -> float | None:
+        # docstring inherited: the time of the format that holds ``prefix``.
+        backend = self.locate(prefix)
+        return None if backend is None else backend.modified(prefix)
+
     def delete(self, prefix: str) -> None:
         # docstring inherited. The selected backend deletes unconditionally (it
         # also finishes an interrupted delete); the others only what they have.

@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from trackpoint import _paths, _resolve, state
@@ -23,13 +24,14 @@ from trackpoint.proto.checkpoint_state_pb2 import CheckpointState
 from trackpoint.reader import TensorReader, load_checkpoint, object_metadata
 
 if TYPE_CHECKING:
-    from trackpoint.storage import CheckpointOptions
+    from trackpoint.storage import CheckpointOptions, StorageBackend
     from trackpoint.trackable import Trackable
 
 __all__ = [
     "NewCheckpointReader",
     "checkpoint_exists",
     "generate_checkpoint_state_proto",
+    "get_checkpoint_mtimes",
     "get_checkpoint_state",
     "list_objects",
     "load_variable",
@@ -182,6 +184,60 @@ def checkpoint_exists(checkpoint_prefix: str | os.PathLike[str], *, options: Che
     prefix = os.fspath(checkpoint_prefix)
     with _resolve.open_store(_paths.dirname(prefix) or os.curdir, options) as backend:
         return _resolve.holder(backend, prefix) is not None
+
+
+def get_checkpoint_mtimes(
+    checkpoint_prefixes: Sequence[str | os.PathLike[str]],
+    *,
+    options: CheckpointOptions | None = None,
+    clock: Callable[[], float] = time.time,
+) -> list[float]:
+    """When each committed checkpoint of ``checkpoint_prefixes`` was written, as ``tf.train.get_checkpoint_mtimes``.
+
+    A prefix with nothing committed is skipped, as in TensorFlow, so the list
+    may be shorter than ``checkpoint_prefixes``. The time is the modification
+    time of the checkpoint's commit point as its store reports it
+    (:meth:`~trackpoint.storage.StorageBackend.modified`: the ``.index`` file
+    of a TensorBundle, the ``zarr.json`` of a Zarr checkpoint, the last
+    modification of an S3 or GCS object). A backend that cannot tell gives
+    ``clock()``, the current time.
+
+    Parameters
+    ----------
+    checkpoint_prefixes
+        Prefixes (local paths, ``pathlib.Path`` objects or URLs), of any
+        directories and stores.
+    options
+        Chooses and configures the backend.
+    clock
+        The time given for a checkpoint whose store cannot tell (injectable).
+
+    Returns
+    -------
+    list of float
+        POSIX timestamps, in the order of ``checkpoint_prefixes``.
+    """
+    prefixes = [os.fspath(p) for p in checkpoint_prefixes]
+    by_directory: dict[str, list[int]] = {}
+    for i, prefix in enumerate(prefixes):
+        by_directory.setdefault(_paths.dirname(prefix) or os.curdir, []).append(i)
+    found: dict[int, float] = {}
+    for directory, indices in by_directory.items():
+        with _resolve.open_store(directory, options) as backend:
+            for i in indices:
+                stamp = checkpoint_mtime(backend, prefixes[i], clock)
+                if stamp is not None:
+                    found[i] = stamp
+    return [found[i] for i in sorted(found)]
+
+
+def checkpoint_mtime(backend: StorageBackend, prefix: str, clock: Callable[[], float] = time.time) -> float | None:
+    """The commit time of ``prefix`` through ``backend``; ``clock()`` if it cannot tell; ``None`` if absent."""
+    owner = _resolve.holder(backend, prefix)
+    if owner is None:
+        return None
+    stamp = owner.modified(prefix)
+    return clock() if stamp is None else stamp
 
 
 def remove_checkpoint(

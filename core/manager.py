@@ -95,6 +95,9 @@ class CheckpointManager:
         since the last save (unless ``check_interval=False``).
     init_fn
         Called by :meth:`restore_or_initialize` when there is nothing to restore.
+    last_checkpoint_step
+        The step of the last checkpoint saved (by an earlier run), from which
+        ``checkpoint_interval`` is counted; ``None`` lets the first save happen.
     options
         Backend choice and storage options, used for every save and restore.
         Without a backend chosen (here or by ``TRACKPOINT_BACKEND``), saves
@@ -146,6 +149,7 @@ class CheckpointManager:
         step_counter: Any = None,
         checkpoint_interval: int | None = None,
         init_fn: Callable[[], Any] | None = None,
+        last_checkpoint_step: int | None = None,
         *,
         options: CheckpointOptions | None = None,
         clock: Callable[[], float] = time.time,
@@ -170,7 +174,7 @@ class CheckpointManager:
         self._prefix = _paths.join(directory, checkpoint_name)
         self._step_counter = step_counter
         self._checkpoint_interval = checkpoint_interval
-        self._last_checkpoint_step: int | None = None
+        self._last_checkpoint_step: int | None = None if last_checkpoint_step is None else _as_int(last_checkpoint_step)
         self._init_fn = init_fn
         self._options = options
         self._clock = clock
@@ -212,7 +216,9 @@ class CheckpointManager:
             self._last_preserved_timestamp = recovered.last_preserved_timestamp
             if now < self._last_preserved_timestamp:
                 _log.warning(
-                    "the clock is behind the last preserved checkpoint time of %s; using the current time",
+                    "time.time() returned a value %f seconds behind the last preserved checkpoint timestamp "
+                    "of %s; using the current time",
+                    self._last_preserved_timestamp - now,
                     self._directory,
                 )
                 self._last_preserved_timestamp = now
@@ -258,6 +264,11 @@ class CheckpointManager:
         return int(m.group(1)) if m else -1
 
     # ------------------------------------------------------------ properties
+    @property
+    def checkpoint(self) -> ManagedCheckpoint:
+        """The checkpoint this manager saves and restores."""
+        return self._checkpoint
+
     @property
     def directory(self) -> str:
         """The directory the checkpoints are written to."""
@@ -391,7 +402,10 @@ class CheckpointManager:
                 if len(stamps) != len(paths):
                     stamps = [None] * len(paths)
                 others = [(p, t) for p, t in zip(paths, stamps, strict=True) if not self._is_own(p)]
-                last_preserved = max(last_preserved, current.last_preserved_timestamp)
+                if current.last_preserved_timestamp <= self._clock():
+                    # Another manager's preservation; one ahead of the clock is from before
+                    # a clock reset, which this manager has already replaced by the current time.
+                    last_preserved = max(last_preserved, current.last_preserved_timestamp)
             entries: list[tuple[str, float | None]] = [*others, *mine]
             if others and all(t is not None for _, t in others):
                 # Python's sort is stable: on equal times the other manager's entry comes first.

@@ -30,7 +30,7 @@ import logging
 import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any, Final, NamedTuple
 
 import numpy as np
 
@@ -694,14 +694,30 @@ class InitializationOnlyStatus(LoadStatus):
         )
 
 
+_NAME_BASED_ADVICE: Final = (
+    "Restoring a name-based tf.train.Saver checkpoint using the object-based restore API. This mode uses global "
+    "names to match variables, and so is somewhat fragile. Prefer re-encoding training checkpoints in the "
+    "object-based format: run save() on the object-based saver (the same one this message is coming from) and "
+    "use that checkpoint in the future."
+)
+_name_based_advice_given = False
+
+
 class NameBasedSaverStatus(LoadStatus):
     """Status of a restore from a checkpoint without an object graph (matching by ``Variable.name``).
 
     Objects that exist at restore time are restored at once; variables
-    attached to them later are restored when they are tracked.
+    attached to them later are restored when they are tracked. The first one
+    created in a process logs TensorFlow's advice to re-encode the checkpoint
+    with ``save()`` (a warning on the ``trackpoint`` logger).
     """
 
     def __init__(self, restore: _NameBasedRestore, view: ObjectGraphView) -> None:
+        global _name_based_advice_given
+        if not _name_based_advice_given:
+            # Once per process, as TensorFlow's deprecation notice on this class.
+            _name_based_advice_given = True
+            logger.warning(_NAME_BASED_ADVICE)
         self._restore = restore
         self._view = view
         self._root = view.root

@@ -19,6 +19,7 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import logging
+import math
 import os
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -38,6 +39,7 @@ from trackpoint.errors import (
     SavePathIsNoneError,
     ShapeMismatchError,
     TrackableError,
+    UnsupportedOptionError,
 )
 from trackpoint.proto import trackable_object_graph_pb2 as pb
 from trackpoint.storage import (
@@ -47,11 +49,15 @@ from trackpoint.storage import (
     TensorInfo,
     WriteItem,
 )
+from trackpoint.trackable import VARIABLE_VALUE_KEY
 from trackpoint.variables import Variable
 
 __all__ = ["Saver"]
 
 _log = logging.getLogger(__name__)
+
+#: TensorFlow's ``SaverDef.V2``: the TensorBundle format.
+_V2: Final = 2
 
 #: Upper bound on data shards of a ``sharded=True`` save (each is written by one thread).
 _MAX_SHARDS: Final = 8
@@ -116,6 +122,10 @@ class Saver:
     var_list
         ``{name: Variable}``, or a list of Variables saved under their ``name``.
         Required: there is no graph to collect variables from.
+    reshape
+        Allow restoring a stored tensor whose shape differs from its
+        variable's but has as many elements: it is reshaped to the variable's
+        shape (row-major, as TensorFlow's ``reshape``).
     sharded
         Write the data in several shards (up to 8, written in parallel). TF
         shards per device; trackpoint has no devices, so it shards by size.
@@ -125,6 +135,17 @@ class Saver:
     keep_checkpoint_every_n_hours
         Besides the ``max_to_keep`` most recent, keep one checkpoint per this
         many hours.
+    name
+        Accepted for TensorFlow's call shape (it names graph ops); no effect.
+    restore_sequentially
+        Read one tensor at a time, in name order, each straight into its
+        variable. Without it the reader may read several at once (in
+        parallel where the backend can), still into the variables' own
+        buffers; either way no copy of the model is held.
+    saver_def, builder, filename
+        TensorFlow's graph configuration: must stay ``None``.
+    defer_build
+        Accepted for TensorFlow's call shape; there is nothing to build.
     pad_step_number
         Zero-pad the step to 8 digits in the prefix (``model-00000042``).
     save_relative_paths
@@ -133,6 +154,8 @@ class Saver:
     allow_empty
         Allow an empty ``var_list``; ``save`` then writes nothing and returns
         ``None`` and ``restore`` does nothing.
+    write_version
+        Must be 2 (TensorFlow's ``SaverDef.V2``, the TensorBundle format).
     options
         Backend choice and storage options for every save and restore.
     clock
@@ -145,21 +168,43 @@ class Saver:
         without ``allow_empty``.
     NameConflictError
         Two variables share a name, or one variable appears under two names.
+    UnsupportedOptionError
+        ``saver_def``, ``builder`` or ``filename`` is given, or ``write_version`` is not 2.
     """
 
     def __init__(
         self,
         var_list: Mapping[str, Variable] | Sequence[Variable] | None = None,
+        reshape: bool = False,
         sharded: bool = False,
         max_to_keep: int | None = 5,
         keep_checkpoint_every_n_hours: float = 10000.0,
+        name: str | None = None,
+        restore_sequentially: bool = False,
+        saver_def: None = None,
+        builder: None = None,
+        defer_build: bool = False,
+        allow_empty: bool = False,
+        write_version: int = 2,
         pad_step_number: bool = False,
         save_relative_paths: bool = False,
-        allow_empty: bool = False,
+        filename: None = None,
         *,
         options: CheckpointOptions | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
+        for what, value in (("saver_def", saver_def), ("builder", builder), ("filename", filename)):
+            if value is not None:
+                raise UnsupportedOptionError(
+                    f"Saver({what}=...) configures TensorFlow's graph ops; trackpoint has no graph. Leave it "
+                    "unset and pass the checkpoint path to save() and restore()"
+                )
+        if write_version != _V2:
+            raise UnsupportedOptionError(
+                f"Saver(write_version={write_version!r}): only the V2 format (write_version=2, TensorFlow's "
+                "default since 1.x) is written; TensorFlow itself deprecates V1"
+            )
+        del name, defer_build  # graph-building arguments: no effect without a graph
         if var_list is None:
             raise TrackableError(
                 "Saver needs `var_list`, a list or dict of Variables to save: without a graph there is "
@@ -169,6 +214,8 @@ class Saver:
         if not self._vars and not allow_empty:
             raise TrackableError("No variables to save (pass allow_empty=True to allow an empty Saver)")
         self._sharded = sharded
+        self._reshape = reshape
+        self._restore_sequentially = restore_sequentially
         self._max_to_keep = max_to_keep
         self._keep_checkpoint_every_n_hours = keep_checkpoint_every_n_hours
         self._pad_step_number = pad_step_number
@@ -196,19 +243,42 @@ class Saver:
             )
         self._last_checkpoints = [(str(p), float(t)) for p, t in last_checkpoints_with_time]
 
+    def set_last_checkpoints(self, last_checkpoints: list[str]) -> None:
+        """Replace the list of kept checkpoints with ``last_checkpoints``, oldest first (TensorFlow 1's older form).
+
+        Their times are unknown, so, as in TensorFlow, they count as infinitely
+        new: one leaving the ``max_to_keep`` window is kept (not deleted) by
+        ``keep_checkpoint_every_n_hours``. Prefer
+        :meth:`set_last_checkpoints_with_time` or :meth:`recover_last_checkpoints`.
+
+        Raises
+        ------
+        TrackableError
+            (a ``ValueError``) ``last_checkpoints`` is not a list.
+        """
+        if not isinstance(last_checkpoints, list):
+            raise TrackableError(
+                f"last_checkpoints must be a list of checkpoint prefixes, got {type(last_checkpoints).__name__}"
+            )
+        self._last_checkpoints = [(str(p), float("inf")) for p in last_checkpoints]
+
     def recover_last_checkpoints(self, checkpoint_paths: Sequence[str]) -> None:
         """Rebuild the kept list after a restart from ``checkpoint_paths`` (oldest first).
 
-        Paths that are not committed checkpoints are dropped. TensorFlow uses
-        the files' modification times; the storage contract has none, so the
-        survivors are stamped with the current time, which keeps them out of
-        ``keep_checkpoint_every_n_hours`` preservation until they age in this run.
+        Each committed checkpoint is stamped with its commit time as its store
+        reports it (:func:`trackpoint.get_checkpoint_mtimes`), as TensorFlow
+        stamps the files' modification times, so ``keep_checkpoint_every_n_hours``
+        treats old checkpoints as old. Paths with nothing committed are
+        dropped. A store that cannot tell the time stamps the current time
+        (``clock``): such a checkpoint is not preserved until it ages in this run.
         """
-        now = self._clock()
+        from trackpoint.checkpoint_management import checkpoint_mtime
+
         kept = []
         for path in checkpoint_paths:
-            if self._backends.store(path, self._options).exists(path):
-                kept.append((path, now))
+            stamp = checkpoint_mtime(self._backends.store(path, self._options), path, self._clock)
+            if stamp is not None:
+                kept.append((path, stamp))
         self.set_last_checkpoints_with_time(kept)
 
     def _record_last_checkpoint(self, path: str) -> None:
@@ -269,7 +339,9 @@ class Saver:
         save_path
             Checkpoint prefix, local path or URL.
         global_step
-            Appended as ``-<step>`` (an int or an integer Variable).
+            Appended as ``-<step>``: an int, an integer Variable, or TensorFlow 1's
+            tensor name of a variable of this Saver (``"global_step:0"``, or its
+            name without ``:0``).
         latest_filename
             Name of the state file beside the checkpoint (default ``checkpoint``).
         write_state
@@ -299,7 +371,7 @@ class Saver:
             raise InvalidCheckpointError(f"'latest_filename' must not contain path components, got {latest_filename!r}")
         prefix = _as_path(save_path, "save_path")
         if global_step is not None:
-            step = _as_step(global_step)
+            step = _as_step(self._step_variable(global_step) if isinstance(global_step, str) else global_step)
             prefix = f"{prefix}-{step:08d}" if self._pad_step_number else f"{prefix}-{step}"
         elif _basename(prefix) == latest_filename and not self._sharded:
             raise InvalidCheckpointError(
@@ -336,6 +408,19 @@ class Saver:
             )
             self._maybe_delete_old_checkpoints()
         return prefix
+
+    def _step_variable(self, tensor_name: str) -> Variable:
+        """The variable of ``var_list`` that TensorFlow 1's tensor name ``tensor_name`` (``global_step:0``) names."""
+        name = tensor_name[:-2] if tensor_name.endswith(":0") else tensor_name
+        found = self._vars.get(name)
+        if found is None:
+            found = next((v for v in self._vars.values() if v.name == name), None)
+        if found is None:
+            raise TrackableError(
+                f"global_step {tensor_name!r} names no variable of this Saver (known: {sorted(self._vars)}); "
+                "pass the step as an int or a Variable, or add the step variable to var_list"
+            )
+        return found
 
     def _shard_options(self, opts: CheckpointOptions) -> CheckpointOptions:
         if opts.num_writers is not None:
@@ -388,11 +473,45 @@ class Saver:
             )
         with backend.open_reader(prefix) as reader:
             keys = self._resolve_keys(reader, prefix)
+            # Every variable is checked before any is written: a mismatch leaves all as they were.
+            infos = {name: reader.info(keys[name]) for name in self._vars}
             for name, var in self._vars.items():
-                _check_fits(var, reader.info(keys[name]), keys[name], prefix)
-            values = {name: reader.read(keys[name]) for name in self._vars}
-        for name, var in self._vars.items():
-            var.assign(values[name])
+                _check_fits(var, infos[name], keys[name], prefix, self._reshape)
+            self._read_into_variables(reader, keys, infos)
+
+    def _read_into_variables(
+        self, reader: CheckpointReader, keys: dict[str, str], infos: dict[str, TensorInfo]
+    ) -> None:
+        """Assign each variable as its value is read, never holding a copy of the model.
+
+        Numeric values are read straight into the variables' buffers (viewed
+        in the stored shape when ``reshape`` allowed another one); strings are
+        read and assigned one at a time.
+        """
+        direct: list[tuple[str, np.ndarray[Any, Any]]] = []
+        one_by_one: list[str] = []
+        for name in sorted(self._vars):
+            buffer = _buffer_in_shape(self._vars[name]._restore_buffer(VARIABLE_VALUE_KEY), infos[name].shape)
+            if buffer is None:
+                one_by_one.append(name)
+            else:
+                direct.append((name, buffer))
+        if self._restore_sequentially:
+            for name, out in direct:
+                self._land(name, reader.read(keys[name], out), out)
+        else:
+            results = reader.read_many([(keys[name], out) for name, out in direct])
+            for (name, out), result in zip(direct, results, strict=True):
+                self._land(name, result, out)
+        for name in one_by_one:
+            self._land(name, reader.read(keys[name]), None)
+
+    def _land(self, name: str, value: np.ndarray[Any, Any], out: np.ndarray[Any, Any] | None) -> None:
+        """Finish restoring ``name``: nothing to do when the reader filled its buffer ``out`` in place."""
+        if out is not None and value is out:
+            return
+        var = self._vars[name]
+        var.assign(np.reshape(value, var.shape) if self._reshape else value)
 
     def _resolve_keys(self, reader: CheckpointReader, prefix: str) -> dict[str, str]:
         """``{variable name: checkpoint key}``, through the object graph where needed."""
@@ -451,19 +570,40 @@ class Saver:
         return f"Saver({sorted(self._vars)!r}, max_to_keep={self._max_to_keep!r})"
 
 
-def _check_fits(var: Variable, info: TensorInfo, key: str, prefix: str) -> None:
+def _check_fits(var: Variable, info: TensorInfo, key: str, prefix: str, reshape: bool = False) -> None:
     if info.dtype != var.dtype:
         raise DTypeMismatchError(
             f"Restoring from checkpoint failed. This is most likely due to a mismatch between the current "
             f"variables and the checkpoint: {key!r} in {prefix!r} has dtype {info.dtype}, Variable "
             f"{var.name!r} has dtype {var.dtype}"
         )
-    if tuple(info.shape) != tuple(var.shape):
-        raise ShapeMismatchError(
-            f"Restoring from checkpoint failed. This is most likely due to a mismatch between the current "
-            f"variables and the checkpoint: {key!r} in {prefix!r} has shape {tuple(info.shape)}, Variable "
-            f"{var.name!r} has shape {tuple(var.shape)}"
-        )
+    stored = tuple(info.shape)
+    if stored == tuple(var.shape):
+        return
+    if reshape and math.prod(stored) == math.prod(var.shape):
+        return
+    hint = (
+        f" and {math.prod(stored)} elements against {math.prod(var.shape)}, so even reshape=True cannot restore it"
+        if reshape
+        else "; Saver(reshape=True) restores a value of another shape with as many elements"
+    )
+    raise ShapeMismatchError(
+        f"Restoring from checkpoint failed. This is most likely due to a mismatch between the current "
+        f"variables and the checkpoint: {key!r} in {prefix!r} has shape {stored}, Variable "
+        f"{var.name!r} has shape {tuple(var.shape)}{hint}"
+    )
+
+
+def _buffer_in_shape(buffer: np.ndarray[Any, Any] | None, shape: Sequence[int]) -> np.ndarray[Any, Any] | None:
+    """``buffer`` itself, or a view of it in ``shape`` (never a copy: reads must land in the variable)."""
+    if buffer is None or tuple(buffer.shape) == tuple(shape):
+        return buffer
+    view = buffer.view()
+    try:
+        view.shape = tuple(shape)  # raises instead of copying a non-contiguous buffer
+    except AttributeError:
+        return None
+    return view
 
 
 def _as_path(path: Any, what: str) -> str:

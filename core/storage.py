@@ -660,6 +660,28 @@ class StorageBackend(ABC):
     def list_checkpoints(self, directory: str) -> list[str]:
         """Prefixes of the committed checkpoints directly inside ``directory``, sorted."""
 
+    def modified(self, prefix: str) -> float | None:
+        """When the checkpoint ``prefix`` was committed, as a POSIX timestamp; ``None`` if unknown.
+
+        Feeds :func:`trackpoint.get_checkpoint_mtimes` and
+        ``Saver.recover_last_checkpoints`` (TensorFlow reads the files'
+        modification times there).
+
+        Returns
+        -------
+        float or None
+            Seconds since the epoch of the commit point's last modification;
+            ``None`` when nothing is committed at ``prefix`` or the store
+            cannot tell.
+
+        Notes for implementers
+        ----------------------
+        The default returns ``None`` ("cannot tell"); callers then fall back
+        (``recover_last_checkpoints`` stamps the current time). Return the
+        modification time of the object written last by :meth:`commit`.
+        """
+        return None
+
     def cleanup(self, directory: str, *, min_age: float = 600.0) -> list[str]:
         """Remove leftovers of crashed saves in ``directory``; return what was removed.
 

@@ -130,6 +130,10 @@ class BundleBackend(StorageBackend):
         # docstring inherited
         return self.files.exists(index_name(prefix))
 
+    def modified(self, prefix: str) -> float | None:
+        # docstring inherited: the index file is written last and is the commit point.
+        return self.files.modified(index_name(prefix))
+
     def delete(self, prefix: str) -> None:
         # docstring inherited
         check_prefix(prefix)

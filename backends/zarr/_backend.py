@@ -180,6 +180,10 @@ class ZarrBackend(StorageBackend):
     def exists(self, prefix: str) -> bool:
         return self._files.exists(_paths.join(self._group(prefix), _layout.ZARR_JSON))
 
+    def modified(self, prefix: str) -> float | None:
+        # docstring inherited: the root group's zarr.json is the commit point.
+        return self._files.modified(_paths.join(self._group(prefix), _layout.ZARR_JSON))
+
     def delete(self, prefix: str) -> None:
         self._strategy.delete(self._group(prefix))
 
