@@ -12,12 +12,11 @@ import sys
 import threading
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any, Final, NamedTuple
 
 import numpy as np
 
-from trackpoint.backends.bundle._codec import Entry, decode_entry, decode_header, decode_strings
+from trackpoint.backends.bundle._codec import Entry, decode_entry, decode_header, decode_plain_entry, decode_strings
 from trackpoint.backends.bundle._crc import crc32c, unmask
 from trackpoint.backends.bundle._dtypes import DT_STRING, READABLE, dtype_from_tf
 from trackpoint.backends.bundle._names import data_filename, index_name
@@ -41,9 +40,8 @@ from trackpoint.storage import CheckpointReader, TensorInfo
 _MAX_SHARDS: Final = 1 << 24
 
 
-@dataclass(frozen=True, slots=True)
-class _Stored:
-    """One readable entry: decoded proto plus its numpy dtype.
+class _Stored(NamedTuple):
+    """One readable entry: decoded proto plus its numpy dtype (a named tuple: cheap to build 10^5 of).
 
     ``problem`` says why no numpy array can hold the tensor (``None`` if one
     can); such entries stay listed and fail on ``info`` and ``read``.
@@ -113,13 +111,13 @@ class BundleReader(CheckpointReader):
         self._size_lock = threading.Lock()
         types: dict[int, tuple[np.dtype[Any], bool]] = {}
         for key, value in table[1:]:
-            where = f"{self._where}: entry {key!r}"
-            e = decode_entry(value, where)
+            # The message context is formatted only when needed: an index may hold 10^5 entries.
+            e = decode_plain_entry(value) or decode_entry(value, f"{self._where}: entry {key!r}")
             kind = types.get(e.dtype)
             if kind is None:
                 # Unreadable types (resource, variant) stay listed and fail only when read.
                 kind = (
-                    dtype_from_tf(e.dtype, header.big_endian, where)
+                    dtype_from_tf(e.dtype, header.big_endian, f"{self._where}: entry {key!r}")
                     if e.dtype in READABLE
                     else (np.dtype(np.uint8), False)
                 )
@@ -132,17 +130,21 @@ class BundleReader(CheckpointReader):
                 # Every string takes at least one length byte: this bounds the
                 # element array allocated before the bytes are checked.
                 if count and count + 4 > e.size:
-                    raise DataLossError(f"{where}: {e.size} bytes cannot hold {count} strings")
+                    raise DataLossError(f"{self._where}: entry {key!r}: {e.size} bytes cannot hold {count} strings")
             if not e.slices:
                 if e.shard_id >= self._num_shards:
-                    raise DataLossError(f"{where}: shard_id {e.shard_id} is not below num_shards {self._num_shards}")
+                    raise DataLossError(
+                        f"{self._where}: entry {key!r}: shard_id {e.shard_id} is not below num_shards "
+                        f"{self._num_shards}"
+                    )
                 if e.dtype in READABLE and e.dtype != DT_STRING:
                     count = 1
                     for d in e.shape:
                         count *= d
                     if count * dtype.itemsize != e.size:
                         raise DataLossError(
-                            f"{where}: shape {e.shape} of {dtype} needs {count * dtype.itemsize} bytes "
+                            f"{self._where}: entry {key!r}: shape {e.shape} of {dtype} needs "
+                            f"{count * dtype.itemsize} bytes "
                             f"but the entry records {e.size}"
                         )
             # Strings are object arrays: one pointer per element.

@@ -8,8 +8,10 @@ import numpy as np
 import pytest
 
 from trackpoint.backends.bundle._codec import (
+    _decode_entry_proto,
     decode_entry,
     decode_header,
+    decode_plain_entry,
     decode_strings,
     encode_entry,
     encode_header,
@@ -159,3 +161,56 @@ def test_entry_with_unknown_fields_is_tolerated() -> None:
     raw = encode_entry(1, (2,), 0, 0, 8, 7) + b"\x90\x03\x01"  # field 50, varint 1
     e = decode_entry(raw, "idx")
     assert (e.dtype, e.shape, e.size, e.crc32c) == (1, (2,), 8, 7)
+
+
+def _proto_entry(raw: bytes) -> tuple[Any, ...] | str:
+    """What protobuf makes of ``raw``: the entry's fields, or the error."""
+    try:
+        return tuple(_decode_entry_proto(raw, "idx"))
+    except DataLossError as exc:
+        return f"error: {exc}"
+
+
+def test_fast_entry_decoding_agrees_with_protobuf_on_mutated_entries() -> None:
+    # The fast path reads ordinary entries without protobuf; whatever it accepts must be what protobuf
+    # parses, and everything else (mutations included) must fall through to protobuf.
+    rng = np.random.default_rng(7)
+    valid = [
+        encode_entry(1, (3, 4), 0, 0, 48, 0x12345678),
+        encode_entry(7, (), 2, 2**40, 9, 1),
+        encode_entry(19, (0, 5), 1, 300, 0, 0),
+        encode_entry(1, (2**33,), 0, 127, 2**35, 2**32 - 1),
+        pb.BundleEntryProto(dtype=1, shape={"dim": [{"size": 2, "name": "x"}]}, size=8).SerializeToString(),
+    ]
+    for raw in valid:  # teach the shape cache every shape first, as an index's first entries do
+        _decode_entry_proto(raw, "idx")
+        assert decode_plain_entry(raw) is not None
+        assert tuple(decode_entry(raw, "idx")) == _proto_entry(raw)
+    accepted = 0
+    for _ in range(20000):
+        raw = bytearray(valid[int(rng.integers(len(valid)))])
+        for _ in range(int(rng.integers(1, 4))):
+            op = int(rng.integers(3))
+            pos = int(rng.integers(len(raw) + 1))
+            if op == 0 and raw:
+                raw[min(pos, len(raw) - 1)] = int(rng.integers(256))
+            elif op == 1:
+                raw.insert(pos, int(rng.integers(256)))
+            elif raw:
+                del raw[min(pos, len(raw) - 1)]
+        fast = decode_plain_entry(bytes(raw))
+        if fast is not None:
+            accepted += 1
+            assert tuple(fast) == _proto_entry(bytes(raw)), raw.hex()
+    assert accepted > 1000  # the comparison above ran on many mutants
+
+
+def test_entries_protobuf_rejects_never_pass_the_fast_path() -> None:
+    negative_offset = pb.BundleEntryProto(dtype=1, shape={"dim": [{"size": 2}]}, offset=-1, size=8)
+    twice = encode_entry(1, (2,), 0, 0, 8, 0) + b"\x28\x09"  # size given twice: protobuf keeps the last
+    unknown_field = encode_entry(1, (2,), 0, 0, 8, 0) + b"\x48\x01"
+    for raw in (negative_offset.SerializeToString(), twice, unknown_field):
+        assert decode_plain_entry(raw) is None
+    with pytest.raises(DataLossError, match="negative"):
+        decode_entry(negative_offset.SerializeToString(), "idx")
+    assert decode_entry(twice, "idx").size == 9
