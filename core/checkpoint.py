@@ -45,7 +45,7 @@ def write_items(view: ObjectGraphView) -> list[WriteItem]:
     serialized = serialize_object_graph(view)
     items = [WriteItem(key, array) for key, array in serialized.tensors]
     graph = np.empty((), dtype=object)
-    graph[()] = serialized.proto.SerializeToString()
+    graph[()] = serialized.data
     items.append(WriteItem(OBJECT_GRAPH_KEY, graph))
     return items
 

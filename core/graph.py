@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from trackpoint import _gc, dtypes
+from trackpoint._graph_wire import NodeEncoder, encode_graph
 from trackpoint.errors import TrackableError
 from trackpoint.proto import trackable_object_graph_pb2 as pb
 from trackpoint.python_state import PythonState
@@ -219,11 +220,18 @@ def _slot_variables(objects: Sequence[Trackable]) -> list[_Slot]:
 
 @dataclass(frozen=True, slots=True)
 class SerializedGraph:
-    """What one save writes: the graph proto, its nodes and the tensors in write order."""
+    """What one save writes: the serialized graph proto, its nodes and the tensors in write order."""
 
-    proto: pb.TrackableObjectGraph
+    data: bytes
     nodes: tuple[Trackable, ...]
     tensors: tuple[tuple[str, np.ndarray[Any, Any]], ...]
+
+    @property
+    def proto(self) -> pb.TrackableObjectGraph:
+        """The graph as a parsed proto (parsed on each access)."""
+        proto = pb.TrackableObjectGraph()
+        proto.ParseFromString(self.data)
+        return proto
 
 
 def _has_values(has: list[bool], children: list[list[int]]) -> list[bool]:
@@ -256,29 +264,28 @@ def serialize_object_graph(view: ObjectGraphView) -> SerializedGraph:
     node_ids = walk.node_ids
     nodes: list[Trackable] = list(objects)
     paths = list(walk.paths)
-    proto = pb.TrackableObjectGraph()
-    proto_nodes = proto.nodes
-    # The proto's node messages, kept so each is looked up once (indexing a repeated field is not free).
-    node_protos = []
+    encoder = NodeEncoder()
+    # Per node, its encoded children, attributes and slot variable references.
+    node_children: list[list[bytes]] = []
+    node_attributes: list[list[bytes]] = []
+    node_slots: list[list[bytes]] = []
     child_ids: list[list[int]] = []
+    encode_child = encoder.child
     for children in walk.children:
-        node = proto_nodes.add()
-        node_protos.append(node)
         ids = [node_ids[id(child)] for child in children.values()]
         child_ids.append(ids)
-        if ids:
-            add_child = node.children.add
-            for name, child_id in zip(children, ids, strict=True):
-                add_child(node_id=child_id, local_name=name)
+        node_children.append([encode_child(i, name) for name, i in zip(children, ids, strict=True)] if ids else [])
+        node_attributes.append([])
+        node_slots.append([])
     for slot in slots:
         slot_id = len(nodes)
         nodes.append(slot.slot)
         paths.append(slot_variable_path(paths[slot.variable], paths[slot.optimizer], slot.name))
-        node_protos.append(proto_nodes.add())
+        node_children.append([])
+        node_attributes.append([])
+        node_slots.append([])
         child_ids.append([])
-        node_protos[slot.optimizer].slot_variables.add(
-            original_variable_node_id=slot.variable, slot_name=slot.name, slot_variable_node_id=slot_id
-        )
+        node_slots[slot.optimizer].append(encoder.slot_variable(slot.variable, slot.name, slot_id))
     has = [False] * len(nodes)
     for slot in slots:
         has[slot.optimizer] = True
@@ -308,7 +315,7 @@ def serialize_object_graph(view: ObjectGraphView) -> SerializedGraph:
             for attr, factory in obj._gather_saveables_for_checkpoint().items():
                 key = attribute_key(path, attr)
                 saveable = make_saveable(obj, attr, factory, key)
-                node_protos[node_id].attributes.add(name=attr, full_name=full_name, checkpoint_key=key)
+                node_attributes[node_id].append(encoder.attribute(attr, full_name, key))
                 has[node_id] = True
                 what = f"saveable {attr!r}"
                 for spec in saveable.specs:
@@ -321,22 +328,30 @@ def serialize_object_graph(view: ObjectGraphView) -> SerializedGraph:
         if not tensors:
             continue
         has[node_id] = True
-        add_attribute = node_protos[node_id].attributes.add
+        add_attribute = node_attributes[node_id].append
+        encode_attribute = encoder.attribute
         for attr, value in tensors.items():
             suffix = suffixes.get(attr)
             if suffix is None:
                 suffix = suffixes[attr] = _attribute_suffix(attr)
             key = f"{path}/{OBJECT_ATTRIBUTES_NAME}/{suffix}"
-            add_attribute(name=attr, full_name=full_name, checkpoint_key=key)
+            add_attribute(encode_attribute(attr, full_name, key))
             if key in owners:
                 raise clash(key, node_id, f"attribute {attr!r}")
             owners[key] = (node_id, f"attribute {attr!r}")
             if not isinstance(value, np.ndarray):
                 value = saved_array(value, describe(node_id, f"attribute {attr!r}"))
             sink.append((key, value))
-    for node, flag in zip(node_protos, _has_values(has, child_ids), strict=True):
-        node.has_checkpoint_values.value = flag
-    return SerializedGraph(proto, tuple(nodes), tuple(regular + python_state))
+    encode_node = encoder.node
+    data = encode_graph(
+        [
+            encode_node(kids, attributes, slot_refs, flag)
+            for kids, attributes, slot_refs, flag in zip(
+                node_children, node_attributes, node_slots, _has_values(has, child_ids), strict=True
+            )
+        ]
+    )
+    return SerializedGraph(data, tuple(nodes), tuple(regular + python_state))
 
 
 def saved_array(value: Any, where: str) -> np.ndarray[Any, Any]:
@@ -361,7 +376,7 @@ def saved_array(value: Any, where: str) -> np.ndarray[Any, Any]:
 
 def list_objects(view: ObjectGraphView) -> list[Trackable]:
     """Every object of the graph, slot variables included, in node order."""
-    objects, _ = view.breadth_first()
+    objects = view.walk().objects
     return objects + [s.slot for s in _slot_variables(objects)]
 
 

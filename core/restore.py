@@ -88,6 +88,7 @@ class _Unrestored:
 
     save_path: str
     proto: pb.TrackableObjectGraph
+    node_attributes: list[list[tuple[str, str]]]
     matched_proto_ids: set[int]
     unused_attributes: dict[int, list[str]]
     expect_partial: bool = False
@@ -97,15 +98,14 @@ def _warn_unrestored(report: _Unrestored) -> None:
     """Log one warning listing checkpoint values that were never used."""
     if report.expect_partial:
         return
-    names = proto_node_names(report.proto)
-    unresolved = [
-        names.get(i, str(i))
-        for i, node in enumerate(report.proto.nodes)
-        if node.attributes and i not in report.matched_proto_ids
-    ]
-    unused = [f"{names.get(i, str(i))}: {', '.join(attrs)}" for i, attrs in sorted(report.unused_attributes.items())]
-    if not unresolved and not unused:
+    matched = report.matched_proto_ids
+    unresolved_ids = [i for i, attributes in enumerate(report.node_attributes) if attributes and i not in matched]
+    if not unresolved_ids and not report.unused_attributes:
         return
+    # Names only for the message: building them walks the whole saved graph.
+    names = proto_node_names(report.proto)
+    unresolved = [names.get(i, str(i)) for i in unresolved_ids]
+    unused = [f"{names.get(i, str(i))}: {', '.join(attrs)}" for i, attrs in sorted(report.unused_attributes.items())]
     lines = [
         f"A restore of {report.save_path!r} is being deleted with unrestored values. "
         "To silence this warning, call status.expect_partial() on the status returned by restore()."
@@ -168,7 +168,9 @@ class RestoreCoordinator:
                         _SlotVariableRestoration(node_id, ref.slot_variable_node_id, ref.slot_name)
                     )
         self._infos: dict[str, TensorInfo] = {}
-        self._report = _Unrestored(save_path, object_graph_proto, self.matched_proto_ids, self.unused_attributes)
+        self._report = _Unrestored(
+            save_path, object_graph_proto, self.node_attributes, self.matched_proto_ids, self.unused_attributes
+        )
         weakref.finalize(self, _warn_unrestored, self._report)
         weakref.finalize(self, reader.close)
 

@@ -151,3 +151,25 @@ def test_bundle_save_is_byte_identical_to_tensorflow(tmp_path: Path) -> None:
     path = tp.Checkpoint(v=tp.Variable([1.0, 2.0, 3.0])).save(str(tmp_path / "ckpt"))
     assert Path(path + ".data-00000-of-00001").read_bytes() == TF_DATA_FILE
     assert Path(path + ".index").read_bytes() == tf_index
+
+
+def test_hand_encoded_graph_is_protobufs_serialization() -> None:
+    # Parsing and re-serializing through protobuf must give back exactly the bytes the encoder wrote, for
+    # every kind of field: children (shared and escaped names, an edge back to node 0), attributes with and
+    # without full names, saveables, python state, slot variables, nodes with and without values, non-ASCII.
+    model = Layer(2)
+    model.nested = [tp.Variable(1.0, name="ü/x"), {"k.e/y": tp.Variable(np.zeros(2))}]
+    model.empty = tp.AutoTrackable()
+    model.note = Note("hi")
+    model.scale = np.float32(2.0)
+    opt = tp.optimizers.SGD(0.1, momentum=0.9)
+    opt.apply_gradients([(np.ones((2, 2)), model.kernel), (np.ones(2), model.bias)])
+    ckpt = tp.Checkpoint(model=model, optimizer=opt)
+    model.root = ckpt
+    serialized = serialize_object_graph(ObjectGraphView(ckpt))
+    proto = serialized.proto
+    assert proto.SerializeToString() == serialized.data
+    assert any(node.slot_variables for node in proto.nodes)
+    assert any(a.full_name for node in proto.nodes for a in node.attributes)
+    assert any(c.node_id == 0 for node in proto.nodes for c in node.children)
+    assert not all(node.has_checkpoint_values.value for node in proto.nodes)

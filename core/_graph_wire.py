@@ -1,0 +1,92 @@
+"""A hand encoder of ``TrackableObjectGraph`` protos, byte-identical to protobuf's serialization.
+
+Building the proto through the generated classes costs a few microseconds per
+child and attribute (each ``add()`` creates a message object), which made the
+proto the largest single cost of saving a graph of 10^5 variables. The bytes
+are simple to write directly: fields in number order, proto3 defaults left
+out, nested messages length-prefixed. Tests compare the output with
+protobuf's for every kind of node.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+__all__ = ["NodeEncoder", "encode_graph"]
+
+_SMALL: Final = tuple(bytes((i,)) for i in range(0x80))
+
+
+def _varint(value: int) -> bytes:
+    if value < 0x80:
+        return _SMALL[value]
+    out = bytearray()
+    while value >= 0x80:
+        out.append((value & 0x7F) | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
+def _field(tag: bytes, payload: bytes) -> bytes:
+    """A length-delimited field (string or message)."""
+    return tag + _varint(len(payload)) + payload
+
+
+def _string(tag: bytes, text: str) -> bytes:
+    """A proto3 string field; the default (empty) is not written."""
+    return _field(tag, text.encode("utf-8")) if text else b""
+
+
+class NodeEncoder:
+    """Encodes the ``TrackableObject`` messages of one graph, field by field.
+
+    Repeated names (edge names such as ``kernel``, attribute names such as
+    ``VARIABLE_VALUE``) are encoded once and reused.
+    """
+
+    def __init__(self) -> None:
+        self._names: dict[str, bytes] = {}
+
+    def _name(self, tag: bytes, text: str) -> bytes:
+        key = tag.decode("latin-1") + text
+        found = self._names.get(key)
+        if found is None:
+            found = self._names[key] = _string(tag, text)
+        return found
+
+    def child(self, node_id: int, local_name: str) -> bytes:
+        """An ``ObjectReference`` field (``children``, field 1)."""
+        ref = (b"\x08" + _varint(node_id) if node_id else b"") + self._name(b"\x12", local_name)
+        return _field(b"\x0a", ref)
+
+    def attribute(self, name: str, full_name: str, checkpoint_key: str) -> bytes:
+        """A ``SerializedTensor`` field (``attributes``, field 2)."""
+        tensor = self._name(b"\x0a", name) + _string(b"\x12", full_name) + _string(b"\x1a", checkpoint_key)
+        return _field(b"\x12", tensor)
+
+    @staticmethod
+    def slot_variable(original_variable_node_id: int, slot_name: str, slot_variable_node_id: int) -> bytes:
+        """A ``SlotVariableReference`` field (``slot_variables``, field 3)."""
+        ref = (
+            (b"\x08" + _varint(original_variable_node_id) if original_variable_node_id else b"")
+            + _string(b"\x12", slot_name)
+            + (b"\x18" + _varint(slot_variable_node_id) if slot_variable_node_id else b"")
+        )
+        return _field(b"\x1a", ref)
+
+    @staticmethod
+    def node(children: list[bytes], attributes: list[bytes], slot_variables: list[bytes], has_values: bool) -> bytes:
+        """A whole ``TrackableObject`` as a ``nodes`` field of the graph.
+
+        ``has_checkpoint_values`` is always present (a ``BoolValue``, empty when false), as trackpoint and
+        TensorFlow set it on every node.
+        """
+        body = b"".join(children) + b"".join(attributes) + b"".join(slot_variables)
+        body += b"\x2a\x02\x08\x01" if has_values else b"\x2a\x00"
+        return _field(b"\x0a", body)
+
+
+def encode_graph(nodes: list[bytes]) -> bytes:
+    """The serialized ``TrackableObjectGraph`` of already encoded ``nodes`` fields."""
+    return b"".join(nodes)
