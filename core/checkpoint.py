@@ -21,6 +21,7 @@ import numpy as np
 from trackpoint import _resolve
 from trackpoint.autotrackable import AutoTrackable
 from trackpoint.data_structures import NoDependency, is_numpy_value
+from trackpoint.distributed._driver import coordinator_of, on_root, together
 from trackpoint.errors import CheckpointNotFoundError, InvalidCheckpointError, NameConflictError, TrackableError
 from trackpoint.graph import ObjectGraphView, serialize_object_graph
 from trackpoint.proto import trackable_object_graph_pb2 as pb
@@ -216,7 +217,13 @@ class Checkpoint(AutoTrackable):
         prefix = os.fspath(file_prefix)
         items = write_items(self._view())
         backend = _resolve.writer(self._self_backends.store(prefix, options))
-        backend.save(prefix, items, options, overwrite=True)
+        coordinator = coordinator_of(options)
+        if coordinator is not None and options is not None:
+            from trackpoint.distributed._save import save as save_together
+
+            save_together(coordinator, backend, prefix, items, options, overwrite=True)
+        else:
+            backend.save(prefix, items, options, overwrite=True)
         return prefix
 
     def save(
@@ -240,7 +247,16 @@ class Checkpoint(AutoTrackable):
         from trackpoint.state import update_checkpoint_state
 
         backend = _resolve.writer(self._self_backends.store(path, options))
-        update_checkpoint_state(backend, backend.dirname(path), path, all_model_checkpoint_paths=[path])
+
+        def record() -> bytes:
+            update_checkpoint_state(backend, backend.dirname(path), path, all_model_checkpoint_paths=[path])
+            return b""
+
+        coordinator = coordinator_of(options)
+        if coordinator is None:
+            record()
+        else:  # one rank writes the state file, every rank learns how that went
+            on_root(coordinator, record, f"updating the checkpoint state file beside {path!r}")
         return path
 
     # --------------------------------------------------------------- restore
@@ -265,7 +281,17 @@ class Checkpoint(AutoTrackable):
             holding checkpoints.
         AssignmentError
             A value does not fit its object; no object was changed.
+        CoordinationError
+            With a coordinator in ``options``: the restore failed on another
+            rank (every rank raises when one does).
         """
+        coordinator = coordinator_of(options)
+        if coordinator is not None:
+            return together(coordinator, lambda: self._read(save_path, options), f"restoring {os.fspath(save_path)!r}")
+        return self._read(save_path, options)
+
+    def _read(self, save_path: str | os.PathLike[str], options: CheckpointOptions | None) -> LoadStatus:
+        """:meth:`read` in this process alone."""
         try:
             path, reader = self._self_backends.open_checkpoint(os.fspath(save_path), options)
         except CheckpointNotFoundError as exc:

@@ -25,6 +25,8 @@ botocore, gcsfs, zarr) into these classes, chained with ``raise ... from exc``.
     ├── UnsupportedDTypeError          (+ TypeError)
     ├── UnsupportedOptionError         (+ NotImplementedError) an option trackpoint does not implement (yet)
     ├── MatchError                     (+ AssertionError) a load-status assertion failed
+    ├── CoordinationError              (+ RuntimeError) processes saving or restoring together disagree or fail
+    │   └── CoordinationTimeoutError   (+ TimeoutError) another process did not answer in time
     ├── StorageError                   (+ OSError)      the store failed
     │   ├── StoragePermissionError     (+ PermissionError)
     │   ├── TransientStorageError                       retries exhausted
@@ -62,6 +64,8 @@ __all__ = [
     "CheckpointKeyError",
     "CheckpointNotFoundError",
     "ConcurrentModificationError",
+    "CoordinationError",
+    "CoordinationTimeoutError",
     "DTypeMismatchError",
     "DataLossError",
     "ErrorKind",
@@ -225,6 +229,19 @@ class UnsupportedOptionError(CheckpointError, NotImplementedError):
 
 class MatchError(CheckpointError, AssertionError):
     """A load-status assertion (``assert_consumed`` and friends) failed."""
+
+
+class CoordinationError(CheckpointError, RuntimeError):
+    """Processes saving or restoring one checkpoint together (:mod:`trackpoint.distributed`) failed.
+
+    Raised on every process of a coordinated save or restore when any of them
+    failed (the message names the process and its error) or when they did not
+    call the same operation with the same arguments.
+    """
+
+
+class CoordinationTimeoutError(CoordinationError, TimeoutError):
+    """Another process did not answer within the coordinator's time-out (it died, hangs, or is too slow)."""
 
 
 class StorageError(_VerbatimMessage, OSError):

@@ -21,6 +21,7 @@ for object stores, crashes and several writers:
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import re
@@ -34,6 +35,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from trackpoint import _paths, _resolve, state
+from trackpoint.distributed._driver import coordinator_of, on_root
 from trackpoint.errors import CheckpointError, StorageError, TrackableError
 from trackpoint.storage import CheckpointOptions, StorageBackend
 
@@ -104,7 +106,12 @@ class CheckpointManager:
         use the backend the directory's URL selects, and the checkpoints of
         every backend that can store them in ``directory`` are found, listed
         and retired alike, numbered together by their ``-N`` suffix (see
-        ``trackpoint.plugins.detect_backends``).
+        ``trackpoint.plugins.detect_backends``). With a ``coordinator`` in the
+        options, every rank of a job creates the manager and calls
+        :meth:`save` and :meth:`restore_or_initialize` alike: rank 0 reads and
+        repairs the directory, writes the state file and deletes old
+        checkpoints, and every rank adopts what it decided (see
+        ``docs/distributed.md``); per-save ``options`` must keep the coordinator.
     clock
         Source of Unix time for checkpoint timestamps (injectable for tests).
 
@@ -185,17 +192,42 @@ class CheckpointManager:
         # Held for the manager's lifetime: closed by close(), or when the manager is collected.
         self._closer = weakref.finalize(self, self._backend.close)
         self._writer = _resolve.writer(self._backend)
+        self._maybe_delete: OrderedDict[str, float] = OrderedDict()
+        self._latest_checkpoint: str | None = None
+        self._coordinator = coordinator_of(options)
         try:
-            # Remove pieces of saves that crashed before their commit.
-            self._backend.cleanup(directory)
-            self._maybe_delete: OrderedDict[str, float] = OrderedDict()
-            self._latest_checkpoint: str | None = None
-            self._recover()
+            if self._coordinator is None:
+                self._open_directory()
+            else:
+                # One rank reads and repairs the directory; every rank adopts what it found.
+                self._adopt(on_root(self._coordinator, self._open_directory, f"opening {directory!r}"))
         except BaseException:
             self._closer()
             raise
 
     # --------------------------------------------------------------- restart
+    def _open_directory(self) -> bytes:
+        """Remove pieces of saves that crashed before their commit, then resume; the resulting bookkeeping."""
+        self._backend.cleanup(self._directory)
+        self._recover()
+        return self._bookkeeping()
+
+    def _bookkeeping(self) -> bytes:
+        """What a coordinated manager's rank 0 decided, for the other ranks to :meth:`_adopt`."""
+        return json.dumps(
+            {
+                "kept": list(self._maybe_delete.items()),
+                "latest": self._latest_checkpoint,
+                "preserved": self._last_preserved_timestamp,
+            }
+        ).encode()
+
+    def _adopt(self, bookkeeping: bytes) -> None:
+        data = json.loads(bookkeeping)
+        self._maybe_delete = OrderedDict((str(p), float(t)) for p, t in data["kept"])
+        self._latest_checkpoint = data["latest"]
+        self._last_preserved_timestamp = float(data["preserved"])
+
     def _is_own(self, path: str) -> bool:
         return self._own.fullmatch(_basename(path)) is not None
 
@@ -329,9 +361,18 @@ class CheckpointManager:
         number = _as_int(counter if checkpoint_number is None else checkpoint_number)
         prefix = f"{self._prefix}-{number}"
         saved = self._checkpoint.write(prefix, options=options or self._options)
+        if self._coordinator is None:
+            self._record_and_sweep(saved)
+            self._cleanup()
+        else:
+            # The state file and retention are one rank's work; every rank adopts the result.
+            self._adopt(on_root(self._coordinator, lambda: self._after_save(saved), f"recording {saved!r}"))
+        return saved
+
+    def _after_save(self, saved: str) -> bytes:
         self._record_and_sweep(saved)
         self._cleanup()
-        return saved
+        return self._bookkeeping()
 
     def _cleanup(self) -> None:
         """Remove leftovers of crashed saves that are old enough (the backend's default age guard).

@@ -60,11 +60,14 @@ from concurrent.futures import ThreadPoolExecutor
 from contextvars import ContextVar
 from dataclasses import dataclass, field, replace
 from types import TracebackType
-from typing import Any, ClassVar, Final, TypeAlias
+from typing import TYPE_CHECKING, Any, ClassVar, Final, TypeAlias
 
 import numpy as np
 
 from trackpoint.errors import CheckpointExistsError, CheckpointKeyError
+
+if TYPE_CHECKING:
+    from trackpoint.distributed import Coordinator
 
 __all__ = [
     "ANY_VERSION",
@@ -231,6 +234,12 @@ class CheckpointOptions:
     experimental_sharding_callback
         TensorFlow's callback deciding the shards. Not implemented (``None``
         only); bound shard sizes with ``max_shard_bytes`` instead.
+    coordinator
+        A :class:`trackpoint.distributed.Coordinator` when several processes
+        save or restore one checkpoint together: every rank then makes the
+        same call with the same path, each writes its share, one commits, and
+        all get the same outcome (see ``docs/distributed.md``). ``None`` (the
+        default) for a process on its own.
     """
 
     backend: str | None = None
@@ -244,6 +253,7 @@ class CheckpointOptions:
     enable_async: bool = False
     experimental_skip_slot_variables: bool = False
     experimental_sharding_callback: Any = None
+    coordinator: Coordinator | None = None
 
     def __post_init__(self) -> None:
         unsupported = [
@@ -271,6 +281,14 @@ class CheckpointOptions:
             raise ValueError(f"CheckpointOptions.max_shard_bytes must be positive, got {self.max_shard_bytes}")
         if self.num_writers is not None and self.num_writers <= 0:
             raise ValueError(f"CheckpointOptions.num_writers must be positive, got {self.num_writers}")
+        if self.coordinator is not None:
+            from trackpoint.distributed import Coordinator
+
+            if not isinstance(self.coordinator, Coordinator):
+                raise TypeError(
+                    "CheckpointOptions.coordinator must be a trackpoint.distributed.Coordinator (rank, world_size, "
+                    f"timeout, barrier, all_gather, broadcast) or None, got {type(self.coordinator).__name__}"
+                )
 
     def __repr__(self) -> str:
         # storage_options may carry credentials: show only their names.
@@ -278,7 +296,9 @@ class CheckpointOptions:
         return (
             f"CheckpointOptions(backend={self.backend!r}, storage_options={so}, "
             f"backend_options={dict(self.backend_options)!r}, max_shard_bytes={self.max_shard_bytes!r}, "
-            f"num_writers={self.num_writers!r})"
+            f"num_writers={self.num_writers!r}"
+            + ("" if self.coordinator is None else f", coordinator={self.coordinator!r}")
+            + ")"
         )
 
 
@@ -488,19 +508,31 @@ def plan_shards(
     """
     if not items:
         return [[]]
-    share = sum(it.nbytes for it in items) / max(1, num_writers)
-    shards: list[list[WriteItem]] = [[]]
+    return [
+        [items[i] for i in group] for group in _plan_sizes([it.nbytes for it in items], max_shard_bytes, num_writers)
+    ]
+
+
+def _plan_sizes(sizes: Sequence[int], max_shard_bytes: int | None, num_writers: int) -> list[list[int]]:
+    """:func:`plan_shards` on sizes alone: the indexes of each shard (``[]`` for no sizes).
+
+    A coordinated save plans every rank's shards from the sizes the ranks
+    exchanged, so all ranks number the shards alike without another round.
+    """
+    share = sum(sizes) / max(1, num_writers)
+    shards: list[list[int]] = []
     acc = 0
-    for it in items:
-        n = it.nbytes
-        if shards[-1]:
+    for i, n in enumerate(sizes):
+        if shards and shards[-1]:
             overflow = max_shard_bytes is not None and acc + n > max_shard_bytes
             # This shard already holds its fair share: hand the rest to the next writer.
             balanced = len(shards) < num_writers and acc >= share
             if overflow or balanced:
                 shards.append([])
                 acc = 0
-        shards[-1].append(it)
+        elif not shards:
+            shards.append([])
+        shards[-1].append(i)
         acc += n
     return shards
 

@@ -16,6 +16,7 @@ MODULES = [
     "trackpoint",
     "trackpoint.storage",
     "trackpoint.errors",
+    "trackpoint.distributed",
     "trackpoint.interchange",
     "trackpoint.cli",
     "trackpoint.plugins",

@@ -25,6 +25,8 @@ BUILTIN_OF = {
     E.UnsupportedDTypeError: TypeError,
     E.UnsupportedOptionError: NotImplementedError,
     E.MatchError: AssertionError,
+    E.CoordinationError: RuntimeError,
+    E.CoordinationTimeoutError: TimeoutError,
     E.StorageError: OSError,
     E.StoragePermissionError: PermissionError,
     E.TransientStorageError: OSError,

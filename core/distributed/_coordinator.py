@@ -1,0 +1,220 @@
+"""The :class:`Coordinator` protocol and a base for coordinators built on a key-value store.
+
+A coordinator is the one thing trackpoint needs from a multi-process job: who
+am I, how many are we, and a way to exchange small byte strings with time-outs.
+Everything else (who begins, who writes which tensor, who commits) is decided by
+trackpoint from what the ranks exchange (see :mod:`trackpoint.distributed._save`).
+"""
+
+from __future__ import annotations
+
+import itertools
+import threading
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from typing import Protocol, runtime_checkable
+
+from trackpoint.errors import CoordinationError, CoordinationTimeoutError
+
+__all__ = ["DEFAULT_TIMEOUT", "Coordinator", "KeyValueCoordinator"]
+
+#: Seconds a coordinator waits for the other processes at one step, unless told otherwise.
+DEFAULT_TIMEOUT = 300.0
+
+
+@runtime_checkable
+class Coordinator(Protocol):
+    """What trackpoint needs from a group of processes that save or restore one checkpoint together.
+
+    Every process of the group (a *rank*) holds a coordinator and calls the
+    same trackpoint operations in the same order with the same arguments, as
+    in any SPMD program. The methods are collective: each rank calls them in
+    the same order. Payloads are small (manifests, flags, error messages:
+    kilobytes to a few megabytes), never tensor data.
+
+    Implementations: :class:`~trackpoint.distributed.TorchCoordinator`,
+    :class:`~trackpoint.distributed.JaxCoordinator`; ``docs/distributed.md``
+    shows how to write one for another runtime (MPI, Ray).
+
+    Notes for implementers
+    ----------------------
+    Every method must return or raise within its time-out: when another rank
+    died or hangs, raise :class:`~trackpoint.errors.CoordinationTimeoutError`
+    (or another :class:`~trackpoint.errors.CoordinationError`), never block
+    forever. trackpoint relies on this to fail a save on every surviving rank.
+    """
+
+    @property
+    def rank(self) -> int:
+        """This process's index in the group, ``0 <= rank < world_size``; rank 0 commits."""
+        ...
+
+    @property
+    def world_size(self) -> int:
+        """How many processes the group has."""
+        ...
+
+    @property
+    def timeout(self) -> float:
+        """Default seconds each collective waits for the other ranks."""
+        ...
+
+    def barrier(self, *, timeout: float | None = None) -> None:
+        """Return once every rank has called ``barrier``.
+
+        Raises
+        ------
+        CoordinationTimeoutError
+            Not every rank arrived within ``timeout`` seconds (default :attr:`timeout`).
+        """
+        ...
+
+    def all_gather(self, data: bytes, *, timeout: float | None = None) -> list[bytes]:
+        """Every rank's ``data``, indexed by rank; each rank gets the same list.
+
+        Raises
+        ------
+        CoordinationTimeoutError
+            Not every rank contributed within ``timeout`` seconds (default :attr:`timeout`).
+        """
+        ...
+
+    def broadcast(self, data: bytes | None, *, root: int = 0, timeout: float | None = None) -> bytes:
+        """``data`` of rank ``root`` on every rank (the other ranks pass ``None``).
+
+        Raises
+        ------
+        CoordinationTimeoutError
+            ``root`` did not send within ``timeout`` seconds (default :attr:`timeout`).
+        """
+        ...
+
+
+# Sequence numbers of key-value coordinators, per namespace: every coordinator of one
+# namespace in this process shares one counter, so that ranks creating several
+# coordinators (one per Checkpoint, say) still name each collective alike.
+_sequences: dict[str, itertools.count[int]] = {}
+_sequences_lock = threading.Lock()
+
+
+def _next_sequence(namespace: str) -> int:
+    with _sequences_lock:
+        counter = _sequences.setdefault(namespace, itertools.count())
+        return next(counter)
+
+
+class KeyValueCoordinator(ABC):
+    """A :class:`Coordinator` over a key-value store that every rank reaches (torch's TCPStore, JAX's service).
+
+    Each collective gets the next number of the coordinator's namespace; rank
+    ``r`` stores its contribution under ``<namespace>/<number>/<r>`` and reads
+    the others' with a deadline. A rank deletes its own key of one collective
+    once an all-gather after it completes, because every rank has then
+    finished reading it.
+
+    Parameters
+    ----------
+    rank, world_size
+        This process's place in the group.
+    timeout
+        Default seconds a collective waits.
+    namespace
+        Key prefix; ranks of one group must use the same, other groups another.
+    """
+
+    def __init__(self, rank: int, world_size: int, *, timeout: float, namespace: str) -> None:
+        if world_size < 1 or not 0 <= rank < world_size:
+            raise CoordinationError(f"{type(self).__name__}: rank {rank} is outside a group of {world_size}")
+        if not timeout > 0:
+            raise ValueError(f"{type(self).__name__}: timeout must be positive seconds, got {timeout!r}")
+        self._rank = rank
+        self._world_size = world_size
+        self._timeout = float(timeout)
+        self._namespace = namespace
+        # Own keys readable by others until the next all-gather completes.
+        self._pending: list[str] = []
+
+    # -------------------------------------------------------------- the store
+    @abstractmethod
+    def _set(self, key: str, value: bytes) -> None:
+        """Store ``value`` under ``key`` (a new key)."""
+
+    @abstractmethod
+    def _get(self, keys: Sequence[str], timeout: float) -> list[bytes]:
+        """The values of ``keys``, waiting up to ``timeout`` seconds for them to be set.
+
+        Raise :class:`CoordinationTimeoutError` when they are not all set in time
+        and :class:`CoordinationError` when the store fails.
+        """
+
+    @abstractmethod
+    def _delete(self, keys: Sequence[str]) -> None:
+        """Delete ``keys``; best effort."""
+
+    # ------------------------------------------------------------ collectives
+    @property
+    def rank(self) -> int:
+        """This process's index in the group."""
+        return self._rank
+
+    @property
+    def world_size(self) -> int:
+        """How many processes the group has."""
+        return self._world_size
+
+    @property
+    def timeout(self) -> float:
+        """Default seconds each collective waits."""
+        return self._timeout
+
+    def _key(self, sequence: int, rank: int) -> str:
+        return f"{self._namespace}/{sequence}/{rank}"
+
+    def _wait(self, keys: Sequence[str], timeout: float | None, what: str, sequence: int) -> list[bytes]:
+        seconds = self._timeout if timeout is None else float(timeout)
+        start = time.monotonic()
+        try:
+            return self._get(keys, seconds)
+        except CoordinationTimeoutError as exc:
+            raise CoordinationTimeoutError(
+                f"{type(self).__name__}: rank {self._rank} of {self._world_size} waited "
+                f"{time.monotonic() - start:.1f} s (time-out {seconds:g} s) for {what} at collective {sequence}; "
+                "another rank died, hangs or is slower than the time-out (raise the coordinator's timeout if its "
+                "work legitimately takes longer)"
+            ) from exc
+
+    def all_gather(self, data: bytes, *, timeout: float | None = None) -> list[bytes]:
+        # docstring inherited
+        sequence = _next_sequence(self._namespace)
+        own = self._key(sequence, self._rank)
+        self._set(own, bytes(data))
+        values = self._wait(
+            [self._key(sequence, r) for r in range(self._world_size)], timeout, "every rank's contribution", sequence
+        )
+        # Every rank has contributed to this collective, so it has read every earlier one.
+        done, self._pending = self._pending, [own]
+        if done:
+            self._delete(done)
+        return values
+
+    def broadcast(self, data: bytes | None, *, root: int = 0, timeout: float | None = None) -> bytes:
+        # docstring inherited
+        if not 0 <= root < self._world_size:
+            raise CoordinationError(f"{type(self).__name__}: root {root} is outside a group of {self._world_size}")
+        sequence = _next_sequence(self._namespace)
+        key = self._key(sequence, root)
+        if self._rank == root:
+            if data is None:
+                raise CoordinationError(f"{type(self).__name__}: broadcast root {root} must pass bytes, got None")
+            self._set(key, bytes(data))
+            self._pending.append(key)
+            return bytes(data)
+        return self._wait([key], timeout, f"rank {root}'s broadcast", sequence)[0]
+
+    def barrier(self, *, timeout: float | None = None) -> None:
+        # docstring inherited
+        self.all_gather(b"", timeout=timeout)
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} rank {self._rank} of {self._world_size}, timeout {self._timeout:g} s>"

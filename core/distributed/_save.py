@@ -1,0 +1,284 @@
+"""The save protocol run by several ranks: one begin, every rank's shards, one commit, one outcome.
+
+Every rank calls :func:`save` with its own tensors (its ``WriteItem`` list) and
+the same prefix. Three exchanges through the coordinator make one checkpoint:
+
+1. *plan* (all-gather): each rank sends the prefix, its tuning and, per tensor,
+   key, size, dtype and shape; rank 0 first runs ``begin`` (with the save's
+   overwrite) and adds the save id or its failure. From these messages every
+   rank computes the same plan: which rank writes each tensor, and how the
+   shards are numbered. A key held by several ranks is *replicated*: it is
+   written once, by one of its holders, chosen greedily by size (largest
+   tensor first, to the holder with the fewest bytes so far; ties to the lower
+   rank) after the tensors only one rank holds are counted, so ranks write
+   about the same number of bytes. The holders must agree on its dtype and
+   shape (and, for string tensors such as the object graph, on the bytes).
+2. *written* (all-gather): each rank writes its shards through
+   ``write_shard`` and sends the manifests (``ShardResult``: plain data) or
+   its failure.
+3. *outcome* (broadcast from rank 0): if every rank wrote, rank 0 commits all
+   manifests with one ``commit``; on any failure (or a time-out) rank 0 calls
+   ``abort``. The outcome reaches every rank, which returns or raises.
+
+Nothing is visible before rank 0's commit, so a failed save leaves the previous
+checkpoint at the prefix as it was.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import uuid
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+from trackpoint.distributed._coordinator import Coordinator
+from trackpoint.distributed._driver import Failure, decode, describe, encode, raise_failures
+from trackpoint.errors import CoordinationError
+from trackpoint.storage import (
+    CheckpointOptions,
+    ShardResult,
+    ShardSpec,
+    StorageBackend,
+    WriteItem,
+    _default_writers,
+    _plan_sizes,
+)
+
+__all__ = ["Plan", "plan_save", "save"]
+
+
+@dataclass(frozen=True, slots=True)
+class _Meta:
+    """What a rank tells the others about one of its tensors."""
+
+    key: str
+    nbytes: int
+    dtype: str
+    shape: tuple[int, ...]
+    digest: str | None  # string tensors only: their bytes must agree across holders
+
+    def wire(self) -> list[Any]:
+        return [self.key, self.nbytes, self.dtype, list(self.shape), self.digest]
+
+    @classmethod
+    def unwire(cls, data: list[Any]) -> _Meta:
+        key, nbytes, dtype, shape, digest = data
+        return cls(str(key), int(nbytes), str(dtype), tuple(int(d) for d in shape), digest)
+
+
+def _meta(item: WriteItem) -> _Meta:
+    digest = None
+    if item.array.dtype.kind == "O":
+        h = hashlib.sha256()
+        for x in item.array.flat:
+            b = x.encode() if isinstance(x, str) else bytes(x)
+            h.update(len(b).to_bytes(8, "little"))
+            h.update(b)
+        digest = h.hexdigest()
+    return _Meta(item.key, item.nbytes, str(item.array.dtype), tuple(item.array.shape), digest)
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """Who writes what: for each rank, its shards as lists of keys, numbered globally in rank order."""
+
+    shards: tuple[tuple[tuple[str, ...], ...], ...]
+
+    @property
+    def num_shards(self) -> int:
+        return sum(len(s) for s in self.shards)
+
+    def first_shard(self, rank: int) -> int:
+        return sum(len(s) for s in self.shards[:rank])
+
+    def bytes_per_rank(self, sizes: dict[str, int]) -> list[int]:
+        return [sum(sizes[k] for shard in rank for k in shard) for rank in self.shards]
+
+
+def plan_save(metas: Sequence[Sequence[_Meta]], writers: Sequence[int], max_shard_bytes: Sequence[int | None]) -> Plan:
+    """The plan every rank computes from the exchanged metadata (see the module docstring).
+
+    Raises
+    ------
+    CoordinationError
+        Ranks holding one key disagree on its dtype, shape or (string tensors) bytes.
+    """
+    holders: dict[str, list[int]] = {}
+    first: dict[str, tuple[int, _Meta]] = {}
+    for rank, items in enumerate(metas):
+        for m in items:
+            seen = first.get(m.key)
+            if seen is None:
+                first[m.key] = (rank, m)
+                holders[m.key] = [rank]
+                continue
+            other, o = seen
+            if (m.dtype, m.shape, m.digest) != (o.dtype, o.shape, o.digest):
+                what = "contents" if (m.dtype, m.shape) == (o.dtype, o.shape) else f"{m.dtype}{list(m.shape)}"
+                raise CoordinationError(
+                    f"ranks {other} and {rank} both save {m.key!r} but disagree on it (rank {other}: "
+                    f"{o.dtype}{list(o.shape)}, rank {rank}: {what}); a key saved by several ranks is written once "
+                    "and must be the same value on each (give per-rank values distinct names)"
+                )
+            holders[m.key].append(rank)
+    loads = [0] * len(metas)
+    owner: dict[str, int] = {}
+    for key, ranks in holders.items():
+        if len(ranks) == 1:
+            owner[key] = ranks[0]
+            loads[ranks[0]] += first[key][1].nbytes
+    replicated = sorted((k for k, r in holders.items() if len(r) > 1), key=lambda k: (-first[k][1].nbytes, k))
+    for key in replicated:
+        rank = min(holders[key], key=lambda r: (loads[r], r))
+        owner[key] = rank
+        loads[rank] += first[key][1].nbytes
+    shards = []
+    for rank, items in enumerate(metas):
+        # In the rank's own order (the object graph last), as a single process lays them out.
+        mine = [m for m in items if owner[m.key] == rank]
+        groups = _plan_sizes([m.nbytes for m in mine], max_shard_bytes[rank], writers[rank])
+        shards.append(tuple(tuple(mine[i].key for i in g) for g in groups))
+    return Plan(tuple(shards))
+
+
+def _encode_result(r: ShardResult) -> list[Any]:
+    return [
+        r.spec.shard_id,
+        r.spec.num_shards,
+        r.spec.save_id,
+        list(r.keys),
+        r.nbytes,
+        base64.b64encode(r.payload).decode(),
+    ]
+
+
+def _decode_result(data: list[Any]) -> ShardResult:
+    shard_id, num_shards, save_id, keys, nbytes, payload = data
+    return ShardResult(
+        ShardSpec(int(shard_id), int(num_shards), str(save_id)), tuple(keys), int(nbytes), base64.b64decode(payload)
+    )
+
+
+def _write(
+    backend: StorageBackend, prefix: str, specs: list[ShardSpec], groups: list[list[WriteItem]], writers: int
+) -> list[ShardResult]:
+    if len(groups) <= 1:
+        return [backend.write_shard(prefix, s, g) for s, g in zip(specs, groups, strict=True)]
+    with ThreadPoolExecutor(max_workers=min(writers, len(groups)), thread_name_prefix="trackpoint-write") as ex:
+        futures = [ex.submit(backend.write_shard, prefix, s, g) for s, g in zip(specs, groups, strict=True)]
+        return [f.result() for f in futures]
+
+
+def save(
+    coordinator: Coordinator,
+    backend: StorageBackend,
+    prefix: str,
+    items: Sequence[WriteItem],
+    options: CheckpointOptions,
+    *,
+    overwrite: bool = True,
+) -> None:
+    """Write and commit one checkpoint together with the other ranks (see the module docstring).
+
+    Raises
+    ------
+    CheckpointError
+        On every rank when any rank failed: the rank's own error where it
+        failed, the same trackpoint error class (naming the failed rank) on
+        the others, :class:`CoordinationError` when the ranks disagree and
+        :class:`CoordinationTimeoutError` when a rank did not answer in time.
+    """
+    target = backend.with_options(options)
+    defaults = backend.save_defaults
+    max_shard_bytes = options.max_shard_bytes if options.max_shard_bytes is not None else defaults.max_shard_bytes
+    writers = options.num_writers or defaults.num_writers or _default_writers()
+    if not target.capabilities.parallel_writes:
+        writers = 1
+    rank = coordinator.rank
+    begun: str | None = None  # rank 0: the save id, once begin succeeded
+    try:
+        # ---- 1. plan
+        own: BaseException | None = None
+        message: dict[str, Any] = {"prefix": prefix, "overwrite": overwrite, "error": None}
+        try:
+            metas = [_meta(it) for it in items]
+            message.update(writers=writers, max_shard_bytes=max_shard_bytes, items=[m.wire() for m in metas])
+            if rank == 0:
+                save_id = uuid.uuid4().hex
+                target.begin(prefix, save_id, overwrite=overwrite)
+                begun = save_id
+                message["save_id"] = save_id
+        except Exception as exc:  # noqa: BLE001 - carried to the other ranks, then raised here
+            own = exc
+            message["error"] = describe(rank, exc)
+        gathered = [decode(m, r) for r, m in enumerate(coordinator.all_gather(encode(message)))]
+        failures: list[Failure] = [m["error"] for m in gathered if m.get("error")]
+        if failures:
+            raise_failures(failures, own, f"saving {prefix!r}")
+        for r, m in enumerate(gathered):
+            if m["prefix"] != prefix or m["overwrite"] != overwrite:
+                raise CoordinationError(
+                    f"ranks save different checkpoints: rank {rank} saves {prefix!r} (overwrite={overwrite}), rank "
+                    f"{r} saves {m['prefix']!r} (overwrite={m['overwrite']}); every rank must make the same call "
+                    "with the same path (are the save counters of the ranks' checkpoints equal?)"
+                )
+        save_id = str(gathered[0]["save_id"])
+        plan = plan_save(
+            [[_Meta.unwire(x) for x in m["items"]] for m in gathered],
+            [int(m["writers"]) for m in gathered],
+            [m["max_shard_bytes"] for m in gathered],
+        )
+        # ---- 2. write this rank's shards
+        report: dict[str, Any] = {"error": None}
+        try:
+            by_key = {it.key: it for it in items}
+            first = plan.first_shard(rank)
+            groups = [[by_key[k] for k in shard] for shard in plan.shards[rank]]
+            specs = [ShardSpec(first + i, plan.num_shards, save_id) for i in range(len(groups))]
+            report["shards"] = [_encode_result(r) for r in _write(target, prefix, specs, groups, writers)]
+        except Exception as exc:  # noqa: BLE001 - carried to the other ranks, then raised here
+            own = exc
+            report["error"] = describe(rank, exc)
+        gathered = [decode(m, r) for r, m in enumerate(coordinator.all_gather(encode(report)))]
+        failures = [m["error"] for m in gathered if m.get("error")]
+        # ---- 3. commit on rank 0, outcome to all
+        if rank == 0:
+            outcome: dict[str, Any] = {"error": failures[0] if failures else None}
+            if not failures:
+                try:
+                    results = [_decode_result(x) for m in gathered for x in m["shards"]]
+                    target.commit(prefix, results, overwrite=overwrite)
+                    begun = None  # committed: nothing to abort
+                except Exception as exc:  # noqa: BLE001 - carried to the other ranks, then raised here
+                    own = exc
+                    outcome["error"] = describe(0, exc)
+            if outcome["error"] is not None:
+                _abort(target, prefix, begun)
+                begun = None
+            coordinator.broadcast(encode(outcome))
+            if failures or own is not None:
+                raise_failures(failures or [outcome["error"]], own, f"saving {prefix!r}")
+        else:
+            outcome = decode(coordinator.broadcast(None), 0)
+            if outcome.get("error"):
+                raise_failures([outcome["error"]], own, f"saving {prefix!r}")
+            if own is not None:
+                raise own
+    except BaseException as exc:
+        if begun is not None:
+            # A time-out or a failure before the outcome: nothing was committed.
+            _abort(target, prefix, begun, exc)
+        raise
+
+
+def _abort(backend: StorageBackend, prefix: str, save_id: str | None, cause: BaseException | None = None) -> None:
+    if save_id is None:
+        return
+    try:
+        backend.abort(prefix, save_id)
+    except Exception as cleanup:  # noqa: BLE001 - the failure that stopped the save is the one to raise
+        if cause is not None:
+            cause.add_note(f"cleaning up after this failure also failed: {type(cleanup).__name__}: {cleanup}")

@@ -1,0 +1,212 @@
+"""What the ranks of the distributed tests run: each function is a case, called on every rank with the context.
+
+Cases return plain data (compared by the test process) or raise; see ranks.py.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+import trackpoint as tp
+from trackpoint.distributed import Coordinator
+
+
+@dataclass
+class Context:
+    framework: str
+    rank: int
+    world_size: int
+
+    def coordinator(self, timeout: float = 30.0) -> Coordinator:
+        if self.framework == "torch":
+            return tp.distributed.TorchCoordinator(timeout=timeout)
+        return tp.distributed.JaxCoordinator(timeout=timeout)
+
+
+def _options(ctx: Context, timeout: float = 30.0, **kwargs: Any) -> tp.CheckpointOptions:
+    return tp.CheckpointOptions(coordinator=ctx.coordinator(timeout), **kwargs)
+
+
+def _model(seed: int, sizes: list[int]) -> tp.AutoTrackable:
+    """The same model on every rank (replicated values): ``v0 .. vN`` of the given sizes, values from ``seed``."""
+    rng = np.random.default_rng(seed)
+    model = tp.AutoTrackable()
+    for i, n in enumerate(sizes):
+        setattr(model, f"v{i}", tp.Variable(rng.standard_normal(n).astype(np.float32)))
+    model.step = tp.Variable(np.int64(seed))
+    return model
+
+
+def _values(model: tp.AutoTrackable, count: int) -> list[list[float]]:
+    return [getattr(model, f"v{i}").numpy().tolist() for i in range(count)]
+
+
+# ----------------------------------------------------------------- coordinator
+def identity(ctx: Context) -> list[int]:
+    c = ctx.coordinator()
+    return [c.rank, c.world_size]
+
+
+def collectives(ctx: Context) -> dict[str, Any]:
+    c = ctx.coordinator()
+    gathered = c.all_gather(f"rank{c.rank}".encode() * (c.rank + 1))
+    sent = c.broadcast(b"\x00from-root\xff" if c.rank == 0 else None)
+    from_last = c.broadcast(b"last" if c.rank == c.world_size - 1 else None, root=c.world_size - 1)
+    c.barrier()
+    big = c.all_gather(bytes([c.rank]) * 3_000_000)
+    return {
+        "gathered": [g.decode() for g in gathered],
+        "sent": sent.hex(),
+        "from_last": from_last.decode(),
+        "big": [len(b) == 3_000_000 and b[:1] == bytes([r]) for r, b in enumerate(big)],
+    }
+
+
+def late_rank(ctx: Context, absent: int, timeout: float) -> str:
+    """Every rank but ``absent`` joins an all-gather; they must time out, not hang."""
+    import time
+
+    c = ctx.coordinator(timeout)
+    if ctx.rank == absent:
+        # Join after the others gave up, so that every rank has taken part in the collective.
+        time.sleep(timeout + 1.0)
+        c.all_gather(b"x")
+        return "late"
+    c.all_gather(b"x")
+    return "joined"
+
+
+# ------------------------------------------------------------------- save/restore
+def save_and_restore(
+    ctx: Context,
+    directory: str,
+    sizes: list[int],
+    seed: int = 1,
+    storage_options: dict[str, Any] | None = None,
+    backend: str | None = None,
+    max_shard_bytes: int | None = None,
+) -> dict[str, Any]:
+    """Every rank saves the same model with ``Checkpoint.save``, then restores it into a fresh one."""
+    extra: dict[str, Any] = {"storage_options": storage_options or {}, "backend": backend}
+    if max_shard_bytes is not None:
+        extra["max_shard_bytes"] = max_shard_bytes
+    options = _options(ctx, **extra)
+    model = _model(seed, sizes)
+    ckpt = tp.Checkpoint(model=model)
+    path = ckpt.save(f"{directory}/ckpt", options=options)
+    fresh = _model(seed + 100, sizes)
+    status = tp.Checkpoint(model=fresh).restore(path, options=options)
+    status.assert_consumed()
+    latest = tp.latest_checkpoint(
+        directory, tp.CheckpointOptions(storage_options=storage_options or {}, backend=backend)
+    )
+    return {
+        "path": path,
+        "latest": latest,
+        "same": _values(fresh, len(sizes)) == _values(model, len(sizes)),
+        "step": int(fresh.step.numpy()),
+    }
+
+
+def write_then_fail(ctx: Context, prefix: str, failing: int, sizes: list[int], seed: int) -> str:
+    """Rank ``failing`` fails while writing its shard (a value that cannot be saved); everyone must raise."""
+    model = _model(seed, sizes)
+    if ctx.rank == failing:
+        import trackpoint.backends.bundle as bundle
+
+        original = bundle.BundleBackend.write_shard
+
+        def broken(self: Any, prefix: str, spec: Any, items: Any) -> Any:
+            bundle.BundleBackend.write_shard = original  # type: ignore[method-assign]
+            raise tp.StorageError(f"disk full while writing shard {spec.shard_id} (injected on rank {ctx.rank})")
+
+        bundle.BundleBackend.write_shard = broken  # type: ignore[method-assign]
+    return tp.Checkpoint(model=model).write(prefix, options=_options(ctx))
+
+
+def write(
+    ctx: Context,
+    prefix: str,
+    sizes: list[int],
+    seed: int,
+    storage_options: dict[str, Any] | None = None,
+    timeout: float = 30.0,
+) -> str:
+    model = _model(seed, sizes)
+    return tp.Checkpoint(model=model).write(
+        prefix, options=_options(ctx, timeout, storage_options=storage_options or {})
+    )
+
+
+def read(ctx: Context, prefix: str, sizes: list[int], seed: int, storage_options: dict[str, Any] | None = None) -> bool:
+    """Restore ``prefix`` into a fresh model and check it holds the values of ``_model(seed)``."""
+    fresh = _model(seed + 1000, sizes)
+    tp.Checkpoint(model=fresh).read(
+        prefix, options=_options(ctx, storage_options=storage_options or {})
+    ).assert_consumed()
+    return _values(fresh, len(sizes)) == _values(_model(seed, sizes), len(sizes))
+
+
+def write_and_die(ctx: Context, prefix: str, dying: int, sizes: list[int], seed: int, timeout: float) -> str:
+    """Rank ``dying`` is SIGKILLed in the middle of writing its shard; the others must raise within ``timeout``."""
+    model = _model(seed, sizes)
+    if ctx.rank == dying:
+        from trackpoint.backends.bundle import _writer
+
+        original = _writer.write_data
+
+        def dying_write(files: Any, path: str, items: Any, **kwargs: Any) -> Any:
+            original(files, path, items[: len(items) // 2], **kwargs)
+            os.kill(os.getpid(), signal.SIGKILL)
+
+        _writer.write_data = dying_write  # type: ignore[assignment]
+        import trackpoint.backends.bundle._commit as commit
+
+        commit.write_data = dying_write  # type: ignore[assignment]
+    return tp.Checkpoint(model=model).write(prefix, options=_options(ctx, timeout))
+
+
+def different_paths(ctx: Context, directory: str) -> str:
+    return tp.Checkpoint(model=_model(1, [4])).write(f"{directory}/rank{ctx.rank}", options=_options(ctx))
+
+
+def mismatched(ctx: Context, prefix: str) -> str:
+    """The ranks hold one key with different shapes."""
+    return tp.Checkpoint(model=_model(1, [4 + ctx.rank])).write(prefix, options=_options(ctx))
+
+
+def restore_missing(ctx: Context, directory: str) -> str:
+    """Rank 1 restores a path that does not exist; every rank must fail."""
+    path = f"{directory}/ckpt-1" if ctx.rank != 1 else f"{directory}/nothing-here-1"
+    model = _model(1, [4])
+    tp.Checkpoint(model=model).restore(path, options=_options(ctx))
+    return "restored"
+
+
+# ------------------------------------------------------------------------ manager
+def manager_run(
+    ctx: Context, directory: str, saves: int, max_to_keep: int, storage_options: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """A manager on every rank: restore_or_initialize, ``saves`` saves; what each rank's manager reports."""
+    options = _options(ctx, storage_options=storage_options or {})
+    model = _model(7, [16, 8])
+    ckpt = tp.Checkpoint(model=model)
+    manager = tp.CheckpointManager(ckpt, directory, max_to_keep=max_to_keep, options=options)
+    restored = manager.restore_or_initialize()
+    paths = []
+    for _ in range(saves):
+        model.step.assign_add(1)
+        paths.append(manager.save())
+    manager.close()
+    return {
+        "restored": restored,
+        "step": int(model.step.numpy()),
+        "paths": paths,
+        "checkpoints": manager.checkpoints,
+        "latest": manager.latest_checkpoint,
+    }

@@ -1,0 +1,112 @@
+"""Who writes what in a coordinated save (``plan_save``), and the coordinator option; no processes needed."""
+
+from __future__ import annotations
+
+import pytest
+
+import trackpoint as tp
+from trackpoint.distributed import Coordinator, KeyValueCoordinator
+from trackpoint.distributed._save import _Meta, plan_save
+
+
+def _metas(sizes: dict[str, int]) -> list[_Meta]:
+    return [_Meta(k, n, "float32", (n // 4,), None) for k, n in sizes.items()]
+
+
+def _owners(plan: object, world: int) -> dict[str, int]:
+    shards = plan.shards  # type: ignore[attr-defined]
+    return {k: r for r in range(world) for shard in shards[r] for k in shard}
+
+
+def test_replicated_keys_are_written_once_and_spread_by_bytes() -> None:
+    sizes = {"a": 4000, "b": 4000, "c": 400, "d": 4000, "e": 40, "f": 4000, "graph": 100}
+    world = 4
+    plan = plan_save([_metas(sizes)] * world, [1] * world, [None] * world)
+    owners = _owners(plan, world)
+    assert sorted(owners) == sorted(sizes), "every key exactly once"
+    loads = plan.bytes_per_rank(sizes)
+    # Largest first, each to the rank with the fewest bytes: one big tensor per rank, the small ones spread.
+    assert sorted(loads) == [4000, 4040, 4100, 4400], loads
+    # Deterministic: every rank computes the same plan from the same messages.
+    assert plan_save([_metas(sizes)] * world, [1] * world, [None] * world) == plan
+
+
+def test_keys_of_one_rank_are_written_by_it_and_counted_first() -> None:
+    shared = {"w": 1000, "graph": 10}
+    rank0 = _metas({**shared, "big0": 5000})
+    rank1 = _metas(shared)
+    plan = plan_save([rank0, rank1], [1, 1], [None, None])
+    owners = _owners(plan, 2)
+    assert owners["big0"] == 0
+    assert owners["w"] == 1 and owners["graph"] == 1, "replicated keys go to the rank with fewer bytes"
+
+
+def test_shards_are_numbered_across_ranks_by_each_ranks_tuning() -> None:
+    sizes = {f"k{i}": 1000 for i in range(8)}
+    plan = plan_save([_metas(sizes)] * 2, [2, 1], [None, 1500])
+    assert [len(s) for s in plan.shards] == [2, 4]
+    assert plan.num_shards == 6 and plan.first_shard(1) == 2
+
+
+def test_holders_of_one_key_must_agree() -> None:
+    a = [_Meta("v", 16, "float32", (4,), None)]
+    b = [_Meta("v", 32, "float64", (4,), None)]
+    with pytest.raises(tp.CoordinationError, match=r"ranks 0 and 1 both save 'v' but disagree on it"):
+        plan_save([a, b], [1, 1], [None, None])
+    same_shape = [_Meta("g", 10, "object", (), "aa")], [_Meta("g", 10, "object", (), "bb")]
+    with pytest.raises(tp.CoordinationError, match=r"rank 1: contents"):
+        plan_save(list(same_shape), [1, 1], [None, None])
+
+
+class _Solo(KeyValueCoordinator):
+    """A group of one over a dict: enough to check the option and the key bookkeeping."""
+
+    def __init__(self) -> None:
+        super().__init__(0, 1, timeout=1.0, namespace="solo-test")
+        self.store: dict[str, bytes] = {}
+
+    def _set(self, key: str, value: bytes) -> None:
+        self.store[key] = value
+
+    def _get(self, keys: list[str], timeout: float) -> list[bytes]:  # type: ignore[override]
+        missing = [k for k in keys if k not in self.store]
+        if missing:
+            raise tp.CoordinationTimeoutError(f"missing {missing}")
+        return [self.store[k] for k in keys]
+
+    def _delete(self, keys: list[str]) -> None:  # type: ignore[override]
+        for k in keys:
+            self.store.pop(k, None)
+
+
+def test_checkpoint_options_take_a_coordinator() -> None:
+    solo = _Solo()
+    assert isinstance(solo, Coordinator)
+    options = tp.CheckpointOptions(coordinator=solo)
+    assert "coordinator=<_Solo rank 0 of 1, timeout 1 s>" in repr(options)
+    assert "coordinator" not in repr(tp.CheckpointOptions())
+    with pytest.raises(TypeError, match=r"CheckpointOptions.coordinator must be a trackpoint.distributed.Coordinator"):
+        tp.CheckpointOptions(coordinator=object())  # type: ignore[arg-type]
+
+
+def test_key_value_collectives_delete_what_every_rank_has_read() -> None:
+    solo = _Solo()
+    assert solo.all_gather(b"one") == [b"one"]
+    assert solo.broadcast(b"two") == b"two"
+    assert len(solo.store) == 2
+    solo.barrier()
+    # The barrier completed: the all-gather and broadcast before it were read by every rank.
+    assert len(solo.store) == 1
+    with pytest.raises(tp.CoordinationError, match=r"root 3 is outside a group of 1"):
+        solo.broadcast(b"x", root=3)
+
+
+def test_a_group_of_one_saves_and_restores_through_the_coordinated_path(tmp_path: object) -> None:
+    options = tp.CheckpointOptions(coordinator=_Solo())
+    v = tp.Variable([1.0, 2.0, 3.0])
+    ckpt = tp.Checkpoint(v=v)
+    path = ckpt.save(f"{tmp_path}/ckpt", options=options)
+    assert path == f"{tmp_path}/ckpt-1" and tp.latest_checkpoint(str(tmp_path)) == path
+    v.assign([0.0, 0.0, 0.0])
+    ckpt.restore(path, options=options).assert_consumed()
+    assert v.numpy().tolist() == [1.0, 2.0, 3.0]
