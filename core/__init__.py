@@ -40,10 +40,15 @@ from trackpoint.restore import (
     LoadStatus,
     NameBasedSaverStatus,
 )
-from trackpoint.saver import Saver
+from trackpoint.saver import CheckpointableSaver, Saver, TrackableSaver, frozen_saver
 from trackpoint.state import latest_checkpoint, read_checkpoint_state
 from trackpoint.storage import CheckpointOptions
-from trackpoint.trackable import Trackable
+from trackpoint.trackable import (
+    Trackable,
+    no_automatic_dependency_tracking,
+    no_automatic_dependency_tracking_scope,
+    no_manual_dependency_tracking_scope,
+)
 from trackpoint.variables import Variable
 from trackpoint.verify import Problem, VerifyReport, verify
 
@@ -59,6 +64,7 @@ __all__ = [
     "CheckpointLoadStatus",
     "CheckpointManager",
     "CheckpointOptions",
+    "CheckpointableSaver",
     "DiffReport",
     "InitializationOnlyStatus",
     "ListWrapper",
@@ -72,12 +78,14 @@ __all__ = [
     "TensorDiff",
     "TensorReader",
     "Trackable",
+    "TrackableSaver",
     "Variable",
     "VerifyReport",
     "bfloat16",
     "checkpoint_exists",
     "convert",
     "diff",
+    "frozen_saver",
     "generate_checkpoint_state_proto",
     "get_checkpoint_mtimes",
     "get_checkpoint_state",
@@ -88,6 +96,9 @@ __all__ = [
     "load_checkpoint",
     "load_variable",
     "meta_graph_filename",
+    "no_automatic_dependency_tracking",
+    "no_automatic_dependency_tracking_scope",
+    "no_manual_dependency_tracking_scope",
     "object_graph_key_mapping",
     "object_metadata",
     "optimizers",

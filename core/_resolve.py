@@ -115,7 +115,9 @@ def writer(backend: StorageBackend) -> StorageBackend:
 def open_checkpoint(path: str, store: StorageBackend) -> tuple[str, CheckpointReader]:
     """The prefix ``path`` names and a reader for it: ``path`` itself, or a directory's latest checkpoint.
 
-    A committed prefix wins over a directory of the same name. Every reader
+    A committed prefix wins over a directory of the same name, and a
+    SavedModel directory (one holding the checkpoint ``variables/variables``)
+    over a directory's latest checkpoint. Every reader
     of the core (``Checkpoint.restore``/``read``, ``load_checkpoint``,
     ``list_variables``, ``object_metadata``) resolves its path here, so they
     all accept the same paths.
@@ -134,20 +136,29 @@ def open_checkpoint(path: str, store: StorageBackend) -> tuple[str, CheckpointRe
         Nothing is committed at ``path`` and it is no directory holding
         checkpoints; the message says that a prefix is wanted (``dir/ckpt-1``).
     """
-    try:
-        return path, store.open_reader(path)
-    except CheckpointNotFoundError as exc:
-        from trackpoint.state import _latest_in
+    from trackpoint.state import _latest_in
 
-        latest = _latest_in(store, path)
-        if latest is None:
-            raise CheckpointNotFoundError(
-                f"no checkpoint at {path!r}: nothing is committed at that prefix ({exc}), and it is not a directory "
-                "holding checkpoints. Pass a checkpoint prefix, the path save() returned (note the -N suffix, as in "
-                "'run/ckpt-1'), or a directory that holds checkpoints to use its latest one.",
-                url=path,
-            ) from exc
-        return latest, store.open_reader(latest)
+    missing: CheckpointNotFoundError | None = None
+    if not path.endswith("/"):  # "run/" names a directory, never a prefix
+        try:
+            return path, store.open_reader(path)
+        except CheckpointNotFoundError as exc:
+            missing = exc
+    # A SavedModel directory: its variables are the checkpoint ``variables/variables``
+    # (TensorFlow's Checkpoint.restore reads it from the directory too).
+    variables = _paths.join(_paths.join(path, "variables"), "variables")
+    if holder(store, variables) is not None:
+        return variables, store.open_reader(variables)
+    latest = _latest_in(store, path)
+    if latest is None:
+        why = "it names a directory" if missing is None else f"nothing is committed at that prefix ({missing})"
+        raise CheckpointNotFoundError(
+            f"no checkpoint at {path!r}: {why}, and it is not a directory holding checkpoints. Pass a checkpoint "
+            "prefix, the path save() returned (note the -N suffix, as in 'run/ckpt-1'), a directory that holds "
+            "checkpoints to use its latest one, or a SavedModel directory to use its variables/variables.",
+            url=path,
+        ) from missing
+    return latest, store.open_reader(latest)
 
 
 #: Locations a :class:`Backends` keeps open at once; the least recently used

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-from trackpoint.data_structures import assign_attribute
+from trackpoint.data_structures import NoDependency, assign_attribute
 from trackpoint.trackable import Trackable
 
 __all__ = ["AutoTrackable"]
 
 _MISSING = object()
+
+#: The tracking switches of :class:`~trackpoint.Trackable`: properties, never dependencies.
+_SWITCHES = frozenset({"_setattr_tracking", "_manual_tracking"})
 
 
 class AutoTrackable(Trackable):
@@ -35,7 +38,9 @@ class AutoTrackable(Trackable):
     and are not saved, as in TensorFlow.
 
     Attributes starting with ``_self_`` are internal bookkeeping and are
-    never tracked.
+    never tracked; neither is anything assigned inside a method decorated
+    with :func:`~trackpoint.no_automatic_dependency_tracking` or inside
+    :func:`~trackpoint.no_automatic_dependency_tracking_scope`.
     """
 
     #: Refuse public attribute values (and container elements) that would not
@@ -44,7 +49,8 @@ class AutoTrackable(Trackable):
     _refuse_unsaved_values: ClassVar[bool] = False
 
     def __setattr__(self, name: str, value: Any) -> None:
-        if name.startswith("_self_"):
+        if name.startswith("_self_") or name in _SWITCHES or not self._setattr_tracking:
+            # Inside no_automatic_dependency_tracking: stored as given, dependencies untouched.
             object.__setattr__(self, name, value)
             return
         # Only the instance dict: a property getter must not run on assignment.
@@ -56,6 +62,10 @@ class AutoTrackable(Trackable):
         if not tracked:
             self._delete_tracking(name)
         super().__setattr__(name, stored)
+
+    def _no_dependency(self, value: Any) -> Any:
+        """``NoDependency(value)``: assigned to an attribute, ``value`` is stored unsaved (TensorFlow's hook)."""
+        return NoDependency(value)
 
     def __delattr__(self, name: str) -> None:
         self._delete_tracking(name)

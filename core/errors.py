@@ -11,14 +11,16 @@ botocore, gcsfs, zarr) into these classes, chained with ``raise ... from exc``.
 
     CheckpointError
     ├── CheckpointNotFoundError        (+ FileNotFoundError)
-    │   └── SavePathIsNoneError        (+ ValueError)   None given where a checkpoint path is required
+    │   └── InvalidSavePathError       (+ ValueError)   no checkpoint where TensorFlow raises ValueError
+    │       └── SavePathIsNoneError                     None given where a checkpoint path is required
     ├── CheckpointExistsError          (+ FileExistsError)
     ├── InvalidCheckpointError         (+ ValueError)
     │   └── DataLossError                truncated / corrupted / foreign bytes
     ├── CheckpointKeyError             (+ KeyError)     no such tensor in a checkpoint
     ├── InvalidPathError               (+ ValueError)   a path or URL no store can use (NUL byte)
     ├── TrackableError                 (+ ValueError)   bad objects handed to trackpoint
-    │   └── NameConflictError                           two dependencies, one name
+    │   ├── NameConflictError                           two dependencies, one name
+    │   └── NotTrackableError          (+ TypeError)    an object of the wrong type (TypeError in TensorFlow)
     ├── AssignmentError                (+ ValueError)   value does not fit a variable
     │   ├── ShapeMismatchError
     │   └── DTypeMismatchError         (+ TypeError)
@@ -71,8 +73,10 @@ __all__ = [
     "ErrorKind",
     "InvalidCheckpointError",
     "InvalidPathError",
+    "InvalidSavePathError",
     "MatchError",
     "NameConflictError",
+    "NotTrackableError",
     "PluginError",
     "SavePathIsNoneError",
     "ShapeMismatchError",
@@ -168,7 +172,16 @@ class CheckpointNotFoundError(_VerbatimMessage, FileNotFoundError):
     """A checkpoint (or a file a checkpoint needs) does not exist."""
 
 
-class SavePathIsNoneError(CheckpointNotFoundError, ValueError):
+class InvalidSavePathError(CheckpointNotFoundError, ValueError):
+    """No checkpoint is committed at a path given to restore where TensorFlow raises ``ValueError``.
+
+    ``Saver.restore`` of a path that is not a checkpoint ("The passed save_path
+    is not a valid checkpoint"): ported ``except ValueError`` clauses and
+    ``except FileNotFoundError`` ones both catch it.
+    """
+
+
+class SavePathIsNoneError(InvalidSavePathError):
     """``None`` was given where a checkpoint path is required (TensorFlow raises ``ValueError`` there)."""
 
 
@@ -205,6 +218,16 @@ class TrackableError(CheckpointError, ValueError):
 
 class NameConflictError(TrackableError):
     """Two different dependencies were given the same name on one object."""
+
+
+class NotTrackableError(TrackableError, TypeError):
+    """An object of the wrong type was given where a trackable or a variable is required.
+
+    Raised where TensorFlow raises ``TypeError`` (``_track_trackable`` of a
+    non-trackable, a ``Saver`` ``var_list`` that is not a list or dict of
+    variables, or has non-string names), so ported ``except TypeError`` clauses
+    keep working; it is also a :class:`TrackableError` (a ``ValueError``).
+    """
 
 
 class AssignmentError(CheckpointError, ValueError):

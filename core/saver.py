@@ -35,7 +35,9 @@ from trackpoint.errors import (
     CheckpointNotFoundError,
     DTypeMismatchError,
     InvalidCheckpointError,
+    InvalidSavePathError,
     NameConflictError,
+    NotTrackableError,
     SavePathIsNoneError,
     ShapeMismatchError,
     TrackableError,
@@ -52,7 +54,7 @@ from trackpoint.storage import (
 from trackpoint.trackable import VARIABLE_VALUE_KEY
 from trackpoint.variables import Variable
 
-__all__ = ["Saver"]
+__all__ = ["CheckpointableSaver", "FrozenSaver", "Saver", "TrackableSaver", "frozen_saver"]
 
 _log = logging.getLogger(__name__)
 
@@ -69,23 +71,30 @@ def _names_to_variables(var_list: Any) -> dict[str, Variable]:
         items = list(var_list.items())
         for name, _ in items:
             if not isinstance(name, str) or not name:
-                raise TrackableError(f"var_list keys must be non-empty strings (checkpoint keys), got {name!r}")
+                raise NotTrackableError(
+                    "names_to_saveables must be a dict mapping string names to trackable operations: var_list "
+                    f"keys must be non-empty strings (checkpoint keys), got {name!r}"
+                )
     elif isinstance(var_list, (list, tuple)):
         items = []
         for var in var_list:
             if not isinstance(var, Variable):
-                raise TrackableError(
-                    f"var_list must hold trackpoint.Variable objects, got {type(var).__name__}; "
-                    "pass a dict {name: Variable} to choose names yourself"
+                raise NotTrackableError(
+                    f"Variable to save is not a Variable: var_list must hold trackpoint.Variable objects, got "
+                    f"{type(var).__name__}; pass a dict {{name: Variable}} to choose names yourself"
                 )
             items.append((var.name, var))
     else:
-        raise TrackableError(f"Variables to save should be passed in a dict or a list, got {type(var_list).__name__}")
+        got = type(var_list).__name__
+        raise NotTrackableError(f"Variables to save should be passed in a dict or a list, got {got}")
     out: dict[str, Variable] = {}
     seen: dict[int, str] = {}
     for name, var in items:
         if not isinstance(var, Variable):
-            raise TrackableError(f"var_list[{name!r}] must be a trackpoint.Variable, got {type(var).__name__}")
+            raise NotTrackableError(
+                f"Variable to save is not a Variable: var_list[{name!r}] must be a trackpoint.Variable, got "
+                f"{type(var).__name__}"
+            )
         if name in out:
             raise NameConflictError(
                 f"At least two variables have the same name: {name!r}; give them distinct `name=`s "
@@ -164,8 +173,10 @@ class Saver:
     Raises
     ------
     TrackableError
-        ``var_list`` is missing, not a list/dict of Variables, or empty
-        without ``allow_empty``.
+        ``var_list`` is missing, or empty without ``allow_empty``.
+    NotTrackableError
+        (a ``TypeError``, as in TensorFlow) ``var_list`` is not a list or
+        dict of Variables, or a dict key is not a string.
     NameConflictError
         Two variables share a name, or one variable appears under two names.
     UnsupportedOptionError
@@ -451,9 +462,10 @@ class Saver:
 
         Raises
         ------
-        CheckpointNotFoundError
-            No checkpoint is committed at ``save_path``; for ``None`` the
-            subclass ``SavePathIsNoneError``, also a ``ValueError`` as in TensorFlow.
+        InvalidSavePathError
+            (a ``CheckpointNotFoundError`` and, as in TensorFlow, a ``ValueError``)
+            No checkpoint is committed at ``save_path``; for ``None`` its
+            subclass ``SavePathIsNoneError``.
         CheckpointKeyError
             Some variables are not in the checkpoint; the message lists them
             and explains the likely cause.
@@ -467,7 +479,7 @@ class Saver:
         prefix = _as_path(save_path, "save_path")
         backend = self._backends.store(prefix, self._options)
         if not backend.exists(prefix):
-            raise CheckpointNotFoundError(
+            raise InvalidSavePathError(
                 f"The passed save_path is not a valid checkpoint: {prefix!r} (backend {backend.name!r}); "
                 "pass a prefix returned by save() or latest_checkpoint()"
             )
@@ -648,3 +660,227 @@ def _tf1_restore(sess: Any, save_path: str | os.PathLike[str] | None) -> None:
 
 _TF1_SAVE: Final = inspect.signature(_tf1_save)
 _TF1_RESTORE: Final = inspect.signature(_tf1_restore)
+
+
+# ------------------------------------------------------------------ object-based savers
+class TrackableSaver:
+    """Save and restore the object graph of a root object (``tf.compat.v1.train``'s ``TrackableSaver``).
+
+    What :class:`~trackpoint.Checkpoint` uses underneath, in TensorFlow 1
+    code: ``save`` writes an object-based checkpoint, numbered with
+    ``checkpoint_number``, without a save counter or a state file; ``restore``
+    matches the checkpoint's object graph as ``Checkpoint.restore`` does.
+
+    Parameters
+    ----------
+    graph_view
+        The root :class:`~trackpoint.Trackable` (TensorFlow 1's
+        ``CheckpointableSaver(root)``) or an ``ObjectGraphView`` of it.
+    options
+        Backend choice and storage options for every save and restore.
+    """
+
+    def __init__(self, graph_view: Any, *, options: CheckpointOptions | None = None) -> None:
+        from trackpoint.graph import ObjectGraphView
+        from trackpoint.trackable import Trackable
+
+        if isinstance(graph_view, Trackable):
+            graph_view = ObjectGraphView(graph_view)
+        if not isinstance(graph_view, ObjectGraphView):
+            raise NotTrackableError(
+                "TrackableSaver needs the root Trackable (or an ObjectGraphView of it), got "
+                f"{type(graph_view).__name__}"
+            )
+        self._view = graph_view
+        self._options = options
+        self._backends = _resolve.Backends()
+
+    def save(
+        self,
+        file_prefix: str | os.PathLike[str],
+        checkpoint_number: int | Any | None = None,
+        session: Any = None,
+        options: CheckpointOptions | None = None,
+    ) -> str:
+        """Write the graph at ``file_prefix``, or ``<file_prefix>-<checkpoint_number>``.
+
+        As in TensorFlow, a ``checkpoint_number`` of 0 (or ``None``) adds no
+        suffix. ``session`` is accepted and ignored. No state file is written.
+
+        Returns
+        -------
+        str
+            The checkpoint prefix written.
+        """
+        del session  # eager: nothing to run
+        from trackpoint.checkpoint import write_items
+
+        prefix = _as_path(file_prefix, "file_prefix")
+        number = _as_step(checkpoint_number) if checkpoint_number is not None else 0
+        if number:
+            prefix = f"{prefix}-{number}"
+        chosen = options or self._options
+        backend = _resolve.writer(self._backends.store(prefix, chosen))
+        backend.save(prefix, write_items(self._view), chosen, overwrite=True)
+        return prefix
+
+    def restore(self, save_path: str | os.PathLike[str] | None, options: CheckpointOptions | None = None) -> Any:
+        """Restore the graph from ``save_path`` (a prefix or a directory); ``None`` initializes only.
+
+        Returns
+        -------
+        LoadStatus
+            ``CheckpointLoadStatus``, ``NameBasedSaverStatus`` for a
+            checkpoint without an object graph, or ``InitializationOnlyStatus``
+            for ``None``, as ``Checkpoint.restore``.
+        """
+        from trackpoint.checkpoint import _read_object_graph
+        from trackpoint.restore import (
+            CheckpointLoadStatus,
+            InitializationOnlyStatus,
+            RestoreCoordinator,
+            restore_by_name,
+            restore_root,
+        )
+        from trackpoint.trackable import next_uid
+
+        if save_path is None:
+            return InitializationOnlyStatus(self._view, next_uid())
+        path, reader = self._backends.open_checkpoint(os.fspath(save_path), options or self._options)
+        try:
+            proto = _read_object_graph(reader)
+        except BaseException:
+            reader.close()
+            raise
+        if proto is None:
+            return restore_by_name(reader, self._view, path)
+        coordinator = RestoreCoordinator(proto, reader, self._view, path)
+        restore_root(coordinator)
+        return CheckpointLoadStatus(coordinator, self._view)
+
+    def close(self) -> None:
+        """Close the storage backends this saver opened."""
+        self._backends.close()
+
+
+#: TensorFlow 1.x's name of :class:`TrackableSaver`.
+CheckpointableSaver = TrackableSaver
+
+
+class FrozenSaver:
+    """Saves the values of an object graph frozen when it was created; see :func:`frozen_saver`."""
+
+    def __init__(self, root_trackable: Any) -> None:
+        from trackpoint.graph import ObjectGraphView, serialize_object_graph
+        from trackpoint.trackable import Trackable
+
+        if not isinstance(root_trackable, Trackable):
+            raise NotTrackableError(f"frozen_saver needs a Trackable root, got {type(root_trackable).__name__}")
+        serialized = serialize_object_graph(ObjectGraphView(root_trackable))
+        self._graph = serialized.proto.SerializeToString()
+        # (object, {attribute: checkpoint key}) per node with values, fixed now.
+        self._nodes = [
+            (obj, {a.name: a.checkpoint_key for a in node.attributes})
+            for obj, node in zip(serialized.nodes, serialized.proto.nodes, strict=False)
+            if node.attributes
+        ]
+        self._backends = _resolve.Backends()
+
+    def save(self, file_prefix: str | os.PathLike[str], options: CheckpointOptions | None = None) -> str:
+        """Write the frozen graph's current values at exactly ``file_prefix``; return it.
+
+        Raises
+        ------
+        TrackableError
+            An object no longer has an attribute it had when frozen.
+        """
+        from trackpoint.graph import saved_array
+        from trackpoint.trackable import make_saveable, uses_saveables
+
+        prefix = _as_path(file_prefix, "file_prefix")
+        items: list[WriteItem] = []
+        for obj, attributes in self._nodes:
+            if uses_saveables(obj):
+                factories = obj._gather_saveables_for_checkpoint()
+                for attr, key in attributes.items():
+                    for spec in make_saveable(obj, attr, self._factory(obj, factories, attr), key).specs:
+                        items.append(WriteItem(spec.name, saved_array(spec.tensor, spec.name)))
+                continue
+            tensors = obj._serialize_to_tensors()
+            for attr, key in attributes.items():
+                items.append(WriteItem(key, saved_array(self._factory(obj, tensors, attr), key)))
+        graph = np.empty((), dtype=object)
+        graph[()] = self._graph
+        items.append(WriteItem(OBJECT_GRAPH_KEY, graph))
+        backend = _resolve.writer(self._backends.store(prefix, options))
+        backend.save(prefix, items, options, overwrite=True)
+        return prefix
+
+    @staticmethod
+    def _factory(obj: Any, values: Mapping[str, Any], attr: str) -> Any:
+        if attr not in values:
+            raise TrackableError(
+                f"{type(obj).__name__} no longer has the attribute {attr!r} it had when frozen_saver() was "
+                "called; a frozen saver saves the graph as it was, create a new one after structural changes"
+            )
+        return values[attr]
+
+    def restore(self, file_prefix: str | os.PathLike[str], options: CheckpointOptions | None = None) -> None:
+        """Restore every frozen object from ``file_prefix``, by checkpoint key (no fuzzy matching).
+
+        Every value is checked (present, dtype, shape) before any is written.
+
+        Raises
+        ------
+        CheckpointKeyError
+            The checkpoint lacks a key of the frozen graph.
+        AssignmentError
+            A value does not fit its object.
+        """
+        from trackpoint.trackable import SaveableObject, Trackable, make_saveable, uses_saveables
+
+        prefix = _as_path(file_prefix, "file_prefix")
+        backend = self._backends.store(prefix, options)
+        with backend.open_reader(prefix) as reader:
+            missing = sorted(k for _, attributes in self._nodes for k in attributes.values() if not reader.has(k))
+            if missing:
+                raise CheckpointKeyError(
+                    f"{prefix!r} does not hold the object graph frozen by frozen_saver(): missing {missing[:10]}; "
+                    "restore it with trackpoint.Checkpoint, which matches objects instead of keys"
+                )
+            plans: list[tuple[Trackable, dict[str, str], list[SaveableObject] | None]] = []
+            for obj, attributes in self._nodes:
+                if uses_saveables(obj):
+                    factories = obj._gather_saveables_for_checkpoint()
+                    saveables = [
+                        make_saveable(obj, a, self._factory(obj, factories, a), k) for a, k in attributes.items()
+                    ]
+                    plans.append((obj, attributes, saveables))
+                    continue
+                obj._check_restore_tensors({a: reader.info(k) for a, k in attributes.items()}, attributes)
+                plans.append((obj, attributes, None))
+            for target, keys, planned in plans:
+                if planned is None:
+                    target._restore_from_tensors({a: reader.read(k) for a, k in keys.items()})
+                    continue
+                for saveable in planned:
+                    saveable.restore([reader.read(spec.name) for spec in saveable.specs], None)
+
+    def close(self) -> None:
+        """Close the storage backends this saver opened."""
+        self._backends.close()
+
+
+def frozen_saver(root_trackable: Any) -> FrozenSaver:
+    """A saver for the object graph of ``root_trackable`` as it is now (``tf.compat.v1.train``'s ``frozen_saver``).
+
+    Its checkpoints are object-based (``Checkpoint.restore`` reads them) but
+    reflect only the values of the objects present now, never later
+    structural changes; its ``restore`` requires exactly those checkpoint keys.
+
+    Raises
+    ------
+    TrackableError
+        The graph cannot be saved as it is (for example a renumbered list).
+    """
+    return FrozenSaver(root_trackable)

@@ -10,13 +10,21 @@ the object graph) and may hold state of its own, exposed through
 from __future__ import annotations
 
 import abc
+import contextlib
+import functools
 import itertools
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol, TypeVar
 
 import numpy as np
 
-from trackpoint.errors import DTypeMismatchError, NameConflictError, ShapeMismatchError, TrackableError
+from trackpoint.errors import (
+    DTypeMismatchError,
+    NameConflictError,
+    NotTrackableError,
+    ShapeMismatchError,
+    TrackableError,
+)
 
 if TYPE_CHECKING:
     from trackpoint.storage import TensorInfo
@@ -25,12 +33,16 @@ if TYPE_CHECKING:
 __all__ = [
     "VARIABLE_VALUE_KEY",
     "DeferredRestore",
+    "NoRestoreSaveable",
     "SaveSpec",
     "SaveableObject",
     "Trackable",
     "TrackableReference",
     "make_saveable",
     "next_uid",
+    "no_automatic_dependency_tracking",
+    "no_automatic_dependency_tracking_scope",
+    "no_manual_dependency_tracking_scope",
     "uses_saveables",
 ]
 
@@ -38,6 +50,8 @@ __all__ = [
 VARIABLE_VALUE_KEY = "VARIABLE_VALUE"
 
 _uids = itertools.count(1)
+
+_Method = TypeVar("_Method", bound=Callable[..., Any])
 
 
 def next_uid() -> int:
@@ -67,6 +81,64 @@ class DeferredRestore(Protocol):
 
     def restore(self, trackable: Trackable) -> None:
         """Bind ``trackable`` to the checkpointed object and restore it (and its subtree)."""
+
+
+def no_automatic_dependency_tracking(method: _Method) -> _Method:
+    """Decorate a method of a trackable so that attribute assignments inside it track nothing.
+
+    As TensorFlow's decorator of that name: while ``method`` runs, assigning
+    an attribute of ``self`` stores the value as it is (a list stays a plain
+    list, a trackable is not made a dependency) and leaves the dependencies
+    as they were. Harmless on classes that do not track assignments.
+    """
+
+    @functools.wraps(method)
+    def wrapper(self: Trackable, *args: Any, **kwargs: Any) -> Any:
+        previous = self._setattr_tracking
+        self._setattr_tracking = False
+        try:
+            return method(self, *args, **kwargs)
+        finally:
+            self._setattr_tracking = previous
+
+    return wrapper  # type: ignore[return-value]
+
+
+@contextlib.contextmanager
+def no_automatic_dependency_tracking_scope(obj: Trackable) -> Iterator[None]:
+    """A ``with`` block in which assigning attributes of ``obj`` tracks nothing (TensorFlow's scope).
+
+    Examples
+    --------
+    >>> import trackpoint as tp
+    >>> m = tp.AutoTrackable()
+    >>> with tp.no_automatic_dependency_tracking_scope(m):
+    ...     m.cache = [tp.Variable(1.0)]
+    >>> type(m.cache) is list, tp.list_objects(m) == [m]
+    (True, True)
+    """
+    previous = obj._setattr_tracking
+    obj._setattr_tracking = False
+    try:
+        yield
+    finally:
+        obj._setattr_tracking = previous
+
+
+@contextlib.contextmanager
+def no_manual_dependency_tracking_scope(obj: Trackable) -> Iterator[None]:
+    """A ``with`` block in which ``obj._track_trackable`` tracks nothing (TensorFlow's scope).
+
+    Library code that tracks objects itself (``add_variable``,
+    ``_track_trackable``) creates them untracked inside it: they are not
+    saved with ``obj``.
+    """
+    previous = obj._manual_tracking
+    obj._manual_tracking = False
+    try:
+        yield
+    finally:
+        obj._manual_tracking = previous
 
 
 class Trackable:
@@ -120,6 +192,34 @@ class Trackable:
         object.__setattr__(self, "_self_name_based_restores", [])
         # -1: never restored; any restore (uid >= 1) is newer.
         object.__setattr__(self, "_self_update_uid", -1)
+
+    # ------------------------------------------------------- tracking switches
+    @property
+    def _setattr_tracking(self) -> bool:
+        """Whether attribute assignment tracks dependencies (see :func:`no_automatic_dependency_tracking`)."""
+        return bool(self.__dict__.get("_self_setattr_tracking", True))
+
+    @_setattr_tracking.setter
+    def _setattr_tracking(self, value: bool) -> None:
+        object.__setattr__(self, "_self_setattr_tracking", value)
+
+    @property
+    def _manual_tracking(self) -> bool:
+        """Whether :meth:`_track_trackable` tracks (see :func:`no_manual_dependency_tracking_scope`)."""
+        return bool(self.__dict__.get("_self_manual_tracking", True))
+
+    @_manual_tracking.setter
+    def _manual_tracking(self, value: bool) -> None:
+        object.__setattr__(self, "_self_manual_tracking", value)
+
+    def _no_dependency(self, value: Any) -> Any:
+        """``value`` marked as not a dependency where assignments are tracked; here, ``value`` itself.
+
+        :class:`~trackpoint.AutoTrackable` returns ``NoDependency(value)``, so
+        ``self.x = self._no_dependency(layers)`` stores ``layers`` unsaved, as
+        in TensorFlow.
+        """
+        return value
 
     # ------------------------------------------------------------ restore uids
     @property
@@ -217,19 +317,26 @@ class Trackable:
         applied to ``trackable`` (and its own dependencies) now. A restore that
         fails validation raises and leaves the dependency untracked.
 
+        Inside :func:`no_manual_dependency_tracking_scope` ``trackable`` is
+        returned untracked.
+
         Raises
         ------
-        TrackableError
-            ``trackable`` is not a :class:`Trackable`.
+        NotTrackableError
+            (a ``TypeError``, as in TensorFlow) ``trackable`` is not a :class:`Trackable`.
         NameConflictError
             Another object is tracked as ``name`` and ``overwrite`` is false.
         """
         self._maybe_initialize_trackable()
         if not isinstance(trackable, Trackable):
-            raise TrackableError(
-                f"only Trackable objects can be tracked, got {type(trackable).__name__} for dependency "
-                f"{name!r} of {type(self).__name__}; wrap state in a Variable or a Trackable subclass"
+            raise NotTrackableError(
+                f"only Trackable objects can be tracked, got {type(trackable).__name__} for dependency {name!r} of "
+                f"{type(self).__name__} (Trackable._track_trackable() can only be used to track objects of type "
+                "Trackable); wrap state in a Variable or a Trackable subclass"
             )
+        if not self._manual_tracking:
+            # Inside no_manual_dependency_tracking_scope: returned untracked, as in TensorFlow.
+            return trackable
         current = self._lookup_dependency(name)
         if current is not None and current is not trackable:
             if not overwrite:
@@ -560,6 +667,32 @@ class SaveableObject(abc.ABC):
         """
 
 
+class NoRestoreSaveable(SaveableObject):
+    """A value saved with its object and never restored (TensorFlow's ``NoRestoreSaveable``).
+
+    Return it from :meth:`Trackable._gather_saveables_for_checkpoint` for
+    save-only state (a description, a config dump for other tools): the value
+    is written under its checkpoint key, a restore reads nothing for it and
+    counts it as matched, so ``assert_consumed`` passes.
+
+    Parameters
+    ----------
+    tensor
+        The value, or a callable returning it when the save happens.
+    name
+        The checkpoint key (the name the factory is called with).
+    dtype, device
+        As for :class:`SaveSpec`.
+    """
+
+    def __init__(self, tensor: Any, name: str, dtype: Any = None, device: Any = None) -> None:
+        super().__init__(tensor, [SaveSpec(tensor, "", name, dtype=dtype, device=device)], name)
+
+    def restore(self, restored_tensors: Sequence[np.ndarray[Any, Any]], restored_shapes: Any) -> Any:
+        """Nothing: the value is save-only."""
+        return None
+
+
 class _VariableSaveable(SaveableObject):
     """A :class:`~trackpoint.Variable` returned from ``_gather_saveables_for_checkpoint``."""
 
@@ -574,14 +707,20 @@ class _VariableSaveable(SaveableObject):
 def uses_saveables(trackable: Trackable) -> bool:
     """Whether ``trackable`` saves through :meth:`Trackable._gather_saveables_for_checkpoint`.
 
-    True when its class overrides that method but not
-    :meth:`Trackable._serialize_to_tensors` (TensorFlow's rule).
+    TensorFlow's rule: the class nearest in the method resolution order that
+    defines one of :meth:`Trackable._serialize_to_tensors` and
+    :meth:`Trackable._gather_saveables_for_checkpoint` decides, so a subclass
+    of :class:`~trackpoint.Variable` overriding the latter saves through it
+    (it is never silently ignored).
     """
-    cls = type(trackable)
-    return (
-        cls._gather_saveables_for_checkpoint is not Trackable._gather_saveables_for_checkpoint
-        and cls._serialize_to_tensors is Trackable._serialize_to_tensors
-    )
+    for cls in type(trackable).__mro__:
+        if cls is Trackable:
+            return False
+        if "_serialize_to_tensors" in cls.__dict__:
+            return False
+        if "_gather_saveables_for_checkpoint" in cls.__dict__:
+            return True
+    return False
 
 
 def make_saveable(trackable: Trackable, attribute: str, factory: Any, key: str) -> SaveableObject:

@@ -11,6 +11,7 @@ import trackpoint.errors as E
 
 BUILTIN_OF = {
     E.CheckpointNotFoundError: FileNotFoundError,
+    E.InvalidSavePathError: ValueError,
     E.SavePathIsNoneError: ValueError,
     E.CheckpointExistsError: FileExistsError,
     E.InvalidCheckpointError: ValueError,
@@ -19,6 +20,7 @@ BUILTIN_OF = {
     E.CheckpointKeyError: KeyError,
     E.TrackableError: ValueError,
     E.NameConflictError: ValueError,
+    E.NotTrackableError: TypeError,
     E.AssignmentError: ValueError,
     E.ShapeMismatchError: ValueError,
     E.DTypeMismatchError: TypeError,

@@ -135,3 +135,17 @@ def test_name_based_status_gives_the_re_encode_advice_once(
     advice = [r for r in caplog.records if "re-encoding training checkpoints in the object-based format" in r.message]
     assert len(advice) == 1
     assert "run save() on the object-based saver" in advice[0].message
+
+
+def test_errors_derive_from_the_builtins_tensorflow_raises(tmp_path: Path) -> None:
+    v = tp.Variable(1.0, name="v")
+    with pytest.raises(ValueError, match="The passed save_path is not a valid checkpoint") as info:
+        tp.Saver([v]).restore(str(tmp_path / "nothing"))
+    assert isinstance(info.value, tp.InvalidSavePathError) and isinstance(info.value, FileNotFoundError)
+    with pytest.raises(TypeError, match="Variables to save should be passed in a dict or a list"):
+        tp.Saver(v)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="Variable to save is not a Variable"):
+        tp.Saver([np.zeros(2)])  # type: ignore[list-item]
+    with pytest.raises(TypeError, match="must be a dict mapping string names"):
+        tp.Saver({3: v})  # type: ignore[dict-item]
+    assert issubclass(tp.SavePathIsNoneError, tp.InvalidSavePathError)
