@@ -148,6 +148,7 @@ def open_checkpoint(path: str, store: StorageBackend) -> tuple[str, CheckpointRe
     # (TensorFlow's Checkpoint.restore reads it from the directory too).
     variables = _paths.join(_paths.join(path, "variables"), "variables")
     if holder(store, variables) is not None:
+        missing = None  # a kept exception would hold this frame in a reference cycle
         return variables, store.open_reader(variables)
     latest = _latest_in(store, path)
     if latest is None:
@@ -158,6 +159,7 @@ def open_checkpoint(path: str, store: StorageBackend) -> tuple[str, CheckpointRe
             "checkpoints to use its latest one, or a SavedModel directory to use its variables/variables.",
             url=path,
         ) from missing
+    missing = None  # a kept exception would hold this frame in a reference cycle
     return latest, store.open_reader(latest)
 
 
