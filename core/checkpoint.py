@@ -148,8 +148,8 @@ class Checkpoint(AutoTrackable):
         # With a weak root, each walk gets its own view (a view holds its root); the
         # statuses holding one must see a save_counter created afterwards.
         self._self_weak_views: weakref.WeakSet[ObjectGraphView] = weakref.WeakSet()
-        if self._self_root_ref is None:
-            self._self_view = ObjectGraphView(root if root is not None else self, attached)
+        if root is not None and self._self_root_ref is None:
+            self._self_view = ObjectGraphView(root, attached)
 
     def _root_object(self) -> Trackable | None:
         """The ``root`` given (dereferenced when it was a weak reference), or ``None``."""
@@ -167,6 +167,10 @@ class Checkpoint(AutoTrackable):
         """The graph saved and restored: from ``root`` (or this checkpoint), with the attached dependencies."""
         if self._self_view is not None:
             return self._self_view
+        if self._self_attached is None:
+            # Rooted at this checkpoint: a view per walk, so the checkpoint holds no
+            # reference cycle through its own view and is freed without the cycle collector.
+            return ObjectGraphView(self)
         root = self._root_object()
         assert root is not None and self._self_attached is not None
         view = ObjectGraphView(root, [TrackableReference("root", root), *self._self_attached])

@@ -583,7 +583,8 @@ class CheckpointLoadStatus(LoadStatus):
         names = proto_node_names(checkpoint.object_graph_proto)
         if unresolved:
             lines = [
-                f"  {names.get(i, str(i))}: {', '.join(key for _, key in checkpoint.node_attributes[i])}"
+                f"  Unresolved object in checkpoint {names.get(i, str(i))}: "
+                f"{', '.join(key for _, key in checkpoint.node_attributes[i])}"
                 for i in unresolved
             ]
             raise MatchError(
@@ -599,8 +600,8 @@ class CheckpointLoadStatus(LoadStatus):
             for i, attrs in sorted(checkpoint.unused_attributes.items())
         ]
         raise MatchError(
-            "Unused attributes in these objects (the attributes exist in the checkpoint "
-            f"{checkpoint.save_path!r} but were not restored):\n" + "\n".join(lines)
+            "Unused attributes in these objects (the attributes exist in the checkpoint but were not restored; "
+            f"checkpoint {checkpoint.save_path!r}):\n" + "\n".join(lines)
         )
 
     @_gc.paused()
@@ -620,13 +621,14 @@ class CheckpointLoadStatus(LoadStatus):
             proto_names = proto_node_names(checkpoint.object_graph_proto)
             lines = [f"  {proto_names.get(i, str(i))}: {obj!r}" for i, obj in stale]
             raise MatchError(
-                f"Objects matched to {checkpoint.save_path!r} but not assigned a value from it:\n" + "\n".join(lines)
+                f"Objects matched to {checkpoint.save_path!r} but not assigned a value from checkpoint:\n"
+                + "\n".join(lines)
             )
         unmatched = self._unmatched_python_objects()
         if unmatched:
             raise MatchError(
-                f"Found {len(unmatched)} Python object(s) not bound to checkpointed values in "
-                f"{checkpoint.save_path!r}, likely due to changes in the Python program:\n"
+                f"Found {len(unmatched)} Python objects that were not bound to checkpointed values, likely due to "
+                f"changes in the Python program (checkpoint {checkpoint.save_path!r}):\n"
                 + _describe_objects(unmatched, node_names(self._view))
             )
         return self

@@ -855,6 +855,13 @@ class FrozenSaver:
                     saveables = [
                         make_saveable(obj, a, self._factory(obj, factories, a), k) for a, k in attributes.items()
                     ]
+                    for spec in (spec for saveable in saveables for spec in saveable.specs):
+                        stored = reader.info(spec.name).dtype
+                        if spec.dtype is not None and stored != spec.dtype:
+                            raise DTypeMismatchError(
+                                f"cannot restore {spec.name!r} of {prefix!r} into {type(obj).__name__}: the "
+                                f"checkpoint holds dtype {stored}, the saveable's spec has dtype {spec.dtype}"
+                            )
                     plans.append((obj, attributes, saveables))
                     continue
                 obj._check_restore_tensors({a: reader.info(k) for a, k in attributes.items()}, attributes)

@@ -49,7 +49,7 @@ def test_object_without_checkpoint_value() -> None:
     model.b = tp.Variable(0.0)
     model.extra = tp.Variable(0.0, name="extra")
     status = tp.Checkpoint(model=model).restore(path)
-    message = r"Found 1 Python object\(s\) not bound.*\n  \(root\)\.model\.extra: <trackpoint.Variable 'extra'"
+    message = r"Found 1 Python objects that were not bound.*\n  \(root\)\.model\.extra: <trackpoint.Variable 'extra'"
     with pytest.raises(tp.MatchError, match=message):
         status.assert_existing_objects_matched()
     with pytest.raises(tp.MatchError, match=message):
