@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 import warnings
 
 import numpy as np
@@ -64,6 +65,21 @@ class OverwriteAndDelete(BackendTestBase):
 
 class Listing(BackendTestBase):
     """``list_checkpoints`` is sorted, shallow and shows committed checkpoints only."""
+
+    def test_modified_is_the_commit_time_or_unknown(self, backend: StorageBackend, base_url: str) -> None:
+        # Optional (the default is None, "cannot tell"); when given it must be the commit time, since
+        # get_checkpoint_mtimes and Saver.recover_last_checkpoints rely on it, and None for nothing.
+        prefix = self.url(backend, base_url, "ckpt")
+        assert backend.modified(prefix) is None
+        before = time.time()
+        self.save(backend, prefix, {"x": np.zeros(1)})
+        stamp = backend.modified(prefix)
+        if stamp is None:
+            return
+        # Stores keep whole seconds, and an emulator's clock may be a little off this machine's.
+        assert before - 120 <= stamp <= time.time() + 120, f"modified({prefix!r}) = {stamp}, saved at {before}"
+        backend.delete(prefix)
+        assert backend.modified(prefix) is None
 
     def test_lists_committed_direct_children_sorted(self, backend: StorageBackend, base_url: str) -> None:
         self.require(backend, "listing_consistent")

@@ -76,3 +76,17 @@ def test_incomplete_state_file_is_a_value_error(tmp_path: Path) -> None:
     (tmp_path / "checkpoint").write_text("")
     with pytest.raises(ValueError, match="Invalid checkpoint state loaded from"):
         tp.get_checkpoint_state(tmp_path)
+
+
+def test_manager_recovers_from_an_incomplete_state_file(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    # A deliberate difference (docs/tensorflow.md): TensorFlow's manager raises ValueError here.
+    ckpt = tp.Checkpoint(v=tp.Variable(1.0))
+    with tp.CheckpointManager(ckpt, tmp_path, max_to_keep=3) as manager:
+        first = manager.save()
+    (tmp_path / "checkpoint").write_text("")
+    with caplog.at_level(logging.WARNING, logger="trackpoint"):
+        again = tp.CheckpointManager(ckpt, tmp_path, max_to_keep=3)
+    assert "has no model_checkpoint_path" in caplog.text
+    assert again.latest_checkpoint == first
+    assert again.save() == str(tmp_path / "ckpt-2")
+    again.close()
