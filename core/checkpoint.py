@@ -12,13 +12,14 @@ until :meth:`Checkpoint.close`.
 from __future__ import annotations
 
 import os
+import time
 import weakref
 from types import TracebackType
 from typing import Any
 
 import numpy as np
 
-from trackpoint import _resolve
+from trackpoint import _resolve, observe
 from trackpoint.autotrackable import AutoTrackable
 from trackpoint.data_structures import NoDependency, is_numpy_value
 from trackpoint.distributed._driver import coordinator_of, on_root, together
@@ -34,7 +35,7 @@ from trackpoint.restore import (
     restore_by_name,
     restore_root,
 )
-from trackpoint.storage import OBJECT_GRAPH_KEY, CheckpointOptions, CheckpointReader, WriteItem
+from trackpoint.storage import OBJECT_GRAPH_KEY, CheckpointOptions, CheckpointReader, StorageBackend, WriteItem
 from trackpoint.trackable import Trackable, TrackableReference, next_uid
 from trackpoint.variables import Variable
 
@@ -212,22 +213,32 @@ class Checkpoint(AutoTrackable):
         also accepted in the place of ``options``) is ignored, as eager
         TensorFlow ignores it.
 
+        Events (:mod:`trackpoint.observe`) report the save to observers, the
+        log and a progress bar; after the commit the write callbacks of
+        ``options`` run (``experimental_write_callbacks``).
+
         Returns
         -------
         str
             ``file_prefix``.
         """
+        started = time.perf_counter()
         options = _options_or_session(options, session)
         prefix = os.fspath(file_prefix)
         items = write_items(self._view())
         backend = _resolve.writer(self._self_backends.store(prefix, options))
+        events = observe.save_events(
+            prefix, operation="checkpoint", backend=backend.name, items=items, options=options, started=started
+        )
         coordinator = coordinator_of(options)
         if coordinator is not None and options is not None:
             from trackpoint.distributed._save import save as save_together
 
-            save_together(coordinator, backend, prefix, items, options, overwrite=True)
+            # Every rank reports the save it takes part in (sizes: the whole checkpoint's).
+            events.run(lambda: save_together(coordinator, backend, prefix, items, options, overwrite=True))
         else:
-            backend.save(prefix, items, options, overwrite=True)
+            events.run(lambda: backend.save(prefix, items, options, overwrite=True))
+        observe.run_write_callbacks(options, prefix)
         return prefix
 
     def save(
@@ -238,6 +249,9 @@ class Checkpoint(AutoTrackable):
         ``session`` (``tf.compat.v1.train.Checkpoint.save(file_prefix, session)``,
         also accepted in the place of ``options``) is ignored, as eager
         TensorFlow ignores it.
+
+        The write callbacks of ``options`` run after the commit and before the
+        state file is updated, as in TensorFlow.
 
         Returns
         -------
@@ -296,6 +310,7 @@ class Checkpoint(AutoTrackable):
 
     def _read(self, save_path: str | os.PathLike[str], options: CheckpointOptions | None) -> LoadStatus:
         """:meth:`read` in this process alone."""
+        started = time.perf_counter()
         try:
             path, reader = self._self_backends.open_checkpoint(os.fspath(save_path), options)
         except CheckpointNotFoundError as exc:
@@ -306,16 +321,37 @@ class Checkpoint(AutoTrackable):
                 "directory."
             ) from exc
         try:
-            proto = _read_object_graph(reader)
+            events = observe.restore_events(
+                path,
+                reader,
+                operation="checkpoint",
+                backend=lambda: _backend_name(self._self_backends.store(path, options), path),
+                options=options,
+                started=started,
+            )
         except BaseException:
             reader.close()
             raise
-        view = self._view()
-        if proto is None:
-            return restore_by_name(reader, view, path)
-        coordinator = RestoreCoordinator(proto, reader, view, path)
-        restore_root(coordinator)
-        return CheckpointLoadStatus(coordinator, view)
+        reader = events.wrap(reader)
+        try:
+            try:
+                proto = _read_object_graph(reader)
+            except BaseException:
+                reader.close()
+                raise
+            view = self._view()
+            status: LoadStatus
+            if proto is None:
+                status = restore_by_name(reader, view, path)
+            else:
+                coordinator = RestoreCoordinator(proto, reader, view, path)
+                restore_root(coordinator)
+                status = CheckpointLoadStatus(coordinator, view)
+        except BaseException as exc:
+            events.failed(exc)
+            raise
+        events.finished()
+        return status
 
     def restore(self, save_path: str | os.PathLike[str] | None, options: CheckpointOptions | None = None) -> LoadStatus:
         """Restore a checkpoint written by :meth:`save`; values for objects created later are applied then.
@@ -389,6 +425,12 @@ def _options_or_session(options: Any, session: Any) -> CheckpointOptions | None:
         f"options must be a trackpoint.CheckpointOptions (or, in TensorFlow 1's call shape, a session), got "
         f"{type(options).__name__}"
     )
+
+
+def _backend_name(store: StorageBackend, path: str) -> str:
+    """The name of the backend holding the checkpoint ``path`` among those of ``store``, for events."""
+    found = _resolve.holder(store, path)
+    return (found or _resolve.writer(store)).name
 
 
 def _assert_trackable(obj: Any, name: str) -> Trackable:

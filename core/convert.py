@@ -19,13 +19,14 @@ Either side may also be a flat tensor file, chosen by its suffix: safetensors
 from __future__ import annotations
 
 import os
+import time
 import uuid
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Final, Literal
 
 import numpy as np
 
-from trackpoint import _resolve
+from trackpoint import _resolve, observe
 from trackpoint.errors import CheckpointError, CheckpointExistsError
 from trackpoint.interchange import file_format
 from trackpoint.storage import (
@@ -100,6 +101,10 @@ def convert(
         ``layers.0.weight``), on import and export.
     progress
         Called as ``progress(done_bytes, total_bytes)`` while tensors are copied.
+        Independently, the copy fires the save events of
+        :mod:`trackpoint.observe` (``operation="convert"``), which drive a
+        progress bar on a terminal (``dst_options.progress``) and the log,
+        and the write callbacks of ``dst_options`` run once it is committed.
 
     Raises
     ------
@@ -131,11 +136,13 @@ def convert(
     >>> trackpoint.convert("/runs/ckpt-7", "zarr+s3://bucket/runs/ckpt-7")  # doctest: +SKIP
     >>> trackpoint.convert("/runs/ckpt-7", "/tmp/model.safetensors", exclude=["*OPTIMIZER_SLOT*"])  # doctest: +SKIP
     """
+    started = time.perf_counter()
     src_path, dst_path = os.fspath(src), os.fspath(dst)
     s_opts, d_opts = src_options or CheckpointOptions(), dst_options or CheckpointOptions()
     src_fmt, dst_fmt = file_format(src_path), file_format(dst_path)
     if src_fmt is not None or dst_fmt is not None or include or exclude:
         _convert_selected(
+            started,
             src_path,
             dst_path,
             src_fmt,
@@ -149,6 +156,7 @@ def convert(
             separator,
             progress,
         )
+        observe.run_write_callbacks(d_opts, dst_path)
         return
     source = _resolve.open_store(src_path, s_opts)
     target = _resolve.open_backend(dst_path, d_opts)
@@ -165,13 +173,15 @@ def convert(
                 "pass overwrite=True to replace it"
             )
         with source.open_reader(src_path) as reader:
-            _copy(reader, target, dst_path, d_opts, overwrite, progress)
+            _copy(reader, target, dst_path, d_opts, overwrite, progress, started)
     finally:
         source.close()
         target.close()
+    observe.run_write_callbacks(d_opts, dst_path)
 
 
 def _convert_selected(
+    started: float,
     src: str,
     dst: str,
     src_fmt: str | None,
@@ -187,7 +197,7 @@ def _convert_selected(
 ) -> None:
     """A copy with a flat file on either side, or with a selection of tensors."""
     # Imported here: `import trackpoint` stays free of the file formats' modules.
-    from trackpoint.interchange._convert import FlatReader, Selected, export, open_source
+    from trackpoint.interchange._convert import FlatReader, Selected, export, open_source, total_bytes
 
     if os.path.abspath(_strip(src)) == os.path.abspath(_strip(dst)):
         raise CheckpointExistsError(
@@ -214,13 +224,45 @@ def _convert_selected(
             raise
         with reader:
             if dst_fmt is not None:
-                export(reader, dst, dst_fmt, names=names, overwrite=overwrite, progress=progress)
+                events = observe.save_events(
+                    dst,
+                    operation="convert",
+                    backend=dst_fmt,
+                    total_bytes=total_bytes(reader),
+                    num_tensors=len(reader.keys()),
+                    options=d_opts,
+                    started=started,
+                )
+                events.run(
+                    lambda: export(
+                        reader,
+                        dst,
+                        dst_fmt,
+                        names=names,
+                        overwrite=overwrite,
+                        progress=_both(progress, events),
+                    )
+                )
             else:
                 assert target is not None
-                _copy(reader, target, dst, d_opts, overwrite, progress)
+                _copy(reader, target, dst, d_opts, overwrite, progress, started)
     finally:
         if target is not None:
             target.close()
+
+
+def _both(progress: Progress | None, events: observe.SaveEvents) -> Progress:
+    """A ``progress(done, total)`` callback feeding both the caller's callback and the save events."""
+    last = 0
+
+    def report(done: int, total: int) -> None:
+        nonlocal last
+        events.progress(done - last)
+        last = done
+        if progress is not None:
+            progress(done, total)
+
+    return report
 
 
 def _strip(path: str) -> str:
@@ -256,9 +298,32 @@ def _copy(
     opts: CheckpointOptions,
     overwrite: bool,
     progress: Progress | None = None,
+    started: float | None = None,
 ) -> None:
     plan = _plan(reader, opts.max_shard_bytes or DEFAULT_SHARD_BYTES)
     total = sum(info.nbytes for entries in plan for key, info in entries if key != OBJECT_GRAPH_KEY)
+    events = observe.save_events(
+        dst,
+        operation="convert",
+        backend=target.name,
+        total_bytes=total,
+        num_tensors=sum(len(entries) for entries in plan),
+        options=opts,
+        started=started,
+    )
+    events.run(lambda: _copy_shards(reader, target, dst, plan, total, overwrite, progress, events))
+
+
+def _copy_shards(
+    reader: CheckpointReader,
+    target: StorageBackend,
+    dst: str,
+    plan: list[list[tuple[str, TensorInfo]]],
+    total: int,
+    overwrite: bool,
+    progress: Progress | None,
+    events: observe.SaveEvents,
+) -> None:
     done = 0
     save_id = uuid.uuid4().hex
     results: list[ShardResult] = []
@@ -272,7 +337,9 @@ def _copy(
             ]
             arrays = reader.read_many(requests)
             items = [WriteItem(key, array) for (key, _), array in zip(entries, arrays, strict=True)]
-            results.append(target.write_shard(dst, ShardSpec(shard_id, len(plan), save_id), items))
+            results.append(
+                observe.write_shard(events, target.write_shard, dst, ShardSpec(shard_id, len(plan), save_id), items)
+            )
             if progress is not None:
                 done += sum(info.nbytes for _, info in entries)
                 progress(done, total)

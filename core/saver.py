@@ -28,7 +28,7 @@ from typing import Any, Final
 
 import numpy as np
 
-from trackpoint import _paths, _resolve, state
+from trackpoint import _paths, _resolve, observe, state
 from trackpoint.errors import (
     CheckpointError,
     CheckpointKeyError,
@@ -391,14 +391,18 @@ class Saver:
             )
         if not self._vars:
             return None
+        started = time.perf_counter()
         chosen = options or self._options or CheckpointOptions()
         opts = self._shard_options(chosen)
         # Held per the options that choose the backend; the shard tuning goes to this save only.
         backend = self._backends.store(prefix, chosen)
         # TF writes tensors in name order; keep that so single-shard data files match.
         items = [WriteItem(name, self._vars[name].value) for name in sorted(self._vars)]
+        events = observe.save_events(
+            prefix, operation="saver", backend=backend.name, items=items, options=opts, started=started
+        )
         try:
-            backend.save(prefix, items, opts, overwrite=True)
+            events.run(lambda: backend.save(prefix, items, opts, overwrite=True))
         except CheckpointNotFoundError as exc:
             # TensorFlow's wording. A location that exists but cannot be written
             # (a regular file as parent, a read-only directory) is a StorageError
@@ -406,6 +410,7 @@ class Saver:
             raise CheckpointNotFoundError(
                 f"Parent directory of {prefix!r} doesn't exist, can't save (backend {backend.name!r}: {exc})"
             ) from exc
+        observe.run_write_callbacks(opts, prefix)
         if write_state:
             self._record_last_checkpoint(prefix)
             directory = _paths.dirname(prefix)
@@ -477,19 +482,34 @@ class Saver:
         if save_path is None:
             raise SavePathIsNoneError("Can't load save_path when it is None.")
         prefix = _as_path(save_path, "save_path")
+        started = time.perf_counter()
         backend = self._backends.store(prefix, self._options)
         if not backend.exists(prefix):
             raise InvalidSavePathError(
                 f"The passed save_path is not a valid checkpoint: {prefix!r} (backend {backend.name!r}); "
                 "pass a prefix returned by save() or latest_checkpoint()"
             )
-        with backend.open_reader(prefix) as reader:
-            keys = self._resolve_keys(reader, prefix)
-            # Every variable is checked before any is written: a mismatch leaves all as they were.
-            infos = {name: reader.info(keys[name]) for name in self._vars}
-            for name, var in self._vars.items():
-                _check_fits(var, infos[name], keys[name], prefix, self._reshape)
-            self._read_into_variables(reader, keys, infos)
+        with backend.open_reader(prefix) as opened:
+            events = observe.restore_events(
+                prefix,
+                opened,
+                operation="saver",
+                backend=lambda: (_resolve.holder(backend, prefix) or _resolve.writer(backend)).name,
+                options=self._options,
+                started=started,
+            )
+            try:
+                reader = events.wrap(opened)
+                keys = self._resolve_keys(reader, prefix)
+                # Every variable is checked before any is written: a mismatch leaves all as they were.
+                infos = {name: reader.info(keys[name]) for name in self._vars}
+                for name, var in self._vars.items():
+                    _check_fits(var, infos[name], keys[name], prefix, self._reshape)
+                self._read_into_variables(reader, keys, infos)
+            except BaseException as exc:
+                events.failed(exc)
+                raise
+        events.finished()
 
     def _read_into_variables(
         self, reader: CheckpointReader, keys: dict[str, str], infos: dict[str, TensorInfo]

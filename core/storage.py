@@ -51,6 +51,7 @@ primitives; backends need not override it, and the built-in ones do not.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import uuid
 import warnings
@@ -86,6 +87,7 @@ __all__ = [
     "VersionedBytes",
     "WriteItem",
     "plan_shards",
+    "shard_progress",
     "version_condition",
 ]
 
@@ -225,9 +227,17 @@ class CheckpointOptions:
         TensorFlow's asynchronous save. Only the default (``False``) is
         implemented yet: ``True`` raises :class:`UnsupportedOptionError`.
     experimental_write_callbacks
-        TensorFlow's callbacks run after a write. Only the default (``None``
-        or empty) is implemented yet; callbacks raise
-        :class:`UnsupportedOptionError`.
+        TensorFlow's write callbacks: functions called, in order, after each
+        save or write has committed (``Checkpoint.save``/``write``,
+        ``CheckpointManager.save``, ``Saver.save``, :func:`trackpoint.convert`),
+        with the committed path if they take an argument and with none if
+        they take none (a callback that can take neither is a ``TypeError``
+        here). They run before ``Checkpoint.save`` updates the state file and
+        before ``CheckpointManager`` applies retention, as in TensorFlow; an
+        exception from one propagates to the caller of the save (the
+        checkpoint stays committed). For an asynchronous save they run in the
+        writer thread. Stored as a tuple; not part of equality, so options
+        that differ only in callbacks share one held backend.
     experimental_skip_slot_variables
         TensorFlow's switch to skip optimizer slot variables. Only the default
         (``False``) is implemented; ``True`` raises :class:`UnsupportedOptionError`.
@@ -240,6 +250,13 @@ class CheckpointOptions:
         same call with the same path, each writes its share, one commits, and
         all get the same outcome (see ``docs/distributed.md``). ``None`` (the
         default) for a process on its own.
+    progress
+        Progress bar on stderr for this save or restore: ``None`` (default)
+        draws one on a terminal for sizes of at least
+        :data:`trackpoint.observe.PROGRESS_MIN_BYTES`, ``True`` for any size
+        (still only on a terminal), ``False`` never. ``TRACKPOINT_PROGRESS=0``
+        turns bars off everywhere. Needs the ``progress`` extra (tqdm). Not
+        part of equality.
     """
 
     backend: str | None = None
@@ -249,11 +266,12 @@ class CheckpointOptions:
     num_writers: int | None = None
     experimental_io_device: str | None = None
     experimental_enable_async_checkpoint: bool = False
-    experimental_write_callbacks: Sequence[Callable[..., Any]] | None = None
+    experimental_write_callbacks: Sequence[Callable[..., Any]] | None = field(default=None, compare=False)
     enable_async: bool = False
     experimental_skip_slot_variables: bool = False
     experimental_sharding_callback: Any = None
     coordinator: Coordinator | None = None
+    progress: bool | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
         unsupported = [
@@ -261,7 +279,6 @@ class CheckpointOptions:
             for name, value in (
                 ("experimental_enable_async_checkpoint", self.experimental_enable_async_checkpoint),
                 ("enable_async", self.enable_async),
-                ("experimental_write_callbacks", self.experimental_write_callbacks),
                 ("experimental_skip_slot_variables", self.experimental_skip_slot_variables),
                 ("experimental_sharding_callback", self.experimental_sharding_callback),
             )
@@ -275,6 +292,16 @@ class CheckpointOptions:
                 "field but does not implement a non-default value of it yet; leave it at its default (for shard "
                 "sizes use max_shard_bytes)"
             )
+        if self.experimental_write_callbacks is not None:
+            callbacks = tuple(self.experimental_write_callbacks)
+            from trackpoint.observe import callback_arity
+
+            for callback in callbacks:
+                callback_arity(callback)  # raises TypeError for one that cannot be called
+            # A tuple: the caller's list may change later, these options may not.
+            object.__setattr__(self, "experimental_write_callbacks", callbacks)
+        if self.progress is not None and not isinstance(self.progress, bool):
+            raise TypeError(f"CheckpointOptions.progress must be True, False or None, got {self.progress!r}")
         if self.backend is not None and not isinstance(self.backend, str):
             raise TypeError(f"CheckpointOptions.backend must be a str or None, got {type(self.backend).__name__}")
         if self.max_shard_bytes is not None and self.max_shard_bytes <= 0:
@@ -485,6 +512,33 @@ class CheckpointReader(ABC):
 
     def __iter__(self) -> Iterator[str]:
         return iter(self.keys())
+
+
+# Set by trackpoint.observe while an observed save runs in this context: its
+# events (SaveEvents), and the byte reporter of the shard being written.
+_SAVE_EVENTS: ContextVar[Any] = ContextVar("trackpoint_save_events", default=None)
+_SHARD_PROGRESS: ContextVar[Callable[[int], None] | None] = ContextVar("trackpoint_shard_progress", default=None)
+
+
+def shard_progress() -> Callable[[int], None] | None:
+    """The byte reporter of the shard being written, or ``None`` when nobody watches this save.
+
+    For backends: call it in :meth:`StorageBackend.write_shard` with the
+    bytes of each tensor once they are written, so observers and progress
+    bars (:mod:`trackpoint.observe`) move per tensor rather than per shard.
+    Fetch it once per shard; when it is ``None``, the common case, skip the
+    calls::
+
+        report = shard_progress()
+        for item in items:
+            ...  # write the tensor
+            if report is not None:
+                report(item.array.nbytes)
+
+    Optional: the bytes a backend does not report are reported for it when
+    ``write_shard`` returns, never twice.
+    """
+    return _SHARD_PROGRESS.get()
 
 
 def _default_writers() -> int:
@@ -830,16 +884,23 @@ class StorageBackend(ABC):
         groups = plan_shards(items, max_shard_bytes=opts.max_shard_bytes, num_writers=writers)
         save_id = uuid.uuid4().hex
         specs = [ShardSpec(i, len(groups), save_id) for i in range(len(groups))]
+        write: Callable[[str, ShardSpec, Sequence[WriteItem]], ShardResult] = self.write_shard
+        events = _SAVE_EVENTS.get()
+        if events is not None:
+            # Observed (trackpoint.observe): each shard reports its bytes as it goes.
+            from trackpoint.observe import write_shard
+
+            write = functools.partial(write_shard, events, self.write_shard)
         # Outside the try: a refused begin wrote nothing this save could abort.
         self.begin(prefix, save_id, overwrite=overwrite)
         try:
             if len(groups) == 1:
-                results = [self.write_shard(prefix, specs[0], groups[0])]
+                results = [write(prefix, specs[0], groups[0])]
             else:
                 with ThreadPoolExecutor(
                     max_workers=min(writers, len(groups)), thread_name_prefix="trackpoint-write"
                 ) as ex:
-                    futures = [ex.submit(self.write_shard, prefix, s, g) for s, g in zip(specs, groups, strict=True)]
+                    futures = [ex.submit(write, prefix, s, g) for s, g in zip(specs, groups, strict=True)]
                     results = [f.result() for f in futures]
             self.commit(prefix, results, overwrite=overwrite)
         except BaseException as exc:

@@ -24,6 +24,14 @@ __all__ = [
     "trackpoint_configure_backend",
     "trackpoint_detect_backends",
     "trackpoint_register_backends",
+    "trackpoint_restore_failed",
+    "trackpoint_restore_finished",
+    "trackpoint_restore_progress",
+    "trackpoint_restore_started",
+    "trackpoint_save_committed",
+    "trackpoint_save_failed",
+    "trackpoint_save_progress",
+    "trackpoint_save_started",
     "trackpoint_select_backend",
 ]
 
@@ -213,4 +221,350 @@ def trackpoint_configure_backend(name: str, url: str, options: CheckpointOptions
     on-premises S3 store for ``s3://`` URLs of its buckets, so that training
     code carries no secrets. Return ``None`` for URLs and backends you do not
     know.
+    """
+
+
+# ---------------------------------------------------------------------------
+# Events
+# ---------------------------------------------------------------------------
+#
+# Fired by trackpoint for every save and restore of its API; observers
+# implement them to export metrics, draw progress or log. Each implementation
+# is called on its own: one that raises is logged at WARNING on the
+# "trackpoint" logger and never fails the save or restore, nor keeps the
+# other observers from being called. Hook wrappers are refused on these hooks.
+
+
+@hookspec
+def trackpoint_save_started(
+    path: str, operation: str, backend: str, total_bytes: int, num_tensors: int, is_async: bool
+) -> None:
+    """Observe the start of a save.
+
+    Called once per save, in the thread that called it (``Checkpoint.save``,
+    ``Checkpoint.write``, ``CheckpointManager.save``, ``Saver.save`` or
+    :func:`trackpoint.convert`), before any byte is written. Exactly one of
+    :func:`trackpoint_save_committed` and :func:`trackpoint_save_failed`
+    follows for the same save.
+
+    Parameters
+    ----------
+    path
+        The checkpoint prefix being written (``/run/ckpt-3``, ``s3://b/run/ckpt-3``).
+    operation
+        What writes: ``"checkpoint"`` (``Checkpoint.save``/``write`` and
+        ``CheckpointManager.save``), ``"saver"`` (the name-based ``Saver``) or
+        ``"convert"`` (:func:`trackpoint.convert`, whose ``path`` may be a
+        ``.safetensors`` or ``.npz`` file).
+    backend
+        The name of the backend that writes (``"bundle"``, ``"zarr"``, ...;
+        ``"safetensors"`` or ``"npz"`` for a file written by ``convert``).
+    total_bytes
+        The bytes the save will write: the tensors' sizes (string tensors
+        estimated), the serialized object graph included.
+    num_tensors
+        How many tensors the save writes, the object graph included.
+    is_async
+        Whether the save is asynchronous: the call returns before the write
+        and the commit, which then run in a writer thread.
+
+    Returns
+    -------
+    None
+        The return value is ignored.
+
+    .. versionadded:: 0.2
+
+    Use in backends
+    ---------------
+    Backends do not implement event hooks; observers do (a plugin registered
+    like any other, or at run time with :func:`trackpoint.plugins.register`).
+    """
+
+
+@hookspec
+def trackpoint_save_progress(path: str, operation: str, written_bytes: int, total_bytes: int, seconds: float) -> None:
+    """Observe the bytes a save has written so far.
+
+    Called while the save writes, at most every 0.1 seconds and once when the
+    last shard is written, from the thread that wrote the bytes (a writer
+    thread of the backend's pool, or the writer thread of an asynchronous
+    save). Calls for one save are never concurrent and ``written_bytes`` never
+    decreases.
+
+    Parameters
+    ----------
+    path
+        The checkpoint prefix being written.
+    operation
+        As for :func:`trackpoint_save_started`.
+    written_bytes
+        Bytes written so far. Counted per tensor where the backend reports
+        them (:func:`trackpoint.storage.shard_progress`), otherwise per shard.
+        May end above ``total_bytes`` when string tensors were estimated low.
+    total_bytes
+        As announced by :func:`trackpoint_save_started`.
+    seconds
+        Seconds since the save started.
+
+    Returns
+    -------
+    None
+        The return value is ignored.
+
+    .. versionadded:: 0.2
+
+    Use in backends
+    ---------------
+    Backends do not implement it. A backend makes it finer-grained by calling
+    the reporter :func:`trackpoint.storage.shard_progress` returns after each
+    tensor it writes in ``write_shard``.
+    """
+
+
+@hookspec
+def trackpoint_save_committed(
+    path: str,
+    operation: str,
+    backend: str,
+    nbytes: int,
+    num_tensors: int,
+    seconds: float,
+    blocking_seconds: float,
+    is_async: bool,
+) -> None:
+    """Observe a save that committed: the checkpoint is visible and complete.
+
+    Called once per successful save, right after the backend's commit and
+    before the write callbacks (``CheckpointOptions.experimental_write_callbacks``),
+    the state-file update of ``Checkpoint.save`` and the retention of
+    ``CheckpointManager.save``. For an asynchronous save it runs in the writer
+    thread.
+
+    Parameters
+    ----------
+    path
+        The committed checkpoint prefix (what ``save`` returned).
+    operation
+        As for :func:`trackpoint_save_started`.
+    backend
+        The name of the backend that wrote it.
+    nbytes
+        Bytes written (as ``total_bytes`` of the start event).
+    num_tensors
+        Tensors written, the object graph included.
+    seconds
+        Seconds from the call of the save to the commit (the write duration
+        TensorFlow records as a checkpoint metric).
+    blocking_seconds
+        Seconds the caller was blocked: equal to ``seconds`` for a synchronous
+        save, the time until the call returned for an asynchronous one.
+    is_async
+        Whether the save was asynchronous.
+
+    Returns
+    -------
+    None
+        The return value is ignored.
+
+    .. versionadded:: 0.2
+
+    Use in backends
+    ---------------
+    Backends do not implement it. A monitoring plugin records ``seconds``,
+    ``blocking_seconds`` and ``nbytes`` here, the figures TensorFlow records
+    for its checkpoints.
+    """
+
+
+@hookspec
+def trackpoint_save_failed(
+    path: str,
+    operation: str,
+    backend: str,
+    error: BaseException,
+    seconds: float,
+    blocking_seconds: float,
+    is_async: bool,
+) -> None:
+    """Observe a save that failed: nothing of it is visible, the previous checkpoint is intact.
+
+    Called once per failed save, after the backend aborted it, before the
+    error reaches the caller (for an asynchronous save: the next ``save``,
+    ``sync()`` or ``restore``).
+
+    Parameters
+    ----------
+    path
+        The checkpoint prefix that was being written.
+    operation
+        As for :func:`trackpoint_save_started`.
+    backend
+        The name of the backend that was writing.
+    error
+        The exception the save raises (a :class:`~trackpoint.errors.CheckpointError`
+        as a rule; ``KeyboardInterrupt`` and the like too).
+    seconds
+        Seconds from the call of the save to the failure.
+    blocking_seconds
+        Seconds the caller was blocked (``seconds`` for a synchronous save).
+    is_async
+        Whether the save was asynchronous.
+
+    Returns
+    -------
+    None
+        The return value is ignored.
+
+    .. versionadded:: 0.2
+
+    Use in backends
+    ---------------
+    Backends do not implement it; they raise, and trackpoint reports the
+    failure here.
+    """
+
+
+@hookspec
+def trackpoint_restore_started(path: str, operation: str, backend: str, total_bytes: int, num_tensors: int) -> None:
+    """Observe the start of a restore.
+
+    Called once the checkpoint is found and opened, in the thread that called
+    ``Checkpoint.restore``/``read`` (and ``CheckpointManager.restore_or_initialize``)
+    or ``Saver.restore``; a restore that finds no checkpoint raises
+    :class:`~trackpoint.errors.CheckpointNotFoundError` without events.
+    Exactly one of :func:`trackpoint_restore_finished` and
+    :func:`trackpoint_restore_failed` follows.
+
+    Parameters
+    ----------
+    path
+        The checkpoint prefix read (a directory given to ``restore`` is
+        resolved to its latest checkpoint first).
+    operation
+        ``"checkpoint"`` (object-based restores) or ``"saver"`` (the name-based ``Saver``).
+    backend
+        The name of the backend that reads.
+    total_bytes
+        Bytes of the checkpoint's numeric tensors: an upper bound on what the
+        restore reads (a partial restore reads less; string tensors are not counted).
+    num_tensors
+        Tensors stored in the checkpoint.
+
+    Returns
+    -------
+    None
+        The return value is ignored.
+
+    .. versionadded:: 0.2
+
+    Use in backends
+    ---------------
+    Backends do not implement event hooks; observers do.
+    """
+
+
+@hookspec
+def trackpoint_restore_progress(path: str, operation: str, read_bytes: int, total_bytes: int, seconds: float) -> None:
+    """Observe the bytes a restore has read so far.
+
+    Called while tensors are read, at most every 0.1 seconds (reads are
+    counted in batches of up to 64 MiB), in the restoring thread.
+
+    Parameters
+    ----------
+    path
+        The checkpoint prefix being read.
+    operation
+        As for :func:`trackpoint_restore_started`.
+    read_bytes
+        Bytes of numeric tensors read so far.
+    total_bytes
+        As announced by :func:`trackpoint_restore_started`.
+    seconds
+        Seconds since the restore started.
+
+    Returns
+    -------
+    None
+        The return value is ignored.
+
+    .. versionadded:: 0.2
+
+    Use in backends
+    ---------------
+    Backends do not implement it; trackpoint counts what their readers return.
+    """
+
+
+@hookspec
+def trackpoint_restore_finished(
+    path: str, operation: str, backend: str, nbytes: int, num_tensors: int, seconds: float
+) -> None:
+    """Observe a restore that completed: every value available now was assigned.
+
+    Called once per successful restore, when ``restore``/``read`` returns.
+    Values for objects created later (deferred restores) are read then, after
+    this event, and are not counted.
+
+    Parameters
+    ----------
+    path
+        The checkpoint prefix read.
+    operation
+        As for :func:`trackpoint_restore_started`.
+    backend
+        The name of the backend that read it.
+    nbytes
+        Bytes of numeric tensors read during the call.
+    num_tensors
+        Tensors read during the call, the object graph included.
+    seconds
+        Seconds from opening the checkpoint to the end of the call.
+
+    Returns
+    -------
+    None
+        The return value is ignored.
+
+    .. versionadded:: 0.2
+
+    Use in backends
+    ---------------
+    Backends do not implement event hooks; observers do.
+    """
+
+
+@hookspec
+def trackpoint_restore_failed(path: str, operation: str, backend: str, error: BaseException, seconds: float) -> None:
+    """Observe a restore that failed after its checkpoint was opened.
+
+    Called once, before the error reaches the caller. A restore that fails
+    before any value is assigned (a dtype or shape mismatch, damaged data)
+    leaves every object as it was.
+
+    Parameters
+    ----------
+    path
+        The checkpoint prefix that was being read.
+    operation
+        As for :func:`trackpoint_restore_started`.
+    backend
+        The name of the backend that was reading.
+    error
+        The exception the restore raises.
+    seconds
+        Seconds from opening the checkpoint to the failure.
+
+    Returns
+    -------
+    None
+        The return value is ignored.
+
+    .. versionadded:: 0.2
+
+    Use in backends
+    ---------------
+    Backends do not implement it; they raise, and trackpoint reports the
+    failure here.
     """

@@ -55,8 +55,9 @@ from typing import Any, Final
 
 import pluggy
 
-from trackpoint import _paths
+from trackpoint import _paths, observe
 from trackpoint.errors import BackendUnavailableError, CheckpointError, PluginError, UnknownBackendError
+from trackpoint.observe import EVENT_HOOKS
 from trackpoint.plugins import hookspecs
 from trackpoint.plugins._spec import BackendInfo, BackendSpec, url_form
 from trackpoint.storage import CheckpointOptions, StorageBackend
@@ -235,6 +236,7 @@ class PluginHost:
             if name not in blocked:
                 self._add_plugin(loaded, plugin, _Provider(name))
         self._loaded = loaded
+        _publish_observers(loaded.pm)
         return loaded
 
     def _mark_broken(self, loaded: _Loaded, provider: _Provider, reason: str) -> None:
@@ -272,14 +274,27 @@ class PluginHost:
             and inspect.isroutine(getattr(plugin, n, None))
             and loaded.pm.parse_hookimpl_opts(plugin, n) is None
         )
-        if unknown or unmarked:
+        # Event hooks are called one implementation at a time (trackpoint.observe), so
+        # that a failing observer cannot fail a save; a wrapper would never run.
+        wrappers = sorted(
+            c.name
+            for c in loaded.pm.get_hookcallers(plugin) or ()
+            if c.name in EVENT_HOOKS
+            for impl in c.get_hookimpls()
+            if impl.plugin is plugin and (impl.hookwrapper or impl.wrapper)
+        )
+        if unknown or unmarked or wrappers:
             loaded.pm.unregister(name=name)
             known = sorted(n for n in dir(hookspecs) if n.startswith("trackpoint_"))
-            problem = (
-                f"implements unknown hook(s) {', '.join(unknown)}; known hooks: {', '.join(known)}"
-                if unknown
-                else f"{', '.join(unmarked)} lacks the @trackpoint.plugins.hookimpl decorator"
-            )
+            if unknown:
+                problem = f"implements unknown hook(s) {', '.join(unknown)}; known hooks: {', '.join(known)}"
+            elif unmarked:
+                problem = f"{', '.join(unmarked)} lacks the @trackpoint.plugins.hookimpl decorator"
+            else:
+                problem = (
+                    f"implements the event hook(s) {', '.join(wrappers)} as a wrapper; event hooks are called "
+                    "one implementation at a time: drop wrapper=True/hookwrapper=True"
+                )
             self._mark_broken(loaded, provider, problem)
             return
         loaded.order.append(name)
@@ -355,6 +370,10 @@ class PluginHost:
 
     def _invalidate(self) -> None:
         self._table = None
+        if self._loaded is not None:
+            # Every change of the plugins goes through here: tell the event
+            # dispatcher whether anybody observes now.
+            _publish_observers(self._loaded.pm)
 
     @staticmethod
     def _drop(loaded: _Loaded, name: str) -> None:
@@ -726,6 +745,16 @@ def _configure(pm: pluggy.PluginManager, name: str, url: str, options: Checkpoin
     return dataclasses.replace(options, storage_options=merged)
 
 
+def _publish_observers(pm: pluggy.PluginManager) -> None:
+    """Hand the hook relay to :mod:`trackpoint.observe` if some plugin implements an event hook, else ``None``.
+
+    Saves and restores check that one reference before doing any work for
+    events, so a process without observers pays nothing for them.
+    """
+    observed = any(getattr(pm.hook, name).get_hookimpls() for name in EVENT_HOOKS)
+    observe._set_relay(pm.hook if observed else None)
+
+
 # ------------------------------------------------------------------ process-wide host
 _host_lock = threading.Lock()
 _host: PluginHost | None = None
@@ -863,3 +892,4 @@ def reset() -> None:
     global _host
     with _host_lock:
         _host = None
+        observe._set_relay(None)

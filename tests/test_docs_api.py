@@ -15,6 +15,7 @@ CODE_SPANS = " ".join(re.findall(r"`([^`]+)`", API))
 MODULES = [
     "trackpoint",
     "trackpoint.storage",
+    "trackpoint.observe",
     "trackpoint.errors",
     "trackpoint.distributed",
     "trackpoint.interchange",

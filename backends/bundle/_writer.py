@@ -22,7 +22,7 @@ from trackpoint.backends.bundle._sstable import build_table
 from trackpoint.backends.bundle._varint import decode_varint, encode_varint
 from trackpoint.backends.stores import FileLayer
 from trackpoint.errors import ConcurrentModificationError, InvalidCheckpointError, TrackableError
-from trackpoint.storage import ShardResult, ShardSpec, WriteItem
+from trackpoint.storage import ShardResult, ShardSpec, WriteItem, shard_progress
 
 #: Tensors below this size are gathered into one buffer so a shard of many
 #: small tensors costs few write calls.
@@ -85,6 +85,8 @@ def write_data(files: FileLayer, path: str, items: Sequence[WriteItem], *, creat
     propagate unchanged; the caller knows what a conflict means.
     """
     rows: list[Row] = []
+    # Observers of the save (trackpoint.observe) see its bytes per tensor; None when nobody watches.
+    report = shard_progress()
     sink = files.open_sink(path, create_only=create_only)
     try:
         batch = bytearray()
@@ -116,6 +118,8 @@ def write_data(files: FileLayer, path: str, items: Sequence[WriteItem], *, creat
                         sink.write(chunk)
                 rows.append(Row(key, dt, arr.shape, offset, size, mask(crc)))
                 offset += size
+            if report is not None:
+                report(it.nbytes)
             if len(batch) >= _BATCH:
                 sink.write(batch)
                 batch = bytearray()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
@@ -438,19 +439,20 @@ def _diff(args: argparse.Namespace, out: TextIO) -> int:
 def _convert(args: argparse.Namespace, out: TextIO) -> int:
     src_opts = _options(args.backend, args.storage_options)
     dst_opts = _options(args.dst_backend or args.backend, args.dst_storage_options or args.storage_options)
-    with _render.progress(f"convert {args.src}", enabled=not args.json) as bar:
-        trackpoint.convert(
-            args.src,
-            args.dst,
-            src_options=src_opts,
-            dst_options=dst_opts,
-            overwrite=args.overwrite,
-            names="keys" if args.keep_keys else "paths",
-            include=args.include,
-            exclude=args.exclude,
-            separator=args.separator,
-            progress=bar,
-        )
+    # The conversion's own events draw the bar (trackpoint.observe): on a terminal only, whatever the
+    # size (a command the user waits for), never with --json.
+    dst_opts = dataclasses.replace(dst_opts, progress=not args.json)
+    trackpoint.convert(
+        args.src,
+        args.dst,
+        src_options=src_opts,
+        dst_options=dst_opts,
+        overwrite=args.overwrite,
+        names="keys" if args.keep_keys else "paths",
+        include=args.include,
+        exclude=args.exclude,
+        separator=args.separator,
+    )
     if args.json:
         _dump({"src": args.src, "dst": args.dst}, out)
     else:

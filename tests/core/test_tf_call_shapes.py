@@ -71,7 +71,6 @@ def test_checkpoint_options_accept_tensorflows_fields() -> None:
     for field, value in [
         ("enable_async", True),
         ("experimental_enable_async_checkpoint", True),
-        ("experimental_write_callbacks", [print]),
         ("experimental_skip_slot_variables", True),
         ("experimental_sharding_callback", object()),
     ]:

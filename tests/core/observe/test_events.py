@@ -1,0 +1,190 @@
+"""Event hooks: fired once per save and restore, in order, with the documented fields; failures never spread."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+import trackpoint as tp
+from trackpoint import observe, plugins
+from trackpoint.errors import PluginError
+from trackpoint.plugins import hookimpl
+
+
+def _model(n: int = 3, size: int = 1000) -> tp.AutoTrackable:
+    root = tp.AutoTrackable()
+    for i in range(n):
+        setattr(root, f"v{i}", tp.Variable(np.full(size, float(i), dtype=np.float32)))
+    return root
+
+
+def test_a_save_fires_started_progress_and_one_commit(tmp_path: Path, recorder: Any) -> None:
+    ckpt = tp.Checkpoint(model=_model())
+    path = ckpt.save(str(tmp_path / "ckpt"))
+    names = recorder.names()
+    assert names[0] == "save_started" and names[-1] == "save_committed"
+    assert set(names[1:-1]) == {"save_progress"} and names.count("save_committed") == 1
+    started, committed = recorder.of("save_started")[0], recorder.of("save_committed")[0]
+    assert started == {
+        "path": path,
+        "operation": "checkpoint",
+        "backend": "bundle",
+        "total_bytes": committed["nbytes"],
+        # 3 variables, save_counter and the object graph
+        "num_tensors": 5,
+        "is_async": False,
+    }
+    assert committed["nbytes"] > 3 * 4000  # the variables' bytes plus the graph
+    assert committed["seconds"] > 0 and committed["blocking_seconds"] == committed["seconds"]
+    progress = [p["written_bytes"] for p in recorder.of("save_progress")]
+    assert progress == sorted(progress) and progress[-1] >= committed["nbytes"]
+
+
+def test_bundle_reports_per_tensor(tmp_path: Path, recorder: Any, every_progress: None) -> None:
+    ckpt = tp.Checkpoint(model=_model(n=6))
+    ckpt.write(str(tmp_path / "one-shard"), options=tp.CheckpointOptions(num_writers=1))
+    # One shard: without per-tensor reports there would be a single progress event.
+    assert len(recorder.of("save_progress")) == 7  # 6 variables and the object graph
+
+
+def test_a_failed_save_fires_failed_not_committed(tmp_path: Path, recorder: Any) -> None:
+    (tmp_path / "file").write_text("a file, not a directory")
+    ckpt = tp.Checkpoint(v=tp.Variable([1.0]))
+    with pytest.raises(tp.CheckpointError) as info:
+        ckpt.write(str(tmp_path / "file" / "ckpt"))
+    assert recorder.names()[0] == "save_started" and recorder.names()[-1] == "save_failed"
+    assert "save_committed" not in recorder.names()
+    failed = recorder.of("save_failed")[0]
+    assert failed["error"] is info.value and failed["path"] == str(tmp_path / "file" / "ckpt")
+    assert failed["blocking_seconds"] == failed["seconds"] >= 0
+
+
+def test_a_restore_fires_started_and_finished_with_bytes_read(tmp_path: Path, recorder: Any) -> None:
+    path = tp.Checkpoint(model=_model()).save(str(tmp_path / "ckpt"))
+    recorder.clear()
+    restored = _model()
+    for v in (restored.v0, restored.v1, restored.v2):
+        v.assign(np.zeros(1000, np.float32))
+    tp.Checkpoint(model=restored).restore(str(tmp_path)).assert_consumed()  # a directory: its latest
+    assert restored.v2.numpy()[0] == 2.0
+    names = recorder.names()
+    assert names[0] == "restore_started" and names[-1] == "restore_finished"
+    started, finished = recorder.of("restore_started")[0], recorder.of("restore_finished")[0]
+    assert started["path"] == finished["path"] == path
+    assert started["backend"] == "bundle" and started["operation"] == "checkpoint"
+    assert started["num_tensors"] == 5 and started["total_bytes"] == 3 * 4000 + 8
+    # Read during the call: the graph and 3 variables. save_counter is created after the read and restored
+    # then (a deferred restore), after the event.
+    assert finished["nbytes"] == 3 * 4000 and finished["num_tensors"] == 4
+
+
+def test_a_failed_restore_fires_failed(tmp_path: Path, recorder: Any) -> None:
+    path = tp.Checkpoint(v=tp.Variable(np.zeros(3, np.float32))).save(str(tmp_path / "ckpt"))
+    recorder.clear()
+    with pytest.raises(tp.ShapeMismatchError) as info:
+        tp.Checkpoint(v=tp.Variable(np.zeros(4, np.float32))).restore(path)
+    assert recorder.names()[0] == "restore_started" and recorder.names()[-1] == "restore_failed"
+    assert recorder.of("restore_failed")[0]["error"] is info.value
+
+
+def test_no_events_for_a_checkpoint_that_is_not_there(tmp_path: Path, recorder: Any) -> None:
+    with pytest.raises(tp.CheckpointNotFoundError):
+        tp.Checkpoint(v=tp.Variable(1.0)).restore(str(tmp_path / "missing-1"))
+    assert recorder.events == []
+
+
+def test_manager_saver_and_convert_are_observed(tmp_path: Path, recorder: Any) -> None:
+    ckpt = tp.Checkpoint(model=_model())
+    manager = tp.CheckpointManager(ckpt, str(tmp_path / "run"), max_to_keep=2)
+    saved = manager.save()
+    manager.restore_or_initialize()
+    assert [(f["operation"], f["path"]) for f in recorder.of("save_committed")] == [("checkpoint", saved)]
+    assert [f["path"] for f in recorder.of("restore_finished")] == [saved]
+
+    recorder.clear()
+    saver = tp.Saver([tp.Variable(np.ones(10), name="w")])
+    prefix = saver.save(str(tmp_path / "tf1" / "model"), global_step=3)
+    saver.restore(prefix)
+    assert [(f["operation"], f["path"]) for f in recorder.of("save_committed")] == [("saver", prefix)]
+    assert [(f["operation"], f["nbytes"]) for f in recorder.of("restore_finished")] == [("saver", 80)]
+
+    recorder.clear()
+    assert saved is not None
+    tp.convert(saved, str(tmp_path / "copy-1"), dst_options=tp.CheckpointOptions(backend="zarr"))
+    tp.convert(saved, str(tmp_path / "export.npz"))
+    committed = recorder.of("save_committed")
+    assert [(f["operation"], f["backend"], Path(f["path"]).name) for f in committed] == [
+        ("convert", "zarr", "copy-1"),
+        ("convert", "npz", "export.npz"),
+    ]
+    assert all(f["nbytes"] == 3 * 4000 + 8 for f in committed)
+
+
+def test_a_failing_observer_is_logged_and_changes_nothing(
+    tmp_path: Path, recorder: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    class Broken:
+        @hookimpl
+        def trackpoint_save_committed(self, path: str) -> None:
+            raise RuntimeError("monitoring is down")
+
+    plugins.register(Broken(), "broken")
+    with caplog.at_level(logging.WARNING, logger="trackpoint"):
+        path = tp.Checkpoint(v=tp.Variable([1.0])).save(str(tmp_path / "ckpt"))
+    assert tp.checkpoint_exists(path)
+    # The other observer still saw the commit.
+    assert [f["path"] for f in recorder.of("save_committed")] == [path]
+    warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1
+    assert "'broken'" in warnings[0].getMessage() and "monitoring is down" in warnings[0].getMessage()
+    assert "trackpoint_save_committed" in warnings[0].getMessage() and path in warnings[0].getMessage()
+
+
+def test_an_observer_taking_fewer_parameters(tmp_path: Path) -> None:
+    seen: list[Any] = []
+
+    class Minimal:
+        @hookimpl
+        def trackpoint_save_committed(self, nbytes: int) -> None:
+            seen.append(nbytes)
+
+    plugins.register(Minimal(), "minimal")
+    tp.Checkpoint(v=tp.Variable(np.zeros(5, np.float64))).write(str(tmp_path / "ckpt"))
+    assert len(seen) == 1 and seen[0] >= 40
+
+
+def test_wrappers_are_refused_on_event_hooks() -> None:
+    class Wrapper:
+        @hookimpl(wrapper=True)
+        def trackpoint_save_committed(self, path: str) -> Any:
+            return (yield)
+
+    with pytest.raises(PluginError, match=r"trackpoint_save_committed as a wrapper; event hooks are called one"):
+        plugins.register(Wrapper(), "wrapper")
+
+
+def test_nobody_listening_costs_nothing(recorder_class: Any) -> None:
+    # No observer, the logger below INFO, stderr no terminal: the shared do-nothing object, sizes never computed.
+    logging.getLogger("trackpoint").setLevel(logging.WARNING)
+    plugins.get_plugin_manager()
+    assert observe._relay is None
+
+    class Items:
+        def __iter__(self) -> Any:
+            raise AssertionError("sizes computed although nobody listens")
+
+        def __len__(self) -> int:
+            raise AssertionError("counted although nobody listens")
+
+    events = observe.save_events("p", operation="checkpoint", backend="bundle", items=Items())  # type: ignore[arg-type]
+    assert events is observe._NO_EVENTS
+    rec = recorder_class()
+    plugins.register(rec, "late")
+    assert observe._relay is not None
+    plugins.unregister("late")
+    assert observe._relay is None
+    logging.getLogger("trackpoint").setLevel(logging.NOTSET)
