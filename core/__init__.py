@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from trackpoint import optimizers
+from trackpoint import optimizers, preemption
 from trackpoint.autotrackable import AutoTrackable
 from trackpoint.checkpoint import Checkpoint
 from trackpoint.checkpoint_management import (
@@ -102,6 +102,7 @@ __all__ = [
     "object_graph_key_mapping",
     "object_metadata",
     "optimizers",
+    "preemption",
     "read_checkpoint_state",
     "remove_checkpoint",
     "string",

@@ -16,6 +16,7 @@ MODULES = [
     "trackpoint",
     "trackpoint.storage",
     "trackpoint.observe",
+    "trackpoint.preemption",
     "trackpoint.errors",
     "trackpoint.distributed",
     "trackpoint.interchange",

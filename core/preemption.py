@@ -1,0 +1,266 @@
+"""Save once when the process is told to stop (SIGTERM), then exit.
+
+Schedulers (Kubernetes, Slurm, spot and preemptible VMs) announce the end of
+a job with SIGTERM and kill it for good a grace period later. A job that
+saves a checkpoint in between resumes where it stopped instead of at its last
+periodic save. :func:`save_on_sigterm` installs a handler that does exactly
+that, once:
+
+* **at the signal** (the default): the handler saves as soon as the signal
+  arrives, between two Python bytecodes of the main thread, then exits;
+* **at a step boundary** (``at_step=True``, and always with a coordinator):
+  the handler only records the signal; the training loop calls
+  :meth:`PreemptionHandler.check` once per step, which saves and exits at the
+  first step boundary after the signal. The checkpoint then never holds a
+  half-applied update;
+* **with a coordinator** (:class:`trackpoint.distributed.Coordinator`,
+  several processes saving one checkpoint): every rank learns at the same
+  ``check`` that some rank was signalled, and all of them save at that same
+  step, through the coordinated save of the target.
+
+After saving, the handler exits the process with :class:`SystemExit`
+(status ``128 + signal number``, 143 for SIGTERM, the status a shell reports
+for a process killed by it), so ``finally`` blocks, context managers and
+``atexit`` functions run (among them those that wait for asynchronous saves).
+A previous Python-level handler of the signal is called after the save.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from collections.abc import Callable, Sequence
+from types import FrameType, TracebackType
+from typing import TYPE_CHECKING, Any
+
+from trackpoint.errors import CheckpointError, TrackableError
+
+if TYPE_CHECKING:
+    from trackpoint.distributed import Coordinator
+
+__all__ = ["PreemptionHandler", "save_on_sigterm"]
+
+_log = logging.getLogger("trackpoint")
+
+_Handler = Callable[[int, FrameType | None], Any] | int | signal.Handlers | None
+
+
+class PreemptionHandler:
+    """Saves once when one of ``signals`` arrives; made by :func:`save_on_sigterm`.
+
+    Installed when created; :meth:`uninstall` (or leaving a ``with`` block)
+    restores the previous handlers. See :func:`save_on_sigterm` for the
+    parameters.
+    """
+
+    def __init__(
+        self,
+        save: Callable[[], object],
+        *,
+        signals: Sequence[int],
+        at_step: bool,
+        coordinator: Coordinator | None,
+        exit_after: bool,
+    ) -> None:
+        self._save = save
+        self._signals = tuple(signals)
+        self._at_step = at_step or coordinator is not None
+        self._coordinator = coordinator
+        self._exit = exit_after
+        self._lock = threading.Lock()
+        self._signalled: int | None = None
+        self._saved = False
+        self._saved_path: object = None
+        self._previous: dict[int, _Handler] = {}
+        self._install()
+
+    # ------------------------------------------------------------------ state
+    @property
+    def signalled(self) -> bool:
+        """Whether a signal arrived in this process (on this rank)."""
+        return self._signalled is not None
+
+    @property
+    def saved(self) -> bool:
+        """Whether the preemption checkpoint was written."""
+        return self._saved
+
+    @property
+    def saved_path(self) -> object:
+        """What the save returned (the checkpoint path), once :attr:`saved`."""
+        return self._saved_path
+
+    # ------------------------------------------------------------------ installing
+    def _install(self) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            raise TrackableError(
+                "save_on_sigterm must be called from the main thread: Python delivers signals to the main thread only"
+            )
+        for signum in self._signals:
+            self._previous[signum] = signal.signal(signum, self._on_signal)
+
+    def uninstall(self) -> None:
+        """Restore the handlers that were installed before; the handler does nothing afterwards."""
+        previous, self._previous = self._previous, {}
+        for signum, handler in previous.items():
+            signal.signal(signum, handler if handler is not None else signal.SIG_DFL)
+
+    def __enter__(self) -> PreemptionHandler:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.uninstall()
+
+    # ------------------------------------------------------------------ the signal
+    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
+        first = self._signalled is None
+        if first:
+            self._signalled = signum
+        name = signal.Signals(signum).name
+        if not first or self._saved:
+            _log.warning("%s received again while saving the preemption checkpoint; still saving", name)
+            return
+        if self._at_step:
+            _log.info("%s received: saving at the next step boundary (PreemptionHandler.check)", name)
+            return
+        _log.info("%s received: saving a checkpoint before exiting", name)
+        self._save_and_leave(signum, frame)
+
+    def check(self) -> None:
+        """Call once per training step, where the state is consistent: saves and exits if preempted.
+
+        Without a coordinator this costs one attribute check. With one, it
+        is a collective: every rank calls it at every step, and they
+        exchange one byte each (``Coordinator.all_gather``), so all ranks
+        save at the first step after any of them was signalled. Its cost is
+        one round trip through the coordinator's store per step; call it
+        every few steps if that matters.
+        """
+        preempted = self._signalled is not None
+        if self._coordinator is not None:
+            flags = self._coordinator.all_gather(b"1" if preempted else b"0")
+            preempted = b"1" in flags
+        if preempted and not self._saved:
+            signum = self._signalled if self._signalled is not None else signal.SIGTERM
+            self._save_and_leave(signum, None)
+
+    def _save_and_leave(self, signum: int, frame: FrameType | None) -> None:
+        with self._lock:
+            if self._saved:
+                return
+            try:
+                self._saved_path = self._save()
+            except CheckpointError as exc:
+                # The process is going away anyway: say why there is no checkpoint, then go.
+                _log.error("could not save the preemption checkpoint: %s: %s", type(exc).__name__, exc)
+                raise
+            self._saved = True
+        _log.info("saved the preemption checkpoint %s", self._saved_path)
+        previous = self._previous.get(signum)
+        if callable(previous):
+            previous(signum, frame)
+        if self._exit:
+            raise SystemExit(128 + signum)
+
+
+def save_on_sigterm(
+    target: Any,
+    file_prefix: str | None = None,
+    *,
+    signals: Sequence[int] = (signal.SIGTERM,),
+    at_step: bool = False,
+    coordinator: Coordinator | None = None,
+    exit_after: bool = True,
+    options: Any = None,
+) -> PreemptionHandler:
+    """Save a checkpoint once when the process receives SIGTERM, then exit.
+
+    Parameters
+    ----------
+    target
+        What to save: a :class:`~trackpoint.CheckpointManager` (``manager.save()``,
+        retention applies as for any save), a :class:`~trackpoint.Checkpoint`
+        with ``file_prefix`` (``checkpoint.save(file_prefix)``), or any
+        function of no arguments that saves.
+    file_prefix
+        The prefix for a :class:`~trackpoint.Checkpoint` target.
+    signals
+        The signals that trigger the save (``(signal.SIGTERM, signal.SIGINT)``
+        to save on Ctrl-C too).
+    at_step
+        Save at the next :meth:`PreemptionHandler.check` instead of in the
+        signal handler, so the checkpoint never holds a half-done step.
+        Implied by ``coordinator``.
+    coordinator
+        For several processes saving one checkpoint: the
+        :class:`trackpoint.distributed.Coordinator` of the job (usually the
+        one in the save's options). Every rank calls ``check()`` at every
+        step; all ranks save together at the first step after any rank was
+        signalled, so a scheduler that signals the ranks at slightly
+        different times still gets one consistent checkpoint.
+    exit_after
+        Exit after saving (``SystemExit(128 + signum)``); ``False`` returns
+        to the program, which then decides (check :attr:`PreemptionHandler.saved`).
+    options
+        ``CheckpointOptions`` for the save.
+
+    Returns
+    -------
+    PreemptionHandler
+        Installed; a context manager that uninstalls it at the end of the block.
+
+    Raises
+    ------
+    TrackableError
+        ``target`` is none of the above, a ``Checkpoint`` comes without
+        ``file_prefix``, or the call is not made from the main thread.
+
+    Examples
+    --------
+    >>> manager = trackpoint.CheckpointManager(ckpt, "/runs/a", max_to_keep=3)  # doctest: +SKIP
+    >>> with trackpoint.preemption.save_on_sigterm(manager, at_step=True) as preemption:  # doctest: +SKIP
+    ...     for step in range(steps):
+    ...         train_step()
+    ...         preemption.check()
+    """
+    if coordinator is not None and options is None and not _is_manager(target):
+        # The preemption save of a Checkpoint is then collective like the decision to make it.
+        from trackpoint.storage import CheckpointOptions
+
+        options = CheckpointOptions(coordinator=coordinator)
+    save = _save_function(target, file_prefix, options)
+    return PreemptionHandler(save, signals=signals, at_step=at_step, coordinator=coordinator, exit_after=exit_after)
+
+
+def _is_manager(target: Any) -> bool:
+    from trackpoint.manager import CheckpointManager
+
+    return isinstance(target, CheckpointManager)
+
+
+def _save_function(target: Any, file_prefix: str | None, options: Any) -> Callable[[], object]:
+    from trackpoint.checkpoint import Checkpoint
+    from trackpoint.manager import CheckpointManager
+
+    if isinstance(target, CheckpointManager):
+        manager = target
+        # check_interval=False: a preemption save is due whatever the interval says.
+        return lambda: manager.save(check_interval=False, options=options)
+    if isinstance(target, Checkpoint):
+        if file_prefix is None:
+            raise TrackableError(
+                "save_on_sigterm(checkpoint) needs file_prefix, where checkpoint.save writes (e.g. '/runs/a/ckpt'); "
+                "or pass a CheckpointManager"
+            )
+        checkpoint, prefix = target, file_prefix
+        return lambda: checkpoint.save(prefix, options=options)
+    if callable(target):
+        function: Callable[[], object] = target
+        return function
+    raise TrackableError(
+        f"save_on_sigterm needs a CheckpointManager, a Checkpoint with file_prefix, or a function that saves; "
+        f"got {type(target).__name__}"
+    )
