@@ -113,20 +113,34 @@ def save_and_restore(
     }
 
 
-def write_then_fail(ctx: Context, prefix: str, failing: int, sizes: list[int], seed: int) -> str:
-    """Rank ``failing`` fails while writing its shard (a value that cannot be saved); everyone must raise."""
+def write_then_fail(
+    ctx: Context,
+    prefix: str,
+    failing: int,
+    sizes: list[int],
+    seed: int,
+    storage_options: dict[str, Any] | None = None,
+    backend: str | None = None,
+) -> str:
+    """Rank ``failing`` fails while writing its shard (an injected storage error); everyone must raise."""
+    from trackpoint.backends.bundle import BundleBackend
+    from trackpoint.backends.zarr import ZarrBackend
+
     model = _model(seed, sizes)
+    originals = {cls: cls.write_shard for cls in (BundleBackend, ZarrBackend)}
+
+    def broken(self: Any, prefix: str, spec: Any, items: Any) -> Any:
+        raise tp.StorageError(f"disk full while writing shard {spec.shard_id} (injected on rank {ctx.rank})")
+
     if ctx.rank == failing:
-        import trackpoint.backends.bundle as bundle
-
-        original = bundle.BundleBackend.write_shard
-
-        def broken(self: Any, prefix: str, spec: Any, items: Any) -> Any:
-            bundle.BundleBackend.write_shard = original  # type: ignore[method-assign]
-            raise tp.StorageError(f"disk full while writing shard {spec.shard_id} (injected on rank {ctx.rank})")
-
-        bundle.BundleBackend.write_shard = broken  # type: ignore[method-assign]
-    return tp.Checkpoint(model=model).write(prefix, options=_options(ctx))
+        for cls in originals:
+            cls.write_shard = broken  # type: ignore[method-assign]
+    try:
+        options = _options(ctx, storage_options=storage_options or {}, backend=backend)
+        return tp.Checkpoint(model=model).write(prefix, options=options)
+    finally:
+        for cls, method in originals.items():
+            cls.write_shard = method  # type: ignore[method-assign]
 
 
 def write(
@@ -136,23 +150,38 @@ def write(
     seed: int,
     storage_options: dict[str, Any] | None = None,
     timeout: float = 30.0,
+    backend: str | None = None,
 ) -> str:
     model = _model(seed, sizes)
-    return tp.Checkpoint(model=model).write(
-        prefix, options=_options(ctx, timeout, storage_options=storage_options or {})
-    )
+    options = _options(ctx, timeout, storage_options=storage_options or {}, backend=backend)
+    return tp.Checkpoint(model=model).write(prefix, options=options)
 
 
-def read(ctx: Context, prefix: str, sizes: list[int], seed: int, storage_options: dict[str, Any] | None = None) -> bool:
+def read(
+    ctx: Context,
+    prefix: str,
+    sizes: list[int],
+    seed: int,
+    storage_options: dict[str, Any] | None = None,
+    backend: str | None = None,
+) -> bool:
     """Restore ``prefix`` into a fresh model and check it holds the values of ``_model(seed)``."""
     fresh = _model(seed + 1000, sizes)
-    tp.Checkpoint(model=fresh).read(
-        prefix, options=_options(ctx, storage_options=storage_options or {})
-    ).assert_consumed()
+    options = _options(ctx, storage_options=storage_options or {}, backend=backend)
+    tp.Checkpoint(model=fresh).restore(prefix, options=options).assert_consumed()
     return _values(fresh, len(sizes)) == _values(_model(seed, sizes), len(sizes))
 
 
-def write_and_die(ctx: Context, prefix: str, dying: int, sizes: list[int], seed: int, timeout: float) -> str:
+def write_and_die(
+    ctx: Context,
+    prefix: str,
+    dying: int,
+    sizes: list[int],
+    seed: int,
+    timeout: float,
+    storage_options: dict[str, Any] | None = None,
+    backend: str | None = None,
+) -> str:
     """Rank ``dying`` is SIGKILLed in the middle of writing its shard; the others must raise within ``timeout``."""
     model = _model(seed, sizes)
     if ctx.rank == dying:
@@ -168,7 +197,8 @@ def write_and_die(ctx: Context, prefix: str, dying: int, sizes: list[int], seed:
         import trackpoint.backends.bundle._commit as commit
 
         commit.write_data = dying_write  # type: ignore[assignment]
-    return tp.Checkpoint(model=model).write(prefix, options=_options(ctx, timeout))
+    options = _options(ctx, timeout, storage_options=storage_options or {}, backend=backend)
+    return tp.Checkpoint(model=model).write(prefix, options=options)
 
 
 def different_paths(ctx: Context, directory: str) -> str:

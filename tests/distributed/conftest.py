@@ -12,6 +12,8 @@ from collections.abc import Iterator
 import pytest
 from ranks import HAS_JAX, HAS_TORCH, Ranks
 
+from azurite import azurite, azurite_container  # noqa: F401 - fixtures for the Azure plugin's case
+
 
 @pytest.fixture(scope="session")
 def torch2() -> Iterator[Ranks]:
