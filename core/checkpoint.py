@@ -14,12 +14,13 @@ from __future__ import annotations
 import os
 import time
 import weakref
+from collections.abc import Callable
 from types import TracebackType
 from typing import Any
 
 import numpy as np
 
-from trackpoint import _resolve, observe
+from trackpoint import _async, _resolve, observe
 from trackpoint.autotrackable import AutoTrackable
 from trackpoint.data_structures import NoDependency, is_numpy_value
 from trackpoint.distributed._driver import coordinator_of, on_root, together
@@ -44,12 +45,21 @@ __all__ = ["Checkpoint", "write_items"]
 
 def write_items(view: ObjectGraphView) -> list[WriteItem]:
     """The tensors one save writes, in TensorFlow's order, object graph last."""
+    return _snapshot(view)[0]
+
+
+def _snapshot(view: ObjectGraphView) -> tuple[list[WriteItem], tuple[Trackable, ...]]:
+    """:func:`write_items` and the graph's objects (an async save pins their variables' buffers).
+
+    Nothing else keeps a reference to the arrays when this returns: an async
+    save tells the arrays only its items hold from shared ones by that.
+    """
     serialized = serialize_object_graph(view)
     items = [WriteItem(key, array) for key, array in serialized.tensors]
     graph = np.empty((), dtype=object)
     graph[()] = serialized.data
     items.append(WriteItem(OBJECT_GRAPH_KEY, graph))
-    return items
+    return items, serialized.nodes
 
 
 def _read_object_graph(reader: CheckpointReader) -> pb.TrackableObjectGraph | None:
@@ -145,6 +155,8 @@ class Checkpoint(AutoTrackable):
         self._self_attached = attached
         # One backend per location, opened on first use and held until close().
         self._self_backends = _resolve.Backends()
+        # Async saves of this checkpoint: at most one in flight, failures kept until raised.
+        self._self_async = _async.AsyncSaver()
         self._self_view: ObjectGraphView | None = None
         # With a weak root, each walk gets its own view (a view holds its root); the
         # statuses holding one must see a save_counter created afterwards.
@@ -217,6 +229,9 @@ class Checkpoint(AutoTrackable):
         log and a progress bar; after the commit the write callbacks of
         ``options`` run (``experimental_write_callbacks``).
 
+        With ``CheckpointOptions(enable_async=True)`` it returns once the
+        values are snapshotted and writes in the background (see :meth:`sync`).
+
         Returns
         -------
         str
@@ -225,11 +240,35 @@ class Checkpoint(AutoTrackable):
         started = time.perf_counter()
         options = _options_or_session(options, session)
         prefix = os.fspath(file_prefix)
-        items = write_items(self._view())
+        self._self_async.begin(options)
+        if _async.enabled(options):
+            self._write_async(prefix, options, then=None, started=started)
+        else:
+            self._write_items(prefix, write_items(self._view()), options, started=started)
+        return prefix
+
+    # ------------------------------------------------------------ async saves
+    def _write_items(
+        self,
+        prefix: str,
+        items: list[WriteItem],
+        options: CheckpointOptions | None,
+        *,
+        started: float,
+        events: observe.SaveEvents | None = None,
+    ) -> None:
+        """The save driver: write and commit ``items`` at ``prefix``, then run the write callbacks.
+
+        A synchronous save calls it in the caller's thread, an async save in
+        its writer thread, with the snapshot's items and the events it
+        started when it was called.
+        """
+        options = _async.storage_options_of(options)
         backend = _resolve.writer(self._self_backends.store(prefix, options))
-        events = observe.save_events(
-            prefix, operation="checkpoint", backend=backend.name, items=items, options=options, started=started
-        )
+        if events is None:
+            events = observe.save_events(
+                prefix, operation="checkpoint", backend=backend.name, items=items, options=options, started=started
+            )
         coordinator = coordinator_of(options)
         if coordinator is not None and options is not None:
             from trackpoint.distributed._save import save as save_together
@@ -239,7 +278,58 @@ class Checkpoint(AutoTrackable):
         else:
             events.run(lambda: backend.save(prefix, items, options, overwrite=True))
         observe.run_write_callbacks(options, prefix)
-        return prefix
+
+    def _write_async(
+        self, prefix: str, options: CheckpointOptions, then: Callable[[], None] | None, *, started: float
+    ) -> None:
+        """Snapshot the values and write them at ``prefix`` in the background, then run ``then``.
+
+        The caller has called ``self._self_async.begin(options)``. Used by
+        :meth:`write`, :meth:`save` and ``CheckpointManager.save`` (whose
+        ``then`` records the checkpoint and applies retention after the commit).
+        With a coordinator, each rank's writer thread runs the collective save.
+        """
+        items, nodes = _snapshot(self._view())
+        backend = _resolve.writer(self._self_backends.store(prefix, _async.storage_options_of(options)))
+        events = observe.save_events(
+            prefix,
+            operation="checkpoint",
+            backend=backend.name,
+            items=items,
+            options=options,
+            is_async=True,
+            started=started,
+        )
+        del backend
+
+        def ready() -> None:
+            events.blocking_seconds = time.perf_counter() - started
+
+        self._self_async.start(
+            items,
+            nodes,
+            f"the async save of {prefix!r}",
+            options,
+            lambda snapshot: self._write_items(prefix, snapshot, options, started=started, events=events),
+            then,
+            ready=ready,
+        )
+
+    def sync(self) -> None:
+        """Wait until the async save in flight (if any) is written and committed.
+
+        TensorFlow's ``Checkpoint.sync``. Returns at once when no save is in
+        flight, and after a synchronous save.
+
+        Raises
+        ------
+        CheckpointError
+            (or whatever the background save raised) The async save failed:
+            nothing of it was committed or recorded. Each failure is raised
+            once, by this, the next save or the next restore, whichever comes
+            first.
+        """
+        self._self_async.sync()
 
     def save(
         self, file_prefix: str | os.PathLike[str], options: CheckpointOptions | Any = None, session: Any = None
@@ -260,10 +350,23 @@ class Checkpoint(AutoTrackable):
         """
         options = _options_or_session(options, session)
         prefix = os.fspath(file_prefix)
+        started = time.perf_counter()
+        self._self_async.begin(options)
         number = int(self.save_counter.assign_add(1).numpy())
-        path = self.write(f"{prefix}-{number}", options)
+        path = f"{prefix}-{number}"
+        if _async.enabled(options):
+            # The state file names the checkpoint only once it is committed.
+            self._write_async(path, options, then=lambda: self._record_saved(path, options), started=started)
+            return path
+        self.write(path, options)
+        self._record_saved(path, options)
+        return path
+
+    def _record_saved(self, path: str, options: CheckpointOptions | None) -> None:
+        """Point the state file of ``path``'s directory at ``path`` (after its commit)."""
         from trackpoint.state import update_checkpoint_state
 
+        options = _async.storage_options_of(options)
         backend = _resolve.writer(self._self_backends.store(path, options))
 
         def record() -> bytes:
@@ -275,7 +378,6 @@ class Checkpoint(AutoTrackable):
             record()
         else:  # one rank writes the state file, every rank learns how that went
             on_root(coordinator, record, f"updating the checkpoint state file beside {path!r}")
-        return path
 
     # --------------------------------------------------------------- restore
     def read(self, save_path: str | os.PathLike[str], options: CheckpointOptions | None = None) -> LoadStatus:
@@ -302,7 +404,12 @@ class Checkpoint(AutoTrackable):
         CoordinationError
             With a coordinator in ``options``: the restore failed on another
             rank (every rank raises when one does).
+
+        An async save of this checkpoint still in flight is waited for first,
+        and its failure raised.
         """
+        self._self_async.sync("read()")
+        options = _async.storage_options_of(options)
         coordinator = coordinator_of(options)
         if coordinator is not None:
             return together(coordinator, lambda: self._read(save_path, options), f"restoring {os.fspath(save_path)!r}")
@@ -368,7 +475,11 @@ class Checkpoint(AutoTrackable):
             holding checkpoints; the message reminds about the ``-N`` suffix.
         AssignmentError
             A value does not fit its object; no object was changed.
+
+        An async save of this checkpoint still in flight is waited for first,
+        and its failure raised.
         """
+        self._self_async.sync("restore()")
         if save_path is None:
             status: LoadStatus = InitializationOnlyStatus(self._view(), next_uid())
         else:
@@ -391,8 +502,14 @@ class Checkpoint(AutoTrackable):
         restoring after ``close`` opens backends again. Without ``close`` they
         are closed when the checkpoint is garbage collected; ``with
         Checkpoint(...) as ckpt:`` closes at the end of the block.
+
+        An async save in flight is waited for first (its backend is among
+        them), and its failure raised after the backends are closed.
         """
-        self._self_backends.close()
+        try:
+            self._self_async.sync("close()")
+        finally:
+            self._self_backends.close()
 
     def __enter__(self) -> Checkpoint:
         return self
@@ -401,7 +518,14 @@ class Checkpoint(AutoTrackable):
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         # Not self.close(): a dependency named "close" would shadow the method.
-        self._self_backends.close()
+        try:
+            if exc is None:
+                self._self_async.sync("the end of the with block")
+            else:
+                # The block's exception wins; a failure of the save stays pending (sync(), exit).
+                self._self_async.wait()
+        finally:
+            self._self_backends.close()
 
 
 def _options_or_session(options: Any, session: Any) -> CheckpointOptions | None:

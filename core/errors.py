@@ -26,6 +26,7 @@ botocore, gcsfs, zarr) into these classes, chained with ``raise ... from exc``.
     │   └── DTypeMismatchError         (+ TypeError)
     ├── UnsupportedDTypeError          (+ TypeError)
     ├── UnsupportedOptionError         (+ NotImplementedError) an option trackpoint does not implement (yet)
+    ├── SaveInProgressError            (+ RuntimeError) an async save is still being written
     ├── MatchError                     (+ AssertionError) a load-status assertion failed
     ├── CoordinationError              (+ RuntimeError) processes saving or restoring together disagree or fail
     │   └── CoordinationTimeoutError   (+ TimeoutError) another process did not answer in time
@@ -78,6 +79,7 @@ __all__ = [
     "NameConflictError",
     "NotTrackableError",
     "PluginError",
+    "SaveInProgressError",
     "SavePathIsNoneError",
     "ShapeMismatchError",
     "StorageError",
@@ -248,6 +250,10 @@ class UnsupportedDTypeError(CheckpointError, TypeError):
 
 class UnsupportedOptionError(CheckpointError, NotImplementedError):
     """An option TensorFlow accepts was set to a value trackpoint does not implement (yet)."""
+
+
+class SaveInProgressError(CheckpointError, RuntimeError):
+    """An asynchronous save is still being written where it must not be (a refused save, a call from its writer)."""
 
 
 class MatchError(CheckpointError, AssertionError):

@@ -25,6 +25,7 @@ import json
 import logging
 import os
 import re
+import threading
 import time
 import weakref
 from collections import OrderedDict
@@ -34,7 +35,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from trackpoint import _paths, _resolve, state
+from trackpoint import _async, _paths, _resolve, state
 from trackpoint.distributed._driver import coordinator_of, on_root
 from trackpoint.errors import CheckpointError, StorageError, TrackableError
 from trackpoint.storage import CheckpointOptions, StorageBackend
@@ -185,10 +186,12 @@ class CheckpointManager:
         self._init_fn = init_fn
         self._options = options
         self._clock = clock
+        # An async save records itself and applies retention in its writer thread.
+        self._lock = threading.RLock()
         self._own = re.compile(re.escape(checkpoint_name) + r"-(\d+)$")
         # Reads, listings and deletes see every format stored in the directory;
         # writes, the state file and the per-save cleanup go to the writer.
-        self._backend: StorageBackend = _resolve.open_store(directory, options)
+        self._backend: StorageBackend = _resolve.open_store(directory, _async.storage_options_of(options))
         # Held for the manager's lifetime: closed by close(), or when the manager is collected.
         self._closer = weakref.finalize(self, self._backend.close)
         self._writer = _resolve.writer(self._backend)
@@ -313,13 +316,18 @@ class CheckpointManager:
 
     @property
     def latest_checkpoint(self) -> str | None:
-        """Prefix of the newest checkpoint of this manager, or ``None``."""
-        return self._latest_checkpoint
+        """Prefix of the newest checkpoint of this manager, or ``None``.
+
+        An async save counts once it is committed (after :meth:`sync`).
+        """
+        with self._lock:
+            return self._latest_checkpoint
 
     @property
     def checkpoints(self) -> list[str]:
         """Prefixes of the kept checkpoints, oldest first (preserved ones are not listed)."""
-        return list(self._maybe_delete)
+        with self._lock:
+            return list(self._maybe_delete)
 
     # ------------------------------------------------------------------ save
     def save(
@@ -347,7 +355,22 @@ class CheckpointManager:
         -------
         str or None
             The checkpoint prefix, or ``None`` when the save was skipped.
+
+        With ``CheckpointOptions(enable_async=True)`` (here or in the
+        manager's options) it returns once the values are snapshotted; the
+        write, the state file and retention follow in the background, and
+        :attr:`latest_checkpoint` names the checkpoint once it is committed
+        (:meth:`sync` waits). A failure is raised by the next ``save``,
+        :meth:`sync` or restore.
         """
+        started = time.perf_counter()
+        opts = options or self._options
+        asynchronous = _async.enabled(opts)
+        saver: _async.AsyncSaver | None = getattr(self._checkpoint, "_self_async", None)
+        if saver is not None:
+            saver.begin(opts)
+        elif asynchronous:
+            _async.refuse(opts, f"CheckpointManager.save of a {type(self._checkpoint).__name__}")
         if self._checkpoint_interval is not None:
             step = _as_int(self._step_counter)
             if self._last_checkpoint_step is not None:
@@ -360,19 +383,29 @@ class CheckpointManager:
         counter.assign_add(1)
         number = _as_int(counter if checkpoint_number is None else checkpoint_number)
         prefix = f"{self._prefix}-{number}"
-        saved = self._checkpoint.write(prefix, options=options or self._options)
-        if self._coordinator is None:
-            self._record_and_sweep(saved)
-            self._cleanup()
-        else:
-            # The state file and retention are one rank's work; every rank adopts the result.
-            self._adopt(on_root(self._coordinator, lambda: self._after_save(saved), f"recording {saved!r}"))
+        if asynchronous:
+            self._checkpoint._write_async(  # type: ignore[attr-defined]
+                prefix, opts, then=lambda: self._after_commit(prefix), started=started
+            )
+            return prefix
+        saved = self._checkpoint.write(prefix, options=opts)
+        self._after_commit(saved)
         return saved
 
     def _after_save(self, saved: str) -> bytes:
         self._record_and_sweep(saved)
         self._cleanup()
         return self._bookkeeping()
+
+    def _after_commit(self, saved: str) -> None:
+        """Record the committed checkpoint ``saved``, apply retention, clean up (an async save's writer runs it)."""
+        with self._lock:
+            if self._coordinator is not None:
+                # The state file and retention are one rank's work; every rank adopts the result.
+                self._adopt(on_root(self._coordinator, lambda: self._after_save(saved), f"recording {saved!r}"))
+                return
+            self._record_and_sweep(saved)
+        self._cleanup()
 
     def _cleanup(self) -> None:
         """Remove leftovers of crashed saves that are old enough (the backend's default age guard).
@@ -471,6 +504,8 @@ class CheckpointManager:
         str or None
             The restored prefix, or ``None`` if ``init_fn`` ran (or nothing happened).
         """
+        # An async save in flight becomes the latest checkpoint once committed (or raises here).
+        self.sync()
         if self._latest_checkpoint is not None:
             self._checkpoint.restore(self._latest_checkpoint, options=self._options)
             if self._checkpoint_interval is not None:
@@ -481,12 +516,22 @@ class CheckpointManager:
         return None
 
     def sync(self) -> None:
-        """Wait for pending saves to finish.
+        """Wait until the async save in flight is committed, recorded and retention applied.
 
-        Saves are synchronous today, so this returns at once. It is the place
-        where asynchronous saves will be joined: call it before reading a
-        checkpoint this manager just wrote from another process.
+        Returns at once when no save is in flight (and after synchronous
+        saves). Call it before reading a checkpoint this manager just wrote
+        from another process.
+
+        Raises
+        ------
+        CheckpointError
+            (or whatever the background save raised) The async save failed;
+            it is neither committed nor in the state file. Each failure is
+            raised once, by this, the next save or the next restore.
         """
+        saver: _async.AsyncSaver | None = getattr(self._checkpoint, "_self_async", None)
+        if saver is not None:
+            saver.sync()
 
     # -------------------------------------------------------------- lifetime
     def close(self) -> None:
@@ -497,9 +542,14 @@ class CheckpointManager:
         The checkpoint it saves holds its own (see ``Checkpoint.close``).
         Without ``close`` the backend is closed when the manager is garbage
         collected; ``with CheckpointManager(...) as manager:`` closes at the
-        end of the block. The manager is not used after ``close``.
+        end of the block. The manager is not used after ``close``. An async
+        save in flight is waited for first (it records itself through this
+        backend), and its failure raised.
         """
-        self._closer()
+        try:
+            self.sync()
+        finally:
+            self._closer()
 
     def __enter__(self) -> CheckpointManager:
         return self
@@ -507,6 +557,13 @@ class CheckpointManager:
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
+        if exc is not None:
+            # The block's exception wins; a failure of the save stays pending (sync(), exit).
+            saver: _async.AsyncSaver | None = getattr(self._checkpoint, "_self_async", None)
+            if saver is not None:
+                saver.wait()
+            self._closer()
+            return
         self.close()
 
     def __repr__(self) -> str:

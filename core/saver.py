@@ -28,7 +28,7 @@ from typing import Any, Final
 
 import numpy as np
 
-from trackpoint import _paths, _resolve, observe, state
+from trackpoint import _async, _paths, _resolve, observe, state
 from trackpoint.errors import (
     CheckpointError,
     CheckpointKeyError,
@@ -393,6 +393,8 @@ class Saver:
             return None
         started = time.perf_counter()
         chosen = options or self._options or CheckpointOptions()
+        # TensorFlow 1's Saver has no async save; saying so beats a silently synchronous one.
+        _async.refuse(chosen, "Saver.save")
         opts = self._shard_options(chosen)
         # Held per the options that choose the backend; the shard tuning goes to this save only.
         backend = self._backends.store(prefix, chosen)

@@ -224,8 +224,27 @@ class CheckpointOptions:
         TensorFlow's device for checkpoint I/O. Accepted so that TensorFlow
         code ports unchanged; it has no effect on numpy (there is no device).
     experimental_enable_async_checkpoint, enable_async
-        TensorFlow's asynchronous save. Only the default (``False``) is
-        implemented yet: ``True`` raises :class:`UnsupportedOptionError`.
+        TensorFlow's asynchronous save (either spelling): ``Checkpoint.save``,
+        ``Checkpoint.write`` and ``CheckpointManager.save`` return once a
+        consistent snapshot of every value is taken, and the write, commit,
+        state-file update and retention go on in a background thread;
+        ``sync()`` waits for them. Values of Variables are
+        not copied: a variable assigned before its value was written gets a
+        new buffer (copy-on-write). A failure is raised by the next ``save``,
+        ``sync()`` or restore of the same object. See :doc:`/async`.
+    async_memory_bytes
+        Budget, in bytes, of the extra memory one async save may hold: the
+        copies of values that are not variables, made when ``save`` is
+        called, and the new buffers of variables assigned while it writes.
+        An assignment that would exceed it waits for the save to finish
+        writing instead; a save whose copies alone would exceed it is
+        written synchronously. ``None`` means 2 GiB
+        (``trackpoint._async.DEFAULT_ASYNC_MEMORY_BYTES``); ``0`` never copies.
+    async_when_busy
+        What a save does while this object's previous async save is still
+        being written: ``"wait"`` (the default) for it to finish, ``"raise"``
+        :class:`SaveInProgressError`. At most one save per object is in
+        flight.
     experimental_write_callbacks
         TensorFlow's write callbacks: functions called, in order, after each
         save or write has committed (``Checkpoint.save``/``write``,
@@ -272,13 +291,13 @@ class CheckpointOptions:
     experimental_sharding_callback: Any = None
     coordinator: Coordinator | None = None
     progress: bool | None = field(default=None, compare=False)
+    async_memory_bytes: int | None = None
+    async_when_busy: str = "wait"
 
     def __post_init__(self) -> None:
         unsupported = [
             name
             for name, value in (
-                ("experimental_enable_async_checkpoint", self.experimental_enable_async_checkpoint),
-                ("enable_async", self.enable_async),
                 ("experimental_skip_slot_variables", self.experimental_skip_slot_variables),
                 ("experimental_sharding_callback", self.experimental_sharding_callback),
             )
@@ -316,6 +335,9 @@ class CheckpointOptions:
                     "CheckpointOptions.coordinator must be a trackpoint.distributed.Coordinator (rank, world_size, "
                     f"timeout, barrier, all_gather, broadcast) or None, got {type(self.coordinator).__name__}"
                 )
+        from trackpoint import _async
+
+        _async.check_options(self)
 
     def __repr__(self) -> str:
         # storage_options may carry credentials: show only their names.

@@ -48,6 +48,9 @@ class Variable(Trackable):
     """
 
     _value: np.ndarray[Any, Any]
+    # Set while an async save still has to write ``_value`` (trackpoint._async): writes then
+    # go through _async.writable_buffer, which keeps the pinned buffer unchanged for the writer.
+    _pin: Any = None
 
     def __init__(
         self,
@@ -141,8 +144,35 @@ class Variable(Trackable):
 
         A failed assign leaves the value unchanged.
         """
-        np.copyto(self._value, self._converted(value, "assign"))
+        arr = self._converted(value, "assign")
+        if self._pin is None:
+            np.copyto(self._value, arr)
+        else:
+            self._write_pinned(lambda out: np.copyto(out, arr))
         return self
+
+    def _write_pinned(self, write: Callable[[np.ndarray[Any, Any]], Any]) -> None:
+        """Run ``write`` (which fills the array it is given) while an async save pins the value.
+
+        ``write`` gets either a new buffer, which becomes the variable's value
+        (the pinned one stays as it was for the save), or, once the save no
+        longer needs it, the variable's own buffer; ``self._value`` holds the
+        old value while ``write`` runs.
+        """
+        from trackpoint import _async
+
+        target = _async.writable_buffer(self)
+        if target is self._value:
+            write(target)
+            return
+        try:
+            write(target)
+        except BaseException:
+            # A failed write leaves the value as it was, as it does without a save.
+            np.copyto(target, self._value)
+            raise
+        finally:
+            self._value = target
 
     def _check_arithmetic(self, op: str) -> None:
         if self._value.dtype.kind not in "iufcV":
@@ -153,13 +183,21 @@ class Variable(Trackable):
     def assign_add(self, delta: Any) -> Variable:
         """Add ``delta`` in place (numeric variables only). Returns ``self``."""
         self._check_arithmetic("assign_add")
-        np.add(self._value, self._converted(delta, "assign_add"), out=self._value)
+        arr = self._converted(delta, "assign_add")
+        if self._pin is None:
+            np.add(self._value, arr, out=self._value)
+        else:
+            self._write_pinned(lambda out: np.add(self._value, arr, out=out))
         return self
 
     def assign_sub(self, delta: Any) -> Variable:
         """Subtract ``delta`` in place (numeric variables only). Returns ``self``."""
         self._check_arithmetic("assign_sub")
-        np.subtract(self._value, self._converted(delta, "assign_sub"), out=self._value)
+        arr = self._converted(delta, "assign_sub")
+        if self._pin is None:
+            np.subtract(self._value, arr, out=self._value)
+        else:
+            self._write_pinned(lambda out: np.subtract(self._value, arr, out=out))
         return self
 
     # -------------------------------------------------------------- protocol
@@ -176,7 +214,8 @@ class Variable(Trackable):
 
     # ----------------------------------------------------------- checkpoints
     def _serialize_to_tensors(self) -> dict[str, np.ndarray[Any, Any]]:
-        # No copy: saves finish before returning and variables are not used concurrently.
+        # No copy: a synchronous save finishes before returning; an async one pins the buffer
+        # and every write then goes through _write_pinned (trackpoint._async).
         return {VARIABLE_VALUE_KEY: self._value}
 
     def _checkpoint_attribute_names(self) -> tuple[str, ...]:
@@ -206,5 +245,9 @@ class Variable(Trackable):
         # Numeric values are read straight into the variable's own buffer
         # (dtype and shape were checked first), so a restore copies once.
         if attribute == VARIABLE_VALUE_KEY and self._value.dtype != dtypes.string:
+            if self._pin is not None:
+                # An async save still writes the current buffer: read into another one, which
+                # starts as a copy so that a failed read leaves the value as it was.
+                self._write_pinned(lambda out: None if out is self._value else np.copyto(out, self._value))
             return self._value
         return None

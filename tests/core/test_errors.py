@@ -26,6 +26,7 @@ BUILTIN_OF = {
     E.DTypeMismatchError: TypeError,
     E.UnsupportedDTypeError: TypeError,
     E.UnsupportedOptionError: NotImplementedError,
+    E.SaveInProgressError: RuntimeError,
     E.MatchError: AssertionError,
     E.CoordinationError: RuntimeError,
     E.CoordinationTimeoutError: TimeoutError,
