@@ -46,7 +46,7 @@ import threading
 import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import replace
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, TypeGuard
 
 import numpy as np
 
@@ -75,11 +75,13 @@ _EXACT_REFCOUNTS: Final = sys.implementation.name == "cpython"
 # References to a pinned buffer that writable_buffer itself accounts for: the variable's
 # attribute, the pin's view (its base), writable_buffer's local name and getrefcount's argument.
 _OWN_REFERENCES: Final = 4
+# How often a waiting write looks again whether the buffer is still shared.
+_POLL_SECONDS: Final = 0.002
 # References to an array an item alone holds: the WriteItem and getrefcount's argument.
 _ITEM_ONLY_REFERENCES: Final = 2
 
 
-def enabled(options: CheckpointOptions | None) -> bool:
+def enabled(options: CheckpointOptions | None) -> TypeGuard[CheckpointOptions]:
     """Whether ``options`` ask for an asynchronous save (TensorFlow's two spellings)."""
     return options is not None and bool(options.enable_async or options.experimental_enable_async_checkpoint)
 
@@ -176,6 +178,7 @@ def writable_buffer(variable: Variable) -> np.ndarray[Any, Any]:
         (a write callback assigning a variable it is still writing): waiting
         would never end.
     """
+    waited = False
     with _changed:
         while True:
             pin = variable._pin
@@ -203,9 +206,14 @@ def writable_buffer(variable: Variable) -> np.ndarray[Any, Any]:
                 del buf
                 return np.empty_like(variable._value)
             del buf
-            for save in pin.saves:
-                save.waits += 1
-            _changed.wait()
+            if not waited:
+                waited = True
+                for save in pin.saves:
+                    save.waits += 1
+            # Woken when a save releases its pins; polled meanwhile because a reference the
+            # writer holds only while it writes this value also looks like a view, and is gone
+            # once that value is written.
+            _changed.wait(_POLL_SECONDS)
 
 
 class AsyncSaver:
@@ -315,7 +323,13 @@ class AsyncSaver:
 
         budget = DEFAULT_ASYNC_MEMORY_BYTES if options.async_memory_bytes is None else options.async_memory_bytes
         save = _Save(description, budget)
-        buffers = {id(node._value): node for node in nodes if isinstance(node, Variable)}
+        # Variables whose own serialization hands over their buffer, which only assign* and restores
+        # write. (Not the holder of a numpy attribute: its array is the user's, writable in place.)
+        buffers = {
+            id(node._value): node
+            for node in nodes
+            if isinstance(node, Variable) and type(node)._serialize_to_tensors is Variable._serialize_to_tensors
+        }
         snapshot: list[WriteItem] = []
         to_copy: list[int] = []
         pinned: list[tuple[int, Variable]] = []
