@@ -338,9 +338,10 @@ class AsyncSaver:
             owner = buffers.get(id(item.array))
             if owner is not None and owner._value is item.array:
                 pinned.append((index, owner))
-            elif not (item.array.flags.owndata and sys.getrefcount(item.array) <= _ITEM_ONLY_REFERENCES + 1):
-                # Reachable from elsewhere (a numpy attribute, a user's array): copy now.
-                # (+1: the reference ``items`` holds through the caller's list as well.)
+            elif not (
+                _EXACT_REFCOUNTS and item.array.flags.owndata and sys.getrefcount(item.array) <= _ITEM_ONLY_REFERENCES
+            ):
+                # Reachable from elsewhere (a numpy attribute, a custom trackable's array): copy now.
                 to_copy.append(index)
                 copy_bytes += item.nbytes
             snapshot.append(item)

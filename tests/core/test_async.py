@@ -162,6 +162,32 @@ def test_values_that_are_not_variables_are_copied_when_save_is_called(gate: Gate
     assert back.counter.n == 0
 
 
+class Holder(tp.Trackable):
+    """Saves an array it keeps (and may change in place): trackpoint cannot see its writes."""
+
+    def __init__(self) -> None:
+        self.array = np.arange(3.0)
+
+    def _serialize_to_tensors(self) -> dict[str, np.ndarray]:
+        return {"array": self.array}
+
+    def _restore_from_tensors(self, tensors: Any) -> None:
+        self.array[...] = tensors["array"]
+
+
+def test_an_array_a_custom_trackable_keeps_is_copied_when_save_is_called(gate: Gate) -> None:
+    holder = Holder()
+    ckpt = tp.Checkpoint(holder=holder)
+    path = ckpt.write("memory://async/holder/ckpt", ASYNC)
+    holder.array[:] = 7.0
+    gate.open.set()
+    ckpt.sync()
+    back = Holder()
+    back.array[:] = 0.0
+    tp.Checkpoint(holder=back).read(path, READ).assert_consumed()
+    np.testing.assert_array_equal(back.array, [0.0, 1.0, 2.0])
+
+
 def test_a_view_of_the_value_makes_an_assignment_wait_for_the_writer_and_keeps_following_it(gate: Gate) -> None:
     v = tp.Variable(np.zeros(3))
     ckpt = tp.Checkpoint(v=v)

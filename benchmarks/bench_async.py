@@ -1,0 +1,206 @@
+"""Async saves: how long they block, what memory they add, and a training loop that saves every step.
+
+State: 1 GiB of float32 ``Variable``s (``mixed_sizes``: log-uniform 1 KiB..64 MiB),
+saved with the bundle backend to local disk (the data fsynced). Every
+measurement runs in a fresh child process; per round the cases run in
+alternating order, and the report gives medians and spread (min..max) over
+the rounds. The baseline, measured in the same child as each case:
+
+* ``memcpy``: ``np.copyto`` of every variable's value into a preallocated,
+  already touched buffer: the cheapest possible snapshot by copying.
+
+Cases:
+
+* ``idle``: ``Checkpoint.save`` with ``enable_async=True`` and nothing
+  assigned while it writes. Blocking time = the ``save`` call.
+* ``assign``: the same, then every variable is assigned a new value (one
+  ``assign`` each, from prepared arrays) while the save writes. Blocking time =
+  the ``save`` call + what the assignments took beyond the same assignments
+  with no save in flight (measured just before, in the same child).
+* ``sync``: a synchronous ``Checkpoint.save`` (the whole write blocks).
+
+For each, extra peak memory = the child's RSS high-water mark minus its RSS
+just before the save (state and prepared values already allocated), as a
+multiple of the state. Targets (issue 12): blocking at most 0.1x memcpy for
+``idle`` and 1.2x for ``assign``.
+
+``train``: a loop of ``--steps`` steps over 256 MiB of variables, each step an
+SGD-like update (``assign_sub`` of a prepared gradient into every variable)
+followed by ``CheckpointManager.save`` (``max_to_keep=2``), async or sync;
+throughput in steps per second, ``sync()`` at the end included.
+
+Run: ``python benchmarks/bench_async.py [--rounds 5] [--steps 8] [--dir DIR]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _common import GiB, MiB, child_result, mixed_sizes, peak_rss_bytes, run_child, timed
+
+CASES = ("idle", "assign", "sync")
+TRAIN = ("train-async", "train-sync")
+
+
+def _rss() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def _state(total: int, seed: int) -> tuple[Any, list[Any]]:
+    import numpy as np
+
+    import trackpoint as tp
+
+    rng = np.random.default_rng(seed)
+    variables = [tp.Variable(rng.random(n, dtype=np.float32)) for n in mixed_sizes(total)]
+    model = tp.AutoTrackable()
+    model.layers = variables
+    return tp.Checkpoint(model=model), variables
+
+
+def child(case: str, directory: str, steps: str) -> None:
+    """One measurement in this fresh process."""
+    import numpy as np
+
+    import trackpoint as tp
+
+    if case.startswith("train"):
+        train(case, directory, int(steps))
+        return
+    ckpt, variables = _state(GiB, 0)
+    state_bytes = sum(v.value.nbytes for v in variables)
+    values = [v.value for v in variables]
+    # memcpy: into buffers touched beforehand, so no page faults are timed.
+    buffers = [np.ones_like(v) for v in values]
+    memcpy = timed(lambda: [np.copyto(b, v) for b, v in zip(buffers, values, strict=True)])
+    del values, buffers
+    new = [np.full(v.shape, 0.5, np.float32) for v in variables]
+    baseline_assign = timed(lambda: [v.assign(x) for v, x in zip(variables, new, strict=True)])
+    prefix = str(Path(directory) / case / "ckpt")
+    options = tp.CheckpointOptions(enable_async=case != "sync")
+    rss0 = _rss()
+    blocking = timed(lambda: ckpt.save(prefix, options))
+    assigned = 0.0
+    if case == "assign":
+        assigned = timed(lambda: [v.assign(x) for v, x in zip(variables, new, strict=True)])
+        blocking += max(0.0, assigned - baseline_assign)
+    written = timed(ckpt.sync)
+    last = ckpt._self_async.last
+    child_result(
+        case=case,
+        memcpy=memcpy,
+        blocking=blocking,
+        assign=assigned,
+        baseline_assign=baseline_assign,
+        after=written,
+        extra_peak=peak_rss_bytes() - rss0,
+        state_bytes=state_bytes,
+        swaps=last.swaps if last is not None else 0,
+        waits=last.waits if last is not None else 0,
+    )
+
+
+def train(case: str, directory: str, steps: int) -> None:
+    """``steps`` updates over 256 MiB of variables, each followed by a manager save (async or sync)."""
+    import numpy as np
+
+    import trackpoint as tp
+
+    ckpt, variables = _state(256 * MiB, 1)
+    grads = [np.full(v.shape, 1e-3, np.float32) for v in variables]
+    options = tp.CheckpointOptions(enable_async=case == "train-async")
+    manager = tp.CheckpointManager(ckpt, str(Path(directory) / case), max_to_keep=2, options=options)
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        for v, g in zip(variables, grads, strict=True):
+            v.assign_sub(g)
+        manager.save()
+    manager.sync()
+    seconds = time.perf_counter() - t0
+    child_result(case=case, steps_per_second=steps / seconds, seconds=seconds)
+
+
+def _spread(values: list[float], fmt: str = "{:.3f}") -> str:
+    return f"{fmt.format(statistics.median(values))} ({fmt.format(min(values))}..{fmt.format(max(values))})"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds (medians and spread over them)")
+    parser.add_argument("--steps", type=int, default=8, help="steps of the training loop")
+    parser.add_argument("--dir", default=None, help="scratch directory on the disk to measure (default: a temp dir)")
+    parser.add_argument("--child", nargs=3, metavar=("CASE", "DIR", "STEPS"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        child(*args.child)
+        return 0
+    base = Path(args.dir) if args.dir else Path(tempfile.mkdtemp(prefix="trackpoint-bench-async-"))
+    rounds: list[dict[str, Any]] = []
+    for round_ in range(args.rounds):
+        order = list(CASES + TRAIN) if round_ % 2 == 0 else list(reversed(CASES + TRAIN))
+        results: dict[str, Any] = {}
+        for case in order:
+            shutil.rmtree(base / case, ignore_errors=True)
+            results[case] = run_child(__file__, case, str(base), str(args.steps))
+            shutil.rmtree(base / case, ignore_errors=True)
+        rounds.append(results)
+        print(
+            f"  round {round_ + 1}: "
+            + "  ".join(
+                f"{c} {results[c]['blocking'] / results[c]['memcpy']:.3f}x memcpy" for c in CASES if c in results
+            )
+            + "  "
+            + "  ".join(f"{c} {results[c]['steps_per_second']:.2f} steps/s" for c in TRAIN),
+            flush=True,
+        )
+    if not args.dir:
+        shutil.rmtree(base, ignore_errors=True)
+    state = rounds[0]["idle"]["state_bytes"]
+    print(
+        f"\n== 1 GiB state ({state / MiB:.0f} MiB of float32 Variables), bundle on local disk, {len(rounds)} rounds =="
+    )
+    print("median (min..max) over the rounds")
+    print(f"{'case':<8}{'memcpy s':>22}{'blocking s':>22}{'blocking / memcpy':>24}{'extra peak / state':>24}")
+    for case in CASES:
+        rs = [r[case] for r in rounds]
+        print(
+            f"{case:<8}{_spread([x['memcpy'] for x in rs]):>22}{_spread([x['blocking'] for x in rs]):>22}"
+            f"{_spread([x['blocking'] / x['memcpy'] for x in rs]):>24}"
+            f"{_spread([x['extra_peak'] / x['state_bytes'] for x in rs]):>24}"
+        )
+    rs = [r["assign"] for r in rounds]
+    print(
+        "assign: the assignments took "
+        + _spread([x["assign"] for x in rs])
+        + " s during the write, "
+        + _spread([x["baseline_assign"] for x in rs])
+        + " s without a save; new buffers "
+        + _spread([x["swaps"] for x in rs], "{:.0f}")
+        + ", waits "
+        + _spread([x["waits"] for x in rs], "{:.0f}")
+        + f" of {len(mixed_sizes(GiB))} variables"
+    )
+    print(f"idle: background write after save returned {_spread([r['idle']['after'] for r in rounds], '{:.2f}')} s")
+    a = [r["train-async"]["steps_per_second"] for r in rounds]
+    s = [r["train-sync"]["steps_per_second"] for r in rounds]
+    ratio = [x / y for x, y in zip(a, s, strict=True)]
+    print(
+        f"train (256 MiB, save every step): async {_spread(a, '{:.2f}')} steps/s, sync {_spread(s, '{:.2f}')} steps/s"
+    )
+    print(f"async/sync throughput per round: {_spread(ratio, '{:.2f}')}   " + " ".join(f"{x:.2f}" for x in ratio))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
