@@ -241,3 +241,21 @@ def manager_run(
         "checkpoints": manager.checkpoints,
         "latest": manager.latest_checkpoint,
     }
+
+
+def async_manager_run(ctx: Context, directory: str, saves: int) -> dict[str, Any]:
+    """Async manager saves on every rank, values changed right after each returns; what ended up stored."""
+    model = _model(7, [16, 8])
+    manager = tp.CheckpointManager(
+        tp.Checkpoint(model=model), directory, max_to_keep=2, options=_options(ctx, enable_async=True)
+    )
+    paths = []
+    for i in range(saves):
+        model.step.assign(np.int64(100 + i))
+        paths.append(manager.save())
+        # While each rank's writer thread runs the collective save: must not reach the checkpoint.
+        model.step.assign(np.int64(-1))
+    manager.sync()
+    stored = [int(tp.load_variable(p, "model/step/.ATTRIBUTES/VARIABLE_VALUE")) for p in manager.checkpoints]
+    manager.close()
+    return {"paths": paths, "checkpoints": manager.checkpoints, "latest": manager.latest_checkpoint, "steps": stored}

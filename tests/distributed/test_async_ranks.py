@@ -1,0 +1,22 @@
+"""Async saves with a coordinator: each rank writes in the background, the commit waits for every rank."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from ranks import Ranks, needs_torch
+
+import trackpoint as tp
+
+pytestmark = [pytest.mark.xdist_group("ranks"), needs_torch]
+
+
+def test_async_manager_saves_on_two_ranks_hold_the_values_of_their_save_calls(torch2: Ranks, tmp_path: Path) -> None:
+    directory = str(tmp_path / "run")
+    out = torch2.values("async_manager_run", directory=directory, saves=3)
+    assert all(o == out[0] for o in out), out
+    assert out[0]["paths"] == [f"{directory}/ckpt-{i}" for i in (1, 2, 3)]
+    assert out[0]["checkpoints"] == [f"{directory}/ckpt-2", f"{directory}/ckpt-3"]
+    assert out[0]["latest"] == f"{directory}/ckpt-3" == tp.latest_checkpoint(directory)
+    assert out[0]["steps"] == [101, 102]  # never the -1 assigned while each save was written
