@@ -13,10 +13,15 @@ Cases:
 
 * ``idle``: ``Checkpoint.save`` with ``enable_async=True`` and nothing
   assigned while it writes. Blocking time = the ``save`` call.
-* ``assign``: the same, then every variable is assigned a new value (one
-  ``assign`` each, from prepared arrays) while the save writes. Blocking time =
-  the ``save`` call + what the assignments took beyond the same assignments
-  with no save in flight (measured just before, in the same child).
+* ``held``: the same, then every variable is assigned a new value (one
+  ``assign`` each, from prepared arrays) while the writer is held back (the
+  child holds the lock of the checkpoint's backend pool, which the writer
+  takes first), so every assignment meets a value not yet written. Blocking
+  time = the ``save`` call + what the assignments took beyond the same
+  assignments with no save in flight (measured just before, in the same
+  child): the cost of copy-on-write alone.
+* ``assign``: the same with the writer running: the assignments also compete
+  with it for the two CPUs, memory bandwidth and the GIL.
 * ``sync``: a synchronous ``Checkpoint.save`` (the whole write blocks).
 
 For each, extra peak memory = the child's RSS high-water mark minus its RSS
@@ -35,6 +40,7 @@ Run: ``python benchmarks/bench_async.py [--rounds 5] [--steps 8] [--dir DIR]``
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import shutil
 import statistics
@@ -48,7 +54,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import GiB, MiB, child_result, mixed_sizes, peak_rss_bytes, run_child, timed
 
-CASES = ("idle", "assign", "sync")
+CASES = ("idle", "held", "assign", "sync")
 TRAIN = ("train-async", "train-sync")
 
 
@@ -96,11 +102,13 @@ def child(case: str, directory: str, steps: str) -> None:
     prefix = str(Path(directory) / case / "ckpt")
     options = tp.CheckpointOptions(enable_async=case != "sync")
     rss0 = _rss()
-    blocking = timed(lambda: ckpt.save(prefix, options))
     assigned = 0.0
-    if case == "assign":
-        assigned = timed(lambda: [v.assign(x) for v, x in zip(variables, new, strict=True)])
-        blocking += max(0.0, assigned - baseline_assign)
+    held = ckpt._self_backends._pool.lock if case == "held" else contextlib.nullcontext()
+    with held:
+        blocking = timed(lambda: ckpt.save(prefix, options))
+        if case in ("held", "assign"):
+            assigned = timed(lambda: [v.assign(x) for v, x in zip(variables, new, strict=True)])
+            blocking += max(0.0, assigned - baseline_assign)
     written = timed(ckpt.sync)
     last = ckpt._self_async.last
     child_result(
@@ -141,6 +149,20 @@ def _spread(values: list[float], fmt: str = "{:.3f}") -> str:
     return f"{fmt.format(statistics.median(values))} ({fmt.format(min(values))}..{fmt.format(max(values))})"
 
 
+def _assignments(case: str, rs: list[dict[str, Any]]) -> None:
+    print(
+        f"{case}: the assignments took "
+        + _spread([x["assign"] for x in rs])
+        + " s during the save, "
+        + _spread([x["baseline_assign"] for x in rs])
+        + " s without one; new buffers "
+        + _spread([x["swaps"] for x in rs], "{:.0f}")
+        + ", waits "
+        + _spread([x["waits"] for x in rs], "{:.0f}")
+        + f" of {len(mixed_sizes(GiB))} variables"
+    )
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds (medians and spread over them)")
@@ -173,9 +195,7 @@ def main() -> int:
     if not args.dir:
         shutil.rmtree(base, ignore_errors=True)
     state = rounds[0]["idle"]["state_bytes"]
-    print(
-        f"\n== 1 GiB state ({state / MiB:.0f} MiB of float32 Variables), bundle on local disk, {len(rounds)} rounds =="
-    )
+    print(f"\n== {state / MiB:.0f} MiB of float32 Variables, bundle on local disk, {len(rounds)} rounds ==")
     print("median (min..max) over the rounds")
     print(f"{'case':<8}{'memcpy s':>22}{'blocking s':>22}{'blocking / memcpy':>24}{'extra peak / state':>24}")
     for case in CASES:
@@ -185,18 +205,8 @@ def main() -> int:
             f"{_spread([x['blocking'] / x['memcpy'] for x in rs]):>24}"
             f"{_spread([x['extra_peak'] / x['state_bytes'] for x in rs]):>24}"
         )
-    rs = [r["assign"] for r in rounds]
-    print(
-        "assign: the assignments took "
-        + _spread([x["assign"] for x in rs])
-        + " s during the write, "
-        + _spread([x["baseline_assign"] for x in rs])
-        + " s without a save; new buffers "
-        + _spread([x["swaps"] for x in rs], "{:.0f}")
-        + ", waits "
-        + _spread([x["waits"] for x in rs], "{:.0f}")
-        + f" of {len(mixed_sizes(GiB))} variables"
-    )
+    for case in ("held", "assign"):
+        _assignments(case, [r[case] for r in rounds])
     print(f"idle: background write after save returned {_spread([r['idle']['after'] for r in rounds], '{:.2f}')} s")
     a = [r["train-async"]["steps_per_second"] for r in rounds]
     s = [r["train-sync"]["steps_per_second"] for r in rounds]
