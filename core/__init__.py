@@ -42,14 +42,14 @@ from trackpoint.restore import (
 )
 from trackpoint.saver import CheckpointableSaver, Saver, TrackableSaver, frozen_saver
 from trackpoint.state import latest_checkpoint, read_checkpoint_state
-from trackpoint.storage import CheckpointOptions
+from trackpoint.storage import CheckpointOptions, TensorSlice
 from trackpoint.trackable import (
     Trackable,
     no_automatic_dependency_tracking,
     no_automatic_dependency_tracking_scope,
     no_manual_dependency_tracking_scope,
 )
-from trackpoint.variables import Variable
+from trackpoint.variables import SaveSliceInfo, Variable
 from trackpoint.verify import Problem, VerifyReport, verify
 
 if TYPE_CHECKING:  # at run time served lazily by __getattr__ below
@@ -74,9 +74,11 @@ __all__ = [
     "NoDependency",
     "Problem",
     "PythonState",
+    "SaveSliceInfo",
     "Saver",
     "TensorDiff",
     "TensorReader",
+    "TensorSlice",
     "Trackable",
     "TrackableSaver",
     "Variable",

@@ -364,6 +364,7 @@ class StoreView(StorageBackend):
     ) -> None:
         self.name = primary.name
         self.capabilities = primary.capabilities
+        self.supports_slices = primary.supports_slices
         self._url = url
         self._primary = primary
         self._names = list(others)

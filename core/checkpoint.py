@@ -55,7 +55,8 @@ def _snapshot(view: ObjectGraphView) -> tuple[list[WriteItem], tuple[Trackable, 
     save tells the arrays only its items hold from shared ones by that.
     """
     serialized = serialize_object_graph(view)
-    items = [WriteItem(key, array) for key, array in serialized.tensors]
+    slices = serialized.slices or (None,) * len(serialized.tensors)
+    items = [WriteItem(key, array, s) for (key, array), s in zip(serialized.tensors, slices, strict=True)]
     graph = np.empty((), dtype=object)
     graph[()] = serialized.data
     items.append(WriteItem(OBJECT_GRAPH_KEY, graph))

@@ -11,7 +11,7 @@ is imported here.
 from __future__ import annotations
 
 import collections
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,6 +19,7 @@ import numpy as np
 
 from trackpoint import _gc, dtypes
 from trackpoint._graph_wire import NodeEncoder, encode_graph
+from trackpoint._slices import TensorSlice
 from trackpoint.errors import TrackableError
 from trackpoint.proto import trackable_object_graph_pb2 as pb
 from trackpoint.python_state import PythonState
@@ -225,6 +226,9 @@ class SerializedGraph:
     data: bytes
     nodes: tuple[Trackable, ...]
     tensors: tuple[tuple[str, np.ndarray[Any, Any]], ...]
+    #: Per tensor, the slice of the tensor under its key that the array holds (``None``: all of it).
+    #: Several tensors may share a key when each holds a slice of it.
+    slices: tuple[TensorSlice | None, ...] = ()
 
     @property
     def proto(self) -> pb.TrackableObjectGraph:
@@ -291,6 +295,8 @@ def serialize_object_graph(view: ObjectGraphView) -> SerializedGraph:
         has[slot.optimizer] = True
     regular: list[tuple[str, np.ndarray[Any, Any]]] = []
     python_state: list[tuple[str, np.ndarray[Any, Any]]] = []
+    # The slice each sliced array holds, by the array's identity in the lists above.
+    sliced: dict[int, TensorSlice] = {}
     # Which node saved each key, and as what: two values under one key would make one unreadable.
     owners: dict[str, tuple[int, str]] = {}
 
@@ -339,6 +345,17 @@ def serialize_object_graph(view: ObjectGraphView) -> SerializedGraph:
             if key in owners:
                 raise clash(key, node_id, f"attribute {attr!r}")
             owners[key] = (node_id, f"attribute {attr!r}")
+            if isinstance(value, Mapping):
+                # TensorFlow's form for slices of a larger tensor: {slice spec: value}.
+                for spec, part in value.items():
+                    array = saved_array(part, describe(node_id, f"attribute {attr!r}"))
+                    where = describe(node_id, f"attribute {attr!r}")
+                    piece = _parse_spec(spec, array, where)
+                    entry = (key, array)
+                    if piece is not None:
+                        sliced[id(entry)] = piece
+                    sink.append(entry)
+                continue
             if not isinstance(value, np.ndarray):
                 value = saved_array(value, describe(node_id, f"attribute {attr!r}"))
             sink.append((key, value))
@@ -351,7 +368,24 @@ def serialize_object_graph(view: ObjectGraphView) -> SerializedGraph:
             )
         ]
     )
-    return SerializedGraph(data, tuple(nodes), tuple(regular + python_state))
+    written = tuple(regular + python_state)
+    slices = tuple(sliced.get(id(t)) for t in written) if sliced else ()
+    return SerializedGraph(data, tuple(nodes), written, slices)
+
+
+def _parse_spec(spec: object, array: np.ndarray[Any, Any], where: str) -> TensorSlice | None:
+    """The slice a ``{spec: value}`` entry of ``_serialize_to_tensors`` holds; ``None`` for the whole tensor."""
+    if not isinstance(spec, str):
+        raise TrackableError(f"{where}: slice specs must be strings, got {spec!r}")
+    if not spec.strip():
+        return None
+    try:
+        piece = TensorSlice.from_spec(spec)
+    except ValueError as exc:
+        raise TrackableError(f"{where}: {exc}") from None
+    if piece.shape != array.shape:
+        raise TrackableError(f"{where}: the slice {spec!r} has shape {piece.shape}, its value has shape {array.shape}")
+    return None if piece.is_full else piece
 
 
 def saved_array(value: Any, where: str) -> np.ndarray[Any, Any]:

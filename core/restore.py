@@ -51,6 +51,7 @@ from trackpoint.trackable import (
 from trackpoint.variables import Variable
 
 if TYPE_CHECKING:
+    from trackpoint._slices import TensorSlice
     from trackpoint.storage import CheckpointReader, TensorInfo
 
 __all__ = [
@@ -386,7 +387,8 @@ class _Plan:
                     f"cannot restore slot {slot.slot_name!r} ({key!r}) for Variable {trackable.name!r}: the "
                     f"checkpoint holds dtype {info.dtype}, the variable has dtype {trackable.dtype}"
                 )
-            if tuple(info.shape) != trackable.shape:
+            sliced = trackable.save_slice_info
+            if tuple(info.shape) != (trackable.shape if sliced is None else sliced.full_shape):
                 raise ShapeMismatchError(
                     f"cannot restore slot {slot.slot_name!r} ({key!r}) for Variable {trackable.name!r}: the "
                     f"checkpoint holds shape {tuple(info.shape)}, the variable has shape {trackable.shape}"
@@ -405,9 +407,9 @@ class _Plan:
                 attrs = coordinator.unused_attributes.setdefault(proto_id, [])
                 if name not in attrs:
                     attrs.append(name)
-            requests, owners = self._requests()
+            requests, owners, parts = self._requests()
         # Outside the pause: a read may wait on a network or a hung store for long.
-        results = coordinator.reader.read_many(requests) if requests else []
+        results = _read(coordinator.reader, requests, parts)
         with _gc.paused():
             self._apply_values(results, owners)
         for parent, name, position in self.deferred:
@@ -419,17 +421,27 @@ class _Plan:
             for proto_id, trackable in self.bindings:
                 _queue_slot_variables(CheckpointPosition(coordinator, proto_id), trackable)
 
-    def _requests(self) -> tuple[list[tuple[str, np.ndarray[Any, Any] | None]], list[_Owner]]:
-        """What to read: planned attributes (into their buffers where offered), then saveable specs."""
+    def _requests(
+        self,
+    ) -> tuple[list[tuple[str, np.ndarray[Any, Any] | None]], list[_Owner], dict[int, TensorSlice]]:
+        """What to read: planned attributes (into their buffers where offered), then saveable specs.
+
+        The third result maps the position of each request for a slice of its
+        tensor (an object holding part of a partitioned value) to that slice.
+        """
         requests: list[tuple[str, np.ndarray[Any, Any] | None]] = []
         owners: list[_Owner] = []
+        parts: dict[int, TensorSlice] = {}
         for trackable, keys in self.values:
             for name, key in keys.items():
                 buffer = trackable._restore_buffer(name)
+                part = trackable._restore_slice(name)
+                if part is not None:
+                    parts[len(requests)] = part
                 requests.append((key, buffer))
                 owners.append((trackable, name, buffer))
         requests.extend((spec.name, None) for saveable in self.saveables for spec in saveable.specs)
-        return requests, owners
+        return requests, owners, parts
 
     def _apply_values(self, results: list[np.ndarray[Any, Any]], owners: list[_Owner]) -> None:
         spec_start = len(owners)
@@ -454,6 +466,25 @@ class _Plan:
 
 #: Who asked for a value: the trackable, its attribute, and the buffer offered for it (or ``None``).
 _Owner = tuple[Trackable, str, "np.ndarray[Any, Any] | None"]
+
+
+def _read(
+    reader: CheckpointReader,
+    requests: list[tuple[str, np.ndarray[Any, Any] | None]],
+    parts: dict[int, TensorSlice],
+) -> list[np.ndarray[Any, Any]]:
+    """Read ``requests``, whole tensors in one batch and the slices in ``parts`` by :meth:`read_slice`."""
+    if not parts:
+        return reader.read_many(requests) if requests else []
+    results: list[np.ndarray[Any, Any] | None] = [None] * len(requests)
+    whole = [i for i in range(len(requests)) if i not in parts]
+    if whole:
+        for i, value in zip(whole, reader.read_many([requests[i] for i in whole]), strict=True):
+            results[i] = value
+    for i, part in parts.items():
+        key, out = requests[i]
+        results[i] = reader.read_slice(key, part.offset, part.shape, out)
+    return [r for r in results if r is not None]
 
 
 def _queue_slot_variables(position: CheckpointPosition, trackable: Trackable) -> None:
@@ -811,15 +842,21 @@ class _NameBasedRestore:
                 continue
             touched.append(obj)
             if isinstance(obj, Variable):
-                if obj.name in self.keys:
-                    info = self.reader.info(obj.name)
-                    obj._check_restore_tensors({VARIABLE_VALUE_KEY: info}, {VARIABLE_VALUE_KEY: obj.name})
-                    todo.append((obj, obj.name))
+                # A slice of a partitioned variable is saved under the whole tensor's name (TensorFlow 1).
+                sliced = obj.save_slice_info
+                name = sliced.full_name if sliced is not None and sliced.full_name else obj.name
+                if name in self.keys:
+                    info = self.reader.info(name)
+                    obj._check_restore_tensors({VARIABLE_VALUE_KEY: info}, {VARIABLE_VALUE_KEY: name})
+                    todo.append((obj, name))
                 else:
-                    self.unused_attributes.append((weakref.ref(obj), [obj.name]))
+                    self.unused_attributes.append((weakref.ref(obj), [name]))
             elif _has_attributes(obj):
                 self.unused_attributes.append((weakref.ref(obj), list(obj._checkpoint_attribute_names())))
-        results = self.reader.read_many([(key, var._restore_buffer(VARIABLE_VALUE_KEY)) for var, key in todo])
+        parts = {
+            i: part for i, (var, _) in enumerate(todo) if (part := var._restore_slice(VARIABLE_VALUE_KEY)) is not None
+        }
+        results = _read(self.reader, [(key, var._restore_buffer(VARIABLE_VALUE_KEY)) for var, key in todo], parts)
         for (var, _), result in zip(todo, results, strict=True):
             if result is not var._restore_buffer(VARIABLE_VALUE_KEY):
                 var._restore_from_tensors({VARIABLE_VALUE_KEY: result})

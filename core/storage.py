@@ -65,7 +65,8 @@ from typing import TYPE_CHECKING, Any, ClassVar, Final, TypeAlias
 
 import numpy as np
 
-from trackpoint.errors import CheckpointExistsError, CheckpointKeyError
+from trackpoint._slices import TensorSlice, assemble, check_coverage, split_rows
+from trackpoint.errors import CheckpointExistsError, CheckpointKeyError, DTypeMismatchError, ShapeMismatchError
 
 if TYPE_CHECKING:
     from trackpoint.distributed import Coordinator
@@ -83,11 +84,15 @@ __all__ = [
     "ShardSpec",
     "StorageBackend",
     "TensorInfo",
+    "TensorSlice",
     "VersionCondition",
     "VersionedBytes",
     "WriteItem",
+    "assemble_slices",
+    "check_coverage",
     "plan_shards",
     "shard_progress",
+    "split_large",
     "version_condition",
 ]
 
@@ -403,15 +408,36 @@ class TensorInfo:
 
 @dataclass(frozen=True, slots=True)
 class WriteItem:
-    """One tensor to save under ``key``.
+    """One tensor, or one slice of a tensor, to save under ``key``.
 
     ``array`` is read while the shard is written and must not be mutated until
     :meth:`StorageBackend.write_shard` returns. String tensors are object
     arrays of ``bytes`` (``str`` elements are encoded as UTF-8).
+
+    ``slice``, when given, says that ``array`` is that part of the tensor
+    ``key`` (``array.shape == slice.shape``). Items with slices of one key may
+    come from several shards, written by several processes; the commit merges
+    them into one tensor and refuses slices that overlap or leave a gap. Only
+    backends with :attr:`StorageBackend.supports_slices` accept them in
+    :meth:`StorageBackend.write_shard`; :meth:`StorageBackend.save` assembles
+    them for the others.
+
+    Raises
+    ------
+    ShapeMismatchError
+        ``array`` does not have the slice's shape.
     """
 
     key: str
     array: np.ndarray[Any, Any]
+    slice: TensorSlice | None = None
+
+    def __post_init__(self) -> None:
+        if self.slice is not None and tuple(self.array.shape) != self.slice.shape:
+            raise ShapeMismatchError(
+                f"WriteItem {self.key!r}: the array has shape {tuple(self.array.shape)}, its slice "
+                f"{self.slice.spec!r} has shape {self.slice.shape}"
+            )
 
     @property
     def nbytes(self) -> int:
@@ -503,6 +529,51 @@ class CheckpointReader(ABC):
             was given it may then hold partial data.
         """
 
+    def read_slice(
+        self,
+        key: str,
+        offset: Sequence[int],
+        shape: Sequence[int],
+        out: np.ndarray[Any, Any] | None = None,
+    ) -> np.ndarray[Any, Any]:
+        """Read the part ``offset`` .. ``offset + shape`` of the tensor under ``key``.
+
+        The checkpoint may hold the tensor whole or as slices of any
+        partitioning (written by any number of processes); only what overlaps
+        the requested part is needed.
+
+        Parameters
+        ----------
+        key
+            A key from :meth:`keys`.
+        offset, shape
+            The part to read, per dimension of the stored tensor.
+        out
+            Optional destination of the stored dtype and of ``shape``,
+            C-contiguous and writeable; filled and returned. Ignored for strings.
+
+        Raises
+        ------
+        CheckpointKeyError
+            No such key.
+        ValueError
+            The part does not lie inside the stored tensor.
+        ShapeMismatchError, DTypeMismatchError
+            ``out`` does not fit.
+        DataLossError
+            The stored bytes are truncated or corrupted.
+
+        Notes for implementers
+        ----------------------
+        The default reads the whole tensor and copies the part out. Backends
+        whose store reads byte ranges override it to read only the bytes that
+        overlap the part (the bundle and Zarr backends do).
+        """
+        info = self.info(key)
+        part = TensorSlice(info.shape, tuple(offset), tuple(shape))
+        whole = self.read(key)[part.index]
+        return _deliver(key, whole, out)
+
     def has(self, key: str) -> bool:
         """Whether ``key`` is stored."""
         try:
@@ -563,8 +634,80 @@ def shard_progress() -> Callable[[int], None] | None:
     return _SHARD_PROGRESS.get()
 
 
+def _deliver(key: str, value: np.ndarray[Any, Any], out: np.ndarray[Any, Any] | None) -> np.ndarray[Any, Any]:
+    """``value`` copied into ``out`` (checked) when one is given and it is numeric, else ``value``."""
+    if out is None or value.dtype.kind == "O":
+        return np.ascontiguousarray(value) if value.ndim else value.copy()
+    if out.dtype != value.dtype:
+        raise DTypeMismatchError(f"cannot read {key!r} ({value.dtype}) into an array of dtype {out.dtype}")
+    if tuple(out.shape) != tuple(value.shape):
+        raise ShapeMismatchError(
+            f"cannot read a part of {key!r} of shape {value.shape} into an array of shape {out.shape}"
+        )
+    np.copyto(out, value)
+    return out
+
+
 def _default_writers() -> int:
     return max(1, min(8, os.cpu_count() or 1))
+
+
+def split_large(items: Sequence[WriteItem], max_shard_bytes: int | None) -> list[WriteItem]:
+    """``items`` with every numeric tensor larger than ``max_shard_bytes`` cut into slices that fit.
+
+    TensorFlow's ``MaxShardSizePolicy`` for one process: a large tensor is cut
+    along its first dimension into slices of at most ``max_shard_bytes``
+    (whole rows; a single row larger than the bound stays one slice), so
+    :func:`plan_shards` can put each in a data file of bounded size. An item
+    that already is a slice is cut within its slice. Strings, scalars and
+    tensors with one row stay whole. Use it only for a backend with
+    :attr:`StorageBackend.supports_slices`.
+    """
+    if max_shard_bytes is None:
+        return list(items)
+    out: list[WriteItem] = []
+    for it in items:
+        arr = it.array
+        if arr.dtype.kind == "O" or arr.ndim == 0 or arr.shape[0] <= 1 or arr.nbytes <= max_shard_bytes:
+            out.append(it)
+            continue
+        base = it.slice or TensorSlice.full(arr.shape)
+        row_bytes = arr.nbytes // arr.shape[0]
+        for piece in split_rows(arr.shape, row_bytes, max_shard_bytes):
+            rows = slice(piece.offset[0], piece.offset[0] + piece.shape[0])
+            offset = (base.offset[0] + piece.offset[0], *base.offset[1:])
+            out.append(WriteItem(it.key, arr[rows], TensorSlice(base.full_shape, offset, piece.shape)))
+    return out
+
+
+def assemble_slices(items: Sequence[WriteItem], *, where: str = "save") -> list[WriteItem]:
+    """``items`` with the slices of each key assembled into one whole tensor, for backends without slices.
+
+    The assembled item takes the place of the key's first slice. A slice that
+    is the whole tensor is passed on as a plain item.
+
+    Raises
+    ------
+    TrackableError
+        The slices of a key overlap, leave a gap, or disagree on dtype or full shape.
+    """
+    if not any(it.slice is not None for it in items):
+        return list(items)
+    groups: dict[str, list[WriteItem]] = {}
+    for it in items:
+        if it.slice is not None:
+            groups.setdefault(it.key, []).append(it)
+    out: list[WriteItem] = []
+    for it in items:
+        if it.slice is None:
+            out.append(it)
+            continue
+        group = groups.pop(it.key, None)
+        if group is None:
+            continue  # assembled at the key's first slice
+        pieces = [(g.slice, g.array) for g in group if g.slice is not None]
+        out.append(WriteItem(it.key, assemble(it.key, pieces, where)))
+    return out
 
 
 def plan_shards(
@@ -635,6 +778,11 @@ class StorageBackend(ABC):
     save_defaults: CheckpointOptions = CheckpointOptions()
     #: What the store can do; drives commit strategy and conformance-test skips.
     capabilities: Capabilities = Capabilities()
+    #: Whether :meth:`write_shard` accepts :class:`WriteItem` slices and :meth:`commit`
+    #: merges the slices of one key from all shards into one tensor (checking that
+    #: they tile it). Without it, :meth:`save` assembles slices in the process and
+    #: refuses to split large tensors; a multi-process save of slices needs it.
+    supports_slices: bool = False
 
     # ------------------------------------------------------------------ writing
     def begin(self, prefix: str, save_id: str, *, overwrite: bool = True) -> None:
@@ -903,6 +1051,10 @@ class StorageBackend(ABC):
         writers = opts.num_writers or (_default_writers() if self.capabilities.parallel_writes else 1)
         if not self.capabilities.parallel_writes:
             writers = 1
+        if self.supports_slices:
+            items = split_large(items, opts.max_shard_bytes)
+        else:
+            items = assemble_slices(items, where=f"{self.name or type(self).__name__}: save of {prefix!r}")
         groups = plan_shards(items, max_shard_bytes=opts.max_shard_bytes, num_writers=writers)
         save_id = uuid.uuid4().hex
         specs = [ShardSpec(i, len(groups), save_id) for i in range(len(groups))]

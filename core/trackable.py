@@ -27,6 +27,7 @@ from trackpoint.errors import (
 )
 
 if TYPE_CHECKING:
+    from trackpoint._slices import TensorSlice
     from trackpoint.storage import TensorInfo
     from trackpoint.variables import Variable
 
@@ -396,7 +397,7 @@ class Trackable:
         """
 
     # ------------------------------------------------------------------ state
-    def _serialize_to_tensors(self) -> dict[str, np.ndarray[Any, Any]]:
+    def _serialize_to_tensors(self) -> dict[str, Any]:
         """The state of this object (not of its dependencies) to save.
 
         Returns
@@ -404,7 +405,10 @@ class Trackable:
         dict
             ``{attribute_name: array}``. Arrays must not be mutated until the
             save returns; strings are object arrays of ``bytes``. The default
-            returns ``{}``: the object only groups its dependencies.
+            returns ``{}``: the object only groups its dependencies. As in
+            TensorFlow, a value may instead be ``{slice_spec: array}``, the
+            slices of a larger tensor this object holds (spec strings as
+            :attr:`trackpoint.SaveSliceInfo.spec` gives them).
         """
         return {}
 
@@ -442,6 +446,15 @@ class Trackable:
         checkpoint's dtype and shape, as checked by :meth:`_check_restore_tensors`)
         lets the storage reader fill it without an intermediate copy; the
         attribute is then not passed to :meth:`_restore_from_tensors`.
+        """
+        return None
+
+    def _restore_slice(self, attribute: str) -> TensorSlice | None:
+        """The slice of the saved tensor that ``attribute`` holds, or ``None`` (the default: all of it).
+
+        When it returns a slice, a restore reads only that part of the saved
+        tensor (:meth:`trackpoint.storage.CheckpointReader.read_slice`), and
+        :meth:`_check_restore_tensors` sees the full tensor's shape.
         """
         return None
 

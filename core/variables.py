@@ -2,19 +2,104 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from trackpoint import dtypes
+from trackpoint._slices import TensorSlice
 from trackpoint.errors import DTypeMismatchError, ShapeMismatchError
 from trackpoint.trackable import VARIABLE_VALUE_KEY, Trackable
 
 if TYPE_CHECKING:
     from trackpoint.storage import TensorInfo
 
-__all__ = ["Variable"]
+__all__ = ["SaveSliceInfo", "Variable"]
+
+
+@dataclass(frozen=True, slots=True, init=False)
+class SaveSliceInfo:
+    """How a variable holding one slice of a larger tensor is saved (TensorFlow's ``Variable.SaveSliceInfo``).
+
+    Pass it as ``Variable(value, save_slice_info=...)``: the variable's value
+    is the slice ``var_offset`` .. ``var_offset + var_shape`` of a tensor of
+    shape ``full_shape``. A save writes the slice as TensorFlow writes a slice
+    of a partitioned variable, so the slices saved by several variables (in
+    one process or several) form one tensor in the checkpoint, and a restore
+    reads exactly this slice, however the checkpoint was partitioned.
+
+    Parameters
+    ----------
+    full_name
+        Name of the whole tensor. Name-based restores (checkpoints without
+        an object graph, TensorFlow 1's ``Saver``) look the value up under it;
+        object-based saves key the value by the variable's path, as
+        TensorFlow 2 does.
+    full_shape
+        Shape of the whole tensor.
+    var_offset
+        Where this variable's slice starts, per dimension.
+    var_shape
+        Shape of this variable's slice (the variable's own shape).
+
+    Raises
+    ------
+    ValueError
+        The shapes and offset have different ranks or the slice does not lie
+        inside ``full_shape``.
+
+    Examples
+    --------
+    >>> import numpy as np, trackpoint as tp
+    >>> info = tp.SaveSliceInfo("emb", full_shape=[4, 2], var_offset=[2, 0], var_shape=[2, 2])
+    >>> info.spec
+    '4 2 2,2:0,2'
+    >>> tp.Variable(np.zeros((2, 2), np.float32), save_slice_info=info).save_slice_info.var_offset
+    (2, 0)
+    """
+
+    full_name: str | None
+    full_shape: tuple[int, ...]
+    var_offset: tuple[int, ...]
+    var_shape: tuple[int, ...]
+
+    def __init__(
+        self,
+        full_name: str | None = None,
+        full_shape: Sequence[int] = (),
+        var_offset: Sequence[int] = (),
+        var_shape: Sequence[int] = (),
+    ) -> None:
+        # The geometry is validated once, by TensorSlice.
+        geometry = TensorSlice(tuple(full_shape), tuple(var_offset), tuple(var_shape))
+        object.__setattr__(self, "full_name", None if full_name is None else str(full_name))
+        object.__setattr__(self, "full_shape", geometry.full_shape)
+        object.__setattr__(self, "var_offset", geometry.offset)
+        object.__setattr__(self, "var_shape", geometry.shape)
+
+    @property
+    def spec(self) -> str:
+        """The slice spec TensorFlow saves with the value: ``"d0 d1 off0,len0:off1,len1"``."""
+        return self.slice.spec
+
+    @property
+    def slice(self) -> TensorSlice:
+        """The slice as a :class:`TensorSlice` (the form the storage contract uses)."""
+        return TensorSlice(self.full_shape, self.var_offset, self.var_shape)
+
+    @classmethod
+    def from_spec(cls, spec: str, full_name: str | None = None) -> SaveSliceInfo:
+        """Parse a spec string (as :attr:`spec` gives it, or TensorFlow's ``-`` for a whole dimension).
+
+        Raises
+        ------
+        ValueError
+            ``spec`` is not a slice spec.
+        """
+        s = TensorSlice.from_spec(spec)
+        return cls(full_name, s.full_shape, s.offset, s.shape)
 
 
 class Variable(Trackable):
@@ -40,17 +125,25 @@ class Variable(Trackable):
         Whether optimizers should update it; informational.
     shape
         Expected shape; :class:`ShapeMismatchError` if the value differs.
+    save_slice_info
+        A :class:`SaveSliceInfo` when the variable holds one slice of a larger
+        tensor: saves write it as that slice, restores read just that slice.
+        Its ``var_shape`` must be the value's shape.
 
     Raises
     ------
     UnsupportedDTypeError
         The value's type cannot be stored in a checkpoint.
+    ShapeMismatchError
+        The value's shape differs from ``shape`` or from the slice's ``var_shape``.
     """
 
     _value: np.ndarray[Any, Any]
     # Set while an async save still has to write ``_value`` (trackpoint._async): writes then
     # go through _async.writable_buffer, which keeps the pinned buffer unchanged for the writer.
     _pin: Any = None
+    # A class default: subclasses that build instances without __init__ hold whole values.
+    _save_slice_info: SaveSliceInfo | None = None
 
     def __init__(
         self,
@@ -59,8 +152,11 @@ class Variable(Trackable):
         name: str | None = None,
         trainable: bool = True,
         shape: tuple[int, ...] | list[int] | None = None,
+        *,
+        save_slice_info: SaveSliceInfo | None = None,
     ) -> None:
         self._maybe_initialize_trackable()
+        self._save_slice_info = None
         self._name = "Variable" if name is None else str(name)
         self._trainable = bool(trainable)
         if callable(initial_value):
@@ -72,6 +168,8 @@ class Variable(Trackable):
                 f"Variable {self._name!r}: initial value has shape {value.shape}, but shape {tuple(shape)} was given"
             )
         self._value = value
+        if save_slice_info is not None:
+            self._set_save_slice_info(save_slice_info)
 
     @classmethod
     def _uninitialized(cls, shape: tuple[int, ...], dtype: np.dtype[Any], *, name: str, trainable: bool) -> Variable:
@@ -80,6 +178,7 @@ class Variable(Trackable):
         self._maybe_initialize_trackable()
         self._name = name
         self._trainable = trainable
+        self._save_slice_info = None
         dtype = dtypes.as_dtype(dtype)
         self._value = np.empty(shape, dtype=dtype) if dtype != dtypes.string else np.full(shape, b"", dtype=object)
         return self
@@ -105,6 +204,30 @@ class Variable(Trackable):
     def trainable(self) -> bool:
         """Whether optimizers should update this variable."""
         return self._trainable
+
+    @property
+    def save_slice_info(self) -> SaveSliceInfo | None:
+        """The slice of a larger tensor this variable holds, ``None`` for a whole value."""
+        return self._save_slice_info
+
+    def _set_save_slice_info(self, save_slice_info: SaveSliceInfo | None) -> None:
+        """Declare (or, with ``None``, forget) the slice this variable holds (TensorFlow's name)."""
+        if save_slice_info is not None:
+            if not isinstance(save_slice_info, SaveSliceInfo):
+                raise TypeError(
+                    f"Variable {self._name!r}: save_slice_info must be a trackpoint.SaveSliceInfo, got "
+                    f"{type(save_slice_info).__name__}"
+                )
+            if save_slice_info.var_shape != self._value.shape:
+                raise ShapeMismatchError(
+                    f"Variable {self._name!r}: the value has shape {self._value.shape}, but its save_slice_info "
+                    f"declares a slice of shape {save_slice_info.var_shape}"
+                )
+        self._save_slice_info = save_slice_info
+
+    def _get_save_slice_info(self) -> SaveSliceInfo | None:
+        """TensorFlow's accessor of :attr:`save_slice_info`."""
+        return self._save_slice_info
 
     @property
     def value(self) -> np.ndarray[Any, Any]:
@@ -216,6 +339,12 @@ class Variable(Trackable):
     def _serialize_to_tensors(self) -> dict[str, np.ndarray[Any, Any]]:
         # No copy: a synchronous save finishes before returning; an async one pins the buffer
         # and every write then goes through _write_pinned (trackpoint._async).
+    def _serialize_to_tensors(self) -> dict[str, Any]:
+        # No copy: saves finish before returning and variables are not used concurrently.
+        info = self._save_slice_info
+        if info is not None and info.var_shape != info.full_shape:
+            # TensorFlow's form for a slice: {slice spec: tensor} under the attribute.
+            return {VARIABLE_VALUE_KEY: {info.spec: self._value}}
         return {VARIABLE_VALUE_KEY: self._value}
 
     def _checkpoint_attribute_names(self) -> tuple[str, ...]:
@@ -231,6 +360,14 @@ class Variable(Trackable):
                 f"cannot restore {key!r} into Variable {self._name!r}: the checkpoint holds dtype "
                 f"{dtypes._name(info.dtype)}, the variable has dtype {dtypes._name(self.dtype)}"
             )
+        sliced = self._save_slice_info
+        if sliced is not None:
+            if tuple(info.shape) != sliced.full_shape:
+                raise ShapeMismatchError(
+                    f"cannot restore {key!r} into Variable {self._name!r}: the checkpoint holds shape "
+                    f"{tuple(info.shape)}, the variable is a slice of a tensor of shape {sliced.full_shape}"
+                )
+            return
         if tuple(info.shape) != self._value.shape:
             raise ShapeMismatchError(
                 f"cannot restore {key!r} into Variable {self._name!r}: the checkpoint holds shape "
@@ -250,4 +387,11 @@ class Variable(Trackable):
                 # starts as a copy so that a failed read leaves the value as it was.
                 self._write_pinned(lambda out: None if out is self._value else np.copyto(out, self._value))
             return self._value
+        return None
+
+    def _restore_slice(self, attribute: str) -> TensorSlice | None:
+        # docstring inherited
+        info = self._save_slice_info
+        if attribute == VARIABLE_VALUE_KEY and info is not None:
+            return info.slice
         return None

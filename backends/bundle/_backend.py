@@ -64,6 +64,8 @@ class BundleBackend(StorageBackend):
     """
 
     name = "bundle"
+    # Slices are stored as TensorFlow stores partitioned variables (slice entries).
+    supports_slices = True
 
     def __init__(self, files: FileLayer, *, options: CheckpointOptions | None = None) -> None:
         self._strategy: CommitStrategy = choose_strategy(files)

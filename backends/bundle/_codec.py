@@ -37,6 +37,7 @@ __all__ = [
     "decode_strings",
     "encode_entry",
     "encode_header",
+    "encode_sliced_entry",
     "encode_strings",
 ]
 
@@ -126,6 +127,30 @@ def encode_entry(dtype: int, shape: Sequence[int], shard_id: int, offset: int, s
     if crc:
         out += (b"\x35", _U32.pack(crc))
     return b"".join(out)
+
+
+def encode_sliced_entry(
+    dtype: int, shape: Sequence[int], slices: Sequence[Sequence[tuple[int, int]]], shard_id: int = 0
+) -> bytes:
+    """The full-tensor entry of a partitioned tensor: dtype, shape and its slices, no data of its own.
+
+    Each slice is ``(start, length)`` per dimension, length -1 meaning the
+    whole dimension (stored as an empty extent, as TensorFlow does).
+    ``shard_id`` is the first data file holding a slice: TensorFlow's merge
+    sets it on every entry, this one included, though it names no data.
+    """
+    msg = pb.BundleEntryProto(dtype=dtype, shard_id=shard_id)
+    msg.shape.SetInParent()
+    for d in shape:
+        msg.shape.dim.add(size=d)
+    for extents in slices:
+        proto = msg.slices.add()
+        for start, length in extents:
+            extent = proto.extent.add()
+            if length >= 0:
+                extent.start = start
+                extent.length = length
+    return bytes(msg.SerializeToString(deterministic=True))
 
 
 #: Shapes by the bytes of their ``TensorShapeProto``; bounded, as a model has few distinct shapes.

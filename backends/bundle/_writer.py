@@ -15,14 +15,22 @@ from typing import Any, Final, NamedTuple
 
 import numpy as np
 
-from trackpoint.backends.bundle._codec import encode_entry, encode_header, encode_strings
+from trackpoint.backends.bundle._codec import (
+    decode_entry,
+    encode_entry,
+    encode_header,
+    encode_sliced_entry,
+    encode_strings,
+)
 from trackpoint.backends.bundle._crc import crc32c, extend, mask
 from trackpoint.backends.bundle._dtypes import DT_STRING, tf_from_dtype
+from trackpoint.backends.bundle._ordered_code import decode_slice_key, encode_slice_key
 from trackpoint.backends.bundle._sstable import build_table
 from trackpoint.backends.bundle._varint import decode_varint, encode_varint
 from trackpoint.backends.stores import FileLayer
 from trackpoint.errors import ConcurrentModificationError, InvalidCheckpointError, TrackableError
-from trackpoint.storage import ShardResult, ShardSpec, WriteItem, shard_progress
+from trackpoint.storage import ShardResult, ShardSpec, TensorSlice, WriteItem, shard_progress
+from trackpoint.storage import check_coverage as _check_coverage
 
 #: Tensors below this size are gathered into one buffer so a shard of many
 #: small tensors costs few write calls.
@@ -36,7 +44,7 @@ _PAYLOAD_MAGIC: Final = b"TPBUNDLE2\n"
 
 
 class Row(NamedTuple):
-    """Where one tensor landed in its shard's data file."""
+    """Where one tensor (or one slice of a tensor) landed in its shard's data file."""
 
     key: bytes
     dtype: int
@@ -44,6 +52,26 @@ class Row(NamedTuple):
     offset: int
     size: int
     crc: int
+    #: For a slice: the tensor's own key (``key`` is then the slice key) and the slice.
+    full: bytes = b""
+    part: TensorSlice | None = None
+
+
+def slice_extents(part: TensorSlice) -> list[tuple[int, int]]:
+    """The ``(start, length)`` extents TensorFlow records for a slice given as ``SaveSliceInfo.spec``.
+
+    Every dimension is explicit, even a whole one: TensorFlow parses the
+    ``offset,length`` pairs of a spec as they are, and the slice key and the
+    entry's ``slices`` carry them so.
+    """
+    return list(zip(part.offset, part.shape, strict=True))
+
+
+def extents_slice(full_shape: tuple[int, ...], extents: Sequence[tuple[int, int]]) -> TensorSlice:
+    """The :class:`TensorSlice` of stored extents (length -1 is the whole dimension)."""
+    offset = tuple(0 if n < 0 else s for s, n in extents)
+    shape = tuple(d if n < 0 else n for (_, n), d in zip(extents, full_shape, strict=True))
+    return TensorSlice(full_shape, offset, shape)
 
 
 class WrittenShard(NamedTuple):
@@ -93,10 +121,19 @@ def write_data(files: FileLayer, path: str, items: Sequence[WriteItem], *, creat
         offset = 0
         for it in items:
             key = _key_bytes(it.key)
+            full = b""
+            part = it.slice
+            if part is not None and (part.is_full or 0 in part.full_shape):
+                # TensorFlow writes a slice that is the whole tensor as a plain entry.
+                part = None
+            if part is not None:
+                if not part.size:
+                    continue  # an empty slice holds nothing; the other slices cover the tensor
+                full, key = key, encode_slice_key(key, slice_extents(part))
             arr = np.asarray(it.array)
             if arr.dtype.kind == "O":
                 data, crc = encode_strings(arr, it.key)
-                rows.append(Row(key, DT_STRING, arr.shape, offset, len(data), crc))
+                rows.append(Row(key, DT_STRING, arr.shape, offset, len(data), crc, full, part))
                 batch += data
                 offset += len(data)
             else:
@@ -116,7 +153,7 @@ def write_data(files: FileLayer, path: str, items: Sequence[WriteItem], *, creat
                         chunk = view[start : start + _CHUNK]
                         crc = extend(crc, chunk)
                         sink.write(chunk)
-                rows.append(Row(key, dt, arr.shape, offset, size, mask(crc)))
+                rows.append(Row(key, dt, arr.shape, offset, size, mask(crc), full, part))
                 offset += size
             if report is not None:
                 report(it.nbytes)
@@ -140,21 +177,52 @@ def describe_shard(spec: ShardSpec, rows: list[Row], file_count: int) -> Written
     the merged index will hold them, and ``file_count``, the ``-of-`` count
     of the shard's data file name.
     """
-    nbytes = rows[-1].offset + rows[-1].size if rows else 0
+    nbytes = max((r.offset + r.size for r in rows), default=0)
     rows = sorted(rows, key=lambda r: r.key)
     for a, b in itertools.pairwise(rows):
         if a.key == b.key:
-            raise TrackableError(f"bundle: tensor key {a.key.decode('utf-8', 'replace')!r} is saved twice")
-    piece_entries = [(r.key, encode_entry(r.dtype, r.shape, 0, r.offset, r.size, r.crc)) for r in rows]
+            what = _name(a.full) + f" slice {a.part.spec!r}" if a.part is not None else _name(a.key)
+            raise TrackableError(f"bundle: tensor {what} is saved twice")
+    # The full-tensor entries of sliced tensors: dtype, full shape and the slices this shard holds.
+    sliced: dict[bytes, list[Row]] = {}
+    for r in rows:
+        if r.part is not None:
+            sliced.setdefault(r.full, []).append(r)
+    plain = {r.key for r in rows if r.part is None}
+    for name, group in sliced.items():
+        if name in plain:
+            raise TrackableError(f"bundle: tensor {_name(name)} is saved both whole and as slices")
+        if spec.num_shards == 1:
+            # The shard is the whole save: its slices must tile the tensor.
+            parts = [r.part for r in group if r.part is not None]
+            _check_coverage(name.decode("utf-8", "replace"), parts[0].full_shape, parts, "bundle")
+
+    def entries(shard_id: int) -> list[tuple[bytes, bytes]]:
+        out = [(r.key, encode_entry(r.dtype, r.shape, shard_id, r.offset, r.size, r.crc)) for r in rows]
+        if sliced:
+            fulls = [(name, _full_entry(name, group, shard_id)) for name, group in sliced.items()]
+            out = sorted(out + fulls)
+        return out
+
+    piece_entries = entries(0)
     piece_table = build_table([(b"", encode_header(1)), *piece_entries])
     # Shard 0's entries are the same bytes in the piece and in the merged index.
-    merged_entries = (
-        piece_entries
-        if spec.shard_id == 0
-        else [(r.key, encode_entry(r.dtype, r.shape, spec.shard_id, r.offset, r.size, r.crc)) for r in rows]
-    )
-    keys = tuple(r.key.decode("utf-8", "surrogateescape") for r in rows)
+    merged_entries = piece_entries if spec.shard_id == 0 else entries(spec.shard_id)
+    keys = tuple(k.decode("utf-8", "surrogateescape") for k, _ in merged_entries if k[:1] != b"\x00")
     return WrittenShard(piece_table, ShardResult(spec, keys, nbytes, encode_payload(merged_entries, file_count)))
+
+
+def _name(key: bytes) -> str:
+    return repr(key.decode("utf-8", "replace"))
+
+
+def _full_entry(name: bytes, group: Sequence[Row], shard_id: int) -> bytes:
+    dtypes = {r.dtype for r in group}
+    shapes = {r.part.full_shape for r in group if r.part is not None}
+    if len(dtypes) != 1 or len(shapes) != 1:
+        raise TrackableError(f"bundle: the slices of tensor {_name(name)} differ in dtype or full shape")
+    parts = sorted((r.part for r in group if r.part is not None), key=lambda p: p.offset)
+    return encode_sliced_entry(dtypes.pop(), shapes.pop(), [slice_extents(p) for p in parts], shard_id)
 
 
 def encode_payload(entries: Sequence[tuple[bytes, bytes]], file_count: int) -> bytes:
@@ -222,10 +290,58 @@ def merge_index(prefix: str, shards: Sequence[ShardResult], num_shards: int) -> 
     entries: list[tuple[bytes, bytes]] = []
     for r in shards:
         entries.extend(decode_payload(r.payload, f"bundle: shard {r.spec.shard_id} of {prefix!r}")[1])
+    # Stable sort: equal keys (the full entries of a tensor sliced by several shards) stay in shard order.
     entries.sort(key=lambda e: e[0])
-    for a, b in itertools.pairwise(entries):
-        if a[0] == b[0]:
+    where = f"bundle: commit of {prefix!r}"
+    # Slice keys sort first (they start with a NUL byte) and name the tensors that have slices.
+    sliced: set[bytes] = set()
+    for k, _ in entries:
+        if k[:1] != b"\x00":
+            break
+        sliced.add(decode_slice_key(k, where)[0])
+    merged: list[tuple[bytes, bytes]] = []
+    i = 0
+    while i < len(entries):
+        key = entries[i][0]
+        j = i + 1
+        while j < len(entries) and entries[j][0] == key:
+            j += 1
+        if key in sliced:
+            merged.append((key, merge_sliced(key, [v for _, v in entries[i:j]], where)))
+        elif j - i > 1:
+            if key[:1] == b"\x00":
+                name, extents = decode_slice_key(key, where)
+                raise TrackableError(
+                    f"{where}: the slice {extents} of tensor {_name(name)} was saved by more than one shard; "
+                    "each element of a partitioned value must be saved by exactly one writer"
+                )
+            raise TrackableError(f"bundle: tensor {_name(key)} appears in two shards of {prefix!r}")
+        else:
+            merged.append(entries[i])
+        i = j
+    return build_table([(b"", encode_header(num_shards)), *merged])
+
+
+def merge_sliced(name: bytes, values: Sequence[bytes], where: str) -> bytes:
+    """One full-tensor entry from the entries several shards wrote for the tensor ``name``.
+
+    The slices are ordered by offset (so the index does not depend on which
+    shard finished first) and must tile the tensor.
+    """
+    decoded = [decode_entry(v, f"{where}: entry {_name(name)}") for v in values]
+    if any(not e.slices for e in decoded):
+        raise TrackableError(f"{where}: tensor {_name(name)} was saved both whole and as slices")
+    first = decoded[0]
+    for e in decoded[1:]:
+        if e.dtype != first.dtype or e.shape != first.shape:
             raise TrackableError(
-                f"bundle: tensor {a[0].decode('utf-8', 'replace')!r} appears in two shards of {prefix!r}"
+                f"{where}: the slices of tensor {_name(name)} disagree: dtype {first.dtype} shape {first.shape} "
+                f"in one shard, dtype {e.dtype} shape {e.shape} in another"
             )
-    return build_table([(b"", encode_header(num_shards)), *entries])
+    parts = [extents_slice(first.shape, ext) for e in decoded for ext in e.slices]
+    _check_coverage(name.decode("utf-8", "replace"), first.shape, parts, where)
+    if len(decoded) == 1:
+        return values[0]
+    parts.sort(key=lambda p: p.offset)
+    # The shards are merged in shard order, so the first entry names the first shard holding a slice.
+    return encode_sliced_entry(first.dtype, first.shape, [slice_extents(p) for p in parts], first.shard_id)

@@ -1,0 +1,161 @@
+"""Slices in the bundle: TensorFlow's slice entries written, merged at commit across shards, large tensors split."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+import trackpoint as tp
+from fixtures.tf import tfcases
+from servers import make_s3_fs
+from trackpoint.backends.bundle import BundleBackend
+from trackpoint.backends.bundle._codec import decode_entry, encode_sliced_entry
+from trackpoint.backends.bundle._ordered_code import encode_slice_key
+from trackpoint.backends.bundle._sstable import read_table
+from trackpoint.storage import CheckpointOptions, ShardResult, ShardSpec, TensorSlice, WriteItem
+
+FULL = np.arange(96, dtype=np.float32).reshape(12, 8)
+
+
+def rows(a: int, b: int, full: np.ndarray[Any, Any] = FULL) -> WriteItem:
+    """The rows ``a:b`` of ``full`` as a slice item of key ``t``."""
+    return WriteItem("t", full[a:b], TensorSlice(full.shape, (a, *[0] * (full.ndim - 1)), (b - a, *full.shape[1:])))
+
+
+def index_entries(prefix: str) -> dict[bytes, bytes]:
+    return dict(read_table(Path(prefix + ".index").read_bytes(), "test")[1:])
+
+
+def save_by_shards(backend: BundleBackend, prefix: str, shards: list[list[WriteItem]]) -> None:
+    """The save protocol as several processes run it: one shard per writer, one commit of every manifest."""
+    save_id = uuid.uuid4().hex
+    backend.begin(prefix, save_id)
+    specs = [ShardSpec(i, len(shards), save_id) for i in range(len(shards))]
+    # Written in reverse order, as writers finishing in any order would.
+    results: list[ShardResult] = [
+        backend.write_shard(prefix, s, g) for s, g in reversed(list(zip(specs, shards, strict=True)))
+    ]
+    try:
+        backend.commit(prefix, sorted(results, key=lambda r: r.spec.shard_id))
+    except BaseException:
+        backend.abort(prefix, save_id)
+        raise
+
+
+def test_full_entries_are_byte_identical_to_tensorflows() -> None:
+    """TensorFlow's merged index of the `sliced` fixture: its full entries re-encode to the same bytes."""
+    table = dict(read_table(Path(tfcases.prefix("sliced") + ".index").read_bytes(), "fixture")[1:])
+    full = {k: v for k, v in table.items() if decode_entry(v, "fixture").slices}
+    assert len(full) == 2
+    for value in full.values():
+        e = decode_entry(value, "fixture")
+        assert encode_sliced_entry(e.dtype, e.shape, e.slices, e.shard_id) == value
+
+
+def test_slices_are_written_as_tensorflow_slice_entries(backend: BundleBackend, prefix: str) -> None:
+    backend.save(prefix, [rows(0, 5), rows(5, 12), WriteItem("plain", np.ones(3))])
+    entries = index_entries(prefix)
+    full = decode_entry(entries[b"t"], "t")
+    assert (full.shape, full.size, full.slices) == ((12, 8), 0, (((0, 5), (0, 8)), ((5, 7), (0, 8))))
+    piece = decode_entry(entries[encode_slice_key(b"t", [(5, 7), (0, 8)])], "piece")
+    assert (piece.shape, piece.size) == ((5 * 0 + 7, 8), 7 * 8 * 4)
+    with backend.open_reader(prefix) as reader:
+        assert reader.keys() == ["plain", "t"]
+        np.testing.assert_array_equal(reader.read("t"), FULL)
+
+
+def test_slices_from_several_shards_merge_deterministically(backend: BundleBackend, tmp_path: Path) -> None:
+    cuts = [[rows(8, 12), rows(0, 2)], [rows(2, 5)], [rows(5, 8), WriteItem("other", np.zeros(2))]]
+    save_by_shards(backend, str(tmp_path / "a"), cuts)
+    save_by_shards(backend, str(tmp_path / "b"), [cuts[2], cuts[0], cuts[1]])
+    a, b = index_entries(str(tmp_path / "a")), index_entries(str(tmp_path / "b"))
+    # The same slices in another shard order: the same full entry (slices sorted by offset).
+    starts = [s[0][0] for s in decode_entry(a[b"t"], "a").slices]
+    assert starts == [0, 2, 5, 8] and decode_entry(b[b"t"], "b").slices == decode_entry(a[b"t"], "a").slices
+    for p in ("a", "b"):
+        with backend.open_reader(str(tmp_path / p)) as reader:
+            np.testing.assert_array_equal(reader.read("t"), FULL)
+
+
+@pytest.mark.parametrize(
+    ("shards", "match"),
+    [
+        ([[rows(0, 6)], [rows(5, 12)]], r"the slices '12 8 0,6:0,8' and '12 8 5,7:0,8' of 't' overlap"),
+        ([[rows(0, 6)], [rows(0, 6)]], r"slice \[\(0, 6\), \(0, 8\)\] of tensor 't' was saved by more than one shard"),
+        ([[rows(0, 6)], [rows(7, 12)]], r"slices saved for 't' cover 88 of its 96 elements"),
+        ([[rows(0, 6)], [WriteItem("t", FULL)]], r"tensor 't' was saved both whole and as slices"),
+        (
+            [[rows(0, 6)], [WriteItem("t", FULL[6:].astype(np.float64), TensorSlice((12, 8), (6, 0), (6, 8)))]],
+            r"the slices of tensor 't' disagree",
+        ),
+    ],
+)
+def test_commit_refuses_bad_coverage(backend: BundleBackend, prefix: str, shards: Any, match: str) -> None:
+    with pytest.raises(tp.TrackableError, match=match):
+        save_by_shards(backend, prefix, shards)
+    assert not backend.exists(prefix)
+    assert not [n for n in os.listdir(os.path.dirname(prefix)) if not n.startswith(".")]
+
+
+def test_a_single_shard_must_hold_every_slice(backend: BundleBackend, prefix: str) -> None:
+    with pytest.raises(tp.TrackableError, match=r"bundle: the slices saved for 't' cover 40 of its 96"):
+        backend.save(prefix, [rows(0, 5)])
+    assert not backend.exists(prefix)
+
+
+def test_empty_and_whole_slices(backend: BundleBackend, prefix: str) -> None:
+    empty = WriteItem("t", FULL[:0], TensorSlice((12, 8), (12, 0), (0, 8)))
+    whole = WriteItem("w", FULL, TensorSlice.full(FULL.shape))
+    backend.save(prefix, [empty, rows(0, 12), whole])
+    entries = index_entries(prefix)
+    assert not decode_entry(entries[b"w"], "w").slices  # a whole slice is a plain entry, as in TensorFlow
+    with backend.open_reader(prefix) as reader:
+        np.testing.assert_array_equal(reader.read("w"), FULL)
+
+
+# ------------------------------------------------------------------ large tensors
+def data_files(prefix: str) -> list[str]:
+    d, base = os.path.split(prefix)
+    return sorted(n for n in os.listdir(d) if n.startswith(base + ".data-"))
+
+
+def test_large_tensors_are_split_across_data_files(backend: BundleBackend, prefix: str) -> None:
+    big = np.arange(64 * 32, dtype=np.float64).reshape(64, 32)  # 16 KiB, 256-byte rows
+    items = [WriteItem("big", big), WriteItem("small", np.ones(4, np.int32)), WriteItem("s", np.array(b"x", object))]
+    backend.save(prefix, items, CheckpointOptions(max_shard_bytes=4096, num_writers=2))
+    files = data_files(prefix)
+    assert len(files) >= 4
+    assert all(os.path.getsize(os.path.join(os.path.dirname(prefix), f)) <= 4096 for f in files)
+    entry = decode_entry(index_entries(prefix)[b"big"], "big")
+    assert len(entry.slices) == 4 and {s[0][1] for s in entry.slices} == {16}
+    with backend.open_reader(prefix) as reader:
+        np.testing.assert_array_equal(reader.read("big"), big)
+        np.testing.assert_array_equal(reader.read_many([("big", None)])[0], big)
+
+
+def test_split_without_a_bound_writes_whole_tensors(backend: BundleBackend, prefix: str) -> None:
+    backend.save(prefix, [WriteItem("big", FULL)])
+    assert not decode_entry(index_entries(prefix)[b"big"], "big").slices
+
+
+def test_split_on_s3(s3_bucket: str, s3_storage_options: dict[str, Any]) -> None:
+    big = np.random.default_rng(0).standard_normal((40, 100)).astype(np.float32)  # 400-byte rows
+    root = tp.AutoTrackable()
+    root.big = tp.Variable(big)
+    opts = CheckpointOptions(storage_options=s3_storage_options, max_shard_bytes=4000)
+    path = tp.Checkpoint(model=root).write(f"{s3_bucket}/split/ckpt", opts)
+    names = [
+        n.rsplit("/", 1)[-1] for n in make_s3_fs(s3_storage_options).ls(f"{s3_bucket}/split".removeprefix("s3://"))
+    ]
+    assert len([n for n in names if ".data-" in n]) >= 4
+    with tp.load_checkpoint(path, opts) as reader:
+        np.testing.assert_array_equal(reader.get_tensor("model/big/.ATTRIBUTES/VARIABLE_VALUE"), big)
+    target = tp.AutoTrackable()
+    target.big = tp.Variable(np.zeros_like(big))
+    tp.Checkpoint(model=target).read(path, opts).assert_consumed()
+    np.testing.assert_array_equal(target.big.numpy(), big)
