@@ -8,10 +8,12 @@ where the store offers ranged reads.
 
 from __future__ import annotations
 
+import math
 import sys
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from typing import Any, Final, NamedTuple
 
 import numpy as np
@@ -34,7 +36,7 @@ from trackpoint.errors import (
     ShapeMismatchError,
     StorageError,
 )
-from trackpoint.storage import CheckpointReader, TensorInfo
+from trackpoint.storage import CheckpointReader, TensorInfo, TensorSlice
 
 #: A header claiming more shards than this is treated as corrupt.
 _MAX_SHARDS: Final = 1 << 24
@@ -76,6 +78,47 @@ def _unholdable(shape: tuple[int, ...], dtype: np.dtype[Any]) -> str | None:
     if nbytes > _MAX_ARRAY_BYTES:
         return f"has shape {shape} of {dtype}, which no numpy array can hold (over 2**63 bytes addressed)"
     return None
+
+
+#: Runs shorter than this are not read one by one: the overlapping rows are read whole instead.
+_MIN_RUN: Final = 4096
+#: Nor are more runs than this per piece.
+_MAX_RUNS: Final = 4096
+
+
+def _runs(shape: tuple[int, ...], local: tuple[slice, ...], itemsize: int) -> tuple[np.ndarray[Any, Any], int] | None:
+    """Byte offsets (in the piece) and length of the contiguous runs holding ``local`` of a C-order piece.
+
+    ``None`` when the runs are too short or too many to read one by one.
+    """
+    rank = len(shape)
+    # The first dimension from which on the part covers the piece whole (after a partial one).
+    j = rank - 1
+    while j > 0 and local[j].start == 0 and local[j].stop == shape[j]:
+        j -= 1
+    strides = [itemsize * math.prod(shape[d + 1 :]) for d in range(rank)]
+    run_bytes = (local[j].stop - local[j].start) * strides[j] if rank else itemsize
+    count = math.prod(sl.stop - sl.start for sl in local[:j])
+    if count > 1 and (run_bytes < _MIN_RUN or count > _MAX_RUNS):
+        return None
+    offsets = np.zeros((), dtype=np.int64)
+    for d in range(j):
+        axis = np.arange(local[d].start, local[d].stop, dtype=np.int64) * strides[d]
+        offsets = np.add.outer(offsets, axis)
+    base = local[j].start * strides[j] if rank else 0
+    return (offsets.reshape(-1) + base), int(run_bytes)
+
+
+def _finish_part(
+    swap: bool, buf: np.ndarray[Any, Any], target: np.ndarray[Any, Any], index: tuple[slice, ...] | None
+) -> None:
+    """Bring a partly read piece into native byte order and into place."""
+    if swap:
+        buf.reshape(-1).view(f"u{buf.dtype.itemsize}").byteswap(inplace=True)
+    if index is not None:
+        target[...] = buf[index]
+    elif buf is not target:
+        target[...] = buf
 
 
 def header_count(index_bytes: bytes, where: str) -> int | None:
@@ -235,7 +278,8 @@ class BundleReader(CheckpointReader):
         s = self._get(key)
         self._readable(key, s)
         if s.entry.slices:
-            return self._assemble(key, s, out)
+            full = TensorSlice.full(s.entry.shape)
+            return self._read_part(key, s, full, self._pieces(key, s), out)
         return self._read_plain(key, s, out)
 
     def _read_plain(self, key: str, s: _Stored, out: np.ndarray[Any, Any] | None) -> np.ndarray[Any, Any]:
@@ -262,51 +306,164 @@ class BundleReader(CheckpointReader):
             # The index names this file, so its absence is damage, not a missing checkpoint.
             raise DataLossError(f"bundle: data file {path!r} of {self.prefix!r} is missing") from exc
 
-    def _assemble(self, key: str, s: _Stored, out: np.ndarray[Any, Any] | None) -> np.ndarray[Any, Any]:
-        """Build a partitioned tensor from its slice entries.
+    def _pieces(self, key: str, s: _Stored) -> list[tuple[TensorSlice, _Stored]]:
+        """The stored slices of a partitioned tensor, each validated (bounds, entry, shape, range in its file).
 
-        Every slice is validated (bounds, entry, shape, range in its data file)
-        and the slices must cover the tensor before the result is allocated, so
-        an index claiming a huge partitioned tensor cannot trigger a huge allocation.
+        Validation comes before anything is allocated, so an index claiming a
+        huge partitioned tensor cannot trigger a huge allocation.
         """
         shape = s.entry.shape
-        plan: list[tuple[tuple[slice, ...], _Stored]] = []
-        covered = 0
+        out: list[tuple[TensorSlice, _Stored]] = []
         for extents in s.entry.slices:
             if len(extents) != len(shape):
                 raise DataLossError(f"{self._where}: slice {extents} of {key!r} does not match its rank {len(shape)}")
-            bounds: list[slice] = []
+            offset: list[int] = []
+            lengths: list[int] = []
             for (start, length), dim in zip(extents, shape, strict=False):
                 stop = dim if length < 0 else start + length
                 if start < 0 or stop > dim or (length >= 0 and start > stop):
                     raise DataLossError(f"{self._where}: slice {extents} lies outside {key!r} of shape {shape}")
-                bounds.append(slice(start if length >= 0 else 0, stop))
+                offset.append(start if length >= 0 else 0)
+                lengths.append(stop - offset[-1])
             piece = self._slices.get(encode_slice_key(s.name, list(extents)))
             if piece is None:
                 raise DataLossError(f"{self._where}: slice {extents} of {key!r} has no entry")
             self._readable(key, piece)
-            want = tuple(sl.stop - sl.start for sl in bounds)
+            want = tuple(lengths)
             if piece.entry.shape != want or piece.entry.dtype != s.entry.dtype:
                 raise DataLossError(
                     f"{self._where}: slice {extents} of {key!r} is stored as {piece.entry.shape}, expected {want}"
                 )
             self._check_range(key, piece.entry)
-            count = 1
-            for d in want:
-                count *= d
-            covered += count
-            plan.append((tuple(bounds), piece))
-        total = 1
-        for d in shape:
-            total *= d
-        if covered < total:
+            out.append((TensorSlice(shape, tuple(offset), want), piece))
+        return out
+
+    def read_slice(
+        self,
+        key: str,
+        offset: Sequence[int],
+        shape: Sequence[int],
+        out: np.ndarray[Any, Any] | None = None,
+    ) -> np.ndarray[Any, Any]:
+        """Read part of a tensor, fetching only the bytes that overlap it (see :meth:`CheckpointReader.read_slice`).
+
+        Stored pieces (the slices of a partitioned tensor, or the whole tensor)
+        that lie entirely inside the part are read whole and checked against
+        their CRC-32C. Of a piece that only overlaps the part, only the
+        overlapping bytes are read, which its checksum cannot cover: a part cut
+        along the first dimension is one byte range per piece; a part that also
+        cuts later dimensions reads one range per run of contiguous bytes when
+        the runs are long, and otherwise the piece's rows that overlap it. A
+        store without ranged reads gets whole pieces.
+        """
+        s = self._get(key)
+        self._readable(key, s)
+        part = TensorSlice(s.entry.shape, tuple(offset), tuple(shape))
+        pieces = self._pieces(key, s) if s.entry.slices else [(TensorSlice.full(s.entry.shape), s)]
+        return self._read_part(key, s, part, pieces, out)
+
+    def _read_part(
+        self,
+        key: str,
+        s: _Stored,
+        part: TensorSlice,
+        pieces: list[tuple[TensorSlice, _Stored]],
+        out: np.ndarray[Any, Any] | None,
+    ) -> np.ndarray[Any, Any]:
+        """Fill the part ``part`` of tensor ``key`` from the overlapping ``pieces``."""
+        overlaps = [(inter, where, piece) for where, piece in pieces if (inter := where.intersect(part)) is not None]
+        covered = sum(inter.size for inter, _, _ in overlaps)
+        if covered < part.size:
             raise DataLossError(
-                f"{self._where}: the slices of {key!r} hold {covered} of its {total} elements; the tensor is incomplete"
+                f"{self._where}: the slices of {key!r} hold {covered} of the {part.size} elements of {part.spec!r}; "
+                "the tensor is incomplete"
             )
-        dest = np.empty(shape, dtype=s.dtype) if s.dtype.kind == "O" else self._prepare(key, s, out)
-        for index, piece in plan:
-            dest[index] = self._read_plain(key, piece, None)
+        if s.dtype.kind == "O":
+            dest = np.empty(part.shape, dtype=object)
+            for inter, where, piece in overlaps:
+                dest[inter.within(part)] = self._read_plain(key, piece, None)[inter.within(where)]
+            return dest
+        dest = self._prepare_part(key, s, part.shape, out)
+        ranged = self._files.capabilities.ranged_reads
+        jobs: dict[int, list[tuple[int, memoryview]]] = {}
+        finish: list[Callable[[], None]] = []
+        for inter, where, piece in overlaps:
+            e = piece.entry
+            path_ranges = jobs.setdefault(e.shard_id, [])
+            target = dest[inter.within(part)]
+            whole = inter == where or not ranged
+            if whole:
+                direct = inter == where and target.flags.c_contiguous
+                buf = target if direct else np.empty(where.shape, dtype=s.dtype)
+                view = byte_view(buf)
+                if len(view):
+                    path_ranges.append((e.offset, view))
+                finish.append(partial(self._finish_whole, key, piece, view, buf, target, inter.within(where)))
+                continue
+            local = inter.within(where)
+            runs = _runs(where.shape, local, s.dtype.itemsize)
+            if runs is not None:
+                starts, run_bytes = runs
+                buf = target if target.flags.c_contiguous else np.empty(inter.shape, dtype=s.dtype)
+                view = byte_view(buf)
+                path_ranges.extend(
+                    (e.offset + int(b), view[i * run_bytes : (i + 1) * run_bytes]) for i, b in enumerate(starts)
+                )
+                finish.append(partial(_finish_part, piece.swap, buf, target, None))
+            else:
+                # Short runs: the rows of the piece that overlap, whole, then cut.
+                rows = local[0] if local else slice(0, 1)
+                row_bytes = e.size // where.shape[0] if where.shape and where.shape[0] else e.size
+                buf = np.empty((rows.stop - rows.start, *where.shape[1:]), dtype=s.dtype)
+                view = byte_view(buf)
+                path_ranges.append((e.offset + rows.start * row_bytes, view))
+                finish.append(partial(_finish_part, piece.swap, buf, target, (slice(None), *local[1:])))
+        self._run_jobs({sid: r for sid, r in jobs.items() if r})
+        for step in finish:
+            step()
         return dest
+
+    def _finish_whole(
+        self,
+        key: str,
+        piece: _Stored,
+        view: memoryview,
+        buf: np.ndarray[Any, Any],
+        target: np.ndarray[Any, Any],
+        index: tuple[slice, ...],
+    ) -> None:
+        self._verify(key, piece, view, buf)
+        if buf is not target:
+            target[...] = buf[index]
+
+    def _prepare_part(
+        self, key: str, s: _Stored, shape: tuple[int, ...], out: np.ndarray[Any, Any] | None
+    ) -> np.ndarray[Any, Any]:
+        if out is None:
+            return np.empty(shape, dtype=s.dtype)
+        if out.dtype != s.dtype:
+            raise DTypeMismatchError(f"bundle: cannot read {key!r} ({s.dtype}) into an array of dtype {out.dtype}")
+        if tuple(out.shape) != shape:
+            raise ShapeMismatchError(
+                f"bundle: cannot read a part of {key!r} of shape {shape} into an array of shape {out.shape}"
+            )
+        if not (out.flags.c_contiguous and out.flags.writeable):
+            raise ShapeMismatchError(f"bundle: the destination for {key!r} must be C-contiguous and writeable")
+        return out
+
+    def _run_jobs(self, jobs: dict[int, list[tuple[int, memoryview]]]) -> None:
+        """Fill byte ranges of several data files, files in parallel where the store reads ranges."""
+
+        def run(shard_id: int) -> None:
+            self._fill(self._data_path(shard_id), jobs[shard_id])
+
+        if len(jobs) > 1 and self._files.capabilities.ranged_reads:
+            with ThreadPoolExecutor(max_workers=min(8, len(jobs)), thread_name_prefix="trackpoint-read") as ex:
+                for f in [ex.submit(run, sid) for sid in jobs]:
+                    f.result()
+        else:
+            for sid in jobs:
+                run(sid)
 
     def read_many(self, requests: Sequence[tuple[str, np.ndarray[Any, Any] | None]]) -> list[np.ndarray[Any, Any]]:
         """Read several tensors: adjacent ranges are read with one vectored call, data files in parallel."""

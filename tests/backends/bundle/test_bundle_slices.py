@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 import uuid
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +19,10 @@ from trackpoint.backends.bundle import BundleBackend
 from trackpoint.backends.bundle._codec import decode_entry, encode_sliced_entry
 from trackpoint.backends.bundle._ordered_code import encode_slice_key
 from trackpoint.backends.bundle._sstable import read_table
-from trackpoint.storage import CheckpointOptions, ShardResult, ShardSpec, TensorSlice, WriteItem
+from trackpoint.backends.stores import LocalFiles
+from trackpoint.backends.stores.s3 import S3Files, create_files
+from trackpoint.storage import Capabilities, CheckpointOptions, ShardResult, ShardSpec, TensorSlice, WriteItem
+from trackpoint.trackable import VARIABLE_VALUE_KEY, Trackable
 
 FULL = np.arange(96, dtype=np.float32).reshape(12, 8)
 
@@ -159,3 +164,166 @@ def test_split_on_s3(s3_bucket: str, s3_storage_options: dict[str, Any]) -> None
     target.big = tp.Variable(np.zeros_like(big))
     tp.Checkpoint(model=target).read(path, opts).assert_consumed()
     np.testing.assert_array_equal(target.big.numpy(), big)
+
+
+# ------------------------------------------------------------------ reading parts
+class CountingFiles(LocalFiles):
+    """Local files counting the bytes read from data files (what a restore fetches from the store)."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.data_bytes = 0
+
+    def _count(self, path: str, n: int) -> None:
+        if ".data-" in path:
+            self.data_bytes += n
+
+    def read_into(self, path: str, offset: int, out: memoryview) -> None:
+        self._count(path, out.nbytes)
+        super().read_into(path, offset, out)
+
+    def read_ranges(self, path: str, ranges: Sequence[tuple[int, memoryview]]) -> None:
+        self._count(path, sum(out.nbytes for _, out in ranges))
+        super().read_ranges(path, ranges)
+
+
+def random_parts(rng: np.random.Generator, shape: tuple[int, ...], n: int) -> list[TensorSlice]:
+    out = []
+    for _ in range(n):
+        offset = tuple(int(rng.integers(0, d)) for d in shape)
+        out.append(
+            TensorSlice(
+                shape, offset, tuple(int(rng.integers(1, d - o + 1)) for d, o in zip(shape, offset, strict=True))
+            )
+        )
+    return out
+
+
+@pytest.mark.parametrize("ranged", [True, False])
+def test_read_slice_of_any_part_matches_numpy(tmp_path: Path, ranged: bool) -> None:
+    caps = None if ranged else Capabilities(atomic_rename=True, ranged_reads=False)
+    backend = BundleBackend(LocalFiles(capabilities=caps))
+    full = np.random.default_rng(0).standard_normal((9, 6, 1100)).astype(np.float32)  # 4400-byte runs
+    s = full.shape
+    items = [
+        WriteItem("x", full[:4], TensorSlice(s, (0, 0, 0), (4, 6, 1100))),
+        WriteItem("x", full[4:, :2], TensorSlice(s, (4, 0, 0), (5, 2, 1100))),
+        WriteItem("x", full[4:, 2:], TensorSlice(s, (4, 2, 0), (5, 4, 1100))),
+        WriteItem("whole", full),
+        WriteItem("text", np.array([[b"a", b"bb"], [b"ccc", b""]], object), TensorSlice((3, 2), (0, 0), (2, 2))),
+        WriteItem("text", np.array([[b"d", b"e"]], object), TensorSlice((3, 2), (2, 0), (1, 2))),
+    ]
+    backend.save(str(tmp_path / "c"), items)
+    rng = np.random.default_rng(1)
+    with backend.open_reader(str(tmp_path / "c")) as reader:
+        for key in ("x", "whole"):
+            for part in random_parts(rng, s, 150):
+                np.testing.assert_array_equal(reader.read_slice(key, part.offset, part.shape), full[part.index])
+        out = np.empty((3, 6, 1100), np.float32)
+        assert reader.read_slice("x", (3, 0, 0), (3, 6, 1100), out) is out
+        np.testing.assert_array_equal(out, full[3:6])
+        assert reader.read_slice("text", (1, 1), (2, 1)).tolist() == [[b""], [b"e"]]
+        with pytest.raises(ValueError, match="outside the full shape"):
+            reader.read_slice("x", (8, 0, 0), (2, 6, 1100))
+        with pytest.raises(tp.ShapeMismatchError, match=r"into an array of shape \(2, 6, 1100\)"):
+            reader.read_slice("x", (3, 0, 0), (3, 6, 1100), np.empty((2, 6, 1100), np.float32))
+
+
+def test_read_slice_of_tensorflows_sliced_fixture() -> None:
+    """TensorFlow's own split (it also cuts the second dimension) read back in parts."""
+    expected = tfcases.checkpoints("sliced")[0]
+    backend = BundleBackend(LocalFiles())
+    rng = np.random.default_rng(2)
+    with backend.open_reader(tfcases.prefix("sliced")) as reader:
+        for key in ("model/w/.ATTRIBUTES/VARIABLE_VALUE", "model/b/.ATTRIBUTES/VARIABLE_VALUE"):
+            full = expected.tensor(key)
+            for part in random_parts(rng, full.shape, 40):
+                np.testing.assert_array_equal(reader.read_slice(key, part.offset, part.shape), full[part.index])
+
+
+def test_damaged_whole_piece_is_caught_by_its_checksum(tmp_path: Path) -> None:
+    backend = BundleBackend(LocalFiles())
+    prefix = str(tmp_path / "c")
+    backend.save(prefix, [rows(0, 6), rows(6, 12)])
+    data = next(tmp_path.glob("c.data-*"))
+    raw = bytearray(data.read_bytes())
+    raw[0] ^= 0xFF
+    data.write_bytes(bytes(raw))
+    with backend.open_reader(prefix) as reader, pytest.raises(tp.DataLossError, match="CRC-32C mismatch"):
+        reader.read_slice("t", (0, 0), (12, 8))
+
+
+def cuts(n: int, length: int) -> list[tuple[int, int]]:
+    """``n`` uneven row ranges covering ``0..length``."""
+    bounds = [round(length * i / n + (i % 2) * 3) if 0 < i < n else length * i // n for i in range(n + 1)]
+    return list(itertools.pairwise(bounds))
+
+
+TABLE = np.random.default_rng(3).standard_normal((1000, 256)).astype(np.float32)  # 1 KiB rows
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 4])
+def test_n_to_m_repartition_reads_only_each_parts_bytes(tmp_path: Path, n: int) -> None:
+    """Written by N writers (one shard each), restored by M readers with another partitioning."""
+    files = CountingFiles()
+    backend = BundleBackend(files)
+    prefix = str(tmp_path / "c")
+    save_by_shards(backend, prefix, [[rows(a, b, TABLE)] for a, b in cuts(n, len(TABLE))])
+    for m in (1, 2, 3, 4):
+        for a, b in cuts(m, len(TABLE)) if m != n else list(reversed(cuts(m, len(TABLE)))):
+            with backend.open_reader(prefix) as reader:
+                files.data_bytes = 0
+                got = reader.read_slice("t", (a, 0), (b - a, 256))
+            np.testing.assert_array_equal(got, TABLE[a:b])
+            assert files.data_bytes <= 1.1 * got.nbytes, (n, m, a, b, files.data_bytes, got.nbytes)
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 4])
+def test_n_to_m_restore_of_sliced_variables(tmp_path: Path, n: int) -> None:
+    """The same through checkpoints: N slices saved under one object path, M sliced Variables restored."""
+    root = tp.AutoTrackable()
+    root.v = Partitioned(TABLE, cuts(n, len(TABLE)))
+    path = tp.Checkpoint(model=root).write(str(tmp_path / "ckpt"), CheckpointOptions(num_writers=n))
+    for m in (1, 2, 3, 4):
+        for a, b in cuts(m, len(TABLE)):
+            rank = tp.AutoTrackable()
+            rank.v = tp.Variable(
+                np.zeros((b - a, 256), np.float32),
+                save_slice_info=tp.SaveSliceInfo("v", TABLE.shape, (a, 0), (b - a, 256)),
+            )
+            tp.Checkpoint(model=rank).read(path).assert_consumed()
+            np.testing.assert_array_equal(rank.v.numpy(), TABLE[a:b])
+
+
+class Partitioned(Trackable):
+    """One object holding a tensor as row slices under one attribute ({spec: array}, TensorFlow's form)."""
+
+    def __init__(self, full: np.ndarray[Any, Any], bounds: list[tuple[int, int]]) -> None:
+        self.parts = {TensorSlice(full.shape, (a, 0), (b - a, full.shape[1])).spec: full[a:b].copy() for a, b in bounds}
+
+    def _serialize_to_tensors(self) -> dict[str, Any]:
+        return {VARIABLE_VALUE_KEY: dict(self.parts)}
+
+
+def test_s3_sliced_restore_reads_only_its_bytes(s3_bucket: str, s3_storage_options: dict[str, Any]) -> None:
+    """On S3 the bytes fetched by GET requests are counted at the store's client call."""
+
+    class CountingS3(S3Files):
+        data_bytes = 0
+
+        async def object_get_range(self, bucket: str, key: str, start: int, out: memoryview) -> None:
+            if ".data-" in key:
+                CountingS3.data_bytes += out.nbytes
+            await super().object_get_range(bucket, key, start, out)
+
+    made = create_files(CheckpointOptions(storage_options=s3_storage_options))
+    backend = BundleBackend(CountingS3(made.fs, made.transfer))
+    prefix = f"{s3_bucket}/parts/ckpt"
+    save_by_shards(backend, prefix, [[rows(a, b, TABLE)] for a, b in cuts(4, len(TABLE))])
+    for a, b in cuts(3, len(TABLE)):
+        CountingS3.data_bytes = 0
+        with backend.open_reader(prefix) as reader:
+            got = reader.read_slice("t", (a, 0), (b - a, 256))
+        np.testing.assert_array_equal(got, TABLE[a:b])
+        assert 0 < CountingS3.data_bytes <= 1.1 * got.nbytes
+    backend.close()
