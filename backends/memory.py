@@ -38,6 +38,7 @@ from trackpoint.errors import (
     InvalidCheckpointError,
     ShapeMismatchError,
     UnsupportedDTypeError,
+    UnsupportedOptionError,
 )
 from trackpoint.plugins import BackendSpec, hookimpl
 from trackpoint.storage import (
@@ -221,6 +222,12 @@ class MemoryBackend(StorageBackend):
         p = _norm(prefix)
         records: dict[str, bytes] = {}
         for it in items:
+            if it.slice is not None:
+                # StorageBackend.save assembles slices first; a caller driving the protocol must too.
+                raise UnsupportedOptionError(
+                    f"memory: tensor {it.key!r} is a slice ({it.slice.spec!r}); this backend stores whole tensors "
+                    "only (supports_slices is false): assemble the slices first (trackpoint.storage.assemble_slices)"
+                )
             if it.key in records:
                 raise InvalidCheckpointError(
                     f"memory: tensor {it.key!r} appears twice in shard {spec.shard_id} of {prefix!r}"

@@ -365,6 +365,7 @@ class StoreView(StorageBackend):
         self.name = primary.name
         self.capabilities = primary.capabilities
         self.supports_slices = primary.supports_slices
+        self.splits_large_tensors = primary.splits_large_tensors
         self._url = url
         self._primary = primary
         self._names = list(others)

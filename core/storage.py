@@ -783,6 +783,11 @@ class StorageBackend(ABC):
     #: they tile it). Without it, :meth:`save` assembles slices in the process and
     #: refuses to split large tensors; a multi-process save of slices needs it.
     supports_slices: bool = False
+    #: Whether :meth:`save` cuts tensors larger than ``max_shard_bytes`` into slices
+    #: (:func:`split_large`) so each data file stays within the bound, as TensorFlow's
+    #: ``MaxShardSizePolicy`` does; needs :attr:`supports_slices`. Formats that chunk
+    #: large tensors anyway (Zarr) leave it off.
+    splits_large_tensors: bool = False
 
     # ------------------------------------------------------------------ writing
     def begin(self, prefix: str, save_id: str, *, overwrite: bool = True) -> None:
@@ -1052,7 +1057,8 @@ class StorageBackend(ABC):
         if not self.capabilities.parallel_writes:
             writers = 1
         if self.supports_slices:
-            items = split_large(items, opts.max_shard_bytes)
+            if self.splits_large_tensors:
+                items = split_large(items, opts.max_shard_bytes)
         else:
             items = assemble_slices(items, where=f"{self.name or type(self).__name__}: save of {prefix!r}")
         groups = plan_shards(items, max_shard_bytes=opts.max_shard_bytes, num_writers=writers)

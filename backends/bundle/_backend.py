@@ -66,6 +66,8 @@ class BundleBackend(StorageBackend):
     name = "bundle"
     # Slices are stored as TensorFlow stores partitioned variables (slice entries).
     supports_slices = True
+    # Tensors above max_shard_bytes become slices in data files of bounded size (TensorFlow's MaxShardSizePolicy).
+    splits_large_tensors = True
 
     def __init__(self, files: FileLayer, *, options: CheckpointOptions | None = None) -> None:
         self._strategy: CommitStrategy = choose_strategy(files)

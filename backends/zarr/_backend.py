@@ -37,6 +37,7 @@ from trackpoint.errors import (
     DataLossError,
     InvalidCheckpointError,
     StorageError,
+    TrackableError,
 )
 from trackpoint.storage import (
     ANY_VERSION,
@@ -46,9 +47,11 @@ from trackpoint.storage import (
     ShardResult,
     ShardSpec,
     StorageBackend,
+    TensorSlice,
     VersionCondition,
     VersionedBytes,
     WriteItem,
+    check_coverage,
 )
 
 __all__ = ["FORMAT_NAME", "FORMAT_VERSION", "ZarrBackend", "ZarrReader"]
@@ -77,6 +80,8 @@ class ZarrBackend(StorageBackend):
     """
 
     name = "zarr"
+    # A slice is stored as an array of its own; the commit lists a key's slices in its table entry.
+    supports_slices = True
 
     def __init__(
         self,
@@ -271,11 +276,43 @@ def _root_document(prefix: str, shards: Sequence[ShardResult], save_id: str, dat
                 f"zarr: manifest of shard {r.spec.shard_id} for {prefix!r} is not a zarr backend manifest "
                 f"({exc}); pass the ShardResult that write_shard returned"
             ) from exc
-        dup = tensors.keys() & piece["tensors"].keys()
+        dup = {k for k in tensors.keys() & piece["tensors"].keys() if not _sliced(tensors[k], piece["tensors"][k])}
         if dup or (graph is not None and piece.get("graph") is not None):
             name = sorted(dup)[0] if dup else OBJECT_GRAPH_KEY
             raise InvalidCheckpointError(f"zarr: tensor {name!r} appears in two shards of {prefix!r}")
-        tensors.update(piece["tensors"])
+        for key, entry in piece["tensors"].items():
+            if key in tensors:
+                _merge_slices(prefix, key, tensors[key], entry)
+            else:
+                tensors[key] = entry
         arrays.update(piece["arrays"])
         graph = graph if piece.get("graph") is None else piece.get("graph")
+    for key, entry in tensors.items():
+        if isinstance(entry, dict) and "slices" in entry:
+            _check_slices(prefix, key, entry)
     return _layout.root_document(save_id, data, graph, tensors, arrays)
+
+
+def _sliced(a: Any, b: Any) -> bool:
+    """Whether two shards' entries for one key are both slices of it (they merge)."""
+    return isinstance(a, dict) and isinstance(b, dict) and "slices" in a and "slices" in b
+
+
+def _merge_slices(prefix: str, key: str, into: dict[str, Any], entry: dict[str, Any]) -> None:
+    if into["dtype"] != entry["dtype"] or into["shape"] != entry["shape"]:
+        raise TrackableError(
+            f"zarr: commit of {prefix!r}: the slices of tensor {key!r} disagree: dtype {into['dtype']} shape "
+            f"{into['shape']} in one shard, dtype {entry['dtype']} shape {entry['shape']} in another"
+        )
+    into["slices"] = [*into["slices"], *entry["slices"]]
+
+
+def _check_slices(prefix: str, key: str, entry: dict[str, Any]) -> None:
+    """The slices of ``key`` tile it; they are put in offset order (whatever order the shards came in)."""
+    full = tuple(int(d) for d in entry["shape"])
+    try:
+        parts = [TensorSlice(full, tuple(s["slice_offset"]), tuple(s["shape"])) for s in entry["slices"]]
+    except (KeyError, TypeError, ValueError) as exc:
+        raise InvalidCheckpointError(f"zarr: manifest entry of the slices of {key!r} is malformed ({exc})") from exc
+    check_coverage(key, full, parts, f"zarr: commit of {prefix!r}")
+    entry["slices"] = sorted(entry["slices"], key=lambda s: tuple(s["slice_offset"]))

@@ -225,11 +225,20 @@ def _write_chunk(files: FileLayer, path: str, values: np.ndarray[Any, Any], padd
 
 
 def read_chunks(
-    files: FileLayer, directory: str, out: np.ndarray[Any, Any], grid: ContiguousChunks, codec: Codec
+    files: FileLayer,
+    directory: str,
+    out: np.ndarray[Any, Any],
+    grid: ContiguousChunks,
+    codec: Codec,
+    runs: Sequence[tuple[str, int, int, int]] | None = None,
 ) -> None:
-    """Fill the C-contiguous ``out`` (storage dtype view) from the chunks below ``directory``."""
+    """Fill the C-contiguous ``out`` (storage dtype view) from the chunks below ``directory``.
+
+    ``runs`` (default: every chunk of ``grid``) reads some chunks only, each at
+    its byte offset within ``out``.
+    """
     flat = out.reshape(-1).view(np.uint8).data
-    for key, offset, n, stored in grid.runs():
+    for key, offset, n, stored in grid.runs() if runs is None else runs:
         path = _paths.join(directory, key)
         where = f"chunk {path!r}"
         if codec.compressor is None:

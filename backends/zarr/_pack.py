@@ -232,15 +232,26 @@ def _write_items(
     total = sum(a.nbytes for a in (np.asarray(it.array) for it in items) if packable(a))
     packer = Packer(writer, packed_name, total, opts) if total else None
     for item in items:
-        if item.key in tensors or (item.key == OBJECT_GRAPH_KEY and graph is not None):
-            raise InvalidCheckpointError(f"zarr: tensor {item.key!r} appears twice in one save of {prefix!r}")
+        part = item.slice
+        if part is not None and (part.is_full or 0 in part.full_shape):
+            part = None  # a slice that is the whole tensor is stored as the tensor
+        if part is not None and not part.size:
+            continue  # an empty slice holds nothing; the other slices cover the tensor
+        known = tensors.get(item.key)
+        if (known is not None and (part is None or "slices" not in known)) or (
+            item.key == OBJECT_GRAPH_KEY and graph is not None
+        ):
+            what = "appears twice" if part is None else "is saved both whole and as slices"
+            raise InvalidCheckpointError(f"zarr: tensor {item.key!r} {what} in one save of {prefix!r}")
         array = np.asarray(item.array)
         nbytes += item.nbytes
         dname = _layout.dtype_name(array.dtype, item.key)
-        if item.key == OBJECT_GRAPH_KEY and dname == _layout.STRING and array.ndim == 0:
+        if item.key == OBJECT_GRAPH_KEY and dname == _layout.STRING and array.ndim == 0 and part is None:
             graph = base64.b64encode(bytes(_layout.as_bytes_array(array, item.key)[()])).decode("ascii")
             continue
         entry: dict[str, Any] = {"dtype": dname, "shape": list(array.shape)}
+        # A slice is stored as an array (or packed bytes) of its own, named after the key and the slice.
+        name = encode_key(item.key if part is None else f"{item.key}@{part.spec}")
         if packable(array):
             offset = 0
             if packer is not None:
@@ -248,11 +259,19 @@ def _write_items(
                     offset = packer.add(_layout.to_storage(array))
             entry.update(packed=packed_name if array.nbytes else None, offset=offset, nbytes=array.nbytes)
         else:
-            name = encode_key(item.key)
             with _layout.writing(prefix, item.key):
                 arrays[name] = writer.write_tensor(name, item.key, array, dname, opts)
             entry["array"] = name
-        tensors[item.key] = entry
+        if part is None:
+            tensors[item.key] = entry
+            continue
+        entry["slice_offset"] = list(part.offset)
+        whole = tensors.setdefault(item.key, {"dtype": dname, "shape": list(part.full_shape), "slices": []})
+        if whole["dtype"] != dname or tuple(whole["shape"]) != part.full_shape:
+            raise InvalidCheckpointError(
+                f"zarr: the slices of tensor {item.key!r} in one save of {prefix!r} differ in dtype or full shape"
+            )
+        whole["slices"].append(entry)
     if packer is not None:
         with _layout.writing(prefix, f"{packed_name} (packed small tensors)"):
             arrays[packed_name] = packer.close()

@@ -22,7 +22,7 @@ from trackpoint.errors import (
     ShapeMismatchError,
     StorageError,
 )
-from trackpoint.storage import OBJECT_GRAPH_KEY, CheckpointReader, TensorInfo
+from trackpoint.storage import OBJECT_GRAPH_KEY, CheckpointReader, TensorInfo, TensorSlice
 
 __all__ = ["ZarrReader"]
 
@@ -41,6 +41,8 @@ class _Entry:
     packed: str | None = None
     offset: int = 0
     nbytes: int = 0
+    #: For a tensor saved as slices: each slice and the entry storing it.
+    slices: tuple[tuple[TensorSlice, _Entry], ...] = ()
 
 
 class ZarrReader(CheckpointReader):
@@ -73,6 +75,14 @@ class ZarrReader(CheckpointReader):
         try:
             dtype = _layout.dtype_of(str(raw["dtype"]), f"tensor {key!r} of {self.prefix!r}")
             shape = tuple(int(d) for d in raw["shape"])
+            if "slices" in raw:
+                slices = []
+                for piece in raw["slices"]:
+                    sub = self._parse_entry(key, piece)
+                    if sub.dtype != dtype:
+                        raise ValueError(f"a slice has dtype {sub.dtype}, the tensor {dtype}")
+                    slices.append((TensorSlice(shape, tuple(int(d) for d in piece["slice_offset"]), sub.shape), sub))
+                return _Entry(dtype, shape, slices=tuple(slices))
             if "array" in raw:
                 return _Entry(dtype, shape, array=str(raw["array"]))
             nbytes = int(raw["nbytes"])
@@ -188,6 +198,89 @@ class ZarrReader(CheckpointReader):
             graph[()] = self._graph
             return graph
         e = self._entry(key)
+        if e.slices:
+            return self._read_part(key, e, TensorSlice.full(e.shape), out)
+        return self._read_entry(key, e, out)
+
+    def read_slice(
+        self,
+        key: str,
+        offset: Sequence[int],
+        shape: Sequence[int],
+        out: np.ndarray[Any, Any] | None = None,
+    ) -> np.ndarray[Any, Any]:
+        """Read part of a tensor (see :meth:`CheckpointReader.read_slice`).
+
+        Only the stored slices that overlap the part are read; of a numeric
+        array chunked along its first dimension (as trackpoint writes large
+        arrays) only the chunks holding the part's rows.
+        """
+        if key == OBJECT_GRAPH_KEY and self._graph is not None:
+            return super().read_slice(key, offset, shape, out)
+        e = self._entry(key)
+        part = TensorSlice(e.shape, tuple(offset), tuple(shape))
+        return self._read_part(key, e, part, out)
+
+    def _read_part(
+        self, key: str, e: _Entry, part: TensorSlice, out: np.ndarray[Any, Any] | None
+    ) -> np.ndarray[Any, Any]:
+        pieces = e.slices or ((TensorSlice.full(e.shape), e),)
+        overlaps = [(inter, where, sub) for where, sub in pieces if (inter := where.intersect(part)) is not None]
+        covered = sum(inter.size for inter, _, _ in overlaps)
+        if covered < part.size:
+            raise DataLossError(
+                f"zarr: the slices of {key!r} in {self.prefix!r} hold {covered} of the {part.size} elements of "
+                f"{part.spec!r}; the tensor is incomplete"
+            )
+        if e.dtype.kind == "O":
+            out = None
+        if out is not None:
+            if out.dtype != e.dtype:
+                raise DTypeMismatchError(f"zarr: cannot read {key!r} ({e.dtype}) into an array of dtype {out.dtype}")
+            if out.shape != part.shape:
+                raise ShapeMismatchError(
+                    f"zarr: cannot read a part of {key!r} of shape {part.shape} into an array of shape {out.shape}"
+                )
+        dest = out if out is not None else np.empty(part.shape, dtype=e.dtype)
+        for inter, where, sub in overlaps:
+            local = inter.within(where)
+            with _layout.reading(self.prefix, key):
+                rows = self._rows(key, sub, local[0]) if local and sub.array is not None else None
+            if rows is not None:
+                start, values = rows
+                dest[inter.within(part)] = values[(slice(local[0].start - start, local[0].stop - start), *local[1:])]
+            else:
+                dest[inter.within(part)] = self._read_entry(key, sub, None)[local]
+        return dest
+
+    def _rows(self, key: str, e: _Entry, rows: slice) -> tuple[int, np.ndarray[Any, Any]] | None:
+        """The chunks of ``e``'s array holding ``rows`` (first dimension): ``(first row read, values)``.
+
+        ``None`` when the array is not chunked along its first dimension
+        alone (only zarr knows its layout, strings, scalars): read it whole.
+        """
+        if e.array is None or e.dtype.kind == "O" or not e.shape:
+            return None
+        plan = self._plan(e.array)
+        if plan is None or plan[0].axis != 0 or tuple(plan[0].shape) != e.shape:
+            return None
+        grid, codec = plan
+        step = grid.chunks[0]
+        first, last = rows.start // step, -(-rows.stop // step)
+        if first == 0 and last * step >= e.shape[0]:
+            return None  # every chunk: the plain read is as cheap
+        start, stop = first * step, min(last * step, e.shape[0])
+        base = grid.runs()[first][1]
+        runs = [(k, off - base, n, stored) for k, off, n, stored in grid.runs()[first:last]]
+        values = np.empty((stop - start, *e.shape[1:]), dtype=e.dtype)
+        view = values.view(_layout.storage_dtype(e.dtype).newbyteorder("="))
+        read_chunks(self._files, _paths.join(self._data_root, e.array), view, grid, codec, runs)
+        if sys.byteorder == "big":
+            view.byteswap(inplace=True)
+        return start, values
+
+    def _read_entry(self, key: str, e: _Entry, out: np.ndarray[Any, Any] | None) -> np.ndarray[Any, Any]:
+        """Read the tensor (or slice) stored as ``e``."""
         if e.dtype.kind == "O":
             out = None
         if out is not None:
