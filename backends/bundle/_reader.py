@@ -374,9 +374,9 @@ class BundleReader(CheckpointReader):
         overlaps = [(inter, where, piece) for where, piece in pieces if (inter := where.intersect(part)) is not None]
         covered = sum(inter.size for inter, _, _ in overlaps)
         if covered < part.size:
+            what = f"its {part.size} elements" if part.is_full else f"the {part.size} elements of {part.spec!r}"
             raise DataLossError(
-                f"{self._where}: the slices of {key!r} hold {covered} of the {part.size} elements of {part.spec!r}; "
-                "the tensor is incomplete"
+                f"{self._where}: the slices of {key!r} hold {covered} of {what}; the tensor is incomplete"
             )
         if s.dtype.kind == "O":
             dest = np.empty(part.shape, dtype=object)

@@ -13,7 +13,6 @@ import numpy as np
 import pytest
 
 import trackpoint as tp
-from conftest import Where
 from trackpoint.backends.stores import LocalFiles
 from trackpoint.backends.zarr import ZarrBackend
 from trackpoint.backends.zarr._options import ZarrOptions
@@ -48,13 +47,13 @@ def save_by_shards(backend: StorageBackend, prefix: str, shards: list[list[Write
         raise
 
 
-def table_entry(where: Where, prefix: str, key: str) -> dict[str, Any]:
+def table_entry(where: Any, prefix: str, key: str) -> dict[str, Any]:
     doc = json.loads(where.raw.cat_file(where.raw_path(prefix) + ".zarr/zarr.json"))
     entry: dict[str, Any] = doc["attributes"]["trackpoint"]["tensors"][key]
     return entry
 
 
-def test_slices_from_several_writers_merge(where: Where) -> None:
+def test_slices_from_several_writers_merge(where: Any) -> None:
     strings = np.array([[b"a", b"bb"], [b"", b"dddd"], [b"e", b"f"]], object)
     shards = [
         [rows(600, 1000), rows(0, 1, strings, "s")],
@@ -87,7 +86,7 @@ def test_slices_from_several_writers_merge(where: Where) -> None:
         ([[rows(0, 600)], [WriteItem("t", TABLE)]], r"tensor 't' appears in two shards"),
     ],
 )
-def test_commit_checks_the_coverage(local: Where, shards: Any, match: str | None) -> None:
+def test_commit_checks_the_coverage(local: Any, shards: Any, match: str | None) -> None:
     prefix = local.prefix()
     if match is None:
         save_by_shards(local.backend, prefix, shards)
@@ -109,7 +108,7 @@ class Partitioned(Trackable):
 
 
 @pytest.mark.parametrize("n", [1, 2, 3, 4])
-def test_n_to_m_restore_of_sliced_variables(where: Where, n: int) -> None:
+def test_n_to_m_restore_of_sliced_variables(where: Any, n: int) -> None:
     root = tp.AutoTrackable()
     root.v = Partitioned(TABLE, cuts(n, len(TABLE)))
     path = tp.Checkpoint(model=root).write(where.prefix(), where.options)
@@ -158,7 +157,7 @@ def test_a_part_reads_only_the_chunks_it_needs(tmp_path: Path, sliced: bool) -> 
         assert got.nbytes <= files.chunk_bytes <= 1.1 * got.nbytes
 
 
-def test_single_process_slices_must_cover(local: Where) -> None:
+def test_single_process_slices_must_cover(local: Any) -> None:
     root = tp.AutoTrackable()
     root.v = Partitioned(TABLE, [(0, 10)])
     with pytest.raises(tp.TrackableError, match="cover 2560 of its 256000 elements"):
