@@ -8,6 +8,7 @@ goes through the storage contract.
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from types import TracebackType
 from typing import Any
 
@@ -50,6 +51,21 @@ class TensorReader:
         if value.dtype == np.dtype(object) and value.ndim == 0:
             return value[()]
         return value
+
+    def get_slice(self, name: str, offset: Sequence[int], shape: Sequence[int]) -> Any:
+        """The part ``offset .. offset + shape`` of the tensor ``name``, reading only what overlaps it.
+
+        The checkpoint may hold the tensor whole or as slices of any
+        partitioning (see :meth:`trackpoint.storage.CheckpointReader.read_slice`).
+
+        Raises
+        ------
+        CheckpointKeyError
+            No such tensor.
+        ValueError
+            The part does not lie inside the tensor.
+        """
+        return self._reader.read_slice(name, offset, shape)
 
     def has_tensor(self, name: str) -> bool:
         """Whether the checkpoint holds ``name``."""

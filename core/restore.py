@@ -29,6 +29,7 @@ import collections
 import logging
 import weakref
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final, NamedTuple
 
@@ -481,9 +482,19 @@ def _read(
     if whole:
         for i, value in zip(whole, reader.read_many([requests[i] for i in whole]), strict=True):
             results[i] = value
-    for i, part in parts.items():
+
+    def read(i: int) -> None:
         key, out = requests[i]
+        part = parts[i]
         results[i] = reader.read_slice(key, part.offset, part.shape, out)
+
+    if len(parts) == 1:
+        read(next(iter(parts)))
+    else:
+        # Each slice is its own set of ranged reads: on an object store the round trips overlap.
+        with ThreadPoolExecutor(max_workers=min(8, len(parts)), thread_name_prefix="trackpoint-read") as ex:
+            for f in [ex.submit(read, i) for i in parts]:
+                f.result()
     return [r for r in results if r is not None]
 
 

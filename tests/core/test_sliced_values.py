@@ -222,3 +222,30 @@ def test_name_based_restore_reads_the_slice_under_full_name() -> None:
     )
     tp.Checkpoint(model=target).read(path).assert_consumed()
     np.testing.assert_array_equal(target.part.numpy(), FULL[3:])
+
+
+def test_several_sliced_variables_restore_in_one_step() -> None:
+    root = tp.AutoTrackable()
+    root.a, root.b = tp.Variable(FULL), tp.Variable(FULL * 2)
+    target = tp.AutoTrackable()
+    target.a = tp.Variable(np.zeros((2, 4), np.float32), save_slice_info=tp.SaveSliceInfo("a", [6, 4], [1, 0], [2, 4]))
+    target.b = tp.Variable(np.zeros((6, 1), np.float32), save_slice_info=tp.SaveSliceInfo("b", [6, 4], [0, 3], [6, 1]))
+    target.c = tp.Variable(np.zeros((6, 4), np.float32))
+    root.c = tp.Variable(FULL + 1)
+    path = tp.Checkpoint(model=root).write("memory://slices/several")
+    tp.Checkpoint(model=target).read(path).assert_consumed()
+    np.testing.assert_array_equal(target.a.numpy(), FULL[1:3])
+    np.testing.assert_array_equal(target.b.numpy(), FULL[:, 3:] * 2)
+    np.testing.assert_array_equal(target.c.numpy(), FULL + 1)
+
+
+def test_tensor_reader_get_slice() -> None:
+    root = tp.AutoTrackable()
+    root.v = tp.Variable(FULL)
+    path = tp.Checkpoint(model=root).write("memory://slices/getslice")
+    with tp.load_checkpoint(path) as reader:
+        np.testing.assert_array_equal(
+            reader.get_slice("model/v/.ATTRIBUTES/VARIABLE_VALUE", (2, 1), (3, 2)), FULL[2:5, 1:3]
+        )
+        with pytest.raises(tp.CheckpointKeyError, match="no tensor 'nope'"):
+            reader.get_slice("nope", (0,), (1,))

@@ -327,3 +327,24 @@ def test_s3_sliced_restore_reads_only_its_bytes(s3_bucket: str, s3_storage_optio
         np.testing.assert_array_equal(got, TABLE[a:b])
         assert 0 < CountingS3.data_bytes <= 1.1 * got.nbytes
     backend.close()
+
+
+@pytest.mark.parametrize("checkpoint", ["model.ckpt-1", "model.ckpt-3"])
+@pytest.mark.parametrize("m", [1, 3, 6])
+def test_tensorflow_partitioned_variable_restores_into_another_partitioning(checkpoint: str, m: int) -> None:
+    """TensorFlow 1's partitioned `embedding` (2 slices, by a plain and a sharded Saver) read by M sliced Variables."""
+    case = "tf1_saver"
+    expected = next(c for c in tfcases.checkpoints(case) if c.prefix.endswith(checkpoint))
+    embedding = expected.tensor("embedding")
+    assert embedding.shape == (6, 3)
+    for a, b in itertools.pairwise([6 * i // m for i in range(m + 1)]):
+        model = tp.AutoTrackable()
+        model.part = tp.Variable(
+            np.zeros((b - a, 3), np.float32),
+            name=f"embedding/part_{a}",
+            save_slice_info=tp.SaveSliceInfo("embedding", [6, 3], [a, 0], [b - a, 3]),
+        )
+        tp.Checkpoint(model=model).read(expected.prefix).assert_consumed()
+        np.testing.assert_array_equal(model.part.numpy(), embedding[a:b])
+        with tp.load_checkpoint(expected.prefix) as reader:
+            np.testing.assert_array_equal(reader.get_slice("embedding", (a, 1), (b - a, 2)), embedding[a:b, 1:])
