@@ -336,11 +336,9 @@ class Variable(Trackable):
         )
 
     # ----------------------------------------------------------- checkpoints
-    def _serialize_to_tensors(self) -> dict[str, np.ndarray[Any, Any]]:
+    def _serialize_to_tensors(self) -> dict[str, Any]:
         # No copy: a synchronous save finishes before returning; an async one pins the buffer
         # and every write then goes through _write_pinned (trackpoint._async).
-    def _serialize_to_tensors(self) -> dict[str, Any]:
-        # No copy: saves finish before returning and variables are not used concurrently.
         info = self._save_slice_info
         if info is not None and info.var_shape != info.full_shape:
             # TensorFlow's form for a slice: {slice spec: tensor} under the attribute.
