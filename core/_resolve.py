@@ -326,6 +326,16 @@ class _HeldReader(CheckpointReader):
         # docstring inherited
         return self._reader.read_many(requests)
 
+    def read_slice(
+        self,
+        key: str,
+        offset: Sequence[int],
+        shape: Sequence[int],
+        out: np.ndarray[Any, Any] | None = None,
+    ) -> np.ndarray[Any, Any]:
+        # docstring inherited; forwarded, so that a restore of a slice reads only its bytes
+        return self._reader.read_slice(key, offset, shape, out)
+
     def close(self) -> None:
         # docstring inherited; the backend is released once, after its reader.
         self._release()

@@ -45,6 +45,8 @@ from trackpoint.storage import (
     WriteItem,
     _default_writers,
     _plan_sizes,
+    assemble_slices,
+    split_large,
 )
 
 __all__ = ["Plan", "plan_save", "save"]
@@ -59,14 +61,20 @@ class _Meta:
     dtype: str
     shape: tuple[int, ...]
     digest: str | None  # string tensors only: their bytes must agree across holders
+    slice: str | None = None  # the slice's TensorFlow spec, for one slice of the tensor ``key``
+
+    @property
+    def ident(self) -> tuple[str, str]:
+        """What several ranks must hold alike to hold the same value: the key, and the slice if any."""
+        return self.key, self.slice or ""
 
     def wire(self) -> list[Any]:
-        return [self.key, self.nbytes, self.dtype, list(self.shape), self.digest]
+        return [self.key, self.nbytes, self.dtype, list(self.shape), self.digest, self.slice]
 
     @classmethod
     def unwire(cls, data: list[Any]) -> _Meta:
-        key, nbytes, dtype, shape, digest = data
-        return cls(str(key), int(nbytes), str(dtype), tuple(int(d) for d in shape), digest)
+        key, nbytes, dtype, shape, digest, spec = data
+        return cls(str(key), int(nbytes), str(dtype), tuple(int(d) for d in shape), digest, spec)
 
 
 def _meta(item: WriteItem) -> _Meta:
@@ -78,14 +86,19 @@ def _meta(item: WriteItem) -> _Meta:
             h.update(len(b).to_bytes(8, "little"))
             h.update(b)
         digest = h.hexdigest()
-    return _Meta(item.key, item.nbytes, str(item.array.dtype), tuple(item.array.shape), digest)
+    spec = None if item.slice is None else item.slice.spec
+    return _Meta(item.key, item.nbytes, str(item.array.dtype), tuple(item.array.shape), digest, spec)
+
+
+def _ident(item: WriteItem) -> tuple[str, str]:
+    return item.key, "" if item.slice is None else item.slice.spec
 
 
 @dataclass(frozen=True, slots=True)
 class Plan:
-    """Who writes what: for each rank, its shards as lists of keys, numbered globally in rank order."""
+    """Who writes what: per rank, its shards as lists of values (key and slice spec), numbered in rank order."""
 
-    shards: tuple[tuple[tuple[str, ...], ...], ...]
+    shards: tuple[tuple[tuple[tuple[str, str], ...], ...], ...]
 
     @property
     def num_shards(self) -> int:
@@ -95,7 +108,8 @@ class Plan:
         return sum(len(s) for s in self.shards[:rank])
 
     def bytes_per_rank(self, sizes: dict[str, int]) -> list[int]:
-        return [sum(sizes[k] for shard in rank for k in shard) for rank in self.shards]
+        """Bytes each rank writes, given the bytes of each key (of unsliced values)."""
+        return [sum(sizes[k] for shard in rank for k, _ in shard) for rank in self.shards]
 
 
 def plan_save(metas: Sequence[Sequence[_Meta]], writers: Sequence[int], max_shard_bytes: Sequence[int | None]) -> Plan:
@@ -106,41 +120,43 @@ def plan_save(metas: Sequence[Sequence[_Meta]], writers: Sequence[int], max_shar
     CoordinationError
         Ranks holding one key disagree on its dtype, shape or (string tensors) bytes.
     """
-    holders: dict[str, list[int]] = {}
-    first: dict[str, tuple[int, _Meta]] = {}
+    holders: dict[tuple[str, str], list[int]] = {}
+    first: dict[tuple[str, str], tuple[int, _Meta]] = {}
     for rank, items in enumerate(metas):
         for m in items:
-            seen = first.get(m.key)
+            seen = first.get(m.ident)
             if seen is None:
-                first[m.key] = (rank, m)
-                holders[m.key] = [rank]
+                first[m.ident] = (rank, m)
+                holders[m.ident] = [rank]
                 continue
             other, o = seen
             if (m.dtype, m.shape, m.digest) != (o.dtype, o.shape, o.digest):
                 what = "contents" if (m.dtype, m.shape) == (o.dtype, o.shape) else f"{m.dtype}{list(m.shape)}"
+                part = f" (slice {m.slice})" if m.slice else ""
                 raise CoordinationError(
-                    f"ranks {other} and {rank} both save {m.key!r} but disagree on it (rank {other}: "
-                    f"{o.dtype}{list(o.shape)}, rank {rank}: {what}); a key saved by several ranks is written once "
-                    "and must be the same value on each (give per-rank values distinct names)"
+                    f"ranks {other} and {rank} both save {m.key!r}{part} but disagree on it (rank {other}: "
+                    f"{o.dtype}{list(o.shape)}, rank {rank}: {what}); a value saved by several ranks is written "
+                    "once and must be the same on each (give per-rank values distinct names, or declare the "
+                    "parts of a partitioned value with SaveSliceInfo)"
                 )
-            holders[m.key].append(rank)
+            holders[m.ident].append(rank)
     loads = [0] * len(metas)
-    owner: dict[str, int] = {}
-    for key, ranks in holders.items():
+    owner: dict[tuple[str, str], int] = {}
+    for ident, ranks in holders.items():
         if len(ranks) == 1:
-            owner[key] = ranks[0]
-            loads[ranks[0]] += first[key][1].nbytes
-    replicated = sorted((k for k, r in holders.items() if len(r) > 1), key=lambda k: (-first[k][1].nbytes, k))
-    for key in replicated:
-        rank = min(holders[key], key=lambda r: (loads[r], r))
-        owner[key] = rank
-        loads[rank] += first[key][1].nbytes
+            owner[ident] = ranks[0]
+            loads[ranks[0]] += first[ident][1].nbytes
+    replicated = sorted((i for i, r in holders.items() if len(r) > 1), key=lambda i: (-first[i][1].nbytes, i))
+    for ident in replicated:
+        rank = min(holders[ident], key=lambda r: (loads[r], r))
+        owner[ident] = rank
+        loads[rank] += first[ident][1].nbytes
     shards = []
     for rank, items in enumerate(metas):
         # In the rank's own order (the object graph last), as a single process lays them out.
-        mine = [m for m in items if owner[m.key] == rank]
+        mine = [m for m in items if owner[m.ident] == rank]
         groups = _plan_sizes([m.nbytes for m in mine], max_shard_bytes[rank], writers[rank])
-        shards.append(tuple(tuple(mine[i].key for i in g) for g in groups))
+        shards.append(tuple(tuple(mine[i].ident for i in g) for g in groups))
     return Plan(tuple(shards))
 
 
@@ -204,6 +220,15 @@ def save(
         own: BaseException | None = None
         message: dict[str, Any] = {"prefix": prefix, "overwrite": overwrite, "error": None}
         try:
+            if target.supports_slices:
+                if target.splits_large_tensors:
+                    # Split alike on every rank (same max_shard_bytes), so a replicated large tensor's
+                    # pieces are replicated pieces, spread over the ranks like any other value.
+                    items = split_large(items, max_shard_bytes)
+            elif any(it.slice is not None for it in items):
+                # A format without slice entries needs the whole tensor in one rank; assembling fails
+                # (naming the key) when this rank holds only some of its slices.
+                items = assemble_slices(items, where=f"{target.name or type(target).__name__}: save of {prefix!r}")
             metas = [_meta(it) for it in items]
             message.update(writers=writers, max_shard_bytes=max_shard_bytes, items=[m.wire() for m in metas])
             if rank == 0:
@@ -234,9 +259,9 @@ def save(
         # ---- 2. write this rank's shards
         report: dict[str, Any] = {"error": None}
         try:
-            by_key = {it.key: it for it in items}
+            by_ident = {_ident(it): it for it in items}
             first = plan.first_shard(rank)
-            groups = [[by_key[k] for k in shard] for shard in plan.shards[rank]]
+            groups = [[by_ident[i] for i in shard] for shard in plan.shards[rank]]
             specs = [ShardSpec(first + i, plan.num_shards, save_id) for i in range(len(groups))]
             report["shards"] = [_encode_result(r) for r in _write(target, prefix, specs, groups, writers)]
         except Exception as exc:  # noqa: BLE001 - carried to the other ranks, then raised here

@@ -259,3 +259,62 @@ def async_manager_run(ctx: Context, directory: str, saves: int) -> dict[str, Any
     stored = [int(tp.load_variable(p, "model/step/.ATTRIBUTES/VARIABLE_VALUE")) for p in manager.checkpoints]
     manager.close()
     return {"paths": paths, "checkpoints": manager.checkpoints, "latest": manager.latest_checkpoint, "steps": stored}
+
+
+# ---------------------------------------------------------------------- partitioned values
+def _part(ctx: Context, rows: int, cols: int, fill: bool) -> tp.AutoTrackable:
+    """This rank's rows of ``table`` (row-partitioned over the ranks) and the replicated ``bias``."""
+    a, b = rows * ctx.rank // ctx.world_size, rows * (ctx.rank + 1) // ctx.world_size
+    full = np.arange(rows * cols, dtype=np.float32).reshape(rows, cols)
+    model = tp.AutoTrackable()
+    info = tp.SaveSliceInfo("table", full_shape=[rows, cols], var_offset=[a, 0], var_shape=[b - a, cols])
+    model.table = tp.Variable(full[a:b].copy() if fill else np.zeros((b - a, cols), np.float32), save_slice_info=info)
+    model.bias = tp.Variable(np.arange(cols, dtype=np.float32) if fill else np.zeros(cols, np.float32))
+    return model
+
+
+def partitioned_write(
+    ctx: Context, prefix: str, rows: int, cols: int, storage_options: dict[str, Any] | None = None
+) -> str:
+    options = _options(ctx, storage_options=storage_options or {})
+    return tp.Checkpoint(model=_part(ctx, rows, cols, fill=True)).write(prefix, options=options)
+
+
+def partitioned_read(
+    ctx: Context, prefix: str, rows: int, cols: int, storage_options: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """Restore this rank's rows; check them and count the data bytes read from local files or S3."""
+    from trackpoint.backends.stores import LocalFiles
+    from trackpoint.backends.stores.s3 import S3Files
+
+    counted = [0]
+    read_into, read_ranges, get_range = LocalFiles.read_into, LocalFiles.read_ranges, S3Files.object_get_range
+
+    def count_into(self: Any, path: str, offset: int, out: memoryview) -> None:
+        counted[0] += out.nbytes if ".data-" in path else 0
+        read_into(self, path, offset, out)
+
+    def count_ranges(self: Any, path: str, ranges: Any) -> None:
+        counted[0] += sum(o.nbytes for _, o in ranges) if ".data-" in path else 0
+        read_ranges(self, path, ranges)
+
+    async def count_get(self: Any, bucket: str, key: str, start: int, out: memoryview) -> None:
+        counted[0] += out.nbytes if ".data-" in key else 0
+        await get_range(self, bucket, key, start, out)
+
+    LocalFiles.read_into, LocalFiles.read_ranges = count_into, count_ranges  # type: ignore[method-assign]
+    S3Files.object_get_range = count_get  # type: ignore[method-assign]
+    try:
+        model = _part(ctx, rows, cols, fill=False)
+        options = _options(ctx, storage_options=storage_options or {})
+        tp.Checkpoint(model=model).read(prefix, options=options).assert_consumed()
+    finally:
+        LocalFiles.read_into, LocalFiles.read_ranges = read_into, read_ranges  # type: ignore[method-assign]
+        S3Files.object_get_range = get_range  # type: ignore[method-assign]
+    want = _part(ctx, rows, cols, fill=True)
+    return {
+        "same": bool(np.array_equal(model.table.numpy(), want.table.numpy()))
+        and bool(np.array_equal(model.bias.numpy(), want.bias.numpy())),
+        "read": counted[0],
+        "needed": int(model.table.numpy().nbytes + model.bias.numpy().nbytes),
+    }

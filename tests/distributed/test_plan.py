@@ -15,7 +15,7 @@ def _metas(sizes: dict[str, int]) -> list[_Meta]:
 
 def _owners(plan: object, world: int) -> dict[str, int]:
     shards = plan.shards  # type: ignore[attr-defined]
-    return {k: r for r in range(world) for shard in shards[r] for k in shard}
+    return {k: r for r in range(world) for shard in shards[r] for k, _ in shard}
 
 
 def test_replicated_keys_are_written_once_and_spread_by_bytes() -> None:
@@ -39,6 +39,24 @@ def test_keys_of_one_rank_are_written_by_it_and_counted_first() -> None:
     owners = _owners(plan, 2)
     assert owners["big0"] == 0
     assert owners["w"] == 1 and owners["graph"] == 1, "replicated keys go to the rank with fewer bytes"
+
+
+def test_slices_of_one_key_are_separate_values_and_replicated_slices_are_spread() -> None:
+    # Two data-parallel replicas of a table partitioned in two: ranks 0 and 2 hold rows 0-50, ranks 1 and 3
+    # rows 50-100. Each slice is written once, and the four ranks share the work.
+    def rows(a: int, b: int) -> _Meta:
+        return _Meta("table", (b - a) * 400, "float32", (b - a, 100), None, f"100 100 {a},{b - a}:-")
+
+    metas = [
+        [rows(0, 50), rows(0, 25)],
+        [rows(50, 100), rows(75, 100)],
+        [rows(0, 50), rows(0, 25)],
+        [rows(50, 100), rows(75, 100)],
+    ]
+    plan = plan_save(metas, [1] * 4, [None] * 4)
+    written = [ident for rank in plan.shards for shard in rank for ident in shard]
+    assert sorted(written) == sorted({m.ident for ms in metas for m in ms}), "each slice exactly once"
+    assert sorted(len([i for shard in rank for i in shard]) for rank in plan.shards) == [1, 1, 1, 1]
 
 
 def test_shards_are_numbered_across_ranks_by_each_ranks_tuning() -> None:
