@@ -104,21 +104,28 @@ def _rows(total_rows: int, rank: int, world: int) -> tuple[int, int]:
     return total_rows * rank // world, total_rows * (rank + 1) // world
 
 
-def _state(spec: dict[str, Any], rank: int, world: int, fill: bool) -> Any:
-    """This rank's slices of every variable: rows [a, b) hold their row index (checkable after a restore)."""
+def _arrays(spec: dict[str, Any], rank: int, world: int, fill: bool) -> list[Any]:
+    """This rank's rows of every variable; rows [a, b) of variable i hold ``row index + i``."""
     import numpy as np
 
+    a, b = _rows(spec["rows"], rank, world)
+    out = []
+    for i in range(spec["vars"]):
+        value = np.zeros((b - a, COLS), np.float32)
+        if fill:
+            value[:] = np.arange(a, b, dtype=np.float32)[:, None] + i
+        out.append(value)
+    return out
+
+
+def _state(spec: dict[str, Any], rank: int, world: int, fill: bool) -> Any:
+    """This rank's slices of every variable, as partitioned ``Variable`` objects of one model."""
     import trackpoint as tp
 
     model = tp.AutoTrackable()
     rows = spec["rows"]
     a, b = _rows(rows, rank, world)
-    for i in range(spec["vars"]):
-        if fill:
-            value = np.empty((b - a, COLS), np.float32)
-            value[:] = np.arange(a, b, dtype=np.float32)[:, None] + i
-        else:
-            value = np.zeros((b - a, COLS), np.float32)
+    for i, value in enumerate(_arrays(spec, rank, world, fill)):
         info = tp.SaveSliceInfo(f"v{i}", full_shape=[rows, COLS], var_offset=[a, 0], var_shape=[b - a, COLS])
         setattr(model, f"v{i}", tp.Variable(value, save_slice_info=info))
     return model
@@ -138,7 +145,10 @@ def worker(rank: int, world: int, group_port: int, address: str, key: str) -> No
     from trackpoint.distributed import TorchCoordinator
 
     dist.init_process_group(
-        "gloo", init_method=f"tcp://127.0.0.1:{group_port}", rank=rank, world_size=world,
+        "gloo",
+        init_method=f"tcp://127.0.0.1:{group_port}",
+        rank=rank,
+        world_size=world,
         timeout=datetime.timedelta(seconds=600),
     )
     coordinator = TorchCoordinator(timeout=600)
@@ -154,8 +164,11 @@ def worker(rank: int, world: int, group_port: int, address: str, key: str) -> No
             import s3fs
 
             fs = s3fs.S3FileSystem(
-                endpoint_url=spec["storage_options"]["endpoint_url"], key="testing", secret="testing",
-                skip_instance_cache=True, use_listings_cache=False,
+                endpoint_url=spec["storage_options"]["endpoint_url"],
+                key="testing",
+                secret="testing",
+                skip_instance_cache=True,
+                use_listings_cache=False,
             )
         out: dict[str, Any] = {"rank": rank}
         if op == "tiny":
@@ -172,8 +185,12 @@ def worker(rank: int, world: int, group_port: int, address: str, key: str) -> No
             conn.send(out)
             continue
         fill = op in ("save", "raw_write")
-        model = _state(spec, rank, world, fill)
-        values = [getattr(model, f"v{i}").numpy() for i in range(spec["vars"])]
+        raw = op.startswith("raw")
+        # Raw I/O moves plain arrays; saves and restores go through the model's variables.
+        model = None if raw else _state(spec, rank, world, fill)
+        values = (
+            _arrays(spec, rank, world, fill) if raw else [getattr(model, f"v{i}").value for i in range(spec["vars"])]
+        )
         needed = sum(v.nbytes for v in values)
         if op == "raw_read" and spec["base"].startswith("/"):
             _evict([_raw_path(spec, rank)])
@@ -219,8 +236,12 @@ def worker(rank: int, world: int, group_port: int, address: str, key: str) -> No
         out.update(seconds=elapsed, extra_memory=peak.stop(), read=_Counter.data, needed=needed)
         if op == "restore":
             a, _ = _rows(spec["rows"], rank, world)
-            out["correct"] = all(float(v[0, 0]) == a + i and float(v[-1, -1]) == a + len(v) - 1 + i
-                                 for i, v in enumerate(values))
+            values = [getattr(model, f"v{i}").value for i in range(spec["vars"])]
+            out["correct"] = all(
+                float(v[0, 0]) == a + i and float(v[-1, -1]) == a + len(v) - 1 + i for i, v in enumerate(values)
+            )
+        # Free this op's state before the next one allocates its own.
+        del model, values
         coordinator.barrier()
         conn.send(out)
     conn.close()

@@ -274,14 +274,24 @@ def _part(ctx: Context, rows: int, cols: int, fill: bool) -> tp.AutoTrackable:
 
 
 def partitioned_write(
-    ctx: Context, prefix: str, rows: int, cols: int, storage_options: dict[str, Any] | None = None
+    ctx: Context,
+    prefix: str,
+    rows: int,
+    cols: int,
+    storage_options: dict[str, Any] | None = None,
+    backend: str | None = None,
 ) -> str:
-    options = _options(ctx, storage_options=storage_options or {})
+    options = _options(ctx, storage_options=storage_options or {}, backend=backend)
     return tp.Checkpoint(model=_part(ctx, rows, cols, fill=True)).write(prefix, options=options)
 
 
 def partitioned_read(
-    ctx: Context, prefix: str, rows: int, cols: int, storage_options: dict[str, Any] | None = None
+    ctx: Context,
+    prefix: str,
+    rows: int,
+    cols: int,
+    storage_options: dict[str, Any] | None = None,
+    backend: str | None = None,
 ) -> dict[str, Any]:
     """Restore this rank's rows; check them and count the data bytes read from local files or S3."""
     from trackpoint.backends.stores import LocalFiles
@@ -306,7 +316,7 @@ def partitioned_read(
     S3Files.object_get_range = count_get  # type: ignore[method-assign]
     try:
         model = _part(ctx, rows, cols, fill=False)
-        options = _options(ctx, storage_options=storage_options or {})
+        options = _options(ctx, storage_options=storage_options or {}, backend=backend)
         tp.Checkpoint(model=model).read(prefix, options=options).assert_consumed()
     finally:
         LocalFiles.read_into, LocalFiles.read_ranges = read_into, read_ranges  # type: ignore[method-assign]

@@ -63,6 +63,15 @@ def test_partitioned_save_and_resharded_restore_on_s3(
         assert out["same"] and out["read"] <= 1.1 * out["needed"], out
 
 
+def test_partitioned_zarr_by_four_ranks_restored_by_two(torch2: Ranks, torch4: Ranks, tmp_path: Path) -> None:
+    prefix = f"{tmp_path}/ckpt"
+    torch4.values("partitioned_write", prefix=prefix, rows=ROWS, cols=COLS, backend="zarr")
+    reader = tp.load_checkpoint(prefix, tp.CheckpointOptions(backend="zarr"))
+    np.testing.assert_array_equal(reader.get_tensor("model/table/.ATTRIBUTES/VARIABLE_VALUE"), _full())
+    for out in torch2.values("partitioned_read", prefix=prefix, rows=ROWS, cols=COLS, backend="zarr"):
+        assert out["same"], out
+
+
 def test_a_restore_through_checkpoint_reads_only_the_slice(tmp_path: Path) -> None:
     """Checkpoint.read's reader (held by the checkpoint's backends) passes read_slice through to the format's."""
     from trackpoint.backends.stores import LocalFiles
