@@ -25,6 +25,7 @@ Usage: python benchmarks/bench_distributed.py [--size-mib 2048] [--s3-size-mib 2
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import shutil
@@ -240,8 +241,10 @@ def worker(rank: int, world: int, group_port: int, address: str, key: str) -> No
             out["correct"] = all(
                 float(v[0, 0]) == a + i and float(v[-1, -1]) == a + len(v) - 1 + i for i, v in enumerate(values)
             )
-        # Free this op's state before the next one allocates its own.
+        # Free this op's state before the next one allocates its own (a checkpoint and its load status
+        # may hold the model in reference cycles until the collector runs).
         del model, values
+        gc.collect()
         coordinator.barrier()
         conn.send(out)
     conn.close()
