@@ -18,24 +18,8 @@ import pytest
 import trackpoint as tp
 from gated import Gate, gated_backends
 from trackpoint.errors import CheckpointError
+from trackpoint.plugins.testing import DTYPES
 
-DTYPES: list[Any] = [
-    np.bool_,
-    np.int8,
-    np.int16,
-    np.int32,
-    np.int64,
-    np.uint8,
-    np.uint16,
-    np.uint32,
-    np.uint64,
-    np.float16,
-    np.float32,
-    np.float64,
-    np.complex64,
-    np.complex128,
-    "bfloat16",
-]
 BACKENDS = ["bundle", "zarr", "s3", "gcs"]
 
 
@@ -55,13 +39,13 @@ def _location(request: pytest.FixtureRequest, backend: str, tmp_path: Path) -> t
 
 
 def _dtype(d: Any) -> Any:
-    return tp.bfloat16 if d == "bfloat16" else np.dtype(d)
+    return np.dtype(d)
 
 
 def _values(seed: int) -> dict[str, np.ndarray]:
     out = {}
     for d in DTYPES:
-        raw = (np.arange(6).reshape(2, 3) + seed) % (2 if d is np.bool_ else 100)
+        raw = (np.arange(6).reshape(2, 3) + seed) % (2 if d == np.bool_ else 100)
         out[np.dtype(_dtype(d)).name] = raw.astype(_dtype(d))
     out["string"] = np.array([f"s{seed}".encode(), b"x" * seed], dtype=object)
     return out
