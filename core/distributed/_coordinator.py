@@ -90,6 +90,34 @@ class Coordinator(Protocol):
         """
         ...
 
+    def set_if_absent(self, key: str, value: bytes) -> bytes:
+        """Record ``value`` under ``key`` unless a value is recorded there already; return the recorded value.
+
+        Not a collective: any rank may call it at any time, and it returns
+        without waiting for the others. It must be atomic across the group:
+        of all calls with one ``key``, on whatever ranks, exactly one records
+        its ``value``, and every call, that one included, returns the value
+        recorded. trackpoint records each save's commit decision this way:
+        rank 0 commits only after recording "commit", and a rank that gives
+        up waiting records "abort" first, so every rank follows one decision.
+
+        Parameters
+        ----------
+        key
+            A short ASCII name, new for each save. Once every rank has taken
+            part in a later collective, trackpoint never uses the key again,
+            so an implementation may forget it (one record at a time is
+            enough).
+        value
+            At most 255 bytes.
+
+        Raises
+        ------
+        CoordinationError
+            The record could not be made or read (the store or service is gone).
+        """
+        ...
+
 
 # Sequence numbers of key-value coordinators, per namespace: every coordinator of one
 # namespace in this process shares one counter, so that ranks creating several
@@ -109,9 +137,9 @@ class KeyValueCoordinator(ABC):
 
     Each collective gets the next number of the coordinator's namespace; rank
     ``r`` stores its contribution under ``<namespace>/<number>/<r>`` and reads
-    the others' with a deadline. A rank deletes its own key of one collective
-    once an all-gather after it completes, because every rank has then
-    finished reading it.
+    the others' with a deadline. :meth:`set_if_absent` records under
+    ``<namespace>/once/<key>``. A rank deletes its own keys once an all-gather
+    after them completes, because every rank has then finished reading them.
 
     Parameters
     ----------
@@ -151,6 +179,15 @@ class KeyValueCoordinator(ABC):
     @abstractmethod
     def _delete(self, keys: Sequence[str]) -> None:
         """Delete ``keys``; best effort."""
+
+    @abstractmethod
+    def _set_if_absent(self, key: str, value: bytes) -> bytes:
+        """Store ``value`` under ``key`` unless ``key`` is set; return the value ``key`` holds afterwards.
+
+        Must be one atomic operation of the store (torch's ``compare_set``,
+        an insert that refuses to overwrite), never a read followed by a
+        write: two ranks calling it at once must get the same value back.
+        """
 
     # ------------------------------------------------------------ collectives
     @property
@@ -215,6 +252,18 @@ class KeyValueCoordinator(ABC):
     def barrier(self, *, timeout: float | None = None) -> None:
         # docstring inherited
         self.all_gather(b"", timeout=timeout)
+
+    def set_if_absent(self, key: str, value: bytes) -> bytes:
+        # docstring inherited
+        if len(value) > 255:
+            raise CoordinationError(f"{type(self).__name__}: a record holds at most 255 bytes, got {len(value)}")
+        name = f"{self._namespace}/once/{key}"
+        recorded = self._set_if_absent(name, bytes(value))
+        if recorded == value:
+            # Whichever rank recorded it deletes it, after the next all-gather: by then every rank has
+            # finished the step that reads it. (A loser holding the same value deletes it too: harmless.)
+            self._pending.append(name)
+        return recorded
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} rank {self._rank} of {self._world_size}, timeout {self._timeout:g} s>"

@@ -86,6 +86,24 @@ class JaxCoordinator(KeyValueCoordinator):
                 ) from exc
         return values
 
+    def _set_if_absent(self, key: str, value: bytes) -> bytes:
+        # The coordination service inserts a key atomically and, without allow_overwrite, refuses one
+        # that exists (ALREADY_EXISTS): then the value recorded first is the one to return.
+        try:
+            self._client.key_value_set_bytes(key, value, allow_overwrite=False)
+            return value
+        except Exception as exc:  # jaxlib raises its own runtime error type
+            if "ALREADY_EXISTS" not in str(exc):
+                raise CoordinationError(
+                    f"JaxCoordinator: process {self.rank} could not write to JAX's coordination service: {exc}"
+                ) from exc
+        try:
+            return bytes(self._client.key_value_try_get_bytes(key))
+        except Exception as exc:  # jaxlib raises its own runtime error type
+            raise CoordinationError(
+                f"JaxCoordinator: process {self.rank} could not read {key!r} from JAX's coordination service: {exc}"
+            ) from exc
+
     def _delete(self, keys: Sequence[str]) -> None:
         for key in keys:
             try:

@@ -16,9 +16,23 @@ the same prefix. Three exchanges through the coordinator make one checkpoint:
 2. *written* (all-gather): each rank writes its shards through
    ``write_shard`` and sends the manifests (``ShardResult``: plain data) or
    its failure.
-3. *outcome* (broadcast from rank 0): if every rank wrote, rank 0 commits all
-   manifests with one ``commit``; on any failure (or a time-out) rank 0 calls
-   ``abort``. The outcome reaches every rank, which returns or raises.
+3. *outcome* (one decision, then a broadcast from rank 0): if every rank
+   wrote, rank 0 records "commit" for the save with the coordinator's
+   ``set_if_absent`` and, if that record is the one kept, commits all
+   manifests with one ``commit``; otherwise (a failure, a time-out, or an
+   "abort" some rank recorded first) it calls ``abort``. It then broadcasts
+   the outcome, which every rank returns or raises.
+
+A rank that gives up waiting (a time-out in step 2 or 3) records "abort" with
+``set_if_absent`` before raising. Of "commit" and "abort" only the first
+recorded counts, so rank 0 never commits a save that a rank has already
+reported as failed, and a rank that finds "commit" recorded waits for the
+commit's outcome instead of failing: every rank follows the one recorded
+decision. A rank that recorded "abort" still takes part in the broadcast, so
+the ranks stay in step for the next save. The one case left undecided is rank
+0 dying or hanging, after recording "commit", for longer than the time-out:
+the waiting ranks then raise a :class:`CoordinationError` saying the outcome
+is unknown.
 
 Nothing is visible before rank 0's commit, so a failed save leaves the previous
 checkpoint at the prefix as it was.
@@ -36,7 +50,7 @@ from typing import Any
 
 from trackpoint.distributed._coordinator import Coordinator
 from trackpoint.distributed._driver import Failure, decode, describe, encode, raise_failures
-from trackpoint.errors import CoordinationError
+from trackpoint.errors import CoordinationError, CoordinationTimeoutError
 from trackpoint.storage import (
     CheckpointOptions,
     ShardResult,
@@ -267,29 +281,74 @@ def save(
         except Exception as exc:  # noqa: BLE001 - carried to the other ranks, then raised here
             own = exc
             report["error"] = describe(rank, exc)
-        gathered = [decode(m, r) for r, m in enumerate(coordinator.all_gather(encode(report)))]
+        wrote = report["error"] is None
+        gave_up: CoordinationTimeoutError | None = None
+        try:
+            gathered = [decode(m, r) for r, m in enumerate(coordinator.all_gather(encode(report)))]
+        except CoordinationTimeoutError as exc:
+            # Not the end of the save for the others: rank 0 may still be about to commit. The decision below
+            # settles it; until then this rank's own contribution is in, and it goes on to step 3.
+            gave_up, gathered = exc, []
         failures = [m["error"] for m in gathered if m.get("error")]
-        # ---- 3. commit on rank 0, outcome to all
+        # ---- 3. one decision, commit on rank 0, outcome to all
+        decision_key = f"save/{save_id}"
+        what = f"saving {prefix!r}"
         if rank == 0:
-            outcome: dict[str, Any] = {"error": failures[0] if failures else None}
-            if not failures:
-                try:
-                    results = [_decode_result(x) for m in gathered for x in m["shards"]]
-                    target.commit(prefix, results, overwrite=overwrite)
-                    begun = None  # committed: nothing to abort
-                except Exception as exc:  # noqa: BLE001 - carried to the other ranks, then raised here
-                    own = exc
-                    outcome["error"] = describe(0, exc)
+            outcome: dict[str, Any] = {"error": None, "cleanup": False}
+            if gave_up is not None:
+                # Rank 0 alone records "commit", so a rank 0 that gave up needs no record to abort; the
+                # ranks whose shards it never heard of clean up their own pieces (``cleanup``).
+                outcome.update(error=describe(0, gave_up), cleanup=True)
+            elif failures:
+                outcome["error"] = failures[0]
+            else:
+                decided = _decision(coordinator.set_if_absent(decision_key, _COMMIT))
+                if decided is None:
+                    try:
+                        results = [_decode_result(x) for m in gathered for x in m["shards"]]
+                        target.commit(prefix, results, overwrite=overwrite)
+                        begun = None  # committed: nothing to abort
+                    except Exception as exc:  # noqa: BLE001 - carried to the other ranks, then raised here
+                        own = exc
+                        outcome["error"] = describe(0, exc)
+                else:
+                    # A rank gave up waiting before rank 0 could record "commit": the save is aborted.
+                    outcome["error"] = [decided, "CoordinationTimeoutError", _gave_up_message(decided, coordinator)]
             if outcome["error"] is not None:
                 _abort(target, prefix, begun)
                 begun = None
             coordinator.broadcast(encode(outcome))
-            if failures or own is not None:
-                raise_failures(failures or [outcome["error"]], own, f"saving {prefix!r}")
+            if gave_up is not None:
+                raise gave_up
+            if failures or outcome["error"] is not None:
+                raise_failures(failures or [outcome["error"]], own, what)
         else:
-            outcome = decode(coordinator.broadcast(None), 0)
+            committing = False  # whether this rank found "commit" recorded
+            if gave_up is not None:
+                committing = _decision(coordinator.set_if_absent(decision_key, _abort_record(rank))) is None
+            # Even a rank that recorded "abort" takes part in the outcome broadcast: rank 0 sends it once it
+            # learns of the abort, and a rank that skipped it would be a collective behind the others.
+            try:
+                outcome = decode(coordinator.broadcast(None), 0)
+            except CoordinationTimeoutError as exc:
+                if gave_up is None:
+                    committing = _decision(coordinator.set_if_absent(decision_key, _abort_record(rank))) is None
+                if committing:
+                    raise CoordinationError(
+                        f"{what}: rank 0 decided to commit but did not report the outcome to rank {rank} within "
+                        f"{coordinator.timeout:g} s (rank 0 died or hangs while committing); whether the checkpoint "
+                        f"at {prefix!r} was committed is unknown: check with the storage (latest_checkpoint, "
+                        "load_checkpoint) before relying on it"
+                    ) from exc
+                # "abort" is recorded, so rank 0 cannot commit: failing here agrees with every other rank.
+                if gave_up is not None:
+                    raise gave_up from gave_up.__cause__
+                raise
             if outcome.get("error"):
-                raise_failures([outcome["error"]], own, f"saving {prefix!r}")
+                if outcome.get("cleanup") and wrote:
+                    # Rank 0 aborted without this rank's manifests: these pieces may postdate its abort.
+                    _abort(target, prefix, save_id)
+                raise_failures([outcome["error"]], own or gave_up, what)
             if own is not None:
                 raise own
     except BaseException as exc:
@@ -297,6 +356,32 @@ def save(
             # A time-out or a failure before the outcome: nothing was committed.
             _abort(target, prefix, begun, exc)
         raise
+
+
+#: Rank 0's record of a save's commit decision; any other record is an abort.
+_COMMIT = b'{"decision":"commit"}'
+
+
+def _abort_record(rank: int) -> bytes:
+    return encode({"decision": "abort", "rank": rank})
+
+
+def _decision(recorded: bytes) -> int | None:
+    """``None`` for a recorded commit, else the rank that recorded the abort."""
+    if recorded == _COMMIT:
+        return None
+    message = decode(recorded, -1)
+    if message.get("decision") != "abort":
+        raise CoordinationError(f"a save's decision record holds {recorded!r:.80}; do all ranks run one trackpoint?")
+    return int(message["rank"])
+
+
+def _gave_up_message(rank: int, coordinator: Coordinator) -> str:
+    return (
+        f"rank {rank} gave up waiting for the other ranks (time-out {coordinator.timeout:g} s) before rank 0 could "
+        "commit, so the save was aborted and nothing of it is visible; raise the coordinator's timeout above the "
+        "slowest rank's write time"
+    )
 
 
 def _abort(backend: StorageBackend, prefix: str, save_id: str | None, cause: BaseException | None = None) -> None:

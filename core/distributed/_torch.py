@@ -103,6 +103,14 @@ class TorchCoordinator(KeyValueCoordinator):
             "(the store lives in rank 0's process: did rank 0 exit?)"
         )
 
+    def _set_if_absent(self, key: str, value: bytes) -> bytes:
+        # compare_set with an empty expected value sets a missing key and otherwise returns the value
+        # stored, in one request the store serves atomically (TCPStore, FileStore, HashStore, PrefixStore).
+        try:
+            return bytes(self._store.compare_set(key, "", value))
+        except Exception as exc:  # torch raises RuntimeError subclasses of many kinds
+            raise self._failed(exc) from exc
+
     def _delete(self, keys: Sequence[str]) -> None:
         for key in keys:
             try:

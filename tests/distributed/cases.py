@@ -81,6 +81,16 @@ def late_rank(ctx: Context, absent: int, timeout: float) -> str:
     return "joined"
 
 
+def set_if_absent_race(ctx: Context, key: str) -> list[str]:
+    """Every rank records its own value under one key at once; each gets the recorded one, twice."""
+    c = ctx.coordinator()
+    c.barrier()
+    first = c.set_if_absent(key, f"rank{ctx.rank}".encode())
+    again = c.set_if_absent(key, b"late")
+    c.barrier()
+    return [first.decode(), again.decode()]
+
+
 # ------------------------------------------------------------------- save/restore
 def save_and_restore(
     ctx: Context,
@@ -200,6 +210,29 @@ def write_and_die(
         commit.write_data = dying_write  # type: ignore[assignment]
     options = _options(ctx, timeout, storage_options=storage_options or {}, backend=backend)
     return tp.Checkpoint(model=model).write(prefix, options=options)
+
+
+def write_slowly(
+    ctx: Context, prefix: str, slow: int, step: str, delay: float, sizes: list[int], seed: int, timeout: float
+) -> str:
+    """Rank ``slow`` takes ``delay`` seconds longer in ``step`` (``"write"`` its shards, or ``"commit"``)."""
+    import time
+
+    from trackpoint.backends.bundle import BundleBackend
+
+    name = {"write": "write_shard", "commit": "commit"}[step]
+    original = getattr(BundleBackend, name)
+
+    def slowed(self: Any, *args: Any, **kwargs: Any) -> Any:
+        time.sleep(delay)
+        return original(self, *args, **kwargs)
+
+    if ctx.rank == slow:
+        setattr(BundleBackend, name, slowed)
+    try:
+        return tp.Checkpoint(model=_model(seed, sizes)).write(prefix, options=_options(ctx, timeout))
+    finally:
+        setattr(BundleBackend, name, original)
 
 
 def different_paths(ctx: Context, directory: str) -> str:

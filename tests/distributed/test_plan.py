@@ -96,6 +96,9 @@ class _Solo(KeyValueCoordinator):
         for k in keys:
             self.store.pop(k, None)
 
+    def _set_if_absent(self, key: str, value: bytes) -> bytes:
+        return self.store.setdefault(key, value)
+
 
 def test_checkpoint_options_take_a_coordinator() -> None:
     solo = _Solo()
@@ -117,6 +120,19 @@ def test_key_value_collectives_delete_what_every_rank_has_read() -> None:
     assert len(solo.store) == 1
     with pytest.raises(tp.CoordinationError, match=r"root 3 is outside a group of 1"):
         solo.broadcast(b"x", root=3)
+
+
+def test_set_if_absent_keeps_the_first_record_until_every_rank_has_moved_on() -> None:
+    solo = _Solo()
+    assert solo.set_if_absent("save/1", b"commit") == b"commit"
+    assert solo.set_if_absent("save/1", b"abort") == b"commit"
+    assert solo.set_if_absent("save/2", b"abort") == b"abort"
+    assert solo.store == {"solo-test/once/save/1": b"commit", "solo-test/once/save/2": b"abort"}
+    solo.barrier()
+    # The records were made before a completed collective: no rank reads them any more.
+    assert not [k for k in solo.store if "/once/" in k]
+    with pytest.raises(tp.CoordinationError, match=r"a record holds at most 255 bytes, got 256"):
+        solo.set_if_absent("save/3", b"x" * 256)
 
 
 def test_a_group_of_one_saves_and_restores_through_the_coordinated_path(tmp_path: object) -> None:
