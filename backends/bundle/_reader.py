@@ -14,7 +14,7 @@ import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
-from typing import Any, Final, NamedTuple
+from typing import Any, Final, NamedTuple, cast
 
 import numpy as np
 
@@ -54,6 +54,20 @@ class _Stored(NamedTuple):
     swap: bool
     name: bytes
     problem: str | None = None
+    #: What :meth:`BundleReader.info` returns; ``None`` when the tensor cannot be read (``problem``, or a
+    #: type numpy cannot hold). Shared by the entries of one dtype and shape.
+    info: TensorInfo | None = None
+
+
+class _Kind(NamedTuple):
+    """What the entries of one stored dtype and shape have in common (a model has few of these)."""
+
+    dtype: np.dtype[Any]
+    swap: bool
+    #: Bytes an unsliced entry must record: exact for numbers, a lower bound for strings, -1: not checked.
+    nbytes: int
+    problem: str | None
+    info: TensorInfo | None
 
 
 #: numpy's limits on an array (``NPY_MAXDIMS`` and ``NPY_MAX_INTP`` bytes).
@@ -152,52 +166,54 @@ class BundleReader(CheckpointReader):
         self._sizes: dict[int, int] = {}
         self._paths: dict[int, str] = {}
         self._size_lock = threading.Lock()
-        types: dict[int, tuple[np.dtype[Any], bool]] = {}
+        kinds: dict[tuple[int, tuple[int, ...]], _Kind] = {}
+        num_shards = self._num_shards
         for key, value in table[1:]:
             # The message context is formatted only when needed: an index may hold 10^5 entries.
             e = decode_plain_entry(value) or decode_entry(value, f"{self._where}: entry {key!r}")
-            kind = types.get(e.dtype)
+            kind = kinds.get((e.dtype, e.shape))
             if kind is None:
-                # Unreadable types (resource, variant) stay listed and fail only when read.
-                kind = (
-                    dtype_from_tf(e.dtype, header.big_endian, f"{self._where}: entry {key!r}")
-                    if e.dtype in READABLE
-                    else (np.dtype(np.uint8), False)
-                )
-                types[e.dtype] = kind
-            dtype, swap = kind
-            if e.dtype == DT_STRING and not e.slices:
-                count = 1
-                for d in e.shape:
-                    count *= d
-                # Every string takes at least one length byte: this bounds the
-                # element array allocated before the bytes are checked.
-                if count and count + 4 > e.size:
-                    raise DataLossError(f"{self._where}: entry {key!r}: {e.size} bytes cannot hold {count} strings")
+                kind = kinds[(e.dtype, e.shape)] = self._kind(e, header.big_endian, key)
             if not e.slices:
-                if e.shard_id >= self._num_shards:
+                if e.shard_id >= num_shards:
                     raise DataLossError(
-                        f"{self._where}: entry {key!r}: shard_id {e.shard_id} is not below num_shards "
-                        f"{self._num_shards}"
+                        f"{self._where}: entry {key!r}: shard_id {e.shard_id} is not below num_shards {num_shards}"
                     )
-                if e.dtype in READABLE and e.dtype != DT_STRING:
-                    count = 1
-                    for d in e.shape:
-                        count *= d
-                    if count * dtype.itemsize != e.size:
-                        raise DataLossError(
-                            f"{self._where}: entry {key!r}: shape {e.shape} of {dtype} needs "
-                            f"{count * dtype.itemsize} bytes "
-                            f"but the entry records {e.size}"
-                        )
-            # Strings are object arrays: one pointer per element.
-            holder = np.dtype(object) if e.dtype == DT_STRING else dtype
-            stored = _Stored(e, dtype, swap, key, _unholdable(e.shape, holder))
+                if kind.nbytes >= 0 and (e.size < kind.nbytes if e.dtype == DT_STRING else e.size != kind.nbytes):
+                    raise self._size_error(key, e, kind)
+            stored = _Stored(e, kind.dtype, kind.swap, key, kind.problem, kind.info)
             if key[:1] == b"\x00":
                 self._slices[key] = stored
             else:
                 self._entries[key.decode("utf-8", "surrogateescape")] = stored
         self._keys = sorted(self._entries)
+
+    def _kind(self, e: Entry, big_endian: bool, key: bytes) -> _Kind:
+        """The dtype, size rule and readability of entries of ``e``'s dtype and shape."""
+        where = f"{self._where}: entry {key!r}"
+        # Unreadable types (resource, variant) stay listed and fail only when read.
+        dtype, swap = dtype_from_tf(e.dtype, big_endian, where) if e.dtype in READABLE else (np.dtype(np.uint8), False)
+        count = 1
+        for d in e.shape:
+            count *= d
+        if e.dtype == DT_STRING:
+            # Every string takes at least one length byte: this bounds the element array allocated
+            # before the bytes are checked.
+            nbytes = count + 4 if count else -1
+        else:
+            nbytes = count * dtype.itemsize if e.dtype in READABLE else -1
+        # Strings are object arrays: one pointer per element.
+        problem = _unholdable(e.shape, np.dtype(object) if e.dtype == DT_STRING else dtype)
+        readable = e.dtype in READABLE and problem is None
+        return _Kind(dtype, swap, nbytes, problem, TensorInfo(dtype, e.shape) if readable else None)
+
+    def _size_error(self, key: bytes, e: Entry, kind: _Kind) -> DataLossError:
+        if e.dtype == DT_STRING:
+            return DataLossError(f"{self._where}: entry {key!r}: {e.size} bytes cannot hold {kind.nbytes - 4} strings")
+        return DataLossError(
+            f"{self._where}: entry {key!r}: shape {e.shape} of {kind.dtype} needs {kind.nbytes} bytes "
+            f"but the entry records {e.size}"
+        )
 
     def _check_open(self) -> None:
         if self._closed:
@@ -212,13 +228,18 @@ class BundleReader(CheckpointReader):
         try:
             return self._entries[key]
         except KeyError:
-            raise CheckpointKeyError(f"bundle: checkpoint {self.prefix!r} has no tensor {key!r}") from None
+            raise self._unknown(key) from None
+
+    def _unknown(self, key: str) -> CheckpointKeyError:
+        return CheckpointKeyError(f"bundle: checkpoint {self.prefix!r} has no tensor {key!r}")
 
     def info(self, key: str) -> TensorInfo:
         # docstring inherited
         s = self._get(key)
-        self._readable(key, s)
-        return TensorInfo(s.dtype, s.entry.shape)
+        if s.info is None:
+            self._readable(key, s)
+        assert s.info is not None  # _readable raised otherwise
+        return s.info
 
     def _readable(self, key: str, s: _Stored) -> None:
         if s.entry.dtype not in READABLE:
@@ -234,22 +255,30 @@ class BundleReader(CheckpointReader):
 
     def _check_range(self, key: str, e: Entry) -> str:
         """The data file of ``e``, after checking the entry lies inside it (before any allocation)."""
-        path = self._data_path(e.shard_id)
+        size = self._shard_size(e.shard_id)
+        if size is None or e.offset + e.size > size:
+            raise self._range_error(key, e, size)
+        return self._data_path(e.shard_id)
+
+    def _shard_size(self, shard_id: int) -> int | None:
+        """The size of data file ``shard_id`` (``None``: missing), asked of the store once."""
         # Sizes are only ever added, and dict reads are atomic, so the lock guards the fill alone.
-        size = self._sizes.get(e.shard_id)
+        size = self._sizes.get(shard_id)
         if size is None:
-            got = self._files.size(path)
-            if got is None:
-                raise DataLossError(f"bundle: data file {path!r} of {self.prefix!r} is missing (needed by {key!r})")
-            size = got
-            with self._size_lock:
-                self._sizes[e.shard_id] = size
-        if e.offset + e.size > size:
-            raise DataLossError(
-                f"bundle: tensor {key!r} at offset {e.offset} (+{e.size} bytes) lies beyond the end of "
-                f"{path!r} ({size} bytes): the file is truncated"
-            )
-        return path
+            size = self._files.size(self._data_path(shard_id))
+            if size is not None:
+                with self._size_lock:
+                    self._sizes[shard_id] = size
+        return size
+
+    def _range_error(self, key: str, e: Entry, size: int | None) -> DataLossError:
+        path = self._data_path(e.shard_id)
+        if size is None:
+            return DataLossError(f"bundle: data file {path!r} of {self.prefix!r} is missing (needed by {key!r})")
+        return DataLossError(
+            f"bundle: tensor {key!r} at offset {e.offset} (+{e.size} bytes) lies beyond the end of "
+            f"{path!r} ({size} bytes): the file is truncated"
+        )
 
     def _prepare(self, key: str, s: _Stored, out: np.ndarray[Any, Any] | None) -> np.ndarray[Any, Any]:
         if out is None:
@@ -468,27 +497,40 @@ class BundleReader(CheckpointReader):
     def read_many(self, requests: Sequence[tuple[str, np.ndarray[Any, Any] | None]]) -> list[np.ndarray[Any, Any]]:
         """Read several tensors: adjacent ranges are read with one vectored call, data files in parallel."""
         self._check_open()
-        results: list[np.ndarray[Any, Any]] = []
-        by_shard: dict[int, list[tuple[str, _Stored, np.ndarray[Any, Any], memoryview]]] = {}
         entries = self._entries
+        # The sizes of the data files the tensors lie in, asked of the store once each.
+        shard_ids = {s.entry.shard_id for s in map(entries.get, [key for key, _ in requests]) if s is not None}
+        sizes = {sid: self._shard_size(sid) for sid in shard_ids}
+        results: list[np.ndarray[Any, Any] | None] = []
+        # Slices of partitioned tensors and strings, read one by one afterwards: (position, key, out).
+        single: list[tuple[int, str, np.ndarray[Any, Any] | None]] = []
+        by_shard: dict[int, list[tuple[str, _Stored, np.ndarray[Any, Any], memoryview]]] = {}
         for key, out in requests:
             s = entries.get(key)
-            if (
-                s is None
-                or s.entry.slices
-                or s.entry.dtype == DT_STRING
-                or s.entry.dtype not in READABLE
-                or s.problem is not None
-            ):
-                # Uncommon cases (and the errors for unknown keys) take the general path.
-                results.append(self.read(key, out))
-                continue
+            if s is None:
+                raise self._unknown(key)
+            if s.info is None:
+                self._readable(key, s)  # raises why it cannot be read
             e = s.entry
+            if e.slices or e.dtype == DT_STRING:
+                single.append((len(results), key, out))
+                results.append(None)
+                continue
             # Range check before allocating, so an implausible entry never allocates.
-            self._check_range(key, e)
-            dest = self._prepare(key, s, out)
+            size = sizes[e.shard_id]
+            if size is None or e.offset + e.size > size:
+                raise self._range_error(key, e, size)
+            if out is None:
+                dest = np.empty(e.shape, dtype=s.dtype)
+            elif (out.dtype is s.dtype or out.dtype == s.dtype) and out.shape == e.shape:
+                flags = out.flags
+                dest = out if flags.c_contiguous and flags.writeable else self._prepare(key, s, out)
+            else:
+                dest = self._prepare(key, s, out)  # raises the mismatch
             results.append(dest)
             by_shard.setdefault(e.shard_id, []).append((key, s, dest, byte_view(dest)))
+        for position, key, out in single:
+            results[position] = self.read(key, out)
 
         def run(shard_id: int) -> None:
             group = by_shard[shard_id]
@@ -503,7 +545,7 @@ class BundleReader(CheckpointReader):
         else:
             for sid in by_shard:
                 run(sid)
-        return results
+        return cast("list[np.ndarray[Any, Any]]", results)  # every position is filled by now
 
     def close(self) -> None:
         # docstring inherited

@@ -15,7 +15,14 @@ from trackpoint.backends.bundle._crc import crc32c, mask
 from trackpoint.backends.bundle._ordered_code import encode_slice_key
 from trackpoint.backends.bundle._sstable import build_table
 from trackpoint.backends.bundle.proto import tensor_bundle_pb2
-from trackpoint.errors import CheckpointNotFoundError, DataLossError, InvalidCheckpointError
+from trackpoint.errors import (
+    CheckpointKeyError,
+    CheckpointNotFoundError,
+    DataLossError,
+    DTypeMismatchError,
+    InvalidCheckpointError,
+    ShapeMismatchError,
+)
 from trackpoint.storage import WriteItem
 
 pb: Any = tensor_bundle_pb2
@@ -209,3 +216,27 @@ def test_slices_must_cover_the_tensor_before_allocation(prefix: str, backend: Bu
     with backend.open_reader(prefix) as r:
         with pytest.raises(DataLossError, match="hold 1 of its 1099511627776 elements"):
             r.read("w")
+
+
+def test_read_many_reports_the_first_bad_request_and_missing_data(backend: BundleBackend, prefix: str) -> None:
+    backend.save(prefix, [WriteItem("a", np.arange(10.0)), WriteItem("b", np.arange(5.0))])
+    with backend.open_reader(prefix) as r:
+        with pytest.raises(CheckpointKeyError, match="has no tensor 'nope'"):
+            r.read_many([("a", None), ("nope", None), ("b", np.zeros(3))])
+        with pytest.raises(ShapeMismatchError, match=r"cannot read 'b' of shape \(5,\) into an array of shape \(3,\)"):
+            r.read_many([("b", np.zeros(3)), ("nope", None)])
+        with pytest.raises(ShapeMismatchError, match="C-contiguous and writeable"):
+            r.read_many([("a", np.zeros((10, 2))[:, 0])])
+        with pytest.raises(DTypeMismatchError, match="into an array of dtype float32"):
+            r.read_many([("a", np.zeros(10, np.float32))])
+    Path(prefix + ".data-00000-of-00001").unlink()
+    with backend.open_reader(prefix) as r, pytest.raises(DataLossError, match=r"is missing \(needed by 'a'\)"):
+        r.read_many([("a", None)])
+
+
+def test_entries_of_one_dtype_and_shape_share_their_info(backend: BundleBackend, prefix: str) -> None:
+    # An index of 10^5 variables holds few dtype/shape pairs: each is described once.
+    backend.save(prefix, [WriteItem(k, np.zeros(3, np.float32)) for k in "abc"] + [WriteItem("d", np.zeros(4))])
+    with backend.open_reader(prefix) as r:
+        assert r.info("a") is r.info("b") is r.info("c")
+        assert r.info("d").shape == (4,) and r.info("d").dtype == np.float64
