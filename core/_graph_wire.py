@@ -30,7 +30,8 @@ def _varint(value: int) -> bytes:
 
 def _field(tag: bytes, payload: bytes) -> bytes:
     """A length-delimited field (string or message)."""
-    return tag + _varint(len(payload)) + payload
+    n = len(payload)
+    return tag + (_SMALL[n] if n < 0x80 else _varint(n)) + payload
 
 
 def _string(tag: bytes, text: str) -> bytes:
@@ -41,28 +42,27 @@ def _string(tag: bytes, text: str) -> bytes:
 class NodeEncoder:
     """Encodes the ``TrackableObject`` messages of one graph, field by field.
 
-    Repeated names (edge names such as ``kernel``, attribute names such as
-    ``VARIABLE_VALUE``) are encoded once and reused.
+    Repeated strings (edge names such as ``kernel``, attribute names such as
+    ``VARIABLE_VALUE``) are encoded once per graph and reused.
     """
 
     def __init__(self) -> None:
-        self._names: dict[str, bytes] = {}
-
-    def _name(self, tag: bytes, text: str) -> bytes:
-        key = tag.decode("latin-1") + text
-        found = self._names.get(key)
-        if found is None:
-            found = self._names[key] = _string(tag, text)
-        return found
+        self._local_names: dict[str, bytes] = {}
+        self._attribute_names: dict[str, bytes] = {}
 
     def child(self, node_id: int, local_name: str) -> bytes:
         """An ``ObjectReference`` field (``children``, field 1)."""
-        ref = (b"\x08" + _varint(node_id) if node_id else b"") + self._name(b"\x12", local_name)
-        return _field(b"\x0a", ref)
+        name = self._local_names.get(local_name)
+        if name is None:
+            name = self._local_names[local_name] = _string(b"\x12", local_name)
+        return _field(b"\x0a", b"\x08" + _varint(node_id) + name if node_id else name)
 
     def attribute(self, name: str, full_name: str, checkpoint_key: str) -> bytes:
         """A ``SerializedTensor`` field (``attributes``, field 2)."""
-        tensor = self._name(b"\x0a", name) + _string(b"\x12", full_name) + _string(b"\x1a", checkpoint_key)
+        head = self._attribute_names.get(name)
+        if head is None:
+            head = self._attribute_names[name] = _string(b"\x0a", name)
+        tensor = head + _string(b"\x12", full_name) + _string(b"\x1a", checkpoint_key)
         return _field(b"\x12", tensor)
 
     @staticmethod
@@ -76,15 +76,15 @@ class NodeEncoder:
         return _field(b"\x1a", ref)
 
     @staticmethod
-    def node(children: list[bytes], attributes: list[bytes], slot_variables: list[bytes], has_values: bool) -> bytes:
+    def node(children: bytes, attributes: bytes, slot_variables: bytes, has_values: bool) -> bytes:
         """A whole ``TrackableObject`` as a ``nodes`` field of the graph.
 
-        ``has_checkpoint_values`` is always present (a ``BoolValue``, empty when false), as trackpoint and
-        TensorFlow set it on every node.
+        ``children``, ``attributes`` and ``slot_variables`` are the node's encoded fields of each kind,
+        concatenated. ``has_checkpoint_values`` is always present (a ``BoolValue``, empty when false), as
+        trackpoint and TensorFlow set it on every node.
         """
-        body = b"".join(children) + b"".join(attributes) + b"".join(slot_variables)
-        body += b"\x2a\x02\x08\x01" if has_values else b"\x2a\x00"
-        return _field(b"\x0a", body)
+        flag = b"\x2a\x02\x08\x01" if has_values else b"\x2a\x00"
+        return _field(b"\x0a", children + attributes + slot_variables + flag)
 
 
 def encode_graph(nodes: list[bytes]) -> bytes:

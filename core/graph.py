@@ -95,7 +95,6 @@ class ObjectGraphView:
             An overridden ``_trackable_children`` returned a child that is not
             a trackable, or a name that is not a string.
         """
-        obj._maybe_initialize_trackable()
         children = obj._trackable_children()
         for name, child in children.items():
             if not isinstance(name, str) or not isinstance(child, Trackable):
@@ -126,7 +125,7 @@ class ObjectGraphView:
         return obj._lookup_dependency(name, children)
 
     def walk(self) -> GraphWalk:
-        """Every object reachable from the root, breadth-first, with its children and escaped path.
+        """Every object reachable from the root, breadth-first, with its children and first parent.
 
         One call of :meth:`children` per object: saving, restore checks and
         listings all start from this walk, so its cost per object is what a
@@ -135,23 +134,19 @@ class ObjectGraphView:
         root = self.root
         objects: list[Trackable] = [root]
         node_ids: dict[int, int] = {id(root): 0}
-        paths: list[str] = [""]
         parents: list[tuple[int, str]] = [(-1, "")]
         children_of: list[dict[str, Trackable]] = []
-        current = 0
-        while current < len(objects):
-            children = self.children(objects[current])
+        children_fn = self.children
+        # The list grows while it is iterated: that is the breadth-first queue.
+        for current, obj in enumerate(objects):
+            children = children_fn(obj)
             children_of.append(children)
-            base = paths[current]
             for name, child in children.items():
                 if id(child) not in node_ids:
                     node_ids[id(child)] = len(objects)
                     objects.append(child)
-                    escaped = escape_local_name(name)
-                    paths.append(f"{base}/{escaped}" if base else escaped)
                     parents.append((current, name))
-            current += 1
-        return GraphWalk(objects, children_of, paths, parents, node_ids)
+        return GraphWalk(objects, children_of, parents, node_ids)
 
     def breadth_first(self) -> tuple[list[Trackable], dict[int, tuple[TrackableReference, ...]]]:
         """Objects in BFS order and, by ``id``, the first path reaching each."""
@@ -173,9 +168,20 @@ class GraphWalk:
 
     objects: list[Trackable]
     children: list[dict[str, Trackable]]
-    paths: list[str]
     parents: list[tuple[int, str]]
     node_ids: dict[int, int]
+
+    def paths(self) -> list[str]:
+        """The escaped object path of every node (``""`` for the root), built along the first parents."""
+        paths = [""]
+        escapes: dict[str, str] = {}  # edge names repeat (``kernel``, ``bias``): escape each once
+        for parent, name in self.parents[1:]:
+            escaped = escapes.get(name)
+            if escaped is None:
+                escaped = escapes[name] = escape_local_name(name)
+            base = paths[parent]
+            paths.append(f"{base}/{escaped}" if base else escaped)
+        return paths
 
 
 @dataclass(frozen=True, slots=True)
@@ -188,13 +194,23 @@ class _Slot:
 
 def _slot_variables(objects: Sequence[Trackable]) -> list[_Slot]:
     """Slot variables of every optimizer in ``objects``, in TensorFlow's order."""
-    index = {id(o): i for i, o in enumerate(objects)}
     found: list[_Slot] = []
+    # Whether each class is an optimizer (has both methods): most graphs have one, among 10^5 objects.
+    optimizer_types: dict[type, bool] = {}
+    index: dict[int, int] | None = None
     for opt_id, obj in enumerate(objects):
-        get_names = getattr(type(obj), "get_slot_names", None)
-        get_slot = getattr(type(obj), "get_slot", None)
-        if not callable(get_names) or not callable(get_slot):
+        cls = type(obj)
+        is_optimizer = optimizer_types.get(cls)
+        if is_optimizer is None:
+            is_optimizer = optimizer_types[cls] = callable(getattr(cls, "get_slot_names", None)) and callable(
+                getattr(cls, "get_slot", None)
+            )
+        if not is_optimizer:
             continue
+        get_names = cls.get_slot_names  # type: ignore[attr-defined]
+        get_slot = cls.get_slot  # type: ignore[attr-defined]
+        if index is None:
+            index = {id(o): i for i, o in enumerate(objects)}
         for slot_name in get_names(obj):
             for var_id, original in enumerate(objects):
                 try:
@@ -240,17 +256,18 @@ class SerializedGraph:
 
 def _has_values(has: list[bool], children: list[list[int]]) -> list[bool]:
     """Per node: holds values itself (``has``) or through any descendant."""
-    parents: list[list[int]] = [[] for _ in has]
-    for parent, kids in enumerate(children):
-        for child in kids:
-            parents[child].append(parent)
     out = list(has)
-    queue = collections.deque(i for i, h in enumerate(out) if h)
-    while queue:
-        for parent in parents[queue.popleft()]:
-            if not out[parent]:
-                out[parent] = True
-                queue.append(parent)
+    # Children mostly come after their parents (breadth-first ids), so the first backward pass settles
+    # nearly everything; edges to earlier nodes (cycles, shared objects) may need further passes.
+    changed = True
+    while changed:
+        changed = False
+        for node in range(len(out) - 1, -1, -1):
+            if not out[node] and children[node]:
+                for child in children[node]:
+                    if out[child]:
+                        out[node] = changed = True
+                        break
     return out
 
 
@@ -267,104 +284,116 @@ def serialize_object_graph(view: ObjectGraphView) -> SerializedGraph:
     slots = _slot_variables(objects)
     node_ids = walk.node_ids
     nodes: list[Trackable] = list(objects)
-    paths = list(walk.paths)
+    paths = walk.paths()
     encoder = NodeEncoder()
-    # Per node, its encoded children, attributes and slot variable references.
-    node_children: list[list[bytes]] = []
-    node_attributes: list[list[bytes]] = []
-    node_slots: list[list[bytes]] = []
+    # Per node: its encoded children, attributes and slot variable references (b"" for none), and the
+    # ids of its children. Most nodes of a large graph are variables without children.
+    node_children: list[bytes] = []
     child_ids: list[list[int]] = []
+    no_ids: list[int] = []
     encode_child = encoder.child
     for children in walk.children:
-        ids = [node_ids[id(child)] for child in children.values()]
-        child_ids.append(ids)
-        node_children.append([encode_child(i, name) for name, i in zip(children, ids, strict=True)] if ids else [])
-        node_attributes.append([])
-        node_slots.append([])
+        if children:
+            ids = [node_ids[id(child)] for child in children.values()]
+            child_ids.append(ids)
+            node_children.append(b"".join([encode_child(i, name) for name, i in zip(children, ids, strict=True)]))
+        else:
+            child_ids.append(no_ids)
+            node_children.append(b"")
+    node_slots: dict[int, list[bytes]] = {}
     for slot in slots:
         slot_id = len(nodes)
         nodes.append(slot.slot)
         paths.append(slot_variable_path(paths[slot.variable], paths[slot.optimizer], slot.name))
-        node_children.append([])
-        node_attributes.append([])
-        node_slots.append([])
-        child_ids.append([])
-        node_slots[slot.optimizer].append(encoder.slot_variable(slot.variable, slot.name, slot_id))
+        node_children.append(b"")
+        child_ids.append(no_ids)
+        node_slots.setdefault(slot.optimizer, []).append(encoder.slot_variable(slot.variable, slot.name, slot_id))
+    node_attributes: list[bytes] = [b""] * len(nodes)
     has = [False] * len(nodes)
-    for slot in slots:
-        has[slot.optimizer] = True
+    for optimizer in node_slots:
+        has[optimizer] = True
     regular: list[tuple[str, np.ndarray[Any, Any]]] = []
     python_state: list[tuple[str, np.ndarray[Any, Any]]] = []
     # The slice each sliced array holds, by the array's identity in the lists above.
     sliced: dict[int, TensorSlice] = {}
-    # Which node saved each key, and as what: two values under one key would make one unreadable.
-    owners: dict[str, tuple[int, str]] = {}
+    # Which node saved each key, and which attribute or saveable: two values under one key would make one
+    # unreadable. Messages are formatted only when raised.
+    owners: dict[str, tuple[int, str, str]] = {}
 
-    def describe(node_id: int, what: str) -> str:
-        # Formatted only for messages, not for every node of a large graph.
+    def describe(node_id: int, kind: str, attr: str) -> str:
         path = paths[node_id]
-        return f"{type(nodes[node_id]).__name__} at {path or '(root)'!r}, {what}"
+        return f"{type(nodes[node_id]).__name__} at {path or '(root)'!r}, {kind} {attr!r}"
 
-    def clash(key: str, node_id: int, what: str) -> TrackableError:
+    def clash(key: str, node_id: int, kind: str, attr: str) -> TrackableError:
         return TrackableError(
-            f"{describe(node_id, what)} and {describe(*owners[key])} both save a value under the checkpoint key {key!r}"
+            f"{describe(node_id, kind, attr)} and {describe(*owners[key])} both save a value under the checkpoint "
+            f"key {key!r}"
         )
 
     # The key suffix of each attribute name (most graphs use one or two names for all their tensors).
     suffixes: dict[str, str] = {}
+    # Whether each class saves through saveables (a walk of its method resolution order).
+    saveable_types: dict[type, bool] = {}
+    encode_attribute = encoder.attribute
     for node_id, obj in enumerate(nodes):
         path = paths[node_id]
+        cls = type(obj)
+        saves_saveables = saveable_types.get(cls)
+        if saves_saveables is None:
+            saves_saveables = saveable_types[cls] = uses_saveables(obj)
         full_name = obj.name if isinstance(obj, Variable) else ""
         sink = python_state if isinstance(obj, PythonState) else regular
-        if uses_saveables(obj):
+        if saves_saveables:
             # TensorFlow 1 style: one graph attribute per entry, one tensor per spec.
+            encoded = []
             for attr, factory in obj._gather_saveables_for_checkpoint().items():
                 key = attribute_key(path, attr)
                 saveable = make_saveable(obj, attr, factory, key)
-                node_attributes[node_id].append(encoder.attribute(attr, full_name, key))
-                has[node_id] = True
-                what = f"saveable {attr!r}"
+                encoded.append(encode_attribute(attr, full_name, key))
                 for spec in saveable.specs:
                     if spec.name in owners:
-                        raise clash(spec.name, node_id, what)
-                    owners[spec.name] = (node_id, what)
-                    sink.append((spec.name, saved_array(spec.tensor, describe(node_id, what))))
+                        raise clash(spec.name, node_id, "saveable", attr)
+                    owners[spec.name] = (node_id, "saveable", attr)
+                    sink.append((spec.name, saved_array(spec.tensor, describe(node_id, "saveable", attr))))
+            if encoded:
+                node_attributes[node_id] = b"".join(encoded)
+                has[node_id] = True
             continue
         tensors = obj._serialize_to_tensors()
         if not tensors:
             continue
         has[node_id] = True
-        add_attribute = node_attributes[node_id].append
-        encode_attribute = encoder.attribute
+        encoded = []
         for attr, value in tensors.items():
             suffix = suffixes.get(attr)
             if suffix is None:
                 suffix = suffixes[attr] = _attribute_suffix(attr)
             key = f"{path}/{OBJECT_ATTRIBUTES_NAME}/{suffix}"
-            add_attribute(encode_attribute(attr, full_name, key))
+            encoded.append(encode_attribute(attr, full_name, key))
             if key in owners:
-                raise clash(key, node_id, f"attribute {attr!r}")
-            owners[key] = (node_id, f"attribute {attr!r}")
-            if isinstance(value, Mapping):
+                raise clash(key, node_id, "attribute", attr)
+            owners[key] = (node_id, "attribute", attr)
+            if isinstance(value, np.ndarray):
+                sink.append((key, value))
+            elif isinstance(value, Mapping):
                 # TensorFlow's form for slices of a larger tensor: {slice spec: value}.
+                where = describe(node_id, "attribute", attr)
                 for spec, part in value.items():
-                    array = saved_array(part, describe(node_id, f"attribute {attr!r}"))
-                    where = describe(node_id, f"attribute {attr!r}")
+                    array = saved_array(part, where)
                     piece = _parse_spec(spec, array, where)
                     entry = (key, array)
                     if piece is not None:
                         sliced[id(entry)] = piece
                     sink.append(entry)
-                continue
-            if not isinstance(value, np.ndarray):
-                value = saved_array(value, describe(node_id, f"attribute {attr!r}"))
-            sink.append((key, value))
+            else:
+                sink.append((key, saved_array(value, describe(node_id, "attribute", attr))))
+        node_attributes[node_id] = encoded[0] if len(encoded) == 1 else b"".join(encoded)
     encode_node = encoder.node
     data = encode_graph(
         [
-            encode_node(kids, attributes, slot_refs, flag)
-            for kids, attributes, slot_refs, flag in zip(
-                node_children, node_attributes, node_slots, _has_values(has, child_ids), strict=True
+            encode_node(kids, attributes, b"".join(node_slots.get(node_id, ())), flag)
+            for node_id, (kids, attributes, flag) in enumerate(
+                zip(node_children, node_attributes, _has_values(has, child_ids), strict=True)
             )
         ]
     )

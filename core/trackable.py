@@ -259,7 +259,9 @@ class Trackable:
         the waiting values are applied (as in TensorFlow). The default is the
         explicitly tracked dependencies.
         """
-        return self._unconditional_checkpoint_dependencies
+        # Read without the property's initialization check when initialized: a graph walk asks every object.
+        deps: list[TrackableReference] | None = self.__dict__.get("_self_unconditional_checkpoint_dependencies")
+        return self._unconditional_checkpoint_dependencies if deps is None else deps
 
     def _trackable_children(self) -> dict[str, Trackable]:
         """Named children in dependency order; the order of nodes in saved graphs.
@@ -272,9 +274,11 @@ class Trackable:
         TrackableError
             A dependency is not a trackable or its name is not a string.
         """
-        self._maybe_initialize_trackable()
+        dependencies = self._checkpoint_dependencies
+        if not dependencies:
+            return {}  # most objects of a large graph are variables, without dependencies
         children: dict[str, Trackable] = {}
-        for item in self._checkpoint_dependencies:
+        for item in dependencies:
             try:
                 name, ref = item
             except (TypeError, ValueError):

@@ -173,3 +173,23 @@ def test_hand_encoded_graph_is_protobufs_serialization() -> None:
     assert any(a.full_name for node in proto.nodes for a in node.attributes)
     assert any(c.node_id == 0 for node in proto.nodes for c in node.children)
     assert not all(node.has_checkpoint_values.value for node in proto.nodes)
+
+
+def test_has_checkpoint_values_reaches_a_node_through_an_edge_to_an_earlier_node() -> None:
+    # Node ids: root 0, x 1, y 2, z 3. y's only child is x, listed before it, which holds values only
+    # through its own child z: a single backward pass over the ids would leave y without values.
+    root, x, y = tp.AutoTrackable(), tp.AutoTrackable(), tp.AutoTrackable()
+    root.x = x
+    root.y = y
+    y.x = x
+    x.z = tp.AutoTrackable()
+    x.z.v = tp.Variable(1.0)
+    no_values = tp.AutoTrackable()
+    y.empty = no_values
+    proto = serialize_object_graph(ObjectGraphView(root)).proto
+    assert [c.local_name for c in proto.nodes[2].children] == ["x", "empty"]
+    assert proto.nodes[2].children[0].node_id == 1
+    assert proto.nodes[2].has_checkpoint_values.value
+    empty_id = proto.nodes[2].children[1].node_id
+    assert not proto.nodes[empty_id].has_checkpoint_values.value
+    assert all(proto.nodes[i].has_checkpoint_values.value for i in (0, 1, 2, 3))
