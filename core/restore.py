@@ -90,7 +90,7 @@ class _Unrestored:
 
     save_path: str
     proto: pb.TrackableObjectGraph
-    node_attributes: list[list[tuple[str, str]]]
+    node_attributes: list[tuple[tuple[str, str], ...]]
     matched_proto_ids: set[int]
     unused_attributes: dict[int, list[str]]
     expect_partial: bool = False
@@ -145,9 +145,12 @@ class RestoreCoordinator:
         self.view = view
         self.save_path = save_path
         self.restore_uid = next_uid()
-        # Weak values: deferred restores reference the coordinator, so strong
-        # references to objects here would keep whole models alive.
-        self.object_by_proto_id: weakref.WeakValueDictionary[int, Trackable] = weakref.WeakValueDictionary()
+        # Weak references: deferred restores reference the coordinator, so strong
+        # references to objects here would keep whole models alive. Plain dicts of
+        # weakref.ref rather than WeakValueDictionary, whose Python-level get and set cost a
+        # microsecond or two each, for each of possibly 10^5 objects; one ref per object
+        # serves both dicts (CPython hands out the same ref for the same object).
+        self.matched: dict[int, weakref.ref[Trackable]] = {}
         self.matched_proto_ids: set[int] = set()
         self.all_python_objects: dict[int, weakref.ref[Trackable]] = {}
         self.unused_attributes: dict[int, list[str]] = {}
@@ -156,14 +159,18 @@ class RestoreCoordinator:
         # The graph's edges and attributes as Python lists, read from the proto once: every field access on a
         # proto message costs about as much as a small function call, and restores and their status
         # assertions look at each node several times.
-        self.node_children: list[list[tuple[int, str]]] = []
-        self.node_attributes: list[list[tuple[str, str]]] = []
+        # Tuples, not lists: tuples of strings and numbers leave the cyclic collector's lists after its
+        # first look at them, lists never do.
+        self.node_children: list[tuple[tuple[int, str], ...]] = []
+        self.node_attributes: list[tuple[tuple[str, str], ...]] = []
         with _gc.paused():
             for node_id, node in enumerate(object_graph_proto.nodes):
                 children = node.children
-                self.node_children.append([(c.node_id, c.local_name) for c in children] if children else [])
+                self.node_children.append(tuple([(c.node_id, c.local_name) for c in children]) if children else ())
                 attributes = node.attributes
-                self.node_attributes.append([(a.name, a.checkpoint_key) for a in attributes] if attributes else [])
+                self.node_attributes.append(
+                    tuple([(a.name, a.checkpoint_key) for a in attributes]) if attributes else ()
+                )
                 slot_variables = node.slot_variables
                 for ref in slot_variables if slot_variables else ():
                     self.slot_restorations.setdefault(ref.original_variable_node_id, []).append(
@@ -197,6 +204,21 @@ class RestoreCoordinator:
                     "contain; the checkpoint is damaged or was written incompletely"
                 ) from exc
         return found
+
+    @property
+    def object_by_proto_id(self) -> dict[int, Trackable]:
+        """The matched objects still alive, by saved node id (a new dict on each access)."""
+        found = {}
+        for proto_id, ref in self.matched.items():
+            obj = ref()
+            if obj is not None:
+                found[proto_id] = obj
+        return found
+
+    def matched_object(self, proto_id: int) -> Trackable | None:
+        """The live object matched to saved node ``proto_id``, or ``None``."""
+        ref = self.matched.get(proto_id)
+        return None if ref is None else ref()
 
     def remember(self, obj: Trackable) -> None:
         """Record ``obj`` as seen by this restore (for the status assertions)."""
@@ -282,7 +304,7 @@ class _Plan:
         trackable._maybe_initialize_trackable()
         self.seen.append(trackable)
         # Explicit None checks: an empty container wrapper is falsy.
-        current = self.coordinator.object_by_proto_id.get(proto_id)
+        current = self.coordinator.matched_object(proto_id)
         if current is None:
             current = self.tentative.get(proto_id)
         if current is None:
@@ -399,11 +421,14 @@ class _Plan:
         """Commit the plan: bind nodes, read values, queue deferred restores, then slots."""
         coordinator = self.coordinator
         with _gc.paused():
-            for proto_id, trackable in self.bindings:
-                coordinator.object_by_proto_id[proto_id] = trackable
-                coordinator.matched_proto_ids.add(proto_id)
+            objects = coordinator.all_python_objects
+            ref = weakref.ref
             for trackable in self.seen:
-                coordinator.remember(trackable)
+                objects.setdefault(id(trackable), ref(trackable))
+            matched = coordinator.matched
+            for proto_id, trackable in self.bindings:
+                matched[proto_id] = ref(trackable)
+            coordinator.matched_proto_ids.update(proto_id for proto_id, _ in self.bindings)
             for proto_id, name in self.unused:
                 attrs = coordinator.unused_attributes.setdefault(proto_id, [])
                 if name not in attrs:
@@ -506,7 +531,7 @@ def _queue_slot_variables(position: CheckpointPosition, trackable: Trackable) ->
         _create_slot(trackable, waiting.original_variable, waiting.slot_variable_id, waiting.slot_name, coordinator)
     # ``trackable`` is a variable with slots in some optimizer.
     for slot in coordinator.slot_restorations.pop(position.proto_id, []):
-        optimizer = coordinator.object_by_proto_id.get(slot.optimizer_id)
+        optimizer = coordinator.matched_object(slot.optimizer_id)
         if optimizer is None:
             coordinator.deferred_slot_restorations.setdefault(slot.optimizer_id, []).append(
                 _DeferredSlotVariableRestoration(trackable, slot.slot_variable_id, slot.slot_name)
