@@ -10,7 +10,10 @@ An async save (``CheckpointOptions(enable_async=True)``) splits a save in two:
   ``_serialize_to_tensors`` made for the save).
 * **the write**, in a thread: the same save driver a synchronous save runs
   (the ``write`` callable the caller hands over), then the caller's
-  follow-up (state file, retention) after the commit.
+  follow-up (state file, retention) after the commit. On Linux the thread
+  (and the threads it starts) runs at a lower priority
+  (:data:`WRITER_NICENESS`): on a busy machine the program's work goes first
+  and the write takes longer.
 
 Copy-on-write. Every write to a Variable goes through ``assign``,
 ``assign_add``, ``assign_sub`` or a restore, and each of them calls
@@ -24,12 +27,22 @@ chains onto the array owning the memory), so the reference count of the
 buffer tells exactly whether one exists; if one does, the write waits for the
 writer to be done with the buffer and then goes in place, as without a save.
 
+Warm buffers. A new buffer straight from the allocator is fresh memory: the
+kernel faults in and zeroes each of its pages on first write, which costs
+several times a copy (far more on a machine short of memory). So the buffers a
+save no longer needs (the old values of the variables that swapped) are not
+freed but kept in the saver's pool, and the next save's writes take a buffer of
+the same dtype and shape from there: a training loop that saves every few steps
+and assigns every variable meanwhile writes into warm memory only.
+
 Memory. Each save has a byte budget (``async_memory_bytes``): the copies made
-at snapshot time and the buffers given to writes while it is in flight count
-against it. A write whose new buffer would exceed it waits for the writer
-instead of allocating; a snapshot whose copies alone would exceed it is
-written synchronously, which needs no copies. Pins and charged bytes are
-released when the write (data and commit) has finished, before the follow-up.
+at snapshot time, the buffers given to writes while it is in flight, and the
+warm buffers its saver keeps count against it. A write whose new buffer would
+exceed it first frees kept buffers of other shapes, then waits for the writer
+instead of allocating; a snapshot whose copies alone would exceed it is written
+synchronously, which needs no copies. Pins and charged bytes are released when
+the write (data and commit) has finished, before the follow-up; the old
+buffers go to the pool as far as the budget allows, the rest is freed.
 
 Failures. A save's exception is kept and raised by the next ``save``,
 ``sync()`` or restore of the object that started it. One never raised is
@@ -40,7 +53,10 @@ status 1 (see :func:`_report_at_exit`).
 from __future__ import annotations
 
 import atexit
+import math
+import mmap
 import os
+import queue
 import sys
 import threading
 import traceback
@@ -64,6 +80,9 @@ __all__ = ["DEFAULT_ASYNC_MEMORY_BYTES", "AsyncSaver", "enabled", "storage_optio
 #: Byte budget of one async save when ``CheckpointOptions.async_memory_bytes`` is ``None``.
 DEFAULT_ASYNC_MEMORY_BYTES: Final = 2 * 1024**3
 
+#: Niceness the writer thread of an async save adds to its own (Linux), so the program's threads come first.
+WRITER_NICENESS: Final = 10
+
 _WHEN_BUSY: Final = ("wait", "raise")
 
 # One lock for every pin and budget: held for bookkeeping only, never during I/O or copies of values.
@@ -73,7 +92,8 @@ _changed = threading.Condition(_lock)
 # Reference counts tell whether a buffer is shared (module docstring); only CPython's are exact.
 _EXACT_REFCOUNTS: Final = sys.implementation.name == "cpython"
 # References to a pinned buffer that writable_buffer itself accounts for: the variable's
-# attribute, the pin's view (its base), writable_buffer's local name and getrefcount's argument.
+# attribute, the pin's view (through its memoryview or its base, see _writer_view),
+# writable_buffer's local name and getrefcount's argument.
 _OWN_REFERENCES: Final = 4
 # How often a waiting write looks again whether the buffer is still shared.
 _POLL_SECONDS: Final = 0.002
@@ -123,28 +143,122 @@ def check_options(options: CheckpointOptions) -> None:
 class _Pin:
     """A variable's buffer that one or more in-flight saves still have to write."""
 
-    __slots__ = ("saves", "variable", "view")
+    __slots__ = ("buffer_id", "saves", "variable", "view")
 
     def __init__(self, variable: Variable, buffer: np.ndarray[Any, Any]) -> None:
         self.variable = variable
-        # The writer reads this view. However many places hold it, it adds exactly one
-        # reference to the buffer, which _OWN_REFERENCES counts.
-        self.view: np.ndarray[Any, Any] | None = buffer.view()
+        # Which buffer (valid while ``view`` keeps it alive); not a reference, which would count.
+        self.buffer_id = id(buffer)
+        self.view: np.ndarray[Any, Any] | None = _writer_view(buffer)
         self.saves: list[_Save] = []
+
+    def holds(self, buffer: np.ndarray[Any, Any]) -> bool:
+        return self.view is not None and self.buffer_id == id(buffer)
+
+
+def _writer_view(buffer: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
+    """The array the writer reads ``buffer`` through; it adds exactly one reference to ``buffer``.
+
+    A reshape of an array built on a ``memoryview`` of the buffer: numpy bases
+    every view the writer derives from it (byte views, reshapes) on that array,
+    not on the buffer, so the buffer's reference count shows the program's views only and
+    a write never waits because the writer is reading that value just then.
+    Object arrays and dtypes the buffer protocol cannot carry (datetimes) get a
+    plain view, based on the buffer: their writes wait while the writer holds
+    a view of its own (see :func:`writable_buffer`).
+    """
+    if not buffer.dtype.hasobject and buffer.flags.c_contiguous and buffer.nbytes:
+        try:
+            raw = memoryview(buffer).cast("B")  # type: ignore[arg-type]  # numpy arrays export buffers
+            return np.frombuffer(raw, dtype=buffer.dtype).reshape(buffer.shape)
+        except (TypeError, ValueError, BufferError):
+            pass
+    return buffer.view()
+
+
+def _pool_key(buffer: np.ndarray[Any, Any]) -> tuple[Any, ...] | None:
+    """What a pooled buffer must match to replace ``buffer``; ``None`` when it is never pooled.
+
+    Object arrays (strings) hold references, not bytes, and gain nothing from warm pages.
+    """
+    if buffer.dtype.hasobject or not buffer.nbytes:
+        return None
+    return (buffer.dtype, buffer.shape, buffer.strides)
+
+
+class _BufferPool:
+    """Warm buffers of one saver, for the copy-on-write writes of its next saves (see the module docstring).
+
+    Guarded by the module's ``_lock``. Bytes kept here count against the
+    budget of the saver's saves.
+    """
+
+    __slots__ = ("buffers", "generation", "nbytes")
+
+    def __init__(self) -> None:
+        # Oldest first: trimming frees the buffers unused for longest.
+        self.buffers: dict[tuple[Any, ...], list[np.ndarray[Any, Any]]] = {}
+        #: Bytes of the buffers here plus those being warmed up for here (reserved).
+        self.nbytes = 0
+        #: Bumped by clear(): a buffer warmed up for an earlier generation is not kept.
+        self.generation = 0
+
+    def take(self, key: tuple[Any, ...] | None) -> np.ndarray[Any, Any] | None:
+        found = self.buffers.get(key) if key is not None else None
+        if not found:
+            return None
+        buffer = found.pop()
+        if not found:
+            del self.buffers[key]  # type: ignore[arg-type]
+        self.nbytes -= int(buffer.nbytes)
+        return buffer
+
+    def put(self, buffer: np.ndarray[Any, Any], key: tuple[Any, ...], *, reserved: bool = False) -> None:
+        self.buffers.setdefault(key, []).append(buffer)
+        if not reserved:
+            self.nbytes += int(buffer.nbytes)
+
+    def missing(self, keys: Sequence[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+        """Of ``keys`` (one per buffer wanted), those this pool holds no buffer for."""
+        have = {key: len(found) for key, found in self.buffers.items()}
+        out = []
+        for key in keys:
+            if have.get(key, 0):
+                have[key] -= 1
+            else:
+                out.append(key)
+        return out
+
+    def trim(self, limit: int) -> None:
+        """Free buffers, oldest shapes first, until at most ``limit`` bytes are kept."""
+        while self.nbytes > max(0, limit) and self.buffers:
+            key = next(iter(self.buffers))
+            found = self.buffers[key]
+            self.nbytes -= int(found.pop().nbytes)
+            if not found:
+                del self.buffers[key]
+
+    def clear(self) -> None:
+        self.buffers = {}
+        self.nbytes = 0
+        self.generation += 1
 
 
 class _Save:
     """One save in flight: its pins, its budget, its outcome."""
 
-    def __init__(self, description: str, budget: int) -> None:
+    def __init__(self, description: str, budget: int, pool: _BufferPool | None = None) -> None:
         self.description = description
         self.budget = budget
+        #: Where the buffers it no longer needs go, and its writes' new buffers come from.
+        self.pool = _BufferPool() if pool is None else pool
         #: Extra bytes held now: copies made at snapshot time plus buffers given to writes.
         self.held = 0
         #: The most ``held`` ever was (tests and benchmarks read it).
         self.peak = 0
-        #: Writes that got a new buffer, and writes that waited for the writer.
+        #: Writes that got a new buffer (of which ``warm`` from the pool), and writes that waited.
         self.swaps = 0
+        self.warm = 0
         self.waits = 0
         self.pins: list[_Pin] = []
         self.thread: threading.Thread | None = None
@@ -192,28 +306,52 @@ def writable_buffer(variable: Variable) -> np.ndarray[Any, Any]:
                     "inside it"
                 )
             buf = variable._value
-            nbytes = int(buf.nbytes)
-            if (
-                _EXACT_REFCOUNTS
-                and buf.flags.owndata
-                and sys.getrefcount(buf) <= _OWN_REFERENCES
-                and all(save.held + nbytes <= save.budget for save in pin.saves)
-            ):
-                for save in pin.saves:
-                    save.charge(nbytes)
-                    save.swaps += 1
-                variable._pin = None
-                del buf
-                return np.empty_like(variable._value)
+            unshared = _EXACT_REFCOUNTS and buf.flags.owndata and sys.getrefcount(buf) <= _OWN_REFERENCES
             del buf
+            if unshared:
+                target = _new_buffer(variable._value, pin.saves)
+                if target is not None:
+                    variable._pin = None
+                    return target
             if not waited:
                 waited = True
                 for save in pin.saves:
                     save.waits += 1
-            # Woken when a save releases its pins; polled meanwhile because a reference the
-            # writer holds only while it writes this value also looks like a view, and is gone
-            # once that value is written.
+            # Woken when a save releases its pins; polled meanwhile because, for the values
+            # _writer_view cannot hide, a reference the writer holds only while it writes this
+            # value also looks like a view, and is gone once that value is written.
             _changed.wait(_POLL_SECONDS)
+
+
+def _new_buffer(value: np.ndarray[Any, Any], saves: Sequence[_Save]) -> np.ndarray[Any, Any] | None:
+    """A buffer like ``value`` for a write while ``saves`` pin it, charged to each; ``None`` if over a budget.
+
+    A warm one from a pool of ``saves`` when there is one; otherwise a new one,
+    after freeing pooled buffers of other shapes if that makes it fit. Called
+    with ``_lock`` held.
+    """
+    nbytes = int(value.nbytes)
+    key = _pool_key(value)
+    target: np.ndarray[Any, Any] | None = None
+    source: _BufferPool | None = None
+    for save in saves:
+        target = save.pool.take(key)
+        if target is not None:
+            source = save.pool
+            break
+    # Taken from a pool, the buffer moves from the pool's bytes to the save's: the sum stays.
+    for save in saves:
+        if save.held + save.pool.nbytes + nbytes > save.budget:
+            save.pool.trim(save.budget - save.held - nbytes)
+            if save.held + save.pool.nbytes + nbytes > save.budget:
+                if target is not None and source is not None:
+                    source.put(target, key)  # type: ignore[arg-type]
+                return None
+    for save in saves:
+        save.charge(nbytes)
+        save.swaps += 1
+        save.warm += target is not None
+    return np.empty_like(value) if target is None else target
 
 
 class AsyncSaver:
@@ -221,6 +359,18 @@ class AsyncSaver:
 
     def __init__(self) -> None:
         self._current: _Save | None = None
+        # Warm buffers for the copy-on-write writes of the next saves (module docstring).
+        self._pool = _BufferPool()
+
+    @property
+    def pooled_bytes(self) -> int:
+        """Bytes of warm buffers kept for the next saves (counted against their budget)."""
+        return self._pool.nbytes
+
+    def free(self) -> None:
+        """Free the warm buffers kept for later saves (``Checkpoint.close``); a save in flight keeps its own."""
+        with _lock:
+            self._pool.clear()
 
     @property
     def last(self) -> _Save | None:
@@ -322,7 +472,10 @@ class AsyncSaver:
         from trackpoint.variables import Variable
 
         budget = DEFAULT_ASYNC_MEMORY_BYTES if options.async_memory_bytes is None else options.async_memory_bytes
-        save = _Save(description, budget)
+        # The program assigned values the last save had not written yet: it will likely do so
+        # again, so buffers for this save's values are warmed up while it writes.
+        warm_up = self._current is not None and self._current.swaps > 0
+        save = _Save(description, budget, self._pool)
         # Variables whose own serialization hands over their buffer, which only assign* and restores
         # write. (Not the holder of a numpy attribute: its array is the user's, writable in place.)
         buffers = {
@@ -351,6 +504,9 @@ class AsyncSaver:
             if then is not None:
                 then()
             return
+        with _lock:
+            # A smaller budget than the last save's, or copies to make: keep only what fits.
+            self._pool.trim(budget - copy_bytes)
         for index in to_copy:
             item = snapshot[index]
             snapshot[index] = WriteItem(item.key, item.array.copy())
@@ -358,7 +514,7 @@ class AsyncSaver:
         with _lock:
             for index, variable in pinned:
                 pin = variable._pin
-                if pin is None or pin.view is None or pin.view.base is not variable._value:
+                if pin is None or not pin.holds(variable._value):
                     pin = _Pin(variable, variable._value)
                     variable._pin = pin
                 pin.saves.append(save)
@@ -366,44 +522,190 @@ class AsyncSaver:
                 assert pin.view is not None
                 snapshot[index] = WriteItem(snapshot[index].key, pin.view)
             _running.add(save)
+            wanted: list[tuple[Any, ...]] = []
+            if warm_up:
+                keys = [key for _, variable in pinned if (key := _pool_key(variable._value)) is not None]
+                wanted = self._pool.missing(keys)
         _register_exit_hooks()
-        thread = threading.Thread(
-            target=_run, args=(save, snapshot, write, then), name="trackpoint-async-save", daemon=False
-        )
-        save.thread = thread
         self._current = save
         if ready is not None:
             # The snapshot is taken: the caller's blocking part ends here.
             ready()
         try:
-            thread.start()
+            _submit(lambda: _run(save, snapshot, write, then), save)
         except BaseException:
             _release(save)
             with _lock:
                 _running.discard(save)
             save.done.set()
             raise
+        if wanted:
+            _submit(lambda: _warm_up(save, wanted))
+
+
+class _Worker(threading.Thread):
+    """A thread that runs the jobs handed to it (writes, warm-ups), reused by later saves.
+
+    Starting a thread makes the caller wait until the new thread runs, which
+    on a busy machine costs milliseconds of the caller's blocking time; an
+    idle worker only has to be woken. A daemon: the saves in flight are waited
+    for at exit by :func:`wait_all`, and an idle worker must not keep the
+    interpreter alive. Workers idle for :data:`_IDLE_SECONDS` end.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(name="trackpoint-async", daemon=True)
+        self.jobs: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
+
+    def run(self) -> None:
+        _lower_priority()
+        while True:
+            try:
+                job = self.jobs.get(timeout=_IDLE_SECONDS)
+            except queue.Empty:
+                with _lock:
+                    if self in _idle:
+                        _idle.remove(self)
+                        return
+                continue  # taken by a save just now: its job is on the way
+            try:
+                job()
+            finally:
+                with _lock:
+                    _idle.append(self)
+
+
+# Workers waiting for a job; the most recently idle one is taken first (its stack is warm).
+_idle: list[_Worker] = []
+_IDLE_SECONDS: Final = 60.0
+
+
+def _submit(job: Callable[[], None], save: _Save | None = None) -> None:
+    """Run ``job`` in an idle worker, or a new one; it is ``save``'s writer (set before the job can end)."""
+    with _lock:
+        worker = _idle.pop() if _idle else None
+    if worker is None:
+        worker = _Worker()
+        worker.start()
+    if save is not None:
+        save.thread = worker
+    worker.jobs.put(job)
+
+
+def _forget_workers() -> None:
+    # In a forked child the workers do not exist: jobs handed to them would never run.
+    _idle.clear()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_workers)
+
+
+def _warm_up(save: _Save, wanted: Sequence[tuple[Any, ...]]) -> None:
+    """Put a buffer of each of ``wanted`` in ``save``'s pool, its pages faulted in, while the budget allows.
+
+    Runs beside the writer. The bytes are reserved in the pool before the
+    buffer is allocated, so the budget holds at every moment.
+    """
+    pool = save.pool
+    page = mmap.PAGESIZE
+    for key in wanted:
+        dtype, shape, strides = key
+        nbytes = int(dtype.itemsize * math.prod(shape))
+        with _lock:
+            if save.held + pool.nbytes + nbytes > save.budget:
+                continue
+            pool.nbytes += nbytes
+            generation = pool.generation
+        buffer: np.ndarray[Any, Any] | None = None
+        try:
+            buffer = np.empty(shape, dtype)
+            if buffer.strides == strides:
+                # One byte per page makes the kernel fault in (and zero) every page now.
+                np.ndarray((nbytes,), np.uint8, buffer=buffer)[::page] = 0
+            else:
+                buffer = None
+        except MemoryError:
+            buffer = None
+        with _lock:
+            if pool.generation != generation:
+                continue  # freed meanwhile (Checkpoint.close): keep nothing, the reservation went with it
+            if buffer is None:
+                pool.nbytes -= nbytes
+            else:
+                pool.put(buffer, key, reserved=True)
 
 
 def _release(save: _Save) -> None:
-    """The save no longer needs its pins and copies: unpin, uncharge, wake waiting writes."""
+    """The save no longer needs its pins and copies: unpin, uncharge, pool old buffers, wake waiting writes."""
     with _changed:
+        save.held = 0
         for pin in save.pins:
             if save in pin.saves:
                 pin.saves.remove(save)
             if not pin.saves:
                 if pin.variable._pin is pin:
                     pin.variable._pin = None
-                pin.view = None
+                _retire(pin, save)
         save.pins = []
-        save.held = 0
         _changed.notify_all()
+
+
+def _retire(pin: _Pin, save: _Save) -> None:
+    """No save needs ``pin`` any more: keep its buffer in ``save``'s pool if the variable moved off it.
+
+    Only when nothing but the pin refers to it (no backend kept the array, the
+    program took no view of it): a pooled buffer is overwritten by a later write.
+    """
+    view, pin.view = pin.view, None
+    if view is None or not _EXACT_REFCOUNTS:
+        return
+    # References counted below: the local name and getrefcount's argument, plus the link before
+    # it in _writer_view's chain (view -> array on a memoryview -> memoryview -> buffer, or
+    # view -> buffer), dropped as the chain is walked.
+    if sys.getrefcount(view) > 2:
+        return
+    holder = view.base
+    del view
+    if isinstance(holder, np.ndarray) and isinstance(holder.base, memoryview):
+        if sys.getrefcount(holder) > 2 or sys.getrefcount(holder.base) > 2:
+            return
+        buffer = holder.base.obj
+    else:
+        buffer = holder
+    del holder  # frees the array and its memoryview: nothing of the writer's is left
+    if not isinstance(buffer, np.ndarray) or buffer is pin.variable._value or sys.getrefcount(buffer) > 2:
+        return
+    key = _pool_key(buffer)
+    if key is not None and save.held + save.pool.nbytes + buffer.nbytes <= save.budget:
+        save.pool.put(buffer, key)
+
+
+def _lower_priority() -> None:
+    """Make this thread (and threads it starts, which inherit it) :data:`WRITER_NICENESS` nicer than the main one.
+
+    The writer competes with the program for the CPUs; the program's work (the
+    assignments a save must not hold up) should win. Where threads have no
+    priority of their own (not Linux) or it cannot be changed, nothing happens.
+    """
+    if not sys.platform.startswith("linux") or not hasattr(os, "setpriority"):
+        return
+    try:
+        me = threading.get_native_id()
+        # Relative to the main thread (its id is the process id), not to whichever thread started
+        # this one: a worker started from another worker must not end up twice as nice.
+        target = min(19, os.getpriority(os.PRIO_PROCESS, os.getpid()) + WRITER_NICENESS)
+        if os.getpriority(os.PRIO_PROCESS, me) < target:
+            os.setpriority(os.PRIO_PROCESS, me, target)
+    except OSError:
+        pass
 
 
 def _run(
     save: _Save, items: list[WriteItem], write: Callable[[list[WriteItem]], None], then: Callable[[], None] | None
 ) -> None:
     """The writer thread: the save driver, the release of pins, then the follow-up."""
+    _lower_priority()
     try:
         try:
             write(items)
@@ -421,6 +723,8 @@ def _run(
     finally:
         with _lock:
             _running.discard(save)
+            # The worker goes on to other saves' jobs: this save has no thread any more.
+            save.thread = None
         save.done.set()
 
 

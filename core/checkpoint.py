@@ -505,11 +505,13 @@ class Checkpoint(AutoTrackable):
         Checkpoint(...) as ckpt:`` closes at the end of the block.
 
         An async save in flight is waited for first (its backend is among
-        them), and its failure raised after the backends are closed.
+        them), and its failure raised after the backends are closed; the warm
+        buffers kept for the copy-on-write of later async saves are freed.
         """
         try:
             self._self_async.sync("close()")
         finally:
+            self._self_async.free()
             self._self_backends.close()
 
     def __enter__(self) -> Checkpoint:
@@ -526,6 +528,7 @@ class Checkpoint(AutoTrackable):
                 # The block's exception wins; a failure of the save stays pending (sync(), exit).
                 self._self_async.wait()
         finally:
+            self._self_async.free()
             self._self_backends.close()
 
 

@@ -1,0 +1,185 @@
+"""Async saves in a loop: warm buffers for copy-on-write, the writer's own views, the writer's priority.
+
+The saves go through ``gated-bundle`` (tests/gated.py) on a temporary
+directory: the bundle backend keeps no reference to the arrays it writes, so
+the buffers a save releases can be reused, and the gate holds the writer back
+while the test assigns.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+import trackpoint as tp
+from gated import Gate, gated_backends
+
+
+@pytest.fixture
+def gate() -> Iterator[Gate]:
+    with gated_backends() as g:
+        yield g
+
+
+def _options(budget: int | None = None) -> tp.CheckpointOptions:
+    return tp.CheckpointOptions(backend="gated-bundle", enable_async=True, async_memory_bytes=budget)
+
+
+def _save_and_assign(gate: Gate, ckpt: tp.Checkpoint, prefix: Path, options: tp.CheckpointOptions, fill: float) -> Any:
+    """One save whose writer waits until every variable of ``ckpt`` was assigned ``fill``; its figures."""
+    gate.open.clear()
+    ckpt.save(str(prefix), options)
+    for v in ckpt.vs:
+        v.assign(np.full(v.shape, fill))
+    gate.open.set()
+    ckpt.sync()
+    return ckpt._self_async.last
+
+
+def _restored(path: str, shapes: list[tuple[int, ...]]) -> list[np.ndarray]:
+    back = [tp.Variable(np.zeros(shape)) for shape in shapes]
+    tp.Checkpoint(vs=back).read(path).expect_partial()
+    return [v.numpy() for v in back]
+
+
+def test_later_saves_write_into_the_buffers_earlier_saves_released(gate: Gate, tmp_path: Path) -> None:
+    shapes = [(1000,), (10, 30), (500,)]
+    ckpt = tp.Checkpoint(vs=[tp.Variable(np.zeros(shape)) for shape in shapes])
+    state = sum(int(np.prod(s)) * 8 for s in shapes)
+    first = _save_and_assign(gate, ckpt, tmp_path / "ckpt", _options(), 1.0)
+    # Fresh memory for the first save; the old buffers are kept for the next ones.
+    assert first.swaps == 3 and first.warm == 0
+    assert ckpt._self_async.pooled_bytes == state
+    for step in range(2, 5):
+        save = _save_and_assign(gate, ckpt, tmp_path / "ckpt", _options(), float(step))
+        assert save.swaps == 3 and save.warm == 3, step
+        # (And from the second save on, a warmed-up buffer for save_counter, 8 bytes, never assigned.)
+        assert ckpt._self_async.pooled_bytes == state + 8
+    # Each checkpoint holds the values of when its save was called, though buffers went round.
+    for n, expected in ((1, 0.0), (2, 1.0), (3, 2.0), (4, 3.0)):
+        for value in _restored(str(tmp_path / f"ckpt-{n}"), shapes):
+            np.testing.assert_array_equal(value, np.full(value.shape, expected))
+    for v in ckpt.vs:
+        np.testing.assert_array_equal(v.numpy(), np.full(v.shape, 4.0))
+    ckpt.close()
+    assert ckpt._self_async.pooled_bytes == 0
+
+
+def test_kept_buffers_count_against_the_budget(gate: Gate, tmp_path: Path) -> None:
+    ckpt = tp.Checkpoint(vs=[tp.Variable(np.zeros(1000)) for _ in range(4)])  # 8000 bytes each
+    budget = 20000  # two buffers, not three
+
+    def save(options: tp.CheckpointOptions, fill: float) -> Any:
+        gate.open.clear()
+        ckpt.save(str(tmp_path / "ckpt"), options)
+        threading.Timer(0.2, gate.open.set).start()  # the writes beyond the budget wait for the writer
+        for v in ckpt.vs:
+            v.assign(np.full(1000, fill))
+        ckpt.sync()
+        return ckpt._self_async.last
+
+    saves = [save(_options(budget), float(n)) for n in range(1, 4)]
+    # Two writes get a buffer, the other two wait for the writer; kept buffers never exceed the budget.
+    assert all(s.swaps == 2 and s.waits >= 1 and s.peak <= budget for s in saves)
+    assert [s.warm for s in saves] == [0, 2, 2]
+    assert 16000 <= ckpt._self_async.pooled_bytes <= budget
+    # A save with a smaller budget keeps no more than it allows.
+    save(_options(8000), 9.0)
+    assert ckpt._self_async.pooled_bytes <= 8000
+    for value in _restored(str(tmp_path / "ckpt-3"), [(1000,)] * 4):
+        np.testing.assert_array_equal(value, np.full(1000, 2.0))
+
+
+def test_a_buffer_someone_still_refers_to_is_never_reused(gate: Gate, tmp_path: Path) -> None:
+    v = tp.Variable(np.zeros(100))
+    ckpt = tp.Checkpoint(vs=[v])
+    gate.open.clear()
+    ckpt.save(str(tmp_path / "ckpt"), _options())
+    assert v._pin is not None and v._pin.view is not None
+    kept = v._pin.view[::2]  # a reference to the old buffer, as a backend that keeps arrays would hold
+    v.assign(np.ones(100))
+    gate.open.set()
+    ckpt.sync()
+    assert ckpt._self_async.pooled_bytes == 0
+    second = _save_and_assign(gate, ckpt, tmp_path / "ckpt", _options(), 2.0)
+    assert second.warm == 0
+    np.testing.assert_array_equal(kept, np.zeros(50))
+
+
+def test_values_a_save_did_not_swap_get_warm_buffers_for_the_next(gate: Gate, tmp_path: Path) -> None:
+    a, b = tp.Variable(np.zeros(1000)), tp.Variable(np.zeros(700))
+    ckpt = tp.Checkpoint(vs=[a, b])
+    gate.open.clear()
+    ckpt.save(str(tmp_path / "ckpt"), _options())
+    a.assign(np.ones(1000))  # only a swaps: the program assigns during writes
+    gate.open.set()
+    ckpt.sync()
+    assert ckpt._self_async.pooled_bytes == 8000
+    gate.open.clear()
+    ckpt.save(str(tmp_path / "ckpt"), _options())
+    # The second save warms up a buffer for b (its value had none) while it writes.
+    deadline = time.monotonic() + 10
+    warm = 8000 + 5600 + 8  # a, b and save_counter
+    while ckpt._self_async.pooled_bytes < warm and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert ckpt._self_async.pooled_bytes == warm
+    a.assign(np.full(1000, 2.0))
+    b.assign(np.full(700, 2.0))
+    gate.open.set()
+    ckpt.sync()
+    save = ckpt._self_async.last
+    assert save is not None and save.swaps == 2 and save.warm == 2
+    np.testing.assert_array_equal(_restored(str(tmp_path / "ckpt-2"), [(1000,), (700,)])[1], np.zeros(700))
+
+
+def test_views_the_writer_takes_of_a_value_do_not_make_its_assignment_wait(gate: Gate, tmp_path: Path) -> None:
+    v = tp.Variable(np.arange(6.0))
+    ckpt = tp.Checkpoint(vs=[v])
+    gate.open.clear()
+    ckpt.save(str(tmp_path / "ckpt"), _options())
+    assert v._pin is not None and v._pin.view is not None
+    # What a backend does while it writes the value: byte views, reshapes.
+    writing = [v._pin.view.view(np.uint8), v._pin.view.reshape(2, 3)]
+    v.assign(np.full(6, 7.0))  # swaps at once: the writer's views are no view of the program's
+    save = ckpt._self_async.last
+    assert save is not None and save.swaps == 1 and save.waits == 0
+    np.testing.assert_array_equal(writing[1], np.arange(6.0).reshape(2, 3))
+    gate.open.set()
+    ckpt.sync()
+    np.testing.assert_array_equal(_restored(str(tmp_path / "ckpt-1"), [(6,)])[0], np.arange(6.0))
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="per-thread priorities are Linux's")
+def test_the_writer_runs_at_a_lower_priority_than_the_program(tmp_path: Path) -> None:
+    # In a fresh process: the writer's priority is set relative to the main thread's.
+    script = """
+import os, sys, threading
+import numpy as np
+import trackpoint as tp
+from trackpoint import _async
+
+seen = []
+options = tp.CheckpointOptions(
+    enable_async=True,
+    experimental_write_callbacks=[lambda path: seen.append(os.getpriority(os.PRIO_PROCESS, threading.get_native_id()))],
+)
+ckpt = tp.Checkpoint(v=tp.Variable(np.zeros(3)))
+for _ in range(2):
+    ckpt.save(sys.argv[1], options)
+    ckpt.sync()
+print(os.getpriority(os.PRIO_PROCESS, threading.get_native_id()), _async.WRITER_NICENESS, *seen)
+"""
+    done = subprocess.run(
+        [sys.executable, "-c", script, str(tmp_path / "ckpt")], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    mine, niceness, *seen = map(int, done.stdout.split())
+    assert seen == [min(19, mine + niceness)] * 2
