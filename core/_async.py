@@ -12,8 +12,8 @@ An async save (``CheckpointOptions(enable_async=True)``) splits a save in two:
   (the ``write`` callable the caller hands over), then the caller's
   follow-up (state file, retention) after the commit. On Linux the thread
   (and the threads it starts) runs at a lower priority
-  (:data:`WRITER_NICENESS`): on a busy machine the program's work goes first
-  and the write takes longer.
+  (:data:`WRITER_NICENESS`, or :data:`NICENESS_ENV`): on a busy machine the
+  program's work goes first and the write takes longer.
 
 Copy-on-write. Every write to a Variable goes through ``assign``,
 ``assign_add``, ``assign_sub`` or a restore, and each of them calls
@@ -80,8 +80,10 @@ __all__ = ["DEFAULT_ASYNC_MEMORY_BYTES", "AsyncSaver", "enabled", "storage_optio
 #: Byte budget of one async save when ``CheckpointOptions.async_memory_bytes`` is ``None``.
 DEFAULT_ASYNC_MEMORY_BYTES: Final = 2 * 1024**3
 
-#: Niceness the writer thread of an async save adds to its own (Linux), so the program's threads come first.
+#: Niceness the writer thread of an async save adds to the main thread's (Linux), so the program comes first.
 WRITER_NICENESS: Final = 10
+#: Environment variable: the niceness to add instead of :data:`WRITER_NICENESS` (0 to 19; 0 keeps the priority).
+NICENESS_ENV: Final = "TRACKPOINT_ASYNC_NICENESS"
 
 _WHEN_BUSY: Final = ("wait", "raise")
 
@@ -261,6 +263,8 @@ class _Save:
         self.warm = 0
         self.waits = 0
         self.pins: list[_Pin] = []
+        #: ids of its items still registered in ``_passing``.
+        self.passing: list[int] = []
         self.thread: threading.Thread | None = None
         self.error: BaseException | None = None
         self.done = threading.Event()
@@ -272,6 +276,9 @@ class _Save:
 
 # Saves running now, and failed saves whose error nobody has been given yet (reported at exit).
 _running: set[_Save] = set()
+# The pinned items of the saves running now, by id (the WriteItem objects live as long as the
+# save), for items_passed. Entries go when the value is passed or the save released.
+_passing: dict[int, tuple[_Save, _Pin]] = {}
 _unreported: dict[int, _Save] = {}
 _exit_hooks_registered = False
 
@@ -471,6 +478,7 @@ class AsyncSaver:
         from trackpoint.storage import WriteItem
         from trackpoint.variables import Variable
 
+        writer_niceness()  # a bad environment variable fails the save here, before anything is pinned
         budget = DEFAULT_ASYNC_MEMORY_BYTES if options.async_memory_bytes is None else options.async_memory_bytes
         # The program assigned values the last save had not written yet: it will likely do so
         # again, so buffers for this save's values are warmed up while it writes.
@@ -520,7 +528,10 @@ class AsyncSaver:
                 pin.saves.append(save)
                 save.pins.append(pin)
                 assert pin.view is not None
-                snapshot[index] = WriteItem(snapshot[index].key, pin.view)
+                item = WriteItem(snapshot[index].key, pin.view)
+                snapshot[index] = item
+                _passing[id(item)] = (save, pin)
+                save.passing.append(id(item))
             _running.add(save)
             wanted: list[tuple[Any, ...]] = []
             if warm_up:
@@ -553,12 +564,13 @@ class _Worker(threading.Thread):
     interpreter alive. Workers idle for :data:`_IDLE_SECONDS` end.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, niceness: int) -> None:
         super().__init__(name="trackpoint-async", daemon=True)
+        self.niceness = niceness
         self.jobs: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
 
     def run(self) -> None:
-        _lower_priority()
+        _lower_priority(self.niceness)
         while True:
             try:
                 job = self.jobs.get(timeout=_IDLE_SECONDS)
@@ -585,7 +597,7 @@ def _submit(job: Callable[[], None], save: _Save | None = None) -> None:
     with _lock:
         worker = _idle.pop() if _idle else None
     if worker is None:
-        worker = _Worker()
+        worker = _Worker(writer_niceness())
         worker.start()
     if save is not None:
         save.thread = worker
@@ -636,9 +648,41 @@ def _warm_up(save: _Save, wanted: Sequence[tuple[Any, ...]]) -> None:
                 pool.put(buffer, key, reserved=True)
 
 
+def items_passed(items: Sequence[WriteItem]) -> None:
+    """The writer will not read ``items`` again: the values it pinned for them are the program's again.
+
+    Called by :mod:`trackpoint.observe` when a backend reports an item written
+    (:func:`~trackpoint.storage.shard_progress`) and when a shard is written. A
+    pinned variable no other save needs is unpinned, so a write waiting for the
+    writer (a view alive, the budget reached) goes ahead, in place, without
+    waiting for the rest of the save. A variable that already moved to a new
+    buffer keeps its old one charged to the save until the save ends: the
+    writer's item lists still refer to it. Items of no async save are ignored.
+    """
+    if not _passing:  # no async save in flight: the common case costs no lock
+        return
+    with _changed:
+        passed = False
+        for item in items:
+            entry = _passing.pop(id(item), None)
+            if entry is None:
+                continue
+            save, pin = entry
+            if pin.variable._pin is pin and save in pin.saves:
+                pin.saves.remove(save)
+                if not pin.saves:
+                    pin.variable._pin = None
+                passed = True
+        if passed:
+            _changed.notify_all()
+
+
 def _release(save: _Save) -> None:
     """The save no longer needs its pins and copies: unpin, uncharge, pool old buffers, wake waiting writes."""
     with _changed:
+        for key in save.passing:
+            _passing.pop(key, None)
+        save.passing = []
         save.held = 0
         for pin in save.pins:
             if save in pin.saves:
@@ -681,8 +725,30 @@ def _retire(pin: _Pin, save: _Save) -> None:
         save.pool.put(buffer, key)
 
 
-def _lower_priority() -> None:
-    """Make this thread (and threads it starts, which inherit it) :data:`WRITER_NICENESS` nicer than the main one.
+def writer_niceness() -> int:
+    """The niceness the writer adds: :data:`NICENESS_ENV` when set to an integer 0..19, else :data:`WRITER_NICENESS`.
+
+    Raises
+    ------
+    ValueError
+        The environment variable holds something else (the message names it).
+    """
+    raw = os.environ.get(NICENESS_ENV, "").strip()
+    if not raw:
+        return WRITER_NICENESS
+    try:
+        value = int(raw)
+    except ValueError:
+        value = -1
+    if not 0 <= value <= 19:
+        raise ValueError(
+            f"{NICENESS_ENV}={raw!r}: expected an integer from 0 (the writer keeps the program's priority) to 19"
+        )
+    return value
+
+
+def _lower_priority(niceness: int) -> None:
+    """Make this thread (and threads it starts, which inherit it) ``niceness`` nicer than the main thread.
 
     The writer competes with the program for the CPUs; the program's work (the
     assignments a save must not hold up) should win. Where threads have no
@@ -694,7 +760,7 @@ def _lower_priority() -> None:
         me = threading.get_native_id()
         # Relative to the main thread (its id is the process id), not to whichever thread started
         # this one: a worker started from another worker must not end up twice as nice.
-        target = min(19, os.getpriority(os.PRIO_PROCESS, os.getpid()) + WRITER_NICENESS)
+        target = min(19, os.getpriority(os.PRIO_PROCESS, os.getpid()) + niceness)
         if os.getpriority(os.PRIO_PROCESS, me) < target:
             os.setpriority(os.PRIO_PROCESS, me, target)
     except OSError:
@@ -705,7 +771,6 @@ def _run(
     save: _Save, items: list[WriteItem], write: Callable[[list[WriteItem]], None], then: Callable[[], None] | None
 ) -> None:
     """The writer thread: the save driver, the release of pins, then the follow-up."""
-    _lower_priority()
     try:
         try:
             write(items)

@@ -45,6 +45,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 import numpy as np
 
+from trackpoint import _async
 from trackpoint.storage import _SAVE_EVENTS, _SHARD_PROGRESS, CheckpointReader, TensorInfo, shard_progress
 
 if TYPE_CHECKING:
@@ -512,7 +513,11 @@ def save_events(
     verb = "convert" if operation == "convert" else "save"
     listeners = _listeners(progress, total, verb)
     if listeners is None:
-        return _NO_EVENTS
+        if not is_async:
+            return _NO_EVENTS
+        # An async save is always observed, by itself: the shards' reports release its pinned
+        # values as they are written (trackpoint._async.items_passed).
+        listeners = []
     fields = {
         "path": path,
         "operation": operation,
@@ -672,8 +677,11 @@ class _ShardReporter:
         self.events = events
         self.reported = 0
 
-    def __call__(self, nbytes: int) -> None:
+    def __call__(self, nbytes: int, item: WriteItem | None = None) -> None:
         self.reported += nbytes
+        if item is not None:
+            # The backend is done with the value: an async save that pinned it lets it go.
+            _async.items_passed((item,))
         self.events.progress(nbytes)
 
 
@@ -695,6 +703,8 @@ def write_shard(
         result = write(prefix, spec, items)
     finally:
         _SHARD_PROGRESS.reset(token)
+    # Written: the commit reads no values, so an async save's pins on them can go now.
+    _async.items_passed(items)
     rest = sum(it.nbytes for it in items) - reporter.reported
     if rest > 0:
         events.progress(rest)

@@ -610,10 +610,10 @@ class CheckpointReader(ABC):
 # Set by trackpoint.observe while an observed save runs in this context: its
 # events (SaveEvents), and the byte reporter of the shard being written.
 _SAVE_EVENTS: ContextVar[Any] = ContextVar("trackpoint_save_events", default=None)
-_SHARD_PROGRESS: ContextVar[Callable[[int], None] | None] = ContextVar("trackpoint_shard_progress", default=None)
+_SHARD_PROGRESS: ContextVar[Callable[..., None] | None] = ContextVar("trackpoint_shard_progress", default=None)
 
 
-def shard_progress() -> Callable[[int], None] | None:
+def shard_progress() -> Callable[..., None] | None:
     """The byte reporter of the shard being written, or ``None`` when nobody watches this save.
 
     For backends: call it in :meth:`StorageBackend.write_shard` with the
@@ -626,7 +626,13 @@ def shard_progress() -> Callable[[int], None] | None:
         for item in items:
             ...  # write the tensor
             if report is not None:
-                report(item.array.nbytes)
+                report(item.array.nbytes, item)
+
+    The second argument, the :class:`WriteItem` itself, is optional; passing
+    it says that the backend will not read ``item.array`` again in this save,
+    which lets an asynchronous save release that value at once (a write to
+    the variable waiting for the writer goes ahead) rather than when the shard
+    is written. Pass it only after the last read of the array.
 
     Optional: the bytes a backend does not report are reported for it when
     ``write_shard`` returns, never twice.

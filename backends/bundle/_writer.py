@@ -161,7 +161,7 @@ def write_data(files: FileLayer, path: str, items: Sequence[WriteItem], *, creat
                 rows.append(Row(key, dt, arr.shape, offset, size, mask(crc), full, part))
                 offset += size
             if report is not None:
-                report(it.nbytes)
+                report(it.nbytes, it)  # done with it.array: an async save may release the value
             if len(batch) >= _BATCH:
                 sink.write(batch)
                 batch = bytearray()

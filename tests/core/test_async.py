@@ -255,6 +255,81 @@ def test_an_assignment_that_would_exceed_the_budget_waits_for_the_writer(gate: G
     assert not back.a.numpy().any() and not back.b.numpy().any()
 
 
+def test_a_waiting_assignment_goes_ahead_once_its_value_is_written_not_at_the_end_of_the_save(
+    gate: Gate, tmp_path: Path
+) -> None:
+    a, b = tp.Variable(np.zeros(1000)), tp.Variable(np.zeros(1000))  # 8000 bytes each
+    ckpt = tp.Checkpoint(a=a, b=b)
+    committed, finish = threading.Event(), threading.Event()
+
+    def hold(path: str) -> None:  # a write callback: the save is still in flight while it runs
+        committed.set()
+        assert finish.wait(10)
+
+    options = tp.CheckpointOptions(
+        backend="gated-bundle", enable_async=True, async_memory_bytes=12000, experimental_write_callbacks=[hold]
+    )
+    ckpt.write(str(tmp_path / "ckpt"), options)
+    assert gate.reached.wait(10)
+    a.assign(np.ones(1000))  # a new buffer: 8000 of 12000 bytes
+    thread, errors = _in_thread(lambda: b.assign(np.ones(1000)))  # would exceed: waits
+    thread.join(0.3)
+    assert thread.is_alive()
+    gate.open.set()
+    assert committed.wait(10)
+    thread.join(10)  # b was written: the assignment went ahead, in place, while the save is in flight
+    assert not thread.is_alive() and not errors
+    assert ckpt._self_async.busy()
+    finish.set()
+    ckpt.sync()
+    save = ckpt._self_async.last
+    assert save is not None and save.swaps == 1 and save.waits >= 1
+    back = tp.Checkpoint(a=tp.Variable(np.ones(1000)), b=tp.Variable(np.ones(1000)))
+    back.read(str(tmp_path / "ckpt")).assert_consumed()
+    assert not back.a.numpy().any() and not back.b.numpy().any()
+    np.testing.assert_array_equal(b.numpy(), np.ones(1000))
+
+
+class _HoldAtFirstProgress:
+    """Blocks the writer in its first progress event (after the first value is written) until released."""
+
+    def __init__(self) -> None:
+        self.reached, self.release = threading.Event(), threading.Event()
+
+    @tp.plugins.hookimpl
+    def trackpoint_save_progress(self, written_bytes: int) -> None:
+        if not self.reached.is_set():
+            self.reached.set()
+            assert self.release.wait(10)
+
+
+def test_the_bundle_releases_each_value_as_it_writes_it(tmp_path: Path) -> None:
+    values = [tp.Variable(np.full(1000, float(n))) for n in range(3)]
+    ckpt = tp.Checkpoint(vs=values)
+    hold = _HoldAtFirstProgress()
+    tp.plugins.register(hold, "hold-at-first-progress")
+    try:
+        options = tp.CheckpointOptions(enable_async=True, num_writers=1, progress=False)
+        ckpt.write(str(tmp_path / "ckpt"), options)
+        assert hold.reached.wait(10)
+        # One shard, held after its first tensor: that value alone is the program's again.
+        pinned = [v._pin is not None for v in values]
+        assert pinned.count(False) == 1, pinned
+        first = values[pinned.index(False)]
+        first.assign_add(np.ones(1000))  # in place, no wait, no new buffer
+        hold.release.set()
+        ckpt.sync()
+    finally:
+        hold.release.set()
+        tp.plugins.unregister("hold-at-first-progress")
+    save = ckpt._self_async.last
+    assert save is not None and save.swaps == 0 and save.waits == 0
+    back = [tp.Variable(np.zeros(1000)) for _ in range(3)]
+    tp.Checkpoint(vs=back).read(str(tmp_path / "ckpt")).assert_consumed()
+    for n, v in enumerate(back):
+        np.testing.assert_array_equal(v.numpy(), np.full(1000, float(n)))
+
+
 def test_copies_beyond_the_budget_make_the_save_synchronous() -> None:
     model = tp.AutoTrackable()
     model.table = np.arange(100.0)  # 800 bytes to copy
@@ -388,6 +463,13 @@ def test_the_tensorflow_1_saver_refuses_async_saves() -> None:
         saver.save(None, "memory://async/saver/model", options=tp.CheckpointOptions(enable_async=True))
 
 
+def _open_gate_when_a_write_waits(save: Any) -> None:
+    deadline = time.monotonic() + 10
+    while not save.waits and not GATE.open.is_set() and time.monotonic() < deadline:
+        time.sleep(0.001)
+    GATE.open.set()
+
+
 def _assign_loop(directory: Path, options: tp.CheckpointOptions | None, steps: int) -> tuple[int, list[Any]]:
     """Save every step and assign every variable while the save writes; the traced peak and each save."""
     tracemalloc.start()
@@ -398,15 +480,19 @@ def _assign_loop(directory: Path, options: tp.CheckpointOptions | None, steps: i
         ckpt = tp.Checkpoint(vs=variables)
         saves = []
         for _ in range(steps):
-            # The write is held until 20 ms after save returns: the assignments below certainly
-            # come while it is in flight (and those that wait, wait for it).
+            # The write is held until an assignment waits for it (or all are done): the
+            # assignments certainly come while it is in flight, and the budget binds.
             if _async.enabled(options):
+                ckpt.sync()  # what the save would wait for anyway, before the gate closes again
                 GATE.open.clear()
             ckpt.save(str(directory / "ckpt"), options)
-            threading.Timer(0.02, GATE.open.set).start()
-            saves.append(ckpt._self_async.last)
+            save = ckpt._self_async.last
+            if _async.enabled(options) and save is not None:
+                threading.Thread(target=_open_gate_when_a_write_waits, args=(save,)).start()
+            saves.append(save)
             for v in variables:
                 v.assign_add(delta)
+            GATE.open.set()
         ckpt.sync()
         _, peak = tracemalloc.get_traced_memory()
     finally:
