@@ -8,6 +8,7 @@ while the test assigns.
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import threading
@@ -21,6 +22,7 @@ import pytest
 
 import trackpoint as tp
 from gated import Gate, gated_backends
+from trackpoint import _async
 
 
 @pytest.fixture
@@ -158,7 +160,8 @@ def test_views_the_writer_takes_of_a_value_do_not_make_its_assignment_wait(gate:
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="per-thread priorities are Linux's")
-def test_the_writer_runs_at_a_lower_priority_than_the_program(tmp_path: Path) -> None:
+@pytest.mark.parametrize("setting", [None, "0", "3"])
+def test_the_writer_runs_at_a_lower_priority_than_the_program(tmp_path: Path, setting: str | None) -> None:
     # In a fresh process: the writer's priority is set relative to the main thread's.
     script = """
 import os, sys, threading
@@ -175,11 +178,27 @@ ckpt = tp.Checkpoint(v=tp.Variable(np.zeros(3)))
 for _ in range(2):
     ckpt.save(sys.argv[1], options)
     ckpt.sync()
-print(os.getpriority(os.PRIO_PROCESS, threading.get_native_id()), _async.WRITER_NICENESS, *seen)
+print(os.getpriority(os.PRIO_PROCESS, threading.get_native_id()), _async.writer_niceness(), *seen)
 """
+    env = {k: v for k, v in os.environ.items() if k != _async.NICENESS_ENV}
+    if setting is not None:
+        env[_async.NICENESS_ENV] = setting
     done = subprocess.run(
-        [sys.executable, "-c", script, str(tmp_path / "ckpt")], capture_output=True, text=True, timeout=120
+        [sys.executable, "-c", script, str(tmp_path / "ckpt")], capture_output=True, text=True, timeout=120, env=env
     )
     assert done.returncode == 0, done.stderr
     mine, niceness, *seen = map(int, done.stdout.split())
+    assert niceness == {None: _async.WRITER_NICENESS, "0": 0, "3": 3}[setting]
     assert seen == [min(19, mine + niceness)] * 2
+
+
+@pytest.mark.parametrize("setting", ["-1", "20", "low"])
+def test_a_bad_niceness_setting_fails_the_save_before_anything_is_pinned(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, setting: str
+) -> None:
+    monkeypatch.setenv(_async.NICENESS_ENV, setting)
+    v = tp.Variable(np.zeros(3))
+    ckpt = tp.Checkpoint(v=v)
+    with pytest.raises(ValueError, match=r"TRACKPOINT_ASYNC_NICENESS=.*expected an integer from 0"):
+        ckpt.write(str(tmp_path / "ckpt"), tp.CheckpointOptions(enable_async=True))
+    assert v._pin is None and not tp.checkpoint_exists(str(tmp_path / "ckpt"))
