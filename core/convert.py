@@ -26,8 +26,8 @@ from typing import TYPE_CHECKING, Any, Final, Literal
 
 import numpy as np
 
-from trackpoint import _resolve, observe
-from trackpoint.errors import CheckpointError, CheckpointExistsError
+from trackpoint import _async, _resolve, observe
+from trackpoint.errors import CheckpointError, CheckpointExistsError, UnsupportedOptionError
 from trackpoint.interchange import file_format
 from trackpoint.storage import (
     OBJECT_GRAPH_KEY,
@@ -117,6 +117,10 @@ def convert(
         in safetensors); leave it out with ``exclude``.
     BackendUnavailableError
         Writing safetensors needs the ``safetensors`` extra.
+    UnsupportedOptionError
+        ``dst_options`` ask for an asynchronous save (``enable_async``):
+        :func:`convert` returns once the copy is committed, so there would be
+        nothing to wait on for the background write.
 
     Notes
     -----
@@ -139,6 +143,17 @@ def convert(
     started = time.perf_counter()
     src_path, dst_path = os.fspath(src), os.fspath(dst)
     s_opts, d_opts = src_options or CheckpointOptions(), dst_options or CheckpointOptions()
+    if _async.enabled(d_opts):
+        # Refused rather than ignored: a caller asking for a background copy would otherwise
+        # wait for the whole copy without knowing why.
+        raise UnsupportedOptionError(
+            f"convert of {src_path!r} to {dst_path!r}: dst_options ask for an asynchronous save "
+            "(enable_async=True), but convert copies synchronously and returns once the copy is committed, "
+            "leaving nothing to wait on; drop enable_async from dst_options (run convert in a thread of "
+            "your own to overlap it with other work)"
+        )
+    # The source is only read: its async fields (shared options of a training run) mean nothing here.
+    s_opts = _async.storage_options_of(s_opts) or CheckpointOptions()
     src_fmt, dst_fmt = file_format(src_path), file_format(dst_path)
     if src_fmt is not None or dst_fmt is not None or include or exclude:
         _convert_selected(

@@ -463,6 +463,19 @@ def test_the_tensorflow_1_saver_refuses_async_saves() -> None:
         saver.save(None, "memory://async/saver/model", options=tp.CheckpointOptions(enable_async=True))
 
 
+def test_convert_refuses_an_async_destination_and_ignores_async_fields_of_the_source(tmp_path: Path) -> None:
+    src, dst = str(tmp_path / "src" / "ckpt"), str(tmp_path / "dst" / "ckpt")
+    tp.Checkpoint(v=tp.Variable(np.arange(3.0))).write(src)
+    training = tp.CheckpointOptions(enable_async=True, async_memory_bytes=1024)
+    with pytest.raises(UnsupportedOptionError, match=r"convert copies synchronously.*drop enable_async"):
+        tp.convert(src, dst, dst_options=training)
+    assert not tp.checkpoint_exists(dst)
+    tp.convert(src, dst, src_options=training)  # the source is only read
+    back = tp.Variable(np.zeros(3))
+    tp.Checkpoint(v=back).read(dst).assert_consumed()
+    np.testing.assert_array_equal(back.numpy(), [0.0, 1.0, 2.0])
+
+
 def _open_gate_when_a_write_waits(save: Any) -> None:
     deadline = time.monotonic() + 10
     while not save.waits and not GATE.open.is_set() and time.monotonic() < deadline:
