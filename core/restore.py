@@ -31,7 +31,7 @@ import weakref
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Final, NamedTuple
+from typing import TYPE_CHECKING, Any, Final, NamedTuple, Optional
 
 import numpy as np
 
@@ -285,14 +285,27 @@ class CheckpointPosition:
         return f"<CheckpointPosition node={self.proto_id} of {self.coordinator.save_path!r}>"
 
 
+#: An array offered to read a value into, or ``None``.
+_Buffer = Optional["np.ndarray[Any, Any]"]
+
+
 @dataclass
 class _Plan:
     """Everything one restore step will do, computed (and validated) before doing it."""
 
     coordinator: RestoreCoordinator
-    bindings: list[tuple[int, Trackable]] = field(default_factory=list)
+    # Parallel lists rather than a tuple per entry: a restore of 10^5 objects would otherwise hand the
+    # cyclic collector 10^5 more containers to scan while the values are read.
+    #: Saved node ids and the objects matched to them.
+    bound_ids: list[int] = field(default_factory=list)
+    bound: list[Trackable] = field(default_factory=list)
     tentative: dict[int, Trackable] = field(default_factory=dict)
-    values: list[tuple[Trackable, dict[str, str]]] = field(default_factory=list)
+    #: Objects whose values this step restores (their restore uid is set when it is applied).
+    planned_objects: list[Trackable] = field(default_factory=list)
+    #: Per attribute to read: its object, attribute name and checkpoint key.
+    attribute_objects: list[Trackable] = field(default_factory=list)
+    attribute_names: list[str] = field(default_factory=list)
+    attribute_keys: list[str] = field(default_factory=list)
     planned: set[int] = field(default_factory=set)
     unused: list[tuple[int, str]] = field(default_factory=list)
     deferred: list[tuple[Trackable, str, CheckpointPosition]] = field(default_factory=list)
@@ -309,7 +322,8 @@ class _Plan:
             current = self.tentative.get(proto_id)
         if current is None:
             self.tentative[proto_id] = trackable
-            self.bindings.append((proto_id, trackable))
+            self.bound_ids.append(proto_id)
+            self.bound.append(trackable)
             return True
         if current is not trackable:
             logger.warning(
@@ -364,7 +378,11 @@ class _Plan:
         if keys:
             info = self.coordinator.info
             trackable._check_restore_tensors({n: info(k) for n, k in keys.items()}, keys)
-        self.values.append((trackable, keys))
+            for name, key in keys.items():
+                self.attribute_objects.append(trackable)
+                self.attribute_names.append(name)
+                self.attribute_keys.append(key)
+        self.planned_objects.append(trackable)
 
     def _plan_saveables(self, position: CheckpointPosition, trackable: Trackable) -> None:
         """Plan a restore through ``_gather_saveables_for_checkpoint`` (TensorFlow 1 style).
@@ -393,7 +411,7 @@ class _Plan:
                         f"the checkpoint holds dtype {info.dtype}, the spec has dtype {spec.dtype}"
                     )
             self.saveables.append(saveable)
-        self.values.append((trackable, {}))
+        self.planned_objects.append(trackable)
 
     def _check_slots(self, proto_id: int, trackable: Trackable) -> None:
         """Slot values must have their variable's dtype and shape."""
@@ -426,58 +444,59 @@ class _Plan:
             for trackable in self.seen:
                 objects.setdefault(id(trackable), ref(trackable))
             matched = coordinator.matched
-            for proto_id, trackable in self.bindings:
+            for proto_id, trackable in zip(self.bound_ids, self.bound, strict=True):
                 matched[proto_id] = ref(trackable)
-            coordinator.matched_proto_ids.update(proto_id for proto_id, _ in self.bindings)
+            coordinator.matched_proto_ids.update(self.bound_ids)
             for proto_id, name in self.unused:
                 attrs = coordinator.unused_attributes.setdefault(proto_id, [])
                 if name not in attrs:
                     attrs.append(name)
-            requests, owners, parts = self._requests()
+            requests, buffers, parts = self._requests()
         # Outside the pause: a read may wait on a network or a hung store for long.
         results = _read(coordinator.reader, requests, parts)
         with _gc.paused():
-            self._apply_values(results, owners)
+            self._apply_values(results, buffers)
         for parent, name, position in self.deferred:
             parent._deferred_dependencies.setdefault(name, []).append(position)
         for parent, name, _ in self.deferred:
             if parent._lookup_dependency(name) is None:
                 parent._dependency_requested(name)
         if coordinator.slot_restorations or coordinator.deferred_slot_restorations:
-            for proto_id, trackable in self.bindings:
+            for proto_id, trackable in zip(self.bound_ids, self.bound, strict=True):
                 _queue_slot_variables(CheckpointPosition(coordinator, proto_id), trackable)
 
     def _requests(
         self,
-    ) -> tuple[list[tuple[str, np.ndarray[Any, Any] | None]], list[_Owner], dict[int, TensorSlice]]:
+    ) -> tuple[list[tuple[str, _Buffer]], list[_Buffer], dict[int, TensorSlice]]:
         """What to read: planned attributes (into their buffers where offered), then saveable specs.
 
-        The third result maps the position of each request for a slice of its
-        tensor (an object holding part of a partitioned value) to that slice.
+        The second result is the buffer offered for each planned attribute (or ``None``); the third maps
+        the position of each request for a slice of its tensor (an object holding part of a partitioned
+        value) to that slice.
         """
-        requests: list[tuple[str, np.ndarray[Any, Any] | None]] = []
-        owners: list[_Owner] = []
+        requests: list[tuple[str, _Buffer]] = []
+        buffers: list[_Buffer] = []
         parts: dict[int, TensorSlice] = {}
-        for trackable, keys in self.values:
-            for name, key in keys.items():
-                buffer = trackable._restore_buffer(name)
-                part = trackable._restore_slice(name)
-                if part is not None:
-                    parts[len(requests)] = part
-                requests.append((key, buffer))
-                owners.append((trackable, name, buffer))
+        for trackable, name, key in zip(self.attribute_objects, self.attribute_names, self.attribute_keys, strict=True):
+            buffer = trackable._restore_buffer(name)
+            part = trackable._restore_slice(name)
+            if part is not None:
+                parts[len(requests)] = part
+            requests.append((key, buffer))
+            buffers.append(buffer)
         requests.extend((spec.name, None) for saveable in self.saveables for spec in saveable.specs)
-        return requests, owners, parts
+        return requests, buffers, parts
 
-    def _apply_values(self, results: list[np.ndarray[Any, Any]], owners: list[_Owner]) -> None:
-        spec_start = len(owners)
+    def _apply_values(self, results: list[np.ndarray[Any, Any]], buffers: list[_Buffer]) -> None:
+        spec_start = len(buffers)
         collected: dict[int, dict[str, np.ndarray[Any, Any]]] = {}
-        for (trackable, name, buffer), result in zip(owners, results[:spec_start], strict=True):
+        for i, result in enumerate(results[:spec_start]):
+            buffer = buffers[i]
             if buffer is not None and result is buffer:
-                continue
-            collected.setdefault(id(trackable), {})[name] = result
+                continue  # read in place
+            collected.setdefault(id(self.attribute_objects[i]), {})[self.attribute_names[i]] = result
         uid = self.coordinator.restore_uid
-        for trackable, _ in self.values:
+        for trackable in self.planned_objects:
             tensors = collected.get(id(trackable))
             if tensors:
                 trackable._restore_from_tensors(tensors)
@@ -488,10 +507,6 @@ class _Plan:
             count = len(saveable.specs)
             saveable.restore(list(results[position : position + count]), None)
             position += count
-
-
-#: Who asked for a value: the trackable, its attribute, and the buffer offered for it (or ``None``).
-_Owner = tuple[Trackable, str, "np.ndarray[Any, Any] | None"]
 
 
 def _read(
@@ -613,16 +628,18 @@ class CheckpointLoadStatus(LoadStatus):
 
     def _live_objects(self) -> list[Trackable]:
         objects = []
+        seen = self._checkpoint.all_python_objects
+        ref = weakref.ref
         for obj in list_objects(self._view):
             if isinstance(obj, TrackableDataStructure) and not obj._trackable_children():
                 continue  # empty containers have nothing to match
             objects.append(obj)
-            self._checkpoint.remember(obj)
+            seen.setdefault(id(obj), ref(obj))
         return objects
 
     def _unmatched_python_objects(self) -> list[Trackable]:
         self._live_objects()
-        matched = {id(o) for o in self._checkpoint.object_by_proto_id.values()}
+        matched = {id(obj) for ref in self._checkpoint.matched.values() if (obj := ref()) is not None}
         return [o for o in self._checkpoint.python_objects() if id(o) not in matched and _has_attributes(o)]
 
     @_gc.paused()
@@ -637,9 +654,11 @@ class CheckpointLoadStatus(LoadStatus):
         """
         self.assert_existing_objects_matched()
         checkpoint = self._checkpoint
-        matched = checkpoint.object_by_proto_id
+        matched = checkpoint.matched
         unresolved = [
-            i for i, attributes in enumerate(checkpoint.node_attributes) if attributes and matched.get(i) is None
+            i
+            for i, attributes in enumerate(checkpoint.node_attributes)
+            if attributes and ((ref := matched.get(i)) is None or ref() is None)
         ]
         pending = [s.slot_variable_id for slots in checkpoint.slot_restorations.values() for s in slots] + [
             d.slot_variable_id for slots in checkpoint.deferred_slot_restorations.values() for d in slots
@@ -663,7 +682,7 @@ class CheckpointLoadStatus(LoadStatus):
             lines = [f"  {names.get(i, str(i))}" for i in pending]
             raise MatchError(f"Unresolved slot restorations in {checkpoint.save_path!r}:\n" + "\n".join(lines))
         lines = [
-            f"  {names.get(i, str(i))} ({matched.get(i)!r}): {', '.join(attrs)}"
+            f"  {names.get(i, str(i))} ({checkpoint.matched_object(i)!r}): {', '.join(attrs)}"
             for i, attrs in sorted(checkpoint.unused_attributes.items())
         ]
         raise MatchError(
@@ -683,7 +702,12 @@ class CheckpointLoadStatus(LoadStatus):
         checkpoint = self._checkpoint
         uid = checkpoint.restore_uid
         # Matched objects were initialized by the restore, so their uid attribute exists.
-        stale = sorted((i, obj) for i, obj in checkpoint.object_by_proto_id.items() if obj._self_update_uid < uid)
+        stale = []
+        for i, ref in checkpoint.matched.items():
+            obj = ref()
+            if obj is not None and obj._self_update_uid < uid:
+                stale.append((i, obj))
+        stale.sort(key=lambda item: item[0])
         if stale:
             proto_names = proto_node_names(checkpoint.object_graph_proto)
             lines = [f"  {proto_names.get(i, str(i))}: {obj!r}" for i, obj in stale]
@@ -872,8 +896,9 @@ class _NameBasedRestore:
         touched: list[Trackable] = []
         for obj in list_objects(ObjectGraphView(trackable)):
             obj._maybe_initialize_trackable()
-            if not any(r is self for r in obj._self_name_based_restores):
-                obj._self_name_based_restores.append(self)
+            restores = obj._name_based_restores
+            if not any(r is self for r in restores):
+                restores.append(self)
             if obj._update_uid >= self.restore_uid:
                 continue
             touched.append(obj)
