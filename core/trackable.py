@@ -176,7 +176,10 @@ class Trackable:
     ignores.
     """
 
-    # Internal state is created lazily, so subclasses need not call __init__ first.
+    # Internal state is created lazily, so subclasses need not call __init__ first. The containers are
+    # created when first written: most objects of a large graph are variables that never hold a
+    # dependency, and four empty containers each would be a quarter of a kilobyte per variable and four
+    # more objects for the cyclic garbage collector to scan again and again.
     _self_unconditional_checkpoint_dependencies: list[TrackableReference]
     _self_unconditional_dependency_names: dict[str, Trackable]
     _self_unconditional_deferred_dependencies: dict[str, list[DeferredRestore]]
@@ -187,12 +190,17 @@ class Trackable:
         """Create the bookkeeping attributes if they do not exist yet."""
         if "_self_update_uid" in self.__dict__:
             return
-        object.__setattr__(self, "_self_unconditional_checkpoint_dependencies", [])
-        object.__setattr__(self, "_self_unconditional_dependency_names", {})
-        object.__setattr__(self, "_self_unconditional_deferred_dependencies", {})
-        object.__setattr__(self, "_self_name_based_restores", [])
         # -1: never restored; any restore (uid >= 1) is newer.
         object.__setattr__(self, "_self_update_uid", -1)
+
+    def _own(self, name: str, empty: type[list[Any]] | type[dict[str, Any]]) -> Any:
+        """The bookkeeping container ``name``, created (empty) if it does not exist yet."""
+        found = self.__dict__.get(name)
+        if found is None:
+            self._maybe_initialize_trackable()
+            found = empty()
+            object.__setattr__(self, name, found)
+        return found
 
     # ------------------------------------------------------- tracking switches
     @property
@@ -238,14 +246,20 @@ class Trackable:
     @property
     def _unconditional_checkpoint_dependencies(self) -> list[TrackableReference]:
         """Explicitly tracked dependencies, in the order they were added."""
-        self._maybe_initialize_trackable()
-        return self._self_unconditional_checkpoint_dependencies
+        deps: list[TrackableReference] = self._own("_self_unconditional_checkpoint_dependencies", list)
+        return deps
 
     @property
     def _deferred_dependencies(self) -> dict[str, list[DeferredRestore]]:
         """Checkpoint values waiting for a dependency of that name to be tracked."""
-        self._maybe_initialize_trackable()
-        return self._self_unconditional_deferred_dependencies
+        waiting: dict[str, list[DeferredRestore]] = self._own("_self_unconditional_deferred_dependencies", dict)
+        return waiting
+
+    @property
+    def _name_based_restores(self) -> list[DeferredRestore]:
+        """Name-based restores that reached this object; dependencies tracked later are restored by them too."""
+        restores: list[DeferredRestore] = self._own("_self_name_based_restores", list)
+        return restores
 
     @property
     def _checkpoint_dependencies(self) -> Sequence[TrackableReference]:
@@ -259,9 +273,9 @@ class Trackable:
         the waiting values are applied (as in TensorFlow). The default is the
         explicitly tracked dependencies.
         """
-        # Read without the property's initialization check when initialized: a graph walk asks every object.
+        # Read without creating the list: a graph walk asks every object, most have no dependencies.
         deps: list[TrackableReference] | None = self.__dict__.get("_self_unconditional_checkpoint_dependencies")
-        return self._unconditional_checkpoint_dependencies if deps is None else deps
+        return [] if deps is None else deps
 
     def _trackable_children(self) -> dict[str, Trackable]:
         """Named children in dependency order; the order of nodes in saved graphs.
@@ -312,8 +326,8 @@ class Trackable:
         """
         if cached_dependencies is not None:
             return cached_dependencies.get(name)
-        self._maybe_initialize_trackable()
-        return self._self_unconditional_dependency_names.get(name)
+        names: dict[str, Trackable] | None = self.__dict__.get("_self_unconditional_dependency_names")
+        return None if names is None else names.get(name)
 
     def _track_trackable(self, trackable: Trackable, name: str, overwrite: bool = False) -> Trackable:
         """Declare ``trackable`` a dependency called ``name`` and return it.
@@ -350,7 +364,7 @@ class Trackable:
                     "Trackable with this name is already declared as a dependency. Names must be unique "
                     "(or pass overwrite=True)."
                 )
-            deps = self._self_unconditional_checkpoint_dependencies
+            deps = self._unconditional_checkpoint_dependencies
             for index, ref in enumerate(deps):
                 if ref.name == name:
                     deps[index] = TrackableReference(name, trackable)
@@ -358,16 +372,16 @@ class Trackable:
         elif current is None:
             # Apply waiting restores first: if one fails validation, nothing is tracked.
             self._handle_deferred_dependencies(name, trackable)
-            self._self_unconditional_checkpoint_dependencies.append(TrackableReference(name, trackable))
-        self._self_unconditional_dependency_names[name] = trackable
+            self._unconditional_checkpoint_dependencies.append(TrackableReference(name, trackable))
+        self._own("_self_unconditional_dependency_names", dict)[name] = trackable
         return trackable
 
     def _delete_tracking(self, name: str) -> None:
         """Forget the dependency called ``name`` (no error if there is none)."""
-        self._maybe_initialize_trackable()
-        if self._self_unconditional_dependency_names.pop(name, None) is None:
+        names: dict[str, Trackable] | None = self.__dict__.get("_self_unconditional_dependency_names")
+        if names is None or names.pop(name, None) is None:
             return
-        deps = self._self_unconditional_checkpoint_dependencies
+        deps = self._unconditional_checkpoint_dependencies
         for index, ref in enumerate(deps):
             if ref.name == name:
                 del deps[index]
@@ -384,12 +398,14 @@ class Trackable:
         """
         self._maybe_initialize_trackable()
         trackable._maybe_initialize_trackable()
-        waiting = self._self_unconditional_deferred_dependencies.get(name)
+        deferred: dict[str, list[DeferredRestore]] = self.__dict__.get("_self_unconditional_deferred_dependencies", {})
+        waiting = deferred.get(name)
         if waiting:
             for position in sorted(waiting, key=lambda p: p.restore_uid, reverse=True):
                 position.restore(trackable)
-            self._self_unconditional_deferred_dependencies.pop(name, None)
-        for by_name in sorted(self._self_name_based_restores, key=lambda r: r.restore_uid, reverse=True):
+            self._deferred_dependencies.pop(name, None)
+        by_names: list[DeferredRestore] = self.__dict__.get("_self_name_based_restores") or []
+        for by_name in sorted(by_names, key=lambda r: r.restore_uid, reverse=True):
             by_name.restore(trackable)
 
     def _dependency_requested(self, name: str) -> None:
