@@ -45,10 +45,12 @@ class JaxCoordinator(KeyValueCoordinator):
     -----
     JAX offers the store only through ``jax._src.distributed.global_state``
     (its client's ``key_value_set_bytes`` / ``blocking_key_value_get_bytes``),
-    which trackpoint uses as Orbax does. When a process dies, JAX's own
-    heartbeat may end the others (``heartbeat_timeout_seconds`` of
-    ``jax.distributed.initialize``); before that, a waiting rank fails with
-    :class:`~trackpoint.errors.CoordinationTimeoutError` after ``timeout``.
+    which trackpoint uses as Orbax does. When a process dies, a waiting rank
+    fails with :class:`~trackpoint.errors.CoordinationTimeoutError` after
+    ``timeout``; JAX then ends the others with ``SIGABRT`` once
+    ``heartbeat_timeout_seconds`` (of ``jax.distributed.initialize``) have
+    passed, unless ``jax_enable_recoverability`` is on. When process 0 (which
+    runs the service) dies, JAX ends the others at once either way.
     """
 
     def __init__(self, *, timeout: float = DEFAULT_TIMEOUT) -> None:

@@ -39,14 +39,18 @@ def main() -> None:
                 timeout=datetime.timedelta(seconds=60),
             )
         elif framework == "jax":
+            import os
+
             import jax
 
+            if os.environ.get("TP_TEST_JAX_RECOVERABLE") == "1":
+                jax.config.update("jax_enable_recoverability", True)
             jax.distributed.initialize(
                 coordinator_address=f"127.0.0.1:{group_port}",
                 num_processes=world,
                 process_id=rank,
                 initialization_timeout=60,
-                heartbeat_timeout_seconds=10,
+                heartbeat_timeout_seconds=int(os.environ.get("TP_TEST_JAX_HEARTBEAT", "10")),
             )
         import cases
     except BaseException:

@@ -56,18 +56,27 @@ class Result:
 
 
 class Ranks:
-    """``world_size`` worker processes forming one group of ``framework`` (``"torch"`` or ``"jax"``)."""
+    """``world_size`` worker processes forming one group of ``framework`` (``"torch"`` or ``"jax"``).
 
-    def __init__(self, world_size: int, framework: str = "torch", *, timeout: float = 60.0) -> None:
+    ``env`` adds to the workers' environment; for JAX, ``TP_TEST_JAX_HEARTBEAT`` sets
+    ``heartbeat_timeout_seconds`` (default 10) and ``TP_TEST_JAX_RECOVERABLE=1`` turns on
+    ``jax_enable_recoverability``.
+    """
+
+    def __init__(
+        self, world_size: int, framework: str = "torch", *, timeout: float = 60.0, env: dict[str, str] | None = None
+    ) -> None:
         self.world_size = world_size
         self.framework = framework
         self._key = os.urandom(16)
         self._listener = Listener(("127.0.0.1", 0), authkey=self._key)
         host, port = self._listener.address
         group_port = free_port()
+        extra_env = env or {}
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join([str(HERE), env.get("PYTHONPATH", "")])
         env.setdefault("JAX_PLATFORMS", "cpu")
+        env.update(extra_env)
         self.procs: list[subprocess.Popen[bytes]] = []
         for rank in range(world_size):
             cmd = [

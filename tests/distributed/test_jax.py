@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import signal
 import time
 from pathlib import Path
 
 import pytest
-from ranks import Ranks, needs_jax
+from ranks import Ranks, Result, needs_jax
+
+import trackpoint as tp
 
 pytestmark = [pytest.mark.xdist_group("ranks"), needs_jax]
 
@@ -43,3 +46,68 @@ def test_manager(jax2: Ranks, tmp_path: Path) -> None:
     d = str(tmp_path / "run")
     out = jax2.values("manager_run", directory=d, saves=2, max_to_keep=1)
     assert out[0] == out[1] and out[0]["checkpoints"] == [f"{d}/ckpt-2"]
+
+
+# ------------------------------------------------------------------ a process killed mid-save
+# JAX's coordination service watches heartbeats: heartbeat_timeout_seconds after a process stops sending
+# them, it ends every other process with SIGABRT, unless jax_enable_recoverability is on; when process 0,
+# which runs the service, dies, the others lose the service and JAX ends them at once either way.
+HEARTBEAT = 4
+TIMEOUT = 2.0
+
+
+def _files(directory: Path) -> dict[str, bytes]:
+    """The committed checkpoint's files (what a reader sees), by name; staging directories left out."""
+    return {p.name: p.read_bytes() for p in directory.iterdir() if p.is_file()}
+
+
+def _killed_mid_save(tmp_path: Path, dying: int, recoverable: bool) -> tuple[Ranks, list[Result], float]:
+    env = {"TP_TEST_JAX_HEARTBEAT": str(HEARTBEAT), "TP_TEST_JAX_RECOVERABLE": "1" if recoverable else "0"}
+    group = Ranks(2, "jax", env=env)
+    prefix = f"{tmp_path}/ckpt"
+    try:
+        group.values("write", prefix=prefix, sizes=SIZES, seed=1)
+        before = _files(tmp_path)
+        start = time.monotonic()
+        results = group.run("write_and_die", prefix=prefix, dying=dying, sizes=SIZES, seed=2, timeout=TIMEOUT)
+        elapsed = time.monotonic() - start
+        # Whatever happened to the survivor, the previous checkpoint is intact and nothing new is visible.
+        assert _files(tmp_path) == before
+        assert tp.load_checkpoint(prefix).get_tensor("model/v0/.ATTRIBUTES/VARIABLE_VALUE").shape == (SIZES[0],)
+    except BaseException:
+        group.close()
+        raise
+    return group, results, elapsed
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("recoverable", [False, True], ids=["default", "recoverable"])
+def test_a_process_killed_mid_save_fails_the_other_within_the_timeout(tmp_path: Path, recoverable: bool) -> None:
+    group, results, elapsed = _killed_mid_save(tmp_path, dying=1, recoverable=recoverable)
+    with group:
+        assert results[1].error is not None and results[1].error[0] == "died"
+        assert results[0].error is not None and results[0].error[0] == "CoordinationTimeoutError", results[0]
+        assert results[0].elapsed < TIMEOUT + 3.0 and elapsed < 15
+        survivor = group.procs[0]
+        if recoverable:
+            # With jax_enable_recoverability the survivor outlives the heartbeat time-out and keeps working.
+            time.sleep(HEARTBEAT + 2)
+            assert survivor.poll() is None
+            assert group.values("identity", ranks=[0]) == [[0, 2]]
+        else:
+            # JAX's default: the heartbeat time-out after the death, the survivor is ended with SIGABRT.
+            assert survivor.wait(HEARTBEAT + 30) == -signal.SIGABRT
+
+
+@pytest.mark.slow
+def test_process_0_killed_mid_save_takes_the_coordination_service_with_it(tmp_path: Path) -> None:
+    group, results, _ = _killed_mid_save(tmp_path, dying=0, recoverable=True)
+    with group:
+        assert results[0].error is not None and results[0].error[0] == "died"
+        error = results[1].error
+        assert error is not None
+        # Process 1 raises CoordinationError (the service is gone) unless JAX ends it first; it ends it anyway.
+        assert error[0] in ("CoordinationError", "died"), error
+        if error[0] == "CoordinationError":
+            assert "coordination service" in error[1]
+        assert group.procs[1].wait(30) == -signal.SIGABRT
