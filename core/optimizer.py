@@ -8,6 +8,12 @@ is created from its checkpoint value as soon as both its variable and its
 optimizer are matched, whichever comes first (TensorFlow's eager behaviour);
 an optimizer that cannot create slots on restore defers them until it creates
 them itself (``_deferred_slot_restorations``).
+
+A slot of a variable that holds one slice of a larger tensor (``save_slice_info``)
+holds the same slice of the slot's whole tensor, as TensorFlow's slot creator
+makes it: it is saved as a slice, so the slots of every part (in one process or
+on several ranks) form one tensor in the checkpoint, and it restores into any
+other partitioning.
 """
 
 from __future__ import annotations
@@ -19,7 +25,7 @@ import numpy as np
 
 from trackpoint.autotrackable import AutoTrackable
 from trackpoint.errors import DTypeMismatchError, ShapeMismatchError, TrackableError
-from trackpoint.variables import Variable
+from trackpoint.variables import SaveSliceInfo, Variable
 
 if TYPE_CHECKING:
     from trackpoint.restore import CheckpointPosition
@@ -69,18 +75,45 @@ class Optimizer(AutoTrackable):
     def _slot_variable_name(self, var: Variable, slot_name: str) -> str:
         return f"{var.name}/{self._self_name}/{slot_name}"
 
+    def _slot_slice_info(self, var: Variable, slot_name: str, ndim: int) -> SaveSliceInfo | None:
+        """The slice a slot with ``ndim`` dimensions of the sliced variable ``var`` holds (``None``: unsliced).
+
+        TensorFlow's rule (``slot_creator``): the slot covers the same part of
+        its whole tensor as ``var`` in the leading ``ndim`` dimensions, and a
+        scalar slot is no slice. Its ``full_name`` is the variable's
+        ``full_name`` followed by the slot variable's name below ``var``'s, the
+        name TensorFlow 1's ``Saver`` gives the slot of a partitioned variable.
+        """
+        info = var.save_slice_info
+        if info is None or ndim == 0:
+            return None
+        own = self._slot_variable_name(var, slot_name)
+        below = own[len(var.name) + 1 :] if own.startswith(f"{var.name}/") else slot_name
+        return SaveSliceInfo(
+            None if info.full_name is None else f"{info.full_name}/{below}",
+            info.full_shape[:ndim],
+            info.var_offset[:ndim],
+            info.var_shape[:ndim],
+        )
+
     def add_slot(self, var: Variable, slot_name: str, initializer: Any = None) -> Variable:
         """The slot ``slot_name`` of ``var``, created (zeros by default) if missing.
 
         A newly created slot is then restored from any checkpoint value that
-        was waiting for it (the latest restore wins).
+        was waiting for it (the latest restore wins). The slot of a variable
+        with ``save_slice_info`` holds the same slice of its whole tensor.
         """
         existing = self.get_slot(var, slot_name)
         if existing is not None:
             return existing
         value = np.zeros(var.shape, dtype=var.dtype) if initializer is None else initializer
         slot = Variable(
-            value, dtype=var.dtype, name=self._slot_variable_name(var, slot_name), trainable=False, shape=var.shape
+            value,
+            dtype=var.dtype,
+            name=self._slot_variable_name(var, slot_name),
+            trainable=False,
+            shape=var.shape,
+            save_slice_info=self._slot_slice_info(var, slot_name, len(var.shape)),
         )
         self._store_slot(var, slot_name, slot)
         self._restore_slot_variable(slot_name, var, slot)
@@ -101,9 +134,19 @@ class Optimizer(AutoTrackable):
         slot = self.get_slot(variable, slot_name)
         if slot is None and self.create_slots_on_restore and slot_variable_position.is_simple_variable():
             info = slot_variable_position.tensor_info()
+            shape = tuple(info.shape)
+            sliced = variable.save_slice_info
+            part = None
+            if sliced is not None and shape == sliced.full_shape[: len(shape)]:
+                # The checkpoint holds the slot's whole tensor: this variable's slot is its slice of it.
+                part = self._slot_slice_info(variable, slot_name, len(shape))
             slot = Variable._uninitialized(
-                tuple(info.shape), info.dtype, name=self._slot_variable_name(variable, slot_name), trainable=False
+                shape if part is None else part.var_shape,
+                info.dtype,
+                name=self._slot_variable_name(variable, slot_name),
+                trainable=False,
             )
+            slot._set_save_slice_info(part)
             self._store_slot(variable, slot_name, slot)
         if slot is not None:
             slot_variable_position.restore(slot)

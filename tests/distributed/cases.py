@@ -361,3 +361,45 @@ def partitioned_read(
         "read": counted[0],
         "needed": int(model.table.numpy().nbytes + model.bias.numpy().nbytes),
     }
+
+
+def _gradient(rows: int, cols: int) -> np.ndarray:
+    """A gradient for the whole table that differs row by row."""
+    return (np.arange(rows * cols, dtype=np.float32).reshape(rows, cols) % 7) - 3.0
+
+
+def partitioned_train_write(
+    ctx: Context, prefix: str, rows: int, cols: int, storage_options: dict[str, Any] | None = None
+) -> str:
+    """One SGD momentum step on this rank's rows (and the replicated bias), then a save with the slots."""
+    from trackpoint.optimizer import SGD
+
+    model = _part(ctx, rows, cols, fill=True)
+    a, b = rows * ctx.rank // ctx.world_size, rows * (ctx.rank + 1) // ctx.world_size
+    opt = SGD(0.5, momentum=0.9)
+    opt.apply_gradients([(_gradient(rows, cols)[a:b], model.table), (np.ones(cols, np.float32), model.bias)])
+    options = _options(ctx, storage_options=storage_options or {})
+    return tp.Checkpoint(model=model, opt=opt).write(prefix, options=options)
+
+
+def partitioned_train_read(
+    ctx: Context, prefix: str, rows: int, cols: int, storage_options: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """Restore this rank's rows and their momentum slot (created on restore) into a fresh model and SGD."""
+    from trackpoint.optimizer import SGD
+
+    model = _part(ctx, rows, cols, fill=False)
+    opt = SGD(0.5, momentum=0.9)
+    options = _options(ctx, storage_options=storage_options or {})
+    tp.Checkpoint(model=model, opt=opt).read(prefix, options=options).assert_consumed()
+    a, b = rows * ctx.rank // ctx.world_size, rows * (ctx.rank + 1) // ctx.world_size
+    grad = _gradient(rows, cols)[a:b]
+    full = np.arange(rows * cols, dtype=np.float32).reshape(rows, cols)[a:b]
+    slot = opt.get_slot(model.table, "momentum")
+    assert slot is not None
+    return {
+        "table": bool(np.allclose(model.table.numpy(), full - 0.5 * grad)),
+        "slot": bool(np.array_equal(slot.numpy(), grad)),
+        "slot_slice": None if slot.save_slice_info is None else slot.save_slice_info.spec,
+        "iterations": int(opt.iterations.numpy()),
+    }

@@ -42,6 +42,29 @@ def test_partitioned_save_by_four_ranks_is_one_tensor(torch4: Ranks, tmp_path: P
     assert ROWS * COLS * 4 <= data < ROWS * COLS * 4 + COLS * 4 + 4096
 
 
+@pytest.mark.parametrize(("n", "m"), [(2, 4), (4, 2)])
+def test_optimizer_slots_of_partitioned_values_are_slices_too(
+    torch2: Ranks, torch4: Ranks, tmp_path: Path, n: int, m: int
+) -> None:
+    by_size = {2: torch2, 4: torch4}
+    prefix = f"{tmp_path}/ckpt"
+    assert by_size[n].values("partitioned_train_write", prefix=prefix, rows=ROWS, cols=COLS) == [prefix] * n
+    # The momentum of every rank's rows is one tensor in the checkpoint, as the table is.
+    reader = tp.load_checkpoint(prefix)
+    slot_key = "model/table/.OPTIMIZER_SLOT/opt/momentum/.ATTRIBUTES/VARIABLE_VALUE"
+    gradient = (_full() % 7) - 3.0
+    np.testing.assert_array_equal(reader.get_tensor(slot_key), gradient)
+    outs = by_size[m].values("partitioned_train_read", prefix=prefix, rows=ROWS, cols=COLS)
+    for r, out in enumerate(outs):
+        a, b = ROWS * r // m, ROWS * (r + 1) // m
+        assert out == {
+            "table": True,
+            "slot": True,
+            "slot_slice": f"{ROWS} {COLS} {a},{b - a}:0,{COLS}",
+            "iterations": 1,
+        }
+
+
 @pytest.mark.slow
 def test_n_to_m_restores_read_only_each_ranks_rows(groups: dict[int, Ranks], tmp_path: Path) -> None:
     for n, saving in groups.items():
