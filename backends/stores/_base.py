@@ -77,6 +77,12 @@ class FileLayer(ABC):
     capabilities: Capabilities = Capabilities()
     #: Human-readable store name for messages ("local", "s3", "gcs").
     store_name: str = "files"
+    #: Formats read a data file in calls of about this many bytes and check each
+    #: piece's checksum as soon as it arrived, while it is cache-warm and while
+    #: the store keeps reading ahead; ``None`` reads all of a file's ranges in
+    #: one :meth:`read_ranges` call, which a store that splits it into
+    #: concurrent requests needs (object stores).
+    read_chunk_bytes: int | None = None
 
     # ------------------------------------------------------------ primitives
     @abstractmethod

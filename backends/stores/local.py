@@ -202,6 +202,9 @@ class LocalFiles(FileLayer):
     """
 
     store_name = "local"
+    # Small enough to stay in the CPU cache between the copy and the checksum,
+    # large enough that the kernel's readahead keeps the disk busy meanwhile.
+    read_chunk_bytes = 4 << 20
 
     def __init__(self, *, capabilities: Capabilities | None = None) -> None:
         self.capabilities = capabilities or LOCAL_CAPABILITIES

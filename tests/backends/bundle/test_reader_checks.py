@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,7 @@ from trackpoint.backends.bundle._crc import crc32c, mask
 from trackpoint.backends.bundle._ordered_code import encode_slice_key
 from trackpoint.backends.bundle._sstable import build_table
 from trackpoint.backends.bundle.proto import tensor_bundle_pb2
+from trackpoint.backends.stores import LocalFiles
 from trackpoint.errors import (
     CheckpointKeyError,
     CheckpointNotFoundError,
@@ -23,7 +25,7 @@ from trackpoint.errors import (
     InvalidCheckpointError,
     ShapeMismatchError,
 )
-from trackpoint.storage import WriteItem
+from trackpoint.storage import CheckpointOptions, WriteItem
 
 pb: Any = tensor_bundle_pb2
 
@@ -240,3 +242,67 @@ def test_entries_of_one_dtype_and_shape_share_their_info(backend: BundleBackend,
     with backend.open_reader(prefix) as r:
         assert r.info("a") is r.info("b") is r.info("c")
         assert r.info("d").shape == (4,) and r.info("d").dtype == np.float64
+
+
+class _CountingFiles(LocalFiles):
+    """Local files read in 4 KiB calls, recording every range of a data file asked for."""
+
+    read_chunk_bytes = 4096
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.reads: list[tuple[int, int]] = []
+
+    def read_ranges(self, path: str, ranges: Sequence[tuple[int, memoryview]]) -> None:
+        if ".data-" in path:
+            self.reads.extend((offset, len(out)) for offset, out in ranges)
+        super().read_ranges(path, ranges)
+
+
+_ONE_SHARD = CheckpointOptions(num_writers=1)
+
+
+def _mixed_items() -> list[WriteItem]:
+    # Tensors smaller than a read call, one of exactly its size, and larger ones spanning several.
+    sizes = [10, 300, 1024, 5000, 3, 2500, 1]
+    return [WriteItem(f"t{i}", np.arange(n, dtype=np.float32) + i) for i, n in enumerate(sizes)]
+
+
+def test_local_reads_come_in_chunks_and_land_whole(prefix: str) -> None:
+    items = _mixed_items()
+    BundleBackend(LocalFiles()).save(prefix, items, _ONE_SHARD)
+    files = _CountingFiles()
+    with BundleBackend(files).open_reader(prefix) as r:
+        got = r.read_many([(it.key, np.zeros_like(it.array)) for it in items])
+    for it, value in zip(items, got, strict=True):
+        np.testing.assert_array_equal(value, it.array)
+    data_reads = [n for _, n in files.reads]
+    assert max(data_reads) <= 4096
+    assert sum(data_reads) == sum(it.nbytes for it in items)
+
+
+def test_a_corrupted_tensor_fails_before_the_rest_of_the_file_is_read(prefix: str) -> None:
+    items = _mixed_items()
+    BundleBackend(LocalFiles()).save(prefix, items, _ONE_SHARD)
+    path = Path(prefix + ".data-00000-of-00001")
+    raw = bytearray(path.read_bytes())
+    raw[20] ^= 0x01  # in t0, the first tensor of the file
+    path.write_bytes(bytes(raw))
+    files = _CountingFiles()
+    with BundleBackend(files).open_reader(prefix) as r:
+        with pytest.raises(DataLossError, match=r"CRC-32C mismatch for tensor 't0'"):
+            r.read_many([(it.key, None) for it in items])
+    # Checked as soon as its first read call returned: the file's last bytes were never requested.
+    assert max(offset + n for offset, n in files.reads) <= 4096
+
+
+def test_a_corrupted_piece_of_a_large_tensor_is_caught(prefix: str) -> None:
+    big = WriteItem("big", np.arange(5000, dtype=np.float32))
+    BundleBackend(LocalFiles()).save(prefix, [big], _ONE_SHARD)
+    path = Path(prefix + ".data-00000-of-00001")
+    raw = bytearray(path.read_bytes())
+    raw[3 * 4096 + 7] ^= 0x10  # in the fourth of its five read calls
+    path.write_bytes(bytes(raw))
+    with BundleBackend(_CountingFiles()).open_reader(prefix) as r:
+        with pytest.raises(DataLossError, match=r"CRC-32C mismatch for tensor 'big' .* at offset 0 \(20000 bytes\)"):
+            r.read_many([("big", None)])
