@@ -1,13 +1,22 @@
 """Helpers shared by the benchmark scripts: workloads, page-cache eviction, child-process measurement.
 
 Every measurement runs in a fresh child process (``python <script> --child
-<name> ...``) so that its peak memory is the child's RSS high-water mark
-(``getrusage(RUSAGE_SELF).ru_maxrss``) and no page cache or allocator state
-leaks from one measurement into the next. The child prints one JSON line.
+<name> ...``) so that no page cache or allocator state leaks from one
+measurement into the next, and its peak memory is the child's own. The child
+prints one JSON line.
+
+Peak memory of an operation: :func:`start_peak_window` (after the model or the
+arrays are built) returns the allocator's unused memory to the system and
+resets the kernel's RSS high-water mark; :func:`window_peak_rss` is the
+high-water mark since. So the peak counts the interpreter, the imported
+modules and the model as they stand before the operation, plus what the
+operation adds, and not the temporaries of building the model.
 """
 
 from __future__ import annotations
 
+import ctypes
+import gc
 import json
 import os
 import resource
@@ -29,9 +38,12 @@ __all__ = [
     "peak_rss_bytes",
     "raw_cold_read",
     "raw_write_fsync",
+    "rss_bytes",
     "run_child",
     "small_sizes",
+    "start_peak_window",
     "timed",
+    "window_peak_rss",
 ]
 
 MiB = 1 << 20
@@ -115,9 +127,49 @@ def peak_rss_bytes() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
+def rss_bytes() -> int:
+    """This process's resident set size now."""
+    return _status_kib("VmRSS") * 1024
+
+
+def start_peak_window() -> int:
+    """Free what the setup left behind, reset the RSS high-water mark, and return the RSS now.
+
+    Building a model leaves freed temporaries in the allocator (glibc keeps
+    freed blocks below its mmap threshold, up to 32 MiB each, in the heap),
+    which would count as resident; ``malloc_trim`` returns them. Writing 5 to
+    ``/proc/self/clear_refs`` (Linux) resets ``VmHWM`` to the current RSS.
+    """
+    gc.collect()
+    try:
+        ctypes.CDLL(None).malloc_trim(0)
+    except (OSError, AttributeError):
+        pass  # not glibc: the peak then includes the allocator's leftovers
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")
+    return rss_bytes()
+
+
+def window_peak_rss() -> int:
+    """The RSS high-water mark since :func:`start_peak_window`."""
+    return _status_kib("VmHWM") * 1024
+
+
+def _status_kib(field: str) -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    raise RuntimeError(f"no {field} in /proc/self/status")
+
+
 def child_result(**fields: Any) -> None:
-    """Print a child's result as the JSON line :func:`run_child` reads, adding its peak RSS."""
-    fields["peak_rss"] = peak_rss_bytes()
+    """Print a child's result as the JSON line :func:`run_child` reads.
+
+    ``peak_rss`` defaults to the child's lifetime high-water mark
+    (:func:`peak_rss_bytes`); pass :func:`window_peak_rss` to count one operation.
+    """
+    fields.setdefault("peak_rss", peak_rss_bytes())
     print(json.dumps(fields), flush=True)
 
 

@@ -1,4 +1,4 @@
-"""Save/restore throughput and peak memory of the bundle backend against baselines measured in the same run.
+"""Save/restore time and peak memory of the bundle backend against baselines measured in the same rounds.
 
 Workloads: ``mixed`` (1 GiB of float32 tensors, log-uniform 1 KiB..64 MiB)
 and ``small`` (20,000 float32 tensors of 1-16 KiB, about 170 MB). Each is
@@ -10,19 +10,31 @@ written and read through the storage contract (``BundleBackend.save`` and
 * numpy: ``np.save`` per array (then one ``os.sync()``, for parity) and ``np.load``.
 
 Reads are cold: every file is fsynced and dropped from the page cache with
-``posix_fadvise(POSIX_FADV_DONTNEED)`` first. Each measurement runs in its
-own child process; peak memory is that child's RSS high-water mark.
+``posix_fadvise(POSIX_FADV_DONTNEED)`` first. Destination arrays are allocated
+and touched before the timer (as a model's variables are). Each measurement
+runs in its own child process; its peak memory is the RSS high-water mark
+from just before the operation (after the arrays exist) to its end: the
+interpreter, the arrays and what the operation adds (see ``_common.py``).
 
-Run: ``python benchmarks/bench_bundle.py [--case mixed|small|all] [--repeat 3] [--dir DIR]``
+Every round runs every measurement once, in alternating order. Reported: the
+median over the rounds with the range, and the ratio to the raw baseline of
+the same round, as median and range over the rounds (the figure the targets
+are checked on).
+
+Run: ``python benchmarks/bench_bundle.py [--case mixed|small|all] [--rounds 5] [--dir DIR]``
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import resource
 import shutil
+import statistics
 import sys
 import tempfile
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -41,15 +53,20 @@ from _common import (
     raw_write_fsync,
     run_child,
     small_sizes,
-    timed,
+    start_peak_window,
+    window_peak_rss,
 )
 
 from trackpoint.backends.bundle import BundleBackend
 from trackpoint.backends.stores import LocalFiles
 from trackpoint.storage import WriteItem
 
-#: Targets from the requirements, as ratios to the raw baselines.
+#: Targets from the requirements, as ratios to the raw baselines (median over the rounds).
 TARGETS = {"mixed": {"save": 1.10, "restore": 1.10}, "small": {"save": 3.0, "restore": 3.5}}
+#: Peak memory target of the mixed case, as a multiple of the workload's bytes.
+MEMORY_TARGET = 1.10
+WRITES = ["raw_write", "bundle_save", "npy_save"]
+READS = ["raw_read", "bundle_restore", "npy_load"]
 
 
 def _sizes(case: str) -> list[int]:
@@ -75,124 +92,134 @@ def _destinations(sizes: list[int]) -> list[np.ndarray[Any, Any]]:
     return outs
 
 
+def _cpu() -> float:
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
 def child(name: str, case: str, directory: str) -> None:
     """One measurement in this (fresh) process."""
     sizes = _sizes(case)
     d = Path(directory)
     prefix = str(d / "bundle" / "ckpt-1")
     backend = BundleBackend(LocalFiles())
-    if name.endswith(("write", "save")):
+    op: Callable[[], object]
+    if name in WRITES:
         arrays = make_arrays(sizes)
         if name == "raw_write":
-            t = timed(lambda: raw_write_fsync(str(d / "raw.bin"), arrays))
+            op = lambda: raw_write_fsync(str(d / "raw.bin"), arrays)  # noqa: E731
         elif name == "bundle_save":
             items = [WriteItem(_key(i), a) for i, a in enumerate(arrays)]
-            t = timed(lambda: backend.save(prefix, items))
+            op = lambda: backend.save(prefix, items)  # noqa: E731
         else:
             (d / "npy").mkdir(exist_ok=True)
 
-            def npy_save() -> None:
+            def op() -> None:
                 for i, a in enumerate(arrays):
                     np.save(d / "npy" / f"{i}.npy", a)
                 # One system-wide sync instead of an fsync per file: durable like
                 # the others without 20,000 separate flushes.
                 os.sync()
 
-            t = timed(npy_save)
+    elif name == "raw_read":
+        evict([str(d / "raw.bin")])
+        outs = _destinations(sizes)
+        op = lambda: raw_cold_read(str(d / "raw.bin"), outs)  # noqa: E731
+    elif name == "bundle_restore":
+        evict([str(p) for p in (d / "bundle").iterdir()])
+        outs = _destinations(sizes)
+
+        def op() -> None:
+            with backend.open_reader(prefix) as r:
+                r.read_many([(_key(i), o) for i, o in enumerate(outs)])
+
     else:
-        if name == "raw_read":
-            evict([str(d / "raw.bin")])
-            outs = _destinations(sizes)
-            t = timed(lambda: raw_cold_read(str(d / "raw.bin"), outs))
-        elif name == "bundle_restore":
-            evict([str(p) for p in (d / "bundle").iterdir()])
-            outs = _destinations(sizes)
-
-            def restore() -> None:
-                with backend.open_reader(prefix) as r:
-                    r.read_many([(_key(i), o) for i, o in enumerate(outs)])
-
-            t = timed(restore)
-            # Spot-check correctness against the generator (first tensor only, to keep memory flat).
-            assert np.array_equal(outs[0], make_arrays(sizes[:1])[0])
-        else:
-            paths = [str(d / "npy" / f"{i}.npy") for i in range(len(sizes))]
-            evict(paths)
-            t = timed(lambda: [np.load(p) for p in paths])
-    child_result(name=name, seconds=t, nbytes=4 * sum(sizes), tensors=len(sizes))
+        paths = [str(d / "npy" / f"{i}.npy") for i in range(len(sizes))]
+        evict(paths)
+        op = lambda: [np.load(p) for p in paths]  # noqa: E731
+    before = start_peak_window()
+    cpu0, t0 = _cpu(), time.perf_counter()
+    op()
+    seconds, cpu = time.perf_counter() - t0, _cpu() - cpu0
+    peak = window_peak_rss()
+    if name == "bundle_restore":
+        # Spot-check correctness against the generator (first tensor only, to keep memory flat).
+        assert np.array_equal(outs[0], make_arrays(sizes[:1])[0])
+    child_result(
+        name=name, seconds=seconds, cpu=cpu, rss_before=before, peak_rss=peak, nbytes=4 * sum(sizes), tensors=len(sizes)
+    )
 
 
-def run_case(case: str, directory: Path, repeat: int) -> dict[str, dict[str, Any]]:
-    """All measurements of one workload, ``repeat`` interleaved rounds; best time and worst memory per name.
+def run_case(case: str, directory: Path, rounds: int) -> dict[str, list[dict[str, Any]]]:
+    """Every measurement of one workload, ``rounds`` times; per name, one result per round.
 
-    Rounds interleave the baselines with the backend (in alternating order) so
-    that background load on a shared disk hits both alike; the best of the
-    rounds is the figure least disturbed by it.
+    Rounds interleave the baselines with the backend, in alternating order, so
+    that background load on a shared disk hits both alike and no measurement
+    always runs right after another one's I/O.
     """
     work = directory / case
-    results: dict[str, dict[str, Any]] = {}
-    for round_ in range(repeat):
+    results: dict[str, list[dict[str, Any]]] = {n: [] for n in WRITES + READS}
+    for round_ in range(rounds):
         shutil.rmtree(work, ignore_errors=True)
         work.mkdir(parents=True)
-        writes = ["raw_write", "bundle_save", "npy_save"]
-        reads = ["raw_read", "bundle_restore", "npy_load"]
-        if round_ % 2:
-            # Alternate the order so no measurement always runs right after another one's I/O.
-            writes.reverse()
-            reads.reverse()
+        writes, reads = (WRITES, READS) if round_ % 2 == 0 else (WRITES[::-1], READS[::-1])
         for name in writes + reads:
-            r = run_child(__file__, name, case, str(work))
-            best = results.setdefault(name, dict(r, runs=[]))
-            best["runs"].append(r["seconds"])
-            best["seconds"] = min(best["seconds"], r["seconds"])
-            best["peak_rss"] = max(best["peak_rss"], r["peak_rss"])
+            results[name].append(run_child(__file__, name, case, str(work)))
+        print(
+            f"  {case} round {round_ + 1}/{rounds}: "
+            + " ".join(f"{n} {results[n][-1]['seconds']:.2f}s" for n in writes + reads),
+            file=sys.stderr,
+            flush=True,
+        )
     shutil.rmtree(work, ignore_errors=True)
     return results
 
 
-def report(case: str, results: dict[str, dict[str, Any]]) -> bool:
-    """Print figures and ratios; return whether the targets are met."""
-    nbytes = results["raw_write"]["nbytes"]
-    rounds = len(results["raw_write"]["runs"])
-    print(
-        f"\n== {case}: {results['raw_write']['tensors']} float32 tensors, {nbytes / MiB:.0f} MiB, best of {rounds} =="
-    )
-    print(f"{'measurement':<16}{'seconds':>9}{'MiB/s':>9}{'vs raw':>8}{'peak RSS MiB':>14}{'vs model':>10}  all runs")
-    ok = True
-    for name, base in (
-        ("raw_write", "raw_write"),
-        ("bundle_save", "raw_write"),
-        ("npy_save", "raw_write"),
-        ("raw_read", "raw_read"),
-        ("bundle_restore", "raw_read"),
-        ("npy_load", "raw_read"),
-    ):
-        r = results[name]
-        ratio = r["seconds"] / results[base]["seconds"]
-        mem = r["peak_rss"] / nbytes
-        runs = " ".join(f"{x:.2f}" for x in r["runs"])
+def _spread(values: list[float], fmt: str = "{:.2f}") -> str:
+    return f"{fmt.format(statistics.median(values))} [{fmt.format(min(values))}-{fmt.format(max(values))}]"
+
+
+def report(case: str, results: dict[str, list[dict[str, Any]]]) -> bool:
+    """Print medians, ranges and per-round ratios; return whether the targets are met."""
+    first = results["raw_write"][0]
+    nbytes, rounds = first["nbytes"], len(results["raw_write"])
+    print(f"\n== {case}: {first['tensors']} float32 tensors, {nbytes / MiB:.0f} MiB, {rounds} rounds ==")
+    print("median [min-max] over the rounds; 'vs raw' is the per-round ratio to the raw baseline")
+    print(f"{'measurement':<16}{'seconds':>20}{'vs raw':>20}{'CPU s':>18}{'peak RSS / data':>18}{'added MiB':>12}")
+    ratios: dict[str, list[float]] = {}
+    for name in WRITES + READS:
+        runs = results[name]
+        base = results["raw_write" if name in WRITES else "raw_read"]
+        ratios[name] = [r["seconds"] / b["seconds"] for r, b in zip(runs, base, strict=True)]
+        peak = max(r["peak_rss"] for r in runs) / nbytes
+        added = max(r["peak_rss"] - r["rss_before"] for r in runs) / MiB
         print(
-            f"{name:<16}{r['seconds']:>9.3f}{nbytes / MiB / r['seconds']:>9.0f}{ratio:>8.2f}"
-            f"{r['peak_rss'] / MiB:>14.0f}{mem:>10.2f}  {runs}"
+            f"{name:<16}{_spread([r['seconds'] for r in runs], '{:.3f}'):>20}{_spread(ratios[name]):>20}"
+            f"{_spread([r['cpu'] for r in runs]):>18}{peak:>18.3f}{added:>12.1f}"
         )
-    save = results["bundle_save"]["seconds"] / results["raw_write"]["seconds"]
-    restore = results["bundle_restore"]["seconds"] / results["raw_read"]["seconds"]
+    print("per round, bundle/raw: save " + " ".join(f"{x:.2f}" for x in ratios["bundle_save"]))
+    print("per round, bundle/raw: restore " + " ".join(f"{x:.2f}" for x in ratios["bundle_restore"]))
     t = TARGETS[case]
-    checks = [("save", save, t["save"]), ("restore", restore, t["restore"])]
+    checks = [
+        ("save / raw (median)", statistics.median(ratios["bundle_save"]), t["save"]),
+        ("restore / raw (median)", statistics.median(ratios["bundle_restore"]), t["restore"]),
+    ]
     if case == "mixed":
         for name in ("bundle_save", "bundle_restore"):
-            checks.append((f"{name} peak memory", results[name]["peak_rss"] / nbytes, 1.10))
+            peak = max(r["peak_rss"] for r in results[name]) / nbytes
+            checks.append((f"{name} peak RSS / data (max)", peak, MEMORY_TARGET))
+    ok = True
     for label, got, want in checks:
         verdict = "ok" if got <= want else "MISSED"
         ok &= got <= want
-        print(f"target {label}: {got:.2f}x <= {want:.2f}x  {verdict}")
+        print(f"target {label}: {got:.2f} <= {want:.2f}  {verdict}")
     return ok
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--case", choices=("mixed", "small", "all"), default="all")
-    parser.add_argument("--repeat", type=int, default=3, help="interleaved rounds; the best time counts")
+    parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds (medians and ranges over them)")
     parser.add_argument("--dir", default=None, help="scratch directory on the disk to measure (default: a temp dir)")
     parser.add_argument("--child", nargs=3, metavar=("NAME", "CASE", "DIR"), help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -203,7 +230,7 @@ def main() -> int:
     cases = ("small", "mixed") if args.case == "all" else (args.case,)
     ok = True
     for case in cases:
-        ok &= report(case, run_case(case, base, args.repeat))
+        ok &= report(case, run_case(case, base, args.rounds))
     if not args.dir:
         shutil.rmtree(base, ignore_errors=True)
     return 0 if ok else 1

@@ -14,9 +14,12 @@ then the other way round), saves first, then restores; the report gives, per
 backend and operation, the median over the rounds and the spread (min..max),
 and per round the zarr/bundle ratio, whose median and spread are the figures
 that count. ``zarr`` uses the backend's default options unless ``--zarr-options``
-says otherwise. Peak memory is reported as a multiple of the model's bytes.
-CPU seconds (user + system) per 1,000 tensors are reported too: they do not
-depend on the disk.
+says otherwise. Peak memory is the RSS high-water mark from just before the
+operation (the model built, the allocator's leftovers from building it
+returned) to its end, as a multiple of the model's bytes: the interpreter, the
+imported modules and the model, plus what the operation adds, which is also
+reported on its own in MiB. CPU seconds (user + system) per 1,000 tensors are
+reported too: they do not depend on the disk.
 
 Run:
 ``python benchmarks/bench_zarr.py [--case mixed|small|all] [--rounds 5] [--dir DIR] [--zarr-options JSON]``
@@ -37,7 +40,19 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import GiB, MiB, child_result, evict, make_arrays, mixed_sizes, run_child, small_sizes, timed
+from _common import (
+    GiB,
+    MiB,
+    child_result,
+    evict,
+    make_arrays,
+    mixed_sizes,
+    run_child,
+    small_sizes,
+    start_peak_window,
+    timed,
+    window_peak_rss,
+)
 
 BACKENDS = ("bundle", "zarr")
 
@@ -62,7 +77,7 @@ def child(name: str, op: str, case: str, directory: str, zarr_options: str) -> N
     work.mkdir(parents=True, exist_ok=True)
     backend_options = json.loads(zarr_options) if name == "zarr" else {}
     options = tp.CheckpointOptions(backend=name, backend_options=backend_options)
-    # Built one tensor at a time, so the peak RSS shows what the save or restore adds to the model.
+    # Built one tensor at a time; the peak window starts once the model exists.
     rng = np.random.default_rng(0)  # the sequence make_arrays draws
     layers = []
     for n in sizes:
@@ -73,16 +88,29 @@ def child(name: str, op: str, case: str, directory: str, zarr_options: str) -> N
     ckpt = tp.Checkpoint(model=model)
     path = str(work / "ckpt-1")
     model_bytes = 4 * sum(sizes)
+    if op == "restore":
+        evict([str(Path(d) / f) for d, _, fs in os.walk(work) for f in fs])
+    before = start_peak_window()
     cpu0 = _cpu()
     if op == "save":
         seconds = timed(lambda: ckpt.write(path, options=options))
     else:
-        evict([str(Path(d) / f) for d, _, fs in os.walk(work) for f in fs])
         seconds = timed(lambda: ckpt.read(path, options=options).assert_consumed())
+    cpu = _cpu() - cpu0
+    peak = window_peak_rss()
+    if op == "restore":
         expected = make_arrays(sizes[:1])[0]
         assert np.array_equal(layers[0].numpy(), expected), "restore returned wrong values"
-    cpu = _cpu() - cpu0
-    child_result(name=name, op=op, seconds=seconds, cpu=cpu, model_bytes=model_bytes, tensors=len(sizes))
+    child_result(
+        name=name,
+        op=op,
+        seconds=seconds,
+        cpu=cpu,
+        model_bytes=model_bytes,
+        tensors=len(sizes),
+        rss_before=before,
+        peak_rss=peak,
+    )
 
 
 def run_case(case: str, directory: Path, rounds: int, zarr_options: str) -> list[dict[tuple[str, str], Any]]:
@@ -117,14 +145,15 @@ def report(case: str, rounds: list[dict[tuple[str, str], Any]]) -> None:
     model = first["model_bytes"]
     print(f"\n== {case}: {first['tensors']} float32 Variables, {model / MiB:.0f} MiB, {len(rounds)} rounds ==")
     print("median (min..max) over the rounds")
-    print(f"{'measurement':<16}{'seconds':>20}{'peak RSS / model':>22}{'CPU s per 1k tensors':>26}")
+    print(f"{'measurement':<16}{'seconds':>20}{'peak RSS / model':>22}{'added MiB':>20}{'CPU s per 1k tensors':>26}")
     for op in ("save", "restore"):
         for name in BACKENDS:
             rs = [r[(name, op)] for r in rounds]
             secs = _spread([x["seconds"] for x in rs])
-            mem = _spread([x["peak_rss"] / model for x in rs])
+            mem = _spread([x["peak_rss"] / model for x in rs], "{:.3f}")
+            added = _spread([(x["peak_rss"] - x["rss_before"]) / MiB for x in rs], "{:.1f}")
             cpu = _spread([1000 * x["cpu"] / x["tensors"] for x in rs], "{:.3f}")
-            print(f"{name + ' ' + op:<16}{secs:>20}{mem:>22}{cpu:>26}")
+            print(f"{name + ' ' + op:<16}{secs:>20}{mem:>22}{added:>20}{cpu:>26}")
     for op in ("save", "restore"):
         ratios = [r[("zarr", op)]["seconds"] / r[("bundle", op)]["seconds"] for r in rounds]
         print(f"zarr/bundle {op} time: {_spread(ratios)}   per round: " + " ".join(f"{x:.2f}" for x in ratios))
