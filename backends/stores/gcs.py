@@ -31,6 +31,7 @@ from trackpoint.backends.stores.objectstore import (
     ObjectStat,
     ObjectStore,
     TransferOptions,
+    _body_bytes,
 )
 from trackpoint.errors import DataLossError
 from trackpoint.storage import CheckpointOptions, VersionedBytes
@@ -298,7 +299,7 @@ class GCSFiles(ObjectStore):
         else:
             crange = f"bytes {start}-{start + rest.nbytes - 1}/{size}"
         status, headers, body = await self._request(
-            "PUT", location, headers={"Content-Range": crange}, data=bytes(rest), ok=(200, 201, 308)
+            "PUT", location, headers={"Content-Range": crange}, data=_body_bytes(rest), ok=(200, 201, 308)
         )
         if status in (200, 201):
             return json.loads(body)

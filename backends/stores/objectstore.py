@@ -93,6 +93,8 @@ WRITE_ID_METADATA_KEY: Final = "trackpoint-write-id"
 # table that maps it to trackpoint errors, in trackpoint.errors; re-exported here for store authors.
 
 _MiB: Final = 1 << 20
+#: Merged reads (scratch buffers of up to ``read_part_size``) in flight at once per store.
+_SCRATCH_BUFFERS: Final = 2
 
 
 class HTTPStatusError(Exception):
@@ -311,6 +313,20 @@ class TransferOptions:
         )
 
 
+def _body_bytes(data: bytes | memoryview) -> bytes:
+    """``data`` as ``bytes`` for a request body, copied only when it is not already a whole ``bytes`` object.
+
+    Upload parts reach :meth:`ObjectStore.upload_part` as views of whole
+    ``bytes`` objects, so stores whose clients want ``bytes`` send them without
+    another copy.
+    """
+    if isinstance(data, bytes):
+        return data
+    if isinstance(data.obj, bytes) and data.nbytes == len(data.obj):
+        return data.obj
+    return bytes(data)
+
+
 # ---------------------------------------------------------------------------
 # trackpoint's own I/O loop, for stores that bring no loop of their own
 # ---------------------------------------------------------------------------
@@ -423,6 +439,7 @@ class ObjectStore(FileLayer):
         self.transfer = transfer if transfer is not None else TransferOptions()
         self._given_loop = loop
         self._semaphore: tuple[asyncio.AbstractEventLoop, asyncio.Semaphore] | None = None
+        self._scratch: tuple[asyncio.AbstractEventLoop, asyncio.Semaphore] | None = None
         self._pool: tuple[int, concurrent.futures.ThreadPoolExecutor] | None = None
         self._pool_lock = threading.Lock()
         self._closed = False
@@ -533,8 +550,10 @@ class ObjectStore(FileLayer):
     ) -> object | Awaitable[object]:
         """Optional: send part ``number`` (0-based), the bytes at ``offset``; return what finishing needs.
 
-        ``total`` is the object's size on the last part only (``None``
-        before). The last part may be empty. Parts go out concurrently unless
+        ``data`` views a whole ``bytes`` object (``data.obj``): a client that
+        wants ``bytes`` can send that without copying. ``total`` is the
+        object's size on the last part only (``None`` before). The last part
+        may be empty. Parts go out concurrently unless
         :attr:`sequential_parts`; a part may be retried, so sending the same
         part twice must be harmless.
         """
@@ -623,6 +642,15 @@ class ObjectStore(FileLayer):
         if self._semaphore is None or self._semaphore[0] is not loop:
             self._semaphore = (loop, asyncio.Semaphore(self.transfer.max_concurrency))
         return self._semaphore[1]
+
+    def _scratch_slots(self) -> asyncio.Semaphore:
+        # Merged reads pass through a scratch buffer of up to read_part_size;
+        # without a bound, every merged group of a restore held one at once
+        # (eight 64 MiB buffers, half a GiB, on a 1 GiB checkpoint).
+        loop = asyncio.get_running_loop()
+        if self._scratch is None or self._scratch[0] is not loop:
+            self._scratch = (loop, asyncio.Semaphore(_SCRATCH_BUFFERS))
+        return self._scratch[1]
 
     def _delay(self, attempt: int) -> float:
         cap = min(self.transfer.retry_max_delay, self.transfer.retry_base_delay * (2**attempt))
@@ -816,12 +844,11 @@ class ObjectStore(FileLayer):
             await self._retry("reading", bucket, key, lambda: self._call("object_get_range", bucket, key, start, view))
             return
         # Several small ranges: one GET into a scratch buffer, then scatter.
-        span = bytearray(length)
-        await self._retry(
-            "reading", bucket, key, lambda: self._call("object_get_range", bucket, key, start, memoryview(span))
-        )
-        for offset, view in members:
-            view[:] = span[offset - start : offset - start + view.nbytes]
+        async with self._scratch_slots():
+            span = memoryview(bytearray(length))
+            await self._retry("reading", bucket, key, lambda: self._call("object_get_range", bucket, key, start, span))
+            for offset, view in members:
+                view[:] = span[offset - start : offset - start + view.nbytes]
 
     async def _read_ranges_async(self, bucket: str, key: str, ranges: Sequence[tuple[int, memoryview]]) -> None:
         jobs = [self._read_group(bucket, key, *group) for group in self._plan_reads(ranges)]
@@ -949,7 +976,10 @@ class _UploadSink(FileSink):
         for f in self._parts:
             if f.done():
                 f.result()
-        data, self._buf = memoryview(self._buf), bytearray()
+        # The part becomes bytes here, once, and the buffer is dropped: clients
+        # send bytes (S3 and GCS would otherwise copy it per request and hold
+        # both copies while the part is in flight).
+        data, self._buf = memoryview(bytes(self._buf)), bytearray()
         number, offset = len(self._parts), self._offset
         self._offset += data.nbytes
         state = self._state

@@ -25,6 +25,7 @@ from trackpoint.backends.stores.objectstore import (
     ObjectStat,
     ObjectStore,
     TransferOptions,
+    _body_bytes,
 )
 from trackpoint.errors import DataLossError
 from trackpoint.storage import CheckpointOptions, VersionedBytes
@@ -59,12 +60,6 @@ def _error_info(exc: BaseException) -> tuple[str, int]:
     code = str(response.get("Error", {}).get("Code", ""))
     status = int(response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0)
     return code, status
-
-
-def _body(data: bytes | memoryview) -> bytes:
-    # botocore signs and sends ``bytes`` fastest (measured: a bytearray body
-    # costs more than the copy made here).
-    return data if isinstance(data, bytes) else bytes(data)
 
 
 class S3Files(ObjectStore):
@@ -204,7 +199,7 @@ class S3Files(ObjectStore):
             r = await s3.put_object(
                 Bucket=bucket,
                 Key=key,
-                Body=_body(data),
+                Body=_body_bytes(data),
                 Metadata={WRITE_ID_METADATA_KEY: write_id},
                 **self._cond_kwargs(cond),
             )
@@ -275,7 +270,7 @@ class S3Files(ObjectStore):
             Key=state["Key"],
             UploadId=state["UploadId"],
             PartNumber=number + 1,
-            Body=_body(data),
+            Body=_body_bytes(data),
         )
         return {"PartNumber": number + 1, "ETag": r["ETag"]}
 

@@ -9,6 +9,7 @@ without multipart uploads) without any network in between.
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
@@ -253,3 +254,84 @@ def test_from_options_reads_transfer_options() -> None:
     assert store.transfer.part_size == 2048 and store.transfer.retries == 0
     with pytest.raises(Exception, match=r"part_size'\] must be at least 1024 bytes"):
         Configured.from_options(CheckpointOptions(backend_options={"part_size": 10}))
+
+
+class MultipartDictStore(DictStore):
+    """DictStore with multipart uploads, recording what each part arrives as."""
+
+    def __init__(self, transfer: TransferOptions | None = FAST, **kw: Any) -> None:
+        super().__init__(transfer, **kw)
+        self.part_owners: list[type] = []
+
+    def upload_begin(self, bucket: str, key: str, condition: Condition, write_id: str) -> object:
+        return {"bucket": bucket, "key": key, "condition": condition, "write_id": write_id, "parts": {}}
+
+    def upload_part(self, state: Any, number: int, offset: int, data: memoryview, total: int | None) -> object:
+        self.part_owners.append(type(data.obj))
+        state["parts"][number] = bytes(data)
+        return number
+
+    def upload_finish(self, state: Any, parts: list[Any], total: int) -> str:
+        whole = b"".join(state["parts"][n] for n in sorted(parts))
+        return self.object_put(state["bucket"], state["key"], memoryview(whole), state["condition"], state["write_id"])
+
+    def upload_abort(self, state: Any) -> None:
+        state["parts"].clear()
+
+
+def test_upload_parts_reach_the_store_as_bytes_so_sending_them_copies_nothing() -> None:
+    from trackpoint.backends.stores.objectstore import _body_bytes
+
+    store = MultipartDictStore()
+    try:
+        big = np.random.default_rng(0).bytes(12 * 2**20)  # three parts of 5 MiB
+        with store.open_sink("dict://b/big") as sink:
+            for i in range(0, len(big), 2**20):
+                sink.write(big[i : i + 2**20])
+        assert store.part_owners == [bytes, bytes, bytes]
+        assert store.read("dict://b/big") == big
+        part = memoryview(b"0123456789")
+        assert _body_bytes(part) is part.obj
+        assert _body_bytes(part[2:]) == b"23456789"
+    finally:
+        store.close()
+
+
+class SlowDictStore(DictStore):
+    """DictStore whose ranged reads take a while, counting merged reads (scratch buffers) in flight."""
+
+    def __init__(self, transfer: TransferOptions | None = FAST, **kw: Any) -> None:
+        super().__init__(transfer, **kw)
+        self.scratch_now = 0
+        self.scratch_most = 0
+        self.scratch_reads = 0
+
+    def object_get_range(self, bucket: str, key: str, start: int, out: memoryview) -> None:
+        merged = isinstance(out.obj, bytearray)  # the layer's scratch buffer, not a destination
+        with self.lock:
+            if merged:
+                self.scratch_now += 1
+                self.scratch_reads += 1
+                self.scratch_most = max(self.scratch_most, self.scratch_now)
+        try:
+            time.sleep(0.02)
+            super().object_get_range(bucket, key, start, out)
+        finally:
+            with self.lock:
+                self.scratch_now -= merged
+
+
+def test_merged_reads_hold_at_most_two_scratch_buffers_at_once() -> None:
+    # 60 ranges of 100 bytes, 10 bytes apart: merged into requests of at most 1,000 bytes, six of them.
+    transfer = TransferOptions(retries=0, read_part_size=1000, coalesce_gap=64, max_concurrency=16)
+    store = SlowDictStore(transfer)
+    try:
+        data = np.random.default_rng(1).bytes(6600)
+        store.put("dict://b/obj", data)
+        outs = [bytearray(100) for _ in range(60)]
+        store.read_ranges("dict://b/obj", [(i * 110, memoryview(o)) for i, o in enumerate(outs)])
+        assert [bytes(o) for o in outs] == [data[i * 110 : i * 110 + 100] for i in range(60)]
+        assert store.scratch_reads >= 6
+        assert store.scratch_most == 2
+    finally:
+        store.close()
