@@ -7,8 +7,9 @@ Workloads (float32 ``Variable`` objects tracked by ``AutoTrackable`` objects):
 * ``tiny20k`` / ``tiny200k``: 20,000 / 200,000 scalars and short vectors (1-64 elements), 20 per layer
   object, as optimizer-heavy models have; the pair shows whether time per tensor stays flat.
 
-Measured, each in a fresh child process; peak memory is that child's RSS high-water mark during the timed
-part only (reset through ``/proc/self/clear_refs`` after the model is built, so building it does not count):
+Measured, each in a fresh child process; peak memory is that child's RSS high-water mark from just before the
+timed part (the model built, the allocator's leftovers from building it returned, see ``_common.py``) to its
+end: interpreter, modules and model as they stand, plus what the operation adds:
 
 * ``api save``: ``Checkpoint(model=root).write(prefix)`` (the bundle backend fsyncs what it writes);
   ``manager save``: ``CheckpointManager.save()``; ``contract save``: ``backend.save(prefix, items)`` of the
@@ -34,7 +35,6 @@ Run: ``python benchmarks/bench_api.py [--case small|mixed|tiny|all] [--rounds 5]
 from __future__ import annotations
 
 import argparse
-import gc
 import json
 import os
 import resource
@@ -61,6 +61,8 @@ from _common import (
     raw_write_fsync,
     run_child,
     small_sizes,
+    start_peak_window,
+    window_peak_rss,
 )
 
 import trackpoint as tp
@@ -124,20 +126,6 @@ def _touched(case: str, sizes: list[int]) -> list[np.ndarray[Any, Any]]:
     return [np.ones(_shape(case, n), dtype=np.float32) for n in sizes]
 
 
-def _reset_peak_rss() -> None:
-    # Linux: writing 5 to clear_refs resets the VmHWM counter, so the peak covers the timed part only.
-    with open("/proc/self/clear_refs", "w") as f:
-        f.write("5")
-
-
-def _peak_rss() -> int:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) * 1024
-    raise RuntimeError("no VmHWM in /proc/self/status")
-
-
 def _cpu() -> float:
     r = resource.getrusage(resource.RUSAGE_SELF)
     return r.ru_utime + r.ru_stime
@@ -181,8 +169,7 @@ def child(name: str, case: str, directory: str) -> None:
         root = _model(case, _arrays(case, sizes))  # the variables hold copies; the arrays are dropped
     else:
         arrays = _arrays(case, sizes)
-    gc.collect()
-    _reset_peak_rss()
+    rss_before = start_peak_window()
     if name == "raw save":
         wall, cpu = _measure(lambda: raw_write_fsync(str(d / "raw.bin"), arrays))
     elif name == "api save":
@@ -261,10 +248,19 @@ def child(name: str, case: str, directory: str) -> None:
         wall, cpu = _measure(lambda: load_file(path))
     else:
         raise SystemExit(f"unknown measurement {name!r}")
-    peak = _peak_rss()
+    peak = window_peak_rss()
     print(
         json.dumps(
-            dict(name=name, seconds=wall, cpu=cpu, nbytes=4 * sum(sizes), tensors=len(sizes), peak_rss=peak, **extra)
+            dict(
+                name=name,
+                seconds=wall,
+                cpu=cpu,
+                nbytes=4 * sum(sizes),
+                tensors=len(sizes),
+                peak_rss=peak,
+                rss_before=rss_before,
+                **extra,
+            )
         ),
         flush=True,
     )
@@ -302,16 +298,20 @@ def report(case: str, results: dict[str, list[dict[str, Any]]]) -> bool:
     nbytes, tensors = first["nbytes"], first["tensors"]
     rounds = len(results["raw save"])
     print(f"\n== {case}: {tensors} float32 variables, {nbytes / MiB:.0f} MiB, {rounds} rounds: median [min-max] ==")
-    print(f"{'measurement':<18}{'seconds':>20}{'vs raw':>20}{'CPU ms/1k tensors':>22}{'peak RSS/model':>16}")
+    print(
+        f"{'measurement':<18}{'seconds':>20}{'vs raw':>20}{'CPU ms/1k tensors':>22}{'peak RSS/model':>16}"
+        f"{'added MiB':>11}"
+    )
     ratios: dict[str, list[float]] = {}
     for name, runs in results.items():
         base = "raw save" if name in SAVES else "raw restore"
         ratios[name] = [r["seconds"] / b["seconds"] for r, b in zip(runs, results[base], strict=True)]
         cpu = [1000 * r["cpu"] / (tensors / 1000) for r in runs]
         mem = max(r["peak_rss"] for r in runs) / nbytes
+        added = max(r["peak_rss"] - r["rss_before"] for r in runs) / MiB
         print(
             f"{name:<18}{_spread([r['seconds'] for r in runs], '{:.3f}'):>20}{_spread(ratios[name]):>20}"
-            f"{_spread(cpu, '{:.0f}'):>22}{mem:>16.2f}"
+            f"{_spread(cpu, '{:.0f}'):>22}{mem:>16.2f}{added:>11.1f}"
         )
     api = results["api restore"]
     shares = [r["assert"] / r["seconds"] for r in api]
