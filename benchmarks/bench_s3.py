@@ -15,10 +15,12 @@ round measures, in alternating order and against one fresh local server:
   filesystem's ``pipe`` (concurrent uploads, its own multipart/resumable uploads for large objects) and
   read back with ``cat``.
 
-Figures are medians over the rounds with their range; ratios are taken per round. Peak memory is this
-process's RSS high-water mark during each measurement (reset through ``/proc/self/clear_refs`` before it),
-minus the RSS before it: what the measurement added on top of the model. Loopback numbers measure client
-overhead against a local emulator that shares the CPUs; they say nothing about real S3 or GCS throughput.
+Each round starts a fresh emulator (both keep every upload in memory). Figures are medians over the rounds
+with their range; ratios are taken per round. Peak memory is this process's RSS high-water mark during each
+measurement (reset through ``/proc/self/clear_refs`` before it), minus the RSS before it: what the
+measurement added on top of the model, also as a multiple of the workload's bytes (``/ data``). Loopback
+numbers measure client overhead against a local emulator that shares the CPUs; they say nothing about real
+S3 or GCS throughput.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ import argparse
 import gc
 import os
 import statistics
+import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -43,6 +46,7 @@ from trackpoint.storage import CheckpointOptions, WriteItem
 
 MiB = 1 << 20
 TARGET = 1.2
+BUCKET = "bench"
 
 
 def workload(total_bytes: int) -> list[WriteItem]:
@@ -82,6 +86,19 @@ def measure(fn: Callable[[], object]) -> tuple[float, int]:
     return seconds, _rss()[1] - before
 
 
+def _server(store: str) -> tuple[dict[str, Any], Any, subprocess.Popen[bytes]]:
+    """A fresh emulator: its storage options, a plain filesystem on it with the bucket made, its process."""
+    url, proc = start_moto() if store == "s3" else start_fake_gcs()
+    if store == "s3":
+        so: dict[str, Any] = {"endpoint_url": url, "key": "testing", "secret": "testing"}
+        raw = make_s3_fs(so)
+    else:
+        so = {"endpoint_url": url, "token": "anon", "project": "bench"}
+        raw = make_gcs_fs(so)
+    raw.mkdir(BUCKET)
+    return so, raw, proc
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--store", choices=("s3", "gcs"), default="s3")
@@ -91,96 +108,93 @@ def main() -> None:
 
     items = workload(int(args.gib * 1024 * MiB))
     nbytes = sum(it.nbytes for it in items)
-    scheme, bucket = ("s3", "bench") if args.store == "s3" else ("gs", "bench")
-    url, proc = start_moto() if args.store == "s3" else start_fake_gcs()
-    try:
-        if args.store == "s3":
-            so: dict[str, Any] = {"endpoint_url": url, "key": "testing", "secret": "testing"}
-            raw = make_s3_fs(so)
-        else:
-            so = {"endpoint_url": url, "token": "anon", "project": "bench"}
-            raw = make_gcs_fs(so)
-        raw.mkdir(bucket)
-        opts = CheckpointOptions(storage_options=so)
-        prefix = f"{scheme}://{bucket}/contract/ckpt"
-        api_prefix = f"{scheme}://{bucket}/api/ckpt"
-        backend = open_backend(prefix, opts)
-        root = tp.AutoTrackable()
-        for i, it in enumerate(items):
-            setattr(root, f"t{i:05d}", tp.Variable(it.array))
-        ckpt = tp.Checkpoint(model=root)
-        outs = [np.ones_like(it.array) for it in items]
+    scheme = "s3" if args.store == "s3" else "gs"
+    prefix = f"{scheme}://{BUCKET}/contract/ckpt"
+    api_prefix = f"{scheme}://{BUCKET}/api/ckpt"
+    root = tp.AutoTrackable()
+    for i, it in enumerate(items):
+        setattr(root, f"t{i:05d}", tp.Variable(it.array))
+    ckpt = tp.Checkpoint(model=root)
+    outs = [np.ones_like(it.array) for it in items]
+    blobs: dict[str, bytes] = {}
+    data_objects: list[str] = []
+    runs: dict[str, list[tuple[float, int]]] = {}
+    for round_ in range(args.rounds):
+        # A fresh emulator per round: both keep every upload in memory (fake-gcs-server grew past 8 GB
+        # over three 1 GiB rounds and was killed), and a fuller server is a slower one.
+        so, raw, proc = _server(args.store)
+        try:
+            opts = CheckpointOptions(storage_options=so)
+            backend = open_backend(prefix, opts)
+            if not blobs:
+                # The baseline moves the backend's data objects as plain bytes.
+                backend.save(prefix, items, opts)
+                data_objects = sorted(p for p in raw.ls(f"{BUCKET}/contract") if ".data-" in p)
+                sizes = [raw.size(p) for p in data_objects]
+                flat = b"".join(np.ascontiguousarray(it.array).tobytes() for it in items)
+                offset = 0
+                for i, n in enumerate(sizes):
+                    blobs[f"{BUCKET}/base/obj-{i}"] = flat[offset : offset + n]
+                    offset += n
+                del flat
 
-        # The baseline moves the backend's data objects as plain bytes.
-        backend.save(prefix, items, opts)
-        data_objects = sorted(p for p in raw.ls(f"{bucket}/contract") if ".data-" in p)
-        sizes = [raw.size(p) for p in data_objects]
-        flat = b"".join(np.ascontiguousarray(it.array).tobytes() for it in items)
-        blobs: dict[str, bytes] = {}
-        offset = 0
-        for i, n in enumerate(sizes):
-            blobs[f"{bucket}/base/obj-{i}"] = flat[offset : offset + n]
-            offset += n
-        del flat
+            def clear(folder: str, raw: Any = raw) -> Callable[[], None]:
+                def run() -> None:
+                    if raw.exists(f"{BUCKET}/{folder}"):
+                        raw.rm(f"{BUCKET}/{folder}", recursive=True)
 
-        def clear(folder: str) -> Callable[[], None]:
-            def run() -> None:
-                if raw.exists(f"{bucket}/{folder}"):
-                    raw.rm(f"{bucket}/{folder}", recursive=True)
+                return run
 
-            return run
+            def contract_restore(backend: Any = backend) -> None:
+                with backend.open_reader(prefix) as reader:
+                    reader.read_many([(it.key, out) for it, out in zip(items, outs, strict=True)])
 
-        def contract_restore() -> None:
-            with backend.open_reader(prefix) as reader:
-                reader.read_many([(it.key, out) for it, out in zip(items, outs, strict=True)])
-
-        runs: dict[str, list[tuple[float, int]]] = {}
-        plan: list[tuple[str, Callable[[], None], Callable[[], object]]] = [
-            ("api save", clear("api"), lambda: ckpt.write(api_prefix, opts)),
-            ("contract save", clear("contract"), lambda: backend.save(prefix, items, opts)),
-            ("baseline save", clear("base"), lambda: raw.pipe(blobs)),
-        ]
-        reads: list[tuple[str, Callable[[], None], Callable[[], object]]] = [
-            ("api restore", lambda: None, lambda: ckpt.read(api_prefix, opts).assert_consumed()),
-            ("contract restore", lambda: None, contract_restore),
-            ("baseline restore", lambda: None, lambda: raw.cat(list(blobs))),
-        ]
-        for round_ in range(args.rounds):
+            plan: list[tuple[str, Callable[[], None], Callable[[], object]]] = [
+                ("api save", clear("api"), lambda opts=opts: ckpt.write(api_prefix, opts)),
+                ("contract save", clear("contract"), lambda opts=opts, b=backend: b.save(prefix, items, opts)),
+                ("baseline save", clear("base"), lambda raw=raw: raw.pipe(blobs)),
+            ]
+            reads: list[tuple[str, Callable[[], None], Callable[[], object]]] = [
+                ("api restore", lambda: None, lambda opts=opts: ckpt.read(api_prefix, opts).assert_consumed()),
+                ("contract restore", lambda: None, contract_restore),
+                ("baseline restore", lambda: None, lambda raw=raw: raw.cat(list(blobs))),
+            ]
             order = plan + reads if round_ % 2 == 0 else plan[::-1] + reads[::-1]
             for name, reset, fn in order:
                 reset()
                 runs.setdefault(name, []).append(measure(fn))
-            print(f"  round {round_ + 1}/{args.rounds} done", file=sys.stderr, flush=True)
-        for it, out in zip(items, outs, strict=True):
-            assert np.array_equal(it.array, out), f"{it.key} differs after restore"
+        finally:
+            stop_process(proc)
+        print(f"  round {round_ + 1}/{args.rounds} done", file=sys.stderr, flush=True)
+    for it, out in zip(items, outs, strict=True):
+        assert np.array_equal(it.array, out), f"{it.key} differs after restore"
 
+    print(
+        f"{args.store}: {len(items)} float32 tensors, {nbytes / MiB:.0f} MiB in {len(data_objects)} data objects, "
+        f"{args.rounds} rounds: median [min-max]"
+    )
+    print(f"{'measurement':<18}{'seconds':>22}{'vs baseline':>20}{'added RSS MiB':>16}{'/ data':>8}")
+    for name in (
+        "api save",
+        "contract save",
+        "baseline save",
+        "api restore",
+        "contract restore",
+        "baseline restore",
+    ):
+        base = runs["baseline save" if "save" in name else "baseline restore"]
+        secs = [s for s, _ in runs[name]]
+        ratios = [s / b for (s, _), (b, _) in zip(runs[name], base, strict=True)]
+        mem = max(m for _, m in runs[name])
         print(
-            f"{args.store}: {len(items)} float32 tensors, {nbytes / MiB:.0f} MiB in {len(data_objects)} data objects, "
-            f"{args.rounds} rounds: median [min-max]"
+            f"{name:<18}{statistics.median(secs):>10.2f} [{min(secs):.2f}-{max(secs):.2f}]"
+            f"{statistics.median(ratios):>10.2f} [{min(ratios):.2f}-{max(ratios):.2f}]{mem / MiB:>14.0f}"
+            f"{mem / nbytes:>8.2f}"
         )
-        print(f"{'measurement':<18}{'seconds':>22}{'vs baseline':>20}{'added RSS MiB':>16}")
-        for name in (
-            "api save",
-            "contract save",
-            "baseline save",
-            "api restore",
-            "contract restore",
-            "baseline restore",
-        ):
-            base = runs["baseline save" if "save" in name else "baseline restore"]
-            secs = [s for s, _ in runs[name]]
-            ratios = [s / b for (s, _), (b, _) in zip(runs[name], base, strict=True)]
-            mem = max(m for _, m in runs[name]) / MiB
-            print(
-                f"{name:<18}{statistics.median(secs):>10.2f} [{min(secs):.2f}-{max(secs):.2f}]"
-                f"{statistics.median(ratios):>10.2f} [{min(ratios):.2f}-{max(ratios):.2f}]{mem:>14.0f}"
-            )
-        for name in ("api save", "api restore"):
-            base = runs["baseline save" if "save" in name else "baseline restore"]
-            med = statistics.median(s / b for (s, _), (b, _) in zip(runs[name], base, strict=True))
-            print(f"target {name} / baseline (median): {med:.2f} <= {TARGET}  {'ok' if med <= TARGET else 'MISSED'}")
-    finally:
-        stop_process(proc)
+    for name in ("api save", "api restore"):
+        base = runs["baseline save" if "save" in name else "baseline restore"]
+        med = statistics.median(s / b for (s, _), (b, _) in zip(runs[name], base, strict=True))
+        print(f"target {name} / baseline (median): {med:.2f} <= {TARGET}  {'ok' if med <= TARGET else 'MISSED'}")
 
 
 if __name__ == "__main__":
