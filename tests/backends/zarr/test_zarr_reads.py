@@ -2,16 +2,23 @@
 
 from __future__ import annotations
 
+import threading
+import time
+from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 
-from trackpoint.backends.zarr import encode_key
+from trackpoint.backends.stores import LocalFiles
+from trackpoint.backends.zarr import ZarrBackend, encode_key
 from trackpoint.errors import CheckpointKeyError, DataLossError, DTypeMismatchError, ShapeMismatchError, StorageError
 from trackpoint.storage import CheckpointOptions, WriteItem
 
 _OWN = CheckpointOptions(backend_options={"pack_bytes": 0, "chunk_bytes": 64 * 1024})
+#: Tensors of 80 KiB in arrays of their own (two chunks each); tensors under 1 KiB packed.
+_OWN_SMALL_PACKED = CheckpointOptions(backend_options={"pack_bytes": 1024, "chunk_bytes": 64 * 1024})
 
 
 def _save(where: Any) -> dict[str, np.ndarray[Any, Any]]:
@@ -131,3 +138,61 @@ def test_reader_survives_a_newer_save_at_another_prefix(local: Any) -> None:
     local.backend.save(local.prefix("other"), [WriteItem("keep", np.zeros(3))])
     np.testing.assert_array_equal(reader.read("keep"), tensors["keep"])
     reader.close()
+
+
+class _RecordingFiles(LocalFiles):
+    """Local files recording which thread reads each chunk object, slowly enough for reads to overlap."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.threads: set[str] = set()
+        self.lock = threading.Lock()
+        self.now = 0
+        self.most = 0
+
+    def read_ranges(self, path: str, ranges: Sequence[tuple[int, memoryview]]) -> None:
+        if "/c/" not in path:
+            return super().read_ranges(path, ranges)
+        with self.lock:
+            self.threads.add(threading.current_thread().name)
+            self.now += 1
+            self.most = max(self.most, self.now)
+        try:
+            time.sleep(0.01)
+            super().read_ranges(path, ranges)
+        finally:
+            with self.lock:
+                self.now -= 1
+
+
+def test_read_many_reads_tensors_with_own_arrays_concurrently(tmp_path: Path) -> None:
+    items = [WriteItem(f"t{i}", np.arange(i * 1000, i * 1000 + 20_000, dtype=np.float32)) for i in range(8)]
+    items.append(WriteItem("small", np.arange(5, dtype=np.int64)))
+    files = _RecordingFiles()
+    backend = ZarrBackend(files)
+    prefix = str(tmp_path / "ckpt")
+    backend.save(prefix, items, _OWN_SMALL_PACKED)
+    files.threads.clear()
+    files.most = 0
+    outs = [np.zeros_like(it.array) for it in items]
+    with backend.open_reader(prefix) as reader:
+        got = reader.read_many([(it.key, out) for it, out in zip(items, outs, strict=True)])
+    for it, out, value in zip(items, outs, got, strict=True):
+        assert value is out
+        np.testing.assert_array_equal(out, it.array)
+    assert files.most > 1
+    assert len({name for name in files.threads if name.startswith("trackpoint-zarr-read")}) > 1
+
+
+def test_a_failed_concurrent_read_names_its_tensor(tmp_path: Path) -> None:
+    items = [WriteItem(f"t{i}", np.arange(20_000, dtype=np.float32) + i) for i in range(6)]
+    backend = ZarrBackend(LocalFiles())
+    prefix = str(tmp_path / "ckpt")
+    backend.save(prefix, items, _OWN_SMALL_PACKED)
+    chunk = next(p for p in sorted(tmp_path.rglob("*")) if p.is_file() and "/t3/c/" in p.as_posix())
+    data = bytearray(chunk.read_bytes())
+    data[100] ^= 0x01
+    chunk.write_bytes(bytes(data))
+    with backend.open_reader(prefix) as reader:
+        with pytest.raises(DataLossError, match="zarr: tensor 't3' of checkpoint .* is corrupted"):
+            reader.read_many([(it.key, np.zeros_like(it.array)) for it in items])
