@@ -6,7 +6,7 @@ Usage::
     python benchmarks/bench_s3.py --store gcs --gib 1 --rounds 5
 
 The workload mixes a few large tensors, many medium ones and thousands of small ones (float32). Each
-round measures, in alternating order and against one fresh local server:
+round measures, in alternating order, a save and then its restore of each kind:
 
 * ``api``: ``Checkpoint(model=root).write(url)`` and ``Checkpoint.read(url).assert_consumed()`` into the
   model's existing variables (what users call);
@@ -15,12 +15,12 @@ round measures, in alternating order and against one fresh local server:
   filesystem's ``pipe`` (concurrent uploads, its own multipart/resumable uploads for large objects) and
   read back with ``cat``.
 
-Each round starts a fresh emulator (both keep every upload in memory). Figures are medians over the rounds
-with their range; ratios are taken per round. Peak memory is this process's RSS high-water mark during each
-measurement (reset through ``/proc/self/clear_refs`` before it), minus the RSS before it: what the
-measurement added on top of the model, also as a multiple of the workload's bytes (``/ data``). Loopback
-numbers measure client overhead against a local emulator that shares the CPUs; they say nothing about real
-S3 or GCS throughput.
+Each save and its restore run against a fresh emulator (both keep every upload in memory). Figures are
+medians over the rounds with their range; ratios are taken per round. Peak memory is this process's RSS
+high-water mark during each measurement (reset through ``/proc/self/clear_refs`` before it), minus the RSS
+before it: what the measurement added on top of the model, also as a multiple of the workload's bytes
+(``/ data``). Loopback numbers measure client overhead against a local emulator that shares the CPUs; they
+say nothing about real S3 or GCS throughput.
 """
 
 from __future__ import annotations
@@ -116,55 +116,52 @@ def main() -> None:
         setattr(root, f"t{i:05d}", tp.Variable(it.array))
     ckpt = tp.Checkpoint(model=root)
     outs = [np.ones_like(it.array) for it in items]
+    # The baseline moves the backend's data objects as plain bytes: learn their sizes from one save.
+    so, raw, proc = _server(args.store)
+    try:
+        opts = CheckpointOptions(storage_options=so)
+        open_backend(prefix, opts).save(prefix, items, opts)
+        data_objects = sorted(p for p in raw.ls(f"{BUCKET}/contract") if ".data-" in p)
+        sizes = [raw.size(p) for p in data_objects]
+    finally:
+        stop_process(proc)
+    flat = b"".join(np.ascontiguousarray(it.array).tobytes() for it in items)
     blobs: dict[str, bytes] = {}
-    data_objects: list[str] = []
-    runs: dict[str, list[tuple[float, int]]] = {}
-    for round_ in range(args.rounds):
-        # A fresh emulator per round: both keep every upload in memory (fake-gcs-server grew past 8 GB
-        # over three 1 GiB rounds and was killed), and a fuller server is a slower one.
-        so, raw, proc = _server(args.store)
-        try:
-            opts = CheckpointOptions(storage_options=so)
+    offset = 0
+    for i, n in enumerate(sizes):
+        blobs[f"{BUCKET}/base/obj-{i}"] = flat[offset : offset + n]
+        offset += n
+    del flat
+
+    def steps(kind: str, so: dict[str, Any], raw: Any) -> tuple[Callable[[], object], Callable[[], object]]:
+        """The save and the restore of one kind against the server of ``so``."""
+        opts = CheckpointOptions(storage_options=so)
+        if kind == "api":
+            return (lambda: ckpt.write(api_prefix, opts)), (lambda: ckpt.read(api_prefix, opts).assert_consumed())
+        if kind == "contract":
             backend = open_backend(prefix, opts)
-            if not blobs:
-                # The baseline moves the backend's data objects as plain bytes.
-                backend.save(prefix, items, opts)
-                data_objects = sorted(p for p in raw.ls(f"{BUCKET}/contract") if ".data-" in p)
-                sizes = [raw.size(p) for p in data_objects]
-                flat = b"".join(np.ascontiguousarray(it.array).tobytes() for it in items)
-                offset = 0
-                for i, n in enumerate(sizes):
-                    blobs[f"{BUCKET}/base/obj-{i}"] = flat[offset : offset + n]
-                    offset += n
-                del flat
 
-            def clear(folder: str, raw: Any = raw) -> Callable[[], None]:
-                def run() -> None:
-                    if raw.exists(f"{BUCKET}/{folder}"):
-                        raw.rm(f"{BUCKET}/{folder}", recursive=True)
-
-                return run
-
-            def contract_restore(backend: Any = backend) -> None:
+            def contract_restore() -> None:
                 with backend.open_reader(prefix) as reader:
                     reader.read_many([(it.key, out) for it, out in zip(items, outs, strict=True)])
 
-            plan: list[tuple[str, Callable[[], None], Callable[[], object]]] = [
-                ("api save", clear("api"), lambda opts=opts: ckpt.write(api_prefix, opts)),
-                ("contract save", clear("contract"), lambda opts=opts, b=backend: b.save(prefix, items, opts)),
-                ("baseline save", clear("base"), lambda raw=raw: raw.pipe(blobs)),
-            ]
-            reads: list[tuple[str, Callable[[], None], Callable[[], object]]] = [
-                ("api restore", lambda: None, lambda opts=opts: ckpt.read(api_prefix, opts).assert_consumed()),
-                ("contract restore", lambda: None, contract_restore),
-                ("baseline restore", lambda: None, lambda raw=raw: raw.cat(list(blobs))),
-            ]
-            order = plan + reads if round_ % 2 == 0 else plan[::-1] + reads[::-1]
-            for name, reset, fn in order:
-                reset()
-                runs.setdefault(name, []).append(measure(fn))
-        finally:
-            stop_process(proc)
+            return (lambda: backend.save(prefix, items, opts)), contract_restore
+        return (lambda: raw.pipe(blobs)), (lambda: raw.cat(list(blobs)))
+
+    runs: dict[str, list[tuple[float, int]]] = {}
+    for round_ in range(args.rounds):
+        kinds = ["api", "contract", "baseline"]
+        for kind in kinds if round_ % 2 == 0 else kinds[::-1]:
+            # A fresh emulator for each save and its restore: both keep every upload in memory, and
+            # fake-gcs-server holds about twice what it was sent (8 GB after one round of three 1 GiB
+            # saves, when the kernel killed it); a fuller server is also a slower one.
+            so, raw, proc = _server(args.store)
+            try:
+                save, restore = steps(kind, so, raw)
+                runs.setdefault(f"{kind} save", []).append(measure(save))
+                runs.setdefault(f"{kind} restore", []).append(measure(restore))
+            finally:
+                stop_process(proc)
         print(f"  round {round_ + 1}/{args.rounds} done", file=sys.stderr, flush=True)
     for it, out in zip(items, outs, strict=True):
         assert np.array_equal(it.array, out), f"{it.key} differs after restore"
