@@ -19,7 +19,8 @@ Cases (the async ones measure the third save of the child, see below):
   backend whose shard writes wait at a gate the child opens afterwards), so
   every assignment meets a value not yet written. Blocking time = the ``save``
   call + what the assignments took beyond the same assignments with no save in
-  flight (measured first, in the same child): the cost of copy-on-write alone.
+  flight (measured in the same child just before the measured save): the cost
+  of copy-on-write alone.
 * ``assign``: the same with the writer running: the assignments also compete
   with it for the two CPUs, memory bandwidth and the GIL.
 * ``sync``: a synchronous ``Checkpoint.save`` (the whole write blocks).
@@ -35,8 +36,10 @@ most 0.1x memcpy for ``idle`` and 1.2x for ``held`` and ``assign``.
 
 ``train``: a loop of ``--steps`` steps over 256 MiB of variables, each step an
 SGD-like update (``assign_sub`` of a prepared gradient into every variable)
-followed by ``CheckpointManager.save`` (``max_to_keep=2``), async or sync;
-throughput in steps per second, ``sync()`` at the end included.
+followed by ``CheckpointManager.save`` (``max_to_keep=2``): sync, async, and
+async with the writer at the program's priority (``train-async-nice0``,
+``TRACKPOINT_ASYNC_NICENESS=0``); throughput in steps per second, ``sync()``
+at the end included.
 
 Run: ``python benchmarks/bench_async.py [--rounds 5] [--steps 8] [--dir DIR]``
 """
@@ -58,7 +61,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import GiB, MiB, child_result, mixed_sizes, peak_rss_bytes, run_child, timed
 
 CASES = ("idle", "held", "assign", "sync")
-TRAIN = ("train-async", "train-sync")
+TRAIN = ("train-async", "train-async-nice0", "train-sync")
 
 
 def _rss() -> int:
@@ -105,13 +108,14 @@ def child(case: str, directory: str, steps: str) -> None:
     import trackpoint as tp
 
     if case.startswith("train"):
+        if case == "train-async-nice0":
+            os.environ["TRACKPOINT_ASYNC_NICENESS"] = "0"  # the writer at the program's priority
         train(case, directory, int(steps))
         return
     ckpt, variables = _state(GiB, 0)
     state_bytes = sum(v.value.nbytes for v in variables)
     memcpy = _memcpy(variables)
     new = [[np.full(v.shape, x, np.float32) for v in variables] for x in (0.25, 0.5)]
-    baseline_assign = timed(lambda: [v.assign(x) for v, x in zip(variables, new[0], strict=True)])
     gate = _hold_writer() if case == "held" else None
     options = tp.CheckpointOptions(enable_async=case != "sync", backend="gated-bundle" if gate is not None else None)
     assigning = case in ("held", "assign")
@@ -133,12 +137,13 @@ def child(case: str, directory: str, steps: str) -> None:
     # ones reuse the buffers earlier saves released. Measured: the third (a training loop's steady
     # state; with the writer running, which values swap varies per save, so two saves warm the pool).
     rss0 = _rss()
+    baseline_assign = timed(lambda: [v.assign(x) for v, x in zip(variables, new[0], strict=True)])
     cold, _ = one_save(str(Path(directory) / case / "warm-up-1"), new[1])
     ckpt.sync()
     one_save(str(Path(directory) / case / "warm-up-2"), new[0])
     ckpt.sync()
-    for v, x in zip(variables, new[1], strict=True):
-        v.assign(x)
+    # The same assignments with no save in flight, just before the measured save.
+    baseline_assign = timed(lambda: [v.assign(x) for v, x in zip(variables, new[1], strict=True)])
     blocking, assigned = one_save(str(Path(directory) / case / "ckpt"), new[0])
     written = timed(ckpt.sync)
     last = ckpt._self_async.last
@@ -166,7 +171,7 @@ def train(case: str, directory: str, steps: int) -> None:
 
     ckpt, variables = _state(256 * MiB, 1)
     grads = [np.full(v.shape, 1e-3, np.float32) for v in variables]
-    options = tp.CheckpointOptions(enable_async=case == "train-async")
+    options = tp.CheckpointOptions(enable_async=case.startswith("train-async"))
     manager = tp.CheckpointManager(ckpt, str(Path(directory) / case), max_to_keep=2, options=options)
     t0 = time.perf_counter()
     for _ in range(steps):
@@ -247,13 +252,15 @@ def main() -> int:
     for case in ("held", "assign"):
         _assignments(case, [r[case] for r in rounds])
     print(f"idle: background write after save returned {_spread([r['idle']['after'] for r in rounds], '{:.2f}')} s")
-    a = [r["train-async"]["steps_per_second"] for r in rounds]
-    s = [r["train-sync"]["steps_per_second"] for r in rounds]
-    ratio = [x / y for x, y in zip(a, s, strict=True)]
-    print(
-        f"train (256 MiB, save every step): async {_spread(a, '{:.2f}')} steps/s, sync {_spread(s, '{:.2f}')} steps/s"
-    )
-    print(f"async/sync throughput per round: {_spread(ratio, '{:.2f}')}   " + " ".join(f"{x:.2f}" for x in ratio))
+    sync = [r["train-sync"]["steps_per_second"] for r in rounds]
+    print(f"train (256 MiB, save every step), steps/s: sync {_spread(sync, '{:.2f}')}")
+    for case in ("train-async", "train-async-nice0"):
+        rate = [r[case]["steps_per_second"] for r in rounds]
+        ratio = [x / y for x, y in zip(rate, sync, strict=True)]
+        print(
+            f"  {case}: {_spread(rate, '{:.2f}')} steps/s, per round / sync {_spread(ratio, '{:.2f}')}   "
+            + " ".join(f"{x:.2f}" for x in ratio)
+        )
     return 0
 
 

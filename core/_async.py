@@ -46,13 +46,14 @@ buffers go to the pool as far as the budget allows, the rest is freed.
 
 Failures. A save's exception is kept and raised by the next ``save``,
 ``sync()`` or restore of the object that started it. One never raised is
-reported on stderr at interpreter exit, and the process then ends with exit
-status 1 (see :func:`_report_at_exit`).
+reported on stderr at interpreter exit, and the exit status is made non-zero
+unless it is already (see :func:`_report_at_exit`).
 """
 
 from __future__ import annotations
 
 import atexit
+import functools
 import math
 import mmap
 import os
@@ -62,7 +63,7 @@ import threading
 import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import replace
-from typing import TYPE_CHECKING, Any, Final, TypeGuard
+from typing import TYPE_CHECKING, Any, Final, NoReturn, TypeGuard
 
 import numpy as np
 
@@ -818,18 +819,64 @@ def _register_exit_hooks() -> None:
         register(wait_all)
     except RuntimeError:
         atexit.register(wait_all)
-    atexit.register(_report_at_exit)
+    _record_exit_statuses()
+
+
+# What the program passed to sys.exit, last call last (see _record_exit_statuses).
+_exit_statuses: list[object] = []
+
+
+def _record_exit_statuses() -> None:
+    """Wrap ``sys.exit`` so that :func:`_report_at_exit` knows the status the program chose.
+
+    Nothing else tells an exit handler: the interpreter keeps the status of a
+    ``SystemExit`` to itself. The wrapper records the argument and calls the
+    real ``sys.exit``; installed at the first async save, once.
+    """
+    original = sys.exit
+    if getattr(original, "_trackpoint_records_status", False):
+        return
+
+    def recording_exit(status: Any = None, /) -> NoReturn:
+        _exit_statuses[:] = [status]
+        original(status)
+
+    functools.update_wrapper(recording_exit, original)
+    recording_exit._trackpoint_records_status = True  # type: ignore[attr-defined]
+    setattr(sys, "exit", recording_exit)  # noqa: B010 - the type checker refuses assigning to sys.exit
+
+
+def _program_status() -> int:
+    """The exit status the program is ending with, as far as trackpoint can tell (0 when it cannot).
+
+    An uncaught exception (the interpreter set ``sys.last_value``) means 1; a
+    ``sys.exit(status)`` (recorded by :func:`_record_exit_statuses`) means
+    what the interpreter makes of ``status``: ``None`` is 0, an int itself,
+    anything else 1. A ``SystemExit`` raised directly goes unseen.
+    """
+    if getattr(sys, "last_exc", None) is not None or getattr(sys, "last_value", None) is not None:
+        return 1
+    if not _exit_statuses:
+        return 0
+    status = _exit_statuses[-1]
+    if status is None:
+        return 0
+    return status if isinstance(status, int) else 1
 
 
 def _report_at_exit() -> None:
-    """At interpreter exit: wait for saves; report failures nobody was given, and exit with status 1.
+    """At interpreter exit: wait for saves; report failures nobody was given; make the exit status non-zero.
 
     A failure whose error was raised to the program (by ``save``, ``sync()`` or
     a restore) is the program's to handle and is not reported again. For the
-    others, the error and its traceback go to stderr; then standard streams and
-    logging handlers are flushed and the process ends with ``os._exit(1)``,
-    the only way to change the exit status from here (atexit handlers
-    registered before trackpoint's are skipped).
+    others, the error and its traceback go to stderr. Then, if the program is
+    ending with a non-zero status anyway (an uncaught exception, a
+    ``sys.exit(3)``), that status stands and the interpreter exits as usual.
+    Otherwise the status must become 1, and an exit handler can do that only
+    with ``os._exit(1)``: standard streams and logging handlers are flushed
+    first, and since this handler is registered when trackpoint is imported
+    (exit handlers run last registered first), only handlers registered
+    before that import are skipped.
     """
     wait_all()
     with _lock:
@@ -845,6 +892,8 @@ def _report_at_exit() -> None:
             file=sys.stderr,
         )
         traceback.print_exception(save.error, file=sys.stderr)
+    if _program_status() != 0:
+        return
     for stream in (sys.stdout, sys.stderr):
         try:
             stream.flush()
@@ -853,6 +902,11 @@ def _report_at_exit() -> None:
     if "logging" in sys.modules:
         sys.modules["logging"].shutdown()
     os._exit(1)
+
+
+# Registered now, not at the first async save: exit handlers run last registered first, and
+# _report_at_exit may end the process, skipping those that have not run yet.
+atexit.register(_report_at_exit)
 
 
 def refuse(options: CheckpointOptions | None, what: str) -> None:
