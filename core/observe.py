@@ -169,13 +169,16 @@ class _Log(_Listener):
                 blocking,
             )
         elif hook == "trackpoint_restore_finished":
-            _log.info(
-                "restored %s (%d tensors, %s) in %.3f s, %s",
+            # A value restored on creation, after the restore call: DEBUG (they can be many, one each).
+            _log.log(
+                logging.DEBUG if f.get("on_creation") else logging.INFO,
+                "restored %s (%d tensors, %s) in %.3f s, %s%s",
                 f["path"],
                 f["num_tensors"],
                 _human(f["nbytes"]),
                 f["seconds"],
                 _rate(f["nbytes"], f["seconds"]),
+                " on creation" if f.get("on_creation") else "",
             )
         elif hook in ("trackpoint_save_failed", "trackpoint_restore_failed"):
             # INFO, not WARNING: the caller gets the exception and decides whether
@@ -545,10 +548,43 @@ class RestoreEvents(_Events):
         self._tensors = 0
         self._emit("trackpoint_restore_started", {})
 
-    def _read(self, tensors: int, nbytes: int) -> None:
+    def _read(self, tensors: int, nbytes: int, seconds: float = 0.0) -> None:
         with self._lock:
-            self._tensors += tensors
+            if self._open:
+                self._tensors += tensors
+            else:
+                # After the call returned: a value restored when it was created (restore on
+                # creation) is reported as a restore of its own.
+                self._restored_on_creation(tensors, nbytes, seconds)
+                return
         self.progress(nbytes)
+
+    def _restored_on_creation(self, tensors: int, nbytes: int, seconds: float) -> None:
+        """Fire a started/finished pair for what a restore on creation read (``self._lock`` held).
+
+        The checkpoint's path, operation and backend; the tensors and bytes of
+        that read. Progress bars are left out (a bar per created value would be
+        noise) and the log writes the line at DEBUG, not INFO.
+        """
+        fields = {**self._fields, "total_bytes": nbytes, "num_tensors": tensors, "on_creation": True}
+        listeners = [listener for listener in self._listeners if not isinstance(listener, _Bar)]
+        for hook, extra in (
+            ("trackpoint_restore_started", {"seconds": 0.0}),
+            ("trackpoint_restore_finished", {"seconds": seconds, "nbytes": nbytes}),
+        ):
+            event = {**fields, **extra}
+            for listener in listeners:
+                try:
+                    listener.event(hook, event)
+                except Exception as exc:  # noqa: BLE001 - a listener's failure never fails the operation
+                    _log.warning(
+                        "trackpoint %s failed in %s for %s: %s: %s",
+                        listener.name,
+                        hook,
+                        event["path"],
+                        type(exc).__name__,
+                        exc,
+                    )
 
     def finished(self, num_tensors: int | None = None) -> None:
         """Report the end of the restore call."""
@@ -629,8 +665,9 @@ class _CountingReader(CheckpointReader):
         return self._reader.has(key)
 
     def read(self, key: str, out: np.ndarray[Any, Any] | None = None) -> np.ndarray[Any, Any]:
+        started = time.perf_counter()
         array = self._reader.read(key, out)
-        self._events._read(1, _nbytes(array))
+        self._events._read(1, _nbytes(array), time.perf_counter() - started)
         return array
 
     def read_many(self, requests: Sequence[tuple[str, np.ndarray[Any, Any] | None]]) -> list[np.ndarray[Any, Any]]:
@@ -651,8 +688,9 @@ class _CountingReader(CheckpointReader):
         return results
 
     def _read_batch(self, batch: list[tuple[str, np.ndarray[Any, Any] | None]]) -> list[np.ndarray[Any, Any]]:
+        started = time.perf_counter()
         arrays = self._reader.read_many(batch)
-        self._events._read(len(arrays), sum(_nbytes(a) for a in arrays))
+        self._events._read(len(arrays), sum(_nbytes(a) for a in arrays), time.perf_counter() - started)
         return arrays
 
     def close(self) -> None:

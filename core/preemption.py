@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import logging
 import signal
+import sys
 import threading
 from collections.abc import Callable, Sequence
 from types import FrameType, TracebackType
@@ -163,7 +164,9 @@ class PreemptionHandler:
         if callable(previous):
             previous(signum, frame)
         if self._exit:
-            raise SystemExit(128 + signum)
+            # sys.exit, not raise SystemExit: trackpoint's exit handler learns the status from it
+            # and keeps it should an async save fail at exit.
+            sys.exit(128 + signum)
 
 
 def save_on_sigterm(
@@ -245,10 +248,18 @@ def _save_function(target: Any, file_prefix: str | None, options: Any) -> Callab
     from trackpoint.checkpoint import Checkpoint
     from trackpoint.manager import CheckpointManager
 
+    # An asynchronous save (async options) is synced: written before the handler says it saved
+    # and exits, its failure raised in the handler, which logs it.
     if isinstance(target, CheckpointManager):
         manager = target
-        # check_interval=False: a preemption save is due whatever the interval says.
-        return lambda: manager.save(check_interval=False, options=options)
+
+        def save_with_manager() -> object:
+            # check_interval=False: a preemption save is due whatever the interval says.
+            path = manager.save(check_interval=False, options=options)
+            manager.sync()
+            return path
+
+        return save_with_manager
     if isinstance(target, Checkpoint):
         if file_prefix is None:
             raise TrackableError(
@@ -256,7 +267,13 @@ def _save_function(target: Any, file_prefix: str | None, options: Any) -> Callab
                 "or pass a CheckpointManager"
             )
         checkpoint, prefix = target, file_prefix
-        return lambda: checkpoint.save(prefix, options=options)
+
+        def save_checkpoint() -> object:
+            path = checkpoint.save(prefix, options=options)
+            checkpoint.sync()
+            return path
+
+        return save_checkpoint
     if callable(target):
         function: Callable[[], object] = target
         return function

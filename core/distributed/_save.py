@@ -41,9 +41,10 @@ checkpoint at the prefix as it was.
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -52,6 +53,7 @@ from trackpoint.distributed._coordinator import Coordinator
 from trackpoint.distributed._driver import Failure, decode, describe, encode, raise_failures
 from trackpoint.errors import CoordinationError, CoordinationTimeoutError
 from trackpoint.storage import (
+    _SAVE_EVENTS,
     CheckpointOptions,
     ShardResult,
     ShardSpec,
@@ -195,10 +197,18 @@ def _decode_result(data: list[Any]) -> ShardResult:
 def _write(
     backend: StorageBackend, prefix: str, specs: list[ShardSpec], groups: list[list[WriteItem]], writers: int
 ) -> list[ShardResult]:
+    write: Callable[[str, ShardSpec, Sequence[WriteItem]], ShardResult] = backend.write_shard
+    events = _SAVE_EVENTS.get()
+    if events is not None:
+        # Observed (trackpoint.observe), as a single process's StorageBackend.save: each shard
+        # reports its bytes as it goes, and an async save's values are released as written.
+        from trackpoint.observe import write_shard
+
+        write = functools.partial(write_shard, events, backend.write_shard)
     if len(groups) <= 1:
-        return [backend.write_shard(prefix, s, g) for s, g in zip(specs, groups, strict=True)]
+        return [write(prefix, s, g) for s, g in zip(specs, groups, strict=True)]
     with ThreadPoolExecutor(max_workers=min(writers, len(groups)), thread_name_prefix="trackpoint-write") as ex:
-        futures = [ex.submit(backend.write_shard, prefix, s, g) for s, g in zip(specs, groups, strict=True)]
+        futures = [ex.submit(write, prefix, s, g) for s, g in zip(specs, groups, strict=True)]
         return [f.result() for f in futures]
 
 

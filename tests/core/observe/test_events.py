@@ -188,3 +188,69 @@ def test_nobody_listening_costs_nothing(recorder_class: Any) -> None:
     plugins.unregister("late")
     assert observe._relay is None
     logging.getLogger("trackpoint").setLevel(logging.NOTSET)
+
+
+def test_a_value_restored_on_creation_fires_a_restore_of_its_own(tmp_path: Path, recorder: Any) -> None:
+    saved = _model()
+    saved.late = tp.Variable(np.full(250, 7.0, np.float32))
+    path = tp.Checkpoint(model=saved).save(str(tmp_path / "ckpt"))
+    restored = _model()
+    tp.Checkpoint(model=restored).restore(path)
+    first = len(recorder.of("restore_finished"))
+    recorder.clear()
+    restored.late = tp.Variable(np.zeros(250, np.float32))  # restored now, on creation
+    assert restored.late.numpy()[0] == 7.0
+    assert recorder.names() == ["restore_started", "restore_finished"] and first >= 1
+    started, finished = recorder.of("restore_started")[0], recorder.of("restore_finished")[0]
+    assert started["path"] == finished["path"] == path and started["operation"] == "checkpoint"
+    assert started["num_tensors"] == finished["num_tensors"] == 1
+    assert started["total_bytes"] == finished["nbytes"] == 1000
+
+
+def test_a_value_restored_on_creation_is_logged_at_debug(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    saved = _model(n=1)
+    saved.late = tp.Variable(np.full(250, 7.0, np.float32))
+    path = tp.Checkpoint(model=saved).save(str(tmp_path / "ckpt"))
+    restored = _model(n=1)
+    with caplog.at_level(logging.DEBUG, logger="trackpoint"):
+        tp.Checkpoint(model=restored).restore(path)
+        caplog.clear()
+        restored.late = tp.Variable(np.zeros(250, np.float32))
+    lines = [(r.levelno, r.getMessage()) for r in caplog.records if "on creation" in r.getMessage()]
+    assert lines and all(level == logging.DEBUG for level, _ in lines)
+    assert not [r for r in caplog.records if r.levelno >= logging.INFO]
+
+
+class _Solo(tp.distributed.KeyValueCoordinator):
+    """A group of one over a dict: a coordinated save in one process."""
+
+    def __init__(self) -> None:
+        super().__init__(0, 1, timeout=10.0, namespace="observe-solo")
+        self.store: dict[str, bytes] = {}
+
+    def _set(self, key: str, value: bytes) -> None:
+        self.store[key] = value
+
+    def _get(self, keys: Any, timeout: float) -> list[bytes]:
+        return [self.store[k] for k in keys]
+
+    def _delete(self, keys: Any) -> None:
+        for k in keys:
+            self.store.pop(k, None)
+
+    def _set_if_absent(self, key: str, value: bytes) -> bytes:
+        return self.store.setdefault(key, value)
+
+
+@pytest.mark.parametrize("enable_async", [False, True])
+def test_a_coordinated_save_reports_progress_as_it_writes(
+    tmp_path: Path, recorder: Any, every_progress: None, enable_async: bool
+) -> None:
+    ckpt = tp.Checkpoint(model=_model(n=6))
+    options = tp.CheckpointOptions(coordinator=_Solo(), num_writers=1, enable_async=enable_async)
+    ckpt.write(str(tmp_path / "ckpt"), options=options)
+    ckpt.sync()
+    progress = [f["written_bytes"] for f in recorder.of("save_progress")]
+    # Per tensor (the bundle reports each), as a single process's save: 6 variables and the graph.
+    assert len(progress) == 7 and progress == sorted(progress)
+    assert progress[-1] == recorder.of("save_committed")[0]["nbytes"]

@@ -190,3 +190,51 @@ def test_with_a_coordinator_every_rank_saves_at_the_same_step(tmp_path: Path) ->
     assert state is not None and len(state.all_model_checkpoint_paths) == 1
     step, weights = _restored(tmp_path, size=1000)
     assert step > 0 and (weights == step).all()
+
+
+# ------------------------------------------------------------------ async saves
+ASYNC_TRAIN = """
+import sys
+import numpy as np
+import trackpoint as tp
+from trackpoint.preemption import save_on_sigterm
+
+directory, mode = sys.argv[1], sys.argv[2]
+step = tp.Variable(0)
+weights = tp.Variable(np.zeros(100_000))
+ckpt = tp.Checkpoint(step=step, weights=weights)
+options = tp.CheckpointOptions(enable_async=True)
+manager = tp.CheckpointManager(ckpt, directory, max_to_keep=50, options=options)
+handler = save_on_sigterm(manager, at_step=(mode == "step"))
+print("ready", flush=True)
+while True:
+    n = int(step.numpy()) + 1
+    step.assign(n)
+    weights.assign(np.full(100_000, float(n)))  # a step updates two variables ...
+    handler.check()
+    manager.save()  # ... and saves asynchronously: a save is in flight when the signal comes
+"""
+
+
+@pytest.mark.parametrize("mode", ["signal", "step"])
+def test_sigterm_during_async_saves_saves_once_more_and_exits_with_every_save_written(
+    tmp_path: Path, mode: str
+) -> None:
+    proc = _start(ASYNC_TRAIN, str(tmp_path), mode)
+    time.sleep(0.5)  # some steps and saves
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 128 + signal.SIGTERM, err
+    assert "failed in the background" not in err
+    state = tp.read_checkpoint_state(str(tmp_path))
+    assert state is not None and len(state.all_model_checkpoint_paths) >= 1
+    # The preemption save (synced before the exit) is the latest, recorded, and whole.
+    assert state.model_checkpoint_path == state.all_model_checkpoint_paths[-1]
+    step, weights = _restored(tmp_path)
+    assert step > 0
+    if mode == "step":
+        assert (weights == step).all()
+    for path in state.all_model_checkpoint_paths:
+        # Every async save that was recorded is readable: none was cut short by the exit.
+        back = tp.Variable(np.zeros(100_000))
+        tp.Checkpoint(weights=back).read(path).expect_partial()
