@@ -63,8 +63,9 @@ def test_later_saves_write_into_the_buffers_earlier_saves_released(gate: Gate, t
     for step in range(2, 5):
         save = _save_and_assign(gate, ckpt, tmp_path / "ckpt", _options(), float(step))
         assert save.swaps == 3 and save.warm == 3, step
-        # (And from the second save on, a warmed-up buffer for save_counter, 8 bytes, never assigned.)
-        assert ckpt._self_async.pooled_bytes == state + 8
+        # (And from the second save on, a buffer for save_counter, 8 bytes, never assigned, which the
+        # warm-up beside the writer may still be preparing.)
+        assert ckpt._self_async.pooled_bytes in (state, state + 8)
     # Each checkpoint holds the values of when its save was called, though buffers went round.
     for n, expected in ((1, 0.0), (2, 1.0), (3, 2.0), (4, 3.0)):
         for value in _restored(str(tmp_path / f"ckpt-{n}"), shapes):
