@@ -142,7 +142,16 @@ class PreemptionHandler:
         """
         preempted = self._signalled is not None
         if self._coordinator is not None:
-            flags = self._coordinator.all_gather(b"1" if preempted else b"0")
+            from trackpoint.distributed._driver import collective, operation
+
+            coordinator = self._coordinator
+            flag = b"1" if preempted else b"0"
+            # An operation of its own kind: the check runs in the training loop's thread while an async
+            # save's writer thread may be in a save operation of the same coordinator.
+            with operation(coordinator, "preemption-check"):
+                flags = collective(
+                    lambda: coordinator.all_gather(flag), "the preemption check", "flag exchange", coordinator.rank
+                )
             preempted = b"1" in flags
         if preempted and not self._saved:
             signum = self._signalled if self._signalled is not None else signal.SIGTERM

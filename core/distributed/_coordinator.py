@@ -8,11 +8,13 @@ trackpoint from what the ranks exchange (see :mod:`trackpoint.distributed._save`
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import threading
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
 from trackpoint.errors import CoordinationError, CoordinationTimeoutError
@@ -132,6 +134,33 @@ def _next_sequence(namespace: str) -> int:
         return next(counter)
 
 
+# Keys this process set in operations of one stream (a namespace and an operation kind), deleted
+# once a later all-gather of the same stream completes: every rank has then left the collectives
+# before it. Shared by the coordinators of one namespace, as the sequence numbers are.
+_leftovers: dict[str, list[str]] = {}
+
+
+def _remember(stream: str, keys: list[str]) -> None:
+    with _sequences_lock:
+        _leftovers.setdefault(stream, []).extend(keys)
+
+
+@dataclass(slots=True)
+class _Operation:
+    """The operation a thread is in: what it is, its number, its key prefix, the number of its next collective."""
+
+    kind: str
+    number: int
+    stream: str
+    prefix: str
+    collectives: itertools.count[int] = field(default_factory=itertools.count)
+
+
+#: How an all-gather of an operation ended when some rank saw every contribution; any other record
+#: is the number of the rank that gave up waiting first.
+_COMPLETE = b"complete"
+
+
 class KeyValueCoordinator(ABC):
     """A :class:`Coordinator` over a key-value store that every rank reaches (torch's TCPStore, JAX's service).
 
@@ -140,6 +169,13 @@ class KeyValueCoordinator(ABC):
     the others' with a deadline. :meth:`set_if_absent` records under
     ``<namespace>/once/<key>``. A rank deletes its own keys once an all-gather
     after them completes, because every rank has then finished reading them.
+
+    Inside :meth:`operation` (trackpoint runs each coordinated save, restore
+    and state-file update in one), collectives are numbered within the
+    operation instead, under ``<namespace>/<kind>.<n>/<number>/<r>``, and
+    each all-gather ends with one record that every rank follows, so a rank
+    that arrives after the others gave up fails at once instead of taking
+    another operation's messages for its own.
 
     Parameters
     ----------
@@ -160,8 +196,10 @@ class KeyValueCoordinator(ABC):
         self._world_size = world_size
         self._timeout = float(timeout)
         self._namespace = namespace
-        # Own keys readable by others until the next all-gather completes.
+        # Own keys of collectives outside operations, readable by others until the next all-gather completes.
         self._pending: list[str] = []
+        # The operation each thread is in, if any.
+        self._local = threading.local()
 
     # -------------------------------------------------------------- the store
     @abstractmethod
@@ -205,10 +243,57 @@ class KeyValueCoordinator(ABC):
         """Default seconds each collective waits."""
         return self._timeout
 
+    @contextlib.contextmanager
+    def operation(self, kind: str) -> Iterator[None]:
+        """Run the collectives this thread makes meanwhile as one operation, in a namespace of its own.
+
+        Every rank calls the same operations in the same order, so the
+        ``n``-th operation of ``kind`` on one rank is the ``n``-th on every
+        other: its collectives use keys under ``<namespace>/<kind>.<n>/``,
+        numbered from 0 within it. A rank that skipped collectives of a failed
+        operation therefore starts the next one in step with the others, and a
+        rank that is late only ever meets messages of its own operation.
+
+        Each all-gather inside an operation ends with one record, made
+        atomically as :meth:`set_if_absent` makes its records: the first rank
+        to finish records whether it saw every contribution or gave up
+        waiting, and every rank follows that record. Either every rank gets
+        the gathered values (one whose wait timed out reads them again), or
+        every rank raises :class:`~trackpoint.errors.CoordinationTimeoutError`,
+        a rank that arrives after another gave up included, at once.
+
+        Parameters
+        ----------
+        kind
+            What the operation is (``"save"``, ``"restore"``, ...). Each kind
+            is numbered on its own, so operations of different kinds may run
+            in different threads (an async save's writer thread, a training
+            loop's preemption check) without taking each other's numbers.
+        """
+        # Counted per rank too, so that ranks sharing a process (threads in tests) count like processes.
+        stream = f"{self._namespace}/{kind}@{self._rank}"
+        number = _next_sequence(stream)
+        previous = getattr(self._local, "operation", None)
+        self._local.operation = _Operation(kind, number, stream, f"{self._namespace}/{kind}.{number}")
+        try:
+            yield
+        finally:
+            self._local.operation = previous
+
+    def _current(self) -> _Operation | None:
+        operation: _Operation | None = getattr(self._local, "operation", None)
+        return operation
+
     def _key(self, sequence: int, rank: int) -> str:
         return f"{self._namespace}/{sequence}/{rank}"
 
-    def _wait(self, keys: Sequence[str], timeout: float | None, what: str, sequence: int) -> list[bytes]:
+    @staticmethod
+    def _where(sequence: int, op: _Operation | None) -> str:
+        return f"collective {sequence}" if op is None else f"collective {sequence} of {op.kind} operation {op.number}"
+
+    def _wait(
+        self, keys: Sequence[str], timeout: float | None, what: str, sequence: int, op: _Operation | None = None
+    ) -> list[bytes]:
         seconds = self._timeout if timeout is None else float(timeout)
         start = time.monotonic()
         try:
@@ -216,13 +301,16 @@ class KeyValueCoordinator(ABC):
         except CoordinationTimeoutError as exc:
             raise CoordinationTimeoutError(
                 f"{type(self).__name__}: rank {self._rank} of {self._world_size} waited "
-                f"{time.monotonic() - start:.1f} s (time-out {seconds:g} s) for {what} at collective {sequence}; "
-                "another rank died, hangs or is slower than the time-out (raise the coordinator's timeout if its "
-                "work legitimately takes longer)"
+                f"{time.monotonic() - start:.1f} s (time-out {seconds:g} s) for {what} at "
+                f"{self._where(sequence, op)}; another rank died, hangs or is slower than the time-out (raise the "
+                "coordinator's timeout if its work legitimately takes longer)"
             ) from exc
 
     def all_gather(self, data: bytes, *, timeout: float | None = None) -> list[bytes]:
         # docstring inherited
+        op = self._current()
+        if op is not None:
+            return self._gather_in(op, bytes(data), timeout)
         sequence = _next_sequence(self._namespace)
         own = self._key(sequence, self._rank)
         self._set(own, bytes(data))
@@ -235,19 +323,70 @@ class KeyValueCoordinator(ABC):
             self._delete(done)
         return values
 
+    def _gather_in(self, op: _Operation, data: bytes, timeout: float | None) -> list[bytes]:
+        """An all-gather inside ``op``: wait, then follow the one record of how it ended (see :meth:`operation`)."""
+        sequence = next(op.collectives)
+        keys = [f"{op.prefix}/{sequence}/{r}" for r in range(self._world_size)]
+        record = f"{op.prefix}/{sequence}/end"
+        self._set(keys[self._rank], data)
+        mine = [keys[self._rank]]  # keys of this collective set here: deleted after a later all-gather
+        try:
+            values: list[bytes] | None = None
+            gave_up: CoordinationTimeoutError | None = None
+            try:
+                values = self._wait(keys, timeout, "every rank's contribution", sequence, op)
+            except CoordinationTimeoutError as exc:
+                gave_up = exc
+            ending = _COMPLETE if gave_up is None else str(self._rank).encode()
+            recorded = self._set_if_absent(record, ending)
+            if recorded == ending:
+                mine.append(record)
+            if recorded != _COMPLETE:
+                if gave_up is not None:
+                    raise gave_up
+                other = recorded.decode(errors="replace")
+                raise CoordinationTimeoutError(
+                    f"{type(self).__name__}: rank {self._rank} of {self._world_size} reached "
+                    f"{self._where(sequence, op)} after rank {other} gave up waiting for it (time-out "
+                    f"{self._timeout:g} s): the operation failed on rank {other} and so on every rank; make every rank "
+                    "reach trackpoint's calls within the time-out of each other, or raise the coordinator's timeout "
+                    "(the next operation starts in step on every rank)"
+                )
+            if values is None:
+                # Another rank saw every contribution (its wait raced this rank's time-out): all are stored.
+                values = self._wait(keys, min(self._timeout, 10.0), "every rank's contribution", sequence, op)
+        except BaseException:
+            _remember(op.stream, mine)
+            raise
+        # Every rank has contributed to this collective, so it has left every earlier one of the stream.
+        with _sequences_lock:
+            done = _leftovers.pop(op.stream, [])
+            _leftovers[op.stream] = mine
+        if done:
+            self._delete(done)
+        return values
+
     def broadcast(self, data: bytes | None, *, root: int = 0, timeout: float | None = None) -> bytes:
         # docstring inherited
         if not 0 <= root < self._world_size:
             raise CoordinationError(f"{type(self).__name__}: root {root} is outside a group of {self._world_size}")
-        sequence = _next_sequence(self._namespace)
-        key = self._key(sequence, root)
+        op = self._current()
+        if op is None:
+            sequence = _next_sequence(self._namespace)
+            key = self._key(sequence, root)
+        else:
+            sequence = next(op.collectives)
+            key = f"{op.prefix}/{sequence}/{root}"
         if self._rank == root:
             if data is None:
                 raise CoordinationError(f"{type(self).__name__}: broadcast root {root} must pass bytes, got None")
             self._set(key, bytes(data))
-            self._pending.append(key)
+            if op is None:
+                self._pending.append(key)
+            else:
+                _remember(op.stream, [key])
             return bytes(data)
-        return self._wait([key], timeout, f"rank {root}'s broadcast", sequence)[0]
+        return self._wait([key], timeout, f"rank {root}'s broadcast", sequence, op)[0]
 
     def barrier(self, *, timeout: float | None = None) -> None:
         # docstring inherited
@@ -260,9 +399,14 @@ class KeyValueCoordinator(ABC):
         name = f"{self._namespace}/once/{key}"
         recorded = self._set_if_absent(name, bytes(value))
         if recorded == value:
-            # Whichever rank recorded it deletes it, after the next all-gather: by then every rank has
-            # finished the step that reads it. (A loser holding the same value deletes it too: harmless.)
-            self._pending.append(name)
+            # Whichever rank recorded it deletes it after the next all-gather (of the operation's kind, inside
+            # an operation): by then every rank has finished the step that reads it. (A loser holding the same
+            # value deletes it too: harmless.)
+            op = self._current()
+            if op is None:
+                self._pending.append(name)
+            else:
+                _remember(op.stream, [name])
         return recorded
 
     def __repr__(self) -> str:

@@ -7,16 +7,29 @@ any rank can read, never pickles.
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from typing import Any, NoReturn, TypeVar
 
 import trackpoint.errors as _errors
 from trackpoint.distributed._coordinator import Coordinator
-from trackpoint.errors import CheckpointError, CoordinationError
+from trackpoint.errors import CheckpointError, CoordinationError, CoordinationTimeoutError
 from trackpoint.storage import CheckpointOptions
 
-__all__ = ["Failure", "coordinator_of", "decode", "describe", "encode", "on_root", "raise_failures", "together"]
+__all__ = [
+    "Failure",
+    "collective",
+    "coordinator_of",
+    "decode",
+    "describe",
+    "encode",
+    "on_root",
+    "operation",
+    "raise_failures",
+    "together",
+]
 
 T = TypeVar("T")
 
@@ -35,7 +48,8 @@ def encode(message: dict[str, Any]) -> bytes:
     return json.dumps(message, separators=(",", ":")).encode()
 
 
-def decode(data: bytes, rank: int) -> dict[str, Any]:
+def decode(data: bytes, rank: int, step: str | None = None) -> dict[str, Any]:
+    """The message ``rank`` sent; with ``step``, one that rank sent at that step of the same kind of operation."""
     try:
         message = json.loads(data)
     except ValueError as exc:
@@ -45,7 +59,48 @@ def decode(data: bytes, rank: int) -> dict[str, Any]:
         ) from exc
     if not isinstance(message, dict):
         raise CoordinationError(f"rank {rank} sent a message trackpoint cannot read: {message!r:.80}")
+    if step is not None and message.get("step") != step:
+        # Collectives paired across operations: only a coordinator without operation namespaces
+        # (``operation`` below) lets this happen.
+        raise CoordinationError(
+            f"the ranks are out of step: at the {step} step rank {rank} sent the message of its "
+            f"{message.get('step')!r} step; a rank failed or timed out in an earlier collective and the coordinator "
+            f"keeps no operations apart (give it an operation(kind) method, as KeyValueCoordinator has); restart "
+            "the ranks' coordinators together"
+        )
     return message
+
+
+def operation(coordinator: Coordinator, kind: str) -> AbstractContextManager[object]:
+    """The coordinator's ``operation(kind)`` context (see ``KeyValueCoordinator.operation``), if it has one.
+
+    Every coordinated save, restore and one-rank step runs in one, so that
+    its collectives cannot pair up with those of another operation on a rank
+    that is late or skipped some.
+    """
+    scope = getattr(coordinator, "operation", None)
+    if callable(scope):
+        context: AbstractContextManager[object] = scope(kind)
+        return context
+    return contextlib.nullcontext()
+
+
+def collective(call: Callable[[], T], what: str, step: str, rank: int) -> T:
+    """Run one collective of ``what``'s ``step`` on ``rank``; any failure becomes a :class:`CoordinationError`.
+
+    The message names the operation, the step and the rank, so a time-out
+    says where the ranks parted; the coordinator's own error is chained.
+    """
+    try:
+        return call()
+    except CoordinationError as exc:
+        cls = CoordinationTimeoutError if isinstance(exc, CoordinationTimeoutError) else CoordinationError
+        raise cls(f"{what}: the {step} step failed on rank {rank}: {exc}") from exc
+    except Exception as exc:
+        raise CoordinationError(
+            f"{what}: the {step} step failed on rank {rank}: the coordinator raised {type(exc).__name__}: {exc} "
+            "(a coordinator must raise CoordinationError; is its store or service still running?)"
+        ) from exc
 
 
 def describe(rank: int, exc: BaseException) -> Failure:
@@ -83,18 +138,20 @@ def together(coordinator: Coordinator, step: Callable[[], T], what: str) -> T:
     Each rank runs ``step`` itself; then the ranks exchange whether it
     succeeded, so that a restore that failed on one rank fails on all.
     """
-    own: BaseException | None = None
-    result: T | None = None
-    try:
-        result = step()
-    except Exception as exc:  # noqa: BLE001 - carried to the other ranks, then raised here
-        own = exc
-    report = {"error": None if own is None else describe(coordinator.rank, own)}
-    gathered = [decode(m, r) for r, m in enumerate(coordinator.all_gather(encode(report)))]
-    failures = [m["error"] for m in gathered if m.get("error")]
-    if failures:
-        raise_failures(failures, own, what)
-    return result  # type: ignore[return-value]  # step returned: result is set
+    with operation(coordinator, "together"):
+        own: BaseException | None = None
+        result: T | None = None
+        try:
+            result = step()
+        except Exception as exc:  # noqa: BLE001 - carried to the other ranks, then raised here
+            own = exc
+        report = {"step": "done", "error": None if own is None else describe(coordinator.rank, own)}
+        data = collective(lambda: coordinator.all_gather(encode(report)), what, "report", coordinator.rank)
+        gathered = [decode(m, r, "done") for r, m in enumerate(data)]
+        failures = [m["error"] for m in gathered if m.get("error")]
+        if failures:
+            raise_failures(failures, own, what)
+        return result  # type: ignore[return-value]  # step returned: result is set
 
 
 def on_root(coordinator: Coordinator, step: Callable[[], bytes], what: str) -> bytes:
@@ -103,15 +160,19 @@ def on_root(coordinator: Coordinator, step: Callable[[], bytes], what: str) -> b
     For the work one rank does for all (the state file, retention): rank 0
     runs it and broadcasts the outcome.
     """
-    if coordinator.rank == 0:
-        try:
-            payload = step()
-        except Exception as exc:
-            coordinator.broadcast(encode({"error": describe(0, exc)}))
-            raise
-        coordinator.broadcast(encode({"error": None, "payload": payload.decode("latin-1")}))
-        return payload
-    message = decode(coordinator.broadcast(None), 0)
-    if message.get("error"):
-        raise_failures([message["error"]], None, what)
-    return str(message.get("payload", "")).encode("latin-1")
+    with operation(coordinator, "root"):
+        rank = coordinator.rank
+        if rank == 0:
+            try:
+                payload = step()
+            except Exception as exc:
+                message = encode({"step": "outcome", "error": describe(0, exc)})
+                collective(lambda: coordinator.broadcast(message), what, "outcome", rank)
+                raise
+            message = encode({"step": "outcome", "error": None, "payload": payload.decode("latin-1")})
+            collective(lambda: coordinator.broadcast(message), what, "outcome", rank)
+            return payload
+        outcome = decode(collective(lambda: coordinator.broadcast(None), what, "outcome", rank), 0, "outcome")
+        if outcome.get("error"):
+            raise_failures([outcome["error"]], None, what)
+        return str(outcome.get("payload", "")).encode("latin-1")

@@ -50,7 +50,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from trackpoint.distributed._coordinator import Coordinator
-from trackpoint.distributed._driver import Failure, decode, describe, encode, raise_failures
+from trackpoint.distributed._driver import Failure, collective, decode, describe, encode, operation, raise_failures
 from trackpoint.errors import CoordinationError, CoordinationTimeoutError
 from trackpoint.storage import (
     _SAVE_EVENTS,
@@ -231,6 +231,21 @@ def save(
         the others, :class:`CoordinationError` when the ranks disagree and
         :class:`CoordinationTimeoutError` when a rank did not answer in time.
     """
+    # One operation: a rank that fell behind (timed out, or arrived after the others gave up) can only
+    # meet this save's messages, never the next save's.
+    with operation(coordinator, "save"):
+        _save(coordinator, backend, prefix, items, options, overwrite=overwrite)
+
+
+def _save(
+    coordinator: Coordinator,
+    backend: StorageBackend,
+    prefix: str,
+    items: Sequence[WriteItem],
+    options: CheckpointOptions,
+    *,
+    overwrite: bool,
+) -> None:
     target = backend.with_options(options)
     defaults = backend.save_defaults
     max_shard_bytes = options.max_shard_bytes if options.max_shard_bytes is not None else defaults.max_shard_bytes
@@ -242,7 +257,7 @@ def save(
     try:
         # ---- 1. plan
         own: BaseException | None = None
-        message: dict[str, Any] = {"prefix": prefix, "overwrite": overwrite, "error": None}
+        message: dict[str, Any] = {"step": "plan", "prefix": prefix, "overwrite": overwrite, "error": None}
         try:
             if target.supports_slices:
                 if target.splits_large_tensors:
@@ -263,10 +278,12 @@ def save(
         except Exception as exc:  # noqa: BLE001 - carried to the other ranks, then raised here
             own = exc
             message["error"] = describe(rank, exc)
-        gathered = [decode(m, r) for r, m in enumerate(coordinator.all_gather(encode(message)))]
+        what = f"saving {prefix!r}"
+        data = collective(lambda: coordinator.all_gather(encode(message)), what, "planning", rank)
+        gathered = [decode(m, r, "plan") for r, m in enumerate(data)]
         failures: list[Failure] = [m["error"] for m in gathered if m.get("error")]
         if failures:
-            raise_failures(failures, own, f"saving {prefix!r}")
+            raise_failures(failures, own, what)
         for r, m in enumerate(gathered):
             if m["prefix"] != prefix or m["overwrite"] != overwrite:
                 raise CoordinationError(
@@ -281,7 +298,7 @@ def save(
             [m["max_shard_bytes"] for m in gathered],
         )
         # ---- 2. write this rank's shards
-        report: dict[str, Any] = {"error": None}
+        report: dict[str, Any] = {"step": "written", "error": None}
         try:
             by_ident = {_ident(it): it for it in items}
             first = plan.first_shard(rank)
@@ -294,7 +311,8 @@ def save(
         wrote = report["error"] is None
         gave_up: CoordinationTimeoutError | None = None
         try:
-            gathered = [decode(m, r) for r, m in enumerate(coordinator.all_gather(encode(report)))]
+            data = collective(lambda: coordinator.all_gather(encode(report)), what, "writing", rank)
+            gathered = [decode(m, r, "written") for r, m in enumerate(data)]
         except CoordinationTimeoutError as exc:
             # Not the end of the save for the others: rank 0 may still be about to commit. The decision below
             # settles it; until then this rank's own contribution is in, and it goes on to step 3.
@@ -302,9 +320,12 @@ def save(
         failures = [m["error"] for m in gathered if m.get("error")]
         # ---- 3. one decision, commit on rank 0, outcome to all
         decision_key = f"save/{save_id}"
-        what = f"saving {prefix!r}"
+
+        def decide(value: bytes) -> int | None:
+            return _decision(collective(lambda: coordinator.set_if_absent(decision_key, value), what, "decision", rank))
+
         if rank == 0:
-            outcome: dict[str, Any] = {"error": None, "cleanup": False}
+            outcome: dict[str, Any] = {"step": "outcome", "error": None, "cleanup": False}
             if gave_up is not None:
                 # Rank 0 alone records "commit", so a rank 0 that gave up needs no record to abort; the
                 # ranks whose shards it never heard of clean up their own pieces (``cleanup``).
@@ -312,7 +333,7 @@ def save(
             elif failures:
                 outcome["error"] = failures[0]
             else:
-                decided = _decision(coordinator.set_if_absent(decision_key, _COMMIT))
+                decided = decide(_COMMIT)
                 if decided is None:
                     try:
                         results = [_decode_result(x) for m in gathered for x in m["shards"]]
@@ -327,7 +348,7 @@ def save(
             if outcome["error"] is not None:
                 _abort(target, prefix, begun)
                 begun = None
-            coordinator.broadcast(encode(outcome))
+            collective(lambda: coordinator.broadcast(encode(outcome)), what, "outcome", rank)
             if gave_up is not None:
                 raise gave_up
             if failures or outcome["error"] is not None:
@@ -335,14 +356,14 @@ def save(
         else:
             committing = False  # whether this rank found "commit" recorded
             if gave_up is not None:
-                committing = _decision(coordinator.set_if_absent(decision_key, _abort_record(rank))) is None
+                committing = decide(_abort_record(rank)) is None
             # Even a rank that recorded "abort" takes part in the outcome broadcast: rank 0 sends it once it
             # learns of the abort, and a rank that skipped it would be a collective behind the others.
             try:
-                outcome = decode(coordinator.broadcast(None), 0)
+                outcome = decode(collective(lambda: coordinator.broadcast(None), what, "outcome", rank), 0, "outcome")
             except CoordinationTimeoutError as exc:
                 if gave_up is None:
-                    committing = _decision(coordinator.set_if_absent(decision_key, _abort_record(rank))) is None
+                    committing = decide(_abort_record(rank)) is None
                 if committing:
                     raise CoordinationError(
                         f"{what}: rank 0 decided to commit but did not report the outcome to rank {rank} within "
@@ -381,7 +402,7 @@ def _decision(recorded: bytes) -> int | None:
     if recorded == _COMMIT:
         return None
     message = decode(recorded, -1)
-    if message.get("decision") != "abort":
+    if message.get("decision") != "abort" or not isinstance(message.get("rank"), int):
         raise CoordinationError(f"a save's decision record holds {recorded!r:.80}; do all ranks run one trackpoint?")
     return int(message["rank"])
 

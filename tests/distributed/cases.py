@@ -235,6 +235,27 @@ def write_slowly(
         setattr(BundleBackend, name, original)
 
 
+def write_late_then_again(
+    ctx: Context, prefix: str, late: int, delay: float, sizes: list[int], timeout: float
+) -> list[list[str]]:
+    """Rank ``late`` reaches the first save's planning step ``delay`` s after the others; then every rank saves again.
+
+    Returns per save ``["ok", path]`` or ``[error class, message]``.
+    """
+    import time
+
+    outcomes = []
+    for attempt in (1, 2):
+        if attempt == 1 and ctx.rank == late:
+            time.sleep(delay)
+        try:
+            path = tp.Checkpoint(model=_model(attempt, sizes)).write(prefix, options=_options(ctx, timeout))
+            outcomes.append(["ok", path])
+        except tp.CheckpointError as exc:
+            outcomes.append([type(exc).__name__, str(exc)])
+    return outcomes
+
+
 def different_paths(ctx: Context, directory: str) -> str:
     return tp.Checkpoint(model=_model(1, [4])).write(f"{directory}/rank{ctx.rank}", options=_options(ctx))
 

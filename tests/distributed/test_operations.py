@@ -1,0 +1,197 @@
+"""KeyValueCoordinator.operation: one namespace per operation, one recorded ending per all-gather.
+
+Ranks here are threads over one in-memory store (no processes needed); the
+multi-process behaviour is in test_in_step.py.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections.abc import Sequence
+from pathlib import Path
+
+import pytest
+
+import trackpoint as tp
+from trackpoint.distributed import KeyValueCoordinator
+from trackpoint.distributed._driver import collective, decode, encode, operation
+
+
+class _Store:
+    """A dict every thread-rank shares, with blocking reads."""
+
+    def __init__(self) -> None:
+        self.data: dict[str, bytes] = {}
+        self.changed = threading.Condition()
+
+
+class _Rank(KeyValueCoordinator):
+    def __init__(self, store: _Store, rank: int, world: int, namespace: str, timeout: float = 1.0) -> None:
+        super().__init__(rank, world, timeout=timeout, namespace=namespace)
+        self.store = store
+
+    def _set(self, key: str, value: bytes) -> None:
+        with self.store.changed:
+            self.store.data[key] = value
+            self.store.changed.notify_all()
+
+    def _get(self, keys: Sequence[str], timeout: float) -> list[bytes]:
+        with self.store.changed:
+            if not self.store.changed.wait_for(lambda: all(k in self.store.data for k in keys), timeout):
+                raise tp.CoordinationTimeoutError(f"keys missing after {timeout} s")
+            return [self.store.data[k] for k in keys]
+
+    def _delete(self, keys: Sequence[str]) -> None:
+        with self.store.changed:
+            for k in keys:
+                self.store.data.pop(k, None)
+
+    def _set_if_absent(self, key: str, value: bytes) -> bytes:
+        with self.store.changed:
+            recorded = self.store.data.setdefault(key, value)
+            self.store.changed.notify_all()
+            return recorded
+
+
+def _group(world: int = 2, timeout: float = 1.0) -> tuple[_Store, list[_Rank]]:
+    store = _Store()
+    namespace = f"ops-{uuid.uuid4().hex}"  # operation numbers are per namespace and process
+    return store, [_Rank(store, r, world, namespace, timeout) for r in range(world)]
+
+
+def _on_threads(*calls: object) -> list[object]:
+    """Run one call per rank in threads; each one's result or exception."""
+    out: list[object] = [None] * len(calls)
+
+    def run(i: int, call: object) -> None:
+        try:
+            out[i] = call()  # type: ignore[operator]
+        except BaseException as exc:  # noqa: BLE001 - returned for the test to check
+            out[i] = exc
+
+    threads = [threading.Thread(target=run, args=(i, c)) for i, c in enumerate(calls)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    return out
+
+
+def _gather_in_op(rank: _Rank, data: bytes, delay: float = 0.0, kind: str = "save") -> list[bytes]:
+    time.sleep(delay)
+    with rank.operation(kind):
+        return rank.all_gather(data)
+
+
+def test_collectives_of_an_operation_use_its_own_keys_and_are_deleted_once_every_rank_moved_on() -> None:
+    store, (a, b) = _group()
+    out = _on_threads(lambda: _gather_in_op(a, b"a0"), lambda: _gather_in_op(b, b"b0"))
+    assert out == [[b"a0", b"b0"], [b"a0", b"b0"]]
+    prefix = f"{a._namespace}/save.0/0"
+    assert sorted(store.data) == [f"{prefix}/0", f"{prefix}/1", f"{prefix}/end"]
+    assert store.data[f"{prefix}/end"] == b"complete"
+    # The next save's all-gather completes: every rank has left the first save, whose keys go.
+    assert _on_threads(lambda: _gather_in_op(a, b"a1"), lambda: _gather_in_op(b, b"b1")) == [[b"a1", b"b1"]] * 2
+    assert all(k.startswith(f"{a._namespace}/save.1/") for k in store.data), sorted(store.data)
+
+
+def test_a_rank_arriving_after_another_gave_up_fails_at_once_and_the_next_operation_pairs_up() -> None:
+    _, (a, b) = _group(timeout=0.5)
+    started = time.monotonic()
+    # Rank 1 arrives 1 s late: rank 0 gave up after 0.5 s, and its contribution is still in the store.
+    out = _on_threads(lambda: _gather_in_op(a, b"a0"), lambda: _gather_in_op(b, b"b0", delay=1.0))
+    assert isinstance(out[0], tp.CoordinationTimeoutError) and "time-out 0.5 s" in str(out[0])
+    assert isinstance(out[1], tp.CoordinationTimeoutError)
+    assert "rank 1 of 2 reached collective 0 of save operation 0 after rank 0 gave up waiting for it" in str(out[1])
+    assert time.monotonic() - started < 1.4, "the late rank did not wait for a time-out of its own"
+    # The next operation of each rank is the same operation: their messages pair up.
+    assert _on_threads(lambda: _gather_in_op(a, b"a1"), lambda: _gather_in_op(b, b"b1")) == [[b"a1", b"b1"]] * 2
+
+
+def test_a_rank_whose_wait_timed_out_follows_a_recorded_completion() -> None:
+    store, (a, _) = _group(timeout=0.5)
+    # Rank 1 contributed and recorded "complete" while rank 0's own wait was timing out: rank 0 gets the values.
+    prefix = f"{a._namespace}/save.0/0"
+    store.data.update({f"{prefix}/1": b"b", f"{prefix}/end": b"complete"})
+    original = a._get
+    calls = []
+
+    def late_read(keys: Sequence[str], timeout: float) -> list[bytes]:
+        calls.append(timeout)
+        if len(calls) == 1:
+            raise tp.CoordinationTimeoutError("the first wait raced rank 1")
+        return original(keys, timeout)
+
+    a._get = late_read  # type: ignore[method-assign]
+    with a.operation("save"):
+        assert a.all_gather(b"a") == [b"a", b"b"]
+    assert len(calls) == 2
+
+
+def test_operations_of_different_kinds_are_numbered_apart() -> None:
+    # Each rank runs a save in one thread and a preemption check in another, started in opposite orders
+    # on the two ranks: each collective still meets its own kind's on the other rank.
+    _, (a, b) = _group()
+    out = _on_threads(
+        lambda: _gather_in_op(a, b"save", kind="save"),
+        lambda: _gather_in_op(a, b"check", delay=0.1, kind="check"),
+        lambda: _gather_in_op(b, b"check", kind="check"),
+        lambda: _gather_in_op(b, b"save", delay=0.1, kind="save"),
+    )
+    assert out == [[b"save"] * 2, [b"check"] * 2, [b"check"] * 2, [b"save"] * 2]
+
+
+def test_a_coordinator_failing_with_a_builtin_error_surfaces_as_a_coordination_error() -> None:
+    def broken() -> bytes:
+        raise KeyError("trackpoint/save.3/0/1")
+
+    with pytest.raises(
+        tp.CoordinationError,
+        match=r"saving 'x': the planning step failed on rank 1: the coordinator "
+        r"raised KeyError",
+    ) as info:
+        collective(broken, "saving 'x'", "planning", 1)
+    assert isinstance(info.value.__cause__, KeyError)
+
+
+def test_a_message_of_another_step_is_refused_by_name() -> None:
+    message = encode({"step": "written", "error": None})
+    assert decode(message, 1, "written")["error"] is None
+    with pytest.raises(
+        tp.CoordinationError,
+        match=r"the ranks are out of step: at the plan step rank 1 sent the "
+        r"message of its 'written' step",
+    ):
+        decode(message, 1, "plan")
+
+
+class _Plain:
+    """A coordinator of the bare protocol (no ``operation``): a group of one."""
+
+    rank, world_size, timeout = 0, 1, 1.0
+
+    def barrier(self, *, timeout: float | None = None) -> None:
+        pass
+
+    def all_gather(self, data: bytes, *, timeout: float | None = None) -> list[bytes]:
+        return [data]
+
+    def broadcast(self, data: bytes | None, *, root: int = 0, timeout: float | None = None) -> bytes:
+        assert data is not None
+        return data
+
+    def set_if_absent(self, key: str, value: bytes) -> bytes:
+        return value
+
+
+def test_a_coordinator_without_operations_still_saves_and_restores(tmp_path: Path) -> None:
+    with operation(_Plain(), "save"):  # type: ignore[arg-type]
+        pass
+    options = tp.CheckpointOptions(coordinator=_Plain())  # type: ignore[arg-type]
+    v = tp.Variable([1.0, 2.0])
+    path = tp.Checkpoint(v=v).save(f"{tmp_path}/ckpt", options=options)
+    v.assign([0.0, 0.0])
+    tp.Checkpoint(v=v).restore(path, options=options).assert_consumed()
+    assert v.numpy().tolist() == [1.0, 2.0]
