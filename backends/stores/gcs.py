@@ -39,6 +39,7 @@ from trackpoint.storage import CheckpointOptions, VersionedBytes
 __all__ = ["GCSFiles", "create_files"]
 
 _CHUNK_ALIGN: Final = 256 * 1024  # resumable-upload chunks are multiples of 256 KiB
+_MiB: Final = 1 << 20
 _READ_CHUNK: Final = 1 << 20
 _DELETE_CONCURRENCY: Final = 16
 _LIST_PAGE: Final = 1000  # the JSON API's largest page
@@ -66,6 +67,11 @@ class GCSFiles(ObjectStore):
     sequential_parts = True
     min_part_size = _CHUNK_ALIGN
     part_alignment = _CHUNK_ALIGN
+    # One chunk is in flight while the next fills, so 32 MiB chunks hold what
+    # S3's 16 MiB parts with four in flight do (64 vs 80 MiB per writer), in
+    # half the requests of 16 MiB chunks: chunks cannot overlap, so each
+    # request's fixed cost (and a server's per-chunk work) is paid in series.
+    default_part_size = 32 * _MiB
 
     def __init__(self, fs: Any, transfer: TransferOptions | None = None) -> None:
         super().__init__(transfer, loop=fs.loop)

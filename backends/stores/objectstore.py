@@ -257,7 +257,8 @@ class TransferOptions:
         Seconds one request may take before it counts as a transient failure.
     part_size
         Bytes per upload part / chunk; also the most one ``FileSink`` buffers
-        beyond the parts in flight.
+        beyond the parts in flight. Read from options, the default is the
+        store's :attr:`ObjectStore.default_part_size`.
     max_inflight_parts
         Parts of one upload sent concurrently (memory: ``part_size`` times this, plus one).
     read_part_size
@@ -283,9 +284,17 @@ class TransferOptions:
 
     @classmethod
     def from_backend_options(
-        cls, options: Mapping[str, Any], *, min_part_size: int = 5 * _MiB, part_alignment: int = 1
+        cls,
+        options: Mapping[str, Any],
+        *,
+        min_part_size: int = 5 * _MiB,
+        part_alignment: int = 1,
+        default_part_size: int = 16 * _MiB,
     ) -> TransferOptions:
         """Validate the keys this layer understands; other keys are left to other layers.
+
+        ``default_part_size`` is used when ``options`` has no ``part_size``
+        (each store chooses its own: see :attr:`ObjectStore.default_part_size`).
 
         Raises
         ------
@@ -293,7 +302,7 @@ class TransferOptions:
             A value has the wrong type or range (the message names the key).
         """
         d = cls()
-        part_size = _number(options, "part_size", d.part_size, integer=True)
+        part_size = _number(options, "part_size", default_part_size, integer=True)
         if part_size < min_part_size or part_size % part_alignment:
             raise BackendError(
                 f"backend_options['part_size'] must be at least {min_part_size} bytes and a multiple of "
@@ -432,11 +441,13 @@ class ObjectStore(FileLayer):
     min_part_size: ClassVar[int] = 5 * _MiB
     #: ``part_size`` must be a multiple of this.
     part_alignment: ClassVar[int] = 1
+    #: ``part_size`` when the options give none.
+    default_part_size: ClassVar[int] = 16 * _MiB
 
     def __init__(
         self, transfer: TransferOptions | None = None, *, loop: asyncio.AbstractEventLoop | None = None
     ) -> None:
-        self.transfer = transfer if transfer is not None else TransferOptions()
+        self.transfer = transfer if transfer is not None else type(self).transfer_options(CheckpointOptions())
         self._given_loop = loop
         self._semaphore: tuple[asyncio.AbstractEventLoop, asyncio.Semaphore] | None = None
         self._scratch: tuple[asyncio.AbstractEventLoop, asyncio.Semaphore] | None = None
@@ -463,7 +474,10 @@ class ObjectStore(FileLayer):
     def transfer_options(cls, options: CheckpointOptions) -> TransferOptions:
         """The :class:`TransferOptions` in ``options.backend_options``, checked against this store's part rules."""
         return TransferOptions.from_backend_options(
-            options.backend_options, min_part_size=cls.min_part_size, part_alignment=cls.part_alignment
+            options.backend_options,
+            min_part_size=cls.min_part_size,
+            part_alignment=cls.part_alignment,
+            default_part_size=cls.default_part_size,
         )
 
     # ------------------------------------------------------------ client calls (required)

@@ -65,3 +65,10 @@ def test_part_size_must_fit_resumable_chunks(make_files: Any) -> None:
 
     with pytest.raises(BackendError, match=r"part_size'\] must be at least 262144 bytes and a multiple of 262144"):
         make_files(part_size=MiB + 1)
+
+
+def test_chunks_default_to_32_mib_and_options_override(make_files: Any) -> None:
+    # Chunks go one at a time, so the default is larger than S3's 16 MiB
+    # parts (same memory per writer, half the sequential requests).
+    assert make_files().transfer.part_size == 32 * MiB
+    assert make_files(part_size=8 * MiB).transfer.part_size == 8 * MiB

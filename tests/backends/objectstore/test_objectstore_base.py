@@ -246,6 +246,7 @@ def test_bundle_format_runs_on_a_store_from_the_public_api(tmp_path: Any) -> Non
 
 class Configured(DictStore):
     min_part_size: ClassVar[int] = 1024
+    default_part_size: ClassVar[int] = 4096
 
 
 def test_from_options_reads_transfer_options() -> None:
@@ -254,6 +255,12 @@ def test_from_options_reads_transfer_options() -> None:
     assert store.transfer.part_size == 2048 and store.transfer.retries == 0
     with pytest.raises(Exception, match=r"part_size'\] must be at least 1024 bytes"):
         Configured.from_options(CheckpointOptions(backend_options={"part_size": 10}))
+
+
+def test_a_store_chooses_its_default_part_size() -> None:
+    assert Configured.from_options(CheckpointOptions()).transfer.part_size == 4096
+    assert Configured(None).transfer.part_size == 4096  # also when built without options
+    assert DictStore(None).transfer.part_size == 16 * 2**20
 
 
 class MultipartDictStore(DictStore):
