@@ -164,7 +164,9 @@ def start_moto() -> tuple[str, subprocess.Popen[bytes]]:
     env = dict(os.environ)
     # Keep S3's real 5 MiB minimum part size: the backend must respect it.
     env.pop("S3_UPLOAD_PART_MIN_SIZE", None)
-    proc = _popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)], url + "/moto-api/", env)
+    # moto with its conditional writes made atomic (see _moto_server.py).
+    launcher = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_moto_server.py")
+    proc = _popen([sys.executable, launcher, "-H", "127.0.0.1", "-p", str(port)], url + "/moto-api/", env)
     return url, proc
 
 
