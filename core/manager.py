@@ -402,7 +402,15 @@ class CheckpointManager:
         with self._lock:
             if self._coordinator is not None:
                 # The state file and retention are one rank's work; every rank adopts the result.
-                self._adopt(on_root(self._coordinator, lambda: self._after_save(saved), f"recording {saved!r}"))
+                # On failure, rank 0's bookkeeping travels with the error, so every rank's manager is left alike.
+                bookkeeping = on_root(
+                    self._coordinator,
+                    lambda: self._after_save(saved),
+                    f"recording {saved!r}",
+                    state=self._bookkeeping,
+                    adopt=self._adopt,
+                )
+                self._adopt(bookkeeping)
                 return
             self._record_and_sweep(saved)
         self._cleanup()

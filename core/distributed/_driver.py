@@ -8,7 +8,10 @@ any rank can read, never pickles.
 from __future__ import annotations
 
 import contextlib
+import functools
+import hashlib
 import json
+import threading
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from typing import Any, NoReturn, TypeVar
@@ -154,25 +157,121 @@ def together(coordinator: Coordinator, step: Callable[[], T], what: str) -> T:
         return result  # type: ignore[return-value]  # step returned: result is set
 
 
-def on_root(coordinator: Coordinator, step: Callable[[], bytes], what: str) -> bytes:
+def on_root(
+    coordinator: Coordinator,
+    step: Callable[[], bytes],
+    what: str,
+    *,
+    state: Callable[[], bytes] | None = None,
+    adopt: Callable[[bytes], None] | None = None,
+) -> bytes:
     """Run ``step`` on rank 0 only; every rank gets its result, or raises if it failed.
 
-    For the work one rank does for all (the state file, retention): rank 0
-    runs it and broadcasts the outcome.
+    For the work one rank does for all (the state file, retention). Rank 0
+    records that it runs the step (with ``set_if_absent``) before running it,
+    and a rank that gives up waiting for the outcome records that it gave up,
+    so the first record decides for every rank: if rank 0's came first, the
+    others wait for its outcome a second time-out; if a give-up came first,
+    rank 0 does not run the step and every rank raises
+    :class:`CoordinationTimeoutError`. Only a rank 0 that began the step and
+    then neither finishes nor fails within twice the time-out leaves the
+    others with a :class:`CoordinationError` saying the outcome is unknown.
+
+    Parameters
+    ----------
+    state, adopt
+        When the step fails on rank 0, ``state()`` (rank 0) is sent with the
+        failure and ``adopt`` (the other ranks) receives it before they
+        raise, so every rank is left in the state rank 0 is in.
     """
     with operation(coordinator, "root"):
         rank = coordinator.rank
+        key = _record_key("root", what, rank)
         if rank == 0:
+            return _run_on_root(coordinator, step, what, key, state)
+        receive = functools.partial(collective, lambda: coordinator.broadcast(None), what, "outcome", rank)
+        try:
+            data = receive()
+        except CoordinationTimeoutError as exc:
+            recorded = collective(lambda: coordinator.set_if_absent(key, _gave_up(rank)), what, "decision", rank)
+            if recorded != _RUN:
+                # A give-up is recorded (this rank's or another's): rank 0 will not run the step.
+                raise CoordinationTimeoutError(
+                    f"{what}: rank {rank} gave up waiting for rank 0 to begin it (time-out {coordinator.timeout:g} "
+                    "s), so it was not done on any rank; make rank 0 reach it within the time-out of the others "
+                    "(or raise the coordinator's timeout), then retry"
+                ) from exc
             try:
-                payload = step()
-            except Exception as exc:
-                message = encode({"step": "outcome", "error": describe(0, exc)})
-                collective(lambda: coordinator.broadcast(message), what, "outcome", rank)
-                raise
-            message = encode({"step": "outcome", "error": None, "payload": payload.decode("latin-1")})
-            collective(lambda: coordinator.broadcast(message), what, "outcome", rank)
-            return payload
-        outcome = decode(collective(lambda: coordinator.broadcast(None), what, "outcome", rank), 0, "outcome")
+                # Rank 0 began the step before this rank gave up: its outcome decides. Rank 0 sends it
+                # twice, so that a rank whose first wait ended can wait once more for the second copy.
+                data = receive()
+            except CoordinationTimeoutError as again:
+                raise CoordinationError(
+                    f"{what}: rank 0 began it but did not report how it went to rank {rank} within twice the "
+                    f"time-out ({2 * coordinator.timeout:g} s; rank 0 died or hangs), so whether it was done is "
+                    "unknown: check the storage (latest_checkpoint, the state file) before relying on it"
+                ) from again
+        else:
+            with contextlib.suppress(CoordinationError):
+                # The second copy, sent right after the first: read so that coordinators whose broadcasts
+                # pair up in order stay paired. Losing it changes nothing: the first copy decides.
+                receive()
+        outcome = decode(data, 0, "outcome")
         if outcome.get("error"):
+            if adopt is not None and outcome.get("state") is not None:
+                adopt(str(outcome["state"]).encode("latin-1"))
             raise_failures([outcome["error"]], None, what)
         return str(outcome.get("payload", "")).encode("latin-1")
+
+
+def _run_on_root(
+    coordinator: Coordinator, step: Callable[[], bytes], what: str, key: str, state: Callable[[], bytes] | None
+) -> bytes:
+    """Rank 0's part of :func:`on_root`: record, run, report."""
+
+    def report(outcome: dict[str, Any]) -> None:
+        outcome["step"] = "outcome"
+        message = encode(outcome)
+        # Twice: a rank that gave up waiting for the first copy after rank 0 recorded "run" reads the second.
+        for _ in range(2):
+            collective(lambda: coordinator.broadcast(message), what, "outcome", 0)
+
+    recorded = collective(lambda: coordinator.set_if_absent(key, _RUN), what, "decision", 0)
+    if recorded != _RUN:
+        # Some rank gave up waiting before rank 0 got here: the step is not run, on any rank.
+        gave_up = recorded.decode(errors="replace").removeprefix("gave up:")
+        error = CoordinationTimeoutError(
+            f"{what}: rank {gave_up} gave up waiting for rank 0 to begin it (time-out {coordinator.timeout:g} s), "
+            "so it was not done on any rank; make rank 0 reach it within the time-out of the others (or raise the "
+            "coordinator's timeout), then retry"
+        )
+        report({"error": describe(0, error)})
+        raise error
+    try:
+        payload = step()
+    except Exception as exc:
+        report({"error": describe(0, exc), "state": None if state is None else state().decode("latin-1")})
+        raise
+    report({"error": None, "payload": payload.decode("latin-1")})
+    return payload
+
+
+#: Rank 0's record that it runs an :func:`on_root` step; any other record names a rank that gave up.
+_RUN = b"run"
+
+# How many times this process made each record of a one-rank step: the ranks make the same calls in the
+# same order, so the n-th record of one ``what`` is the same on every rank, and new for each call.
+_record_counts: dict[str, int] = {}
+_record_lock = threading.Lock()
+
+
+def _record_key(kind: str, what: str, rank: int) -> str:
+    # Counted per rank too, so that ranks sharing a process (threads in tests) count like processes.
+    counted = f"{rank}/{kind}/{what}"
+    with _record_lock:
+        n = _record_counts[counted] = _record_counts.get(counted, -1) + 1
+    return f"{kind}/{hashlib.sha256(what.encode()).hexdigest()[:24]}/{n}"
+
+
+def _gave_up(rank: int) -> bytes:
+    return f"gave up:{rank}".encode()

@@ -424,3 +424,64 @@ def partitioned_train_read(
         "slot_slice": None if slot.save_slice_info is None else slot.save_slice_info.spec,
         "iterations": int(opt.iterations.numpy()),
     }
+
+
+def manager_state_file_fails(ctx: Context, directory: str, timeout: float = 30.0) -> dict[str, Any]:
+    """Save once; rank 0's state file then cannot be written (a directory is in its place); save; repair; save.
+
+    Returns each save's ``["ok", path]`` or ``[error class, message]`` and what the manager reports after it.
+    """
+    import shutil
+    from pathlib import Path
+
+    manager = tp.CheckpointManager(
+        tp.Checkpoint(model=_model(7, [16])), directory, max_to_keep=2, options=_options(ctx, timeout)
+    )
+    state_file = Path(directory) / "checkpoint"
+    out: dict[str, Any] = {"saves": [], "latest": [], "checkpoints": []}
+    for attempt in range(3):
+        if ctx.rank == 0 and attempt == 1:
+            # A real failing condition: os.replace cannot put the new state file over a non-empty directory.
+            state_file.unlink()
+            state_file.mkdir()
+            (state_file / "blocker").write_text("x")
+        if ctx.rank == 0 and attempt == 2:
+            shutil.rmtree(state_file)
+        try:
+            out["saves"].append(["ok", manager.save()])
+        except tp.CheckpointError as exc:
+            out["saves"].append([type(exc).__name__, str(exc)])
+        out["latest"].append(manager.latest_checkpoint)
+        out["checkpoints"].append(manager.checkpoints)
+    manager.close()
+    return out
+
+
+def manager_rank0_late_to_record(ctx: Context, directory: str, delay: float, timeout: float) -> dict[str, Any]:
+    """Rank 0's write callback takes ``delay`` s (longer than ``timeout``) at the second save, between its commit
+    and the state-file update; then every rank saves once more."""
+    import time
+
+    slow = [False]
+
+    def callback() -> None:
+        if slow[0]:
+            time.sleep(delay)
+
+    callbacks = [callback] if ctx.rank == 0 else None
+    manager = tp.CheckpointManager(
+        tp.Checkpoint(model=_model(7, [16])),
+        directory,
+        max_to_keep=3,
+        options=_options(ctx, timeout, experimental_write_callbacks=callbacks),
+    )
+    out: dict[str, Any] = {"saves": [], "latest": []}
+    for attempt in range(3):
+        slow[0] = attempt == 1
+        try:
+            out["saves"].append(["ok", manager.save()])
+        except tp.CheckpointError as exc:
+            out["saves"].append([type(exc).__name__, str(exc)])
+        out["latest"].append(manager.latest_checkpoint)
+    manager.close()
+    return out

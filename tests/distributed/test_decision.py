@@ -91,3 +91,42 @@ def test_rank_0_committing_for_longer_than_the_timeout_leaves_the_others_in_doub
     assert "rank 0 decided to commit" in results[1].error[1] and "is unknown" in results[1].error[1]
     assert torch2.values("read", prefix=prefix, sizes=SIZES, seed=2) == [True, True]
     _still_in_step(torch2, prefix)
+
+
+# ------------------------------------------------------------- the state file: rank 0's step for all
+@needs_torch
+def test_a_state_file_rank_0_cannot_write_fails_the_save_alike_on_every_rank(torch2: Ranks, tmp_path: Path) -> None:
+    d = str(tmp_path / "run")
+    out = torch2.values("manager_state_file_fails", directory=d)
+    first, failed, repaired = zip(*(o["saves"] for o in out), strict=True)
+    assert list(first) == [["ok", f"{d}/ckpt-1"]] * 2
+    # Rank 0 could not replace the state file: both ranks raise its error class, rank 1 naming rank 0.
+    assert [f[0] for f in failed] == [failed[0][0]] * 2 and failed[0][0] != "ok", failed
+    assert f"recording '{d}/ckpt-2' failed on rank 0: {failed[0][0]}" in failed[1][1]
+    # Every rank's manager is left as rank 0's: ckpt-2 is committed and latest, ckpt-1 still kept.
+    assert out[0]["latest"] == out[1]["latest"] == [f"{d}/ckpt-1", f"{d}/ckpt-2", f"{d}/ckpt-3"]
+    assert out[0]["checkpoints"] == out[1]["checkpoints"]
+    # Repaired, the next save records on every rank again.
+    assert list(repaired) == [["ok", f"{d}/ckpt-3"]] * 2
+    assert tp.latest_checkpoint(d) == f"{d}/ckpt-3"
+
+
+@needs_torch
+@pytest.mark.slow
+def test_rank_0_late_to_the_state_file_step_fails_it_on_every_rank_not_only_the_others(
+    torch2: Ranks, tmp_path: Path
+) -> None:
+    # Rank 0's write callback runs between the commit and the state-file step and takes longer than the
+    # time-out: rank 1 gives up first, so rank 0 must not record the checkpoint and both ranks must raise.
+    d = str(tmp_path / "run")
+    out = torch2.values("manager_rank0_late_to_record", directory=d, delay=DELAY, timeout=TIMEOUT)
+    saves = [o["saves"] for o in out]
+    assert [s[0] for s in saves] == [["ok", f"{d}/ckpt-1"]] * 2
+    assert [s[1][0] for s in saves] == ["CoordinationTimeoutError"] * 2, saves
+    for s in saves:
+        assert f"recording '{d}/ckpt-2': rank 1 gave up waiting for rank 0 to begin it" in s[1][1]
+        assert "it was not done on any rank" in s[1][1]
+    assert out[0]["latest"][:2] == out[1]["latest"][:2] == [f"{d}/ckpt-1", f"{d}/ckpt-1"]
+    # The ranks stay in step: the next save is recorded on both.
+    assert [s[2] for s in saves] == [["ok", f"{d}/ckpt-3"]] * 2
+    assert tp.latest_checkpoint(d) == f"{d}/ckpt-3"

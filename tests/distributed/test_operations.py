@@ -16,7 +16,7 @@ import pytest
 
 import trackpoint as tp
 from trackpoint.distributed import KeyValueCoordinator
-from trackpoint.distributed._driver import collective, decode, encode, operation
+from trackpoint.distributed._driver import collective, decode, encode, on_root, operation
 
 
 class _Store:
@@ -195,3 +195,42 @@ def test_a_coordinator_without_operations_still_saves_and_restores(tmp_path: Pat
     v.assign([0.0, 0.0])
     tp.Checkpoint(v=v).restore(path, options=options).assert_consumed()
     assert v.numpy().tolist() == [1.0, 2.0]
+
+
+# ------------------------------------------------------------------ on_root: rank 0's step, one decision
+def _root_step(rank: _Rank, delay: float, what: str) -> bytes:
+    def step() -> bytes:
+        time.sleep(delay)
+        return b"done"
+
+    return on_root(rank, step, what)
+
+
+def test_a_rank_that_gave_up_after_rank_0_began_its_step_waits_for_the_outcome() -> None:
+    _, (a, b) = _group(timeout=0.4)
+    # Rank 0's step takes longer than one time-out but less than two: rank 1 finds "run" recorded and waits.
+    assert _on_threads(lambda: _root_step(a, 0.6, "w"), lambda: _root_step(b, 0, "w")) == [b"done", b"done"]
+
+
+def test_rank_0_stalling_in_its_step_beyond_twice_the_timeout_leaves_the_outcome_unknown() -> None:
+    _, (a, b) = _group(timeout=0.3)
+    out = _on_threads(lambda: _root_step(a, 0.9, "recording 'x'"), lambda: _root_step(b, 0, "recording 'x'"))
+    assert out[0] == b"done"
+    assert isinstance(out[1], tp.CoordinationError) and not isinstance(out[1], tp.CoordinationTimeoutError)
+    assert "recording 'x': rank 0 began it but did not report how it went to rank 1" in str(out[1])
+    assert "is unknown: check the storage" in str(out[1])
+
+
+def test_rank_0_arriving_after_a_rank_gave_up_does_not_run_the_step() -> None:
+    _, (a, b) = _group(timeout=0.3)
+    ran = []
+
+    def late_root() -> bytes:
+        time.sleep(0.6)
+        return on_root(a, lambda: ran.append(1) or b"done", "w")
+
+    out = _on_threads(late_root, lambda: _root_step(b, 0, "w"))
+    assert not ran
+    for error in out:
+        assert isinstance(error, tp.CoordinationTimeoutError)
+        assert "w: rank 1 gave up waiting for rank 0 to begin it" in str(error), error
