@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from datetime import datetime
 from typing import Any, Final
 from urllib.parse import quote
@@ -41,6 +41,7 @@ __all__ = ["GCSFiles", "create_files"]
 _CHUNK_ALIGN: Final = 256 * 1024  # resumable-upload chunks are multiples of 256 KiB
 _MiB: Final = 1 << 20
 _READ_CHUNK: Final = 1 << 20
+_SEND_CHUNK: Final = 1 << 20
 _DELETE_CONCURRENCY: Final = 16
 _LIST_PAGE: Final = 1000  # the JSON API's largest page
 
@@ -96,7 +97,16 @@ class GCSFiles(ObjectStore):
         session = await self.fs._set_session()
         # _get_headers adds the (refreshed) credentials of gcsfs' chain.
         hdrs = self.fs._get_headers(headers)
-        async with session.request(method, url, params=params, headers=hdrs, data=data) as r:
+        body: Any = data
+        if data is not None and len(data) > _SEND_CHUNK:
+            # Sent piece by piece, waiting for each to drain: given one large
+            # buffer, asyncio's transport copies whatever the socket does not
+            # take at once, holding a second copy of the chunk while it is sent.
+            hdrs["Content-Length"] = str(len(data))
+            body = _pieces([memoryview(data).cast("B")])
+        # GCS answers 308 to a resumable-upload chunk it kept ("resume
+        # incomplete"): a status to read, never a redirect to follow.
+        async with session.request(method, url, params=params, headers=hdrs, data=body, allow_redirects=False) as r:
             body = await r.read()
             if r.status not in ok:
                 raise HTTPStatusError(r.status, _reason(body))
@@ -204,23 +214,29 @@ class GCSFiles(ObjectStore):
         # uploadType=multipart: metadata and media in one request.
         boundary = "trackpoint-" + uuid.uuid4().hex
         meta = json.dumps({"name": key, "metadata": {WRITE_ID_METADATA_KEY: write_id}}).encode()
-        body = b"".join(
-            [
-                f"--{boundary}\r\nContent-Type: application/json; charset=UTF-8\r\n\r\n".encode(),
-                meta,
-                f"\r\n--{boundary}\r\nContent-Type: application/octet-stream\r\n\r\n".encode(),
-                bytes(data),
-                f"\r\n--{boundary}--\r\n".encode(),
-            ]
+        head = (
+            f"--{boundary}\r\nContent-Type: application/json; charset=UTF-8\r\n\r\n".encode()
+            + meta
+            + f"\r\n--{boundary}\r\nContent-Type: application/octet-stream\r\n\r\n".encode()
         )
+        tail = f"\r\n--{boundary}--\r\n".encode()
         params = {"uploadType": "multipart", **self._cond_params(cond)}
-        _, _, resp = await self._request(
-            "POST",
-            f"{self._base}/upload/storage/v1/b/{_q(bucket)}/o",
-            params=params,
-            headers={"Content-Type": f"multipart/related; boundary={boundary}"},
-            data=body,
+        # The object's bytes are sent from the caller's buffer, never joined
+        # into one body with the metadata (that would copy them).
+        parts = [memoryview(head), memoryview(data).cast("B"), memoryview(tail)]
+        session = await self.fs._set_session()
+        hdrs = self.fs._get_headers(
+            {
+                "Content-Type": f"multipart/related; boundary={boundary}",
+                "Content-Length": str(sum(p.nbytes for p in parts)),
+            }
         )
+        async with session.post(
+            f"{self._base}/upload/storage/v1/b/{_q(bucket)}/o", params=params, headers=hdrs, data=_pieces(parts)
+        ) as r:
+            resp = await r.read()
+            if r.status != 200:
+                raise HTTPStatusError(r.status, _reason(resp))
         return str(json.loads(resp)["generation"])
 
     async def object_list(self, bucket: str, prefix: str) -> list[str]:
@@ -328,6 +344,13 @@ class GCSFiles(ObjectStore):
 
     async def upload_abort(self, state: Any) -> None:
         await self._request("DELETE", state["location"], ok=(200, 204, 404, 410, 499))
+
+
+async def _pieces(views: Sequence[memoryview]) -> AsyncIterator[memoryview]:
+    """``views`` in slices of at most ``_SEND_CHUNK`` bytes, for a request body sent without copies."""
+    for view in views:
+        for start in range(0, view.nbytes, _SEND_CHUNK):
+            yield view[start : start + _SEND_CHUNK]
 
 
 def _reason(body: bytes) -> str:
