@@ -5,8 +5,10 @@ moto S3 server, each joined by a veth pair to a bridge in a hub namespace of its
 so nothing is added to the test process's namespace and parallel runs cannot clash
 (every name carries a random tag). Network namespaces isolate the network only, so
 each process also gets a mount namespace with private ``/tmp`` and ``/dev/shm``
-(empty tmpfs mounts): a rank sees no other rank's temporary files or shared memory,
-and reaches the others and the object store only over its veth address. Two ranks
+(empty tmpfs mounts; only the folders holding the interpreter, the installed sources
+and the tests are bound back in when they live there, as in a clone under /tmp): a rank
+sees no other rank's temporary files or shared memory, and reaches the others and the
+object store only over its veth address. Two ranks
 save row slices of one tensor to S3; three ranks restore another partitioning.
 """
 
@@ -15,6 +17,7 @@ from __future__ import annotations
 import ctypes
 import json
 import os
+import shlex
 import shutil
 import signal
 import subprocess
@@ -92,10 +95,13 @@ class Namespaces:
 
     def popen(self, role: str, cmd: Sequence[str], env: dict[str, str], **kwargs: Any) -> subprocess.Popen[bytes]:
         """Run ``cmd`` in the namespace of ``role``, with a private ``/tmp`` and ``/dev/shm`` of its own."""
-        private = 'mount -t tmpfs tp /tmp && mount -t tmpfs tp /dev/shm && exec "$@"'
         argv = ["ip", "netns", "exec", self.ns(role), "unshare", "--mount", "--propagation", "private"]
         proc = subprocess.Popen(
-            [*argv, "sh", "-c", private, "sh", *cmd], env=env, cwd="/", preexec_fn=_die_with_parent, **kwargs
+            [*argv, "sh", "-c", _private_tmp(_kept()), "sh", *cmd],
+            env=env,
+            cwd="/",
+            preexec_fn=_die_with_parent,
+            **kwargs,
         )
         self.procs.append(proc)
         return proc
@@ -116,6 +122,49 @@ class Namespaces:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+PRIVATE = ("/tmp", "/dev/shm")
+
+
+def _kept() -> list[str]:
+    """The folders under /tmp or /dev/shm that the ranks need: this interpreter's, the tests', the imports'.
+
+    A clone in /tmp (CI clones into /tmp/cc) holds the virtualenv, the editable install's sources and
+    the tests; each top folder under /tmp or /dev/shm that holds one of them is kept.
+    """
+    needed = [sys.prefix, sys.base_prefix, os.path.dirname(os.path.realpath(sys.executable)), str(HERE), *sys.path]
+    kept: list[str] = []
+    for path in needed:
+        path = os.path.realpath(path) if path else ""
+        for root in PRIVATE:
+            if path.startswith(root + "/"):
+                top = os.path.join(root, path[len(root) + 1 :].split("/")[0])
+                if os.path.isdir(top) and top not in kept:
+                    kept.append(top)
+    return kept
+
+
+def _private_tmp(kept: list[str]) -> str:
+    """A shell prelude: empty tmpfs mounts on /tmp and /dev/shm, with the ``kept`` folders bound back in.
+
+    Each kept folder is opened (a file descriptor from 3 on) before the tmpfs hides it, then bound from
+    that descriptor onto the same path in the new mount (``--no-canonicalize``: the source is the
+    descriptor's folder, not the path it names, which the tmpfs now covers). Nothing is created outside
+    this mount namespace.
+    """
+    if len(kept) > 7:
+        raise AssertionError(f"more folders to keep than file descriptors 3-9: {kept}")
+    fds = list(range(3, 3 + len(kept)))
+    lines = ["set -e"]
+    lines += [f"exec {fd}<{shlex.quote(path)}" for fd, path in zip(fds, kept, strict=True)]
+    lines += [f"mount -t tmpfs tp {root}" for root in PRIVATE]
+    for fd, path in zip(fds, kept, strict=True):
+        lines.append(f"mkdir -p {shlex.quote(path)}")
+        lines.append(f"mount --no-canonicalize --bind /proc/self/fd/{fd} {shlex.quote(path)}")
+    lines += [f"exec {fd}<&-" for fd in fds]
+    lines.append('exec "$@"')
+    return "\n".join(lines)
 
 
 def _env(**extra: str) -> dict[str, str]:
@@ -165,10 +214,6 @@ def _run_ranks(net: Namespaces, roles: list[str], case: str, **kwargs: Any) -> l
 
 @pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() != 0, reason="creating network namespaces needs root")
 @pytest.mark.skipif(shutil.which("ip") is None, reason="needs iproute2's ip (ip netns)")
-@pytest.mark.skipif(
-    any(str(p).startswith(("/tmp/", "/dev/shm/")) for p in (sys.prefix, os.path.realpath(sys.executable), __file__)),
-    reason="the ranks' private /tmp and /dev/shm would hide this interpreter or these tests (they live there)",
-)
 def test_ranks_in_separate_network_namespaces_save_and_restore_through_s3() -> None:
     roles = ["s3", "r0", "r1", "r2"]
     with Namespaces(roles) as net:
