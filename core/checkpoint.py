@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from trackpoint import _async, _resolve, observe
+from trackpoint import _async, _gc, _resolve, observe
 from trackpoint.autotrackable import AutoTrackable
 from trackpoint.data_structures import NoDependency, is_numpy_value
 from trackpoint.distributed._driver import coordinator_of, on_root, together
@@ -48,6 +48,7 @@ def write_items(view: ObjectGraphView) -> list[WriteItem]:
     return _snapshot(view)[0]
 
 
+@_gc.paused()
 def _snapshot(view: ObjectGraphView) -> tuple[list[WriteItem], tuple[Trackable, ...]]:
     """:func:`write_items` and the graph's objects (an async save pins their variables' buffers).
 
@@ -245,7 +246,8 @@ class Checkpoint(AutoTrackable):
         if _async.enabled(options):
             self._write_async(prefix, options, then=None, started=started)
         else:
-            self._write_items(prefix, write_items(self._view()), options, started=started)
+            with _gc.full_collections_deferred():
+                self._write_items(prefix, write_items(self._view()), options, started=started)
         return prefix
 
     # ------------------------------------------------------------ async saves
@@ -412,9 +414,12 @@ class Checkpoint(AutoTrackable):
         self._self_async.sync("read()")
         options = _async.storage_options_of(options)
         coordinator = coordinator_of(options)
-        if coordinator is not None:
-            return together(coordinator, lambda: self._read(save_path, options), f"restoring {os.fspath(save_path)!r}")
-        return self._read(save_path, options)
+        with _gc.full_collections_deferred():
+            if coordinator is not None:
+                return together(
+                    coordinator, lambda: self._read(save_path, options), f"restoring {os.fspath(save_path)!r}"
+                )
+            return self._read(save_path, options)
 
     def _read(self, save_path: str | os.PathLike[str], options: CheckpointOptions | None) -> LoadStatus:
         """:meth:`read` in this process alone."""

@@ -18,6 +18,7 @@ from typing import Any, Final, NamedTuple, cast
 
 import numpy as np
 
+from trackpoint import _gc
 from trackpoint.backends.bundle._codec import Entry, decode_entry, decode_header, decode_plain_entry, decode_strings
 from trackpoint.backends.bundle._crc import crc32c, extend, unmask
 from trackpoint.backends.bundle._dtypes import DT_STRING, READABLE, dtype_from_tf
@@ -149,6 +150,7 @@ def header_count(index_bytes: bytes, where: str) -> int | None:
 class BundleReader(CheckpointReader):
     """A parsed ``.index`` and lazy access to the data files."""
 
+    @_gc.paused()
     def __init__(self, files: FileLayer, prefix: str, index_bytes: bytes) -> None:
         self.prefix = prefix
         self._files = files
@@ -508,30 +510,31 @@ class BundleReader(CheckpointReader):
         # Slices of partitioned tensors and strings, read one by one afterwards: (position, key, out).
         single: list[tuple[int, str, np.ndarray[Any, Any] | None]] = []
         by_shard: dict[int, list[tuple[str, _Stored, np.ndarray[Any, Any], memoryview]]] = {}
-        for key, out in requests:
-            s = entries.get(key)
-            if s is None:
-                raise self._unknown(key)
-            if s.info is None:
-                self._readable(key, s)  # raises why it cannot be read
-            e = s.entry
-            if e.slices or e.dtype == DT_STRING:
-                single.append((len(results), key, out))
-                results.append(None)
-                continue
-            # Range check before allocating, so an implausible entry never allocates.
-            size = sizes[e.shard_id]
-            if size is None or e.offset + e.size > size:
-                raise self._range_error(key, e, size)
-            if out is None:
-                dest = np.empty(e.shape, dtype=s.dtype)
-            elif (out.dtype is s.dtype or out.dtype == s.dtype) and out.shape == e.shape:
-                flags = out.flags
-                dest = out if flags.c_contiguous and flags.writeable else self._prepare(key, s, out)
-            else:
-                dest = self._prepare(key, s, out)  # raises the mismatch
-            results.append(dest)
-            by_shard.setdefault(e.shard_id, []).append((key, s, dest, byte_view(dest)))
+        with _gc.paused():  # bookkeeping only, no I/O (see trackpoint._gc)
+            for key, out in requests:
+                s = entries.get(key)
+                if s is None:
+                    raise self._unknown(key)
+                if s.info is None:
+                    self._readable(key, s)  # raises why it cannot be read
+                e = s.entry
+                if e.slices or e.dtype == DT_STRING:
+                    single.append((len(results), key, out))
+                    results.append(None)
+                    continue
+                # Range check before allocating, so an implausible entry never allocates.
+                size = sizes[e.shard_id]
+                if size is None or e.offset + e.size > size:
+                    raise self._range_error(key, e, size)
+                if out is None:
+                    dest = np.empty(e.shape, dtype=s.dtype)
+                elif (out.dtype is s.dtype or out.dtype == s.dtype) and out.shape == e.shape:
+                    flags = out.flags
+                    dest = out if flags.c_contiguous and flags.writeable else self._prepare(key, s, out)
+                else:
+                    dest = self._prepare(key, s, out)  # raises the mismatch
+                results.append(dest)
+                by_shard.setdefault(e.shard_id, []).append((key, s, dest, byte_view(dest)))
         for position, key, out in single:
             results[position] = self.read(key, out)
 

@@ -15,6 +15,7 @@ from typing import Any, Final, NamedTuple
 
 import numpy as np
 
+from trackpoint import _gc
 from trackpoint.backends.bundle._codec import (
     decode_entry,
     encode_entry,
@@ -174,6 +175,7 @@ def write_data(files: FileLayer, path: str, items: Sequence[WriteItem], *, creat
     return rows
 
 
+@_gc.paused()
 def describe_shard(spec: ShardSpec, rows: list[Row], file_count: int) -> WrittenShard:
     """The piece table and manifest of a shard whose data file holds ``rows``.
 

@@ -2,7 +2,8 @@
 
 Timing belongs in ``benchmarks/``; these tests pin the properties the benchmarks' figures rest on:
 each object's children are listed once per save, a restore and its assertions list them a bounded
-number of times, and the cyclic garbage collector is paused meanwhile.
+number of times, the cyclic garbage collector is paused meanwhile, and full collections wait until a
+synchronous save or restore ends.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import numpy as np
 import pytest
 
 import trackpoint as tp
+from trackpoint import _gc
 from trackpoint.trackable import Trackable
 
 calls: Counter[int] = Counter()
@@ -107,3 +109,88 @@ def test_a_variable_without_dependencies_holds_no_bookkeeping_containers() -> No
     gc.collect()
     assert len(gc.get_objects()) - before < 2200
     assert root.vs[7].numpy() == 7.0
+
+
+@pytest.fixture
+def eager_full_collections() -> Iterator[list[int]]:
+    """Thresholds that make CPython consider a full collection after every young one; yields the
+    generations of the collections that ran inside a ``watch`` window."""
+    saved = gc.get_threshold()
+    started: list[int] = []
+
+    def record(phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            started.append(info["generation"])
+
+    gc.collect()
+    gc.set_threshold(10, 1, 1)
+    gc.callbacks.append(record)
+    try:
+        yield started
+    finally:
+        gc.callbacks.remove(record)
+        gc.set_threshold(*saved)
+
+
+def _model(n: int) -> tp.AutoTrackable:
+    root = tp.AutoTrackable()
+    for i in range(n):
+        layer = tp.AutoTrackable()
+        layer.w = tp.Variable(np.full(3, i, np.float32))
+        setattr(root, f"layer{i}", layer)
+    return root
+
+
+def test_no_full_collection_runs_during_a_save_or_a_restore(tmp_path: Any, eager_full_collections: list[int]) -> None:
+    # A full collection scans the whole model; growing by a quarter since the last one is enough to start
+    # another, so a save or restore of many variables paid for several. Young ones still run.
+    root = _model(1500)
+    ckpt = tp.Checkpoint(model=root)
+    threshold = gc.get_threshold()
+    eager_full_collections.clear()
+    path = ckpt.write(str(tmp_path / "ckpt"))
+    assert 2 not in eager_full_collections
+    status = ckpt.read(path)
+    assert 2 not in eager_full_collections
+    status.assert_consumed()
+    assert 0 in eager_full_collections  # the young generations were collected as usual
+    assert gc.get_threshold() == threshold
+    assert root.layer7.w.numpy().tolist() == [7.0] * 3
+
+
+def test_deferred_full_collections_nest_and_leave_the_programs_own_thresholds() -> None:
+    saved = gc.get_threshold()
+    try:
+        gc.set_threshold(500, 8, 9)
+        with _gc.full_collections_deferred():
+            with _gc.full_collections_deferred():
+                assert gc.get_threshold()[:2] == (500, 8)
+                assert gc.get_threshold()[2] > 10**6
+            assert gc.get_threshold()[2] > 10**6  # the outer block still defers
+        assert gc.get_threshold() == (500, 8, 9)
+        with pytest.raises(RuntimeError, match="boom"), _gc.full_collections_deferred():
+            raise RuntimeError("boom")
+        assert gc.get_threshold() == (500, 8, 9)
+        with _gc.full_collections_deferred():
+            gc.set_threshold(600, 5, 7)  # the program's choice while a save runs stands
+        assert gc.get_threshold() == (600, 5, 7)
+    finally:
+        gc.set_threshold(*saved)
+
+
+def test_full_collections_are_deferred_in_the_callers_thread_only(tmp_path: Any) -> None:
+    # The background writer of a program that saves all the time would otherwise hold them off for good.
+    seen: list[tuple[int, int, int]] = []
+    saved = gc.get_threshold()
+
+    def record() -> None:
+        seen.append(gc.get_threshold())
+
+    ckpt = tp.Checkpoint(v=tp.Variable([1.0]))
+    ckpt.write(str(tmp_path / "sync"), options=tp.CheckpointOptions(experimental_write_callbacks=[record]))
+    async_options = tp.CheckpointOptions(enable_async=True, experimental_write_callbacks=[record])
+    ckpt.write(str(tmp_path / "async"), options=async_options)
+    ckpt.sync()
+    assert seen[0][:2] == saved[:2] and seen[0][2] > 10**6  # the synchronous save, in the caller's thread
+    assert seen[1] == saved  # the async save's writer thread
+    assert gc.get_threshold() == saved
