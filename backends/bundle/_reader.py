@@ -46,8 +46,7 @@ _MAX_SHARDS: Final = 1 << 24
 class _Stored(NamedTuple):
     """One readable entry: decoded proto plus its numpy dtype (a named tuple: cheap to build 10^5 of).
 
-    ``problem`` says why no numpy array can hold the tensor (``None`` if one
-    can); such entries stay listed and fail on ``info`` and ``read``.
+    ``problem``: why no numpy array can hold the tensor (``None`` if one can); listed, ``info``/``read`` fail.
     """
 
     entry: Entry

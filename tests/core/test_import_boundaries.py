@@ -63,8 +63,15 @@ def test_checker_detects_a_forbidden_import(tmp_path: Path) -> None:
 
 # ------------------------------------------------------------------ formats over the store interface
 #: What a format package may import from trackpoint besides itself: the contract and its value types,
-#: and the public names of the store interface.
-FORMAT_MAY_IMPORT = ("trackpoint.storage", "trackpoint.errors", "trackpoint.dtypes", "trackpoint._paths")
+#: the public names of the store interface, and core's private helpers that hold no storage code (key
+#: paths, the collector pause of CPU-bound steps).
+FORMAT_MAY_IMPORT = (
+    "trackpoint.storage",
+    "trackpoint.errors",
+    "trackpoint.dtypes",
+    "trackpoint._paths",
+    "trackpoint._gc",
+)
 STORES = "trackpoint.backends.stores"
 
 
