@@ -36,12 +36,15 @@ most 0.1x memcpy for ``idle`` and 1.2x for ``held`` and ``assign``.
 
 ``train``: a loop of ``--steps`` steps over 256 MiB of variables, each step an
 SGD-like update (``assign_sub`` of a prepared gradient into every variable)
-followed by ``CheckpointManager.save`` (``max_to_keep=2``): sync, async, and
-async with the writer at the program's priority (``train-async-nice0``,
-``TRACKPOINT_ASYNC_NICENESS=0``); throughput in steps per second, ``sync()``
-at the end included.
+followed by ``CheckpointManager.save`` (``max_to_keep=2``): sync, async (the
+writer at the program's priority, the default), and async with the writer 10
+steps nicer (``train-async-nice10``, ``TRACKPOINT_ASYNC_NICENESS=10``, the
+default before); throughput in steps per second, ``sync()`` at the end
+included.
 
-Run: ``python benchmarks/bench_async.py [--rounds 5] [--steps 8] [--dir DIR]``
+Run: ``python benchmarks/bench_async.py [--rounds 5] [--steps 8] [--dir DIR] [--cases train]``
+(``--cases`` takes case names, or ``copy`` for idle/held/assign/sync and
+``train`` for the three loops).
 """
 
 from __future__ import annotations
@@ -61,7 +64,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import GiB, MiB, child_result, mixed_sizes, peak_rss_bytes, run_child, timed
 
 CASES = ("idle", "held", "assign", "sync")
-TRAIN = ("train-async", "train-async-nice0", "train-sync")
+TRAIN = ("train-async", "train-async-nice10", "train-sync")
+GROUPS = {"copy": CASES, "train": TRAIN}
 
 
 def _rss() -> int:
@@ -108,8 +112,10 @@ def child(case: str, directory: str, steps: str) -> None:
     import trackpoint as tp
 
     if case.startswith("train"):
-        if case == "train-async-nice0":
-            os.environ["TRACKPOINT_ASYNC_NICENESS"] = "0"  # the writer at the program's priority
+        if case == "train-async-nice10":
+            os.environ["TRACKPOINT_ASYNC_NICENESS"] = "10"  # the writer 10 steps nicer (the old default)
+        else:
+            os.environ.pop("TRACKPOINT_ASYNC_NICENESS", None)  # the default: the program's priority
         train(case, directory, int(steps))
         return
     ckpt, variables = _state(GiB, 0)
@@ -208,15 +214,23 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds (medians and spread over them)")
     parser.add_argument("--steps", type=int, default=8, help="steps of the training loop")
     parser.add_argument("--dir", default=None, help="scratch directory on the disk to measure (default: a temp dir)")
+    parser.add_argument(
+        "--cases",
+        nargs="+",
+        default=["copy", "train"],
+        choices=sorted({*CASES, *TRAIN, *GROUPS}),
+        help="what to run: case names, 'copy' (idle, held, assign, sync) or 'train' (the three loops)",
+    )
     parser.add_argument("--child", nargs=3, metavar=("CASE", "DIR", "STEPS"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         child(*args.child)
         return 0
+    chosen = [c for c in CASES + TRAIN if any(c == name or c in GROUPS.get(name, ()) for name in args.cases)]
     base = Path(args.dir) if args.dir else Path(tempfile.mkdtemp(prefix="trackpoint-bench-async-"))
     rounds: list[dict[str, Any]] = []
     for round_ in range(args.rounds):
-        order = list(CASES + TRAIN) if round_ % 2 == 0 else list(reversed(CASES + TRAIN))
+        order = chosen if round_ % 2 == 0 else chosen[::-1]
         results: dict[str, Any] = {}
         for case in order:
             shutil.rmtree(base / case, ignore_errors=True)
@@ -229,19 +243,28 @@ def main() -> int:
                 f"{c} {results[c]['blocking'] / results[c]['memcpy']:.3f}x memcpy" for c in CASES if c in results
             )
             + "  "
-            + "  ".join(f"{c} {results[c]['steps_per_second']:.2f} steps/s" for c in TRAIN),
+            + "  ".join(f"{c} {results[c]['steps_per_second']:.2f} steps/s" for c in TRAIN if c in results),
             flush=True,
         )
     if not args.dir:
         shutil.rmtree(base, ignore_errors=True)
-    state = rounds[0]["idle"]["state_bytes"]
+    copies = [c for c in CASES if c in chosen]
+    if copies:
+        _report_copies(rounds, copies)
+    if "train-sync" in chosen:
+        _report_train(rounds, [c for c in TRAIN[:-1] if c in chosen])
+    return 0
+
+
+def _report_copies(rounds: list[dict[str, Any]], cases: list[str]) -> None:
+    state = rounds[0][cases[0]]["state_bytes"]
     print(f"\n== {state / MiB:.0f} MiB of float32 Variables, bundle on local disk, {len(rounds)} rounds ==")
     print("median (min..max) over the rounds")
     print(
         f"{'case':<8}{'memcpy s':>22}{'blocking s':>22}{'blocking / memcpy':>24}{'first save / memcpy':>24}"
         f"{'extra peak / state':>24}"
     )
-    for case in CASES:
+    for case in cases:
         rs = [r[case] for r in rounds]
         print(
             f"{case:<8}{_spread([x['memcpy'] for x in rs]):>22}{_spread([x['blocking'] for x in rs]):>22}"
@@ -250,18 +273,23 @@ def main() -> int:
             f"{_spread([x['extra_peak'] / x['state_bytes'] for x in rs]):>24}"
         )
     for case in ("held", "assign"):
-        _assignments(case, [r[case] for r in rounds])
-    print(f"idle: background write after save returned {_spread([r['idle']['after'] for r in rounds], '{:.2f}')} s")
+        if case in cases:
+            _assignments(case, [r[case] for r in rounds])
+    if "idle" in cases:
+        after = _spread([r["idle"]["after"] for r in rounds], "{:.2f}")
+        print(f"idle: background write after save returned {after} s")
+
+
+def _report_train(rounds: list[dict[str, Any]], cases: list[str]) -> None:
     sync = [r["train-sync"]["steps_per_second"] for r in rounds]
     print(f"train (256 MiB, save every step), steps/s: sync {_spread(sync, '{:.2f}')}")
-    for case in ("train-async", "train-async-nice0"):
+    for case in cases:
         rate = [r[case]["steps_per_second"] for r in rounds]
         ratio = [x / y for x, y in zip(rate, sync, strict=True)]
         print(
             f"  {case}: {_spread(rate, '{:.2f}')} steps/s, per round / sync {_spread(ratio, '{:.2f}')}   "
             + " ".join(f"{x:.2f}" for x in ratio)
         )
-    return 0
 
 
 if __name__ == "__main__":

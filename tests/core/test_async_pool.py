@@ -162,7 +162,7 @@ def test_views_the_writer_takes_of_a_value_do_not_make_its_assignment_wait(gate:
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="per-thread priorities are Linux's")
 @pytest.mark.parametrize("setting", [None, "0", "3"])
-def test_the_writer_runs_at_a_lower_priority_than_the_program(tmp_path: Path, setting: str | None) -> None:
+def test_the_writer_runs_at_the_programs_priority_unless_told_otherwise(tmp_path: Path, setting: str | None) -> None:
     # In a fresh process: the writer's priority is set relative to the main thread's.
     script = """
 import os, sys, threading
@@ -189,7 +189,8 @@ print(os.getpriority(os.PRIO_PROCESS, threading.get_native_id()), _async.writer_
     )
     assert done.returncode == 0, done.stderr
     mine, niceness, *seen = map(int, done.stdout.split())
-    assert niceness == {None: _async.WRITER_NICENESS, "0": 0, "3": 3}[setting]
+    # The default is the program's own priority: a nicer writer lost the CPUs to other processes.
+    assert niceness == {None: 0, "0": 0, "3": 3}[setting]
     assert seen == [min(19, mine + niceness)] * 2
 
 
