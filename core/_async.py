@@ -67,6 +67,7 @@ from typing import TYPE_CHECKING, Any, Final, NoReturn, TypeGuard
 
 import numpy as np
 
+from trackpoint import _signal_safe
 from trackpoint.errors import SaveInProgressError, UnsupportedOptionError
 
 if TYPE_CHECKING:
@@ -378,6 +379,7 @@ class AsyncSaver:
         """Bytes of warm buffers kept for the next saves (counted against their budget)."""
         return self._pool.nbytes
 
+    @_signal_safe.guarded
     def free(self) -> None:
         """Free the warm buffers kept for later saves (``Checkpoint.close``); a save in flight keeps its own."""
         with _lock:
@@ -392,6 +394,7 @@ class AsyncSaver:
         """Whether a save is being written now."""
         return self._current is not None and not self._current.done.is_set()
 
+    @_signal_safe.guarded
     def begin(self, options: CheckpointOptions | None) -> None:
         """Before a save: wait for the one in flight (or refuse, by option), then raise its failure.
 
@@ -409,12 +412,14 @@ class AsyncSaver:
             )
         self.sync("the next save")
 
+    @_signal_safe.guarded
     def wait(self) -> None:
         """Wait for the save in flight, leaving a failure to be raised later (by :meth:`sync` or at exit)."""
         save = self._current
         if save is not None and save.thread is not threading.current_thread():
             save.done.wait()
 
+    @_signal_safe.guarded
     def sync(self, by: str = "sync()") -> None:
         """Wait for the save in flight; raise its error if it failed (once: later calls return).
 
@@ -443,6 +448,7 @@ class AsyncSaver:
             error.add_note(f"raised by {by}: {failed.description} failed in the background")
             raise error
 
+    @_signal_safe.guarded
     def start(
         self,
         items: Sequence[WriteItem],
@@ -665,7 +671,7 @@ def items_passed(items: Sequence[WriteItem]) -> None:
     """
     if not _passing:  # no async save in flight: the common case costs no lock
         return
-    with _changed:
+    with _signal_safe.section, _changed:
         passed = False
         for item in items:
             entry = _passing.pop(id(item), None)
@@ -799,6 +805,7 @@ def _run(
         save.done.set()
 
 
+@_signal_safe.guarded
 def wait_all() -> None:
     """Wait for every save in flight in this process."""
     while True:
@@ -869,6 +876,7 @@ def _program_status() -> int:
     return status if isinstance(status, int) else 1
 
 
+@_signal_safe.guarded
 def _report_at_exit() -> None:
     """At interpreter exit: wait for saves; report failures nobody was given; make the exit status non-zero.
 

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from trackpoint import _async, _gc, _resolve, observe
+from trackpoint import _async, _gc, _resolve, _signal_safe, observe
 from trackpoint.autotrackable import AutoTrackable
 from trackpoint.data_structures import NoDependency, is_numpy_value
 from trackpoint.distributed._driver import coordinator_of, on_root, together
@@ -218,6 +218,7 @@ class Checkpoint(AutoTrackable):
                 position.restore(counter)
 
     # ------------------------------------------------------------------ save
+    @_signal_safe.guarded
     def write(
         self, file_prefix: str | os.PathLike[str], options: CheckpointOptions | Any = None, session: Any = None
     ) -> str:
@@ -318,6 +319,7 @@ class Checkpoint(AutoTrackable):
             ready=ready,
         )
 
+    @_signal_safe.guarded
     def sync(self) -> None:
         """Wait until the async save in flight (if any) is written and committed.
 
@@ -334,6 +336,7 @@ class Checkpoint(AutoTrackable):
         """
         self._self_async.sync()
 
+    @_signal_safe.guarded
     def save(
         self, file_prefix: str | os.PathLike[str], options: CheckpointOptions | Any = None, session: Any = None
     ) -> str:
@@ -383,6 +386,7 @@ class Checkpoint(AutoTrackable):
             on_root(coordinator, record, f"updating the checkpoint state file beside {path!r}")
 
     # --------------------------------------------------------------- restore
+    @_signal_safe.guarded
     def read(self, save_path: str | os.PathLike[str], options: CheckpointOptions | None = None) -> LoadStatus:
         """Restore a checkpoint written by :meth:`write` (``save_counter`` is not expected).
 
@@ -466,6 +470,7 @@ class Checkpoint(AutoTrackable):
         events.finished()
         return status
 
+    @_signal_safe.guarded
     def restore(self, save_path: str | os.PathLike[str] | None, options: CheckpointOptions | None = None) -> LoadStatus:
         """Restore a checkpoint written by :meth:`save`; values for objects created later are applied then.
 
@@ -497,6 +502,7 @@ class Checkpoint(AutoTrackable):
         return status
 
     # -------------------------------------------------------------- lifetime
+    @_signal_safe.guarded
     def close(self) -> None:
         """Close the storage backends this checkpoint opened.
 
@@ -522,6 +528,7 @@ class Checkpoint(AutoTrackable):
     def __enter__(self) -> Checkpoint:
         return self
 
+    @_signal_safe.guarded
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:

@@ -35,7 +35,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from trackpoint import _async, _paths, _resolve, state
+from trackpoint import _async, _paths, _resolve, _signal_safe, state
 from trackpoint.distributed._driver import coordinator_of, on_root
 from trackpoint.errors import CheckpointError, StorageError, TrackableError
 from trackpoint.storage import CheckpointOptions, StorageBackend
@@ -330,6 +330,7 @@ class CheckpointManager:
             return list(self._maybe_delete)
 
     # ------------------------------------------------------------------ save
+    @_signal_safe.guarded
     def save(
         self,
         checkpoint_number: int | Any | None = None,
@@ -504,6 +505,7 @@ class CheckpointManager:
         state.modify_checkpoint_state(self._backend, self._directory, update)
 
     # --------------------------------------------------------------- restore
+    @_signal_safe.guarded
     def restore_or_initialize(self) -> str | None:
         """Restore the latest checkpoint if there is one, else call ``init_fn``.
 
@@ -523,6 +525,7 @@ class CheckpointManager:
             self._init_fn()
         return None
 
+    @_signal_safe.guarded
     def sync(self) -> None:
         """Wait until the async save in flight is committed, recorded and retention applied.
 
@@ -542,6 +545,7 @@ class CheckpointManager:
             saver.sync()
 
     # -------------------------------------------------------------- lifetime
+    @_signal_safe.guarded
     def close(self) -> None:
         """Close the storage backend the manager opened for its directory.
 
@@ -562,6 +566,7 @@ class CheckpointManager:
     def __enter__(self) -> CheckpointManager:
         return self
 
+    @_signal_safe.guarded
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:

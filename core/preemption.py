@@ -7,7 +7,11 @@ periodic save. :func:`save_on_sigterm` installs a handler that does exactly
 that, once:
 
 * **at the signal** (the default): the handler saves as soon as the signal
-  arrives, between two Python bytecodes of the main thread, then exits;
+  arrives, between two Python bytecodes of the main thread, then exits. If
+  the main thread is inside a trackpoint call just then (a save, a restore,
+  ``sync()``, an assignment an async save diverts), the save waits until that
+  call returns: run in the middle of it, the save could wait forever for a
+  lock the interrupted call holds;
 * **at a step boundary** (``at_step=True``, and always with a coordinator):
   the handler only records the signal; the training loop calls
   :meth:`PreemptionHandler.check` once per step, which saves and exits at the
@@ -35,6 +39,7 @@ from collections.abc import Callable, Sequence
 from types import FrameType, TracebackType
 from typing import TYPE_CHECKING, Any
 
+from trackpoint import _signal_safe
 from trackpoint.errors import CheckpointError, TrackableError
 
 if TYPE_CHECKING:
@@ -126,6 +131,12 @@ class PreemptionHandler:
             return
         if self._at_step:
             _log.info("%s received: saving at the next step boundary (PreemptionHandler.check)", name)
+            return
+        if _signal_safe.inside():
+            # The main thread is inside trackpoint (a save, a restore, an assignment an async save
+            # diverts) and may hold the async saves' lock: saving here could wait for it forever.
+            _log.info("%s received during a trackpoint call: saving a checkpoint once it returns", name)
+            _signal_safe.call_outside(lambda: self._save_and_leave(signum, None))
             return
         _log.info("%s received: saving a checkpoint before exiting", name)
         self._save_and_leave(signum, frame)

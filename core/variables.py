@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from trackpoint import dtypes
+from trackpoint import _signal_safe, dtypes
 from trackpoint._slices import TensorSlice
 from trackpoint.errors import DTypeMismatchError, ShapeMismatchError
 from trackpoint.trackable import VARIABLE_VALUE_KEY, Trackable
@@ -274,6 +274,7 @@ class Variable(Trackable):
             self._write_pinned(lambda out: np.copyto(out, arr))
         return self
 
+    @_signal_safe.guarded
     def _write_pinned(self, write: Callable[[np.ndarray[Any, Any]], Any]) -> None:
         """Run ``write`` (which fills the array it is given) while an async save pins the value.
 

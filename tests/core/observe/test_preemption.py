@@ -238,3 +238,112 @@ def test_sigterm_during_async_saves_saves_once_more_and_exits_with_every_save_wr
         # Every async save that was recorded is readable: none was cut short by the exit.
         back = tp.Variable(np.zeros(100_000))
         tp.Checkpoint(weights=back).read(path).expect_partial()
+
+
+#: Trains with async saves while a trace function raises SIGTERM at a chosen line trackpoint executes in
+#: the main thread: the signal arrives exactly there, e.g. while the main thread holds the async saves' lock.
+#: argv: directory, "async" (lines of trackpoint._async) or "all" (every trackpoint line), trials, mode
+#: ("stay": exit_after=False, one trial per chosen line, each checked; "exit": one signal while the
+#: main thread is inside AsyncSaver.start with the lock taken, and the process exits).
+SIGNAL_ANYWHERE = """
+import os, signal, sys
+import numpy as np
+import trackpoint as tp
+from trackpoint import _async
+from trackpoint.preemption import save_on_sigterm
+
+directory, where, trials, mode = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
+traced = _async.__file__ if where == "async" else os.path.dirname(tp.__file__) + os.sep
+variables = [tp.Variable(np.zeros(1000)) for _ in range(3)]
+ckpt = tp.Checkpoint(layers=variables)
+# Room for one new buffer: the first assignment during a save gets one, the others wait for the writer.
+manager = tp.CheckpointManager(
+    ckpt, directory, max_to_keep=2, options=tp.CheckpointOptions(enable_async=True, async_memory_bytes=8000)
+)
+lines, at, function = 0, -1, None
+
+def line(frame, event, arg):
+    global lines
+    if event == "line" and (function is None or (frame.f_code.co_name == function and _async._lock.locked())):
+        lines += 1
+        if lines == at:
+            signal.raise_signal(signal.SIGTERM)  # its handler runs right here, in the main thread
+    return line
+
+def tracer(frame, event, arg):
+    return line if frame.f_code.co_filename.startswith(traced) else None
+
+def step(n):
+    sys.settrace(tracer)
+    try:
+        for v in variables:
+            v.assign(np.full(1000, float(n)))
+        manager.save()
+    finally:
+        sys.settrace(None)
+
+manager.save()
+manager.sync()
+if mode == "exit":
+    function, at = "start", 1
+    save_on_sigterm(manager)
+    step(1)
+    raise SystemExit("the signal never came")
+step(1)
+total = lines
+for n, k in enumerate(sorted({1 + i * total // trials for i in range(trials)}), start=2):
+    handler = save_on_sigterm(manager, exit_after=False)
+    lines, at = 0, k
+    step(n)
+    handler.uninstall()
+    if lines < at:
+        continue  # this step ran fewer lines (fewer waits): no signal
+    assert handler.saved, f"no save for the signal at line {k} of {total}"
+    back = [tp.Variable(np.full(1000, -1.0)) for _ in variables]
+    tp.Checkpoint(layers=back).restore(handler.saved_path).assert_consumed()
+    # At the signal (not at a step boundary): each value is this step's or the last one's.
+    assert all(set(np.unique(b.numpy())) <= {n - 1.0, float(n)} for b in back), (k, [b.numpy()[0] for b in back])
+manager.sync()
+print("trials", n - 1, "lines", total, flush=True)
+"""
+
+
+def test_sigterm_anywhere_in_an_async_save_saves_once_and_never_hangs(tmp_path: Path) -> None:
+    # Before the fix, a signal landing while the main thread held trackpoint._async's lock made the
+    # handler's save wait for that lock forever.
+    done = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(SIGNAL_ANYWHERE), str(tmp_path), "async", "30", "stay"],
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("trials 30 ") or done.stdout.startswith("trials 31 "), done.stdout
+
+
+@pytest.mark.slow
+def test_sigterm_at_every_trackpoint_line_of_an_async_step(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(SIGNAL_ANYWHERE), str(tmp_path), "all", "200", "stay"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr
+
+
+def test_sigterm_while_a_save_holds_the_lock_saves_after_it_and_exits_143(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(SIGNAL_ANYWHERE), str(tmp_path), "async", "1", "exit"],
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    assert done.returncode == 128 + signal.SIGTERM, done.stderr
+    assert "failed in the background" not in done.stderr
+    state = tp.read_checkpoint_state(str(tmp_path))
+    # The save before the step, the step's (ckpt-2), then the preemption save, recorded last and whole.
+    assert state is not None and state.model_checkpoint_path == str(tmp_path / "ckpt-3")
+    back = [tp.Variable(np.full(1000, -1.0)) for _ in range(3)]
+    tp.Checkpoint(layers=back).restore(state.model_checkpoint_path).assert_consumed()
+    assert all((b.numpy() == 1.0).all() for b in back)
