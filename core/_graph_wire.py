@@ -10,28 +10,15 @@ protobuf's for every kind of node.
 
 from __future__ import annotations
 
-from typing import Final
+from trackpoint._varint import ONE_BYTE, encode_varint
 
 __all__ = ["NodeEncoder", "encode_graph"]
-
-_SMALL: Final = tuple(bytes((i,)) for i in range(0x80))
-
-
-def _varint(value: int) -> bytes:
-    if value < 0x80:
-        return _SMALL[value]
-    out = bytearray()
-    while value >= 0x80:
-        out.append((value & 0x7F) | 0x80)
-        value >>= 7
-    out.append(value)
-    return bytes(out)
 
 
 def _field(tag: bytes, payload: bytes) -> bytes:
     """A length-delimited field (string or message)."""
     n = len(payload)
-    return tag + (_SMALL[n] if n < 0x80 else _varint(n)) + payload
+    return tag + (ONE_BYTE[n] if n < 0x80 else encode_varint(n)) + payload
 
 
 def _string(tag: bytes, text: str) -> bytes:
@@ -55,7 +42,7 @@ class NodeEncoder:
         name = self._local_names.get(local_name)
         if name is None:
             name = self._local_names[local_name] = _string(b"\x12", local_name)
-        return _field(b"\x0a", b"\x08" + _varint(node_id) + name if node_id else name)
+        return _field(b"\x0a", b"\x08" + encode_varint(node_id) + name if node_id else name)
 
     def attribute(self, name: str, full_name: str, checkpoint_key: str) -> bytes:
         """A ``SerializedTensor`` field (``attributes``, field 2)."""
@@ -69,9 +56,9 @@ class NodeEncoder:
     def slot_variable(original_variable_node_id: int, slot_name: str, slot_variable_node_id: int) -> bytes:
         """A ``SlotVariableReference`` field (``slot_variables``, field 3)."""
         ref = (
-            (b"\x08" + _varint(original_variable_node_id) if original_variable_node_id else b"")
+            (b"\x08" + encode_varint(original_variable_node_id) if original_variable_node_id else b"")
             + _string(b"\x12", slot_name)
-            + (b"\x18" + _varint(slot_variable_node_id) if slot_variable_node_id else b"")
+            + (b"\x18" + encode_varint(slot_variable_node_id) if slot_variable_node_id else b"")
         )
         return _field(b"\x1a", ref)
 

@@ -311,6 +311,8 @@ class _Plan:
     deferred: list[tuple[Trackable, str, CheckpointPosition]] = field(default_factory=list)
     seen: list[Trackable] = field(default_factory=list)
     saveables: list[SaveableObject] = field(default_factory=list)
+    #: Per class, whether it restores through saveables (a walk of its method resolution order).
+    saveable_types: dict[type, bool] = field(default_factory=dict)
 
     def bind(self, proto_id: int, trackable: Trackable) -> bool:
         """Tentatively match a node to an object; ``False`` if already matched."""
@@ -365,7 +367,10 @@ class _Plan:
         if self.coordinator.restore_uid <= trackable._self_update_uid or id(trackable) in self.planned:
             return  # a newer restore (or this one, via another node) already wrote it
         self.planned.add(id(trackable))
-        if uses_saveables(trackable):
+        saveables = self.saveable_types.get(type(trackable))
+        if saveables is None:
+            saveables = self.saveable_types[type(trackable)] = uses_saveables(trackable)
+        if saveables:
             self._plan_saveables(CheckpointPosition(self.coordinator, proto_id), trackable)
             return
         names = trackable._checkpoint_attribute_names()
@@ -626,21 +631,38 @@ class CheckpointLoadStatus(LoadStatus):
         # The view may be the only path to the root; keep it alive with the status.
         self._root = view.root
 
-    def _live_objects(self) -> list[Trackable]:
-        objects = []
+    def _record_live_objects(self) -> None:
+        """Record every object of the live graph (empty containers aside) as seen by this restore.
+
+        Objects created since the restore are among them: that is why the assertions walk the graph.
+        """
         seen = self._checkpoint.all_python_objects
         ref = weakref.ref
+        # Per class, whether it is a container wrapper: an isinstance check against that abstract class
+        # costs about a microsecond, for each of possibly 10^5 objects.
+        structures: dict[type, bool] = {}
         for obj in list_objects(self._view):
-            if isinstance(obj, TrackableDataStructure) and not obj._trackable_children():
+            cls = type(obj)
+            structure = structures.get(cls)
+            if structure is None:
+                structure = structures[cls] = issubclass(cls, TrackableDataStructure)
+            if structure and not obj._trackable_children():
                 continue  # empty containers have nothing to match
-            objects.append(obj)
-            seen.setdefault(id(obj), ref(obj))
-        return objects
+            if id(obj) not in seen:
+                seen[id(obj)] = ref(obj)
 
     def _unmatched_python_objects(self) -> list[Trackable]:
-        self._live_objects()
-        matched = {id(obj) for ref in self._checkpoint.matched.values() if (obj := ref()) is not None}
-        return [o for o in self._checkpoint.python_objects() if id(o) not in matched and _has_attributes(o)]
+        self._record_live_objects()
+        checkpoint = self._checkpoint
+        # A matched object's weak reference is the one recorded for it as seen (CPython hands out one
+        # reference per object), so most objects are settled by the reference's identity, without
+        # dereferencing it; the others are checked by the object's identity.
+        matched_refs = {id(r) for r in checkpoint.matched.values()}
+        candidates = [r for r in checkpoint.all_python_objects.values() if id(r) not in matched_refs]
+        if not candidates:
+            return []
+        matched = {id(obj) for r in checkpoint.matched.values() if (obj := r()) is not None}
+        return [o for r in candidates if (o := r()) is not None and id(o) not in matched and _has_attributes(o)]
 
     @_gc.paused()
     def assert_consumed(self) -> CheckpointLoadStatus:
@@ -733,7 +755,7 @@ class CheckpointLoadStatus(LoadStatus):
         MatchError
             Only the root matched; lists the objects without values.
         """
-        self._live_objects()
+        self._record_live_objects()
         if len(self._checkpoint.object_by_proto_id) <= 1:
             unmatched = self._unmatched_python_objects()
             if unmatched:

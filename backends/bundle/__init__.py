@@ -9,7 +9,8 @@ Modules, by job: ``_backend`` (the storage contract, delegating), ``_writer``
 (data files and shard manifests), ``_reader`` (index parsing, reads, slice
 assembly), ``_commit`` (the commit strategies, chosen from the store's
 capabilities), ``_names`` (file names); ``_codec``, ``_sstable``, ``_crc``,
-``_varint``, ``_ordered_code`` and ``_dtypes`` encode TensorFlow's formats.
+``_ordered_code`` and ``_dtypes`` encode TensorFlow's formats (with the varints
+of ``trackpoint._varint``, which the object-graph encoder shares).
 """
 
 from __future__ import annotations

@@ -23,8 +23,8 @@ from typing import Any, Final, NamedTuple
 import numpy as np
 from google.protobuf.message import DecodeError
 
+from trackpoint._varint import ONE_BYTE, decode_varint, encode_varint
 from trackpoint.backends.bundle._crc import crc32c, extend, mask, unmask
-from trackpoint.backends.bundle._varint import decode_varint, encode_varint
 from trackpoint.backends.bundle.proto import tensor_bundle_pb2 as _pb2
 from trackpoint.errors import DataLossError, InvalidCheckpointError, UnsupportedDTypeError
 
@@ -98,12 +98,33 @@ def decode_header(value: bytes, where: str) -> Header:
     return Header(num_shards=msg.num_shards, big_endian=msg.endianness == pb.BundleHeaderProto.BIG)
 
 
-def _tagged_varint(tag: int, value: int) -> bytes:
-    return bytes((tag,)) + encode_varint(value)
-
-
 def encode_entry(dtype: int, shape: Sequence[int], shard_id: int, offset: int, size: int, crc: int) -> bytes:
     """A ``BundleEntryProto`` for a plain (unsliced) tensor, byte-identical to protobuf's serialization."""
+    shape = tuple(shape)
+    head = _HEADS.get((dtype, shape))
+    if head is None:
+        head = _entry_head(dtype, shape)
+        if len(_HEADS) < _HEADS_MAX:
+            _HEADS[(dtype, shape)] = head
+    return b"".join(
+        (
+            head,
+            b"\x18" + encode_varint(shard_id) if shard_id else b"",
+            b"\x20" + encode_varint(offset) if offset else b"",
+            b"\x28" + (ONE_BYTE[size] if size < 0x80 else encode_varint(size)) if size else b"",
+            b"\x35" + _U32.pack(crc) if crc else b"",
+        )
+    )
+
+
+#: The dtype and shape fields of entries by dtype and shape; bounded, as a model has few of these, and an
+#: index of 10^5 entries then encodes each of them once.
+_HEADS: dict[tuple[int, tuple[int, ...]], bytes] = {}
+_HEADS_MAX: Final = 4096
+
+
+def _entry_head(dtype: int, shape: tuple[int, ...]) -> bytes:
+    """The ``dtype`` and ``shape`` fields of an entry (fields 1 and 2, written first)."""
     parts: list[bytes] = []
     for d in shape:
         if d:
@@ -113,20 +134,8 @@ def encode_entry(dtype: int, shape: Sequence[int], shard_id: int, offset: int, s
             parts.append(b"\x12\x00")
     dims = b"".join(parts)
     # TensorFlow always sets the shape submessage, so even a scalar has "12 00".
-    out = (
-        [b"\x08", encode_varint(dtype), b"\x12", encode_varint(len(dims)), dims]
-        if dtype
-        else [b"\x12", encode_varint(len(dims)), dims]
-    )
-    if shard_id:
-        out += (b"\x18", encode_varint(shard_id))
-    if offset:
-        out += (b"\x20", encode_varint(offset))
-    if size:
-        out += (b"\x28", encode_varint(size))
-    if crc:
-        out += (b"\x35", _U32.pack(crc))
-    return b"".join(out)
+    shape_field = b"\x12" + encode_varint(len(dims)) + dims
+    return b"\x08" + encode_varint(dtype) + shape_field if dtype else shape_field
 
 
 def encode_sliced_entry(

@@ -12,8 +12,8 @@ import struct
 from collections.abc import Iterable
 from typing import Final
 
+from trackpoint._varint import decode_varint, encode_varint
 from trackpoint.backends.bundle._crc import crc32c, mask, unmask
-from trackpoint.backends.bundle._varint import decode_varint, encode_varint
 from trackpoint.errors import DataLossError, InvalidCheckpointError, TrackableError
 
 __all__ = [
@@ -93,9 +93,15 @@ class _BlockBuilder:
         else:
             self._restarts.append(len(self._buf))
             self._counter = 0
-        self._buf += b"".join(
-            (encode_varint(shared), encode_varint(len(key) - shared), encode_varint(len(value)), key[shared:], value)
-        )
+        non_shared = len(key) - shared
+        vlen = len(value)
+        buf = self._buf
+        if (shared | non_shared | vlen) < 0x80:
+            buf += bytes((shared, non_shared, vlen))  # nearly every entry: three one-byte varints
+        else:
+            buf += encode_varint(shared) + encode_varint(non_shared) + encode_varint(vlen)
+        buf += key[shared:] if shared else key
+        buf += value
         self._last = key
         self._counter += 1
 
@@ -130,10 +136,12 @@ class TableBuilder:
         if self._pending is not None:
             self._index.add(shortest_separator(self._last_key, key), self._pending)
             self._pending = None
-        self._data.add(key, value)
+        data = self._data
+        data.add(key, value)
         self._last_key = key
         self._num += 1
-        if self._data.estimate() >= self._block_size:
+        # data.estimate(), without a call per entry
+        if len(data._buf) + 4 * len(data._restarts) + 4 >= self._block_size:
             self._flush()
 
     def _write_block(self, contents: bytes) -> bytes:

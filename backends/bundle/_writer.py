@@ -16,6 +16,7 @@ from typing import Any, Final, NamedTuple
 import numpy as np
 
 from trackpoint import _gc
+from trackpoint._varint import ONE_BYTE, decode_varint, encode_varint
 from trackpoint.backends.bundle._codec import (
     decode_entry,
     encode_entry,
@@ -27,7 +28,6 @@ from trackpoint.backends.bundle._crc import crc32c, extend, mask
 from trackpoint.backends.bundle._dtypes import DT_STRING, tf_from_dtype
 from trackpoint.backends.bundle._ordered_code import decode_slice_key, encode_slice_key
 from trackpoint.backends.bundle._sstable import build_table
-from trackpoint.backends.bundle._varint import decode_varint, encode_varint
 from trackpoint.backends.stores import FileLayer
 from trackpoint.errors import ConcurrentModificationError, InvalidCheckpointError, TrackableError
 from trackpoint.storage import ShardResult, ShardSpec, TensorSlice, WriteItem, shard_progress
@@ -195,7 +195,7 @@ def describe_shard(spec: ShardSpec, rows: list[Row], file_count: int) -> Written
     for r in rows:
         if r.part is not None:
             sliced.setdefault(r.full, []).append(r)
-    plain = {r.key for r in rows if r.part is None}
+    plain = {r.key for r in rows if r.part is None} if sliced else set()
     for name, group in sliced.items():
         if name in plain:
             raise TrackableError(f"bundle: tensor {_name(name)} is saved both whole and as slices")
@@ -237,9 +237,12 @@ def encode_payload(entries: Sequence[tuple[bytes, bytes]], file_count: int) -> b
     out = bytearray(_PAYLOAD_MAGIC)
     out += encode_varint(file_count)
     for k, v in entries:
-        out += encode_varint(len(k))
+        # Keys and entries are nearly always shorter than 128 bytes: one-byte lengths, looked up.
+        n = len(k)
+        out += ONE_BYTE[n] if n < 0x80 else encode_varint(n)
         out += k
-        out += encode_varint(len(v))
+        n = len(v)
+        out += ONE_BYTE[n] if n < 0x80 else encode_varint(n)
         out += v
     return bytes(out)
 

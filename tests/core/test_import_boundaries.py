@@ -64,13 +64,14 @@ def test_checker_detects_a_forbidden_import(tmp_path: Path) -> None:
 # ------------------------------------------------------------------ formats over the store interface
 #: What a format package may import from trackpoint besides itself: the contract and its value types,
 #: the public names of the store interface, and core's private helpers that hold no storage code (key
-#: paths, the collector pause of CPU-bound steps).
+#: paths, the collector pause of CPU-bound steps, varints).
 FORMAT_MAY_IMPORT = (
     "trackpoint.storage",
     "trackpoint.errors",
     "trackpoint.dtypes",
     "trackpoint._paths",
     "trackpoint._gc",
+    "trackpoint._varint",
 )
 STORES = "trackpoint.backends.stores"
 

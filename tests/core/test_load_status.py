@@ -57,6 +57,26 @@ def test_object_without_checkpoint_value() -> None:
     status.assert_nontrivial_match()
 
 
+def test_matches_are_found_whatever_weak_references_record_the_objects() -> None:
+    # The assertions settle most objects by the identity of the weak reference they share with the matched
+    # ones; a different reference to a matched object (another runtime, a reference with a callback) must
+    # still count as matched, and an unmatched object must still be found.
+    import weakref
+
+    path = _saved_pair()
+    model = tp.AutoTrackable()
+    model.a = tp.Variable(0.0)
+    model.b = tp.Variable(0.0)
+    status = tp.Checkpoint(model=model).restore(path)
+    seen = status._checkpoint.all_python_objects
+    seen[id(model.a)] = weakref.ref(model.a, lambda _: None)
+    assert seen[id(model.a)] is not weakref.ref(model.a)
+    assert status.assert_consumed() is status
+    model.c = tp.Variable(0.0)
+    with pytest.raises(tp.MatchError, match=r"(?s)Found 1 Python objects that were not bound.*\(root\)\.model\.c"):
+        status.assert_consumed()
+
+
 def test_nontrivial_match_fails_when_only_root_matches() -> None:
     # write()/read(): no save_counter, which would otherwise match besides the root.
     root = tp.AutoTrackable()

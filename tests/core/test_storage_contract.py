@@ -184,3 +184,25 @@ def test_formats_do_not_override_save() -> None:
 
     assert "save" not in vars(BundleBackend)
     assert "begin" in vars(BundleBackend)
+
+
+def test_write_item_keeps_the_frozen_dataclass_contract() -> None:
+    import dataclasses
+
+    from trackpoint import TensorSlice
+    from trackpoint.errors import ShapeMismatchError
+
+    a = np.arange(3, dtype=np.float32)
+    item = WriteItem("w", a)
+    assert (item.key, item.array, item.slice) == ("w", a, None)
+    assert WriteItem(key="w", array=a) == item
+    assert [f.name for f in dataclasses.fields(WriteItem)] == ["key", "array", "slice"]
+    assert repr(item).startswith("WriteItem(key='w', array=array([0., 1., 2.]")
+    with pytest.raises(dataclasses.FrozenInstanceError, match="cannot assign to field 'key'"):
+        item.key = "v"  # type: ignore[misc]
+    part = TensorSlice((6,), (3,), (3,))
+    moved = dataclasses.replace(item, key="v", slice=part)
+    assert (moved.key, moved.array is a, moved.slice) == ("v", True, part)
+    with pytest.raises(ShapeMismatchError, match=r"WriteItem 'w': the array has shape \(3,\), its slice"):
+        WriteItem("w", a, TensorSlice((6,), (0,), (2,)))
+    assert not hasattr(item, "__dict__")

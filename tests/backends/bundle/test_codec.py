@@ -214,3 +214,15 @@ def test_entries_protobuf_rejects_never_pass_the_fast_path() -> None:
     with pytest.raises(DataLossError, match="negative"):
         decode_entry(negative_offset.SerializeToString(), "idx")
     assert decode_entry(twice, "idx").size == 9
+
+
+def test_entries_of_one_dtype_and_shape_keep_their_own_fields() -> None:
+    # Entries reuse the encoded dtype and shape of earlier ones: only those two fields may be shared.
+    for shape in [(), (3,), [3], (3, 0), (0,), (2**20, 2)]:
+        for dtype in (0, 1, 19):
+            for shard, offset, size, crc in [(0, 0, 0, 0), (2, 1, 12, 7), (0, 2**40, 300, 2**32 - 1)]:
+                msg = pb.BundleEntryProto(dtype=dtype, shard_id=shard, offset=offset, size=size, crc32c=crc)
+                msg.shape.SetInParent()
+                for d in shape:
+                    msg.shape.dim.add(size=d)
+                assert encode_entry(dtype, shape, shard, offset, size, crc) == msg.SerializeToString()

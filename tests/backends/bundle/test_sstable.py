@@ -20,7 +20,7 @@ from trackpoint.errors import DataLossError, InvalidCheckpointError, TrackableEr
 
 
 def _handles(table: bytes) -> tuple[tuple[int, int], tuple[int, int]]:
-    from trackpoint.backends.bundle._varint import decode_varint
+    from trackpoint._varint import decode_varint
 
     footer = table[-FOOTER_SIZE:]
     m_off, pos = decode_varint(footer, 0, "f")
@@ -100,7 +100,7 @@ def test_flipped_byte_fails_block_crc() -> None:
 
 def _single_block_table(contents: bytes, block_type: int = 0) -> bytes:
     """A table whose only data block has the given raw contents."""
-    from trackpoint.backends.bundle._varint import encode_varint
+    from trackpoint._varint import encode_varint
 
     out = bytearray(contents) + bytes((block_type,)) + struct.pack("<I", mask(crc32c(contents + bytes((block_type,)))))
     empty = bytes.fromhex("0000000001000000")

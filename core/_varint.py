@@ -1,4 +1,10 @@
-"""LEB128 varints and little-endian fixed-width integers (protobuf/LevelDB wire primitives)."""
+"""LEB128 varints, the integer encoding of protobuf messages and LevelDB tables.
+
+Shared by the object-graph encoder (``trackpoint._graph_wire``) and the bundle format
+(``trackpoint.backends.bundle``), which imports it from here because dependencies point inward. Values
+below 128 (most lengths, node ids of small graphs, dtype codes) are looked up in a 128-entry table;
+importing this module builds nothing larger.
+"""
 
 from __future__ import annotations
 
@@ -6,19 +12,22 @@ from typing import Final
 
 from trackpoint.errors import DataLossError
 
-__all__ = ["decode_varint", "encode_varint"]
+__all__ = ["ONE_BYTE", "decode_varint", "encode_varint"]
 
-
-# Index building encodes several varints per tensor; most are below 2**14.
-_SMALL: Final = tuple(bytes((i,)) for i in range(0x80)) + tuple(
-    bytes(((i & 0x7F) | 0x80, i >> 7)) for i in range(0x80, 0x4000)
-)
+#: The encodings of 0-127, one byte each: looked up rather than built, also by callers that inline the
+#: common case (``ONE_BYTE[n] if n < 0x80 else encode_varint(n)``).
+ONE_BYTE: Final = tuple(bytes((i,)) for i in range(0x80))
 
 
 def encode_varint(value: int) -> bytes:
     """LEB128 encoding of a non-negative ``value`` (7 bits per byte, low group first)."""
+    if value < 0x80:
+        return ONE_BYTE[value]
     if value < 0x4000:
-        return _SMALL[value]
+        return bytes(((value & 0x7F) | 0x80, value >> 7))
+    if value < 0x200000:
+        # Offsets into data files of up to 2 MiB; larger ones take the loop.
+        return bytes(((value & 0x7F) | 0x80, ((value >> 7) & 0x7F) | 0x80, value >> 14))
     out = bytearray()
     while value >= 0x80:
         out.append((value & 0x7F) | 0x80)
