@@ -148,8 +148,9 @@ class PreemptionHandler:
         is a collective: every rank calls it at every step, and they
         exchange one byte each (``Coordinator.all_gather``), so all ranks
         save at the first step after any of them was signalled. Its cost is
-        one round trip through the coordinator's store per step; call it
-        every few steps if that matters.
+        a few requests to the coordinator's store per step (the all-gather
+        and, over a ``KeyValueCoordinator``, the record that ends it); call
+        it every few steps if that matters.
         """
         preempted = self._signalled is not None
         if self._coordinator is not None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from ranks import Ranks, needs_torch
+from ranks import Ranks, needs_jax, needs_torch
 
 pytestmark = pytest.mark.xdist_group("ranks")
 
@@ -19,15 +19,21 @@ TIMEOUT = 3.0
 DELAY = TIMEOUT + 2.0  # rank 1 reaches the first save's planning step this much after rank 0
 
 
-@needs_torch
-@pytest.mark.parametrize("late", [1, 0])
+@pytest.mark.parametrize(
+    ("group", "late"),
+    [
+        pytest.param("torch2", 1, marks=needs_torch),
+        pytest.param("torch2", 0, marks=needs_torch),
+        # JAX's coordination service: its non-overwriting insert records each all-gather's ending.
+        pytest.param("jax2", 1, marks=needs_jax),
+    ],
+)
 def test_a_rank_late_to_the_planning_step_fails_that_save_and_the_next_save_works(
-    torch2: Ranks, tmp_path: Path, late: int
+    group: str, late: int, request: pytest.FixtureRequest, tmp_path: Path
 ) -> None:
+    ranks: Ranks = request.getfixturevalue(group)
     prefix = f"{tmp_path}/ckpt"
-    results = torch2.values(
-        "write_late_then_again", prefix=prefix, late=late, delay=DELAY, sizes=SIZES, timeout=TIMEOUT
-    )
+    results = ranks.values("write_late_then_again", prefix=prefix, late=late, delay=DELAY, sizes=SIZES, timeout=TIMEOUT)
     waiting, arriving = results[1 - late][0], results[late][0]
     # The rank that waited gave up at the planning step; the late one learned that as it arrived.
     assert [waiting[0], arriving[0]] == ["CoordinationTimeoutError", "CoordinationTimeoutError"], results
@@ -38,4 +44,4 @@ def test_a_rank_late_to_the_planning_step_fails_that_save_and_the_next_save_work
     assert "the next operation starts in step on every rank" in arriving[1]
     # The ranks are in step again: the second save is one save on both, and holds the second model.
     assert [r[1] for r in results] == [["ok", prefix], ["ok", prefix]], results
-    assert torch2.values("read", prefix=prefix, sizes=SIZES, seed=2) == [True, True]
+    assert ranks.values("read", prefix=prefix, sizes=SIZES, seed=2) == [True, True]
