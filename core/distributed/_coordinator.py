@@ -134,15 +134,17 @@ def _next_sequence(namespace: str) -> int:
         return next(counter)
 
 
-# Keys this process set in operations of one stream (a namespace and an operation kind), deleted
-# once a later all-gather of the same stream completes: every rank has then left the collectives
-# before it. Shared by the coordinators of one namespace, as the sequence numbers are.
+# Keys a thread of this process set in operations (per namespace, rank and thread), deleted once a
+# later all-gather of an operation in the same thread completes. Each thread's operations follow one
+# another, and every rank makes the same ones in the same order (an async save's writer thread its
+# saves and state-file steps, the training loop its checks), so every rank has then left the
+# collectives before it. Shared by the coordinators of one namespace, as the sequence numbers are.
 _leftovers: dict[str, list[str]] = {}
 
 
-def _remember(stream: str, keys: list[str]) -> None:
+def _remember(cleanup: str, keys: list[str]) -> None:
     with _sequences_lock:
-        _leftovers.setdefault(stream, []).extend(keys)
+        _leftovers.setdefault(cleanup, []).extend(keys)
 
 
 @dataclass(slots=True)
@@ -151,7 +153,7 @@ class _Operation:
 
     kind: str
     number: int
-    stream: str
+    cleanup: str  # where its keys wait for deletion (see _leftovers)
     prefix: str
     collectives: itertools.count[int] = field(default_factory=itertools.count)
 
@@ -274,7 +276,8 @@ class KeyValueCoordinator(ABC):
         stream = f"{self._namespace}/{kind}@{self._rank}"
         number = _next_sequence(stream)
         previous = getattr(self._local, "operation", None)
-        self._local.operation = _Operation(kind, number, stream, f"{self._namespace}/{kind}.{number}")
+        cleanup = f"{self._namespace}@{self._rank}#{threading.get_ident()}"
+        self._local.operation = _Operation(kind, number, cleanup, f"{self._namespace}/{kind}.{number}")
         try:
             yield
         finally:
@@ -356,12 +359,12 @@ class KeyValueCoordinator(ABC):
                 # Another rank saw every contribution (its wait raced this rank's time-out): all are stored.
                 values = self._wait(keys, min(self._timeout, 10.0), "every rank's contribution", sequence, op)
         except BaseException:
-            _remember(op.stream, mine)
+            _remember(op.cleanup, mine)
             raise
-        # Every rank has contributed to this collective, so it has left every earlier one of the stream.
+        # Every rank has contributed to this collective, so it has left every earlier one of this thread.
         with _sequences_lock:
-            done = _leftovers.pop(op.stream, [])
-            _leftovers[op.stream] = mine
+            done = _leftovers.pop(op.cleanup, [])
+            _leftovers[op.cleanup] = mine
         if done:
             self._delete(done)
         return values
@@ -384,7 +387,7 @@ class KeyValueCoordinator(ABC):
             if op is None:
                 self._pending.append(key)
             else:
-                _remember(op.stream, [key])
+                _remember(op.cleanup, [key])
             return bytes(data)
         return self._wait([key], timeout, f"rank {root}'s broadcast", sequence, op)[0]
 
@@ -399,14 +402,14 @@ class KeyValueCoordinator(ABC):
         name = f"{self._namespace}/once/{key}"
         recorded = self._set_if_absent(name, bytes(value))
         if recorded == value:
-            # Whichever rank recorded it deletes it after the next all-gather (of the operation's kind, inside
-            # an operation): by then every rank has finished the step that reads it. (A loser holding the same
-            # value deletes it too: harmless.)
+            # Whichever rank recorded it deletes it after the next all-gather (in an operation of the same
+            # thread, inside one): by then every rank has finished the step that reads it. (A loser holding
+            # the same value deletes it too: harmless.)
             op = self._current()
             if op is None:
                 self._pending.append(name)
             else:
-                _remember(op.stream, [name])
+                _remember(op.cleanup, [name])
         return recorded
 
     def __repr__(self) -> str:
