@@ -40,9 +40,11 @@ at snapshot time, the buffers given to writes while it is in flight, and the
 warm buffers its saver keeps count against it. A write whose new buffer would
 exceed it first frees kept buffers of other shapes, then waits for the writer
 instead of allocating; a snapshot whose copies alone would exceed it is written
-synchronously, which needs no copies. Pins and charged bytes are released when
-the write (data and commit) has finished, before the follow-up; the old
-buffers go to the pool as far as the budget allows, the rest is freed.
+synchronously, which needs no copies. A value's pin and charged bytes are
+released as soon as the backend reports it written (:func:`items_passed`):
+the old buffer goes to the pool as far as the budget allows, a copy is freed.
+The rest is released when the write (data and commit) has finished, before the
+follow-up.
 
 Failures. A save's exception is kept and raised by the next ``save``,
 ``sync()`` or restore of the object that started it. One never raised is
@@ -270,6 +272,8 @@ class _Save:
         self.pins: list[_Pin] = []
         #: ids of its items still registered in ``_passing``.
         self.passing: list[int] = []
+        #: Passed items whose memory the backend still held when they were reported (items_passed).
+        self.deferred: list[tuple[WriteItem, _Pin | None]] = []
         self.thread: threading.Thread | None = None
         self.error: BaseException | None = None
         self.done = threading.Event()
@@ -283,7 +287,7 @@ class _Save:
 _running: set[_Save] = set()
 # The pinned items of the saves running now, by id (the WriteItem objects live as long as the
 # save), for items_passed. Entries go when the value is passed or the save released.
-_passing: dict[int, tuple[_Save, _Pin]] = {}
+_passing: dict[int, tuple[_Save, _Pin | None]] = {}
 _unreported: dict[int, _Save] = {}
 _exit_hooks_registered = False
 
@@ -485,7 +489,6 @@ class AsyncSaver:
 
         The caller has called :meth:`begin`: nothing of this object is in flight.
         """
-        from trackpoint.storage import WriteItem
         from trackpoint.variables import Variable
 
         writer_niceness()  # a bad environment variable fails the save here, before anything is pinned
@@ -527,7 +530,7 @@ class AsyncSaver:
             self._pool.trim(budget - copy_bytes)
         for index in to_copy:
             item = snapshot[index]
-            snapshot[index] = WriteItem(item.key, item.array.copy())
+            snapshot[index] = replace(item, array=item.array.copy())
         save.charge(copy_bytes)
         with _lock:
             for index, variable in pinned:
@@ -538,10 +541,14 @@ class AsyncSaver:
                 pin.saves.append(save)
                 save.pins.append(pin)
                 assert pin.view is not None
-                item = WriteItem(snapshot[index].key, pin.view)
+                item = replace(snapshot[index], array=pin.view)
                 snapshot[index] = item
                 _passing[id(item)] = (save, pin)
                 save.passing.append(id(item))
+            for index in to_copy:
+                # Released when written (items_passed).
+                _passing[id(snapshot[index])] = (save, None)
+                save.passing.append(id(snapshot[index]))
             _running.add(save)
             wanted: list[tuple[Any, ...]] = []
             if warm_up:
@@ -665,34 +672,103 @@ def items_passed(items: Sequence[WriteItem]) -> None:
     (:func:`~trackpoint.storage.shard_progress`) and when a shard is written. A
     pinned variable no other save needs is unpinned, so a write waiting for the
     writer (a view alive, the budget reached) goes ahead, in place, without
-    waiting for the rest of the save. A variable that already moved to a new
-    buffer keeps its old one charged to the save until the save ends: the
-    writer's item lists still refer to it. Items of no async save are ignored.
+    waiting for the rest of the save. The extra memory the save holds for a
+    passed item is released at once, so that writes waiting for the budget
+    can take new buffers: the old buffer of a variable that moved to a new
+    one goes to the pool (or is freed), a copy made at snapshot time is
+    freed (see :func:`_release_early`). Memory the backend still refers to
+    when it reports a value is tried again when the shard is reported
+    written, then at the end of the save. Items of no async save are ignored.
     """
-    if not _passing:  # no async save in flight: the common case costs no lock
+    global _deferred_items
+    if not _passing and not _deferred_items:  # no async save in flight: the common case costs no lock
         return
     with _signal_safe.section, _changed:
-        passed = False
+        # The backend reported these items after it let go of the earlier ones (or the shard ended).
+        passed = _retry_deferred()
         for item in items:
             entry = _passing.pop(id(item), None)
             if entry is None:
                 continue
             save, pin = entry
-            if pin.variable._pin is pin and save in pin.saves:
-                pin.saves.remove(save)
-                if not pin.saves:
-                    pin.variable._pin = None
-                passed = True
+            passed = True
+            if pin is not None:
+                if save not in pin.saves:
+                    continue
+                if pin.variable._pin is pin or len(pin.saves) > 1:
+                    # The variable still lives in the pinned buffer (no memory was added for it),
+                    # or another save still has to write the old one.
+                    pin.saves.remove(save)
+                    if not pin.saves and pin.variable._pin is pin:
+                        pin.variable._pin = None
+                    continue
+            if not _release_early(save, pin, item):
+                # The backend still holds the array (the bundle reports a value before the next one
+                # replaces it in its loop): tried again at its next report, at the end of the shard,
+                # else at the end of the save.
+                save.deferred.append((item, pin))
+                _deferred_items += 1
         if passed:
             _changed.notify_all()
 
 
+# How many items wait in the ``deferred`` lists of the saves running now.
+_deferred_items = 0
+
+
+def _retry_deferred() -> bool:
+    """Try again to release the memory of the deferred items of the running saves; whether any was."""
+    global _deferred_items
+    released = False
+    if _deferred_items:
+        for save in _running:
+            still = [(item, pin) for item, pin in save.deferred if not _release_early(save, pin, item)]
+            released |= len(still) < len(save.deferred)
+            _deferred_items -= len(save.deferred) - len(still)
+            save.deferred = still
+    return released
+
+
+def _release_early(save: _Save, pin: _Pin | None, item: WriteItem) -> bool:
+    """Release the memory ``save`` holds for the passed ``item``; ``False`` if something else still holds it.
+
+    ``pin`` is ``None`` for a copy made at snapshot time (freed), else the pin
+    of a variable that moved to a new buffer while ``save`` alone still needed
+    the old one (pooled or freed by :func:`_retire`). The writer's and the
+    backend's lists keep their items until the save ends, and with them the
+    arrays: so the item is made to refer to no memory first, keeping its
+    dtype, shape and ``nbytes`` (what is left to read of a written item, for
+    the index and progress counts): a read-only broadcast of one zero. Object
+    arrays (strings: their ``nbytes`` is their content) stay charged until the
+    save ends. Called with ``_lock`` held.
+    """
+    array = item.array
+    if array.dtype.hasobject or not array.nbytes or not _EXACT_REFCOUNTS:
+        return True  # nothing released early: charged until the save ends
+    nbytes = int(array.nbytes)
+    # References besides the item's: this name and getrefcount's argument, and the pin's.
+    if sys.getrefcount(array) > (3 if pin is None else 4) or (pin is not None and array is not pin.view):
+        return False
+    # WriteItem is frozen for the program and the backends; the save made this one and owns it.
+    object.__setattr__(item, "array", np.broadcast_to(np.zeros((), array.dtype), array.shape))
+    del array  # a copy is freed here
+    save.held -= nbytes
+    if pin is not None:
+        pin.saves.remove(save)
+        if not _retire(pin, save):
+            save.held += nbytes  # someone else refers to the old buffer: charged until the save ends
+    return True
+
+
 def _release(save: _Save) -> None:
     """The save no longer needs its pins and copies: unpin, uncharge, pool old buffers, wake waiting writes."""
+    global _deferred_items
     with _changed:
         for key in save.passing:
             _passing.pop(key, None)
         save.passing = []
+        _deferred_items -= len(save.deferred)
+        save.deferred = []
         save.held = 0
         for pin in save.pins:
             if save in pin.saves:
@@ -705,34 +781,39 @@ def _release(save: _Save) -> None:
         _changed.notify_all()
 
 
-def _retire(pin: _Pin, save: _Save) -> None:
+def _retire(pin: _Pin, save: _Save) -> bool:
     """No save needs ``pin`` any more: keep its buffer in ``save``'s pool if the variable moved off it.
 
     Only when nothing but the pin refers to it (no backend kept the array, the
-    program took no view of it): a pooled buffer is overwritten by a later write.
+    program took no view of it): a pooled buffer is overwritten by a later
+    write. Returns whether the buffer is released (pooled, or freed on
+    return); ``False`` when something else still refers to it, or it is the
+    variable's own.
     """
-    view, pin.view = pin.view, None
+    view = pin.view
     if view is None or not _EXACT_REFCOUNTS:
-        return
-    # References counted below: the local name and getrefcount's argument, plus the link before
-    # it in _writer_view's chain (view -> array on a memoryview -> memoryview -> buffer, or
-    # view -> buffer), dropped as the chain is walked.
-    if sys.getrefcount(view) > 2:
-        return
+        return False
+    # References counted below: pin.view, the local name and getrefcount's argument; for the links
+    # of _writer_view's chain (view -> array on a memoryview -> memoryview -> buffer, or view ->
+    # buffer), the link before each. More: a backend still holds the array; the pin stays for a
+    # later try (the end of the save).
+    if sys.getrefcount(view) > 3:
+        return False
     holder = view.base
-    del view
     if isinstance(holder, np.ndarray) and isinstance(holder.base, memoryview):
-        if sys.getrefcount(holder) > 2 or sys.getrefcount(holder.base) > 2:
-            return
+        if sys.getrefcount(holder) > 3 or sys.getrefcount(holder.base) > 2:
+            return False
         buffer = holder.base.obj
     else:
         buffer = holder
-    del holder  # frees the array and its memoryview: nothing of the writer's is left
+    pin.view = None
+    del view, holder  # frees the array and its memoryview: nothing of the writer's is left
     if not isinstance(buffer, np.ndarray) or buffer is pin.variable._value or sys.getrefcount(buffer) > 2:
-        return
+        return False
     key = _pool_key(buffer)
     if key is not None and save.held + save.pool.nbytes + buffer.nbytes <= save.budget:
         save.pool.put(buffer, key)
+    return True
 
 
 def writer_niceness() -> int:

@@ -11,6 +11,7 @@ shard write raise instead (a store that fails mid-save).
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import replace
@@ -35,19 +36,44 @@ INNER = ("bundle", "zarr", "memory", "s3", "gcs")
 
 
 class Gate:
-    """Opened by the test; shard writes wait for it. Records how many writes reached it."""
+    """Opened by the test; shard writes wait for it. Records how many writes reached it.
+
+    :meth:`let_through` lets single shard writes pass a closed gate, so a test
+    can step a save shard by shard.
+    """
 
     def __init__(self) -> None:
         self.open = threading.Event()
         self.reached = threading.Event()
         self.fail: BaseException | None = None
         self.writes = 0
+        self._permits = 0
+        self._lock = threading.Lock()
 
     def reset(self) -> None:
         self.open.clear()
         self.reached.clear()
         self.fail = None
         self.writes = 0
+        self._permits = 0
+
+    def let_through(self, n: int = 1) -> None:
+        """Let ``n`` more shard writes pass while the gate is closed."""
+        with self._lock:
+            self._permits += n
+
+    def wait_turn(self, timeout: float) -> bool:
+        """Wait until the gate is open or a write may pass it; ``False`` after ``timeout`` seconds."""
+        deadline = time.monotonic() + timeout
+        while not self.open.is_set():
+            with self._lock:
+                if self._permits:
+                    self._permits -= 1
+                    return True
+            if time.monotonic() > deadline:
+                return False
+            self.open.wait(0.005)
+        return True
 
 
 GATE = Gate()
@@ -73,7 +99,7 @@ class GatedBackend(StorageBackend):
 
     def write_shard(self, prefix: str, spec: ShardSpec, items: Sequence[WriteItem]) -> ShardResult:
         GATE.reached.set()
-        if not GATE.open.wait(60):
+        if not GATE.wait_turn(60):
             raise TimeoutError("the test never opened the gate")
         if GATE.fail is not None:
             raise GATE.fail

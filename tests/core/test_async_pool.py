@@ -74,6 +74,11 @@ def test_later_saves_write_into_the_buffers_earlier_saves_released(gate: Gate, t
         np.testing.assert_array_equal(v.numpy(), np.full(v.shape, 4.0))
     ckpt.close()
     assert ckpt._self_async.pooled_bytes == 0
+    # close() is the way to give the warm buffers back between phases: the checkpoint stays usable.
+    again = _save_and_assign(gate, ckpt, tmp_path / "ckpt", _options(), 5.0)
+    assert again.swaps == 3 and ckpt._self_async.pooled_bytes >= state
+    for value in _restored(str(tmp_path / "ckpt-5"), shapes):
+        np.testing.assert_array_equal(value, np.full(value.shape, 4.0))
 
 
 def test_kept_buffers_count_against_the_budget(gate: Gate, tmp_path: Path) -> None:
@@ -90,9 +95,10 @@ def test_kept_buffers_count_against_the_budget(gate: Gate, tmp_path: Path) -> No
         return ckpt._self_async.last
 
     saves = [save(_options(budget), float(n)) for n in range(1, 4)]
-    # Two writes get a buffer, the other two wait for the writer; kept buffers never exceed the budget.
-    assert all(s.swaps == 2 and s.waits >= 1 and s.peak <= budget for s in saves)
-    assert [s.warm for s in saves] == [0, 2, 2]
+    # Two writes get a buffer, the others wait for the writer (and may take the buffer a written value
+    # released); kept buffers never exceed the budget.
+    assert all(s.swaps >= 2 and s.waits >= 1 and s.peak <= budget for s in saves)
+    assert all(s.warm >= 2 for s in saves[1:])
     assert 16000 <= ckpt._self_async.pooled_bytes <= budget
     # A save with a smaller budget keeps no more than it allows.
     save(_options(8000), 9.0)
