@@ -29,8 +29,13 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Final
 
+from trackpoint import _signal_safe
+
 __all__ = ["full_collections_deferred", "paused"]
 
+# Taken only inside a signal-safe section: a handler that saves (trackpoint.preemption) and arrives
+# while the main thread holds this lock (restore-on-create pauses the collector outside any public
+# call) would otherwise wait for it forever; inside the section its save waits until the lock is free.
 _lock = threading.Lock()
 _depth = 0
 _was_enabled = False
@@ -50,7 +55,7 @@ def paused() -> Iterator[None]:
     ends, and only if it was enabled when the first began.
     """
     global _depth, _was_enabled
-    with _lock:
+    with _signal_safe.section, _lock:
         if _depth == 0:
             _was_enabled = gc.isenabled()
             gc.disable()
@@ -58,7 +63,7 @@ def paused() -> Iterator[None]:
     try:
         yield
     finally:
-        with _lock:
+        with _signal_safe.section, _lock:
             _depth -= 1
             if _depth == 0 and _was_enabled:
                 gc.enable()
@@ -72,7 +77,7 @@ def full_collections_deferred() -> Iterator[None]:
     sets meanwhile (``gc.set_threshold``) are left as it set them.
     """
     global _deferred_depth, _saved_threshold
-    with _lock:
+    with _signal_safe.section, _lock:
         if _deferred_depth == 0:
             young, middle, _saved_threshold = gc.get_threshold()
             gc.set_threshold(young, middle, _DEFERRED)
@@ -80,7 +85,7 @@ def full_collections_deferred() -> Iterator[None]:
     try:
         yield
     finally:
-        with _lock:
+        with _signal_safe.section, _lock:
             _deferred_depth -= 1
             if _deferred_depth == 0:
                 young, middle, oldest = gc.get_threshold()
