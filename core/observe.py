@@ -287,6 +287,22 @@ def _bar_wanted(progress: bool | None) -> bool:
         return False
 
 
+def _notify(listeners: Sequence[_Listener], hook: str, fields: dict[str, Any]) -> None:
+    """Give every listener the event; one that fails is logged and the others still get it."""
+    for listener in listeners:
+        try:
+            listener.event(hook, fields)
+        except Exception as exc:  # noqa: BLE001 - a listener's failure never fails the operation
+            _log.warning(
+                "trackpoint %s failed in %s for %s: %s: %s",
+                listener.name,
+                hook,
+                fields["path"],
+                type(exc).__name__,
+                exc,
+            )
+
+
 def _listeners(progress: bool | None, total: Callable[[], int], verb: str) -> list[_Listener] | None:
     """The listeners of one save or restore, or ``None`` when nobody listens (the cheap path)."""
     relay = _relay
@@ -328,19 +344,7 @@ class _Events:
         self._open = True
 
     def _emit(self, hook: str, extra: dict[str, Any]) -> None:
-        fields = {**self._fields, **extra}
-        for listener in self._listeners:
-            try:
-                listener.event(hook, fields)
-            except Exception as exc:  # noqa: BLE001 - a listener's failure never fails the operation
-                _log.warning(
-                    "trackpoint %s failed in %s for %s: %s: %s",
-                    listener.name,
-                    hook,
-                    fields["path"],
-                    type(exc).__name__,
-                    exc,
-                )
+        _notify(self._listeners, hook, {**self._fields, **extra})
 
     @property
     def seconds(self) -> float:
@@ -572,19 +576,7 @@ class RestoreEvents(_Events):
             ("trackpoint_restore_started", {"seconds": 0.0}),
             ("trackpoint_restore_finished", {"seconds": seconds, "nbytes": nbytes}),
         ):
-            event = {**fields, **extra}
-            for listener in listeners:
-                try:
-                    listener.event(hook, event)
-                except Exception as exc:  # noqa: BLE001 - a listener's failure never fails the operation
-                    _log.warning(
-                        "trackpoint %s failed in %s for %s: %s: %s",
-                        listener.name,
-                        hook,
-                        event["path"],
-                        type(exc).__name__,
-                        exc,
-                    )
+            _notify(listeners, hook, {**fields, **extra})
 
     def finished(self, num_tensors: int | None = None) -> None:
         """Report the end of the restore call."""
