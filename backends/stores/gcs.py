@@ -31,7 +31,6 @@ from trackpoint.backends.stores.objectstore import (
     ObjectStat,
     ObjectStore,
     TransferOptions,
-    _body_bytes,
 )
 from trackpoint.errors import DataLossError
 from trackpoint.storage import CheckpointOptions, VersionedBytes
@@ -91,19 +90,21 @@ class GCSFiles(ObjectStore):
         *,
         params: dict[str, str] | None = None,
         headers: dict[str, str] | None = None,
-        data: bytes | memoryview | None = None,
+        data: bytes | memoryview | list[memoryview] | None = None,
         ok: tuple[int, ...] = (200,),
     ) -> tuple[int, Any, bytes]:
+        """One request; ``data`` may be a list of views, sent one after another as one body."""
         session = await self.fs._set_session()
         # _get_headers adds the (refreshed) credentials of gcsfs' chain.
         hdrs = self.fs._get_headers(headers)
         body: Any = data
-        if data is not None and len(data) > _SEND_CHUNK:
+        views = data if isinstance(data, list) else None if data is None else [memoryview(data).cast("B")]
+        if views is not None and (len(views) > 1 or views[0].nbytes > _SEND_CHUNK):
             # Sent piece by piece, waiting for each to drain: given one large
             # buffer, asyncio's transport copies whatever the socket does not
             # take at once, holding a second copy of the chunk while it is sent.
-            hdrs["Content-Length"] = str(len(data))
-            body = _pieces([memoryview(data).cast("B")])
+            hdrs["Content-Length"] = str(sum(v.nbytes for v in views))
+            body = _pieces(views)
         # GCS answers 308 to a resumable-upload chunk it kept ("resume
         # incomplete"): a status to read, never a redirect to follow.
         async with session.request(method, url, params=params, headers=hdrs, data=body, allow_redirects=False) as r:
@@ -223,20 +224,13 @@ class GCSFiles(ObjectStore):
         params = {"uploadType": "multipart", **self._cond_params(cond)}
         # The object's bytes are sent from the caller's buffer, never joined
         # into one body with the metadata (that would copy them).
-        parts = [memoryview(head), memoryview(data).cast("B"), memoryview(tail)]
-        session = await self.fs._set_session()
-        hdrs = self.fs._get_headers(
-            {
-                "Content-Type": f"multipart/related; boundary={boundary}",
-                "Content-Length": str(sum(p.nbytes for p in parts)),
-            }
+        _, _, resp = await self._request(
+            "POST",
+            f"{self._base}/upload/storage/v1/b/{_q(bucket)}/o",
+            params=params,
+            headers={"Content-Type": f"multipart/related; boundary={boundary}"},
+            data=[memoryview(head), memoryview(data).cast("B"), memoryview(tail)],
         )
-        async with session.post(
-            f"{self._base}/upload/storage/v1/b/{_q(bucket)}/o", params=params, headers=hdrs, data=_pieces(parts)
-        ) as r:
-            resp = await r.read()
-            if r.status != 200:
-                raise HTTPStatusError(r.status, _reason(resp))
         return str(json.loads(resp)["generation"])
 
     async def object_list(self, bucket: str, prefix: str) -> list[str]:
@@ -321,7 +315,7 @@ class GCSFiles(ObjectStore):
         else:
             crange = f"bytes {start}-{start + rest.nbytes - 1}/{size}"
         status, headers, body = await self._request(
-            "PUT", location, headers={"Content-Range": crange}, data=_body_bytes(rest), ok=(200, 201, 308)
+            "PUT", location, headers={"Content-Range": crange}, data=rest, ok=(200, 201, 308)
         )
         if status in (200, 201):
             return json.loads(body)

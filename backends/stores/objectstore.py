@@ -289,12 +289,13 @@ class TransferOptions:
         *,
         min_part_size: int = 5 * _MiB,
         part_alignment: int = 1,
-        default_part_size: int = 16 * _MiB,
+        default_part_size: int | None = None,
     ) -> TransferOptions:
         """Validate the keys this layer understands; other keys are left to other layers.
 
         ``default_part_size`` is used when ``options`` has no ``part_size``
-        (each store chooses its own: see :attr:`ObjectStore.default_part_size`).
+        (each store chooses its own: see :attr:`ObjectStore.default_part_size`;
+        ``None``: this class's default).
 
         Raises
         ------
@@ -302,7 +303,9 @@ class TransferOptions:
             A value has the wrong type or range (the message names the key).
         """
         d = cls()
-        part_size = _number(options, "part_size", default_part_size, integer=True)
+        part_size = _number(
+            options, "part_size", d.part_size if default_part_size is None else default_part_size, integer=True
+        )
         if part_size < min_part_size or part_size % part_alignment:
             raise BackendError(
                 f"backend_options['part_size'] must be at least {min_part_size} bytes and a multiple of "
@@ -442,7 +445,7 @@ class ObjectStore(FileLayer):
     #: ``part_size`` must be a multiple of this.
     part_alignment: ClassVar[int] = 1
     #: ``part_size`` when the options give none.
-    default_part_size: ClassVar[int] = 16 * _MiB
+    default_part_size: ClassVar[int] = TransferOptions().part_size
 
     def __init__(
         self, transfer: TransferOptions | None = None, *, loop: asyncio.AbstractEventLoop | None = None
