@@ -3,7 +3,7 @@
 Each round starts a fresh interpreter that imports numpy, then trackpoint, timing each with
 ``time.perf_counter``; the cost of trackpoint is the second figure (numpy is already loaded, as in any
 program that uses trackpoint). Rounds are separate processes, so every one pays the full import, with
-the ``.pyc`` files already compiled by a first, untimed round.
+the ``.pyc`` files already compiled (as an installed wheel has them) before the first round.
 
 Run: ``python benchmarks/bench_import.py [--rounds 15]``
 """
@@ -15,6 +15,11 @@ import json
 import statistics
 import subprocess
 import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _common import child_env
 
 TARGET_MS = 150.0
 
@@ -33,7 +38,9 @@ print(json.dumps({"numpy": t1 - t0, "trackpoint": t2 - t1, "packages": third}))
 
 def one() -> tuple[float, float, list[str]]:
     """(ms for numpy, ms for trackpoint after numpy, third-party packages loaded) in a fresh interpreter."""
-    out = subprocess.run([sys.executable, "-c", CHILD], check=True, capture_output=True, text=True).stdout
+    out = subprocess.run(
+        [sys.executable, "-c", CHILD], check=True, capture_output=True, text=True, env=child_env()
+    ).stdout
     r = json.loads(out)
     return 1000 * r["numpy"], 1000 * r["trackpoint"], r["packages"]
 
@@ -42,7 +49,6 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rounds", type=int, default=15)
     args = parser.parse_args()
-    first = one()  # compiles any stale .pyc; not counted
     runs = [one() for _ in range(args.rounds)]
     numpy_ms = [r[0] for r in runs]
     tp_ms = [r[1] for r in runs]
@@ -50,7 +56,7 @@ def main() -> int:
     print(f"rounds: {args.rounds} fresh interpreters")
     for label, ms in (("import numpy", numpy_ms), ("import trackpoint after numpy", tp_ms)):
         print(f"{label:<30} median {statistics.median(ms):5.0f} ms  range {min(ms):.0f}-{max(ms):.0f} ms")
-    print(f"third-party packages loaded: {', '.join(first[2])}")
+    print(f"third-party packages loaded: {', '.join(runs[0][2])}")
     ok = med <= TARGET_MS
     print(f"target: median {med:.0f} ms <= {TARGET_MS:.0f} ms  {'ok' if ok else 'MISSED'}")
     return 0 if ok else 1
