@@ -13,6 +13,7 @@ stays light.
 from __future__ import annotations
 
 import asyncio
+import io
 from collections.abc import Sequence
 from typing import Any, Final
 
@@ -51,6 +52,25 @@ _TRANSIENT_CODES: Final = frozenset(
         "ConditionalRequestConflict",
     }
 )
+
+
+class _Body(io.BytesIO):
+    """A request body over ``bytes``, read by the HTTP client without a copy of the whole.
+
+    Given ``bytes``, botocore wraps them in a ``BytesIO`` (which shares the buffer until it is
+    written to or its buffer is exported), and aiohttp's payload for a ``BytesIO`` measures it through
+    ``getbuffer()``, which makes the ``BytesIO`` copy the whole body first: every part in flight was
+    held twice. Handing botocore a ``BytesIO`` whose ``getbuffer`` exports the original bytes keeps
+    the one buffer; everything else (checksums, retries rewinding it, aiohttp's chunked reads) reads
+    it as any ``BytesIO``.
+    """
+
+    def __init__(self, data: bytes) -> None:
+        super().__init__(data)
+        self._data = data
+
+    def getbuffer(self) -> memoryview:
+        return memoryview(self._data)
 
 
 def _error_info(exc: BaseException) -> tuple[str, int]:
@@ -199,7 +219,7 @@ class S3Files(ObjectStore):
             r = await s3.put_object(
                 Bucket=bucket,
                 Key=key,
-                Body=_body_bytes(data),
+                Body=_Body(_body_bytes(data)),
                 Metadata={WRITE_ID_METADATA_KEY: write_id},
                 **self._cond_kwargs(cond),
             )
@@ -270,7 +290,7 @@ class S3Files(ObjectStore):
             Key=state["Key"],
             UploadId=state["UploadId"],
             PartNumber=number + 1,
-            Body=_body_bytes(data),
+            Body=_Body(_body_bytes(data)),
         )
         return {"PartNumber": number + 1, "ETag": r["ETag"]}
 

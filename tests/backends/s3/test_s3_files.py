@@ -82,3 +82,27 @@ def test_nearby_small_ranges_share_one_request(make_files: Any, proxy: FaultProx
     files.read_ranges(f"{s3_bucket}/c", near + far)
     assert proxy.count("GET") == 4
     assert all(bytes(v) == data[o : o + v.nbytes] for o, v in near + far)
+
+
+@pytest.mark.parametrize("size", [5 * MiB + 123, 12 * MiB])  # one request / a multipart upload of 6 MiB parts
+def test_bodies_are_sent_without_copies(make_files: Any, s3_bucket: str, s3_raw: Any, size: int) -> None:
+    import tracemalloc
+
+    files = make_files(part_size=8 * MiB if size < 8 * MiB else 6 * MiB, max_inflight_parts=1)
+    data = os.urandom(size)
+    files.put(f"{s3_bucket}/warm", b"x")  # the client exists before measuring
+    tracemalloc.start()
+    try:
+        if size < 8 * MiB:
+            files.put(f"{s3_bucket}/big", data)
+        else:
+            with files.open_sink(f"{s3_bucket}/big") as sink:
+                sink.write(data)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    # A single put sends the caller's bytes; a sink holds two parts of 6 MiB (one in flight, one filling).
+    # The HTTP client reads a body in chunks of up to 1 MiB; a body copied whole (aiohttp's payload for
+    # botocore's BytesIO did that: 5.5 MiB and 18.6 MiB here) adds a part's size.
+    assert peak < (3 * MiB if size < 8 * MiB else 12 * MiB + 3 * MiB), peak / MiB
+    assert s3_raw.cat(f"{s3_bucket[5:]}/big") == data
