@@ -28,7 +28,7 @@ from typing import Any, Final
 
 import numpy as np
 
-from trackpoint import _async, _paths, _resolve, observe, state
+from trackpoint import _async, _gc, _paths, _resolve, observe, state
 from trackpoint.errors import (
     CheckpointError,
     CheckpointKeyError,
@@ -316,6 +316,7 @@ class Saver:
             _log.warning("Ignoring: could not delete old checkpoint %s: %s", path, exc)
 
     # ----------------------------------------------------------------- save
+    @_gc.full_collections_deferred()
     def save(self, *args: Any, **kwargs: Any) -> str | None:
         """Save the variables; TensorFlow 1's ``save(sess, save_path, global_step, ...)`` works too.
 
@@ -459,6 +460,7 @@ class Saver:
             return self._restore(bound.arguments["save_path"])
         return self._restore(*args, **kwargs)
 
+    @_gc.full_collections_deferred()
     def _restore(self, save_path: str | os.PathLike[str] | None) -> None:
         """Restore every variable from the checkpoint ``save_path``.
 
@@ -717,6 +719,7 @@ class TrackableSaver:
         self._options = options
         self._backends = _resolve.Backends()
 
+    @_gc.full_collections_deferred()
     def save(
         self,
         file_prefix: str | os.PathLike[str],
@@ -746,6 +749,7 @@ class TrackableSaver:
         backend.save(prefix, write_items(self._view), chosen, overwrite=True)
         return prefix
 
+    @_gc.full_collections_deferred()
     def restore(self, save_path: str | os.PathLike[str] | None, options: CheckpointOptions | None = None) -> Any:
         """Restore the graph from ``save_path`` (a prefix or a directory); ``None`` initializes only.
 
@@ -808,6 +812,7 @@ class FrozenSaver:
         ]
         self._backends = _resolve.Backends()
 
+    @_gc.full_collections_deferred()
     def save(self, file_prefix: str | os.PathLike[str], options: CheckpointOptions | None = None) -> str:
         """Write the frozen graph's current values at exactly ``file_prefix``; return it.
 
@@ -847,6 +852,7 @@ class FrozenSaver:
             )
         return values[attr]
 
+    @_gc.full_collections_deferred()
     def restore(self, file_prefix: str | os.PathLike[str], options: CheckpointOptions | None = None) -> None:
         """Restore every frozen object from ``file_prefix``, by checkpoint key (no fuzzy matching).
 

@@ -363,3 +363,50 @@ def test_checkpoint_restores_tensorflow_saver_checkpoint_by_name() -> None:
     ckpt.restore(str(FIXTURES / "tf1_saver" / "model.ckpt-2")).assert_consumed()
     assert vs["global_step"].numpy() == 200
     np.testing.assert_array_equal(vs["dense/bias"].numpy(), np.arange(2, dtype=np.float32) * 0.25 + 11)
+
+
+@pytest.fixture
+def full_collections() -> Any:
+    """Thresholds under which CPython considers a full collection after every young one; yields the
+    generations of the collections started meanwhile."""
+    import gc
+
+    saved = gc.get_threshold()
+    started: list[int] = []
+
+    def record(phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            started.append(info["generation"])
+
+    gc.collect()
+    gc.set_threshold(10, 1, 1)
+    gc.callbacks.append(record)
+    try:
+        yield started
+    finally:
+        gc.callbacks.remove(record)
+        gc.set_threshold(*saved)
+
+
+def test_savers_run_no_full_collection_during_a_save_or_restore(tmp_path: Path, full_collections: list[int]) -> None:
+    # As Checkpoint's: a full collection scans the whole model, and the name-based and object-based
+    # savers of many variables allocate enough to start several. The young generations run as usual.
+    import gc
+
+    variables = [Variable(np.full(3, i, np.float32), name=f"v{i}") for i in range(1500)]
+    root = tp.AutoTrackable()
+    root.vs = variables
+    threshold = gc.get_threshold()
+    savers: list[tuple[Any, Any]] = [
+        (Saver(variables), lambda s, p: s.restore(p)),
+        (tp.TrackableSaver(root), lambda s, p: s.restore(p)),
+        (tp.frozen_saver(root), lambda s, p: s.restore(p)),
+    ]
+    for saver, restore in savers:
+        full_collections.clear()
+        path = saver.save(str(tmp_path / type(saver).__name__ / "ckpt"))
+        restore(saver, path)
+        assert 2 not in full_collections, type(saver).__name__
+        assert 0 in full_collections
+        assert gc.get_threshold() == threshold
+    assert variables[7].numpy().tolist() == [7.0] * 3
