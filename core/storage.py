@@ -742,11 +742,16 @@ def plan_shards(
     TensorFlow for single-shard saves. An item larger than ``max_shard_bytes``
     gets a shard of its own; no shard is ever empty unless ``items`` is.
     """
+    return _group(items, [it.nbytes for it in items], max_shard_bytes, num_writers)
+
+
+def _group(
+    items: Sequence[WriteItem], sizes: Sequence[int], max_shard_bytes: int | None, num_writers: int
+) -> list[list[WriteItem]]:
+    """:func:`plan_shards` of ``items`` whose sizes are ``sizes``."""
     if not items:
         return [[]]
-    return [
-        [items[i] for i in group] for group in _plan_sizes([it.nbytes for it in items], max_shard_bytes, num_writers)
-    ]
+    return [[items[i] for i in group] for group in _plan_sizes(sizes, max_shard_bytes, num_writers)]
 
 
 def _plan_sizes(sizes: Sequence[int], max_shard_bytes: int | None, num_writers: int) -> list[list[int]]:
@@ -805,6 +810,12 @@ class StorageBackend(ABC):
     #: ``MaxShardSizePolicy`` does; needs :attr:`supports_slices`. Formats that chunk
     #: large tensors anyway (Zarr) leave it off.
     splits_large_tensors: bool = False
+    #: Bytes a :meth:`save` without ``num_writers`` needs per writer before it adds
+    #: another one. Each shard costs a data file, its index entries' merge and its
+    #: syncs; where one writer already moves bytes as fast as the store takes them
+    #: (a local disk's page cache), a second one pays off only for large saves.
+    #: ``0`` (the default) gives every save one writer per CPU.
+    min_bytes_per_writer: int = 0
 
     # ------------------------------------------------------------------ writing
     def begin(self, prefix: str, save_id: str, *, overwrite: bool = True) -> None:
@@ -1059,6 +1070,8 @@ class StorageBackend(ABC):
             The tensors.
         options
             ``max_shard_bytes`` and ``num_writers``; :attr:`save_defaults` when ``None``.
+            Without ``num_writers``, one writer per CPU, fewer for a save of
+            less than :attr:`min_bytes_per_writer` per writer.
         overwrite
             Whether a checkpoint already committed at ``prefix`` may be replaced
             (see :meth:`begin` and :meth:`commit`).
@@ -1078,7 +1091,10 @@ class StorageBackend(ABC):
                 items = split_large(items, opts.max_shard_bytes)
         else:
             items = assemble_slices(items, where=f"{self.name or type(self).__name__}: save of {prefix!r}")
-        groups = plan_shards(items, max_shard_bytes=opts.max_shard_bytes, num_writers=writers)
+        sizes = [it.nbytes for it in items]
+        if opts.num_writers is None and self.min_bytes_per_writer > 0:
+            writers = max(1, min(writers, sum(sizes) // self.min_bytes_per_writer))
+        groups = _group(items, sizes, opts.max_shard_bytes, writers)
         save_id = uuid.uuid4().hex
         specs = [ShardSpec(i, len(groups), save_id) for i in range(len(groups))]
         write: Callable[[str, ShardSpec, Sequence[WriteItem]], ShardResult] = self.write_shard

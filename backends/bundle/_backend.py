@@ -74,6 +74,7 @@ class BundleBackend(StorageBackend):
         self.files = files
         self.save_defaults = options or CheckpointOptions()
         self.capabilities = files.capabilities
+        self.min_bytes_per_writer = files.min_bytes_per_writer
 
     @property
     def options(self) -> CheckpointOptions:

@@ -83,6 +83,11 @@ class FileLayer(ABC):
     #: one :meth:`read_ranges` call, which a store that splits it into
     #: concurrent requests needs (object stores).
     read_chunk_bytes: int | None = None
+    #: Bytes per writer a save needs before a format writes another shard in
+    #: parallel (:attr:`trackpoint.storage.StorageBackend.min_bytes_per_writer`);
+    #: ``0``: one writer per CPU whatever the size (object stores, whose requests
+    #: wait on the network).
+    min_bytes_per_writer: int = 0
 
     # ------------------------------------------------------------ primitives
     @abstractmethod

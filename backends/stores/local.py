@@ -205,6 +205,10 @@ class LocalFiles(FileLayer):
     # Small enough to stay in the CPU cache between the copy and the checksum,
     # large enough that the kernel's readahead keeps the disk busy meanwhile.
     read_chunk_bytes = 4 << 20
+    # Writing to the page cache is a copy that one thread keeps up with; a second
+    # writer (a second data file, index piece and fsync, and a merged index) was
+    # slower below a few hundred MiB (docs/performance.md, the user API).
+    min_bytes_per_writer = 256 << 20
 
     def __init__(self, *, capabilities: Capabilities | None = None) -> None:
         self.capabilities = capabilities or LOCAL_CAPABILITIES

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -158,6 +159,34 @@ def test_save_drives_begin_write_commit_with_one_overwrite() -> None:
         b.save("memory://proto/ckpt", _items([10]), overwrite=False)
     # Refused before anything was written: nothing to abort.
     assert b.calls == ["begin overwrite=False"]
+
+
+def test_min_bytes_per_writer_adds_writers_only_for_large_saves(monkeypatch: pytest.MonkeyPatch) -> None:
+    clear()
+    monkeypatch.setattr("os.cpu_count", lambda: 4)
+    b = _RecordingBackend()
+    b.min_bytes_per_writer = 1000
+    b.save("memory://w/ckpt", _items([100] * 19))  # 1,900 bytes: one writer
+    assert b.calls.count("write_shard") == 1
+    b.calls.clear()
+    b.save("memory://w/ckpt", _items([100] * 30))  # 3,000 bytes: three writers of the four CPUs
+    assert b.calls.count("write_shard") == 3
+    b.calls.clear()
+    b.save("memory://w/ckpt", _items([100] * 19), CheckpointOptions(num_writers=2))  # asked for: as asked
+    assert b.calls.count("write_shard") == 2
+    b.calls.clear()
+    b.min_bytes_per_writer = 0  # the default: one writer per CPU whatever the size
+    b.save("memory://w/ckpt", _items([100] * 19))
+    assert b.calls.count("write_shard") == 4
+
+
+def test_local_bundle_saves_one_data_file_below_min_bytes_per_writer(tmp_path: Path) -> None:
+    from trackpoint.plugins import open_backend
+
+    backend = open_backend(str(tmp_path / "x"))
+    assert backend.min_bytes_per_writer == 256 << 20
+    backend.save(str(tmp_path / "ckpt"), _items([4096] * 64))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt.data-00000-of-00001", "ckpt.index"]
 
 
 def test_default_begin_refuses_only_without_overwrite() -> None:
