@@ -23,7 +23,7 @@ from trackpoint._slices import TensorSlice
 from trackpoint.errors import TrackableError
 from trackpoint.proto import trackable_object_graph_pb2 as pb
 from trackpoint.python_state import PythonState
-from trackpoint.trackable import Trackable, TrackableReference, make_saveable, uses_saveables
+from trackpoint.trackable import Trackable, TrackableReference, has_default_children, make_saveable, uses_saveables
 from trackpoint.variables import Variable
 
 __all__ = [
@@ -49,6 +49,8 @@ OBJECT_ATTRIBUTES_NAME = ".ATTRIBUTES"
 OPTIMIZER_SLOT_NAME = ".OPTIMIZER_SLOT"
 # Attribute name TensorFlow maps to an empty key suffix.
 _SERIALIZE_TO_TENSORS_NAME = ".TENSORS"
+# Where a trackable keeps its tracked dependencies (created with the first one).
+_DEPENDENCIES = "_self_unconditional_checkpoint_dependencies"
 
 
 def escape_local_name(name: str) -> str:
@@ -137,8 +139,19 @@ class ObjectGraphView:
         parents: list[tuple[int, str]] = [(-1, "")]
         children_of: list[dict[str, Trackable]] = []
         children_fn = self.children
+        # Per class, whether its children are the default ones (its tracked dependencies): an object of
+        # such a class that never tracked anything has none, known without the two calls that would
+        # build its empty dict. Most objects of a large graph are such variables.
+        plain_types: dict[type, bool] = {}
         # The list grows while it is iterated: that is the breadth-first queue.
         for current, obj in enumerate(objects):
+            cls = type(obj)
+            plain = plain_types.get(cls)
+            if plain is None:
+                plain = plain_types[cls] = has_default_children(cls)
+            if plain and current and _DEPENDENCIES not in obj.__dict__:
+                children_of.append({})
+                continue
             children = children_fn(obj)
             children_of.append(children)
             for name, child in children.items():

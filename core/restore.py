@@ -90,8 +90,9 @@ class _Unrestored:
 
     save_path: str
     proto: pb.TrackableObjectGraph
-    node_attributes: list[tuple[tuple[str, str], ...]]
-    matched_proto_ids: set[int]
+    #: The coordinator's per-node flags and matches (shared, not copied).
+    holds_attributes: bytearray
+    matched: list[weakref.ref[Trackable] | None]
     unused_attributes: dict[int, list[str]]
     expect_partial: bool = False
 
@@ -100,8 +101,8 @@ def _warn_unrestored(report: _Unrestored) -> None:
     """Log one warning listing checkpoint values that were never used."""
     if report.expect_partial:
         return
-    matched = report.matched_proto_ids
-    unresolved_ids = [i for i, attributes in enumerate(report.node_attributes) if attributes and i not in matched]
+    matched = report.matched
+    unresolved_ids = [i for i, holds in enumerate(report.holds_attributes) if holds and matched[i] is None]
     if not unresolved_ids and not report.unused_attributes:
         return
     # Names only for the message: building them walks the whole saved graph.
@@ -115,6 +116,17 @@ def _warn_unrestored(report: _Unrestored) -> None:
     lines += [f"Unresolved object in checkpoint: {name}" for name in unresolved]
     lines += [f"Unused attribute in checkpoint (object: attribute): {item}" for item in unused]
     logger.warning("\n".join(lines))
+
+
+def _node_attributes(node: pb.TrackableObjectGraph.TrackableObject) -> tuple[tuple[str, str], ...]:
+    """``(name, checkpoint key)`` of each attribute of a saved node."""
+    attributes = node.attributes
+    if not attributes:
+        return ()
+    if len(attributes) == 1:  # a variable; a comprehension costs a frame of its own, for each of 10^5
+        attribute = attributes[0]
+        return ((attribute.name, attribute.checkpoint_key),)
+    return tuple([(a.name, a.checkpoint_key) for a in attributes])
 
 
 class RestoreCoordinator:
@@ -141,45 +153,44 @@ class RestoreCoordinator:
         save_path: str,
     ) -> None:
         self.object_graph_proto = object_graph_proto
+        # The saved nodes are read from the parsed message where a restore reaches them, once each
+        # (copies of the graph as Python tuples cost 0.4 s and 80 MB more than the message for 200,000 nodes).
+        self.nodes = object_graph_proto.nodes
         self.reader = reader
         self.view = view
         self.save_path = save_path
         self.restore_uid = next_uid()
-        # Weak references: deferred restores reference the coordinator, so strong
-        # references to objects here would keep whole models alive. Plain dicts of
-        # weakref.ref rather than WeakValueDictionary, whose Python-level get and set cost a
-        # microsecond or two each, for each of possibly 10^5 objects; one ref per object
-        # serves both dicts (CPython hands out the same ref for the same object).
-        self.matched: dict[int, weakref.ref[Trackable]] = {}
-        self.matched_proto_ids: set[int] = set()
-        self.all_python_objects: dict[int, weakref.ref[Trackable]] = {}
+        count = len(self.nodes)
+        # Weak references: deferred restores reference the coordinator, so strong references to objects
+        # here would keep whole models alive. Plain weakref.ref rather than WeakValueDictionary, whose
+        # Python-level get and set cost a microsecond or two each, for each of possibly 10^5 objects; one
+        # ref per object serves both containers (CPython hands out the same ref for the same object).
+        #: The object matched to each saved node, by node id.
+        self.matched: list[weakref.ref[Trackable] | None] = [None] * count
+        #: The same objects by ``id``, to tell whether an object is matched.
+        self.matched_objects: dict[int, weakref.ref[Trackable]] = {}
+        #: Objects seen by this restore that no node matched (other paths to a matched node, live objects
+        #: recorded by the status assertions), by ``id``.
+        self.unmatched_seen: dict[int, weakref.ref[Trackable]] = {}
         self.unused_attributes: dict[int, list[str]] = {}
         self.slot_restorations: dict[int, list[_SlotVariableRestoration]] = {}
         self.deferred_slot_restorations: dict[int, list[_DeferredSlotVariableRestoration]] = {}
-        # The graph's edges and attributes as Python lists, read from the proto once: every field access on a
-        # proto message costs about as much as a small function call, and restores and their status
-        # assertions look at each node several times.
-        # Tuples, not lists: tuples of strings and numbers leave the cyclic collector's lists after its
-        # first look at them, lists never do.
-        self.node_children: list[tuple[tuple[int, str], ...]] = []
-        self.node_attributes: list[tuple[tuple[str, str], ...]] = []
+        # Which nodes hold attributes, and how many of them are matched: the status assertions compare
+        # the counts instead of looking at every node again.
+        self.holds_attributes = bytearray(count)
+        self.matched_with_attributes = 0
         with _gc.paused():
-            for node_id, node in enumerate(object_graph_proto.nodes):
-                children = node.children
-                self.node_children.append(tuple([(c.node_id, c.local_name) for c in children]) if children else ())
-                attributes = node.attributes
-                self.node_attributes.append(
-                    tuple([(a.name, a.checkpoint_key) for a in attributes]) if attributes else ()
-                )
+            holds = self.holds_attributes
+            for node_id, node in enumerate(self.nodes):
+                if node.attributes:
+                    holds[node_id] = 1
                 slot_variables = node.slot_variables
                 for ref in slot_variables if slot_variables else ():
                     self.slot_restorations.setdefault(ref.original_variable_node_id, []).append(
                         _SlotVariableRestoration(node_id, ref.slot_variable_node_id, ref.slot_name)
                     )
-        self._infos: dict[str, TensorInfo] = {}
-        self._report = _Unrestored(
-            save_path, object_graph_proto, self.node_attributes, self.matched_proto_ids, self.unused_attributes
-        )
+        self.nodes_with_attributes = holds.count(1)
+        self._report = _Unrestored(save_path, object_graph_proto, holds, self.matched, self.unused_attributes)
         weakref.finalize(self, _warn_unrestored, self._report)
         weakref.finalize(self, reader.close)
 
@@ -193,40 +204,61 @@ class RestoreCoordinator:
         self._report.expect_partial = value
 
     def info(self, key: str) -> TensorInfo:
-        """Dtype and shape of ``key`` (cached)."""
-        found = self._infos.get(key)
-        if found is None:
-            try:
-                found = self._infos[key] = self.reader.info(key)
-            except KeyError as exc:  # CheckpointKeyError, as the reader contract says
-                raise InvalidCheckpointError(
-                    f"the object graph of {self.save_path!r} refers to {key!r}, which the checkpoint does not "
-                    "contain; the checkpoint is damaged or was written incompletely"
-                ) from exc
-        return found
+        """Dtype and shape of ``key``.
+
+        Raises
+        ------
+        InvalidCheckpointError
+            The checkpoint holds no tensor ``key``.
+        """
+        try:
+            return self.reader.info(key)
+        except KeyError as exc:  # CheckpointKeyError, as the reader contract says
+            raise InvalidCheckpointError(
+                f"the object graph of {self.save_path!r} refers to {key!r}, which the checkpoint does not "
+                "contain; the checkpoint is damaged or was written incompletely"
+            ) from exc
+
+    def node_attributes(self, proto_id: int) -> tuple[tuple[str, str], ...]:
+        """``(name, checkpoint key)`` of each attribute of saved node ``proto_id``."""
+        return _node_attributes(self.nodes[proto_id])
 
     @property
     def object_by_proto_id(self) -> dict[int, Trackable]:
         """The matched objects still alive, by saved node id (a new dict on each access)."""
         found = {}
-        for proto_id, ref in self.matched.items():
-            obj = ref()
-            if obj is not None:
+        for proto_id, ref in enumerate(self.matched):
+            if ref is not None and (obj := ref()) is not None:
                 found[proto_id] = obj
         return found
 
     def matched_object(self, proto_id: int) -> Trackable | None:
         """The live object matched to saved node ``proto_id``, or ``None``."""
-        ref = self.matched.get(proto_id)
+        ref = self.matched[proto_id]
         return None if ref is None else ref()
+
+    def is_matched(self, obj: Trackable) -> bool:
+        """Whether some saved node is matched to ``obj``."""
+        ref = self.matched_objects.get(id(obj))
+        return ref is not None and ref() is obj
 
     def remember(self, obj: Trackable) -> None:
         """Record ``obj`` as seen by this restore (for the status assertions)."""
-        self.all_python_objects.setdefault(id(obj), weakref.ref(obj))
+        ref = self.unmatched_seen.get(id(obj))
+        if (ref is None or ref() is not obj) and not self.is_matched(obj):
+            self.unmatched_seen[id(obj)] = weakref.ref(obj)
 
     def python_objects(self) -> list[Trackable]:
-        """Objects seen by this restore that are still alive."""
-        return [o for o in (r() for r in self.all_python_objects.values()) if o is not None]
+        """Objects seen by this restore that are still alive, the matched ones first."""
+        refs = [*self.matched_objects.values(), *self.unmatched_seen.values()]
+        return [o for o in (r() for r in refs) if o is not None]
+
+
+def _has_checkpoint_values(node: pb.TrackableObjectGraph.TrackableObject) -> bool:
+    """Whether a saved node or a descendant holds values (older graphs lack the field)."""
+    if node.HasField("has_checkpoint_values"):
+        return node.has_checkpoint_values.value
+    return bool(node.children or node.attributes or node.slot_variables or node.HasField("registered_saver"))
 
 
 class CheckpointPosition:
@@ -246,27 +278,21 @@ class CheckpointPosition:
     @property
     def object_proto(self) -> pb.TrackableObjectGraph.TrackableObject:
         """The saved node."""
-        return self.coordinator.object_graph_proto.nodes[self.proto_id]
+        return self.coordinator.nodes[self.proto_id]
 
     def has_checkpoint_values(self) -> bool:
         """Whether the node or a descendant holds values (older graphs lack the field)."""
-        node = self.object_proto
-        if node.HasField("has_checkpoint_values"):
-            return node.has_checkpoint_values.value
-        return bool(node.children or node.attributes or node.slot_variables or node.HasField("registered_saver"))
+        return _has_checkpoint_values(self.object_proto)
 
     def is_simple_variable(self) -> bool:
         """A plain variable: exactly one ``VARIABLE_VALUE`` attribute and no children."""
-        attributes = self.coordinator.node_attributes[self.proto_id]
-        return (
-            len(attributes) == 1
-            and attributes[0][0] == VARIABLE_VALUE_KEY
-            and not self.coordinator.node_children[self.proto_id]
-        )
+        node = self.object_proto
+        attributes = node.attributes
+        return len(attributes) == 1 and attributes[0].name == VARIABLE_VALUE_KEY and not node.children
 
     def tensor_info(self) -> TensorInfo:
         """Dtype and shape of a simple variable's saved value."""
-        return self.coordinator.info(self.coordinator.node_attributes[self.proto_id][0][1])
+        return self.coordinator.info(self.object_proto.attributes[0].checkpoint_key)
 
     def restore(self, trackable: Trackable) -> None:
         """Match ``trackable`` to this node and restore it and its subtree.
@@ -309,17 +335,20 @@ class _Plan:
     planned: set[int] = field(default_factory=set)
     unused: list[tuple[int, str]] = field(default_factory=list)
     deferred: list[tuple[Trackable, str, CheckpointPosition]] = field(default_factory=list)
-    seen: list[Trackable] = field(default_factory=list)
+    #: Objects reached through another path to a node matched already (seen, not bound).
+    conflicting: list[Trackable] = field(default_factory=list)
     saveables: list[SaveableObject] = field(default_factory=list)
     #: Per class, whether it restores through saveables (a walk of its method resolution order).
     saveable_types: dict[type, bool] = field(default_factory=dict)
+    #: Per class, whether it finds dependencies by name as :class:`Trackable` does.
+    default_lookup: dict[type, bool] = field(default_factory=dict)
 
     def bind(self, proto_id: int, trackable: Trackable) -> bool:
         """Tentatively match a node to an object; ``False`` if already matched."""
         trackable._maybe_initialize_trackable()
-        self.seen.append(trackable)
         # Explicit None checks: an empty container wrapper is falsy.
-        current = self.coordinator.matched_object(proto_id)
+        ref = self.coordinator.matched[proto_id]
+        current = None if ref is None else ref()
         if current is None:
             current = self.tentative.get(proto_id)
         if current is None:
@@ -328,6 +357,7 @@ class _Plan:
             self.bound.append(trackable)
             return True
         if current is not trackable:
+            self.conflicting.append(trackable)
             logger.warning(
                 "Inconsistent references when loading %r: node %d of the saved graph is already matched to %r, "
                 "so %r reached through another path is not restored from it.",
@@ -342,54 +372,72 @@ class _Plan:
         """Breadth-first over saved nodes and live objects together, from one matched pair."""
         coordinator = self.coordinator
         view = coordinator.view
-        node_children = coordinator.node_children
+        nodes = coordinator.nodes
+        slots = coordinator.slot_restorations
+        default_lookup = self.default_lookup
         queue = collections.deque([(proto_id, trackable)] if self.bind(proto_id, trackable) else [])
         while queue:
             proto_id, trackable = queue.popleft()
-            self._plan_values(proto_id, trackable)
-            if proto_id in coordinator.slot_restorations:
+            node = nodes[proto_id]
+            self._plan_values(proto_id, node, trackable)
+            if slots and proto_id in slots:
                 self._check_slots(proto_id, trackable)
-            edges = node_children[proto_id]
+            edges = node.children
             if not edges:
                 continue
             children = view.children(trackable)
-            for child_id, name in edges:
-                local = view.lookup(trackable, name, children)
+            cls = type(trackable)
+            plain = default_lookup.get(cls)
+            if plain is None:
+                plain = default_lookup[cls] = cls._lookup_dependency is Trackable._lookup_dependency
+            for edge in edges:
+                name = edge.local_name
+                # A default lookup is a get from the children at hand (and the root's attached ones are
+                # among those); anything else asks the object, as TensorFlow does.
+                local = children.get(name) if plain else view.lookup(trackable, name, children)
                 if local is None:
-                    position = CheckpointPosition(coordinator, child_id)
+                    position = CheckpointPosition(coordinator, edge.node_id)
                     if position.has_checkpoint_values():
                         self.deferred.append((trackable, name, position))
-                elif self.bind(child_id, local):
-                    queue.append((child_id, local))
+                elif self.bind(edge.node_id, local):
+                    queue.append((edge.node_id, local))
 
-    def _plan_values(self, proto_id: int, trackable: Trackable) -> None:
+    def _plan_values(self, proto_id: int, node: pb.TrackableObjectGraph.TrackableObject, trackable: Trackable) -> None:
         # bind() initialized the trackable, so its uid attribute exists.
         if self.coordinator.restore_uid <= trackable._self_update_uid or id(trackable) in self.planned:
             return  # a newer restore (or this one, via another node) already wrote it
         self.planned.add(id(trackable))
-        saveables = self.saveable_types.get(type(trackable))
+        cls = type(trackable)
+        saveables = self.saveable_types.get(cls)
         if saveables is None:
-            saveables = self.saveable_types[type(trackable)] = uses_saveables(trackable)
+            saveables = self.saveable_types[cls] = uses_saveables(trackable)
         if saveables:
-            self._plan_saveables(CheckpointPosition(self.coordinator, proto_id), trackable)
+            self._plan_saveables(proto_id, node, trackable)
             return
-        names = trackable._checkpoint_attribute_names()
-        keys: dict[str, str] = {}
-        for name, key in self.coordinator.node_attributes[proto_id]:
-            if name in names:
-                keys[name] = key
-            else:
-                self.unused.append((proto_id, name))
-        if keys:
-            info = self.coordinator.info
-            trackable._check_restore_tensors({n: info(k) for n, k in keys.items()}, keys)
-            for name, key in keys.items():
-                self.attribute_objects.append(trackable)
-                self.attribute_names.append(name)
-                self.attribute_keys.append(key)
         self.planned_objects.append(trackable)
+        attributes = node.attributes
+        if not attributes:
+            return  # an object that only groups others (most nodes with children)
+        names = trackable._checkpoint_attribute_names()
+        infos: dict[str, TensorInfo] = {}
+        keys: dict[str, str] = {}
+        info = self.coordinator.info
+        for attribute in attributes:
+            name = attribute.name
+            if name not in names:
+                self.unused.append((proto_id, name))
+                continue
+            key = keys[name] = attribute.checkpoint_key
+            infos[name] = info(key)
+            self.attribute_objects.append(trackable)
+            self.attribute_names.append(name)
+            self.attribute_keys.append(key)
+        if keys:
+            trackable._check_restore_tensors(infos, keys)
 
-    def _plan_saveables(self, position: CheckpointPosition, trackable: Trackable) -> None:
+    def _plan_saveables(
+        self, proto_id: int, node: pb.TrackableObjectGraph.TrackableObject, trackable: Trackable
+    ) -> None:
         """Plan a restore through ``_gather_saveables_for_checkpoint`` (TensorFlow 1 style).
 
         Each matching attribute's factory is called with the attribute's
@@ -398,12 +446,11 @@ class _Plan:
         checked first.
         """
         factories = trackable._gather_saveables_for_checkpoint()
-        for attribute in position.object_proto.attributes:
-            if attribute.name not in factories:
-                self.unused.append((position.proto_id, attribute.name))
+        for name, key in _node_attributes(node):
+            if name not in factories:
+                self.unused.append((proto_id, name))
                 continue
-            key = attribute.checkpoint_key
-            saveable = make_saveable(trackable, attribute.name, factories[attribute.name], key)
+            saveable = make_saveable(trackable, name, factories[name], key)
             for spec in saveable.specs:
                 info = self.coordinator.info(spec.name)
                 if isinstance(saveable, _VariableSaveable):
@@ -412,7 +459,7 @@ class _Plan:
                     )
                 elif spec.dtype is not None and info.dtype != spec.dtype:
                     raise DTypeMismatchError(
-                        f"cannot restore {spec.name!r} into saveable {attribute.name!r} of {type(trackable).__name__}: "
+                        f"cannot restore {spec.name!r} into saveable {name!r} of {type(trackable).__name__}: "
                         f"the checkpoint holds dtype {info.dtype}, the spec has dtype {spec.dtype}"
                     )
             self.saveables.append(saveable)
@@ -422,11 +469,12 @@ class _Plan:
         """Slot values must have their variable's dtype and shape."""
         if not isinstance(trackable, Variable):
             return
-        attributes = self.coordinator.node_attributes
+        nodes = self.coordinator.nodes
         for slot in self.coordinator.slot_restorations.get(proto_id, []):
-            if len(attributes[slot.slot_variable_id]) != 1:
+            attributes = nodes[slot.slot_variable_id].attributes
+            if len(attributes) != 1:
                 continue
-            key = attributes[slot.slot_variable_id][0][1]
+            key = attributes[0].checkpoint_key
             info = self.coordinator.info(key)
             if info.dtype != trackable.dtype:
                 raise DTypeMismatchError(
@@ -444,14 +492,18 @@ class _Plan:
         """Commit the plan: bind nodes, read values, queue deferred restores, then slots."""
         coordinator = self.coordinator
         with _gc.paused():
-            objects = coordinator.all_python_objects
-            ref = weakref.ref
-            for trackable in self.seen:
-                objects.setdefault(id(trackable), ref(trackable))
             matched = coordinator.matched
+            matched_objects = coordinator.matched_objects
+            holds = coordinator.holds_attributes
+            ref = weakref.ref
+            with_attributes = 0
             for proto_id, trackable in zip(self.bound_ids, self.bound, strict=True):
-                matched[proto_id] = ref(trackable)
-            coordinator.matched_proto_ids.update(self.bound_ids)
+                if matched[proto_id] is None:  # else a node whose object died, matched again
+                    with_attributes += holds[proto_id]
+                matched[proto_id] = matched_objects[id(trackable)] = ref(trackable)
+            coordinator.matched_with_attributes += with_attributes
+            for trackable in self.conflicting:
+                coordinator.remember(trackable)
             for proto_id, name in self.unused:
                 attrs = coordinator.unused_attributes.setdefault(proto_id, [])
                 if name not in attrs:
@@ -632,37 +684,56 @@ class CheckpointLoadStatus(LoadStatus):
         self._root = view.root
 
     def _record_live_objects(self) -> None:
-        """Record every object of the live graph (empty containers aside) as seen by this restore.
+        """Record every unmatched object of the live graph (empty containers aside) as seen by this restore.
 
         Objects created since the restore are among them: that is why the assertions walk the graph.
         """
-        seen = self._checkpoint.all_python_objects
-        ref = weakref.ref
+        checkpoint = self._checkpoint
+        matched = checkpoint.matched_objects
+        seen = checkpoint.unmatched_seen
         # Per class, whether it is a container wrapper: an isinstance check against that abstract class
         # costs about a microsecond, for each of possibly 10^5 objects.
         structures: dict[type, bool] = {}
         for obj in list_objects(self._view):
+            ref = matched.get(id(obj))
+            if ref is not None and ref() is obj:
+                continue
             cls = type(obj)
             structure = structures.get(cls)
             if structure is None:
                 structure = structures[cls] = issubclass(cls, TrackableDataStructure)
             if structure and not obj._trackable_children():
                 continue  # empty containers have nothing to match
-            if id(obj) not in seen:
-                seen[id(obj)] = ref(obj)
+            ref = seen.get(id(obj))
+            if ref is None or ref() is not obj:
+                seen[id(obj)] = weakref.ref(obj)
 
     def _unmatched_python_objects(self) -> list[Trackable]:
         self._record_live_objects()
         checkpoint = self._checkpoint
-        # A matched object's weak reference is the one recorded for it as seen (CPython hands out one
-        # reference per object), so most objects are settled by the reference's identity, without
-        # dereferencing it; the others are checked by the object's identity.
-        matched_refs = {id(r) for r in checkpoint.matched.values()}
-        candidates = [r for r in checkpoint.all_python_objects.values() if id(r) not in matched_refs]
-        if not candidates:
-            return []
-        matched = {id(obj) for r in checkpoint.matched.values() if (obj := r()) is not None}
-        return [o for r in candidates if (o := r()) is not None and id(o) not in matched and _has_attributes(o)]
+        is_matched = checkpoint.is_matched
+        return [
+            o
+            for r in checkpoint.unmatched_seen.values()
+            if (o := r()) is not None and not is_matched(o) and _has_attributes(o)
+        ]
+
+    def _stale_and_unresolved(self) -> tuple[list[tuple[int, Trackable]], int]:
+        """Matched objects with values older than this restore; how many saved nodes with attributes lack one."""
+        checkpoint = self._checkpoint
+        uid = checkpoint.restore_uid
+        holds = checkpoint.holds_attributes
+        stale = []
+        died = 0
+        # Matched objects were initialized by the restore, so their uid attribute exists.
+        for i, ref in enumerate(checkpoint.matched):
+            if ref is not None:
+                obj = ref()
+                if obj is None:
+                    died += holds[i]
+                elif obj._self_update_uid < uid:
+                    stale.append((i, obj))
+        return stale, checkpoint.nodes_with_attributes - checkpoint.matched_with_attributes + died
 
     @_gc.paused()
     def assert_consumed(self) -> CheckpointLoadStatus:
@@ -674,25 +745,25 @@ class CheckpointLoadStatus(LoadStatus):
             Listing the unmatched objects, the checkpoint nodes (with their keys)
             that found no object, pending slot variables, or unused attributes.
         """
-        self.assert_existing_objects_matched()
+        unresolved_count = self._assert_existing_objects_matched()
         checkpoint = self._checkpoint
-        matched = checkpoint.matched
-        unresolved = [
-            i
-            for i, attributes in enumerate(checkpoint.node_attributes)
-            if attributes and ((ref := matched.get(i)) is None or ref() is None)
-        ]
         pending = [s.slot_variable_id for slots in checkpoint.slot_restorations.values() for s in slots] + [
             d.slot_variable_id for slots in checkpoint.deferred_slot_restorations.values() for d in slots
         ]
-        if not unresolved and not pending and not checkpoint.unused_attributes:
+        if not unresolved_count and not pending and not checkpoint.unused_attributes:
             return self
         # Node names only for messages: building them walks the whole saved graph.
         names = proto_node_names(checkpoint.object_graph_proto)
-        if unresolved:
+        if unresolved_count:
+            matched = checkpoint.matched
+            unresolved = [
+                i
+                for i, holds in enumerate(checkpoint.holds_attributes)
+                if holds and ((ref := matched[i]) is None or ref() is None)
+            ]
             lines = [
                 f"  Unresolved object in checkpoint {names.get(i, str(i))}: "
-                f"{', '.join(key for _, key in checkpoint.node_attributes[i])}"
+                f"{', '.join(key for _, key in checkpoint.node_attributes(i))}"
                 for i in unresolved
             ]
             raise MatchError(
@@ -721,15 +792,13 @@ class CheckpointLoadStatus(LoadStatus):
         MatchError
             Listing each unmatched object by path.
         """
+        self._assert_existing_objects_matched()
+        return self
+
+    def _assert_existing_objects_matched(self) -> int:
+        """:meth:`assert_existing_objects_matched`; returns how many saved nodes with attributes lack an object."""
         checkpoint = self._checkpoint
-        uid = checkpoint.restore_uid
-        # Matched objects were initialized by the restore, so their uid attribute exists.
-        stale = []
-        for i, ref in checkpoint.matched.items():
-            obj = ref()
-            if obj is not None and obj._self_update_uid < uid:
-                stale.append((i, obj))
-        stale.sort(key=lambda item: item[0])
+        stale, unresolved = self._stale_and_unresolved()
         if stale:
             proto_names = proto_node_names(checkpoint.object_graph_proto)
             lines = [f"  {proto_names.get(i, str(i))}: {obj!r}" for i, obj in stale]
@@ -744,7 +813,7 @@ class CheckpointLoadStatus(LoadStatus):
                 f"changes in the Python program (checkpoint {checkpoint.save_path!r}):\n"
                 + _describe_objects(unmatched, node_names(self._view))
             )
-        return self
+        return unresolved
 
     @_gc.paused()
     def assert_nontrivial_match(self) -> CheckpointLoadStatus:

@@ -58,9 +58,9 @@ def test_object_without_checkpoint_value() -> None:
 
 
 def test_matches_are_found_whatever_weak_references_record_the_objects() -> None:
-    # The assertions settle most objects by the identity of the weak reference they share with the matched
-    # ones; a different reference to a matched object (another runtime, a reference with a callback) must
-    # still count as matched, and an unmatched object must still be found.
+    # Objects are told matched or not by identity, not by the weak reference that records them: a different
+    # reference to a matched object (another runtime, a reference with a callback) must still count as
+    # matched, and a dead reference left under the id a new object now has must not hide that object.
     import weakref
 
     path = _saved_pair()
@@ -68,11 +68,14 @@ def test_matches_are_found_whatever_weak_references_record_the_objects() -> None
     model.a = tp.Variable(0.0)
     model.b = tp.Variable(0.0)
     status = tp.Checkpoint(model=model).restore(path)
-    seen = status._checkpoint.all_python_objects
-    seen[id(model.a)] = weakref.ref(model.a, lambda _: None)
-    assert seen[id(model.a)] is not weakref.ref(model.a)
+    checkpoint = status._checkpoint
+    checkpoint.matched_objects[id(model.a)] = weakref.ref(model.a, lambda _: None)
+    assert checkpoint.matched_objects[id(model.a)] is not weakref.ref(model.a)
     assert status.assert_consumed() is status
     model.c = tp.Variable(0.0)
+    gone = tp.Variable(0.0)
+    checkpoint.unmatched_seen[id(model.c)] = weakref.ref(gone)
+    del gone
     with pytest.raises(tp.MatchError, match=r"(?s)Found 1 Python objects that were not bound.*\(root\)\.model\.c"):
         status.assert_consumed()
 
