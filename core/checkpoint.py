@@ -37,7 +37,7 @@ from trackpoint.restore import (
     restore_root,
 )
 from trackpoint.storage import OBJECT_GRAPH_KEY, CheckpointOptions, CheckpointReader, StorageBackend, WriteItem
-from trackpoint.trackable import Trackable, TrackableReference, next_uid
+from trackpoint.trackable import Trackable, TrackableReference, dependency_changes, next_uid
 from trackpoint.variables import Variable
 
 __all__ = ["Checkpoint", "write_items"]
@@ -496,7 +496,12 @@ class Checkpoint(AutoTrackable):
         else:
             status = self.read(save_path, options)
         # Created after the restore so that a saved counter is restored on creation.
+        changes = dependency_changes()
+        created = self._self_save_counter is None
         self._maybe_create_save_counter()
+        if created and isinstance(status, CheckpointLoadStatus):
+            # The status assertions then know the graph the restore matched grew by the counter alone.
+            status._added(self.save_counter, changes)
         if isinstance(status, NameBasedSaverStatus):
             status.add_to_optionally_restored(self.save_counter)
         return status

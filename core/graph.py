@@ -34,6 +34,7 @@ __all__ = [
     "SerializedGraph",
     "attribute_key",
     "escape_local_name",
+    "has_slots",
     "list_objects",
     "node_names",
     "object_path",
@@ -205,6 +206,11 @@ class _Slot:
     slot: Trackable
 
 
+def has_slots(cls: type) -> bool:
+    """Whether objects of ``cls`` hold slot variables: they have ``get_slot_names`` and ``get_slot``, as optimizers."""
+    return callable(getattr(cls, "get_slot_names", None)) and callable(getattr(cls, "get_slot", None))
+
+
 def _slot_variables(objects: Sequence[Trackable]) -> list[_Slot]:
     """Slot variables of every optimizer in ``objects``, in TensorFlow's order."""
     found: list[_Slot] = []
@@ -215,9 +221,7 @@ def _slot_variables(objects: Sequence[Trackable]) -> list[_Slot]:
         cls = type(obj)
         is_optimizer = optimizer_types.get(cls)
         if is_optimizer is None:
-            is_optimizer = optimizer_types[cls] = callable(getattr(cls, "get_slot_names", None)) and callable(
-                getattr(cls, "get_slot", None)
-            )
+            is_optimizer = optimizer_types[cls] = has_slots(cls)
         if not is_optimizer:
             continue
         get_names = cls.get_slot_names  # type: ignore[attr-defined]

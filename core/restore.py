@@ -18,6 +18,13 @@ everything it will write, and only then *applies*. A mismatch therefore raises
 before any object changes. (An I/O failure while reading can still leave the
 values read so far in place.)
 
+The status assertions must also find objects created after the restore, which
+takes a walk of the live graph. A restore of the whole graph that matched every
+live object, all of them of classes with the default children and no slots,
+records that instead; while no dependency changes anywhere
+(:func:`~trackpoint.trackable.dependency_changes`), the assertions know the
+graph is still that one and compare counts kept while matching.
+
 The reader is used only through the :class:`~trackpoint.storage.CheckpointReader`
 interface; this module performs no I/O of its own.
 """
@@ -28,7 +35,7 @@ import abc
 import collections
 import logging
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final, NamedTuple, Optional
@@ -38,13 +45,16 @@ import numpy as np
 from trackpoint import _gc
 from trackpoint.data_structures import TrackableDataStructure
 from trackpoint.errors import DTypeMismatchError, InvalidCheckpointError, MatchError, ShapeMismatchError
-from trackpoint.graph import ObjectGraphView, list_objects, node_names, proto_node_names
+from trackpoint.graph import ObjectGraphView, has_slots, list_objects, node_names, proto_node_names
 from trackpoint.proto import trackable_object_graph_pb2 as pb
 from trackpoint.trackable import (
     VARIABLE_VALUE_KEY,
     SaveableObject,
     Trackable,
+    TrackableReference,
     _VariableSaveable,
+    dependency_changes,
+    has_default_children,
     make_saveable,
     next_uid,
     uses_saveables,
@@ -66,6 +76,9 @@ __all__ = [
 ]
 
 logger = logging.getLogger("trackpoint")
+
+# Where a trackable keeps its tracked dependencies (created with the first one).
+_DEPENDENCIES: Final = "_self_unconditional_checkpoint_dependencies"
 
 
 class _SlotVariableRestoration(NamedTuple):
@@ -190,6 +203,10 @@ class RestoreCoordinator:
                         _SlotVariableRestoration(node_id, ref.slot_variable_node_id, ref.slot_name)
                     )
         self.nodes_with_attributes = holds.count(1)
+        # When the whole graph was matched (see `settle`): the count of dependency changes then, and the
+        # view's attached dependencies.
+        self.settled_at: int | None = None
+        self.settled_attached: tuple[TrackableReference, ...] = ()
         self._report = _Unrestored(save_path, object_graph_proto, holds, self.matched, self.unused_attributes)
         weakref.finalize(self, _warn_unrestored, self._report)
         weakref.finalize(self, reader.close)
@@ -237,6 +254,45 @@ class RestoreCoordinator:
         ref = self.matched[proto_id]
         return None if ref is None else ref()
 
+    def settle(self, changes: int) -> None:
+        """Every object of the live graph is matched, and stays so while ``changes`` is :func:`dependency_changes`.
+
+        Only for graphs whose objects all have the default children and no
+        slots: their children change only through counted dependency changes.
+        """
+        self.settled_at = changes
+        self.settled_attached = tuple(self.view.attached_dependencies)
+
+    def is_settled(self) -> bool:
+        """Whether every object of the live graph is still matched, known without walking it (see :meth:`settle`)."""
+        return self.settled_at == dependency_changes() and _same_edges(
+            self.view.attached_dependencies, self.settled_attached
+        )
+
+    def added(self, obj: Trackable, changes: int) -> None:
+        """``obj`` was added to the live graph, the one dependency change since ``changes``.
+
+        The graph stays settled if it was, when ``obj`` is matched and has no
+        children: ``Checkpoint.restore`` creates its ``save_counter`` after
+        the restore, which restores it on creation.
+        """
+        cls = type(obj)
+        attached = self.view.attached_dependencies
+        if (
+            self.settled_at == changes
+            and dependency_changes() == changes + 1
+            # Attached to the root (Checkpoint(root=...)), or tracked by an object of the graph.
+            and (
+                _same_edges(attached, self.settled_attached)
+                or (bool(attached) and attached[-1].ref is obj and _same_edges(attached[:-1], self.settled_attached))
+            )
+            and has_default_children(cls)
+            and not has_slots(cls)
+            and _DEPENDENCIES not in obj.__dict__
+            and self.is_matched(obj)
+        ):
+            self.settle(changes + 1)
+
     def is_matched(self, obj: Trackable) -> bool:
         """Whether some saved node is matched to ``obj``."""
         ref = self.matched_objects.get(id(obj))
@@ -252,6 +308,11 @@ class RestoreCoordinator:
         """Objects seen by this restore that are still alive, the matched ones first."""
         refs = [*self.matched_objects.values(), *self.unmatched_seen.values()]
         return [o for o in (r() for r in refs) if o is not None]
+
+
+def _same_edges(now: Sequence[TrackableReference], then: Sequence[TrackableReference]) -> bool:
+    """Whether two lists of edges name the same objects (by identity: a Variable's ``==`` is elementwise)."""
+    return len(now) == len(then) and all(a.name == b.name and a.ref is b.ref for a, b in zip(now, then, strict=True))
 
 
 def _has_checkpoint_values(node: pb.TrackableObjectGraph.TrackableObject) -> bool:
@@ -302,10 +363,7 @@ class CheckpointPosition:
         AssignmentError
             A value does not fit its object; nothing was changed.
         """
-        plan = _Plan(self.coordinator)
-        with _gc.paused():
-            plan.walk(self.proto_id, trackable)
-        plan.apply()
+        _Plan(self.coordinator).run(self.proto_id, trackable)
 
     def __repr__(self) -> str:
         return f"<CheckpointPosition node={self.proto_id} of {self.coordinator.save_path!r}>"
@@ -342,6 +400,22 @@ class _Plan:
     saveable_types: dict[type, bool] = field(default_factory=dict)
     #: Per class, whether it finds dependencies by name as :class:`Trackable` does.
     default_lookup: dict[type, bool] = field(default_factory=dict)
+    #: Whether this step restores the whole graph from its root.
+    whole_graph: bool = False
+    #: Set by :meth:`walk` of the whole graph: every object of the live graph was matched, and all of them
+    #: have default children and no slots, so that the graph stays this one while no dependency changes.
+    settled: bool = False
+
+    def run(self, proto_id: int, trackable: Trackable) -> None:
+        """Plan from one matched pair, then apply; record a settled whole graph with the coordinator."""
+        changes = dependency_changes()
+        with _gc.paused():
+            self.walk(proto_id, trackable)
+        self.apply()
+        # Dependencies tracked while this step ran (a restore that creates a dependency it was asked for)
+        # were not walked.
+        if self.settled and dependency_changes() == changes:
+            self.coordinator.settle(changes)
 
     def bind(self, proto_id: int, trackable: Trackable) -> bool:
         """Tentatively match a node to an object; ``False`` if already matched."""
@@ -375,6 +449,11 @@ class _Plan:
         nodes = coordinator.nodes
         slots = coordinator.slot_restorations
         default_lookup = self.default_lookup
+        # Whether every live object is matched so far (see `settled`), with the children of each matched
+        # object, checked at the end against the matched objects.
+        settled = self.whole_graph
+        simple_types: dict[type, bool] = {}
+        parents: list[dict[str, Trackable]] = []
         queue = collections.deque([(proto_id, trackable)] if self.bind(proto_id, trackable) else [])
         while queue:
             proto_id, trackable = queue.popleft()
@@ -382,11 +461,20 @@ class _Plan:
             self._plan_values(proto_id, node, trackable)
             if slots and proto_id in slots:
                 self._check_slots(proto_id, trackable)
+            cls = type(trackable)
+            if settled:
+                simple = simple_types.get(cls)
+                if simple is None:
+                    simple = simple_types[cls] = has_default_children(cls) and not has_slots(cls)
+                settled = simple
             edges = node.children
             if not edges:
+                if settled and (trackable is view.root or _DEPENDENCIES in trackable.__dict__):
+                    settled = False  # it may have live children the checkpoint does not know
                 continue
             children = view.children(trackable)
-            cls = type(trackable)
+            if settled:
+                parents.append(children)
             plain = default_lookup.get(cls)
             if plain is None:
                 plain = default_lookup[cls] = cls._lookup_dependency is Trackable._lookup_dependency
@@ -401,6 +489,10 @@ class _Plan:
                         self.deferred.append((trackable, name, position))
                 elif self.bind(edge.node_id, local):
                     queue.append((edge.node_id, local))
+        if settled:
+            matched = set(map(id, self.bound))
+            settled = all(id(child) in matched for children in parents for child in children.values())
+        self.settled = settled
 
     def _plan_values(self, proto_id: int, node: pb.TrackableObjectGraph.TrackableObject, trackable: Trackable) -> None:
         # bind() initialized the trackable, so its uid attribute exists.
@@ -622,7 +714,7 @@ def _create_slot(
 
 def restore_root(coordinator: RestoreCoordinator) -> None:
     """Restore the whole graph of ``coordinator.view`` from node 0."""
-    CheckpointPosition(coordinator, 0).restore(coordinator.view.root)
+    _Plan(coordinator, whole_graph=True).run(0, coordinator.view.root)
 
 
 # --------------------------------------------------------------------- statuses
@@ -686,9 +778,12 @@ class CheckpointLoadStatus(LoadStatus):
     def _record_live_objects(self) -> None:
         """Record every unmatched object of the live graph (empty containers aside) as seen by this restore.
 
-        Objects created since the restore are among them: that is why the assertions walk the graph.
+        Objects created since the restore are among them: that is why the assertions walk the graph, unless
+        it is known to be the one the restore matched whole (no dependency changed since).
         """
         checkpoint = self._checkpoint
+        if checkpoint.is_settled():
+            return
         matched = checkpoint.matched_objects
         seen = checkpoint.unmatched_seen
         # Per class, whether it is a container wrapper: an isinstance check against that abstract class
@@ -844,6 +939,10 @@ class CheckpointLoadStatus(LoadStatus):
         """Silence the warning about unused checkpoint values; returns ``self``."""
         self._checkpoint.expect_partial = True
         return self
+
+    def _added(self, obj: Trackable, changes: int) -> None:
+        """``obj`` joined the restored graph (see :meth:`RestoreCoordinator.added`)."""
+        self._checkpoint.added(obj, changes)
 
 
 _NO_CHECKPOINT = "No checkpoint specified (save_path=None); nothing is being restored."

@@ -39,6 +39,7 @@ __all__ = [
     "SaveableObject",
     "Trackable",
     "TrackableReference",
+    "dependency_changes",
     "has_default_children",
     "make_saveable",
     "next_uid",
@@ -53,12 +54,33 @@ VARIABLE_VALUE_KEY = "VARIABLE_VALUE"
 
 _uids = itertools.count(1)
 
+# Dependencies tracked, replaced or removed so far, in any object (see dependency_changes()).
+_dependency_changes = 0
+
 _Method = TypeVar("_Method", bound=Callable[..., Any])
 
 
 def next_uid() -> int:
     """A process-wide increasing id; later restores get larger ids and so win."""
     return next(_uids)
+
+
+def dependency_changes() -> int:
+    """How many times a dependency was tracked, replaced or removed so far, in any trackable.
+
+    Counted by :meth:`Trackable._track_trackable`, :meth:`Trackable._delete_tracking`
+    and each access to :attr:`Trackable._unconditional_checkpoint_dependencies`
+    (which hands out the list to change). While it stays the same, a graph
+    whose objects all have the default children (see
+    :func:`has_default_children`) is the graph it was: a restore's status
+    assertions then need not walk it again.
+    """
+    return _dependency_changes
+
+
+def _dependencies_changed() -> None:
+    global _dependency_changes
+    _dependency_changes += 1
 
 
 class TrackableReference(NamedTuple):
@@ -246,7 +268,16 @@ class Trackable:
     # ----------------------------------------------------------- dependencies
     @property
     def _unconditional_checkpoint_dependencies(self) -> list[TrackableReference]:
-        """Explicitly tracked dependencies, in the order they were added."""
+        """Explicitly tracked dependencies, in the order they were added.
+
+        The list itself: whoever asks for it may change it, which counts as
+        a change of dependencies (:func:`dependency_changes`).
+        """
+        _dependencies_changed()
+        return self._tracked()
+
+    def _tracked(self) -> list[TrackableReference]:
+        """The list of explicitly tracked dependencies (created empty if there is none yet)."""
         deps: list[TrackableReference] = self._own("_self_unconditional_checkpoint_dependencies", list)
         return deps
 
@@ -365,7 +396,8 @@ class Trackable:
                     "Trackable with this name is already declared as a dependency. Names must be unique "
                     "(or pass overwrite=True)."
                 )
-            deps = self._unconditional_checkpoint_dependencies
+            _dependencies_changed()
+            deps = self._tracked()
             for index, ref in enumerate(deps):
                 if ref.name == name:
                     deps[index] = TrackableReference(name, trackable)
@@ -373,7 +405,8 @@ class Trackable:
         elif current is None:
             # Apply waiting restores first: if one fails validation, nothing is tracked.
             self._handle_deferred_dependencies(name, trackable)
-            self._unconditional_checkpoint_dependencies.append(TrackableReference(name, trackable))
+            _dependencies_changed()
+            self._tracked().append(TrackableReference(name, trackable))
         self._own("_self_unconditional_dependency_names", dict)[name] = trackable
         return trackable
 
@@ -382,7 +415,8 @@ class Trackable:
         names: dict[str, Trackable] | None = self.__dict__.get("_self_unconditional_dependency_names")
         if names is None or names.pop(name, None) is None:
             return
-        deps = self._unconditional_checkpoint_dependencies
+        _dependencies_changed()
+        deps = self._tracked()
         for index, ref in enumerate(deps):
             if ref.name == name:
                 del deps[index]
@@ -771,7 +805,7 @@ def has_default_children(cls: type[Trackable]) -> bool:
     """
     return (
         cls._trackable_children is Trackable._trackable_children
-        and cls._checkpoint_dependencies is _DEFAULT_DEPENDENCIES  # type: ignore[comparison-overlap]
+        and cls._checkpoint_dependencies is _DEFAULT_DEPENDENCIES
     )
 
 

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import gc
+from collections.abc import Callable
 
 import numpy as np
 import pytest
 
 import trackpoint as tp
+from trackpoint.graph import GraphWalk, ObjectGraphView
 from trackpoint.storage import WriteItem
+from trackpoint.trackable import Trackable, TrackableReference
 
 
 def _saved_pair() -> str:
@@ -215,3 +218,142 @@ def test_name_based_restore_reaches_variables_created_later() -> None:
     root.sub.late = tp.Variable(np.zeros(1, np.float32), name="late")
     assert root.sub.late.numpy()[0] == 4.0
     status.assert_consumed()
+
+
+# ------------------------------------------------- assertions on a graph the restore matched whole
+def _layered() -> tp.AutoTrackable:
+    model = tp.AutoTrackable()
+    for i in range(3):
+        layer = tp.AutoTrackable()
+        layer.w = tp.Variable(np.full(2, float(i), dtype=np.float32))
+        layer.b = tp.Variable(float(i))
+        setattr(model, f"layer{i}", layer)
+    return model
+
+
+def _count_walks(monkeypatch: pytest.MonkeyPatch) -> list[ObjectGraphView]:
+    walked: list[ObjectGraphView] = []
+    walk = ObjectGraphView.walk
+
+    def counted(self: ObjectGraphView) -> GraphWalk:
+        walked.append(self)
+        return walk(self)
+
+    monkeypatch.setattr(ObjectGraphView, "walk", counted)
+    return walked
+
+
+@pytest.mark.parametrize("how", ["read", "restore", "restore with root="])
+def test_assertions_do_not_walk_a_graph_the_restore_matched_whole(how: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Every live object was matched and no dependency changed since: the assertions compare counts. The
+    # save_counter that restore() creates (restored on creation) joins the graph without undoing that.
+    with_root = how == "restore with root="
+    source = tp.Checkpoint(root=_layered()) if with_root else tp.Checkpoint(model=_layered())
+    path = source.write("memory://s/whole") if how == "read" else source.save("memory://s/whole")
+    model = _layered()
+    ckpt = tp.Checkpoint(root=model) if with_root else tp.Checkpoint(model=model)
+    status = ckpt.read(path) if how == "read" else ckpt.restore(path)
+    walked = _count_walks(monkeypatch)
+    assert status.assert_consumed() is status
+    assert status.assert_existing_objects_matched().assert_nontrivial_match() is status
+    assert walked == []
+    assert float(model.layer2.b.numpy()) == 2.0
+
+
+def _extra_attribute(model: tp.AutoTrackable, ckpt: tp.Checkpoint) -> None:
+    model.layer1.extra = tp.Variable(0.0)
+
+
+def _extra_tracked(model: tp.AutoTrackable, ckpt: tp.Checkpoint) -> None:
+    model.layer1._track_trackable(tp.Variable(0.0), "extra")
+
+
+def _extra_in_the_dependency_list(model: tp.AutoTrackable, ckpt: tp.Checkpoint) -> None:
+    model.layer1._unconditional_checkpoint_dependencies.append(TrackableReference("extra", tp.Variable(0.0)))
+
+
+def _extra_attached(model: tp.AutoTrackable, ckpt: tp.Checkpoint) -> None:
+    ckpt._view().attached_dependencies.append(TrackableReference("extra", tp.Variable(0.0)))
+
+
+def _extra_replacing(model: tp.AutoTrackable, ckpt: tp.Checkpoint) -> None:
+    model.layer1 = tp.AutoTrackable()
+    model.layer1.extra = tp.Variable(0.0)
+
+
+@pytest.mark.parametrize(
+    "change", [_extra_attribute, _extra_tracked, _extra_in_the_dependency_list, _extra_attached, _extra_replacing]
+)
+def test_assertions_find_objects_added_after_the_restore(
+    change: Callable[[tp.AutoTrackable, tp.Checkpoint], None],
+) -> None:
+    path = tp.Checkpoint(root=_layered()).write("memory://s/added")
+    model = _layered()
+    ckpt = tp.Checkpoint(root=model)
+    status = ckpt.read(path)
+    status.assert_consumed()
+    extra = tp.Variable(0.0)
+    change(model, ckpt)
+    with pytest.raises(
+        tp.MatchError, match=r"Found 1 Python objects that were not bound.*\n  \(root\)\.(layer1\.)?extra: "
+    ):
+        status.assert_existing_objects_matched()
+    del extra
+
+
+def test_assertions_walk_graphs_whose_children_are_not_counted() -> None:
+    # An overridden _trackable_children may return new children without any counted change, so a graph
+    # with such an object is walked by every assertion.
+    class Growing(tp.AutoTrackable):
+        def _trackable_children(self) -> dict[str, Trackable]:
+            children = super()._trackable_children()
+            grown = self.__dict__.get("_self_grown")
+            return children if grown is None else {**children, "grown": grown}
+
+    model = _layered()
+    model.growing = Growing()
+    path = tp.Checkpoint(model=model).write("memory://s/growing")
+    model = _layered()
+    model.growing = Growing()
+    status = tp.Checkpoint(model=model).read(path)
+    status.assert_consumed()
+    model.growing._self_grown = tp.Variable(0.0)
+    with pytest.raises(tp.MatchError, match=r"Found 1 Python objects.*\n  \(root\)\.model\.growing\.grown: "):
+        status.assert_consumed()
+
+
+def test_a_counter_the_checkpoint_lacks_is_reported_after_restore() -> None:
+    # write() saves no save_counter; restore() creates one, which then has no value.
+    path = tp.Checkpoint(model=_layered()).write("memory://s/no-counter")
+    status = tp.Checkpoint(model=_layered()).restore(path)
+    with pytest.raises(tp.MatchError, match=r"Found 1 Python objects.*\n  \(root\)\.save_counter: "):
+        status.assert_consumed()
+
+
+def test_a_matched_object_that_died_leaves_its_value_unresolved() -> None:
+    path = _saved_pair()
+    model = tp.AutoTrackable()
+    model.a = tp.Variable(0.0)
+    status = tp.Checkpoint(model=model).restore(path)
+    model.b = tp.Variable(0.0)  # restored on creation
+    status.assert_consumed()
+    del model.b
+    gc.collect()
+    with pytest.raises(
+        tp.MatchError,
+        match=r"Unresolved objects in checkpoint.*:\n  Unresolved object in checkpoint \(root\)\.model\.b: ",
+    ):
+        status.assert_consumed()
+
+
+def test_an_object_whose_value_is_older_than_the_restore_is_reported() -> None:
+    path = _saved_pair()
+    model = tp.AutoTrackable()
+    model.a = tp.Variable(0.0)
+    model.b = tp.Variable(0.0)
+    status = tp.Checkpoint(model=model).restore(path)
+    model.a._update_uid = 0
+    with pytest.raises(
+        tp.MatchError, match=r"not assigned a value from checkpoint:\n  \(root\)\.model\.a: <trackpoint\.Variable"
+    ):
+        status.assert_existing_objects_matched()
