@@ -29,28 +29,37 @@ def _string(tag: bytes, text: str) -> bytes:
 class NodeEncoder:
     """Encodes the ``TrackableObject`` messages of one graph, field by field.
 
-    Repeated strings (edge names such as ``kernel``, attribute names such as
-    ``VARIABLE_VALUE``) are encoded once per graph and reused.
+    Repeated strings (edge names such as ``kernel``, an attribute name such as
+    ``VARIABLE_VALUE`` with the variable names that go with it) are encoded
+    once per graph and reused. Lengths below 128, nearly all of them, are
+    looked up inline: these two methods run once per edge and per tensor.
     """
 
     def __init__(self) -> None:
         self._local_names: dict[str, bytes] = {}
-        self._attribute_names: dict[str, bytes] = {}
+        self._attribute_heads: dict[tuple[str, str], bytes] = {}
 
     def child(self, node_id: int, local_name: str) -> bytes:
         """An ``ObjectReference`` field (``children``, field 1)."""
         name = self._local_names.get(local_name)
         if name is None:
             name = self._local_names[local_name] = _string(b"\x12", local_name)
-        return _field(b"\x0a", b"\x08" + encode_varint(node_id) + name if node_id else name)
+        if node_id:
+            name = b"\x08" + (ONE_BYTE[node_id] if node_id < 0x80 else encode_varint(node_id)) + name
+        n = len(name)
+        return b"\x0a" + (ONE_BYTE[n] if n < 0x80 else encode_varint(n)) + name
 
     def attribute(self, name: str, full_name: str, checkpoint_key: str) -> bytes:
         """A ``SerializedTensor`` field (``attributes``, field 2)."""
-        head = self._attribute_names.get(name)
+        head = self._attribute_heads.get((name, full_name))
         if head is None:
-            head = self._attribute_names[name] = _string(b"\x0a", name)
-        tensor = head + _string(b"\x12", full_name) + _string(b"\x1a", checkpoint_key)
-        return _field(b"\x12", tensor)
+            head = self._attribute_heads[name, full_name] = _string(b"\x0a", name) + _string(b"\x12", full_name)
+        key = checkpoint_key.encode("utf-8")
+        n = len(key)
+        if n:
+            head += b"\x1a" + (ONE_BYTE[n] if n < 0x80 else encode_varint(n)) + key
+        n = len(head)
+        return b"\x12" + (ONE_BYTE[n] if n < 0x80 else encode_varint(n)) + head
 
     @staticmethod
     def slot_variable(original_variable_node_id: int, slot_name: str, slot_variable_node_id: int) -> bytes:

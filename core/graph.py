@@ -347,19 +347,21 @@ def serialize_object_graph(view: ObjectGraphView) -> SerializedGraph:
             f"key {key!r}"
         )
 
-    # The key suffix of each attribute name (most graphs use one or two names for all their tensors).
+    # The key suffix ("/.ATTRIBUTES/<name>") of each attribute name (most graphs use one or two names).
     suffixes: dict[str, str] = {}
-    # Whether each class saves through saveables (a walk of its method resolution order).
-    saveable_types: dict[type, bool] = {}
+    # Per class: whether it saves through saveables (a walk of its method resolution order), is a
+    # Variable (saved with its name) and is Python state (saved after the others). Asked once per class.
+    kinds: dict[type, tuple[bool, bool, bool]] = {}
     encode_attribute = encoder.attribute
     for node_id, obj in enumerate(nodes):
         path = paths[node_id]
         cls = type(obj)
-        saves_saveables = saveable_types.get(cls)
-        if saves_saveables is None:
-            saves_saveables = saveable_types[cls] = uses_saveables(obj)
-        full_name = obj.name if isinstance(obj, Variable) else ""
-        sink = python_state if isinstance(obj, PythonState) else regular
+        kind = kinds.get(cls)
+        if kind is None:
+            kind = kinds[cls] = (uses_saveables(obj), isinstance(obj, Variable), isinstance(obj, PythonState))
+        saves_saveables, is_variable, is_state = kind
+        full_name = obj.name if is_variable else ""  # type: ignore[attr-defined]  # a Variable (kinds)
+        sink = python_state if is_state else regular
         if saves_saveables:
             # TensorFlow 1 style: one graph attribute per entry, one tensor per spec.
             encoded = []
@@ -384,8 +386,8 @@ def serialize_object_graph(view: ObjectGraphView) -> SerializedGraph:
         for attr, value in tensors.items():
             suffix = suffixes.get(attr)
             if suffix is None:
-                suffix = suffixes[attr] = _attribute_suffix(attr)
-            key = f"{path}/{OBJECT_ATTRIBUTES_NAME}/{suffix}"
+                suffix = suffixes[attr] = f"/{OBJECT_ATTRIBUTES_NAME}/{_attribute_suffix(attr)}"
+            key = path + suffix
             encoded.append(encode_attribute(attr, full_name, key))
             if key in owners:
                 raise clash(key, node_id, "attribute", attr)
@@ -406,13 +408,11 @@ def serialize_object_graph(view: ObjectGraphView) -> SerializedGraph:
                 sink.append((key, saved_array(value, describe(node_id, "attribute", attr))))
         node_attributes[node_id] = encoded[0] if len(encoded) == 1 else b"".join(encoded)
     encode_node = encoder.node
+    slot_fields = [b""] * len(nodes)
+    for optimizer, references in node_slots.items():
+        slot_fields[optimizer] = b"".join(references)
     data = encode_graph(
-        [
-            encode_node(kids, attributes, b"".join(node_slots.get(node_id, ())), flag)
-            for node_id, (kids, attributes, flag) in enumerate(
-                zip(node_children, node_attributes, _has_values(has, child_ids), strict=True)
-            )
-        ]
+        list(map(encode_node, node_children, node_attributes, slot_fields, _has_values(has, child_ids)))
     )
     written = tuple(regular + python_state)
     slices = tuple(sliced.get(id(t)) for t in written) if sliced else ()

@@ -175,6 +175,22 @@ def test_hand_encoded_graph_is_protobufs_serialization() -> None:
     assert not all(node.has_checkpoint_values.value for node in proto.nodes)
 
 
+def test_hand_encoded_graph_matches_protobuf_with_multibyte_ids_and_lengths() -> None:
+    # Node ids from 128 on take two varint bytes and from 16,384 on three; names and keys of 128 bytes
+    # or more take two-byte lengths, and so do the fields holding them.
+    root = tp.AutoTrackable()
+    long_name = "w" * 200
+    for i in range(16_400):
+        setattr(root, f"v{i}", tp.Variable(np.float32(i), name=long_name if i % 1000 == 0 else "Variable"))
+    setattr(root, long_name, tp.Variable(1.0))
+    serialized = serialize_object_graph(ObjectGraphView(root))
+    proto = serialized.proto
+    assert proto.SerializeToString() == serialized.data
+    assert len(proto.nodes) == 16_402
+    assert proto.nodes[0].children[-1].node_id == 16_401
+    assert proto.nodes[16_401].attributes[0].checkpoint_key == f"{long_name}/.ATTRIBUTES/VARIABLE_VALUE"
+
+
 def test_has_checkpoint_values_reaches_a_node_through_an_edge_to_an_earlier_node() -> None:
     # Node ids: root 0, x 1, y 2, z 3. y's only child is x, listed before it, which holds values only
     # through its own child z: a single backward pass over the ids would leave y without values.
