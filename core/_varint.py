@@ -26,8 +26,10 @@ def encode_varint(value: int) -> bytes:
     if value < 0x4000:
         return bytes(((value & 0x7F) | 0x80, value >> 7))
     if value < 0x200000:
-        # Offsets into data files of up to 2 MiB; larger ones take the loop.
         return bytes(((value & 0x7F) | 0x80, ((value >> 7) & 0x7F) | 0x80, value >> 14))
+    if value < 0x10000000:
+        # Offsets into data files of up to 256 MiB (every entry of a typical shard); larger ones take the loop.
+        return bytes(((value & 0x7F) | 0x80, ((value >> 7) & 0x7F) | 0x80, ((value >> 14) & 0x7F) | 0x80, value >> 21))
     out = bytearray()
     while value >= 0x80:
         out.append((value & 0x7F) | 0x80)

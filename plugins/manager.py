@@ -188,24 +188,39 @@ class PluginHost:
         #: Scheme -> name of a backend that would serve it but is blocked (for messages).
         self._blocked_schemes: dict[str, str] = {}
         self._runtime: list[tuple[str, object]] = []
-        self._entry_points: list[importlib.metadata.EntryPoint] | None = None
+        self._entry_points: list[tuple[importlib.metadata.EntryPoint, _Provider]] | None = None
         self._loaded: _Loaded | None = None
         self._table: _Table | None = None
 
     # ------------------------------------------------------------ loading
-    def _read_entry_points(self) -> list[importlib.metadata.EntryPoint]:
-        """Entry points in load order (steps 1 and 2); metadata is read once per host."""
+    def _read_entry_points(self) -> list[tuple[importlib.metadata.EntryPoint, _Provider]]:
+        """Entry points in load order (steps 1 and 2) with their providers; metadata is read once per host."""
         if self._entry_points is None:
             found = importlib.metadata.entry_points(group=ENTRY_POINT_GROUP)
             rank = {name: i for i, name in enumerate(BUILTIN_ORDER)}
+            # Each Distribution.name and .version parses the distribution's metadata file again:
+            # read it once per distribution (a plugin package has several entry points).
+            metadata: dict[int, tuple[str, str]] = {}
+            with_providers = []
+            for ep in found:
+                dist = ep.dist
+                if dist is None:
+                    provider = _Provider(ep.name)
+                else:
+                    if id(dist) not in metadata:
+                        fields = dist.metadata
+                        metadata[id(dist)] = (fields["Name"], fields["Version"])
+                    provider = _Provider(ep.name, *metadata[id(dist)])
+                with_providers.append((ep, provider))
 
-            def key(ep: importlib.metadata.EntryPoint) -> tuple[int, int, str, str]:
-                dist = ep.dist.name if ep.dist is not None else ""
+            def key(item: tuple[importlib.metadata.EntryPoint, _Provider]) -> tuple[int, int, str, str]:
+                ep, provider = item
+                dist = provider.distribution or ""
                 if dist == BUILTIN_DISTRIBUTION:
                     return (0, rank.get(ep.name, len(rank)), "", ep.name)
                 return (1, 0, dist.lower(), ep.name)
 
-            self._entry_points = sorted(found, key=key)
+            self._entry_points = sorted(with_providers, key=key)
         return self._entry_points
 
     def _blocked_names(self) -> set[str]:
@@ -221,9 +236,7 @@ class PluginHost:
         for name in blocked:
             pm.set_blocked(name)
         autoload = not _env_flag(ENV_DISABLE_AUTOLOAD)
-        for ep in self._read_entry_points():
-            dist = ep.dist
-            provider = _Provider(ep.name, dist.name if dist else None, dist.version if dist else None)
+        for ep, provider in self._read_entry_points():
             if ep.name in blocked or (not autoload and provider.distribution != BUILTIN_DISTRIBUTION):
                 continue
             try:

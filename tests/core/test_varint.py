@@ -10,7 +10,24 @@ from google.protobuf.internal import decoder, encoder
 from trackpoint._varint import ONE_BYTE, decode_varint, encode_varint
 from trackpoint.errors import DataLossError
 
-BOUNDARIES = [0, 1, 127, 128, 300, 16383, 16384, 2**21 - 1, 2**21, 2**32 - 1, 2**35, 2**63 - 1, 2**64 - 1]
+BOUNDARIES = [
+    0,
+    1,
+    127,
+    128,
+    300,
+    16383,
+    16384,
+    2**21 - 1,
+    2**21,
+    150_000_000,
+    2**28 - 1,
+    2**28,
+    2**32 - 1,
+    2**35,
+    2**63 - 1,
+    2**64 - 1,
+]
 
 
 @pytest.mark.parametrize("value", BOUNDARIES)

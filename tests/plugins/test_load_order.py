@@ -73,3 +73,21 @@ def test_entry_point_metadata_is_read_once(monkeypatch: pytest.MonkeyPatch) -> N
 
 class _NoHooks:
     """A plugin implementing no hook at all (valid in pluggy)."""
+
+
+def test_each_distributions_metadata_is_read_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The trackpoint distribution has one entry point per built-in; its metadata file (name and version of
+    # every provider) is parsed once, not for every entry point and every sort comparison.
+    reads: list[str] = []
+    read_text = importlib.metadata.PathDistribution.read_text
+
+    def counting(self: importlib.metadata.PathDistribution, filename: str) -> str | None:
+        if filename in ("METADATA", "PKG-INFO"):
+            reads.append(str(self._path))  # type: ignore[attr-defined]
+        return read_text(self, filename)
+
+    monkeypatch.setattr(importlib.metadata.PathDistribution, "read_text", counting)
+    rows = plugins.list_backends()
+    assert {row.plugin for row in rows} >= set(BUILTIN_ORDER)
+    assert any("/trackpoint-" in path for path in reads), reads  # the built-ins' distribution
+    assert len(reads) == len(set(reads)), reads
