@@ -1,27 +1,29 @@
-"""Reading a committed bundle: the parsed index, range checks, and slice assembly.
+"""Reading a committed bundle: range checks, slice assembly, and reads of many tensors at once.
 
-The index is read and parsed once; every entry is checked before anything
-large is allocated. Data is read straight into the destination arrays, with
-adjacent ranges of one data file coalesced and data files read in parallel
-where the store offers ranged reads.
+The index is read and parsed once (:mod:`._index`); every entry is checked
+before anything large is allocated. Data is read straight into the destination
+arrays, with adjacent ranges of one data file coalesced and data files read in
+parallel where the store offers ranged reads.
 """
 
 from __future__ import annotations
 
 import math
-import sys
 import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
-from typing import Any, Final, NamedTuple, cast
+from itertools import repeat
+from operator import itemgetter
+from typing import Any, Final, NamedTuple, NoReturn, cast
 
 import numpy as np
 
 from trackpoint import _gc
-from trackpoint.backends.bundle._codec import Entry, decode_entry, decode_header, decode_plain_entry, decode_strings
-from trackpoint.backends.bundle._crc import crc32c, extend, unmask
+from trackpoint.backends.bundle._codec import Entry, decode_header, decode_strings
+from trackpoint.backends.bundle._crc import crc32c, crc32c_each, extend, unmask, unmask_each
 from trackpoint.backends.bundle._dtypes import DT_STRING, READABLE, dtype_from_tf
+from trackpoint.backends.bundle._index import BundleIndex, Kind
 from trackpoint.backends.bundle._names import data_filename, index_name
 from trackpoint.backends.bundle._ordered_code import encode_slice_key
 from trackpoint.backends.bundle._sstable import read_table
@@ -39,59 +41,22 @@ from trackpoint.errors import (
 )
 from trackpoint.storage import CheckpointReader, TensorInfo, TensorSlice
 
-#: A header claiming more shards than this is treated as corrupt.
-_MAX_SHARDS: Final = 1 << 24
-
 
 class _Stored(NamedTuple):
-    """One readable entry: decoded proto plus its numpy dtype (a named tuple: cheap to build 10^5 of).
-
-    ``problem``: why no numpy array can hold the tensor (``None`` if one can); listed, ``info``/``read`` fail.
-    """
+    """One entry as the reads of single tensors use it: built when asked for, from a row of the index."""
 
     entry: Entry
-    dtype: np.dtype[Any]
-    swap: bool
+    kind: Kind
+    #: The key as stored (slices of a partitioned tensor are found by it).
     name: bytes
-    problem: str | None = None
-    #: What :meth:`BundleReader.info` returns; ``None`` when the tensor cannot be read (``problem``, or a
-    #: type numpy cannot hold). Shared by the entries of one dtype and shape.
-    info: TensorInfo | None = None
 
+    @property
+    def dtype(self) -> np.dtype[Any]:
+        return self.kind.dtype
 
-class _Kind(NamedTuple):
-    """What the entries of one stored dtype and shape have in common (a model has few of these)."""
-
-    dtype: np.dtype[Any]
-    swap: bool
-    #: Bytes an unsliced entry must record: exact for numbers, a lower bound for strings, -1: not checked.
-    nbytes: int
-    problem: str | None
-    info: TensorInfo | None
-
-
-#: numpy's limits on an array (``NPY_MAXDIMS`` and ``NPY_MAX_INTP`` bytes).
-_MAX_RANK: Final = 64
-_MAX_ARRAY_BYTES: Final = sys.maxsize
-
-
-def _unholdable(shape: tuple[int, ...], dtype: np.dtype[Any]) -> str | None:
-    """Why numpy cannot create an array of ``shape`` and ``dtype``, or ``None`` when it can.
-
-    The size checks of an entry compare element counts with byte counts, so a
-    zero dimension makes any other dimensions pass them (``[0, 2**40, 2**40]``
-    holds no element). numpy still multiplies the non-zero dimensions and the
-    item size and refuses the shape, with a plain ValueError at allocation.
-    """
-    if len(shape) > _MAX_RANK:
-        return f"has {len(shape)} dimensions; numpy arrays hold at most {_MAX_RANK}"
-    nbytes = dtype.itemsize
-    for d in shape:
-        if d:
-            nbytes *= d
-    if nbytes > _MAX_ARRAY_BYTES:
-        return f"has shape {shape} of {dtype}, which no numpy array can hold (over 2**63 bytes addressed)"
-    return None
+    @property
+    def swap(self) -> bool:
+        return self.kind.swap
 
 
 #: Runs shorter than this are not read one by one: the overlapping rows are read whole instead.
@@ -146,6 +111,20 @@ def header_count(index_bytes: bytes, where: str) -> int | None:
         return None
 
 
+class _Batch(NamedTuple):
+    """The requests of one :meth:`BundleReader.read_many`, located: per request, where its bytes are."""
+
+    requests: Sequence[tuple[str, np.ndarray[Any, Any] | None]]
+    #: The destination arrays (already checked), and their entries' data file, offset, size, unmasked
+    #: CRC-32C and whether the bytes must be swapped after reading.
+    results: list[np.ndarray[Any, Any]]
+    shard_id: np.ndarray[Any, Any]
+    offset: np.ndarray[Any, Any]
+    size: np.ndarray[Any, Any]
+    expected: np.ndarray[Any, Any]
+    swap: np.ndarray[Any, Any]
+
+
 class BundleReader(CheckpointReader):
     """A parsed ``.index`` and lazy access to the data files."""
 
@@ -155,66 +134,15 @@ class BundleReader(CheckpointReader):
         self._files = files
         self._where = index_name(prefix)
         self._closed = False
-        table = read_table(index_bytes, self._where)
-        if not table or table[0][0] != b"":
-            raise DataLossError(f"{self._where}: the bundle header entry is missing")
-        header = decode_header(table[0][1], self._where)
-        if header.num_shards > _MAX_SHARDS or (header.num_shards == 0 and len(table) > 1):
-            raise DataLossError(f"{self._where}: the header claims an implausible {header.num_shards} data shards")
-        self._num_shards = header.num_shards
-        self._entries: dict[str, _Stored] = {}
-        self._slices: dict[bytes, _Stored] = {}
+        self._index = BundleIndex(index_bytes, self._where)
+        self._num_shards = self._index.num_shards
+        self._rows = self._index.rows
+        self._kinds = self._index.kinds
+        self._kind = self._index.kind
+        self._keys = sorted(self._rows)
         self._sizes: dict[int, int] = {}
         self._paths: dict[int, str] = {}
         self._size_lock = threading.Lock()
-        kinds: dict[tuple[int, tuple[int, ...]], _Kind] = {}
-        num_shards = self._num_shards
-        for key, value in table[1:]:
-            # The message context is formatted only when needed: an index may hold 10^5 entries.
-            e = decode_plain_entry(value) or decode_entry(value, f"{self._where}: entry {key!r}")
-            kind = kinds.get((e.dtype, e.shape))
-            if kind is None:
-                kind = kinds[(e.dtype, e.shape)] = self._kind(e, header.big_endian, key)
-            if not e.slices:
-                if e.shard_id >= num_shards:
-                    raise DataLossError(
-                        f"{self._where}: entry {key!r}: shard_id {e.shard_id} is not below num_shards {num_shards}"
-                    )
-                if kind.nbytes >= 0 and (e.size < kind.nbytes if e.dtype == DT_STRING else e.size != kind.nbytes):
-                    raise self._size_error(key, e, kind)
-            stored = _Stored(e, kind.dtype, kind.swap, key, kind.problem, kind.info)
-            if key[:1] == b"\x00":
-                self._slices[key] = stored
-            else:
-                self._entries[key.decode("utf-8", "surrogateescape")] = stored
-        self._keys = sorted(self._entries)
-
-    def _kind(self, e: Entry, big_endian: bool, key: bytes) -> _Kind:
-        """The dtype, size rule and readability of entries of ``e``'s dtype and shape."""
-        where = f"{self._where}: entry {key!r}"
-        # Unreadable types (resource, variant) stay listed and fail only when read.
-        dtype, swap = dtype_from_tf(e.dtype, big_endian, where) if e.dtype in READABLE else (np.dtype(np.uint8), False)
-        count = 1
-        for d in e.shape:
-            count *= d
-        if e.dtype == DT_STRING:
-            # Every string takes at least one length byte: this bounds the element array allocated
-            # before the bytes are checked.
-            nbytes = count + 4 if count else -1
-        else:
-            nbytes = count * dtype.itemsize if e.dtype in READABLE else -1
-        # Strings are object arrays: one pointer per element.
-        problem = _unholdable(e.shape, np.dtype(object) if e.dtype == DT_STRING else dtype)
-        readable = e.dtype in READABLE and problem is None
-        return _Kind(dtype, swap, nbytes, problem, TensorInfo(dtype, e.shape) if readable else None)
-
-    def _size_error(self, key: bytes, e: Entry, kind: _Kind) -> DataLossError:
-        if e.dtype == DT_STRING:
-            return DataLossError(f"{self._where}: entry {key!r}: {e.size} bytes cannot hold {kind.nbytes - 4} strings")
-        return DataLossError(
-            f"{self._where}: entry {key!r}: shape {e.shape} of {kind.dtype} needs {kind.nbytes} bytes "
-            f"but the entry records {e.size}"
-        )
 
     def _check_open(self) -> None:
         if self._closed:
@@ -224,29 +152,35 @@ class BundleReader(CheckpointReader):
         # docstring inherited
         return list(self._keys)
 
-    def _get(self, key: str) -> _Stored:
+    def _row(self, key: str) -> int:
         self._check_open()
-        try:
-            return self._entries[key]
-        except KeyError:
-            raise self._unknown(key) from None
+        row = self._rows.get(key)
+        if row is None:
+            raise self._unknown(key)
+        return row
+
+    def _get(self, key: str) -> _Stored:
+        return self._stored(self._row(key), key.encode("utf-8", "surrogateescape"))
+
+    def _stored(self, row: int, name: bytes) -> _Stored:
+        return _Stored(self._index.entry(row), self._kinds[self._kind[row]], name)
 
     def _unknown(self, key: str) -> CheckpointKeyError:
         return CheckpointKeyError(f"bundle: checkpoint {self.prefix!r} has no tensor {key!r}")
 
     def info(self, key: str) -> TensorInfo:
         # docstring inherited
-        s = self._get(key)
-        if s.info is None:
-            self._readable(key, s)
-        assert s.info is not None  # _readable raised otherwise
-        return s.info
+        kind: Kind = self._kinds[self._kind[self._row(key)]]
+        if kind.info is None:
+            self._readable(key, kind)
+        assert kind.info is not None  # _readable raised otherwise
+        return kind.info
 
-    def _readable(self, key: str, s: _Stored) -> None:
-        if s.entry.dtype not in READABLE:
-            dtype_from_tf(s.entry.dtype, False, f"{self._where}: tensor {key!r}")
-        if s.problem is not None:
-            raise InvalidCheckpointError(f"{self._where}: tensor {key!r} {s.problem}")
+    def _readable(self, key: str, kind: Kind) -> None:
+        if kind.tf_dtype not in READABLE:
+            dtype_from_tf(kind.tf_dtype, False, f"{self._where}: tensor {key!r}")
+        if kind.problem is not None:
+            raise InvalidCheckpointError(f"{self._where}: tensor {key!r} {kind.problem}")
 
     def _data_path(self, shard_id: int) -> str:
         path = self._paths.get(shard_id)
@@ -258,7 +192,7 @@ class BundleReader(CheckpointReader):
         """The data file of ``e``, after checking the entry lies inside it (before any allocation)."""
         size = self._shard_size(e.shard_id)
         if size is None or e.offset + e.size > size:
-            raise self._range_error(key, e, size)
+            raise self._range_error(key, e.shard_id, e.offset, e.size, size)
         return self._data_path(e.shard_id)
 
     def _shard_size(self, shard_id: int) -> int | None:
@@ -272,44 +206,48 @@ class BundleReader(CheckpointReader):
                     self._sizes[shard_id] = size
         return size
 
-    def _range_error(self, key: str, e: Entry, size: int | None) -> DataLossError:
-        path = self._data_path(e.shard_id)
+    def _range_error(self, key: str, shard_id: int, offset: int, nbytes: int, size: int | None) -> DataLossError:
+        path = self._data_path(shard_id)
         if size is None:
             return DataLossError(f"bundle: data file {path!r} of {self.prefix!r} is missing (needed by {key!r})")
         return DataLossError(
-            f"bundle: tensor {key!r} at offset {e.offset} (+{e.size} bytes) lies beyond the end of "
+            f"bundle: tensor {key!r} at offset {offset} (+{nbytes} bytes) lies beyond the end of "
             f"{path!r} ({size} bytes): the file is truncated"
         )
 
-    def _prepare(self, key: str, s: _Stored, out: np.ndarray[Any, Any] | None) -> np.ndarray[Any, Any]:
+    def _prepare(self, key: str, kind: Kind, out: np.ndarray[Any, Any] | None) -> np.ndarray[Any, Any]:
         if out is None:
-            return np.empty(s.entry.shape, dtype=s.dtype)
-        if out.dtype != s.dtype:
-            raise DTypeMismatchError(f"bundle: cannot read {key!r} ({s.dtype}) into an array of dtype {out.dtype}")
-        if tuple(out.shape) != s.entry.shape:
+            return np.empty(kind.shape, dtype=kind.dtype)
+        if out.dtype != kind.dtype:
+            raise DTypeMismatchError(f"bundle: cannot read {key!r} ({kind.dtype}) into an array of dtype {out.dtype}")
+        if tuple(out.shape) != kind.shape:
             raise ShapeMismatchError(
-                f"bundle: cannot read {key!r} of shape {s.entry.shape} into an array of shape {out.shape}"
+                f"bundle: cannot read {key!r} of shape {kind.shape} into an array of shape {out.shape}"
             )
         if not (out.flags.c_contiguous and out.flags.writeable):
             raise ShapeMismatchError(f"bundle: the destination for {key!r} must be C-contiguous and writeable")
         return out
 
+    def _crc_error(self, key: str, shard_id: int, offset: int, size: int) -> DataLossError:
+        return DataLossError(
+            f"bundle: CRC-32C mismatch for tensor {key!r} in {self._data_path(shard_id)!r} at offset "
+            f"{offset} ({size} bytes): the data is corrupted"
+        )
+
     def _verify(
         self, key: str, s: _Stored, view: memoryview, out: np.ndarray[Any, Any], crc: int | None = None
     ) -> None:
         """Check the tensor's CRC-32C (``crc``, when the caller computed it piece by piece) and fix byte order."""
-        if (crc32c(view) if crc is None else crc) != unmask(s.entry.crc32c):
-            raise DataLossError(
-                f"bundle: CRC-32C mismatch for tensor {key!r} in {self._data_path(s.entry.shard_id)!r} at offset "
-                f"{s.entry.offset} ({s.entry.size} bytes): the data is corrupted"
-            )
+        e = s.entry
+        if (crc32c(view) if crc is None else crc) != unmask(e.crc32c):
+            raise self._crc_error(key, e.shard_id, e.offset, e.size)
         if s.swap:
             out.reshape(-1).view(f"u{s.dtype.itemsize}").byteswap(inplace=True)
 
     def read(self, key: str, out: np.ndarray[Any, Any] | None = None) -> np.ndarray[Any, Any]:
         # docstring inherited
         s = self._get(key)
-        self._readable(key, s)
+        self._readable(key, s.kind)
         if s.entry.slices:
             full = TensorSlice.full(s.entry.shape)
             return self._read_part(key, s, full, self._pieces(key, s), out)
@@ -325,7 +263,7 @@ class BundleReader(CheckpointReader):
             return decode_strings(
                 bytes(buf), e.shape, e.crc32c, s.dtype.byteorder == ">", f"bundle: tensor {key!r} in {path!r}"
             )
-        dest = self._prepare(key, s, out)
+        dest = self._prepare(key, s.kind, out)
         view = byte_view(dest)
         if len(view):
             self._fill(path, [(e.offset, view)])
@@ -358,10 +296,12 @@ class BundleReader(CheckpointReader):
                     raise DataLossError(f"{self._where}: slice {extents} lies outside {key!r} of shape {shape}")
                 offset.append(start if length >= 0 else 0)
                 lengths.append(stop - offset[-1])
-            piece = self._slices.get(encode_slice_key(s.name, list(extents)))
-            if piece is None:
+            name = encode_slice_key(s.name, list(extents))
+            row = self._index.pieces.get(name)
+            if row is None:
                 raise DataLossError(f"{self._where}: slice {extents} of {key!r} has no entry")
-            self._readable(key, piece)
+            piece = self._stored(row, name)
+            self._readable(key, piece.kind)
             want = tuple(lengths)
             if piece.entry.shape != want or piece.entry.dtype != s.entry.dtype:
                 raise DataLossError(
@@ -390,7 +330,7 @@ class BundleReader(CheckpointReader):
         store without ranged reads gets whole pieces.
         """
         s = self._get(key)
-        self._readable(key, s)
+        self._readable(key, s.kind)
         part = TensorSlice(s.entry.shape, tuple(offset), tuple(shape))
         pieces = self._pieces(key, s) if s.entry.slices else [(TensorSlice.full(s.entry.shape), s)]
         return self._read_part(key, s, part, pieces, out)
@@ -499,100 +439,140 @@ class BundleReader(CheckpointReader):
                 run(sid)
 
     def read_many(self, requests: Sequence[tuple[str, np.ndarray[Any, Any] | None]]) -> list[np.ndarray[Any, Any]]:
-        """Read several tensors: adjacent ranges are read with one vectored call, data files in parallel."""
+        """Read several tensors, checked and located together; each data file in order of offset.
+
+        A store with a read size (:attr:`FileLayer.read_chunk_bytes`) is asked for
+        about that many bytes per call (adjacent ranges, which it coalesces), and
+        the tensors of each call are checked against their CRC-32C as soon as it
+        returns; other stores get all of a file's ranges in one call. Data files
+        are read in parallel where the store reads ranges.
+        """
         self._check_open()
-        entries = self._entries
-        # The sizes of the data files the tensors lie in, asked of the store once each.
-        shard_ids = {s.entry.shard_id for s in map(entries.get, [key for key, _ in requests]) if s is not None}
-        sizes = {sid: self._shard_size(sid) for sid in shard_ids}
-        results: list[np.ndarray[Any, Any] | None] = []
-        # Slices of partitioned tensors and strings, read one by one afterwards: (position, key, out).
-        single: list[tuple[int, str, np.ndarray[Any, Any] | None]] = []
-        by_shard: dict[int, list[tuple[str, _Stored, np.ndarray[Any, Any], memoryview]]] = {}
+        if not requests:
+            return []
+        ix = self._index
+        kinds = self._kinds
+        if not len(ix.kind):
+            raise self._unknown(requests[0][0])
         with _gc.paused():  # bookkeeping only, no I/O (see trackpoint._gc)
-            for key, out in requests:
-                s = entries.get(key)
-                if s is None:
-                    raise self._unknown(key)
-                if s.info is None:
-                    self._readable(key, s)  # raises why it cannot be read
-                e = s.entry
-                if e.slices or e.dtype == DT_STRING:
-                    single.append((len(results), key, out))
+            rows = np.fromiter(map(self._rows.get, map(itemgetter(0), requests), repeat(-1)), np.int64, len(requests))
+            kind = self._kind[rows]
+            # Read one by one afterwards: the slices of partitioned tensors, strings and the unreadable.
+            direct = ix.direct[kind] & ~ix.sliced[rows]
+            shard_id = ix.shard_id[rows]
+            offset = ix.offset[rows]
+            size = ix.size[rows]
+            # The data files' sizes, asked of the store once each; a missing file has -1 bytes.
+            shards = np.unique(shard_id[direct])
+            sizes = [self._shard_size(sid) for sid in shards.tolist()]
+            ends = np.array([-1 if n is None else n for n in sizes] or [-1], np.int64)
+            ends = ends[np.searchsorted(shards, shard_id).clip(max=len(ends) - 1)]
+            unknown = rows < 0
+            bad = unknown | (ix.unreadable[kind]) | (direct & (offset > ends - size))
+            results: list[np.ndarray[Any, Any] | None] = []
+            for (key, out), k, is_direct, is_bad in zip(
+                requests, kind.tolist(), direct.tolist(), bad.tolist(), strict=True
+            ):
+                if is_bad:
+                    raise self._request_error(key, shard_id[len(results)], offset[len(results)], size[len(results)])
+                if not is_direct:
                     results.append(None)
                     continue
-                # Range check before allocating, so an implausible entry never allocates.
-                size = sizes[e.shard_id]
-                if size is None or e.offset + e.size > size:
-                    raise self._range_error(key, e, size)
+                kd = kinds[k]
+                # Checked before anything is read or allocated, so an implausible entry never allocates.
                 if out is None:
-                    dest = np.empty(e.shape, dtype=s.dtype)
-                elif (out.dtype is s.dtype or out.dtype == s.dtype) and out.shape == e.shape:
-                    flags = out.flags
-                    dest = out if flags.c_contiguous and flags.writeable else self._prepare(key, s, out)
+                    out = np.empty(kd.shape, dtype=kd.dtype)
+                elif not ((out.dtype is kd.dtype or out.dtype == kd.dtype) and out.shape == kd.shape):
+                    self._prepare(key, kd, out)  # raises the mismatch
                 else:
-                    dest = self._prepare(key, s, out)  # raises the mismatch
-                results.append(dest)
-                by_shard.setdefault(e.shard_id, []).append((key, s, dest, byte_view(dest)))
-        for position, key, out in single:
-            results[position] = self.read(key, out)
+                    flags = out.flags
+                    if not (flags.c_contiguous and flags.writeable):
+                        self._prepare(key, kd, out)
+                results.append(out)
+            # By data file, then offset.
+            at = np.flatnonzero(direct)
+            at = at[np.lexsort((offset[at], shard_id[at]))]
+            groups = np.split(at, np.flatnonzero(np.diff(shard_id[at])) + 1) if len(at) else []
+            expected = unmask_each(ix.crc32c[rows])
+            swap = ix.swap[kind]
+        for i in np.flatnonzero(~direct).tolist():
+            results[i] = self.read(requests[i][0], requests[i][1])
+        batch = _Batch(requests, cast("list[np.ndarray[Any, Any]]", results), shard_id, offset, size, expected, swap)
 
-        chunk = self._files.read_chunk_bytes
-
-        def run(shard_id: int) -> None:
-            group = by_shard[shard_id]
-            path = self._data_path(shard_id)
-            if chunk is None:
-                self._fill(path, [(g[1].entry.offset, g[3]) for g in group if len(g[3])])
-                for key, s, dest, view in group:
-                    self._verify(key, s, view, dest)
-            else:
-                self._fill_verify(path, group, chunk)
-
-        if len(by_shard) > 1 and self._files.capabilities.ranged_reads:
-            with ThreadPoolExecutor(max_workers=min(8, len(by_shard)), thread_name_prefix="trackpoint-read") as ex:
-                for f in [ex.submit(run, sid) for sid in by_shard]:
+        if len(groups) > 1 and self._files.capabilities.ranged_reads:
+            with ThreadPoolExecutor(max_workers=min(8, len(groups)), thread_name_prefix="trackpoint-read") as ex:
+                for f in [ex.submit(self._read_file, batch, g) for g in groups]:
                     f.result()
         else:
-            for sid in by_shard:
-                run(sid)
-        return cast("list[np.ndarray[Any, Any]]", results)  # every position is filled by now
+            for g in groups:
+                self._read_file(batch, g)
+        return batch.results  # every position is filled by now
 
-    def _fill_verify(
-        self, path: str, group: list[tuple[str, _Stored, np.ndarray[Any, Any], memoryview]], chunk: int
-    ) -> None:
-        """Read ``group`` from ``path`` in calls of about ``chunk`` bytes, checking each tensor as it completes.
+    def _request_error(self, key: str, shard_id: int, offset: int, size: int) -> CheckpointError:
+        """Why the request for ``key`` cannot be read, found unreadable by :meth:`read_many`."""
+        row = self._rows.get(key)
+        if row is None:
+            return self._unknown(key)
+        self._readable(key, self._kinds[self._kind[row]])  # raises if the tensor is unreadable
+        return self._range_error(key, int(shard_id), int(offset), int(size), self._shard_size(int(shard_id)))
+
+    def _read_file(self, batch: _Batch, group: np.ndarray[Any, Any]) -> None:
+        """Read and check the requests at ``group`` of ``batch``: one data file, by offset."""
+        path = self._data_path(int(batch.shard_id[group[0]]))
+        sizes = batch.size[group]
+        chunk = self._files.read_chunk_bytes
+        # Calls of about ``chunk`` bytes: consecutive tensors while they fit, a larger tensor alone.
+        bounds = np.cumsum(sizes)
+        start = 0
+        while start < len(group):
+            if chunk is None:
+                stop = len(group)
+            elif sizes[start] > chunk:
+                self._read_large(batch, int(group[start]), path, chunk)
+                start += 1
+                continue
+            else:
+                stop = int(np.searchsorted(bounds, bounds[start] - sizes[start] + chunk, side="right"))
+            self._read_together(batch, group[start:stop], path)
+            start = stop
+
+    def _read_together(self, batch: _Batch, at: np.ndarray[Any, Any], path: str) -> None:
+        """Read the tensors at positions ``at`` (of one data file) with one call, then check them."""
+        results = batch.results
+        views = [byte_view(results[i]) for i in at.tolist()]
+        ranges = list(zip(batch.offset[at].tolist(), views, strict=True))
+        if not batch.size[at].all():
+            ranges = [r for r in ranges if len(r[1])]
+        if ranges:
+            self._fill(path, ranges)
+        wrong = np.flatnonzero(crc32c_each(views) != batch.expected[at])
+        if len(wrong):
+            self._raise_crc(batch, int(at[wrong[0]]))
+        for i in at[batch.swap[at]].tolist():
+            out = results[i]
+            out.reshape(-1).view(f"u{out.dtype.itemsize}").byteswap(inplace=True)
+
+    def _read_large(self, batch: _Batch, i: int, path: str, chunk: int) -> None:
+        """Read a tensor larger than ``chunk`` in calls of ``chunk`` bytes, extending its CRC-32C as they return.
 
         Checked after a whole file was read, the checksums were a serial tail after the I/O (about a quarter
         of a cold 1 GiB restore); checked as they arrive, they overlap the kernel's readahead.
         """
-        ready: list[tuple[str, _Stored, np.ndarray[Any, Any], memoryview]] = []
+        out = batch.results[i]
+        view = byte_view(out)
+        offset = int(batch.offset[i])
+        crc = 0
+        for start in range(0, len(view), chunk):
+            piece = view[start : start + chunk]
+            self._fill(path, [(offset + start, piece)])
+            crc = extend(crc, piece)
+        if crc != batch.expected[i]:
+            self._raise_crc(batch, i)
+        if batch.swap[i]:
+            out.reshape(-1).view(f"u{out.dtype.itemsize}").byteswap(inplace=True)
 
-        def flush() -> None:
-            if ready:
-                self._fill(path, [(g[1].entry.offset, g[3]) for g in ready if len(g[3])])
-            for key, s, dest, view in ready:
-                self._verify(key, s, view, dest)
-            ready.clear()
-
-        held = 0
-        for item in sorted(group, key=lambda g: g[1].entry.offset):
-            key, s, dest, view = item
-            if len(view) > chunk:
-                flush()
-                held = crc = 0
-                for start in range(0, len(view), chunk):
-                    piece = view[start : start + chunk]
-                    self._fill(path, [(s.entry.offset + start, piece)])
-                    crc = extend(crc, piece)
-                self._verify(key, s, view, dest, crc)
-                continue
-            if held + len(view) > chunk:
-                flush()
-                held = 0
-            ready.append(item)
-            held += len(view)
-        flush()
+    def _raise_crc(self, batch: _Batch, i: int) -> NoReturn:
+        raise self._crc_error(batch.requests[i][0], int(batch.shard_id[i]), int(batch.offset[i]), int(batch.size[i]))
 
     def close(self) -> None:
         # docstring inherited

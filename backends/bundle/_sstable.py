@@ -239,7 +239,11 @@ def _block_entries(block: bytes, where: str) -> list[tuple[bytes, bytes]]:
             raise DataLossError(f"{where}: entry at restart point {start} shares {shared} key bytes")
         if shared > len(key) or pos + non_shared + vlen > data_end:
             raise DataLossError(f"{where}: corrupted block entry at byte {start}")
+        previous = key
         key = key[:shared] + block[pos : pos + non_shared]
+        if key <= previous and out:
+            # Readers find keys by bisection and take the slices' keys (a NUL byte first) to come first.
+            raise DataLossError(f"{where}: the key of the entry at byte {start} does not follow the previous one")
         pos += non_shared
         out.append((key, block[pos : pos + vlen]))
         pos += vlen

@@ -8,10 +8,11 @@ import numpy as np
 import pytest
 
 from trackpoint.backends.bundle._codec import (
+    EntryColumns,
     _decode_entry_proto,
+    decode_entries,
     decode_entry,
     decode_header,
-    decode_plain_entry,
     decode_strings,
     encode_entry,
     encode_header,
@@ -150,17 +151,28 @@ def test_entry_decoding_matches_the_message(msg: Any) -> None:
     if msg.shard_id < 0:
         with pytest.raises(DataLossError, match="negative shard_id"):
             decode_entry(raw, "idx")
+        with pytest.raises(DataLossError, match="idx: entry has negative shard_id"):
+            decode_entries([raw], lambda i: "idx")
         return
     e = decode_entry(raw, "idx")
     assert e.dtype == msg.dtype and e.shape == tuple(d.size for d in msg.shape.dim)
     assert (e.shard_id, e.offset, e.size, e.crc32c) == (msg.shard_id, msg.offset, msg.size, msg.crc32c)
     assert len(e.slices) == len(msg.slices)
+    assert _row(decode_entries([raw], str), 0) == tuple(e)
+
+
+def _row(columns: EntryColumns, i: int) -> tuple[Any, ...]:
+    """Entry ``i`` of ``columns`` as the tuple of its :class:`Entry`."""
+    dtype, shape = columns.kinds[columns.kind[i]]
+    fields = (columns.shard_id[i], columns.offset[i], columns.size[i], columns.crc32c[i])
+    return (dtype, shape, *map(int, fields), columns.slices.get(i, ()))
 
 
 def test_entry_with_unknown_fields_is_tolerated() -> None:
     raw = encode_entry(1, (2,), 0, 0, 8, 7) + b"\x90\x03\x01"  # field 50, varint 1
     e = decode_entry(raw, "idx")
     assert (e.dtype, e.shape, e.size, e.crc32c) == (1, (2,), 8, 7)
+    assert _row(decode_entries([raw], str), 0) == tuple(e)
 
 
 def _proto_entry(raw: bytes) -> tuple[Any, ...] | str:
@@ -171,23 +183,24 @@ def _proto_entry(raw: bytes) -> tuple[Any, ...] | str:
         return f"error: {exc}"
 
 
-def test_fast_entry_decoding_agrees_with_protobuf_on_mutated_entries() -> None:
-    # The fast path reads ordinary entries without protobuf; whatever it accepts must be what protobuf
-    # parses, and everything else (mutations included) must fall through to protobuf.
+def test_entries_decoded_together_agree_with_protobuf_on_mutated_entries() -> None:
+    # Entries laid out as TensorFlow writes them are decoded with numpy; whatever that accepts must be what
+    # protobuf parses, everything else must fall through to protobuf, and no entry may bleed into its
+    # neighbours (they are decoded from one buffer).
     rng = np.random.default_rng(7)
     valid = [
         encode_entry(1, (3, 4), 0, 0, 48, 0x12345678),
         encode_entry(7, (), 2, 2**40, 9, 1),
         encode_entry(19, (0, 5), 1, 300, 0, 0),
         encode_entry(1, (2**33,), 0, 127, 2**35, 2**32 - 1),
+        encode_entry(1, (2,), 2**31 - 1, 2**63 - 1, 2**63 - 1, 5),
         pb.BundleEntryProto(dtype=1, shape={"dim": [{"size": 2, "name": "x"}]}, size=8).SerializeToString(),
     ]
-    for raw in valid:  # teach the shape cache every shape first, as an index's first entries do
-        _decode_entry_proto(raw, "idx")
-        assert decode_plain_entry(raw) is not None
-        assert tuple(decode_entry(raw, "idx")) == _proto_entry(raw)
-    accepted = 0
-    for _ in range(20000):
+    together = decode_entries(valid, str)
+    assert together.irregular == 0
+    assert [_row(together, i) for i in range(len(valid))] == [_proto_entry(raw) for raw in valid]
+    mutants: list[bytes] = []
+    for _ in range(8000):
         raw = bytearray(valid[int(rng.integers(len(valid)))])
         for _ in range(int(rng.integers(1, 4))):
             op = int(rng.integers(3))
@@ -198,22 +211,28 @@ def test_fast_entry_decoding_agrees_with_protobuf_on_mutated_entries() -> None:
                 raw.insert(pos, int(rng.integers(256)))
             elif raw:
                 del raw[min(pos, len(raw) - 1)]
-        fast = decode_plain_entry(bytes(raw))
-        if fast is not None:
-            accepted += 1
-            assert tuple(fast) == _proto_entry(bytes(raw)), raw.hex()
-    assert accepted > 1000  # the comparison above ran on many mutants
+        mutants.append(bytes(raw))
+    expected = [_proto_entry(raw) for raw in mutants]
+    parsed = [raw for raw, e in zip(mutants, expected, strict=True) if not isinstance(e, str)]
+    columns = decode_entries(parsed, str)
+    assert [_row(columns, i) for i in range(len(parsed))] == [e for e in expected if not isinstance(e, str)]
+    assert len(parsed) - columns.irregular > 500  # the comparison above ran on many entries read by numpy
+    rejected = [(raw, e) for raw, e in zip(mutants, expected, strict=True) if isinstance(e, str)]
+    assert len(rejected) > 1000
+    for raw, e in rejected[:500]:
+        with pytest.raises(DataLossError) as info:
+            decode_entries([valid[0], raw, valid[1]], lambda i: "idx")
+        assert f"error: {info.value}" == e
 
 
 def test_entries_protobuf_rejects_never_pass_the_fast_path() -> None:
     negative_offset = pb.BundleEntryProto(dtype=1, shape={"dim": [{"size": 2}]}, offset=-1, size=8)
     twice = encode_entry(1, (2,), 0, 0, 8, 0) + b"\x28\x09"  # size given twice: protobuf keeps the last
     unknown_field = encode_entry(1, (2,), 0, 0, 8, 0) + b"\x48\x01"
-    for raw in (negative_offset.SerializeToString(), twice, unknown_field):
-        assert decode_plain_entry(raw) is None
+    assert decode_entries([twice, unknown_field], str).irregular == 2
     with pytest.raises(DataLossError, match="negative"):
-        decode_entry(negative_offset.SerializeToString(), "idx")
-    assert decode_entry(twice, "idx").size == 9
+        decode_entries([negative_offset.SerializeToString()], str)
+    assert decode_entries([twice], str).size[0] == 9
 
 
 def test_entries_of_one_dtype_and_shape_keep_their_own_fields() -> None:

@@ -66,6 +66,29 @@ def test_read_ranges_coalesces_and_detects_truncation(tmp_path: Path) -> None:
         files.read_into(str(path), 95, memoryview(bytearray(10)))
 
 
+def test_read_ranges_fills_thousands_of_adjacent_views_of_any_format(tmp_path: Path) -> None:
+    # More adjacent ranges than one preadv call takes (1024), as float32, 0-d and empty views.
+    files = LocalFiles()
+    path = tmp_path / "d"
+    data = np.arange(3000, dtype=np.float32)
+    path.write_bytes(data.tobytes())
+    outs = [np.zeros((), np.float32) if i % 3 else np.zeros(2, np.float32) for i in range(1500)]
+    offsets = np.cumsum([0] + [a.nbytes for a in outs])
+    ranges = [(int(o), memoryview(a)) for o, a in zip(offsets, outs, strict=False)] + [(40, memoryview(np.zeros(0)))]
+    files.read_ranges(str(path), ranges[::-1])
+    np.testing.assert_array_equal(np.concatenate([a.reshape(-1) for a in outs]), data[: offsets[-1] // 4])
+
+
+def test_read_ranges_reports_what_a_short_file_still_owes(tmp_path: Path) -> None:
+    files = LocalFiles()
+    path = tmp_path / "d"
+    path.write_bytes(bytes(range(15)))
+    first, second = bytearray(10), bytearray(10)
+    with pytest.raises(DataLossError, match="ends at byte 15, before the 5 bytes still expected there"):
+        files.read_ranges(str(path), [(0, memoryview(first)), (10, memoryview(second))])
+    assert bytes(first) == bytes(range(10)) and bytes(second[:5]) == bytes(range(10, 15))
+
+
 def test_error_translation(tmp_path: Path) -> None:
     files = LocalFiles()
     with pytest.raises(CheckpointNotFoundError, match="cannot open .*missing"):

@@ -135,3 +135,16 @@ def test_restart_array_is_validated() -> None:
 def test_truncated_entry_is_rejected() -> None:
     with pytest.raises(DataLossError, match="corrupted block entry"):
         read_table(_single_block_table(b"\x00\x01\x09ax" + struct.pack("<II", 0, 1)), "t")
+
+
+@pytest.mark.parametrize(
+    "entries",
+    [
+        b"\x00\x01\x01bx" + b"\x00\x01\x01ay",  # "b" then "a"
+        b"\x00\x01\x01ax" + b"\x01\x00\x01y",  # "a" twice (the second shares the whole key)
+    ],
+)
+def test_keys_out_of_order_within_a_block_are_rejected(entries: bytes) -> None:
+    # Readers find keys by bisection and expect the slices' keys (a NUL byte first) before the others.
+    with pytest.raises(DataLossError, match="entry at byte 5 does not follow the previous one"):
+        read_table(_single_block_table(entries + struct.pack("<II", 0, 1)), "t")
