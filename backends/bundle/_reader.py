@@ -462,8 +462,13 @@ class BundleReader(CheckpointReader):
             shard_id = ix.shard_id[rows]
             offset = ix.offset[rows]
             size = ix.size[rows]
+            # By data file, then offset.
+            at = np.flatnonzero(direct)
+            at = at[np.lexsort((offset[at], shard_id[at]))]
+            starts = np.flatnonzero(np.diff(shard_id[at])) + 1  # where the next data file's requests start
+            groups = np.split(at, starts) if len(at) else []
             # The data files' sizes, asked of the store once each; a missing file has -1 bytes.
-            shards = np.unique(shard_id[direct])
+            shards = shard_id[at[np.r_[0, starts]]] if len(at) else shard_id[:0]
             sizes = [self._shard_size(sid) for sid in shards.tolist()]
             ends = np.array([-1 if n is None else n for n in sizes] or [-1], np.int64)
             ends = ends[np.searchsorted(shards, shard_id).clip(max=len(ends) - 1)]
@@ -489,10 +494,6 @@ class BundleReader(CheckpointReader):
                     if not (flags.c_contiguous and flags.writeable):
                         self._prepare(key, kd, out)
                 results.append(out)
-            # By data file, then offset.
-            at = np.flatnonzero(direct)
-            at = at[np.lexsort((offset[at], shard_id[at]))]
-            groups = np.split(at, np.flatnonzero(np.diff(shard_id[at])) + 1) if len(at) else []
             expected = unmask_each(ix.crc32c[rows])
             swap = ix.swap[kind]
         for i in np.flatnonzero(~direct).tolist():
