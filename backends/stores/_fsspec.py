@@ -10,7 +10,6 @@ only when a filesystem is built.
 
 from __future__ import annotations
 
-import asyncio
 import atexit
 import contextlib
 import json
@@ -19,9 +18,12 @@ import threading
 import weakref
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Final, Literal
+from typing import TYPE_CHECKING, Any, Final, Literal
 
 from trackpoint.errors import BackendError
+
+if TYPE_CHECKING:
+    import asyncio  # imported where used (see trackpoint.backends.stores.objectstore)
 
 __all__ = ["DEFAULT_REQUEST_TIMEOUT", "FILESYSTEM_KINDS", "filesystem"]
 
@@ -173,4 +175,6 @@ def _close_filesystems(timeout: float = 5.0) -> None:
         if loop.is_closed() or not loop.is_running():
             continue  # nothing can run there any more; the process is going away
         with contextlib.suppress(Exception):
+            import asyncio
+
             asyncio.run_coroutine_threadsafe(_aclose(b), loop).result(timeout)

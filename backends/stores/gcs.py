@@ -14,7 +14,6 @@ experimental subclass that probes every bucket over gRPC first).
 
 from __future__ import annotations
 
-import asyncio
 import json
 import uuid
 from collections.abc import AsyncIterator, Sequence
@@ -130,6 +129,8 @@ class GCSFiles(ObjectStore):
 
     def classify(self, exc: BaseException) -> ErrorKind:
         # docstring inherited
+        import asyncio
+
         import aiohttp
 
         if isinstance(exc, HTTPStatusError):
@@ -256,6 +257,8 @@ class GCSFiles(ObjectStore):
                 return keys
 
     async def object_delete(self, bucket: str, keys: Sequence[str]) -> None:
+        import asyncio
+
         # The JSON API deletes one object per request; run them concurrently.
         gate = asyncio.Semaphore(_DELETE_CONCURRENCY)
 

@@ -39,7 +39,6 @@ they own the credential chain, the client session and the event loop.
 
 from __future__ import annotations
 
-import asyncio
 import concurrent.futures
 import functools
 import inspect
@@ -50,7 +49,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar, Final, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Final, TypeVar
 
 from trackpoint import _paths
 from trackpoint.backends.stores._base import FileLayer, FileSink
@@ -73,6 +72,11 @@ from trackpoint.storage import (
     VersionedBytes,
     version_condition,
 )
+
+if TYPE_CHECKING:
+    # Imported where used: plugin hosts import store modules to register backends, also for saves that
+    # never touch the network, and asyncio (with ssl) is most of what importing them would cost.
+    import asyncio
 
 __all__ = [
     "WRITE_ID_METADATA_KEY",
@@ -352,6 +356,8 @@ def _io_loop() -> asyncio.AbstractEventLoop:
 
     A forked child gets a new one: the parent's loop thread does not exist in it.
     """
+    import asyncio
+
     global _IO_LOOP
     with _IO_LOCK:
         pid = os.getpid()
@@ -612,6 +618,8 @@ class ObjectStore(FileLayer):
 
     async def _call(self, name: str, *args: Any) -> Any:
         """One attempt of the client call ``name``, awaited or run in the thread pool."""
+        import asyncio
+
         fn = getattr(self, name)
         if self._is_async[name]:
             return await fn(*args)
@@ -650,9 +658,13 @@ class ObjectStore(FileLayer):
             ) from exc.cause
 
     def _submit(self, coro: Coroutine[Any, Any, T]) -> concurrent.futures.Future[T]:
+        import asyncio
+
         return asyncio.run_coroutine_threadsafe(coro, self.loop)
 
     def _limit(self) -> asyncio.Semaphore:
+        import asyncio
+
         # Created on the loop thread at first use, so it binds to that loop
         # (a forked child runs on a new loop and gets a new semaphore).
         loop = asyncio.get_running_loop()
@@ -661,6 +673,8 @@ class ObjectStore(FileLayer):
         return self._semaphore[1]
 
     def _scratch_slots(self) -> asyncio.Semaphore:
+        import asyncio
+
         # Merged reads pass through a scratch buffer of up to read_part_size;
         # without a bound, every merged group of a restore held one at once
         # (eight 64 MiB buffers, half a GiB, on a 1 GiB checkpoint).
@@ -679,6 +693,8 @@ class ObjectStore(FileLayer):
         Precondition failures come back as :class:`_PreconditionFailed` for the
         caller to interpret (create-only vs compare-and-swap).
         """
+        import asyncio
+
         t = self.transfer
         started = time.monotonic()
         attempt = 0
@@ -868,6 +884,8 @@ class ObjectStore(FileLayer):
                 view[:] = span[offset - start : offset - start + view.nbytes]
 
     async def _read_ranges_async(self, bucket: str, key: str, ranges: Sequence[tuple[int, memoryview]]) -> None:
+        import asyncio
+
         jobs = [self._read_group(bucket, key, *group) for group in self._plan_reads(ranges)]
         results = await asyncio.gather(*jobs, return_exceptions=True)
         for r in results:

@@ -12,7 +12,6 @@ stays light.
 
 from __future__ import annotations
 
-import asyncio
 import io
 from collections.abc import Sequence
 from typing import Any, Final
@@ -149,6 +148,8 @@ class S3Files(ObjectStore):
             ),
         ):
             return "transient"
+        import asyncio
+
         import aiohttp
 
         if isinstance(exc, (aiohttp.ClientError, ConnectionError, asyncio.IncompleteReadError)):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 HEAVY = ("s3fs", "gcsfs", "zarr", "fsspec", "boto3", "botocore", "aiobotocore", "google.cloud", "sqlite3")
 
@@ -47,3 +48,19 @@ def test_import_trackpoint_loads_no_command_line_or_file_format() -> None:
     probe = script.replace("import json, sys, trackpoint;", "import json, sys, trackpoint, trackpoint.cli;")
     seen = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
     assert set(json.loads(seen.stdout)) >= {"argparse", "trackpoint.cli"}
+
+
+def test_saving_to_a_local_disk_imports_no_network_machinery(tmp_path: Path) -> None:
+    # Every plugin module is imported to register its backends, object stores included; asyncio and ssl
+    # (about 20 ms of a process's first save) wait until a store is used.
+    script = (
+        "import json, sys, numpy, trackpoint\n"
+        f"trackpoint.Checkpoint(v=trackpoint.Variable(numpy.ones(3))).write({str(tmp_path / 'ckpt')!r})\n"
+        "print(json.dumps([m for m in ('asyncio', 'ssl') if m in sys.modules]))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    assert json.loads(out.stdout) == []
+    # The check sees them once a store module is used.
+    probe = script.replace("import json, sys,", "import json, sys, asyncio,")
+    seen = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert json.loads(seen.stdout) == ["asyncio", "ssl"]
