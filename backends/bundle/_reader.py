@@ -170,11 +170,16 @@ class BundleReader(CheckpointReader):
 
     def info(self, key: str) -> TensorInfo:
         # docstring inherited
-        kind: Kind = self._kinds[self._kind[self._row(key)]]
-        if kind.info is None:
+        # Asked once per tensor of a restore (10^5 times): the common case without a call of its own.
+        row = self._rows.get(key)
+        if row is None or self._closed:
+            row = self._row(key)  # raises
+        kind: Kind = self._kinds[self._kind[row]]
+        info = kind.info
+        if info is None:
             self._readable(key, kind)
-        assert kind.info is not None  # _readable raised otherwise
-        return kind.info
+        assert info is not None  # _readable raised otherwise
+        return info
 
     def _readable(self, key: str, kind: Kind) -> None:
         if kind.tf_dtype not in READABLE:

@@ -24,6 +24,7 @@ from trackpoint.errors import (
     DTypeMismatchError,
     InvalidCheckpointError,
     ShapeMismatchError,
+    StorageError,
 )
 from trackpoint.storage import CheckpointOptions, WriteItem
 
@@ -198,6 +199,9 @@ def test_reader_after_close(prefix: str, backend: BundleBackend) -> None:
     r.close()
     with pytest.raises(Exception, match="closed"):
         r.read("a")
+    for call in (lambda: r.info("a"), lambda: r.read_many([("a", None)])):
+        with pytest.raises(StorageError, match=r"reader of .* is closed"):
+            call()
 
 
 def test_huge_string_shape_is_refused(prefix: str, backend: BundleBackend) -> None:
