@@ -57,7 +57,7 @@ from trackpoint.trackable import (
     has_default_children,
     make_saveable,
     next_uid,
-    uses_saveables,
+    uses_saveables_class,
 )
 from trackpoint.variables import Variable
 
@@ -231,10 +231,14 @@ class RestoreCoordinator:
         try:
             return self.reader.info(key)
         except KeyError as exc:  # CheckpointKeyError, as the reader contract says
-            raise InvalidCheckpointError(
-                f"the object graph of {self.save_path!r} refers to {key!r}, which the checkpoint does not "
-                "contain; the checkpoint is damaged or was written incompletely"
-            ) from exc
+            raise self.missing(key) from exc
+
+    def missing(self, key: str) -> InvalidCheckpointError:
+        """The error for a key the object graph names and the checkpoint lacks."""
+        return InvalidCheckpointError(
+            f"the object graph of {self.save_path!r} refers to {key!r}, which the checkpoint does not "
+            "contain; the checkpoint is damaged or was written incompletely"
+        )
 
     def node_attributes(self, proto_id: int) -> tuple[tuple[str, str], ...]:
         """``(name, checkpoint key)`` of each attribute of saved node ``proto_id``."""
@@ -369,6 +373,25 @@ class CheckpointPosition:
         return f"<CheckpointPosition node={self.proto_id} of {self.coordinator.save_path!r}>"
 
 
+class _Traits(NamedTuple):
+    """What a restore asks of each class once, instead of of each of possibly 10^5 objects."""
+
+    #: Restores through saveables (a walk of its method resolution order).
+    saveables: bool
+    #: Finds a dependency by name as :class:`Trackable` does: a get from its children.
+    default_lookup: bool
+    #: Has the default children and no slots (see :attr:`_Plan.settled`).
+    simple: bool
+
+
+def _traits(cls: type[Trackable]) -> _Traits:
+    return _Traits(
+        saveables=uses_saveables_class(cls),
+        default_lookup=cls._lookup_dependency is Trackable._lookup_dependency,
+        simple=has_default_children(cls) and not has_slots(cls),
+    )
+
+
 #: An array offered to read a value into, or ``None``.
 _Buffer = Optional["np.ndarray[Any, Any]"]
 
@@ -396,10 +419,7 @@ class _Plan:
     #: Objects reached through another path to a node matched already (seen, not bound).
     conflicting: list[Trackable] = field(default_factory=list)
     saveables: list[SaveableObject] = field(default_factory=list)
-    #: Per class, whether it restores through saveables (a walk of its method resolution order).
-    saveable_types: dict[type, bool] = field(default_factory=dict)
-    #: Per class, whether it finds dependencies by name as :class:`Trackable` does.
-    default_lookup: dict[type, bool] = field(default_factory=dict)
+    traits: dict[type, _Traits] = field(default_factory=dict)
     #: Whether this step restores the whole graph from its root.
     whole_graph: bool = False
     #: Set by :meth:`walk` of the whole graph: every object of the live graph was matched, and all of them
@@ -448,25 +468,26 @@ class _Plan:
         view = coordinator.view
         nodes = coordinator.nodes
         slots = coordinator.slot_restorations
-        default_lookup = self.default_lookup
+        traits_of = self.traits
+        bind = self.bind
+        plan_values = self._plan_values
         # Whether every live object is matched so far (see `settled`), with the children of each matched
         # object, checked at the end against the matched objects.
         settled = self.whole_graph
-        simple_types: dict[type, bool] = {}
         parents: list[dict[str, Trackable]] = []
-        queue = collections.deque([(proto_id, trackable)] if self.bind(proto_id, trackable) else [])
+        queue = collections.deque([(proto_id, trackable)] if bind(proto_id, trackable) else [])
+        push = queue.append
         while queue:
             proto_id, trackable = queue.popleft()
             node = nodes[proto_id]
-            self._plan_values(proto_id, node, trackable)
+            cls = type(trackable)
+            traits = traits_of.get(cls)
+            if traits is None:
+                traits = traits_of[cls] = _traits(cls)
+            plan_values(proto_id, node, trackable, traits.saveables)
             if slots and proto_id in slots:
                 self._check_slots(proto_id, trackable)
-            cls = type(trackable)
-            if settled:
-                simple = simple_types.get(cls)
-                if simple is None:
-                    simple = simple_types[cls] = has_default_children(cls) and not has_slots(cls)
-                settled = simple
+            settled = settled and traits.simple
             edges = node.children
             if not edges:
                 if settled and (trackable is view.root or _DEPENDENCIES in trackable.__dict__):
@@ -475,34 +496,33 @@ class _Plan:
             children = view.children(trackable)
             if settled:
                 parents.append(children)
-            plain = default_lookup.get(cls)
-            if plain is None:
-                plain = default_lookup[cls] = cls._lookup_dependency is Trackable._lookup_dependency
+            default_lookup = traits.default_lookup
             for edge in edges:
                 name = edge.local_name
                 # A default lookup is a get from the children at hand (and the root's attached ones are
                 # among those); anything else asks the object, as TensorFlow does.
-                local = children.get(name) if plain else view.lookup(trackable, name, children)
+                local = children.get(name) if default_lookup else view.lookup(trackable, name, children)
                 if local is None:
                     position = CheckpointPosition(coordinator, edge.node_id)
                     if position.has_checkpoint_values():
                         self.deferred.append((trackable, name, position))
-                elif self.bind(edge.node_id, local):
-                    queue.append((edge.node_id, local))
+                else:
+                    child_id = edge.node_id
+                    if bind(child_id, local):
+                        push((child_id, local))
         if settled:
             matched = set(map(id, self.bound))
-            settled = all(id(child) in matched for children in parents for child in children.values())
+            settled = all(matched.issuperset(map(id, children.values())) for children in parents)
         self.settled = settled
 
-    def _plan_values(self, proto_id: int, node: pb.TrackableObjectGraph.TrackableObject, trackable: Trackable) -> None:
+    def _plan_values(
+        self, proto_id: int, node: pb.TrackableObjectGraph.TrackableObject, trackable: Trackable, saveables: bool
+    ) -> None:
+        planned = self.planned
         # bind() initialized the trackable, so its uid attribute exists.
-        if self.coordinator.restore_uid <= trackable._self_update_uid or id(trackable) in self.planned:
+        if self.coordinator.restore_uid <= trackable._self_update_uid or id(trackable) in planned:
             return  # a newer restore (or this one, via another node) already wrote it
-        self.planned.add(id(trackable))
-        cls = type(trackable)
-        saveables = self.saveable_types.get(cls)
-        if saveables is None:
-            saveables = self.saveable_types[cls] = uses_saveables(trackable)
+        planned.add(id(trackable))
         if saveables:
             self._plan_saveables(proto_id, node, trackable)
             return
@@ -513,14 +533,17 @@ class _Plan:
         names = trackable._checkpoint_attribute_names()
         infos: dict[str, TensorInfo] = {}
         keys: dict[str, str] = {}
-        info = self.coordinator.info
+        info = self.coordinator.reader.info
         for attribute in attributes:
             name = attribute.name
             if name not in names:
                 self.unused.append((proto_id, name))
                 continue
             key = keys[name] = attribute.checkpoint_key
-            infos[name] = info(key)
+            try:
+                infos[name] = info(key)
+            except KeyError as exc:  # CheckpointKeyError, as the reader contract says
+                raise self.coordinator.missing(key) from exc
             self.attribute_objects.append(trackable)
             self.attribute_names.append(name)
             self.attribute_keys.append(key)

@@ -47,6 +47,7 @@ __all__ = [
     "no_automatic_dependency_tracking_scope",
     "no_manual_dependency_tracking_scope",
     "uses_saveables",
+    "uses_saveables_class",
 ]
 
 #: Attribute name under which a variable's value is saved.
@@ -785,7 +786,12 @@ def uses_saveables(trackable: Trackable) -> bool:
     of :class:`~trackpoint.Variable` overriding the latter saves through it
     (it is never silently ignored).
     """
-    for cls in type(trackable).__mro__:
+    return uses_saveables_class(type(trackable))
+
+
+def uses_saveables_class(kind: type[Trackable]) -> bool:
+    """:func:`uses_saveables` for every object of the class ``kind``."""
+    for cls in kind.__mro__:
         if cls is Trackable:
             return False
         if "_serialize_to_tensors" in cls.__dict__:
