@@ -89,6 +89,50 @@ def test_read_ranges_reports_what_a_short_file_still_owes(tmp_path: Path) -> Non
     assert bytes(first) == bytes(range(10)) and bytes(second[:5]) == bytes(range(10, 15))
 
 
+def test_a_large_read_from_a_files_start_asks_for_its_first_128_kib_alone(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Linux fills a file's first readahead window with single pages when the first read is large,
+    # and a virtio disk then reads it in small requests; a small first read keeps later windows large.
+    files = LocalFiles()
+    path = tmp_path / "d"
+    data = np.arange(300_000, dtype=np.float32)  # 1.2 MB
+    path.write_bytes(data.tobytes())
+    calls: list[tuple[int, int]] = []
+    real = os.preadv
+
+    def recording(fd: int, bufs: list[memoryview], offset: int) -> int:
+        calls.append((offset, sum(memoryview(b).nbytes for b in bufs)))
+        return real(fd, bufs, offset)
+
+    monkeypatch.setattr(os, "preadv", recording)
+    # A 2-d float32 destination from the start, one adjacent to it, and one further on.
+    first, second, later = np.zeros((1000, 100), np.float32), np.zeros(500, np.float32), np.zeros(7, np.float32)
+    files.read_ranges(
+        str(path), [(400_000, memoryview(second)), (0, memoryview(first)), (800_000, memoryview(later))]
+    )
+    assert calls == [(0, 128 << 10), (128 << 10, 400_000 + 2000 - (128 << 10)), (800_000, 28)]
+    np.testing.assert_array_equal(first.reshape(-1), data[:100_000])
+    np.testing.assert_array_equal(second, data[100_000:100_500])
+    np.testing.assert_array_equal(later, data[200_000:200_007])
+    # Reads that do not start at byte 0, or are small, go as one call.
+    calls.clear()
+    files.read_into(str(path), 4, memoryview(np.zeros(200_000, np.float32)))
+    files.read_into(str(path), 0, memoryview(bytearray(128 << 10)))
+    assert calls == [(4, 800_000), (0, 128 << 10)]
+
+
+def test_a_short_file_read_from_its_start_in_two_calls_still_says_what_it_owes(tmp_path: Path) -> None:
+    files = LocalFiles()
+    path = tmp_path / "d"
+    path.write_bytes(bytes(200_000))
+    with pytest.raises(DataLossError, match="ends at byte 200000, before the 100000 bytes still expected there"):
+        files.read_into(str(path), 0, memoryview(bytearray(300_000)))
+    path.write_bytes(bytes(100_000))  # shorter than the first call
+    with pytest.raises(DataLossError, match="ends at byte 100000, before the 200000 bytes still expected there"):
+        files.read_into(str(path), 0, memoryview(bytearray(300_000)))
+
+
 def test_error_translation(tmp_path: Path) -> None:
     files = LocalFiles()
     with pytest.raises(CheckpointNotFoundError, match="cannot open .*missing"):
