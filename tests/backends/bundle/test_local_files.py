@@ -108,9 +108,7 @@ def test_a_large_read_from_a_files_start_asks_for_its_first_128_kib_alone(
     monkeypatch.setattr(os, "preadv", recording)
     # A 2-d float32 destination from the start, one adjacent to it, and one further on.
     first, second, later = np.zeros((1000, 100), np.float32), np.zeros(500, np.float32), np.zeros(7, np.float32)
-    files.read_ranges(
-        str(path), [(400_000, memoryview(second)), (0, memoryview(first)), (800_000, memoryview(later))]
-    )
+    files.read_ranges(str(path), [(400_000, memoryview(second)), (0, memoryview(first)), (800_000, memoryview(later))])
     assert calls == [(0, 128 << 10), (128 << 10, 400_000 + 2000 - (128 << 10)), (800_000, 28)]
     np.testing.assert_array_equal(first.reshape(-1), data[:100_000])
     np.testing.assert_array_equal(second, data[100_000:100_500])
