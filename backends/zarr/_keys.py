@@ -27,6 +27,8 @@ from trackpoint.errors import CheckpointKeyError, InvalidCheckpointError
 __all__ = ["decode_key", "encode_key"]
 
 _SAFE: Final = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_.")
+#: ``str.translate`` table: every byte outside ``_SAFE`` (as a latin-1 character) to ``%XX``.
+_ESCAPES: Final = {b: f"%{b:02X}" for b in range(256) if b not in _SAFE}
 _ENCODED: Final = re.compile(r"(?:[A-Za-z0-9\-_.]|%[0-9A-F]{2})+")
 
 
@@ -40,14 +42,10 @@ def encode_key(key: str) -> str:
     """
     if not key:
         raise CheckpointKeyError("zarr: the empty string cannot be a tensor key; give the tensor a name")
-    raw = key.encode("utf-8", errors="surrogatepass")
-    parts: list[str] = []
-    for i, byte in enumerate(raw):
-        if byte in _SAFE and not (i == 0 and byte in b"._"):
-            parts.append(chr(byte))
-        else:
-            parts.append(f"%{byte:02X}")
-    return "".join(parts)
+    # Each UTF-8 byte as one latin-1 character, then one C-level pass over them:
+    # a save of 200,000 small tensors encodes as many keys.
+    name = key.encode("utf-8", errors="surrogatepass").decode("latin-1").translate(_ESCAPES)
+    return name if name[0] not in "._" else f"%{ord(name[0]):02X}{name[1:]}"
 
 
 def decode_key(name: str) -> str:

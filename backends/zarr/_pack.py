@@ -240,6 +240,8 @@ def _write_items(
     total = sum(a.nbytes for a in (np.asarray(it.array) for it in items) if packable(a))
     packer = Packer(writer, packed_name, total, opts) if total else None
     for item in items:
+        if not item.key:
+            encode_key(item.key)  # raises: no format trackpoint writes stores an empty key
         part = item.slice
         if part is not None and (part.is_full or 0 in part.full_shape):
             part = None  # a slice that is the whole tensor is stored as the tensor
@@ -258,8 +260,6 @@ def _write_items(
             graph = base64.b64encode(bytes(_layout.as_bytes_array(array, item.key)[()])).decode("ascii")
             continue
         entry: dict[str, Any] = {"dtype": dname, "shape": list(array.shape)}
-        # A slice is stored as an array (or packed bytes) of its own, named after the key and the slice.
-        name = encode_key(item.key if part is None else f"{item.key}@{part.spec}")
         if packable(array):
             offset = 0
             if packer is not None:
@@ -267,6 +267,8 @@ def _write_items(
                     offset = packer.add(_layout.to_storage(array))
             entry.update(packed=packed_name if array.nbytes else None, offset=offset, nbytes=array.nbytes)
         else:
+            # A slice is stored as an array of its own, named after the key and the slice.
+            name = encode_key(item.key if part is None else f"{item.key}@{part.spec}")
             with _layout.writing(prefix, item.key):
                 arrays[name] = writer.write_tensor(name, item.key, array, dname, opts)
             entry["array"] = name

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from trackpoint.backends.zarr import decode_key, encode_key
+from trackpoint.backends.stores import LocalFiles
+from trackpoint.backends.zarr import ZarrBackend, decode_key, encode_key
 from trackpoint.errors import CheckpointKeyError, InvalidCheckpointError
+from trackpoint.storage import WriteItem
 
 _keys = st.text(min_size=1, max_size=40).filter(lambda s: not any(0xD800 <= ord(c) <= 0xDFFF for c in s))
 _slashy = st.lists(st.sampled_from(["", ".", "..", "a", "__x", "%2F", "b c", "é", "/"]), min_size=1, max_size=8).map(
@@ -62,9 +67,15 @@ def test_prefix_keys_do_not_collide() -> None:
     assert not encode_key("a/b").startswith(encode_key("a") + "/")
 
 
-def test_empty_key_is_rejected() -> None:
+def test_empty_key_is_rejected(tmp_path: Path) -> None:
     with pytest.raises(CheckpointKeyError, match="empty string cannot be a tensor key"):
         encode_key("")
+    # Also for a small tensor, which is packed and never needs an array name of its own.
+    backend = ZarrBackend(LocalFiles())
+    for value in (np.ones(3), np.ones(100_000)):
+        with pytest.raises(CheckpointKeyError, match="empty string cannot be a tensor key"):
+            backend.save(str(tmp_path / "ckpt"), [WriteItem("", value)])
+    assert not backend.list_checkpoints(str(tmp_path))
 
 
 @pytest.mark.parametrize("name", ["", "a/b", "%zz", "%41", ".x", "_packed-00000", "a%2f"])
