@@ -45,6 +45,10 @@ class ArrayWriter:
         self.pool = pool
         self._pending: list[Future[None]] = []
 
+    def track(self, job: Future[None]) -> None:
+        """Count ``job`` (started on :attr:`pool`) among the writes :meth:`wait` waits for."""
+        self._pending.append(job)
+
     def wait(self, *, quiet: bool = False) -> None:
         """Wait for every chunk written so far; ``quiet`` drops their failures (a save already failing)."""
         pending, self._pending = self._pending, []
@@ -88,7 +92,7 @@ class ArrayWriter:
         directory = _paths.join(self.data_root, name)
         self.files.makedirs(directory)  # an empty array has no chunk that created it
         document = json.dumps(meta, indent=2).encode()
-        self._pending.append(self.pool.submit(self.files.put, _paths.join(directory, _layout.ZARR_JSON), document))
+        self.track(self.pool.submit(self.files.put, _paths.join(directory, _layout.ZARR_JSON), document))
         return meta
 
     def create_array(self, name: str, values: np.ndarray[Any, Any], **spec: Any) -> dict[str, Any]:
@@ -138,8 +142,9 @@ class Packer:
     """Streams small tensors into one packed ``uint8`` array, one shard object at a time.
 
     The total size is known up front, so each shard-aligned window is written
-    as soon as it is full: memory holds one shard (reused), not the whole
-    packed array, and no shard is ever rewritten.
+    as soon as it is full: memory holds two shards (one filling while the
+    pool writes the other), not the whole packed array, and no shard is ever
+    rewritten.
     """
 
     def __init__(self, writer: ArrayWriter, name: str, total: int, opts: ZarrOptions) -> None:
@@ -155,7 +160,11 @@ class Packer:
         self._meta = _layout.packed_metadata(total, self._shard, self._inner, opts)
         self._directory = _paths.join(writer.data_root, name)
         writer.files.makedirs(_paths.join(self._directory, "c"))
-        self._window = np.empty(min(self._shard, total), dtype=np.uint8)
+        # Two windows: one fills while the other's shard object is written (and fsynced) by the pool.
+        self._windows: list[np.ndarray[Any, Any] | None] = [np.empty(min(self._shard, total), dtype=np.uint8), None]
+        self._writes: list[Future[None] | None] = [None, None]
+        self._current = 0
+        self._window = self._windows[0]
         self._filled = 0  # bytes of the current window in use
         self._flushed = 0  # bytes written (whole windows)
 
@@ -178,14 +187,35 @@ class Packer:
             self._filled += take
             pos += take
             if self._filled == size:
-                key = f"c/{self._flushed // self._shard}"
-                path = _paths.join(self._directory, key)
-                write_shard_object(
-                    self._writer.files, path, self._window[:size], self._inner, self._shard // self._inner, self._codec
-                )
-                self._flushed += size
-                self._filled = 0
+                self._flush(size)
         return offset
+
+    def _flush(self, size: int) -> None:
+        """Start writing the full current window as the next shard object; switch to the other window."""
+        path = _paths.join(self._directory, f"c/{self._flushed // self._shard}")
+        job = self._writer.pool.submit(
+            write_shard_object,
+            self._writer.files,
+            path,
+            self._window[:size],
+            self._inner,
+            self._shard // self._inner,
+            self._codec,
+        )
+        self._writer.track(job)
+        self._writes[self._current] = job
+        self._flushed += size
+        self._filled = 0
+        if self._flushed == self._total:
+            return
+        self._current = 1 - self._current
+        pending = self._writes[self._current]
+        if pending is not None:
+            pending.result()  # the window is free again once its shard object is written
+        window = self._windows[self._current]
+        if window is None:
+            window = self._windows[self._current] = np.empty_like(self._window)
+        self._window = window
 
     def close(self) -> dict[str, Any]:
         """Check that every announced byte was written; write the metadata and return it."""

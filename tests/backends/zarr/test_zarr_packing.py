@@ -2,7 +2,8 @@
 
 The packer once handed zarr views of a buffer it then resized, which failed
 with ``BufferError: Existing exports of data`` under CPU load. It now encodes
-each shard itself, synchronously, from one reused window.
+each shard itself from one of two windows: one fills while the chunk writers
+write the other, which is refilled only once its shard object is written.
 """
 
 from __future__ import annotations
@@ -114,3 +115,23 @@ def test_saves_round_trip_under_cpu_load(local: Any, cpu_load: None) -> None:
         local.backend.save(prefix, items, opts)
         _assert_round_trip(local.backend, prefix, items)
         saves += 1
+
+
+def test_a_window_is_refilled_only_after_its_shard_object_is_written(tmp_path: Any) -> None:
+    from trackpoint.backends.stores import LocalFiles
+    from trackpoint.backends.zarr import ZarrBackend
+
+    class SlowShards(LocalFiles):
+        """Shard objects of the packed array take a while to write; the packer must wait for them."""
+
+        def open_sink(self, path: str, *, create_only: bool = False) -> Any:
+            if "/_packed-" in path and "/c/" in path:
+                time.sleep(0.02)
+            return super().open_sink(path, create_only=create_only)
+
+    items = _items(1, count=60)
+    backend = ZarrBackend(SlowShards())
+    prefix = str(tmp_path / "ckpt")
+    backend.save(prefix, items, CheckpointOptions(backend_options=_SMALL_SHARDS))
+    assert len(list((tmp_path / "ckpt.zarr" / "_packed-00000" / "c").iterdir())) > 10
+    _assert_round_trip(backend, prefix, items)
