@@ -161,10 +161,10 @@ class Packer:
         self._directory = _paths.join(writer.data_root, name)
         writer.files.makedirs(_paths.join(self._directory, "c"))
         # Two windows: one fills while the other's shard object is written (and fsynced) by the pool.
-        self._windows: list[np.ndarray[Any, Any] | None] = [np.empty(min(self._shard, total), dtype=np.uint8), None]
+        self._window: np.ndarray[Any, Any] = np.empty(min(self._shard, total), dtype=np.uint8)
+        self._windows: list[np.ndarray[Any, Any] | None] = [self._window, None]
         self._writes: list[Future[None] | None] = [None, None]
         self._current = 0
-        self._window = self._windows[0]
         self._filled = 0  # bytes of the current window in use
         self._flushed = 0  # bytes written (whole windows)
 
