@@ -1,7 +1,8 @@
-"""Fixtures for the core tests: a clean in-memory store per test."""
+"""Fixtures for the core tests: a clean in-memory store per test, a record of garbage collections."""
 
 from __future__ import annotations
 
+import gc
 from collections.abc import Iterator
 
 import pytest
@@ -14,3 +15,24 @@ def _clean_memory_store() -> Iterator[None]:
     memory.clear()
     yield
     memory.clear()
+
+
+@pytest.fixture
+def eager_full_collections() -> Iterator[list[int]]:
+    """Thresholds that make CPython consider a full collection after every young one; yields the
+    generations of the collections started meanwhile (clear it to start a new window)."""
+    saved = gc.get_threshold()
+    started: list[int] = []
+
+    def record(phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            started.append(info["generation"])
+
+    gc.collect()
+    gc.set_threshold(10, 1, 1)
+    gc.callbacks.append(record)
+    try:
+        yield started
+    finally:
+        gc.callbacks.remove(record)
+        gc.set_threshold(*saved)

@@ -111,27 +111,6 @@ def test_a_variable_without_dependencies_holds_no_bookkeeping_containers() -> No
     assert root.vs[7].numpy() == 7.0
 
 
-@pytest.fixture
-def eager_full_collections() -> Iterator[list[int]]:
-    """Thresholds that make CPython consider a full collection after every young one; yields the
-    generations of the collections that ran inside a ``watch`` window."""
-    saved = gc.get_threshold()
-    started: list[int] = []
-
-    def record(phase: str, info: dict[str, int]) -> None:
-        if phase == "start":
-            started.append(info["generation"])
-
-    gc.collect()
-    gc.set_threshold(10, 1, 1)
-    gc.callbacks.append(record)
-    try:
-        yield started
-    finally:
-        gc.callbacks.remove(record)
-        gc.set_threshold(*saved)
-
-
 def _model(n: int) -> tp.AutoTrackable:
     root = tp.AutoTrackable()
     for i in range(n):

@@ -21,12 +21,17 @@ def _saved_pair() -> str:
     return tp.Checkpoint(model=root).save("memory://s/ckpt")
 
 
-def test_full_match_passes_every_assertion() -> None:
+def _restored_pair() -> tuple[tp.AutoTrackable, tp.CheckpointLoadStatus]:
+    """A model with both variables of :func:`_saved_pair`, and the status of restoring that save into it."""
     path = _saved_pair()
     model = tp.AutoTrackable()
     model.a = tp.Variable(0.0)
     model.b = tp.Variable(0.0)
-    status = tp.Checkpoint(model=model).restore(path)
+    return model, tp.Checkpoint(model=model).restore(path)
+
+
+def test_full_match_passes_every_assertion() -> None:
+    _model, status = _restored_pair()  # the model stays alive while its status is checked
     assert status.assert_consumed() is status
     assert status.assert_existing_objects_matched() is status
     assert status.assert_nontrivial_match() is status
@@ -66,11 +71,7 @@ def test_matches_are_found_whatever_weak_references_record_the_objects() -> None
     # matched, and a dead reference left under the id a new object now has must not hide that object.
     import weakref
 
-    path = _saved_pair()
-    model = tp.AutoTrackable()
-    model.a = tp.Variable(0.0)
-    model.b = tp.Variable(0.0)
-    status = tp.Checkpoint(model=model).restore(path)
+    model, status = _restored_pair()
     checkpoint = status._checkpoint
     checkpoint.matched_objects[id(model.a)] = weakref.ref(model.a, lambda _: None)
     assert checkpoint.matched_objects[id(model.a)] is not weakref.ref(model.a)
@@ -347,11 +348,7 @@ def test_a_matched_object_that_died_leaves_its_value_unresolved() -> None:
 
 
 def test_an_object_whose_value_is_older_than_the_restore_is_reported() -> None:
-    path = _saved_pair()
-    model = tp.AutoTrackable()
-    model.a = tp.Variable(0.0)
-    model.b = tp.Variable(0.0)
-    status = tp.Checkpoint(model=model).restore(path)
+    model, status = _restored_pair()
     model.a._update_uid = 0
     with pytest.raises(
         tp.MatchError, match=r"not assigned a value from checkpoint:\n  \(root\)\.model\.a: <trackpoint\.Variable"

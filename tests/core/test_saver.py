@@ -365,30 +365,9 @@ def test_checkpoint_restores_tensorflow_saver_checkpoint_by_name() -> None:
     np.testing.assert_array_equal(vs["dense/bias"].numpy(), np.arange(2, dtype=np.float32) * 0.25 + 11)
 
 
-@pytest.fixture
-def full_collections() -> Any:
-    """Thresholds under which CPython considers a full collection after every young one; yields the
-    generations of the collections started meanwhile."""
-    import gc
-
-    saved = gc.get_threshold()
-    started: list[int] = []
-
-    def record(phase: str, info: dict[str, int]) -> None:
-        if phase == "start":
-            started.append(info["generation"])
-
-    gc.collect()
-    gc.set_threshold(10, 1, 1)
-    gc.callbacks.append(record)
-    try:
-        yield started
-    finally:
-        gc.callbacks.remove(record)
-        gc.set_threshold(*saved)
-
-
-def test_savers_run_no_full_collection_during_a_save_or_restore(tmp_path: Path, full_collections: list[int]) -> None:
+def test_savers_run_no_full_collection_during_a_save_or_restore(
+    tmp_path: Path, eager_full_collections: list[int]
+) -> None:
     # As Checkpoint's: a full collection scans the whole model, and the name-based and object-based
     # savers of many variables allocate enough to start several. The young generations run as usual.
     import gc
@@ -403,10 +382,10 @@ def test_savers_run_no_full_collection_during_a_save_or_restore(tmp_path: Path, 
         (tp.frozen_saver(root), lambda s, p: s.restore(p)),
     ]
     for saver, restore in savers:
-        full_collections.clear()
+        eager_full_collections.clear()
         path = saver.save(str(tmp_path / type(saver).__name__ / "ckpt"))
         restore(saver, path)
-        assert 2 not in full_collections, type(saver).__name__
-        assert 0 in full_collections
+        assert 2 not in eager_full_collections, type(saver).__name__
+        assert 0 in eager_full_collections
         assert gc.get_threshold() == threshold
     assert variables[7].numpy().tolist() == [7.0] * 3

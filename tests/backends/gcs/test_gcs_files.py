@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from trackpoint.backends.stores.gcs import GCSFiles
+from uploads import SINK_FROM, upload_peak
 
 pytestmark = [pytest.mark.gcs, pytest.mark.timeout(60)]
 
@@ -76,23 +77,11 @@ def test_chunks_default_to_32_mib_and_options_override(make_files: Any) -> None:
 
 @pytest.mark.parametrize("size", [5 * MiB + 123, 8 * MiB])  # one request / resumable chunks of 4 MiB
 def test_large_bodies_are_sent_without_copies(make_files: Any, gcs_bucket: str, gcs_raw: Any, size: int) -> None:
-    import tracemalloc
-
-    files = make_files(part_size=8 * MiB if size < 8 * MiB else 4 * MiB)
+    files = make_files(part_size=8 * MiB if size < SINK_FROM else 4 * MiB)
     data = os.urandom(size)
-    files.put(f"{gcs_bucket}/warm", b"x")  # the session exists before measuring
-    tracemalloc.start()
-    try:
-        if size < 8 * MiB:
-            files.put(f"{gcs_bucket}/big", data)
-        else:
-            with files.open_sink(f"{gcs_bucket}/big") as sink:
-                sink.write(data)
-        _, peak = tracemalloc.get_traced_memory()
-    finally:
-        tracemalloc.stop()
+    peak = upload_peak(files, gcs_bucket, data)
     # A sink holds its part (4 MiB) once; a single put sends the caller's
     # bytes. Neither joins the body with the metadata nor leaves a copy of
     # a whole chunk in the socket's send buffer: slices of 1 MiB go out.
-    assert peak < (4 * MiB if size < 8 * MiB else 8 * MiB + 2 * MiB), peak / MiB
+    assert peak < (4 * MiB if size < SINK_FROM else 8 * MiB + 2 * MiB), peak / MiB
     assert gcs_raw.cat(f"{gcs_bucket[5:]}/big") == data

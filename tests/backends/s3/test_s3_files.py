@@ -13,6 +13,7 @@ import pytest
 from faultproxy import FaultProxy
 from trackpoint.backends.stores.s3 import S3Files
 from trackpoint.errors import CheckpointNotFoundError
+from uploads import SINK_FROM, upload_peak
 
 pytestmark = [pytest.mark.s3, pytest.mark.timeout(60)]
 
@@ -86,23 +87,11 @@ def test_nearby_small_ranges_share_one_request(make_files: Any, proxy: FaultProx
 
 @pytest.mark.parametrize("size", [5 * MiB + 123, 12 * MiB])  # one request / a multipart upload of 6 MiB parts
 def test_bodies_are_sent_without_copies(make_files: Any, s3_bucket: str, s3_raw: Any, size: int) -> None:
-    import tracemalloc
-
-    files = make_files(part_size=8 * MiB if size < 8 * MiB else 6 * MiB, max_inflight_parts=1)
+    files = make_files(part_size=8 * MiB if size < SINK_FROM else 6 * MiB, max_inflight_parts=1)
     data = os.urandom(size)
-    files.put(f"{s3_bucket}/warm", b"x")  # the client exists before measuring
-    tracemalloc.start()
-    try:
-        if size < 8 * MiB:
-            files.put(f"{s3_bucket}/big", data)
-        else:
-            with files.open_sink(f"{s3_bucket}/big") as sink:
-                sink.write(data)
-        _, peak = tracemalloc.get_traced_memory()
-    finally:
-        tracemalloc.stop()
+    peak = upload_peak(files, s3_bucket, data)
     # A single put sends the caller's bytes; a sink holds two parts of 6 MiB (one in flight, one filling).
     # The HTTP client reads a body in chunks of up to 1 MiB; a body copied whole (aiohttp's payload for
     # botocore's BytesIO did that: 5.5 MiB and 18.6 MiB here) adds a part's size.
-    assert peak < (3 * MiB if size < 8 * MiB else 12 * MiB + 3 * MiB), peak / MiB
+    assert peak < (3 * MiB if size < SINK_FROM else 12 * MiB + 3 * MiB), peak / MiB
     assert s3_raw.cat(f"{s3_bucket[5:]}/big") == data
