@@ -23,7 +23,14 @@ from trackpoint._slices import TensorSlice
 from trackpoint.errors import TrackableError
 from trackpoint.proto import trackable_object_graph_pb2 as pb
 from trackpoint.python_state import PythonState
-from trackpoint.trackable import Trackable, TrackableReference, has_default_children, make_saveable, uses_saveables
+from trackpoint.trackable import (
+    DEPENDENCIES_ATTRIBUTE,
+    Trackable,
+    TrackableReference,
+    has_default_children,
+    make_saveable,
+    uses_saveables,
+)
 from trackpoint.variables import Variable
 
 __all__ = [
@@ -50,8 +57,6 @@ OBJECT_ATTRIBUTES_NAME = ".ATTRIBUTES"
 OPTIMIZER_SLOT_NAME = ".OPTIMIZER_SLOT"
 # Attribute name TensorFlow maps to an empty key suffix.
 _SERIALIZE_TO_TENSORS_NAME = ".TENSORS"
-# Where a trackable keeps its tracked dependencies (created with the first one).
-_DEPENDENCIES = "_self_unconditional_checkpoint_dependencies"
 
 
 def escape_local_name(name: str) -> str:
@@ -150,7 +155,7 @@ class ObjectGraphView:
             plain = plain_types.get(cls)
             if plain is None:
                 plain = plain_types[cls] = has_default_children(cls)
-            if plain and current and _DEPENDENCIES not in obj.__dict__:
+            if plain and current and DEPENDENCIES_ATTRIBUTE not in obj.__dict__:
                 children_of.append({})
                 continue
             children = children_fn(obj)

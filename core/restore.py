@@ -48,6 +48,7 @@ from trackpoint.errors import DTypeMismatchError, InvalidCheckpointError, MatchE
 from trackpoint.graph import ObjectGraphView, has_slots, list_objects, node_names, proto_node_names
 from trackpoint.proto import trackable_object_graph_pb2 as pb
 from trackpoint.trackable import (
+    DEPENDENCIES_ATTRIBUTE,
     VARIABLE_VALUE_KEY,
     SaveableObject,
     Trackable,
@@ -76,9 +77,6 @@ __all__ = [
 ]
 
 logger = logging.getLogger("trackpoint")
-
-# Where a trackable keeps its tracked dependencies (created with the first one).
-_DEPENDENCIES: Final = "_self_unconditional_checkpoint_dependencies"
 
 
 class _SlotVariableRestoration(NamedTuple):
@@ -292,7 +290,7 @@ class RestoreCoordinator:
             )
             and has_default_children(cls)
             and not has_slots(cls)
-            and _DEPENDENCIES not in obj.__dict__
+            and DEPENDENCIES_ATTRIBUTE not in obj.__dict__
             and self.is_matched(obj)
         ):
             self.settle(changes + 1)
@@ -491,7 +489,7 @@ class _Plan:
             settled = settled and traits.simple
             edges = node.children
             if not edges:
-                if settled and (trackable is view.root or _DEPENDENCIES in trackable.__dict__):
+                if settled and (trackable is view.root or DEPENDENCIES_ATTRIBUTE in trackable.__dict__):
                     settled = False  # it may have live children the checkpoint does not know
                 continue
             children = view.children(trackable)

@@ -32,6 +32,7 @@ if TYPE_CHECKING:
     from trackpoint.variables import Variable
 
 __all__ = [
+    "DEPENDENCIES_ATTRIBUTE",
     "VARIABLE_VALUE_KEY",
     "DeferredRestore",
     "NoRestoreSaveable",
@@ -52,6 +53,10 @@ __all__ = [
 
 #: Attribute name under which a variable's value is saved.
 VARIABLE_VALUE_KEY = "VARIABLE_VALUE"
+
+#: The instance attribute holding a trackable's tracked dependencies, created with the first one:
+#: graph walks test for it in ``obj.__dict__`` to skip objects that never tracked anything.
+DEPENDENCIES_ATTRIBUTE: Final = "_self_unconditional_checkpoint_dependencies"
 
 _uids = itertools.count(1)
 
@@ -279,7 +284,7 @@ class Trackable:
 
     def _tracked(self) -> list[TrackableReference]:
         """The list of explicitly tracked dependencies (created empty if there is none yet)."""
-        deps: list[TrackableReference] = self._own("_self_unconditional_checkpoint_dependencies", list)
+        deps: list[TrackableReference] = self._own(DEPENDENCIES_ATTRIBUTE, list)
         return deps
 
     @property
@@ -307,7 +312,7 @@ class Trackable:
         explicitly tracked dependencies.
         """
         # Read without creating the list: a graph walk asks every object, most have no dependencies.
-        deps: list[TrackableReference] | None = self.__dict__.get("_self_unconditional_checkpoint_dependencies")
+        deps: list[TrackableReference] | None = self.__dict__.get(DEPENDENCIES_ATTRIBUTE)
         return [] if deps is None else deps
 
     def _trackable_children(self) -> dict[str, Trackable]:
