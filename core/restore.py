@@ -288,8 +288,7 @@ class RestoreCoordinator:
                 _same_edges(attached, self.settled_attached)
                 or (bool(attached) and attached[-1].ref is obj and _same_edges(attached[:-1], self.settled_attached))
             )
-            and has_default_children(cls)
-            and not has_slots(cls)
+            and _is_simple(cls)
             and DEPENDENCIES_ATTRIBUTE not in obj.__dict__
             and self.is_matched(obj)
         ):
@@ -310,6 +309,12 @@ class RestoreCoordinator:
         """Objects seen by this restore that are still alive, the matched ones first."""
         refs = [*self.matched_objects.values(), *self.unmatched_seen.values()]
         return [o for o in (r() for r in refs) if o is not None]
+
+
+def _is_simple(cls: type[Trackable]) -> bool:
+    """Whether objects of ``cls`` have the default children and no slots: their children change only through
+    counted dependency changes (see :meth:`RestoreCoordinator.settle`)."""
+    return has_default_children(cls) and not has_slots(cls)
 
 
 def _same_edges(now: Sequence[TrackableReference], then: Sequence[TrackableReference]) -> bool:
@@ -386,7 +391,7 @@ def _traits(cls: type[Trackable]) -> _Traits:
     return _Traits(
         saveables=uses_saveables_class(cls),
         default_lookup=cls._lookup_dependency is Trackable._lookup_dependency,
-        simple=has_default_children(cls) and not has_slots(cls),
+        simple=_is_simple(cls),
     )
 
 
