@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import math
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from functools import partial
 from itertools import repeat
 from operator import itemgetter
@@ -28,7 +29,7 @@ from trackpoint.backends.bundle._names import data_filename, index_name
 from trackpoint.backends.bundle._ordered_code import encode_slice_key
 from trackpoint.backends.bundle._sstable import read_table
 from trackpoint.backends.bundle._writer import byte_view
-from trackpoint.backends.stores import FileLayer
+from trackpoint.backends.stores import FileLayer, FileSource
 from trackpoint.errors import (
     CheckpointError,
     CheckpointKeyError,
@@ -275,12 +276,19 @@ class BundleReader(CheckpointReader):
         self._verify(key, s, view, dest)
         return dest
 
-    def _fill(self, path: str, ranges: list[tuple[int, memoryview]]) -> None:
+    @contextmanager
+    def _source(self, path: str) -> Iterator[FileSource]:
+        """The data file ``path`` open for reading; its absence (at open or at a read) is damage."""
         try:
-            self._files.read_ranges(path, ranges)
+            with self._files.open_source(path) as source:
+                yield source
         except CheckpointNotFoundError as exc:
             # The index names this file, so its absence is damage, not a missing checkpoint.
             raise DataLossError(f"bundle: data file {path!r} of {self.prefix!r} is missing") from exc
+
+    def _fill(self, path: str, ranges: list[tuple[int, memoryview]]) -> None:
+        with self._source(path) as source:
+            source.read_ranges(ranges)
 
     def _pieces(self, key: str, s: _Stored) -> list[tuple[TensorSlice, _Stored]]:
         """The stored slices of a partitioned tensor, each validated (bounds, entry, shape, range in its file).
@@ -524,25 +532,26 @@ class BundleReader(CheckpointReader):
 
     def _read_file(self, batch: _Batch, group: np.ndarray[Any, Any]) -> None:
         """Read and check the requests at ``group`` of ``batch``: one data file, by offset."""
-        path = self._data_path(int(batch.shard_id[group[0]]))
         sizes = batch.size[group]
         chunk = self._files.read_chunk_bytes
         # Calls of about ``chunk`` bytes: consecutive tensors while they fit, a larger tensor alone.
         bounds = np.cumsum(sizes)
         start = 0
-        while start < len(group):
-            if chunk is None:
-                stop = len(group)
-            elif sizes[start] > chunk:
-                self._read_large(batch, int(group[start]), path, chunk)
-                start += 1
-                continue
-            else:
-                stop = int(np.searchsorted(bounds, bounds[start] - sizes[start] + chunk, side="right"))
-            self._read_together(batch, group[start:stop], path)
-            start = stop
+        # All calls through one open file: the store keeps its readahead going from one call to the next.
+        with self._source(self._data_path(int(batch.shard_id[group[0]]))) as source:
+            while start < len(group):
+                if chunk is None:
+                    stop = len(group)
+                elif sizes[start] > chunk:
+                    self._read_large(batch, int(group[start]), source, chunk)
+                    start += 1
+                    continue
+                else:
+                    stop = int(np.searchsorted(bounds, bounds[start] - sizes[start] + chunk, side="right"))
+                self._read_together(batch, group[start:stop], source)
+                start = stop
 
-    def _read_together(self, batch: _Batch, at: np.ndarray[Any, Any], path: str) -> None:
+    def _read_together(self, batch: _Batch, at: np.ndarray[Any, Any], source: FileSource) -> None:
         """Read the tensors at positions ``at`` (of one data file) with one call, then check them."""
         results = batch.results
         views = [byte_view(results[i]) for i in at.tolist()]
@@ -550,7 +559,7 @@ class BundleReader(CheckpointReader):
         if not batch.size[at].all():
             ranges = [r for r in ranges if len(r[1])]
         if ranges:
-            self._fill(path, ranges)
+            source.read_ranges(ranges)
         wrong = np.flatnonzero(crc32c_each(views) != batch.expected[at])
         if len(wrong):
             self._raise_crc(batch, int(at[wrong[0]]))
@@ -558,7 +567,7 @@ class BundleReader(CheckpointReader):
             out = results[i]
             out.reshape(-1).view(f"u{out.dtype.itemsize}").byteswap(inplace=True)
 
-    def _read_large(self, batch: _Batch, i: int, path: str, chunk: int) -> None:
+    def _read_large(self, batch: _Batch, i: int, source: FileSource, chunk: int) -> None:
         """Read a tensor larger than ``chunk`` in calls of ``chunk`` bytes, extending its CRC-32C as they return.
 
         Checked after a whole file was read, the checksums were a serial tail after the I/O (about a quarter
@@ -570,7 +579,7 @@ class BundleReader(CheckpointReader):
         crc = 0
         for start in range(0, len(view), chunk):
             piece = view[start : start + chunk]
-            self._fill(path, [(offset + start, piece)])
+            source.read_ranges([(offset + start, piece)])
             crc = extend(crc, piece)
         if crc != batch.expected[i]:
             self._raise_crc(batch, i)

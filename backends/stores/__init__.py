@@ -7,8 +7,8 @@ imports nothing from the formats and no storage library.
 
 Public API for store authors:
 
-* :class:`FileLayer`, :class:`FileSink`: the store interface (a few abstract
-  primitives, defaults for the rest);
+* :class:`FileLayer`, :class:`FileSink`, :class:`FileSource`: the store
+  interface (a few abstract primitives, defaults for the rest);
 * :class:`ObjectStore`: the base of object stores; subclass it and supply
   single-attempt client calls (:class:`ObjectStat`, :class:`Condition`,
   :data:`ErrorKind`, :class:`TransferOptions`, :data:`WRITE_ID_METADATA_KEY`,
@@ -23,7 +23,7 @@ directly; they need the ``s3`` / ``gcs`` extras only when a store is built).
 
 from __future__ import annotations
 
-from trackpoint.backends.stores._base import FileLayer, FileSink
+from trackpoint.backends.stores._base import FileLayer, FileSink, FileSource
 from trackpoint.backends.stores.local import LocalFiles
 from trackpoint.backends.stores.objectstore import (
     WRITE_ID_METADATA_KEY,
@@ -41,6 +41,7 @@ __all__ = [
     "ErrorKind",
     "FileLayer",
     "FileSink",
+    "FileSource",
     "HTTPStatusError",
     "LocalFiles",
     "ObjectStat",

@@ -24,7 +24,7 @@ from types import TracebackType
 
 from trackpoint.storage import ANY_VERSION, Capabilities, VersionCondition, VersionedBytes
 
-__all__ = ["FileLayer", "FileSink"]
+__all__ = ["FileLayer", "FileSink", "FileSource"]
 
 
 class FileSink(ABC):
@@ -60,6 +60,47 @@ class FileSink(ABC):
             self.close()
         else:
             self.abort()
+
+
+class FileSource(ABC):
+    """One file open for several range reads, from :meth:`FileLayer.open_source`.
+
+    A format that reads a data file in many calls (a checkpoint restore reads
+    it in pieces of :attr:`FileLayer.read_chunk_bytes`) reads them all through
+    one source, so that a store can keep what an open file carries between
+    calls: on a local disk, the kernel's readahead state belongs to the open
+    file, and reopening the file for every piece starts readahead over each
+    time. Close it (or use it as a context manager) when done.
+    """
+
+    @abstractmethod
+    def read_ranges(self, ranges: Sequence[tuple[int, memoryview]]) -> None:
+        """Fill each ``(offset, out)`` from this file, as :meth:`FileLayer.read_ranges` does."""
+
+    def close(self) -> None:  # noqa: B027 - a source holding nothing has nothing to release
+        """Release what the source holds. Idempotent."""
+
+    def __enter__(self) -> FileSource:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+class _PathSource(FileSource):
+    """The default source: every call is one :meth:`FileLayer.read_ranges` of the path."""
+
+    def __init__(self, files: FileLayer, path: str) -> None:
+        self._files = files
+        self._path = path
+
+    def read_ranges(self, ranges: Sequence[tuple[int, memoryview]]) -> None:
+        self._files.read_ranges(self._path, ranges)
 
 
 class FileLayer(ABC):
@@ -162,6 +203,19 @@ class FileLayer(ABC):
         """Fill each ``(offset, out)``; object stores override this to read in parallel."""
         for offset, out in ranges:
             self.read_into(path, offset, out)
+
+    def open_source(self, path: str) -> FileSource:
+        """Open ``path`` for several :meth:`FileSource.read_ranges` calls.
+
+        Notes for implementers
+        ----------------------
+        The default opens nothing: each call of the source is one
+        :meth:`read_ranges` of ``path``, and a missing file is reported by the
+        first read. Override it when a store keeps state per open file that
+        later reads benefit from (:class:`~trackpoint.backends.stores.LocalFiles`
+        keeps one descriptor, and with it the kernel's readahead).
+        """
+        return _PathSource(self, path)
 
     def exists(self, path: str) -> bool:
         """Whether ``path`` exists."""

@@ -6,6 +6,7 @@ import errno
 import os
 import subprocess
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -129,6 +130,46 @@ def test_a_short_file_read_from_its_start_in_two_calls_still_says_what_it_owes(t
     path.write_bytes(bytes(100_000))  # shorter than the first call
     with pytest.raises(DataLossError, match="ends at byte 100000, before the 200000 bytes still expected there"):
         files.read_into(str(path), 0, memoryview(bytearray(300_000)))
+
+
+def test_a_source_keeps_reading_the_file_it_opened(tmp_path: Path) -> None:
+    # One descriptor for all its reads: the file replaced under the source's path is not what it reads.
+    files = LocalFiles()
+    path = tmp_path / "f.bin"
+    path.write_bytes(bytes(range(200)))
+    with files.open_source(str(path)) as source:
+        (tmp_path / "g.bin").write_bytes(bytes(200))
+        os.replace(tmp_path / "g.bin", path)
+        head, tail = bytearray(10), bytearray(5)
+        source.read_ranges([(190, memoryview(tail)), (0, memoryview(head))])
+        assert (bytes(head), bytes(tail)) == (bytes(range(10)), bytes(range(190, 195)))
+        with pytest.raises(DataLossError, match="truncated"):
+            source.read_ranges([(195, memoryview(bytearray(10)))])
+    source.close()  # closing twice is harmless
+    fresh = bytearray(10)
+    files.read_ranges(str(path), [(0, memoryview(fresh))])
+    assert bytes(fresh) == bytes(10)
+
+
+def test_a_source_of_a_missing_file_fails_when_opened(tmp_path: Path) -> None:
+    with pytest.raises(CheckpointNotFoundError, match="missing.bin"):
+        LocalFiles().open_source(str(tmp_path / "missing.bin"))
+
+
+def test_a_subclass_reading_its_own_way_sees_every_read_of_a_source(tmp_path: Path) -> None:
+    # A store that transforms or counts what it reads must not be bypassed by the descriptor-holding source.
+    class Inverting(LocalFiles):
+        def read_ranges(self, path: str, ranges: Sequence[tuple[int, memoryview]]) -> None:
+            super().read_ranges(path, ranges)
+            for _, out in ranges:
+                out[:] = bytes(255 - b for b in out)
+
+    path = tmp_path / "f.bin"
+    path.write_bytes(bytes(range(8)))
+    out = bytearray(8)
+    with Inverting().open_source(str(path)) as source:
+        source.read_ranges([(0, memoryview(out))])
+    assert bytes(out) == bytes(255 - b for b in range(8))
 
 
 def test_error_translation(tmp_path: Path) -> None:

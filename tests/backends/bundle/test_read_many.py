@@ -17,7 +17,7 @@ from trackpoint.backends.bundle._codec import encode_entry, encode_header
 from trackpoint.backends.bundle._crc import crc32c, mask
 from trackpoint.backends.bundle._sstable import build_table
 from trackpoint.backends.bundle.proto import tensor_bundle_pb2
-from trackpoint.backends.stores import LocalFiles
+from trackpoint.backends.stores import FileSource, LocalFiles
 from trackpoint.errors import CheckpointKeyError, DataLossError
 from trackpoint.storage import CheckpointOptions, TensorSlice, WriteItem
 
@@ -76,6 +76,36 @@ def test_many_tensors_of_every_kind_in_two_files_arrive_in_request_order(tmp_pat
         assert out is None or value is out
         assert value.dtype == expected[key].dtype and value.shape == expected[key].shape
         np.testing.assert_array_equal(value, expected[key], err_msg=key)
+
+
+class _CountedOpens(LocalFiles):
+    """Local files read in calls of 64 bytes, counting the sources opened per file."""
+
+    read_chunk_bytes = 64
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.opened: list[str] = []
+
+    def open_source(self, path: str) -> FileSource:
+        self.opened.append(Path(path).name)
+        return super().open_source(path)
+
+
+def test_each_data_file_is_opened_once_however_many_calls_read_it(tmp_path: Path) -> None:
+    # Linux keeps readahead per open file: opening the file again for every call restarted it each time.
+    prefix = str(tmp_path / "ckpt")
+    items = [WriteItem(f"v{i:02d}", np.arange(i * 7, dtype=np.float32)) for i in range(40)]  # 0 to 1092 bytes
+    BundleBackend(LocalFiles()).save(prefix, items, CheckpointOptions(num_writers=2))
+    files = _CountedOpens()
+    with BundleBackend(files).open_reader(prefix) as reader:
+        keys = reader.keys()
+        expected = [reader.read(k) for k in keys]
+        files.opened.clear()
+        got = reader.read_many([(k, None) for k in keys])
+    assert sorted(files.opened) == sorted(p.name for p in tmp_path.glob("ckpt.data-*"))
+    for key, value, want in zip(keys, got, expected, strict=True):
+        np.testing.assert_array_equal(value, want, err_msg=key)
 
 
 def _write(prefix: str, entries: list[tuple[bytes, bytes]], data: bytes, header: bytes | None = None) -> None:
