@@ -82,14 +82,35 @@ def make_arrays(sizes: Sequence[int], seed: int = 0) -> list[np.ndarray[Any, Any
 
 
 def evict(paths: Iterable[str]) -> None:
-    """Drop the files from the page cache so the next read comes from the disk."""
+    """Drop the files from the page cache so the next read comes from the disk, then touch and free memory.
+
+    Call it in the measuring process just before the timed read, and before
+    :func:`start_peak_window`: the memory it touches raises the RSS high-water mark.
+
+    After the files are dropped, this process touches and frees as much
+    memory as they hold (plus a quarter), so that every cold read starts
+    from the same state of free memory. On the virtual machines these
+    figures come from, without that step a cold read after a pause of a few
+    seconds (as after a save) sometimes took 2-3x as long, with twice the
+    CPU time, while the same read right after another one did not: three
+    rounds of 1 GiB reads after 8 s pauses took 0.41-1.22 s without the
+    step and 0.35-0.44 s with it. Touching the memory in a separate process
+    instead made every read slow (0.8-1.0 s). The likely cause is the
+    hypervisor taking back memory the guest left free (free page reporting),
+    so that the page cache's first touch of such pages costs a trip to the
+    host. The step runs for every reader alike, baselines included.
+    """
+    total = 0
     for p in paths:
         fd = os.open(p, os.O_RDONLY)
         try:
             os.fsync(fd)
             os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+            total += os.fstat(fd).st_size
         finally:
             os.close(fd)
+    scratch = np.ones(total + total // 4 + 64 * MiB, np.uint8)
+    del scratch
 
 
 def raw_write_fsync(path: str, arrays: Sequence[np.ndarray[Any, Any]]) -> None:
@@ -105,16 +126,26 @@ def raw_write_fsync(path: str, arrays: Sequence[np.ndarray[Any, Any]]) -> None:
         os.close(fd)
 
 
-def raw_cold_read(path: str, arrays: Sequence[np.ndarray[Any, Any]]) -> None:
-    """The baseline reader: fill each preallocated array from one file, in order."""
+def raw_cold_read(path: str, arrays: Sequence[np.ndarray[Any, Any]], check: bool = False) -> None:
+    """The baseline reader: fill each preallocated array from one file, in order.
+
+    With ``check``, the CRC-32C of each array is computed as soon as it arrived (the check every
+    trackpoint restore makes, with nothing to compare against): the cost of verifying alone.
+    """
+    crc = None
+    if check:
+        from crc32c import crc32c as crc
+
     with open(path, "rb", buffering=0) as f:
         for a in arrays:
-            view = a.reshape(-1).view(np.uint8).data
+            whole = view = a.reshape(-1).view(np.uint8).data
             while view:
                 n = f.readinto(view)
                 if not n:
                     raise EOFError(path)
                 view = view[n:]
+            if crc is not None:
+                crc(whole)
 
 
 def timed(fn: Callable[[], object]) -> float:

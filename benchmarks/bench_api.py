@@ -19,14 +19,18 @@ end: interpreter, modules and model as they stand, plus what the operation adds:
   ``manager restore``: ``restore_or_initialize()``; ``contract restore``: ``reader.read_many`` into
   preallocated arrays;
 * baselines: ``raw`` writes each array's bytes to one file and fsyncs, and reads them back cold into
-  preallocated arrays; peers ``np.save``/``np.load`` (one ``.npy`` per array, one ``os.sync()``) and
-  ``safetensors.numpy.save_file``/``load_file`` (one file, fsynced). The peers allocate new arrays on load;
-  they are skipped for ``tiny200k`` (200,000 ``.npy`` files say nothing new).
+  preallocated arrays; ``checked raw restore`` is that read plus the CRC-32C of each array as it
+  arrives (what verifying costs: every trackpoint restore checks each tensor's CRC-32C); peers
+  ``np.save``/``np.load`` (one ``.npy`` per array, one ``os.sync()``) and
+  ``safetensors.numpy.save_file``/``load_file`` (one file, fsynced). The peers allocate new arrays on
+  load; they are skipped for ``tiny200k`` (200,000 ``.npy`` files say nothing new).
 
 Destination arrays are allocated and touched before any timer starts, for every reader alike, so
-first-touch page faults are not counted. Every round runs every measurement once, in alternating order;
-figures are medians over the rounds with their range, and ratios are taken per round (each against the
-raw baseline of the same round) before the median. CPU time (user + system, all threads) is reported per
+first-touch page faults are not counted; before every cold read the files are evicted and memory is
+touched and freed (``_common.evict`` says why). Every round runs every measurement once, in alternating
+order, and waits ``--settle`` seconds (default 10) between its saves and its restores; figures are
+medians over the rounds with their range, and ratios are taken per round (each against the raw baseline
+of the same round) before the median. CPU time (user + system, all threads) is reported per
 1,000 tensors: it does not depend on the disk.
 
 Run: ``python benchmarks/bench_api.py [--case small|mixed|tiny|all] [--rounds 5] [--dir DIR]``
@@ -70,7 +74,15 @@ from trackpoint.plugins import open_backend
 from trackpoint.storage import WriteItem
 
 SAVES = ["raw save", "api save", "manager save", "contract save", "npy save", "safetensors save"]
-RESTORES = ["raw restore", "api restore", "manager restore", "contract restore", "npy load", "safetensors load"]
+RESTORES = [
+    "raw restore",
+    "checked raw restore",
+    "api restore",
+    "manager restore",
+    "contract restore",
+    "npy load",
+    "safetensors load",
+]
 #: Targets (issue 14), as ratios to the raw baseline of the same round.
 TARGETS = {
     "small": {"save": 1.5, "restore": 2.0},
@@ -163,12 +175,24 @@ def child(name: str, case: str, directory: str) -> None:
         # Restores go into existing, touched memory: the model's variables, or preallocated arrays.
         if name in ("api restore", "manager restore"):
             root = _model(case, _touched(case, sizes))
-        elif name in ("raw restore", "contract restore"):
+        elif name in ("raw restore", "checked raw restore", "contract restore"):
             outs = _touched(case, sizes)
     elif name in ("api save", "manager save"):
         root = _model(case, _arrays(case, sizes))  # the variables hold copies; the arrays are dropped
     else:
         arrays = _arrays(case, sizes)
+    npy_paths = [str(d / "npy" / f"{k}.npy") for k in keys]
+    cold = {
+        "raw restore": [str(d / "raw.bin")],
+        "checked raw restore": [str(d / "raw.bin")],
+        "api restore": _files(d / "api"),
+        "manager restore": _files(d / "manager"),
+        "contract restore": _files(d / "contract"),
+        "npy load": npy_paths,
+        "safetensors load": [str(d / "model.safetensors")],
+    }
+    if name in cold:
+        evict(cold[name])  # before the peak window: see evict
     rss_before = start_peak_window()
     if name == "raw save":
         wall, cpu = _measure(lambda: raw_write_fsync(str(d / "raw.bin"), arrays))
@@ -205,11 +229,11 @@ def child(name: str, case: str, directory: str) -> None:
 
         wall, cpu = _measure(st_save)
     elif name == "raw restore":
-        evict([str(d / "raw.bin")])
         wall, cpu = _measure(lambda: raw_cold_read(str(d / "raw.bin"), outs))
+    elif name == "checked raw restore":
+        wall, cpu = _measure(lambda: raw_cold_read(str(d / "raw.bin"), outs, check=True))
     elif name == "api restore":
         assert root is not None
-        evict(_files(d / "api"))
         ckpt = tp.Checkpoint(model=root)
         holder: dict[str, Any] = {}
 
@@ -223,12 +247,10 @@ def child(name: str, case: str, directory: str) -> None:
         extra["assert"] = holder["assert"]
     elif name == "manager restore":
         assert root is not None
-        evict(_files(d / "manager"))
         manager = tp.CheckpointManager(tp.Checkpoint(model=root), str(d / "manager"), max_to_keep=1)
         wall, cpu = _measure(manager.restore_or_initialize)
     elif name == "contract restore":
         prefix = str(d / "contract" / "ckpt")
-        evict(_files(d / "contract"))
         backend = open_backend(prefix)
 
         def contract_restore() -> None:
@@ -237,14 +259,11 @@ def child(name: str, case: str, directory: str) -> None:
 
         wall, cpu = _measure(contract_restore)
     elif name == "npy load":
-        paths = [str(d / "npy" / f"{k}.npy") for k in keys]
-        evict(paths)
-        wall, cpu = _measure(lambda: [np.load(p) for p in paths])
+        wall, cpu = _measure(lambda: [np.load(p) for p in npy_paths])
     elif name == "safetensors load":
         from safetensors.numpy import load_file
 
         path = str(d / "model.safetensors")
-        evict([path])
         wall, cpu = _measure(lambda: load_file(path))
     else:
         raise SystemExit(f"unknown measurement {name!r}")
@@ -266,8 +285,13 @@ def child(name: str, case: str, directory: str) -> None:
     )
 
 
-def run_case(case: str, directory: Path, rounds: int, skip: tuple[str, ...] = ()) -> dict[str, list[dict[str, Any]]]:
-    """Every measurement of one workload, ``rounds`` times, in alternating order."""
+def run_case(
+    case: str, directory: Path, rounds: int, skip: tuple[str, ...] = (), settle: float = 0.0
+) -> dict[str, list[dict[str, Any]]]:
+    """Every measurement of one workload, ``rounds`` times, in alternating order.
+
+    A round waits ``settle`` seconds between its saves and its restores.
+    """
     work = directory / case
     if case == "tiny200k":
         skip += ("npy", "safetensors")
@@ -281,7 +305,12 @@ def run_case(case: str, directory: Path, rounds: int, skip: tuple[str, ...] = ()
         if round_ % 2:
             saves.reverse()
             restores.reverse()
-        for name in saves + restores:
+        for name in saves:
+            results[name].append(run_child(__file__, name, case, str(work)))
+        # The disk (on a VM: the host) is still writing out the saves for a while after their fsync;
+        # reads in that time were slower, which fell on whichever restore came first.
+        time.sleep(settle)
+        for name in restores:
             results[name].append(run_child(__file__, name, case, str(work)))
         print(f"  {case}: round {round_ + 1}/{rounds} done", file=sys.stderr, flush=True)
     shutil.rmtree(work, ignore_errors=True)
@@ -299,7 +328,7 @@ def report(case: str, results: dict[str, list[dict[str, Any]]]) -> bool:
     rounds = len(results["raw save"])
     print(f"\n== {case}: {tensors} float32 variables, {nbytes / MiB:.0f} MiB, {rounds} rounds: median [min-max] ==")
     print(
-        f"{'measurement':<18}{'seconds':>20}{'vs raw':>20}{'CPU ms/1k tensors':>22}{'peak RSS/model':>16}"
+        f"{'measurement':<20}{'seconds':>20}{'vs raw':>20}{'CPU ms/1k tensors':>22}{'peak RSS/model':>16}"
         f"{'added MiB':>11}"
     )
     ratios: dict[str, list[float]] = {}
@@ -310,13 +339,13 @@ def report(case: str, results: dict[str, list[dict[str, Any]]]) -> bool:
         mem = max(r["peak_rss"] for r in runs) / nbytes
         added = max(r["peak_rss"] - r["rss_before"] for r in runs) / MiB
         print(
-            f"{name:<18}{_spread([r['seconds'] for r in runs], '{:.3f}'):>20}{_spread(ratios[name]):>20}"
+            f"{name:<20}{_spread([r['seconds'] for r in runs], '{:.3f}'):>20}{_spread(ratios[name]):>20}"
             f"{_spread(cpu, '{:.0f}'):>22}{mem:>16.2f}{added:>11.1f}"
         )
     api = results["api restore"]
     shares = [r["assert"] / r["seconds"] for r in api]
     seconds = _spread([r["assert"] for r in api], "{:.3f}")
-    print(f"{'assert_consumed':<18}{seconds:>20}  share of api restore {_spread(shares)}")
+    print(f"{'assert_consumed':<20}{seconds:>20}  share of api restore {_spread(shares)}")
     checks: list[tuple[str, float, float]] = []
     if case in TARGETS:
         t = TARGETS[case]
@@ -362,6 +391,9 @@ def main() -> int:
     parser.add_argument(
         "--skip", action="append", default=[], choices=("npy", "safetensors"), help="leave out a peer (repeatable)"
     )
+    parser.add_argument(
+        "--settle", type=float, default=10.0, help="seconds to wait between a round's saves and its restores"
+    )
     parser.add_argument("--child", nargs=3, metavar=("NAME", "CASE", "DIR"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -372,13 +404,13 @@ def main() -> int:
     ok = True
     for case in cases:
         if case == "tiny":
-            small = run_case("tiny20k", base, args.rounds, tuple(args.skip))
+            small = run_case("tiny20k", base, args.rounds, tuple(args.skip), args.settle)
             ok &= report("tiny20k", small)
-            large = run_case("tiny200k", base, args.rounds, tuple(args.skip))
+            large = run_case("tiny200k", base, args.rounds, tuple(args.skip), args.settle)
             ok &= report("tiny200k", large)
             ok &= report_scaling(small, large)
         else:
-            ok &= report(case, run_case(case, base, args.rounds, tuple(args.skip)))
+            ok &= report(case, run_case(case, base, args.rounds, tuple(args.skip), args.settle))
     if not args.dir:
         shutil.rmtree(base, ignore_errors=True)
     return 0 if ok else 1
