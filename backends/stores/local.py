@@ -303,7 +303,7 @@ class LocalFiles(FileLayer):
         Linux keeps readahead per open file. A restore that opened the file
         again for each 4 MiB piece started readahead over every time, with
         small pages in its first window, and a virtio disk then read in
-        smaller requests: 388 instead of 279 for a cold 1 GiB restore
+        smaller requests: 388 instead of 264 for a cold 1 GiB restore
         (docs/performance.md, the user API).
 
         A subclass (or a patch) that replaces :meth:`read_ranges` gets the
