@@ -12,7 +12,7 @@ import math
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from functools import partial
 from itertools import repeat
 from operator import itemgetter
@@ -280,7 +280,7 @@ class BundleReader(CheckpointReader):
     def _source(self, path: str) -> Iterator[FileSource]:
         """The data file ``path`` open for reading; its absence (at open or at a read) is damage."""
         try:
-            with self._files.open_source(path) as source:
+            with closing(self._files.open_source(path)) as source:
                 yield source
         except CheckpointNotFoundError as exc:
             # The index names this file, so its absence is damage, not a missing checkpoint.

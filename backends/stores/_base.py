@@ -70,7 +70,7 @@ class FileSource(ABC):
     one source, so that a store can keep what an open file carries between
     calls: on a local disk, the kernel's readahead state belongs to the open
     file, and reopening the file for every piece starts readahead over each
-    time. Close it (or use it as a context manager) when done.
+    time. Close it when done (``with contextlib.closing(files.open_source(path)) as source:``).
     """
 
     @abstractmethod
@@ -79,17 +79,6 @@ class FileSource(ABC):
 
     def close(self) -> None:  # noqa: B027 - a source holding nothing has nothing to release
         """Release what the source holds. Idempotent."""
-
-    def __enter__(self) -> FileSource:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
 
 class _PathSource(FileSource):

@@ -16,7 +16,7 @@ import fcntl
 import os
 import uuid
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from itertools import compress, count, pairwise
 from operator import add, attrgetter, itemgetter, ne
 from typing import Final, NoReturn
@@ -294,7 +294,7 @@ class LocalFiles(FileLayer):
 
     def read_ranges(self, path: str, ranges: Sequence[tuple[int, memoryview]]) -> None:
         """Fill each ``(offset, out)``; adjacent ranges are read with one ``preadv``."""
-        with _LocalSource(self._p(path), path) as source:
+        with closing(_LocalSource(self._p(path), path)) as source:
             source.read_ranges(ranges)
 
     def open_source(self, path: str) -> FileSource:

@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 from collections.abc import Sequence
+from contextlib import closing
 from pathlib import Path
 
 import numpy as np
@@ -137,7 +138,7 @@ def test_a_source_keeps_reading_the_file_it_opened(tmp_path: Path) -> None:
     files = LocalFiles()
     path = tmp_path / "f.bin"
     path.write_bytes(bytes(range(200)))
-    with files.open_source(str(path)) as source:
+    with closing(files.open_source(str(path))) as source:
         (tmp_path / "g.bin").write_bytes(bytes(200))
         os.replace(tmp_path / "g.bin", path)
         head, tail = bytearray(10), bytearray(5)
@@ -167,7 +168,7 @@ def test_a_subclass_reading_its_own_way_sees_every_read_of_a_source(tmp_path: Pa
     path = tmp_path / "f.bin"
     path.write_bytes(bytes(range(8)))
     out = bytearray(8)
-    with Inverting().open_source(str(path)) as source:
+    with closing(Inverting().open_source(str(path))) as source:
         source.read_ranges([(0, memoryview(out))])
     assert bytes(out) == bytes(255 - b for b in range(8))
 
