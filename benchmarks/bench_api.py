@@ -162,6 +162,17 @@ def _files(directory: Path) -> list[str]:
     return [str(p) for p in directory.rglob("*") if p.is_file()]
 
 
+def _cold_files(name: str, d: Path, npy_paths: list[str]) -> list[str]:
+    """The files the restore or load ``name`` reads."""
+    if name in ("raw restore", "checked raw restore"):
+        return [str(d / "raw.bin")]
+    if name == "npy load":
+        return npy_paths
+    if name == "safetensors load":
+        return [str(d / "model.safetensors")]
+    return _files(d / name.split()[0])  # api, manager, contract
+
+
 def child(name: str, case: str, directory: str) -> None:
     """One measurement in this (fresh) process; prints its JSON result."""
     d = Path(directory)
@@ -182,17 +193,8 @@ def child(name: str, case: str, directory: str) -> None:
     else:
         arrays = _arrays(case, sizes)
     npy_paths = [str(d / "npy" / f"{k}.npy") for k in keys]
-    cold = {
-        "raw restore": [str(d / "raw.bin")],
-        "checked raw restore": [str(d / "raw.bin")],
-        "api restore": _files(d / "api"),
-        "manager restore": _files(d / "manager"),
-        "contract restore": _files(d / "contract"),
-        "npy load": npy_paths,
-        "safetensors load": [str(d / "model.safetensors")],
-    }
-    if name in cold:
-        evict(cold[name])  # before the peak window: see evict
+    if name.endswith(("restore", "load")):
+        evict(_cold_files(name, d, npy_paths))  # before the peak window: see evict
     rss_before = start_peak_window()
     if name == "raw save":
         wall, cpu = _measure(lambda: raw_write_fsync(str(d / "raw.bin"), arrays))
