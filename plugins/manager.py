@@ -43,7 +43,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import importlib.metadata
 import importlib.util
 import inspect
 import logging
@@ -59,6 +58,7 @@ from trackpoint import _paths, observe
 from trackpoint.errors import BackendUnavailableError, CheckpointError, PluginError, UnknownBackendError
 from trackpoint.observe import EVENT_HOOKS
 from trackpoint.plugins import hookspecs
+from trackpoint.plugins._discovery import FoundEntryPoint, entry_points
 from trackpoint.plugins._spec import BackendInfo, BackendSpec, url_form
 from trackpoint.storage import CheckpointOptions, StorageBackend
 
@@ -188,32 +188,20 @@ class PluginHost:
         #: Scheme -> name of a backend that would serve it but is blocked (for messages).
         self._blocked_schemes: dict[str, str] = {}
         self._runtime: list[tuple[str, object]] = []
-        self._entry_points: list[tuple[importlib.metadata.EntryPoint, _Provider]] | None = None
+        self._entry_points: list[tuple[FoundEntryPoint, _Provider]] | None = None
         self._loaded: _Loaded | None = None
         self._table: _Table | None = None
 
     # ------------------------------------------------------------ loading
-    def _read_entry_points(self) -> list[tuple[importlib.metadata.EntryPoint, _Provider]]:
+    def _read_entry_points(self) -> list[tuple[FoundEntryPoint, _Provider]]:
         """Entry points in load order (steps 1 and 2) with their providers; metadata is read once per host."""
         if self._entry_points is None:
-            found = importlib.metadata.entry_points(group=ENTRY_POINT_GROUP)
             rank = {name: i for i, name in enumerate(BUILTIN_ORDER)}
-            # Each Distribution.name and .version parses the distribution's metadata file again:
-            # read it once per distribution (a plugin package has several entry points).
-            metadata: dict[int, tuple[str, str]] = {}
-            with_providers = []
-            for ep in found:
-                dist = ep.dist
-                if dist is None:
-                    provider = _Provider(ep.name)
-                else:
-                    if id(dist) not in metadata:
-                        fields = dist.metadata
-                        metadata[id(dist)] = (fields["Name"], fields["Version"])
-                    provider = _Provider(ep.name, *metadata[id(dist)])
-                with_providers.append((ep, provider))
+            with_providers = [
+                (ep, _Provider(ep.name, ep.distribution, ep.version)) for ep in entry_points(ENTRY_POINT_GROUP)
+            ]
 
-            def key(item: tuple[importlib.metadata.EntryPoint, _Provider]) -> tuple[int, int, str, str]:
+            def key(item: tuple[FoundEntryPoint, _Provider]) -> tuple[int, int, str, str]:
                 ep, provider = item
                 dist = provider.distribution or ""
                 if dist == BUILTIN_DISTRIBUTION:

@@ -21,10 +21,10 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from trackpoint.backends.zarr._keys import decode_key, encode_key
-from trackpoint.backends.zarr._options import ZarrOptions
 
 if TYPE_CHECKING:
     from trackpoint.backends.zarr._backend import ZarrBackend, ZarrReader
+    from trackpoint.backends.zarr._options import ZarrOptions
 
 __all__ = ["SCHEMES", "SHARED_SCHEMES", "ZarrBackend", "ZarrOptions", "ZarrReader", "decode_key", "encode_key"]
 
@@ -43,4 +43,9 @@ def __getattr__(name: str) -> Any:
         from trackpoint.backends.zarr import _backend
 
         return getattr(_backend, name)
+    if name == "ZarrOptions":
+        # Registering the zarr backend reads SCHEMES only; the options are built when a backend is.
+        from trackpoint.backends.zarr._options import ZarrOptions
+
+        return ZarrOptions
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-import importlib.metadata
 from collections.abc import Callable
 
 import pytest
 
 from trackpoint import plugins
 from trackpoint.backends.memory import MemoryBackend
+from trackpoint.plugins import _discovery, manager
+from trackpoint.plugins._discovery import FoundEntryPoint
 from trackpoint.plugins.manager import BUILTIN_ORDER
 
 
@@ -57,13 +58,13 @@ def test_run_time_plugins_come_last(install_fake: Callable[[str], None], spec_pl
 
 def test_entry_point_metadata_is_read_once(monkeypatch: pytest.MonkeyPatch) -> None:
     calls: list[str] = []
-    real = importlib.metadata.entry_points
+    real = manager.entry_points
 
-    def counting(*, group: str) -> importlib.metadata.EntryPoints:
+    def counting(group: str) -> list[FoundEntryPoint]:
         calls.append(group)
-        return real(group=group)
+        return real(group)
 
-    monkeypatch.setattr(importlib.metadata, "entry_points", counting)
+    monkeypatch.setattr(manager, "entry_points", counting)
     plugins.list_backends()
     plugins.open_backend("memory://a/b")
     plugins.register(_NoHooks(), "nohooks")  # rebuilds the backend table, not the entry-point list
@@ -77,16 +78,15 @@ class _NoHooks:
 
 def test_each_distributions_metadata_is_read_once(monkeypatch: pytest.MonkeyPatch) -> None:
     # The trackpoint distribution has one entry point per built-in; its metadata file (name and version of
-    # every provider) is parsed once, not for every entry point and every sort comparison.
+    # every provider) is read once, not for every entry point.
     reads: list[str] = []
-    read_text = importlib.metadata.PathDistribution.read_text
+    real = _discovery._name_and_version
 
-    def counting(self: importlib.metadata.PathDistribution, filename: str) -> str | None:
-        if filename in ("METADATA", "PKG-INFO"):
-            reads.append(str(self._path))  # type: ignore[attr-defined]
-        return read_text(self, filename)
+    def counting(info: str, suffix: str) -> tuple[str | None, str | None]:
+        reads.append(info)
+        return real(info, suffix)
 
-    monkeypatch.setattr(importlib.metadata.PathDistribution, "read_text", counting)
+    monkeypatch.setattr(_discovery, "_name_and_version", counting)
     rows = plugins.list_backends()
     assert {row.plugin for row in rows} >= set(BUILTIN_ORDER)
     assert any("/trackpoint-" in path for path in reads), reads  # the built-ins' distribution
