@@ -8,8 +8,8 @@ checkpoint, several times the read of a small checkpoint. Only the
 distributions that publish an entry point of the group have their ``METADATA``
 (or ``PKG-INFO``) read, for their name and version.
 
-Anything else on the path (a zip file or an ``.egg`` file, or an import hook
-that publishes distributions of its own) makes :func:`entry_points` ask
+Anything else on the path (a zip file, an ``.egg`` file or directory, or an
+import hook that publishes distributions of its own) makes :func:`entry_points` ask
 ``importlib.metadata`` instead, so that no plugin is missed where the layout is
 unusual.
 """
@@ -83,6 +83,8 @@ def _scan(group: str) -> list[FoundEntryPoint] | None:
     result: list[FoundEntryPoint] = []
     for entry in sys.path:
         directory = entry or "."
+        if directory.lower().endswith(".egg"):
+            return None  # an egg keeps its metadata in EGG-INFO, which importlib.metadata reads
         try:
             names = os.listdir(directory)
         except (FileNotFoundError, PermissionError):

@@ -105,6 +105,19 @@ def test_a_zip_on_the_path_is_read_through_importlib_metadata(
     assert ("zipped", "zipped_plugin", "zipped-plugin", "1.0") in _as_tuples(entry_points(GROUP))
 
 
+def test_an_egg_on_the_path_is_read_through_importlib_metadata(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    egg = tmp_path / "egged-1.0-py3.11.egg"
+    info = egg / "EGG-INFO"
+    info.mkdir(parents=True)
+    (info / "PKG-INFO").write_text("Metadata-Version: 1.1\nName: egged\nVersion: 1.0\n")
+    (info / "entry_points.txt").write_text(f"[{GROUP}]\negged = egged\n")
+    monkeypatch.setattr(sys, "path", [str(egg), *sys.path])
+    assert _discovery._scan(GROUP) is None
+    assert ("egged", "egged", "egged", "1.0") in _as_tuples(entry_points(GROUP))
+
+
 def test_a_finder_publishing_distributions_is_asked_through_importlib_metadata(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
