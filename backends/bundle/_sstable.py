@@ -21,6 +21,7 @@ __all__ = [
     "FOOTER_SIZE",
     "TableBuilder",
     "build_table",
+    "first_entry",
     "read_table",
     "short_successor",
     "shortest_separator",
@@ -250,14 +251,8 @@ def _block_entries(block: bytes, where: str) -> list[tuple[bytes, bytes]]:
     return out
 
 
-def read_table(data: bytes, where: str) -> list[tuple[bytes, bytes]]:
-    """All ``(key, value)`` entries of a table file, in key order.
-
-    ``where`` names the file in error messages. Raises
-    :class:`~trackpoint.errors.InvalidCheckpointError` when ``data`` is not a
-    table (too short, wrong magic) and
-    :class:`~trackpoint.errors.DataLossError` when it is a damaged one.
-    """
+def _index_handles(data: bytes, where: str) -> tuple[list[tuple[int, int]], int]:
+    """The ``(offset, size)`` of every data block, in key order, and where the blocks must end (the footer)."""
     n = len(data)
     if n < FOOTER_SIZE or data[n - 8 :] != _MAGIC_BYTES:
         raise InvalidCheckpointError(
@@ -269,11 +264,39 @@ def read_table(data: bytes, where: str) -> list[tuple[bytes, bytes]]:
     _, _, pos = _decode_handle(footer, 0, where)
     index_offset, index_size, _ = _decode_handle(footer, pos, where)
     index = _block_entries(_read_block(data, index_offset, index_size, limit, where), where)
-    entries: list[tuple[bytes, bytes]] = []
+    handles = []
     for _sep, handle in index:
         offset, size, _ = _decode_handle(handle, 0, where)
+        handles.append((offset, size))
+    return handles, limit
+
+
+def read_table(data: bytes, where: str) -> list[tuple[bytes, bytes]]:
+    """All ``(key, value)`` entries of a table file, in key order.
+
+    ``where`` names the file in error messages. Raises
+    :class:`~trackpoint.errors.InvalidCheckpointError` when ``data`` is not a
+    table (too short, wrong magic) and
+    :class:`~trackpoint.errors.DataLossError` when it is a damaged one.
+    """
+    handles, limit = _index_handles(data, where)
+    entries: list[tuple[bytes, bytes]] = []
+    for offset, size in handles:
         block_entries = _block_entries(_read_block(data, offset, size, limit, where), where)
         if entries and block_entries and block_entries[0][0] <= entries[-1][0]:
             raise DataLossError(f"{where}: table keys are out of order across blocks")
         entries.extend(block_entries)
     return entries
+
+
+def first_entry(data: bytes, where: str) -> tuple[bytes, bytes] | None:
+    """The first ``(key, value)`` entry of a table file (``None`` if it is empty); reads one data block.
+
+    Raises as :func:`read_table` does for what it reads: the footer, the index block and the first block.
+    """
+    handles, limit = _index_handles(data, where)
+    for offset, size in handles:
+        block_entries = _block_entries(_read_block(data, offset, size, limit, where), where)
+        if block_entries:
+            return block_entries[0]
+    return None

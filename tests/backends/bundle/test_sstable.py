@@ -12,6 +12,7 @@ from trackpoint.backends.bundle._sstable import (
     FOOTER_SIZE,
     TableBuilder,
     build_table,
+    first_entry,
     read_table,
     short_successor,
     shortest_separator,
@@ -148,3 +149,37 @@ def test_keys_out_of_order_within_a_block_are_rejected(entries: bytes) -> None:
     # Readers find keys by bisection and expect the slices' keys (a NUL byte first) before the others.
     with pytest.raises(DataLossError, match="entry at byte 5 does not follow the previous one"):
         read_table(_single_block_table(entries + struct.pack("<II", 0, 1)), "t")
+
+
+def test_first_entry_reads_only_the_first_block() -> None:
+    entries = [(f"layer{i:05d}/kernel".encode(), bytes(100)) for i in range(6000)]
+    table = bytearray(build_table(entries))
+    assert first_entry(bytes(table), "t") == entries[0]
+    assert first_entry(build_table([]), "t") is None
+    # Damage in the last data block (just before the metaindex block): the whole table fails its check,
+    # the first entry is still read.
+    (m_off, _), _ = _handles(bytes(table))
+    table[m_off - 10] ^= 0xFF
+    with pytest.raises(DataLossError, match="fails its CRC-32C check"):
+        read_table(bytes(table), "t")
+    assert first_entry(bytes(table), "t") == entries[0]
+    # Damage in the first block is reported.
+    table[10] ^= 0xFF
+    with pytest.raises(DataLossError, match="fails its CRC-32C check"):
+        first_entry(bytes(table), "t")
+    with pytest.raises(InvalidCheckpointError, match="missing the table magic number"):
+        first_entry(bytes(table[:-1]), "t")
+
+
+def test_header_count_reads_the_header_entry_alone() -> None:
+    from trackpoint.backends.bundle._codec import encode_header
+    from trackpoint.backends.bundle._reader import header_count
+
+    entries = [(b"", encode_header(3))] + [(f"v{i:05d}".encode(), bytes(100)) for i in range(6000)]
+    table = bytearray(build_table(entries))
+    assert header_count(bytes(table), "t") == 3
+    (m_off, _), _ = _handles(bytes(table))
+    table[m_off - 10] ^= 0xFF  # a damaged later block does not hide how many data files there are
+    assert header_count(bytes(table), "t") == 3
+    assert header_count(build_table(entries[1:]), "t") is None  # no header entry
+    assert header_count(b"not an index", "t") is None
