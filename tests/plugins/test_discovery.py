@@ -105,9 +105,7 @@ def test_a_zip_on_the_path_is_read_through_importlib_metadata(
     assert ("zipped", "zipped_plugin", "zipped-plugin", "1.0") in _as_tuples(entry_points(GROUP))
 
 
-def test_an_egg_on_the_path_is_read_through_importlib_metadata(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_an_egg_on_the_path_is_read_through_importlib_metadata(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     egg = tmp_path / "egged-1.0-py3.11.egg"
     info = egg / "EGG-INFO"
     info.mkdir(parents=True)
