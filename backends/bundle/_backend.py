@@ -13,6 +13,7 @@ import time
 from collections.abc import Sequence
 
 from trackpoint.backends.bundle._commit import CommitStrategy, choose_strategy
+from trackpoint.backends.bundle._index import header_count
 from trackpoint.backends.bundle._listing import delete_prefix, old_enough
 from trackpoint.backends.bundle._names import (
     DATA_RE,
@@ -26,7 +27,7 @@ from trackpoint.backends.bundle._names import (
     data_filename,
     index_name,
 )
-from trackpoint.backends.bundle._reader import BundleReader, header_count
+from trackpoint.backends.bundle._reader import BundleReader
 from trackpoint.backends.stores import FileLayer
 from trackpoint.errors import CheckpointNotFoundError
 from trackpoint.storage import (

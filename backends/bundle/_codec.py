@@ -266,8 +266,11 @@ def decode_entries(values: Sequence[bytes], where: Callable[[int], str]) -> Entr
     first = dict(zip(reversed(heads), range(len(heads) - 1, -1, -1), strict=True))
     by_head: dict[bytes, int] = {}
     for head, j in sorted(first.items(), key=lambda item: item[1]):
-        e = _decode_entry_proto(head, where(int(rows[j])))
-        by_head[head] = kinds.setdefault((e.dtype, e.shape), len(kinds))
+        pair = _plain_head(head)
+        if pair is None:
+            e = _decode_entry_proto(head, where(int(rows[j])))
+            pair = (e.dtype, e.shape)
+        by_head[head] = kinds.setdefault(pair, len(kinds))
     kind[rows] = np.fromiter(map(by_head.__getitem__, heads), np.int32, len(heads))
     # Everything else through protobuf, one by one (partitioned tensors' entries and the unusual).
     slices: dict[int, tuple[tuple[tuple[int, int], ...], ...]] = {}
@@ -279,6 +282,55 @@ def decode_entries(values: Sequence[bytes], where: Callable[[int], str]) -> Entr
         if e.slices:
             slices[i] = e.slices
     return EntryColumns(list(kinds), kind, shard_id, offset, size, crc, slices, len(irregular))
+
+
+def _plain_head(head: bytes) -> tuple[int, tuple[int, ...]] | None:
+    """The dtype and shape of an entry's head as TensorFlow writes it; ``None`` for any other layout.
+
+    ``head`` is an optional one-byte dtype field, then the shape: dimensions of one-byte length, each
+    empty or one size varint below 2**63. Anything else (named or negative dimensions, an unknown rank,
+    long fields, repeated or unknown ones) is left to protobuf, which parses it, or says why it cannot.
+    Protobuf costs about as much per head as the rest of an entry's decoding, and a checkpoint of
+    10^4-10^5 small tensors can hold thousands of distinct shapes.
+    """
+    n = len(head)
+    dtype = 0
+    pos = 0
+    if n >= 2 and head[0] == _TAG_DTYPE and head[1] < 0x80:
+        dtype = head[1]
+        pos = 2
+    if n < pos + 2 or head[pos] != _TAG_SHAPE or head[pos + 1] >= 0x80 or head[pos + 1] != n - pos - 2:
+        return None
+    pos += 2
+    dims: list[int] = []
+    while pos < n:
+        if n < pos + 2 or head[pos] != _TAG_SHAPE or head[pos + 1] >= 0x80:
+            return None
+        end = pos + 2 + head[pos + 1]
+        if end > n:
+            return None
+        pos += 2
+        if pos == end:
+            dims.append(0)
+            continue
+        if head[pos] != _TAG_DTYPE:  # 0x08 is also the tag of a dimension's size
+            return None
+        value = 0
+        shift = 0
+        pos += 1
+        while pos < end and shift < 7 * _MAX_VARINT:
+            byte = head[pos]
+            value |= (byte & 0x7F) << shift
+            shift += 7
+            pos += 1
+            if byte < 0x80:
+                break
+        else:
+            return None  # unterminated, or longer than _MAX_VARINT bytes (a negative size)
+        if pos != end:
+            return None
+        dims.append(value)
+    return dtype, tuple(dims)
 
 
 def _decode_entry_proto(value: bytes, where: str) -> Entry:

@@ -37,6 +37,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from typing import ClassVar, Final, NamedTuple
 
+from trackpoint.backends.bundle._index import header_count
 from trackpoint.backends.bundle._listing import count_of, data_files, listed, old_enough, part_files
 from trackpoint.backends.bundle._names import (
     DATA_RE,
@@ -48,7 +49,6 @@ from trackpoint.backends.bundle._names import (
     part_index,
     temp_dir,
 )
-from trackpoint.backends.bundle._reader import header_count
 from trackpoint.backends.bundle._writer import Row, describe_shard, file_count, merge_index, write_data
 from trackpoint.backends.stores import FileLayer
 from trackpoint.errors import (

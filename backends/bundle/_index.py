@@ -20,11 +20,11 @@ import numpy as np
 
 from trackpoint.backends.bundle._codec import Entry, decode_entries, decode_header
 from trackpoint.backends.bundle._dtypes import DT_STRING, READABLE, dtype_from_tf
-from trackpoint.backends.bundle._sstable import read_table
-from trackpoint.errors import DataLossError
+from trackpoint.backends.bundle._sstable import first_entry, read_table
+from trackpoint.errors import CheckpointError, DataLossError
 from trackpoint.storage import TensorInfo
 
-__all__ = ["BundleIndex", "Kind"]
+__all__ = ["BundleIndex", "Kind", "header_count"]
 
 #: A header claiming more shards than this is treated as corrupt.
 _MAX_SHARDS: Final = 1 << 24
@@ -32,6 +32,9 @@ _MAX_SHARDS: Final = 1 << 24
 _MAX_RANK: Final = 64
 _MAX_ARRAY_BYTES: Final = sys.maxsize
 _MAX_SIZE: Final = 2**63 - 1
+_OBJECT: Final = np.dtype(object)
+#: What an entry of a type trackpoint cannot read is listed as (it fails when read).
+_UNREADABLE: Final = np.dtype(np.uint8)
 
 
 class Kind(NamedTuple):
@@ -74,11 +77,13 @@ def _unholdable(shape: tuple[int, ...], dtype: np.dtype[Any]) -> str | None:
     return None
 
 
-def _kind(tf_dtype: int, shape: tuple[int, ...], big_endian: bool, where: str) -> Kind:
-    """The dtype, size rule and readability of entries of ``tf_dtype`` and ``shape``."""
+def _kind(tf_dtype: int, shape: tuple[int, ...], dtype: np.dtype[Any], swap: bool) -> Kind:
+    """The size rule and readability of entries of ``tf_dtype`` and ``shape``.
+
+    ``dtype`` and ``swap`` are :func:`dtype_from_tf`'s answer for ``tf_dtype``, if it is in ``READABLE``.
+    """
     # Unreadable types (resource, variant) stay listed and fail only when read.
     readable = tf_dtype in READABLE
-    dtype, swap = dtype_from_tf(tf_dtype, big_endian, where) if readable else (np.dtype(np.uint8), False)
     count = 1
     for d in shape:
         count *= d
@@ -89,7 +94,7 @@ def _kind(tf_dtype: int, shape: tuple[int, ...], big_endian: bool, where: str) -
     else:
         nbytes = count * dtype.itemsize if readable else -1
     # Strings are object arrays: one pointer per element.
-    problem = _unholdable(shape, np.dtype(object) if tf_dtype == DT_STRING else dtype)
+    problem = _unholdable(shape, _OBJECT if tf_dtype == DT_STRING else dtype)
     readable = readable and problem is None
     info = TensorInfo(dtype, shape) if readable else None
     return Kind(tf_dtype, shape, dtype, swap, nbytes, problem, info, readable and tf_dtype != DT_STRING)
@@ -123,10 +128,17 @@ class BundleIndex:
         del values
         first = np.unique(columns.kind, return_index=True)[1].tolist()  # each kind's first row
         #: The distinct dtype and shape pairs, by number.
-        self.kinds: list[Kind] = [
-            _kind(tf_dtype, shape, header.big_endian, entry_where(row))
-            for (tf_dtype, shape), row in zip(columns.kinds, first, strict=True)
-        ]
+        # Each stored type's numpy dtype, looked up once (a checkpoint of small tensors has thousands of
+        # distinct shapes, and few types).
+        dtypes: dict[int, tuple[np.dtype[Any], bool]] = {}
+        for (tf_dtype, _), row in zip(columns.kinds, first, strict=True):
+            if tf_dtype not in dtypes:
+                dtypes[tf_dtype] = (
+                    dtype_from_tf(tf_dtype, header.big_endian, entry_where(row))
+                    if tf_dtype in READABLE
+                    else (_UNREADABLE, False)
+                )
+        self.kinds: list[Kind] = [_kind(tf_dtype, shape, *dtypes[tf_dtype]) for tf_dtype, shape in columns.kinds]
         #: Per row: its kind's number, data file, offset, size and masked CRC-32C as stored.
         self.kind = columns.kind
         self.shard_id = columns.shard_id
@@ -191,3 +203,18 @@ class BundleIndex:
             int(self.crc32c[row]),
             self.slices.get(row, ()),
         )
+
+
+def header_count(index_bytes: bytes, where: str) -> int | None:
+    """The data file count in an index's header, ``None`` if the header cannot be parsed.
+
+    Only the header entry is read (the first entry of the first block), so that replacing a checkpoint of
+    10^5 tensors does not decode its whole index.
+    """
+    try:
+        first = first_entry(index_bytes, where)
+        if first is None or first[0] != b"":
+            return None
+        return decode_header(first[1], where).num_shards
+    except CheckpointError:
+        return None

@@ -21,13 +21,12 @@ from typing import Any, Final, NamedTuple, NoReturn, cast
 import numpy as np
 
 from trackpoint import _gc
-from trackpoint.backends.bundle._codec import Entry, decode_header, decode_strings
+from trackpoint.backends.bundle._codec import Entry, decode_strings
 from trackpoint.backends.bundle._crc import crc32c, crc32c_each, extend, unmask, unmask_each
 from trackpoint.backends.bundle._dtypes import DT_STRING, READABLE, dtype_from_tf
 from trackpoint.backends.bundle._index import BundleIndex, Kind
 from trackpoint.backends.bundle._names import data_filename, index_name
 from trackpoint.backends.bundle._ordered_code import encode_slice_key
-from trackpoint.backends.bundle._sstable import first_entry
 from trackpoint.backends.bundle._writer import byte_view
 from trackpoint.backends.stores import FileLayer, FileSource
 from trackpoint.errors import (
@@ -101,21 +100,6 @@ def _finish_part(
         target[...] = buf
 
 
-def header_count(index_bytes: bytes, where: str) -> int | None:
-    """The data file count in an index's header, ``None`` if the header cannot be parsed.
-
-    Only the header entry is read (the first entry of the first block), so that replacing a checkpoint of
-    10^5 tensors does not decode its whole index.
-    """
-    try:
-        first = first_entry(index_bytes, where)
-        if first is None or first[0] != b"":
-            return None
-        return decode_header(first[1], where).num_shards
-    except CheckpointError:
-        return None
-
-
 class _Batch(NamedTuple):
     """The requests of one :meth:`BundleReader.read_many`, located: per request, where its bytes are."""
 
@@ -144,6 +128,8 @@ class BundleReader(CheckpointReader):
         self._rows = self._index.rows
         self._kinds = self._index.kinds
         self._kind = self._index.kind
+        #: Each row's kind, for lookups one key at a time (indexing the array makes a numpy integer).
+        self._row_kinds: list[Kind] = [self._kinds[k] for k in self._kind.tolist()]
         self._keys = sorted(self._rows)
         self._sizes: dict[int, int] = {}
         self._paths: dict[int, str] = {}
@@ -179,7 +165,7 @@ class BundleReader(CheckpointReader):
         row = self._rows.get(key)
         if row is None or self._closed:
             row = self._row(key)  # raises
-        kind: Kind = self._kinds[self._kind[row]]
+        kind = self._row_kinds[row]
         info = kind.info
         if info is None:
             self._readable(key, kind)

@@ -10,6 +10,7 @@ import pytest
 from trackpoint.backends.bundle._codec import (
     EntryColumns,
     _decode_entry_proto,
+    _plain_head,
     decode_entries,
     decode_entry,
     decode_header,
@@ -245,3 +246,47 @@ def test_entries_of_one_dtype_and_shape_keep_their_own_fields() -> None:
                 for d in shape:
                     msg.shape.dim.add(size=d)
                 assert encode_entry(dtype, shape, shard, offset, size, crc) == msg.SerializeToString()
+
+
+def test_plain_heads_are_what_protobuf_parses() -> None:
+    # Entries' dtype-and-shape heads are parsed without protobuf when laid out as TensorFlow writes them:
+    # whatever that parser accepts must be what protobuf parses; the rest it must leave to protobuf.
+    rng = np.random.default_rng(11)
+    heads = []
+    for rank in (0, 1, 2, 3, 8, 40, 70):  # 70 dimensions need two-byte shape lengths
+        for _ in range(20):
+            dims = [int(d) for d in rng.integers(0, 2 ** int(rng.integers(1, 63)), rank)]
+            msg = pb.BundleEntryProto(dtype=int(rng.integers(0, 130)))
+            msg.shape.SetInParent()
+            for d in dims:
+                msg.shape.dim.add(size=d)
+            heads.append(msg.SerializeToString())
+    named = pb.BundleEntryProto(dtype=1, shape={"dim": [{"size": 2, "name": "x"}]}).SerializeToString()
+    unknown_rank = pb.BundleEntryProto(dtype=1, shape={"unknown_rank": True}).SerializeToString()
+    negative = pb.BundleEntryProto(dtype=1, shape={"dim": [{"size": -1}]}).SerializeToString()
+    assert _plain_head(heads[30]) is not None  # rank 1, one-byte dtype
+    assert [_plain_head(h) for h in (named, unknown_rank, negative)] == [None, None, None]
+    long_shape = [h for h in heads if len(h) > 130]
+    assert long_shape and all(_plain_head(h) is None for h in long_shape)
+    mutants = list(heads)
+    for _ in range(20000):
+        raw = bytearray(heads[int(rng.integers(len(heads)))][:60])
+        for _ in range(int(rng.integers(1, 3))):
+            pos = int(rng.integers(len(raw) + 1))
+            op = int(rng.integers(3))
+            if op == 0 and raw:
+                raw[min(pos, len(raw) - 1)] = int(rng.choice([0x00, 0x08, 0x12, 0x18, 0x7F, 0x80, 0xFF]))
+            elif op == 1:
+                raw.insert(pos, int(rng.integers(256)))
+            elif raw:
+                del raw[min(pos, len(raw) - 1)]
+        mutants.append(bytes(raw))
+    accepted = 0
+    for raw in mutants:
+        plain = _plain_head(raw)
+        if plain is None:
+            continue
+        accepted += 1
+        e = _decode_entry_proto(raw, "idx")  # raises if protobuf refuses what the plain parser accepted
+        assert plain == (e.dtype, e.shape), raw
+    assert accepted > 500

@@ -173,7 +173,7 @@ def test_first_entry_reads_only_the_first_block() -> None:
 
 def test_header_count_reads_the_header_entry_alone() -> None:
     from trackpoint.backends.bundle._codec import encode_header
-    from trackpoint.backends.bundle._reader import header_count
+    from trackpoint.backends.bundle._index import header_count
 
     entries = [(b"", encode_header(3))] + [(f"v{i:05d}".encode(), bytes(100)) for i in range(6000)]
     table = bytearray(build_table(entries))
