@@ -303,6 +303,8 @@ class _HeldReader(CheckpointReader):
     def __init__(self, reader: CheckpointReader, pool: _Pool, held: _Held) -> None:
         self.prefix = reader.prefix
         self._reader = reader
+        # The inner reader's own method, without this wrapper's frame: a restore asks once per tensor.
+        self.info = reader.info  # type: ignore[method-assign]
         # Also run when the reader is collected unclosed; runs once either way.
         self._release = weakref.finalize(self, _release, reader, pool, held)
 

@@ -354,7 +354,9 @@ class Variable(Trackable):
         if info is None:
             return
         key = where[VARIABLE_VALUE_KEY]
-        if info.dtype != self._value.dtype:
+        value = self._value
+        # Identity first: numpy's built-in dtypes are singletons, and this runs for each variable restored.
+        if info.dtype is not value.dtype and info.dtype != value.dtype:
             raise DTypeMismatchError(
                 f"cannot restore {key!r} into Variable {self._name!r}: the checkpoint holds dtype "
                 f"{dtypes._name(info.dtype)}, the variable has dtype {dtypes._name(self.dtype)}"
@@ -367,7 +369,10 @@ class Variable(Trackable):
                     f"{tuple(info.shape)}, the variable is a slice of a tensor of shape {sliced.full_shape}"
                 )
             return
-        if tuple(info.shape) != self._value.shape:
+        # A reader's shape is a tuple (``tuple()`` only for one that hands out another sequence): the check
+        # runs for each variable of a restore.
+        shape = info.shape
+        if shape != value.shape and tuple(shape) != value.shape:
             raise ShapeMismatchError(
                 f"cannot restore {key!r} into Variable {self._name!r}: the checkpoint holds shape "
                 f"{tuple(info.shape)}, the variable has shape {self.shape}"
