@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import importlib.util
-import os
-from collections.abc import Callable, Sequence
-from importlib.machinery import EXTENSION_SUFFIXES
-from types import ModuleType
+from collections.abc import Sequence
 from typing import Any, Final
 
 import numpy as np
+
+from trackpoint.backends._crc32c import crc32c as _crc
 
 __all__ = ["crc32c", "crc32c_each", "extend", "mask", "unmask", "unmask_each"]
 
@@ -17,36 +15,6 @@ __all__ = ["crc32c", "crc32c_each", "extend", "mask", "unmask", "unmask_each"]
 # degenerate; LevelDB rotates and offsets every stored checksum.
 _MASK_DELTA: Final = 0xA282EAD8
 _U32: Final = 0xFFFFFFFF
-
-
-def _load_extension() -> ModuleType:
-    """The ``crc32c`` package's compiled module, loaded without running the package's ``__init__``.
-
-    That ``__init__`` reads the package's version with ``importlib.metadata`` and imports its command-line
-    interface (``argparse``): 30-40 ms on the first checkpoint a process opens, for two functions the
-    compiled module has. Any other layout of the package gets a plain import.
-    """
-    spec = importlib.util.find_spec("crc32c")
-    locations = [] if spec is None else list(spec.submodule_search_locations or ())
-    for location in locations:
-        for suffix in EXTENSION_SUFFIXES:
-            path = os.path.join(location, "_crc32c" + suffix)
-            if not os.path.isfile(path):
-                continue
-            extension = importlib.util.spec_from_file_location("crc32c._crc32c", path)
-            if extension is None or extension.loader is None:
-                continue
-            module = importlib.util.module_from_spec(extension)
-            extension.loader.exec_module(module)
-            if callable(getattr(module, "crc32c", None)):
-                return module
-    import crc32c
-
-    return crc32c
-
-
-_crc32c: Final = _load_extension()
-_crc: Final[Callable[..., int]] = _crc32c.crc32c
 
 
 def crc32c(data: bytes | bytearray | memoryview) -> int:

@@ -22,6 +22,7 @@ from typing import Any, Final
 import numpy as np
 
 from trackpoint import _paths
+from trackpoint.backends._crc32c import crc32c
 from trackpoint.backends.stores import FileLayer
 from trackpoint.backends.zarr._options import ZarrOptions
 from trackpoint.errors import DataLossError
@@ -33,9 +34,7 @@ _MISSING: Final = 2**64 - 1
 
 
 def _crc(data: Any, value: int = 0) -> int:
-    import crc32c
-
-    return int(crc32c.crc32c(data, value))
+    return int(crc32c(data, value))
 
 
 @dataclass(frozen=True, slots=True)

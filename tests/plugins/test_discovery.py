@@ -137,19 +137,21 @@ def test_a_finder_publishing_distributions_is_asked_through_importlib_metadata(
     assert ("hooked", "hooked", "hooked", "3.0") in _as_tuples(entry_points(GROUP))
 
 
-def test_first_read_of_a_local_checkpoint_imports_no_metadata_parser(tmp_path: Path) -> None:
+@pytest.mark.parametrize("backend", ["bundle", "zarr"])
+def test_first_read_of_a_local_checkpoint_imports_no_metadata_parser(tmp_path: Path, backend: str) -> None:
     # importlib.metadata (with email) and crc32c's own package (which reads its version through it, and
     # imports argparse) cost a process tens of milliseconds on its first checkpoint.
     script = f"""
 import json, sys
 import numpy as np
 import trackpoint as tp
+options = tp.CheckpointOptions(backend={backend!r})
 root = tp.AutoTrackable()
 root.v = tp.Variable(np.arange(3, dtype=np.float32))
 ckpt = tp.Checkpoint(model=root)
-path = ckpt.write({str(tmp_path / "ckpt")!r})
+path = ckpt.write({str(tmp_path / "ckpt")!r}, options=options)
 root.v.assign(np.zeros(3, np.float32))
-ckpt.read(path).assert_consumed()
+ckpt.read(path, options=options).assert_consumed()
 print(json.dumps({{"values": root.v.numpy().tolist(),
                   "loaded": [m for m in ("importlib.metadata", "email", "argparse", "crc32c") if m in sys.modules]}}))
 """
