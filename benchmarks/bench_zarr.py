@@ -10,10 +10,11 @@ in a fresh child process (its peak RSS is the child's high-water mark):
   existing variables, with the checkpoint's files evicted from the page cache first.
 
 Per round, the backends run in alternating order (``bundle`` then ``zarr``,
-then the other way round), saves first, then restores; the report gives, per
-backend and operation, the median over the rounds and the spread (min..max),
-and per round the zarr/bundle ratio, whose median and spread are the figures
-that count. ``zarr`` uses the backend's default options unless ``--zarr-options``
+then the other way round), saves first, then a wait of ``--settle`` seconds
+(default 10), then restores; the report gives, per backend and operation, the
+median over the rounds and the spread (min..max), and per round the
+zarr/bundle ratio, whose median and spread are the figures that count.
+``zarr`` uses the backend's default options unless ``--zarr-options``
 says otherwise. Peak memory is the RSS high-water mark from just before the
 operation (the model built, the allocator's leftovers from building it
 returned) to its end, as a multiple of the model's bytes: the interpreter, the
@@ -22,7 +23,8 @@ reported on its own in MiB. CPU seconds (user + system) per 1,000 tensors are
 reported too: they do not depend on the disk.
 
 Run:
-``python benchmarks/bench_zarr.py [--case mixed|small|all] [--rounds 5] [--dir DIR] [--zarr-options JSON]``
+``python benchmarks/bench_zarr.py [--case mixed|small|all] [--rounds 5] [--dir DIR] [--settle 10]
+[--zarr-options JSON]``
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ import shutil
 import statistics
 import sys
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -113,8 +116,15 @@ def child(name: str, op: str, case: str, directory: str, zarr_options: str) -> N
     )
 
 
-def run_case(case: str, directory: Path, rounds: int, zarr_options: str) -> list[dict[tuple[str, str], Any]]:
-    """``rounds`` interleaved rounds; one dict of results per round."""
+def run_case(
+    case: str, directory: Path, rounds: int, zarr_options: str, settle: float = 0.0
+) -> list[dict[tuple[str, str], Any]]:
+    """``rounds`` interleaved rounds; one dict of results per round.
+
+    A round waits ``settle`` seconds between its saves and its restores, as ``bench_api`` does: a restore
+    right after the saves reads slower while the disk still writes them out, and the backend whose restore
+    comes second alternates from round to round.
+    """
     work = directory / case
     out = []
     for round_ in range(rounds):
@@ -123,6 +133,8 @@ def run_case(case: str, directory: Path, rounds: int, zarr_options: str) -> list
         names = list(BACKENDS) if round_ % 2 == 0 else list(reversed(BACKENDS))
         results: dict[tuple[str, str], Any] = {}
         for op in ("save", "restore"):
+            if op == "restore":
+                time.sleep(settle)
             for name in names:
                 results[(name, op)] = run_child(__file__, name, op, case, str(work), zarr_options)
         out.append(results)
@@ -167,6 +179,9 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds (medians and spread over them)")
     parser.add_argument("--dir", default=None, help="scratch directory on the disk to measure (default: a temp dir)")
     parser.add_argument("--zarr-options", default="{}", help="JSON backend_options for zarr (default: its defaults)")
+    parser.add_argument(
+        "--settle", type=float, default=10.0, help="seconds to wait between a round's saves and its restores"
+    )
     parser.add_argument("--child", nargs=5, metavar=("NAME", "OP", "CASE", "DIR", "OPTS"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -175,7 +190,7 @@ def main() -> int:
     base = Path(args.dir) if args.dir else Path(tempfile.mkdtemp(prefix="trackpoint-bench-zarr-"))
     cases = ("mixed", "small") if args.case == "all" else (args.case,)
     for case in cases:
-        report(case, run_case(case, base, args.rounds, args.zarr_options))
+        report(case, run_case(case, base, args.rounds, args.zarr_options, args.settle))
     if not args.dir:
         shutil.rmtree(base, ignore_errors=True)
     return 0
