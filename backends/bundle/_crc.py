@@ -7,7 +7,7 @@ from typing import Any, Final
 
 import numpy as np
 
-from trackpoint.backends._crc32c import crc32c as _crc
+from trackpoint._crc32c import crc32c as _crc
 
 __all__ = ["crc32c", "crc32c_each", "extend", "mask", "unmask", "unmask_each"]
 

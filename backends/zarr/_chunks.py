@@ -22,7 +22,7 @@ from typing import Any, Final
 import numpy as np
 
 from trackpoint import _paths
-from trackpoint.backends._crc32c import crc32c
+from trackpoint._crc32c import crc32c
 from trackpoint.backends.stores import FileLayer
 from trackpoint.backends.zarr._options import ZarrOptions
 from trackpoint.errors import DataLossError

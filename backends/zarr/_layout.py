@@ -267,7 +267,7 @@ def group_metadata(attributes: dict[str, Any]) -> dict[str, Any]:
 
 def root_checksum(attrs: Mapping[str, Any], metadata: Mapping[str, Any]) -> int:
     """CRC32C over a canonical JSON form of the tensor table and the array metadata the reader uses."""
-    from trackpoint.backends._crc32c import crc32c
+    from trackpoint._crc32c import crc32c
 
     body = {"attributes": {k: v for k, v in attrs.items() if k != "checksum"}, "metadata": metadata}
     canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode()

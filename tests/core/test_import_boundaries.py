@@ -64,7 +64,7 @@ def test_checker_detects_a_forbidden_import(tmp_path: Path) -> None:
 # ------------------------------------------------------------------ formats over the store interface
 #: What a format package may import from trackpoint besides itself: the contract and its value types,
 #: the public names of the store interface, and core's private helpers that hold no storage code (key
-#: paths, the collector pause of CPU-bound steps, varints).
+#: paths, the collector pause of CPU-bound steps, varints, CRC-32C).
 FORMAT_MAY_IMPORT = (
     "trackpoint.storage",
     "trackpoint.errors",
@@ -72,6 +72,7 @@ FORMAT_MAY_IMPORT = (
     "trackpoint._paths",
     "trackpoint._gc",
     "trackpoint._varint",
+    "trackpoint._crc32c",
 )
 STORES = "trackpoint.backends.stores"
 

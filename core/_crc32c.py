@@ -1,4 +1,4 @@
-"""CRC-32C (Castagnoli) from the ``crc32c`` package, for every format: ``crc32c(data, value=0)``.
+"""CRC-32C (Castagnoli) from the ``crc32c`` package, for the formats: ``crc32c(data, value=0)``.
 
 The package's compiled module is loaded without running the package's ``__init__``, which reads the
 package's version through ``importlib.metadata`` and imports its command-line interface (``argparse``):
