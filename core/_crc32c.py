@@ -29,8 +29,11 @@ def _load_extension() -> ModuleType:
             extension = importlib.util.spec_from_file_location("crc32c._crc32c", path)
             if extension is None or extension.loader is None:
                 continue
-            module = importlib.util.module_from_spec(extension)
-            extension.loader.exec_module(module)
+            try:
+                module = importlib.util.module_from_spec(extension)
+                extension.loader.exec_module(module)
+            except ImportError:
+                continue  # a build for another interpreter, say: the package's own import decides
             if callable(getattr(module, "crc32c", None)):
                 return module
     import crc32c
