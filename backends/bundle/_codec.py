@@ -288,7 +288,7 @@ def _plain_head(head: bytes) -> tuple[int, tuple[int, ...]] | None:
     """The dtype and shape of an entry's head as TensorFlow writes it; ``None`` for any other layout.
 
     ``head`` is an optional one-byte dtype field, then the shape: dimensions of one-byte length, each
-    empty or one size varint below 2**63. Anything else (named or negative dimensions, an unknown rank,
+    empty or one size below 2**63. Anything else (named or negative dimensions, an unknown rank,
     long fields, repeated or unknown ones) is left to protobuf, which parses it, or says why it cannot.
     Protobuf costs about as much per head as the rest of an entry's decoding, and a checkpoint of
     10^4-10^5 small tensors can hold thousands of distinct shapes.
@@ -315,19 +315,11 @@ def _plain_head(head: bytes) -> tuple[int, tuple[int, ...]] | None:
             continue
         if head[pos] != _TAG_DTYPE:  # 0x08 is also the tag of a dimension's size
             return None
-        value = 0
-        shift = 0
-        pos += 1
-        while pos < end and shift < 7 * _MAX_VARINT:
-            byte = head[pos]
-            value |= (byte & 0x7F) << shift
-            shift += 7
-            pos += 1
-            if byte < 0x80:
-                break
-        else:
-            return None  # unterminated, or longer than _MAX_VARINT bytes (a negative size)
-        if pos != end:
+        try:
+            value, pos = decode_varint(head, pos + 1, "")
+        except DataLossError:
+            return None  # truncated or too long: protobuf says which
+        if pos != end or value >= 1 << 63:  # >= 2**63: a negative size, which protobuf refuses
             return None
         dims.append(value)
     return dtype, tuple(dims)
