@@ -22,7 +22,7 @@ from typing import Any, Final
 import numpy as np
 
 from trackpoint import _paths
-from trackpoint._crc32c import crc32c
+from trackpoint._crc32c import crc32c as _crc
 from trackpoint.backends.stores import FileLayer
 from trackpoint.backends.zarr._options import ZarrOptions
 from trackpoint.errors import DataLossError
@@ -31,10 +31,6 @@ __all__ = ["Codec", "ContiguousChunks", "read_packed", "write_chunks", "write_sh
 
 #: Shard-index entry of an inner chunk that was never written.
 _MISSING: Final = 2**64 - 1
-
-
-def _crc(data: Any, value: int = 0) -> int:
-    return int(crc32c(data, value))
 
 
 @dataclass(frozen=True, slots=True)

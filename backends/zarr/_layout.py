@@ -19,6 +19,7 @@ from typing import Any, Final
 import numpy as np
 
 from trackpoint import dtypes as core_dtypes
+from trackpoint._crc32c import crc32c
 from trackpoint.backends.zarr._options import ZarrOptions
 from trackpoint.errors import (
     CheckpointError,
@@ -267,11 +268,9 @@ def group_metadata(attributes: dict[str, Any]) -> dict[str, Any]:
 
 def root_checksum(attrs: Mapping[str, Any], metadata: Mapping[str, Any]) -> int:
     """CRC32C over a canonical JSON form of the tensor table and the array metadata the reader uses."""
-    from trackpoint._crc32c import crc32c
-
     body = {"attributes": {k: v for k, v in attrs.items() if k != "checksum"}, "metadata": metadata}
     canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode()
-    return int(crc32c(canonical))
+    return crc32c(canonical)
 
 
 def root_document(
