@@ -140,7 +140,7 @@ def test_a_finder_publishing_distributions_is_asked_through_importlib_metadata(
 @pytest.mark.parametrize("backend", ["bundle", "zarr"])
 def test_first_read_of_a_local_checkpoint_imports_no_metadata_parser(tmp_path: Path, backend: str) -> None:
     # importlib.metadata (with email) and crc32c's own package (which reads its version through it, and
-    # imports argparse) cost a process tens of milliseconds on its first checkpoint.
+    # imports argparse) cost a process tens of milliseconds on its first checkpoint; socket a few more.
     script = f"""
 import json, sys
 import numpy as np
@@ -152,8 +152,8 @@ ckpt = tp.Checkpoint(model=root)
 path = ckpt.write({str(tmp_path / "ckpt")!r}, options=options)
 root.v.assign(np.zeros(3, np.float32))
 ckpt.read(path, options=options).assert_consumed()
-print(json.dumps({{"values": root.v.numpy().tolist(),
-                  "loaded": [m for m in ("importlib.metadata", "email", "argparse", "crc32c") if m in sys.modules]}}))
+heavy = ("importlib.metadata", "email", "argparse", "crc32c", "socket")
+print(json.dumps({{"values": root.v.numpy().tolist(), "loaded": [m for m in heavy if m in sys.modules]}}))
 """
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
     assert json.loads(out.stdout.strip().splitlines()[-1]) == {"values": [0.0, 1.0, 2.0], "loaded": []}
