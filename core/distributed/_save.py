@@ -128,8 +128,17 @@ class Plan:
         return [sum(sizes[k] for shard in rank for k, _ in shard) for rank in self.shards]
 
 
-def plan_save(metas: Sequence[Sequence[_Meta]], writers: Sequence[int], max_shard_bytes: Sequence[int | None]) -> Plan:
+def plan_save(
+    metas: Sequence[Sequence[_Meta]],
+    writers: Sequence[int],
+    max_shard_bytes: Sequence[int | None],
+    min_bytes_per_writer: Sequence[int] | None = None,
+) -> Plan:
     """The plan every rank computes from the exchanged metadata (see the module docstring).
+
+    A rank with a positive ``min_bytes_per_writer`` (its backend's, sent when its
+    ``num_writers`` was not given) uses at most one writer per that many bytes of
+    what it writes, as a single-process save does.
 
     Raises
     ------
@@ -171,7 +180,13 @@ def plan_save(metas: Sequence[Sequence[_Meta]], writers: Sequence[int], max_shar
     for rank, items in enumerate(metas):
         # In the rank's own order (the object graph last), as a single process lays them out.
         mine = [m for m in items if owner[m.ident] == rank]
-        groups = _plan_sizes([m.nbytes for m in mine], max_shard_bytes[rank], writers[rank])
+        sizes = [m.nbytes for m in mine]
+        count = writers[rank]
+        least = min_bytes_per_writer[rank] if min_bytes_per_writer else 0
+        if least > 0:
+            # Counted after replicated values were given out: the bytes this rank writes, not those it holds.
+            count = max(1, min(count, sum(sizes) // least))
+        groups = _plan_sizes(sizes, max_shard_bytes[rank], count)
         shards.append(tuple(tuple(mine[i].ident for i in g) for g in groups))
     return Plan(tuple(shards))
 
@@ -250,6 +265,8 @@ def _save(
     defaults = backend.save_defaults
     max_shard_bytes = options.max_shard_bytes if options.max_shard_bytes is not None else defaults.max_shard_bytes
     writers = options.num_writers or defaults.num_writers or _default_writers()
+    # As in StorageBackend.save: the backend's floor applies only when no writer count was asked for.
+    least = 0 if options.num_writers or defaults.num_writers else target.min_bytes_per_writer
     if not target.capabilities.parallel_writes:
         writers = 1
     rank = coordinator.rank
@@ -269,7 +286,12 @@ def _save(
                 # (naming the key) when this rank holds only some of its slices.
                 items = assemble_slices(items, where=f"{target.name or type(target).__name__}: save of {prefix!r}")
             metas = [_meta(it) for it in items]
-            message.update(writers=writers, max_shard_bytes=max_shard_bytes, items=[m.wire() for m in metas])
+            message.update(
+                writers=writers,
+                min_bytes_per_writer=least,
+                max_shard_bytes=max_shard_bytes,
+                items=[m.wire() for m in metas],
+            )
             if rank == 0:
                 save_id = uuid.uuid4().hex
                 target.begin(prefix, save_id, overwrite=overwrite)
@@ -296,6 +318,7 @@ def _save(
             [[_Meta.unwire(x) for x in m["items"]] for m in gathered],
             [int(m["writers"]) for m in gathered],
             [m["max_shard_bytes"] for m in gathered],
+            [int(m["min_bytes_per_writer"]) for m in gathered],
         )
         # ---- 2. write this rank's shards
         report: dict[str, Any] = {"step": "written", "error": None}

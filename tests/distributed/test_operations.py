@@ -12,6 +12,7 @@ import uuid
 from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 import trackpoint as tp
@@ -207,6 +208,32 @@ def test_a_coordinator_without_operations_still_saves_and_restores(tmp_path: Pat
     v.assign([0.0, 0.0])
     tp.Checkpoint(v=v).restore(path, options=options).assert_consumed()
     assert v.numpy().tolist() == [1.0, 2.0]
+
+
+@pytest.mark.parametrize(("num_writers", "files"), [(None, 2), (4, 8)])
+def test_a_coordinated_save_keeps_the_backends_bytes_per_writer(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, num_writers: int | None, files: int
+) -> None:
+    # Two thread-ranks, four small tensors each, four CPUs' worth of writers: on a local disk (256 MiB per
+    # writer) each rank writes one data file, as a single process would; an explicit num_writers is kept.
+    from trackpoint.distributed import _save
+    from trackpoint.plugins import open_backend
+    from trackpoint.storage import WriteItem
+
+    monkeypatch.setattr(_save, "_default_writers", lambda: 4)
+    _, ranks = _group(timeout=10.0)
+    prefix = str(tmp_path / "ckpt")
+    backend = open_backend(prefix)
+    options = tp.CheckpointOptions(num_writers=num_writers)
+
+    def save(rank: int) -> object:
+        items = [WriteItem(f"r{rank}/v{i}", np.full(100, rank * 10 + i, np.float32)) for i in range(4)]
+        return lambda: _save.save(ranks[rank], backend, prefix, items, options)
+
+    assert _on_threads(save(0), save(1)) == [None, None]
+    assert len(list(tmp_path.glob("ckpt.data-*"))) == files
+    with backend.open_reader(prefix) as reader:
+        assert reader.read("r1/v3").tolist() == [13.0] * 100
 
 
 # ------------------------------------------------------------------ on_root: rank 0's step, one decision

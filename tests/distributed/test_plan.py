@@ -144,3 +144,17 @@ def test_a_group_of_one_saves_and_restores_through_the_coordinated_path(tmp_path
     v.assign([0.0, 0.0, 0.0])
     ckpt.restore(path, options=options).assert_consumed()
     assert v.numpy().tolist() == [1.0, 2.0, 3.0]
+
+
+def test_a_rank_uses_one_writer_per_min_bytes_of_what_it_writes() -> None:
+    # Rank 0 holds 8 MB of its own; rank 1 only replicated values, which go to rank 1 (fewer bytes) and add
+    # up to 3 MB. With 4 writers each and a floor of 2 MB per writer, rank 0 writes 4 shards and rank 1
+    # one: what rank 1 writes, not what it holds, sets its count.
+    own = {f"own{i}": 1_000_000 for i in range(8)}
+    shared = {f"shared{i}": 1_000_000 for i in range(3)}
+    metas = [_metas({**own, **shared}), _metas(shared)]
+    plan = plan_save(metas, [4, 4], [None, None], [2_000_000, 2_000_000])
+    assert [len(s) for s in plan.shards] == [4, 1]
+    # A rank without a floor (its num_writers was given) keeps its count.
+    plan = plan_save(metas, [4, 4], [None, None], [0, 0])
+    assert [len(s) for s in plan.shards] == [4, 3]
