@@ -196,3 +196,73 @@ def test_a_failed_concurrent_read_names_its_tensor(tmp_path: Path) -> None:
     with backend.open_reader(prefix) as reader:
         with pytest.raises(DataLossError, match="zarr: tensor 't3' of checkpoint .* is corrupted"):
             reader.read_many([(it.key, np.zeros_like(it.array)) for it in items])
+
+
+# Packed arrays cut small: shard objects of 4 KiB holding inner chunks of 1 KiB.
+_SMALL_PACKED = {"pack_bytes": 1024, "chunk_bytes": 4096, "packed_chunk_bytes": 1024}
+
+
+@pytest.mark.parametrize(
+    "options",
+    [{}, {"checksum": False}, {"compressor": "zstd"}],
+    ids=["plain", "no-checksum", "zstd"],
+)
+def test_read_many_of_packed_tensors_across_runs_shards_and_inner_chunks(
+    local: Any, monkeypatch: pytest.MonkeyPatch, options: dict[str, Any]
+) -> None:
+    from trackpoint.backends.zarr import _reader
+
+    # Runs of at most 1,500 bytes: every run starts and ends inside inner chunks, some span shards.
+    monkeypatch.setattr(_reader, "_MAX_RUN", 1500)
+    rng = np.random.default_rng(3)
+    dtypes = [np.float32, np.int64, np.uint8, np.float16]
+    items = [
+        WriteItem(f"t{i:03d}", rng.integers(0, 100, size=int(rng.integers(1, 90))).astype(dtypes[i % 4]))
+        for i in range(120)
+    ]
+    local.backend.save(local.prefix(), items, CheckpointOptions(backend_options={**_SMALL_PACKED, **options}))
+    order = list(rng.permutation(len(items)))
+    outs = {i: np.full_like(items[i].array, 7) for i in order[::2]}
+    with local.backend.open_reader(local.prefix()) as reader:
+        got = reader.read_many([(items[i].key, outs.get(i)) for i in order])
+    for i, value in zip(order, got, strict=True):
+        if i in outs:
+            assert value is outs[i]
+        assert value.dtype == items[i].array.dtype
+        np.testing.assert_array_equal(value, items[i].array, err_msg=items[i].key)
+
+
+def _packed_shard(local: Any) -> str:
+    """The first shard object of the first packed array: four inner chunks of 1 KiB, all present."""
+    return _chunks(local, "_packed-00000")[0]
+
+
+def test_a_flipped_bit_in_a_packed_inner_chunk_fails_read_many(local: Any) -> None:
+    items = [WriteItem(f"t{i:03d}", np.arange(50, dtype=np.int32) + i) for i in range(60)]
+    local.backend.save(local.prefix(), items, CheckpointOptions(backend_options=_SMALL_PACKED))
+    path = _packed_shard(local)
+    data = bytearray(local.raw.cat_file(path))
+    data[1500] ^= 0x04  # inside the second inner chunk
+    local.raw.pipe_file(path, bytes(data))
+    with local.backend.open_reader(local.prefix()) as reader:
+        with pytest.raises(DataLossError, match=r"inner chunk 1 of .* fails its CRC32C checksum"):
+            reader.read_many([(it.key, np.zeros_like(it.array)) for it in items])
+
+
+def test_a_shard_index_giving_an_inner_chunk_the_wrong_size_is_refused(local: Any) -> None:
+    from trackpoint._crc32c import crc32c
+
+    items = [WriteItem(f"t{i:03d}", np.arange(50, dtype=np.int32) + i) for i in range(60)]
+    local.backend.save(local.prefix(), items, CheckpointOptions(backend_options=_SMALL_PACKED))
+    path = _packed_shard(local)
+    data = bytearray(local.raw.cat_file(path))
+    # The index (offset, length per inner chunk, little-endian uint64; 4 inner chunks) and its CRC32C end the object.
+    start = len(data) - (4 * 16 + 4)
+    index = np.frombuffer(bytes(data[start:-4]), "<u8").copy().reshape(4, 2)
+    index[2, 1] -= 1
+    data[start:-4] = index.tobytes()
+    data[-4:] = crc32c(index.tobytes()).to_bytes(4, "little")
+    local.raw.pipe_file(path, bytes(data))
+    with local.backend.open_reader(local.prefix()) as reader:
+        with pytest.raises(DataLossError, match=r"inner chunk 2 of .* holds 1027 bytes, expected 1028"):
+            reader.read_many([(it.key, None) for it in items])
