@@ -347,7 +347,7 @@ def _read_packed_plain(
     first, last = start // inner, -(-stop // inner)  # inner chunks, numbered across the array
     size = (last - first) * inner
     buf = scratch[:size] if scratch is not None and scratch.size >= size else np.empty(size, dtype=np.uint8)
-    view = memoryview(buf)
+    view = buf.data
     tail = 4 if codec.checksum else 0
     per_shard = shard // inner
     for k in range(first // per_shard, (last - 1) // per_shard + 1):
