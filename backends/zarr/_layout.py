@@ -273,6 +273,35 @@ def root_checksum(attrs: Mapping[str, Any], metadata: Mapping[str, Any]) -> int:
     return crc32c(canonical)
 
 
+#: Root group attribute (beside ``trackpoint``, so readers of the canonical ``checksum`` never see it): the
+#: CRC32C of the root document's own bytes, taken with this value as eight zeros, in eight hex digits. A
+#: reader that finds the bytes as written skips re-encoding the tensor table for ``checksum``: about
+#: 80 ms for 20,000 tensors. A document rewritten by another tool (reformatted, attributes added) fails
+#: this check only; ``checksum`` then decides, as it always did.
+RAW_CHECKSUM: Final = "trackpoint_raw_crc32c"
+_RAW_FIELD: Final = b'"' + RAW_CHECKSUM.encode() + b'":"'
+_RAW_ZEROS: Final = b"00000000"
+
+
+def _raw_checksum(raw: bytes, at: int) -> str:
+    """The raw checksum of ``raw`` whose eight hex digits start at ``at``."""
+    view = memoryview(raw)
+    crc = crc32c(view[:at])
+    crc = crc32c(_RAW_ZEROS, crc)
+    return f"{crc32c(view[at + len(_RAW_ZEROS) :], crc):08x}"
+
+
+def _raw_intact(raw: bytes, value: object) -> bool:
+    """Whether ``raw`` is byte for byte the document whose raw checksum is ``value``."""
+    at = raw.find(_RAW_FIELD)
+    if not isinstance(value, str) or at < 0:
+        return False
+    at += len(_RAW_FIELD)
+    # The first such field is the one written (JSON strings cannot hold an unescaped quote); a document
+    # with another one first fails here and falls back to the canonical checksum.
+    return raw[at : at + len(_RAW_ZEROS)] == value.encode("ascii", "replace") and _raw_checksum(raw, at) == value
+
+
 def root_document(
     save_id: str, data: str, graph: str | None, tensors: dict[str, Any], arrays: Mapping[str, Any]
 ) -> bytes:
@@ -291,9 +320,11 @@ def root_document(
         "tensors": tensors,
     }
     attrs["checksum"] = root_checksum(attrs, metadata)
-    doc = group_metadata({"trackpoint": attrs})
+    doc = group_metadata({"trackpoint": attrs, RAW_CHECKSUM: _RAW_ZEROS.decode()})
     doc["consolidated_metadata"] = {"kind": "inline", "must_understand": False, "metadata": metadata}
-    return json.dumps(doc, separators=(",", ":")).encode()
+    raw = json.dumps(doc, separators=(",", ":")).encode()
+    at = raw.index(_RAW_FIELD) + len(_RAW_FIELD)
+    return raw[:at] + _raw_checksum(raw, at).encode() + raw[at + len(_RAW_ZEROS) :]
 
 
 def parse_root(raw: bytes, group: str) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -301,6 +332,7 @@ def parse_root(raw: bytes, group: str) -> tuple[dict[str, Any], dict[str, Any]]:
     try:
         doc = json.loads(raw)
         attrs = doc["attributes"]["trackpoint"]
+        raw_value = doc["attributes"].get(RAW_CHECKSUM)
         metadata = doc["consolidated_metadata"]["metadata"]
     except (ValueError, KeyError, TypeError) as exc:
         raise InvalidCheckpointError(
@@ -314,7 +346,7 @@ def parse_root(raw: bytes, group: str) -> tuple[dict[str, Any], dict[str, Any]]:
             f"zarr: {group!r} uses layout version {attrs.get('version')!r}, not one this trackpoint "
             f"reads (up to {FORMAT_VERSION}); upgrade trackpoint"
         )
-    if attrs.get("checksum") != root_checksum(attrs, metadata):
+    if not _raw_intact(raw, raw_value) and attrs.get("checksum") != root_checksum(attrs, metadata):
         raise DataLossError(
             f"zarr: the root zarr.json of {group!r} fails its checksum (the tensor table or array "
             "metadata was altered); restore from another checkpoint"

@@ -168,3 +168,76 @@ def test_compression_shrinks_compressible_data(local: Any) -> None:
             np.testing.assert_array_equal(reader.read("w"), value)
     assert sizes["none"] > value.nbytes
     assert max(sizes["zstd"], sizes["blosc"], sizes["gzip"]) < value.nbytes // 50
+
+
+# ------------------------------------------------------------------ the root document's checksums
+def _root(local: Any) -> tuple[str, bytes]:
+    prefix = local.prefix()
+    local.backend.save(prefix, _items(), CheckpointOptions(num_writers=1))
+    path = os.path.join(prefix + ".zarr", "zarr.json")
+    with open(path, "rb") as f:
+        return path, f.read()
+
+
+def _write(path: str, data: bytes) -> None:
+    with open(path, "wb") as f:
+        f.write(data)
+
+
+def _kernel(local: Any) -> np.ndarray[Any, Any]:
+    with local.backend.open_reader(local.prefix()) as reader:
+        return reader.read(KERNEL)
+
+
+def test_the_root_document_carries_a_checksum_of_its_own_bytes(local: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    from trackpoint._crc32c import crc32c
+    from trackpoint.backends.zarr import _layout
+
+    _, raw = _root(local)
+    value = json.loads(raw)["attributes"][_layout.RAW_CHECKSUM]
+    field = f'"{_layout.RAW_CHECKSUM}":"'.encode()
+    assert raw.count(field) == 1
+    assert value == f"{crc32c(raw.replace(field + value.encode(), field + b'00000000')):08x}"
+
+    # The bytes as written are trusted without re-encoding the tensor table for the canonical checksum.
+    def refuse(*args: object) -> int:
+        raise AssertionError("the canonical checksum was computed")
+
+    monkeypatch.setattr(_layout, "root_checksum", refuse)
+    assert _kernel(local).shape == (400, 500)
+
+
+def test_a_root_document_rewritten_by_another_tool_is_checked_by_its_canonical_checksum(local: Any) -> None:
+    from trackpoint.errors import DataLossError
+
+    path, raw = _root(local)
+    doc = json.loads(raw)
+    doc["attributes"]["note"] = "added with plain zarr"
+    _write(path, json.dumps(doc, indent=2).encode())
+    np.testing.assert_array_equal(_kernel(local), np.arange(200_000, dtype=np.float32).reshape(400, 500))
+    doc["attributes"]["trackpoint"]["tensors"][KERNEL]["shape"] = [500, 400]
+    _write(path, json.dumps(doc, indent=2).encode())
+    with pytest.raises(DataLossError, match="fails its checksum"):
+        _kernel(local)
+
+
+def test_a_root_document_altered_in_place_fails_both_checksums(local: Any) -> None:
+    from trackpoint.errors import DataLossError
+
+    path, raw = _root(local)
+    altered = raw.replace(b'"shape":[400,500]', b'"shape":[500,400]', 1)
+    assert altered != raw
+    _write(path, altered)
+    with pytest.raises(DataLossError, match="fails its checksum"):
+        _kernel(local)
+
+
+def test_a_root_document_without_the_raw_checksum_still_opens(local: Any) -> None:
+    # As trackpoint wrote them before the raw checksum: the canonical checksum alone.
+    from trackpoint.backends.zarr import _layout
+
+    path, raw = _root(local)
+    doc = json.loads(raw)
+    del doc["attributes"][_layout.RAW_CHECKSUM]
+    _write(path, json.dumps(doc, separators=(",", ":")).encode())
+    assert _kernel(local)[123, 10] == 123 * 500 + 10
