@@ -297,81 +297,53 @@ def read_packed(
 ) -> np.ndarray[Any, Any]:
     """Bytes ``[start, stop)`` of the packed array below ``directory`` (shards of ``shard`` bytes).
 
-    Uncompressed, the result is a view into ``scratch`` (a uint8 array) when
-    that holds the inner chunks the range touches; the caller then uses it
-    before passing ``scratch`` again.
-    """
-    if codec.compressor is None and stop > start:
-        return _read_packed_plain(files, directory, start, stop, shard, inner, codec, scratch)
-    out = np.empty(stop - start, dtype=np.uint8)
-    per_shard = shard // inner
-    for k in range(start // shard, (stop - 1) // shard + 1 if stop > start else 0):
-        path = _paths.join(directory, f"c/{k}")
-        index = _shard_index(files, path, per_shard)
-        first = max(start, k * shard) - k * shard
-        last = min(stop, (k + 1) * shard) - k * shard
-        wanted = range(first // inner, (last - 1) // inner + 1)
-        bufs = {}
-        for j in wanted:
-            offset, size = (int(x) for x in index[j])
-            if offset == _MISSING:
-                raise DataLossError(f"zarr: inner chunk {j} of {path!r} is missing")
-            bufs[j] = bytearray(size)
-        files.read_ranges(path, [(int(index[j][0]), memoryview(b)) for j, b in bufs.items()])
-        for j, raw in bufs.items():
-            chunk = bytearray(inner)
-            codec.decode_into(memoryview(raw), memoryview(chunk), f"inner chunk {j} of {path!r}")
-            lo, hi = max(first, j * inner), min(last, (j + 1) * inner)
-            out[k * shard + lo - start : k * shard + hi - start] = np.frombuffer(chunk, np.uint8)[
-                lo - j * inner : hi - j * inner
-            ]
-    return out
-
-
-def _read_packed_plain(
-    files: FileLayer,
-    directory: str,
-    start: int,
-    stop: int,
-    shard: int,
-    inner: int,
-    codec: Codec,
-    scratch: np.ndarray[Any, Any] | None,
-) -> np.ndarray[Any, Any]:
-    """:func:`read_packed` of uncompressed inner chunks: each read in place, its CRC checked there.
-
     The inner chunks the range touches are read whole, in array order, into
-    one buffer, so each chunk's checksum covers bytes that are already where
-    they are used: no zero-filled buffers, no decode copy.
+    one buffer: ``scratch`` (a uint8 array) when it is large enough, and the
+    result is then a view into it, to be used before ``scratch`` is passed
+    again. Uncompressed chunks are read in place and their CRCs checked there:
+    no zero-filled buffers, no decode copy.
     """
+    if stop <= start:
+        return np.empty(0, dtype=np.uint8)
     first, last = start // inner, -(-stop // inner)  # inner chunks, numbered across the array
     size = (last - first) * inner
     buf = scratch[:size] if scratch is not None and scratch.size >= size else np.empty(size, dtype=np.uint8)
     view = buf.data
+    plain = codec.compressor is None
     tail = 4 if codec.checksum else 0
     per_shard = shard // inner
     for k in range(first // per_shard, (last - 1) // per_shard + 1):
         path = _paths.join(directory, f"c/{k}")
         index = _shard_index(files, path, per_shard).tolist()
         ranges: list[tuple[int, memoryview]] = []
-        checks: list[tuple[int, memoryview, bytearray]] = []
+        chunks: list[tuple[int, memoryview, bytearray]] = []  # (inner chunk, its place in buf, CRC or raw bytes)
         for g in range(max(first, k * per_shard), min(last, (k + 1) * per_shard)):
             j = g - k * per_shard
             offset, stored = index[j]
             if offset == _MISSING:
                 raise DataLossError(f"zarr: inner chunk {j} of {path!r} is missing")
-            if stored != inner + tail:
-                raise DataLossError(f"zarr: inner chunk {j} of {path!r} holds {stored} bytes, expected {inner + tail}")
             dest = view[(g - first) * inner : (g - first + 1) * inner]
-            ranges.append((offset, dest))
-            crc = bytearray(tail)
-            if tail:
-                ranges.append((offset + inner, memoryview(crc)))
-            checks.append((j, dest, crc))
+            if plain:
+                if stored != inner + tail:
+                    raise DataLossError(
+                        f"zarr: inner chunk {j} of {path!r} holds {stored} bytes, expected {inner + tail}"
+                    )
+                crc = bytearray(tail)
+                ranges.append((offset, dest))
+                if tail:
+                    ranges.append((offset + inner, memoryview(crc)))
+                chunks.append((j, dest, crc))
+            else:
+                raw = bytearray(stored)
+                ranges.append((offset, memoryview(raw)))
+                chunks.append((j, dest, raw))
         files.read_ranges(path, ranges)
-        if tail:
-            for j, dest, crc in checks:
-                codec.check_in_place([dest], bytes(crc), f"inner chunk {j} of {path!r}")
+        for j, dest, got in chunks:
+            where = f"inner chunk {j} of {path!r}"
+            if not plain:
+                codec.decode_into(memoryview(got), dest, where)
+            elif tail:
+                codec.check_in_place([dest], bytes(got), where)
     return buf[start - first * inner : stop - first * inner]
 
 
