@@ -154,7 +154,7 @@ class BundleReader(CheckpointReader):
         return self._stored(self._row(key), key.encode("utf-8", "surrogateescape"))
 
     def _stored(self, row: int, name: bytes) -> _Stored:
-        return _Stored(self._index.entry(row), self._kinds[self._kind[row]], name)
+        return _Stored(self._index.entry(row), self._row_kinds[row], name)
 
     def _unknown(self, key: str) -> CheckpointKeyError:
         return CheckpointKeyError(f"bundle: checkpoint {self.prefix!r} has no tensor {key!r}")
@@ -517,7 +517,7 @@ class BundleReader(CheckpointReader):
         row = self._rows.get(key)
         if row is None:
             return self._unknown(key)
-        self._readable(key, self._kinds[self._kind[row]])  # raises if the tensor is unreadable
+        self._readable(key, self._row_kinds[row])  # raises if the tensor is unreadable
         return self._range_error(key, int(shard_id), int(offset), int(size), self._shard_size(int(shard_id)))
 
     def _read_file(self, batch: _Batch, group: np.ndarray[Any, Any]) -> None:

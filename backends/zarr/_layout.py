@@ -122,6 +122,12 @@ def dtype_of(name: str, where: str) -> np.dtype[Any]:
 
 
 @functools.lru_cache(maxsize=64)
+def little_endian(dtype: np.dtype[Any]) -> np.dtype[Any]:
+    """``dtype`` with little-endian byte order: how packed bytes are viewed (made once per dtype, per tensor)."""
+    return dtype.newbyteorder("<")
+
+
+@functools.lru_cache(maxsize=64)
 def storage_dtype(dtype: np.dtype[Any]) -> np.dtype[Any]:
     """The little-endian dtype the array is stored with (ml_dtypes types as unsigned ints)."""
     if dtype.kind == "V" and any(dtype == dt for dt in ml_dtypes_by_name().values()):

@@ -14,6 +14,8 @@ __all__ = ["COMPRESSORS", "ZarrOptions"]
 COMPRESSORS: Final = ("zstd", "blosc", "gzip", "none")
 
 _MiB: Final = 1 << 20
+#: Default inner chunk size of packed arrays (``packed_chunk_bytes``).
+DEFAULT_PACKED_CHUNK_BYTES: Final = _MiB
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,7 +59,7 @@ class ZarrOptions:
     compression_level: int | None = None
     chunk_bytes: int = 16 * _MiB
     pack_bytes: int = 64 * 1024
-    packed_chunk_bytes: int = _MiB
+    packed_chunk_bytes: int = DEFAULT_PACKED_CHUNK_BYTES
     checksum: bool = True
     cleanup_min_age: float = 600.0
 

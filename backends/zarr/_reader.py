@@ -17,6 +17,7 @@ from trackpoint import _paths
 from trackpoint.backends.stores import FileLayer
 from trackpoint.backends.zarr import _layout
 from trackpoint.backends.zarr._chunks import Codec, ContiguousChunks, read_chunks, read_packed
+from trackpoint.backends.zarr._options import DEFAULT_PACKED_CHUNK_BYTES
 from trackpoint.errors import (
     CheckpointKeyError,
     DataLossError,
@@ -77,8 +78,6 @@ class ZarrReader(CheckpointReader):
         self._closed = False
         # One numpy dtype per dtype name: 20,000 tensors name a handful.
         self._dtypes: dict[str, np.dtype[Any]] = {}
-        # The little-endian form of each dtype read from packed bytes (creating it costs more than the copy).
-        self._little: dict[np.dtype[Any], np.dtype[Any]] = {}
         parse = self._parse_entry
         self._entries: dict[str, _Entry] = {key: parse(key, raw) for key, raw in table.items()}
         self._keys = sorted([*self._entries, *([OBJECT_GRAPH_KEY] if graph is not None else [])])
@@ -343,10 +342,7 @@ class ZarrReader(CheckpointReader):
         """The tensor stored as the packed bytes ``raw``: copied into ``out`` (checked against ``e``) or a new array."""
         if raw.size != e.nbytes:
             raise DataLossError(f"zarr: packed bytes of {key!r} in {self.prefix!r} are truncated")
-        little = self._little.get(e.dtype)
-        if little is None:
-            little = self._little[e.dtype] = e.dtype.newbyteorder("<")
-        value = raw.view(little).reshape(e.shape)
+        value = raw.view(_layout.little_endian(e.dtype)).reshape(e.shape)
         if out is not None:
             out[...] = value  # out has e's dtype and shape (checked): a plain copy, cheaper than np.copyto
             return out
@@ -410,7 +406,7 @@ class ZarrReader(CheckpointReader):
                 results[i] = self.read(*requests[i])
         # One buffer for every run: a new one per run cost a page fault per 4 KiB read (35,000 for 166 MB).
         # Sized for a run and the two inner chunks it may start and end in, at the default chunk size.
-        scratch = np.empty(_MAX_RUN + (2 << 20), dtype=np.uint8) if by_packed else None
+        scratch = np.empty(_MAX_RUN + 2 * DEFAULT_PACKED_CHUNK_BYTES, dtype=np.uint8) if by_packed else None
         for packed, members in by_packed.items():
             members.sort(key=_BY_OFFSET)
             a, count = 0, len(members)
