@@ -224,10 +224,17 @@ class _LocalSource(FileSource):
             ends = list(map(add, offsets, sizes))
             starts = [0, *compress(count(1), map(ne, offsets[1:], ends)), len(ordered)]
             for a, b in pairwise(starts):
-                if offsets[a] == 0 and sizes[a] > _FIRST_READ:
-                    head = views[a].cast("B")
-                    n = os.preadv(self._fd, [head[:_FIRST_READ]], 0)  # short (a short file): the rest says so
-                    views[a], sizes[a], offsets[a] = head[n:], sizes[a] - n, n
+                if offsets[a] == 0 and ends[b - 1] > _FIRST_READ:
+                    # The first _FIRST_READ bytes alone, however many ranges hold them (many small tensors do).
+                    i = a
+                    while ends[i] < _FIRST_READ:
+                        i += 1
+                    cut = _FIRST_READ - offsets[i]
+                    piece = views[i].cast("B")
+                    if os.preadv(self._fd, [*views[a:i], piece[:cut]], 0) == _FIRST_READ:
+                        views[i], sizes[i], offsets[i] = piece[cut:], sizes[i] - cut, _FIRST_READ
+                        a = i
+                    # Else a short file: the read below starts over and says what it still owes.
                 _preadv_full(self._fd, views[a:b], sizes[a:b], offsets[a], path)
         except OSError as exc:
             _raise(exc, "read", path)

@@ -115,6 +115,13 @@ def test_a_large_read_from_a_files_start_asks_for_its_first_128_kib_alone(
     np.testing.assert_array_equal(first.reshape(-1), data[:100_000])
     np.testing.assert_array_equal(second, data[100_000:100_500])
     np.testing.assert_array_equal(later, data[200_000:200_007])
+    # Many small ranges from the start (a restore of small tensors): the first call still stops at 128 KiB,
+    # inside the range that crosses it.
+    calls.clear()
+    small = [np.zeros(1000, np.float32) for _ in range(40)]  # 4,000 bytes each
+    files.read_ranges(str(path), [(4000 * k, memoryview(a)) for k, a in enumerate(small)])
+    assert calls == [(0, 128 << 10), (128 << 10, 160_000 - (128 << 10))]
+    np.testing.assert_array_equal(np.concatenate(small), data[:40_000])
     # Reads that do not start at byte 0, or are small, go as one call.
     calls.clear()
     files.read_into(str(path), 4, memoryview(np.zeros(200_000, np.float32)))
