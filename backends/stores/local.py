@@ -226,13 +226,15 @@ class _LocalSource(FileSource):
             for a, b in pairwise(starts):
                 if offsets[a] == 0 and ends[b - 1] > _FIRST_READ:
                     # The first _FIRST_READ bytes alone, however many ranges hold them (many small tensors do).
+                    # (Fewer bytes when they are spread over more ranges than one call takes.)
                     i = a
-                    while ends[i] < _FIRST_READ:
+                    while ends[i] < _FIRST_READ and i - a < _IOV_MAX - 1:
                         i += 1
-                    cut = _FIRST_READ - offsets[i]
+                    head = min(ends[i], _FIRST_READ)
+                    cut = head - offsets[i]
                     piece = views[i].cast("B")
-                    if os.preadv(self._fd, [*views[a:i], piece[:cut]], 0) == _FIRST_READ:
-                        views[i], sizes[i], offsets[i] = piece[cut:], sizes[i] - cut, _FIRST_READ
+                    if os.preadv(self._fd, [*views[a:i], piece[:cut]], 0) == head:
+                        views[i], sizes[i], offsets[i] = piece[cut:], sizes[i] - cut, head
                         a = i
                     # Else a short file: the read below starts over and says what it still owes.
                 _preadv_full(self._fd, views[a:b], sizes[a:b], offsets[a], path)

@@ -122,6 +122,12 @@ def test_a_large_read_from_a_files_start_asks_for_its_first_128_kib_alone(
     files.read_ranges(str(path), [(4000 * k, memoryview(a)) for k, a in enumerate(small)])
     assert calls == [(0, 128 << 10), (128 << 10, 160_000 - (128 << 10))]
     np.testing.assert_array_equal(np.concatenate(small), data[:40_000])
+    # Ranges too many for one call (tiny tensors): the first call takes as many as it can, then the rest.
+    calls.clear()
+    tiny = [np.zeros(10, np.float32) for _ in range(3000)]  # 40 bytes each
+    files.read_ranges(str(path), [(40 * k, memoryview(a)) for k, a in enumerate(tiny)])
+    assert calls[0] == (0, 40 * 1024) and sum(n for _, n in calls) == 120_000
+    np.testing.assert_array_equal(np.concatenate(tiny), data[:30_000])
     # Reads that do not start at byte 0, or are small, go as one call.
     calls.clear()
     files.read_into(str(path), 4, memoryview(np.zeros(200_000, np.float32)))
