@@ -343,7 +343,14 @@ def root_document(
     skeleton = json.dumps(doc, separators=(",", ":")).encode()
     head, rest = skeleton.split(_slot(_ATTRS_SLOT), 1)
     middle, tail = rest.split(_slot(_METADATA_SLOT), 1)
-    pieces = [head, b'{"checksum":%d,' % checksum, memoryview(encoded_attrs)[1:], middle, encoded_metadata, tail]
+    pieces: list[bytes | memoryview] = [
+        head,
+        b'{"checksum":%d,' % checksum,
+        memoryview(encoded_attrs)[1:],
+        middle,
+        encoded_metadata,
+        tail,
+    ]
     # The raw checksum covers the document with its own value as zeros, and that value is in ``middle``.
     raw_crc = 0
     for piece in pieces:
