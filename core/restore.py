@@ -467,73 +467,28 @@ class _Plan:
         return False
 
     def walk(self, proto_id: int, trackable: Trackable) -> None:
-        """Breadth-first over saved nodes and live objects together, from one matched pair.
-
-        Each object reached is planned as it is taken from the queue: its
-        attributes' keys are looked up and checked by the object
-        (``_check_restore_tensors``), or its saveables are made.
-        """
+        """Breadth-first over saved nodes and live objects together, from one matched pair."""
         coordinator = self.coordinator
         view = coordinator.view
         nodes = coordinator.nodes
         slots = coordinator.slot_restorations
         traits_of = self.traits
         bind = self.bind
-        # Hoisted: this loop runs once per saved node reached, 10^5 times for large models.
-        uid = coordinator.restore_uid
-        planned = self.planned
-        plan_object = self.planned_objects.append
-        add_object = self.attribute_objects.append
-        add_name = self.attribute_names.append
-        add_key = self.attribute_keys.append
-        info = coordinator.reader.info
-        canonical = self.attribute_name
+        plan_values = self._plan_values
         # Whether every live object is matched so far (see `settled`), with the children of each matched
         # object, checked at the end against the matched objects.
         settled = self.whole_graph
         parents: list[dict[str, Trackable]] = []
         queue = collections.deque([(proto_id, trackable)] if bind(proto_id, trackable) else [])
         push = queue.append
-        pop = queue.popleft
         while queue:
-            proto_id, trackable = pop()
+            proto_id, trackable = queue.popleft()
             node = nodes[proto_id]
             cls = type(trackable)
             traits = traits_of.get(cls)
             if traits is None:
                 traits = traits_of[cls] = _traits(cls)
-            # bind() initialized the trackable, so its uid attribute exists. A newer restore (or this one,
-            # through another node) may have written it already.
-            if uid > trackable._self_update_uid and id(trackable) not in planned:
-                planned.add(id(trackable))
-                if traits.saveables:
-                    self._plan_saveables(proto_id, node, trackable)
-                else:
-                    plan_object(trackable)
-                    attributes = node.attributes
-                    # Most nodes with children only group others and have no attributes.
-                    if attributes:
-                        names = trackable._checkpoint_attribute_names()
-                        infos: dict[str, TensorInfo] = {}
-                        keys: dict[str, str] = {}
-                        for attribute in attributes:
-                            # One string per attribute name, kept until the values are read: the message
-                            # hands out a new one on each access (200,000 copies of "VARIABLE_VALUE" are 12 MB).
-                            name = attribute.name
-                            name = canonical.setdefault(name, name)
-                            if name not in names:
-                                self.unused.append((proto_id, name))
-                                continue
-                            key = keys[name] = attribute.checkpoint_key
-                            try:
-                                infos[name] = info(key)
-                            except KeyError as exc:  # CheckpointKeyError, as the reader contract says
-                                raise coordinator.missing(key) from exc
-                            add_object(trackable)
-                            add_name(name)
-                            add_key(key)
-                        if keys:
-                            trackable._check_restore_tensors(infos, keys)
+            plan_values(proto_id, node, trackable, traits.saveables)
             if slots and proto_id in slots:
                 self._check_slots(proto_id, trackable)
             settled = settled and traits.simple
@@ -563,6 +518,45 @@ class _Plan:
             matched = set(map(id, self.bound))
             settled = all(matched.issuperset(map(id, children.values())) for children in parents)
         self.settled = settled
+
+    def _plan_values(
+        self, proto_id: int, node: pb.TrackableObjectGraph.TrackableObject, trackable: Trackable, saveables: bool
+    ) -> None:
+        planned = self.planned
+        # bind() initialized the trackable, so its uid attribute exists.
+        if self.coordinator.restore_uid <= trackable._self_update_uid or id(trackable) in planned:
+            return  # a newer restore (or this one, via another node) already wrote it
+        planned.add(id(trackable))
+        if saveables:
+            self._plan_saveables(proto_id, node, trackable)
+            return
+        self.planned_objects.append(trackable)
+        attributes = node.attributes
+        if not attributes:
+            return  # an object that only groups others (most nodes with children)
+        names = trackable._checkpoint_attribute_names()
+        infos: dict[str, TensorInfo] = {}
+        keys: dict[str, str] = {}
+        info = self.coordinator.reader.info
+        canonical = self.attribute_name
+        for attribute in attributes:
+            # One string per attribute name, kept until the values are read: the message hands out a new
+            # one on each access (200,000 copies of "VARIABLE_VALUE" are 12 MB).
+            name = attribute.name
+            name = canonical.setdefault(name, name)
+            if name not in names:
+                self.unused.append((proto_id, name))
+                continue
+            key = keys[name] = attribute.checkpoint_key
+            try:
+                infos[name] = info(key)
+            except KeyError as exc:  # CheckpointKeyError, as the reader contract says
+                raise self.coordinator.missing(key) from exc
+            self.attribute_objects.append(trackable)
+            self.attribute_names.append(name)
+            self.attribute_keys.append(key)
+        if keys:
+            trackable._check_restore_tensors(infos, keys)
 
     def _plan_saveables(
         self, proto_id: int, node: pb.TrackableObjectGraph.TrackableObject, trackable: Trackable
