@@ -225,8 +225,8 @@ class _LocalSource(FileSource):
             starts = [0, *compress(count(1), map(ne, offsets[1:], ends)), len(ordered)]
             for a, b in pairwise(starts):
                 if offsets[a] == 0 and ends[b - 1] > _FIRST_READ:
-                    # The first _FIRST_READ bytes alone, however many ranges hold them (many small tensors do).
-                    # (Fewer bytes when they are spread over more ranges than one call takes.)
+                    # The first _FIRST_READ bytes alone, however many ranges hold them (many small tensors do);
+                    # fewer when they are spread over more ranges than one call takes.
                     i = a
                     while ends[i] < _FIRST_READ and i - a < _IOV_MAX - 1:
                         i += 1
