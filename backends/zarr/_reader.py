@@ -168,6 +168,10 @@ class ZarrReader(CheckpointReader):
             raise DTypeMismatchError(f"zarr: cannot read {key!r} ({e.dtype}) into an array of dtype {out.dtype}")
         if out.shape != e.shape:
             raise ShapeMismatchError(f"zarr: cannot read {key!r} {e.shape} into an array of shape {out.shape}")
+        if not out.flags.writeable:
+            # As the bundle reader says it (the contract asks for a writeable destination); numpy's own
+            # complaint would come only after earlier tensors were read.
+            raise ShapeMismatchError(f"zarr: the destination for {key!r} must be writeable")
 
     def _meta(self, name: str) -> Mapping[str, Any]:
         meta = self._metadata.get(name)
@@ -400,7 +404,7 @@ class ZarrReader(CheckpointReader):
                     e = self._entry(key)  # raises
                 if e.array is None and e.packed is not None and e.nbytes:
                     if out is not None and not (
-                        (out.dtype is e.dtype or out.dtype == e.dtype) and out.shape == e.shape
+                        (out.dtype is e.dtype or out.dtype == e.dtype) and out.shape == e.shape and out.flags.writeable
                     ):
                         self._check_out(key, e, out)  # raises
                     by_packed.setdefault(e.packed, []).append((e.offset, i, e))

@@ -8,7 +8,7 @@ import ml_dtypes
 import numpy as np
 import pytest
 
-from trackpoint.errors import UnsupportedDTypeError
+from trackpoint.errors import ShapeMismatchError, UnsupportedDTypeError
 from trackpoint.storage import WriteItem
 
 _NUMERIC = [
@@ -63,6 +63,32 @@ def test_every_dtype_round_trips(local: Any, compressor: str, pack_bytes: int, s
             assert _same(got, it.array), it.key
             info = reader.info(it.key)
             assert (info.dtype, info.shape) == (it.array.dtype, it.array.shape)
+
+
+@pytest.mark.parametrize("compressor", ["zstd", "none"])
+def test_read_many_of_packed_tensors_of_every_dtype_into_any_destination(local: Any, compressor: str) -> None:
+    shape = (7, 3)
+    items = [WriteItem(name, _sample(np.dtype(name), shape)) for name in _NUMERIC]
+    items.append(WriteItem("bfloat16", _sample(np.dtype(ml_dtypes.bfloat16), shape)))
+    items.append(WriteItem("float8", _sample(np.dtype(ml_dtypes.float8_e4m3fn), shape)))
+    prefix = local.prefix()
+    opts = local.options.__class__(backend="zarr", backend_options={"compressor": compressor, "pack_bytes": 1 << 20})
+    local.backend.save(prefix, items, opts)
+    # C-contiguous destinations (copied into as raw bytes, except ml_dtypes types), Fortran-ordered ones (a
+    # converting copy), and none (new arrays).
+    outs: list[np.ndarray[Any, Any] | None] = [
+        [np.zeros_like(it.array), np.asfortranarray(np.zeros_like(it.array)), None][k % 3] for k, it in enumerate(items)
+    ]
+    with local.backend.open_reader(prefix) as reader:
+        got = reader.read_many([(it.key, out) for it, out in zip(items, outs, strict=True)])
+        for it, out, value in zip(items, outs, got, strict=True):
+            if out is not None:
+                assert value is out, it.key
+            assert _same(np.ascontiguousarray(value), it.array), it.key
+        frozen = np.zeros_like(items[0].array)
+        frozen.flags.writeable = False
+        with pytest.raises(ShapeMismatchError, match="must be writeable"):
+            reader.read_many([(items[1].key, np.zeros_like(items[1].array)), (items[0].key, frozen)])
 
 
 def test_dtypes_on_object_stores(where: Any) -> None:
