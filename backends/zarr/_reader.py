@@ -48,9 +48,9 @@ _LITTLE: Final = sys.byteorder == "little"
 def _plain_bytes(out: np.ndarray[Any, Any]) -> memoryview | None:
     """The bytes of ``out`` to copy packed bytes into, or ``None`` when a plain copy cannot fill it.
 
-    ``out`` must be C-contiguous, writeable and of a dtype the buffer protocol describes (not ml_dtypes
-    types); its dtype and shape were checked against the entry. Packed bytes are little-endian, so this is
-    for little-endian hosts only.
+    A plain copy fills an array that is C-contiguous, writeable and of a dtype the buffer protocol
+    describes (ml_dtypes types are not), once its dtype and shape were checked against the entry. Packed
+    bytes are little-endian: callers on big-endian hosts do not ask.
     """
     try:
         view = memoryview(out).cast("B")  # type: ignore[arg-type]  # ndarray exports the buffer protocol
