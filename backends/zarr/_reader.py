@@ -323,7 +323,7 @@ class ZarrReader(CheckpointReader):
             self._check_out(key, e, out)
         with _layout.reading(self.prefix, key):
             if e.array is None:
-                return self._read_packed(key, e, out, None)
+                return self._read_packed(key, e, out)
             if e.dtype.kind == "O":
                 return _layout.as_bytes_array(np.asarray(self._array(e.array)[...]), key)
             shape = tuple(int(d) for d in self._meta(e.array).get("shape", ()))
@@ -340,29 +340,29 @@ class ZarrReader(CheckpointReader):
                 return out
             return dest_arr
 
-    def _read_packed(
-        self, key: str, e: _Entry, out: np.ndarray[Any, Any] | None, run: tuple[int, np.ndarray[Any, Any]] | None
-    ) -> np.ndarray[Any, Any]:
+    def _read_packed(self, key: str, e: _Entry, out: np.ndarray[Any, Any] | None) -> np.ndarray[Any, Any]:
         if e.nbytes == 0 or e.packed is None:
             raw = np.empty(0, dtype=np.uint8)
         else:
-            if run is None:
-                whole = self._small_packed(e.packed)
-                run = None if whole is None else (0, whole)
-            if run is not None:
-                start, data = run
-                raw = data[e.offset - start : e.offset - start + e.nbytes]
+            whole = self._small_packed(e.packed)
+            if whole is not None:
+                raw = whole[e.offset : e.offset + e.nbytes]
             else:
                 raw = self._packed_bytes(e.packed, e.offset, e.offset + e.nbytes)
-        return self._copy_packed(key, e, out, raw)
+        return self._copy_packed(key, e, out, np.ascontiguousarray(raw).data)
 
     def _copy_packed(
-        self, key: str, e: _Entry, out: np.ndarray[Any, Any] | None, raw: np.ndarray[Any, Any]
+        self, key: str, e: _Entry, out: np.ndarray[Any, Any] | None, raw: memoryview
     ) -> np.ndarray[Any, Any]:
         """The tensor stored as the packed bytes ``raw``: copied into ``out`` (checked against ``e``) or a new array."""
-        if raw.size != e.nbytes:
+        if len(raw) != e.nbytes:
             raise DataLossError(f"zarr: packed bytes of {key!r} in {self.prefix!r} are truncated")
-        value = raw.view(_layout.little_endian(e.dtype)).reshape(e.shape)
+        if out is not None and _LITTLE:
+            target = _plain_bytes(out)
+            if target is not None and len(target) == e.nbytes:
+                target[:] = raw  # a memcpy: half the cost of numpy's view, reshape and assign
+                return out
+        value = np.frombuffer(raw, dtype=_layout.little_endian(e.dtype)).reshape(e.shape)
         if out is not None:
             out[...] = value  # out has e's dtype and shape (checked): a plain copy, cheaper than np.copyto
             return out
@@ -449,13 +449,7 @@ class ZarrReader(CheckpointReader):
                     raw = data.data
                     for offset, i, e in members[a:b]:
                         key, out = requests[i]
-                        lo, hi = offset - start, offset - start + e.nbytes
-                        target = _plain_bytes(out) if _LITTLE and out is not None else None
-                        if target is not None and len(target) == e.nbytes and hi <= len(raw):
-                            target[:] = raw[lo:hi]  # a memcpy: half the cost of numpy's view, reshape and assign
-                            results[i] = out
-                        else:
-                            results[i] = self._copy_packed(key, e, out, data[lo:hi])
+                        results[i] = self._copy_packed(key, e, out, raw[offset - start : offset - start + e.nbytes])
                 a = b
         return [r for r in results if r is not None]
 
