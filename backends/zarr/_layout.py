@@ -13,7 +13,7 @@ import contextlib
 import functools
 import json
 import warnings
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any, Final
 
 import numpy as np
@@ -293,12 +293,12 @@ _RAW_FIELD: Final = b'"' + RAW_CHECKSUM.encode() + b'":"'
 _RAW_ZEROS: Final = b"00000000"
 
 
-def _raw_checksum(raw: bytes, at: int) -> str:
-    """The raw checksum of ``raw`` whose eight hex digits start at ``at``."""
-    view = memoryview(raw)
-    crc = crc32c(view[:at])
-    crc = crc32c(_RAW_ZEROS, crc)
-    return f"{crc32c(view[at + len(_RAW_ZEROS) :], crc):08x}"
+def _raw_checksum(pieces: Iterable[bytes | memoryview]) -> str:
+    """The raw checksum of the document made of ``pieces``, its own value written as zeros in them."""
+    crc = 0
+    for piece in pieces:
+        crc = crc32c(piece, crc)
+    return f"{crc:08x}"
 
 
 def _raw_intact(raw: bytes, value: object) -> bool:
@@ -309,7 +309,11 @@ def _raw_intact(raw: bytes, value: object) -> bool:
     at += len(_RAW_FIELD)
     # The first such field is the one written (JSON strings cannot hold an unescaped quote); a document
     # with another one first fails here and falls back to the canonical checksum.
-    return raw[at : at + len(_RAW_ZEROS)] == value.encode("ascii", "replace") and _raw_checksum(raw, at) == value
+    view = memoryview(raw)
+    return (
+        raw[at : at + len(_RAW_ZEROS)] == value.encode("ascii", "replace")
+        and _raw_checksum((view[:at], _RAW_ZEROS, view[at + len(_RAW_ZEROS) :])) == value
+    )
 
 
 def root_document(
@@ -351,12 +355,9 @@ def root_document(
         encoded_metadata,
         tail,
     ]
-    # The raw checksum covers the document with its own value as zeros, and that value is in ``middle``.
-    raw_crc = 0
-    for piece in pieces:
-        raw_crc = crc32c(piece, raw_crc)
+    # The raw checksum's own value, still zeros, is in ``middle``.
     at = middle.index(_RAW_FIELD) + len(_RAW_FIELD)
-    pieces[3] = middle[:at] + b"%08x" % raw_crc + middle[at + len(_RAW_ZEROS) :]
+    pieces[3] = middle[:at] + _raw_checksum(pieces).encode() + middle[at + len(_RAW_ZEROS) :]
     return b"".join(pieces)
 
 
