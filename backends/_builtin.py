@@ -16,15 +16,16 @@ plugin      backend                                     store
 ``zarr``    ``zarr``: Zarr v3 on disk, S3 or GCS        chosen from the URL
 ==========  ==========================================  ==========================
 
-Registering imports no storage library and no format: the factories import
-them when a backend is created.
+Registering imports no storage library, no store and no format: the factories
+import them when a backend is created, so that a process's first checkpoint pays
+only for the backend it uses.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from trackpoint.plugins import BackendSpec, bundle_backend_spec, hookimpl
+from trackpoint.plugins import BackendSpec, hookimpl
 from trackpoint.storage import Capabilities, CheckpointOptions, StorageBackend
 
 __all__ = ["bundle", "gcs", "memory", "s3", "zarr"]
@@ -60,9 +61,54 @@ class _Memory:
 
     @hookimpl
     def trackpoint_register_backends(self, register: Any) -> None:
-        from trackpoint.backends import memory
+        register(
+            BackendSpec(
+                name="memory",
+                factory=_memory,
+                schemes=("memory",),
+                description="in-process store for tests and notebooks",
+                capabilities=_MEMORY_CAPABILITIES,
+            )
+        )
 
-        memory.trackpoint_register_backends(register=register)
+
+def _memory(url: str, options: CheckpointOptions) -> StorageBackend:
+    from trackpoint.backends.memory import MemoryBackend
+
+    return MemoryBackend()
+
+
+# The capabilities and schemes below are spelled out rather than read from MemoryBackend,
+# S3Files and GCSFiles, so that registering imports neither the memory backend nor the
+# object-store layer: together about 7 ms of a process's first use of the plugin system, which
+# a local checkpoint would pay too. A test checks that they match the classes.
+
+#: What the in-process store can do (:attr:`trackpoint.backends.memory.MemoryBackend.capabilities`).
+_MEMORY_CAPABILITIES = Capabilities(
+    atomic_rename=True, conditional_create=True, ranged_reads=True, parallel_writes=True
+)
+#: What an object store can do (:attr:`trackpoint.backends.stores.ObjectStore.capabilities`).
+_OBJECT_STORE_CAPABILITIES = Capabilities(
+    atomic_rename=False, conditional_create=True, ranged_reads=True, parallel_writes=True, listing_consistent=True
+)
+#: URL schemes of :class:`~trackpoint.backends.stores.s3.S3Files`.
+_S3_SCHEMES = ("s3", "s3a")
+#: URL schemes of :class:`~trackpoint.backends.stores.gcs.GCSFiles`.
+_GCS_SCHEMES = ("gs", "gcs")
+
+
+def _s3_bundle(url: str, options: CheckpointOptions) -> StorageBackend:
+    from trackpoint.backends.bundle import BundleBackend
+    from trackpoint.backends.stores.s3 import S3Files
+
+    return BundleBackend(S3Files.from_options(options), options=options)
+
+
+def _gcs_bundle(url: str, options: CheckpointOptions) -> StorageBackend:
+    from trackpoint.backends.bundle import BundleBackend
+    from trackpoint.backends.stores.gcs import GCSFiles
+
+    return BundleBackend(GCSFiles.from_options(options), options=options)
 
 
 class _S3:
@@ -70,15 +116,15 @@ class _S3:
 
     @hookimpl
     def trackpoint_register_backends(self, register: Any) -> None:
-        from trackpoint.backends.stores.s3 import S3Files
-
         register(
-            bundle_backend_spec(
-                S3Files,
+            BackendSpec(
                 name="s3",
+                factory=_s3_bundle,
+                schemes=_S3_SCHEMES,
                 description="TensorBundle checkpoints on Amazon S3 (s3fs); create-only commit with If-None-Match",
                 requires=("s3fs",),
                 extra="s3",
+                capabilities=_OBJECT_STORE_CAPABILITIES,
             )
         )
 
@@ -88,18 +134,18 @@ class _GCS:
 
     @hookimpl
     def trackpoint_register_backends(self, register: Any) -> None:
-        from trackpoint.backends.stores.gcs import GCSFiles
-
         register(
-            bundle_backend_spec(
-                GCSFiles,
+            BackendSpec(
                 name="gcs",
+                factory=_gcs_bundle,
+                schemes=_GCS_SCHEMES,
                 description=(
                     "TensorBundle checkpoints on Google Cloud Storage (gcsfs); "
                     "create-only commit with ifGenerationMatch=0"
                 ),
                 requires=("gcsfs",),
                 extra="gcs",
+                capabilities=_OBJECT_STORE_CAPABILITIES,
             )
         )
 

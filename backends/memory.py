@@ -40,12 +40,10 @@ from trackpoint.errors import (
     UnsupportedDTypeError,
     UnsupportedOptionError,
 )
-from trackpoint.plugins import BackendSpec, hookimpl
 from trackpoint.storage import (
     ANY_VERSION,
     MUST_NOT_EXIST,
     Capabilities,
-    CheckpointOptions,
     CheckpointReader,
     ShardResult,
     ShardSpec,
@@ -336,21 +334,3 @@ class MemoryBackend(StorageBackend):
     def join(self, directory: str, name: str) -> str:
         # docstring inherited
         return _paths.join(_norm(directory), name)
-
-
-def _create(url: str, options: CheckpointOptions) -> MemoryBackend:
-    return MemoryBackend()
-
-
-@hookimpl
-def trackpoint_register_backends(register: Any) -> None:
-    """Register the ``memory`` backend for ``memory://`` URLs."""
-    register(
-        BackendSpec(
-            name="memory",
-            factory=_create,
-            schemes=("memory",),
-            description="in-process store for tests and notebooks",
-            capabilities=MemoryBackend.capabilities,
-        )
-    )

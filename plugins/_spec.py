@@ -125,8 +125,11 @@ def bundle_backend_spec(
     The factory builds ``store.from_options(options)`` and puts the bundle
     format (:class:`trackpoint.backends.bundle.BundleBackend`) over it; the
     schemes default to ``store.schemes`` and the capabilities are
-    ``store.capabilities``. The built-in ``s3`` and ``gcs`` backends are
-    registered with it.
+    ``store.capabilities``. Calling it imports the store's module, so a
+    plugin whose module must load light (every process's first checkpoint
+    loads every plugin) registers a :class:`BackendSpec` with the schemes
+    and capabilities written out and a factory that imports the store, as
+    the built-in ``s3`` and ``gcs`` backends do.
 
     Parameters
     ----------

@@ -23,17 +23,21 @@ directly; they need the ``s3`` / ``gcs`` extras only when a store is built).
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from trackpoint.backends.stores._base import FileLayer, FileSink, FileSource
 from trackpoint.backends.stores.local import LocalFiles
-from trackpoint.backends.stores.objectstore import (
-    WRITE_ID_METADATA_KEY,
-    Condition,
-    ErrorKind,
-    HTTPStatusError,
-    ObjectStat,
-    ObjectStore,
-    TransferOptions,
-)
+
+if TYPE_CHECKING:  # at run time served lazily by __getattr__ below
+    from trackpoint.backends.stores.objectstore import (
+        WRITE_ID_METADATA_KEY,
+        Condition,
+        ErrorKind,
+        HTTPStatusError,
+        ObjectStat,
+        ObjectStore,
+        TransferOptions,
+    )
 
 __all__ = [
     "WRITE_ID_METADATA_KEY",
@@ -48,3 +52,16 @@ __all__ = [
     "ObjectStore",
     "TransferOptions",
 ]
+
+#: Names served from :mod:`trackpoint.backends.stores.objectstore` on first access.
+_OBJECT_STORE_NAMES = frozenset(__all__) - {"FileLayer", "FileSink", "FileSource", "LocalFiles"}
+
+
+def __getattr__(name: str) -> object:
+    # Lazy: a local checkpoint needs only the disk store, and importing the object-store layer
+    # (with its fsspec glue) costs several milliseconds of a process's first checkpoint.
+    if name in _OBJECT_STORE_NAMES:
+        from trackpoint.backends.stores import objectstore
+
+        return getattr(objectstore, name)
+    raise AttributeError(f"module 'trackpoint.backends.stores' has no attribute {name!r}")

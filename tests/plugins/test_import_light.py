@@ -64,3 +64,33 @@ def test_saving_to_a_local_disk_imports_no_network_machinery(tmp_path: Path) -> 
     probe = script.replace("import json, sys,", "import json, sys, asyncio,")
     seen = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
     assert json.loads(seen.stdout) == ["asyncio", "ssl"]
+
+
+# Modules a checkpoint on the local disk does not need; registering the built-in backends imports none of them.
+NOT_FOR_LOCAL = (
+    "trackpoint.backends.memory",
+    "trackpoint.backends.stores.objectstore",
+    "trackpoint.backends.stores._fsspec",
+    "trackpoint.backends.stores.s3",
+    "trackpoint.backends.stores.gcs",
+)
+
+
+def test_a_local_checkpoint_imports_only_the_local_backend(tmp_path: Path) -> None:
+    script = (
+        "import json, sys, numpy, trackpoint\n"
+        f"ckpt = trackpoint.Checkpoint(v=trackpoint.Variable(numpy.ones(3))).write({str(tmp_path / 'ckpt')!r})\n"
+        "trackpoint.Checkpoint(v=trackpoint.Variable(numpy.zeros(3))).read(ckpt).assert_consumed()\n"
+        f"print(json.dumps([m for m in {NOT_FOR_LOCAL!r} if m in sys.modules]))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    assert json.loads(out.stdout) == []
+    # The check sees them once a checkpoint goes to the memory backend and an object store is named.
+    probe = script.replace(
+        "print(json.dumps(",
+        "trackpoint.Checkpoint(v=trackpoint.Variable(numpy.ones(3))).write('memory://probe/ckpt')\n"
+        "from trackpoint.backends.stores import ObjectStore\n"
+        "print(json.dumps(",
+    )
+    seen = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert set(json.loads(seen.stdout)) >= {"trackpoint.backends.memory", "trackpoint.backends.stores.objectstore"}

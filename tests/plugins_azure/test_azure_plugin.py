@@ -38,18 +38,22 @@ def test_the_entry_point_registers_azure_for_az_and_abfs_urls() -> None:
         "trackpoint-azure",
         True,
     )
-    assert row.capabilities is not None and row.capabilities.conditional_create
-    assert not row.capabilities.atomic_rename
+    # The plugin module spells the capabilities out (so that loading it imports no store); they are the store's.
+    from trackpoint_azure.store import AzureStore
+
+    assert row.capabilities == AzureStore.capabilities
+    assert row.capabilities.conditional_create and not row.capabilities.atomic_rename
     assert plugins.select_backend("az://container/run/ckpt-1") == "azure"
     assert plugins.select_backend("abfs://container/run/ckpt-1") == "azure"
     assert plugins.detect_backends("az://container/run/ckpt-1") == ["azure"]
 
 
-def test_loading_the_plugin_imports_no_azure_module() -> None:
+def test_loading_the_plugin_imports_no_azure_module_and_no_store() -> None:
     script = (
         "import json, sys, trackpoint\n"
         "names = [r.name for r in trackpoint.list_backends()]\n"
-        "sdk = ('azure.storage.blob', 'azure.core', 'azure.identity', 'requests')\n"
+        "sdk = ('azure.storage.blob', 'azure.core', 'azure.identity', 'requests',"
+        " 'trackpoint_azure.store', 'trackpoint.backends.stores.objectstore')\n"
         "print(json.dumps([names, sorted(m for m in sys.modules if m.startswith(sdk))]))\n"
     )
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
