@@ -84,8 +84,10 @@ def make_arrays(sizes: Sequence[int], seed: int = 0) -> list[np.ndarray[Any, Any
 def evict(paths: Iterable[str]) -> None:
     """Drop the files from the page cache so the next read comes from the disk, then touch and free memory.
 
-    Call it in the measuring process just before the timed read, and before
-    :func:`start_peak_window`: the memory it touches raises the RSS high-water mark.
+    Call it in the measuring process just before the timed read, once everything
+    the read needs is allocated (destination arrays included: allocated after it,
+    they take the memory it freed and the read's page cache gets cold pages), and
+    before :func:`start_peak_window`: the memory it touches raises the RSS high-water mark.
 
     After the files are dropped, this process touches and frees as much
     memory as they hold (plus a quarter), so that every cold read starts

@@ -122,12 +122,13 @@ def child(name: str, case: str, directory: str) -> None:
                 os.sync()
 
     elif name == "raw_read":
-        evict([str(d / "raw.bin")])
+        # Destinations first: evict's touched memory must be free when the read starts (see evict).
         outs = _destinations(sizes)
+        evict([str(d / "raw.bin")])
         op = lambda: raw_cold_read(str(d / "raw.bin"), outs)  # noqa: E731
     elif name == "bundle_restore":
-        evict([str(p) for p in (d / "bundle").iterdir()])
         outs = _destinations(sizes)
+        evict([str(p) for p in (d / "bundle").iterdir()])
 
         def op() -> None:
             with backend.open_reader(prefix) as r:
