@@ -109,7 +109,8 @@ class FileLayer(ABC):
     store_name: str = "files"
     #: Formats read a data file in calls of about this many bytes and check each
     #: piece's checksum as soon as it arrived, while it is cache-warm and while
-    #: the store keeps reading ahead; ``None`` reads all of a file's ranges in
+    #: the store keeps reading ahead (the bundle reads a tensor larger than this
+    #: in calls of four times it); ``None`` reads all of a file's ranges in
     #: one :meth:`read_ranges` call, which a store that splits it into
     #: concurrent requests needs (object stores).
     read_chunk_bytes: int | None = None
