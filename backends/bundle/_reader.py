@@ -61,7 +61,7 @@ class _Stored(NamedTuple):
 
 #: A tensor larger than the store's read size is read in calls of this many times it. Measured on cold
 #: restores from a virtio disk (docs/performance.md, bundle backend): with LocalFiles' 4 MiB, 16 MiB calls
-#: for large tensors took 0.93x the time of 4 MiB ones on 1 GiB, while groups of small tensors were
+#: for large tensors took 0.95x the time of 4 MiB ones on 1 GiB, while groups of small tensors were
 #: quickest in calls of 4 MiB (8 MiB: 1.16x, 16 MiB: 1.5x on 20,000 tensors of 1-16 KiB).
 _LARGE_CALLS: Final = 4
 #: Runs shorter than this are not read one by one: the overlapping rows are read whole instead.
