@@ -25,7 +25,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from trackpoint.backends.stores._base import FileLayer, FileSink, FileSource
+from trackpoint.backends.stores._base import OBJECT_STORE_CAPABILITIES, FileLayer, FileSink, FileSource
 from trackpoint.backends.stores.local import LocalFiles
 
 if TYPE_CHECKING:  # at run time served lazily by __getattr__ below
@@ -40,6 +40,7 @@ if TYPE_CHECKING:  # at run time served lazily by __getattr__ below
     )
 
 __all__ = [
+    "OBJECT_STORE_CAPABILITIES",
     "WRITE_ID_METADATA_KEY",
     "Condition",
     "ErrorKind",
@@ -53,8 +54,9 @@ __all__ = [
     "TransferOptions",
 ]
 
-#: Names served from :mod:`trackpoint.backends.stores.objectstore` on first access.
-_OBJECT_STORE_NAMES = frozenset(__all__) - {"FileLayer", "FileSink", "FileSource", "LocalFiles"}
+#: The names of ``__all__`` not imported above: served from
+#: :mod:`trackpoint.backends.stores.objectstore` on first access.
+_OBJECT_STORE_NAMES = frozenset(__all__) - set(globals())
 
 
 def __getattr__(name: str) -> object:

@@ -21,10 +21,24 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from types import TracebackType
+from typing import Final
 
 from trackpoint.storage import ANY_VERSION, Capabilities, VersionCondition, VersionedBytes
 
-__all__ = ["FileLayer", "FileSink", "FileSource"]
+__all__ = ["OBJECT_STORE_CAPABILITIES", "FileLayer", "FileSink", "FileSource"]
+
+#: What an object store can do (:attr:`ObjectStore.capabilities
+#: <trackpoint.backends.stores.ObjectStore.capabilities>`): conditional create,
+#: no atomic rename. Defined here, away from the object-store layer, so that a
+#: plugin registering a backend over an object store can declare them without
+#: importing that layer.
+OBJECT_STORE_CAPABILITIES: Final = Capabilities(
+    atomic_rename=False,
+    conditional_create=True,
+    ranged_reads=True,
+    parallel_writes=True,
+    listing_consistent=True,
+)
 
 
 class FileSink(ABC):

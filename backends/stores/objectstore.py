@@ -52,7 +52,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, Final, TypeVar
 
 from trackpoint import _paths
-from trackpoint.backends.stores._base import FileLayer, FileSink
+from trackpoint.backends.stores._base import OBJECT_STORE_CAPABILITIES, FileLayer, FileSink
 from trackpoint.backends.stores._fsspec import DEFAULT_REQUEST_TIMEOUT
 from trackpoint.errors import (
     BackendError,
@@ -437,13 +437,7 @@ class ObjectStore(FileLayer):
     #: URL schemes the store accepts; the first one is used to build URLs.
     schemes: ClassVar[tuple[str, ...]] = ()
     #: Declared abilities; object stores have conditional create but no atomic rename.
-    capabilities: Capabilities = Capabilities(
-        atomic_rename=False,
-        conditional_create=True,
-        ranged_reads=True,
-        parallel_writes=True,
-        listing_consistent=True,
-    )
+    capabilities: Capabilities = OBJECT_STORE_CAPABILITIES
     #: Whether upload parts must be sent one after another, in order (GCS resumable uploads).
     sequential_parts: ClassVar[bool] = False
     #: Smallest ``part_size`` the store accepts for all but the last part.

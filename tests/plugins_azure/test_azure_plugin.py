@@ -38,7 +38,7 @@ def test_the_entry_point_registers_azure_for_az_and_abfs_urls() -> None:
         "trackpoint-azure",
         True,
     )
-    # The plugin module spells the capabilities out (so that loading it imports no store); they are the store's.
+    # The plugin module declares them without importing the store (OBJECT_STORE_CAPABILITIES); they are the store's.
     from trackpoint_azure.store import AzureStore
 
     assert row.capabilities == AzureStore.capabilities

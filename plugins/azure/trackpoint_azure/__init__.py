@@ -6,8 +6,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from trackpoint.backends.stores import OBJECT_STORE_CAPABILITIES
 from trackpoint.plugins import BackendSpec, hookimpl
-from trackpoint.storage import Capabilities, CheckpointOptions, StorageBackend
+from trackpoint.storage import CheckpointOptions, StorageBackend
 
 
 def _create(url: str, options: CheckpointOptions) -> StorageBackend:
@@ -21,8 +22,5 @@ def _create(url: str, options: CheckpointOptions) -> StorageBackend:
 def trackpoint_register_backends(register: Callable[[BackendSpec], None]) -> None:
     """Register ``azure`` for ``az://`` and (as adlfs spells it) ``abfs://`` URLs."""
     what = "TensorBundle checkpoints on Azure Blob Storage; create-only commit with If-None-Match"
-    # AzureStore.capabilities (an object store's: create-only writes, no atomic rename), spelled out so
-    # that loading the plugin does not import trackpoint's object-store layer.
-    caps = Capabilities(conditional_create=True)
-    requires, hint = ("azure.storage.blob",), "pip install trackpoint-azure"
+    requires, hint, caps = ("azure.storage.blob",), "pip install trackpoint-azure", OBJECT_STORE_CAPABILITIES
     register(BackendSpec("azure", _create, ("az", "abfs"), what, requires, install_hint=hint, capabilities=caps))
