@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from functools import cached_property
+from typing import TYPE_CHECKING
 
-from trackpoint.backends.bundle._commit import CommitStrategy, choose_strategy
 from trackpoint.backends.bundle._index import header_count
 from trackpoint.backends.bundle._listing import delete_prefix, old_enough
 from trackpoint.backends.bundle._names import (
@@ -29,7 +30,7 @@ from trackpoint.backends.bundle._names import (
 )
 from trackpoint.backends.bundle._reader import BundleReader
 from trackpoint.backends.stores import FileLayer
-from trackpoint.errors import CheckpointNotFoundError
+from trackpoint.errors import BackendError, CheckpointNotFoundError
 from trackpoint.storage import (
     ANY_VERSION,
     CheckpointOptions,
@@ -42,6 +43,9 @@ from trackpoint.storage import (
     WriteItem,
 )
 
+if TYPE_CHECKING:
+    from trackpoint.backends.bundle._commit import CommitStrategy
+
 __all__ = ["BundleBackend", "data_filename"]
 
 
@@ -52,16 +56,13 @@ class BundleBackend(StorageBackend):
     ----------
     files
         The store. Its ``capabilities`` choose the commit strategy: atomic
-        rename (local disks) or create-only writes (object stores).
+        rename (local disks) or create-only writes (object stores). A store
+        that offers neither can still be read; a save to it (or a cleanup of
+        its leftovers) raises :class:`~trackpoint.errors.BackendError`, since
+        no save could be committed atomically there.
     options
         Defaults for :meth:`save` when it is called without options
         (``max_shard_bytes``, ``num_writers``).
-
-    Raises
-    ------
-    BackendError
-        The store offers neither atomic rename nor conditional create, so no
-        save could be committed atomically.
     """
 
     name = "bundle"
@@ -71,11 +72,26 @@ class BundleBackend(StorageBackend):
     splits_large_tensors = True
 
     def __init__(self, files: FileLayer, *, options: CheckpointOptions | None = None) -> None:
-        self._strategy: CommitStrategy = choose_strategy(files)
         self.files = files
         self.save_defaults = options or CheckpointOptions()
         self.capabilities = files.capabilities
         self.min_bytes_per_writer = files.min_bytes_per_writer
+
+    @cached_property
+    def _strategy(self) -> CommitStrategy:
+        """The commit strategy suiting the store, chosen when first needed.
+
+        Imported here: the commit machinery and the data-file writer it drives
+        cost a process's first read about 2 ms, and reading never uses them.
+
+        Raises
+        ------
+        BackendError
+            The store offers neither atomic rename nor conditional create.
+        """
+        from trackpoint.backends.bundle._commit import choose_strategy
+
+        return choose_strategy(self.files)
 
     @property
     def options(self) -> CheckpointOptions:
@@ -281,4 +297,8 @@ class BundleBackend(StorageBackend):
         self.files.close()
 
     def __repr__(self) -> str:
-        return f"<BundleBackend on {self.files.store_name} ({self._strategy.name} commit)>"
+        try:
+            commit = f"{self._strategy.name} commit"
+        except BackendError:
+            commit = "read only: no atomic commit"
+        return f"<BundleBackend on {self.files.store_name} ({commit})>"

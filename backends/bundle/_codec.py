@@ -32,6 +32,7 @@ __all__ = [
     "Entry",
     "EntryColumns",
     "Header",
+    "byte_view",
     "decode_entries",
     "decode_entry",
     "decode_header",
@@ -344,6 +345,16 @@ def _decode_entry_proto(value: bytes, where: str) -> Entry:
         )
     slices = tuple(tuple((e.start, e.length if e.HasField("length") else -1) for e in s.extent) for s in msg.slices)
     return Entry(msg.dtype, shape, msg.shard_id, msg.offset, msg.size, msg.crc32c, slices)
+
+
+def byte_view(a: np.ndarray[Any, Any]) -> memoryview:
+    """The bytes of a C-contiguous array, without copying (any dtype, ml_dtypes included)."""
+    try:
+        # A fifth of the cost of going through numpy views, which matters once per tensor of 10^5.
+        return memoryview(a).cast("B")  # type: ignore[arg-type]  # ndarray exports the buffer protocol
+    except (TypeError, ValueError):
+        # Types the buffer protocol cannot describe (ml_dtypes) and empty arrays.
+        return a.reshape(-1).view(np.uint8).data
 
 
 def encode_strings(array: np.ndarray[Any, Any], key: str) -> tuple[bytes, int]:

@@ -21,13 +21,12 @@ from typing import Any, Final, NamedTuple, NoReturn, cast
 import numpy as np
 
 from trackpoint import _gc
-from trackpoint.backends.bundle._codec import Entry, decode_strings
+from trackpoint.backends.bundle._codec import Entry, byte_view, decode_strings
 from trackpoint.backends.bundle._crc import crc32c, crc32c_each, extend, unmask, unmask_each
 from trackpoint.backends.bundle._dtypes import DT_STRING, READABLE, dtype_from_tf
 from trackpoint.backends.bundle._index import BundleIndex, Kind
 from trackpoint.backends.bundle._names import data_filename, index_name
 from trackpoint.backends.bundle._ordered_code import encode_slice_key
-from trackpoint.backends.bundle._writer import byte_view
 from trackpoint.backends.stores import FileLayer, FileSource
 from trackpoint.errors import (
     CheckpointError,

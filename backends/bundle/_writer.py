@@ -18,6 +18,7 @@ import numpy as np
 from trackpoint import _gc
 from trackpoint._varint import ONE_BYTE, decode_varint, encode_varint
 from trackpoint.backends.bundle._codec import (
+    byte_view,
     decode_entry,
     encode_entry,
     encode_header,
@@ -80,16 +81,6 @@ class WrittenShard(NamedTuple):
 
     piece_table: bytes
     result: ShardResult
-
-
-def byte_view(a: np.ndarray[Any, Any]) -> memoryview:
-    """The bytes of a C-contiguous array, without copying (any dtype, ml_dtypes included)."""
-    try:
-        # A fifth of the cost of going through numpy views, which matters once per tensor of 10^5.
-        return memoryview(a).cast("B")  # type: ignore[arg-type]  # ndarray exports the buffer protocol
-    except (TypeError, ValueError):
-        # Types the buffer protocol cannot describe (ml_dtypes) and empty arrays.
-        return a.reshape(-1).view(np.uint8).data
 
 
 def _little_endian(a: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:

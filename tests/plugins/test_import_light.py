@@ -94,3 +94,24 @@ def test_a_local_checkpoint_imports_only_the_local_backend(tmp_path: Path) -> No
     )
     seen = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
     assert set(json.loads(seen.stdout)) >= {"trackpoint.backends.memory", "trackpoint.backends.stores.objectstore"}
+
+
+# The bundle's save machinery, which a process that only reads checkpoints never needs.
+NOT_FOR_READING = ("trackpoint.backends.bundle._commit", "trackpoint.backends.bundle._writer")
+
+
+def test_reading_a_bundle_imports_none_of_its_save_machinery(tmp_path: Path) -> None:
+    prefix = str(tmp_path / "ckpt")
+    write = f"import numpy, trackpoint; trackpoint.Checkpoint(v=trackpoint.Variable(numpy.ones(3))).write({prefix!r})"
+    subprocess.run([sys.executable, "-c", write], check=True)
+    script = (
+        "import json, sys, numpy, trackpoint\n"
+        f"trackpoint.Checkpoint(v=trackpoint.Variable(numpy.zeros(3))).read({prefix!r}).assert_consumed()\n"
+        f"print(json.dumps([m for m in {NOT_FOR_READING!r} if m in sys.modules]))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    assert json.loads(out.stdout) == []
+    # The check sees them once the same process saves.
+    probe = script.replace("print(json.dumps(", f"trackpoint.Checkpoint().write({prefix + '-2'!r})\nprint(json.dumps(")
+    seen = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert json.loads(seen.stdout) == list(NOT_FOR_READING)

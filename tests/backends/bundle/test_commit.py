@@ -33,8 +33,23 @@ def _listing(path: Path) -> list[str]:
 def test_strategy_follows_capabilities() -> None:
     assert "rename" in repr(BundleBackend(LocalFiles()))
     assert "create-only" in repr(BundleBackend(LocalFiles(capabilities=Capabilities(conditional_create=True))))
-    with pytest.raises(BackendError, match="neither atomic rename nor conditional create"):
-        BundleBackend(LocalFiles(capabilities=Capabilities()))
+
+
+def test_a_store_without_atomic_commit_is_read_but_never_saved_to(prefix: str) -> None:
+    BundleBackend(LocalFiles()).save(prefix, _items(1.0))
+    read_only = BundleBackend(LocalFiles(capabilities=Capabilities(ranged_reads=True)))
+    assert "read only" in repr(read_only)
+    with read_only.open_reader(prefix) as reader:
+        assert reader.read("t2").tolist() == [3.0] * 1000
+    for attempt in (
+        lambda: read_only.save(prefix, _items(2.0)),
+        lambda: read_only.begin(prefix, uuid.uuid4().hex),
+        lambda: read_only.cleanup(os.path.dirname(prefix), min_age=0),
+    ):
+        with pytest.raises(BackendError, match="neither atomic rename nor conditional create"):
+            attempt()
+    with read_only.open_reader(prefix) as reader:  # the failed attempts left the checkpoint as it was
+        assert reader.read("t2").tolist() == [3.0] * 1000
 
 
 def test_nothing_visible_before_commit(backend: BundleBackend, prefix: str) -> None:
