@@ -9,9 +9,9 @@ deletion, cleanup of leftovers and the small files.
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Sequence
-from functools import cached_property
 from typing import TYPE_CHECKING
 
 from trackpoint.backends.bundle._index import header_count
@@ -76,22 +76,33 @@ class BundleBackend(StorageBackend):
         self.save_defaults = options or CheckpointOptions()
         self.capabilities = files.capabilities
         self.min_bytes_per_writer = files.min_bytes_per_writer
+        self._chosen: CommitStrategy | None = None
+        self._choosing = threading.Lock()
 
-    @cached_property
+    @property
     def _strategy(self) -> CommitStrategy:
         """The commit strategy suiting the store, chosen when first needed.
 
         Imported here: the commit machinery and the data-file writer it drives
-        cost a process's first read about 2 ms, and reading never uses them.
+        cost a process's first read about 3 ms, and reading never uses them.
+        Chosen once under a lock: a strategy keeps state across the steps of a
+        save (what it created, for abort), and writer threads may be the first
+        to ask.
 
         Raises
         ------
         BackendError
             The store offers neither atomic rename nor conditional create.
         """
-        from trackpoint.backends.bundle._commit import choose_strategy
+        chosen = self._chosen
+        if chosen is None:
+            with self._choosing:
+                if self._chosen is None:
+                    from trackpoint.backends.bundle._commit import choose_strategy
 
-        return choose_strategy(self.files)
+                    self._chosen = choose_strategy(self.files)
+                chosen = self._chosen
+        return chosen
 
     @property
     def options(self) -> CheckpointOptions:

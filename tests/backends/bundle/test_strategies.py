@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import ast
+import threading
+import time
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from trackpoint.backends.bundle import BundleBackend
+from trackpoint.backends.bundle import BundleBackend, _commit
 from trackpoint.backends.bundle._commit import CommitStrategy, CreateCommit, RenameCommit, choose_strategy
 from trackpoint.backends.stores import FileLayer, FileSink, LocalFiles
 from trackpoint.errors import BackendError
@@ -83,6 +86,26 @@ def test_strategy_is_chosen_from_declared_capabilities(
 def test_a_store_without_atomic_commit_is_refused() -> None:
     with pytest.raises(BackendError, match="'forwarding' has neither atomic rename nor conditional create"):
         choose_strategy(_Forwarding(Capabilities()))
+
+
+def test_writer_threads_asking_first_share_one_strategy(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The strategy is chosen on first use, and a strategy keeps a save's state (what it created, for
+    # abort): threads that ask at the same moment must get the same one.
+    def slow(files: FileLayer) -> CommitStrategy:
+        time.sleep(0.05)  # widens the window in which a second choice could happen
+        return choose_strategy(files)
+
+    monkeypatch.setattr(_commit, "choose_strategy", slow)
+    backend = BundleBackend(LocalFiles(capabilities=Capabilities(conditional_create=True)))
+    start = threading.Barrier(6)
+
+    def first_use(_: int) -> CommitStrategy:
+        start.wait()
+        return backend._strategy
+
+    with ThreadPoolExecutor(6) as pool:
+        chosen = list(pool.map(first_use, range(6)))
+    assert type(chosen[0]) is CreateCommit and all(s is chosen[0] for s in chosen)
 
 
 def test_no_module_of_the_format_exceeds_600_lines() -> None:
