@@ -58,7 +58,7 @@ _FIRST_READ: Final = 128 << 10
 
 #: A sink has the kernel start writing its file to the disk every this many bytes (:func:`_start_writeback`).
 #: A cold-cache save of 20,000 tensors (166 MiB) then waited 5-10 ms for its data file's fsync instead of
-#: 50-70 ms (docs/performance.md, "The user API").
+#: 50-70 ms (docs/performance.md, "Bundle backend": "The disk writes while the save still works").
 _WRITEBACK_BYTES: Final = 16 << 20
 
 #: What a local (POSIX) file system guarantees; the default of :class:`LocalFiles`.
