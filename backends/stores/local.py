@@ -60,6 +60,7 @@ _FIRST_READ: Final = 128 << 10
 #: A cold-cache save of 20,000 tensors (166 MiB) then waited 5-10 ms for its data file's fsync instead of
 #: 50-70 ms (docs/performance.md, "Bundle backend": "The disk writes while the save still works").
 _WRITEBACK_BYTES: Final = 16 << 20
+_SYNC_FILE_RANGE_WRITE: Final = 2
 
 #: What a local (POSIX) file system guarantees; the default of :class:`LocalFiles`.
 LOCAL_CAPABILITIES: Final = Capabilities(
@@ -102,16 +103,19 @@ def _not_writable(exc: OSError, directory: str, path: str) -> NoReturn:
     ) from exc
 
 
-_SYNC_FILE_RANGE_WRITE: Final = 2
+@functools.cache
+def _libc() -> ctypes.CDLL | None:
+    """The C library, for the Linux calls ``os`` lacks; ``None`` where it cannot be loaded."""
+    try:
+        return ctypes.CDLL(None, use_errno=True)
+    except OSError:
+        return None
 
 
 @functools.cache
 def _sync_file_range() -> Callable[[int, int, int, int], int] | None:
     """libc's ``sync_file_range`` (Linux), or ``None`` where there is none."""
-    try:
-        func = getattr(ctypes.CDLL(None, use_errno=True), "sync_file_range", None)
-    except OSError:
-        return None
+    func = getattr(_libc(), "sync_file_range", None)
     if func is not None:
         func.argtypes = (ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint)
         func.restype = ctypes.c_int
@@ -576,11 +580,7 @@ def exchange_directories(a: str, b: str) -> bool:
 
     Returns ``False`` where the call or the file system does not support it.
     """
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-    except OSError:
-        return False
-    func = getattr(libc, "renameat2", None)
+    func = getattr(_libc(), "renameat2", None)
     if func is None:
         return False
     at_fdcwd, rename_exchange = -100, 2
