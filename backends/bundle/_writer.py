@@ -10,7 +10,7 @@ merging reads no data back (TensorFlow's ``MergeV2Checkpoints`` does the same).
 from __future__ import annotations
 
 import itertools
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Final, NamedTuple
 
 import numpy as np
@@ -29,13 +29,13 @@ from trackpoint.backends.bundle._crc import crc32c, extend, mask
 from trackpoint.backends.bundle._dtypes import DT_STRING, tf_from_dtype
 from trackpoint.backends.bundle._ordered_code import decode_slice_key, encode_slice_key
 from trackpoint.backends.bundle._sstable import build_table
-from trackpoint.backends.stores import FileLayer
+from trackpoint.backends.stores import FileLayer, FileSink
 from trackpoint.errors import ConcurrentModificationError, InvalidCheckpointError, TrackableError
 from trackpoint.storage import ShardResult, ShardSpec, TensorSlice, WriteItem, shard_progress
 from trackpoint.storage import check_coverage as _check_coverage
 
-#: Tensors below this size are gathered into one buffer so a shard of many
-#: small tensors costs few write calls.
+#: Tensors below this size are gathered and handed to the sink together, about
+#: ``_BATCH`` bytes at a time, so a shard of many small tensors costs few write calls.
 _SMALL: Final = 64 * 1024
 _BATCH: Final = 1024 * 1024
 #: Large tensors are checksummed and written in chunks that are still cache-warm.
@@ -101,6 +101,18 @@ def _key_bytes(key: object) -> bytes:
     return out
 
 
+def _write_batch(
+    sink: FileSink, batch: list[bytes | memoryview], waiting: list[WriteItem], report: Callable[..., None] | None
+) -> None:
+    """Write the gathered small tensors, then report them; empties ``batch`` and ``waiting``."""
+    sink.write_many(batch)
+    batch.clear()
+    if report is not None:
+        for it in waiting:
+            report(it.nbytes, it)  # done with it.array: an async save may release the value
+        waiting.clear()
+
+
 def write_data(files: FileLayer, path: str, items: Sequence[WriteItem], *, create_only: bool) -> list[Row]:
     """Stream ``items`` into the data file ``path``; return one :class:`Row` per tensor, in write order.
 
@@ -114,7 +126,11 @@ def write_data(files: FileLayer, path: str, items: Sequence[WriteItem], *, creat
     report = shard_progress()
     sink = files.open_sink(path, create_only=create_only)
     try:
-        batch = bytearray()
+        # Small tensors' bytes, gathered as views (a vectored write takes them without a copy), and the
+        # items whose bytes they are, reported once written: until then their arrays are still read.
+        batch: list[bytes | memoryview] = []
+        batched = 0
+        waiting: list[WriteItem] = []
         offset = 0
         for it in items:
             key = _key_bytes(it.key)
@@ -131,8 +147,11 @@ def write_data(files: FileLayer, path: str, items: Sequence[WriteItem], *, creat
             if arr.dtype.kind == "O":
                 data, crc = encode_strings(arr, it.key)
                 rows.append(Row(key, DT_STRING, arr.shape, offset, len(data), crc, full, part))
-                batch += data
+                batch.append(data)
+                batched += len(data)
                 offset += len(data)
+                if report is not None:
+                    waiting.append(it)
             else:
                 dt = tf_from_dtype(arr.dtype, it.key)
                 arr = _little_endian(arr)
@@ -140,25 +159,28 @@ def write_data(files: FileLayer, path: str, items: Sequence[WriteItem], *, creat
                 size = len(view)
                 if size < _SMALL:
                     crc = crc32c(view)
-                    batch += view
+                    batch.append(view)
+                    batched += size
+                    if report is not None:
+                        waiting.append(it)
                 else:
                     if batch:
-                        sink.write(batch)
-                        batch = bytearray()
+                        _write_batch(sink, batch, waiting, report)
+                        batched = 0
                     crc = 0
                     for start in range(0, size, _CHUNK):
                         chunk = view[start : start + _CHUNK]
                         crc = extend(crc, chunk)
                         sink.write(chunk)
+                    if report is not None:
+                        report(it.nbytes, it)  # done with it.array: an async save may release the value
                 rows.append(Row(key, dt, arr.shape, offset, size, mask(crc), full, part))
                 offset += size
-            if report is not None:
-                report(it.nbytes, it)  # done with it.array: an async save may release the value
-            if len(batch) >= _BATCH:
-                sink.write(batch)
-                batch = bytearray()
+            if batched >= _BATCH:
+                _write_batch(sink, batch, waiting, report)
+                batched = 0
         if batch:
-            sink.write(batch)
+            _write_batch(sink, batch, waiting, report)
     except BaseException:
         sink.abort()
         raise

@@ -53,6 +53,18 @@ class FileSink(ABC):
     def write(self, data: bytes | bytearray | memoryview) -> None:
         """Append ``data``. Implementations must not keep a reference after returning."""
 
+    def write_many(self, buffers: Sequence[bytes | bytearray | memoryview]) -> None:
+        """Append each of ``buffers`` in order: the same bytes as one :meth:`write` per buffer.
+
+        A caller holding many small buffers (a shard of small tensors) hands
+        them over together instead of first copying them into one. The
+        default calls :meth:`write` per buffer; a store with a vectored write
+        (``writev``) overrides it to save that copy. Implementations must not
+        keep a reference to any buffer after returning.
+        """
+        for data in buffers:
+            self.write(data)
+
     @abstractmethod
     def close(self) -> None:
         """Finish: make the file durable and visible under its path."""

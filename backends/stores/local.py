@@ -43,7 +43,7 @@ from trackpoint.storage import (
 
 __all__ = ["LOCAL_CAPABILITIES", "LocalFiles", "exchange_directories"]
 
-#: Linux refuses more buffers per ``preadv`` call than this.
+#: Linux refuses more buffers per ``preadv`` or ``writev`` call than this.
 _IOV_MAX: Final = 1024
 _NBYTES: Final = attrgetter("nbytes")
 #: A read from a file's start larger than this reads these bytes alone first.
@@ -164,15 +164,25 @@ class _LocalSink(FileSink):
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
         # docstring inherited
+        self.write_many((data,))
+
+    def write_many(self, buffers: Sequence[bytes | bytearray | memoryview]) -> None:
+        # docstring inherited
         if self._fd is None:
             raise StorageError(f"local: write to {self._path!r} after the file was closed")
-        view = memoryview(data).cast("B")
+        views = [memoryview(data).cast("B") for data in buffers]
         try:
-            # os.write may write less than asked (and caps one call near 2 GiB).
-            while view:
-                n = os.write(self._fd, view)
-                view = view[n:]
+            done = 0
+            while done < len(views):
+                # writev may write less than asked (one call is capped near 2 GiB): step past the whole
+                # buffers it wrote, then trim the one it wrote part of.
+                n = os.writev(self._fd, views[done : done + _IOV_MAX])
                 self._written += n
+                while done < len(views) and n >= len(views[done]):
+                    n -= len(views[done])
+                    done += 1
+                if n:
+                    views[done] = views[done][n:]
         except OSError as exc:
             self.abort()
             _raise(exc, "write", self._path)

@@ -15,7 +15,7 @@ import pytest
 
 import trackpoint as tp
 from trackpoint.backends.bundle import BundleBackend
-from trackpoint.backends.stores import local
+from trackpoint.backends.stores import FileSink, local
 from trackpoint.backends.stores.local import LocalFiles, _not_writable, _raise
 from trackpoint.errors import (
     CheckpointExistsError,
@@ -46,6 +46,68 @@ def test_sink_abort_leaves_nothing(tmp_path: Path) -> None:
     sink.abort()
     sink.abort()
     assert list(tmp_path.iterdir()) == []
+
+
+def test_write_many_writes_every_buffer_in_order(tmp_path: Path) -> None:
+    # More buffers than one writev call takes, empty ones among them, of every buffer type.
+    buffers: list[bytes | bytearray | memoryview] = []
+    for i in range(2500):
+        kind = i % 4
+        if kind == 0:
+            buffers.append(bytes([i % 251]) * (i % 7))
+        elif kind == 1:
+            buffers.append(bytearray(b"%d," % i))
+        elif kind == 2:
+            buffers.append(memoryview(np.full(3, i, dtype=np.float32)).cast("B"))
+        else:
+            buffers.append(memoryview(np.full((2, 2), i, dtype=np.int16)))  # not a byte format
+    target = tmp_path / "f.bin"
+    sink = LocalFiles().open_sink(str(target))
+    sink.write(b"head:")
+    sink.write_many(buffers)
+    sink.write_many([])
+    sink.close()
+    assert target.read_bytes() == b"head:" + b"".join(bytes(b) for b in buffers)
+
+
+def test_write_many_continues_after_a_short_write(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # writev may write fewer bytes than asked (a signal, a 2 GiB cap): the rest must follow, in order,
+    # whether the call stopped between two buffers or inside one.
+    real = os.writev
+    calls: list[int] = []
+
+    def short(fd: int, buffers: Sequence[memoryview]) -> int:
+        wanted = sum(len(b) for b in buffers)
+        n = real(fd, [memoryview(b"".join(buffers))[: max(1, wanted // 3)]])
+        calls.append(n)
+        return n
+
+    monkeypatch.setattr(local.os, "writev", short)
+    buffers = [bytes([65 + i]) * (i + 1) for i in range(20)]
+    target = tmp_path / "f.bin"
+    sink = LocalFiles().open_sink(str(target))
+    sink.write_many(buffers)
+    sink.close()
+    assert len(calls) > 3
+    assert target.read_bytes() == b"".join(buffers)
+
+
+def test_the_default_write_many_writes_each_buffer(tmp_path: Path) -> None:
+    # A store's sink that only implements write() gets write_many from the base class.
+    written: list[bytes] = []
+
+    class Recording(FileSink):
+        def write(self, data: bytes | bytearray | memoryview) -> None:
+            written.append(bytes(data))
+
+        def close(self) -> None:
+            pass
+
+        def abort(self) -> None:
+            pass
+
+    Recording().write_many([b"a", bytearray(b"bc"), memoryview(b"xdef")[1:]])
+    assert written == [b"a", b"bc", b"def"]
 
 
 def test_create_only(tmp_path: Path) -> None:

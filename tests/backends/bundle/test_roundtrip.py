@@ -124,3 +124,58 @@ def test_keys_never_become_paths(backend: BundleBackend, tmp_path: Any) -> None:
     assert names[-1] == "ckpt.index" and all(n.startswith("ckpt.data-") for n in names[:-1])
     with backend.open_reader(prefix) as r:
         assert r.keys() == sorted(keys)
+
+
+def test_each_tensor_is_reported_only_once_the_sink_has_its_bytes(tmp_path: Any) -> None:
+    # Small tensors reach the sink as views of their arrays (a vectored write, no copy): a report says
+    # the array is no longer read, which lets an async save hand it back, so it must follow the write.
+    from trackpoint.backends.bundle._writer import write_data
+    from trackpoint.backends.stores import FileSink, LocalFiles
+    from trackpoint.storage import _SHARD_PROGRESS
+
+    handed = [0]
+
+    class Counting(FileSink):
+        def __init__(self, inner: FileSink) -> None:
+            self.inner = inner
+
+        def write(self, data: bytes | bytearray | memoryview) -> None:
+            self.inner.write(data)
+            handed[0] += memoryview(data).nbytes
+
+        def write_many(self, buffers: Any) -> None:
+            self.inner.write_many(buffers)
+            handed[0] += sum(memoryview(b).nbytes for b in buffers)
+
+        def close(self) -> None:
+            self.inner.close()
+
+        def abort(self) -> None:
+            self.inner.abort()
+
+    class CountingFiles(LocalFiles):
+        def open_sink(self, path: str, *, create_only: bool = False) -> FileSink:
+            return Counting(super().open_sink(path, create_only=create_only))
+
+    rng = np.random.default_rng(3)
+    sizes = [10, 3000, 70_000, 5, 200_000, *[2000] * 300, 9]  # small, large, and a batch's worth of small
+    items = [WriteItem(f"t{i}", rng.standard_normal(n).astype(np.float32)) for i, n in enumerate(sizes)]
+    items.insert(2, WriteItem("s", np.array([b"ab", b"cde"], dtype=object)))
+    handed_at_report: dict[str, int] = {}
+
+    def report(nbytes: int, item: WriteItem) -> None:
+        handed_at_report[item.key] = handed[0]
+
+    token = _SHARD_PROGRESS.set(report)
+    try:
+        rows = write_data(CountingFiles(), str(tmp_path / "data"), items, create_only=False)
+    finally:
+        _SHARD_PROGRESS.reset(token)
+    assert list(handed_at_report) == [it.key for it in items]  # every tensor, in write order
+    data = (tmp_path / "data").read_bytes()
+    arrays = {it.key: it.array for it in items}
+    for row in rows:
+        key = row.key.decode()
+        assert handed_at_report[key] >= row.offset + row.size, f"{key} was reported before its bytes were written"
+        if key != "s":
+            assert data[row.offset : row.offset + row.size] == arrays[key].tobytes()
