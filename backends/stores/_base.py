@@ -57,13 +57,16 @@ class FileSink(ABC):
         """Append each of ``buffers`` in order: the same bytes as one :meth:`write` per buffer.
 
         A caller holding many small buffers (a shard of small tensors) hands
-        them over together instead of first copying them into one. The
-        default calls :meth:`write` per buffer; a store with a vectored write
-        (``writev``) overrides it to save that copy. Implementations must not
-        keep a reference to any buffer after returning.
+        them over together. The default joins them into one buffer and calls
+        :meth:`write` once, so a store pays one call and one copy for them; a
+        store with a vectored write (``writev``) overrides it to skip the
+        copy. Implementations must not keep a reference to any buffer after
+        returning.
         """
-        for data in buffers:
-            self.write(data)
+        if len(buffers) == 1:
+            self.write(buffers[0])
+        elif buffers:
+            self.write(b"".join(buffers))
 
     @abstractmethod
     def close(self) -> None:

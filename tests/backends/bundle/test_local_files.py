@@ -92,8 +92,9 @@ def test_write_many_continues_after_a_short_write(tmp_path: Path, monkeypatch: p
     assert target.read_bytes() == b"".join(buffers)
 
 
-def test_the_default_write_many_writes_each_buffer(tmp_path: Path) -> None:
-    # A store's sink that only implements write() gets write_many from the base class.
+def test_the_default_write_many_writes_the_buffers_in_one_call(tmp_path: Path) -> None:
+    # A store's sink that only implements write() gets write_many from the base class: one write call
+    # (an object store's sink does work per call), the buffers' bytes in order.
     written: list[bytes] = []
 
     class Recording(FileSink):
@@ -106,8 +107,11 @@ def test_the_default_write_many_writes_each_buffer(tmp_path: Path) -> None:
         def abort(self) -> None:
             pass
 
-    Recording().write_many([b"a", bytearray(b"bc"), memoryview(b"xdef")[1:]])
-    assert written == [b"a", b"bc", b"def"]
+    sink = Recording()
+    sink.write_many([b"a", bytearray(b"bc"), memoryview(np.array([1], dtype=np.int16)), memoryview(b"xdef")[1:]])
+    sink.write_many([b"alone"])
+    sink.write_many([])
+    assert written == [b"abc\x01\x00def", b"alone"]
 
 
 def test_create_only(tmp_path: Path) -> None:
