@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import zarr
 
+from trackpoint.backends.zarr import _chunks
 from trackpoint.errors import DataLossError
 from trackpoint.storage import CheckpointOptions, WriteItem
 
@@ -21,12 +22,26 @@ from trackpoint.storage import CheckpointOptions, WriteItem
     ids=str,
 )
 def test_chunk_objects_match_zarr_and_read_back(local: Any, compressor: str, shape: Any, dtype: str) -> None:
+    _check_against_zarr(local, compressor, shape, dtype)
+
+
+@pytest.mark.parametrize("checksum", [True, False])
+def test_uncompressed_chunks_written_in_pieces_match_zarr(
+    local: Any, monkeypatch: pytest.MonkeyPatch, checksum: bool
+) -> None:
+    # Uncompressed chunks are checksummed and written piece by piece (4 MiB in use): pieces that end
+    # inside a chunk, and the zero padding of the short edge chunk, must give zarr's bytes and checksum.
+    monkeypatch.setattr(_chunks, "_PIECE", 700)
+    _check_against_zarr(local, "none", (17, 300), "float32", checksum=checksum)
+
+
+def _check_against_zarr(local: Any, compressor: str, shape: Any, dtype: str, *, checksum: bool = True) -> None:
     dt = np.dtype(ml_dtypes.bfloat16) if dtype == "bfloat16" else np.dtype(dtype)
     rng = np.random.default_rng(3)
     value = rng.integers(0, 256, size=int(np.prod(shape)) * dt.itemsize, dtype=np.uint8).view(dt).reshape(shape)
     prefix = local.prefix()
     # Small chunks: several per tensor, with a short edge chunk padded to full size.
-    options = {"compressor": compressor, "pack_bytes": 0, "chunk_bytes": 2000}
+    options = {"compressor": compressor, "pack_bytes": 0, "chunk_bytes": 2000, "checksum": checksum}
     local.backend.save(prefix, [WriteItem("w", value)], CheckpointOptions(backend_options=options))
     with local.backend.open_reader(prefix) as reader:
         got = reader.read("w")
