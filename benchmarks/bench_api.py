@@ -27,7 +27,8 @@ end: interpreter, modules and model as they stand, plus what the operation adds:
 
 Destination arrays are allocated and touched before any timer starts, for every reader alike, so
 first-touch page faults are not counted; before every cold read the files are evicted and memory is
-touched and freed (``_common.evict`` says why). Every round runs every measurement once, in alternating
+touched and freed (``_common.evict`` says why), and before every save memory is touched and freed as well
+(``_common.touch_free_memory``). Every round runs every measurement once, in alternating
 order, and waits ``--settle`` seconds (default 10) between its saves and its restores; figures are
 medians over the rounds with their range, and ratios are taken per round (each against the raw baseline
 of the same round) before the median. CPU time (user + system, all threads) is reported per
@@ -66,6 +67,7 @@ from _common import (
     run_child,
     small_sizes,
     start_peak_window,
+    touch_free_memory,
     window_peak_rss,
 )
 
@@ -195,6 +197,8 @@ def child(name: str, case: str, directory: str) -> None:
     npy_paths = [str(d / "npy" / f"{k}.npy") for k in keys]
     if name.endswith(("restore", "load")):
         evict(_cold_files(name, d, npy_paths))  # before the peak window: see evict
+    else:
+        touch_free_memory(4 * sum(sizes))  # the page cache's pages for the save (see touch_free_memory)
     rss_before = start_peak_window()
     if name == "raw save":
         wall, cpu = _measure(lambda: raw_write_fsync(str(d / "raw.bin"), arrays))

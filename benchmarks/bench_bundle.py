@@ -10,7 +10,8 @@ written and read through the storage contract (``BundleBackend.save`` and
 * numpy: ``np.save`` per array (then one ``os.sync()``, for parity) and ``np.load``.
 
 Reads are cold: every file is fsynced and dropped from the page cache with
-``posix_fadvise(POSIX_FADV_DONTNEED)`` first. Destination arrays are allocated
+``posix_fadvise(POSIX_FADV_DONTNEED)`` first; before reads and writes alike,
+memory is touched and freed (``_common.evict``, ``_common.touch_free_memory``). Destination arrays are allocated
 and touched before the timer (as a model's variables are). Each measurement
 runs in its own child process; its peak memory is the RSS high-water mark
 from just before the operation (after the arrays exist) to its end: the
@@ -54,6 +55,7 @@ from _common import (
     run_child,
     small_sizes,
     start_peak_window,
+    touch_free_memory,
     window_peak_rss,
 )
 
@@ -138,6 +140,8 @@ def child(name: str, case: str, directory: str) -> None:
         paths = [str(d / "npy" / f"{i}.npy") for i in range(len(sizes))]
         evict(paths)
         op = lambda: [np.load(p) for p in paths]  # noqa: E731
+    if name in WRITES:
+        touch_free_memory(4 * sum(sizes))  # the page cache's pages for the save (see touch_free_memory)
     before = start_peak_window()
     cpu0, t0 = _cpu(), time.perf_counter()
     op()

@@ -5,7 +5,8 @@ Workloads (``_common.py``): ``mixed`` (1 GiB of float32 tensors, log-uniform
 170 MB), held as ``Variable``s of an ``AutoTrackable``. Every measurement runs
 in a fresh child process (its peak RSS is the child's high-water mark):
 
-* ``save``: ``Checkpoint(model=...).write(path)`` (the data fsynced by the backend);
+* ``save``: ``Checkpoint(model=...).write(path)`` (the data fsynced by the backend), after
+  memory is touched and freed (``_common.touch_free_memory``);
 * ``restore``: ``Checkpoint(model=...).read(path).assert_consumed()`` into the
   existing variables, with the checkpoint's files evicted from the page cache first.
 
@@ -54,6 +55,7 @@ from _common import (
     small_sizes,
     start_peak_window,
     timed,
+    touch_free_memory,
     window_peak_rss,
 )
 
@@ -93,6 +95,8 @@ def child(name: str, op: str, case: str, directory: str, zarr_options: str) -> N
     model_bytes = 4 * sum(sizes)
     if op == "restore":
         evict([str(Path(d) / f) for d, _, fs in os.walk(work) for f in fs])
+    else:
+        touch_free_memory(model_bytes)  # the page cache's pages for the save (see touch_free_memory)
     before = start_peak_window()
     cpu0 = _cpu()
     if op == "save":
