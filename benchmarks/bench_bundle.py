@@ -11,11 +11,12 @@ written and read through the storage contract (``BundleBackend.save`` and
 
 Reads are cold: every file is fsynced and dropped from the page cache with
 ``posix_fadvise(POSIX_FADV_DONTNEED)`` first; before reads and writes alike,
-memory is touched and freed (``_common.evict``, ``_common.touch_free_memory``). Destination arrays are allocated
-and touched before the timer (as a model's variables are). Each measurement
-runs in its own child process; its peak memory is the RSS high-water mark
-from just before the operation (after the arrays exist) to its end: the
-interpreter, the arrays and what the operation adds (see ``_common.py``).
+memory is touched and freed (``_common.evict``, ``_common.touch_free_memory``).
+Destination arrays are allocated and touched before the timer (as a model's
+variables are). Each measurement runs in its own child process; its peak
+memory is the RSS high-water mark from just before the operation (after the
+arrays exist) to its end: the interpreter, the arrays and what the operation
+adds (see ``_common.py``).
 
 Every round runs every measurement once, in alternating order. Reported: the
 median over the rounds with the range, and the ratio to the raw baseline of
