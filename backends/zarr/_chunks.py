@@ -83,52 +83,36 @@ class Codec:
         factory = decoders.get(str(rest[0].get("name")))
         return None if factory is None else cls(factory(), checksum)
 
-    def encode(self, values: np.ndarray[Any, Any], padding: int = 0) -> list[Any]:
-        """The pieces of the stored object for the 1-D contiguous ``values`` followed by ``padding`` zero bytes.
+    def write(self, sink: FileSink, values: np.ndarray[Any, Any], padding: int = 0) -> int:
+        """Write the stored object of the 1-D contiguous ``values`` followed by ``padding`` zero bytes; return its size.
 
-        Uncompressed, the first piece is ``values`` itself: nothing is copied.
+        Uncompressed, ``values`` itself is written, nothing is copied, in
+        pieces of ``_PIECE`` bytes, each checksummed just before it is
+        written: the kernel's copy then reads bytes still in the CPU's cache,
+        where a whole 16 MiB chunk checksummed first was read from memory
+        twice.
         """
-        if self.compressor is None:
-            pieces: list[Any] = [values.data.cast("B")]
-            if padding:
-                pieces.append(bytes(padding))
-        else:
+        pieces: list[Any]
+        if self.compressor is not None:
             if padding:
                 values = np.concatenate([values.view(np.uint8), np.zeros(padding, np.uint8)]).view(values.dtype)
             pieces = [self.compressor.encode(values)]
-        if self.checksum:
-            crc = 0
-            for p in pieces:
-                crc = _crc(p, crc)
-            pieces.append(crc.to_bytes(4, "little"))
-        return pieces
-
-    def write(self, sink: FileSink, values: np.ndarray[Any, Any], padding: int = 0) -> None:
-        """Write the stored object :meth:`encode` describes to ``sink``.
-
-        Uncompressed, ``values`` goes in pieces of ``_PIECE`` bytes, each
-        checksummed just before it is written: the kernel's copy then reads
-        bytes still in the CPU's cache, where a whole 16 MiB chunk
-        checksummed first was read from memory twice.
-        """
-        if self.compressor is not None:
-            for part in self.encode(values, padding=padding):
-                sink.write(part)
-            return
-        data = values.data.cast("B")
+        else:
+            data = values.data.cast("B")
+            pieces = [data[start : start + _PIECE] for start in range(0, len(data), _PIECE)]
+            if padding:
+                pieces.append(bytes(padding))
         crc = 0
-        for start in range(0, len(data), _PIECE):
-            piece = data[start : start + _PIECE]
+        size = 0
+        for piece in pieces:
             if self.checksum:
                 crc = _crc(piece, crc)
             sink.write(piece)
-        if padding:
-            zeros = bytes(padding)
-            if self.checksum:
-                crc = _crc(zeros, crc)
-            sink.write(zeros)
+            size += memoryview(piece).nbytes
         if self.checksum:
             sink.write(crc.to_bytes(4, "little"))
+            size += 4
+        return size
 
     def decode_into(self, raw: memoryview, out: memoryview, where: str) -> None:
         """Decode the stored object ``raw`` into ``out`` (exactly its size); bad bytes raise :class:`DataLossError`."""
@@ -301,11 +285,8 @@ def write_shard_object(
                 padded = np.zeros(inner, dtype=np.uint8)
                 padded[: piece.size] = piece
                 piece = padded
-            parts = codec.encode(piece)
-            size = sum(memoryview(p).nbytes for p in parts)
+            size = codec.write(sink, piece)
             index[j] = (pos, size)
-            for p in parts:
-                sink.write(p)
             pos += size
         raw = index.tobytes()
         sink.write(raw)
