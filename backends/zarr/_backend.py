@@ -142,7 +142,9 @@ class ZarrBackend(StorageBackend):
         with active(spec.save_id):
             self._strategy.prepare(self._group(prefix), spec.save_id)
             data_root = self._data_root(prefix, spec.save_id)
-            return _pack.write_shard(self._files, prefix, data_root, spec, items, self._options)
+            return _pack.write_shard(
+                self._files, prefix, data_root, spec, items, self._options, sync_dirs=self._strategy.sync_dirs
+            )
 
     def commit(self, prefix: str, shards: Sequence[ShardResult], *, overwrite: bool = True) -> None:
         if not shards:

@@ -22,7 +22,7 @@ import threading
 import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
-from typing import Any, Final
+from typing import Any, ClassVar, Final
 
 from trackpoint import _paths
 from trackpoint.backends.stores import FileLayer
@@ -108,6 +108,10 @@ class CommitStrategy(ABC):
         The store.
     """
 
+    #: Whether each ``write_shard`` syncs its arrays' directories before it returns: where the
+    #: commit renames directories into place, their entries must be durable first.
+    sync_dirs: ClassVar[bool] = False
+
     def __init__(self, files: FileLayer) -> None:
         self.files = files
 
@@ -157,6 +161,8 @@ class RenameCommit(CommitStrategy):
         without it an overwrite is two renames.
     """
 
+    sync_dirs: ClassVar[bool] = True
+
     def __init__(self, files: FileLayer, exchange: Callable[[str, str], bool] | None = None) -> None:
         super().__init__(files)
         self._exchange = exchange
@@ -197,9 +203,9 @@ class RenameCommit(CommitStrategy):
                 "save again"
             )
         files.put(_paths.join(staging, _layout.ZARR_JSON), doc)
-        # Every file was made durable by its sink; the directories holding them too.
-        for d in _directories(files, staging):
-            files.sync_dir(d)
+        # Every file was made durable by its sink, and each shard synced its arrays' directories
+        # (write_shard); what is left is the root's entry for the document just written.
+        files.sync_dir(staging)
         parent = files.dirname(group)
         exists = files.exists(_paths.join(group, _layout.ZARR_JSON)) or files.exists(group)
         if exists and not overwrite:
@@ -354,17 +360,6 @@ class CreateCommit(CommitStrategy):
                     if mtime is None or now - mtime >= min_age:
                         found.append(sub)
         return found
-
-
-def _directories(files: FileLayer, root: str) -> list[str]:
-    """``root`` and every directory below it, deepest first (stores whose listings name directories)."""
-    out: list[str] = []
-    for name in files.listdir(root):
-        path = _paths.join(root, name)
-        if files.listdir(path):
-            out += _directories(files, path)
-    out.append(root)
-    return out
 
 
 def strategy_for(files: FileLayer, exchange: Callable[[str, str], bool] | None = None) -> CommitStrategy:

@@ -44,6 +44,7 @@ class ArrayWriter:
         self.data_root = data_root
         self.pool = pool
         self._pending: list[Future[None]] = []
+        self._arrays: list[str] = []  # the directory of every array written, for sync_dirs
 
     def track(self, job: Future[None]) -> None:
         """Count ``job`` (started on :attr:`pool`) among the writes :meth:`wait` waits for."""
@@ -57,6 +58,20 @@ class ArrayWriter:
                 job.exception()
             else:
                 job.result()
+
+    def sync_dirs(self) -> None:
+        """Make the directories of every array written durable, then :attr:`data_root`; call after :meth:`wait`.
+
+        A shard returns once its files and the directory entries naming them
+        are durable, so the commit has only the root left to sync, whichever
+        process wrote each shard; the committing process used to list and
+        sync every shard's directories one by one (about 40 ms for the ~200
+        of a 1 GiB save). The pool syncs an array's directories per job.
+        """
+        jobs = [self.pool.submit(_sync_tree, self.files, d) for d in self._arrays]
+        for job in jobs:
+            job.result()
+        self.files.sync_dir(self.data_root)
 
     def new_array(self, name: str, shape: tuple[int, ...], **spec: Any) -> tuple[Any, dict[str, Any]]:
         """A new, empty zarr array ``name`` and its metadata document (``zarr.json`` not yet written).
@@ -91,6 +106,7 @@ class ArrayWriter:
         """
         directory = _paths.join(self.data_root, name)
         self.files.makedirs(directory)  # an empty array has no chunk that created it
+        self._arrays.append(directory)
         document = json.dumps(meta, indent=2).encode()
         self.track(self.pool.submit(self.files.put, _paths.join(directory, _layout.ZARR_JSON), document))
         return meta
@@ -239,9 +255,20 @@ def _template(shape: tuple[int, ...], **spec: Any) -> tuple[Any, dict[str, Any]]
 
 
 def write_shard(
-    files: FileLayer, prefix: str, data_root: str, spec: ShardSpec, items: Sequence[WriteItem], opts: ZarrOptions
+    files: FileLayer,
+    prefix: str,
+    data_root: str,
+    spec: ShardSpec,
+    items: Sequence[WriteItem],
+    opts: ZarrOptions,
+    *,
+    sync_dirs: bool,
 ) -> ShardResult:
-    """Write the tensors of one shard below ``data_root``; return the manifest for ``commit``."""
+    """Write the tensors of one shard below ``data_root``; return the manifest for ``commit``.
+
+    With ``sync_dirs`` (stores with directories, see ``CommitStrategy.sync_dirs``) the shard's
+    directories are durable too when it returns.
+    """
     with ThreadPoolExecutor(_CHUNK_WRITERS, thread_name_prefix="trackpoint-zarr-chunks") as pool:
         writer = ArrayWriter(files, data_root, pool)
         try:
@@ -252,7 +279,19 @@ def write_shard(
             raise
         with _layout.writing(prefix, "a chunk"):
             writer.wait()
+            if sync_dirs:
+                writer.sync_dirs()
     return result
+
+
+def _sync_tree(files: FileLayer, root: str, names: list[str] | None = None) -> None:
+    """Sync ``root`` and every non-empty directory below it; ``names``: ``root``'s listing, if known."""
+    for name in files.listdir(root) if names is None else names:
+        path = _paths.join(root, name)
+        below = files.listdir(path)  # a file lists as empty
+        if below:
+            _sync_tree(files, path, below)
+    files.sync_dir(root)
 
 
 def _write_items(

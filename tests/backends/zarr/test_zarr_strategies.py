@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import os
+import uuid
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from trackpoint.backends.stores import LocalFiles
-from trackpoint.backends.zarr import ZarrBackend
+from trackpoint.backends.zarr import ZarrBackend, ZarrOptions
 from trackpoint.errors import BackendError, CheckpointExistsError
-from trackpoint.storage import Capabilities, WriteItem
+from trackpoint.storage import Capabilities, ShardSpec, WriteItem
 
 
 def test_a_store_without_atomic_rename_commits_by_create_only_root(tmp_path: Path) -> None:
@@ -54,3 +55,52 @@ def test_saves_run_the_contract_protocol(tmp_path: Path) -> None:
     tuned = backend.with_options(backend.save_defaults.__class__(backend_options={"compressor": "zstd"}))
     assert tuned is not backend and tuned.options.compressor == "zstd"  # type: ignore[attr-defined]
     assert backend.options.compressor == "none"
+
+
+class _SyncRecorder(LocalFiles):
+    """Local files that remember which directories were synced (from any thread)."""
+
+    def __init__(self, **kwargs: object) -> None:
+        super().__init__(**kwargs)  # type: ignore[arg-type]
+        self.synced: list[str] = []
+
+    def sync_dir(self, directory: str) -> None:
+        self.synced.append(directory)  # list.append is atomic: the shard's writer threads call this
+        super().sync_dir(directory)
+
+
+def _mixed_items(value: float) -> list[WriteItem]:
+    # A 2-D tensor in several chunks (nested chunk directories), packed small tensors, and a string
+    # tensor, which goes through zarr-python's own store calls.
+    return [
+        WriteItem("grid", np.full((600, 700), value)),
+        WriteItem("small", np.full(3, value)),
+        WriteItem("names", np.array([b"a", b"bc"], dtype=object)),
+    ]
+
+
+def test_each_shard_syncs_its_directories_and_the_commit_only_the_root(tmp_path: Path) -> None:
+    files = _SyncRecorder()
+    backend = ZarrBackend(files, ZarrOptions(chunk_bytes=1 << 20))
+    prefix = str(tmp_path / "ckpt")
+    save_id = uuid.uuid4().hex
+    staging = str(tmp_path / f"ckpt.zarr.tmp-{save_id}")
+    results = []
+    for i, items in enumerate([_mixed_items(1.0)[:2], _mixed_items(2.0)[2:]]):
+        results.append(backend.write_shard(prefix, ShardSpec(i, 2, save_id), items))
+        # Once write_shard returns, every directory holding entries is durable: no one lists them later.
+        holding = {d for d, subdirs, names in os.walk(staging) if subdirs or names}
+        assert len(holding) > 5
+        assert holding <= set(files.synced)
+    files.synced.clear()
+    backend.commit(prefix, results)
+    assert sorted(files.synced) == sorted([staging, str(tmp_path)])
+    with backend.open_reader(prefix) as reader:
+        assert reader.read("grid")[599, 699] == 1.0 and reader.read("names").tolist() == [b"a", b"bc"]
+
+
+def test_shards_on_a_store_without_rename_sync_no_directories(tmp_path: Path) -> None:
+    files = _SyncRecorder(capabilities=Capabilities(conditional_create=True, parallel_writes=True))
+    backend = ZarrBackend(files, ZarrOptions(chunk_bytes=1 << 20))
+    backend.save(str(tmp_path / "ckpt"), _mixed_items(1.0))
+    assert files.synced == []
