@@ -5,12 +5,13 @@ A :class:`CommitStrategy` carries out the save protocol (``begin`` ->
 strategy is chosen from the store's declared capabilities by
 :func:`choose_strategy`, never from the store's type:
 
-* :class:`RenameCommit` (``atomic_rename``; local disks). Each shard is written
-  as a complete one-shard bundle ``<prefix>_temp/part-<save_id>-iiiii-of-NNNNN``
-  (data file fsynced, piece index beside it). ``commit`` merges the pieces the
-  way TensorFlow's ``MergeV2Checkpoints`` does, from the shard manifests and
-  without re-reading data, renames the data files to their final names, and
-  renames the merged index over ``<prefix>.index`` last.
+* :class:`RenameCommit` (``atomic_rename``; local disks). Each shard's data
+  file is written (and fsynced) as ``<prefix>_temp/part-<save_id>-iiiii-of-NNNNN``;
+  a one-shard save also writes its piece index beside it, which is then
+  already the final index. ``commit`` merges the pieces the way TensorFlow's
+  ``MergeV2Checkpoints`` does, from the shard manifests and without
+  re-reading data, renames the data files to their final names, and renames
+  the merged index (or the one-shard piece index) over ``<prefix>.index`` last.
 * :class:`CreateCommit` (``conditional_create`` without atomic rename; object
   stores). Data objects are written once, create-only, under their final
   names; a per-shard piece index ``<prefix>.part-iiiii-of-MMMMM.<save_id>.piece``
@@ -119,12 +120,17 @@ class CommitStrategy(ABC):
         """Write one shard where this strategy keeps uncommitted data; return its manifest."""
         staged = self._stage(prefix, spec)
         rows = self._write(prefix, spec, staged, items)
-        shard = describe_shard(spec, rows, staged.file_count)
-        self._publish(prefix, spec, staged, shard.piece_table)
-        if spec.num_shards == 1 and staged.file_count == 1:
-            with self._lock:
-                self._single[(prefix, spec.save_id)] = shard.piece_table
+        shard = describe_shard(spec, rows, staged.file_count, piece=self._keeps_piece(spec))
+        if shard.piece_table is not None:
+            self._publish(prefix, spec, staged, shard.piece_table)
+            if spec.num_shards == 1 and staged.file_count == 1:
+                with self._lock:
+                    self._single[(prefix, spec.save_id)] = shard.piece_table
         return shard.result
+
+    def _keeps_piece(self, spec: ShardSpec) -> bool:
+        """Whether shard ``spec`` gets a piece table, stored by :meth:`_publish` (the default: every shard)."""
+        return True
 
     @abstractmethod
     def _stage(self, prefix: str, spec: ShardSpec) -> Staged:
@@ -205,6 +211,11 @@ class RenameCommit(CommitStrategy):
     def _write(self, prefix: str, spec: ShardSpec, staged: Staged, items: Sequence[WriteItem]) -> list[Row]:
         # docstring inherited
         return write_data(self.files, staged.data_path, items, create_only=False)
+
+    def _keeps_piece(self, spec: ShardSpec) -> bool:
+        # A one-shard save's piece index becomes its final index (_commit). With more shards the commit
+        # merges their manifests, and a piece index would be built, written, fsynced and deleted unread.
+        return spec.num_shards == 1
 
     def _publish(self, prefix: str, spec: ShardSpec, staged: Staged, piece_table: bytes) -> None:
         # docstring inherited

@@ -79,7 +79,7 @@ def extents_slice(full_shape: tuple[int, ...], extents: Sequence[tuple[int, int]
 class WrittenShard(NamedTuple):
     """A written shard: its one-shard index (the piece table) and its manifest for ``commit``."""
 
-    piece_table: bytes
+    piece_table: bytes | None
     result: ShardResult
 
 
@@ -189,13 +189,13 @@ def write_data(files: FileLayer, path: str, items: Sequence[WriteItem], *, creat
 
 
 @_gc.paused()
-def describe_shard(spec: ShardSpec, rows: list[Row], file_count: int) -> WrittenShard:
+def describe_shard(spec: ShardSpec, rows: list[Row], file_count: int, *, piece: bool) -> WrittenShard:
     """The piece table and manifest of a shard whose data file holds ``rows``.
 
-    The piece table makes the shard a valid one-shard bundle of its own; the
-    manifest carries the same entries with the shard's real ``shard_id``, as
-    the merged index will hold them, and ``file_count``, the ``-of-`` count
-    of the shard's data file name.
+    The piece table (built only with ``piece``, else ``None``) makes the
+    shard a valid one-shard bundle of its own; the manifest carries the same
+    entries with the shard's real ``shard_id``, as the merged index will hold
+    them, and ``file_count``, the ``-of-`` count of the shard's data file name.
     """
     nbytes = max((r.offset + r.size for r in rows), default=0)
     rows = sorted(rows, key=lambda r: r.key)
@@ -224,10 +224,12 @@ def describe_shard(spec: ShardSpec, rows: list[Row], file_count: int) -> Written
             out = sorted(out + fulls)
         return out
 
-    piece_entries = entries(0)
-    piece_table = build_table([(b"", encode_header(1)), *piece_entries])
-    # Shard 0's entries are the same bytes in the piece and in the merged index.
-    merged_entries = piece_entries if spec.shard_id == 0 else entries(spec.shard_id)
+    merged_entries = entries(spec.shard_id)
+    piece_table = None
+    if piece:
+        # Shard 0's entries are the same bytes in the piece and in the merged index.
+        piece_entries = merged_entries if spec.shard_id == 0 else entries(0)
+        piece_table = build_table([(b"", encode_header(1)), *piece_entries])
     keys = tuple(k.decode("utf-8", "surrogateescape") for k, _ in merged_entries if k[:1] != b"\x00")
     return WrittenShard(piece_table, ShardResult(spec, keys, nbytes, encode_payload(merged_entries, file_count)))
 

@@ -16,7 +16,7 @@ from trackpoint.backends.bundle import BundleBackend, _commit
 from trackpoint.backends.bundle._commit import CommitStrategy, CreateCommit, RenameCommit, choose_strategy
 from trackpoint.backends.stores import FileLayer, FileSink, LocalFiles
 from trackpoint.errors import BackendError
-from trackpoint.storage import ANY_VERSION, Capabilities, VersionedBytes, WriteItem
+from trackpoint.storage import ANY_VERSION, Capabilities, CheckpointOptions, VersionedBytes, WriteItem
 
 BUNDLE = Path(__file__).resolve().parents[3] / "backends" / "bundle"
 
@@ -124,3 +124,36 @@ def test_the_commit_strategy_is_never_chosen_by_store_type_or_flag() -> None:
                 assert not named & stores, f"{path.name}:{node.lineno} checks the store's type"
             if isinstance(node, ast.Attribute) and node.attr == "_rename":
                 raise AssertionError(f"{path.name}:{node.lineno} branches on a strategy flag")
+
+
+class _Recording(LocalFiles):
+    """Local files that remember the name of every file written (from any thread)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.written: list[str] = []
+
+    def open_sink(self, path: str, *, create_only: bool = False) -> FileSink:
+        self.written.append(path)  # list.append is atomic: writer threads call this
+        return super().open_sink(path, create_only=create_only)
+
+
+@pytest.mark.parametrize("shards", [1, 3])
+def test_a_rename_save_writes_piece_indexes_only_when_one_is_the_final_index(tmp_path: Path, shards: int) -> None:
+    files = _Recording()
+    backend = BundleBackend(files)
+    prefix = str(tmp_path / "ckpt")
+    items = [WriteItem(f"w{i}", np.full(40_000, float(i))) for i in range(3)]
+    backend.save(prefix, items, CheckpointOptions(max_shard_bytes=None if shards == 1 else 400_000, num_writers=shards))
+    names = [Path(p).name for p in files.written]
+    assert sum(".data-" in n for n in names) == shards
+    pieces = [n for n in names if n.startswith("part-") and n.endswith(".index")]
+    # One shard: its piece index, renamed over ckpt.index. Several: the index merged from their manifests.
+    assert len(pieces) == (shards == 1)
+    assert sum(n.startswith("merged-") for n in names) == (shards > 1)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        *(f"ckpt.data-{i:05d}-of-{shards:05d}" for i in range(shards)),
+        "ckpt.index",
+    ]
+    with backend.open_reader(prefix) as reader:
+        assert [float(reader.read(f"w{i}")[-1]) for i in range(3)] == [0.0, 1.0, 2.0]
