@@ -77,7 +77,7 @@ def extents_slice(full_shape: tuple[int, ...], extents: Sequence[tuple[int, int]
 
 
 class WrittenShard(NamedTuple):
-    """A written shard: its one-shard index (the piece table) and its manifest for ``commit``."""
+    """A written shard: its one-shard index (the piece table, ``None`` if not built) and its manifest for ``commit``."""
 
     piece_table: bytes | None
     result: ShardResult

@@ -279,7 +279,8 @@ def write_shard(
             raise
         with _layout.writing(prefix, "a chunk"):
             writer.wait()
-            if sync_dirs:
+        if sync_dirs:
+            with _layout.writing(prefix, "the shard's directories"):
                 writer.sync_dirs()
     return result
 

@@ -11,7 +11,7 @@ import pytest
 
 from trackpoint.backends.stores import LocalFiles
 from trackpoint.backends.zarr import ZarrBackend, ZarrOptions
-from trackpoint.errors import BackendError, CheckpointExistsError
+from trackpoint.errors import BackendError, CheckpointExistsError, StorageError
 from trackpoint.storage import Capabilities, ShardSpec, WriteItem
 
 
@@ -60,8 +60,8 @@ def test_saves_run_the_contract_protocol(tmp_path: Path) -> None:
 class _SyncRecorder(LocalFiles):
     """Local files that remember which directories were synced (from any thread)."""
 
-    def __init__(self, **kwargs: object) -> None:
-        super().__init__(**kwargs)  # type: ignore[arg-type]
+    def __init__(self, capabilities: Capabilities | None = None) -> None:
+        super().__init__(capabilities=capabilities)
         self.synced: list[str] = []
 
     def sync_dir(self, directory: str) -> None:
@@ -104,3 +104,17 @@ def test_shards_on_a_store_without_rename_sync_no_directories(tmp_path: Path) ->
     backend = ZarrBackend(files, ZarrOptions(chunk_bytes=1 << 20))
     backend.save(str(tmp_path / "ckpt"), _mixed_items(1.0))
     assert files.synced == []
+
+
+class _FailingSync(LocalFiles):
+    def sync_dir(self, directory: str) -> None:
+        raise OSError(5, "Input/output error", directory)
+
+
+def test_a_failed_directory_sync_fails_the_save_and_leaves_no_checkpoint(tmp_path: Path) -> None:
+    backend = ZarrBackend(_FailingSync(), ZarrOptions(chunk_bytes=1 << 20))
+    prefix = str(tmp_path / "ckpt")
+    with pytest.raises(StorageError, match="failed to write \"the shard's directories\" of .*Input/output error"):
+        backend.save(prefix, _mixed_items(1.0))
+    assert not backend.exists(prefix)
+    assert backend.list_checkpoints(str(tmp_path)) == []
