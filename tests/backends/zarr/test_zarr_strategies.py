@@ -114,7 +114,7 @@ class _FailingSync(LocalFiles):
 def test_a_failed_directory_sync_fails_the_save_and_leaves_no_checkpoint(tmp_path: Path) -> None:
     backend = ZarrBackend(_FailingSync(), ZarrOptions(chunk_bytes=1 << 20))
     prefix = str(tmp_path / "ckpt")
-    with pytest.raises(StorageError, match="failed to write \"the shard's directories\" of .*Input/output error"):
+    with pytest.raises(StorageError, match='failed to write "the shard\'s directories" of .*Input/output error'):
         backend.save(prefix, _mixed_items(1.0))
     assert not backend.exists(prefix)
     assert backend.list_checkpoints(str(tmp_path)) == []
