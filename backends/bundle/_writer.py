@@ -101,16 +101,43 @@ def _key_bytes(key: object) -> bytes:
     return out
 
 
-def _write_batch(
-    sink: FileSink, batch: list[bytes | memoryview], waiting: list[WriteItem], report: Callable[..., None] | None
-) -> None:
-    """Write the gathered small tensors, then report them; empties ``batch`` and ``waiting``."""
-    sink.write_many(batch)
-    batch.clear()
-    if report is not None:
-        for it in waiting:
-            report(it.nbytes, it)  # done with it.array: an async save may release the value
-        waiting.clear()
+class _SmallWrites:
+    """Small tensors' bytes, gathered as views and written together, about ``_BATCH`` bytes at a time.
+
+    A vectored write takes the views without a copy, so the arrays are read
+    until the write: each item is reported (to ``report``) only once its bytes
+    were handed to the sink.
+    """
+
+    __slots__ = ("_items", "_nbytes", "_report", "_sink", "_views")
+
+    def __init__(self, sink: FileSink, report: Callable[..., None] | None) -> None:
+        self._sink = sink
+        self._report = report
+        self._views: list[bytes | memoryview] = []
+        self._nbytes = 0
+        self._items: list[WriteItem] = []
+
+    def add(self, data: bytes | memoryview, item: WriteItem) -> None:
+        """Gather ``data``, the bytes of ``item``; write the batch once it is large enough."""
+        self._views.append(data)
+        self._nbytes += len(data)
+        if self._report is not None:
+            self._items.append(item)
+        if self._nbytes >= _BATCH:
+            self.flush()
+
+    def flush(self) -> None:
+        """Write what is gathered, then report its items."""
+        if not self._views:
+            return
+        self._sink.write_many(self._views)
+        self._views.clear()
+        self._nbytes = 0
+        if self._report is not None:
+            for it in self._items:
+                self._report(it.nbytes, it)  # done with it.array: an async save may release the value
+            self._items.clear()
 
 
 def write_data(files: FileLayer, path: str, items: Sequence[WriteItem], *, create_only: bool) -> list[Row]:
@@ -126,11 +153,7 @@ def write_data(files: FileLayer, path: str, items: Sequence[WriteItem], *, creat
     report = shard_progress()
     sink = files.open_sink(path, create_only=create_only)
     try:
-        # Small tensors' bytes, gathered as views (a vectored write takes them without a copy), and the
-        # items whose bytes they are, reported once written: until then their arrays are still read.
-        batch: list[bytes | memoryview] = []
-        batched = 0
-        waiting: list[WriteItem] = []
+        small = _SmallWrites(sink, report)
         offset = 0
         for it in items:
             key = _key_bytes(it.key)
@@ -147,11 +170,8 @@ def write_data(files: FileLayer, path: str, items: Sequence[WriteItem], *, creat
             if arr.dtype.kind == "O":
                 data, crc = encode_strings(arr, it.key)
                 rows.append(Row(key, DT_STRING, arr.shape, offset, len(data), crc, full, part))
-                batch.append(data)
-                batched += len(data)
+                small.add(data, it)
                 offset += len(data)
-                if report is not None:
-                    waiting.append(it)
             else:
                 dt = tf_from_dtype(arr.dtype, it.key)
                 arr = _little_endian(arr)
@@ -159,14 +179,9 @@ def write_data(files: FileLayer, path: str, items: Sequence[WriteItem], *, creat
                 size = len(view)
                 if size < _SMALL:
                     crc = crc32c(view)
-                    batch.append(view)
-                    batched += size
-                    if report is not None:
-                        waiting.append(it)
+                    small.add(view, it)
                 else:
-                    if batch:
-                        _write_batch(sink, batch, waiting, report)
-                        batched = 0
+                    small.flush()
                     crc = 0
                     for start in range(0, size, _CHUNK):
                         chunk = view[start : start + _CHUNK]
@@ -176,11 +191,7 @@ def write_data(files: FileLayer, path: str, items: Sequence[WriteItem], *, creat
                         report(it.nbytes, it)  # done with it.array: an async save may release the value
                 rows.append(Row(key, dt, arr.shape, offset, size, mask(crc), full, part))
                 offset += size
-            if batched >= _BATCH:
-                _write_batch(sink, batch, waiting, report)
-                batched = 0
-        if batch:
-            _write_batch(sink, batch, waiting, report)
+        small.flush()
     except BaseException:
         sink.abort()
         raise

@@ -171,18 +171,14 @@ class _LocalSink(FileSink):
         if self._fd is None:
             raise StorageError(f"local: write to {self._path!r} after the file was closed")
         views = [memoryview(data).cast("B") for data in buffers]
+        sizes = list(map(len, views))
         try:
             done = 0
             while done < len(views):
-                # writev may write less than asked (one call is capped near 2 GiB): step past the whole
-                # buffers it wrote, then trim the one it wrote part of.
+                # writev may write less than asked (one call is capped near 2 GiB).
                 n = os.writev(self._fd, views[done : done + _IOV_MAX])
                 self._written += n
-                while done < len(views) and n >= len(views[done]):
-                    n -= len(views[done])
-                    done += 1
-                if n:
-                    views[done] = views[done][n:]
+                done = _step_past(views, sizes, done, n)
         except OSError as exc:
             self.abort()
             _raise(exc, "write", self._path)
@@ -231,6 +227,21 @@ class _LocalSink(FileSink):
             pass
 
 
+def _step_past(bufs: list[memoryview], sizes: list[int], i: int, n: int) -> int:
+    """After a vectored call moved ``n`` bytes from buffer ``i`` on: the first buffer not done, trimmed.
+
+    ``sizes`` holds the buffers' byte counts; the buffer the call ended inside
+    is replaced by (and its size set to) the part it still has to move.
+    """
+    while i < len(bufs) and n >= sizes[i]:
+        n -= sizes[i]
+        i += 1
+    if n:
+        bufs[i] = bufs[i].cast("B")[n:]
+        sizes[i] -= n
+    return i
+
+
 def _preadv_full(fd: int, bufs: list[memoryview], sizes: list[int], offset: int, path: str) -> None:
     """Fill every buffer (``sizes``: their bytes) from ``offset`` on, coping with short reads."""
     i = 0
@@ -252,11 +263,7 @@ def _preadv_full(fd: int, bufs: list[memoryview], sizes: list[int], offset: int,
             continue
         if i == 0:
             bufs, sizes = list(bufs), list(sizes)  # the caller's lists stay as they were
-        while n >= sizes[i]:
-            n -= sizes[i]
-            i += 1
-        bufs[i] = bufs[i].cast("B")[n:]
-        sizes[i] -= n
+        i = _step_past(bufs, sizes, i, n)
 
 
 class _LocalSource(FileSource):
