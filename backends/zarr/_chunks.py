@@ -155,15 +155,18 @@ class ContiguousChunks:
 
     Chunks have extent 1 on the axes before ``axis``, ``rows`` on ``axis`` and
     the whole extent after it, which is how :func:`~._layout.chunk_shape` cuts.
+    Chunk keys join their grid position with ``separator`` (Zarr's ``default``
+    key encoding).
     """
 
     shape: tuple[int, ...]
     chunks: tuple[int, ...]
     axis: int
     itemsize: int
+    separator: str
 
     @classmethod
-    def of(cls, shape: Sequence[int], chunks: Sequence[int], itemsize: int) -> ContiguousChunks | None:
+    def of(cls, shape: Sequence[int], chunks: Sequence[int], itemsize: int, separator: str) -> ContiguousChunks | None:
         """The chunking, or ``None`` when its chunks are not contiguous runs (not written by trackpoint)."""
         shape_t, chunks_t = tuple(int(d) for d in shape), tuple(int(c) for c in chunks)
         if len(shape_t) != len(chunks_t):
@@ -172,7 +175,7 @@ class ContiguousChunks:
         for d in range(axis + 1, len(shape_t)):
             if chunks_t[d] != max(1, shape_t[d]):
                 return None
-        return cls(shape_t, chunks_t, axis, itemsize)
+        return cls(shape_t, chunks_t, axis, itemsize, separator)
 
     def runs(self) -> list[tuple[str, int, int, int]]:
         """``(chunk key, byte offset, bytes in the array, bytes stored)`` per chunk, in byte order."""
@@ -188,7 +191,7 @@ class ContiguousChunks:
         for lead in np.ndindex(*self.shape[: self.axis]):
             for r in range(-(-rows // step)):
                 n = min(step, rows - r * step) * inner
-                key = "/".join(map(str, ("c", *lead, r, *tail)))
+                key = self.separator.join(map(str, ("c", *lead, r, *tail)))
                 out.append((key, offset, n, step * inner))
                 offset += n
         return out
@@ -202,7 +205,7 @@ def write_chunks(
     codec: Codec,
     pool: Executor,
 ) -> list[Future[None]]:
-    """Start writing every chunk of the C-contiguous ``values`` (storage dtype) as ``directory/c/...``.
+    """Start writing every chunk of the C-contiguous ``values`` (storage dtype) below ``directory``.
 
     Chunks are written by ``pool``, each its own object: durable one by one
     (a local sink fsyncs each file), so several at once keep the device busy.
@@ -301,9 +304,12 @@ def read_packed(
     shard: int,
     inner: int,
     codec: Codec,
+    separator: str,
     scratch: np.ndarray[Any, Any] | None = None,
 ) -> np.ndarray[Any, Any]:
     """Bytes ``[start, stop)`` of the packed array below ``directory`` (shards of ``shard`` bytes).
+
+    Shard objects are named ``c``, ``separator`` and their number.
 
     The inner chunks the range touches are read whole, in array order, into
     one buffer: ``scratch`` (a uint8 array) when it is large enough, and the
@@ -321,7 +327,7 @@ def read_packed(
     tail = 4 if codec.checksum else 0
     per_shard = shard // inner
     for k in range(first // per_shard, (last - 1) // per_shard + 1):
-        path = _paths.join(directory, f"c/{k}")
+        path = _paths.join(directory, f"c{separator}{k}")
         index = _shard_index(files, path, per_shard).tolist()
         ranges: list[tuple[int, memoryview]] = []
         chunks: list[tuple[int, memoryview, bytearray]] = []  # (inner chunk, its place in buf, CRC or raw bytes)

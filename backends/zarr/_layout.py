@@ -40,6 +40,12 @@ SUFFIX: Final = ".zarr"
 ZARR_JSON: Final = "zarr.json"
 #: Tensor-table dtype name of string tensors.
 STRING: Final = "bytes"
+#: Separator of the chunk keys written (Zarr's ``default`` key encoding): ``c.0.1``, not ``c/0/1``.
+#: Every chunk sits in its array's own directory, so a local save creates and makes durable one
+#: directory per array instead of two or more. Readers take both separators.
+CHUNK_SEPARATOR: Final = "."
+#: Separators the fast reader knows; ``"/"`` is the one written before 2026-12-04.
+CHUNK_SEPARATORS: Final = (".", "/")
 
 # ml_dtypes types have no Zarr v3 data type in zarr-python 3.1: they are stored
 # as the unsigned integer of the same width, with their name in an attribute.
@@ -238,7 +244,7 @@ def array_metadata(
         "shape": list(shape),
         "data_type": dtype.name,
         "chunk_grid": {"name": "regular", "configuration": {"chunk_shape": list(chunks)}},
-        "chunk_key_encoding": {"name": "default", "configuration": {"separator": "/"}},
+        "chunk_key_encoding": {"name": "default", "configuration": {"separator": CHUNK_SEPARATOR}},
         "fill_value": fill,
         "codecs": codecs,
         "attributes": attributes,

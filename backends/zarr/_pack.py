@@ -135,6 +135,7 @@ class ArrayWriter:
                     values,
                     chunks=_layout.chunk_shape(values.shape, mean, opts.chunk_bytes),
                     dtype=VariableLengthBytes(),
+                    chunk_key_encoding={"name": "default", "separator": _layout.CHUNK_SEPARATOR},
                     compressors=_layout.codecs(opts),
                     attributes=attrs,
                 )
@@ -144,7 +145,7 @@ class ArrayWriter:
         chunks = _layout.chunk_shape(array.shape, storage.itemsize, opts.chunk_bytes)
         codecs = _layout.codec_metadata(opts, storage.itemsize)
         meta = _layout.array_metadata(array.shape, storage, chunks, codecs, attrs)
-        grid = ContiguousChunks.of(array.shape, chunks, storage.itemsize)
+        grid = ContiguousChunks.of(array.shape, chunks, storage.itemsize, _layout.CHUNK_SEPARATOR)
         assert grid is not None  # chunk_shape cuts row-major
         # The chunks go from the tensor's memory to the store (_chunks), not through zarr's pipeline.
         directory = _paths.join(self.data_root, name)
@@ -175,7 +176,7 @@ class Packer:
         self._codec = Codec.from_options(opts, 1)
         self._meta = _layout.packed_metadata(total, self._shard, self._inner, opts)
         self._directory = _paths.join(writer.data_root, name)
-        writer.files.makedirs(_paths.join(self._directory, "c"))
+        writer.files.makedirs(_paths.dirname(self._object(0)))
         # Two windows: one fills while the other's shard object is written (and fsynced) by the pool.
         self._window: np.ndarray[Any, Any] = np.empty(min(self._shard, total), dtype=np.uint8)
         self._windows: list[np.ndarray[Any, Any] | None] = [self._window, None]
@@ -183,6 +184,10 @@ class Packer:
         self._current = 0
         self._filled = 0  # bytes of the current window in use
         self._flushed = 0  # bytes written (whole windows)
+
+    def _object(self, k: int) -> str:
+        """The path of shard object ``k``."""
+        return _paths.join(self._directory, f"c{_layout.CHUNK_SEPARATOR}{k}")
 
     def add(self, stored: np.ndarray[Any, Any]) -> int:
         """Append the bytes of ``stored``; return their offset in the packed array."""
@@ -208,7 +213,7 @@ class Packer:
 
     def _flush(self, size: int) -> None:
         """Start writing the full current window as the next shard object; switch to the other window."""
-        path = _paths.join(self._directory, f"c/{self._flushed // self._shard}")
+        path = self._object(self._flushed // self._shard)
         job = self._writer.pool.submit(
             write_shard_object,
             self._writer.files,

@@ -110,7 +110,7 @@ class FileLayerStore(Store):
         await asyncio.to_thread(self._put, self._path(key), value.as_buffer_like())
 
     def _put(self, path: str, data: Any) -> None:
-        # Chunk keys nest (c/0/1); on a local disk their directories must exist.
+        # A key may nest (a node's zarr.json, or c/0/1 under the "/" key encoding): the directory must exist.
         self.files.makedirs(self.files.dirname(path))
         self.files.put(path, data)
 

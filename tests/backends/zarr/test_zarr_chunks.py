@@ -58,6 +58,7 @@ def _check_against_zarr(local: Any, compressor: str, shape: Any, dtype: str, *, 
         dtype=ours.dtype,
         fill_value=0,
         compressors=ours.compressors,
+        chunk_key_encoding=ours.metadata.chunk_key_encoding,
         config={"write_empty_chunks": True},
     )
     stored = ours[...]
@@ -84,7 +85,7 @@ def test_a_flipped_or_truncated_chunk_is_data_loss(local: Any, compressor: str) 
     value = np.arange(5000, dtype=np.float64)
     options = {"compressor": compressor, "pack_bytes": 0, "chunk_bytes": 8000}
     local.backend.save(prefix, [WriteItem("w", value)], CheckpointOptions(backend_options=options))
-    chunk = prefix + ".zarr/w/c/1"
+    chunk = prefix + ".zarr/w/c.1"
     with open(chunk, "r+b") as f:
         f.seek(10)
         byte = f.read(1)
@@ -110,7 +111,12 @@ def test_metadata_documents_are_zarrs(compressor: str, dtype: str) -> None:
     dt = np.dtype(dtype)
 
     def zarrs(shape: Any, **spec: Any) -> Any:
-        made = zarr.create_array(store=zarr.storage.MemoryStore(), shape=shape, zarr_format=3, fill_value=0, **spec)
+        # Chunk keys as c.0.1: every chunk in its array's directory (the separator is trackpoint's choice).
+        encoding = {"name": "default", "separator": "."}
+        made = zarr.create_array(
+            store=zarr.storage.MemoryStore(), shape=shape, zarr_format=3, fill_value=0, chunk_key_encoding=encoding,
+            **spec,
+        )  # fmt: skip
         return json.loads(made.metadata.to_buffer_dict(default_buffer_prototype())["zarr.json"].to_bytes())
 
     codecs = _layout.codec_metadata(opts, dt.itemsize)

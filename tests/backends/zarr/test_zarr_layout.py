@@ -87,6 +87,67 @@ def test_local_group_sits_at_prefix_dot_zarr(local: Any) -> None:
     assert set(root["consolidated_metadata"]["metadata"]) == {encode_key(KERNEL), "_packed-00000"}
 
 
+def _layout_items() -> list[WriteItem]:
+    # A 2-D tensor in 20 chunks, small tensors packed into several shard objects, a string tensor.
+    return [
+        WriteItem("grid", np.arange(200_000, dtype=np.float32).reshape(400, 500)),
+        *(WriteItem(f"small{i}", np.full(300, i, np.int32)) for i in range(40)),
+        WriteItem("names", np.array([b"a", b"bc", b""], dtype=object)),
+    ]
+
+
+_LAYOUT_OPTIONS = CheckpointOptions(num_writers=1, backend_options={"chunk_bytes": 40_000, "packed_chunk_bytes": 4096})
+
+
+def _assert_reads_back(backend: Any, prefix: str, items: list[WriteItem]) -> None:
+    with backend.open_reader(prefix) as reader:
+        outs = [np.zeros_like(it.array) if it.array.dtype != object else None for it in items]
+        got = reader.read_many([(it.key, out) for it, out in zip(items, outs, strict=True)])
+        for it, value in zip(items, got, strict=True):
+            assert value.tolist() == it.array.tolist(), it.key
+
+
+def test_every_chunk_sits_in_its_arrays_own_directory(local: Any) -> None:
+    prefix = local.prefix()
+    items = _layout_items()
+    local.backend.save(prefix, items, _LAYOUT_OPTIONS)
+    group = prefix + ".zarr"
+    # One directory per array and nothing below it: a local save makes fewer directories durable.
+    assert [d for d, subdirs, _ in os.walk(group) if subdirs] == [group]
+    assert sorted(os.listdir(f"{group}/grid")) == sorted(["zarr.json", *(f"c.{r}.0" for r in range(20))])
+    packed = sorted(os.listdir(f"{group}/_packed-00000"))
+    assert len(packed) > 2 and packed == sorted(["zarr.json", *(f"c.{k}" for k in range(len(packed) - 1))])
+    assert "c.0" in os.listdir(f"{group}/names")
+    meta = json.loads(open(f"{group}/grid/zarr.json", "rb").read())
+    assert meta["chunk_key_encoding"] == {"name": "default", "configuration": {"separator": "."}}
+    _assert_reads_back(local.backend, prefix, items)
+    assert zarr.open_group(group, mode="r")["grid"][399, 499] == 199_999  # plain zarr follows the encoding
+
+
+def test_checkpoints_with_nested_chunk_keys_read_without_zarr(local: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    from trackpoint.backends.zarr import _layout
+    from trackpoint.backends.zarr._reader import ZarrReader
+
+    # Earlier releases wrote Zarr's default nested keys (c/0/0); their checkpoints keep the fast path.
+    prefix = local.prefix()
+    items = _layout_items()
+    with monkeypatch.context() as m:
+        m.setattr(_layout, "CHUNK_SEPARATOR", "/")
+        local.backend.save(prefix, items, _LAYOUT_OPTIONS)
+    group = prefix + ".zarr"
+    assert os.path.isfile(f"{group}/grid/c/19/0") and os.path.isfile(f"{group}/_packed-00000/c/1")
+    through_zarr: list[str] = []
+    opened = ZarrReader._array
+
+    def recording(self: Any, name: str) -> Any:
+        through_zarr.append(name)
+        return opened(self, name)
+
+    monkeypatch.setattr(ZarrReader, "_array", recording)
+    _assert_reads_back(local.backend, prefix, items)
+    assert set(through_zarr) == {"names"}  # only the string tensor needs zarr-python
+
+
 def test_plain_zarr_opens_and_slices_lazily(where: Any) -> None:
     prefix = where.prefix()
     where.backend.save(prefix, _items())

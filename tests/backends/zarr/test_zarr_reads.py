@@ -37,7 +37,7 @@ def _data_dir(where: Any) -> str:
 
 
 def _chunks(where: Any, name: str) -> list[str]:
-    return sorted(p for p in where.raw.find(f"{_data_dir(where)}/{name}") if "/c/" in p)
+    return sorted(p for p in where.raw.find(f"{_data_dir(where)}/{name}") if "/c." in p)
 
 
 def test_reading_one_tensor_ignores_a_destroyed_neighbour(where: Any) -> None:
@@ -151,7 +151,7 @@ class _RecordingFiles(LocalFiles):
         self.most = 0
 
     def read_ranges(self, path: str, ranges: Sequence[tuple[int, memoryview]]) -> None:
-        if "/c/" not in path:
+        if "/c." not in path:
             return super().read_ranges(path, ranges)
         with self.lock:
             self.threads.add(threading.current_thread().name)
@@ -189,7 +189,7 @@ def test_a_failed_concurrent_read_names_its_tensor(tmp_path: Path) -> None:
     backend = ZarrBackend(LocalFiles())
     prefix = str(tmp_path / "ckpt")
     backend.save(prefix, items, _OWN_SMALL_PACKED)
-    chunk = next(p for p in sorted(tmp_path.rglob("*")) if p.is_file() and "/t3/c/" in p.as_posix())
+    chunk = next(p for p in sorted(tmp_path.rglob("*")) if p.is_file() and "/t3/c." in p.as_posix())
     data = bytearray(chunk.read_bytes())
     data[100] ^= 0x01
     chunk.write_bytes(bytes(data))

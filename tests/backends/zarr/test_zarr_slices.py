@@ -131,11 +131,11 @@ class CountingFiles(LocalFiles):
         self.chunk_bytes = 0
 
     def read_into(self, path: str, offset: int, out: memoryview) -> None:
-        self.chunk_bytes += out.nbytes if "/c/" in path else 0
+        self.chunk_bytes += out.nbytes if "/c." in path else 0
         super().read_into(path, offset, out)
 
     def read_ranges(self, path: str, ranges: Sequence[tuple[int, memoryview]]) -> None:
-        self.chunk_bytes += sum(out.nbytes for _, out in ranges) if "/c/" in path else 0
+        self.chunk_bytes += sum(out.nbytes for _, out in ranges) if "/c." in path else 0
         super().read_ranges(path, ranges)
 
 
