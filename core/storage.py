@@ -202,6 +202,21 @@ def version_condition(if_version: VersionCondition | None) -> VersionCondition:
     )
 
 
+def _option_mapping(name: str, value: object) -> dict[str, Any]:
+    """``CheckpointOptions.<name>`` as a dict of its own; ``None`` is empty."""
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise TypeError(
+            f"CheckpointOptions.{name} must be a mapping of option names to values (or None), "
+            f"got {type(value).__name__}"
+        )
+    bad = [k for k in value if not isinstance(k, str)]
+    if bad:
+        raise TypeError(f"CheckpointOptions.{name} takes option names as str keys, got {bad[0]!r}")
+    return dict(value)
+
+
 @dataclass(frozen=True, slots=True)
 class CheckpointOptions:
     """Options for one save or restore; a frozen value object.
@@ -216,9 +231,13 @@ class CheckpointOptions:
     storage_options
         Passed to the backend's store (for fsspec stores: ``endpoint_url``,
         ``key``/``secret``, ``token``, ...). Never logged or put in messages.
+        A mapping with string keys, copied when the options are made;
+        ``None`` counts as empty.
     backend_options
         Tuning read by one backend only (e.g. Zarr's ``compressor`` or
-        ``chunk_bytes``); the core passes it through untouched.
+        ``chunk_bytes``); the core passes it through untouched. A mapping with
+        string keys, copied when the options are made; ``None`` counts as
+        empty.
     max_shard_bytes
         Upper bound on the bytes of one data shard; ``None`` for the backend's
         default. A single tensor larger than the bound gets a shard of its own.
@@ -300,6 +319,9 @@ class CheckpointOptions:
     async_when_busy: str = "wait"
 
     def __post_init__(self) -> None:
+        for name in ("storage_options", "backend_options"):
+            # A copy: the caller's dict may change later, these options may not (they key held backends).
+            object.__setattr__(self, name, _option_mapping(name, getattr(self, name)))
         unsupported = [
             name
             for name, value in (
@@ -328,10 +350,14 @@ class CheckpointOptions:
             raise TypeError(f"CheckpointOptions.progress must be True, False or None, got {self.progress!r}")
         if self.backend is not None and not isinstance(self.backend, str):
             raise TypeError(f"CheckpointOptions.backend must be a str or None, got {type(self.backend).__name__}")
-        if self.max_shard_bytes is not None and self.max_shard_bytes <= 0:
-            raise ValueError(f"CheckpointOptions.max_shard_bytes must be positive, got {self.max_shard_bytes}")
-        if self.num_writers is not None and self.num_writers <= 0:
-            raise ValueError(f"CheckpointOptions.num_writers must be positive, got {self.num_writers}")
+        for name in ("max_shard_bytes", "num_writers"):
+            value = getattr(self, name)
+            if value is None:
+                continue
+            if not isinstance(value, int) or isinstance(value, bool):
+                raise TypeError(f"CheckpointOptions.{name} must be an int or None, got {type(value).__name__}")
+            if value <= 0:
+                raise ValueError(f"CheckpointOptions.{name} must be positive, got {value}")
         if self.coordinator is not None:
             from trackpoint.distributed import Coordinator
 

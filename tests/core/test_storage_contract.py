@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import trackpoint as tp
 from trackpoint.backends.memory import MemoryBackend, clear
 from trackpoint.errors import CheckpointExistsError, CheckpointNotFoundError, StorageError
 from trackpoint.storage import (
@@ -74,6 +76,27 @@ def test_options_validate_and_hide_credentials() -> None:
     text = repr(opts)
     assert "hunter2" not in text and "AKIA123" not in text
     assert "'secret'" in text
+
+
+def test_option_mappings_are_checked_copied_and_none_is_empty(tmp_path: Any) -> None:
+    # None is what callers pass for "no options" (as fsspec takes it); it used to fail later, inside a backend.
+    opts = CheckpointOptions(backend="zarr", storage_options=None, backend_options=None)  # type: ignore[arg-type]
+    assert opts.storage_options == {} and opts.backend_options == {}
+    assert opts == CheckpointOptions(backend="zarr")
+    tp.Checkpoint(v=tp.Variable(1.0)).write(str(tmp_path / "ckpt"), options=opts)
+    tp.Checkpoint(v=tp.Variable(0.0)).read(str(tmp_path / "ckpt"), options=opts).assert_consumed()
+    given = {"compressor": "zstd"}
+    opts = CheckpointOptions(backend_options=given)
+    given["compressor"] = "gzip"
+    assert opts.backend_options == {"compressor": "zstd"}
+    with pytest.raises(TypeError, match=r"backend_options must be a mapping .* got list"):
+        CheckpointOptions(backend_options=[("compressor", "zstd")])  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match=r"storage_options takes option names as str keys, got 1"):
+        CheckpointOptions(storage_options={1: "x"})  # type: ignore[dict-item]
+    with pytest.raises(TypeError, match=r"num_writers must be an int or None, got str"):
+        CheckpointOptions(num_writers="4")  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match=r"max_shard_bytes must be an int or None, got bool"):
+        CheckpointOptions(max_shard_bytes=True)
 
 
 def test_shard_spec_bounds() -> None:
