@@ -434,6 +434,8 @@ class ZarrReader(CheckpointReader):
             with ThreadPoolExecutor(min(_READERS, len(own)), thread_name_prefix="trackpoint-zarr-read") as pool:
                 futures = [(i, pool.submit(self.read, *requests[i])) for _, i in own]
                 try:
+                    # Meanwhile this thread reads the packed tensors: after the pool, they were a serial tail.
+                    self._read_packed_runs(requests, by_packed, results)
                     for i, f in futures:
                         results[i] = f.result()
                 except BaseException:
@@ -445,6 +447,16 @@ class ZarrReader(CheckpointReader):
         else:
             for _, i in own:
                 results[i] = self.read(*requests[i])
+            self._read_packed_runs(requests, by_packed, results)
+        return [r for r in results if r is not None]
+
+    def _read_packed_runs(
+        self,
+        requests: Sequence[tuple[str, np.ndarray[Any, Any] | None]],
+        by_packed: dict[str, list[tuple[int, int, _Entry]]],
+        results: list[np.ndarray[Any, Any] | None],
+    ) -> None:
+        """Read the packed requests of :meth:`read_many`, ``(offset, request, entry)`` by packed array."""
         # One buffer for every run: a new one per run cost a page fault per 4 KiB read (35,000 for 166 MB).
         # Sized for a run and the two inner chunks it may start and end in, at the default chunk size.
         scratch = np.empty(_MAX_RUN + 2 * DEFAULT_PACKED_CHUNK_BYTES, dtype=np.uint8) if by_packed else None
@@ -466,7 +478,6 @@ class ZarrReader(CheckpointReader):
                         key, out = requests[i]
                         results[i] = self._copy_packed(key, e, out, raw[offset - start : offset - start + e.nbytes])
                 a = b
-        return [r for r in results if r is not None]
 
     def close(self) -> None:
         self._closed = True

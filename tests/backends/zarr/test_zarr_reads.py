@@ -184,6 +184,40 @@ def test_read_many_reads_tensors_with_own_arrays_concurrently(tmp_path: Path) ->
     assert len({name for name in files.threads if name.startswith("trackpoint-zarr-read")}) > 1
 
 
+class _OwnWaitsForPacked(LocalFiles):
+    """Chunk reads of arrays of their own wait (up to 2 s) until a packed shard object has been read."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.packed_read = threading.Event()
+        self.waited_out = 0
+
+    def read_ranges(self, path: str, ranges: Sequence[tuple[int, memoryview]]) -> None:
+        if "/_packed-" in path:
+            super().read_ranges(path, ranges)
+            self.packed_read.set()
+            return
+        if "/c." in path and not self.packed_read.wait(2.0):
+            self.waited_out += 1
+        super().read_ranges(path, ranges)
+
+
+def test_packed_tensors_are_read_while_arrays_of_their_own_are(tmp_path: Path) -> None:
+    items = [WriteItem(f"t{i}", np.arange(20_000, dtype=np.float32) + i) for i in range(4)]
+    items += [WriteItem(f"s{i}", np.full(10, i, np.int32)) for i in range(30)]
+    files = _OwnWaitsForPacked()
+    backend = ZarrBackend(files)
+    prefix = str(tmp_path / "ckpt")
+    backend.save(prefix, items, _OWN_SMALL_PACKED)
+    outs = [np.zeros_like(it.array) for it in items]
+    with backend.open_reader(prefix) as reader:
+        reader.read_many([(it.key, out) for it, out in zip(items, outs, strict=True)])
+    for it, out in zip(items, outs, strict=True):
+        np.testing.assert_array_equal(out, it.array)
+    # Read only after every own array had finished, the packed tensors would have kept these waiting.
+    assert files.waited_out == 0
+
+
 def test_a_failed_concurrent_read_names_its_tensor(tmp_path: Path) -> None:
     items = [WriteItem(f"t{i}", np.arange(20_000, dtype=np.float32) + i) for i in range(6)]
     backend = ZarrBackend(LocalFiles())
