@@ -44,7 +44,7 @@ STRING: Final = "bytes"
 #: Every chunk sits in its array's own directory, so a local save creates and makes durable one
 #: directory per array instead of two or more. Readers take both separators.
 CHUNK_SEPARATOR: Final = "."
-#: Separators the fast reader knows; ``"/"`` is the one written before 2026-12-04.
+#: Separators the fast reader knows; ``"/"`` is the one 0.1 wrote.
 CHUNK_SEPARATORS: Final = (".", "/")
 
 # ml_dtypes types have no Zarr v3 data type in zarr-python 3.1: they are stored

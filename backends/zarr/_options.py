@@ -38,7 +38,7 @@ class ZarrOptions:
         and on the bytes of one shard object of a packed array (default 16 MiB).
     pack_bytes
         Numeric tensors of at most this many bytes are packed into shared
-        arrays instead of getting an array each (default 64 KiB; ``0`` turns
+        arrays instead of getting an array each (default 1 MiB; ``0`` turns
         packing off).
     packed_chunk_bytes
         Inner chunk size of packed arrays: the unit a read of one small tensor
@@ -58,7 +58,7 @@ class ZarrOptions:
     compressor: str = "none"
     compression_level: int | None = None
     chunk_bytes: int = 16 * _MiB
-    pack_bytes: int = 64 * 1024
+    pack_bytes: int = _MiB
     packed_chunk_bytes: int = DEFAULT_PACKED_CHUNK_BYTES
     checksum: bool = True
     cleanup_min_age: float = 600.0

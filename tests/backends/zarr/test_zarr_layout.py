@@ -28,7 +28,7 @@ def _graph(data: bytes) -> np.ndarray[Any, Any]:
 def _items() -> list[WriteItem]:
     return [
         WriteItem(OBJECT_GRAPH_KEY, _graph(b"\x0a\x03graph")),
-        WriteItem(KERNEL, np.arange(200_000, dtype=np.float32).reshape(400, 500)),
+        WriteItem(KERNEL, np.arange(400_000, dtype=np.float32).reshape(800, 500)),  # above pack_bytes
         WriteItem("step", np.array(42, dtype=np.int64)),
     ]
 
@@ -83,7 +83,7 @@ def test_local_group_sits_at_prefix_dot_zarr(local: Any) -> None:
     assert attrs["tensors"]["step"] == {
         "dtype": "int64", "shape": [], "packed": "_packed-00000", "offset": 0, "nbytes": 8,
     }  # fmt: skip
-    assert attrs["tensors"][KERNEL] == {"dtype": "float32", "shape": [400, 500], "array": encode_key(KERNEL)}
+    assert attrs["tensors"][KERNEL] == {"dtype": "float32", "shape": [800, 500], "array": encode_key(KERNEL)}
     assert set(root["consolidated_metadata"]["metadata"]) == {encode_key(KERNEL), "_packed-00000"}
 
 
@@ -96,7 +96,9 @@ def _layout_items() -> list[WriteItem]:
     ]
 
 
-_LAYOUT_OPTIONS = CheckpointOptions(num_writers=1, backend_options={"chunk_bytes": 40_000, "packed_chunk_bytes": 4096})
+_LAYOUT_OPTIONS = CheckpointOptions(
+    num_writers=1, backend_options={"chunk_bytes": 40_000, "pack_bytes": 4096, "packed_chunk_bytes": 4096}
+)
 
 
 def _assert_reads_back(backend: Any, prefix: str, items: list[WriteItem]) -> None:
@@ -152,7 +154,7 @@ def test_plain_zarr_opens_and_slices_lazily(where: Any) -> None:
     prefix = where.prefix()
     where.backend.save(prefix, _items())
     got = _read_with_plain_zarr(where, prefix, encode_key(KERNEL))
-    assert got["shape"] == [400, 500] and got["dtype"] == "float32" and got["key"] == KERNEL
+    assert got["shape"] == [800, 500] and got["dtype"] == "float32" and got["key"] == KERNEL
     assert got["slice"] == list(range(123 * 500 + 10, 123 * 500 + 15))
     # Small tensors: the bytes of a packed array at the offset the tensor table records.
     assert got["step"] == 42
@@ -211,7 +213,9 @@ def test_without_packing_every_tensor_is_an_array(local: Any) -> None:
 def test_chunk_bytes_bounds_chunks(local: Any, chunk_bytes: int, chunks: int) -> None:
     value = np.zeros((400, 500), np.float32)  # 800,000 bytes; a row is 2,000
     local.backend.save(
-        local.prefix(), [WriteItem("w", value)], CheckpointOptions(backend_options={"chunk_bytes": chunk_bytes})
+        local.prefix(),
+        [WriteItem("w", value)],
+        CheckpointOptions(backend_options={"chunk_bytes": chunk_bytes, "pack_bytes": 0}),
     )
     arr = zarr.open_group(local.prefix() + ".zarr", mode="r")["w"]
     assert arr.nchunks == chunks
@@ -265,7 +269,7 @@ def test_the_root_document_carries_a_checksum_of_its_own_bytes(local: Any, monke
         raise AssertionError("the canonical checksum was computed")
 
     monkeypatch.setattr(_layout, "root_checksum", refuse)
-    assert _kernel(local).shape == (400, 500)
+    assert _kernel(local).shape == (800, 500)
 
 
 def test_a_root_document_rewritten_by_another_tool_is_checked_by_its_canonical_checksum(local: Any) -> None:
@@ -275,7 +279,7 @@ def test_a_root_document_rewritten_by_another_tool_is_checked_by_its_canonical_c
     doc = json.loads(raw)
     doc["attributes"]["note"] = "added with plain zarr"
     _write(path, json.dumps(doc, indent=2).encode())
-    np.testing.assert_array_equal(_kernel(local), np.arange(200_000, dtype=np.float32).reshape(400, 500))
+    np.testing.assert_array_equal(_kernel(local), np.arange(400_000, dtype=np.float32).reshape(800, 500))
     doc["attributes"]["trackpoint"]["tensors"][KERNEL]["shape"] = [500, 400]
     _write(path, json.dumps(doc, indent=2).encode())
     with pytest.raises(DataLossError, match="fails its checksum"):
@@ -286,7 +290,7 @@ def test_a_root_document_altered_in_place_fails_both_checksums(local: Any) -> No
     from trackpoint.errors import DataLossError
 
     path, raw = _root(local)
-    altered = raw.replace(b'"shape":[400,500]', b'"shape":[500,400]', 1)
+    altered = raw.replace(b'"shape":[800,500]', b'"shape":[500,800]', 1)
     assert altered != raw
     _write(path, altered)
     with pytest.raises(DataLossError, match="fails its checksum"):

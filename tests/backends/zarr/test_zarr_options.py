@@ -37,14 +37,14 @@ def test_bad_options_are_reported(tmp_path: Path, options: dict[str, Any], messa
 
 def test_defaults() -> None:
     opts = ZarrOptions.from_mapping({})
-    assert (opts.compressor, opts.chunk_bytes, opts.pack_bytes, opts.checksum) == ("none", 16 << 20, 64 << 10, True)
+    assert (opts.compressor, opts.chunk_bytes, opts.pack_bytes, opts.checksum) == ("none", 16 << 20, 1 << 20, True)
 
 
 def test_per_save_options_do_not_stick(tmp_path: Path) -> None:
     import zarr
 
     backend = open_backend(str(tmp_path), CheckpointOptions(backend="zarr"))
-    value = np.zeros(100_000)
+    value = np.zeros(200_000)  # above pack_bytes: an array of its own
     backend.save(
         str(tmp_path / "a"), [WriteItem("x", value)], CheckpointOptions(backend_options={"compressor": "zstd"})
     )

@@ -36,7 +36,7 @@ def test_a_store_without_atomic_rename_commits_by_create_only_root(tmp_path: Pat
 
 def test_a_store_with_atomic_rename_commits_by_renaming_the_group(tmp_path: Path) -> None:
     backend = ZarrBackend(LocalFiles())
-    backend.save(str(tmp_path / "ckpt"), [WriteItem("w", np.arange(50_000.0))])
+    backend.save(str(tmp_path / "ckpt"), [WriteItem("w", np.arange(200_000.0))])
     assert sorted(os.listdir(tmp_path / "ckpt.zarr")) == ["w", "zarr.json"]
 
 
