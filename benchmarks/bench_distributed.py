@@ -141,6 +141,7 @@ def worker(rank: int, world: int, group_port: int, address: str, key: str) -> No
 
     import numpy as np
     import torch.distributed as dist
+    from _common import touch_free_memory
 
     import trackpoint as tp
     from trackpoint.distributed import TorchCoordinator
@@ -198,8 +199,6 @@ def worker(rank: int, world: int, group_port: int, address: str, key: str) -> No
         if op == "restore" and spec["base"].startswith("/"):
             _evict(Path(spec["prefix"]).parent.glob(Path(spec["prefix"]).name + ".data-*"))
         if fill and spec["base"].startswith("/"):
-            from _common import touch_free_memory
-
             # The page cache's pages for the write, as the other benchmarks do before saves (see
             # touch_free_memory); without it, which writer met pages the hypervisor had taken back decided
             # the figures.

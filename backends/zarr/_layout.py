@@ -47,6 +47,12 @@ CHUNK_SEPARATOR: Final = "."
 #: Separators the fast reader knows; ``"/"`` is the one 0.1 wrote.
 CHUNK_SEPARATORS: Final = (".", "/")
 
+
+def chunk_key_encoding() -> dict[str, Any]:
+    """The ``chunk_key_encoding`` of every array written (a new dict: it goes into a metadata document)."""
+    return {"name": "default", "configuration": {"separator": CHUNK_SEPARATOR}}
+
+
 # ml_dtypes types have no Zarr v3 data type in zarr-python 3.1: they are stored
 # as the unsigned integer of the same width, with their name in an attribute.
 # bfloat16 is the one the core supports everywhere; the float8 types are
@@ -244,7 +250,7 @@ def array_metadata(
         "shape": list(shape),
         "data_type": dtype.name,
         "chunk_grid": {"name": "regular", "configuration": {"chunk_shape": list(chunks)}},
-        "chunk_key_encoding": {"name": "default", "configuration": {"separator": CHUNK_SEPARATOR}},
+        "chunk_key_encoding": chunk_key_encoding(),
         "fill_value": fill,
         "codecs": codecs,
         "attributes": attributes,

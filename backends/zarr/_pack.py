@@ -135,7 +135,7 @@ class ArrayWriter:
                     values,
                     chunks=_layout.chunk_shape(values.shape, mean, opts.chunk_bytes),
                     dtype=VariableLengthBytes(),
-                    chunk_key_encoding={"name": "default", "separator": _layout.CHUNK_SEPARATOR},
+                    chunk_key_encoding=_layout.chunk_key_encoding(),
                     compressors=_layout.codecs(opts),
                     attributes=attrs,
                 )
