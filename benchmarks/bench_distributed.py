@@ -141,7 +141,7 @@ def worker(rank: int, world: int, group_port: int, address: str, key: str) -> No
 
     import numpy as np
     import torch.distributed as dist
-    from _common import touch_free_memory
+    from _common import drop_cache, touch_memory
 
     import trackpoint as tp
     from trackpoint.distributed import TorchCoordinator
@@ -194,16 +194,19 @@ def worker(rank: int, world: int, group_port: int, address: str, key: str) -> No
             _arrays(spec, rank, world, fill) if raw else [getattr(model, f"v{i}").value for i in range(spec["vars"])]
         )
         needed = sum(v.nbytes for v in values)
-        if op == "raw_read" and spec["base"].startswith("/"):
-            _evict([_raw_path(spec, rank)])
-        if op == "restore" and spec["base"].startswith("/"):
-            _evict(Path(spec["prefix"]).parent.glob(Path(spec["prefix"]).name + ".data-*"))
-        if fill and spec["base"].startswith("/"):
-            # The page cache's pages for the write, as the other benchmarks do before saves (see
-            # touch_free_memory); without it, which writer met pages the hypervisor had taken back decided
-            # the figures.
-            touch_free_memory(needed)
+        scratch = None
+        if spec["base"].startswith("/"):
+            if op == "raw_read":
+                drop_cache([_raw_path(spec, rank)])
+            if op == "restore":
+                drop_cache(str(p) for p in Path(spec["prefix"]).parent.glob(Path(spec["prefix"]).name + ".data-*"))
+            # The page cache's pages for the operation, as the other benchmarks touch them before saves and
+            # cold reads, but held across the barrier and freed only once every rank is there (see
+            # touch_memory): a rank that waited for the others would otherwise write or read into memory
+            # the hypervisor had taken back.
+            scratch = touch_memory(needed)
         coordinator.barrier()
+        del scratch
         peak = _Peak()
         _Counter.data = 0
         t0 = time.perf_counter()
@@ -255,16 +258,6 @@ def worker(rank: int, world: int, group_port: int, address: str, key: str) -> No
         conn.send(out)
     conn.close()
     dist.destroy_process_group()
-
-
-def _evict(paths: Any) -> None:
-    for p in paths:
-        fd = os.open(p, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
-        finally:
-            os.close(fd)
 
 
 # ------------------------------------------------------------------------------------------------ driver
