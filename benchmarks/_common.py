@@ -18,8 +18,10 @@ from __future__ import annotations
 import ctypes
 import gc
 import json
+import math
 import os
 import resource
+import statistics
 import subprocess
 import sys
 import time
@@ -38,6 +40,7 @@ __all__ = [
     "evict",
     "make_arrays",
     "mixed_sizes",
+    "paired",
     "peak_rss_bytes",
     "raw_cold_read",
     "raw_write_fsync",
@@ -45,6 +48,7 @@ __all__ = [
     "run_child",
     "small_sizes",
     "start_peak_window",
+    "target_ratio",
     "timed",
     "touch_free_memory",
     "touch_memory",
@@ -192,6 +196,32 @@ def raw_cold_read(path: str, arrays: Sequence[np.ndarray[Any, Any]], check: bool
                 view = view[n:]
             if crc is not None:
                 crc(whole)
+
+
+def paired(ratios: Sequence[float]) -> list[float]:
+    """Per pair of rounds (the first and second, the third and fourth, ...), the geometric mean of their ratios.
+
+    The scripts run a round's measurements in one order and the next round's in
+    the reverse order. On these machines the later of two like operations in a
+    row was often the faster, whichever code ran it, so per-round ratios fall
+    into two groups by order, and the median over an odd number of rounds, or
+    over groups that far apart, leans to one of them. A pair of consecutive
+    rounds holds each order once, and its geometric mean cancels the order's
+    factor. A last round without a partner is left out.
+    """
+    return [math.sqrt(a * b) for a, b in zip(ratios[0::2], ratios[1::2], strict=False)]
+
+
+def target_ratio(ratios: Sequence[float]) -> tuple[str, float]:
+    """The figure a ratio target is checked on, and how it was taken.
+
+    The median over :func:`paired` rounds when there are at least two pairs,
+    else the median of the per-round ratios.
+    """
+    pairs = paired(ratios)
+    if len(pairs) >= 2:
+        return f"median over {len(pairs)} paired rounds", statistics.median(pairs)
+    return "median over rounds", statistics.median(ratios)
 
 
 def timed(fn: Callable[[], object]) -> float:

@@ -13,8 +13,10 @@ in a fresh child process (its peak RSS is the child's high-water mark):
 Per round, the backends run in alternating order (``bundle`` then ``zarr``,
 then the other way round), saves first, then a wait of ``--settle`` seconds
 (default 10), then restores; the report gives, per backend and operation, the
-median over the rounds and the spread (min..max), and per round the
-zarr/bundle ratio, whose median and spread are the figures that count.
+median over the rounds and the spread (min..max), per round the
+zarr/bundle ratio, and per pair of rounds (one in each order) the geometric
+mean of their two ratios (``_common.paired``), whose median and spread are the
+figures that count; use an even number of rounds.
 ``zarr`` uses the backend's default options unless ``--zarr-options``
 says otherwise. Peak memory is the RSS high-water mark from just before the
 operation (the model built, the allocator's leftovers from building it
@@ -51,6 +53,7 @@ from _common import (
     evict,
     make_arrays,
     mixed_sizes,
+    paired,
     run_child,
     small_sizes,
     start_peak_window,
@@ -173,6 +176,12 @@ def report(case: str, rounds: list[dict[tuple[str, str], Any]]) -> None:
     for op in ("save", "restore"):
         ratios = [r[("zarr", op)]["seconds"] / r[("bundle", op)]["seconds"] for r in rounds]
         print(f"zarr/bundle {op} time: {_spread(ratios)}   per round: " + " ".join(f"{x:.2f}" for x in ratios))
+        pairs = paired(ratios)
+        if pairs:
+            print(
+                f"zarr/bundle {op} time, paired rounds: {_spread(pairs)} over {len(pairs)} pairs   per pair: "
+                + " ".join(f"{x:.2f}" for x in pairs)
+            )
     mem = [r[("zarr", op)]["peak_rss"] / model for r in rounds for op in ("save", "restore")]
     print(f"zarr peak RSS / model (save and restore): max {max(mem):.3f}")
 
