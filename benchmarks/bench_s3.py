@@ -4,6 +4,7 @@ Usage::
 
     python benchmarks/bench_s3.py --store s3 --gib 1 --rounds 5
     python benchmarks/bench_s3.py --store gcs --gib 1 --rounds 5
+    python benchmarks/bench_s3.py --store s3 --gib 1 --rounds 6 --zarr
 
 The workload mixes a few large tensors, many medium ones and thousands of small ones (float32). Each
 round measures, in alternating order, a save and then its restore of each kind:
@@ -13,7 +14,9 @@ round measures, in alternating order, a save and then its restore of each kind:
 * ``contract``: ``backend.save(prefix, items)`` and ``reader.read_many`` into preallocated arrays;
 * ``baseline``: the very same bytes, laid out as the backend's data objects, written with the plain
   filesystem's ``pipe`` (concurrent uploads, its own multipart/resumable uploads for large objects) and
-  read back with ``cat``.
+  read back with ``cat``;
+* ``zarr`` (with ``--zarr``): the ``api`` save and restore with ``CheckpointOptions(backend="zarr")``,
+  reported against the baseline and against the bundle's ``api`` figures of the same round.
 
 Each save and its restore run against a fresh emulator (both keep every upload in memory). Figures are
 medians over the rounds with their range; ratios are taken per round. Peak memory is this process's RSS
@@ -104,6 +107,7 @@ def main() -> None:
     ap.add_argument("--store", choices=("s3", "gcs"), default="s3")
     ap.add_argument("--gib", type=float, default=1.0, help="workload size in GiB (default 1)")
     ap.add_argument("--rounds", type=int, default=5, help="interleaved rounds (default 5)")
+    ap.add_argument("--zarr", action="store_true", help="also save and restore through the Zarr backend")
     args = ap.parse_args()
 
     items = workload(int(args.gib * 1024 * MiB))
@@ -111,6 +115,7 @@ def main() -> None:
     scheme = "s3" if args.store == "s3" else "gs"
     prefix = f"{scheme}://{BUCKET}/contract/ckpt"
     api_prefix = f"{scheme}://{BUCKET}/api/ckpt"
+    zarr_prefix = f"{scheme}://{BUCKET}/zarr/ckpt"
     root = tp.AutoTrackable()
     for i, it in enumerate(items):
         setattr(root, f"t{i:05d}", tp.Variable(it.array))
@@ -138,6 +143,9 @@ def main() -> None:
         opts = CheckpointOptions(storage_options=so)
         if kind == "api":
             return (lambda: ckpt.write(api_prefix, opts)), (lambda: ckpt.read(api_prefix, opts).assert_consumed())
+        if kind == "zarr":
+            z = CheckpointOptions(storage_options=so, backend="zarr")
+            return (lambda: ckpt.write(zarr_prefix, z)), (lambda: ckpt.read(zarr_prefix, z).assert_consumed())
         if kind == "contract":
             backend = open_backend(prefix, opts)
 
@@ -150,7 +158,7 @@ def main() -> None:
 
     runs: dict[str, list[tuple[float, int]]] = {}
     for round_ in range(args.rounds):
-        kinds = ["api", "contract", "baseline"]
+        kinds = ["api", "contract", "baseline"] + (["zarr"] if args.zarr else [])
         for kind in kinds if round_ % 2 == 0 else kinds[::-1]:
             # A fresh emulator for each save and its restore: both keep every upload in memory, and
             # fake-gcs-server holds about twice what it was sent (8 GB after one round of three 1 GiB
@@ -180,13 +188,16 @@ def main() -> None:
         f"{args.rounds} rounds: median [min-max]"
     )
     print(f"{'measurement':<18}{'seconds':>22}{'vs baseline':>20}{'added RSS MiB':>16}{'/ data':>8}")
+    zarr_rows = ("zarr save", "zarr restore") if args.zarr else ()
     for name in (
         "api save",
         "contract save",
         "baseline save",
+        *zarr_rows[:1],
         "api restore",
         "contract restore",
         "baseline restore",
+        *zarr_rows[1:],
     ):
         base = runs["baseline save" if "save" in name else "baseline restore"]
         secs = [s for s, _ in runs[name]]
@@ -201,6 +212,12 @@ def main() -> None:
         base = runs["baseline save" if "save" in name else "baseline restore"]
         med = statistics.median(s / b for (s, _), (b, _) in zip(runs[name], base, strict=True))
         print(f"target {name} / baseline (median): {med:.2f} <= {TARGET}  {'ok' if med <= TARGET else 'MISSED'}")
+    for name in zarr_rows:
+        ratios = [z / b for (z, _), (b, _) in zip(runs[name], runs[name.replace("zarr", "api")], strict=True)]
+        print(
+            f"{name} / bundle api {name.split()[1]} (per round): {statistics.median(ratios):.2f} "
+            f"[{min(ratios):.2f}-{max(ratios):.2f}]"
+        )
 
 
 if __name__ == "__main__":
