@@ -949,7 +949,12 @@ class _UploadSink(FileSink):
     multipart (S3) or resumable (GCS) upload and is sent in the background
     while the caller keeps writing; at most ``max_inflight_parts`` parts are
     in flight (one for stores whose parts must be sequential), so memory stays
-    below ``part_size * (max_inflight_parts + 1)``.
+    below ``part_size * (max_inflight_parts + 1) + min_part_size``.
+
+    The first full part is held back until ``min_part_size`` more bytes have
+    arrived behind it, so an object a little larger than one part (a 16 MiB
+    Zarr chunk with its 4-byte checksum) still goes in one request at close,
+    instead of an upload of a full part and a tiny one (four requests).
     """
 
     def __init__(self, layer: ObjectStore, bucket: str, key: str, cond: Condition) -> None:
@@ -959,6 +964,7 @@ class _UploadSink(FileSink):
         self._cond = cond
         self._write_id = uuid.uuid4().hex
         self._buf = bytearray()
+        self._over = bytearray()  # bytes behind a full first part, before the upload starts
         self._offset = 0
         self._state: Any = None
         self._parts: list[concurrent.futures.Future[Any]] = []
@@ -985,13 +991,22 @@ class _UploadSink(FileSink):
                 self._buf += view
                 return
             pos = 0
+            least = self._layer.min_part_size
             while pos < view.nbytes:
-                room = self._part_size() - len(self._buf)
-                take = min(room, view.nbytes - pos)
-                self._buf += view[pos : pos + take]
-                pos += take
-                if len(self._buf) >= self._part_size():
+                size = self._part_size()
+                if len(self._buf) >= size and (self._state is not None or len(self._over) >= least):
+                    # A full part goes once more bytes follow it; the last one goes with close.
                     self._send_part(total=None)
+                    continue
+                if len(self._buf) < size:
+                    take = min(size - len(self._buf), view.nbytes - pos)
+                    self._buf += view[pos : pos + take]
+                else:
+                    # Before the first part only (see the class docstring): the full part waits while up to
+                    # the smallest part's worth of bytes gathers behind it.
+                    take = min(least - len(self._over), view.nbytes - pos)
+                    self._over += view[pos : pos + take]
+                pos += take
 
     def _send_part(self, total: int | None) -> None:
         layer = self._layer
@@ -1008,7 +1023,7 @@ class _UploadSink(FileSink):
         # The part becomes bytes here, once, and the buffer is dropped: clients
         # send bytes (S3 and GCS would otherwise copy it per request and hold
         # both copies while the part is in flight).
-        data, self._buf = memoryview(bytes(self._buf)), bytearray()
+        data, self._buf, self._over = memoryview(bytes(self._buf)), self._over, bytearray()
         number, offset = len(self._parts), self._offset
         self._offset += data.nbytes
         state = self._state
@@ -1029,6 +1044,8 @@ class _UploadSink(FileSink):
             layer = self._layer
             try:
                 if self._state is None:
+                    self._buf += self._over
+                    self._over = bytearray()
                     self.version = layer._run(
                         layer._put_checked, self._bucket, self._key, memoryview(self._buf), self._cond
                     )
@@ -1041,7 +1058,7 @@ class _UploadSink(FileSink):
                 self._abort_locked()
                 raise
             self._done = True
-            self._buf = bytearray()
+            self._buf = self._over = bytearray()
 
     async def _begin(self) -> Any:
         layer = self._layer
@@ -1074,7 +1091,7 @@ class _UploadSink(FileSink):
 
     def _abort_locked(self) -> None:
         self._done = True
-        self._buf = bytearray()
+        self._buf = self._over = bytearray()
         # Let parts already sent finish (each is bounded by the request timeout
         # and the retry deadline) instead of cancelling them: cancelling a
         # run_coroutine_threadsafe future marks it done at once while its

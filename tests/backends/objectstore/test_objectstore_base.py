@@ -304,6 +304,38 @@ def test_upload_parts_reach_the_store_as_bytes_so_sending_them_copies_nothing() 
         store.close()
 
 
+@pytest.mark.parametrize(
+    ("extra", "parts"),
+    [
+        (0, []),  # exactly one part: one request
+        (4, []),  # a part and a 4-byte checksum (a Zarr chunk): still one request
+        (5 * 2**20, []),  # a part and the smallest part: one request
+        (5 * 2**20 + 1, [5 * 2**20, 5 * 2**20, 1]),  # one byte more: an upload
+        (7 * 2**20, [5 * 2**20, 5 * 2**20, 2 * 2**20]),
+    ],
+)
+def test_an_object_little_over_one_part_goes_in_one_request(extra: int, parts: list[int]) -> None:
+    store = MultipartDictStore()  # part_size and min_part_size 5 MiB
+    sizes: list[int] = []
+    part = store.upload_part
+
+    def upload_part(state: Any, number: int, offset: int, data: memoryview, total: int | None) -> object:
+        sizes.append(data.nbytes)
+        return part(state, number, offset, data, total)
+
+    store.upload_part = upload_part  # type: ignore[method-assign]
+    try:
+        data = np.random.default_rng(1).bytes(5 * 2**20 + extra)
+        with store.open_sink("dict://b/obj") as sink:
+            for i in range(0, len(data), 3 * 2**20):  # writes that do not end on part boundaries
+                sink.write(data[i : i + 3 * 2**20])
+        assert sizes == parts
+        assert [c for c, _ in store.calls].count("put") == 1  # the object, or the completed upload
+        assert store.read("dict://b/obj") == data
+    finally:
+        store.close()
+
+
 class SlowDictStore(DictStore):
     """DictStore whose ranged reads take a while, counting merged reads (scratch buffers) in flight."""
 
