@@ -36,7 +36,7 @@ each order, of the geometric mean of the pair's two ratios (``_common.paired``),
 rounds. CPU time (user + system, all threads) is reported per
 1,000 tensors: it does not depend on the disk.
 
-Run: ``python benchmarks/bench_api.py [--case small|mixed|tiny|all] [--rounds 5] [--dir DIR]``
+Run: ``python benchmarks/bench_api.py [--case small|mixed|tiny|all] [--rounds 6] [--dir DIR]``
 """
 
 from __future__ import annotations
@@ -399,7 +399,7 @@ def report_scaling(small: dict[str, list[dict[str, Any]]], large: dict[str, list
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--case", choices=("small", "mixed", "tiny", "all"), default="all")
-    parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds (medians and ranges over them)")
+    parser.add_argument("--rounds", type=int, default=6, help="interleaved rounds, an even number (medians over them)")
     parser.add_argument("--dir", default=None, help="scratch directory on the disk to measure (default: a temp dir)")
     parser.add_argument(
         "--skip", action="append", default=[], choices=("npy", "safetensors"), help="leave out a peer (repeatable)"

@@ -25,7 +25,7 @@ the same round, as median and range over the rounds and per pair of rounds
 (``_common.paired``); the targets are checked on the median over the pairs,
 so use an even number of rounds.
 
-Run: ``python benchmarks/bench_bundle.py [--case mixed|small|all] [--rounds 5] [--dir DIR]``
+Run: ``python benchmarks/bench_bundle.py [--case mixed|small|all] [--rounds 6] [--dir DIR]``
 """
 
 from __future__ import annotations
@@ -231,7 +231,7 @@ def report(case: str, results: dict[str, list[dict[str, Any]]]) -> bool:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--case", choices=("mixed", "small", "all"), default="all")
-    parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds (medians and ranges over them)")
+    parser.add_argument("--rounds", type=int, default=6, help="interleaved rounds, an even number (medians over them)")
     parser.add_argument("--dir", default=None, help="scratch directory on the disk to measure (default: a temp dir)")
     parser.add_argument("--child", nargs=3, metavar=("NAME", "CASE", "DIR"), help=argparse.SUPPRESS)
     args = parser.parse_args()

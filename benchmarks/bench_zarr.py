@@ -26,7 +26,7 @@ reported on its own in MiB. CPU seconds (user + system) per 1,000 tensors are
 reported too: they do not depend on the disk.
 
 Run:
-``python benchmarks/bench_zarr.py [--case mixed|small|all] [--rounds 5] [--dir DIR] [--settle 10]
+``python benchmarks/bench_zarr.py [--case mixed|small|all] [--rounds 6] [--dir DIR] [--settle 10]
 [--zarr-options JSON]``
 """
 
@@ -189,7 +189,7 @@ def report(case: str, rounds: list[dict[tuple[str, str], Any]]) -> None:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--case", choices=("mixed", "small", "all"), default="mixed")
-    parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds (medians and spread over them)")
+    parser.add_argument("--rounds", type=int, default=6, help="interleaved rounds, an even number (medians over them)")
     parser.add_argument("--dir", default=None, help="scratch directory on the disk to measure (default: a temp dir)")
     parser.add_argument("--zarr-options", default="{}", help="JSON backend_options for zarr (default: its defaults)")
     parser.add_argument(
