@@ -97,6 +97,10 @@ WRITE_ID_METADATA_KEY: Final = "trackpoint-write-id"
 # table that maps it to trackpoint errors, in trackpoint.errors; re-exported here for store authors.
 
 _MiB: Final = 1 << 20
+#: Bytes an upload's first full part waits for behind it at least, whatever the store's smallest part: a
+#: part's worth of data with a small trailer (a Zarr chunk's 4-byte checksum) then still goes in one request
+#: on stores whose parts may be tiny (Azure blocks), where it would otherwise take three.
+_HOLD_BACK: Final = 64 << 10
 #: Merged reads (scratch buffers of up to ``read_part_size``) in flight at once per store.
 _SCRATCH_BUFFERS: Final = 2
 
@@ -949,12 +953,13 @@ class _UploadSink(FileSink):
     multipart (S3) or resumable (GCS) upload and is sent in the background
     while the caller keeps writing; at most ``max_inflight_parts`` parts are
     in flight (one for stores whose parts must be sequential), so memory stays
-    below ``part_size * (max_inflight_parts + 1) + min_part_size``.
+    below ``part_size * (max_inflight_parts + 1)`` plus the held-back bytes.
 
-    The first full part is held back until ``min_part_size`` more bytes have
-    arrived behind it, so an object a little larger than one part (a 16 MiB
-    Zarr chunk with its 4-byte checksum) still goes in one request at close,
-    instead of an upload of a full part and a tiny one (four requests).
+    The first full part is held back until ``min_part_size`` (at least
+    64 KiB) more bytes have arrived behind it, so an object a little larger
+    than one part (a 16 MiB Zarr chunk with its 4-byte checksum) still goes
+    in one request at close, instead of an upload of a full part and a tiny
+    one (three or four requests).
     """
 
     def __init__(self, layer: ObjectStore, bucket: str, key: str, cond: Condition) -> None:
@@ -991,7 +996,7 @@ class _UploadSink(FileSink):
                 self._buf += view
                 return
             pos = 0
-            least = self._layer.min_part_size
+            least = max(self._layer.min_part_size, _HOLD_BACK)
             while pos < view.nbytes:
                 size = self._part_size()
                 if len(self._buf) >= size and (self._state is not None or len(self._over) >= least):
@@ -1003,7 +1008,7 @@ class _UploadSink(FileSink):
                     self._buf += view[pos : pos + take]
                 else:
                     # Before the first part only (see the class docstring): the full part waits while up to
-                    # the smallest part's worth of bytes gathers behind it.
+                    # the smallest part's worth of bytes (at least _HOLD_BACK) gathers behind it.
                     take = min(least - len(self._over), view.nbytes - pos)
                     self._over += view[pos : pos + take]
                 pos += take

@@ -68,6 +68,16 @@ def test_a_large_file_streams_as_staged_blocks_committed_create_only(
     assert proxy.count("PUT", r"comp=block&") == 5 and proxy.count("PUT", r"comp=blocklist") == 1
 
 
+def test_a_block_and_a_checksum_are_one_put_blob(layer: AzureStore, azurite_container: str, proxy: FaultProxy) -> None:
+    """A full block with a few bytes behind it (a Zarr chunk and its CRC-32C) is not staged as two blocks."""
+    payload = bytes(range(256)) * (PART // 256) + b"crc!"
+    with layer.open_sink(f"az://{azurite_container}/run/chunk", create_only=True) as sink:
+        sink.write(payload[:PART])
+        sink.write(payload[PART:])
+    assert _raw(layer, azurite_container, "run/chunk") == payload
+    assert proxy.count("PUT", r"comp=block") == 0 and proxy.count("PUT", r"/run/chunk$") == 1
+
+
 def test_a_create_only_upload_onto_an_existing_blob_fails_and_keeps_it(
     layer: AzureStore, azurite_container: str
 ) -> None:

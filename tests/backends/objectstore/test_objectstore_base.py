@@ -336,6 +336,40 @@ def test_an_object_little_over_one_part_goes_in_one_request(extra: int, parts: l
         store.close()
 
 
+@pytest.mark.parametrize(
+    ("extra", "parts"),
+    [
+        (4, []),  # a part and a 4-byte checksum: one request, though a 1-byte part would be accepted
+        (2**16, []),
+        (2**16 + 1, [5 * 2**20, 2**16 + 1]),  # past the 64 KiB every store holds back: an upload
+    ],
+)
+def test_a_store_without_a_smallest_part_still_sends_a_part_and_a_trailer_in_one_request(
+    extra: int, parts: list[int]
+) -> None:
+    class TinyPartsStore(MultipartDictStore):
+        min_part_size = 1  # as Azure's blocks
+
+    store = TinyPartsStore()  # 5 MiB parts
+    sizes: list[int] = []
+    part = store.upload_part
+
+    def upload_part(state: Any, number: int, offset: int, data: memoryview, total: int | None) -> object:
+        sizes.append(data.nbytes)
+        return part(state, number, offset, data, total)
+
+    store.upload_part = upload_part  # type: ignore[method-assign]
+    try:
+        data = np.random.default_rng(2).bytes(5 * 2**20 + extra)
+        with store.open_sink("dict://b/obj") as sink:
+            for i in range(0, len(data), 3 * 2**20):
+                sink.write(data[i : i + 3 * 2**20])
+        assert sizes == parts
+        assert store.read("dict://b/obj") == data
+    finally:
+        store.close()
+
+
 class SlowDictStore(DictStore):
     """DictStore whose ranged reads take a while, counting merged reads (scratch buffers) in flight."""
 
