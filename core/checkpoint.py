@@ -408,6 +408,10 @@ class Checkpoint(AutoTrackable):
             holding checkpoints.
         AssignmentError
             A value does not fit its object; no object was changed.
+        DataLossError, StorageError
+            Reading the values failed after every check passed: arrays
+            restored in place may hold some of the checkpoint's values (the
+            exception's note says so); restore again before using them.
         CoordinationError
             With a coordinator in ``options``: the restore failed on another
             rank (every rank raises when one does).
@@ -486,6 +490,10 @@ class Checkpoint(AutoTrackable):
             holding checkpoints; the message reminds about the ``-N`` suffix.
         AssignmentError
             A value does not fit its object; no object was changed.
+        DataLossError, StorageError
+            Reading the values failed after every check passed: arrays
+            restored in place may hold some of the checkpoint's values (the
+            exception's note says so); restore again before using them.
 
         An async save of this checkpoint still in flight is waited for first,
         and its failure raised.

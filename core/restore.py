@@ -689,12 +689,45 @@ class _Plan:
             position += count
 
 
+#: Added to an exception raised while values were being read into their destinations: the checks that can
+#: run before reading (graph, keys, dtypes, shapes) leave every object as it was, but in-place reads cannot be
+#: undone without a second copy of the model, which restores avoid.
+PARTIAL_RESTORE_NOTE: Final = (
+    "The restore stopped while reading values. Arrays restored in place (variables, writeable numpy arrays) may "
+    "already hold some of the checkpoint's values, and the one being read may hold partly written or corrupted "
+    "bytes; everything else is as it was. Restore again, from this or another checkpoint, before using them."
+)
+
+
+def note_partial_restore(exc: BaseException) -> None:
+    """Say on ``exc`` that in-place reads may have changed some arrays (once)."""
+    if PARTIAL_RESTORE_NOTE not in getattr(exc, "__notes__", ()):
+        exc.add_note(PARTIAL_RESTORE_NOTE)
+
+
 def _read(
     reader: CheckpointReader,
     requests: list[tuple[str, np.ndarray[Any, Any] | None]],
     parts: dict[int, TensorSlice],
 ) -> list[np.ndarray[Any, Any]]:
-    """Read ``requests``, whole tensors in one batch and the slices in ``parts`` by :meth:`read_slice`."""
+    """Read ``requests``, whole tensors in one batch and the slices in ``parts`` by :meth:`read_slice`.
+
+    An exception raised after reading started into a request's own buffer
+    carries :data:`PARTIAL_RESTORE_NOTE`.
+    """
+    try:
+        return _read_all(reader, requests, parts)
+    except BaseException as exc:
+        if any(out is not None for _, out in requests):
+            note_partial_restore(exc)
+        raise
+
+
+def _read_all(
+    reader: CheckpointReader,
+    requests: list[tuple[str, np.ndarray[Any, Any] | None]],
+    parts: dict[int, TensorSlice],
+) -> list[np.ndarray[Any, Any]]:
     if not parts:
         return reader.read_many(requests) if requests else []
     results: list[np.ndarray[Any, Any] | None] = [None] * len(requests)

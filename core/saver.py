@@ -44,6 +44,7 @@ from trackpoint.errors import (
     UnsupportedOptionError,
 )
 from trackpoint.proto import trackable_object_graph_pb2 as pb
+from trackpoint.restore import note_partial_restore
 from trackpoint.storage import (
     OBJECT_GRAPH_KEY,
     CheckpointOptions,
@@ -479,7 +480,11 @@ class Saver:
             Some variables are not in the checkpoint; the message lists them
             and explains the likely cause.
         DTypeMismatchError, ShapeMismatchError
-            A stored tensor does not fit its variable.
+            A stored tensor does not fit its variable; no variable was changed.
+        DataLossError, StorageError
+            Reading the values failed after every check passed: some
+            variables may hold the checkpoint's values (the exception's note
+            says so); restore again before using them.
         """
         if not self._vars:
             return
@@ -532,15 +537,20 @@ class Saver:
                 one_by_one.append(name)
             else:
                 direct.append((name, buffer))
-        if self._restore_sequentially:
-            for name, out in direct:
-                self._land(name, reader.read(keys[name], out), out)
-        else:
-            results = reader.read_many([(keys[name], out) for name, out in direct])
-            for (name, out), result in zip(direct, results, strict=True):
-                self._land(name, result, out)
-        for name in one_by_one:
-            self._land(name, reader.read(keys[name]), None)
+        try:
+            if self._restore_sequentially:
+                for name, out in direct:
+                    self._land(name, reader.read(keys[name], out), out)
+            else:
+                results = reader.read_many([(keys[name], out) for name, out in direct])
+                for (name, out), result in zip(direct, results, strict=True):
+                    self._land(name, result, out)
+            for name in one_by_one:
+                self._land(name, reader.read(keys[name]), None)
+        except BaseException as exc:
+            if direct or len(one_by_one) > 1:
+                note_partial_restore(exc)
+            raise
 
     def _land(self, name: str, value: np.ndarray[Any, Any], out: np.ndarray[Any, Any] | None) -> None:
         """Finish restoring ``name``: nothing to do when the reader filled its buffer ``out`` in place."""

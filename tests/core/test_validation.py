@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -115,3 +117,42 @@ def test_slot_variable_reused_as_dependency_cannot_be_saved() -> None:
     root.leak = opt.get_slot(w, "momentum")
     with pytest.raises(tp.TrackableError, match="slot 'momentum' of SGD is also a dependency"):
         tp.Checkpoint(root=root).write("memory://v/leak")
+
+
+def _flip_first_byte_of(directory: Path, values: np.ndarray) -> None:
+    """Corrupt the stored bytes of ``values`` in the checkpoint's one data file."""
+    (data,) = directory.glob("ckpt.data-*")
+    raw = bytearray(data.read_bytes())
+    at = raw.find(values.tobytes())
+    assert at >= 0
+    raw[at] ^= 0xFF
+    data.write_bytes(raw)
+
+
+@pytest.mark.parametrize("how", ["checkpoint", "saver"])
+def test_a_read_that_fails_midway_says_arrays_may_be_partly_restored(tmp_path: Path, how: str) -> None:
+    b_values = np.arange(3, dtype=np.float32) + 7
+    saved = _model(np.ones(2, np.float32), b_values)
+    model = _model(np.zeros(2, np.float32), np.zeros(3, np.float32))
+    if how == "checkpoint":
+        path = tp.Checkpoint(model=saved, best=np.float64(0.5)).write(str(tmp_path / "ckpt"))
+        target = tp.Checkpoint(model=model, best=np.float64(0.0))
+        _flip_first_byte_of(tmp_path, b_values)
+        with pytest.raises(tp.DataLossError, match=r"CRC-32C mismatch for tensor 'model/sub/b/") as info:
+            target.read(path)
+        assert target.best == 0.0  # replaced only once every value was read: as it was
+    else:
+        path = tp.Saver([saved.a, saved.sub.b]).save(None, str(tmp_path / "ckpt"), write_state=False)
+        _flip_first_byte_of(tmp_path, b_values)
+        with pytest.raises(tp.DataLossError, match=r"CRC-32C mismatch for tensor 'b'") as info:
+            tp.Saver([model.a, model.sub.b]).restore(None, path)
+    (note,) = info.value.__notes__
+    assert "may already hold some of the checkpoint's values" in note and "Restore again" in note
+    assert not np.array_equal(model.sub.b.numpy(), b_values)  # never the saved value: it is corrupt
+
+
+def test_a_restore_refused_before_reading_has_no_note() -> None:
+    path = _saved()
+    with pytest.raises(tp.ShapeMismatchError) as info:
+        tp.Checkpoint(model=_model(np.zeros(2, np.float32), np.zeros(4, np.float32))).restore(path)
+    assert not getattr(info.value, "__notes__", [])
