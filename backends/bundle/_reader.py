@@ -197,14 +197,19 @@ class BundleReader(CheckpointReader):
 
     def _shard_size(self, shard_id: int) -> int | None:
         """The size of data file ``shard_id`` (``None``: missing), asked of the store once."""
-        # Sizes are only ever added, and dict reads are atomic, so the lock guards the fill alone.
         size = self._sizes.get(shard_id)
-        if size is None:
-            size = self._files.size(self._data_path(shard_id))
-            if size is not None:
-                with self._size_lock:
-                    self._sizes[shard_id] = size
-        return size
+        return size if size is not None else self._shard_sizes([shard_id])[0]
+
+    def _shard_sizes(self, shard_ids: list[int]) -> list[int | None]:
+        """The sizes of data files, asked of the store once each; those not known yet asked together."""
+        sizes = self._sizes
+        # Sizes are only ever added, and dict reads are atomic, so the lock guards the fill alone.
+        unknown = [sid for sid in shard_ids if sid not in sizes]
+        if unknown:
+            found = self._files.sizes([self._data_path(sid) for sid in unknown])
+            with self._size_lock:
+                sizes.update((sid, n) for sid, n in zip(unknown, found, strict=True) if n is not None)
+        return [sizes.get(sid) for sid in shard_ids]
 
     def _range_error(self, key: str, shard_id: int, offset: int, nbytes: int, size: int | None) -> DataLossError:
         path = self._data_path(shard_id)
@@ -477,7 +482,7 @@ class BundleReader(CheckpointReader):
             groups = np.split(at, starts) if len(at) else []
             # The data files' sizes, asked of the store once each; a missing file has -1 bytes.
             shards = shard_id[at[np.r_[0, starts]]] if len(at) else shard_id[:0]
-            sizes = [self._shard_size(sid) for sid in shards.tolist()]
+            sizes = self._shard_sizes(shards.tolist())
             ends = np.array([-1 if n is None else n for n in sizes] or [-1], np.int64)
             ends = ends[np.searchsorted(shards, shard_id).clip(max=len(ends) - 1)]
             unknown = rows < 0

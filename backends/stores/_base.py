@@ -236,6 +236,18 @@ class FileLayer(ABC):
         """
         return _PathSource(self, path)
 
+    def sizes(self, paths: Sequence[str]) -> list[int | None]:
+        """The :meth:`size` of each of ``paths``, in order (``None``: missing).
+
+        Notes for implementers
+        ----------------------
+        The default asks one path after another. Stores whose every question
+        is a round trip override it to ask together
+        (:class:`~trackpoint.backends.stores.ObjectStore` does): a reader of a
+        checkpoint with many data files asks for all their sizes at once.
+        """
+        return [self.size(path) for path in paths]
+
     def exists(self, path: str) -> bool:
         """Whether ``path`` exists."""
         return self.size(path) is not None

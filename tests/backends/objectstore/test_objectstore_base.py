@@ -244,6 +244,66 @@ def test_bundle_format_runs_on_a_store_from_the_public_api(tmp_path: Any) -> Non
     files.close()
 
 
+class SlowStatStore(DictStore):
+    """DictStore whose stats take a while, counting how many are in flight at once."""
+
+    def __init__(self, transfer: TransferOptions | None = FAST, **kw: Any) -> None:
+        super().__init__(transfer, **kw)
+        self.stats_now = 0
+        self.stats_most = 0
+
+    def object_stat(self, bucket: str, key: str) -> ObjectStat | None:
+        with self.lock:
+            self.stats_now += 1
+            self.stats_most = max(self.stats_most, self.stats_now)
+        try:
+            time.sleep(0.02)
+            return super().object_stat(bucket, key)
+        finally:
+            with self.lock:
+                self.stats_now -= 1
+
+
+def test_sizes_are_asked_together() -> None:
+    store = SlowStatStore()
+    try:
+        for i in range(6):
+            store.put(f"dict://b/obj{i}", b"x" * i)
+        assert store.sizes([f"dict://b/obj{i}" for i in (5, 0, 3)] + ["dict://b/missing"]) == [5, 0, 3, None]
+        assert store.stats_most == 4
+        assert store.sizes([]) == []
+    finally:
+        store.close()
+
+
+def test_reading_a_whole_object_is_one_request(store: DictStore) -> None:
+    store.put("dict://b/obj", b"payload")
+    store.calls.clear()
+    assert store.read("dict://b/obj") == b"payload"
+    assert [call for call, _ in store.calls] == ["get"]
+    with pytest.raises(CheckpointNotFoundError, match=r"dict: 'dict://b/nothing' does not exist"):
+        store.read("dict://b/nothing")
+
+
+def test_a_bundle_reader_asks_the_sizes_of_its_data_files_together() -> None:
+    store = SlowStatStore()
+    try:
+        backend = BundleBackend(store, options=CheckpointOptions())
+        items = [WriteItem(f"v{i}", np.full(1000, i, np.float32)) for i in range(8)]
+        backend.save("dict://b/run/ckpt", items, CheckpointOptions(num_writers=4))
+        data = [k for (_, k) in store.objects if ".data-" in k]
+        assert len(data) == 4
+        store.calls.clear()
+        with backend.open_reader("dict://b/run/ckpt") as reader:
+            got = reader.read_many([(it.key, None) for it in items])
+        assert all(np.array_equal(g, it.array) for g, it in zip(got, items, strict=True))
+        calls = [call for call, _ in store.calls]
+        assert calls.count("get") == 1  # the index, without asking its size first
+        assert calls.count("stat") == 4 and store.stats_most == 4  # each data file once, all at once
+    finally:
+        store.close()
+
+
 class Configured(DictStore):
     min_part_size: ClassVar[int] = 1024
     default_part_size: ClassVar[int] = 4096
