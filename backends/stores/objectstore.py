@@ -886,7 +886,8 @@ class ObjectStore(FileLayer):
                 end = start + length
                 new_end = max(end, offset + view.nbytes)
                 if offset - end <= t.coalesce_gap and new_end - start <= t.read_part_size:
-                    plan[-1] = (start, new_end - start, [*members, (offset, view)])
+                    members.append((offset, view))  # in place: a group may gather thousands
+                    plan[-1] = (start, new_end - start, members)
                     continue
             plan.append((offset, view.nbytes, [(offset, view)]))
         return plan
