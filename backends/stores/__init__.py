@@ -12,7 +12,7 @@ Public API for store authors:
 * :class:`ObjectStore`: the base of object stores; subclass it and supply
   single-attempt client calls (:class:`ObjectStat`, :class:`Condition`,
   :data:`ErrorKind`, :class:`TransferOptions`, :data:`WRITE_ID_METADATA_KEY`,
-  :class:`HTTPStatusError` belong to it);
+  :class:`HTTPStatusError` and :func:`fill_views` belong to it);
 * :class:`LocalFiles`: the local disk.
 
 The built-in object stores are :class:`trackpoint.backends.stores.s3.S3Files`
@@ -37,6 +37,7 @@ if TYPE_CHECKING:  # at run time served lazily by __getattr__ below
         ObjectStat,
         ObjectStore,
         TransferOptions,
+        fill_views,
     )
 
 __all__ = [
@@ -52,6 +53,7 @@ __all__ = [
     "ObjectStat",
     "ObjectStore",
     "TransferOptions",
+    "fill_views",
 ]
 
 #: The names of ``__all__`` not imported above: served from

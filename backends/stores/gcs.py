@@ -30,6 +30,7 @@ from trackpoint.backends.stores.objectstore import (
     ObjectStat,
     ObjectStore,
     TransferOptions,
+    fill_views,
 )
 from trackpoint.errors import DataLossError
 from trackpoint.storage import CheckpointOptions, VersionedBytes
@@ -168,27 +169,24 @@ class GCSFiles(ObjectStore):
         )
 
     async def object_get_range(self, bucket: str, key: str, start: int, out: memoryview) -> None:
+        await self.object_get_range_vectored(bucket, key, start, [out])
+
+    async def object_get_range_vectored(self, bucket: str, key: str, start: int, outs: Sequence[memoryview]) -> None:
         session = await self.fs._set_session()
-        end = start + out.nbytes - 1
+        end = start + sum(out.nbytes for out in outs) - 1
         hdrs = self.fs._get_headers({"Range": f"bytes={start}-{end}"})
         # No Accept-Encoding negotiation: ranges must address stored bytes.
         hdrs.setdefault("Accept-Encoding", "identity")
-        pos = 0
         async with session.get(self._object_url(bucket, key), params={"alt": "media"}, headers=hdrs) as r:
             if r.status not in (200, 206):
                 raise HTTPStatusError(r.status, _reason(await r.read()))
             if r.status == 200 and start > 0:
                 # The server ignored the range; skip to the requested bytes.
                 await r.content.readexactly(start)
-            while pos < out.nbytes:
-                chunk = await r.content.read(min(_READ_CHUNK, out.nbytes - pos))
-                if not chunk:
-                    break
-                out[pos : pos + len(chunk)] = chunk
-                pos += len(chunk)
-        if pos < out.nbytes:
+            got = await fill_views(r.content.read, outs, _READ_CHUNK)
+        if got < end - start + 1:
             raise DataLossError(
-                f"gcs: {self.url(bucket, key)!r} ends early: wanted bytes {start}-{end}, got {pos} of them; "
+                f"gcs: {self.url(bucket, key)!r} ends early: wanted bytes {start}-{end}, got {got} of them; "
                 "the object is truncated or was replaced"
             )
 

@@ -390,6 +390,7 @@ _WRITES: Final = frozenset({"writing", "starting an upload of", "completing the 
 _CLIENT_CALLS: Final = (
     "object_stat",
     "object_get_range",
+    "object_get_range_vectored",
     "object_get",
     "object_put",
     "object_list",
@@ -423,8 +424,10 @@ class ObjectStore(FileLayer):
     ----------------------
     Required: :meth:`classify`, :meth:`object_stat`, :meth:`object_get_range`,
     :meth:`object_get`, :meth:`object_put`, :meth:`object_list`,
-    :meth:`object_delete`. Optional: :meth:`object_find` (nested listing, for
-    :meth:`find` and :meth:`rmtree`), the four ``upload_*`` calls (streaming
+    :meth:`object_delete`. Optional: :meth:`object_get_range_vectored` (one
+    ranged read into several buffers; without it nearby small ranges are
+    read into a scratch buffer and copied out), :meth:`object_find` (nested
+    listing, for :meth:`find` and :meth:`rmtree`), the four ``upload_*`` calls (streaming
     multipart uploads; without them a sink buffers the whole object and sends
     it in one :meth:`object_put`, fine for small checkpoints), :meth:`aclose`
     or :meth:`close_client` (release clients on :meth:`close`).
@@ -467,6 +470,7 @@ class ObjectStore(FileLayer):
         # on the loop, plain functions run in the store's thread pool.
         self._is_async = {name: inspect.iscoroutinefunction(getattr(cls, name)) for name in _CLIENT_CALLS}
         self._multipart = cls.upload_begin is not ObjectStore.upload_begin
+        self._vectored = cls.object_get_range_vectored is not ObjectStore.object_get_range_vectored
 
     @classmethod
     def from_options(cls, options: CheckpointOptions) -> ObjectStore:
@@ -513,6 +517,21 @@ class ObjectStore(FileLayer):
         missing object.
         """
         raise NotImplementedError(f"{type(self).__name__} must implement object_get_range()")
+
+    def object_get_range_vectored(
+        self, bucket: str, key: str, start: int, outs: Sequence[memoryview]
+    ) -> Awaitable[None] | None:
+        """Optional: fill the views of ``outs`` one after another with the object's bytes from ``start`` on.
+
+        One request for all of them, as :meth:`object_get_range` for one
+        view (and with its errors): a vectored read, as ``preadv``. The base
+        uses it for nearby ranges that share a request, so their bytes go
+        straight into the destination arrays, without a scratch buffer of the
+        request's size and a copy out of it. Stream the response into the
+        views; :func:`fill_views` does that for a client that reads a body in
+        chunks.
+        """
+        raise NotImplementedError(f"{type(self).__name__} has no vectored reads")
 
     def object_get(self, bucket: str, key: str) -> VersionedBytes | Awaitable[VersionedBytes | None] | None:
         """The whole object and its version, read together; ``None`` when it does not exist."""
@@ -899,6 +918,12 @@ class ObjectStore(FileLayer):
             view = members[0][1]
             await self._retry("reading", bucket, key, lambda: self._call("object_get_range", bucket, key, start, view))
             return
+        views = _consecutive(start, members) if self._vectored else None
+        if views is not None:
+            await self._retry(
+                "reading", bucket, key, lambda: self._call("object_get_range_vectored", bucket, key, start, views)
+            )
+            return
         # Several small ranges: one GET into a scratch buffer, then scatter.
         async with self._scratch_slots():
             span = memoryview(bytearray(length))
@@ -969,6 +994,72 @@ class ObjectStore(FileLayer):
                 pool, self._pool = self._pool, None
             if pool is not None and pool[0] == os.getpid():
                 pool[1].shutdown(wait=False)
+
+
+def _consecutive(start: int, members: list[tuple[int, memoryview]]) -> list[memoryview] | None:
+    """Views covering ``start`` onwards without a gap, the members' own where they are; ``None`` if two overlap.
+
+    The bytes between members (at most ``coalesce_gap`` each) land in one
+    throwaway buffer, reused for every gap: nobody reads it.
+    """
+    views: list[memoryview] = []
+    gap: memoryview | None = None
+    pos = start
+    for offset, view in members:  # by offset (see _plan_reads)
+        if offset < pos:
+            return None  # the same bytes asked twice: only a scratch buffer can serve both
+        if offset > pos:
+            if gap is None or gap.nbytes < offset - pos:
+                gap = memoryview(bytearray(offset - pos))
+            views.append(gap[: offset - pos])
+        views.append(view)
+        pos = offset + view.nbytes
+    return views
+
+
+async def fill_views(read: Callable[[int], Awaitable[bytes]], outs: Sequence[memoryview], chunk: int = _MiB) -> int:
+    """Stream a response body into ``outs``, one view after another; return how many bytes arrived.
+
+    Parameters
+    ----------
+    read
+        The body's read: ``await read(n)`` returns at most ``n`` bytes, and
+        ``b""`` at the end (aiohttp's ``StreamReader.read``, aiobotocore's
+        ``StreamingBody.read``).
+    outs
+        Writable byte views, filled in order.
+    chunk
+        The most bytes asked of ``read`` at once; it is never asked for more
+        than the views still hold.
+
+    Returns
+    -------
+    int
+        The bytes written; less than the views' total when the body ended
+        early (the caller raises :class:`~trackpoint.errors.DataLossError`).
+    """
+    remaining = sum(out.nbytes for out in outs)
+    filled = 0
+    it = iter(outs)
+    out = next(it, None)
+    pos = 0
+    while remaining:
+        data = memoryview(await read(min(chunk, remaining)))
+        if not data.nbytes:
+            break
+        remaining -= data.nbytes
+        at = 0
+        while at < data.nbytes:
+            while out is not None and pos == out.nbytes:
+                out, pos = next(it, None), 0
+            if out is None:
+                break
+            take = min(out.nbytes - pos, data.nbytes - at)
+            out[pos : pos + take] = data[at : at + take]
+            pos += take
+            at += take
+        filled += at
+    return filled
 
 
 class _UploadSink(FileSink):

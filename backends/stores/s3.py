@@ -26,6 +26,7 @@ from trackpoint.backends.stores.objectstore import (
     ObjectStore,
     TransferOptions,
     _body_bytes,
+    fill_views,
 )
 from trackpoint.errors import DataLossError
 from trackpoint.storage import CheckpointOptions, VersionedBytes
@@ -182,23 +183,20 @@ class S3Files(ObjectStore):
         )
 
     async def object_get_range(self, bucket: str, key: str, start: int, out: memoryview) -> None:
+        await self.object_get_range_vectored(bucket, key, start, [out])
+
+    async def object_get_range_vectored(self, bucket: str, key: str, start: int, outs: Sequence[memoryview]) -> None:
         s3 = await self._client()
-        end = start + out.nbytes - 1
+        end = start + sum(out.nbytes for out in outs) - 1
         r = await s3.get_object(Bucket=bucket, Key=key, Range=f"bytes={start}-{end}")
         body = r["Body"]
-        pos = 0
         try:
-            while pos < out.nbytes:
-                chunk = await body.read(min(_READ_CHUNK, out.nbytes - pos))
-                if not chunk:
-                    break
-                out[pos : pos + len(chunk)] = chunk
-                pos += len(chunk)
+            got = await fill_views(body.read, outs, _READ_CHUNK)
         finally:
             body.close()
-        if pos < out.nbytes:
+        if got < end - start + 1:
             raise DataLossError(
-                f"s3: {self.url(bucket, key)!r} ends early: wanted bytes {start}-{end}, got {pos} of them; "
+                f"s3: {self.url(bucket, key)!r} ends early: wanted bytes {start}-{end}, got {got} of them; "
                 "the object is truncated or was replaced"
             )
 

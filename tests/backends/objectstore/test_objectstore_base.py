@@ -8,6 +8,7 @@ without multipart uploads) without any network in between.
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 from collections.abc import Sequence
@@ -24,6 +25,7 @@ from trackpoint.backends.stores import (
     ObjectStat,
     ObjectStore,
     TransferOptions,
+    fill_views,
 )
 from trackpoint.errors import (
     CheckpointExistsError,
@@ -438,6 +440,67 @@ class SlowDictStore(DictStore):
         finally:
             with self.lock:
                 self.scratch_now -= merged
+
+
+class VectoredDictStore(SlowDictStore):
+    """SlowDictStore with vectored reads, counting them."""
+
+    def __init__(self, transfer: TransferOptions | None = FAST, **kw: Any) -> None:
+        super().__init__(transfer, **kw)
+        self.vectored = 0
+
+    def object_get_range_vectored(self, bucket: str, key: str, start: int, outs: Sequence[memoryview]) -> None:
+        self._record("get_range_vectored")
+        self.vectored += 1
+        whole = self.objects[(bucket, key)][0]
+        pos = start
+        for out in outs:
+            chunk = whole[pos : pos + out.nbytes]
+            out[: len(chunk)] = chunk
+            if len(chunk) < out.nbytes:
+                raise DataLossError(f"dict: {key} ends early")
+            pos += out.nbytes
+
+
+def test_nearby_ranges_are_read_into_their_buffers_without_a_scratch_buffer() -> None:
+    transfer = TransferOptions(retries=0, read_part_size=1000, coalesce_gap=64)
+    store = VectoredDictStore(transfer)
+    try:
+        data = np.random.default_rng(3).bytes(6600)
+        store.put("dict://b/obj", data)
+        outs = [bytearray(100) for _ in range(60)]  # 10 bytes apart: 9 to a request of up to 1,000 bytes
+        store.read_ranges("dict://b/obj", [(i * 110, memoryview(o)) for i, o in enumerate(outs)])
+        assert [bytes(o) for o in outs] == [data[i * 110 : i * 110 + 100] for i in range(60)]
+        assert store.vectored == 7 and store.scratch_reads == 0
+        # The same bytes asked twice cannot be streamed into both: that request takes a scratch buffer.
+        twice = [bytearray(50), bytearray(50)]
+        store.read_ranges("dict://b/obj", [(200, memoryview(twice[0])), (220, memoryview(twice[1]))])
+        assert twice == [bytearray(data[200:250]), bytearray(data[220:270])]
+        assert store.vectored == 7 and store.scratch_reads == 1
+    finally:
+        store.close()
+
+
+@pytest.mark.parametrize("pieces", [[1], [3, 3, 3], [7, 1, 2, 5], [20]])
+def test_fill_views_streams_chunks_across_views(pieces: list[int]) -> None:
+    body = bytes(range(20))
+    sent = 0
+
+    async def read(n: int) -> bytes:
+        nonlocal sent
+        size = min(n, pieces[min(len(pieces) - 1, sent % len(pieces))], len(body) - sent)
+        chunk = body[sent : sent + size]
+        sent += size
+        return chunk
+
+    outs = [bytearray(2), bytearray(0), bytearray(9), bytearray(1), bytearray(5)]
+    assert asyncio.run(fill_views(read, [memoryview(o) for o in outs], chunk=4)) == 17
+    assert b"".join(outs) == body[:17]
+    assert sent == 17  # never more than the views hold
+    sent = 0
+    longer = [bytearray(15), bytearray(10)]
+    assert asyncio.run(fill_views(read, [memoryview(o) for o in longer])) == 20  # the body ended early
+    assert longer[0] == body[:15] and longer[1][:5] == body[15:]
 
 
 def test_merged_reads_hold_at_most_two_scratch_buffers_at_once() -> None:

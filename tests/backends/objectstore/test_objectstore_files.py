@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from faultproxy import FaultProxy
+from faultproxy import FaultProxy, Rule
 from servers import ObjectStore
 from trackpoint.backends.stores import ObjectStore as StoreLayer
 from trackpoint.errors import CheckpointNotFoundError, DataLossError
@@ -68,6 +68,48 @@ def test_parallel_split_ranged_reads(make_files: Any, store: ObjectStore) -> Non
         f"{store.bucket}/r", [(7, memoryview(a)), (MiB - 5, memoryview(b)), (len(data) - 1, memoryview(c))]
     )
     assert (bytes(a), bytes(b), bytes(c)) == (data[7:17], data[MiB - 5 : 3 * MiB - 5], data[-1:])
+
+
+def test_nearby_ranges_go_straight_into_their_buffers_in_one_request(
+    proxied: StoreLayer, proxy: FaultProxy, store: ObjectStore
+) -> None:
+    data = os.urandom(300_000)
+    proxied.put(f"{store.bucket}/v", data)
+    # Ranges with gaps between them, an empty one and a typed one: one GET, through the vectored call.
+    outs = [bytearray(1000), bytearray(0), bytearray(70_000), bytearray(5)]
+    typed = np.empty(1000, np.float32)
+    at = [10, 1010, 2000, 72_003, 80_000]
+    ranges = [(o, memoryview(b)) for o, b in zip(at, outs, strict=False)] + [(at[-1], memoryview(typed.data))]
+    calls = 0
+    vectored = proxied.object_get_range_vectored
+
+    async def counted(*args: Any) -> None:
+        nonlocal calls
+        calls += 1
+        await vectored(*args)
+
+    proxied.object_get_range_vectored = counted  # type: ignore[method-assign]
+    proxy.clear()
+    proxied.read_ranges(f"{store.bucket}/v", ranges)
+    assert calls == 1 and proxy.count("GET") == 1
+    assert [bytes(b) for b in outs] == [data[o : o + len(b)] for o, b in zip(at, outs, strict=False)]
+    assert typed.tobytes() == data[80_000:84_000]
+
+
+def test_a_vectored_read_cut_short_is_retried_and_a_short_object_is_data_loss(
+    proxied: StoreLayer, proxy: FaultProxy, store: ObjectStore
+) -> None:
+    data = os.urandom(3 * MiB)
+    proxied.put(f"{store.bucket}/t", data)
+    rule = proxy.add(Rule("GET", r"/t($|\?)", action="truncate"))
+    outs = [bytearray(MiB), bytearray(MiB)]
+    proxied.read_ranges(f"{store.bucket}/t", [(0, memoryview(outs[0])), (MiB + 100, memoryview(outs[1]))])
+    assert rule.fired == 1
+    assert outs == [data[:MiB], data[MiB + 100 : 2 * MiB + 100]]
+    with pytest.raises(DataLossError, match=rf"{store.name}: .*/t' ends early: wanted bytes {3 * MiB - 10}-"):
+        proxied.read_ranges(
+            f"{store.bucket}/t", [(3 * MiB - 10, memoryview(bytearray(5))), (3 * MiB - 4, memoryview(bytearray(8)))]
+        )
 
 
 # The two suites read different dtypes before the merge; each store keeps its own.
