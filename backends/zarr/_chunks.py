@@ -14,7 +14,7 @@ what zarr-python writes for the same metadata, so plain zarr reads them.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Executor, Future
 from dataclasses import dataclass
 from typing import Any, Final
@@ -240,12 +240,15 @@ def read_chunks(
     grid: ContiguousChunks,
     codec: Codec,
     runs: Sequence[tuple[str, int, int, int]] | None = None,
+    size_of: Callable[[str], int | None] | None = None,
 ) -> None:
     """Fill the C-contiguous ``out`` (storage dtype view) from the chunks below ``directory``.
 
     ``runs`` (default: every chunk of ``grid``) reads some chunks only, each at
-    its byte offset within ``out``.
+    its byte offset within ``out``. ``size_of`` answers an uncompressed
+    chunk's stored size (default: ``files.size``), checked before its read.
     """
+    size_of = files.size if size_of is None else size_of
     flat = out.reshape(-1).view(np.uint8).data
     for key, offset, n, stored in grid.runs() if runs is None else runs:
         path = _paths.join(directory, key)
@@ -254,7 +257,7 @@ def read_chunks(
             # Straight into the destination; only an edge chunk's padding and the CRC land elsewhere.
             pad = memoryview(bytearray(stored - n))
             crc = bytearray(4 if codec.checksum else 0)
-            size = files.size(path)
+            size = size_of(path)
             if size != stored + len(crc):
                 raise DataLossError(f"zarr: {where} holds {size} bytes, expected {stored + len(crc)}")
             dest = flat[offset : offset + n]

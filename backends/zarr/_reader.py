@@ -102,6 +102,9 @@ class ZarrReader(CheckpointReader):
         self._graph = graph
         self._arrays: dict[str, Any] = {}
         self._packed_cache: dict[str, np.ndarray[Any, Any]] = {}
+        # Stored sizes of uncompressed chunk objects, asked of the store together by read_many: on an
+        # object store each is a round trip, and a checkpoint is never changed under its reader.
+        self._chunk_sizes: dict[str, int] = {}
         self._lock = threading.Lock()
         self._closed = False
         # One numpy dtype per dtype name: 20,000 tensors name a handful.
@@ -215,7 +218,7 @@ class ZarrReader(CheckpointReader):
                 Ellipsis, out=default_buffer_prototype().nd_buffer.from_numpy_array(view)
             )
             return
-        read_chunks(self._files, _paths.join(self._data_root, name), view, *plan)
+        read_chunks(self._files, _paths.join(self._data_root, name), view, *plan, size_of=self._chunk_size)
         if sys.byteorder == "big":
             view.byteswap(inplace=True)  # the chunks hold little-endian values
 
@@ -325,7 +328,9 @@ class ZarrReader(CheckpointReader):
         runs = [(k, off - base, n, stored) for k, off, n, stored in grid.runs()[first:last]]
         values = np.empty((stop - start, *e.shape[1:]), dtype=e.dtype)
         view = values.view(_layout.storage_dtype(e.dtype).newbyteorder("="))
-        read_chunks(self._files, _paths.join(self._data_root, e.array), view, grid, codec, runs)
+        read_chunks(
+            self._files, _paths.join(self._data_root, e.array), view, grid, codec, runs, size_of=self._chunk_size
+        )
         if sys.byteorder == "big":
             view.byteswap(inplace=True)
         return start, values
@@ -429,6 +434,7 @@ class ZarrReader(CheckpointReader):
                     continue
             results[i] = self.read(key, out)
         if len(own) > 1:
+            self._ask_chunk_sizes([requests[i][0] for _, i in own])
             # Largest first, so the last tensors to finish are small ones.
             own.sort(key=lambda t: -t[0])
             with ThreadPoolExecutor(min(_READERS, len(own)), thread_name_prefix="trackpoint-zarr-read") as pool:
@@ -449,6 +455,24 @@ class ZarrReader(CheckpointReader):
                 results[i] = self.read(*requests[i])
             self._read_packed_runs(requests, by_packed, results)
         return [r for r in results if r is not None]
+
+    def _chunk_size(self, path: str) -> int | None:
+        size = self._chunk_sizes.get(path)
+        return size if size is not None else self._files.size(path)
+
+    def _ask_chunk_sizes(self, keys: list[str]) -> None:
+        """Learn the sizes of the uncompressed chunk objects of ``keys``' arrays in one call (see ``_chunk_sizes``)."""
+        paths = []
+        for key in keys:
+            name = self._entries[key].array
+            plan = None if name is None else self._plan(name)
+            if name is not None and plan is not None and plan[1].compressor is None:
+                directory = _paths.join(self._data_root, name)
+                paths += [_paths.join(directory, run[0]) for run in plan[0].runs()]
+        paths = [p for p in paths if p not in self._chunk_sizes]
+        if paths:
+            found = self._files.sizes(paths)
+            self._chunk_sizes.update((p, n) for p, n in zip(paths, found, strict=True) if n is not None)
 
     def _read_packed_runs(
         self,

@@ -184,6 +184,47 @@ def test_read_many_reads_tensors_with_own_arrays_concurrently(tmp_path: Path) ->
     assert len({name for name in files.threads if name.startswith("trackpoint-zarr-read")}) > 1
 
 
+class _CountingSizes(LocalFiles):
+    """Records the chunk paths asked through ``size`` and through ``sizes``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.one: list[str] = []
+        self.together: list[list[str]] = []
+
+    def size(self, path: str) -> int | None:
+        if "/c." in path:
+            self.one.append(path)
+        return super().size(path)
+
+    def sizes(self, paths: Sequence[str]) -> list[int | None]:
+        self.together.append([p for p in paths if "/c." in p])
+        return [super(_CountingSizes, self).size(p) for p in paths]
+
+
+def test_read_many_asks_the_sizes_of_all_chunk_objects_together(tmp_path: Path) -> None:
+    # Three arrays of 80 KB in 64 KiB chunks: two chunk objects each.
+    items = [WriteItem(f"t{i}", np.arange(20_000, dtype=np.float32) + i) for i in range(3)]
+    files = _CountingSizes()
+    backend = ZarrBackend(files)
+    prefix = str(tmp_path / "ckpt")
+    backend.save(prefix, items, _OWN_SMALL_PACKED)
+    outs = [np.zeros_like(it.array) for it in items]
+    with backend.open_reader(prefix) as reader:
+        reader.read_many([(it.key, out) for it, out in zip(items, outs, strict=True)])
+        for it, out in zip(items, outs, strict=True):
+            np.testing.assert_array_equal(out, it.array)
+        assert [len(paths) for paths in files.together] == [6] and files.one == []
+        # Known from then on: reading them again asks nothing.
+        reader.read_many([(it.key, out) for it, out in zip(items, outs, strict=True)])
+        assert len(files.together) == 1 and files.one == []
+    # A chunk of the wrong size is still refused, named.
+    (chunk,) = [p for p in files.together[0] if "/t1/" in p and p.endswith("c.1")]
+    Path(chunk).write_bytes(Path(chunk).read_bytes() + b"x")
+    with backend.open_reader(prefix) as reader, pytest.raises(DataLossError, match=r"chunk .*c\.1' holds"):
+        reader.read_many([(it.key, out) for it, out in zip(items, outs, strict=True)])
+
+
 class _OwnWaitsForPacked(LocalFiles):
     """Chunk reads of arrays of their own wait (up to 2 s) until a packed shard object has been read."""
 
