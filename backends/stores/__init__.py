@@ -12,7 +12,7 @@ Public API for store authors:
 * :class:`ObjectStore`: the base of object stores; subclass it and supply
   single-attempt client calls (:class:`ObjectStat`, :class:`Condition`,
   :data:`ErrorKind`, :class:`TransferOptions`, :data:`WRITE_ID_METADATA_KEY`,
-  :class:`HTTPStatusError` and :func:`fill_views` belong to it);
+  :class:`HTTPStatusError`, :func:`fill_views` and :func:`fill_views_from` belong to it);
 * :class:`LocalFiles`: the local disk.
 
 The built-in object stores are :class:`trackpoint.backends.stores.s3.S3Files`
@@ -38,6 +38,7 @@ if TYPE_CHECKING:  # at run time served lazily by __getattr__ below
         ObjectStore,
         TransferOptions,
         fill_views,
+        fill_views_from,
     )
 
 __all__ = [
@@ -54,6 +55,7 @@ __all__ = [
     "ObjectStore",
     "TransferOptions",
     "fill_views",
+    "fill_views_from",
 ]
 
 #: The names of ``__all__`` not imported above: served from

@@ -47,7 +47,7 @@ import random
 import threading
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, Final, TypeVar
 
@@ -528,8 +528,9 @@ class ObjectStore(FileLayer):
         uses it for nearby ranges that share a request, so their bytes go
         straight into the destination arrays, without a scratch buffer of the
         request's size and a copy out of it. Stream the response into the
-        views; :func:`fill_views` does that for a client that reads a body in
-        chunks.
+        views: :func:`fill_views` does that for a client whose body has an
+        async ``read(n)``, :func:`fill_views_from` for one that iterates
+        over chunks.
         """
         raise NotImplementedError(f"{type(self).__name__} has no vectored reads")
 
@@ -1017,6 +1018,31 @@ def _consecutive(start: int, members: list[tuple[int, memoryview]]) -> list[memo
     return views
 
 
+class _Cursor:
+    """Where the next bytes of a body go among several views, filled in order."""
+
+    def __init__(self, outs: Sequence[memoryview]) -> None:
+        self.remaining = sum(out.nbytes for out in outs)
+        self.filled = 0
+        self._outs = iter(outs)
+        self._out = next(self._outs, None)
+        self._pos = 0
+
+    def put(self, chunk: bytes | bytearray | memoryview) -> None:
+        """Copy ``chunk`` into the views; bytes beyond the last view are dropped."""
+        data, at = memoryview(chunk).cast("B"), 0
+        while at < data.nbytes and self._out is not None:
+            out, pos = self._out, self._pos
+            if pos == out.nbytes:
+                self._out, self._pos = next(self._outs, None), 0
+                continue
+            take = min(out.nbytes - pos, data.nbytes - at)
+            out[pos : pos + take] = data[at : at + take]
+            self._pos, at = pos + take, at + take
+        self.filled += at
+        self.remaining -= at
+
+
 async def fill_views(read: Callable[[int], Awaitable[bytes]], outs: Sequence[memoryview], chunk: int = _MiB) -> int:
     """Stream a response body into ``outs``, one view after another; return how many bytes arrived.
 
@@ -1038,28 +1064,28 @@ async def fill_views(read: Callable[[int], Awaitable[bytes]], outs: Sequence[mem
         The bytes written; less than the views' total when the body ended
         early (the caller raises :class:`~trackpoint.errors.DataLossError`).
     """
-    remaining = sum(out.nbytes for out in outs)
-    filled = 0
-    it = iter(outs)
-    out = next(it, None)
-    pos = 0
-    while remaining:
-        data = memoryview(await read(min(chunk, remaining)))
-        if not data.nbytes:
+    cursor = _Cursor(outs)
+    while cursor.remaining:
+        data = await read(min(chunk, cursor.remaining))
+        if not data:
             break
-        remaining -= data.nbytes
-        at = 0
-        while at < data.nbytes:
-            while out is not None and pos == out.nbytes:
-                out, pos = next(it, None), 0
-            if out is None:
-                break
-            take = min(out.nbytes - pos, data.nbytes - at)
-            out[pos : pos + take] = data[at : at + take]
-            pos += take
-            at += take
-        filled += at
-    return filled
+        cursor.put(data)
+    return cursor.filled
+
+
+def fill_views_from(chunks: Iterable[bytes | bytearray | memoryview], outs: Sequence[memoryview]) -> int:
+    """:func:`fill_views` for a client that hands a body over as an iterable of chunks (a synchronous SDK).
+
+    Chunks are taken until the views are full or the body ends; the bytes
+    written are returned.
+    """
+    cursor = _Cursor(outs)
+    if cursor.remaining:
+        for data in chunks:
+            cursor.put(data)
+            if not cursor.remaining:
+                break  # a chunk more would be a request more for a lazy body
+    return cursor.filled
 
 
 class _UploadSink(FileSink):

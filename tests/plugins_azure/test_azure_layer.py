@@ -9,6 +9,7 @@ store and Azurite (``tests/faultproxy.py``): error answers, and replies lost aft
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -148,6 +149,29 @@ def test_refusals_and_missing_containers_become_trackpoint_errors(
     proxy.add(Rule("GET", r"comp=list", status=403, times=10, body=b""))
     with pytest.raises(StoragePermissionError, match=rf"azure: .*'az://{azurite_container}/run/.*refused"):
         layer.listdir(f"az://{azurite_container}/run")
+
+
+def test_nearby_ranges_stream_into_their_buffers_with_one_request(
+    layer: AzureStore, azurite_container: str, proxy: FaultProxy
+) -> None:
+    payload = bytes(range(256)) * 1600  # 400 KiB
+    url = f"az://{azurite_container}/run/v"
+    layer.put(url, payload)
+    outs = [bytearray(1000), bytearray(70_000), bytearray(5), bytearray(200_000)]
+    at = [10, 2000, 72_003, 100_000]
+    calls = 0
+    vectored = layer.object_get_range_vectored
+
+    def counted(*args: Any) -> None:
+        nonlocal calls
+        calls += 1
+        vectored(*args)
+
+    layer.object_get_range_vectored = counted  # type: ignore[method-assign]
+    proxy.clear()
+    layer.read_ranges(url, [(o, memoryview(b)) for o, b in zip(at, outs, strict=True)])
+    assert calls == 1 and proxy.count("GET") == 1
+    assert [bytes(b) for b in outs] == [payload[o : o + len(b)] for o, b in zip(at, outs, strict=True)]
 
 
 def test_ranged_reads_fill_the_callers_buffers(layer: AzureStore, azurite_container: str, proxy: FaultProxy) -> None:

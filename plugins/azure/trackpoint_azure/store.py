@@ -15,7 +15,7 @@ from azure.core.exceptions import HttpResponseError, ResourceNotFoundError, Serv
 from azure.core.pipeline.transport import RequestsTransport
 from azure.storage.blob import BlobBlock, BlobPrefix, BlobServiceClient
 
-from trackpoint.backends.stores import Condition, ErrorKind, ObjectStat, ObjectStore, TransferOptions
+from trackpoint.backends.stores import Condition, ErrorKind, ObjectStat, ObjectStore, TransferOptions, fill_views_from
 from trackpoint.errors import BackendError, DataLossError
 from trackpoint.storage import CheckpointOptions, VersionedBytes
 
@@ -113,12 +113,13 @@ class AzureStore(ObjectStore):
         return ObjectStat(p.size, str(p.etag), (p.metadata or {}).get(WRITE_ID_KEY), p.last_modified.timestamp())
 
     def object_get_range(self, bucket: str, key: str, start: int, out: memoryview) -> None:
-        got = 0
-        for chunk in self.service.get_blob_client(bucket, key).download_blob(start, out.nbytes).chunks():
-            out[got : got + len(chunk)] = chunk
-            got += len(chunk)
-        if got < out.nbytes:  # a range running past the end is answered with the bytes that exist
-            raise DataLossError(f"azure: {self.url(bucket, key)!r} ends at {start + got}, before {start + out.nbytes}")
+        self.object_get_range_vectored(bucket, key, start, [out])
+
+    def object_get_range_vectored(self, bucket: str, key: str, start: int, outs: Sequence[memoryview]) -> None:
+        total = sum(out.nbytes for out in outs)
+        got = fill_views_from(self.service.get_blob_client(bucket, key).download_blob(start, total).chunks(), outs)
+        if got < total:  # a range running past the end is answered with the bytes that exist
+            raise DataLossError(f"azure: {self.url(bucket, key)!r} ends at {start + got}, before {start + total}")
 
     def object_get(self, bucket: str, key: str) -> VersionedBytes | None:
         try:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any, ClassVar
 
 import numpy as np
@@ -26,6 +26,7 @@ from trackpoint.backends.stores import (
     ObjectStore,
     TransferOptions,
     fill_views,
+    fill_views_from,
 )
 from trackpoint.errors import (
     CheckpointExistsError,
@@ -501,6 +502,21 @@ def test_fill_views_streams_chunks_across_views(pieces: list[int]) -> None:
     longer = [bytearray(15), bytearray(10)]
     assert asyncio.run(fill_views(read, [memoryview(o) for o in longer])) == 20  # the body ended early
     assert longer[0] == body[:15] and longer[1][:5] == body[15:]
+
+
+def test_fill_views_from_takes_chunks_until_the_views_are_full() -> None:
+    taken = 0
+
+    def chunks() -> Iterator[bytes]:
+        nonlocal taken
+        for start in range(0, 30, 7):
+            taken += 1
+            yield bytes(range(start, min(start + 7, 30)))
+
+    outs = [bytearray(3), bytearray(0), bytearray(10)]
+    assert fill_views_from(chunks(), [memoryview(o) for o in outs]) == 13
+    assert b"".join(outs) == bytes(range(13)) and taken == 2  # the third chunk is never asked for
+    assert fill_views_from(iter([b"ab"]), [memoryview(bytearray(5))]) == 2  # the body ended early
 
 
 def test_merged_reads_hold_at_most_two_scratch_buffers_at_once() -> None:
