@@ -96,6 +96,21 @@ def test_nearby_ranges_go_straight_into_their_buffers_in_one_request(
     assert typed.tobytes() == data[80_000:84_000]
 
 
+def test_a_whole_object_is_read_with_one_request_and_sizes_are_asked_together(
+    proxied: StoreLayer, proxy: FaultProxy, store: ObjectStore
+) -> None:
+    for i in range(3):
+        proxied.put(f"{store.bucket}/w{i}", b"x" * (i + 1))
+    proxy.clear()
+    assert proxied.read(f"{store.bucket}/w2") == b"xxx"
+    assert len(proxy.requests) == 1
+    with pytest.raises(CheckpointNotFoundError, match=r"w9' does not exist"):
+        proxied.read(f"{store.bucket}/w9")
+    proxy.clear()
+    assert proxied.sizes([f"{store.bucket}/w{i}" for i in (2, 0, 9, 1)]) == [3, 1, None, 2]
+    assert len(proxy.requests) == 4
+
+
 def test_a_vectored_read_cut_short_is_retried_and_a_short_object_is_data_loss(
     proxied: StoreLayer, proxy: FaultProxy, store: ObjectStore
 ) -> None:
