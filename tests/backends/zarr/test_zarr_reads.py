@@ -14,7 +14,7 @@ import pytest
 from trackpoint.backends.stores import LocalFiles
 from trackpoint.backends.zarr import ZarrBackend, encode_key
 from trackpoint.errors import CheckpointKeyError, DataLossError, DTypeMismatchError, ShapeMismatchError, StorageError
-from trackpoint.storage import CheckpointOptions, WriteItem
+from trackpoint.storage import CheckpointOptions, CheckpointReader, WriteItem
 
 _OWN = CheckpointOptions(backend_options={"pack_bytes": 0, "chunk_bytes": 64 * 1024})
 #: Tensors of 80 KiB in arrays of their own (two chunks each); tensors under 1 KiB packed.
@@ -184,6 +184,23 @@ def test_read_many_reads_tensors_with_own_arrays_concurrently(tmp_path: Path) ->
     assert len({name for name in files.threads if name.startswith("trackpoint-zarr-read")}) > 1
 
 
+def _saved(
+    files: LocalFiles, items: list[WriteItem], tmp_path: Path
+) -> tuple[ZarrBackend, str, list[np.ndarray[Any, Any]]]:
+    """``items`` saved through ``files`` (small ones packed, 64 KiB chunks): the backend, the prefix, zeroed outs."""
+    backend = ZarrBackend(files)
+    prefix = str(tmp_path / "ckpt")
+    backend.save(prefix, items, _OWN_SMALL_PACKED)
+    return backend, prefix, [np.zeros_like(it.array) for it in items]
+
+
+def _read_back(reader: CheckpointReader, items: list[WriteItem], outs: list[np.ndarray[Any, Any]]) -> None:
+    """Read every item into its out with one ``read_many`` and check the values."""
+    reader.read_many([(it.key, out) for it, out in zip(items, outs, strict=True)])
+    for it, out in zip(items, outs, strict=True):
+        np.testing.assert_array_equal(out, it.array)
+
+
 class _CountingSizes(LocalFiles):
     """Records the chunk paths asked through ``size`` and through ``sizes``."""
 
@@ -206,14 +223,9 @@ def test_read_many_asks_the_sizes_of_all_chunk_objects_together(tmp_path: Path) 
     # Three arrays of 80 KB in 64 KiB chunks: two chunk objects each.
     items = [WriteItem(f"t{i}", np.arange(20_000, dtype=np.float32) + i) for i in range(3)]
     files = _CountingSizes()
-    backend = ZarrBackend(files)
-    prefix = str(tmp_path / "ckpt")
-    backend.save(prefix, items, _OWN_SMALL_PACKED)
-    outs = [np.zeros_like(it.array) for it in items]
+    backend, prefix, outs = _saved(files, items, tmp_path)
     with backend.open_reader(prefix) as reader:
-        reader.read_many([(it.key, out) for it, out in zip(items, outs, strict=True)])
-        for it, out in zip(items, outs, strict=True):
-            np.testing.assert_array_equal(out, it.array)
+        _read_back(reader, items, outs)
         assert [len(paths) for paths in files.together] == [6] and files.one == []
         # Known from then on: reading them again asks nothing.
         reader.read_many([(it.key, out) for it, out in zip(items, outs, strict=True)])
@@ -247,14 +259,9 @@ def test_packed_tensors_are_read_while_arrays_of_their_own_are(tmp_path: Path) -
     items = [WriteItem(f"t{i}", np.arange(20_000, dtype=np.float32) + i) for i in range(4)]
     items += [WriteItem(f"s{i}", np.full(10, i, np.int32)) for i in range(30)]
     files = _OwnWaitsForPacked()
-    backend = ZarrBackend(files)
-    prefix = str(tmp_path / "ckpt")
-    backend.save(prefix, items, _OWN_SMALL_PACKED)
-    outs = [np.zeros_like(it.array) for it in items]
+    backend, prefix, outs = _saved(files, items, tmp_path)
     with backend.open_reader(prefix) as reader:
-        reader.read_many([(it.key, out) for it, out in zip(items, outs, strict=True)])
-    for it, out in zip(items, outs, strict=True):
-        np.testing.assert_array_equal(out, it.array)
+        _read_back(reader, items, outs)
     # Read only after every own array had finished, the packed tensors would have kept these waiting.
     assert files.waited_out == 0
 
