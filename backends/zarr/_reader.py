@@ -218,6 +218,8 @@ class ZarrReader(CheckpointReader):
                 Ellipsis, out=default_buffer_prototype().nd_buffer.from_numpy_array(view)
             )
             return
+        if len(plan[0].runs()) > 1:
+            self._ask_chunk_sizes([name])  # a no-op when read_many asked already
         read_chunks(self._files, _paths.join(self._data_root, name), view, *plan, size_of=self._chunk_size)
         if sys.byteorder == "big":
             view.byteswap(inplace=True)  # the chunks hold little-endian values
@@ -434,7 +436,7 @@ class ZarrReader(CheckpointReader):
                     continue
             results[i] = self.read(key, out)
         if len(own) > 1:
-            self._ask_chunk_sizes([requests[i][0] for _, i in own])
+            self._ask_chunk_sizes([entries[requests[i][0]].array for _, i in own])
             # Largest first, so the last tensors to finish are small ones.
             own.sort(key=lambda t: -t[0])
             with ThreadPoolExecutor(min(_READERS, len(own)), thread_name_prefix="trackpoint-zarr-read") as pool:
@@ -460,11 +462,10 @@ class ZarrReader(CheckpointReader):
         size = self._chunk_sizes.get(path)
         return size if size is not None else self._files.size(path)
 
-    def _ask_chunk_sizes(self, keys: list[str]) -> None:
-        """Learn the sizes of the uncompressed chunk objects of ``keys``' arrays in one call (see ``_chunk_sizes``)."""
+    def _ask_chunk_sizes(self, names: Sequence[str | None]) -> None:
+        """Learn the sizes of the uncompressed chunk objects of arrays ``names`` in one call (see ``_chunk_sizes``)."""
         paths = []
-        for key in keys:
-            name = self._entries[key].array
+        for name in names:
             plan = None if name is None else self._plan(name)
             if name is not None and plan is not None and plan[1].compressor is None:
                 directory = _paths.join(self._data_root, name)
