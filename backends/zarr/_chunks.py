@@ -240,24 +240,25 @@ def read_chunks(
     grid: ContiguousChunks,
     codec: Codec,
     runs: Sequence[tuple[str, int, int, int]] | None = None,
-    size_of: Callable[[str], int | None] | None = None,
+    sizes_of: Callable[[list[str]], list[int | None]] | None = None,
 ) -> None:
     """Fill the C-contiguous ``out`` (storage dtype view) from the chunks below ``directory``.
 
     ``runs`` (default: every chunk of ``grid``) reads some chunks only, each at
-    its byte offset within ``out``. ``size_of`` answers an uncompressed
-    chunk's stored size (default: ``files.size``), checked before its read.
+    its byte offset within ``out``. The stored sizes of uncompressed chunks,
+    checked before their reads, are asked together from ``sizes_of``
+    (default: ``files.sizes``; on an object store each is a round trip).
     """
-    size_of = files.size if size_of is None else size_of
+    runs = grid.runs() if runs is None else runs
     flat = out.reshape(-1).view(np.uint8).data
-    for key, offset, n, stored in grid.runs() if runs is None else runs:
-        path = _paths.join(directory, key)
+    paths = [_paths.join(directory, run[0]) for run in runs]
+    sizes = (sizes_of or files.sizes)(paths) if codec.compressor is None else [None] * len(paths)
+    for (_, offset, n, stored), path, size in zip(runs, paths, sizes, strict=True):
         where = f"chunk {path!r}"
         if codec.compressor is None:
             # Straight into the destination; only an edge chunk's padding and the CRC land elsewhere.
             pad = memoryview(bytearray(stored - n))
             crc = bytearray(4 if codec.checksum else 0)
-            size = size_of(path)
             if size != stored + len(crc):
                 raise DataLossError(f"zarr: {where} holds {size} bytes, expected {stored + len(crc)}")
             dest = flat[offset : offset + n]

@@ -102,8 +102,8 @@ class ZarrReader(CheckpointReader):
         self._graph = graph
         self._arrays: dict[str, Any] = {}
         self._packed_cache: dict[str, np.ndarray[Any, Any]] = {}
-        # Stored sizes of uncompressed chunk objects, asked of the store together by read_many: on an
-        # object store each is a round trip, and a checkpoint is never changed under its reader.
+        # Stored sizes of uncompressed chunk objects, asked of the store together (see _chunk_sizes_of): on
+        # an object store each is a round trip, and a checkpoint is never changed under its reader.
         self._chunk_sizes: dict[str, int] = {}
         self._lock = threading.Lock()
         self._closed = False
@@ -218,9 +218,7 @@ class ZarrReader(CheckpointReader):
                 Ellipsis, out=default_buffer_prototype().nd_buffer.from_numpy_array(view)
             )
             return
-        if len(plan[0].runs()) > 1:
-            self._ask_chunk_sizes([name])  # a no-op when read_many asked already
-        read_chunks(self._files, _paths.join(self._data_root, name), view, *plan, size_of=self._chunk_size)
+        read_chunks(self._files, _paths.join(self._data_root, name), view, *plan, sizes_of=self._chunk_sizes_of)
         if sys.byteorder == "big":
             view.byteswap(inplace=True)  # the chunks hold little-endian values
 
@@ -331,7 +329,7 @@ class ZarrReader(CheckpointReader):
         values = np.empty((stop - start, *e.shape[1:]), dtype=e.dtype)
         view = values.view(_layout.storage_dtype(e.dtype).newbyteorder("="))
         read_chunks(
-            self._files, _paths.join(self._data_root, e.array), view, grid, codec, runs, size_of=self._chunk_size
+            self._files, _paths.join(self._data_root, e.array), view, grid, codec, runs, sizes_of=self._chunk_sizes_of
         )
         if sys.byteorder == "big":
             view.byteswap(inplace=True)
@@ -458,22 +456,23 @@ class ZarrReader(CheckpointReader):
             self._read_packed_runs(requests, by_packed, results)
         return [r for r in results if r is not None]
 
-    def _chunk_size(self, path: str) -> int | None:
-        size = self._chunk_sizes.get(path)
-        return size if size is not None else self._files.size(path)
+    def _chunk_sizes_of(self, paths: list[str]) -> list[int | None]:
+        """The sizes of chunk objects; those not known yet asked of the store in one call."""
+        known = self._chunk_sizes
+        unknown = [p for p in paths if p not in known]
+        if unknown:
+            known.update((p, n) for p, n in zip(unknown, self._files.sizes(unknown), strict=True) if n is not None)
+        return [known.get(p) for p in paths]
 
     def _ask_chunk_sizes(self, names: Sequence[str | None]) -> None:
-        """Learn the sizes of the uncompressed chunk objects of arrays ``names`` in one call (see ``_chunk_sizes``)."""
+        """Learn the sizes of the uncompressed chunk objects of arrays ``names`` in one call, before reading them."""
         paths = []
         for name in names:
             plan = None if name is None else self._plan(name)
             if name is not None and plan is not None and plan[1].compressor is None:
                 directory = _paths.join(self._data_root, name)
                 paths += [_paths.join(directory, run[0]) for run in plan[0].runs()]
-        paths = [p for p in paths if p not in self._chunk_sizes]
-        if paths:
-            found = self._files.sizes(paths)
-            self._chunk_sizes.update((p, n) for p, n in zip(paths, found, strict=True) if n is not None)
+        self._chunk_sizes_of(paths)
 
     def _read_packed_runs(
         self,
