@@ -33,9 +33,10 @@ from __future__ import annotations
 
 import abc
 import collections
+import contextlib
 import logging
 import weakref
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final, NamedTuple, Optional
@@ -699,10 +700,19 @@ PARTIAL_RESTORE_NOTE: Final = (
 )
 
 
-def note_partial_restore(exc: BaseException) -> None:
-    """Say on ``exc`` that in-place reads may have changed some arrays (once)."""
-    if PARTIAL_RESTORE_NOTE not in getattr(exc, "__notes__", ()):
-        exc.add_note(PARTIAL_RESTORE_NOTE)
+@contextlib.contextmanager
+def partial_restore_noted(in_place: Callable[[], bool]) -> Iterator[None]:
+    """Reads into their destinations: an exception leaving the block gets :data:`PARTIAL_RESTORE_NOTE` (once).
+
+    ``in_place`` is asked only on failure: whether some value was being read
+    into an object's own array (else nothing can have changed).
+    """
+    try:
+        yield
+    except BaseException as exc:
+        if in_place() and PARTIAL_RESTORE_NOTE not in getattr(exc, "__notes__", ()):
+            exc.add_note(PARTIAL_RESTORE_NOTE)
+        raise
 
 
 def _read(
@@ -710,45 +720,29 @@ def _read(
     requests: list[tuple[str, np.ndarray[Any, Any] | None]],
     parts: dict[int, TensorSlice],
 ) -> list[np.ndarray[Any, Any]]:
-    """Read ``requests``, whole tensors in one batch and the slices in ``parts`` by :meth:`read_slice`.
+    """Read ``requests``, whole tensors in one batch and the slices in ``parts`` by :meth:`read_slice`."""
+    with partial_restore_noted(lambda: any(out is not None for _, out in requests)):
+        if not parts:
+            return reader.read_many(requests) if requests else []
+        results: list[np.ndarray[Any, Any] | None] = [None] * len(requests)
+        whole = [i for i in range(len(requests)) if i not in parts]
+        if whole:
+            for i, value in zip(whole, reader.read_many([requests[i] for i in whole]), strict=True):
+                results[i] = value
 
-    An exception raised after reading started into a request's own buffer
-    carries :data:`PARTIAL_RESTORE_NOTE`.
-    """
-    try:
-        return _read_all(reader, requests, parts)
-    except BaseException as exc:
-        if any(out is not None for _, out in requests):
-            note_partial_restore(exc)
-        raise
+        def read(i: int) -> None:
+            key, out = requests[i]
+            part = parts[i]
+            results[i] = reader.read_slice(key, part.offset, part.shape, out)
 
-
-def _read_all(
-    reader: CheckpointReader,
-    requests: list[tuple[str, np.ndarray[Any, Any] | None]],
-    parts: dict[int, TensorSlice],
-) -> list[np.ndarray[Any, Any]]:
-    if not parts:
-        return reader.read_many(requests) if requests else []
-    results: list[np.ndarray[Any, Any] | None] = [None] * len(requests)
-    whole = [i for i in range(len(requests)) if i not in parts]
-    if whole:
-        for i, value in zip(whole, reader.read_many([requests[i] for i in whole]), strict=True):
-            results[i] = value
-
-    def read(i: int) -> None:
-        key, out = requests[i]
-        part = parts[i]
-        results[i] = reader.read_slice(key, part.offset, part.shape, out)
-
-    if len(parts) == 1:
-        read(next(iter(parts)))
-    else:
-        # Each slice is its own set of ranged reads: on an object store the round trips overlap.
-        with ThreadPoolExecutor(max_workers=min(8, len(parts)), thread_name_prefix="trackpoint-read") as ex:
-            for f in [ex.submit(read, i) for i in parts]:
-                f.result()
-    return [r for r in results if r is not None]
+        if len(parts) == 1:
+            read(next(iter(parts)))
+        else:
+            # Each slice is its own set of ranged reads: on an object store the round trips overlap.
+            with ThreadPoolExecutor(max_workers=min(8, len(parts)), thread_name_prefix="trackpoint-read") as ex:
+                for f in [ex.submit(read, i) for i in parts]:
+                    f.result()
+        return [r for r in results if r is not None]
 
 
 def _queue_slot_variables(position: CheckpointPosition, trackable: Trackable) -> None:

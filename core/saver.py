@@ -44,7 +44,7 @@ from trackpoint.errors import (
     UnsupportedOptionError,
 )
 from trackpoint.proto import trackable_object_graph_pb2 as pb
-from trackpoint.restore import note_partial_restore
+from trackpoint.restore import partial_restore_noted
 from trackpoint.storage import (
     OBJECT_GRAPH_KEY,
     CheckpointOptions,
@@ -537,7 +537,7 @@ class Saver:
                 one_by_one.append(name)
             else:
                 direct.append((name, buffer))
-        try:
+        with partial_restore_noted(lambda: bool(direct) or len(one_by_one) > 1):
             if self._restore_sequentially:
                 for name, out in direct:
                     self._land(name, reader.read(keys[name], out), out)
@@ -547,10 +547,6 @@ class Saver:
                     self._land(name, result, out)
             for name in one_by_one:
                 self._land(name, reader.read(keys[name]), None)
-        except BaseException as exc:
-            if direct or len(one_by_one) > 1:
-                note_partial_restore(exc)
-            raise
 
     def _land(self, name: str, value: np.ndarray[Any, Any], out: np.ndarray[Any, Any] | None) -> None:
         """Finish restoring ``name``: nothing to do when the reader filled its buffer ``out`` in place."""
