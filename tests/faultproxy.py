@@ -10,7 +10,8 @@ request for a number of consecutive matches.
 
 Every request is recorded (:attr:`FaultProxy.requests`), so tests can also
 count requests, e.g. to check that many small tensors do not turn into one
-request each.
+request each, and when each was served (:attr:`FaultProxy.spans`), so tests
+can check that requests went out together (:meth:`FaultProxy.peak_in_flight`).
 
 Example::
 
@@ -32,7 +33,7 @@ from types import TracebackType
 from typing import Literal
 from urllib.parse import urlsplit
 
-__all__ = ["FaultProxy", "Rule", "Seen"]
+__all__ = ["FaultProxy", "Rule", "Seen", "Span"]
 
 Action = Literal["status", "delay", "drop", "drop_after_forward", "truncate", "stall"]
 
@@ -107,6 +108,22 @@ class Seen:
     fault: Action | None
 
 
+class _Server(ThreadingHTTPServer):
+    # The default backlog of 5 would hold back a client opening many connections at once: the rest wait
+    # for the kernel's SYN retry (a second), and requests sent together would look sent one by one.
+    request_queue_size = 128
+
+
+@dataclass(frozen=True)
+class Span:
+    """When a request was being served (``time.monotonic`` seconds), to tell requests in flight together."""
+
+    method: str
+    target: str
+    start: float
+    end: float
+
+
 class FaultProxy:
     """Threaded reverse proxy with fault rules; use as a context manager."""
 
@@ -120,8 +137,9 @@ class FaultProxy:
         self._lock = threading.Lock()
         self._rules: list[Rule] = []
         self.requests: list[Seen] = []
+        self.spans: list[Span] = []
         self._stopping = threading.Event()
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler_class())
+        self._server = _Server(("127.0.0.1", 0), self._handler_class())
         self._server.daemon_threads = True
         self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
         # A short poll interval: shutdown() waits for the serving loop to notice.
@@ -157,11 +175,24 @@ class FaultProxy:
         with self._lock:
             self._rules.clear()
             self.requests.clear()
+            self.spans.clear()
 
     def count(self, method: str | None = None, path: str = "") -> int:
         """How many recorded requests match ``method`` and the ``path`` regex."""
         with self._lock:
             return sum(1 for s in self.requests if (method is None or s.method == method) and re.search(path, s.target))
+
+    def peak_in_flight(self, method: str | None = None, path: str = "") -> int:
+        """The most requests matching ``method`` and the ``path`` regex that were served at the same time."""
+        with self._lock:
+            spans = [s for s in self.spans if (method is None or s.method == method) and re.search(path, s.target)]
+        # Ends sort before starts at the same instant: back-to-back requests do not overlap.
+        events = sorted([(s.start, 1) for s in spans] + [(s.end, -1) for s in spans])
+        peak = current = 0
+        for _, step in events:
+            current += step
+            peak = max(peak, current)
+        return peak
 
     def _decide(self, method: str, target: str, body: bytes) -> Rule | None:
         with self._lock:
@@ -219,6 +250,14 @@ class FaultProxy:
                     conn.close()
 
             def _handle(self) -> None:
+                started = time.monotonic()
+                try:
+                    self._serve()
+                finally:
+                    with proxy._lock:
+                        proxy.spans.append(Span(self.command, self.path, started, time.monotonic()))
+
+            def _serve(self) -> None:
                 body = self._body()
                 rule = proxy._decide(self.command, self.path, body)
                 action = rule.action if rule is not None else None

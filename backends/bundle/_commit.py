@@ -245,14 +245,15 @@ class RenameCommit(CommitStrategy):
             )
         count = self._free_count(prefix, n)
         table = None if n == 1 and count == 1 else merge_index(prefix, shards, count)
-        for r in shards:
-            src = data_filename(self._piece(prefix, r.spec), 0, 1)
-            size = self.files.size(src)
+        sources = [data_filename(self._piece(prefix, r.spec), 0, 1) for r in shards]
+        # Every shard is checked before any is renamed, so a missing one leaves no data at final names.
+        for r, src, size in zip(shards, sources, self.files.sizes(sources), strict=True):
             if size != r.nbytes:
                 raise DataLossError(
                     f"bundle: data of shard {r.spec.shard_id} for {prefix!r} is missing or has {size} bytes "
                     f"instead of {r.nbytes} ({src!r})"
                 )
+        for r, src in zip(shards, sources, strict=True):
             self.files.rename(src, data_filename(prefix, r.spec.shard_id, count))
         for extra in range(n, count):
             self.files.put(data_filename(prefix, extra, count), b"")
@@ -428,12 +429,15 @@ class CreateCommit(CommitStrategy):
         count = file_count(prefix, shards)
         table = self._index_table(prefix, shards, single, count)
         parts = [part_index(prefix, r.spec, count) for r in shards]
-        # Markers first: if one is gone, the data objects may be another save's
-        # by now, and their sizes would not tell (same model, same sizes).
-        self._check_owned(prefix, parts, "before")
-        for r in shards:
-            path = data_filename(prefix, r.spec.shard_id, count)
-            size = self.files.size(path)
+        # The markers and the data objects in one round of stats: asked one by one, they cost three round
+        # trips per shard with the check after the index write, seconds for a save of many processes on a
+        # cloud store. A missing marker is reported first: the data objects may then be another save's, and
+        # their sizes would not tell (same model, same sizes). The check after the index write is what
+        # keeps another save's data from being committed.
+        datas = [data_filename(prefix, r.spec.shard_id, count) for r in shards]
+        stats = self.files.sizes([*parts, *datas])
+        self._check_owned(prefix, parts, "before", stats[: len(parts)])
+        for r, path, size in zip(shards, datas, stats[len(parts) :], strict=True):
             if size != r.nbytes:
                 raise DataLossError(
                     f"bundle: data object {path!r} of {prefix!r} is missing or has {size} bytes instead of "
@@ -507,10 +511,15 @@ class CreateCommit(CommitStrategy):
                 return
         self.files.delete([index])
 
-    def _check_owned(self, prefix: str, parts: Sequence[str], when: str) -> None:
-        """Raise ConcurrentModificationError if a piece index (ownership marker) of this save is gone."""
-        for part in parts:
-            if not self.files.exists(part):
+    def _check_owned(
+        self, prefix: str, parts: Sequence[str], when: str, sizes: Sequence[int | None] | None = None
+    ) -> None:
+        """Raise ConcurrentModificationError if a piece index (ownership marker) of this save is gone.
+
+        ``sizes`` are the markers' sizes if already asked; else they are asked together.
+        """
+        for part, size in zip(parts, self.files.sizes(parts) if sizes is None else sizes, strict=True):
+            if size is None:
                 raise ConcurrentModificationError(
                     f"bundle: another save replaced the objects of {prefix!r} while this save was committing "
                     f"({part!r} was removed {when} the index was written); this save was not committed"
@@ -522,7 +531,7 @@ class CreateCommit(CommitStrategy):
             created = self._created.pop(save_id, [])
         pieces = part_files(self.files, prefix, save_id)
         markers = [p for p in created if PART_RE.match(basename(p))]
-        if any(not self.files.exists(p) for p in markers):
+        if None in self.files.sizes(markers):
             # Another save took this prefix over (its overwrite removed our
             # markers first); the data objects there may be its own by now.
             self.files.delete(sorted(set(markers) | set(pieces)))
@@ -535,12 +544,14 @@ class CreateCommit(CommitStrategy):
         # Create-only writes kept such data objects unique, so the committed
         # index names them only if it is this save's own (a commit that failed
         # after its index write): data of the committed count stays.
-        derived = []
+        derived: list[str] = []
         if current is None or committed is not None:
-            for p in pieces:
-                data = re.sub(r"\.part-(\d+-of-\d+)\.[^.]+\.(?:piece|index)$", r".data-\1", p)
-                if count_of(data) != committed and self.files.size(p):
-                    derived.append(data)
+            candidates = [
+                (p, re.sub(r"\.part-(\d+-of-\d+)\.[^.]+\.(?:piece|index)$", r".data-\1", p)) for p in pieces
+            ]
+            candidates = [(p, data) for p, data in candidates if count_of(data) != committed]
+            sizes = self.files.sizes([p for p, _ in candidates])
+            derived = [data for (_, data), size in zip(candidates, sizes, strict=True) if size]
         doomed = set(created) | set(pieces) | set(derived)
         if committed is not None:
             doomed = {p for p in doomed if PART_RE.match(basename(p)) or count_of(p) != committed}

@@ -56,6 +56,7 @@ def filesystem(
     loop: asyncio.AbstractEventLoop | None = None,
     retries: Literal["caller", "library"] = "library",
     request_timeout: float = DEFAULT_REQUEST_TIMEOUT,
+    max_connections: int | None = None,
 ) -> Any:
     """The fsspec filesystem for a store: every fsspec filesystem trackpoint uses is built here.
 
@@ -74,7 +75,9 @@ def filesystem(
       which need that layer, are not supported.
     * No listing cache (objects written by other processes are visible at
       once) and no fsspec instance cache (this table is the cache).
-    * S3: ``connect_timeout`` and ``read_timeout`` from ``request_timeout``.
+    * S3: ``connect_timeout`` and ``read_timeout`` from ``request_timeout``,
+      and a connection pool of ``max_connections`` (botocore's default of 10
+      would cap a store that sends 16 requests at once).
 
     Parameters
     ----------
@@ -93,6 +96,9 @@ def filesystem(
         not multiply. ``"library"`` keeps the client library's retries.
     request_timeout
         Seconds one request may take.
+    max_connections
+        S3: connections the client keeps open at most (``None``: botocore's
+        default). The caller's ``config_kwargs`` win.
 
     Returns
     -------
@@ -111,6 +117,8 @@ def filesystem(
         config = dict(opts.pop("config_kwargs", None) or {})
         config.setdefault("connect_timeout", min(10.0, request_timeout))
         config.setdefault("read_timeout", request_timeout)
+        if max_connections is not None:
+            config.setdefault("max_pool_connections", max_connections)
         if retries == "caller":
             config.setdefault("retries", {"total_max_attempts": 1})
         opts["config_kwargs"] = config

@@ -314,5 +314,11 @@ def create_files(options: CheckpointOptions) -> S3Files:
     transfer = S3Files.transfer_options(options)
     # This layer owns the retry policy; botocore retrying underneath would
     # multiply attempts and break the caller's bound on total time.
-    fs = filesystem("s3", options.storage_options, retries="caller", request_timeout=transfer.request_timeout)
+    fs = filesystem(
+        "s3",
+        options.storage_options,
+        retries="caller",
+        request_timeout=transfer.request_timeout,
+        max_connections=transfer.max_concurrency,
+    )
     return S3Files(fs, transfer)

@@ -17,6 +17,7 @@ from trackpoint.errors import (
     CheckpointExistsError,
     CheckpointNotFoundError,
     ConcurrentModificationError,
+    DataLossError,
 )
 from trackpoint.storage import MUST_NOT_EXIST, Capabilities, CheckpointOptions, ShardSpec, WriteItem
 
@@ -274,3 +275,25 @@ def test_cleanup_removes_data_files_the_committed_index_does_not_name(backend: B
     assert _listing(Path(prefix).parent) == ["ckpt-1.data-00000-of-00001", "ckpt-1.index"]
     with backend.open_reader(prefix) as r:
         assert float(r.read("t0")[0]) == 1.0
+
+
+def test_a_shard_lost_before_the_commit_is_reported_and_publishes_nothing(backend: BundleBackend, prefix: str) -> None:
+    """Every shard's data is checked before the commit moves or indexes any of it."""
+    backend.save(prefix, _items(1.0))
+    before = _listing(Path(prefix).parent)
+    save_id = uuid.uuid4().hex
+    shards = [
+        backend.write_shard(prefix, ShardSpec(i, 3, save_id), [WriteItem(f"s{i}", np.full(2000, i, np.float32))])
+        for i in range(3)
+    ]
+    # The last shard's data file, wherever the strategy staged it (a crashed disk, a lifecycle rule).
+    lost = [p for p in Path(prefix).parent.rglob("*.data-*") if p.name not in before and "00002" in p.name]
+    assert len(lost) == 1
+    lost[0].unlink()
+    with pytest.raises(DataLossError, match=r"is missing or has None bytes instead of 8000"):
+        backend.commit(prefix, shards)
+    backend.abort(prefix, save_id)
+    # Nothing of the failed save reached a final name; the committed checkpoint is untouched.
+    assert _listing(Path(prefix).parent) == before
+    with backend.open_reader(prefix) as r:
+        assert r.keys() == ["t0", "t1", "t2"] and float(r.read("t2")[0]) == 3.0

@@ -296,7 +296,9 @@ def test_a_bundle_reader_asks_the_sizes_of_its_data_files_together() -> None:
         backend.save("dict://b/run/ckpt", items, CheckpointOptions(num_writers=4))
         data = [k for (_, k) in store.objects if ".data-" in k]
         assert len(data) == 4
+        assert store.stats_most == 8  # the commit checked the 4 markers and the 4 data objects together
         store.calls.clear()
+        store.stats_most = 0
         with backend.open_reader("dict://b/run/ckpt") as reader:
             first = reader.read("v0")  # as a restore reads its object graph first: every size at once
             assert [call for call, _ in store.calls].count("stat") == 4
