@@ -16,6 +16,10 @@ plugin      backend                                     store
 ``zarr``    ``zarr``: Zarr v3 on disk, S3 or GCS        chosen from the URL
 ==========  ==========================================  ==========================
 
+Chosen by name (``CheckpointOptions(backend="bundle")``, ``TRACKPOINT_BACKEND``),
+``bundle`` takes its store from the URL, as ``zarr`` does: S3 and GCS URLs get
+the same backend the ``s3`` and ``gcs`` names give.
+
 Registering imports no storage library, no store and no format: the factories
 import them when a backend is created, so that a process's first checkpoint pays
 only for the backend it uses.
@@ -33,11 +37,42 @@ from trackpoint.storage import Capabilities, CheckpointOptions, StorageBackend
 __all__ = ["bundle", "gcs", "memory", "s3", "zarr"]
 
 
-def _local_bundle(url: str, options: CheckpointOptions) -> StorageBackend:
-    from trackpoint.backends.bundle import BundleBackend
-    from trackpoint.backends.stores import LocalFiles
+def _bundle(url: str, options: CheckpointOptions) -> StorageBackend:
+    """The TensorBundle format over the store ``url`` names.
 
-    return BundleBackend(LocalFiles(), options=options)
+    URLs reach the ``bundle`` backend by the scheme table (local paths, ``file://``) or by its name
+    (``CheckpointOptions(backend="bundle")``, ``TRACKPOINT_BACKEND=bundle``), which applies to every URL: as
+    with ``zarr``, a name chooses the format and the URL the store, so ``s3://`` and ``gs://`` get the same
+    backend as the ``s3`` and ``gcs`` names give.
+    """
+    import importlib.util
+
+    from trackpoint import _paths
+    from trackpoint.errors import BackendUnavailableError, UnknownBackendError
+
+    scheme = _paths.scheme(url)
+    if scheme in ("", "file"):
+        from trackpoint.backends.bundle import BundleBackend
+        from trackpoint.backends.stores import LocalFiles
+
+        return BundleBackend(LocalFiles(), options=options)
+    for schemes, module, extra, factory in (
+        (_S3_SCHEMES, "s3fs", "s3", _s3_bundle),
+        (_GCS_SCHEMES, "gcsfs", "gcs", _gcs_bundle),
+    ):
+        if scheme in schemes:
+            if importlib.util.find_spec(module) is None:
+                raise BackendUnavailableError(
+                    f"backend 'bundle' needs {module} for {scheme}:// URLs: pip install 'trackpoint[{extra}]'",
+                    backend="bundle",
+                )
+            return factory(url, options)
+    raise UnknownBackendError(
+        f"bundle: cannot store checkpoints at {url!r}: the bundle backend writes to local paths, file://, s3:// "
+        f"and gs:// URLs; for {scheme}:// leave CheckpointOptions.backend (and TRACKPOINT_BACKEND) unset, so the "
+        "backend registered for the scheme is used (trackpoint.list_backends() shows them)",
+        backend="bundle",
+    )
 
 
 class _Bundle:
@@ -48,7 +83,7 @@ class _Bundle:
         register(
             BackendSpec(
                 name="bundle",
-                factory=_local_bundle,
+                factory=_bundle,
                 schemes=("", "file"),
                 description="TensorFlow TensorBundle files on a local disk (byte-compatible with tf.train.Checkpoint)",
                 capabilities=LOCAL_CAPABILITIES,

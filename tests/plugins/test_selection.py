@@ -154,3 +154,23 @@ def test_errors_of_a_factory_get_the_backend_and_url_they_lack(spec_plugin: type
 
 def _spec(name: str, factory: plugins.BackendFactory, scheme: str) -> plugins.BackendSpec:
     return plugins.BackendSpec(name, factory, schemes=(scheme,))
+
+
+def test_the_bundle_chosen_by_name_takes_its_store_from_the_url(monkeypatch: pytest.MonkeyPatch) -> None:
+    """As for ``zarr``, a name chooses the format and the URL the store; a store it lacks is named as such."""
+    monkeypatch.setenv("TRACKPOINT_BACKEND", "bundle")  # applies to every URL of the program
+    assert "on local (rename commit)" in repr(plugins.open_backend("/tmp/run/ckpt"))
+    assert "on local (rename commit)" in repr(plugins.open_backend("file:///tmp/run/ckpt"))
+    assert "on s3 (create-only commit)" in repr(plugins.open_backend("s3://bucket/run/ckpt"))
+    # Anonymous: gcsfs would otherwise look for credentials, waiting on a metadata server that is not there.
+    anonymous = CheckpointOptions(storage_options={"token": "anon"})
+    assert "on gcs (create-only commit)" in repr(plugins.open_backend("gs://bucket/run/ckpt", anonymous))
+    with pytest.raises(
+        UnknownBackendError,
+        match=r"cannot store checkpoints at 'memory://run/ckpt'.*for memory:// leave CheckpointOptions\.backend "
+        r"\(and TRACKPOINT_BACKEND\) unset",
+    ) as err:
+        plugins.open_backend("memory://run/ckpt")
+    assert err.value.backend == "bundle" and err.value.url == "memory://run/ckpt"
+    monkeypatch.delenv("TRACKPOINT_BACKEND")
+    assert plugins.open_backend("memory://run/ckpt").name == "memory"

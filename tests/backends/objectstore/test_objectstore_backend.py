@@ -5,6 +5,7 @@ trackpoint.Checkpoint on a bucket: commits, failures, crashes, races, portabilit
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
@@ -74,6 +75,18 @@ def test_checkpoint_save_restore_latest(store: ObjectStore) -> None:
     tp.Checkpoint(w=w2, step=step2).restore(tp.latest_checkpoint(f"{store.bucket}/run", opts), opts).assert_consumed()
     np.testing.assert_array_equal(w2.numpy(), np.arange(6, dtype=np.float32).reshape(2, 3) * 10)
     assert int(step2.numpy()) == 7
+
+
+def test_the_bundle_chosen_by_name_saves_to_the_bucket(store: ObjectStore) -> None:
+    """``backend="bundle"`` with a bucket URL is the TensorBundle on that store, read back by the URL alone."""
+    named = dataclasses.replace(_opts(store.storage_options), backend="bundle")
+    w = tp.Variable(np.arange(6, dtype=np.float32))
+    path = tp.Checkpoint(w=w).write(f"{store.bucket}/named/ckpt", named)
+    names = sorted(p.rsplit("/", 1)[1] for p in store.raw.ls(f"{store.root}/named"))
+    assert names == ["ckpt.data-00000-of-00001", "ckpt.index"]
+    w2 = tp.Variable(np.zeros(6, np.float32))
+    tp.Checkpoint(w=w2).read(path, _opts(store.storage_options)).assert_consumed()
+    np.testing.assert_array_equal(w2.numpy(), w.numpy())
 
 
 def test_bundle_layout_and_commit_point(store: ObjectStore) -> None:
