@@ -39,7 +39,7 @@ from collections.abc import Sequence
 from typing import ClassVar, Final, NamedTuple
 
 from trackpoint.backends.bundle._index import header_count
-from trackpoint.backends.bundle._listing import count_of, data_files, listed, old_enough, part_files
+from trackpoint.backends.bundle._listing import count_of, data_files, listed, old_enough, part_files, prefix_files
 from trackpoint.backends.bundle._names import (
     DATA_RE,
     MIN_AGE,
@@ -337,18 +337,32 @@ class CreateCommit(CommitStrategy):
         of crashed saves, which could otherwise block this save's create-only
         writes. The committed checkpoint stays readable until this save's
         commit replaces its index. An index that cannot be parsed keeps every
-        data object (they may be its own).
+        data object (they may be its own). One listing of the directory finds
+        all three kinds; the index is read only if listed, and the directory
+        listed again only if markers were removed: on a fresh prefix, begin is
+        one request.
         """
         super().begin(prefix, save_id, overwrite=overwrite)
         if not overwrite:
             return
         try:
-            self.files.delete(part_files(self.files, prefix))
-            current, count = self._committed(prefix)
+            found = prefix_files(self.files, prefix)
+            if found.parts:
+                self.files.delete(found.parts)
+                # Listed again: the saves whose markers went may have created data objects since.
+                current, count = self._committed(prefix)
+                data = data_files(self.files, prefix)
+            else:
+                # No save's marker listed, so every listed data object is the committed checkpoint's or a
+                # crashed save's: a save creates its marker before its data. One created since the listing
+                # is a save's whose marker came later, and not for this begin to remove. Without an index
+                # listed, none is committed, and reading it would be a round trip for nothing.
+                current, count = self._committed(prefix) if found.index else (None, None)
+                data = found.data
             if current is None:
-                self.files.delete(data_files(self.files, prefix))
+                self.files.delete(data)
             elif count is not None:
-                self.files.delete(data_files(self.files, prefix, unless_count=count))
+                self.files.delete([p for p in data if count_of(p) != count])
         except CheckpointNotFoundError:
             # The location itself is missing (an object store's bucket): there is
             # nothing to clear, and the first write reports the real cause.
@@ -546,9 +560,7 @@ class CreateCommit(CommitStrategy):
         # after its index write): data of the committed count stays.
         derived: list[str] = []
         if current is None or committed is not None:
-            candidates = [
-                (p, re.sub(r"\.part-(\d+-of-\d+)\.[^.]+\.(?:piece|index)$", r".data-\1", p)) for p in pieces
-            ]
+            candidates = [(p, re.sub(r"\.part-(\d+-of-\d+)\.[^.]+\.(?:piece|index)$", r".data-\1", p)) for p in pieces]
             candidates = [(p, data) for p, data in candidates if count_of(data) != committed]
             sizes = self.files.sizes([p for p, _ in candidates])
             derived = [data for (_, data), size in zip(candidates, sizes, strict=True) if size]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from typing import NamedTuple
 
 from trackpoint.backends.bundle._names import (
     DATA_RE,
@@ -27,6 +28,35 @@ def listed(files: FileLayer, prefix: str, pattern: re.Pattern[str]) -> list[str]
         if m is not None and m.group("base") == base:
             out.append(files.join(directory, name))
     return out
+
+
+class PrefixFiles(NamedTuple):
+    """What one listing of a prefix's directory holds of the prefix."""
+
+    #: Whether ``<prefix>.index`` was listed.
+    index: bool
+    #: Data files, as paths.
+    data: list[str]
+    #: Piece indexes (the create strategy's ownership markers), as paths.
+    parts: list[str]
+
+
+def prefix_files(files: FileLayer, prefix: str) -> PrefixFiles:
+    """The index, data files and piece indexes of ``prefix``, from one listing of its directory."""
+    directory = files.dirname(prefix)
+    base = basename(prefix)
+    index = False
+    data: list[str] = []
+    parts: list[str] = []
+    for name in files.listdir(directory):
+        if name == basename(index_name(prefix)):
+            index = True
+            continue
+        for pattern, found in ((DATA_RE, data), (PART_RE, parts)):
+            m = pattern.match(name)
+            if m is not None and m.group("base") == base:
+                found.append(files.join(directory, name))
+    return PrefixFiles(index, data, parts)
 
 
 def count_of(path: str) -> int | None:
