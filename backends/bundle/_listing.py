@@ -102,15 +102,22 @@ def delete_prefix(files: FileLayer, prefix: str) -> None:
     directory = files.dirname(prefix)
     files.delete([index])
     files.sync_dir(directory)
-    # Piece indexes go before data objects: they are the ownership markers
-    # of running saves, whose commits then refuse instead of indexing data
-    # that is about to be replaced. The index is removed once more because
-    # such a save may have created it after the first removal and before
-    # its markers went.
-    files.delete(part_files(files, prefix))
-    files.delete([index])
-    files.sync_dir(directory)
-    files.delete(listed(files, prefix, DATA_RE))
-    temp = temp_dir(prefix)
-    files.delete([files.join(temp, n) for n in files.listdir(temp)])
-    files.remove_dir(temp)
+    found = prefix_files(files, prefix)
+    if found.parts or found.index:
+        # Piece indexes go before data objects: they are the ownership markers
+        # of running saves, whose commits then refuse instead of indexing data
+        # that is about to be replaced. The index is removed once more because
+        # such a save may have created it after the first removal (before its
+        # markers went, or since: then it is listed).
+        files.delete(found.parts)
+        files.delete([index])
+        files.sync_dir(directory)
+    # Without markers listed, no save was running at the listing (a save creates its marker before its
+    # data), so the listed data objects are all the prefix had; those of a save whose marker came later are
+    # that save's to commit. Data of the saves whose markers went may have appeared since: list again.
+    files.delete(listed(files, prefix, DATA_RE) if found.parts else found.data)
+    if files.capabilities.atomic_rename:
+        # Only the rename strategy stages in ``<prefix>_temp``, and only on stores that rename.
+        temp = temp_dir(prefix)
+        files.delete([files.join(temp, n) for n in files.listdir(temp)])
+        files.remove_dir(temp)

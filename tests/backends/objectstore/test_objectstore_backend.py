@@ -311,6 +311,22 @@ def test_begin_lists_once_and_reads_the_index_only_if_listed(store: ObjectStore,
     _assert_restores(backend, prefix, _items())
 
 
+def test_delete_removes_index_then_data_in_three_requests(store: ObjectStore, proxy: FaultProxy) -> None:
+    """What a manager's retention costs per checkpoint: the index, one listing, the data objects together."""
+    prefix = f"{store.bucket}/del/ckpt-1"
+    backend = _backend(store, prefix, _opts(store.storage_options, proxy.url))
+    backend.save(prefix, _items(), CheckpointOptions(num_writers=2))
+    store.raw.pipe(f"{store.root}/del/ckpt-1.data-00000-of-00009", b"x")  # a crashed save's leftover
+    store.raw.pipe(f"{store.root}/del/ckpt-10.index", b"other")  # another prefix's, which stays
+    proxy.clear()
+    backend.delete(prefix)
+    listings = [s for s in proxy.requests if re.search(store.list_request, s.target)]
+    assert len(listings) == 1
+    # S3 deletes a batch in one request; GCS one request per object, all sent together.
+    assert len(proxy.requests) == (3 if store.name == "s3" else 5), proxy.requests
+    assert [p.rsplit("/", 1)[1] for p in store.raw.ls(f"{store.root}/del")] == ["ckpt-10.index"]
+
+
 def test_checkpoint_copied_to_disk_is_a_local_checkpoint_and_back(store: ObjectStore, tmp_path: Path) -> None:
     opts = _opts(store.storage_options)
     v = tp.Variable(np.linspace(0, 1, 12, dtype=np.float64).reshape(3, 4))
