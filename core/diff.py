@@ -30,7 +30,9 @@ class TensorDiff:
     max_abs, max_rel
         Largest absolute difference ``|a - b|`` and relative difference ``|a - b| / |b|`` over the
         elements (``b != 0`` for the relative one), for numeric tensors of equal shape; ``None``
-        otherwise (strings, a dtype or shape change). NaN equals NaN.
+        otherwise (strings, a dtype or shape change). NaN equals NaN; a NaN against a number makes
+        both NaN, and a change of an infinite value makes both infinite. Integers are compared
+        exactly (not through float64, which cannot tell ``2**62`` from ``2**62 + 1``).
     """
 
     key: str
@@ -89,17 +91,56 @@ def _compare(key: str, x: np.ndarray[Any, Any], y: np.ndarray[Any, Any], atol: f
         return None if x.tolist() == y.tolist() else TensorDiff(key, dtype, shape, None, None)
     if x.size == 0 or np.array_equal(x, y, equal_nan=x.dtype.kind in "fc" or x.dtype.kind == "V"):
         return None
+    if x.dtype.kind in "iub":
+        return _compare_integers(key, dtype, shape, x, y, atol, rtol)
     wide = np.complex128 if x.dtype.kind == "c" else np.float64
     a, b = x.astype(wide), y.astype(wide)
-    both_nan = np.isnan(a) & np.isnan(b)
-    delta = np.where(both_nan, 0.0, np.abs(a - b))
-    scale = np.abs(b)
-    if np.all((delta <= atol + rtol * scale) | both_nan):
-        return None
-    max_abs = float(np.nanmax(delta)) if not np.all(np.isnan(delta)) else float("nan")
-    nonzero = scale > 0
-    max_rel = float(np.nanmax(delta[nonzero] / scale[nonzero])) if np.any(nonzero) else None
+    with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
+        # numpy's closeness, whose infinities are close only to themselves: |inf - x| <= rtol * |x| holds
+        # for x = inf, and the plain formula would call a value that became infinite unchanged.
+        if np.all(np.isclose(a, b, rtol=rtol, atol=atol, equal_nan=True)):
+            return None
+        # Equal infinities and NaN pairs differ by nothing; +inf against -inf by inf; NaN against a number
+        # by NaN.
+        unchanged = (a == b) | (np.isnan(a) & np.isnan(b))
+        delta = np.where(unchanged, 0.0, np.abs(a - b))
+        scale = np.abs(b)
+        # NaN if a NaN stands against a number somewhere: that difference has no size.
+        max_abs = float(np.max(delta))
+        nonzero = scale != 0  # a NaN scale included: its element's difference has no size either
+        if not np.any(nonzero):
+            return TensorDiff(key, dtype, shape, max_abs, None)
+        d, sc = delta[nonzero], scale[nonzero]
+        # Any change of an infinite value is infinitely large relative to nothing finite.
+        rel = np.where(unchanged[nonzero], 0.0, np.where(np.isinf(sc) & (d > 0), np.inf, d / sc))
+        max_rel = float(np.max(rel))
     return TensorDiff(key, dtype, shape, max_abs, max_rel)
+
+
+def _compare_integers(
+    key: str,
+    dtype: tuple[str, str],
+    shape: tuple[tuple[int, ...], tuple[int, ...]],
+    x: np.ndarray[Any, Any],
+    y: np.ndarray[Any, Any],
+    atol: float,
+    rtol: float,
+) -> TensorDiff | None:
+    """Integers (and booleans) differ by exact amounts: in float64, 2**62 + 1 equals 2**62."""
+    if x.dtype.kind == "b":
+        x, y = x.astype(np.uint8), y.astype(np.uint8)
+    # The larger minus the smaller, in uint64: a signed value's two's complement wraps modulo 2**64, and the
+    # distance between two 64-bit integers is below 2**64, so the modular difference is the exact distance.
+    delta = np.maximum(x, y).astype(np.uint64) - np.minimum(x, y).astype(np.uint64)
+    # |b| exactly, in uint64 too (|-2**63| does not fit an int64).
+    scale = np.where(y < 0, np.uint64(0) - y.astype(np.uint64), y.astype(np.uint64))
+    if atol or rtol:
+        # The tolerance is a float: distances are compared as floats (exact below 2**53).
+        if np.all(delta.astype(np.float64) <= atol + rtol * scale.astype(np.float64)):
+            return None
+    nonzero = scale > 0
+    max_rel = float(np.max(delta[nonzero] / scale[nonzero])) if np.any(nonzero) else None
+    return TensorDiff(key, dtype, shape, float(delta.max()), max_rel)
 
 
 def diff(

@@ -70,3 +70,41 @@ def test_strings_bfloat16_and_a_flat_file(tmp_path: Path) -> None:
     assert changed["m/h/.ATTRIBUTES/VARIABLE_VALUE"].max_abs == 0.5
     tp.convert(a, str(tmp_path / "a.npz"))
     assert tp.diff(a, str(tmp_path / "a.npz")).equal
+
+
+def test_integers_differ_by_exact_amounts(tmp_path: Path) -> None:
+    """Step counters, hashed ids and RNG states: float64 cannot tell 2**62 + 1 from 2**62."""
+    a = _save(
+        tmp_path / "a",
+        step=np.array(2**62 + 1, np.int64),
+        seed=np.array([2**64 - 1], np.uint64),
+        far=np.array([2**63 - 1], np.int64),
+        same=np.array([2**62], np.int64),
+    )
+    b = _save(
+        tmp_path / "b",
+        step=np.array(2**62, np.int64),
+        seed=np.array([2**64 - 2], np.uint64),
+        far=np.array([-(2**63)], np.int64),
+        same=np.array([2**62], np.int64),
+    )
+    report = tp.diff(a, b)
+    changed = {c.key.split("/")[1]: c for c in report.changed}
+    assert set(changed) == {"step", "seed", "far"} and report.same == 1
+    assert changed["step"].max_abs == 1.0 and changed["seed"].max_abs == 1.0
+    assert changed["far"].max_abs == float(2**64 - 1) and changed["far"].max_rel == pytest.approx(2.0)
+    assert tp.diff(a, b, atol=1).changed == (changed["far"],)
+
+
+def test_a_value_that_became_infinite_or_nan_is_changed_whatever_the_tolerance(tmp_path: Path) -> None:
+    a = _save(tmp_path / "a", w=np.array([1.0, 2.0]), flip=np.array([np.inf]), kept=np.array([np.inf, np.nan]))
+    b = _save(tmp_path / "b", w=np.array([np.inf, 2.0]), flip=np.array([-np.inf]), kept=np.array([np.inf, np.nan]))
+    with np.errstate(all="raise"):  # and no floating-point warnings on the way
+        report = tp.diff(a, b, rtol=1e-6)
+    changed = {c.key.split("/")[1]: c for c in report.changed}
+    assert set(changed) == {"w", "flip"} and report.same == 1
+    assert changed["w"].max_abs == changed["w"].max_rel == np.inf
+    assert changed["flip"].max_abs == changed["flip"].max_rel == np.inf
+    c = _save(tmp_path / "c", w=np.array([1.0, np.nan]), flip=np.array([np.inf]), kept=np.array([np.inf, np.nan]))
+    (nan,) = tp.diff(a, c, atol=1.0).changed  # NaN against a number has no size
+    assert np.isnan(nan.max_abs) and np.isnan(nan.max_rel)
