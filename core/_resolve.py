@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import re
 import threading
 import weakref
 from collections import OrderedDict
@@ -152,6 +153,15 @@ def open_checkpoint(path: str, store: StorageBackend) -> tuple[str, CheckpointRe
         return variables, store.open_reader(variables)
     latest = _latest_in(store, path)
     if latest is None:
+        # A file of a checkpoint passed for its prefix (``run/ckpt-1.index``), as a file browser offers it.
+        of = _CHECKPOINT_FILE.match(path)
+        if of is not None and holder(store, of.group(1)) is not None:
+            missing = None
+            raise CheckpointNotFoundError(
+                f"no checkpoint at {path!r}: it is a file of the checkpoint {of.group(1)!r}; pass that prefix, "
+                "without the file's suffix",
+                url=path,
+            )
         why = "it names a directory" if missing is None else f"nothing is committed at that prefix ({missing})"
         raise CheckpointNotFoundError(
             f"no checkpoint at {path!r}: {why}, and it is not a directory holding checkpoints. Pass a checkpoint "
@@ -162,6 +172,9 @@ def open_checkpoint(path: str, store: StorageBackend) -> tuple[str, CheckpointRe
     missing = None  # a kept exception would hold this frame in a reference cycle
     return latest, store.open_reader(latest)
 
+
+#: A bundle checkpoint's index or data file: the prefix, then the suffix the bundle adds.
+_CHECKPOINT_FILE: Final = re.compile(r"^(.+)\.(?:index|data-\d{5,}-of-\d{5,})$")
 
 #: Locations a :class:`Backends` keeps open at once; the least recently used
 #: one without an open reader is closed when another is needed.

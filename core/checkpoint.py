@@ -387,19 +387,22 @@ class Checkpoint(AutoTrackable):
 
     # --------------------------------------------------------------- restore
     @_signal_safe.guarded
-    def read(self, save_path: str | os.PathLike[str], options: CheckpointOptions | None = None) -> LoadStatus:
+    def read(self, save_path: str | os.PathLike[str] | None, options: CheckpointOptions | None = None) -> LoadStatus:
         """Restore a checkpoint written by :meth:`write` (``save_counter`` is not expected).
 
         ``save_path`` is a checkpoint prefix or a directory, whose latest
         checkpoint (:func:`trackpoint.latest_checkpoint`) is then read; a
         committed prefix wins over a directory of the same name. Without a
         backend chosen in ``options``, a checkpoint of any format stored
-        there is found, whatever options it was saved with.
+        there is found, whatever options it was saved with. ``None`` (as
+        from ``latest_checkpoint`` on an empty directory) reads nothing, as
+        TensorFlow's ``read`` does.
 
         Returns
         -------
-        CheckpointLoadStatus or NameBasedSaverStatus
-            The latter for checkpoints without an object graph.
+        CheckpointLoadStatus, NameBasedSaverStatus or InitializationOnlyStatus
+            The second for checkpoints without an object graph, the last for
+            ``save_path=None``.
 
         Raises
         ------
@@ -420,6 +423,8 @@ class Checkpoint(AutoTrackable):
         and its failure raised.
         """
         self._self_async.sync("read()")
+        if save_path is None:
+            return InitializationOnlyStatus(self._view(), next_uid())
         options = _async.storage_options_of(options)
         coordinator = coordinator_of(options)
         with _gc.full_collections_deferred():
@@ -466,7 +471,13 @@ class Checkpoint(AutoTrackable):
                 status = restore_by_name(reader, view, path)
             else:
                 coordinator = RestoreCoordinator(proto, reader, view, path)
-                restore_root(coordinator)
+                try:
+                    restore_root(coordinator)
+                except BaseException:
+                    # The caller gets the error, never a status to call expect_partial() on: the
+                    # end-of-life warning about unused values would only repeat the failure, wrongly.
+                    coordinator.expect_partial = True
+                    raise
                 status = CheckpointLoadStatus(coordinator, view)
         except BaseException as exc:
             events.failed(exc)
@@ -499,10 +510,7 @@ class Checkpoint(AutoTrackable):
         and its failure raised.
         """
         self._self_async.sync("restore()")
-        if save_path is None:
-            status: LoadStatus = InitializationOnlyStatus(self._view(), next_uid())
-        else:
-            status = self.read(save_path, options)
+        status = self.read(save_path, options)
         # Created after the restore so that a saved counter is restored on creation.
         changes = dependency_changes()
         created = self._self_save_counter is None

@@ -393,7 +393,9 @@ class LocalFiles(FileLayer):
         # docstring inherited
         try:
             return os.stat(self._p(path)).st_size
-        except FileNotFoundError:
+        except (FileNotFoundError, NotADirectoryError):
+            # A file where the path needs a directory (``ckpt-1.index/checkpoint``, a file passed for a
+            # prefix or a directory): nothing exists there, which callers explain better than the errno.
             return None
         except OSError as exc:
             _raise(exc, "stat", path)
@@ -402,7 +404,7 @@ class LocalFiles(FileLayer):
         # docstring inherited
         try:
             return os.stat(self._p(path)).st_mtime
-        except FileNotFoundError:
+        except (FileNotFoundError, NotADirectoryError):
             return None
         except OSError as exc:
             _raise(exc, "stat", path)
@@ -421,7 +423,7 @@ class LocalFiles(FileLayer):
         for path in paths:
             try:
                 os.unlink(self._p(path))
-            except FileNotFoundError:
+            except (FileNotFoundError, NotADirectoryError):
                 pass
             except OSError as exc:
                 _raise(exc, "delete", path)
@@ -432,7 +434,7 @@ class LocalFiles(FileLayer):
             with open(self._p(path), "rb") as f:
                 st = os.fstat(f.fileno())
                 data = f.read()
-        except FileNotFoundError:
+        except (FileNotFoundError, NotADirectoryError):
             return None
         except OSError as exc:
             _raise(exc, "read", path)

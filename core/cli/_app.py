@@ -33,6 +33,8 @@ EXIT_NOT_FOUND: Final = 3
 EXIT_ERROR: Final = 4
 
 _INTERRUPTED: Final = 130
+#: The status of a process killed by SIGPIPE (128 + 13), as ``yes | head`` leaves ``yes``.
+_BROKEN_PIPE: Final = 141
 
 
 class _UsageError(Exception):
@@ -474,6 +476,16 @@ def _one_line(exc: BaseException) -> str:
     return " ".join(str(exc).split()) or type(exc).__name__
 
 
+def _discard_stdout() -> None:
+    try:
+        fd = sys.stdout.fileno()
+    except (AttributeError, OSError, ValueError):
+        return  # not a file (a test's capture): nothing will flush to a closed pipe
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, fd)
+    os.close(devnull)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``trackpoint`` command line; return its exit status (see :mod:`trackpoint.cli`).
 
@@ -494,6 +506,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("trackpoint: interrupted", file=sys.stderr)
         return _INTERRUPTED
+    except BrokenPipeError:
+        # The reader of the output went away (``trackpoint inspect ... | head``): nothing is wrong, and
+        # nothing more can be said there. The interpreter's final flush would fail again and print a
+        # traceback, so the output goes to /dev/null from here.
+        _discard_stdout()
+        return _BROKEN_PIPE
     except (CheckpointError, OSError, ValueError) as exc:
         if args.verbose:
             traceback.print_exc(file=sys.stderr)

@@ -132,6 +132,29 @@ def test_restore_none_gives_initialization_only_status() -> None:
     assert ckpt.save_counter.numpy() == 0
 
 
+def test_read_none_gives_initialization_only_status_as_tensorflow_does() -> None:
+    """``ckpt.read(latest_checkpoint(empty_dir))`` works in TensorFlow: its saver takes None as nothing to read."""
+    ckpt = tp.Checkpoint(v=tp.Variable(1.0))
+    status = ckpt.read(None)
+    assert isinstance(status, tp.InitializationOnlyStatus)
+    with pytest.raises(tp.MatchError, match=r"No checkpoint specified \(save_path=None\)"):
+        status.assert_consumed()
+    assert float(ckpt.v.numpy()) == 1.0
+
+
+def test_a_restore_that_raises_logs_no_warning_about_unused_values(caplog: pytest.LogCaptureFixture) -> None:
+    """The caller got the error and no status: telling them to call expect_partial() on it is noise."""
+    path = _saved_pair()
+    model = tp.AutoTrackable()
+    model.a = tp.Variable(np.zeros(4, np.float32))  # saved as a scalar
+    with caplog.at_level("WARNING", logger="trackpoint"):
+        with pytest.raises(tp.ShapeMismatchError):
+            tp.Checkpoint(model=model).restore(path)
+        del model
+        gc.collect()
+    assert [r.getMessage() for r in caplog.records if r.name == "trackpoint"] == []
+
+
 def test_gc_warning_lists_unresolved_values(caplog: pytest.LogCaptureFixture) -> None:
     path = _saved_pair()
     model = tp.AutoTrackable()

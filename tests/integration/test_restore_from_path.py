@@ -418,3 +418,19 @@ def test_a_store_view_commit_overwrites_by_default_like_the_contract(tmp_path: P
     shard = view.write_shard(prefix, ShardSpec(0, 1, "second"), [WriteItem("x", np.arange(3))])
     view.commit(prefix, [shard])  # no overwrite argument: replaces, as StorageBackend.commit does
     assert tp.list_variables(prefix) == [("x", [3])]
+
+
+def test_a_file_of_a_checkpoint_passed_for_its_prefix_names_the_prefix(tmp_path: Path) -> None:
+    """``ckpt-1.index`` (as a file browser offers it): not found, saying which prefix to pass, for every reader."""
+    path = tp.Checkpoint(v=tp.Variable(np.ones(3, np.float32))).save(str(tmp_path / "ckpt"))
+    for file in (f"{path}.index", f"{path}.data-00000-of-00001"):
+        for read in (
+            lambda p: tp.Checkpoint(v=tp.Variable(np.zeros(3, np.float32))).restore(p),
+            tp.load_checkpoint,
+            tp.list_variables,
+        ):
+            with pytest.raises(CheckpointNotFoundError, match=rf"is a file of the checkpoint '{path}'; pass that"):
+                read(file)
+    # A file where a directory is expected holds no checkpoints, as in TensorFlow.
+    assert tp.latest_checkpoint(f"{path}.index") is None
+    assert tp.latest_checkpoint(str(tmp_path / "checkpoint")) is None

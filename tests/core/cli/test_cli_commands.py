@@ -72,6 +72,21 @@ def _flipped(tmp_path: Path) -> str:
     return str(tmp_path / "flipped" / "ckpt-1")
 
 
+def test_a_reader_that_stops_early_ends_the_command_quietly() -> None:
+    """``trackpoint inspect ... | head``: status 141, as SIGPIPE leaves a command, and nothing on stderr."""
+    # 6,000 tensors: far more output than a pipe buffers, so the command is still writing when the reader leaves.
+    proc = subprocess.Popen(
+        [str(SCRIPT), "inspect", str(FIXTURES / "multiblock" / "ckpt-1")],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert proc.stdout is not None and proc.stderr is not None
+    assert proc.stdout.read(100)
+    proc.stdout.close()
+    err = proc.stderr.read()
+    assert proc.wait(timeout=120) == 141 and err == b""
+
+
 # ------------------------------------------------------------------- inspect
 def test_inspect_lists_every_tensor_of_a_tensorflow_checkpoint() -> None:
     result = run("inspect", NESTED)
