@@ -272,14 +272,24 @@ def wrap_or_unwrap(value: Any) -> Any:
     return wrapped.current() if isinstance(wrapped, _TupleValue) else wrapped
 
 
+def _gone() -> None:
+    """What a setter whose owner was gone when it was rebuilt holds instead of a weak reference."""
+    return None
+
+
 class _AttributeSetter:
     """Puts a replacing restore's value back on the attribute (holds the owner weakly)."""
 
     __slots__ = ("name", "owner")
 
-    def __init__(self, owner: Trackable, name: str) -> None:
-        self.owner = weakref.ref(owner)
+    def __init__(self, owner: Trackable | None, name: str) -> None:
+        self.owner: Callable[[], Trackable | None] = _gone if owner is None else weakref.ref(owner)
         self.name = name
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # A weak reference cannot be pickled: the owner goes by a strong one (the owner is pickled anyway,
+        # it holds this setter) and the rebuilt setter holds it weakly again.
+        return (_AttributeSetter, (self.owner(), self.name))
 
     def __call__(self, value: Any) -> None:
         owner = self.owner()
@@ -357,10 +367,16 @@ class _ElementSetter:
 
     __slots__ = ("container", "key", "old")
 
-    def __init__(self, container: TrackableDataStructure, key: Any, old: Any) -> None:
-        self.container = weakref.ref(container)
+    def __init__(self, container: TrackableDataStructure | None, key: Any, old: Any) -> None:
+        self.container: Callable[[], TrackableDataStructure | None] = (
+            _gone if container is None else weakref.ref(container)
+        )
         self.key = key
         self.old = old
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # As _AttributeSetter's: pickled with a strong reference, rebuilt with a weak one.
+        return (_ElementSetter, (self.container(), self.key, self.old))
 
     def __call__(self, value: Any) -> None:
         container = self.container()

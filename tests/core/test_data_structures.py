@@ -7,6 +7,7 @@ import copy
 import json
 import pickle
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -335,3 +336,21 @@ def test_restored_scalar_in_a_tuple_gives_the_holder_a_new_tuple() -> None:
     assert fresh.items == [(1,)]
     # The restore went through the wrapper: the list still saves.
     assert keys(tp.Checkpoint(m=fresh).write("memory://ds/scalars-again")) == keys(path)
+
+
+def test_objects_holding_numpy_values_pickle_and_restore_after(tmp_path: Path) -> None:
+    """Tracked numpy attributes, dict values and list items survive pickling, and restores reach the copy."""
+    source = tp.AutoTrackable()
+    source.a, source.d, source.l = np.arange(3.0), {"x": np.full(2, 7.0)}, [np.full(1, 9.0)]
+    path = tp.Checkpoint(m=source).write(str(tmp_path / "ck"))
+    model = tp.AutoTrackable()
+    model.a, model.d, model.l = np.zeros(3), {"x": np.zeros(2)}, [np.zeros(1)]
+    unpickled = pickle.loads(pickle.dumps(model))
+    # A read-only value is replaced by the restore, through the setter pickled with the object.
+    read_only = np.zeros(3)
+    read_only.flags.writeable = False
+    unpickled.a = read_only
+    tp.Checkpoint(m=unpickled).read(path).assert_consumed()
+    assert unpickled.a.tolist() == [0.0, 1.0, 2.0]
+    assert unpickled.d["x"].tolist() == [7.0, 7.0] and unpickled.l[0].tolist() == [9.0]
+    assert model.a.tolist() == [0.0, 0.0, 0.0]  # the original is untouched
