@@ -55,7 +55,7 @@ import errno
 import re
 from collections.abc import Mapping
 from types import MappingProxyType
-from typing import Final, Literal
+from typing import Any, Final, Literal
 
 __all__ = [
     "ERROR_CLASSES",
@@ -390,3 +390,45 @@ def translate_error(
             f"translate_error: unknown error kind {cause!r}; a store classifies failures as one of {kinds}"
         )
     return cls(message, backend=backend, url=url, key=key)
+
+
+# ------------------------------------------------------------------ redaction
+#: Storage-option names whose values are credentials (s3fs ``key``/``secret``/``token``, gcsfs ``token``,
+#: Azure account keys, SAS tokens and connection strings, passwords of any client).
+_SECRET_OPTION: Final = re.compile(r"token|secret|key|password|passwd|credential|sas|signature|connection|auth", re.I)
+#: Credentials carried in a URL's query by client libraries' own messages (a token being validated, a
+#: presigned URL's signature).
+_SECRET_QUERY: Final = re.compile(
+    r"((?:access_token|id_token|refresh_token|token|sig|signature|x-amz-signature|x-amz-credential|"
+    r"x-amz-security-token|x-goog-signature|x-goog-credential)=)[^&\s'\"]+",
+    re.I,
+)
+REDACTED: Final = "<redacted>"
+
+
+def redact(text: str, storage_options: Mapping[str, object]) -> str:
+    """``text`` without the credentials of ``storage_options`` and without credentials in URL queries.
+
+    Client libraries put what they were given into their messages (gcsfs
+    validates a token by a request whose URL holds it, and reports the URL
+    when the request fails); trackpoint's messages quote such errors, and
+    storage options must never reach a message or a log. Values of options
+    whose names say they are credentials are replaced, at any depth of
+    nested mappings, as written and URL-encoded, and so is anything after
+    ``access_token=``, ``sig=`` and the like in a URL.
+    """
+    from urllib.parse import quote, quote_plus
+
+    secrets: set[str] = set()
+
+    def collect(options: Mapping[Any, object]) -> None:
+        for name, value in options.items():
+            if isinstance(value, Mapping):
+                collect(value)
+            elif isinstance(value, str) and len(value) >= 4 and _SECRET_OPTION.search(str(name)):
+                secrets.update((value, quote(value, safe=""), quote_plus(value)))
+
+    collect(storage_options)
+    for secret in sorted(secrets, key=len, reverse=True):
+        text = text.replace(secret, REDACTED)
+    return _SECRET_QUERY.sub(rf"\1{REDACTED}", text)

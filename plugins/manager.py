@@ -54,7 +54,7 @@ from typing import Any, Final, NamedTuple
 import pluggy
 
 from trackpoint import _paths, observe
-from trackpoint.errors import BackendUnavailableError, CheckpointError, PluginError, UnknownBackendError
+from trackpoint.errors import BackendUnavailableError, CheckpointError, PluginError, UnknownBackendError, redact
 from trackpoint.observe import EVENT_HOOKS
 from trackpoint.plugins import hookspecs
 from trackpoint.plugins._discovery import FoundEntryPoint, entry_points
@@ -622,7 +622,13 @@ class PluginHost:
                 f"backend {name!r} could not import {exc.name or 'a dependency'}: {spec.install_command()}"
             ) from exc
         except Exception as exc:
-            raise PluginError(f"backend {name!r} ({entry.provider}) failed to open {url!r}: {_describe(exc)}") from exc
+            described = _describe(exc)
+            shown = redact(described, opts.storage_options)
+            error = PluginError(f"backend {name!r} ({entry.provider}) failed to open {url!r}: {shown}")
+            if shown != described:
+                # The original error quotes a credential: neither message nor traceback may show it.
+                raise error from None
+            raise error from exc
         if not isinstance(backend, StorageBackend):
             raise PluginError(
                 f"backend {name!r} ({entry.provider}): its factory returned {type(backend).__name__}, "

@@ -357,7 +357,7 @@ class CreateCommit(CommitStrategy):
                 # crashed save's: a save creates its marker before its data. One created since the listing
                 # is a save's whose marker came later, and not for this begin to remove. Without an index
                 # listed, none is committed, and reading it would be a round trip for nothing.
-                current, count = self._committed(prefix) if found.index else (None, None)
+                current, count = self._committed(prefix) if found.has_index else (None, None)
                 data = found.data
             if current is None:
                 self.files.delete(data)

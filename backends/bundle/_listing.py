@@ -34,7 +34,7 @@ class PrefixFiles(NamedTuple):
     """What one listing of a prefix's directory holds of the prefix."""
 
     #: Whether ``<prefix>.index`` was listed.
-    index: bool
+    has_index: bool
     #: Data files, as paths.
     data: list[str]
     #: Piece indexes (the create strategy's ownership markers), as paths.
@@ -103,7 +103,7 @@ def delete_prefix(files: FileLayer, prefix: str) -> None:
     files.delete([index])
     files.sync_dir(directory)
     found = prefix_files(files, prefix)
-    if found.parts or found.index:
+    if found.parts or found.has_index:
         # Piece indexes go before data objects: they are the ownership markers
         # of running saves, whose commits then refuse instead of indexing data
         # that is about to be replaced. The index is removed once more because

@@ -20,7 +20,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final, Literal
 
-from trackpoint.errors import BackendError
+from trackpoint.errors import BackendError, StoragePermissionError, redact
 
 if TYPE_CHECKING:
     import asyncio  # imported where used (see trackpoint.backends.stores.objectstore)
@@ -141,7 +141,33 @@ def _construct(kind: str, opts: Mapping[str, Any]) -> Any:
         return s3fs.S3FileSystem(**opts)
     from gcsfs.core import GCSFileSystem
 
-    return GCSFileSystem(**opts)
+    token = opts.get("token")
+    if isinstance(token, str) and token not in _GCS_TOKEN_METHODS and token.endswith(".json"):
+        if not os.path.exists(token):
+            # gcsfs would take the path for an access token and send it to Google to validate.
+            raise StoragePermissionError(
+                f"gcs: storage_options['token'] names a file that does not exist: {token!r}; give the path of a "
+                f"service-account JSON file, {_GCS_TOKEN_HINT}"
+            )
+    try:
+        return GCSFileSystem(**opts)
+    except Exception as exc:
+        if token is None:
+            raise
+        # Setting up the given credentials failed. The client's message may quote the token (it validates
+        # one by a request whose URL holds it), so it is shown redacted and not chained.
+        raise StoragePermissionError(
+            f"gcs: the credentials given by storage_options['token'] could not be set up "
+            f"({type(exc).__name__}: {redact(str(exc), opts)[:300]}); give {_GCS_TOKEN_HINT}"
+        ) from None
+
+
+#: gcsfs's names of credential methods, given as ``token``.
+_GCS_TOKEN_METHODS: Final = frozenset({"google_default", "cache", "anon", "browser", "cloud"})
+_GCS_TOKEN_HINT: Final = (
+    "a valid access token or credentials object, 'anon' (public buckets, emulators), 'google_default', 'cache' or "
+    "'cloud', or leave 'token' unset for Google's default chain"
+)
 
 
 def _arm_exit_hook() -> None:

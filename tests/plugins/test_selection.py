@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import traceback
+
 import pytest
 
 from trackpoint import plugins
@@ -150,6 +152,25 @@ def test_errors_of_a_factory_get_the_backend_and_url_they_lack(spec_plugin: type
     with pytest.raises(PluginError, match="failed to open 'brk://b/run': RuntimeError: boom") as failed:
         plugins.open_backend("brk://b/run")
     assert (failed.value.backend, failed.value.url) == ("broken", "brk://b/run")
+
+
+def test_a_factory_error_quoting_a_credential_shows_it_nowhere(spec_plugin: type) -> None:
+    """Storage options never reach a message: not the PluginError's, not its traceback's chained errors."""
+
+    def quoting(url: str, options: CheckpointOptions) -> MemoryBackend:
+        token = options.storage_options["credentials"]["token"]
+        raise ConnectionError(f"cannot reach https://auth.example/check?access_token={token}&x=1 ({token})")
+
+    plugins.register(spec_plugin(_spec("quoting", quoting, "quo")), "q")
+    secret = "ya29.a0-SECRET/TOKEN+123"
+    opts = CheckpointOptions(
+        storage_options={"endpoint_url": "https://store.example", "credentials": {"token": secret}}
+    )
+    with pytest.raises(PluginError) as failed:
+        plugins.open_backend("quo://b/run", opts)
+    shown = "".join(traceback.format_exception(failed.value))
+    assert "SECRET" not in shown and "access_token=<redacted>&x=1 (<redacted>)" in str(failed.value)
+    assert failed.value.__cause__ is None
 
 
 def _spec(name: str, factory: plugins.BackendFactory, scheme: str) -> plugins.BackendSpec:
