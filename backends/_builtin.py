@@ -129,10 +129,31 @@ _S3_SCHEMES = ("s3", "s3a")
 _GCS_SCHEMES = ("gs", "gcs")
 
 
+def _transfer_option_names() -> frozenset[str]:
+    """The ``backend_options`` the object stores read (:class:`~trackpoint.backends.stores.TransferOptions`)."""
+    import dataclasses
+
+    from trackpoint.backends.stores import TransferOptions
+
+    return frozenset(f.name for f in dataclasses.fields(TransferOptions))
+
+
+def _refuse_unknown(backend: str, unknown: set[str], valid: list[str]) -> None:
+    """Nothing is dropped silently: a misspelt option would leave the user believing it is set."""
+    if unknown:
+        from trackpoint.errors import BackendError
+
+        raise BackendError(
+            f"{backend}: unknown backend option(s) {', '.join(sorted(unknown))}; valid options: {', '.join(valid)}"
+        )
+
+
 def _s3_bundle(url: str, options: CheckpointOptions) -> StorageBackend:
     from trackpoint.backends.bundle import BundleBackend
     from trackpoint.backends.stores.s3 import S3Files
 
+    names = _transfer_option_names()
+    _refuse_unknown("s3", set(options.backend_options) - names, sorted(names))
     return BundleBackend(S3Files.from_options(options), options=options)
 
 
@@ -140,6 +161,8 @@ def _gcs_bundle(url: str, options: CheckpointOptions) -> StorageBackend:
     from trackpoint.backends.bundle import BundleBackend
     from trackpoint.backends.stores.gcs import GCSFiles
 
+    names = _transfer_option_names()
+    _refuse_unknown("gcs", set(options.backend_options) - names, sorted(names))
     return BundleBackend(GCSFiles.from_options(options), options=options)
 
 
@@ -220,14 +243,28 @@ _ZARR_STORES = {
 
 def _zarr(url: str, options: CheckpointOptions) -> StorageBackend:
     """The Zarr format over the store ``url`` names, tuned by ``options.backend_options``."""
+    import dataclasses
+
     from trackpoint import _paths
     from trackpoint.backends.zarr import ZarrBackend, ZarrOptions
     from trackpoint.errors import UnknownBackendError
 
-    zarr_options = ZarrOptions.from_mapping(options.backend_options)
-    # Only the storage options reach the store: the backend options are the format's.
-    store_options = CheckpointOptions(storage_options=options.storage_options)
     kind = _ZARR_STORES.get(_paths.scheme(url))
+    # The format's options and, on S3 and GCS, the store's (retries, time-outs, part sizes), which reach the
+    # store alone.
+    format_names = [f.name for f in dataclasses.fields(ZarrOptions)]
+    store_names = _transfer_option_names() if kind in ("s3", "gcs") else frozenset()
+    given = options.backend_options
+    _refuse_unknown(
+        "zarr",
+        set(given) - set(format_names) - store_names,
+        format_names + [f"{name} (S3 and GCS)" for name in sorted(_transfer_option_names())],
+    )
+    zarr_options = ZarrOptions.from_mapping({k: v for k, v in given.items() if k not in store_names})
+    store_options = CheckpointOptions(
+        storage_options=options.storage_options,
+        backend_options={k: v for k, v in given.items() if k in store_names},
+    )
     if kind == "local":
         from trackpoint.backends.stores.local import LocalFiles, exchange_directories
 

@@ -19,6 +19,7 @@ a Zarr backend is created.
 from __future__ import annotations
 
 import base64
+import dataclasses
 import json
 import os
 import time
@@ -108,9 +109,16 @@ class ZarrBackend(StorageBackend):
 
     def with_options(self, options: CheckpointOptions) -> StorageBackend:
         # docstring inherited; per-save backend_options tune this save only.
-        if not options.backend_options:
+        given = dict(options.backend_options)
+        if set(given) - ZarrOptions.names():
+            # The store's options (retries, time-outs: the factory gave them to the store) are not the format's.
+            from trackpoint.backends.stores import TransferOptions
+
+            store = {f.name for f in dataclasses.fields(TransferOptions)}
+            given = {k: v for k, v in given.items() if k not in store}
+        if not given:
             return self
-        clone = ZarrBackend(self._files, ZarrOptions.from_mapping(options.backend_options), exchange=self._exchange)
+        clone = ZarrBackend(self._files, ZarrOptions.from_mapping(given), exchange=self._exchange)
         clone.name = self.name
         return clone
 

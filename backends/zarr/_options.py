@@ -84,6 +84,11 @@ class ZarrOptions:
             )
 
     @classmethod
+    def names(cls) -> frozenset[str]:
+        """The ``backend_options`` keys of the format."""
+        return frozenset(f.name for f in fields(cls))
+
+    @classmethod
     def from_mapping(cls, options: Mapping[str, Any]) -> ZarrOptions:
         """Build from ``backend_options``; unknown keys are an error naming the valid ones."""
         valid = [f.name for f in fields(cls)]

@@ -25,7 +25,7 @@ import pytest
 import trackpoint as tp
 from faultproxy import FaultProxy, Rule
 from servers import ObjectStore
-from trackpoint.errors import CheckpointExistsError, ConcurrentModificationError, TransientStorageError
+from trackpoint.errors import BackendError, CheckpointExistsError, ConcurrentModificationError, TransientStorageError
 from trackpoint.plugins import open_backend
 from trackpoint.storage import CheckpointOptions, ShardSpec, StorageBackend, WriteItem
 
@@ -325,6 +325,35 @@ def test_delete_removes_index_then_data_in_three_requests(store: ObjectStore, pr
     # S3 deletes a batch in one request; GCS one request per object, all sent together.
     assert len(proxy.requests) == (3 if store.name == "s3" else 5), proxy.requests
     assert [p.rsplit("/", 1)[1] for p in store.raw.ls(f"{store.root}/del")] == ["ckpt-10.index"]
+
+
+def test_zarr_on_a_bucket_takes_the_stores_retry_options(store: ObjectStore, proxy: FaultProxy) -> None:
+    """``backend_options`` hold the format's options and, on S3 and GCS, the store's, which reach the store."""
+    so = {**store.storage_options, "endpoint_url": proxy.url}
+    prefix = f"{store.bucket}/zr/ckpt"
+    w = tp.Variable(np.arange(6, dtype=np.float32))
+    for retries in (0, 2):
+        proxy.clear()
+        proxy.add(store.any_upload_rule(r"zarr\.json", status=503, times=1))
+        opts = CheckpointOptions(
+            backend="zarr",
+            storage_options=so,
+            backend_options={"retries": retries, "retry_base_delay": 0.01, "chunk_bytes": 2**20},
+        )
+        if retries == 0:
+            with pytest.raises(TransientStorageError):
+                tp.Checkpoint(w=w).write(prefix, opts)
+        else:
+            tp.Checkpoint(w=w).write(prefix, opts)
+    assert tp.load_checkpoint(prefix, _opts(store.storage_options)).get_tensor("w/.ATTRIBUTES/VARIABLE_VALUE").size == 6
+
+
+@pytest.mark.parametrize("backend", [None, "zarr"])
+def test_a_misspelt_backend_option_is_refused(store: ObjectStore, backend: str | None) -> None:
+    opts = CheckpointOptions(backend=backend, storage_options=store.storage_options, backend_options={"retires": 3})
+    with pytest.raises(BackendError, match=r"unknown backend option\(s\) retires; valid options: .*retries"):
+        tp.Checkpoint(w=tp.Variable(1.0)).write(f"{store.bucket}/typo/ckpt", opts)
+    assert store.raw.find(f"{store.root}/typo") == []
 
 
 def test_checkpoint_copied_to_disk_is_a_local_checkpoint_and_back(store: ObjectStore, tmp_path: Path) -> None:
