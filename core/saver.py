@@ -5,7 +5,9 @@ and has no object graph. :class:`Saver` writes and reads such checkpoints
 through any storage backend, keeps TF1's bookkeeping (``max_to_keep``,
 ``keep_checkpoint_every_n_hours``, the ``checkpoint`` state file with
 absolute paths by default) and reads checkpoints written by TensorFlow's
-``Saver``, including partitioned variables and sharded saves.
+``Saver``, including partitioned variables and sharded saves. Variables
+holding slices (``save_slice_info``) are saved and restored as slices of
+one tensor, as TensorFlow 1 saves the parts of a partitioned variable.
 
 Cross-loading works both ways, as in TensorFlow: :meth:`Saver.restore` on an
 object-based checkpoint (written by :class:`~trackpoint.Checkpoint`) maps each
@@ -44,13 +46,16 @@ from trackpoint.errors import (
     UnsupportedOptionError,
 )
 from trackpoint.proto import trackable_object_graph_pb2 as pb
+from trackpoint.restore import _read as read_values
 from trackpoint.restore import partial_restore_noted
 from trackpoint.storage import (
     OBJECT_GRAPH_KEY,
     CheckpointOptions,
     CheckpointReader,
     TensorInfo,
+    TensorSlice,
     WriteItem,
+    check_coverage,
 )
 from trackpoint.trackable import VARIABLE_VALUE_KEY
 from trackpoint.variables import Variable
@@ -66,46 +71,151 @@ _V2: Final = 2
 _MAX_SHARDS: Final = 8
 
 
-def _names_to_variables(var_list: Any) -> dict[str, Variable]:
-    """TF's ``op_list_to_dict`` for trackpoint Variables: ``{checkpoint key: variable}``."""
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Entry:
+    """One variable of a :class:`Saver`: the tensor ``name``, or the part ``part`` of it.
+
+    ``part`` is the variable's ``save_slice_info`` when it was given as one of
+    the slices of ``name`` (TensorFlow's saveable with a ``slice_spec``), else
+    ``None``: the variable is saved as the whole tensor.
+    """
+
+    name: str
+    var: Variable
+    part: TensorSlice | None
+
+
+def _names_to_entries(var_list: Any) -> list[_Entry]:
+    """TF's ``op_list_to_dict`` and ``saveable_objects_for_op`` for trackpoint Variables.
+
+    A list keys a variable by its name, or, when it holds a slice
+    (``save_slice_info``), by the slice's ``full_name``: the slices of one
+    tensor are saved and restored under that one key. A dict maps a name to a
+    Variable (saved whole, even one holding a slice, as in TensorFlow) or to a
+    list of Variables holding slices of the one tensor saved under that name.
+    Entries come sorted by name, then by slice offset.
+    """
+    plain: dict[str, Variable] = {}
+    sliced: dict[str, list[Any]] = {}
     if isinstance(var_list, Mapping):
-        items = list(var_list.items())
-        for name, _ in items:
+        for name, value in var_list.items():
             if not isinstance(name, str) or not name:
                 raise NotTrackableError(
                     "names_to_saveables must be a dict mapping string names to trackable operations: var_list "
                     f"keys must be non-empty strings (checkpoint keys), got {name!r}"
                 )
+            if isinstance(value, (list, tuple)):
+                sliced[name] = list(value)
+            elif isinstance(value, Variable):
+                plain[name] = value
+            else:
+                raise NotTrackableError(
+                    f"Variable to save is not a Variable: var_list[{name!r}] must be a trackpoint.Variable, got "
+                    f"{type(value).__name__} (or a list of the Variables holding the slices of one tensor)"
+                )
     elif isinstance(var_list, (list, tuple)):
-        items = []
         for var in var_list:
             if not isinstance(var, Variable):
                 raise NotTrackableError(
                     f"Variable to save is not a Variable: var_list must hold trackpoint.Variable objects, got "
                     f"{type(var).__name__}; pass a dict {{name: Variable}} to choose names yourself"
                 )
-            items.append((var.name, var))
+            info = var.save_slice_info
+            if info is None:
+                if var.name in plain:
+                    raise NameConflictError(
+                        f"At least two variables have the same name: {var.name!r}; give them distinct `name=`s "
+                        "or pass a dict {name: Variable}"
+                    )
+                plain[var.name] = var
+            else:
+                # TensorFlow 1 saves a partitioned variable under the whole tensor's name.
+                sliced.setdefault(info.full_name or var.name, []).append(var)
+        for name, parts in sliced.items():
+            if name in plain:
+                raise NameConflictError(
+                    f"Mixing slices and non-slices with the same name: {name!r} is the name of Variable "
+                    f"{plain[name].name!r} and the full_name of the slices held by "
+                    f"{[v.name for v in parts]}; rename one of them"
+                )
     else:
         got = type(var_list).__name__
         raise NotTrackableError(f"Variables to save should be passed in a dict or a list, got {got}")
-    out: dict[str, Variable] = {}
+    entries = [_Entry(name, var, None) for name, var in plain.items()]
+    for name, parts in sliced.items():
+        entries += _slices_of_one_tensor(name, parts)
     seen: dict[int, str] = {}
-    for name, var in items:
+    for entry in entries:
+        where = seen.get(id(entry.var))
+        if where is not None:
+            twice = (
+                f"twice among the slices of {where!r}"
+                if where == entry.name
+                else f"under two names: {where!r} and {entry.name!r}"
+            )
+            raise NameConflictError(f"The same variable would be saved {twice} (Variable {entry.var.name!r})")
+        seen[id(entry.var)] = entry.name
+    entries.sort(key=lambda e: (e.name, () if e.part is None else e.part.offset))
+    return entries
+
+
+def _slices_of_one_tensor(name: str, parts: list[Any]) -> list[_Entry]:
+    """The entries of ``parts``, checked to be Variables holding slices of one tensor (TF's "Slices must all be").
+
+    Whether they tile the tensor is checked when they are saved: a restore
+    may read just some of the slices.
+    """
+    if not parts:
+        raise TrackableError(
+            f"var_list[{name!r}] is an empty list: give the Variables holding the slices of {name!r}, or leave "
+            "the name out"
+        )
+    out: list[_Entry] = []
+    full_names: set[str | None] = set()
+    for var in parts:
         if not isinstance(var, Variable):
             raise NotTrackableError(
-                f"Variable to save is not a Variable: var_list[{name!r}] must be a trackpoint.Variable, got "
+                f"Slices must all be Variables: the slices of {name!r} must be trackpoint.Variable objects, got "
                 f"{type(var).__name__}"
             )
-        if name in out:
-            raise NameConflictError(
-                f"At least two variables have the same name: {name!r}; give them distinct `name=`s "
-                "or pass a dict {name: Variable}"
+        info = var.save_slice_info
+        if info is None:
+            raise TrackableError(
+                f"Slices must all be slices: Variable {var.name!r}, listed among the slices of {name!r}, has no "
+                "save_slice_info; give it a trackpoint.SaveSliceInfo or save it under a name of its own"
             )
-        if id(var) in seen:
-            raise NameConflictError(f"The same variable would be saved under two names: {seen[id(var)]!r} and {name!r}")
-        out[name] = var
-        seen[id(var)] = name
+        out.append(_Entry(name, var, info.slice))
+        full_names.add(info.full_name)
+    if len(full_names) > 1:
+        raise TrackableError(
+            f"Slices must all be from the same tensor: the slices saved as {name!r} name the tensors "
+            f"{sorted(full_names, key=str)} in their save_slice_info.full_name"
+        )
+    shapes = sorted({e.part.full_shape for e in out if e.part is not None})
+    if len(shapes) > 1:
+        raise TrackableError(
+            f"Saver: the slices saved for {name!r} disagree on the full shape: {shapes} "
+            f"(Variables {[e.var.name for e in out]}); the slices of one tensor must give the same full_shape"
+        )
+    dtypes = sorted({str(e.var.dtype) for e in out})
+    if len(dtypes) > 1:
+        raise TrackableError(f"Saver: the slices saved for {name!r} have different dtypes: {dtypes}")
     return out
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Read:
+    """What the restore of ``var`` reads: the tensor ``key`` whole (stored in ``shape``), or its slice ``part``."""
+
+    var: Variable
+    key: str
+    part: TensorSlice | None
+    shape: tuple[int, ...]
+
+    def run(self, reader: CheckpointReader, out: np.ndarray[Any, Any] | None) -> np.ndarray[Any, Any]:
+        if self.part is None:
+            return reader.read(self.key, out)
+        return reader.read_slice(self.key, self.part.offset, self.part.shape, out)
 
 
 def _object_graph_names(reader: CheckpointReader) -> dict[str, str]:
@@ -131,7 +241,15 @@ class Saver:
     ----------
     var_list
         ``{name: Variable}``, or a list of Variables saved under their ``name``.
-        Required: there is no graph to collect variables from.
+        Required: there is no graph to collect variables from. As in
+        TensorFlow, the Variables holding the slices of one partitioned tensor
+        (each with a ``save_slice_info``) are saved as slices of the one
+        tensor ``save_slice_info.full_name`` when listed, and of the tensor
+        ``name`` when given as a list in a dict, ``{name: [part_0, part_1]}``;
+        a restore reads each variable's slice, whatever the partitioning the
+        checkpoint was written with. A Variable holding a slice given alone
+        in a dict is saved whole under its name, as in TensorFlow; its
+        restore reads its slice when the stored tensor has its ``full_shape``.
     reshape
         Allow restoring a stored tensor whose shape differs from its
         variable's but has as many elements: it is reshaped to the variable's
@@ -179,7 +297,12 @@ class Saver:
         (a ``TypeError``, as in TensorFlow) ``var_list`` is not a list or
         dict of Variables, or a dict key is not a string.
     NameConflictError
-        Two variables share a name, or one variable appears under two names.
+        Two variables share a name, one variable appears under two names, or
+        a name is both a variable's and the ``full_name`` of slices.
+    TrackableError
+        The slices given as one tensor are not all Variables with a
+        ``save_slice_info``, or disagree on its ``full_name``, full shape or
+        dtype. (Slices that overlap or leave a gap are refused by ``save``.)
     UnsupportedOptionError
         ``saver_def``, ``builder`` or ``filename`` is given, or ``write_version`` is not 2.
     """
@@ -222,8 +345,10 @@ class Saver:
                 "Saver needs `var_list`, a list or dict of Variables to save: without a graph there is "
                 "no global collection of variables to default to"
             )
-        self._vars = _names_to_variables(var_list)
-        if not self._vars and not allow_empty:
+        self._entries = _names_to_entries(var_list)
+        # The checkpoint keys, sorted: one per variable, or per tensor whose slices several variables hold.
+        self._names = list(dict.fromkeys(e.name for e in self._entries))
+        if not self._entries and not allow_empty:
             raise TrackableError("No variables to save (pass allow_empty=True to allow an empty Saver)")
         self._sharded = sharded
         self._reshape = reshape
@@ -371,6 +496,9 @@ class Saver:
         ------
         InvalidCheckpointError
             ``latest_filename`` has path components or collides with ``save_path``.
+        TrackableError
+            The slices of a partitioned tensor overlap or leave part of it
+            uncovered; nothing is written.
         CheckpointNotFoundError
             The backend reports that the parent of ``save_path`` does not exist
             and cannot be created.
@@ -391,7 +519,7 @@ class Saver:
                 f"'latest_filename' collides with 'save_path': {latest_filename!r} and {prefix!r}; "
                 "choose another save_path or latest_filename"
             )
-        if not self._vars:
+        if not self._entries:
             return None
         started = time.perf_counter()
         chosen = options or self._options or CheckpointOptions()
@@ -400,8 +528,12 @@ class Saver:
         opts = self._shard_options(chosen)
         # Held per the options that choose the backend; the shard tuning goes to this save only.
         backend = self._backends.store(prefix, chosen)
-        # TF writes tensors in name order; keep that so single-shard data files match.
-        items = [WriteItem(name, self._vars[name].value) for name in sorted(self._vars)]
+        self._check_slices_tile(prefix)
+        # TF writes tensors in name order; keep that so single-shard data files match. A slice that is
+        # the whole tensor is saved as a plain value, as Variable._serialize_to_tensors does.
+        items = [
+            WriteItem(e.name, e.var.value, None if e.part is None or e.part.is_full else e.part) for e in self._entries
+        ]
         events = observe.save_events(
             prefix, operation="saver", backend=backend.name, items=items, options=opts, started=started
         )
@@ -429,15 +561,34 @@ class Saver:
             self._maybe_delete_old_checkpoints()
         return prefix
 
+    def _check_slices_tile(self, prefix: str) -> None:
+        """Refuse, before anything is written, a save whose slices of a tensor overlap or leave a gap.
+
+        The commit of every backend that stores slices checks the same
+        (:func:`trackpoint.storage.check_coverage`); checking first keeps a
+        refused save from writing data files, and names the Saver's variables.
+        """
+        groups: dict[str, list[_Entry]] = {}
+        for entry in self._entries:
+            if entry.part is not None:
+                groups.setdefault(entry.name, []).append(entry)
+        for name, group in groups.items():
+            parts = [e.part for e in group if e.part is not None]
+            try:
+                check_coverage(name, parts[0].full_shape, parts, f"Saver.save of {prefix!r}")
+            except TrackableError as exc:
+                held = ", ".join(f"{e.var.name!r} {e.part.spec!r}" for e in group if e.part is not None)
+                raise TrackableError(f"{exc} (slices held by Variables {held})") from exc
+
     def _step_variable(self, tensor_name: str) -> Variable:
         """The variable of ``var_list`` that TensorFlow 1's tensor name ``tensor_name`` (``global_step:0``) names."""
         name = tensor_name[:-2] if tensor_name.endswith(":0") else tensor_name
-        found = self._vars.get(name)
+        found = next((e.var for e in self._entries if e.part is None and e.name == name), None)
         if found is None:
-            found = next((v for v in self._vars.values() if v.name == name), None)
+            found = next((e.var for e in self._entries if e.var.name == name), None)
         if found is None:
             raise TrackableError(
-                f"global_step {tensor_name!r} names no variable of this Saver (known: {sorted(self._vars)}); "
+                f"global_step {tensor_name!r} names no variable of this Saver (known: {self._names}); "
                 "pass the step as an int or a Variable, or add the step variable to var_list"
             )
         return found
@@ -448,7 +599,7 @@ class Saver:
         if not self._sharded:
             # One data file, as TF's non-sharded Saver writes.
             return dataclasses.replace(opts, num_writers=1)
-        return dataclasses.replace(opts, num_writers=max(1, min(_MAX_SHARDS, len(self._vars))))
+        return dataclasses.replace(opts, num_writers=max(1, min(_MAX_SHARDS, len(self._entries))))
 
     # -------------------------------------------------------------- restore
     def restore(self, *args: Any, **kwargs: Any) -> None:
@@ -465,8 +616,10 @@ class Saver:
     def _restore(self, save_path: str | os.PathLike[str] | None) -> None:
         """Restore every variable from the checkpoint ``save_path``.
 
-        Keys are the variables' names. On an object-based checkpoint a name
-        missing as a key is looked up among the object graph's ``full_name``s.
+        Keys are the variables' names (a partitioned tensor's for its
+        slices). On an object-based checkpoint a name missing as a key is
+        looked up among the object graph's ``full_name``s. A variable holding
+        a slice reads just that part of the stored tensor.
         Every variable is checked (presence, dtype, shape) before any is
         changed, so a failed restore leaves all variables as they were.
 
@@ -486,7 +639,7 @@ class Saver:
             variables may hold the checkpoint's values (the exception's note
             says so); restore again before using them.
         """
-        if not self._vars:
+        if not self._entries:
             return
         if save_path is None:
             raise SavePathIsNoneError("Can't load save_path when it is None.")
@@ -511,54 +664,63 @@ class Saver:
                 reader = events.wrap(opened)
                 keys = self._resolve_keys(reader, prefix)
                 # Every variable is checked before any is written: a mismatch leaves all as they were.
-                infos = {name: reader.info(keys[name]) for name in self._vars}
-                for name, var in self._vars.items():
-                    _check_fits(var, infos[name], keys[name], prefix, self._reshape)
-                self._read_into_variables(reader, keys, infos)
+                infos = {name: reader.info(keys[name]) for name in self._names}
+                reads = [
+                    _Read(
+                        e.var,
+                        keys[e.name],
+                        _check_fits(e, infos[e.name], keys[e.name], prefix, self._reshape),
+                        tuple(infos[e.name].shape),
+                    )
+                    for e in self._entries
+                ]
+                self._read_into_variables(reader, reads)
             except BaseException as exc:
                 events.failed(exc)
                 raise
         events.finished()
 
-    def _read_into_variables(
-        self, reader: CheckpointReader, keys: dict[str, str], infos: dict[str, TensorInfo]
-    ) -> None:
+    def _read_into_variables(self, reader: CheckpointReader, reads: list[_Read]) -> None:
         """Assign each variable as its value is read, never holding a copy of the model.
 
         Numeric values are read straight into the variables' buffers (viewed
-        in the stored shape when ``reshape`` allowed another one); strings are
-        read and assigned one at a time.
+        in the stored shape when ``reshape`` allowed another one), a slice by
+        :meth:`~trackpoint.storage.CheckpointReader.read_slice`, which reads
+        only what overlaps it; strings are read and assigned one at a time.
         """
-        direct: list[tuple[str, np.ndarray[Any, Any]]] = []
-        one_by_one: list[str] = []
-        for name in sorted(self._vars):
-            buffer = _buffer_in_shape(self._vars[name]._restore_buffer(VARIABLE_VALUE_KEY), infos[name].shape)
-            if buffer is None:
-                one_by_one.append(name)
+        direct: list[tuple[_Read, np.ndarray[Any, Any]]] = []
+        one_by_one: list[_Read] = []
+        for read in reads:
+            buffer = read.var._restore_buffer(VARIABLE_VALUE_KEY)
+            # A slice is read in the variable's own shape, a whole tensor in the stored one.
+            out = buffer if read.part is not None else _buffer_in_shape(buffer, read.shape)
+            if out is None:
+                one_by_one.append(read)
             else:
-                direct.append((name, buffer))
+                direct.append((read, out))
         with partial_restore_noted(lambda: bool(direct) or len(one_by_one) > 1):
             if self._restore_sequentially:
-                for name, out in direct:
-                    self._land(name, reader.read(keys[name], out), out)
+                for read, out in direct:
+                    self._land(read.var, read.run(reader, out), out)
             else:
-                results = reader.read_many([(keys[name], out) for name, out in direct])
-                for (name, out), result in zip(direct, results, strict=True):
-                    self._land(name, result, out)
-            for name in one_by_one:
-                self._land(name, reader.read(keys[name]), None)
+                # Whole tensors in one batch, slices concurrently: the object-based restore's reads.
+                requests: list[tuple[str, np.ndarray[Any, Any] | None]] = [(read.key, out) for read, out in direct]
+                parts = {i: read.part for i, (read, _) in enumerate(direct) if read.part is not None}
+                for (read, out), result in zip(direct, read_values(reader, requests, parts), strict=True):
+                    self._land(read.var, result, out)
+            for read in one_by_one:
+                self._land(read.var, read.run(reader, None), None)
 
-    def _land(self, name: str, value: np.ndarray[Any, Any], out: np.ndarray[Any, Any] | None) -> None:
-        """Finish restoring ``name``: nothing to do when the reader filled its buffer ``out`` in place."""
+    def _land(self, var: Variable, value: np.ndarray[Any, Any], out: np.ndarray[Any, Any] | None) -> None:
+        """Finish restoring ``var``: nothing to do when the reader filled its buffer ``out`` in place."""
         if out is not None and value is out:
             return
-        var = self._vars[name]
         var.assign(np.reshape(value, var.shape) if self._reshape else value)
 
     def _resolve_keys(self, reader: CheckpointReader, prefix: str) -> dict[str, str]:
         """``{variable name: checkpoint key}``, through the object graph where needed."""
-        keys = {name: name for name in self._vars if reader.has(name)}
-        missing = [name for name in self._vars if name not in keys]
+        keys = {name: name for name in self._names if reader.has(name)}
+        missing = [name for name in self._names if name not in keys]
         if not missing:
             return keys
         if not reader.has(OBJECT_GRAPH_KEY):
@@ -609,10 +771,18 @@ class Saver:
         self.close()
 
     def __repr__(self) -> str:
-        return f"Saver({sorted(self._vars)!r}, max_to_keep={self._max_to_keep!r})"
+        return f"Saver({self._names!r}, max_to_keep={self._max_to_keep!r})"
 
 
-def _check_fits(var: Variable, info: TensorInfo, key: str, prefix: str, reshape: bool = False) -> None:
+def _check_fits(entry: _Entry, info: TensorInfo, key: str, prefix: str, reshape: bool = False) -> TensorSlice | None:
+    """Check that the stored ``info`` fits ``entry``'s variable; return the slice of it to read (``None``: all).
+
+    A variable holding a slice needs the stored tensor to have its
+    ``full_shape``. One given whole under a dict name (TensorFlow saves it
+    whole there) restores from a tensor of its own shape as any variable, and
+    else reads its slice when the tensor has its ``full_shape``.
+    """
+    var = entry.var
     if info.dtype != var.dtype:
         raise DTypeMismatchError(
             f"Restoring from checkpoint failed. This is most likely due to a mismatch between the current "
@@ -620,19 +790,32 @@ def _check_fits(var: Variable, info: TensorInfo, key: str, prefix: str, reshape:
             f"{var.name!r} has dtype {var.dtype}"
         )
     stored = tuple(info.shape)
+    part = entry.part
+    if part is not None:
+        if stored == part.full_shape:
+            return part
+        raise ShapeMismatchError(
+            f"Restoring from checkpoint failed. This is most likely due to a mismatch between the current "
+            f"variables and the checkpoint: {key!r} in {prefix!r} has shape {stored}, Variable {var.name!r} "
+            f"holds the slice {part.spec!r} of a tensor of shape {part.full_shape} (its save_slice_info)"
+        )
     if stored == tuple(var.shape):
-        return
+        return None
+    sliced = var.save_slice_info
+    if sliced is not None and stored == sliced.full_shape:
+        return sliced.slice
     if reshape and math.prod(stored) == math.prod(var.shape):
-        return
+        return None
     hint = (
         f" and {math.prod(stored)} elements against {math.prod(var.shape)}, so even reshape=True cannot restore it"
         if reshape
         else "; Saver(reshape=True) restores a value of another shape with as many elements"
     )
+    held = "" if sliced is None else f" (a slice of a tensor of shape {sliced.full_shape})"
     raise ShapeMismatchError(
         f"Restoring from checkpoint failed. This is most likely due to a mismatch between the current "
         f"variables and the checkpoint: {key!r} in {prefix!r} has shape {stored}, Variable "
-        f"{var.name!r} has shape {tuple(var.shape)}{hint}"
+        f"{var.name!r} has shape {tuple(var.shape)}{held}{hint}"
     )
 
 
