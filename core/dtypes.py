@@ -5,6 +5,13 @@ that TensorFlow can store (so not ``longdouble``), ``ml_dtypes.bfloat16``, and
 variable-length strings. Strings are numpy object arrays whose elements are
 ``bytes``; ``str`` is accepted on input and encoded as UTF-8, as TensorFlow's
 ``tf.string`` does. Anything else raises :class:`UnsupportedDTypeError`.
+
+Values are either arrays, which keep their dtype, or Python data (scalars and
+nested lists), whose dtype is inferred as TensorFlow infers it. Arrays are
+numpy's and those of other libraries: torch tensors, JAX arrays and any object
+with a ``dtype`` and a ``shape`` that numpy can convert (``__array__``,
+``__array_interface__`` or ``__dlpack__``). Neither torch nor JAX is imported
+here: their arrays are recognised by the protocols they implement.
 """
 
 from __future__ import annotations
@@ -15,7 +22,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 import numpy as np
 
-from trackpoint.errors import DTypeMismatchError, UnsupportedDTypeError
+from trackpoint.errors import AssignmentError, DTypeMismatchError, UnsupportedDTypeError
 
 __all__ = ["as_dtype", "bfloat16", "convert_for_assign", "convert_initial_value", "is_string", "string"]
 
@@ -112,15 +119,96 @@ def _encode_strings(values: np.ndarray[Any, Any], where: str) -> np.ndarray[Any,
     return out
 
 
-def _python_kind(value: Any) -> tuple[np.ndarray[Any, Any], str]:
+def _python_kind(value: Any, where: str) -> tuple[np.ndarray[Any, Any], str]:
     """The value as an array plus the kind numpy infers for plain Python data."""
-    arr = np.asarray(value)
+    try:
+        arr = np.asarray(value)
+    except ValueError as exc:
+        # numpy's "inhomogeneous shape": TensorFlow raises ValueError too, with this message.
+        raise AssignmentError(
+            f"{where}: can't convert non-rectangular Python sequence to an array: {_describe(value)} "
+            "(every row of a nested list must have the same length)"
+        ) from exc
     kind = arr.dtype.kind
     if kind == "O":
         # Mixed str/bytes lists become object arrays; anything else is unsupported.
         if all(isinstance(x, (str, bytes)) for x in arr.flat):
             kind = "S"
     return arr, kind
+
+
+# Python data: never arrays, even where a subclass grows array-like attributes.
+_PYTHON_DATA: Final = (list, tuple, str, bytes, bytearray, memoryview, bool, int, float, complex)
+
+
+def _is_foreign_array(value: Any) -> bool:
+    """Whether ``value`` is another library's array (torch, JAX, pandas...) rather than Python data.
+
+    Arrays are recognised by protocol, so that no framework is imported to check: an object numpy
+    can convert (``__array__``, ``__array_interface__`` or ``__dlpack__``) that has a ``dtype`` and
+    a ``shape``. Such values keep their dtype, as numpy arrays do.
+    """
+    if value is None or isinstance(value, _PYTHON_DATA):
+        return False
+    cls = type(value)
+    convertible = hasattr(cls, "__array__") or hasattr(cls, "__dlpack__") or hasattr(value, "__array_interface__")
+    return convertible and hasattr(value, "dtype") and hasattr(value, "shape")
+
+
+def _is_torch_tensor(value: Any) -> bool:
+    # By name, not isinstance: importing torch to check would cost seconds. Subclasses
+    # (torch.nn.Parameter) count; a tensor can only exist once torch is imported.
+    return "torch" in sys.modules and any(
+        c.__name__ == "Tensor" and c.__module__ == "torch" for c in type(value).__mro__
+    )
+
+
+def _torch_to_numpy(tensor: Any) -> np.ndarray[Any, Any]:
+    """The value of a torch tensor as a numpy array (shared with the tensor where torch allows)."""
+    torch = sys.modules["torch"]
+    # Tensor.numpy() refuses tensors that require grad, live on another device, or carry a lazy
+    # conjugate or negation; each of these steps is a no-op for a plain CPU tensor.
+    tensor = tensor.detach()
+    if tensor.device.type == "meta":
+        raise ValueError("the tensor is on the 'meta' device and holds no data; materialise it first")
+    if tensor.device.type != "cpu":
+        # A variable holds its value in host memory: the copy to the host is the one a save makes
+        # anyway, and what np.asarray does for a JAX array on an accelerator.
+        tensor = tensor.cpu()
+    tensor = tensor.resolve_conj().resolve_neg()
+    if tensor.dtype == torch.bfloat16:
+        # numpy has no bfloat16 and torch converts to none: reinterpret the bits as ml_dtypes'.
+        bits: np.ndarray[Any, Any] = tensor.view(torch.int16).numpy()
+        return bits.view(_bfloat16())
+    arr: np.ndarray[Any, Any] = tensor.numpy()
+    return arr
+
+
+def _as_array(value: Any, where: str) -> np.ndarray[Any, Any] | None:
+    """``value`` as a numpy array if it is an array (numpy's or another library's), else ``None``.
+
+    Raises
+    ------
+    UnsupportedDTypeError
+        ``value`` is another library's array that cannot be converted (an element type numpy
+        lacks, such as torch's float8 types, or a value that holds no data).
+    """
+    if isinstance(value, (np.ndarray, np.generic)):
+        return np.asarray(value)
+    if not _is_foreign_array(value):
+        return None
+    try:
+        if _is_torch_tensor(value):
+            return _torch_to_numpy(value)
+        if not hasattr(type(value), "__array__") and not hasattr(value, "__array_interface__"):
+            dlpacked: np.ndarray[Any, Any] = np.from_dlpack(value)
+            return dlpacked
+        return np.asarray(value)
+    except Exception as exc:  # each library fails its own way (TypeError, RuntimeError, NotImplementedError...)
+        raise UnsupportedDTypeError(
+            f"{where}: cannot convert {type(value).__module__}.{type(value).__qualname__} of dtype "
+            f"{value.dtype} to a numpy array ({exc}); convert it to a numpy array of a supported dtype first"
+        ) from exc
 
 
 # Which inferred kinds of Python data may be converted into which target kind.
@@ -136,7 +224,7 @@ _ACCEPTS: Final = {
 
 
 def _convert_python(value: Any, dtype: np.dtype[Any], where: str) -> np.ndarray[Any, Any]:
-    arr, kind = _python_kind(value)
+    arr, kind = _python_kind(value, where)
     if kind not in _ACCEPTS[dtype.kind]:
         raise DTypeMismatchError(f"{where}: cannot convert {_describe(value)} to dtype {_name(dtype)}")
     if dtype == string:
@@ -164,12 +252,25 @@ def convert_initial_value(value: Any, dtype: np.dtype[Any] | None, where: str) -
     Without ``dtype`` the type is inferred the way TensorFlow does (Python
     floats become float32, Python ints int32 or int64 when too large, arrays
     keep theirs). With ``dtype``, arrays are converted when the conversion is
-    lossless and Python data whenever its kind fits.
+    lossless and Python data whenever its kind fits. Arrays of other libraries
+    (torch tensors, JAX arrays, anything with ``__array__``, a ``dtype`` and a
+    ``shape``) are arrays: a torch tensor is detached and copied to the host
+    first, and torch's bfloat16 becomes :data:`bfloat16`.
+
+    Raises
+    ------
+    UnsupportedDTypeError
+        The value's type cannot be stored, or another library's array cannot
+        be converted to numpy.
+    DTypeMismatchError
+        ``dtype`` is given and converting to it would change values or kinds.
+    AssignmentError
+        Nested Python lists are not rectangular.
     """
     if dtype is not None:
         dtype = as_dtype(dtype)
-    if isinstance(value, (np.ndarray, np.generic)):
-        arr = np.asarray(value)
+    arr = _as_array(value, where)
+    if arr is not None:
         if arr.dtype.kind in ("U", "S") or (arr.dtype == string and dtype in (None, string)):
             return _encode_strings(arr, where)
         src = as_dtype(arr.dtype)
@@ -185,7 +286,7 @@ def convert_initial_value(value: Any, dtype: np.dtype[Any] | None, where: str) -
         return converted
     if dtype is not None:
         return _convert_python(value, dtype, where)
-    arr, kind = _python_kind(value)
+    arr, kind = _python_kind(value, where)
     if kind in ("U", "S"):
         return _encode_strings(arr, where)
     if kind == "f":
@@ -201,19 +302,30 @@ def convert_initial_value(value: Any, dtype: np.dtype[Any] | None, where: str) -
 def convert_for_assign(value: Any, dtype: np.dtype[Any], where: str) -> np.ndarray[Any, Any]:
     """``value`` as an array of exactly ``dtype``, for assigning to a variable.
 
-    Arrays (and numpy scalars) must already have ``dtype``, as TensorFlow
-    refuses a tensor of another type; Python data is converted when its kind
-    fits (a float into an integer variable is refused).
+    Arrays (numpy's, numpy scalars, and those of other libraries as
+    :func:`convert_initial_value` takes them) must already have ``dtype``, as
+    TensorFlow refuses a tensor of another type; Python data is converted when
+    its kind fits (a float into an integer variable is refused).
+
+    Raises
+    ------
+    DTypeMismatchError
+        An array of another dtype, or Python data that does not fit.
+    UnsupportedDTypeError
+        Another library's array that cannot be converted to numpy.
+    AssignmentError
+        Nested Python lists that are not rectangular.
     """
-    if isinstance(value, (np.ndarray, np.generic)):
-        arr = np.asarray(value)
+    arr = _as_array(value, where)
+    if arr is not None:
         if dtype == string:
             if arr.dtype.kind in ("U", "S", "O"):
                 return _encode_strings(arr, where)
         elif arr.dtype.kind not in ("U", "S", "O") and arr.dtype.newbyteorder("=") == dtype:
             return arr
+        convert = "value" if isinstance(value, (np.ndarray, np.generic)) else "np.asarray(value)"
         raise DTypeMismatchError(
             f"{where}: expected an array of dtype {_name(dtype)}, got {arr.dtype}; convert it explicitly "
-            f"(e.g. value.astype({_name(dtype)!r}))"
+            f"(e.g. {convert}.astype({_name(dtype)!r}))"
         )
     return _convert_python(value, dtype, where)

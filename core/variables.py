@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+import operator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import numpy as np
 
@@ -136,6 +137,49 @@ class Variable(Trackable):
         The value's type cannot be stored in a checkpoint.
     ShapeMismatchError
         The value's shape differs from ``shape`` or from the slice's ``var_shape``.
+    AssignmentError
+        A nested list is not rectangular.
+
+    Notes
+    -----
+    Arrays of other libraries are arrays too and keep their dtype: a torch
+    tensor (detached and copied to the host first; ``torch.bfloat16`` becomes
+    :data:`trackpoint.bfloat16`), a JAX array, or any object with a ``dtype``
+    and a ``shape`` that numpy can convert (``__array__``,
+    ``__array_interface__``, ``__dlpack__``).
+
+    In expressions a variable stands for its current value, as an eager
+    ``tf.Variable`` does, and every result is a numpy value, never a variable:
+    ``int(v)``, ``float(v)``, ``complex(v)``, ``operator.index(v)`` (integer
+    dtypes), ``bool(v)``, ``len(v)``, ``v[i]`` (a copy), iteration, ``x in v``,
+    the arithmetic, bitwise and matrix operators (also reflected), unary
+    ``-v``, ``+v``, ``abs(v)``, ``~v``, and the comparisons. Each follows
+    numpy's rules for the value: ``bool`` of more than one element raises
+    ``ValueError``, ``len`` of a scalar raises ``TypeError``.
+
+    ``==`` and ``!=`` compare elementwise, as in TensorFlow 2 (``v == None``
+    is ``False``; shapes that do not broadcast compare unequal). Unlike
+    TensorFlow's, variables stay hashable, by identity: sets and dict keys
+    hold distinct variables apart whatever their values. Lists compare their
+    elements with ``==``, so ``list.index``, ``list.remove`` and ``in`` on a
+    list of variables ask about values, as in TensorFlow; use ``is`` (or
+    ``id``) to find one variable. ``weakref.WeakKeyDictionary`` and
+    ``WeakSet`` compare their keys with ``==`` too (elementwise: ambiguous for
+    more than one element, false for NaN): key those by ``id(v)``.
+
+    In-place operators (``v += 1``) raise ``TypeError``: Python would rebind
+    ``v`` to a new numpy value and the variable, still saved by its owner,
+    would silently stop changing. Use :meth:`assign_add`, :meth:`assign_sub`
+    or :meth:`assign` (``v.assign(v * 2)``).
+
+    Examples
+    --------
+    >>> import trackpoint as tp
+    >>> step = tp.Variable(9)
+    >>> step.assign_add(1)  # doctest: +ELLIPSIS
+    <trackpoint.Variable 'Variable' shape=() dtype=int32, numpy=array(10, dtype=int32)>
+    >>> int(step) % 10 == 0, bool(step == 10), step * 2
+    (True, True, np.int32(20))
     """
 
     _value: np.ndarray[Any, Any]
@@ -336,6 +380,204 @@ class Variable(Trackable):
             f"numpy={np.array_repr(self._value)}>"
         )
 
+    def __format__(self, spec: str) -> str:
+        # f"{loss:.3f}" formats the value, as for a tensor; f"{v}" keeps the repr, which names the variable.
+        return format(self._value, spec) if spec else str(self)
+
+    # The eager value protocol of tf.Variable: each operator acts on the current value and returns
+    # numpy's result. Results never alias the buffer, which later assignments and restores overwrite.
+    def __int__(self) -> int:
+        return int(self._value)
+
+    def __float__(self) -> float:
+        return float(self._value)
+
+    def __complex__(self) -> complex:
+        return complex(self._value)
+
+    def __index__(self) -> int:
+        return operator.index(self._value)
+
+    def __bool__(self) -> bool:
+        return bool(self._value)
+
+    def __len__(self) -> int:
+        return len(self._value)
+
+    def __getitem__(self, key: Any) -> Any:
+        item = self._value[key]
+        # Basic indexing gives a view of the buffer; the caller gets a value of its own.
+        return item.copy() if isinstance(item, np.ndarray) else item
+
+    def __iter__(self) -> Iterator[Any]:
+        # Defined so that iteration does not fall back to __getitem__ (which would end a loop over a
+        # scalar silently, at the first IndexError): numpy raises TypeError for a 0-d value.
+        return iter(self._value.copy())
+
+    def __contains__(self, item: object) -> bool:
+        return bool(_operand(item) in self._value)
+
+    def __eq__(self, other: object) -> Any:
+        if other is None:  # as TensorFlow: a plain False, not an array of them
+            return False
+        try:
+            return self._value == _operand(other)
+        except ValueError:
+            # Shapes that do not broadcast are unequal (TensorFlow's incompatible_shape_error=False).
+            return np.False_
+
+    def __ne__(self, other: object) -> Any:
+        if other is None:
+            return True
+        try:
+            return self._value != _operand(other)
+        except ValueError:
+            return np.True_
+
+    # Identity, as before __eq__ was elementwise: dict and set lookups compare hashes first and
+    # identity next, so distinct variables (whose identity hashes differ) never reach __eq__.
+    __hash__ = object.__hash__
+
+    def __lt__(self, other: Any) -> Any:
+        return self._value < _operand(other)
+
+    def __le__(self, other: Any) -> Any:
+        return self._value <= _operand(other)
+
+    def __gt__(self, other: Any) -> Any:
+        return self._value > _operand(other)
+
+    def __ge__(self, other: Any) -> Any:
+        return self._value >= _operand(other)
+
+    def __neg__(self) -> Any:
+        return -self._value
+
+    def __pos__(self) -> Any:
+        return +self._value
+
+    def __abs__(self) -> Any:
+        return abs(self._value)
+
+    def __invert__(self) -> Any:
+        return ~self._value
+
+    def __add__(self, other: Any) -> Any:
+        return self._value + _operand(other)
+
+    def __radd__(self, other: Any) -> Any:
+        return _operand(other) + self._value
+
+    def __sub__(self, other: Any) -> Any:
+        return self._value - _operand(other)
+
+    def __rsub__(self, other: Any) -> Any:
+        return _operand(other) - self._value
+
+    def __mul__(self, other: Any) -> Any:
+        return self._value * _operand(other)
+
+    def __rmul__(self, other: Any) -> Any:
+        return _operand(other) * self._value
+
+    def __truediv__(self, other: Any) -> Any:
+        return self._value / _operand(other)
+
+    def __rtruediv__(self, other: Any) -> Any:
+        return _operand(other) / self._value
+
+    def __floordiv__(self, other: Any) -> Any:
+        return self._value // _operand(other)
+
+    def __rfloordiv__(self, other: Any) -> Any:
+        return _operand(other) // self._value
+
+    def __mod__(self, other: Any) -> Any:
+        return self._value % _operand(other)
+
+    def __rmod__(self, other: Any) -> Any:
+        return _operand(other) % self._value
+
+    def __divmod__(self, other: Any) -> Any:
+        return divmod(self._value, _operand(other))
+
+    def __rdivmod__(self, other: Any) -> Any:
+        return divmod(_operand(other), self._value)
+
+    def __pow__(self, other: Any) -> Any:
+        return self._value ** _operand(other)
+
+    def __rpow__(self, other: Any) -> Any:
+        return _operand(other) ** self._value
+
+    def __matmul__(self, other: Any) -> Any:
+        return self._value @ _operand(other)
+
+    def __rmatmul__(self, other: Any) -> Any:
+        return _operand(other) @ self._value
+
+    def __and__(self, other: Any) -> Any:
+        return self._value & _operand(other)
+
+    def __rand__(self, other: Any) -> Any:
+        return _operand(other) & self._value
+
+    def __or__(self, other: Any) -> Any:
+        return self._value | _operand(other)
+
+    def __ror__(self, other: Any) -> Any:
+        return _operand(other) | self._value
+
+    def __xor__(self, other: Any) -> Any:
+        return self._value ^ _operand(other)
+
+    def __rxor__(self, other: Any) -> Any:
+        return _operand(other) ^ self._value
+
+    # In-place operators refuse (TensorFlow 2 refuses +=, -=, *=, /= and **= with RuntimeError).
+    # Without them Python would evaluate ``ckpt.step += 1`` as ``ckpt.step = ckpt.step + 1``,
+    # replacing the tracked variable by a numpy value: every other holder of the variable, and
+    # optimizer slots keyed by it, would silently stop seeing updates.
+    def _no_in_place(self, symbol: str, instead: str) -> NoReturn:
+        raise TypeError(
+            f"`v {symbol}= value` on Variable {self._name!r} is not supported: it would replace the variable by "
+            f"a numpy value. Use `{instead}` to change the variable, or `out = v {symbol} value` for a new "
+            "numpy value"
+        )
+
+    def __iadd__(self, other: Any) -> NoReturn:
+        self._no_in_place("+", "v.assign_add(value)")
+
+    def __isub__(self, other: Any) -> NoReturn:
+        self._no_in_place("-", "v.assign_sub(value)")
+
+    def __imul__(self, other: Any) -> NoReturn:
+        self._no_in_place("*", "v.assign(v * value)")
+
+    def __itruediv__(self, other: Any) -> NoReturn:
+        self._no_in_place("/", "v.assign(v / value)")
+
+    def __ifloordiv__(self, other: Any) -> NoReturn:
+        self._no_in_place("//", "v.assign(v // value)")
+
+    def __imod__(self, other: Any) -> NoReturn:
+        self._no_in_place("%", "v.assign(v % value)")
+
+    def __ipow__(self, other: Any) -> NoReturn:
+        self._no_in_place("**", "v.assign(v ** value)")
+
+    def __imatmul__(self, other: Any) -> NoReturn:
+        self._no_in_place("@", "v.assign(v @ value)")
+
+    def __iand__(self, other: Any) -> NoReturn:
+        self._no_in_place("&", "v.assign(v & value)")
+
+    def __ior__(self, other: Any) -> NoReturn:
+        self._no_in_place("|", "v.assign(v | value)")
+
+    def __ixor__(self, other: Any) -> NoReturn:
+        self._no_in_place("^", "v.assign(v ^ value)")
+
     # ----------------------------------------------------------- checkpoints
     def _serialize_to_tensors(self) -> dict[str, Any]:
         # No copy: a synchronous save finishes before returning; an async one pins the buffer
@@ -399,3 +641,8 @@ class Variable(Trackable):
         if attribute == VARIABLE_VALUE_KEY and info is not None:
             return info.slice
         return None
+
+
+def _operand(value: Any) -> Any:
+    """The other operand of an operator: a variable's current value, anything else as it is."""
+    return value._value if isinstance(value, Variable) else value
