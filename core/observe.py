@@ -662,6 +662,19 @@ class _CountingReader(CheckpointReader):
         self._events._read(1, _nbytes(array), time.perf_counter() - started)
         return array
 
+    def read_slice(
+        self,
+        key: str,
+        offset: Sequence[int],
+        shape: Sequence[int],
+        out: np.ndarray[Any, Any] | None = None,
+    ) -> np.ndarray[Any, Any]:
+        # The wrapped reader's own: the default would read the whole tensor to cut the part out of it.
+        started = time.perf_counter()
+        array = self._reader.read_slice(key, offset, shape, out)
+        self._events._read(1, _nbytes(array), time.perf_counter() - started)
+        return array
+
     def read_many(self, requests: Sequence[tuple[str, np.ndarray[Any, Any] | None]]) -> list[np.ndarray[Any, Any]]:
         # In batches, so progress moves during one big read_many; a batch stays
         # large enough that backends still coalesce and parallelize within it.

@@ -970,7 +970,11 @@ class TrackableSaver:
         if proto is None:
             return restore_by_name(reader, self._view, path)
         coordinator = RestoreCoordinator(proto, reader, self._view, path)
-        restore_root(coordinator)
+        try:
+            restore_root(coordinator)
+        except BaseException:
+            coordinator.expect_partial = True  # the caller gets the error, no status (see Checkpoint._read)
+            raise
         return CheckpointLoadStatus(coordinator, self._view)
 
     def close(self) -> None:

@@ -150,6 +150,8 @@ def test_a_restore_that_raises_logs_no_warning_about_unused_values(caplog: pytes
     with caplog.at_level("WARNING", logger="trackpoint"):
         with pytest.raises(tp.ShapeMismatchError):
             tp.Checkpoint(model=model).restore(path)
+        with pytest.raises(tp.ShapeMismatchError):
+            tp.TrackableSaver(tp.Checkpoint(model=model)).restore(path)
         del model
         gc.collect()
     assert [r.getMessage() for r in caplog.records if r.name == "trackpoint"] == []

@@ -82,6 +82,16 @@ def test_a_restore_fires_started_and_finished_with_bytes_read(tmp_path: Path, re
     assert finished["nbytes"] == 3 * 4000 and finished["num_tensors"] == 4
 
 
+def test_an_observed_restore_of_a_slice_reads_and_reports_only_the_slice(tmp_path: Path, recorder: Any) -> None:
+    """The counting reader hands slices to the backend's ranged read instead of reading whole tensors."""
+    path = tp.Checkpoint(e=tp.Variable(np.arange(18, dtype=np.float32).reshape(6, 3))).save(str(tmp_path / "ckpt"))
+    recorder.clear()
+    part = tp.Variable(np.zeros((2, 3), np.float32), save_slice_info=tp.SaveSliceInfo("e", [6, 3], [4, 0], [2, 3]))
+    tp.Checkpoint(e=part).restore(path).expect_partial()
+    assert part.numpy().ravel().tolist() == list(range(12, 18))
+    assert recorder.of("restore_finished")[0]["nbytes"] == 2 * 3 * 4
+
+
 def test_a_failed_restore_fires_failed(tmp_path: Path, recorder: Any) -> None:
     path = tp.Checkpoint(v=tp.Variable(np.zeros(3, np.float32))).save(str(tmp_path / "ckpt"))
     recorder.clear()
