@@ -259,15 +259,21 @@ class PluginHost:
         # log now, a row in list_backends(), and the reason in the error raised
         # when the backend is asked for.
         loaded.broken[provider.plugin] = (provider, reason)
-        _log.warning("trackpoint %s is not usable: %s", provider, reason)
+        if provider.distribution is not None:
+            # A plugin registered at run time is refused by register() itself, which raises instead.
+            _log.warning("trackpoint %s is not usable: %s", provider, reason)
 
     def _add_plugin(self, loaded: _Loaded, plugin: object, provider: _Provider) -> None:
         name = provider.plugin
         if name in loaded.providers:
-            raise PluginError(
-                f"two plugins are named {name!r}: {loaded.providers[name]} and {provider}; "
-                f"uninstall one, or block one with {ENV_BLOCK_BACKENDS}={name}"
-            )
+            if provider.distribution is None:
+                how = (
+                    f"register it under another name, or take the first out with "
+                    f"trackpoint.plugins.unregister({name!r}) first"
+                )
+            else:
+                how = f"uninstall one, or block one with {ENV_BLOCK_BACKENDS}={name}"
+            raise PluginError(f"two plugins are named {name!r}: {loaded.providers[name]} and {provider}; {how}")
         try:
             loaded.pm.register(plugin, name=name)
         except pluggy.PluginValidationError as exc:

@@ -38,7 +38,8 @@ def test_plugin_name_clash_names_both(spec_plugin: type) -> None:
         PluginError,
         match=(
             r"two plugins are named 'memory': plugin 'memory' from trackpoint 0\.1\.0 "
-            r"and plugin 'memory' \(registered at run time\)"
+            r"and plugin 'memory' \(registered at run time\); register it under another name, or take the first "
+            r"out with trackpoint\.plugins\.unregister\('memory'\) first"
         ),
     ):
         plugins.register(spec_plugin(_spec()), "memory")
@@ -50,7 +51,7 @@ def test_blocked_name_cannot_be_registered(spec_plugin: type) -> None:
         plugins.register(spec_plugin(_spec()), "custom-plugin")
 
 
-def test_invalid_hook_implementation_is_rejected() -> None:
+def test_invalid_hook_implementation_is_rejected(caplog: pytest.LogCaptureFixture) -> None:
     class WrongArgs:
         @plugins.hookimpl
         def trackpoint_register_backends(self, registrar: object) -> None:
@@ -61,6 +62,8 @@ def test_invalid_hook_implementation_is_rejected() -> None:
     ):
         plugins.register(WrongArgs(), "wrong")
     assert plugins.get_plugin_manager().get_plugin("wrong") is None
+    # Raised to the caller, and not also logged as an unusable plugin.
+    assert "is not usable" not in caplog.text
 
 
 def test_reset_forgets_run_time_plugins(spec_plugin: type) -> None:
