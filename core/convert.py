@@ -72,7 +72,8 @@ def convert(
     Parameters
     ----------
     src
-        Prefix of a committed checkpoint, on any backend. Found from the path
+        Prefix of a committed checkpoint, on any backend, or a directory
+        holding checkpoints, meaning its latest one. Found from the path
         alone, as :meth:`~trackpoint.Checkpoint.restore` finds it: a checkpoint
         saved with ``CheckpointOptions(backend="zarr")`` at a plain path needs
         no ``src_options``. Or a local ``.safetensors`` / ``.npz`` file to import.
@@ -109,7 +110,7 @@ def convert(
     Raises
     ------
     CheckpointNotFoundError
-        Nothing is committed at ``src``.
+        Nothing is committed at ``src``, and it is no directory holding checkpoints.
     CheckpointExistsError
         ``dst`` is committed and ``overwrite`` is false, or ``dst`` is ``src``.
     UnsupportedDTypeError
@@ -174,24 +175,31 @@ def convert(
         observe.run_write_callbacks(d_opts, dst_path)
         return
     source = _resolve.open_store(src_path, s_opts)
-    target = _resolve.open_backend(dst_path, d_opts)
+    target: StorageBackend | None = None
     try:
-        if source.name == target.name and _same_place(source, src_path, dst_path):
-            raise CheckpointExistsError(
-                f"convert: source and destination are the same checkpoint {src_path!r} on backend "
-                f"{source.name!r}; choose another destination prefix"
-            )
-        if not overwrite and target.exists(dst_path):
-            # begin() refuses too; checked first so nothing is read for a refused copy.
-            raise CheckpointExistsError(
-                f"convert: a checkpoint is already committed at {dst_path!r} (backend {target.name!r}); "
-                "pass overwrite=True to replace it"
-            )
-        with source.open_reader(src_path) as reader:
+        # Resolved as every reader resolves a path (restore, inspect, verify, diff): a checkpoint
+        # prefix, or a directory meaning its latest checkpoint.
+        src_prefix, reader = _resolve.open_checkpoint(src_path, source)
+        with reader:
+            held = _resolve.holder(source, src_prefix)
+            src_backend = source.name if held is None else held.name
+            target = _resolve.open_backend(dst_path, d_opts)
+            if src_backend == target.name and _same_place(source, src_prefix, dst_path):
+                raise CheckpointExistsError(
+                    f"convert: source and destination are the same checkpoint {src_prefix!r} on backend "
+                    f"{target.name!r}; choose another destination prefix"
+                )
+            if not overwrite and target.exists(dst_path):
+                # begin() refuses too; checked first so no tensor is read for a refused copy.
+                raise CheckpointExistsError(
+                    f"convert: a checkpoint is already committed at {dst_path!r} (backend {target.name!r}); "
+                    "pass overwrite=True to replace it"
+                )
             _copy(reader, target, dst_path, d_opts, overwrite, progress, started)
     finally:
+        if target is not None:
+            target.close()
         source.close()
-        target.close()
     observe.run_write_callbacks(d_opts, dst_path)
 
 
@@ -229,7 +237,14 @@ def _convert_selected(
         if src_fmt is not None:
             base = FlatReader(src, src_fmt, separator=separator)
         else:
-            base = open_source(src, s_opts)[2]
+            src_prefix, _, base = open_source(src, s_opts)
+            if src_prefix != src and os.path.abspath(_strip(src_prefix)) == os.path.abspath(_strip(dst)):
+                # A directory resolved to the very checkpoint the copy would write.
+                base.close()
+                raise CheckpointExistsError(
+                    f"convert: source {src!r} is the checkpoint {src_prefix!r}, the destination; "
+                    "choose another destination"
+                )
         try:
             reader = Selected(
                 base, include=include, exclude=exclude, separator=separator, with_names=dst_fmt is not None

@@ -872,11 +872,14 @@ class StorageBackend(ABC):
         is false and :meth:`exists` is true, and otherwise does nothing: right
         for stores that keep a new save's data apart from the committed
         checkpoint until :meth:`commit`. Override it when a save must prepare
-        the prefix first, for example when data objects are written under
-        their final names and an overwrite has to delete the old checkpoint
-        before :meth:`write_shard` can create them; or to create directories
-        and report an unwritable location before any data is written. ``begin``
-        must leave nothing visible that :meth:`abort` of ``save_id`` or a later
+        the prefix first: to create directories and report an unwritable
+        location before any data is written, or to clear what belongs to no
+        committed checkpoint (leftovers of crashed saves whose names would
+        block :meth:`write_shard`, as the bundle format does on object stores).
+        ``begin`` must never remove or change the committed checkpoint, also
+        with ``overwrite=True``: only :meth:`commit` replaces it, so a save
+        that fails or is aborted leaves the old checkpoint readable. It must
+        leave nothing visible that :meth:`abort` of ``save_id`` or a later
         ``begin`` could not remove.
         """
         if not overwrite and self.exists(prefix):

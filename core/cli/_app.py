@@ -6,6 +6,7 @@ import argparse
 import dataclasses
 import json
 import os
+import re
 import sys
 import traceback
 from collections.abc import Callable, Sequence
@@ -16,7 +17,7 @@ import numpy as np
 import trackpoint
 from trackpoint import _resolve
 from trackpoint.cli import _render
-from trackpoint.errors import CheckpointError, CheckpointNotFoundError
+from trackpoint.errors import CheckpointError, CheckpointExistsError, CheckpointNotFoundError
 from trackpoint.storage import OBJECT_GRAPH_KEY, CheckpointOptions
 
 __all__ = ["EXIT_DIFFERENT", "EXIT_ERROR", "EXIT_NOT_FOUND", "EXIT_OK", "EXIT_USAGE", "main"]
@@ -438,23 +439,44 @@ def _diff(args: argparse.Namespace, out: TextIO) -> int:
     return EXIT_OK if report.equal else EXIT_DIFFERENT
 
 
+#: How the Python API tells a caller to replace what exists, in the messages of convert, the
+#: backends and the file writers: "overwrite=True", or "overwrite=True (--overwrite)".
+_OVERWRITE_HINT: Final = re.compile(r"\boverwrite=True(?: \(--overwrite\))?")
+
+
+def _with_flag(exc: CheckpointExistsError) -> CheckpointExistsError:
+    """``exc`` telling a user of the command line to pass ``--overwrite`` rather than ``overwrite=True``.
+
+    The hint is worded where the error is raised (convert's own check, a backend's begin or commit
+    that lost a race, the file writers), all for Python callers; the command line rewords it here
+    rather than each of them knowing about the flag.
+    """
+    message = str(exc.args[0]) if exc.args else str(exc)
+    return CheckpointExistsError(
+        _OVERWRITE_HINT.sub("--overwrite", message), backend=exc.backend, url=exc.url, key=exc.key
+    )
+
+
 def _convert(args: argparse.Namespace, out: TextIO) -> int:
     src_opts = _options(args.backend, args.storage_options)
     dst_opts = _options(args.dst_backend or args.backend, args.dst_storage_options or args.storage_options)
     # The conversion's own events draw the bar (trackpoint.observe): on a terminal only, whatever the
     # size (a command the user waits for), never with --json.
     dst_opts = dataclasses.replace(dst_opts, progress=not args.json)
-    trackpoint.convert(
-        args.src,
-        args.dst,
-        src_options=src_opts,
-        dst_options=dst_opts,
-        overwrite=args.overwrite,
-        names="keys" if args.keep_keys else "paths",
-        include=args.include,
-        exclude=args.exclude,
-        separator=args.separator,
-    )
+    try:
+        trackpoint.convert(
+            args.src,
+            args.dst,
+            src_options=src_opts,
+            dst_options=dst_opts,
+            overwrite=args.overwrite,
+            names="keys" if args.keep_keys else "paths",
+            include=args.include,
+            exclude=args.exclude,
+            separator=args.separator,
+        )
+    except CheckpointExistsError as exc:
+        raise _with_flag(exc) from exc
     if args.json:
         _dump({"src": args.src, "dst": args.dst}, out)
     else:

@@ -31,6 +31,7 @@ from trackpoint.plugins.testing._bad_input import BadInput
 from trackpoint.plugins.testing._base import DTYPES, BackendTestBase, assert_same, sample
 from trackpoint.plugins.testing._commit import CommitVisibility, ShardingAndMerge
 from trackpoint.plugins.testing._namespace import Listing, OverwriteAndDelete, SmallFiles
+from trackpoint.plugins.testing._object_store import ObjectStoreWrites
 from trackpoint.plugins.testing._tensors import HugeTensors, ManyTensors, RoundTrip
 
 __all__ = [
@@ -42,6 +43,7 @@ __all__ = [
     "HugeTensors",
     "Listing",
     "ManyTensors",
+    "ObjectStoreWrites",
     "OverwriteAndDelete",
     "RoundTrip",
     "ShardingAndMerge",
@@ -61,5 +63,6 @@ class BackendConformance(
     Listing,
     SmallFiles,
     BadInput,
+    ObjectStoreWrites,
 ):
     """Every conformance mixin in one base class."""

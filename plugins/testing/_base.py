@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
@@ -100,7 +101,8 @@ class BackendTestBase(ABC):
     many_tensors_count: ClassVar[int] = 2000
     #: Known gaps of this backend: test name (without parameters) -> reason.
     #: Each such test is marked ``xfail(reason=..., strict=True)``, so a gap
-    #: that gets fixed is reported too.
+    #: that gets fixed is reported too. A name that is no test of the class
+    #: fails every test's setup, listing the valid names.
     known_gaps: ClassVar[Mapping[str, str]] = {}
 
     @pytest.fixture
@@ -119,10 +121,33 @@ class BackendTestBase(ABC):
 
     @pytest.fixture(autouse=True)
     def _mark_known_gaps(self, request: pytest.FixtureRequest) -> None:
+        self._check_known_gaps()
         name = getattr(request.node, "originalname", None) or request.node.name
         reason = self.known_gaps.get(name)
         if reason is not None:
             request.applymarker(pytest.mark.xfail(reason=reason, strict=True))
+
+    @classmethod
+    def _check_known_gaps(cls) -> None:
+        """Fail the test's setup when :attr:`known_gaps` names a test the class does not have.
+
+        A misspelt or stale name would otherwise mark nothing, and the gap it meant would go unnoticed.
+        """
+        if not cls.known_gaps:
+            return
+        tests = sorted(n for n in dir(cls) if n.startswith("test") and callable(getattr(cls, n)))
+        unknown = sorted(set(cls.known_gaps) - set(tests))
+        if not unknown:
+            return
+        hints = []
+        for name in unknown:
+            close = difflib.get_close_matches(name, tests, n=1)
+            hints.append(f"{name!r} (did you mean {close[0]!r}?)" if close else repr(name))
+        pytest.fail(
+            f"{cls.__name__}.known_gaps names {len(unknown)} test(s) the class does not have: {', '.join(hints)}. "
+            f"Name a test without its parameters, one of: {', '.join(tests)}",
+            pytrace=False,
+        )
 
     @abstractmethod
     def raw_list(self, directory: str) -> list[str]:

@@ -170,3 +170,173 @@ def test_the_host_names_the_backend_so_factories_need_not() -> None:
 
     plugins.register(Nameless(), name="nameless-plugin")  # the conftest resets the manager afterwards
     assert plugins.open_backend("memory://x", CheckpointOptions(backend="nameless")).name == "nameless"
+
+
+def test_a_known_gap_naming_no_test_is_an_error(pytester: pytest.Pytester) -> None:
+    """A misspelt gap would mark nothing: the class fails to set up, naming the entry and the valid names."""
+    pytester.makepyfile(
+        test_gaps=textwrap.dedent(
+            """
+            import conformance.test_memory as base
+
+            class TestMisspelt(base.TestMemoryBackend):
+                known_gaps = {"test_round_trip": "no such test", "test_create_onyl": "a typo"}
+            """
+        )
+    )
+    result = pytester.runpytest_inprocess(
+        "-p", "no:cacheprovider", "-k", "test_create_only and not none or test_delete_is_idempotent"
+    )
+    result.assert_outcomes(errors=2)
+    result.stdout.fnmatch_lines(
+        [
+            "*TestMisspelt.known_gaps names 2 test(s) the class does not have: "
+            "'test_create_onyl' (did you mean 'test_create_only'?), 'test_round_trip'. "
+            "Name a test without its parameters, one of: *test_create_only*test_delete_is_idempotent*"
+        ]
+    )
+
+
+OBJECT_STORES = textwrap.dedent(
+    """
+    import threading
+
+    import pytest
+
+    from trackpoint.backends.bundle import BundleBackend
+    from trackpoint.backends.stores import ObjectStat, ObjectStore, TransferOptions
+    from trackpoint.plugins.testing import ObjectStoreWrites
+    from trackpoint.storage import VersionedBytes
+
+
+    class Missing(Exception):
+        pass
+
+
+    class Refused(Exception):
+        pass
+
+
+    class DictStore(ObjectStore):
+        # A complete object store in a dict; the service checks conditions atomically.
+        store_name = "dict"
+        schemes = ("dict",)
+
+        def __init__(self):
+            super().__init__(TransferOptions(retries=3, retry_base_delay=0.001, retry_max_delay=0.002))
+            self.objects = {}
+            self.lock = threading.Lock()
+            self.versions = 0
+
+        def classify(self, exc):
+            return "not_found" if isinstance(exc, Missing) else "precondition" if isinstance(exc, Refused) else "other"
+
+        def object_stat(self, bucket, key):
+            found = self.objects.get((bucket, key))
+            return None if found is None else ObjectStat(len(found[0]), found[1], found[2])
+
+        def object_get_range(self, bucket, key, start, out):
+            data = self.objects[(bucket, key)][0][start : start + len(out)]
+            out[: len(data)] = data
+
+        def object_get(self, bucket, key):
+            found = self.objects.get((bucket, key))
+            return None if found is None else VersionedBytes(found[0], found[1])
+
+        def object_put(self, bucket, key, data, condition, write_id):
+            with self.lock:
+                current = self.objects.get((bucket, key))
+                if condition.create_only and current is not None:
+                    raise Refused(key)
+                if condition.version is not None and (current is None or current[1] != condition.version):
+                    raise Refused(key)
+                self.versions += 1
+                self.objects[(bucket, key)] = (bytes(data), str(self.versions), write_id)
+                return str(self.versions)
+
+        def object_list(self, bucket, prefix):
+            return [k for b, k in self.objects if b == bucket and k.startswith(prefix) and "/" not in k[len(prefix):]]
+
+        def object_delete(self, bucket, keys):
+            for key in keys:
+                self.objects.pop((bucket, key), None)
+
+
+    class NoWriteId(DictStore):
+        # Writes as it should, but its stat never reports the write id.
+        def object_stat(self, bucket, key):
+            found = super().object_stat(bucket, key)
+            return None if found is None else ObjectStat(found.size, found.version, None)
+
+
+    class Adopt(ObjectStoreWrites):
+        store_class = DictStore
+
+        @pytest.fixture
+        def backend(self):
+            self.store = self.store_class()
+            yield BundleBackend(self.store)
+            self.store.close()
+
+        @pytest.fixture
+        def base_url(self):
+            return "dict://bucket/ckpts"
+
+        def raw_list(self, directory):
+            return sorted(f"dict://{b}/{k}" for b, k in self.store.objects)
+
+        def raw_read(self, path):
+            return self.store.objects[self.store.split(path)][0]
+
+        def raw_write(self, path, data):
+            self.store.objects[self.store.split(path)] = (bytes(data), "raw", None)
+
+        def raw_delete(self, path):
+            self.store.objects.pop(self.store.split(path), None)
+
+
+    class TestIntactStore(Adopt):
+        pass
+
+
+    class TestNoWriteId(Adopt):
+        store_class = NoWriteId
+    """
+)
+
+
+def test_kit_catches_a_store_that_drops_write_ids(pytester: pytest.Pytester) -> None:
+    """A store whose object_stat never returns the write id fails the kit, not only its first timed-out commit."""
+    from trackpoint.plugins.testing import BackendConformance, ObjectStoreWrites
+
+    assert issubclass(BackendConformance, ObjectStoreWrites)
+    pytester.makepyfile(test_object_stores=OBJECT_STORES)
+    result = pytester.runpytest_inprocess("-p", "no:cacheprovider", "-rf")
+    result.assert_outcomes(passed=2, failed=2)
+    result.stdout.fnmatch_lines(
+        [
+            "E*AssertionError: object_stat of 'dict://bucket/ckpts/write-ids/small' reports write_id None, but "
+            "object_put was given '*': object_put and upload_begin must store the write id*",
+            "E*Failed: a create-only write whose response was lost was reported as lost (dict: *create-only write "
+            "lost a race*",
+            "FAILED *TestNoWriteId::test_writes_store_their_write_id*",
+            "FAILED *TestNoWriteId::test_a_write_whose_response_was_lost_is_its_own*",
+        ]
+    )
+
+
+def test_backends_not_built_on_an_object_store_skip_the_write_id_tests(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        test_memory_writes=textwrap.dedent(
+            """
+            import conformance.test_memory as base
+            from trackpoint.plugins.testing import ObjectStoreWrites
+
+            class TestMemoryWrites(base.TestMemoryBackend, ObjectStoreWrites):
+                pass
+            """
+        )
+    )
+    result = pytester.runpytest_inprocess("-p", "no:cacheprovider", "-rs", "-k", "write_id or response_was_lost")
+    result.assert_outcomes(skipped=2)
+    result.stdout.fnmatch_lines(["*backend 'memory' is not built on trackpoint.backends.stores.ObjectStore*"])

@@ -273,6 +273,34 @@ def test_convert_between_backends_and_ls_finds_every_format(tmp_path: Path) -> N
     assert run("diff", str(run_dir / "ckpt-1"), str(run_dir / "ckpt-2")).returncode == 0
 
 
+def test_convert_a_directory_copies_its_latest_checkpoint(tmp_path: Path, cli: Any) -> None:
+    """A checkpoint is named by its prefix or by its directory (docs/cli.md), for convert's source too."""
+    run_dir = tmp_path / "run"
+    assert cli("convert", str(FIXTURES / "tf1_saver" / "model.ckpt-1"), str(run_dir / "ckpt-1")).returncode == 0
+    latest = cli(
+        "convert", str(FIXTURES / "tf1_saver" / "model.ckpt-2"), str(run_dir / "ckpt-2"), "--dst-backend", "zarr"
+    )
+    assert latest.returncode == 0
+    copied = cli("convert", str(run_dir), str(tmp_path / "out" / "ckpt-z"), "--dst-backend", "zarr")
+    assert (copied.returncode, copied.stderr) == (0, "")
+    assert copied.stdout == f"converted {run_dir} -> {tmp_path / 'out' / 'ckpt-z'}\n"
+    assert cli("diff", str(run_dir / "ckpt-2"), str(tmp_path / "out" / "ckpt-z")).returncode == 0
+    same = cli("convert", f"{run_dir}/", str(run_dir / "ckpt-2"), "--dst-backend", "zarr", "--overwrite")
+    assert same.returncode == 4 and "same checkpoint" in same.stderr
+
+
+def test_convert_onto_an_existing_checkpoint_names_the_flag(tmp_path: Path, cli: Any) -> None:
+    dst = str(tmp_path / "run" / "ckpt-1")
+    assert cli("convert", NESTED, dst).returncode == 0
+    for extra in ((), ("--include", "model/*"), ("--dst-backend", "bundle")):
+        again = cli("convert", NESTED, dst, *extra)
+        assert again.returncode == 4 and len(again.stderr.splitlines()) == 1
+        assert again.stderr.startswith("trackpoint convert: CheckpointExistsError: convert: a checkpoint is already")
+        assert again.stderr.rstrip().endswith("pass --overwrite to replace it")
+        assert "overwrite=True" not in again.stderr
+    assert cli("convert", NESTED, dst, "--overwrite").returncode == 0
+
+
 def test_ls_of_a_tensorflow_manager_directory_with_timestamps(cli: Any) -> None:
     data = json.loads(cli("ls", str(FIXTURES / "manager"), "--json").stdout)
     expected = json.loads((FIXTURES / "manager" / "expected.json").read_text())
