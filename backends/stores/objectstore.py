@@ -471,6 +471,9 @@ class ObjectStore(FileLayer):
         self._is_async = {name: inspect.iscoroutinefunction(getattr(cls, name)) for name in _CLIENT_CALLS}
         self._multipart = cls.upload_begin is not ObjectStore.upload_begin
         self._vectored = cls.object_get_range_vectored is not ObjectStore.object_get_range_vectored
+        # Buckets a listing or a write of this store has reached: a later read that finds nothing there
+        # missed an object, not the bucket, and needs no request to tell which (see _bucket_missing).
+        self._live_buckets: set[str] = set()
 
     @classmethod
     def from_options(cls, options: CheckpointOptions) -> ObjectStore:
@@ -499,7 +502,8 @@ class ObjectStore(FileLayer):
         Return ``"transient"`` for failures worth retrying (5xx, throttling,
         timeouts, dropped connections), ``"not_found"`` (404, missing bucket),
         ``"precondition"`` (a conditional write refused: 412 or the store's
-        equivalent), ``"permission"`` (401/403), ``"range"`` (416) and
+        equivalent), ``"permission"`` (401/403, or no credentials to sign the
+        request with), ``"range"`` (416) and
         ``"other"`` for the rest (raised as :class:`~trackpoint.errors.StorageError`).
         Timeouts of the request itself are always transient.
         """
@@ -717,10 +721,11 @@ class ObjectStore(FileLayer):
         t = self.transfer
         started = time.monotonic()
         attempt = 0
+        timeouts = 0
         while True:
             try:
                 async with self._limit():
-                    return await asyncio.wait_for(fn(), timeout=t.request_timeout)
+                    result = await asyncio.wait_for(fn(), timeout=t.request_timeout)
             except (CheckpointError, _PreconditionFailed):
                 raise
             except Exception as exc:
@@ -728,28 +733,121 @@ class ObjectStore(FileLayer):
                 if kind == "precondition":
                     raise _PreconditionFailed(exc) from exc
                 if kind == "transient":
+                    timeouts += _timed_out(exc)
                     elapsed = time.monotonic() - started
                     if attempt < t.retries and elapsed < t.retry_deadline:
                         await asyncio.sleep(min(self._delay(attempt), max(0.0, t.retry_deadline - elapsed)))
                         attempt += 1
                         continue
-                raise self._translate(exc, kind, what, bucket, key, attempt + 1) from exc
+                    message = self._gave_up(exc, what, bucket, key, attempt + 1, timeouts, elapsed)
+                    raise translate_error(kind, message, url=self.url(bucket, key), key=key) from exc
+                missing = kind == "not_found" and await self._bucket_missing(what, bucket, key)
+                raise self._translate(exc, kind, what, bucket, key, bucket_missing=missing) from exc
+            if what == "listing" or what in _WRITES:
+                self._live_buckets.add(bucket)
+            return result
 
-    def _translate(
-        self, exc: BaseException, kind: ErrorKind, what: str, bucket: str, key: str, attempts: int
-    ) -> CheckpointError:
-        where = self.url(bucket, key)
+    async def _bucket_missing(self, what: str, bucket: str, key: str) -> bool:
+        """Whether a "not found" answer to ``what`` on ``bucket``/``key`` means the bucket does not exist.
+
+        Writes, listings and deletions find nothing missing but the bucket
+        (objects have no parents; :meth:`object_list` and :meth:`object_delete`
+        raise not-found for a missing bucket only). A read may have missed the
+        object or the bucket, which most stores answer alike (S3's ``HEAD``
+        has no body to say which): one listing under the key tells, asked
+        only on this failure path and at most until a request has reached the
+        bucket. A listing that fails otherwise (denied, timed out) leaves it
+        undecided: ``False``.
+        """
+        import asyncio
+
+        if what in _WRITES or what in ("listing", "deleting") or what.startswith("uploading part"):
+            return True
+        if bucket in self._live_buckets:
+            return False
+        prefix = key.rstrip("/") + "/" if key.strip("/") else ""
+        try:
+            async with self._limit():
+                await asyncio.wait_for(self._call("object_list", bucket, prefix), timeout=self.transfer.request_timeout)
+        except Exception as exc:  # noqa: BLE001 - any other failure leaves the question open
+            return not isinstance(exc, (TimeoutError, CheckpointError)) and self.classify(exc) == "not_found"
+        self._live_buckets.add(bucket)
+        return False
+
+    def _explain(self, exc: BaseException, kind: ErrorKind) -> str | None:
+        """What ``exc`` means and what to do about it, where the store can say more than its kind.
+
+        For store subclasses in this package (the S3 store explains missing
+        credentials). The message becomes ``"<store>: <what> <url> failed
+        (<exception>); <explanation>"``; ``None``, the default, keeps the
+        wording of ``kind``. Never put credentials in it.
+        """
+        return None
+
+    def _reason(self, exc: BaseException) -> str:
+        """``exc`` for a message: its type and text, an empty timeout as the limit it hit."""
+        text = str(exc).strip()  # an HTTP body's trailing newline would end up inside the parentheses
+        if not text and isinstance(exc, TimeoutError):
+            # asyncio.wait_for's timeout says nothing; what the reader needs is which limit it was.
+            return f"timed out after {_seconds(self.transfer.request_timeout)} ({_OPTION}['request_timeout'])"
         # Only the exception's type and the store's reason go into messages,
         # never request headers or options, which may hold credentials.
-        reason = f"{type(exc).__name__}: {exc}"[:300]
-        if kind == "not_found" and (what in _WRITES or what.startswith("uploading part")):
-            # Objects have no parents: a write finds nothing missing but the bucket.
-            message = (
-                f"{self.store_name}: {what} {where!r} failed: bucket {bucket!r} does not exist ({reason}); "
-                "create it or correct the URL"
+        return f"{type(exc).__name__}: {text}"[:300]
+
+    def _gave_up(
+        self, exc: BaseException, what: str, bucket: str, key: str, attempts: int, timeouts: int, elapsed: float
+    ) -> str:
+        """The message of a transient failure that outlasted the retries: which limit ended them, what to change.
+
+        Retries end when ``retries`` are used up or at ``retry_deadline``,
+        whichever comes first; only raising that limit buys more attempts,
+        so the advice names it. When every attempt timed out, the store may
+        not be answering at all: then the endpoint is the first suspect and
+        ``request_timeout`` the other limit that changes the outcome.
+        """
+        t = self.transfer
+        where = self.url(bucket, key)
+        if timeouts == attempts:
+            each = "each" if attempts > 1 else "it"
+            cause = f": {each} timed out after {_seconds(t.request_timeout)} ({_OPTION}['request_timeout'])"
+        else:
+            cause = f" ({self._reason(exc)})"
+        left = t.retries - (attempts - 1)
+        deadline = f"the retry_deadline of {_seconds(t.retry_deadline)} ({_OPTION}['retry_deadline'])"
+        if left > 0:
+            stopped = f"{deadline} ended the retries with {left} of {t.retries} left"
+            limit = f"{_OPTION}['retry_deadline']"
+        elif elapsed >= t.retry_deadline:
+            stopped = f"no retry was left ({_OPTION}['retries'] is {t.retries}) and {deadline} had passed"
+            limit = f"{_OPTION}['retries'] and {_OPTION}['retry_deadline']"
+        else:
+            stopped = f"no retry was left ({_OPTION}['retries'] is {t.retries})"
+            limit = f"{_OPTION}['retries']"
+        if timeouts == attempts:
+            advice = (
+                f"check that the store's endpoint is up and answers, or raise {_OPTION}['request_timeout'] if its "
+                f"answers are slow, or {limit} for more attempts"
             )
+        else:
+            advice = f"the store may be overloaded or unreachable: retry later or raise {limit}"
+        return (
+            f"{self.store_name}: {what} {where!r} still failed after {attempts} attempts in {elapsed:.1f} s{cause}; "
+            f"{stopped}; {advice}"
+        )
+
+    def _translate(
+        self, exc: BaseException, kind: ErrorKind, what: str, bucket: str, key: str, *, bucket_missing: bool = False
+    ) -> CheckpointError:
+        """The trackpoint error of a failure that is not retried (see :meth:`_gave_up` for those that were)."""
+        where = self.url(bucket, key)
+        reason = self._reason(exc)
+        explained = self._explain(exc, kind)
+        if explained is not None:
+            message = f"{self.store_name}: {what} {where!r} failed ({reason}); {explained}"
+        elif kind == "not_found" and bucket_missing:
+            message = self._no_bucket(what, bucket, key, reason)
         elif kind == "not_found":
-            message = f"{self.store_name}: {what} {where!r} failed: it does not exist ({reason})"
+            message = f"{self.store_name}: {what} {where!r} failed: the object does not exist ({reason})"
         elif kind == "permission":
             message = (
                 f"{self.store_name}: {what} {where!r} was refused ({reason}); check the credentials and the "
@@ -757,14 +855,17 @@ class ObjectStore(FileLayer):
             )
         elif kind == "range":
             message = f"{self.store_name}: {what} {where!r}: the object is shorter than expected ({reason})"
-        elif kind == "transient":
-            message = (
-                f"{self.store_name}: {what} {where!r} still failed after {attempts} attempts ({reason}); the store "
-                f"may be overloaded or unreachable: retry later or raise backend_options['retries']"
-            )
         else:
             message = f"{self.store_name}: {what} {where!r} failed ({reason})"
         return translate_error(kind, message, url=where, key=key)
+
+    def _no_bucket(self, what: str, bucket: str, key: str, reason: str | None = None) -> str:
+        """The message of a request on a bucket that does not exist, reads and writes alike."""
+        cause = f" ({reason})" if reason else ""
+        return (
+            f"{self.store_name}: {what} {self.url(bucket, key)!r} failed: bucket {bucket!r} does not exist{cause}; "
+            "create it or correct the URL"
+        )
 
     # ------------------------------------------------------------ writes
     async def _settled_by_us(self, bucket: str, key: str, write_id: str) -> ObjectStat | None:
@@ -861,6 +962,12 @@ class ObjectStore(FileLayer):
         # round trip (an index opened for every restore).
         got = self.read_versioned(path)
         if got is None:
+            # object_get answers None for a missing bucket too: tell which is missing.
+            bucket, key = self.split(path)
+            if self._run(self._bucket_missing, "reading", bucket, key):
+                raise translate_error(
+                    "not_found", self._no_bucket("reading", bucket, key), url=self.url(bucket, key), key=key
+                )
             raise CheckpointNotFoundError(f"{self.store_name}: {path!r} does not exist")
         return got.data
 
@@ -995,6 +1102,27 @@ class ObjectStore(FileLayer):
                 pool, self._pool = self._pool, None
             if pool is not None and pool[0] == os.getpid():
                 pool[1].shutdown(wait=False)
+
+
+#: How messages name the options of this layer.
+_OPTION: Final = "backend_options"
+
+
+def _seconds(value: float) -> str:
+    """``value`` seconds for a message: ``"2 s"``, ``"0.5 s"``."""
+    return f"{value:g} s"
+
+
+def _timed_out(exc: BaseException) -> bool:
+    """Whether ``exc`` is a timeout or was raised for one (botocore's ``ReadTimeoutError`` for aiohttp's)."""
+    seen: BaseException | None = exc
+    for _ in range(8):  # a bound: a chain could loop
+        if seen is None:
+            return False
+        if isinstance(seen, TimeoutError):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
 
 
 def _consecutive(start: int, members: list[tuple[int, memoryview]]) -> list[memoryview] | None:

@@ -53,6 +53,12 @@ _TRANSIENT_CODES: Final = frozenset(
     }
 )
 
+#: How to give credentials, for the message of a request that found none.
+_GIVE_CREDENTIALS: Final = (
+    "set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or AWS_PROFILE) in the environment, pass "
+    "storage_options={'key': ..., 'secret': ...} (or 'profile'), or storage_options={'anon': True} for a public bucket"
+)
+
 
 class _Body(io.BytesIO):
     """A request body over ``bytes``, read by the HTTP client without a copy of the whole.
@@ -118,12 +124,17 @@ class S3Files(ObjectStore):
             ConnectTimeoutError,
             EndpointConnectionError,
             IncompleteReadError,
+            NoCredentialsError,
+            PartialCredentialsError,
             ReadTimeoutError,
             ResponseStreamingError,
         )
 
         if isinstance(exc, HTTPStatusError) and exc.status == 412:
             return "precondition"
+        if isinstance(exc, (NoCredentialsError, PartialCredentialsError)):
+            # Raised before any request is sent (botocore signs it); no retry finds credentials.
+            return "permission"
         code, status = _error_info(exc)
         if status or code:
             if status == 412 or code == "PreconditionFailed":
@@ -156,6 +167,15 @@ class S3Files(ObjectStore):
         if isinstance(exc, (aiohttp.ClientError, ConnectionError, asyncio.IncompleteReadError)):
             return "transient"
         return "other"
+
+    def _explain(self, exc: BaseException, kind: ErrorKind) -> str | None:
+        # docstring inherited
+        from botocore.exceptions import NoCredentialsError, PartialCredentialsError
+
+        if isinstance(exc, (NoCredentialsError, PartialCredentialsError)):
+            found = "incomplete credentials were" if isinstance(exc, PartialCredentialsError) else "no credentials were"
+            return f"{found} found: {_GIVE_CREDENTIALS}"
+        return None
 
     @staticmethod
     def _cond_kwargs(cond: Condition) -> dict[str, str]:
