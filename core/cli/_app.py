@@ -256,7 +256,7 @@ def _cleanup(args: argparse.Namespace, out: TextIO) -> int:
 
 def _inspect(args: argparse.Namespace, out: TextIO) -> int:
     from trackpoint.interchange._convert import open_source, read_graph
-    from trackpoint.interchange._names import path_names
+    from trackpoint.interchange._names import key_at_path, path_names
 
     if args.values and not args.key:
         raise _UsageError("--values needs --key KEY: name the tensor to print")
@@ -273,6 +273,9 @@ def _inspect(args: argparse.Namespace, out: TextIO) -> int:
         if args.key:
             by_path = {p: k for k, p in paths.items()}
             key = args.key if args.key in infos else by_path.get(args.key)
+            if key is None and graph is not None:
+                # Another path to a shared object (``model/alias`` where --tree shows ``alias -> model/shared``).
+                key = key_at_path(graph, args.key)
             if key is None:
                 raise trackpoint.CheckpointKeyError(
                     f"{prefix!r} has no tensor {args.key!r}; `trackpoint inspect {args.path}` lists its keys"

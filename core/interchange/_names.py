@@ -31,7 +31,7 @@ from trackpoint.graph import (
 from trackpoint.proto import trackable_object_graph_pb2 as pb
 from trackpoint.storage import OBJECT_GRAPH_KEY
 
-__all__ = ["VARIABLE_VALUE", "graph_from_names", "path_names", "prune_graph"]
+__all__ = ["VARIABLE_VALUE", "graph_from_names", "key_at_path", "path_names", "prune_graph"]
 
 #: Attribute name of a variable's value.
 VARIABLE_VALUE = "VARIABLE_VALUE"
@@ -94,6 +94,28 @@ def path_names(graph: pb.TrackableObjectGraph | None, keys: Iterable[str], *, se
                 "(--keep-keys), or leave one out with an exclude pattern"
             )
     return names
+
+
+def key_at_path(graph: pb.TrackableObjectGraph, path: str, *, separator: str = "/") -> str | None:
+    """The checkpoint key an object-graph path names, through any of the object's paths; ``None`` if none.
+
+    :func:`path_names` gives each tensor one path, the first breadth-first; an object reached by several
+    edges (``model.alias = model.shared``) has more, and each of them names its tensors too:
+    ``model/alias`` is ``model/shared``'s value, ``model/alias/.ATTRIBUTES/name`` its attribute ``name``.
+    """
+    parts = path.split(separator)
+    node = 0
+    for i, part in enumerate(parts):
+        if part == OBJECT_ATTRIBUTES_NAME and i == len(parts) - 2:
+            wanted = parts[-1]
+            break
+        child = next((c.node_id for c in graph.nodes[node].children if c.local_name == part), None)
+        if child is None or not 0 <= child < len(graph.nodes):
+            return None
+        node = child
+    else:
+        wanted = VARIABLE_VALUE
+    return next((a.checkpoint_key for a in graph.nodes[node].attributes if a.name == wanted), None)
 
 
 def prune_graph(graph: pb.TrackableObjectGraph, keep: Iterable[str]) -> pb.TrackableObjectGraph:

@@ -134,6 +134,20 @@ def test_inspect_one_tensor_by_path_with_values(cli: Any) -> None:
     np.testing.assert_array_equal(np.array(data["values"], np.float32), expected)
 
 
+def test_inspect_one_tensor_by_another_path_to_a_shared_object(cli: Any, tmp_path: Path) -> None:
+    """``--tree`` shows ``alias -> model/shared``; ``--key model/alias`` names that object's tensor too."""
+    model = tp.AutoTrackable()
+    model.shared = tp.Variable(np.arange(3, dtype=np.float32))
+    model.alias = model.shared
+    path = tp.Checkpoint(model=model).write(str(tmp_path / "ck"))
+    assert "alias  -> model/shared (shared)" in cli("inspect", path, "--tree").stdout
+    for key in ("model/alias", "model/alias/.ATTRIBUTES/VARIABLE_VALUE"):
+        result = cli("inspect", path, "--key", key, "--values")
+        assert result.returncode == 0, result.stderr
+        assert result.stdout.splitlines()[0] == "model/shared/.ATTRIBUTES/VARIABLE_VALUE  float32 [3]"
+    assert cli("inspect", path, "--key", "model/alias/nothing").returncode == 4
+
+
 def test_inspect_a_string_tensor_and_a_name_based_checkpoint() -> None:
     data = run_json(
         "inspect", str(FIXTURES / "python_state" / "ckpt-1"), "-k", "state/.ATTRIBUTES/py_state", "--values"
