@@ -350,6 +350,13 @@ class CheckpointOptions:
             raise TypeError(f"CheckpointOptions.progress must be True, False or None, got {self.progress!r}")
         if self.backend is not None and not isinstance(self.backend, str):
             raise TypeError(f"CheckpointOptions.backend must be a str or None, got {type(self.backend).__name__}")
+        if self.backend is not None and self.backend.startswith(("/job:", "/device:", "/cpu:", "/gpu:")):
+            # TensorFlow's first positional field is experimental_io_device; trackpoint's is backend.
+            raise ValueError(
+                f"CheckpointOptions(backend={self.backend!r}): that is a device name, as TensorFlow's "
+                "CheckpointOptions takes it first (experimental_io_device); trackpoint's first field is the "
+                f"backend, so pass it by keyword: CheckpointOptions(experimental_io_device={self.backend!r})"
+            )
         for name in ("max_shard_bytes", "num_writers"):
             value = getattr(self, name)
             if value is None:

@@ -72,6 +72,10 @@ def test_options_validate_and_hide_credentials() -> None:
         CheckpointOptions(num_writers=-1)
     with pytest.raises(TypeError, match="backend must be a str"):
         CheckpointOptions(backend=3)  # type: ignore[arg-type]
+    # TensorFlow's first positional field is the I/O device: ported positionally, it lands in `backend`.
+    with pytest.raises(ValueError, match=r"that is a device name.*CheckpointOptions\(experimental_io_device="):
+        CheckpointOptions("/job:localhost/device:CPU:0")
+    assert CheckpointOptions(experimental_io_device="/job:localhost/device:CPU:0").backend is None
     opts = CheckpointOptions(storage_options={"secret": "hunter2", "key": "AKIA123"})
     text = repr(opts)
     assert "hunter2" not in text and "AKIA123" not in text
