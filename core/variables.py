@@ -103,6 +103,15 @@ class SaveSliceInfo:
         return cls(full_name, s.full_shape, s.offset, s.shape)
 
 
+def _refuse_in_place(symbol: str, instead: str) -> Callable[[Variable, Any], NoReturn]:
+    """An in-place operator of :class:`Variable` that raises, naming the call that changes the variable."""
+
+    def refuse(self: Variable, other: Any) -> NoReturn:
+        self._no_in_place(symbol, instead)
+
+    return refuse
+
+
 class Variable(Trackable):
     """A named, mutable holder of one numpy array (``tf.Variable`` on numpy).
 
@@ -545,38 +554,17 @@ class Variable(Trackable):
             "numpy value"
         )
 
-    def __iadd__(self, other: Any) -> NoReturn:
-        self._no_in_place("+", "v.assign_add(value)")
-
-    def __isub__(self, other: Any) -> NoReturn:
-        self._no_in_place("-", "v.assign_sub(value)")
-
-    def __imul__(self, other: Any) -> NoReturn:
-        self._no_in_place("*", "v.assign(v * value)")
-
-    def __itruediv__(self, other: Any) -> NoReturn:
-        self._no_in_place("/", "v.assign(v / value)")
-
-    def __ifloordiv__(self, other: Any) -> NoReturn:
-        self._no_in_place("//", "v.assign(v // value)")
-
-    def __imod__(self, other: Any) -> NoReturn:
-        self._no_in_place("%", "v.assign(v % value)")
-
-    def __ipow__(self, other: Any) -> NoReturn:
-        self._no_in_place("**", "v.assign(v ** value)")
-
-    def __imatmul__(self, other: Any) -> NoReturn:
-        self._no_in_place("@", "v.assign(v @ value)")
-
-    def __iand__(self, other: Any) -> NoReturn:
-        self._no_in_place("&", "v.assign(v & value)")
-
-    def __ior__(self, other: Any) -> NoReturn:
-        self._no_in_place("|", "v.assign(v | value)")
-
-    def __ixor__(self, other: Any) -> NoReturn:
-        self._no_in_place("^", "v.assign(v ^ value)")
+    __iadd__ = _refuse_in_place("+", "v.assign_add(value)")
+    __isub__ = _refuse_in_place("-", "v.assign_sub(value)")
+    __imul__ = _refuse_in_place("*", "v.assign(v * value)")
+    __itruediv__ = _refuse_in_place("/", "v.assign(v / value)")
+    __ifloordiv__ = _refuse_in_place("//", "v.assign(v // value)")
+    __imod__ = _refuse_in_place("%", "v.assign(v % value)")
+    __ipow__ = _refuse_in_place("**", "v.assign(v ** value)")
+    __imatmul__ = _refuse_in_place("@", "v.assign(v @ value)")
+    __iand__ = _refuse_in_place("&", "v.assign(v & value)")
+    __ior__ = _refuse_in_place("|", "v.assign(v | value)")
+    __ixor__ = _refuse_in_place("^", "v.assign(v ^ value)")
 
     # ----------------------------------------------------------- checkpoints
     def _serialize_to_tensors(self) -> dict[str, Any]:
