@@ -350,6 +350,17 @@ def _atomic(path: str, write: Callable[[str], None], overwrite: bool) -> None:
     directory = os.path.dirname(os.path.abspath(path))
     temp = os.path.join(directory, f".{os.path.basename(path)}.tmp-{uuid.uuid4().hex}")
     try:
+        # As a checkpoint's save makes its directory, so does an export to a file.
+        os.makedirs(directory, exist_ok=True)
+    except (FileExistsError, NotADirectoryError) as exc:
+        raise StorageError(
+            f"cannot write {path!r}: a file is in the way of its directory {directory!r}; choose another location"
+        ) from exc
+    except PermissionError as exc:
+        from trackpoint.errors import StoragePermissionError
+
+        raise StoragePermissionError(f"cannot write {path!r}: cannot create its directory ({exc})") from exc
+    try:
         write(temp)
         with open(temp, "rb+") as fh:
             os.fsync(fh.fileno())
@@ -422,7 +433,13 @@ def write_safetensors(path: str, tensors: Tensors, metadata: Mapping[str, str], 
 
     def write(temp: str) -> None:
         # `arrays` stays referenced while the package reads through the raw pointers.
-        safetensors.serialize_file(specs, temp, metadata=dict(metadata))
+        try:
+            safetensors.serialize_file(specs, temp, metadata=dict(metadata))
+        except Exception as exc:
+            if isinstance(exc, OSError):
+                raise
+            # The package reports its I/O failures as its own SafetensorError, not as OSError.
+            raise StorageError(f"cannot write {path!r}: {exc}") from exc
 
     _atomic(path, write, overwrite)
     del arrays

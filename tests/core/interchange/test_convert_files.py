@@ -20,6 +20,7 @@ from trackpoint.errors import (
     CheckpointNotFoundError,
     DataLossError,
     InvalidPathError,
+    StorageError,
     UnsupportedDTypeError,
 )
 
@@ -199,6 +200,18 @@ def test_an_existing_file_is_kept_unless_overwrite(tmp_path: Path) -> None:
     assert out.read_bytes() == b"precious"
     tp.convert(NESTED, str(out), overwrite=True)
     assert np.load(out)["model/stack/1"].shape == (3,)
+
+
+@pytest.mark.parametrize("suffix", [".npz", ".safetensors"])
+def test_an_export_makes_its_directory_as_a_save_does(tmp_path: Path, suffix: str) -> None:
+    out = tmp_path / "exports" / "run-1" / f"model{suffix}"
+    tp.convert(NESTED, str(out))
+    tp.convert(str(out), str(tmp_path / "back" / "ckpt"))
+    assert tp.list_variables(str(tmp_path / "back" / "ckpt")) == tp.list_variables(NESTED)
+    in_the_way = tmp_path / "a-file"
+    in_the_way.write_bytes(b"")
+    with pytest.raises(StorageError, match=r"a file is in the way of its directory"):
+        tp.convert(NESTED, str(in_the_way / f"model{suffix}"))
 
 
 def test_writing_safetensors_without_the_package_names_the_extra(
