@@ -282,13 +282,15 @@ def test_commit_checks_every_shard_in_one_round_of_requests(store: ObjectStore, 
     shards = [backend.write_shard(prefix, ShardSpec(i, 6, "c" * 32), [items[i]]) for i in range(6)]
     stat = "HEAD" if store.name == "s3" else "GET"  # GCS reads an object's metadata with a GET
     proxy.clear()
-    proxy.add(Rule(stat, r"\.(part|data)-", action="delay", delay=0.3, times=1000))
+    proxy.add(Rule(stat, r"\.(part|data)-", action="delay", delay=1.0, times=1000))
     started = time.monotonic()
     backend.commit(prefix, shards)
     took = time.monotonic() - started
     assert proxy.count(stat, r"\.(part|data)-") == 18  # 6 markers and 6 data objects, then the 6 markers
-    assert proxy.peak_in_flight(stat, r"\.(part|data)-") == 12
-    assert took < 18 * 0.3, f"the commit's 18 checks of 0.3 s each took {took:.1f} s: asked one by one"
+    # All 12 of the first round are in flight together, unless a loaded machine was slow to send the last
+    # one within the second the first is held; asked one by one it is 1, and S3's old pool of 10 capped it.
+    assert proxy.peak_in_flight(stat, r"\.(part|data)-") >= 11
+    assert took < 18 * 1.0, f"the commit's 18 checks of 1 s each took {took:.1f} s: asked one by one"
     _assert_restores(backend, prefix, items)
 
 
