@@ -379,7 +379,7 @@ class BundleReader(CheckpointReader):
         for inter, where, piece in overlaps:
             e = piece.entry
             path_ranges = jobs.setdefault(e.shard_id, [])
-            target = dest[inter.within(part)]
+            target = dest[inter.within(part)] if dest.ndim else dest[...]  # dest[()] of 0-d is a copy
             whole = inter == where or not ranged
             if whole:
                 direct = inter == where and target.flags.c_contiguous

@@ -254,10 +254,16 @@ def _block_entries(block: bytes, where: str) -> list[tuple[bytes, bytes]]:
 def _index_handles(data: bytes, where: str) -> tuple[list[tuple[int, int]], int]:
     """The ``(offset, size)`` of every data block, in key order, and where the blocks must end (the footer)."""
     n = len(data)
-    if n < FOOTER_SIZE or data[n - 8 :] != _MAGIC_BYTES:
+    if n < FOOTER_SIZE:
+        # Shorter than any table's footer: a committed index cut short (an empty file, a copy interrupted),
+        # as TensorFlow's "file is too short to be an sstable".
+        raise DataLossError(
+            f"{where} is truncated: {n} bytes, shorter than the {FOOTER_SIZE}-byte footer of any bundle index"
+        )
+    if data[n - 8 :] != _MAGIC_BYTES:
         raise InvalidCheckpointError(
-            f"{where} is not a TensorFlow bundle index (missing the table magic number); "
-            "check that the path names a checkpoint prefix"
+            f"{where} is not a TensorFlow bundle index, or is truncated (missing the table magic number at its "
+            "end); check that the path names a checkpoint prefix"
         )
     limit = n - FOOTER_SIZE
     footer = data[limit:]

@@ -173,7 +173,22 @@ class ZarrBackend(StorageBackend):
     # -------------------------------------------------------------- reading
     def open_reader(self, prefix: str) -> CheckpointReader:
         group = self._group(prefix)
-        found = self._strategy.read_root(group)
+        identity: Callable[[], object] | None = None
+        opened: object = None
+        if self._exchange is not None:
+            # An overwrite swaps a new group in at this path, so chunks are read by paths that may name the
+            # next checkpoint's by then, and their checksums match them. The root document's identity (a new
+            # file on every commit) tells the reader when its checkpoint was replaced (see ZarrReader).
+            root = _paths.join(group, _layout.ZARR_JSON)
+
+            def identity() -> object:
+                return self._files.modified(root), self._files.size(root)
+
+        for _ in range(3):
+            opened = None if identity is None else identity()
+            found = self._strategy.read_root(group)
+            if identity is None or identity() == opened:
+                break  # else replaced while being read: read the new one
         if found is None:
             raise CheckpointNotFoundError(f"zarr: no checkpoint is committed at {prefix!r} (no {group}/zarr.json)")
         attrs, metadata = found
@@ -189,7 +204,16 @@ class ZarrBackend(StorageBackend):
         # Array metadata comes from the (checksummed) consolidated copy: no
         # per-array zarr.json read, and a damaged one cannot mislead a restore.
         arrays = {name[len(data) + 1 :] if data else name: meta for name, meta in metadata.items()}
-        return ZarrReader(prefix, self._files, _paths.join(group, data) if data else group, table, graph, arrays)
+        return ZarrReader(
+            prefix,
+            self._files,
+            _paths.join(group, data) if data else group,
+            table,
+            graph,
+            arrays,
+            identity=identity,
+            opened=opened,
+        )
 
     # ------------------------------------------------------------ namespace
     def exists(self, prefix: str) -> bool:

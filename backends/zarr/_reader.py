@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import sys
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from operator import itemgetter
@@ -94,8 +94,15 @@ class ZarrReader(CheckpointReader):
         table: Mapping[str, Any],
         graph: bytes | None,
         metadata: Mapping[str, Any],
+        *,
+        identity: Callable[[], object] | None = None,
+        opened: object = None,
     ) -> None:
         self.prefix = prefix
+        # On a store whose overwrite swaps the group in place: the committed root's identity now
+        # (``identity()``) and when this reader read it (``opened``); see _unchanged.
+        self._identity = identity
+        self._opened = opened
         self._metadata = metadata
         self._files = files
         self._data_root = data_root
@@ -246,6 +253,19 @@ class ZarrReader(CheckpointReader):
         directory = _paths.join(self._data_root, name)
         return read_packed(self._files, directory, start, stop, shard, inner, codec, separator, scratch)
 
+    def _unchanged(self) -> None:
+        """Raise if this reader's checkpoint was replaced at its path since it was opened.
+
+        Called after every read, so values read from a replaced checkpoint (old metadata over the new
+        checkpoint's chunks, whose checksums match) are never returned. On object stores the data lives
+        in a group of its own version and needs no check: a replaced one's chunks are gone.
+        """
+        if self._identity is not None and self._identity() != self._opened:
+            raise DataLossError(
+                f"zarr: the checkpoint at {self.prefix!r} was replaced while this reader had it open, so what it "
+                "read may be the new checkpoint's; open the checkpoint again"
+            )
+
     def read(self, key: str, out: np.ndarray[Any, Any] | None = None) -> np.ndarray[Any, Any]:
         if key == OBJECT_GRAPH_KEY and self._graph is not None:
             graph = np.empty((), dtype=object)
@@ -253,8 +273,11 @@ class ZarrReader(CheckpointReader):
             return graph
         e = self._entry(key)
         if e.slices:
-            return self._read_part(key, e, TensorSlice.full(e.shape), out)
-        return self._read_entry(key, e, out)
+            value = self._read_part(key, e, TensorSlice.full(e.shape), out)
+        else:
+            value = self._read_entry(key, e, out)
+        self._unchanged()
+        return value
 
     def read_slice(
         self,
@@ -273,7 +296,9 @@ class ZarrReader(CheckpointReader):
             return super().read_slice(key, offset, shape, out)
         e = self._entry(key)
         part = TensorSlice(e.shape, tuple(offset), tuple(shape))
-        return self._read_part(key, e, part, out)
+        value = self._read_part(key, e, part, out)
+        self._unchanged()
+        return value
 
     def _read_part(
         self, key: str, e: _Entry, part: TensorSlice, out: np.ndarray[Any, Any] | None
@@ -454,6 +479,7 @@ class ZarrReader(CheckpointReader):
             for _, i in own:
                 results[i] = self.read(*requests[i])
             self._read_packed_runs(requests, by_packed, results)
+        self._unchanged()
         return [r for r in results if r is not None]
 
     def _chunk_sizes_of(self, paths: list[str]) -> list[int | None]:

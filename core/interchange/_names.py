@@ -102,6 +102,7 @@ def key_at_path(graph: pb.TrackableObjectGraph, path: str, *, separator: str = "
     :func:`path_names` gives each tensor one path, the first breadth-first; an object reached by several
     edges (``model.alias = model.shared``) has more, and each of them names its tensors too:
     ``model/alias`` is ``model/shared``'s value, ``model/alias/.ATTRIBUTES/name`` its attribute ``name``.
+    An object's path alone names its ``VARIABLE_VALUE``, or its only attribute (``PythonState``).
     """
     parts = path.split(separator)
     node = 0
@@ -114,7 +115,10 @@ def key_at_path(graph: pb.TrackableObjectGraph, path: str, *, separator: str = "
             return None
         node = child
     else:
-        wanted = VARIABLE_VALUE
+        attributes = graph.nodes[node].attributes
+        # An object's value; or its one attribute of another name (a PythonState's py_state).
+        only = attributes[0].checkpoint_key if len(attributes) == 1 else None
+        return next((a.checkpoint_key for a in attributes if a.name == VARIABLE_VALUE), only)
     return next((a.checkpoint_key for a in graph.nodes[node].attributes if a.name == wanted), None)
 
 

@@ -239,6 +239,15 @@ def test_several_sliced_variables_restore_in_one_step() -> None:
     np.testing.assert_array_equal(target.c.numpy(), FULL + 1)
 
 
+@pytest.mark.parametrize("scheme", ["", "zarr://"])
+def test_the_slice_of_a_scalar_is_the_scalar(tmp_path: Any, scheme: str) -> None:
+    """A 0-d tensor's only part has shape (); the bundle reader tried to read into a scalar copy."""
+    path = tp.Checkpoint(step=tp.Variable(np.int64(7)), flag=tp.Variable(True)).write(f"{scheme}{tmp_path}/ckpt")
+    with tp.load_checkpoint(path) as reader:
+        assert reader.get_slice("step/.ATTRIBUTES/VARIABLE_VALUE", (), ()) == np.int64(7)
+        assert bool(reader.get_slice("flag/.ATTRIBUTES/VARIABLE_VALUE", [], []))
+
+
 def test_tensor_reader_get_slice() -> None:
     root = tp.AutoTrackable()
     root.v = tp.Variable(FULL)

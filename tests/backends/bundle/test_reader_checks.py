@@ -101,6 +101,16 @@ def test_foreign_index_file(tmp_path: Path, backend: BundleBackend) -> None:
         backend.open_reader(prefix)
 
 
+def test_an_index_cut_shorter_than_a_footer_is_data_loss(prefix: str, backend: BundleBackend) -> None:
+    """An empty or cut-short index is damage (DataLossError, which a fallback to an older checkpoint catches)."""
+    backend.save(prefix, [WriteItem("a", np.arange(10.0))])
+    index = Path(prefix + ".index")
+    for size in (20, 0):  # cut short, then emptied
+        index.write_bytes(index.read_bytes()[:size] if size else b"")
+        with pytest.raises(DataLossError, match=rf"\.index is truncated: {size} bytes, shorter than the 48-byte"):
+            backend.open_reader(prefix)
+
+
 def test_missing_header(prefix: str, backend: BundleBackend) -> None:
     Path(prefix + ".index").write_bytes(build_table([(b"a", encode_entry(1, (1,), 0, 0, 4, 0))]))
     with pytest.raises(DataLossError, match="header entry is missing"):

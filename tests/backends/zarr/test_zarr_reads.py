@@ -352,3 +352,24 @@ def test_a_shard_index_giving_an_inner_chunk_the_wrong_size_is_refused(local: An
     with local.backend.open_reader(local.prefix()) as reader:
         with pytest.raises(DataLossError, match=r"inner chunk 2 of .* holds 1027 bytes, expected 1028"):
             reader.read_many([(it.key, None) for it in items])
+
+
+def test_a_reader_open_across_an_overwrite_never_returns_the_new_checkpoints_bytes(tmp_path: Path) -> None:
+    """An overwrite swaps a new group in at the path; the old reader's metadata must not decode its chunks.
+
+    Their checksums match the new chunks, so without the check the float32 9.0s of the new checkpoint came
+    back as float64 values of the old tensor's shape, and two reads could mix the two checkpoints.
+    """
+    import trackpoint as tp
+
+    prefix = f"zarr://{tmp_path}/ckpt"
+    tp.Checkpoint(w=tp.Variable(np.full((256, 64), 7.0)), b=tp.Variable(np.zeros(3))).write(prefix)
+    reader = tp.load_checkpoint(prefix)
+    assert reader.get_tensor("b/.ATTRIBUTES/VARIABLE_VALUE").tolist() == [0.0, 0.0, 0.0]
+    tp.Checkpoint(w=tp.Variable(np.full((512, 64), 9.0, np.float32)), b=tp.Variable(np.ones(3))).write(prefix)
+    for key in ("w/.ATTRIBUTES/VARIABLE_VALUE", "b/.ATTRIBUTES/VARIABLE_VALUE"):
+        with pytest.raises(
+            DataLossError, match="was replaced while this reader had it open.*open the checkpoint again"
+        ):
+            reader.get_tensor(key)
+    assert tp.load_checkpoint(prefix).get_tensor("w/.ATTRIBUTES/VARIABLE_VALUE")[0, 0] == 9.0

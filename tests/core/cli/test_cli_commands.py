@@ -146,6 +146,9 @@ def test_inspect_one_tensor_by_another_path_to_a_shared_object(cli: Any, tmp_pat
         assert result.returncode == 0, result.stderr
         assert result.stdout.splitlines()[0] == "model/shared/.ATTRIBUTES/VARIABLE_VALUE  float32 [3]"
     assert cli("inspect", path, "--key", "model/alias/nothing").returncode == 4
+    # An object whose one attribute is not a VARIABLE_VALUE (a PythonState's py_state), by its path alone.
+    state = cli("inspect", str(FIXTURES / "python_state" / "ckpt-1"), "--key", "state")
+    assert state.returncode == 0 and state.stdout.startswith("state/.ATTRIBUTES/py_state  string []")
 
 
 def test_inspect_a_string_tensor_and_a_name_based_checkpoint() -> None:
