@@ -415,6 +415,10 @@ class AsyncSaver:
                 "async_when_busy='wait'"
             )
         self.sync("the next save")
+        if enabled(options):
+            # A bad environment variable fails the save here, before its events start or a save counter
+            # moves: a save that started is followed by exactly one of committed and failed.
+            writer_niceness()
 
     @_signal_safe.guarded
     def wait(self) -> None:

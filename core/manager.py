@@ -540,9 +540,13 @@ class CheckpointManager:
             it is neither committed nor in the state file. Each failure is
             raised once, by this, the next save or the next restore.
         """
+        self._wait_for_save("sync()")
+
+    def _wait_for_save(self, by: str) -> None:
+        """:meth:`sync`, its failure's note naming the call ``by`` that raised it."""
         saver: _async.AsyncSaver | None = getattr(self._checkpoint, "_self_async", None)
         if saver is not None:
-            saver.sync()
+            saver.sync(by)
 
     # -------------------------------------------------------------- lifetime
     @_signal_safe.guarded
@@ -559,7 +563,7 @@ class CheckpointManager:
         backend), and its failure raised.
         """
         try:
-            self.sync()
+            self._wait_for_save("close()")
         finally:
             self._closer()
 

@@ -934,6 +934,8 @@ class TrackableSaver:
         if number:
             prefix = f"{prefix}-{number}"
         chosen = options or self._options
+        # Synchronous, as TensorFlow 1's: saying so beats a silently synchronous save (and there is no sync()).
+        _async.refuse(chosen, "TrackableSaver.save")
         backend = _resolve.writer(self._backends.store(prefix, chosen))
         backend.save(prefix, write_items(self._view), chosen, overwrite=True)
         return prefix
@@ -1032,6 +1034,7 @@ class FrozenSaver:
         graph = np.empty((), dtype=object)
         graph[()] = self._graph
         items.append(WriteItem(OBJECT_GRAPH_KEY, graph))
+        _async.refuse(options, "FrozenSaver.save")
         backend = _resolve.writer(self._backends.store(prefix, options))
         backend.save(prefix, items, options, overwrite=True)
         return prefix

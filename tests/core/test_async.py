@@ -535,10 +535,31 @@ def test_sync_without_a_save_returns() -> None:
     ckpt.sync()
 
 
-def test_the_tensorflow_1_saver_refuses_async_saves() -> None:
+def test_the_tensorflow_1_savers_refuse_async_saves() -> None:
     saver = tp.Saver({"v": tp.Variable(1.0)})
     with pytest.raises(UnsupportedOptionError, match=r"Saver.save saves synchronously"):
         saver.save(None, "memory://async/saver/model", options=tp.CheckpointOptions(enable_async=True))
+    # The object-based ones too: they have no sync(), and an option saying async must not mean "blocks".
+    ckpt = tp.Checkpoint(v=tp.Variable(1.0))
+    for save, what in (
+        (tp.TrackableSaver(ckpt).save, "TrackableSaver.save"),
+        (tp.frozen_saver(ckpt).save, "FrozenSaver.save"),
+    ):
+        with pytest.raises(UnsupportedOptionError, match=rf"{what} saves synchronously"):
+            save("memory://async/saver/objects", options=tp.CheckpointOptions(enable_async=True))
+    assert not tp.checkpoint_exists("memory://async/saver/objects")
+
+
+def test_a_managers_close_names_itself_in_a_background_failures_note(gate: Gate, tmp_path: Path) -> None:
+    manager = tp.CheckpointManager(
+        tp.Checkpoint(v=tp.Variable(1.0)), "memory://async/close", max_to_keep=2, options=ASYNC
+    )
+    gate.fail = StorageError("memory: the disk is full")
+    manager.save()
+    gate.open.set()
+    with pytest.raises(StorageError, match="the disk is full") as info:
+        manager.close()
+    assert any(note.startswith("raised by close()") for note in info.value.__notes__), info.value.__notes__
 
 
 def test_convert_refuses_an_async_destination_and_ignores_async_fields_of_the_source(tmp_path: Path) -> None:

@@ -210,3 +210,7 @@ def test_a_bad_niceness_setting_fails_the_save_before_anything_is_pinned(
     with pytest.raises(ValueError, match=r"TRACKPOINT_ASYNC_NICENESS=.*expected an integer from 0"):
         ckpt.write(str(tmp_path / "ckpt"), tp.CheckpointOptions(enable_async=True))
     assert v._pin is None and not tp.checkpoint_exists(str(tmp_path / "ckpt"))
+    # Before the save started: no save_counter moved (and no save_started event without its end).
+    with pytest.raises(ValueError, match=r"TRACKPOINT_ASYNC_NICENESS="):
+        ckpt.save(str(tmp_path / "numbered"), tp.CheckpointOptions(enable_async=True))
+    assert int(ckpt.save_counter.numpy()) == 0
