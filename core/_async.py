@@ -935,7 +935,9 @@ def _record_exit_statuses() -> None:
         return
 
     def recording_exit(status: Any = None, /) -> NoReturn:
-        _exit_statuses[:] = [status]
+        if threading.current_thread() is threading.main_thread():
+            # Elsewhere sys.exit ends only its thread, never the program: its status is not the program's.
+            _exit_statuses[:] = [status]
         original(status)
 
     functools.update_wrapper(recording_exit, original)
@@ -949,7 +951,9 @@ def _program_status() -> int:
     An uncaught exception (the interpreter set ``sys.last_value``) means 1; a
     ``sys.exit(status)`` (recorded by :func:`_record_exit_statuses`) means
     what the interpreter makes of ``status``: ``None`` is 0, an int itself,
-    anything else 1. A ``SystemExit`` raised directly goes unseen.
+    anything else 1. A ``SystemExit`` raised directly goes unseen, and so does
+    one the program caught: its recorded status is taken as the program's.
+    ``sys.exit`` in another thread ends that thread only and is not recorded.
     """
     if getattr(sys, "last_exc", None) is not None or getattr(sys, "last_value", None) is not None:
         return 1

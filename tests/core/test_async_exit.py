@@ -157,6 +157,23 @@ def test_a_failure_turns_a_zero_status_the_program_chose_into_1(tmp_path: Path) 
     assert "StorageError: bundle: no space left on device" in done.stderr
 
 
+def test_sys_exit_in_another_thread_is_not_the_programs_status(tmp_path: Path) -> None:
+    """A thread's sys.exit(2) ends the thread; the program ends normally, so a failure makes its status 1."""
+    done = _run(
+        tmp_path,
+        """
+        gated.GATE.fail = StorageError("bundle: no space left on device")
+        gated.GATE.open.set()
+        ckpt.save(sys.argv[1] + "/ckpt", options)
+        worker = threading.Thread(target=sys.exit, args=(2,))
+        worker.start()
+        worker.join()
+        """,
+    )
+    assert done.returncode == 1
+    assert "StorageError: bundle: no space left on device" in done.stderr
+
+
 def test_a_failure_after_an_uncaught_exception_is_reported_too_and_every_exit_handler_runs(tmp_path: Path) -> None:
     done = _run(
         tmp_path,
