@@ -131,11 +131,9 @@ _GCS_SCHEMES = ("gs", "gcs")
 
 def _transfer_option_names() -> frozenset[str]:
     """The ``backend_options`` the object stores read (:class:`~trackpoint.backends.stores.TransferOptions`)."""
-    import dataclasses
-
     from trackpoint.backends.stores import TransferOptions
 
-    return frozenset(f.name for f in dataclasses.fields(TransferOptions))
+    return TransferOptions.names()
 
 
 def _refuse_unknown(backend: str, unknown: set[str], valid: list[str]) -> None:

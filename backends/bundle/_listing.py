@@ -21,9 +21,15 @@ from trackpoint.backends.stores import FileLayer
 def listed(files: FileLayer, prefix: str, pattern: re.Pattern[str]) -> list[str]:
     """Paths in ``prefix``'s directory whose name matches ``pattern`` for this prefix."""
     directory = files.dirname(prefix)
-    base = basename(prefix)
+    return _of_prefix(files, directory, basename(prefix), files.listdir(directory), pattern)
+
+
+def _of_prefix(
+    files: FileLayer, directory: str, base: str, names: Sequence[str], pattern: re.Pattern[str]
+) -> list[str]:
+    """The paths of ``names`` (in ``directory``) that ``pattern`` matches for the prefix ``base``."""
     out = []
-    for name in files.listdir(directory):
+    for name in names:
         m = pattern.match(name)
         if m is not None and m.group("base") == base:
             out.append(files.join(directory, name))
@@ -45,18 +51,12 @@ def prefix_files(files: FileLayer, prefix: str) -> PrefixFiles:
     """The index, data files and piece indexes of ``prefix``, from one listing of its directory."""
     directory = files.dirname(prefix)
     base = basename(prefix)
-    index = False
-    data: list[str] = []
-    parts: list[str] = []
-    for name in files.listdir(directory):
-        if name == basename(index_name(prefix)):
-            index = True
-            continue
-        for pattern, found in ((DATA_RE, data), (PART_RE, parts)):
-            m = pattern.match(name)
-            if m is not None and m.group("base") == base:
-                found.append(files.join(directory, name))
-    return PrefixFiles(index, data, parts)
+    names = files.listdir(directory)
+    return PrefixFiles(
+        basename(index_name(prefix)) in names,
+        _of_prefix(files, directory, base, names, DATA_RE),
+        _of_prefix(files, directory, base, names, PART_RE),
+    )
 
 
 def count_of(path: str) -> int | None:

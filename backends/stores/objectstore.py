@@ -48,7 +48,7 @@ import threading
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING, Any, ClassVar, Final, TypeVar
 
 from trackpoint import _paths
@@ -290,6 +290,11 @@ class TransferOptions:
     read_part_size: int = 64 * _MiB
     coalesce_gap: int = 256 * 1024
     max_concurrency: int = 16
+
+    @classmethod
+    def names(cls) -> frozenset[str]:
+        """The ``backend_options`` keys this layer reads."""
+        return frozenset(f.name for f in fields(cls))
 
     @classmethod
     def from_backend_options(

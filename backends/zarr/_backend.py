@@ -19,7 +19,6 @@ a Zarr backend is created.
 from __future__ import annotations
 
 import base64
-import dataclasses
 import json
 import os
 import time
@@ -114,7 +113,7 @@ class ZarrBackend(StorageBackend):
             # The store's options (retries, time-outs: the factory gave them to the store) are not the format's.
             from trackpoint.backends.stores import TransferOptions
 
-            store = {f.name for f in dataclasses.fields(TransferOptions)}
+            store = TransferOptions.names()
             given = {k: v for k, v in given.items() if k not in store}
         if not given:
             return self
