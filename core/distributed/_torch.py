@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+import threading
 from collections.abc import Sequence
 from typing import Any
 
@@ -44,7 +45,13 @@ class TorchCoordinator(KeyValueCoordinator):
         slowest rank's write time.
     store
         The store to exchange messages through; by default the one the
-        default process group was initialised with.
+        default process group was initialised with. Each thread that uses
+        the coordinator talks to it through a clone of its own
+        (``Store.clone``), so that one thread's wait, such as a
+        preemption check in the training loop, never holds up another's
+        request, such as an async save's writer thread: a store client
+        serves one request at a time. A store that cannot be cloned is
+        shared by every thread.
 
     Raises
     ------
@@ -73,11 +80,23 @@ class TorchCoordinator(KeyValueCoordinator):
             "world" if group is None else str(getattr(group, "group_name", "") or dist.get_process_group_ranks(group))
         )
         self._store = store
+        self._clients = threading.local()
         super().__init__(rank, world_size, timeout=timeout, namespace=f"trackpoint/{name!s}")
+
+    def _client(self) -> Any:
+        """This thread's client of the store: a clone made on first use, or the store if it has no clones."""
+        client = getattr(self._clients, "store", None)
+        if client is None:
+            try:
+                client = self._store.clone()
+            except Exception:  # noqa: BLE001 - a Python subclass of Store raises RuntimeError ("pure virtual")
+                client = self._store
+            self._clients.store = client
+        return client
 
     def _set(self, key: str, value: bytes) -> None:
         try:
-            self._store.set(key, value)
+            self._client().set(key, value)
         except Exception as exc:  # torch raises RuntimeError subclasses of many kinds
             raise CoordinationError(
                 f"TorchCoordinator: rank {self.rank} could not write to the process group's store: {exc} "
@@ -87,8 +106,8 @@ class TorchCoordinator(KeyValueCoordinator):
     def _get(self, keys: Sequence[str], timeout: float) -> list[bytes]:
         dist = _dist()
         try:
-            self._store.wait(list(keys), datetime.timedelta(seconds=timeout))
-            values = self._store.multi_get(list(keys))
+            self._client().wait(list(keys), datetime.timedelta(seconds=timeout))
+            values = self._client().multi_get(list(keys))
         except dist.DistStoreError as exc:
             if "timeout" in str(exc).lower():
                 raise CoordinationTimeoutError(str(exc)) from exc
@@ -107,13 +126,13 @@ class TorchCoordinator(KeyValueCoordinator):
         # compare_set with an empty expected value sets a missing key and otherwise returns the value
         # stored, in one request the store serves atomically (TCPStore, FileStore, HashStore, PrefixStore).
         try:
-            return bytes(self._store.compare_set(key, "", value))
+            return bytes(self._client().compare_set(key, "", value))
         except Exception as exc:  # torch raises RuntimeError subclasses of many kinds
             raise self._failed(exc) from exc
 
     def _delete(self, keys: Sequence[str]) -> None:
         for key in keys:
             try:
-                self._store.delete_key(key)
+                self._client().delete_key(key)
             except Exception:  # noqa: BLE001 - best effort: a key left behind costs a few bytes
                 return

@@ -315,6 +315,33 @@ def async_manager_run(ctx: Context, directory: str, saves: int) -> dict[str, Any
     return {"paths": paths, "checkpoints": manager.checkpoints, "latest": manager.latest_checkpoint, "steps": stored}
 
 
+
+def async_saves_with_preemption_checks(ctx: Context, directory: str, steps: int) -> dict[str, Any]:
+    """A training loop: an async manager save every step and a coordinated preemption check between them.
+
+    The writer thread's save collectives and the main thread's checks use one
+    coordinator at the same time, as ``save_on_sigterm(..., coordinator=)``
+    with async saves does.
+    """
+    from trackpoint.preemption import save_on_sigterm
+
+    coordinator = ctx.coordinator(30.0)
+    model = _model(11, [4096])
+    options = tp.CheckpointOptions(coordinator=coordinator, enable_async=True)
+    manager = tp.CheckpointManager(tp.Checkpoint(model=model), directory, max_to_keep=2, options=options)
+    handler = save_on_sigterm(manager, coordinator=coordinator, exit_after=False)
+    try:
+        for step in range(steps):
+            model.step.assign(np.int64(step))
+            manager.save()
+            for _ in range(20):
+                handler.check()
+        manager.sync()
+    finally:
+        handler.uninstall()
+        manager.close()
+    return {"checkpoints": manager.checkpoints, "step": int(tp.load_variable(manager.latest_checkpoint or "", "model/step/.ATTRIBUTES/VARIABLE_VALUE"))}
+
 # ---------------------------------------------------------------------- partitioned values
 def _part(ctx: Context, rows: int, cols: int, fill: bool) -> tp.AutoTrackable:
     """This rank's rows of ``table`` (row-partitioned over the ranks) and the replicated ``bias``."""

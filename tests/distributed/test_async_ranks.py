@@ -20,3 +20,15 @@ def test_async_manager_saves_on_two_ranks_hold_the_values_of_their_save_calls(to
     assert out[0]["checkpoints"] == [f"{directory}/ckpt-2", f"{directory}/ckpt-3"]
     assert out[0]["latest"] == f"{directory}/ckpt-3" == tp.latest_checkpoint(directory)
     assert out[0]["steps"] == [101, 102]  # never the -1 assigned while each save was written
+
+
+def test_async_saves_and_coordinated_preemption_checks_share_one_torch_coordinator(
+    torch2: Ranks, tmp_path: Path
+) -> None:
+    # torch's store client serves one request at a time: a check's wait in the main thread must not hold
+    # up the writer thread's save collectives (every rank timed out while they shared one client).
+    directory = str(tmp_path / "run")
+    out = torch2.values("async_saves_with_preemption_checks", directory=directory, steps=4)
+    assert all(o == out[0] for o in out), out
+    assert out[0]["checkpoints"] == [f"{directory}/ckpt-3", f"{directory}/ckpt-4"]
+    assert out[0]["step"] == 3

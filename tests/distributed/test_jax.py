@@ -111,3 +111,10 @@ def test_process_0_killed_mid_save_takes_the_coordination_service_with_it(tmp_pa
         if error[0] == "CoordinationError":
             assert "coordination service" in error[1]
         assert group.procs[1].wait(30) == -signal.SIGABRT
+
+
+def test_async_saves_and_coordinated_preemption_checks_share_one_coordinator(jax2: Ranks, tmp_path: Path) -> None:
+    directory = str(tmp_path / "run")
+    out = jax2.values("async_saves_with_preemption_checks", directory=directory, steps=3)
+    assert all(o == out[0] for o in out), out
+    assert out[0]["checkpoints"] == [f"{directory}/ckpt-2", f"{directory}/ckpt-3"] and out[0]["step"] == 2
