@@ -634,7 +634,7 @@ class _Plan:
                     attrs.append(name)
             requests, buffers, parts = self._requests()
         # Outside the pause: a read may wait on a network or a hung store for long.
-        results = _read(coordinator.reader, requests, parts)
+        results = read_requests(coordinator.reader, requests, parts)
         with _gc.paused():
             self._apply_values(results, buffers)
         for parent, name, position in self.deferred:
@@ -715,12 +715,15 @@ def partial_restore_noted(in_place: Callable[[], bool]) -> Iterator[None]:
         raise
 
 
-def _read(
+def read_requests(
     reader: CheckpointReader,
     requests: list[tuple[str, np.ndarray[Any, Any] | None]],
     parts: dict[int, TensorSlice],
 ) -> list[np.ndarray[Any, Any]]:
-    """Read ``requests``, whole tensors in one batch and the slices in ``parts`` by :meth:`read_slice`."""
+    """Read ``requests``, whole tensors in one batch and the slices in ``parts`` by :meth:`read_slice`.
+
+    Shared by object-based restores and the name-based :class:`~trackpoint.Saver`; not exported.
+    """
     with partial_restore_noted(lambda: any(out is not None for _, out in requests)):
         if not parts:
             return reader.read_many(requests) if requests else []
@@ -1165,7 +1168,9 @@ class _NameBasedRestore:
         parts = {
             i: part for i, (var, _) in enumerate(todo) if (part := var._restore_slice(VARIABLE_VALUE_KEY)) is not None
         }
-        results = _read(self.reader, [(key, var._restore_buffer(VARIABLE_VALUE_KEY)) for var, key in todo], parts)
+        results = read_requests(
+            self.reader, [(key, var._restore_buffer(VARIABLE_VALUE_KEY)) for var, key in todo], parts
+        )
         for (var, _), result in zip(todo, results, strict=True):
             if result is not var._restore_buffer(VARIABLE_VALUE_KEY):
                 var._restore_from_tensors({VARIABLE_VALUE_KEY: result})

@@ -46,7 +46,7 @@ from trackpoint.errors import (
     UnsupportedOptionError,
 )
 from trackpoint.proto import trackable_object_graph_pb2 as pb
-from trackpoint.restore import _read as read_values
+from trackpoint.restore import read_requests
 from trackpoint.restore import partial_restore_noted
 from trackpoint.storage import (
     OBJECT_GRAPH_KEY,
@@ -706,7 +706,7 @@ class Saver:
                 # Whole tensors in one batch, slices concurrently: the object-based restore's reads.
                 requests: list[tuple[str, np.ndarray[Any, Any] | None]] = [(read.key, out) for read, out in direct]
                 parts = {i: read.part for i, (read, _) in enumerate(direct) if read.part is not None}
-                for (read, out), result in zip(direct, read_values(reader, requests, parts), strict=True):
+                for (read, out), result in zip(direct, read_requests(reader, requests, parts), strict=True):
                     self._land(read.var, result, out)
             for read in one_by_one:
                 self._land(read.var, read.run(reader, None), None)

@@ -18,6 +18,7 @@ import io
 import json
 import math
 import os
+import stat
 import struct
 import uuid
 import zipfile
@@ -341,6 +342,31 @@ def open_file(path: str, fmt: str) -> FlatFile:
 Tensors = Iterable[tuple[str, np.ndarray[Any, Any]]]
 
 
+def _mode_for(path: str) -> int:
+    """The permission bits for a file written at ``path``: those of the file there, else what ``umask`` allows."""
+    try:
+        return stat.S_IMODE(os.stat(path).st_mode)
+    except OSError:
+        pass
+    mask = _umask()
+    return 0o666 & ~mask
+
+
+def _umask() -> int:
+    # Linux reports the umask without changing it; os.umask can only be read by setting it, which races with
+    # other threads creating files, so it is the fallback.
+    try:
+        with open("/proc/self/status", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def _atomic(path: str, write: Callable[[str], None], overwrite: bool) -> None:
     """Run ``write(temp)`` on a temporary file beside ``path``, then move it into place."""
     from trackpoint.errors import CheckpointExistsError
@@ -362,6 +388,9 @@ def _atomic(path: str, write: Callable[[str], None], overwrite: bool) -> None:
         raise StoragePermissionError(f"cannot write {path!r}: cannot create its directory ({exc})") from exc
     try:
         write(temp)
+        # The safetensors package creates its file private (0600); an export gets the mode any new file gets,
+        # or keeps the mode of the file it replaces.
+        os.chmod(temp, _mode_for(path))
         with open(temp, "rb+") as fh:
             os.fsync(fh.fileno())
         if overwrite:

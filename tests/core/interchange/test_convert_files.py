@@ -203,6 +203,23 @@ def test_an_existing_file_is_kept_unless_overwrite(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("suffix", [".npz", ".safetensors"])
+def test_an_export_gets_the_mode_of_a_new_file_or_of_the_file_it_replaces(tmp_path: Path, suffix: str) -> None:
+    import os
+    import stat
+
+    out = tmp_path / f"model{suffix}"
+    previous = os.umask(0o027)
+    try:
+        tp.convert(NESTED, str(out))
+    finally:
+        os.umask(previous)
+    assert stat.S_IMODE(out.stat().st_mode) == 0o640  # the safetensors package alone makes it 0600
+    out.chmod(0o604)
+    tp.convert(NESTED, str(out), overwrite=True)
+    assert stat.S_IMODE(out.stat().st_mode) == 0o604
+
+
+@pytest.mark.parametrize("suffix", [".npz", ".safetensors"])
 def test_an_export_makes_its_directory_as_a_save_does(tmp_path: Path, suffix: str) -> None:
     out = tmp_path / "exports" / "run-1" / f"model{suffix}"
     tp.convert(NESTED, str(out))
