@@ -46,8 +46,7 @@ from trackpoint.errors import (
     UnsupportedOptionError,
 )
 from trackpoint.proto import trackable_object_graph_pb2 as pb
-from trackpoint.restore import read_requests
-from trackpoint.restore import partial_restore_noted
+from trackpoint.restore import partial_restore_noted, read_requests
 from trackpoint.storage import (
     OBJECT_GRAPH_KEY,
     CheckpointOptions,

@@ -42,6 +42,7 @@ from __future__ import annotations
 import concurrent.futures
 import functools
 import inspect
+import logging
 import os
 import random
 import threading
@@ -90,6 +91,8 @@ __all__ = [
 ]
 
 T = TypeVar("T")
+
+_log = logging.getLogger(__name__)
 
 #: User-metadata key holding the id of the write that created an object.
 WRITE_ID_METADATA_KEY: Final = "trackpoint-write-id"
@@ -435,7 +438,8 @@ class ObjectStore(FileLayer):
     listing, for :meth:`find` and :meth:`rmtree`), the four ``upload_*`` calls (streaming
     multipart uploads; without them a sink buffers the whole object and sends
     it in one :meth:`object_put`, fine for small checkpoints), :meth:`aclose`
-    or :meth:`close_client` (release clients on :meth:`close`).
+    or :meth:`close_client` (release clients on :meth:`close`),
+    :meth:`explain_error` (store-specific advice in error messages).
 
     Each client call makes **one attempt** and raises its client's own
     exceptions; :meth:`classify` tells the base which are transient (retried)
@@ -779,15 +783,81 @@ class ObjectStore(FileLayer):
         self._live_buckets.add(bucket)
         return False
 
-    def _explain(self, exc: BaseException, kind: ErrorKind) -> str | None:
-        """What ``exc`` means and what to do about it, where the store can say more than its kind.
+    def explain_error(self, exc: BaseException, kind: ErrorKind) -> str | None:
+        """Optional: this store's advice on a failed request, added to the error trackpoint raises.
 
-        For store subclasses in this package (the S3 store explains missing
-        credentials). The message becomes ``"<store>: <what> <url> failed
-        (<exception>); <explanation>"``; ``None``, the default, keeps the
-        wording of ``kind``. Never put credentials in it.
+        Called once per request that failed for good, just before its
+        trackpoint error is raised: when :meth:`classify` said the failure is
+        not worth retrying, and when a transient failure outlasted the
+        retries. Not called for refused preconditions, which trackpoint words
+        itself (another writer created the object first, or it changed since
+        it was read), nor for client calls that answer "absent" with ``None``.
+
+        Parameters
+        ----------
+        exc
+            The exception the client call raised (on the last attempt), or
+            the ``TimeoutError`` of an attempt that outlasted
+            ``TransferOptions.request_timeout``.
+        kind
+            The :data:`ErrorKind` :meth:`classify` gave ``exc`` (a timeout is
+            always ``"transient"``); it chooses the error class:
+            ``"not_found"``, a missing object or bucket
+            (:class:`~trackpoint.errors.CheckpointNotFoundError`);
+            ``"permission"``, refused or no credentials to sign with
+            (:class:`~trackpoint.errors.StoragePermissionError`);
+            ``"range"``, the object is shorter than the read
+            (:class:`~trackpoint.errors.DataLossError`); ``"other"``
+            (:class:`~trackpoint.errors.StorageError`); ``"transient"``, the
+            retries are used up (:class:`~trackpoint.errors.TransientStorageError`).
+            Never ``"precondition"``.
+
+        Returns
+        -------
+        str or None
+            What ``exc`` means on this store and what to do about it (which
+            credentials are missing and how to give them, say), appended to
+            trackpoint's message as ``"<store>: <what> <url> failed
+            (<exception>); <advice>"``, in place of the generic advice of
+            ``kind`` ("check the credentials and the permissions on bucket
+            ..."). After retries it follows trackpoint's advice on the retry
+            limits instead. ``None`` (the default) or an empty string leaves
+            trackpoint's message as it is. The error's class is ``kind``'s
+            whatever the advice.
+
+        Notes
+        -----
+        It must not raise. An exception it raises anyway is logged as a
+        warning (logger ``trackpoint.backends.stores.objectstore``) and the
+        original error is raised without advice. It runs on the store's event
+        loop: decide from ``exc`` and what the store knows, without requests
+        or blocking.
+
+        Messages reach logs and bug reports: never put credentials in the
+        advice. Name the option or environment variable to set, not its
+        value. Text taken from the client's exception or from
+        ``storage_options`` may hold credentials: pass it through
+        :func:`trackpoint.errors.redact` with the store's storage options,
+        which removes the values of options whose names say they are
+        credentials and the secrets of URL queries (``sig=``,
+        ``access_token=``, ...).
         """
         return None
+
+    def _explanation(self, exc: BaseException, kind: ErrorKind) -> str | None:
+        """:meth:`explain_error`'s advice, ``None`` when there is none or the hook failed."""
+        try:
+            advice = self.explain_error(exc, kind)
+        except Exception:  # noqa: BLE001 - a failing hook must not replace the error it was to explain
+            _log.warning(
+                "%s.%s raised explaining %s; the error is raised without the store's advice",
+                type(self).__qualname__,
+                "explain_error",
+                type(exc).__name__,
+                exc_info=True,
+            )
+            return None
+        return advice if isinstance(advice, str) and advice.strip() else None
 
     def _reason(self, exc: BaseException) -> str:
         """``exc`` for a message: its type and text, an empty timeout as the limit it hit."""
@@ -835,10 +905,13 @@ class ObjectStore(FileLayer):
             )
         else:
             advice = f"the store may be overloaded or unreachable: retry later or raise {limit}"
-        return (
+        message = (
             f"{self.store_name}: {what} {where!r} still failed after {attempts} attempts in {elapsed:.1f} s{cause}; "
             f"{stopped}; {advice}"
         )
+        # The store's advice adds to the limits' (which say what would have bought more attempts).
+        explained = self._explanation(exc, "transient")
+        return message if explained is None else f"{message}; {explained}"
 
     def _translate(
         self, exc: BaseException, kind: ErrorKind, what: str, bucket: str, key: str, *, bucket_missing: bool = False
@@ -846,7 +919,7 @@ class ObjectStore(FileLayer):
         """The trackpoint error of a failure that is not retried (see :meth:`_gave_up` for those that were)."""
         where = self.url(bucket, key)
         reason = self._reason(exc)
-        explained = self._explain(exc, kind)
+        explained = self._explanation(exc, kind)
         if explained is not None:
             message = f"{self.store_name}: {what} {where!r} failed ({reason}); {explained}"
         elif kind == "not_found" and bucket_missing:

@@ -168,7 +168,7 @@ class S3Files(ObjectStore):
             return "transient"
         return "other"
 
-    def _explain(self, exc: BaseException, kind: ErrorKind) -> str | None:
+    def explain_error(self, exc: BaseException, kind: ErrorKind) -> str | None:
         # docstring inherited
         from botocore.exceptions import NoCredentialsError, PartialCredentialsError
 

@@ -315,7 +315,6 @@ def async_manager_run(ctx: Context, directory: str, saves: int) -> dict[str, Any
     return {"paths": paths, "checkpoints": manager.checkpoints, "latest": manager.latest_checkpoint, "steps": stored}
 
 
-
 def async_saves_with_preemption_checks(ctx: Context, directory: str, steps: int) -> dict[str, Any]:
     """A training loop: an async manager save every step and a coordinated preemption check between them.
 
@@ -340,7 +339,12 @@ def async_saves_with_preemption_checks(ctx: Context, directory: str, steps: int)
     finally:
         handler.uninstall()
         manager.close()
-    return {"checkpoints": manager.checkpoints, "step": int(tp.load_variable(manager.latest_checkpoint or "", "model/step/.ATTRIBUTES/VARIABLE_VALUE"))}
+    latest = manager.latest_checkpoint or ""
+    return {
+        "checkpoints": manager.checkpoints,
+        "step": int(tp.load_variable(latest, "model/step/.ATTRIBUTES/VARIABLE_VALUE")),
+    }
+
 
 # ---------------------------------------------------------------------- partitioned values
 def _part(ctx: Context, rows: int, cols: int, fill: bool) -> tp.AutoTrackable:
