@@ -52,9 +52,15 @@ def __getattr__(name: str) -> object:
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-def _is_bfloat16(d: np.dtype[Any]) -> bool:
-    # Checking the kind first keeps ml_dtypes unimported for every numpy type (bfloat16's kind is "V").
-    return d.kind == "V" and d == _bfloat16()
+# The ml_dtypes types TensorFlow has a DataType for, by name: the ones every format stores.
+_ML_FLOATS: Final = frozenset(
+    {"bfloat16", "float8_e5m2", "float8_e4m3fn", "float8_e4m3fnuz", "float8_e4m3b11fnuz", "float8_e5m2fnuz"}
+)
+
+
+def _is_ml_float(d: np.dtype[Any]) -> bool:
+    # By the type's module, not d.kind: ml_dtypes gives float8_e5m2 kind "f" and the others "V".
+    return d.name in _ML_FLOATS and d.type.__module__.startswith("ml_dtypes")
 
 
 def _numpy_dtype(dtype: Any) -> np.dtype[Any]:
@@ -90,7 +96,7 @@ def as_dtype(dtype: Any) -> np.dtype[Any]:
         raise UnsupportedDTypeError(
             f"{dtype!r} is not a dtype; use a numpy dtype, trackpoint.bfloat16 or trackpoint.string"
         ) from exc
-    if d == string or _is_bfloat16(d):
+    if d == string or _is_ml_float(d):
         return d
     if d.kind in ("U", "S"):
         return string
@@ -98,7 +104,8 @@ def as_dtype(dtype: Any) -> np.dtype[Any]:
     if limit is None or d.itemsize > limit or d.fields is not None or d.subdtype is not None:
         raise UnsupportedDTypeError(
             f"dtype {d} cannot be stored in a checkpoint; supported are bool, (u)int8-64, float16/32/64, "
-            "bfloat16, complex64/128 and strings (trackpoint.string)"
+            "bfloat16, the float8 types of ml_dtypes (e5m2, e4m3fn, e4m3fnuz, e4m3b11fnuz, e5m2fnuz), "
+            "complex64/128 and strings (trackpoint.string)"
         )
     native: np.dtype[Any] = d.newbyteorder("=")
     return native
@@ -180,6 +187,13 @@ def _torch_to_numpy(tensor: Any) -> np.ndarray[Any, Any]:
         # numpy has no bfloat16 and torch converts to none: reinterpret the bits as ml_dtypes'.
         bits: np.ndarray[Any, Any] = tensor.view(torch.int16).numpy()
         return bits.view(_bfloat16())
+    name = str(tensor.dtype).removeprefix("torch.")
+    if name in _ML_FLOATS:
+        # torch's float8 types have the bit layouts of ml_dtypes' of the same name.
+        import ml_dtypes
+
+        eight: np.ndarray[Any, Any] = tensor.view(torch.uint8).numpy()
+        return eight.view(getattr(ml_dtypes, name))
     arr: np.ndarray[Any, Any] = tensor.numpy()
     return arr
 
@@ -191,7 +205,7 @@ def _as_array(value: Any, where: str) -> np.ndarray[Any, Any] | None:
     ------
     UnsupportedDTypeError
         ``value`` is another library's array that cannot be converted (an element type numpy
-        lacks, such as torch's float8 types, or a value that holds no data).
+        and ml_dtypes lack, such as torch's ``float8_e8m0fnu``, or a value that holds no data).
     """
     if isinstance(value, (np.ndarray, np.generic)):
         return np.asarray(value)

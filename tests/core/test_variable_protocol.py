@@ -382,10 +382,19 @@ def test_torch_tensors_without_data_or_numpy_type_raise_trackpoint_errors() -> N
     torch = pytest.importorskip("torch")
     with pytest.raises(tp.UnsupportedDTypeError, match="meta"):
         tp.Variable(torch.ones(2, device="meta"))
-    float8 = getattr(torch, "float8_e4m3fn", None)
-    if float8 is not None:
-        with pytest.raises(tp.UnsupportedDTypeError, match="float8_e4m3fn"):
-            tp.Variable(torch.zeros(2, dtype=float8))
+    with pytest.raises(tp.UnsupportedDTypeError, match="float8_e8m0fnu"):
+        tp.Variable(torch.zeros(2, dtype=torch.float8_e8m0fnu))  # ml_dtypes has it, TensorFlow has no DataType
+
+
+@pytest.mark.parametrize("name", ["float8_e4m3fn", "float8_e5m2", "float8_e4m3fnuz", "float8_e5m2fnuz"])
+def test_torch_float8(name: str) -> None:
+    torch = pytest.importorskip("torch")
+    import ml_dtypes
+
+    t = torch.tensor([[1.5, -2.0], [0.25, 8.0]]).to(getattr(torch, name))
+    v = tp.Variable(t.T)  # a transposed view converts by value
+    assert v.dtype == np.dtype(getattr(ml_dtypes, name))
+    np.testing.assert_array_equal(v.numpy().astype(np.float32), t.T.float().numpy())
 
 
 def test_torch_tensors_on_another_device_are_copied_to_the_host() -> None:
