@@ -273,6 +273,10 @@ def _inspect(args: argparse.Namespace, out: TextIO) -> int:
         if args.key:
             by_path = {p: k for k, p in paths.items()}
             key = args.key if args.key in infos else by_path.get(args.key)
+            if key is None:
+                # A key as listed without its attribute part: ``state/a..b`` for ``state/a..b/.ATTRIBUTES/...``.
+                under = [k for k in infos if k.startswith(f"{args.key}/.ATTRIBUTES/")]
+                key = under[0] if len(under) == 1 else None
             if key is None and graph is not None:
                 # Another path to a shared object (``model/alias`` where --tree shows ``alias -> model/shared``).
                 key = key_at_path(graph, args.key)
@@ -541,4 +545,5 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.verbose:
             traceback.print_exc(file=sys.stderr)
         print(f"trackpoint {args.command}: {type(exc).__name__}: {_one_line(exc)}", file=sys.stderr)
-        return EXIT_NOT_FOUND if isinstance(exc, FileNotFoundError) else EXIT_ERROR
+        # A tensor that is not there (CheckpointKeyError, a KeyError) is "not found", as a missing checkpoint is.
+        return EXIT_NOT_FOUND if isinstance(exc, (FileNotFoundError, KeyError)) else EXIT_ERROR

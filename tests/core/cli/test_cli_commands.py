@@ -145,10 +145,21 @@ def test_inspect_one_tensor_by_another_path_to_a_shared_object(cli: Any, tmp_pat
         result = cli("inspect", path, "--key", key, "--values")
         assert result.returncode == 0, result.stderr
         assert result.stdout.splitlines()[0] == "model/shared/.ATTRIBUTES/VARIABLE_VALUE  float32 [3]"
-    assert cli("inspect", path, "--key", "model/alias/nothing").returncode == 4
+    assert cli("inspect", path, "--key", "model/alias/nothing").returncode == 3
     # An object whose one attribute is not a VARIABLE_VALUE (a PythonState's py_state), by its path alone.
     state = cli("inspect", str(FIXTURES / "python_state" / "ckpt-1"), "--key", "state")
     assert state.returncode == 0 and state.stdout.startswith("state/.ATTRIBUTES/py_state  string []")
+
+
+def test_inspect_one_tensor_by_its_listed_key_without_the_attribute(cli: Any, tmp_path: Path) -> None:
+    # Dict keys holding "." and "/" are escaped in checkpoint keys ("a..b", "mlp.S~.Slinear_0"); a "/" in a
+    # local name also keeps the object-graph path from naming it, so the listed key is the way to it.
+    path = tp.Checkpoint(state={"a.b": np.ones(2), "mlp/~/linear_0": np.arange(3.0)}).write(str(tmp_path / "ck"))
+    for key, listed in (("state/a..b", "state/a..b"), ("state/mlp.S~.Slinear_0", "state/mlp.S~.Slinear_0")):
+        result = cli("inspect", path, "--key", key, "--values")
+        assert result.returncode == 0, result.stderr
+        assert result.stdout.splitlines()[0].startswith(f"{listed}/.ATTRIBUTES/VARIABLE_VALUE  float64")
+    assert "[0. 1. 2.]" in cli("inspect", path, "--key", "state/mlp.S~.Slinear_0", "--values").stdout
 
 
 def test_inspect_a_string_tensor_and_a_name_based_checkpoint() -> None:
@@ -167,7 +178,7 @@ def test_inspect_errors_are_one_line_and_exit_codes_are_documented(tmp_path: Pat
     assert len(missing.stderr.splitlines()) == 1
     assert missing.stderr.startswith("trackpoint inspect: CheckpointNotFoundError: no checkpoint at")
     bad_key = cli("inspect", NESTED, "--key", "nope")
-    assert bad_key.returncode == 4 and "has no tensor 'nope'" in bad_key.stderr
+    assert bad_key.returncode == 3 and "has no tensor 'nope'" in bad_key.stderr
     usage = cli("inspect", NESTED, "--values")
     assert usage.returncode == 2 and "--values needs --key" in usage.stderr
     assert cli("frobnicate").returncode == 2
