@@ -57,6 +57,8 @@ class TensorReader:
 
         The checkpoint may hold the tensor whole or as slices of any
         partitioning (see :meth:`trackpoint.storage.CheckpointReader.read_slice`).
+        What it returns is what :meth:`get_tensor` returns: an ndarray, or
+        ``bytes`` for a scalar string (whose only part is the whole).
 
         Raises
         ------
@@ -65,7 +67,10 @@ class TensorReader:
         ValueError
             The part does not lie inside the tensor.
         """
-        return self._reader.read_slice(name, offset, shape)
+        value = self._reader.read_slice(name, offset, shape)
+        if value.dtype == np.dtype(object) and value.ndim == 0:
+            return value[()]
+        return value
 
     def has_tensor(self, name: str) -> bool:
         """Whether the checkpoint holds ``name``."""

@@ -41,6 +41,7 @@ __all__ = [
     "encode_header",
     "encode_sliced_entry",
     "encode_strings",
+    "is_header",
 ]
 
 # Generated protobuf modules carry no type information.
@@ -101,6 +102,22 @@ def decode_header(value: bytes, where: str) -> Header:
     if msg.num_shards < 0:
         raise DataLossError(f"{where}: the bundle header claims {msg.num_shards} shards")
     return Header(num_shards=msg.num_shards, big_endian=msg.endianness == pb.BundleHeaderProto.BIG)
+
+
+def is_header(value: bytes) -> bool:
+    """Whether ``value`` parses as a bundle header as writers write it, with its version.
+
+    Evidence, not a check: it tells an index cut short, which still begins with its header, from a file
+    that is no index at all (:func:`~trackpoint.backends.bundle._sstable.read_table`). TensorFlow and
+    trackpoint always set the version, so an empty value (a file of zeros begins like an entry holding
+    one) is no header.
+    """
+    msg = pb.BundleHeaderProto()
+    try:
+        msg.ParseFromString(value)
+    except DecodeError:
+        return False
+    return bool(msg.HasField("version"))
 
 
 def encode_entry(dtype: int, shape: Sequence[int], shard_id: int, offset: int, size: int, crc: int) -> bytes:

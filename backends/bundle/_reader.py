@@ -8,7 +8,6 @@ parallel where the store offers ranged reads.
 
 from __future__ import annotations
 
-import math
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -27,6 +26,8 @@ from trackpoint.backends.bundle._dtypes import DT_STRING, READABLE, dtype_from_t
 from trackpoint.backends.bundle._index import BundleIndex, Kind
 from trackpoint.backends.bundle._names import data_filename, index_name
 from trackpoint.backends.bundle._ordered_code import encode_slice_key
+from trackpoint.backends.bundle._parts import byte_runs, finish_part
+from trackpoint.backends.bundle._replacement import OpenedIndex
 from trackpoint.backends.stores import FileLayer, FileSource
 from trackpoint.errors import (
     CheckpointError,
@@ -64,45 +65,6 @@ class _Stored(NamedTuple):
 #: quickest in calls of 4 MiB (8 MiB: 1.16x, 16 MiB: 1.5x on 20,000 tensors of 1-16 KiB).
 _LARGE_CALLS: Final = 4
 _SIZES_AT_ONCE: Final = 16  # up to this many data files, the first size asked asks all (one round trip)
-#: Runs shorter than this are not read one by one: the overlapping rows are read whole instead.
-_MIN_RUN: Final = 4096
-#: Nor are more runs than this per piece.
-_MAX_RUNS: Final = 4096
-
-
-def _runs(shape: tuple[int, ...], local: tuple[slice, ...], itemsize: int) -> tuple[np.ndarray[Any, Any], int] | None:
-    """Byte offsets (in the piece) and length of the contiguous runs holding ``local`` of a C-order piece.
-
-    ``None`` when the runs are too short or too many to read one by one.
-    """
-    rank = len(shape)
-    # The first dimension from which on the part covers the piece whole (after a partial one).
-    j = rank - 1
-    while j > 0 and local[j].start == 0 and local[j].stop == shape[j]:
-        j -= 1
-    strides = [itemsize * math.prod(shape[d + 1 :]) for d in range(rank)]
-    run_bytes = (local[j].stop - local[j].start) * strides[j] if rank else itemsize
-    count = math.prod(sl.stop - sl.start for sl in local[:j])
-    if count > 1 and (run_bytes < _MIN_RUN or count > _MAX_RUNS):
-        return None
-    offsets = np.zeros((), dtype=np.int64)
-    for d in range(j):
-        axis = np.arange(local[d].start, local[d].stop, dtype=np.int64) * strides[d]
-        offsets = np.add.outer(offsets, axis)
-    base = local[j].start * strides[j] if rank else 0
-    return (offsets.reshape(-1) + base), int(run_bytes)
-
-
-def _finish_part(
-    swap: bool, buf: np.ndarray[Any, Any], target: np.ndarray[Any, Any], index: tuple[slice, ...] | None
-) -> None:
-    """Bring a partly read piece into native byte order and into place."""
-    if swap:
-        buf.reshape(-1).view(f"u{buf.dtype.itemsize}").byteswap(inplace=True)
-    if index is not None:
-        target[...] = buf[index]
-    elif buf is not target:
-        target[...] = buf
 
 
 class _Batch(NamedTuple):
@@ -129,6 +91,7 @@ class BundleReader(CheckpointReader):
         self._where = index_name(prefix)
         self._closed = False
         self._index = BundleIndex(index_bytes, self._where)
+        self._opened = OpenedIndex(files, self._where, index_bytes)
         self._num_shards = self._index.num_shards
         self._rows = self._index.rows
         self._kinds = self._index.kinds
@@ -237,6 +200,12 @@ class BundleReader(CheckpointReader):
             raise ShapeMismatchError(f"bundle: the destination for {key!r} must be C-contiguous and writeable")
         return out
 
+    def _raise_if_replaced(self, exc: DataLossError, what: str) -> None:
+        """Raise the error saying the checkpoint was replaced, if it was: a read of ``what`` failed with ``exc``."""
+        replaced = self._opened.replaced_error(self.prefix, what)
+        if replaced is not None:
+            raise replaced from exc
+
     def _crc_error(self, key: str, shard_id: int, offset: int, size: int) -> DataLossError:
         return DataLossError(
             f"bundle: CRC-32C mismatch for tensor {key!r} in {self._data_path(shard_id)!r} at offset "
@@ -255,6 +224,13 @@ class BundleReader(CheckpointReader):
 
     def read(self, key: str, out: np.ndarray[Any, Any] | None = None) -> np.ndarray[Any, Any]:
         # docstring inherited
+        try:
+            return self._read(key, out)
+        except DataLossError as exc:
+            self._raise_if_replaced(exc, f"tensor {key!r}")
+            raise
+
+    def _read(self, key: str, out: np.ndarray[Any, Any] | None) -> np.ndarray[Any, Any]:
         s = self._get(key)
         self._readable(key, s.kind)
         if s.entry.slices:
@@ -348,8 +324,13 @@ class BundleReader(CheckpointReader):
         s = self._get(key)
         self._readable(key, s.kind)
         part = TensorSlice(s.entry.shape, tuple(offset), tuple(shape))
-        pieces = self._pieces(key, s) if s.entry.slices else [(TensorSlice.full(s.entry.shape), s)]
-        return self._read_part(key, s, part, pieces, out)
+        try:
+            # The pieces' data files are looked up here: one missing may be one the checkpoint lost when replaced.
+            pieces = self._pieces(key, s) if s.entry.slices else [(TensorSlice.full(s.entry.shape), s)]
+            return self._read_part(key, s, part, pieces, out)
+        except DataLossError as exc:
+            self._raise_if_replaced(exc, f"tensor {key!r}")
+            raise
 
     def _read_part(
         self,
@@ -390,7 +371,7 @@ class BundleReader(CheckpointReader):
                 finish.append(partial(self._finish_whole, key, piece, view, buf, target, inter.within(where)))
                 continue
             local = inter.within(where)
-            runs = _runs(where.shape, local, s.dtype.itemsize)
+            runs = byte_runs(where.shape, local, s.dtype.itemsize)
             if runs is not None:
                 starts, run_bytes = runs
                 buf = target if target.flags.c_contiguous else np.empty(inter.shape, dtype=s.dtype)
@@ -398,7 +379,7 @@ class BundleReader(CheckpointReader):
                 path_ranges.extend(
                     (e.offset + int(b), view[i * run_bytes : (i + 1) * run_bytes]) for i, b in enumerate(starts)
                 )
-                finish.append(partial(_finish_part, piece.swap, buf, target, None))
+                finish.append(partial(finish_part, piece.swap, buf, target, None))
             else:
                 # Short runs: the rows of the piece that overlap, whole, then cut.
                 rows = local[0] if local else slice(0, 1)
@@ -406,7 +387,7 @@ class BundleReader(CheckpointReader):
                 buf = np.empty((rows.stop - rows.start, *where.shape[1:]), dtype=s.dtype)
                 view = byte_view(buf)
                 path_ranges.append((e.offset + rows.start * row_bytes, view))
-                finish.append(partial(_finish_part, piece.swap, buf, target, (slice(None), *local[1:])))
+                finish.append(partial(finish_part, piece.swap, buf, target, (slice(None), *local[1:])))
         self._run_jobs({sid: r for sid, r in jobs.items() if r})
         for step in finish:
             step()
@@ -464,6 +445,13 @@ class BundleReader(CheckpointReader):
         get all of a file's ranges in one call. Data files are read in parallel
         where the store reads ranges.
         """
+        try:
+            return self._read_many(requests)
+        except DataLossError as exc:
+            self._raise_if_replaced(exc, "the tensors asked for")
+            raise
+
+    def _read_many(self, requests: Sequence[tuple[str, np.ndarray[Any, Any] | None]]) -> list[np.ndarray[Any, Any]]:
         self._check_open()
         if not requests:
             return []
@@ -514,7 +502,7 @@ class BundleReader(CheckpointReader):
             expected = unmask_each(ix.crc32c[rows])
             swap = ix.swap[kind]
         for i in np.flatnonzero(~direct).tolist():
-            results[i] = self.read(requests[i][0], requests[i][1])
+            results[i] = self._read(requests[i][0], requests[i][1])
         batch = _Batch(requests, cast("list[np.ndarray[Any, Any]]", results), shard_id, offset, size, expected, swap)
 
         if len(groups) > 1 and self._files.capabilities.ranged_reads:

@@ -13,8 +13,9 @@ from collections.abc import Iterable
 from typing import Final
 
 from trackpoint._varint import decode_varint, encode_varint
+from trackpoint.backends.bundle._codec import is_header
 from trackpoint.backends.bundle._crc import crc32c, mask, unmask
-from trackpoint.errors import DataLossError, InvalidCheckpointError, TrackableError
+from trackpoint.errors import CheckpointError, DataLossError, InvalidCheckpointError, TrackableError
 
 __all__ = [
     "BLOCK_SIZE",
@@ -22,6 +23,7 @@ __all__ = [
     "TableBuilder",
     "build_table",
     "first_entry",
+    "leading_entry",
     "read_table",
     "short_successor",
     "shortest_separator",
@@ -251,6 +253,46 @@ def _block_entries(block: bytes, where: str) -> list[tuple[bytes, bytes]]:
     return out
 
 
+def leading_entry(data: bytes) -> tuple[bytes, bytes] | None:
+    """The first entry of a table's first block, read from the file's start alone; ``None`` if it holds none.
+
+    A table's first block starts at byte 0, with an entry that shares no key bytes. Read without the
+    footer (which locates the blocks), the start tells a table cut short, whose footer is gone, from a
+    file that is no table: ``None`` when the start is not such an entry, complete.
+    """
+    try:
+        shared, pos = decode_varint(data, 0, "")
+        non_shared, pos = decode_varint(data, pos, "")
+        vlen, pos = decode_varint(data, pos, "")
+    except DataLossError:
+        return None
+    key_end = pos + non_shared
+    if shared or key_end + vlen > len(data):
+        return None
+    return data[pos:key_end], data[key_end : key_end + vlen]
+
+
+def _without_magic(data: bytes, where: str) -> CheckpointError:
+    """Why ``data`` (at least a footer long) does not end with the table magic number: cut short, or no index.
+
+    Every bundle index begins with its header, the entry of the empty key (first in key order), and its
+    footer ends with the magic number. A file beginning so whose end lacks the magic is an index cut short
+    (a copy or a write interrupted, a full disk): damage, as a shorter one is. Any other file is foreign.
+    """
+    first = leading_entry(data)
+    if first is not None and first[0] == b"" and is_header(first[1]):
+        return DataLossError(
+            f"{where} is truncated: its {len(data)} bytes begin with a bundle header but end without the table "
+            f"footer ({FOOTER_SIZE} bytes, ending in the magic number) of every complete index; the file was cut "
+            "short (an interrupted copy or write, a full disk) or damaged at its end: restore it from a complete "
+            "copy, or use an older checkpoint"
+        )
+    return InvalidCheckpointError(
+        f"{where} is not a TensorFlow bundle index (missing the table magic number at its end, and not beginning "
+        "with a bundle header as an index cut short would); check that the path names a checkpoint prefix"
+    )
+
+
 def _index_handles(data: bytes, where: str) -> tuple[list[tuple[int, int]], int]:
     """The ``(offset, size)`` of every data block, in key order, and where the blocks must end (the footer)."""
     n = len(data)
@@ -261,10 +303,7 @@ def _index_handles(data: bytes, where: str) -> tuple[list[tuple[int, int]], int]
             f"{where} is truncated: {n} bytes, shorter than the {FOOTER_SIZE}-byte footer of any bundle index"
         )
     if data[n - 8 :] != _MAGIC_BYTES:
-        raise InvalidCheckpointError(
-            f"{where} is not a TensorFlow bundle index, or is truncated (missing the table magic number at its "
-            "end); check that the path names a checkpoint prefix"
-        )
+        raise _without_magic(data, where)
     limit = n - FOOTER_SIZE
     footer = data[limit:]
     _, _, pos = _decode_handle(footer, 0, where)
@@ -282,8 +321,10 @@ def read_table(data: bytes, where: str) -> list[tuple[bytes, bytes]]:
 
     ``where`` names the file in error messages. Raises
     :class:`~trackpoint.errors.InvalidCheckpointError` when ``data`` is not a
-    table (too short, wrong magic) and
-    :class:`~trackpoint.errors.DataLossError` when it is a damaged one.
+    table (no magic number at its end, and no bundle header at its start) and
+    :class:`~trackpoint.errors.DataLossError` when it is a damaged one, or one
+    cut short (shorter than a footer, or beginning with a bundle header but
+    lacking the footer).
     """
     handles, limit = _index_handles(data, where)
     entries: list[tuple[bytes, bytes]] = []

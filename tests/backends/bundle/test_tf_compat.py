@@ -592,11 +592,11 @@ def test_missing_data_file_names_it(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("keep", [0, 20, 48, 200], ids=lambda n: f"first{n}bytes")
-def test_truncated_index_is_invalid(tmp_path: Path, keep: int) -> None:
+def test_truncated_index_is_data_loss(tmp_path: Path, keep: int) -> None:
     d = tfcases.copy_case("simple", tmp_path)
     index = d / "ckpt-1.index"
     index.write_bytes(index.read_bytes()[:keep])
-    with pytest.raises(InvalidCheckpointError, match=r"ckpt-1\.index"):
+    with pytest.raises(DataLossError, match=r"ckpt-1\.index is truncated"):
         tp.load_checkpoint(str(d / "ckpt-1"))
 
 
