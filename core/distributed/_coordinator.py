@@ -277,11 +277,44 @@ class KeyValueCoordinator(ABC):
         number = _next_sequence(stream)
         previous = getattr(self._local, "operation", None)
         cleanup = f"{self._namespace}@{self._rank}#{threading.get_ident()}"
-        self._local.operation = _Operation(kind, number, cleanup, f"{self._namespace}/{kind}.{number}")
+        op = _Operation(kind, number, cleanup, f"{self._namespace}/{kind}.{number}")
+        self._local.operation = op
+        failed: BaseException | None = None
         try:
             yield
+        except BaseException as exc:
+            failed = exc
+            raise
         finally:
             self._local.operation = previous
+            self._leave(op, failed)
+
+    def _leave(self, op: _Operation, failed: BaseException | None) -> None:
+        """End ``op``: the other ranks say they are done with the store; rank 0 waits until they have.
+
+        The store usually lives in rank 0's process (torch's ``TCPStore`` of a ``tcp://`` or ``env://``
+        group, JAX's coordination service). Rank 0 is often the first to finish an operation, with
+        nothing left to read, while the others still read its outcome: if its program then ended, they
+        would lose the store and fail a save that succeeded. So rank 0 returns only once every other
+        rank has recorded that it left the operation. Not after a coordination failure, whose cause (a
+        rank that died or hangs) would hold rank 0 up for another time-out, nor after an interrupt.
+        """
+        if self._world_size == 1 or isinstance(failed, CoordinationError):
+            return
+        if failed is not None and not isinstance(failed, Exception) and self._rank == 0:
+            return  # KeyboardInterrupt, SystemExit: leave now
+        left = [f"{op.prefix}/left/{r}" for r in range(1, self._world_size)]
+        if self._rank != 0:
+            with contextlib.suppress(CoordinationError):  # the store is gone: nobody waits for this record
+                self._set(left[self._rank - 1], b"")
+            return
+        try:
+            self._get(left, self._timeout)
+        except CoordinationError:
+            # A rank died or hangs after the outcome was decided: the outcome stands here, and that rank
+            # raises its own error if it is alive.
+            return
+        self._delete(left)
 
     def _current(self) -> _Operation | None:
         operation: _Operation | None = getattr(self._local, "operation", None)

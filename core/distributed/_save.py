@@ -340,6 +340,11 @@ def _save(
             # Not the end of the save for the others: rank 0 may still be about to commit. The decision below
             # settles it; until then this rank's own contribution is in, and it goes on to step 3.
             gave_up, gathered = exc, []
+        except CoordinationError as exc:
+            if rank == 0 or not wrote:
+                raise
+            # Rank 0 may have had every report, this rank's included, and committed before it was lost.
+            raise _outcome_lost(what, rank, prefix, exc) from exc
         failures = [m["error"] for m in gathered if m.get("error")]
         # ---- 3. one decision, commit on rank 0, outcome to all
         decision_key = f"save/{save_id}"
@@ -398,6 +403,8 @@ def _save(
                 if gave_up is not None:
                     raise gave_up from gave_up.__cause__
                 raise
+            except CoordinationError as exc:
+                raise _outcome_lost(what, rank, prefix, exc) from exc
             if outcome.get("error"):
                 if outcome.get("cleanup") and wrote:
                     # Rank 0 aborted without this rank's manifests: these pieces may postdate its abort.
@@ -410,6 +417,18 @@ def _save(
             # A time-out or a failure before the outcome: nothing was committed.
             _abort(target, prefix, begun, exc)
         raise
+
+
+def _outcome_lost(what: str, rank: int, prefix: str, exc: CoordinationError) -> CoordinationError:
+    """The error of a rank that lost the coordinator once rank 0 could have committed without it."""
+    # The store itself failed, not a wait: with torch's tcp:// and env:// groups and with JAX it lives in
+    # rank 0's process, so rank 0 may have died before or after committing, and no record can tell now.
+    return CoordinationError(
+        f"{what}: rank {rank} lost the coordinator while waiting for rank 0 to commit and report the outcome "
+        f"(rank 0, which often hosts the coordinator's store, may have died): whether the checkpoint at {prefix!r} "
+        f"was committed is unknown: check with the storage (latest_checkpoint, load_checkpoint) before relying on "
+        f"it; the coordinator said: {exc}"
+    )
 
 
 #: Rank 0's record of a save's commit decision; any other record is an abort.

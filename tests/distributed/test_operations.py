@@ -127,7 +127,9 @@ def test_a_rank_whose_wait_timed_out_follows_a_recorded_completion() -> None:
     store, (a, _) = _group(timeout=0.5)
     # Rank 1 contributed and recorded "complete" while rank 0's own wait was timing out: rank 0 gets the values.
     prefix = f"{a._namespace}/save.0/0"
-    store.data.update({f"{prefix}/1": b"b", f"{prefix}/end": b"complete"})
+    # Rank 1 has also left the operation, which rank 0 waits for before it returns.
+    left = f"{a._namespace}/save.0/left/1"
+    store.data.update({f"{prefix}/1": b"b", f"{prefix}/end": b"complete", left: b""})
     original = a._get
     calls = []
 
@@ -140,7 +142,32 @@ def test_a_rank_whose_wait_timed_out_follows_a_recorded_completion() -> None:
     a._get = late_read  # type: ignore[method-assign]
     with a.operation("save"):
         assert a.all_gather(b"a") == [b"a", b"b"]
-    assert len(calls) == 2
+        assert len(calls) == 2
+    assert len(calls) == 3 and left not in store.data  # the wait for rank 1 to leave; its record is deleted
+
+
+def test_rank_0_leaves_an_operation_once_every_other_rank_has() -> None:
+    # Rank 0 usually hosts the store: were it to return first and its program end, the others could not
+    # read the outcome they still wait for.
+    _, (a, b) = _group(timeout=2.0)
+    left: dict[int, float] = {}
+
+    def run(rank: _Rank, delay: float) -> None:
+        with rank.operation("save"):
+            rank.all_gather(b"x")
+            time.sleep(delay)  # rank 1 is still busy with the operation's outcome
+        left[rank.rank] = time.monotonic()
+
+    _on_threads(lambda: run(a, 0.0), lambda: run(b, 0.3))
+    assert left[0] >= left[1] - 0.05, left
+
+
+def test_rank_0_does_not_wait_for_the_others_after_a_coordination_failure() -> None:
+    _, (a, _) = _group(timeout=0.3)
+    started = time.monotonic()
+    with pytest.raises(tp.CoordinationTimeoutError), a.operation("save"):
+        a.all_gather(b"alone")
+    assert time.monotonic() - started < 0.6  # one time-out, not a second one waiting for rank 1 to leave
 
 
 def test_operations_of_different_kinds_are_numbered_apart() -> None:
