@@ -370,6 +370,28 @@ def _new_buffer(value: np.ndarray[Any, Any], saves: Sequence[_Save]) -> np.ndarr
     return np.empty_like(value) if target is None else target
 
 
+def _busy_ranks(options: CheckpointOptions, busy: bool) -> list[int]:
+    """With a coordinator, the ranks whose previous save is still being written (``busy`` is this rank's).
+
+    Ranks of a coordinated save must skip the same saves, or they fall an operation apart. Each rank's
+    save ends a little after rank 0's (they read its outcome), so whether to refuse is decided by all of
+    them: every rank refuses when any rank is busy. Every rank takes part, busy or not.
+    """
+    coordinator = options.coordinator
+    if coordinator is None or coordinator.world_size == 1:
+        return []
+    from trackpoint.distributed._driver import collective, operation
+
+    with operation(coordinator, "busy-check"):
+        flags = collective(
+            lambda: coordinator.all_gather(b"1" if busy else b"0"),
+            "checking for saves in flight (async_when_busy='raise')",
+            "busy flags",
+            coordinator.rank,
+        )
+    return [rank for rank, flag in enumerate(flags) if flag == b"1"]
+
+
 class AsyncSaver:
     """The async saves of one object (a ``Checkpoint``): at most one in flight, failures kept until raised."""
 
@@ -407,13 +429,19 @@ class AsyncSaver:
         SaveInProgressError
             A save is in flight and ``options.async_when_busy`` is ``"raise"``.
         """
-        if options is not None and options.async_when_busy == "raise" and self.busy():
-            assert self._current is not None
-            raise SaveInProgressError(
-                f"{self._current.description} is still being written and this save was asked not to wait "
-                "(CheckpointOptions(async_when_busy='raise')); call sync() first, or save with "
-                "async_when_busy='wait'"
-            )
+        if options is not None and options.async_when_busy == "raise":
+            busy = self.busy()
+            others = _busy_ranks(options, busy)
+            if busy:
+                assert self._current is not None
+                what = f"{self._current.description} is still being written"
+            elif others:
+                what = f"the previous coordinated save is still being written by rank(s) {', '.join(map(str, others))}"
+            if busy or others:
+                raise SaveInProgressError(
+                    f"{what} and this save was asked not to wait (CheckpointOptions(async_when_busy='raise')); "
+                    "call sync() first, or save with async_when_busy='wait'"
+                )
         self.sync("the next save")
         if enabled(options):
             # A bad environment variable fails the save here, before its events start or a save counter

@@ -346,6 +346,39 @@ def async_saves_with_preemption_checks(ctx: Context, directory: str, steps: int)
     }
 
 
+def async_saves_when_busy_raise(ctx: Context, directory: str, steps: int) -> dict[str, Any]:
+    """An async save each step with ``async_when_busy="raise"``, skipping the step's save when refused.
+
+    Rank 1's saves end 50 ms after rank 0's, as a rank that reads the outcome later (or a loaded host)
+    has them end: rank 0 would start saves that rank 1 skips.
+    """
+    import time
+
+    coordinator = ctx.coordinator(10.0)
+    if ctx.rank == 1:
+        leave = coordinator._leave  # type: ignore[attr-defined]
+
+        def late(*args: Any) -> None:
+            leave(*args)
+            time.sleep(0.05)
+
+        coordinator._leave = late  # type: ignore[attr-defined]
+    model = _model(3, [1000])
+    options = tp.CheckpointOptions(coordinator=coordinator, enable_async=True, async_when_busy="raise")
+    manager = tp.CheckpointManager(tp.Checkpoint(model=model), directory, max_to_keep=3, options=options)
+    started, skipped = [], 0
+    for step in range(steps):
+        model.step.assign(np.int64(step))
+        try:
+            started.append(step if manager.save() else None)
+        except tp.SaveInProgressError:
+            skipped += 1
+        time.sleep(0.01)
+    manager.sync()
+    manager.close()
+    return {"started": started, "checkpoints": manager.checkpoints, "skipped": skipped > 0}
+
+
 # ---------------------------------------------------------------------- partitioned values
 def _part(ctx: Context, rows: int, cols: int, fill: bool) -> tp.AutoTrackable:
     """This rank's rows of ``table`` (row-partitioned over the ranks) and the replicated ``bias``."""

@@ -32,3 +32,11 @@ def test_async_saves_and_coordinated_preemption_checks_share_one_torch_coordinat
     assert all(o == out[0] for o in out), out
     assert out[0]["checkpoints"] == [f"{directory}/ckpt-3", f"{directory}/ckpt-4"]
     assert out[0]["step"] == 3
+
+
+def test_with_async_when_busy_raise_every_rank_skips_the_same_saves(torch2: Ranks, tmp_path: Path) -> None:
+    # Each rank deciding "busy" alone made rank 0 start saves rank 1 skipped: every later save timed out.
+    directory = str(tmp_path / "run")
+    out = torch2.values("async_saves_when_busy_raise", directory=directory, steps=25)
+    assert out[0] == out[1], out
+    assert out[0]["skipped"] and len(out[0]["started"]) >= 2  # some saves were refused, on both ranks alike
