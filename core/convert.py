@@ -30,7 +30,6 @@ from trackpoint import _async, _resolve, observe
 from trackpoint.errors import CheckpointError, CheckpointExistsError, UnsupportedOptionError
 from trackpoint.interchange import file_format
 from trackpoint.storage import (
-    OBJECT_GRAPH_KEY,
     CheckpointOptions,
     CheckpointReader,
     ShardResult,
@@ -331,7 +330,13 @@ def _copy(
     started: float | None = None,
 ) -> None:
     plan = _plan(reader, opts.max_shard_bytes or DEFAULT_SHARD_BYTES)
-    total = sum(info.nbytes for entries in plan for key, info in entries if key != OBJECT_GRAPH_KEY)
+    # String tensors (the object graph among them) are read first: their size is known only from their
+    # values, and the total must count every byte the save's progress counts, as a Checkpoint.save's does.
+    # They are small next to the numeric tensors, which are still read one shard at a time.
+    strings = {key: reader.read(key) for entries in plan for key, info in entries if info.dtype.kind == "O"}
+    total = sum(info.nbytes for entries in plan for _, info in entries) + sum(
+        WriteItem(key, array).nbytes for key, array in strings.items()
+    )
     events = observe.save_events(
         dst,
         operation="convert",
@@ -341,7 +346,7 @@ def _copy(
         options=opts,
         started=started,
     )
-    events.run(lambda: _copy_shards(reader, target, dst, plan, total, overwrite, progress, events))
+    events.run(lambda: _copy_shards(reader, target, dst, plan, strings, total, overwrite, progress, events))
 
 
 def _copy_shards(
@@ -349,6 +354,7 @@ def _copy_shards(
     target: StorageBackend,
     dst: str,
     plan: list[list[tuple[str, TensorInfo]]],
+    strings: dict[str, np.ndarray[Any, Any]],
     total: int,
     overwrite: bool,
     progress: Progress | None,
@@ -362,19 +368,18 @@ def _copy_shards(
     try:
         for shard_id, entries in enumerate(plan):
             requests: list[tuple[str, np.ndarray[Any, Any] | None]] = [
-                (key, None if info.dtype.kind == "O" else np.empty(info.shape, dtype=info.dtype))
-                for key, info in entries
+                (key, np.empty(info.shape, dtype=info.dtype)) for key, info in entries if key not in strings
             ]
-            arrays = reader.read_many(requests)
-            items = [WriteItem(key, array) for (key, _), array in zip(entries, arrays, strict=True)]
+            numeric = iter(reader.read_many(requests))
+            items = [WriteItem(key, strings.pop(key) if key in strings else next(numeric)) for key, _ in entries]
             results.append(
                 observe.write_shard(events, target.write_shard, dst, ShardSpec(shard_id, len(plan), save_id), items)
             )
             if progress is not None:
-                done += sum(info.nbytes for _, info in entries)
+                done += sum(item.nbytes for item in items)
                 progress(done, total)
             # Drop this shard's arrays before reading the next one.
-            del requests, arrays, items
+            del requests, numeric, items
         target.commit(dst, results, overwrite=overwrite)
     except BaseException:
         try:
