@@ -349,6 +349,12 @@ class Checkpoint(AutoTrackable):
         The write callbacks of ``options`` run after the commit and before the
         state file is updated, as in TensorFlow.
 
+        A synchronous save whose write raises gives its number back
+        (``save_counter`` is as before, and the next save reuses the number);
+        one that committed keeps it, even if the state file update then
+        fails. An async save keeps its number once its background write
+        started, whatever becomes of that write.
+
         Returns
         -------
         str
@@ -358,15 +364,29 @@ class Checkpoint(AutoTrackable):
         prefix = os.fspath(file_prefix)
         started = time.perf_counter()
         self._self_async.begin(options)
-        number = int(self.save_counter.assign_add(1).numpy())
+        counter = self.save_counter
+        number = int(counter.assign_add(1).numpy())
         path = f"{prefix}-{number}"
-        if _async.enabled(options):
-            # The state file names the checkpoint only once it is committed.
-            self._write_async(path, options, then=lambda: self._record_saved(path, options), started=started)
+        committed = False
+
+        def record() -> None:
+            nonlocal committed
+            committed = True
+            self._record_saved(path, options)
+
+        try:
+            if _async.enabled(options):
+                # The state file names the checkpoint only once it is committed.
+                self._write_async(path, options, then=record, started=started)
+                return path
+            self.write(path, options)
+            record()
             return path
-        self.write(path, options)
-        self._record_saved(path, options)
-        return path
+        except BaseException:
+            # Nothing committed and nothing still being written: give the number back.
+            if not committed and not self._self_async.busy():
+                counter.assign_add(-1)
+            raise
 
     def _record_saved(self, path: str, options: CheckpointOptions | None) -> None:
         """Point the state file of ``path``'s directory at ``path`` (after its commit)."""

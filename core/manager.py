@@ -72,6 +72,33 @@ def _as_int(value: Any) -> int:
     return int(arr)
 
 
+def _checkpoint_number(value: Any, directory: str, name: str) -> int:
+    """``checkpoint_number`` of :meth:`CheckpointManager.save` as an ``int``, checked before the save changes anything.
+
+    Raises
+    ------
+    TrackableError
+        ``value`` is not an integer (a float, a bool, a string), or is negative.
+    """
+    try:
+        number = _as_int(value)
+    except TrackableError:
+        number = None
+    if number is None or number < 0:
+        why = (
+            f"negative: it would be saved as {name}-{number}, which a manager reopening the directory does not "
+            "recognize and never retires"
+            if number is not None
+            else "not an integer"
+        )
+        raise TrackableError(
+            f"CheckpointManager.save in {directory!r}: checkpoint_number={value!r} is refused ({why}); nothing was "
+            "saved. Pass a non-negative integer (an int, a numpy integer or an integer scalar Variable such as the "
+            "global step), or None to number the checkpoint by save_counter"
+        )
+    return number
+
+
 class CheckpointManager:
     """Keep a rolling set of numbered checkpoints of one ``Checkpoint`` in a directory.
 
@@ -92,10 +119,13 @@ class CheckpointManager:
         Prefix name of the checkpoints: ``<directory>/<checkpoint_name>-<N>``.
         Managers sharing a directory must use different names.
     step_counter
-        Integer variable read by :meth:`save` when ``checkpoint_interval`` is set.
+        Integer variable read by :meth:`save` when ``checkpoint_interval`` is
+        set. The preemption save of :func:`trackpoint.preemption.save_on_sigterm`
+        is numbered by it when the checkpoints are numbered by step.
     checkpoint_interval
         Save only when ``step_counter`` advanced by at least this many steps
-        since the last save (unless ``check_interval=False``).
+        since the last save that committed (unless ``check_interval=False``);
+        a save that fails does not count, so the next :meth:`save` retries.
     init_fn
         Called by :meth:`restore_or_initialize` when there is nothing to restore.
     last_checkpoint_step
@@ -197,6 +227,8 @@ class CheckpointManager:
         self._writer = _resolve.writer(self._backend)
         self._maybe_delete: OrderedDict[str, float] = OrderedDict()
         self._latest_checkpoint: str | None = None
+        # The highest number of a committed checkpoint of this manager seen (kept, preserved or retired).
+        self._highest = -1
         self._coordinator = coordinator_of(options)
         try:
             if self._coordinator is None:
@@ -222,6 +254,7 @@ class CheckpointManager:
                 "kept": list(self._maybe_delete.items()),
                 "latest": self._latest_checkpoint,
                 "preserved": self._last_preserved_timestamp,
+                "highest": self._highest,
             }
         ).encode()
 
@@ -230,6 +263,7 @@ class CheckpointManager:
         self._maybe_delete = OrderedDict((str(p), float(t)) for p, t in data["kept"])
         self._latest_checkpoint = data["latest"]
         self._last_preserved_timestamp = float(data["preserved"])
+        self._highest = int(data.get("highest", -1))
 
     def _is_own(self, path: str) -> bool:
         return self._own.fullmatch(_basename(path)) is not None
@@ -243,6 +277,7 @@ class CheckpointManager:
             for p in self._backend.list_checkpoints(self._directory)
             if self._is_own(p)
         }
+        self._highest = max((self._number(n) for n in listed), default=-1)
         if recovered is None:
             # Slightly in the past so a manager re-created at once does not preserve its first save.
             self._last_preserved_timestamp = now - 1.0
@@ -342,11 +377,13 @@ class CheckpointManager:
         Parameters
         ----------
         checkpoint_number
-            Number for the prefix (an int or an integer Variable such as a global
-            step). ``None`` uses the checkpoint's ``save_counter`` after increment.
+            Number for the prefix (a non-negative int or integer Variable such as
+            a global step). ``None`` uses the checkpoint's ``save_counter`` after
+            increment.
         check_interval
             With ``checkpoint_interval`` set, skip the save unless the step counter
-            advanced far enough. ``False`` saves anyway (still never twice at one step).
+            advanced far enough since the last save that committed. ``False``
+            saves anyway (still never twice at one step).
         options
             Overrides the manager's options for writing this checkpoint (for
             example ``max_shard_bytes``); the state file and deletions still go
@@ -357,14 +394,38 @@ class CheckpointManager:
         str or None
             The checkpoint prefix, or ``None`` when the save was skipped.
 
+        Raises
+        ------
+        TrackableError
+            ``checkpoint_number`` is not a non-negative integer. Checked
+            first: nothing changed (no ``save_counter`` increment, no step
+            recorded for ``checkpoint_interval``).
+
         With ``CheckpointOptions(enable_async=True)`` (here or in the
         manager's options) it returns once the values are snapshotted; the
         write, the state file and retention follow in the background, and
         :attr:`latest_checkpoint` names the checkpoint once it is committed
         (:meth:`sync` waits). A failure is raised by the next ``save``,
         :meth:`sync` or restore.
+
+        What a failed save leaves: ``save_counter`` moves only for a save
+        that is committed or still being written. A synchronous save whose
+        write raises gives its number back (the next save reuses it, over
+        whatever the failed write left at that prefix, which ``cleanup``
+        removes later); an async save's number is taken once its background write
+        started (it is in the snapshot, and ``save`` returned its path), even
+        if that write fails later. ``checkpoint_interval`` counts from the
+        last save that committed, synchronous or async: after a failure the
+        next ``save`` is due (it waits for an async save in flight before it
+        decides, so it always sees the outcome). A save that committed but
+        could not update the state file still raises, yet counts for both:
+        its checkpoint exists and is the manager's latest.
         """
         started = time.perf_counter()
+        # Arguments first: a refused call changes nothing.
+        number = None
+        if checkpoint_number is not None:
+            number = _checkpoint_number(checkpoint_number, self._directory, self._checkpoint_name)
         opts = options or self._options
         asynchronous = _async.enabled(opts)
         saver: _async.AsyncSaver | None = getattr(self._checkpoint, "_self_async", None)
@@ -372,26 +433,46 @@ class CheckpointManager:
             saver.begin(opts)
         elif asynchronous:
             _async.refuse(opts, f"CheckpointManager.save of a {type(self._checkpoint).__name__}")
+        step: int | None = None
         if self._checkpoint_interval is not None:
             step = _as_int(self._step_counter)
-            if self._last_checkpoint_step is not None:
-                if step == self._last_checkpoint_step:
+            # begin() waited for an async save in flight: the step it recorded on its commit is here.
+            last = self._last_checkpoint_step
+            if last is not None:
+                if step == last:
                     return None
-                if check_interval and step < self._last_checkpoint_step + self._checkpoint_interval:
+                if check_interval and step < last + self._checkpoint_interval:
                     return None
-            self._last_checkpoint_step = step
         counter = self._checkpoint.save_counter
         counter.assign_add(1)
-        number = _as_int(counter if checkpoint_number is None else checkpoint_number)
+        if number is None:
+            number = _as_int(counter)
         prefix = f"{self._prefix}-{number}"
-        if asynchronous:
-            self._checkpoint._write_async(  # type: ignore[attr-defined]
-                prefix, opts, then=lambda: self._after_commit(prefix), started=started
-            )
-            return prefix
-        saved = self._checkpoint.write(prefix, options=opts)
-        self._after_commit(saved)
-        return saved
+        committed = False
+
+        def on_commit(saved: str) -> None:
+            # The checkpoint exists from here on: it counts for the interval even if recording it fails.
+            nonlocal committed
+            committed = True
+            if step is not None:
+                with self._lock:
+                    self._last_checkpoint_step = step
+            self._after_commit(saved)
+
+        try:
+            if asynchronous:
+                self._checkpoint._write_async(  # type: ignore[attr-defined]
+                    prefix, opts, then=lambda: on_commit(prefix), started=started
+                )
+                return prefix
+            saved = self._checkpoint.write(prefix, options=opts)
+            on_commit(saved)
+            return saved
+        except BaseException:
+            # Nothing committed and nothing still being written: give the number back.
+            if not committed and not (saver is not None and saver.busy()):
+                counter.assign_add(-1)
+            raise
 
     def _after_save(self, saved: str) -> bytes:
         self._record_and_sweep(saved)
@@ -432,6 +513,7 @@ class CheckpointManager:
 
     def _record_and_sweep(self, path: str) -> None:
         timestamp = self._clock()
+        self._highest = max(self._highest, self._number(path))
         # Re-saving a number moves it to the newest end of the window.
         self._maybe_delete.pop(path, None)
         self._maybe_delete[path] = timestamp
@@ -503,6 +585,25 @@ class CheckpointManager:
             return new
 
         state.modify_checkpoint_state(self._backend, self._directory, update)
+
+    def _preemption_number(self) -> int:
+        """The number of the preemption save of :func:`trackpoint.preemption.save_on_sigterm`.
+
+        It continues the numbering of this manager's checkpoints and sorts
+        after every one of them: ``save_counter + 1`` (what ``save()`` would
+        use) while no checkpoint is numbered above ``save_counter``; once some
+        are (numbered by step, ``save(checkpoint_number=step)``), the value of
+        ``step_counter``. Either is raised to one more than the highest number
+        of the manager's checkpoints when it is not above it (and without a
+        ``step_counter``, that is the number). Called with no save in flight.
+        """
+        counter_next = _as_int(self._checkpoint.save_counter) + 1
+        with self._lock:
+            highest = self._highest
+        candidate = counter_next
+        if self._step_counter is not None and highest >= counter_next:
+            candidate = _as_int(self._step_counter)
+        return max(candidate, highest + 1)
 
     # --------------------------------------------------------------- restore
     @_signal_safe.guarded

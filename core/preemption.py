@@ -205,8 +205,12 @@ def save_on_sigterm(
     Parameters
     ----------
     target
-        What to save: a :class:`~trackpoint.CheckpointManager` (``manager.save()``,
-        retention applies as for any save), a :class:`~trackpoint.Checkpoint`
+        What to save: a :class:`~trackpoint.CheckpointManager` (``manager.save``,
+        retention applies as for any save; numbered to sort as its newest
+        checkpoint: ``save_counter + 1`` while its checkpoints are numbered by
+        ``save_counter``, else the value of its ``step_counter``, either raised
+        to one more than the highest number of its checkpoints when not above
+        it), a :class:`~trackpoint.Checkpoint`
         with ``file_prefix`` (``checkpoint.save(file_prefix)``), or any
         function of no arguments that saves.
     file_prefix
@@ -275,8 +279,13 @@ def _save_function(target: Any, file_prefix: str | None, options: Any) -> Callab
         manager = target
 
         def save_with_manager() -> object:
+            # The save in flight first: its number counts when numbering this one.
+            manager.sync()
+            # Numbered to sort as the newest checkpoint (the step, or above the highest number), so a
+            # loop numbering its saves by step never sees the preemption checkpoint as an older one.
+            number = manager._preemption_number()
             # check_interval=False: a preemption save is due whatever the interval says.
-            path = manager.save(check_interval=False, options=options)
+            path = manager.save(checkpoint_number=number, check_interval=False, options=options)
             manager.sync()
             return path
 

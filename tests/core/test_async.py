@@ -480,6 +480,57 @@ def test_a_failed_manager_save_is_not_recorded_and_the_state_file_keeps_the_prev
     assert recorded is not None and list(recorded.all_model_checkpoint_paths) == [first]
 
 
+def test_an_async_save_counts_for_the_interval_once_committed_and_keeps_its_number_if_it_fails(gate: Gate) -> None:
+    step = tp.Variable(np.int64(0))
+    ckpt = tp.Checkpoint(step=step)
+    manager = tp.CheckpointManager(
+        ckpt, "memory://async/interval", None, step_counter=step, checkpoint_interval=100, options=ASYNC
+    )
+    gate.open.set()
+    assert manager.save() == "memory://async/interval/ckpt-1"
+    manager.sync()
+    gate.fail = StorageError("memory: connection reset")
+    step.assign(100)
+    assert manager.save() == "memory://async/interval/ckpt-2"  # started: its number is taken
+    with pytest.raises(StorageError, match="connection reset"):
+        manager.sync()
+    gate.fail = None
+    assert int(ckpt.save_counter.numpy()) == 2
+    # The failed save did not count: the next save is due, not skipped until step 200.
+    step.assign(101)
+    assert manager.save() == "memory://async/interval/ckpt-3"
+    step.assign(150)
+    assert manager.save() is None  # the save at 101 committed (the check waits for it first)
+    manager.sync()
+    assert manager.checkpoints == ["memory://async/interval/ckpt-1", "memory://async/interval/ckpt-3"]
+    step.assign(201)
+    assert manager.save() == "memory://async/interval/ckpt-4"
+    manager.sync()
+
+
+def test_an_async_save_that_fails_before_it_starts_gives_its_number_back(gate: Gate) -> None:
+    ckpt = tp.Checkpoint(v=tp.Variable(1.0))
+    manager = tp.CheckpointManager(ckpt, "memory://async/nostart", 2, options=ASYNC)
+    gate.open.set()
+    assert manager.save() == "memory://async/nostart/ckpt-1"
+    manager.sync()
+
+    class Broken(tp.PythonState):
+        def serialize(self) -> str:
+            raise RuntimeError("cannot serialize right now")
+
+        def deserialize(self, string_value: str | bytes) -> None:
+            pass
+
+    ckpt.broken = Broken()  # fails the snapshot, in save(), before the background write starts
+    with pytest.raises(RuntimeError, match="cannot serialize right now"):
+        manager.save()
+    assert int(ckpt.save_counter.numpy()) == 1
+    del ckpt.broken
+    assert manager.save() == "memory://async/nostart/ckpt-2"
+    manager.sync()
+
+
 # ---------------------------------------------------------------- one in flight
 def test_the_next_save_waits_for_the_one_in_flight_or_is_refused_by_option(gate: Gate) -> None:
     ckpt = tp.Checkpoint(v=tp.Variable(1.0))

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 import trackpoint as tp
+from gated import gated_backends
 
 
 def test_save_numbers_checkpoints_and_updates_state_file() -> None:
@@ -142,3 +143,18 @@ def test_restore_of_an_empty_directory_says_it_wants_a_prefix_or_a_directory_wit
         r"checkpoints\. Pass a checkpoint prefix.*-N suffix",
     ):
         ckpt.restore("memory://c/empty")
+
+
+def test_a_save_whose_write_fails_gives_its_number_back() -> None:
+    ckpt = tp.Checkpoint(v=tp.Variable(1.0))
+    with gated_backends() as gate:
+        gate.open.set()
+        failing = tp.CheckpointOptions(backend="gated-memory")
+        assert ckpt.save("memory://c/fails/ckpt", failing) == "memory://c/fails/ckpt-1"
+        gate.fail = tp.StorageError("memory: the disk is full")
+        with pytest.raises(tp.StorageError, match="the disk is full"):
+            ckpt.save("memory://c/fails/ckpt", failing)
+        assert ckpt.save_counter.numpy() == 1  # nothing was committed
+        gate.fail = None
+        assert ckpt.save("memory://c/fails/ckpt", failing) == "memory://c/fails/ckpt-2"
+    assert tp.latest_checkpoint("memory://c/fails") == "memory://c/fails/ckpt-2"

@@ -9,6 +9,8 @@ import shutil
 import threading
 import time
 import uuid
+from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -16,12 +18,15 @@ import numpy as np
 import pytest
 
 import trackpoint as tp
+from gated import GatedBackend
 from trackpoint import plugins, state
 from trackpoint._resolve import open_backend
+from trackpoint.backends.bundle import BundleBackend
 from trackpoint.backends.memory import MemoryBackend
+from trackpoint.backends.stores import LocalFiles
 from trackpoint.errors import StorageError, TrackableError
 from trackpoint.manager import CheckpointManager
-from trackpoint.storage import CheckpointOptions, StorageBackend
+from trackpoint.storage import Capabilities, CheckpointOptions, ShardResult, ShardSpec, StorageBackend, WriteItem
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "tf"
 
@@ -96,7 +101,7 @@ def test_numbering_follows_save_counter_or_explicit_number(run: str) -> None:
     assert int(ckpt.save_counter.numpy()) == 4  # incremented on every save, as in TensorFlow
     assert m.latest_checkpoint == f"{run}/ckpt-7"
     assert state.latest_checkpoint(run) == f"{run}/ckpt-7"
-    with pytest.raises(TrackableError, match=r"expected an integer step"):
+    with pytest.raises(TrackableError, match=r"checkpoint_number=1.5 is refused \(not an integer\)"):
         m.save(checkpoint_number=1.5)
 
 
@@ -174,6 +179,149 @@ def test_checkpoint_interval(run: str) -> None:
     step.assign(32)
     assert m.save(check_interval=False) is not None  # forced
     assert m.save(check_interval=False) is None  # never twice at one step
+
+
+# ------------------------------------------------- refused and failed saves
+@pytest.mark.parametrize(
+    "bad",
+    [7.0, True, "8", 1.5, -1, np.int64(-3), tp.Variable(np.int64(-2)), tp.Variable(1.5)],
+    ids=["float", "bool", "str", "fraction", "negative", "negative-numpy", "negative-variable", "float-variable"],
+)
+def test_a_refused_checkpoint_number_changes_nothing(run: str, bad: Any) -> None:
+    step = tp.Variable(np.int64(0))
+    ckpt, _ = _ckpt()
+    m = CheckpointManager(ckpt, run, max_to_keep=3, step_counter=step, checkpoint_interval=100)
+    assert m.save() == f"{run}/ckpt-1"
+    step.assign(100)
+    for _ in range(6):
+        with pytest.raises(TrackableError, match=r"CheckpointManager.save in .*: checkpoint_number=.* is refused"):
+            m.save(checkpoint_number=bad)
+    # Neither save_counter nor the interval's step moved: the next save is due and numbered 2.
+    assert int(ckpt.save_counter.numpy()) == 1
+    assert m.save() == f"{run}/ckpt-2"
+
+
+def test_a_negative_checkpoint_number_is_refused_before_anything_is_written(run: str, backend: StorageBackend) -> None:
+    m = CheckpointManager(_ckpt()[0], run, max_to_keep=3)
+    refused = r"checkpoint_number=-1 is refused \(negative: it would be saved as ckpt--1"
+    with pytest.raises(TrackableError, match=refused) as info:
+        m.save(checkpoint_number=-1)
+    assert isinstance(info.value, ValueError) and isinstance(info.value, tp.CheckpointError)
+    assert "Pass a non-negative integer" in str(info.value)
+    assert backend.list_checkpoints(run) == [] and m.checkpoints == []
+    assert m.save(checkpoint_number=0) == f"{run}/ckpt-0"  # zero is a number like any other
+
+
+def test_a_failed_save_does_not_count_for_the_interval_and_gives_its_number_back(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    step = tp.Variable(np.int64(0))
+    ckpt = tp.Checkpoint(step=step)
+    m = CheckpointManager(ckpt, run, max_to_keep=3, step_counter=step, checkpoint_interval=100)
+    assert m.save() == f"{run}/ckpt-1"
+    shutil.rmtree(run)
+    run.write_text("")  # the storage breaks: the directory is a file now
+    step.assign(100)
+    with pytest.raises(StorageError, match="is a file, not a directory"):
+        m.save()
+    assert int(ckpt.save_counter.numpy()) == 1  # nothing was committed: the number is given back
+    run.unlink()
+    run.mkdir()  # the storage is back
+    saved = {}
+    for s in (101, 150, 200, 201):
+        step.assign(s)
+        saved[s] = m.save()
+    # The retry at 101 saves (reusing number 2); the interval counts from it.
+    assert saved == {101: f"{run}/ckpt-2", 150: None, 200: None, 201: f"{run}/ckpt-3"}
+
+
+class _CommitFails(GatedBackend):
+    """The wrapped backend, without the gate; while ``fail`` is set, the commit raises and abort does nothing.
+
+    A save that then fails leaves every shard it wrote behind, as one whose
+    process died before its abort ran.
+    """
+
+    fail = False
+
+    def write_shard(self, prefix: str, spec: ShardSpec, items: Sequence[WriteItem]) -> ShardResult:
+        return self.inner.write_shard(prefix, spec, items)
+
+    def commit(self, prefix: str, shards: Sequence[ShardResult], *, overwrite: bool = True) -> None:
+        if _CommitFails.fail:
+            raise StorageError(f"{self.name}: connection lost before the commit of {prefix!r}")
+        self.inner.commit(prefix, shards, overwrite=overwrite)
+
+    def abort(self, prefix: str, save_id: str) -> None:
+        if not _CommitFails.fail:
+            self.inner.abort(prefix, save_id)
+
+
+@pytest.mark.parametrize("inner", ["memory", "bundle-rename", "bundle-create", "zarr"])
+def test_the_retry_of_a_failed_save_reuses_its_number_over_its_leftovers(tmp_path: Path, inner: str) -> None:
+    def make(url: str, options: CheckpointOptions) -> StorageBackend:
+        if inner == "bundle-create":
+            # The object stores' commit (create-only writes), on a local disk.
+            caps = Capabilities(atomic_rename=False, conditional_create=True)
+            return _CommitFails(BundleBackend(LocalFiles(capabilities=caps), options=CheckpointOptions(num_writers=2)))
+        name = "bundle" if inner == "bundle-rename" else inner
+        return _CommitFails(plugins.open_backend(url, replace(options, backend=name)))
+
+    class Plugin:
+        @plugins.hookimpl
+        def trackpoint_register_backends(self, register: Any) -> None:
+            register(plugins.BackendSpec("commit-fails", make, schemes=()))
+
+    run = f"memory://retry-{uuid.uuid4().hex[:8]}" if inner == "memory" else str(tmp_path / "run")
+    plugins.register(Plugin(), "commit-fails-plugin")
+    try:
+        # Small shards: the failed save leaves several pieces behind.
+        options = CheckpointOptions(backend="commit-fails", max_shard_bytes=64, num_writers=2)
+        values = {name: tp.Variable(np.full(16, float(i), np.float32)) for i, name in enumerate("abcd")}
+        ckpt = tp.Checkpoint(**values)
+        m = CheckpointManager(ckpt, run, max_to_keep=3, options=options)
+        assert m.save() == f"{run}/ckpt-1"
+        for v in values.values():
+            v.assign_add(np.ones(16, np.float32))
+        _CommitFails.fail = True
+        with pytest.raises(StorageError, match="connection lost before the commit"):
+            m.save()
+        _CommitFails.fail = False
+        assert int(ckpt.save_counter.numpy()) == 1
+        if inner != "memory":  # the memory backend cannot tell its leftovers
+            found = plugins.open_backend(run, CheckpointOptions(backend="zarr" if inner == "zarr" else "bundle"))
+            assert any("ckpt-2" in p for p in found.leftovers(run))
+        assert m.save() == f"{run}/ckpt-2"  # the same prefix, over the failed save's pieces
+        assert m.checkpoints == [f"{run}/ckpt-1", f"{run}/ckpt-2"]
+        assert tp.verify(f"{run}/ckpt-2", options=options).ok
+        back = {name: tp.Variable(np.zeros(16, np.float32)) for name in values}
+        tp.Checkpoint(**back).restore(f"{run}/ckpt-2", options=options).assert_consumed()
+        for name, v in back.items():
+            np.testing.assert_array_equal(v.numpy(), values[name].numpy())
+    finally:
+        _CommitFails.fail = False
+        plugins.unregister("commit-fails-plugin")
+
+
+def test_a_save_that_committed_but_could_not_record_it_keeps_its_number_and_step(run: str) -> None:
+    step = tp.Variable(np.int64(0))
+    ckpt, _ = _ckpt()
+    m = CheckpointManager(ckpt, run, max_to_keep=3, step_counter=step, checkpoint_interval=10)
+    m.save()
+    step.assign(10)
+    real = m._record_state
+
+    def refuse() -> None:
+        raise StorageError("memory: the state file is read-only")
+
+    m._record_state = refuse  # type: ignore[method-assign]
+    with pytest.raises(StorageError, match="read-only"):
+        m.save()
+    m._record_state = real  # type: ignore[method-assign]
+    # ckpt-2 is committed and the manager's latest: it counts, and is not overwritten by the next save.
+    assert int(ckpt.save_counter.numpy()) == 2 and m.latest_checkpoint == f"{run}/ckpt-2"
+    assert m.save() is None
+    step.assign(20)
+    assert m.save() == f"{run}/ckpt-3"
 
 
 # ----------------------------------------------------------- restarting

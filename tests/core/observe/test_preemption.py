@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import os
 import signal
 import subprocess
 import sys
@@ -141,6 +142,79 @@ def test_bad_targets_and_threads_are_refused() -> None:
     thread.start()
     thread.join()
     assert len(errors) == 1 and "must be called from the main thread" in str(errors[0])
+
+
+# ------------------------------------------------------------------ numbering
+def _preempt(manager: tp.CheckpointManager) -> object:
+    """SIGTERM this process, with a handler saving at the step boundary; what the preemption save returned."""
+    with save_on_sigterm(manager, at_step=True, exit_after=False) as handler:
+        os.kill(os.getpid(), signal.SIGTERM)
+        handler.check()
+    assert handler.saved
+    return handler.saved_path
+
+
+def _manager(directory: str, step: tp.Variable, **kwargs: Any) -> tp.CheckpointManager:
+    return tp.CheckpointManager(tp.Checkpoint(step=step), directory, max_to_keep=3, **kwargs)
+
+
+@pytest.mark.parametrize("with_step_counter", [False, True])
+def test_a_loop_numbering_by_step_gets_a_preemption_checkpoint_that_sorts_newest(with_step_counter: bool) -> None:
+    run = f"memory://preempt-by-step-{with_step_counter}"
+    step = tp.Variable(np.int64(0))
+    manager = _manager(run, step, step_counter=step if with_step_counter else None)
+    for s in (100, 200):
+        step.assign(s)
+        manager.save(checkpoint_number=step)
+    step.assign(250)
+    # At the step with a step counter (Orbax's choice); without one, above the highest number.
+    expected = f"{run}/ckpt-250" if with_step_counter else f"{run}/ckpt-201"
+    assert _preempt(manager) == expected
+    assert manager.latest_checkpoint == expected and tp.latest_checkpoint(run) == expected
+    assert manager.checkpoints == [f"{run}/ckpt-100", f"{run}/ckpt-200", expected]
+
+
+@pytest.mark.parametrize("with_step_counter", [False, True])
+def test_a_loop_numbering_by_save_counter_gets_the_next_number(with_step_counter: bool) -> None:
+    # TensorFlow's own idiom: manager.save() numbers by save_counter, the step counter only paces the saves.
+    run = f"memory://preempt-by-counter-{with_step_counter}"
+    step = tp.Variable(np.int64(0))
+    kwargs: dict[str, Any] = {"step_counter": step, "checkpoint_interval": 100} if with_step_counter else {}
+    manager = _manager(run, step, **kwargs)
+    for s in (100, 200):
+        step.assign(s)
+        manager.save()
+    step.assign(250)
+    assert _preempt(manager) == f"{run}/ckpt-3"
+    # The numbering goes on after it (and the interval counts from it).
+    step.assign(350)
+    assert manager.save() == f"{run}/ckpt-4"
+
+
+def test_a_step_behind_the_highest_number_and_a_reopened_directory_still_sort_newest() -> None:
+    run = "memory://preempt-behind"
+    step = tp.Variable(np.int64(0))
+    first = _manager(run, step, step_counter=step)
+    for s in (100, 200, 300):
+        step.assign(s)
+        first.save(checkpoint_number=step)
+    first.close()
+    # A new process, restored from an older checkpoint (the step went back to 200).
+    step.assign(0)
+    manager = _manager(run, step, step_counter=step)
+    manager.checkpoint.restore(f"{run}/ckpt-200").assert_consumed()
+    assert int(step.numpy()) == 200
+    assert _preempt(manager) == f"{run}/ckpt-301"
+
+
+def test_the_preemption_save_waits_for_an_async_save_before_numbering(tmp_path: Path) -> None:
+    step = tp.Variable(np.int64(0))
+    options = tp.CheckpointOptions(enable_async=True)
+    manager = _manager(str(tmp_path), step, options=options)
+    step.assign(500)
+    manager.save(checkpoint_number=step)  # maybe still being written when the signal arrives
+    assert _preempt(manager) == str(tmp_path / "ckpt-501")
+    assert tp.latest_checkpoint(str(tmp_path)) == str(tmp_path / "ckpt-501")
 
 
 # ------------------------------------------------------------------ several ranks
