@@ -524,10 +524,17 @@ class CheckpointManager:
         # Unlist before deleting: an interrupted delete must never leave a listed remainder.
         try:
             self._record_state()
-        except BaseException:
+        except BaseException as exc:
             # Nothing was deleted: keep tracking the old checkpoints so a later save retires them.
             self._maybe_delete = window
             self._last_preserved_timestamp = preserved
+            if isinstance(exc, Exception):
+                # The save itself worked: say so, or the caller takes a whole checkpoint for a failed one.
+                exc.add_note(
+                    f"{path} was committed and is whole; only the state file of {self._directory!r} was not "
+                    "updated, so tp.latest_checkpoint(directory) does not name it yet (this manager does, and "
+                    "its next save records it)"
+                )
             raise
         for prefix in leaving:
             try:

@@ -314,8 +314,9 @@ def test_a_save_that_committed_but_could_not_record_it_keeps_its_number_and_step
         raise StorageError("memory: the state file is read-only")
 
     m._record_state = refuse  # type: ignore[method-assign]
-    with pytest.raises(StorageError, match="read-only"):
+    with pytest.raises(StorageError, match="read-only") as failed:
         m.save()
+    assert f"{run}/ckpt-2 was committed and is whole; only the state file" in "\n".join(failed.value.__notes__)
     m._record_state = real  # type: ignore[method-assign]
     # ckpt-2 is committed and the manager's latest: it counts, and is not overwritten by the next save.
     assert int(ckpt.save_counter.numpy()) == 2 and m.latest_checkpoint == f"{run}/ckpt-2"
