@@ -154,17 +154,19 @@ class CheckpointManager:
 
     Notes
     -----
-    Order of a :meth:`save`: (1) the checkpoint is written and committed;
-    (2) the manager decides which older checkpoints leave the window; (3) the
-    state file is rewritten listing the new checkpoint and *not* the leaving
-    ones; (4) the leaving checkpoints are deleted. If (3) fails, :meth:`save`
-    raises, nothing is deleted and the manager keeps tracking the old
-    checkpoints, so the next save retires them. A crash after (1) leaves a
-    committed but unlisted checkpoint, which the next manager (and
-    :func:`trackpoint.latest_checkpoint`) finds by listing. A crash during (4)
-    leaves an unlisted remainder, invisible because backends remove the commit
-    point first; it is never reported as kept, and ``cleanup`` removes its
-    uncommitted pieces when the next manager opens the directory.
+    Order of a :meth:`save`, TensorFlow's: (1) the checkpoint is written and
+    committed; (2) the manager decides which older checkpoints leave the
+    window; (3) the leaving checkpoints are deleted; (4) the state file is
+    rewritten listing the new checkpoint and not the deleted ones. A crash
+    after (1) leaves a committed but unlisted checkpoint, which the next
+    manager (and :func:`trackpoint.latest_checkpoint`) finds by listing. A
+    delete removes the commit point first, so a crash during (3) or before
+    (4) leaves entries of the state file naming checkpoints that are gone or
+    invisible: a new manager skips them (and retires those (3) did not reach,
+    which are still listed), and ``cleanup`` removes uncommitted pieces when
+    it opens the directory. Nothing is left that no manager would retire. If
+    (4) fails, :meth:`save` raises with a note that the checkpoint was
+    committed; the next save rewrites the state file.
 
     Several managers may share a directory if their checkpoint names
     differ: each rewrites only its own entries of the state file, with
@@ -518,16 +520,20 @@ class CheckpointManager:
         self._maybe_delete.pop(path, None)
         self._maybe_delete[path] = timestamp
         self._latest_checkpoint = path
-        window = OrderedDict(self._maybe_delete)
-        preserved = self._last_preserved_timestamp
         leaving = self._sweep()
-        # Unlist before deleting: an interrupted delete must never leave a listed remainder.
+        # Delete before unlisting, as TensorFlow does. A delete removes the commit point first, so one cut
+        # short leaves an entry of the state file naming an invisible remainder, which readers skip and the
+        # next save drops. Unlisting first would make a crash between the two steps leave a whole committed
+        # checkpoint that nothing lists and no manager ever retires.
+        for prefix in leaving:
+            try:
+                self._backend.delete(prefix)
+            except StorageError as exc:
+                # A failed delete leaves garbage, never a broken checkpoint.
+                _log.warning("could not delete old checkpoint %s: %s", prefix, exc)
         try:
             self._record_state()
         except BaseException as exc:
-            # Nothing was deleted: keep tracking the old checkpoints so a later save retires them.
-            self._maybe_delete = window
-            self._last_preserved_timestamp = preserved
             if isinstance(exc, Exception):
                 # The save itself worked: say so, or the caller takes a whole checkpoint for a failed one.
                 exc.add_note(
@@ -536,12 +542,6 @@ class CheckpointManager:
                     "its next save records it)"
                 )
             raise
-        for prefix in leaving:
-            try:
-                self._backend.delete(prefix)
-            except StorageError as exc:
-                # Already unlisted; a failed delete leaves garbage, never a broken checkpoint.
-                _log.warning("could not delete old checkpoint %s: %s", prefix, exc)
 
     def _sweep(self) -> list[str]:
         """Checkpoints leaving the window that are not preserved (TF's rules)."""

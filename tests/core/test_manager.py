@@ -325,6 +325,28 @@ def test_a_save_that_committed_but_could_not_record_it_keeps_its_number_and_step
     assert m.save() == f"{run}/ckpt-3"
 
 
+def test_a_process_killed_as_retention_starts_leaves_no_checkpoint_that_no_manager_retires(
+    run: str, backend: StorageBackend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    m = CheckpointManager(_ckpt()[0], run, max_to_keep=2)
+    m.save()
+    m.save()
+
+    def killed(prefix: str) -> None:
+        raise KeyboardInterrupt  # the process dies here: nothing after this line of save runs
+
+    monkeypatch.setattr(m._backend, "delete", killed)
+    with pytest.raises(KeyboardInterrupt):
+        m.save()  # ckpt-3 committed; ckpt-1 about to leave the window
+    monkeypatch.undo()
+    # The next run's manager retires everything the window no longer holds.
+    again = CheckpointManager(_ckpt()[0], run, max_to_keep=2)
+    assert again.restore_or_initialize() == f"{run}/ckpt-3"
+    again.save()
+    assert again.checkpoints == [f"{run}/ckpt-3", f"{run}/ckpt-4"]
+    assert backend.list_checkpoints(run) == again.checkpoints
+
+
 # ----------------------------------------------------------- restarting
 def test_restart_picks_up_checkpoints_and_retention(run: str, backend: StorageBackend) -> None:
     clock = _Clock()

@@ -423,7 +423,7 @@ def test_delete_interrupted_half_way_is_never_listed(
 
 
 @pytest.mark.s3
-def test_failed_state_update_deletes_nothing(
+def test_a_failed_state_update_after_retention_leaves_a_usable_directory(
     s3_endpoint: str, s3_bucket: str, s3_storage_options: dict[str, Any]
 ) -> None:
     from faultproxy import FaultProxy, Rule
@@ -446,16 +446,18 @@ def test_failed_state_update_deletes_nothing(
                 times=1000,
             )
         )
-        # ckpt-2 is committed, then recording it fails: the save reports the error and,
-        # since nothing was unlisted, deletes nothing.
-        with pytest.raises(StoragePermissionError, match=r"writing '.*/run/checkpoint' was refused"):
+        # ckpt-2 is committed and ckpt-1 deleted (TensorFlow's order), then recording it fails: the save
+        # reports the error, saying the checkpoint was committed.
+        with pytest.raises(StoragePermissionError, match=r"writing '.*/run/checkpoint' was refused") as failed:
             m.save()
+        assert "ckpt-2 was committed and is whole" in "\n".join(failed.value.__notes__)
         direct = CheckpointOptions(storage_options=s3_storage_options)
         backend = open_backend(d, direct)
-        assert backend.exists(f"{d}/ckpt-1") and backend.exists(f"{d}/ckpt-2")
-        assert state.latest_checkpoint(d, direct) == f"{d}/ckpt-2"  # found by listing
-        # The manager still tracks ckpt-1, so the next successful save retires it.
-        assert m.checkpoints == [f"{d}/ckpt-1", f"{d}/ckpt-2"]
+        assert not backend.exists(f"{d}/ckpt-1") and backend.exists(f"{d}/ckpt-2")
+        # The state file still names ckpt-1, which is gone: readers skip it and find ckpt-2 by listing.
+        assert state.latest_checkpoint(d, direct) == f"{d}/ckpt-2"
+        assert m.checkpoints == [f"{d}/ckpt-2"]
+        assert tp.CheckpointManager(_ckpt(*_model()), d, max_to_keep=1, options=opts).checkpoints == [f"{d}/ckpt-2"]
         proxy.clear()
         assert m.save() == f"{d}/ckpt-3"
         assert m.checkpoints == [f"{d}/ckpt-3"]
