@@ -54,6 +54,7 @@ from trackpoint.distributed._driver import Failure, collective, decode, describe
 from trackpoint.errors import CoordinationError, CoordinationTimeoutError
 from trackpoint.storage import (
     _SAVE_EVENTS,
+    OBJECT_GRAPH_KEY,
     CheckpointOptions,
     ShardResult,
     ShardSpec,
@@ -156,13 +157,22 @@ def plan_save(
                 continue
             other, o = seen
             if (m.dtype, m.shape, m.digest) != (o.dtype, o.shape, o.digest):
-                what = "contents" if (m.dtype, m.shape) == (o.dtype, o.shape) else f"{m.dtype}{list(m.shape)}"
                 part = f" (slice {m.slice})" if m.slice else ""
+                if m.key == OBJECT_GRAPH_KEY:
+                    raise CoordinationError(
+                        f"ranks {other} and {rank} save different object graphs: every rank must save the same "
+                        "objects under the same names (the same Checkpoint structure, attribute and dict key "
+                        "names on every rank; values may differ only in the parts of partitioned variables); "
+                        "compare `trackpoint inspect --tree` of a checkpoint each rank writes alone"
+                    )
+                if (m.dtype, m.shape) == (o.dtype, o.shape):
+                    how = f"both {_kind(o)}, different contents"
+                else:
+                    how = f"rank {other}: {_kind(o)}, rank {rank}: {_kind(m)}"
                 raise CoordinationError(
-                    f"ranks {other} and {rank} both save {m.key!r}{part} but disagree on it (rank {other}: "
-                    f"{o.dtype}{list(o.shape)}, rank {rank}: {what}); a value saved by several ranks is written "
-                    "once and must be the same on each (give per-rank values distinct names, or declare the "
-                    "parts of a partitioned value with SaveSliceInfo)"
+                    f"ranks {other} and {rank} both save {m.key!r}{part} but disagree on it ({how}); a value saved "
+                    "by several ranks is written once and must be the same on each (give per-rank values distinct "
+                    "names, or declare the parts of a partitioned value with SaveSliceInfo)"
                 )
             holders[m.ident].append(rank)
     loads = [0] * len(metas)
@@ -417,6 +427,12 @@ def _save(
             # A time-out or a failure before the outcome: nothing was committed.
             _abort(target, prefix, begun, exc)
         raise
+
+
+def _kind(meta: _Meta) -> str:
+    """``meta``'s dtype and shape for a message: ``float32 [4]``, ``string []``."""
+    dtype = "string" if meta.dtype == "object" else meta.dtype
+    return f"{dtype} {list(meta.shape)}"
 
 
 def _outcome_lost(what: str, rank: int, prefix: str, exc: CoordinationError) -> CoordinationError:

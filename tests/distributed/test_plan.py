@@ -7,6 +7,7 @@ import pytest
 import trackpoint as tp
 from trackpoint.distributed import Coordinator, KeyValueCoordinator
 from trackpoint.distributed._save import _Meta, plan_save
+from trackpoint.storage import OBJECT_GRAPH_KEY
 
 
 def _metas(sizes: dict[str, int]) -> list[_Meta]:
@@ -71,9 +72,14 @@ def test_holders_of_one_key_must_agree() -> None:
     b = [_Meta("v", 32, "float64", (4,), None)]
     with pytest.raises(tp.CoordinationError, match=r"ranks 0 and 1 both save 'v' but disagree on it"):
         plan_save([a, b], [1, 1], [None, None])
+    with pytest.raises(tp.CoordinationError, match=r"\(rank 0: float32 \[4\], rank 1: float64 \[4\]\)"):
+        plan_save([a, b], [1, 1], [None, None])
     same_shape = [_Meta("g", 10, "object", (), "aa")], [_Meta("g", 10, "object", (), "bb")]
-    with pytest.raises(tp.CoordinationError, match=r"rank 1: contents"):
+    with pytest.raises(tp.CoordinationError, match=r"\(both string \[\], different contents\)"):
         plan_save(list(same_shape), [1, 1], [None, None])
+    graphs = [_Meta(OBJECT_GRAPH_KEY, 10, "object", (), "aa")], [_Meta(OBJECT_GRAPH_KEY, 10, "object", (), "bb")]
+    with pytest.raises(tp.CoordinationError, match=r"ranks 0 and 1 save different object graphs: every rank must"):
+        plan_save(list(graphs), [1, 1], [None, None])
 
 
 class _Solo(KeyValueCoordinator):
