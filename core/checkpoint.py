@@ -22,7 +22,7 @@ import numpy as np
 
 from trackpoint import _async, _gc, _resolve, _signal_safe, observe
 from trackpoint.autotrackable import AutoTrackable
-from trackpoint.data_structures import NoDependency, is_numpy_value
+from trackpoint.data_structures import NoDependency, is_array_value
 from trackpoint.distributed._driver import coordinator_of, on_root, together
 from trackpoint.errors import CheckpointNotFoundError, InvalidCheckpointError, NameConflictError, TrackableError
 from trackpoint.graph import ObjectGraphView, serialize_object_graph
@@ -141,7 +141,7 @@ class Checkpoint(AutoTrackable):
                 # itself is added each time the graph is walked (see _view).
                 setattr(self, name, NoDependency(self._self_root_ref))
                 continue
-            if not isinstance(value, (dict, list, tuple)) and not is_numpy_value(value):
+            if not isinstance(value, (dict, list, tuple)) and not is_array_value(value):
                 _assert_trackable(value, name)
             setattr(self, name, value)
             converted = _assert_trackable(self._lookup_dependency(name), name)

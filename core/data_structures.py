@@ -18,6 +18,11 @@ What is saved (the rule, also in ``docs/concepts.md``):
   keeps the numpy value itself; a writeable array is restored in place, a
   numpy scalar or read-only array is replaced by the restored value of the
   same type. This holds for ``AutoTrackable`` attributes too;
+* a torch tensor is saved as a numpy value in its place would be; the holder
+  keeps the tensor, and a restore writes into its memory (through a numpy
+  view, or with ``copy_`` for a tensor numpy cannot share, on another device
+  say, whose value is then read again at each save). torch is never
+  imported here: a tensor exists only once the caller imported it;
 * a numpy value of another dtype (strings, objects, dates, structured) or a
   masked array raises :class:`TrackableError` when it is assigned;
 * plain Python values (numbers, strings, ``None``, functions, other objects)
@@ -52,6 +57,7 @@ __all__ = [
     "ListWrapper",
     "NoDependency",
     "TrackableDataStructure",
+    "is_array_value",
     "is_numpy_value",
     "sticky_attribute_assignment",
     "wrap_or_unwrap",
@@ -76,6 +82,11 @@ def is_numpy_value(value: Any) -> bool:
     return isinstance(value, (np.ndarray, np.generic)) and not isinstance(value, (str, bytes))
 
 
+def is_array_value(value: Any) -> bool:
+    """Whether ``value`` is saved as an array where it is held: a numpy value or a torch tensor."""
+    return is_numpy_value(value) or dtypes._is_torch_tensor(value)
+
+
 def _describe(value: Any) -> str:
     text = repr(value)
     return f"{text if len(text) <= 40 else text[:37] + '...'} ({type(value).__name__})"
@@ -93,6 +104,27 @@ class _NumpyValue(Variable):
 
     def __init__(self, value: Any, name: str, where: str, on_replace: Callable[[Any], None] | None = None) -> None:
         self._maybe_initialize_trackable()
+        # A torch tensor is saved through a numpy view of its memory (a copy for a tensor that numpy cannot
+        # share, one on a GPU say: read again at each save, written back by a restore). The holder keeps the
+        # tensor, which a restore never replaces.
+        self._tensor: Any = None
+        self._shared = True
+        if dtypes._is_torch_tensor(value):
+            self._tensor = value
+            try:
+                array = dtypes._torch_to_numpy(value)
+            except Exception as exc:  # torch fails its own ways (TypeError, RuntimeError, ValueError)
+                raise TrackableError(
+                    f"{where}: the torch tensor of dtype {value.dtype} cannot be saved ({exc}); convert it, or "
+                    "assign NoDependency(value) to keep it unsaved"
+                ) from exc
+            self._shared = array.size == 0 or (
+                value.device.type == "cpu" and array.__array_interface__["data"][0] == value.data_ptr()
+            )
+            self._current = value
+            value = array
+        else:
+            self._current = value
         if isinstance(value, np.ma.MaskedArray):
             raise TrackableError(
                 f"{where}: a masked array cannot be saved (its mask would be lost); save .data and .mask as "
@@ -115,7 +147,6 @@ class _NumpyValue(Variable):
         self._trainable = False
         self._saved_dtype = saved
         self._on_replace = on_replace
-        self._current: Any = value
         self._value = value if isinstance(value, np.ndarray) else np.asarray(value)
 
     def current(self) -> Any:
@@ -123,6 +154,8 @@ class _NumpyValue(Variable):
         return self._current
 
     def _in_place(self) -> bool:
+        if self._tensor is not None:
+            return self._shared
         return isinstance(self._current, np.ndarray) and bool(self._value.flags.writeable)
 
     @property
@@ -131,6 +164,8 @@ class _NumpyValue(Variable):
         return self._saved_dtype
 
     def _serialize_to_tensors(self) -> dict[str, np.ndarray[Any, Any]]:
+        if not self._shared:
+            self._value = dtypes._torch_to_numpy(self._tensor)  # the tensor as it is now, not at tracking
         value = self._value
         if value.dtype != self._saved_dtype or not value.flags.c_contiguous:
             value = np.ascontiguousarray(value, dtype=self._saved_dtype)
@@ -170,6 +205,9 @@ class _NumpyValue(Variable):
         if self._in_place():
             np.copyto(self._value, restored)
             return
+        if self._tensor is not None:
+            _copy_into_tensor(self._tensor, restored)
+            return
         original_dtype = self._value.dtype
         if isinstance(self._current, np.ndarray):
             replacement: Any = np.array(restored, dtype=original_dtype)
@@ -189,7 +227,22 @@ class _NumpyValue(Variable):
         return self
 
     def __repr__(self) -> str:
-        return f"<numpy value {self._name!r} shape={self.shape} dtype={self._value.dtype}>"
+        kind = "torch tensor" if self._tensor is not None else "numpy value"
+        return f"<{kind} {self._name!r} shape={self.shape} dtype={self._value.dtype}>"
+
+
+def _copy_into_tensor(tensor: Any, values: np.ndarray[Any, Any]) -> None:
+    """Write ``values`` into a torch tensor whose memory numpy cannot share (on another device, say)."""
+    torch = sys.modules["torch"]
+    source = np.ascontiguousarray(values)
+    if tensor.dtype == torch.bfloat16 or (tensor.dtype.itemsize == 1 and tensor.dtype.is_floating_point):
+        # bfloat16 and float8: torch reads no ml_dtypes array, so the bits go across as integers.
+        bits = torch.from_numpy(source.view(np.int16 if tensor.dtype == torch.bfloat16 else np.uint8))
+        host = bits.view(tensor.dtype)
+    else:
+        host = torch.from_numpy(source)
+    with torch.no_grad():
+        tensor.copy_(host)
 
 
 def _wrap(value: Any, name: str, strict: bool, where: str) -> Any:
@@ -219,7 +272,7 @@ def _wrap(value: Any, name: str, strict: bool, where: str) -> Any:
         return ListWrapper(value, strict=strict, _where=where)
     if isinstance(value, tuple) and (strict or _should_wrap_tuple(value)):
         return _TupleValue(value, strict, where)
-    if is_numpy_value(value):
+    if is_array_value(value):
         _NumpyValue(value, name, where)  # checks that it can be saved
         return value
     if strict:
@@ -230,7 +283,7 @@ def _wrap(value: Any, name: str, strict: bool, where: str) -> Any:
 def _should_wrap_tuple(values: tuple[Any, ...]) -> bool:
     """Whether a tuple holds anything saved (TensorFlow leaves other tuples unwrapped)."""
     for value in values:
-        if isinstance(value, (NoDependency, Trackable)) or is_numpy_value(value):
+        if isinstance(value, (NoDependency, Trackable)) or is_array_value(value):
             return True
         if type(value) in (dict, collections.OrderedDict, list):
             return True
@@ -243,15 +296,15 @@ def _is_saved_kind(value: Any) -> bool:
     """Whether a container element is saved when tracked (a trackable, a numpy value, a tuple of them)."""
     return (
         isinstance(value, Trackable)
-        or is_numpy_value(value)
+        or is_array_value(value)
         or (isinstance(value, tuple) and _should_wrap_tuple(value))
     )
 
 
 def _unsaved_message(value: Any, where: str) -> str:
     return (
-        f"{where} is {_describe(value)}, which a checkpoint does not save: only trackables, numeric numpy values "
-        "and lists/dicts/tuples of them are saved. Save it as a numpy value (np.asarray(value)) or a "
+        f"{where} is {_describe(value)}, which a checkpoint does not save: only trackables, numeric numpy values, "
+        "torch tensors and lists/dicts/tuples of them are saved. Save it as a numpy value (np.asarray(value)) or a "
         "trackpoint.Variable, or pass NoDependency(value) to keep it unsaved."
     )
 
@@ -266,7 +319,7 @@ def wrap_or_unwrap(value: Any) -> Any:
     """
     if isinstance(value, NoDependency):
         return value.value
-    if isinstance(value, Trackable) or is_numpy_value(value):
+    if isinstance(value, Trackable) or is_array_value(value):
         return value
     wrapped = _wrap(value, "", False, "a value")
     return wrapped.current() if isinstance(wrapped, _TupleValue) else wrapped
@@ -315,7 +368,7 @@ def assign_attribute(trackable: Trackable, name: str, value: Any, strict: bool =
     where = f"{type(trackable).__name__}.{name}"
     if isinstance(value, NoDependency):
         return value.value, False
-    if is_numpy_value(value):
+    if is_array_value(value):
         node = _NumpyValue(value, name, where, on_replace=_AttributeSetter(trackable, name))
         trackable._track_trackable(node, name=name, overwrite=True)
         return node.current(), True
@@ -434,7 +487,7 @@ class TrackableDataStructure(Trackable, metaclass=abc.ABCMeta):
         """The trackable saved for ``value`` held at ``key``: itself, its node, or ``None``."""
         if isinstance(value, Trackable):
             return value
-        if is_numpy_value(value) or (isinstance(value, tuple) and _should_wrap_tuple(value)):
+        if is_array_value(value) or (isinstance(value, tuple) and _should_wrap_tuple(value)):
             return self._node_for(key, value)
         return None
 
