@@ -9,11 +9,14 @@ Exit status
 -----------
 ===  ==========================================================================================
 0    success; ``verify``: every checkpoint intact; ``diff``: the checkpoints are equal
-1    ``verify``: a checkpoint is damaged or missing; ``diff``: the checkpoints differ
-2    the command line is wrong (unknown command or option, bad value)
-3    a checkpoint or file was not found
-4    any other failure (storage, permissions, unsupported dtype, missing extra, ...)
+1    ``verify``: a checkpoint is damaged or missing; ``ls``: a listed checkpoint is damaged;
+     ``diff``: the checkpoints differ
+2    the command line is wrong (unknown command or option, bad value, unknown ``--backend``)
+3    a checkpoint, file or directory (``ls``, ``cleanup``) was not found
+4    any other failure (storage, permissions, unsupported dtype, missing extra, ...); ``verify``
+     and ``ls``: a checkpoint could not be read (it may be intact), even when another is damaged
 130  interrupted (Ctrl-C)
+141  the reader of the output went away (``trackpoint inspect run | head``), as SIGPIPE ends a command
 ===  ==========================================================================================
 
 The parser is the standard library's :mod:`argparse`: a command line shipped with the library must

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import collections
 import dataclasses
 import json
 import os
@@ -15,10 +16,17 @@ from typing import Any, Final, TextIO
 import numpy as np
 
 import trackpoint
-from trackpoint import _resolve
+from trackpoint import _paths, _resolve, errors
 from trackpoint.cli import _render
-from trackpoint.errors import CheckpointError, CheckpointExistsError, CheckpointNotFoundError
-from trackpoint.storage import OBJECT_GRAPH_KEY, CheckpointOptions
+from trackpoint.errors import (
+    BackendError,
+    CheckpointError,
+    CheckpointExistsError,
+    CheckpointNotFoundError,
+    StorageError,
+    UnknownBackendError,
+)
+from trackpoint.storage import OBJECT_GRAPH_KEY, CheckpointOptions, StorageBackend
 
 __all__ = ["EXIT_DIFFERENT", "EXIT_ERROR", "EXIT_NOT_FOUND", "EXIT_OK", "EXIT_USAGE", "main"]
 
@@ -38,8 +46,45 @@ _INTERRUPTED: Final = 130
 _BROKEN_PIPE: Final = 141
 
 
+#: What ``trackpoint --help`` says of each exit status; docs/cli.md's table says the same at length.
+_EXIT_STATUSES: Final = (
+    "0 ok, 1 different/damaged, 2 usage, 3 not found, 4 other error (storage, permissions, ...), "
+    "130 interrupted, 141 output closed (the reader of a pipe went away)"
+)
+
+
 class _UsageError(Exception):
     """A bad option value found after parsing (exit status 2)."""
+
+
+#: What went wrong with a checkpoint that could not be read, from the error that said so.
+_MISSING: Final = "missing"
+_DAMAGED: Final = "damaged"
+#: Permissions, credentials, the network, a backend that is not installed: the bytes were never
+#: seen, so the checkpoint may well be intact.
+_UNREADABLE: Final = "unreadable"
+
+
+def _failure_kind(error: BaseException | str) -> str:
+    """:data:`_MISSING`, :data:`_UNREADABLE` or :data:`_DAMAGED` for an exception or its class name.
+
+    A problem :func:`trackpoint.verify` reports carries the class name only; names that are not
+    trackpoint's (a plugin's own) count as damage, as verify reported them.
+    """
+    if isinstance(error, str):
+        found = getattr(errors, error, None)
+        cls: type[BaseException] | None = found if isinstance(found, type) else None
+    else:
+        cls = type(error)
+    if cls is None:
+        return _DAMAGED
+    if issubclass(cls, FileNotFoundError):  # CheckpointNotFoundError among them
+        return _MISSING
+    if issubclass(cls, (StorageError, BackendError)) or (
+        issubclass(cls, OSError) and not issubclass(cls, CheckpointError)
+    ):
+        return _UNREADABLE
+    return _DAMAGED
 
 
 # ------------------------------------------------------------------ options
@@ -78,7 +123,7 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="trackpoint",
         description="Inspect, verify, compare and convert checkpoints (TensorFlow's and trackpoint's) on any store.",
-        epilog="Exit status: 0 ok, 1 different/damaged, 2 usage, 3 not found, 4 other error, 130 interrupted.",
+        epilog=f"Exit status: {_EXIT_STATUSES}.",
     )
     parser.add_argument("--version", action="version", version=f"trackpoint {trackpoint.__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
@@ -141,6 +186,9 @@ def _parser() -> argparse.ArgumentParser:
         help="storage options of the destination (default: those of --storage-option)",
     )
     _common(p)
+    for command_parser in sub.choices.values():
+        # Usage errors found after parsing print the usage of the command they concern (main).
+        command_parser.set_defaults(command_parser=command_parser)
     return parser
 
 
@@ -149,11 +197,60 @@ def _dump(data: Any, out: TextIO) -> None:
     print(json.dumps(data, indent=2, sort_keys=False), file=out)
 
 
+#: A file of a bundle checkpoint: group 1 is its prefix (``ckpt-1`` of ``ckpt-1.index``, ``ckpt-1.data-...``).
+_CHECKPOINT_FILE: Final = re.compile(r"(.+?)(?:\.index|\.data-\d+-of-\d+)")
+
+
+def _check_directory(command: str, directory: str, store: StorageBackend) -> None:
+    """Refuse a local ``directory`` that does not exist or is a file, naming what is there instead.
+
+    Listing a missing directory finds nothing, as listing an empty one does: without this, a typo in
+    a cron job would print "no checkpoints" and succeed. Object stores have no directories (a prefix
+    with nothing under it is just empty; a missing bucket fails in the store), so only a store over
+    a file system (one that renames atomically, as POSIX file systems do) is checked.
+    """
+    if _paths.is_url(directory) or not _resolve.writer(store).capabilities.atomic_rename:
+        return
+    local = _paths.strip_file_scheme(directory)
+    if os.path.isdir(local):
+        return
+    parent = os.path.dirname(local.rstrip("/" + os.sep)) or os.curdir
+    name = os.path.basename(local.rstrip("/" + os.sep))
+    match = _CHECKPOINT_FILE.fullmatch(name)
+    prefix = os.path.join(os.path.dirname(local.rstrip("/" + os.sep)), match.group(1)) if match else None
+    if not os.path.exists(local):
+        try:
+            committed = _resolve.holder(store, local) is not None
+        except (CheckpointError, OSError):
+            committed = False
+        if committed:
+            raise CheckpointNotFoundError(
+                f"{directory!r} is a checkpoint prefix, not a directory: `trackpoint {command} {parent}` "
+                f"works on the directory that holds it (`trackpoint inspect {directory}` lists its tensors)"
+            )
+        raise CheckpointNotFoundError(f"no directory {directory!r}: nothing exists at that path; check it for a typo")
+    if prefix is not None:
+        raise CheckpointNotFoundError(
+            f"{directory!r} is a file of the checkpoint {prefix!r}, not a directory: "
+            f"`trackpoint {command} {parent}` works on the directory that holds it "
+            f"(`trackpoint inspect {prefix}` lists its tensors)"
+        )
+    if name == "checkpoint":
+        raise CheckpointNotFoundError(
+            f"{directory!r} is the state file of the directory {parent!r}, not a directory: "
+            f"run `trackpoint {command} {parent}`"
+        )
+    raise CheckpointNotFoundError(
+        f"{directory!r} is a file, not a directory: pass the directory that holds the checkpoints"
+    )
+
+
 def _ls(args: argparse.Namespace, out: TextIO) -> int:
     opts = _options(args.backend, args.storage_options)
     directory = args.directory
     store = _resolve.open_store(directory, opts)
     try:
+        _check_directory("ls", directory, store)
         prefixes = store.list_checkpoints(directory)
         state = trackpoint.read_checkpoint_state(directory, opts)
         times: dict[str, float] = {}
@@ -171,30 +268,41 @@ def _ls(args: argparse.Namespace, out: TextIO) -> int:
             return (-1 if n is None else n, prefix)
 
         for prefix in sorted(prefixes, key=order):
-            holder = _resolve.holder(store, prefix) or store
-            with holder.open_reader(prefix) as reader:
-                infos = [reader.info(k) for k in reader.keys() if k != OBJECT_GRAPH_KEY]
             name = os.path.basename(prefix.rstrip("/"))
-            rows.append(
-                {
-                    "prefix": prefix,
-                    "number": checkpoint_number(prefix),
-                    "time": times.get(name),
-                    "tensors": len(infos),
-                    "bytes": sum(i.nbytes for i in infos),
-                    "format": holder.name,
-                    "latest": prefix == latest,
-                }
-            )
+            row: dict[str, Any] = {
+                "prefix": prefix,
+                "number": checkpoint_number(prefix),
+                "time": times.get(name),
+                "tensors": None,
+                "bytes": None,
+                "format": None,
+                "latest": prefix == latest,
+                "status": "ok",
+                "error": None,
+            }
+            # One checkpoint that cannot be read (a damaged index, a file without read permission) is
+            # marked in its row: the others are still listed, and the exit status says so.
+            try:
+                holder = _resolve.holder(store, prefix) or store
+                row["format"] = holder.name
+                with holder.open_reader(prefix) as reader:
+                    infos = [reader.info(k) for k in reader.keys() if k != OBJECT_GRAPH_KEY]
+                row["tensors"] = len(infos)
+                row["bytes"] = sum(i.nbytes for i in infos)
+            except (CheckpointError, OSError, ValueError) as exc:
+                row["status"] = _failure_kind(exc)
+                row["error"] = {"error": type(exc).__name__, "message": _one_line(exc)}
+            rows.append(row)
         leftovers = store.leftovers(directory) if args.all else []
     finally:
         store.close()
+    failed = [r for r in rows if r["error"] is not None]
     if args.json:
-        data: dict[str, Any] = {"directory": directory, "checkpoints": rows}
+        data: dict[str, Any] = {"directory": directory, "ok": not failed, "checkpoints": rows}
         if args.all:
             data["leftovers"] = leftovers
         _dump(data, out)
-        return EXIT_OK
+        return _unread(directory, rows, out)
     if not rows:
         print(f"no checkpoints in {directory}", file=out)
     else:
@@ -205,16 +313,22 @@ def _ls(args: argparse.Namespace, out: TextIO) -> int:
                 return "-"
             return datetime.datetime.fromtimestamp(t, datetime.UTC).strftime("%Y-%m-%d %H:%M:%S")
 
+        def note(r: dict[str, Any]) -> str:
+            notes = ["latest"] if r["latest"] else []
+            if r["error"] is not None:
+                notes.append(f"{r['status']}: {r['error']['error']}: {_render.shorten(r['error']['message'])}")
+            return ", ".join(notes)
+
         _render.table(
             [
                 [
                     os.path.basename(r["prefix"].rstrip("/")),
                     "-" if r["number"] is None else str(r["number"]),
                     when(r["time"]),
-                    str(r["tensors"]),
-                    _render.human_bytes(r["bytes"]),
-                    r["format"],
-                    "latest" if r["latest"] else "",
+                    "-" if r["tensors"] is None else str(r["tensors"]),
+                    "-" if r["bytes"] is None else _render.human_bytes(r["bytes"]),
+                    r["format"] or "-",
+                    note(r),
                 ]
                 for r in rows
             ],
@@ -229,7 +343,36 @@ def _ls(args: argparse.Namespace, out: TextIO) -> int:
                 print(f"  {path}", file=out)
         else:
             print("no leftovers of crashed saves", file=out)
-    return EXIT_OK
+    return _unread(directory, rows, out)
+
+
+def _unread(directory: str, rows: list[dict[str, Any]], out: TextIO) -> int:
+    """The exit status of ``ls``; on stderr, which checkpoints could not be read and what to do.
+
+    Damage (or a checkpoint gone since it was listed) is a verdict on a checkpoint: status 1, as for
+    verify. A checkpoint that could not be read at all (permissions, credentials, the network) may
+    be intact, and the command failed: status 4, which wins when both occur, since then not every
+    checkpoint could be looked at.
+    """
+    failed = [r for r in rows if r["error"] is not None]
+    if not failed:
+        return EXIT_OK
+    kinds = collections.Counter(r["status"] for r in failed)
+    counts = ", ".join(f"{n} {kind}" for kind, n in kinds.items())
+    hints = []
+    unreadable = [r["prefix"] for r in failed if r["status"] == _UNREADABLE]
+    damaged = [r["prefix"] for r in failed if r["status"] != _UNREADABLE]
+    if damaged:
+        hints.append(f"`trackpoint verify {' '.join(damaged)}` names what is damaged")
+    if unreadable:
+        hints.append(f"fix access to {', '.join(unreadable)} (permissions, credentials, the network) and run again")
+    out.flush()  # the listing first, where both go to one terminal or file
+    print(
+        f"trackpoint ls: {len(failed)} of {_render.plural(len(rows), 'checkpoint')} in {directory} could not be "
+        f"read ({counts}): {'; '.join(hints)}",
+        file=sys.stderr,
+    )
+    return EXIT_ERROR if unreadable else EXIT_DIFFERENT
 
 
 def _cleanup(args: argparse.Namespace, out: TextIO) -> int:
@@ -237,6 +380,7 @@ def _cleanup(args: argparse.Namespace, out: TextIO) -> int:
         raise _UsageError(f"--min-age must not be negative, got {args.min_age}")
     store = _resolve.open_store(args.directory, _options(args.backend, args.storage_options))
     try:
+        _check_directory("cleanup", args.directory, store)
         if args.min_age is None:
             removed = store.cleanup(args.directory)
         else:
@@ -246,7 +390,7 @@ def _cleanup(args: argparse.Namespace, out: TextIO) -> int:
     if args.json:
         _dump({"directory": args.directory, "removed": removed}, out)
     elif removed:
-        print(f"removed {len(removed)} leftover(s):", file=out)
+        print(f"removed {_render.plural(len(removed), 'leftover')}:", file=out)
         for path in removed:
             print(f"  {path}", file=out)
     else:
@@ -334,7 +478,7 @@ def _inspect(args: argparse.Namespace, out: TextIO) -> int:
         right=(3,),
     )
     total = sum(r["bytes"] for r in rows)
-    print(f"{len(rows)} tensors, {_render.human_bytes(total)} in {prefix}", file=out)
+    print(f"{_render.plural(len(rows), 'tensor')}, {_render.human_bytes(total)} in {prefix}", file=out)
     return EXIT_OK
 
 
@@ -362,33 +506,64 @@ def _verify(args: argparse.Namespace, out: TextIO) -> int:
                 "backend": report.backend,
                 "tensors": report.tensors,
                 "bytes": report.nbytes,
-                "problems": problems,
+                # The object graph's tensor, when it cannot be read, is reported by verify twice (checking
+                # the graph, then reading every tensor): each problem is shown once.
+                "problems": [dict(t) for t in dict.fromkeys(tuple(p.items()) for p in problems)],
             }
         except CheckpointNotFoundError as exc:
             entry = {"path": path, "prefix": None, "backend": None, "tensors": 0, "bytes": 0}
             entry["problems"] = [{"key": None, "error": type(exc).__name__, "message": str(exc)}]
         entry["ok"] = not entry["problems"]
+        entry["status"] = _verdict(entry)
         reports.append(entry)
     bad = [r for r in reports if not r["ok"]]
+    unreadable = [r for r in reports if r["status"] == _UNREADABLE]
     if args.json:
         _dump({"quick": args.quick, "ok": not bad, "checkpoints": reports}, out)
     else:
         for r in reports:
             if r["ok"]:
                 what = "structure" if args.quick else _render.human_bytes(r["bytes"])
-                print(f"OK       {r['prefix']}  ({r['tensors']} tensors, {what}, {r['backend']})", file=out)
+                print(
+                    f"OK       {r['prefix']}  ({_render.plural(r['tensors'], 'tensor')}, {what}, {r['backend']})",
+                    file=out,
+                )
                 continue
-            label = (
-                "MISSING"
-                if r["prefix"] is None and r["problems"][0]["error"] == "CheckpointNotFoundError"
-                else "DAMAGED"
-            )
-            print(f"{label:<8} {r['prefix'] or r['path']}", file=out)
+            print(f"{r['status'].upper():<8} {r['prefix'] or r['path']}", file=out)
             for p in r["problems"]:
                 print(f"  {p['key'] or '(checkpoint)'}: {p['error']}: {p['message']}", file=out)
         mode = "structure checked" if args.quick else "every byte read"
         print(f"{len(reports) - len(bad)} of {len(reports)} intact ({mode})", file=out)
+    if unreadable:
+        # Not a verdict: nothing says these are damaged. Status 4 (storage, permissions) wins over 1,
+        # since not every checkpoint could be checked.
+        names = ", ".join(r["prefix"] or r["path"] for r in unreadable)
+        errors_seen = ", ".join(dict.fromkeys(p["error"] for r in unreadable for p in r["problems"]))
+        out.flush()  # the report first, where both go to one terminal or file
+        print(
+            f"trackpoint verify: could not read {len(unreadable)} of {_render.plural(len(reports), 'checkpoint')} "
+            f"({errors_seen}), which may be intact: {names}; fix access to the store (permissions, credentials, "
+            "the network) and run verify again",
+            file=sys.stderr,
+        )
+        return EXIT_ERROR
     return EXIT_DIFFERENT if bad else EXIT_OK
+
+
+def _verdict(entry: dict[str, Any]) -> str:
+    """``intact``, ``missing``, ``damaged``, or ``unreadable`` when every problem is one of reading, not of the data.
+
+    A permission error, a failed request or a backend that is not installed says nothing about the
+    bytes, so a checkpoint with only such problems is not called damaged.
+    """
+    problems = entry["problems"]
+    if not problems:
+        return "intact"
+    if entry["prefix"] is None and problems[0]["error"] == "CheckpointNotFoundError":
+        return _MISSING
+    if all(_failure_kind(p["error"]) == _UNREADABLE for p in problems):
+        return _UNREADABLE
+    return _DAMAGED
 
 
 def _diff(args: argparse.Namespace, out: TextIO) -> int:
@@ -439,7 +614,7 @@ def _diff(args: argparse.Namespace, out: TextIO) -> int:
     tolerance = "exactly" if report.atol == 0 and report.rtol == 0 else f"within atol={args.atol}, rtol={args.rtol}"
     verdict = "equal" if report.equal else "different"
     print(
-        f"{verdict}: {report.same} tensors equal {tolerance}, {len(report.changed)} changed, "
+        f"{verdict}: {_render.plural(report.same, 'tensor')} equal {tolerance}, {len(report.changed)} changed, "
         f"{len(report.added)} added, {len(report.removed)} removed",
         file=out,
     )
@@ -464,12 +639,44 @@ def _with_flag(exc: CheckpointExistsError) -> CheckpointExistsError:
     )
 
 
+def _missing_directories(dst: str) -> list[str]:
+    """The directories above the local destination ``dst`` that do not exist yet, deepest first.
+
+    A save creates the directory of its prefix (as an export creates its file's) before it reads
+    the source, so a copy of a damaged source would leave them behind, empty.
+    """
+    if _paths.is_url(dst):
+        return []
+    path = _paths.normalize_local(_paths.strip_file_scheme(dst))
+    missing = []
+    directory = os.path.dirname(os.path.abspath(path))
+    while not os.path.lexists(directory):
+        missing.append(directory)
+        parent = os.path.dirname(directory)
+        if parent == directory:
+            break
+        directory = parent
+    return missing
+
+
+def _remove_empty(directories: Sequence[str]) -> None:
+    """Remove what is still empty of ``directories`` (deepest first), stopping at the first that is not."""
+    for directory in directories:
+        try:
+            os.rmdir(directory)
+        except FileNotFoundError:
+            continue  # never created (the failure came first), or removed by the backend's own cleanup
+        except OSError:
+            return  # not empty (something else writes there) or not ours to remove: keep it and its parents
+
+
 def _convert(args: argparse.Namespace, out: TextIO) -> int:
     src_opts = _options(args.backend, args.storage_options)
     dst_opts = _options(args.dst_backend or args.backend, args.dst_storage_options or args.storage_options)
     # The conversion's own events draw the bar (trackpoint.observe): on a terminal only, whatever the
     # size (a command the user waits for), never with --json.
     dst_opts = dataclasses.replace(dst_opts, progress=not args.json)
+    created = _missing_directories(args.dst)
     try:
         trackpoint.convert(
             args.src,
@@ -483,7 +690,11 @@ def _convert(args: argparse.Namespace, out: TextIO) -> int:
             separator=args.separator,
         )
     except CheckpointExistsError as exc:
+        _remove_empty(created)
         raise _with_flag(exc) from exc
+    except BaseException:
+        _remove_empty(created)
+        raise
     if args.json:
         _dump({"src": args.src, "dst": args.dst}, out)
     else:
@@ -515,6 +726,28 @@ def _discard_stdout() -> None:
     os.close(devnull)
 
 
+def _usage(args: argparse.Namespace, message: str) -> int:
+    """Report a bad option value found after parsing as argparse reports one: the command's usage, then why."""
+    args.command_parser.print_usage(sys.stderr)
+    print(f"trackpoint {args.command}: error: {message}", file=sys.stderr)
+    return EXIT_USAGE
+
+
+def _backend_flag(args: argparse.Namespace, exc: BaseException) -> str | None:
+    """``--backend`` or ``--dst-backend`` when ``exc`` refuses the backend that option names, else ``None``.
+
+    Refusals of a backend the environment chose (``TRACKPOINT_BACKEND``) or of a plugin that failed to
+    load are not about the command line, and stay failures (status 4).
+    """
+    if not isinstance(exc, UnknownBackendError) or exc.backend is None:
+        return None
+    if exc.backend == args.backend:
+        return "--backend"
+    if exc.backend == getattr(args, "dst_backend", None):
+        return "--dst-backend"
+    return None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``trackpoint`` command line; return its exit status (see :mod:`trackpoint.cli`).
 
@@ -529,9 +762,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return _COMMANDS[args.command](args, out)
     except _UsageError as exc:
-        parser.print_usage(sys.stderr)
-        print(f"trackpoint {args.command}: error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+        return _usage(args, str(exc))
     except KeyboardInterrupt:
         print("trackpoint: interrupted", file=sys.stderr)
         return _INTERRUPTED
@@ -542,6 +773,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         _discard_stdout()
         return _BROKEN_PIPE
     except (CheckpointError, OSError, ValueError) as exc:
+        flag = _backend_flag(args, exc)
+        if flag is not None:
+            # --backend nosuch is a wrong command line, not a failure of the store.
+            return _usage(args, _one_line(exc).replace("CheckpointOptions(backend=...)", flag))
         if args.verbose:
             traceback.print_exc(file=sys.stderr)
         print(f"trackpoint {args.command}: {type(exc).__name__}: {_one_line(exc)}", file=sys.stderr)

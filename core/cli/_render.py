@@ -11,7 +11,7 @@ from typing import Any, TextIO
 from trackpoint.proto import trackable_object_graph_pb2 as pb
 from trackpoint.storage import TensorInfo
 
-__all__ = ["dtype_name", "human_bytes", "progress", "table", "tree"]
+__all__ = ["dtype_name", "human_bytes", "plural", "progress", "shorten", "table", "tree"]
 
 
 def human_bytes(n: int) -> str:
@@ -24,6 +24,17 @@ def human_bytes(n: int) -> str:
         if value < 1024 or unit == "PiB":
             break
     return f"{value:.1f} {unit}"
+
+
+def plural(n: int, word: str, words: str | None = None) -> str:
+    """``1 tensor``, ``0 tensors``, ``2 tensors``: ``n`` and the noun that agrees with it."""
+    return f"{n} {word if n == 1 else (words or word + 's')}"
+
+
+def shorten(text: str, width: int = 100) -> str:
+    """``text`` on one line, cut to ``width`` characters (ending in ``...`` where cut)."""
+    line = " ".join(text.split())
+    return line if len(line) <= width else line[: width - 3].rstrip() + "..."
 
 
 def dtype_name(info: TensorInfo) -> str:

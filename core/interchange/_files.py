@@ -375,6 +375,12 @@ def _atomic(path: str, write: Callable[[str], None], overwrite: bool) -> None:
         raise CheckpointExistsError(f"{path!r} exists; pass overwrite=True (--overwrite) to replace it")
     directory = os.path.dirname(os.path.abspath(path))
     temp = os.path.join(directory, f".{os.path.basename(path)}.tmp-{uuid.uuid4().hex}")
+    # The directories made here, deepest first: removed again (if still empty) when the export fails.
+    created: list[str] = []
+    parent = directory
+    while not os.path.lexists(parent) and os.path.dirname(parent) != parent:
+        created.append(parent)
+        parent = os.path.dirname(parent)
     try:
         # As a checkpoint's save makes its directory, so does an export to a file.
         os.makedirs(directory, exist_ok=True)
@@ -386,6 +392,7 @@ def _atomic(path: str, write: Callable[[str], None], overwrite: bool) -> None:
         from trackpoint.errors import StoragePermissionError
 
         raise StoragePermissionError(f"cannot write {path!r}: cannot create its directory ({exc})") from exc
+    done = False
     try:
         write(temp)
         # The safetensors package creates its file private (0600); an export gets the mode any new file gets,
@@ -401,6 +408,7 @@ def _atomic(path: str, write: Callable[[str], None], overwrite: bool) -> None:
                 os.link(temp, path)
             except FileExistsError as exc:
                 raise CheckpointExistsError(f"{path!r} was created meanwhile by another writer") from exc
+        done = True
     except FileNotFoundError as exc:
         raise CheckpointNotFoundError(f"cannot write {path!r}: its directory does not exist ({exc})") from exc
     except PermissionError as exc:
@@ -410,6 +418,12 @@ def _atomic(path: str, write: Callable[[str], None], overwrite: bool) -> None:
     finally:
         if os.path.exists(temp):
             os.unlink(temp)
+        if not done:
+            for made in created:
+                try:
+                    os.rmdir(made)
+                except OSError:
+                    break  # not empty: another writer uses it
 
 
 def _c_order(array: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:

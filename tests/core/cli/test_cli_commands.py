@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -228,7 +229,7 @@ def test_diff_of_two_tensorflow_saves(cli: Any) -> None:
         ["changed", "dense/kernel", "max abs 1, max rel 0.5"],
         ["changed", "global_step", "max abs 100, max rel 0.5"],
     ]
-    assert result.stdout.splitlines()[-1] == "different: 1 tensors equal exactly, 3 changed, 0 added, 0 removed"
+    assert result.stdout.splitlines()[-1] == "different: 1 tensor equal exactly, 3 changed, 0 added, 0 removed"
     data = json.loads(cli("diff", a, b, "--json").stdout)
     assert data["equal"] is False and [c["key"] for c in data["changed"]] == [
         "dense/bias",
@@ -398,6 +399,250 @@ def test_a_progress_bar_only_on_a_terminal(tmp_path: Path) -> None:
         os.close(leader)
     assert proc.returncode == 0
     assert b"convert" in drawn and b"308" in drawn  # tqdm's bar: description and byte count
+
+
+# ------------------------------------------------- damaged and unreadable checkpoints, operator errors
+def _run_of_three(directory: Path, backend: str | None = None) -> list[str]:
+    """Three checkpoints saved by a manager in ``directory`` (on ``backend``); their prefixes."""
+    checkpoint = tp.Checkpoint(v=tp.Variable(np.arange(3, dtype=np.float32)))
+    options = tp.CheckpointOptions(backend=backend) if backend else None
+    manager = tp.CheckpointManager(checkpoint, str(directory), max_to_keep=5, options=options)
+    return [manager.save() for _ in range(3)]
+
+
+def _flip(path: Path, offset: int) -> None:
+    raw = bytearray(path.read_bytes())
+    raw[offset] ^= 0xFF
+    path.write_bytes(bytes(raw))
+
+
+#: A way to break the index (the commit point) of the second checkpoint, by backend.
+_BREAK_INDEX = {
+    "flipped index": (None, lambda d: _flip(d / "ckpt-2.index", 5)),
+    "truncated index": (None, lambda d: os.truncate(d / "ckpt-2.index", 7)),
+    "truncated zarr.json": ("zarr", lambda d: os.truncate(d / "ckpt-2.zarr" / "zarr.json", 10)),
+}
+
+
+@pytest.mark.parametrize("damage", sorted(_BREAK_INDEX))
+def test_ls_lists_every_checkpoint_and_marks_a_damaged_one(tmp_path: Path, cli: Any, damage: str) -> None:
+    backend, breaks = _BREAK_INDEX[damage]
+    prefixes = _run_of_three(tmp_path / "run", backend)
+    breaks(tmp_path / "run")
+    result = cli("ls", str(tmp_path / "run"))
+    assert result.returncode == 1, result.stderr
+    rows = {line.split()[0]: line for line in result.stdout.splitlines()[1:]}
+    assert sorted(rows) == ["ckpt-1", "ckpt-2", "ckpt-3"]
+    assert "damaged: " in rows["ckpt-2"] and "Error: " in rows["ckpt-2"]
+    assert rows["ckpt-3"].split()[-1] == "latest" and "damaged" not in rows["ckpt-1"] + rows["ckpt-3"]
+    assert len(result.stderr.splitlines()) == 1
+    assert "1 of 3 checkpoints in" in result.stderr and "could not be read (1 damaged)" in result.stderr
+    assert f"trackpoint verify {prefixes[1]}" in result.stderr
+    data = cli("ls", str(tmp_path / "run"), "--json")
+    assert data.returncode == 1
+    listed = json.loads(data.stdout)
+    assert listed["ok"] is False
+    assert [(r["prefix"], r["status"]) for r in listed["checkpoints"]] == [
+        (prefixes[0], "ok"),
+        (prefixes[1], "damaged"),
+        (prefixes[2], "ok"),
+    ]
+    broken = listed["checkpoints"][1]
+    assert broken["tensors"] is None and broken["bytes"] is None and broken["format"] == (backend or "bundle")
+    assert broken["error"]["error"] in ("DataLossError", "InvalidCheckpointError") and broken["error"]["message"]
+    assert listed["checkpoints"][0]["error"] is None and listed["checkpoints"][0]["tensors"] == 2
+
+
+def _without_dac_override() -> list[str]:
+    """A command prefix under which file permissions apply, as they do to a user who is not root."""
+    if os.name != "posix":
+        pytest.skip("file permissions are POSIX's here")
+    if os.geteuid() != 0:
+        return []
+    setpriv = shutil.which("setpriv")
+    drop = [str(setpriv), "--bounding-set", "-dac_override,-dac_read_search", "--inh-caps=-all"]
+    if setpriv is None or subprocess.run([*drop, "true"], capture_output=True).returncode != 0:
+        pytest.skip("root, and setpriv cannot drop the capabilities that bypass file permissions")
+    return drop
+
+
+def run_unprivileged(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*_without_dac_override(), str(SCRIPT), *args], capture_output=True, text=True, timeout=120)
+
+
+def test_a_checkpoint_without_read_permission_is_unreadable_not_damaged(tmp_path: Path) -> None:
+    prefixes = _run_of_three(tmp_path / "run")
+    (tmp_path / "run" / "ckpt-2.index").chmod(0)
+    verified = run_unprivileged("verify", prefixes[1], prefixes[0])
+    assert verified.returncode == 4, verified.stdout + verified.stderr
+    lines = verified.stdout.splitlines()
+    assert lines[0] == f"UNREADABLE {prefixes[1]}" and "DAMAGED" not in verified.stdout
+    assert lines[1].startswith("  (checkpoint): StoragePermissionError: ")
+    assert lines[2].startswith(f"OK       {prefixes[0]}")
+    assert len(verified.stderr.splitlines()) == 1
+    assert "could not read 1 of 2 checkpoints (StoragePermissionError), which may be intact" in verified.stderr
+    data = json.loads(run_unprivileged("verify", prefixes[1], "--json").stdout)
+    assert [c["status"] for c in data["checkpoints"]] == ["unreadable"] and data["ok"] is False
+    # Damage elsewhere is still reported as such; the status says that not everything could be checked.
+    _flip(tmp_path / "run" / "ckpt-3.index", 5)
+    both = run_unprivileged("verify", prefixes[1], prefixes[2])
+    assert both.returncode == 4
+    assert [line.split()[0] for line in both.stdout.splitlines() if not line.startswith(" ")][:2] == [
+        "UNREADABLE",
+        "DAMAGED",
+    ]
+    listing = run_unprivileged("ls", str(tmp_path / "run"))
+    assert listing.returncode == 4
+    rows = {line.split()[0]: line for line in listing.stdout.splitlines()[1:]}
+    assert "unreadable: StoragePermissionError: " in rows["ckpt-2"]
+    assert "damaged: DataLossError: " in rows["ckpt-3"] and rows["ckpt-1"].split()[-1] == "bundle"
+    assert "could not be read (1 unreadable, 1 damaged)" in listing.stderr
+
+
+def test_an_unreadable_data_file_is_unreadable_and_each_problem_is_printed_once(tmp_path: Path) -> None:
+    prefixes = _run_of_three(tmp_path / "run")
+    (tmp_path / "run" / "ckpt-2.data-00000-of-00001").chmod(0)
+    result = run_unprivileged("verify", prefixes[1])
+    assert result.returncode == 4 and result.stdout.startswith(f"UNREADABLE {prefixes[1]}\n")
+    keys = [line.split(":")[0].strip() for line in result.stdout.splitlines()[1:-1]]
+    assert "_CHECKPOINTABLE_OBJECT_GRAPH" in keys and len(keys) == len(set(keys))
+
+
+@pytest.mark.parametrize("damage", ["truncated", "missing"])
+def test_verify_prints_each_problem_once(tmp_path: Path, cli: Any, damage: str) -> None:
+    prefixes = _run_of_three(tmp_path / "run")
+    data_file = tmp_path / "run" / "ckpt-2.data-00000-of-00001"
+    if damage == "missing":
+        data_file.unlink()
+    else:
+        os.truncate(data_file, 5)
+    result = cli("verify", prefixes[1])
+    assert result.returncode == 1 and result.stdout.startswith(f"DAMAGED  {prefixes[1]}\n")
+    problems = result.stdout.splitlines()[1:-1]
+    keys = [line.split(":")[0].strip() for line in problems]
+    assert keys.count("_CHECKPOINTABLE_OBJECT_GRAPH") == 1 and len(keys) == len(set(keys)) == 3
+    (entry,) = json.loads(cli("verify", prefixes[1], "--json").stdout)["checkpoints"]
+    assert [p["key"] for p in entry["problems"]] == keys and entry["status"] == "damaged"
+
+
+def test_ls_and_cleanup_refuse_a_missing_directory_or_a_file(tmp_path: Path, cli: Any) -> None:
+    prefixes = _run_of_three(tmp_path / "run")
+    (tmp_path / "afile").write_text("x")
+    (tmp_path / "empty").mkdir()
+    for command in ("ls", "cleanup"):
+        missing = cli(command, str(tmp_path / "nonexist"))
+        assert (missing.returncode, missing.stdout) == (3, "")
+        assert missing.stderr == (
+            f"trackpoint {command}: CheckpointNotFoundError: no directory {str(tmp_path / 'nonexist')!r}: "
+            "nothing exists at that path; check it for a typo\n"
+        )
+        afile = cli(command, str(tmp_path / "afile"), "--json")
+        assert (afile.returncode, afile.stdout) == (3, "")
+        assert "is a file, not a directory: pass the directory that holds the checkpoints" in afile.stderr
+        index = cli(command, f"{prefixes[0]}.index")
+        assert index.returncode == 3
+        assert f"is a file of the checkpoint {prefixes[0]!r}, not a directory" in index.stderr
+        assert f"`trackpoint {command} {tmp_path / 'run'}`" in index.stderr
+        prefix = cli(command, prefixes[0])
+        assert prefix.returncode == 3 and "is a checkpoint prefix, not a directory" in prefix.stderr
+    empty = cli("ls", str(tmp_path / "empty"))
+    assert (empty.returncode, empty.stdout, empty.stderr) == (0, f"no checkpoints in {tmp_path / 'empty'}\n", "")
+    assert cli("cleanup", str(tmp_path / "empty")).returncode == 0
+    # An object store has no directories: a prefix with nothing under it is empty, not missing.
+    bucket = cli("ls", "memory://nothing/here")
+    assert (bucket.returncode, bucket.stdout) == (0, "no checkpoints in memory://nothing/here\n")
+
+
+def test_an_unknown_backend_is_a_usage_error(cli: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    listing = cli("ls", str(tmp_path), "--backend", "nosuch")
+    assert listing.returncode == 2 and listing.stdout == ""
+    assert listing.stderr.startswith("usage: trackpoint ls ")
+    assert "trackpoint ls: error: unknown backend 'nosuch' (chosen by --backend); registered backends: " in (
+        listing.stderr
+    )
+    assert "bundle" in listing.stderr.splitlines()[-1] and "zarr" in listing.stderr.splitlines()[-1]
+    copy = cli("convert", NESTED, str(tmp_path / "out" / "ckpt-1"), "--dst-backend", "nosuch")
+    assert copy.returncode == 2 and "unknown backend 'nosuch' (chosen by --dst-backend)" in copy.stderr
+    assert cli("verify", NESTED, "--backend", "nosuch").returncode == 2
+    # Chosen by the environment, not by the command line: a failure, as before.
+    monkeypatch.setenv("TRACKPOINT_BACKEND", "nosuch")
+    assert cli("inspect", NESTED).returncode == 4
+
+
+def test_help_lists_every_documented_exit_status(cli: Any) -> None:
+    page = (Path(__file__).resolve().parents[3] / "docs" / "cli.md").read_text(encoding="utf-8")
+    table = page.split("## Exit status", 1)[1].split("\n## ", 1)[0]
+    documented = re.findall(r"^\| (\d+) \|", table, re.MULTILINE)
+    assert {"0", "1", "2", "3", "4", "130", "141"} <= set(documented)
+    shown = cli("--help")
+    assert shown.returncode == 0
+    epilog = " ".join(shown.stdout.split("Exit status:", 1)[1].split())
+    assert [n for n in documented if f" {n} " not in f" {epilog} "] == []
+    import trackpoint.cli
+
+    assert trackpoint.cli.__doc__ is not None
+    assert [n for n in documented if f"\n{n} " not in trackpoint.cli.__doc__] == []
+
+
+def test_counts_agree_with_their_nouns(tmp_path: Path, cli: Any) -> None:
+    path = tp.Checkpoint(v=tp.Variable(np.ones(2, np.float32))).write(str(tmp_path / "one"))
+    model = tp.AutoTrackable()
+    model.v = tp.Variable(np.ones(2, np.float32))
+    other = tp.Checkpoint(model=model).write(str(tmp_path / "two"))
+    assert cli("inspect", path).stdout.splitlines()[-1] == f"1 tensor, 8 B in {path}"
+    assert f"OK       {path}  (1 tensor, 8 B, bundle)" in cli("verify", path).stdout
+    assert cli("diff", path, path).stdout == "equal: 1 tensor equal exactly, 0 changed, 0 added, 0 removed\n"
+    assert cli("diff", path, other).stdout.splitlines()[-1] == (
+        "different: 0 tensors equal exactly, 0 changed, 1 added, 1 removed"
+    )
+    backend = tp.plugins.open_backend(str(tmp_path / "ckpt-9"))
+    backend.begin(str(tmp_path / "ckpt-9"), "crashed")
+    backend.write_shard(str(tmp_path / "ckpt-9"), ShardSpec(0, 1, "crashed"), [WriteItem("x", np.zeros(3))])
+    # One leftover: the crashed save's directory, once the files in it are gone.
+    for leftover in backend.leftovers(str(tmp_path)):
+        if os.path.isfile(leftover):
+            os.unlink(leftover)
+    removed = cli("cleanup", str(tmp_path), "--min-age", "0")
+    assert removed.returncode == 0 and removed.stdout.splitlines()[0] == "removed 1 leftover:"
+    assert len(removed.stdout.splitlines()) == 2
+
+
+def test_usage_errors_found_after_parsing_show_the_command_usage(cli: Any, tmp_path: Path) -> None:
+    for args, command in (
+        (("inspect", NESTED, "--values"), "inspect"),
+        (("diff", NESTED, NESTED, "--atol", "-1"), "diff"),
+        (("cleanup", str(tmp_path), "--min-age", "-1"), "cleanup"),
+    ):
+        result = cli(*args)
+        assert result.returncode == 2 and result.stdout == ""
+        assert result.stderr.startswith(f"usage: trackpoint {command} [-h]"), result.stderr
+        assert result.stderr.splitlines()[-1].startswith(f"trackpoint {command}: error: ")
+
+
+@pytest.mark.parametrize("dst", ["new/sub/ckpt-1", "new/sub/model.npz", "new/sub/ckpt-1 zarr"])
+def test_convert_of_a_damaged_source_leaves_no_directory_behind(tmp_path: Path, cli: Any, dst: str) -> None:
+    prefixes = _run_of_three(tmp_path / "run")
+    _flip(tmp_path / "run" / "ckpt-2.data-00000-of-00001", 2)  # the tensor's bytes: found while copying
+    target, *backend = dst.split()
+    extra = ["--dst-backend", *backend] if backend else []
+    failed = cli("convert", prefixes[1], str(tmp_path / target), *extra)
+    assert failed.returncode == 4 and "DataLossError" in failed.stderr
+    assert not (tmp_path / "new").exists()
+    # A directory that was there before is kept, even when the copy fails.
+    (tmp_path / "kept").mkdir()
+    assert cli("convert", prefixes[1], str(tmp_path / "kept" / target), *extra).returncode == 4
+    assert (tmp_path / "kept").is_dir() and not (tmp_path / "kept" / "new").exists()
+    assert cli("convert", prefixes[0], str(tmp_path / target), *extra).returncode == 0
+    assert (tmp_path / "new" / "sub").is_dir()
+
+
+def test_an_export_of_a_damaged_source_removes_the_directories_it_made(tmp_path: Path) -> None:
+    """The Python API too: an export makes its file's directories, and removes them again when it fails."""
+    prefixes = _run_of_three(tmp_path / "run")
+    _flip(tmp_path / "run" / "ckpt-2.data-00000-of-00001", 2)
+    with pytest.raises(tp.DataLossError):
+        tp.convert(prefixes[1], str(tmp_path / "api" / "sub" / "model.npz"))
+    assert not (tmp_path / "api").exists()
 
 
 # ------------------------------------------------------------ object stores
