@@ -22,6 +22,7 @@ from trackpoint.backends.bundle._names import (
     PART_RE,
     SAVE_ID_RE,
     SINK_TEMP_RE,
+    basename,
     check_prefix,
     check_save_id,
     data_count,
@@ -29,7 +30,7 @@ from trackpoint.backends.bundle._names import (
     index_name,
 )
 from trackpoint.backends.bundle._reader import BundleReader
-from trackpoint.backends.stores import FileLayer
+from trackpoint.backends.stores import FileLayer, UnfinishedUpload
 from trackpoint.errors import BackendError, CheckpointNotFoundError
 from trackpoint.storage import (
     ANY_VERSION,
@@ -47,6 +48,29 @@ if TYPE_CHECKING:
     from trackpoint.backends.bundle._commit import CommitStrategy
 
 __all__ = ["BundleBackend", "data_filename"]
+
+
+def _upload_base(name: str) -> str | None:
+    """The prefix base name an unfinished upload of the object ``name`` belongs to; ``None``: not the bundle's.
+
+    A data object, a piece index or an index of any prefix: an upload that never
+    completed is no part of a committed checkpoint, whatever its name.
+    """
+    m = DATA_RE.match(name) or PART_RE.match(name)
+    if m is not None:
+        return m.group("base")
+    if name.endswith(".index") and len(name) > len(".index") and not name.startswith("."):
+        return name[: -len(".index")]
+    return None
+
+
+def _uploads_old_enough(uploads: Sequence[UnfinishedUpload], now: float, min_age: float) -> bool:
+    """Whether every upload last received a part at least ``min_age`` seconds ago (see ``old_enough``).
+
+    An upload whose time is unknown counts as young unless ``min_age`` is 0: it
+    may be a running save's, streaming an object for longer than the age guard.
+    """
+    return min_age <= 0 or all(u.modified is not None and now - u.modified >= min_age for u in uploads)
 
 
 class BundleBackend(StorageBackend):
@@ -193,17 +217,29 @@ class BundleBackend(StorageBackend):
         to a save in another process. A group whose age the store cannot tell
         is kept unless ``min_age`` is 0, which removes every leftover (for a
         single writer that knows the previous one crashed).
+
+        Unfinished uploads of the prefixes' objects (S3 multipart uploads of a
+        killed save: invisible, but stored and billed) belong to the groups
+        too, judged by their newest part, and are aborted with them; they are
+        reported as :meth:`UnfinishedUpload.describe
+        <trackpoint.backends.stores.UnfinishedUpload.describe>` says.
         """
         groups, temps = self._leftover_groups(directory)
+        uploads = self._upload_groups(directory)
         now = time.time()
         removed: list[str] = []
-        for base in sorted(groups.keys() | temps.keys()):
+        for base in sorted(groups.keys() | temps.keys() | uploads.keys()):
             files = groups.get(base, [])
             temp = temps.get(base)
+            pending = uploads.get(base, [])
             # The directory's own time counts too: creating or removing a
             # piece inside it updates it, even when the piece is gone by now.
             if not old_enough(self.files, [*files, *([temp] if temp else [])], now, min_age):
                 continue
+            if not _uploads_old_enough(pending, now, min_age):
+                continue
+            self.files.abort_uploads(pending)
+            removed.extend(u.describe() for u in pending)
             self.files.delete(files)
             removed.extend(files)
             if temp is not None:
@@ -239,9 +275,20 @@ class BundleBackend(StorageBackend):
         return out
 
     def leftovers(self, directory: str) -> list[str]:
-        # docstring inherited
+        # docstring inherited; unfinished uploads as UnfinishedUpload.describe() words them (see cleanup).
         groups, temps = self._leftover_groups(directory)
-        return sorted({p for files in groups.values() for p in files} | set(temps.values()))
+        found = {p for files in groups.values() for p in files} | set(temps.values())
+        found.update(u.describe() for pending in self._upload_groups(directory).values() for u in pending)
+        return sorted(found)
+
+    def _upload_groups(self, directory: str) -> dict[str, list[UnfinishedUpload]]:
+        """Per prefix base: the unfinished uploads of its objects in ``directory`` (none on most stores)."""
+        groups: dict[str, list[UnfinishedUpload]] = {}
+        for upload in self.files.unfinished_uploads(directory):
+            base = _upload_base(basename(upload.path))
+            if base is not None:
+                groups.setdefault(base, []).append(upload)
+        return groups
 
     def _leftover_groups(self, directory: str) -> tuple[dict[str, list[str]], dict[str, str]]:
         """Per prefix: the leftover files, and the staging directory to remove after them."""

@@ -171,10 +171,16 @@ class CommitStrategy(ABC):
 
     # ------------------------------------------------------------------ abort
     def abort(self, prefix: str, save_id: str) -> None:
-        """Remove what the save ``save_id`` wrote; never a committed checkpoint."""
+        """Remove what the save ``save_id`` wrote; never a committed checkpoint.
+
+        Best effort within the store's clean-up budget (``FileLayer.cleaning_up``): after a save failed
+        because the store stopped answering, each listing and deletion must not wait out the retry limits
+        again. What is left, ``cleanup`` removes.
+        """
         with self._lock:
             self._single.pop((prefix, save_id), None)
-        self._abort(prefix, save_id)
+        with self.files.cleaning_up():
+            self._abort(prefix, save_id)
 
     @abstractmethod
     def _abort(self, prefix: str, save_id: str) -> None:

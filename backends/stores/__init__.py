@@ -8,11 +8,13 @@ imports nothing from the formats and no storage library.
 Public API for store authors:
 
 * :class:`FileLayer`, :class:`FileSink`, :class:`FileSource`: the store
-  interface (a few abstract primitives, defaults for the rest);
+  interface (a few abstract primitives, defaults for the rest), and
+  :class:`UnfinishedUpload`, what it reports of uploads a killed save left;
 * :class:`ObjectStore`: the base of object stores; subclass it and supply
-  single-attempt client calls (:class:`ObjectStat`, :class:`Condition`,
-  :data:`ErrorKind`, :class:`TransferOptions`, :data:`WRITE_ID_METADATA_KEY`,
-  :class:`HTTPStatusError`, :func:`fill_views` and :func:`fill_views_from` belong to it);
+  single-attempt client calls (:class:`ObjectStat`, :class:`UploadStat`,
+  :class:`Condition`, :data:`ErrorKind`, :class:`TransferOptions`,
+  :data:`WRITE_ID_METADATA_KEY`, :class:`HTTPStatusError`, :func:`fill_views`
+  and :func:`fill_views_from` belong to it);
 * :class:`LocalFiles`: the local disk.
 
 The built-in object stores are :class:`trackpoint.backends.stores.s3.S3Files`
@@ -25,7 +27,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from trackpoint.backends.stores._base import OBJECT_STORE_CAPABILITIES, FileLayer, FileSink, FileSource
+from trackpoint.backends.stores._base import (
+    OBJECT_STORE_CAPABILITIES,
+    FileLayer,
+    FileSink,
+    FileSource,
+    UnfinishedUpload,
+)
 from trackpoint.backends.stores.local import LocalFiles
 
 if TYPE_CHECKING:  # at run time served lazily by __getattr__ below
@@ -37,6 +45,7 @@ if TYPE_CHECKING:  # at run time served lazily by __getattr__ below
         ObjectStat,
         ObjectStore,
         TransferOptions,
+        UploadStat,
         fill_views,
         fill_views_from,
     )
@@ -54,6 +63,8 @@ __all__ = [
     "ObjectStat",
     "ObjectStore",
     "TransferOptions",
+    "UnfinishedUpload",
+    "UploadStat",
     "fill_views",
     "fill_views_from",
 ]

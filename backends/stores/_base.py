@@ -18,14 +18,16 @@ their own scheme.
 
 from __future__ import annotations
 
+import contextlib
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Final
+from typing import Any, Final
 
 from trackpoint.storage import ANY_VERSION, Capabilities, VersionCondition, VersionedBytes
 
-__all__ = ["OBJECT_STORE_CAPABILITIES", "FileLayer", "FileSink", "FileSource"]
+__all__ = ["OBJECT_STORE_CAPABILITIES", "FileLayer", "FileSink", "FileSource", "UnfinishedUpload"]
 
 #: What an object store can do (:attr:`ObjectStore.capabilities
 #: <trackpoint.backends.stores.ObjectStore.capabilities>`): conditional create,
@@ -39,6 +41,74 @@ OBJECT_STORE_CAPABILITIES: Final = Capabilities(
     parallel_writes=True,
     listing_consistent=True,
 )
+
+
+@dataclass(frozen=True, slots=True)
+class UnfinishedUpload:
+    """An upload that was started and neither completed nor aborted (an S3 incomplete multipart upload).
+
+    Its object does not exist and no listing of objects shows it, but the
+    store keeps (and bills) the parts sent so far until it is aborted. A save
+    killed while it streamed a large object leaves one behind.
+
+    Parameters
+    ----------
+    path
+        The object the upload was to create, as a URL of the store.
+    upload_id
+        The store's id of the upload (several may target one path).
+    started
+        When it was started, seconds since the epoch; ``None`` if unknown.
+    modified
+        When it last received data (its newest part, else its start), seconds
+        since the epoch; ``None`` if unknown. Age-based cleanup judges by this:
+        an upload still receiving parts belongs to a running save.
+    size
+        Bytes in the parts received so far; ``None`` if unknown.
+    handle
+        What the store needs to abort it (:meth:`FileLayer.abort_uploads`);
+        opaque to everyone else.
+    """
+
+    path: str
+    upload_id: str
+    started: float | None = None
+    modified: float | None = None
+    size: int | None = None
+    handle: Any = field(default=None, compare=False, repr=False)
+
+    def describe(self) -> str:
+        """The upload as one line for people (``trackpoint ls --all``): path, id, size, start and newest part.
+
+        Stable while the upload receives nothing, so that what
+        :meth:`~trackpoint.storage.StorageBackend.leftovers` lists and what
+        :meth:`~trackpoint.storage.StorageBackend.cleanup` reports match.
+        """
+        facts = [f"id {self.upload_id}"]
+        if self.size is not None:
+            facts.append(f"{_human_bytes(self.size)} in parts")
+        if self.started is not None:
+            facts.append(f"started {_utc(self.started)}")
+        if self.modified is not None and self.modified != self.started:
+            facts.append(f"last part {_utc(self.modified)}")
+        return f"{self.path} (unfinished upload, {', '.join(facts)})"
+
+
+def _utc(t: float) -> str:
+    import datetime  # only for listing leftovers: not on the import path of every checkpoint
+
+    return datetime.datetime.fromtimestamp(t, datetime.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def _human_bytes(n: int) -> str:
+    if n < 1024:
+        return f"{n} B"
+    size, unit = n / 1024, "KiB"
+    for bigger in ("MiB", "GiB", "TiB"):
+        if size < 1024:
+            break
+        size, unit = size / 1024, bigger
+    return f"{size:.1f} {unit}"
 
 
 class FileSink(ABC):
@@ -312,6 +382,64 @@ class FileLayer(ABC):
             self.delete(files)
         for d in reversed(directories):
             self.remove_dir(d)
+
+    def cleaning_up(self) -> contextlib.AbstractContextManager[None]:
+        """A block whose requests (in the calling thread) clean up after a failed save, under a short budget.
+
+        A format wraps what it removes after a failed save in it (the bundle's
+        and Zarr's ``abort``), and a sink its own ``abort``. Such a clean-up
+        is best effort: what it does not remove, ``cleanup(directory)``
+        removes later. So when the save failed because the store stopped
+        answering, the clean-up must not wait out the store's retry limits
+        once more per step; inside the block a store gives its requests one
+        short budget instead.
+
+        Returns
+        -------
+        contextlib.AbstractContextManager
+            Use with ``with``; nested blocks share the outermost one's budget.
+
+        Notes for implementers
+        ----------------------
+        The default changes nothing: a local disk answers or fails at once.
+        :class:`~trackpoint.backends.stores.ObjectStore` bounds the block's
+        requests together by ``TransferOptions.cleanup_deadline``.
+        """
+        return contextlib.nullcontext()
+
+    def unfinished_uploads(self, directory: str) -> list[UnfinishedUpload]:
+        """Uploads to objects directly in ``directory`` that were started and never completed nor aborted.
+
+        Formats list them with their leftovers (``trackpoint ls --all``) and
+        abort old ones in ``cleanup``: a save killed while it streamed an
+        object leaves one, stored and billed, though no listing of objects
+        shows it.
+
+        Returns
+        -------
+        list of UnfinishedUpload
+            Sorted by path; ``[]`` when the store cannot tell.
+
+        Notes for implementers
+        ----------------------
+        The default returns ``[]``: stores whose unfinished uploads take no
+        space, expire by themselves or cannot be listed have nothing to report.
+        :class:`~trackpoint.backends.stores.ObjectStore` implements it through
+        the optional client call ``upload_list``.
+        """
+        return []
+
+    def abort_uploads(self, uploads: Sequence[UnfinishedUpload]) -> None:  # noqa: B027 - nothing listed, nothing to abort
+        """Abort uploads listed by :meth:`unfinished_uploads`, discarding their parts.
+
+        Uploads that are gone already (completed or aborted since) are not an
+        error.
+
+        Notes for implementers
+        ----------------------
+        The default does nothing, as the default :meth:`unfinished_uploads`
+        lists nothing.
+        """
 
     def rename(self, src: str, dst: str) -> None:
         """Atomically move ``src`` over ``dst``; only when ``capabilities.atomic_rename``."""

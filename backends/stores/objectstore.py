@@ -17,6 +17,11 @@ means. It inherits everything a safe checkpoint store needs on top of them:
   timeout, a dropped connection), the base reads the object's metadata: if
   the write id is ours, the write succeeded; otherwise another writer won;
 * bounded-memory streaming uploads (multipart when the store has it);
+* a short, shared budget for the clean-up after a failed save
+  (:meth:`ObjectStore.cleaning_up`), so that a store that stopped answering
+  is not waited for once more per clean-up step;
+* listing and aborting unfinished uploads for ``cleanup`` (when the store
+  can list them);
 * coalesced, parallel ranged reads straight into the caller's buffers;
 * thread safety: requests run on one event loop whatever thread asks.
 
@@ -40,6 +45,8 @@ they own the credential chain, the client session and the event loop.
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
+import contextvars
 import functools
 import inspect
 import logging
@@ -48,12 +55,12 @@ import random
 import threading
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING, Any, ClassVar, Final, TypeVar
 
 from trackpoint import _paths
-from trackpoint.backends.stores._base import OBJECT_STORE_CAPABILITIES, FileLayer, FileSink
+from trackpoint.backends.stores._base import OBJECT_STORE_CAPABILITIES, FileLayer, FileSink, UnfinishedUpload
 from trackpoint.backends.stores._fsspec import DEFAULT_REQUEST_TIMEOUT
 from trackpoint.errors import (
     BackendError,
@@ -63,6 +70,7 @@ from trackpoint.errors import (
     ConcurrentModificationError,
     ErrorKind,
     StorageError,
+    StoragePermissionError,
     translate_error,
 )
 from trackpoint.storage import (
@@ -88,6 +96,7 @@ __all__ = [
     "ObjectStat",
     "ObjectStore",
     "TransferOptions",
+    "UploadStat",
 ]
 
 T = TypeVar("T")
@@ -107,6 +116,8 @@ _MiB: Final = 1 << 20
 _HOLD_BACK: Final = 64 << 10
 #: Merged reads (scratch buffers of up to ``read_part_size``) in flight at once per store.
 _SCRATCH_BUFFERS: Final = 2
+#: The most seconds the clean-up after a failed save gets by default (see TransferOptions.cleanup_deadline).
+_CLEANUP_CAP: Final = 10.0
 
 
 class HTTPStatusError(Exception):
@@ -240,6 +251,38 @@ class ObjectStat:
     mtime: float | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class UploadStat:
+    """What a listing of unfinished uploads tells about one (:meth:`ObjectStore.upload_list`).
+
+    Parameters
+    ----------
+    key
+        The object the upload was to create.
+    upload_id
+        The store's id of the upload (several may target one key).
+    state
+        What :meth:`ObjectStore.upload_abort` takes to abort it, as
+        :meth:`ObjectStore.upload_begin` would have returned it.
+    started
+        When the upload was started, seconds since the epoch; ``None`` if
+        the store did not say.
+    modified
+        When it last received a part (its start if none), seconds since the
+        epoch; ``None`` if the store did not say (then age-based cleanup
+        keeps it: it may belong to a save still sending parts).
+    size
+        Bytes in the parts received so far; ``None`` if unknown.
+    """
+
+    key: str
+    upload_id: str
+    state: Any
+    started: float | None = None
+    modified: float | None = None
+    size: int | None = None
+
+
 def _number(
     options: Mapping[str, Any], name: str, default: float, *, integer: bool = False, zero_ok: bool = False
 ) -> Any:
@@ -281,6 +324,14 @@ class TransferOptions:
     max_concurrency
         Requests in flight at once per store (also the size of the thread
         pool that runs synchronous client calls).
+    cleanup_deadline
+        Seconds the clean-up after a failed save gets in all (aborting its
+        uploads, removing what it wrote; see :meth:`ObjectStore.cleaning_up`),
+        counted from the last request that used up its retries on a transient
+        failure (the store stopped answering), else from the clean-up's
+        start. Clean-up is best effort: what it does not remove in that time,
+        ``cleanup(directory)`` removes later. ``None`` (the default):
+        ``request_timeout``, at most 10 s; read it as :attr:`cleanup_budget`.
     """
 
     retries: int = 5
@@ -293,6 +344,17 @@ class TransferOptions:
     read_part_size: int = 64 * _MiB
     coalesce_gap: int = 256 * 1024
     max_concurrency: int = 16
+    cleanup_deadline: float | None = None
+
+    @property
+    def cleanup_budget(self) -> float:
+        """Seconds the clean-up after a failed save gets: ``cleanup_deadline``, or its default."""
+        if self.cleanup_deadline is not None:
+            return self.cleanup_deadline
+        # One request's worth: a store that answers cleans up in a fraction of a second, and one that
+        # stopped answering has already had its retry deadline; a slow link's longer request_timeout
+        # should not make a dead store's clean-up longer than 10 s.
+        return min(self.request_timeout, _CLEANUP_CAP)
 
     @classmethod
     def names(cls) -> frozenset[str]:
@@ -339,6 +401,11 @@ class TransferOptions:
             read_part_size=_number(options, "read_part_size", d.read_part_size, integer=True),
             coalesce_gap=_number(options, "coalesce_gap", d.coalesce_gap, integer=True, zero_ok=True),
             max_concurrency=_number(options, "max_concurrency", d.max_concurrency, integer=True),
+            cleanup_deadline=(
+                float(_number(options, "cleanup_deadline", _CLEANUP_CAP))
+                if options.get("cleanup_deadline") is not None
+                else None
+            ),
         )
 
 
@@ -408,6 +475,14 @@ _CLIENT_CALLS: Final = (
     "upload_part",
     "upload_finish",
     "upload_abort",
+    "upload_list",
+)
+
+#: The clean-up budget of the requests made in a :meth:`ObjectStore.cleaning_up` block: the store and
+#: the deadline (``time.monotonic``) its requests must end by. A context variable, not a thread-local:
+#: the block is entered in the caller's thread and its requests run as tasks on the store's loop.
+_CLEANUP: contextvars.ContextVar[tuple[ObjectStore, float] | None] = contextvars.ContextVar(
+    "trackpoint_cleanup", default=None
 )
 
 
@@ -437,7 +512,9 @@ class ObjectStore(FileLayer):
     read into a scratch buffer and copied out), :meth:`object_find` (nested
     listing, for :meth:`find` and :meth:`rmtree`), the four ``upload_*`` calls (streaming
     multipart uploads; without them a sink buffers the whole object and sends
-    it in one :meth:`object_put`, fine for small checkpoints), :meth:`aclose`
+    it in one :meth:`object_put`, fine for small checkpoints),
+    :meth:`upload_list` (unfinished uploads, so that ``cleanup`` can abort
+    those a killed save left; without it none are reported), :meth:`aclose`
     or :meth:`close_client` (release clients on :meth:`close`),
     :meth:`explain_error` (store-specific advice in error messages).
 
@@ -479,6 +556,10 @@ class ObjectStore(FileLayer):
         # on the loop, plain functions run in the store's thread pool.
         self._is_async = {name: inspect.iscoroutinefunction(getattr(cls, name)) for name in _CLIENT_CALLS}
         self._multipart = cls.upload_begin is not ObjectStore.upload_begin
+        self._lists_uploads = cls.upload_list is not ObjectStore.upload_list
+        # When a request last used up its retries on a transient failure, while no request has succeeded
+        # since (time.monotonic()); the clean-up after that failure counts its budget from here.
+        self._gave_up_at: float | None = None
         self._vectored = cls.object_get_range_vectored is not ObjectStore.object_get_range_vectored
         # Buckets a listing or a write of this store has reached: a later read that finds nothing there
         # missed an object, not the bucket, and needs no request to tell which (see _bucket_missing).
@@ -623,8 +704,32 @@ class ObjectStore(FileLayer):
         raise NotImplementedError(f"{type(self).__name__} has no multipart uploads")
 
     def upload_abort(self, state: Any) -> Awaitable[None] | None:
-        """Optional: discard an unfinished upload (best effort; failures are ignored)."""
+        """Optional: discard an unfinished upload.
+
+        ``state`` is what :meth:`upload_begin` returned, or the
+        :attr:`UploadStat.state` of an upload :meth:`upload_list` found. An
+        upload that no longer exists raises the client's not-found error (or
+        nothing). A sink aborting its own upload ignores failures; ``cleanup``
+        reports them.
+        """
         raise NotImplementedError(f"{type(self).__name__} has no multipart uploads")
+
+    def upload_list(self, bucket: str, prefix: str) -> list[UploadStat] | Awaitable[list[UploadStat]]:
+        """Optional: the unfinished uploads of keys directly under ``prefix`` (``""`` or ending with ``/``).
+
+        Uploads that were started and neither finished nor aborted, every page
+        of them, with their parts' total size and newest time where the store
+        tells (S3: ``ListMultipartUploads``, then ``ListParts`` per upload).
+        Keys in "subdirectories" may be returned too; the base drops them. A
+        missing bucket raises the client's not-found error.
+
+        Enables :meth:`unfinished_uploads` and :meth:`abort_uploads`, through
+        which ``cleanup`` and ``trackpoint ls --all`` find the uploads a killed
+        save left (stored, and on S3 billed, until aborted). Without it a store
+        reports none: right for stores whose unfinished uploads expire by
+        themselves (GCS resumable uploads, after a week) or hold no data.
+        """
+        raise NotImplementedError(f"{type(self).__name__} does not list unfinished uploads")
 
     async def aclose(self) -> None:
         """Optional: close asynchronous clients; runs on the store's loop from :meth:`close`."""
@@ -680,9 +785,14 @@ class ObjectStore(FileLayer):
     def _run(self, fn: Callable[..., Coroutine[Any, Any, T]], *args: Any) -> T:
         if self._closed:
             raise StorageError(f"{self.store_name}: the file layer was closed; open the checkpoint again")
+        coro = fn(*args)
+        budget = self._budget()
+        if budget is not None:
+            # The caller is cleaning up: its requests, which run as a task on the loop thread, carry the budget.
+            coro = self._within_budget(budget, coro)
         # The coroutine runs on the store's loop thread; its exception is re-raised here.
         try:
-            return self._submit(fn(*args)).result()
+            return self._submit(coro).result()
         except _PreconditionFailed as exc:
             # Writes interpret preconditions themselves; this guards every other path.
             raise ConcurrentModificationError(
@@ -715,26 +825,102 @@ class ObjectStore(FileLayer):
             self._scratch = (loop, asyncio.Semaphore(_SCRATCH_BUFFERS))
         return self._scratch[1]
 
+    # ------------------------------------------------------------ clean-up budget
+    def cleaning_up(self) -> contextlib.AbstractContextManager[None]:
+        """A block whose requests (in the calling thread) clean up after a failed save, under one short budget.
+
+        Every request made inside the block must end by one deadline:
+        ``TransferOptions.cleanup_budget`` seconds (``cleanup_deadline``;
+        by default ``request_timeout``, at most 10 s) after the last request
+        that used up its retries on a transient failure, if no request has
+        succeeded since (the store stopped answering, and the save failed
+        for it), else after the block was entered. An attempt is cut off at
+        the deadline, no retry starts after it, and once it has passed
+        requests fail at once with
+        :class:`~trackpoint.errors.TransientStorageError` without being sent.
+        So a save whose store stopped answering fails about the clean-up
+        budget after its requests gave up, however many steps its clean-up
+        has (aborting uploads, listing, deleting); what the clean-up could not
+        remove stays for ``cleanup(directory)``. Nested blocks share the
+        outermost one's budget.
+
+        Returns
+        -------
+        contextlib.AbstractContextManager
+            Use with ``with``.
+        """
+        return self._cleanup_scope()
+
+    @contextlib.contextmanager
+    def _cleanup_scope(self) -> Iterator[None]:
+        scope = _CLEANUP.get()
+        if scope is not None and scope[0] is self:
+            yield  # nested: the outer block's deadline holds
+            return
+        now = time.monotonic()
+        gave_up = self._gave_up_at
+        start = now if gave_up is None else min(now, gave_up)
+        token = _CLEANUP.set((self, start + self.transfer.cleanup_budget))
+        try:
+            yield
+        finally:
+            _CLEANUP.reset(token)
+
+    def _budget(self) -> float | None:
+        """The deadline (``time.monotonic``) of the clean-up the caller is in, ``None`` outside one."""
+        scope = _CLEANUP.get()
+        return scope[1] if scope is not None and scope[0] is self else None
+
+    def _budget_left(self) -> float | None:
+        """Seconds left of the clean-up budget the caller is in (never negative); ``None`` outside one."""
+        budget = self._budget()
+        return None if budget is None else max(0.0, budget - time.monotonic())
+
+    async def _within_budget(self, budget: float, coro: Coroutine[Any, Any, T]) -> T:
+        # The task runs in a context of its own: setting the variable here reaches its requests only.
+        _CLEANUP.set((self, budget))
+        return await coro
+
     def _delay(self, attempt: int) -> float:
         cap = min(self.transfer.retry_max_delay, self.transfer.retry_base_delay * (2**attempt))
         return random.uniform(0.0, cap)
 
-    async def _retry(self, what: str, bucket: str, key: str, fn: Callable[[], Awaitable[T]]) -> T:
+    async def _retry(
+        self,
+        what: str,
+        bucket: str,
+        key: str,
+        fn: Callable[[], Awaitable[T]],
+        *,
+        stop: Callable[[], bool] | None = None,
+    ) -> T:
         """Run ``fn`` under the retry policy and translate its errors.
 
         Precondition failures come back as :class:`_PreconditionFailed` for the
-        caller to interpret (create-only vs compare-and-swap).
+        caller to interpret (create-only vs compare-and-swap). Inside a
+        :meth:`cleaning_up` block the clean-up's deadline bounds the attempts
+        too. ``stop`` is asked after a transient failure: when it says so, no
+        further attempt is made (the parts of an aborted upload).
         """
         import asyncio
 
         t = self.transfer
+        budget = self._budget()
         started = time.monotonic()
         attempt = 0
         timeouts = 0
         while True:
+            timeout = t.request_timeout
+            if budget is not None:
+                left = budget - time.monotonic()
+                if left <= 0:
+                    raise translate_error(
+                        "transient", self._budget_spent(what, bucket, key, attempt), url=self.url(bucket, key), key=key
+                    )
+                timeout = min(timeout, left)
             try:
                 async with self._limit():
-                    result = await asyncio.wait_for(fn(), timeout=t.request_timeout)
+                    result = await asyncio.wait_for(fn(), timeout=timeout)
             except (CheckpointError, _PreconditionFailed):
                 raise
             except Exception as exc:
@@ -743,16 +929,37 @@ class ObjectStore(FileLayer):
                     raise _PreconditionFailed(exc) from exc
                 if kind == "transient":
                     timeouts += _timed_out(exc)
-                    elapsed = time.monotonic() - started
-                    if attempt < t.retries and elapsed < t.retry_deadline:
-                        await asyncio.sleep(min(self._delay(attempt), max(0.0, t.retry_deadline - elapsed)))
-                        attempt += 1
-                        continue
-                    message = self._gave_up(exc, what, bucket, key, attempt + 1, timeouts, elapsed)
+                    now = time.monotonic()
+                    elapsed = now - started
+                    stopped = stop is not None and stop()
+                    in_budget = budget is None or now < budget
+                    if attempt < t.retries and elapsed < t.retry_deadline and in_budget and not stopped:
+                        pause = min(self._delay(attempt), max(0.0, t.retry_deadline - elapsed))
+                        if budget is not None:
+                            pause = min(pause, max(0.0, budget - now))
+                        await asyncio.sleep(pause)
+                        stopped = stop is not None and stop()  # asked again: an abort may have come meanwhile
+                        if not stopped:
+                            attempt += 1
+                            continue
+                    if budget is not None and not in_budget:
+                        message = self._budget_ended(exc, what, bucket, key, attempt + 1, timeouts, elapsed)
+                    elif stopped:
+                        message = (
+                            f"{self.store_name}: {what} {self.url(bucket, key)!r} failed ({self._reason(exc, timeout)})"
+                            " and was not retried: its upload was aborted"
+                        )
+                    else:
+                        if budget is None:
+                            # The store did not answer within the retry limits: the clean-up after this failure
+                            # counts its budget from here (see cleaning_up), not from when it starts.
+                            self._gave_up_at = time.monotonic()
+                        message = self._gave_up(exc, what, bucket, key, attempt + 1, timeouts, elapsed)
                     raise translate_error(kind, message, url=self.url(bucket, key), key=key) from exc
                 missing = kind == "not_found" and await self._bucket_missing(what, bucket, key)
                 raise self._translate(exc, kind, what, bucket, key, bucket_missing=missing) from exc
-            if what == "listing" or what in _WRITES:
+            self._gave_up_at = None  # the store answers
+            if what.startswith("listing") or what in _WRITES:
                 self._live_buckets.add(bucket)
             return result
 
@@ -770,7 +977,7 @@ class ObjectStore(FileLayer):
         """
         import asyncio
 
-        if what in _WRITES or what in ("listing", "deleting") or what.startswith("uploading part"):
+        if what in _WRITES or what.startswith(("listing", "deleting", "uploading part")):
             return True
         if bucket in self._live_buckets:
             return False
@@ -859,11 +1066,16 @@ class ObjectStore(FileLayer):
             return None
         return advice if isinstance(advice, str) and advice.strip() else None
 
-    def _reason(self, exc: BaseException) -> str:
-        """``exc`` for a message: its type and text, an empty timeout as the limit it hit."""
+    def _reason(self, exc: BaseException, timeout: float | None = None) -> str:
+        """``exc`` for a message: its type and text, an empty timeout as the limit it hit.
+
+        ``timeout`` is the limit of an attempt cut short by a clean-up budget, if shorter than ``request_timeout``.
+        """
         text = str(exc).strip()  # an HTTP body's trailing newline would end up inside the parentheses
         if not text and isinstance(exc, TimeoutError):
             # asyncio.wait_for's timeout says nothing; what the reader needs is which limit it was.
+            if timeout is not None and timeout < self.transfer.request_timeout:
+                return f"timed out after {timeout:.1f} s, the clean-up budget it had left"
             return f"timed out after {_seconds(self.transfer.request_timeout)} ({_OPTION}['request_timeout'])"
         # Only the exception's type and the store's reason go into messages,
         # never request headers or options, which may hold credentials.
@@ -912,6 +1124,35 @@ class ObjectStore(FileLayer):
         # The store's advice adds to the limits' (which say what would have bought more attempts).
         explained = self._explanation(exc, "transient")
         return message if explained is None else f"{message}; {explained}"
+
+    def _cleanup_terms(self) -> str:
+        """The clean-up budget and what becomes of what it leaves, for the messages of clean-up requests."""
+        t = self.transfer
+        option = f"{_OPTION}['cleanup_deadline']"
+        if t.cleanup_deadline is None:
+            option += f", by default request_timeout, at most {_seconds(_CLEANUP_CAP)}"
+        return (
+            f"the clean-up after a failed save had used up its {_seconds(t.cleanup_budget)} ({option}), counted "
+            "from the last request that used up its retries (the store stopped answering) or else from its start; "
+            "what it did not remove stays until cleanup(directory) or `trackpoint cleanup DIR` removes it once the "
+            "store answers"
+        )
+
+    def _budget_ended(
+        self, exc: BaseException, what: str, bucket: str, key: str, attempts: int, timeouts: int, elapsed: float
+    ) -> str:
+        """The message of a clean-up request whose budget ran out before it succeeded."""
+        tried = f"{attempts} attempt" + ("s" if attempts > 1 else "")
+        cause = ": the store did not answer in time" if timeouts == attempts else f" ({self._reason(exc)})"
+        return (
+            f"{self.store_name}: {what} {self.url(bucket, key)!r} still failed after {tried} in {elapsed:.1f} s"
+            f"{cause}, and {self._cleanup_terms()}"
+        )
+
+    def _budget_spent(self, what: str, bucket: str, key: str, attempts: int) -> str:
+        """The message of a clean-up request not (or no more) sent: the budget had run out."""
+        sent = "was not sent" if attempts == 0 else f"was given up after {attempts} attempts"
+        return f"{self.store_name}: {what} {self.url(bucket, key)!r} {sent}: {self._cleanup_terms()}"
 
     def _translate(
         self, exc: BaseException, kind: ErrorKind, what: str, bucket: str, key: str, *, bucket_missing: bool = False
@@ -1157,6 +1398,71 @@ class ObjectStore(FileLayer):
         if found:
             self.delete(found)
 
+    def unfinished_uploads(self, directory: str) -> list[UnfinishedUpload]:
+        """Unfinished uploads of objects directly in ``directory``, by :meth:`upload_list`.
+
+        ``[]`` when the store does not implement :meth:`upload_list`, and when
+        the credentials may not list uploads (logged as a warning, since
+        ``cleanup`` and the listing of leftovers must work without that
+        permission).
+        """
+        if not self._lists_uploads:
+            return []
+        bucket, key = self.split(directory)
+        prefix = key.rstrip("/") + "/" if key.strip("/") else ""
+        try:
+            found: list[UploadStat] = self._run(
+                lambda: self._retry(
+                    "listing the unfinished uploads in",
+                    bucket,
+                    prefix,
+                    lambda: self._call("upload_list", bucket, prefix),
+                )
+            )
+        except StoragePermissionError as exc:
+            _log.warning(
+                "%s; unfinished uploads there are not listed as leftovers nor aborted by cleanup: grant the "
+                "permission to list them (S3: s3:ListBucketMultipartUploads and s3:ListMultipartUploadParts), or "
+                "let the store expire them (S3: a bucket lifecycle rule AbortIncompleteMultipartUpload)",
+                exc,
+            )
+            return []
+        uploads = [
+            UnfinishedUpload(self.url(bucket, u.key), u.upload_id, u.started, u.modified, u.size, u.state)
+            for u in found
+            if u.key.startswith(prefix) and u.key != prefix and "/" not in u.key[len(prefix) :]
+        ]
+        return sorted(uploads, key=lambda u: (u.path, u.upload_id))
+
+    def abort_uploads(self, uploads: Sequence[UnfinishedUpload]) -> None:
+        """Abort uploads found by :meth:`unfinished_uploads`, together; ones gone already are skipped.
+
+        Raises
+        ------
+        CheckpointError
+            An abort failed for another reason (the first such failure; the
+            others were still tried).
+        """
+        if uploads:
+            self._run(self._abort_uploads_async, list(uploads))
+
+    async def _abort_uploads_async(self, uploads: list[UnfinishedUpload]) -> None:
+        import asyncio
+
+        async def one(upload: UnfinishedUpload) -> None:
+            bucket, key = self.split(upload.path)
+            try:
+                await self._retry(
+                    "aborting the unfinished upload of", bucket, key, lambda: self._call("upload_abort", upload.handle)
+                )
+            except CheckpointNotFoundError:
+                pass  # completed or aborted since it was listed
+
+        results = await asyncio.gather(*(one(u) for u in uploads), return_exceptions=True)
+        for r in results:
+            if isinstance(r, BaseException):
+                raise r
+
     def join(self, directory: str, name: str) -> str:
         return _paths.join(directory, name)
 
@@ -1323,6 +1629,8 @@ class _UploadSink(FileSink):
         self._parts: list[concurrent.futures.Future[Any]] = []
         self._lock = threading.Lock()
         self._done = False
+        # Set by abort: parts in flight then make no further attempt.
+        self._aborting = threading.Event()
         self.version: str | None = None
 
     def _part_size(self) -> int:
@@ -1386,6 +1694,7 @@ class _UploadSink(FileSink):
                 self._bucket,
                 self._key,
                 lambda: layer._call("upload_part", state, number, offset, data, total),
+                stop=self._aborting.is_set,
             )
         )
         self._parts.append(fut)
@@ -1445,18 +1754,33 @@ class _UploadSink(FileSink):
     def _abort_locked(self) -> None:
         self._done = True
         self._buf = self._over = bytearray()
-        # Let parts already sent finish (each is bounded by the request timeout
-        # and the retry deadline) instead of cancelling them: cancelling a
-        # run_coroutine_threadsafe future marks it done at once while its
-        # request may still be in flight, and a part that lands after the abort
-        # request can leave the multipart upload behind.
-        concurrent.futures.wait(self._parts)
-        state, self._state = self._state, None
-        if state is not None:
-            try:
-                self._layer._run(self._layer._call, "upload_abort", state)
-            except Exception:  # noqa: BLE001 - best effort; the store expires abandoned uploads
-                pass
+        self._aborting.set()
+        layer = self._layer
+        # Parts in flight finish their current attempt (no retry follows: _aborting) before the abort request,
+        # rather than being cancelled: cancelling a run_coroutine_threadsafe future marks it done at once
+        # while its request may still be in flight, and a part that lands after the abort request can leave
+        # the multipart upload behind. While the store answers, that is at most one request_timeout.
+        if layer._gave_up_at is None:
+            concurrent.futures.wait(self._parts)
+        # The rest is clean-up after a failure, under the store's clean-up budget: when the store stopped
+        # answering, the request that gave up has waited out the retry limits already, and this must not wait
+        # them out again for the other parts and the abort request. Parts still in flight when the budget ends
+        # are left to the risk above: a leftover upload is listed and aborted by cleanup(directory), or
+        # expired by the store.
+        with layer.cleaning_up():
+            concurrent.futures.wait(self._parts, timeout=layer._budget_left())
+            state, self._state = self._state, None
+            if state is not None:
+                try:
+                    layer._run(
+                        layer._retry,
+                        "aborting the upload of",
+                        self._bucket,
+                        self._key,
+                        lambda: layer._call("upload_abort", state),
+                    )
+                except Exception as exc:  # noqa: BLE001 - best effort: cleanup(directory) or the store's expiry gets it
+                    _log.debug("%s: the upload of %r was not aborted: %s", layer.store_name, self._where(), exc)
 
     def abort(self) -> None:
         with self._lock:

@@ -25,6 +25,7 @@ from trackpoint.backends.stores.objectstore import (
     ObjectStat,
     ObjectStore,
     TransferOptions,
+    UploadStat,
     _body_bytes,
     fill_views,
 )
@@ -327,6 +328,49 @@ class S3Files(ObjectStore):
     async def upload_abort(self, state: Any) -> None:
         s3 = await self._client()
         await s3.abort_multipart_upload(Bucket=state["Bucket"], Key=state["Key"], UploadId=state["UploadId"])
+
+    async def upload_list(self, bucket: str, prefix: str) -> list[UploadStat]:
+        import asyncio
+
+        s3 = await self._client()
+        uploads: list[dict[str, Any]] = []
+        kw: dict[str, Any] = {"Bucket": bucket, "Prefix": prefix, "Delimiter": "/"}
+        while True:
+            r = await s3.list_multipart_uploads(**kw)
+            uploads.extend(r.get("Uploads", []))
+            if not r.get("IsTruncated"):
+                break
+            kw["KeyMarker"], kw["UploadIdMarker"] = r.get("NextKeyMarker", ""), r.get("NextUploadIdMarker", "")
+        # ListMultipartUploads tells when an upload started, not how much it holds nor when its last part
+        # came: a save streaming a large object for longer than cleanup's age guard keeps sending parts, and
+        # only their times tell it from an abandoned upload. One ListParts per upload, together.
+        stats = await asyncio.gather(*(self._upload_stat(s3, bucket, u) for u in uploads))
+        return [stat for stat in stats if stat is not None]
+
+    async def _upload_stat(self, s3: Any, bucket: str, upload: dict[str, Any]) -> UploadStat | None:
+        key, upload_id = str(upload["Key"]), str(upload["UploadId"])
+        initiated = upload.get("Initiated")
+        started = initiated.timestamp() if initiated is not None else None
+        newest, size = started, 0
+        kw: dict[str, Any] = {"Bucket": bucket, "Key": key, "UploadId": upload_id}
+        while True:
+            try:
+                r = await s3.list_parts(**kw)
+            except Exception as exc:
+                if self.classify(exc) == "not_found":
+                    return None  # completed or aborted since it was listed
+                raise
+            for part in r.get("Parts", []):
+                size += int(part.get("Size", 0))
+                modified = part.get("LastModified")
+                if modified is not None:
+                    t = modified.timestamp()
+                    newest = t if newest is None else max(newest, t)
+            if not r.get("IsTruncated"):
+                break
+            kw["PartNumberMarker"] = r["NextPartNumberMarker"]
+        state = {"Bucket": bucket, "Key": key, "UploadId": upload_id, "cond": Condition.NONE}
+        return UploadStat(key, upload_id, state, started=started, modified=newest, size=size)
 
 
 def create_files(options: CheckpointOptions) -> S3Files:

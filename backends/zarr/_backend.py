@@ -165,7 +165,10 @@ class ZarrBackend(StorageBackend):
 
     def abort(self, prefix: str, save_id: str) -> None:
         try:
-            self._strategy.abort(self._group(prefix), save_id)
+            # Under the store's clean-up budget: when the save failed because the store stopped answering,
+            # its listing and deletions must not each wait out the retry limits again.
+            with self._files.cleaning_up():
+                self._strategy.abort(self._group(prefix), save_id)
         except CheckpointError:
             pass  # best effort by contract; cleanup() gets the rest
 
