@@ -37,7 +37,8 @@ import numpy as np
 
 from trackpoint import _async, _paths, _resolve, _signal_safe, state
 from trackpoint.distributed._driver import coordinator_of, on_root
-from trackpoint.errors import CheckpointError, StorageError, TrackableError
+from trackpoint.errors import CheckpointError, MatchError, StorageError, TrackableError
+from trackpoint.restore import CheckpointLoadStatus
 from trackpoint.storage import CheckpointOptions, StorageBackend
 
 __all__ = ["CheckpointManager"]
@@ -97,6 +98,21 @@ def _checkpoint_number(value: Any, directory: str, name: str) -> int:
             "global step), or None to number the checkpoint by save_counter"
         )
     return number
+
+
+def _warn_unmatched(status: Any, path: str) -> None:
+    """Log the objects of the program that a restore without a status to check left at their initial values."""
+    if not isinstance(status, CheckpointLoadStatus):
+        return  # a name-based restore matches by name: it has no objects to miss
+    try:
+        status.assert_existing_objects_matched()
+    except MatchError as exc:
+        _log.warning(
+            "restore_or_initialize resumed from %s, but some objects of the program have no value there and keep "
+            "their initial values (restore with checkpoint.restore(path) and check its status to refuse this): %s",
+            path,
+            exc,
+        )
 
 
 class CheckpointManager:
@@ -617,6 +633,13 @@ class CheckpointManager:
     def restore_or_initialize(self) -> str | None:
         """Restore the latest checkpoint if there is one, else call ``init_fn``.
 
+        As TensorFlow's, it returns no load status: objects of the program
+        that the checkpoint has no value for keep their initial values. Such
+        objects are logged at once, as a warning naming each one (a renamed
+        attribute or dict key, say). For a restore that must match, call
+        ``checkpoint.restore(manager.latest_checkpoint)`` and check its status
+        (``assert_existing_objects_matched()``, ``assert_consumed()``).
+
         Returns
         -------
         str or None
@@ -625,7 +648,8 @@ class CheckpointManager:
         # An async save in flight becomes the latest checkpoint once committed (or raises here).
         self.sync()
         if self._latest_checkpoint is not None:
-            self._checkpoint.restore(self._latest_checkpoint, options=self._options)
+            status = self._checkpoint.restore(self._latest_checkpoint, options=self._options)
+            _warn_unmatched(status, self._latest_checkpoint)
             if self._checkpoint_interval is not None:
                 self._last_checkpoint_step = _as_int(self._step_counter)
             return self._latest_checkpoint

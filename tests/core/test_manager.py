@@ -597,3 +597,19 @@ def test_a_failing_cleanup_after_a_save_is_logged_and_never_fails_the_save(caplo
         assert state.latest_checkpoint("memory://flaky/run", options) == "memory://flaky/run/ckpt-1"
     finally:
         plugins.unregister("flaky-plugin")
+
+
+def test_restore_or_initialize_names_the_objects_it_left_at_their_initial_values(
+    run: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    CheckpointManager(tp.Checkpoint(params={"w": np.ones(3), "old": np.ones(2)}), run, max_to_keep=2).save()
+    params = {"w": np.zeros(3), "new": np.zeros(2)}
+    with caplog.at_level(logging.WARNING, logger="trackpoint.manager"):
+        assert CheckpointManager(tp.Checkpoint(params=params), run, max_to_keep=2).restore_or_initialize()
+    assert params["w"].tolist() == [1.0, 1.0, 1.0] and params["new"].tolist() == [0.0, 0.0]
+    (record,) = [r for r in caplog.records if r.name == "trackpoint.manager"]
+    assert "keep their initial values" in record.getMessage() and "(root).params.new" in record.getMessage()
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="trackpoint.manager"):
+        CheckpointManager(tp.Checkpoint(params={"w": np.zeros(3)}), run, max_to_keep=2).restore_or_initialize()
+    assert not [r for r in caplog.records if r.name == "trackpoint.manager"]  # a complete match says nothing
