@@ -386,10 +386,21 @@ def parse_root(raw: bytes, group: str) -> tuple[dict[str, Any], dict[str, Any]]:
     """(``trackpoint`` attributes, consolidated array metadata) of a root ``zarr.json``, verified."""
     try:
         doc = json.loads(raw)
+    except ValueError as exc:
+        if FORMAT_NAME.encode() in raw:
+            # trackpoint's root, cut short or damaged (its attributes, which name the format, come first).
+            raise DataLossError(
+                f"zarr: the root zarr.json of {group!r} is truncated or damaged ({len(raw)} bytes, not valid JSON: "
+                f"{exc}); restore it from a complete copy, or use an older checkpoint"
+            ) from exc
+        raise InvalidCheckpointError(
+            f"zarr: {group!r} is not a trackpoint Zarr checkpoint (its zarr.json is not valid JSON: {exc})"
+        ) from exc
+    try:
         attrs = doc["attributes"]["trackpoint"]
         raw_value = doc["attributes"].get(RAW_CHECKSUM)
         metadata = doc["consolidated_metadata"]["metadata"]
-    except (ValueError, KeyError, TypeError) as exc:
+    except (KeyError, TypeError) as exc:
         raise InvalidCheckpointError(
             f"zarr: {group!r} is not a trackpoint Zarr checkpoint (no attributes['trackpoint'] and "
             "consolidated metadata in its zarr.json)"

@@ -373,3 +373,20 @@ def test_a_reader_open_across_an_overwrite_never_returns_the_new_checkpoints_byt
         ):
             reader.get_tensor(key)
     assert tp.load_checkpoint(prefix).get_tensor("w/.ATTRIBUTES/VARIABLE_VALUE")[0, 0] == 9.0
+
+
+def test_a_root_cut_short_is_data_loss_and_a_foreign_one_is_not_a_checkpoint(tmp_path: Path) -> None:
+    from trackpoint.errors import InvalidCheckpointError
+
+    backend = ZarrBackend(LocalFiles())
+    prefix = str(tmp_path / "ckpt")
+    backend.save(prefix, [WriteItem("t", np.arange(4.0))])
+    root = tmp_path / "ckpt.zarr" / "zarr.json"
+    raw = root.read_bytes()
+    for cut in (len(raw) // 2, len(raw) - 1, raw.index(b"trackpoint-zarr") + len("trackpoint-zarr") + 1):
+        root.write_bytes(raw[:cut])
+        with pytest.raises(DataLossError, match=r"root zarr.json of .* is truncated or damaged .* not valid JSON"):
+            backend.open_reader(prefix)
+    root.write_bytes(b"hello, not json")
+    with pytest.raises(InvalidCheckpointError, match="its zarr.json is not valid JSON"):
+        backend.open_reader(prefix)
