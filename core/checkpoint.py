@@ -616,9 +616,16 @@ def _backend_name(store: StorageBackend, path: str) -> str:
 
 def _assert_trackable(obj: Any, name: str) -> Trackable:
     if not isinstance(obj, Trackable):
+        # A torch module or optimizer: its state_dict() is what can be saved.
+        hint = (
+            f"; it has a state_dict(): pass {name}={name}.state_dict(), whose tensors are saved and restored in "
+            "place (an optimizer's also holds Python numbers: pass its state_dict()['state'])"
+            if callable(getattr(obj, "state_dict", None))
+            else ""
+        )
         raise TrackableError(
             f"`Checkpoint` was expecting {name} to be a trackable object (an object derived from "
-            f"trackpoint.Trackable, a numeric numpy value, or a list/dict/tuple of them), got "
-            f"{type(obj).__name__}: {obj!r:.80}"
+            f"trackpoint.Trackable, a numeric numpy value, a torch tensor, or a list/dict/tuple of them), got "
+            f"{type(obj).__name__}: {obj!r:.80}{hint}"
         )
     return obj

@@ -99,3 +99,8 @@ def test_tensors_that_cannot_be_saved_are_refused_when_tracked() -> None:
         tp.Checkpoint(x={"m": torch.ones(2, device="meta")})
     with pytest.raises(tp.TrackableError, match="float8_e8m0fnu"):
         tp.Checkpoint(x={"f": torch.zeros(2, dtype=torch.float8_e8m0fnu)})
+
+
+def test_a_module_passed_whole_is_refused_with_the_state_dict_to_pass() -> None:
+    with pytest.raises(tp.TrackableError, match=r"got Linear: .*pass model=model.state_dict\(\), whose tensors"):
+        tp.Checkpoint(model=torch.nn.Linear(2, 2))
