@@ -24,7 +24,9 @@ from __future__ import annotations
 
 import http.client
 import re
+import signal
 import socket
+import subprocess
 import threading
 import time
 from dataclasses import dataclass, field
@@ -303,3 +305,20 @@ class FaultProxy:
             do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = do_PATCH = _handle
 
         return Handler
+
+
+def kill_when_fired(proc: subprocess.Popen[bytes], rule: Rule, what: str, timeout: float = 60.0) -> None:
+    """SIGKILL ``proc`` once ``rule`` has fired (a request of it is being held), as a crash there would.
+
+    Fails the test if ``proc`` exits first or ``rule`` does not fire within ``timeout`` seconds;
+    ``what`` names the request in those messages.
+    """
+    try:
+        deadline = time.monotonic() + timeout
+        while rule.fired == 0:
+            assert proc.poll() is None, f"the writer exited before {what}"
+            assert time.monotonic() < deadline, f"the writer never reached {what}"
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.wait(timeout=30)

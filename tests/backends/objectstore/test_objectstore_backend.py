@@ -9,7 +9,6 @@ import dataclasses
 import json
 import os
 import re
-import signal
 import subprocess
 import sys
 import textwrap
@@ -23,7 +22,7 @@ import numpy as np
 import pytest
 
 import trackpoint as tp
-from faultproxy import FaultProxy, Rule
+from faultproxy import FaultProxy, Rule, kill_when_fired
 from servers import ObjectStore
 from trackpoint.errors import BackendError, CheckpointExistsError, ConcurrentModificationError, TransientStorageError
 from trackpoint.plugins import open_backend
@@ -233,15 +232,7 @@ def test_writer_killed_mid_save_leaves_nothing_visible_and_cleanup_removes_lefto
     env = {**os.environ, **store.child_env}
     storage_options = json.dumps({**store.storage_options, "endpoint_url": proxy.url})
     proc = subprocess.Popen([sys.executable, "-c", _CRASH_WRITER, storage_options, prefix], env=env)
-    try:
-        deadline = time.monotonic() + 60
-        while commit.fired == 0:
-            assert proc.poll() is None, "writer exited before reaching the commit"
-            assert time.monotonic() < deadline, "writer never reached the commit"
-            time.sleep(0.05)
-        proc.send_signal(signal.SIGKILL)
-    finally:
-        proc.wait(timeout=30)
+    kill_when_fired(proc, commit, "the commit")
     backend = _backend(store, prefix, _opts(store.storage_options))
     leftovers = store.raw.ls(f"{store.root}/crash")
     assert leftovers, "the killed writer should have left data objects behind"

@@ -13,17 +13,15 @@ import json
 import logging
 import os
 import re
-import signal
 import subprocess
 import sys
 import textwrap
-import time
 from typing import Any
 
 import numpy as np
 import pytest
 
-from faultproxy import FaultProxy, Rule
+from faultproxy import FaultProxy, Rule, kill_when_fired
 from trackpoint.cli import main
 from trackpoint.plugins import open_backend
 from trackpoint.storage import CheckpointOptions, WriteItem
@@ -116,15 +114,7 @@ def test_upload_of_a_killed_save_is_a_leftover_that_cleanup_aborts(
     storage_options = json.dumps({**s3_storage_options, "endpoint_url": proxy.url})
     env = {**os.environ, "AWS_EC2_METADATA_DISABLED": "true"}
     proc = subprocess.Popen([sys.executable, "-c", _KILLED_WRITER, storage_options, prefix], env=env)
-    try:
-        deadline = time.monotonic() + 60
-        while complete.fired == 0:
-            assert proc.poll() is None, "the writer exited before completing its upload"
-            assert time.monotonic() < deadline, "the writer never completed its upload"
-            time.sleep(0.05)
-        proc.send_signal(signal.SIGKILL)
-    finally:
-        proc.wait(timeout=30)
+    kill_when_fired(proc, complete, "completing its upload")
     [(key, upload_id)] = _pending(s3_raw, root)
     assert key == "run/ckpt-1.data-00000-of-00001"
 
