@@ -45,7 +45,13 @@ import numpy as np
 
 from trackpoint import _gc
 from trackpoint.data_structures import TrackableDataStructure
-from trackpoint.errors import DTypeMismatchError, InvalidCheckpointError, MatchError, ShapeMismatchError
+from trackpoint.errors import (
+    AssignmentError,
+    DTypeMismatchError,
+    InvalidCheckpointError,
+    MatchError,
+    ShapeMismatchError,
+)
 from trackpoint.graph import ObjectGraphView, has_slots, list_objects, node_names, proto_node_names
 from trackpoint.proto import trackable_object_graph_pb2 as pb
 from trackpoint.trackable import (
@@ -400,6 +406,20 @@ def _traits(cls: type[Trackable]) -> _Traits:
 _Buffer = Optional["np.ndarray[Any, Any]"]
 
 
+def _mismatched(errors: list[AssignmentError]) -> AssignmentError:
+    """One error for every value that does not fit its object: the first's class, each one's message."""
+    if len(errors) == 1:
+        return errors[0]
+    kinds = {type(e) for e in errors}
+    cls = type(errors[0]) if len(kinds) == 1 else AssignmentError
+    shown = errors[:20]
+    more = f"\n  ... and {len(errors) - len(shown)} more" if len(errors) > len(shown) else ""
+    listed = "\n  ".join(str(e) for e in shown)
+    return cls(
+        f"{len(errors)} values of the checkpoint do not fit their objects (nothing was restored):\n  {listed}{more}"
+    )
+
+
 @dataclass
 class _Plan:
     """Everything one restore step will do, computed (and validated) before doing it."""
@@ -425,6 +445,8 @@ class _Plan:
     saveables: list[SaveableObject] = field(default_factory=list)
     traits: dict[type, _Traits] = field(default_factory=dict)
     attribute_name: dict[str, str] = field(default_factory=dict)
+    #: Values that do not fit their objects (dtype, shape), all reported together before anything is written.
+    mismatches: list[AssignmentError] = field(default_factory=list)
     #: Whether this step restores the whole graph from its root.
     whole_graph: bool = False
     #: Set by :meth:`walk` of the whole graph: every object of the live graph was matched, and all of them
@@ -436,6 +458,8 @@ class _Plan:
         changes = dependency_changes()
         with _gc.paused():
             self.walk(proto_id, trackable)
+        if self.mismatches:
+            raise _mismatched(self.mismatches)
         self.apply()
         # Dependencies tracked while this step ran (a restore that creates a dependency it was asked for)
         # were not walked.
@@ -557,7 +581,10 @@ class _Plan:
             self.attribute_names.append(name)
             self.attribute_keys.append(key)
         if keys:
-            trackable._check_restore_tensors(infos, keys)
+            try:
+                trackable._check_restore_tensors(infos, keys)
+            except (DTypeMismatchError, ShapeMismatchError) as exc:
+                self.mismatches.append(exc)  # the others are checked too, to be reported at once
 
     def _plan_saveables(
         self, proto_id: int, node: pb.TrackableObjectGraph.TrackableObject, trackable: Trackable

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -379,3 +380,18 @@ def test_an_object_whose_value_is_older_than_the_restore_is_reported() -> None:
         tp.MatchError, match=r"not assigned a value from checkpoint:\n  \(root\)\.model\.a: <trackpoint\.Variable"
     ):
         status.assert_existing_objects_matched()
+
+
+def test_every_value_that_does_not_fit_is_reported_at_once_and_nothing_is_written(tmp_path: Path) -> None:
+    path = tp.Checkpoint(
+        a=tp.Variable(np.ones(3)), b=tp.Variable(np.ones(2, np.float32)), c=tp.Variable(np.ones(4)), d=tp.Variable(1.0)
+    ).write(str(tmp_path / "ckpt"))
+    a, b, c, d = tp.Variable(np.zeros(4)), tp.Variable(np.zeros(2)), tp.Variable(np.zeros(5)), tp.Variable(0.0)
+    with pytest.raises(tp.AssignmentError, match=r"^3 values of the checkpoint do not fit their objects") as failed:
+        tp.Checkpoint(a=a, b=b, c=c, d=d).read(path)
+    message = str(failed.value)
+    assert all(f"'{k}/.ATTRIBUTES/VARIABLE_VALUE'" in message for k in "abc") and "'d/" not in message
+    assert float(d.numpy()) == 0.0 and not a.numpy().any()  # nothing was restored, the fitting d included
+    # Of one kind, the error is of that kind.
+    with pytest.raises(tp.ShapeMismatchError, match=r"^2 values"):
+        tp.Checkpoint(a=a, c=c).read(path)
