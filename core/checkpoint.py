@@ -449,9 +449,20 @@ class Checkpoint(AutoTrackable):
         coordinator = coordinator_of(options)
         with _gc.full_collections_deferred():
             if coordinator is not None:
-                return together(
-                    coordinator, lambda: self._read(save_path, options), f"restoring {os.fspath(save_path)!r}"
-                )
+                read: list[LoadStatus] = []
+
+                def step() -> LoadStatus:
+                    read.append(self._read(save_path, options))
+                    return read[-1]
+
+                try:
+                    return together(coordinator, step, f"restoring {os.fspath(save_path)!r}")
+                except BaseException:
+                    # Restored here but failed on another rank: the caller gets the error, never this status,
+                    # whose end-of-life warning about unused values would only repeat the failure, wrongly.
+                    for status in read:
+                        status.expect_partial()
+                    raise
             return self._read(save_path, options)
 
     def _read(self, save_path: str | os.PathLike[str], options: CheckpointOptions | None) -> LoadStatus:

@@ -300,3 +300,30 @@ def test_rank_0_arriving_after_a_rank_gave_up_does_not_run_the_step() -> None:
     for error in out:
         assert isinstance(error, tp.CoordinationTimeoutError)
         assert "w: rank 1 gave up waiting for rank 0 to begin it" in str(error), error
+
+
+def test_a_restore_that_failed_on_another_rank_leaves_no_warning_about_unused_values(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    import gc
+    import logging
+
+    _, (a, b) = _group(timeout=5.0)
+    # y has no object on either rank: a status the caller got would warn about it unless told expect_partial().
+    saved = tp.Checkpoint(w=tp.Variable(np.ones(3)), x=tp.Variable(np.ones(2)), y=tp.Variable(np.ones(1)))
+    path = saved.write(str(tmp_path / "ckpt"))
+
+    def restore(rank: _Rank, size: int) -> None:
+        # Rank 1's x does not fit: the restore fails on both ranks, after rank 0 restored its values.
+        tp.Checkpoint(w=tp.Variable(np.zeros(3)), x=tp.Variable(np.zeros(size))).read(
+            path, options=tp.CheckpointOptions(coordinator=rank)
+        )
+
+    with caplog.at_level(logging.WARNING, logger="trackpoint"):
+        out = _on_threads(lambda: restore(a, 2), lambda: restore(b, 5))
+        errors = [(type(e).__name__, str(e)) for e in out]
+        del out  # their tracebacks hold the statuses
+        gc.collect()
+    assert [name for name, _ in errors] == ["ShapeMismatchError", "ShapeMismatchError"], errors
+    assert "failed on rank 1" in errors[0][1]
+    assert not [r for r in caplog.records if "unrestored values" in r.getMessage()], caplog.text
