@@ -156,7 +156,7 @@ def open_checkpoint(path: str, store: StorageBackend) -> tuple[str, CheckpointRe
         # A file of a checkpoint passed for its prefix (``run/ckpt-1.index``), as a file browser offers it.
         of = _CHECKPOINT_FILE.match(path)
         if of is not None and holder(store, of.group(1)) is not None:
-            missing = None
+            missing = None  # not chained here, and a kept exception would hold this frame in a cycle
             raise CheckpointNotFoundError(
                 f"no checkpoint at {path!r}: it is a file of the checkpoint {of.group(1)!r}; pass that prefix, "
                 "without the file's suffix",

@@ -106,8 +106,9 @@ class TorchCoordinator(KeyValueCoordinator):
     def _get(self, keys: Sequence[str], timeout: float) -> list[bytes]:
         dist = _dist()
         try:
-            self._client().wait(list(keys), datetime.timedelta(seconds=timeout))
-            values = self._client().multi_get(list(keys))
+            client = self._client()
+            client.wait(list(keys), datetime.timedelta(seconds=timeout))
+            values = client.multi_get(list(keys))
         except dist.DistStoreError as exc:
             if "timeout" in str(exc).lower():
                 raise CoordinationTimeoutError(str(exc)) from exc

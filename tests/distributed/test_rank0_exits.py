@@ -7,13 +7,12 @@ which has nothing left to read, would exit while rank 1 still needs the store in
 
 from __future__ import annotations
 
-import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-from ranks import needs_torch
+from ranks import free_port, needs_torch
 
 import trackpoint as tp
 
@@ -55,7 +54,7 @@ print(path, flush=True)
 
 
 def _run(tmp_path: Path, how: str) -> list[tuple[int, str, str]]:
-    port = _port()
+    port = str(free_port())
     procs = [
         subprocess.Popen(
             [sys.executable, "-c", RANK, str(rank), port, str(tmp_path), how],
@@ -67,12 +66,6 @@ def _run(tmp_path: Path, how: str) -> list[tuple[int, str, str]]:
     ]
     outs = [proc.communicate(timeout=120) for proc in procs]
     return [(proc.returncode, out, err) for proc, (out, err) in zip(procs, outs, strict=True)]
-
-
-def _port() -> str:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return str(s.getsockname()[1])
 
 
 @pytest.mark.parametrize("how", ["checkpoint", "manager"])
