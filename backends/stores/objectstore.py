@@ -942,7 +942,7 @@ class ObjectStore(FileLayer):
                         if not stopped:
                             attempt += 1
                             continue
-                    if budget is not None and not in_budget:
+                    if not in_budget:
                         message = self._budget_ended(exc, what, bucket, key, attempt + 1, timeouts, elapsed)
                     elif stopped:
                         message = (
@@ -981,7 +981,7 @@ class ObjectStore(FileLayer):
             return True
         if bucket in self._live_buckets:
             return False
-        prefix = key.rstrip("/") + "/" if key.strip("/") else ""
+        prefix = _dir_prefix(key)
         try:
             async with self._limit():
                 await asyncio.wait_for(self._call("object_list", bucket, prefix), timeout=self.transfer.request_timeout)
@@ -1377,7 +1377,7 @@ class ObjectStore(FileLayer):
 
     def listdir(self, directory: str) -> list[str]:
         bucket, key = self.split(directory)
-        prefix = key.rstrip("/") + "/" if key.strip("/") else ""
+        prefix = _dir_prefix(key)
         keys = self._run(
             lambda: self._retry("listing", bucket, prefix, lambda: self._call("object_list", bucket, prefix))
         )
@@ -1386,7 +1386,7 @@ class ObjectStore(FileLayer):
     def find(self, directory: str) -> list[str]:
         """Every object under ``directory``, at any depth, as URLs; needs :meth:`object_find`."""
         bucket, key = self.split(directory)
-        prefix = key.rstrip("/") + "/" if key.strip("/") else ""
+        prefix = _dir_prefix(key)
         keys = self._run(
             lambda: self._retry("listing", bucket, prefix, lambda: self._call("object_find", bucket, prefix))
         )
@@ -1409,7 +1409,7 @@ class ObjectStore(FileLayer):
         if not self._lists_uploads:
             return []
         bucket, key = self.split(directory)
-        prefix = key.rstrip("/") + "/" if key.strip("/") else ""
+        prefix = _dir_prefix(key)
         try:
             found: list[UploadStat] = self._run(
                 lambda: self._retry(
@@ -1495,6 +1495,11 @@ _OPTION: Final = "backend_options"
 def _seconds(value: float) -> str:
     """``value`` seconds for a message: ``"2 s"``, ``"0.5 s"``."""
     return f"{value:g} s"
+
+
+def _dir_prefix(key: str) -> str:
+    """The key prefix of the objects in directory ``key``: ``"a/b/"`` for ``"a/b"``, ``""`` for the bucket."""
+    return key.rstrip("/") + "/" if key.strip("/") else ""
 
 
 def _timed_out(exc: BaseException) -> bool:
