@@ -46,6 +46,7 @@ from typing import TYPE_CHECKING, Any, Final
 import numpy as np
 
 from trackpoint import _async
+from trackpoint._units import human_bytes
 from trackpoint.storage import _SAVE_EVENTS, _SHARD_PROGRESS, CheckpointReader, TensorInfo, shard_progress
 
 if TYPE_CHECKING:
@@ -139,16 +140,8 @@ class _Plugins(_Listener):
                 )
 
 
-def _human(nbytes: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(nbytes) < 1024 or unit == "TiB":
-            return f"{nbytes:.0f} {unit}" if unit == "B" else f"{nbytes:.1f} {unit}"
-        nbytes /= 1024
-    raise AssertionError("unreachable")
-
-
 def _rate(nbytes: int, seconds: float) -> str:
-    return f"{_human(nbytes / seconds)}/s" if seconds > 0 else "-"
+    return f"{human_bytes(nbytes / seconds)}/s" if seconds > 0 else "-"
 
 
 class _Log(_Listener):
@@ -163,7 +156,7 @@ class _Log(_Listener):
                 "saved %s (%d tensors, %s) in %.3f s, %s%s",
                 f["path"],
                 f["num_tensors"],
-                _human(f["nbytes"]),
+                human_bytes(f["nbytes"]),
                 f["seconds"],
                 _rate(f["nbytes"], f["seconds"]),
                 blocking,
@@ -175,7 +168,7 @@ class _Log(_Listener):
                 "restored %s (%d tensors, %s) in %.3f s, %s%s",
                 f["path"],
                 f["num_tensors"],
-                _human(f["nbytes"]),
+                human_bytes(f["nbytes"]),
                 f["seconds"],
                 _rate(f["nbytes"], f["seconds"]),
                 " on creation" if f.get("on_creation") else "",
@@ -200,7 +193,7 @@ class _Log(_Listener):
                 f["backend"],
                 f["operation"],
                 f["num_tensors"],
-                _human(f["total_bytes"]),
+                human_bytes(f["total_bytes"]),
                 ", asynchronously" if f["is_async"] else "",
             )
         elif hook == "trackpoint_restore_started":
@@ -210,12 +203,16 @@ class _Log(_Listener):
                 f["backend"],
                 f["operation"],
                 f["num_tensors"],
-                _human(f["total_bytes"]),
+                human_bytes(f["total_bytes"]),
             )
         elif hook == "trackpoint_save_progress":
-            _log.debug("saving %s: %s of %s written", f["path"], _human(f["written_bytes"]), _human(f["total_bytes"]))
+            _log.debug(
+                "saving %s: %s of %s written", f["path"], human_bytes(f["written_bytes"]), human_bytes(f["total_bytes"])
+            )
         elif hook == "trackpoint_restore_progress":
-            _log.debug("restoring %s: %s of %s read", f["path"], _human(f["read_bytes"]), _human(f["total_bytes"]))
+            _log.debug(
+                "restoring %s: %s of %s read", f["path"], human_bytes(f["read_bytes"]), human_bytes(f["total_bytes"])
+            )
 
 
 class _Bar(_Listener):

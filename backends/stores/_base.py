@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Final
 
+from trackpoint._units import human_bytes
 from trackpoint.storage import ANY_VERSION, Capabilities, VersionCondition, VersionedBytes
 
 __all__ = ["OBJECT_STORE_CAPABILITIES", "FileLayer", "FileSink", "FileSource", "UnfinishedUpload"]
@@ -86,7 +87,7 @@ class UnfinishedUpload:
         """
         facts = [f"id {self.upload_id}"]
         if self.size is not None:
-            facts.append(f"{_human_bytes(self.size)} in parts")
+            facts.append(f"{human_bytes(self.size)} in parts")
         if self.started is not None:
             facts.append(f"started {_utc(self.started)}")
         if self.modified is not None and self.modified != self.started:
@@ -98,17 +99,6 @@ def _utc(t: float) -> str:
     import datetime  # only for listing leftovers: not on the import path of every checkpoint
 
     return datetime.datetime.fromtimestamp(t, datetime.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
-
-
-def _human_bytes(n: int) -> str:
-    if n < 1024:
-        return f"{n} B"
-    size, unit = n / 1024, "KiB"
-    for bigger in ("MiB", "GiB", "TiB"):
-        if size < 1024:
-            break
-        size, unit = size / 1024, bigger
-    return f"{size:.1f} {unit}"
 
 
 class FileSink(ABC):

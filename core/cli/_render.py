@@ -8,27 +8,16 @@ import sys
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, TextIO
 
+from trackpoint._units import human_bytes
 from trackpoint.proto import trackable_object_graph_pb2 as pb
 from trackpoint.storage import TensorInfo
 
 __all__ = ["dtype_name", "human_bytes", "plural", "progress", "shorten", "table", "tree"]
 
 
-def human_bytes(n: int) -> str:
-    """``1.5 KiB`` for 1536; plain bytes below 1 KiB."""
-    if n < 1024:
-        return f"{n} B"
-    value = float(n)
-    for unit in ("KiB", "MiB", "GiB", "TiB", "PiB"):
-        value /= 1024
-        if value < 1024 or unit == "PiB":
-            break
-    return f"{value:.1f} {unit}"
-
-
-def plural(n: int, word: str, words: str | None = None) -> str:
-    """``1 tensor``, ``0 tensors``, ``2 tensors``: ``n`` and the noun that agrees with it."""
-    return f"{n} {word if n == 1 else (words or word + 's')}"
+def plural(n: int, word: str) -> str:
+    """``1 tensor``, ``0 tensors``, ``2 tensors``: ``n`` and the (regular) noun that agrees with it."""
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"
 
 
 def shorten(text: str, width: int = 100) -> str:
