@@ -18,8 +18,10 @@ __all__ = [
     "dirname",
     "is_url",
     "join",
+    "missing_directories",
     "normalize_local",
     "relpath",
+    "remove_empty",
     "scheme",
     "split_scheme",
     "strip_file_scheme",
@@ -119,3 +121,32 @@ def relpath(path: str, start: str) -> str:
     if not ps:
         return os.path.relpath(path, start or os.curdir)
     return posixpath.relpath(prest, srest or ".")
+
+
+def missing_directories(directory: str) -> list[str]:
+    """``directory`` and those above it that do not exist yet, deepest first (local paths).
+
+    Taken before a write makes them, so that a failed write can remove what it made
+    (:func:`remove_empty`) and leave no empty directories behind.
+    """
+    missing: list[str] = []
+    directory = os.path.abspath(directory)
+    while not os.path.lexists(directory) and os.path.dirname(directory) != directory:
+        missing.append(directory)
+        directory = os.path.dirname(directory)
+    return missing
+
+
+def remove_empty(directories: list[str]) -> None:
+    """Remove what is still empty of ``directories`` (deepest first), stopping at the first that is not.
+
+    A directory another writer put something in, or that is not ours to remove, is kept, and so
+    are its parents; one already gone (never made, or removed by a backend's own clean-up) is skipped.
+    """
+    for directory in directories:
+        try:
+            os.rmdir(directory)
+        except FileNotFoundError:
+            continue
+        except OSError:
+            return

@@ -180,8 +180,7 @@ def convert(
         # prefix, or a directory meaning its latest checkpoint.
         src_prefix, reader = _resolve.open_checkpoint(src_path, source)
         with reader:
-            held = _resolve.holder(source, src_prefix)
-            src_backend = source.name if held is None else held.name
+            src_backend = (_resolve.holder(source, src_prefix) or source).name
             target = _resolve.open_backend(dst_path, d_opts)
             if src_backend == target.name and _same_place(source, src_prefix, dst_path):
                 raise CheckpointExistsError(
@@ -221,7 +220,7 @@ def _convert_selected(
     # Imported here: `import trackpoint` stays free of the file formats' modules.
     from trackpoint.interchange._convert import FlatReader, Selected, export, open_source, total_bytes
 
-    if os.path.abspath(_strip(src)) == os.path.abspath(_strip(dst)):
+    if _same_file(src, dst):
         raise CheckpointExistsError(
             f"convert: source and destination are the same, {src!r}; choose another destination"
         )
@@ -237,7 +236,7 @@ def _convert_selected(
             base = FlatReader(src, src_fmt, separator=separator)
         else:
             src_prefix, _, base = open_source(src, s_opts)
-            if src_prefix != src and os.path.abspath(_strip(src_prefix)) == os.path.abspath(_strip(dst)):
+            if _same_file(src_prefix, dst):
                 # A directory resolved to the very checkpoint the copy would write.
                 base.close()
                 raise CheckpointExistsError(
@@ -296,6 +295,10 @@ def _both(progress: Progress | None, events: observe.SaveEvents) -> Progress:
 
 def _strip(path: str) -> str:
     return path[len("file://") :] if path.startswith("file://") else path
+
+
+def _same_file(a: str, b: str) -> bool:
+    return os.path.abspath(_strip(a)) == os.path.abspath(_strip(b))
 
 
 def _same_place(backend: StorageBackend, a: str, b: str) -> bool:

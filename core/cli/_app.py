@@ -197,10 +197,6 @@ def _dump(data: Any, out: TextIO) -> None:
     print(json.dumps(data, indent=2, sort_keys=False), file=out)
 
 
-#: A file of a bundle checkpoint: group 1 is its prefix (``ckpt-1`` of ``ckpt-1.index``, ``ckpt-1.data-...``).
-_CHECKPOINT_FILE: Final = re.compile(r"(.+?)(?:\.index|\.data-\d+-of-\d+)")
-
-
 def _check_directory(command: str, directory: str, store: StorageBackend) -> None:
     """Refuse a local ``directory`` that does not exist or is a file, naming what is there instead.
 
@@ -214,10 +210,8 @@ def _check_directory(command: str, directory: str, store: StorageBackend) -> Non
     local = _paths.strip_file_scheme(directory)
     if os.path.isdir(local):
         return
-    parent = os.path.dirname(local.rstrip("/" + os.sep)) or os.curdir
-    name = os.path.basename(local.rstrip("/" + os.sep))
-    match = _CHECKPOINT_FILE.fullmatch(name)
-    prefix = os.path.join(os.path.dirname(local.rstrip("/" + os.sep)), match.group(1)) if match else None
+    head, name = os.path.split(local.rstrip("/" + os.sep))
+    parent = head or os.curdir
     if not os.path.exists(local):
         try:
             committed = _resolve.holder(store, local) is not None
@@ -229,7 +223,10 @@ def _check_directory(command: str, directory: str, store: StorageBackend) -> Non
                 f"works on the directory that holds it (`trackpoint inspect {directory}` lists its tensors)"
             )
         raise CheckpointNotFoundError(f"no directory {directory!r}: nothing exists at that path; check it for a typo")
-    if prefix is not None:
+    # A bundle's index or data file, as open_checkpoint recognizes one passed for its prefix.
+    match = _resolve._CHECKPOINT_FILE.match(name)
+    if match is not None:
+        prefix = os.path.join(head, match.group(1))
         raise CheckpointNotFoundError(
             f"{directory!r} is a file of the checkpoint {prefix!r}, not a directory: "
             f"`trackpoint {command} {parent}` works on the directory that holds it "
@@ -296,9 +293,12 @@ def _ls(args: argparse.Namespace, out: TextIO) -> int:
         leftovers = store.leftovers(directory) if args.all else []
     finally:
         store.close()
-    failed = [r for r in rows if r["error"] is not None]
     if args.json:
-        data: dict[str, Any] = {"directory": directory, "ok": not failed, "checkpoints": rows}
+        data: dict[str, Any] = {
+            "directory": directory,
+            "ok": all(r["error"] is None for r in rows),
+            "checkpoints": rows,
+        }
         if args.all:
             data["leftovers"] = leftovers
         _dump(data, out)
@@ -499,7 +499,6 @@ def _verify(args: argparse.Namespace, out: TextIO) -> int:
         try:
             with _render.progress(f"verify {path}", enabled=not args.json) as bar:
                 report = trackpoint.verify(path, quick=args.quick, options=opts, progress=bar)
-            problems = [{"key": p.key, "error": p.error, "message": p.message} for p in report.problems]
             entry = {
                 "path": path,
                 "prefix": report.prefix,
@@ -508,7 +507,9 @@ def _verify(args: argparse.Namespace, out: TextIO) -> int:
                 "bytes": report.nbytes,
                 # The object graph's tensor, when it cannot be read, is reported by verify twice (checking
                 # the graph, then reading every tensor): each problem is shown once.
-                "problems": [dict(t) for t in dict.fromkeys(tuple(p.items()) for p in problems)],
+                "problems": [
+                    {"key": p.key, "error": p.error, "message": p.message} for p in dict.fromkeys(report.problems)
+                ],
             }
         except CheckpointNotFoundError as exc:
             entry = {"path": path, "prefix": None, "backend": None, "tensors": 0, "bytes": 0}
@@ -648,26 +649,7 @@ def _missing_directories(dst: str) -> list[str]:
     if _paths.is_url(dst):
         return []
     path = _paths.normalize_local(_paths.strip_file_scheme(dst))
-    missing = []
-    directory = os.path.dirname(os.path.abspath(path))
-    while not os.path.lexists(directory):
-        missing.append(directory)
-        parent = os.path.dirname(directory)
-        if parent == directory:
-            break
-        directory = parent
-    return missing
-
-
-def _remove_empty(directories: Sequence[str]) -> None:
-    """Remove what is still empty of ``directories`` (deepest first), stopping at the first that is not."""
-    for directory in directories:
-        try:
-            os.rmdir(directory)
-        except FileNotFoundError:
-            continue  # never created (the failure came first), or removed by the backend's own cleanup
-        except OSError:
-            return  # not empty (something else writes there) or not ours to remove: keep it and its parents
+    return _paths.missing_directories(os.path.dirname(os.path.abspath(path)))
 
 
 def _convert(args: argparse.Namespace, out: TextIO) -> int:
@@ -689,11 +671,10 @@ def _convert(args: argparse.Namespace, out: TextIO) -> int:
             exclude=args.exclude,
             separator=args.separator,
         )
-    except CheckpointExistsError as exc:
-        _remove_empty(created)
-        raise _with_flag(exc) from exc
-    except BaseException:
-        _remove_empty(created)
+    except BaseException as exc:
+        _paths.remove_empty(created)
+        if isinstance(exc, CheckpointExistsError):
+            raise _with_flag(exc) from exc
         raise
     if args.json:
         _dump({"src": args.src, "dst": args.dst}, out)

@@ -29,12 +29,14 @@ from typing import IO, Any, Final
 import ml_dtypes
 import numpy as np
 
+from trackpoint import _paths
 from trackpoint.errors import (
     BackendUnavailableError,
     CheckpointNotFoundError,
     DataLossError,
     InvalidCheckpointError,
     StorageError,
+    StoragePermissionError,
     UnsupportedDTypeError,
 )
 from trackpoint.storage import TensorInfo
@@ -347,9 +349,7 @@ def _mode_for(path: str) -> int:
     try:
         return stat.S_IMODE(os.stat(path).st_mode)
     except OSError:
-        pass
-    mask = _umask()
-    return 0o666 & ~mask
+        return 0o666 & ~_umask()
 
 
 def _umask() -> int:
@@ -376,11 +376,7 @@ def _atomic(path: str, write: Callable[[str], None], overwrite: bool) -> None:
     directory = os.path.dirname(os.path.abspath(path))
     temp = os.path.join(directory, f".{os.path.basename(path)}.tmp-{uuid.uuid4().hex}")
     # The directories made here, deepest first: removed again (if still empty) when the export fails.
-    created: list[str] = []
-    parent = directory
-    while not os.path.lexists(parent) and os.path.dirname(parent) != parent:
-        created.append(parent)
-        parent = os.path.dirname(parent)
+    created = _paths.missing_directories(directory)
     try:
         # As a checkpoint's save makes its directory, so does an export to a file.
         os.makedirs(directory, exist_ok=True)
@@ -389,8 +385,6 @@ def _atomic(path: str, write: Callable[[str], None], overwrite: bool) -> None:
             f"cannot write {path!r}: a file is in the way of its directory {directory!r}; choose another location"
         ) from exc
     except PermissionError as exc:
-        from trackpoint.errors import StoragePermissionError
-
         raise StoragePermissionError(f"cannot write {path!r}: cannot create its directory ({exc})") from exc
     done = False
     try:
@@ -412,18 +406,12 @@ def _atomic(path: str, write: Callable[[str], None], overwrite: bool) -> None:
     except FileNotFoundError as exc:
         raise CheckpointNotFoundError(f"cannot write {path!r}: its directory does not exist ({exc})") from exc
     except PermissionError as exc:
-        from trackpoint.errors import StoragePermissionError
-
         raise StoragePermissionError(f"cannot write {path!r}: {exc}") from exc
     finally:
         if os.path.exists(temp):
             os.unlink(temp)
         if not done:
-            for made in created:
-                try:
-                    os.rmdir(made)
-                except OSError:
-                    break  # not empty: another writer uses it
+            _paths.remove_empty(created)
 
 
 def _c_order(array: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
