@@ -107,6 +107,7 @@ class _NumpyValue(Variable):
         # A torch tensor is saved through a numpy view of its memory (a copy for a tensor that numpy cannot
         # share, one on a GPU say: read again at each save, written back by a restore). The holder keeps the
         # tensor, which a restore never replaces.
+        self._current: Any = value
         self._tensor: Any = None
         self._shared = True
         if dtypes._is_torch_tensor(value):
@@ -121,10 +122,7 @@ class _NumpyValue(Variable):
             self._shared = array.size == 0 or (
                 value.device.type == "cpu" and array.__array_interface__["data"][0] == value.data_ptr()
             )
-            self._current = value
             value = array
-        else:
-            self._current = value
         if isinstance(value, np.ma.MaskedArray):
             raise TrackableError(
                 f"{where}: a masked array cannot be saved (its mask would be lost); save .data and .mask as "

@@ -59,8 +59,9 @@ _ML_FLOATS: Final = frozenset(
 
 
 def _is_ml_float(d: np.dtype[Any]) -> bool:
-    # By the type's module, not d.kind: ml_dtypes gives float8_e5m2 kind "f" and the others "V".
-    return d.name in _ML_FLOATS and d.type.__module__.startswith("ml_dtypes")
+    # By the type's module, not d.kind: ml_dtypes gives float8_e5m2 kind "f" and the others "V". The module
+    # first: it rules out every numpy type cheaply, where d.name is computed in Python (as_dtype is hot).
+    return d.type.__module__.startswith("ml_dtypes") and d.name in _ML_FLOATS
 
 
 def _numpy_dtype(dtype: Any) -> np.dtype[Any]:
@@ -183,17 +184,14 @@ def _torch_to_numpy(tensor: Any) -> np.ndarray[Any, Any]:
         # anyway, and what np.asarray does for a JAX array on an accelerator.
         tensor = tensor.cpu()
     tensor = tensor.resolve_conj().resolve_neg()
-    if tensor.dtype == torch.bfloat16:
-        # numpy has no bfloat16 and torch converts to none: reinterpret the bits as ml_dtypes'.
-        bits: np.ndarray[Any, Any] = tensor.view(torch.int16).numpy()
-        return bits.view(_bfloat16())
     name = str(tensor.dtype).removeprefix("torch.")
     if name in _ML_FLOATS:
-        # torch's float8 types have the bit layouts of ml_dtypes' of the same name.
+        # numpy has no bfloat16 or float8 and torch converts to none; torch's have the bit layouts of
+        # ml_dtypes' types of the same name: reinterpret the bits.
         import ml_dtypes
 
-        eight: np.ndarray[Any, Any] = tensor.view(torch.uint8).numpy()
-        return eight.view(getattr(ml_dtypes, name))
+        bits: np.ndarray[Any, Any] = tensor.view(torch.int16 if tensor.dtype.itemsize == 2 else torch.uint8).numpy()
+        return bits.view(getattr(ml_dtypes, name))
     arr: np.ndarray[Any, Any] = tensor.numpy()
     return arr
 
