@@ -250,14 +250,14 @@ def _zarr(url: str, options: CheckpointOptions) -> StorageBackend:
     kind = _ZARR_STORES.get(_paths.scheme(url))
     # The format's options and, on S3 and GCS, the store's (retries, time-outs, part sizes), which reach the
     # store alone.
-    format_names = [f.name for f in dataclasses.fields(ZarrOptions)]
     store_names = _transfer_option_names() if kind in ("s3", "gcs") else frozenset()
     given = options.backend_options
-    _refuse_unknown(
-        "zarr",
-        set(given) - set(format_names) - store_names,
-        format_names + [f"{name} (S3 and GCS)" for name in sorted(_transfer_option_names())],
-    )
+    unknown = set(given) - ZarrOptions.names() - store_names
+    if unknown:
+        # The valid names only for the message: a local checkpoint's factory imports no object-store layer.
+        format_names = [f.name for f in dataclasses.fields(ZarrOptions)]
+        store_valid = [f"{name} (S3 and GCS)" for name in sorted(_transfer_option_names())]
+        _refuse_unknown("zarr", unknown, format_names + store_valid)
     zarr_options = ZarrOptions.from_mapping({k: v for k, v in given.items() if k not in store_names})
     store_options = CheckpointOptions(
         storage_options=options.storage_options,

@@ -271,13 +271,16 @@ class ZarrReader(CheckpointReader):
             graph = np.empty((), dtype=object)
             graph[()] = self._graph
             return graph
-        e = self._entry(key)
-        if e.slices:
-            value = self._read_part(key, e, TensorSlice.full(e.shape), out)
-        else:
-            value = self._read_entry(key, e, out)
+        value = self._read_tensor(key, out)
         self._unchanged()
         return value
+
+    def _read_tensor(self, key: str, out: np.ndarray[Any, Any] | None) -> np.ndarray[Any, Any]:
+        """:meth:`read` of a stored tensor without the check of ``_unchanged``, which read_many makes once."""
+        e = self._entry(key)
+        if e.slices:
+            return self._read_part(key, e, TensorSlice.full(e.shape), out)
+        return self._read_entry(key, e, out)
 
     def read_slice(
         self,
@@ -463,7 +466,7 @@ class ZarrReader(CheckpointReader):
             # Largest first, so the last tensors to finish are small ones.
             own.sort(key=lambda t: -t[0])
             with ThreadPoolExecutor(min(_READERS, len(own)), thread_name_prefix="trackpoint-zarr-read") as pool:
-                futures = [(i, pool.submit(self.read, *requests[i])) for _, i in own]
+                futures = [(i, pool.submit(self._read_tensor, *requests[i])) for _, i in own]
                 try:
                     # Meanwhile this thread reads the packed tensors: after the pool, they were a serial tail.
                     self._read_packed_runs(requests, by_packed, results)
@@ -477,7 +480,7 @@ class ZarrReader(CheckpointReader):
                     raise
         else:
             for _, i in own:
-                results[i] = self.read(*requests[i])
+                results[i] = self._read_tensor(*requests[i])
             self._read_packed_runs(requests, by_packed, results)
         self._unchanged()
         return [r for r in results if r is not None]
