@@ -502,13 +502,7 @@ class Checkpoint(AutoTrackable):
                 status = restore_by_name(reader, view, path)
             else:
                 coordinator = RestoreCoordinator(proto, reader, view, path)
-                try:
-                    restore_root(coordinator)
-                except BaseException:
-                    # The caller gets the error, never a status to call expect_partial() on: the
-                    # end-of-life warning about unused values would only repeat the failure, wrongly.
-                    coordinator.expect_partial = True
-                    raise
+                restore_root(coordinator)
                 status = CheckpointLoadStatus(coordinator, view)
         except BaseException as exc:
             events.failed(exc)

@@ -801,8 +801,16 @@ def _create_slot(
 
 
 def restore_root(coordinator: RestoreCoordinator) -> None:
-    """Restore the whole graph of ``coordinator.view`` from node 0."""
-    _Plan(coordinator, whole_graph=True).run(0, coordinator.view.root)
+    """Restore the whole graph of ``coordinator.view`` from node 0.
+
+    When it raises, the caller gets the error and never a status to call ``expect_partial()`` on, so
+    the end-of-life warning about unused values, which would only repeat the failure, wrongly, is off.
+    """
+    try:
+        _Plan(coordinator, whole_graph=True).run(0, coordinator.view.root)
+    except BaseException:
+        coordinator.expect_partial = True
+        raise
 
 
 # --------------------------------------------------------------------- statuses

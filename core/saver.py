@@ -971,11 +971,7 @@ class TrackableSaver:
         if proto is None:
             return restore_by_name(reader, self._view, path)
         coordinator = RestoreCoordinator(proto, reader, self._view, path)
-        try:
-            restore_root(coordinator)
-        except BaseException:
-            coordinator.expect_partial = True  # the caller gets the error, no status (see Checkpoint._read)
-            raise
+        restore_root(coordinator)
         return CheckpointLoadStatus(coordinator, self._view)
 
     def close(self) -> None:
