@@ -36,6 +36,7 @@ from trackpoint.restore import (
     restore_by_name,
     restore_root,
 )
+from trackpoint.stateful import is_stateful
 from trackpoint.storage import OBJECT_GRAPH_KEY, CheckpointOptions, CheckpointReader, StorageBackend, WriteItem
 from trackpoint.trackable import Trackable, TrackableReference, dependency_changes, next_uid
 from trackpoint.variables import Variable
@@ -141,7 +142,7 @@ class Checkpoint(AutoTrackable):
                 # itself is added each time the graph is walked (see _view).
                 setattr(self, name, NoDependency(self._self_root_ref))
                 continue
-            if not isinstance(value, (dict, list, tuple)) and not is_array_value(value):
+            if not isinstance(value, (dict, list, tuple)) and not is_array_value(value) and not is_stateful(value):
                 _assert_trackable(value, name)
             setattr(self, name, value)
             converted = _assert_trackable(self._lookup_dependency(name), name)
@@ -621,16 +622,16 @@ def _backend_name(store: StorageBackend, path: str) -> str:
 
 def _assert_trackable(obj: Any, name: str) -> Trackable:
     if not isinstance(obj, Trackable):
-        # A torch module or optimizer: its state_dict() is what can be saved.
+        # An object with a state_dict() but no load_state_dict() is not Stateful: its state dict can be given.
         hint = (
-            f"; it has a state_dict(): pass {name}={name}.state_dict(), whose tensors are saved and restored in "
-            "place (an optimizer's also holds Python numbers: pass its state_dict()['state'])"
+            f"; it has a state_dict() but no load_state_dict(): pass {name}={name}.state_dict()"
             if callable(getattr(obj, "state_dict", None))
             else ""
         )
         raise TrackableError(
             f"`Checkpoint` was expecting {name} to be a trackable object (an object derived from "
-            f"trackpoint.Trackable, a numeric numpy value, a torch tensor, or a list/dict/tuple of them), got "
+            f"trackpoint.Trackable, a numeric numpy value, a torch tensor, an object with state_dict() and "
+            f"load_state_dict(), or a list/dict/tuple of them), got "
             f"{type(obj).__name__}: {obj!r:.80}{hint}"
         )
     return obj

@@ -25,6 +25,10 @@ What is saved (the rule, also in ``docs/concepts.md``):
   imported here: a tensor exists only once the caller imported it;
 * a numpy value of another dtype (strings, objects, dates, structured) or a
   masked array raises :class:`TrackableError` when it is assigned;
+* an object with ``state_dict()`` and ``load_state_dict()`` that is not a
+  trackable (a torch module or optimizer) is saved through its state dict by
+  a :class:`~trackpoint.stateful.StatefulValue` node; the holder keeps the
+  object (see ``trackpoint.stateful``);
 * plain Python values (numbers, strings, ``None``, functions, other objects)
   are configuration: never saved, as in TensorFlow. A ``Checkpoint`` refuses
   them, directly or in its containers ("strict" containers), so that nothing
@@ -41,17 +45,12 @@ import operator
 import sys
 import weakref
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from typing import TYPE_CHECKING, Any, Generic, SupportsIndex, TypeVar
+from typing import Any, Generic, SupportsIndex, TypeVar
 
-import numpy as np
-
-from trackpoint import dtypes
-from trackpoint.errors import DTypeMismatchError, ShapeMismatchError, TrackableError, UnsupportedDTypeError
-from trackpoint.trackable import VARIABLE_VALUE_KEY, Trackable
-from trackpoint.variables import Variable
-
-if TYPE_CHECKING:
-    from trackpoint.storage import TensorInfo
+from trackpoint._array_values import _NumpyValue, is_array_value, is_numpy_value
+from trackpoint.errors import TrackableError
+from trackpoint.stateful import StatefulValue, is_stateful
+from trackpoint.trackable import Trackable
 
 __all__ = [
     "ListWrapper",
@@ -77,170 +76,9 @@ class NoDependency(Generic[T]):
         self.value = value
 
 
-def is_numpy_value(value: Any) -> bool:
-    """Whether ``value`` is a numpy array or numpy scalar (``np.str_``/``np.bytes_`` count as strings)."""
-    return isinstance(value, (np.ndarray, np.generic)) and not isinstance(value, (str, bytes))
-
-
-def is_array_value(value: Any) -> bool:
-    """Whether ``value`` is saved as an array where it is held: a numpy value or a torch tensor."""
-    return is_numpy_value(value) or dtypes._is_torch_tensor(value)
-
-
 def _describe(value: Any) -> str:
     text = repr(value)
     return f"{text if len(text) <= 40 else text[:37] + '...'} ({type(value).__name__})"
-
-
-class _NumpyValue(Variable):
-    """A numpy value held by a container or an ``AutoTrackable`` attribute, saved as a Variable.
-
-    The holder keeps the numpy value; this node of the object graph saves
-    it. A writeable array is shared, so in-place updates are saved and
-    restores write into it; numpy scalars and read-only arrays are replaced on
-    restore (``on_replace`` tells the holder, and :meth:`current` is the value
-    to hold).
-    """
-
-    def __init__(self, value: Any, name: str, where: str, on_replace: Callable[[Any], None] | None = None) -> None:
-        self._maybe_initialize_trackable()
-        # A torch tensor is saved through a numpy view of its memory (a copy for a tensor that numpy cannot
-        # share, one on a GPU say: read again at each save, written back by a restore). The holder keeps the
-        # tensor, which a restore never replaces.
-        self._current: Any = value
-        self._tensor: Any = None
-        self._shared = True
-        if dtypes._is_torch_tensor(value):
-            self._tensor = value
-            try:
-                array = dtypes._torch_to_numpy(value)
-            except Exception as exc:  # torch fails its own ways (TypeError, RuntimeError, ValueError)
-                raise TrackableError(
-                    f"{where}: the torch tensor of dtype {value.dtype} cannot be saved ({exc}); convert it, or "
-                    "assign NoDependency(value) to keep it unsaved"
-                ) from exc
-            self._shared = array.size == 0 or (
-                value.device.type == "cpu" and array.__array_interface__["data"][0] == value.data_ptr()
-            )
-            value = array
-        if isinstance(value, np.ma.MaskedArray):
-            raise TrackableError(
-                f"{where}: a masked array cannot be saved (its mask would be lost); save .data and .mask as "
-                "two arrays, or assign NoDependency(value) to keep it unsaved"
-            )
-        try:
-            saved = dtypes.as_dtype(value.dtype)
-        except UnsupportedDTypeError as exc:
-            raise TrackableError(
-                f"{where}: a numpy value of dtype {value.dtype} cannot be saved ({exc}); convert it, or assign "
-                "NoDependency(value) to keep it unsaved"
-            ) from exc
-        if dtypes.is_string(saved):
-            raise TrackableError(
-                f"{where}: numpy values of dtype {value.dtype} are not saved from containers or attributes; save "
-                "strings in a trackpoint.Variable(value, dtype=trackpoint.string), or assign NoDependency(value) "
-                "to keep them unsaved"
-            )
-        self._name = name
-        self._trainable = False
-        self._saved_dtype = saved
-        self._on_replace = on_replace
-        self._value = value if isinstance(value, np.ndarray) else np.asarray(value)
-
-    def current(self) -> Any:
-        """The value the holder should hold (the restored one after a replacing restore)."""
-        return self._current
-
-    def _in_place(self) -> bool:
-        if self._tensor is not None:
-            return self._shared
-        return isinstance(self._current, np.ndarray) and bool(self._value.flags.writeable)
-
-    @property
-    def dtype(self) -> np.dtype[Any]:
-        """The dtype the value is saved with (native byte order)."""
-        return self._saved_dtype
-
-    def _serialize_to_tensors(self) -> dict[str, np.ndarray[Any, Any]]:
-        if not self._shared:
-            self._value = dtypes._torch_to_numpy(self._tensor)  # the tensor as it is now, not at tracking
-        value = self._value
-        if value.dtype != self._saved_dtype or not value.flags.c_contiguous:
-            value = np.ascontiguousarray(value, dtype=self._saved_dtype)
-        return {VARIABLE_VALUE_KEY: value}
-
-    def _check_restore_tensors(self, infos: Mapping[str, TensorInfo], where: Mapping[str, str]) -> None:
-        info = infos.get(VARIABLE_VALUE_KEY)
-        if info is None:
-            return
-        key = where[VARIABLE_VALUE_KEY]
-        if info.dtype != self._saved_dtype:
-            raise DTypeMismatchError(
-                f"cannot restore {key!r} into the numpy value {self._name!r}: the checkpoint holds dtype "
-                f"{dtypes._name(info.dtype)}, the value has dtype {self._saved_dtype}"
-            )
-        if tuple(info.shape) != self._value.shape:
-            raise ShapeMismatchError(
-                f"cannot restore {key!r} into the numpy value {self._name!r}: the checkpoint holds shape "
-                f"{tuple(info.shape)}, the value has shape {self._value.shape}"
-            )
-
-    def _restore_buffer(self, attribute: str) -> np.ndarray[Any, Any] | None:
-        value = self._value
-        if (
-            attribute == VARIABLE_VALUE_KEY
-            and self._in_place()
-            and value.flags.c_contiguous
-            and value.dtype == self._saved_dtype
-        ):
-            return value
-        return None
-
-    def _restore_from_tensors(self, tensors: Mapping[str, np.ndarray[Any, Any]]) -> None:
-        if VARIABLE_VALUE_KEY not in tensors:
-            return
-        restored = tensors[VARIABLE_VALUE_KEY]
-        if self._in_place():
-            np.copyto(self._value, restored)
-            return
-        if self._tensor is not None:
-            _copy_into_tensor(self._tensor, restored)
-            return
-        original_dtype = self._value.dtype
-        if isinstance(self._current, np.ndarray):
-            replacement: Any = np.array(restored, dtype=original_dtype)
-            replacement.flags.writeable = False  # it replaces a read-only array
-            self._value = replacement
-        else:
-            array = np.array(restored, dtype=original_dtype)
-            replacement = array[()]
-            self._value = array
-        self._current = replacement
-        if self._on_replace is not None:
-            self._on_replace(replacement)
-
-    def assign(self, value: Any) -> Variable:
-        # docstring inherited
-        self._restore_from_tensors({VARIABLE_VALUE_KEY: self._converted(value, "assign")})
-        return self
-
-    def __repr__(self) -> str:
-        kind = "torch tensor" if self._tensor is not None else "numpy value"
-        return f"<{kind} {self._name!r} shape={self.shape} dtype={self._value.dtype}>"
-
-
-def _copy_into_tensor(tensor: Any, values: np.ndarray[Any, Any]) -> None:
-    """Write ``values`` into a torch tensor whose memory numpy cannot share (on another device, say)."""
-    torch = sys.modules["torch"]
-    source = np.ascontiguousarray(values)
-    if tensor.dtype == torch.bfloat16 or (tensor.dtype.itemsize == 1 and tensor.dtype.is_floating_point):
-        # bfloat16 and float8: torch reads no ml_dtypes array, so the bits go across as integers.
-        bits = torch.from_numpy(source.view(np.int16 if tensor.dtype == torch.bfloat16 else np.uint8))
-        host = bits.view(tensor.dtype)
-    else:
-        host = torch.from_numpy(source)
-    with torch.no_grad():
-        tensor.copy_(host)
 
 
 def _wrap(value: Any, name: str, strict: bool, where: str) -> Any:
@@ -273,6 +111,8 @@ def _wrap(value: Any, name: str, strict: bool, where: str) -> Any:
     if is_array_value(value):
         _NumpyValue(value, name, where)  # checks that it can be saved
         return value
+    if is_stateful(value):
+        return value  # saved through its state dict by a node its holder makes
     if strict:
         raise TrackableError(_unsaved_message(value, where))
     return value
@@ -281,7 +121,7 @@ def _wrap(value: Any, name: str, strict: bool, where: str) -> Any:
 def _should_wrap_tuple(values: tuple[Any, ...]) -> bool:
     """Whether a tuple holds anything saved (TensorFlow leaves other tuples unwrapped)."""
     for value in values:
-        if isinstance(value, (NoDependency, Trackable)) or is_array_value(value):
+        if isinstance(value, (NoDependency, Trackable)) or is_array_value(value) or is_stateful(value):
             return True
         if type(value) in (dict, collections.OrderedDict, list):
             return True
@@ -295,6 +135,7 @@ def _is_saved_kind(value: Any) -> bool:
     return (
         isinstance(value, Trackable)
         or is_array_value(value)
+        or is_stateful(value)
         or (isinstance(value, tuple) and _should_wrap_tuple(value))
     )
 
@@ -317,7 +158,7 @@ def wrap_or_unwrap(value: Any) -> Any:
     """
     if isinstance(value, NoDependency):
         return value.value
-    if isinstance(value, Trackable) or is_array_value(value):
+    if isinstance(value, Trackable) or is_array_value(value) or is_stateful(value):
         return value
     wrapped = _wrap(value, "", False, "a value")
     return wrapped.current() if isinstance(wrapped, _TupleValue) else wrapped
@@ -370,6 +211,9 @@ def assign_attribute(trackable: Trackable, name: str, value: Any, strict: bool =
         node = _NumpyValue(value, name, where, on_replace=_AttributeSetter(trackable, name))
         trackable._track_trackable(node, name=name, overwrite=True)
         return node.current(), True
+    if is_stateful(value):
+        trackable._track_trackable(StatefulValue(value, where), name=name, overwrite=True)
+        return value, True
     stored = _wrap(value, name, strict, where)
     if isinstance(stored, _TupleValue):
         stored._on_replace = _AttributeSetter(trackable, name)
@@ -446,7 +290,7 @@ class TrackableDataStructure(Trackable, metaclass=abc.ABCMeta):
 
     _self_strict: bool
     _self_where: str
-    _self_nodes: dict[Any, _NumpyValue | _TupleValue]
+    _self_nodes: dict[Any, _NumpyValue | _TupleValue | StatefulValue]
 
     def _init_structure(self, strict: bool, where: str | None, kind: str) -> None:
         self._maybe_initialize_trackable()
@@ -468,14 +312,16 @@ class TrackableDataStructure(Trackable, metaclass=abc.ABCMeta):
             return stored.current(), True
         return stored, True
 
-    def _node_for(self, key: Any, value: Any) -> _NumpyValue | _TupleValue:
-        """The saved node of the numpy value or tuple ``value`` held at ``key`` (made again if it changed)."""
+    def _node_for(self, key: Any, value: Any) -> _NumpyValue | _TupleValue | StatefulValue:
+        """The saved node of the array, tuple or stateful ``value`` held at ``key`` (made again if it changed)."""
         node = self._self_nodes.get(key)
         if node is None or node.current() is not value:
             setter = _ElementSetter(self, key, value)
             where = self._element_where(key)
             if isinstance(value, tuple):
                 node = _TupleValue(value, self._self_strict, where, setter)
+            elif is_stateful(value):
+                node = StatefulValue(value, where)
             else:
                 node = _NumpyValue(value, str(key), where, setter)
             self._self_nodes[key] = node
@@ -485,7 +331,7 @@ class TrackableDataStructure(Trackable, metaclass=abc.ABCMeta):
         """The trackable saved for ``value`` held at ``key``: itself, its node, or ``None``."""
         if isinstance(value, Trackable):
             return value
-        if is_array_value(value) or (isinstance(value, tuple) and _should_wrap_tuple(value)):
+        if is_array_value(value) or is_stateful(value) or (isinstance(value, tuple) and _should_wrap_tuple(value)):
             return self._node_for(key, value)
         return None
 

@@ -196,6 +196,18 @@ def _torch_to_numpy(tensor: Any) -> np.ndarray[Any, Any]:
     return arr
 
 
+def _numpy_to_torch(array: np.ndarray[Any, Any]) -> Any:
+    """A CPU torch tensor sharing ``array``'s memory (bfloat16 and float8 go across as their bits)."""
+    torch = sys.modules["torch"]
+    # Not np.ascontiguousarray, which makes a 0-d array 1-d.
+    source = array if array.flags.c_contiguous else array.copy(order="C")
+    if source.dtype.name in _ML_FLOATS:
+        # torch reads no ml_dtypes array: hand over the bits as integers and view them as torch's type.
+        bits = torch.from_numpy(source.view(np.int16 if source.dtype.itemsize == 2 else np.uint8))
+        return bits.view(getattr(torch, source.dtype.name))
+    return torch.from_numpy(source)
+
+
 def _as_array(value: Any, where: str) -> np.ndarray[Any, Any] | None:
     """``value`` as a numpy array if it is an array (numpy's or another library's), else ``None``.
 

@@ -101,6 +101,10 @@ def test_tensors_that_cannot_be_saved_are_refused_when_tracked() -> None:
         tp.Checkpoint(x={"f": torch.zeros(2, dtype=torch.float8_e8m0fnu)})
 
 
-def test_a_module_passed_whole_is_refused_with_the_state_dict_to_pass() -> None:
-    with pytest.raises(tp.TrackableError, match=r"got Linear: .*pass model=model.state_dict\(\), whose tensors"):
-        tp.Checkpoint(model=torch.nn.Linear(2, 2))
+def test_an_object_with_only_a_state_dict_is_refused_with_the_state_dict_to_pass() -> None:
+    class Exporter:
+        def state_dict(self) -> dict[str, torch.Tensor]:
+            return {"w": torch.zeros(2)}
+
+    with pytest.raises(tp.TrackableError, match=r"got Exporter: .*no load_state_dict\(\): pass model=model.state_dict"):
+        tp.Checkpoint(model=Exporter())

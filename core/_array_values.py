@@ -1,0 +1,178 @@
+"""Arrays held in place by containers and attributes: numpy values and torch tensors, saved as variables.
+
+The holder (a list, dict or tuple wrapper, an ``AutoTrackable`` attribute, a
+state dict) keeps the array itself; a :class:`_NumpyValue` node of the object
+graph saves it and restores into it (see ``trackpoint.data_structures`` for
+the rule of what is saved).
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from trackpoint import dtypes
+from trackpoint.errors import DTypeMismatchError, ShapeMismatchError, TrackableError, UnsupportedDTypeError
+from trackpoint.trackable import VARIABLE_VALUE_KEY
+from trackpoint.variables import Variable
+
+if TYPE_CHECKING:
+    from trackpoint.storage import TensorInfo
+
+__all__ = ["is_array_value", "is_numpy_value"]
+
+
+def is_numpy_value(value: Any) -> bool:
+    """Whether ``value`` is a numpy array or numpy scalar (``np.str_``/``np.bytes_`` count as strings)."""
+    return isinstance(value, (np.ndarray, np.generic)) and not isinstance(value, (str, bytes))
+
+
+def is_array_value(value: Any) -> bool:
+    """Whether ``value`` is saved as an array where it is held: a numpy value or a torch tensor."""
+    return is_numpy_value(value) or dtypes._is_torch_tensor(value)
+
+
+class _NumpyValue(Variable):
+    """A numpy value held by a container or an ``AutoTrackable`` attribute, saved as a Variable.
+
+    The holder keeps the numpy value; this node of the object graph saves
+    it. A writeable array is shared, so in-place updates are saved and
+    restores write into it; numpy scalars and read-only arrays are replaced on
+    restore (``on_replace`` tells the holder, and :meth:`current` is the value
+    to hold).
+    """
+
+    def __init__(self, value: Any, name: str, where: str, on_replace: Callable[[Any], None] | None = None) -> None:
+        self._maybe_initialize_trackable()
+        # A torch tensor is saved through a numpy view of its memory (a copy for a tensor that numpy cannot
+        # share, one on a GPU say: read again at each save, written back by a restore). The holder keeps the
+        # tensor, which a restore never replaces.
+        self._current: Any = value
+        self._tensor: Any = None
+        self._shared = True
+        if dtypes._is_torch_tensor(value):
+            self._tensor = value
+            try:
+                array = dtypes._torch_to_numpy(value)
+            except Exception as exc:  # torch fails its own ways (TypeError, RuntimeError, ValueError)
+                raise TrackableError(
+                    f"{where}: the torch tensor of dtype {value.dtype} cannot be saved ({exc}); convert it, or "
+                    "assign NoDependency(value) to keep it unsaved"
+                ) from exc
+            self._shared = array.size == 0 or (
+                value.device.type == "cpu" and array.__array_interface__["data"][0] == value.data_ptr()
+            )
+            value = array
+        if isinstance(value, np.ma.MaskedArray):
+            raise TrackableError(
+                f"{where}: a masked array cannot be saved (its mask would be lost); save .data and .mask as "
+                "two arrays, or assign NoDependency(value) to keep it unsaved"
+            )
+        try:
+            saved = dtypes.as_dtype(value.dtype)
+        except UnsupportedDTypeError as exc:
+            raise TrackableError(
+                f"{where}: a numpy value of dtype {value.dtype} cannot be saved ({exc}); convert it, or assign "
+                "NoDependency(value) to keep it unsaved"
+            ) from exc
+        if dtypes.is_string(saved):
+            raise TrackableError(
+                f"{where}: numpy values of dtype {value.dtype} are not saved from containers or attributes; save "
+                "strings in a trackpoint.Variable(value, dtype=trackpoint.string), or assign NoDependency(value) "
+                "to keep them unsaved"
+            )
+        self._name = name
+        self._trainable = False
+        self._saved_dtype = saved
+        self._on_replace = on_replace
+        self._value = value if isinstance(value, np.ndarray) else np.asarray(value)
+
+    def current(self) -> Any:
+        """The value the holder should hold (the restored one after a replacing restore)."""
+        return self._current
+
+    def _in_place(self) -> bool:
+        if self._tensor is not None:
+            return self._shared
+        return isinstance(self._current, np.ndarray) and bool(self._value.flags.writeable)
+
+    @property
+    def dtype(self) -> np.dtype[Any]:
+        """The dtype the value is saved with (native byte order)."""
+        return self._saved_dtype
+
+    def _serialize_to_tensors(self) -> dict[str, np.ndarray[Any, Any]]:
+        if not self._shared:
+            self._value = dtypes._torch_to_numpy(self._tensor)  # the tensor as it is now, not at tracking
+        value = self._value
+        if value.dtype != self._saved_dtype or not value.flags.c_contiguous:
+            value = np.ascontiguousarray(value, dtype=self._saved_dtype)
+        return {VARIABLE_VALUE_KEY: value}
+
+    def _check_restore_tensors(self, infos: Mapping[str, TensorInfo], where: Mapping[str, str]) -> None:
+        info = infos.get(VARIABLE_VALUE_KEY)
+        if info is None:
+            return
+        key = where[VARIABLE_VALUE_KEY]
+        if info.dtype != self._saved_dtype:
+            raise DTypeMismatchError(
+                f"cannot restore {key!r} into the numpy value {self._name!r}: the checkpoint holds dtype "
+                f"{dtypes._name(info.dtype)}, the value has dtype {self._saved_dtype}"
+            )
+        if tuple(info.shape) != self._value.shape:
+            raise ShapeMismatchError(
+                f"cannot restore {key!r} into the numpy value {self._name!r}: the checkpoint holds shape "
+                f"{tuple(info.shape)}, the value has shape {self._value.shape}"
+            )
+
+    def _restore_buffer(self, attribute: str) -> np.ndarray[Any, Any] | None:
+        value = self._value
+        if (
+            attribute == VARIABLE_VALUE_KEY
+            and self._in_place()
+            and value.flags.c_contiguous
+            and value.dtype == self._saved_dtype
+        ):
+            return value
+        return None
+
+    def _restore_from_tensors(self, tensors: Mapping[str, np.ndarray[Any, Any]]) -> None:
+        if VARIABLE_VALUE_KEY not in tensors:
+            return
+        restored = tensors[VARIABLE_VALUE_KEY]
+        if self._in_place():
+            np.copyto(self._value, restored)
+            return
+        if self._tensor is not None:
+            _copy_into_tensor(self._tensor, restored)
+            return
+        original_dtype = self._value.dtype
+        if isinstance(self._current, np.ndarray):
+            replacement: Any = np.array(restored, dtype=original_dtype)
+            replacement.flags.writeable = False  # it replaces a read-only array
+            self._value = replacement
+        else:
+            array = np.array(restored, dtype=original_dtype)
+            replacement = array[()]
+            self._value = array
+        self._current = replacement
+        if self._on_replace is not None:
+            self._on_replace(replacement)
+
+    def assign(self, value: Any) -> Variable:
+        # docstring inherited
+        self._restore_from_tensors({VARIABLE_VALUE_KEY: self._converted(value, "assign")})
+        return self
+
+    def __repr__(self) -> str:
+        kind = "torch tensor" if self._tensor is not None else "numpy value"
+        return f"<{kind} {self._name!r} shape={self.shape} dtype={self._value.dtype}>"
+
+
+def _copy_into_tensor(tensor: Any, values: np.ndarray[Any, Any]) -> None:
+    """Write ``values`` into a torch tensor whose memory numpy cannot share (on another device, say)."""
+    with sys.modules["torch"].no_grad():
+        tensor.copy_(dtypes._numpy_to_torch(values))

@@ -1,0 +1,290 @@
+"""Objects that keep their state in a ``state_dict()``: PyTorch modules, optimizers, schedulers and the like.
+
+An object that is not a :class:`~trackpoint.Trackable` but has
+``state_dict()`` and ``load_state_dict()`` (the :class:`Stateful` protocol of
+PyTorch's distributed checkpointing) is saved through its state dict wherever a
+checkpoint meets it: given to a ``Checkpoint``, held by a list, dict or tuple,
+or assigned to an ``AutoTrackable`` attribute. The holder keeps the object
+itself; one node of the object graph saves it.
+
+What that node saves, under ``<path>/.ATTRIBUTES/<name>``:
+
+* each array of the state dict (numpy values and torch tensors), named by its
+  keys joined with ``/`` (``state/0/exp_avg``; ``%`` and ``/`` in a key are
+  written ``%25`` and ``%2F``, a leading ``.`` ``%2E``);
+* ``.STATE_DICT``, a JSON string with the state dict's structure: its keys
+  (strings or integers), lists and tuples, the place of each array, and every
+  plain Python value (``None``, booleans, numbers, strings, bytes).
+
+A restore rebuilds the state dict the checkpoint holds and hands it to
+``load_state_dict``. Arrays the object has now (same place, dtype and shape)
+are read into its memory first; entries the object lacks (an optimizer's
+moments before its first step) are created: torch tensors on the CPU, numpy
+arrays, numpy scalars, as they were saved. The object checks the result as it
+always does (``Module.load_state_dict`` refuses missing and unexpected keys).
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+
+import numpy as np
+
+from trackpoint import dtypes
+from trackpoint._array_values import _NumpyValue, is_array_value
+from trackpoint.errors import (
+    AssignmentError,
+    DTypeMismatchError,
+    InvalidCheckpointError,
+    ShapeMismatchError,
+    TrackableError,
+)
+from trackpoint.trackable import VARIABLE_VALUE_KEY, Trackable
+
+if TYPE_CHECKING:
+    from trackpoint.storage import TensorInfo
+
+__all__ = ["STATE_DICT_STRUCTURE", "Stateful", "is_stateful"]
+
+#: Attribute name of the JSON structure of a saved state dict. No array's name starts with ``.``.
+STATE_DICT_STRUCTURE = ".STATE_DICT"
+_FORMAT_VERSION = 1
+
+
+@runtime_checkable
+class Stateful(Protocol):
+    """An object a checkpoint saves through ``state_dict()`` and restores through ``load_state_dict()``.
+
+    PyTorch's modules, optimizers, learning-rate schedulers and gradient
+    scalers have both methods, as has anything written for PyTorch's
+    distributed checkpointing (``torch.distributed.checkpoint.stateful``).
+    Trackables are never treated as ``Stateful``: they save themselves.
+    """
+
+    def state_dict(self) -> Mapping[Any, Any]:
+        """The state to save: a mapping of arrays, Python values and nested lists, tuples and mappings."""
+
+    def load_state_dict(self, state_dict: Any) -> Any:
+        """Take back a state dict as :meth:`state_dict` returned it."""
+
+
+def is_stateful(value: Any) -> bool:
+    """Whether ``value`` is saved through its state dict (see :class:`Stateful`)."""
+    if isinstance(value, (Trackable, type)):
+        return False
+    try:
+        return callable(getattr(value, "state_dict", None)) and callable(getattr(value, "load_state_dict", None))
+    except Exception:  # noqa: BLE001 -- an object whose attribute lookup fails is simply not Stateful
+        return False
+
+
+def _component(key: str | int) -> str:
+    text = str(key).replace("%", "%25").replace("/", "%2F")
+    return "%2E" + text[1:] if text.startswith(".") else text
+
+
+class _SavedNames(tuple[str, ...]):
+    """The names of a state dict's entries now; ``in`` admits every name a checkpoint may hold.
+
+    A restore rebuilds the entries the object lacks (an optimizer holds no
+    moments before its first step), so no saved entry is left out as unused.
+    """
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str)
+
+
+class StatefulValue(Trackable):
+    """The node of the object graph that saves a :class:`Stateful` object through its state dict.
+
+    Parameters
+    ----------
+    obj
+        The object; its holder keeps it.
+    where
+        Where the object is held (``Checkpoint.optimizer``), for messages.
+    """
+
+    def __init__(self, obj: Any, where: str) -> None:
+        self._maybe_initialize_trackable()
+        self._obj = obj
+        self._where = where
+        # The arrays of the state dict when a restore was planned, by name: read into in place where they fit.
+        self._planned: dict[str, _NumpyValue] | None = None
+        # The names whose arrays were offered to the reader to fill in place.
+        self._offered: set[str] = set()
+
+    def current(self) -> Any:
+        """The object saved (a restore never replaces it)."""
+        return self._obj
+
+    def _state_dict(self) -> Any:
+        try:
+            return self._obj.state_dict()
+        except Exception as exc:  # the object's own failure, of any type
+            raise TrackableError(f"{self._where}: {type(self._obj).__name__}.state_dict() failed: {exc}") from exc
+
+    def _flatten(self, state: Any, arrays: bool) -> tuple[Any, dict[str, _NumpyValue | None]]:
+        """The JSON structure of ``state`` and its arrays by name (a node each when ``arrays``, else ``None``)."""
+        leaves: dict[str, _NumpyValue | None] = {}
+
+        def visit(value: Any, name: str, where: str) -> Any:
+            if is_array_value(value):
+                if name in leaves:
+                    raise TrackableError(f"{where}: two entries of the state dict are both saved as {name!r}")
+                leaves[name] = _NumpyValue(value, name, where) if arrays else None
+                if dtypes._is_torch_tensor(value):
+                    kind = "torch"
+                else:
+                    kind = "numpy" if isinstance(value, np.ndarray) else "scalar"
+                return {"array": name, "kind": kind}
+            if value is None or type(value) in (bool, int, float, str):
+                return value
+            if type(value) is bytes:
+                return {"bytes": value.hex()}
+            prefix = f"{name}/" if name else ""
+            if isinstance(value, Mapping):
+                items = []
+                for key, item in value.items():
+                    if type(key) not in (str, int):
+                        raise TrackableError(
+                            f"{where} has the key {key!r} ({type(key).__name__}): a state dict is saved with str and "
+                            "int keys only"
+                        )
+                    items.append([key, visit(item, prefix + _component(key), f"{where}[{key!r}]")])
+                node: dict[str, Any] = {"dict": items}
+                metadata = getattr(value, "_metadata", None)  # torch keeps each module's version here
+                if isinstance(metadata, dict):
+                    node["metadata"] = visit(metadata, f"{prefix}%2Emetadata", f"{where}._metadata")
+                return node
+            if type(value) in (list, tuple):
+                return {
+                    type(value).__name__: [
+                        visit(item, prefix + str(index), f"{where}[{index}]") for index, item in enumerate(value)
+                    ]
+                }
+            text = repr(value)
+            raise TrackableError(
+                f"{where} is {text if len(text) <= 40 else text[:37] + '...'} ({type(value).__name__}), which a "
+                "state dict is not saved with: arrays (numpy, torch), None, bool, int, float, str, bytes, and "
+                "dicts, lists and tuples of them are"
+            )
+
+        structure = visit(state, "", self._where)
+        return structure, leaves
+
+    def _serialize_to_tensors(self) -> dict[str, np.ndarray[Any, Any]]:
+        structure, leaves = self._flatten(self._state_dict(), arrays=True)
+        tensors = {
+            name: node._serialize_to_tensors()[VARIABLE_VALUE_KEY] for name, node in leaves.items() if node is not None
+        }
+        text = np.empty((), dtype=object)
+        text[()] = json.dumps({"version": _FORMAT_VERSION, "state": structure}).encode("utf-8")
+        tensors[STATE_DICT_STRUCTURE] = text
+        return tensors
+
+    def _checkpoint_attribute_names(self) -> tuple[str, ...]:
+        _, leaves = self._flatten(self._state_dict(), arrays=False)
+        return _SavedNames((*leaves, STATE_DICT_STRUCTURE))
+
+    def _check_restore_tensors(self, infos: Mapping[str, TensorInfo], where: Mapping[str, str]) -> None:
+        info = infos.get(STATE_DICT_STRUCTURE)
+        if info is None or info.dtype != np.dtype(object) or tuple(info.shape) != ():
+            raise AssignmentError(
+                f"cannot restore into {self._where} ({type(self._obj).__name__}): the checkpoint holds no state "
+                f"dict there (no scalar string {STATE_DICT_STRUCTURE!r} among its values {sorted(infos)})"
+            )
+        _, leaves = self._flatten(self._state_dict(), arrays=True)
+        planned = {name: node for name, node in leaves.items() if node is not None}
+        problems: list[AssignmentError] = []
+        for name, tensor in infos.items():
+            node = planned.get(name)
+            if node is None:
+                continue
+            try:
+                node._check_restore_tensors({VARIABLE_VALUE_KEY: tensor}, {VARIABLE_VALUE_KEY: where[name]})
+            except (DTypeMismatchError, ShapeMismatchError) as exc:
+                problems.append(exc)
+        if problems:
+            message = "\n".join(str(problem) for problem in problems)
+            raise type(problems[0])(
+                f"{len(problems)} values do not fit {self._where}:\n{message}" if len(problems) > 1 else message
+            )
+        self._planned = planned
+        self._offered = set()
+
+    def _restore_buffer(self, attribute: str) -> np.ndarray[Any, Any] | None:
+        node = None if self._planned is None else self._planned.get(attribute)
+        buffer = None if node is None else node._restore_buffer(VARIABLE_VALUE_KEY)
+        if buffer is not None:
+            self._offered.add(attribute)
+        return buffer
+
+    def _restore_from_tensors(self, tensors: Mapping[str, np.ndarray[Any, Any]]) -> None:
+        planned, self._planned = self._planned or {}, None
+        offered, self._offered = self._offered, set()
+        raw = tensors.get(STATE_DICT_STRUCTURE)
+        if raw is None:
+            return
+        try:
+            text: Any = np.asarray(raw, dtype=object)[()]
+            saved = json.loads(text)
+            version, structure = saved["version"], saved["state"]
+        except (ValueError, TypeError, KeyError) as exc:
+            raise InvalidCheckpointError(
+                f"{self._where}: the saved state dict structure is unreadable ({exc})"
+            ) from exc
+        if version != _FORMAT_VERSION:
+            raise InvalidCheckpointError(
+                f"{self._where}: the state dict was saved in format {version!r}; this trackpoint reads format "
+                f"{_FORMAT_VERSION}: upgrade trackpoint"
+            )
+
+        def build(node: Any) -> Any:
+            if not isinstance(node, dict):
+                return node
+            if "array" in node:
+                return array(node["array"], node["kind"])
+            if "bytes" in node:
+                return bytes.fromhex(node["bytes"])
+            if "dict" in node:
+                rebuilt: dict[Any, Any] = {key: build(item) for key, item in node["dict"]}
+                if "metadata" in node:
+                    ordered: Any = collections.OrderedDict(rebuilt)
+                    ordered._metadata = build(node["metadata"])
+                    return ordered
+                return rebuilt
+            if "list" in node:
+                return [build(item) for item in node["list"]]
+            return tuple(build(item) for item in node["tuple"])
+
+        def array(name: str, kind: str) -> Any:
+            value = planned.get(name)
+            if name in tensors:
+                if value is not None:
+                    value._restore_from_tensors({VARIABLE_VALUE_KEY: tensors[name]})
+                    return value.current()
+                restored = tensors[name]
+                if kind == "torch":
+                    return dtypes._numpy_to_torch(restored)
+                return restored[()] if kind == "scalar" else restored
+            if value is not None and name in offered:
+                return value.current()  # read into its memory
+            raise InvalidCheckpointError(
+                f"{self._where}: the saved state dict names the array {name!r}, which the checkpoint lacks"
+            )
+
+        state = build(structure)
+        try:
+            self._obj.load_state_dict(state)
+        except Exception as exc:  # the object's own refusal, of any type
+            raise AssignmentError(
+                f"cannot restore into {self._where}: {type(self._obj).__name__}.load_state_dict() refused the saved "
+                f"state dict: {exc}"
+            ) from exc
+
+    def __repr__(self) -> str:
+        return f"<state dict of {type(self._obj).__name__} at {self._where}>"

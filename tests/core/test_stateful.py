@@ -1,0 +1,288 @@
+"""Objects with ``state_dict()``/``load_state_dict()`` are saved through their state dict, wherever they are.
+
+PyTorch modules, optimizers and schedulers given to a ``Checkpoint``, held in containers or assigned to an
+``AutoTrackable`` attribute; the state dict's plain Python values and structure are kept, and entries the object
+lacks at restore time (an optimizer's moments before its first step) are rebuilt from the checkpoint.
+"""
+
+from __future__ import annotations
+
+import collections
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+import trackpoint as tp
+from trackpoint.stateful import STATE_DICT_STRUCTURE
+
+torch = pytest.importorskip("torch")
+
+
+class Counter:
+    """A Stateful object of plain Python and numpy state, as a data loader or a random state would be."""
+
+    def __init__(self) -> None:
+        self.state: dict[Any, Any] = {}
+        self.loaded: list[Any] = []
+
+    def state_dict(self) -> dict[Any, Any]:
+        return self.state
+
+    def load_state_dict(self, state: Any) -> None:
+        self.loaded.append(state)
+        self.state = state
+
+
+def _trained(seed: int, steps: int = 3) -> tuple[Any, Any, Any]:
+    torch.manual_seed(seed)
+    net = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.BatchNorm1d(4), torch.nn.Linear(4, 2))
+    opt = torch.optim.Adam(net.parameters(), lr=0.01)
+    sched = torch.optim.lr_scheduler.StepLR(opt, step_size=2, gamma=0.5)
+    for _ in range(steps):
+        opt.zero_grad()
+        net(torch.randn(8, 3)).square().sum().backward()
+        opt.step()
+        sched.step()
+    return net, opt, sched
+
+
+def _assert_same(a: Any, b: Any) -> None:
+    assert type(a) is type(b), (a, b)
+    if isinstance(a, torch.Tensor):
+        assert a.dtype == b.dtype and torch.equal(a, b)
+    elif isinstance(a, np.ndarray):
+        assert a.dtype == b.dtype and np.array_equal(a, b)
+    elif isinstance(a, dict):
+        assert list(a) == list(b)
+        for key in a:
+            _assert_same(a[key], b[key])
+    elif isinstance(a, (list, tuple)):
+        assert len(a) == len(b)
+        for x, y in zip(a, b, strict=True):
+            _assert_same(x, y)
+    else:
+        assert a == b or (a != a and b != b), (a, b)
+
+
+def test_module_optimizer_and_scheduler_restore_into_fresh_objects(tmp_path: Path) -> None:
+    net, opt, sched = _trained(0)
+    path = tp.Checkpoint(model=net, optimizer=opt, scheduler=sched).write(str(tmp_path / "ckpt"))
+    net2, opt2, sched2 = _trained(1, steps=0)  # a fresh optimizer holds no moments yet
+    assert opt2.state_dict()["state"] == {}
+    weight = net2[0].weight
+    pointer = weight.data_ptr()
+    tp.Checkpoint(model=net2, optimizer=opt2, scheduler=sched2).read(path).assert_consumed()
+    _assert_same(net2.state_dict(), net.state_dict())
+    _assert_same(opt2.state_dict(), opt.state_dict())  # moments, steps, lr, betas (a tuple), None flags
+    _assert_same(sched2.state_dict(), sched.state_dict())
+    assert net2[0].weight is weight and weight.data_ptr() == pointer and weight.requires_grad
+    # The restored optimizer goes on exactly as the saved one does.
+    batch = torch.randn(8, 3)
+    for model, optimizer in ((net, opt), (net2, opt2)):
+        optimizer.zero_grad()
+        model(batch).square().sum().backward()
+        optimizer.step()
+    _assert_same(net2.state_dict(), net.state_dict())
+
+
+def test_a_module_on_an_attribute_or_in_a_list_is_saved_not_dropped(tmp_path: Path) -> None:
+    class Trainer(tp.AutoTrackable):
+        def __init__(self, seed: int) -> None:
+            torch.manual_seed(seed)
+            self.net = torch.nn.Linear(2, 2)
+            self.heads = [torch.nn.Linear(2, 1), torch.nn.Linear(2, 1)]
+
+    saved = Trainer(0)
+    path = tp.Checkpoint(trainer=saved).write(str(tmp_path / "ckpt"))
+    keys = {key for key, _ in tp.list_variables(path)}
+    assert {"trainer/net/.ATTRIBUTES/weight", "trainer/heads/1/.ATTRIBUTES/bias"} <= keys
+    restored = Trainer(1)
+    assert isinstance(restored.net, torch.nn.Linear)  # the holder keeps the module itself
+    tp.Checkpoint(trainer=restored).read(path).assert_consumed()
+    assert torch.equal(restored.net.weight, saved.net.weight)
+    assert torch.equal(restored.heads[1].bias, saved.heads[1].bias)
+
+
+def test_restore_on_create_fills_a_module_assigned_later(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    source = tp.AutoTrackable()
+    source.net = torch.nn.Linear(2, 3)
+    path = tp.Checkpoint(root=source).write(str(tmp_path / "ckpt"))
+    target = tp.AutoTrackable()
+    status = tp.Checkpoint(root=target).read(path)
+    target.net = torch.nn.Linear(2, 3)  # created after the restore: filled when assigned
+    status.assert_consumed()
+    assert torch.equal(target.net.weight, source.net.weight)
+
+
+def test_python_values_structure_and_numpy_leaves_round_trip(tmp_path: Path) -> None:
+    original = Counter()
+    original.state = {
+        "epoch": 3,
+        "big": 2**70,
+        "loss": float("nan"),
+        "name": "run/a",
+        "flags": (True, None, b"\x00\xff"),
+        7: {"seen": [1, 2, 3], "rng": np.arange(4, dtype=np.uint32)},
+        "scale": np.float32(0.5),
+        "a/b": np.ones((2, 2), np.float16),
+        ".hidden": np.zeros(1),
+        "bf": np.arange(3).astype(tp.bfloat16),
+    }
+    path = tp.Checkpoint(data=original).write(str(tmp_path / "ckpt"))
+    keys = {key for key, _ in tp.list_variables(path)}
+    # Keys are the state dict's, joined by "/" (escaped as object-graph names are: "/" -> ".S", "." -> "..").
+    assert (
+        "data/.ATTRIBUTES/7.Srng" in keys and "data/.ATTRIBUTES/a%2Fb" in keys and "data/.ATTRIBUTES/%2Ehidden" in keys
+    )
+    restored = Counter()  # holds nothing: every entry is rebuilt from the checkpoint
+    tp.Checkpoint(data=restored).read(path).assert_consumed()
+    assert len(restored.loaded) == 1
+    _assert_same(restored.state, original.state)
+
+
+def test_arrays_the_object_holds_are_read_into_its_memory(tmp_path: Path) -> None:
+    original = Counter()
+    original.state = {"w": np.arange(6.0).reshape(2, 3), "t": torch.arange(4.0)}
+    path = tp.Checkpoint(data=original).write(str(tmp_path / "ckpt"))
+    target = Counter()
+    w, t = np.zeros((2, 3)), torch.zeros(4)
+    target.state = {"w": w, "t": t}
+    tp.Checkpoint(data=target).read(path).assert_consumed()
+    assert target.state["w"] is w and target.state["t"] is t
+    assert np.array_equal(w, original.state["w"]) and torch.equal(t, original.state["t"])
+
+
+def test_a_module_keeps_its_version_metadata(tmp_path: Path) -> None:
+    net, _, _ = _trained(0, steps=0)
+    path = tp.Checkpoint(model=net).write(str(tmp_path / "ckpt"))
+    seen: list[Any] = []
+    target, _, _ = _trained(1, steps=0)
+    original_load = target.load_state_dict
+
+    def load(state: Any, *args: Any, **kwargs: Any) -> Any:
+        seen.append(state)
+        return original_load(state, *args, **kwargs)
+
+    target.load_state_dict = load
+    tp.Checkpoint(model=target).read(path).assert_consumed()
+    assert isinstance(seen[0], collections.OrderedDict)
+    assert seen[0]._metadata == net.state_dict()._metadata
+
+
+def test_a_bfloat16_optimizer_state_is_rebuilt_as_torch_tensors(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    net = torch.nn.Linear(3, 2).to(torch.bfloat16)
+    opt = torch.optim.SGD(net.parameters(), lr=0.1, momentum=0.9)
+    net(torch.randn(4, 3, dtype=torch.bfloat16)).sum().backward()
+    opt.step()
+    path = tp.Checkpoint(optimizer=opt).write(str(tmp_path / "ckpt"))
+    net2 = torch.nn.Linear(3, 2).to(torch.bfloat16)
+    opt2 = torch.optim.SGD(net2.parameters(), lr=0.5, momentum=0.1)
+    tp.Checkpoint(optimizer=opt2).read(path).assert_consumed()
+    _assert_same(opt2.state_dict(), opt.state_dict())
+
+
+def test_a_value_a_state_dict_cannot_hold_is_refused_with_its_place(tmp_path: Path) -> None:
+    bad = Counter()
+    bad.state = {"ok": 1, "groups": [{"ids": {1, 2}}]}
+    with pytest.raises(tp.TrackableError, match=r"Checkpoint.data\['groups'\]\[0\]\['ids'\] is \{1, 2\} \(set\)"):
+        tp.Checkpoint(data=bad).write(str(tmp_path / "ckpt"))
+    bad.state = {(1, 2): np.zeros(1)}
+    with pytest.raises(tp.TrackableError, match=r"has the key \(1, 2\) \(tuple\): .*str and int keys only"):
+        tp.Checkpoint(data=bad).write(str(tmp_path / "ckpt"))
+    bad.state = {0: np.zeros(1), "0": np.ones(1)}
+    with pytest.raises(tp.TrackableError, match=r"two entries of the state dict are both saved as '0'"):
+        tp.Checkpoint(data=bad).write(str(tmp_path / "ckpt"))
+    assert not (tmp_path / "ckpt.index").exists()
+
+
+def test_arrays_that_do_not_fit_are_all_reported_before_anything_changes(tmp_path: Path) -> None:
+    original = Counter()
+    original.state = {"a": np.zeros(3), "b": np.zeros((2, 2)), "c": np.ones(2)}
+    path = tp.Checkpoint(data=original).write(str(tmp_path / "ckpt"))
+    target = Counter()
+    c = np.zeros(2)
+    target.state = {"a": np.zeros(4), "b": np.zeros((2, 2), np.float32), "c": c}
+    with pytest.raises(tp.ShapeMismatchError, match=r"(?s)2 values do not fit Checkpoint.data.*'a'.*'b'"):
+        tp.Checkpoint(data=target).read(path)
+    assert not target.loaded and not c.any()
+
+
+def test_a_refusing_load_state_dict_is_an_assignment_error(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    path = tp.Checkpoint(model=torch.nn.Linear(2, 2)).write(str(tmp_path / "ckpt"))
+    with pytest.raises(tp.AssignmentError, match=r"Checkpoint.model: Sequential.load_state_dict\(\) refused"):
+        tp.Checkpoint(model=torch.nn.Sequential(torch.nn.Linear(2, 2))).read(path)
+
+
+def test_a_node_saved_by_something_else_is_not_taken_for_a_state_dict(tmp_path: Path) -> None:
+    path = tp.Checkpoint(model=tp.Variable(np.zeros(2))).write(str(tmp_path / "ckpt"))
+    with pytest.raises(
+        tp.AssignmentError, match=rf"holds no state dict there \(no scalar string '{STATE_DICT_STRUCTURE}'"
+    ):
+        tp.Checkpoint(model=Counter()).read(path)
+
+
+def test_an_async_save_keeps_the_values_of_the_moment_it_was_called(tmp_path: Path) -> None:
+    net, _, _ = _trained(0, steps=0)
+    expected = {k: v.clone() for k, v in net.state_dict().items()}
+    ckpt = tp.Checkpoint(model=net)
+    path = ckpt.write(str(tmp_path / "ckpt"), options=tp.CheckpointOptions(enable_async=True))
+    with torch.no_grad():
+        for p in net.parameters():
+            p.add_(1.0)
+    ckpt.sync()
+    _assert_same(tp.load_checkpoint(path).get_tensor("model/.ATTRIBUTES/0..weight"), expected["0.weight"].numpy())
+
+
+def test_stateful_is_the_protocol_torch_objects_follow(tmp_path: Path) -> None:
+    net, opt, sched = _trained(0, steps=0)
+    assert all(isinstance(obj, tp.Stateful) for obj in (net, opt, sched, Counter()))
+
+    class Both(tp.AutoTrackable):  # a trackable saves itself, whatever methods it has
+        def __init__(self) -> None:
+            self.v = tp.Variable(np.ones(2))
+
+        def state_dict(self) -> dict[str, Any]:
+            raise AssertionError("not called")
+
+        def load_state_dict(self, state: Any) -> None:
+            raise AssertionError("not called")
+
+    keys = [key for key, _ in tp.list_variables(tp.Checkpoint(both=Both()).write(str(tmp_path / "ckpt")))]
+    assert "both/v/.ATTRIBUTES/VARIABLE_VALUE" in keys and not any("STATE_DICT" in key for key in keys)
+
+
+class _Forged(tp.Trackable):
+    """Saves a ``.STATE_DICT`` string of its choosing, as a damaged or newer checkpoint would hold."""
+
+    def __init__(self, text: bytes) -> None:
+        self.text = text
+
+    def _serialize_to_tensors(self) -> dict[str, Any]:
+        value = np.empty((), dtype=object)
+        value[()] = self.text
+        return {STATE_DICT_STRUCTURE: value}
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (b"{not json", r"Checkpoint.data: the saved state dict structure is unreadable"),
+        (b'{"state": {}}', r"structure is unreadable \('version'\)"),
+        (b'{"version": 2, "state": {"dict": []}}', r"saved in format 2; this trackpoint reads format 1: upgrade"),
+        (
+            b'{"version": 1, "state": {"array": "w", "kind": "numpy"}}',
+            r"names the array 'w', which the checkpoint lacks",
+        ),
+    ],
+)
+def test_an_unreadable_or_newer_structure_is_invalid(tmp_path: Path, text: bytes, message: str) -> None:
+    path = tp.Checkpoint(data=_Forged(text)).write(str(tmp_path / "ckpt"))
+    target = Counter()
+    with pytest.raises(tp.InvalidCheckpointError, match=message):
+        tp.Checkpoint(data=target).read(path)
+    assert not target.loaded
