@@ -1,4 +1,4 @@
-"""Arrays held in place by containers and attributes: numpy values and torch tensors, saved as variables.
+"""Arrays held by containers and attributes (numpy values, torch tensors, JAX arrays), saved as variables.
 
 The holder (a list, dict or tuple wrapper, an ``AutoTrackable`` attribute, a
 state dict) keeps the array itself; a :class:`_NumpyValue` node of the object
@@ -22,7 +22,7 @@ from trackpoint.variables import Variable
 if TYPE_CHECKING:
     from trackpoint.storage import TensorInfo
 
-__all__ = ["is_array_value", "is_numpy_value"]
+__all__ = ["is_array_value", "is_jax_array", "is_numpy_value"]
 
 
 def is_numpy_value(value: Any) -> bool:
@@ -30,9 +30,15 @@ def is_numpy_value(value: Any) -> bool:
     return isinstance(value, (np.ndarray, np.generic)) and not isinstance(value, (str, bytes))
 
 
+def is_jax_array(value: Any) -> bool:
+    """Whether ``value`` is a JAX array (jax is never imported to check: an array exists only once it is)."""
+    jax = sys.modules.get("jax")
+    return jax is not None and isinstance(value, getattr(jax, "Array", ()))
+
+
 def is_array_value(value: Any) -> bool:
-    """Whether ``value`` is saved as an array where it is held: a numpy value or a torch tensor."""
-    return is_numpy_value(value) or dtypes._is_torch_tensor(value)
+    """Whether ``value`` is saved as an array where it is held: a numpy value, a torch tensor, a JAX array."""
+    return is_numpy_value(value) or dtypes._is_torch_tensor(value) or is_jax_array(value)
 
 
 class _NumpyValue(Variable):
@@ -40,9 +46,10 @@ class _NumpyValue(Variable):
 
     The holder keeps the numpy value; this node of the object graph saves
     it. A writeable array is shared, so in-place updates are saved and
-    restores write into it; numpy scalars and read-only arrays are replaced on
-    restore (``on_replace`` tells the holder, and :meth:`current` is the value
-    to hold).
+    restores write into it; numpy scalars, read-only arrays and JAX arrays
+    (immutable) are replaced on restore by a value of the same kind, a JAX
+    array on the sharding of the one it replaces (``on_replace`` tells the
+    holder, and :meth:`current` is the value to hold).
     """
 
     def __init__(self, value: Any, name: str, where: str, on_replace: Callable[[Any], None] | None = None) -> None:
@@ -66,6 +73,21 @@ class _NumpyValue(Variable):
                 value.device.type == "cpu" and array.__array_interface__["data"][0] == value.data_ptr()
             )
             value = array
+        elif is_jax_array(value):
+            if not value.is_fully_addressable:
+                raise TrackableError(
+                    f"{where}: the JAX array is spread over several processes, and this process holds only part "
+                    "of it; save it from each process through trackpoint.distributed (see the distributed guide), "
+                    "or assign NoDependency(value) to keep it unsaved"
+                )
+            try:
+                # On the CPU a view of the array's buffer; from an accelerator, the copy a save makes anyway.
+                value = np.asarray(value)
+            except Exception as exc:  # jax fails its own ways (a typed PRNG key array raises TypeError)
+                raise TrackableError(
+                    f"{where}: the JAX array of dtype {value.dtype} cannot be saved ({exc}); save a PRNG key as "
+                    "jax.random.key_data(key), convert other arrays, or assign NoDependency(value) to keep it unsaved"
+                ) from exc
         if isinstance(value, np.ma.MaskedArray):
             raise TrackableError(
                 f"{where}: a masked array cannot be saved (its mask would be lost); save .data and .mask as "
@@ -150,8 +172,12 @@ class _NumpyValue(Variable):
             _copy_into_tensor(self._tensor, restored)
             return
         original_dtype = self._value.dtype
-        if isinstance(self._current, np.ndarray):
-            replacement: Any = np.array(restored, dtype=original_dtype)
+        if is_jax_array(self._current):
+            array = np.array(restored, dtype=original_dtype)
+            replacement: Any = sys.modules["jax"].device_put(array, self._current.sharding)
+            self._value = array
+        elif isinstance(self._current, np.ndarray):
+            replacement = np.array(restored, dtype=original_dtype)
             replacement.flags.writeable = False  # it replaces a read-only array
             self._value = replacement
         else:
@@ -168,7 +194,13 @@ class _NumpyValue(Variable):
         return self
 
     def __repr__(self) -> str:
-        kind = "torch tensor" if self._tensor is not None else "numpy value"
+        kind = (
+            "torch tensor"
+            if self._tensor is not None
+            else "JAX array"
+            if is_jax_array(self._current)
+            else "numpy value"
+        )
         return f"<{kind} {self._name!r} shape={self.shape} dtype={self._value.dtype}>"
 
 

@@ -23,6 +23,10 @@ What is saved (the rule, also in ``docs/concepts.md``):
   view, or with ``copy_`` for a tensor numpy cannot share, on another device
   say, whose value is then read again at each save). torch is never
   imported here: a tensor exists only once the caller imported it;
+* a JAX array is saved as a numpy value would be and replaced on restore by
+  a new JAX array on the sharding of the old one; the dict and list wrappers
+  are registered as JAX pytree nodes (once jax is imported), flattened as
+  dicts and lists and rebuilt as plain ones;
 * a numpy value of another dtype (strings, objects, dates, structured) or a
   masked array raises :class:`TrackableError` when it is assigned;
 * an object with ``state_dict()`` and ``load_state_dict()`` that is not a
@@ -143,7 +147,8 @@ def _is_saved_kind(value: Any) -> bool:
 def _unsaved_message(value: Any, where: str) -> str:
     return (
         f"{where} is {_describe(value)}, which a checkpoint does not save: only trackables, numeric numpy values, "
-        "torch tensors and lists/dicts/tuples of them are saved. Save it as a numpy value (np.asarray(value)) or a "
+        "torch tensors, JAX arrays, objects with state_dict() and load_state_dict(), and lists/dicts/tuples of them "
+        "are saved. Save it as a numpy value (np.asarray(value)) or a "
         "trackpoint.Variable, or pass NoDependency(value) to keep it unsaved."
     )
 
@@ -293,6 +298,8 @@ class TrackableDataStructure(Trackable, metaclass=abc.ABCMeta):
     _self_nodes: dict[Any, _NumpyValue | _TupleValue | StatefulValue]
 
     def _init_structure(self, strict: bool, where: str | None, kind: str) -> None:
+        if not _jax_sees_wrappers and "jax" in sys.modules:
+            _show_wrappers_to_jax()
         self._maybe_initialize_trackable()
         self._self_strict = strict
         self._self_where = where if where is not None else f"a {kind}"
@@ -1080,3 +1087,46 @@ def _fields(kind: type) -> tuple[str, ...]:
     if isinstance(fields, tuple) and all(isinstance(f, str) for f in fields):
         return fields
     return ()
+
+
+#: Whether JAX's pytree functions see the wrappers as dicts and lists (registered once jax is imported).
+_jax_sees_wrappers = False
+
+
+def _show_wrappers_to_jax() -> None:
+    """Register the dict and list wrappers as JAX pytree nodes, flattened as dicts and lists are.
+
+    Unregistered, a wrapper is a dict subclass JAX takes for one opaque leaf.
+    Unflattening builds plain dicts and lists, so ``jax.tree_util.tree_map(lambda x: x, ckpt.params)``
+    gives the restored arrays in containers of the user's own, untracked.
+    """
+    global _jax_sees_wrappers
+    _jax_sees_wrappers = True
+    tree_util = sys.modules["jax"].tree_util
+
+    def dict_keys(wrapper: _DictWrapper) -> list[Any]:
+        try:
+            return sorted(wrapper)  # as JAX orders a dict's entries
+        except TypeError:
+            return list(wrapper)
+
+    def flatten_dict_with_keys(wrapper: _DictWrapper) -> tuple[list[tuple[Any, Any]], tuple[Any, ...]]:
+        keys = dict_keys(wrapper)
+        return [(tree_util.DictKey(key), wrapper[key]) for key in keys], tuple(keys)
+
+    def flatten_dict(wrapper: _DictWrapper) -> tuple[list[Any], tuple[Any, ...]]:
+        keys = dict_keys(wrapper)
+        return [wrapper[key] for key in keys], tuple(keys)
+
+    def flatten_list_with_keys(wrapper: ListWrapper) -> tuple[list[tuple[Any, Any]], None]:
+        return [(tree_util.SequenceKey(index), value) for index, value in enumerate(wrapper)], None
+
+    def flatten_list(wrapper: ListWrapper) -> tuple[list[Any], None]:
+        return list(wrapper), None
+
+    tree_util.register_pytree_with_keys(
+        _DictWrapper, flatten_dict_with_keys, lambda keys, values: dict(zip(keys, values, strict=True)), flatten_dict
+    )
+    tree_util.register_pytree_with_keys(
+        ListWrapper, flatten_list_with_keys, lambda _, values: list(values), flatten_list
+    )

@@ -20,7 +20,7 @@ A restore rebuilds the state dict the checkpoint holds and hands it to
 ``load_state_dict``. Arrays the object has now (same place, dtype and shape)
 are read into its memory first; entries the object lacks (an optimizer's
 moments before its first step) are created: torch tensors on the CPU, numpy
-arrays, numpy scalars, as they were saved. The object checks the result as it
+arrays, numpy scalars, JAX arrays on the default device, as they were saved. The object checks the result as it
 always does (``Module.load_state_dict`` refuses missing and unexpected keys).
 """
 
@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 import numpy as np
 
 from trackpoint import dtypes
-from trackpoint._array_values import _NumpyValue, is_array_value
+from trackpoint._array_values import _NumpyValue, is_array_value, is_jax_array
 from trackpoint.errors import (
     AssignmentError,
     DTypeMismatchError,
@@ -138,6 +138,8 @@ class StatefulValue(Trackable):
                 leaves[name] = _NumpyValue(value, name, where) if arrays else None
                 if dtypes._is_torch_tensor(value):
                     kind = "torch"
+                elif is_jax_array(value):
+                    kind = "jax"
                 else:
                     kind = "numpy" if isinstance(value, np.ndarray) else "scalar"
                 return {"array": name, "kind": kind}
@@ -270,6 +272,10 @@ class StatefulValue(Trackable):
                 restored = tensors[name]
                 if kind == "torch":
                     return dtypes._numpy_to_torch(restored)
+                if kind == "jax":
+                    import jax.numpy as jnp  # only for a state dict that held JAX arrays
+
+                    return jnp.asarray(restored)
                 return restored[()] if kind == "scalar" else restored
             if value is not None and name in offered:
                 return value.current()  # read into its memory

@@ -1,0 +1,119 @@
+"""JAX arrays held by attributes, containers and state dicts are saved as numpy values are, and replaced on restore.
+
+JAX arrays are immutable: a restore puts a new array, on the sharding of the one it replaces, where the old one
+was held. The dict and list wrappers are JAX pytree nodes, so JAX functions see through them.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+import trackpoint as tp
+
+jax = pytest.importorskip("jax")
+jnp = pytest.importorskip("jax.numpy")
+
+
+def test_an_attribute_holding_a_jax_array_is_saved_and_replaced_on_restore(tmp_path: Path) -> None:
+    source = tp.AutoTrackable()
+    source.w = jnp.arange(6, dtype=jnp.bfloat16).reshape(2, 3)
+    source.pair = (jnp.int32(7), "config")
+    path = tp.Checkpoint(model=source).write(str(tmp_path / "ckpt"))
+    # The keys a numpy value (or a variable) in that place has, so TensorFlow reads them too.
+    assert ("model/w/.ATTRIBUTES/VARIABLE_VALUE", [2, 3]) in tp.list_variables(path)
+    target = tp.AutoTrackable()
+    old = target.w = jnp.zeros((2, 3), jnp.bfloat16)
+    target.pair = (jnp.int32(0), "config")
+    tp.Checkpoint(model=target).read(path).assert_consumed()
+    assert isinstance(target.w, jax.Array) and target.w is not old
+    assert target.w.dtype == jnp.bfloat16 and target.w.sharding == old.sharding
+    np.testing.assert_array_equal(np.asarray(target.w), np.asarray(source.w))
+    assert isinstance(target.pair[0], jax.Array) and int(target.pair[0]) == 7 and target.pair[1] == "config"
+
+
+def test_containers_of_jax_arrays_restore_and_give_plain_pytrees_back(tmp_path: Path) -> None:
+    params = {"dense": {"w": jnp.ones((3, 2)), "b": jnp.full(2, 0.5)}, "layers": [jnp.float32(2.0)]}
+    path = tp.Checkpoint(params=jax.tree_util.tree_map(lambda x: x, params)).write(str(tmp_path / "ckpt"))
+    template = jax.tree_util.tree_map(jnp.zeros_like, params)
+    ckpt = tp.Checkpoint(params=template)
+    ckpt.read(path).assert_consumed()
+    restored = jax.tree_util.tree_map(lambda x: x, ckpt.params)
+    assert type(restored) is dict and type(restored["dense"]) is dict and type(restored["layers"]) is list
+    assert jax.tree_util.tree_structure(restored) == jax.tree_util.tree_structure(params)
+    for got, want in zip(jax.tree_util.tree_leaves(restored), jax.tree_util.tree_leaves(params), strict=True):
+        assert isinstance(got, jax.Array)
+        np.testing.assert_array_equal(np.asarray(got), np.asarray(want))
+    # JAX functions see through the wrappers, with key paths.
+    doubled = jax.jit(lambda tree: jax.tree_util.tree_map(lambda x: x * 2, tree))(ckpt.params)
+    assert float(doubled["layers"][0]) == 4.0
+    paths = [jax.tree_util.keystr(p) for p, _ in jax.tree_util.tree_flatten_with_path(ckpt.params)[0]]
+    assert paths == ["['dense']['b']", "['dense']['w']", "['layers'][0]"]
+
+
+def test_a_jax_array_that_does_not_fit_is_refused_before_anything_changes(tmp_path: Path) -> None:
+    path = tp.Checkpoint(p={"a": jnp.ones(3), "b": jnp.ones(2)}).write(str(tmp_path / "ckpt"))
+    target = {"a": jnp.zeros(3), "b": jnp.zeros(4)}
+    before = dict(target)
+    with pytest.raises(tp.ShapeMismatchError, match=r"'p/b/.ATTRIBUTES/VARIABLE_VALUE'"):
+        tp.Checkpoint(p=target).read(path)
+    assert target["a"] is before["a"] and float(target["a"].sum()) == 0.0
+
+
+def test_a_prng_key_is_refused_with_key_data_to_save(tmp_path: Path) -> None:
+    with pytest.raises(tp.TrackableError, match=r"Checkpoint.rng: .*save a PRNG key as jax.random.key_data"):
+        tp.Checkpoint(rng=jax.random.key(0))
+    # Its data saves as any array does.
+    tp.Checkpoint(rng=jax.random.key_data(jax.random.key(0))).write(str(tmp_path / "ckpt"))
+
+
+def test_a_state_dict_of_jax_arrays_is_rebuilt_as_jax_arrays(tmp_path: Path) -> None:
+    class Loader:
+        def __init__(self, state: dict[str, Any]) -> None:
+            self.state = state
+
+        def state_dict(self) -> dict[str, Any]:
+            return self.state
+
+        def load_state_dict(self, state: dict[str, Any]) -> None:
+            self.state = state
+
+    path = tp.Checkpoint(loader=Loader({"mu": jnp.arange(3.0), "step": 4})).write(str(tmp_path / "ckpt"))
+    target = Loader({})
+    tp.Checkpoint(loader=target).read(path).assert_consumed()
+    assert isinstance(target.state["mu"], jax.Array) and target.state["step"] == 4
+    np.testing.assert_array_equal(np.asarray(target.state["mu"]), [0.0, 1.0, 2.0])
+
+
+def test_a_sharded_array_is_restored_on_its_sharding(tmp_path: Path) -> None:
+    # Two host devices need XLA_FLAGS before jax starts: a fresh interpreter.
+    script = textwrap.dedent(
+        f"""
+        import jax, jax.numpy as jnp, numpy as np
+        from jax.sharding import Mesh, NamedSharding, PartitionSpec
+        import trackpoint as tp
+
+        mesh = Mesh(np.array(jax.devices()[:2]), ("x",))
+        sharding = NamedSharding(mesh, PartitionSpec("x"))
+        source = tp.AutoTrackable()
+        source.w = jax.device_put(jnp.arange(8.0), sharding)
+        path = tp.Checkpoint(m=source).write({str(tmp_path / "ckpt")!r})
+        target = tp.AutoTrackable()
+        target.w = jax.device_put(jnp.zeros(8), sharding)
+        tp.Checkpoint(m=target).read(path).assert_consumed()
+        assert target.w.sharding == sharding, target.w.sharding
+        assert len(target.w.addressable_shards) == 2
+        np.testing.assert_array_equal(np.asarray(target.w), np.arange(8.0))
+        print("ok")
+        """
+    )
+    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=2", "JAX_PLATFORMS": "cpu"}
+    done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr
