@@ -77,8 +77,9 @@ class _NumpyValue(Variable):
             if not value.is_fully_addressable:
                 raise TrackableError(
                     f"{where}: the JAX array is spread over several processes, and this process holds only part "
-                    "of it; save it from each process through trackpoint.distributed (see the distributed guide), "
-                    "or assign NoDependency(value) to keep it unsaved"
+                    "of it; save each process's part as a trackpoint.Variable with a SaveSliceInfo under a "
+                    "coordinator (trackpoint.distributed, 'Partitioned values'), or assign NoDependency(value) to "
+                    "keep it unsaved"
                 )
             try:
                 # On the CPU a view of the array's buffer; from an accelerator, the copy a save makes anyway.
