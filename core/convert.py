@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any, Final, Literal
 
 import numpy as np
 
-from trackpoint import _async, _resolve, observe
+from trackpoint import _async, _paths, _resolve, observe
 from trackpoint.errors import CheckpointError, CheckpointExistsError, UnsupportedOptionError
 from trackpoint.interchange import file_format
 from trackpoint.storage import (
@@ -117,6 +117,8 @@ def convert(
         in safetensors); leave it out with ``exclude``.
     BackendUnavailableError
         Writing safetensors needs the ``safetensors`` extra.
+    InvalidPathError
+        ``dst`` holds a character no store accepts (a NUL byte).
     UnsupportedOptionError
         ``dst_options`` ask for an asynchronous save (``enable_async``):
         :func:`convert` returns once the copy is committed, so there would be
@@ -126,8 +128,10 @@ def convert(
     -----
     The copy is committed in one step like any save: until :func:`convert`
     returns, ``dst`` is not visible, and on failure whatever was written is
-    removed. Values, dtypes and shapes are copied exactly; the destination
-    decides the physical layout (sharding, chunking, compression).
+    removed, and so are the directories the copy made for a local ``dst``
+    (those still empty: a directory that existed before is kept). Values,
+    dtypes and shapes are copied exactly; the destination decides the
+    physical layout (sharding, chunking, compression).
 
     A file written by an export records the checkpoint keys and object graph
     in its metadata, so importing it gives back the exported checkpoint. Any
@@ -155,24 +159,58 @@ def convert(
     # The source is only read: its async fields (shared options of a training run) mean nothing here.
     s_opts = _async.storage_options_of(s_opts) or CheckpointOptions()
     src_fmt, dst_fmt = file_format(src_path), file_format(dst_path)
-    if src_fmt is not None or dst_fmt is not None or include or exclude:
-        _convert_selected(
-            started,
-            src_path,
-            dst_path,
-            src_fmt,
-            dst_fmt,
-            s_opts,
-            d_opts,
-            overwrite,
-            names,
-            include,
-            exclude,
-            separator,
-            progress,
-        )
-        observe.run_write_callbacks(d_opts, dst_path)
-        return
+    # Taken before anything is written: a save makes its prefix's directory in begin() (an export its file's),
+    # before most of the source is read, so a copy that fails (a damaged source, a full disk, Ctrl-C) would
+    # leave them behind, empty. Only those still empty are removed; one that existed before is never in the list.
+    # The path is checked first: a NUL byte in it would fail os.rmdir with a ValueError of its own.
+    created = _missing_directories(_paths.check(dst_path))
+    try:
+        if src_fmt is not None or dst_fmt is not None or include or exclude:
+            _convert_selected(
+                started,
+                src_path,
+                dst_path,
+                src_fmt,
+                dst_fmt,
+                s_opts,
+                d_opts,
+                overwrite,
+                names,
+                include,
+                exclude,
+                separator,
+                progress,
+            )
+        else:
+            _convert_checkpoint(started, src_path, dst_path, s_opts, d_opts, overwrite, progress)
+    except BaseException:
+        _paths.remove_empty(created)
+        raise
+    observe.run_write_callbacks(d_opts, dst_path)
+
+
+def _missing_directories(dst: str) -> list[str]:
+    """The directories above the local destination ``dst`` that do not exist yet, deepest first.
+
+    ``[]`` for a URL: an object store has no directories to leave behind. ``..`` is resolved as the
+    local file layer resolves it, so the list names the directories a save there would make.
+    """
+    if _paths.is_url(dst):
+        return []
+    path = _paths.normalize_local(_paths.strip_file_scheme(dst))
+    return _paths.missing_directories(os.path.dirname(os.path.abspath(path)))
+
+
+def _convert_checkpoint(
+    started: float,
+    src_path: str,
+    dst_path: str,
+    s_opts: CheckpointOptions,
+    d_opts: CheckpointOptions,
+    overwrite: bool,
+    progress: Progress | None,
+) -> None:
+    """A copy of a whole checkpoint to a checkpoint: no flat file on either side, no selection."""
     source = _resolve.open_store(src_path, s_opts)
     target: StorageBackend | None = None
     try:
@@ -198,7 +236,6 @@ def convert(
         if target is not None:
             target.close()
         source.close()
-    observe.run_write_callbacks(d_opts, dst_path)
 
 
 def _convert_selected(

@@ -505,11 +505,7 @@ def _verify(args: argparse.Namespace, out: TextIO) -> int:
                 "backend": report.backend,
                 "tensors": report.tensors,
                 "bytes": report.nbytes,
-                # The object graph's tensor, when it cannot be read, is reported by verify twice (checking
-                # the graph, then reading every tensor): each problem is shown once.
-                "problems": [
-                    {"key": p.key, "error": p.error, "message": p.message} for p in dict.fromkeys(report.problems)
-                ],
+                "problems": [{"key": p.key, "error": p.error, "message": p.message} for p in report.problems],
             }
         except CheckpointNotFoundError as exc:
             entry = {"path": path, "prefix": None, "backend": None, "tensors": 0, "bytes": 0}
@@ -640,25 +636,13 @@ def _with_flag(exc: CheckpointExistsError) -> CheckpointExistsError:
     )
 
 
-def _missing_directories(dst: str) -> list[str]:
-    """The directories above the local destination ``dst`` that do not exist yet, deepest first.
-
-    A save creates the directory of its prefix (as an export creates its file's) before it reads
-    the source, so a copy of a damaged source would leave them behind, empty.
-    """
-    if _paths.is_url(dst):
-        return []
-    path = _paths.normalize_local(_paths.strip_file_scheme(dst))
-    return _paths.missing_directories(os.path.dirname(os.path.abspath(path)))
-
-
 def _convert(args: argparse.Namespace, out: TextIO) -> int:
     src_opts = _options(args.backend, args.storage_options)
     dst_opts = _options(args.dst_backend or args.backend, args.dst_storage_options or args.storage_options)
     # The conversion's own events draw the bar (trackpoint.observe): on a terminal only, whatever the
     # size (a command the user waits for), never with --json.
     dst_opts = dataclasses.replace(dst_opts, progress=not args.json)
-    created = _missing_directories(args.dst)
+    # No clean-up here: a failed trackpoint.convert removes the empty directories it made for the destination.
     try:
         trackpoint.convert(
             args.src,
@@ -671,11 +655,8 @@ def _convert(args: argparse.Namespace, out: TextIO) -> int:
             exclude=args.exclude,
             separator=args.separator,
         )
-    except BaseException as exc:
-        _paths.remove_empty(created)
-        if isinstance(exc, CheckpointExistsError):
-            raise _with_flag(exc) from exc
-        raise
+    except CheckpointExistsError as exc:
+        raise _with_flag(exc) from exc
     if args.json:
         _dump({"src": args.src, "dst": args.dst}, out)
     else:

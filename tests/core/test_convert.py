@@ -213,3 +213,73 @@ def test_overwrite_onto_an_existing_checkpoint_on_an_object_store(
     # Nothing of the replaced checkpoint or of the copy's pieces is left beside it.
     leftovers = backend.cleanup(f"{bucket}/run", min_age=0)
     assert leftovers == []
+
+
+def _damaged(directory: Path) -> str:
+    """A checkpoint whose second large tensor has a flipped bit: found while copying, after a first shard is
+    written (Zarr makes its directories there, the bundle in begin())."""
+    model = tp.AutoTrackable()
+    model.a = tp.Variable(np.arange(100_000, dtype=np.float32))
+    model.w = tp.Variable(np.arange(100_000, dtype=np.float32))
+    prefix = tp.Checkpoint(model=model).write(str(directory / "ckpt-1"))
+    data = Path(f"{prefix}.data-00000-of-00001")
+    raw = bytearray(data.read_bytes())
+    raw[len(raw) * 3 // 4] ^= 0x01  # inside model/w, stored after model/a
+    data.write_bytes(bytes(raw))
+    return prefix
+
+
+@pytest.mark.parametrize(
+    ("dst", "backend", "include"),
+    [
+        ("new/sub/ckpt-1", None, ()),
+        ("new/sub/ckpt-1", "zarr", ()),
+        ("new/sub/ckpt-1", None, ("model/*",)),  # a selection: copied by the other path of convert
+        ("file://{tmp}/new/sub/ckpt-1", None, ()),
+        ("new/sub/../ckpt-1", None, ()),  # makes new/ only, as the OS resolves the ..
+        ("new/sub/model.npz", None, ()),
+    ],
+)
+def test_a_failed_copy_removes_the_directories_it_made(
+    tmp_path: Path, dst: str, backend: str | None, include: tuple[str, ...]
+) -> None:
+    src = _damaged(tmp_path / "src")
+    # One tensor per shard, so that a shard is written before the damaged tensor is read.
+    options = CheckpointOptions(backend=backend, max_shard_bytes=400_000)
+    target = dst.format(tmp=tmp_path) if dst.startswith("file://") else str(tmp_path / dst)
+    with pytest.raises(tp.DataLossError, match="model/w"):
+        tp.convert(src, target, dst_options=options, include=include)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["src"]
+    # A directory that was there before is kept, empty as it is.
+    (tmp_path / "kept").mkdir()
+    kept = target.replace(str(tmp_path), str(tmp_path / "kept"))
+    with pytest.raises(tp.DataLossError, match="model/w"):
+        tp.convert(src, kept, dst_options=options, include=include)
+    assert list((tmp_path / "kept").iterdir()) == []
+
+
+def test_a_directory_another_writer_filled_is_kept(tmp_path: Path) -> None:
+    ckpt, _ = _model()
+    src = ckpt.write(str(tmp_path / "src" / "ckpt"))
+
+    class Interrupted(Exception):
+        pass
+
+    def interrupt(done: int, total: int) -> None:
+        # The destination's directories exist now (begin made them); another writer puts a file in one.
+        (tmp_path / "new" / "other").write_text("not ours")
+        raise Interrupted
+
+    with pytest.raises(Interrupted):
+        tp.convert(src, str(tmp_path / "new" / "sub" / "ckpt-1"), progress=interrupt)
+    # new/sub was made by the copy and is empty again: removed; new/ holds another writer's file: kept.
+    assert [p.name for p in (tmp_path / "new").iterdir()] == ["other"]
+
+
+@pytest.mark.parametrize("name", ["ckpt-1", "model.npz"])
+def test_a_destination_with_a_nul_byte_is_an_invalid_path(tmp_path: Path, name: str) -> None:
+    ckpt, _ = _model()
+    src = ckpt.write(str(tmp_path / "src" / "ckpt"))
+    with pytest.raises(tp.InvalidPathError, match="NUL character"):
+        tp.convert(src, str(tmp_path / "a\0b" / name))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["src"]

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import os
 import shutil
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 
 import trackpoint as tp
-from trackpoint.errors import CheckpointNotFoundError
-from trackpoint.storage import OBJECT_GRAPH_KEY, CheckpointOptions, WriteItem
+from trackpoint.errors import CheckpointNotFoundError, DataLossError
+from trackpoint.storage import OBJECT_GRAPH_KEY, CheckpointOptions, CheckpointReader, TensorInfo, WriteItem
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "tf"
 
@@ -104,3 +107,60 @@ def test_progress_counts_every_byte() -> None:
     seen: list[tuple[int, int]] = []
     tp.verify(FIXTURES / "nested" / "ckpt-1", progress=lambda d, t: seen.append((d, t)))
     assert seen[-1] == (308, 308) and len(seen) == 19
+
+
+@pytest.mark.parametrize("damage", ["truncated", "missing"])
+def test_an_unreadable_object_graph_is_one_problem(tmp_path: Path, damage: str) -> None:
+    """The graph's check reads the object graph's tensor; reading every tensor does not report it again."""
+    prefix = _save(str(tmp_path / "ckpt"))
+    stored = sorted(key for key, _ in tp.list_variables(prefix))  # every tensor, the object graph's included
+    assert OBJECT_GRAPH_KEY in stored
+    data = Path(f"{prefix}.data-00000-of-00001")
+    if damage == "missing":
+        data.unlink()
+    else:
+        os.truncate(data, 5)
+    report = tp.verify(prefix)
+    assert sorted(p.key or "" for p in report.problems) == stored
+    assert {p.error for p in report.problems} == {"DataLossError"}
+    # A quick check reads the graph too (to check it against the stored keys), and reports it once as well.
+    assert [p.key for p in tp.verify(prefix, quick=True).problems] == [OBJECT_GRAPH_KEY]
+
+
+def test_an_object_graph_whose_info_cannot_be_read_is_one_problem(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A graph tensor that cannot even be described is reported once, not again by the graph's check."""
+    import trackpoint.interchange._convert as interchange
+
+    class GraphInfoFails(CheckpointReader):
+        def __init__(self, reader: CheckpointReader) -> None:
+            self.prefix, self._reader = reader.prefix, reader
+
+        def keys(self) -> Sequence[str]:
+            return self._reader.keys()
+
+        def info(self, key: str) -> TensorInfo:
+            if key == OBJECT_GRAPH_KEY:
+                raise DataLossError(f"the index entry of {key!r} is damaged")
+            return self._reader.info(key)
+
+        def read(self, key: str, out: np.ndarray[Any, Any] | None = None) -> np.ndarray[Any, Any]:
+            if key == OBJECT_GRAPH_KEY:  # a damaged index entry: its tensor cannot be read either
+                raise DataLossError(f"the index entry of {key!r} is damaged")
+            return self._reader.read(key, out)
+
+        def close(self) -> None:
+            self._reader.close()
+
+    prefix = _save(str(tmp_path / "ckpt"))
+    opened = interchange.open_source
+
+    def open_source(path: str, options: CheckpointOptions | None = None) -> tuple[str, str, CheckpointReader]:
+        name, backend, reader = opened(path, options)
+        return name, backend, GraphInfoFails(reader)
+
+    monkeypatch.setattr(interchange, "open_source", open_source)
+    for quick in (True, False):
+        report = tp.verify(prefix, quick=quick)
+        assert [(p.key, p.error) for p in report.problems] == [(OBJECT_GRAPH_KEY, "DataLossError")]
