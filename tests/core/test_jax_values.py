@@ -11,7 +11,7 @@ import subprocess
 import sys
 import textwrap
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import pytest
@@ -117,3 +117,42 @@ def test_a_sharded_array_is_restored_on_its_sharding(tmp_path: Path) -> None:
     env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=2", "JAX_PLATFORMS": "cpu"}
     done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr
+
+
+def test_an_optimizer_state_of_namedtuples_round_trips_with_its_tree_structure(tmp_path: Path) -> None:
+    # The shape of an optax state: a tuple of namedtuples holding a step count and pytrees of moments.
+    class ScaleByAdamState(NamedTuple):
+        count: Any
+        mu: Any
+        nu: Any
+
+    class EmptyState(NamedTuple):
+        pass
+
+    params = {"w": jnp.ones((2, 2)), "b": jnp.zeros(2)}
+    opt_state = (
+        ScaleByAdamState(
+            jnp.int32(5), {"w": jnp.full((2, 2), 0.1), "b": jnp.full(2, 0.2)}, {"w": jnp.ones((2, 2)), "b": jnp.ones(2)}
+        ),
+        EmptyState(),
+    )
+
+    def copy(tree: Any) -> Any:
+        return jax.tree_util.tree_map(lambda x: x, tree)
+
+    path = tp.Checkpoint(state={"params": copy(params), "opt": copy(opt_state)}).write(str(tmp_path / "ckpt"))
+    zeros = {
+        "params": jax.tree_util.tree_map(jnp.zeros_like, params),
+        "opt": jax.tree_util.tree_map(jnp.zeros_like, opt_state),
+    }
+    ckpt = tp.Checkpoint(state=zeros)
+    ckpt.read(path).assert_consumed()
+    restored = copy(ckpt.state)
+    assert jax.tree_util.tree_structure(restored["opt"]) == jax.tree_util.tree_structure(opt_state)
+    assert isinstance(restored["opt"][0], ScaleByAdamState) and int(restored["opt"][0].count) == 5
+    for got, want in zip(
+        jax.tree_util.tree_leaves(restored),
+        jax.tree_util.tree_leaves({"params": params, "opt": opt_state}),
+        strict=True,
+    ):
+        np.testing.assert_array_equal(np.asarray(got), np.asarray(want))
