@@ -29,7 +29,7 @@ from trackpoint import _paths
 from trackpoint.backends.stores import FileLayer
 from trackpoint.backends.zarr import _layout, _pack, _tree
 from trackpoint.backends.zarr._commit import active, strategy_for
-from trackpoint.backends.zarr._options import ZarrOptions
+from trackpoint.backends.zarr._options import ZarrOptions, refuse_unknown
 from trackpoint.backends.zarr._reader import ZarrReader
 from trackpoint.errors import (
     CheckpointError,
@@ -107,13 +107,28 @@ class ZarrBackend(StorageBackend):
         return self._files
 
     def with_options(self, options: CheckpointOptions) -> StorageBackend:
-        # docstring inherited; per-save backend_options tune this save only.
+        """This backend tuned by ``options.backend_options`` for one save.
+
+        Names are checked as the factory checks them when the backend is
+        opened: the format's options tune the copy returned, the store's
+        (``TransferOptions``: retries, time-outs, part sizes) are accepted on
+        a store that takes them, S3 and GCS, and left out, since the store
+        was configured when it was created.
+
+        Raises
+        ------
+        BackendError
+            An option is unknown, or is a store's option and the store takes
+            none (the local disk); the factory's message and error.
+        """
         given = dict(options.backend_options)
         if set(given) - ZarrOptions.names():
-            # The store's options (retries, time-outs: the factory gave them to the store) are not the format's.
-            from trackpoint.backends.stores import TransferOptions
+            from trackpoint.backends.stores import ObjectStore, TransferOptions
 
-            store = TransferOptions.names()
+            # The object stores are configured by these when created; a local disk takes none, so the factory
+            # refuses them there, and a save must not drop them silently either.
+            store = TransferOptions.names() if isinstance(self._files, ObjectStore) else frozenset()
+            refuse_unknown(given, store)
             given = {k: v for k, v in given.items() if k not in store}
         if not given:
             return self
@@ -248,19 +263,45 @@ class ZarrBackend(StorageBackend):
         return sorted(found)
 
     def cleanup(self, directory: str, *, min_age: float | None = None) -> list[str]:
-        # docstring inherited; min_age=None keeps the backend option cleanup_min_age.
+        """Remove the abandoned saves in ``directory`` that are old enough; return what was removed.
+
+        Parameters
+        ----------
+        directory
+            Where to look (not recursively).
+        min_age
+            Seconds a save must have been left alone; ``None`` keeps the
+            backend option ``cleanup_min_age``. ``0`` removes every abandoned
+            save but those this process is writing.
+
+        Returns
+        -------
+        list of str
+            The directories removed, and the unfinished uploads aborted (an S3
+            multipart upload a killed save left in its directory: invisible,
+            but stored and billed), worded as :meth:`UnfinishedUpload.describe
+            <trackpoint.backends.stores.UnfinishedUpload.describe>` words them.
+            A save with an upload that received a part less than ``min_age``
+            ago is kept: it may be running.
+        """
         base = self._path(directory)
         if min_age is None:
             min_age = self._options.cleanup_min_age
-        removed = []
-        for path in self._strategy.leftovers(base, time.time(), min_age):
-            self._files.rmtree(path)
-            removed.append(path)
+        removed: list[str] = []
+        for leftover in self._strategy.leftovers(base, time.time(), min_age):
+            # The uploads first: they are found through the objects beside them, so one that failed to abort
+            # could not be found again once its directory was gone.
+            self._files.abort_uploads(leftover.uploads)
+            removed.extend(upload.describe() for upload in leftover.uploads)
+            self._files.rmtree(leftover.path)
+            removed.append(leftover.path)
         return sorted(removed)
 
     def leftovers(self, directory: str) -> list[str]:
-        # docstring inherited: what cleanup(min_age=0) would remove, this process's running saves excepted.
-        return sorted(self._strategy.leftovers(self._path(directory), time.time(), 0.0))
+        # docstring inherited: what cleanup(min_age=0) would remove, this process's running saves excepted;
+        # unfinished uploads as cleanup reports them.
+        found = self._strategy.leftovers(self._path(directory), time.time(), 0.0)
+        return sorted([*(f.path for f in found), *(u.describe() for f in found for u in f.uploads)])
 
     # ---------------------------------------------------------- small files
     def read_file(self, path: str) -> VersionedBytes | None:

@@ -8,7 +8,10 @@
 * :class:`CreateCommit` (stores with a conditional create: S3, GCS). A save
   writes its arrays under ``P.zarr/v-<save_id>/``; the root ``P.zarr/zarr.json``,
   written last, is the commit point: created only if absent, or replaced when
-  overwriting, after which the replaced save's data is deleted.
+  overwriting, after which the replaced save's data is deleted. A save killed
+  while it streamed a chunk leaves an unfinished upload (S3 multipart) that
+  no listing of objects shows; :meth:`CreateCommit.leftovers` reports those
+  with their save, so that cleanup aborts them.
 """
 
 from __future__ import annotations
@@ -22,10 +25,11 @@ import threading
 import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import Any, ClassVar, Final
 
 from trackpoint import _paths
-from trackpoint.backends.stores import FileLayer
+from trackpoint.backends.stores import FileLayer, UnfinishedUpload
 from trackpoint.backends.zarr import _layout, _tree
 from trackpoint.errors import (
     BackendError,
@@ -35,7 +39,7 @@ from trackpoint.errors import (
     InvalidCheckpointError,
 )
 
-__all__ = ["CommitStrategy", "CreateCommit", "RenameCommit", "active", "host_tag", "strategy_for"]
+__all__ = ["CommitStrategy", "CreateCommit", "Leftover", "RenameCommit", "active", "host_tag", "strategy_for"]
 
 _TMP: Final = ".tmp-"
 _OWNER: Final = ".trackpoint-owner"
@@ -99,6 +103,24 @@ def _pid_dead(pid: int) -> bool:
     return False
 
 
+@dataclass(frozen=True, slots=True)
+class Leftover:
+    """An abandoned save that cleanup may remove.
+
+    Parameters
+    ----------
+    path
+        The save's directory, removed with everything in it.
+    uploads
+        Unfinished uploads of objects in it (a killed save's S3 multipart
+        uploads): no listing of objects shows them, and the store keeps and
+        bills their parts until they are aborted.
+    """
+
+    path: str
+    uploads: tuple[UnfinishedUpload, ...] = ()
+
+
 class CommitStrategy(ABC):
     """Where a save writes before its commit, and how it is published, abandoned and cleaned up.
 
@@ -144,7 +166,7 @@ class CommitStrategy(ABC):
         """Uncommit and remove the checkpoint ``group``."""
 
     @abstractmethod
-    def leftovers(self, base: str, now: float, min_age: float) -> list[str]:
+    def leftovers(self, base: str, now: float, min_age: float) -> list[Leftover]:
         """Abandoned saves in the directory ``base`` that cleanup may remove."""
 
 
@@ -260,13 +282,14 @@ class RenameCommit(CommitStrategy):
             return
         self.files.rmtree(aside)
 
-    def leftovers(self, base: str, now: float, min_age: float) -> list[str]:
+    def leftovers(self, base: str, now: float, min_age: float) -> list[Leftover]:
+        # A local sink's unfinished file is a temporary file inside the save's directory: removed with it.
         found = []
         for name in self.files.listdir(base):
             if _TMP in name and name.split(_TMP, 1)[0].endswith(_layout.SUFFIX):
                 path = _paths.join(base, name)
                 if self._abandoned(path, name, now, min_age):
-                    found.append(path)
+                    found.append(Leftover(path))
         return found
 
     def _abandoned(self, path: str, name: str, now: float, min_age: float) -> bool:
@@ -340,26 +363,57 @@ class CreateCommit(CommitStrategy):
         self.files.delete([_paths.join(group, _layout.ZARR_JSON)])
         self.files.rmtree(group)
 
-    def leftovers(self, base: str, now: float, min_age: float) -> list[str]:
-        groups: dict[str, set[str]] = {}
+    def leftovers(self, base: str, now: float, min_age: float) -> list[Leftover]:
+        """The data directories (``P.zarr/v-<save_id>``) no root references, with their unfinished uploads.
+
+        A directory is a leftover once its newest object and the newest part
+        of each of its uploads are ``min_age`` old: an upload still receiving
+        parts is a save still running, however old its finished objects are.
+        An upload whose time the store cannot tell counts as new, as
+        :func:`~._tree.newest_mtime` counts an object.
+
+        Uploads are looked for in the directories that hold the save's
+        objects: the store lists them one directory at a time
+        (:meth:`FileLayer.unfinished_uploads`), and nothing else names a
+        directory on an object store. One in a directory where the save
+        completed nothing (the first chunks of an array, before its
+        ``zarr.json``) is not found.
+        """
+        # Per group, per data directory: the directories of its objects, relative to it ("" for itself).
+        groups: dict[str, dict[str, set[str]]] = {}
         for path in self.files.find(base):
             parts = _tree.strip(path)[len(_tree.strip(base)) :].lstrip("/").split("/")
             if len(parts) >= 3 and parts[0].endswith(_layout.SUFFIX) and parts[1].startswith("v-"):
-                groups.setdefault(parts[0], set()).add(parts[1])
+                groups.setdefault(parts[0], {}).setdefault(parts[1], set()).add("/".join(parts[2:-1]))
         found = []
         for name, children in sorted(groups.items()):
             group = _paths.join(base, name)
             with contextlib.suppress(InvalidCheckpointError):
                 root = self.read_root(group)
                 current = None if root is None else root[0].get("data")
-                for child in sorted(children):
+                for child, directories in sorted(children.items()):
                     if child == current or _is_active(child[2:]):
                         continue
                     sub = _paths.join(group, child)
-                    mtime = _tree.newest_mtime(self.files, sub)
-                    if mtime is None or now - mtime >= min_age:
-                        found.append(sub)
+                    if not _old_enough(_tree.newest_mtime(self.files, sub), now, min_age):
+                        continue  # young objects: kept whatever its uploads say, so they need no listing
+                    uploads = [
+                        upload
+                        for directory in sorted(directories)
+                        for upload in self.files.unfinished_uploads(_paths.join(sub, directory) if directory else sub)
+                    ]
+                    if all(_old_enough(now if u.modified is None else u.modified, now, min_age) for u in uploads):
+                        found.append(Leftover(sub, tuple(uploads)))
         return found
+
+
+def _old_enough(mtime: float | None, now: float, min_age: float) -> bool:
+    """Whether something last modified at ``mtime`` (``None``: holds nothing) may be removed under ``min_age``.
+
+    ``min_age`` 0 removes everything, whatever the times say: the store's
+    clock, which dates objects and upload parts, may run ahead of this host's.
+    """
+    return min_age <= 0 or mtime is None or now - mtime >= min_age
 
 
 def strategy_for(files: FileLayer, exchange: Callable[[str, str], bool] | None = None) -> CommitStrategy:

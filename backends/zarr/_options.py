@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, fields
 from typing import Any, Final
 
 from trackpoint.errors import BackendError
 
-__all__ = ["COMPRESSORS", "ZarrOptions"]
+__all__ = ["COMPRESSORS", "ZarrOptions", "refuse_unknown"]
 
 #: Accepted values of the ``compressor`` option.
 COMPRESSORS: Final = ("zstd", "blosc", "gzip", "none")
@@ -98,3 +98,37 @@ class ZarrOptions:
                 f"zarr: unknown backend option(s) {', '.join(unknown)}; valid options: {', '.join(valid)}"
             )
         return cls(**dict(options))
+
+
+def refuse_unknown(names: Iterable[str], store_names: Collection[str]) -> None:
+    """Refuse ``backend_options`` keys that are neither the format's nor the store's, as the factory does.
+
+    For options given per save (:meth:`ZarrBackend.with_options
+    <trackpoint.backends.zarr.ZarrBackend.with_options>`): the error and
+    message are those of the ``zarr`` backend's factory, which checks the
+    options the backend is opened with (a test holds the two messages equal),
+    so a name is refused or taken alike either way.
+
+    Parameters
+    ----------
+    names
+        The ``backend_options`` keys given.
+    store_names
+        The keys the store takes (the S3 and GCS stores' ``TransferOptions``);
+        empty for a store that takes none, such as the local disk.
+
+    Raises
+    ------
+    BackendError
+        A name is unknown; the message lists the valid ones, the stores' too.
+    """
+    unknown = set(names) - ZarrOptions.names() - set(store_names)
+    if unknown:
+        # Imported for the message only: a local backend with valid options never imports the object-store layer.
+        from trackpoint.backends.stores import TransferOptions
+
+        valid = [f.name for f in fields(ZarrOptions)]
+        valid += [f"{name} (S3 and GCS)" for name in sorted(TransferOptions.names())]
+        raise BackendError(
+            f"zarr: unknown backend option(s) {', '.join(sorted(unknown))}; valid options: {', '.join(valid)}"
+        )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +34,28 @@ def test_bad_options_are_reported(tmp_path: Path, options: dict[str, Any], messa
     with pytest.raises(BackendError, match=message):
         backend.save(str(tmp_path / "c"), [WriteItem("x", np.zeros(2))], CheckpointOptions(backend_options=options))
     assert backend.list_checkpoints(str(tmp_path)) == []
+
+
+@pytest.mark.parametrize("name", ["retries", "compresor"])
+def test_per_save_options_are_checked_as_the_factory_checks_them(where: Any, name: str) -> None:
+    # A store's option (retries) is taken by the object stores and refused on a local disk, a misspelt one
+    # everywhere: a per-save option must meet the fate it meets when the backend is opened with it.
+    given = {name: 3}
+    refused: BackendError | None = None
+    try:
+        open_backend(where.directory, replace(where.options, backend_options=given)).close()
+    except BackendError as exc:
+        refused = exc
+    assert (refused is None) == (name == "retries" and where.kind != "local")
+    prefix, items = where.prefix(), [WriteItem("x", np.zeros(2))]
+    if refused is None:
+        where.backend.save(prefix, items, CheckpointOptions(backend_options=given))
+        assert where.backend.list_checkpoints(where.directory) == [prefix]
+        return
+    with pytest.raises(BackendError) as saved:
+        where.backend.save(prefix, items, CheckpointOptions(backend_options=given))
+    assert saved.value.args == refused.args  # the factory's message, naming the valid options of both layers
+    assert where.backend.list_checkpoints(where.directory) == []
 
 
 def test_defaults() -> None:
