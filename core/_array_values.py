@@ -142,12 +142,12 @@ class _NumpyValue(Variable):
         key = where[VARIABLE_VALUE_KEY]
         if info.dtype != self._saved_dtype:
             raise DTypeMismatchError(
-                f"cannot restore {key!r} into the numpy value {self._name!r}: the checkpoint holds dtype "
+                f"cannot restore {key!r} into the {self._kind()} {self._name!r}: the checkpoint holds dtype "
                 f"{dtypes._name(info.dtype)}, the value has dtype {self._saved_dtype}"
             )
         if tuple(info.shape) != self._value.shape:
             raise ShapeMismatchError(
-                f"cannot restore {key!r} into the numpy value {self._name!r}: the checkpoint holds shape "
+                f"cannot restore {key!r} into the {self._kind()} {self._name!r}: the checkpoint holds shape "
                 f"{tuple(info.shape)}, the value has shape {self._value.shape}"
             )
 
@@ -194,15 +194,13 @@ class _NumpyValue(Variable):
         self._restore_from_tensors({VARIABLE_VALUE_KEY: self._converted(value, "assign")})
         return self
 
+    def _kind(self) -> str:
+        if self._tensor is not None:
+            return "torch tensor"
+        return "JAX array" if is_jax_array(self._current) else "numpy value"
+
     def __repr__(self) -> str:
-        kind = (
-            "torch tensor"
-            if self._tensor is not None
-            else "JAX array"
-            if is_jax_array(self._current)
-            else "numpy value"
-        )
-        return f"<{kind} {self._name!r} shape={self.shape} dtype={self._value.dtype}>"
+        return f"<{self._kind()} {self._name!r} shape={self.shape} dtype={self._value.dtype}>"
 
 
 def _copy_into_tensor(tensor: Any, values: np.ndarray[Any, Any]) -> None:

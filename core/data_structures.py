@@ -53,7 +53,7 @@ from typing import Any, Generic, SupportsIndex, TypeVar
 
 from trackpoint._array_values import _NumpyValue, is_array_value, is_numpy_value
 from trackpoint.errors import TrackableError
-from trackpoint.stateful import StatefulValue, is_stateful
+from trackpoint.stateful import StatefulValue, is_stateful, stateful_node
 from trackpoint.trackable import Trackable
 
 __all__ = [
@@ -217,7 +217,7 @@ def assign_attribute(trackable: Trackable, name: str, value: Any, strict: bool =
         trackable._track_trackable(node, name=name, overwrite=True)
         return node.current(), True
     if is_stateful(value):
-        trackable._track_trackable(StatefulValue(value, where), name=name, overwrite=True)
+        trackable._track_trackable(stateful_node(value, where), name=name, overwrite=True)
         return value, True
     stored = _wrap(value, name, strict, where)
     if isinstance(stored, _TupleValue):
@@ -328,7 +328,7 @@ class TrackableDataStructure(Trackable, metaclass=abc.ABCMeta):
             if isinstance(value, tuple):
                 node = _TupleValue(value, self._self_strict, where, setter)
             elif is_stateful(value):
-                node = StatefulValue(value, where)
+                node = stateful_node(value, where)
             else:
                 node = _NumpyValue(value, str(key), where, setter)
             self._self_nodes[key] = node

@@ -7,27 +7,41 @@ checkpoint meets it: given to a ``Checkpoint``, held by a list, dict or tuple,
 or assigned to an ``AutoTrackable`` attribute. The holder keeps the object
 itself; one node of the object graph saves it.
 
+An object held in several places is one node, saved once.
+
 What that node saves, under ``<path>/.ATTRIBUTES/<name>``:
 
-* each array of the state dict (numpy values and torch tensors), named by its
-  keys joined with ``/`` (``state/0/exp_avg``; ``%`` and ``/`` in a key are
-  written ``%25`` and ``%2F``, a leading ``.`` ``%2E``);
+* each array of the state dict (numpy values, torch tensors, JAX arrays),
+  named by its keys joined with ``.`` as PyTorch names a module's entries
+  (``0.weight``, ``state.0.exp_avg``; in a key, ``%`` is written ``%25``,
+  ``/`` ``%2F``, a leading ``.`` ``%2E``, and an empty key is ``%``; two
+  entries that come to the same name are refused);
 * ``.STATE_DICT``, a JSON string with the state dict's structure: its keys
-  (strings or integers), lists and tuples, the place of each array, and every
-  plain Python value (``None``, booleans, numbers, strings, bytes).
+  (strings or integers), its mappings (``dict``, ``OrderedDict`` with torch's
+  ``_metadata``, ``Counter``), lists and tuples, the place of each array, and
+  every plain Python value (``None``, booleans, numbers, strings, bytes).
+
+An empty state dict (a ``ReLU``, a loss) saves nothing, so such objects never
+make a checkpoint look incomplete.
 
 A restore rebuilds the state dict the checkpoint holds and hands it to
 ``load_state_dict``. Arrays the object has now (same place, dtype and shape)
-are read into its memory first; entries the object lacks (an optimizer's
-moments before its first step) are created: torch tensors on the CPU, numpy
-arrays, numpy scalars, JAX arrays on the default device, as they were saved. The object checks the result as it
-always does (``Module.load_state_dict`` refuses missing and unexpected keys).
+are read into their memory first, as PyTorch's distributed checkpointing
+does; entries the object lacks (an optimizer's moments before its first
+step, a lazy module's parameters) are created: torch tensors on the CPU,
+numpy arrays, numpy scalars, JAX arrays on the default device, as they were
+saved. The object checks the result as it always does
+(``Module.load_state_dict`` refuses missing and unexpected keys). A
+checkpoint written from the state dict given as a dict
+(``Checkpoint(model=net.state_dict())``, a variable node per key) restores
+into the object too, in place, without ``load_state_dict``.
 """
 
 from __future__ import annotations
 
 import collections
 import json
+import weakref
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
@@ -82,8 +96,42 @@ def is_stateful(value: Any) -> bool:
 
 
 def _component(key: str | int) -> str:
+    # "/" would split the name in exports and key filters, and a leading "." is kept for STATE_DICT_STRUCTURE;
+    # "." inside a key stays, as in a torch module's keys ("0.weight"): names that collide are refused.
     text = str(key).replace("%", "%25").replace("/", "%2F")
+    if not text:
+        return "%"  # an empty key: a bare "%" is no escape of anything
     return "%2E" + text[1:] if text.startswith(".") else text
+
+
+#: The mappings a state dict may hold, by the name saved in its structure (torch's ``MultiStepLR`` keeps a
+#: ``Counter``; a module's state dict is an ``OrderedDict``).
+_MAPPINGS: dict[str, type[dict[Any, Any]]] = {
+    "dict": dict,
+    "OrderedDict": collections.OrderedDict,
+    "Counter": collections.Counter,
+}
+_MAPPING_NAMES = {kind: name for name, kind in _MAPPINGS.items()}
+
+#: The node of each Stateful object, by id: an object held in several places is one node, saved once.
+_NODES: dict[int, weakref.ref[StatefulValue]] = {}
+
+
+def stateful_node(obj: Any, where: str) -> StatefulValue:
+    """The object graph's node for the :class:`Stateful` ``obj`` (the same node wherever ``obj`` is held)."""
+    key = id(obj)
+    ref = _NODES.get(key)
+    node = None if ref is None else ref()
+    # The node holds its object, so while it lives no other object can have this id.
+    if node is None:
+        node = StatefulValue(obj, where)
+
+        def forget(dead: weakref.ref[StatefulValue], key: int = key) -> None:
+            if _NODES.get(key) is dead:
+                del _NODES[key]
+
+        _NODES[key] = weakref.ref(node, forget)
+    return node
 
 
 class _SavedNames(tuple[str, ...]):
@@ -116,6 +164,9 @@ class StatefulValue(Trackable):
         self._planned: dict[str, _NumpyValue] | None = None
         # The names whose arrays were offered to the reader to fill in place.
         self._offered: set[str] = set()
+        # For a checkpoint of the object's state dict given as a dict: (the restore's children, the state dict).
+        self._legacy: tuple[Any, Mapping[Any, Any]] | None = None
+        self._legacy_nodes: dict[str, _NumpyValue] = {}
 
     def current(self) -> Any:
         """The object saved (a restore never replaces it)."""
@@ -127,15 +178,32 @@ class StatefulValue(Trackable):
         except Exception as exc:  # the object's own failure, of any type
             raise TrackableError(f"{self._where}: {type(self._obj).__name__}.state_dict() failed: {exc}") from exc
 
-    def _flatten(self, state: Any, arrays: bool) -> tuple[Any, dict[str, _NumpyValue | None]]:
-        """The JSON structure of ``state`` and its arrays by name (a node each when ``arrays``, else ``None``)."""
+    def _flatten(self, state: Any, arrays: bool, restoring: bool = False) -> tuple[Any, dict[str, _NumpyValue | None]]:
+        """The JSON structure of ``state`` and its arrays by name (a node each when ``arrays``, else ``None``).
+
+        ``restoring``: an array that cannot be read into (an uninitialized lazy parameter, a tensor on the
+        'meta' device) gets no node; ``load_state_dict`` receives a new one.
+        """
         leaves: dict[str, _NumpyValue | None] = {}
+
+        def leaf(value: Any, name: str, where: str) -> _NumpyValue | None:
+            if not arrays:
+                return None
+            try:
+                return _NumpyValue(value, name, where)
+            except TrackableError as exc:
+                if restoring:
+                    return None
+                raise TrackableError(
+                    f"{exc} (the value is in {type(self._obj).__name__}.state_dict(): NoDependency applies to the "
+                    "whole object)"
+                ) from exc
 
         def visit(value: Any, name: str, where: str) -> Any:
             if is_array_value(value):
                 if name in leaves:
                     raise TrackableError(f"{where}: two entries of the state dict are both saved as {name!r}")
-                leaves[name] = _NumpyValue(value, name, where) if arrays else None
+                leaves[name] = leaf(value, name, where)
                 if dtypes._is_torch_tensor(value):
                     kind = "torch"
                 elif is_jax_array(value):
@@ -147,8 +215,9 @@ class StatefulValue(Trackable):
                 return value
             if type(value) is bytes:
                 return {"bytes": value.hex()}
-            prefix = f"{name}/" if name else ""
-            if isinstance(value, Mapping):
+            prefix = f"{name}." if name else ""
+            mapping = _MAPPING_NAMES.get(type(value))
+            if mapping is not None:
                 items = []
                 for key, item in value.items():
                     if type(key) not in (str, int):
@@ -158,6 +227,8 @@ class StatefulValue(Trackable):
                         )
                     items.append([key, visit(item, prefix + _component(key), f"{where}[{key!r}]")])
                 node: dict[str, Any] = {"dict": items}
+                if mapping != "dict":
+                    node["type"] = mapping
                 metadata = getattr(value, "_metadata", None)  # torch keeps each module's version here
                 if isinstance(metadata, dict):
                     node["metadata"] = visit(metadata, f"{prefix}%2Emetadata", f"{where}._metadata")
@@ -171,15 +242,18 @@ class StatefulValue(Trackable):
             text = repr(value)
             raise TrackableError(
                 f"{where} is {text if len(text) <= 40 else text[:37] + '...'} ({type(value).__name__}), which a "
-                "state dict is not saved with: arrays (numpy, torch), None, bool, int, float, str, bytes, and "
-                "dicts, lists and tuples of them are"
+                "state dict is not saved with: arrays (numpy, torch, JAX), None, bool, int, float, str, bytes, "
+                "and dicts (OrderedDict, Counter), lists and tuples of them are"
             )
 
         structure = visit(state, "", self._where)
         return structure, leaves
 
     def _serialize_to_tensors(self) -> dict[str, np.ndarray[Any, Any]]:
-        structure, leaves = self._flatten(self._state_dict(), arrays=True)
+        state = self._state_dict()
+        if isinstance(state, Mapping) and not state:
+            return {}  # nothing to save (a ReLU, a loss): no values that a restore would have to find
+        structure, leaves = self._flatten(state, arrays=True)
         tensors = {
             name: node._serialize_to_tensors()[VARIABLE_VALUE_KEY] for name, node in leaves.items() if node is not None
         }
@@ -189,8 +263,37 @@ class StatefulValue(Trackable):
         return tensors
 
     def _checkpoint_attribute_names(self) -> tuple[str, ...]:
-        _, leaves = self._flatten(self._state_dict(), arrays=False)
+        state = self._state_dict()
+        if isinstance(state, Mapping) and not state:
+            return _SavedNames(())  # holds no state of its own, yet takes what a checkpoint has for it
+        _, leaves = self._flatten(state, arrays=False)
         return _SavedNames((*leaves, STATE_DICT_STRUCTURE))
+
+    def _lookup_dependency(
+        self, name: str, cached_dependencies: Mapping[str, Trackable] | None = None
+    ) -> Trackable | None:
+        # A checkpoint written from the object's state dict given as a dict (`model=net.state_dict()`) holds
+        # each array as a child named by its key: restore those in place, as that dict would be. A restore
+        # asks once per child with the same `cached_dependencies`, so the state dict is taken once.
+        legacy = self._legacy
+        if legacy is None or cached_dependencies is None or legacy[0] is not cached_dependencies:
+            try:
+                state = self._state_dict()
+            except TrackableError:
+                return None
+            legacy = self._legacy = (cached_dependencies, state if isinstance(state, Mapping) else {})
+        value = legacy[1].get(name)
+        if not is_array_value(value):
+            return None
+        node = self._legacy_nodes.get(name)
+        if node is None or node.current() is not value:
+            try:
+                node = _NumpyValue(value, name, f"{self._where}[{name!r}]")
+            except TrackableError:
+                return None
+            # Kept: a restore holds its matched objects weakly, and status checks look for them later.
+            self._legacy_nodes[name] = node
+        return node
 
     def _check_restore_tensors(self, infos: Mapping[str, TensorInfo], where: Mapping[str, str]) -> None:
         info = infos.get(STATE_DICT_STRUCTURE)
@@ -199,7 +302,7 @@ class StatefulValue(Trackable):
                 f"cannot restore into {self._where} ({type(self._obj).__name__}): the checkpoint holds no state "
                 f"dict there (no scalar string {STATE_DICT_STRUCTURE!r} among its values {sorted(infos)})"
             )
-        _, leaves = self._flatten(self._state_dict(), arrays=True)
+        _, leaves = self._flatten(self._state_dict(), arrays=True, restoring=True)
         planned = {name: node for name, node in leaves.items() if node is not None}
         problems: list[AssignmentError] = []
         for name, tensor in infos.items():
@@ -253,11 +356,16 @@ class StatefulValue(Trackable):
             if "bytes" in node:
                 return bytes.fromhex(node["bytes"])
             if "dict" in node:
-                rebuilt: dict[Any, Any] = {key: build(item) for key, item in node["dict"]}
+                kind = _MAPPINGS.get(node.get("type", "dict"))
+                if kind is None:
+                    raise InvalidCheckpointError(
+                        f"{self._where}: the saved state dict holds a mapping of unknown type {node['type']!r}"
+                    )
+                rebuilt: Any = kind()
+                for key, item in node["dict"]:
+                    rebuilt[key] = build(item)  # not kind(pairs): a Counter would count the pairs
                 if "metadata" in node:
-                    ordered: Any = collections.OrderedDict(rebuilt)
-                    ordered._metadata = build(node["metadata"])
-                    return ordered
+                    rebuilt._metadata = build(node["metadata"])
                 return rebuilt
             if "list" in node:
                 return [build(item) for item in node["list"]]
@@ -287,9 +395,15 @@ class StatefulValue(Trackable):
         try:
             self._obj.load_state_dict(state)
         except Exception as exc:  # the object's own refusal, of any type
+            # As PyTorch DCP does, arrays the object holds were read into in place before load_state_dict ran.
+            partly = (
+                f"; {len(offered)} of its arrays were already read into in place and hold the checkpoint's values"
+                if offered
+                else ""
+            )
             raise AssignmentError(
                 f"cannot restore into {self._where}: {type(self._obj).__name__}.load_state_dict() refused the saved "
-                f"state dict: {exc}"
+                f"state dict: {exc}{partly}"
             ) from exc
 
     def __repr__(self) -> str:
