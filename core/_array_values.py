@@ -22,7 +22,12 @@ from trackpoint.variables import Variable
 if TYPE_CHECKING:
     from trackpoint.storage import TensorInfo
 
-__all__ = ["is_array_value", "is_jax_array", "is_numpy_value"]
+__all__ = ["PYTHON_NUMBERS", "is_array_value", "is_jax_array", "is_numpy_value"]
+
+#: Python numbers saved where a checkpoint's own containers hold them, with the dtype each is saved as.
+PYTHON_NUMBERS: dict[type, type[np.generic]] = {bool: np.bool_, int: np.int64, float: np.float64}
+#: The dtype kinds a saved value may have to be restored into a Python number of each type.
+_PYTHON_KINDS = {bool: "b", int: "iu", float: "f"}
 
 
 def is_numpy_value(value: Any) -> bool:
@@ -60,6 +65,19 @@ class _NumpyValue(Variable):
         self._current: Any = value
         self._tensor: Any = None
         self._shared = True
+        # For a Python number: its type, which a restore gives back (an int stays an int).
+        self._python: type | None = None
+        python = PYTHON_NUMBERS.get(type(value))
+        if python is not None:
+            self._python = type(value)
+            try:
+                value = np.asarray(value, dtype=python)
+            except OverflowError as exc:
+                raise TrackableError(
+                    f"{where} is {value}, which does not fit in int64; save it as a string in a "
+                    "trackpoint.Variable(str(value), dtype=trackpoint.string), or assign NoDependency(value) to "
+                    "keep it unsaved"
+                ) from exc
         if dtypes._is_torch_tensor(value):
             self._tensor = value
             try:
@@ -140,6 +158,15 @@ class _NumpyValue(Variable):
         if info is None:
             return
         key = where[VARIABLE_VALUE_KEY]
+        python = self._python
+        if python is not None:
+            # A Python number takes any value of its kind (an int a TensorFlow int32 step, say).
+            if info.dtype.kind not in _PYTHON_KINDS[python] or tuple(info.shape) != ():
+                raise DTypeMismatchError(
+                    f"cannot restore {key!r} into the Python {python.__name__} {self._name!r}: the checkpoint holds "
+                    f"{dtypes._name(info.dtype)} of shape {tuple(info.shape)}, not a scalar of that kind"
+                )
+            return
         if info.dtype != self._saved_dtype:
             raise DTypeMismatchError(
                 f"cannot restore {key!r} into the {self._kind()} {self._name!r}: the checkpoint holds dtype "
@@ -183,7 +210,7 @@ class _NumpyValue(Variable):
             self._value = replacement
         else:
             array = np.array(restored, dtype=original_dtype)
-            replacement = array[()]
+            replacement = array[()] if self._python is None else self._python(array[()])
             self._value = array
         self._current = replacement
         if self._on_replace is not None:
@@ -195,6 +222,8 @@ class _NumpyValue(Variable):
         return self
 
     def _kind(self) -> str:
+        if self._python is not None:
+            return f"Python {self._python.__name__}"
         if self._tensor is not None:
             return "torch tensor"
         return "JAX array" if is_jax_array(self._current) else "numpy value"

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from trackpoint import _async, _gc, _resolve, _signal_safe, observe
+from trackpoint._array_values import PYTHON_NUMBERS
 from trackpoint.autotrackable import AutoTrackable
 from trackpoint.data_structures import NoDependency, is_array_value
 from trackpoint.distributed._driver import coordinator_of, on_root, together
@@ -142,7 +143,12 @@ class Checkpoint(AutoTrackable):
                 # itself is added each time the graph is walked (see _view).
                 setattr(self, name, NoDependency(self._self_root_ref))
                 continue
-            if not isinstance(value, (dict, list, tuple)) and not is_array_value(value) and not is_stateful(value):
+            if (
+                not isinstance(value, (dict, list, tuple))
+                and not is_array_value(value)
+                and not is_stateful(value)
+                and type(value) not in PYTHON_NUMBERS
+            ):
                 _assert_trackable(value, name)
             setattr(self, name, value)
             converted = _assert_trackable(self._lookup_dependency(name), name)

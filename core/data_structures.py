@@ -33,9 +33,13 @@ What is saved (the rule, also in ``docs/concepts.md``):
   trackable (a torch module or optimizer) is saved through its state dict by
   a :class:`~trackpoint.stateful.StatefulValue` node; the holder keeps the
   object (see ``trackpoint.stateful``);
-* plain Python values (numbers, strings, ``None``, functions, other objects)
-  are configuration: never saved, as in TensorFlow. A ``Checkpoint`` refuses
-  them, directly or in its containers ("strict" containers), so that nothing
+* Python numbers (``bool``, ``int``, ``float``) given to a ``Checkpoint``,
+  directly or in its containers ("strict" containers), are saved as scalars
+  (``bool``, ``int64``, ``float64``) and replaced on restore by a Python
+  number of the same type;
+* other plain Python values (strings, ``None``, functions, other objects),
+  and numbers elsewhere, are configuration: never saved, as in TensorFlow. A
+  ``Checkpoint`` refuses them, directly or in its containers, so that nothing
   handed to a checkpoint is skipped silently;
 * ``NoDependency(value)`` keeps any value unsaved, everywhere.
 """
@@ -51,7 +55,7 @@ import weakref
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any, Generic, SupportsIndex, TypeVar
 
-from trackpoint._array_values import _NumpyValue, is_array_value, is_numpy_value
+from trackpoint._array_values import PYTHON_NUMBERS, _NumpyValue, is_array_value, is_numpy_value
 from trackpoint.errors import TrackableError
 from trackpoint.stateful import StatefulValue, is_stateful, stateful_node
 from trackpoint.trackable import Trackable
@@ -117,6 +121,9 @@ def _wrap(value: Any, name: str, strict: bool, where: str) -> Any:
         return value
     if is_stateful(value):
         return value  # saved through its state dict by a node its holder makes
+    if strict and type(value) in PYTHON_NUMBERS:
+        _NumpyValue(value, name, where)  # checks that it can be saved (an int beyond int64 cannot)
+        return value
     if strict:
         raise TrackableError(_unsaved_message(value, where))
     return value
@@ -147,8 +154,8 @@ def _is_saved_kind(value: Any) -> bool:
 def _unsaved_message(value: Any, where: str) -> str:
     return (
         f"{where} is {_describe(value)}, which a checkpoint does not save: only trackables, numeric numpy values, "
-        "torch tensors, JAX arrays, objects with state_dict() and load_state_dict(), and lists/dicts/tuples of them "
-        "are saved. Save it as a numpy value (np.asarray(value)) or a "
+        "Python bool/int/float, torch tensors, JAX arrays, objects with state_dict() and load_state_dict(), and "
+        "lists/dicts/tuples of them are saved. Save it as a numpy value (np.asarray(value)) or a "
         "trackpoint.Variable, or pass NoDependency(value) to keep it unsaved."
     )
 
@@ -212,7 +219,7 @@ def assign_attribute(trackable: Trackable, name: str, value: Any, strict: bool =
     where = f"{type(trackable).__name__}.{name}"
     if isinstance(value, NoDependency):
         return value.value, False
-    if is_array_value(value):
+    if is_array_value(value) or (strict and type(value) in PYTHON_NUMBERS):
         node = _NumpyValue(value, name, where, on_replace=_AttributeSetter(trackable, name))
         trackable._track_trackable(node, name=name, overwrite=True)
         return node.current(), True
@@ -338,7 +345,12 @@ class TrackableDataStructure(Trackable, metaclass=abc.ABCMeta):
         """The trackable saved for ``value`` held at ``key``: itself, its node, or ``None``."""
         if isinstance(value, Trackable):
             return value
-        if is_array_value(value) or is_stateful(value) or (isinstance(value, tuple) and _should_wrap_tuple(value)):
+        if (
+            is_array_value(value)
+            or is_stateful(value)
+            or (isinstance(value, tuple) and _should_wrap_tuple(value))
+            or (self._self_strict and type(value) in PYTHON_NUMBERS)
+        ):
             return self._node_for(key, value)
         return None
 

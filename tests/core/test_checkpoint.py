@@ -87,8 +87,10 @@ def test_root_form_kwarg_conflict() -> None:
 
 
 def test_non_trackable_arguments_are_named() -> None:
-    with pytest.raises(tp.TrackableError, match="expecting lr to be a trackable object.*got float"):
-        tp.Checkpoint(lr=0.1)
+    with pytest.raises(tp.TrackableError, match="expecting name to be a trackable object.*got str"):
+        tp.Checkpoint(name="run-1")
+    with pytest.raises(tp.TrackableError, match="expecting nothing to be a trackable object.*got NoneType"):
+        tp.Checkpoint(nothing=None)
     with pytest.raises(tp.TrackableError, match="expecting root to be a trackable object"):
         tp.Checkpoint(root=3)  # type: ignore[arg-type]
 

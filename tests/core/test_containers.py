@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import decimal
 from collections import namedtuple
 
 import numpy as np
@@ -187,19 +188,68 @@ def test_checkpoint_keyword_can_be_an_array() -> None:
 
 
 def test_checkpoint_containers_refuse_values_they_would_not_save() -> None:
-    with pytest.raises(tp.TrackableError, match=r"Checkpoint\.params\['lr'\] is 0\.1 \(float\).*NoDependency"):
-        tp.Checkpoint(params={"w": np.ones(3), "lr": 0.1})
-    with pytest.raises(tp.TrackableError, match=r"Checkpoint\.layers\[1\]\['act'\] is 'relu'"):
-        tp.Checkpoint(layers=[{}, {"act": "relu"}])
+    with pytest.raises(tp.TrackableError, match=r"Checkpoint\.params\['act'\] is 'relu' \(str\).*NoDependency"):
+        tp.Checkpoint(params={"w": np.ones(3), "act": "relu"})
+    with pytest.raises(tp.TrackableError, match=r"Checkpoint\.layers\[1\]\['fn'\] is None"):
+        tp.Checkpoint(layers=[{}, {"fn": None}])
     ckpt = tp.Checkpoint(params={"w": np.ones(3)})
-    with pytest.raises(tp.TrackableError, match=r"Checkpoint\.params\['step'\] is 3 \(int\)"):
-        ckpt.params["step"] = 3
+    with pytest.raises(tp.TrackableError, match=r"Checkpoint\.params\['step'\] is Decimal\('3\.0'\) \(Decimal\)"):
+        ckpt.params["step"] = decimal.Decimal("3.0")
     with pytest.raises(tp.TrackableError, match=r"Checkpoint\.note is 'x'"):
         ckpt.note = "x"
+    with pytest.raises(tp.TrackableError, match=r"Checkpoint\.big is 1180591620717411303424, which does not fit"):
+        ckpt.big = 2**70
     # An explicit opt-out is fine, and saves nothing.
-    ckpt.params["lr"] = tp.NoDependency(0.1)
-    assert ckpt.params["lr"] == 0.1
+    ckpt.params["lr"] = tp.NoDependency("0.1")
+    assert ckpt.params["lr"] == "0.1"
     assert keys(ckpt.write("memory://c/ckpt")) == ["params/w" + VALUE]
+
+
+def test_python_numbers_given_to_a_checkpoint_are_saved_and_come_back_as_python_numbers() -> None:
+    ckpt = tp.Checkpoint(epoch=3, params={"w": np.ones(2), "lr": 0.25, "flags": [True, 7]}, pair=(1, 2.5))
+    ckpt.epoch = 4  # assigned again later: the new value is saved
+    path = ckpt.save("memory://c/numbers")
+    assert keys(path) == [
+        "epoch" + VALUE,
+        "pair/0" + VALUE,
+        "pair/1" + VALUE,
+        "params/flags/0" + VALUE,
+        "params/flags/1" + VALUE,
+        "params/lr" + VALUE,
+        "params/w" + VALUE,
+        "save_counter" + VALUE,
+    ]
+    target = tp.Checkpoint(epoch=0, params={"w": np.zeros(2), "lr": 0.0, "flags": [False, 0]}, pair=(0, 0.0))
+    target.restore(path).assert_consumed()
+    assert (target.epoch, target.params["lr"], list(target.params["flags"]), target.pair) == (
+        4,
+        0.25,
+        [True, 7],
+        (1, 2.5),
+    )
+    assert [type(v) for v in (target.epoch, target.params["lr"], *target.params["flags"], *target.pair)] == [
+        int,
+        float,
+        bool,
+        int,
+        int,
+        float,
+    ]
+    # Any integer restores into an int (a TensorFlow int32 step), but not a float or an array.
+    tp.Checkpoint(epoch=np.int32(9)).write("memory://c/int32")
+    as_int = tp.Checkpoint(epoch=0)
+    as_int.read("memory://c/int32").assert_consumed()
+    assert as_int.epoch == 9 and type(as_int.epoch) is int
+    tp.Checkpoint(epoch=1.5).write("memory://c/float")
+    with pytest.raises(tp.DTypeMismatchError, match=r"into the Python int 'epoch': the checkpoint holds float64"):
+        tp.Checkpoint(epoch=0).read("memory://c/float")
+
+
+def test_python_numbers_on_autotrackable_attributes_stay_configuration() -> None:
+    model = tp.AutoTrackable()
+    model.lr = 0.1
+    model.sizes = {"hidden": 64}
+    assert keys(tp.Checkpoint(model=model).write("memory://c/config")) == []
 
 
 def test_autotrackable_containers_keep_python_values_unsaved() -> None:
