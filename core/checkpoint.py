@@ -92,14 +92,16 @@ class Checkpoint(AutoTrackable):
         Optional root object: its dependencies become the checkpoint's top
         level, so the checkpoint matches one written for ``root`` directly.
     **kwargs
-        Trackables (or lists/dicts/tuples of them) saved as dependencies named
-        by the keyword. Sorted by name in the saved graph; ``save_counter``
-        comes after them.
+        Values saved as dependencies named by the keyword: trackables, numeric
+        numpy values, torch tensors, JAX arrays, Python numbers, objects with
+        ``state_dict()`` and ``load_state_dict()`` (a torch module or
+        optimizer), or lists/dicts/tuples of them. Sorted by name in the saved
+        graph; ``save_counter`` comes after them.
 
     Raises
     ------
     TrackableError
-        ``root`` or a keyword value is not trackable (the message names it).
+        ``root`` or a keyword value is not one of these (the message names it).
     NameConflictError
         With ``root``, a keyword names an existing, different dependency of
         ``root``.
