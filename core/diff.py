@@ -12,7 +12,12 @@ from typing import Any
 
 import numpy as np
 
+from trackpoint.graph import OBJECT_ATTRIBUTES_NAME, escape_local_name
+from trackpoint.stateful import STATE_DICT_STRUCTURE, structure_changes
 from trackpoint.storage import OBJECT_GRAPH_KEY, CheckpointOptions, TensorInfo
+
+#: How the key of a saved state dict's structure ends.
+STATE_DICT_SUFFIX = f"/{OBJECT_ATTRIBUTES_NAME}/{escape_local_name(STATE_DICT_STRUCTURE)}"
 
 __all__ = ["DiffReport", "TensorDiff", "diff"]
 
@@ -33,6 +38,9 @@ class TensorDiff:
         otherwise (strings, a dtype or shape change). NaN equals NaN; a NaN against a number makes
         both NaN, and a change of an infinite value makes both infinite. Integers are compared
         exactly (not through float64, which cannot tell ``2**62`` from ``2**62 + 1``).
+    details
+        For the saved structure of a state dict (a torch module's or optimizer's ``.STATE_DICT``), the
+        entries that differ, one line each (``['param_groups'][0]['lr']: 0.1 -> 0.2``); empty otherwise.
     """
 
     key: str
@@ -40,6 +48,7 @@ class TensorDiff:
     shape: tuple[tuple[int, ...], tuple[int, ...]]
     max_abs: float | None
     max_rel: float | None
+    details: tuple[str, ...] = ()
 
     @property
     def kind(self) -> str:
@@ -88,7 +97,14 @@ def _compare(key: str, x: np.ndarray[Any, Any], y: np.ndarray[Any, Any], atol: f
     dtype = (str(x.dtype), str(y.dtype)) if x.dtype.kind != "O" else ("string", "string")
     shape = (tuple(x.shape), tuple(y.shape))
     if x.dtype.kind == "O":
-        return None if x.tolist() == y.tolist() else TensorDiff(key, dtype, shape, None, None)
+        if x.tolist() == y.tolist():
+            return None
+        if key.endswith(STATE_DICT_SUFFIX) and x.shape == ():
+            # Its numbers compare within the tolerances, as tensors do; the other entries must be equal.
+            changes = structure_changes(x[()], y[()], atol, rtol)
+            if changes is not None:
+                return TensorDiff(key, dtype, shape, None, None, tuple(changes)) if changes else None
+        return TensorDiff(key, dtype, shape, None, None)
     if x.size == 0 or np.array_equal(x, y, equal_nan=x.dtype.kind in "fc" or x.dtype.kind == "V"):
         return None
     if x.dtype.kind in "iub":

@@ -61,7 +61,7 @@ from trackpoint.trackable import VARIABLE_VALUE_KEY, Trackable
 if TYPE_CHECKING:
     from trackpoint.storage import TensorInfo
 
-__all__ = ["STATE_DICT_STRUCTURE", "Stateful", "is_stateful"]
+__all__ = ["STATE_DICT_STRUCTURE", "Stateful", "is_stateful", "structure_changes"]
 
 #: Attribute name of the JSON structure of a saved state dict. No array's name starts with ``.``.
 STATE_DICT_STRUCTURE = ".STATE_DICT"
@@ -408,3 +408,79 @@ class StatefulValue(Trackable):
 
     def __repr__(self) -> str:
         return f"<state dict of {type(self._obj).__name__} at {self._where}>"
+
+
+def structure_changes(a: object, b: object, atol: float = 0.0, rtol: float = 0.0) -> list[str] | None:
+    """What differs between two saved state-dict structures, entry by entry; ``None`` if either is not one.
+
+    Parameters
+    ----------
+    a, b
+        The saved ``.STATE_DICT`` strings (``bytes`` or ``str``).
+    atol, rtol
+        Tolerances for numbers, as in :func:`numpy.isclose`; booleans, strings and the structure itself
+        must be equal.
+
+    Returns
+    -------
+    list of str or None
+        One line per differing entry (``['param_groups'][0]['lr']: 0.1 -> 0.2``), empty when the
+        structures agree within the tolerances. Array entries are compared as tensors, not here.
+    """
+
+    def parse(text: object) -> Any:
+        try:
+            saved = json.loads(text.decode("utf-8") if isinstance(text, bytes) else str(text))
+        except ValueError:
+            return None
+        if not isinstance(saved, dict) or saved.get("version") != _FORMAT_VERSION or "state" not in saved:
+            return None
+        return saved["state"]
+
+    x, y = parse(a), parse(b)
+    if x is None or y is None:
+        return None
+    found: list[str] = []
+
+    def close(p: Any, q: Any) -> bool:
+        numbers = (int, float)
+        if type(p) is bool or type(q) is bool or not isinstance(p, numbers) or not isinstance(q, numbers):
+            return bool(p == q and type(p) is type(q))
+        if p == q or (p != p and q != q):
+            return True
+        return bool(np.isclose(p, q, rtol=rtol, atol=atol))
+
+    def entries(node: Any) -> dict[Any, Any] | None:
+        if isinstance(node, dict) and "dict" in node:
+            return {json.dumps(key): item for key, item in node["dict"]}
+        if isinstance(node, dict) and ("list" in node or "tuple" in node):
+            items = node.get("list", node.get("tuple"))
+            return {str(index): item for index, item in enumerate(items)}
+        return None
+
+    def shown(node: Any) -> str:
+        if isinstance(node, dict) and "array" in node:
+            return f"<{node['kind']} array>"
+        if isinstance(node, dict) and "bytes" in node:
+            return repr(bytes.fromhex(node["bytes"]))
+        if entries(node) is not None:
+            return "<dict>" if "dict" in node else f"<{'list' if 'list' in node else 'tuple'}>"
+        return repr(node)
+
+    def walk(p: Any, q: Any, where: str) -> None:
+        ep, eq = entries(p), entries(q)
+        if ep is None or eq is None or {k for k in p if k != "metadata"} != {k for k in q if k != "metadata"}:
+            if not close(p, q):
+                found.append(f"{where or '(whole)'}: {shown(p)} -> {shown(q)}")
+            return
+        for key in ep.keys() | eq.keys():
+            step = f"{where}[{json.loads(key)!r}]" if "dict" in p else f"{where}[{key}]"
+            if key not in eq:
+                found.append(f"{step}: {shown(ep[key])} -> (none)")
+            elif key not in ep:
+                found.append(f"{step}: (none) -> {shown(eq[key])}")
+            else:
+                walk(ep[key], eq[key], step)
+
+    walk(x, y, "")
+    return sorted(found)

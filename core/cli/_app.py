@@ -584,6 +584,7 @@ def _diff(args: argparse.Namespace, out: TextIO) -> int:
                         "shape": [list(s) for s in c.shape],
                         "max_abs": c.max_abs,
                         "max_rel": c.max_rel,
+                        "details": list(c.details),
                     }
                     for c in report.changed
                 ],
@@ -601,6 +602,10 @@ def _diff(args: argparse.Namespace, out: TextIO) -> int:
         elif c.kind == "shape":
             shapes = [_render.shape_text(s) for s in c.shape]
             rows.append(["shape", c.key, f"{shapes[0]} -> {shapes[1]}"])
+        elif c.details:
+            shown = list(c.details[:5]) + ([f"... and {len(c.details) - 5} more"] if len(c.details) > 5 else [])
+            rows.append(["changed", c.key, shown[0]])
+            rows.extend(["", "", line] for line in shown[1:])
         elif c.max_abs is None:
             rows.append(["changed", c.key, "values differ"])
         else:

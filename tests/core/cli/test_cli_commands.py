@@ -16,6 +16,7 @@ import re
 import shutil
 import subprocess
 import sys
+import textwrap
 from pathlib import Path
 from typing import Any
 
@@ -243,6 +244,7 @@ def test_diff_of_two_tensorflow_saves(cli: Any) -> None:
         "shape": [[], []],
         "max_abs": 100.0,
         "max_rel": 0.5,
+        "details": [],
     }
     assert cli("diff", a, b, "--atol", "100").returncode == 0
     same = cli("diff", a, a)
@@ -692,3 +694,39 @@ def test_gcs_with_storage_options(
     tmp_path: Path, gcs_bucket: str, gcs_storage_options: dict[str, Any], gcs_raw: Any
 ) -> None:
     _object_store_round_trip(tmp_path, gcs_bucket, gcs_storage_options, gcs_raw)
+
+
+def test_diff_names_the_state_dict_entries_that_changed(tmp_path: Path, cli: Any) -> None:
+    script = textwrap.dedent(
+        """
+        import sys
+        import trackpoint as tp
+
+        class Settings:
+            def __init__(self, **state):
+                self.state = state
+            def state_dict(self):
+                return self.state
+            def load_state_dict(self, state):
+                self.state = state
+
+        folder = sys.argv[1]
+        lrs = [0.1, 0.2, 0.3, 1.0, 0.5, 0.6, 0.7]
+        tp.Checkpoint(opt=Settings(lr=0.1, groups=[1.0] * 7)).write(folder + "/a")
+        tp.Checkpoint(opt=Settings(lr=0.2, groups=lrs)).write(folder + "/b")
+        """
+    )
+    subprocess.run([sys.executable, "-c", script, str(tmp_path)], check=True)
+    result = run("diff", str(tmp_path / "a"), str(tmp_path / "b"))
+    assert result.returncode == 1
+    lines = result.stdout.splitlines()[1:-1]
+    assert lines[0].split(None, 2) == ["changed", "opt/.ATTRIBUTES/..STATE_DICT", "['groups'][0]: 1.0 -> 0.1"]
+    assert [line.strip() for line in lines[1:]] == [
+        "['groups'][1]: 1.0 -> 0.2",
+        "['groups'][2]: 1.0 -> 0.3",
+        "['groups'][4]: 1.0 -> 0.5",
+        "['groups'][5]: 1.0 -> 0.6",
+        "... and 2 more",
+    ]
+    data = json.loads(cli("diff", str(tmp_path / "a"), str(tmp_path / "b"), "--json").stdout)
+    assert data["changed"][0]["details"][-1] == "['lr']: 0.1 -> 0.2" and len(data["changed"][0]["details"]) == 7
