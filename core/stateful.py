@@ -454,7 +454,7 @@ def structure_changes(a: object, b: object, atol: float = 0.0, rtol: float = 0.0
         if isinstance(node, dict) and "dict" in node:
             return {json.dumps(key): item for key, item in node["dict"]}
         if isinstance(node, dict) and ("list" in node or "tuple" in node):
-            items = node.get("list", node.get("tuple"))
+            items: list[Any] = node["list"] if "list" in node else node["tuple"]
             return {str(index): item for index, item in enumerate(items)}
         return None
 
