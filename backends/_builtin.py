@@ -241,23 +241,17 @@ _ZARR_STORES = {
 
 def _zarr(url: str, options: CheckpointOptions) -> StorageBackend:
     """The Zarr format over the store ``url`` names, tuned by ``options.backend_options``."""
-    import dataclasses
-
     from trackpoint import _paths
-    from trackpoint.backends.zarr import ZarrBackend, ZarrOptions
+    from trackpoint.backends.zarr import ZarrBackend
+    from trackpoint.backends.zarr._options import ZarrOptions, refuse_unknown
     from trackpoint.errors import UnknownBackendError
 
     kind = _ZARR_STORES.get(_paths.scheme(url))
     # The format's options and, on S3 and GCS, the store's (retries, time-outs, part sizes), which reach the
-    # store alone.
+    # store alone. The message is the format's own, also raised for options given to a save (with_options).
     store_names = _transfer_option_names() if kind in ("s3", "gcs") else frozenset()
     given = options.backend_options
-    unknown = set(given) - ZarrOptions.names() - store_names
-    if unknown:
-        # The valid names only for the message: a local checkpoint's factory imports no object-store layer.
-        format_names = [f.name for f in dataclasses.fields(ZarrOptions)]
-        store_valid = [f"{name} (S3 and GCS)" for name in sorted(_transfer_option_names())]
-        _refuse_unknown("zarr", unknown, format_names + store_valid)
+    refuse_unknown(given, store_names)
     zarr_options = ZarrOptions.from_mapping({k: v for k, v in given.items() if k not in store_names})
     store_options = CheckpointOptions(
         storage_options=options.storage_options,

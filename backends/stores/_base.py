@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import contextlib
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Final
@@ -208,6 +208,13 @@ class FileLayer(ABC):
     #: ``0``: one writer per CPU whatever the size (object stores, whose requests
     #: wait on the network).
     min_bytes_per_writer: int = 0
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        own = cls.__dict__.get("unfinished_uploads")
+        if own is not None and callable(own) and not takes_keyword(own, "recursive"):
+            # Written before the keyword existed: callers may pass it all the same (see unfinished_uploads).
+            setattr(cls, "unfinished_uploads", _listing_per_directory(own))  # noqa: B010 - mypy: no method assignment
 
     # ------------------------------------------------------------ primitives
     @abstractmethod
@@ -397,13 +404,23 @@ class FileLayer(ABC):
         """
         return contextlib.nullcontext()
 
-    def unfinished_uploads(self, directory: str) -> list[UnfinishedUpload]:
-        """Uploads to objects directly in ``directory`` that were started and never completed nor aborted.
+    def unfinished_uploads(self, directory: str, *, recursive: bool = False) -> list[UnfinishedUpload]:
+        """Uploads to objects in ``directory`` that were started and never completed nor aborted.
 
         Formats list them with their leftovers (``trackpoint ls --all``) and
         abort old ones in ``cleanup``: a save killed while it streamed an
         object leaves one, stored and billed, though no listing of objects
         shows it.
+
+        Parameters
+        ----------
+        directory
+            Where to look.
+        recursive
+            ``False`` (default): uploads of objects directly in ``directory``.
+            ``True``: of objects at any depth below it, also in directories
+            that hold no object (a format whose files sit in subdirectories,
+            as Zarr's chunks do, lists a killed save's uploads this way).
 
         Returns
         -------
@@ -416,6 +433,14 @@ class FileLayer(ABC):
         space, expire by themselves or cannot be listed have nothing to report.
         :class:`~trackpoint.backends.stores.ObjectStore` implements it through
         the optional client call ``upload_list``.
+
+        An override written before ``recursive`` existed (taking
+        ``directory`` alone) keeps working: the class is given a wrapper
+        that calls it as it is for ``recursive=False``, and for
+        ``recursive=True`` once for ``directory`` and once for every
+        directory below it that holds a file (by :meth:`find`). That
+        fallback misses uploads in a directory holding no file; accept
+        ``recursive`` to find them.
         """
         return []
 
@@ -458,3 +483,52 @@ class FileLayer(ABC):
 
     def close(self) -> None:  # noqa: B027
         """Release clients and pools."""
+
+
+def takes_keyword(fn: Callable[..., Any], name: str) -> bool:
+    """Whether ``fn`` accepts the keyword argument ``name`` (a parameter of that name, or ``**kwargs``).
+
+    How the store layer tells an override written before an optional keyword
+    existed from one that takes it, so as to call each the way it was
+    written. A decorated function is judged by the function it wraps
+    (``__wrapped__``); a signature that cannot be read counts as not taking it.
+    """
+    import inspect  # only for classes that override a listing: not on the import path of every checkpoint
+
+    try:
+        parameters = inspect.signature(fn).parameters.values()
+    except (TypeError, ValueError):
+        return False
+    return any(
+        p.kind is p.VAR_KEYWORD or (p.name == name and p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD))
+        for p in parameters
+    )
+
+
+def _listing_per_directory(
+    listing: Callable[[Any, str], list[UnfinishedUpload]],
+) -> Callable[..., list[UnfinishedUpload]]:
+    """An ``unfinished_uploads(directory, *, recursive=False)`` around an override taking ``directory`` alone.
+
+    ``recursive=True`` asks ``listing`` for ``directory`` and for every
+    directory below it that holds a file: uploads in a directory holding no
+    file are missed.
+    """
+    from trackpoint import _paths
+
+    def unfinished_uploads(self: FileLayer, directory: str, *, recursive: bool = False) -> list[UnfinishedUpload]:
+        if not recursive:
+            return listing(self, directory)
+        directories = {_paths.split_scheme(directory.rstrip("/"))[1]: directory}
+        for path in self.find(directory):
+            parent = self.dirname(path)
+            directories.setdefault(_paths.split_scheme(parent.rstrip("/"))[1], parent)
+        found: dict[tuple[str, str], UnfinishedUpload] = {}
+        for _, d in sorted(directories.items()):
+            for upload in listing(self, d):
+                found.setdefault((upload.path, upload.upload_id), upload)
+        return sorted(found.values(), key=lambda u: (u.path, u.upload_id))
+
+    for attribute in ("__module__", "__name__", "__qualname__", "__doc__"):
+        setattr(unfinished_uploads, attribute, getattr(listing, attribute, None))
+    return unfinished_uploads

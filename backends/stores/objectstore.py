@@ -60,7 +60,13 @@ from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING, Any, ClassVar, Final, TypeVar
 
 from trackpoint import _paths
-from trackpoint.backends.stores._base import OBJECT_STORE_CAPABILITIES, FileLayer, FileSink, UnfinishedUpload
+from trackpoint.backends.stores._base import (
+    OBJECT_STORE_CAPABILITIES,
+    FileLayer,
+    FileSink,
+    UnfinishedUpload,
+    takes_keyword,
+)
 from trackpoint.backends.stores._fsspec import DEFAULT_REQUEST_TIMEOUT
 from trackpoint.errors import (
     BackendError,
@@ -714,20 +720,49 @@ class ObjectStore(FileLayer):
         """
         raise NotImplementedError(f"{type(self).__name__} has no multipart uploads")
 
-    def upload_list(self, bucket: str, prefix: str) -> list[UploadStat] | Awaitable[list[UploadStat]]:
-        """Optional: the unfinished uploads of keys directly under ``prefix`` (``""`` or ending with ``/``).
+    def upload_list(
+        self, bucket: str, prefix: str, *, recursive: bool = False
+    ) -> list[UploadStat] | Awaitable[list[UploadStat]]:
+        """Optional: the unfinished uploads of keys under ``prefix``.
 
         Uploads that were started and neither finished nor aborted, every page
         of them, with their parts' total size and newest time where the store
         tells (S3: ``ListMultipartUploads``, then ``ListParts`` per upload).
-        Keys in "subdirectories" may be returned too; the base drops them. A
-        missing bucket raises the client's not-found error.
 
+        Parameters
+        ----------
+        bucket
+            The bucket.
+        prefix
+            ``""`` (the whole bucket) or a prefix ending with ``/``.
+        recursive
+            ``False``: keys directly under ``prefix``; keys in
+            "subdirectories" may be returned too, the base drops them.
+            ``True``: keys at any depth under ``prefix`` (S3: the listing
+            without a delimiter).
+
+        Returns
+        -------
+        list of UploadStat
+            In any order. A missing bucket raises the client's not-found error.
+
+        Notes for implementers
+        ----------------------
         Enables :meth:`unfinished_uploads` and :meth:`abort_uploads`, through
         which ``cleanup`` and ``trackpoint ls --all`` find the uploads a killed
         save left (stored, and on S3 billed, until aborted). Without it a store
         reports none: right for stores whose unfinished uploads expire by
         themselves (GCS resumable uploads, after a week) or hold no data.
+
+        ``recursive`` is passed only to an implementation that declares it (a
+        parameter of that name, or ``**kwargs``), and only as ``True``. One
+        written before it existed, as ``upload_list(bucket, prefix)``, keeps
+        working: for a recursive :meth:`unfinished_uploads` the base calls it
+        for ``prefix`` and for every directory below it that holds an object
+        (by :meth:`object_find`; without that call, for ``prefix`` alone), and
+        keeps whatever it returns below ``prefix``. That misses the uploads in
+        a directory holding no object (a Zarr array whose first chunks a
+        killed save was still sending); accept ``recursive`` to find them.
         """
         raise NotImplementedError(f"{type(self).__name__} does not list unfinished uploads")
 
@@ -753,14 +788,16 @@ class ObjectStore(FileLayer):
                 self._pool = (pid, pool)
             return self._pool[1]
 
-    async def _call(self, name: str, *args: Any) -> Any:
+    async def _call(self, name: str, *args: Any, **kwargs: Any) -> Any:
         """One attempt of the client call ``name``, awaited or run in the thread pool."""
         import asyncio
 
         fn = getattr(self, name)
         if self._is_async[name]:
-            return await fn(*args)
-        return await asyncio.get_running_loop().run_in_executor(self._executor(), functools.partial(fn, *args))
+            return await fn(*args, **kwargs)
+        return await asyncio.get_running_loop().run_in_executor(
+            self._executor(), functools.partial(fn, *args, **kwargs)
+        )
 
     # ------------------------------------------------------------ plumbing
     def split(self, path: str) -> tuple[str, str]:
@@ -1398,27 +1435,28 @@ class ObjectStore(FileLayer):
         if found:
             self.delete(found)
 
-    def unfinished_uploads(self, directory: str) -> list[UnfinishedUpload]:
-        """Unfinished uploads of objects directly in ``directory``, by :meth:`upload_list`.
+    def unfinished_uploads(self, directory: str, *, recursive: bool = False) -> list[UnfinishedUpload]:
+        """Unfinished uploads of objects in ``directory`` (at any depth if ``recursive``), by :meth:`upload_list`.
 
         ``[]`` when the store does not implement :meth:`upload_list`, and when
         the credentials may not list uploads (logged as a warning, since
         ``cleanup`` and the listing of leftovers must work without that
-        permission).
+        permission). A recursive listing is one :meth:`upload_list` call if
+        the store's takes ``recursive``; else one per directory holding an
+        object, which misses uploads in directories that hold none (see
+        :meth:`upload_list`).
         """
         if not self._lists_uploads:
             return []
         bucket, key = self.split(directory)
         prefix = _dir_prefix(key)
+        native = recursive and takes_keyword(type(self).upload_list, "recursive")
+        prefixes = {prefix}
+        if recursive and not native and type(self).object_find is not ObjectStore.object_find:
+            # Written before `recursive`: asked in each directory that holds an object (see upload_list).
+            prefixes.update(_dir_prefix(self.split(path)[1].rpartition("/")[0]) for path in self.find(directory))
         try:
-            found: list[UploadStat] = self._run(
-                lambda: self._retry(
-                    "listing the unfinished uploads in",
-                    bucket,
-                    prefix,
-                    lambda: self._call("upload_list", bucket, prefix),
-                )
-            )
+            found: list[UploadStat] = self._run(self._upload_stats, bucket, sorted(prefixes), native)
         except StoragePermissionError as exc:
             _log.warning(
                 "%s; unfinished uploads there are not listed as leftovers nor aborted by cleanup: grant the "
@@ -1427,12 +1465,31 @@ class ObjectStore(FileLayer):
                 exc,
             )
             return []
-        uploads = [
-            UnfinishedUpload(self.url(bucket, u.key), u.upload_id, u.started, u.modified, u.size, u.state)
+        uploads = {
+            (u.key, u.upload_id): UnfinishedUpload(
+                self.url(bucket, u.key), u.upload_id, u.started, u.modified, u.size, u.state
+            )
             for u in found
-            if u.key.startswith(prefix) and u.key != prefix and "/" not in u.key[len(prefix) :]
-        ]
-        return sorted(uploads, key=lambda u: (u.path, u.upload_id))
+            if u.key.startswith(prefix) and u.key != prefix and (recursive or "/" not in u.key[len(prefix) :])
+        }
+        return sorted(uploads.values(), key=lambda u: (u.path, u.upload_id))
+
+    async def _upload_stats(self, bucket: str, prefixes: list[str], recursive: bool) -> list[UploadStat]:
+        """What :meth:`upload_list` returns for each of ``prefixes``, asked together."""
+        import asyncio
+
+        kwargs = {"recursive": True} if recursive else {}
+
+        async def one(prefix: str) -> list[UploadStat]:
+            stats: list[UploadStat] = await self._retry(
+                "listing the unfinished uploads in",
+                bucket,
+                prefix,
+                lambda: self._call("upload_list", bucket, prefix, **kwargs),
+            )
+            return stats
+
+        return [stat for stats in await asyncio.gather(*(one(p) for p in prefixes)) for stat in stats]
 
     def abort_uploads(self, uploads: Sequence[UnfinishedUpload]) -> None:
         """Abort uploads found by :meth:`unfinished_uploads`, together; ones gone already are skipped.

@@ -329,12 +329,15 @@ class S3Files(ObjectStore):
         s3 = await self._client()
         await s3.abort_multipart_upload(Bucket=state["Bucket"], Key=state["Key"], UploadId=state["UploadId"])
 
-    async def upload_list(self, bucket: str, prefix: str) -> list[UploadStat]:
+    async def upload_list(self, bucket: str, prefix: str, *, recursive: bool = False) -> list[UploadStat]:
+        # docstring inherited
         import asyncio
 
         s3 = await self._client()
         uploads: list[dict[str, Any]] = []
-        kw: dict[str, Any] = {"Bucket": bucket, "Prefix": prefix, "Delimiter": "/"}
+        kw: dict[str, Any] = {"Bucket": bucket, "Prefix": prefix}
+        if not recursive:
+            kw["Delimiter"] = "/"  # the uploads of deeper keys come back as CommonPrefixes only
         while True:
             r = await s3.list_multipart_uploads(**kw)
             uploads.extend(r.get("Uploads", []))

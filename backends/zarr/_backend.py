@@ -289,8 +289,8 @@ class ZarrBackend(StorageBackend):
             min_age = self._options.cleanup_min_age
         removed: list[str] = []
         for leftover in self._strategy.leftovers(base, time.time(), min_age):
-            # The uploads first: they are found through the objects beside them, so one that failed to abort
-            # could not be found again once its directory was gone.
+            # The uploads first: when one fails to abort, the save's objects stay too, and the next cleanup
+            # finds the save whole.
             self._files.abort_uploads(leftover.uploads)
             removed.extend(upload.describe() for upload in leftover.uploads)
             self._files.rmtree(leftover.path)

@@ -10,8 +10,9 @@
   written last, is the commit point: created only if absent, or replaced when
   overwriting, after which the replaced save's data is deleted. A save killed
   while it streamed a chunk leaves an unfinished upload (S3 multipart) that
-  no listing of objects shows; :meth:`CreateCommit.leftovers` reports those
-  with their save, so that cleanup aborts them.
+  no listing of objects shows; :meth:`CreateCommit.leftovers` lists those
+  below the directory and reports them with their save, so that cleanup
+  aborts them.
 """
 
 from __future__ import annotations
@@ -372,39 +373,47 @@ class CreateCommit(CommitStrategy):
         An upload whose time the store cannot tell counts as new, as
         :func:`~._tree.newest_mtime` counts an object.
 
-        Uploads are looked for in the directories that hold the save's
-        objects: the store lists them one directory at a time
-        (:meth:`FileLayer.unfinished_uploads`), and nothing else names a
-        directory on an object store. One in a directory where the save
-        completed nothing (the first chunks of an array, before its
-        ``zarr.json``) is not found.
+        Uploads are found by one listing of those at any depth below ``base``
+        (:meth:`FileLayer.unfinished_uploads` with ``recursive``), grouped by
+        save: also those in an array directory where the save completed
+        nothing, and a save killed before it completed any object, which left
+        uploads alone, is a leftover too. (A store whose listing of uploads
+        predates ``recursive`` is asked per directory holding an object, and
+        misses those.)
         """
-        # Per group, per data directory: the directories of its objects, relative to it ("" for itself).
-        groups: dict[str, dict[str, set[str]]] = {}
+        # Per group, per data directory: the unfinished uploads in it (none for most).
+        saves: dict[str, dict[str, list[UnfinishedUpload]]] = {}
         for path in self.files.find(base):
-            parts = _tree.strip(path)[len(_tree.strip(base)) :].lstrip("/").split("/")
-            if len(parts) >= 3 and parts[0].endswith(_layout.SUFFIX) and parts[1].startswith("v-"):
-                groups.setdefault(parts[0], {}).setdefault(parts[1], set()).add("/".join(parts[2:-1]))
+            save = _save_of(path, base)
+            if save is not None:
+                saves.setdefault(save[0], {}).setdefault(save[1], [])
+        for upload in self.files.unfinished_uploads(base, recursive=True):
+            save = _save_of(upload.path, base)
+            if save is not None:
+                saves.setdefault(save[0], {}).setdefault(save[1], []).append(upload)
         found = []
-        for name, children in sorted(groups.items()):
+        for name, children in sorted(saves.items()):
             group = _paths.join(base, name)
             with contextlib.suppress(InvalidCheckpointError):
                 root = self.read_root(group)
                 current = None if root is None else root[0].get("data")
-                for child, directories in sorted(children.items()):
+                for child, uploads in sorted(children.items()):
                     if child == current or _is_active(child[2:]):
                         continue
+                    if not all(_old_enough(now if u.modified is None else u.modified, now, min_age) for u in uploads):
+                        continue  # an upload received a part lately: the save may be running
                     sub = _paths.join(group, child)
-                    if not _old_enough(_tree.newest_mtime(self.files, sub), now, min_age):
-                        continue  # young objects: kept whatever its uploads say, so they need no listing
-                    uploads = [
-                        upload
-                        for directory in sorted(directories)
-                        for upload in self.files.unfinished_uploads(_paths.join(sub, directory) if directory else sub)
-                    ]
-                    if all(_old_enough(now if u.modified is None else u.modified, now, min_age) for u in uploads):
+                    if _old_enough(_tree.newest_mtime(self.files, sub), now, min_age):
                         found.append(Leftover(sub, tuple(uploads)))
         return found
+
+
+def _save_of(path: str, base: str) -> tuple[str, str] | None:
+    """``("P.zarr", "v-<save_id>")`` for a path inside a data directory of a group in ``base``, else ``None``."""
+    parts = _tree.strip(path)[len(_tree.strip(base)) :].lstrip("/").split("/")
+    if len(parts) >= 3 and parts[0].endswith(_layout.SUFFIX) and parts[1].startswith("v-"):
+        return parts[0], parts[1]
+    return None
 
 
 def _old_enough(mtime: float | None, now: float, min_age: float) -> bool:

@@ -203,3 +203,33 @@ def test_a_closed_store_refuses_clean_up_too(store: HangingStore) -> None:
     store.close()
     with store.cleaning_up(), pytest.raises(StorageError, match="was closed"):
         store.listdir("hang://b/run")
+
+
+def test_a_recursive_listing_on_a_store_whose_upload_list_predates_the_keyword(store: HangingStore) -> None:
+    # HangingStore.upload_list takes (bucket, prefix) alone, and returns deeper keys too; it has no object_find.
+    for key in ("run/a", "run/sub/x", "other/y"):
+        store.uploads[key] = UploadStat(key, f"id-{key}", key)
+    found = store.unfinished_uploads("hang://b/run", recursive=True)
+    # Called once, without the keyword (no object_find: no directories to ask besides the one given), and
+    # what it returned below the directory is kept.
+    assert [u.path for u in found] == ["hang://b/run/a", "hang://b/run/sub/x"]
+    assert store.calls.count("upload_list") == 1
+    assert [u.path for u in store.unfinished_uploads("hang://b/run")] == ["hang://b/run/a"]
+
+
+def test_upload_list_gets_recursive_only_when_it_declares_it(store: HangingStore) -> None:
+    asked: list[tuple[str, bool]] = []
+
+    class Recursive(HangingStore):
+        async def upload_list(self, bucket: str, prefix: str, **options: Any) -> list[UploadStat]:
+            asked.append((prefix, options.get("recursive", False)))
+            return [u for k, u in self.uploads.items() if k.startswith(prefix)]
+
+    deep = Recursive()
+    try:
+        deep.uploads["run/sub/x"] = UploadStat("run/sub/x", "1", "run/sub/x")
+        assert [u.path for u in deep.unfinished_uploads("hang://b/run", recursive=True)] == ["hang://b/run/sub/x"]
+        assert deep.unfinished_uploads("hang://b/run") == []
+        assert asked == [("run/", True), ("run/", False)]
+    finally:
+        deep.close()

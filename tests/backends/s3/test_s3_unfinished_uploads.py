@@ -5,6 +5,8 @@ An incomplete multipart upload is invisible to object listings but stored
 objects' names directly in the checkpoint directory with its leftovers, judged
 by their newest part's time (moto reports every upload as started in 2010, so
 the parts' times are what keeps a young upload), and aborts the old ones.
+A recursive listing (formats whose files sit in subdirectories) asks once for
+every depth below the directory.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import numpy as np
 import pytest
 
 from faultproxy import FaultProxy, Rule, kill_when_fired
+from trackpoint.backends.stores.s3 import S3Files
 from trackpoint.cli import main
 from trackpoint.plugins import open_backend
 from trackpoint.storage import CheckpointOptions, WriteItem
@@ -144,3 +147,29 @@ def test_credentials_that_may_not_list_uploads_still_clean_up_objects(
         assert backend.cleanup(f"{s3_bucket}/run", min_age=0) == [f"{s3_bucket}/run/ckpt-3.data-00000-of-00001"]
     assert rule.fired
     assert "s3:ListBucketMultipartUploads" in caplog.text and "AbortIncompleteMultipartUpload" in caplog.text
+
+
+def test_a_recursive_listing_finds_uploads_at_any_depth_in_one_request_without_a_delimiter(
+    s3_bucket: str, s3_storage_options: dict[str, Any], s3_raw: Any, proxy: FaultProxy
+) -> None:
+    root, run = s3_bucket.removeprefix("s3://"), f"{s3_bucket}/run"
+    keys = ["run/a.bin", "run/ckpt-1.zarr/v-1/u/c.0", "run/ckpt-1.zarr/v-1/w/c.0"]  # no object beside any of them
+    ids = {key: _start_upload(s3_raw, root, key, part_bytes=1024) for key in keys}
+    outside = ("other/b.bin", _start_upload(s3_raw, root, "other/b.bin"))
+    files = S3Files.from_options(CheckpointOptions(storage_options={**s3_storage_options, "endpoint_url": proxy.url}))
+    try:
+        found = files.unfinished_uploads(run, recursive=True)
+        assert [(u.path, u.upload_id, u.size) for u in found] == [(f"{s3_bucket}/{k}", ids[k], 1024) for k in keys]
+        # Asked once, for every depth: moto ignores a delimiter, S3 would answer with CommonPrefixes alone.
+        [recursive] = [seen.target for seen in proxy.requests if seen.method == "GET" and "uploads" in seen.target]
+        assert "prefix=run%2F" in recursive and "delimiter" not in recursive.lower(), recursive
+
+        proxy.clear()
+        assert [(u.path, u.upload_id) for u in files.unfinished_uploads(run)] == [(f"{run}/a.bin", ids["run/a.bin"])]
+        [direct] = [seen.target for seen in proxy.requests if seen.method == "GET" and "uploads" in seen.target]
+        assert "delimiter=%2F" in direct, direct
+
+        files.abort_uploads(found)
+        assert _pending(s3_raw, root) == {outside}
+    finally:
+        files.close()
