@@ -22,7 +22,7 @@ from trackpoint.variables import Variable
 if TYPE_CHECKING:
     from trackpoint.storage import TensorInfo
 
-__all__ = ["PYTHON_NUMBERS", "is_array_value", "is_jax_array", "is_numpy_value"]
+__all__ = ["PYTHON_NUMBERS", "is_array_value", "is_jax_array", "is_jax_shape", "is_numpy_value"]
 
 #: Python numbers saved where a checkpoint's own containers hold them, with the dtype each is saved as.
 PYTHON_NUMBERS: dict[type, type[np.generic]] = {bool: np.bool_, int: np.int64, float: np.float64}
@@ -41,9 +41,18 @@ def is_jax_array(value: Any) -> bool:
     return jax is not None and isinstance(value, getattr(jax, "Array", ()))
 
 
+def is_jax_shape(value: Any) -> bool:
+    """Whether ``value`` is a ``jax.ShapeDtypeStruct``: a place a restore fills with a new JAX array."""
+    jax = sys.modules.get("jax")
+    return jax is not None and isinstance(value, getattr(jax, "ShapeDtypeStruct", ()))
+
+
 def is_array_value(value: Any) -> bool:
-    """Whether ``value`` is saved as an array where it is held: a numpy value, a torch tensor, a JAX array."""
-    return is_numpy_value(value) or dtypes._is_torch_tensor(value) or is_jax_array(value)
+    """Whether ``value`` is saved as an array where it is held: a numpy value, a torch tensor, a JAX array.
+
+    A ``jax.ShapeDtypeStruct`` counts too: it stands for the JAX array a restore puts in its place.
+    """
+    return is_numpy_value(value) or dtypes._is_torch_tensor(value) or is_jax_array(value) or is_jax_shape(value)
 
 
 class _NumpyValue(Variable):
@@ -91,22 +100,20 @@ class _NumpyValue(Variable):
                 value.device.type == "cpu" and array.__array_interface__["data"][0] == value.data_ptr()
             )
             value = array
+        elif is_jax_shape(value):
+            value = _placeholder(np.dtype(value.dtype), tuple(value.shape))
         elif is_jax_array(value):
-            if not value.is_fully_addressable:
-                raise TrackableError(
-                    f"{where}: the JAX array is spread over several processes, and this process holds only part "
-                    "of it; save each process's part as a trackpoint.Variable with a SaveSliceInfo under a "
-                    "coordinator (trackpoint.distributed, 'Partitioned values'), or assign NoDependency(value) to "
-                    "keep it unsaved"
-                )
+            # Nothing is read from the devices here: a save gathers the shards (see _jax_to_numpy), and
+            # np.asarray would make JAX keep a host copy of the array for as long as the array lives.
+            _check_jax(value, where)
             try:
-                # On the CPU a view of the array's buffer; from an accelerator, the copy a save makes anyway.
-                value = np.asarray(value)
-            except Exception as exc:  # jax fails its own ways (a typed PRNG key array raises TypeError)
+                dtype = np.dtype(value.dtype)
+            except TypeError as exc:  # a typed PRNG key array has no numpy dtype
                 raise TrackableError(
                     f"{where}: the JAX array of dtype {value.dtype} cannot be saved ({exc}); save a PRNG key as "
                     "jax.random.key_data(key), convert other arrays, or assign NoDependency(value) to keep it unsaved"
                 ) from exc
+            value = _placeholder(dtype, tuple(value.shape))
         if isinstance(value, np.ma.MaskedArray):
             raise TrackableError(
                 f"{where}: a masked array cannot be saved (its mask would be lost); save .data and .mask as "
@@ -126,6 +133,7 @@ class _NumpyValue(Variable):
                 "to keep them unsaved"
             )
         self._name = name
+        self._where: str = where
         self._trainable = False
         self._saved_dtype = saved
         self._on_replace = on_replace
@@ -149,6 +157,13 @@ class _NumpyValue(Variable):
         if not self._shared:
             self._value = dtypes._torch_to_numpy(self._tensor)  # the tensor as it is now, not at tracking
         value = self._value
+        if is_jax_array(self._current):
+            value = _jax_to_numpy(self._current, self._where)
+        elif is_jax_shape(self._current):
+            raise TrackableError(
+                f"{self._where} is a jax.ShapeDtypeStruct, which holds no values to save: restore into it first "
+                "(the restore puts a JAX array in its place), or assign the array"
+            )
         if value.dtype != self._saved_dtype or not value.flags.c_contiguous:
             value = np.ascontiguousarray(value, dtype=self._saved_dtype)
         return {VARIABLE_VALUE_KEY: value}
@@ -200,10 +215,12 @@ class _NumpyValue(Variable):
             _copy_into_tensor(self._tensor, restored)
             return
         original_dtype = self._value.dtype
-        if is_jax_array(self._current):
-            array = np.array(restored, dtype=original_dtype)
-            replacement: Any = sys.modules["jax"].device_put(array, self._current.sharding)
-            self._value = array
+        if is_jax_array(self._current) or is_jax_shape(self._current):
+            array = np.asarray(restored, dtype=original_dtype)
+            # A ShapeDtypeStruct without a sharding: the default device, as jnp.asarray would place it.
+            replacement: Any = sys.modules["jax"].device_put(array, getattr(self._current, "sharding", None))
+            # The host copy is not kept: the JAX array is the value now.
+            self._value = _placeholder(array.dtype, array.shape)
         elif isinstance(self._current, np.ndarray):
             replacement = np.array(restored, dtype=original_dtype)
             replacement.flags.writeable = False  # it replaces a read-only array
@@ -226,6 +243,8 @@ class _NumpyValue(Variable):
             return f"Python {self._python.__name__}"
         if self._tensor is not None:
             return "torch tensor"
+        if is_jax_shape(self._current):
+            return "jax.ShapeDtypeStruct"
         return "JAX array" if is_jax_array(self._current) else "numpy value"
 
     def __repr__(self) -> str:
@@ -236,3 +255,42 @@ def _copy_into_tensor(tensor: Any, values: np.ndarray[Any, Any]) -> None:
     """Write ``values`` into a torch tensor whose memory numpy cannot share (on another device, say)."""
     with sys.modules["torch"].no_grad():
         tensor.copy_(dtypes._numpy_to_torch(values))
+
+
+def _placeholder(dtype: np.dtype[Any], shape: tuple[int, ...]) -> np.ndarray[Any, Any]:
+    """A read-only array of ``dtype`` and ``shape`` that holds no memory (one element, broadcast)."""
+    return np.broadcast_to(np.zeros((), dtype=dtype), shape)
+
+
+def _check_jax(array: Any, where: str) -> None:
+    """Refuse a JAX array that this process cannot save whole."""
+    if array.is_deleted():
+        raise TrackableError(
+            f"{where}: the JAX array was deleted (donated to a jitted function, say); assign the arrays the "
+            "function returned before saving"
+        )
+    if not array.is_fully_addressable and not array.is_fully_replicated:
+        raise TrackableError(
+            f"{where}: the JAX array is spread over several processes, and this process holds only part of it; "
+            "save each process's part as a trackpoint.Variable with a SaveSliceInfo under a coordinator "
+            "(trackpoint.distributed, 'Partitioned values'), or assign NoDependency(value) to keep it unsaved"
+        )
+
+
+def _jax_to_numpy(array: Any, where: str) -> np.ndarray[Any, Any]:
+    """The value of a JAX array on the host, gathered shard by shard.
+
+    Each shard is read through its own short-lived array, so the array itself does not keep the host copy
+    (``np.asarray`` on it would, for its lifetime). A replicated array is read from one copy; one
+    replicated over processes, from this process's.
+    """
+    _check_jax(array, where)
+    out = np.empty(array.shape, dtype=np.dtype(array.dtype))
+    done: set[tuple[tuple[int | None, int | None, int | None], ...]] = set()
+    for shard in array.addressable_shards:
+        index = tuple((s.start, s.stop, s.step) for s in shard.index)
+        if index in done:
+            continue  # another device's copy of the same part
+        done.add(index)
+        out[shard.index] = np.asarray(shard.data)
+    return out

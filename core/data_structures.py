@@ -23,10 +23,14 @@ What is saved (the rule, also in ``docs/concepts.md``):
   view, or with ``copy_`` for a tensor numpy cannot share, on another device
   say, whose value is then read again at each save). torch is never
   imported here: a tensor exists only once the caller imported it;
-* a JAX array is saved as a numpy value would be and replaced on restore by
-  a new JAX array on the sharding of the old one; the dict and list wrappers
+* a JAX array is saved as a numpy value would be (gathered shard by shard at
+  each save) and replaced on restore by a new JAX array on the sharding of
+  the old one; a ``jax.ShapeDtypeStruct`` is a place to restore into. A
+  list, dict or tuple holding JAX arrays is wrapped as a copy of its
+  containers, so the user's pytree stays plain; the dict and list wrappers
   are registered as JAX pytree nodes (once jax is imported), flattened as
   dicts and lists and rebuilt as plain ones;
+* ``None`` is kept, with nothing to save;
 * a numpy value of another dtype (strings, objects, dates, structured) or a
   masked array raises :class:`TrackableError` when it is assigned;
 * an object with ``state_dict()`` and ``load_state_dict()`` that is not a
@@ -51,11 +55,19 @@ import collections
 import copy
 import operator
 import sys
+import threading
 import weakref
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any, Generic, SupportsIndex, TypeVar
 
-from trackpoint._array_values import PYTHON_NUMBERS, _NumpyValue, is_array_value, is_numpy_value
+from trackpoint._array_values import (
+    PYTHON_NUMBERS,
+    _NumpyValue,
+    is_array_value,
+    is_jax_array,
+    is_jax_shape,
+    is_numpy_value,
+)
 from trackpoint.errors import TrackableError
 from trackpoint.stateful import StatefulValue, is_stateful, stateful_node
 from trackpoint.trackable import Trackable
@@ -110,6 +122,17 @@ def _wrap(value: Any, name: str, strict: bool, where: str) -> Any:
     if isinstance(value, Trackable):
         return value
     kind = type(value)
+    if (kind is dict or kind is collections.OrderedDict or kind is list or isinstance(value, tuple)) and (
+        not _COPYING.depth and _holds_jax(value)
+    ):
+        # A pytree of JAX arrays: the wrappers go around copies of its containers (same arrays), so the
+        # user's pytree stays plain. JAX compares container types, and a wrapper where a dict was would
+        # fail the user's next tree_map over it and a plain tree.
+        _COPYING.depth += 1
+        try:
+            return _wrap(_copy_containers(value), name, strict, where)
+        finally:
+            _COPYING.depth -= 1
     if kind is dict or kind is collections.OrderedDict:
         return _DictWrapper(value, strict=strict, _where=where)
     if kind is list:
@@ -124,8 +147,51 @@ def _wrap(value: Any, name: str, strict: bool, where: str) -> Any:
     if strict and type(value) in PYTHON_NUMBERS:
         _NumpyValue(value, name, where)  # checks that it can be saved (an int beyond int64 cannot)
         return value
-    if strict:
+    if strict and value is not None:  # None holds nothing to save (an empty subtree, to JAX)
         raise TrackableError(_unsaved_message(value, where))
+    return value
+
+
+class _Copying(threading.local):
+    depth = 0
+
+
+#: Set while the containers being wrapped are trackpoint's own copies (see _wrap), in this thread.
+_COPYING = _Copying()
+
+
+def _holds_jax(value: Any) -> bool:
+    """Whether ``value``, a list, dict or tuple, holds a JAX array somewhere inside its containers."""
+    if "jax" not in sys.modules:
+        return False
+    pending = [value]
+    while pending:
+        item = pending.pop()
+        kind = type(item)
+        if kind is dict or kind is collections.OrderedDict:
+            pending.extend(item.values())
+        elif kind is list or isinstance(item, tuple):
+            pending.extend(item)
+        elif is_jax_array(item) or is_jax_shape(item):
+            return True
+    return False
+
+
+def _copy_containers(value: Any) -> Any:
+    """``value`` with new lists, dicts and tuples around the same leaves."""
+    kind = type(value)
+    if kind is dict or kind is collections.OrderedDict:
+        return kind((key, _copy_containers(item)) for key, item in value.items())
+    if kind is list:
+        return [_copy_containers(item) for item in value]
+    if isinstance(value, tuple):
+        items = [_copy_containers(item) for item in value]
+        if kind is tuple:
+            return tuple(items)
+        try:
+            return kind(*items) if _fields(kind) else kind(items)
+        except TypeError:
+            return value  # a tuple type that cannot be rebuilt (TensorFlow's rule: it is not saved either)
     return value
 
 
@@ -366,11 +432,10 @@ class TrackableDataStructure(Trackable, metaclass=abc.ABCMeta):
         for key, value in self._items():
             if not isinstance(key, str):
                 raise TrackableError(
-                    f"Unable to save the object {self!r} (a dictionary wrapper constructed automatically on "
-                    "attribute assignment). The wrapped dictionary contains a non-string key which maps to a "
-                    f"trackable object or mutable data structure (non-string key {key!r} in {self._self_where}). "
-                    "Use str keys for dicts of saved values; if you don't need this dictionary checkpointed, wrap "
-                    "it in NoDependency."
+                    f"Unable to save {self._self_where} (a dictionary wrapper): the wrapped dictionary contains a "
+                    "non-string key which maps to a trackable object or mutable data structure (non-string key "
+                    f"{key!r}). Use str keys for dicts of saved values; if you don't need this dictionary "
+                    "checkpointed, wrap it in NoDependency."
                 )
             children[key] = value
         return children
@@ -1116,19 +1181,27 @@ def _show_wrappers_to_jax() -> None:
     _jax_sees_wrappers = True
     tree_util = sys.modules["jax"].tree_util
 
-    def dict_keys(wrapper: _DictWrapper) -> list[Any]:
+    def dict_keys(wrapper: _DictWrapper) -> tuple[tuple[Any, ...], bool]:
+        """The keys in JAX's order for the wrapped mapping, and whether it is an ``OrderedDict``."""
+        if type(wrapper._self_storage) is collections.OrderedDict:
+            return tuple(wrapper), True  # JAX keeps an OrderedDict's own order
         try:
-            return sorted(wrapper)  # as JAX orders a dict's entries
+            return tuple(sorted(wrapper)), False  # as JAX orders a dict's entries
         except TypeError:
-            return list(wrapper)
+            return tuple(wrapper), False
 
-    def flatten_dict_with_keys(wrapper: _DictWrapper) -> tuple[list[tuple[Any, Any]], tuple[Any, ...]]:
-        keys = dict_keys(wrapper)
-        return [(tree_util.DictKey(key), wrapper[key]) for key in keys], tuple(keys)
+    def flatten_dict_with_keys(wrapper: _DictWrapper) -> tuple[list[tuple[Any, Any]], Any]:
+        keys, ordered = dict_keys(wrapper)
+        return [(tree_util.DictKey(key), wrapper[key]) for key in keys], (keys, ordered)
 
-    def flatten_dict(wrapper: _DictWrapper) -> tuple[list[Any], tuple[Any, ...]]:
-        keys = dict_keys(wrapper)
-        return [wrapper[key] for key in keys], tuple(keys)
+    def flatten_dict(wrapper: _DictWrapper) -> tuple[list[Any], Any]:
+        keys, ordered = dict_keys(wrapper)
+        return [wrapper[key] for key in keys], (keys, ordered)
+
+    def unflatten_dict(aux: Any, values: Any) -> dict[Any, Any]:
+        keys, ordered = aux
+        kind = collections.OrderedDict if ordered else dict
+        return kind(zip(keys, values, strict=True))
 
     def flatten_list_with_keys(wrapper: ListWrapper) -> tuple[list[tuple[Any, Any]], None]:
         return [(tree_util.SequenceKey(index), value) for index, value in enumerate(wrapper)], None
@@ -1136,9 +1209,7 @@ def _show_wrappers_to_jax() -> None:
     def flatten_list(wrapper: ListWrapper) -> tuple[list[Any], None]:
         return list(wrapper), None
 
-    tree_util.register_pytree_with_keys(
-        _DictWrapper, flatten_dict_with_keys, lambda keys, values: dict(zip(keys, values, strict=True)), flatten_dict
-    )
+    tree_util.register_pytree_with_keys(_DictWrapper, flatten_dict_with_keys, unflatten_dict, flatten_dict)
     tree_util.register_pytree_with_keys(
         ListWrapper, flatten_list_with_keys, lambda _, values: list(values), flatten_list
     )

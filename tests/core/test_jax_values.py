@@ -6,6 +6,7 @@ was held. The dict and list wrappers are JAX pytree nodes, so JAX functions see 
 
 from __future__ import annotations
 
+import collections
 import os
 import subprocess
 import sys
@@ -105,6 +106,8 @@ def test_a_sharded_array_is_restored_on_its_sharding(tmp_path: Path) -> None:
         source = tp.AutoTrackable()
         source.w = jax.device_put(jnp.arange(8.0), sharding)
         path = tp.Checkpoint(m=source).write({str(tmp_path / "ckpt")!r})
+        # Gathered shard by shard: np.asarray would leave a host copy on the array for its lifetime.
+        assert source.w._npy_value is None
         target = tp.AutoTrackable()
         target.w = jax.device_put(jnp.zeros(8), sharding)
         tp.Checkpoint(m=target).read(path).assert_consumed()
@@ -156,3 +159,60 @@ def test_an_optimizer_state_of_namedtuples_round_trips_with_its_tree_structure(t
         strict=True,
     ):
         np.testing.assert_array_equal(np.asarray(got), np.asarray(want))
+
+
+def test_a_pytree_given_to_a_holder_stays_plain_for_the_users_jax_code(tmp_path: Path) -> None:
+    # The eager loop of an optax user: the pytree assigned before a save is then combined with plain trees.
+    params = {"dense": {"w": jnp.ones((3, 2)), "b": jnp.zeros(2)}, "layers": [jnp.ones(1)]}
+    state = tp.AutoTrackable()
+    state.params = params
+    ckpt = tp.Checkpoint(state=state, also=params)
+    assert type(params["dense"]) is dict and type(params["layers"]) is list  # the user's containers
+    grads = jax.tree_util.tree_map(jnp.ones_like, params)
+    updated = jax.tree_util.tree_map(lambda p, g: p - g, params, grads)  # raised on wrapped containers
+    assert float(updated["dense"]["b"][0]) == -1.0
+    ckpt.write(str(tmp_path / "ckpt"))
+    state.params = updated  # the next step's arrays
+    path = ckpt.write(str(tmp_path / "ckpt2"))
+    assert float(tp.load_checkpoint(path).get_tensor("state/params/dense/b/.ATTRIBUTES/VARIABLE_VALUE")[0]) == -1.0
+
+
+def test_a_donated_array_is_refused_with_what_to_do(tmp_path: Path) -> None:
+    holder = tp.AutoTrackable()
+    holder.x = jnp.ones(4)
+    holder.x.delete()  # as donating it to a jitted function does
+    with pytest.raises(tp.TrackableError, match=r"AutoTrackable\.x: the JAX array was deleted \(donated"):
+        tp.Checkpoint(m=holder).write(str(tmp_path / "ckpt"))
+
+
+def test_shape_dtype_structs_are_restored_into_and_never_saved(tmp_path: Path) -> None:
+    params = {"w": jnp.arange(6.0).reshape(2, 3), "b": jnp.ones(2, jnp.bfloat16)}
+    path = tp.Checkpoint(params=params, step=7).write(str(tmp_path / "ckpt"))
+    ckpt = tp.Checkpoint(params=jax.eval_shape(lambda: params), step=0)  # no memory for the template
+    ckpt.read(path).assert_consumed()
+    restored = jax.tree_util.tree_map(lambda x: x, ckpt.params)
+    assert isinstance(restored["w"], jax.Array) and restored["b"].dtype == jnp.bfloat16 and ckpt.step == 7
+    np.testing.assert_array_equal(np.asarray(restored["w"]), np.asarray(params["w"]))
+    with pytest.raises(
+        tp.TrackableError, match=r"Checkpoint\.params\['b'\] is a jax\.ShapeDtypeStruct, which holds no"
+    ):
+        tp.Checkpoint(params=jax.eval_shape(lambda: params)).write(str(tmp_path / "bad"))
+
+
+def test_an_ordered_dict_keeps_its_order_and_type_through_jax() -> None:
+    ordered = collections.OrderedDict([("z", jnp.ones(1)), ("a", jnp.zeros(1))])
+    ckpt = tp.Checkpoint(p=ordered)
+    plain = jax.tree_util.tree_map(lambda x: x, ckpt.p)
+    assert type(plain) is collections.OrderedDict and list(plain) == ["z", "a"]
+    assert jax.tree_util.tree_structure(plain) == jax.tree_util.tree_structure(ordered)
+
+
+def test_none_in_a_pytree_is_kept_and_saves_nothing(tmp_path: Path) -> None:
+    path = tp.Checkpoint(p={"w": jnp.ones(2), "frozen": None}).write(str(tmp_path / "ckpt"))
+    assert [key for key, _ in tp.list_variables(path)] == [
+        "_CHECKPOINTABLE_OBJECT_GRAPH",
+        "p/w/.ATTRIBUTES/VARIABLE_VALUE",
+    ]
+    target = tp.Checkpoint(p={"w": jnp.zeros(2), "frozen": None})
+    target.read(path).assert_consumed()
+    assert target.p["frozen"] is None
