@@ -145,6 +145,9 @@ class Checkpoint(AutoTrackable):
                 # itself is added each time the graph is walked (see _view).
                 setattr(self, name, NoDependency(self._self_root_ref))
                 continue
+            if isinstance(value, NoDependency):
+                setattr(self, name, value)  # kept on the checkpoint, unsaved
+                continue
             if (
                 not isinstance(value, (dict, list, tuple))
                 and not is_array_value(value)
@@ -636,10 +639,15 @@ def _assert_trackable(obj: Any, name: str) -> Trackable:
             if callable(getattr(obj, "state_dict", None))
             else ""
         )
+        kinds = (
+            "an object derived from trackpoint.Trackable, whose dependencies become the checkpoint's top level"
+            if name == "root"
+            else "an object derived from trackpoint.Trackable, a numeric numpy value, a Python bool/int/float, a "
+            "torch tensor, a JAX array, an object with state_dict() and load_state_dict(), or a list/dict/tuple of "
+            "them; NoDependency(value) keeps any value unsaved"
+        )
         raise TrackableError(
-            f"`Checkpoint` was expecting {name} to be a trackable object (an object derived from "
-            f"trackpoint.Trackable, a numeric numpy value, a torch tensor, an object with state_dict() and "
-            f"load_state_dict(), or a list/dict/tuple of them), got "
+            f"`Checkpoint` was expecting {name} to be a trackable object ({kinds}), got "
             f"{type(obj).__name__}: {obj!r:.80}{hint}"
         )
     return obj

@@ -160,3 +160,17 @@ def test_a_save_whose_write_fails_gives_its_number_back() -> None:
         gate.fail = None
         assert ckpt.save("memory://c/fails/ckpt", failing) == "memory://c/fails/ckpt-2"
     assert tp.latest_checkpoint("memory://c/fails") == "memory://c/fails/ckpt-2"
+
+
+def test_a_no_dependency_keyword_is_kept_unsaved() -> None:
+    ckpt = tp.Checkpoint(note=tp.NoDependency("run 7"), v=tp.Variable(1.0))
+    assert ckpt.note == "run 7"
+    assert [key for key, _ in tp.list_variables(ckpt.write("memory://c/nodep"))] == [
+        "_CHECKPOINTABLE_OBJECT_GRAPH",
+        "v/.ATTRIBUTES/VARIABLE_VALUE",
+    ]
+    with pytest.raises(
+        tp.TrackableError,
+        match=r"expecting root to be a trackable object \(an object derived from trackpoint\.Trackable, whose ",
+    ):
+        tp.Checkpoint(root={"w": 1.0})  # type: ignore[arg-type]
