@@ -549,3 +549,33 @@ def manager_rank0_late_to_record(ctx: Context, directory: str, delay: float, tim
         out["latest"].append(manager.latest_checkpoint)
     manager.close()
     return out
+
+
+# ------------------------------------------------------------- JAX arrays across processes
+def jax_global_arrays(ctx: Context, directory: str) -> dict[str, Any]:
+    """A JAX array replicated over the processes is saved from each one's copy; one sharded over them is refused."""
+    import jax
+    from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+    mesh = Mesh(np.array(jax.devices()), ("x",))
+    data = np.arange(8.0, dtype=np.float32)
+
+    def global_array(spec: PartitionSpec, values: np.ndarray) -> Any:
+        return jax.make_array_from_callback(values.shape, NamedSharding(mesh, spec), lambda index: values[index])
+
+    replicated = global_array(PartitionSpec(), data)
+    path = tp.Checkpoint(w=replicated).save(f"{directory}/ckpt", options=_options(ctx))
+    target = tp.Checkpoint(w=global_array(PartitionSpec(), np.zeros(8, np.float32)))
+    target.restore(path, options=_options(ctx)).assert_consumed()
+    restored = target.w
+    try:
+        tp.Checkpoint(w=global_array(PartitionSpec("x"), data))
+        refused = ""
+    except tp.TrackableError as exc:
+        refused = str(exc)
+    return {
+        "fully_addressable": bool(replicated.is_fully_addressable),
+        "values": np.asarray(restored.addressable_data(0)).tolist(),
+        "same_sharding": restored.sharding == replicated.sharding,
+        "refused": refused,
+    }

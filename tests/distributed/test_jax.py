@@ -118,3 +118,11 @@ def test_async_saves_and_coordinated_preemption_checks_share_one_coordinator(jax
     out = jax2.values("async_saves_with_preemption_checks", directory=directory, steps=3)
     assert all(o == out[0] for o in out), out
     assert out[0]["checkpoints"] == [f"{directory}/ckpt-2", f"{directory}/ckpt-3"] and out[0]["step"] == 2
+
+
+def test_a_replicated_global_array_is_saved_and_a_sharded_one_refused(jax2: Ranks, tmp_path: Path) -> None:
+    out = jax2.values("jax_global_arrays", directory=str(tmp_path))
+    for rank in out:
+        assert rank["fully_addressable"] is False  # each process holds its copy only: a global array
+        assert rank["values"] == [float(i) for i in range(8)] and rank["same_sharding"] is True
+        assert "spread over several processes, and this process holds only part of it" in rank["refused"]
