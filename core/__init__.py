@@ -33,7 +33,7 @@ from trackpoint.errors import *  # noqa: F403
 from trackpoint.errors import __all__ as _errors_all
 from trackpoint.manager import CheckpointManager
 from trackpoint.python_state import PythonState
-from trackpoint.reader import TensorReader, list_variables, load_checkpoint, object_metadata
+from trackpoint.reader import TensorReader, list_variables, load_checkpoint, load_tree, object_metadata
 from trackpoint.restore import (
     CheckpointLoadStatus,
     InitializationOnlyStatus,
@@ -98,6 +98,7 @@ __all__ = [
     "list_objects",
     "list_variables",
     "load_checkpoint",
+    "load_tree",
     "load_variable",
     "meta_graph_filename",
     "no_automatic_dependency_tracking",

@@ -1,4 +1,4 @@
-"""Inspecting checkpoints: ``load_checkpoint``, ``list_variables``, ``object_metadata``.
+"""Inspecting checkpoints: ``load_checkpoint``, ``list_variables``, ``object_metadata``, ``load_tree``.
 
 The TensorFlow equivalents are ``tf.train.load_checkpoint``,
 ``tf.train.list_variables`` and ``tf.train.CheckpointView``'s graph. All I/O
@@ -15,11 +15,14 @@ from typing import Any
 import numpy as np
 
 from trackpoint import _resolve
-from trackpoint.errors import InvalidCheckpointError
+from trackpoint.errors import CheckpointKeyError, InvalidCheckpointError
 from trackpoint.proto import trackable_object_graph_pb2 as pb
 from trackpoint.storage import OBJECT_GRAPH_KEY, CheckpointOptions, CheckpointReader
 
-__all__ = ["TensorReader", "list_variables", "load_checkpoint", "object_metadata"]
+__all__ = ["TensorReader", "list_variables", "load_checkpoint", "load_tree", "object_metadata"]
+
+#: Where ``load_tree`` puts the slot variables an optimizer holds, by the path of their variable.
+SLOTS_KEY = ".OPTIMIZER_SLOT"
 
 
 class TensorReader:
@@ -148,3 +151,102 @@ def object_metadata(path: str | os.PathLike[str], options: CheckpointOptions | N
     except Exception as exc:
         raise InvalidCheckpointError(f"the object graph in {os.fspath(path)!r} cannot be parsed: {exc}") from exc
     return proto
+
+
+def load_tree(path: str | os.PathLike[str], options: CheckpointOptions | None = None) -> dict[str, Any]:
+    """The checkpoint's values as nested dicts along its object graph, without the objects that saved them.
+
+    What Orbax's ``restore`` without a target gives: a checkpoint read with nothing but numpy, whoever
+    wrote it (trackpoint or TensorFlow). ``path`` is as for :func:`load_checkpoint`.
+
+    Returns
+    -------
+    dict
+        The root object's children by name. An object that holds one value (a variable, a numpy value,
+        a Python number, a JAX array or torch tensor saved where it was held) is that value: an ndarray,
+        or ``bytes`` for a scalar string. An object saved through its state dict (a torch module or
+        optimizer) is that state dict, rebuilt with numpy arrays in place of tensors. Any other object is
+        a dict of its children by name, its own values under their attribute names (``py_state``, ...),
+        and the slot variables of an optimizer under ``".OPTIMIZER_SLOT"``, by the path of their
+        variable, then by slot name. An object reached by several paths is one value, found at each.
+
+    Raises
+    ------
+    InvalidCheckpointError
+        The checkpoint has no object graph (a name-based checkpoint: read it with
+        :func:`load_checkpoint`), or a child and a value of one object have the same name.
+    CheckpointNotFoundError
+        No checkpoint there.
+    """
+    from trackpoint.graph import escape_local_name
+    from trackpoint.stateful import STATE_DICT_STRUCTURE, parse_structure, rebuild_state_dict
+    from trackpoint.trackable import VARIABLE_VALUE_KEY
+
+    proto = object_metadata(path, options)
+    nodes = proto.nodes
+    paths: dict[int, str] = {0: ""}
+    # Breadth first, as the object graph names its nodes: each node's first path is its shortest. Slot
+    # variables are no object's children: they come last.
+    order = [0]
+    for node_id in order:
+        for child in nodes[node_id].children:
+            if child.node_id not in paths:
+                parent, name = paths[node_id], escape_local_name(child.local_name)
+                paths[child.node_id] = f"{parent}/{name}" if parent else name
+                order.append(child.node_id)
+    order += [node_id for node_id in range(len(nodes)) if node_id not in paths]
+    built: dict[int, Any] = {}
+    with load_checkpoint(path, options) as reader:
+
+        def value(key: str) -> Any:
+            try:
+                return reader.get_tensor(key)
+            except CheckpointKeyError as exc:
+                raise InvalidCheckpointError(
+                    f"the object graph of {reader.prefix!r} names the tensor {key!r}, which the checkpoint lacks"
+                ) from exc
+
+        def state_dict(node_id: int, keys: dict[str, str]) -> Any:
+            where = paths.get(node_id) or "(root)"
+
+            def array(name: str, kind: str) -> Any:
+                if name not in keys:
+                    raise InvalidCheckpointError(
+                        f"{where}: the saved state dict names the array {name!r}, which the checkpoint lacks"
+                    )
+                found = value(keys[name])
+                return found[()] if kind == "scalar" and isinstance(found, np.ndarray) else found
+
+            return rebuild_state_dict(parse_structure(value(keys[STATE_DICT_STRUCTURE]), where), array, where)
+
+        # First the objects that stand for one value, then the others, which may hold those.
+        grouping = []
+        for node_id in order:
+            node = nodes[node_id]
+            keys = {attribute.name: attribute.checkpoint_key for attribute in node.attributes}
+            alone = node_id != 0 and not node.children and not node.slot_variables  # the root is always a dict
+            if alone and list(keys) == [VARIABLE_VALUE_KEY]:
+                built[node_id] = value(keys[VARIABLE_VALUE_KEY])
+            elif alone and STATE_DICT_STRUCTURE in keys:
+                built[node_id] = state_dict(node_id, keys)
+            else:
+                built[node_id] = {}
+                grouping.append((node_id, keys))
+        for node_id, keys in grouping:
+            node = nodes[node_id]
+            entry = built[node_id]
+            for child in node.children:
+                entry[child.local_name] = built[child.node_id]
+            for name, key in keys.items():
+                if name in entry:
+                    raise InvalidCheckpointError(
+                        f"{paths.get(node_id) or '(root)'}: the object has a child and a value both named "
+                        f"{name!r}; read them with load_checkpoint"
+                    )
+                entry[name] = value(key)
+            for slot in node.slot_variables:
+                variable = paths.get(slot.original_variable_node_id, str(slot.original_variable_node_id))
+                slots = entry.setdefault(SLOTS_KEY, {}).setdefault(variable, {})
+                slots[slot.slot_name] = built[slot.slot_variable_node_id]
+    root: dict[str, Any] = built[0]
+    return root

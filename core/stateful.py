@@ -42,7 +42,7 @@ from __future__ import annotations
 import collections
 import json
 import weakref
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import numpy as np
@@ -334,42 +334,7 @@ class StatefulValue(Trackable):
         raw = tensors.get(STATE_DICT_STRUCTURE)
         if raw is None:
             return
-        try:
-            text: Any = np.asarray(raw, dtype=object)[()]
-            saved = json.loads(text)
-            version, structure = saved["version"], saved["state"]
-        except (ValueError, TypeError, KeyError) as exc:
-            raise InvalidCheckpointError(
-                f"{self._where}: the saved state dict structure is unreadable ({exc})"
-            ) from exc
-        if version != _FORMAT_VERSION:
-            raise InvalidCheckpointError(
-                f"{self._where}: the state dict was saved in format {version!r}; this trackpoint reads format "
-                f"{_FORMAT_VERSION}: upgrade trackpoint"
-            )
-
-        def build(node: Any) -> Any:
-            if not isinstance(node, dict):
-                return node
-            if "array" in node:
-                return array(node["array"], node["kind"])
-            if "bytes" in node:
-                return bytes.fromhex(node["bytes"])
-            if "dict" in node:
-                kind = _MAPPINGS.get(node.get("type", "dict"))
-                if kind is None:
-                    raise InvalidCheckpointError(
-                        f"{self._where}: the saved state dict holds a mapping of unknown type {node['type']!r}"
-                    )
-                rebuilt: Any = kind()
-                for key, item in node["dict"]:
-                    rebuilt[key] = build(item)  # not kind(pairs): a Counter would count the pairs
-                if "metadata" in node:
-                    rebuilt._metadata = build(node["metadata"])
-                return rebuilt
-            if "list" in node:
-                return [build(item) for item in node["list"]]
-            return tuple(build(item) for item in node["tuple"])
+        structure = parse_structure(raw, self._where)
 
         def array(name: str, kind: str) -> Any:
             value = planned.get(name)
@@ -391,7 +356,7 @@ class StatefulValue(Trackable):
                 f"{self._where}: the saved state dict names the array {name!r}, which the checkpoint lacks"
             )
 
-        state = build(structure)
+        state = rebuild_state_dict(structure, array, self._where)
         try:
             self._obj.load_state_dict(state)
         except Exception as exc:  # the object's own refusal, of any type
@@ -408,6 +373,57 @@ class StatefulValue(Trackable):
 
     def __repr__(self) -> str:
         return f"<state dict of {type(self._obj).__name__} at {self._where}>"
+
+
+def parse_structure(raw: Any, where: str) -> Any:
+    """The structure saved in a ``.STATE_DICT`` string (an object array or ``bytes``), checked for its format.
+
+    Raises
+    ------
+    InvalidCheckpointError
+        The string is not a structure this trackpoint reads (damaged, or of a newer format).
+    """
+    try:
+        text: Any = np.asarray(raw, dtype=object)[()]
+        saved = json.loads(text)
+        version, structure = saved["version"], saved["state"]
+    except (ValueError, TypeError, KeyError) as exc:
+        raise InvalidCheckpointError(f"{where}: the saved state dict structure is unreadable ({exc})") from exc
+    if version != _FORMAT_VERSION:
+        raise InvalidCheckpointError(
+            f"{where}: the state dict was saved in format {version!r}; this trackpoint reads format "
+            f"{_FORMAT_VERSION}: upgrade trackpoint"
+        )
+    return structure
+
+
+def rebuild_state_dict(structure: Any, array: Callable[[str, str], Any], where: str) -> Any:
+    """The state dict a saved structure describes, with ``array(name, kind)`` at the place of each array."""
+
+    def build(node: Any) -> Any:
+        if not isinstance(node, dict):
+            return node
+        if "array" in node:
+            return array(node["array"], node["kind"])
+        if "bytes" in node:
+            return bytes.fromhex(node["bytes"])
+        if "dict" in node:
+            kind = _MAPPINGS.get(node.get("type", "dict"))
+            if kind is None:
+                raise InvalidCheckpointError(
+                    f"{where}: the saved state dict holds a mapping of unknown type {node['type']!r}"
+                )
+            rebuilt: Any = kind()
+            for key, item in node["dict"]:
+                rebuilt[key] = build(item)  # not kind(pairs): a Counter would count the pairs
+            if "metadata" in node:
+                rebuilt._metadata = build(node["metadata"])
+            return rebuilt
+        if "list" in node:
+            return [build(item) for item in node["list"]]
+        return tuple(build(item) for item in node["tuple"])
+
+    return build(structure)
 
 
 def structure_changes(a: object, b: object, atol: float = 0.0, rtol: float = 0.0) -> list[str] | None:
