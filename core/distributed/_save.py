@@ -171,8 +171,9 @@ def plan_save(
                     how = f"rank {other}: {_kind(o)}, rank {rank}: {_kind(m)}"
                 raise CoordinationError(
                     f"ranks {other} and {rank} both save {m.key!r}{part} but disagree on it ({how}); a value saved "
-                    "by several ranks is written once and must be the same on each (give per-rank values distinct "
-                    "names, or declare the parts of a partitioned value with SaveSliceInfo)"
+                    "by several ranks is written once and must be the same on each: save per-rank values as the "
+                    "parts of a partitioned value (each rank's row of a [world_size, n] tensor, declared with "
+                    "SaveSliceInfo)"
                 )
             holders[m.ident].append(rank)
     loads = [0] * len(metas)
