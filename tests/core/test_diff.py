@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 import trackpoint as tp
+from stateful_objects import StateHolder
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "tf"
 
@@ -110,24 +111,11 @@ def test_a_value_that_became_infinite_or_nan_is_changed_whatever_the_tolerance(t
     assert np.isnan(nan.max_abs) and np.isnan(nan.max_rel)
 
 
-class _Settings:
-    """A Stateful object: its state dict holds plain Python values, saved in the ``.STATE_DICT`` structure."""
-
-    def __init__(self, state: dict[str, object]) -> None:
-        self.state = state
-
-    def state_dict(self) -> dict[str, object]:
-        return self.state
-
-    def load_state_dict(self, state: dict[str, object]) -> None:
-        self.state = state
-
-
 def test_a_state_dict_structure_is_compared_entry_by_entry(tmp_path: Path) -> None:
     base = {"groups": [{"lr": 0.1, "betas": (0.9, 0.999), "name": "a"}], "step": 3, "w": np.ones(2)}
-    a = tp.Checkpoint(opt=_Settings(base)).write(str(tmp_path / "a"))
+    a = tp.Checkpoint(opt=StateHolder(base)).write(str(tmp_path / "a"))
     changed = {**base, "groups": [{"lr": 0.2, "betas": (0.9, 0.99), "name": "a"}], "extra": None}
-    b = tp.Checkpoint(opt=_Settings(changed)).write(str(tmp_path / "b"))
+    b = tp.Checkpoint(opt=StateHolder(changed)).write(str(tmp_path / "b"))
     report = tp.diff(a, b)
     assert [c.key for c in report.changed] == ["opt/.ATTRIBUTES/..STATE_DICT"] and report.same == 1
     assert report.changed[0].details == (
@@ -136,10 +124,10 @@ def test_a_state_dict_structure_is_compared_entry_by_entry(tmp_path: Path) -> No
         "['groups'][0]['lr']: 0.1 -> 0.2",
     )
     # Numbers in the structure compare within the tolerances, as tensors do; the rest must be equal.
-    near = tp.Checkpoint(opt=_Settings({**base, "step": 3, "groups": [{**base["groups"][0], "lr": 0.1000001}]}))
+    near = tp.Checkpoint(opt=StateHolder({**base, "step": 3, "groups": [{**base["groups"][0], "lr": 0.1000001}]}))
     c = near.write(str(tmp_path / "c"))
     assert not tp.diff(a, c).equal and tp.diff(a, c, rtol=1e-5).equal
-    renamed = tp.Checkpoint(opt=_Settings({**base, "groups": [{**base["groups"][0], "name": "b"}]}))
+    renamed = tp.Checkpoint(opt=StateHolder({**base, "groups": [{**base["groups"][0], "name": "b"}]}))
     d = renamed.write(str(tmp_path / "d"))
     assert tp.diff(a, d, rtol=1.0).changed[0].details == ("['groups'][0]['name']: 'a' -> 'b'",)
 

@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 
 import trackpoint as tp
+from stateful_objects import StateHolder
 
 jax = pytest.importorskip("jax")
 jnp = pytest.importorskip("jax.numpy")
@@ -76,18 +77,8 @@ def test_a_prng_key_is_refused_with_key_data_to_save(tmp_path: Path) -> None:
 
 
 def test_a_state_dict_of_jax_arrays_is_rebuilt_as_jax_arrays(tmp_path: Path) -> None:
-    class Loader:
-        def __init__(self, state: dict[str, Any]) -> None:
-            self.state = state
-
-        def state_dict(self) -> dict[str, Any]:
-            return self.state
-
-        def load_state_dict(self, state: dict[str, Any]) -> None:
-            self.state = state
-
-    path = tp.Checkpoint(loader=Loader({"mu": jnp.arange(3.0), "step": 4})).write(str(tmp_path / "ckpt"))
-    target = Loader({})
+    path = tp.Checkpoint(loader=StateHolder({"mu": jnp.arange(3.0), "step": 4})).write(str(tmp_path / "ckpt"))
+    target = StateHolder({})
     tp.Checkpoint(loader=target).read(path).assert_consumed()
     assert isinstance(target.state["mu"], jax.Array) and target.state["step"] == 4
     np.testing.assert_array_equal(np.asarray(target.state["mu"]), [0.0, 1.0, 2.0])

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 import trackpoint as tp
+from stateful_objects import StateHolder
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "tf"
 
@@ -30,18 +31,8 @@ def test_python_state_and_numbers_keep_their_attribute_names(tmp_path: Path) -> 
 
 
 def test_a_state_dict_is_rebuilt_without_its_object(tmp_path: Path) -> None:
-    class Loader:
-        def __init__(self, state: dict[object, object]) -> None:
-            self.state = state
-
-        def state_dict(self) -> dict[object, object]:
-            return self.state
-
-        def load_state_dict(self, state: dict[object, object]) -> None:
-            self.state = state
-
     state = {"groups": [{"lr": 0.1, "betas": (0.9, 0.999), "fused": None}], 0: {"m": np.arange(3.0)}, "s": np.int8(4)}
-    path = tp.Checkpoint(loader=Loader(state), epoch=2).write(str(tmp_path / "ckpt"))
+    path = tp.Checkpoint(loader=StateHolder(state), epoch=2).write(str(tmp_path / "ckpt"))
     tree = tp.load_tree(path)
     assert tree["loader"]["groups"] == [{"lr": 0.1, "betas": (0.9, 0.999), "fused": None}]
     np.testing.assert_array_equal(tree["loader"][0]["m"], np.arange(3.0))

@@ -15,24 +15,10 @@ import numpy as np
 import pytest
 
 import trackpoint as tp
+from stateful_objects import StateHolder
 from trackpoint.stateful import STATE_DICT_STRUCTURE
 
 torch = pytest.importorskip("torch")
-
-
-class Counter:
-    """A Stateful object of plain Python and numpy state, as a data loader or a random state would be."""
-
-    def __init__(self) -> None:
-        self.state: dict[Any, Any] = {}
-        self.loaded: list[Any] = []
-
-    def state_dict(self) -> dict[Any, Any]:
-        return self.state
-
-    def load_state_dict(self, state: Any) -> None:
-        self.loaded.append(state)
-        self.state = state
 
 
 def _trained(seed: int, steps: int = 3) -> tuple[Any, Any, Any]:
@@ -118,7 +104,7 @@ def test_restore_on_create_fills_a_module_assigned_later(tmp_path: Path) -> None
 
 
 def test_python_values_structure_and_numpy_leaves_round_trip(tmp_path: Path) -> None:
-    original = Counter()
+    original = StateHolder()
     original.state = {
         "epoch": 3,
         "big": 2**70,
@@ -138,17 +124,17 @@ def test_python_values_structure_and_numpy_leaves_round_trip(tmp_path: Path) -> 
     # "%"), escaped in the key as object-graph names are ("." -> "..").
     assert {"data/.ATTRIBUTES/7..rng", "data/.ATTRIBUTES/a%2Fb", "data/.ATTRIBUTES/%2Ehidden"} <= keys
     assert "data/.ATTRIBUTES/%" in keys
-    restored = Counter()  # holds nothing: every entry is rebuilt from the checkpoint
+    restored = StateHolder()  # holds nothing: every entry is rebuilt from the checkpoint
     tp.Checkpoint(data=restored).read(path).assert_consumed()
     assert len(restored.loaded) == 1
     _assert_same(restored.state, original.state)
 
 
 def test_arrays_the_object_holds_are_read_into_its_memory(tmp_path: Path) -> None:
-    original = Counter()
+    original = StateHolder()
     original.state = {"w": np.arange(6.0).reshape(2, 3), "t": torch.arange(4.0)}
     path = tp.Checkpoint(data=original).write(str(tmp_path / "ckpt"))
-    target = Counter()
+    target = StateHolder()
     w, t = np.zeros((2, 3)), torch.zeros(4)
     target.state = {"w": w, "t": t}
     tp.Checkpoint(data=target).read(path).assert_consumed()
@@ -187,7 +173,7 @@ def test_a_bfloat16_optimizer_state_is_rebuilt_as_torch_tensors(tmp_path: Path) 
 
 
 def test_a_value_a_state_dict_cannot_hold_is_refused_with_its_place(tmp_path: Path) -> None:
-    bad = Counter()
+    bad = StateHolder()
     bad.state = {"ok": 1, "groups": [{"ids": {1, 2}}]}
     with pytest.raises(tp.TrackableError, match=r"Checkpoint.data\['groups'\]\[0\]\['ids'\] is \{1, 2\} \(set\)"):
         tp.Checkpoint(data=bad).write(str(tmp_path / "ckpt"))
@@ -201,10 +187,10 @@ def test_a_value_a_state_dict_cannot_hold_is_refused_with_its_place(tmp_path: Pa
 
 
 def test_arrays_that_do_not_fit_are_all_reported_before_anything_changes(tmp_path: Path) -> None:
-    original = Counter()
+    original = StateHolder()
     original.state = {"a": np.zeros(3), "b": np.zeros((2, 2)), "c": np.ones(2)}
     path = tp.Checkpoint(data=original).write(str(tmp_path / "ckpt"))
-    target = Counter()
+    target = StateHolder()
     c = np.zeros(2)
     target.state = {"a": np.zeros(4), "b": np.zeros((2, 2), np.float32), "c": c}
     with pytest.raises(tp.ShapeMismatchError, match=r"(?s)2 values do not fit Checkpoint.data.*'a'.*'b'"):
@@ -224,7 +210,7 @@ def test_a_node_saved_by_something_else_is_not_taken_for_a_state_dict(tmp_path: 
     with pytest.raises(
         tp.AssignmentError, match=rf"holds no state dict there \(no scalar string '{STATE_DICT_STRUCTURE}'"
     ):
-        tp.Checkpoint(model=Counter()).read(path)
+        tp.Checkpoint(model=StateHolder()).read(path)
 
 
 def test_an_async_save_keeps_the_values_of_the_moment_it_was_called(tmp_path: Path) -> None:
@@ -241,7 +227,7 @@ def test_an_async_save_keeps_the_values_of_the_moment_it_was_called(tmp_path: Pa
 
 def test_stateful_is_the_protocol_torch_objects_follow(tmp_path: Path) -> None:
     net, opt, sched = _trained(0, steps=0)
-    assert all(isinstance(obj, tp.Stateful) for obj in (net, opt, sched, Counter()))
+    assert all(isinstance(obj, tp.Stateful) for obj in (net, opt, sched, StateHolder()))
 
     class Both(tp.AutoTrackable):  # a trackable saves itself, whatever methods it has
         def __init__(self) -> None:
@@ -283,7 +269,7 @@ class _Forged(tp.Trackable):
 )
 def test_an_unreadable_or_newer_structure_is_invalid(tmp_path: Path, text: bytes, message: str) -> None:
     path = tp.Checkpoint(data=_Forged(text)).write(str(tmp_path / "ckpt"))
-    target = Counter()
+    target = StateHolder()
     with pytest.raises(tp.InvalidCheckpointError, match=message):
         tp.Checkpoint(data=target).read(path)
     assert not target.loaded
@@ -316,13 +302,13 @@ def test_objects_without_state_do_not_break_restoring_older_checkpoints(tmp_path
 
 
 def test_an_object_held_in_two_places_is_saved_and_loaded_once(tmp_path: Path) -> None:
-    shared = Counter()
+    shared = StateHolder()
     shared.state = {"w": np.arange(3.0)}
     holder = tp.AutoTrackable()
     holder.loader = shared
     path = tp.Checkpoint(root=holder, also=shared, many=[shared]).write(str(tmp_path / "ckpt"))
     assert sum(key.endswith("/.ATTRIBUTES/w") for key, _ in tp.list_variables(path)) == 1
-    target = Counter()
+    target = StateHolder()
     again = tp.AutoTrackable()
     again.loader = target
     tp.Checkpoint(root=again, also=target, many=[target]).read(path).assert_consumed()
@@ -346,7 +332,7 @@ def test_counters_and_ordered_dicts_keep_their_type(tmp_path: Path) -> None:
         sched.step()
         sched2.step()  # a plain dict here raised AttributeError ('elements')
     assert sched2.get_last_lr() == sched.get_last_lr()
-    bad = Counter()
+    bad = StateHolder()
     bad.state = {"d": collections.defaultdict(list)}
     with pytest.raises(
         tp.TrackableError, match=r"Checkpoint.data\['d'\] is defaultdict.*dicts \(OrderedDict, Counter\)"
