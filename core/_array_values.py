@@ -218,7 +218,9 @@ class _NumpyValue(Variable):
         if is_jax_array(self._current) or is_jax_shape(self._current):
             array = np.asarray(restored, dtype=original_dtype)
             # A ShapeDtypeStruct without a sharding: the default device, as jnp.asarray would place it.
-            replacement: Any = sys.modules["jax"].device_put(array, getattr(self._current, "sharding", None))
+            replacement: Any = sys.modules["jax"].device_put(
+                _weak_like(self._current, array), getattr(self._current, "sharding", None)
+            )
             # The host copy is not kept: the JAX array is the value now.
             self._value = _placeholder(array.dtype, array.shape)
         elif isinstance(self._current, np.ndarray):
@@ -294,3 +296,16 @@ def _jax_to_numpy(array: Any, where: str) -> np.ndarray[Any, Any]:
         done.add(index)
         out[shard.index] = np.asarray(shard.data)
     return out
+
+
+def _weak_like(old: Any, array: np.ndarray[Any, Any]) -> Any:
+    """``array``, weakly typed where ``old`` is a weakly typed JAX scalar (a learning rate from a Python float).
+
+    Weak types decide dtype promotion (a weak float32 times a bfloat16 array stays bfloat16), so a restore
+    that made the scalar strongly typed would change the computations after it. JAX makes weak arrays only
+    from Python scalars; a weakly typed array of another shape is restored strongly typed.
+    """
+    if not getattr(old, "weak_type", False) or array.shape != ():
+        return array
+    weak = sys.modules["jax"].numpy.asarray(array.item())
+    return weak if weak.dtype == array.dtype else array

@@ -207,3 +207,11 @@ def test_none_in_a_pytree_is_kept_and_saves_nothing(tmp_path: Path) -> None:
     target = tp.Checkpoint(p={"w": jnp.zeros(2), "frozen": None})
     target.read(path).assert_consumed()
     assert target.p["frozen"] is None
+
+
+def test_a_weakly_typed_scalar_stays_weak(tmp_path: Path) -> None:
+    path = tp.Checkpoint(t={"lr": jnp.asarray(0.5), "w": jnp.ones(2, jnp.bfloat16)}).write(str(tmp_path / "ckpt"))
+    ckpt = tp.Checkpoint(t={"lr": jnp.asarray(0.0), "w": jnp.zeros(2, jnp.bfloat16)})
+    ckpt.read(path).assert_consumed()
+    assert ckpt.t["lr"].weak_type and float(ckpt.t["lr"]) == 0.5
+    assert (ckpt.t["lr"] * ckpt.t["w"]).dtype == jnp.bfloat16  # as before the save: no promotion to float32
