@@ -434,8 +434,9 @@ class TrackableDataStructure(Trackable, metaclass=abc.ABCMeta):
                 raise TrackableError(
                     f"Unable to save {self._self_where} (a dictionary wrapper): the wrapped dictionary contains a "
                     "non-string key which maps to a trackable object or mutable data structure (non-string key "
-                    f"{key!r}). Use str keys for dicts of saved values; if you don't need this dictionary "
-                    "checkpointed, wrap it in NoDependency."
+                    f"{key!r}). Use str keys for dicts of saved values (for an optimizer's or other object's "
+                    "state_dict(), give the object itself: it is saved through its state dict); if you don't need "
+                    "this dictionary checkpointed, wrap it in NoDependency."
                 )
             children[key] = value
         return children

@@ -235,7 +235,12 @@ def load_tree(path: str | os.PathLike[str], options: CheckpointOptions | None = 
         for node_id, keys in grouping:
             node = nodes[node_id]
             entry = built[node_id]
+            named = {child.node_id for child in node.children if not child.local_name.isdigit()}
             for child in node.children:
+                # A namedtuple's elements are its children by field name and by position (TensorFlow's
+                # rule): shown once, by name.
+                if child.local_name.isdigit() and child.node_id in named:
+                    continue
                 entry[child.local_name] = built[child.node_id]
             for name, key in keys.items():
                 if name in entry:

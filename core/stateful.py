@@ -362,7 +362,7 @@ class StatefulValue(Trackable):
         except Exception as exc:  # the object's own refusal, of any type
             # As PyTorch DCP does, arrays the object holds were read into in place before load_state_dict ran.
             partly = (
-                f"; {len(offered)} of its arrays were already read into in place and hold the checkpoint's values"
+                f"; {len(offered)} of its arrays had already been read in place and hold the checkpoint's values"
                 if offered
                 else ""
             )

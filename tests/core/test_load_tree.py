@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 from pathlib import Path
 
 import numpy as np
@@ -48,3 +49,11 @@ def test_a_name_based_checkpoint_has_no_tree() -> None:
 def test_a_missing_checkpoint_is_not_found(tmp_path: Path) -> None:
     with pytest.raises(tp.CheckpointNotFoundError):
         tp.load_tree(tmp_path / "nothing")
+
+
+def test_a_namedtuple_shows_each_element_once_by_field_name(tmp_path: Path) -> None:
+    pair = collections.namedtuple("pair", "count mu")
+    path = tp.Checkpoint(s=pair(np.int32(1), {"w": np.ones(3)}), t=(np.ones(1), np.zeros(1))).write(str(tmp_path / "c"))
+    tree = tp.load_tree(path)
+    assert set(tree["s"]) == {"count", "mu"} and int(tree["s"]["count"]) == 1
+    assert set(tree["t"]) == {"0", "1"}  # a plain tuple's elements go by position
