@@ -698,14 +698,19 @@ class _Plan:
     def _apply_values(self, results: list[np.ndarray[Any, Any]], buffers: list[_Buffer]) -> None:
         spec_start = len(buffers)
         collected: dict[int, dict[str, np.ndarray[Any, Any]]] = {}
-        for i, result in enumerate(results[:spec_start]):
+        objects, names = self.attribute_objects, self.attribute_names
+        for i in range(spec_start):
+            result = results[i]
+            # The list lets go of each value: an object that replaces what it holds (a JAX array) copies
+            # the value elsewhere, and the read copy is freed as soon as that object is done with it.
+            results[i] = None  # type: ignore[call-overload]
             buffer = buffers[i]
             if buffer is not None and result is buffer:
                 continue  # read in place
-            collected.setdefault(id(self.attribute_objects[i]), {})[self.attribute_names[i]] = result
+            collected.setdefault(id(objects[i]), {})[names[i]] = result
         uid = self.coordinator.restore_uid
         for trackable in self.planned_objects:
-            tensors = collected.get(id(trackable))
+            tensors = collected.pop(id(trackable), None)
             if tensors:
                 trackable._restore_from_tensors(tensors)
             # Set directly: the _update_uid property costs two calls, for each of possibly 10^5 objects.

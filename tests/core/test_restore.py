@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import weakref
+from typing import Any
+
 import numpy as np
 import pytest
 
@@ -247,3 +250,32 @@ def test_namedtuples_are_tracked_and_keep_field_access() -> None:
     other.pair = Pair(tp.Variable(0.0), tp.Variable(0.0))
     tp.Checkpoint(root=other).read(path).assert_consumed()
     assert (other.pair.a.numpy(), other.pair.b.numpy()) == (1.0, 2.0)
+
+
+class _Replaces(tp.Trackable):
+    """Copies its restored value elsewhere (as a JAX array is put on its devices) and keeps no reference."""
+
+    seen_refs: list[Any]
+
+    def __init__(self, seen: list[Any]) -> None:
+        self.seen = seen
+
+    def _serialize_to_tensors(self) -> dict[str, Any]:
+        return {"x": np.ones(1000)}
+
+    def _restore_from_tensors(self, tensors: Any) -> None:
+        # Each value read for an earlier object is freed once that object is done with it: a restore
+        # that replaces what it holds then needs the memory of one read value, not all of them at once.
+        self.seen.append([ref() is None for ref in self.seen_refs])
+        self.seen_refs.append(weakref.ref(tensors["x"]))
+
+
+def test_values_read_for_an_object_are_freed_once_it_is_restored() -> None:
+    seen: list[Any] = []
+    objects = [_Replaces(seen) for _ in range(3)]
+    refs: list[Any] = []
+    for obj in objects:
+        obj.seen_refs = refs
+    path = tp.Checkpoint(a=objects[0], b=objects[1], c=objects[2]).write("memory://r/free")
+    tp.Checkpoint(a=objects[0], b=objects[1], c=objects[2]).read(path).assert_consumed()
+    assert seen == [[], [True], [True, True]]
