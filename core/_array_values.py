@@ -79,14 +79,7 @@ class _NumpyValue(Variable):
         python = PYTHON_NUMBERS.get(type(value))
         if python is not None:
             self._python = type(value)
-            try:
-                value = np.asarray(value, dtype=python)
-            except OverflowError as exc:
-                raise TrackableError(
-                    f"{where} is {value}, which does not fit in int64; save it as a string in a "
-                    "trackpoint.Variable(str(value), dtype=trackpoint.string), or assign NoDependency(value) to "
-                    "keep it unsaved"
-                ) from exc
+            value = _python_number_array(value, np.dtype(python), where)
         if dtypes._is_torch_tensor(value):
             self._tensor = value
             try:
@@ -157,6 +150,8 @@ class _NumpyValue(Variable):
         if not self._shared:
             self._value = dtypes._torch_to_numpy(self._tensor)  # the tensor as it is now, not at tracking
         value = self._value
+        if self._python is not None and value.dtype != self._saved_dtype:
+            value = _python_number_array(self._current, self._saved_dtype, self._where)
         if is_jax_array(self._current):
             value = _jax_to_numpy(self._current, self._where)
         elif is_jax_shape(self._current):
@@ -227,9 +222,13 @@ class _NumpyValue(Variable):
             replacement = np.array(restored, dtype=original_dtype)
             replacement.flags.writeable = False  # it replaces a read-only array
             self._value = replacement
+        elif self._python is not None:
+            # From the saved value itself: a uint64 beyond int64 stays exact (and a later save refuses it).
+            replacement = self._python(np.asarray(restored)[()])
+            self._value = np.asarray(restored)
         else:
             array = np.array(restored, dtype=original_dtype)
-            replacement = array[()] if self._python is None else self._python(array[()])
+            replacement = array[()]
             self._value = array
         self._current = replacement
         if self._on_replace is not None:
@@ -309,3 +308,21 @@ def _weak_like(old: Any, array: np.ndarray[Any, Any]) -> Any:
         return array
     weak = sys.modules["jax"].numpy.asarray(array.item())
     return weak if weak.dtype == array.dtype else array
+
+
+def _python_number_array(number: Any, dtype: np.dtype[Any], where: str) -> np.ndarray[Any, Any]:
+    """A Python number as the 0-d array it is saved as.
+
+    Raises
+    ------
+    TrackableError
+        An ``int`` that does not fit in int64.
+    """
+    try:
+        return np.asarray(number, dtype=dtype)
+    except OverflowError as exc:
+        raise TrackableError(
+            f"{where} is {number}, which does not fit in int64; save it as a string in a "
+            "trackpoint.Variable(str(value), dtype=trackpoint.string), or assign NoDependency(value) to keep it "
+            "unsaved"
+        ) from exc

@@ -122,9 +122,7 @@ def _wrap(value: Any, name: str, strict: bool, where: str) -> Any:
     if isinstance(value, Trackable):
         return value
     kind = type(value)
-    if (kind is dict or kind is collections.OrderedDict or kind is list or isinstance(value, tuple)) and (
-        not _COPYING.depth and _holds_jax(value)
-    ):
+    if _is_container(value) and not _COPYING.depth and _holds_jax(value):
         # A pytree of JAX arrays: the wrappers go around copies of its containers (same arrays), so the
         # user's pytree stays plain. JAX compares container types, and a wrapper where a dict was would
         # fail the user's next tree_map over it and a plain tree.
@@ -133,6 +131,8 @@ def _wrap(value: Any, name: str, strict: bool, where: str) -> Any:
             return _wrap(_copy_containers(value), name, strict, where)
         finally:
             _COPYING.depth -= 1
+            if not _COPYING.depth:
+                _COPYING.sources.clear()
     if kind is dict or kind is collections.OrderedDict:
         return _DictWrapper(value, strict=strict, _where=where)
     if kind is list:
@@ -153,20 +153,38 @@ def _wrap(value: Any, name: str, strict: bool, where: str) -> Any:
 
 
 class _Copying(threading.local):
+    """What the wrapping of a copied pytree (see _wrap) in this thread knows.
+
+    Thread-local, not arguments: the copies are wrapped through the wrappers' constructors, which other
+    code calls too.
+    """
+
     depth = 0
+    #: The user's container each copy was made from, by the copy's id.
+    sources: dict[int, Any]
+
+    def __init__(self) -> None:
+        self.sources = {}
 
 
-#: Set while the containers being wrapped are trackpoint's own copies (see _wrap), in this thread.
 _COPYING = _Copying()
+
+
+def _is_container(value: Any) -> bool:
+    kind = type(value)
+    return kind is dict or kind is collections.OrderedDict or kind is list or isinstance(value, tuple)
 
 
 def _holds_jax(value: Any) -> bool:
     """Whether ``value``, a list, dict or tuple, holds a JAX array somewhere inside its containers."""
     if "jax" not in sys.modules:
         return False
-    pending = [value]
+    pending, seen = [value], set()
     while pending:
         item = pending.pop()
+        if id(item) in seen:
+            continue  # a container holding itself
+        seen.add(id(item))
         kind = type(item)
         if kind is dict or kind is collections.OrderedDict:
             pending.extend(item.values())
@@ -177,22 +195,33 @@ def _holds_jax(value: Any) -> bool:
     return False
 
 
-def _copy_containers(value: Any) -> Any:
-    """``value`` with new lists, dicts and tuples around the same leaves."""
+def _copy_containers(value: Any, made: dict[int, Any] | None = None) -> Any:
+    """``value`` with new lists, dicts and tuples around the same leaves (each copy's source recorded)."""
+    made = {} if made is None else made
+    if id(value) in made:
+        return made[id(value)]  # a container held twice (or by itself) stays one container
     kind = type(value)
     if kind is dict or kind is collections.OrderedDict:
-        return kind((key, _copy_containers(item)) for key, item in value.items())
-    if kind is list:
-        return [_copy_containers(item) for item in value]
-    if isinstance(value, tuple):
-        items = [_copy_containers(item) for item in value]
+        copied: Any = kind()
+        made[id(value)] = copied
+        for key, item in value.items():
+            copied[key] = _copy_containers(item, made)
+    elif kind is list:
+        copied = []
+        made[id(value)] = copied
+        copied.extend(_copy_containers(item, made) for item in value)
+    elif isinstance(value, tuple):
+        items = [_copy_containers(item, made) for item in value]
         if kind is tuple:
             return tuple(items)
         try:
             return kind(*items) if _fields(kind) else kind(items)
         except TypeError:
             return value  # a tuple type that cannot be rebuilt (TensorFlow's rule: it is not saved either)
-    return value
+    else:
+        return value
+    _COPYING.sources[id(copied)] = value
+    return copied
 
 
 def _should_wrap_tuple(values: tuple[Any, ...]) -> bool:
@@ -378,6 +407,37 @@ class TrackableDataStructure(Trackable, metaclass=abc.ABCMeta):
         self._self_where = where if where is not None else f"a {kind}"
         self._self_nodes = {}
 
+    def _remember_source(self, storage: Any) -> None:
+        """Keep the user's container this wrapper's storage was copied from (a pytree of JAX arrays), as it was."""
+        source = _COPYING.sources.get(id(storage)) if _COPYING.depth else None
+        if source is not None:
+            self._self_source = (source, list(source.items()) if isinstance(source, dict) else list(source))
+
+    def _check_source(self) -> None:
+        """Refuse to save a copy whose source the user changed since: the change would not be saved.
+
+        Raises
+        ------
+        TrackableError
+            The list or dict given (one holding JAX arrays, so the checkpoint keeps a copy of its
+            containers) was changed after it was given.
+        """
+        found = self.__dict__.get("_self_source")
+        if found is None:
+            return
+        source, then = found
+        now = list(source.items()) if isinstance(source, dict) else list(source)
+        if len(now) == len(then) and all(
+            (a[0] == b[0] and a[1] is b[1]) if isinstance(source, dict) else a is b
+            for a, b in zip(now, then, strict=True)
+        ):
+            return
+        raise TrackableError(
+            f"Unable to save {self._self_where}: the {type(source).__name__} given there holds JAX arrays, so the "
+            "checkpoint keeps a copy of its containers, and it was changed since it was given (JAX arrays are "
+            "replaced, not updated in place). Assign it again before saving, to save the new values."
+        )
+
     def _element_where(self, key: Any) -> str:
         return f"{self._self_where}[{key!r}]"
 
@@ -414,7 +474,8 @@ class TrackableDataStructure(Trackable, metaclass=abc.ABCMeta):
         if (
             is_array_value(value)
             or is_stateful(value)
-            or (isinstance(value, tuple) and _should_wrap_tuple(value))
+            # In a checkpoint's own containers a tuple's Python numbers are saved too; an empty one holds nothing.
+            or (isinstance(value, tuple) and ((self._self_strict and len(value) > 0) or _should_wrap_tuple(value)))
             or (self._self_strict and type(value) in PYTHON_NUMBERS)
         ):
             return self._node_for(key, value)
@@ -509,6 +570,7 @@ class ListWrapper(TrackableDataStructure, list[Any]):
             if not tracked:
                 self._self_unsaved[id(value)] = value
         self._self_snapshot: list[Any] | None = list(storage)
+        self._remember_source(storage)
         self._mirror()
 
     def _mirror(self) -> None:
@@ -575,6 +637,7 @@ class ListWrapper(TrackableDataStructure, list[Any]):
                 yield str(index), dependency
 
     def _trackable_children(self) -> dict[str, Trackable]:
+        self._check_source()
         self._check_external_modification()
         if self._self_mutation is not None:
             raise TrackableError(_NON_APPEND_MESSAGE.format(obj=self, op=self._self_mutation))
@@ -848,6 +911,7 @@ class _DictWrapper(TrackableDataStructure, dict[Any, Any]):
             if not tracked:
                 self._self_unsaved.add(key)
         self._self_snapshot: dict[Any, Any] | None = dict(storage)
+        self._remember_source(storage)
         self._mirror()
 
     def _mirror(self) -> None:
@@ -902,6 +966,7 @@ class _DictWrapper(TrackableDataStructure, dict[Any, Any]):
                 yield key, dependency
 
     def _trackable_children(self) -> dict[str, Trackable]:
+        self._check_source()
         self._check_external_modification()
         if self._self_external:
             raise TrackableError(

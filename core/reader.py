@@ -235,12 +235,13 @@ def load_tree(path: str | os.PathLike[str], options: CheckpointOptions | None = 
         for node_id, keys in grouping:
             node = nodes[node_id]
             entry = built[node_id]
-            named = {child.node_id for child in node.children if not child.local_name.isdigit()}
-            for child in node.children:
-                # A namedtuple's elements are its children by field name and by position (TensorFlow's
+            children = list(node.children)
+            half = len(children) // 2
+            if half and _namedtuple_edges(children, half):
+                # A namedtuple's elements are its children by field name, then by position (TensorFlow's
                 # rule): shown once, by name.
-                if child.local_name.isdigit() and child.node_id in named:
-                    continue
+                children = children[:half]
+            for child in children:
                 entry[child.local_name] = built[child.node_id]
             for name, key in keys.items():
                 if name in entry:
@@ -255,3 +256,11 @@ def load_tree(path: str | os.PathLike[str], options: CheckpointOptions | None = 
                 slots[slot.slot_name] = built[slot.slot_variable_node_id]
     root: dict[str, Any] = built[0]
     return root
+
+
+def _namedtuple_edges(children: list[Any], half: int) -> bool:
+    """Whether the edges are a namedtuple's: ``half`` field names, then positions ``0..half-1`` to the same nodes."""
+    return len(children) == 2 * half and all(
+        not named.local_name.isdigit() and by_index.local_name == str(i) and named.node_id == by_index.node_id
+        for i, (named, by_index) in enumerate(zip(children[:half], children[half:], strict=True))
+    )

@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import collections
 import json
+import threading
 import weakref
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
@@ -115,22 +116,33 @@ _MAPPING_NAMES = {kind: name for name, kind in _MAPPINGS.items()}
 
 #: The node of each Stateful object, by id: an object held in several places is one node, saved once.
 _NODES: dict[int, weakref.ref[StatefulValue]] = {}
+#: Makes a lookup and the insertion of a new node one step: threads tracking one object get one node.
+_NODES_LOCK = threading.Lock()
 
 
 def stateful_node(obj: Any, where: str) -> StatefulValue:
-    """The object graph's node for the :class:`Stateful` ``obj`` (the same node wherever ``obj`` is held)."""
+    """The object graph's node for the :class:`Stateful` ``obj`` (the same node wherever ``obj`` is held).
+
+    Parameters
+    ----------
+    obj
+        The object.
+    where
+        Where it is held, for messages (the first holder's name is kept).
+    """
     key = id(obj)
-    ref = _NODES.get(key)
-    node = None if ref is None else ref()
-    # The node holds its object, so while it lives no other object can have this id.
-    if node is None:
-        node = StatefulValue(obj, where)
+    with _NODES_LOCK:
+        ref = _NODES.get(key)
+        node = None if ref is None else ref()
+        # The node holds its object, so while it lives no other object can have this id.
+        if node is None:
+            node = StatefulValue(obj, where)
 
-        def forget(dead: weakref.ref[StatefulValue], key: int = key) -> None:
-            if _NODES.get(key) is dead:
-                del _NODES[key]
+            def forget(dead: weakref.ref[StatefulValue], key: int = key) -> None:
+                if _NODES.get(key) is dead:
+                    del _NODES[key]
 
-        _NODES[key] = weakref.ref(node, forget)
+            _NODES[key] = weakref.ref(node, forget)
     return node
 
 
@@ -459,11 +471,13 @@ def structure_changes(a: object, b: object, atol: float = 0.0, rtol: float = 0.0
     found: list[str] = []
 
     def close(p: Any, q: Any) -> bool:
-        numbers = (int, float)
-        if type(p) is bool or type(q) is bool or not isinstance(p, numbers) or not isinstance(q, numbers):
-            return bool(p == q and type(p) is type(q))
+        if type(p) is not type(q) or type(p) not in (int, float):
+            return bool(type(p) is type(q) and p == q)  # an int that became a float has changed
         if p == q or (p != p and q != q):
             return True
+        if type(p) is int:
+            # Exactly, as tensors' integers are: through float64, 2**62 + 1 equals 2**62.
+            return bool(abs(p - q) <= atol + rtol * abs(q))
         return bool(np.isclose(p, q, rtol=rtol, atol=atol))
 
     def entries(node: Any) -> dict[Any, Any] | None:
@@ -489,6 +503,8 @@ def structure_changes(a: object, b: object, atol: float = 0.0, rtol: float = 0.0
             if not close(p, q):
                 found.append(f"{where or '(whole)'}: {shown(p)} -> {shown(q)}")
             return
+        if "metadata" in p or "metadata" in q:  # torch's module versions
+            walk(p.get("metadata"), q.get("metadata"), f"{where}._metadata")
         for key in ep.keys() | eq.keys():
             step = f"{where}[{json.loads(key)!r}]" if "dict" in p else f"{where}[{key}]"
             if key not in eq:

@@ -278,3 +278,26 @@ def test_numpy_values_that_cannot_be_saved_are_refused_on_assignment(value: obje
         model.y = {"k": value}
     model.z = tp.NoDependency(value)  # the opt-out works for them too
     assert model._trackable_children() == {}
+
+
+def test_tuples_of_python_numbers_in_a_checkpoints_containers_are_saved() -> None:
+    ckpt = tp.Checkpoint(groups=[{"betas": (0.9, 0.999)}], pair={"a": (True, 4)}, empty={"e": ()})
+    path = ckpt.write("memory://c/tuples")
+    assert keys(path) == [
+        "groups/0/betas/0" + VALUE,
+        "groups/0/betas/1" + VALUE,
+        "pair/a/0" + VALUE,
+        "pair/a/1" + VALUE,
+    ]
+    target = tp.Checkpoint(groups=[{"betas": (0.0, 0.0)}], pair={"a": (False, 0)}, empty={"e": ()})
+    target.read(path).assert_consumed()
+    assert target.groups[0]["betas"] == (0.9, 0.999) and target.pair["a"] == (True, 4)
+
+
+def test_a_uint64_beyond_int64_restores_exactly_into_a_python_int() -> None:
+    path = tp.Checkpoint(x=np.uint64(2**64 - 1)).write("memory://c/uint64")
+    target = tp.Checkpoint(x=0)
+    target.read(path).assert_consumed()
+    assert target.x == 2**64 - 1  # not wrapped around to -1
+    with pytest.raises(tp.TrackableError, match=r"Checkpoint\.x is 18446744073709551615, which does not fit in int64"):
+        target.write("memory://c/uint64-again")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 from pathlib import Path
 
 import ml_dtypes
@@ -137,3 +138,20 @@ def test_other_strings_differ_without_details(tmp_path: Path) -> None:
     b = _save(tmp_path / "b", s=np.array([b"y"], dtype=object))
     (change,) = tp.diff(a, b).changed
     assert change.details == () and change.max_abs is None
+
+
+def test_state_dict_integers_compare_exactly_and_types_and_metadata_count(tmp_path: Path) -> None:
+    def write(name: str, state: dict[str, object]) -> str:
+        return tp.Checkpoint(s=StateHolder(state)).write(str(tmp_path / name))
+
+    big = write("big", {"n": 2**62, "x": 1})
+    assert tp.diff(big, write("big1", {"n": 2**62 + 1, "x": 1})).changed[0].details == (
+        "['n']: 4611686018427387904 -> 4611686018427387905",
+    )
+    assert tp.diff(big, write("float", {"n": 2**62, "x": 1.0})).changed[0].details == ("['x']: 1 -> 1.0",)
+    versioned = collections.OrderedDict(w=np.ones(1))
+    versioned._metadata = {"": {"version": 1}}  # type: ignore[attr-defined]
+    newer = collections.OrderedDict(w=np.ones(1))
+    newer._metadata = {"": {"version": 2}}  # type: ignore[attr-defined]
+    (change,) = tp.diff(write("v1", versioned), write("v2", newer)).changed
+    assert change.details == ("._metadata['']['version']: 1 -> 2",)

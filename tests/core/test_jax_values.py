@@ -215,3 +215,22 @@ def test_a_weakly_typed_scalar_stays_weak(tmp_path: Path) -> None:
     ckpt.read(path).assert_consumed()
     assert ckpt.t["lr"].weak_type and float(ckpt.t["lr"]) == 0.5
     assert (ckpt.t["lr"] * ckpt.t["w"]).dtype == jnp.bfloat16  # as before the save: no promotion to float32
+
+
+def test_a_pytree_changed_after_it_was_given_is_refused_not_saved_stale(tmp_path: Path) -> None:
+    state = {"w": jnp.ones(2), "inner": {"v": jnp.ones(1)}}
+    ckpt = tp.Checkpoint(state=state)
+    ckpt.write(str(tmp_path / "a"))
+    state["inner"]["v"] = jnp.zeros(1)  # the user's dict; the checkpoint holds a copy of the containers
+    with pytest.raises(tp.TrackableError, match=r"Checkpoint\.state\['inner'\]: the dict given there holds JAX"):
+        ckpt.write(str(tmp_path / "b"))
+    ckpt.state = state  # assigned again: saved as it is now
+    path = ckpt.write(str(tmp_path / "c"))
+    assert tp.load_checkpoint(path).get_tensor("state/inner/v/.ATTRIBUTES/VARIABLE_VALUE").tolist() == [0.0]
+
+
+def test_a_pytree_holding_itself_does_not_hang() -> None:
+    tree: dict[str, Any] = {"w": jnp.ones(1)}
+    tree["self"] = tree
+    with pytest.raises(RecursionError):  # as for any container holding itself, JAX arrays or not
+        tp.Checkpoint(tree=tree)

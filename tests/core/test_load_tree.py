@@ -57,3 +57,9 @@ def test_a_namedtuple_shows_each_element_once_by_field_name(tmp_path: Path) -> N
     tree = tp.load_tree(path)
     assert set(tree["s"]) == {"count", "mu"} and int(tree["s"]["count"]) == 1
     assert set(tree["t"]) == {"0", "1"}  # a plain tuple's elements go by position
+
+
+def test_a_dict_entry_named_by_digits_is_kept(tmp_path: Path) -> None:
+    v = tp.Variable(np.ones(2))
+    tree = tp.load_tree(tp.Checkpoint(d={"0": v, "best": v}).write(str(tmp_path / "c")))
+    assert set(tree["d"]) == {"0", "best"} and tree["d"]["0"] is tree["d"]["best"]
