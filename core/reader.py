@@ -157,7 +157,14 @@ def load_tree(path: str | os.PathLike[str], options: CheckpointOptions | None = 
     """The checkpoint's values as nested dicts along its object graph, without the objects that saved them.
 
     What Orbax's ``restore`` without a target gives: a checkpoint read with nothing but numpy, whoever
-    wrote it (trackpoint or TensorFlow). ``path`` is as for :func:`load_checkpoint`.
+    wrote it (trackpoint or TensorFlow).
+
+    Parameters
+    ----------
+    path
+        A checkpoint prefix, or a directory (its latest checkpoint), as for :func:`load_checkpoint`.
+    options
+        Selects and configures the backend.
 
     Returns
     -------

@@ -62,7 +62,16 @@ from trackpoint.trackable import VARIABLE_VALUE_KEY, Trackable
 if TYPE_CHECKING:
     from trackpoint.storage import TensorInfo
 
-__all__ = ["STATE_DICT_STRUCTURE", "Stateful", "is_stateful", "structure_changes"]
+__all__ = [
+    "STATE_DICT_STRUCTURE",
+    "Stateful",
+    "StatefulValue",
+    "is_stateful",
+    "parse_structure",
+    "rebuild_state_dict",
+    "stateful_node",
+    "structure_changes",
+]
 
 #: Attribute name of the JSON structure of a saved state dict. No array's name starts with ``.``.
 STATE_DICT_STRUCTURE = ".STATE_DICT"
@@ -87,7 +96,18 @@ class Stateful(Protocol):
 
 
 def is_stateful(value: Any) -> bool:
-    """Whether ``value`` is saved through its state dict (see :class:`Stateful`)."""
+    """Whether ``value`` is saved through its state dict (see :class:`Stateful`).
+
+    Parameters
+    ----------
+    value
+        Any value; a trackable or a class is never ``Stateful``.
+
+    Returns
+    -------
+    bool
+        ``value`` has callable ``state_dict`` and ``load_state_dict`` attributes.
+    """
     if isinstance(value, (Trackable, type)):
         return False
     try:
@@ -388,7 +408,19 @@ class StatefulValue(Trackable):
 
 
 def parse_structure(raw: Any, where: str) -> Any:
-    """The structure saved in a ``.STATE_DICT`` string (an object array or ``bytes``), checked for its format.
+    """The structure saved in a ``.STATE_DICT`` string, checked for its format.
+
+    Parameters
+    ----------
+    raw
+        The saved string: a 0-d object array, ``bytes`` or ``str``.
+    where
+        What it belongs to, for messages.
+
+    Returns
+    -------
+    object
+        The JSON structure (see :class:`StatefulValue`), for :func:`rebuild_state_dict`.
 
     Raises
     ------
@@ -410,7 +442,23 @@ def parse_structure(raw: Any, where: str) -> Any:
 
 
 def rebuild_state_dict(structure: Any, array: Callable[[str, str], Any], where: str) -> Any:
-    """The state dict a saved structure describes, with ``array(name, kind)`` at the place of each array."""
+    """The state dict a saved structure describes.
+
+    Parameters
+    ----------
+    structure
+        What :func:`parse_structure` returned.
+    array
+        Called as ``array(name, kind)`` for each array: its attribute name and how it was held
+        (``"torch"``, ``"jax"``, ``"numpy"`` or ``"scalar"``); returns the value to put in its place.
+    where
+        What the state dict belongs to, for messages.
+
+    Raises
+    ------
+    InvalidCheckpointError
+        The structure names a mapping type this trackpoint does not know.
+    """
 
     def build(node: Any) -> Any:
         if not isinstance(node, dict):
@@ -458,12 +506,9 @@ def structure_changes(a: object, b: object, atol: float = 0.0, rtol: float = 0.0
 
     def parse(text: object) -> Any:
         try:
-            saved = json.loads(text.decode("utf-8") if isinstance(text, bytes) else str(text))
-        except ValueError:
+            return parse_structure(text, "")
+        except InvalidCheckpointError:
             return None
-        if not isinstance(saved, dict) or saved.get("version") != _FORMAT_VERSION or "state" not in saved:
-            return None
-        return saved["state"]
 
     x, y = parse(a), parse(b)
     if x is None or y is None:
