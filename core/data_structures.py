@@ -141,6 +141,8 @@ def _wrap(value: Any, name: str, strict: bool, where: str) -> Any:
         return _TupleValue(value, strict, where)
     if is_array_value(value):
         _NumpyValue(value, name, where)  # checks that it can be saved
+        if not _jax_sees_wrappers and "jax" in sys.modules:
+            _show_wrappers_to_jax()  # wrappers made before jax was imported hold JAX arrays from now on
         return value
     if is_stateful(value):
         return value  # saved through its state dict by a node its holder makes
@@ -1234,6 +1236,7 @@ def _fields(kind: type) -> tuple[str, ...]:
 
 #: Whether JAX's pytree functions see the wrappers as dicts and lists (registered once jax is imported).
 _jax_sees_wrappers = False
+_JAX_LOCK = threading.Lock()
 
 
 def _show_wrappers_to_jax() -> None:
@@ -1244,8 +1247,14 @@ def _show_wrappers_to_jax() -> None:
     gives the restored arrays in containers of the user's own, untracked.
     """
     global _jax_sees_wrappers
-    _jax_sees_wrappers = True
-    tree_util = sys.modules["jax"].tree_util
+    with _JAX_LOCK:
+        if not _jax_sees_wrappers:
+            _register_with_jax(sys.modules["jax"].tree_util)
+            # Set only once registered: another thread must not take wrappers for registered before then.
+            _jax_sees_wrappers = True
+
+
+def _register_with_jax(tree_util: Any) -> None:
 
     def dict_keys(wrapper: _DictWrapper) -> tuple[tuple[Any, ...], bool]:
         """The keys in JAX's order for the wrapped mapping, and whether it is an ``OrderedDict``."""

@@ -367,12 +367,16 @@ class StatefulValue(Trackable):
         if raw is None:
             return
         structure = parse_structure(raw, self._where)
+        # The arrays the object holds that hold the checkpoint's values before load_state_dict runs.
+        written = set(offered)
 
         def array(name: str, kind: str) -> Any:
             value = planned.get(name)
             if name in tensors:
                 if value is not None:
                     value._restore_from_tensors({VARIABLE_VALUE_KEY: tensors[name]})
+                    if value._in_place() or value._tensor is not None:
+                        written.add(name)  # copied into the object's own memory (a GPU tensor, say)
                     return value.current()
                 restored = tensors[name]
                 if kind == "torch":
@@ -394,8 +398,8 @@ class StatefulValue(Trackable):
         except Exception as exc:  # the object's own refusal, of any type
             # As PyTorch DCP does, arrays the object holds were read into in place before load_state_dict ran.
             partly = (
-                f"; {len(offered)} of its arrays had already been read in place and hold the checkpoint's values"
-                if offered
+                f"; {len(written)} of its arrays had already been written in place and hold the checkpoint's values"
+                if written
                 else ""
             )
             raise AssignmentError(

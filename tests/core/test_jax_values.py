@@ -234,3 +234,20 @@ def test_a_pytree_holding_itself_does_not_hang() -> None:
     tree["self"] = tree
     with pytest.raises(RecursionError):  # as for any container holding itself, JAX arrays or not
         tp.Checkpoint(tree=tree)
+
+
+def test_wrappers_made_before_jax_was_imported_are_seen_through() -> None:
+    script = textwrap.dedent(
+        """
+        import numpy as np
+        import trackpoint as tp
+
+        ckpt = tp.Checkpoint(p={"w": np.ones(1)})  # wrapped before jax exists in the process
+        import jax, jax.numpy as jnp
+
+        ckpt.p["x"] = jnp.ones(2)
+        print(len(jax.tree_util.tree_leaves(ckpt.p)))
+        """
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and done.stdout.strip() == "2", done.stderr
