@@ -60,6 +60,7 @@ import weakref
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any, Generic, SupportsIndex, TypeVar
 
+from trackpoint import dtypes
 from trackpoint._array_values import (
     PYTHON_NUMBERS,
     _NumpyValue,
@@ -96,11 +97,6 @@ class NoDependency(Generic[T]):
         self.value = value
 
 
-def _describe(value: Any) -> str:
-    text = repr(value)
-    return f"{text if len(text) <= 40 else text[:37] + '...'} ({type(value).__name__})"
-
-
 def _wrap(value: Any, name: str, strict: bool, where: str) -> Any:
     """The value a container or attribute stores for ``value`` placed under ``name``.
 
@@ -122,13 +118,14 @@ def _wrap(value: Any, name: str, strict: bool, where: str) -> Any:
     if isinstance(value, Trackable):
         return value
     kind = type(value)
-    if _is_container(value) and not _COPYING.depth and _holds_jax(value):
+    if _is_container(value) and not _COPYING.depth and "jax" in sys.modules:
         # A pytree of JAX arrays: the wrappers go around copies of its containers (same arrays), so the
         # user's pytree stays plain. JAX compares container types, and a wrapper where a dict was would
-        # fail the user's next tree_map over it and a plain tree.
+        # fail the user's next tree_map over it and a plain tree. The outermost container is looked
+        # through once: the containers inside are wrapped within this call, and need no look of their own.
         _COPYING.depth += 1
         try:
-            return _wrap(_copy_containers(value), name, strict, where)
+            return _wrap(_copy_containers(value) if _holds_jax(value) else value, name, strict, where)
         finally:
             _COPYING.depth -= 1
             if not _COPYING.depth:
@@ -141,8 +138,7 @@ def _wrap(value: Any, name: str, strict: bool, where: str) -> Any:
         return _TupleValue(value, strict, where)
     if is_array_value(value):
         _NumpyValue(value, name, where)  # checks that it can be saved
-        if not _jax_sees_wrappers and "jax" in sys.modules:
-            _show_wrappers_to_jax()  # wrappers made before jax was imported hold JAX arrays from now on
+        _show_wrappers_to_jax()  # wrappers made before jax was imported may hold JAX arrays from now on
         return value
     if is_stateful(value):
         return value  # saved through its state dict by a node its holder makes
@@ -179,8 +175,6 @@ def _is_container(value: Any) -> bool:
 
 def _holds_jax(value: Any) -> bool:
     """Whether ``value``, a list, dict or tuple, holds a JAX array somewhere inside its containers."""
-    if "jax" not in sys.modules:
-        return False
     pending, seen = [value], set()
     while pending:
         item = pending.pop()
@@ -250,10 +244,10 @@ def _is_saved_kind(value: Any) -> bool:
 
 def _unsaved_message(value: Any, where: str) -> str:
     return (
-        f"{where} is {_describe(value)}, which a checkpoint does not save: only trackables, numeric numpy values, "
-        "Python bool/int/float, torch tensors, JAX arrays, objects with state_dict() and load_state_dict(), and "
-        "lists/dicts/tuples of them are saved. Save it as a numpy value (np.asarray(value)) or a "
-        "trackpoint.Variable, or pass NoDependency(value) to keep it unsaved."
+        f"{where} is {dtypes._describe_typed(value)}, which a checkpoint does not save: only trackables, numeric "
+        "numpy values, Python bool/int/float, torch tensors, JAX arrays, objects with state_dict() and "
+        "load_state_dict(), and lists/dicts/tuples of them are saved. Save it as a numpy value "
+        "(np.asarray(value)) or a trackpoint.Variable, or pass NoDependency(value) to keep it unsaved."
     )
 
 
@@ -402,8 +396,7 @@ class TrackableDataStructure(Trackable, metaclass=abc.ABCMeta):
     _self_nodes: dict[Any, _NumpyValue | _TupleValue | StatefulValue]
 
     def _init_structure(self, strict: bool, where: str | None, kind: str) -> None:
-        if not _jax_sees_wrappers and "jax" in sys.modules:
-            _show_wrappers_to_jax()
+        _show_wrappers_to_jax()
         self._maybe_initialize_trackable()
         self._self_strict = strict
         self._self_where = where if where is not None else f"a {kind}"
@@ -1247,6 +1240,8 @@ def _show_wrappers_to_jax() -> None:
     gives the restored arrays in containers of the user's own, untracked.
     """
     global _jax_sees_wrappers
+    if _jax_sees_wrappers or "jax" not in sys.modules:
+        return  # done, or nothing to do until jax is imported
     with _JAX_LOCK:
         if not _jax_sees_wrappers:
             _register_with_jax(sys.modules["jax"].tree_util)

@@ -270,6 +270,12 @@ def _describe(value: Any) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
+def _describe_typed(value: Any) -> str:
+    """A short repr of ``value`` and its type's name, for messages that refuse it."""
+    text = repr(value)
+    return f"{text if len(text) <= 40 else text[:37] + '...'} ({type(value).__name__})"
+
+
 def convert_initial_value(value: Any, dtype: np.dtype[Any] | None, where: str) -> np.ndarray[Any, Any]:
     """An owned, C-contiguous array for a new variable.
 

@@ -271,9 +271,8 @@ class StatefulValue(Trackable):
                         visit(item, prefix + str(index), f"{where}[{index}]") for index, item in enumerate(value)
                     ]
                 }
-            text = repr(value)
             raise TrackableError(
-                f"{where} is {text if len(text) <= 40 else text[:37] + '...'} ({type(value).__name__}), which a "
+                f"{where} is {dtypes._describe_typed(value)}, which a "
                 "state dict is not saved with: arrays (numpy, torch, JAX), None, bool, int, float, str, bytes, "
                 "and dicts (OrderedDict, Counter), lists and tuples of them are"
             )
