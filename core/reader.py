@@ -138,18 +138,23 @@ def object_metadata(path: str | os.PathLike[str], options: CheckpointOptions | N
         The checkpoint has no object graph (a name-based checkpoint).
     """
     with load_checkpoint(path, options) as reader:
-        if not reader.has_tensor(OBJECT_GRAPH_KEY):
-            raise InvalidCheckpointError(
-                f"The specified checkpoint {reader.prefix!r} does not appear to be object-based (saved with "
-                f"trackpoint.Checkpoint or tf.train.Checkpoint): it has no {OBJECT_GRAPH_KEY!r} tensor. "
-                "Use load_checkpoint() to read its tensors by name."
-            )
-        raw = reader.get_tensor(OBJECT_GRAPH_KEY)
+        return _object_graph(reader, os.fspath(path))
+
+
+def _object_graph(reader: TensorReader, path: str) -> pb.TrackableObjectGraph:
+    """The object graph ``reader``'s checkpoint holds (see :func:`object_metadata`)."""
+    if not reader.has_tensor(OBJECT_GRAPH_KEY):
+        raise InvalidCheckpointError(
+            f"The specified checkpoint {reader.prefix!r} does not appear to be object-based (saved with "
+            f"trackpoint.Checkpoint or tf.train.Checkpoint): it has no {OBJECT_GRAPH_KEY!r} tensor. "
+            "Use load_checkpoint() to read its tensors by name."
+        )
+    raw = reader.get_tensor(OBJECT_GRAPH_KEY)
     proto = pb.TrackableObjectGraph()
     try:
         proto.ParseFromString(bytes(raw))
     except Exception as exc:
-        raise InvalidCheckpointError(f"the object graph in {os.fspath(path)!r} cannot be parsed: {exc}") from exc
+        raise InvalidCheckpointError(f"the object graph in {path!r} cannot be parsed: {exc}") from exc
     return proto
 
 
@@ -189,21 +194,21 @@ def load_tree(path: str | os.PathLike[str], options: CheckpointOptions | None = 
     from trackpoint.stateful import STATE_DICT_STRUCTURE, parse_structure, rebuild_state_dict
     from trackpoint.trackable import VARIABLE_VALUE_KEY
 
-    proto = object_metadata(path, options)
-    nodes = proto.nodes
-    paths: dict[int, str] = {0: ""}
-    # Breadth first, as the object graph names its nodes: each node's first path is its shortest. Slot
-    # variables are no object's children: they come last.
-    order = [0]
-    for node_id in order:
-        for child in nodes[node_id].children:
-            if child.node_id not in paths:
-                parent, name = paths[node_id], escape_local_name(child.local_name)
-                paths[child.node_id] = f"{parent}/{name}" if parent else name
-                order.append(child.node_id)
-    order += [node_id for node_id in range(len(nodes)) if node_id not in paths]
-    built: dict[int, Any] = {}
     with load_checkpoint(path, options) as reader:
+        proto = _object_graph(reader, os.fspath(path))
+        nodes = proto.nodes
+        paths: dict[int, str] = {0: ""}
+        # Breadth first, as the object graph names its nodes: each node's first path is its shortest. Slot
+        # variables are no object's children: they come last.
+        order = [0]
+        for node_id in order:
+            for child in nodes[node_id].children:
+                if child.node_id not in paths:
+                    parent, name = paths[node_id], escape_local_name(child.local_name)
+                    paths[child.node_id] = f"{parent}/{name}" if parent else name
+                    order.append(child.node_id)
+        order += [node_id for node_id in range(len(nodes)) if node_id not in paths]
+        built: dict[int, Any] = {}
 
         def value(key: str) -> Any:
             try:
