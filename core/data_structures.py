@@ -52,6 +52,7 @@ from __future__ import annotations
 
 import abc
 import collections
+import contextlib
 import copy
 import operator
 import sys
@@ -130,12 +131,14 @@ def _wrap(value: Any, name: str, strict: bool, where: str) -> Any:
             _COPYING.depth -= 1
             if not _COPYING.depth:
                 _COPYING.sources.clear()
-    if kind is dict or kind is collections.OrderedDict:
-        return _DictWrapper(value, strict=strict, _where=where)
-    if kind is list:
-        return ListWrapper(value, strict=strict, _where=where)
+    if kind is dict or kind is collections.OrderedDict or kind is list:
+        with _wrapping(value, where):
+            if kind is list:
+                return ListWrapper(value, strict=strict, _where=where)
+            return _DictWrapper(value, strict=strict, _where=where)
     if isinstance(value, tuple) and (strict or _should_wrap_tuple(value)):
-        return _TupleValue(value, strict, where)
+        with _wrapping(value, where):
+            return _TupleValue(value, strict, where)
     if is_array_value(value):
         _NumpyValue(value, name, where)  # checks that it can be saved
         _show_wrappers_to_jax()  # wrappers made before jax was imported may hold JAX arrays from now on
@@ -166,6 +169,38 @@ class _Copying(threading.local):
 
 
 _COPYING = _Copying()
+
+
+class _Wrapping(threading.local):
+    """The containers whose wrappers this thread is building (by id), to refuse one that holds itself."""
+
+    def __init__(self) -> None:
+        self.ids: set[int] = set()
+
+
+_WRAPPING = _Wrapping()
+
+
+@contextlib.contextmanager
+def _wrapping(value: Any, where: str) -> Iterator[None]:
+    """Mark ``value`` as being wrapped while its wrapper wraps what it holds.
+
+    A container that holds itself (directly or through other containers) would be wrapped without end:
+    the checkpoint's graph of containers is a tree of copies' wrappers, not a graph of the user's objects.
+    """
+    ids = _WRAPPING.ids
+    if id(value) in ids:
+        raise TrackableError(
+            f"{where} is a {type(value).__name__} that also holds it (a container that holds itself): a "
+            "checkpoint saves containers as a tree and cannot save a cycle of lists, dicts or tuples. Hold "
+            "the inner reference through a trackable object (cycles between trackables are saved) or "
+            "NoDependency(value)."
+        )
+    ids.add(id(value))
+    try:
+        yield
+    finally:
+        ids.discard(id(value))
 
 
 def _is_container(value: Any) -> bool:

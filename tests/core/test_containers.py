@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import decimal
 from collections import namedtuple
+from typing import Any
 
 import numpy as np
 import pytest
@@ -301,3 +302,37 @@ def test_a_uint64_beyond_int64_restores_exactly_into_a_python_int() -> None:
     assert target.x == 2**64 - 1  # not wrapped around to -1
     with pytest.raises(tp.TrackableError, match=r"Checkpoint\.x is 18446744073709551615, which does not fit in int64"):
         target.write("memory://c/uint64-again")
+
+
+@pytest.mark.parametrize("kind", ["dict", "list", "through a tuple", "through another dict"])
+def test_a_container_that_holds_itself_is_refused_by_name(kind: str) -> None:
+    outer: Any
+    if kind == "dict":
+        outer = {"w": np.ones(1)}
+        outer["self"] = outer
+        where = r"Checkpoint\.x\['self'\]"
+    elif kind == "list":
+        outer = [np.ones(1)]
+        outer.append(outer)
+        where = r"Checkpoint\.x\[1\]"
+    elif kind == "through a tuple":
+        outer = [np.ones(1)]
+        outer.append((np.ones(1), outer))
+        where = r"Checkpoint\.x\[1\]\[1\]"
+    else:
+        outer = {"inner": {"w": np.ones(1)}}
+        outer["inner"]["up"] = outer
+        where = r"Checkpoint\.x\['inner'\]\['up'\]"
+    with pytest.raises(tp.TrackableError, match=where + " is a (dict|list) that also holds it"):
+        tp.Checkpoint(x=outer)
+
+
+def test_a_container_held_twice_is_not_a_cycle(tmp_path: Any) -> None:
+    shared = {"w": np.ones(2)}
+    ckpt = tp.Checkpoint(x={"a": shared, "b": [shared, (shared, np.zeros(1))]})
+    path = ckpt.write(str(tmp_path / "c"))
+    assert "x/a/w" + VALUE in keys(path)
+
+    trackable = tp.AutoTrackable()
+    trackable.loop = {"me": trackable}  # a cycle through a trackable is an edge of the graph, not a wrap
+    tp.Checkpoint(t=trackable).write(str(tmp_path / "d"))
