@@ -25,6 +25,8 @@ botocore, gcsfs, zarr) into these classes, chained with ``raise ... from exc``.
     │   ├── ShapeMismatchError
     │   └── DTypeMismatchError         (+ TypeError)
     ├── UnsupportedDTypeError          (+ TypeError)
+    ├── InvalidArgumentError           (+ ValueError)   an argument or option with a value trackpoint cannot use
+    │   └── ArgumentTypeError          (+ TypeError)    an argument or option of the wrong type
     ├── UnsupportedOptionError         (+ NotImplementedError) an option trackpoint does not implement (yet)
     ├── SaveInProgressError            (+ RuntimeError) an async save is still being written
     ├── MatchError                     (+ AssertionError) a load-status assertion failed
@@ -59,6 +61,7 @@ from typing import Any, Final, Literal
 
 __all__ = [
     "ERROR_CLASSES",
+    "ArgumentTypeError",
     "AssignmentError",
     "BackendError",
     "BackendUnavailableError",
@@ -72,6 +75,7 @@ __all__ = [
     "DTypeMismatchError",
     "DataLossError",
     "ErrorKind",
+    "InvalidArgumentError",
     "InvalidCheckpointError",
     "InvalidPathError",
     "InvalidSavePathError",
@@ -246,6 +250,17 @@ class DTypeMismatchError(AssignmentError, TypeError):
 
 class UnsupportedDTypeError(CheckpointError, TypeError):
     """A dtype that no checkpoint format can store (e.g. arbitrary Python objects)."""
+
+
+class InvalidArgumentError(CheckpointError, ValueError):
+    """An argument or option has a value trackpoint cannot use (``max_to_keep=-1``, ``num_writers=0``).
+
+    Raised when the call is made, before anything is written, not later when the value is first used.
+    """
+
+
+class ArgumentTypeError(InvalidArgumentError, TypeError):
+    """An argument or option is of a type trackpoint cannot use (``max_to_keep="3"``, ``options={...}``)."""
 
 
 class UnsupportedOptionError(CheckpointError, NotImplementedError):

@@ -25,6 +25,8 @@ BUILTIN_OF = {
     E.ShapeMismatchError: ValueError,
     E.DTypeMismatchError: TypeError,
     E.UnsupportedDTypeError: TypeError,
+    E.InvalidArgumentError: ValueError,
+    E.ArgumentTypeError: TypeError,
     E.UnsupportedOptionError: NotImplementedError,
     E.SaveInProgressError: RuntimeError,
     E.MatchError: AssertionError,
