@@ -36,8 +36,17 @@ from typing import Any, Protocol
 import numpy as np
 
 from trackpoint import _async, _paths, _resolve, _signal_safe, state
+from trackpoint._array_values import is_jax_array
 from trackpoint.distributed._driver import coordinator_of, on_root
-from trackpoint.errors import CheckpointError, MatchError, StorageError, TrackableError
+from trackpoint.errors import (
+    ArgumentTypeError,
+    CheckpointError,
+    CheckpointExistsError,
+    InvalidArgumentError,
+    MatchError,
+    StorageError,
+    TrackableError,
+)
 from trackpoint.restore import CheckpointLoadStatus
 from trackpoint.storage import CheckpointOptions, StorageBackend
 
@@ -98,6 +107,91 @@ def _checkpoint_number(value: Any, directory: str, name: str) -> int:
             "global step), or None to number the checkpoint by save_counter"
         )
     return number
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
+
+
+def _check_arguments(
+    checkpoint: Any,
+    directory: Any,
+    max_to_keep: Any,
+    keep_checkpoint_every_n_hours: Any,
+    checkpoint_name: Any,
+    step_counter: Any,
+    checkpoint_interval: Any,
+    init_fn: Any,
+) -> None:
+    """Refuse the arguments of :class:`CheckpointManager` it could not use, before it touches the directory.
+
+    Each would otherwise fail later, at a save, after that save's checkpoint was committed (a
+    ``keep_checkpoint_every_n_hours`` that is a string broke retention, so no checkpoint was ever deleted), or
+    never (an ``int`` step counter, which cannot advance, made every save after the first one skip).
+    """
+    where = "CheckpointManager"
+    missing = [name for name in ("save_counter", "write", "restore") if not hasattr(checkpoint, name)]
+    if missing:
+        raise ArgumentTypeError(
+            f"{where}: checkpoint is {type(checkpoint).__name__}, which lacks {', '.join(missing)}: pass a "
+            "trackpoint.Checkpoint (tp.Checkpoint(model=..., optimizer=...)), not the objects to save"
+        )
+    if not isinstance(directory, (str, os.PathLike)):
+        raise ArgumentTypeError(f"{where}: directory must be a path or URL string, got {type(directory).__name__}")
+    if not os.fspath(directory):
+        raise InvalidArgumentError(f"{where} needs a directory (a local path or a URL), got ''")
+    if max_to_keep is not None:
+        if not _is_int(max_to_keep):
+            raise ArgumentTypeError(
+                f"Expected a positive integer or `None` for `max_to_keep`, got {max_to_keep!r} "
+                f"({type(max_to_keep).__name__})."
+            )
+        if max_to_keep <= 0:
+            raise InvalidArgumentError(f"Expected a positive integer or `None` for `max_to_keep`, got {max_to_keep}.")
+    hours = keep_checkpoint_every_n_hours
+    if hours is not None:
+        if isinstance(hours, (bool, np.bool_)) or not isinstance(hours, (int, float, np.integer, np.floating)):
+            raise ArgumentTypeError(
+                f"{where}: keep_checkpoint_every_n_hours must be a number of hours or None, got {hours!r} "
+                f"({type(hours).__name__})"
+            )
+        if not hours > 0 or hours == float("inf"):
+            raise InvalidArgumentError(
+                f"{where}: keep_checkpoint_every_n_hours must be a positive, finite number of hours (or None to "
+                f"preserve nothing), got {hours!r}"
+            )
+    if (
+        not isinstance(checkpoint_name, str)
+        or not checkpoint_name
+        or "/" in checkpoint_name
+        or os.sep in checkpoint_name
+    ):
+        raise InvalidArgumentError(
+            f"checkpoint_name {checkpoint_name!r} must be a non-empty file name without path separators; "
+            "put sub-directories into `directory` instead"
+        )
+    if checkpoint_interval is not None:
+        if step_counter is None:
+            raise InvalidArgumentError("`step_counter` should be passed if `checkpoint_interval` is not None.")
+        if not _is_int(checkpoint_interval) or checkpoint_interval <= 0:
+            raise InvalidArgumentError(
+                f"{where}: checkpoint_interval must be a positive integer number of steps, got {checkpoint_interval!r}"
+            )
+    if step_counter is not None:
+        if _is_int(step_counter) or isinstance(step_counter, float) or is_jax_array(step_counter):
+            # Immutable: `step += 1` in the training loop rebinds the caller's name, the manager keeps the old value.
+            raise ArgumentTypeError(
+                f"{where}: step_counter is the {type(step_counter).__name__} {step_counter}, which never changes "
+                "in place: the manager reads it at every save, so every save after the first would be skipped. "
+                "Pass something updated in place: a tp.Variable (step.assign_add(1)) or a 0-d numpy integer "
+                "array (step += 1)"
+            )
+        try:
+            _as_int(step_counter)
+        except TrackableError as exc:
+            raise ArgumentTypeError(f"{where}: step_counter: {exc}") from None
+    if init_fn is not None and not callable(init_fn):
+        raise ArgumentTypeError(f"{where}: init_fn must be callable or None, got {type(init_fn).__name__}")
 
 
 def _warn_unmatched(status: Any, path: str) -> None:
@@ -164,9 +258,15 @@ class CheckpointManager:
 
     Raises
     ------
-    TrackableError
-        ``directory`` is empty, ``max_to_keep`` is not positive, or
-        ``checkpoint_interval`` is given without ``step_counter``.
+    InvalidArgumentError
+        ``directory`` is empty, ``max_to_keep`` or ``checkpoint_interval``
+        is not positive, ``keep_checkpoint_every_n_hours`` is not a positive
+        finite number, or ``checkpoint_interval`` is given without
+        ``step_counter``.
+    ArgumentTypeError
+        An argument of the wrong type (``max_to_keep="3"``), a
+        ``checkpoint`` that is not a checkpoint, or a ``step_counter`` that
+        cannot change in place (a Python ``int``, a JAX array).
 
     Notes
     -----
@@ -210,18 +310,17 @@ class CheckpointManager:
         options: CheckpointOptions | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
+        _check_arguments(
+            checkpoint,
+            directory,
+            max_to_keep,
+            keep_checkpoint_every_n_hours,
+            checkpoint_name,
+            step_counter,
+            checkpoint_interval,
+            init_fn,
+        )
         directory = os.fspath(directory)
-        if not directory:
-            raise TrackableError("CheckpointManager needs a directory (a local path or a URL), got ''")
-        if max_to_keep is not None and max_to_keep <= 0:
-            raise TrackableError(f"Expected a positive integer or `None` for `max_to_keep`, got {max_to_keep}.")
-        if checkpoint_interval is not None and step_counter is None:
-            raise TrackableError("`step_counter` should be passed if `checkpoint_interval` is not None.")
-        if not checkpoint_name or "/" in checkpoint_name or os.sep in checkpoint_name:
-            raise TrackableError(
-                f"checkpoint_name {checkpoint_name!r} must be a non-empty file name without path separators; "
-                "put sub-directories into `directory` instead"
-            )
         self._checkpoint = checkpoint
         self._directory = directory
         self._max_to_keep = max_to_keep
@@ -247,6 +346,9 @@ class CheckpointManager:
         self._latest_checkpoint: str | None = None
         # The highest number of a committed checkpoint of this manager seen (kept, preserved or retired).
         self._highest = -1
+        # The highest number among the committed checkpoints found in the directory when it was opened: an
+        # earlier run's. A save numbered at or below it would overwrite or outlive them (see save).
+        self._found_highest = -1
         self._coordinator = coordinator_of(options)
         try:
             if self._coordinator is None:
@@ -273,6 +375,7 @@ class CheckpointManager:
                 "latest": self._latest_checkpoint,
                 "preserved": self._last_preserved_timestamp,
                 "highest": self._highest,
+                "found": self._found_highest,
             }
         ).encode()
 
@@ -282,6 +385,7 @@ class CheckpointManager:
         self._latest_checkpoint = data["latest"]
         self._last_preserved_timestamp = float(data["preserved"])
         self._highest = int(data.get("highest", -1))
+        self._found_highest = int(data.get("found", -1))
 
     def _is_own(self, path: str) -> bool:
         return self._own.fullmatch(_basename(path)) is not None
@@ -296,6 +400,7 @@ class CheckpointManager:
             if self._is_own(p)
         }
         self._highest = max((self._number(n) for n in listed), default=-1)
+        self._found_highest = self._highest
         if recovered is None:
             # Slightly in the past so a manager re-created at once does not preserve its first save.
             self._last_preserved_timestamp = now - 1.0
@@ -418,6 +523,11 @@ class CheckpointManager:
             ``checkpoint_number`` is not a non-negative integer. Checked
             first: nothing changed (no ``save_counter`` increment, no step
             recorded for ``checkpoint_interval``).
+        CheckpointExistsError
+            The number is at or below the newest checkpoint of this
+            manager's series that was in the directory when the manager was
+            created (an earlier run's): a run that did not resume would
+            overwrite it, or be retained in its place. Nothing changed.
 
         With ``CheckpointOptions(enable_async=True)`` (here or in the
         manager's options) it returns once the values are snapshotted; the
@@ -462,9 +572,11 @@ class CheckpointManager:
                 if check_interval and step < last + self._checkpoint_interval:
                     return None
         counter = self._checkpoint.save_counter
-        counter.assign_add(1)
         if number is None:
-            number = _as_int(counter)
+            number = _as_int(counter) + 1
+        if number <= self._found_highest:
+            self._refuse_earlier_run(number, checkpoint_number is None)
+        counter.assign_add(1)
         prefix = f"{self._prefix}-{number}"
         committed = False
 
@@ -491,6 +603,28 @@ class CheckpointManager:
             if not committed and not (saver is not None and saver.busy()):
                 counter.assign_add(-1)
             raise
+
+    def _refuse_earlier_run(self, number: int, by_counter: bool) -> None:
+        """Refuse a save numbered ``number``, at or below the checkpoints an earlier run left in the directory.
+
+        Such a save is what a run that did not resume does (its ``save_counter`` starts again at 0): it would
+        overwrite the earlier run's checkpoint of that number, or be taken for the newest and have retention
+        delete the earlier run's newer ones. TensorFlow does both; Orbax refuses an existing step.
+        """
+        found = self._found_highest
+        how = f"save_counter is {number - 1}" if by_counter else f"checkpoint_number={number} was given"
+        raise CheckpointExistsError(
+            f"CheckpointManager.save in {self._directory!r} refused to write {self._checkpoint_name}-{number}: "
+            f"{how}, but the directory holds checkpoints up to {self._checkpoint_name}-{found} from an earlier "
+            f"run, which this save would {'overwrite' if number in self._found_numbers() else 'fall behind'} "
+            "(and retention would then delete newer ones). Nothing was saved. To resume, call "
+            "manager.restore_or_initialize() before training; to start over, save into another directory or "
+            f"remove the old checkpoints first; or number saves above {found} (checkpoint_number=step)."
+        )
+
+    def _found_numbers(self) -> set[int]:
+        with self._lock:
+            return {self._number(p) for p in self._maybe_delete}
 
     def _after_save(self, saved: str) -> bytes:
         self._record_and_sweep(saved)

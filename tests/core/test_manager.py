@@ -24,7 +24,7 @@ from trackpoint._resolve import open_backend
 from trackpoint.backends.bundle import BundleBackend
 from trackpoint.backends.memory import MemoryBackend
 from trackpoint.backends.stores import LocalFiles
-from trackpoint.errors import StorageError, TrackableError
+from trackpoint.errors import InvalidArgumentError, StorageError, TrackableError
 from trackpoint.manager import CheckpointManager
 from trackpoint.storage import Capabilities, CheckpointOptions, ShardResult, ShardSpec, StorageBackend, WriteItem
 
@@ -63,19 +63,19 @@ def _numbers(paths: list[str]) -> list[int]:
 # -------------------------------------------------------------- arguments
 @pytest.mark.parametrize("max_to_keep", [0, -1])
 def test_max_to_keep_must_be_positive_or_none(run: str, max_to_keep: int) -> None:
-    with pytest.raises(TrackableError, match=r"Expected a positive integer or `None` for `max_to_keep`"):
+    with pytest.raises(InvalidArgumentError, match=r"Expected a positive integer or `None` for `max_to_keep`"):
         CheckpointManager(_ckpt()[0], run, max_to_keep=max_to_keep)
 
 
 def test_checkpoint_interval_needs_step_counter(run: str) -> None:
-    with pytest.raises(TrackableError, match=r"`step_counter` should be passed"):
+    with pytest.raises(InvalidArgumentError, match=r"`step_counter` should be passed"):
         CheckpointManager(_ckpt()[0], run, max_to_keep=1, checkpoint_interval=5)
 
 
 def test_directory_and_name_are_checked(run: str) -> None:
-    with pytest.raises(TrackableError, match=r"needs a directory"):
+    with pytest.raises(InvalidArgumentError, match=r"needs a directory"):
         CheckpointManager(_ckpt()[0], "", max_to_keep=1)
-    with pytest.raises(TrackableError, match=r"without path separators"):
+    with pytest.raises(InvalidArgumentError, match=r"without path separators"):
         CheckpointManager(_ckpt()[0], run, max_to_keep=1, checkpoint_name="a/b")
 
 

@@ -1,0 +1,115 @@
+"""``CheckpointManager`` refuses what it could not use when it is created, and saves that would undo an earlier run."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import numpy as np
+import pytest
+
+import trackpoint as tp
+from trackpoint.errors import ArgumentTypeError, CheckpointExistsError, InvalidArgumentError
+
+
+@pytest.fixture
+def run() -> str:
+    return f"memory://manager-args-{uuid.uuid4().hex[:8]}"
+
+
+def _ckpt(value: float = 0.0) -> tuple[tp.Checkpoint, tp.Variable]:
+    w = tp.Variable(np.full(2, value, np.float32))
+    return tp.Checkpoint(w=w), w
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "message"),
+    [
+        ({"max_to_keep": "3"}, ArgumentTypeError, r"for `max_to_keep`, got '3' \(str\)"),
+        ({"max_to_keep": 2.5}, ArgumentTypeError, r"for `max_to_keep`, got 2\.5 \(float\)"),
+        ({"max_to_keep": True}, ArgumentTypeError, r"for `max_to_keep`, got True \(bool\)"),
+        ({"keep_checkpoint_every_n_hours": "x"}, ArgumentTypeError, r"keep_checkpoint_every_n_hours must be a num"),
+        ({"keep_checkpoint_every_n_hours": -1}, InvalidArgumentError, r"positive, finite number of hours"),
+        ({"keep_checkpoint_every_n_hours": float("nan")}, InvalidArgumentError, r"positive, finite number"),
+        ({"step_counter": np.zeros((), np.int64), "checkpoint_interval": 0}, InvalidArgumentError, "positive integer"),
+        ({"step_counter": np.zeros((), np.int64), "checkpoint_interval": 1.5}, InvalidArgumentError, "positive int"),
+        ({"step_counter": 0, "checkpoint_interval": 10}, ArgumentTypeError, r"step_counter is the int 0, which never"),
+        ({"step_counter": np.int64(0)}, ArgumentTypeError, r"step_counter is the int64 0, which never changes"),
+        ({"step_counter": np.zeros(2, np.int64)}, ArgumentTypeError, r"step_counter: expected an integer step"),
+        ({"init_fn": "init"}, ArgumentTypeError, r"init_fn must be callable"),
+        ({"checkpoint_name": 3}, InvalidArgumentError, r"checkpoint_name 3 must be a non-empty file name"),
+    ],
+)
+def test_arguments_are_refused_when_given(run: str, kwargs: dict[str, Any], error: type, message: str) -> None:
+    arguments: dict[str, Any] = {"max_to_keep": 2, **kwargs}
+    with pytest.raises(error, match=message):
+        tp.CheckpointManager(_ckpt()[0], run, **arguments)
+
+
+@pytest.mark.parametrize("checkpoint", [None, {"w": np.zeros(2)}, tp.AutoTrackable()])
+def test_a_checkpoint_is_required(run: str, checkpoint: Any) -> None:
+    with pytest.raises(ArgumentTypeError, match=r"checkpoint is \w+, which lacks .*pass a trackpoint\.Checkpoint"):
+        tp.CheckpointManager(checkpoint, run, max_to_keep=1)
+
+
+def test_a_step_counter_updated_in_place_drives_the_interval(run: str) -> None:
+    step = np.zeros((), np.int64)
+    manager = tp.CheckpointManager(_ckpt()[0], run, max_to_keep=None, step_counter=step, checkpoint_interval=10)
+    saved = []
+    for _ in range(30):
+        saved.append(manager.save())
+        step += 1
+    assert [path for path in saved if path] == [f"{run}/ckpt-1", f"{run}/ckpt-2", f"{run}/ckpt-3"]
+
+
+def _earlier_run(run: str, saves: int, max_to_keep: int | None) -> list[str]:
+    ckpt, w = _ckpt()
+    manager = tp.CheckpointManager(ckpt, run, max_to_keep=max_to_keep)
+    paths = []
+    for i in range(saves):
+        w.assign(np.full(2, float(i + 1), np.float32))
+        paths.append(manager.save())
+    manager.close()
+    return paths
+
+
+def test_a_run_that_did_not_resume_cannot_overwrite_or_retire_an_earlier_runs_checkpoints(run: str) -> None:
+    paths = _earlier_run(run, 5, max_to_keep=1)
+    assert paths[-1] == f"{run}/ckpt-5"
+
+    ckpt, _ = _ckpt()
+    manager = tp.CheckpointManager(ckpt, run, max_to_keep=1)  # forgot restore_or_initialize()
+    with pytest.raises(
+        CheckpointExistsError,
+        match=r"refused to write ckpt-1: save_counter is 0, but the directory "
+        r"holds checkpoints up to ckpt-5 from an earlier run.*restore_or_initialize",
+    ):
+        manager.save()
+    with pytest.raises(
+        CheckpointExistsError,
+        match=r"refused to write ckpt-5: checkpoint_number=5 was given.*"
+        r"would overwrite",
+    ):
+        manager.save(checkpoint_number=5)
+    assert int(ckpt.save_counter.numpy()) == 0  # a refused save changes nothing
+    assert manager.latest_checkpoint == f"{run}/ckpt-5"
+    assert tp.latest_checkpoint(run) == f"{run}/ckpt-5"
+    np.testing.assert_array_equal(tp.load_variable(f"{run}/ckpt-5", "w/.ATTRIBUTES/VARIABLE_VALUE"), [5.0, 5.0])
+
+    assert manager.save(checkpoint_number=6) == f"{run}/ckpt-6"  # numbered above the earlier run: saved
+
+
+def test_a_run_that_resumed_continues_the_numbering(run: str) -> None:
+    _earlier_run(run, 3, max_to_keep=2)
+    ckpt, w = _ckpt()
+    manager = tp.CheckpointManager(ckpt, run, max_to_keep=2)
+    assert manager.restore_or_initialize() == f"{run}/ckpt-3"
+    np.testing.assert_array_equal(w.numpy(), [3.0, 3.0])
+    assert manager.save() == f"{run}/ckpt-4"
+
+
+def test_within_one_run_numbers_may_repeat_or_go_down_as_in_tensorflow(run: str) -> None:
+    manager = tp.CheckpointManager(_ckpt()[0], run, max_to_keep=None)
+    assert manager.save(checkpoint_number=100) == f"{run}/ckpt-100"
+    assert manager.save(checkpoint_number=7) == f"{run}/ckpt-7"
+    assert manager.save(checkpoint_number=100) == f"{run}/ckpt-100"
