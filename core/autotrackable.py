@@ -35,7 +35,12 @@ class AutoTrackable(Trackable):
     read-only array is replaced by the restored value. (TensorFlow saves no
     numpy attributes; here numpy arrays are the tensors, so they are state.)
     Plain Python values (numbers, strings, ``None``, ...) are configuration
-    and are not saved, as in TensorFlow.
+    and are not saved, as in TensorFlow. So are containers of other kinds (a
+    ``dict`` subclass, a ``set``, a ``deque``, a dataclass instance, ...),
+    which are not wrapped: one that holds a trackable, a numeric array or a
+    stateful object raises :class:`~trackpoint.TrackableError` when assigned,
+    since what it holds would not be saved. Assign a plain ``dict``, ``list``
+    or ``tuple`` instead, or ``NoDependency(value)`` to keep it unsaved.
 
     Attributes starting with ``_self_`` are internal bookkeeping and are
     never tracked; neither is anything assigned inside a method decorated

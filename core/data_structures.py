@@ -45,6 +45,15 @@ What is saved (the rule, also in ``docs/concepts.md``):
   and numbers elsewhere, are configuration: never saved, as in TensorFlow. A
   ``Checkpoint`` refuses them, directly or in its containers, so that nothing
   handed to a checkpoint is skipped silently;
+* containers of other kinds (a ``dict`` or ``list`` subclass, ``UserDict``,
+  ``MappingProxyType``, ``ChainMap``, a ``set``, a ``deque``, another
+  ``Mapping`` or collection, a dataclass instance, a ``SimpleNamespace``) are
+  not tracked, so they are configuration too, unless they hold something
+  saved: one holding a trackable, a numeric array or a stateful object (looked
+  for inside such containers and the plain ones in them, breadth-first, up to
+  ``_SCAN_ITEMS`` items) raises :class:`TrackableError` when it is assigned,
+  naming where, instead of being left out of every checkpoint. The attributes
+  of other objects are not looked into;
 * ``NoDependency(value)`` keeps any value unsaved, everywhere.
 """
 
@@ -54,11 +63,14 @@ import abc
 import collections
 import contextlib
 import copy
+import dataclasses
+import itertools
 import operator
 import sys
 import threading
+import types
 import weakref
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from typing import Any, Generic, SupportsIndex, TypeVar
 
 from trackpoint import dtypes
@@ -111,45 +123,66 @@ def _wrap(value: Any, name: str, strict: bool, where: str) -> Any:
     Raises
     ------
     TrackableError
-        ``value`` is a numpy value that cannot be saved, or ``strict`` is set
-        and ``value`` would not be saved.
+        ``value`` is a numpy value that cannot be saved; ``strict`` is set
+        and ``value`` would not be saved; ``value`` is not tracked but holds
+        something that would be saved (see :func:`_refuse_hidden_state`); or
+        its containers are nested too deeply to wrap.
     """
     if isinstance(value, NoDependency):
         return value.value
     if isinstance(value, Trackable):
         return value
     kind = type(value)
-    if _is_container(value) and not _COPYING.depth and "jax" in sys.modules:
-        # A pytree of JAX arrays: the wrappers go around copies of its containers (same arrays), so the
-        # user's pytree stays plain. JAX compares container types, and a wrapper where a dict was would
-        # fail the user's next tree_map over it and a plain tree. The outermost container is looked
-        # through once: the containers inside are wrapped within this call, and need no look of their own.
-        _COPYING.depth += 1
+    if _is_container(value):
+        # The outermost call turns Python's RecursionError, from containers nested too deeply to wrap, into a
+        # TrackableError naming where. (Caught, not prevented by a depth limit: how deep Python can go depends
+        # on how deep the caller's stack already is. Here, not in a helper: a frame more per level of nesting
+        # would lower the depth that can be wrapped; and only for containers, the values that recurse.)
+        outermost = not _WRAPPING.ids
         try:
-            return _wrap(_copy_containers(value) if _holds_jax(value) else value, name, strict, where)
-        finally:
-            _COPYING.depth -= 1
-            if not _COPYING.depth:
-                _COPYING.sources.clear()
-    if kind is dict or kind is collections.OrderedDict or kind is list:
-        with _wrapping(value, where):
-            if kind is list:
-                return ListWrapper(value, strict=strict, _where=where)
-            return _DictWrapper(value, strict=strict, _where=where)
-    if isinstance(value, tuple) and (strict or _should_wrap_tuple(value)):
-        with _wrapping(value, where):
-            return _TupleValue(value, strict, where)
+            if not _COPYING.depth and "jax" in sys.modules:
+                # A pytree of JAX arrays: the wrappers go around copies of its containers (same arrays), so the
+                # user's pytree stays plain. JAX compares container types, and a wrapper where a dict was would
+                # fail the user's next tree_map over it and a plain tree. The outermost container is looked
+                # through once: the containers inside are wrapped within this call, and need no look of their
+                # own.
+                _COPYING.depth += 1
+                try:
+                    return _wrap(_copy_containers(value) if _holds_jax(value) else value, name, strict, where)
+                finally:
+                    _COPYING.depth -= 1
+                    if not _COPYING.depth:
+                        _COPYING.sources.clear()
+            if kind is dict or kind is collections.OrderedDict or kind is list:
+                with _wrapping(value, where):
+                    if kind is list:
+                        return ListWrapper(value, strict=strict, _where=where)
+                    return _DictWrapper(value, strict=strict, _where=where)
+            if strict or _should_wrap_tuple(value):
+                with _wrapping(value, where):
+                    return _TupleValue(value, strict, where)
+        except RecursionError as exc:
+            if not outermost:
+                raise
+            # The finally blocks of the _wrapping context managers can fail to run at the recursion limit,
+            # leaving ids of containers no longer being wrapped; at the outermost call no container is.
+            _WRAPPING.ids.clear()
+            raise TrackableError(_too_deep_message(where, exc)) from exc
     if is_array_value(value):
         _NumpyValue(value, name, where)  # checks that it can be saved
         _show_wrappers_to_jax()  # wrappers made before jax was imported may hold JAX arrays from now on
         return value
     if is_stateful(value):
         return value  # saved through its state dict by a node its holder makes
-    if strict and type(value) in PYTHON_NUMBERS:
+    if strict and kind in PYTHON_NUMBERS:
         _NumpyValue(value, name, where)  # checks that it can be saved (an int beyond int64 cannot)
         return value
-    if strict and value is not None:  # None holds nothing to save (an empty subtree, to JAX)
-        raise TrackableError(_unsaved_message(value, where))
+    if strict:
+        if value is not None:  # None holds nothing to save (an empty subtree, to JAX)
+            raise TrackableError(_unsaved_message(value, where))
+    elif kind not in _NOTHING_INSIDE:
+        # Not tracked: configuration, unless it holds state a plain dict, list or tuple would have saved.
+        _refuse_hidden_state(value, where)
     return value
 
 
@@ -204,6 +237,7 @@ def _wrapping(value: Any, where: str) -> Iterator[None]:
 
 
 def _is_container(value: Any) -> bool:
+    """Whether ``value`` is a plain container: a dict, list or tuple, which is wrapped and tracked."""
     kind = type(value)
     return kind is dict or kind is collections.OrderedDict or kind is list or isinstance(value, tuple)
 
@@ -286,6 +320,235 @@ def _unsaved_message(value: Any, where: str) -> str:
     )
 
 
+#: Types of values that hold nothing a checkpoint saves: the scan of untracked values skips them at once.
+_NOTHING_INSIDE: frozenset[type] = frozenset(
+    {
+        type(None),
+        bool,
+        int,
+        float,
+        complex,
+        str,
+        bytes,
+        bytearray,
+        memoryview,
+        range,
+        slice,
+        type(Ellipsis),
+        type,
+        types.FunctionType,
+        types.BuiltinFunctionType,
+        types.MethodType,
+        types.ModuleType,
+    }
+)
+
+# How far the scan of an untracked value (see _find_hidden_state) looks. It runs at every assignment of such
+# a value, so it must stay cheap whatever the value is: a vocabulary Counter with a million entries, a config
+# dataclass tree, a dataset held as a deque. 1,000 items cost well under a millisecond for values of plain
+# data (a few type checks each) and a few milliseconds at worst (objects whose attribute lookups are slow),
+# while the containers that hide state (blocks, heads, EMA copies, a queue of modules) hold it within their
+# first few items: the scan is breadth-first, so every item at one level is looked at before any level below.
+# Beyond the bound the value is taken for configuration, as it was before the scan existed.
+#: Items (values of mappings, elements of collections, fields) the scan looks at, in all, at most.
+_SCAN_ITEMS = 1_000
+#: Levels of containers below the value the scan looks into (the value itself is level 0).
+_SCAN_DEPTH = 16
+
+
+def _is_saved_state(value: Any) -> bool:
+    """Whether ``value``, found inside an untracked value, would be saved if a plain container held it."""
+    if isinstance(value, Trackable):
+        return True
+    if is_numpy_value(value):
+        # Only numeric values count: strings or objects in a plain container are refused, not saved.
+        return value.dtype.kind in "biufc" or dtypes._is_ml_float(value.dtype)
+    return is_array_value(value) or is_stateful(value)
+
+
+#: How the path of an item reads: under a key (``['a']``), a position (``[0]``), an attribute (``.a``), or as
+#: an element of an unordered collection (which has no name for it).
+_KEY, _INDEX, _ATTRIBUTE, _ELEMENT = "key", "index", "attribute", "element"
+
+
+def _contents(value: Any) -> tuple[str, Iterable[tuple[Any, Any]]] | None:
+    """What the scan looks at in ``value``: how the items' paths read and ``(key, item)`` pairs; ``None``: nothing.
+
+    Plain containers (dict, list, tuple), mappings, other collections, dataclass instances and
+    ``SimpleNamespace`` objects are looked into. Other objects are not: their attributes are the user's
+    business, as in TensorFlow, which looks into nothing but its tracked containers. Neither are
+    arrays of other libraries (anything with ``__array__``): iterating one makes a new array per row.
+    """
+    kind = type(value)
+    if kind is dict or kind is collections.OrderedDict:
+        return _KEY, value.items()
+    if kind is list:
+        return _INDEX, enumerate(value)
+    if isinstance(value, tuple):
+        fields = _fields(kind)
+        return (_ATTRIBUTE, zip(fields, value, strict=False)) if fields else (_INDEX, enumerate(value))
+    if kind in _NOTHING_INSIDE:
+        return None
+    if hasattr(kind, "__dataclass_fields__") and not isinstance(value, type):  # a dataclass instance
+        return _ATTRIBUTE, ((field.name, getattr(value, field.name, None)) for field in dataclasses.fields(value))
+    if isinstance(value, types.SimpleNamespace):
+        return _ATTRIBUTE, vars(value).items()
+    if not hasattr(kind, "__iter__") or isinstance(value, (type, str, bytes, bytearray)) or hasattr(kind, "__array__"):
+        # Not iterable (no mapping or collection: most objects leave here, cheaply), a class, text, an array.
+        return None
+    if isinstance(value, collections.ChainMap):
+        # Its items() first merges the keys of all its maps: look at the maps themselves, lazily.
+        return _ATTRIBUTE, ((f"maps[{index}]", inner) for index, inner in enumerate(value.maps))
+    if isinstance(value, Mapping):
+        return _KEY, value.items()
+    if isinstance(value, Sequence):  # a deque too, a list subclass, a UserList
+        return _INDEX, enumerate(value)
+    if isinstance(value, Collection):  # a set, a frozenset, a dict view
+        return _ELEMENT, zip(itertools.repeat(None), value)
+    return None
+
+
+#: A path below the scanned value: ``(parent path, how the step reads, key)``; ``None`` is the value itself.
+_Path = tuple[Any, str, Any] | None
+
+
+def _path_text(where: str, path: _Path) -> str:
+    """``where`` followed by the steps of ``path``, as Python would reach the item (``Model.blocks['a'].w``)."""
+    steps: list[tuple[str, Any]] = []
+    while path is not None:
+        path, how, key = path
+        steps.append((how, key))
+    steps.reverse()
+    text = where
+    for position, (how, key) in enumerate(steps):
+        if how == _KEY:
+            text += f"[{key!r}]"
+        elif how == _INDEX:
+            text += f"[{key}]"
+        elif how == _ATTRIBUTE:
+            text += f".{key}"
+        else:
+            text = f"an element of {text}" if position == len(steps) - 1 else f"(an element of {text})"
+    return text
+
+
+def _find_hidden_state(value: Any) -> tuple[_Path, Any, _Path, Any] | None:
+    """The first value a checkpoint would save found inside the untracked ``value``, breadth-first.
+
+    Returns ``(path of the item, item, path of the untracked container holding it, that container)`` (the
+    outermost one that is not a plain dict, list or tuple: the one to change), or ``None`` when nothing
+    was found within ``_SCAN_ITEMS`` items and ``_SCAN_DEPTH`` levels. Each container is looked into
+    once, so a container that holds itself ends the scan too. A container whose contents cannot be read
+    (its iteration or a lookup raises) is not looked into further: it is the user's object.
+    """
+    budget = _SCAN_ITEMS
+    # By id, holding each container: an id stays unique only while its object lives (a lazy mapping may
+    # make its values when they are read).
+    seen = {id(value): value}
+    try:
+        found = _contents(value)
+    except Exception:  # noqa: BLE001 -- unreadable, so not looked into (see above)
+        return None
+    if found is None:
+        return None
+    # (container's path, how its items' paths read, its (key, item) pairs, its depth, the untracked container
+    # above it or itself, as (path, container), or None while only plain containers were passed through)
+    pending: collections.deque[tuple[_Path, str, Iterable[tuple[Any, Any]], int, tuple[_Path, Any] | None]]
+    pending = collections.deque([(None, found[0], found[1], 0, None if _is_container(value) else (None, value))])
+    while pending:
+        path, how, items, depth, untracked = pending.popleft()
+        if budget <= 0:
+            return None
+        try:
+            for key, item in itertools.islice(items, budget):  # no item past the bound is even read
+                budget -= 1
+                item_kind = type(item)
+                if item_kind in _NOTHING_INSIDE or item_kind is NoDependency:
+                    continue  # NoDependency: kept unsaved on purpose, not looked into
+                if _is_saved_state(item):
+                    if untracked is None:  # not reached through _wrap (a plain container there is tracked)
+                        untracked = (None, value)
+                    return (path, how, key), item, untracked[0], untracked[1]
+                if depth + 1 >= _SCAN_DEPTH or id(item) in seen:
+                    continue
+                inner = _contents(item)
+                if inner is not None:
+                    seen[id(item)] = item
+                    item_path = (path, how, key)
+                    holder = untracked if untracked is not None or _is_container(item) else (item_path, item)
+                    pending.append((item_path, inner[0], inner[1], depth + 1, holder))
+        except Exception:  # noqa: BLE001 -- unreadable contents (a lazy mapping failing, a set changed meanwhile)
+            continue
+    return None
+
+
+def _refuse_hidden_state(value: Any, where: str) -> None:
+    """Refuse ``value``, which is not tracked, if it holds something a checkpoint would save.
+
+    A dict subclass, a set, a dataclass and the like are configuration to ``AutoTrackable`` (TensorFlow's
+    rule for what it does not track), so a trackable or an array inside one would be left out of every
+    checkpoint without a word: restoring would leave it as it was and ``assert_consumed()`` would pass.
+
+    Raises
+    ------
+    TrackableError
+        ``value`` holds a trackable, a numeric array or a ``Stateful`` object (see :func:`_find_hidden_state`
+        for how far it is looked into).
+    """
+    if type(value) is tuple and all(type(item) in _NOTHING_INSIDE for item in value):
+        return  # the commonest value that falls through (a shape, a pair of options): no need to start a scan
+    found = _find_hidden_state(value)
+    if found is None:
+        return
+    item_path, item, holder_path, holder = found
+    holder_where = _path_text(where, holder_path)
+    kind = type(holder).__name__
+    if dataclasses.is_dataclass(holder):
+        fix = (
+            f"Make {kind} a subclass of trackpoint.AutoTrackable (its fields become tracked attributes) or hold "
+            "the values in a plain dict"
+        )
+    else:
+        if isinstance(holder, Mapping):
+            instead = "a plain dict instead (e.g. dict(value))"
+        elif isinstance(holder, Sequence):
+            instead = "a plain list or tuple instead (e.g. list(value))"
+        elif isinstance(holder, types.SimpleNamespace):
+            instead = "a plain dict instead (e.g. dict(vars(value)))"
+        else:  # a set, or another collection with no names for its elements
+            instead = "a plain list instead, in an order that is the same in every run (a set's order is not)"
+        fix = f"Use {instead}, hold the values in a trackable"
+    raise TrackableError(
+        f"{_path_text(where, item_path)} is {dtypes._describe_typed(item)}, held by {holder_where} (type {kind}), "
+        "which trackpoint does not track (it tracks trackables and plain dicts, lists and tuples): it would not "
+        f"be saved, and a restore would leave it as it is. {fix}, or wrap it in trackpoint.NoDependency(value) to "
+        "keep it unsaved deliberately."
+    )
+
+
+def _too_deep_message(where: str, exc: RecursionError) -> str:
+    """Why wrapping the value placed at ``where`` reached Python's recursion limit, and where."""
+    # The traceback's frames of _wrap are the levels of containers reached; the last one's `where` names the
+    # deepest. Read only on failure, so wrapping keeps no count of its own.
+    levels, deepest = 0, where
+    trace = exc.__traceback__
+    while trace is not None:
+        if trace.tb_frame.f_code is _wrap.__code__:
+            levels += 1
+            deepest = trace.tb_frame.f_locals.get("where", deepest)
+        trace = trace.tb_next
+    if len(deepest) > 160:
+        deepest = f"{deepest[:100]}...{deepest[-50:]}"
+    # Fewer levels: the limit was reached looking through nested tuples, before any was wrapped.
+    at = f" {levels} levels of containers down, at {deepest}" if levels > 1 else ""
+    return (
+        f"{where} nests lists, dicts or tuples too deeply to be wrapped: wrapping reached Python's recursion limit "
+        f"({sys.getrecursionlimit()}){at}. A checkpoint saves every level of containers as an object of its "
+        "graph: keep deep data in fewer levels (a numpy array, a flat dict with composite keys), or assign "
+        "trackpoint.NoDependency(value) to keep it unsaved."
+    )
+
+
 def wrap_or_unwrap(value: Any) -> Any:
     """Wrap containers in their trackable counterpart; unwrap :class:`NoDependency`.
 
@@ -339,8 +602,10 @@ def assign_attribute(trackable: Trackable, name: str, value: Any, strict: bool =
     Raises
     ------
     TrackableError
-        ``value`` is a numpy value that cannot be saved, or ``strict`` is set
-        and ``value`` is not saved (and not :class:`NoDependency`).
+        ``value`` is a numpy value that cannot be saved; ``strict`` is set
+        and ``value`` is not saved (and not :class:`NoDependency`); or
+        ``value`` is a container that is not tracked (a ``dict`` subclass, a
+        ``set``, a dataclass, ...) holding something that would be saved.
     """
     where = f"{type(trackable).__name__}.{name}"
     if isinstance(value, NoDependency):
