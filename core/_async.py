@@ -70,7 +70,7 @@ from typing import TYPE_CHECKING, Any, Final, NoReturn, TypeGuard
 import numpy as np
 
 from trackpoint import _signal_safe
-from trackpoint.errors import SaveInProgressError, UnsupportedOptionError
+from trackpoint.errors import ArgumentTypeError, InvalidArgumentError, SaveInProgressError, UnsupportedOptionError
 
 if TYPE_CHECKING:
     # Not at run time: CheckpointOptions.__post_init__ imports this module while
@@ -111,8 +111,22 @@ _ITEM_ONLY_REFERENCES: Final = 2
 
 
 def enabled(options: CheckpointOptions | None) -> TypeGuard[CheckpointOptions]:
-    """Whether ``options`` ask for an asynchronous save (TensorFlow's two spellings)."""
-    return options is not None and bool(options.enable_async or options.experimental_enable_async_checkpoint)
+    """Whether ``options`` ask for an asynchronous save (TensorFlow's two spellings).
+
+    Raises
+    ------
+    ArgumentTypeError
+        ``options`` is no ``CheckpointOptions`` (a dict, say): public calls refuse it by name first, this
+        catches the others (``CheckpointManager.save``) before anything is written.
+    """
+    if options is None:
+        return False
+    try:
+        return bool(options.enable_async or options.experimental_enable_async_checkpoint)
+    except AttributeError:
+        from trackpoint.storage import _options_refusal
+
+        raise ArgumentTypeError(_options_refusal(options, None)) from None
 
 
 def storage_options_of(options: CheckpointOptions | None) -> CheckpointOptions | None:
@@ -135,17 +149,35 @@ def storage_options_of(options: CheckpointOptions | None) -> CheckpointOptions |
 
 
 def check_options(options: CheckpointOptions) -> None:
-    """Validate the async fields of ``options`` (called by ``CheckpointOptions.__post_init__``)."""
-    budget = options.async_memory_bytes
-    if budget is not None and (isinstance(budget, bool) or not isinstance(budget, int) or budget < 0):
-        raise ValueError(
-            f"CheckpointOptions.async_memory_bytes must be a non-negative int (bytes) or None for the default "
-            f"of {DEFAULT_ASYNC_MEMORY_BYTES} bytes, got {budget!r}"
+    """Validate the async fields of ``options`` (called by ``CheckpointOptions.__post_init__``).
+
+    Raises
+    ------
+    ArgumentTypeError
+        ``async_memory_bytes`` is no int, or ``async_when_busy`` no str.
+    InvalidArgumentError
+        ``async_memory_bytes`` is negative, or ``async_when_busy`` names no policy.
+    """
+    from trackpoint.storage import _option_count
+
+    budget = _option_count(
+        "async_memory_bytes",
+        options.async_memory_bytes,
+        minimum=0,
+        meaning=f"the bytes of copies one async save may hold, None for the default of {DEFAULT_ASYNC_MEMORY_BYTES} "
+        "bytes, 0 to never copy",
+    )
+    object.__setattr__(options, "async_memory_bytes", budget)
+    policy = options.async_when_busy
+    if not isinstance(policy, str):
+        raise ArgumentTypeError(
+            f"CheckpointOptions.async_when_busy must be one of {', '.join(map(repr, _WHEN_BUSY))} (a str), "
+            f"got {policy!r} ({type(policy).__name__})"
         )
-    if options.async_when_busy not in _WHEN_BUSY:
-        raise ValueError(
-            f"CheckpointOptions.async_when_busy must be one of {', '.join(map(repr, _WHEN_BUSY))}, "
-            f"got {options.async_when_busy!r}"
+    if policy not in _WHEN_BUSY:
+        raise InvalidArgumentError(
+            f"CheckpointOptions.async_when_busy must be one of {', '.join(map(repr, _WHEN_BUSY))}: 'wait' for "
+            f"the save in flight to finish, 'raise' SaveInProgressError; got {policy!r}"
         )
 
 

@@ -11,9 +11,10 @@ import os
 import posixpath
 import re
 
-from trackpoint.errors import InvalidPathError
+from trackpoint.errors import ArgumentTypeError, InvalidPathError
 
 __all__ = [
+    "argument",
     "check",
     "dirname",
     "is_url",
@@ -45,6 +46,43 @@ def check(path: str) -> str:
             "object store accepts it: remove it from the path"
         )
     return path
+
+
+def argument(path: object, call: str, name: str) -> str:
+    """The checkpoint path ``path``, given to ``call`` as its argument ``name``, as a ``str``.
+
+    TensorFlow takes ``str`` and ``bytes`` paths (``tf.compat.as_str`` decodes
+    the latter as UTF-8); ``os.PathLike`` objects (``pathlib.Path``) are
+    accepted too, whether their ``__fspath__`` gives ``str`` or ``bytes``.
+
+    Raises
+    ------
+    ArgumentTypeError
+        ``path`` is none of these (the message names the call and the argument).
+    InvalidPathError
+        ``path`` is ``bytes`` that are not UTF-8.
+    """
+    if type(path) is str:
+        return path  # the common case, first
+    text: object = path
+    if isinstance(path, os.PathLike):
+        try:
+            text = os.fspath(path)
+        except TypeError:
+            text = None  # its __fspath__ returned neither str nor bytes: refused below
+    if isinstance(text, str):
+        return text
+    if isinstance(text, bytes):
+        try:
+            return text.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise InvalidPathError(
+                f"{call}: {name} {path!r} is not UTF-8 ({exc.reason} at byte {exc.start}); pass the path as a str"
+            ) from None
+    raise ArgumentTypeError(
+        f"{call}: {name} must be a path or URL: a str, bytes or os.PathLike (pathlib.Path), got "
+        f"{type(path).__name__} ({path!r:.80})"
+    )
 
 
 def normalize_local(path: str) -> str:

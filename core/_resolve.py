@@ -51,6 +51,7 @@ from trackpoint.storage import (
     VersionCondition,
     VersionedBytes,
     WriteItem,
+    _options_argument,
 )
 
 __all__ = ["Backends", "StoreView", "holder", "open_backend", "open_checkpoint", "open_store", "writer"]
@@ -76,7 +77,7 @@ def open_backend(path: str, options: CheckpointOptions | None = None) -> Storage
     """
     from trackpoint.plugins import open_backend as _open  # lazy: keeps import light
 
-    return _open(_paths.check(path), options)
+    return _open(_paths.check(path), _options_argument(options, None))
 
 
 def open_store(path: str, options: CheckpointOptions | None = None) -> StorageBackend:
@@ -91,7 +92,7 @@ def open_store(path: str, options: CheckpointOptions | None = None) -> StorageBa
     from trackpoint.plugins.manager import _open_detected
 
     # One run of the selection precedence gives the writer and the formats to ask.
-    primary, names = _open_detected(_paths.check(path), options)
+    primary, names = _open_detected(_paths.check(path), _options_argument(options, None))
     if len(names) <= 1:
         return primary
     return StoreView(path, primary, [n for n in names[1:] if n != primary.name], options)

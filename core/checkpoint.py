@@ -16,16 +16,23 @@ import time
 import weakref
 from collections.abc import Callable
 from types import TracebackType
-from typing import Any
+from typing import Any, Final, TypeAlias
 
 import numpy as np
 
-from trackpoint import _async, _gc, _resolve, _signal_safe, observe
+from trackpoint import _async, _gc, _paths, _resolve, _signal_safe, observe
 from trackpoint._array_values import PYTHON_NUMBERS
 from trackpoint.autotrackable import AutoTrackable
 from trackpoint.data_structures import NoDependency, is_array_value
 from trackpoint.distributed._driver import coordinator_of, on_root, together
-from trackpoint.errors import CheckpointNotFoundError, InvalidCheckpointError, NameConflictError, TrackableError
+from trackpoint.errors import (
+    ArgumentTypeError,
+    CheckpointNotFoundError,
+    InvalidArgumentError,
+    InvalidCheckpointError,
+    NameConflictError,
+    TrackableError,
+)
 from trackpoint.graph import ObjectGraphView, serialize_object_graph
 from trackpoint.proto import trackable_object_graph_pb2 as pb
 from trackpoint.restore import (
@@ -38,11 +45,22 @@ from trackpoint.restore import (
     restore_root,
 )
 from trackpoint.stateful import is_stateful
-from trackpoint.storage import OBJECT_GRAPH_KEY, CheckpointOptions, CheckpointReader, StorageBackend, WriteItem
+from trackpoint.storage import (
+    OBJECT_GRAPH_KEY,
+    CheckpointOptions,
+    CheckpointReader,
+    StorageBackend,
+    WriteItem,
+    _options_argument,
+    _options_refusal,
+)
 from trackpoint.trackable import Trackable, TrackableReference, dependency_changes, next_uid
 from trackpoint.variables import Variable
 
 __all__ = ["Checkpoint", "write_items"]
+
+#: The checkpoint paths ``Checkpoint`` takes: TensorFlow's ``str`` and UTF-8 ``bytes``, and ``os.PathLike``.
+PathArgument: TypeAlias = str | bytes | os.PathLike[str] | os.PathLike[bytes]
 
 
 def write_items(view: ObjectGraphView) -> list[WriteItem]:
@@ -104,7 +122,10 @@ class Checkpoint(AutoTrackable):
         ``root`` or a keyword value is not one of these (the message names it).
     NameConflictError
         With ``root``, a keyword names an existing, different dependency of
-        ``root``.
+        ``root``; or a keyword is the name of one of the checkpoint's own
+        attributes (``save``, ``restore``, ``save_counter``, ...), which a
+        dependency of that name would hide. Assigning to those names
+        (``ckpt.save = value``) is refused the same way.
 
     Examples
     --------
@@ -121,6 +142,11 @@ class Checkpoint(AutoTrackable):
     _refuse_unsaved_values = True
 
     def __init__(self, root: Trackable | weakref.ref[Trackable] | None = None, **kwargs: Any) -> None:
+        # Before anything is tracked: TensorFlow sets such a keyword as an attribute, which hides the method
+        # (`save=...`) or fails on the property (`save_counter=...`).
+        for name in sorted(kwargs):
+            if name in _OWN_NAMES:
+                raise _hides_own_attribute(name, f"Checkpoint({name}=...)")
         self._self_save_counter: Variable | None = None
         # root=weakref.ref(obj), as in TensorFlow: the checkpoint does not keep the root alive.
         self._self_root_ref: weakref.ref[Trackable] | None = None
@@ -178,6 +204,17 @@ class Checkpoint(AutoTrackable):
         if root is not None and self._self_root_ref is None:
             self._self_view = ObjectGraphView(root, attached)
 
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name in _OWN_NAMES:
+            if callable(value) and callable(getattr(type(self), name, None)):
+                # Replacing a method by a callable (unittest.mock.patch.object(ckpt, "save")) is monkeypatching,
+                # not state: set it untracked, so it is neither saved nor taken for a Stateful object (a mock is).
+                object.__setattr__(self, name, value)
+                return
+            # A dependency named `save` would hide the method from every later caller, the manager's included.
+            raise _hides_own_attribute(name, f"Checkpoint.{name} = ...")
+        super().__setattr__(name, value)
+
     def _root_object(self) -> Trackable | None:
         """The ``root`` given (dereferenced when it was a weak reference), or ``None``."""
         if self._self_root_ref is None:
@@ -231,9 +268,7 @@ class Checkpoint(AutoTrackable):
 
     # ------------------------------------------------------------------ save
     @_signal_safe.guarded
-    def write(
-        self, file_prefix: str | os.PathLike[str], options: CheckpointOptions | Any = None, session: Any = None
-    ) -> str:
+    def write(self, file_prefix: PathArgument, options: CheckpointOptions | Any = None, session: Any = None) -> str:
         """Write a checkpoint at exactly ``file_prefix``; no counter, no state file.
 
         ``session`` (``tf.compat.v1.train.Checkpoint.write(file_prefix, session)``,
@@ -247,14 +282,25 @@ class Checkpoint(AutoTrackable):
         With ``CheckpointOptions(enable_async=True)`` it returns once the
         values are snapshotted and writes in the background (see :meth:`sync`).
 
+        ``file_prefix`` is a local path or URL: a ``str``, ``bytes`` (decoded
+        as UTF-8, as TensorFlow does) or an ``os.PathLike`` (``pathlib.Path``).
+
         Returns
         -------
         str
-            ``file_prefix``.
+            ``file_prefix``, as a ``str``.
+
+        Raises
+        ------
+        ArgumentTypeError
+            ``file_prefix`` is no path, or ``options`` neither
+            ``CheckpointOptions`` nor ``None`` (nor a TensorFlow 1 session).
+        InvalidArgumentError
+            ``file_prefix`` is empty.
         """
         started = time.perf_counter()
-        options = _options_or_session(options, session)
-        prefix = os.fspath(file_prefix)
+        prefix = _save_prefix(file_prefix, "Checkpoint.write")
+        options = _options_or_session(options, session, "Checkpoint.write")
         self._self_async.begin(options)
         if _async.enabled(options):
             self._write_async(prefix, options, then=None, started=started)
@@ -349,9 +395,7 @@ class Checkpoint(AutoTrackable):
         self._self_async.sync()
 
     @_signal_safe.guarded
-    def save(
-        self, file_prefix: str | os.PathLike[str], options: CheckpointOptions | Any = None, session: Any = None
-    ) -> str:
+    def save(self, file_prefix: PathArgument, options: CheckpointOptions | Any = None, session: Any = None) -> str:
         """Increment :attr:`save_counter`, write ``<file_prefix>-<N>`` and update the state file.
 
         ``session`` (``tf.compat.v1.train.Checkpoint.save(file_prefix, session)``,
@@ -367,13 +411,25 @@ class Checkpoint(AutoTrackable):
         fails. An async save keeps its number once its background write
         started, whatever becomes of that write.
 
+        ``file_prefix`` is a local path or URL: a ``str``, ``bytes`` (decoded
+        as UTF-8, as TensorFlow does) or an ``os.PathLike`` (``pathlib.Path``).
+
         Returns
         -------
         str
             The path written, e.g. ``"/run/ckpt-3"``; pass it to :meth:`restore`.
+
+        Raises
+        ------
+        ArgumentTypeError
+            ``file_prefix`` is no path, or ``options`` neither
+            ``CheckpointOptions`` nor ``None`` (nor a TensorFlow 1 session).
+        InvalidArgumentError
+            ``file_prefix`` is empty (the checkpoint would be ``-1`` in the
+            current directory).
         """
-        options = _options_or_session(options, session)
-        prefix = os.fspath(file_prefix)
+        prefix = _save_prefix(file_prefix, "Checkpoint.save")
+        options = _options_or_session(options, session, "Checkpoint.save")
         started = time.perf_counter()
         self._self_async.begin(options)
         counter = self.save_counter
@@ -419,7 +475,7 @@ class Checkpoint(AutoTrackable):
 
     # --------------------------------------------------------------- restore
     @_signal_safe.guarded
-    def read(self, save_path: str | os.PathLike[str] | None, options: CheckpointOptions | None = None) -> LoadStatus:
+    def read(self, save_path: PathArgument | None, options: CheckpointOptions | None = None) -> LoadStatus:
         """Restore a checkpoint written by :meth:`write` (``save_counter`` is not expected).
 
         ``save_path`` is a checkpoint prefix or a directory, whose latest
@@ -428,7 +484,8 @@ class Checkpoint(AutoTrackable):
         backend chosen in ``options``, a checkpoint of any format stored
         there is found, whatever options it was saved with. ``None`` (as
         from ``latest_checkpoint`` on an empty directory) reads nothing, as
-        TensorFlow's ``read`` does.
+        TensorFlow's ``read`` does. A path is a ``str``, ``bytes`` (decoded as
+        UTF-8, as TensorFlow does) or an ``os.PathLike`` (``pathlib.Path``).
 
         Returns
         -------
@@ -438,6 +495,9 @@ class Checkpoint(AutoTrackable):
 
         Raises
         ------
+        ArgumentTypeError
+            ``save_path`` is no path (nor ``None``), or ``options`` neither
+            ``CheckpointOptions`` nor ``None``.
         CheckpointNotFoundError
             Nothing is committed at ``save_path`` and it is no directory
             holding checkpoints.
@@ -454,8 +514,10 @@ class Checkpoint(AutoTrackable):
         An async save of this checkpoint still in flight is waited for first,
         and its failure raised.
         """
+        path = _restore_path(save_path, "Checkpoint.read")
+        options = _options_argument(options, "Checkpoint.read")
         self._self_async.sync("read()")
-        if save_path is None:
+        if path is None:
             return InitializationOnlyStatus(self._view(), next_uid())
         options = _async.storage_options_of(options)
         coordinator = coordinator_of(options)
@@ -464,27 +526,27 @@ class Checkpoint(AutoTrackable):
                 read: list[LoadStatus] = []
 
                 def step() -> LoadStatus:
-                    read.append(self._read(save_path, options))
+                    read.append(self._read(path, options))
                     return read[-1]
 
                 try:
-                    return together(coordinator, step, f"restoring {os.fspath(save_path)!r}")
+                    return together(coordinator, step, f"restoring {path!r}")
                 except BaseException:
                     # Restored here but failed on another rank: the caller gets the error, never this status,
                     # whose end-of-life warning about unused values would only repeat the failure, wrongly.
                     for status in read:
                         status.expect_partial()
                     raise
-            return self._read(save_path, options)
+            return self._read(path, options)
 
-    def _read(self, save_path: str | os.PathLike[str], options: CheckpointOptions | None) -> LoadStatus:
+    def _read(self, save_path: str, options: CheckpointOptions | None) -> LoadStatus:
         """:meth:`read` in this process alone."""
         started = time.perf_counter()
         try:
-            path, reader = self._self_backends.open_checkpoint(os.fspath(save_path), options)
+            path, reader = self._self_backends.open_checkpoint(save_path, options)
         except CheckpointNotFoundError as exc:
             raise CheckpointNotFoundError(
-                f"Error when restoring from checkpoint {os.fspath(save_path)!r}: {exc}\nPlease double-check that "
+                f"Error when restoring from checkpoint {save_path!r}: {exc}\nPlease double-check that "
                 "the path is correct. You may be missing the checkpoint suffix (e.g. the '-1' in "
                 "'path/to/ckpt-1'); trackpoint.latest_checkpoint(directory) returns the newest checkpoint of a "
                 "directory."
@@ -523,16 +585,21 @@ class Checkpoint(AutoTrackable):
         return status
 
     @_signal_safe.guarded
-    def restore(self, save_path: str | os.PathLike[str] | None, options: CheckpointOptions | None = None) -> LoadStatus:
+    def restore(self, save_path: PathArgument | None, options: CheckpointOptions | None = None) -> LoadStatus:
         """Restore a checkpoint written by :meth:`save`; values for objects created later are applied then.
 
         ``save_path`` is a prefix (the path :meth:`save` returned) or a
         directory, whose latest checkpoint is restored, as for :meth:`read`.
         ``save_path=None`` (as from ``latest_checkpoint`` on an empty
-        directory) returns an :class:`InitializationOnlyStatus`.
+        directory) returns an :class:`InitializationOnlyStatus`. A path is a
+        ``str``, ``bytes`` (decoded as UTF-8, as TensorFlow does) or an
+        ``os.PathLike`` (``pathlib.Path``).
 
         Raises
         ------
+        ArgumentTypeError
+            ``save_path`` is no path (nor ``None``), or ``options`` neither
+            ``CheckpointOptions`` nor ``None``.
         CheckpointNotFoundError
             Nothing is committed at ``save_path`` and it is no directory
             holding checkpoints; the message reminds about the ``-N`` suffix.
@@ -546,8 +613,10 @@ class Checkpoint(AutoTrackable):
         An async save of this checkpoint still in flight is waited for first,
         and its failure raised.
         """
+        path = _restore_path(save_path, "Checkpoint.restore")
+        options = _options_argument(options, "Checkpoint.restore")
         self._self_async.sync("restore()")
-        status = self.read(save_path, options)
+        status = self.read(path, options)
         # Created after the restore so that a saved counter is restored on creation.
         changes = dependency_changes()
         created = self._self_save_counter is None
@@ -602,7 +671,7 @@ class Checkpoint(AutoTrackable):
             self._self_backends.close()
 
 
-def _options_or_session(options: Any, session: Any) -> CheckpointOptions | None:
+def _options_or_session(options: Any, session: Any, call: str) -> CheckpointOptions | None:
     """The options of a save, given TensorFlow 1's ``(file_prefix, session)`` call shape too.
 
     A TensorFlow session (anything with a ``run`` method) in the place of
@@ -611,7 +680,7 @@ def _options_or_session(options: Any, session: Any) -> CheckpointOptions | None:
 
     Raises
     ------
-    TypeError
+    ArgumentTypeError
         ``options`` is neither ``CheckpointOptions``, ``None`` nor a session.
     """
     del session  # accepted for TensorFlow 1 code; eager execution has no use for it
@@ -619,9 +688,45 @@ def _options_or_session(options: Any, session: Any) -> CheckpointOptions | None:
         return options
     if callable(getattr(options, "run", None)):
         return None
-    raise TypeError(
-        f"options must be a trackpoint.CheckpointOptions (or, in TensorFlow 1's call shape, a session), got "
-        f"{type(options).__name__}"
+    raise ArgumentTypeError(
+        _options_refusal(options, call) + " (in TensorFlow 1's call shape a session is accepted there, and ignored)"
+    )
+
+
+def _save_prefix(file_prefix: object, call: str) -> str:
+    """``file_prefix`` of a save or write as a ``str``, refused when it is no path or empty."""
+    prefix = _paths.argument(file_prefix, call, "file_prefix")
+    if not prefix:
+        # An empty prefix names no place: save("") would write -1.index and a state file into the working directory.
+        raise InvalidArgumentError(
+            f"{call}: file_prefix is empty; pass the prefix of the checkpoint to write, such as 'run/ckpt' "
+            "(save writes run/ckpt-1, write writes run/ckpt)"
+        )
+    return prefix
+
+
+def _restore_path(save_path: object, call: str) -> str | None:
+    """``save_path`` of a read or restore as a ``str`` (``None`` stays: it reads nothing)."""
+    return None if save_path is None else _paths.argument(save_path, call, "save_path")
+
+
+def _hides_own_attribute(name: str, given: str) -> NameConflictError:
+    """The refusal of a dependency named as one of ``Checkpoint``'s own attributes (``save``, ``save_counter``)."""
+    what = (
+        "the counter that save() increments (it is saved as 'save_counter' already)"
+        if name == "save_counter"
+        else f"a {'method' if callable(getattr(Checkpoint, name, None)) else 'property'} of every Checkpoint"
+    )
+    if given.startswith("Checkpoint("):
+        instead = (
+            f"tp.Checkpoint(**{{'{name}_': value}}) saves it as '{name}_') or nest it "
+            f"(tp.Checkpoint(state={{'{name}': value}}) saves it as 'state/{name}')"
+        )
+    else:
+        instead = f"ckpt.{name}_ = value saves it as '{name}_') or nest it (ckpt.state = {{'{name}': value}})"
+    return NameConflictError(
+        f"{given}: {name!r} is the name of Checkpoint.{name}, {what}; a dependency of that name would hide it. "
+        f"Give the value another name ({instead}."
     )
 
 
@@ -651,3 +756,7 @@ def _assert_trackable(obj: Any, name: str) -> Trackable:
             f"{type(obj).__name__}: {obj!r:.80}{hint}"
         )
     return obj
+
+
+#: The public attributes of every Checkpoint (methods, ``save_counter``): no dependency may take one of these names.
+_OWN_NAMES: Final = frozenset(name for name in dir(Checkpoint) if not name.startswith("_"))

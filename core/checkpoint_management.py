@@ -21,7 +21,8 @@ from trackpoint.errors import InvalidCheckpointError
 from trackpoint.graph import ObjectGraphView
 from trackpoint.graph import list_objects as _list_view_objects
 from trackpoint.proto.checkpoint_state_pb2 import CheckpointState
-from trackpoint.reader import TensorReader, load_checkpoint, object_metadata
+from trackpoint.reader import TensorReader, load_checkpoint, object_metadata, tensor_name
+from trackpoint.storage import _options_argument
 
 if TYPE_CHECKING:
     from trackpoint.storage import CheckpointOptions, StorageBackend
@@ -71,7 +72,7 @@ def get_checkpoint_state(
     """
     directory = os.fspath(checkpoint_dir)
     name = latest_filename or state.DEFAULT_LATEST_FILENAME
-    with _resolve.open_backend(directory, options) as backend:
+    with _resolve.open_backend(directory, _options_argument(options, "get_checkpoint_state")) as backend:
         got = backend.read_file(_paths.join(directory, name))
         if got is not None and _has_no_model_path(got.data):
             raise InvalidCheckpointError(
@@ -164,7 +165,7 @@ def update_checkpoint_state(
         ``model_checkpoint_path`` is the state file's own path.
     """
     directory = os.fspath(save_dir)
-    with _resolve.open_backend(directory, options) as backend:
+    with _resolve.open_backend(directory, _options_argument(options, "update_checkpoint_state")) as backend:
         return state.update_checkpoint_state(
             backend,
             directory,
@@ -182,6 +183,7 @@ def update_checkpoint_state(
 def checkpoint_exists(checkpoint_prefix: str | os.PathLike[str], *, options: CheckpointOptions | None = None) -> bool:
     """Whether a committed checkpoint (of any format stored there) exists at ``checkpoint_prefix``."""
     prefix = os.fspath(checkpoint_prefix)
+    options = _options_argument(options, "checkpoint_exists")
     with _resolve.open_store(_paths.dirname(prefix) or os.curdir, options) as backend:
         return _resolve.holder(backend, prefix) is not None
 
@@ -218,6 +220,7 @@ def get_checkpoint_mtimes(
         POSIX timestamps, in the order of ``checkpoint_prefixes``.
     """
     prefixes = [os.fspath(p) for p in checkpoint_prefixes]
+    options = _options_argument(options, "get_checkpoint_mtimes")
     by_directory: dict[str, list[int]] = {}
     for i, prefix in enumerate(prefixes):
         by_directory.setdefault(_paths.dirname(prefix) or os.curdir, []).append(i)
@@ -254,6 +257,7 @@ def remove_checkpoint(
     """
     del checkpoint_format_version  # the stored format is detected
     prefix = os.fspath(checkpoint_prefix)
+    options = _options_argument(options, "remove_checkpoint")
     with _resolve.open_store(_paths.dirname(prefix) or os.curdir, options) as backend:
         found = _resolve.holder(backend, prefix)
         if found is not None:
@@ -274,17 +278,25 @@ def meta_graph_filename(checkpoint_filename: str | os.PathLike[str], meta_graph_
 
 
 def load_variable(
-    ckpt_dir_or_file: str | os.PathLike[str], name: str, *, options: CheckpointOptions | None = None
+    ckpt_dir_or_file: str | os.PathLike[str], name: str | bytes, *, options: CheckpointOptions | None = None
 ) -> Any:
     """The tensor ``name`` of a checkpoint (a prefix, or a directory's latest), as ``tf.train.load_variable``.
 
-    A trailing ``:0`` (a TensorFlow 1 tensor name) is dropped.
+    ``name`` is a checkpoint key (``model/kernel/.ATTRIBUTES/VARIABLE_VALUE``
+    for a variable saved by an object-based checkpoint), a ``str`` or UTF-8
+    ``bytes``. A trailing ``:0`` (a TensorFlow 1 tensor name) is dropped.
 
     Raises
     ------
+    ArgumentTypeError
+        (a ``TypeError``) ``name`` is neither ``str`` nor ``bytes``.
     CheckpointKeyError
-        (a ``KeyError``) The checkpoint holds no such tensor.
+        (a ``KeyError``) The checkpoint holds no such tensor; when ``name`` is
+        an object's path (``"model/kernel"``), the message names the full keys
+        under it.
     """
+    # Checked before the checkpoint is opened: a wrong argument is refused by name, whatever is stored.
+    name = tensor_name(name, "load_variable")
     if name.endswith(":0"):
         name = name[:-2]
     with load_checkpoint(ckpt_dir_or_file, options) as reader:

@@ -19,6 +19,8 @@ Either side may also be a flat tensor file, chosen by its suffix: safetensors
 from __future__ import annotations
 
 import os
+import posixpath
+import re
 import time
 import uuid
 from collections.abc import Sequence
@@ -27,8 +29,8 @@ from typing import TYPE_CHECKING, Any, Final, Literal
 import numpy as np
 
 from trackpoint import _async, _paths, _resolve, observe
-from trackpoint.errors import CheckpointError, CheckpointExistsError, UnsupportedOptionError
-from trackpoint.interchange import file_format
+from trackpoint.errors import CheckpointError, CheckpointExistsError, InvalidArgumentError, UnsupportedOptionError
+from trackpoint.interchange import FILE_FORMATS, file_format
 from trackpoint.storage import (
     CheckpointOptions,
     CheckpointReader,
@@ -37,6 +39,7 @@ from trackpoint.storage import (
     StorageBackend,
     TensorInfo,
     WriteItem,
+    _options_argument,
 )
 
 if TYPE_CHECKING:
@@ -47,6 +50,39 @@ __all__ = ["DEFAULT_SHARD_BYTES", "convert"]
 #: Bytes read into memory before they are written, when the destination
 #: options set no ``max_shard_bytes``.
 DEFAULT_SHARD_BYTES: Final = 256 * 2**20
+
+#: Suffixes of files in formats :func:`convert` does not write, with what they are. Without a backend chosen
+#: in ``dst_options``, a destination ending in one is refused: it would otherwise name a checkpoint prefix
+#: (``out.pt`` written as ``out.pt.index`` and ``out.pt.data-00000-of-00001``). Checkpoint prefixes of
+#: TensorFlow's own style (``model.ckpt``, ``model.ckpt-1000``, ``run/ckpt-1``) end in no such suffix.
+_FOREIGN_SUFFIXES: Final = {
+    ".pt": "PyTorch (torch.save)",
+    ".pth": "PyTorch (torch.save)",
+    ".bin": "PyTorch (pytorch_model.bin)",
+    ".h5": "HDF5 (Keras)",
+    ".hdf5": "HDF5",
+    ".keras": "Keras",
+    ".onnx": "ONNX",
+    ".pb": "TensorFlow GraphDef or SavedModel",
+    ".tflite": "TensorFlow Lite",
+    ".pkl": "pickle",
+    ".pickle": "pickle",
+    ".joblib": "joblib",
+    ".npy": "single numpy array",
+    ".msgpack": "msgpack (Flax)",
+    ".gguf": "GGUF",
+    ".ggml": "GGML",
+    ".json": "JSON",
+    ".zip": "zip archive",
+    ".tar": "tar archive",
+    ".tgz": "tar archive",
+    ".gz": "gzip",
+    ".safetensor": "safetensors (whose suffix is .safetensors)",
+    ".index": "TensorBundle index",
+    ".zarr": "Zarr group",
+}
+#: The data files of a TensorBundle (``ckpt-1.data-00000-of-00001``).
+_BUNDLE_DATA: Final = re.compile(r"\.data-\d+-of-\d+", re.IGNORECASE)
 
 # Stand-in size of a string tensor for planning (its real size is unknown
 # until read); keeps a shard of many string tensors from growing unbounded.
@@ -79,7 +115,12 @@ def convert(
     dst
         Prefix to write; the backend is chosen as for a save (URL scheme,
         ``dst_options.backend``, ``TRACKPOINT_BACKEND``). Or a local
-        ``.safetensors`` / ``.npz`` file to export to.
+        ``.safetensors`` / ``.npz`` file to export to. A prefix ending in the
+        suffix of another file format (``.pt``, ``.pth``, ``.bin``, ``.h5``,
+        ``.keras``, ``.onnx``, ``.pb``, ``.pkl``, ``.npy``, ``.json``, a
+        bundle's ``.index``, ...) is refused unless
+        ``dst_options.backend`` is set: that format is not written, and the
+        checkpoint would be named like such a file.
     src_options, dst_options
         Options selecting and configuring each side's backend. The
         destination's ``backend_options`` apply to the written checkpoint
@@ -119,6 +160,12 @@ def convert(
         Writing safetensors needs the ``safetensors`` extra.
     InvalidPathError
         ``dst`` holds a character no store accepts (a NUL byte).
+    InvalidArgumentError
+        ``dst`` ends in the suffix of a file format :func:`convert` does not
+        write (the message lists those it writes), and no backend is chosen in
+        ``dst_options``.
+    ArgumentTypeError
+        ``src_options`` or ``dst_options`` is not a ``CheckpointOptions``.
     UnsupportedOptionError
         ``dst_options`` ask for an asynchronous save (``enable_async``):
         :func:`convert` returns once the copy is committed, so there would be
@@ -146,7 +193,10 @@ def convert(
     """
     started = time.perf_counter()
     src_path, dst_path = os.fspath(src), os.fspath(dst)
-    s_opts, d_opts = src_options or CheckpointOptions(), dst_options or CheckpointOptions()
+    s_opts = _options_argument(src_options, "convert(src_options=...)") or CheckpointOptions()
+    d_opts = _options_argument(dst_options, "convert(dst_options=...)") or CheckpointOptions()
+    if d_opts.backend is None:
+        _refuse_foreign_file(dst_path)
     if _async.enabled(d_opts):
         # Refused rather than ignored: a caller asking for a background copy would otherwise
         # wait for the whole copy without knowing why.
@@ -187,6 +237,56 @@ def convert(
         _paths.remove_empty(created)
         raise
     observe.run_write_callbacks(d_opts, dst_path)
+
+
+def _refuse_foreign_file(dst: str) -> None:
+    """Refuse ``dst`` when it ends in the suffix of a file format convert does not write (:data:`_FOREIGN_SUFFIXES`).
+
+    Raises
+    ------
+    InvalidArgumentError
+        Naming the format, the formats convert writes, and how to write a checkpoint under that name anyway.
+    """
+    name = dst.rstrip("/").rsplit("/", 1)[-1].rsplit(os.sep, 1)[-1]
+    suffix = posixpath.splitext(name)[1].lower()
+    data = _BUNDLE_DATA.search(name)
+    if data is not None and data.end() == len(name):
+        suffix = ".data"
+        prefix = dst[: len(dst) - len(name) + data.start()]
+    elif suffix in _FOREIGN_SUFFIXES:
+        prefix = dst[: len(dst) - len(suffix)]
+    else:
+        return
+    if suffix in (".index", ".data"):
+        message = (
+            f"it is a file of the TensorBundle checkpoint {prefix!r}, not a checkpoint; a checkpoint is "
+            f"named by its prefix: pass {prefix!r}"
+        )
+    elif suffix == ".zarr":
+        message = (
+            f"a Zarr checkpoint at the prefix {prefix!r} is stored as {dst!r}; pass {prefix!r} with "
+            "dst_options=CheckpointOptions(backend='zarr')"
+        )
+    else:
+        backend = "NAME" if _paths.is_url(dst) else "'bundle'"
+        message = (
+            f"{suffix!r} is the suffix of {_FOREIGN_SUFFIXES[suffix]} files, a format convert does not write. It "
+            f"writes {' and '.join(FILE_FORMATS)} files (chosen by that suffix) and checkpoints at a prefix without "
+            f"a file suffix, such as 'out/ckpt-1' ({_backend_names()}); to write a checkpoint under this very name, "
+            f"choose its backend: dst_options=CheckpointOptions(backend={backend})"
+        )
+    raise InvalidArgumentError(f"convert: cannot write {dst!r}: {message}", url=dst)
+
+
+def _backend_names() -> str:
+    """The installed backends, for a message: the checkpoint formats and stores convert can write."""
+    try:
+        from trackpoint.plugins import list_backends
+
+        names = [info.name for info in list_backends() if info.available]
+    except Exception:  # noqa: BLE001 - only a message is at stake; the refusal stands without the list
+        names = []
+    return f"backends: {', '.join(names)}" if names else "any backend"
 
 
 def _missing_directories(dst: str) -> list[str]:

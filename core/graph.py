@@ -20,7 +20,7 @@ import numpy as np
 from trackpoint import _gc, dtypes
 from trackpoint._graph_wire import NodeEncoder, encode_graph
 from trackpoint._slices import TensorSlice
-from trackpoint.errors import TrackableError
+from trackpoint.errors import CheckpointError, TrackableError, UnsupportedDTypeError
 from trackpoint.proto import trackable_object_graph_pb2 as pb
 from trackpoint.python_state import PythonState
 from trackpoint.trackable import (
@@ -29,6 +29,7 @@ from trackpoint.trackable import (
     TrackableReference,
     has_default_children,
     make_saveable,
+    serialized_refusal,
     uses_saveables,
 )
 from trackpoint.variables import Variable
@@ -384,6 +385,10 @@ def serialize_object_graph(view: ObjectGraphView) -> SerializedGraph:
                 has[node_id] = True
             continue
         tensors = obj._serialize_to_tensors()
+        # One type check per object (the save path meets 10^5 of them): None, a list or any other type
+        # would otherwise save nothing or fail deep inside with an AttributeError.
+        if type(tensors) is not dict and not isinstance(tensors, Mapping):
+            raise serialized_refusal(obj, tensors, f" of the object at {path or '(root)'!r}")
         if not tensors:
             continue
         has[node_id] = True
@@ -391,6 +396,9 @@ def serialize_object_graph(view: ObjectGraphView) -> SerializedGraph:
         for attr, value in tensors.items():
             suffix = suffixes.get(attr)
             if suffix is None:
+                # A name met for the first time (a handful per save): only these are checked.
+                if not isinstance(attr, str):
+                    raise serialized_refusal(obj, tensors, f" of the object at {path or '(root)'!r}")
                 suffix = suffixes[attr] = f"/{OBJECT_ATTRIBUTES_NAME}/{_attribute_suffix(attr)}"
             key = path + suffix
             encoded.append(encode_attribute(attr, full_name, key))
@@ -403,8 +411,13 @@ def serialize_object_graph(view: ObjectGraphView) -> SerializedGraph:
                 # TensorFlow's form for slices of a larger tensor: {slice spec: value}.
                 where = describe(node_id, "attribute", attr)
                 for spec, part in value.items():
-                    array = saved_array(part, where)
-                    piece = _parse_spec(spec, array, where)
+                    try:
+                        array = saved_array(part, where)
+                        piece = _parse_spec(spec, array, where)
+                    except (TrackableError, UnsupportedDTypeError) as exc:
+                        if isinstance(exc, UnsupportedDTypeError) and not isinstance(part, Mapping):
+                            raise  # a slice of a dtype no checkpoint holds: that is what is wrong
+                        raise _not_slices(obj, attr, exc) from exc
                     entry = (key, array)
                     if piece is not None:
                         sliced[id(entry)] = piece
@@ -422,6 +435,16 @@ def serialize_object_graph(view: ObjectGraphView) -> SerializedGraph:
     written = tuple(regular + python_state)
     slices = tuple(sliced.get(id(t)) for t in written) if sliced else ()
     return SerializedGraph(data, tuple(nodes), written, slices)
+
+
+def _not_slices(obj: Trackable, attr: str, exc: CheckpointError) -> TrackableError:
+    """The refusal of a dict value of ``_serialize_to_tensors`` that is no ``{slice_spec: array}`` (nested state)."""
+    return TrackableError(
+        f"{type(obj).__name__}._serialize_to_tensors() returned a dict for the attribute {attr!r}, which is read as "
+        "TensorFlow's {slice_spec: array} form (the slices of a larger tensor this object holds), and it is not "
+        f"one: {exc}. To save nested values, return one attribute per array (e.g. {{'{attr}.x': array}}), not "
+        "nested dicts"
+    )
 
 
 def _parse_spec(spec: object, array: np.ndarray[Any, Any], where: str) -> TensorSlice | None:

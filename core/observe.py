@@ -47,6 +47,7 @@ import numpy as np
 
 from trackpoint import _async
 from trackpoint._units import human_bytes
+from trackpoint.errors import ArgumentTypeError
 from trackpoint.storage import _SAVE_EVENTS, _SHARD_PROGRESS, CheckpointReader, TensorInfo, shard_progress
 
 if TYPE_CHECKING:
@@ -762,12 +763,12 @@ def callback_arity(callback: Callable[..., Any]) -> int:
 
     Raises
     ------
-    TypeError
-        ``callback`` is not callable, or can be called neither with the path
-        nor without arguments (the message names it).
+    ArgumentTypeError
+        (a ``TypeError``) ``callback`` is not callable, or can be called
+        neither with the path nor without arguments (the message names it).
     """
     if not callable(callback):
-        raise TypeError(
+        raise ArgumentTypeError(
             f"CheckpointOptions(experimental_write_callbacks=...) holds {callback!r}, which is not callable; "
             "pass functions taking the checkpoint path, or no argument"
         )
@@ -781,9 +782,9 @@ def callback_arity(callback: Callable[..., Any]) -> int:
         except TypeError:
             continue
         return arity
-    raise TypeError(
-        f"write callback {callback!r} takes {signature}; it must accept the checkpoint path as its only "
-        "argument, or no argument (TensorFlow allows 0 or 1 parameters)"
+    raise ArgumentTypeError(
+        f"CheckpointOptions(experimental_write_callbacks=...): the callback {callback!r} takes {signature}; it "
+        "must accept the checkpoint path as its only argument, or no argument (TensorFlow allows 0 or 1 parameters)"
     )
 
 

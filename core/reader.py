@@ -15,9 +15,9 @@ from typing import Any
 import numpy as np
 
 from trackpoint import _resolve
-from trackpoint.errors import CheckpointKeyError, InvalidCheckpointError
+from trackpoint.errors import ArgumentTypeError, CheckpointKeyError, InvalidArgumentError, InvalidCheckpointError
 from trackpoint.proto import trackable_object_graph_pb2 as pb
-from trackpoint.storage import OBJECT_GRAPH_KEY, CheckpointOptions, CheckpointReader
+from trackpoint.storage import OBJECT_GRAPH_KEY, CheckpointOptions, CheckpointReader, _options_argument
 
 __all__ = ["TensorReader", "list_variables", "load_checkpoint", "load_tree", "object_metadata"]
 
@@ -42,20 +42,30 @@ class TensorReader:
         """The checkpoint being read."""
         return self._reader.prefix
 
-    def get_tensor(self, name: str) -> Any:
+    def get_tensor(self, name: str | bytes) -> Any:
         """The tensor ``name``: an ndarray, or ``bytes`` for a scalar string.
+
+        ``name`` is a checkpoint key (``model/kernel/.ATTRIBUTES/VARIABLE_VALUE``),
+        a ``str`` or UTF-8 ``bytes``, as TensorFlow's reader takes it.
 
         Raises
         ------
+        ArgumentTypeError
+            ``name`` is neither ``str`` nor ``bytes``.
         CheckpointKeyError
-            No such tensor.
+            No such tensor; the message names the keys that start with
+            ``name/`` (an object's path, as TensorFlow users often give).
         """
-        value = self._reader.read(name)
+        key = tensor_name(name, "TensorReader.get_tensor")
+        try:
+            value = self._reader.read(key)
+        except CheckpointKeyError as exc:
+            raise _with_suggestions(exc, self._reader, key) from exc
         if value.dtype == np.dtype(object) and value.ndim == 0:
             return value[()]
         return value
 
-    def get_slice(self, name: str, offset: Sequence[int], shape: Sequence[int]) -> Any:
+    def get_slice(self, name: str | bytes, offset: Sequence[int], shape: Sequence[int]) -> Any:
         """The part ``offset .. offset + shape`` of the tensor ``name``, reading only what overlaps it.
 
         The checkpoint may hold the tensor whole or as slices of any
@@ -65,12 +75,18 @@ class TensorReader:
 
         Raises
         ------
+        ArgumentTypeError
+            ``name`` is neither ``str`` nor ``bytes``.
         CheckpointKeyError
-            No such tensor.
+            No such tensor (the message names the keys that start with ``name/``).
         ValueError
             The part does not lie inside the tensor.
         """
-        value = self._reader.read_slice(name, offset, shape)
+        key = tensor_name(name, "TensorReader.get_slice")
+        try:
+            value = self._reader.read_slice(key, offset, shape)
+        except CheckpointKeyError as exc:
+            raise _with_suggestions(exc, self._reader, key) from exc
         if value.dtype == np.dtype(object) and value.ndim == 0:
             return value[()]
         return value
@@ -100,6 +116,66 @@ class TensorReader:
         self.close()
 
 
+def tensor_name(name: object, call: str) -> str:
+    """``name``, a tensor's checkpoint key given to ``call``, as a ``str`` (UTF-8 ``bytes`` are decoded).
+
+    Raises
+    ------
+    ArgumentTypeError
+        ``name`` is neither ``str`` nor ``bytes``.
+    InvalidArgumentError
+        ``name`` is ``bytes`` that are not UTF-8.
+    """
+    if type(name) is str:
+        return name
+    if isinstance(name, str):
+        return str(name)
+    if isinstance(name, bytes):
+        # TensorFlow's reader takes bytes keys (compat.as_bytes); stored keys are UTF-8.
+        try:
+            return name.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise InvalidArgumentError(f"{call}: the tensor name {name!r} is not UTF-8 ({exc.reason})") from None
+    raise ArgumentTypeError(
+        f"{call}: the tensor name must be a str or UTF-8 bytes (a checkpoint key such as "
+        f"'model/kernel/.ATTRIBUTES/VARIABLE_VALUE'), got {type(name).__name__} ({name!r:.80}); "
+        "list_variables(path) lists the keys"
+    )
+
+
+#: At most this many keys are suggested by a refusal of a tensor name.
+_MAX_SUGGESTED = 5
+
+
+def _with_suggestions(exc: CheckpointKeyError, reader: CheckpointReader, name: str) -> CheckpointKeyError:
+    """``exc`` (no tensor ``name``) naming the keys of ``reader`` under ``name/``, when there are any.
+
+    TensorFlow users give an object's path (``"w"``, ``"model/dense/kernel"``) where a key is wanted
+    (``"w/.ATTRIBUTES/VARIABLE_VALUE"``). Only on this failure path are the keys listed.
+    """
+    stem = name.rstrip("/") + "/"
+    try:
+        found = sorted(key for key in reader.keys() if key.startswith(stem))
+    except Exception:  # noqa: BLE001 - a reader that cannot list keys: the original refusal stands
+        return exc
+    if not found:
+        return exc
+    # A variable's value first: the key that was meant, most of the time.
+    found.sort(key=lambda key: key != stem + ".ATTRIBUTES/VARIABLE_VALUE")
+    shown = ", ".join(map(repr, found[:_MAX_SUGGESTED]))
+    more = (
+        f" and {len(found) - _MAX_SUGGESTED} more (list_variables lists them all)"
+        if len(found) > _MAX_SUGGESTED
+        else ""
+    )
+    message = str(exc.args[0]) if exc.args else f"no tensor {name!r}"
+    if len(found) == 1:
+        hint = f"{name!r} is the path of an object, whose value is saved under the full key {shown}: pass that key"
+    else:
+        hint = f"{name!r} is the path of an object, whose tensors are saved under the full keys {shown}{more}: pass one"
+    return CheckpointKeyError(f"{message}; {hint}", backend=exc.backend, url=exc.url, key=exc.key)
+
+
 def load_checkpoint(path: str | os.PathLike[str], options: CheckpointOptions | None = None) -> TensorReader:
     """A reader for the checkpoint at ``path``: a prefix, or a directory (its latest checkpoint).
 
@@ -114,6 +190,7 @@ def load_checkpoint(path: str | os.PathLike[str], options: CheckpointOptions | N
         directory holding checkpoints is wanted.
     """
     # The reader keeps the one backend it reads through open until it is closed.
+    options = _options_argument(options, "load_checkpoint")
     backends = _resolve.Backends()
     try:
         return TensorReader(backends.open_checkpoint(os.fspath(path), options)[1])

@@ -1012,7 +1012,7 @@ class FrozenSaver:
             An object no longer has an attribute it had when frozen.
         """
         from trackpoint.graph import saved_array
-        from trackpoint.trackable import make_saveable, uses_saveables
+        from trackpoint.trackable import make_saveable, serialized_refusal, uses_saveables
 
         prefix = _as_path(file_prefix, "file_prefix")
         items: list[WriteItem] = []
@@ -1024,6 +1024,8 @@ class FrozenSaver:
                         items.append(WriteItem(spec.name, saved_array(spec.tensor, spec.name)))
                 continue
             tensors = obj._serialize_to_tensors()
+            if type(tensors) is not dict and not isinstance(tensors, Mapping):
+                raise serialized_refusal(obj, tensors, "")
             for attr, key in attributes.items():
                 items.append(WriteItem(key, saved_array(self._factory(obj, tensors, attr), key)))
         graph = np.empty((), dtype=object)

@@ -22,7 +22,10 @@ What that node saves, under ``<path>/.ATTRIBUTES/<name>``:
   every plain Python value (``None``, booleans, numbers, strings, bytes).
 
 An empty state dict (a ``ReLU``, a loss) saves nothing, so such objects never
-make a checkpoint look incomplete.
+make a checkpoint look incomplete. A state dict is saved as a tree: one that
+holds itself (a container inside it that contains that container), or whose
+containers nest more than :data:`MAX_STATE_DICT_DEPTH` levels deep, is refused
+with :class:`~trackpoint.errors.TrackableError` naming where.
 
 A restore rebuilds the state dict the checkpoint holds and hands it to
 ``load_state_dict``. Arrays the object has now (same place, dtype and shape)
@@ -76,6 +79,10 @@ __all__ = [
 #: Attribute name of the JSON structure of a saved state dict. No array's name starts with ``.``.
 STATE_DICT_STRUCTURE = ".STATE_DICT"
 _FORMAT_VERSION = 1
+#: How deeply the containers of a state dict may nest. Real ones nest a few levels (an optimizer's
+#: ``state[0]["exp_avg"]``); far deeper nesting is a mistake, and each level costs several frames of
+#: Python's stack when saved (the JSON of the structure too) and restored, which would run out near 300.
+MAX_STATE_DICT_DEPTH = 100
 
 
 @runtime_checkable
@@ -231,7 +238,10 @@ class StatefulValue(Trackable):
                     "whole object)"
                 ) from exc
 
-        def visit(value: Any, name: str, where: str) -> Any:
+        # The containers being visited (by id), to refuse one that holds itself.
+        open_containers: set[int] = set()
+
+        def visit(value: Any, name: str, where: str, depth: int = 0) -> Any:
             if is_array_value(value):
                 if name in leaves:
                     raise TrackableError(f"{where}: two entries of the state dict are both saved as {name!r}")
@@ -249,35 +259,61 @@ class StatefulValue(Trackable):
                 return {"bytes": value.hex()}
             prefix = f"{name}." if name else ""
             mapping = _MAPPING_NAMES.get(type(value))
-            if mapping is not None:
-                items = []
-                for key, item in value.items():
-                    if type(key) not in (str, int):
-                        raise TrackableError(
-                            f"{where} has the key {key!r} ({type(key).__name__}): a state dict is saved with str and "
-                            "int keys only"
-                        )
-                    items.append([key, visit(item, prefix + _component(key), f"{where}[{key!r}]")])
-                node: dict[str, Any] = {"dict": items}
-                if mapping != "dict":
-                    node["type"] = mapping
-                metadata = getattr(value, "_metadata", None)  # torch keeps each module's version here
-                if isinstance(metadata, dict):
-                    node["metadata"] = visit(metadata, f"{prefix}%2Emetadata", f"{where}._metadata")
-                return node
-            if type(value) in (list, tuple):
+            if mapping is None and type(value) not in (list, tuple):
+                raise TrackableError(
+                    f"{where} is {dtypes._describe_typed(value)}, which a "
+                    "state dict is not saved with: arrays (numpy, torch, JAX), None, bool, int, float, str, bytes, "
+                    "and dicts (OrderedDict, Counter), lists and tuples of them are"
+                )
+            if id(value) in open_containers:
+                raise TrackableError(
+                    f"{where} is a {type(value).__name__} that also holds it (a container that holds itself) in "
+                    f"{type(self._obj).__name__}.state_dict(): a state dict is saved as a tree and cannot hold a "
+                    "cycle; return a state dict without the inner reference (or keep the object out of the "
+                    "checkpoint with NoDependency)"
+                )
+            if depth >= MAX_STATE_DICT_DEPTH:
+                shown = where if len(where) <= 120 else where[:120] + "..."
+                raise TrackableError(
+                    f"{self._where}: {type(self._obj).__name__}.state_dict() nests containers more than "
+                    f"{MAX_STATE_DICT_DEPTH} levels deep ({shown}), more than a checkpoint saves; flatten it (join "
+                    "the keys of nested dicts into one key, as torch names a module's entries '0.weight')"
+                )
+            open_containers.add(id(value))
+            try:
+                if mapping is not None:
+                    items = []
+                    for key, item in value.items():
+                        if type(key) not in (str, int):
+                            raise TrackableError(
+                                f"{where} has the key {key!r} ({type(key).__name__}): a state dict is saved with str "
+                                "and int keys only"
+                            )
+                        items.append([key, visit(item, prefix + _component(key), f"{where}[{key!r}]", depth + 1)])
+                    node: dict[str, Any] = {"dict": items}
+                    if mapping != "dict":
+                        node["type"] = mapping
+                    metadata = getattr(value, "_metadata", None)  # torch keeps each module's version here
+                    if isinstance(metadata, dict):
+                        node["metadata"] = visit(metadata, f"{prefix}%2Emetadata", f"{where}._metadata", depth + 1)
+                    return node
                 return {
                     type(value).__name__: [
-                        visit(item, prefix + str(index), f"{where}[{index}]") for index, item in enumerate(value)
+                        visit(item, prefix + str(index), f"{where}[{index}]", depth + 1)
+                        for index, item in enumerate(value)
                     ]
                 }
-            raise TrackableError(
-                f"{where} is {dtypes._describe_typed(value)}, which a "
-                "state dict is not saved with: arrays (numpy, torch, JAX), None, bool, int, float, str, bytes, "
-                "and dicts (OrderedDict, Counter), lists and tuples of them are"
-            )
+            finally:
+                open_containers.discard(id(value))
 
-        structure = visit(state, "", self._where)
+        try:
+            structure = visit(state, "", self._where)
+        except RecursionError:
+            # Within the depth limit, yet the stack ran out: the save was called deep in the stack already.
+            raise TrackableError(
+                f"{self._where}: {type(self._obj).__name__}.state_dict() nests containers too deeply for the "
+                "Python stack left to this save; flatten it (join the keys of nested dicts into one key)"
+            ) from None
         return structure, leaves
 
     def _serialize_to_tensors(self) -> dict[str, np.ndarray[Any, Any]]:
@@ -289,7 +325,14 @@ class StatefulValue(Trackable):
             name: node._serialize_to_tensors()[VARIABLE_VALUE_KEY] for name, node in leaves.items() if node is not None
         }
         text = np.empty((), dtype=object)
-        text[()] = json.dumps({"version": _FORMAT_VERSION, "state": structure}).encode("utf-8")
+        try:
+            text[()] = json.dumps({"version": _FORMAT_VERSION, "state": structure}).encode("utf-8")
+        except RecursionError:
+            # Within MAX_STATE_DICT_DEPTH, yet the stack ran out: the save was called deep in the stack already.
+            raise TrackableError(
+                f"{self._where}: {type(self._obj).__name__}.state_dict() nests containers too deeply for the "
+                "Python stack left to this save; flatten it (join the keys of nested dicts into one key)"
+            ) from None
         tensors[STATE_DICT_STRUCTURE] = text
         return tensors
 
@@ -434,7 +477,7 @@ def parse_structure(raw: Any, where: str) -> Any:
         text: Any = np.asarray(raw, dtype=object)[()]
         saved = json.loads(text)
         version, structure = saved["version"], saved["state"]
-    except (ValueError, TypeError, KeyError) as exc:
+    except (ValueError, TypeError, KeyError, RecursionError) as exc:
         raise InvalidCheckpointError(f"{where}: the saved state dict structure is unreadable ({exc})") from exc
     if version != _FORMAT_VERSION:
         raise InvalidCheckpointError(
@@ -486,7 +529,14 @@ def rebuild_state_dict(structure: Any, array: Callable[[str, str], Any], where: 
             return [build(item) for item in node["list"]]
         return tuple(build(item) for item in node["tuple"])
 
-    return build(structure)
+    try:
+        return build(structure)
+    except RecursionError:
+        # Saves refuse nesting this deep (MAX_STATE_DICT_DEPTH): a checkpoint written otherwise.
+        raise InvalidCheckpointError(
+            f"{where}: the saved state dict nests containers too deeply to be rebuilt (a save nests at most "
+            f"{MAX_STATE_DICT_DEPTH} levels)"
+        ) from None
 
 
 def structure_changes(a: object, b: object, atol: float = 0.0, rtol: float = 0.0) -> list[str] | None:

@@ -52,6 +52,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import operator
 import os
 import uuid
 import warnings
@@ -66,7 +67,14 @@ from typing import TYPE_CHECKING, Any, ClassVar, Final, TypeAlias
 import numpy as np
 
 from trackpoint._slices import TensorSlice, assemble, check_coverage, split_rows
-from trackpoint.errors import CheckpointExistsError, CheckpointKeyError, DTypeMismatchError, ShapeMismatchError
+from trackpoint.errors import (
+    ArgumentTypeError,
+    CheckpointExistsError,
+    CheckpointKeyError,
+    DTypeMismatchError,
+    InvalidArgumentError,
+    ShapeMismatchError,
+)
 
 if TYPE_CHECKING:
     from trackpoint.distributed import Coordinator
@@ -207,14 +215,82 @@ def _option_mapping(name: str, value: object) -> dict[str, Any]:
     if value is None:
         return {}
     if not isinstance(value, Mapping):
-        raise TypeError(
+        raise ArgumentTypeError(
             f"CheckpointOptions.{name} must be a mapping of option names to values (or None), "
             f"got {type(value).__name__}"
         )
     bad = [k for k in value if not isinstance(k, str)]
     if bad:
-        raise TypeError(f"CheckpointOptions.{name} takes option names as str keys, got {bad[0]!r}")
+        raise ArgumentTypeError(
+            f"CheckpointOptions.{name} takes option names as str keys, got {bad[0]!r} ({type(bad[0]).__name__})"
+        )
     return dict(value)
+
+
+def _option_flag(name: str, value: object) -> bool:
+    """``CheckpointOptions.<name>``, a switch, as a ``bool`` (numpy's ``bool_`` counts as one)."""
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    # Refused rather than taken for its truth: enable_async="no" would turn async saves on.
+    raise ArgumentTypeError(f"CheckpointOptions.{name} must be True or False, got {value!r} ({type(value).__name__})")
+
+
+def _option_count(name: str, value: object, *, minimum: int, meaning: str) -> int | None:
+    """``CheckpointOptions.<name>``, a count of at least ``minimum`` (0 or 1), as an ``int``; ``None`` stays.
+
+    numpy integers count as ints (they are stored as ``int``); ``bool`` does not.
+    """
+    if value is None:
+        return None
+    try:
+        if isinstance(value, (bool, np.bool_)):
+            raise TypeError  # an int to Python, but max_shard_bytes=True is a mistake
+        number = operator.index(value)  # type: ignore[arg-type]  # refused below when it has no __index__
+    except TypeError:
+        raise ArgumentTypeError(
+            f"CheckpointOptions.{name} must be an int or None, got {type(value).__name__} ({value!r}): {meaning}"
+        ) from None
+    if number < minimum:
+        bound = "positive" if minimum == 1 else "a non-negative int"
+        raise InvalidArgumentError(f"CheckpointOptions.{name} must be {bound}, got {number}: {meaning}")
+    return number
+
+
+#: What each count of :class:`CheckpointOptions` means, for the messages refusing a value.
+_COUNTS: Final = {
+    "max_shard_bytes": "the most bytes of one data shard, or None for the backend's default",
+    "num_writers": "how many shards are written in parallel, or None for the backend's default",
+}
+
+
+def _options_argument(options: object, call: str | None) -> CheckpointOptions | None:
+    """``options`` as given to ``call``, refused unless it is a :class:`CheckpointOptions` or ``None``.
+
+    Public calls check their ``options`` argument first, so that a wrong value is refused by name
+    before anything is read or written (a dict would otherwise fail deep inside, as an ``AttributeError``).
+    ``call`` is ``None`` where the public call is not known (backend selection checks again for all).
+
+    Raises
+    ------
+    ArgumentTypeError
+        ``options`` is of another type; for a mapping, the message shows how to make options of it.
+    """
+    if options is None or isinstance(options, CheckpointOptions):
+        return options
+    raise ArgumentTypeError(_options_refusal(options, call))
+
+
+def _options_refusal(options: object, call: str | None) -> str:
+    """Why ``options`` given to ``call`` (``None``: a call not known here) is refused; see :func:`_options_argument`."""
+    hint = (
+        # The mapping's values may be credentials (storage_options): only its keys are shown.
+        f"; to use a mapping of fields ({', '.join(map(repr, list(options)[:6]))}), pass "
+        "trackpoint.CheckpointOptions(**options)"
+        if isinstance(options, Mapping)
+        else ""
+    )
+    where = f"{call}: " if call else ""
+    return f"{where}options must be a trackpoint.CheckpointOptions or None, got {type(options).__name__}{hint}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -319,14 +395,18 @@ class CheckpointOptions:
     async_when_busy: str = "wait"
 
     def __post_init__(self) -> None:
+        # Every refusal is an InvalidArgumentError (a ValueError) or an ArgumentTypeError (a TypeError too),
+        # raised here, when the options are made, rather than by the first save that uses them.
         for name in ("storage_options", "backend_options"):
             # A copy: the caller's dict may change later, these options may not (they key held backends).
             object.__setattr__(self, name, _option_mapping(name, getattr(self, name)))
+        for name in ("experimental_enable_async_checkpoint", "enable_async", "experimental_skip_slot_variables"):
+            object.__setattr__(self, name, _option_flag(name, getattr(self, name)))
         unsupported = [
             name
             for name, value in (
                 ("experimental_skip_slot_variables", self.experimental_skip_slot_variables),
-                ("experimental_sharding_callback", self.experimental_sharding_callback),
+                ("experimental_sharding_callback", self.experimental_sharding_callback is not None),
             )
             if value
         ]
@@ -339,37 +419,43 @@ class CheckpointOptions:
                 "sizes use max_shard_bytes)"
             )
         if self.experimental_write_callbacks is not None:
-            callbacks = tuple(self.experimental_write_callbacks)
+            given = self.experimental_write_callbacks
+            if callable(given) or isinstance(given, (str, bytes)) or not hasattr(given, "__iter__"):
+                hint = f"; for one callback pass [{getattr(given, '__name__', 'callback')}]" if callable(given) else ""
+                raise ArgumentTypeError(
+                    "CheckpointOptions.experimental_write_callbacks must be a sequence (a list or tuple) of "
+                    f"functions, or None, got {type(given).__name__}{hint}"
+                )
+            callbacks = tuple(given)
             from trackpoint.observe import callback_arity
 
             for callback in callbacks:
-                callback_arity(callback)  # raises TypeError for one that cannot be called
+                callback_arity(callback)  # raises ArgumentTypeError for one that cannot be called
             # A tuple: the caller's list may change later, these options may not.
             object.__setattr__(self, "experimental_write_callbacks", callbacks)
         if self.progress is not None and not isinstance(self.progress, bool):
-            raise TypeError(f"CheckpointOptions.progress must be True, False or None, got {self.progress!r}")
-        if self.backend is not None and not isinstance(self.backend, str):
-            raise TypeError(f"CheckpointOptions.backend must be a str or None, got {type(self.backend).__name__}")
+            raise ArgumentTypeError(f"CheckpointOptions.progress must be True, False or None, got {self.progress!r}")
+        for name in ("backend", "experimental_io_device"):
+            value = getattr(self, name)
+            if value is not None and not isinstance(value, str):
+                raise ArgumentTypeError(
+                    f"CheckpointOptions.{name} must be a str or None, got {value!r} ({type(value).__name__})"
+                )
         if self.backend is not None and self.backend.startswith(("/job:", "/device:", "/cpu:", "/gpu:")):
             # TensorFlow's first positional field is experimental_io_device; trackpoint's is backend.
-            raise ValueError(
+            raise InvalidArgumentError(
                 f"CheckpointOptions(backend={self.backend!r}): that is a device name, as TensorFlow's "
                 "CheckpointOptions takes it first (experimental_io_device); trackpoint's first field is the "
                 f"backend, so pass it by keyword: CheckpointOptions(experimental_io_device={self.backend!r})"
             )
         for name in ("max_shard_bytes", "num_writers"):
-            value = getattr(self, name)
-            if value is None:
-                continue
-            if not isinstance(value, int) or isinstance(value, bool):
-                raise TypeError(f"CheckpointOptions.{name} must be an int or None, got {type(value).__name__}")
-            if value <= 0:
-                raise ValueError(f"CheckpointOptions.{name} must be positive, got {value}")
+            count = _option_count(name, getattr(self, name), minimum=1, meaning=_COUNTS[name])
+            object.__setattr__(self, name, count)
         if self.coordinator is not None:
             from trackpoint.distributed import Coordinator
 
             if not isinstance(self.coordinator, Coordinator):
-                raise TypeError(
+                raise ArgumentTypeError(
                     "CheckpointOptions.coordinator must be a trackpoint.distributed.Coordinator (rank, world_size, "
                     f"timeout, barrier, all_gather, broadcast) or None, got {type(self.coordinator).__name__}"
                 )

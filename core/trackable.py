@@ -54,6 +54,41 @@ __all__ = [
 #: Attribute name under which a variable's value is saved.
 VARIABLE_VALUE_KEY = "VARIABLE_VALUE"
 
+
+def serialized_refusal(obj: object, tensors: object, where: str) -> NotTrackableError:
+    """Why ``obj._serialize_to_tensors()`` returning ``tensors`` cannot be saved: it is no dict, or has a non-str key.
+
+    Called only once a save found the value wrong (a type check of the returned value, or a key met for
+    the first time that is no ``str``), so that the check costs nothing per object.
+
+    Parameters
+    ----------
+    obj
+        The object whose method returned ``tensors``.
+    tensors
+        What it returned.
+    where
+        Where ``obj`` is in the graph (``" of the object at 'model/layer'"``), or ``""``.
+    """
+    method = f"{type(obj).__name__}._serialize_to_tensors(){where}"
+    expected = (
+        "it must return a dict {attribute_name: array} of the values this object saves, with str names "
+        "({} to save nothing)"
+    )
+    if tensors is None:
+        return NotTrackableError(f"{method} returned None; {expected}. Is a return statement missing?")
+    if isinstance(tensors, Mapping):
+        key = next((k for k in tensors if not isinstance(k, str)), None)
+        return NotTrackableError(
+            f"{method} returned a dict with the key {key!r} ({type(key).__name__}); {expected}: name each "
+            f"value, e.g. {{'{key}': ...}}"
+        )
+    return NotTrackableError(
+        f"{method} returned {type(tensors).__name__} {tensors!r:.80}; {expected}. To save several arrays, name "
+        "each: {'a': array_a, 'b': array_b}"
+    )
+
+
 #: The instance attribute holding a trackable's tracked dependencies, created with the first one:
 #: graph walks test for it in ``obj.__dict__`` to skip objects that never tracked anything.
 DEPENDENCIES_ATTRIBUTE: Final = "_self_unconditional_checkpoint_dependencies"
@@ -464,12 +499,15 @@ class Trackable:
         Returns
         -------
         dict
-            ``{attribute_name: array}``. Arrays must not be mutated until the
-            save returns; strings are object arrays of ``bytes``. The default
-            returns ``{}``: the object only groups its dependencies. As in
+            ``{attribute_name: array}``, with ``str`` attribute names. Arrays
+            must not be mutated until the save returns; strings are object
+            arrays of ``bytes``. The default returns ``{}``: the object only
+            groups its dependencies (return ``{}`` to save nothing; ``None``
+            or another type is refused with :class:`NotTrackableError`). As in
             TensorFlow, a value may instead be ``{slice_spec: array}``, the
             slices of a larger tensor this object holds (spec strings as
-            :attr:`trackpoint.SaveSliceInfo.spec` gives them).
+            :attr:`trackpoint.SaveSliceInfo.spec` gives them); nested state
+            is saved as one attribute per array, not as nested dicts.
         """
         return {}
 
@@ -528,7 +566,10 @@ class Trackable:
         """
         if uses_saveables(self):
             return tuple(self._gather_saveables_for_checkpoint())
-        return tuple(self._serialize_to_tensors())
+        tensors = self._serialize_to_tensors()
+        if type(tensors) is not dict and not isinstance(tensors, Mapping):
+            raise serialized_refusal(self, tensors, "")
+        return tuple(tensors)
 
     def _gather_saveables_for_checkpoint(self) -> Mapping[str, Any]:
         """Values to save with this object, the TensorFlow 1 way (prefer :meth:`_serialize_to_tensors`).

@@ -23,6 +23,7 @@ from trackpoint.errors import (
     CheckpointError,
     CheckpointExistsError,
     CheckpointNotFoundError,
+    InvalidArgumentError,
     StorageError,
     UnknownBackendError,
 )
@@ -290,7 +291,7 @@ def _ls(args: argparse.Namespace, out: TextIO) -> int:
                 row["status"] = _failure_kind(exc)
                 row["error"] = {"error": type(exc).__name__, "message": _one_line(exc)}
             rows.append(row)
-        leftovers = store.leftovers(directory) if args.all else []
+        leftovers, unlisted = _leftovers(store, directory) if args.all else ([], [])
     finally:
         store.close()
     if args.json:
@@ -301,6 +302,7 @@ def _ls(args: argparse.Namespace, out: TextIO) -> int:
         }
         if args.all:
             data["leftovers"] = leftovers
+            data["leftovers_not_listed_by"] = unlisted
         _dump(data, out)
         return _unread(directory, rows, out)
     if not rows:
@@ -337,13 +339,35 @@ def _ls(args: argparse.Namespace, out: TextIO) -> int:
             right=(1, 3, 4),
         )
     if args.all:
-        if leftovers:
-            print(f"leftovers of crashed saves ({len(leftovers)}; `trackpoint cleanup` removes old ones):", file=out)
-            for path in leftovers:
-                print(f"  {path}", file=out)
+        blind = " and ".join(f"the {name} backend" for name in unlisted)
+        if leftovers is None:
+            print(f"leftovers of crashed saves: not known ({blind} cannot list them)", file=out)
         else:
-            print("no leftovers of crashed saves", file=out)
+            if leftovers:
+                print(
+                    f"leftovers of crashed saves ({len(leftovers)}; `trackpoint cleanup` removes old ones):", file=out
+                )
+                for path in leftovers:
+                    print(f"  {path}", file=out)
+            else:
+                print("no leftovers of crashed saves" + (" listed" if unlisted else ""), file=out)
+            if unlisted:
+                print(f"({blind} cannot list leftovers: any it has are not shown)", file=out)
     return _unread(directory, rows, out)
+
+
+def _leftovers(store: StorageBackend, directory: str) -> tuple[list[str] | None, list[str]]:
+    """The leftovers of crashed saves in ``directory``, and the names of the backends that cannot list theirs.
+
+    A backend that keeps :meth:`StorageBackend.leftovers` as it is cannot tell (the default lists nothing):
+    its empty list must not be shown as "no leftovers", which reads as a guarantee. The leftovers are
+    ``None`` when no backend of ``store`` can list them.
+    """
+    backends = list(store.backends()) if isinstance(store, _resolve.StoreView) else [store]
+    unlisted = [b.name or type(b).__name__ for b in backends if type(b).leftovers is StorageBackend.leftovers]
+    if len(unlisted) == len(backends):
+        return None, unlisted
+    return store.leftovers(directory), unlisted
 
 
 def _unread(directory: str, rows: list[dict[str, Any]], out: TextIO) -> int:
@@ -641,6 +665,15 @@ def _with_flag(exc: CheckpointExistsError) -> CheckpointExistsError:
     )
 
 
+#: How convert's messages tell a Python caller to choose the destination's backend.
+_DST_BACKEND_HINT: Final = re.compile(r"dst_options=CheckpointOptions\(backend=([^)]*)\)")
+
+
+def _dst_backend_flag(match: re.Match[str]) -> str:
+    """``--dst-backend zarr`` for ``dst_options=CheckpointOptions(backend='zarr')``."""
+    return f"--dst-backend {match.group(1).strip(chr(39))}"
+
+
 def _convert(args: argparse.Namespace, out: TextIO) -> int:
     src_opts = _options(args.backend, args.storage_options)
     dst_opts = _options(args.dst_backend or args.backend, args.dst_storage_options or args.storage_options)
@@ -662,6 +695,9 @@ def _convert(args: argparse.Namespace, out: TextIO) -> int:
         )
     except CheckpointExistsError as exc:
         raise _with_flag(exc) from exc
+    except InvalidArgumentError as exc:
+        # A destination convert does not write (``out.pt``): a wrong command line, worded for it.
+        raise _UsageError(_DST_BACKEND_HINT.sub(_dst_backend_flag, _one_line(exc))) from exc
     if args.json:
         _dump({"src": args.src, "dst": args.dst}, out)
     else:
