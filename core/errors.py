@@ -352,7 +352,7 @@ ERROR_CLASSES: Final[Mapping[ErrorKind | int, type[CheckpointError]]] = MappingP
 
 
 def translate_error(
-    cause: ErrorKind | OSError,
+    cause: ErrorKind | OSError | CheckpointError,
     message: str,
     *,
     backend: str | None = None,
@@ -368,11 +368,21 @@ def translate_error(
         except OSError as exc:
             raise translate_error(exc, f"local: cannot read {path!r}", url=path) from exc
 
+    A trackpoint error is returned as it is. Several are ``OSError`` subclasses
+    (:class:`CheckpointNotFoundError`, :class:`CheckpointExistsError`, every
+    :class:`StorageError`), so a handler like the one above also catches those
+    a store raises itself inside the ``try``; translating them by ``errno``
+    (which they do not set) would turn each into a plain :class:`StorageError`
+    and lose what it says.
+
     Parameters
     ----------
     cause
         An ``OSError`` (chosen by its ``errno``), or the :data:`ErrorKind` the
-        store classified its client's exception as.
+        store classified its client's exception as. A
+        :class:`CheckpointError` is returned unchanged (class and message;
+        only context it lacks is filled in from ``backend``, ``url`` and
+        ``key``), and ``message`` is then not used.
     message
         What failed, where, and what to do; kept verbatim. Never put
         credentials or request headers into it.
@@ -386,13 +396,21 @@ def translate_error(
     Returns
     -------
     CheckpointError
-        Not raised: the caller raises it ``from`` the original exception.
+        Not raised: the caller raises it ``from`` the original exception
+        (for a ``cause`` returned unchanged, ``raise error from error`` shows
+        it once, as a plain ``raise`` would).
 
     Raises
     ------
     ValueError
         ``cause`` is a string that is no :data:`ErrorKind`.
     """
+    if isinstance(cause, CheckpointError):
+        # Already ours: its class says more than an errno it does not have. Context is only added.
+        cause.backend = cause.backend or backend
+        cause.url = cause.url or url
+        cause.key = cause.key or key
+        return cause
     if isinstance(cause, OSError):
         cls = ERROR_CLASSES.get(cause.errno, StorageError) if cause.errno is not None else StorageError
     elif cause == "precondition" and create_only:

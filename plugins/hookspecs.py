@@ -63,9 +63,15 @@ def trackpoint_register_backends(register: Callable[[BackendSpec], None]) -> Non
     ----------
     register
         Host-owned callback; call it once per backend with a
-        :class:`~trackpoint.plugins.BackendSpec`. The host validates the spec and
-        raises :class:`~trackpoint.errors.PluginError` naming both providers
-        when a name is taken (unless the spec sets ``override=True``).
+        :class:`~trackpoint.plugins.BackendSpec`. The host validates the spec.
+        A spec whose name a backend registered earlier holds replaces it with
+        ``override=True`` and is left out without; so is a spec claiming a URL
+        scheme an earlier backend of another name serves (``override=True``
+        replaces by name only). A left-out backend breaks no other: it is
+        logged, listed as unusable by :func:`~trackpoint.list_backends` with a
+        reason naming both providers and what resolves the clash, and asking
+        for it raises :class:`~trackpoint.errors.PluginError` with that reason
+        (:func:`~trackpoint.plugins.register` raises it at once).
 
     Returns
     -------

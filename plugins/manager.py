@@ -12,9 +12,14 @@ predictable):
 
 Every plugin then registers its backends through
 ``trackpoint_register_backends`` in that same order, so a later plugin can
-replace an earlier backend by name (``BackendSpec(override=True)``). Names in
-``TRACKPOINT_BLOCK_BACKENDS`` or passed to :func:`block` are neither loaded as
-plugins nor accepted as backend names.
+replace an earlier backend by name (``BackendSpec(override=True)``). A later
+backend that takes an earlier one's name without ``override``, or a URL scheme
+an earlier one serves, is left out: the earlier one keeps working, the clash is
+logged and listed by :func:`list_backends` with what resolves it, and asking
+for the left-out backend raises :class:`PluginError` with the same reason (as
+for a plugin that fails to import; :func:`register` raises at once instead).
+Names in ``TRACKPOINT_BLOCK_BACKENDS`` or passed to :func:`block` are neither
+loaded as plugins nor accepted as backend names.
 
 Selection precedence for a URL (first match wins):
 
@@ -120,6 +125,8 @@ class _Table(NamedTuple):
 
     backends: dict[str, _Registered]
     schemes: dict[str, str]
+    #: Backends left out because they clash with one registered earlier, with the reason.
+    refused: list[tuple[_Registered, str]]
 
 
 class _Loaded:
@@ -205,6 +212,8 @@ class PluginHost:
         self._entry_points: list[tuple[FoundEntryPoint, _Provider]] | None = None
         self._loaded: _Loaded | None = None
         self._table: _Table | None = None
+        #: Clashes already logged: the table is rebuilt after every change, the warning is given once.
+        self._warned: set[str] = set()
 
     # ------------------------------------------------------------ loading
     def _read_entry_points(self) -> list[tuple[FoundEntryPoint, _Provider]]:
@@ -328,6 +337,7 @@ class PluginHost:
         blocked = self._blocked_names()
         backends: dict[str, _Registered] = {}
         schemes: dict[str, str] = {}
+        refused: list[tuple[_Registered, str]] = []
         plugins = {name: loaded.pm.get_plugin(name) for name in loaded.order}
         for name in list(loaded.order):
             provider = loaded.providers[name]
@@ -348,12 +358,21 @@ class PluginHost:
                 self._mark_broken(loaded, provider, f"trackpoint_register_backends raised {_describe(exc)}")
                 continue
             for spec in specs:
-                if spec.name not in blocked:
-                    self._add_backend(backends, schemes, _Registered(spec, provider))
-                else:
+                if spec.name in blocked:
                     for scheme in spec.schemes:
                         self._blocked_schemes.setdefault(scheme, spec.name)
-        self._table = _Table(backends, schemes)
+                    continue
+                entry = _Registered(spec, provider)
+                clash = self._add_backend(backends, schemes, entry)
+                if clash is not None:
+                    # Not fatal, like a plugin that fails to import: the backends registered so far (local
+                    # paths among them) keep working; the clash is reported where the broken plugins are.
+                    refused.append((entry, clash))
+                    if provider.distribution is not None and clash not in self._warned:
+                        # A plugin registered at run time is refused by register() itself, which raises.
+                        self._warned.add(clash)
+                        _log.warning("trackpoint backend %r is not usable: %s", spec.name, clash)
+        self._table = _Table(backends, schemes, refused)
         return self._table
 
     @staticmethod
@@ -365,29 +384,29 @@ class PluginHost:
         specs.append(spec)
 
     @staticmethod
-    def _add_backend(backends: dict[str, _Registered], schemes: dict[str, str], new: _Registered) -> None:
+    def _add_backend(backends: dict[str, _Registered], schemes: dict[str, str], new: _Registered) -> str | None:
+        """Register ``new`` in the table; if it clashes with an earlier backend, change nothing and say why."""
         name = new.spec.name
         old = backends.get(name)
-        if old is not None:
-            if not new.spec.override:
-                raise PluginError(
-                    f"backend name {name!r} is registered by {old.provider} and by {new.provider}; "
-                    f"set BackendSpec(override=True) in the second to replace the first on purpose, "
-                    f"or block one with {ENV_BLOCK_BACKENDS}={name}"
-                )
-            for scheme in old.spec.schemes:
-                schemes.pop(scheme, None)
+        if old is not None and not new.spec.override:
+            return (
+                f"backend name {name!r} is registered by {old.provider} and by {new.provider}; the second is left "
+                f"out. Set BackendSpec(override=True) in the second to replace the first on purpose, or keep one: "
+                f"block the other plugin with {ENV_BLOCK_BACKENDS}=<its plugin name> ({old.provider.plugin!r} or "
+                f"{new.provider.plugin!r}; the backend name would block both) or uninstall it"
+            )
         for scheme in new.spec.schemes:
             owner = schemes.get(scheme)
+            # A scheme of the backend an override replaces (owner == name) is free for it.
             if owner is not None and owner != name:
-                raise PluginError(
-                    f"{_scheme_label(scheme)} is claimed by backend {owner!r} ({backends[owner].provider}) "
-                    f"and by backend {name!r} ({new.provider}); a scheme has one backend: replace {owner!r} "
-                    "with BackendSpec(override=True), or route URLs with the trackpoint_select_backend hook"
-                )
+                return _scheme_clash(scheme, backends[owner], new)
+        if old is not None:
+            for scheme in old.spec.schemes:
+                schemes.pop(scheme, None)
         backends[name] = new
         for scheme in new.spec.schemes:
             schemes[scheme] = name
+        return None
 
     def _invalidate(self) -> None:
         self._table = None
@@ -425,10 +444,15 @@ class PluginHost:
             try:
                 # Build now, so a clash or a failing hook is reported to the
                 # caller of register() and the plugin is not kept.
-                self._build_table()
+                table = self._build_table()
             except PluginError:
                 self.unregister(name)
                 raise
+            clash = next((reason for entry, reason in table.refused if entry.provider.plugin == name), None)
+            if clash is not None:
+                provider = loaded.providers[name]
+                self.unregister(name)
+                raise PluginError(f"cannot register {provider}: {clash}")
             if name in loaded.broken:
                 provider, reason = loaded.broken.pop(name)
                 self._runtime.pop()
@@ -563,6 +587,9 @@ class PluginHost:
 
     def _unknown(self, name: str, source: str, table: _Table) -> CheckpointError:
         loaded = self._load()
+        clash = next((reason for entry, reason in table.refused if entry.spec.name == name), None)
+        if clash is not None:
+            return PluginError(f"backend {name!r} (chosen by {source}) is unusable: {clash}", backend=name)
         if name in loaded.broken:
             provider, reason = loaded.broken[name]
             return PluginError(f"backend {name!r} (chosen by {source}) is unusable: {provider} {reason}", backend=name)
@@ -660,7 +687,9 @@ class PluginHost:
         # Registration order (= load order) makes the order of the others, and
         # with it the precedence between formats, independent of hook order.
         rank = {n: i for i, n in enumerate(table.backends)}
-        unknown = sorted(n for n in named if n not in rank and n not in blocked)
+        refused = {entry.spec.name for entry, _ in table.refused}
+        # Blocked and left-out backends are not asked, as if their plugins had not named them.
+        unknown = sorted(n for n in named if n not in rank and n not in blocked and n not in refused)
         if unknown:
             implementers = ", ".join(i.plugin_name for i in pm.hook.trackpoint_detect_backends.get_hookimpls())
             raise PluginError(
@@ -698,6 +727,21 @@ class PluginHost:
                     capabilities=spec.capabilities,
                 )
             )
+        for entry, reason in table.refused:
+            spec, provider = entry.spec, entry.provider
+            rows.append(
+                BackendInfo(
+                    name=spec.name,
+                    schemes=spec.schemes,
+                    description=spec.description,
+                    plugin=provider.plugin,
+                    distribution=provider.distribution,
+                    version=provider.version,
+                    available=False,
+                    reason=reason,
+                    capabilities=spec.capabilities,
+                )
+            )
         for name, (provider, reason) in broken.items():
             rows.append(
                 BackendInfo(
@@ -713,6 +757,27 @@ class PluginHost:
                 )
             )
         return rows
+
+
+def _scheme_clash(scheme: str, owner: _Registered, new: _Registered) -> str:
+    """Why ``new`` is left out: ``owner``, registered before it, serves ``scheme`` already; and what resolves it."""
+    label, kept, dropped = _scheme_label(scheme), owner.spec.name, new.spec.name
+    # Third-party distributions only: uninstalling trackpoint itself resolves nothing.
+    dists = [
+        d for d in (owner.provider.distribution, new.provider.distribution) if d not in (None, BUILTIN_DISTRIBUTION)
+    ]
+    uninstall = ""
+    if len(dists) == 2:
+        uninstall = f"; or uninstall one of {dists[0]} and {dists[1]}"
+    elif dists:
+        uninstall = f"; or uninstall {dists[0]}"
+    return (
+        f"{label} is claimed by backend {kept!r} ({owner.provider}) and by backend {dropped!r} ({new.provider}); "
+        f"a scheme has one backend, so {dropped!r} is left out and {kept!r} keeps serving {label}. To use "
+        f"{dropped!r} instead, block {kept!r} with {ENV_BLOCK_BACKENDS}={kept}; to keep {kept!r} and drop this "
+        f"warning, block {dropped!r} with {ENV_BLOCK_BACKENDS}={dropped}{uninstall}. A plugin meant to replace "
+        f"{kept!r} registers under that name: BackendSpec(name={kept!r}, override=True)"
+    )
 
 
 def _detect(pm: pluggy.PluginManager, url: str, options: CheckpointOptions) -> list[str]:

@@ -25,6 +25,7 @@ Fixtures
 ``gcs_bucket``           function, a fresh empty bucket, ``"gs://<name>"``
 ``s3_raw`` / ``gcs_raw`` session, an independent fsspec filesystem (no caches) on the same
                          server (a "backdoor" that bypasses trackpoint)
+``small_pages``          function, small listing pages in the S3 and GCS stores (:data:`SMALL_PAGE`)
 ``make_files``           function, ``make_files(endpoint_url=None, **backend_options)`` -> a file
                          layer of the ``store`` fixture's backend (fast retries), closed afterwards
 ``files`` / ``proxied``  function, a file layer on the server, directly / through ``proxy``
@@ -68,6 +69,8 @@ os.environ["AWS_EC2_METADATA_DISABLED"] = "true"
 __all__ = [
     "FAST_RETRIES",
     "OBJECT_STORES",
+    "SMALL_PAGE",
+    "SMALL_PAGE_OBJECTS",
     "ObjectStore",
     "ObjectStoreConformance",
     "files",
@@ -86,6 +89,7 @@ __all__ = [
     "s3_endpoint",
     "s3_raw",
     "s3_storage_options",
+    "small_pages",
     "start_fake_gcs",
     "start_moto",
     "stop_process",
@@ -381,6 +385,26 @@ def object_store(request: pytest.FixtureRequest, name: str) -> ObjectStore:
     )
 
 
+#: What :func:`small_pages` leaves of a page of the S3 and GCS listings (and of an S3 batch delete).
+SMALL_PAGE: int = 10
+#: A number of objects several such pages hold: what the conformance tests on the emulators list and delete.
+SMALL_PAGE_OBJECTS: int = 25
+
+
+@pytest.fixture
+def small_pages(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Pages of :data:`SMALL_PAGE` entries in the S3 and GCS stores' listings and S3's batch deletes.
+
+    The real pages (1,000 keys) take a thousand objects to exceed, which the emulators write in tens of
+    seconds; with small pages the same paging loops are exercised by a few dozen objects.
+    """
+    from trackpoint.backends.stores import gcs, s3
+
+    monkeypatch.setattr(s3, "_LIST_PAGE", SMALL_PAGE)
+    monkeypatch.setattr(s3, "_DELETE_BATCH", SMALL_PAGE)
+    monkeypatch.setattr(gcs, "_LIST_PAGE", SMALL_PAGE)
+
+
 @pytest.fixture
 def make_files(store: ObjectStore) -> Iterator[Callable[..., StoreLayer]]:
     """``make_files(endpoint_url=None, **backend_options)`` -> a fresh file layer of ``store``'s backend."""
@@ -440,6 +464,12 @@ class ObjectStoreConformance:
     # Still above the backends' upload part sizes and the bundle's 8 MiB write buffer.
     huge_tensor_bytes: ClassVar[int] = 9 * 2**20 + 3
     many_tensors_count: ClassVar[int] = 200
+    # Above the pages small_pages leaves the stores (a save costs ~0.1 s on moto: 120 would take 12 s).
+    many_objects_count: ClassVar[int] = SMALL_PAGE_OBJECTS
+
+    @pytest.fixture(autouse=True)
+    def _small_pages(self, small_pages: None) -> None:
+        """The kit's listing, delete and abort tests then see several pages of each listing."""
 
     @property
     def _scheme(self) -> str:

@@ -17,12 +17,17 @@ A backend's test module adopts the kit in a few lines::
         def raw_write(self, path, data): ...
         def raw_delete(self, path): ...
 
+        def intercept_raw_writes(self, backend, before_each): ...  # for the crash tests (see below)
+
 Adopt :class:`BackendConformance` for everything, or the topical mixins one
 by one. Both fixtures must be overridden (the kit's own raise, saying so);
-the backend need not carry a registered ``name``. Tests a store cannot
-support are skipped from the capabilities the backend declares; a known gap
-is declared in the adopting class as ``known_gaps = {"test_name": "reason"}``, which marks that
-test ``xfail(reason=..., strict=True)``. See ``docs/writing-a-backend.md``.
+the backend need not carry a registered ``name``. ``intercept_raw_writes``
+is needed by a backend that is not built on a ``FileLayer`` kept as
+``backend.files``; without it the crash tests (:class:`CrashSafety`) are
+skipped for that backend. Tests a store cannot support are skipped from the
+capabilities the backend declares; a known gap is declared in the adopting
+class as ``known_gaps = {"test_name": "reason"}``, which marks that test
+``xfail(reason=..., strict=True)``. See ``docs/writing-a-backend.md``.
 """
 
 from __future__ import annotations
@@ -30,6 +35,8 @@ from __future__ import annotations
 from trackpoint.plugins.testing._bad_input import BadInput
 from trackpoint.plugins.testing._base import DTYPES, BackendTestBase, assert_same, sample
 from trackpoint.plugins.testing._commit import CommitVisibility, ShardingAndMerge
+from trackpoint.plugins.testing._crash import CrashSafety
+from trackpoint.plugins.testing._intercept import intercept_file_layer
 from trackpoint.plugins.testing._namespace import Listing, OverwriteAndDelete, SmallFiles
 from trackpoint.plugins.testing._object_store import ObjectStoreWrites
 from trackpoint.plugins.testing._tensors import HugeTensors, ManyTensors, RoundTrip
@@ -40,6 +47,7 @@ __all__ = [
     "BackendTestBase",
     "BadInput",
     "CommitVisibility",
+    "CrashSafety",
     "HugeTensors",
     "Listing",
     "ManyTensors",
@@ -49,6 +57,7 @@ __all__ = [
     "ShardingAndMerge",
     "SmallFiles",
     "assert_same",
+    "intercept_file_layer",
     "sample",
 ]
 
@@ -59,6 +68,7 @@ class BackendConformance(
     HugeTensors,
     ShardingAndMerge,
     CommitVisibility,
+    CrashSafety,
     OverwriteAndDelete,
     Listing,
     SmallFiles,

@@ -98,7 +98,7 @@ class BadInput(BackendTestBase):
 
     def test_missing_checkpoint(self, backend: StorageBackend, base_url: str) -> None:
         prefix = self.url(backend, base_url, "nothing-here")
-        assert not backend.exists(prefix)
+        self.assert_absent(backend, prefix)
         with pytest.raises(CheckpointNotFoundError):
             backend.open_reader(prefix)
 
@@ -128,8 +128,8 @@ class BadInput(BackendTestBase):
         prefix = self.url(backend, base_url, "ckpt")
         with pytest.raises(CheckpointError):
             backend.save(prefix, [WriteItem("fine", np.zeros(2)), WriteItem("bad", array)])
-        assert not backend.exists(prefix)
-        assert self.raw_list(base_url) == []
+        self.assert_absent(backend, prefix)
+        self.assert_nothing_left(base_url, "a save that refused an item")
 
     @pytest.mark.parametrize("key", ["../../x", "../sibling", "/abs/path", "a/../../../b", "..", "x\\..\\..\\y"])
     def test_hostile_keys_stay_inside_the_checkpoint(self, backend: StorageBackend, base_url: str, key: str) -> None:

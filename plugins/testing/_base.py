@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import uuid
 from abc import ABC, abstractmethod
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, ClassVar, Final
 
 import ml_dtypes
 import numpy as np
 import pytest
 
+from trackpoint.plugins.testing._intercept import intercept_file_layer
 from trackpoint.storage import CheckpointOptions, ShardResult, ShardSpec, StorageBackend, WriteItem
 
 __all__ = ["DTYPES", "BackendTestBase", "assert_same", "sample"]
@@ -78,7 +80,7 @@ class BackendTestBase(ABC):
     """The contract between the conformance kit and a backend's test class.
 
     The adopting class (named ``Test...`` so pytest collects it) provides two
-    fixtures and four backdoor methods:
+    fixtures and four backdoor methods, and where the kit needs it one hook:
 
     * ``backend`` -- a :class:`~trackpoint.storage.StorageBackend` to test
       (the kit's own fixture only fails, saying it must be overridden);
@@ -86,7 +88,12 @@ class BackendTestBase(ABC):
       (likewise);
     * :meth:`raw_list`, :meth:`raw_read`, :meth:`raw_write`, :meth:`raw_delete`
       -- access to the raw storage that bypasses the backend, used to inspect
-      what a save left behind and to corrupt it.
+      what a save left behind and to corrupt it;
+    * :meth:`intercept_raw_writes` -- optional for a backend built on a
+      :class:`~trackpoint.backends.stores.FileLayer` kept as ``backend.files``
+      (the kit handles those itself), needed by every other backend for the
+      crash tests (:class:`~trackpoint.plugins.testing.CrashSafety`), which
+      are skipped without it.
 
     The backend need not carry a registered ``name``: the plugin host sets it
     when it opens a backend, and a backend built directly in the fixture has
@@ -99,6 +106,11 @@ class BackendTestBase(ABC):
     huge_tensor_bytes: ClassVar[int] = 24 * 2**20 + 3
     #: Number of tensors in the many-tensors tests.
     many_tensors_count: ClassVar[int] = 2000
+    #: Number of checkpoints the listing test saves in one directory, and of tensors in the checkpoint the
+    #: delete and abort tests remove: a listing that returns only its first page misses some. Make it exceed
+    #: the page size of your store's listing (and of its deletes by batch) where that is cheap; the default
+    #: is above the 100 entries per page some clients ask for.
+    many_objects_count: ClassVar[int] = 120
     #: Known gaps of this backend: test name (without parameters) -> reason.
     #: Each such test is marked ``xfail(reason=..., strict=True)``, so a gap
     #: that gets fixed is reported too. A name that is no test of the class
@@ -165,6 +177,59 @@ class BackendTestBase(ABC):
     def raw_delete(self, path: str) -> None:
         """Remove the raw object ``path``."""
 
+    def intercept_raw_writes(
+        self, backend: StorageBackend, before_each: Callable[[str], None]
+    ) -> contextlib.AbstractContextManager[object] | None:
+        """A context in which ``before_each`` is called before every change of the raw storage under ``backend``.
+
+        The crash tests (:class:`~trackpoint.plugins.testing.CrashSafety`) stop an
+        overwriting save and a delete at each of their raw writes in turn, as a
+        crash of the process would stop them there, and check that the store then
+        holds a whole checkpoint (the old or the new one) or none, never part of
+        one. They see the store's writes through this hook only.
+
+        Parameters
+        ----------
+        backend
+            The backend under test (the ``backend`` fixture).
+        before_each
+            Call it, while the returned context is entered, in the thread about
+            to change the raw storage, before each change: an object or file
+            written, replaced, renamed or deleted, a row inserted or deleted, a
+            transaction committed. Pass what the change touches (a path), for
+            messages. A request that changes several objects (a batch delete)
+            is one change per object: carry it out one object at a time while
+            intercepting, since a crash can fall between them. A change that is
+            atomic in your store (one transaction, one rename) is one change.
+
+            When it raises, let the exception propagate, and do not make that
+            change (call it before the request is sent). It raises a
+            ``BaseException`` that is no ``Exception``, so that retry loops and
+            ``except Exception`` clean-ups let it through as they would a crash,
+            and once it has raised it raises for every later change as well.
+
+        Returns
+        -------
+        contextlib.AbstractContextManager or None
+            The context; ``None`` when the harness cannot intercept the writes,
+            and the crash tests are then skipped.
+
+        Notes
+        -----
+        The default handles a backend built on a
+        :class:`~trackpoint.backends.stores.FileLayer` kept as ``backend.files``
+        (``BundleBackend`` and ``ZarrBackend`` over any store, an
+        :class:`~trackpoint.backends.stores.ObjectStore` included), through
+        :func:`~trackpoint.plugins.testing.intercept_file_layer`, and returns
+        ``None`` for any other. Override it for a backend that talks to its
+        store directly, typically by wrapping the client calls that write with
+        :meth:`pytest.MonkeyPatch.context`.
+        """
+        from trackpoint.backends.stores import FileLayer
+
+        files = getattr(backend, "files", None)
+        return intercept_file_layer(files, before_each) if isinstance(files, FileLayer) else None
+
     # ------------------------------------------------------------ helpers
     @staticmethod
     def url(backend: StorageBackend, base_url: str, *names: str) -> str:
@@ -217,6 +282,22 @@ class BackendTestBase(ABC):
             assert list(reader.keys()) == sorted(expected), f"keys of {prefix!r}"
             for key, want in expected.items():
                 assert_same(reader.read(key), want, f"{prefix!r}[{key!r}]")
+
+    @staticmethod
+    def assert_listed(backend: StorageBackend, directory: str, expected: Sequence[str]) -> None:
+        """``list_checkpoints(directory)`` returns exactly ``expected`` (in that order)."""
+        got = backend.list_checkpoints(directory)
+        assert got == list(expected), f"list_checkpoints({directory!r}) returned {got}, expected {list(expected)}"
+
+    @staticmethod
+    def assert_absent(backend: StorageBackend, prefix: str) -> None:
+        """Nothing is committed at ``prefix``."""
+        assert not backend.exists(prefix), f"exists({prefix!r}) is true: a checkpoint is committed there"
+
+    def assert_nothing_left(self, directory: str, after: str) -> None:
+        """:meth:`raw_list` shows no object under ``directory``; ``after`` says what should have removed them."""
+        left = self.raw_list(directory)
+        assert left == [], f"{after} must leave no object under {directory!r}; {len(left)} remain: {left[:5]}"
 
     def entries_of(self, backend: StorageBackend, prefix: str) -> list[str]:
         """Raw objects that belong to the checkpoint ``prefix`` (their paths start with it)."""

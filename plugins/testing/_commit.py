@@ -35,10 +35,12 @@ class ShardingAndMerge(BackendTestBase):
         groups = _groups()
         results = self.write_shards(backend, prefix, groups)
         assert [r.spec.shard_id for r in results] == [0, 1, 2]
-        assert [set(r.keys) for r in results] == [set(g) for g in groups]
+        assert [set(r.keys) for r in results] == [set(g) for g in groups], (
+            "ShardResult.keys must name each shard's keys"
+        )
         backend.commit(prefix, results)
         self.assert_contents(backend, prefix, _merged(groups))
-        assert backend.list_checkpoints(base_url) == [prefix]
+        self.assert_listed(backend, base_url, [prefix])
 
     def test_manifests_are_plain_data(self, backend: StorageBackend, base_url: str) -> None:
         # Manifests may travel between processes: rebuilding them from their
@@ -83,7 +85,7 @@ class ShardingAndMerge(BackendTestBase):
         tensors["s"] = np.array([b"a", b"bb"], dtype=object)
         self.save(backend, prefix, tensors, max_shard_bytes=max_shard_bytes, num_writers=num_writers)
         self.assert_contents(backend, prefix, tensors)
-        assert backend.list_checkpoints(base_url) == [prefix]
+        self.assert_listed(backend, base_url, [prefix])
 
     def test_incomplete_shard_set_is_rejected(self, backend: StorageBackend, base_url: str) -> None:
         # A manifest lost on its way to the committing process must not
@@ -92,9 +94,9 @@ class ShardingAndMerge(BackendTestBase):
         results = self.write_shards(backend, prefix, _groups())
         with pytest.raises(CheckpointError):
             backend.commit(prefix, [results[0], results[2]])
-        assert not backend.exists(prefix)
+        self.assert_absent(backend, prefix)
         backend.abort(prefix, results[0].spec.save_id)
-        assert backend.list_checkpoints(base_url) == []
+        self.assert_listed(backend, base_url, [])
 
     def test_duplicate_key_across_shards_is_rejected(self, backend: StorageBackend, base_url: str) -> None:
         prefix = self.url(backend, base_url, "ckpt")
@@ -103,8 +105,8 @@ class ShardingAndMerge(BackendTestBase):
         with pytest.raises(CheckpointError, match="dup"):
             backend.commit(prefix, results)
         backend.abort(prefix, results[0].spec.save_id)
-        assert not backend.exists(prefix)
-        assert backend.list_checkpoints(base_url) == []
+        self.assert_absent(backend, prefix)
+        self.assert_listed(backend, base_url, [])
 
 
 class CommitVisibility(BackendTestBase):
@@ -113,21 +115,29 @@ class CommitVisibility(BackendTestBase):
     def test_uncommitted_shards_are_invisible(self, backend: StorageBackend, base_url: str) -> None:
         prefix = self.url(backend, base_url, "ckpt")
         results = self.write_shards(backend, prefix, _groups())
-        assert not backend.exists(prefix)
-        assert backend.list_checkpoints(base_url) == []
+        self.assert_absent(backend, prefix)
+        self.assert_listed(backend, base_url, [])
         with pytest.raises(CheckpointNotFoundError):
             backend.open_reader(prefix)
         backend.commit(prefix, results)
-        assert backend.exists(prefix)
+        assert backend.exists(prefix), f"{prefix!r} should be committed"
 
     def test_abort_leaves_nothing(self, backend: StorageBackend, base_url: str) -> None:
         prefix = self.url(backend, base_url, "ckpt")
-        results = self.write_shards(backend, prefix, _groups())
+        # One shard of many_objects_count tensors: more objects than one page of a listing holds on a store
+        # that keeps a tensor per object, so an abort that lists only the first page leaves some.
+        many = {f"m{i:04d}": np.full(2, i, np.int16) for i in range(self.many_objects_count)}
+        results = self.write_shards(backend, prefix, [*_groups(), many])
         backend.abort(prefix, results[0].spec.save_id)
+        left = self.raw_list(base_url)
+        assert left == [], (
+            f"abort must remove every object the save wrote; {len(left)} remain, e.g. {left[:3]} "
+            "(does a listing return only its first page?)"
+        )
         backend.abort(prefix, results[0].spec.save_id)  # idempotent, missing pieces are fine
-        assert not backend.exists(prefix)
-        assert backend.list_checkpoints(base_url) == []
-        assert self.raw_list(base_url) == [], "abort must remove every object the save wrote"
+        assert not backend.exists(prefix), f"{prefix!r} exists after abort"
+        self.assert_listed(backend, base_url, [])
+        assert self.raw_list(base_url) == [], "a second abort must leave nothing either"
 
     def test_failed_save_keeps_existing_checkpoint(self, backend: StorageBackend, base_url: str) -> None:
         prefix = self.url(backend, base_url, "ckpt")
@@ -175,7 +185,7 @@ class CommitVisibility(BackendTestBase):
         results = self.write_shards(backend, prefix, groups, overwrite=True)
         backend.commit(prefix, results, overwrite=True)
         self.assert_contents(backend, prefix, _merged(groups))
-        assert backend.list_checkpoints(base_url) == [prefix]
+        self.assert_listed(backend, base_url, [prefix])
         self.save(backend, prefix, {"x": np.zeros(1)})  # and once more, through save()
         self.assert_contents(backend, prefix, {"x": np.zeros(1)})
 
@@ -184,8 +194,8 @@ class CommitVisibility(BackendTestBase):
         save_id = uuid.uuid4().hex
         backend.begin(prefix, save_id, overwrite=False)
         backend.abort(prefix, save_id)
-        assert not backend.exists(prefix)
-        assert self.raw_list(base_url) == []
+        self.assert_absent(backend, prefix)
+        self.assert_nothing_left(base_url, "begin followed by abort")
 
     def test_save_without_overwrite_keeps_existing(self, backend: StorageBackend, base_url: str) -> None:
         prefix = self.url(backend, base_url, "ckpt")

@@ -91,8 +91,8 @@ class RoundTrip(BackendTestBase):
         }
         self.save(backend, prefix, tensors)
         with backend.open_reader(prefix) as reader:
-            assert list(reader.keys()) == sorted(tensors)
-            assert list(reader) == sorted(tensors)
+            assert list(reader.keys()) == sorted(tensors), f"keys() returned {list(reader.keys())}"
+            assert list(reader) == sorted(tensors), "iterating a reader must give its keys, sorted"
             assert reader.has("z") and not reader.has("missing")
             assert reader.info("a/b/.ATTRIBUTES/VARIABLE_VALUE").shape == (2, 2)
             got = reader.read_many([("z", None), ("A", np.empty((), np.float64))])
@@ -114,7 +114,11 @@ class ManyTensors(BackendTestBase):
         }
         self.save(backend, prefix, tensors)
         with backend.open_reader(prefix) as reader:
-            assert list(reader.keys()) == sorted(tensors)
+            got_keys = list(reader.keys())
+            assert got_keys == sorted(tensors), (
+                f"keys() returned {len(got_keys)} keys for {len(tensors)} tensors; first difference: "
+                f"{next(((g, w) for g, w in zip(got_keys, sorted(tensors), strict=False) if g != w), None)}"
+            )
             keys = list(tensors)
             for key, got in zip(keys, reader.read_many([(k, None) for k in keys]), strict=True):
                 assert_same(got, tensors[key], key)
@@ -140,7 +144,7 @@ class HugeTensors(BackendTestBase):
         with backend.open_reader(prefix) as reader:
             out = np.empty_like(huge)
             assert reader.read("huge", out=out) is out
-            assert out.tobytes() == huge.tobytes()
+            assert out.tobytes() == huge.tobytes(), "the huge tensor reads back different bytes"
             assert_same(reader.read("before"), tensors["before"])
             assert_same(reader.read("after"), tensors["after"])
 

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import closing
 from pathlib import Path
 
@@ -14,6 +15,7 @@ pytest.importorskip("trackpoint_example_sqlite")
 from trackpoint.plugins import open_backend
 from trackpoint.plugins.testing import BackendConformance
 from trackpoint.storage import StorageBackend
+from trackpoint_example_sqlite import _backend as sqlite_backend
 from trackpoint_example_sqlite._backend import split_url
 
 # Raw objects of the database as paths: committed tensors "<checkpoint>/<key>",
@@ -96,6 +98,22 @@ class TestSqliteBackend(BackendConformance):
             where = "path = ? AND save_id = ? AND shard = ? AND key = ?"
             self._deleted[path] = conn.execute(f"SELECT * FROM tensor WHERE {where}", pk).fetchone()
             conn.execute(f"DELETE FROM tensor WHERE {where}", pk)
+
+    @contextlib.contextmanager
+    def intercept_raw_writes(self, backend: StorageBackend, before_each: Callable[[str], None]) -> Iterator[None]:
+        # The backend changes the database only in transactions (_transaction: BEGIN IMMEDIATE ... COMMIT),
+        # each one atomic: a crash inside one rolls it back, as if it had come before it.
+        real = sqlite_backend._transaction
+
+        @contextlib.contextmanager
+        def transaction(db: str, where: str) -> Iterator[sqlite3.Connection]:
+            before_each(where)
+            with real(db, where) as conn:
+                yield conn
+
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(sqlite_backend, "_transaction", transaction)
+            yield
 
 
 @pytest.mark.parametrize(

@@ -2,14 +2,41 @@
 
 from __future__ import annotations
 
+import contextlib
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
 
 import pytest
 
 from trackpoint.backends import memory
 from trackpoint.plugins.testing import BackendConformance
 from trackpoint.storage import StorageBackend
+
+K = TypeVar("K")
+V = TypeVar("V")
+
+
+class _Intercepted(dict[K, V]):
+    """One of the store's tables that announces each entry it is about to set or remove."""
+
+    def __init__(self, contents: dict[K, V], before_each: Callable[[str], None], table: str) -> None:
+        super().__init__(contents)
+        self._before_each = before_each
+        self._table = table
+
+    def __setitem__(self, key: K, value: V) -> None:
+        self._before_each(f"{self._table}[{key!r}]")
+        super().__setitem__(key, value)
+
+    def __delitem__(self, key: K) -> None:
+        self._before_each(f"{self._table}[{key!r}]")
+        super().__delitem__(key)
+
+    def pop(self, key: K, *default: Any) -> Any:
+        if key in self:  # removing what is not there changes nothing
+            self._before_each(f"{self._table}[{key!r}]")
+        return super().pop(key, *default)
 
 
 def _entries() -> dict[str, tuple[dict[str, bytes], str]]:
@@ -65,3 +92,22 @@ class TestMemoryBackend(BackendConformance):
             if memory._STORE.files.pop(path, None) is None:
                 records, key = _entries()[path]
                 del records[key]
+
+    @contextlib.contextmanager
+    def intercept_raw_writes(self, backend: StorageBackend, before_each: Callable[[str], None]) -> Iterator[None]:
+        # The store's raw writes are the entries its three tables gain and lose: a checkpoint committed or
+        # removed (committed), a shard staged or dropped (pending), a small file written or deleted (files).
+        store = memory._STORE
+        tables = ("committed", "pending", "files")
+        with store.lock:
+            originals = {name: getattr(store, name) for name in tables}
+            for name, table in originals.items():
+                setattr(store, name, _Intercepted(table, before_each, name))
+        try:
+            yield
+        finally:
+            with store.lock:
+                for name, table in originals.items():
+                    table.clear()
+                    table.update(getattr(store, name))
+                    setattr(store, name, table)

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from servers import SMALL_PAGE_OBJECTS
 from trackpoint.plugins import open_backend
 from trackpoint.plugins.testing import BackendConformance
 from trackpoint.storage import CheckpointOptions, StorageBackend
@@ -70,6 +71,11 @@ class TestZarrS3(_ZarrConformance):
     # moto on 2 shared cores: the kit's 24 MiB tensor costs seconds per test.
     huge_tensor_bytes = 6 * 2**20 + 3
     many_tensors_count = 500
+    many_objects_count = SMALL_PAGE_OBJECTS  # with small_pages: several pages of each listing
+
+    @pytest.fixture(autouse=True)
+    def _small_pages(self, small_pages: None) -> None:
+        pass
 
     @pytest.fixture
     def base_url(self, s3_bucket: str, s3_raw: Any) -> str:
@@ -88,6 +94,11 @@ class TestZarrGCS(_ZarrConformance):
     scheme = "gs"
     huge_tensor_bytes = 6 * 2**20 + 3
     many_tensors_count = 500
+    many_objects_count = SMALL_PAGE_OBJECTS  # with small_pages: several pages of each listing
+
+    @pytest.fixture(autouse=True)
+    def _small_pages(self, small_pages: None) -> None:
+        pass
 
     @pytest.fixture
     def base_url(self, gcs_bucket: str, gcs_raw: Any) -> str:

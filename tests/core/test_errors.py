@@ -184,3 +184,35 @@ def test_translate_error_by_errno(code: int | None, cls: type[E.CheckpointError]
 def test_translate_error_refuses_an_unknown_kind() -> None:
     with pytest.raises(ValueError, match=r"unknown error kind 'missing'.*'not_found'"):
         E.translate_error("missing", "x")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        E.CheckpointNotFoundError("mystore: no checkpoint at 'my://b/ckpt-1'"),
+        E.CheckpointExistsError("mystore: 'my://b/ckpt-1' is committed already"),
+        E.ConcurrentModificationError("mystore: 'my://b/checkpoint' changed"),
+        E.DataLossError("mystore: 'my://b/ckpt-1' fails its checksum"),
+    ],
+    ids=lambda e: type(e).__name__,
+)
+def test_translate_error_returns_a_trackpoint_error_unchanged(error: E.CheckpointError) -> None:
+    """A plugin's `except OSError: raise translate_error(exc, ...)` also catches the trackpoint errors it raised
+    itself (several are OSErrors without an errno): they come back as they were, not as StorageError."""
+    message = str(error)
+    try:
+        try:
+            raise error
+        except (OSError, E.CheckpointError) as exc:
+            raise E.translate_error(exc, "mystore: reading failed", url="my://b/ckpt-1", key="k") from exc
+    except E.CheckpointError as raised:
+        got = raised
+    assert got is error and type(got) is type(error)
+    assert got.args[0] == message  # the store's own message, not the generic one
+    assert (got.url, got.key) == ("my://b/ckpt-1", "k")  # only missing context is added
+
+
+def test_translate_error_keeps_the_context_a_trackpoint_error_has() -> None:
+    error = E.CheckpointNotFoundError("gone", backend="mystore", url="my://b/a", key="x")
+    assert E.translate_error(error, "other", backend="s3", url="my://b/other", key="y") is error
+    assert (error.backend, error.url, error.key) == ("mystore", "my://b/a", "x")

@@ -6,7 +6,9 @@ one deliberate defect and checks that exactly the relevant test fails.
 
 from __future__ import annotations
 
+import os
 import textwrap
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -69,6 +71,59 @@ BROKEN = textwrap.dedent(
             super().begin(prefix, save_id, overwrite=overwrite)
 
 
+    class CommitsShardByShard(memory.MemoryBackend):
+        # Publishes the checkpoint once per shard, each time with more tensors (the reporter's manifest
+        # per shard): stopped half way, it shows some of the new tensors and none of the old ones.
+        def commit(self, prefix, shards, *, overwrite=True):
+            p, merged = memory._norm(prefix), {}
+            for r in shards:
+                with memory._STORE.lock:
+                    merged.update(memory._STORE.pending[(p, r.spec.save_id, r.spec.shard_id)])
+                    memory._STORE.committed[p] = memory._Committed(tuple(sorted(merged)), dict(merged))
+            super().commit(prefix, shards, overwrite=overwrite)
+
+
+    class DeletesDataFirst(memory.MemoryBackend):
+        # Removes the tensors one by one and the checkpoint last: stopped half way, it is listed but damaged.
+        def delete(self, prefix):
+            p = memory._norm(prefix)
+            with memory._STORE.lock:
+                ckpt = memory._STORE.committed.get(p)
+                if ckpt is not None:
+                    records = dict(ckpt.records)
+                    for key in list(records):
+                        del records[key]
+                        memory._STORE.committed[p] = memory._Committed(ckpt.keys, dict(records))
+                memory._STORE.committed.pop(p, None)
+
+
+    class ListsOnePage(memory.MemoryBackend):
+        # Reads the first page of its listing only.
+        def list_checkpoints(self, directory):
+            return super().list_checkpoints(directory)[:100]
+
+
+    class DeletesOnePage(memory.MemoryBackend):
+        # Removes the commit point, then the data objects its listing shows: the first page of 100.
+        def delete(self, prefix):
+            p = memory._norm(prefix)
+            with memory._STORE.lock:
+                gone = memory._STORE.committed.pop(p, None)
+                if gone is not None and len(gone.records) > 100:
+                    memory._STORE.pending[(p, "left-behind", 0)] = dict(sorted(gone.records.items())[100:])
+
+
+    class AbortsOnePage(memory.MemoryBackend):
+        # Removes the first page of 100 of each shard's staged objects only.
+        def abort(self, prefix, save_id):
+            p = memory._norm(prefix)
+            with memory._STORE.lock:
+                for k in [k for k in memory._STORE.pending if k[0] == p and k[1] == save_id]:
+                    rest = dict(sorted(memory._STORE.pending.pop(k).items())[100:])
+                    if rest:
+                        memory._STORE.pending[(p, "left-behind", k[2])] = rest
+
+
     def _with(cls):
         class Fixture:
             import pytest
@@ -86,6 +141,11 @@ BROKEN = textwrap.dedent(
     class TestLossy(_with(Lossy), Memory): pass
     class TestNoPreconditions(_with(NoPreconditions), Memory): pass
     class TestDropsOldFirst(_with(DropsOldFirst), Memory): pass
+    class TestCommitsShardByShard(_with(CommitsShardByShard), Memory): pass
+    class TestDeletesDataFirst(_with(DeletesDataFirst), Memory): pass
+    class TestListsOnePage(_with(ListsOnePage), Memory): pass
+    class TestDeletesOnePage(_with(DeletesOnePage), Memory): pass
+    class TestAbortsOnePage(_with(AbortsOnePage), Memory): pass
 
 
     class TestGapStillOpen(_with(Unsorted), Memory):
@@ -107,6 +167,12 @@ CASES = {
     "TestLossy": "test_every_shape_of_dtype[float64]",
     "TestNoPreconditions": "test_create_only",
     "TestDropsOldFirst": "test_failed_save_keeps_existing_checkpoint",
+    # Each of these passed the kit until it crashed saves and deletes part way and listed beyond a page.
+    "TestCommitsShardByShard": "test_a_crash_while_overwriting_leaves_a_whole_checkpoint",
+    "TestDeletesDataFirst": "test_a_crash_while_deleting_leaves_the_checkpoint_or_nothing",
+    "TestListsOnePage": "test_lists_more_checkpoints_than_a_page",
+    "TestDeletesOnePage": "test_delete_removes_every_object",
+    "TestAbortsOnePage": "test_abort_leaves_nothing",
 }
 
 
@@ -340,3 +406,117 @@ def test_backends_not_built_on_an_object_store_skip_the_write_id_tests(pytester:
     result = pytester.runpytest_inprocess("-p", "no:cacheprovider", "-rs", "-k", "write_id or response_was_lost")
     result.assert_outcomes(skipped=2)
     result.stdout.fnmatch_lines(["*backend 'memory' is not built on trackpoint.backends.stores.ObjectStore*"])
+
+
+def test_crash_tests_need_the_harness_to_show_raw_writes(pytester: pytest.Pytester) -> None:
+    """Without intercept_raw_writes a backend not built on a file layer skips them, saying why; a hook that
+    announces no write fails them, so that a harness whose hook misses the writes does not pass vacuously."""
+    pytester.makepyfile(
+        test_hooks=textwrap.dedent(
+            """
+            import contextlib
+
+            import conformance.test_memory as base
+            from trackpoint.plugins.testing import BackendTestBase
+
+
+            class TestWithoutHook(base.TestMemoryBackend):
+                intercept_raw_writes = BackendTestBase.intercept_raw_writes  # the kit's default
+
+
+            class TestSilentHook(base.TestMemoryBackend):
+                def intercept_raw_writes(self, backend, before_each):
+                    return contextlib.nullcontext()
+            """
+        )
+    )
+    result = pytester.runpytest_inprocess("-p", "no:cacheprovider", "-rs", "-k", "crash")
+    result.assert_outcomes(skipped=2, failed=2)
+    result.stdout.fnmatch_lines(
+        [
+            "*TestSilentHook.intercept_raw_writes called before_each for no raw write of the operation*",
+            "*TestWithoutHook.intercept_raw_writes returns None for backend 'memory': the crash tests need to see "
+            "its raw writes*",
+        ]
+    )
+
+
+def test_intercept_file_layer_announces_every_change_before_it(tmp_path: Any) -> None:
+    """The kit's default hook: each file a save creates, renames or deletes is announced before it changes."""
+    import numpy as np
+
+    from trackpoint.backends.bundle import BundleBackend
+    from trackpoint.backends.stores import LocalFiles
+    from trackpoint.plugins.testing import intercept_file_layer
+    from trackpoint.storage import CheckpointOptions, WriteItem
+
+    files = LocalFiles()
+    backend = BundleBackend(files)
+    prefix = str(tmp_path / "ckpt")
+    items = [WriteItem("a", np.zeros(8)), WriteItem("b", np.ones(8))]
+    backend.save(prefix, items, CheckpointOptions(max_shard_bytes=64, num_writers=1))
+    before = {str(p) for p in tmp_path.rglob("*") if p.is_file()}
+    announced: list[str] = []
+
+    def before_each(what: str) -> None:
+        # The change has not happened yet: a deleted file is still there, a created one not yet.
+        announced.append(what)
+
+    with intercept_file_layer(files, before_each):
+        backend.save(prefix, items, CheckpointOptions(max_shard_bytes=64, num_writers=1))
+    after = {str(p) for p in tmp_path.rglob("*") if p.is_file()}
+    touched = " ".join(announced)
+    assert all(path in touched for path in after - before), (after - before, announced)
+    assert all(path in touched for path in before - after), (before - after, announced)
+    assert f"-> {prefix}.index" in touched  # the commit: the merged index renamed over the old one
+    assert not set(vars(files)) & {"put", "write_versioned", "rename", "delete", "rmtree", "open_sink"}
+
+    def crash(what: str) -> None:
+        raise KeyboardInterrupt(what)
+
+    with intercept_file_layer(files, crash), pytest.raises(KeyboardInterrupt):
+        backend.delete(prefix)
+    assert {str(p) for p in tmp_path.rglob("*") if p.is_file()} == after, "the stopped delete removed something"
+
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _run_kit_subprocess(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, rewrite: bool) -> str:
+    """A kit test failing on a backend that lists in reverse order, run by pytest in a fresh interpreter."""
+    if rewrite:  # the line docs/writing-a-backend.md gives plugin authors for their conftest.py
+        pytester.makeconftest('import pytest\n\npytest.register_assert_rewrite("trackpoint.plugins.testing")\n')
+    pytester.makepyfile(
+        test_reverse=textwrap.dedent(
+            """
+            import pytest
+
+            import conformance.test_memory as base
+            from trackpoint.backends import memory
+
+            class Reversed(memory.MemoryBackend):
+                def list_checkpoints(self, directory):
+                    return sorted(super().list_checkpoints(directory), reverse=True)
+
+            class TestReversed(base.TestMemoryBackend):
+                @pytest.fixture
+                def backend(self):
+                    return Reversed()
+            """
+        )
+    )
+    monkeypatch.setenv("PYTEST_DISABLE_PLUGIN_AUTOLOAD", "1")
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(ROOT), str(ROOT / "tests")]))
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-k", "direct_children_sorted")
+    result.assert_outcomes(failed=1)
+    return str(result.stdout)
+
+
+def test_kit_failures_show_their_values(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The kit's asserts carry their own message; with the documented conftest line, pytest's comparison too."""
+    plain = _run_kit_subprocess(pytester, monkeypatch, rewrite=False)  # first: the other run adds a conftest.py
+    assert "AssertionError: list_checkpoints(" in plain  # the kit's own message
+    assert "At index 0 diff:" not in plain  # an installed module is not rewritten without that line
+    rewritten = _run_kit_subprocess(pytester, monkeypatch, rewrite=True)
+    assert "AssertionError: list_checkpoints(" in rewritten
+    assert "At index 0 diff:" in rewritten  # and pytest's comparison of the two lists

@@ -730,3 +730,28 @@ def test_diff_names_the_state_dict_entries_that_changed(tmp_path: Path, cli: Any
     ]
     data = json.loads(cli("diff", str(tmp_path / "a"), str(tmp_path / "b"), "--json").stdout)
     assert data["changed"][0]["details"][-1] == "['lr']: 0.1 -> 0.2" and len(data["changed"][0]["details"]) == 7
+
+
+def test_ls_all_says_when_the_backend_cannot_list_leftovers(tmp_path: Path, cli: Any) -> None:
+    """`ls --all` on a backend without leftovers() used to print "no leftovers of crashed saves", which reads
+    as a guarantee; the backend only could not tell."""
+    from trackpoint.backends import memory
+
+    run_dir = "memory://cli-ls-leftovers"
+    try:
+        tp.Checkpoint(v=tp.Variable(np.ones(2, np.float32))).save(f"{run_dir}/ckpt")
+        listing = cli("ls", "--all", run_dir)
+        assert listing.returncode == 0, listing.stderr
+        assert listing.stdout.splitlines()[-1] == (
+            "leftovers of crashed saves: not known (the memory backend cannot list them)"
+        )
+        assert "no leftovers" not in listing.stdout
+        data = json.loads(cli("ls", "--all", run_dir, "--json").stdout)
+        assert (data["leftovers"], data["leftovers_not_listed_by"]) == (None, ["memory"])
+    finally:
+        memory.clear()
+    # A backend that lists them still says so when there are none.
+    tp.Checkpoint(v=tp.Variable(np.ones(2, np.float32))).save(str(tmp_path / "ckpt"))
+    assert cli("ls", "--all", str(tmp_path)).stdout.splitlines()[-1] == "no leftovers of crashed saves"
+    data = json.loads(cli("ls", "--all", str(tmp_path), "--json").stdout)
+    assert (data["leftovers"], data["leftovers_not_listed_by"]) == ([], [])
