@@ -29,6 +29,8 @@ __all__ = [
 ]
 
 _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.\-]*)://")
+#: A URL scheme followed by a single slash (``s3:/bucket``). Two characters at least: ``C:/`` is a drive.
+_ONE_SLASH = re.compile(r"^([A-Za-z][A-Za-z0-9+.\-]+):/(?!/)")
 
 
 def check(path: str) -> str:
@@ -44,6 +46,17 @@ def check(path: str) -> str:
         raise InvalidPathError(
             f"path {path!r} contains a NUL character (\\x00) at index {path.index(chr(0))}; no file system or "
             "object store accepts it: remove it from the path"
+        )
+    slashed = _ONE_SLASH.match(path)
+    if slashed is not None:
+        # Without "//" this is a relative local path: s3:/bucket/run would be saved in a directory named "s3:"
+        # of the working directory, and vanish with the machine the user meant to save away from.
+        name = slashed.group(1)
+        url = f"{name}://{'/' if name.lower() == 'file' else ''}{path[slashed.end() :]}"
+        raise InvalidPathError(
+            f"path {path!r} starts with {name + ':/'!r}, a URL scheme with one slash: as written it is a local "
+            f"path (a directory named {name + ':'!r} in the working directory). Write {name}:// for the URL "
+            f"({url}), or ./{path} for a local directory of that name"
         )
     return path
 

@@ -296,7 +296,8 @@ class Checkpoint(AutoTrackable):
             ``file_prefix`` is no path, or ``options`` neither
             ``CheckpointOptions`` nor ``None`` (nor a TensorFlow 1 session).
         InvalidArgumentError
-            ``file_prefix`` is empty.
+            ``file_prefix`` is empty, ends with ``/`` or names only a bucket
+            or store root.
         """
         started = time.perf_counter()
         prefix = _save_prefix(file_prefix, "Checkpoint.write")
@@ -426,7 +427,11 @@ class Checkpoint(AutoTrackable):
             ``CheckpointOptions`` nor ``None`` (nor a TensorFlow 1 session).
         InvalidArgumentError
             ``file_prefix`` is empty (the checkpoint would be ``-1`` in the
-            current directory).
+            current directory), ends with ``/`` (a directory), or names only a
+            bucket or store root (``s3://bucket``).
+        InvalidPathError
+            ``file_prefix`` starts with a URL scheme and one slash
+            (``s3:/bucket/run``), which would be a local path.
         """
         prefix = _save_prefix(file_prefix, "Checkpoint.save")
         options = _options_or_session(options, session, "Checkpoint.save")
@@ -701,6 +706,16 @@ def _save_prefix(file_prefix: object, call: str) -> str:
         raise InvalidArgumentError(
             f"{call}: file_prefix is empty; pass the prefix of the checkpoint to write, such as 'run/ckpt' "
             "(save writes run/ckpt-1, write writes run/ckpt)"
+        )
+    scheme, rest = _paths.split_scheme(prefix)
+    if prefix.endswith(("/", os.sep)) or (scheme and "/" not in rest.strip("/")):
+        # The files are named by appending to the prefix: "run/" would give run/-1.index, and "s3://bucket" the
+        # objects s3://bucket-1.index..., in another bucket. A prefix is a directory and a name in it.
+        where = f"{scheme}://{rest.strip('/') or '<bucket>'}" if scheme else prefix.rstrip("/" + os.sep) or prefix
+        raise InvalidArgumentError(
+            f"{call}: file_prefix {prefix!r} names a {'bucket or store root' if scheme else 'directory'}, not a "
+            f"checkpoint: the checkpoint's files are named by appending to the prefix, so give a name inside "
+            f"it, such as {where.rstrip('/')}/ckpt"
         )
     return prefix
 

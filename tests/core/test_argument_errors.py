@@ -8,6 +8,7 @@ the working directory, ``out.pt.index``, a trackable saving nothing).
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +17,7 @@ import pytest
 
 import trackpoint as tp
 from trackpoint.cli import main
-from trackpoint.errors import ArgumentTypeError, InvalidArgumentError
+from trackpoint.errors import ArgumentTypeError, InvalidArgumentError, InvalidPathError
 
 VALUE = "/.ATTRIBUTES/VARIABLE_VALUE"
 
@@ -351,3 +352,47 @@ def test_a_method_can_still_be_patched_with_a_callable(tmp_path: Path) -> None:
         "_CHECKPOINTABLE_OBJECT_GRAPH",
         "w/.ATTRIBUTES/VARIABLE_VALUE",
     ]  # the mock was never tracked
+
+
+@pytest.mark.parametrize(
+    ("path", "url"),
+    [
+        ("s3:/bucket/run/ckpt", "s3://bucket/run/ckpt-1"),
+        ("gs:/b/ckpt", "gs://b/ckpt-1"),
+        ("file:/x/c", "file:///x/c-1"),
+    ],
+)
+def test_a_url_with_one_slash_is_refused_not_saved_locally(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, path: str, url: str
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    ckpt = tp.Checkpoint(w=np.ones(2))
+    with pytest.raises(InvalidPathError, match=rf"a URL scheme with one slash.*Write .*\({re.escape(url)}\)"):
+        ckpt.save(path)
+    directory = path.split("/", 1)[0]
+    with pytest.raises(InvalidPathError, match="one slash"):
+        tp.CheckpointManager(ckpt, f"{directory}/bucket/run", max_to_keep=1)
+    with pytest.raises(InvalidPathError, match="one slash"):
+        tp.latest_checkpoint(f"{directory}/bucket/run")
+    assert list(tmp_path.iterdir()) == []  # nothing written in the working directory
+    assert tp.Checkpoint(w=np.ones(2)).write(f"./{directory}/local/ckpt") == f"./{directory}/local/ckpt"
+
+
+@pytest.mark.parametrize(
+    ("prefix", "example"),
+    [
+        ("s3://", "s3://<bucket>/ckpt"),
+        ("s3://bucket", "s3://bucket/ckpt"),
+        ("gs://bucket/", "gs://bucket/ckpt"),
+        ("memory://store", "memory://store/ckpt"),
+        ("run/", "run/ckpt"),
+    ],
+)
+def test_a_prefix_naming_a_bucket_or_directory_is_refused(tmp_path: Path, prefix: str, example: str) -> None:
+    ckpt = tp.Checkpoint(w=np.ones(2))
+    for call in (ckpt.save, ckpt.write):
+        with pytest.raises(
+            InvalidArgumentError, match=rf"names a .*, not a checkpoint.*such as .*{re.escape(example)}$"
+        ):
+            call(prefix if "://" in prefix else str(tmp_path / prefix) + "/")
+    assert int(ckpt.save_counter.numpy()) == 0
