@@ -42,7 +42,7 @@ from trackpoint.restore import (
 )
 from trackpoint.saver import CheckpointableSaver, Saver, TrackableSaver, frozen_saver
 from trackpoint.state import latest_checkpoint, read_checkpoint_state
-from trackpoint.stateful import Stateful
+from trackpoint.stateful import NonStrict, Stateful
 from trackpoint.storage import CheckpointOptions, TensorSlice
 from trackpoint.trackable import (
     Trackable,
@@ -77,6 +77,7 @@ __all__ = [
     "PythonState",
     "SaveSliceInfo",
     "Saver",
+    "NonStrict",
     "Stateful",
     "TensorDiff",
     "TensorReader",

@@ -43,7 +43,9 @@ into the object too, in place, without ``load_state_dict``.
 from __future__ import annotations
 
 import collections
+import inspect
 import json
+import logging
 import threading
 import weakref
 from collections.abc import Callable, Mapping
@@ -57,6 +59,7 @@ from trackpoint.errors import (
     AssignmentError,
     DTypeMismatchError,
     InvalidCheckpointError,
+    NotTrackableError,
     ShapeMismatchError,
     TrackableError,
 )
@@ -67,6 +70,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "STATE_DICT_STRUCTURE",
+    "NonStrict",
     "Stateful",
     "StatefulValue",
     "is_stateful",
@@ -75,6 +79,8 @@ __all__ = [
     "stateful_node",
     "structure_changes",
 ]
+
+_log = logging.getLogger("trackpoint")
 
 #: Attribute name of the JSON structure of a saved state dict. No array's name starts with ``.``.
 STATE_DICT_STRUCTURE = ".STATE_DICT"
@@ -171,6 +177,95 @@ def stateful_node(obj: Any, where: str) -> StatefulValue:
 
             _NODES[key] = weakref.ref(node, forget)
     return node
+
+
+class NonStrict:
+    """Restore an object from the entries a checkpoint has for it; leave the others as they are.
+
+    ``tp.Checkpoint(model=tp.NonStrict(net))`` saves exactly what
+    ``tp.Checkpoint(model=net)`` saves, so either restores the other's
+    checkpoints. A restore hands the state dict rebuilt from the checkpoint
+    to ``load_state_dict(state_dict, strict=False)``: a module that gained a
+    layer since (a new head to fine-tune) keeps that layer's initial values,
+    and entries the checkpoint has beyond the module's are ignored. The
+    entries both have must still agree in dtype and shape (a mismatch is
+    refused before anything is read, as for every restore).
+
+    Parameters
+    ----------
+    obj
+        A :class:`Stateful` object whose ``load_state_dict`` takes
+        ``strict`` (PyTorch modules do; optimizers do not).
+
+    Attributes
+    ----------
+    obj
+        The object given.
+    missing_keys, unexpected_keys
+        After a restore, what ``load_state_dict`` reported: the object's
+        entries the checkpoint lacked, and the checkpoint's entries the
+        object has no place for. Empty before the first restore.
+
+    Raises
+    ------
+    NotTrackableError
+        ``obj`` is not :class:`Stateful`, or its ``load_state_dict`` takes no
+        ``strict`` argument.
+    """
+
+    __slots__ = ("missing_keys", "obj", "unexpected_keys")
+
+    def __init__(self, obj: Any) -> None:
+        if isinstance(obj, NonStrict):
+            obj = obj.obj
+        if not is_stateful(obj):
+            raise NotTrackableError(
+                f"NonStrict needs an object with state_dict() and load_state_dict() (a torch module), got "
+                f"{dtypes._describe_typed(obj)}"
+            )
+        if not _takes_strict(obj.load_state_dict):
+            raise NotTrackableError(
+                f"NonStrict({type(obj).__name__}): its load_state_dict() takes no `strict` argument, so it "
+                "cannot leave entries out (torch modules' does; an optimizer's state is restored whole). Give "
+                "the object itself to the checkpoint"
+            )
+        self.obj = obj
+        self.missing_keys: list[str] = []
+        self.unexpected_keys: list[str] = []
+
+    def state_dict(self) -> Mapping[Any, Any]:
+        """The object's state dict, unchanged."""
+        state: Mapping[Any, Any] = self.obj.state_dict()
+        return state
+
+    def load_state_dict(self, state_dict: Any) -> Any:
+        """``obj.load_state_dict(state_dict, strict=False)``; records what it left out."""
+        result = self.obj.load_state_dict(state_dict, strict=False)
+        self.missing_keys = [str(key) for key in getattr(result, "missing_keys", ())]
+        self.unexpected_keys = [str(key) for key in getattr(result, "unexpected_keys", ())]
+        if self.missing_keys or self.unexpected_keys:
+            _log.info(
+                "restored %s without %d of its entries the checkpoint lacks (%s) and ignoring %d entries it has no "
+                "place for (%s)",
+                type(self.obj).__name__,
+                len(self.missing_keys),
+                ", ".join(self.missing_keys[:10]),
+                len(self.unexpected_keys),
+                ", ".join(self.unexpected_keys[:10]),
+            )
+        return result
+
+    def __repr__(self) -> str:
+        return f"NonStrict({type(self.obj).__name__})"
+
+
+def _takes_strict(method: Callable[..., Any]) -> bool:
+    """Whether ``method`` accepts a ``strict`` keyword (by name or through ``**kwargs``)."""
+    try:
+        parameters = inspect.signature(method).parameters.values()
+    except (TypeError, ValueError):  # a builtin without a signature: it cannot be asked, so it is not assumed
+        return False
+    return any(p.name == "strict" or p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters)
 
 
 class _SavedNames(tuple[str, ...]):
