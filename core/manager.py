@@ -349,6 +349,8 @@ class CheckpointManager:
         # The highest number among the committed checkpoints found in the directory when it was opened: an
         # earlier run's. A save numbered at or below it would overwrite or outlive them (see save).
         self._found_highest = -1
+        # The prefixes this manager has written or tried to (a failed save's retry reuses its number).
+        self._attempted: set[str] = set()
         self._coordinator = coordinator_of(options)
         try:
             if self._coordinator is None:
@@ -590,6 +592,23 @@ class CheckpointManager:
             self._after_commit(saved)
 
         try:
+            if (
+                self._coordinator is None  # ranks must not decide apart; rank 0 alone would need a round trip
+                and prefix not in self._maybe_delete
+                and prefix not in self._attempted
+                and self._backend.exists(prefix)
+            ):
+                # Committed by another writer of this series since the manager was created (an earlier instance
+                # of the job still running, a second job given the same directory): not this manager's to
+                # replace. Re-saving a number of its own (or retrying one that failed) replaces it, as in
+                # TensorFlow.
+                raise CheckpointExistsError(
+                    f"CheckpointManager.save refused to write {prefix}: another writer committed it after this "
+                    f"manager was created, so two managers (processes) are saving the series "
+                    f"{self._checkpoint_name}-N in {self._directory!r}. Stop the other one, or give each its own "
+                    "directory or checkpoint_name; that checkpoint was left as it is"
+                )
+            self._attempted.add(prefix)
             if asynchronous:
                 self._checkpoint._write_async(  # type: ignore[attr-defined]
                     prefix, opts, then=lambda: on_commit(prefix), started=started

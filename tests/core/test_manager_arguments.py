@@ -113,3 +113,25 @@ def test_within_one_run_numbers_may_repeat_or_go_down_as_in_tensorflow(run: str)
     assert manager.save(checkpoint_number=100) == f"{run}/ckpt-100"
     assert manager.save(checkpoint_number=7) == f"{run}/ckpt-7"
     assert manager.save(checkpoint_number=100) == f"{run}/ckpt-100"
+
+
+@pytest.mark.parametrize("asynchronous", [False, True])
+def test_a_second_writer_of_the_same_series_is_refused_not_overwritten(run: str, asynchronous: bool) -> None:
+    options = tp.CheckpointOptions(enable_async=asynchronous)
+    first, w1 = _ckpt(1.0)
+    second, _ = _ckpt(2.0)
+    zombie = tp.CheckpointManager(first, run, max_to_keep=3, options=options)  # an old instance still running
+    fresh = tp.CheckpointManager(second, run, max_to_keep=3, options=options)
+    assert fresh.save() == f"{run}/ckpt-1"
+    fresh.sync()
+    with pytest.raises(tp.CheckpointExistsError, match=r"another writer committed it after this manager was created"):
+        zombie.save()
+    assert int(first.save_counter.numpy()) == 0
+    np.testing.assert_array_equal(tp.load_variable(f"{run}/ckpt-1", "w/.ATTRIBUTES/VARIABLE_VALUE"), [2.0, 2.0])
+
+    # A manager re-saving its own number replaces it (TensorFlow's rule), as does the retry of a failed save.
+    assert fresh.save(checkpoint_number=1) == f"{run}/ckpt-1"
+    fresh.sync()
+    w1.assign(np.full(2, 3.0, np.float32))
+    assert zombie.save(checkpoint_number=7) == f"{run}/ckpt-7"
+    zombie.sync()
