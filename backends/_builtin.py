@@ -55,6 +55,7 @@ def _bundle(url: str, options: CheckpointOptions) -> StorageBackend:
         from trackpoint.backends.bundle import BundleBackend
         from trackpoint.backends.stores import LocalFiles
 
+        _warn_storage_options(url, options, "bundle", "the local disk")
         return BundleBackend(LocalFiles(), options=options)
     for schemes, module, extra, factory in (
         (_S3_SCHEMES, "s3fs", "s3", _s3_bundle),
@@ -107,9 +108,31 @@ class _Memory:
         )
 
 
+def _warn_storage_options(url: str, options: CheckpointOptions, backend: str, store: str) -> None:
+    """Say that ``storage_options`` given for a store that takes none go unread, rather than drop them unsaid.
+
+    They configure fsspec's S3 and GCS file systems (endpoint, credentials). Given for a local path or
+    ``memory://`` they are most likely meant for another URL: a command comparing a local checkpoint with
+    one in a bucket passes one set for both (so they are not refused), but a typo in a bucket URL that made
+    it a local path must not go unnoticed.
+    """
+    if options.storage_options:
+        import logging
+
+        logging.getLogger("trackpoint").warning(
+            "%s: storage_options %s were given for %r, but %s takes none (they configure the S3 and GCS "
+            "stores): they are not used for this path; check that the URL is the one meant",
+            backend,
+            sorted(options.storage_options),
+            url,
+            store,
+        )
+
+
 def _memory(url: str, options: CheckpointOptions) -> StorageBackend:
     from trackpoint.backends.memory import MemoryBackend
 
+    _warn_storage_options(url, options, "memory", "the in-process memory store")
     return MemoryBackend()
 
 
@@ -259,6 +282,8 @@ def _zarr(url: str, options: CheckpointOptions) -> StorageBackend:
     )
     if kind == "local":
         from trackpoint.backends.stores.local import LocalFiles, exchange_directories
+
+        _warn_storage_options(url, options, "zarr", "the local disk")
 
         # On Linux an overwrite swaps the directories atomically.
         return ZarrBackend(LocalFiles(), zarr_options, exchange=exchange_directories)

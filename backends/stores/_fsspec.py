@@ -134,12 +134,63 @@ def filesystem(
         return built.fs
 
 
+def _parameters(*functions: Any) -> set[str]:
+    """The names of the named parameters of ``functions`` (their ``**kwargs`` aside)."""
+    import inspect
+
+    names: set[str] = set()
+    for function in functions:
+        parameters = inspect.signature(function).parameters.values()
+        names.update(p.name for p in parameters if p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL))
+    return names - {"self"}
+
+
+def _accepted_options(filesystem_class: Any, *extra: Any) -> set[str]:
+    """The storage options ``filesystem_class`` uses: its constructors' parameters, fsspec's listing cache's,
+    and those of ``extra`` (where the class passes its ``**kwargs`` on: botocore's session for S3)."""
+    from fsspec.dircache import DirCache
+
+    constructors = [k.__dict__["__init__"] for k in filesystem_class.__mro__ if "__init__" in k.__dict__]
+    return _parameters(*constructors[:-1], DirCache.__init__, *extra) | {"skip_instance_cache"}
+
+
+def _check_options(kind: str, filesystem_class: Any, opts: Mapping[str, Any], *extra: Any) -> None:
+    """Refuse a storage option the file system would not use.
+
+    s3fs hands options it does not know to botocore's session, which refuses them only when the first request
+    is made, as a failed listing; gcsfs drops them unread. Either way a misspelt ``endpoint_url`` would send
+    the save to the real service or fail far from its cause.
+    """
+    unknown = sorted(set(opts) - _accepted_options(filesystem_class, *extra))
+    if unknown:
+        import difflib
+
+        from trackpoint.errors import InvalidArgumentError
+
+        accepted = sorted(_accepted_options(filesystem_class, *extra))
+        hints = [
+            f"{name!r} (did you mean {close[0]!r}?)"
+            if (close := difflib.get_close_matches(name, accepted, 1))
+            else repr(name)
+            for name in unknown
+        ]
+        raise InvalidArgumentError(
+            f"{kind}: storage_options {', '.join(hints)} are not options of {filesystem_class.__name__}; it takes "
+            f"{', '.join(accepted)}",
+            backend=kind,
+        )
+
+
 def _construct(kind: str, opts: Mapping[str, Any]) -> Any:
     if kind == "s3":
         import s3fs
+        from aiobotocore.session import AioSession
 
+        _check_options(kind, s3fs.S3FileSystem, opts, AioSession.__init__)
         return s3fs.S3FileSystem(**opts)
     from gcsfs.core import GCSFileSystem
+
+    _check_options(kind, GCSFileSystem, opts)
 
     token = opts.get("token")
     if isinstance(token, str) and token not in _GCS_TOKEN_METHODS and token.endswith(".json"):
