@@ -215,6 +215,10 @@ class NonStrict:
 
     __slots__ = ("missing_keys", "obj", "unexpected_keys")
 
+    obj: Any
+    missing_keys: list[str]
+    unexpected_keys: list[str]
+
     def __init__(self, obj: Any) -> None:
         if isinstance(obj, NonStrict):
             obj = obj.obj
@@ -230,8 +234,8 @@ class NonStrict:
                 "the object itself to the checkpoint"
             )
         self.obj = obj
-        self.missing_keys: list[str] = []
-        self.unexpected_keys: list[str] = []
+        self.missing_keys = []
+        self.unexpected_keys = []
 
     def state_dict(self) -> Mapping[Any, Any]:
         """The object's state dict, unchanged."""
