@@ -15,6 +15,7 @@ from trackpoint.checkpoint import Checkpoint
 from trackpoint.checkpoint_management import (
     NewCheckpointReader,
     checkpoint_exists,
+    checkpoints_iterator,
     generate_checkpoint_state_proto,
     get_checkpoint_mtimes,
     get_checkpoint_state,
@@ -24,6 +25,7 @@ from trackpoint.checkpoint_management import (
     object_graph_key_mapping,
     remove_checkpoint,
     update_checkpoint_state,
+    wait_for_new_checkpoint,
 )
 from trackpoint.convert import convert
 from trackpoint.data_structures import ListWrapper, NoDependency
@@ -88,6 +90,7 @@ __all__ = [
     "VerifyReport",
     "bfloat16",
     "checkpoint_exists",
+    "checkpoints_iterator",
     "convert",
     "diff",
     "frozen_saver",
@@ -114,6 +117,7 @@ __all__ = [
     "string",
     "update_checkpoint_state",
     "verify",
+    "wait_for_new_checkpoint",
     *_errors_all,
 ]
 

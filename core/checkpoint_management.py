@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 import re
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 from trackpoint import _paths, _resolve, state
@@ -31,6 +31,7 @@ if TYPE_CHECKING:
 __all__ = [
     "NewCheckpointReader",
     "checkpoint_exists",
+    "checkpoints_iterator",
     "generate_checkpoint_state_proto",
     "get_checkpoint_mtimes",
     "get_checkpoint_state",
@@ -40,6 +41,7 @@ __all__ = [
     "object_graph_key_mapping",
     "remove_checkpoint",
     "update_checkpoint_state",
+    "wait_for_new_checkpoint",
 ]
 
 
@@ -333,3 +335,97 @@ def object_graph_key_mapping(checkpoint_path: str | os.PathLike[str]) -> dict[st
         for attribute in node.attributes:
             mapping[attribute.full_name] = attribute.checkpoint_key
     return mapping
+
+
+def wait_for_new_checkpoint(
+    checkpoint_dir: str | os.PathLike[str],
+    last_checkpoint: str | None = None,
+    seconds_to_sleep: float = 1.0,
+    timeout: float | None = None,
+    *,
+    options: CheckpointOptions | None = None,
+) -> str | None:
+    """Wait until ``checkpoint_dir``'s latest checkpoint is one other than ``last_checkpoint``.
+
+    TensorFlow's ``tf.train.wait_for_new_checkpoint``: polls
+    :func:`~trackpoint.latest_checkpoint` every ``seconds_to_sleep`` seconds.
+    Only committed checkpoints are seen, so a save still being written is
+    never returned.
+
+    Parameters
+    ----------
+    checkpoint_dir
+        A local directory or URL.
+    last_checkpoint
+        The prefix already seen (``None``: any checkpoint is new).
+    seconds_to_sleep
+        Seconds between polls.
+    timeout
+        Seconds to wait at most; ``None`` waits for ever.
+    options
+        Backend and storage options for ``checkpoint_dir``.
+
+    Returns
+    -------
+    str or None
+        The new latest checkpoint, or ``None`` when ``timeout`` ran out.
+    """
+    stop = None if timeout is None else time.monotonic() + timeout
+    while True:
+        path = state.latest_checkpoint(checkpoint_dir, options)
+        if path is not None and path != last_checkpoint:
+            return path
+        if stop is not None and time.monotonic() + seconds_to_sleep > stop:
+            return None
+        time.sleep(seconds_to_sleep)
+
+
+def checkpoints_iterator(
+    checkpoint_dir: str | os.PathLike[str],
+    min_interval_secs: float = 0,
+    timeout: float | None = None,
+    timeout_fn: Callable[[], bool] | None = None,
+    *,
+    options: CheckpointOptions | None = None,
+) -> Iterator[str]:
+    """Yield each new latest checkpoint of ``checkpoint_dir`` as it is committed (an evaluator's loop).
+
+    TensorFlow's ``tf.train.checkpoints_iterator``: waits for a checkpoint
+    newer than the last one yielded (:func:`wait_for_new_checkpoint`, polling
+    once a second), yields its prefix, and yields the next no sooner than
+    ``min_interval_secs`` after the previous one was yielded. Checkpoints
+    committed while the caller was busy are skipped in favour of the latest,
+    as in TensorFlow.
+
+    Parameters
+    ----------
+    checkpoint_dir
+        A local directory or URL.
+    min_interval_secs
+        Least time between two yields.
+    timeout
+        Seconds to wait for a new checkpoint; ``None`` waits for ever.
+    timeout_fn
+        Called when ``timeout`` ran out: ``True`` ends the iteration,
+        ``False`` waits again. Without it, a timeout ends the iteration.
+    options
+        Backend and storage options for ``checkpoint_dir``.
+
+    Yields
+    ------
+    str
+        The prefix of each new latest checkpoint.
+    """
+    last: str | None = None
+    while True:
+        path = wait_for_new_checkpoint(checkpoint_dir, last, timeout=timeout, options=options)
+        if path is None:
+            if timeout_fn is None or timeout_fn():
+                return
+            continue
+        started = time.monotonic()
+        last = path
+        yield path
+        remaining = started + min_interval_secs - time.monotonic()
+        if remaining > 0:
+            time.sleep(remaining)
