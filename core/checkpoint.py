@@ -708,16 +708,27 @@ def _save_prefix(file_prefix: object, call: str) -> str:
             "(save writes run/ckpt-1, write writes run/ckpt)"
         )
     scheme, rest = _paths.split_scheme(prefix)
-    if prefix.endswith(("/", os.sep)) or (scheme and "/" not in rest.strip("/")):
+    if scheme == "file":
+        scheme, rest = "", rest  # a local path: file:///ckpt is /ckpt
+    if prefix.endswith(("/", os.sep)) or (_has_buckets(scheme) and "/" not in rest.strip("/")):
         # The files are named by appending to the prefix: "run/" would give run/-1.index, and "s3://bucket" the
         # objects s3://bucket-1.index..., in another bucket. A prefix is a directory and a name in it.
-        where = f"{scheme}://{rest.strip('/') or '<bucket>'}" if scheme else prefix.rstrip("/" + os.sep) or prefix
+        where = f"{scheme}://{rest.strip('/') or '<bucket>'}" if scheme else prefix.rstrip("/" + os.sep) or "/"
         raise InvalidArgumentError(
             f"{call}: file_prefix {prefix!r} names a {'bucket or store root' if scheme else 'directory'}, not a "
             f"checkpoint: the checkpoint's files are named by appending to the prefix, so give a name inside "
             f"it, such as {where.rstrip('/')}/ckpt"
         )
     return prefix
+
+
+#: URL schemes whose first path component is a bucket or container (with a format's ``zarr+`` in front too).
+_BUCKET_SCHEMES: Final = frozenset({"s3", "s3a", "gs", "gcs", "az", "abfs", "abfss", "azure"})
+
+
+def _has_buckets(scheme: str) -> bool:
+    """Whether a URL of ``scheme`` names a bucket first (``memory://`` and local paths do not)."""
+    return scheme.rpartition("+")[2] in _BUCKET_SCHEMES
 
 
 def _restore_path(save_path: object, call: str) -> str | None:

@@ -73,6 +73,8 @@ import weakref
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from typing import Any, Generic, SupportsIndex, TypeVar
 
+import numpy as np
+
 from trackpoint import dtypes
 from trackpoint._array_values import (
     PYTHON_NUMBERS,
@@ -180,7 +182,7 @@ def _wrap(value: Any, name: str, strict: bool, where: str) -> Any:
     if strict:
         if value is not None:  # None holds nothing to save (an empty subtree, to JAX)
             raise TrackableError(_unsaved_message(value, where))
-    elif kind not in _NOTHING_INSIDE:
+    elif kind not in _NOTHING_INSIDE and kind not in _OPAQUE:
         # Not tracked: configuration, unless it holds state a plain dict, list or tuple would have saved.
         _refuse_hidden_state(value, where)
     return value
@@ -356,13 +358,40 @@ _SCAN_ITEMS = 1_000
 _SCAN_DEPTH = 16
 
 
+#: Types whose values the scan found nothing to look into, by their type alone (not containers, not dataclasses):
+#: an assignment of one skips the scan. Bounded, since classes can be made at run time without end.
+_OPAQUE: set[type] = set()
+_OPAQUE_LIMIT = 4096
+
+#: Containers that hold their contents weakly: nothing in them is lost by not saving them.
+_WEAK_CONTAINERS = (weakref.WeakSet, weakref.WeakValueDictionary, weakref.WeakKeyDictionary)
+
+
+def _plain_tuple(value: tuple[Any, ...], depth: int) -> bool:
+    """Whether ``value`` holds only values with nothing inside, in tuples of such down to ``depth`` levels."""
+    for item in value:
+        kind = type(item)
+        if kind in _NOTHING_INSIDE:
+            continue
+        if kind is tuple and depth > 1 and _plain_tuple(item, depth - 1):
+            continue
+        return False
+    return True
+
+
 def _is_saved_state(value: Any) -> bool:
-    """Whether ``value``, found inside an untracked value, would be saved if a plain container held it."""
+    """Whether ``value``, found inside an untracked value, would be saved if a plain container held it.
+
+    numpy scalars are left out: inside an untracked container (a set of labels, a config's learning rate)
+    they are configuration far more often than state.
+    """
     if isinstance(value, Trackable):
         return True
-    if is_numpy_value(value):
+    if isinstance(value, np.ndarray):
         # Only numeric values count: strings or objects in a plain container are refused, not saved.
         return value.dtype.kind in "biufc" or dtypes._is_ml_float(value.dtype)
+    if isinstance(value, np.generic):
+        return False
     return is_array_value(value) or is_stateful(value)
 
 
@@ -393,9 +422,15 @@ def _contents(value: Any) -> tuple[str, Iterable[tuple[Any, Any]]] | None:
         return _ATTRIBUTE, ((field.name, getattr(value, field.name, None)) for field in dataclasses.fields(value))
     if isinstance(value, types.SimpleNamespace):
         return _ATTRIBUTE, vars(value).items()
-    if not hasattr(kind, "__iter__") or isinstance(value, (type, str, bytes, bytearray)) or hasattr(kind, "__array__"):
-        # Not iterable (no mapping or collection: most objects leave here, cheaply), a class, text, an array.
+    if isinstance(value, type):
+        return None  # a class
+    if not hasattr(kind, "__iter__") or issubclass(kind, (str, bytes, bytearray)) or hasattr(kind, "__array__"):
+        # Not iterable (no mapping or collection: most objects leave here, cheaply), text, an array: by type.
+        if len(_OPAQUE) < _OPAQUE_LIMIT:
+            _OPAQUE.add(kind)
         return None
+    if isinstance(value, _WEAK_CONTAINERS):
+        return None  # holds its contents weakly: a checkpoint that left them out loses nothing
     if isinstance(value, collections.ChainMap):
         # Its items() first merges the keys of all its maps: look at the maps themselves, lazily.
         return _ATTRIBUTE, ((f"maps[{index}]", inner) for index, inner in enumerate(value.maps))
@@ -495,8 +530,8 @@ def _refuse_hidden_state(value: Any, where: str) -> None:
         ``value`` holds a trackable, a numeric array or a ``Stateful`` object (see :func:`_find_hidden_state`
         for how far it is looked into).
     """
-    if type(value) is tuple and all(type(item) in _NOTHING_INSIDE for item in value):
-        return  # the commonest value that falls through (a shape, a pair of options): no need to start a scan
+    if type(value) is tuple and _plain_tuple(value, 3):
+        return  # the commonest value that falls through (a shape, pairs of options): no need to start a scan
     found = _find_hidden_state(value)
     if found is None:
         return

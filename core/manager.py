@@ -21,6 +21,7 @@ for object stores, crashes and several writers:
 
 from __future__ import annotations
 
+import inspect
 import json
 import logging
 import os
@@ -109,6 +110,9 @@ def _checkpoint_number(value: Any, directory: str, name: str) -> int:
     return number
 
 
+_ABSENT = object()
+
+
 def _is_int(value: Any) -> bool:
     return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
 
@@ -130,7 +134,13 @@ def _check_arguments(
     never (an ``int`` step counter, which cannot advance, made every save after the first one skip).
     """
     where = "CheckpointManager"
-    missing = [name for name in ("save_counter", "write", "restore") if not hasattr(checkpoint, name)]
+    # Looked up statically: reading `save_counter` would create the counter, which a `read()` of a checkpoint
+    # written by `write()` then reports as unmatched.
+    missing = [
+        name
+        for name in ("save_counter", "write", "restore")
+        if inspect.getattr_static(checkpoint, name, _ABSENT) is _ABSENT
+    ]
     if missing:
         raise ArgumentTypeError(
             f"{where}: checkpoint is {type(checkpoint).__name__}, which lacks {', '.join(missing)}: pass a "
@@ -177,7 +187,7 @@ def _check_arguments(
             raise InvalidArgumentError(
                 f"{where}: checkpoint_interval must be a positive integer number of steps, got {checkpoint_interval!r}"
             )
-    if step_counter is not None:
+    if step_counter is not None and checkpoint_interval is not None:
         if _is_int(step_counter) or isinstance(step_counter, float) or is_jax_array(step_counter):
             # Immutable: `step += 1` in the training loop rebinds the caller's name, the manager keeps the old value.
             raise ArgumentTypeError(
@@ -266,7 +276,8 @@ class CheckpointManager:
     ArgumentTypeError
         An argument of the wrong type (``max_to_keep="3"``), a
         ``checkpoint`` that is not a checkpoint, or a ``step_counter`` that
-        cannot change in place (a Python ``int``, a JAX array).
+        cannot change in place (a Python ``int``, a JAX array) with a
+        ``checkpoint_interval``.
 
     Notes
     -----
@@ -576,7 +587,10 @@ class CheckpointManager:
         counter = self._checkpoint.save_counter
         if number is None:
             number = _as_int(counter) + 1
-        if number <= self._found_highest:
+        if number <= self._found_highest and _as_int(counter) == 0:
+            # A checkpoint that never saved nor restored (its counter is 0) numbered into an earlier run's
+            # checkpoints: a run that did not resume. One that restored (the counter came back with its
+            # checkpoint) may save at any number, as in TensorFlow: after a preemption save, or a rollback.
             self._refuse_earlier_run(number, checkpoint_number is None)
         counter.assign_add(1)
         prefix = f"{self._prefix}-{number}"
@@ -635,15 +649,11 @@ class CheckpointManager:
         raise CheckpointExistsError(
             f"CheckpointManager.save in {self._directory!r} refused to write {self._checkpoint_name}-{number}: "
             f"{how}, but the directory holds checkpoints up to {self._checkpoint_name}-{found} from an earlier "
-            f"run, which this save would {'overwrite' if number in self._found_numbers() else 'fall behind'} "
-            "(and retention would then delete newer ones). Nothing was saved. To resume, call "
-            "manager.restore_or_initialize() before training; to start over, save into another directory or "
-            f"remove the old checkpoints first; or number saves above {found} (checkpoint_number=step)."
+            "run, and this checkpoint has neither saved nor restored one (its save_counter is 0): the save would "
+            "overwrite them or fall behind them, and retention would then delete newer ones. Nothing was saved. "
+            "To resume, call manager.restore_or_initialize() before training; to start over, save into another "
+            f"directory or remove the old checkpoints first; or number saves above {found} (checkpoint_number=step)."
         )
-
-    def _found_numbers(self) -> set[int]:
-        with self._lock:
-            return {self._number(p) for p in self._maybe_delete}
 
     def _after_save(self, saved: str) -> bytes:
         self._record_and_sweep(saved)

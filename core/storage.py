@@ -228,11 +228,15 @@ def _option_mapping(name: str, value: object) -> dict[str, Any]:
 
 
 def _option_flag(name: str, value: object) -> bool:
-    """``CheckpointOptions.<name>``, a switch, as a ``bool`` (numpy's ``bool_`` counts as one)."""
-    if isinstance(value, (bool, np.bool_)):
+    """``CheckpointOptions.<name>``, a switch, as a ``bool`` (numpy's ``bool_``, ``None``, 0 and 1 count as one)."""
+    if isinstance(value, (bool, np.bool_)) or value is None:
         return bool(value)
+    if isinstance(value, (int, np.integer)) and value in (0, 1):
+        return bool(value)  # TensorFlow takes a switch by its truth; 0 and 1 come from configs and flags
     # Refused rather than taken for its truth: enable_async="no" would turn async saves on.
-    raise ArgumentTypeError(f"CheckpointOptions.{name} must be True or False, got {value!r} ({type(value).__name__})")
+    raise ArgumentTypeError(
+        f"CheckpointOptions.{name} must be True or False (or None, 0, 1), got {value!r} ({type(value).__name__})"
+    )
 
 
 def _option_count(name: str, value: object, *, minimum: int, meaning: str) -> int | None:

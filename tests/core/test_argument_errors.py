@@ -40,11 +40,15 @@ def _files(directory: Path) -> list[str]:
         ({"async_memory_bytes": "1G"}, ArgumentTypeError, r"async_memory_bytes must be an int or None, got str"),
         ({"async_when_busy": "x"}, InvalidArgumentError, r"async_when_busy must be one of 'wait', 'raise'.*got 'x'"),
         ({"async_when_busy": 3}, ArgumentTypeError, r"async_when_busy must be one of 'wait', 'raise' \(a str\)"),
-        ({"enable_async": "yes"}, ArgumentTypeError, r"enable_async must be True or False, got 'yes'"),
         (
-            {"experimental_enable_async_checkpoint": 1},
+            {"enable_async": "yes"},
             ArgumentTypeError,
-            r"experimental_enable_async_checkpoint must be True or False, got 1",
+            r"enable_async must be True or False \(or None, 0, 1\), got 'yes'",
+        ),
+        (
+            {"experimental_enable_async_checkpoint": 2},
+            ArgumentTypeError,
+            r"experimental_enable_async_checkpoint must be True or False \(or None, 0, 1\), got 2",
         ),
         ({"experimental_skip_slot_variables": "no"}, ArgumentTypeError, r"skip_slot_variables must be True or False"),
         ({"experimental_io_device": 3}, ArgumentTypeError, r"experimental_io_device must be a str or None, got 3"),
@@ -384,7 +388,8 @@ def test_a_url_with_one_slash_is_refused_not_saved_locally(
         ("s3://", "s3://<bucket>/ckpt"),
         ("s3://bucket", "s3://bucket/ckpt"),
         ("gs://bucket/", "gs://bucket/ckpt"),
-        ("memory://store", "memory://store/ckpt"),
+        ("zarr+s3://bucket", "zarr+s3://bucket/ckpt"),
+        ("az://container", "az://container/ckpt"),
         ("run/", "run/ckpt"),
     ],
 )
@@ -396,3 +401,19 @@ def test_a_prefix_naming_a_bucket_or_directory_is_refused(tmp_path: Path, prefix
         ):
             call(prefix if "://" in prefix else str(tmp_path / prefix) + "/")
     assert int(ckpt.save_counter.numpy()) == 0
+
+
+@pytest.mark.parametrize("value", [None, 0, 1, np.int64(1), np.bool_(True)])
+def test_a_switch_takes_what_tensorflow_takes_by_its_truth(value: object) -> None:
+    options = tp.CheckpointOptions(enable_async=value)  # type: ignore[arg-type]
+    assert options.enable_async is bool(value)
+
+
+def test_stores_without_buckets_take_a_prefix_at_their_root(tmp_path: Path) -> None:
+    ckpt = tp.Checkpoint(w=np.ones(2))
+    name = f"memory://root-{os.getpid()}-{id(ckpt)}"
+    assert ckpt.save(name) == f"{name}-1"
+    assert ckpt.write(name) == name
+    local = tmp_path.as_uri() + "/ckpt"  # file:///tmp/.../ckpt: a local path
+    assert ckpt.write(local) == local
+    assert tp.list_variables(local)

@@ -34,8 +34,16 @@ def _ckpt(value: float = 0.0) -> tuple[tp.Checkpoint, tp.Variable]:
         ({"step_counter": np.zeros((), np.int64), "checkpoint_interval": 0}, InvalidArgumentError, "positive integer"),
         ({"step_counter": np.zeros((), np.int64), "checkpoint_interval": 1.5}, InvalidArgumentError, "positive int"),
         ({"step_counter": 0, "checkpoint_interval": 10}, ArgumentTypeError, r"step_counter is the int 0, which never"),
-        ({"step_counter": np.int64(0)}, ArgumentTypeError, r"step_counter is the int64 0, which never changes"),
-        ({"step_counter": np.zeros(2, np.int64)}, ArgumentTypeError, r"step_counter: expected an integer step"),
+        (
+            {"step_counter": np.int64(0), "checkpoint_interval": 5},
+            ArgumentTypeError,
+            r"step_counter is the int64 0, which never changes",
+        ),
+        (
+            {"step_counter": np.zeros(2, np.int64), "checkpoint_interval": 5},
+            ArgumentTypeError,
+            r"step_counter: expected an integer step",
+        ),
         ({"init_fn": "init"}, ArgumentTypeError, r"init_fn must be callable"),
         ({"checkpoint_name": 3}, InvalidArgumentError, r"checkpoint_name 3 must be a non-empty file name"),
     ],
@@ -135,3 +143,34 @@ def test_a_second_writer_of_the_same_series_is_refused_not_overwritten(run: str,
     w1.assign(np.full(2, 3.0, np.float32))
     assert zombie.save(checkpoint_number=7) == f"{run}/ckpt-7"
     zombie.sync()
+
+
+def test_a_run_that_restored_may_save_at_any_number(run: str) -> None:
+    # Epochs numbered by the caller; a preemption save mid-epoch 4 took the next number, ckpt-4.
+    ckpt, w = _ckpt()
+    manager = tp.CheckpointManager(ckpt, run, max_to_keep=None)
+    for epoch in (1, 2, 3):
+        w.assign(np.full(2, float(epoch), np.float32))
+        manager.save(checkpoint_number=epoch)
+    assert tp.preemption._save_function(manager, None, None)() == f"{run}/ckpt-4"  # type: ignore[attr-defined]
+
+    again, _ = _ckpt()
+    resumed = tp.CheckpointManager(again, run, max_to_keep=None)
+    assert resumed.restore_or_initialize() == f"{run}/ckpt-4"
+    assert resumed.save(checkpoint_number=4) == f"{run}/ckpt-4"  # epoch 4 rerun: replaces the preemption save
+    again.restore(f"{run}/ckpt-2")  # a rollback
+    assert resumed.save(checkpoint_number=3) == f"{run}/ckpt-3"
+
+
+def test_creating_a_manager_does_not_create_the_save_counter(run: str, tmp_path: Any) -> None:
+    source, _ = _ckpt(4.0)
+    pretrained = source.write(str(tmp_path / "pretrained"))  # write(): no save counter in it
+    ckpt, w = _ckpt()
+    tp.CheckpointManager(ckpt, run, max_to_keep=1)
+    ckpt.read(pretrained).assert_consumed()  # TensorFlow's warm start: the counter is not expected
+    np.testing.assert_array_equal(w.numpy(), [4.0, 4.0])
+
+
+def test_an_int_step_counter_without_an_interval_is_accepted(run: str) -> None:
+    manager = tp.CheckpointManager(_ckpt()[0], run, max_to_keep=1, step_counter=0)
+    assert manager.save() == f"{run}/ckpt-1"

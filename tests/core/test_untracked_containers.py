@@ -13,6 +13,7 @@ import collections
 import dataclasses
 import re
 import types
+import weakref
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
@@ -95,7 +96,7 @@ HIDING: dict[str, tuple[Callable[[], Any], str]] = {
     "set": (lambda: {variable()}, "an element of Model.x"),
     "frozenset": (lambda: frozenset({variable()}), "an element of Model.x"),
     "deque": (lambda: collections.deque([variable()]), "Model.x[0]"),
-    "numpy scalar": (lambda: collections.deque(["a", np.float32(1.0)]), "Model.x[1]"),
+    "numpy array": (lambda: collections.deque(["a", np.ones(2, np.float32)]), "Model.x[1]"),
     "stateful object": (lambda: collections.deque([Counted()]), "Model.x[0]"),
     "nested": (lambda: MyDict(a={"b": [1, (2, variable())]}), "Model.x['a']['b'][1][1]"),
     "frozen dataclass in a set": (lambda: {Frozen(variable())}, "(an element of Model.x).value"),
@@ -238,6 +239,9 @@ def test_no_dependency_keeps_an_untracked_container_unsaved_on_purpose() -> None
 
 
 # ------------------------------------------------------------------------- configuration is still accepted
+#: A trackable that outlives the weak containers that refer to it.
+KEPT = tp.AutoTrackable()
+
 CONFIGURATION: dict[str, Callable[[], Any]] = {
     "dict subclass of strings and ints": lambda: MyDict(name="resnet", depth=50, sizes=MyList([1, 2])),
     "attribute dict": lambda: AttrDict(lr=0.1, schedule=("cosine", 10)),
@@ -253,6 +257,11 @@ CONFIGURATION: dict[str, Callable[[], Any]] = {
     "string array in a dict subclass": lambda: MyDict(labels=np.array(["cat", "dog"])),
     "tuple of numbers": lambda: (3, 4.0, None),
     "object in a set": lambda: {object()},
+    "set of numpy scalars": lambda: set(np.unique(np.array([3, 1, 3]))),
+    "dataclass with a numpy scalar": lambda: Heads(np.float32(0.5), 1.5),
+    "nested tuples of numbers": lambda: ((1, 2), (3, 4.0)),
+    "WeakSet of trackables": lambda: weakref.WeakSet([KEPT]),
+    "WeakValueDictionary of trackables": lambda: weakref.WeakValueDictionary({"a": KEPT}),
 }
 
 
