@@ -86,6 +86,7 @@ def test_a_reader_that_stops_early_ends_the_command_quietly() -> None:
     assert proc.stdout.read(100)
     proc.stdout.close()
     err = proc.stderr.read()
+    proc.stderr.close()
     assert proc.wait(timeout=120) == 141 and err == b""
 
 
