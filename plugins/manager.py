@@ -712,36 +712,10 @@ class PluginHost:
             broken = dict(self._load().broken)
         rows: list[BackendInfo] = []
         for entry in table.backends.values():
-            spec, provider = entry.spec, entry.provider
-            missing = _missing_module(spec)
-            rows.append(
-                BackendInfo(
-                    name=spec.name,
-                    schemes=spec.schemes,
-                    description=spec.description,
-                    plugin=provider.plugin,
-                    distribution=provider.distribution,
-                    version=provider.version,
-                    available=missing is None,
-                    reason="" if missing is None else f"needs {missing}: {spec.install_command()}",
-                    capabilities=spec.capabilities,
-                )
-            )
-        for entry, reason in table.refused:
-            spec, provider = entry.spec, entry.provider
-            rows.append(
-                BackendInfo(
-                    name=spec.name,
-                    schemes=spec.schemes,
-                    description=spec.description,
-                    plugin=provider.plugin,
-                    distribution=provider.distribution,
-                    version=provider.version,
-                    available=False,
-                    reason=reason,
-                    capabilities=spec.capabilities,
-                )
-            )
+            missing = _missing_module(entry.spec)
+            reason = "" if missing is None else f"needs {missing}: {entry.spec.install_command()}"
+            rows.append(_backend_row(entry, missing is None, reason))
+        rows.extend(_backend_row(entry, False, reason) for entry, reason in table.refused)
         for name, (provider, reason) in broken.items():
             rows.append(
                 BackendInfo(
@@ -985,3 +959,19 @@ def reset() -> None:
     with _host_lock:
         _host = None
         observe._set_relay(None)
+
+
+def _backend_row(entry: _Registered, available: bool, reason: str) -> BackendInfo:
+    """The :class:`BackendInfo` of a registered backend (``entry``: its spec and provider)."""
+    spec, provider = entry.spec, entry.provider
+    return BackendInfo(
+        name=spec.name,
+        schemes=spec.schemes,
+        description=spec.description,
+        plugin=provider.plugin,
+        distribution=provider.distribution,
+        version=provider.version,
+        available=available,
+        reason=reason,
+        capabilities=spec.capabilities,
+    )
