@@ -471,8 +471,9 @@ def latest_checkpoint(
     not committed, or it names a path that cannot be one of this directory
     (another store's URL, a NUL byte; logged as a warning), the committed
     checkpoints are listed and the one with the highest ``-N`` suffix is
-    returned (preferring the file's series). A path that is not committed is
-    never returned.
+    returned (of the file's series if it names one; without a file, of the
+    series whose highest-numbered checkpoint was committed last). A path
+    that is not committed is never returned.
 
     Unless ``options`` choose a backend, checkpoints of every backend that
     can store them in ``directory`` count (for a local directory: TensorBundle
@@ -520,4 +521,28 @@ def _latest_in(backend: StorageBackend, directory: str, latest_filename: str = D
             same = newest_committed(backend, directory, _stem(path))
             if same is not None:
                 return same
-    return newest_committed(backend, directory)
+    return _newest_of_any_series(backend, directory)
+
+
+def _newest_of_any_series(backend: StorageBackend, directory: str) -> str | None:
+    """With no state file to name the series: the newest checkpoint of the series committed to last.
+
+    Numbers of different series (``ckpt-100``, ``eval-3``, ``other-500``) say nothing about which is newer;
+    the commit times of each series' highest-numbered checkpoint do. One series: no commit time is asked.
+    """
+    heads: dict[str, tuple[int, str]] = {}
+    for prefix in backend.list_checkpoints(directory):
+        n = checkpoint_number(prefix)
+        if n is None:
+            continue
+        stem = _stem(prefix)
+        if stem not in heads or (n, prefix) > heads[stem]:
+            heads[stem] = (n, prefix)
+    if len(heads) <= 1:
+        return next((prefix for _, prefix in heads.values()), None)
+
+    def newest(head: tuple[int, str]) -> tuple[float, int, str]:
+        modified = backend.modified(head[1])
+        return (float("-inf") if modified is None else modified, *head)
+
+    return max(heads.values(), key=newest)[1]

@@ -113,3 +113,13 @@ def test_list_objects_walks_what_a_save_would_write() -> None:
     root.layers.insert(0, tp.Variable(1.0))  # renumbers a saved element
     with pytest.raises(ValueError, match="A list element was replaced"):
         tp.list_objects(root)
+
+
+def test_without_a_state_file_the_series_committed_to_last_is_latest(tmp_path: pathlib.Path) -> None:
+    ckpt = tp.Checkpoint(w=np.ones(2))
+    for name, mtime in (("other-500", 1_000.0), ("ckpt-99", 1_500.0), ("ckpt-100", 2_000.0), ("eval-7", 3_000.0)):
+        ckpt.write(str(tmp_path / name))
+        os.utime(tmp_path / f"{name}.index", (mtime, mtime))  # the commit point's time
+    assert tp.latest_checkpoint(tmp_path) == str(tmp_path / "eval-7")  # not other-500, the highest number
+    os.utime(tmp_path / "ckpt-100.index", (4_000.0, 4_000.0))
+    assert tp.latest_checkpoint(tmp_path) == str(tmp_path / "ckpt-100")
