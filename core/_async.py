@@ -288,8 +288,12 @@ class _BufferPool:
 class _Save:
     """One save in flight: its pins, its budget, its outcome."""
 
-    def __init__(self, description: str, budget: int, pool: _BufferPool | None = None) -> None:
+    def __init__(
+        self, description: str, budget: int, pool: _BufferPool | None = None, prefix: str | None = None
+    ) -> None:
         self.description = description
+        #: The checkpoint prefix it writes, when the caller named it (see :func:`writing`).
+        self.prefix = prefix
         self.budget = budget
         #: Where the buffers it no longer needs go, and its writes' new buffers come from.
         self.pool = _BufferPool() if pool is None else pool
@@ -527,6 +531,7 @@ class AsyncSaver:
         then: Callable[[], None] | None = None,
         *,
         ready: Callable[[], None] | None = None,
+        prefix: str | None = None,
     ) -> None:
         """Snapshot ``items`` and run ``write`` on them (then ``then``) in a background thread.
 
@@ -550,6 +555,8 @@ class AsyncSaver:
         ready
             Called once the snapshot is taken, before the thread starts (the
             caller's blocking time ends there).
+        prefix
+            The checkpoint written, for :func:`writing`.
 
         The caller has called :meth:`begin`: nothing of this object is in flight.
         """
@@ -560,7 +567,7 @@ class AsyncSaver:
         # The program assigned values the last save had not written yet: it will likely do so
         # again, so buffers for this save's values are warmed up while it writes.
         warm_up = self._current is not None and self._current.swaps > 0
-        save = _Save(description, budget, self._pool)
+        save = _Save(description, budget, self._pool, prefix)
         # Variables whose own serialization hands over their buffer, which only assign* and restores
         # write. (Not the holder of a numpy attribute: its array is the user's, writable in place.)
         buffers = {
@@ -948,6 +955,12 @@ def _run(
             # The worker goes on to other saves' jobs: this save has no thread any more.
             save.thread = None
         save.done.set()
+
+
+def writing(prefix: str) -> bool:
+    """Whether an async save of this process is writing the checkpoint ``prefix`` now (not yet committed)."""
+    with _lock:
+        return any(save.prefix == prefix and not save.done.is_set() for save in _running)
 
 
 @_signal_safe.guarded

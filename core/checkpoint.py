@@ -376,6 +376,7 @@ class Checkpoint(AutoTrackable):
             lambda snapshot: self._write_items(prefix, snapshot, options, started=started, events=events),
             then,
             ready=ready,
+            prefix=prefix,
         )
 
     @_signal_safe.guarded
@@ -550,6 +551,13 @@ class Checkpoint(AutoTrackable):
         try:
             path, reader = self._self_backends.open_checkpoint(save_path, options)
         except CheckpointNotFoundError as exc:
+            if _async.writing(save_path):
+                # This checkpoint's own async save was waited for by read(); another object's was not.
+                raise CheckpointNotFoundError(
+                    f"Error when restoring from checkpoint {save_path!r}: an async save of it is still being "
+                    "written in this process, by another Checkpoint; call sync() on the checkpoint (or "
+                    "CheckpointManager) that saved it before reading it, or restore through that object"
+                ) from exc
             raise CheckpointNotFoundError(
                 f"Error when restoring from checkpoint {save_path!r}: {exc}\nPlease double-check that "
                 "the path is correct. You may be missing the checkpoint suffix (e.g. the '-1' in "

@@ -705,3 +705,16 @@ def test_the_snapshot_keeps_each_items_slice() -> None:
     saver.start(items, [v], "the test save", tp.CheckpointOptions(enable_async=True), written.extend)
     saver.sync()
     assert [(it.key, it.slice) for it in written] == [("v", part), ("table", part)]
+
+
+def test_reading_a_checkpoint_another_object_is_still_saving_says_so(gate: Gate) -> None:
+    ckpt = tp.Checkpoint(w=tp.Variable(np.ones(2)))
+    path = ckpt.save("memory://async/in-flight/ckpt", ASYNC)
+    assert gate.reached.wait(10)
+    with pytest.raises(tp.CheckpointNotFoundError, match=r"an async save of it is still being written .* call sync"):
+        tp.Checkpoint(w=tp.Variable(np.zeros(2))).read(path, READ)
+    gate.open.set()
+    ckpt.sync()
+    back = tp.Variable(np.zeros(2))
+    tp.Checkpoint(w=back).read(path, READ).expect_partial()
+    np.testing.assert_array_equal(back.numpy(), [1.0, 1.0])
