@@ -230,6 +230,22 @@ class BackendTestBase(ABC):
         files = getattr(backend, "files", None)
         return intercept_file_layer(files, before_each) if isinstance(files, FileLayer) else None
 
+    def reopen(self, backend: StorageBackend) -> StorageBackend | None:
+        """A second backend over the same storage as ``backend``, as another process would open it.
+
+        The crash tests (:class:`~trackpoint.plugins.testing.CrashSafety`) look
+        at what a crash left through it: state the crashed instance keeps in
+        memory (an index updated before its raw write, a cache) must not make
+        a broken store look whole. Optional: ``None`` (the default) has them
+        look through ``backend`` itself, which cannot catch that.
+
+        Returns
+        -------
+        StorageBackend or None
+            A new, open backend (the kit closes it), or ``None``.
+        """
+        return None
+
     # ------------------------------------------------------------ helpers
     @staticmethod
     def url(backend: StorageBackend, base_url: str, *names: str) -> str:

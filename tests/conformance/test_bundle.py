@@ -10,7 +10,7 @@ import pytest
 from trackpoint.backends.bundle import BundleBackend
 from trackpoint.backends.stores import LocalFiles
 from trackpoint.plugins.testing import BackendConformance
-from trackpoint.storage import Capabilities
+from trackpoint.storage import Capabilities, StorageBackend
 
 
 class _LocalBackdoor(BackendConformance):
@@ -43,10 +43,16 @@ class TestBundleRename(_LocalBackdoor):
     def backend(self) -> BundleBackend:
         return BundleBackend(LocalFiles())
 
+    def reopen(self, backend: StorageBackend) -> StorageBackend:
+        return BundleBackend(LocalFiles())
+
 
 class TestBundleCreateOnly(_LocalBackdoor):
     """Local disk declared as an object store: commit by one create-only index write."""
 
     @pytest.fixture
     def backend(self) -> BundleBackend:
+        return BundleBackend(LocalFiles(capabilities=Capabilities(atomic_rename=False, conditional_create=True)))
+
+    def reopen(self, backend: StorageBackend) -> StorageBackend:
         return BundleBackend(LocalFiles(capabilities=Capabilities(atomic_rename=False, conditional_create=True)))

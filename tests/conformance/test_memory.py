@@ -61,6 +61,9 @@ class TestMemoryBackend(BackendConformance):
     def base_url(self) -> str:
         return f"memory://conformance-{uuid.uuid4().hex}"
 
+    def reopen(self, backend: StorageBackend) -> StorageBackend:
+        return memory.MemoryBackend()  # every instance works on the process's one store
+
     def raw_list(self, directory: str) -> list[str]:
         d = memory._norm(directory) + "/"
         with memory._STORE.lock:
