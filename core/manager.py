@@ -791,6 +791,31 @@ class CheckpointManager:
             candidate = _as_int(self._step_counter)
         return max(candidate, highest + 1)
 
+    @_signal_safe.guarded
+    def reload(self) -> None:
+        """Read the directory again: the checkpoints kept, the latest one and the state file's times.
+
+        The manager reads its directory when it is created and then keeps
+        its own record, as TensorFlow's does; after checkpoints were removed
+        or added by something else (``tp.remove_checkpoint``, another tool),
+        ``reload()`` brings :attr:`checkpoints` and :attr:`latest_checkpoint`
+        up to date, as Orbax's ``reload`` does. An async save in flight is
+        waited for first. Nothing is cleaned up or deleted.
+        """
+        self._wait_for_save("reload()")
+
+        def reread() -> bytes:
+            with self._lock:
+                self._maybe_delete = OrderedDict()
+                self._latest_checkpoint = None
+                self._recover()
+                return self._bookkeeping()
+
+        if self._coordinator is None:
+            reread()
+        else:
+            self._adopt(on_root(self._coordinator, reread, f"reloading {self._directory!r}"))
+
     # --------------------------------------------------------------- restore
     @_signal_safe.guarded
     def restore_or_initialize(self) -> str | None:

@@ -174,3 +174,24 @@ def test_creating_a_manager_does_not_create_the_save_counter(run: str, tmp_path:
 def test_an_int_step_counter_without_an_interval_is_accepted(run: str) -> None:
     manager = tp.CheckpointManager(_ckpt()[0], run, max_to_keep=1, step_counter=0)
     assert manager.save() == f"{run}/ckpt-1"
+
+
+def test_reload_sees_checkpoints_removed_or_added_by_others(run: str) -> None:
+    ckpt, w = _ckpt()
+    manager = tp.CheckpointManager(ckpt, run, max_to_keep=None)
+    paths = []
+    for value in (1.0, 2.0, 3.0):
+        w.assign(np.full(2, value, np.float32))
+        paths.append(manager.save())
+    tp.remove_checkpoint(paths[-1])  # another tool deletes the newest
+    assert manager.latest_checkpoint == paths[-1]  # the manager's own record, as TensorFlow's
+    manager.reload()
+    assert manager.latest_checkpoint == paths[1] and manager.checkpoints == paths[:2]
+    assert manager.restore_or_initialize() == paths[1]
+    np.testing.assert_array_equal(w.numpy(), [2.0, 2.0])
+
+    other, _ = _ckpt(9.0)
+    other.write(f"{run}/ckpt-7")  # committed by something else
+    manager.reload()
+    assert manager.latest_checkpoint == f"{run}/ckpt-7"
+    assert manager.save() == f"{run}/ckpt-3"  # this run restored (save_counter 2): it may save under 7
