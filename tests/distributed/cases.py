@@ -297,6 +297,19 @@ def manager_run(
     }
 
 
+def manager_reload(ctx: Context, directory: str) -> dict[str, Any]:
+    """Two saves; rank 0 removes the newest behind the managers' backs; every rank's view after ``reload()``."""
+    manager = tp.CheckpointManager(
+        tp.Checkpoint(model=_model(7, [4])), directory, max_to_keep=None, options=_options(ctx)
+    )
+    paths = [manager.save(), manager.save()]
+    if ctx.rank == 0:
+        tp.remove_checkpoint(paths[-1])  # before rank 0 enters reload(), which the others wait for
+    manager.reload()
+    manager.close()
+    return {"checkpoints": manager.checkpoints, "latest": manager.latest_checkpoint}
+
+
 def async_manager_run(ctx: Context, directory: str, saves: int) -> dict[str, Any]:
     """Async manager saves on every rank, values changed right after each returns; what ended up stored."""
     model = _model(7, [16, 8])

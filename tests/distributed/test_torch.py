@@ -132,6 +132,12 @@ def test_manager_numbering_and_retention_across_ranks(torch4: Ranks, tmp_path: P
     assert tp.latest_checkpoint(directory) == f"{directory}/ckpt-4"
 
 
+def test_reload_gives_every_rank_rank_0s_view_of_the_directory(torch2: Ranks, tmp_path: Path) -> None:
+    directory = str(tmp_path / "run")
+    views = torch2.values("manager_reload", directory=directory)
+    assert views[0] == views[1] == {"checkpoints": [f"{directory}/ckpt-1"], "latest": f"{directory}/ckpt-1"}
+
+
 @pytest.mark.slow
 def test_a_rank_killed_mid_save_fails_the_others_within_the_timeout(tmp_path: Path) -> None:
     prefix = f"{tmp_path}/ckpt"
