@@ -108,10 +108,10 @@ def _known_dtype_name(dtype: np.dtype[Any]) -> str | None:
     # Cached: a checkpoint of 20,000 tensors asks for a handful of dtypes.
     if core_dtypes.is_string(dtype):
         return STRING
-    if dtype.kind == "V":
-        for name, dt in ml_dtypes_by_name().items():
-            if dtype == dt:
-                return name
+    # Not by kind: ml_dtypes gives float8_e5m2 kind "f" (and "<f1", which numpy cannot hold in a buffer).
+    for name, dt in ml_dtypes_by_name().items():
+        if dtype == dt:
+            return name
     limit = _NUMERIC_KINDS.get(dtype.kind)
     if limit is None or dtype.itemsize > limit or dtype.fields is not None:
         return None
@@ -142,7 +142,7 @@ def little_endian(dtype: np.dtype[Any]) -> np.dtype[Any]:
 @functools.lru_cache(maxsize=64)
 def storage_dtype(dtype: np.dtype[Any]) -> np.dtype[Any]:
     """The little-endian dtype the array is stored with (ml_dtypes types as unsigned ints)."""
-    if dtype.kind == "V" and any(dtype == dt for dt in ml_dtypes_by_name().values()):
+    if any(dtype == dt for dt in ml_dtypes_by_name().values()):  # float8_e5m2 has kind "f": not by kind
         return np.dtype(f"<u{dtype.itemsize}")
     return dtype.newbyteorder("<")
 

@@ -505,8 +505,11 @@ def write_npz(
         typed: dict[str, str] = {}
         with zipfile.ZipFile(temp, "w", compression=mode, allowZip64=True) as zf:
             for name, array in tensors:
-                if array.dtype.kind == "V":
+                if array.dtype.type.__module__.startswith("ml_dtypes"):
+                    # By the type's module, not kind "V": float8_e5m2 has kind "f" and the descriptor "<f1",
+                    # which numpy.load refuses. Stored as raw bytes and named in the metadata like the others.
                     typed[name] = array.dtype.name
+                    array = array.view(f"V{array.dtype.itemsize}")
                 with zf.open(name + ".npy", "w", force_zip64=True) as fh:
                     np.lib.format.write_array(fh, _npy(name, array), allow_pickle=False)
             meta = {**metadata, **({NPZ_DTYPES: json.dumps(typed, sort_keys=True)} if typed else {})}

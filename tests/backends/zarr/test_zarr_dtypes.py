@@ -17,6 +17,9 @@ _NUMERIC = [
 ]  # fmt: skip
 
 
+_ML = ["bfloat16", "float8_e5m2", "float8_e4m3fn", "float8_e4m3fnuz", "float8_e4m3b11fnuz", "float8_e5m2fnuz"]
+
+
 def _sample(dtype: np.dtype[Any], shape: tuple[int, ...]) -> np.ndarray[Any, Any]:
     rng = np.random.default_rng(7)
     n = int(np.prod(shape))
@@ -50,8 +53,8 @@ def _same(a: np.ndarray[Any, Any], b: np.ndarray[Any, Any]) -> bool:
 @pytest.mark.parametrize("shape", [(), (0,), (3, 0, 2), (5,), (7, 3)], ids=str)
 def test_every_dtype_round_trips(local: Any, compressor: str, pack_bytes: int, shape: tuple[int, ...]) -> None:
     items = [WriteItem(name, _sample(np.dtype(name), shape)) for name in _NUMERIC]
-    items.append(WriteItem("bfloat16", _sample(np.dtype(ml_dtypes.bfloat16), shape)))
-    items.append(WriteItem("float8", _sample(np.dtype(ml_dtypes.float8_e4m3fn), shape)))
+    # Every ml_dtypes type: float8_e5m2 is of kind "f", the others of kind "V".
+    items.extend(WriteItem(name, _sample(np.dtype(getattr(ml_dtypes, name)), shape)) for name in _ML)
     items.append(WriteItem("strings", _strings(shape)))
     prefix = local.prefix()
     opts = local.options.__class__(backend="zarr", backend_options={"compressor": compressor, "pack_bytes": pack_bytes})
