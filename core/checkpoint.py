@@ -307,8 +307,31 @@ class Checkpoint(AutoTrackable):
             self._write_async(prefix, options, then=None, started=started)
         else:
             with _gc.full_collections_deferred():
-                self._write_items(prefix, write_items(self._view()), options, started=started)
+                items, failure = self._collect(options)
+                self._write_items(prefix, items, options, started=started, failure=failure)
         return prefix
+
+    def _fail_coordinated(self, prefix: str, options: CheckpointOptions | None, failure: BaseException) -> None:
+        """Take part in a coordinated save that failed on this rank before it began, so it fails on every rank.
+
+        Returns without doing anything outside a coordinated save; the caller raises ``failure`` then.
+        """
+        if coordinator_of(_async.storage_options_of(options)) is not None:
+            self._write_items(prefix, [], options, started=time.perf_counter(), failure=failure)
+
+    def _collect(self, options: CheckpointOptions | None) -> tuple[list[WriteItem], BaseException | None]:
+        """The items a save writes; in a coordinated save, a failure to collect them is returned, not raised.
+
+        A rank whose objects fail to give their values (a ``state_dict()`` raising, a value refused) must
+        still take part in the save, to make it fail on every rank: had it raised here, the others' save
+        would pair up with this rank's next one and commit values of two different steps.
+        """
+        try:
+            return write_items(self._view()), None
+        except Exception as exc:
+            if coordinator_of(_async.storage_options_of(options)) is None:
+                raise
+            return [], exc
 
     # ------------------------------------------------------------ async saves
     def _write_items(
@@ -319,12 +342,14 @@ class Checkpoint(AutoTrackable):
         *,
         started: float,
         events: observe.SaveEvents | None = None,
+        failure: BaseException | None = None,
     ) -> None:
         """The save driver: write and commit ``items`` at ``prefix``, then run the write callbacks.
 
         A synchronous save calls it in the caller's thread, an async save in
         its writer thread, with the snapshot's items and the events it
-        started when it was called.
+        started when it was called. ``failure``: collecting the items failed
+        on this rank of a coordinated save (see :meth:`_collect`).
         """
         options = _async.storage_options_of(options)
         backend = _resolve.writer(self._self_backends.store(prefix, options))
@@ -337,7 +362,7 @@ class Checkpoint(AutoTrackable):
             from trackpoint.distributed._save import save as save_together
 
             # Every rank reports the save it takes part in (sizes: the whole checkpoint's).
-            events.run(lambda: save_together(coordinator, backend, prefix, items, options, overwrite=True))
+            events.run(lambda: save_together(coordinator, backend, prefix, items, options, failure=failure))
         else:
             events.run(lambda: backend.save(prefix, items, options, overwrite=True))
         observe.run_write_callbacks(options, prefix)
@@ -352,7 +377,14 @@ class Checkpoint(AutoTrackable):
         ``then`` records the checkpoint and applies retention after the commit).
         With a coordinator, each rank's writer thread runs the collective save.
         """
-        items, nodes = _snapshot(self._view())
+        try:
+            items, nodes = _snapshot(self._view())
+        except Exception as exc:
+            if coordinator_of(_async.storage_options_of(options)) is None:
+                raise
+            # Taking part makes the save fail on every rank (see _collect); it raises this rank's error.
+            self._write_items(prefix, [], options, started=started, failure=exc)
+            raise
         backend = _resolve.writer(self._self_backends.store(prefix, _async.storage_options_of(options)))
         events = observe.save_events(
             prefix,

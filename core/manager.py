@@ -565,9 +565,16 @@ class CheckpointManager:
         started = time.perf_counter()
         # Arguments first: a refused call changes nothing.
         number = None
-        if checkpoint_number is not None:
-            number = _checkpoint_number(checkpoint_number, self._directory, self._checkpoint_name)
         opts = options or self._options
+        if checkpoint_number is not None:
+            try:
+                number = _checkpoint_number(checkpoint_number, self._directory, self._checkpoint_name)
+            except TrackableError as exc:
+                fail = getattr(self._checkpoint, "_fail_coordinated", None)
+                if fail is not None and self._coordinator is not None:
+                    # Refused on this rank alone: the other ranks' save must fail too, not wait for the next.
+                    fail(self._prefix, opts, exc)
+                raise
         asynchronous = _async.enabled(opts)
         saver: _async.AsyncSaver | None = getattr(self._checkpoint, "_self_async", None)
         if saver is not None:

@@ -246,8 +246,13 @@ def save(
     options: CheckpointOptions,
     *,
     overwrite: bool = True,
+    failure: BaseException | None = None,
 ) -> None:
     """Write and commit one checkpoint together with the other ranks (see the module docstring).
+
+    ``failure``: this rank failed before the save could start (collecting its values raised); it takes
+    part anyway, so that the save fails on every rank instead of pairing the other ranks' save with this
+    rank's next one.
 
     Raises
     ------
@@ -260,7 +265,7 @@ def save(
     # One operation: a rank that fell behind (timed out, or arrived after the others gave up) can only
     # meet this save's messages, never the next save's.
     with operation(coordinator, "save"):
-        _save(coordinator, backend, prefix, items, options, overwrite=overwrite)
+        _save(coordinator, backend, prefix, items, options, overwrite=overwrite, failure=failure)
 
 
 def _save(
@@ -271,6 +276,7 @@ def _save(
     options: CheckpointOptions,
     *,
     overwrite: bool,
+    failure: BaseException | None = None,
 ) -> None:
     target = backend.with_options(options)
     defaults = backend.save_defaults
@@ -287,6 +293,8 @@ def _save(
         own: BaseException | None = None
         message: dict[str, Any] = {"step": "plan", "prefix": prefix, "overwrite": overwrite, "error": None}
         try:
+            if failure is not None:
+                raise failure
             if target.supports_slices:
                 if target.splits_large_tensors:
                     # Split alike on every rank (same max_shard_bytes), so a replicated large tensor's

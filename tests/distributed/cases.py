@@ -297,6 +297,53 @@ def manager_run(
     }
 
 
+class _FlakyState:
+    """State saved through its state dict, whose ``state_dict()`` raises when told to."""
+
+    def __init__(self) -> None:
+        self.fail = False
+        self.value = np.zeros(2, np.float32)
+
+    def state_dict(self) -> dict[str, Any]:
+        if self.fail:
+            raise RuntimeError("state_dict() failed on this rank")
+        return {"value": self.value}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.value = np.asarray(state["value"])
+
+
+def a_rank_fails_before_its_save(ctx: Context, directory: str, how: str, asynchronous: bool) -> dict[str, Any]:
+    """Three saves; the second fails on rank 1 alone, before its save begins; what every rank saw and stored."""
+    model = _model(7, [4])
+    extra = _FlakyState()
+    options = _options(ctx, timeout=10.0, enable_async=asynchronous)
+    manager = tp.CheckpointManager(
+        tp.Checkpoint(model=model, extra=extra), directory, max_to_keep=None, options=options
+    )
+    outcomes = []
+    for step in (1, 2, 3):
+        model.step.assign(np.int64(step))
+        extra.value = np.full(2, float(step), np.float32)
+        extra.fail = how == "state_dict" and ctx.rank == 1 and step == 2
+        number: Any = -1 if how == "number" and ctx.rank == 1 and step == 2 else step
+        try:
+            manager.save(checkpoint_number=number)
+            manager.sync()
+            outcomes.append("saved")
+        except tp.CheckpointError as exc:
+            outcomes.append(type(exc).__name__)
+    manager.close()
+    stored = {
+        os.path.basename(path): [
+            int(tp.load_variable(path, "model/step/.ATTRIBUTES/VARIABLE_VALUE")),
+            float(tp.load_variable(path, "extra/.ATTRIBUTES/value")[0]),
+        ]
+        for path in manager.checkpoints
+    }
+    return {"outcomes": outcomes, "stored": stored}
+
+
 def manager_reload(ctx: Context, directory: str) -> dict[str, Any]:
     """Two saves; rank 0 removes the newest behind the managers' backs; every rank's view after ``reload()``."""
     manager = tp.CheckpointManager(

@@ -132,6 +132,20 @@ def test_manager_numbering_and_retention_across_ranks(torch4: Ranks, tmp_path: P
     assert tp.latest_checkpoint(directory) == f"{directory}/ckpt-4"
 
 
+@pytest.mark.parametrize("how", ["state_dict", "number"])
+@pytest.mark.parametrize("asynchronous", [False, True], ids=["sync", "async"])
+def test_a_save_failing_on_one_rank_before_it_begins_fails_on_every_rank(
+    torch2: Ranks, tmp_path: Path, how: str, asynchronous: bool
+) -> None:
+    directory = str(tmp_path / "run")
+    results = torch2.values("a_rank_fails_before_its_save", directory=directory, how=how, asynchronous=asynchronous)
+    for result in results:
+        assert result["outcomes"][0] == "saved" and result["outcomes"][2] == "saved", results
+        assert result["outcomes"][1] != "saved", results  # on every rank, not only rank 1
+        # What was committed holds each step's own values: none paired with another step's.
+        assert result["stored"] == {"ckpt-1": [1, 1.0], "ckpt-3": [3, 3.0]}, results
+
+
 def test_reload_gives_every_rank_rank_0s_view_of_the_directory(torch2: Ranks, tmp_path: Path) -> None:
     directory = str(tmp_path / "run")
     views = torch2.values("manager_reload", directory=directory)
