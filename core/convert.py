@@ -131,12 +131,16 @@ def convert(
     names
         Tensor names of an exported file: ``"paths"``, the object-graph paths
         (``model/layer/kernel``), or ``"keys"``, the checkpoint keys
-        (``model/layer/kernel/.ATTRIBUTES/VARIABLE_VALUE``).
+        (``model/layer/kernel/.ATTRIBUTES/VARIABLE_VALUE``). Keys name every
+        tensor; a path cannot name a tensor with a local name on its path
+        that is empty or holds ``separator`` (a dict key ``"dense/kernel"``).
+        Ignored for a copy to a checkpoint.
     include, exclude
         ``fnmatch`` patterns (``*`` also matches ``/``) on a tensor's path or
         key: only tensors matching an include pattern (all, when none is
         given) and no exclude pattern are copied; the object graph keeps
-        the attributes of the copied tensors only.
+        the attributes of the copied tensors only. The path is matched as
+        its local names read joined by ``separator``, whatever they hold.
     separator
         What separates local names in a file's tensor names (``"."`` for
         ``layers.0.weight``), on import and export.
@@ -156,6 +160,13 @@ def convert(
     UnsupportedDTypeError
         An exported tensor has a dtype the file format cannot hold (strings
         in safetensors); leave it out with ``exclude``.
+    NameConflictError
+        ``names="paths"`` and an exported tensor's path cannot name it (a
+        local name holds ``separator``), or two would get one name: export
+        with ``names="keys"``, another ``separator``, or ``exclude`` it.
+    DataLossError
+        The source is damaged: its bytes fail a checksum, such as the
+        CRC-32C of every tensor a safetensors export of trackpoint records.
     BackendUnavailableError
         Writing safetensors needs the ``safetensors`` extra.
     InvalidPathError
@@ -181,7 +192,11 @@ def convert(
     physical layout (sharding, chunking, compression).
 
     A file written by an export records the checkpoint keys and object graph
-    in its metadata, so importing it gives back the exported checkpoint. Any
+    in its metadata, so importing it gives back the exported checkpoint. A
+    safetensors export also records a CRC-32C of every tensor and of that
+    metadata, the format having no checksums of its own; reading the file
+    (an import, :func:`~trackpoint.verify`, :func:`~trackpoint.diff`)
+    checks them. Any
     other file becomes a checkpoint whose object graph follows its names
     (:func:`trackpoint.interchange.graph_from_names`), which
     ``Checkpoint(...).restore`` matches by path.
@@ -381,8 +396,14 @@ def _convert_selected(
                     "choose another destination"
                 )
         try:
+            # Path names only for a file whose tensors are named by path: keys need none, and a local name
+            # holding the separator (a dict key "dense/kernel") then never stands in the way.
             reader = Selected(
-                base, include=include, exclude=exclude, separator=separator, with_names=dst_fmt is not None
+                base,
+                include=include,
+                exclude=exclude,
+                separator=separator,
+                with_names=dst_fmt is not None and names == "paths",
             )
         except BaseException:
             base.close()

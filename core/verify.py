@@ -3,8 +3,13 @@
 Everything goes through the storage contract, so every backend is checked the same way and each
 checks what its format can: opening a reader checks the index (the bundle's SSTable block checksums,
 Zarr's root checksum), and reading a tensor checks its data (the bundle's CRC-32C per tensor, Zarr's
-``crc32c`` codec per chunk, the memory backend's CRC per record). A quick check stops after the
-structure: the index, every tensor's dtype and shape, and the object graph against the stored keys.
+``crc32c`` codec per chunk, the memory backend's CRC per record, an ``.npz`` member's zip CRC-32, the
+CRC-32C trackpoint's safetensors exports record per tensor). A quick check stops after the structure:
+the index, every tensor's dtype and shape, and the object graph against the stored keys.
+
+A tensor no checksum covers (any safetensors file trackpoint did not write) is read whole but is not
+called intact: a changed bit there reads back as a valid value. The report lists such tensors as
+:attr:`VerifyReport.unverified`, and its :attr:`~VerifyReport.ok` is then false.
 """
 
 from __future__ import annotations
@@ -61,6 +66,10 @@ class VerifyReport:
         Whether only the structure was checked.
     problems
         Everything found wrong; empty when the checkpoint is intact.
+    unverified
+        Keys of the tensors read without error but without a checksum to check their bytes against (every
+        tensor of a safetensors file trackpoint did not write): they may hold changed values. Empty for a
+        quick check, which reads no data.
     """
 
     path: str
@@ -70,11 +79,16 @@ class VerifyReport:
     nbytes: int
     quick: bool
     problems: tuple[Problem, ...]
+    unverified: tuple[str, ...] = ()
 
     @property
     def ok(self) -> bool:
-        """Whether no problem was found."""
-        return not self.problems
+        """Whether the checkpoint is intact: no problem found, and every tensor read was checked by a checksum.
+
+        False for a file that reads without error but stores no checksums (:attr:`unverified`): nothing
+        says its values are the ones written.
+        """
+        return not self.problems and not self.unverified
 
 
 def _graph_problems(reader: CheckpointReader, keys: set[str]) -> list[Problem]:
@@ -127,7 +141,7 @@ def verify(
     path
         A checkpoint prefix, or a directory (its latest checkpoint), on any backend; or a
         ``.safetensors`` / ``.npz`` file (its header or archive, and every tensor's bytes; ``.npz``
-        members also have their zip CRC-32 checked).
+        members have their zip CRC-32 checked, safetensors tensors the CRC-32C trackpoint's exports record).
     quick
         Check only the structure: the index opens, every tensor's dtype and shape can be read, and
         every tensor the object graph names is stored. No tensor data is read.
@@ -140,7 +154,10 @@ def verify(
     -------
     VerifyReport
         What was checked, and every problem found (each damaged tensor separately, and each
-        once: an unreadable object graph is one problem). Damage is reported, never raised.
+        once: an unreadable object graph is one problem). Damage is reported, never raised. Tensors
+        read whole that no checksum covers (a safetensors file trackpoint did not write; trackpoint's
+        exports record a CRC-32C of every tensor) are listed in ``unverified``, and the report is then
+        not ``ok``, though nothing was found wrong.
 
     Raises
     ------
@@ -149,7 +166,7 @@ def verify(
     BackendError
         No backend can be opened for ``path``.
     """
-    from trackpoint.interchange._convert import open_source
+    from trackpoint.interchange._convert import FlatReader, open_source
 
     text = os.fspath(path)
     try:
@@ -159,6 +176,7 @@ def verify(
     except CheckpointError as exc:
         return VerifyReport(text, None, None, 0, 0, quick, (Problem(None, type(exc).__name__, str(exc)),))
     problems: list[Problem] = []
+    unverified: list[str] = []
     done = 0
     with reader:
         keys = list(reader.keys())
@@ -182,8 +200,12 @@ def verify(
                         reader.read(key, out)
                     except CheckpointError as exc:
                         problems.append(Problem(key, type(exc).__name__, str(exc)))
+                    else:
+                        # Read without error is all that can be said of bytes no checksum covers.
+                        if isinstance(reader, FlatReader) and not reader.checksummed(key):
+                            unverified.append(key)
                 done += info.nbytes
                 if progress is not None:
                     progress(done, total)
     counted = len([k for k in keys if k != OBJECT_GRAPH_KEY])
-    return VerifyReport(text, prefix, backend, counted, done, quick, tuple(problems))
+    return VerifyReport(text, prefix, backend, counted, done, quick, tuple(problems), tuple(unverified))

@@ -15,6 +15,8 @@ Exit status
 3    a checkpoint, file or directory (``ls``, ``cleanup``) was not found
 4    any other failure (storage, permissions, unsupported dtype, missing extra, ...); ``verify``
      and ``ls``: a checkpoint could not be read (it may be intact), even when another is damaged
+5    ``verify``: nothing found damaged, but a file was read without checksums to check it against
+     (a safetensors file trackpoint did not write), so it is not known to be intact
 130  interrupted (Ctrl-C)
 141  the reader of the output went away (``trackpoint inspect run | head``), as SIGPIPE ends a command
 ===  ==========================================================================================
@@ -26,6 +28,14 @@ Nothing here is imported by ``import trackpoint``.
 
 from __future__ import annotations
 
-from trackpoint.cli._app import EXIT_DIFFERENT, EXIT_ERROR, EXIT_NOT_FOUND, EXIT_OK, EXIT_USAGE, main
+from trackpoint.cli._app import (
+    EXIT_DIFFERENT,
+    EXIT_ERROR,
+    EXIT_NOT_FOUND,
+    EXIT_OK,
+    EXIT_UNVERIFIED,
+    EXIT_USAGE,
+    main,
+)
 
-__all__ = ["EXIT_DIFFERENT", "EXIT_ERROR", "EXIT_NOT_FOUND", "EXIT_OK", "EXIT_USAGE", "main"]
+__all__ = ["EXIT_DIFFERENT", "EXIT_ERROR", "EXIT_NOT_FOUND", "EXIT_OK", "EXIT_UNVERIFIED", "EXIT_USAGE", "main"]

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import base64
 import collections
 import dataclasses
 import json
+import math
 import os
 import re
 import sys
@@ -29,7 +31,7 @@ from trackpoint.errors import (
 )
 from trackpoint.storage import OBJECT_GRAPH_KEY, CheckpointOptions, StorageBackend
 
-__all__ = ["EXIT_DIFFERENT", "EXIT_ERROR", "EXIT_NOT_FOUND", "EXIT_OK", "EXIT_USAGE", "main"]
+__all__ = ["EXIT_DIFFERENT", "EXIT_ERROR", "EXIT_NOT_FOUND", "EXIT_OK", "EXIT_UNVERIFIED", "EXIT_USAGE", "main"]
 
 #: Success; the checkpoints are equal; every checkpoint is intact.
 EXIT_OK: Final = 0
@@ -41,6 +43,8 @@ EXIT_USAGE: Final = 2
 EXIT_NOT_FOUND: Final = 3
 #: Any other failure.
 EXIT_ERROR: Final = 4
+#: ``verify``: nothing found damaged, but some tensor was read without a checksum to check it against.
+EXIT_UNVERIFIED: Final = 5
 
 _INTERRUPTED: Final = 130
 #: The status of a process killed by SIGPIPE (128 + 13), as ``yes | head`` leaves ``yes``.
@@ -50,6 +54,7 @@ _BROKEN_PIPE: Final = 141
 #: What ``trackpoint --help`` says of each exit status; docs/cli.md's table says the same at length.
 _EXIT_STATUSES: Final = (
     "0 ok, 1 different/damaged, 2 usage, 3 not found, 4 other error (storage, permissions, ...), "
+    "5 verify: read, but no checksum to verify (a safetensors file trackpoint did not write), "
     "130 interrupted, 141 output closed (the reader of a pipe went away)"
 )
 
@@ -64,6 +69,9 @@ _DAMAGED: Final = "damaged"
 #: Permissions, credentials, the network, a backend that is not installed: the bytes were never
 #: seen, so the checkpoint may well be intact.
 _UNREADABLE: Final = "unreadable"
+#: Read whole without error, but some tensor has no checksum (a safetensors file trackpoint did not write):
+#: its values cannot be told from changed ones.
+_UNVERIFIED: Final = "unverified"
 
 
 def _failure_kind(error: BaseException | str) -> str:
@@ -194,8 +202,27 @@ def _parser() -> argparse.ArgumentParser:
 
 
 # ----------------------------------------------------------------- commands
+def _strict(data: Any) -> Any:
+    """``data`` with every non-finite float written as the string ``"NaN"``, ``"Infinity"`` or ``"-Infinity"``.
+
+    RFC 8259 has no number for them, and strict parsers (jq, Go's, Rust's serde_json) refuse the bare
+    ``NaN`` Python's json module writes by default; the strings are the ones protobuf's JSON mapping uses.
+    """
+    if isinstance(data, float):
+        if math.isfinite(data):
+            return data
+        return "NaN" if math.isnan(data) else "Infinity" if data > 0 else "-Infinity"
+    if isinstance(data, dict):
+        return {k: _strict(v) for k, v in data.items()}
+    if isinstance(data, (list, tuple)):
+        return [_strict(v) for v in data]
+    return data
+
+
 def _dump(data: Any, out: TextIO) -> None:
-    print(json.dumps(data, indent=2, sort_keys=False), file=out)
+    # allow_nan=False: should a non-finite float slip past _strict, the command fails rather than print
+    # something that is not JSON.
+    print(json.dumps(_strict(data), indent=2, sort_keys=False, allow_nan=False), file=out)
 
 
 def _check_directory(command: str, directory: str, store: StorageBackend) -> None:
@@ -424,7 +451,7 @@ def _cleanup(args: argparse.Namespace, out: TextIO) -> int:
 
 def _inspect(args: argparse.Namespace, out: TextIO) -> int:
     from trackpoint.interchange._convert import open_source, read_graph
-    from trackpoint.interchange._names import key_at_path, path_names
+    from trackpoint.interchange._names import key_at_path, tensor_paths
 
     if args.values and not args.key:
         raise _UsageError("--values needs --key KEY: name the tensor to print")
@@ -434,12 +461,11 @@ def _inspect(args: argparse.Namespace, out: TextIO) -> int:
         keys = [k for k in reader.keys() if k != OBJECT_GRAPH_KEY]
         infos = {k: reader.info(k) for k in keys}
         graph = read_graph(reader)
-        try:
-            paths = path_names(graph, keys)
-        except CheckpointError:
-            paths = {k: k for k in keys}
+        # Per tensor: a local name holding "/" (a dict key "dense/kernel") leaves that tensor without a path
+        # (null in --json), not every other tensor.
+        paths = tensor_paths(graph, keys)
         if args.key:
-            by_path = {p: k for k, p in paths.items()}
+            by_path = {p: k for k, p in paths.items() if p is not None}
             key = args.key if args.key in infos else by_path.get(args.key)
             if key is None:
                 # A key as listed without its attribute part: ``state/a..b`` for ``state/a..b/.ATTRIBUTES/...``.
@@ -457,7 +483,7 @@ def _inspect(args: argparse.Namespace, out: TextIO) -> int:
             if args.json:
                 data: dict[str, Any] = {
                     "key": key,
-                    "path": paths.get(key, key),
+                    "path": paths.get(key),
                     "dtype": _render.dtype_name(info),
                     "shape": list(info.shape),
                     "bytes": info.nbytes,
@@ -485,7 +511,7 @@ def _inspect(args: argparse.Namespace, out: TextIO) -> int:
     rows: list[dict[str, Any]] = [
         {
             "key": k,
-            "path": paths.get(k, k),
+            "path": paths.get(k),
             "dtype": _render.dtype_name(infos[k]),
             "shape": list(infos[k].shape),
             "bytes": infos[k].nbytes,
@@ -506,11 +532,27 @@ def _inspect(args: argparse.Namespace, out: TextIO) -> int:
     return EXIT_OK
 
 
+def _json_string(value: bytes | str) -> str | dict[str, str]:
+    """One value of a string tensor in JSON: its text when it is UTF-8, else ``{"base64": ...}`` of its bytes.
+
+    Never text with escapes for the bytes that are not UTF-8: ``"\\xff"`` would be read as those four
+    characters, which a tensor may just as well hold.
+    """
+    if isinstance(value, str):
+        return value
+    try:
+        return value.decode("utf-8")
+    except UnicodeDecodeError:
+        return {"base64": base64.b64encode(value).decode("ascii")}
+
+
 def _jsonable(value: np.ndarray[Any, Any]) -> Any:
+    """The values of a tensor as JSON data: nested lists of numbers (``_dump`` writes non-finite ones as strings)."""
     if value.dtype.kind == "O":
-        return np.vectorize(lambda b: b.decode("utf-8", "backslashreplace"), otypes=[object])(value).tolist()
+        return np.vectorize(_json_string, otypes=[object])(value).tolist()
     if value.dtype.kind == "c":
-        return [[float(z.real), float(z.imag)] for z in value.reshape(-1)]
+        # [real, imag] pairs in the tensor's own nesting (shape [2, 3] gives 2 lists of 3 pairs).
+        return np.stack([value.real, value.imag], axis=-1).astype(np.float64).tolist()
     if value.dtype.kind == "V":  # bfloat16 and other ml_dtypes
         return value.astype(np.float64).tolist()
     return value.tolist()
@@ -530,31 +572,38 @@ def _verify(args: argparse.Namespace, out: TextIO) -> int:
                 "tensors": report.tensors,
                 "bytes": report.nbytes,
                 "problems": [{"key": p.key, "error": p.error, "message": p.message} for p in report.problems],
+                "unverified": list(report.unverified),
             }
         except CheckpointNotFoundError as exc:
             entry = {"path": path, "prefix": None, "backend": None, "tensors": 0, "bytes": 0}
             entry["problems"] = [{"key": None, "error": type(exc).__name__, "message": str(exc)}]
-        entry["ok"] = not entry["problems"]
+            entry["unverified"] = []
+        entry["ok"] = not entry["problems"] and not entry["unverified"]
         entry["status"] = _verdict(entry)
         reports.append(entry)
     bad = [r for r in reports if not r["ok"]]
     unreadable = [r for r in reports if r["status"] == _UNREADABLE]
+    unverified = [r for r in reports if r["status"] == _UNVERIFIED]
     if args.json:
         _dump({"quick": args.quick, "ok": not bad, "checkpoints": reports}, out)
     else:
         for r in reports:
+            what = "structure" if args.quick else _render.human_bytes(r["bytes"])
+            summary = f"{r['prefix']}  ({_render.plural(r['tensors'], 'tensor')}, {what}, {r['backend']})"
             if r["ok"]:
-                what = "structure" if args.quick else _render.human_bytes(r["bytes"])
-                print(
-                    f"OK       {r['prefix']}  ({_render.plural(r['tensors'], 'tensor')}, {what}, {r['backend']})",
-                    file=out,
-                )
+                print(f"OK       {summary}", file=out)
                 continue
-            print(f"{r['status'].upper():<8} {r['prefix'] or r['path']}", file=out)
+            print(
+                f"{r['status'].upper():<8} {summary if r['status'] == _UNVERIFIED else r['prefix'] or r['path']}",
+                file=out,
+            )
             for p in r["problems"]:
                 print(f"  {p['key'] or '(checkpoint)'}: {p['error']}: {p['message']}", file=out)
+            if r["unverified"]:
+                print(f"  {_unverified_note(r)}", file=out)
         mode = "structure checked" if args.quick else "every byte read"
-        print(f"{len(reports) - len(bad)} of {len(reports)} intact ({mode})", file=out)
+        also = f", {len(unverified)} unverifiable" if unverified else ""
+        print(f"{len(reports) - len(bad)} of {len(reports)} intact{also} ({mode})", file=out)
     if unreadable:
         # Not a verdict: nothing says these are damaged. Status 4 (storage, permissions) wins over 1,
         # since not every checkpoint could be checked.
@@ -568,18 +617,33 @@ def _verify(args: argparse.Namespace, out: TextIO) -> int:
             file=sys.stderr,
         )
         return EXIT_ERROR
-    return EXIT_DIFFERENT if bad else EXIT_OK
+    if any(r["status"] != _UNVERIFIED for r in bad):
+        return EXIT_DIFFERENT  # damage found is the stronger verdict
+    # Not 0: nothing was found wrong, but nothing shows these values are the ones written either.
+    return EXIT_UNVERIFIED if unverified else EXIT_OK
+
+
+def _unverified_note(entry: dict[str, Any]) -> str:
+    """What verify says of a file whose tensors it read whole but could not check, and what to do."""
+    n = len(entry["unverified"])
+    return (
+        f"{n} of {_render.plural(entry['tensors'], 'tensor')} read whole but unverifiable: the file stores no "
+        f"checksum of {'it' if n == 1 else 'them'}, so a changed value would go unnoticed (safetensors files "
+        "have none; exports of trackpoint convert record a CRC-32C of each tensor); compare the file with its "
+        f"source: trackpoint diff SOURCE {entry['path']}"
+    )
 
 
 def _verdict(entry: dict[str, Any]) -> str:
-    """``intact``, ``missing``, ``damaged``, or ``unreadable`` when every problem is one of reading, not of the data.
+    """``intact``, ``missing``, ``damaged``, ``unreadable`` when every problem is one of reading, not of the data,
+    or ``unverified`` when there is no problem but some tensor has no checksum.
 
     A permission error, a failed request or a backend that is not installed says nothing about the
     bytes, so a checkpoint with only such problems is not called damaged.
     """
     problems = entry["problems"]
     if not problems:
-        return "intact"
+        return _UNVERIFIED if entry["unverified"] else "intact"
     if entry["prefix"] is None and problems[0]["error"] == "CheckpointNotFoundError":
         return _MISSING
     if all(_failure_kind(p["error"]) == _UNREADABLE for p in problems):
@@ -588,8 +652,8 @@ def _verdict(entry: dict[str, Any]) -> str:
 
 
 def _diff(args: argparse.Namespace, out: TextIO) -> int:
-    if args.atol < 0 or args.rtol < 0:
-        raise _UsageError(f"--atol and --rtol must not be negative, got {args.atol} and {args.rtol}")
+    if not (args.atol >= 0 and args.rtol >= 0):  # NaN too: no difference is within a NaN tolerance
+        raise _UsageError(f"--atol and --rtol must be numbers >= 0, got {args.atol} and {args.rtol}")
     opts = _options(args.backend, args.storage_options)
     report = trackpoint.diff(args.a, args.b, atol=args.atol, rtol=args.rtol, a_options=opts, b_options=opts)
     if args.json:

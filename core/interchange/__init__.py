@@ -6,7 +6,9 @@ suffix, ``.safetensors`` or ``.npz``); the names here are for code that wants th
 Exports name tensors by their object-graph path (``model/layer/kernel``, see :func:`path_names`) rather
 than by TensorFlow's keys (``model/layer/kernel/.ATTRIBUTES/VARIABLE_VALUE``), unless the raw keys are
 asked for. trackpoint's own exports also record the keys and the object graph in the file's metadata,
-so importing them back gives the very checkpoint that was exported. Any other file becomes a
+so importing them back gives the very checkpoint that was exported; safetensors exports add a CRC-32C of
+every tensor and of that metadata, which every read of the file checks (``.npz`` members carry zip's
+CRC-32 already). Any other file becomes a
 checkpoint whose object graph follows its ``/``-separated names (:func:`graph_from_names`), so
 ``Checkpoint(model=...).restore`` matches its tensors by path.
 

@@ -7,15 +7,17 @@ import base64
 import binascii
 import fnmatch
 import json
-from collections.abc import Callable, Iterator, Sequence
+import sys
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, Final
 
 import numpy as np
 
 from trackpoint import _paths, _resolve
-from trackpoint.errors import CheckpointKeyError, InvalidCheckpointError
+from trackpoint._crc32c import crc32c
+from trackpoint.errors import CheckpointKeyError, DataLossError, InvalidArgumentError, InvalidCheckpointError
 from trackpoint.interchange._files import FlatFile, open_file, write_npz, write_safetensors
-from trackpoint.interchange._names import graph_from_names, path_names, prune_graph
+from trackpoint.interchange._names import graph_from_names, path_names, pattern_paths, prune_graph
 from trackpoint.proto import trackable_object_graph_pb2 as pb
 from trackpoint.storage import OBJECT_GRAPH_KEY, CheckpointOptions, CheckpointReader, StorageBackend, TensorInfo
 
@@ -28,6 +30,10 @@ Progress = Callable[[int, int], None]
 META_KEYS: Final = "trackpoint.keys"
 META_GRAPH: Final = "trackpoint.object_graph"
 META_VERSION: Final = "trackpoint.format"
+#: In safetensors exports, which have no checksums of their own: a JSON object, ``{"tensors": {name: CRC-32C
+#: of the tensor's bytes as stored, little-endian in C order}, "metadata": {entry: CRC-32C of the UTF-8 text
+#: of each other trackpoint.* entry}}``. ``.npz`` exports need none: zip keeps a CRC-32 of every member.
+META_CRC: Final = "trackpoint.crc32c"
 
 _GRAPH_INFO: Final = TensorInfo(np.dtype(object), ())
 
@@ -51,17 +57,34 @@ def read_graph(reader: CheckpointReader) -> pb.TrackableObjectGraph | None:
     return graph
 
 
+def stored_crc32c(array: np.ndarray[Any, Any]) -> int:
+    """CRC-32C of ``array``'s bytes as a flat file stores them: in C order, little-endian (as in :data:`META_CRC`)."""
+    data = array if array.flags.c_contiguous else array.copy(order="C")
+    if data.dtype.byteorder == ">" or (data.dtype.byteorder == "=" and sys.byteorder == "big"):
+        data = data.byteswap()  # same dtype, swapped bytes: those the file holds
+    return int(crc32c(data.reshape(-1).view(np.uint8)))
+
+
+def _text_crc32c(text: str) -> int:
+    return int(crc32c(text.encode("utf-8")))
+
+
 class FlatReader(CheckpointReader):
     """A flat file read as a checkpoint: tensors under checkpoint keys, plus an object graph.
 
     The keys and graph are the ones recorded in the file's metadata when it is trackpoint's own
     export of exactly these tensors; otherwise they follow the tensor names
-    (:func:`~trackpoint.interchange.graph_from_names`).
+    (:func:`~trackpoint.interchange.graph_from_names`). Reading a tensor checks what the file can be
+    checked against (:meth:`checksummed`): an ``.npz`` member's zip CRC-32, or the CRC-32C trackpoint's
+    safetensors exports record of every tensor.
     """
 
     def __init__(self, path: str, fmt: str, *, separator: str = "/") -> None:
         self.prefix = path
+        self._fmt = fmt
         self._file: FlatFile = open_file(_paths.strip_file_scheme(path), fmt)
+        #: CRC-32C of each tensor name (safetensors exports of trackpoint); none for other files.
+        self._crcs: dict[str, int] = {}
         try:
             self._graph, by_name = self._structure(separator)
         except BaseException:
@@ -73,6 +96,8 @@ class FlatReader(CheckpointReader):
         names = self._file.names()
         meta = self._file.metadata()
         if META_KEYS in meta:
+            # Before the metadata is parsed: a flipped bit there would otherwise name tensors wrongly.
+            crcs = self._checksums(meta)
             try:
                 recorded = json.loads(meta[META_KEYS])
                 graph_bytes = base64.b64decode(meta.get(META_GRAPH, ""), validate=True)
@@ -84,10 +109,56 @@ class FlatReader(CheckpointReader):
                 graph = None
                 if graph_bytes:
                     graph = pb.TrackableObjectGraph()
-                    graph.ParseFromString(graph_bytes)
+                    try:
+                        graph.ParseFromString(graph_bytes)
+                    except Exception as exc:  # protobuf's DecodeError, whose module differs by implementation
+                        raise InvalidCheckpointError(
+                            f"{self.prefix!r}: the object graph in trackpoint's metadata cannot be parsed ({exc})"
+                        ) from exc
+                # Only for the very tensors the metadata describes: a file another program rewrote with more
+                # tensors (its metadata copied along) is read by its names, and unchecked, as any other file.
+                self._crcs = crcs
                 return graph, {str(n): str(k) for n, k in recorded.items()}
         graph, keys = graph_from_names(names, separator=separator)
         return graph, keys
+
+    def _checksums(self, meta: Mapping[str, str]) -> dict[str, int]:
+        """The tensors' CRC-32C of :data:`META_CRC` (empty without it), once the metadata entries match theirs.
+
+        Raises
+        ------
+        DataLossError
+            The record cannot be read, or a metadata entry does not match its CRC-32C.
+        """
+        raw = meta.get(META_CRC)
+        if raw is None:
+            return {}
+        try:
+            record = json.loads(raw)
+            entries, tensors = record["metadata"], record["tensors"]
+            if not all(isinstance(d, dict) and all(type(c) is int for c in d.values()) for d in (entries, tensors)):
+                raise TypeError("its checksums are not integers by name")
+        except (ValueError, KeyError, TypeError) as exc:
+            raise DataLossError(
+                f"{self.prefix!r}: the record of checksums in trackpoint's metadata ({META_CRC!r}) is damaged "
+                f"({exc}); export the file again from its checkpoint"
+            ) from exc
+        for entry, expected in entries.items():
+            text = meta.get(entry)
+            if text is None or _text_crc32c(text) != expected:
+                raise DataLossError(
+                    f"{self.prefix!r}: CRC-32C mismatch for trackpoint's metadata entry {entry!r} in the file's "
+                    "header: the file is corrupted; export it again from its checkpoint"
+                )
+        return {str(name): crc for name, crc in tensors.items()}
+
+    def checksummed(self, key: str) -> bool:
+        """Whether reading the tensor ``key`` checks its bytes against a checksum the file stores.
+
+        Every ``.npz`` member has its zip CRC-32; a safetensors file has checksums only when it is an
+        export of trackpoint that records them (:data:`META_CRC`).
+        """
+        return self._fmt == "npz" or self._name(key) in self._crcs
 
     def keys(self) -> list[str]:
         # docstring inherited
@@ -109,7 +180,16 @@ class FlatReader(CheckpointReader):
         # docstring inherited
         if key == OBJECT_GRAPH_KEY and self._graph is not None:
             return _graph_array(self._graph)
-        return self._file.read(self._name(key), out)
+        name = self._name(key)
+        array = self._file.read(name, out)
+        expected = self._crcs.get(name)
+        if expected is not None and stored_crc32c(array) != expected:
+            raise DataLossError(
+                f"{self._fmt}: CRC-32C mismatch for tensor {name!r} (key {key!r}, {array.nbytes} bytes) in "
+                f"{self.prefix!r}: the data is corrupted, or another program changed the tensor and kept "
+                "trackpoint's metadata; export the file again from its checkpoint"
+            )
+        return array
 
     def close(self) -> None:
         # docstring inherited
@@ -177,8 +257,17 @@ class Selected(CheckpointReader):
     """The tensors of ``reader`` that the include/exclude patterns select, with the object graph pruned.
 
     A pattern (``fnmatch``: ``*`` also matches ``/``) selects a tensor when it matches the tensor's
-    object-graph path name or its checkpoint key. No include pattern selects every tensor; exclude
+    object-graph path or its checkpoint key. No include pattern selects every tensor; exclude
     patterns then drop some.
+
+    Attributes
+    ----------
+    names
+        ``{key: name}`` of the selected tensors: their object-graph path names (:func:`path_names`) when
+        ``with_names``, else their keys.
+    graph
+        The object graph, keeping the attributes of the selected tensors only; ``None`` when ``reader``
+        has none.
     """
 
     def __init__(
@@ -194,20 +283,24 @@ class Selected(CheckpointReader):
         self._reader = reader
         graph = read_graph(reader)
         keys = [k for k in reader.keys() if k != OBJECT_GRAPH_KEY]
-        # Path names are computed only when used: a checkpoint whose local names hold the separator
-        # still copies between stores unfiltered.
-        needed = with_names or bool(include or exclude)
-        self.names = path_names(graph, keys, separator=separator) if needed else {k: k for k in keys}
-        kept = [
-            key
-            for key, name in self.names.items()
-            if (not include or _matches(include, name, key)) and not _matches(exclude, name, key)
-        ]
+        kept = keys
+        if include or exclude:
+            # Patterns match the path however its local names read, so selecting never refuses a tensor whose
+            # local name holds the separator: only naming a file's tensors by path (with_names) needs paths
+            # that split back into their local names.
+            paths = pattern_paths(graph, keys, separator=separator)
+            kept = [
+                key
+                for key in keys
+                if (not include or _matches(include, paths[key], key)) and not _matches(exclude, paths[key], key)
+            ]
         if (include or exclude) and not kept:
             raise CheckpointKeyError(
                 f"no tensor of {reader.prefix!r} is selected by include {list(include)} and exclude {list(exclude)}; "
                 "patterns match the object-graph path (model/layer/kernel) or the checkpoint key"
             )
+        # Path names of the selected tensors only: a tensor whose path cannot name it can be left out.
+        self.names = path_names(graph, kept, separator=separator) if with_names else {k: k for k in kept}
         self._kept = set(kept)
         self.graph = graph if graph is None or not (include or exclude) else prune_graph(graph, self._kept)
 
@@ -268,7 +361,9 @@ def export(
     (pruned) object graph go into the file's metadata, so importing the file gives back this checkpoint.
     """
     if names not in ("paths", "keys"):
-        raise ValueError(f"names must be 'paths' or 'keys', got {names!r}")
+        raise InvalidArgumentError(
+            f"export of {reader.prefix!r} to {path!r}: names must be 'paths' or 'keys', got {names!r}"
+        )
     keys = [k for k in reader.keys() if k != OBJECT_GRAPH_KEY]
     out_names = {k: (reader.names[k] if names == "paths" else k) for k in keys}
     metadata = {
@@ -289,6 +384,14 @@ def export(
 
     local = _paths.strip_file_scheme(path)
     if fmt == "safetensors":
-        write_safetensors(local, tensors(), metadata, overwrite=overwrite)
+        # The package writes from a complete mapping, so every tensor is in memory anyway: read them all,
+        # then record their checksums, which the format has none of, ahead of the data.
+        arrays = list(tensors())
+        sums = {name: stored_crc32c(array) for name, array in arrays if array.dtype.kind != "O"}
+        metadata[META_CRC] = json.dumps(
+            {"metadata": {k: _text_crc32c(v) for k, v in metadata.items()}, "tensors": sums}, sort_keys=True
+        )
+        write_safetensors(local, arrays, metadata, overwrite=overwrite)
+        del arrays
     else:
         write_npz(local, tensors(), metadata, overwrite=overwrite)

@@ -31,7 +31,15 @@ from trackpoint.graph import (
 from trackpoint.proto import trackable_object_graph_pb2 as pb
 from trackpoint.storage import OBJECT_GRAPH_KEY
 
-__all__ = ["VARIABLE_VALUE", "graph_from_names", "key_at_path", "path_names", "prune_graph"]
+__all__ = [
+    "VARIABLE_VALUE",
+    "graph_from_names",
+    "key_at_path",
+    "path_names",
+    "pattern_paths",
+    "prune_graph",
+    "tensor_paths",
+]
 
 #: Attribute name of a variable's value.
 VARIABLE_VALUE = "VARIABLE_VALUE"
@@ -58,33 +66,50 @@ def _node_paths(graph: pb.TrackableObjectGraph) -> dict[int, list[str]]:
     return paths
 
 
+def _key_parts(graph: pb.TrackableObjectGraph) -> dict[str, list[str]]:
+    """The local names along the object-graph path of every checkpoint key ``graph`` names, ``{key: parts}``."""
+    parts: dict[str, list[str]] = {}
+    for node_id, path in _node_paths(graph).items():
+        for attr in graph.nodes[node_id].attributes:
+            here = path if attr.name == VARIABLE_VALUE else [*path, OBJECT_ATTRIBUTES_NAME, attr.name]
+            parts.setdefault(attr.checkpoint_key, here)
+    return parts
+
+
+def _unnameable(parts: Sequence[str], separator: str) -> str | None:
+    """The first local name of ``parts`` that is empty or holds ``separator`` (joined, it would not split back)."""
+    return next((p for p in parts if separator in p or not p), None)
+
+
 def path_names(graph: pb.TrackableObjectGraph | None, keys: Iterable[str], *, separator: str = "/") -> dict[str, str]:
     """The object-graph path name of every key (see the module docstring), ``{key: name}``.
 
     Keys that no attribute of ``graph`` names (all of them when ``graph`` is ``None``, a name-based
-    checkpoint) keep their key as their name. The object graph's own key is left out.
+    checkpoint) keep their key as their name. The object graph's own key is left out. Only the paths of
+    ``keys`` are checked: a tensor left out may have a local name no path can hold.
 
     Raises
     ------
     NameConflictError
-        A local name holds the separator, or two keys would get one name; the message suggests
-        keeping the raw keys instead.
+        A local name on the path of one of ``keys`` is empty or holds the separator, or two keys would
+        get one name; the message suggests keeping the raw keys instead.
     """
     wanted = [k for k in keys if k != OBJECT_GRAPH_KEY]
-    by_key: dict[str, str] = {}
-    if graph is not None:
-        for node_id, path in _node_paths(graph).items():
-            for attr in graph.nodes[node_id].attributes:
-                parts = path if attr.name == VARIABLE_VALUE else [*path, OBJECT_ATTRIBUTES_NAME, attr.name]
-                bad = [p for p in parts if separator in p or not p]
-                if bad:
-                    raise NameConflictError(
-                        f"tensor {attr.checkpoint_key!r}: the local name {bad[0]!r} on its object-graph path is "
-                        f"empty or holds the separator {separator!r}, so the path cannot name it; export with "
-                        "names='keys' (--keep-keys) or choose another separator"
-                    )
-                by_key.setdefault(attr.checkpoint_key, separator.join(parts))
-    names = {key: by_key.get(key, key) for key in wanted}
+    parts = _key_parts(graph) if graph is not None else {}
+    names: dict[str, str] = {}
+    for key in wanted:
+        here = parts.get(key)
+        if here is None:
+            names[key] = key
+            continue
+        bad = _unnameable(here, separator)
+        if bad is not None:
+            raise NameConflictError(
+                f"tensor {key!r}: the local name {bad!r} on its object-graph path is empty or holds the separator "
+                f"{separator!r}, so the path cannot name it; export with names='keys' (--keep-keys), choose "
+                "another separator (--separator), or leave the tensor out with an exclude pattern (--exclude)"
+            )
+        names[key] = separator.join(here)
     seen: dict[str, str] = {}
     for key, name in names.items():
         other = seen.setdefault(name, key)
@@ -94,6 +119,37 @@ def path_names(graph: pb.TrackableObjectGraph | None, keys: Iterable[str], *, se
                 "(--keep-keys), or leave one out with an exclude pattern"
             )
     return names
+
+
+def tensor_paths(
+    graph: pb.TrackableObjectGraph | None, keys: Iterable[str], *, separator: str = "/"
+) -> dict[str, str | None]:
+    """Each key's path name as :func:`path_names` gives it, or ``None`` where it would refuse that key.
+
+    ``None`` marks a tensor whose path holds a local name that is empty or contains the separator, and
+    every tensor of a group that would share one name: one such tensor leaves the others' paths as they are.
+    """
+    wanted = [k for k in keys if k != OBJECT_GRAPH_KEY]
+    parts = _key_parts(graph) if graph is not None else {}
+    names: dict[str, str | None] = {}
+    for key in wanted:
+        here = parts.get(key)
+        names[key] = key if here is None else None if _unnameable(here, separator) else separator.join(here)
+    holders = collections.Counter(name for name in names.values() if name is not None)
+    return {key: None if name is None or holders[name] > 1 else name for key, name in names.items()}
+
+
+def pattern_paths(
+    graph: pb.TrackableObjectGraph | None, keys: Iterable[str], *, separator: str = "/"
+) -> dict[str, str]:
+    """Each key's object-graph path for include/exclude patterns to match, ``{key: path}``.
+
+    The local names are joined whatever they hold: a pattern only selects, so a path that could not name
+    a tensor in a file (``model/params/dense/kernel`` for the local name ``dense/kernel``) still matches
+    as the user would write it. Keys that ``graph`` does not name are their own path.
+    """
+    parts = _key_parts(graph) if graph is not None else {}
+    return {key: separator.join(parts[key]) if key in parts else key for key in keys if key != OBJECT_GRAPH_KEY}
 
 
 def key_at_path(graph: pb.TrackableObjectGraph, path: str, *, separator: str = "/") -> str | None:

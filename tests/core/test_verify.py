@@ -164,3 +164,58 @@ def test_an_object_graph_whose_info_cannot_be_read_is_one_problem(
     for quick in (True, False):
         report = tp.verify(prefix, quick=quick)
         assert [(p.key, p.error) for p in report.problems] == [(OBJECT_GRAPH_KEY, "DataLossError")]
+
+
+# ------------------------------------------------------------- flat files
+def _header(path: Path) -> tuple[int, bytes]:
+    """Where a safetensors file's JSON header starts, and the header."""
+    raw = path.read_bytes()
+    n = int.from_bytes(raw[:8], "little")
+    return 8, raw[8 : 8 + n]
+
+
+def test_a_safetensors_file_without_checksums_is_unverified_not_intact(tmp_path: Path) -> None:
+    import safetensors.numpy
+
+    path = tmp_path / "foreign.safetensors"
+    safetensors.numpy.save_file({"a.w": np.arange(4, dtype=np.float32), "b": np.ones(2, np.int64)}, str(path))
+    report = tp.verify(path)
+    # Read whole without error, yet not called intact: a flipped bit would read back as a valid value.
+    assert report.problems == () and report.nbytes == 32
+    assert report.unverified == ("a..w/.ATTRIBUTES/VARIABLE_VALUE", "b/.ATTRIBUTES/VARIABLE_VALUE")
+    assert not report.ok
+    # A quick check reads no data, so it claims nothing of it.
+    quick = tp.verify(path, quick=True)
+    assert quick.ok and quick.unverified == ()
+    # Every .npz member has its zip CRC-32, whoever wrote the file.
+    np.savez(tmp_path / "foreign.npz", w=np.arange(4, dtype=np.float32))
+    npz = tp.verify(tmp_path / "foreign.npz")
+    assert npz.ok and npz.unverified == ()
+
+
+def test_a_bit_flip_in_an_exported_safetensors_file_is_found(tmp_path: Path) -> None:
+    path = tmp_path / "model.safetensors"
+    tp.convert(_save(str(tmp_path / "ckpt")), str(path))
+    report = tp.verify(path)
+    assert report.ok and report.unverified == ()  # the export records a CRC-32C of every tensor
+    _flip(path, path.stat().st_size - 100)  # inside model/w, the file's largest tensor
+    report = tp.verify(path)
+    assert not report.ok and report.unverified == ()
+    assert [(p.key, p.error) for p in report.problems] == [("model/w/.ATTRIBUTES/VARIABLE_VALUE", "DataLossError")]
+    assert "CRC-32C mismatch for tensor 'model/w'" in report.problems[0].message
+    assert str(path) in report.problems[0].message
+
+
+def test_a_changed_key_in_an_exports_metadata_is_found(tmp_path: Path) -> None:
+    path = tmp_path / "model.safetensors"
+    tp.convert(_save(str(tmp_path / "ckpt")), str(path))
+    start, header = _header(path)
+    # A key recorded in the metadata changes, and the header stays valid JSON: without a checksum of the
+    # metadata the tensor would be read under another key.
+    at = header.index(b"model/b/.ATTRIBUTES")
+    raw = bytearray(path.read_bytes())
+    raw[start + at + len("model/")] = ord("c")
+    path.write_bytes(bytes(raw))
+    report = tp.verify(path)
+    assert [(p.key, p.error) for p in report.problems] == [(None, "DataLossError")]
+    assert "'trackpoint.keys'" in report.problems[0].message

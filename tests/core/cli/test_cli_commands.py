@@ -165,6 +165,19 @@ def test_inspect_one_tensor_by_its_listed_key_without_the_attribute(cli: Any, tm
     assert "[0. 1. 2.]" in cli("inspect", path, "--key", "state/mlp.S~.Slinear_0", "--values").stdout
 
 
+def test_inspect_json_leaves_out_only_the_path_that_cannot_name_its_tensor(cli: Any, tmp_path: Path) -> None:
+    model = tp.AutoTrackable()
+    model.params = {"dense/kernel": tp.Variable(np.ones(2, np.float32)), "bias": tp.Variable(np.zeros(2, np.float32))}
+    path = tp.Checkpoint(model=model).write(str(tmp_path / "c-1"))
+    data = json.loads(cli("inspect", "--json", path).stdout)
+    assert {row["key"]: row["path"] for row in data["tensors"]} == {
+        "model/params/bias/.ATTRIBUTES/VARIABLE_VALUE": "model/params/bias",
+        "model/params/dense.Skernel/.ATTRIBUTES/VARIABLE_VALUE": None,
+    }
+    one = json.loads(cli("inspect", "--json", path, "--key", "model/params/bias").stdout)
+    assert one["path"] == "model/params/bias"
+
+
 def test_inspect_a_string_tensor_and_a_name_based_checkpoint() -> None:
     data = run_json(
         "inspect", str(FIXTURES / "python_state" / "ckpt-1"), "-k", "state/.ATTRIBUTES/py_state", "--values"
@@ -220,6 +233,31 @@ def test_verify_names_the_damaged_file_and_key(tmp_path: Path) -> None:
     assert quick.returncode == 0 and quick.stdout.splitlines()[-1] == "1 of 1 intact (structure checked)"
 
 
+def test_verify_calls_a_file_without_checksums_unverifiable_not_intact(tmp_path: Path, cli: Any) -> None:
+    foreign = tmp_path / "foreign.safetensors"
+    safetensors.numpy.save_file({"w": np.arange(4, dtype=np.float32)}, str(foreign))
+    result = cli("verify", str(foreign), NESTED)
+    assert result.returncode == 5
+    lines = result.stdout.splitlines()
+    assert lines[0] == f"UNVERIFIED {foreign}  (1 tensor, 16 B, safetensors)"
+    assert lines[1].startswith("  1 of 1 tensor read whole but unverifiable: the file stores no checksum of it")
+    assert lines[1].endswith(f"trackpoint diff SOURCE {foreign}")
+    assert lines[2].startswith("OK       ")
+    assert lines[-1] == "1 of 2 intact, 1 unverifiable (every byte read)"
+    data = json.loads(cli("verify", "--json", str(foreign)).stdout)
+    (entry,) = data["checkpoints"]
+    assert data["ok"] is False and entry["ok"] is False and entry["status"] == "unverified"
+    assert entry["problems"] == [] and entry["unverified"] == ["w/.ATTRIBUTES/VARIABLE_VALUE"]
+    # Damage found elsewhere is the stronger verdict; trackpoint's own export is checked by its CRC-32C.
+    assert cli("verify", str(foreign), _flipped(tmp_path)).returncode == 1
+    exported = tmp_path / "export.safetensors"
+    assert cli("convert", NESTED, str(exported)).returncode == 0
+    checked = cli("verify", str(exported))
+    assert checked.returncode == 0 and checked.stdout.splitlines()[-1] == "1 of 1 intact (every byte read)"
+    # --quick reads no data and claims nothing of it.
+    assert cli("verify", "--quick", str(foreign)).returncode == 0
+
+
 # ---------------------------------------------------------------------- diff
 def test_diff_of_two_tensorflow_saves(cli: Any) -> None:
     a, b = str(FIXTURES / "tf1_saver" / "model.ckpt-1"), str(FIXTURES / "tf1_saver" / "model.ckpt-2")
@@ -250,6 +288,38 @@ def test_diff_of_two_tensorflow_saves(cli: Any) -> None:
     assert cli("diff", a, b, "--atol", "100").returncode == 0
     same = cli("diff", a, a)
     assert same.returncode == 0 and same.stdout.startswith("equal: 4 tensors equal exactly")
+
+
+def _strict_json(text: str) -> Any:
+    """``text`` parsed as RFC 8259 JSON: the NaN and Infinity tokens Python's json accepts are refused."""
+
+    def refuse(token: str) -> None:
+        raise AssertionError(f"{token} is not JSON")
+
+    return json.loads(text, parse_constant=refuse)
+
+
+def test_json_output_is_strict_json(cli: Any, tmp_path: Path) -> None:
+    values = np.array([1.5, np.nan, np.inf, -np.inf], np.float32)
+    a = tp.Checkpoint(
+        v=tp.Variable(values),
+        s=tp.Variable(np.array([b"\x00\xff", b"\\xff", "é".encode()], dtype=object)),
+        z=tp.Variable(np.array([[1 + 2j, complex(np.nan, np.inf)]] * 3, np.complex64)),
+    ).write(str(tmp_path / "a-1"))
+    b = tp.Checkpoint(v=tp.Variable(np.array([1.5, 1.0, np.inf, -np.inf], np.float32))).write(str(tmp_path / "b-1"))
+    shown = _strict_json(cli("inspect", "--json", a, "--key", "v", "--values").stdout)
+    assert shown["values"] == [1.5, "NaN", "Infinity", "-Infinity"]
+    # Bytes that are not UTF-8 are base64, never text with escapes that a tensor could hold as they read.
+    strings = _strict_json(cli("inspect", "--json", a, "--key", "s", "--values").stdout)["values"]
+    assert strings == [{"base64": "AP8="}, "\\xff", "é"]
+    # Complex values are [real, imag] pairs, nested as the tensor is.
+    pairs = _strict_json(cli("inspect", "--json", a, "--key", "z", "--values").stdout)["values"]
+    assert np.array(pairs).shape == (3, 2, 2) and pairs[0][1] == ["NaN", "Infinity"]
+    changed = _strict_json(cli("diff", "--json", a, b, "--atol", "inf").stdout)["changed"]
+    assert [(c["key"], c["max_abs"], c["max_rel"]) for c in changed] == [("v/.ATTRIBUTES/VARIABLE_VALUE", "NaN", "NaN")]
+    assert _strict_json(cli("diff", "--json", a, b, "--atol", "inf").stdout)["atol"] == "Infinity"
+    nan = cli("diff", a, b, "--atol", "nan")
+    assert nan.returncode == 2 and "--atol and --rtol must be numbers >= 0" in nan.stderr
 
 
 # ------------------------------------------------------------------- convert
@@ -576,7 +646,7 @@ def test_help_lists_every_documented_exit_status(cli: Any) -> None:
     page = (Path(__file__).resolve().parents[3] / "docs" / "cli.md").read_text(encoding="utf-8")
     table = page.split("## Exit status", 1)[1].split("\n## ", 1)[0]
     documented = re.findall(r"^\| (\d+) \|", table, re.MULTILINE)
-    assert {"0", "1", "2", "3", "4", "130", "141"} <= set(documented)
+    assert {"0", "1", "2", "3", "4", "5", "130", "141"} <= set(documented)
     shown = cli("--help")
     assert shown.returncode == 0
     epilog = " ".join(shown.stdout.split("Exit status:", 1)[1].split())

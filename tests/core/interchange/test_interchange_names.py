@@ -10,6 +10,7 @@ import pytest
 import trackpoint as tp
 from trackpoint.errors import InvalidCheckpointError, NameConflictError
 from trackpoint.interchange import graph_from_names, path_names
+from trackpoint.interchange._names import pattern_paths, tensor_paths
 
 FIXTURES = Path(__file__).resolve().parents[2] / "fixtures" / "tf"
 
@@ -100,3 +101,18 @@ def test_two_keys_with_one_name_are_refused() -> None:
     graph, keys = graph_from_names(["a"])
     with pytest.raises(NameConflictError, match="would both be named 'a'"):
         path_names(graph, [keys["a"], "a"])
+
+
+def test_tensor_paths_leave_out_only_the_tensors_no_path_names() -> None:
+    graph, keys = graph_from_names(["m/a", "m/b", "c"])
+    a, b, c = keys["m/a"], keys["m/b"], keys["c"]
+    graph.nodes[graph.nodes[0].children[0].node_id].children[0].local_name = "x/y"  # m's child 'a' becomes 'x/y'
+    with pytest.raises(NameConflictError, match="'x/y'"):
+        path_names(graph, [a, b, c])
+    # Only the tensors asked for are named: the others' paths stand.
+    assert path_names(graph, [b, c]) == {b: "m/b", c: "c"}
+    assert tensor_paths(graph, [a, b, c, "other"]) == {a: None, b: "m/b", c: "c", "other": "other"}
+    # Two tensors one path would name: neither gets it.
+    assert tensor_paths(graph, [c, "c"]) == {c: None, "c": None}
+    # Patterns match the local names joined as they are.
+    assert pattern_paths(graph, [a, c]) == {a: "m/x/y", c: "c"}
