@@ -617,7 +617,7 @@ class CheckpointManager:
                 self._coordinator is None  # ranks must not decide apart; rank 0 alone would need a round trip
                 and prefix not in self._maybe_delete
                 and prefix not in self._attempted
-                and self._backend.exists(prefix)
+                and self._writer.exists(prefix)  # the format this manager writes: one request
             ):
                 # Committed by another writer of this series since the manager was created (an earlier instance
                 # of the job still running, a second job given the same directory): not this manager's to
