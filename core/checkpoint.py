@@ -568,7 +568,7 @@ class Checkpoint(AutoTrackable):
                     return read[-1]
 
                 try:
-                    return together(coordinator, step, f"restoring {path!r}")
+                    return together(coordinator, step, f"restoring {path!r}", agree_on=path)
                 except BaseException:
                     # Restored here but failed on another rank: the caller gets the error, never this status,
                     # whose end-of-life warning about unused values would only repeat the failure, wrongly.

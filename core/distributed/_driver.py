@@ -135,13 +135,36 @@ def raise_failures(failures: list[Failure], own: BaseException | None, what: str
     raise CoordinationError(text)
 
 
-def together(coordinator: Coordinator, step: Callable[[], T], what: str) -> T:
+def together(coordinator: Coordinator, step: Callable[[], T], what: str, *, agree_on: str | None = None) -> T:
     """Run ``step`` on every rank; if it fails on any rank, raise on every rank.
 
     Each rank runs ``step`` itself; then the ranks exchange whether it
     succeeded, so that a restore that failed on one rank fails on all.
+    ``agree_on``: a value every rank must give alike (the path restored),
+    compared before ``step`` runs anywhere.
+
+    Raises
+    ------
+    CoordinationError
+        On every rank, before ``step`` runs, when the ranks' ``agree_on`` differ.
     """
     with operation(coordinator, "together"):
+        if agree_on is not None:
+            data = collective(
+                lambda: coordinator.all_gather(encode({"step": "agree", "value": agree_on})),
+                what,
+                "agreement",
+                coordinator.rank,
+            )
+            values = [decode(m, r, "agree")["value"] for r, m in enumerate(data)]
+            differing = [(r, v) for r, v in enumerate(values) if v != values[0]]
+            if differing:
+                r, v = differing[0]
+                raise CoordinationError(
+                    f"{what}: the ranks restore different checkpoints: rank 0 {values[0]!r}, rank {r} {v!r}; "
+                    "every rank must restore the same path (a replicated model would differ between ranks). "
+                    "Nothing was restored"
+                )
         own: BaseException | None = None
         result: T | None = None
         try:

@@ -265,11 +265,24 @@ def mismatched(ctx: Context, prefix: str) -> str:
     return tp.Checkpoint(model=_model(1, [4 + ctx.rank])).write(prefix, options=_options(ctx))
 
 
-def restore_missing(ctx: Context, directory: str) -> str:
-    """Rank 1 restores a path that does not exist; every rank must fail."""
-    path = f"{directory}/ckpt-1" if ctx.rank != 1 else f"{directory}/nothing-here-1"
-    model = _model(1, [4])
-    tp.Checkpoint(model=model).restore(path, options=_options(ctx))
+def restore_different_paths(ctx: Context, directory: str) -> list[float]:
+    """Two checkpoints on every rank; rank 1 restores the other one. Every rank must fail, restoring nothing."""
+    for seed in (1, 2):
+        tp.Checkpoint(model=_model(seed, [4])).write(f"{directory}/ckpt-{seed}", options=_options(ctx))
+    model = _model(3, [4])
+    path = f"{directory}/ckpt-2" if ctx.rank != 1 else f"{directory}/ckpt-1"
+    try:
+        tp.Checkpoint(model=model).read(path, options=_options(ctx))
+    except tp.CoordinationError as exc:
+        assert "the ranks restore different checkpoints" in str(exc), exc
+        return _values(model, 1)[0]  # as it was: nothing was restored
+    raise AssertionError("the restore of different checkpoints was not refused")
+
+
+def restore_not_fitting_on_one_rank(ctx: Context, directory: str) -> str:
+    """Rank 1's model does not fit the checkpoint every rank restores; every rank must fail."""
+    model = _model(1, [4 if ctx.rank != 1 else 5])
+    tp.Checkpoint(model=model).restore(f"{directory}/ckpt-1", options=_options(ctx))
     return "restored"
 
 

@@ -109,9 +109,9 @@ def test_replicated_values_must_agree(torch2: Ranks, tmp_path: Path) -> None:
 
 def test_a_restore_failing_on_one_rank_fails_on_every_rank(torch2: Ranks, tmp_path: Path) -> None:
     torch2.values("write", prefix=f"{tmp_path}/ckpt-1", sizes=[4], seed=1)
-    results = torch2.run("restore_missing", directory=str(tmp_path))
-    assert results[1].error is not None and results[1].error[0] == "CheckpointNotFoundError"
-    assert results[0].error is not None and results[0].error[0] == "CheckpointNotFoundError"
+    results = torch2.run("restore_not_fitting_on_one_rank", directory=str(tmp_path))
+    assert results[1].error is not None and results[1].error[0] == "ShapeMismatchError"
+    assert results[0].error is not None and results[0].error[0] == "ShapeMismatchError"
     assert "failed on rank 1" in results[0].error[1]
 
 
@@ -144,6 +144,12 @@ def test_a_save_failing_on_one_rank_before_it_begins_fails_on_every_rank(
         assert result["outcomes"][1] != "saved", results  # on every rank, not only rank 1
         # What was committed holds each step's own values: none paired with another step's.
         assert result["stored"] == {"ckpt-1": [1, 1.0], "ckpt-3": [3, 3.0]}, results
+
+
+def test_ranks_restoring_different_checkpoints_are_refused_on_every_rank(torch2: Ranks, tmp_path: Path) -> None:
+    values = torch2.values("restore_different_paths", directory=str(tmp_path))
+    untouched = np.random.default_rng(3).standard_normal(4).astype(np.float32).tolist()
+    assert values == [untouched, untouched]
 
 
 def test_reload_gives_every_rank_rank_0s_view_of_the_directory(torch2: Ranks, tmp_path: Path) -> None:
