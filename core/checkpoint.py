@@ -307,31 +307,24 @@ class Checkpoint(AutoTrackable):
             self._write_async(prefix, options, then=None, started=started)
         else:
             with _gc.full_collections_deferred():
-                items, failure = self._collect(options)
-                self._write_items(prefix, items, options, started=started, failure=failure)
+                try:
+                    items = write_items(self._view())
+                except Exception as exc:
+                    self._fail_coordinated(prefix, options, exc)
+                    raise
+                self._write_items(prefix, items, options, started=started)
         return prefix
 
     def _fail_coordinated(self, prefix: str, options: CheckpointOptions | None, failure: BaseException) -> None:
         """Take part in a coordinated save that failed on this rank before it began, so it fails on every rank.
 
-        Returns without doing anything outside a coordinated save; the caller raises ``failure`` then.
+        A rank whose objects fail to give their values (a ``state_dict()`` raising, a value refused) or
+        whose save is refused must still take part: had it only raised, the others' save would pair up with
+        this rank's next one and commit values of two different steps. Returns without doing anything
+        outside a coordinated save; the caller raises ``failure`` then.
         """
         if coordinator_of(_async.storage_options_of(options)) is not None:
             self._write_items(prefix, [], options, started=time.perf_counter(), failure=failure)
-
-    def _collect(self, options: CheckpointOptions | None) -> tuple[list[WriteItem], BaseException | None]:
-        """The items a save writes; in a coordinated save, a failure to collect them is returned, not raised.
-
-        A rank whose objects fail to give their values (a ``state_dict()`` raising, a value refused) must
-        still take part in the save, to make it fail on every rank: had it raised here, the others' save
-        would pair up with this rank's next one and commit values of two different steps.
-        """
-        try:
-            return write_items(self._view()), None
-        except Exception as exc:
-            if coordinator_of(_async.storage_options_of(options)) is None:
-                raise
-            return [], exc
 
     # ------------------------------------------------------------ async saves
     def _write_items(
@@ -349,7 +342,7 @@ class Checkpoint(AutoTrackable):
         A synchronous save calls it in the caller's thread, an async save in
         its writer thread, with the snapshot's items and the events it
         started when it was called. ``failure``: collecting the items failed
-        on this rank of a coordinated save (see :meth:`_collect`).
+        on this rank of a coordinated save (see :meth:`_fail_coordinated`).
         """
         options = _async.storage_options_of(options)
         backend = _resolve.writer(self._self_backends.store(prefix, options))
@@ -380,10 +373,7 @@ class Checkpoint(AutoTrackable):
         try:
             items, nodes = _snapshot(self._view())
         except Exception as exc:
-            if coordinator_of(_async.storage_options_of(options)) is None:
-                raise
-            # Taking part makes the save fail on every rank (see _collect); it raises this rank's error.
-            self._write_items(prefix, [], options, started=started, failure=exc)
+            self._fail_coordinated(prefix, options, exc)
             raise
         backend = _resolve.writer(self._self_backends.store(prefix, _async.storage_options_of(options)))
         events = observe.save_events(
