@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import functools
 import json
 import os
 import threading
@@ -145,13 +146,15 @@ def _parameters(*functions: Any) -> set[str]:
     return names - {"self"}
 
 
-def _accepted_options(filesystem_class: Any, *extra: Any) -> set[str]:
+@functools.lru_cache(maxsize=8)
+def _accepted_options(filesystem_class: Any, *extra: Any) -> frozenset[str]:
     """The storage options ``filesystem_class`` uses: its constructors' parameters, fsspec's listing cache's,
     and those of ``extra`` (where the class passes its ``**kwargs`` on: botocore's session for S3)."""
     from fsspec.dircache import DirCache
 
     constructors = [k.__dict__["__init__"] for k in filesystem_class.__mro__ if "__init__" in k.__dict__]
-    return _parameters(*constructors[:-1], DirCache.__init__, *extra) | {"skip_instance_cache"}
+    # Cached: signatures are read by inspect, and every new file system (one per distinct options) asks.
+    return frozenset(_parameters(*constructors[:-1], DirCache.__init__, *extra) | {"skip_instance_cache"})
 
 
 def _check_options(kind: str, filesystem_class: Any, opts: Mapping[str, Any], *extra: Any) -> None:
@@ -161,22 +164,23 @@ def _check_options(kind: str, filesystem_class: Any, opts: Mapping[str, Any], *e
     is made, as a failed listing; gcsfs drops them unread. Either way a misspelt ``endpoint_url`` would send
     the save to the real service or fail far from its cause.
     """
-    unknown = sorted(set(opts) - _accepted_options(filesystem_class, *extra))
+    accepted = _accepted_options(filesystem_class, *extra)
+    unknown = sorted(set(opts) - accepted)
     if unknown:
         import difflib
 
         from trackpoint.errors import InvalidArgumentError
 
-        accepted = sorted(_accepted_options(filesystem_class, *extra))
+        ordered = sorted(accepted)
         hints = [
             f"{name!r} (did you mean {close[0]!r}?)"
-            if (close := difflib.get_close_matches(name, accepted, 1))
+            if (close := difflib.get_close_matches(name, ordered, 1))
             else repr(name)
             for name in unknown
         ]
         raise InvalidArgumentError(
             f"{kind}: storage_options {', '.join(hints)} are not options of {filesystem_class.__name__}; it takes "
-            f"{', '.join(accepted)}",
+            f"{', '.join(ordered)}",
             backend=kind,
         )
 
