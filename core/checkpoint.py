@@ -739,7 +739,7 @@ def _save_prefix(file_prefix: object, call: str) -> str:
         )
     scheme, rest = _paths.split_scheme(prefix)
     if scheme == "file":
-        scheme, rest = "", rest  # a local path: file:///ckpt is /ckpt
+        scheme = ""  # a local path: file:///ckpt is /ckpt
     if prefix.endswith(("/", os.sep)) or (_has_buckets(scheme) and "/" not in rest.strip("/")):
         # The files are named by appending to the prefix: "run/" would give run/-1.index, and "s3://bucket" the
         # objects s3://bucket-1.index..., in another bucket. A prefix is a directory and a name in it.
