@@ -33,31 +33,34 @@ _CHUNK_WRITERS = 8
 
 
 class ArrayWriter:
-    """Creates arrays below ``data_root`` of ``files``; each returns its metadata document.
+    """Creates arrays below ``data_root`` of ``files`` for the save of ``prefix``; each returns its metadata document.
 
     Chunks are written by ``pool``; :meth:`wait` returns once every one is
-    written (and raises the first failure).
+    written (and raises the first failure, naming the tensor it belongs to).
     """
 
-    def __init__(self, files: FileLayer, data_root: str, pool: Executor) -> None:
+    def __init__(self, files: FileLayer, prefix: str, data_root: str, pool: Executor) -> None:
         self.files = files
+        self.prefix = prefix
         self.data_root = data_root
         self.pool = pool
-        self._pending: list[Future[None]] = []
+        self._pending: list[tuple[str, Future[None]]] = []
         self._arrays: list[str] = []  # the directory of every array written, for sync_dirs
 
-    def track(self, job: Future[None]) -> None:
-        """Count ``job`` (started on :attr:`pool`) among the writes :meth:`wait` waits for."""
-        self._pending.append(job)
+    def track(self, job: Future[None], what: str) -> None:
+        """Count ``job`` (started on :attr:`pool`, writing part of ``what``) among the writes :meth:`wait` waits for."""
+        self._pending.append((what, job))
 
     def wait(self, *, quiet: bool = False) -> None:
         """Wait for every chunk written so far; ``quiet`` drops their failures (a save already failing)."""
         pending, self._pending = self._pending, []
-        for job in pending:
+        for what, job in pending:
             if quiet:
                 job.exception()
             else:
-                job.result()
+                # The pool runs jobs out of order: the failure names its own tensor, not the last one added.
+                with _layout.writing(self.prefix, what):
+                    job.result()
 
     def sync_dirs(self) -> None:
         """Make the directories of every array written durable, then :attr:`data_root`; call after :meth:`wait`.
@@ -95,7 +98,7 @@ class ArrayWriter:
         arr = zarr.Array(AsyncArray(metadata=metadata, store_path=path, config={"write_empty_chunks": True}))
         return arr, meta
 
-    def finish_array(self, name: str, meta: dict[str, Any]) -> dict[str, Any]:
+    def finish_array(self, name: str, meta: dict[str, Any], what: str) -> dict[str, Any]:
         """Start writing the array's ``zarr.json`` (with its chunks) and return ``meta``.
 
         Written by ``pool`` like the chunks: each ``zarr.json`` is made durable
@@ -108,15 +111,15 @@ class ArrayWriter:
         self.files.makedirs(directory)  # an empty array has no chunk that created it
         self._arrays.append(directory)
         document = json.dumps(meta, indent=2).encode()
-        self.track(self.pool.submit(self.files.put, _paths.join(directory, _layout.ZARR_JSON), document))
+        self.track(self.pool.submit(self.files.put, _paths.join(directory, _layout.ZARR_JSON), document), what)
         return meta
 
-    def create_array(self, name: str, values: np.ndarray[Any, Any], **spec: Any) -> dict[str, Any]:
-        """Write ``values`` as the new array ``name``; return its metadata document."""
+    def create_array(self, name: str, values: np.ndarray[Any, Any], what: str, **spec: Any) -> dict[str, Any]:
+        """Write ``values`` as the new array ``name`` (holding ``what``); return its metadata document."""
         arr, meta = self.new_array(name, values.shape, **spec)
         if values.size:
             arr[...] = values
-        return self.finish_array(name, meta)
+        return self.finish_array(name, meta, what)
 
     def write_tensor(
         self, name: str, key: str, array: np.ndarray[Any, Any], dname: str, opts: ZarrOptions
@@ -133,6 +136,7 @@ class ArrayWriter:
                 return self.create_array(
                     name,
                     values,
+                    key,
                     chunks=_layout.chunk_shape(values.shape, mean, opts.chunk_bytes),
                     dtype=VariableLengthBytes(),
                     chunk_key_encoding=_layout.chunk_key_encoding(),
@@ -150,9 +154,10 @@ class ArrayWriter:
         # The chunks go from the tensor's memory to the store (_chunks), not through zarr's pipeline.
         directory = _paths.join(self.data_root, name)
         codec = Codec.from_options(opts, storage.itemsize)
-        self._pending += write_chunks(self.files, directory, _layout.to_storage(array), grid, codec, self.pool)
+        for job in write_chunks(self.files, directory, _layout.to_storage(array), grid, codec, self.pool):
+            self.track(job, key)
         # zarr.json before the chunks are all written is fine: nothing is visible before the commit.
-        return self.finish_array(name, meta)
+        return self.finish_array(name, meta, key)
 
 
 class Packer:
@@ -172,6 +177,7 @@ class Packer:
         self._shard = self._inner * min(max(1, opts.chunk_bytes // self._inner), -(-total // self._inner))
         self._writer = writer
         self._name = name
+        self._what = f"{name} (packed small tensors)"
         self._total = total
         self._codec = Codec.from_options(opts, 1)
         self._meta = _layout.packed_metadata(total, self._shard, self._inner, opts)
@@ -223,7 +229,7 @@ class Packer:
             self._shard // self._inner,
             self._codec,
         )
-        self._writer.track(job)
+        self._writer.track(job, self._what)
         self._writes[self._current] = job
         self._flushed += size
         self._filled = 0
@@ -232,7 +238,8 @@ class Packer:
         self._current = 1 - self._current
         pending = self._writes[self._current]
         if pending is not None:
-            pending.result()  # the window is free again once its shard object is written
+            with _layout.writing(self._writer.prefix, self._what):
+                pending.result()  # the window is free again once its shard object is written
         window = self._windows[self._current]
         if window is None:
             window = self._windows[self._current] = np.empty_like(self._window)
@@ -244,7 +251,7 @@ class Packer:
             raise StorageError(
                 f"zarr: packed array {self._name!r} got {self._flushed + self._filled} of {self._total} bytes"
             )
-        return self._writer.finish_array(self._name, self._meta)
+        return self._writer.finish_array(self._name, self._meta, self._what)
 
 
 def _template(shape: tuple[int, ...], **spec: Any) -> tuple[Any, dict[str, Any]]:
@@ -275,15 +282,14 @@ def write_shard(
     directories are durable too when it returns.
     """
     with ThreadPoolExecutor(_CHUNK_WRITERS, thread_name_prefix="trackpoint-zarr-chunks") as pool:
-        writer = ArrayWriter(files, data_root, pool)
+        writer = ArrayWriter(files, prefix, data_root, pool)
         try:
             result = _write_items(writer, prefix, spec, items, opts)
         except BaseException:
             # Every job ends before the shard fails: none writes after an abort.
             writer.wait(quiet=True)
             raise
-        with _layout.writing(prefix, "a chunk"):
-            writer.wait()
+        writer.wait()
         if sync_dirs:
             with _layout.writing(prefix, "the shard's directories"):
                 writer.sync_dirs()
@@ -358,8 +364,7 @@ def _write_items(
             )
         whole["slices"].append(entry)
     if packer is not None:
-        with _layout.writing(prefix, f"{packed_name} (packed small tensors)"):
-            arrays[packed_name] = packer.close()
+        arrays[packed_name] = packer.close()
     payload = {"tensors": tensors, "arrays": arrays, "graph": graph}
     keys = (*tensors, *([OBJECT_GRAPH_KEY] if graph is not None else []))
     return ShardResult(spec, keys, nbytes, json.dumps(payload, separators=(",", ":")).encode())

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from trackpoint.backends.stores import LocalFiles
+from trackpoint.backends.stores import FileSink, LocalFiles
 from trackpoint.backends.zarr import ZarrBackend, ZarrOptions
 from trackpoint.errors import BackendError, CheckpointExistsError, StorageError
 from trackpoint.storage import Capabilities, ShardSpec, WriteItem
@@ -117,4 +117,32 @@ def test_a_failed_directory_sync_fails_the_save_and_leaves_no_checkpoint(tmp_pat
     with pytest.raises(StorageError, match='failed to write "the shard\'s directories" of .*Input/output error'):
         backend.save(prefix, _mixed_items(1.0))
     assert not backend.exists(prefix)
+    assert backend.list_checkpoints(str(tmp_path)) == []
+
+
+class _FailingChunk(LocalFiles):
+    """Local files whose chunk writes below one array fail, as a full or broken disk would."""
+
+    def __init__(self, array: str) -> None:
+        super().__init__()
+        self.array = array
+
+    def open_sink(self, path: str, *, create_only: bool = False) -> FileSink:
+        array, name = path.split("/")[-2:]
+        if array.startswith(self.array) and name.startswith("c"):
+            raise OSError(28, "No space left on device", path)
+        return super().open_sink(path, create_only=create_only)
+
+
+@pytest.mark.parametrize(
+    ("array", "named"),
+    [("grid", "'grid'"), ("_packed-", r"'_packed-\d+ \(packed small tensors\)'")],
+)
+def test_a_failed_chunk_write_names_its_tensor(tmp_path: Path, array: str, named: str) -> None:
+    # Chunks are written by a pool and waited for at the end of the shard; the error still says whose chunk failed.
+    items = [WriteItem("grid", np.ones((600, 700))), WriteItem("small", np.ones(3)), WriteItem("last", np.ones(9))]
+    backend = ZarrBackend(_FailingChunk(array), ZarrOptions(chunk_bytes=1 << 20))
+    prefix = str(tmp_path / "ckpt")
+    with pytest.raises(StorageError, match=f"zarr: failed to write {named} of .*No space left on device"):
+        backend.save(prefix, items)
     assert backend.list_checkpoints(str(tmp_path)) == []
