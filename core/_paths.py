@@ -160,7 +160,9 @@ def join(directory: str, name: str) -> str:
     s, rest = split_scheme(directory)
     if not s:
         return os.path.join(directory, name)
-    return f"{s}://{posixpath.join(rest, name)}" if rest else f"{s}://{name}"
+    # "s3://b/run//" names the directory listings call "s3://b/run": its entries are "s3://b/run/<name>".
+    rest = rest.rstrip("/")
+    return f"{s}://{rest}/{name}" if rest else f"{s}://{name}"
 
 
 def relpath(path: str, start: str) -> str:

@@ -204,13 +204,20 @@ def _check_arguments(
         raise ArgumentTypeError(f"{where}: init_fn must be callable or None, got {type(init_fn).__name__}")
 
 
-def _warn_unmatched(status: Any, path: str) -> None:
-    """Log the objects of the program that a restore without a status to check left at their initial values."""
+def _warn_unmatched(status: Any, path: str, counter: Any) -> None:
+    """Log the objects of the program that a restore without a status to check left at their initial values.
+
+    ``counter``, the checkpoint's ``save_counter``, is not among them: a checkpoint written without one had its
+    numbering taken from its name by :meth:`CheckpointManager.restore_or_initialize`.
+    """
     if not isinstance(status, CheckpointLoadStatus):
         return  # a name-based restore matches by name: it has no objects to miss
     try:
         status.assert_existing_objects_matched()
     except MatchError as exc:
+        stale, _ = status._stale_and_unresolved()
+        if not stale and all(o is counter for o in status._unmatched_python_objects()):
+            return
         _log.warning(
             "restore_or_initialize resumed from %s, but some objects of the program have no value there and keep "
             "their initial values (restore with checkpoint.restore(path) and check its status to refuse this): %s",
@@ -282,18 +289,24 @@ class CheckpointManager:
     Notes
     -----
     Order of a :meth:`save`, TensorFlow's: (1) the checkpoint is written and
-    committed; (2) the manager decides which older checkpoints leave the
-    window; (3) the leaving checkpoints are deleted; (4) the state file is
-    rewritten listing the new checkpoint and not the deleted ones. A crash
-    after (1) leaves a committed but unlisted checkpoint, which the next
-    manager (and :func:`trackpoint.latest_checkpoint`) finds by listing. A
-    delete removes the commit point first, so a crash during (3) or before
-    (4) leaves entries of the state file naming checkpoints that are gone or
-    invisible: a new manager skips them (and retires those (3) did not reach,
-    which are still listed), and ``cleanup`` removes uncommitted pieces when
-    it opens the directory. Nothing is left that no manager would retire. If
-    (4) fails, :meth:`save` raises with a note that the checkpoint was
-    committed; the next save rewrites the state file.
+    committed; (2) the state file is rewritten to name it (the checkpoints
+    about to leave the window still listed); (3) the manager decides which
+    older checkpoints leave the window and deletes them; (4) the state file
+    is rewritten without them. A crash after (1) leaves a committed but
+    unrecorded checkpoint, which the next manager (and
+    :func:`trackpoint.latest_checkpoint`) finds by listing: one numbered above
+    the state file's newest and committed after it. A delete removes the
+    commit point first, so a crash during (3) or before (4) leaves entries of
+    the state file naming checkpoints that are gone or invisible: a new
+    manager skips them (and retires those (3) did not reach, which are still
+    listed), and ``cleanup`` removes uncommitted pieces when it opens the
+    directory. A delete that fails is logged as a warning and its checkpoint
+    stays listed, so the next save retries it. Nothing is left that no
+    manager would retire, except checkpoints preserved by
+    ``keep_checkpoint_every_n_hours``, which are kept on purpose. If (2)
+    fails, :meth:`save` raises with a note that the checkpoint was committed
+    (nothing is deleted); the next save rewrites the state file. If (4)
+    fails, it is logged as a warning.
 
     Several managers may share a directory if their checkpoint names
     differ: each rewrites only its own entries of the state file, with
@@ -362,6 +375,8 @@ class CheckpointManager:
         self._found_highest = -1
         # The prefixes this manager has written or tried to (a failed save's retry reuses its number).
         self._attempted: set[str] = set()
+        # This manager's committed checkpoints found when the directory was (re)read: not another writer's.
+        self._found: set[str] = set()
         self._coordinator = coordinator_of(options)
         try:
             if self._coordinator is None:
@@ -414,6 +429,7 @@ class CheckpointManager:
         }
         self._highest = max((self._number(n) for n in listed), default=-1)
         self._found_highest = self._highest
+        self._found = set(listed.values())
         if recovered is None:
             # Slightly in the past so a manager re-created at once does not preserve its first save.
             self._last_preserved_timestamp = now - 1.0
@@ -442,12 +458,7 @@ class CheckpointManager:
         for path, stamp in known:
             if stamp > self._last_preserved_timestamp:
                 self._maybe_delete[path] = stamp
-        # A save that committed but crashed before updating the state file: adopt every
-        # committed checkpoint numbered above the newest one the state file knows.
-        newest_known = max((self._number(p) for p, _ in known), default=-1)
-        if recovered is not None and self._is_own(recovered.model_checkpoint_path):
-            newest_known = max(newest_known, self._number(recovered.model_checkpoint_path))
-        for name in sorted((n for n in listed if self._number(n) > newest_known), key=self._number):
+        for name in self._unrecorded(recovered, known, listed):
             self._maybe_delete[listed[name]] = now
         if self._maybe_delete:
             self._latest_checkpoint = next(reversed(self._maybe_delete))
@@ -464,6 +475,46 @@ class CheckpointManager:
         else:
             newest = max(listed, key=self._number, default=None)
             self._latest_checkpoint = None if newest is None else listed[newest]
+
+    def _unrecorded(
+        self, recovered: state.CheckpointState | None, known: list[tuple[str, float]], listed: dict[str, str]
+    ) -> list[str]:
+        """The names of committed checkpoints a crashed save left unrecorded, oldest first, for adoption.
+
+        A save that committed but crashed before updating the state file left
+        a checkpoint numbered above the newest one the file knows, committed
+        after it. Checkpoints preserved by ``keep_checkpoint_every_n_hours``
+        are unlisted too, and a rollback saves below them: one committed
+        before the newest recorded checkpoint is such a checkpoint, kept
+        forever, never adopted (retention would delete it). Without a state
+        file nothing tells them apart, so with ``keep_checkpoint_every_n_hours``
+        only the newest is adopted and the others are left as they are.
+        """
+        newest_known = max((self._number(p) for p, _ in known), default=-1)
+        if recovered is not None and self._is_own(recovered.model_checkpoint_path):
+            newest_known = max(newest_known, self._number(recovered.model_checkpoint_path))
+        above = sorted((n for n in listed if self._number(n) > newest_known), key=self._number)
+        if not above:
+            return above
+        if recovered is None:
+            if not self._keep_checkpoint_every_n_hours or len(above) == 1:
+                return above
+            _log.warning(
+                "%s has no readable state file: adopting only the newest of %d checkpoints %s-N, %s; the others "
+                "may be preserved by keep_checkpoint_every_n_hours, so they are left as they are (never deleted by "
+                "this manager; remove them with tp.remove_checkpoint if they are not needed)",
+                self._directory,
+                len(above),
+                self._checkpoint_name,
+                above[-1],
+            )
+            return above[-1:]
+        reference = next((listed[n] for n in listed if self._number(n) == newest_known), None)
+        since = None if reference is None else self._backend.modified(reference)
+        if since is None:
+            return above
+        # The same store's clock on both sides; a store that cannot tell (None) keeps the checkpoint adopted.
+        return [n for n in above if (self._backend.modified(listed[n]) or since) >= since]
 
     def _number(self, path: str) -> int:
         m = self._own.fullmatch(_basename(path))
@@ -617,12 +668,14 @@ class CheckpointManager:
                 self._coordinator is None  # ranks must not decide apart; rank 0 alone would need a round trip
                 and prefix not in self._maybe_delete
                 and prefix not in self._attempted
+                and prefix not in self._found
                 and self._writer.exists(prefix)  # the format this manager writes: one request
             ):
                 # Committed by another writer of this series since the manager was created (an earlier instance
                 # of the job still running, a second job given the same directory): not this manager's to
-                # replace. Re-saving a number of its own (or retrying one that failed) replaces it, as in
-                # TensorFlow.
+                # replace. Re-saving a number of its own, one that was there when the directory was read (a
+                # rollback over a preserved or unrecorded checkpoint) or retrying one that failed replaces it,
+                # as in TensorFlow.
                 raise CheckpointExistsError(
                     f"CheckpointManager.save refused to write {prefix}: another writer committed it after this "
                     f"manager was created, so two managers (processes) are saving the series "
@@ -656,9 +709,10 @@ class CheckpointManager:
         raise CheckpointExistsError(
             f"CheckpointManager.save in {self._directory!r} refused to write {self._checkpoint_name}-{number}: "
             f"{how}, but the directory holds checkpoints up to {self._checkpoint_name}-{found} from an earlier "
-            "run, and this checkpoint has neither saved nor restored one (its save_counter is 0): the save would "
-            "overwrite them or fall behind them, and retention would then delete newer ones. Nothing was saved. "
-            "To resume, call manager.restore_or_initialize() before training; to start over, save into another "
+            "run, and this checkpoint's save_counter is 0 (it has neither saved one nor restored one that holds a "
+            "save_counter): the save would overwrite them or fall behind them, and retention would then delete "
+            "newer ones. Nothing was saved. To resume, call manager.restore_or_initialize() before training (it "
+            "also numbers on from a checkpoint written without a save_counter); to start over, save into another "
             f"directory or remove the old checkpoints first; or number saves above {found} (checkpoint_number=step)."
         )
 
@@ -706,17 +760,10 @@ class CheckpointManager:
         self._maybe_delete.pop(path, None)
         self._maybe_delete[path] = timestamp
         self._latest_checkpoint = path
-        leaving = self._sweep()
-        # Delete before unlisting, as TensorFlow does. A delete removes the commit point first, so one cut
-        # short leaves an entry of the state file naming an invisible remainder, which readers skip and the
-        # next save drops. Unlisting first would make a crash between the two steps leave a whole committed
-        # checkpoint that nothing lists and no manager ever retires.
-        for prefix in leaving:
-            try:
-                self._backend.delete(prefix)
-            except StorageError as exc:
-                # A failed delete leaves garbage, never a broken checkpoint.
-                _log.warning("could not delete old checkpoint %s: %s", prefix, exc)
+        # TensorFlow's order: record the new checkpoint first (the ones about to leave still listed), delete,
+        # then record again without them. Readers and TensorFlow's tools name the new checkpoint from the
+        # first write on, and a crash while deleting leaves entries naming checkpoints that are gone or
+        # invisible, which readers skip and the next save drops: never a committed checkpoint nothing lists.
         try:
             self._record_state()
         except BaseException as exc:
@@ -728,10 +775,31 @@ class CheckpointManager:
                     "its next save records it)"
                 )
             raise
+        listed = len(self._maybe_delete)
+        failed: list[tuple[str, float]] = []
+        for prefix, stamp in self._sweep():
+            try:
+                self._backend.delete(prefix)
+            except StorageError as exc:
+                # Still whole (a delete removes the commit point first) or an invisible remainder: either way it
+                # stays listed, oldest first, so the next save retries and a later manager retires it.
+                _log.warning("could not delete old checkpoint %s (the next save retries): %s", prefix, exc)
+                failed.append((prefix, stamp))
+        for prefix, stamp in reversed(failed):
+            self._maybe_delete[prefix] = stamp
+            self._maybe_delete.move_to_end(prefix, last=False)
+        if len(self._maybe_delete) == listed:
+            return
+        try:
+            self._record_state()
+        except CheckpointError as exc:
+            # The new checkpoint is recorded; the entries of the deleted ones are skipped by readers, and the
+            # next save's record drops them.
+            _log.warning("could not remove deleted checkpoints from the state file of %s: %s", self._directory, exc)
 
-    def _sweep(self) -> list[str]:
-        """Checkpoints leaving the window that are not preserved (TF's rules)."""
-        leaving: list[str] = []
+    def _sweep(self) -> list[tuple[str, float]]:
+        """Checkpoints leaving the window that are not preserved (TF's rules), with their times."""
+        leaving: list[tuple[str, float]] = []
         if not self._max_to_keep:
             return leaving
         while len(self._maybe_delete) > self._max_to_keep:
@@ -741,7 +809,7 @@ class CheckpointManager:
                 # Preserved: kept forever but no longer listed, so the state file stays small.
                 self._last_preserved_timestamp = timestamp
                 continue
-            leaving.append(prefix)
+            leaving.append((prefix, timestamp))
         return leaving
 
     def _record_state(self) -> None:
@@ -835,6 +903,10 @@ class CheckpointManager:
         ``checkpoint.restore(manager.latest_checkpoint)`` and check its status
         (``assert_existing_objects_matched()``, ``assert_consumed()``).
 
+        A checkpoint written without a ``save_counter`` (``Checkpoint.write``,
+        TensorFlow's ``write()``, Keras' ``save_weights``) sets the counter
+        from its name: after ``ckpt-4`` the next :meth:`save` is ``ckpt-5``.
+
         Returns
         -------
         str or None
@@ -844,7 +916,24 @@ class CheckpointManager:
         self.sync()
         if self._latest_checkpoint is not None:
             status = self._checkpoint.restore(self._latest_checkpoint, options=self._options)
-            _warn_unmatched(status, self._latest_checkpoint)
+            counter = self._checkpoint.save_counter
+            number = self._number(self._latest_checkpoint)
+            if (
+                isinstance(status, CheckpointLoadStatus)
+                and number > 0
+                and _as_int(counter) == 0
+                and not status._checkpoint.is_matched(counter)
+            ):
+                # Written without a save_counter (Checkpoint.write, TensorFlow's write() or Keras' save_weights):
+                # numbering continues from its name, so the next save neither overwrites it nor is refused.
+                counter.assign_add(number)
+                _log.info(
+                    "%s holds no save_counter; numbering continues from its name (the next save is %s-%d)",
+                    self._latest_checkpoint,
+                    self._checkpoint_name,
+                    number + 1,
+                )
+            _warn_unmatched(status, self._latest_checkpoint, counter)
             if self._checkpoint_interval is not None:
                 self._last_checkpoint_step = _as_int(self._step_counter)
             return self._latest_checkpoint

@@ -287,6 +287,9 @@ def _save_function(target: Any, file_prefix: str | None, options: Any) -> Callab
             # check_interval=False: a preemption save is due whatever the interval says.
             path = manager.save(checkpoint_number=number, check_interval=False, options=options)
             manager.sync()
+            if path is None:
+                # Skipped: this step was saved already (never twice at one step), and that checkpoint is the latest.
+                path = manager.latest_checkpoint
             return path
 
         return save_with_manager

@@ -513,7 +513,7 @@ def _latest_in(backend: StorageBackend, directory: str, latest_filename: str = D
             # common case opens no other backend.
             known = frozenset(_basename(p) for p in state.all_model_checkpoint_paths)
             newer = newest_committed(found, directory, _stem(path), exclude=known)
-            if newer is not None and (checkpoint_number(newer) or 0) > n:
+            if newer is not None and (checkpoint_number(newer) or 0) > n and not _older(found, newer, path):
                 return newer
             return path
         if n is not None:
@@ -522,6 +522,16 @@ def _latest_in(backend: StorageBackend, directory: str, latest_filename: str = D
             if same is not None:
                 return same
     return _newest_of_any_series(backend, directory)
+
+
+def _older(backend: StorageBackend, prefix: str, than: str) -> bool:
+    """Whether ``prefix`` was committed before ``than``, by the store's clock; ``False`` if it cannot tell.
+
+    A checkpoint numbered above the state file's but committed before it was not left by a crashed save: it
+    was preserved by ``keep_checkpoint_every_n_hours`` before a rollback numbered saves below it again.
+    """
+    then, mine = backend.modified(than), backend.modified(prefix)
+    return then is not None and mine is not None and mine < then
 
 
 def _newest_of_any_series(backend: StorageBackend, directory: str) -> str | None:

@@ -381,12 +381,14 @@ def test_saver_and_checkpoint_cross_load(target: Target) -> None:
 
 # ------------------------------------------------- a crash half-way through a delete
 @pytest.mark.s3
-def test_delete_interrupted_half_way_is_never_listed(
+def test_a_delete_failing_half_way_stays_listed_invisible_and_is_retried(
     s3_endpoint: str, s3_bucket: str, s3_storage_options: dict[str, Any], s3_raw: Any, caplog: pytest.LogCaptureFixture
 ) -> None:
     from faultproxy import FaultProxy, Rule
 
     d = f"{s3_bucket}/run"
+    bucket_dir = s3_bucket.split("://", 1)[1] + "/run"
+    options = CheckpointOptions(storage_options=s3_storage_options)
     with FaultProxy(s3_endpoint) as proxy:
         opts = CheckpointOptions(
             storage_options={**s3_storage_options, "endpoint_url": proxy.url},
@@ -408,18 +410,26 @@ def test_delete_interrupted_half_way_is_never_listed(
         )
         with caplog.at_level("WARNING", logger="trackpoint.manager"):
             assert m.save() == f"{d}/ckpt-2"
-    assert "could not delete old checkpoint" in caplog.text
-    bucket_dir = s3_bucket.split("://", 1)[1] + "/run"
-    leftovers = sorted(p.rsplit("/", 1)[1] for p in s3_raw.find(bucket_dir))
-    assert "ckpt-1.data-00000-of-00001" in leftovers and "ckpt-1.index" not in leftovers
-    # The half-deleted checkpoint was unlisted before the delete began, and is invisible.
-    options = CheckpointOptions(storage_options=s3_storage_options)
+        assert "could not delete old checkpoint" in caplog.text
+        leftovers = sorted(p.rsplit("/", 1)[1] for p in s3_raw.find(bucket_dir))
+        assert "ckpt-1.data-00000-of-00001" in leftovers and "ckpt-1.index" not in leftovers
+        # The half-deleted checkpoint stays listed, so it is not forgotten; it is invisible and readers skip it.
+        st = state.read_checkpoint_state(d, options)
+        assert st is not None and list(st.all_model_checkpoint_paths) == [f"{d}/ckpt-1", f"{d}/ckpt-2"]
+        assert state.latest_checkpoint(d, options) == f"{d}/ckpt-2"
+        again = tp.CheckpointManager(_ckpt(*_model()), d, max_to_keep=1, options=options)
+        assert again.checkpoints == [f"{d}/ckpt-2"]
+        assert not open_backend(d, options).exists(f"{d}/ckpt-1")
+        proxy.clear()
+        # The next save retries the delete, which now finishes.
+        assert m.save() == f"{d}/ckpt-3"
+    assert sorted(p.rsplit("/", 1)[1] for p in s3_raw.find(bucket_dir)) == [
+        "checkpoint",
+        "ckpt-3.data-00000-of-00001",
+        "ckpt-3.index",
+    ]
     st = state.read_checkpoint_state(d, options)
-    assert st is not None and list(st.all_model_checkpoint_paths) == [f"{d}/ckpt-2"]
-    assert state.latest_checkpoint(d, options) == f"{d}/ckpt-2"
-    again = tp.CheckpointManager(_ckpt(*_model()), d, max_to_keep=1, options=options)
-    assert again.checkpoints == [f"{d}/ckpt-2"]
-    assert not open_backend(d, options).exists(f"{d}/ckpt-1")
+    assert st is not None and list(st.all_model_checkpoint_paths) == [f"{d}/ckpt-3"]
 
 
 @pytest.mark.s3
@@ -446,18 +456,19 @@ def test_a_failed_state_update_after_retention_leaves_a_usable_directory(
                 times=1000,
             )
         )
-        # ckpt-2 is committed and ckpt-1 deleted (TensorFlow's order), then recording it fails: the save
-        # reports the error, saying the checkpoint was committed.
+        # ckpt-2 is committed, then recording it fails (TensorFlow's order: before anything is deleted): the
+        # save reports the error, saying the checkpoint was committed, and ckpt-1 is kept.
         with pytest.raises(StoragePermissionError, match=r"writing '.*/run/checkpoint' was refused") as failed:
             m.save()
         assert "ckpt-2 was committed and is whole" in "\n".join(failed.value.__notes__)
         direct = CheckpointOptions(storage_options=s3_storage_options)
         backend = open_backend(d, direct)
-        assert not backend.exists(f"{d}/ckpt-1") and backend.exists(f"{d}/ckpt-2")
-        # The state file still names ckpt-1, which is gone: readers skip it and find ckpt-2 by listing.
+        assert backend.exists(f"{d}/ckpt-1") and backend.exists(f"{d}/ckpt-2")
+        # The state file still names ckpt-1: readers find ckpt-2, committed after it, by listing.
         assert state.latest_checkpoint(d, direct) == f"{d}/ckpt-2"
-        assert m.checkpoints == [f"{d}/ckpt-2"]
-        assert tp.CheckpointManager(_ckpt(*_model()), d, max_to_keep=1, options=opts).checkpoints == [f"{d}/ckpt-2"]
+        assert m.checkpoints == [f"{d}/ckpt-1", f"{d}/ckpt-2"]
+        again = tp.CheckpointManager(_ckpt(*_model()), d, max_to_keep=1, options=opts)
+        assert again.checkpoints == [f"{d}/ckpt-1", f"{d}/ckpt-2"] and again.latest_checkpoint == f"{d}/ckpt-2"
         proxy.clear()
         assert m.save() == f"{d}/ckpt-3"
         assert m.checkpoints == [f"{d}/ckpt-3"]
