@@ -50,6 +50,7 @@ from trackpoint.errors import (
 )
 from trackpoint.restore import CheckpointLoadStatus
 from trackpoint.storage import CheckpointOptions, StorageBackend
+from trackpoint.trackable import Trackable
 
 __all__ = ["CheckpointManager"]
 
@@ -922,6 +923,7 @@ class CheckpointManager:
                 isinstance(status, CheckpointLoadStatus)
                 and number > 0
                 and _as_int(counter) == 0
+                and isinstance(counter, Trackable)
                 and not status._checkpoint.is_matched(counter)
             ):
                 # Written without a save_counter (Checkpoint.write, TensorFlow's write() or Keras' save_weights):
