@@ -109,24 +109,31 @@ class _Memory:
 
 
 def _warn_storage_options(url: str, options: CheckpointOptions, backend: str, store: str) -> None:
-    """Say that ``storage_options`` given for a store that takes none go unread, rather than drop them unsaid.
+    """Say that ``storage_options`` and ``backend_options`` given for a store that takes none go unread.
 
-    They configure fsspec's S3 and GCS file systems (endpoint, credentials). Given for a local path or
+    They configure fsspec's S3 and GCS file systems (endpoint, credentials) and the object-store transfers
+    (retries, part size), and neither the local disk nor ``memory://`` takes any. Given for a local path or
     ``memory://`` they are most likely meant for another URL: a command comparing a local checkpoint with
     one in a bucket passes one set for both (so they are not refused), but a typo in a bucket URL that made
-    it a local path must not go unnoticed.
+    it a local path, or a misspelt option, must not go unnoticed.
     """
-    if options.storage_options:
-        import logging
+    import logging
 
-        logging.getLogger("trackpoint").warning(
-            "%s: storage_options %s were given for %r, but %s takes none (they configure the S3 and GCS "
-            "stores): they are not used for this path; check that the URL is the one meant",
-            backend,
-            sorted(options.storage_options),
-            url,
-            store,
-        )
+    for field, given, what in (
+        ("storage_options", options.storage_options, "they configure the S3 and GCS stores"),
+        ("backend_options", options.backend_options, "they tune the object stores' transfers"),
+    ):
+        if given:
+            logging.getLogger("trackpoint").warning(
+                "%s: %s %s were given for %r, but %s takes none (%s): they are not used for this path; check "
+                "that the URL is the one meant",
+                backend,
+                field,
+                sorted(given),
+                url,
+                store,
+                what,
+            )
 
 
 def _memory(url: str, options: CheckpointOptions) -> StorageBackend:
@@ -162,9 +169,9 @@ def _transfer_option_names() -> frozenset[str]:
 def _refuse_unknown(backend: str, unknown: set[str], valid: list[str]) -> None:
     """Nothing is dropped silently: a misspelt option would leave the user believing it is set."""
     if unknown:
-        from trackpoint.errors import BackendError
+        from trackpoint.errors import BackendOptionError
 
-        raise BackendError(
+        raise BackendOptionError(
             f"{backend}: unknown backend option(s) {', '.join(sorted(unknown))}; valid options: {', '.join(valid)}"
         )
 

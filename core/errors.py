@@ -37,6 +37,7 @@ botocore, gcsfs, zarr) into these classes, chained with ``raise ... from exc``.
     │   ├── TransientStorageError                       retries exhausted
     │   └── ConcurrentModificationError                 a conditional write lost a race
     └── BackendError                   (+ LookupError)  choosing / loading a backend
+        ├── BackendOptionError         (+ InvalidArgumentError) a backend or storage option it does not take
         ├── UnknownBackendError                         no backend for a name / scheme
         ├── BackendUnavailableError    (+ ImportError)  optional dependency missing
         └── PluginError                                 a plugin is broken or clashes
@@ -64,6 +65,7 @@ __all__ = [
     "ArgumentTypeError",
     "AssignmentError",
     "BackendError",
+    "BackendOptionError",
     "BackendUnavailableError",
     "CheckpointError",
     "CheckpointExistsError",
@@ -306,6 +308,14 @@ class ConcurrentModificationError(StorageError):
 
 class BackendError(CheckpointError, LookupError):
     """Choosing or loading a storage backend failed."""
+
+
+class BackendOptionError(BackendError, InvalidArgumentError):
+    """A ``backend_options`` or ``storage_options`` entry the backend does not take, or a value it cannot use.
+
+    Also an :class:`InvalidArgumentError` (a ``ValueError``): a misspelt key or a ``part_size`` too small is
+    a wrong argument like any other, whichever handler catches it.
+    """
 
 
 class UnknownBackendError(BackendError):

@@ -169,7 +169,7 @@ def _check_options(kind: str, filesystem_class: Any, opts: Mapping[str, Any], *e
     if unknown:
         import difflib
 
-        from trackpoint.errors import InvalidArgumentError
+        from trackpoint.errors import BackendOptionError
 
         ordered = sorted(accepted)
         hints = [
@@ -178,7 +178,7 @@ def _check_options(kind: str, filesystem_class: Any, opts: Mapping[str, Any], *e
             else repr(name)
             for name in unknown
         ]
-        raise InvalidArgumentError(
+        raise BackendOptionError(
             f"{kind}: storage_options {', '.join(hints)} are not options of {filesystem_class.__name__}; it takes "
             f"{', '.join(ordered)}",
             backend=kind,

@@ -70,6 +70,7 @@ from trackpoint.backends.stores._base import (
 from trackpoint.backends.stores._fsspec import DEFAULT_REQUEST_TIMEOUT
 from trackpoint.errors import (
     BackendError,
+    BackendOptionError,
     CheckpointError,
     CheckpointExistsError,
     CheckpointNotFoundError,
@@ -296,7 +297,7 @@ def _number(
     typed = isinstance(value, int) if integer else isinstance(value, (int, float))
     if isinstance(value, bool) or not typed or value < 0 or (value == 0 and not zero_ok):
         kind = ("a non-negative" if zero_ok else "a positive") + (" integer" if integer else " number")
-        raise BackendError(f"backend_options[{name!r}] must be {kind}, got {value!r}")
+        raise BackendOptionError(f"backend_options[{name!r}] must be {kind}, got {value!r}")
     return value
 
 
@@ -384,7 +385,7 @@ class TransferOptions:
 
         Raises
         ------
-        BackendError
+        BackendOptionError
             A value has the wrong type or range (the message names the key).
         """
         d = cls()
@@ -392,7 +393,7 @@ class TransferOptions:
             options, "part_size", d.part_size if default_part_size is None else default_part_size, integer=True
         )
         if part_size < min_part_size or part_size % part_alignment:
-            raise BackendError(
+            raise BackendOptionError(
                 f"backend_options['part_size'] must be at least {min_part_size} bytes and a multiple of "
                 f"{part_alignment}, got {part_size}"
             )

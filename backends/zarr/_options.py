@@ -6,7 +6,7 @@ from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, fields
 from typing import Any, Final
 
-from trackpoint.errors import BackendError
+from trackpoint.errors import BackendOptionError
 
 __all__ = ["COMPRESSORS", "ZarrOptions", "refuse_unknown"]
 
@@ -65,21 +65,23 @@ class ZarrOptions:
 
     def __post_init__(self) -> None:
         if self.compressor not in COMPRESSORS:
-            raise BackendError(f"zarr: unknown compressor {self.compressor!r}; choose one of {', '.join(COMPRESSORS)}")
+            raise BackendOptionError(
+                f"zarr: unknown compressor {self.compressor!r}; choose one of {', '.join(COMPRESSORS)}"
+            )
         for name in ("chunk_bytes", "packed_chunk_bytes"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-                raise BackendError(f"zarr: backend option {name} must be a positive int, got {value!r}")
+                raise BackendOptionError(f"zarr: backend option {name} must be a positive int, got {value!r}")
         if not isinstance(self.pack_bytes, int) or isinstance(self.pack_bytes, bool) or self.pack_bytes < 0:
-            raise BackendError(f"zarr: backend option pack_bytes must be an int >= 0, got {self.pack_bytes!r}")
+            raise BackendOptionError(f"zarr: backend option pack_bytes must be an int >= 0, got {self.pack_bytes!r}")
         if self.compression_level is not None and not isinstance(self.compression_level, int):
-            raise BackendError(
+            raise BackendOptionError(
                 f"zarr: backend option compression_level must be an int or None, got {self.compression_level!r}"
             )
         if not isinstance(self.checksum, bool):
-            raise BackendError(f"zarr: backend option checksum must be a bool, got {self.checksum!r}")
+            raise BackendOptionError(f"zarr: backend option checksum must be a bool, got {self.checksum!r}")
         if not isinstance(self.cleanup_min_age, (int, float)) or self.cleanup_min_age < 0:
-            raise BackendError(
+            raise BackendOptionError(
                 f"zarr: backend option cleanup_min_age must be seconds >= 0, got {self.cleanup_min_age!r}"
             )
 
@@ -94,7 +96,7 @@ class ZarrOptions:
         valid = [f.name for f in fields(cls)]
         unknown = sorted(set(options) - set(valid))
         if unknown:
-            raise BackendError(
+            raise BackendOptionError(
                 f"zarr: unknown backend option(s) {', '.join(unknown)}; valid options: {', '.join(valid)}"
             )
         return cls(**dict(options))
@@ -119,7 +121,7 @@ def refuse_unknown(names: Iterable[str], store_names: Collection[str]) -> None:
 
     Raises
     ------
-    BackendError
+    BackendOptionError
         A name is unknown; the message lists the valid ones, the stores' too.
     """
     unknown = set(names) - ZarrOptions.names() - set(store_names)
@@ -129,6 +131,6 @@ def refuse_unknown(names: Iterable[str], store_names: Collection[str]) -> None:
 
         valid = [f.name for f in fields(ZarrOptions)]
         valid += [f"{name} (S3 and GCS)" for name in sorted(TransferOptions.names())]
-        raise BackendError(
+        raise BackendOptionError(
             f"zarr: unknown backend option(s) {', '.join(sorted(unknown))}; valid options: {', '.join(valid)}"
         )

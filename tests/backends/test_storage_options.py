@@ -10,6 +10,7 @@ import pytest
 
 import trackpoint as tp
 from trackpoint.backends.stores._fsspec import filesystem
+from trackpoint.plugins import open_backend
 
 
 @pytest.mark.parametrize(
@@ -38,4 +39,37 @@ def test_options_for_a_local_path_are_said_to_go_unused(tmp_path: Path, caplog: 
         path = ckpt.write(str(tmp_path / "c"), options=tp.CheckpointOptions(storage_options={"key": "k"}))
     assert tp.list_variables(path)
     assert "storage_options ['key'] were given for" in caplog.text
+    assert "they are not used for this path" in caplog.text
+
+
+@pytest.mark.parametrize(
+    ("url", "options", "message"),
+    [
+        ("s3://b/c", {"backend_options": {"retrys": 3}}, r"s3: unknown backend option\(s\) retrys"),
+        ("zarr+file:///tmp/tp-options/c", {"backend_options": {"compresor": "zstd"}}, "unknown backend option"),
+        ("zarr+file:///tmp/tp-options/c", {"backend_options": {"chunk_bytes": 0}}, "chunk_bytes must be a positive"),
+        ("s3://b/c", {"backend_options": {"part_size": 1 << 20}}, r"backend_options\['part_size'\] must be at least"),
+        ("s3://b/c", {"backend_options": {"retries": -1}}, r"backend_options\['retries'\] must be a non-negative"),
+        ("s3://b/c", {"storage_options": {"endpont_url": "http://127.0.0.1:1"}}, "did you mean 'endpoint_url'"),
+    ],
+)
+def test_every_refused_backend_or_storage_option_is_an_invalid_argument(
+    url: str, options: dict[str, dict[str, object]], message: str
+) -> None:
+    # One class for a wrong option, whichever layer checks it: handlers written for api.md's InvalidArgumentError
+    # (a ValueError) and those for BackendError (a LookupError) both catch it.
+    with pytest.raises(tp.BackendOptionError, match=message) as refused:
+        open_backend(url, tp.CheckpointOptions(**options))  # type: ignore[arg-type]
+    assert isinstance(refused.value, tp.InvalidArgumentError) and isinstance(refused.value, ValueError)
+    assert isinstance(refused.value, tp.BackendError) and isinstance(refused.value, LookupError)
+
+
+@pytest.mark.parametrize("url", ["{tmp}/c", "memory://tp-options/c"])
+def test_backend_options_for_a_store_that_takes_none_are_said_to_go_unused(
+    url: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    url = url.format(tmp=tmp_path)
+    with caplog.at_level(logging.WARNING, logger="trackpoint"):
+        tp.Checkpoint(w=np.ones(2)).write(url, options=tp.CheckpointOptions(backend_options={"retrys": 3}))
+    assert f"backend_options ['retrys'] were given for {url!r}" in caplog.text
     assert "they are not used for this path" in caplog.text

@@ -16,7 +16,7 @@ from azure.core.pipeline.transport import RequestsTransport
 from azure.storage.blob import BlobBlock, BlobPrefix, BlobServiceClient
 
 from trackpoint.backends.stores import Condition, ErrorKind, ObjectStat, ObjectStore, TransferOptions, fill_views_from
-from trackpoint.errors import BackendError, DataLossError
+from trackpoint.errors import BackendError, BackendOptionError, DataLossError
 from trackpoint.storage import CheckpointOptions, VersionedBytes
 
 #: Metadata names must be C# identifiers: ``_`` where S3 and GCS use ``-``.
@@ -37,7 +37,7 @@ def _credential(opts: Mapping[str, Any]) -> Any:
         return opts.get("credential")
     if opts.get("account_key"):
         if not opts.get("account_name"):
-            raise BackendError("azure: storage_options['account_key'] needs storage_options['account_name'] too")
+            raise BackendOptionError("azure: storage_options['account_key'] needs storage_options['account_name'] too")
         return {"account_name": opts["account_name"], "account_key": opts["account_key"]}
     if opts.get("sas_token"):
         return str(opts["sas_token"]).lstrip("?")
@@ -55,7 +55,7 @@ def service_client(storage_options: Mapping[str, Any], *, timeout: float = 60.0,
     """The account's client from ``storage_options``, or else from the :data:`ENVIRONMENT` variables."""
     opts, env = dict(storage_options), os.environ
     if unknown := sorted(set(opts) - set(STORAGE_OPTIONS)):
-        raise BackendError(f"azure: unknown storage_options {unknown}; valid keys are {list(STORAGE_OPTIONS)}")
+        raise BackendOptionError(f"azure: unknown storage_options {unknown}; valid keys are {list(STORAGE_OPTIONS)}")
     if not {"connection_string", "account_url", "account_name"} & opts.keys():
         opts = {key: next((env[n] for n in names if env.get(n)), None) for key, names in ENVIRONMENT.items()} | opts
     name = opts.get("account_name")
