@@ -56,6 +56,7 @@ from __future__ import annotations
 
 import atexit
 import functools
+import logging
 import math
 import mmap
 import os
@@ -433,6 +434,7 @@ class AsyncSaver:
 
     def __init__(self) -> None:
         self._current: _Save | None = None
+        self._warned_sync = False  # a save over the budget was written synchronously, and said so
         # Warm buffers for the copy-on-write writes of the next saves (module docstring).
         self._pool = _BufferPool()
 
@@ -592,6 +594,20 @@ class AsyncSaver:
             snapshot.append(item)
         if copy_bytes > budget:
             # The copies alone would exceed the budget: a synchronous save needs none.
+            if not self._warned_sync:
+                # Once per object: the caller asked for a save in the background and blocks instead.
+                self._warned_sync = True
+                from trackpoint._units import human_bytes
+
+                logging.getLogger("trackpoint").warning(
+                    "async save of %s: the values it must copy (%s of torch tensors, JAX arrays and arrays not held "
+                    "by a trackpoint Variable) exceed async_memory_bytes (%s), so it is written synchronously, "
+                    "and so is every such save of this object (said once); raise "
+                    "CheckpointOptions(async_memory_bytes=...) to save in the background",
+                    description,
+                    human_bytes(copy_bytes),
+                    human_bytes(budget),
+                )
             write(list(items))
             if then is not None:
                 then()

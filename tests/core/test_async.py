@@ -420,6 +420,20 @@ def test_copies_beyond_the_budget_make_the_save_synchronous() -> None:
     assert ckpt._self_async.last is None
 
 
+def test_a_save_made_synchronous_by_the_budget_says_so_once(caplog: pytest.LogCaptureFixture) -> None:
+    model = tp.AutoTrackable()
+    model.table = np.arange(1000.0)  # 8000 bytes to copy
+    ckpt = tp.Checkpoint(model=model)
+    options = tp.CheckpointOptions(enable_async=True, async_memory_bytes=4096)
+    with caplog.at_level("WARNING", logger="trackpoint"):
+        ckpt.write("memory://async/sync-said/ckpt-1", options)
+        ckpt.write("memory://async/sync-said/ckpt-2", options)
+    (record,) = [r for r in caplog.records if "written synchronously" in r.getMessage()]
+    message = record.getMessage()
+    assert "exceed async_memory_bytes (4.0 KiB)" in message and "7.8 KiB" in message
+    assert "CheckpointOptions(async_memory_bytes=...)" in message
+
+
 def test_async_options_are_validated() -> None:
     with pytest.raises(ValueError, match="async_memory_bytes must be a non-negative int"):
         tp.CheckpointOptions(async_memory_bytes=-1)
