@@ -55,7 +55,7 @@ def _bundle(url: str, options: CheckpointOptions) -> StorageBackend:
         from trackpoint.backends.bundle import BundleBackend
         from trackpoint.backends.stores import LocalFiles
 
-        _warn_storage_options(url, options, "bundle", "the local disk")
+        _check_options_of_plain_store(url, options, "bundle", "the local disk")
         return BundleBackend(LocalFiles(), options=options)
     for schemes, module, extra, factory in (
         (_S3_SCHEMES, "s3fs", "s3", _s3_bundle),
@@ -108,38 +108,43 @@ class _Memory:
         )
 
 
-def _warn_storage_options(url: str, options: CheckpointOptions, backend: str, store: str) -> None:
-    """Say that ``storage_options`` and ``backend_options`` given for a store that takes none go unread.
+def _check_options_of_plain_store(
+    url: str, options: CheckpointOptions, backend: str, store: str, *, backend_options: bool = False
+) -> None:
+    """Say that ``storage_options`` given for a store that takes none go unread; refuse ``backend_options``.
 
-    They configure fsspec's S3 and GCS file systems (endpoint, credentials) and the object-store transfers
-    (retries, part size), and neither the local disk nor ``memory://`` takes any. Given for a local path or
-    ``memory://`` they are most likely meant for another URL: a command comparing a local checkpoint with
-    one in a bucket passes one set for both (so they are not refused), but a typo in a bucket URL that made
-    it a local path, or a misspelt option, must not go unnoticed.
+    ``storage_options`` configure fsspec's S3 and GCS file systems (endpoint, credentials). Given for a local
+    path or ``memory://`` they are most likely meant for another URL: a command comparing a local checkpoint
+    with one in a bucket passes one set for both (so they are not refused), but a typo in a bucket URL that
+    made it a local path must not go unnoticed. ``backend_options`` tune one backend's saves, and this one
+    takes none (unless ``backend_options``: the format takes its own and checks them): refused as an unknown
+    option, as the other backends refuse theirs.
     """
-    import logging
+    if options.backend_options and not backend_options:
+        _refuse_unknown(
+            backend, set(options.backend_options), [f"none for {store} (the object stores take {_store_options()})"]
+        )
+    if options.storage_options:
+        import logging
 
-    for field, given, what in (
-        ("storage_options", options.storage_options, "they configure the S3 and GCS stores"),
-        ("backend_options", options.backend_options, "they tune the object stores' transfers"),
-    ):
-        if given:
-            logging.getLogger("trackpoint").warning(
-                "%s: %s %s were given for %r, but %s takes none (%s): they are not used for this path; check "
-                "that the URL is the one meant",
-                backend,
-                field,
-                sorted(given),
-                url,
-                store,
-                what,
-            )
+        logging.getLogger("trackpoint").warning(
+            "%s: storage_options %s were given for %r, but %s takes none (they configure the S3 and GCS "
+            "stores): they are not used for this path; check that the URL is the one meant",
+            backend,
+            sorted(options.storage_options),
+            url,
+            store,
+        )
+
+
+def _store_options() -> str:
+    return ", ".join(sorted(_transfer_option_names()))
 
 
 def _memory(url: str, options: CheckpointOptions) -> StorageBackend:
     from trackpoint.backends.memory import MemoryBackend
 
-    _warn_storage_options(url, options, "memory", "the in-process memory store")
+    _check_options_of_plain_store(url, options, "memory", "the in-process memory store")
     return MemoryBackend()
 
 
@@ -290,7 +295,7 @@ def _zarr(url: str, options: CheckpointOptions) -> StorageBackend:
     if kind == "local":
         from trackpoint.backends.stores.local import LocalFiles, exchange_directories
 
-        _warn_storage_options(url, options, "zarr", "the local disk")
+        _check_options_of_plain_store(url, options, "zarr", "the local disk", backend_options=True)
 
         # On Linux an overwrite swaps the directories atomically.
         return ZarrBackend(LocalFiles(), zarr_options, exchange=exchange_directories)

@@ -38,6 +38,7 @@ BUILTIN_OF = {
     E.ConcurrentModificationError: OSError,
     E.BackendError: LookupError,
     E.UnknownBackendError: LookupError,
+    E.BackendOptionError: ValueError,
     E.BackendUnavailableError: ImportError,
     E.PluginError: LookupError,
 }
