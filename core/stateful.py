@@ -242,9 +242,15 @@ class NonStrict:
         state: Mapping[Any, Any] = self.obj.state_dict()
         return state
 
-    def load_state_dict(self, state_dict: Any) -> Any:
-        """``obj.load_state_dict(state_dict, strict=False)``; records what it left out."""
-        result = self.obj.load_state_dict(state_dict, strict=False)
+    def load_state_dict(self, state_dict: Any, assign: bool = False) -> Any:
+        """``obj.load_state_dict(state_dict, strict=False)``; records what it left out.
+
+        ``assign=True`` (a module on the 'meta' device) is passed on: torch then replaces the tensors.
+        """
+        if assign:
+            result = self.obj.load_state_dict(state_dict, strict=False, assign=True)
+        else:
+            result = self.obj.load_state_dict(state_dict, strict=False)
         self.missing_keys = [str(key) for key in getattr(result, "missing_keys", ())]
         self.unexpected_keys = [str(key) for key in getattr(result, "unexpected_keys", ())]
         if self.missing_keys or self.unexpected_keys:
@@ -265,11 +271,21 @@ class NonStrict:
 
 def _takes_strict(method: Callable[..., Any]) -> bool:
     """Whether ``method`` accepts a ``strict`` keyword (by name or through ``**kwargs``)."""
+    return _takes(method, "strict")
+
+
+def _takes(method: Callable[..., Any], keyword: str) -> bool:
+    """Whether ``method`` accepts the keyword ``keyword`` (by name or through ``**kwargs``)."""
     try:
         parameters = inspect.signature(method).parameters.values()
     except (TypeError, ValueError):  # a builtin without a signature: it cannot be asked, so it is not assumed
         return False
-    return any(p.name == "strict" or p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters)
+    return any(p.name == keyword or p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters)
+
+
+def _is_meta(value: Any) -> bool:
+    """Whether ``value`` is a torch tensor on the 'meta' device: a shape and dtype without memory."""
+    return getattr(value, "is_meta", False) is True
 
 
 class _SavedNames(tuple[str, ...]):
@@ -302,6 +318,8 @@ class StatefulValue(Trackable):
         self._planned: dict[str, _NumpyValue] | None = None
         # The names whose arrays were offered to the reader to fill in place.
         self._offered: set[str] = set()
+        # The names of the state dict's tensors on the 'meta' device when a restore was planned.
+        self._meta: list[str] = []
         # For a checkpoint of the object's state dict given as a dict: (the restore's children, the state dict).
         self._legacy: tuple[Any, Mapping[Any, Any]] | None = None
         self._legacy_nodes: dict[str, _NumpyValue] = {}
@@ -323,6 +341,7 @@ class StatefulValue(Trackable):
         'meta' device) gets no node; ``load_state_dict`` receives a new one.
         """
         leaves: dict[str, _NumpyValue | None] = {}
+        meta = self._meta = []
 
         def leaf(value: Any, name: str, where: str) -> _NumpyValue | None:
             if not arrays:
@@ -331,6 +350,8 @@ class StatefulValue(Trackable):
                 return _NumpyValue(value, name, where)
             except TrackableError as exc:
                 if restoring:
+                    if _is_meta(value):
+                        meta.append(where)
                     return None
                 raise TrackableError(
                     f"{exc} (the value is in {type(self._obj).__name__}.state_dict(): NoDependency applies to the "
@@ -476,6 +497,15 @@ class StatefulValue(Trackable):
                 f"dict there (no scalar string {STATE_DICT_STRUCTURE!r} among its values {sorted(infos)})"
             )
         _, leaves = self._flatten(self._state_dict(), arrays=True, restoring=True)
+        if self._meta and not _takes(self._obj.load_state_dict, "assign"):
+            # torch copies nothing into a tensor without memory: the restore would report success and restore
+            # nothing. Refused before anything is written.
+            raise AssignmentError(
+                f"cannot restore into {self._where}: {len(self._meta)} of its tensors are on the 'meta' device "
+                f"({', '.join(self._meta[:3])}{', ...' if len(self._meta) > 3 else ''}), which holds no values, and "
+                f"{type(self._obj).__name__}.load_state_dict() takes no assign=True to replace them. Give them "
+                "memory first (module.to_empty(device='cpu')), or restore the module itself, not a wrapper"
+            )
         planned = {name: node for name, node in leaves.items() if node is not None}
         problems: list[AssignmentError] = []
         for name, tensor in infos.items():
@@ -534,8 +564,14 @@ class StatefulValue(Trackable):
             )
 
         state = rebuild_state_dict(structure, array, self._where)
+        meta, self._meta = self._meta, []
         try:
-            self._obj.load_state_dict(state)
+            if meta:
+                # A module built on the 'meta' device (to be filled by its checkpoint, as large models are): its
+                # tensors are replaced by the checkpoint's, which is torch's load_state_dict(..., assign=True).
+                self._obj.load_state_dict(state, assign=True)
+            else:
+                self._obj.load_state_dict(state)
         except Exception as exc:  # the object's own refusal, of any type
             # As PyTorch DCP does, arrays the object holds were read into in place before load_state_dict ran.
             partly = (

@@ -350,6 +350,40 @@ def test_a_lazy_module_is_restored_through_load_state_dict(tmp_path: Path) -> No
     _assert_same(fresh.state_dict(), net.state_dict())
 
 
+@pytest.mark.filterwarnings("error")  # torch's "copying into a meta parameter is a no-op" warning fails it
+@pytest.mark.parametrize("non_strict", [False, True])
+def test_a_module_built_on_the_meta_device_is_filled_by_its_checkpoint(tmp_path: Path, non_strict: bool) -> None:
+    # Large models are built without memory and loaded from their checkpoint (load_state_dict(..., assign=True)).
+    net, _, _ = _trained(0)
+    path = tp.Checkpoint(model=net).write(str(tmp_path / "ckpt"))
+    with torch.device("meta"):
+        fresh = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.BatchNorm1d(4), torch.nn.Linear(4, 2))
+    tp.Checkpoint(model=tp.NonStrict(fresh) if non_strict else fresh).read(path).assert_consumed()
+    _assert_same(fresh.state_dict(), net.state_dict())
+    assert isinstance(fresh[0].weight, torch.nn.Parameter) and fresh[0].weight.requires_grad
+    assert not any(t.is_meta for t in fresh.state_dict().values())
+
+
+def test_a_meta_module_behind_a_wrapper_without_assign_is_refused_before_anything_is_written(tmp_path: Path) -> None:
+    class Plain:  # a Stateful whose load_state_dict cannot replace tensors
+        def __init__(self, module: Any) -> None:
+            self.module = module
+
+        def state_dict(self) -> Any:
+            return self.module.state_dict()
+
+        def load_state_dict(self, state: Any) -> None:
+            self.module.load_state_dict(state)
+
+    net, _, _ = _trained(0)
+    path = tp.Checkpoint(model=net).write(str(tmp_path / "ckpt"))
+    with torch.device("meta"):
+        fresh = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.BatchNorm1d(4), torch.nn.Linear(4, 2))
+    with pytest.raises(tp.AssignmentError, match=r"9 of its tensors are on the 'meta' device .*to_empty"):
+        tp.Checkpoint(model=Plain(fresh)).read(path)
+    assert all(t.is_meta for t in fresh.state_dict().values())
+
+
 def test_a_refusal_after_in_place_reads_says_so(tmp_path: Path) -> None:
     a = torch.nn.Linear(3, 2)
     two_groups = torch.optim.Adam([{"params": [a.weight]}, {"params": [a.bias], "lr": 0.1}])
