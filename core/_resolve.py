@@ -39,7 +39,7 @@ from typing import Any, Final
 import numpy as np
 
 from trackpoint import _paths
-from trackpoint.errors import CheckpointNotFoundError
+from trackpoint.errors import CheckpointError, CheckpointNotFoundError
 from trackpoint.storage import (
     ANY_VERSION,
     CheckpointOptions,
@@ -96,6 +96,49 @@ def open_store(path: str, options: CheckpointOptions | None = None) -> StorageBa
     if len(names) <= 1:
         return primary
     return StoreView(path, primary, [n for n in names[1:] if n != primary.name], options)
+
+
+def shadow(prefix: str, options: CheckpointOptions | None, writer: StorageBackend) -> StorageBackend | None:
+    """Before ``writer`` saves ``prefix``: the backend of another format holding a checkpoint there, if any.
+
+    Readers given no backend (``restore``, ``inspect``, ``tp.latest_checkpoint`` without options) ask the
+    backend the URL's scheme (or ``TRACKPOINT_BACKEND``) selects first. A save whose options chose another
+    format (``backend="zarr"`` on a local path) next to a checkpoint of that format at the same prefix would
+    be hidden behind it: those readers would read the old checkpoint. Call before the save (once it wrote,
+    both would see a checkpoint of one format); ``None`` when no backend was chosen, the writer is the one
+    readers ask first, it cannot be opened, it holds nothing at ``prefix``, or the writer sees the same
+    checkpoint (a backend writing the same format). The caller closes what is returned.
+    """
+    if options is None or options.backend is None:
+        return None  # the writer is the backend readers select
+    from trackpoint.plugins import select_backend
+
+    storage = CheckpointOptions(storage_options=dict(options.storage_options))
+    try:
+        name = select_backend(prefix, storage)
+        if name == writer.name:
+            return None
+        other = open_backend(prefix, dataclasses.replace(storage, backend=name))
+    except CheckpointError:
+        return None  # no backend, or one not installed: no reader asks it first either
+    if other.exists(prefix) and not writer.exists(prefix):
+        return other
+    other.close()
+    return None
+
+
+def retire(prefix: str, other: StorageBackend | None, writer: StorageBackend) -> None:
+    """After ``writer`` committed ``prefix``: delete the checkpoint :func:`shadow` found there, and close ``other``.
+
+    The save replaced the checkpoint at ``prefix``; left in place, the other format's would be read instead.
+    """
+    if other is None:
+        return
+    try:
+        _log.info("%s: replacing the %s checkpoint there by the new %s one", prefix, other.name, writer.name)
+        other.delete(prefix)
+    finally:
+        other.close()
 
 
 def holder(backend: StorageBackend, prefix: str) -> StorageBackend | None:

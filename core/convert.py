@@ -340,13 +340,14 @@ def _convert_checkpoint(
                     f"convert: source and destination are the same checkpoint {src_prefix!r} on backend "
                     f"{target.name!r}; choose another destination prefix"
                 )
-            if not overwrite and target.exists(dst_path):
-                # begin() refuses too; checked first so no tensor is read for a refused copy.
-                raise CheckpointExistsError(
-                    f"convert: a checkpoint is already committed at {dst_path!r} (backend {target.name!r}); "
-                    "pass overwrite=True to replace it"
-                )
-            _copy(reader, target, dst_path, d_opts, overwrite, progress, started)
+            shadowed = _existing(dst_path, d_opts, target, overwrite)
+            try:
+                _copy(reader, target, dst_path, d_opts, overwrite, progress, started)
+            except BaseException:
+                if shadowed is not None:
+                    shadowed.close()
+                raise
+            _resolve.retire(dst_path, shadowed, target)
     finally:
         if target is not None:
             target.close()
@@ -377,12 +378,10 @@ def _convert_selected(
             f"convert: source and destination are the same, {src!r}; choose another destination"
         )
     target = None if dst_fmt is not None else _resolve.open_backend(dst, d_opts)
+    shadowed: StorageBackend | None = None
     try:
-        if target is not None and not overwrite and target.exists(dst):
-            raise CheckpointExistsError(
-                f"convert: a checkpoint is already committed at {dst!r} (backend {target.name!r}); "
-                "pass overwrite=True to replace it"
-            )
+        if target is not None:
+            shadowed = _existing(dst, d_opts, target, overwrite)
         base: CheckpointReader
         if src_fmt is not None:
             base = FlatReader(src, src_fmt, separator=separator)
@@ -432,9 +431,34 @@ def _convert_selected(
             else:
                 assert target is not None
                 _copy(reader, target, dst, d_opts, overwrite, progress, started)
+                _resolve.retire(dst, shadowed, target)
+                shadowed = None
     finally:
+        if shadowed is not None:
+            shadowed.close()
         if target is not None:
             target.close()
+
+
+def _existing(dst: str, options: CheckpointOptions, target: StorageBackend, overwrite: bool) -> StorageBackend | None:
+    """Before a copy to ``dst``: refuse it without ``overwrite`` where a checkpoint is committed, else return the
+    backend of another format whose checkpoint there the copy replaces (:func:`trackpoint._resolve.shadow`).
+
+    Checked before any tensor is read; ``begin`` refuses a checkpoint of ``target``'s own format too.
+    """
+    holder = _resolve.shadow(dst, options, target)
+    if overwrite:
+        return holder
+    if holder is None and target.exists(dst):
+        holder = target
+    if holder is None:
+        return None
+    if holder is not target:
+        holder.close()
+    raise CheckpointExistsError(
+        f"convert: a checkpoint is already committed at {dst!r} (backend {holder.name!r}); pass overwrite=True "
+        "to replace it"
+    )
 
 
 def _both(progress: Progress | None, events: observe.SaveEvents) -> Progress:

@@ -211,8 +211,9 @@ def test_a_prefix_committed_in_two_formats_is_read_from_the_selected_backend(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     run = str(tmp_path)
-    tp.Checkpoint(v=tp.Variable(_values(1))).write(f"{run}/dup-1")
+    # The URL's own format written over another one: readers ask it first, so the other is left.
     tp.Checkpoint(v=tp.Variable(_values(2))).write(f"{run}/dup-1", CheckpointOptions(backend="zarr"))
+    tp.Checkpoint(v=tp.Variable(_values(1))).write(f"{run}/dup-1")
     with caplog.at_level(logging.WARNING, logger="trackpoint"):
         assert open_store(run).list_checkpoints(run) == [f"{run}/dup-1"]
         assert tp.latest_checkpoint(run) == f"{run}/dup-1"
@@ -224,6 +225,32 @@ def test_a_prefix_committed_in_two_formats_is_read_from_the_selected_backend(
     np.testing.assert_array_equal(fresh.v.numpy(), _values(2))
     open_store(run).delete(f"{run}/dup-1")  # both go, so neither can resurface
     assert os.listdir(run) == []
+
+
+def test_a_save_in_another_format_replaces_the_checkpoint_readers_would_take_for_it(tmp_path: Path) -> None:
+    # Readers without options ask the URL's own format first: the old bundle would hide the new zarr save.
+    run = str(tmp_path)
+    tp.Checkpoint(v=tp.Variable(_values(1))).write(f"{run}/ckpt-1")
+    tp.Checkpoint(v=tp.Variable(_values(2))).write(f"{run}/ckpt-1", CheckpointOptions(backend="zarr"))
+    assert os.listdir(run) == ["ckpt-1.zarr"]
+    fresh = tp.Checkpoint(v=tp.Variable(np.zeros(4, np.float32)))
+    fresh.read(f"{run}/ckpt-1").assert_consumed()
+    np.testing.assert_array_equal(fresh.v.numpy(), _values(2))
+
+
+def test_convert_to_another_format_at_a_taken_prefix_needs_overwrite_and_then_replaces_it(tmp_path: Path) -> None:
+    run = str(tmp_path)
+    source = tp.Checkpoint(v=tp.Variable(_values(2))).write(f"{run}/src-1")
+    tp.Checkpoint(v=tp.Variable(_values(1))).write(f"{run}/dst-1")
+    zarr = CheckpointOptions(backend="zarr")
+    with pytest.raises(tp.CheckpointExistsError, match=r"already committed at .*dst-1' \(backend 'bundle'\)"):
+        tp.convert(source, f"{run}/dst-1", dst_options=zarr)
+    assert sorted(os.listdir(run))[2:] == ["src-1.data-00000-of-00001", "src-1.index"]
+    tp.convert(source, f"{run}/dst-1", dst_options=zarr, overwrite=True)
+    assert "dst-1.zarr" in os.listdir(run) and "dst-1.index" not in os.listdir(run)
+    fresh = tp.Checkpoint(v=tp.Variable(np.zeros(4, np.float32)))
+    fresh.read(f"{run}/dst-1").assert_consumed()
+    np.testing.assert_array_equal(fresh.v.numpy(), _values(2))
 
 
 # ------------------------------------------------------------- a third-party format, and cost
