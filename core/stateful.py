@@ -49,7 +49,7 @@ import logging
 import threading
 import weakref
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Final, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -163,6 +163,7 @@ def stateful_node(obj: Any, where: str) -> StatefulValue:
     where
         Where it is held, for messages (the first holder's name is kept).
     """
+    obj = unwrapped(obj)
     key = id(obj)
     with _NODES_LOCK:
         ref = _NODES.get(key)
@@ -177,6 +178,32 @@ def stateful_node(obj: Any, where: str) -> StatefulValue:
 
             _NODES[key] = weakref.ref(node, forget)
     return node
+
+
+#: Wrappers of a torch module that add a prefix to its state dict's keys, and the attribute holding the module:
+#: ``torch.compile``'s (``_orig_mod.``), ``DataParallel``'s and ``DistributedDataParallel``'s (``module.``).
+_WRAPPERS: Final = {
+    ("torch._dynamo.eval_frame", "OptimizedModule"): "_orig_mod",
+    ("torch.nn.parallel.data_parallel", "DataParallel"): "module",
+    ("torch.nn.parallel.distributed", "DistributedDataParallel"): "module",
+}
+
+
+def unwrapped(obj: Any) -> Any:
+    """The module a ``torch.compile``, ``DataParallel`` or ``DistributedDataParallel`` wrapper holds; else ``obj``.
+
+    Saved through the module itself, a checkpoint has the same keys whether the program compiled or wrapped
+    its model or not, as PyTorch DCP's ``get_model_state_dict`` gives: a compiled model restores an eager
+    run's checkpoint and the other way round. Matched by class name and module, so torch is not imported.
+    """
+    for _ in range(8):  # wrappers nest (a compiled DDP model); a bound, as a wrapper could hold itself
+        cls = type(obj)
+        attribute = _WRAPPERS.get((cls.__module__, cls.__name__))
+        inner = None if attribute is None else getattr(obj, attribute, None)
+        if inner is None:
+            return obj
+        obj = inner
+    return obj
 
 
 class NonStrict:
@@ -233,7 +260,7 @@ class NonStrict:
                 "cannot leave entries out (torch modules' does; an optimizer's state is restored whole). Give "
                 "the object itself to the checkpoint"
             )
-        self.obj = obj
+        self.obj = unwrapped(obj)
         self.missing_keys = []
         self.unexpected_keys = []
 
@@ -581,7 +608,8 @@ class StatefulValue(Trackable):
             )
             raise AssignmentError(
                 f"cannot restore into {self._where}: {type(self._obj).__name__}.load_state_dict() refused the saved "
-                f"state dict: {exc}{partly}"
+                f"state dict ({type(exc).__name__}: {exc}){partly}. Was it saved from another kind of object (an "
+                "optimizer of another class, a module with other layers)?"
             ) from exc
 
     def __repr__(self) -> str:

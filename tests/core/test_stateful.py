@@ -384,6 +384,23 @@ def test_a_meta_module_behind_a_wrapper_without_assign_is_refused_before_anythin
     assert all(t.is_meta for t in fresh.state_dict().values())
 
 
+def test_compiled_and_data_parallel_models_save_the_keys_of_the_module_they_wrap(tmp_path: Path) -> None:
+    # As PyTorch DCP's get_model_state_dict: no "_orig_mod." or "module." in the keys, so a compiled or wrapped
+    # run and an eager one restore each other's checkpoints.
+    net, _, _ = _trained(0)
+    compiled = torch.compile(net)
+    path = tp.Checkpoint(model=compiled).write(str(tmp_path / "compiled"))
+    assert "model/.ATTRIBUTES/0..weight" in dict(tp.list_variables(path))
+    assert not any("_orig_mod" in key or "module." in key for key, _ in tp.list_variables(path))
+    fresh, _, _ = _trained(1)
+    tp.Checkpoint(model=torch.nn.DataParallel(fresh)).read(path).assert_consumed()
+    _assert_same(fresh.state_dict(), net.state_dict())
+    eager = tp.Checkpoint(model=net).write(str(tmp_path / "eager"))
+    again, _, _ = _trained(2)
+    tp.Checkpoint(model=tp.NonStrict(torch.compile(again))).read(eager).assert_consumed()
+    _assert_same(again.state_dict(), net.state_dict())
+
+
 def test_a_refusal_after_in_place_reads_says_so(tmp_path: Path) -> None:
     a = torch.nn.Linear(3, 2)
     two_groups = torch.optim.Adam([{"params": [a.weight]}, {"params": [a.bias], "lr": 0.1}])
@@ -394,7 +411,7 @@ def test_a_refusal_after_in_place_reads_says_so(tmp_path: Path) -> None:
     one_group = torch.optim.Adam(b.parameters())
     b(torch.ones(1, 3)).sum().backward()
     one_group.step()
-    with pytest.raises(tp.AssignmentError, match=r"groups; 6 of its arrays had already been written in place"):
+    with pytest.raises(tp.AssignmentError, match=r"groups\); 6 of its arrays had already been written in place"):
         tp.Checkpoint(opt=one_group).read(path)
 
 
@@ -420,6 +437,6 @@ def test_a_refusal_counts_arrays_written_in_place_after_the_read(tmp_path: Path)
     path = tp.Checkpoint(data=StateHolder({"w": torch.arange(6.0).reshape(2, 3)})).write(str(tmp_path / "ckpt"))
     base = torch.zeros(3, 2)
     target = Refuses({"w": base.t()})  # a view numpy shares but cannot read into directly: copied in after
-    with pytest.raises(tp.AssignmentError, match=r"not this one; 1 of its arrays had already been written in place"):
+    with pytest.raises(tp.AssignmentError, match=r"not this one\); 1 of its arrays had already been written in place"):
         tp.Checkpoint(data=target).read(path)
     assert torch.equal(base.t(), torch.arange(6.0).reshape(2, 3))
