@@ -7,10 +7,11 @@ goes through the storage contract.
 
 from __future__ import annotations
 
+import difflib
 import os
 from collections.abc import Sequence
 from types import TracebackType
-from typing import Any
+from typing import Any, Final
 
 import numpy as np
 
@@ -147,6 +148,15 @@ def tensor_name(name: object, call: str) -> str:
 _MAX_SUGGESTED = 5
 
 
+#: Beyond this many keys a missing name is not compared with each for a close spelling (it takes seconds).
+_MAX_COMPARED: Final = 50_000
+
+
+def _plain(key: str) -> str:
+    """``key`` as a program names what it holds: ``model/.ATTRIBUTES/0..weight`` is ``model/0.weight``."""
+    return key.replace("/.ATTRIBUTES/VARIABLE_VALUE", "").replace("/.ATTRIBUTES/", "/").replace("..", ".")
+
+
 def _with_suggestions(exc: CheckpointKeyError, reader: CheckpointReader, name: str) -> CheckpointKeyError:
     """``exc`` (no tensor ``name``) naming the keys of ``reader`` under ``name/``, when there are any.
 
@@ -155,11 +165,26 @@ def _with_suggestions(exc: CheckpointKeyError, reader: CheckpointReader, name: s
     """
     stem = name.rstrip("/") + "/"
     try:
-        found = sorted(key for key in reader.keys() if key.startswith(stem))
+        keys = [key for key in reader.keys() if key != OBJECT_GRAPH_KEY]
     except Exception:  # noqa: BLE001 - a reader that cannot list keys: the original refusal stands
         return exc
+    found = sorted(key for key in keys if key.startswith(stem))
+    message = str(exc.args[0]) if exc.args else f"no tensor {name!r}"
     if not found:
-        return exc
+        # A name as the program writes it ("model/0.weight", a state dict's entry) for its key
+        # ("model/.ATTRIBUTES/0..weight"), or a misspelling.
+        plain = _plain(name)
+        plains: dict[str, str] = {}
+        for key in keys:
+            plains.setdefault(_plain(key), key)
+        meant = [key for key in keys if _plain(key) == plain]
+        if not meant and len(keys) <= _MAX_COMPARED:
+            meant = [plains[p] for p in difflib.get_close_matches(plain, plains, n=3, cutoff=0.8)]
+        if not meant:
+            return exc
+        return CheckpointKeyError(
+            f"{message}; did you mean {' or '.join(map(repr, meant))}?", backend=exc.backend, url=exc.url, key=exc.key
+        )
     # A variable's value first: the key that was meant, most of the time.
     found.sort(key=lambda key: key != stem + ".ATTRIBUTES/VARIABLE_VALUE")
     shown = ", ".join(map(repr, found[:_MAX_SUGGESTED]))
@@ -168,7 +193,6 @@ def _with_suggestions(exc: CheckpointKeyError, reader: CheckpointReader, name: s
         if len(found) > _MAX_SUGGESTED
         else ""
     )
-    message = str(exc.args[0]) if exc.args else f"no tensor {name!r}"
     if len(found) == 1:
         hint = f"{name!r} is the path of an object, whose value is saved under the full key {shown}: pass that key"
     else:

@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 import trackpoint as tp
+from stateful_objects import StateHolder
 from trackpoint.cli import main
 from trackpoint.errors import ArgumentTypeError, InvalidArgumentError, InvalidPathError
 
@@ -149,6 +150,22 @@ def test_a_missing_tensor_named_by_its_object_path_suggests_the_full_keys() -> N
     with pytest.raises(tp.CheckpointKeyError) as caught:
         tp.load_variable(path, "nothing")
     assert "full key" not in str(caught.value)  # nothing to suggest: the refusal as it was
+
+
+def test_a_missing_tensor_named_as_the_program_names_it_or_misspelt_suggests_its_key() -> None:
+    # A state dict's entry "0.weight" is stored as "0..weight" under ".ATTRIBUTES/": users give the former.
+    holder = StateHolder({"0.weight": np.ones(2), "steps": np.zeros(1)})
+    path = tp.Checkpoint(model=holder, weights=tp.Variable([3.0])).write("memory://args/near/ckpt")
+    stored = "model/.ATTRIBUTES/0..weight"
+    for given in ("model/0.weight", "model/.ATTRIBUTES/0.weight", "model/0.wieght"):
+        expected = rf"has no tensor '{re.escape(given)}'; did you mean '{stored}'"
+        with pytest.raises(tp.CheckpointKeyError, match=expected):
+            tp.load_variable(path, given)
+    with pytest.raises(tp.CheckpointKeyError, match=rf"did you mean 'weights{VALUE}'"):
+        tp.load_variable(path, "weigths")
+    with pytest.raises(tp.CheckpointKeyError) as caught:
+        tp.load_variable(path, "optimizer/m")
+    assert "did you mean" not in str(caught.value)  # nothing close: the refusal as it was
 
 
 # ------------------------------------------------------------------ 3. bytes and PathLike paths
