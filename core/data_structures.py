@@ -71,7 +71,7 @@ import threading
 import types
 import weakref
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
-from typing import Any, Generic, SupportsIndex, TypeVar
+from typing import Any, Final, Generic, SupportsIndex, TypeVar
 
 import numpy as np
 
@@ -679,6 +679,10 @@ def _index_of(name: str, length: int) -> int | None:
     return int(name)
 
 
+#: Python numbers a checkpoint's containers save (as scalars), compared by value.
+_NUMBERS: Final = (bool, int, float)
+
+
 def _same_element(a: Any, b: Any) -> bool:
     """Whether a container element is unchanged since the snapshot.
 
@@ -1255,10 +1259,17 @@ class _DictWrapper(TrackableDataStructure, dict[Any, Any]):
             return
         storage, snapshot = self._self_storage, self._self_snapshot
         assert snapshot is not None
-        if len(storage) == len(snapshot) and all(
-            key in snapshot and _same_element(value, snapshot[key]) for key, value in storage.items()
-        ):
-            return
+        if len(storage) == len(snapshot) and all(key in snapshot for key in storage):
+            changed = [key for key, value in storage.items() if not _same_element(value, snapshot[key])]
+            if not changed:
+                return
+            if all(type(storage[key]) in _NUMBERS and type(snapshot[key]) in _NUMBERS for key in changed):
+                # A counter kept in the dict the program holds (`state["epoch"] += 1`): a number that replaced
+                # a number under the same key creates no object a restore could have been waiting for, so it
+                # is taken as if assigned through the wrapper.
+                for key in changed:
+                    self._assign(key, storage[key])
+                return
         self._self_external = True
         self._mirror()
 
@@ -1401,6 +1412,10 @@ class _DictWrapper(TrackableDataStructure, dict[Any, Any]):
     # ----------------------------------------------------------- dict writes
     def __setitem__(self, key: Any, value: Any) -> None:
         self._check_external_modification()
+        self._assign(key, value)
+
+    def _assign(self, key: Any, value: Any) -> None:
+        """``self[key] = value``, the wrapper's own change (checked for external ones by the caller)."""
         stored, tracked = self._store(key, value)
         self._self_storage[key] = stored
         self._self_nodes.pop(key, None)

@@ -232,6 +232,28 @@ def test_assigned_dict_is_wrapped_not_copied() -> None:
         tp.Checkpoint(model=model).write("memory://ds/dict-external")
 
 
+def test_a_number_updated_in_the_dict_the_program_holds_is_saved_and_restored(tmp_path: Path) -> None:
+    # `state["epoch"] += 1` on the program's own dict: no new object a restore could wait for, so not refused.
+    state: dict[str, Any] = {"epoch": 0, "loss": 1.5, "w": np.ones(2)}
+    ckpt = tp.Checkpoint(train=state)
+    state["epoch"] += 3
+    state["loss"] = 0.25
+    path = ckpt.write(str(tmp_path / "ckpt"))
+    fresh: dict[str, Any] = {"epoch": 0, "loss": 0.0, "w": np.zeros(2)}
+    tp.Checkpoint(train=fresh).read(path).assert_consumed()
+    assert fresh["epoch"] == 3 and type(fresh["epoch"]) is int and fresh["loss"] == 0.25
+    np.testing.assert_array_equal(fresh["w"], np.ones(2))
+    # A new key, or a new array under a key, is a new object: still refused, as in TensorFlow.
+    state["w"] = np.zeros(2)
+    with pytest.raises(tp.TrackableError, match=r"The wrapped dictionary was modified outside the wrapper"):
+        ckpt.write(str(tmp_path / "again"))
+    other: dict[str, Any] = {"epoch": 0}
+    held = tp.Checkpoint(train=other)
+    other["step"] = 1
+    with pytest.raises(tp.TrackableError, match=r"The wrapped dictionary was modified outside the wrapper"):
+        held.write(str(tmp_path / "added"))
+
+
 def test_dict_wrapper_behaves_as_a_dict() -> None:
     model = tp.AutoTrackable()
     model.d = {"a": 2, "nested": [1]}
