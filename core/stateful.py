@@ -541,7 +541,14 @@ class StatefulValue(Trackable):
                 continue
             try:
                 node._check_restore_tensors({VARIABLE_VALUE_KEY: tensor}, {VARIABLE_VALUE_KEY: where[name]})
-            except (DTypeMismatchError, ShapeMismatchError) as exc:
+            except DTypeMismatchError as exc:
+                if node._tensor is not None and tuple(tensor.shape) == tuple(node._tensor.shape):
+                    # A torch tensor of another dtype (a bfloat16 model restoring a float32 checkpoint): not read
+                    # in place but handed to load_state_dict, which casts as torch's own does (copy_).
+                    del planned[name]
+                    continue
+                problems.append(exc)
+            except ShapeMismatchError as exc:
                 problems.append(exc)
         if problems:
             message = "\n".join(str(problem) for problem in problems)

@@ -198,6 +198,27 @@ def test_arrays_that_do_not_fit_are_all_reported_before_anything_changes(tmp_pat
     assert not target.loaded and not c.any()
 
 
+def test_torch_tensors_of_another_dtype_are_cast_by_load_state_dict_as_in_torch(tmp_path: Path) -> None:
+    # A float32 run restored into a bfloat16 model and its optimizer: torch's load_state_dict casts (copy_), and
+    # so does the restore; other shapes are still refused before anything is written.
+    net, opt, _ = _trained(0)
+    path = tp.Checkpoint(model=net, optimizer=opt).write(str(tmp_path / "ckpt"))
+    half = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.BatchNorm1d(4), torch.nn.Linear(4, 2))
+    half = half.to(torch.bfloat16)
+    half_opt = torch.optim.Adam(half.parameters(), lr=0.5)
+    tp.Checkpoint(model=half, optimizer=half_opt).read(path).assert_consumed()
+    assert half[0].weight.dtype == torch.bfloat16
+    assert torch.equal(half[0].weight, net[0].weight.to(torch.bfloat16))
+    assert half[1].num_batches_tracked.item() == net[1].num_batches_tracked.item()
+    moment = half_opt.state_dict()["state"][0]["exp_avg"]
+    assert moment.dtype == torch.bfloat16 and torch.equal(moment, opt.state_dict()["state"][0]["exp_avg"].bfloat16())
+    wide = torch.nn.Sequential(torch.nn.Linear(3, 5), torch.nn.BatchNorm1d(5), torch.nn.Linear(5, 2))
+    before = wide[2].weight.detach().clone()
+    with pytest.raises((tp.ShapeMismatchError, tp.DTypeMismatchError), match="do not fit Checkpoint.model"):
+        tp.Checkpoint(model=wide.to(torch.float64)).read(path)
+    assert torch.equal(wide[2].weight, before.to(torch.float64))
+
+
 def test_a_refusing_load_state_dict_is_an_assignment_error(tmp_path: Path) -> None:
     torch.manual_seed(0)
     path = tp.Checkpoint(model=torch.nn.Linear(2, 2)).write(str(tmp_path / "ckpt"))
