@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -36,3 +37,24 @@ def eager_full_collections() -> Iterator[list[int]]:
     finally:
         gc.callbacks.remove(record)
         gc.set_threshold(*saved)
+
+
+@pytest.fixture
+def bundle_reads(monkeypatch: pytest.MonkeyPatch) -> dict[str, int]:
+    """How often bundle readers are asked for one tensor (``read``) and for several (``read_many``)."""
+    from trackpoint.backends.bundle._reader import BundleReader
+
+    calls = {"read": 0, "read_many": 0}
+    read, read_many = BundleReader.read, BundleReader.read_many
+
+    def counted_read(self: BundleReader, key: str, out: Any = None) -> Any:
+        calls["read"] += 1
+        return read(self, key, out)
+
+    def counted_read_many(self: BundleReader, requests: Any) -> Any:
+        calls["read_many"] += 1
+        return read_many(self, requests)
+
+    monkeypatch.setattr(BundleReader, "read", counted_read)
+    monkeypatch.setattr(BundleReader, "read_many", counted_read_many)
+    return calls

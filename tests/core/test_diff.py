@@ -155,3 +155,15 @@ def test_state_dict_integers_compare_exactly_and_types_and_metadata_count(tmp_pa
     newer._metadata = {"": {"version": 2}}  # type: ignore[attr-defined]
     (change,) = tp.diff(write("v1", versioned), write("v2", newer)).changed
     assert change.details == ("._metadata['']['version']: 1 -> 2",)
+
+
+def test_tensors_are_compared_in_batches_read_together(tmp_path: Path, bundle_reads: dict[str, int]) -> None:
+    # One request per tensor and side made a diff of many small tensors take minutes on an object store.
+    values = [np.full(3, float(i)) for i in range(200)]
+    a = tp.Checkpoint(v=[tp.Variable(v) for v in values]).write(str(tmp_path / "a"))
+    values[7] = values[7] + 1.0
+    b = tp.Checkpoint(v=[tp.Variable(v) for v in values]).write(str(tmp_path / "b"))
+    calls = bundle_reads
+    report = tp.diff(a, b)
+    assert [d.key for d in report.changed] == ["v/7/.ATTRIBUTES/VARIABLE_VALUE"] and report.same == 199
+    assert calls == {"read": 0, "read_many": 2}
