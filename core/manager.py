@@ -43,6 +43,7 @@ from trackpoint.errors import (
     ArgumentTypeError,
     CheckpointError,
     CheckpointExistsError,
+    CheckpointNotFoundError,
     InvalidArgumentError,
     MatchError,
     StorageError,
@@ -891,6 +892,68 @@ class CheckpointManager:
             reread()
         else:
             self._adopt(on_root(self._coordinator, reread, f"reloading {self._directory!r}"))
+
+    @_signal_safe.guarded
+    def delete(self, checkpoint: str | int) -> None:
+        """Delete one checkpoint of this manager's series, and its entry in the state file (Orbax's ``delete``).
+
+        Parameters
+        ----------
+        checkpoint
+            Its prefix (an entry of :attr:`checkpoints`, or one preserved by
+            ``keep_checkpoint_every_n_hours``) or its number (``3`` for
+            ``<directory>/<checkpoint_name>-3``).
+
+        Raises
+        ------
+        CheckpointNotFoundError
+            No checkpoint of the series is committed there; nothing changed.
+        InvalidArgumentError
+            A prefix outside the directory or series, or a negative number.
+
+        Notes
+        -----
+        An async save in flight is waited for first. The checkpoint's commit
+        point goes first, as for retention; when it was the latest, the newest
+        one left becomes :attr:`latest_checkpoint` (``None`` if none is).
+        Unlike ``tp.remove_checkpoint``, the manager's own record stays right,
+        so a later save's retention does not count the deleted checkpoint.
+        """
+        if isinstance(checkpoint, bool) or not isinstance(checkpoint, (int, str)):
+            raise ArgumentTypeError(
+                f"CheckpointManager.delete takes a checkpoint's prefix or number, got {type(checkpoint).__name__}"
+            )
+        if isinstance(checkpoint, int):
+            if checkpoint < 0:
+                raise InvalidArgumentError(f"CheckpointManager.delete: checkpoint numbers are >= 0, got {checkpoint}")
+            prefix = f"{self._prefix}-{checkpoint}"
+        else:
+            name = _basename(checkpoint)
+            prefix = _paths.join(self._directory, name)
+            if not self._is_own(prefix) or checkpoint not in (name, prefix):
+                raise InvalidArgumentError(
+                    f"CheckpointManager.delete: {checkpoint!r} is not a checkpoint of the series "
+                    f"{self._checkpoint_name}-N in {self._directory!r}"
+                )
+        self._wait_for_save("delete()")
+
+        def remove() -> bytes:
+            with self._lock:
+                if not self._backend.exists(prefix):
+                    raise CheckpointNotFoundError(
+                        f"CheckpointManager.delete: no checkpoint is committed at {prefix!r}", url=prefix
+                    )
+                self._backend.delete(prefix)
+                self._maybe_delete.pop(prefix, None)
+                if self._latest_checkpoint == prefix:
+                    self._latest_checkpoint = next(reversed(self._maybe_delete), None)
+                self._record_state()
+                return self._bookkeeping()
+
+        if self._coordinator is None:
+            remove()
+        else:
+            self._adopt(on_root(self._coordinator, remove, f"deleting {prefix!r}"))
 
     # --------------------------------------------------------------- restore
     @_signal_safe.guarded

@@ -188,3 +188,37 @@ def test_a_url_directory_with_trailing_slashes_resumes_its_checkpoints(suffix: s
     assert again.restore_or_initialize() == f"{run}/ckpt-2"
     assert again.save() == f"{run}/ckpt-3"
     assert again.checkpoints == [f"{run}/ckpt-2", f"{run}/ckpt-3"]
+
+
+def test_delete_removes_a_checkpoint_from_the_directory_the_record_and_the_state_file(tmp_path: Path) -> None:
+    m = CheckpointManager(_ckpt(), tmp_path, max_to_keep=3)
+    for _ in range(3):
+        m.save()
+    m.delete(2)
+    assert _on_disk(tmp_path) == [1, 3]
+    assert m.checkpoints == [str(tmp_path / "ckpt-1"), str(tmp_path / "ckpt-3")]
+    m.delete(str(tmp_path / "ckpt-3"))  # the latest: the newest one left takes its place
+    assert m.latest_checkpoint == str(tmp_path / "ckpt-1") == tp.latest_checkpoint(str(tmp_path))
+    st = state.read_checkpoint_state(str(tmp_path))
+    assert st is not None and list(st.all_model_checkpoint_paths) == [str(tmp_path / "ckpt-1")]
+    # Retention counts what is left: three more saves keep the newest three, ckpt-1 goes.
+    for _ in range(3):
+        m.save()
+    assert _on_disk(tmp_path) == [4, 5, 6]
+    with pytest.raises(tp.CheckpointNotFoundError, match="no checkpoint is committed at"):
+        m.delete(2)
+    for wrong in ("other-5", str(tmp_path / "elsewhere" / "ckpt-5"), -1):
+        with pytest.raises(tp.InvalidArgumentError):
+            m.delete(wrong)
+    assert _on_disk(tmp_path) == [4, 5, 6]
+
+
+def test_delete_takes_a_preserved_checkpoint_too(tmp_path: Path) -> None:
+    clock = _Clock()
+    m = _preserving(tmp_path, clock)
+    for _ in range(5):
+        clock.t += 1800
+        m.save()
+    assert _on_disk(tmp_path) == [2, 4, 5]  # ckpt-2 preserved, unlisted
+    m.delete("ckpt-2")
+    assert _on_disk(tmp_path) == [4, 5] and m.checkpoints == [str(tmp_path / "ckpt-4"), str(tmp_path / "ckpt-5")]

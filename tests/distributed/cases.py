@@ -370,6 +370,17 @@ def manager_reload(ctx: Context, directory: str) -> dict[str, Any]:
     return {"checkpoints": manager.checkpoints, "latest": manager.latest_checkpoint}
 
 
+def manager_delete(ctx: Context, directory: str) -> dict[str, Any]:
+    """Three saves, then every rank deletes the latest: rank 0 deletes, every rank adopts its record."""
+    manager = tp.CheckpointManager(
+        tp.Checkpoint(model=_model(7, [4])), directory, max_to_keep=None, options=_options(ctx)
+    )
+    paths = [manager.save(), manager.save(), manager.save()]
+    manager.delete(paths[-1])
+    manager.close()
+    return {"checkpoints": manager.checkpoints, "latest": manager.latest_checkpoint}
+
+
 def async_manager_run(ctx: Context, directory: str, saves: int) -> dict[str, Any]:
     """Async manager saves on every rank, values changed right after each returns; what ended up stored."""
     model = _model(7, [16, 8])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 
@@ -156,6 +157,14 @@ def test_reload_gives_every_rank_rank_0s_view_of_the_directory(torch2: Ranks, tm
     directory = str(tmp_path / "run")
     views = torch2.values("manager_reload", directory=directory)
     assert views[0] == views[1] == {"checkpoints": [f"{directory}/ckpt-1"], "latest": f"{directory}/ckpt-1"}
+
+
+def test_delete_deletes_once_and_gives_every_rank_the_same_record(torch2: Ranks, tmp_path: Path) -> None:
+    directory = str(tmp_path / "run")
+    views = torch2.values("manager_delete", directory=directory)
+    kept = [f"{directory}/ckpt-1", f"{directory}/ckpt-2"]
+    assert views[0] == views[1] == {"checkpoints": kept, "latest": kept[-1]}
+    assert sorted(n for n in os.listdir(directory) if n.endswith(".index")) == ["ckpt-1.index", "ckpt-2.index"]
 
 
 @pytest.mark.slow
