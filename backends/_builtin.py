@@ -125,6 +125,10 @@ def _check_options_of_plain_store(
             backend, set(options.backend_options), [f"none for {store} (the object stores take {_store_options()})"]
         )
     if options.storage_options:
+        said = (backend, _paths_dirname(url), tuple(sorted(options.storage_options)))
+        if said in _SAID_UNUSED:
+            return  # a command opens a location several times: once is enough
+        _SAID_UNUSED.add(said)
         import logging
 
         logging.getLogger("trackpoint").warning(
@@ -135,6 +139,16 @@ def _check_options_of_plain_store(
             url,
             store,
         )
+
+
+#: (backend, directory, keys) of the unused storage_options already logged: each is said once per process.
+_SAID_UNUSED: set[tuple[str, str, tuple[str, ...]]] = set()
+
+
+def _paths_dirname(url: str) -> str:
+    from trackpoint import _paths
+
+    return _paths.dirname(url)
 
 
 def _store_options() -> str:

@@ -40,6 +40,13 @@ def test_options_for_a_local_path_are_said_to_go_unused(tmp_path: Path, caplog: 
     assert tp.list_variables(path)
     assert "storage_options ['key'] were given for" in caplog.text
     assert "they are not used for this path" in caplog.text
+    # A command opens one location several times (list, read, verify): said once.
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="trackpoint"):
+        for name in ("c", "d"):
+            ckpt.write(str(tmp_path / name), options=tp.CheckpointOptions(storage_options={"key": "k"}))
+            tp.list_variables(str(tmp_path / name), tp.CheckpointOptions(storage_options={"key": "k"}))
+    assert caplog.text.count("storage_options ['key'] were given for") == 0
 
 
 @pytest.mark.parametrize(
