@@ -38,15 +38,20 @@ def check(path: str) -> str:
 
     A NUL byte ends a string for the operating system and is refused by every
     object store, so a path holding one could only fail later, deep inside a
-    storage library and with its own error type. The core calls this where a
-    path first reaches it (backend selection), and the local file layer calls
-    it again for code that drives a backend directly.
+    storage library and with its own error type. A ``file://`` URL naming a
+    host other than ``localhost`` (``file://server/x``) names a file trackpoint
+    cannot reach; read as a local path it would be ``server/x`` in the working
+    directory. The core calls this where a path first reaches it (backend
+    selection), and the local file layer calls it again for code that drives a
+    backend directly.
     """
     if "\0" in path:
         raise InvalidPathError(
             f"path {path!r} contains a NUL character (\\x00) at index {path.index(chr(0))}; no file system or "
             "object store accepts it: remove it from the path"
         )
+    # file://server/x names another machine's file; ``file://run/ckpt`` is no relative path either (RFC 8089).
+    strip_file_scheme(path)
     slashed = _ONE_SLASH.match(path)
     if slashed is not None:
         # Without "//" this is a relative local path: s3:/bucket/run would be saved in a directory named "s3:"
@@ -120,11 +125,18 @@ def normalize_local(path: str) -> str:
 
 
 def split_scheme(path: str) -> tuple[str, str]:
-    """``("s3", "bucket/key")`` for ``s3://bucket/key``; ``("", path)`` for local paths."""
+    """``("s3", "bucket/key")`` for ``s3://bucket/key``; ``("", path)`` for local paths.
+
+    ``file://localhost/x`` gives ``("file", "/x")``, as ``file:///x`` does: ``localhost`` is this machine
+    (RFC 8089), so every caller reads the path, not the host, from what follows the scheme.
+    """
     m = _SCHEME.match(path)
     if m is None:
         return "", path
-    return m.group(1).lower(), path[m.end() :]
+    s, rest = m.group(1).lower(), path[m.end() :]
+    if s == "file" and rest[:9].lower() == "localhost" and rest[9:10] in ("", "/"):
+        rest = rest[9:] or "/"
+    return s, rest
 
 
 def scheme(path: str) -> str:
@@ -139,9 +151,33 @@ def is_url(path: str) -> bool:
 
 
 def strip_file_scheme(path: str) -> str:
-    """``/x/y`` for ``file:///x/y``; other paths unchanged."""
-    s, rest = split_scheme(path)
-    return rest if s == "file" else path
+    """The local path a ``file://`` URL names (RFC 8089); other paths unchanged.
+
+    ``file:///x/y`` and ``file://localhost/x/y`` both name ``/x/y``: the part between ``file://`` and the
+    next ``/`` is a host, empty or ``localhost`` for this machine.
+
+    Raises
+    ------
+    InvalidPathError
+        The URL names another host (``file://server/x``, or ``file://run/ckpt`` meant as a relative path),
+        whose files trackpoint cannot reach.
+    """
+    s, rest = split_scheme(path)  # file://localhost/x gives /x already
+    if s != "file":
+        return path
+    host, slash, local = rest.partition("/")
+    if not host:
+        return rest
+    raise _other_host(path, host, slash + local)
+
+
+def _other_host(path: str, host: str, local: str) -> InvalidPathError:
+    """The refusal of the ``file://`` URL ``path``, which names ``host``, not this machine."""
+    return InvalidPathError(
+        f"path {path!r} names the host {host!r} (a file:// URL is file://HOST/PATH): trackpoint reads and writes "
+        f"files of this machine only. Write file://{local or '/'} (or file://localhost{local or '/'}) for the "
+        f"local path {local or '/'!r}, or {host}{local} without file:// for a path relative to the working directory"
+    )
 
 
 def dirname(path: str) -> str:

@@ -5,14 +5,17 @@ from __future__ import annotations
 import argparse
 import base64
 import collections
+import contextlib
 import dataclasses
+import inspect
 import json
 import math
 import os
 import re
+import shlex
 import sys
 import traceback
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, Final, TextIO
 
 import numpy as np
@@ -26,6 +29,7 @@ from trackpoint.errors import (
     CheckpointExistsError,
     CheckpointNotFoundError,
     InvalidArgumentError,
+    InvalidPathError,
     StorageError,
     UnknownBackendError,
 )
@@ -94,6 +98,77 @@ def _failure_kind(error: BaseException | str) -> str:
     ):
         return _UNREADABLE
     return _DAMAGED
+
+
+def _command(*words: str) -> str:
+    """A command line to paste into a POSIX shell: each word quoted where it needs it (spaces, ``$``, non-ASCII).
+
+    Hints name commands to run (``trackpoint verify run/ckpt-1``); a path with a space, printed bare, would
+    be two arguments when pasted.
+    """
+    return " ".join(shlex.quote(word) for word in words)
+
+
+#: The suffix the Zarr backend adds to a checkpoint's prefix for the directory (or object prefix) it stores
+#: the checkpoint in: ``run/ckpt-1`` is stored in ``run/ckpt-1.zarr``. A literal, not imported: the Zarr
+#: backend is an optional extra, and this names its layout only to point a user at the prefix.
+_ZARR_SUFFIX: Final = ".zarr"
+
+
+def _stored_in(path: str, store: StorageBackend) -> tuple[str, str] | None:
+    """``(prefix, backend)`` when ``path`` is the directory a checkpoint is stored in (``run/ckpt-1.zarr``).
+
+    Such a directory is neither a checkpoint nor a directory of checkpoints, so every command finds
+    nothing there; this names the prefix to pass instead. ``None`` when ``path`` is no such directory
+    or the store cannot tell.
+    """
+    trimmed = path.rstrip("/")
+    if not trimmed.endswith(_ZARR_SUFFIX) or len(trimmed) == len(_ZARR_SUFFIX):
+        return None
+    prefix = trimmed[: -len(_ZARR_SUFFIX)]
+    try:
+        found = _resolve.holder(store, prefix)
+    except (CheckpointError, OSError, ValueError):
+        return None  # only a hint is at stake: the command's own error stands
+    return None if found is None else (prefix, found.name)
+
+
+def _stored_in_path(path: str, opts: CheckpointOptions) -> tuple[str, str] | None:
+    """:func:`_stored_in` through a store opened for ``path`` (and closed again)."""
+    if not path.rstrip("/").endswith(_ZARR_SUFFIX):
+        return None  # the common case opens no store
+    try:
+        store = _resolve.open_store(path, opts)
+    except (CheckpointError, OSError, ValueError):
+        return None
+    try:
+        return _stored_in(path, store)
+    finally:
+        store.close()
+
+
+def _not_a_checkpoint(path: str, prefix: str, backend: str) -> str:
+    """Why ``path``, the directory the checkpoint ``prefix`` is stored in, is no checkpoint, and what to pass."""
+    return (
+        f"no checkpoint at {path!r}: it is the directory the {backend} backend stores the checkpoint {prefix!r} in; "
+        f"pass that prefix, without the {_ZARR_SUFFIX!r} suffix (`{_command('trackpoint', 'inspect', prefix)}` "
+        "lists its tensors)"
+    )
+
+
+@contextlib.contextmanager
+def _prefix_hint(paths: Sequence[str], opts: CheckpointOptions) -> Iterator[None]:
+    """Re-raise a :class:`CheckpointNotFoundError` for a checkpoint's own directory with the prefix to pass."""
+    try:
+        yield
+    except CheckpointNotFoundError as exc:
+        for path in paths:
+            if exc.url is not None and exc.url != path:
+                continue  # the error is about another of the paths
+            found = _stored_in_path(path, opts)
+            if found is not None:
+                raise CheckpointNotFoundError(_not_a_checkpoint(path, *found), url=path) from exc
+        raise
 
 
 # ------------------------------------------------------------------ options
@@ -231,8 +306,19 @@ def _check_directory(command: str, directory: str, store: StorageBackend) -> Non
     Listing a missing directory finds nothing, as listing an empty one does: without this, a typo in
     a cron job would print "no checkpoints" and succeed. Object stores have no directories (a prefix
     with nothing under it is just empty; a missing bucket fails in the store), so only a store over
-    a file system (one that renames atomically, as POSIX file systems do) is checked.
+    a file system (one that renames atomically, as POSIX file systems do) is checked for that. The
+    directory a checkpoint is stored in (Zarr's ``run/ckpt-1.zarr``) is refused on every store: it
+    holds no checkpoints, and listing it would say so.
     """
+    stored = _stored_in(directory, store)
+    if stored is not None:
+        prefix, backend = stored
+        parent = _paths.dirname(prefix) or os.curdir
+        raise CheckpointNotFoundError(
+            f"{directory!r} is the directory the {backend} backend stores the checkpoint {prefix!r} in, not a "
+            f"directory of checkpoints: `{_command('trackpoint', command, parent)}` works on the directory that "
+            f"holds it (`{_command('trackpoint', 'inspect', prefix)}` lists its tensors)"
+        )
     if _paths.is_url(directory) or not _resolve.writer(store).capabilities.atomic_rename:
         return
     local = _paths.strip_file_scheme(directory)
@@ -247,8 +333,9 @@ def _check_directory(command: str, directory: str, store: StorageBackend) -> Non
             committed = False
         if committed:
             raise CheckpointNotFoundError(
-                f"{directory!r} is a checkpoint prefix, not a directory: `trackpoint {command} {parent}` "
-                f"works on the directory that holds it (`trackpoint inspect {directory}` lists its tensors)"
+                f"{directory!r} is a checkpoint prefix, not a directory: `{_command('trackpoint', command, parent)}` "
+                f"works on the directory that holds it (`{_command('trackpoint', 'inspect', directory)}` lists its "
+                "tensors)"
             )
         raise CheckpointNotFoundError(f"no directory {directory!r}: nothing exists at that path; check it for a typo")
     # A bundle's index or data file, as open_checkpoint recognizes one passed for its prefix.
@@ -257,13 +344,13 @@ def _check_directory(command: str, directory: str, store: StorageBackend) -> Non
         prefix = os.path.join(head, match.group(1))
         raise CheckpointNotFoundError(
             f"{directory!r} is a file of the checkpoint {prefix!r}, not a directory: "
-            f"`trackpoint {command} {parent}` works on the directory that holds it "
-            f"(`trackpoint inspect {prefix}` lists its tensors)"
+            f"`{_command('trackpoint', command, parent)}` works on the directory that holds it "
+            f"(`{_command('trackpoint', 'inspect', prefix)}` lists its tensors)"
         )
     if name == "checkpoint":
         raise CheckpointNotFoundError(
             f"{directory!r} is the state file of the directory {parent!r}, not a directory: "
-            f"run `trackpoint {command} {parent}`"
+            f"run `{_command('trackpoint', command, parent)}`"
         )
     raise CheckpointNotFoundError(
         f"{directory!r} is a file, not a directory: pass the directory that holds the checkpoints"
@@ -292,6 +379,7 @@ def _ls(args: argparse.Namespace, out: TextIO) -> int:
             n = checkpoint_number(prefix)
             return (-1 if n is None else n, prefix)
 
+        vanished: list[str] = []
         for prefix in sorted(prefixes, key=order):
             name = os.path.basename(prefix.rstrip("/"))
             row: dict[str, Any] = {
@@ -315,12 +403,30 @@ def _ls(args: argparse.Namespace, out: TextIO) -> int:
                 row["tensors"] = len(infos)
                 row["bytes"] = sum(i.nbytes for i in infos)
             except (CheckpointError, OSError, ValueError) as exc:
-                row["status"] = _failure_kind(exc)
+                kind = _failure_kind(exc)
+                if kind != _UNREADABLE:
+                    # A CheckpointManager keeping max_to_keep deletes old checkpoints while this lists them:
+                    # one no longer committed was deleted after it was listed, and is left out, as a listing
+                    # a moment later would leave it out. One still committed is damaged, whatever file of
+                    # it is missing.
+                    committed = _committed(store, prefix)
+                    if committed is False:
+                        vanished.append(prefix)
+                        continue
+                    if committed and kind == _MISSING:
+                        kind = _DAMAGED
+                row["status"] = kind
                 row["error"] = {"error": type(exc).__name__, "message": _one_line(exc)}
             rows.append(row)
         leftovers, unlisted = _leftovers(store, directory) if args.all else ([], [])
     finally:
         store.close()
+    if vanished and args.verbose:
+        print(
+            f"trackpoint ls: left out {_render.plural(len(vanished), 'checkpoint')} deleted while being listed "
+            f"(by another process, such as a CheckpointManager removing old ones): {', '.join(vanished)}",
+            file=sys.stderr,
+        )
     if args.json:
         data: dict[str, Any] = {
             "directory": directory,
@@ -383,6 +489,14 @@ def _ls(args: argparse.Namespace, out: TextIO) -> int:
     return _unread(directory, rows, out)
 
 
+def _committed(store: StorageBackend, prefix: str) -> bool | None:
+    """Whether a checkpoint is committed at ``prefix`` now; ``None`` when the store cannot tell."""
+    try:
+        return _resolve.holder(store, prefix) is not None
+    except (CheckpointError, OSError, ValueError):
+        return None
+
+
 def _leftovers(store: StorageBackend, directory: str) -> tuple[list[str] | None, list[str]]:
     """The leftovers of crashed saves in ``directory``, and the names of the backends that cannot list theirs.
 
@@ -414,7 +528,7 @@ def _unread(directory: str, rows: list[dict[str, Any]], out: TextIO) -> int:
     unreadable = [r["prefix"] for r in failed if r["status"] == _UNREADABLE]
     damaged = [r["prefix"] for r in failed if r["status"] != _UNREADABLE]
     if damaged:
-        hints.append(f"`trackpoint verify {' '.join(damaged)}` names what is damaged")
+        hints.append(f"`{_command('trackpoint', 'verify', *damaged)}` names what is damaged")
     if unreadable:
         hints.append(f"fix access to {', '.join(unreadable)} (permissions, credentials, the network) and run again")
     out.flush()  # the listing first, where both go to one terminal or file
@@ -427,8 +541,9 @@ def _unread(directory: str, rows: list[dict[str, Any]], out: TextIO) -> int:
 
 
 def _cleanup(args: argparse.Namespace, out: TextIO) -> int:
-    if args.min_age is not None and args.min_age < 0:
-        raise _UsageError(f"--min-age must not be negative, got {args.min_age}")
+    # NaN too: no leftover is older than NaN seconds. An infinite guard removes nothing, ever: a mistake too.
+    if args.min_age is not None and not (math.isfinite(args.min_age) and args.min_age >= 0):
+        raise _UsageError(f"--min-age must be a number of seconds >= 0, got {args.min_age}")
     store = _resolve.open_store(args.directory, _options(args.backend, args.storage_options))
     try:
         _check_directory("cleanup", args.directory, store)
@@ -436,17 +551,68 @@ def _cleanup(args: argparse.Namespace, out: TextIO) -> int:
             removed = store.cleanup(args.directory)
         else:
             removed = store.cleanup(args.directory, min_age=args.min_age)
+        # What the age guard kept: the leftovers still there (a save that started meanwhile among them,
+        # rightly: it is young). None when no backend here can list its leftovers.
+        kept, guard = _kept(store, args.directory, args.min_age)
     finally:
         store.close()
     if args.json:
-        _dump({"directory": args.directory, "removed": removed}, out)
-    elif removed:
+        _dump({"directory": args.directory, "removed": removed, "kept": kept}, out)
+        return EXIT_OK
+    if removed:
         print(f"removed {_render.plural(len(removed), 'leftover')}:", file=out)
         for path in removed:
             print(f"  {path}", file=out)
-    else:
+    if kept:
+        n = len(kept)
+        print(
+            f"{'nothing removed in ' + args.directory + ': ' if not removed else ''}"
+            f"{_render.plural(n, 'leftover')} {'is' if n == 1 else 'are'} younger than the age guard"
+            f"{f' ({guard})' if guard else ''}; --min-age 0 removes {'it' if n == 1 else 'them'} if no save is "
+            "running",
+            file=out,
+        )
+    elif not removed:
         print(f"nothing to remove in {args.directory}", file=out)
     return EXIT_OK
+
+
+def _kept(store: StorageBackend, directory: str, min_age: float | None) -> tuple[list[str] | None, str | None]:
+    """The leftovers in ``directory`` after a cleanup, and the age guard that kept them, for a message.
+
+    The leftovers are ``None`` when no backend of ``store`` can list them. The guard is ``--min-age``
+    when given, else the default of the backends holding the leftovers; ``None`` when they differ or
+    one does not say (its ``cleanup`` takes the guard from its options).
+    """
+    backends = list(store.backends()) if isinstance(store, _resolve.StoreView) else [store]
+    listing = [b for b in backends if type(b).leftovers is not StorageBackend.leftovers]
+    if not listing:
+        return None, None
+    kept: set[str] = set()
+    guards: set[float | None] = set()
+    for backend in listing:
+        found = backend.leftovers(directory)
+        if found:
+            kept.update(found)
+            parameter = inspect.signature(backend.cleanup).parameters.get("min_age")
+            default = None if parameter is None else parameter.default
+            if isinstance(default, (int, float)) and not isinstance(default, bool):
+                guards.add(float(default))
+            else:
+                guards.add(None)
+    if min_age is not None:
+        return sorted(kept), _duration(min_age)
+    default = guards.pop() if len(guards) == 1 else None
+    return sorted(kept), None if default is None else _duration(default)
+
+
+def _duration(seconds: float) -> str:
+    """``10 min``, ``2 h``, ``90 s``: a number of seconds as a person reads it."""
+    if seconds >= 3600 and seconds % 3600 == 0:
+        return f"{seconds / 3600:g} h"
+    if seconds >= 60 and seconds % 60 == 0:
+        return f"{seconds / 60:g} min"
+    return f"{seconds:g} s"
 
 
 def _inspect(args: argparse.Namespace, out: TextIO) -> int:
@@ -456,7 +622,8 @@ def _inspect(args: argparse.Namespace, out: TextIO) -> int:
     if args.values and not args.key:
         raise _UsageError("--values needs --key KEY: name the tensor to print")
     opts = _options(args.backend, args.storage_options)
-    prefix, _, reader = open_source(args.path, opts)
+    with _prefix_hint([args.path], opts):
+        prefix, _, reader = open_source(args.path, opts)
     with reader:
         keys = [k for k in reader.keys() if k != OBJECT_GRAPH_KEY]
         infos = {k: reader.info(k) for k in keys}
@@ -476,7 +643,8 @@ def _inspect(args: argparse.Namespace, out: TextIO) -> int:
                 key = key_at_path(graph, args.key)
             if key is None:
                 raise trackpoint.CheckpointKeyError(
-                    f"{prefix!r} has no tensor {args.key!r}; `trackpoint inspect {args.path}` lists its keys"
+                    f"{prefix!r} has no tensor {args.key!r}; `{_command('trackpoint', 'inspect', args.path)}` lists "
+                    "its keys"
                 )
             info = infos[key]
             value = reader.read(key) if args.values else None
@@ -576,7 +744,9 @@ def _verify(args: argparse.Namespace, out: TextIO) -> int:
             }
         except CheckpointNotFoundError as exc:
             entry = {"path": path, "prefix": None, "backend": None, "tensors": 0, "bytes": 0}
-            entry["problems"] = [{"key": None, "error": type(exc).__name__, "message": str(exc)}]
+            stored = _stored_in_path(path, opts)
+            message = str(exc) if stored is None else _not_a_checkpoint(path, *stored)
+            entry["problems"] = [{"key": None, "error": type(exc).__name__, "message": message}]
             entry["unverified"] = []
         entry["ok"] = not entry["problems"] and not entry["unverified"]
         entry["status"] = _verdict(entry)
@@ -630,7 +800,7 @@ def _unverified_note(entry: dict[str, Any]) -> str:
         f"{n} of {_render.plural(entry['tensors'], 'tensor')} read whole but unverifiable: the file stores no "
         f"checksum of {'it' if n == 1 else 'them'}, so a changed value would go unnoticed (safetensors files "
         "have none; exports of trackpoint convert record a CRC-32C of each tensor); compare the file with its "
-        f"source: trackpoint diff SOURCE {entry['path']}"
+        f"source: {_command('trackpoint', 'diff', 'SOURCE', entry['path'])}"
     )
 
 
@@ -655,7 +825,8 @@ def _diff(args: argparse.Namespace, out: TextIO) -> int:
     if not (args.atol >= 0 and args.rtol >= 0):  # NaN too: no difference is within a NaN tolerance
         raise _UsageError(f"--atol and --rtol must be numbers >= 0, got {args.atol} and {args.rtol}")
     opts = _options(args.backend, args.storage_options)
-    report = trackpoint.diff(args.a, args.b, atol=args.atol, rtol=args.rtol, a_options=opts, b_options=opts)
+    with _prefix_hint([args.a, args.b], opts):
+        report = trackpoint.diff(args.a, args.b, atol=args.atol, rtol=args.rtol, a_options=opts, b_options=opts)
     if args.json:
         _dump(
             {
@@ -739,6 +910,8 @@ def _dst_backend_flag(match: re.Match[str]) -> str:
 
 
 def _convert(args: argparse.Namespace, out: TextIO) -> int:
+    if not args.separator:
+        raise _UsageError("--separator must not be empty: it splits tensor names into local names ('/', '.')")
     src_opts = _options(args.backend, args.storage_options)
     dst_opts = _options(args.dst_backend or args.backend, args.dst_storage_options or args.storage_options)
     # The conversion's own events draw the bar (trackpoint.observe): on a terminal only, whatever the
@@ -746,18 +919,23 @@ def _convert(args: argparse.Namespace, out: TextIO) -> int:
     dst_opts = dataclasses.replace(dst_opts, progress=not args.json)
     # No clean-up here: a failed trackpoint.convert removes the empty directories it made for the destination.
     try:
-        trackpoint.convert(
-            args.src,
-            args.dst,
-            src_options=src_opts,
-            dst_options=dst_opts,
-            overwrite=args.overwrite,
-            names="keys" if args.keep_keys else "paths",
-            include=args.include,
-            exclude=args.exclude,
-            separator=args.separator,
-        )
+        with _prefix_hint([args.src], src_opts):
+            trackpoint.convert(
+                args.src,
+                args.dst,
+                src_options=src_opts,
+                dst_options=dst_opts,
+                overwrite=args.overwrite,
+                names="keys" if args.keep_keys else "paths",
+                include=args.include,
+                exclude=args.exclude,
+                separator=args.separator,
+            )
     except CheckpointExistsError as exc:
+        if not _OVERWRITE_HINT.search(str(exc)) and _is_source(args.src, args.dst, src_opts):
+            # Not a destination in the way, which --overwrite would replace: the source itself, which a copy
+            # onto itself would destroy (convert refuses it with or without --overwrite). A wrong command line.
+            raise _UsageError(_one_line(exc)) from exc
         raise _with_flag(exc) from exc
     except InvalidArgumentError as exc:
         # A destination convert does not write (``out.pt``): a wrong command line, worded for it.
@@ -767,6 +945,29 @@ def _convert(args: argparse.Namespace, out: TextIO) -> int:
     else:
         print(f"converted {args.src} -> {args.dst}", file=out)
     return EXIT_OK
+
+
+def _is_source(src: str, dst: str, opts: CheckpointOptions) -> bool:
+    """Whether the destination ``dst`` is the checkpoint or file ``src`` names (a directory: its latest one).
+
+    Asked after convert refused to copy, to tell a destination in the way from the source itself.
+    """
+    from trackpoint.interchange import file_format
+    from trackpoint.interchange._convert import open_source
+
+    def same(a: str, b: str) -> bool:
+        if _paths.is_url(a) or _paths.is_url(b):
+            return a.rstrip("/") == b.rstrip("/")
+        return os.path.abspath(_paths.strip_file_scheme(a)) == os.path.abspath(_paths.strip_file_scheme(b))
+
+    try:
+        if same(src, dst) or file_format(src) is not None:
+            return same(src, dst)
+        prefix, _, reader = open_source(src, opts)
+        reader.close()
+    except (CheckpointError, OSError, ValueError):
+        return False  # the refusal stands as convert worded it
+    return same(prefix, dst)
 
 
 _COMMANDS: Final[dict[str, Callable[[argparse.Namespace, TextIO], int]]] = {
@@ -800,18 +1001,47 @@ def _usage(args: argparse.Namespace, message: str) -> int:
     return EXIT_USAGE
 
 
+def _urls(args: argparse.Namespace, flag: str) -> list[str]:
+    """The paths of the command line that ``flag`` (``--backend`` or ``--dst-backend``) chooses the backend of."""
+    if args.command == "convert":
+        if flag == "--dst-backend":
+            return [args.dst]
+        return [args.src] if args.dst_backend else [args.src, args.dst]
+    return [p for p in (getattr(args, name, None) for name in ("directory", "path", "a", "b")) if p] + list(
+        getattr(args, "paths", None) or []
+    )
+
+
+def _serves(backend: str, url: str) -> bool:
+    """Whether ``backend`` is among those the URL selects or readers ask there (by its scheme, or plugins)."""
+    from trackpoint.plugins import detect_backends
+
+    try:
+        return backend in detect_backends(url, CheckpointOptions())
+    except CheckpointError:
+        return False  # no backend serves the URL's scheme
+
+
 def _backend_flag(args: argparse.Namespace, exc: BaseException) -> str | None:
     """``--backend`` or ``--dst-backend`` when ``exc`` refuses the backend that option names, else ``None``.
 
-    Refusals of a backend the environment chose (``TRACKPOINT_BACKEND``) or of a plugin that failed to
-    load are not about the command line, and stay failures (status 4).
+    That is an unknown or blocked name, or a backend that refused a URL it does not serve (``--backend
+    memory`` for ``s3://b/run``: a plain :class:`BackendError`, the URL being one another backend serves).
+    Refusals of a backend the environment chose (``TRACKPOINT_BACKEND``), of a plugin that failed to load
+    or of a missing extra are not about the command line, and stay failures (status 4), and so does a
+    backend's failure on a URL it serves (an S3 URL without credentials).
     """
-    if not isinstance(exc, UnknownBackendError) or exc.backend is None:
+    if isinstance(exc, UnknownBackendError) and exc.backend is not None:
+        if exc.backend == args.backend:
+            return "--backend"
+        if exc.backend == getattr(args, "dst_backend", None):
+            return "--dst-backend"
         return None
-    if exc.backend == args.backend:
-        return "--backend"
-    if exc.backend == getattr(args, "dst_backend", None):
-        return "--dst-backend"
+    if type(exc) not in (BackendError, UnknownBackendError):
+        return None
+    for flag, name in (("--dst-backend", getattr(args, "dst_backend", None)), ("--backend", args.backend)):
+        if name and any(not _serves(name, url) for url in _urls(args, flag)):
+            return flag
     return None
 
 
@@ -844,6 +1074,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         if flag is not None:
             # --backend nosuch is a wrong command line, not a failure of the store.
             return _usage(args, _one_line(exc).replace("CheckpointOptions(backend=...)", flag))
+        if isinstance(exc, (InvalidArgumentError, InvalidPathError)):
+            # A value of the command line no function takes (a misspelt -o option, a path no store can
+            # use): every argument and option comes from the command line, so the command line is wrong.
+            return _usage(args, f"{type(exc).__name__}: {_one_line(exc)}")
         if args.verbose:
             traceback.print_exc(file=sys.stderr)
         print(f"trackpoint {args.command}: {type(exc).__name__}: {_one_line(exc)}", file=sys.stderr)

@@ -21,7 +21,7 @@ from trackpoint.interchange._names import graph_from_names, path_names, pattern_
 from trackpoint.proto import trackable_object_graph_pb2 as pb
 from trackpoint.storage import OBJECT_GRAPH_KEY, CheckpointOptions, CheckpointReader, StorageBackend, TensorInfo
 
-__all__ = ["FlatReader", "Progress", "Selected", "export", "open_source", "read_graph"]
+__all__ = ["FlatReader", "Progress", "Selected", "check_separator", "export", "open_source", "read_graph"]
 
 #: ``progress(done_bytes, total_bytes)``, called as tensors are copied.
 Progress = Callable[[int, int], None]
@@ -69,6 +69,22 @@ def _text_crc32c(text: str) -> int:
     return int(crc32c(text.encode("utf-8")))
 
 
+def check_separator(separator: object, where: str) -> str:
+    """``separator`` when it can split tensor names into local names: a non-empty string.
+
+    Raises
+    ------
+    InvalidArgumentError
+        ``separator`` is empty or not a string (``where`` says what it was given for).
+    """
+    if not isinstance(separator, str) or not separator:
+        raise InvalidArgumentError(
+            f"{where}: separator must be a non-empty string that separates the local names in tensor names "
+            f"('/', '.'), got {separator!r}"
+        )
+    return separator
+
+
 class FlatReader(CheckpointReader):
     """A flat file read as a checkpoint: tensors under checkpoint keys, plus an object graph.
 
@@ -80,6 +96,7 @@ class FlatReader(CheckpointReader):
     """
 
     def __init__(self, path: str, fmt: str, *, separator: str = "/") -> None:
+        check_separator(separator, f"reading {path!r}")
         self.prefix = path
         self._fmt = fmt
         self._file: FlatFile = open_file(_paths.strip_file_scheme(path), fmt)
@@ -101,11 +118,12 @@ class FlatReader(CheckpointReader):
             try:
                 recorded = json.loads(meta[META_KEYS])
                 graph_bytes = base64.b64decode(meta.get(META_GRAPH, ""), validate=True)
-            except (ValueError, binascii.Error) as exc:
+            except (ValueError, binascii.Error, RecursionError) as exc:
                 raise InvalidCheckpointError(
                     f"{self.prefix!r}: trackpoint's metadata in the file is damaged ({exc})"
                 ) from exc
             if isinstance(recorded, dict) and set(recorded) == set(names):
+                self._check_keys(recorded)
                 graph = None
                 if graph_bytes:
                     graph = pb.TrackableObjectGraph()
@@ -118,9 +136,36 @@ class FlatReader(CheckpointReader):
                 # Only for the very tensors the metadata describes: a file another program rewrote with more
                 # tensors (its metadata copied along) is read by its names, and unchecked, as any other file.
                 self._crcs = crcs
-                return graph, {str(n): str(k) for n, k in recorded.items()}
+                return graph, dict(recorded)
         graph, keys = graph_from_names(names, separator=separator)
         return graph, keys
+
+    def _check_keys(self, recorded: dict[str, Any]) -> None:
+        """Refuse a :data:`META_KEYS` record that does not give each tensor a key of its own.
+
+        Read as it is, a key that is not a string would become one (``1`` the key ``"1"``), and two tensors
+        recorded under one key would silently become one tensor.
+
+        Raises
+        ------
+        InvalidCheckpointError
+            A key is not a string, is the object graph's, or is recorded for two tensors.
+        """
+        seen: dict[str, str] = {}
+        for name, key in recorded.items():
+            problem = None
+            if not isinstance(key, str):
+                problem = f"the key {key!r} of tensor {name!r} is not a string"
+            elif key == OBJECT_GRAPH_KEY:
+                problem = f"tensor {name!r} is recorded under the object graph's key {key!r}"
+            elif key in seen:
+                problem = f"tensors {seen[key]!r} and {name!r} are both recorded under the key {key!r}"
+            if problem is not None:
+                raise InvalidCheckpointError(
+                    f"{self.prefix!r}: trackpoint's metadata entry {META_KEYS!r} is damaged: {problem}; use an "
+                    "intact copy of the file (or export it again from its checkpoint)"
+                )
+            seen[key] = name
 
     def _checksums(self, meta: Mapping[str, str]) -> dict[str, int]:
         """The tensors' CRC-32C of :data:`META_CRC` (empty without it), once the metadata entries match theirs.
@@ -138,7 +183,7 @@ class FlatReader(CheckpointReader):
             entries, tensors = record["metadata"], record["tensors"]
             if not all(isinstance(d, dict) and all(type(c) is int for c in d.values()) for d in (entries, tensors)):
                 raise TypeError("its checksums are not integers by name")
-        except (ValueError, KeyError, TypeError) as exc:
+        except (ValueError, KeyError, TypeError, RecursionError) as exc:
             raise DataLossError(
                 f"{self.prefix!r}: the record of checksums in trackpoint's metadata ({META_CRC!r}) is damaged "
                 f"({exc}); export the file again from its checkpoint"
@@ -279,6 +324,7 @@ class Selected(CheckpointReader):
         separator: str = "/",
         with_names: bool = False,
     ) -> None:
+        check_separator(separator, f"selecting tensors of {reader.prefix!r}")
         self.prefix = reader.prefix
         self._reader = reader
         graph = read_graph(reader)

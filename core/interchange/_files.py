@@ -92,6 +92,28 @@ NPZ_METADATA: Final = "__trackpoint_metadata__"
 NPZ_DTYPES: Final = "trackpoint.ml_dtypes"
 
 
+#: What to do about a damaged ``.npz`` member or metadata entry, in messages.
+_NPZ_AGAIN: Final = (
+    "the file is damaged or was changed by another program: use an intact copy (or export it again from its checkpoint)"
+)
+
+
+def _ml_dtype(name: str) -> np.dtype[Any] | None:
+    """The numpy dtype of the ml_dtypes type ``name`` (``bfloat16``), ``None`` when ml_dtypes has no such type.
+
+    Only the types themselves: ``getattr(ml_dtypes, name)`` would also find its functions and modules
+    (``finfo``, ``__class__``), which a crafted file could name.
+    """
+    found = getattr(ml_dtypes, name, None) if not name.startswith("_") else None
+    if not isinstance(found, type):
+        return None
+    try:
+        dtype = np.dtype(found)
+    except TypeError:
+        return None
+    return dtype if dtype.type is found and dtype.type.__module__.startswith("ml_dtypes") else None
+
+
 class FlatFile(ABC):
     """A flat tensor file opened for reading: names, metadata, and lazy tensor reads."""
 
@@ -118,6 +140,26 @@ class FlatFile(ABC):
         """Release the file."""
 
 
+def _is_int(value: object) -> bool:
+    """Whether ``value`` (parsed from JSON) is an integer: not a float, nor a bool (which Python counts as one)."""
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _kind(value: object) -> str:
+    """What a JSON value is, for a message: ``a list``, ``a string``, ..."""
+    kinds = {dict: "an object", list: "a list", str: "a string", bool: "a boolean", int: "a number", float: "a number"}
+    return kinds.get(type(value), "null" if value is None else type(value).__name__)
+
+
+def _short(value: object, width: int = 80) -> str:
+    """A JSON value as the file holds it (or an exception's message), cut to ``width`` characters.
+
+    Cut because a file's bytes can be any size, and a message is one line.
+    """
+    text = " ".join(str(value).split()) if isinstance(value, BaseException) else json.dumps(value, ensure_ascii=False)
+    return text if len(text) <= width else text[: width - 3] + "..."
+
+
 def _open(path: str) -> io.BufferedReader:
     try:
         return open(path, "rb")
@@ -140,7 +182,10 @@ class SafetensorsFile(FlatFile):
             raise
 
     def _bad(self, what: str) -> DataLossError:
-        return DataLossError(f"{self.path!r} is not a valid safetensors file: {what}")
+        return DataLossError(
+            f"{self.path!r} is not a valid safetensors file: {what}; the file is damaged or is no safetensors file: "
+            "use an intact copy (or export it again from its checkpoint)"
+        )
 
     def _parse(self) -> tuple[dict[str, tuple[TensorInfo, int, int]], dict[str, str], int]:
         size = os.fstat(self._f.fileno()).st_size
@@ -152,35 +197,65 @@ class SafetensorsFile(FlatFile):
             raise self._bad(f"its header length {n} does not fit in the file ({size} bytes)")
         try:
             header = json.loads(self._f.read(n).decode("utf-8"))
-        except (UnicodeDecodeError, ValueError) as exc:
-            raise self._bad(f"its header is not JSON ({exc})") from exc
+        except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+            # RecursionError: JSON nested deeper than the parser's stack (a crafted header of "[[[[...").
+            raise self._bad(f"its header is not JSON ({_short(exc)})") from exc
         if not isinstance(header, dict):
             raise self._bad("its header is not a JSON object")
-        meta = header.pop("__metadata__", None) or {}
+        meta = header.pop("__metadata__", None)
+        if meta is None:
+            meta = {}
         if not isinstance(meta, dict) or not all(isinstance(v, str) for v in meta.values()):
-            raise self._bad("__metadata__ is not a map of strings")
+            raise self._bad("__metadata__ is not a JSON object of strings")
         base = 8 + n
         entries: dict[str, tuple[TensorInfo, int, int]] = {}
         for name, spec in header.items():
-            try:
-                code, shape, (begin, end) = spec["dtype"], spec["shape"], spec["data_offsets"]
-                shape = tuple(int(d) for d in shape)
-            except (KeyError, TypeError, ValueError) as exc:
-                raise self._bad(f"tensor {name!r} has no dtype, shape and data_offsets ({exc!r})") from exc
-            dtype = SAFETENSORS_DTYPES.get(code)
-            if dtype is None:
-                raise UnsupportedDTypeError(
-                    f"tensor {name!r} in {self.path!r} has safetensors dtype {code!r}, which trackpoint does not "
-                    f"store (it reads {', '.join(SAFETENSORS_DTYPES)}); leave it out with an exclude pattern"
-                )
-            nbytes = math.prod(shape) * dtype.itemsize
-            if any(d < 0 for d in shape) or end - begin != nbytes or begin < 0 or base + end > size:
-                raise self._bad(
-                    f"tensor {name!r} ({code} {list(shape)}, {nbytes} bytes) has byte range [{begin}, {end}) "
-                    f"outside the {size - base} data bytes or of the wrong length"
-                )
-            entries[name] = (TensorInfo(dtype, shape), base + begin, nbytes)
-        return dict(sorted(entries.items(), key=lambda kv: kv[1][1])), {str(k): v for k, v in meta.items()}, base
+            entries[name] = self._tensor(name, spec, size - base, base)
+        return dict(sorted(entries.items(), key=lambda kv: kv[1][1])), dict(meta), base
+
+    def _tensor(self, name: str, spec: object, data_bytes: int, base: int) -> tuple[TensorInfo, int, int]:
+        """``(info, file offset, nbytes)`` of the tensor ``name`` from its header entry ``spec``.
+
+        Every field is checked for its type and range before it is used: the header is read from a
+        file, which may be damaged or made to crash a reader (``"data_offsets": ["a", 8]``).
+
+        Raises
+        ------
+        DataLossError
+            ``spec`` is not ``{"dtype": str, "shape": [int >= 0, ...], "data_offsets": [begin, end]}`` with
+            ``0 <= begin <= end <= data_bytes`` and ``end - begin`` the bytes of that dtype and shape.
+        UnsupportedDTypeError
+            The dtype is a safetensors name trackpoint does not store.
+        """
+        if not isinstance(spec, dict):
+            raise self._bad(f"tensor {name!r} has no dtype, shape and data_offsets (its entry is {_kind(spec)})")
+        missing = [field for field in ("dtype", "shape", "data_offsets") if field not in spec]
+        if missing:
+            raise self._bad(f"tensor {name!r} has no {' and no '.join(missing)}")
+        code, shape, offsets = spec["dtype"], spec["shape"], spec["data_offsets"]
+        if not isinstance(code, str):
+            raise self._bad(f"tensor {name!r} has dtype {_short(code)}, which is {_kind(code)}, not a string")
+        # bool is an int in Python, never in the format: a shape of [true] is damage, not [1].
+        if not isinstance(shape, list) or not all(_is_int(d) and d >= 0 for d in shape):
+            raise self._bad(f"tensor {name!r} has shape {_short(shape)}, not a list of integers >= 0")
+        if not isinstance(offsets, list) or len(offsets) != 2 or not all(_is_int(o) for o in offsets):
+            raise self._bad(f"tensor {name!r} has data_offsets {_short(offsets)}, not a list of two integers")
+        dtype = SAFETENSORS_DTYPES.get(code)
+        if dtype is None:
+            raise UnsupportedDTypeError(
+                f"tensor {name!r} in {self.path!r} has safetensors dtype {code!r}, which trackpoint does not "
+                f"store (it reads {', '.join(SAFETENSORS_DTYPES)}); leave it out with an exclude pattern"
+            )
+        begin, end = offsets
+        nbytes = math.prod(shape) * dtype.itemsize
+        if not 0 <= begin <= end <= data_bytes:
+            raise self._bad(f"tensor {name!r} has byte range [{begin}, {end}), outside the {data_bytes} data bytes")
+        if end - begin != nbytes:
+            raise self._bad(
+                f"tensor {name!r} has byte range [{begin}, {end}) of {end - begin} bytes, but {code} "
+                f"{_short(shape)} takes {nbytes} bytes"
+            )
+        return TensorInfo(dtype, tuple(shape)), base + begin, nbytes
 
     def names(self) -> list[str]:
         # docstring inherited
@@ -229,6 +304,7 @@ class NpzFile(FlatFile):
             self._zip = zipfile.ZipFile(self._f)
             self._infos = self._scan()
             self._typed: dict[str, np.dtype[Any]] = {}
+            self._meta: dict[str, str] | None = None
             self._typed = self._ml_dtypes()
         except zipfile.BadZipFile as exc:
             self._f.close()
@@ -270,18 +346,42 @@ class NpzFile(FlatFile):
         return tuple(shape), dtype
 
     def _ml_dtypes(self) -> dict[str, np.dtype[Any]]:
+        """The ml_dtypes type of each array the metadata names in :data:`NPZ_DTYPES`, its info updated to it.
+
+        Raises
+        ------
+        DataLossError
+            The entry is not a JSON object mapping array names to names of ml_dtypes types.
+        """
         # .npy records ml_dtypes types (bfloat16, float8) as raw void bytes ('V2'); trackpoint's
         # export names them in its metadata so they read back as what they were.
         raw = self.metadata().get(NPZ_DTYPES)
         if not raw:
             return {}
+        where = f"{self.path!r}: the metadata entry {NPZ_DTYPES!r} of {NPZ_METADATA!r}"
+        try:
+            named = json.loads(raw)
+        except (ValueError, RecursionError) as exc:
+            raise DataLossError(f"{where} is not JSON ({_short(exc)}); {_NPZ_AGAIN}") from exc
+        if not isinstance(named, dict) or not all(isinstance(v, str) for v in named.values()):
+            raise DataLossError(
+                f"{where} is {_short(named)}, not a JSON object of array names and ml_dtypes type names "
+                f"('bfloat16'); {_NPZ_AGAIN}"
+            )
         typed: dict[str, np.dtype[Any]] = {}
-        for name, dtype_name in json.loads(raw).items():
+        for name, dtype_name in named.items():
+            dtype = _ml_dtype(dtype_name)
+            if dtype is None:
+                raise DataLossError(
+                    f"{where} names {dtype_name!r} as the type of array {name!r}, which is no type of the "
+                    f"installed ml_dtypes {ml_dtypes.__version__} (if a newer ml_dtypes has it, upgrade); {_NPZ_AGAIN}"
+                )
             info = self._infos.get(name)
-            dtype = getattr(ml_dtypes, str(dtype_name), None)
-            if info is not None and dtype is not None and np.dtype(dtype).itemsize == info.dtype.itemsize:
-                typed[name] = np.dtype(dtype)
-                self._infos[name] = TensorInfo(np.dtype(dtype), info.shape)
+            # An array the entry names but the file lacks, or of another size, is left as it is stored: another
+            # program may have rewritten the file and copied the metadata along.
+            if info is not None and dtype.itemsize == info.dtype.itemsize:
+                typed[name] = dtype
+                self._infos[name] = TensorInfo(dtype, info.shape)
         return typed
 
     def names(self) -> list[str]:
@@ -321,14 +421,35 @@ class NpzFile(FlatFile):
 
     def metadata(self) -> dict[str, str]:
         # docstring inherited
-        if NPZ_METADATA not in self._infos:
+        if self._meta is None:
+            self._meta = self._read_metadata()
+        return dict(self._meta)
+
+    def _read_metadata(self) -> dict[str, str]:
+        """The :data:`NPZ_METADATA` member: a uint8 array of the UTF-8 JSON of an object of strings.
+
+        Raises
+        ------
+        DataLossError
+            The member is not that.
+        """
+        info = self._infos.get(NPZ_METADATA)
+        if info is None:
             return {}
+        where = f"{self.path!r}: the metadata member {NPZ_METADATA!r}"
+        if info.dtype != np.uint8 or len(info.shape) != 1:
+            raise DataLossError(
+                f"{where} is an array of dtype {info.dtype} and shape {list(info.shape)}, not the uint8 vector of "
+                f"UTF-8 JSON trackpoint writes; {_NPZ_AGAIN}"
+            )
         raw = bytes(self.read(NPZ_METADATA).tobytes())
         try:
             meta = json.loads(raw.decode("utf-8"))
-        except (UnicodeDecodeError, ValueError) as exc:
-            raise DataLossError(f"{self.path!r}: {NPZ_METADATA!r} is not UTF-8 JSON ({exc})") from exc
-        return {str(k): str(v) for k, v in meta.items()} if isinstance(meta, dict) else {}
+        except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+            raise DataLossError(f"{where} is not UTF-8 JSON ({_short(exc)}); {_NPZ_AGAIN}") from exc
+        if not isinstance(meta, dict) or not all(isinstance(v, str) for v in meta.values()):
+            raise DataLossError(f"{where} is {_short(meta)}, not a JSON object of strings; {_NPZ_AGAIN}")
+        return meta
 
     def close(self) -> None:
         # docstring inherited

@@ -126,3 +126,54 @@ def test_save_through_dotdot_creates_nothing_outside_the_resolved_directory(tmp_
     tp.Checkpoint(v=fresh).restore(path).assert_consumed()
     np.testing.assert_array_equal(fresh.numpy(), np.arange(3.0))
     assert tp.latest_checkpoint(f"{tmp_path}/up") is not None
+
+
+def test_file_url_with_localhost_names_the_local_absolute_path() -> None:
+    # RFC 8089: file://localhost/x and file:///x are both /x; the host is not the first directory.
+    for url in ("file://localhost/tmp/run/ckpt-1", "file://LOCALHOST/tmp/run/ckpt-1", "file:///tmp/run/ckpt-1"):
+        assert _paths.strip_file_scheme(url) == "/tmp/run/ckpt-1"
+        assert _paths.split_scheme(url) == ("file", "/tmp/run/ckpt-1")
+        assert _paths.check(url) == url
+    assert _paths.strip_file_scheme("file://localhost") == "/"
+    assert _paths.dirname("file://localhost/tmp/run/ckpt-1") == "file:///tmp/run"
+    # "localhost" is a host only as the whole first component.
+    with pytest.raises(InvalidPathError, match="names the host 'localhostx'"):
+        _paths.strip_file_scheme("file://localhostx/tmp")
+
+
+@pytest.mark.parametrize("url", ["file://server/share/run/ckpt-1", "file://run/ckpt-1"])
+def test_file_url_naming_another_host_is_refused(url: str) -> None:
+    host, _, local = url[len("file://") :].partition("/")
+    for call in (_paths.check, _paths.strip_file_scheme):
+        with pytest.raises(InvalidPathError) as info:
+            call(url)
+        message = str(info.value)
+        assert f"path {url!r} names the host {host!r}" in message
+        # What to write instead: the local absolute path, or the relative one a user may have meant.
+        assert f"file:///{local}" in message and f"{host}/{local} without file://" in message
+
+
+@pytest.mark.parametrize("backend", [None, "zarr"])
+def test_checkpoints_at_a_file_localhost_url_are_at_the_absolute_path(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, backend: str | None
+) -> None:
+    monkeypatch.chdir(tmp_path)  # where a reading as the relative path localhost/... would have written
+    elsewhere = tmp_path / "elsewhere"
+    options = tp.CheckpointOptions(backend=backend)
+    url = f"file://localhost{elsewhere}/ckpt"
+    tp.Checkpoint(v=tp.Variable(np.arange(3.0))).write(url, options=options)
+    assert not (tmp_path / "localhost").exists()
+    assert tp.list_variables(f"file://{elsewhere}/ckpt", options) == tp.list_variables(url, options)
+    fresh = tp.Variable(np.zeros(3))
+    tp.Checkpoint(v=fresh).read(str(elsewhere / "ckpt"), options=options).assert_consumed()
+    np.testing.assert_array_equal(fresh.numpy(), np.arange(3.0))
+
+
+def test_a_file_url_of_another_host_writes_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    ckpt = tp.Checkpoint(v=tp.Variable(np.ones(2)))
+    with pytest.raises(InvalidPathError, match="names the host 'server'"):
+        ckpt.write("file://server/run/ckpt")
+    with pytest.raises(InvalidPathError, match="names the host 'server'"):
+        tp.list_variables("file://server/run/ckpt")
+    assert list(tmp_path.iterdir()) == []
