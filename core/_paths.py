@@ -128,13 +128,14 @@ def split_scheme(path: str) -> tuple[str, str]:
     """``("s3", "bucket/key")`` for ``s3://bucket/key``; ``("", path)`` for local paths.
 
     ``file://localhost/x`` gives ``("file", "/x")``, as ``file:///x`` does: ``localhost`` is this machine
-    (RFC 8089), so every caller reads the path, not the host, from what follows the scheme.
+    (RFC 8089), so every caller reads the path, not the host, from what follows the scheme. The same holds
+    for ``zarr+file://``, the Zarr backend's name for the local disk.
     """
     m = _SCHEME.match(path)
     if m is None:
         return "", path
     s, rest = m.group(1).lower(), path[m.end() :]
-    if s == "file" and rest[:9].lower() == "localhost" and rest[9:10] in ("", "/"):
+    if s in ("file", "zarr+file") and rest[:9].lower() == "localhost" and rest[9:10] in ("", "/"):
         rest = rest[9:] or "/"
     return s, rest
 

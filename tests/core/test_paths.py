@@ -177,3 +177,10 @@ def test_a_file_url_of_another_host_writes_nothing(tmp_path: Path, monkeypatch: 
     with pytest.raises(InvalidPathError, match="names the host 'server'"):
         tp.list_variables("file://server/run/ckpt")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_zarr_file_urls_name_localhost_paths_as_file_urls_do(tmp_path: Path) -> None:
+    url = f"zarr+file://localhost{tmp_path}/ckpt-1"
+    tp.Checkpoint(v=tp.Variable(np.ones(2))).write(url)
+    assert os.listdir(tmp_path) == ["ckpt-1.zarr"]
+    assert tp.load_variable(url, "v/.ATTRIBUTES/VARIABLE_VALUE").tolist() == [1.0, 1.0]
