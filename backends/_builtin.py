@@ -111,48 +111,48 @@ class _Memory:
 def _check_options_of_plain_store(
     url: str, options: CheckpointOptions, backend: str, store: str, *, backend_options: bool = False
 ) -> None:
-    """Say that ``storage_options`` given for a store that takes none go unread; refuse ``backend_options``.
+    """Say that ``storage_options`` and ``backend_options`` given for a store that takes none go unread.
 
-    ``storage_options`` configure fsspec's S3 and GCS file systems (endpoint, credentials). Given for a local
-    path or ``memory://`` they are most likely meant for another URL: a command comparing a local checkpoint
-    with one in a bucket passes one set for both (so they are not refused), but a typo in a bucket URL that
-    made it a local path must not go unnoticed. ``backend_options`` tune one backend's saves, and this one
-    takes none (unless ``backend_options``: the format takes its own and checks them): refused as an unknown
-    option, as the other backends refuse theirs.
+    ``storage_options`` configure fsspec's S3 and GCS file systems (endpoint, credentials), ``backend_options``
+    the object stores' transfers (retries, part size); neither the local disk nor ``memory://`` takes any
+    (with ``backend_options=True`` the format takes its own and checks them). Given for a local path or
+    ``memory://`` they are most likely meant for another URL: one options object often serves a bucket and
+    local copies alike (so they are not refused), but a typo in a bucket URL that made it a local path, or a
+    misspelt option, must not go unnoticed. Said once per directory and keys: a command opens a location
+    several times.
     """
-    if options.backend_options and not backend_options:
-        _refuse_unknown(
-            backend, set(options.backend_options), [f"none for {store} (the object stores take {_store_options()})"]
-        )
-    if options.storage_options:
-        said = (backend, _paths_dirname(url), tuple(sorted(options.storage_options)))
-        if said in _SAID_UNUSED:
-            return  # a command opens a location several times: once is enough
-        _SAID_UNUSED.add(said)
-        import logging
+    import logging
 
+    unused = [("storage_options", options.storage_options, "they configure the S3 and GCS stores")]
+    if not backend_options:
+        unused.append(("backend_options", options.backend_options, "they tune the object stores' transfers"))
+    for field, given, what in unused:
+        if not given:
+            continue
+        said = (backend, field, _paths_dirname(url), tuple(sorted(given)))
+        if said in _SAID_UNUSED:
+            continue
+        _SAID_UNUSED.add(said)
         logging.getLogger("trackpoint").warning(
-            "%s: storage_options %s were given for %r, but %s takes none (they configure the S3 and GCS "
-            "stores): they are not used for this path; check that the URL is the one meant",
+            "%s: %s %s were given for %r, but %s takes none (%s): they are not used for this path; check that the "
+            "URL is the one meant",
             backend,
-            sorted(options.storage_options),
+            field,
+            sorted(given),
             url,
             store,
+            what,
         )
 
 
-#: (backend, directory, keys) of the unused storage_options already logged: each is said once per process.
-_SAID_UNUSED: set[tuple[str, str, tuple[str, ...]]] = set()
+#: (backend, field, directory, keys) of the unused options already logged: each is said once per process.
+_SAID_UNUSED: set[tuple[str, str, str, tuple[str, ...]]] = set()
 
 
 def _paths_dirname(url: str) -> str:
     from trackpoint import _paths
 
     return _paths.dirname(url)
-
-
-def _store_options() -> str:
-    return ", ".join(sorted(_transfer_option_names()))
 
 
 def _memory(url: str, options: CheckpointOptions) -> StorageBackend:

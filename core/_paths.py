@@ -198,8 +198,10 @@ def join(directory: str, name: str) -> str:
     if not s:
         return os.path.join(directory, name)
     # "s3://b/run//" names the directory listings call "s3://b/run": its entries are "s3://b/run/<name>".
-    rest = rest.rstrip("/")
-    return f"{s}://{rest}/{name}" if rest else f"{s}://{name}"
+    stripped = rest.rstrip("/")
+    if stripped:
+        return f"{s}://{stripped}/{name}"
+    return f"{s}:///{name}" if rest else f"{s}://{name}"  # the root, file:///, keeps its slash
 
 
 def relpath(path: str, start: str) -> str:

@@ -39,7 +39,7 @@ from typing import Any, Final
 import numpy as np
 
 from trackpoint import _paths
-from trackpoint.errors import CheckpointError, CheckpointNotFoundError
+from trackpoint.errors import CheckpointError, CheckpointExistsError, CheckpointNotFoundError
 from trackpoint.storage import (
     ANY_VERSION,
     CheckpointOptions,
@@ -106,8 +106,8 @@ def shadow(prefix: str, options: CheckpointOptions | None, writer: StorageBacken
     format (``backend="zarr"`` on a local path) next to a checkpoint of that format at the same prefix would
     be hidden behind it: those readers would read the old checkpoint. Call before the save (once it wrote,
     both would see a checkpoint of one format); ``None`` when no backend was chosen, the writer is the one
-    readers ask first, it cannot be opened, it holds nothing at ``prefix``, or the writer sees the same
-    checkpoint (a backend writing the same format). The caller closes what is returned.
+    readers ask first, it cannot be opened or asked, it holds nothing at ``prefix``, or the writer sees the
+    same checkpoint (a backend writing the same format). The caller closes what is returned.
     """
     if options is None or options.backend is None:
         return None  # the writer is the backend readers select
@@ -121,22 +121,59 @@ def shadow(prefix: str, options: CheckpointOptions | None, writer: StorageBacken
         other = open_backend(prefix, dataclasses.replace(storage, backend=name))
     except CheckpointError:
         return None  # no backend, or one not installed: no reader asks it first either
-    if other.exists(prefix) and not writer.exists(prefix):
-        return other
+    try:
+        if other.exists(prefix) and not writer.exists(prefix):
+            return other
+    except CheckpointError as exc:
+        # Only a format the caller did not choose could not be asked: its failure must not fail the save.
+        _log.debug("%s: could not ask backend %r whether it holds a checkpoint there: %s", prefix, other.name, exc)
     other.close()
     return None
+
+
+def refuse_shadow(prefix: str, options: CheckpointOptions | None, writer: StorageBackend, call: str) -> None:
+    """Refuse a save at ``prefix`` that a checkpoint of another format there would hide (see :func:`shadow`).
+
+    Raises
+    ------
+    CheckpointExistsError
+        That checkpoint exists; nothing was written.
+    """
+    other = shadow(prefix, options, writer)
+    if other is None:
+        return
+    name = other.name
+    other.close()
+    raise CheckpointExistsError(
+        f"{call} refused to write the {writer.name} checkpoint {prefix!r}: a {name} checkpoint is committed there, "
+        f"and readers without options read the {name} one first, so they would read the old checkpoint instead "
+        f"of this one. Save at another prefix, or delete it first (tp.remove_checkpoint({prefix!r})); nothing "
+        "was written",
+        url=prefix,
+    )
 
 
 def retire(prefix: str, other: StorageBackend | None, writer: StorageBackend) -> None:
     """After ``writer`` committed ``prefix``: delete the checkpoint :func:`shadow` found there, and close ``other``.
 
-    The save replaced the checkpoint at ``prefix``; left in place, the other format's would be read instead.
+    The save replaced the checkpoint at ``prefix`` on purpose (``overwrite``); left in place, the other
+    format's would be read instead. A failed delete is logged, never raised: the new checkpoint is committed.
     """
     if other is None:
         return
     try:
         _log.info("%s: replacing the %s checkpoint there by the new %s one", prefix, other.name, writer.name)
         other.delete(prefix)
+    except CheckpointError as exc:
+        _log.warning(
+            "%s: the new %s checkpoint is committed, but the %s checkpoint it replaces could not be deleted, and "
+            "readers without options read it first: delete it (tp.remove_checkpoint with backend=%r): %s",
+            prefix,
+            writer.name,
+            other.name,
+            other.name,
+            exc,
+        )
     finally:
         other.close()
 

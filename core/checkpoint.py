@@ -357,14 +357,8 @@ class Checkpoint(AutoTrackable):
             # Every rank reports the save it takes part in (sizes: the whole checkpoint's).
             events.run(lambda: save_together(coordinator, backend, prefix, items, options, failure=failure))
         else:
-            shadowed = _resolve.shadow(prefix, options, backend)
-            try:
-                events.run(lambda: backend.save(prefix, items, options, overwrite=True))
-            except BaseException:
-                if shadowed is not None:
-                    shadowed.close()
-                raise
-            _resolve.retire(prefix, shadowed, backend)
+            _resolve.refuse_shadow(prefix, options, backend, "Checkpoint.write")
+            events.run(lambda: backend.save(prefix, items, options, overwrite=True))
         observe.run_write_callbacks(options, prefix)
 
     def _write_async(

@@ -1263,10 +1263,11 @@ class _DictWrapper(TrackableDataStructure, dict[Any, Any]):
             changed = [key for key, value in storage.items() if not _same_element(value, snapshot[key])]
             if not changed:
                 return
-            if all(type(storage[key]) in _NUMBERS and type(snapshot[key]) in _NUMBERS for key in changed):
+            if all(type(storage[key]) in _NUMBERS and type(storage[key]) is type(snapshot[key]) for key in changed):
                 # A counter kept in the dict the program holds (`state["epoch"] += 1`): a number that replaced
-                # a number under the same key creates no object a restore could have been waiting for, so it
-                # is taken as if assigned through the wrapper.
+                # a number of its type under the same key creates no object a restore could have been waiting
+                # for, so it is taken as if assigned through the wrapper. (Another type would be saved as
+                # another dtype, which the next run's dict of the original types could not restore.)
                 for key in changed:
                     self._assign(key, storage[key])
                 return

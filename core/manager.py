@@ -377,7 +377,7 @@ class CheckpointManager:
         self._found_highest = -1
         # The prefixes this manager has written or tried to (a failed save's retry reuses its number).
         self._attempted: set[str] = set()
-        # This manager's committed checkpoints found when the directory was (re)read: not another writer's.
+        # This manager's series' committed checkpoints found when the directory was (re)read (kept or not).
         self._found: set[str] = set()
         self._coordinator = coordinator_of(options)
         try:
@@ -670,14 +670,23 @@ class CheckpointManager:
                 self._coordinator is None  # ranks must not decide apart; rank 0 alone would need a round trip
                 and prefix not in self._maybe_delete
                 and prefix not in self._attempted
-                and prefix not in self._found
                 and self._writer.exists(prefix)  # the format this manager writes: one request
             ):
+                # Not among this manager's checkpoints, so not its to replace. Re-saving a number of its own (or
+                # retrying one that failed) replaces it, as in TensorFlow.
+                if prefix in self._found:
+                    # There when the directory was read, yet not kept: preserved for ever by
+                    # keep_checkpoint_every_n_hours, or one the state file does not list (a rollback's saves
+                    # number into them). TensorFlow overwrites it, and retention then deletes it.
+                    raise CheckpointExistsError(
+                        f"CheckpointManager.save refused to write {prefix}: a checkpoint this manager does not keep "
+                        "is committed there (one preserved by keep_checkpoint_every_n_hours, or one the state file "
+                        "does not list), so saving over it would replace it for good. Delete it first "
+                        f"(manager.delete({number})), or number this save past it (checkpoint_number=); nothing "
+                        "was saved"
+                    )
                 # Committed by another writer of this series since the manager was created (an earlier instance
-                # of the job still running, a second job given the same directory): not this manager's to
-                # replace. Re-saving a number of its own, one that was there when the directory was read (a
-                # rollback over a preserved or unrecorded checkpoint) or retrying one that failed replaces it,
-                # as in TensorFlow.
+                # of the job still running, a second job given the same directory).
                 raise CheckpointExistsError(
                     f"CheckpointManager.save refused to write {prefix}: another writer committed it after this "
                     f"manager was created, so two managers (processes) are saving the series "

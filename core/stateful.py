@@ -269,15 +269,9 @@ class NonStrict:
         state: Mapping[Any, Any] = self.obj.state_dict()
         return state
 
-    def load_state_dict(self, state_dict: Any, assign: bool = False) -> Any:
-        """``obj.load_state_dict(state_dict, strict=False)``; records what it left out.
-
-        ``assign=True`` (a module on the 'meta' device) is passed on: torch then replaces the tensors.
-        """
-        if assign:
-            result = self.obj.load_state_dict(state_dict, strict=False, assign=True)
-        else:
-            result = self.obj.load_state_dict(state_dict, strict=False)
+    def load_state_dict(self, state_dict: Any) -> Any:
+        """``obj.load_state_dict(state_dict, strict=False)``; records what it left out."""
+        result = self.obj.load_state_dict(state_dict, strict=False)
         self.missing_keys = [str(key) for key in getattr(result, "missing_keys", ())]
         self.unexpected_keys = [str(key) for key in getattr(result, "unexpected_keys", ())]
         if self.missing_keys or self.unexpected_keys:
@@ -298,16 +292,40 @@ class NonStrict:
 
 def _takes_strict(method: Callable[..., Any]) -> bool:
     """Whether ``method`` accepts a ``strict`` keyword (by name or through ``**kwargs``)."""
-    return _takes(method, "strict")
-
-
-def _takes(method: Callable[..., Any], keyword: str) -> bool:
-    """Whether ``method`` accepts the keyword ``keyword`` (by name or through ``**kwargs``)."""
     try:
         parameters = inspect.signature(method).parameters.values()
     except (TypeError, ValueError):  # a builtin without a signature: it cannot be asked, so it is not assumed
         return False
-    return any(p.name == keyword or p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters)
+    return any(p.name == "strict" or p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters)
+
+
+def _module(obj: Any) -> Any:
+    """The torch module ``obj`` is or restores (through :class:`NonStrict`); ``None`` for other objects."""
+    target = obj.obj if isinstance(obj, NonStrict) else obj
+    return target if callable(getattr(target, "get_submodule", None)) else None
+
+
+def _materialize(module: Any, state: Mapping[str, Any]) -> None:
+    """Give the tensors of ``module`` on the 'meta' device the checkpoint's values, keeping each tensor object.
+
+    ``load_state_dict(..., assign=True)`` would put new Parameter objects in the module, so an optimizer made
+    beforehand would go on holding the empty ones and train nothing; ``torch.utils.swap_tensors`` keeps the
+    objects and replaces what they hold. Entries the checkpoint lacks stay on 'meta' (see the caller).
+    """
+    import torch
+
+    for key, tensor in module.state_dict(keep_vars=True).items():
+        value = state.get(key)
+        if not _is_meta(tensor) or value is None or not isinstance(value, torch.Tensor):
+            continue
+        # Cast as load_state_dict's copy_ would; detached: a new tensor object (on the state dict's memory) for
+        # the swap, which must leave the state dict's own entry as it is.
+        value = value.to(tensor.dtype).detach()
+        if isinstance(tensor, torch.nn.Parameter):
+            value = torch.nn.Parameter(value, requires_grad=tensor.requires_grad)
+        swap: Callable[[Any, Any], None] = torch.utils.swap_tensors
+        swap(tensor, value)
+
 
 
 def _is_meta(value: Any) -> bool:
@@ -524,14 +542,14 @@ class StatefulValue(Trackable):
                 f"dict there (no scalar string {STATE_DICT_STRUCTURE!r} among its values {sorted(infos)})"
             )
         _, leaves = self._flatten(self._state_dict(), arrays=True, restoring=True)
-        if self._meta and not _takes(self._obj.load_state_dict, "assign"):
+        if self._meta and _module(self._obj) is None:
             # torch copies nothing into a tensor without memory: the restore would report success and restore
             # nothing. Refused before anything is written.
             raise AssignmentError(
                 f"cannot restore into {self._where}: {len(self._meta)} of its tensors are on the 'meta' device "
                 f"({', '.join(self._meta[:3])}{', ...' if len(self._meta) > 3 else ''}), which holds no values, and "
-                f"{type(self._obj).__name__}.load_state_dict() takes no assign=True to replace them. Give them "
-                "memory first (module.to_empty(device='cpu')), or restore the module itself, not a wrapper"
+                f"{type(self._obj).__name__} is not a torch module whose tensors the restore could fill. Give "
+                "them memory first (module.to_empty(device='cpu')), or restore the module itself, not a wrapper"
             )
         planned = {name: node for name, node in leaves.items() if node is not None}
         problems: list[AssignmentError] = []
@@ -599,13 +617,12 @@ class StatefulValue(Trackable):
 
         state = rebuild_state_dict(structure, array, self._where)
         meta, self._meta = self._meta, []
+        module = _module(self._obj) if meta else None
         try:
-            if meta:
-                # A module built on the 'meta' device (to be filled by its checkpoint, as large models are): its
-                # tensors are replaced by the checkpoint's, which is torch's load_state_dict(..., assign=True).
-                self._obj.load_state_dict(state, assign=True)
-            else:
-                self._obj.load_state_dict(state)
+            if module is not None and isinstance(state, Mapping):
+                # A module built on the 'meta' device, to be filled by its checkpoint (as large models are).
+                _materialize(module, state)
+            self._obj.load_state_dict(state)
         except Exception as exc:  # the object's own refusal, of any type
             # As PyTorch DCP does, arrays the object holds were read into in place before load_state_dict ran.
             partly = (
@@ -618,6 +635,16 @@ class StatefulValue(Trackable):
                 f"state dict ({type(exc).__name__}: {exc}){partly}. Was it saved from another kind of object (an "
                 "optimizer of another class, a module with other layers)?"
             ) from exc
+        if module is not None:
+            empty = [key for key, tensor in module.state_dict(keep_vars=True).items() if _is_meta(tensor)]
+            if empty:
+                # Entries the checkpoint lacks (a NonStrict restore) have no initial values to keep on 'meta'.
+                raise AssignmentError(
+                    f"cannot restore into {self._where}: {len(empty)} of its tensors are still on the 'meta' device "
+                    f"after the restore ({', '.join(empty[:3])}{', ...' if len(empty) > 3 else ''}): the checkpoint "
+                    "holds no value for them. Give the module memory first (module.to_empty(device='cpu')) and "
+                    "initialize them; the checkpoint's values were restored"
+                )
 
     def __repr__(self) -> str:
         return f"<state dict of {type(self._obj).__name__} at {self._where}>"

@@ -243,7 +243,13 @@ def test_a_number_updated_in_the_dict_the_program_holds_is_saved_and_restored(tm
     tp.Checkpoint(train=fresh).read(path).assert_consumed()
     assert fresh["epoch"] == 3 and type(fresh["epoch"]) is int and fresh["loss"] == 0.25
     np.testing.assert_array_equal(fresh["w"], np.ones(2))
-    # A new key, or a new array under a key, is a new object: still refused, as in TensorFlow.
+    # A number of another type would be saved as another dtype; a new key, or a new array under a key, is a
+    # new object: still refused, as in TensorFlow.
+    state["epoch"] = 4.5
+    with pytest.raises(tp.TrackableError, match=r"The wrapped dictionary was modified outside the wrapper"):
+        ckpt.write(str(tmp_path / "float"))
+    state = {"epoch": 0, "w": np.ones(2)}
+    ckpt = tp.Checkpoint(train=state)
     state["w"] = np.zeros(2)
     with pytest.raises(tp.TrackableError, match=r"The wrapped dictionary was modified outside the wrapper"):
         ckpt.write(str(tmp_path / "again"))

@@ -144,11 +144,11 @@ def test_the_state_file_names_the_new_checkpoint_before_old_ones_are_deleted(mon
     assert st is not None and list(st.all_model_checkpoint_paths) == [f"{run}/ckpt-2"]
 
 
-def test_a_rollback_onto_a_checkpoint_found_at_startup_is_not_taken_for_another_writer(tmp_path: Path) -> None:
+def test_a_rollback_onto_a_checkpoint_the_manager_does_not_keep_is_refused_for_what_it_is(tmp_path: Path) -> None:
     m = CheckpointManager(_ckpt(), tmp_path, max_to_keep=3)
     for _ in range(3):
         m.save()
-    # A state file without times (TensorFlow 1's Saver): the restarted manager lists none of them.
+    # A state file without times (TensorFlow 1's Saver): the restarted manager keeps none of them.
     paths = [str(tmp_path / f"ckpt-{n}") for n in (1, 2, 3)]
     tp.update_checkpoint_state(str(tmp_path), paths[-1], paths)
     ckpt = _ckpt()
@@ -156,10 +156,33 @@ def test_a_rollback_onto_a_checkpoint_found_at_startup_is_not_taken_for_another_
     assert again.checkpoints == []
     ckpt.restore(paths[0]).assert_consumed()
     ckpt.v.assign(7.0)
-    assert again.save() == paths[1]  # replaces ckpt-2, as TensorFlow does
+    with pytest.raises(
+        tp.CheckpointExistsError, match=r"a checkpoint this manager does not keep .*manager.delete\(2\)"
+    ) as refused:
+        again.save()
+    assert "another writer" not in str(refused.value)  # that message is for a second process
+    again.delete(2)
+    assert again.save() == paths[1]
     restored = _ckpt()
     restored.restore(paths[1]).assert_consumed()
     assert float(restored.v.numpy()) == 7.0
+
+
+def test_a_rollback_never_saves_over_a_preserved_checkpoint(tmp_path: Path) -> None:
+    clock = _Clock()
+    ckpt = _ckpt()
+    m = _preserving(tmp_path, clock, ckpt)
+    for _ in range(8):
+        clock.t += 1800
+        m.save()
+    again_ckpt = _ckpt()
+    again = _preserving(tmp_path, clock, again_ckpt)
+    again_ckpt.restore(str(tmp_path / "ckpt-2"))
+    clock.t += 1800
+    assert again.save() == str(tmp_path / "ckpt-3")
+    with pytest.raises(tp.CheckpointExistsError, match="preserved by keep_checkpoint_every_n_hours"):
+        again.save()  # ckpt-4, kept for ever
+    assert _on_disk(tmp_path) == [2, 3, 4, 6, 8]  # ckpt-7 left the window, as in TensorFlow
 
 
 def test_resuming_from_a_checkpoint_without_save_counter_numbers_on_from_its_name(

@@ -184,3 +184,10 @@ def test_zarr_file_urls_name_localhost_paths_as_file_urls_do(tmp_path: Path) -> 
     tp.Checkpoint(v=tp.Variable(np.ones(2))).write(url)
     assert os.listdir(tmp_path) == ["ckpt-1.zarr"]
     assert tp.load_variable(url, "v/.ATTRIBUTES/VARIABLE_VALUE").tolist() == [1.0, 1.0]
+
+
+def test_joins_below_a_url_directory_drop_its_trailing_slashes_but_keep_the_root() -> None:
+    assert _paths.join("s3://b/run//", "ckpt-1") == "s3://b/run/ckpt-1"
+    assert _paths.join("memory://b/run/", "ckpt-1") == "memory://b/run/ckpt-1"
+    assert _paths.join("file:///", "x") == "file:///x"
+    assert _paths.join("s3://", "b") == "s3://b"

@@ -227,15 +227,25 @@ def test_a_prefix_committed_in_two_formats_is_read_from_the_selected_backend(
     assert os.listdir(run) == []
 
 
-def test_a_save_in_another_format_replaces_the_checkpoint_readers_would_take_for_it(tmp_path: Path) -> None:
+def test_a_save_in_another_format_over_the_urls_own_is_refused(tmp_path: Path) -> None:
     # Readers without options ask the URL's own format first: the old bundle would hide the new zarr save.
     run = str(tmp_path)
     tp.Checkpoint(v=tp.Variable(_values(1))).write(f"{run}/ckpt-1")
-    tp.Checkpoint(v=tp.Variable(_values(2))).write(f"{run}/ckpt-1", CheckpointOptions(backend="zarr"))
-    assert os.listdir(run) == ["ckpt-1.zarr"]
+    before = sorted(os.listdir(run))
+    zarr = CheckpointOptions(backend="zarr")
+    with pytest.raises(tp.CheckpointExistsError, match=r"a bundle checkpoint is committed there.*nothing was written"):
+        tp.Checkpoint(v=tp.Variable(_values(2))).write(f"{run}/ckpt-1", zarr)
+    assert sorted(os.listdir(run)) == before
+    # A manager writing zarr into a directory of an earlier run's bundles refuses rather than hide or delete them.
+    manager = tp.CheckpointManager(tp.Checkpoint(v=tp.Variable(_values(3))), run, max_to_keep=2, options=zarr)
+    with pytest.raises(tp.CheckpointExistsError, match="a bundle checkpoint is committed there"):
+        manager.save()
+    assert sorted(os.listdir(run)) == before
+    tp.remove_checkpoint(f"{run}/ckpt-1")
+    assert manager.save() == f"{run}/ckpt-1"
     fresh = tp.Checkpoint(v=tp.Variable(np.zeros(4, np.float32)))
-    fresh.read(f"{run}/ckpt-1").assert_consumed()
-    np.testing.assert_array_equal(fresh.v.numpy(), _values(2))
+    fresh.read(f"{run}/ckpt-1").assert_existing_objects_matched()
+    np.testing.assert_array_equal(fresh.v.numpy(), _values(3))
 
 
 def test_convert_to_another_format_at_a_taken_prefix_needs_overwrite_and_then_replaces_it(tmp_path: Path) -> None:
