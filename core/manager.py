@@ -897,10 +897,7 @@ class CheckpointManager:
                 self._recover()
                 return self._bookkeeping()
 
-        if self._coordinator is None:
-            reread()
-        else:
-            self._adopt(on_root(self._coordinator, reread, f"reloading {self._directory!r}"))
+        self._on_root(reread, f"reloading {self._directory!r}")
 
     @_signal_safe.guarded
     def delete(self, checkpoint: str | int) -> None:
@@ -959,10 +956,14 @@ class CheckpointManager:
                 self._record_state()
                 return self._bookkeeping()
 
+        self._on_root(remove, f"deleting {prefix!r}")
+
+    def _on_root(self, work: Callable[[], bytes], what: str) -> None:
+        """Run ``work`` here, or with a coordinator on rank 0 alone, every rank adopting the bookkeeping it returns."""
         if self._coordinator is None:
-            remove()
+            work()
         else:
-            self._adopt(on_root(self._coordinator, remove, f"deleting {prefix!r}"))
+            self._adopt(on_root(self._coordinator, work, what))
 
     # --------------------------------------------------------------- restore
     @_signal_safe.guarded

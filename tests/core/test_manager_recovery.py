@@ -37,15 +37,23 @@ def _preserving(directory: Path, clock: _Clock, ckpt: tp.Checkpoint | None = Non
     return CheckpointManager(ckpt or _ckpt(), directory, max_to_keep=2, keep_checkpoint_every_n_hours=1, clock=clock)
 
 
+def _saved_half_hourly(
+    directory: Path, clock: _Clock, saves: int, ckpt: tp.Checkpoint | None = None
+) -> CheckpointManager:
+    """A manager keeping 2 and one checkpoint an hour, after ``saves`` saves half an hour apart."""
+    m = _preserving(directory, clock, ckpt)
+    for _ in range(saves):
+        clock.t += 1800
+        m.save()
+    return m
+
+
 def test_a_restart_after_a_rollback_resumes_from_the_state_file_and_keeps_preserved_checkpoints(
     tmp_path: Path,
 ) -> None:
     clock = _Clock()
     ckpt = _ckpt()
-    m = _preserving(tmp_path, clock, ckpt)
-    for _ in range(8):
-        clock.t += 1800
-        m.save()
+    m = _saved_half_hourly(tmp_path, clock, 8, ckpt)
     assert _on_disk(tmp_path) == [2, 4, 6, 7, 8]  # 2, 4 and 6 preserved for ever
     ckpt.restore(str(tmp_path / "ckpt-2"))  # the loss diverged: roll back
     for _ in range(2):
@@ -66,10 +74,7 @@ def test_a_restart_after_a_rollback_resumes_from_the_state_file_and_keeps_preser
 def test_a_restart_still_adopts_a_save_that_crashed_before_recording_itself(tmp_path: Path) -> None:
     clock = _Clock()
     ckpt = _ckpt()
-    m = _preserving(tmp_path, clock, ckpt)
-    for _ in range(4):
-        clock.t += 1800
-        m.save()
+    _saved_half_hourly(tmp_path, clock, 4, ckpt)
     ckpt.write(str(tmp_path / "ckpt-5"))  # committed, then the process died before the state file
     assert tp.latest_checkpoint(str(tmp_path)) == str(tmp_path / "ckpt-5")
     again = _preserving(tmp_path, clock)
@@ -81,10 +86,7 @@ def test_without_a_state_file_preserved_checkpoints_are_not_adopted_for_deletion
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     clock = _Clock()
-    m = _preserving(tmp_path, clock)
-    for _ in range(8):
-        clock.t += 1800
-        m.save()
+    _saved_half_hourly(tmp_path, clock, 8)
     (tmp_path / "checkpoint").write_text("garbage {")
     with caplog.at_level(logging.WARNING, logger="trackpoint.manager"):
         again = _preserving(tmp_path, clock)
@@ -171,10 +173,7 @@ def test_a_rollback_onto_a_checkpoint_the_manager_does_not_keep_is_refused_for_w
 def test_a_rollback_never_saves_over_a_preserved_checkpoint(tmp_path: Path) -> None:
     clock = _Clock()
     ckpt = _ckpt()
-    m = _preserving(tmp_path, clock, ckpt)
-    for _ in range(8):
-        clock.t += 1800
-        m.save()
+    _saved_half_hourly(tmp_path, clock, 8, ckpt)
     again_ckpt = _ckpt()
     again = _preserving(tmp_path, clock, again_ckpt)
     again_ckpt.restore(str(tmp_path / "ckpt-2"))
@@ -238,10 +237,7 @@ def test_delete_removes_a_checkpoint_from_the_directory_the_record_and_the_state
 
 def test_delete_takes_a_preserved_checkpoint_too(tmp_path: Path) -> None:
     clock = _Clock()
-    m = _preserving(tmp_path, clock)
-    for _ in range(5):
-        clock.t += 1800
-        m.save()
+    m = _saved_half_hourly(tmp_path, clock, 5)
     assert _on_disk(tmp_path) == [2, 4, 5]  # ckpt-2 preserved, unlisted
     m.delete("ckpt-2")
     assert _on_disk(tmp_path) == [4, 5] and m.checkpoints == [str(tmp_path / "ckpt-4"), str(tmp_path / "ckpt-5")]

@@ -25,7 +25,6 @@ import pytest
 import safetensors.numpy
 
 import trackpoint as tp
-from trackpoint.cli import main
 from trackpoint.storage import ShardSpec, WriteItem
 
 FIXTURES = Path(__file__).resolve().parents[2] / "fixtures" / "tf"
@@ -43,26 +42,6 @@ def run_json(*args: str) -> Any:
     result = run(*args, "--json")
     assert result.stderr == "", result.stderr
     return json.loads(result.stdout)
-
-
-class Called:
-    """Exit status and output of one in-process ``main`` call."""
-
-    def __init__(self, returncode: int, stdout: str, stderr: str) -> None:
-        self.returncode, self.stdout, self.stderr = returncode, stdout, stderr
-
-
-@pytest.fixture
-def cli(capsys: pytest.CaptureFixture[str]) -> Any:
-    def call(*args: str) -> Called:
-        try:
-            code = main(list(args))
-        except SystemExit as exc:  # argparse's own exits (usage errors, --version)
-            code = int(exc.code or 0)
-        out, err = capsys.readouterr()
-        return Called(code, out, err)
-
-    return call
 
 
 def _flipped(tmp_path: Path) -> str:

@@ -20,29 +20,8 @@ import pytest
 
 import trackpoint as tp
 from trackpoint.backends.bundle import BundleBackend
-from trackpoint.cli import main
 from trackpoint.errors import CheckpointNotFoundError
 from trackpoint.storage import ShardSpec, WriteItem
-
-
-class Called:
-    """Exit status and output of one in-process ``main`` call."""
-
-    def __init__(self, returncode: int, stdout: str, stderr: str) -> None:
-        self.returncode, self.stdout, self.stderr = returncode, stdout, stderr
-
-
-@pytest.fixture
-def cli(capsys: pytest.CaptureFixture[str]) -> Any:
-    def call(*args: str) -> Called:
-        try:
-            code = main(list(args))
-        except SystemExit as exc:  # argparse's own exits
-            code = int(exc.code or 0)
-        out, err = capsys.readouterr()
-        return Called(code, out, err)
-
-    return call
 
 
 def _run_of_two(directory: Path, backend: str | None = None, count: int = 2) -> list[str]:
