@@ -1274,6 +1274,19 @@ class _DictWrapper(TrackableDataStructure, dict[Any, Any]):
         self._self_external = True
         self._mirror()
 
+    def _retyped_numbers(self) -> str:
+        """The keys whose number became a number of another type outside the wrapper, for the refusal's message."""
+        storage, snapshot = self._self_storage, self._self_snapshot or {}
+        changed = [
+            f"{key!r} went from {type(snapshot[key]).__name__} to {type(value).__name__}"
+            for key, value in storage.items()
+            if key in snapshot
+            and type(value) in _NUMBERS
+            and type(snapshot[key]) in _NUMBERS
+            and type(value) is not type(snapshot[key])
+        ]
+        return ", ".join(changed)
+
     def _update_snapshot(self, key: Any = _MISSING) -> None:
         """Acknowledge a change made through the wrapper (of ``key`` only, when given)."""
         storage, snapshot = self._self_storage, self._self_snapshot
@@ -1311,15 +1324,21 @@ class _DictWrapper(TrackableDataStructure, dict[Any, Any]):
         self._check_source()
         self._check_external_modification()
         if self._self_external:
-            raise TrackableError(
-                _EXTERNAL_MESSAGE.format(
-                    obj=self,
-                    made="a dictionary wrapper constructed automatically on attribute assignment",
-                    kind="dictionary",
-                    final=self._self_storage,
-                    snapshot=self._self_snapshot,
-                )
+            message = _EXTERNAL_MESSAGE.format(
+                obj=self,
+                made="a dictionary wrapper constructed automatically on attribute assignment",
+                kind="dictionary",
+                final=self._self_storage,
+                snapshot=self._self_snapshot,
             )
+            retyped = self._retyped_numbers()
+            if retyped:
+                message += (
+                    f" Here {retyped}: a number replaced by a number of its type is taken as an edit through the "
+                    "wrapper, one of another type is not, since it would be saved as another dtype than the one "
+                    "the next run's dict restores into; keep the type (0.0 for a float that starts at 0)"
+                )
+            raise TrackableError(message)
         return super()._trackable_children()
 
     def _lookup_dependency(

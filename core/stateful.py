@@ -364,7 +364,7 @@ class StatefulValue(Trackable):
         # The names whose arrays were offered to the reader to fill in place.
         self._offered: set[str] = set()
         # The names of the state dict's tensors on the 'meta' device when a restore was planned.
-        self._meta: list[str] = []
+        self._meta: dict[str, tuple[str, Any]] = {}
         # For a checkpoint of the object's state dict given as a dict: (the restore's children, the state dict).
         self._legacy: tuple[Any, Mapping[Any, Any]] | None = None
         self._legacy_nodes: dict[str, _NumpyValue] = {}
@@ -386,7 +386,7 @@ class StatefulValue(Trackable):
         'meta' device) gets no node; ``load_state_dict`` receives a new one.
         """
         leaves: dict[str, _NumpyValue | None] = {}
-        meta = self._meta = []
+        meta = self._meta = {}
 
         def leaf(value: Any, name: str, where: str) -> _NumpyValue | None:
             if not arrays:
@@ -396,7 +396,7 @@ class StatefulValue(Trackable):
             except TrackableError as exc:
                 if restoring:
                     if _is_meta(value):
-                        meta.append(where)
+                        meta[name] = (where, value)
                     return None
                 raise TrackableError(
                     f"{exc} (the value is in {type(self._obj).__name__}.state_dict(): NoDependency applies to the "
@@ -542,17 +542,28 @@ class StatefulValue(Trackable):
                 f"dict there (no scalar string {STATE_DICT_STRUCTURE!r} among its values {sorted(infos)})"
             )
         _, leaves = self._flatten(self._state_dict(), arrays=True, restoring=True)
+        places = [where for where, _ in self._meta.values()]
         if self._meta and _module(self._obj) is None:
             # torch copies nothing into a tensor without memory: the restore would report success and restore
             # nothing. Refused before anything is written.
             raise AssignmentError(
-                f"cannot restore into {self._where}: {len(self._meta)} of its tensors are on the 'meta' device "
-                f"({', '.join(self._meta[:3])}{', ...' if len(self._meta) > 3 else ''}), which holds no values, and "
+                f"cannot restore into {self._where}: {len(places)} of its tensors are on the 'meta' device "
+                f"({', '.join(places[:3])}{', ...' if len(places) > 3 else ''}), which holds no values, and "
                 f"{type(self._obj).__name__} is not a torch module whose tensors the restore could fill. Give "
                 "them memory first (module.to_empty(device='cpu')), or restore the module itself, not a wrapper"
             )
         planned = {name: node for name, node in leaves.items() if node is not None}
         problems: list[AssignmentError] = []
+        for name, (place, tensor) in self._meta.items():
+            # A tensor on 'meta' takes the checkpoint's value whole: its shape must be the one it was built with.
+            info = infos.get(name)
+            if info is not None and tuple(info.shape) != tuple(tensor.shape):
+                problems.append(
+                    ShapeMismatchError(
+                        f"cannot restore {where[name]!r} into {place} on the 'meta' device: the checkpoint holds "
+                        f"shape {tuple(info.shape)}, the tensor has shape {tuple(tensor.shape)}"
+                    )
+                )
         for name, tensor in infos.items():
             node = planned.get(name)
             if node is None:
@@ -616,7 +627,7 @@ class StatefulValue(Trackable):
             )
 
         state = rebuild_state_dict(structure, array, self._where)
-        meta, self._meta = self._meta, []
+        meta, self._meta = self._meta, {}
         module = _module(self._obj) if meta else None
         try:
             if module is not None and isinstance(state, Mapping):
@@ -639,11 +650,14 @@ class StatefulValue(Trackable):
             empty = [key for key, tensor in module.state_dict(keep_vars=True).items() if _is_meta(tensor)]
             if empty:
                 # Entries the checkpoint lacks (a NonStrict restore) have no initial values to keep on 'meta'.
-                raise AssignmentError(
-                    f"cannot restore into {self._where}: {len(empty)} of its tensors are still on the 'meta' device "
-                    f"after the restore ({', '.join(empty[:3])}{', ...' if len(empty) > 3 else ''}): the checkpoint "
-                    "holds no value for them. Give the module memory first (module.to_empty(device='cpu')) and "
-                    "initialize them; the checkpoint's values were restored"
+                # Said, not raised: the restore of the other objects goes on, as a NonStrict restore should.
+                _log.warning(
+                    "%s: %d of its tensors are still on the 'meta' device after the restore (%s): the checkpoint "
+                    "holds no value for them; give them memory and initialize them (module.to_empty(device=...) "
+                    "before the restore, or those layers' reset_parameters() after materializing them)",
+                    self._where,
+                    len(empty),
+                    ", ".join(empty[:5]) + (", ..." if len(empty) > 5 else ""),
                 )
 
     def __repr__(self) -> str:

@@ -552,8 +552,12 @@ def _cleanup(args: argparse.Namespace, out: TextIO) -> int:
         else:
             removed = store.cleanup(args.directory, min_age=args.min_age)
         # What the age guard kept: the leftovers still there (a save that started meanwhile among them,
-        # rightly: it is young). None when no backend here can list its leftovers.
-        kept, guard = _kept(store, args.directory, args.min_age)
+        # rightly: it is young). None when no backend here can list its leftovers, or the listing failed:
+        # it only words a message, and the cleanup's own result must be printed.
+        try:
+            kept, guard = _kept(store, args.directory, args.min_age)
+        except (CheckpointError, OSError, ValueError):
+            kept, guard = None, None
     finally:
         store.close()
     if args.json:
@@ -1004,18 +1008,29 @@ def _usage(args: argparse.Namespace, message: str) -> int:
 def _urls(args: argparse.Namespace, flag: str) -> list[str]:
     """The paths of the command line that ``flag`` (``--backend`` or ``--dst-backend``) chooses the backend of."""
     if args.command == "convert":
+        from trackpoint.interchange import file_format
+
+        # A flat-file destination (out.safetensors) is written by no backend: never the flag's to serve.
+        dst = [] if file_format(args.dst) is not None else [args.dst]
         if flag == "--dst-backend":
-            return [args.dst]
-        return [args.src] if args.dst_backend else [args.src, args.dst]
+            return dst
+        return [args.src] if args.dst_backend else [args.src, *dst]
     return [p for p in (getattr(args, name, None) for name in ("directory", "path", "a", "b")) if p] + list(
         getattr(args, "paths", None) or []
     )
 
 
 def _serves(backend: str, url: str) -> bool:
-    """Whether ``backend`` is among those the URL selects or readers ask there (by its scheme, or plugins)."""
-    from trackpoint.plugins import detect_backends
+    """Whether ``backend`` serves the URL: by its registered schemes, or as one readers ask there (plugins).
 
+    The schemes first: ``detect_backends`` follows ``TRACKPOINT_BACKEND``, which would make a backend the
+    environment did not choose look as if it served nothing.
+    """
+    from trackpoint.plugins import detect_backends, list_backends
+
+    scheme = _paths.scheme(url) if _paths.is_url(url) else ""
+    if any(row.name == backend and scheme in row.schemes for row in list_backends()):
+        return True
     try:
         return backend in detect_backends(url, CheckpointOptions())
     except CheckpointError:

@@ -290,3 +290,38 @@ def test_cleanup_says_which_leftovers_the_age_guard_kept(tmp_path: Path, cli: An
     removed = cli("cleanup", str(tmp_path), "--min-age", "0")
     assert removed.stdout.splitlines()[0] == f"removed {n} leftovers:"
     assert cli("cleanup", str(tmp_path)).stdout == f"nothing to remove in {tmp_path}\n"
+
+
+def test_cleanup_prints_what_it_removed_even_if_listing_what_it_kept_fails(
+    tmp_path: Path, cli: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    tp.Checkpoint(v=tp.Variable(np.ones(2, np.float32))).save(str(tmp_path / "ckpt"))
+    backend = tp.plugins.open_backend(str(tmp_path / "ckpt-9"))
+    backend.begin(str(tmp_path / "ckpt-9"), "crashed")
+    backend.write_shard(str(tmp_path / "ckpt-9"), ShardSpec(0, 1, "crashed"), [WriteItem("x", np.zeros(3))])
+    leftovers = backend.leftovers(str(tmp_path))
+    assert leftovers
+
+    def unavailable(self: Any, directory: str) -> list[str]:
+        raise tp.TransientStorageError("503 SlowDown")
+
+    monkeypatch.setattr(BundleBackend, "leftovers", unavailable)
+    removed = cli("cleanup", str(tmp_path), "--min-age", "0")
+    assert (removed.returncode, removed.stderr) == (0, "")
+    assert removed.stdout.splitlines()[0] == f"removed {len(leftovers)} leftover{'s' if len(leftovers) > 1 else ''}:"
+
+
+def test_a_backend_failing_on_a_url_it_serves_is_a_failure_not_a_usage_error(
+    tmp_path: Path, cli: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The azure plugin without credentials: its refusal is about the store, whatever the environment chose
+    # for other URLs and whatever the destination file is.
+    if "azure" not in {row.name for row in tp.plugins.list_backends() if row.available}:
+        pytest.skip("the azure plugin is not installed")
+    for name in ("CONNECTION_STRING", "ACCOUNT_NAME", "ACCOUNT", "ACCOUNT_KEY", "KEY", "SAS_TOKEN"):
+        monkeypatch.delenv(f"AZURE_STORAGE_{name}", raising=False)
+    monkeypatch.setenv("TRACKPOINT_BACKEND", "zarr")
+    tp.plugins.reset()
+    failed = cli("convert", "--backend", "azure", "az://c/run/ckpt-1", str(tmp_path / "out.safetensors"))
+    assert failed.returncode == 4, failed.stderr
+    assert "no storage account" in failed.stderr
