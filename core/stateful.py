@@ -327,7 +327,6 @@ def _materialize(module: Any, state: Mapping[str, Any]) -> None:
         swap(tensor, value)
 
 
-
 def _is_meta(value: Any) -> bool:
     """Whether ``value`` is a torch tensor on the 'meta' device: a shape and dtype without memory."""
     return getattr(value, "is_meta", False) is True
