@@ -104,10 +104,10 @@ def shadow(prefix: str, options: CheckpointOptions | None, writer: StorageBacken
     Readers given no backend (``restore``, ``inspect``, ``tp.latest_checkpoint`` without options) ask the
     backend the URL's scheme (or ``TRACKPOINT_BACKEND``) selects first. A save whose options chose another
     format (``backend="zarr"`` on a local path) next to a checkpoint of that format at the same prefix would
-    be hidden behind it: those readers would read the old checkpoint. Call before the save (once it wrote,
-    both would see a checkpoint of one format); ``None`` when no backend was chosen, the writer is the one
-    readers ask first, it cannot be opened or asked, it holds nothing at ``prefix``, or the writer sees the
-    same checkpoint (a backend writing the same format). The caller closes what is returned.
+    be hidden behind it: those readers would read the old checkpoint, even where both formats are committed
+    already. Call before the save; ``None`` when no backend was chosen, the writer is the one readers ask
+    first, it cannot be opened or asked, it holds nothing at ``prefix``, or the writer sees the same
+    checkpoint (a backend writing the same format). The caller closes what is returned.
     """
     if options is None or options.backend is None:
         return None  # the writer is the backend readers select
@@ -122,13 +122,23 @@ def shadow(prefix: str, options: CheckpointOptions | None, writer: StorageBacken
     except CheckpointError:
         return None  # no backend, or one not installed: no reader asks it first either
     try:
-        if other.exists(prefix) and not writer.exists(prefix):
+        if other.exists(prefix) and (not writer.exists(prefix) or _two_commits(prefix, other, writer)):
             return other
     except CheckpointError as exc:
         # Only a format the caller did not choose could not be asked: its failure must not fail the save.
         _log.debug("%s: could not ask backend %r whether it holds a checkpoint there: %s", prefix, other.name, exc)
     other.close()
     return None
+
+
+def _two_commits(prefix: str, one: StorageBackend, other: StorageBackend) -> bool:
+    """Whether ``one`` and ``other``, which both see a checkpoint at ``prefix``, see two different ones.
+
+    A backend wrapping another's format sees that format's commit point (the same time); two formats
+    committed there have commit points of their own. A store that cannot tell (``None``) is taken to see one.
+    """
+    a, b = one.modified(prefix), other.modified(prefix)
+    return a is not None and b is not None and a != b
 
 
 def refuse_shadow(prefix: str, options: CheckpointOptions | None, writer: StorageBackend, call: str) -> None:

@@ -241,6 +241,12 @@ def test_a_save_in_another_format_over_the_urls_own_is_refused(tmp_path: Path) -
     with pytest.raises(tp.CheckpointExistsError, match="a bundle checkpoint is committed there"):
         manager.save()
     assert sorted(os.listdir(run)) == before
+    # Both formats committed already (the URL's own written over the other): still refused, still hidden.
+    tp.Checkpoint(v=tp.Variable(_values(4))).write(f"{run}/both-1", zarr)
+    tp.Checkpoint(v=tp.Variable(_values(5))).write(f"{run}/both-1")
+    with pytest.raises(tp.CheckpointExistsError, match="a bundle checkpoint is committed there"):
+        tp.Checkpoint(v=tp.Variable(_values(6))).write(f"{run}/both-1", zarr)
+    tp.remove_checkpoint(f"{run}/both-1")
     tp.remove_checkpoint(f"{run}/ckpt-1")
     assert manager.save() == f"{run}/ckpt-1"
     fresh = tp.Checkpoint(v=tp.Variable(np.zeros(4, np.float32)))
