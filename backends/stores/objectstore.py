@@ -1134,7 +1134,16 @@ class ObjectStore(FileLayer):
         where = self.url(bucket, key)
         if timeouts == attempts:
             each = "each" if attempts > 1 else "it"
-            cause = f": {each} timed out after {_seconds(t.request_timeout)} ({_OPTION}['request_timeout'])"
+            if elapsed < 0.9 * t.request_timeout:
+                # All of them together took less than one request_timeout: a limit of the client library fired
+                # first (botocore's read_timeout or connect_timeout, set through storage_options' config_kwargs).
+                cause = (
+                    f": {each} timed out in {elapsed:.1f} s all told, before {_OPTION}['request_timeout'] "
+                    f"({_seconds(t.request_timeout)}): a timeout of the client library fired first (for S3, "
+                    "config_kwargs' read_timeout or connect_timeout in storage_options)"
+                )
+            else:
+                cause = f": {each} timed out after {_seconds(t.request_timeout)} ({_OPTION}['request_timeout'])"
         else:
             cause = f" ({self._reason(exc)})"
         left = t.retries - (attempts - 1)

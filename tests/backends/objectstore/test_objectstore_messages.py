@@ -204,3 +204,19 @@ def test_s3_without_credentials_says_how_to_give_them(s3_endpoint: str, s3_bucke
     )  # fmt: skip
     assert cli.returncode != 0
     assert "StoragePermissionError: s3: listing" in cli.stderr and "no credentials were found" in cli.stderr
+
+
+def test_timeouts_of_the_client_library_are_not_blamed_on_request_timeout(
+    store: ObjectStore, silent_endpoint: str
+) -> None:
+    # The client's own read timeout (botocore's config_kwargs for S3) fires long before request_timeout.
+    if store.name != "s3":
+        pytest.skip("config_kwargs are botocore's")
+    opts = _options(store, silent_endpoint, request_timeout=30, retries=1, retry_deadline=60)
+    timeouts = {"config_kwargs": {"read_timeout": 0.2, "connect_timeout": 0.2}}
+    opts = CheckpointOptions(storage_options={**opts.storage_options, **timeouts}, backend_options=opts.backend_options)
+    with pytest.raises(TransientStorageError) as info:
+        tp.Checkpoint(w=tp.Variable(np.ones(3))).save(f"{store.scheme}my-bucket/x/ckpt", options=opts)
+    message = str(info.value)
+    assert "before backend_options['request_timeout'] (30 s): a timeout of the client library fired first" in message
+    assert "timed out after 30 s" not in message
