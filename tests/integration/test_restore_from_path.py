@@ -477,3 +477,15 @@ def test_a_file_of_a_checkpoint_passed_for_its_prefix_names_the_prefix(tmp_path:
     # A file where a directory is expected holds no checkpoints, as in TensorFlow.
     assert tp.latest_checkpoint(f"{path}.index") is None
     assert tp.latest_checkpoint(str(tmp_path / "checkpoint")) is None
+
+
+@pytest.mark.parametrize(
+    ("marker", "library"), [("_CHECKPOINT_METADATA", "Orbax"), (".metadata", "PyTorch distributed checkpointing")]
+)
+def test_another_librarys_checkpoint_directory_is_named_as_such(tmp_path: Path, marker: str, library: str) -> None:
+    step = tmp_path / "100"
+    step.mkdir()
+    (step / marker).write_bytes(b"{}")
+    for read in (tp.load_tree, tp.list_variables, lambda p: tp.Checkpoint(v=tp.Variable(1.0)).restore(p)):
+        with pytest.raises(CheckpointNotFoundError, match=rf"it is a checkpoint of {library} .*does not read"):
+            read(str(step))
