@@ -9,6 +9,7 @@ the rule of what is saved).
 from __future__ import annotations
 
 import sys
+import weakref
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -94,6 +95,8 @@ class _NumpyValue(Variable):
             )
             value = array
         elif is_jax_shape(value):
+            _TEMPLATES[0] += 1
+            weakref.finalize(self, _template_gone)
             value = _placeholder(np.dtype(value.dtype), tuple(value.shape))
         elif is_jax_array(value):
             # Nothing is read from the devices here: a save gathers the shards (see _jax_to_numpy), and
@@ -256,6 +259,25 @@ def _copy_into_tensor(tensor: Any, values: np.ndarray[Any, Any]) -> None:
     """Write ``values`` into a torch tensor whose memory numpy cannot share (on another device, say)."""
     with sys.modules["torch"].no_grad():
         tensor.copy_(dtypes._numpy_to_torch(values))
+
+
+#: How many nodes made for ``jax.ShapeDtypeStruct`` templates are alive: a restore asks which of them got no
+#: value only when some exist (a list, changed in place by the nodes' finalizers).
+_TEMPLATES: list[int] = [0]
+
+
+def _template_gone() -> None:
+    _TEMPLATES[0] -= 1
+
+
+def placeholders_exist() -> bool:
+    """Whether any node made for a ``jax.ShapeDtypeStruct`` template is alive (a cheap test before a walk)."""
+    return _TEMPLATES[0] > 0
+
+
+def is_placeholder_node(obj: object) -> bool:
+    """Whether ``obj`` is the node of a template that still holds no value (no restore replaced it)."""
+    return isinstance(obj, _NumpyValue) and is_jax_shape(obj._current)
 
 
 def _placeholder(dtype: np.dtype[Any], shape: tuple[int, ...]) -> np.ndarray[Any, Any]:

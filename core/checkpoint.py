@@ -11,6 +11,7 @@ until :meth:`Checkpoint.close`.
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 import weakref
@@ -20,7 +21,7 @@ from typing import Any, Final, TypeAlias
 
 import numpy as np
 
-from trackpoint import _async, _gc, _paths, _resolve, _signal_safe, observe
+from trackpoint import _array_values, _async, _gc, _paths, _resolve, _signal_safe, observe
 from trackpoint._array_values import PYTHON_NUMBERS
 from trackpoint.autotrackable import AutoTrackable
 from trackpoint.data_structures import NoDependency, is_array_value
@@ -61,6 +62,8 @@ __all__ = ["Checkpoint", "write_items"]
 
 #: The checkpoint paths ``Checkpoint`` takes: TensorFlow's ``str`` and UTF-8 ``bytes``, and ``os.PathLike``.
 PathArgument: TypeAlias = str | bytes | os.PathLike[str] | os.PathLike[bytes]
+
+_log = logging.getLogger("trackpoint")
 
 
 def write_items(view: ObjectGraphView) -> list[WriteItem]:
@@ -618,6 +621,8 @@ class Checkpoint(AutoTrackable):
             events.failed(exc)
             raise
         events.finished()
+        if isinstance(status, CheckpointLoadStatus) and _array_values.placeholders_exist():
+            _warn_empty_templates(status, path)
         return status
 
     @_signal_safe.guarded
@@ -785,6 +790,23 @@ def _hides_own_attribute(name: str, given: str) -> NameConflictError:
         f"{given}: {name!r} is the name of Checkpoint.{name}, {what}; a dependency of that name would hide it. "
         f"Give the value another name ({instead}."
     )
+
+
+def _warn_empty_templates(status: CheckpointLoadStatus, path: str) -> None:
+    """Say which ``jax.ShapeDtypeStruct`` templates a restore left without a value.
+
+    A template holds no values: one the checkpoint had nothing for would fail later, inside a jitted
+    function, far from its cause, unless the caller checks the status. Only asked when templates exist.
+    """
+    empty = [obj for obj in status._unmatched_python_objects() if _array_values.is_placeholder_node(obj)]
+    if empty:
+        _log.warning(
+            "restoring %s left %d jax.ShapeDtypeStruct template(s) without a value, which hold no values: %s "
+            "(the checkpoint has nothing there; status.assert_existing_objects_matched() raises for them)",
+            path,
+            len(empty),
+            ", ".join(repr(obj) for obj in empty[:5]) + (", ..." if len(empty) > 5 else ""),
+        )
 
 
 def _backend_name(store: StorageBackend, path: str) -> str:

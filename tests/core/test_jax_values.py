@@ -251,3 +251,19 @@ def test_wrappers_made_before_jax_was_imported_are_seen_through() -> None:
     )
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0 and done.stdout.strip() == "2", done.stderr
+
+
+def test_a_template_the_checkpoint_has_no_value_for_is_said_at_restore(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A ShapeDtypeStruct holds no values: left in place unsaid, it would fail later, inside a jitted function.
+    path = tp.Checkpoint(p={"a": jnp.ones(2), "b": jnp.zeros(2)}).write(str(tmp_path / "ckpt"))
+    spec = jax.ShapeDtypeStruct((2,), jnp.float32)
+    with caplog.at_level("WARNING", logger="trackpoint"):
+        tp.Checkpoint(p={"a": spec, "b": spec}).read(path).assert_consumed()
+    assert "template" not in caplog.text
+    target = tp.Checkpoint(p={"a": spec, "c": spec})
+    with caplog.at_level("WARNING", logger="trackpoint"):
+        target.read(path).expect_partial()
+    assert "left 1 jax.ShapeDtypeStruct template(s) without a value" in caplog.text
+    assert "'c' shape=(2,)" in caplog.text and "'a'" not in caplog.text.split("value, which")[1]
