@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -73,3 +75,19 @@ def test_every_reader_accepts_the_same_paths(reader: str) -> None:
         tp.CheckpointNotFoundError, match=r"no checkpoint at 'memory://rd/same/ckpt'.*a directory that holds"
     ):
         call("memory://rd/same/ckpt")
+
+
+@pytest.mark.parametrize("suffix", [".npz", ".safetensors"])
+def test_readers_read_flat_files_as_convert_does(tmp_path: Path, suffix: str) -> None:
+    pytest.importorskip("safetensors")
+    model = tp.AutoTrackable()
+    model.w = tp.Variable(np.arange(6, dtype=np.float32).reshape(2, 3))
+    path = tp.Checkpoint(model=model).write(str(tmp_path / "ckpt"))
+    flat = str(tmp_path / f"model{suffix}")
+    tp.convert(path, flat)
+    key = "model/w/.ATTRIBUTES/VARIABLE_VALUE"
+    assert dict(tp.list_variables(flat))[key] == [2, 3]
+    np.testing.assert_array_equal(tp.load_variable(flat, key), model.w.numpy())
+    assert [c.local_name for c in tp.object_metadata(flat).nodes[0].children] == ["model"]
+    with pytest.raises(tp.CheckpointNotFoundError, match="no file"):
+        tp.list_variables(str(tmp_path / f"missing{suffix}"))
