@@ -998,11 +998,21 @@ def _discard_stdout() -> None:
     os.close(devnull)
 
 
-def _usage(args: argparse.Namespace, message: str) -> int:
+def _usage(args: argparse.Namespace, message: str, error: str = "UsageError") -> int:
     """Report a bad option value found after parsing as argparse reports one: the command's usage, then why."""
     args.command_parser.print_usage(sys.stderr)
     print(f"trackpoint {args.command}: error: {message}", file=sys.stderr)
-    return EXIT_USAGE
+    return _json_failure(args, error, message, EXIT_USAGE)
+
+
+def _json_failure(args: argparse.Namespace, error: str, message: str, status: int) -> int:
+    """With ``--json``, the failure as JSON on stdout too (``{"error": {...}}``): a script reads one stream."""
+    if getattr(args, "json", False):
+        try:
+            _dump({"error": {"type": error, "message": message, "status": status}}, sys.stdout)
+        except BrokenPipeError:
+            _discard_stdout()
+    return status
 
 
 def _urls(args: argparse.Namespace, flag: str) -> list[str]:
@@ -1092,9 +1102,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         if isinstance(exc, (InvalidArgumentError, InvalidPathError)):
             # A value of the command line no function takes (a misspelt -o option, a path no store can
             # use): every argument and option comes from the command line, so the command line is wrong.
-            return _usage(args, f"{type(exc).__name__}: {_one_line(exc)}")
+            return _usage(args, f"{type(exc).__name__}: {_one_line(exc)}", type(exc).__name__)
         if args.verbose:
             traceback.print_exc(file=sys.stderr)
         print(f"trackpoint {args.command}: {type(exc).__name__}: {_one_line(exc)}", file=sys.stderr)
         # A tensor that is not there (CheckpointKeyError, a KeyError) is "not found", as a missing checkpoint is.
-        return EXIT_NOT_FOUND if isinstance(exc, (FileNotFoundError, KeyError)) else EXIT_ERROR
+        status = EXIT_NOT_FOUND if isinstance(exc, (FileNotFoundError, KeyError)) else EXIT_ERROR
+        return _json_failure(args, type(exc).__name__, _one_line(exc), status)

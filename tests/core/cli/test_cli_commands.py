@@ -593,7 +593,7 @@ def test_ls_and_cleanup_refuse_a_missing_directory_or_a_file(tmp_path: Path, cli
             "nothing exists at that path; check it for a typo\n"
         )
         afile = cli(command, str(tmp_path / "afile"), "--json")
-        assert (afile.returncode, afile.stdout) == (3, "")
+        assert (afile.returncode, json.loads(afile.stdout)["error"]["type"]) == (3, "CheckpointNotFoundError")
         assert "is a file, not a directory: pass the directory that holds the checkpoints" in afile.stderr
         index = cli(command, f"{prefixes[0]}.index")
         assert index.returncode == 3

@@ -325,3 +325,15 @@ def test_a_backend_failing_on_a_url_it_serves_is_a_failure_not_a_usage_error(
     failed = cli("convert", "--backend", "azure", "az://c/run/ckpt-1", str(tmp_path / "out.safetensors"))
     assert failed.returncode == 4, failed.stderr
     assert "no storage account" in failed.stderr
+
+
+def test_with_json_a_failure_is_json_on_stdout_too(tmp_path: Path, cli: Any) -> None:
+    # A script reading --json output reads one stream: a failure there, not only on stderr.
+    missing = cli("inspect", str(tmp_path / "ckpt-1"), "--json")
+    assert missing.returncode == 3 and "no checkpoint at" in missing.stderr
+    error = json.loads(missing.stdout)["error"]
+    assert (error["type"], error["status"]) == ("CheckpointNotFoundError", 3)
+    assert error["message"].startswith(f"no checkpoint at {str(tmp_path / 'ckpt-1')!r}")
+    usage = cli("cleanup", str(tmp_path), "--min-age", "nan", "--json")
+    assert usage.returncode == 2 and json.loads(usage.stdout)["error"]["status"] == 2
+    assert cli("inspect", str(tmp_path / "ckpt-1")).stdout == ""  # without --json, stdout stays empty
