@@ -489,3 +489,17 @@ def test_another_librarys_checkpoint_directory_is_named_as_such(tmp_path: Path, 
     for read in (tp.load_tree, tp.list_variables, lambda p: tp.Checkpoint(v=tp.Variable(1.0)).restore(p)):
         with pytest.raises(CheckpointNotFoundError, match=rf"it is a checkpoint of {library} .*does not read"):
             read(str(step))
+
+
+@pytest.mark.parametrize("suffix", [".npz", ".safetensors"])
+def test_a_flat_file_restores_as_convert_imports_it(tmp_path: Path, suffix: str) -> None:
+    pytest.importorskip("safetensors")
+    path = tp.Checkpoint(v=tp.Variable(_values(3))).save(str(tmp_path / "ckpt"))
+    flat = str(tmp_path / f"export{suffix}")
+    tp.convert(path, flat)
+    fresh = tp.Checkpoint(v=tp.Variable(np.zeros(4, np.float32)))
+    fresh.restore(flat).assert_consumed()
+    np.testing.assert_array_equal(fresh.v.numpy(), _values(3))
+    assert int(fresh.save_counter.numpy()) == 1
+    with pytest.raises(CheckpointNotFoundError, match="Error when restoring from checkpoint .*no file"):
+        fresh.restore(str(tmp_path / f"missing{suffix}"))
