@@ -403,17 +403,30 @@ class Backends:
         return self._acquire(path, options, reader=False).store
 
     def open_checkpoint(self, path: str, options: CheckpointOptions | None = None) -> tuple[str, CheckpointReader]:
-        """:func:`open_checkpoint` through the held backend of ``path``'s location.
+        """:func:`open_checkpoint` through the held backend of ``path``'s location; else a ``.safetensors``/``.npz``.
 
-        The reader keeps that backend open until it is closed.
+        The reader keeps that backend open until it is closed. A path at which nothing is committed but that
+        names a flat file is read as ``tp.convert`` imports it (its object graph from trackpoint's metadata,
+        or from its tensor names), so every reader of the core takes such files.
         """
         held = self._acquire(path, options, reader=True)
         try:
             found, reader = open_checkpoint(path, held.store)
+        except CheckpointNotFoundError:
+            self._pool.release(held)
+            from trackpoint.interchange import file_format
+
+            if file_format(path) is None:
+                raise
         except BaseException:
             self._pool.release(held)
             raise
-        return found, _HeldReader(reader, self._pool, held)
+        else:
+            return found, _HeldReader(reader, self._pool, held)
+        from trackpoint.interchange._convert import open_source
+
+        prefix, _, flat = open_source(path, options)
+        return prefix, flat
 
     def close(self) -> None:
         """Close every held backend (one still used by an open reader when that reader closes)."""

@@ -571,26 +571,11 @@ class Checkpoint(AutoTrackable):
                     raise
             return self._read(path, options)
 
-    def _open_checkpoint(self, save_path: str, options: CheckpointOptions | None) -> tuple[str, CheckpointReader]:
-        """The prefix and a reader of ``save_path``: a checkpoint or a directory, else a ``.safetensors``/``.npz``."""
-        try:
-            return self._self_backends.open_checkpoint(save_path, options)
-        except CheckpointNotFoundError:
-            from trackpoint.interchange import file_format
-
-            if file_format(save_path) is None:
-                raise
-        # A flat file, read as tp.convert imports it (its object graph from trackpoint's metadata, or its names).
-        from trackpoint.interchange._convert import open_source
-
-        prefix, _, reader = open_source(save_path, options)
-        return prefix, reader
-
     def _read(self, save_path: str, options: CheckpointOptions | None) -> LoadStatus:
         """:meth:`read` in this process alone."""
         started = time.perf_counter()
         try:
-            path, reader = self._open_checkpoint(save_path, options)
+            path, reader = self._self_backends.open_checkpoint(save_path, options)
         except CheckpointNotFoundError as exc:
             if _async.writing(save_path):
                 # This checkpoint's own async save was waited for by read(); another object's was not.

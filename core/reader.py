@@ -16,13 +16,7 @@ from typing import Any, Final
 import numpy as np
 
 from trackpoint import _resolve
-from trackpoint.errors import (
-    ArgumentTypeError,
-    CheckpointKeyError,
-    CheckpointNotFoundError,
-    InvalidArgumentError,
-    InvalidCheckpointError,
-)
+from trackpoint.errors import ArgumentTypeError, CheckpointKeyError, InvalidArgumentError, InvalidCheckpointError
 from trackpoint.proto import trackable_object_graph_pb2 as pb
 from trackpoint.storage import OBJECT_GRAPH_KEY, CheckpointOptions, CheckpointReader, _options_argument
 
@@ -223,21 +217,11 @@ def load_checkpoint(path: str | os.PathLike[str], options: CheckpointOptions | N
     """
     # The reader keeps the one backend it reads through open until it is closed.
     options = _options_argument(options, "load_checkpoint")
-    text = os.fspath(path)
     backends = _resolve.Backends()
     try:
-        return TensorReader(backends.open_checkpoint(text, options)[1])
-    except CheckpointNotFoundError:
-        from trackpoint.interchange import file_format
-
-        if file_format(text) is None:
-            raise
+        return TensorReader(backends.open_checkpoint(os.fspath(path), options)[1])
     finally:
         backends.close()
-    # Not a checkpoint, but a .safetensors or .npz file (as the command line and convert read them).
-    from trackpoint.interchange._convert import open_source
-
-    return TensorReader(open_source(text, options)[2])
 
 
 def list_variables(
