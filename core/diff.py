@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any
 
 import numpy as np
 
+from trackpoint._batches import batched
 from trackpoint.graph import OBJECT_ATTRIBUTES_NAME, escape_local_name
 from trackpoint.stateful import STATE_DICT_STRUCTURE, structure_changes
 from trackpoint.storage import OBJECT_GRAPH_KEY, CheckpointOptions, TensorInfo
@@ -20,11 +21,6 @@ from trackpoint.storage import OBJECT_GRAPH_KEY, CheckpointOptions, TensorInfo
 STATE_DICT_SUFFIX = f"/{OBJECT_ATTRIBUTES_NAME}/{escape_local_name(STATE_DICT_STRUCTURE)}"
 
 __all__ = ["DiffReport", "TensorDiff", "diff"]
-
-#: Tensors compared per ``read_many`` of each side at most (bytes of one side, and count): a batch's values
-#: are held on both sides at once.
-_BATCH_BYTES: Final = 64 << 20
-_BATCH_TENSORS: Final = 4096
 
 
 @dataclass(frozen=True, slots=True)
@@ -215,13 +211,17 @@ def diff(
             kb = {k for k in rb.keys() if k != OBJECT_GRAPH_KEY}
             changed: list[TensorDiff] = []
             same = 0
-            batch: list[str] = []
-            size = 0
-
-            def compare(keys: list[str]) -> None:
-                # Both sides read with one read_many per batch: a backend reads adjacent tensors together (one
-                # ranged request on an object store instead of one per tensor).
-                nonlocal same
+            comparable: list[tuple[str, int]] = []
+            for key in sorted(ka & kb):
+                ia, ib = ra.info(key), rb.info(key)
+                if ia.dtype != ib.dtype or ia.shape != ib.shape:
+                    # A dtype or shape change needs no values.
+                    changed.append(TensorDiff(key, (_dtype(ia), _dtype(ib)), (ia.shape, ib.shape), None, None))
+                else:
+                    comparable.append((key, ia.nbytes))
+            for batch in batched(comparable, lambda entry: entry[1]):
+                # Both sides read with one read_many per batch.
+                keys = [key for key, _ in batch]
                 values_a = ra.read_many([(key, None) for key in keys])
                 values_b = rb.read_many([(key, None) for key in keys])
                 for key, value_a, value_b in zip(keys, values_a, values_b, strict=True):
@@ -230,20 +230,6 @@ def diff(
                         same += 1
                     else:
                         changed.append(found)
-
-            for key in sorted(ka & kb):
-                ia, ib = ra.info(key), rb.info(key)
-                if ia.dtype != ib.dtype or ia.shape != ib.shape:
-                    # A dtype or shape change needs no values.
-                    changed.append(TensorDiff(key, (_dtype(ia), _dtype(ib)), (ia.shape, ib.shape), None, None))
-                    continue
-                batch.append(key)
-                size += ia.nbytes
-                if size >= _BATCH_BYTES or len(batch) >= _BATCH_TENSORS:
-                    compare(batch)
-                    batch, size = [], 0
-            if batch:
-                compare(batch)
             changed.sort(key=lambda d: d.key)
     return DiffReport(
         a_prefix,

@@ -17,12 +17,12 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Final
 
 import numpy as np
 
+from trackpoint._batches import batched
 from trackpoint.errors import BackendError, CheckpointError, CheckpointNotFoundError, InvalidPathError
-from trackpoint.storage import OBJECT_GRAPH_KEY, CheckpointOptions, CheckpointReader, TensorInfo
+from trackpoint.storage import OBJECT_GRAPH_KEY, CheckpointOptions, CheckpointReader
 
 __all__ = ["Problem", "VerifyReport", "verify"]
 
@@ -128,11 +128,6 @@ def _graph_problems(reader: CheckpointReader, keys: set[str]) -> list[Problem]:
     return found
 
 
-#: A full check reads this many bytes, or tensors, per ``read_many`` at most (the buffers of one batch are held).
-_BATCH_BYTES: Final = 64 << 20
-_BATCH_TENSORS: Final = 4096
-
-
 def verify(
     path: str | os.PathLike[str],
     *,
@@ -199,45 +194,33 @@ def verify(
             problems += _graph_problems(reader, set(keys))
         if not quick:
             total = sum(info.nbytes for info in infos.values())
-            batch: list[tuple[str, TensorInfo]] = []
-            size = 0
-
-            def check(batch: list[tuple[str, TensorInfo]]) -> None:
-                # One read_many per batch: a backend reads adjacent tensors together (one ranged request on an
-                # object store, instead of one per tensor). Only a batch that fails is read again tensor by
-                # tensor, to name each damaged one.
+            graph = infos.get(OBJECT_GRAPH_KEY)
+            done = 0 if graph is None else graph.nbytes  # read by the graph's check above
+            tensors = [(key, info) for key, info in infos.items() if key != OBJECT_GRAPH_KEY]
+            for batch in batched(tensors, lambda entry: entry[1].nbytes):
+                # One read_many per batch; only a batch that fails is read again tensor by tensor, to name
+                # each damaged one.
                 outs = [None if info.dtype.kind == "O" else np.empty(info.shape, info.dtype) for _, info in batch]
+                failed: dict[str, CheckpointError] = {}
                 try:
                     reader.read_many([(key, out) for (key, _), out in zip(batch, outs, strict=True)])
-                    failed: dict[str, CheckpointError] = {}
                 except CheckpointError:
-                    failed = {}
                     for (key, _), out in zip(batch, outs, strict=True):
                         try:
                             reader.read(key, out)
                         except CheckpointError as exc:
                             failed[key] = exc
-                for key, _ in batch:
+                for key, info in batch:
                     error = failed.get(key)
                     if error is not None:
                         problems.append(Problem(key, type(error).__name__, str(error)))
                     elif isinstance(reader, FlatReader) and not reader.checksummed(key):
                         # Read without error is all that can be said of bytes no checksum covers.
                         unverified.append(key)
-
-            for key, info in infos.items():
-                if key != OBJECT_GRAPH_KEY:
-                    batch.append((key, info))
-                    size += info.nbytes
-                if size >= _BATCH_BYTES or len(batch) >= _BATCH_TENSORS:
-                    check(batch)
-                    batch, size = [], 0
-                done += info.nbytes
-                if progress is not None and not batch:
-                    progress(done, total)
-            if batch:
-                check(batch)
+                    done += info.nbytes
                 if progress is not None:
                     progress(done, total)
+            if progress is not None and not tensors:
+                progress(done, total)
     counted = len([k for k in keys if k != OBJECT_GRAPH_KEY])
     return VerifyReport(text, prefix, backend, counted, done, quick, tuple(problems), tuple(unverified))
