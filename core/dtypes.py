@@ -58,10 +58,17 @@ _ML_FLOATS: Final = frozenset(
 )
 
 
+def is_ml_dtype(d: np.dtype[Any]) -> bool:
+    """Whether ``d`` is one of ml_dtypes' types (bfloat16, the float8s, int4, ...), which numpy has no name for.
+
+    By the type's module, not ``d.kind``: ml_dtypes gives float8_e5m2 kind "f" and the others "V".
+    """
+    return d.type.__module__.startswith("ml_dtypes")
+
+
 def _is_ml_float(d: np.dtype[Any]) -> bool:
-    # By the type's module, not d.kind: ml_dtypes gives float8_e5m2 kind "f" and the others "V". The module
-    # first: it rules out every numpy type cheaply, where d.name is computed in Python (as_dtype is hot).
-    return d.type.__module__.startswith("ml_dtypes") and d.name in _ML_FLOATS
+    # The module first: it rules out every numpy type cheaply, where d.name is computed in Python (as_dtype is hot).
+    return is_ml_dtype(d) and d.name in _ML_FLOATS
 
 
 def _numpy_dtype(dtype: Any) -> np.dtype[Any]:

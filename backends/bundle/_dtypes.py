@@ -7,6 +7,7 @@ from typing import Any, Final
 
 import numpy as np
 
+from trackpoint import dtypes
 from trackpoint.errors import InvalidCheckpointError, UnsupportedDTypeError
 
 __all__ = ["DT_STRING", "READABLE", "dtype_from_tf", "tf_from_dtype"]
@@ -70,7 +71,7 @@ def tf_from_dtype(dtype: np.dtype[Any], key: str) -> int:
     num = _TO_TF.get(dtype)
     if num is None:
         num = _TO_TF.get(dtype.newbyteorder("<"))
-    if num is None and dtype.type.__module__.startswith("ml_dtypes"):
+    if num is None and dtypes.is_ml_dtype(dtype):
         num = _ml_tables()[1].get(dtype)
     if num is None:
         raise UnsupportedDTypeError(

@@ -29,7 +29,7 @@ from typing import IO, Any, Final
 import ml_dtypes
 import numpy as np
 
-from trackpoint import _paths
+from trackpoint import _paths, dtypes
 from trackpoint.errors import (
     BackendUnavailableError,
     CheckpointNotFoundError,
@@ -111,7 +111,7 @@ def _ml_dtype(name: str) -> np.dtype[Any] | None:
         dtype = np.dtype(found)
     except TypeError:
         return None
-    return dtype if dtype.type is found and dtype.type.__module__.startswith("ml_dtypes") else None
+    return dtype if dtype.type is found and dtypes.is_ml_dtype(dtype) else None
 
 
 class FlatFile(ABC):
@@ -626,7 +626,7 @@ def write_npz(
         typed: dict[str, str] = {}
         with zipfile.ZipFile(temp, "w", compression=mode, allowZip64=True) as zf:
             for name, array in tensors:
-                if array.dtype.type.__module__.startswith("ml_dtypes"):
+                if dtypes.is_ml_dtype(array.dtype):
                     # By the type's module, not kind "V": float8_e5m2 has kind "f" and the descriptor "<f1",
                     # which numpy.load refuses. Stored as raw bytes and named in the metadata like the others.
                     typed[name] = array.dtype.name
