@@ -1259,7 +1259,7 @@ class _DictWrapper(TrackableDataStructure, dict[Any, Any]):
             return
         storage, snapshot = self._self_storage, self._self_snapshot
         assert snapshot is not None
-        if len(storage) == len(snapshot) and all(key in snapshot for key in storage):
+        if storage.keys() == snapshot.keys():
             changed = [key for key, value in storage.items() if not _same_element(value, snapshot[key])]
             if not changed:
                 return

@@ -173,13 +173,12 @@ def _with_suggestions(exc: CheckpointKeyError, reader: CheckpointReader, name: s
     if not found:
         # A name as the program writes it ("model/0.weight", a state dict's entry) for its key
         # ("model/.ATTRIBUTES/0..weight"), or a misspelling.
-        plain = _plain(name)
-        plains: dict[str, str] = {}
+        plains: dict[str, list[str]] = {}
         for key in keys:
-            plains.setdefault(_plain(key), key)
-        meant = [key for key in keys if _plain(key) == plain]
+            plains.setdefault(_plain(key), []).append(key)
+        meant = plains.get(_plain(name), [])
         if not meant and len(keys) <= _MAX_COMPARED:
-            meant = [plains[p] for p in difflib.get_close_matches(plain, plains, n=3, cutoff=0.8)]
+            meant = [plains[p][0] for p in difflib.get_close_matches(_plain(name), plains, n=3, cutoff=0.8)]
         if not meant:
             return exc
         return CheckpointKeyError(
