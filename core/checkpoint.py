@@ -11,11 +11,12 @@ until :meth:`Checkpoint.close`.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import time
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from types import TracebackType
 from typing import Any, Final, TypeAlias
 
@@ -310,11 +311,8 @@ class Checkpoint(AutoTrackable):
             self._write_async(prefix, options, then=None, started=started)
         else:
             with _gc.full_collections_deferred():
-                try:
+                with self._failing_together(prefix, options):
                     items = write_items(self._view())
-                except Exception as exc:
-                    self._fail_coordinated(prefix, options, exc)
-                    raise
                 self._write_items(prefix, items, options, started=started)
         return prefix
 
@@ -328,6 +326,20 @@ class Checkpoint(AutoTrackable):
         """
         if coordinator_of(_async.storage_options_of(options)) is not None:
             self._write_items(prefix, [], options, started=time.perf_counter(), failure=failure)
+
+    @contextlib.contextmanager
+    def _failing_together(
+        self,
+        prefix: str,
+        options: CheckpointOptions | None,
+        errors: type[Exception] | tuple[type[Exception], ...] = Exception,
+    ) -> Iterator[None]:
+        """Run the block; an ``errors`` it raises fails the coordinated save on every rank (see above), then rises."""
+        try:
+            yield
+        except errors as exc:
+            self._fail_coordinated(prefix, options, exc)
+            raise
 
     # ------------------------------------------------------------ async saves
     def _write_items(
@@ -374,11 +386,8 @@ class Checkpoint(AutoTrackable):
         ``then`` records the checkpoint and applies retention after the commit).
         With a coordinator, each rank's writer thread runs the collective save.
         """
-        try:
+        with self._failing_together(prefix, options):
             items, nodes = _snapshot(self._view())
-        except Exception as exc:
-            self._fail_coordinated(prefix, options, exc)
-            raise
         backend = _resolve.writer(self._self_backends.store(prefix, _async.storage_options_of(options)))
         events = observe.save_events(
             prefix,

@@ -21,6 +21,7 @@ for object stores, crashes and several writers:
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import json
 import logging
@@ -620,14 +621,10 @@ class CheckpointManager:
         number = None
         opts = options or self._options
         if checkpoint_number is not None:
-            try:
+            # Refused on this rank alone: the other ranks' coordinated save must fail too, not wait for the next.
+            failing = getattr(self._checkpoint, "_failing_together", None)
+            with contextlib.nullcontext() if failing is None else failing(self._prefix, opts, TrackableError):
                 number = _checkpoint_number(checkpoint_number, self._directory, self._checkpoint_name)
-            except TrackableError as exc:
-                fail = getattr(self._checkpoint, "_fail_coordinated", None)
-                if fail is not None and self._coordinator is not None:
-                    # Refused on this rank alone: the other ranks' save must fail too, not wait for the next.
-                    fail(self._prefix, opts, exc)
-                raise
         asynchronous = _async.enabled(opts)
         saver: _async.AsyncSaver | None = getattr(self._checkpoint, "_self_async", None)
         if saver is not None:
