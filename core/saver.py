@@ -536,6 +536,7 @@ class Saver:
         events = observe.save_events(
             prefix, operation="saver", backend=backend.name, items=items, options=opts, started=started
         )
+        _resolve.refuse_shadow(prefix, chosen, _resolve.writer(backend), "Saver.save")
         try:
             events.run(lambda: backend.save(prefix, items, opts, overwrite=True))
         except CheckpointNotFoundError as exc:
@@ -936,6 +937,7 @@ class TrackableSaver:
         # Synchronous, as TensorFlow 1's: saying so beats a silently synchronous save (and there is no sync()).
         _async.refuse(chosen, "TrackableSaver.save")
         backend = _resolve.writer(self._backends.store(prefix, chosen))
+        _resolve.refuse_shadow(prefix, chosen, backend, "TrackableSaver.save")
         backend.save(prefix, write_items(self._view), chosen, overwrite=True)
         return prefix
 
@@ -1033,6 +1035,7 @@ class FrozenSaver:
         items.append(WriteItem(OBJECT_GRAPH_KEY, graph))
         _async.refuse(options, "FrozenSaver.save")
         backend = _resolve.writer(self._backends.store(prefix, options))
+        _resolve.refuse_shadow(prefix, options, backend, "FrozenSaver.save")
         backend.save(prefix, items, options, overwrite=True)
         return prefix
 

@@ -49,6 +49,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
+from trackpoint import _resolve
 from trackpoint.distributed._coordinator import Coordinator
 from trackpoint.distributed._driver import Failure, collective, decode, describe, encode, operation, raise_failures
 from trackpoint.errors import CoordinationError, CoordinationTimeoutError
@@ -312,6 +313,8 @@ def _save(
                 items=[m.wire() for m in metas],
             )
             if rank == 0:
+                # Rank 0 asks for all: a refusal on some ranks only would split the save.
+                _resolve.refuse_shadow(prefix, options, backend, "Checkpoint.write")
                 save_id = uuid.uuid4().hex
                 target.begin(prefix, save_id, overwrite=overwrite)
                 begun = save_id

@@ -389,3 +389,25 @@ def test_savers_run_no_full_collection_during_a_save_or_restore(
         assert 0 in eager_full_collections
         assert gc.get_threshold() == threshold
     assert variables[7].numpy().tolist() == [7.0] * 3
+
+
+def test_a_save_in_another_format_over_the_urls_own_is_refused(tmp_path: Path) -> None:
+    # As for Checkpoint.write: readers without options ask the bundle first, and would read the old one.
+    prefix = str(tmp_path / "model")
+    tp.Checkpoint(v=Variable(np.ones(3, np.float32))).write(prefix)
+    before = sorted(os.listdir(tmp_path))
+    zarr = tp.CheckpointOptions(backend="zarr")
+    root = tp.AutoTrackable()
+    root.v = Variable(np.full(3, 2.0, np.float32))
+    savers = [
+        ("Saver.save", lambda: Saver({"v": root.v}).save(None, prefix, options=zarr)),
+        ("TrackableSaver.save", lambda: tp.TrackableSaver(root).save(prefix, options=zarr)),
+        ("FrozenSaver.save", lambda: tp.frozen_saver(root).save(prefix, options=zarr)),
+    ]
+    for call, save in savers:
+        with pytest.raises(tp.CheckpointExistsError, match=rf"{call} refused .*a bundle checkpoint is committed there"):
+            save()
+        assert sorted(os.listdir(tmp_path)) == before, call
+    fresh = tp.Checkpoint(v=Variable(np.zeros(3, np.float32)))
+    fresh.read(prefix).assert_consumed()
+    np.testing.assert_array_equal(fresh.v.numpy(), np.ones(3, np.float32))

@@ -183,3 +183,18 @@ def test_a_rank_killed_mid_save_fails_the_others_within_the_timeout(tmp_path: Pa
         np.testing.assert_array_equal(got, want)
     assert tp.latest_checkpoint(str(tmp_path)) is None  # ckpt was written with write(): no state file
     assert not list(tmp_path.glob("ckpt.data-*-of-00004")), "no data file of the killed save is visible"
+
+
+def test_a_coordinated_save_in_another_format_over_the_urls_own_is_refused_on_every_rank(
+    torch2: Ranks, tmp_path: Path
+) -> None:
+    # Readers without options ask the bundle first: a zarr save at a bundle's prefix would be hidden.
+    prefix = f"{tmp_path}/ckpt-1"
+    tp.Checkpoint(v=tp.Variable(np.ones(2, np.float32))).write(prefix)
+    before = sorted(os.listdir(tmp_path))
+    results = torch2.run("write", prefix=prefix, sizes=[4], seed=1, backend="zarr")
+    for r in results:
+        assert r.error is not None and r.error[0] == "CheckpointExistsError", r
+    assert "a bundle checkpoint is committed there" in results[0].error[1]
+    assert "failed on rank 0" in results[1].error[1]
+    assert sorted(os.listdir(tmp_path)) == before
