@@ -517,11 +517,11 @@ def _latest_in(backend: StorageBackend, directory: str, latest_filename: str = D
                 return newer
             return path
         if n is not None:
-            # Prefer the same series ("ckpt-N") the state file was tracking.
-            same = newest_committed(backend, directory, _stem(path))
-            if same is not None:
-                return same
-    return _newest_of_any_series(backend, directory)
+            # Prefer the same series ("ckpt-N") the state file was tracking; one listing serves both choices.
+            heads = _series_heads(backend.list_checkpoints(directory))
+            same = heads.get(_stem(path))
+            return same[1] if same is not None else _newest_head(backend, heads)
+    return _newest_head(backend, _series_heads(backend.list_checkpoints(directory)))
 
 
 def _older(backend: StorageBackend, prefix: str, than: str) -> bool:
@@ -534,20 +534,25 @@ def _older(backend: StorageBackend, prefix: str, than: str) -> bool:
     return then is not None and mine is not None and mine < then
 
 
-def _newest_of_any_series(backend: StorageBackend, directory: str) -> str | None:
-    """With no state file to name the series: the newest checkpoint of the series committed to last.
-
-    Numbers of different series (``ckpt-100``, ``eval-3``, ``other-500``) say nothing about which is newer;
-    the commit times of each series' highest-numbered checkpoint do. One series: no commit time is asked.
-    """
+def _series_heads(prefixes: list[str]) -> dict[str, tuple[int, str]]:
+    """Each series' (stem's) highest-numbered checkpoint of ``prefixes``, as ``(N, prefix)``."""
     heads: dict[str, tuple[int, str]] = {}
-    for prefix in backend.list_checkpoints(directory):
+    for prefix in prefixes:
         n = checkpoint_number(prefix)
         if n is None:
             continue
         stem = _stem(prefix)
         if stem not in heads or (n, prefix) > heads[stem]:
             heads[stem] = (n, prefix)
+    return heads
+
+
+def _newest_head(backend: StorageBackend, heads: dict[str, tuple[int, str]]) -> str | None:
+    """With no state file to name the series: the head (see :func:`_series_heads`) of the series committed to last.
+
+    Numbers of different series (``ckpt-100``, ``eval-3``, ``other-500``) say nothing about which is newer;
+    the commit times of each series' highest-numbered checkpoint do. One series: no commit time is asked.
+    """
     if len(heads) <= 1:
         return next((prefix for _, prefix in heads.values()), None)
 

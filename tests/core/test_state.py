@@ -192,6 +192,24 @@ def test_latest_checkpoint_without_state_file_lists_by_number(backend: StorageBa
     assert state.latest_checkpoint(run) == f"{run}/ckpt-10"
 
 
+def test_latest_checkpoint_of_a_deleted_series_takes_the_newest_other_series_in_one_listing(
+    backend: StorageBackend, run: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The state file names ckpt-7, since deleted with its whole series: the series committed to last wins,
+    # whatever its numbers, and the directory is listed once (each listing is a request on object stores).
+    _commit(backend, f"{run}/other-500")
+    _commit(backend, f"{run}/eval-3")
+    state.update_checkpoint_state(backend, run, f"{run}/ckpt-7")
+    listed = backend.list_checkpoints
+    calls: list[str] = []
+    monkeypatch.setattr(backend, "list_checkpoints", lambda d: calls.append(d) or listed(d))
+    assert state._latest_in(backend, run) == f"{run}/eval-3"
+    assert calls == [run]
+    _commit(backend, f"{run}/ckpt-2")  # the state file's series is back: it wins over a newer commit elsewhere
+    _commit(backend, f"{run}/eval-4")
+    assert state._latest_in(backend, run) == f"{run}/ckpt-2"
+
+
 def test_latest_checkpoint_keeps_unnumbered_state_path(backend: StorageBackend, run: str) -> None:
     _commit(backend, f"{run}/model")
     state.update_checkpoint_state(backend, run, f"{run}/model")
