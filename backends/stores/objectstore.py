@@ -802,9 +802,24 @@ class ObjectStore(FileLayer):
 
     # ------------------------------------------------------------ plumbing
     def split(self, path: str) -> tuple[str, str]:
-        """``(bucket, key)`` of ``path`` (``s3://bucket/key`` or ``bucket/key``)."""
+        """``(bucket, key)`` of ``path``, a URL of one of :attr:`schemes` (``s3://bucket/key``).
+
+        Raises
+        ------
+        BackendError
+            ``path`` has another scheme, none (a local path: the store was chosen by name, with
+            ``CheckpointOptions(backend=...)`` or ``TRACKPOINT_BACKEND``, for a path it cannot tell from a
+            bucket), or names no bucket.
+        """
         sch, rest = _paths.split_scheme(path)
-        if sch and sch not in self.schemes:
+        if not sch:
+            # Taken as "bucket/key", /tmp/run/ckpt would be written to a bucket named "tmp" without a word.
+            raise BackendError(
+                f"{self.store_name} cannot address {path!r}: it is a local path, not a {self.schemes[0]}:// URL. "
+                f"Write {self.schemes[0]}://<bucket>/<path> for the store, or leave CheckpointOptions.backend (and "
+                "TRACKPOINT_BACKEND) unset for the local disk"
+            )
+        if sch not in self.schemes:
             raise BackendError(
                 f"{self.store_name} cannot address {path!r}: expected a {self.schemes[0]}:// URL "
                 "(choose the backend for this URL with CheckpointOptions(backend=...) or its scheme)"

@@ -220,3 +220,22 @@ def test_timeouts_of_the_client_library_are_not_blamed_on_request_timeout(
     message = str(info.value)
     assert "before backend_options['request_timeout'] (30 s): a timeout of the client library fired first" in message
     assert "timed out after 30 s" not in message
+
+
+def test_a_local_path_given_to_a_store_chosen_by_name_is_refused(
+    store: ObjectStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Read as "bucket/key", /tmp/.../ckpt went to a bucket named "tmp" without a word.
+    options = CheckpointOptions(backend=store.name, storage_options=store.storage_options)
+    prefix = str(tmp_path / "run" / "ckpt")
+    bucket = store.bucket.split("://", 1)[1]
+    for save in (
+        lambda: tp.Checkpoint(v=tp.Variable(np.ones(2, np.float32))).save(prefix, options),
+        lambda: tp.Checkpoint(v=tp.Variable(np.ones(2, np.float32))).write(f"{bucket}/ckpt", options),
+    ):
+        with pytest.raises(tp.BackendError, match=rf"a local path, not a {store.scheme}.*leave CheckpointOptions"):
+            save()
+    monkeypatch.setenv("TRACKPOINT_BACKEND", store.name)
+    with pytest.raises(tp.BackendError, match="it is a local path"):
+        tp.latest_checkpoint(prefix, CheckpointOptions(storage_options=store.storage_options))
+    assert store.raw.ls(bucket) == [] and not (tmp_path / "run").exists()
