@@ -15,7 +15,11 @@ What that node saves, under ``<path>/.ATTRIBUTES/<name>``:
   named by its keys joined with ``.`` as PyTorch names a module's entries
   (``0.weight``, ``state.0.exp_avg``; in a key, ``%`` is written ``%25``,
   ``/`` ``%2F``, a leading ``.`` ``%2E``, and an empty key is ``%``; two
-  entries that come to the same name are refused);
+  entries that come to the same name are refused); a ``DTensor`` (FSDP2,
+  tensor parallelism) as this rank's local tensor, the slice of the whole
+  tensor torch places it at, which the ranks of a coordinated save merge into
+  one tensor (``Shard`` and ``Replicate`` placements; see
+  :class:`_DTensorValue`);
 * ``.STATE_DICT``, a JSON string with the state dict's structure: its keys
   (strings or integers), its mappings (``dict``, ``OrderedDict`` with torch's
   ``_metadata``, ``Counter``), lists and tuples, the place of each array, and
@@ -33,7 +37,11 @@ are read into their memory first, as PyTorch's distributed checkpointing
 does; entries the object lacks (an optimizer's moments before its first
 step, a lazy module's parameters) are created: torch tensors on the CPU,
 numpy arrays, numpy scalars, JAX arrays on the default device, as they were
-saved. The object checks the result as it always does
+saved; a torch optimizer's entry of the whole shape of its DTensor parameter
+as a DTensor placed like that parameter (of which this rank reads its part).
+DTensors are read in place, each rank only its part of the stored tensor,
+whatever the placements and number of ranks of the save. The object checks
+the result as it always does
 (``Module.load_state_dict`` refuses missing and unexpected keys). A
 checkpoint written from the state dict given as a dict
 (``Checkpoint(model=net.state_dict())``, a variable node per key) restores
@@ -46,6 +54,7 @@ import collections
 import inspect
 import json
 import logging
+import sys
 import threading
 import weakref
 from collections.abc import Callable, Mapping
@@ -54,7 +63,8 @@ from typing import TYPE_CHECKING, Any, Final, Protocol, runtime_checkable
 import numpy as np
 
 from trackpoint import dtypes
-from trackpoint._array_values import _NumpyValue, is_array_value, is_jax_array
+from trackpoint._array_values import _copy_into_tensor, _NumpyValue, is_array_value, is_jax_array
+from trackpoint._slices import TensorSlice
 from trackpoint.errors import (
     AssignmentError,
     DTypeMismatchError,
@@ -332,6 +342,181 @@ def _is_meta(value: Any) -> bool:
     return getattr(value, "is_meta", False) is True
 
 
+def is_dtensor(value: Any) -> bool:
+    """Whether ``value`` is a ``torch.distributed.tensor.DTensor`` (FSDP2's and tensor parallelism's tensors).
+
+    torch is never imported to check: a DTensor exists only once its module is.
+    """
+    module = sys.modules.get("torch.distributed.tensor")
+    return module is not None and isinstance(value, module.DTensor)
+
+
+def _dtensor_part(dtensor: Any, where: str) -> tuple[Any, TensorSlice]:
+    """This rank's local tensor of ``dtensor`` and the slice of the whole tensor it holds.
+
+    Raises
+    ------
+    TrackableError
+        A placement other than ``Shard`` and ``Replicate`` (``Partial`` holds addends, not parts; a strided
+        shard is no block of the tensor), or a local tensor that torch's own geometry does not describe.
+    """
+    placements = sys.modules["torch.distributed.tensor"]
+    for placement in dtensor.placements:
+        if isinstance(placement, placements.Partial):
+            raise TrackableError(
+                f"{where} is a DTensor with a Partial placement ({placement!r} on {dtensor.device_mesh}): each rank "
+                "holds an addend of the value, not a part of it, so no rank's tensor is the saved value; reduce it "
+                "first (dtensor.redistribute(placements=[Replicate()] * mesh.ndim), or full_tensor()) and save that"
+            )
+        # Exact types: a strided shard (FSDP2 over tensor parallelism on one dim) is a Shard-like placement
+        # whose rows interleave, no block of the whole tensor that one slice entry could hold.
+        if type(placement) is not placements.Shard and type(placement) is not placements.Replicate:
+            raise TrackableError(
+                f"{where} is a DTensor with the placement {placement!r}, which trackpoint cannot save: only Shard "
+                "and Replicate placements, whose local tensors are blocks of the whole tensor, are; redistribute it "
+                "to those (dtensor.redistribute(placements=...)) before saving"
+            )
+    local = dtensor.to_local()
+    # torch's own answer to "which part is this", as PyTorch's distributed checkpointing asks it (one chunk:
+    # a DTensor's local tensor is one block, its offset counted in the whole tensor).
+    create_chunks = getattr(dtensor, "__create_chunk_list__", None)
+    if create_chunks is None:
+        raise TrackableError(
+            f"{where}: this torch's DTensor does not say where its local tensor lies in the whole tensor (it has no "
+            "__create_chunk_list__, which PyTorch's distributed checkpointing uses); upgrade torch, or save "
+            "full_tensor()"
+        )
+    chunks = list(create_chunks())
+    shapes = [tuple(int(d) for d in chunk.sizes) for chunk in chunks]
+    if len(chunks) != 1 or shapes[0] != tuple(local.shape):
+        raise TrackableError(
+            f"{where}: the DTensor's local tensor (shape {tuple(local.shape)}) is not the one block torch places it "
+            f"at (chunks of shapes {shapes}); save full_tensor() instead, and report this with your torch version"
+        )
+    offset = tuple(int(d) for d in chunks[0].offsets)
+    return local, TensorSlice(tuple(int(d) for d in dtensor.shape), offset, shapes[0])
+
+
+class _DTensorValue(_NumpyValue):
+    """A DTensor in a state dict: saved as this rank's slice of the whole tensor, restored by reading its part.
+
+    The node saves and restores the DTensor's local tensor; :meth:`current` is the DTensor, which a restore
+    hands to ``load_state_dict`` (it never replaces it). A local tensor that is the whole tensor (placements
+    ``Replicate`` on every mesh dimension, a mesh of one rank) is saved as a plain value: every rank holding
+    it makes it a replicated value, written once.
+
+    Parameters
+    ----------
+    dtensor
+        The DTensor.
+    name, where
+        Its attribute name and where it is held, as for :class:`_NumpyValue`.
+
+    Raises
+    ------
+    TrackableError
+        The DTensor cannot be saved as slices (see :func:`_dtensor_part`), or holds no data (the 'meta' device).
+    """
+
+    def __init__(self, dtensor: Any, name: str, where: str) -> None:
+        local, part = _dtensor_part(dtensor, where)
+        if _is_meta(local):
+            raise TrackableError(
+                f"{where} is a DTensor on the 'meta' device, which holds no values: give the model memory first "
+                "(module.to_empty(device=...) after fully_shard, as FSDP2 asks), then save or restore"
+            )
+        super().__init__(local, name, where)
+        self._dtensor = dtensor
+        self._slice: TensorSlice | None = None if part.is_full else part
+        self._full_shape = part.full_shape
+        # Set by a restore whose stored dtype differs: read as stored, then cast by torch (as copy_ does).
+        self._cast = False
+
+    def current(self) -> Any:
+        """The DTensor (its local tensor holds the restored part)."""
+        return self._dtensor
+
+    def _kind(self) -> str:
+        return "DTensor"
+
+    def _serialize_to_tensors(self) -> dict[str, Any]:
+        tensors: dict[str, Any] = super()._serialize_to_tensors()
+        if self._slice is None:
+            return tensors
+        # TensorFlow's form for a slice of a larger tensor: the commit merges every rank's slices into one tensor.
+        return {VARIABLE_VALUE_KEY: {self._slice.spec: tensors[VARIABLE_VALUE_KEY]}}
+
+    def _check_restore_tensors(self, infos: Mapping[str, TensorInfo], where: Mapping[str, str]) -> None:
+        info = infos.get(VARIABLE_VALUE_KEY)
+        if info is None:
+            return
+        key = where[VARIABLE_VALUE_KEY]
+        if tuple(info.shape) != self._full_shape:
+            raise ShapeMismatchError(
+                f"cannot restore {key!r} into the DTensor {self._name!r}: the checkpoint holds shape "
+                f"{tuple(info.shape)}, the DTensor's whole shape is {self._full_shape} (this rank holds "
+                f"{tuple(self._value.shape)} of it)"
+            )
+        if info.dtype != self._saved_dtype:
+            if info.dtype.kind not in "biufc" and not dtypes.is_ml_dtype(info.dtype):
+                raise DTypeMismatchError(
+                    f"cannot restore {key!r} into the DTensor {self._name!r}: the checkpoint holds dtype "
+                    f"{dtypes._name(info.dtype)}, which is no number a torch tensor could take"
+                )
+            # Another numeric dtype (a bfloat16 model from a float32 checkpoint): torch casts, as its
+            # load_state_dict does; the local tensor is not offered to read into.
+            self._cast = True
+        else:
+            self._cast = False
+
+    def _restore_buffer(self, attribute: str) -> np.ndarray[Any, Any] | None:
+        return None if self._cast else super()._restore_buffer(attribute)
+
+    def _restore_slice(self, attribute: str) -> TensorSlice | None:
+        # docstring inherited
+        return self._slice if attribute == VARIABLE_VALUE_KEY else None
+
+    def _restore_from_tensors(self, tensors: Mapping[str, np.ndarray[Any, Any]]) -> None:
+        if VARIABLE_VALUE_KEY not in tensors:
+            return
+        restored = tensors[VARIABLE_VALUE_KEY]
+        if self._in_place() and not self._cast:
+            np.copyto(self._value, restored)
+        else:
+            _copy_into_tensor(self._tensor, restored)
+
+
+def _array_node(value: Any, name: str, where: str) -> _NumpyValue:
+    """The node saving the array ``value`` of a state dict: a :class:`_DTensorValue` for a DTensor."""
+    if is_dtensor(value):
+        return _DTensorValue(value, name, where)
+    return _NumpyValue(value, name, where)
+
+
+def _optimizer_dtensor_params(obj: Any) -> list[Any] | None:
+    """The parameters of the torch optimizer ``obj`` in its state dict's order, if any is a DTensor; else ``None``.
+
+    A torch optimizer's state dict numbers its parameters in the order of its ``param_groups`` (``state.0``
+    is the first group's first parameter), and its ``load_state_dict`` maps them back by that order.
+    """
+    groups = getattr(obj, "param_groups", None)
+    if not isinstance(groups, list) or "torch.distributed.tensor" not in sys.modules:
+        return None
+    params = [p for group in groups if isinstance(group, Mapping) for p in group.get("params", ())]
+    return params if any(is_dtensor(p) for p in params) else None
+
+
+def _dtensor_like(param: Any, dtype: np.dtype[Any]) -> Any:
+    """A new DTensor of ``dtype`` placed as the DTensor ``param`` (same mesh, placements and shape), uninitialized."""
+    local = param.to_local()
+    torch_dtype = dtypes._numpy_to_torch(np.empty(0, dtype)).dtype
+    empty = sys.modules["torch"].empty(tuple(local.shape), dtype=torch_dtype, device=local.device)
+    # No check and no communication: the geometry is the parameter's, known on every rank.
+    return type(param).from_local(
+        empty, param.device_mesh, param.placements, run_check=False, shape=param.shape, stride=param.stride()
+    )
+
+
 class _SavedNames(tuple[str, ...]):
     """The names of a state dict's entries now; ``in`` admits every name a checkpoint may hold.
 
@@ -390,6 +575,15 @@ class StatefulValue(Trackable):
         def leaf(value: Any, name: str, where: str) -> _NumpyValue | None:
             if not arrays:
                 return None
+            if is_dtensor(value):
+                # Refused alike by saves and restores: a DTensor the object holds is never replaced by a new
+                # tensor (a Partial one, one on 'meta').
+                try:
+                    return _DTensorValue(value, name, where)
+                except TrackableError as exc:
+                    if restoring:
+                        raise AssignmentError(f"cannot restore into {self._where}: {exc}") from exc
+                    raise
             try:
                 return _NumpyValue(value, name, where)
             except TrackableError as exc:
@@ -526,7 +720,7 @@ class StatefulValue(Trackable):
         node = self._legacy_nodes.get(name)
         if node is None or node.current() is not value:
             try:
-                node = _NumpyValue(value, name, f"{self._where}[{name!r}]")
+                node = _array_node(value, name, f"{self._where}[{name!r}]")
             except TrackableError:
                 return None
             # Kept: a restore holds its matched objects weakly, and status checks look for them later.
@@ -552,6 +746,7 @@ class StatefulValue(Trackable):
                 "them memory first (module.to_empty(device='cpu')), or restore the module itself, not a wrapper"
             )
         planned = {name: node for name, node in leaves.items() if node is not None}
+        planned.update(self._dtensor_templates(infos, leaves, where))
         problems: list[AssignmentError] = []
         for name, (place, tensor) in self._meta.items():
             # A tensor on 'meta' takes the checkpoint's value whole: its shape must be the one it was built with.
@@ -585,6 +780,45 @@ class StatefulValue(Trackable):
             )
         self._planned = planned
         self._offered = set()
+
+    def _dtensor_templates(
+        self, infos: Mapping[str, TensorInfo], leaves: Mapping[str, _NumpyValue | None], where: Mapping[str, str]
+    ) -> dict[str, _NumpyValue]:
+        """New DTensors for the entries a torch optimizer lacks whose parameter is a DTensor, by name.
+
+        An optimizer has no state before its first step, and a restore creates what it lacks; for a model
+        sharded by FSDP2 or tensor parallelism, the state of a DTensor parameter must be a DTensor placed as
+        the parameter (``optimizer.step`` refuses to mix DTensors and plain tensors). An entry
+        ``state.<i>.<name>`` of the parameter's whole shape becomes such a DTensor, and this rank reads only
+        its part of it, as for the DTensors the object holds. Other entries (``step``) are created as usual.
+        """
+        params = _optimizer_dtensor_params(self._obj)
+        if params is None:
+            return {}
+        created: dict[str, _NumpyValue] = {}
+        for name, info in infos.items():
+            if name in leaves or name == STATE_DICT_STRUCTURE:
+                continue
+            parts = name.split(".", 2)
+            if len(parts) != 3 or parts[0] != "state" or not parts[1].isdigit():
+                continue
+            index = int(parts[1])
+            param: Any = params[index] if index < len(params) else None
+            if not is_dtensor(param) or tuple(info.shape) != tuple(param.shape):
+                continue
+            if info.dtype.kind not in "biufc" and not dtypes.is_ml_dtype(info.dtype):
+                continue
+            place = f"{self._where}[{name!r}]"
+            try:
+                created[name] = _DTensorValue(_dtensor_like(param, info.dtype), name, place)
+            except TrackableError as exc:
+                raise AssignmentError(f"cannot restore into {self._where}: {exc}") from exc
+        return created
+
+    def _restore_slice(self, attribute: str) -> TensorSlice | None:
+        # docstring inherited
+        node = None if self._planned is None else self._planned.get(attribute)
+        return None if node is None else node._restore_slice(VARIABLE_VALUE_KEY)
 
     def _restore_buffer(self, attribute: str) -> np.ndarray[Any, Any] | None:
         node = None if self._planned is None else self._planned.get(attribute)

@@ -475,3 +475,17 @@ def test_a_refusal_counts_arrays_written_in_place_after_the_read(tmp_path: Path)
     with pytest.raises(tp.AssignmentError, match=r"not this one\); 1 of its arrays had already been written in place"):
         tp.Checkpoint(data=target).read(path)
     assert torch.equal(base.t(), torch.arange(6.0).reshape(2, 3))
+
+
+def test_telling_dtensors_apart_imports_no_torch_distributed() -> None:
+    import subprocess
+    import sys
+
+    # A fresh interpreter: this one may have imported torch.distributed.tensor for other tests.
+    code = (
+        "import sys, numpy as np, torch; from trackpoint.stateful import is_dtensor; "
+        "assert not is_dtensor(torch.ones(2)) and not is_dtensor(np.ones(2)) and not is_dtensor(None); "
+        "assert 'torch.distributed.tensor' not in sys.modules, 'imported'"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
+    # Multi-process saves and restores of DTensors are in tests/distributed/test_dtensor.py.

@@ -6,6 +6,7 @@ Usage (by ranks.py only): _worker.py FRAMEWORK RANK WORLD_SIZE GROUP_PORT HOST:P
 from __future__ import annotations
 
 import ctypes
+import importlib
 import signal
 import sys
 import time
@@ -65,7 +66,9 @@ def main() -> None:
         case, kwargs = message
         start = time.monotonic()
         try:
-            value = getattr(cases, case)(ctx, **kwargs)
+            # "module:function" runs a case kept in another module of this folder (imported on first use).
+            module, _, name = case.rpartition(":")
+            value = getattr(importlib.import_module(module) if module else cases, name)(ctx, **kwargs)
             reply = (rank, value, None, time.monotonic() - start)
         except Exception as exc:  # noqa: BLE001 - every failure of a case goes back to the test process
             reply = (rank, None, (type(exc).__name__, f"{exc}\n{traceback.format_exc()}"), time.monotonic() - start)
