@@ -25,7 +25,7 @@ import numpy as np
 from trackpoint import _array_values, _async, _gc, _paths, _resolve, _signal_safe, observe
 from trackpoint._array_values import PYTHON_NUMBERS
 from trackpoint.autotrackable import AutoTrackable
-from trackpoint.data_structures import NoDependency, is_array_value
+from trackpoint.data_structures import NoDependency, is_array_value, is_pytree_node
 from trackpoint.distributed._driver import coordinator_of, on_root, together
 from trackpoint.errors import (
     ArgumentTypeError,
@@ -183,6 +183,7 @@ class Checkpoint(AutoTrackable):
                 and not is_array_value(value)
                 and not is_stateful(value)
                 and type(value) not in PYTHON_NUMBERS
+                and not is_pytree_node(value)  # a registered JAX pytree node (a train state dataclass)
             ):
                 _assert_trackable(value, name)
             setattr(self, name, value)
@@ -836,8 +837,8 @@ def _assert_trackable(obj: Any, name: str) -> Trackable:
             "an object derived from trackpoint.Trackable, whose dependencies become the checkpoint's top level"
             if name == "root"
             else "an object derived from trackpoint.Trackable, a numeric numpy value, a Python bool/int/float, a "
-            "torch tensor, a JAX array, an object with state_dict() and load_state_dict(), or a list/dict/tuple of "
-            "them; NoDependency(value) keeps any value unsaved"
+            "torch tensor, a JAX array, an object with state_dict() and load_state_dict(), or a list/dict/tuple or "
+            "registered JAX pytree node of them; NoDependency(value) keeps any value unsaved"
         )
         raise TrackableError(
             f"`Checkpoint` was expecting {name} to be a trackable object ({kinds}), got "

@@ -30,6 +30,13 @@ What is saved (the rule, also in ``docs/concepts.md``):
   containers, so the user's pytree stays plain; the dict and list wrappers
   are registered as JAX pytree nodes (once jax is imported), flattened as
   dicts and lists and rebuilt as plain ones;
+* a node of a registered JAX pytree type that is not a dict, list or tuple
+  (a ``jax.tree_util.register_dataclass`` dataclass, a class registered with
+  ``register_pytree_node`` or ``register_pytree_with_keys``) is saved as a
+  tuple is, its children named by their key-path entries; its holder keeps a
+  copy rebuilt by the type's own unflatten (see :class:`_PytreeValue`);
+* a dict's saved entries are named by their keys: a str key as it is, an int
+  key by its decimal string;
 * ``None`` is kept, with nothing to save;
 * a numpy value of another dtype (strings, objects, dates, structured) or a
   masked array raises :class:`TrackableError` when it is assigned;
@@ -84,7 +91,7 @@ from trackpoint._array_values import (
     is_jax_shape,
     is_numpy_value,
 )
-from trackpoint.errors import TrackableError
+from trackpoint.errors import NameConflictError, TrackableError
 from trackpoint.stateful import StatefulValue, is_stateful, stateful_node
 from trackpoint.trackable import Trackable
 
@@ -118,8 +125,10 @@ def _wrap(value: Any, name: str, strict: bool, where: str) -> Any:
     Lists and dicts are wrapped around the object given (the wrapper and the
     original share their contents, as in TensorFlow); a tuple that holds
     something saved becomes a :class:`_TupleValue` node (its holder keeps
-    ``node.current()``, a real tuple, and saves the node); a numpy value is
-    checked and returned as is (its holder saves it through a
+    ``node.current()``, a real tuple, and saves the node), and so does a node
+    of a registered JAX pytree type (a :class:`_PytreeValue`: a dataclass
+    registered with ``jax.tree_util.register_dataclass``, say); a numpy value
+    is checked and returned as is (its holder saves it through a
     :class:`_NumpyValue` node).
 
     Raises
@@ -135,7 +144,8 @@ def _wrap(value: Any, name: str, strict: bool, where: str) -> Any:
     if isinstance(value, Trackable):
         return value
     kind = type(value)
-    if _is_container(value):
+    container = _is_container(value)
+    if container or (is_pytree_node(value) and not is_stateful(value)):
         # The outermost call turns Python's RecursionError, from containers nested too deeply to wrap, into a
         # TrackableError naming where. (Caught, not prevented by a depth limit: how deep Python can go depends
         # on how deep the caller's stack already is. Here, not in a helper: a frame more per level of nesting
@@ -160,9 +170,13 @@ def _wrap(value: Any, name: str, strict: bool, where: str) -> Any:
                     if kind is list:
                         return ListWrapper(value, strict=strict, _where=where)
                     return _DictWrapper(value, strict=strict, _where=where)
-            if strict or _should_wrap_tuple(value):
+            if container:
+                if strict or _should_wrap_tuple(value):
+                    with _wrapping(value, where):
+                        return _TupleValue(value, strict, where)
+            elif strict or _should_wrap_tuple(_node_children(value)):
                 with _wrapping(value, where):
-                    return _TupleValue(value, strict, where)
+                    return _PytreeValue(value, strict, where)
         except RecursionError as exc:
             if not outermost:
                 raise
@@ -259,6 +273,8 @@ def _holds_jax(value: Any) -> bool:
             pending.extend(item)
         elif is_jax_array(item) or is_jax_shape(item):
             return True
+        elif is_pytree_node(item):
+            pending.extend(_node_children(item))
     return False
 
 
@@ -285,6 +301,13 @@ def _copy_containers(value: Any, made: dict[int, Any] | None = None) -> Any:
             return kind(*items) if _fields(kind) else kind(items)
         except TypeError:
             return value  # a tuple type that cannot be rebuilt (TensorFlow's rule: it is not saved either)
+    elif is_pytree_node(value):
+        pairs, treedef = _flatten_node(value)
+        children = [child for _, child in pairs]
+        # Rebuilt as JAX rebuilds it (tree_map does the same): the node's own unflatten, with its static fields.
+        # Always, even around the same leaves: the node may be mutable, and the user's must stay the user's.
+        copied = treedef.unflatten([_copy_containers(child, made) for child in children])
+        made[id(value)] = copied
     else:
         return value
     _COPYING.sources[id(copied)] = value
@@ -300,6 +323,8 @@ def _should_wrap_tuple(values: tuple[Any, ...]) -> bool:
             return True
         if isinstance(value, tuple) and _should_wrap_tuple(value):
             return True
+        if is_pytree_node(value) and _should_wrap_tuple(_node_children(value)):
+            return True
     return False
 
 
@@ -310,6 +335,7 @@ def _is_saved_kind(value: Any) -> bool:
         or is_array_value(value)
         or is_stateful(value)
         or (isinstance(value, tuple) and _should_wrap_tuple(value))
+        or (is_pytree_node(value) and _should_wrap_tuple(_node_children(value)))
     )
 
 
@@ -597,7 +623,7 @@ def wrap_or_unwrap(value: Any) -> Any:
     if isinstance(value, Trackable) or is_array_value(value) or is_stateful(value):
         return value
     wrapped = _wrap(value, "", False, "a value")
-    return wrapped.current() if isinstance(wrapped, _TupleValue) else wrapped
+    return wrapped.current() if isinstance(wrapped, (_TupleValue, _PytreeValue)) else wrapped
 
 
 def _gone() -> None:
@@ -653,7 +679,7 @@ def assign_attribute(trackable: Trackable, name: str, value: Any, strict: bool =
         trackable._track_trackable(stateful_node(value, where), name=name, overwrite=True)
         return value, True
     stored = _wrap(value, name, strict, where)
-    if isinstance(stored, _TupleValue):
+    if isinstance(stored, (_TupleValue, _PytreeValue)):
         stored._on_replace = _AttributeSetter(trackable, name)
         trackable._track_trackable(stored, name=name, overwrite=True)
         return stored.current(), True
@@ -732,7 +758,9 @@ class TrackableDataStructure(Trackable, metaclass=abc.ABCMeta):
 
     _self_strict: bool
     _self_where: str
-    _self_nodes: dict[Any, _NumpyValue | _TupleValue | StatefulValue]
+    _self_nodes: dict[Any, _NumpyValue | _TupleValue | _PytreeValue | StatefulValue]
+    #: Set on the lists and dicts inside a pytree node that does not hold them itself (see _PytreeValue._watch).
+    _self_watcher: Callable[[], None]
 
     def _init_structure(self, strict: bool, where: str | None, kind: str) -> None:
         _show_wrappers_to_jax()
@@ -780,14 +808,14 @@ class TrackableDataStructure(Trackable, metaclass=abc.ABCMeta):
         if isinstance(value, NoDependency):
             return value.value, False
         stored = _wrap(value, str(key), self._self_strict, self._element_where(key))
-        if isinstance(stored, _TupleValue):
+        if isinstance(stored, (_TupleValue, _PytreeValue)):
             stored._on_replace = _ElementSetter(self, key, stored.current())
             self._self_nodes[key] = stored
             return stored.current(), True
         return stored, True
 
-    def _node_for(self, key: Any, value: Any) -> _NumpyValue | _TupleValue | StatefulValue:
-        """The saved node of the array, tuple or stateful ``value`` held at ``key`` (made again if it changed)."""
+    def _node_for(self, key: Any, value: Any) -> _NumpyValue | _TupleValue | _PytreeValue | StatefulValue:
+        """The saved node of the array, tuple, pytree node or stateful ``value`` at ``key`` (made anew if changed)."""
         node = self._self_nodes.get(key)
         if node is None or node.current() is not value:
             setter = _ElementSetter(self, key, value)
@@ -796,10 +824,16 @@ class TrackableDataStructure(Trackable, metaclass=abc.ABCMeta):
                 node = _TupleValue(value, self._self_strict, where, setter)
             elif is_stateful(value):
                 node = stateful_node(value, where)
+            elif is_pytree_node(value):
+                node = _PytreeValue(value, self._self_strict, where, setter)
             else:
-                node = _NumpyValue(value, str(key), where, setter)
+                node = _NumpyValue(value, self._child_name(key), where, setter)
             self._self_nodes[key] = node
         return node
+
+    def _child_name(self, key: Any) -> str:
+        """The name of what is held at ``key``, for messages (a field's name, where ``key`` is a position)."""
+        return str(key)
 
     def _dependency(self, key: Any, value: Any) -> Trackable | None:
         """The trackable saved for ``value`` held at ``key``: itself, its node, or ``None``."""
@@ -813,6 +847,15 @@ class TrackableDataStructure(Trackable, metaclass=abc.ABCMeta):
             or (self._self_strict and type(value) in PYTHON_NUMBERS)
         ):
             return self._node_for(key, value)
+        if is_pytree_node(value):
+            node = self._self_nodes.get(key)
+            if node is not None and node.current() is value:
+                return node
+            # As a tuple: in a checkpoint's own containers when it holds anything, elsewhere when it holds
+            # something saved.
+            children = _node_children(value)
+            if (self._self_strict and children) or _should_wrap_tuple(children):
+                return self._node_for(key, value)
         return None
 
     def _replace_restored(self, key: Any, old: Any, new: Any) -> None:
@@ -824,22 +867,43 @@ class TrackableDataStructure(Trackable, metaclass=abc.ABCMeta):
 
     def _trackable_children(self) -> dict[str, Trackable]:
         children: dict[str, Trackable] = {}
+        mixed = False  # whether a key that is not a str was seen: only then can two keys share a name
         for key, value in self._items():
-            if not isinstance(key, str):
+            if isinstance(key, str):
+                name: str | None = key
+            else:
+                name = _dict_key_name(key)
+                mixed = True
+            if name is None:
                 raise TrackableError(
                     f"Unable to save {self._self_where} (a dictionary wrapper): the wrapped dictionary contains a "
-                    "non-string key which maps to a trackable object or mutable data structure (non-string key "
-                    f"{key!r}). Use str keys for dicts of saved values (for an optimizer's or other object's "
-                    "state_dict(), give the object itself: it is saved through its state dict); if you don't need "
-                    "this dictionary checkpointed, wrap it in NoDependency."
+                    "key that is neither a str nor an int which maps to a trackable object or mutable data "
+                    f"structure (key {key!r} of type {type(key).__name__}). Use str or int keys for dicts of saved "
+                    "values (for an optimizer's or other object's state_dict(), give the object itself: it is saved "
+                    "through its state dict); if you don't need this dictionary checkpointed, wrap it in "
+                    "NoDependency."
                 )
-            children[key] = value
+            if mixed and name in children:
+                first = next(k for k, _ in self._items() if _dict_key_name(k) == name)
+                raise NameConflictError(
+                    f"Unable to save {self._self_where}: its keys {first!r} and {key!r} would both be saved as "
+                    f"{name!r} (an int key is saved as its decimal string, the name TensorFlow and load_tree() "
+                    "show). Rename one of them, or keep the dict's keys all str or all int."
+                )
+            children[name] = value
         return children
 
     def _added(self, key: Any, value: Trackable | None) -> None:
         """Apply restores waiting for ``key`` now that ``value`` sits there."""
-        if value is not None and isinstance(key, str):
-            self._handle_deferred_dependencies(key, value)
+        name = _dict_key_name(key)
+        if value is not None and name is not None:
+            self._handle_deferred_dependencies(name, value)
+
+    def _restored_inside(self) -> None:
+        """Tell the pytree node watching this wrapper (see :meth:`_PytreeValue._watch`) that a restore changed it."""
+        watcher = self.__dict__.get("_self_watcher")
+        if watcher is not None:
+            watcher()
 
 
 _NON_APPEND_MESSAGE = (
@@ -951,6 +1015,7 @@ class ListWrapper(TrackableDataStructure, list[Any]):
             snapshot = self._self_snapshot
             if snapshot is not None and key < len(snapshot) and snapshot[key] is old:
                 snapshot[key] = new
+            self._restored_inside()
 
     def _place(self, index: int, value: Any) -> tuple[Any, bool]:
         stored, tracked = self._store(index, value)
@@ -1219,12 +1284,14 @@ class ListWrapper(TrackableDataStructure, list[Any]):
 
 
 class _DictWrapper(TrackableDataStructure, dict[Any, Any]):
-    """A ``dict`` whose trackable values and numpy values are saved under their (str) keys.
+    """A ``dict`` whose trackable values and numpy values are saved under their keys.
 
     Works on the dict it was given, as in TensorFlow: edits through either
-    are seen by both. Keys may be set and deleted freely; saving refuses a
-    non-string key holding a saved value, and a dict changed other than
-    through the wrapper.
+    are seen by both. Keys may be set and deleted freely. A str key is the
+    saved name; an int key (JAX trees have them) is saved under its decimal
+    string, and a restore finds it by the template's key. Saving refuses a
+    key of another type holding a saved value, two keys saved under one name
+    (``0`` and ``"0"``), and a dict changed other than through the wrapper.
     """
 
     def __init__(self, wrapped_dict: Any = None, *, strict: bool = False, _where: str | None = None) -> None:
@@ -1311,6 +1378,7 @@ class _DictWrapper(TrackableDataStructure, dict[Any, Any]):
             snapshot = self._self_snapshot
             if snapshot is not None and snapshot.get(key, _MISSING) is old:
                 snapshot[key] = new
+            self._restored_inside()
 
     def _items(self) -> Iterable[tuple[Any, Trackable]]:
         for key, value in self._self_storage.items():
@@ -1344,10 +1412,19 @@ class _DictWrapper(TrackableDataStructure, dict[Any, Any]):
     def _lookup_dependency(
         self, name: str, cached_dependencies: Mapping[str, Trackable] | None = None
     ) -> Trackable | None:
+        key: Any = name
         value = self._self_storage.get(name, _MISSING)
-        if value is _MISSING or name in self._self_unsaved:
+        if value is _MISSING:
+            # An int key is saved under its decimal string (see _dict_key_name).
+            key = _int_named(name)
+            if key is None:
+                return None
+            value = self._self_storage.get(key, _MISSING)
+            if value is _MISSING:
+                return None
+        if key in self._self_unsaved:
             return None
-        return self._dependency(name, value)
+        return self._dependency(key, value)
 
     # ------------------------------------------------------------ dict reads
     def __getitem__(self, key: Any) -> Any:
@@ -1518,7 +1595,7 @@ class _TupleValue(TrackableDataStructure):
                 stored.append(value.value)
                 continue
             wrapped = _wrap(value, str(index), strict, self._element_where(index))
-            if isinstance(wrapped, _TupleValue):
+            if isinstance(wrapped, (_TupleValue, _PytreeValue)):
                 wrapped._on_replace = _ElementSetter(self, index, wrapped.current())
                 self._self_nodes[index] = wrapped
                 wrapped = wrapped.current()
@@ -1595,6 +1672,283 @@ def _fields(kind: type) -> tuple[str, ...]:
     if isinstance(fields, tuple) and all(isinstance(f, str) for f in fields):
         return fields
     return ()
+
+
+def _dict_key_name(key: Any) -> str | None:
+    """The name a dict entry is saved under: a str key itself, an int key's decimal string; ``None`` for others.
+
+    Int keys are common in JAX trees (``{0: ..., 1: ...}`` for layers); the object graph names its edges by
+    strings (and TensorFlow reads them), so an int is saved under its canonical decimal form, as Orbax and
+    ``torch.distributed.checkpoint`` spell int keys in their flat keys. A ``bool`` is not an int key here:
+    ``True`` is ``1`` to a dict but ``"True"`` to ``str``.
+    """
+    if isinstance(key, str):
+        return key
+    if isinstance(key, (int, np.integer)) and not isinstance(key, bool):
+        return str(int(key))
+    return None
+
+
+def _int_named(name: str) -> int | None:
+    """The int key saved as ``name`` if ``name`` is an int's canonical decimal string (``"-3"``, not ``"03"``)."""
+    try:
+        number = int(name)
+    except ValueError:
+        return None
+    return number if str(number) == name else None
+
+
+def is_pytree_node(value: Any) -> bool:
+    """Whether ``value`` is a node of a registered JAX pytree type that is not a plain dict, list or tuple.
+
+    A dataclass registered with ``jax.tree_util.register_dataclass`` (as flax's ``struct.dataclass`` is), a
+    class registered with ``register_pytree_node`` or ``register_pytree_with_keys``. Not ``None`` (an empty
+    subtree, kept as it is), a namedtuple (a tuple), a trackable (the checkpoint's own wrappers are registered
+    too), or a ``defaultdict``: JAX registers it when it is imported, and whether one is saved must not depend
+    on that (it stays a container trackpoint does not track, see :func:`_refuse_hidden_state`). jax is never
+    imported to check: a registered type exists only once it is.
+    """
+    jax = sys.modules.get("jax")
+    if jax is None:
+        return False
+    kind = type(value)
+    if (
+        kind in _NOTHING_INSIDE
+        or kind is dict
+        or kind is collections.OrderedDict
+        or kind is list
+        or kind is collections.defaultdict
+        or issubclass(kind, tuple)
+        or isinstance(value, Trackable)
+    ):
+        return False
+    tree_util = getattr(jax, "tree_util", None)  # absent while jax is still being imported
+    return tree_util is not None and bool(tree_util.is_tree_node(kind))
+
+
+def _flatten_node(value: Any) -> tuple[list[tuple[Any, Any]], Any]:
+    """A pytree node's children one level down, as ``(key-path entry, child)`` pairs, and the treedef that rebuilds it.
+
+    One level, so that the checkpoint's graph has an object per node, as it has one per dict, list and tuple.
+    """
+    below = False
+
+    def is_leaf(_: Any) -> bool:
+        # JAX asks about the node itself first, then about each child: everything below it is a leaf here.
+        nonlocal below
+        if below:
+            return True
+        below = True
+        return False
+
+    pairs, treedef = sys.modules["jax"].tree_util.tree_flatten_with_path(value, is_leaf=is_leaf)
+    return [(path[0], child) for path, child in pairs], treedef
+
+
+def _node_children(value: Any) -> tuple[Any, ...]:
+    """A pytree node's children, one level down."""
+    return tuple(child for _, child in _flatten_node(value)[0])
+
+
+def _entry_name(entry: Any) -> tuple[str, str] | None:
+    """The name a pytree node's child is saved under, from its key-path entry, and how its path reads.
+
+    The attribute of a ``GetAttrKey`` (``.params``), the key of a ``DictKey`` (a str, or an int saved as its
+    decimal string), the position of a ``SequenceKey`` or ``FlattenedIndexKey`` (a type registered without
+    keys); ``None`` for an entry of another kind.
+    """
+    tree_util = sys.modules["jax"].tree_util
+    if isinstance(entry, tree_util.GetAttrKey):
+        return str(entry.name), f".{entry.name}"
+    if isinstance(entry, tree_util.DictKey):
+        name = _dict_key_name(entry.key)
+        return None if name is None else (name, f"[{entry.key!r}]")
+    if isinstance(entry, tree_util.SequenceKey):
+        return str(entry.idx), f"[{entry.idx}]"
+    if isinstance(entry, tree_util.FlattenedIndexKey):
+        return str(entry.key), f"[{entry.key}]"
+    return None
+
+
+class _Rebuild:
+    """Rebuilds a pytree node when a restore changed a list or dict inside it (holds the node weakly)."""
+
+    __slots__ = ("node",)
+
+    def __init__(self, node: _PytreeValue) -> None:
+        self.node = weakref.ref(node)
+
+    def __call__(self) -> None:
+        node = self.node()
+        if node is not None:
+            node._rebuild()
+
+
+class _PytreeValue(TrackableDataStructure):
+    """The saved node of a registered JAX pytree node (not a dict, list or tuple) held by an attribute or container.
+
+    A dataclass registered with ``jax.tree_util.register_dataclass`` (a train state; flax's
+    ``struct.dataclass``), a class registered with ``register_pytree_node`` or ``register_pytree_with_keys``:
+    its children one level down are saved under the names of their key-path entries (see
+    :func:`_entry_name`), as a namedtuple's fields are, so keys read ``state/params/w/...``. Static (meta)
+    fields are not children: they are not saved, and the node restored keeps its own.
+
+    The holder keeps :meth:`current`: a node of the same type, rebuilt by the type's own unflatten around
+    the children as the checkpoint holds them (lists and dicts wrapped). The node given is never changed. A
+    restore that replaces a child (a JAX array, a tuple, a node inside) rebuilds it and gives the holder the
+    new one.
+    """
+
+    _self_value: Any
+    _self_names: tuple[str, ...]
+    _self_wheres: tuple[str, ...]
+    _on_replace: Callable[[Any], None] | None
+
+    def __init__(
+        self, original: Any, strict: bool, where: str, on_replace: Callable[[Any], None] | None = None
+    ) -> None:
+        kind = type(original).__name__
+        self._init_structure(strict, where, kind)
+        self._self_kind = kind
+        pairs, treedef = _flatten_node(original)
+        names: list[str] = []
+        wheres: list[str] = []
+        index_of: dict[str, int] = {}
+        for index, (entry, _) in enumerate(pairs):
+            named = _entry_name(entry)
+            if named is None:
+                raise TrackableError(
+                    f"{where} is a {kind}, a JAX pytree node whose child {index} has the key-path entry {entry!r}, "
+                    "which gives no name to save it under: register the type with jax.tree_util.register_dataclass "
+                    "or register_pytree_with_keys giving GetAttrKey, DictKey (str or int keys) or SequenceKey "
+                    "entries, or assign NoDependency(value) to keep it unsaved"
+                )
+            name, step = named
+            if name in index_of:
+                raise NameConflictError(
+                    f"{where} is a {kind}, a JAX pytree node whose children {index_of[name]} and {index} would both "
+                    f"be saved as {name!r}: give its children distinct key-path entries"
+                )
+            index_of[name] = index
+            names.append(name)
+            wheres.append(where + step)
+        self._self_names = tuple(names)
+        self._self_index = index_of
+        self._self_wheres = tuple(wheres)
+        self._self_unsaved = frozenset(i for i, (_, child) in enumerate(pairs) if isinstance(child, NoDependency))
+        self._self_treedef = treedef
+        self._on_replace = on_replace
+        given = [child for _, child in pairs]
+        children: list[Any] = []
+        for index, child in enumerate(given):
+            if isinstance(child, NoDependency):
+                children.append(child.value)
+                continue
+            wrapped = _wrap(child, names[index], strict, wheres[index])
+            if isinstance(wrapped, (_TupleValue, _PytreeValue)):
+                wrapped._on_replace = _ElementSetter(self, index, wrapped.current())
+                self._self_nodes[index] = wrapped
+                wrapped = wrapped.current()
+            children.append(wrapped)
+        self._self_children = children
+        # The user's node (the one a copy of a tree holding JAX arrays was made from), and its children then.
+        source = _COPYING.sources.get(id(original), original) if _COPYING.depth else original
+        self._self_source = (source, given if source is original else list(_node_children(source)))
+        # Always a new node, as a tuple is rebuilt: the holder never holds the user's (maybe mutable) node, so
+        # that assigning it again, after a change, is a new assignment.
+        self._self_value = self._unflatten()
+        self._watch()
+
+    def current(self) -> Any:
+        """The node the holder should hold (a new one after a replacing restore)."""
+        return self._self_value
+
+    def _unflatten(self) -> Any:
+        try:
+            return self._self_treedef.unflatten(self._self_children)
+        except Exception as exc:  # the type's own unflatten, which can refuse what it is given
+            raise TrackableError(
+                f"{self._self_where}: the {self._self_kind} could not be rebuilt around the "
+                f"checkpoint's containers by its pytree unflatten function ({exc!r}); assign NoDependency(value) "
+                "to keep it unsaved"
+            ) from exc
+
+    def _watch(self) -> None:
+        """Have the lists and dicts inside rebuild this node when a restore changes them, if it does not hold them.
+
+        Most types' unflatten keeps the children it is given (a registered dataclass does), so a restore
+        into a wrapped dict inside is seen through the node. One that copies them (into a frozen mapping,
+        say) holds other containers: the node is rebuilt after each change instead.
+        """
+        held = _node_children(self._self_value)
+        if len(held) == len(self._self_children) and all(map(operator.is_, held, self._self_children)):
+            return
+        rebuild = _Rebuild(self)
+        pending = list(self._self_children)
+        while pending:
+            item = pending.pop()
+            if isinstance(item, (_DictWrapper, ListWrapper)):
+                item._self_watcher = rebuild
+                pending.extend(item.values() if isinstance(item, _DictWrapper) else item)
+
+    def _rebuild(self) -> None:
+        self._self_value = self._unflatten()
+        if self._on_replace is not None:
+            self._on_replace(self._self_value)
+
+    def _replace_restored(self, key: Any, old: Any, new: Any) -> None:
+        children = self._self_children
+        if isinstance(key, int) and key < len(children) and children[key] is old:
+            children[key] = new
+            self._rebuild()
+
+    def _check_source(self) -> None:
+        """Refuse to save a node whose source the user changed since it was given: the change would not be saved.
+
+        Raises
+        ------
+        TrackableError
+            The node given (a mutable one) holds other children than it did when it was given.
+        """
+        source, then = self._self_source
+        now = _node_children(source)
+        if len(now) == len(then) and all(map(operator.is_, now, then)):
+            return
+        raise TrackableError(
+            f"Unable to save {self._self_where}: the {type(source).__name__} given there was changed since it was "
+            "given (it holds other children now), and the checkpoint saves the children it was given. Assign it "
+            "again before saving, to save the new values."
+        )
+
+    def _child_name(self, key: Any) -> str:
+        return str(self._self_names[key])
+
+    def _element_where(self, key: Any) -> str:
+        return str(self._self_wheres[key])
+
+    def _items(self) -> Iterable[tuple[Any, Trackable]]:
+        names = self._self_names
+        for index, value in enumerate(self._self_children):
+            if index in self._self_unsaved:
+                continue
+            dependency = self._dependency(index, value)
+            if dependency is not None:
+                yield names[index], dependency
+
+    def _trackable_children(self) -> dict[str, Trackable]:
+        self._check_source()
+        return super()._trackable_children()
+
+    def _lookup_dependency(
+        self, name: str, cached_dependencies: Mapping[str, Trackable] | None = None
+    ) -> Trackable | None:
+        index = self._self_index.get(name)
+        if index is None or index in self._self_unsaved:
+            return None
+        return self._dependency(index, self._self_children[index])
+
+    def __repr__(self) -> str:
+        return f"<pytree node {self._self_value!r}>"
 
 
 #: Whether JAX's pytree functions see the wrappers as dicts and lists (registered once jax is imported).

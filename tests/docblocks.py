@@ -112,9 +112,12 @@ class Block:
         """The block as a code object whose line numbers are those of the Markdown file.
 
         Padding with newlines puts the first code line on line ``line + 1``, so a
-        traceback points into the page itself.
+        traceback points into the page itself. The code does not inherit this
+        module's ``from __future__ import annotations``: a reader's script has
+        none, and postponed annotations make ``dataclasses`` look up the page's
+        module, which does not exist.
         """
-        return compile("\n" * self.line + self.code, str(self.path), "exec")
+        return compile("\n" * self.line + self.code, str(self.path), "exec", dont_inherit=True)
 
 
 def parse(text: str, page: str) -> list[Block]:

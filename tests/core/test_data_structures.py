@@ -282,15 +282,18 @@ def test_dict_wrapper_behaves_as_a_dict() -> None:
     assert wrapper == {} and json.dumps(wrapper) == "{}"
 
 
-def test_non_string_keys() -> None:
+def test_keys_neither_str_nor_int() -> None:
     model = tp.AutoTrackable()
-    model.d = {1: "plain values under any key are fine"}
+    model.d = {1.5: "plain values under any key are fine"}
     assert model.d._trackable_children() == {}
-    model.d[2] = tp.Variable(1.0)
-    with pytest.raises(tp.TrackableError, match=r"contains a non-string key which maps to a trackable.*key 2"):
+    model.d[2.5] = tp.Variable(1.0)
+    with pytest.raises(tp.TrackableError, match=r"contains a key that is neither a str nor an int .*key 2.5 of type"):
         tp.Checkpoint(model=model).write("memory://ds/nonstr")
-    model.d[2] = tp.NoDependency(tp.Variable(1.0))
+    model.d[2.5] = tp.NoDependency(tp.Variable(1.0))
     assert model.d._trackable_children() == {}
+    model.d[True] = tp.Variable(1.0)  # True is 1 to a dict, "True" to str(): neither name is taken for it
+    with pytest.raises(tp.TrackableError, match=r"key True of type bool"):
+        model.d._trackable_children()
 
 
 # ------------------------------------------------------------------------------------- tuples
