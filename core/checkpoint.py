@@ -16,7 +16,7 @@ import logging
 import os
 import time
 import weakref
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from types import TracebackType
 from typing import Any, Final, TypeAlias
 
@@ -86,6 +86,11 @@ def _snapshot(view: ObjectGraphView) -> tuple[list[WriteItem], tuple[Trackable, 
     graph[()] = serialized.data
     items.append(WriteItem(OBJECT_GRAPH_KEY, graph))
     return items, serialized.nodes
+
+
+def _with_extra(items: list[WriteItem], extra: Sequence[WriteItem]) -> list[WriteItem]:
+    """``items`` (object graph last) with ``extra`` before the object graph, which stays last."""
+    return [*items[:-1], *extra, *items[-1:]] if extra else items
 
 
 def _read_object_graph(reader: CheckpointReader) -> pb.TrackableObjectGraph | None:
@@ -307,15 +312,25 @@ class Checkpoint(AutoTrackable):
         started = time.perf_counter()
         prefix = _save_prefix(file_prefix, "Checkpoint.write")
         options = _options_or_session(options, session, "Checkpoint.write")
+        self._write_with(prefix, options, (), started=started)
+        return prefix
+
+    def _write_with(
+        self, prefix: str, options: CheckpointOptions | None, extra: Sequence[WriteItem], *, started: float
+    ) -> None:
+        """:meth:`write` at the checked ``prefix``, with ``extra`` items committed together with the values.
+
+        ``CheckpointManager.save`` passes the metrics of the checkpoint this way, so they are committed with
+        it (one commit point, deleted with it) under a key outside the object graph, which restores ignore.
+        """
         self._self_async.begin(options)
         if _async.enabled(options):
-            self._write_async(prefix, options, then=None, started=started)
+            self._write_async(prefix, options, then=None, started=started, extra=extra)
         else:
             with _gc.full_collections_deferred():
                 with self._failing_together(prefix, options):
-                    items = write_items(self._view())
+                    items = _with_extra(write_items(self._view()), extra)
                 self._write_items(prefix, items, options, started=started)
-        return prefix
 
     def _fail_coordinated(self, prefix: str, options: CheckpointOptions | None, failure: BaseException) -> None:
         """Take part in a coordinated save that failed on this rank before it began, so it fails on every rank.
@@ -378,7 +393,13 @@ class Checkpoint(AutoTrackable):
         observe.run_write_callbacks(options, prefix)
 
     def _write_async(
-        self, prefix: str, options: CheckpointOptions, then: Callable[[], None] | None, *, started: float
+        self,
+        prefix: str,
+        options: CheckpointOptions,
+        then: Callable[[], None] | None,
+        *,
+        started: float,
+        extra: Sequence[WriteItem] = (),
     ) -> None:
         """Snapshot the values and write them at ``prefix`` in the background, then run ``then``.
 
@@ -389,6 +410,7 @@ class Checkpoint(AutoTrackable):
         """
         with self._failing_together(prefix, options):
             items, nodes = _snapshot(self._view())
+        items = _with_extra(items, extra)
         backend = _resolve.writer(self._self_backends.store(prefix, _async.storage_options_of(options)))
         events = observe.save_events(
             prefix,

@@ -22,18 +22,21 @@ for object stores, crashes and several writers:
 from __future__ import annotations
 
 import contextlib
+import copy
 import inspect
 import json
 import logging
+import math
+import numbers
 import os
 import re
 import threading
 import time
 import weakref
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from types import TracebackType
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 import numpy as np
 
@@ -46,17 +49,36 @@ from trackpoint.errors import (
     CheckpointExistsError,
     CheckpointNotFoundError,
     InvalidArgumentError,
+    InvalidCheckpointError,
     MatchError,
     StorageError,
     TrackableError,
 )
 from trackpoint.restore import CheckpointLoadStatus
-from trackpoint.storage import CheckpointOptions, StorageBackend
+from trackpoint.storage import CheckpointOptions, StorageBackend, WriteItem
 from trackpoint.trackable import Trackable
 
 __all__ = ["CheckpointManager"]
 
 _log = logging.getLogger(__name__)
+
+#: Checkpoint key of the metrics given to :meth:`CheckpointManager.save`: a string scalar holding their JSON.
+#: Outside the object graph, so restores (trackpoint's and TensorFlow's) never look at it, yet committed with
+#: the values and deleted with them: a restarted manager reads the metrics of the checkpoints it adopts.
+METRICS_KEY = "_TRACKPOINT_METRICS"
+
+
+class _Scored:
+    """The metrics of one checkpoint as stored (JSON values) and ``best_fn`` of them; both ``None`` without."""
+
+    __slots__ = ("metrics", "score")
+
+    def __init__(self, metrics: dict[str, Any] | None, score: float | None) -> None:
+        self.metrics = metrics
+        self.score = score
+
+
+_WITHOUT = _Scored(None, None)
 
 
 class _SaveCounter(Protocol):
@@ -207,6 +229,80 @@ def _check_arguments(
         raise ArgumentTypeError(f"{where}: init_fn must be callable or None, got {type(init_fn).__name__}")
 
 
+def _check_best_arguments(best_fn: Any, best_mode: Any, keep_checkpoints_without_metrics: Any) -> None:
+    """Refuse the metrics-retention arguments of :class:`CheckpointManager` (Orbax's names and values)."""
+    where = "CheckpointManager"
+    if best_fn is not None and not callable(best_fn):
+        raise ArgumentTypeError(
+            f"{where}: best_fn must be a function of a checkpoint's metrics returning a number (for example "
+            f"best_fn=lambda m: m['loss']), or None, got {type(best_fn).__name__}"
+        )
+    if best_mode not in ("min", "max"):
+        raise InvalidArgumentError(
+            f"{where}: best_mode must be 'min' (lower best_fn values are better, a loss) or 'max' (higher are "
+            f"better, an accuracy), got {best_mode!r}"
+        )
+    if not isinstance(keep_checkpoints_without_metrics, (bool, np.bool_)):
+        raise ArgumentTypeError(
+            f"{where}: keep_checkpoints_without_metrics must be True or False, got "
+            f"{keep_checkpoints_without_metrics!r} ({type(keep_checkpoints_without_metrics).__name__})"
+        )
+
+
+def _plain(value: Any) -> Any:
+    """``json.dumps``'s fallback: numpy, JAX and torch scalars and arrays as Python numbers and lists."""
+    tolist = getattr(value, "tolist", None)
+    if callable(tolist) and not isinstance(value, type):
+        return tolist()
+    raise TypeError(f"{type(value).__name__} {value!r} is not a JSON value")
+
+
+def _encode_metrics(metrics: Any, directory: str) -> tuple[bytes, dict[str, Any]]:
+    """The JSON ``metrics`` are stored as, and what it decodes to: what ``best_fn`` is given, now and after restarts.
+
+    Raises
+    ------
+    ArgumentTypeError
+        ``metrics`` is not a mapping with string keys, or holds a value that is no JSON value (nor a numpy,
+        JAX or torch scalar or array).
+    """
+    where = f"CheckpointManager.save in {directory!r}"
+    if not isinstance(metrics, Mapping):
+        raise ArgumentTypeError(
+            f"{where}: metrics must be a mapping of names to values ({{'loss': 0.3}}), got {type(metrics).__name__}; "
+            "nothing was saved"
+        )
+    bad = [k for k in metrics if not isinstance(k, str)]
+    if bad:
+        raise ArgumentTypeError(f"{where}: the names of metrics must be strings, got {bad[0]!r}; nothing was saved")
+    try:
+        # Sorted keys: the same metrics give the same bytes on every rank of a coordinated save, which checks that
+        # ranks giving them agree.
+        text = json.dumps(dict(metrics), sort_keys=True, default=_plain)
+    except (TypeError, ValueError) as exc:
+        raise ArgumentTypeError(
+            f"{where}: metrics are stored as JSON with the checkpoint, and {exc}; give numbers, strings, booleans, "
+            "None, and lists and dicts of them (numpy, JAX and torch scalars and arrays are converted); nothing "
+            "was saved"
+        ) from None
+    data = text.encode()
+    decoded: dict[str, Any] = json.loads(data)
+    return data, decoded
+
+
+def _metrics_item(data: bytes) -> WriteItem:
+    value = np.empty((), dtype=object)
+    value[()] = data
+    return WriteItem(METRICS_KEY, value)
+
+
+def _sort_key(score: float, best_mode: str, order: int) -> tuple[int, float, int]:
+    """Worst first: NaN, then by ``score`` (reversed for ``"min"``), then the older (``order``) of equal ones."""
+    if math.isnan(score):
+        return (0, 0.0, order)
+    return (1, score if best_mode == "max" else -score, order)
+
+
 def _warn_unmatched(status: Any, path: str, counter: Any) -> None:
     """Log the objects of the program that a restore without a status to check left at their initial values.
 
@@ -275,19 +371,38 @@ class CheckpointManager:
         ``docs/distributed.md``); per-save ``options`` must keep the coordinator.
     clock
         Source of Unix time for checkpoint timestamps (injectable for tests).
+    best_fn
+        Keep the best checkpoints by their metrics instead of the most recent
+        ones (Orbax's ``best_fn``): called with the metrics given to
+        :meth:`save` (as stored, JSON values), it returns a number ranking the
+        checkpoint. ``max_to_keep`` then counts the best checkpoints with
+        metrics; the newest checkpoint is always kept too, so there may be one
+        more (see Notes). ``None`` (the default): retention by recency.
+    best_mode
+        ``"max"`` (the default, as in Orbax): higher ``best_fn`` values are
+        better (an accuracy); ``"min"``: lower ones are (a loss).
+    keep_checkpoints_without_metrics
+        With ``best_fn``: ``True`` (the default, as in Orbax) keeps every
+        checkpoint saved without metrics, outside the ``max_to_keep`` count;
+        ``False`` ranks them below every checkpoint with metrics (the older
+        lower), so they are kept only while fewer than ``max_to_keep``
+        checkpoints have metrics.
 
     Raises
     ------
     InvalidArgumentError
         ``directory`` is empty, ``max_to_keep`` or ``checkpoint_interval``
         is not positive, ``keep_checkpoint_every_n_hours`` is not a positive
-        finite number, or ``checkpoint_interval`` is given without
-        ``step_counter``.
+        finite number, ``checkpoint_interval`` is given without
+        ``step_counter``, ``best_mode`` is neither ``"min"`` nor ``"max"``,
+        or ``best_fn`` fails on the metrics of a checkpoint the manager
+        adopts from the directory (nothing is deleted then).
     ArgumentTypeError
         An argument of the wrong type (``max_to_keep="3"``), a
         ``checkpoint`` that is not a checkpoint, or a ``step_counter`` that
         cannot change in place (a Python ``int``, a JAX array) with a
-        ``checkpoint_interval``.
+        ``checkpoint_interval``; a ``best_fn`` that is not callable or
+        returns no number for the metrics of an adopted checkpoint.
 
     Notes
     -----
@@ -320,6 +435,27 @@ class CheckpointManager:
     in another process is left alone, and pieces of a crashed save go with
     the first save after they are that old. A failing cleanup is logged as
     a warning and never fails the save.
+
+    Retention by metrics (``best_fn``), as Orbax's: after each save, the
+    ``max_to_keep`` checkpoints with the best ``best_fn`` values are kept (of
+    equal values, the newer), and those without metrics as
+    ``keep_checkpoints_without_metrics`` says; of the others, the ones
+    ``keep_checkpoint_every_n_hours`` preserves are kept too, and the rest
+    are deleted. Unlike Orbax, the newest checkpoint is never deleted, however
+    bad its metrics (or without any): the state file's
+    ``model_checkpoint_path`` names it and :meth:`restore_or_initialize`
+    resumes from it; the next save lets it go if it is not among the best.
+    A checkpoint's ``best_fn`` value is worked out once, when it is saved or
+    adopted; NaN ranks below every number. The metrics are stored in the
+    checkpoint itself, under the key ``"_TRACKPOINT_METRICS"`` outside its
+    object graph (which TensorFlow's and trackpoint's restores ignore), so
+    they are committed and deleted with it, and a manager opened later on
+    the directory reads them back (one small read per checkpoint it
+    adopts, only with ``best_fn``). A checkpoint whose metrics cannot be
+    read counts as one without metrics, with a warning; one whose read
+    failed with a storage error is kept until a later save reads them.
+    With a coordinator, rank 0 applies retention with the metrics the
+    checkpoint holds (see :meth:`save`) and every rank adopts its decision.
     """
 
     def __init__(
@@ -336,6 +472,9 @@ class CheckpointManager:
         *,
         options: CheckpointOptions | None = None,
         clock: Callable[[], float] = time.time,
+        best_fn: Callable[[Mapping[str, Any]], float] | None = None,
+        best_mode: Literal["min", "max"] = "max",
+        keep_checkpoints_without_metrics: bool = True,
     ) -> None:
         _check_arguments(
             checkpoint,
@@ -347,6 +486,7 @@ class CheckpointManager:
             checkpoint_interval,
             init_fn,
         )
+        _check_best_arguments(best_fn, best_mode, keep_checkpoints_without_metrics)
         directory = os.fspath(directory)
         self._checkpoint = checkpoint
         self._directory = directory
@@ -360,6 +500,11 @@ class CheckpointManager:
         self._init_fn = init_fn
         self._options = options
         self._clock = clock
+        self._best_fn = best_fn
+        self._best_mode = best_mode
+        self._keep_without_metrics = bool(keep_checkpoints_without_metrics)
+        # The metrics of kept checkpoints known to this manager (read back or saved); one missing is not read yet.
+        self._scored: dict[str, _Scored] = {}
         # An async save records itself and applies retention in its writer thread.
         self._lock = threading.RLock()
         self._own = re.compile(re.escape(checkpoint_name) + r"-(\d+)$")
@@ -407,6 +552,8 @@ class CheckpointManager:
                 "preserved": self._last_preserved_timestamp,
                 "highest": self._highest,
                 "found": self._found_highest,
+                # What every rank's metrics() and best_checkpoint report; rank 0 alone read or scored them.
+                "metrics": [[p, s.metrics, s.score] for p, s in self._scored.items()],
             }
         ).encode()
 
@@ -417,6 +564,9 @@ class CheckpointManager:
         self._last_preserved_timestamp = float(data["preserved"])
         self._highest = int(data.get("highest", -1))
         self._found_highest = int(data.get("found", -1))
+        self._scored = {
+            str(p): _Scored(m, None if score is None else float(score)) for p, m, score in data.get("metrics", [])
+        }
 
     def _is_own(self, path: str) -> bool:
         return self._own.fullmatch(_basename(path)) is not None
@@ -424,6 +574,7 @@ class CheckpointManager:
     def _recover(self) -> None:
         """Pick up this manager's checkpoints and retention state (TF's rules, plus listing)."""
         now = self._clock()
+        self._scored = {}
         recovered = state.read_checkpoint_state(self._directory, backend=self._backend)
         listed = {
             _basename(p): _paths.join(self._directory, _basename(p))
@@ -459,7 +610,9 @@ class CheckpointManager:
                 if self._is_own(p) and _basename(p) in listed
             ]
         for path, stamp in known:
-            if stamp > self._last_preserved_timestamp:
+            # TensorFlow's filter; by recency every listed checkpoint is newer than the last preserved one, but
+            # by metrics a best one kept from long ago is older, and must stay this manager's to rank and retire.
+            if stamp > self._last_preserved_timestamp or self._best_fn is not None:
                 self._maybe_delete[path] = stamp
         for name in self._unrecorded(recovered, known, listed):
             self._maybe_delete[listed[name]] = now
@@ -478,6 +631,9 @@ class CheckpointManager:
         else:
             newest = max(listed, key=self._number, default=None)
             self._latest_checkpoint = None if newest is None else listed[newest]
+        if self._best_fn is not None:
+            for path in self._maybe_delete:
+                self._load_scored(path)
 
     def _unrecorded(
         self, recovered: state.CheckpointState | None, known: list[tuple[str, float]], listed: dict[str, str]
@@ -523,6 +679,106 @@ class CheckpointManager:
         m = self._own.fullmatch(_basename(path))
         return int(m.group(1)) if m else -1
 
+    # --------------------------------------------------------------- metrics
+    def _score(self, metrics: dict[str, Any], whose: str) -> float:
+        """``best_fn(metrics)`` as a float, or a clear error naming ``whose`` metrics these are."""
+        assert self._best_fn is not None
+        try:
+            value = self._best_fn(metrics)
+        except Exception as exc:
+            raise InvalidArgumentError(
+                f"CheckpointManager in {self._directory!r}: best_fn raised {type(exc).__name__}: {exc} on the "
+                f"metrics {metrics!r} of {whose}. best_fn must return a number for the metrics of every "
+                "checkpoint (with best_mode='min', m.get('loss', float('inf')) ranks one lacking it last)"
+            ) from exc
+        if isinstance(value, (bool, np.bool_)) or not isinstance(value, (numbers.Real, np.integer, np.floating)):
+            raise ArgumentTypeError(
+                f"CheckpointManager in {self._directory!r}: best_fn returned {value!r} ({type(value).__name__}) "
+                f"for the metrics {metrics!r} of {whose}; it must return a number that ranks the checkpoint "
+                "(higher is better with best_mode='max', lower with 'min')"
+            )
+        return float(value)
+
+    def _read_metrics(self, prefix: str) -> dict[str, Any] | None:
+        """The metrics stored in the checkpoint ``prefix``; ``None`` if it has none or they are unreadable (warned).
+
+        Raises
+        ------
+        StorageError
+            The store failed, not the metrics: whoever asked may try again later.
+        """
+        try:
+            reader = self._backend.open_reader(prefix)
+            try:
+                if not reader.has(METRICS_KEY):
+                    return None
+                raw = np.asarray(reader.read(METRICS_KEY), dtype=object).reshape(-1)[0]
+            finally:
+                reader.close()
+            metrics = json.loads(raw if isinstance(raw, (bytes, str)) else bytes(raw))
+            if not isinstance(metrics, dict):
+                raise InvalidCheckpointError(f"they hold a {type(metrics).__name__}, not a mapping")
+            return metrics
+        except StorageError:
+            raise
+        except (CheckpointError, ValueError, TypeError, IndexError) as exc:
+            _log.warning(
+                "the metrics stored in %s under %r cannot be read (%s: %s); it counts as a checkpoint without metrics",
+                prefix,
+                METRICS_KEY,
+                type(exc).__name__,
+                exc,
+            )
+            return None
+
+    def _load_scored(self, path: str) -> _Scored | None:
+        """Read and score the metrics of the kept checkpoint ``path``; ``None`` when the store failed (warned).
+
+        Raises
+        ------
+        InvalidArgumentError, ArgumentTypeError
+            ``best_fn`` fails on the metrics read.
+        """
+        try:
+            metrics = self._read_metrics(path)
+        except StorageError as exc:
+            # Not known to be without metrics: kept (never deleted) until a later save reads them.
+            _log.warning("could not read the metrics of %s (kept until a later save reads them): %s", path, exc)
+            return None
+        scored = _WITHOUT if metrics is None else _Scored(metrics, self._score(metrics, path))
+        self._scored[path] = scored
+        return scored
+
+    def _recorded_scored(self, path: str) -> _Scored | None:
+        """The known metrics of the kept checkpoint ``path``, read if not yet; ``None`` if that failed (warned)."""
+        scored = self._scored.get(path)
+        if scored is not None:
+            return scored
+        try:
+            return self._load_scored(path)
+        except CheckpointError as exc:
+            # best_fn fails on metrics read back after a save committed and was recorded: keep the checkpoint
+            # rather than fail that save.
+            _log.warning("%s is kept, as if its metrics were still unread: %s", path, exc)
+            return None
+
+    def _series_prefix(self, checkpoint: Any, where: str) -> str:
+        """The prefix of this manager's checkpoint ``checkpoint`` (its prefix or number), checked."""
+        if isinstance(checkpoint, bool) or not isinstance(checkpoint, (int, str)):
+            raise ArgumentTypeError(f"{where} takes a checkpoint's prefix or number, got {type(checkpoint).__name__}")
+        if isinstance(checkpoint, int):
+            if checkpoint < 0:
+                raise InvalidArgumentError(f"{where}: checkpoint numbers are >= 0, got {checkpoint}")
+            return f"{self._prefix}-{checkpoint}"
+        name = _basename(checkpoint)
+        prefix = _paths.join(self._directory, name)
+        if not self._is_own(prefix) or checkpoint not in (name, prefix):
+            raise InvalidArgumentError(
+                f"{where}: {checkpoint!r} is not a checkpoint of the series {self._checkpoint_name}-N in "
+                f"{self._directory!r}"
+            )
+        return prefix
+
     # ------------------------------------------------------------ properties
     @property
     def checkpoint(self) -> ManagedCheckpoint:
@@ -554,6 +810,67 @@ class CheckpointManager:
         with self._lock:
             return list(self._maybe_delete)
 
+    @property
+    def best_checkpoint(self) -> str | None:
+        """Prefix of the best of the kept checkpoints by ``best_fn`` (Orbax's ``best_step()``).
+
+        Among :attr:`checkpoints` with metrics, the one whose ``best_fn``
+        value is highest (``best_mode="max"``) or lowest (``"min"``); of equal
+        values, the newer. ``None`` when none of them has metrics. Without a
+        ``best_fn``, :attr:`latest_checkpoint`, as in Orbax.
+        """
+        with self._lock:
+            if self._best_fn is None:
+                return self._latest_checkpoint
+            best: tuple[tuple[int, float, int], str] | None = None
+            for order, path in enumerate(self._maybe_delete):
+                scored = self._scored.get(path)
+                if scored is None or scored.score is None:
+                    continue
+                key = _sort_key(scored.score, self._best_mode, order)
+                if best is None or key > best[0]:
+                    best = (key, path)
+            return None if best is None else best[1]
+
+    def metrics(self, checkpoint: str | int) -> dict[str, Any] | None:
+        """The metrics given to :meth:`save` for one checkpoint of this manager's series (Orbax's ``metrics(step)``).
+
+        Parameters
+        ----------
+        checkpoint
+            Its prefix (an entry of :attr:`checkpoints`, or one preserved by
+            ``keep_checkpoint_every_n_hours``) or its number (``3`` for
+            ``<directory>/<checkpoint_name>-3``).
+
+        Returns
+        -------
+        dict or None
+            The metrics as stored (JSON values: numpy, JAX and torch numbers
+            are Python numbers), a copy; ``None`` for a checkpoint saved
+            without metrics, or whose metrics cannot be read (logged as a
+            warning). Those of kept checkpoints are known to the manager with
+            ``best_fn``; others are read from the checkpoint.
+
+        Raises
+        ------
+        CheckpointNotFoundError
+            No checkpoint of the series is committed there.
+        InvalidArgumentError
+            A prefix outside the directory or series, or a negative number.
+        StorageError
+            The store failed while reading them.
+        """
+        prefix = self._series_prefix(checkpoint, "CheckpointManager.metrics")
+        with self._lock:
+            scored = self._scored.get(prefix)
+            if scored is not None and prefix in self._maybe_delete:
+                return copy.deepcopy(scored.metrics)
+        if _resolve.holder(self._backend, prefix) is None:
+            raise CheckpointNotFoundError(
+                f"CheckpointManager.metrics: no checkpoint is committed at {prefix!r}", url=prefix
+            )
+        return self._read_metrics(prefix)
+
     # ------------------------------------------------------------------ save
     @_signal_safe.guarded
     def save(
@@ -561,6 +878,8 @@ class CheckpointManager:
         checkpoint_number: int | Any | None = None,
         check_interval: bool = True,
         options: CheckpointOptions | None = None,
+        *,
+        metrics: Mapping[str, Any] | None = None,
     ) -> str | None:
         """Write a numbered checkpoint, record it, and apply retention.
 
@@ -578,6 +897,16 @@ class CheckpointManager:
             Overrides the manager's options for writing this checkpoint (for
             example ``max_shard_bytes``); the state file and deletions still go
             through the manager's backend, so keep the same backend and store.
+        metrics
+            Metrics of this checkpoint (``{"loss": 0.3}``), by which ``best_fn``
+            ranks it (Orbax's ``save(step, metrics=)``). Stored in the
+            checkpoint as JSON, with or without ``best_fn``: numbers, strings,
+            booleans, ``None``, lists and dicts; numpy, JAX and torch scalars
+            and arrays become Python numbers and lists. ``best_fn`` is applied
+            to them as stored before anything is written. With a coordinator,
+            give them on every rank or on some (rank 0, say): the ranks giving
+            them must give the same (a save where they differ fails on every
+            rank, ``CoordinationError``), and the checkpoint holds them for all.
 
         Returns
         -------
@@ -595,6 +924,12 @@ class CheckpointManager:
             manager's series that was in the directory when the manager was
             created (an earlier run's): a run that did not resume would
             overwrite it, or be retained in its place. Nothing changed.
+        ArgumentTypeError
+            ``metrics`` is not a mapping of JSON values, or ``best_fn``
+            returns no number for them; checked first, nothing changed.
+        InvalidArgumentError
+            ``best_fn`` raised on ``metrics`` (the error is its cause); checked
+            first, nothing changed.
 
         With ``CheckpointOptions(enable_async=True)`` (here or in the
         manager's options) it returns once the values are snapshotted; the
@@ -620,11 +955,17 @@ class CheckpointManager:
         # Arguments first: a refused call changes nothing.
         number = None
         opts = options or self._options
-        if checkpoint_number is not None:
+        extra: list[WriteItem] = []
+        scored: _Scored | None = None  # the metrics given on this rank, with their best_fn value
+        if checkpoint_number is not None or metrics is not None:
             # Refused on this rank alone: the other ranks' coordinated save must fail too, not wait for the next.
             failing = getattr(self._checkpoint, "_failing_together", None)
-            with contextlib.nullcontext() if failing is None else failing(self._prefix, opts, TrackableError):
-                number = _checkpoint_number(checkpoint_number, self._directory, self._checkpoint_name)
+            refused = (TrackableError, InvalidArgumentError)
+            with contextlib.nullcontext() if failing is None else failing(self._prefix, opts, refused):
+                if checkpoint_number is not None:
+                    number = _checkpoint_number(checkpoint_number, self._directory, self._checkpoint_name)
+                if metrics is not None:
+                    extra, scored = self._scored_metrics(metrics)
         asynchronous = _async.enabled(opts)
         saver: _async.AsyncSaver | None = getattr(self._checkpoint, "_self_async", None)
         if saver is not None:
@@ -660,7 +1001,7 @@ class CheckpointManager:
             if step is not None:
                 with self._lock:
                     self._last_checkpoint_step = step
-            self._after_commit(saved)
+            self._after_commit(saved, scored)
 
         try:
             if (
@@ -693,10 +1034,16 @@ class CheckpointManager:
             self._attempted.add(prefix)
             if asynchronous:
                 self._checkpoint._write_async(  # type: ignore[attr-defined]
-                    prefix, opts, then=lambda: on_commit(prefix), started=started
+                    prefix, opts, then=lambda: on_commit(prefix), started=started, extra=extra
                 )
                 return prefix
-            saved = self._checkpoint.write(prefix, options=opts)
+            if extra:
+                # The metrics are committed with the values: a checkpoint never exists without the metrics it
+                # was saved with, and they go when it goes.
+                self._checkpoint._write_with(prefix, opts, extra, started=started)  # type: ignore[attr-defined]
+                saved = prefix
+            else:
+                saved = self._checkpoint.write(prefix, options=opts)
             on_commit(saved)
             return saved
         except BaseException:
@@ -724,27 +1071,43 @@ class CheckpointManager:
             f"directory or remove the old checkpoints first; or number saves above {found} (checkpoint_number=step)."
         )
 
-    def _after_save(self, saved: str) -> bytes:
-        self._record_and_sweep(saved)
+    def _scored_metrics(self, metrics: Any) -> tuple[list[WriteItem], _Scored]:
+        """The item storing ``metrics`` in the checkpoint, and them as stored with their ``best_fn`` value."""
+        if inspect.getattr_static(self._checkpoint, "_write_with", _ABSENT) is _ABSENT:
+            raise ArgumentTypeError(
+                f"CheckpointManager.save: metrics are stored in the checkpoint, which a "
+                f"{type(self._checkpoint).__name__} cannot do; use a trackpoint.Checkpoint. Nothing was saved"
+            )
+        data, decoded = _encode_metrics(metrics, self._directory)
+        score = None
+        if self._best_fn is not None:
+            score = self._score(decoded, "the checkpoint being saved (nothing was saved)")
+        return [_metrics_item(data)], _Scored(decoded, score)
+
+    def _after_save(self, saved: str, scored: _Scored | None) -> bytes:
+        self._record_and_sweep(saved, scored)
         self._cleanup()
         return self._bookkeeping()
 
-    def _after_commit(self, saved: str) -> None:
-        """Record the committed checkpoint ``saved``, apply retention, clean up (an async save's writer runs it)."""
+    def _after_commit(self, saved: str, scored: _Scored | None = None) -> None:
+        """Record the committed checkpoint ``saved``, apply retention, clean up (an async save's writer runs it).
+
+        ``scored``: the metrics this rank gave :meth:`save` with their ``best_fn`` value, ``None`` if none.
+        """
         with self._lock:
             if self._coordinator is not None:
                 # The state file and retention are one rank's work; every rank adopts the result.
                 # On failure, rank 0's bookkeeping travels with the error, so every rank's manager is left alike.
                 bookkeeping = on_root(
                     self._coordinator,
-                    lambda: self._after_save(saved),
+                    lambda: self._after_save(saved, scored),
                     f"recording {saved!r}",
                     state=self._bookkeeping,
                     adopt=self._adopt,
                 )
                 self._adopt(bookkeeping)
                 return
-            self._record_and_sweep(saved)
+            self._record_and_sweep(saved, scored)
         self._cleanup()
 
     def _cleanup(self) -> None:
@@ -761,13 +1124,21 @@ class CheckpointManager:
             # The checkpoint is saved and recorded; garbage left behind is no reason to fail.
             _log.warning("could not clean up leftovers of crashed saves in %s: %s", self._directory, exc)
 
-    def _record_and_sweep(self, path: str) -> None:
+    def _record_and_sweep(self, path: str, scored: _Scored | None = None) -> None:
         timestamp = self._clock()
         self._highest = max(self._highest, self._number(path))
         # Re-saving a number moves it to the newest end of the window.
         self._maybe_delete.pop(path, None)
         self._maybe_delete[path] = timestamp
         self._latest_checkpoint = path
+        self._scored.pop(path, None)  # a re-saved number's metrics are the new checkpoint's
+        if scored is not None:
+            self._scored[path] = scored
+        elif self._coordinator is None or self._best_fn is None:
+            self._scored[path] = _WITHOUT
+        else:
+            # Rank 0 was given no metrics, but other ranks may have been: the checkpoint holds what they gave.
+            self._recorded_scored(path)
         # TensorFlow's order: record the new checkpoint first (the ones about to leave still listed), delete,
         # then record again without them. Readers and TensorFlow's tools name the new checkpoint from the
         # first write on, and a crash while deleting leaves entries naming checkpoints that are gone or
@@ -810,15 +1181,45 @@ class CheckpointManager:
         leaving: list[tuple[str, float]] = []
         if not self._max_to_keep:
             return leaving
-        while len(self._maybe_delete) > self._max_to_keep:
-            prefix, timestamp = self._maybe_delete.popitem(last=False)
+        for prefix in self._retiring(self._max_to_keep):
+            timestamp = self._maybe_delete.pop(prefix)
+            self._scored.pop(prefix, None)
             hours = self._keep_checkpoint_every_n_hours
+            # Oldest first, as TensorFlow's window lets them go; with best_fn, the ones not among the best.
             if hours and timestamp - hours * 3600.0 >= self._last_preserved_timestamp:
                 # Preserved: kept forever but no longer listed, so the state file stays small.
                 self._last_preserved_timestamp = timestamp
                 continue
             leaving.append((prefix, timestamp))
         return leaving
+
+    def _retiring(self, max_to_keep: int) -> list[str]:
+        """The kept checkpoints that retention lets go, oldest first (``keep_checkpoint_every_n_hours`` aside)."""
+        kept = list(self._maybe_delete)
+        if len(kept) <= max_to_keep:
+            return []
+        if self._best_fn is None:
+            return kept[: len(kept) - max_to_keep]
+        ranked: list[tuple[tuple[int, float, int], str]] = []
+        without: list[str] = []
+        # The newest always stays: the state file names it and restore_or_initialize resumes from it.
+        # So does one whose metrics the store could not give: it is not known to be without.
+        staying = {kept[-1]}
+        for order, path in enumerate(kept):
+            scored = self._recorded_scored(path)
+            if scored is None:
+                staying.add(path)
+            elif scored.score is None:
+                without.append(path)
+            else:
+                ranked.append((_sort_key(scored.score, self._best_mode, order), path))
+        best = [p for _, p in sorted(ranked)]  # worst first
+        if self._keep_without_metrics:
+            staying.update(without, best[-max_to_keep:])
+        else:
+            # Below every checkpoint with metrics, the older lower: kept only while places are left.
+            staying.update([*without, *best][-max_to_keep:])
+        return [p for p in kept if p not in staying]
 
     def _record_state(self) -> None:
         mine = [(_basename(p), t) for p, t in self._maybe_delete.items()]
@@ -922,22 +1323,7 @@ class CheckpointManager:
         Unlike ``tp.remove_checkpoint``, the manager's own record stays right,
         so a later save's retention does not count the deleted checkpoint.
         """
-        if isinstance(checkpoint, bool) or not isinstance(checkpoint, (int, str)):
-            raise ArgumentTypeError(
-                f"CheckpointManager.delete takes a checkpoint's prefix or number, got {type(checkpoint).__name__}"
-            )
-        if isinstance(checkpoint, int):
-            if checkpoint < 0:
-                raise InvalidArgumentError(f"CheckpointManager.delete: checkpoint numbers are >= 0, got {checkpoint}")
-            prefix = f"{self._prefix}-{checkpoint}"
-        else:
-            name = _basename(checkpoint)
-            prefix = _paths.join(self._directory, name)
-            if not self._is_own(prefix) or checkpoint not in (name, prefix):
-                raise InvalidArgumentError(
-                    f"CheckpointManager.delete: {checkpoint!r} is not a checkpoint of the series "
-                    f"{self._checkpoint_name}-N in {self._directory!r}"
-                )
+        prefix = self._series_prefix(checkpoint, "CheckpointManager.delete")
         self._wait_for_save("delete()")
 
         def remove() -> bytes:
@@ -948,6 +1334,7 @@ class CheckpointManager:
                     )
                 self._backend.delete(prefix)
                 self._maybe_delete.pop(prefix, None)
+                self._scored.pop(prefix, None)
                 if self._latest_checkpoint == prefix:
                     self._latest_checkpoint = next(reversed(self._maybe_delete), None)
                 self._record_state()
