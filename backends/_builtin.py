@@ -185,22 +185,10 @@ def _transfer_option_names() -> frozenset[str]:
     return TransferOptions.names()
 
 
-def _refuse_unknown(backend: str, unknown: set[str], valid: list[str]) -> None:
-    """Nothing is dropped silently: a misspelt option would leave the user believing it is set."""
-    if unknown:
-        from trackpoint.errors import BackendOptionError
-
-        raise BackendOptionError(
-            f"{backend}: unknown backend option(s) {', '.join(sorted(unknown))}; valid options: {', '.join(valid)}"
-        )
-
-
 def _s3_bundle(url: str, options: CheckpointOptions) -> StorageBackend:
     from trackpoint.backends.bundle import BundleBackend
     from trackpoint.backends.stores.s3 import S3Files
 
-    names = _transfer_option_names()
-    _refuse_unknown("s3", set(options.backend_options) - names, sorted(names))
     return BundleBackend(S3Files.from_options(options), options=options)
 
 
@@ -208,8 +196,6 @@ def _gcs_bundle(url: str, options: CheckpointOptions) -> StorageBackend:
     from trackpoint.backends.bundle import BundleBackend
     from trackpoint.backends.stores.gcs import GCSFiles
 
-    names = _transfer_option_names()
-    _refuse_unknown("gcs", set(options.backend_options) - names, sorted(names))
     return BundleBackend(GCSFiles.from_options(options), options=options)
 
 

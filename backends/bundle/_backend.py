@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
 from trackpoint.backends.bundle._index import header_count
@@ -73,6 +73,33 @@ def _uploads_old_enough(uploads: Sequence[UnfinishedUpload], now: float, min_age
     return min_age <= 0 or all(u.modified is not None and now - u.modified >= min_age for u in uploads)
 
 
+def _refuse_unknown_options(files: FileLayer, given: Mapping[str, object]) -> None:
+    """Refuse ``backend_options`` an object store would not read: a misspelt one would seem set.
+
+    Here rather than in each backend's factory, so that a plugin's store gets the check too. Other stores
+    (the local disk) are left to their factories, which say that such options go unread.
+    """
+    from trackpoint.backends.stores import ObjectStore, TransferOptions
+
+    if not isinstance(files, ObjectStore):
+        return
+    valid = sorted(TransferOptions.names())
+    unknown = sorted(set(given) - set(valid))
+    if unknown:
+        import difflib
+
+        from trackpoint.errors import BackendOptionError
+
+        hints = [
+            f"{name} (did you mean {close[0]}?)" if (close := difflib.get_close_matches(name, valid, 1)) else name
+            for name in unknown
+        ]
+        raise BackendOptionError(
+            f"{files.store_name}: unknown backend option(s) {', '.join(hints)}; valid options: {', '.join(valid)}",
+            backend=files.store_name,
+        )
+
+
 class BundleBackend(StorageBackend):
     """TensorFlow TensorBundle checkpoints on a :class:`~trackpoint.backends.stores.FileLayer`.
 
@@ -86,7 +113,14 @@ class BundleBackend(StorageBackend):
         no save could be committed atomically there.
     options
         Defaults for :meth:`save` when it is called without options
-        (``max_shard_bytes``, ``num_writers``).
+        (``max_shard_bytes``, ``num_writers``). On an object store its
+        ``backend_options`` must be the store's (``TransferOptions``); the
+        format takes none of its own.
+
+    Raises
+    ------
+    BackendOptionError
+        ``options.backend_options`` names a key an object store does not take.
     """
 
     name = "bundle"
@@ -96,6 +130,8 @@ class BundleBackend(StorageBackend):
     splits_large_tensors = True
 
     def __init__(self, files: FileLayer, *, options: CheckpointOptions | None = None) -> None:
+        if options is not None and options.backend_options:
+            _refuse_unknown_options(files, options.backend_options)
         self.files = files
         self.save_defaults = options or CheckpointOptions()
         self.capabilities = files.capabilities

@@ -22,7 +22,7 @@ import base64
 import json
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from trackpoint import _paths
@@ -32,6 +32,7 @@ from trackpoint.backends.zarr._commit import active, strategy_for
 from trackpoint.backends.zarr._options import ZarrOptions, refuse_unknown
 from trackpoint.backends.zarr._reader import ZarrReader
 from trackpoint.errors import (
+    ArgumentTypeError,
     CheckpointError,
     CheckpointNotFoundError,
     DataLossError,
@@ -63,6 +64,15 @@ FORMAT_VERSION = _layout.FORMAT_VERSION
 _LOCAL_SCHEMES = ("", "file", "zarr", "zarr+file")
 
 
+def _format_options(files: FileLayer, given: Mapping[str, Any]) -> ZarrOptions:
+    """The format's part of ``given`` (``backend_options``), after refusing keys neither it nor ``files`` takes."""
+    from trackpoint.backends.stores import ObjectStore, TransferOptions
+
+    store = TransferOptions.names() if isinstance(files, ObjectStore) else frozenset()
+    refuse_unknown(given, store)
+    return ZarrOptions.from_mapping({k: v for k, v in given.items() if k not in store})
+
+
 class ZarrBackend(StorageBackend):
     """Checkpoints as consolidated Zarr v3 groups on any :class:`FileLayer` store.
 
@@ -72,11 +82,22 @@ class ZarrBackend(StorageBackend):
         The store. Its declared capabilities choose the commit strategy
         (atomic rename, else conditional create).
     options
-        Tuning from ``CheckpointOptions.backend_options``; a save may pass
-        other ``backend_options`` to :meth:`save`.
+        The default tuning: :class:`ZarrOptions`, or the
+        :class:`~trackpoint.storage.CheckpointOptions` a backend factory
+        received (as :class:`~trackpoint.backends.bundle.BundleBackend` takes
+        them), whose ``backend_options`` are the format's and, on an object
+        store, the store's; a save may pass other ``backend_options`` to
+        :meth:`save`.
     exchange
         Optional atomic swap of two directories of ``files`` (local disk on
         Linux), which makes an overwrite by rename atomic.
+
+    Raises
+    ------
+    BackendOptionError
+        ``backend_options`` names a key neither the format nor the store takes.
+    ArgumentTypeError
+        ``options`` is neither.
     """
 
     name = "zarr"
@@ -86,10 +107,16 @@ class ZarrBackend(StorageBackend):
     def __init__(
         self,
         files: FileLayer,
-        options: ZarrOptions | None = None,
+        options: ZarrOptions | CheckpointOptions | None = None,
         *,
         exchange: Callable[[str, str], bool] | None = None,
     ) -> None:
+        if isinstance(options, CheckpointOptions):
+            options = _format_options(files, options.backend_options)
+        elif options is not None and not isinstance(options, ZarrOptions):
+            raise ArgumentTypeError(
+                f"ZarrBackend: options must be ZarrOptions or CheckpointOptions, got {type(options).__name__}"
+            )
         self._files = files
         self._options = options or ZarrOptions()
         self._exchange = exchange
@@ -121,18 +148,14 @@ class ZarrBackend(StorageBackend):
             An option is unknown, or is a store's option and the store takes
             none (the local disk); the factory's message and error.
         """
-        given = dict(options.backend_options)
-        if set(given) - ZarrOptions.names():
-            from trackpoint.backends.stores import ObjectStore, TransferOptions
-
-            # The object stores are configured by these when created; a local disk takes none, so the factory
-            # refuses them there, and a save must not drop them silently either.
-            store = TransferOptions.names() if isinstance(self._files, ObjectStore) else frozenset()
-            refuse_unknown(given, store)
-            given = {k: v for k, v in given.items() if k not in store}
+        given = options.backend_options
         if not given:
             return self
-        clone = ZarrBackend(self._files, ZarrOptions.from_mapping(given), exchange=self._exchange)
+        # The store's options are refused where it takes none (the local disk): a save must not drop them.
+        tuning = _format_options(self._files, given)
+        if not set(given) & ZarrOptions.names():
+            return self  # only the store's, which configured it when it was created
+        clone = ZarrBackend(self._files, tuning, exchange=self._exchange)
         clone.name = self.name
         return clone
 

@@ -325,6 +325,20 @@ def test_from_options_reads_transfer_options() -> None:
         Configured.from_options(CheckpointOptions(backend_options={"part_size": 10}))
 
 
+def test_a_plugin_store_refuses_a_misspelt_backend_option() -> None:
+    # Only the built-in s3 and gcs factories checked them: a plugin's store took {"retriez": 1} without a word.
+    from trackpoint.errors import BackendOptionError
+    from trackpoint.plugins import bundle_backend_spec
+
+    factory = bundle_backend_spec(Configured, name="dict").factory
+    with pytest.raises(
+        BackendOptionError, match=r"dict: unknown backend option\(s\) retriez \(did you mean retries\?\)"
+    ):
+        factory("dict://b/run/ckpt", CheckpointOptions(backend_options={"retriez": 1}))
+    backend = factory("dict://b/run/ckpt", CheckpointOptions(backend_options={"retries": 0}))
+    assert isinstance(backend, BundleBackend) and backend.files.transfer.retries == 0
+
+
 def test_a_store_chooses_its_default_part_size() -> None:
     assert Configured.from_options(CheckpointOptions()).transfer.part_size == 4096
     assert Configured(None).transfer.part_size == 4096  # also when built without options

@@ -76,3 +76,17 @@ def test_per_save_options_do_not_stick(tmp_path: Path) -> None:
     codecs_b = [c.to_dict()["name"] for c in zarr.open_array(str(tmp_path / "b.zarr" / "x"), mode="r").metadata.codecs]
     assert codecs_a == ["bytes", "zstd", "crc32c"]
     assert codecs_b == ["bytes", "crc32c"]
+
+
+def test_the_constructor_takes_checkpoint_options_as_the_bundle_does(tmp_path: Path) -> None:
+    # A plugin's factory passed CheckpointOptions, as BundleBackend takes them: they were kept and unused.
+    from trackpoint.backends.stores.local import LocalFiles
+    from trackpoint.backends.zarr import ZarrBackend
+    from trackpoint.errors import ArgumentTypeError
+
+    tuned = ZarrBackend(LocalFiles(), CheckpointOptions(backend_options={"compressor": "gzip", "chunk_bytes": 4096}))
+    assert tuned.options == replace(ZarrOptions(), compressor="gzip", chunk_bytes=4096)
+    with pytest.raises(BackendError, match="unknown backend option\\(s\\) compresor"):
+        ZarrBackend(LocalFiles(), CheckpointOptions(backend_options={"compresor": "gzip"}))
+    with pytest.raises(ArgumentTypeError, match="options must be ZarrOptions or CheckpointOptions, got dict"):
+        ZarrBackend(LocalFiles(), {"compressor": "gzip"})  # type: ignore[arg-type]
