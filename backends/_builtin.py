@@ -178,13 +178,6 @@ _S3_SCHEMES = ("s3", "s3a")
 _GCS_SCHEMES = ("gs", "gcs")
 
 
-def _transfer_option_names() -> frozenset[str]:
-    """The ``backend_options`` the object stores read (:class:`~trackpoint.backends.stores.TransferOptions`)."""
-    from trackpoint.backends.stores import TransferOptions
-
-    return TransferOptions.names()
-
-
 def _s3_bundle(url: str, options: CheckpointOptions) -> StorageBackend:
     from trackpoint.backends.bundle import BundleBackend
     from trackpoint.backends.stores.s3 import S3Files
@@ -278,35 +271,26 @@ def _zarr(url: str, options: CheckpointOptions) -> StorageBackend:
     """The Zarr format over the store ``url`` names, tuned by ``options.backend_options``."""
     from trackpoint import _paths
     from trackpoint.backends.zarr import ZarrBackend
-    from trackpoint.backends.zarr._options import ZarrOptions, refuse_unknown
     from trackpoint.errors import UnknownBackendError
 
+    # ZarrBackend takes the format's backend options and checks the rest against the store's (S3 and GCS take
+    # their TransferOptions, the local disk none), with the message a per-save option gets too (with_options).
     kind = _ZARR_STORES.get(_paths.scheme(url))
-    # The format's options and, on S3 and GCS, the store's (retries, time-outs, part sizes), which reach the
-    # store alone. The message is the format's own, also raised for options given to a save (with_options).
-    store_names = _transfer_option_names() if kind in ("s3", "gcs") else frozenset()
-    given = options.backend_options
-    refuse_unknown(given, store_names)
-    zarr_options = ZarrOptions.from_mapping({k: v for k, v in given.items() if k not in store_names})
-    store_options = CheckpointOptions(
-        storage_options=options.storage_options,
-        backend_options={k: v for k, v in given.items() if k in store_names},
-    )
     if kind == "local":
         from trackpoint.backends.stores.local import LocalFiles, exchange_directories
 
         _check_options_of_plain_store(url, options, "zarr", "the local disk", backend_options=True)
 
         # On Linux an overwrite swaps the directories atomically.
-        return ZarrBackend(LocalFiles(), zarr_options, exchange=exchange_directories)
+        return ZarrBackend(LocalFiles(), options, exchange=exchange_directories)
     if kind == "s3":
         from trackpoint.backends.stores.s3 import S3Files
 
-        return ZarrBackend(S3Files.from_options(store_options), zarr_options)
+        return ZarrBackend(S3Files.from_options(options), options)
     if kind == "gcs":
         from trackpoint.backends.stores.gcs import GCSFiles
 
-        return ZarrBackend(GCSFiles.from_options(store_options), zarr_options)
+        return ZarrBackend(GCSFiles.from_options(options), options)
     raise UnknownBackendError(
         f"zarr: cannot store checkpoints at {url!r}; use a local path or a zarr+file://, s3://, zarr+s3://, "
         "gs:// or zarr+gs:// URL"
