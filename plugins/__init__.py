@@ -11,6 +11,7 @@ pass is :mod:`trackpoint.plugins.testing` (imported separately: it needs pytest)
 
 from __future__ import annotations
 
+from trackpoint.plugins._object_store import ObjectStorePlugin
 from trackpoint.plugins._spec import (
     LOCAL_PATHS,
     BackendFactory,
@@ -39,6 +40,7 @@ __all__ = [
     "BackendFactory",
     "BackendInfo",
     "BackendSpec",
+    "ObjectStorePlugin",
     "block",
     "bundle_backend_spec",
     "detect_backends",
