@@ -35,7 +35,7 @@ from trackpoint.errors import *  # noqa: F403
 from trackpoint.errors import __all__ as _errors_all
 from trackpoint.manager import CheckpointManager
 from trackpoint.python_state import PythonState
-from trackpoint.reader import TensorReader, list_variables, load_checkpoint, load_tree, object_metadata
+from trackpoint.reader import TensorReader, list_variables, load_checkpoint, load_tree, object_metadata, to_torch
 from trackpoint.restore import (
     CheckpointLoadStatus,
     InitializationOnlyStatus,
@@ -115,6 +115,7 @@ __all__ = [
     "read_checkpoint_state",
     "remove_checkpoint",
     "string",
+    "to_torch",
     "update_checkpoint_state",
     "verify",
     "wait_for_new_checkpoint",

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import difflib
 import os
-from collections.abc import Sequence
+import sys
+from collections.abc import Mapping, Sequence
 from types import TracebackType
 from typing import Any, Final
 
@@ -20,7 +21,7 @@ from trackpoint.errors import ArgumentTypeError, CheckpointKeyError, InvalidArgu
 from trackpoint.proto import trackable_object_graph_pb2 as pb
 from trackpoint.storage import OBJECT_GRAPH_KEY, CheckpointOptions, CheckpointReader, _options_argument
 
-__all__ = ["TensorReader", "list_variables", "load_checkpoint", "load_tree", "object_metadata"]
+__all__ = ["TensorReader", "list_variables", "load_checkpoint", "load_tree", "object_metadata", "to_torch"]
 
 #: Where ``load_tree`` puts the slot variables an optimizer holds, by the path of their variable.
 SLOTS_KEY = ".OPTIMIZER_SLOT"
@@ -378,3 +379,75 @@ def _namedtuple_edges(children: list[Any], half: int) -> bool:
         not named.local_name.isdigit() and by_index.local_name == str(i) and named.node_id == by_index.node_id
         for i, (named, by_index) in enumerate(zip(children[:half], children[half:], strict=True))
     )
+
+
+def to_torch(value: Any) -> Any:
+    """``value`` with every numeric numpy array in it made a torch tensor: what a reader gave, for PyTorch.
+
+    ``torch.from_numpy`` refuses bfloat16 and the float8 types (ml_dtypes' arrays, as readers return
+    them); this hands their bits across as torch's type of the same name. Use it on what :func:`load_tree`,
+    :meth:`TensorReader.get_tensor <trackpoint.TensorReader.get_tensor>` or :func:`load_variable` return,
+    for example ``net.load_state_dict(tp.to_torch(tp.load_tree(path)["model"]))``.
+
+    Parameters
+    ----------
+    value
+        An array, or dicts, lists and tuples of them (any depth), beside other values.
+
+    Returns
+    -------
+    Any
+        The same structure (the same mapping and sequence types), numeric arrays and numpy scalars
+        replaced by CPU tensors sharing their memory (read-only arrays are copied first). Strings
+        (``bytes``, arrays of them), Python numbers and anything else are left as they are.
+
+    Raises
+    ------
+    BackendUnavailableError
+        PyTorch is not installed.
+    UnsupportedDTypeError
+        An array has a type torch lacks (``float8_e4m3b11fnuz``, int4); the message names where it is.
+    """
+    from trackpoint.errors import BackendUnavailableError
+
+    try:
+        import torch  # noqa: F401 - dtypes._numpy_to_torch finds it in sys.modules
+    except ImportError as exc:
+        raise BackendUnavailableError(
+            "to_torch needs PyTorch: pip install 'trackpoint[torch]' (or install torch yourself)"
+        ) from exc
+    return _to_torch(value, "the value")
+
+
+def _to_torch(value: Any, where: str) -> Any:
+    from trackpoint import dtypes
+    from trackpoint.errors import UnsupportedDTypeError
+
+    if isinstance(value, (np.ndarray, np.generic)):
+        array = np.asarray(value)
+        if array.dtype.kind not in "biufc" and not dtypes._is_ml_float(array.dtype):
+            if array.dtype.kind in "OSU" or not dtypes.is_ml_dtype(array.dtype):
+                return value  # strings and other non-numbers stay numpy's
+            raise UnsupportedDTypeError(
+                f"to_torch: {where} has dtype {array.dtype.name}, which torch has no type for; read it as numpy"
+            )
+        if dtypes._is_ml_float(array.dtype) and not hasattr(sys.modules["torch"], array.dtype.name):
+            raise UnsupportedDTypeError(
+                f"to_torch: {where} has dtype {array.dtype.name}, which this torch has no type for; read it as numpy"
+            )
+        if not array.flags.writeable:
+            array = array.copy()  # torch warns on (and may write through) a read-only buffer
+        return dtypes._numpy_to_torch(array)
+    if isinstance(value, Mapping):
+        items = [(k, _to_torch(v, f"{where}[{k!r}]")) for k, v in value.items()]
+        try:
+            return type(value)(items)
+        except TypeError:
+            return dict(items)
+    if isinstance(value, (list, tuple)):
+        converted = [_to_torch(v, f"{where}[{i}]") for i, v in enumerate(value)]
+        if isinstance(value, list):
+            return converted if type(value) is list else type(value)(converted)
+        fields = getattr(type(value), "_fields", None)
+        return type(value)(*converted) if fields is not None else type(value)(converted)
+    return value
