@@ -191,6 +191,9 @@ class RestoreCoordinator:
         #: recorded by the status assertions), by ``id``.
         self.unmatched_seen: dict[int, weakref.ref[Trackable]] = {}
         self.unused_attributes: dict[int, list[str]] = {}
+        #: Objects matched to a node that holds only some of their values as children (see _Plan.partly),
+        #: with the names of the others, by node id.
+        self.partly_filled: dict[int, tuple[weakref.ref[Trackable], list[str]]] = {}
         self.slot_restorations: dict[int, list[_SlotVariableRestoration]] = {}
         self.deferred_slot_restorations: dict[int, list[_DeferredSlotVariableRestoration]] = {}
         # Which nodes hold attributes, and how many of them are matched: the status assertions compare
@@ -439,6 +442,8 @@ class _Plan:
     attribute_keys: list[str] = field(default_factory=list)
     planned: set[int] = field(default_factory=set)
     unused: list[tuple[int, str]] = field(default_factory=list)
+    #: Objects holding values matched to a node of children only, and the entries of theirs it lacks.
+    partly: list[tuple[int, Trackable, list[str]]] = field(default_factory=list)
     deferred: list[tuple[Trackable, str, CheckpointPosition]] = field(default_factory=list)
     #: Objects reached through another path to a node matched already (seen, not bound).
     conflicting: list[Trackable] = field(default_factory=list)
@@ -558,7 +563,15 @@ class _Plan:
         self.planned_objects.append(trackable)
         attributes = node.attributes
         if not attributes:
-            return  # an object that only groups others (most nodes with children)
+            # An object that only groups others (most nodes with children), or one holding values saved as
+            # children (a state dict given as a dict, `model=net.state_dict()`), restored entry by entry: it
+            # says which of its entries the node lacks, which would otherwise keep their values unnoticed.
+            missing_from = getattr(trackable, "_entries_missing_from", None)
+            if missing_from is not None and node.children:
+                missing = missing_from([child.local_name for child in node.children])
+                if missing:
+                    self.partly.append((proto_id, trackable, missing))
+            return
         names = trackable._checkpoint_attribute_names()
         infos: dict[str, TensorInfo] = {}
         keys: dict[str, str] = {}
@@ -659,6 +672,8 @@ class _Plan:
                 attrs = coordinator.unused_attributes.setdefault(proto_id, [])
                 if name not in attrs:
                     attrs.append(name)
+            for proto_id, trackable, missing in self.partly:
+                coordinator.partly_filled[proto_id] = (ref(trackable), missing)
             requests, buffers, parts = self._requests()
         # Outside the pause: a read may wait on a network or a hung store for long.
         results = read_requests(coordinator.reader, requests, parts)
@@ -1001,6 +1016,17 @@ class CheckpointLoadStatus(LoadStatus):
             raise MatchError(
                 f"Objects matched to {checkpoint.save_path!r} but not assigned a value from checkpoint:\n"
                 + "\n".join(lines)
+            )
+        partly = [
+            (i, obj, missing) for i, (ref, missing) in checkpoint.partly_filled.items() if (obj := ref()) is not None
+        ]
+        if partly:
+            proto_names = proto_node_names(checkpoint.object_graph_proto)
+            lines = [f"  {proto_names.get(i, str(i))}: {', '.join(missing)}" for i, _, missing in partly]
+            raise MatchError(
+                f"Objects matched to {checkpoint.save_path!r} that got only some of their values: the checkpoint "
+                "holds their state dict's entries one by one (it was saved from the state dict given as a dict, "
+                "such as model=net.state_dict()) and lacks these, which kept the values they had:\n" + "\n".join(lines)
             )
         unmatched = self._unmatched_python_objects()
         if unmatched:

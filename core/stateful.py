@@ -57,7 +57,7 @@ import logging
 import sys
 import threading
 import weakref
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Final, Protocol, runtime_checkable
 
 import numpy as np
@@ -700,6 +700,21 @@ class StatefulValue(Trackable):
             return _SavedNames(())  # holds no state of its own, yet takes what a checkpoint has for it
         _, leaves = self._flatten(state, arrays=False)
         return _SavedNames((*leaves, STATE_DICT_STRUCTURE))
+
+    def _entries_missing_from(self, names: Sequence[str]) -> list[str]:
+        """The arrays of the state dict that a checkpoint node holding entries as children (``names``) lacks.
+
+        Such a node was saved from the state dict given as a dict (``model=net.state_dict()``); its entries
+        restore one by one through :meth:`_lookup_dependency`, and the restore's status reports these.
+        """
+        try:
+            state = self._state_dict()
+        except TrackableError:
+            return []
+        if not isinstance(state, Mapping):
+            return []
+        given = set(names)
+        return [str(k) for k, v in state.items() if is_array_value(v) and str(k) not in given]
 
     def _lookup_dependency(
         self, name: str, cached_dependencies: Mapping[str, Trackable] | None = None

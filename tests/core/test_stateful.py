@@ -308,6 +308,21 @@ def test_a_checkpoint_of_the_state_dict_given_as_a_dict_restores_into_the_module
     assert target[0].weight is weight
 
 
+def test_entries_a_state_dict_checkpoint_lacks_are_reported_by_the_status(tmp_path: Path) -> None:
+    # A layer added since `model=net.state_dict()` was saved kept its initial values while both asserts passed.
+    net, _, _ = _trained(0, steps=0)
+    saved = {k: v for k, v in net.state_dict().items() if not k.startswith("1.")}
+    path = tp.Checkpoint(model=saved).write(str(tmp_path / "ckpt"))
+    target, _, _ = _trained(1, steps=0)
+    status = tp.Checkpoint(model=target).read(path)
+    lacking = r"1\.weight, 1\.bias, 1\.running_mean, 1\.running_var, 1\.num_batches_tracked"
+    for check in (status.assert_existing_objects_matched, status.assert_consumed):
+        with pytest.raises(tp.MatchError, match=rf"got only some of their values.*\n  \(root\)\.model: {lacking}$"):
+            check()
+    assert torch.equal(target[0].weight, net[0].weight)  # what it holds is restored
+    status.assert_nontrivial_match()
+
+
 def test_objects_without_state_do_not_break_restoring_older_checkpoints(tmp_path: Path) -> None:
     old = tp.AutoTrackable()
     old.w = tp.Variable(np.ones(2))
