@@ -440,8 +440,9 @@ def _to_torch(value: Any, where: str) -> Any:
         return dtypes._numpy_to_torch(array)
     if isinstance(value, Mapping):
         items = [(k, _to_torch(v, f"{where}[{k!r}]")) for k, v in value.items()]
+        kind: Any = type(value)  # OrderedDict, or another mapping built from pairs
         try:
-            return type(value)(items)
+            return kind(items)
         except TypeError:
             return dict(items)
     if isinstance(value, (list, tuple)):
