@@ -21,6 +21,7 @@ from __future__ import annotations
 import os
 import posixpath
 import re
+import stat
 import time
 import uuid
 from collections.abc import Sequence
@@ -224,6 +225,7 @@ def convert(
     # The source is only read: its async fields (shared options of a training run) mean nothing here.
     s_opts = _async.storage_options_of(s_opts) or CheckpointOptions()
     src_fmt, dst_fmt = file_format(src_path), file_format(dst_path)
+    _refuse_unwritable(_paths.check(dst_path), dst_fmt, _source_name(src_path))
     # Taken before anything is written: a save makes its prefix's directory in begin() (an export its file's),
     # before most of the source is read, so a copy that fails (a damaged source, a full disk, Ctrl-C) would
     # leave them behind, empty. Only those still empty are removed; one that existed before is never in the list.
@@ -293,6 +295,102 @@ def _refuse_foreign_file(dst: str) -> None:
     raise InvalidArgumentError(f"convert: cannot write {dst!r}: {message}", url=dst)
 
 
+#: What a local path that is neither a directory nor a regular file is, by its file type.
+_SPECIAL_FILES: Final = {
+    stat.S_IFCHR: "a character device",
+    stat.S_IFBLK: "a block device",
+    stat.S_IFIFO: "a named pipe (FIFO)",
+    stat.S_IFSOCK: "a socket",
+}
+#: What convert writes where it can: the end of its messages refusing a destination.
+_DESTINATIONS: Final = (
+    "a checkpoint prefix such as 'out/ckpt-1' (its files are written beside it: 'out/ckpt-1.index', ...), "
+    "or a .safetensors or .npz file to export to"
+)
+
+
+def _local(dst: str) -> str | None:
+    """The local path ``dst`` names (``file://`` stripped), or ``None`` for a URL of another store."""
+    return None if _paths.is_url(dst) else _paths.strip_file_scheme(dst)
+
+
+def _refuse_unwritable(dst: str, dst_fmt: str | None, src_name: str) -> None:
+    """Refuse a destination that no checkpoint or file can be written at, before anything is read or made.
+
+    That is a prefix naming a directory (``out/``, trailing slash), and a local path that exists and is
+    a device, named pipe or socket (``/dev/null``): a checkpoint prefix there would be written beside it
+    (``/dev/null.index``), and a file export would replace it.
+
+    Raises
+    ------
+    InvalidArgumentError
+        Naming what is at ``dst`` and what to pass instead.
+    """
+    if dst_fmt is None and dst.endswith("/"):
+        name = posixpath.join(dst, src_name)
+        raise InvalidArgumentError(
+            f"convert: cannot write {dst!r}: it names a directory (it ends in '/'), and a checkpoint is named by "
+            f"its prefix; pass a prefix inside the directory, such as {name!r}",
+            url=dst,
+        )
+    local = _local(dst)
+    if local is None:
+        return
+    try:
+        mode = os.stat(local).st_mode
+    except (OSError, ValueError):
+        return  # nothing there (or not reachable): whatever writes there says what fails
+    kind = _SPECIAL_FILES.get(stat.S_IFMT(mode))
+    if kind is None:
+        return
+    if dst_fmt is None:
+        what = f"not a checkpoint prefix (a checkpoint there would be written beside it, as {dst + '.index'!r})"
+    else:
+        what = "not a regular file an export can replace (it writes a new file and renames it to that path)"
+    raise InvalidArgumentError(f"convert: cannot write {dst!r}: it is {kind}, {what}; choose {_DESTINATIONS}", url=dst)
+
+
+def _refuse_occupied(dst: str, target: StorageBackend, committed: bool, name: str) -> None:
+    """Refuse a local prefix ``dst`` where a directory or a file that is no checkpoint exists.
+
+    A checkpoint is written beside its prefix (``dst.index``, ``dst.zarr``), so a directory ``dst`` would
+    get a checkpoint next to it rather than in it, and a file ``dst`` one that looks like its companion.
+    Where a checkpoint is committed at ``dst`` (``committed``: a format storing a checkpoint as that very
+    file or directory, or one beside a directory of that name) the copy goes ahead, as a save would.
+    ``name`` is the source's own name, for the prefix suggested inside a directory.
+
+    Raises
+    ------
+    InvalidArgumentError
+        Naming what is at ``dst`` and what to pass instead.
+    """
+    local = _local(dst)
+    if local is None or committed:
+        return
+    if os.path.isdir(local):
+        inside = posixpath.join(dst.rstrip("/"), name)
+        raise InvalidArgumentError(
+            f"convert: cannot write a checkpoint at {dst!r}: it is an existing directory, and a checkpoint is "
+            f"named by its prefix, its files written beside it ({target.name} would write them next to the "
+            f"directory, not in it); to write into the directory, pass a prefix inside it, such as {inside!r}",
+            url=dst,
+        )
+    if os.path.isfile(local):
+        raise InvalidArgumentError(
+            f"convert: cannot write a checkpoint at {dst!r}: it is an existing file that holds no checkpoint "
+            f"(a checkpoint at that prefix would be written beside it, as {dst + '.index'!r} or similar, never "
+            f"replacing it); choose {_DESTINATIONS}",
+            url=dst,
+        )
+
+
+def _source_name(path: str) -> str:
+    """The last component of a source checkpoint's prefix or file, without a file suffix: a name for a copy."""
+    name = re.split(r"[/\\]", path.rstrip("/" + os.sep))[-1] or "ckpt"
+    stem, suffix = posixpath.splitext(name)
+    return stem if suffix.lower() in FILE_FORMATS else name
+
+
 def _backend_names() -> str:
     """The installed backends, for a message: the checkpoint formats and stores convert can write."""
     try:
@@ -340,7 +438,7 @@ def _convert_checkpoint(
                     f"convert: source and destination are the same checkpoint {src_prefix!r} on backend "
                     f"{target.name!r}; choose another destination prefix"
                 )
-            shadowed = _existing(dst_path, d_opts, target, overwrite)
+            shadowed = _existing(dst_path, d_opts, target, overwrite, _source_name(src_prefix))
             try:
                 _copy(reader, target, dst_path, d_opts, overwrite, progress, started)
             except BaseException:
@@ -381,7 +479,7 @@ def _convert_selected(
     shadowed: StorageBackend | None = None
     try:
         if target is not None:
-            shadowed = _existing(dst, d_opts, target, overwrite)
+            shadowed = _existing(dst, d_opts, target, overwrite, _source_name(src))
         base: CheckpointReader
         if src_fmt is not None:
             base = FlatReader(src, src_fmt, separator=separator)
@@ -440,13 +538,19 @@ def _convert_selected(
             target.close()
 
 
-def _existing(dst: str, options: CheckpointOptions, target: StorageBackend, overwrite: bool) -> StorageBackend | None:
+def _existing(
+    dst: str, options: CheckpointOptions, target: StorageBackend, overwrite: bool, src_name: str
+) -> StorageBackend | None:
     """Before a copy to ``dst``: refuse it without ``overwrite`` where a checkpoint is committed, else return the
     backend of another format whose checkpoint there the copy replaces (:func:`trackpoint._resolve.shadow`).
 
-    Checked before any tensor is read; ``begin`` refuses a checkpoint of ``target``'s own format too.
+    Checked before any tensor is read; ``begin`` refuses a checkpoint of ``target``'s own format too. A local
+    ``dst`` that is an existing directory or file holding no checkpoint is refused (:func:`_refuse_occupied`).
     """
     holder = _resolve.shadow(dst, options, target)
+    local = _local(dst)
+    if holder is None and local is not None and os.path.exists(local):
+        _refuse_occupied(dst, target, target.exists(dst), src_name)
     if overwrite:
         return holder
     if holder is None and target.exists(dst):

@@ -1,14 +1,16 @@
 """Comparing two checkpoints: :func:`diff`.
 
-Tensors are matched by checkpoint key and read one pair at a time, so memory stays bounded by the
-largest tensor, whatever the checkpoints' sizes and stores.
+Tensors are matched by checkpoint key and read one pair at a time (small ones in batches), so memory
+stays bounded by the largest tensor, whatever the checkpoints' sizes and stores: the two values read,
+which are compared a chunk of :data:`CHUNK_ELEMENTS` at a time.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final
 
 import numpy as np
 
@@ -94,6 +96,24 @@ class DiffReport:
         return not (self.added or self.removed or self.changed)
 
 
+#: Elements compared at once. The comparison's temporaries (float64 or complex128 copies, masks) hold this
+#: many, whatever the tensor's size: a tensor of 2 GiB was compared through several whole copies of it
+#: (about 10 times its size at the peak, besides the two values read).
+CHUNK_ELEMENTS: Final = 2**18
+
+
+def _chunks(x: np.ndarray[Any, Any], y: np.ndarray[Any, Any]) -> Iterator[tuple[np.ndarray[Any, Any], ...]]:
+    """``(x_part, y_part)`` of at most :data:`CHUNK_ELEMENTS` elements each, in order, covering both (same shape)."""
+    fx, fy = x.reshape(-1), y.reshape(-1)  # views of the C-contiguous values read
+    for start in range(0, fx.size, CHUNK_ELEMENTS):
+        yield fx[start : start + CHUNK_ELEMENTS], fy[start : start + CHUNK_ELEMENTS]
+
+
+def _largest(values: list[float]) -> float:
+    """The largest of per-chunk maxima, NaN if one is NaN (as ``np.max`` over the whole tensor gives)."""
+    return float(np.max(np.array(values, dtype=np.float64)))
+
+
 def _compare(key: str, x: np.ndarray[Any, Any], y: np.ndarray[Any, Any], atol: float, rtol: float) -> TensorDiff | None:
     dtype = (str(x.dtype), str(y.dtype)) if x.dtype.kind != "O" else ("string", "string")
     shape = (tuple(x.shape), tuple(y.shape))
@@ -106,32 +126,38 @@ def _compare(key: str, x: np.ndarray[Any, Any], y: np.ndarray[Any, Any], atol: f
             if changes is not None:
                 return TensorDiff(key, dtype, shape, None, None, tuple(changes)) if changes else None
         return TensorDiff(key, dtype, shape, None, None)
-    if x.size == 0 or np.array_equal(x, y, equal_nan=x.dtype.kind in "fc" or x.dtype.kind == "V"):
+    equal_nan = x.dtype.kind in "fc" or x.dtype.kind == "V"
+    if x.size == 0 or all(np.array_equal(cx, cy, equal_nan=equal_nan) for cx, cy in _chunks(x, y)):
         return None
     if x.dtype.kind in "iub":
         return _compare_integers(key, dtype, shape, x, y, atol, rtol)
     wide = np.complex128 if x.dtype.kind == "c" else np.float64
-    a, b = x.astype(wide), y.astype(wide)
     with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
         # numpy's closeness, whose infinities are close only to themselves: |inf - x| <= rtol * |x| holds
         # for x = inf, and the plain formula would call a value that became infinite unchanged.
-        if np.all(np.isclose(a, b, rtol=rtol, atol=atol, equal_nan=True)):
+        if all(
+            np.all(np.isclose(cx.astype(wide), cy.astype(wide), rtol=rtol, atol=atol, equal_nan=True))
+            for cx, cy in _chunks(x, y)
+        ):
             return None
-        # Equal infinities and NaN pairs differ by nothing; +inf against -inf by inf; NaN against a number
-        # by NaN.
-        unchanged = (a == b) | (np.isnan(a) & np.isnan(b))
-        delta = np.where(unchanged, 0.0, np.abs(a - b))
-        scale = np.abs(b)
-        # NaN if a NaN stands against a number somewhere: that difference has no size.
-        max_abs = float(np.max(delta))
-        nonzero = scale != 0  # a NaN scale included: its element's difference has no size either
-        if not np.any(nonzero):
-            return TensorDiff(key, dtype, shape, max_abs, None)
-        d, sc = delta[nonzero], scale[nonzero]
-        # Any change of an infinite value is infinitely large relative to nothing finite.
-        rel = np.where(unchanged[nonzero], 0.0, np.where(np.isinf(sc) & (d > 0), np.inf, d / sc))
-        max_rel = float(np.max(rel))
-    return TensorDiff(key, dtype, shape, max_abs, max_rel)
+        abs_max: list[float] = []
+        rel_max: list[float] = []
+        for cx, cy in _chunks(x, y):
+            a, b = cx.astype(wide), cy.astype(wide)
+            # Equal infinities and NaN pairs differ by nothing; +inf against -inf by inf; NaN against a number
+            # by NaN.
+            unchanged = (a == b) | (np.isnan(a) & np.isnan(b))
+            delta = np.where(unchanged, 0.0, np.abs(a - b))
+            scale = np.abs(b)
+            # NaN if a NaN stands against a number somewhere: that difference has no size.
+            abs_max.append(float(np.max(delta)))
+            nonzero = scale != 0  # a NaN scale included: its element's difference has no size either
+            if np.any(nonzero):
+                d, sc = delta[nonzero], scale[nonzero]
+                # Any change of an infinite value is infinitely large relative to nothing finite.
+                rel = np.where(unchanged[nonzero], 0.0, np.where(np.isinf(sc) & (d > 0), np.inf, d / sc))
+                rel_max.append(float(np.max(rel)))
+    return TensorDiff(key, dtype, shape, _largest(abs_max), _largest(rel_max) if rel_max else None)
 
 
 def _compare_integers(
@@ -143,21 +169,41 @@ def _compare_integers(
     atol: float,
     rtol: float,
 ) -> TensorDiff | None:
-    """Integers (and booleans) differ by exact amounts: in float64, 2**62 + 1 equals 2**62."""
-    if x.dtype.kind == "b":
-        x, y = x.astype(np.uint8), y.astype(np.uint8)
-    # The larger minus the smaller, in uint64: a signed value's two's complement wraps modulo 2**64, and the
-    # distance between two 64-bit integers is below 2**64, so the modular difference is the exact distance.
-    delta = np.maximum(x, y).astype(np.uint64) - np.minimum(x, y).astype(np.uint64)
-    # |b| exactly, in uint64 too (|-2**63| does not fit an int64).
-    scale = np.where(y < 0, np.uint64(0) - y.astype(np.uint64), y.astype(np.uint64))
+    """Integers (and booleans) differ by exact amounts: in float64, 2**62 + 1 equals 2**62.
+
+    Compared a chunk at a time (:data:`CHUNK_ELEMENTS`), first whether every difference is within the
+    tolerances, then for the largest ones.
+    """
+
+    def distances(cx: np.ndarray[Any, Any], cy: np.ndarray[Any, Any]) -> tuple[np.ndarray[Any, Any], ...]:
+        if cx.dtype.kind == "b":
+            cx, cy = cx.astype(np.uint8), cy.astype(np.uint8)
+        # The larger minus the smaller, in uint64: a signed value's two's complement wraps modulo 2**64, and the
+        # distance between two 64-bit integers is below 2**64, so the modular difference is the exact distance.
+        delta = np.maximum(cx, cy).astype(np.uint64) - np.minimum(cx, cy).astype(np.uint64)
+        # |b| exactly, in uint64 too (|-2**63| does not fit an int64).
+        scale = np.where(cy < 0, np.uint64(0) - cy.astype(np.uint64), cy.astype(np.uint64))
+        return delta, scale
+
     if atol or rtol:
         # The tolerance is a float: distances are compared as floats (exact below 2**53).
-        if np.all(delta.astype(np.float64) <= atol + rtol * scale.astype(np.float64)):
+        within = True
+        for cx, cy in _chunks(x, y):
+            delta, scale = distances(cx, cy)
+            if not np.all(delta.astype(np.float64) <= atol + rtol * scale.astype(np.float64)):
+                within = False
+                break
+        if within:
             return None
-    nonzero = scale > 0
-    max_rel = float(np.max(delta[nonzero] / scale[nonzero])) if np.any(nonzero) else None
-    return TensorDiff(key, dtype, shape, float(delta.max()), max_rel)
+    abs_max: list[float] = []
+    rel_max: list[float] = []
+    for cx, cy in _chunks(x, y):
+        delta, scale = distances(cx, cy)
+        abs_max.append(float(delta.max()))
+        nonzero = scale > 0
+        if np.any(nonzero):
+            rel_max.append(float(np.max(delta[nonzero] / scale[nonzero])))
+    return TensorDiff(key, dtype, shape, max(abs_max), max(rel_max) if rel_max else None)
 
 
 def diff(

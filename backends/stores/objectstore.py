@@ -571,6 +571,9 @@ class ObjectStore(FileLayer):
         # Buckets a listing or a write of this store has reached: a later read that finds nothing there
         # missed an object, not the bucket, and needs no request to tell which (see _bucket_missing).
         self._live_buckets: set[str] = set()
+        # Per bucket, the store's advice on a "not found" answer that did not come from the store it should
+        # be (explain_error: a wrong endpoint answering 404 to everything), worded instead of a missing bucket.
+        self._bucket_advice: dict[str, str] = {}
 
     @classmethod
     def from_options(cls, options: CheckpointOptions) -> ObjectStore:
@@ -1039,7 +1042,12 @@ class ObjectStore(FileLayer):
             async with self._limit():
                 await asyncio.wait_for(self._call("object_list", bucket, prefix), timeout=self.transfer.request_timeout)
         except Exception as exc:  # noqa: BLE001 - any other failure leaves the question open
-            return not isinstance(exc, (TimeoutError, CheckpointError)) and self.classify(exc) == "not_found"
+            if isinstance(exc, (TimeoutError, CheckpointError)) or self.classify(exc) != "not_found":
+                return False
+            advice = self._explanation(exc, "not_found")
+            if advice is not None:
+                self._bucket_advice[bucket] = advice
+            return True
         self._live_buckets.add(bucket)
         return False
 
@@ -1243,6 +1251,10 @@ class ObjectStore(FileLayer):
     def _no_bucket(self, what: str, bucket: str, key: str, reason: str | None = None) -> str:
         """The message of a request on a bucket that does not exist, reads and writes alike."""
         cause = f" ({reason})" if reason else ""
+        advice = self._bucket_advice.get(bucket)
+        if advice is not None:
+            # Not the bucket: the answer said nothing of it (explain_error on the listing that asked).
+            return f"{self.store_name}: {what} {self.url(bucket, key)!r} failed{cause}: {advice}"
         return (
             f"{self.store_name}: {what} {self.url(bucket, key)!r} failed: bucket {bucket!r} does not exist{cause}; "
             "create it or correct the URL"

@@ -80,6 +80,10 @@ class _Body(io.BytesIO):
         return memoryview(self._data)
 
 
+#: The error codes of S3's "not found" answers: what is missing, named (``"404"``: a HEAD, which has no body).
+_S3_NOT_FOUND_CODES: Final = frozenset({"NoSuchKey", "NoSuchBucket", "NoSuchUpload", "NotFound", "404"})
+
+
 def _error_info(exc: BaseException) -> tuple[str, int]:
     response = getattr(exc, "response", None)
     if not isinstance(response, dict):
@@ -176,7 +180,25 @@ class S3Files(ObjectStore):
         if isinstance(exc, (NoCredentialsError, PartialCredentialsError)):
             found = "incomplete credentials were" if isinstance(exc, PartialCredentialsError) else "no credentials were"
             return f"{found} found: {_GIVE_CREDENTIALS}"
+        code, status = _error_info(exc)
+        if kind == "not_found" and status == 404 and code not in _S3_NOT_FOUND_CODES:
+            # S3 (and every S3-compatible store) says what is missing, in an XML body: NoSuchBucket, NoSuchKey
+            # (a HEAD, which has no body, gets "404"). A 404 without that is no S3 answer: a wrong endpoint_url
+            # (a web server, another service, a path-style prefix) answers every request so, and would read
+            # as "bucket does not exist".
+            endpoint = self._endpoint()
+            where = f"the endpoint {endpoint!r}" if endpoint else "the endpoint"
+            return (
+                f"{where} answered HTTP 404 without an S3 error code (S3 names what is missing: NoSuchBucket, "
+                "NoSuchKey), so it is likely no S3 endpoint; is storage_options['endpoint_url'] right?"
+            )
         return None
+
+    def _endpoint(self) -> str | None:
+        """The endpoint requests go to, when one was configured (``endpoint_url``), for messages."""
+        fs = self.fs
+        url = getattr(fs, "endpoint_url", None) or (getattr(fs, "client_kwargs", None) or {}).get("endpoint_url")
+        return str(url) if url else None
 
     @staticmethod
     def _cond_kwargs(cond: Condition) -> dict[str, str]:

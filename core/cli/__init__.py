@@ -19,6 +19,7 @@ Exit status
 5    ``verify``: nothing found damaged, but a file was read without checksums to check it against
      (a safetensors file trackpoint did not write), so it is not known to be intact
 130  interrupted (Ctrl-C)
+143  stopped by SIGTERM (129: SIGHUP), after unwinding as for Ctrl-C (a convert removes its unfinished copy)
 141  the reader of the output went away (``trackpoint inspect run | head``), as SIGPIPE ends a command
 ===  ==========================================================================================
 

@@ -13,7 +13,9 @@ import math
 import os
 import re
 import shlex
+import signal
 import sys
+import threading
 import traceback
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, Final, TextIO
@@ -33,7 +35,7 @@ from trackpoint.errors import (
     StorageError,
     UnknownBackendError,
 )
-from trackpoint.storage import OBJECT_GRAPH_KEY, CheckpointOptions, StorageBackend
+from trackpoint.storage import OBJECT_GRAPH_KEY, CheckpointOptions, CheckpointReader, StorageBackend, TensorInfo
 
 __all__ = ["EXIT_DIFFERENT", "EXIT_ERROR", "EXIT_NOT_FOUND", "EXIT_OK", "EXIT_UNVERIFIED", "EXIT_USAGE", "main"]
 
@@ -59,12 +61,60 @@ _BROKEN_PIPE: Final = 141
 _EXIT_STATUSES: Final = (
     "0 ok, 1 different/damaged, 2 usage, 3 not found, 4 other error (storage, permissions, ...), "
     "5 verify: read, but no checksum to verify (a safetensors file trackpoint did not write), "
-    "130 interrupted, 141 output closed (the reader of a pipe went away)"
+    "130 interrupted, 143/129 stopped by SIGTERM/SIGHUP, 141 output closed (the reader of a pipe went away)"
 )
 
 
 class _UsageError(Exception):
     """A bad option value found after parsing (exit status 2)."""
+
+
+class _Terminated(BaseException):
+    """SIGTERM or SIGHUP arrived while a command ran: unwinds the command as Ctrl-C does.
+
+    A ``BaseException``, as ``KeyboardInterrupt`` is, so that no ``except Exception`` takes it for a
+    failure to report: what runs on the way out is the clean-up of the library (a convert aborts its
+    save and removes the directories it made), then the exit status ``128 + signum``, as a shell
+    reports a command that signal ended (143 for SIGTERM).
+    """
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+@contextlib.contextmanager
+def _unwind_on_termination() -> Iterator[None]:
+    """While the command runs, SIGTERM and SIGHUP raise :class:`_Terminated` in the main thread.
+
+    Their default action ends the process on the spot: a convert stopped by ``timeout``, ``kill``, a
+    closed terminal or a container's stop left its unfinished save and the directories it made behind
+    (a leftover for ``cleanup``, and an empty directory no cleanup removes). Only a signal whose
+    handler is the default one is taken over (``nohup``'s ignored SIGHUP stays ignored, a program that
+    calls :func:`main` keeps its own handlers), and the handlers are put back afterwards. A second
+    signal during the clean-up ends the process at once, as the default action would.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield  # signal handlers can be set from the main thread only
+        return
+    taken = [
+        s
+        for s in (signal.SIGTERM, getattr(signal, "SIGHUP", None))
+        if s is not None and signal.getsignal(s) is signal.SIG_DFL
+    ]
+
+    def handler(signum: int, frame: object) -> None:
+        for s in taken:
+            signal.signal(s, signal.SIG_DFL)
+        raise _Terminated(signum)
+
+    for s in taken:
+        signal.signal(s, handler)
+    try:
+        yield
+    finally:
+        for s in taken:
+            signal.signal(s, signal.SIG_DFL)
 
 
 #: What went wrong with a checkpoint that could not be read, from the error that said so.
@@ -232,7 +282,20 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("path", metavar="PREFIX", help="a checkpoint prefix, or a directory (its latest checkpoint)")
     p.add_argument("--tree", action="store_true", help="the object graph as a tree of named edges")
     p.add_argument("--key", "-k", help="only this tensor (a checkpoint key or an object-graph path)")
-    p.add_argument("--values", action="store_true", help="with --key: print the tensor's values")
+    p.add_argument(
+        "--values",
+        action="store_true",
+        help=f"with --key: print the tensor's values, as numpy does: more than {_THRESHOLD} summarised to the "
+        "first and last --edgeitems along each axis, reading only those",
+    )
+    p.add_argument(
+        "--edgeitems",
+        type=int,
+        default=_EDGEITEMS,
+        metavar="N",
+        help=f"with --values: entries shown at each end of a summarised axis (default {_EDGEITEMS})",
+    )
+    p.add_argument("--full", action="store_true", help="with --values: every value (reads the whole tensor)")
     _common(p)
 
     p = sub.add_parser("verify", help="read every byte and check every checksum")
@@ -625,6 +688,10 @@ def _inspect(args: argparse.Namespace, out: TextIO) -> int:
 
     if args.values and not args.key:
         raise _UsageError("--values needs --key KEY: name the tensor to print")
+    if (args.full or args.edgeitems != _EDGEITEMS) and not args.values:
+        raise _UsageError("--full and --edgeitems shape what --values prints: add --values (and --key KEY)")
+    if args.edgeitems < 1:
+        raise _UsageError(f"--edgeitems must be at least 1, got {args.edgeitems}")
     opts = _options(args.backend, args.storage_options)
     with _prefix_hint([args.path], opts):
         prefix, _, reader = open_source(args.path, opts)
@@ -651,7 +718,14 @@ def _inspect(args: argparse.Namespace, out: TextIO) -> int:
                     "its keys"
                 )
             info = infos[key]
-            value = reader.read(key) if args.values else None
+            shape = tuple(info.shape)
+            summarized = args.values and not args.full and _summarized(shape, args.edgeitems)
+            if not args.values:
+                value = None
+            elif summarized:
+                value = _edges(reader, key, info, args.edgeitems)
+            else:
+                value = reader.read(key)
             if args.json:
                 data: dict[str, Any] = {
                     "key": key,
@@ -662,11 +736,18 @@ def _inspect(args: argparse.Namespace, out: TextIO) -> int:
                 }
                 if value is not None:
                     data["values"] = _jsonable(value)
+                    data["summarized"] = summarized
+                    if summarized:
+                        data["edgeitems"] = args.edgeitems
                 _dump(data, out)
                 return EXIT_OK
             print(f"{key}  {_render.dtype_name(info)} {_render.shape_text(info.shape)}", file=out)
             if value is not None:
-                print(np.array2string(value, threshold=1000, edgeitems=3, max_line_width=120), file=out)
+                if summarized:
+                    text = _summary(value, shape, args.edgeitems)
+                else:
+                    text = np.array2string(value, threshold=sys.maxsize, max_line_width=_VALUES_WIDTH)
+                print(text, file=out)
             return EXIT_OK
         if args.tree:
             if graph is None:
@@ -702,6 +783,84 @@ def _inspect(args: argparse.Namespace, out: TextIO) -> int:
     total = sum(r["bytes"] for r in rows)
     print(f"{_render.plural(len(rows), 'tensor')}, {_render.human_bytes(total)} in {prefix}", file=out)
     return EXIT_OK
+
+
+#: numpy's print options (``numpy.set_printoptions``): a tensor of more elements than ``_THRESHOLD`` is
+#: summarised, each axis longer than ``2 * edgeitems`` shown by its first and last ``edgeitems`` entries.
+_THRESHOLD: Final = 1000
+_EDGEITEMS: Final = 3
+_VALUES_WIDTH: Final = 120
+#: The most bytes one read of a summarised tensor's preview takes (see :func:`_edges`).
+_PREVIEW_READ_BYTES: Final = 2**20
+
+
+def _summarized(shape: tuple[int, ...], edgeitems: int) -> bool:
+    """Whether numpy summarises a tensor of ``shape``: more than ``_THRESHOLD`` elements, an axis to cut."""
+    return math.prod(shape) > _THRESHOLD and any(n > 2 * edgeitems for n in shape)
+
+
+def _edge_index(n: int, edgeitems: int) -> np.ndarray[Any, Any]:
+    """The indexes numpy prints along an axis of length ``n``: all of them, or the first and last ``edgeitems``."""
+    if n <= 2 * edgeitems:
+        return np.arange(n)
+    return np.concatenate([np.arange(edgeitems), np.arange(n - edgeitems, n)])
+
+
+def _edges(reader: CheckpointReader, key: str, info: TensorInfo, edgeitems: int) -> np.ndarray[Any, Any]:
+    """The entries numpy prints of the summarised tensor ``key``, read without reading the rest.
+
+    Along each axis longer than ``2 * edgeitems`` its first and last ``edgeitems`` entries, along the
+    others all: an array of that many entries per axis. Read with ``read_slice`` in contiguous parts of at
+    most :data:`_PREVIEW_READ_BYTES` (more, only for a part of a single entry's row: ``edgeitems`` values):
+    a slab of whole rows where it fits, else row by row, down to the last axis. A reader whose
+    ``read_slice`` reads the whole tensor anyway (a flat file) is read once, whole.
+    """
+    from trackpoint.interchange._convert import ranged
+
+    shape = tuple(info.shape)
+    if not ranged(reader):
+        whole: np.ndarray[Any, Any] = reader.read(key)[np.ix_(*(_edge_index(n, edgeitems) for n in shape))]
+        return whole
+    out = np.empty(tuple(min(n, 2 * edgeitems) for n in shape), dtype=info.dtype)
+    itemsize = max(1, info.dtype.itemsize)
+
+    def fill(fixed: list[int], dest: list[int]) -> None:
+        axis = len(fixed)
+        rest = shape[axis + 1 :]
+        n = shape[axis]
+        at = 0
+        for start, stop in ((0, n),) if n <= 2 * edgeitems else ((0, edgeitems), (n - edgeitems, n)):
+            if not rest or (stop - start) * math.prod(rest) * itemsize <= _PREVIEW_READ_BYTES:
+                # One contiguous range: single indexes, then a range of this axis, then whole trailing axes.
+                block = reader.read_slice(
+                    key, [*fixed, start, *(0 for _ in rest)], [*(1 for _ in fixed), stop - start, *rest]
+                )
+                block = block.reshape(block.shape[axis:])
+                part = block[np.ix_(np.arange(stop - start), *(_edge_index(m, edgeitems) for m in rest))]
+                where: tuple[int | slice, ...] = (*dest, slice(at, at + stop - start))
+                out[where] = part
+            else:
+                for i in range(start, stop):
+                    fill([*fixed, i], [*dest, at + i - start])
+            at += stop - start
+
+    fill([], [])
+    return out
+
+
+def _summary(edges: np.ndarray[Any, Any], shape: tuple[int, ...], edgeitems: int) -> str:
+    """What ``numpy.array2string`` prints of the summarised tensor of ``shape`` whose :func:`_edges` are ``edges``.
+
+    numpy is given an array with ``2 * edgeitems + 1`` entries along each axis it cuts, the edges around
+    one middle entry that it replaces by ``...``: it formats (widths, precision) from the edges alone, so
+    the text is the tensor's own.
+    """
+    index = [
+        np.r_[0:edgeitems, edgeitems - 1, edgeitems : 2 * edgeitems] if n > 2 * edgeitems else np.arange(n)
+        for n in shape
+    ]
+    padded = edges[np.ix_(*index)]
+    return np.array2string(padded, threshold=0, edgeitems=edgeitems, max_line_width=_VALUES_WIDTH)
 
 
 def _json_string(value: bytes | str) -> str | dict[str, str]:
@@ -1082,12 +1241,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)  # exits with status 2 on a bad command line
     out = sys.stdout
     try:
-        return _COMMANDS[args.command](args, out)
+        with _unwind_on_termination():
+            return _COMMANDS[args.command](args, out)
     except _UsageError as exc:
         return _usage(args, str(exc))
     except KeyboardInterrupt:
         print("trackpoint: interrupted", file=sys.stderr)
         return _INTERRUPTED
+    except _Terminated as exc:
+        print(f"trackpoint: terminated ({signal.Signals(exc.signum).name})", file=sys.stderr)
+        return 128 + exc.signum
     except BrokenPipeError:
         # The reader of the output went away (``trackpoint inspect ... | head``): nothing is wrong, and
         # nothing more can be said there. The interpreter's final flush would fail again and print a
@@ -1098,7 +1261,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         flag = _backend_flag(args, exc)
         if flag is not None:
             # --backend nosuch is a wrong command line, not a failure of the store.
-            return _usage(args, _one_line(exc).replace("CheckpointOptions(backend=...)", flag))
+            message = _one_line(exc).replace("CheckpointOptions(backend=...)", flag)
+            # An object store chosen for a local path (--backend s3 run): the store's advice, in the flag's terms.
+            return _usage(args, message.replace("CheckpointOptions.backend (and TRACKPOINT_BACKEND)", f"{flag}"))
         if isinstance(exc, (InvalidArgumentError, InvalidPathError)):
             # A value of the command line no function takes (a misspelt -o option, a path no store can
             # use): every argument and option comes from the command line, so the command line is wrong.

@@ -286,12 +286,36 @@ class _Owning(CheckpointReader):
         # docstring inherited
         return self._reader.read_many(requests)
 
+    def read_slice(
+        self,
+        key: str,
+        offset: Sequence[int],
+        shape: Sequence[int],
+        out: np.ndarray[Any, Any] | None = None,
+    ) -> np.ndarray[Any, Any]:
+        # docstring inherited; forwarded, so that a part (inspect's preview of a tensor) reads only its bytes
+        return self._reader.read_slice(key, offset, shape, out)
+
     def close(self) -> None:
         # docstring inherited
         try:
             self._reader.close()
         finally:
             self._store.close()
+
+
+def ranged(reader: CheckpointReader) -> bool:
+    """Whether ``reader.read_slice`` reads only the part asked for, or (the default) the whole tensor each time.
+
+    Readers that wrap another (a store's view, :class:`_Owning`) forward ``read_slice`` and hold the reader
+    they forward to as ``_reader``: each on the way must override it, and the one at the end decides.
+    """
+    while type(reader).read_slice is not CheckpointReader.read_slice:
+        inner = getattr(reader, "_reader", None)
+        if not isinstance(inner, CheckpointReader):
+            return True
+        reader = inner
+    return False
 
 
 def _matches(patterns: Sequence[str], *candidates: str) -> bool:

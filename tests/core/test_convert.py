@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import uuid
 from pathlib import Path
 from typing import Any
@@ -283,3 +284,57 @@ def test_a_destination_with_a_nul_byte_is_an_invalid_path(tmp_path: Path, name: 
     with pytest.raises(tp.InvalidPathError, match="NUL character"):
         tp.convert(src, str(tmp_path / "a\0b" / name))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["src"]
+
+
+def _destinations(tmp_path: Path) -> None:
+    """Things at local paths a destination may name by mistake (a symbolic link to /dev/null, as any device)."""
+    (tmp_path / "null").symlink_to(os.devnull)
+    os.mkfifo(tmp_path / "fifo")
+    os.mkfifo(tmp_path / "fifo.npz")
+    (tmp_path / "notes.txt").write_text("not a checkpoint")
+    (tmp_path / "directory").mkdir()
+
+
+@pytest.mark.parametrize(
+    ("dst", "backend", "message"),
+    [
+        ("null", None, r"it is a character device, not a checkpoint prefix \(a checkpoint there would be written"),
+        ("null", "zarr", "it is a character device"),
+        ("fifo", None, r"it is a named pipe \(FIFO\)"),
+        ("fifo.npz", None, r"it is a named pipe \(FIFO\), not a regular file an export can replace"),
+        ("notes.txt", None, "it is an existing file that holds no checkpoint"),
+        ("directory", None, r"it is an existing directory.* pass a prefix inside it, such as '.*directory/ckpt-1'"),
+        ("directory", "zarr", "zarr would write them next to the directory, not in it"),
+        ("directory/", None, r"it names a directory \(it ends in '/'\).* such as '.*directory/ckpt-1'"),
+        ("new/", None, r"it names a directory \(it ends in '/'\)"),
+    ],
+)
+def test_a_destination_that_cannot_be_a_checkpoint_prefix_is_refused(
+    tmp_path: Path, dst: str, backend: str | None, message: str
+) -> None:
+    ckpt, _ = _model()
+    src = ckpt.write(str(tmp_path / "src" / "ckpt-1"))
+    _destinations(tmp_path)
+    before = sorted(p.name for p in tmp_path.iterdir())
+    for overwrite in (False, True):  # --overwrite replaces a checkpoint, never what is there
+        with pytest.raises(tp.InvalidArgumentError, match=message):
+            # Joined as text: a Path would drop the trailing '/' of 'directory/'.
+            target = f"{tmp_path}/{dst}"
+            tp.convert(src, target, dst_options=CheckpointOptions(backend=backend), overwrite=overwrite)
+        # Refused before anything was written: no 'null.index' beside the link, no 'new/'.
+        assert sorted(p.name for p in tmp_path.iterdir()) == before
+        assert list((tmp_path / "directory").iterdir()) == []
+
+
+def test_a_directory_or_file_at_a_committed_prefix_does_not_stand_in_the_way(tmp_path: Path) -> None:
+    ckpt, _ = _model()
+    src = ckpt.write(str(tmp_path / "src" / "ckpt-1"))
+    # A directory named like a checkpoint committed beside it: the checkpoint is replaced, as a save replaces it.
+    dst = ckpt.write(str(tmp_path / "run" / "ckpt-1"))
+    (tmp_path / "run" / "ckpt-1").mkdir()
+    tp.convert(src, dst, overwrite=True)
+    with pytest.raises(CheckpointExistsError, match="pass overwrite=True"):
+        tp.convert(src, dst)
+    # A Zarr checkpoint's own directory is no obstacle either (its prefix is beside it, without '.zarr').
+    tp.convert(src, str(tmp_path / "z" / "ckpt-1"), dst_options=ZARR)
+    tp.convert(src, str(tmp_path / "z" / "ckpt-1"), dst_options=ZARR, overwrite=True)

@@ -167,3 +167,99 @@ def test_tensors_are_compared_in_batches_read_together(tmp_path: Path, bundle_re
     report = tp.diff(a, b)
     assert [d.key for d in report.changed] == ["v/7/.ATTRIBUTES/VARIABLE_VALUE"] and report.same == 199
     assert calls == {"read": 0, "read_many": 2}
+
+
+def _whole(x: np.ndarray, y: np.ndarray, atol: float, rtol: float) -> tuple[float, float | None] | None:
+    """What diff reported before it compared in chunks, computed over the whole arrays: the reference."""
+    if np.array_equal(x, y, equal_nan=x.dtype.kind in "fc"):
+        return None
+    if x.dtype.kind in "iu":
+        delta = np.maximum(x, y).astype(np.uint64) - np.minimum(x, y).astype(np.uint64)
+        scale = np.where(y < 0, np.uint64(0) - y.astype(np.uint64), y.astype(np.uint64))
+        if (atol or rtol) and np.all(delta.astype(np.float64) <= atol + rtol * scale.astype(np.float64)):
+            return None
+        nz = scale > 0
+        return float(delta.max()), float(np.max(delta[nz] / scale[nz])) if np.any(nz) else None
+    a, b = x.astype(np.float64), y.astype(np.float64)
+    with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
+        if np.all(np.isclose(a, b, rtol=rtol, atol=atol, equal_nan=True)):
+            return None
+        unchanged = (a == b) | (np.isnan(a) & np.isnan(b))
+        delta = np.where(unchanged, 0.0, np.abs(a - b))
+        scale = np.abs(b)
+        nz = scale != 0
+        if not np.any(nz):
+            return float(np.max(delta)), None
+        d, sc = delta[nz], scale[nz]
+        rel = np.where(unchanged[nz], 0.0, np.where(np.isinf(sc) & (d > 0), np.inf, d / sc))
+        return float(np.max(delta)), float(np.max(rel))
+
+
+def _chunked_cases() -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Pairs of tensors of several chunks, their differences in different chunks."""
+    from trackpoint.diff import CHUNK_ELEMENTS
+
+    n = 3 * CHUNK_ELEMENTS + 17  # a last, short chunk
+    rng = np.random.default_rng(1)
+    base = rng.standard_normal(n).astype(np.float32)
+    cases: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    b = base.copy()
+    b[5] += 0.25  # chunk 0: small change
+    b[-3] += 4.0  # last chunk: the largest
+    cases["largest_in_the_last_chunk"] = (base, b)
+    b = base.copy()
+    b[CHUNK_ELEMENTS + 1] = np.nan  # a NaN against a number: no size, in chunk 1 only
+    b[-1] += 1.0
+    cases["nan_in_one_chunk"] = (base, b)
+    a, b = np.zeros(n, np.float32), np.zeros(n, np.float32)
+    a[2 * CHUNK_ELEMENTS] = 1.0  # the only difference, against b == 0: no relative size there
+    b[3] = 7.0  # the only nonzero |b|, in an equal chunk: relative difference 0 there
+    cases["nonzero_scale_only_in_an_equal_chunk"] = (a, b)
+    b = base.copy()
+    b[CHUNK_ELEMENTS * 2 + 5] = np.inf
+    cases["became_infinite"] = (base, b)
+    i = np.arange(n, dtype=np.int64) + 2**62
+    j = i.copy()
+    j[7] += 1  # exact, though float64 cannot tell them apart
+    j[-2] -= 3
+    cases["integers"] = (i, j)
+    return cases
+
+
+@pytest.mark.parametrize("case", sorted(_chunked_cases()))
+@pytest.mark.parametrize(("atol", "rtol"), [(0.0, 0.0), (0.5, 0.0), (0.0, 1e-6)])
+def test_a_comparison_in_chunks_reports_what_the_whole_tensor_does(
+    tmp_path: Path, case: str, atol: float, rtol: float
+) -> None:
+    x, y = _chunked_cases()[case]
+    report = tp.diff(_save(tmp_path / "a", w=x), _save(tmp_path / "b", w=y), atol=atol, rtol=rtol)
+    expected = _whole(x, y, atol, rtol)
+    if expected is None:
+        assert report.equal
+        return
+    (changed,) = report.changed
+    got = (changed.max_abs, changed.max_rel)
+    assert np.array_equal(np.array(got, dtype=float), np.array(expected, dtype=float), equal_nan=True), (got, expected)
+    assert (got[1] is None) == (expected[1] is None)
+
+
+def test_the_comparison_holds_the_two_values_and_a_chunk_not_copies_of_them(tmp_path: Path) -> None:
+    import tracemalloc
+
+    n = 8 * 2**20  # 32 MiB of float32 on each side
+    x = np.random.default_rng(2).standard_normal(n).astype(np.float32)
+    y = x.copy()
+    y[:: 2**16] += 1.0
+    a, b = _save(tmp_path / "a", w=x), _save(tmp_path / "b", w=y)
+    del x, y
+    tp.diff(a, a)  # imports and caches before anything is measured
+    for atol in (0.0, 2.0):
+        tracemalloc.start()
+        try:
+            report = tp.diff(a, b, atol=atol)
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+        assert report.equal == (atol == 2.0)
+        # The two values read (64 MiB) and the chunks' temporaries; before, about 19 times one value (600 MiB).
+        assert peak < 64 * 2**20 + 32 * 2**20, f"peak {peak / 2**20:.0f} MiB"

@@ -101,6 +101,18 @@ def test_a_backend_that_does_not_serve_the_url_is_a_usage_error(cli: Any, args: 
     assert message in result.stderr.splitlines()[-1]
 
 
+@pytest.mark.parametrize("backend", ["s3", "gcs"])
+def test_an_object_store_backend_for_a_local_path_is_a_usage_error_in_the_flags_terms(
+    tmp_path: Path, cli: Any, backend: str
+) -> None:
+    """``--backend s3 run`` took ``run`` for a bucket; now refused, and the advice names the flag, not the API."""
+    result = cli("ls", "run", "--backend", backend)
+    assert (result.returncode, result.stdout) == (2, "")
+    last = result.stderr.splitlines()[-1]
+    assert "cannot address 'run': it is a local path" in last
+    assert "leave --backend unset for the local disk" in last and "CheckpointOptions" not in last
+
+
 def test_convert_onto_its_own_source_is_a_usage_error(tmp_path: Path, cli: Any) -> None:
     prefixes = _run_of_two(tmp_path / "run")
     for args in (
@@ -115,6 +127,27 @@ def test_convert_onto_its_own_source_is_a_usage_error(tmp_path: Path, cli: Any) 
     other = cli("convert", prefixes[0], prefixes[1])
     assert other.returncode == 4 and "pass --overwrite to replace it" in other.stderr
     assert cli("convert", prefixes[0], prefixes[1], "--overwrite").returncode == 0
+
+
+def test_convert_to_a_device_a_directory_or_a_file_is_a_usage_error(tmp_path: Path, cli: Any) -> None:
+    """``trackpoint convert run /dev/null`` wrote ``/dev/null.index``; a directory got its checkpoint beside it."""
+    prefix = _run_of_two(tmp_path / "run", count=1)[0]
+    (tmp_path / "null").symlink_to("/dev/null")  # /dev/null itself, without writing into /dev on old code
+    (tmp_path / "backup").mkdir()
+    (tmp_path / "notes.txt").write_text("")
+    before = sorted(p.name for p in tmp_path.iterdir())
+    for dst, message in (
+        ("null", "it is a character device, not a checkpoint prefix"),
+        ("backup", f"pass a prefix inside it, such as '{tmp_path}/backup/ckpt-1'"),
+        ("backup/", f"such as '{tmp_path}/backup/ckpt-1'"),
+        ("notes.txt", "it is an existing file that holds no checkpoint"),
+    ):
+        result = cli("convert", prefix, f"{tmp_path}/{dst}", "--overwrite")
+        assert (result.returncode, result.stdout) == (2, ""), result.stderr
+        assert result.stderr.startswith("usage: trackpoint convert ")
+        assert message in result.stderr.splitlines()[-1]
+    assert sorted(p.name for p in tmp_path.iterdir()) == before
+    assert cli("convert", prefix, f"{tmp_path}/backup/ckpt-1").returncode == 0
 
 
 def test_an_empty_separator_is_a_usage_error(tmp_path: Path, cli: Any) -> None:
