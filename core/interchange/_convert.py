@@ -34,6 +34,9 @@ META_VERSION: Final = "trackpoint.format"
 #: of the tensor's bytes as stored, little-endian in C order}, "metadata": {entry: CRC-32C of the UTF-8 text
 #: of each other trackpoint.* entry}}``. ``.npz`` exports need none: zip keeps a CRC-32 of every member.
 META_CRC: Final = "trackpoint.crc32c"
+#: In safetensors exports, which hold no strings: the string tensors (a torch module's ``.STATE_DICT``, a
+#: manager's metrics), a JSON object ``{key: {"shape": [...], "values": [base64 of each element, C order]}}``.
+META_STRINGS: Final = "trackpoint.strings"
 
 _GRAPH_INFO: Final = TensorInfo(np.dtype(object), ())
 
@@ -55,6 +58,12 @@ def read_graph(reader: CheckpointReader) -> pb.TrackableObjectGraph | None:
     except Exception as exc:
         raise InvalidCheckpointError(f"the object graph of {reader.prefix!r} cannot be parsed: {exc}") from exc
     return graph
+
+
+def _string_entry(array: np.ndarray[Any, Any]) -> dict[str, Any]:
+    """A string tensor as :data:`META_STRINGS` records it."""
+    values = [v if isinstance(v, bytes) else str(v).encode("utf-8") for v in array.reshape(-1).tolist()]
+    return {"shape": list(array.shape), "values": [base64.b64encode(v).decode("ascii") for v in values]}
 
 
 def stored_crc32c(array: np.ndarray[Any, Any]) -> int:
@@ -102,12 +111,50 @@ class FlatReader(CheckpointReader):
         self._file: FlatFile = open_file(_paths.strip_file_scheme(path), fmt)
         #: CRC-32C of each tensor name (safetensors exports of trackpoint); none for other files.
         self._crcs: dict[str, int] = {}
+        #: Whether the file's tensors are the ones trackpoint's metadata describes (see _structure).
+        self._described = False
         try:
             self._graph, by_name = self._structure(separator)
+            self._names = {key: name for name, key in by_name.items()}
+            #: String tensors carried in the metadata (safetensors exports of trackpoint), by key.
+            self._strings = self._string_tensors()
         except BaseException:
             self._file.close()
             raise
-        self._names = {key: name for name, key in by_name.items()}
+
+    def _string_tensors(self) -> dict[str, np.ndarray[Any, Any]]:
+        """The string tensors of :data:`META_STRINGS` (checked by :data:`META_CRC` with the other entries).
+
+        Raises
+        ------
+        InvalidCheckpointError
+            The record cannot be read, or names a key a tensor of the file has too.
+        """
+        meta = self._file.metadata()
+        # Only with the tensors the metadata describes: an edited file is read by its names alone.
+        raw = meta.get(META_STRINGS) if self._described else None
+        if raw is None:
+            return {}
+        found: dict[str, np.ndarray[Any, Any]] = {}
+        try:
+            for key, entry in json.loads(raw).items():
+                shape = tuple(int(d) for d in entry["shape"])
+                values = [base64.b64decode(v, validate=True) for v in entry["values"]]
+                array = np.empty(len(values), dtype=object)
+                array[:] = values
+                found[str(key)] = array.reshape(shape)
+        except (ValueError, KeyError, TypeError, AttributeError, binascii.Error, RecursionError) as exc:
+            raise InvalidCheckpointError(
+                f"{self.prefix!r}: trackpoint's metadata entry {META_STRINGS!r} is damaged ({exc}); use an intact "
+                "copy of the file (or export it again from its checkpoint)"
+            ) from exc
+        clash = sorted(set(found) & set(self._names))
+        if clash or OBJECT_GRAPH_KEY in found:
+            raise InvalidCheckpointError(
+                f"{self.prefix!r}: trackpoint's metadata entry {META_STRINGS!r} is damaged: it records "
+                f"{(clash or [OBJECT_GRAPH_KEY])[0]!r}, which is a tensor of the file already"
+            )
+        return found
 
     def _structure(self, separator: str) -> tuple[pb.TrackableObjectGraph | None, dict[str, str]]:
         names = self._file.names()
@@ -136,6 +183,7 @@ class FlatReader(CheckpointReader):
                 # Only for the very tensors the metadata describes: a file another program rewrote with more
                 # tensors (its metadata copied along) is read by its names, and unchecked, as any other file.
                 self._crcs = crcs
+                self._described = True
                 return graph, dict(recorded)
         graph, keys = graph_from_names(names, separator=separator)
         return graph, keys
@@ -207,7 +255,7 @@ class FlatReader(CheckpointReader):
 
     def keys(self) -> list[str]:
         # docstring inherited
-        return sorted([*self._names, *([OBJECT_GRAPH_KEY] if self._graph is not None else [])])
+        return sorted([*self._names, *self._strings, *([OBJECT_GRAPH_KEY] if self._graph is not None else [])])
 
     def _name(self, key: str) -> str:
         try:
@@ -219,12 +267,21 @@ class FlatReader(CheckpointReader):
         # docstring inherited
         if key == OBJECT_GRAPH_KEY and self._graph is not None:
             return _GRAPH_INFO
+        strings = self._strings.get(key)
+        if strings is not None:
+            return TensorInfo(strings.dtype, strings.shape)
         return self._file.info(self._name(key))
 
     def read(self, key: str, out: np.ndarray[Any, Any] | None = None) -> np.ndarray[Any, Any]:
         # docstring inherited
         if key == OBJECT_GRAPH_KEY and self._graph is not None:
             return _graph_array(self._graph)
+        strings = self._strings.get(key)
+        if strings is not None:
+            if out is not None:
+                out[...] = strings
+                return out
+            return strings.copy()
         name = self._name(key)
         array = self._file.read(name, out)
         expected = self._crcs.get(name)
@@ -435,12 +492,20 @@ def export(
             f"export of {reader.prefix!r} to {path!r}: names must be 'paths' or 'keys', got {names!r}"
         )
     keys = [k for k in reader.keys() if k != OBJECT_GRAPH_KEY]
+    strings: list[str] = []
+    if fmt == "safetensors":
+        # safetensors holds no strings: the string tensors (a torch module's .STATE_DICT, a manager's metrics)
+        # go into the metadata, so that the file is the whole checkpoint and other readers see its numbers.
+        strings = [k for k in keys if reader.info(k).dtype.kind == "O"]
+        keys = [k for k in keys if reader.info(k).dtype.kind != "O"]
     out_names = {k: (reader.names[k] if names == "paths" else k) for k in keys}
     metadata = {
         META_VERSION: "1",
         META_KEYS: json.dumps({out_names[k]: k for k in keys}, sort_keys=True),
         META_GRAPH: "" if reader.graph is None else base64.b64encode(reader.graph.SerializeToString()).decode(),
     }
+    if strings:
+        metadata[META_STRINGS] = json.dumps({k: _string_entry(reader.read(k)) for k in strings}, sort_keys=True)
     total = total_bytes(reader)
 
     def tensors() -> Iterator[tuple[str, np.ndarray[Any, Any]]]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import struct
 import sys
@@ -190,12 +191,48 @@ def test_an_edited_export_falls_back_to_its_names(tmp_path: Path) -> None:
     }
 
 
-def test_strings_cannot_go_to_safetensors(tmp_path: Path) -> None:
-    with pytest.raises(UnsupportedDTypeError, match=r"'state/.ATTRIBUTES/py_state' holds strings.*--exclude"):
-        tp.convert(FIXTURES / "python_state" / "ckpt-1", str(tmp_path / "x.safetensors"))
-    assert list(tmp_path.iterdir()) == []  # nothing half-written
-    tp.convert(FIXTURES / "python_state" / "ckpt-1", str(tmp_path / "x.safetensors"), exclude=["state/*"])
-    assert list(safetensors.numpy.load_file(str(tmp_path / "x.safetensors"))) == ["save_counter", "step"]
+def test_strings_go_to_safetensors_metadata_and_come_back(tmp_path: Path) -> None:
+    # safetensors holds no strings: a PythonState's (or a torch module's .STATE_DICT) refused the whole export.
+    src = FIXTURES / "python_state" / "ckpt-1"
+    out = str(tmp_path / "x.safetensors")
+    tp.convert(src, out)
+    assert sorted(safetensors.numpy.load_file(out)) == ["save_counter", "step"]  # other readers see the numbers
+    back = str(tmp_path / "back" / "ckpt-1")
+    tp.convert(out, back)
+    _assert_same_checkpoint(str(src), back)
+    reader = tp.load_checkpoint(out)
+    assert reader.get_tensor("state/.ATTRIBUTES/py_state") == tp.load_checkpoint(str(src)).get_tensor(
+        "state/.ATTRIBUTES/py_state"
+    )
+    # The record is checksummed with the other metadata: an altered string is found, not restored.
+    with open(out, "rb") as fh:
+        (n,) = struct.unpack("<Q", fh.read(8))
+        header = json.loads(fh.read(n))
+    meta = header["__metadata__"]
+    strings = json.loads(meta["trackpoint.strings"])
+    entry = next(iter(strings.values()))
+    entry["values"][0] = base64.b64encode(b"tampered").decode()
+    meta["trackpoint.strings"] = json.dumps(strings, sort_keys=True)
+    safetensors.numpy.save_file(safetensors.numpy.load_file(out), out, metadata=meta)
+    with pytest.raises(DataLossError, match="trackpoint.strings"):
+        tp.load_checkpoint(out)
+
+
+def test_a_torch_module_and_optimizer_round_trip_through_safetensors(tmp_path: Path) -> None:
+    torch = pytest.importorskip("torch")
+    net = torch.nn.Sequential(torch.nn.Linear(3, 2))
+    opt = torch.optim.Adam(net.parameters())
+    for parameter in net.parameters():
+        parameter.grad = torch.ones_like(parameter)
+    opt.step()
+    path = tp.Checkpoint(model=net, optimizer=opt).save(str(tmp_path / "ckpt"))
+    out = str(tmp_path / "model.safetensors")
+    tp.convert(path, out)
+    net2 = torch.nn.Sequential(torch.nn.Linear(3, 2))
+    opt2 = torch.optim.Adam(net2.parameters(), lr=0.5)
+    tp.Checkpoint(model=net2, optimizer=opt2).restore(out).assert_consumed()
+    assert torch.equal(net2[0].weight, net[0].weight) and opt2.param_groups[0]["lr"] == 1e-3
+    assert torch.equal(opt2.state_dict()["state"][0]["exp_avg"], opt.state_dict()["state"][0]["exp_avg"])
 
 
 def test_an_existing_file_is_kept_unless_overwrite(tmp_path: Path) -> None:
