@@ -714,7 +714,12 @@ class StatefulValue(Trackable):
         if not isinstance(state, Mapping):
             return []
         given = set(names)
-        return [str(k) for k, v in state.items() if is_array_value(v) and str(k) not in given]
+        missing = [str(k) for k, v in state.items() if is_array_value(v) and str(k) not in given]
+        if isinstance(self._obj, NonStrict):
+            # Asked to leave them as they are: recorded as load_state_dict(strict=False) would report them.
+            self._obj.missing_keys = missing
+            return []
+        return missing
 
     def _lookup_dependency(
         self, name: str, cached_dependencies: Mapping[str, Trackable] | None = None

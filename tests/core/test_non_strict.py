@@ -36,6 +36,21 @@ def test_a_module_that_gained_a_layer_restores_the_layers_it_had(tmp_path: Path)
     assert model.missing_keys == ["1.weight", "1.bias"] and model.unexpected_keys == []
 
 
+def test_a_grown_module_restores_from_a_state_dict_saved_as_a_dict(tmp_path: Path) -> None:
+    # The older layout (model=net.state_dict()): NonStrict leaves the new layer alone, as with the module's own.
+    torch.manual_seed(0)
+    old = _net(2, 3)
+    path = tp.Checkpoint(model=old.state_dict()).write(str(tmp_path / "c"))
+    grown = _net(2, 3, 1)
+    head = grown[1].weight.detach().clone()
+    model = tp.NonStrict(grown)
+    tp.Checkpoint(model=model).read(path).assert_consumed().assert_existing_objects_matched()
+    assert torch.equal(grown[0].weight, old[0].weight) and torch.equal(grown[1].weight, head)
+    assert model.missing_keys == ["1.weight", "1.bias"]
+    with pytest.raises(tp.MatchError, match=r"\(root\)\.model: 1\.weight, 1\.bias"):
+        tp.Checkpoint(model=_net(2, 3, 1)).read(path).assert_existing_objects_matched()  # strict: said
+
+
 def test_entries_the_module_no_longer_has_are_ignored_and_reported(tmp_path: Path) -> None:
     big = _net(2, 3, 1)
     path = tp.Checkpoint(model=tp.NonStrict(big)).write(str(tmp_path / "c"))
