@@ -7,6 +7,7 @@ goes through the storage contract.
 
 from __future__ import annotations
 
+import copy
 import difflib
 import os
 import sys
@@ -440,11 +441,15 @@ def _to_torch(value: Any, where: str) -> Any:
         return dtypes._numpy_to_torch(array)
     if isinstance(value, Mapping):
         items = [(k, _to_torch(v, f"{where}[{k!r}]")) for k, v in value.items()]
-        kind: Any = type(value)  # OrderedDict, or another mapping built from pairs
+        # A shallow copy keeps what the type carries beside its items: an OrderedDict's `_metadata` (which
+        # torch's load_state_dict reads), a defaultdict's factory; a Counter is not rebuilt from pairs.
         try:
-            return kind(items)
-        except TypeError:
+            converted: Any = copy.copy(value)
+            for k, v in items:
+                converted[k] = v
+        except TypeError:  # a read-only mapping
             return dict(items)
+        return converted
     if isinstance(value, (list, tuple)):
         converted = [_to_torch(v, f"{where}[{i}]") for i, v in enumerate(value)]
         if isinstance(value, list):

@@ -65,6 +65,19 @@ def test_structure_and_plain_values_are_kept_and_memory_shared() -> None:
     assert torch.equal(tp.to_torch(frozen), torch.ones(2))  # copied: no warning about a read-only buffer
 
 
+def test_mappings_keep_what_they_carry_beside_their_items() -> None:
+    # torch's load_state_dict reads an OrderedDict's _metadata; a Counter rebuilt from pairs counts the pairs.
+    state = collections.OrderedDict(w=np.zeros(2, np.float32))
+    state._metadata = {"": {"version": 2}}  # type: ignore[attr-defined]
+    counts = collections.Counter(a=3)
+    factory = collections.defaultdict(list, x=np.ones(1))
+    out = tp.to_torch({"state": state, "counts": counts, "factory": factory})
+    assert out["state"]._metadata == {"": {"version": 2}} and isinstance(out["state"]["w"], torch.Tensor)
+    assert out["counts"] == collections.Counter(a=3)
+    assert out["factory"].default_factory is list and isinstance(out["factory"]["x"], torch.Tensor)
+    assert isinstance(state["w"], np.ndarray)  # the value given is left as it was
+
+
 def test_a_dtype_torch_lacks_is_refused_naming_where() -> None:
     with pytest.raises(tp.UnsupportedDTypeError, match=r"the value\['x'\]\[1\] has dtype float8_e4m3b11fnuz"):
         tp.to_torch({"x": [np.zeros(1), np.zeros(1, ml_dtypes.float8_e4m3b11fnuz)]})
