@@ -388,8 +388,13 @@ class Checkpoint(AutoTrackable):
             # Every rank reports the save it takes part in (sizes: the whole checkpoint's).
             events.run(lambda: save_together(coordinator, backend, prefix, items, options, failure=failure))
         else:
-            _resolve.refuse_shadow(prefix, options, backend, "Checkpoint.write")
-            events.run(lambda: backend.save(prefix, items, options, overwrite=True))
+
+            def save() -> None:
+                # Inside the events: a refused save is reported as failed, not left started.
+                _resolve.refuse_shadow(prefix, options, backend, "Checkpoint.write")
+                backend.save(prefix, items, options, overwrite=True)
+
+            events.run(save)
         observe.run_write_callbacks(options, prefix)
 
     def _write_async(

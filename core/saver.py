@@ -536,9 +536,14 @@ class Saver:
         events = observe.save_events(
             prefix, operation="saver", backend=backend.name, items=items, options=opts, started=started
         )
-        _resolve.refuse_shadow(prefix, chosen, _resolve.writer(backend), "Saver.save")
+
+        def save() -> None:
+            # Inside the events: a refused save is reported as failed, not left started.
+            _resolve.refuse_shadow(prefix, chosen, _resolve.writer(backend), "Saver.save")
+            backend.save(prefix, items, opts, overwrite=True)
+
         try:
-            events.run(lambda: backend.save(prefix, items, opts, overwrite=True))
+            events.run(save)
         except CheckpointNotFoundError as exc:
             # TensorFlow's wording. A location that exists but cannot be written
             # (a regular file as parent, a read-only directory) is a StorageError

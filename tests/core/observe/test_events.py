@@ -63,6 +63,23 @@ def test_a_failed_save_fires_failed_not_committed(tmp_path: Path, recorder: Any)
     assert failed["blocking_seconds"] == failed["seconds"] >= 0
 
 
+def test_a_save_refused_over_another_format_fires_failed(tmp_path: Path, recorder: Any) -> None:
+    # The refusal came after save_started and outside the events: observers saw a save that never ended.
+    prefix = str(tmp_path / "ckpt-1")
+    tp.Checkpoint(v=tp.Variable([1.0])).write(prefix)
+    zarr = tp.CheckpointOptions(backend="zarr")
+    root = tp.AutoTrackable()
+    root.v = tp.Variable([2.0])
+    for save in (
+        lambda: tp.Checkpoint(v=tp.Variable([2.0])).write(prefix, zarr),
+        lambda: tp.Saver({"v": root.v}).save(None, prefix, options=zarr),
+    ):
+        recorder.clear()
+        with pytest.raises(tp.CheckpointExistsError):
+            save()
+        assert recorder.names() == ["save_started", "save_failed"]
+
+
 def test_a_restore_fires_started_and_finished_with_bytes_read(tmp_path: Path, recorder: Any) -> None:
     path = tp.Checkpoint(model=_model()).save(str(tmp_path / "ckpt"))
     recorder.clear()
