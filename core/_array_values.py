@@ -86,6 +86,14 @@ class _NumpyValue(Variable):
             try:
                 array = dtypes._torch_to_numpy(value)
             except Exception as exc:  # torch fails its own ways (TypeError, RuntimeError, ValueError)
+                dtensor = sys.modules.get("torch.distributed.tensor")
+                if dtensor is not None and isinstance(value, dtensor.DTensor):
+                    # Only a module's or optimizer's own state dict knows its DTensors' places among the ranks.
+                    raise TrackableError(
+                        f"{where}: a DTensor (FSDP2, tensor parallelism) is saved as this rank's part of the whole "
+                        "tensor only through the object that holds it: give the module or optimizer itself "
+                        "(tp.Checkpoint(model=net, optimizer=opt)), not its state_dict() or a dict of its tensors"
+                    ) from exc
                 raise TrackableError(
                     f"{where}: the torch tensor of dtype {value.dtype} cannot be saved ({exc}); convert it, or "
                     "assign NoDependency(value) to keep it unsaved"

@@ -376,7 +376,16 @@ def _dtensor_part(dtensor: Any, where: str) -> tuple[Any, TensorSlice]:
                 "and Replicate placements, whose local tensors are blocks of the whole tensor, are; redistribute it "
                 "to those (dtensor.redistribute(placements=...)) before saving"
             )
-    local = dtensor.to_local()
+    if dtensor.device_mesh.get_coordinate() is None:
+        # torch gives such a rank an empty chunk of no dimensions, no part of the tensor a slice could name.
+        raise TrackableError(
+            f"{where} is a DTensor on a device mesh that does not include this rank ({dtensor.device_mesh}): "
+            "this rank holds no part of it, yet every rank of a coordinated save holds the same objects; give "
+            "each rank only the modules on its own mesh, or place the tensor on a mesh of every rank"
+        )
+    # Under no_grad: the local tensor of a parameter otherwise carries an autograd node, several times the cost.
+    with sys.modules["torch"].no_grad():
+        local = dtensor.to_local()
     # torch's own answer to "which part is this", as PyTorch's distributed checkpointing asks it (one chunk:
     # a DTensor's local tensor is one block, its offset counted in the whole tensor).
     create_chunks = getattr(dtensor, "__create_chunk_list__", None)
@@ -824,7 +833,8 @@ class StatefulValue(Trackable):
                 continue
             index = int(parts[1])
             param: Any = params[index] if index < len(params) else None
-            if not is_dtensor(param) or tuple(info.shape) != tuple(param.shape):
+            # A scalar entry (Adam's `step`) stays a plain tensor even for a 0-d DTensor parameter, as torch keeps it.
+            if not is_dtensor(param) or param.ndim == 0 or tuple(info.shape) != tuple(param.shape):
                 continue
             if info.dtype.kind not in "biufc" and not dtypes.is_ml_dtype(info.dtype):
                 continue

@@ -218,3 +218,52 @@ def meta_restore_refused(ctx: Context, prefix: str) -> str:
     fully_shard(net, mesh=_mesh((torch.distributed.get_world_size(),)))
     tp.Checkpoint(model=net).read(prefix, options=_options(ctx))
     return "restored"
+
+
+def outside_mesh(ctx: Context, prefix: str) -> str:
+    """A DTensor on a mesh of rank 0 alone (a pipeline stage's): refused on the rank it leaves out."""
+    import torch
+    from torch.distributed.device_mesh import DeviceMesh
+    from torch.distributed.tensor import Shard, distribute_tensor
+
+    mesh = DeviceMesh("cpu", [0])
+    value = distribute_tensor(torch.arange(6.0).reshape(3, 2), mesh, [Shard(0)], src_data_rank=None)
+    tp.Checkpoint(held=Holder({"w": value})).write(prefix, options=_options(ctx))
+    return "saved"
+
+
+def state_dict_of_dtensors(ctx: Context, prefix: str) -> str:
+    """``Checkpoint(model=fsdp_model.state_dict())``: refused, pointing at the module itself."""
+    import torch
+    from torch.distributed.fsdp import fully_shard
+
+    net = torch.nn.Sequential(torch.nn.Linear(4, 4))
+    fully_shard(net, mesh=_mesh((torch.distributed.get_world_size(),)))
+    tp.Checkpoint(model=net.state_dict()).write(prefix, options=_options(ctx))
+    return "saved"
+
+
+def scalar_parameter_step(ctx: Context, prefix: str) -> dict[str, Any]:
+    """A 0-d DTensor parameter: a fresh optimizer's restored ``step`` stays a plain tensor, as torch keeps it."""
+    import torch
+    from torch.distributed.tensor import DTensor, Replicate, Shard, distribute_tensor
+
+    mesh = _mesh((torch.distributed.get_world_size(),))
+
+    def make() -> Any:
+        torch.manual_seed(0)
+        module = torch.nn.Module()
+        module.temp = torch.nn.Parameter(DTensor.from_local(torch.tensor(1.5), mesh, [Replicate()], run_check=False))
+        module.w = torch.nn.Parameter(distribute_tensor(torch.ones(4, 2), mesh, [Shard(0)]))
+        return module
+
+    module = make()
+    optimizer = torch.optim.Adam(module.parameters(), lr=0.1)
+    (module.temp * module.w).sum().backward()
+    optimizer.step()
+    tp.Checkpoint(model=module, optim=optimizer).write(prefix, options=_options(ctx))
+    fresh = make()
+    fresh_optimizer = torch.optim.Adam(fresh.parameters(), lr=0.1)
+    tp.Checkpoint(model=fresh, optim=fresh_optimizer).read(prefix, options=_options(ctx)).assert_consumed()
+    state = fresh_optimizer.state_dict()["state"]
+    return {str(i): type(entry["step"]).__name__ for i, entry in state.items()}

@@ -192,3 +192,25 @@ def test_a_restore_into_dtensors_on_the_meta_device_is_refused(
         message = result.error[1].splitlines()[0]
         assert "Checkpoint.model['0.weight'] is a DTensor on the 'meta' device" in message, message
         assert "to_empty" in message
+
+
+def test_a_dtensor_on_a_mesh_without_this_rank_is_refused_by_name(torch2: Ranks, tmp_path: Path) -> None:
+    results = torch2.run("dtensor_cases:outside_mesh", prefix=str(tmp_path / "stage"))
+    assert results[1].error is not None and results[1].error[0] == "TrackableError", results[1]
+    assert "Checkpoint.held['w'] is a DTensor on a device mesh that does not include this rank" in results[1].error[1]
+    assert results[0].error is not None and "failed on rank 1" in results[0].error[1]  # every rank fails together
+    assert not list(tmp_path.glob("stage*.index"))
+
+
+def test_a_state_dict_of_dtensors_given_as_a_dict_is_refused_pointing_at_the_module(
+    torch2: Ranks, tmp_path: Path
+) -> None:
+    for result in torch2.run("dtensor_cases:state_dict_of_dtensors", prefix=str(tmp_path / "sd")):
+        assert result.error is not None and result.error[0] == "TrackableError", result
+        if "failed on rank" not in result.error[1]:
+            assert "give the module or optimizer itself" in result.error[1], result
+
+
+def test_a_scalar_dtensor_parameters_restored_step_stays_a_plain_tensor(torch2: Ranks, tmp_path: Path) -> None:
+    steps = torch2.values("dtensor_cases:scalar_parameter_step", prefix=str(tmp_path / "scalar"))
+    assert steps == [{"0": "Tensor", "1": "Tensor"}] * 2
