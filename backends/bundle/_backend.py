@@ -79,23 +79,19 @@ def _refuse_unknown_options(files: FileLayer, given: Mapping[str, object]) -> No
     Here rather than in each backend's factory, so that a plugin's store gets the check too. Other stores
     (the local disk) are left to their factories, which say that such options go unread.
     """
-    from trackpoint.backends.stores import ObjectStore, TransferOptions
+    from trackpoint.backends.stores import ObjectStore
 
     if not isinstance(files, ObjectStore):
         return
-    valid = sorted(TransferOptions.names())
-    unknown = sorted(set(given) - set(valid))
+    valid = files.backend_option_names()
+    unknown = set(given) - valid
     if unknown:
-        import difflib
-
+        from trackpoint._suggest import with_hints
         from trackpoint.errors import BackendOptionError
 
-        hints = [
-            f"{name} (did you mean {close[0]}?)" if (close := difflib.get_close_matches(name, valid, 1)) else name
-            for name in unknown
-        ]
         raise BackendOptionError(
-            f"{files.store_name}: unknown backend option(s) {', '.join(hints)}; valid options: {', '.join(valid)}",
+            f"{files.store_name}: unknown backend option(s) {with_hints(unknown, valid)}; valid options: "
+            f"{', '.join(sorted(valid))}",
             backend=files.store_name,
         )
 

@@ -167,20 +167,13 @@ def _check_options(kind: str, filesystem_class: Any, opts: Mapping[str, Any], *e
     accepted = _accepted_options(filesystem_class, *extra)
     unknown = sorted(set(opts) - accepted)
     if unknown:
-        import difflib
-
+        from trackpoint._suggest import with_hints
         from trackpoint.errors import BackendOptionError
 
         ordered = sorted(accepted)
-        hints = [
-            f"{name!r} (did you mean {close[0]!r}?)"
-            if (close := difflib.get_close_matches(name, ordered, 1))
-            else repr(name)
-            for name in unknown
-        ]
         raise BackendOptionError(
-            f"{kind}: storage_options {', '.join(hints)} are not options of {filesystem_class.__name__}; it takes "
-            f"{', '.join(ordered)}",
+            f"{kind}: storage_options {with_hints(unknown, ordered, quote=True)} are not options of "
+            f"{filesystem_class.__name__}; it takes {', '.join(ordered)}",
             backend=kind,
         )
 

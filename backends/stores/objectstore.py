@@ -547,6 +547,9 @@ class ObjectStore(FileLayer):
     part_alignment: ClassVar[int] = 1
     #: ``part_size`` when the options give none.
     default_part_size: ClassVar[int] = TransferOptions().part_size
+    #: ``backend_options`` keys the store reads itself, beyond :class:`TransferOptions` (in its own
+    #: :meth:`from_options`); the formats refuse any key neither names.
+    extra_backend_options: ClassVar[frozenset[str]] = frozenset()
 
     def __init__(
         self, transfer: TransferOptions | None = None, *, loop: asyncio.AbstractEventLoop | None = None
@@ -584,6 +587,11 @@ class ObjectStore(FileLayer):
         it and read ``options.storage_options``.
         """
         return cls(cls.transfer_options(options))
+
+    @classmethod
+    def backend_option_names(cls) -> frozenset[str]:
+        """The ``backend_options`` keys the store takes: :class:`TransferOptions`' and :attr:`extra_backend_options`."""
+        return TransferOptions.names() | cls.extra_backend_options
 
     @classmethod
     def transfer_options(cls, options: CheckpointOptions) -> TransferOptions:
@@ -818,9 +826,9 @@ class ObjectStore(FileLayer):
         if not sch:
             # Taken as "bucket/key", /tmp/run/ckpt would be written to a bucket named "tmp" without a word.
             raise BackendError(
-                f"{self.store_name} cannot address {path!r}: it is a local path, not a {self.schemes[0]}:// URL. "
-                f"Write {self.schemes[0]}://<bucket>/<path> for the store, or leave CheckpointOptions.backend (and "
-                "TRACKPOINT_BACKEND) unset for the local disk"
+                f"{self.store_name} cannot address {path!r}: it has no scheme (a local path, or bucket/key), where "
+                f"a {self.schemes[0]}:// URL is needed. Write {self.schemes[0]}://<bucket>/<path> for the store, or "
+                "leave CheckpointOptions.backend (and TRACKPOINT_BACKEND) unset for the local disk"
             )
         if sch not in self.schemes:
             raise BackendError(

@@ -126,11 +126,12 @@ def refuse_unknown(names: Iterable[str], store_names: Collection[str]) -> None:
     """
     unknown = set(names) - ZarrOptions.names() - set(store_names)
     if unknown:
+        from trackpoint._suggest import with_hints
+
         # Imported for the message only: a local backend with valid options never imports the object-store layer.
         from trackpoint.backends.stores import TransferOptions
 
         valid = [f.name for f in fields(ZarrOptions)]
-        valid += [f"{name} (S3 and GCS)" for name in sorted(TransferOptions.names())]
-        raise BackendOptionError(
-            f"zarr: unknown backend option(s) {', '.join(sorted(unknown))}; valid options: {', '.join(valid)}"
-        )
+        valid += [f"{name} (object stores)" for name in sorted(TransferOptions.names() | set(store_names))]
+        hints = with_hints(unknown, ZarrOptions.names() | TransferOptions.names() | set(store_names))
+        raise BackendOptionError(f"zarr: unknown backend option(s) {hints}; valid options: {', '.join(valid)}")

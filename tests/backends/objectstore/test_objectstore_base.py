@@ -339,6 +339,27 @@ def test_a_plugin_store_refuses_a_misspelt_backend_option() -> None:
     assert isinstance(backend, BundleBackend) and backend.files.transfer.retries == 0
 
 
+class OwnOptions(Configured):
+    """A store reading a backend option of its own (in its from_options), declared for the formats' check."""
+
+    extra_backend_options: ClassVar[frozenset[str]] = frozenset({"tier"})
+
+
+def test_a_store_declares_the_backend_options_it_reads_itself() -> None:
+    from trackpoint.backends.zarr import ZarrBackend
+    from trackpoint.errors import BackendOptionError
+
+    given = CheckpointOptions(backend_options={"tier": "cold", "retries": 0, "compressor": "gzip"})
+    assert ZarrBackend(OwnOptions(), given).options.compressor == "gzip"
+    BundleBackend(OwnOptions(), options=CheckpointOptions(backend_options={"tier": "cold"}))
+    with pytest.raises(BackendOptionError, match=r"unknown backend option\(s\) tire \(did you mean tier\?\)"):
+        BundleBackend(OwnOptions(), options=CheckpointOptions(backend_options={"tire": "cold"}))
+    with pytest.raises(BackendOptionError, match=r"unknown backend option\(s\) tire \(did you mean tier\?\)"):
+        ZarrBackend(OwnOptions(), CheckpointOptions(backend_options={"tire": "cold"}))
+    with pytest.raises(BackendOptionError, match="unknown backend option"):
+        BundleBackend(Configured(), options=CheckpointOptions(backend_options={"tier": "cold"}))
+
+
 def test_a_store_chooses_its_default_part_size() -> None:
     assert Configured.from_options(CheckpointOptions()).transfer.part_size == 4096
     assert Configured(None).transfer.part_size == 4096  # also when built without options

@@ -18,7 +18,7 @@ from trackpoint.storage import CheckpointOptions, WriteItem
 @pytest.mark.parametrize(
     ("options", "message"),
     [
-        ({"compresor": "zstd"}, "unknown backend option\\(s\\) compresor; valid options: compressor, "),
+        ({"compresor": "zstd"}, "compresor \\(did you mean compressor\\?\\); valid options: compressor, "),
         ({"compressor": "lzma"}, "unknown compressor 'lzma'; choose one of zstd, blosc, gzip, none"),
         ({"chunk_bytes": 0}, "chunk_bytes must be a positive int, got 0"),
         ({"pack_bytes": -1}, "pack_bytes must be an int >= 0"),

@@ -109,7 +109,7 @@ def test_an_object_store_backend_for_a_local_path_is_a_usage_error_in_the_flags_
     result = cli("ls", "run", "--backend", backend)
     assert (result.returncode, result.stdout) == (2, "")
     last = result.stderr.splitlines()[-1]
-    assert "cannot address 'run': it is a local path" in last
+    assert "cannot address 'run': it has no scheme (a local path, or bucket/key)" in last
     assert "leave --backend unset for the local disk" in last and "CheckpointOptions" not in last
 
 
