@@ -24,7 +24,9 @@ by one. Both fixtures must be overridden (the kit's own raise, saying so);
 the backend need not carry a registered ``name``. ``intercept_raw_writes``
 is needed by a backend that is not built on a ``FileLayer`` kept as
 ``backend.files``; without it the crash tests (:class:`CrashSafety`) are
-skipped for that backend. Tests a store cannot support are skipped from the
+skipped for that backend. ``reopen`` and ``missing_location`` are optional
+too. A backend on an ``ObjectStore`` can take all six from
+:class:`ObjectStoreBackdoors`. Tests a store cannot support are skipped from the
 capabilities the backend declares; a known gap is declared in the adopting
 class as ``known_gaps = {"test_name": "reason"}``, which marks that test
 ``xfail(reason=..., strict=True)``. See ``docs/writing-a-backend.md``.
@@ -32,11 +34,14 @@ class as ``known_gaps = {"test_name": "reason"}``, which marks that test
 
 from __future__ import annotations
 
+from trackpoint.plugins.testing._backdoors import ObjectStoreBackdoors
 from trackpoint.plugins.testing._bad_input import BadInput
 from trackpoint.plugins.testing._base import DTYPES, BackendTestBase, assert_same, sample
 from trackpoint.plugins.testing._commit import CommitVisibility, ShardingAndMerge
 from trackpoint.plugins.testing._crash import CrashSafety
+from trackpoint.plugins.testing._file_layer import FileLayerContract
 from trackpoint.plugins.testing._intercept import intercept_file_layer
+from trackpoint.plugins.testing._missing import MissingLocation
 from trackpoint.plugins.testing._namespace import Listing, OverwriteAndDelete, SmallFiles
 from trackpoint.plugins.testing._object_store import ObjectStoreWrites
 from trackpoint.plugins.testing._tensors import HugeTensors, ManyTensors, RoundTrip
@@ -48,9 +53,12 @@ __all__ = [
     "BadInput",
     "CommitVisibility",
     "CrashSafety",
+    "FileLayerContract",
     "HugeTensors",
     "Listing",
     "ManyTensors",
+    "MissingLocation",
+    "ObjectStoreBackdoors",
     "ObjectStoreWrites",
     "OverwriteAndDelete",
     "RoundTrip",
@@ -74,5 +82,7 @@ class BackendConformance(
     SmallFiles,
     BadInput,
     ObjectStoreWrites,
+    FileLayerContract,
+    MissingLocation,
 ):
     """Every conformance mixin in one base class."""

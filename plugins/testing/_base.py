@@ -93,7 +93,9 @@ class BackendTestBase(ABC):
       :class:`~trackpoint.backends.stores.FileLayer` kept as ``backend.files``
       (the kit handles those itself), needed by every other backend for the
       crash tests (:class:`~trackpoint.plugins.testing.CrashSafety`), which
-      are skipped without it.
+      are skipped without it;
+    * :meth:`reopen` and :meth:`missing_location` -- optional: a second backend
+      over the same storage, and a URL in a location that does not exist.
 
     The backend need not carry a registered ``name``: the plugin host sets it
     when it opens a backend, and a backend built directly in the fixture has
@@ -171,7 +173,13 @@ class BackendTestBase(ABC):
 
     @abstractmethod
     def raw_write(self, path: str, data: bytes) -> None:
-        """Replace the raw object ``path`` (one of :meth:`raw_list`) with ``data``."""
+        """Replace the raw object ``path`` (one of :meth:`raw_list`) with ``data``, or put back a removed one.
+
+        On an object store it need not keep the object's write id, and must not give the new object
+        the write id of the one it replaces: the kit puts another writer's commit point in place with
+        it while the backend writes, and a write id of the backend's would make that object look like
+        the backend's own write (see ``docs/writing-a-backend.md``, "Write ids and raw_write").
+        """
 
     @abstractmethod
     def raw_delete(self, path: str) -> None:
@@ -220,8 +228,13 @@ class BackendTestBase(ABC):
         :class:`~trackpoint.backends.stores.FileLayer` kept as ``backend.files``
         (``BundleBackend`` and ``ZarrBackend`` over any store, an
         :class:`~trackpoint.backends.stores.ObjectStore` included), through
-        :func:`~trackpoint.plugins.testing.intercept_file_layer`, and returns
-        ``None`` for any other. Override it for a backend that talks to its
+        :func:`~trackpoint.plugins.testing.intercept_file_layer` (which on an
+        ``ObjectStore`` also stops at each of its client calls that write), and
+        returns ``None`` for any other. Besides the crash tests,
+        :class:`~trackpoint.plugins.testing.CommitVisibility` uses the hook to
+        put another writer's checkpoint in place between two raw writes of a
+        commit, through the backdoors, from ``before_each`` calls made in the
+        thread that called ``commit``. Override it for a backend that talks to its
         store directly, typically by wrapping the client calls that write with
         :meth:`pytest.MonkeyPatch.context`.
         """
@@ -243,6 +256,30 @@ class BackendTestBase(ABC):
         -------
         StorageBackend or None
             A new, open backend (the kit closes it), or ``None``.
+        """
+        return None
+
+    def missing_location(self, base_url: str) -> str | None:
+        """A directory URL in a location that does not exist, such as a bucket nobody created.
+
+        The :class:`~trackpoint.plugins.testing.MissingLocation` tests read,
+        list and save there and expect
+        :class:`~trackpoint.errors.CheckpointNotFoundError`. Optional: ``None``
+        (the default) skips them. Return one for a store whose locations must
+        be created before use (object-store buckets, containers); not for a
+        local disk, where a missing directory is an empty one and a save
+        creates it.
+
+        Parameters
+        ----------
+        base_url
+            This test's ``base_url``, to build the URL from (same scheme, a
+            bucket that does not exist).
+
+        Returns
+        -------
+        str or None
+            The URL; nothing may exist there, and the tests create nothing.
         """
         return None
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import threading
 import uuid
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -25,6 +27,43 @@ def _groups() -> list[dict[str, Array]]:
 
 def _merged(groups: list[dict[str, Array]]) -> dict[str, Array]:
     return {k: v for g in groups for k, v in g.items()}
+
+
+#: More raw writes than any commit of these tests makes before its commit point.
+_MAX_COMMIT_WRITES = 100
+
+
+class _CompetitorBefore:
+    """``before_each`` that puts another writer's checkpoint in place before the ``n``-th raw write of a commit.
+
+    Only writes announced in the committing thread count: the backdoors are called from there, where they
+    cannot block the thread a store's client calls run in (its event loop). Once the commit under test is
+    visible, its commit point has been written, and a writer that commits create-only would lose: then
+    nothing is put in place.
+    """
+
+    def __init__(self, n: int, visible: Callable[[], bool], place: Callable[[], None]) -> None:
+        self.n = n
+        self.seen = 0
+        self.thread = threading.get_ident()
+        self._visible = visible
+        self._place = place
+        #: The write the competitor was put in place before; ``None`` while it was not.
+        self.placed: str | None = None
+        #: Whether the commit was visible at the ``n``-th write already.
+        self.too_late = False
+
+    def __call__(self, what: str) -> None:
+        if threading.get_ident() != self.thread or self.placed is not None or self.too_late:
+            return
+        self.seen += 1
+        if self.seen < self.n:
+            return
+        if self._visible():
+            self.too_late = True
+            return
+        self._place()
+        self.placed = f"raw write {self.seen} ({what})"
 
 
 class ShardingAndMerge(BackendTestBase):
@@ -176,6 +215,93 @@ class CommitVisibility(BackendTestBase):
         backend.abort(prefix, results[0].spec.save_id)
         self.assert_contents(backend, prefix, theirs)
         assert set(self.raw_list(base_url)) == with_theirs - ours, "abort must remove exactly this save's objects"
+
+    def test_commit_write_refuses_a_checkpoint_committed_after_the_check(
+        self, backend: StorageBackend, base_url: str
+    ) -> None:
+        # A commit that checks for an existing checkpoint and then writes its commit point unconditionally
+        # passes test_commit_onto_existing_without_overwrite (the other checkpoint is there before the
+        # check) and clobbers one committed in between. So the other checkpoint is put in place before the
+        # commit's first raw write, then before its second, ... (through the backdoors, between the
+        # backend's own steps), until the commit point is written: each time, only the commit write's own
+        # precondition (create-only, or an atomic rename that refuses an existing target) can refuse.
+        self.require(backend, "conditional_create")
+        prefix = self.url(backend, base_url, "ckpt")
+        theirs = {"w": np.arange(3, dtype=np.int8)}
+        # Their checkpoint in one shard, ours in three: two saves running at once name their objects apart.
+        self.save(backend, prefix, theirs, overwrite=False, num_writers=1)
+        competitor = {path: self.raw_read(path) for path in self.entries_of(backend, prefix)}
+
+        def remove() -> None:
+            for path in competitor:
+                self.raw_delete(path)
+
+        def place() -> None:
+            for path, data in competitor.items():
+                self.raw_write(path, data)
+
+        remove()
+        if backend.exists(prefix):
+            pytest.skip(
+                f"removing the raw objects of {prefix!r} (raw_delete) leaves it committed: the backdoors cannot "
+                "take a checkpoint away and put it back (its commit is no raw object)"
+            )
+        place()
+        if not backend.exists(prefix):
+            pytest.skip(f"putting the raw objects of {prefix!r} back (raw_write) does not make it committed again")
+        self.assert_contents(backend, prefix, theirs)
+        remove()
+        # Each run starts from this store: what a refused commit leaves (its abort is best effort) must not
+        # change what the next one writes.
+        start = set(self.raw_list(base_url))
+        for n in range(1, _MAX_COMMIT_WRITES + 1):
+            results = self.write_shards(backend, prefix, _groups(), overwrite=False)
+            save_id = results[0].spec.save_id
+            competing = _CompetitorBefore(n, lambda: backend.exists(prefix), place)
+            interception = self.intercept_raw_writes(backend, competing)
+            if interception is None:
+                name = backend.name or type(backend).__name__
+                pytest.skip(
+                    f"{type(self).__name__}.intercept_raw_writes returns None for backend {name!r}: this test "
+                    "needs to see its raw writes (see BackendTestBase.intercept_raw_writes)"
+                )
+            try:
+                with interception:
+                    backend.commit(prefix, results, overwrite=False)
+            except CheckpointExistsError:
+                refused = True
+            else:
+                refused = False
+            if competing.placed is None:
+                # The commit point was written (or the commit ended) before the n-th write: the sweep is over.
+                if n == 1 and not competing.too_late and not refused:
+                    pytest.skip(
+                        f"{type(self).__name__}.intercept_raw_writes announced no raw write of the commit in the "
+                        "committing thread: this test puts the other checkpoint in place from there"
+                    )
+                if refused:
+                    backend.abort(prefix, save_id)
+                else:
+                    backend.delete(prefix)
+                return
+            assert refused, (
+                f"another writer's checkpoint was committed at {prefix!r} before {competing.placed} of "
+                "commit(overwrite=False), and the commit raised nothing: its commit write must refuse an existing "
+                "commit point itself (a create-only write: If-None-Match: *, ifGenerationMatch=0; a rename or "
+                "link that refuses an existing target), since the other writer can commit after any check made "
+                "before it"
+            )
+            self.assert_contents(backend, prefix, theirs)
+            backend.abort(prefix, save_id)
+            self.assert_contents(backend, prefix, theirs)
+            changed = [path for path, data in competitor.items() if self.raw_read(path) != data]
+            assert not changed, (
+                f"the refused commit of {prefix!r} (the other checkpoint put in place before {competing.placed}) "
+                f"changed the other checkpoint's objects {changed}"
+            )
+            for path in sorted(set(self.raw_list(base_url)) - start):
+                self.raw_delete(path)
+        pytest.fail(f"the commit still made raw writes after {_MAX_COMMIT_WRITES} runs, each one write later")
 
     def test_protocol_overwrites_existing(self, backend: StorageBackend, base_url: str) -> None:
         # What convert(..., overwrite=True) and a multi-process save do: begin, write, commit.
