@@ -76,14 +76,12 @@ def _uploads_old_enough(uploads: Sequence[UnfinishedUpload], now: float, min_age
 def _refuse_unknown_options(files: FileLayer, given: Mapping[str, object]) -> None:
     """Refuse ``backend_options`` an object store would not read: a misspelt one would seem set.
 
-    Here rather than in each backend's factory, so that a plugin's store gets the check too. Other stores
-    (the local disk) are left to their factories, which say that such options go unread.
+    Here rather than in each backend's factory, so that a plugin's store gets the check too. A store that
+    names none (the local disk) is left to its factory, which says that such options go unread.
     """
-    from trackpoint.backends.stores import ObjectStore
-
-    if not isinstance(files, ObjectStore):
-        return
     valid = files.backend_option_names()
+    if valid is None:
+        return
     unknown = set(given) - valid
     if unknown:
         from trackpoint._suggest import with_hints

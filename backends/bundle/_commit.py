@@ -271,15 +271,16 @@ class RenameCommit(CommitStrategy):
             self.files.put(tmp, table)
         # The data names are durable before the index that refers to them.
         self.files.sync_dir(directory)
-        if not overwrite and self.files.exists(index):
-            # Another save committed while this one was renaming; report
-            # instead of replacing what it published.
+        # The commit: one atomic rename over the previous index, untouched until here (its data files have other
+        # names); without overwrite, one that refuses an index another writer committed since the check above.
+        try:
+            (self.files.rename if overwrite else self.files.rename_new)(tmp, index)
+        except CheckpointExistsError:
+            # The data files renamed into place have a count of their own (_free_count): only ours.
+            self.files.delete([data_filename(prefix, i, count) for i in range(count)])
             raise CheckpointExistsError(
                 f"bundle: another save committed {prefix!r} concurrently; this save was not committed"
-            )
-        # The commit: one atomic rename over the previous index. Until here the
-        # previous checkpoint was untouched (its data files have other names).
-        self.files.rename(tmp, index)
+            ) from None
         self.files.sync_dir(directory)
         self.files.delete(data_files(self.files, prefix, unless_count=count))
         self.remove_temp(prefix, shards[0].spec.save_id, min_age=MIN_AGE)

@@ -26,6 +26,7 @@ from types import TracebackType
 from typing import Any, Final
 
 from trackpoint._units import human_bytes
+from trackpoint.errors import CheckpointExistsError
 from trackpoint.storage import ANY_VERSION, Capabilities, VersionCondition, VersionedBytes
 
 __all__ = ["OBJECT_STORE_CAPABILITIES", "FileLayer", "FileSink", "FileSource", "UnfinishedUpload"]
@@ -459,6 +460,36 @@ class FileLayer(ABC):
     def rename(self, src: str, dst: str) -> None:
         """Atomically move ``src`` over ``dst``; only when ``capabilities.atomic_rename``."""
         raise NotImplementedError(f"{self.store_name} has no atomic rename")
+
+    def backend_option_names(self) -> frozenset[str] | None:
+        """The ``backend_options`` keys the store takes, for the formats to refuse the others.
+
+        ``None`` (the default): the store reads none and leaves the check to its backend's factory (the
+        local disk's logs options given for it as unread); object stores name theirs.
+        """
+        return None
+
+    def rename_new(self, src: str, dst: str) -> None:
+        """Move ``src`` to ``dst`` only if nothing is at ``dst``; only when ``capabilities.atomic_rename``.
+
+        What a commit with ``overwrite=False`` publishes with: a checkpoint another writer committed at
+        ``dst`` is never replaced.
+
+        Raises
+        ------
+        CheckpointExistsError
+            Something is at ``dst``; ``src`` is left where it was.
+
+        Notes
+        -----
+        For implementers: the default checks, then renames, so a file created at ``dst`` between the two is
+        replaced. Override it where the store can refuse in the same step (Linux ``renameat2`` with
+        ``RENAME_NOREPLACE``, a hard link then an unlink), as :class:`~trackpoint.backends.stores.LocalFiles`
+        does.
+        """
+        if self.exists(dst):
+            raise CheckpointExistsError(f"{self.store_name}: {dst!r} exists; {src!r} was not moved there")
+        self.rename(src, dst)
 
     def makedirs(self, directory: str) -> None:  # noqa: B027 - object stores have no directories
         """Create ``directory`` and parents; a no-op on stores without directories."""

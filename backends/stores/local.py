@@ -546,6 +546,27 @@ class LocalFiles(FileLayer):
         except OSError as exc:
             _raise(exc, f"rename {src!r} to", dst)
 
+    def rename_new(self, src: str, dst: str) -> None:
+        # docstring inherited: refused in the same step as the move, never after a separate check.
+        source, target = self._p(src), self._p(dst)
+        if _rename_noreplace(source, target):
+            return
+        try:
+            # Where renameat2 is missing or refused (other kernels, some file systems): a hard link is created
+            # only if the name is free, then the source name goes.
+            os.link(source, target)
+        except FileExistsError:
+            raise CheckpointExistsError(f"local: {dst!r} exists; {src!r} was not moved there") from None
+        except OSError as exc:
+            if exc.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EXDEV, errno.EMLINK):
+                _raise(exc, f"rename {src!r} to", dst)
+            super().rename_new(src, dst)  # a file system without hard links: check, then rename
+            return
+        try:
+            os.unlink(source)
+        except OSError as exc:
+            _raise(exc, "remove", src)
+
     def makedirs(self, directory: str) -> None:
         """Create ``directory`` and its parents.
 
@@ -592,6 +613,30 @@ class LocalFiles(FileLayer):
 
 #: The built-in ``read_ranges``, to tell a subclass's or a patch's from it (:meth:`LocalFiles.open_source`).
 _READ_RANGES: Final = LocalFiles.read_ranges
+
+
+def _rename_noreplace(src: str, dst: str) -> bool:
+    """``renameat2(RENAME_NOREPLACE)``: move ``src`` to ``dst`` unless ``dst`` exists; ``False`` if unsupported.
+
+    Raises
+    ------
+    CheckpointExistsError
+        ``dst`` exists.
+    StorageError
+        The move failed otherwise.
+    """
+    func = getattr(_libc(), "renameat2", None)
+    if func is None:
+        return False
+    at_fdcwd, rename_noreplace = -100, 1
+    if func(at_fdcwd, os.fsencode(src), at_fdcwd, os.fsencode(dst), rename_noreplace) == 0:
+        return True
+    err = ctypes.get_errno()
+    if err == errno.EEXIST:
+        raise CheckpointExistsError(f"local: {dst!r} exists; {src!r} was not moved there")
+    if err in (errno.ENOSYS, errno.EINVAL, errno.ENOTSUP):
+        return False
+    raise StorageError(f"local: cannot move {src!r} to {dst!r}: {os.strerror(err)}")
 
 
 def exchange_directories(a: str, b: str) -> bool:

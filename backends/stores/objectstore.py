@@ -588,10 +588,9 @@ class ObjectStore(FileLayer):
         """
         return cls(cls.transfer_options(options))
 
-    @classmethod
-    def backend_option_names(cls) -> frozenset[str]:
+    def backend_option_names(self) -> frozenset[str]:
         """The ``backend_options`` keys the store takes: :class:`TransferOptions`' and :attr:`extra_backend_options`."""
-        return TransferOptions.names() | cls.extra_backend_options
+        return TransferOptions.names() | type(self).extra_backend_options
 
     @classmethod
     def transfer_options(cls, options: CheckpointOptions) -> TransferOptions:

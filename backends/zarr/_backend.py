@@ -66,9 +66,7 @@ _LOCAL_SCHEMES = ("", "file", "zarr", "zarr+file")
 
 def _format_options(files: FileLayer, given: Mapping[str, Any]) -> ZarrOptions:
     """The format's part of ``given`` (``backend_options``), after refusing keys neither it nor ``files`` takes."""
-    from trackpoint.backends.stores import ObjectStore
-
-    store = files.backend_option_names() if isinstance(files, ObjectStore) else frozenset()
+    store = files.backend_option_names() or frozenset()
     refuse_unknown(given, store)
     return ZarrOptions.from_mapping({k: v for k, v in given.items() if k not in store})
 

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
 from pathlib import Path
-from typing import ClassVar
 
 import pytest
 
@@ -40,16 +38,6 @@ class _LocalBackdoor(BackendConformance):
 
 class TestBundleRename(_LocalBackdoor):
     """Local disk: commit by rename (TensorFlow's layout)."""
-
-    known_gaps: ClassVar[Mapping[str, str]] = {
-        # RenameCommit._commit (backends/bundle/_commit.py) checks files.exists(index) and then commits with
-        # files.rename(tmp, index), an os.replace: a checkpoint another writer commits between the two is
-        # replaced, although commit(overwrite=False) must refuse it. Needs a rename that refuses an existing
-        # target (os.link + unlink, or renameat2 RENAME_NOREPLACE) in LocalFiles, used for overwrite=False.
-        "test_commit_write_refuses_a_checkpoint_committed_after_the_check": (
-            "the rename commit replaces an index committed after its existence check (os.replace)"
-        ),
-    }
 
     @pytest.fixture
     def backend(self) -> BundleBackend:

@@ -411,3 +411,26 @@ def test_find_and_rmtree(tmp_path: Path) -> None:
     assert (outside / "keep").read_bytes() == b"k"  # a symlinked directory is unlinked, never emptied
     files.rmtree(str(root))  # a missing tree is not an error
     assert files.find(str(root)) == []
+
+
+@pytest.mark.parametrize("how", ["renameat2", "link", "check"])
+def test_rename_new_never_replaces_what_is_there(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, how: str) -> None:
+    # A commit without overwrite publishes with it: os.replace took another writer's index committed meanwhile.
+    files = LocalFiles()
+    if how != "renameat2":
+        monkeypatch.setattr(local, "_rename_noreplace", lambda src, dst: False)
+    if how == "check":
+        real_link = os.link
+
+        def no_links(src: str, dst: str) -> None:
+            raise OSError(errno.EPERM, "no hard links here", dst)
+
+        monkeypatch.setattr(os, "link", no_links)
+        assert real_link is not os.link
+    (tmp_path / "src").write_bytes(b"mine")
+    (tmp_path / "dst").write_bytes(b"theirs")
+    with pytest.raises(tp.CheckpointExistsError, match="exists; .* was not moved there"):
+        files.rename_new(str(tmp_path / "src"), str(tmp_path / "dst"))
+    assert (tmp_path / "dst").read_bytes() == b"theirs" and (tmp_path / "src").read_bytes() == b"mine"
+    files.rename_new(str(tmp_path / "src"), str(tmp_path / "new"))
+    assert (tmp_path / "new").read_bytes() == b"mine" and not (tmp_path / "src").exists()
