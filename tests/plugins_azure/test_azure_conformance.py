@@ -7,6 +7,7 @@ The backdoor is the Azure SDK, used directly.
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterator
 from typing import ClassVar
 
@@ -73,3 +74,7 @@ class TestAzure(BackendConformance):
 
     def raw_delete(self, path: str) -> None:
         self._container.delete_blob(self._name(path))
+
+    def missing_location(self, base_url: str) -> str | None:
+        # A container that does not exist: reads, lists and saves there must raise CheckpointNotFoundError.
+        return f"az://trackpoint-absent-{uuid.uuid4().hex[:16]}/ckpts"
