@@ -7,6 +7,7 @@ which are compared a chunk of :data:`CHUNK_ELEMENTS` at a time.
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -16,8 +17,9 @@ import numpy as np
 
 from trackpoint._batches import batched
 from trackpoint.graph import OBJECT_ATTRIBUTES_NAME, escape_local_name
+from trackpoint.manager import METRICS_KEY
 from trackpoint.stateful import STATE_DICT_STRUCTURE, structure_changes
-from trackpoint.storage import OBJECT_GRAPH_KEY, CheckpointOptions, TensorInfo
+from trackpoint.storage import OBJECT_GRAPH_KEY, CheckpointOptions, CheckpointReader, TensorInfo
 
 #: How the key of a saved state dict's structure ends.
 STATE_DICT_SUFFIX = f"/{OBJECT_ATTRIBUTES_NAME}/{escape_local_name(STATE_DICT_STRUCTURE)}"
@@ -79,6 +81,13 @@ class DiffReport:
         How many tensors are in both and equal within the tolerances.
     atol, rtol
         The tolerances: values are equal where ``|a - b| <= atol + rtol * |b|``.
+    metrics
+        ``(metrics of a, metrics of b)`` when the metrics stored with them by
+        ``CheckpointManager.save(metrics=...)`` differ (one side's ``None``
+        when it has none; a string when they are not valid JSON); ``None``
+        when they are the same or neither has any. They describe a checkpoint
+        rather than being its values: :attr:`equal` leaves them out, as it
+        does the object graph.
     """
 
     a: str
@@ -89,10 +98,14 @@ class DiffReport:
     same: int
     atol: float
     rtol: float
+    metrics: tuple[Any, Any] | None = None
 
     @property
     def equal(self) -> bool:
-        """Whether the checkpoints hold the same tensors with the same values (within the tolerances)."""
+        """Whether the checkpoints hold the same tensors with the same values (within the tolerances).
+
+        The metrics stored by ``CheckpointManager`` are not among the tensors: see :attr:`metrics`.
+        """
         return not (self.added or self.removed or self.changed)
 
 
@@ -243,7 +256,9 @@ def diff(
     Notes
     -----
     The object graph itself is not compared: two checkpoints holding the same tensors under the same
-    keys restore the same values.
+    keys restore the same values. Nor are the metrics a ``CheckpointManager`` stores with a checkpoint
+    (the key ``_TRACKPOINT_METRICS``) compared as a tensor: the same weights saved with other metrics
+    are equal, and :attr:`DiffReport.metrics` gives both sides' metrics when they differ.
     """
     if atol < 0 or rtol < 0:
         raise ValueError(f"atol and rtol must not be negative, got atol={atol}, rtol={rtol}")
@@ -253,8 +268,9 @@ def diff(
     with ra:
         b_prefix, _, rb = open_source(os.fspath(b), b_options)
         with rb:
-            ka = {k for k in ra.keys() if k != OBJECT_GRAPH_KEY}
-            kb = {k for k in rb.keys() if k != OBJECT_GRAPH_KEY}
+            ka = {k for k in ra.keys() if k not in _NOT_TENSORS}
+            kb = {k for k in rb.keys() if k not in _NOT_TENSORS}
+            metrics = _metrics(ra), _metrics(rb)
             changed: list[TensorDiff] = []
             same = 0
             comparable: list[tuple[str, int]] = []
@@ -286,7 +302,37 @@ def diff(
         same,
         float(atol),
         float(rtol),
+        None if metrics[0] == metrics[1] else (_decoded(metrics[0]), _decoded(metrics[1])),
     )
+
+
+#: Keys that are no tensors of the model: the object graph, and the metrics ``CheckpointManager`` stores.
+_NOT_TENSORS: Final = frozenset({OBJECT_GRAPH_KEY, METRICS_KEY})
+
+
+def _metrics(reader: CheckpointReader) -> str | None:
+    """The JSON text of the metrics stored in the checkpoint, ``None`` without.
+
+    Compared as text: the manager writes them with sorted keys, so the same metrics give the same text
+    (and a NaN among them equals itself).
+    """
+    if not reader.has(METRICS_KEY):
+        return None
+    raw = np.asarray(reader.read(METRICS_KEY), dtype=object).reshape(-1)
+    if raw.size != 1:
+        return repr(raw.tolist())
+    value = raw[0]
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
+
+
+def _decoded(text: str | None) -> Any:
+    """The metrics as JSON values; the text itself when it is no JSON."""
+    if text is None:
+        return None
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
 
 
 def _dtype(info: TensorInfo) -> str:

@@ -79,6 +79,9 @@ class _Scored:
 
 
 _WITHOUT = _Scored(None, None)
+#: A kept checkpoint found no longer committed when its metrics were read (deleted half-way, or by another
+#: process): not one without metrics, to be kept for ever, but one for retention to retire (its delete retried).
+_GONE = _Scored(None, None)
 
 
 class _SaveCounter(Protocol):
@@ -275,6 +278,15 @@ def _encode_metrics(metrics: Any, directory: str) -> tuple[bytes, dict[str, Any]
     bad = [k for k in metrics if not isinstance(k, str)]
     if bad:
         raise ArgumentTypeError(f"{where}: the names of metrics must be strings, got {bad[0]!r}; nothing was saved")
+    nested = _non_string_key(metrics)
+    if nested is not None:
+        path, key = nested
+        raise ArgumentTypeError(
+            f"{where}: metrics are stored as JSON, whose objects have string keys, and metrics{path} has the key "
+            f"{key!r} ({type(key).__name__}); JSON would turn it into the string {json.dumps(str(key))} (or fail "
+            f"on keys of mixed types), so name it with a string ({{{json.dumps(str(key))}: ...}}) or give a list; "
+            "nothing was saved"
+        )
     try:
         # Sorted keys: the same metrics give the same bytes on every rank of a coordinated save, which checks that
         # ranks giving them agree.
@@ -288,6 +300,29 @@ def _encode_metrics(metrics: Any, directory: str) -> tuple[bytes, dict[str, Any]
     data = text.encode()
     decoded: dict[str, Any] = json.loads(data)
     return data, decoded
+
+
+def _non_string_key(metrics: Mapping[str, Any]) -> tuple[str, Any] | None:
+    """Where in ``metrics`` a dict (at any depth, in lists too) has a key that is no string, and that key.
+
+    JSON's objects have string keys: ``json.dumps`` turns ``0`` into ``"0"`` (read back as a string, so
+    ``best_fn`` would see other metrics after a restart than at the save) and fails sorting mixed keys.
+    """
+    seen: set[int] = set()
+    stack: list[tuple[str, Any]] = [(f"[{k!r}]", v) for k, v in metrics.items()]
+    while stack:
+        path, value = stack.pop()
+        if not isinstance(value, (dict, list, tuple)) or id(value) in seen:
+            continue  # a cycle is json.dumps' to refuse
+        seen.add(id(value))
+        if isinstance(value, dict):
+            for k, v in value.items():
+                if not isinstance(k, str):
+                    return path, k
+                stack.append((f"{path}[{k!r}]", v))
+        else:
+            stack.extend((f"{path}[{i}]", v) for i, v in enumerate(value))
+    return None
 
 
 def _metrics_item(data: bytes) -> WriteItem:
@@ -453,9 +488,15 @@ class CheckpointManager:
     the directory reads them back (one small read per checkpoint it
     adopts, only with ``best_fn``). A checkpoint whose metrics cannot be
     read counts as one without metrics, with a warning; one whose read
-    failed with a storage error is kept until a later save reads them.
+    failed with a storage error is kept until a later save reads them; one
+    found no longer committed (a delete that failed half-way, or another
+    process) is let go, and what is left of it deleted.
     With a coordinator, rank 0 applies retention with the metrics the
     checkpoint holds (see :meth:`save`) and every rank adopts its decision.
+    A manager opened later on the directory without ``best_fn`` takes over
+    every checkpoint the state file lists, a best one kept from before the
+    last preserved checkpoint too (listed, so not preserved), and retires
+    them by recency, oldest first.
     """
 
     def __init__(
@@ -553,7 +594,8 @@ class CheckpointManager:
                 "highest": self._highest,
                 "found": self._found_highest,
                 # What every rank's metrics() and best_checkpoint report; rank 0 alone read or scored them.
-                "metrics": [[p, s.metrics, s.score] for p, s in self._scored.items()],
+                # A checkpoint found gone is marked so (a fourth element): every rank's metrics() refuses it.
+                "metrics": [[p, s.metrics, s.score, *([True] if s is _GONE else [])] for p, s in self._scored.items()],
             }
         ).encode()
 
@@ -565,7 +607,8 @@ class CheckpointManager:
         self._highest = int(data.get("highest", -1))
         self._found_highest = int(data.get("found", -1))
         self._scored = {
-            str(p): _Scored(m, None if score is None else float(score)) for p, m, score in data.get("metrics", [])
+            str(p): _GONE if gone else _Scored(m, None if score is None else float(score))
+            for p, m, score, *gone in data.get("metrics", [])
         }
 
     def _is_own(self, path: str) -> bool:
@@ -587,7 +630,7 @@ class CheckpointManager:
         if recovered is None:
             # Slightly in the past so a manager re-created at once does not preserve its first save.
             self._last_preserved_timestamp = now - 1.0
-            known: list[tuple[str, float]] = []
+            known: list[tuple[str, float, bool]] = []
         else:
             self._last_preserved_timestamp = recovered.last_preserved_timestamp
             if now < self._last_preserved_timestamp:
@@ -600,19 +643,25 @@ class CheckpointManager:
                 self._last_preserved_timestamp = now
             paths = list(recovered.all_model_checkpoint_paths)
             stamps = list(recovered.all_model_checkpoint_timestamps)
-            if len(stamps) != len(paths):
+            timed = len(stamps) == len(paths)
+            if not timed:
                 stamps = [self._last_preserved_timestamp] * len(paths)
             known = [
-                (listed[_basename(p)], min(t, now))
+                (listed[_basename(p)], min(t, now), timed and t < self._last_preserved_timestamp)
                 for p, t in zip(paths, stamps, strict=True)
                 # Only committed checkpoints of this manager; an uncommitted entry is a
                 # crashed save or an interrupted delete and must not be reported as kept.
                 if self._is_own(p) and _basename(p) in listed
             ]
-        for path, stamp in known:
-            # TensorFlow's filter; by recency every listed checkpoint is newer than the last preserved one, but
-            # by metrics a best one kept from long ago is older, and must stay this manager's to rank and retire.
-            if stamp > self._last_preserved_timestamp or self._best_fn is not None:
+        for path, stamp, older in known:
+            # TensorFlow's filter keeps the entries newer than the last preserved checkpoint: the others (a state
+            # file without times, or times ahead of a clock that went back behind it) may be preserved, so they
+            # are kept for ever, unlisted. An entry whose own recorded time is older than the last preserved
+            # checkpoint was listed after that preservation, so it is not preserved (every manager, TensorFlow's
+            # too, takes the checkpoints it preserves off the list): the best one kept by metrics from long
+            # ago (with or without best_fn now), or one older than a preservation by another manager sharing
+            # the state file. It stays this manager's to rank and retire; dropped, it would never be deleted.
+            if stamp > self._last_preserved_timestamp or older or self._best_fn is not None:
                 self._maybe_delete[path] = stamp
         for name in self._unrecorded(recovered, known, listed):
             self._maybe_delete[listed[name]] = now
@@ -636,7 +685,7 @@ class CheckpointManager:
                 self._load_scored(path)
 
     def _unrecorded(
-        self, recovered: state.CheckpointState | None, known: list[tuple[str, float]], listed: dict[str, str]
+        self, recovered: state.CheckpointState | None, known: list[tuple[str, float, bool]], listed: dict[str, str]
     ) -> list[str]:
         """The names of committed checkpoints a crashed save left unrecorded, oldest first, for adoption.
 
@@ -649,7 +698,7 @@ class CheckpointManager:
         file nothing tells them apart, so with ``keep_checkpoint_every_n_hours``
         only the newest is adopted and the others are left as they are.
         """
-        newest_known = max((self._number(p) for p, _ in known), default=-1)
+        newest_known = max((self._number(p) for p, *_ in known), default=-1)
         if recovered is not None and self._is_own(recovered.model_checkpoint_path):
             newest_known = max(newest_known, self._number(recovered.model_checkpoint_path))
         above = sorted((n for n in listed if self._number(n) > newest_known), key=self._number)
@@ -706,6 +755,8 @@ class CheckpointManager:
         ------
         StorageError
             The store failed, not the metrics: whoever asked may try again later.
+        CheckpointNotFoundError
+            No checkpoint is committed at ``prefix`` (any more): it is gone, which is not "without metrics".
         """
         try:
             reader = self._backend.open_reader(prefix)
@@ -719,7 +770,7 @@ class CheckpointManager:
             if not isinstance(metrics, dict):
                 raise InvalidCheckpointError(f"they hold a {type(metrics).__name__}, not a mapping")
             return metrics
-        except StorageError:
+        except (StorageError, CheckpointNotFoundError):
             raise
         except (CheckpointError, ValueError, TypeError, IndexError) as exc:
             _log.warning(
@@ -745,6 +796,11 @@ class CheckpointManager:
             # Not known to be without metrics: kept (never deleted) until a later save reads them.
             _log.warning("could not read the metrics of %s (kept until a later save reads them): %s", path, exc)
             return None
+        except CheckpointNotFoundError as exc:
+            # Deleted half-way (its commit point first) or by another process: retention retires it.
+            _log.warning("%s is no longer committed (retention lets it go, deleting what is left): %s", path, exc)
+            self._scored[path] = _GONE
+            return _GONE
         scored = _WITHOUT if metrics is None else _Scored(metrics, self._score(metrics, path))
         self._scored[path] = scored
         return scored
@@ -818,6 +874,10 @@ class CheckpointManager:
         value is highest (``best_mode="max"``) or lowest (``"min"``); of equal
         values, the newer. ``None`` when none of them has metrics. Without a
         ``best_fn``, :attr:`latest_checkpoint`, as in Orbax.
+
+        From the manager's own record, as :attr:`checkpoints` is: a
+        checkpoint removed by something else (``tp.remove_checkpoint``,
+        another process) may be named until :meth:`reload`.
         """
         with self._lock:
             if self._best_fn is None:
@@ -863,7 +923,7 @@ class CheckpointManager:
         prefix = self._series_prefix(checkpoint, "CheckpointManager.metrics")
         with self._lock:
             scored = self._scored.get(prefix)
-            if scored is not None and prefix in self._maybe_delete:
+            if scored is not None and scored is not _GONE and prefix in self._maybe_delete:
                 return copy.deepcopy(scored.metrics)
         if _resolve.holder(self._backend, prefix) is None:
             raise CheckpointNotFoundError(
@@ -901,12 +961,16 @@ class CheckpointManager:
             Metrics of this checkpoint (``{"loss": 0.3}``), by which ``best_fn``
             ranks it (Orbax's ``save(step, metrics=)``). Stored in the
             checkpoint as JSON, with or without ``best_fn``: numbers, strings,
-            booleans, ``None``, lists and dicts; numpy, JAX and torch scalars
-            and arrays become Python numbers and lists. ``best_fn`` is applied
-            to them as stored before anything is written. With a coordinator,
+            booleans, ``None``, lists and dicts with string keys (JSON's
+            objects have no others: ``{0: 0.5}`` is refused, not turned into
+            ``{"0": 0.5}``); numpy, JAX and torch scalars and arrays become
+            Python numbers and lists. ``best_fn`` is applied to them as
+            stored before anything is written. With a coordinator,
             give them on every rank or on some (rank 0, say): the ranks giving
-            them must give the same (a save where they differ fails on every
-            rank, ``CoordinationError``), and the checkpoint holds them for all.
+            them must give the same, one value per checkpoint (average a
+            per-rank loss across ranks first; a save where they differ fails
+            on every rank, ``CoordinationError``), and the checkpoint holds
+            them for all: every rank's :meth:`metrics` reports them.
 
         Returns
         -------
@@ -1134,11 +1198,13 @@ class CheckpointManager:
         self._scored.pop(path, None)  # a re-saved number's metrics are the new checkpoint's
         if scored is not None:
             self._scored[path] = scored
-        elif self._coordinator is None or self._best_fn is None:
+        elif self._coordinator is None:
             self._scored[path] = _WITHOUT
-        else:
+        elif self._best_fn is not None:
             # Rank 0 was given no metrics, but other ranks may have been: the checkpoint holds what they gave.
             self._recorded_scored(path)
+        # Else (a coordinator, no best_fn): left unknown, as other ranks may have given metrics; metrics() reads
+        # them from the checkpoint when asked, on any rank.
         # TensorFlow's order: record the new checkpoint first (the ones about to leave still listed), delete,
         # then record again without them. Readers and TensorFlow's tools name the new checkpoint from the
         # first write on, and a crash while deleting leaves entries naming checkpoints that are gone or
@@ -1164,7 +1230,11 @@ class CheckpointManager:
                 # stays listed, oldest first, so the next save retries and a later manager retires it.
                 _log.warning("could not delete old checkpoint %s (the next save retries): %s", prefix, exc)
                 failed.append((prefix, stamp))
+            else:
+                self._scored.pop(prefix, None)
         for prefix, stamp in reversed(failed):
+            # Its metrics stay known (they are not read again from what may be a remainder without its commit
+            # point): retention ranks it as before, so the next save retires it again and retries the delete.
             self._maybe_delete[prefix] = stamp
             self._maybe_delete.move_to_end(prefix, last=False)
         if len(self._maybe_delete) == listed:
@@ -1183,13 +1253,16 @@ class CheckpointManager:
             return leaving
         for prefix in self._retiring(self._max_to_keep):
             timestamp = self._maybe_delete.pop(prefix)
-            self._scored.pop(prefix, None)
             hours = self._keep_checkpoint_every_n_hours
             # Oldest first, as TensorFlow's window lets them go; with best_fn, the ones not among the best.
-            if hours and timestamp - hours * 3600.0 >= self._last_preserved_timestamp:
+            # One found gone is not preserved: there is nothing left to keep, only a remainder to delete.
+            gone = self._scored.get(prefix) is _GONE
+            if hours and not gone and timestamp - hours * 3600.0 >= self._last_preserved_timestamp:
                 # Preserved: kept forever but no longer listed, so the state file stays small.
                 self._last_preserved_timestamp = timestamp
+                self._scored.pop(prefix, None)
                 continue
+            # Its metrics are forgotten once it is deleted (the caller's), kept if the delete fails.
             leaving.append((prefix, timestamp))
         return leaving
 
@@ -1209,6 +1282,8 @@ class CheckpointManager:
             scored = self._recorded_scored(path)
             if scored is None:
                 staying.add(path)
+            elif scored is _GONE:
+                continue  # retired: its delete is retried (removing what is left of it), never kept
             elif scored.score is None:
                 without.append(path)
             else:
@@ -1282,9 +1357,10 @@ class CheckpointManager:
         The manager reads its directory when it is created and then keeps
         its own record, as TensorFlow's does; after checkpoints were removed
         or added by something else (``tp.remove_checkpoint``, another tool),
-        ``reload()`` brings :attr:`checkpoints` and :attr:`latest_checkpoint`
-        up to date, as Orbax's ``reload`` does. An async save in flight is
-        waited for first. Nothing is cleaned up or deleted.
+        ``reload()`` brings :attr:`checkpoints`, :attr:`latest_checkpoint`
+        and :attr:`best_checkpoint` up to date, as Orbax's ``reload`` does.
+        An async save in flight is waited for first. Nothing is cleaned up
+        or deleted.
         """
         self._wait_for_save("reload()")
 

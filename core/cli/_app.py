@@ -35,6 +35,7 @@ from trackpoint.errors import (
     StorageError,
     UnknownBackendError,
 )
+from trackpoint.manager import METRICS_KEY
 from trackpoint.storage import OBJECT_GRAPH_KEY, CheckpointOptions, CheckpointReader, StorageBackend, TensorInfo
 
 __all__ = ["EXIT_DIFFERENT", "EXIT_ERROR", "EXIT_NOT_FOUND", "EXIT_OK", "EXIT_UNVERIFIED", "EXIT_USAGE", "main"]
@@ -462,7 +463,8 @@ def _ls(args: argparse.Namespace, out: TextIO) -> int:
                 holder = _resolve.holder(store, prefix) or store
                 row["format"] = holder.name
                 with holder.open_reader(prefix) as reader:
-                    infos = [reader.info(k) for k in reader.keys() if k != OBJECT_GRAPH_KEY]
+                    # The metrics a CheckpointManager stores with a checkpoint are no tensor of it.
+                    infos = [reader.info(k) for k in reader.keys() if k not in (OBJECT_GRAPH_KEY, METRICS_KEY)]
                 row["tensors"] = len(infos)
                 row["bytes"] = sum(i.nbytes for i in infos)
             except (CheckpointError, OSError, ValueError) as exc:
@@ -1013,6 +1015,8 @@ def _diff(args: argparse.Namespace, out: TextIO) -> int:
                 "same": report.same,
                 "atol": report.atol,
                 "rtol": report.rtol,
+                # The metrics a CheckpointManager stored with each, when they differ; not part of "equal".
+                "metrics": None if report.metrics is None else {"a": report.metrics[0], "b": report.metrics[1]},
             },
             out,
         )
@@ -1035,6 +1039,10 @@ def _diff(args: argparse.Namespace, out: TextIO) -> int:
             rows.append(["changed", c.key, f"max abs {c.max_abs:.6g}, max rel {rel}"])
     if rows:
         _render.table(rows, ["", "key", "difference"], out)
+    if report.metrics is not None:
+        # Not a tensor: shown apart, and the verdict and exit status go by the tensors alone.
+        a, b = (_render.metrics_text(m) for m in report.metrics)
+        print(f"metrics differ (not compared as tensors): {a} -> {b}", file=out)
     tolerance = "exactly" if report.atol == 0 and report.rtol == 0 else f"within atol={args.atol}, rtol={args.rtol}"
     verdict = "equal" if report.equal else "different"
     print(

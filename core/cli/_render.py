@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import json
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, TextIO
@@ -12,7 +13,7 @@ from trackpoint._units import human_bytes
 from trackpoint.proto import trackable_object_graph_pb2 as pb
 from trackpoint.storage import TensorInfo
 
-__all__ = ["dtype_name", "human_bytes", "plural", "progress", "shorten", "table", "tree"]
+__all__ = ["dtype_name", "human_bytes", "metrics_text", "plural", "progress", "shorten", "table", "tree"]
 
 
 def plural(n: int, word: str) -> str:
@@ -24,6 +25,14 @@ def shorten(text: str, width: int = 100) -> str:
     """``text`` on one line, cut to ``width`` characters (ending in ``...`` where cut)."""
     line = " ".join(text.split())
     return line if len(line) <= width else line[: width - 3].rstrip() + "..."
+
+
+def metrics_text(metrics: Any, width: int = 200) -> str:
+    """The metrics stored with a checkpoint on one line: their JSON (``none`` without), cut to ``width``."""
+    if metrics is None:
+        return "none"
+    text = metrics if isinstance(metrics, str) else json.dumps(metrics, sort_keys=True)
+    return shorten(text, width)
 
 
 def dtype_name(info: TensorInfo) -> str:

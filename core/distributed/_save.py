@@ -170,11 +170,22 @@ def plan_save(
                     how = f"both {_kind(o)}, different contents"
                 else:
                     how = f"rank {other}: {_kind(o)}, rank {rank}: {_kind(m)}"
+                from trackpoint.manager import METRICS_KEY  # only for this message, which is rare
+
+                if m.key == METRICS_KEY:
+                    advice = (
+                        "the metrics given to CheckpointManager.save are stored once per checkpoint, so ranks "
+                        "giving them must give the same: reduce them to one value per checkpoint first (average "
+                        "the loss across ranks, say) or give them on rank 0 only (metrics=None on the others)"
+                    )
+                else:
+                    advice = (
+                        "a value saved by several ranks is written once and must be the same on each: save "
+                        "per-rank values as the parts of a partitioned value (each rank's row of a "
+                        "[world_size, n] tensor, declared with SaveSliceInfo)"
+                    )
                 raise CoordinationError(
-                    f"ranks {other} and {rank} both save {m.key!r}{part} but disagree on it ({how}); a value saved "
-                    "by several ranks is written once and must be the same on each: save per-rank values as the "
-                    "parts of a partitioned value (each rank's row of a [world_size, n] tensor, declared with "
-                    "SaveSliceInfo)"
+                    f"ranks {other} and {rank} both save {m.key!r}{part} but disagree on it ({how}); {advice}"
                 )
             holders[m.ident].append(rank)
     loads = [0] * len(metas)

@@ -263,3 +263,26 @@ def test_the_comparison_holds_the_two_values_and_a_chunk_not_copies_of_them(tmp_
         assert report.equal == (atol == 2.0)
         # The two values read (64 MiB) and the chunks' temporaries; before, about 19 times one value (600 MiB).
         assert peak < 64 * 2**20 + 32 * 2**20, f"peak {peak / 2**20:.0f} MiB"
+
+
+def _managed(directory: Path, metrics: dict[str, float] | None) -> str:
+    """``ckpt-1`` of a CheckpointManager in ``directory``: the same weights, with ``metrics``."""
+    ckpt = tp.Checkpoint(w=tp.Variable(np.arange(3, dtype=np.float32)))
+    path = tp.CheckpointManager(ckpt, directory, max_to_keep=1).save(metrics=metrics)
+    assert path is not None
+    return path
+
+
+def test_metrics_stored_by_a_manager_are_reported_apart_not_as_a_changed_tensor(tmp_path: Path) -> None:
+    a = _managed(tmp_path / "a", {"loss": 0.5, "acc": float("nan")})
+    b = _managed(tmp_path / "b", {"loss": 0.4, "acc": 0.9})
+    report = tp.diff(a, b)
+    # The weights are the same: other metrics do not make them different, but are shown.
+    assert report.equal and report.changed == () and report.same == 2
+    assert report.metrics == ({"acc": pytest.approx(float("nan"), nan_ok=True), "loss": 0.5}, {"acc": 0.9, "loss": 0.4})
+    same = _managed(tmp_path / "same", {"loss": 0.5, "acc": float("nan")})
+    assert tp.diff(a, same).metrics is None  # equal metrics (NaN too) are no difference
+    without = _managed(tmp_path / "without", None)
+    report = tp.diff(a, without)
+    assert report.equal and report.added == report.removed == ()
+    assert report.metrics is not None and report.metrics[1] is None

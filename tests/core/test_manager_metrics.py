@@ -190,6 +190,66 @@ def test_deleting_the_best_names_the_next_best(run: str) -> None:
     assert m.best_checkpoint == f"{run}/ckpt-3"
 
 
+def test_a_delete_failing_half_way_is_retried_not_kept_as_without_metrics(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    run = str(tmp_path / "run")
+    m = _manager(run)
+    delete = m._backend.delete
+    failures = [f"{run}/ckpt-1"]
+
+    def half_way(prefix: str) -> None:
+        if prefix in failures:
+            failures.remove(prefix)
+            (tmp_path / "run" / "ckpt-1.index").unlink()  # the commit point went first, then the store failed
+            raise StorageError(f"connection reset deleting {prefix}")
+        delete(prefix)
+
+    m._backend.delete = half_way  # type: ignore[method-assign]
+    with caplog.at_level(logging.WARNING, logger="trackpoint.manager"):
+        _save_losses(m, [0.9, 0.1, 0.2])
+        assert _numbers(m.checkpoints) == [1, 2, 3]  # the delete of 1 failed: still listed, for the next save
+        _save_losses(m, [0.3])
+    # Ranked by the metrics it was saved with, 1 is retired again and its delete retried: nothing of it is
+    # left, where it used to be re-read from the remainder as one "without metrics", and kept for ever.
+    assert _numbers(m.checkpoints) == [2, 3, 4]
+    assert sorted(f.name for f in (tmp_path / "run").iterdir() if f.name.startswith("ckpt-1.")) == []
+    assert "counts as a checkpoint without metrics" not in caplog.text
+    listed = state.read_checkpoint_state(run)
+    assert listed is not None and _numbers(list(listed.all_model_checkpoint_paths)) == [2, 3, 4]
+
+
+def test_a_kept_checkpoint_found_gone_is_retired_not_kept_as_without_metrics(
+    run: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    m = _manager(run, max_to_keep=1)
+    _save_losses(m, [0.9])
+    m.close()
+    read = CheckpointManager._read_metrics
+    failing = {f"{run}/ckpt-1"}
+
+    def flaky(self: CheckpointManager, prefix: str) -> dict[str, Any] | None:
+        if prefix in failing:
+            raise StorageError("connection reset")
+        return read(self, prefix)
+
+    monkeypatch.setattr(CheckpointManager, "_read_metrics", flaky)
+    resumed = _manager(run, max_to_keep=1)  # the metrics of 1 are not known: it is kept until they are read
+    resumed.restore_or_initialize()
+    failing.clear()
+    tp.remove_checkpoint(f"{run}/ckpt-1")  # by another process
+    with caplog.at_level(logging.WARNING, logger="trackpoint.manager"):
+        _save_losses(resumed, [0.5])
+    # Gone is not "without metrics" (kept for ever by keep_checkpoints_without_metrics): it leaves the record.
+    assert _numbers(resumed.checkpoints) == [2]
+    assert "no longer committed" in caplog.text
+    assert "counts as a checkpoint without metrics" not in caplog.text
+    listed = state.read_checkpoint_state(run)
+    assert listed is not None and _numbers(list(listed.all_model_checkpoint_paths)) == [2]
+    with pytest.raises(CheckpointNotFoundError):
+        resumed.metrics(1)
+
+
 # ------------------------------------------------------------------ restarts
 def test_a_restarted_manager_retains_by_the_earlier_metrics(run: str) -> None:
     m = _manager(run)
@@ -291,6 +351,10 @@ def test_a_best_fn_failing_on_adopted_metrics_refuses_the_manager_and_deletes_no
         ({1: 0.1}, r"names of metrics must be strings"),
         ({"loss": object()}, r"stored as JSON"),
         ({"loss": b"0.1"}, r"stored as JSON"),
+        # JSON objects have string keys: int keys would come back as strings, and mixed ones fail to sort.
+        ({"loss": 0.1, "per_class": {0: 0.5, 1: 0.2}}, r"metrics\['per_class'\] has the key 0 \(int\)"),
+        ({"loss": 0.1, "per_class": {0: 0.5, "avg": 0.2}}, r"metrics\['per_class'\] has the key 0 \(int\)"),
+        ({"runs": [{"loss": 0.1}, {(1, 2): 0.2}]}, r"metrics\['runs'\]\[1\] has the key \(1, 2\) \(tuple\)"),
     ],
 )
 def test_metrics_that_cannot_be_stored_are_refused_before_anything_changes(run: str, metrics: Any, match: str) -> None:
@@ -348,6 +412,27 @@ def test_checkpoints_preserved_by_the_hours_rule_stay(run: str) -> None:
     # 1 and 5 leave; neither is an hour after the last preserved (4), so both go; 2 and 4 stay.
     assert _numbers(resumed.checkpoints) == [6]
     assert _committed(run) == [2, 4, 6]
+
+
+def test_a_manager_without_best_fn_takes_over_the_best_kept_from_long_ago(run: str) -> None:
+    clock = _Clock()
+    m = _manager(run, max_to_keep=1, keep_checkpoint_every_n_hours=1, clock=clock)
+    for loss in [0.1, 0.5, 0.6, 0.7, 0.8]:
+        clock.t += 1800
+        m.save(metrics={"loss": loss})
+    assert _numbers(m.checkpoints) == [1, 5]  # 1 is listed, older than the last preserved checkpoint (4)
+    m.close()
+    clock.t += 60
+    # Restarted by recency: 1 is listed, so not preserved (preserved ones are taken off the list). Dropped
+    # by TensorFlow's time rule it would be neither listed nor ever deleted; taken over, it goes first.
+    recency = CheckpointManager(_ckpt(), run, max_to_keep=2, clock=clock)
+    assert _numbers(recency.checkpoints) == [1, 5]
+    recency.restore_or_initialize()
+    for _ in range(3):
+        clock.t += 60
+        recency.save()
+    assert _numbers(recency.checkpoints) == [7, 8]
+    assert _committed(run) == [2, 4, 7, 8]  # the preserved ones stay
 
 
 def test_a_tensorflow_style_reader_sees_a_plain_state_file(run: str) -> None:

@@ -1,4 +1,4 @@
-"""Cases of tests/distributed/test_manager_metrics.py: a coordinated ``CheckpointManager`` retaining by metrics."""
+"""Cases of tests/distributed/test_ranks_manager_metrics.py: a coordinated ``CheckpointManager`` keeping by metrics."""
 
 from __future__ import annotations
 
@@ -31,15 +31,19 @@ def best_by_metrics(ctx: Context, directory: str) -> dict[str, Any]:
         model.step.assign_add(1)
         manager.save(metrics=metrics)
     outcome = "saved"
+    message = ""
     try:
         manager.save(metrics={"loss": float(ctx.rank)})  # the ranks disagree
     except tp.CheckpointError as exc:
         outcome = type(exc).__name__
+        message = str(exc)
     report = {
         "checkpoints": manager.checkpoints,
         "best": manager.best_checkpoint,
         "metrics": [manager.metrics(p) for p in manager.checkpoints],
         "refused": outcome,
+        # The advice for metrics: one value per checkpoint, not the parts of a partitioned value.
+        "advice": [words in message for words in ("average", "rank 0 only", "SaveSliceInfo")],
     }
     manager.close()
     reopened = tp.CheckpointManager(
@@ -55,4 +59,21 @@ def best_by_metrics(ctx: Context, directory: str) -> dict[str, Any]:
     report["steps"] = [
         int(np.asarray(tp.load_variable(p, "model/step/.ATTRIBUTES/VARIABLE_VALUE"))) for p in report["checkpoints"]
     ]
+    return report
+
+
+def metrics_without_best_fn(ctx: Context, directory: str) -> dict[str, Any]:
+    """No best_fn: metrics given on rank 1 alone, then on rank 0 alone; what metrics() reports on each rank."""
+    manager = tp.CheckpointManager(
+        tp.Checkpoint(model=_model(7, [4])), directory, max_to_keep=3, options=_options(ctx, timeout=20.0)
+    )
+    first = manager.save(metrics={"loss": 0.25} if ctx.rank == 1 else None)
+    second = manager.save(metrics={"loss": 0.5} if ctx.rank == 0 else None)
+    third = manager.save()
+    assert first is not None and second is not None and third is not None
+    report = {
+        "metrics": [manager.metrics(p) for p in (first, second, third)],
+        "best": manager.best_checkpoint == third,  # by recency without best_fn
+    }
+    manager.close()
     return report

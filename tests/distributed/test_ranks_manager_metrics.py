@@ -22,4 +22,15 @@ def test_every_rank_retains_the_same_best_checkpoints_whichever_ranks_give_the_m
     assert report["metrics"] == [{"loss": 0.1}, {"loss": 0.2}, {"loss": 0.9}]
     assert report["best"] == report["reopened_best"] == f"{directory}/ckpt-2"
     assert report["refused"] == "CoordinationError"  # the ranks gave different metrics: nothing saved
+    # Its advice: one value per checkpoint (averaged, or given on rank 0), not a partitioned value.
+    assert report["advice"] == [True, True, False]
     assert report["steps"] == [9, 10, 11]  # the model starts at step 7; each save is the values of its call
+
+
+def test_metrics_given_on_any_one_rank_are_reported_on_every_rank_without_best_fn(
+    torch2: Ranks, tmp_path: Path
+) -> None:
+    out = torch2.values("manager_metrics_cases:metrics_without_best_fn", directory=str(tmp_path / "run"))
+    # Given on rank 1 alone, on rank 0 alone, on none: rank 0 does not take "not given here" for "none".
+    expected = {"metrics": [{"loss": 0.25}, {"loss": 0.5}, None], "best": True}
+    assert out == [expected, expected], out

@@ -789,6 +789,27 @@ def test_diff_names_the_state_dict_entries_that_changed(tmp_path: Path, cli: Any
     assert data["changed"][0]["details"][-1] == "['lr']: 0.1 -> 0.2" and len(data["changed"][0]["details"]) == 7
 
 
+def test_diff_and_ls_leave_the_metrics_of_a_manager_out_of_the_tensors(tmp_path: Path, cli: Any) -> None:
+    for name, loss in (("a", 0.5), ("b", 0.4)):
+        ckpt = tp.Checkpoint(w=tp.Variable(np.ones(3, np.float32)))
+        with tp.CheckpointManager(ckpt, tmp_path / name, max_to_keep=2) as manager:
+            manager.save(metrics={"loss": loss})
+    a, b = str(tmp_path / "a" / "ckpt-1"), str(tmp_path / "b" / "ckpt-1")
+    result = cli("diff", a, b)
+    # The same weights: equal (exit status 0), the metrics shown on a line of their own.
+    assert result.returncode == 0, result.stdout
+    assert result.stdout.splitlines() == [
+        'metrics differ (not compared as tensors): {"loss": 0.5} -> {"loss": 0.4}',
+        "equal: 2 tensors equal exactly, 0 changed, 0 added, 0 removed",
+    ]
+    data = json.loads(cli("diff", a, b, "--json").stdout)
+    assert data["equal"] is True and data["changed"] == [] and data["same"] == 2
+    assert data["metrics"] == {"a": {"loss": 0.5}, "b": {"loss": 0.4}}
+    assert json.loads(cli("diff", a, a, "--json").stdout)["metrics"] is None
+    listed = json.loads(cli("ls", str(tmp_path / "a"), "--json").stdout)
+    assert [row["tensors"] for row in listed["checkpoints"]] == [2]  # the weights and save_counter, not the metrics
+
+
 def test_ls_all_says_when_the_backend_cannot_list_leftovers(tmp_path: Path, cli: Any) -> None:
     """`ls --all` on a backend without leftovers() used to print "no leftovers of crashed saves", which reads
     as a guarantee; the backend only could not tell."""
