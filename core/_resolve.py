@@ -34,9 +34,7 @@ import threading
 import weakref
 from collections import OrderedDict
 from collections.abc import Iterator, Sequence
-from typing import Any, Final
-
-import numpy as np
+from typing import Final
 
 from trackpoint import _paths
 from trackpoint.errors import CheckpointError, CheckpointExistsError, CheckpointNotFoundError
@@ -47,10 +45,10 @@ from trackpoint.storage import (
     ShardResult,
     ShardSpec,
     StorageBackend,
-    TensorInfo,
     VersionCondition,
     VersionedBytes,
     WriteItem,
+    _ForwardingReader,
     _options_argument,
 )
 
@@ -443,7 +441,7 @@ def _release(reader: CheckpointReader, pool: _Pool, held: _Held) -> None:
         pool.release(held)
 
 
-class _HeldReader(CheckpointReader):
+class _HeldReader(_ForwardingReader):
     """A reader that keeps its backend (and the :class:`Backends` state) alive until it is closed."""
 
     def __init__(self, reader: CheckpointReader, pool: _Pool, held: _Held) -> None:
@@ -453,36 +451,6 @@ class _HeldReader(CheckpointReader):
         self.info = reader.info  # type: ignore[method-assign]
         # Also run when the reader is collected unclosed; runs once either way.
         self._release = weakref.finalize(self, _release, reader, pool, held)
-
-    def keys(self) -> Sequence[str]:
-        # docstring inherited
-        return self._reader.keys()
-
-    def info(self, key: str) -> TensorInfo:
-        # docstring inherited
-        return self._reader.info(key)
-
-    def read(self, key: str, out: np.ndarray[Any, Any] | None = None) -> np.ndarray[Any, Any]:
-        # docstring inherited
-        return self._reader.read(key, out)
-
-    def has(self, key: str) -> bool:
-        # docstring inherited
-        return self._reader.has(key)
-
-    def read_many(self, requests: Sequence[tuple[str, np.ndarray[Any, Any] | None]]) -> list[np.ndarray[Any, Any]]:
-        # docstring inherited
-        return self._reader.read_many(requests)
-
-    def read_slice(
-        self,
-        key: str,
-        offset: Sequence[int],
-        shape: Sequence[int],
-        out: np.ndarray[Any, Any] | None = None,
-    ) -> np.ndarray[Any, Any]:
-        # docstring inherited; forwarded, so that a restore of a slice reads only its bytes
-        return self._reader.read_slice(key, offset, shape, out)
 
     def close(self) -> None:
         # docstring inherited; the backend is released once, after its reader.

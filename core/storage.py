@@ -741,6 +741,46 @@ class CheckpointReader(ABC):
         return iter(self.keys())
 
 
+class _ForwardingReader(CheckpointReader):
+    """A reader that hands every read to the reader it wraps, ``_reader``; subclasses add what they hold.
+
+    ``read_slice`` and ``read_many`` are forwarded too: the defaults would read whole tensors one by one
+    where the wrapped reader reads only the bytes asked for, or many at once.
+    """
+
+    _reader: CheckpointReader
+
+    def keys(self) -> Sequence[str]:
+        # docstring inherited
+        return self._reader.keys()
+
+    def info(self, key: str) -> TensorInfo:
+        # docstring inherited
+        return self._reader.info(key)
+
+    def read(self, key: str, out: np.ndarray[Any, Any] | None = None) -> np.ndarray[Any, Any]:
+        # docstring inherited
+        return self._reader.read(key, out)
+
+    def has(self, key: str) -> bool:
+        # docstring inherited
+        return self._reader.has(key)
+
+    def read_many(self, requests: Sequence[tuple[str, np.ndarray[Any, Any] | None]]) -> list[np.ndarray[Any, Any]]:
+        # docstring inherited
+        return self._reader.read_many(requests)
+
+    def read_slice(
+        self,
+        key: str,
+        offset: Sequence[int],
+        shape: Sequence[int],
+        out: np.ndarray[Any, Any] | None = None,
+    ) -> np.ndarray[Any, Any]:
+        # docstring inherited
+        return self._reader.read_slice(key, offset, shape, out)
+
+
 # Set by trackpoint.observe while an observed save runs in this context: its
 # events (SaveEvents), and the byte reporter of the shard being written.
 _SAVE_EVENTS: ContextVar[Any] = ContextVar("trackpoint_save_events", default=None)

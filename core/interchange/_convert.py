@@ -19,7 +19,14 @@ from trackpoint.errors import CheckpointKeyError, DataLossError, InvalidArgument
 from trackpoint.interchange._files import FlatFile, open_file, write_npz, write_safetensors
 from trackpoint.interchange._names import graph_from_names, path_names, pattern_paths, prune_graph
 from trackpoint.proto import trackable_object_graph_pb2 as pb
-from trackpoint.storage import OBJECT_GRAPH_KEY, CheckpointOptions, CheckpointReader, StorageBackend, TensorInfo
+from trackpoint.storage import (
+    OBJECT_GRAPH_KEY,
+    CheckpointOptions,
+    CheckpointReader,
+    StorageBackend,
+    TensorInfo,
+    _ForwardingReader,
+)
 
 __all__ = ["FlatReader", "Progress", "Selected", "check_separator", "export", "open_source", "read_graph"]
 
@@ -320,38 +327,12 @@ def open_source(path: str, options: CheckpointOptions | None = None) -> tuple[st
     return prefix, name, _Owning(reader, store)
 
 
-class _Owning(CheckpointReader):
+class _Owning(_ForwardingReader):
     """A reader that closes the backend it reads through when it is closed."""
 
     def __init__(self, reader: CheckpointReader, store: StorageBackend) -> None:
         self.prefix = reader.prefix
         self._reader, self._store = reader, store
-
-    def keys(self) -> Sequence[str]:
-        # docstring inherited
-        return self._reader.keys()
-
-    def info(self, key: str) -> TensorInfo:
-        # docstring inherited
-        return self._reader.info(key)
-
-    def read(self, key: str, out: np.ndarray[Any, Any] | None = None) -> np.ndarray[Any, Any]:
-        # docstring inherited
-        return self._reader.read(key, out)
-
-    def read_many(self, requests: Sequence[tuple[str, np.ndarray[Any, Any] | None]]) -> list[np.ndarray[Any, Any]]:
-        # docstring inherited
-        return self._reader.read_many(requests)
-
-    def read_slice(
-        self,
-        key: str,
-        offset: Sequence[int],
-        shape: Sequence[int],
-        out: np.ndarray[Any, Any] | None = None,
-    ) -> np.ndarray[Any, Any]:
-        # docstring inherited; forwarded, so that a part (inspect's preview of a tensor) reads only its bytes
-        return self._reader.read_slice(key, offset, shape, out)
 
     def close(self) -> None:
         # docstring inherited
