@@ -34,7 +34,8 @@ What is saved (the rule, also in ``docs/concepts.md``):
   (a ``jax.tree_util.register_dataclass`` dataclass, a class registered with
   ``register_pytree_node`` or ``register_pytree_with_keys``) is saved as a
   tuple is, its children named by their key-path entries; its holder keeps a
-  copy rebuilt by the type's own unflatten (see :class:`_PytreeValue`);
+  copy rebuilt by the type's own unflatten, and what that copy holds is what
+  is saved and restored (see :class:`_PytreeValue`);
 * a dict's saved entries are named by their keys: a str key as it is, an int
   key by its decimal string;
 * ``None`` is kept, with nothing to save;
@@ -145,7 +146,12 @@ def _wrap(value: Any, name: str, strict: bool, where: str) -> Any:
         return value
     kind = type(value)
     container = _is_container(value)
-    if container or (is_pytree_node(value) and not is_stateful(value)):
+    # The cheap checks first: is_pytree_node costs more, for each of possibly 10^5 arrays.
+    if not container and is_array_value(value):
+        _NumpyValue(value, name, where)  # checks that it can be saved
+        _show_wrappers_to_jax()  # wrappers made before jax was imported may hold JAX arrays from now on
+        return value
+    if container or (kind not in _NOTHING_INSIDE and is_pytree_node(value) and not is_stateful(value)):
         # The outermost call turns Python's RecursionError, from containers nested too deeply to wrap, into a
         # TrackableError naming where. (Caught, not prevented by a depth limit: how deep Python can go depends
         # on how deep the caller's stack already is. Here, not in a helper: a frame more per level of nesting
@@ -184,10 +190,6 @@ def _wrap(value: Any, name: str, strict: bool, where: str) -> Any:
             # leaving ids of containers no longer being wrapped; at the outermost call no container is.
             _WRAPPING.ids.clear()
             raise TrackableError(_too_deep_message(where, exc)) from exc
-    if is_array_value(value):
-        _NumpyValue(value, name, where)  # checks that it can be saved
-        _show_wrappers_to_jax()  # wrappers made before jax was imported may hold JAX arrays from now on
-        return value
     if is_stateful(value):
         return value  # saved through its state dict by a node its holder makes
     if strict and kind in PYTHON_NUMBERS:
@@ -273,7 +275,7 @@ def _holds_jax(value: Any) -> bool:
             pending.extend(item)
         elif is_jax_array(item) or is_jax_shape(item):
             return True
-        elif is_pytree_node(item):
+        elif kind not in _NOTHING_INSIDE and not is_array_value(item) and is_pytree_node(item):
             pending.extend(_node_children(item))
     return False
 
@@ -301,7 +303,7 @@ def _copy_containers(value: Any, made: dict[int, Any] | None = None) -> Any:
             return kind(*items) if _fields(kind) else kind(items)
         except TypeError:
             return value  # a tuple type that cannot be rebuilt (TensorFlow's rule: it is not saved either)
-    elif is_pytree_node(value):
+    elif kind not in _NOTHING_INSIDE and not is_array_value(value) and is_pytree_node(value):
         pairs, treedef = _flatten_node(value)
         children = [child for _, child in pairs]
         # Rebuilt as JAX rebuilds it (tree_map does the same): the node's own unflatten, with its static fields.
@@ -321,15 +323,18 @@ def _should_wrap_tuple(values: tuple[Any, ...]) -> bool:
             return True
         if type(value) in (dict, collections.OrderedDict, list):
             return True
-        if isinstance(value, tuple) and _should_wrap_tuple(value):
-            return True
-        if is_pytree_node(value) and _should_wrap_tuple(_node_children(value)):
+        if isinstance(value, tuple):
+            if _should_wrap_tuple(value):
+                return True
+        elif type(value) not in _NOTHING_INSIDE and is_pytree_node(value) and _should_wrap_tuple(_node_children(value)):
             return True
     return False
 
 
 def _is_saved_kind(value: Any) -> bool:
     """Whether a container element is saved when tracked (a trackable, a numpy value, a tuple of them)."""
+    if type(value) in _NOTHING_INSIDE:
+        return False
     return (
         isinstance(value, Trackable)
         or is_array_value(value)
@@ -759,8 +764,10 @@ class TrackableDataStructure(Trackable, metaclass=abc.ABCMeta):
     _self_strict: bool
     _self_where: str
     _self_nodes: dict[Any, _NumpyValue | _TupleValue | _PytreeValue | StatefulValue]
-    #: Set on the lists and dicts inside a pytree node that does not hold them itself (see _PytreeValue._watch).
-    _self_watcher: Callable[[], None]
+    #: The pytree node to rebuild when a restore replaces something held here: set on a pytree node (itself)
+    #: and on the lists and dicts inside one that does not hold them itself (see _PytreeValue._watch). Its
+    #: leaves' nodes are then _BatchedLeaf nodes.
+    _self_batch: _NodeRef
 
     def _init_structure(self, strict: bool, where: str | None, kind: str) -> None:
         _show_wrappers_to_jax()
@@ -774,6 +781,14 @@ class TrackableDataStructure(Trackable, metaclass=abc.ABCMeta):
         source = _COPYING.sources.get(id(storage)) if _COPYING.depth else None
         if source is not None:
             self._self_source = (source, list(source.items()) if isinstance(source, dict) else list(source))
+
+    def _forget_source(self) -> None:
+        """A restore replaced a value here: the copy no longer mirrors the user's container, which is let go.
+
+        Kept, the user's list or dict (a template given to be restored into) would keep the arrays it held
+        alive, a second copy of them on the devices, for as long as the checkpoint holds this wrapper.
+        """
+        self.__dict__.pop("_self_source", None)
 
     def _check_source(self) -> None:
         """Refuse to save a copy whose source the user changed since: the change would not be saved.
@@ -820,14 +835,21 @@ class TrackableDataStructure(Trackable, metaclass=abc.ABCMeta):
         if node is None or node.current() is not value:
             setter = _ElementSetter(self, key, value)
             where = self._element_where(key)
-            if isinstance(value, tuple):
+            # Arrays first: the checks for the other kinds cost more, for each of possibly 10^5 values.
+            leaf = is_array_value(value) or type(value) in PYTHON_NUMBERS
+            if not leaf and isinstance(value, tuple):
                 node = _TupleValue(value, self._self_strict, where, setter)
-            elif is_stateful(value):
+            elif not leaf and is_stateful(value):
                 node = stateful_node(value, where)
-            elif is_pytree_node(value):
+            elif not leaf and is_pytree_node(value):
                 node = _PytreeValue(value, self._self_strict, where, setter)
             else:
-                node = _NumpyValue(value, self._child_name(key), where, setter)
+                batch = self.__dict__.get("_self_batch")
+                if batch is None:
+                    node = _NumpyValue(value, self._child_name(key), where, setter)
+                else:
+                    node = _BatchedLeaf(value, self._child_name(key), where, setter)
+                    node._self_batch = batch
             self._self_nodes[key] = node
         return node
 
@@ -847,6 +869,8 @@ class TrackableDataStructure(Trackable, metaclass=abc.ABCMeta):
             or (self._self_strict and type(value) in PYTHON_NUMBERS)
         ):
             return self._node_for(key, value)
+        if type(value) in _NOTHING_INSIDE:
+            return None  # configuration (a str, None, a number outside a checkpoint's containers)
         if is_pytree_node(value):
             node = self._self_nodes.get(key)
             if node is not None and node.current() is value:
@@ -886,9 +910,10 @@ class TrackableDataStructure(Trackable, metaclass=abc.ABCMeta):
             if mixed and name in children:
                 first = next(k for k, _ in self._items() if _dict_key_name(k) == name)
                 raise NameConflictError(
-                    f"Unable to save {self._self_where}: its keys {first!r} and {key!r} would both be saved as "
-                    f"{name!r} (an int key is saved as its decimal string, the name TensorFlow and load_tree() "
-                    "show). Rename one of them, or keep the dict's keys all str or all int."
+                    f"Unable to save or restore {self._self_where}: its keys {first!r} and {key!r} would both be "
+                    f"named {name!r} in a checkpoint (an int key is saved and restored as its decimal string, the "
+                    "name TensorFlow and load_tree() show). Rename one of them, or keep the dict's keys all str or "
+                    "all int."
                 )
             children[name] = value
         return children
@@ -901,9 +926,10 @@ class TrackableDataStructure(Trackable, metaclass=abc.ABCMeta):
 
     def _restored_inside(self) -> None:
         """Tell the pytree node watching this wrapper (see :meth:`_PytreeValue._watch`) that a restore changed it."""
-        watcher = self.__dict__.get("_self_watcher")
-        if watcher is not None:
-            watcher()
+        batch = self.__dict__.get("_self_batch")
+        node = None if batch is None else batch()
+        if node is not None:
+            node._changed()
 
 
 _NON_APPEND_MESSAGE = (
@@ -1016,6 +1042,7 @@ class ListWrapper(TrackableDataStructure, list[Any]):
             if snapshot is not None and key < len(snapshot) and snapshot[key] is old:
                 snapshot[key] = new
             self._restored_inside()
+            self._forget_source()
 
     def _place(self, index: int, value: Any) -> tuple[Any, bool]:
         stored, tracked = self._store(index, value)
@@ -1379,6 +1406,7 @@ class _DictWrapper(TrackableDataStructure, dict[Any, Any]):
             if snapshot is not None and snapshot.get(key, _MISSING) is old:
                 snapshot[key] = new
             self._restored_inside()
+            self._forget_source()
 
     def _items(self) -> Iterable[tuple[Any, Trackable]]:
         for key, value in self._self_storage.items():
@@ -1770,18 +1798,151 @@ def _entry_name(entry: Any) -> tuple[str, str] | None:
     return None
 
 
-class _Rebuild:
-    """Rebuilds a pytree node when a restore changed a list or dict inside it (holds the node weakly)."""
+class _NodeRef:
+    """A weak reference to the pytree node a structure or leaf node reports to (see :class:`_BatchedLeaf`)."""
 
     __slots__ = ("node",)
 
-    def __init__(self, node: _PytreeValue) -> None:
-        self.node = weakref.ref(node)
+    def __init__(self, node: _PytreeValue | None) -> None:
+        self.node: Callable[[], _PytreeValue | None] = _gone if node is None else weakref.ref(node)
 
-    def __call__(self) -> None:
-        node = self.node()
-        if node is not None:
-            node._rebuild()
+    def __reduce__(self) -> tuple[Any, ...]:
+        # As _ElementSetter's: pickled with a strong reference, rebuilt with a weak one.
+        return (_NodeRef, (self.node(),))
+
+    def __call__(self) -> _PytreeValue | None:
+        return self.node()
+
+
+class _BatchedLeaf(_NumpyValue):
+    """The node of a leaf inside a pytree node, whose replacing restore the pytree node waits for.
+
+    A JAX array (a numpy scalar, a number) is replaced on restore, and the pytree node holding it must then
+    be rebuilt by its own unflatten: once per leaf would cost n unflattens of n children for a mapping-like
+    node (flax's ``FrozenDict``). A restore asks each node it reads into for a buffer
+    (:meth:`_restore_buffer`) before it gives any of them its value (:meth:`_restore_from_tensors`): a leaf
+    that will be replaced tells its pytree node then, and the node rebuilds when the last leaf it waits for
+    has its value (see :meth:`_PytreeValue._arrived`). A replacement it was not told of (an ``assign``)
+    rebuilds at once.
+    """
+
+    _self_batch: _NodeRef
+
+    def _restore_buffer(self, attribute: str) -> np.ndarray[Any, Any] | None:
+        buffer = super()._restore_buffer(attribute)
+        if buffer is None and self._tensor is None:  # replaced, not written in place
+            node = self._self_batch()
+            if node is not None:
+                node._self_expected.add(id(self))
+        return buffer
+
+    def _restore_from_tensors(self, tensors: Mapping[str, np.ndarray[Any, Any]]) -> None:
+        try:
+            super()._restore_from_tensors(tensors)
+        finally:
+            node = self._self_batch()
+            if node is not None:
+                node._arrived(self)
+
+
+def _in_place_kind(value: Any) -> bool:
+    """Whether a restore writes into ``value`` itself (a writeable array, a tensor, a variable, a module)."""
+    if isinstance(value, np.ndarray):
+        return bool(value.flags.writeable)
+    return dtypes._is_torch_tensor(value) or isinstance(value, Trackable) or is_stateful(value)
+
+
+def _tree_flatten(value: Any) -> tuple[list[Any], Any]:
+    leaves, structure = sys.modules["jax"].tree_util.tree_flatten(value)
+    return list(leaves), structure
+
+
+def _same_tree(leaves: list[Any], structure: Any, then: tuple[list[Any], Any]) -> bool:
+    """Whether ``leaves`` in ``structure`` are the very leaves ``then`` recorded, in an equal structure."""
+    if len(leaves) != len(then[0]) or not all(map(operator.is_, leaves, then[0])):
+        return False
+    try:
+        return bool(structure == then[1])
+    except Exception:  # noqa: BLE001 -- static data whose == gives no truth value: taken as changed
+        return False
+
+
+def _held_ref(value: Any) -> Callable[[], Any]:
+    """A weak reference to ``value`` where it takes one; else ``value`` itself, behind the same call."""
+    try:
+        return _Weak(value)
+    except TypeError:
+        return _Held(value)
+
+
+class _Weak:
+    """A weak reference that pickles (as the strong :class:`_Held`, like the setters' references)."""
+
+    __slots__ = ("ref",)
+
+    def __init__(self, value: Any) -> None:
+        self.ref = weakref.ref(value)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_Held, (self.ref(),))
+
+    def __call__(self) -> Any:
+        return self.ref()
+
+
+class _Held:
+    __slots__ = ("value",)
+
+    def __init__(self, value: Any) -> None:
+        self.value = value
+
+    def __call__(self) -> Any:
+        return self.value
+
+
+#: How a source node's child was, for :meth:`_PytreeValue._check_source`: a leaf (a reference, weak where it
+#: can be), or a plain container: its type, keys (or length), the records of its items and, where the
+#: checkpoint's wrapper shares it (a tree without JAX arrays is wrapped in place), the container itself.
+_Record = tuple[Any, ...]
+
+
+def _record(value: Any, shared: bool) -> _Record:
+    kind = type(value)
+    if kind is dict or kind is collections.OrderedDict or kind is list or kind is tuple:
+        items = list(value.values()) if isinstance(value, dict) else list(value)
+        keys = tuple(value) if isinstance(value, dict) else len(value)
+        return ("c", value if shared else None, kind, keys, [_record(item, shared) for item in items])
+    return ("l", _held_ref(value))
+
+
+def _changed_from_record(value: Any, record: _Record) -> str | None:
+    """Where ``value`` differs from what ``record`` saw (``""`` for itself), or ``None`` if nowhere.
+
+    Containers are compared by their contents, not their identity: a flatten may build its children anew
+    each time (``lambda m: (({"w": m.w, "b": m.b},), None)``).
+    """
+    if record[0] == "l":
+        return None if record[1]() is value else ""
+    _, shared, kind, keys, items = record
+    if shared is not None and value is shared:
+        return None  # the checkpoint's wrapper shares it: what changes inside is the wrapper's to check
+    if type(value) is not kind:
+        return ""
+    if isinstance(value, dict):
+        if tuple(value) != keys:
+            return ""
+        steps = [f"[{key!r}]" for key in value]
+        contents = list(value.values())
+    else:
+        if len(value) != keys:
+            return ""
+        steps = [f"[{index}]" for index in range(len(value))]
+        contents = list(value)
+    for step, item, sub in zip(steps, contents, items, strict=True):
+        inside = _changed_from_record(item, sub)
+        if inside is not None:
+            return step + inside
+    return None
 
 
 class _PytreeValue(TrackableDataStructure):
@@ -1794,14 +1955,28 @@ class _PytreeValue(TrackableDataStructure):
     fields are not children: they are not saved, and the node restored keeps its own.
 
     The holder keeps :meth:`current`: a node of the same type, rebuilt by the type's own unflatten around
-    the children as the checkpoint holds them (lists and dicts wrapped). The node given is never changed. A
-    restore that replaces a child (a JAX array, a tuple, a node inside) rebuilds it and gives the holder the
-    new one.
+    the children as the checkpoint holds them (lists and dicts wrapped). The node given is never changed.
+
+    What is saved and restored is what that node holds (see :meth:`_adopt`): an unflatten that copies or
+    converts a leaf (a ``__post_init__`` doing ``np.array(self.w, np.float32)``) holds its own copy, and
+    that copy is tracked, restored in place and saved. A restore that replaces a child (a JAX array, a
+    tuple, a node inside) rebuilds the node, once per restore (see :class:`_BatchedLeaf`), and gives the
+    holder the new one. An unflatten that copies a list or dict child holds other containers: a restore into
+    the checkpoint's rebuilds the node, and one that copies or converts arrays inside such a container,
+    which a restore would write into unseen, is refused.
     """
 
     _self_value: Any
     _self_names: tuple[str, ...]
     _self_wheres: tuple[str, ...]
+    _self_batch: _NodeRef
+    #: Ids of the leaf nodes whose replacing restore is under way (see _BatchedLeaf).
+    _self_expected: set[int]
+    #: Whether a child was replaced since the node was last rebuilt.
+    _self_dirty: bool
+    #: The leaves and tree structure of the containers the node holds where the checkpoint tracks others (an
+    #: unflatten or flatten that copies them), by position, as they were when the node was rebuilt.
+    _self_copies: dict[int, tuple[list[Any], Any]]
     _on_replace: Callable[[Any], None] | None
 
     def __init__(
@@ -1838,6 +2013,10 @@ class _PytreeValue(TrackableDataStructure):
         self._self_unsaved = frozenset(i for i, (_, child) in enumerate(pairs) if isinstance(child, NoDependency))
         self._self_treedef = treedef
         self._on_replace = on_replace
+        self._self_batch = _NodeRef(self)
+        self._self_expected = set()
+        self._self_dirty = False
+        self._self_copies = {}
         given = [child for _, child in pairs]
         children: list[Any] = []
         for index, child in enumerate(given):
@@ -1851,13 +2030,20 @@ class _PytreeValue(TrackableDataStructure):
                 wrapped = wrapped.current()
             children.append(wrapped)
         self._self_children = children
-        # The user's node (the one a copy of a tree holding JAX arrays was made from), and its children then.
-        source = _COPYING.sources.get(id(original), original) if _COPYING.depth else original
-        self._self_source = (source, given if source is original else list(_node_children(source)))
         # Always a new node, as a tuple is rebuilt: the holder never holds the user's (maybe mutable) node, so
         # that assigning it again, after a change, is a new assignment.
         self._self_value = self._unflatten()
+        self._adopt()
         self._watch()
+        # The user's node (the one a copy of a tree holding JAX arrays was made from), as it is now that its
+        # lists and dicts are wrapped. Held weakly where it can be, and its leaves too: a node nobody else
+        # holds cannot change, and the template's arrays must not outlive a restore that replaced them.
+        source = _COPYING.sources.get(id(original), original) if _COPYING.depth else original
+        shared = source is original  # not copied: its lists and dicts are the wrappers' own
+        self._self_given: tuple[Callable[[], Any], list[_Record]] | None = (
+            _held_ref(source),
+            [_record(child, shared) for child in _node_children(source)],
+        )
 
     def current(self) -> Any:
         """The node the holder should hold (a new one after a replacing restore)."""
@@ -1873,26 +2059,137 @@ class _PytreeValue(TrackableDataStructure):
                 "to keep it unsaved"
             ) from exc
 
+    def _copies_refused(self, index: int, what: str) -> TrackableError:
+        kind = self._self_kind
+        return TrackableError(
+            f"{self._self_where}: the {kind}'s pytree unflatten (its constructor or __post_init__) copies or "
+            f"converts {what} it is given at {self._element_where(index)}, so a restore, which writes into the "
+            f"values the checkpoint tracks, would not reach the {kind} held here, nor would a save see its copies. "
+            f"Convert the values before building the {kind} (np.asarray(x, dtype) keeps an array that already has "
+            "the dtype where np.array copies it), have it keep the lists and dicts it is given, or assign "
+            "NoDependency(value) to keep it unsaved"
+        )
+
+    def _adopt(self, saving: bool = False) -> None:
+        """Track what the node held by the holder holds, one level down.
+
+        Right after an unflatten (``saving`` false): a leaf the unflatten copied or converted (a
+        ``__post_init__`` doing ``np.array(self.w, np.float32)``) is tracked in place of the one given, its
+        node, if any, made again around it in place (so that a restore in progress still finds it), so a
+        restore writes into what the node holds and a save reads it. A list or dict child the node holds
+        a copy of must hold the same arrays and tensors: a restore writes into those (the node is
+        rebuilt when one inside is replaced, see :meth:`_watch`).
+
+        At a save (``saving``): a leaf replaced in the held node (a mutable one) is tracked from now on; a
+        list or dict child it holds that changed since the checkpoint built it is refused.
+
+        Raises
+        ------
+        TrackableError
+            The node turned a saved leaf into something not saved, copies a variable or stateful object,
+            or copies arrays inside a list or dict child; or, at a save, a copied container changed.
+        """
+        held = _node_children(self._self_value)
+        children = self._self_children
+        if len(held) != len(children):
+            raise TrackableError(
+                f"{self._self_where}: the {self._self_kind} rebuilt by its pytree unflatten from "
+                f"{len(children)} children flattens into {len(held)}: the checkpoint cannot tell which is which; "
+                "assign NoDependency(value) to keep it unsaved"
+            )
+        copies: dict[int, tuple[list[Any], Any]] = {}
+        for index, (now, tracked) in enumerate(zip(held, children, strict=True)):
+            if now is tracked:
+                continue
+            if index in self._self_unsaved:
+                children[index] = now
+                continue
+            node = self._self_nodes.get(index)
+            if isinstance(tracked, (ListWrapper, _DictWrapper)) or (
+                isinstance(node, (_TupleValue, _PytreeValue)) and node.current() is tracked
+            ):
+                leaves, structure = _tree_flatten(now)
+                if saving:
+                    # What the node holds there (a flatten may build it anew each time) is what it held when the
+                    # checkpoint built it: the same leaves in the same structure.
+                    copy = self._self_copies.get(index)
+                    if copy is None or not _same_tree(leaves, structure, copy):
+                        raise self._changed_refused(f"at {self._element_where(index)}")
+                    copies[index] = copy
+                    continue
+                inside = set(map(id, leaves))
+                if any(id(leaf) not in inside and _in_place_kind(leaf) for leaf in _tree_flatten(tracked)[0]):
+                    raise self._copies_refused(index, "the arrays inside the list or dict")
+                copies[index] = (leaves, structure)
+                continue
+            if _in_place_kind(tracked) and not is_array_value(tracked):
+                raise self._copies_refused(index, f"the {type(tracked).__name__}")
+            name, where, strict = self._child_name(index), self._element_where(index), self._self_strict
+            if is_array_value(now) or (strict and type(now) in PYTHON_NUMBERS):
+                _wrap(now, name, strict, where)  # checks that it can be saved
+            elif (
+                is_array_value(tracked)
+                or (strict and type(tracked) in PYTHON_NUMBERS)
+                or (_wrap(now, name, strict, where) is not now)
+            ):
+                raise self._copies_refused(index, f"the {type(tracked).__name__} (into a {type(now).__name__})")
+            if isinstance(node, _NumpyValue) and node.current() is tracked:
+                # The node made again in place: a restore in progress, and the status, know this one.
+                _NumpyValue.__init__(node, now, name, where, _ElementSetter(self, index, now))
+            children[index] = now
+        self._self_copies = copies
+
+    def _changed_refused(self, at: str) -> TrackableError:
+        return TrackableError(
+            f"Unable to save {self._self_where}: the {self._self_kind} held there was changed {at} since the "
+            "checkpoint built it (it holds other lists or dicts, or other values in them), and the checkpoint "
+            "saves the ones it tracks. Assign it again before saving, to save the new values."
+        )
+
     def _watch(self) -> None:
-        """Have the lists and dicts inside rebuild this node when a restore changes them, if it does not hold them.
+        """Have the lists and dicts inside rebuild this node when a restore changes them, if it holds copies.
 
         Most types' unflatten keeps the children it is given (a registered dataclass does), so a restore
         into a wrapped dict inside is seen through the node. One that copies them (into a frozen mapping,
-        say) holds other containers: the node is rebuilt after each change instead.
+        say) holds other containers: the node is rebuilt after a restore that replaced something in them
+        (their leaves are :class:`_BatchedLeaf` nodes, so once per restore).
         """
-        held = _node_children(self._self_value)
-        if len(held) == len(self._self_children) and all(map(operator.is_, held, self._self_children)):
-            return
-        rebuild = _Rebuild(self)
-        pending = list(self._self_children)
+        batch = self._self_batch
+        pending = [self._self_children[index] for index in self._self_copies]
         while pending:
             item = pending.pop()
             if isinstance(item, (_DictWrapper, ListWrapper)):
-                item._self_watcher = rebuild
+                item._self_batch = batch
                 pending.extend(item.values() if isinstance(item, _DictWrapper) else item)
 
+    def _changed(self) -> None:
+        """A child was replaced (or a list or dict inside changed): rebuild now, or once the restore's leaves are in."""
+        self._self_dirty = True
+        if not self._self_expected:
+            self._rebuild()
+
+    def _arrived(self, leaf: _BatchedLeaf) -> None:
+        """A leaf this node waited for has its restored value: rebuild if it was the last one."""
+        expected = self._self_expected
+        expected.discard(id(leaf))
+        if not expected and self._self_dirty:
+            self._rebuild()
+
+    def _settle(self) -> None:
+        """Before the node is walked, saved or looked into: a rebuild left waiting (a restore that stopped)."""
+        if self._self_expected:
+            self._self_expected.clear()
+        if self._self_dirty:
+            self._rebuild()
+
     def _rebuild(self) -> None:
+        self._self_dirty = False
         self._self_value = self._unflatten()
+        self._adopt()
+        source = self._self_given
+        if source is not None and isinstance(source[0], _Held):
+            # The template held strongly (a type without weak references): its arrays, replaced now, are let go.
+            self._self_given = None
         if self._on_replace is not None:
             self._on_replace(self._self_value)
 
@@ -1900,24 +2197,42 @@ class _PytreeValue(TrackableDataStructure):
         children = self._self_children
         if isinstance(key, int) and key < len(children) and children[key] is old:
             children[key] = new
-            self._rebuild()
+            self._changed()
 
     def _check_source(self) -> None:
         """Refuse to save a node whose source the user changed since it was given: the change would not be saved.
 
+        Its children are compared with what they were by their leaves and the shape of the lists, dicts
+        and tuples holding them, not by the identity of those containers, which a flatten may build anew.
+
         Raises
         ------
         TrackableError
-            The node given (a mutable one) holds other children than it did when it was given.
+            The node given (a mutable one) holds other leaves than it did when it was given.
         """
-        source, then = self._self_source
-        now = _node_children(source)
-        if len(now) == len(then) and all(map(operator.is_, now, then)):
+        found = self._self_given
+        if found is None:
             return
+        ref, records = found
+        source = ref()
+        if source is None:
+            return  # nobody holds the node given any more: nobody can have changed it
+        now = _node_children(source)
+        at: str | None = ""
+        if len(now) == len(records):
+            changes = (
+                (index, _changed_from_record(child, record))
+                for index, (child, record) in enumerate(zip(now, records, strict=True))
+            )
+            at = next(
+                (f" (at {self._element_where(index)}{inside})" for index, inside in changes if inside is not None), None
+            )
+            if at is None:
+                return
         raise TrackableError(
             f"Unable to save {self._self_where}: the {type(source).__name__} given there was changed since it was "
-            "given (it holds other children now), and the checkpoint saves the children it was given. Assign it "
-            "again before saving, to save the new values."
+            f"given{at}, and the checkpoint saves the values it was given. Assign it again before saving, to save "
+            "the new values."
         )
 
     def _child_name(self, key: Any) -> str:
@@ -1936,12 +2251,15 @@ class _PytreeValue(TrackableDataStructure):
                 yield names[index], dependency
 
     def _trackable_children(self) -> dict[str, Trackable]:
+        self._settle()
+        self._adopt(saving=True)
         self._check_source()
         return super()._trackable_children()
 
     def _lookup_dependency(
         self, name: str, cached_dependencies: Mapping[str, Trackable] | None = None
     ) -> Trackable | None:
+        self._settle()
         index = self._self_index.get(name)
         if index is None or index in self._self_unsaved:
             return None

@@ -195,7 +195,11 @@ def test_a_node_or_tree_changed_since_it_was_given_is_refused_not_saved_stale(tm
     state = train_state()
     ckpt = tp.Checkpoint(state=state)
     state.params["dense"]["b"] = jnp.zeros(2)  # inside a frozen dataclass, the user's dict is still mutable
-    with pytest.raises(tp.TrackableError, match=r"Checkpoint\.state\.params\['dense'\]: the dict given there"):
+    with pytest.raises(
+        tp.TrackableError,
+        match=r"Checkpoint\.state: the TrainState given there was changed since it was given \(at "
+        r"Checkpoint\.state\.params\['dense'\]\['b'\]\)",
+    ):
         ckpt.write(str(tmp_path / "d"))
 
 
@@ -269,5 +273,164 @@ def test_an_int_key_added_after_a_restore_gets_its_value() -> None:
 
 
 def test_keys_that_would_share_a_name_are_refused() -> None:
-    with pytest.raises(tp.NameConflictError, match=r"Checkpoint\.d: its keys 0 and '0' would both be saved as '0'"):
+    with pytest.raises(
+        tp.NameConflictError, match=r"save or restore Checkpoint\.d: its keys 0 and '0' would both be named '0'"
+    ):
         tp.Checkpoint(d={0: np.ones(1), "0": np.zeros(1)}).write("memory://pytrees/clash/ckpt")
+
+
+def test_a_restore_into_a_template_with_clashing_keys_says_restore_too() -> None:
+    path = tp.Checkpoint(d={"0": np.ones(1)}).write("memory://pytrees/clash-restore/ckpt")
+    with pytest.raises(tp.NameConflictError, match=r"Unable to save or restore Checkpoint\.d: its keys 0 and '0'"):
+        tp.Checkpoint(d={0: np.zeros(1), "0": np.zeros(1)}).read(path)
+
+
+# ------------------------------------------------------------------ nodes that copy or convert what they are given
+@tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class Normalized:
+    """Converts its array to float32 on construction (np.array copies it even when it is float32 already)."""
+
+    step: Any
+    w: Any
+
+    def __post_init__(self) -> None:
+        if isinstance(self.w, np.ndarray):
+            object.__setattr__(self, "w", np.array(self.w, dtype=np.float32))
+
+
+def test_a_node_that_copies_its_leaves_is_restored_and_saved_through_its_own_copies() -> None:
+    # Nothing replaced, so nothing rebuilt: the restore wrote into the float32 copy the node holds.
+    alone = tp.Checkpoint(p=Normalized(None, np.ones(3))).write("memory://pytrees/copying/alone")
+    ckpt = tp.Checkpoint(p=Normalized(None, np.zeros(3)))
+    ckpt.read(alone).assert_consumed()
+    assert ckpt.p.w.tolist() == [1.0, 1.0, 1.0]
+    path = tp.Checkpoint(p=Normalized(jnp.int32(3), np.ones(3))).save("memory://pytrees/copying/ckpt")
+    assert tp.load_tree(path)["p"]["w"].dtype == np.float32  # the node's own float32 copy was saved
+    ckpt = tp.Checkpoint(p=Normalized(jnp.int32(0), np.zeros(3)))
+    ckpt.restore(path).assert_consumed()
+    # The step (a JAX array, replaced) rebuilt the node, whose __post_init__ copied w again: still restored.
+    assert int(ckpt.p.step) == 3 and ckpt.p.w.tolist() == [1.0, 1.0, 1.0]
+    ckpt.p.w[:] = 7  # the array the node holds is the one saved
+    assert tp.load_tree(ckpt.write("memory://pytrees/copying/again"))["p"]["w"].tolist() == [7.0, 7.0, 7.0]
+    ckpt.restore(path).assert_consumed()  # and restored into, again
+    assert ckpt.p.w.tolist() == [1.0, 1.0, 1.0]
+
+
+@tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class DeepCopies:
+    params: Any
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "params", tree_util.tree_map(np.array, dict(self.params)))
+
+
+def test_a_node_that_copies_arrays_inside_a_dict_is_refused_naming_where() -> None:
+    with pytest.raises(
+        tp.TrackableError,
+        match=r"Checkpoint\.d: the DeepCopies's pytree unflatten .* copies or converts the arrays inside the list or "
+        r"dict it is given at Checkpoint\.d\.params, so a restore",
+    ):
+        tp.Checkpoint(d=DeepCopies({"w": np.ones(2)}))
+    kept = tp.AutoTrackable()
+    kept.d = tp.NoDependency(DeepCopies({"w": np.ones(2)}))  # what the message offers: kept, unsaved
+    assert "d" not in kept._trackable_children()
+
+
+class Model:
+    """Its flatten builds the dict it gives as its one child each time it is flattened."""
+
+    def __init__(self, w: Any, b: Any) -> None:
+        self.w, self.b = w, b
+
+
+tree_util.register_pytree_node(
+    Model, lambda m: (({"w": m.w, "b": m.b},), None), lambda _, children: Model(children[0]["w"], children[0]["b"])
+)
+
+
+@pytest.mark.parametrize("array", [np.ones, jnp.ones], ids=["numpy", "jax"])
+def test_a_node_whose_flatten_builds_its_children_is_saved_and_a_real_change_refused(array: Any) -> None:
+    model = Model(array(2), array(1))
+    ckpt = tp.Checkpoint(model=model)
+    path = ckpt.write("memory://pytrees/fresh/a")
+    restored = tp.Checkpoint(model=Model(np.zeros(2) if array is np.ones else jnp.zeros(2), array(1) * 0))
+    restored.read(path).assert_consumed()
+    assert restored.model.w.tolist() == [1.0, 1.0]
+    restored.write("memory://pytrees/fresh/b")  # the restore changed nothing the user holds
+    model.w = array(2) * 5  # the user's node, changed: refused, as before
+    with pytest.raises(tp.TrackableError, match=r"Model given there was changed since it was given \(at "):
+        ckpt.write("memory://pytrees/fresh/c")
+
+
+class Frozen:
+    """A mapping-like node (flax's FrozenDict's shape): its items are its children, and it copies them."""
+
+    unflattens = 0
+
+    def __init__(self, items: Any) -> None:
+        self.items = dict(items)
+
+
+def _unflatten_frozen(keys: tuple[str, ...], children: Any) -> Frozen:
+    Frozen.unflattens += 1
+    return Frozen(zip(keys, children, strict=True))
+
+
+tree_util.register_pytree_with_keys(
+    Frozen,
+    lambda f: ([(tree_util.DictKey(k), f.items[k]) for k in sorted(f.items)], tuple(sorted(f.items))),
+    _unflatten_frozen,
+)
+
+
+def test_a_restore_rebuilds_a_node_once_not_once_per_leaf() -> None:
+    n = 300
+    path = tp.Checkpoint(t=Frozen({f"w{i}": jnp.full(2, i) for i in range(n)})).write("memory://pytrees/once/a")
+    ckpt = tp.Checkpoint(t=Frozen({f"w{i}": jnp.zeros(2, jnp.int32) for i in range(n)}))
+    Frozen.unflattens = 0
+    ckpt.read(path).assert_consumed()
+    assert Frozen.unflattens == 1  # n leaves replaced, one rebuild (it was n, each of n children)
+    assert type(ckpt.t) is Frozen and ckpt.t.items["w299"].tolist() == [299, 299]
+    # The same through a dict the node copies (the node is rebuilt when a restore changes the checkpoint's).
+    path = tp.Checkpoint(t=FrozenMapping({"d": {f"w{i}": jnp.full(2, i) for i in range(n)}})).write(
+        "memory://pytrees/once/b"
+    )
+    ckpt = tp.Checkpoint(t=FrozenMapping({"d": {f"w{i}": jnp.zeros(2, jnp.int32) for i in range(n)}}))
+    rebuilt = []
+    node = ckpt._lookup_dependency("t")
+    original = node._rebuild
+
+    def counting() -> None:
+        rebuilt.append(1)
+        original()
+
+    node._rebuild = counting
+    ckpt.read(path).assert_consumed()
+    assert len(rebuilt) == 1 and ckpt.t.items["d"]["w7"].tolist() == [7, 7]
+
+
+def test_a_restore_lets_the_templates_replaced_arrays_go() -> None:
+    import gc
+    import weakref
+
+    path = tp.Checkpoint(n=Mutable(jnp.ones(1000)), d={"w": jnp.ones(1000)}).write("memory://pytrees/free/ckpt")
+    direct, inside = jnp.zeros(1000), jnp.zeros(1000)
+    refs = [weakref.ref(direct), weakref.ref(inside)]
+    ckpt = tp.Checkpoint(n=Mutable(direct), d={"w": inside})
+    del direct, inside
+    ckpt.read(path).assert_consumed()
+    gc.collect()
+    assert [ref() is None for ref in refs] == [True, True]  # the template's node and dict held them until now
+    assert float(ckpt.n.weights[0]) == 1.0 and float(ckpt.d["w"][0]) == 1.0
+
+
+def test_an_object_holding_a_node_pickles_and_saves_after() -> None:
+    import pickle
+
+    holder = tp.AutoTrackable()
+    holder.state = Normalized(jnp.int32(2), np.ones(2))
+    copied = pickle.loads(pickle.dumps(holder))
+    path = tp.Checkpoint(m=copied).write("memory://pytrees/pickled/ckpt")
+    assert tp.load_tree(path)["m"]["state"]["w"].tolist() == [1.0, 1.0]
