@@ -74,7 +74,7 @@ def test_checker_detects_a_forbidden_import(tmp_path: Path) -> None:
 # ------------------------------------------------------------------ formats over the store interface
 #: What a format package may import from trackpoint besides itself: the contract and its value types,
 #: the public names of the store interface, and core's private helpers that hold no storage code (key
-#: paths, the collector pause of CPU-bound steps, varints, CRC-32C).
+#: paths, the collector pause of CPU-bound steps, varints, CRC-32C, "did you mean" hints in messages).
 FORMAT_MAY_IMPORT = (
     "trackpoint.storage",
     "trackpoint.errors",
@@ -83,6 +83,7 @@ FORMAT_MAY_IMPORT = (
     "trackpoint._gc",
     "trackpoint._varint",
     "trackpoint._crc32c",
+    "trackpoint._suggest",
 )
 STORES = "trackpoint.backends.stores"
 
