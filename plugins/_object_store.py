@@ -159,7 +159,7 @@ class ObjectStorePlugin:
                 f"backend {name!r}: {where}.schemes is {tuple(found.schemes)!r}, but the plugin was declared "
                 f"with schemes={self._schemes!r}; make them the same"
             )
-        if declared.capabilities is not None and found.capabilities != declared.capabilities:
+        if found.capabilities != declared.capabilities:
             raise PluginError(
                 f"backend {name!r}: {where}.capabilities is {found.capabilities!r}, but the plugin was declared "
                 f"with capabilities={declared.capabilities!r}; make them the same"

@@ -615,6 +615,18 @@ class LocalFiles(FileLayer):
 _READ_RANGES: Final = LocalFiles.read_ranges
 
 
+def _renameat2(a: str, b: str, flag: int) -> int | None:
+    """Linux ``renameat2(a, b, flag)``: 0 when done, else its errno; ``None`` where it is not supported."""
+    func = getattr(_libc(), "renameat2", None)
+    if func is None:
+        return None
+    at_fdcwd = -100
+    if func(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), flag) == 0:
+        return 0
+    err = ctypes.get_errno()
+    return None if err in (errno.ENOSYS, errno.EINVAL, errno.ENOTSUP) else err
+
+
 def _rename_noreplace(src: str, dst: str) -> bool:
     """``renameat2(RENAME_NOREPLACE)``: move ``src`` to ``dst`` unless ``dst`` exists; ``False`` if unsupported.
 
@@ -625,18 +637,12 @@ def _rename_noreplace(src: str, dst: str) -> bool:
     StorageError
         The move failed otherwise.
     """
-    func = getattr(_libc(), "renameat2", None)
-    if func is None:
-        return False
-    at_fdcwd, rename_noreplace = -100, 1
-    if func(at_fdcwd, os.fsencode(src), at_fdcwd, os.fsencode(dst), rename_noreplace) == 0:
-        return True
-    err = ctypes.get_errno()
+    err = _renameat2(src, dst, 1)
     if err == errno.EEXIST:
         raise CheckpointExistsError(f"local: {dst!r} exists; {src!r} was not moved there")
-    if err in (errno.ENOSYS, errno.EINVAL, errno.ENOTSUP):
-        return False
-    raise StorageError(f"local: cannot move {src!r} to {dst!r}: {os.strerror(err)}")
+    if err:
+        raise StorageError(f"local: cannot move {src!r} to {dst!r}: {os.strerror(err)}")
+    return err == 0
 
 
 def exchange_directories(a: str, b: str) -> bool:
@@ -644,13 +650,7 @@ def exchange_directories(a: str, b: str) -> bool:
 
     Returns ``False`` where the call or the file system does not support it.
     """
-    func = getattr(_libc(), "renameat2", None)
-    if func is None:
-        return False
-    at_fdcwd, rename_exchange = -100, 2
-    if func(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0:
-        return True
-    err = ctypes.get_errno()
-    if err in (errno.ENOSYS, errno.EINVAL, errno.ENOTSUP):
-        return False
-    raise StorageError(f"local: cannot swap {a!r} into place at {b!r}: {os.strerror(err)}")
+    err = _renameat2(a, b, 2)
+    if err:
+        raise StorageError(f"local: cannot swap {a!r} into place at {b!r}: {os.strerror(err)}")
+    return err == 0
