@@ -48,7 +48,14 @@ import numpy as np
 from trackpoint import _async
 from trackpoint._units import human_bytes
 from trackpoint.errors import ArgumentTypeError
-from trackpoint.storage import _SAVE_EVENTS, _SHARD_PROGRESS, CheckpointReader, TensorInfo, shard_progress
+from trackpoint.storage import (
+    _SAVE_EVENTS,
+    _SHARD_PROGRESS,
+    CheckpointReader,
+    TensorInfo,
+    _ForwardingReader,
+    shard_progress,
+)
 
 if TYPE_CHECKING:
     from trackpoint.storage import CheckpointOptions, ShardResult, ShardSpec, WriteItem
@@ -637,22 +644,13 @@ def _nbytes(array: np.ndarray[Any, Any]) -> int:
     return 0 if array.dtype.kind == "O" else int(array.nbytes)
 
 
-class _CountingReader(CheckpointReader):
+class _CountingReader(_ForwardingReader):
     """A reader that reports the bytes read through it to a restore's events."""
 
     def __init__(self, reader: CheckpointReader, events: RestoreEvents) -> None:
         self._reader = reader
         self._events = events
         self.prefix = reader.prefix
-
-    def keys(self) -> Sequence[str]:
-        return self._reader.keys()
-
-    def info(self, key: str) -> TensorInfo:
-        return self._reader.info(key)
-
-    def has(self, key: str) -> bool:
-        return self._reader.has(key)
 
     def read(self, key: str, out: np.ndarray[Any, Any] | None = None) -> np.ndarray[Any, Any]:
         started = time.perf_counter()
@@ -667,7 +665,6 @@ class _CountingReader(CheckpointReader):
         shape: Sequence[int],
         out: np.ndarray[Any, Any] | None = None,
     ) -> np.ndarray[Any, Any]:
-        # The wrapped reader's own: the default would read the whole tensor to cut the part out of it.
         started = time.perf_counter()
         array = self._reader.read_slice(key, offset, shape, out)
         self._events._read(1, _nbytes(array), time.perf_counter() - started)

@@ -781,6 +781,17 @@ class _ForwardingReader(CheckpointReader):
         return self._reader.read_slice(key, offset, shape, out)
 
 
+def ranged(reader: CheckpointReader) -> bool:
+    """Whether ``reader.read_slice`` reads only the part asked for, or (the default) the whole tensor each time.
+
+    A reader that wraps another (:class:`_ForwardingReader`) forwards ``read_slice``: the reader at the end
+    decides.
+    """
+    while isinstance(reader, _ForwardingReader):
+        reader = reader._reader
+    return type(reader).read_slice is not CheckpointReader.read_slice
+
+
 # Set by trackpoint.observe while an observed save runs in this context: its
 # events (SaveEvents), and the byte reporter of the shard being written.
 _SAVE_EVENTS: ContextVar[Any] = ContextVar("trackpoint_save_events", default=None)

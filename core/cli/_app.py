@@ -817,7 +817,7 @@ def _edges(reader: CheckpointReader, key: str, info: TensorInfo, edgeitems: int)
     a slab of whole rows where it fits, else row by row, down to the last axis. A reader whose
     ``read_slice`` reads the whole tensor anyway (a flat file) is read once, whole.
     """
-    from trackpoint.interchange._convert import ranged
+    from trackpoint.storage import ranged
 
     shape = tuple(info.shape)
     if not ranged(reader):

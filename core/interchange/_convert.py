@@ -342,20 +342,6 @@ class _Owning(_ForwardingReader):
             self._store.close()
 
 
-def ranged(reader: CheckpointReader) -> bool:
-    """Whether ``reader.read_slice`` reads only the part asked for, or (the default) the whole tensor each time.
-
-    Readers that wrap another (a store's view, :class:`_Owning`) forward ``read_slice`` and hold the reader
-    they forward to as ``_reader``: each on the way must override it, and the one at the end decides.
-    """
-    while type(reader).read_slice is not CheckpointReader.read_slice:
-        inner = getattr(reader, "_reader", None)
-        if not isinstance(inner, CheckpointReader):
-            return True
-        reader = inner
-    return False
-
-
 def _matches(patterns: Sequence[str], *candidates: str) -> bool:
     return any(fnmatch.fnmatchcase(c, p) for p in patterns for c in candidates)
 
