@@ -17,9 +17,9 @@ import numpy as np
 
 from trackpoint._batches import batched
 from trackpoint.graph import OBJECT_ATTRIBUTES_NAME, escape_local_name
-from trackpoint.manager import METRICS_KEY
+from trackpoint.manager import NOT_TENSORS, stored_metrics
 from trackpoint.stateful import STATE_DICT_STRUCTURE, structure_changes
-from trackpoint.storage import OBJECT_GRAPH_KEY, CheckpointOptions, CheckpointReader, TensorInfo
+from trackpoint.storage import CheckpointOptions, CheckpointReader, TensorInfo
 
 #: How the key of a saved state dict's structure ends.
 STATE_DICT_SUFFIX = f"/{OBJECT_ATTRIBUTES_NAME}/{escape_local_name(STATE_DICT_STRUCTURE)}"
@@ -268,8 +268,8 @@ def diff(
     with ra:
         b_prefix, _, rb = open_source(os.fspath(b), b_options)
         with rb:
-            ka = {k for k in ra.keys() if k not in _NOT_TENSORS}
-            kb = {k for k in rb.keys() if k not in _NOT_TENSORS}
+            ka = {k for k in ra.keys() if k not in NOT_TENSORS}
+            kb = {k for k in rb.keys() if k not in NOT_TENSORS}
             metrics = _metrics(ra), _metrics(rb)
             changed: list[TensorDiff] = []
             same = 0
@@ -306,22 +306,18 @@ def diff(
     )
 
 
-#: Keys that are no tensors of the model: the object graph, and the metrics ``CheckpointManager`` stores.
-_NOT_TENSORS: Final = frozenset({OBJECT_GRAPH_KEY, METRICS_KEY})
-
-
 def _metrics(reader: CheckpointReader) -> str | None:
     """The JSON text of the metrics stored in the checkpoint, ``None`` without.
 
     Compared as text: the manager writes them with sorted keys, so the same metrics give the same text
     (and a NaN among them equals itself).
     """
-    if not reader.has(METRICS_KEY):
+    try:
+        value = stored_metrics(reader)
+    except ValueError as exc:
+        return f"<{exc}>"
+    if value is None:
         return None
-    raw = np.asarray(reader.read(METRICS_KEY), dtype=object).reshape(-1)
-    if raw.size != 1:
-        return repr(raw.tolist())
-    value = raw[0]
     return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
 
 

@@ -36,7 +36,7 @@ import weakref
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from types import TracebackType
-from typing import Any, Literal, Protocol
+from typing import Any, Final, Literal, Protocol
 
 import numpy as np
 
@@ -55,7 +55,7 @@ from trackpoint.errors import (
     TrackableError,
 )
 from trackpoint.restore import CheckpointLoadStatus
-from trackpoint.storage import CheckpointOptions, StorageBackend, WriteItem
+from trackpoint.storage import OBJECT_GRAPH_KEY, CheckpointOptions, CheckpointReader, StorageBackend, WriteItem
 from trackpoint.trackable import Trackable
 
 __all__ = ["CheckpointManager"]
@@ -66,6 +66,25 @@ _log = logging.getLogger(__name__)
 #: Outside the object graph, so restores (trackpoint's and TensorFlow's) never look at it, yet committed with
 #: the values and deleted with them: a restarted manager reads the metrics of the checkpoints it adopts.
 METRICS_KEY = "_TRACKPOINT_METRICS"
+
+#: Keys of a checkpoint that are no tensors of its objects: the object graph, and the metrics.
+NOT_TENSORS: Final = frozenset({OBJECT_GRAPH_KEY, METRICS_KEY})
+
+
+def stored_metrics(reader: CheckpointReader) -> Any:
+    """The value stored under :data:`METRICS_KEY` (JSON text, as ``bytes``), ``None`` when the checkpoint has none.
+
+    Raises
+    ------
+    ValueError
+        The stored tensor is not one value.
+    """
+    if not reader.has(METRICS_KEY):
+        return None
+    raw = np.asarray(reader.read(METRICS_KEY), dtype=object).reshape(-1)
+    if raw.size != 1:
+        raise ValueError(f"{METRICS_KEY} holds {raw.size} values, not one")
+    return raw[0]
 
 
 class _Scored:
@@ -759,20 +778,17 @@ class CheckpointManager:
             No checkpoint is committed at ``prefix`` (any more): it is gone, which is not "without metrics".
         """
         try:
-            reader = self._backend.open_reader(prefix)
-            try:
-                if not reader.has(METRICS_KEY):
-                    return None
-                raw = np.asarray(reader.read(METRICS_KEY), dtype=object).reshape(-1)[0]
-            finally:
-                reader.close()
+            with self._backend.open_reader(prefix) as reader:
+                raw = stored_metrics(reader)
+            if raw is None:
+                return None
             metrics = json.loads(raw if isinstance(raw, (bytes, str)) else bytes(raw))
             if not isinstance(metrics, dict):
                 raise InvalidCheckpointError(f"they hold a {type(metrics).__name__}, not a mapping")
             return metrics
         except (StorageError, CheckpointNotFoundError):
             raise
-        except (CheckpointError, ValueError, TypeError, IndexError) as exc:
+        except (CheckpointError, ValueError, TypeError) as exc:
             _log.warning(
                 "the metrics stored in %s under %r cannot be read (%s: %s); it counts as a checkpoint without metrics",
                 prefix,
@@ -925,11 +941,12 @@ class CheckpointManager:
             scored = self._scored.get(prefix)
             if scored is not None and scored is not _GONE and prefix in self._maybe_delete:
                 return copy.deepcopy(scored.metrics)
-        if _resolve.holder(self._backend, prefix) is None:
+        try:
+            return self._read_metrics(prefix)
+        except CheckpointNotFoundError as exc:  # the reader's open found nothing: no second request to ask
             raise CheckpointNotFoundError(
                 f"CheckpointManager.metrics: no checkpoint is committed at {prefix!r}", url=prefix
-            )
-        return self._read_metrics(prefix)
+            ) from exc
 
     # ------------------------------------------------------------------ save
     @_signal_safe.guarded

@@ -35,7 +35,7 @@ from trackpoint.errors import (
     StorageError,
     UnknownBackendError,
 )
-from trackpoint.manager import METRICS_KEY
+from trackpoint.manager import NOT_TENSORS
 from trackpoint.storage import OBJECT_GRAPH_KEY, CheckpointOptions, CheckpointReader, StorageBackend, TensorInfo
 
 __all__ = ["EXIT_DIFFERENT", "EXIT_ERROR", "EXIT_NOT_FOUND", "EXIT_OK", "EXIT_UNVERIFIED", "EXIT_USAGE", "main"]
@@ -464,7 +464,7 @@ def _ls(args: argparse.Namespace, out: TextIO) -> int:
                 row["format"] = holder.name
                 with holder.open_reader(prefix) as reader:
                     # The metrics a CheckpointManager stores with a checkpoint are no tensor of it.
-                    infos = [reader.info(k) for k in reader.keys() if k not in (OBJECT_GRAPH_KEY, METRICS_KEY)]
+                    infos = [reader.info(k) for k in reader.keys() if k not in NOT_TENSORS]
                 row["tensors"] = len(infos)
                 row["bytes"] = sum(i.nbytes for i in infos)
             except (CheckpointError, OSError, ValueError) as exc:
