@@ -23,7 +23,7 @@ from trackpoint.variables import Variable
 if TYPE_CHECKING:
     from trackpoint.storage import TensorInfo
 
-__all__ = ["PYTHON_NUMBERS", "is_array_value", "is_jax_array", "is_jax_shape", "is_numpy_value"]
+__all__ = ["PYTHON_NUMBERS", "is_array_value", "is_dtensor", "is_jax_array", "is_jax_shape", "is_numpy_value"]
 
 #: Python numbers saved where a checkpoint's own containers hold them, with the dtype each is saved as.
 PYTHON_NUMBERS: dict[type, type[np.generic]] = {bool: np.bool_, int: np.int64, float: np.float64}
@@ -34,6 +34,15 @@ _PYTHON_KINDS = {bool: "b", int: "iu", float: "f"}
 def is_numpy_value(value: Any) -> bool:
     """Whether ``value`` is a numpy array or numpy scalar (``np.str_``/``np.bytes_`` count as strings)."""
     return isinstance(value, (np.ndarray, np.generic)) and not isinstance(value, (str, bytes))
+
+
+def is_dtensor(value: Any) -> bool:
+    """Whether ``value`` is a ``torch.distributed.tensor.DTensor`` (FSDP2's and tensor parallelism's tensors).
+
+    torch is never imported to check: a DTensor exists only once its module is.
+    """
+    module = sys.modules.get("torch.distributed.tensor")
+    return module is not None and isinstance(value, module.DTensor)
 
 
 def is_jax_array(value: Any) -> bool:
@@ -86,8 +95,7 @@ class _NumpyValue(Variable):
             try:
                 array = dtypes._torch_to_numpy(value)
             except Exception as exc:  # torch fails its own ways (TypeError, RuntimeError, ValueError)
-                dtensor = sys.modules.get("torch.distributed.tensor")
-                if dtensor is not None and isinstance(value, dtensor.DTensor):
+                if is_dtensor(value):
                     # Only a module's or optimizer's own state dict knows its DTensors' places among the ranks.
                     raise TrackableError(
                         f"{where}: a DTensor (FSDP2, tensor parallelism) is saved as this rank's part of the whole "

@@ -63,7 +63,7 @@ from typing import TYPE_CHECKING, Any, Final, Protocol, runtime_checkable
 import numpy as np
 
 from trackpoint import dtypes
-from trackpoint._array_values import _copy_into_tensor, _NumpyValue, is_array_value, is_jax_array
+from trackpoint._array_values import _copy_into_tensor, _NumpyValue, is_array_value, is_dtensor, is_jax_array
 from trackpoint._slices import TensorSlice
 from trackpoint.errors import (
     AssignmentError,
@@ -342,15 +342,6 @@ def _is_meta(value: Any) -> bool:
     return getattr(value, "is_meta", False) is True
 
 
-def is_dtensor(value: Any) -> bool:
-    """Whether ``value`` is a ``torch.distributed.tensor.DTensor`` (FSDP2's and tensor parallelism's tensors).
-
-    torch is never imported to check: a DTensor exists only once its module is.
-    """
-    module = sys.modules.get("torch.distributed.tensor")
-    return module is not None and isinstance(value, module.DTensor)
-
-
 def _dtensor_part(dtensor: Any, where: str) -> tuple[Any, TensorSlice]:
     """This rank's local tensor of ``dtensor`` and the slice of the whole tensor it holds.
 
@@ -584,18 +575,15 @@ class StatefulValue(Trackable):
         def leaf(value: Any, name: str, where: str) -> _NumpyValue | None:
             if not arrays:
                 return None
-            if is_dtensor(value):
-                # Refused alike by saves and restores: a DTensor the object holds is never replaced by a new
-                # tensor (a Partial one, one on 'meta').
-                try:
-                    return _DTensorValue(value, name, where)
-                except TrackableError as exc:
+            try:
+                return _array_node(value, name, where)
+            except TrackableError as exc:
+                if is_dtensor(value):
+                    # Refused alike by saves and restores: a DTensor the object holds is never replaced by a
+                    # new tensor (a Partial one, one on 'meta').
                     if restoring:
                         raise AssignmentError(f"cannot restore into {self._where}: {exc}") from exc
                     raise
-            try:
-                return _NumpyValue(value, name, where)
-            except TrackableError as exc:
                 if restoring:
                     if _is_meta(value):
                         meta[name] = (where, value)
