@@ -350,13 +350,13 @@ def _refuse_unwritable(dst: str, dst_fmt: str | None, src_name: str) -> None:
     raise InvalidArgumentError(f"convert: cannot write {dst!r}: it is {kind}, {what}; choose {_DESTINATIONS}", url=dst)
 
 
-def _refuse_occupied(dst: str, target: StorageBackend, committed: bool, name: str) -> None:
-    """Refuse a local prefix ``dst`` where a directory or a file that is no checkpoint exists.
+def _refuse_occupied(dst: str, local: str, target: StorageBackend, name: str) -> None:
+    """Refuse a local prefix ``dst`` (the path ``local``) where a directory or a file exists and no checkpoint.
 
     A checkpoint is written beside its prefix (``dst.index``, ``dst.zarr``), so a directory ``dst`` would
     get a checkpoint next to it rather than in it, and a file ``dst`` one that looks like its companion.
-    Where a checkpoint is committed at ``dst`` (``committed``: a format storing a checkpoint as that very
-    file or directory, or one beside a directory of that name) the copy goes ahead, as a save would.
+    Where a checkpoint is committed at ``dst`` (a format storing a checkpoint as that very file or
+    directory, or one beside a directory of that name) the caller lets the copy go ahead, as a save would.
     ``name`` is the source's own name, for the prefix suggested inside a directory.
 
     Raises
@@ -364,9 +364,6 @@ def _refuse_occupied(dst: str, target: StorageBackend, committed: bool, name: st
     InvalidArgumentError
         Naming what is at ``dst`` and what to pass instead.
     """
-    local = _local(dst)
-    if local is None or committed:
-        return
     if os.path.isdir(local):
         inside = posixpath.join(dst.rstrip("/"), name)
         raise InvalidArgumentError(
@@ -549,11 +546,14 @@ def _existing(
     """
     holder = _resolve.shadow(dst, options, target)
     local = _local(dst)
+    committed: bool | None = None  # asked of the store once, and only where needed
     if holder is None and local is not None and os.path.exists(local):
-        _refuse_occupied(dst, target, target.exists(dst), src_name)
+        committed = target.exists(dst)
+        if not committed:
+            _refuse_occupied(dst, local, target, src_name)
     if overwrite:
         return holder
-    if holder is None and target.exists(dst):
+    if holder is None and (target.exists(dst) if committed is None else committed):
         holder = target
     if holder is None:
         return None

@@ -463,8 +463,9 @@ def export(
     if fmt == "safetensors":
         # safetensors holds no strings: the string tensors (a torch module's .STATE_DICT, a manager's metrics)
         # go into the metadata, so that the file is the whole checkpoint and other readers see its numbers.
-        strings = [k for k in keys if reader.info(k).dtype.kind == "O"]
-        keys = [k for k in keys if reader.info(k).dtype.kind != "O"]
+        kinds = {k: reader.info(k).dtype.kind for k in keys}
+        strings = [k for k in keys if kinds[k] == "O"]
+        keys = [k for k in keys if kinds[k] != "O"]
     out_names = {k: (reader.names[k] if names == "paths" else k) for k in keys}
     metadata = {
         META_VERSION: "1",
