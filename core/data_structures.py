@@ -822,7 +822,7 @@ class TrackableDataStructure(Trackable, metaclass=abc.ABCMeta):
         """What to keep at ``key`` for ``value``, and whether it is tracked (not ``NoDependency``)."""
         if isinstance(value, NoDependency):
             return value.value, False
-        stored = _wrap(value, str(key), self._self_strict, self._element_where(key))
+        stored = _wrap(value, self._child_name(key), self._self_strict, self._element_where(key))
         if isinstance(stored, (_TupleValue, _PytreeValue)):
             stored._on_replace = _ElementSetter(self, key, stored.current())
             self._self_nodes[key] = stored
@@ -1617,17 +1617,7 @@ class _TupleValue(TrackableDataStructure):
         fields = _fields(original_type)
         self._self_fields = fields
         self._self_unsaved = frozenset(i for i, v in enumerate(original) if isinstance(v, NoDependency))
-        stored = []
-        for index, value in enumerate(original):
-            if isinstance(value, NoDependency):
-                stored.append(value.value)
-                continue
-            wrapped = _wrap(value, str(index), strict, self._element_where(index))
-            if isinstance(wrapped, (_TupleValue, _PytreeValue)):
-                wrapped._on_replace = _ElementSetter(self, index, wrapped.current())
-                self._self_nodes[index] = wrapped
-                wrapped = wrapped.current()
-            stored.append(wrapped)
+        stored = [self._store(index, value)[0] for index, value in enumerate(original)]
         self._self_constructable = True
         held: tuple[Any, ...] = tuple(stored)
         if original_type is not tuple:
@@ -2017,19 +2007,7 @@ class _PytreeValue(TrackableDataStructure):
         self._self_expected = set()
         self._self_dirty = False
         self._self_copies = {}
-        given = [child for _, child in pairs]
-        children: list[Any] = []
-        for index, child in enumerate(given):
-            if isinstance(child, NoDependency):
-                children.append(child.value)
-                continue
-            wrapped = _wrap(child, names[index], strict, wheres[index])
-            if isinstance(wrapped, (_TupleValue, _PytreeValue)):
-                wrapped._on_replace = _ElementSetter(self, index, wrapped.current())
-                self._self_nodes[index] = wrapped
-                wrapped = wrapped.current()
-            children.append(wrapped)
-        self._self_children = children
+        self._self_children = [self._store(index, child)[0] for index, (_, child) in enumerate(pairs)]
         # Always a new node, as a tuple is rebuilt: the holder never holds the user's (maybe mutable) node, so
         # that assigning it again, after a change, is a new assignment.
         self._self_value = self._unflatten()
