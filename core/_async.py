@@ -546,7 +546,7 @@ class AsyncSaver:
             The graph's objects; the items that are their variables' buffers
             are pinned instead of copied.
         description
-            "async save of '<path>'", for messages.
+            "the async save of '<path>'", for messages.
         options
             The save's options (budget).
         write
@@ -600,7 +600,7 @@ class AsyncSaver:
                 from trackpoint._units import human_bytes
 
                 logging.getLogger("trackpoint").warning(
-                    "async save of %s: the values it must copy (%s of torch tensors, JAX arrays and arrays not held "
+                    "%s: the values it must copy (%s of torch tensors, JAX arrays and arrays not held "
                     "by a trackpoint Variable) exceed async_memory_bytes (%s), so it is written synchronously, "
                     "and so is every such save of this object (said once); raise "
                     "CheckpointOptions(async_memory_bytes=...) to save in the background",

@@ -129,7 +129,9 @@ def _warn_unrestored(report: _Unrestored) -> None:
     unused = [f"{names.get(i, str(i))}: {', '.join(attrs)}" for i, attrs in sorted(report.unused_attributes.items())]
     lines = [
         f"A restore of {report.save_path!r} is being deleted with unrestored values. "
-        "To silence this warning, call status.expect_partial() on the status returned by restore()."
+        "To silence this warning, call status.expect_partial() on the status returned by restore() "
+        "(CheckpointManager.restore_or_initialize returns none: for a partial restore on purpose, call "
+        "checkpoint.restore(manager.latest_checkpoint).expect_partial() instead)."
     ]
     lines += [f"Unresolved object in checkpoint: {name}" for name in unresolved]
     lines += [f"Unused attribute in checkpoint (object: attribute): {item}" for item in unused]

@@ -432,6 +432,7 @@ def test_a_save_made_synchronous_by_the_budget_says_so_once(caplog: pytest.LogCa
     message = record.getMessage()
     assert "exceed async_memory_bytes (4.0 KiB)" in message and "7.8 KiB" in message
     assert "CheckpointOptions(async_memory_bytes=...)" in message
+    assert message.startswith("the async save of 'memory://async/sync-said/ckpt-1': the values")  # said once
 
 
 def test_async_options_are_validated() -> None:

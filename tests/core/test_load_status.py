@@ -395,3 +395,18 @@ def test_every_value_that_does_not_fit_is_reported_at_once_and_nothing_is_writte
     # Of one kind, the error is of that kind.
     with pytest.raises(tp.ShapeMismatchError, match=r"^2 values"):
         tp.Checkpoint(a=a, c=c).read(path)
+
+
+def test_the_unrestored_values_warning_of_a_manager_restore_says_what_to_call(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # restore_or_initialize returns no status, so "call status.expect_partial()" could not be followed.
+    tp.CheckpointManager(tp.Checkpoint(a=tp.Variable(1.0), b=tp.Variable(2.0)), str(tmp_path), max_to_keep=1).save()
+    manager = tp.CheckpointManager(tp.Checkpoint(a=tp.Variable(0.0)), str(tmp_path), max_to_keep=1)
+    with caplog.at_level("WARNING", logger="trackpoint"):
+        manager.restore_or_initialize()
+        del manager  # the checkpoint keeps the restore for b's restore-on-create until it goes
+        gc.collect()
+    message = next(r.getMessage() for r in caplog.records if "unrestored values" in r.getMessage())
+    assert "checkpoint.restore(manager.latest_checkpoint).expect_partial()" in message
+    assert "Unresolved object in checkpoint: (root).b" in message
