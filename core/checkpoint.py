@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import sys
 import time
 import weakref
 from collections.abc import Callable, Iterator, Sequence
@@ -86,6 +87,15 @@ def _snapshot(view: ObjectGraphView) -> tuple[list[WriteItem], tuple[Trackable, 
     graph[()] = serialized.data
     items.append(WriteItem(OBJECT_GRAPH_KEY, graph))
     return items, serialized.nodes
+
+
+def _ranks_without_coordinator() -> bool:
+    """Whether this process is one rank of an initialised torch.distributed group of several (torch not imported)."""
+    dist = sys.modules.get("torch.distributed")
+    try:
+        return dist is not None and dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+    except Exception:  # noqa: BLE001 - only a hint depends on it
+        return False
 
 
 def _with_extra(items: list[WriteItem], extra: Sequence[WriteItem]) -> list[WriteItem]:
@@ -392,7 +402,16 @@ class Checkpoint(AutoTrackable):
             def save() -> None:
                 # Inside the events: a refused save is reported as failed, not left started.
                 _resolve.refuse_shadow(prefix, options, backend, "Checkpoint.write")
-                backend.save(prefix, items, options, overwrite=True)
+                try:
+                    backend.save(prefix, items, options, overwrite=True)
+                except TrackableError as exc:
+                    if "every part of a partitioned value" in str(exc) and _ranks_without_coordinator():
+                        raise TrackableError(
+                            f"{exc}; this process is one of several torch.distributed ranks, each holding its part "
+                            "(a DTensor's, say): save with the others, passing "
+                            "CheckpointOptions(coordinator=TorchCoordinator()) on every rank"
+                        ) from exc
+                    raise
 
             events.run(save)
         observe.run_write_callbacks(options, prefix)

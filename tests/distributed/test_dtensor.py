@@ -161,6 +161,7 @@ def test_a_save_of_sharded_dtensors_without_a_coordinator_is_refused(torch2: Ran
         assert result.error is not None and result.error[0] == "TrackableError", result
         message = result.error[1].splitlines()[0]
         assert "the slices saved for 'held/.ATTRIBUTES/" in message and "every part of a partitioned" in message
+        assert "passing CheckpointOptions(coordinator=TorchCoordinator()) on every rank" in message
     assert not list(tmp_path.glob("alone-*.index"))
 
 
