@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import difflib
 import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
@@ -13,6 +12,7 @@ import ml_dtypes
 import numpy as np
 import pytest
 
+from trackpoint._suggest import with_hints
 from trackpoint.plugins.testing._intercept import intercept_file_layer
 from trackpoint.storage import CheckpointOptions, ShardResult, ShardSpec, StorageBackend, WriteItem
 
@@ -153,12 +153,9 @@ class BackendTestBase(ABC):
         unknown = sorted(set(cls.known_gaps) - set(tests))
         if not unknown:
             return
-        hints = []
-        for name in unknown:
-            close = difflib.get_close_matches(name, tests, n=1)
-            hints.append(f"{name!r} (did you mean {close[0]!r}?)" if close else repr(name))
         pytest.fail(
-            f"{cls.__name__}.known_gaps names {len(unknown)} test(s) the class does not have: {', '.join(hints)}. "
+            f"{cls.__name__}.known_gaps names {len(unknown)} test(s) the class does not have: "
+            f"{with_hints(unknown, tests, quote=True)}. "
             f"Name a test without its parameters, one of: {', '.join(tests)}",
             pytrace=False,
         )
@@ -242,6 +239,19 @@ class BackendTestBase(ABC):
 
         files = getattr(backend, "files", None)
         return intercept_file_layer(files, before_each) if isinstance(files, FileLayer) else None
+
+    def _intercepting(
+        self, backend: StorageBackend, before_each: Callable[[str], None], needed_by: str
+    ) -> contextlib.AbstractContextManager[object]:
+        """:meth:`intercept_raw_writes`, or a skip of the test (``needed_by`` names it) when it returns ``None``."""
+        interception = self.intercept_raw_writes(backend, before_each)
+        if interception is None:
+            name = backend.name or type(backend).__name__
+            pytest.skip(
+                f"{type(self).__name__}.intercept_raw_writes returns None for backend {name!r}: {needed_by} "
+                "to see its raw writes (see BackendTestBase.intercept_raw_writes)"
+            )
+        return interception
 
     def reopen(self, backend: StorageBackend) -> StorageBackend | None:
         """A second backend over the same storage as ``backend``, as another process would open it.

@@ -258,13 +258,7 @@ class CommitVisibility(BackendTestBase):
             results = self.write_shards(backend, prefix, _groups(), overwrite=False)
             save_id = results[0].spec.save_id
             competing = _CompetitorBefore(n, lambda: backend.exists(prefix), place)
-            interception = self.intercept_raw_writes(backend, competing)
-            if interception is None:
-                name = backend.name or type(backend).__name__
-                pytest.skip(
-                    f"{type(self).__name__}.intercept_raw_writes returns None for backend {name!r}: this test "
-                    "needs to see its raw writes (see BackendTestBase.intercept_raw_writes)"
-                )
+            interception = self._intercepting(backend, competing, "this test needs")
             try:
                 with interception:
                     backend.commit(prefix, results, overwrite=False)

@@ -101,13 +101,7 @@ class CrashSafety(BackendTestBase):
         """
         for n in range(1, _MAX_WRITES + 1):
             crash = _CrashAt(n)
-            interception = self.intercept_raw_writes(backend, crash)
-            if interception is None:
-                name = backend.name or type(backend).__name__
-                pytest.skip(
-                    f"{type(self).__name__}.intercept_raw_writes returns None for backend {name!r}: the crash tests "
-                    "need to see its raw writes (see BackendTestBase.intercept_raw_writes)"
-                )
+            interception = self._intercepting(backend, crash, "the crash tests need")
             try:
                 with interception:
                     operation()
