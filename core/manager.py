@@ -35,6 +35,7 @@ import time
 import weakref
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from types import TracebackType
 from typing import Any, Final, Literal, Protocol
 
@@ -101,6 +102,13 @@ _WITHOUT = _Scored(None, None)
 #: A kept checkpoint found no longer committed when its metrics were read (deleted half-way, or by another
 #: process): not one without metrics, to be kept for ever, but one for retention to retire (its delete retried).
 _GONE = _Scored(None, None)
+
+
+class _Unread:
+    """The metrics of a checkpoint not read yet (``None`` means read, and absent)."""
+
+
+_UNREAD: Final = _Unread()
 
 
 class _SaveCounter(Protocol):
@@ -700,8 +708,7 @@ class CheckpointManager:
             newest = max(listed, key=self._number, default=None)
             self._latest_checkpoint = None if newest is None else listed[newest]
         if self._best_fn is not None:
-            for path in self._maybe_delete:
-                self._load_scored(path)
+            self._load_all_scored(list(self._maybe_delete))
 
     def _unrecorded(
         self, recovered: state.CheckpointState | None, known: list[tuple[str, float, bool]], listed: dict[str, str]
@@ -798,8 +805,42 @@ class CheckpointManager:
             )
             return None
 
-    def _load_scored(self, path: str) -> _Scored | None:
+    def _load_all_scored(self, paths: list[str]) -> None:
+        """Read and score the metrics of the kept checkpoints ``paths``, reading them concurrently.
+
+        Each read opens a checkpoint, a round trip or more on an object store, so a manager
+        keeping many checkpoints would otherwise start up one latency per checkpoint. Only the
+        reads overlap: ``best_fn`` runs afterwards, in order, on this thread, as a user's
+        function may not expect to be called from several threads at once.
+
+        Raises
+        ------
+        InvalidArgumentError, ArgumentTypeError
+            ``best_fn`` fails on the metrics read.
+        """
+        if len(paths) < 2:
+            for path in paths:
+                self._load_scored(path)
+            return
+
+        def read(path: str) -> dict[str, Any] | BaseException | None:
+            try:
+                return self._read_metrics(path)
+            except (StorageError, CheckpointNotFoundError) as exc:
+                return exc
+
+        with ThreadPoolExecutor(max_workers=min(8, len(paths)), thread_name_prefix="trackpoint-metrics") as pool:
+            outcomes = list(pool.map(read, paths))
+        for path, outcome in zip(paths, outcomes, strict=True):
+            self._load_scored(path, outcome)
+
+    def _load_scored(
+        self, path: str, outcome: dict[str, Any] | BaseException | _Unread | None = _UNREAD
+    ) -> _Scored | None:
         """Read and score the metrics of the kept checkpoint ``path``; ``None`` when the store failed (warned).
+
+        ``outcome`` is what reading them gave, if they were read already (metrics, ``None`` or the
+        store's exception); by default they are read here.
 
         Raises
         ------
@@ -807,7 +848,12 @@ class CheckpointManager:
             ``best_fn`` fails on the metrics read.
         """
         try:
-            metrics = self._read_metrics(path)
+            if isinstance(outcome, _Unread):
+                metrics = self._read_metrics(path)
+            elif isinstance(outcome, BaseException):
+                raise outcome
+            else:
+                metrics = outcome
         except StorageError as exc:
             # Not known to be without metrics: kept (never deleted) until a later save reads them.
             _log.warning("could not read the metrics of %s (kept until a later save reads them): %s", path, exc)

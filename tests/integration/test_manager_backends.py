@@ -433,6 +433,31 @@ def test_a_delete_failing_half_way_stays_listed_invisible_and_is_retried(
 
 
 @pytest.mark.s3
+def test_a_reopened_manager_reads_the_kept_checkpoints_metrics_together(
+    s3_endpoint: str, s3_bucket: str, s3_storage_options: dict[str, Any]
+) -> None:
+    from faultproxy import FaultProxy, Rule
+
+    d = f"{s3_bucket}/scored"
+    with FaultProxy(s3_endpoint) as proxy:
+        opts = CheckpointOptions(storage_options={**s3_storage_options, "endpoint_url": proxy.url})
+        m = tp.CheckpointManager(
+            _ckpt(*_model()), d, max_to_keep=3, best_fn=lambda x: x["loss"], best_mode="min", options=opts
+        )
+        for loss in (4.0, 1.0, 3.0, 2.0, 5.0):
+            m.save(metrics={"loss": loss})
+        proxy.clear()
+        # Each index read waits, so reads made one after another never overlap.
+        proxy.add(Rule("GET", r"ckpt-\d+\.index", action="delay", delay=0.3, times=1000))
+        again = tp.CheckpointManager(
+            _ckpt(*_model()), d, max_to_keep=3, best_fn=lambda x: x["loss"], best_mode="min", options=opts
+        )
+        assert proxy.peak_in_flight("GET", r"ckpt-\d+\.index") >= 2
+    assert again.best_checkpoint == f"{d}/ckpt-2"
+    assert [again.metrics(p)["loss"] for p in again.checkpoints] == [1.0, 3.0, 2.0, 5.0]
+
+
+@pytest.mark.s3
 def test_a_failed_state_update_after_retention_leaves_a_usable_directory(
     s3_endpoint: str, s3_bucket: str, s3_storage_options: dict[str, Any]
 ) -> None:
