@@ -17,8 +17,9 @@ What that node saves, under ``<path>/.ATTRIBUTES/<name>``:
   ``/`` ``%2F``, a leading ``.`` ``%2E``, and an empty key is ``%``; two
   entries that come to the same name are refused); a ``DTensor`` (FSDP2,
   tensor parallelism) as this rank's local tensor, the slice of the whole
-  tensor torch places it at, which the ranks of a coordinated save merge into
-  one tensor (``Shard`` and ``Replicate`` placements; see
+  tensor torch places it at (several slices under a strided shard whose rows
+  interleave), which the ranks of a coordinated save merge into one tensor
+  (``Shard``, ``_StridedShard`` and ``Replicate`` placements; see
   :class:`_DTensorValue`);
 * ``.STATE_DICT``, a JSON string with the state dict's structure: its keys
   (strings or integers), its mappings (``dict``, ``OrderedDict`` with torch's
@@ -52,6 +53,7 @@ from __future__ import annotations
 
 import collections
 import inspect
+import itertools
 import json
 import logging
 import sys
@@ -342,16 +344,23 @@ def _is_meta(value: Any) -> bool:
     return getattr(value, "is_meta", False) is True
 
 
-def _dtensor_part(dtensor: Any, where: str) -> tuple[Any, TensorSlice]:
-    """This rank's local tensor of ``dtensor`` and the slice of the whole tensor it holds.
+def _dtensor_layout(dtensor: Any, where: str) -> tuple[Any, tuple[int, ...], list[np.ndarray[Any, Any] | None]]:
+    """This rank's local tensor of ``dtensor``, the whole shape, and which indices of the whole tensor it holds.
+
+    The third result gives, per dimension, the index in the whole tensor of each index of the local tensor
+    (``local[i, j]`` is ``whole[rows[i], cols[j]]``), or ``None`` for a dimension no placement shards (all of
+    it). A ``Shard`` placement leaves one stretch of consecutive indices; a strided shard (``_StridedShard``,
+    which FSDP2 places over tensor parallelism sharding the same dimension) may leave several.
 
     Raises
     ------
     TrackableError
-        A placement other than ``Shard`` and ``Replicate`` (``Partial`` holds addends, not parts; a strided
-        shard is no block of the tensor), or a local tensor that torch's own geometry does not describe.
+        A placement other than ``Shard``, ``_StridedShard`` and ``Replicate`` (``Partial`` holds addends, not
+        parts), a mesh without this rank, or a local tensor that torch's own split does not describe.
     """
-    placements = sys.modules["torch.distributed.tensor"]
+    torch = sys.modules["torch"]
+    placements = sys.modules["torch.distributed.tensor.placement_types"]
+    shards = (placements.Shard, placements._StridedShard)
     for placement in dtensor.placements:
         if isinstance(placement, placements.Partial):
             raise TrackableError(
@@ -359,51 +368,75 @@ def _dtensor_part(dtensor: Any, where: str) -> tuple[Any, TensorSlice]:
                 "holds an addend of the value, not a part of it, so no rank's tensor is the saved value; reduce it "
                 "first (dtensor.redistribute(placements=[Replicate()] * mesh.ndim), or full_tensor()) and save that"
             )
-        # Exact types: a strided shard (FSDP2 over tensor parallelism on one dim) is a Shard-like placement
-        # whose rows interleave, no block of the whole tensor that one slice entry could hold.
-        if type(placement) is not placements.Shard and type(placement) is not placements.Replicate:
+        # Exact types: a placement derived from these may place its parts otherwise than their split does.
+        if type(placement) not in (*shards, placements.Replicate):
             raise TrackableError(
-                f"{where} is a DTensor with the placement {placement!r}, which trackpoint cannot save: only Shard "
-                "and Replicate placements, whose local tensors are blocks of the whole tensor, are; redistribute it "
-                "to those (dtensor.redistribute(placements=...)) before saving"
+                f"{where} is a DTensor with the placement {placement!r} (of type {type(placement).__qualname__}), "
+                "which trackpoint cannot save: only Shard, _StridedShard and Replicate placements, whose local "
+                "tensors are parts of the whole tensor as their split places them, are; redistribute it to those "
+                "(dtensor.redistribute(placements=...)) before saving"
             )
-    if dtensor.device_mesh.get_coordinate() is None:
+    mesh = dtensor.device_mesh
+    coordinate = mesh.get_coordinate()
+    if coordinate is None:
         # torch gives such a rank an empty chunk of no dimensions, no part of the tensor a slice could name.
         raise TrackableError(
-            f"{where} is a DTensor on a device mesh that does not include this rank ({dtensor.device_mesh}): "
+            f"{where} is a DTensor on a device mesh that does not include this rank ({mesh}): "
             "this rank holds no part of it, yet every rank of a coordinated save holds the same objects; give "
             "each rank only the modules on its own mesh, or place the tensor on a mesh of every rank"
         )
+    full_shape = tuple(int(d) for d in dtensor.shape)
+    # torch's own answer to "which part is this": each placement, left to right over the mesh dimensions, splits
+    # the indices this rank holds so far of its tensor dimension as it splits a tensor (_split_tensor, the split
+    # that distribute_tensor uses and that full_tensor undoes; no padding), and this rank keeps its mesh
+    # coordinate's piece. Applied to the indices alone, it says where each local row lies, strided or not.
+    sharded: dict[int, Any] = {}
+    for mesh_dim, placement in enumerate(dtensor.placements):
+        if type(placement) not in shards:
+            continue
+        dim = placement.dim
+        held = sharded.get(dim)
+        # The split acts on the placement's dimension: the indices laid along it, every other dimension of size 1.
+        # On the CPU whatever torch's default device (a model built under `with torch.device("meta")`).
+        start = torch.arange(full_shape[dim], device="cpu") if held is None else held
+        along = start.reshape((1,) * dim + (-1,))
+        pieces, _ = placement._split_tensor(along, mesh.size(mesh_dim), with_padding=False, contiguous=False)
+        sharded[dim] = pieces[coordinate[mesh_dim]].reshape(-1)
     # Under no_grad: the local tensor of a parameter otherwise carries an autograd node, several times the cost.
-    with sys.modules["torch"].no_grad():
+    with torch.no_grad():
         local = dtensor.to_local()
-    # torch's own answer to "which part is this", as PyTorch's distributed checkpointing asks it (one chunk:
-    # a DTensor's local tensor is one block, its offset counted in the whole tensor).
-    create_chunks = getattr(dtensor, "__create_chunk_list__", None)
-    if create_chunks is None:
+    indices = [sharded[d].numpy() if d in sharded else None for d in range(len(full_shape))]
+    shape = tuple(n if index is None else len(index) for n, index in zip(full_shape, indices, strict=True))
+    if shape != tuple(local.shape):
         raise TrackableError(
-            f"{where}: this torch's DTensor does not say where its local tensor lies in the whole tensor (it has no "
-            "__create_chunk_list__, which PyTorch's distributed checkpointing uses); upgrade torch, or save "
-            "full_tensor()"
+            f"{where}: the DTensor's local tensor (shape {tuple(local.shape)}) is not the part torch's split of "
+            f"its placements {list(dtensor.placements)} gives this rank (shape {shape}); save full_tensor() "
+            "instead, and report this with your torch version"
         )
-    chunks = list(create_chunks())
-    shapes = [tuple(int(d) for d in chunk.sizes) for chunk in chunks]
-    if len(chunks) != 1 or shapes[0] != tuple(local.shape):
-        raise TrackableError(
-            f"{where}: the DTensor's local tensor (shape {tuple(local.shape)}) is not the one block torch places it "
-            f"at (chunks of shapes {shapes}); save full_tensor() instead, and report this with your torch version"
-        )
-    offset = tuple(int(d) for d in chunks[0].offsets)
-    return local, TensorSlice(tuple(int(d) for d in dtensor.shape), offset, shapes[0])
+    return local, full_shape, indices
+
+
+def _runs(index: np.ndarray[Any, Any] | None, size: int) -> list[tuple[int, int, int]]:
+    """The stretches of consecutive values of ``index`` (``None``: ``0 .. size``): (first value, position, length)."""
+    if index is None:
+        return [(0, 0, size)] if size else []
+    if not len(index):
+        return []
+    starts = [0, *(int(i) + 1 for i in np.flatnonzero(np.diff(index) != 1))]
+    ends = [*starts[1:], len(index)]
+    return [(int(index[s]), s, e - s) for s, e in zip(starts, ends, strict=True)]
 
 
 class _DTensorValue(_NumpyValue):
-    """A DTensor in a state dict: saved as this rank's slice of the whole tensor, restored by reading its part.
+    """A DTensor in a state dict: saved as the slices of the whole tensor this rank holds, restored by reading them.
 
     The node saves and restores the DTensor's local tensor; :meth:`current` is the DTensor, which a restore
     hands to ``load_state_dict`` (it never replaces it). A local tensor that is the whole tensor (placements
     ``Replicate`` on every mesh dimension, a mesh of one rank) is saved as a plain value: every rank holding
-    it makes it a replicated value, written once.
+    it makes it a replicated value, written once. Under ``Shard`` placements the local tensor is one block of
+    the whole tensor, one slice, read in place. Under a strided shard it may be several blocks (rows 0-1 and
+    5 of 9 rows): each is saved as a slice of its own, and a restore reads the smallest block that holds them
+    all, then takes this rank's elements from it.
 
     Parameters
     ----------
@@ -415,11 +448,11 @@ class _DTensorValue(_NumpyValue):
     Raises
     ------
     TrackableError
-        The DTensor cannot be saved as slices (see :func:`_dtensor_part`), or holds no data (the 'meta' device).
+        The DTensor cannot be saved as slices (see :func:`_dtensor_layout`), or holds no data (the 'meta' device).
     """
 
     def __init__(self, dtensor: Any, name: str, where: str) -> None:
-        local, part = _dtensor_part(dtensor, where)
+        local, full_shape, indices = _dtensor_layout(dtensor, where)
         if _is_meta(local):
             raise TrackableError(
                 f"{where} is a DTensor on the 'meta' device, which holds no values: give the model memory first "
@@ -427,10 +460,34 @@ class _DTensorValue(_NumpyValue):
             )
         super().__init__(local, name, where)
         self._dtensor = dtensor
-        self._slice: TensorSlice | None = None if part.is_full else part
-        self._full_shape = part.full_shape
+        self._full_shape = full_shape
+        # The blocks of the whole tensor this rank holds, each with where it lies in the local tensor: every
+        # combination of a stretch of consecutive indices per dimension.
+        self._pieces = [
+            (
+                TensorSlice(full_shape, tuple(run[0] for run in block), tuple(run[2] for run in block)),
+                tuple(slice(run[1], run[1] + run[2]) for run in block),
+            )
+            for block in itertools.product(*(_runs(index, n) for index, n in zip(indices, full_shape, strict=True)))
+        ]
+        if not self._pieces:
+            # An empty local tensor (uneven shards: 5 rows over 4 ranks leave one none) is saved as an empty
+            # slice: a tensor of no elements at all is still saved, by every rank alike.
+            self._pieces = [(TensorSlice(full_shape, (0,) * len(full_shape), tuple(local.shape)), ())]
+        # What a restore reads: the one block, or the smallest one holding every block; from the latter,
+        # _gather takes this rank's elements (the restore's reader fills one slice per value).
+        self._gather: tuple[np.ndarray[Any, Any], ...] | None = None
+        self._slice: TensorSlice | None = self._pieces[0][0]
+        if len(self._pieces) > 1:
+            every = [np.arange(n) if index is None else index for index, n in zip(indices, full_shape, strict=True)]
+            low = tuple(int(index.min()) for index in every)
+            size = tuple(int(index.max()) + 1 - lo for index, lo in zip(every, low, strict=True))
+            self._slice = TensorSlice(full_shape, low, size)
+            self._gather = np.ix_(*(index - lo for index, lo in zip(every, low, strict=True)))
+        elif self._slice.is_full:
+            self._slice = None
         # Set by a restore whose stored dtype differs: read as stored, then cast by torch (as copy_ does).
-        self._cast = False
+        self._torch_casts = False
 
     def current(self) -> Any:
         """The DTensor (its local tensor holds the restored part)."""
@@ -443,8 +500,9 @@ class _DTensorValue(_NumpyValue):
         tensors: dict[str, Any] = super()._serialize_to_tensors()
         if self._slice is None:
             return tensors
-        # TensorFlow's form for a slice of a larger tensor: the commit merges every rank's slices into one tensor.
-        return {VARIABLE_VALUE_KEY: {self._slice.spec: tensors[VARIABLE_VALUE_KEY]}}
+        # TensorFlow's form for slices of a larger tensor: the commit merges every rank's slices into one tensor.
+        local = tensors[VARIABLE_VALUE_KEY]
+        return {VARIABLE_VALUE_KEY: {part.spec: np.ascontiguousarray(local[at]) for part, at in self._pieces}}
 
     def _check_restore_tensors(self, infos: Mapping[str, TensorInfo], where: Mapping[str, str]) -> None:
         info = infos.get(VARIABLE_VALUE_KEY)
@@ -465,12 +523,13 @@ class _DTensorValue(_NumpyValue):
                 )
             # Another numeric dtype (a bfloat16 model from a float32 checkpoint): torch casts, as its
             # load_state_dict does; the local tensor is not offered to read into.
-            self._cast = True
+            self._torch_casts = True
         else:
-            self._cast = False
+            self._torch_casts = False
 
     def _restore_buffer(self, attribute: str) -> np.ndarray[Any, Any] | None:
-        return None if self._cast else super()._restore_buffer(attribute)
+        # Not the local tensor when the read is a block around several (its shape is the block's).
+        return None if self._torch_casts or self._gather is not None else super()._restore_buffer(attribute)
 
     def _restore_slice(self, attribute: str) -> TensorSlice | None:
         # docstring inherited
@@ -480,7 +539,9 @@ class _DTensorValue(_NumpyValue):
         if VARIABLE_VALUE_KEY not in tensors:
             return
         restored = tensors[VARIABLE_VALUE_KEY]
-        if self._in_place() and not self._cast:
+        if self._gather is not None:
+            restored = restored[self._gather]  # this rank's elements of the block read
+        if self._in_place() and not self._torch_casts:
             np.copyto(self._value, restored)
         else:
             _copy_into_tensor(self._tensor, restored)

@@ -184,14 +184,16 @@ def placed_save_alone(ctx: Context, prefix: str) -> str:
 
 
 def refused(ctx: Context, prefix: str, placement: str) -> str:
-    """A save of a DTensor whose local tensors are no blocks of it: every rank raises (this rank's error)."""
+    """A save of a DTensor whose local tensors are not known parts of it: every rank raises (this rank's error)."""
     import torch
-    from torch.distributed.tensor import DTensor, Partial
-    from torch.distributed.tensor.placement_types import _StridedShard
+    from torch.distributed.tensor import DTensor, Partial, Shard
+
+    class Rows(Shard):
+        """A placement derived from Shard, which may place its parts otherwise."""
 
     mesh = _mesh((torch.distributed.get_world_size(),))
-    # Partial: addends of the value; a strided shard (FSDP2 over tensor parallelism on one dim): interleaved rows.
-    placed = Partial() if placement == "partial" else _StridedShard(0, split_factor=2)
+    # Partial: addends of the value, no part of it.
+    placed = Partial() if placement == "partial" else Rows(0)
     value = DTensor.from_local(torch.ones(2, 3), mesh, [placed], run_check=False)
     tp.Checkpoint(held=Holder({"grad": value})).write(prefix, options=_options(ctx))
     return "saved"

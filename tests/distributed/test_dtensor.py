@@ -165,17 +165,18 @@ def test_a_save_of_sharded_dtensors_without_a_coordinator_is_refused(torch2: Ran
     assert not list(tmp_path.glob("alone-*.index"))
 
 
-def test_partial_and_strided_placements_are_refused(torch2: Ranks, tmp_path: Path) -> None:
+def test_partial_and_unknown_placements_are_refused(torch2: Ranks, tmp_path: Path) -> None:
     for result in torch2.run("dtensor_cases:refused", prefix=str(tmp_path / "partial"), placement="partial"):
         assert result.error is not None and result.error[0] == "TrackableError", result
         message = result.error[1].splitlines()[0]
         assert "Checkpoint.held['grad'] is a DTensor with a Partial placement (Partial(" in message, message
         assert "redistribute" in message
-    for result in torch2.run("dtensor_cases:refused", prefix=str(tmp_path / "partial"), placement="strided"):
+    # A placement derived from Shard (strided shards are saved: test_dtensor_strided.py).
+    for result in torch2.run("dtensor_cases:refused", prefix=str(tmp_path / "partial"), placement="derived"):
         assert result.error is not None and result.error[0] == "TrackableError", result
         message = result.error[1].splitlines()[0]
-        assert "Checkpoint.held['grad'] is a DTensor with the placement _StridedShard(" in message, message
-        assert "only Shard and Replicate" in message
+        assert "Checkpoint.held['grad'] is a DTensor with the placement Shard(dim=0) (of type " in message, message
+        assert "refused.<locals>.Rows)" in message and "only Shard, _StridedShard and Replicate" in message
     assert not list(tmp_path.glob("partial*"))
     # A restore into a Partial DTensor is refused before anything is read.
     prefix = str(tmp_path / "ckpt")
