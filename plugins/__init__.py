@@ -5,13 +5,15 @@ Backends, built-in and third-party alike, are pluggy plugins published in the
 :func:`~trackpoint.plugins.hookspecs.trackpoint_register_backends` with the
 :data:`hookimpl` marker and registers :class:`BackendSpec` values; the manager
 (:mod:`trackpoint.plugins.manager`) loads plugins in a documented order and
-picks the backend for each URL. The pytest conformance kit every backend must
+picks the backend for each URL. A store declares the ``storage_options`` it takes
+with :class:`StorageOptions` and :func:`option`. The pytest conformance kit every backend must
 pass is :mod:`trackpoint.plugins.testing` (imported separately: it needs pytest).
 """
 
 from __future__ import annotations
 
 from trackpoint.plugins._object_store import ObjectStorePlugin
+from trackpoint.plugins._options import StorageOptions, option
 from trackpoint.plugins._spec import (
     LOCAL_PATHS,
     BackendFactory,
@@ -41,6 +43,7 @@ __all__ = [
     "BackendInfo",
     "BackendSpec",
     "ObjectStorePlugin",
+    "StorageOptions",
     "block",
     "bundle_backend_spec",
     "detect_backends",
@@ -49,6 +52,7 @@ __all__ = [
     "hookspec",
     "list_backends",
     "open_backend",
+    "option",
     "register",
     "reset",
     "select_backend",

@@ -26,7 +26,7 @@ from trackpoint.errors import BackendError, StoragePermissionError, redact
 if TYPE_CHECKING:
     import asyncio  # imported where used (see trackpoint.backends.stores.objectstore)
 
-__all__ = ["DEFAULT_REQUEST_TIMEOUT", "FILESYSTEM_KINDS", "filesystem"]
+__all__ = ["DEFAULT_REQUEST_TIMEOUT", "FILESYSTEM_KINDS", "accepted_options", "filesystem"]
 
 #: Seconds one request may take unless ``backend_options['request_timeout']`` says otherwise.
 DEFAULT_REQUEST_TIMEOUT: Final = 60.0
@@ -147,7 +147,7 @@ def _parameters(*functions: Any) -> set[str]:
 
 
 @functools.lru_cache(maxsize=8)
-def _accepted_options(filesystem_class: Any, *extra: Any) -> frozenset[str]:
+def accepted_options(filesystem_class: Any, *extra: Any) -> frozenset[str]:
     """The storage options ``filesystem_class`` uses: its constructors' parameters, fsspec's listing cache's,
     and those of ``extra`` (where the class passes its ``**kwargs`` on: botocore's session for S3)."""
     from fsspec.dircache import DirCache
@@ -157,37 +157,23 @@ def _accepted_options(filesystem_class: Any, *extra: Any) -> frozenset[str]:
     return frozenset(_parameters(*constructors[:-1], DirCache.__init__, *extra) | {"skip_instance_cache"})
 
 
-def _check_options(kind: str, filesystem_class: Any, opts: Mapping[str, Any], *extra: Any) -> None:
-    """Refuse a storage option the file system would not use.
-
-    s3fs hands options it does not know to botocore's session, which refuses them only when the first request
-    is made, as a failed listing; gcsfs drops them unread. Either way a misspelt ``endpoint_url`` would send
-    the save to the real service or fail far from its cause.
-    """
-    accepted = _accepted_options(filesystem_class, *extra)
-    unknown = sorted(set(opts) - accepted)
-    if unknown:
-        from trackpoint._suggest import with_hints
-        from trackpoint.errors import BackendOptionError
-
-        ordered = sorted(accepted)
-        raise BackendOptionError(
-            f"{kind}: storage_options {with_hints(unknown, ordered, quote=True)} are not options of "
-            f"{filesystem_class.__name__}; it takes {', '.join(ordered)}",
-            backend=kind,
-        )
-
-
 def _construct(kind: str, opts: Mapping[str, Any]) -> Any:
+    # A name the file system would not use is refused here, with the closest it would. s3fs hands names it does
+    # not know to botocore's session, which refuses them only at the first request, as a failed listing; gcsfs
+    # drops them unread: either way a misspelt endpoint_url would send the save to the real service, or fail
+    # far from its cause. The stores declare their options as any store does (trackpoint.plugins.StorageOptions).
     if kind == "s3":
         import s3fs
-        from aiobotocore.session import AioSession
 
-        _check_options(kind, s3fs.S3FileSystem, opts, AioSession.__init__)
+        from trackpoint.backends.stores.s3 import S3Options
+
+        S3Options.from_storage_options(opts)
         return s3fs.S3FileSystem(**opts)
     from gcsfs.core import GCSFileSystem
 
-    _check_options(kind, GCSFileSystem, opts)
+    from trackpoint.backends.stores.gcs import GCSOptions
+
+    GCSOptions.from_storage_options(opts)
 
     token = opts.get("token")
     if isinstance(token, str) and token not in _GCS_TOKEN_METHODS and token.endswith(".json"):

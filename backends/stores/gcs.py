@@ -21,7 +21,7 @@ from datetime import datetime
 from typing import Any, Final
 from urllib.parse import quote
 
-from trackpoint.backends.stores._fsspec import filesystem
+from trackpoint.backends.stores._fsspec import accepted_options, filesystem
 from trackpoint.backends.stores.objectstore import (
     WRITE_ID_METADATA_KEY,
     Condition,
@@ -33,9 +33,10 @@ from trackpoint.backends.stores.objectstore import (
     fill_views,
 )
 from trackpoint.errors import DataLossError
+from trackpoint.plugins import StorageOptions, option
 from trackpoint.storage import CheckpointOptions, VersionedBytes
 
-__all__ = ["GCSFiles", "create_files"]
+__all__ = ["GCSFiles", "GCSOptions", "create_files"]
 
 _CHUNK_ALIGN: Final = 256 * 1024  # resumable-upload chunks are multiples of 256 KiB
 _MiB: Final = 1 << 20
@@ -47,6 +48,23 @@ _LIST_PAGE: Final = 1000  # the JSON API's largest page
 
 def _q(name: str) -> str:
     return quote(name, safe="")
+
+
+class GCSOptions(StorageOptions, store="gcs"):
+    """The ``storage_options`` of GCS: the keywords of ``gcsfs.core.GCSFileSystem``, checked by name.
+
+    They go to gcsfs unchanged (see ``docs/backends/gcs.md``); ``token`` is declared secret, the others are
+    passed through, and gcsfs reads the environment itself.
+    """
+
+    token: Any = option(default=None, secret=True)
+
+    @classmethod
+    def passthrough_names(cls) -> frozenset[str]:
+        """Every keyword of ``gcsfs.core.GCSFileSystem`` and of fsspec's listing cache."""
+        from gcsfs.core import GCSFileSystem
+
+        return accepted_options(GCSFileSystem)
 
 
 class GCSFiles(ObjectStore):

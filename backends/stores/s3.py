@@ -16,7 +16,7 @@ import io
 from collections.abc import Sequence
 from typing import Any, Final
 
-from trackpoint.backends.stores._fsspec import filesystem
+from trackpoint.backends.stores._fsspec import accepted_options, filesystem
 from trackpoint.backends.stores.objectstore import (
     WRITE_ID_METADATA_KEY,
     Condition,
@@ -30,9 +30,10 @@ from trackpoint.backends.stores.objectstore import (
     fill_views,
 )
 from trackpoint.errors import DataLossError
+from trackpoint.plugins import StorageOptions, option
 from trackpoint.storage import CheckpointOptions, VersionedBytes
 
-__all__ = ["S3Files", "create_files"]
+__all__ = ["S3Files", "S3Options", "create_files"]
 
 _MIN_PART: Final = 5 * (1 << 20)  # S3's smallest non-final multipart part
 _DELETE_BATCH: Final = 1000  # DeleteObjects accepts at most 1,000 keys
@@ -91,6 +92,27 @@ def _error_info(exc: BaseException) -> tuple[str, int]:
     code = str(response.get("Error", {}).get("Code", ""))
     status = int(response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0)
     return code, status
+
+
+class S3Options(StorageOptions, store="s3"):
+    """The ``storage_options`` of S3: the keywords of ``s3fs.S3FileSystem``, checked by name.
+
+    They go to s3fs unchanged (see ``docs/backends/s3.md``); the credentials among them are declared
+    secret, the others are passed through: s3fs, botocore's session it hands them to and fsspec's listing
+    cache accept more than any list here would keep up with, and read the environment themselves.
+    """
+
+    key: Any = option(default=None, secret=True)
+    secret: Any = option(default=None, secret=True)
+    token: Any = option(default=None, secret=True)
+
+    @classmethod
+    def passthrough_names(cls) -> frozenset[str]:
+        """Every keyword of ``s3fs.S3FileSystem``, of botocore's session and of fsspec's listing cache."""
+        import s3fs
+        from aiobotocore.session import AioSession
+
+        return accepted_options(s3fs.S3FileSystem, AioSession.__init__)
 
 
 class S3Files(ObjectStore):

@@ -17,8 +17,8 @@ from trackpoint.plugins import open_backend
     ("kind", "options", "message"),
     [
         ("s3", {"endpont_url": "http://127.0.0.1:1"}, r"'endpont_url' \(did you mean 'endpoint_url'\?\)"),
-        ("gcs", {"tokn": "anon"}, r"'tokn' \(did you mean 'token'\?\) are not options of GCSFileSystem"),
-        ("s3", {"nonsense": 1}, r"'nonsense' are not options of S3FileSystem; it takes anon, "),
+        ("gcs", {"tokn": "anon"}, r"gcs: unknown storage_options 'tokn' \(did you mean 'token'\?\); the gcs store"),
+        ("s3", {"nonsense": 1}, r"s3: unknown storage_options 'nonsense'; the s3 store takes anon, "),
     ],
 )
 def test_a_misspelt_option_is_refused_before_any_request(kind: str, options: dict[str, object], message: str) -> None:
@@ -31,6 +31,18 @@ def test_the_options_the_file_systems_take_are_accepted() -> None:
     filesystem("s3", {"endpoint_url": "http://127.0.0.1:1", "key": "k", "secret": "s", "profile": None})
     filesystem("s3", {"anon": True, "client_kwargs": {"region_name": "us-east-1"}, "listings_expiry_time": 1})
     filesystem("gcs", {"token": "anon", "endpoint_url": "http://127.0.0.1:1", "project": "p"})
+
+
+def test_the_built_in_stores_declare_their_options_as_third_party_stores_do() -> None:
+    from trackpoint.backends.stores.gcs import GCSOptions
+    from trackpoint.backends.stores.s3 import S3Options
+
+    s3 = S3Options.from_storage_options({"key": "AKIA-KEY", "secret": "SECRET", "endpoint_url": "http://127.0.0.1:1"})
+    assert repr(s3) == "S3Options(key=<redacted>, secret=<redacted>, endpoint_url=...)"
+    assert s3.as_dict() == {"key": "AKIA-KEY", "secret": "SECRET", "endpoint_url": "http://127.0.0.1:1"}  # unchanged
+    assert {"endpoint_url", "profile", "client_kwargs", "listings_expiry_time"} <= set(S3Options.passthrough_names())
+    gcs = GCSOptions.from_storage_options({"token": "ya29.SECRET", "project": "p"})
+    assert repr(gcs) == "GCSOptions(token=<redacted>, project=...)"
 
 
 def test_options_for_a_local_path_are_said_to_go_unused(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:

@@ -106,9 +106,9 @@ class TestSqliteBackend(BackendConformance):
         real = sqlite_backend._transaction
 
         @contextlib.contextmanager
-        def transaction(db: str, where: str) -> Iterator[sqlite3.Connection]:
+        def transaction(db: str, where: str, timeout: float) -> Iterator[sqlite3.Connection]:
             before_each(where)
-            with real(db, where) as conn:
+            with real(db, where, timeout) as conn:
                 yield conn
 
         with pytest.MonkeyPatch.context() as patch:

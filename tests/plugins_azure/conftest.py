@@ -8,7 +8,7 @@ import pytest
 
 from azurite import Azurite, azurite, azurite_container  # noqa: F401 - fixtures used by the tests here
 from trackpoint.backends.stores import TransferOptions
-from trackpoint_azure.store import ENVIRONMENT, AzureStore, service_client
+from trackpoint_azure.store import AzureOptions, AzureStore, service_client
 
 #: Quick retries, so that tests of failures finish in well under a second.
 FAST = {"retries": 2, "retry_base_delay": 0.01, "retry_max_delay": 0.02, "request_timeout": 10.0}
@@ -17,7 +17,7 @@ FAST = {"retries": 2, "retry_base_delay": 0.01, "retry_max_delay": 0.02, "reques
 @pytest.fixture(autouse=True)
 def _no_azure_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     # A developer's real Azure settings must neither leak into a test nor be reached by one.
-    for names in ENVIRONMENT.values():
+    for names in AzureOptions.environment_variables().values():
         for name in names:
             monkeypatch.delenv(name, raising=False)
     for name in ("AZURE_CLIENT_ID", "AZURE_TENANT_ID", "AZURE_CLIENT_SECRET"):

@@ -17,8 +17,8 @@ from azure.storage.blob import AccountSasPermissions, BlobServiceClient, Resourc
 
 from azurite import Azurite
 from trackpoint.backends.stores import Condition
-from trackpoint.errors import BackendError
-from trackpoint_azure.store import STORAGE_OPTIONS, AzureStore, service_client
+from trackpoint.errors import BackendError, BackendOptionError
+from trackpoint_azure.store import AzureOptions, AzureStore, service_client
 
 
 def _round_trip(service: BlobServiceClient, container: str) -> None:
@@ -116,10 +116,41 @@ def test_anonymous_access(azurite: Azurite) -> None:
     assert service_client({"account_url": azurite.account_url, "anon": True}).credential is None
 
 
-def test_unknown_option_lists_the_valid_ones() -> None:
-    with pytest.raises(BackendError, match=r"unknown storage_options \['key'\]; valid keys are \['connection_string'"):
+def test_unknown_option_names_the_closest_valid_one_and_lists_them() -> None:
+    with pytest.raises(BackendOptionError) as refused:
         service_client({"account_name": "a", "key": "k"})
-    assert "max_connections" not in STORAGE_OPTIONS  # sized from backend_options['max_concurrency'] instead
+    assert str(refused.value) == (
+        "azure: unknown storage_options 'key'; the azure store takes account_key, account_name, account_url, anon, "
+        "connection_string, credential, sas_token: correct the names or leave them out"
+    )
+    with pytest.raises(BackendOptionError, match=r"'acount_name' \(did you mean 'account_name'\?\)"):
+        service_client({"acount_name": "a"})
+    assert "max_connections" not in AzureOptions.names()  # sized from backend_options['max_concurrency'] instead
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"account_name": "a", "anon": "yes"}, r"azure: storage_options\['anon'\] must be a bool, got str 'yes'"),
+        ({"account_name": 7}, r"azure: storage_options\['account_name'\] must be a str, got int 7"),
+    ],
+)
+def test_a_value_of_the_wrong_type_is_refused_naming_the_option(options: dict[str, Any], message: str) -> None:
+    # Before, a string "yes" for anon was merely truthy and an int account name reached the SDK's URL.
+    with pytest.raises(BackendOptionError, match=message):
+        service_client(options)
+
+
+def test_a_secret_of_the_wrong_type_is_refused_without_being_shown() -> None:
+    with pytest.raises(BackendOptionError) as refused:
+        service_client({"account_name": "a", "account_key": b"c2VjcmV0LWtleQ=="})
+    assert "storage_options['account_key'] must be a str, got a value of type bytes (not shown" in str(refused.value)
+    assert "c2VjcmV0" not in str(refused.value)
+
+
+def test_the_options_show_no_secret() -> None:
+    opts = AzureOptions.from_storage_options({"account_name": "acct", "account_key": "c2VjcmV0"}, environ={})
+    assert repr(opts) == "AzureOptions(account_name='acct', account_key=<redacted>, anon=False)"
 
 
 def test_no_account_anywhere() -> None:

@@ -4,7 +4,6 @@
 
 from __future__ import annotations
 
-import os
 import uuid
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -17,30 +16,39 @@ from azure.storage.blob import BlobBlock, BlobPrefix, BlobServiceClient
 
 from trackpoint.backends.stores import Condition, ErrorKind, ObjectStat, ObjectStore, TransferOptions, fill_views_from
 from trackpoint.errors import BackendError, BackendOptionError, DataLossError
+from trackpoint.plugins import StorageOptions, option
 from trackpoint.storage import CheckpointOptions, VersionedBytes
 
 #: Metadata names must be C# identifiers: ``_`` where S3 and GCS use ``-``.
 WRITE_ID_KEY = "trackpoint_write_id"
-STORAGE_OPTIONS = ("connection_string", "account_url", "account_name", "account_key", "sas_token", "credential", "anon")
-#: Read when ``storage_options`` name no account (the two are never mixed); the Azure CLI's names too.
-ENVIRONMENT: dict[str, tuple[str, ...]] = {"connection_string": ("AZURE_STORAGE_CONNECTION_STRING",)}
-ENVIRONMENT["sas_token"] = ("AZURE_STORAGE_SAS_TOKEN",)
-ENVIRONMENT["account_name"] = ("AZURE_STORAGE_ACCOUNT_NAME", "AZURE_STORAGE_ACCOUNT")
-ENVIRONMENT["account_key"] = ("AZURE_STORAGE_ACCOUNT_KEY", "AZURE_STORAGE_KEY")
+
+
+class AzureOptions(StorageOptions, store="azure", env_unless=("connection_string", "account_url", "account_name")):
+    """``storage_options``; the environment (the Azure CLI's names too) is read when they name no account."""
+
+    connection_string: str | None = option(default=None, env="AZURE_STORAGE_CONNECTION_STRING", secret=True)
+    account_url: str | None = None
+    account_name: str | None = option(default=None, env=("AZURE_STORAGE_ACCOUNT_NAME", "AZURE_STORAGE_ACCOUNT"))
+    account_key: str | None = option(default=None, env=("AZURE_STORAGE_ACCOUNT_KEY", "AZURE_STORAGE_KEY"), secret=True)
+    sas_token: str | None = option(default=None, env="AZURE_STORAGE_SAS_TOKEN", secret=True)
+    credential: Any = option(default=None, secret=True)
+    anon: bool = False
+
+
 _KINDS: dict[int, ErrorKind] = {401: "permission", 403: "permission", 404: "not_found", 412: "precondition"}
 _KINDS.update({416: "range", 408: "transient", 429: "transient"})
 _ONE_REQUEST = 256 << 20  # puts and ranged gets up to this size stay one request (SDK: 64 and 32 MiB)
 
 
-def _credential(opts: Mapping[str, Any]) -> Any:
-    if opts.get("anon") or opts.get("credential") is not None:
-        return opts.get("credential")
-    if opts.get("account_key"):
-        if not opts.get("account_name"):
+def _credential(opts: AzureOptions) -> Any:
+    if opts.anon or opts.credential is not None:
+        return opts.credential
+    if opts.account_key:
+        if not opts.account_name:
             raise BackendOptionError("azure: storage_options['account_key'] needs storage_options['account_name'] too")
-        return {"account_name": opts["account_name"], "account_key": opts["account_key"]}
-    if opts.get("sas_token"):
-        return str(opts["sas_token"]).lstrip("?")
+        return {"account_name": opts.account_name, "account_key": opts.account_key}
+    if opts.sas_token:
+        return opts.sas_token.lstrip("?")
     try:  # Microsoft Entra ID: a service principal, a workload or managed identity, an `az login`
         from azure.identity import DefaultAzureCredential
     except ImportError:
@@ -52,15 +60,10 @@ def _credential(opts: Mapping[str, Any]) -> Any:
 
 
 def service_client(storage_options: Mapping[str, Any], *, timeout: float = 60.0, pool: int = 16) -> BlobServiceClient:
-    """The account's client from ``storage_options``, or else from the :data:`ENVIRONMENT` variables."""
-    opts, env = dict(storage_options), os.environ
-    if unknown := sorted(set(opts) - set(STORAGE_OPTIONS)):
-        raise BackendOptionError(f"azure: unknown storage_options {unknown}; valid keys are {list(STORAGE_OPTIONS)}")
-    if not {"connection_string", "account_url", "account_name"} & opts.keys():
-        opts = {key: next((env[n] for n in names if env.get(n)), None) for key, names in ENVIRONMENT.items()} | opts
-    name = opts.get("account_name")
-    url = opts.get("account_url") or (name and f"https://{name}.blob.core.windows.net")
-    if not (url or opts.get("connection_string")):
+    """The account's client from ``storage_options``, or else from the environment (see :class:`AzureOptions`)."""
+    opts = AzureOptions.from_storage_options(storage_options)
+    url = opts.account_url or (opts.account_name and f"https://{opts.account_name}.blob.core.windows.net")
+    if not (url or opts.connection_string):
         raise BackendError(
             "azure: no storage account: give storage_options 'connection_string', 'account_url' or 'account_name', "
             "or set AZURE_STORAGE_CONNECTION_STRING or AZURE_STORAGE_ACCOUNT_NAME"
@@ -71,8 +74,8 @@ def service_client(storage_options: Mapping[str, Any], *, timeout: float = 60.0,
     transport = RequestsTransport(session=session, connection_timeout=min(10.0, timeout), read_timeout=timeout)
     kw: dict[str, Any] = {"retry_total": 0, "transport": transport}
     kw.update(max_single_put_size=_ONE_REQUEST, max_single_get_size=_ONE_REQUEST, max_chunk_get_size=_ONE_REQUEST)
-    if opts.get("connection_string"):
-        return BlobServiceClient.from_connection_string(opts["connection_string"], **kw)
+    if opts.connection_string:
+        return BlobServiceClient.from_connection_string(opts.connection_string, **kw)
     return BlobServiceClient(str(url), credential=_credential(opts), **kw)
 
 

@@ -44,6 +44,7 @@ from trackpoint.errors import (
     StorageError,
     UnsupportedDTypeError,
 )
+from trackpoint.plugins import StorageOptions, option
 from trackpoint.storage import (
     ANY_VERSION,
     MUST_NOT_EXIST,
@@ -59,7 +60,7 @@ from trackpoint.storage import (
     version_condition,
 )
 
-__all__ = ["SqliteBackend", "split_url"]
+__all__ = ["SqliteBackend", "SqliteOptions", "split_url"]
 
 SCHEME: Final = "sqlite://"
 DB_SUFFIXES: Final = (".sqlite", ".sqlite3", ".db")
@@ -81,6 +82,25 @@ CREATE TABLE IF NOT EXISTS file (path TEXT PRIMARY KEY, data BLOB NOT NULL, vers
 CREATE TABLE IF NOT EXISTS counter (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
 INSERT OR IGNORE INTO counter VALUES ('file', 0);
 """
+
+
+def _positive(seconds: float) -> float:
+    if not seconds > 0:  # also refuses NaN
+        raise ValueError("must be a positive number of seconds")
+    return seconds
+
+
+class SqliteOptions(StorageOptions, store="sqlite"):
+    """The ``storage_options`` of the ``sqlite`` backend (names, types, defaults and environment checked by the base).
+
+    Parameters
+    ----------
+    timeout
+        Seconds a connection waits for another connection's lock before the operation fails with
+        ``StorageError`` (``TRACKPOINT_SQLITE_TIMEOUT`` when not given; 30 by default).
+    """
+
+    timeout: float = option(default=30.0, env="TRACKPOINT_SQLITE_TIMEOUT", check=_positive)
 
 
 def split_url(url: str) -> tuple[str, str]:
@@ -195,11 +215,11 @@ def _errors(where: str) -> Iterator[None]:
         raise InvalidCheckpointError(f"sqlite: {where}: the database file is damaged or not SQLite ({exc})") from exc
 
 
-def _connect(db: str, where: str) -> sqlite3.Connection:
+def _connect(db: str, where: str, timeout: float) -> sqlite3.Connection:
     # Autocommit mode: transactions are explicit (BEGIN IMMEDIATE), so a
     # commit is exactly the statements between BEGIN and COMMIT.
     with _errors(where):
-        conn = sqlite3.connect(db, timeout=30.0, isolation_level=None, check_same_thread=False)
+        conn = sqlite3.connect(db, timeout=timeout, isolation_level=None, check_same_thread=False)
         try:
             # user_version marks an initialised file; checked per connection
             # (not cached per path) so a deleted and re-created file works.
@@ -218,8 +238,8 @@ def _connect(db: str, where: str) -> sqlite3.Connection:
 
 
 @contextmanager
-def _transaction(db: str, where: str) -> Iterator[sqlite3.Connection]:
-    conn = _connect(db, where)
+def _transaction(db: str, where: str, timeout: float) -> Iterator[sqlite3.Connection]:
+    conn = _connect(db, where, timeout)
     try:
         with _errors(where):
             conn.execute("BEGIN IMMEDIATE")
@@ -234,12 +254,12 @@ def _transaction(db: str, where: str) -> Iterator[sqlite3.Connection]:
 
 
 @contextmanager
-def _query(db: str, where: str) -> Iterator[sqlite3.Connection | None]:
+def _query(db: str, where: str, timeout: float) -> Iterator[sqlite3.Connection | None]:
     """A read-only connection, or ``None`` when the database file does not exist (nothing is stored)."""
     if not Path(db).is_file():
         yield None
         return
-    conn = _connect(db, where)
+    conn = _connect(db, where, timeout)
     try:
         with _errors(where):
             yield conn
@@ -249,11 +269,11 @@ def _query(db: str, where: str) -> Iterator[sqlite3.Connection | None]:
 
 # ---------------------------------------------------------------- reader
 class _Reader(CheckpointReader):
-    def __init__(self, prefix: str, db: str, inner: str) -> None:
+    def __init__(self, prefix: str, db: str, inner: str, timeout: float) -> None:
         self.prefix = prefix
         self._where = f"checkpoint {prefix!r}"
         self._lock = threading.Lock()
-        self._conn = _connect(db, self._where)
+        self._conn = _connect(db, self._where, timeout)
         try:
             with _errors(self._where):
                 # A read transaction pins a WAL snapshot: this reader keeps
@@ -320,16 +340,17 @@ class SqliteBackend(StorageBackend):
 
     name = "sqlite"
 
-    def __init__(self) -> None:
+    def __init__(self, options: SqliteOptions | None = None) -> None:
         from trackpoint_example_sqlite import CAPABILITIES
 
         self.capabilities = CAPABILITIES
+        self.options = options if options is not None else SqliteOptions()
 
     @classmethod
     def for_url(cls, url: str, options: CheckpointOptions) -> SqliteBackend:
-        """The factory: validates ``url`` so a malformed one fails when the backend is opened."""
+        """The factory: checks ``url`` and the storage options, so that a mistake fails when the backend is opened."""
         split_url(url)
-        return cls()
+        return cls(SqliteOptions.from_storage_options(options.storage_options))
 
     def write_shard(self, prefix: str, spec: ShardSpec, items: Sequence[WriteItem]) -> ShardResult:
         # docstring inherited
@@ -341,7 +362,7 @@ class SqliteBackend(StorageBackend):
                     f"sqlite: tensor {it.key!r} appears twice in shard {spec.shard_id} of {prefix!r}"
                 )
             rows[it.key] = _encode(it.key, it.array)
-        with _transaction(db, f"writing shard {spec.shard_id} of {prefix!r}") as conn:
+        with _transaction(db, f"writing shard {spec.shard_id} of {prefix!r}", self.options.timeout) as conn:
             conn.execute(
                 "DELETE FROM tensor WHERE path = ? AND save_id = ? AND shard = ?", (inner, spec.save_id, spec.shard_id)
             )
@@ -379,7 +400,7 @@ class SqliteBackend(StorageBackend):
                 f"got (save, shard, of) {got}"
             )
         save_id = specs[0].save_id
-        with _transaction(db, f"committing {prefix!r}") as conn:
+        with _transaction(db, f"committing {prefix!r}", self.options.timeout) as conn:
             old = conn.execute("SELECT save_id FROM checkpoint WHERE path = ?", (inner,)).fetchone()
             if old is not None and not overwrite:
                 raise CheckpointExistsError(
@@ -407,7 +428,7 @@ class SqliteBackend(StorageBackend):
         db, inner = split_url(prefix)
         if not Path(db).is_file():
             return
-        with _transaction(db, f"aborting save {save_id} of {prefix!r}") as conn:
+        with _transaction(db, f"aborting save {save_id} of {prefix!r}", self.options.timeout) as conn:
             # Never the rows of a committed checkpoint, even if it is this save.
             conn.execute(
                 "DELETE FROM tensor WHERE path = ? AND save_id = ? AND NOT EXISTS "
@@ -420,12 +441,12 @@ class SqliteBackend(StorageBackend):
         db, inner = split_url(prefix)
         if not Path(db).is_file():
             raise CheckpointNotFoundError(f"sqlite: no checkpoint is committed at {prefix!r} (no database {db!r})")
-        return _Reader(prefix, db, inner)
+        return _Reader(prefix, db, inner, self.options.timeout)
 
     def exists(self, prefix: str) -> bool:
         # docstring inherited
         db, inner = split_url(prefix)
-        with _query(db, f"looking up {prefix!r}") as conn:
+        with _query(db, f"looking up {prefix!r}", self.options.timeout) as conn:
             return (
                 conn is not None
                 and conn.execute("SELECT 1 FROM checkpoint WHERE path = ?", (inner,)).fetchone() is not None
@@ -436,7 +457,7 @@ class SqliteBackend(StorageBackend):
         db, inner = split_url(prefix)
         if not Path(db).is_file():
             return
-        with _transaction(db, f"deleting {prefix!r}") as conn:
+        with _transaction(db, f"deleting {prefix!r}", self.options.timeout) as conn:
             row = conn.execute("SELECT save_id FROM checkpoint WHERE path = ?", (inner,)).fetchone()
             if row is not None:
                 conn.execute("DELETE FROM checkpoint WHERE path = ?", (inner,))
@@ -445,7 +466,7 @@ class SqliteBackend(StorageBackend):
     def list_checkpoints(self, directory: str) -> list[str]:
         # docstring inherited
         db, inner = split_url(directory)
-        with _query(db, f"listing {directory!r}") as conn:
+        with _query(db, f"listing {directory!r}", self.options.timeout) as conn:
             if conn is None:
                 return []
             rows = conn.execute("SELECT path FROM checkpoint WHERE dir = ?", (inner,)).fetchall()
@@ -454,7 +475,7 @@ class SqliteBackend(StorageBackend):
     def read_file(self, path: str) -> VersionedBytes | None:
         # docstring inherited
         db, inner = split_url(path)
-        with _query(db, f"reading {path!r}") as conn:
+        with _query(db, f"reading {path!r}", self.options.timeout) as conn:
             row = (
                 None
                 if conn is None
@@ -467,7 +488,7 @@ class SqliteBackend(StorageBackend):
         # version_condition turns the deprecated 0.1 spelling None into MUST_NOT_EXIST, with a warning.
         if_version = version_condition(if_version)
         db, inner = split_url(path)
-        with _transaction(db, f"writing {path!r}") as conn:
+        with _transaction(db, f"writing {path!r}", self.options.timeout) as conn:
             row = conn.execute("SELECT version FROM file WHERE path = ?", (inner,)).fetchone()
             if if_version is MUST_NOT_EXIST and row is not None:
                 raise ConcurrentModificationError(f"sqlite: {path!r} exists already (create-only write)")
@@ -486,5 +507,5 @@ class SqliteBackend(StorageBackend):
         # docstring inherited
         db, inner = split_url(path)
         if Path(db).is_file():
-            with _transaction(db, f"deleting {path!r}") as conn:
+            with _transaction(db, f"deleting {path!r}", self.options.timeout) as conn:
                 conn.execute("DELETE FROM file WHERE path = ?", (inner,))
