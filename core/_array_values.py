@@ -8,9 +8,11 @@ the rule of what is saved).
 
 from __future__ import annotations
 
+import contextlib
 import sys
+import threading
 import weakref
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -29,6 +31,9 @@ __all__ = ["PYTHON_NUMBERS", "is_array_value", "is_dtensor", "is_jax_array", "is
 PYTHON_NUMBERS: dict[type, type[np.generic]] = {bool: np.bool_, int: np.int64, float: np.float64}
 #: The dtype kinds a saved value may have to be restored into a Python number of each type.
 _PYTHON_KINDS = {bool: "b", int: "iu", float: "f"}
+#: The kinds a restore casts between for a ``jax.ShapeDtypeStruct`` template, by numpy's dtype kind (ml_dtypes'
+#: floats have kind "V", or "f" for some: see :func:`_cast_kind`).
+_CAST_KINDS = {"b": "bool", "i": "integer", "u": "integer", "f": "floating-point", "c": "complex"}
 
 
 def is_numpy_value(value: Any) -> bool:
@@ -74,7 +79,17 @@ class _NumpyValue(Variable):
     (immutable) are replaced on restore by a value of the same kind, a JAX
     array on the sharding of the one it replaces (``on_replace`` tells the
     holder, and :meth:`current` is the value to hold).
+
+    A restore checks the dtype strictly, as TensorFlow's does, except into
+    a node made for a ``jax.ShapeDtypeStruct`` template: the values are cast
+    into the template's dtype (as Orbax casts), within a kind only, and an
+    integer that does not fit is refused.
     """
+
+    #: Whether a restore casts into the dtype (a node made for a ``jax.ShapeDtypeStruct``; set by ``__init__``).
+    _casts = False
+    #: The checkpoint key of the value a restore casts into this template's dtype (see :meth:`_check_cast`).
+    _cast_key: str | None = None
 
     def __init__(self, value: Any, name: str, where: str, on_replace: Callable[[Any], None] | None = None) -> None:
         self._maybe_initialize_trackable()
@@ -86,6 +101,9 @@ class _NumpyValue(Variable):
         self._shared = True
         # For a Python number: its type, which a restore gives back (an int stays an int).
         self._python: type | None = None
+        # Made for a jax.ShapeDtypeStruct: a restore casts into the template's dtype, as Orbax's does, also
+        # after a first restore replaced the template (the dtype is still the one the template asked for).
+        self._casts = False
         python = PYTHON_NUMBERS.get(type(value))
         if python is not None:
             self._python = type(value)
@@ -111,9 +129,19 @@ class _NumpyValue(Variable):
             )
             value = array
         elif is_jax_shape(value):
+            try:
+                dtype = np.dtype(value.dtype)
+            except TypeError as exc:  # a typed PRNG key template (jax.eval_shape of jax.random.key) has no numpy dtype
+                raise TrackableError(
+                    f"{where}: the jax.ShapeDtypeStruct of dtype {value.dtype} cannot be restored into ({exc}); for "
+                    "a PRNG key, save and restore its data: the template jax.eval_shape(lambda: "
+                    "jax.random.key_data(key)) restores the uint32 data, and jax.random.wrap_key_data(data) makes "
+                    "the key again. Assign NoDependency(value) to keep it unsaved"
+                ) from exc
             _TEMPLATES[0] += 1
             weakref.finalize(self, _template_gone)
-            value = _placeholder(np.dtype(value.dtype), tuple(value.shape))
+            self._casts = True
+            value = _placeholder(dtype, tuple(value.shape))
         elif is_jax_array(value):
             # Nothing is read from the devices here: a save gathers the shards (see _jax_to_numpy), and
             # np.asarray would make JAX keep a host copy of the array for as long as the array lives.
@@ -173,6 +201,9 @@ class _NumpyValue(Variable):
             value = _python_number_array(self._current, self._saved_dtype, self._where)
         if is_jax_array(self._current):
             value = _jax_to_numpy(self._current, self._where)
+            saved = _SAVED_JAX.arrays
+            if saved is not None:
+                saved.append((self, self._current))
         elif is_jax_shape(self._current):
             raise TrackableError(
                 f"{self._where} is a jax.ShapeDtypeStruct, which holds no values to save: restore into it first "
@@ -197,15 +228,74 @@ class _NumpyValue(Variable):
                 )
             return
         if info.dtype != self._saved_dtype:
-            raise DTypeMismatchError(
-                f"cannot restore {key!r} into the {self._kind()} {self._name!r}: the checkpoint holds dtype "
-                f"{dtypes._name(info.dtype)}, the value has dtype {self._saved_dtype}"
-            )
+            if not self._casts:
+                raise DTypeMismatchError(
+                    f"cannot restore {key!r} into the {self._kind()} {self._name!r}: the checkpoint holds dtype "
+                    f"{dtypes._name(info.dtype)}, the value has dtype {self._saved_dtype}{self._strict_hint()}"
+                )
+            self._check_cast(info.dtype, key)
         if tuple(info.shape) != self._value.shape:
             raise ShapeMismatchError(
                 f"cannot restore {key!r} into the {self._kind()} {self._name!r}: the checkpoint holds shape "
                 f"{tuple(info.shape)}, the value has shape {self._value.shape}"
             )
+
+    def _strict_hint(self) -> str:
+        """What to do about a dtype that differs, where a template would have cast it: for a JAX array."""
+        if not is_jax_array(self._current):
+            return ""
+        return (
+            "; a restore into an existing JAX array keeps its dtype, as TensorFlow's restores do: restore into a "
+            "jax.ShapeDtypeStruct template (jax.eval_shape(...)) to have the values cast to the template's dtype"
+        )
+
+    def _check_cast(self, saved: np.dtype[Any], key: str) -> None:
+        """Refuse a cast into this template's dtype across kinds; remember ``key`` for the values' own check.
+
+        Raises
+        ------
+        DTypeMismatchError
+            ``saved`` and the template's dtype are of different kinds (an integer into a float, a float into a
+            bool): such a cast changes the values' meaning, not only their precision.
+        """
+        target = self._saved_dtype
+        into, of = _cast_kind(target), _cast_kind(saved)
+        if into is None or into != of:
+            raise DTypeMismatchError(
+                f"cannot restore {key!r} into the {self._kind()} {self._name!r} ({self._where}): the checkpoint "
+                f"holds dtype {dtypes._name(saved)}, the template has dtype {dtypes._name(target)}. A restore casts "
+                "into a template's dtype only within a kind (integers to integers, floats to floats, bfloat16 and "
+                "the float8 types included, complex to complex, bool to bool); give the template a dtype of the "
+                "checkpoint's kind (tp.load_checkpoint(path).get_variable_to_dtype_map() lists them), and convert "
+                "after the restore"
+            )
+        self._cast_key = key
+
+    def _cast(self, restored: np.ndarray[Any, Any], dtype: np.dtype[Any]) -> np.ndarray[Any, Any]:
+        """``restored`` cast into the template's ``dtype``: refused for integers that do not fit.
+
+        Raises
+        ------
+        DTypeMismatchError
+            An integer value lies outside the range of ``dtype``. Raised while values are being given to
+            their objects: the ones given before keep their restored values.
+        """
+        if dtype.kind in "iu" and restored.size:
+            bounds = np.iinfo(dtype)
+            low, high = int(bounds.min), int(bounds.max)
+            outside = (restored < low) | (restored > high)
+            if outside.any():
+                bad = restored[outside]
+                shown = ", ".join(str(v) for v in bad[:5].tolist()) + (", ..." if bad.size > 5 else "")
+                raise DTypeMismatchError(
+                    f"cannot restore {self._cast_key!r} into the {self._kind()} {self._name!r} ({self._where}) of "
+                    f"dtype {dtypes._name(dtype)}: the checkpoint holds {dtypes._name(restored.dtype)} values that "
+                    f"do not fit in it ({bad.size} of {restored.size}: {shown}). Give the template a wider integer "
+                    "dtype (int64 needs jax.config.update('jax_enable_x64', True) before the arrays are made); the "
+                    "restore stopped here, so values given to their objects before this one are restored and the "
+                    "others are not: restore again once the template fits"
+                )
+        return np.asarray(restored, dtype=dtype)
 
     def _restore_buffer(self, attribute: str) -> np.ndarray[Any, Any] | None:
         value = self._value
@@ -230,7 +320,10 @@ class _NumpyValue(Variable):
             return
         original_dtype = self._value.dtype
         if is_jax_array(self._current) or is_jax_shape(self._current):
-            array = np.asarray(restored, dtype=original_dtype)
+            if restored.dtype != original_dtype and self._casts:
+                array = self._cast(restored, original_dtype)
+            else:
+                array = np.asarray(restored, dtype=original_dtype)
             # A ShapeDtypeStruct without a sharding: the default device, as jnp.asarray would place it.
             replacement: Any = sys.modules["jax"].device_put(
                 _weak_like(self._current, array), getattr(self._current, "sharding", None)
@@ -294,6 +387,41 @@ def placeholders_exist() -> bool:
 def is_placeholder_node(obj: object) -> bool:
     """Whether ``obj`` is the node of a template that still holds no value (no restore replaced it)."""
     return isinstance(obj, _NumpyValue) and is_jax_shape(obj._current)
+
+
+def _cast_kind(dtype: np.dtype[Any]) -> str | None:
+    """The kind a template restore casts within: ``"integer"``, ``"floating-point"``, ...; ``None`` for strings.
+
+    ml_dtypes' floats (bfloat16, the float8 types) are floating-point whatever numpy's kind for them says.
+    """
+    if dtypes._is_ml_float(dtype):
+        return "floating-point"
+    return _CAST_KINDS.get(dtype.kind)
+
+
+class _SavedJax(threading.local):
+    """The JAX arrays a save in this thread serializes, while a checkpoint asks for them (see :func:`saved_jax`)."""
+
+    arrays: list[tuple[_NumpyValue, Any]] | None = None
+
+
+_SAVED_JAX = _SavedJax()
+
+
+@contextlib.contextmanager
+def saved_jax() -> Iterator[list[tuple[_NumpyValue, Any]]]:
+    """Collect ``(node, array)`` for each JAX array serialized in this thread within the block.
+
+    The nodes append themselves where they read their array anyway, so a save of numpy values, tensors or
+    variables pays nothing for it.
+    """
+    outer = _SAVED_JAX.arrays
+    arrays: list[tuple[_NumpyValue, Any]] = []
+    _SAVED_JAX.arrays = arrays
+    try:
+        yield arrays
+    finally:
+        _SAVED_JAX.arrays = outer
 
 
 def _placeholder(dtype: np.dtype[Any], shape: tuple[int, ...]) -> np.ndarray[Any, Any]:

@@ -36,7 +36,7 @@ from trackpoint.errors import (
     NameConflictError,
     TrackableError,
 )
-from trackpoint.graph import ObjectGraphView, serialize_object_graph
+from trackpoint.graph import ObjectGraphView, node_names, serialize_object_graph
 from trackpoint.proto import trackable_object_graph_pb2 as pb
 from trackpoint.restore import (
     CheckpointLoadStatus,
@@ -74,13 +74,21 @@ def write_items(view: ObjectGraphView) -> list[WriteItem]:
 
 
 @_gc.paused()
-def _snapshot(view: ObjectGraphView) -> tuple[list[WriteItem], tuple[Trackable, ...]]:
+def _snapshot(
+    view: ObjectGraphView, jax_arrays: list[tuple[Trackable, Any]] | None = None
+) -> tuple[list[WriteItem], tuple[Trackable, ...]]:
     """:func:`write_items` and the graph's objects (an async save pins their variables' buffers).
 
     Nothing else keeps a reference to the arrays when this returns: an async
     save tells the arrays only its items hold from shared ones by that.
+    ``jax_arrays``, if given, receives ``(node, array)`` for each JAX array saved.
     """
-    serialized = serialize_object_graph(view)
+    if jax_arrays is None:
+        serialized = serialize_object_graph(view)
+    else:
+        with _array_values.saved_jax() as saved:
+            serialized = serialize_object_graph(view)
+        jax_arrays.extend(saved)
     slices = serialized.slices or (None,) * len(serialized.tensors)
     items = [WriteItem(key, array, s) for (key, array), s in zip(serialized.tensors, slices, strict=True)]
     graph = np.empty((), dtype=object)
@@ -159,6 +167,9 @@ class Checkpoint(AutoTrackable):
 
     # Everything handed to a checkpoint is saved: refuse values it would skip.
     _refuse_unsaved_values = True
+    # Class defaults of what __init__ sets, for a checkpoint built without it (see _check_stale).
+    _self_saved_jax: tuple[str, dict[int, weakref.ref[Any]]] | None = None
+    _self_stale_warned = False
 
     def __init__(self, root: Trackable | weakref.ref[Trackable] | None = None, **kwargs: Any) -> None:
         # Before anything is tracked: TensorFlow sets such a keyword as an attribute, which hides the method
@@ -221,6 +232,9 @@ class Checkpoint(AutoTrackable):
         # With a weak root, each walk gets its own view (a view holds its root); the
         # statuses holding one must see a save_counter created afterwards.
         self._self_weak_views: weakref.WeakSet[ObjectGraphView] = weakref.WeakSet()
+        # The prefix and JAX arrays of the previous save, by id, weakly (see _check_stale).
+        self._self_saved_jax = None
+        self._self_stale_warned = False
         if root is not None and self._self_root_ref is None:
             self._self_view = ObjectGraphView(root, attached)
 
@@ -339,7 +353,10 @@ class Checkpoint(AutoTrackable):
         else:
             with _gc.full_collections_deferred():
                 with self._failing_together(prefix, options):
-                    items = _with_extra(write_items(self._view()), extra)
+                    arrays: list[tuple[Trackable, Any]] = []
+                    items = _with_extra(_snapshot(self._view(), arrays)[0], extra)
+                    self._check_stale(prefix, arrays)
+                    del arrays
                 self._write_items(prefix, items, options, started=started)
 
     def _fail_coordinated(self, prefix: str, options: CheckpointOptions | None, failure: BaseException) -> None:
@@ -366,6 +383,39 @@ class Checkpoint(AutoTrackable):
         except errors as exc:
             self._fail_coordinated(prefix, options, exc)
             raise
+
+    def _check_stale(self, prefix: str, arrays: list[tuple[Trackable, Any]]) -> None:
+        """Warn (once per checkpoint) when a save writes exactly the JAX arrays the previous save wrote.
+
+        JAX arrays are immutable: a training step makes new ones, so a save that finds every JAX array it
+        saves to be the very object the previous save of this checkpoint saved almost always comes from a
+        loop that rebinds ``state = update(state)`` without assigning the new tree (``ckpt.state = state``),
+        and saves the first state for ever. Identity only, against weak references (the old arrays are
+        not kept alive): saves without JAX arrays pay nothing, and any new array (a step counter) means
+        the state moved. A save to the prefix the previous one wrote (a manager saving a step number
+        again) is a deliberate re-save.
+        """
+        if self._self_stale_warned:
+            return
+        previous = self._self_saved_jax
+        if not arrays:
+            self._self_saved_jax = None
+            return
+        try:
+            # Weak references to JAX arrays: the old state's device memory is not kept alive by this record.
+            self._self_saved_jax = (prefix, {id(array): weakref.ref(array) for _, array in arrays})
+        except TypeError:  # an array type without weak references: not compared, never kept alive
+            self._self_saved_jax = None
+            return
+        if previous is None or previous[0] == prefix:
+            return
+        refs = previous[1]
+        for _, array in arrays:
+            ref = refs.get(id(array))
+            if ref is None or ref() is not array:
+                return
+        self._self_stale_warned = True
+        _warn_stale(self._view(), prefix, previous[0], arrays)
 
     # ------------------------------------------------------------ async saves
     def _write_items(
@@ -433,7 +483,10 @@ class Checkpoint(AutoTrackable):
         With a coordinator, each rank's writer thread runs the collective save.
         """
         with self._failing_together(prefix, options):
-            items, nodes = _snapshot(self._view())
+            arrays: list[tuple[Trackable, Any]] = []
+            items, nodes = _snapshot(self._view(), arrays)
+            self._check_stale(prefix, arrays)
+            del arrays
         items = _with_extra(items, extra)
         backend = _resolve.writer(self._self_backends.store(prefix, _async.storage_options_of(options)))
         events = observe.save_events(
@@ -863,6 +916,30 @@ def _warn_empty_templates(status: CheckpointLoadStatus, path: str) -> None:
             len(empty),
             ", ".join(repr(obj) for obj in empty[:5]) + (", ..." if len(empty) > 5 else ""),
         )
+
+
+def _warn_stale(view: ObjectGraphView, prefix: str, previous: str, arrays: list[tuple[Trackable, Any]]) -> None:
+    """Log that the save of ``prefix`` writes the JAX arrays the save of ``previous`` wrote, naming where."""
+    try:
+        names = node_names(view)  # a walk of the graph, only for this message, once per checkpoint
+    except Exception:  # noqa: BLE001 -- only the message depends on it: the nodes' own paths instead
+        names = {}
+    paths = sorted({names.get(id(node), str(getattr(node, "_where", node))) for node, _ in arrays})
+    tops = sorted({path.split(".")[1] for path in paths if path.startswith("(root).")}) or ["state"]
+    assign = " or ".join(f"`ckpt.{name} = {name}`" for name in tops[:3])
+    shown = ", ".join(paths[:5]) + (f", ... ({len(paths)} in all)" if len(paths) > 5 else "")
+    _log.warning(
+        "saving %s: every JAX array it saves is the very array the previous save of this Checkpoint (%s) saved, "
+        "so both hold the same values (%s). JAX updates make new arrays: a loop that rebinds its state "
+        "(`state = train_step(state)`) must assign the new one to the checkpoint before each save (%s), or every "
+        "save writes the state the checkpoint was given. If nothing changed between the two saves on purpose "
+        "(the same state saved again at the end of a run, or to a second place), ignore this. Logged once per "
+        "Checkpoint.",
+        prefix,
+        previous,
+        shown,
+        assign,
+    )
 
 
 def _backend_name(store: StorageBackend, path: str) -> str:

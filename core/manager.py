@@ -41,7 +41,7 @@ from typing import Any, Final, Literal, Protocol
 
 import numpy as np
 
-from trackpoint import _async, _paths, _resolve, _signal_safe, state
+from trackpoint import _array_values, _async, _paths, _resolve, _signal_safe, state
 from trackpoint._array_values import is_jax_array
 from trackpoint.distributed._driver import coordinator_of, on_root
 from trackpoint.errors import (
@@ -55,6 +55,7 @@ from trackpoint.errors import (
     StorageError,
     TrackableError,
 )
+from trackpoint.graph import node_names, proto_node_names
 from trackpoint.restore import CheckpointLoadStatus
 from trackpoint.storage import OBJECT_GRAPH_KEY, CheckpointOptions, CheckpointReader, StorageBackend, WriteItem
 from trackpoint.trackable import Trackable
@@ -387,6 +388,45 @@ def _warn_unmatched(status: Any, path: str, counter: Any) -> None:
         )
 
 
+def _refuse_empty_templates(status: CheckpointLoadStatus, path: str) -> None:
+    """Raise :class:`MatchError` if the restore of ``path`` left ``jax.ShapeDtypeStruct`` templates without a value.
+
+    A template holds no values and no later restore-on-create can fill it (it is a leaf that exists already):
+    the training step would fail on it, inside ``jax.jit``, with an error that does not say why. Orbax's
+    restore refuses a tree that differs from the checkpoint's too.
+    """
+    empty = [obj for obj in status._unmatched_python_objects() if _array_values.is_placeholder_node(obj)]
+    if not empty:
+        return
+    names = node_names(status._view)
+    shown = [names.get(id(obj), str(getattr(obj, "_where", obj))) for obj in empty]
+    coordinator = status._checkpoint
+    matched = coordinator.matched
+    unresolved = [
+        i
+        for i, holds in enumerate(coordinator.holds_attributes)
+        if holds and ((ref := matched[i]) is None or ref() is None)
+    ]
+    unused = ""
+    if unresolved:
+        saved = proto_node_names(coordinator.object_graph_proto)
+        listed = [saved.get(i, str(i)) for i in unresolved]
+        unused = (
+            f" The checkpoint's values that no object took (renamed there?): {', '.join(listed[:10])}"
+            f"{', ...' if len(listed) > 10 else ''}."
+        )
+    # The error says it all; the status's own warning about unused values, when it is collected, would repeat it.
+    status.expect_partial()
+    raise MatchError(
+        f"CheckpointManager.restore_or_initialize restored {path}, but {len(empty)} jax.ShapeDtypeStruct "
+        f"template(s) got no value from it: {', '.join(shown[:10])}{', ...' if len(shown) > 10 else ''}. A "
+        "template holds no values, so the program would fail on it later (inside jax.jit, with an error that does "
+        f"not say why).{unused} Make the template's tree match the checkpoint's (tp.load_tree(path) shows it), or, "
+        "for a partial restore on purpose, call checkpoint.restore(manager.latest_checkpoint).expect_partial() "
+        "and give those leaves arrays. The values that matched were restored"
+    )
+
+
 class CheckpointManager:
     """Keep a rolling set of numbered checkpoints of one ``Checkpoint`` in a directory.
 
@@ -593,6 +633,8 @@ class CheckpointManager:
         self._attempted: set[str] = set()
         # This manager's series' committed checkpoints found when the directory was (re)read (kept or not).
         self._found: set[str] = set()
+        # The step directories of an Orbax run found in the directory when it held no checkpoint to restore.
+        self._orbax_steps: list[str] = []
         self._coordinator = coordinator_of(options)
         try:
             if self._coordinator is None:
@@ -623,6 +665,7 @@ class CheckpointManager:
                 # What every rank's metrics() and best_checkpoint report; rank 0 alone read or scored them.
                 # A checkpoint found gone is marked so (a fourth element): every rank's metrics() refuses it.
                 "metrics": [[p, s.metrics, s.score, *([True] if s is _GONE else [])] for p, s in self._scored.items()],
+                "orbax": self._orbax_steps,
             }
         ).encode()
 
@@ -633,6 +676,7 @@ class CheckpointManager:
         self._last_preserved_timestamp = float(data["preserved"])
         self._highest = int(data.get("highest", -1))
         self._found_highest = int(data.get("found", -1))
+        self._orbax_steps = [str(step) for step in data.get("orbax", [])]
         self._scored = {
             str(p): _GONE if gone else _Scored(m, None if score is None else float(score))
             for p, m, score, *gone in data.get("metrics", [])
@@ -709,6 +753,9 @@ class CheckpointManager:
             self._latest_checkpoint = None if newest is None else listed[newest]
         if self._best_fn is not None:
             self._load_all_scored(list(self._maybe_delete))
+        # Looked for only where nothing is to be restored (one local listing): restore_or_initialize refuses to
+        # start from scratch over an Orbax run.
+        self._orbax_steps = state.orbax_steps(self._directory) if self._latest_checkpoint is None else []
 
     def _unrecorded(
         self, recovered: state.CheckpointState | None, known: list[tuple[str, float, bool]], listed: dict[str, str]
@@ -1504,15 +1551,36 @@ class CheckpointManager:
         TensorFlow's ``write()``, Keras' ``save_weights``) sets the counter
         from its name: after ``ckpt-4`` the next :meth:`save` is ``ckpt-5``.
 
+        A ``jax.ShapeDtypeStruct`` template the checkpoint has no value for
+        is refused, not logged: a template holds no values, so the program
+        would fail on it later, inside a jitted function, far from the cause.
+
         Returns
         -------
         str or None
             The restored prefix, or ``None`` if ``init_fn`` ran (or nothing happened).
+
+        Raises
+        ------
+        MatchError
+            The checkpoint restored left ``jax.ShapeDtypeStruct`` templates
+            without a value (a renamed or new leaf); the message names them and
+            the checkpoint's values no object took. The values that matched are
+            restored. For a partial restore on purpose, call
+            ``checkpoint.restore(manager.latest_checkpoint).expect_partial()``
+            and give those leaves arrays.
+        CheckpointExistsError
+            The (local) directory holds no checkpoint trackpoint reads but an
+            Orbax run (numbered step directories): starting from scratch would
+            drop that run's progress unnoticed. Nothing was restored or
+            initialized.
         """
         # An async save in flight becomes the latest checkpoint once committed (or raises here).
         self.sync()
         if self._latest_checkpoint is not None:
             status = self._checkpoint.restore(self._latest_checkpoint, options=self._options)
+            if isinstance(status, CheckpointLoadStatus) and _array_values.placeholders_exist():
+                _refuse_empty_templates(status, self._latest_checkpoint)
             counter = self._checkpoint.save_counter
             number = self._number(self._latest_checkpoint)
             if (
@@ -1535,6 +1603,18 @@ class CheckpointManager:
             if self._checkpoint_interval is not None:
                 self._last_checkpoint_step = _as_int(self._step_counter)
             return self._latest_checkpoint
+        if self._orbax_steps:
+            steps = self._orbax_steps
+            raise CheckpointExistsError(
+                f"CheckpointManager.restore_or_initialize: {self._directory!r} holds no checkpoint trackpoint reads "
+                f"({self._checkpoint_name}-N), but it holds an Orbax run (step directories "
+                f"{', '.join(steps[-5:])}{', ...' if len(steps) > 5 else ''}), which trackpoint does not read: "
+                "starting from scratch here would drop that run's progress unnoticed. To go on from it, restore its "
+                "latest step with Orbax once, assign the values to the checkpoint and save them with this manager "
+                "(ckpt.state = restored; manager.save(checkpoint_number=step)): restore_or_initialize resumes from "
+                "that checkpoint from then on. To start a new run, give the manager another directory. Nothing "
+                "was restored or initialized"
+            )
         if self._init_fn is not None:
             self._init_fn()
         return None

@@ -493,7 +493,75 @@ def latest_checkpoint(
 
     directory = os.fspath(directory)
     with open_store(directory, options) as backend:
-        return _latest_in(backend, directory, latest_filename)
+        found = _latest_in(backend, directory, latest_filename)
+    if found is None:
+        _warn_orbax_run(directory)
+    return found
+
+
+#: Files Orbax writes into each committed step directory of a run (``run/3/``), or into the items inside it.
+_ORBAX_FILES: Final = ("_CHECKPOINT_METADATA", "commit_success.txt", "_METADATA", "manifest.ocdbt")
+#: An Orbax step directory's name: the step, after a ``step_prefix`` and ``_`` if the run has one.
+_ORBAX_STEP: Final = re.compile(r"^(?:.+_)?(\d+)$")
+#: Directories :func:`latest_checkpoint` has warned about (polling loops call it again and again).
+_WARNED_ORBAX: set[str] = set()
+
+
+def orbax_steps(directory: str) -> list[str]:
+    """The step directories of an Orbax run directly inside the local ``directory``, by step; ``[]`` if none.
+
+    A step directory is named by its step (``3``, or ``<step_prefix>_3``) and holds Orbax's metadata or
+    commit marker, or an item directory that does. Only local directories are looked at: the storage
+    contract lists checkpoints, not directories, so an Orbax run in a bucket is not seen. Never raises.
+    """
+    if _paths.is_url(directory):
+        return []
+    try:
+        local = _paths.strip_file_scheme(directory) or os.curdir
+        entries = list(os.scandir(local))
+    except (CheckpointError, OSError, ValueError):
+        return []
+    found: list[tuple[int, str]] = []
+    for entry in entries:
+        match = _ORBAX_STEP.match(entry.name)
+        if match is None:
+            continue
+        try:
+            if not entry.is_dir() or not _holds_orbax(entry.path):
+                continue
+        except OSError:
+            continue
+        found.append((int(match.group(1)), entry.name))
+    return [name for _, name in sorted(found)]
+
+
+def _holds_orbax(step: str) -> bool:
+    """Whether the directory ``step`` holds Orbax's files, itself or in one of its item directories."""
+    if any(os.path.exists(os.path.join(step, name)) for name in _ORBAX_FILES):
+        return True
+    with os.scandir(step) as items:
+        return any(
+            item.is_dir() and any(os.path.exists(os.path.join(item.path, name)) for name in _ORBAX_FILES)
+            for item in items
+        )
+
+
+def _warn_orbax_run(directory: str) -> None:
+    """Say, once per directory, that ``directory`` holds an Orbax run where no checkpoint of trackpoint's is."""
+    if directory in _WARNED_ORBAX:
+        return
+    steps = orbax_steps(directory)
+    if not steps:
+        return
+    _WARNED_ORBAX.add(directory)
+    _log.warning(
+        "latest_checkpoint(%r) is None: the directory holds no checkpoint trackpoint reads, but it holds an Orbax "
+        "run (step directories %s), a format trackpoint does not read; restoring None starts from scratch. To go "
+        "on from that run, restore its latest step with Orbax once and save the values with trackpoint "
+        "(manager.save(checkpoint_number=step)); to start a new run, use another directory",
+        directory,
+        ", ".join(steps[-5:]),
+    )
 
 
 def _latest_in(backend: StorageBackend, directory: str, latest_filename: str = DEFAULT_LATEST_FILENAME) -> str | None:
