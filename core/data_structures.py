@@ -420,7 +420,7 @@ def _is_saved_state(value: Any) -> bool:
         return True
     if isinstance(value, np.ndarray):
         # Only numeric values count: strings or objects in a plain container are refused, not saved.
-        return value.dtype.kind in "biufc" or dtypes._is_ml_float(value.dtype)
+        return value.dtype.kind in "biufc" or dtypes._ml_kind(value.dtype) is not None
     if isinstance(value, np.generic):
         return False
     return is_array_value(value) or is_stateful(value)

@@ -1,7 +1,9 @@
 """The element types a checkpoint can hold, and the conversions variables use.
 
 Supported: every fixed-size numpy boolean, integer, floating and complex type
-that TensorFlow can store (so not ``longdouble``), ``ml_dtypes.bfloat16``, and
+that TensorFlow can store (so not ``longdouble``), the number types of
+``ml_dtypes`` (bfloat16, the float8, float6 and float4 types, int4/2/1 and
+uint4/2/1, complex32 and bcomplex32: see :data:`ML_DTYPE_NAMES`), and
 variable-length strings. Strings are numpy object arrays whose elements are
 ``bytes``; ``str`` is accepted on input and encoded as UTF-8, as TensorFlow's
 ``tf.string`` does. Anything else raises :class:`UnsupportedDTypeError`.
@@ -52,10 +54,51 @@ def __getattr__(name: str) -> object:
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-# The ml_dtypes types TensorFlow has a DataType for, by name: the ones every format stores.
+#: The ml_dtypes types a checkpoint holds, by name, each with the kind of Python data it takes: "i" integers
+#: (which must fit), "f" real numbers (rounded, as a cast rounds), "c" complex numbers. Names, not types:
+#: ml_dtypes is imported only once one of its types is met, and an older ml_dtypes lacks the newer types
+#: (numpy cannot name those then, so they are never met). Sub-byte types are held one element per byte, as
+#: ml_dtypes holds them in memory. Whether a format stores each is the format's to say: a TensorBundle holds
+#: only those TensorFlow has a DataType for, Zarr every one.
+_ML_KINDS: Final[dict[str, str]] = {
+    "bfloat16": "f",
+    "float8_e5m2": "f",
+    "float8_e4m3fn": "f",
+    "float8_e4m3fnuz": "f",
+    "float8_e4m3b11fnuz": "f",
+    "float8_e5m2fnuz": "f",
+    "float8_e3m4": "f",
+    "float8_e4m3": "f",
+    "float8_e5m3fnu": "f",
+    "float8_e8m0fnu": "f",
+    "float6_e2m3fn": "f",
+    "float6_e3m2fn": "f",
+    "float4_e2m1fn": "f",
+    "int4": "i",
+    "uint4": "i",
+    "int2": "i",
+    "uint2": "i",
+    "int1": "i",
+    "uint1": "i",
+    "complex32": "c",
+    "bcomplex32": "c",
+}
+#: Every ml_dtypes type name a checkpoint can hold (those the installed ml_dtypes lacks are never met).
+ML_DTYPE_NAMES: Final = tuple(_ML_KINDS)
+
+# bfloat16 and the five float8 types of TensorFlow's DataTypes 24-28 (_is_ml_float): the ml_dtypes types a
+# torch tensor of the same name is converted from and to by reinterpreting its bits (_torch_to_numpy,
+# _numpy_to_torch), and those trackpoint.to_torch offers to torch (which has no float8_e4m3b11fnuz: to_torch
+# checks by name). The other ml_dtypes types stay numpy's there.
 _ML_FLOATS: Final = frozenset(
     {"bfloat16", "float8_e5m2", "float8_e4m3fn", "float8_e4m3fnuz", "float8_e4m3b11fnuz", "float8_e5m2fnuz"}
 )
+# The ml_dtypes types torch tensors are converted from and to by their bits: those above, and complex32 (two
+# float16 parts, real first, in both). Not torch's float8_e8m0fnu, which a torch tensor is refused for yet,
+# nor its float4_e2m1fn_x2 (two values to a byte, where ml_dtypes' float4_e2m1fn takes a byte each).
+_TORCH_BITS: Final = _ML_FLOATS | {"complex32"}
+# The numpy integer type of each width, to carry those bits across (the torch side has its own).
+_NUMPY_INTS: Final[dict[int, np.dtype[Any]]] = {1: np.dtype(np.uint8), 2: np.dtype(np.int16), 4: np.dtype(np.int32)}
 
 
 def is_ml_dtype(d: np.dtype[Any]) -> bool:
@@ -67,8 +110,14 @@ def is_ml_dtype(d: np.dtype[Any]) -> bool:
 
 
 def _is_ml_float(d: np.dtype[Any]) -> bool:
-    # The module first: it rules out every numpy type cheaply, where d.name is computed in Python (as_dtype is hot).
+    # The module first: it rules out every numpy type cheaply, where d.name is computed in Python.
     return is_ml_dtype(d) and d.name in _ML_FLOATS
+
+
+def _ml_kind(d: np.dtype[Any]) -> str | None:
+    """The kind of Python data (``_ML_KINDS``) the ml_dtypes type ``d`` takes; ``None`` for any other dtype."""
+    # The module first, as in _is_ml_float: as_dtype is hot.
+    return _ML_KINDS.get(d.name) if is_ml_dtype(d) else None
 
 
 def _numpy_dtype(dtype: Any) -> np.dtype[Any]:
@@ -104,7 +153,8 @@ def as_dtype(dtype: Any) -> np.dtype[Any]:
         raise UnsupportedDTypeError(
             f"{dtype!r} is not a dtype; use a numpy dtype, trackpoint.bfloat16 or trackpoint.string"
         ) from exc
-    if d == string or _is_ml_float(d):
+    if d == string or _ml_kind(d) is not None:
+        # Before the kind checks: ml_dtypes' complex32 is of kind "c" but no numpy complex type.
         return d
     if d.kind in ("U", "S"):
         return string
@@ -112,8 +162,7 @@ def as_dtype(dtype: Any) -> np.dtype[Any]:
     if limit is None or d.itemsize > limit or d.fields is not None or d.subdtype is not None:
         raise UnsupportedDTypeError(
             f"dtype {d} cannot be stored in a checkpoint; supported are bool, (u)int8-64, float16/32/64, "
-            "bfloat16, the float8 types of ml_dtypes (e5m2, e4m3fn, e4m3fnuz, e4m3b11fnuz, e5m2fnuz), "
-            "complex64/128 and strings (trackpoint.string)"
+            f"complex64/128, strings (trackpoint.string) and the ml_dtypes types {', '.join(ML_DTYPE_NAMES)}"
         )
     native: np.dtype[Any] = d.newbyteorder("=")
     return native
@@ -192,12 +241,13 @@ def _torch_to_numpy(tensor: Any) -> np.ndarray[Any, Any]:
         tensor = tensor.cpu()
     tensor = tensor.resolve_conj().resolve_neg()
     name = str(tensor.dtype).removeprefix("torch.")
-    if name in _ML_FLOATS:
-        # numpy has no bfloat16 or float8 and torch converts to none; torch's have the bit layouts of
-        # ml_dtypes' types of the same name: reinterpret the bits.
+    if name in _TORCH_BITS:
+        # numpy has no bfloat16, float8 or complex32 and torch converts to none; torch's have the bit layouts
+        # of ml_dtypes' types of the same name: reinterpret the bits.
         import ml_dtypes
 
-        bits: np.ndarray[Any, Any] = tensor.view(torch.int16 if tensor.dtype.itemsize == 2 else torch.uint8).numpy()
+        carrier = {1: torch.uint8, 2: torch.int16, 4: torch.int32}[tensor.dtype.itemsize]
+        bits: np.ndarray[Any, Any] = tensor.view(carrier).numpy()
         return bits.view(getattr(ml_dtypes, name))
     arr: np.ndarray[Any, Any] = tensor.numpy()
     return arr
@@ -208,9 +258,9 @@ def _numpy_to_torch(array: np.ndarray[Any, Any]) -> Any:
     torch = sys.modules["torch"]
     # Not np.ascontiguousarray, which makes a 0-d array 1-d.
     source = array if array.flags.c_contiguous else array.copy(order="C")
-    if source.dtype.name in _ML_FLOATS:
+    if source.dtype.name in _TORCH_BITS and is_ml_dtype(source.dtype):
         # torch reads no ml_dtypes array: hand over the bits as integers and view them as torch's type.
-        bits = torch.from_numpy(source.view(np.int16 if source.dtype.itemsize == 2 else np.uint8))
+        bits = torch.from_numpy(source.view(_NUMPY_INTS[source.dtype.itemsize]))
         return bits.view(getattr(torch, source.dtype.name))
     return torch.from_numpy(source)
 
@@ -242,30 +292,40 @@ def _as_array(value: Any, where: str) -> np.ndarray[Any, Any] | None:
         ) from exc
 
 
-# Which inferred kinds of Python data may be converted into which target kind.
+# Which inferred kinds of Python data may be converted into which target kind (an ml_dtypes type's is
+# its _ML_KINDS entry).
 _ACCEPTS: Final = {
     "b": "b",
     "i": "iu",
     "u": "iu",
     "f": "iuf",
     "c": "iufc",
-    "V": "iuf",  # bfloat16
     "O": "USO",
 }
 
 
 def _convert_python(value: Any, dtype: np.dtype[Any], where: str) -> np.ndarray[Any, Any]:
     arr, kind = _python_kind(value, where)
-    if kind not in _ACCEPTS[dtype.kind]:
+    target = _ml_kind(dtype) or dtype.kind
+    if kind not in _ACCEPTS[target]:
         raise DTypeMismatchError(f"{where}: cannot convert {_describe(value)} to dtype {_name(dtype)}")
     if dtype == string:
         return _encode_strings(arr, where)
-    if dtype.kind in "iu":
-        # Integers must fit exactly; numpy would otherwise wrap or raise OverflowError.
-        info = np.iinfo(dtype)
+    if target in "iu":
+        # Integers must fit exactly: numpy and ml_dtypes would wrap them (int4 holds -8..7) or raise OverflowError.
+        info = _iinfo(dtype)
         if arr.size and (int(arr.min()) < info.min or int(arr.max()) > info.max):
             raise DTypeMismatchError(f"{where}: {_describe(value)} does not fit in dtype {_name(dtype)}")
     return np.array(arr, dtype=dtype, order="C", copy=True)
+
+
+def _iinfo(dtype: np.dtype[Any]) -> Any:
+    """The integer limits of ``dtype``: numpy's, or ml_dtypes' for its sub-byte integers (numpy has none)."""
+    if is_ml_dtype(dtype):
+        import ml_dtypes  # loaded already: the dtype is one of its types
+
+        return ml_dtypes.iinfo(dtype)  # type: ignore[no-untyped-call]  # ml_dtypes leaves its __init__ untyped
+    return np.iinfo(dtype)
 
 
 def _name(dtype: np.dtype[Any]) -> str:
@@ -318,7 +378,8 @@ def convert_initial_value(value: Any, dtype: np.dtype[Any] | None, where: str) -
         converted = np.array(arr, dtype=dtype, order="C", copy=True)
         with np.errstate(invalid="ignore", over="ignore"):
             back = converted.astype(src)
-        if not np.array_equal(back, arr, equal_nan=src.kind in "fcV"):
+        # NaN compares equal to itself only for floating types (numpy's, and ml_dtypes' real and complex ones).
+        if not np.array_equal(back, arr, equal_nan=(_ml_kind(src) or src.kind) in "fc"):
             raise DTypeMismatchError(f"{where}: converting dtype {src} to {_name(dtype)} would change values")
         return converted
     if dtype is not None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import json
+import sys
 import warnings
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any, Final
@@ -53,19 +54,20 @@ def chunk_key_encoding() -> dict[str, Any]:
     return {"name": "default", "configuration": {"separator": CHUNK_SEPARATOR}}
 
 
-# ml_dtypes types have no Zarr v3 data type in zarr-python 3.1: they are stored
-# as the unsigned integer of the same width, with their name in an attribute.
-# bfloat16 is the one the core supports everywhere; the float8 types are
-# accepted by this format only. ml_dtypes is imported only when one is met
-# (numpy reports them all as kind "V"): importing it costs more than a small save.
-ML_DTYPE_NAMES: Final = (
-    "bfloat16", "float8_e5m2", "float8_e4m3fn", "float8_e4m3fnuz", "float8_e4m3b11fnuz", "float8_e5m2fnuz",
-)  # fmt: skip
+# ml_dtypes types have no Zarr v3 data type in zarr-python 3.1 (the names the zarr-extensions registry
+# gives some of them, "int4", "float8_e4m3fn", ..., no zarr-python release reads): each is stored as the
+# unsigned integer of its width, its bits unchanged, with its name in the tensor table and an attribute.
+# This format holds every type the core does, those TensorFlow has no DataType for too. ml_dtypes is
+# imported only when one is met (numpy reports most as kind "V"): importing it costs more than a small save.
+ML_DTYPE_NAMES: Final = core_dtypes.ML_DTYPE_NAMES
+# ml_dtypes' complex types: two 16-bit halves, real part first, each little-endian as stored. Viewed as one
+# 32-bit integer they are byte-swapped whole on a big-endian host, which would put the imaginary part first.
+_ML_COMPLEX: Final = frozenset({"complex32", "bcomplex32"})
 
 
 @functools.lru_cache(maxsize=1)
 def ml_dtypes_by_name() -> dict[str, np.dtype[Any]]:
-    """The ml_dtypes types this format stores, by name."""
+    """The ml_dtypes types this format stores that the installed ml_dtypes has, by name."""
     import ml_dtypes
 
     return {name: np.dtype(getattr(ml_dtypes, name)) for name in ML_DTYPE_NAMES if hasattr(ml_dtypes, name)}
@@ -98,7 +100,7 @@ def dtype_name(dtype: np.dtype[Any], key: str) -> str:
     if name is None:
         raise UnsupportedDTypeError(
             f"zarr: tensor {key!r} has dtype {dtype}, which a checkpoint cannot hold; use bool, (u)int8-64, "
-            "float16/32/64, complex64/128, bfloat16 or bytes"
+            "float16/32/64, complex64/128, bytes or an ml_dtypes type (bfloat16, float8_e4m3fn, int4, ...)"
         )
     return name
 
@@ -123,7 +125,15 @@ def dtype_of(name: str, where: str) -> np.dtype[Any]:
     if name == STRING:
         return core_dtypes.string
     if name in ML_DTYPE_NAMES:
-        return ml_dtypes_by_name()[name]
+        dt = ml_dtypes_by_name().get(name)
+        if dt is None:
+            import ml_dtypes
+
+            raise InvalidCheckpointError(
+                f"zarr: {where} records dtype {name!r}, which the installed ml_dtypes {ml_dtypes.__version__} "
+                "lacks; upgrade ml_dtypes to read it"
+            )
+        return dt
     try:
         dt = np.dtype(name)
     except TypeError as exc:
@@ -141,8 +151,20 @@ def little_endian(dtype: np.dtype[Any]) -> np.dtype[Any]:
 
 @functools.lru_cache(maxsize=64)
 def storage_dtype(dtype: np.dtype[Any]) -> np.dtype[Any]:
-    """The little-endian dtype the array is stored with (ml_dtypes types as unsigned ints)."""
-    if any(dtype == dt for dt in ml_dtypes_by_name().values()):  # float8_e5m2 has kind "f": not by kind
+    """The little-endian dtype the array is stored with (ml_dtypes types as unsigned ints).
+
+    Raises
+    ------
+    UnsupportedDTypeError
+        ``dtype`` is ml_dtypes' complex32 or bcomplex32 and this host is big-endian (see ``_ML_COMPLEX``).
+    """
+    # Not by kind: float8_e5m2 has kind "f" and complex32 kind "c".
+    if any(dtype == dt for dt in ml_dtypes_by_name().values()):
+        if dtype.name in _ML_COMPLEX and sys.byteorder == "big":
+            raise UnsupportedDTypeError(
+                f"zarr: dtype {dtype.name} is stored as two little-endian halves, which this big-endian host "
+                "would swap as one 32-bit value; convert it to complex64 (.astype(numpy.complex64)) first"
+            )
         return np.dtype(f"<u{dtype.itemsize}")
     return dtype.newbyteorder("<")
 

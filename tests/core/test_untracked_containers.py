@@ -188,6 +188,14 @@ def test_torch_tensor_in_an_untracked_container_is_refused() -> None:
         model.x = collections.deque([torch.zeros(2)])
 
 
+@pytest.mark.parametrize("dtype", ["bfloat16", "int4", "float8_e3m4"])
+def test_an_ml_dtypes_array_in_an_untracked_container_is_refused(dtype: str) -> None:
+    ml_dtypes = pytest.importorskip("ml_dtypes")
+    model = Model()
+    with pytest.raises(tp.TrackableError, match=r"^Model\.x\[0\] is .*\(type deque\)"):
+        model.x = collections.deque([np.zeros(2, dtype=getattr(ml_dtypes, dtype))])
+
+
 def test_jax_array_in_an_untracked_mapping_is_refused() -> None:
     jnp = pytest.importorskip("jax.numpy")
     model = Model()
