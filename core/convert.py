@@ -24,13 +24,21 @@ import re
 import stat
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Collection, Iterable, Sequence
 from typing import TYPE_CHECKING, Any, Final, Literal
 
 import numpy as np
 
 from trackpoint import _async, _paths, _resolve, observe
-from trackpoint.errors import CheckpointError, CheckpointExistsError, InvalidArgumentError, UnsupportedOptionError
+from trackpoint.errors import (
+    ArgumentTypeError,
+    CheckpointError,
+    CheckpointExistsError,
+    CheckpointKeyError,
+    InvalidArgumentError,
+    NameConflictError,
+    UnsupportedOptionError,
+)
 from trackpoint.interchange import FILE_FORMATS, file_format
 from trackpoint.storage import (
     CheckpointOptions,
@@ -101,6 +109,7 @@ def convert(
     include: Sequence[str] = (),
     exclude: Sequence[str] = (),
     separator: str = "/",
+    strip_prefix: str | Sequence[str] = (),
     progress: Progress | None = None,
 ) -> None:
     """Copy every tensor of the checkpoint ``src``, the object graph included, to ``dst``.
@@ -145,6 +154,15 @@ def convert(
     separator
         What separates local names in a file's tensor names (``"."`` for
         ``layers.0.weight``), on import and export.
+    strip_prefix
+        Prefixes to remove from the names of an exported file's tensors, as
+        ``names`` and ``separator`` write them: a torch module given to the
+        checkpoint as ``model`` has its entries named
+        ``model/.ATTRIBUTES/0.weight``, which ``"model/.ATTRIBUTES/"`` makes
+        the module's own ``0.weight``. A name starting with several loses the
+        longest; a name starting with none is kept. The file's metadata still
+        records each tensor's key, so importing it gives back the checkpoint.
+        Only for an export (a copy to a checkpoint keeps its keys).
     progress
         Called as ``progress(done_bytes, total_bytes)`` while tensors are copied.
         Independently, the copy fires the save events of
@@ -164,7 +182,12 @@ def convert(
     NameConflictError
         ``names="paths"`` and an exported tensor's path cannot name it (a
         local name holds ``separator``), or two would get one name: export
-        with ``names="keys"``, another ``separator``, or ``exclude`` it.
+        with ``names="keys"``, another ``separator``, or ``exclude`` it. Or
+        ``strip_prefix`` leaves two tensors one name, or one none at all.
+    CheckpointKeyError
+        A prefix of ``strip_prefix`` begins no exported tensor's name (a typo
+        would otherwise export the names unchanged), or ``include`` and
+        ``exclude`` select no tensor.
     DataLossError
         The source is damaged: its bytes fail a checksum, such as the
         CRC-32C of every tensor a safetensors export of trackpoint records.
@@ -175,7 +198,8 @@ def convert(
     InvalidArgumentError
         ``dst`` ends in the suffix of a file format :func:`convert` does not
         write (the message lists those it writes), and no backend is chosen in
-        ``dst_options``.
+        ``dst_options``; or ``strip_prefix`` is given for a copy to a
+        checkpoint, or holds an empty prefix.
     ArgumentTypeError
         ``src_options`` or ``dst_options`` is not a ``CheckpointOptions``.
     UnsupportedOptionError
@@ -225,6 +249,7 @@ def convert(
     # The source is only read: its async fields (shared options of a training run) mean nothing here.
     s_opts = _async.storage_options_of(s_opts) or CheckpointOptions()
     src_fmt, dst_fmt = file_format(src_path), file_format(dst_path)
+    prefixes = _prefixes(strip_prefix, dst_path, dst_fmt)
     _refuse_unwritable(_paths.check(dst_path), dst_fmt, _source_name(src_path))
     # Taken before anything is written: a save makes its prefix's directory in begin() (an export its file's),
     # before most of the source is read, so a copy that fails (a damaged source, a full disk, Ctrl-C) would
@@ -246,6 +271,7 @@ def convert(
                 include,
                 exclude,
                 separator,
+                prefixes,
                 progress,
             )
         else:
@@ -462,6 +488,7 @@ def _convert_selected(
     include: Sequence[str],
     exclude: Sequence[str],
     separator: str,
+    prefixes: Sequence[str],
     progress: Progress | None,
 ) -> None:
     """A copy with a flat file on either side, or with a selection of tensors."""
@@ -499,6 +526,11 @@ def _convert_selected(
                 separator=separator,
                 with_names=dst_fmt is not None and names == "paths",
             )
+            if prefixes:
+                # safetensors holds no strings: an export puts them into the file's metadata under their keys, so
+                # their names are never written and cannot collide.
+                unnamed = {k for k in reader.names if dst_fmt == "safetensors" and reader.info(k).dtype.kind == "O"}
+                reader.names = _strip_prefixes(reader.names, prefixes, src, unnamed)
         except BaseException:
             base.close()
             raise
@@ -518,7 +550,9 @@ def _convert_selected(
                         reader,
                         dst,
                         dst_fmt,
-                        names=names,
+                        # export takes reader.names for "paths" only; with names="keys" they are the keys,
+                        # stripped here, so it is told to take them too (a wrong value still reaches it).
+                        names="paths" if prefixes and names == "keys" else names,
                         overwrite=overwrite,
                         progress=_both(progress, events),
                     )
@@ -533,6 +567,71 @@ def _convert_selected(
             shadowed.close()
         if target is not None:
             target.close()
+
+
+def _prefixes(strip_prefix: str | Sequence[str], dst: str, dst_fmt: str | None) -> list[str]:
+    """The prefixes of ``strip_prefix`` as a list, checked before anything is read (see :func:`convert`)."""
+    given: object = strip_prefix
+    items = [given] if isinstance(given, str) or not isinstance(given, Iterable) else list(given)
+    prefixes = [p for p in items if isinstance(p, str)]
+    if len(prefixes) != len(items):
+        raise ArgumentTypeError(f"convert: strip_prefix must be a str or a sequence of str, got {strip_prefix!r}")
+    if not prefixes:
+        return []
+    if dst_fmt is None:
+        raise InvalidArgumentError(
+            f"convert: strip_prefix {prefixes} renames the tensors of an exported file, and {dst!r} is a checkpoint, "
+            "whose tensors keep their keys; export to a .safetensors or .npz file to rename them",
+            url=dst,
+        )
+    if "" in prefixes:
+        raise InvalidArgumentError("convert: strip_prefix holds an empty prefix, which strips nothing; leave it out")
+    return prefixes
+
+
+def _strip_prefixes(
+    names: dict[str, str], prefixes: Sequence[str], src: str, unnamed: Collection[str] = ()
+) -> dict[str, str]:
+    """``names`` (``{key: name}`` of an export) with the longest of ``prefixes`` each name starts with removed.
+
+    The names of the keys in ``unnamed`` are not written to the file (safetensors' string tensors): they
+    cannot collide.
+
+    Raises
+    ------
+    CheckpointKeyError
+        A prefix starts no name.
+    NameConflictError
+        A name is nothing but a prefix, or two written names become one.
+    """
+    unused = [p for p in prefixes if not any(name.startswith(p) for name in names.values())]
+    if unused:
+        shown = sorted(names.values())[:3]
+        raise CheckpointKeyError(
+            f"convert: no tensor name of {src!r} starts with the prefix {unused[0]!r} given to strip (strip_prefix, "
+            f"--strip-prefix); the exported names are like {', '.join(map(repr, shown))}"
+        )
+    stripped: dict[str, str] = {}
+    for key, name in names.items():
+        prefix = max((p for p in prefixes if name.startswith(p)), key=len, default="")
+        if prefix == name and key not in unnamed:
+            raise NameConflictError(
+                f"convert: tensor {key!r} is named {name!r}, all of it the prefix {prefix!r}: stripping it leaves no "
+                "name; strip a shorter prefix, or leave the tensor out with an exclude pattern (--exclude)"
+            )
+        stripped[key] = name[len(prefix) :]
+    holders: dict[str, str] = {}
+    for key, name in stripped.items():
+        if key in unnamed:
+            continue
+        other = holders.setdefault(name, key)
+        if other != key:
+            raise NameConflictError(
+                f"convert: tensors {other!r} and {key!r} would both be named {name!r} once the prefixes "
+                f"{list(prefixes)} are stripped (they were {names[other]!r} and {names[key]!r}); strip a shorter "
+                "prefix, or leave one out with an exclude pattern (--exclude)"
+            )
+    return stripped
 
 
 def _existing(

@@ -223,7 +223,7 @@ def _prefix_hint(paths: Sequence[str], opts: CheckpointOptions) -> Iterator[None
 
 
 # ------------------------------------------------------------------ options
-def _storage_option(text: str) -> tuple[str, Any]:
+def _key_value(text: str) -> tuple[str, Any]:
     key, sep, raw = text.partition("=")
     if not sep or not key:
         raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
@@ -235,8 +235,15 @@ def _storage_option(text: str) -> tuple[str, Any]:
     return key, value
 
 
-def _options(backend: str | None, pairs: Sequence[tuple[str, Any]] | None) -> CheckpointOptions:
-    return CheckpointOptions(backend=backend, storage_options=dict(pairs or ()))
+def _options(args: argparse.Namespace, *, dst: bool = False) -> CheckpointOptions:
+    """The ``CheckpointOptions`` of the command line; ``dst``: of convert's destination (its ``--dst-*`` options,
+    else those of the source)."""
+    backend, storage, tuning = args.backend, args.storage_options, args.backend_options
+    if dst:
+        backend = args.dst_backend or backend
+        storage = args.dst_storage_options or storage
+        tuning = args.dst_backend_options or tuning
+    return CheckpointOptions(backend=backend, storage_options=dict(storage or ()), backend_options=dict(tuning or ()))
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
@@ -246,9 +253,17 @@ def _common(parser: argparse.ArgumentParser) -> None:
         "-o",
         dest="storage_options",
         action="append",
-        type=_storage_option,
+        type=_key_value,
         metavar="KEY=VALUE",
         help="passed to the store, as CheckpointOptions.storage_options (repeatable; VALUE is JSON or a string)",
+    )
+    parser.add_argument(
+        "--backend-option",
+        dest="backend_options",
+        action="append",
+        type=_key_value,
+        metavar="KEY=VALUE",
+        help="tunes the backend, as CheckpointOptions.backend_options (retries, request_timeout, ...; repeatable)",
     )
     parser.add_argument("--json", action="store_true", help="print machine-readable JSON")
     parser.add_argument("--verbose", "-v", action="store_true", help="print a traceback on errors")
@@ -323,15 +338,31 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--include", action="append", default=[], metavar="PATTERN", help="copy only matching tensors")
     p.add_argument("--exclude", action="append", default=[], metavar="PATTERN", help="leave out matching tensors")
     p.add_argument("--separator", default="/", help="separator of local names in a file's tensor names (default /)")
+    p.add_argument(
+        "--strip-prefix",
+        action="append",
+        default=[],
+        metavar="PREFIX",
+        help="export: remove PREFIX from the start of the tensor names (repeatable; 'model/.ATTRIBUTES/' gives a "
+        "torch module's own keys, '0.weight')",
+    )
     p.add_argument("--overwrite", action="store_true", help="replace an existing destination")
     p.add_argument("--dst-backend", help="backend of the destination (default: --backend, else by URL)")
     p.add_argument(
         "--dst-storage-option",
         dest="dst_storage_options",
         action="append",
-        type=_storage_option,
+        type=_key_value,
         metavar="KEY=VALUE",
         help="storage options of the destination (default: those of --storage-option)",
+    )
+    p.add_argument(
+        "--dst-backend-option",
+        dest="dst_backend_options",
+        action="append",
+        type=_key_value,
+        metavar="KEY=VALUE",
+        help="backend options of the destination, e.g. Zarr's compression (default: those of --backend-option)",
     )
     _common(p)
     for command_parser in sub.choices.values():
@@ -422,7 +453,7 @@ def _check_directory(command: str, directory: str, store: StorageBackend) -> Non
 
 
 def _ls(args: argparse.Namespace, out: TextIO) -> int:
-    opts = _options(args.backend, args.storage_options)
+    opts = _options(args)
     directory = args.directory
     store = _resolve.open_store(directory, opts)
     try:
@@ -450,6 +481,8 @@ def _ls(args: argparse.Namespace, out: TextIO) -> int:
                 "prefix": prefix,
                 "number": checkpoint_number(prefix),
                 "time": times.get(name),
+                # Where the time comes from: the state file a CheckpointManager keeps, else the store's commit time.
+                "time_source": "state" if name in times else None,
                 "tensors": None,
                 "bytes": None,
                 "format": None,
@@ -462,6 +495,9 @@ def _ls(args: argparse.Namespace, out: TextIO) -> int:
             try:
                 holder = _resolve.holder(store, prefix) or store
                 row["format"] = holder.name
+                if row["time"] is None:
+                    row["time"] = _commit_time(holder, prefix)
+                    row["time_source"] = None if row["time"] is None else "store"
                 with holder.open_reader(prefix) as reader:
                     # The metrics a CheckpointManager stores with a checkpoint are no tensor of it.
                     infos = [reader.info(k) for k in reader.keys() if k not in NOT_TENSORS]
@@ -554,6 +590,18 @@ def _ls(args: argparse.Namespace, out: TextIO) -> int:
     return _unread(directory, rows, out)
 
 
+def _commit_time(holder: StorageBackend, prefix: str) -> float | None:
+    """When the store says ``prefix`` was committed (its commit point's modification time); ``None`` if it cannot.
+
+    For a checkpoint the state file records no time for (written with ``Checkpoint.write`` or ``save``
+    without a manager, copied by ``convert``). A failure to tell leaves the time out, not the checkpoint.
+    """
+    try:
+        return holder.modified(prefix)
+    except (CheckpointError, OSError, ValueError):
+        return None
+
+
 def _committed(store: StorageBackend, prefix: str) -> bool | None:
     """Whether a checkpoint is committed at ``prefix`` now; ``None`` when the store cannot tell."""
     try:
@@ -573,7 +621,35 @@ def _leftovers(store: StorageBackend, directory: str) -> tuple[list[str] | None,
     unlisted = [b.name or type(b).__name__ for b in backends if type(b).leftovers is StorageBackend.leftovers]
     if len(unlisted) == len(backends):
         return None, unlisted
-    return store.leftovers(directory), unlisted
+    return _as_given(directory, store.leftovers(directory)), unlisted
+
+
+def _as_given(directory: str, paths: Sequence[str]) -> list[str]:
+    """``paths`` found in ``directory`` (leftovers, what cleanup removed), under ``directory`` as it was given.
+
+    A backend may name what it finds as its store addresses it: the Zarr backend names the leftovers in
+    ``zarr+s3://bucket/run`` ``s3://bucket/run/...``, which selects another backend when passed back to a
+    command, and those in ``zarr:///abs/run`` or a relative ``run`` by absolute local paths. Every path the
+    command line prints must work when passed back to it, so a path under another spelling of the directory
+    is written under the directory as given (an unfinished upload's description too, which starts with its
+    path); any other path is kept as it is.
+    """
+    given = directory.rstrip("/") or directory
+    scheme, rest = _paths.split_scheme(given)
+    forms = []
+    if "+" in scheme:
+        forms.append(f"{scheme.split('+', 1)[1]}://{rest}")  # zarr+s3://b/run -> s3://b/run
+    if not scheme or scheme in ("file", "zarr") or scheme.endswith("+file"):
+        forms.append(os.path.abspath(rest))  # zarr:///abs/run, file:///abs/run, run -> /abs/run
+    forms = [form for form in forms if form != given]
+
+    def written(path: str) -> str:
+        for form in forms:
+            if path == form or path.startswith(form.rstrip("/") + "/"):
+                return given + path[len(form.rstrip("/")) :]
+        return path
+
+    return [written(path) for path in paths]
 
 
 def _unread(directory: str, rows: list[dict[str, Any]], out: TextIO) -> int:
@@ -609,13 +685,14 @@ def _cleanup(args: argparse.Namespace, out: TextIO) -> int:
     # NaN too: no leftover is older than NaN seconds. An infinite guard removes nothing, ever: a mistake too.
     if args.min_age is not None and not (math.isfinite(args.min_age) and args.min_age >= 0):
         raise _UsageError(f"--min-age must be a number of seconds >= 0, got {args.min_age}")
-    store = _resolve.open_store(args.directory, _options(args.backend, args.storage_options))
+    store = _resolve.open_store(args.directory, _options(args))
     try:
         _check_directory("cleanup", args.directory, store)
         if args.min_age is None:
             removed = store.cleanup(args.directory)
         else:
             removed = store.cleanup(args.directory, min_age=args.min_age)
+        removed = _as_given(args.directory, removed)
         # What the age guard kept: the leftovers still there (a save that started meanwhile among them,
         # rightly: it is young). None when no backend here can list its leftovers, or the listing failed:
         # it only words a message, and the cleanup's own result must be printed.
@@ -669,10 +746,11 @@ def _kept(store: StorageBackend, directory: str, min_age: float | None) -> tuple
                 guards.add(float(default))
             else:
                 guards.add(None)
+    shown = sorted(_as_given(directory, list(kept)))
     if min_age is not None:
-        return sorted(kept), _duration(min_age)
+        return shown, _duration(min_age)
     default = guards.pop() if len(guards) == 1 else None
-    return sorted(kept), None if default is None else _duration(default)
+    return shown, None if default is None else _duration(default)
 
 
 def _duration(seconds: float) -> str:
@@ -694,7 +772,7 @@ def _inspect(args: argparse.Namespace, out: TextIO) -> int:
         raise _UsageError("--full and --edgeitems shape what --values prints: add --values (and --key KEY)")
     if args.edgeitems < 1:
         raise _UsageError(f"--edgeitems must be at least 1, got {args.edgeitems}")
-    opts = _options(args.backend, args.storage_options)
+    opts = _options(args)
     with _prefix_hint([args.path], opts):
         prefix, _, reader = open_source(args.path, opts)
     with reader:
@@ -761,7 +839,8 @@ def _inspect(args: argparse.Namespace, out: TextIO) -> int:
 
                 _dump(json_format.MessageToDict(graph), out)
             else:
-                print("\n".join(_render.tree(graph, infos)), file=out)
+                # Reads the state-dict structures and PythonState strings it draws: scalar strings, no tensor data.
+                print("\n".join(_render.tree(graph, infos, reader.read)), file=out)
             return EXIT_OK
     rows: list[dict[str, Any]] = [
         {
@@ -892,7 +971,7 @@ def _jsonable(value: np.ndarray[Any, Any]) -> Any:
 
 
 def _verify(args: argparse.Namespace, out: TextIO) -> int:
-    opts = _options(args.backend, args.storage_options)
+    opts = _options(args)
     reports: list[dict[str, Any]] = []
     for path in args.paths:
         try:
@@ -904,13 +983,21 @@ def _verify(args: argparse.Namespace, out: TextIO) -> int:
                 "backend": report.backend,
                 "tensors": report.tensors,
                 "bytes": report.nbytes,
-                "problems": [{"key": p.key, "error": p.error, "message": p.message} for p in report.problems],
+                "problems": [
+                    {"key": p.key, "error": p.error, "message": _in_flag_terms(p.message)} for p in report.problems
+                ],
                 "unverified": list(report.unverified),
             }
-        except CheckpointNotFoundError as exc:
+        except (CheckpointNotFoundError, StorageError, BackendError) as exc:
+            # A store that cannot be reached (no endpoint or account configured, a backend not installed) is
+            # one checkpoint that could not be read, as a failed request is: the others are still verified.
+            if isinstance(exc, (InvalidArgumentError, UnknownBackendError)) or _backend_flag(args, exc) is not None:
+                raise  # the command line is wrong (an option, a scheme no backend serves): for every path
+            message = _in_flag_terms(str(exc))
+            if isinstance(exc, CheckpointNotFoundError):
+                stored = _stored_in_path(path, opts)
+                message = message if stored is None else _not_a_checkpoint(path, *stored)
             entry = {"path": path, "prefix": None, "backend": None, "tensors": 0, "bytes": 0}
-            stored = _stored_in_path(path, opts)
-            message = str(exc) if stored is None else _not_a_checkpoint(path, *stored)
             entry["problems"] = [{"key": None, "error": type(exc).__name__, "message": message}]
             entry["unverified"] = []
         entry["ok"] = not entry["problems"] and not entry["unverified"]
@@ -989,7 +1076,7 @@ def _verdict(entry: dict[str, Any]) -> str:
 def _diff(args: argparse.Namespace, out: TextIO) -> int:
     if not (args.atol >= 0 and args.rtol >= 0):  # NaN too: no difference is within a NaN tolerance
         raise _UsageError(f"--atol and --rtol must be numbers >= 0, got {args.atol} and {args.rtol}")
-    opts = _options(args.backend, args.storage_options)
+    opts = _options(args)
     with _prefix_hint([args.a, args.b], opts):
         report = trackpoint.diff(args.a, args.b, atol=args.atol, rtol=args.rtol, a_options=opts, b_options=opts)
     if args.json:
@@ -1083,8 +1170,8 @@ def _dst_backend_flag(match: re.Match[str]) -> str:
 def _convert(args: argparse.Namespace, out: TextIO) -> int:
     if not args.separator:
         raise _UsageError("--separator must not be empty: it splits tensor names into local names ('/', '.')")
-    src_opts = _options(args.backend, args.storage_options)
-    dst_opts = _options(args.dst_backend or args.backend, args.dst_storage_options or args.storage_options)
+    src_opts = _options(args)
+    dst_opts = _options(args, dst=True)
     # The conversion's own events draw the bar (trackpoint.observe): on a terminal only, whatever the
     # size (a command the user waits for), never with --json.
     dst_opts = dataclasses.replace(dst_opts, progress=not args.json)
@@ -1101,6 +1188,7 @@ def _convert(args: argparse.Namespace, out: TextIO) -> int:
                 include=args.include,
                 exclude=args.exclude,
                 separator=args.separator,
+                strip_prefix=args.strip_prefix,
             )
     except CheckpointExistsError as exc:
         if not _OVERWRITE_HINT.search(str(exc)) and _is_source(args.src, args.dst, src_opts):
@@ -1151,8 +1239,28 @@ _COMMANDS: Final[dict[str, Callable[[argparse.Namespace, TextIO], int]]] = {
 }
 
 
+#: How the messages of stores and backends name an option for Python callers, and how the command line
+#: names it: ``storage_options['endpoint_url']`` is ``-o endpoint_url``, ``backend_options['retries']`` is
+#: ``--backend-option retries``. The advice is worded where the error is raised, for every caller; the command
+#: line rewords it, as it does for ``overwrite=True``.
+_OPTION_TERMS: Final = (
+    (re.compile(r"storage_options=\{'anon': True\}"), "-o anon=true"),
+    (re.compile(r"storage_options=\{'key': \.\.\., 'secret': \.\.\.\}"), "-o key=... -o secret=..."),
+    (re.compile(r"storage_options\['(\w+)'\]"), r"-o \1"),
+    (re.compile(r"backend_options\['(\w+)'\]"), r"--backend-option \1"),
+)
+
+
+def _in_flag_terms(message: str) -> str:
+    """``message`` naming options as the command line takes them (see :data:`_OPTION_TERMS`)."""
+    for pattern, flag in _OPTION_TERMS:
+        message = pattern.sub(flag, message)
+    return message
+
+
 def _one_line(exc: BaseException) -> str:
-    return " ".join(str(exc).split()) or type(exc).__name__
+    """The message of ``exc`` on one line, in the command line's terms."""
+    return _in_flag_terms(" ".join(str(exc).split())) or type(exc).__name__
 
 
 def _discard_stdout() -> None:
@@ -1231,8 +1339,13 @@ def _backend_flag(args: argparse.Namespace, exc: BaseException) -> str | None:
         return None
     if type(exc) not in (BackendError, UnknownBackendError):
         return None
+    url = exc.url if isinstance(exc, CheckpointError) else None
     for flag, name in (("--dst-backend", getattr(args, "dst_backend", None)), ("--backend", args.backend)):
-        if name and any(not _serves(name, url) for url in _urls(args, flag)):
+        if not name or (url is not None and _serves(name, url)):
+            # The backend failed on the URL it names, one it serves (the azure plugin without an account
+            # configured): the store's failure, even when the flag would not serve another path of the command.
+            continue
+        if any(not _serves(name, path) for path in _urls(args, flag)):
             return flag
     return None
 

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import dataclasses
 import json
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, TextIO
+
+import numpy as np
 
 from trackpoint._units import human_bytes
 from trackpoint.proto import trackable_object_graph_pb2 as pb
@@ -61,12 +64,114 @@ def table(rows: Sequence[Sequence[str]], header: Sequence[str], out: TextIO, *, 
         print(line(row), file=out)
 
 
-def tree(graph: pb.TrackableObjectGraph, infos: dict[str, TensorInfo]) -> list[str]:
-    """The object graph as lines of a tree of named edges from ``(root)``.
+#: How many characters of a value the tree shows on an entry's line (a long string, a long list of numbers).
+VALUE_WIDTH = 60
+#: How deeply the tree draws a nested value; deeper containers are summarised on one line.
+VALUE_DEPTH = 32
+
+
+@dataclasses.dataclass(slots=True)
+class _Entry:
+    """One line of the tree: a label, what is there, and the entries under it."""
+
+    label: str
+    text: str = ""
+    children: list[_Entry] = dataclasses.field(default_factory=list)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Array:
+    """Where a saved state dict holds an array: shown as the tensor's dtype and shape (``text``)."""
+
+    text: str
+
+
+def _plain(value: Any) -> bool:
+    """Whether ``value`` is a plain value (a number, string, ``None``, ...) or an empty container."""
+    return not isinstance(value, (dict, list, tuple, _Array)) or (not isinstance(value, _Array) and not value)
+
+
+def _inline(value: Any, width: int = VALUE_WIDTH) -> str | None:
+    """What the line of an entry holding ``value`` shows; ``None`` for a container drawn entry by entry.
+
+    An array by its dtype and shape; a plain value as Python writes it (``0.001``, ``True``, ``'adam'``);
+    a list or tuple of plain values on the line too (``[0, 1, 2, 3]``, ``(0.9, 0.999)``). Cut to ``width``
+    characters: a list by whole items, saying how many it has.
+    """
+    if isinstance(value, _Array):
+        return value.text
+    if _plain(value):
+        return shorten(repr(value), width)
+    if isinstance(value, dict) or not all(_plain(v) for v in value):
+        return None
+    text = repr(tuple(value)) if isinstance(value, tuple) else repr(list(value))
+    if len(text) <= width:
+        return text
+    tail = f", ... ({len(value)} items){text[-1]}"
+    shown = text[0]
+    for item in value:
+        part = ("" if shown == text[0] else ", ") + repr(item)
+        if len(shown) + len(part) + len(tail) > width:
+            break
+        shown += part
+    return shown + tail if shown != text[0] else f"{text[0]}... ({len(value)} items){text[-1]}"
+
+
+def _value_entries(value: Any, depth: int = 0) -> list[_Entry]:
+    """The entries of a nested value: a dict's items by key, a list's or tuple's by ``[index]``.
+
+    Containers nested deeper than :data:`VALUE_DEPTH` are summarised on their entry's line (``{...} (3
+    items)``): a crafted value must not run the drawing out of stack.
+    """
+    items = value.items() if isinstance(value, dict) else ((f"[{i}]", v) for i, v in enumerate(value))
+    out = []
+    for key, item in items:
+        line = _inline(item)
+        if line is None and depth >= VALUE_DEPTH:
+            line = f"{'{...}' if isinstance(item, dict) else '[...]'} ({plural(len(item), 'item')})"
+        out.append(_Entry(str(key), line or "", [] if line is not None else _value_entries(item, depth + 1)))
+    return out
+
+
+def _state_dict_value(structure: Any, arrays: Callable[[str], str]) -> Any:
+    """The state dict a saved ``.STATE_DICT`` structure describes, with an :class:`_Array` for each array.
+
+    The structure's own format (see :mod:`trackpoint.stateful`): ``{"dict": [[key, item], ...]}``,
+    ``{"list": [...]}``, ``{"tuple": [...]}``, ``{"array": name, ...}``, ``{"bytes": hex}``, or a plain JSON
+    value. A mapping's ``"metadata"`` (torch's ``_metadata``: module versions) is left out.
+    """
+    if not isinstance(structure, dict):
+        return structure
+    if "array" in structure:
+        return _Array(arrays(str(structure["array"])))
+    if "bytes" in structure:
+        return bytes.fromhex(structure["bytes"])
+    if "dict" in structure:
+        return {key: _state_dict_value(item, arrays) for key, item in structure["dict"]}
+    if "list" in structure:
+        return [_state_dict_value(item, arrays) for item in structure["list"]]
+    return tuple(_state_dict_value(item, arrays) for item in structure["tuple"])
+
+
+def tree(
+    graph: pb.TrackableObjectGraph,
+    infos: dict[str, TensorInfo],
+    read: Callable[[str], Any] | None = None,
+) -> list[str]:
+    """The object graph as lines of a tree of named edges from ``(root)``, one entry per line.
 
     A node reached again along another edge (a shared object) is shown once and referred to
     afterwards; slot variables are listed under their optimizer, naming the variable they belong to.
+    An object's attributes other than its value are listed under it (``.name``). Where ``read`` is given
+    (``read(key)``: the value of a scalar string tensor), the state dict of an object saved through
+    one (a torch module, optimizer or scheduler) is drawn as that state dict nests, its arrays by dtype
+    and shape and its plain values as Python writes them, and a ``PythonState`` holding JSON as that JSON
+    nests; long values are cut to :data:`VALUE_WIDTH` characters.
     """
+    from trackpoint.errors import CheckpointError
+    from trackpoint.stateful import STATE_DICT_STRUCTURE, parse_structure
+    from trackpoint.trackable import VARIABLE_VALUE_KEY
+
     seen: dict[int, str] = {0: ""}
     queue = collections.deque([0])
     while queue:  # breadth first, as TensorFlow names paths
@@ -75,41 +180,93 @@ def tree(graph: pb.TrackableObjectGraph, infos: dict[str, TensorInfo]) -> list[s
             if child.node_id not in seen and 0 <= child.node_id < len(graph.nodes):
                 seen[child.node_id] = f"{seen[node_id]}/{child.local_name}".lstrip("/")
                 queue.append(child.node_id)
-    lines = ["(root)"]
     shown: set[int] = {0}
 
-    def values(node: pb.TrackableObject.TrackableObject) -> list[str]:  # type: ignore[name-defined]
-        out = []
-        for attr in node.attributes:
-            info = infos.get(attr.checkpoint_key)
-            what = f"{dtype_name(info)} {shape_text(info.shape)}" if info is not None else "missing"
-            out.append(what if attr.name == "VARIABLE_VALUE" else f".{attr.name}: {what}")
-        return out
+    def what(key: str) -> str:
+        info = infos.get(key)
+        return f"{dtype_name(info)} {shape_text(info.shape)}" if info is not None else "missing"
 
-    def walk(node_id: int, indent: str) -> None:
+    def string(key: str) -> str | None:
+        """The scalar string tensor ``key`` as text (``None`` when it cannot be read or is no scalar string)."""
+        info = infos.get(key)
+        if read is None or info is None or info.dtype.kind != "O" or tuple(info.shape) != ():
+            return None
+        try:
+            raw = np.asarray(read(key), dtype=object)[()]
+        except (CheckpointError, OSError, ValueError):
+            return None  # the tree still shows the tensor, by its dtype and shape
+        return raw.decode("utf-8", "backslashreplace") if isinstance(raw, bytes) else str(raw)
+
+    def state_dict(by_name: dict[str, str]) -> list[_Entry] | None:
+        """The entries of the state dict whose ``.STATE_DICT`` structure ``by_name`` holds; ``None`` if unreadable."""
+        key = by_name[STATE_DICT_STRUCTURE]
+        saved = string(key)
+        if saved is None:
+            return None
+        used = {STATE_DICT_STRUCTURE}
+
+        def array(name: str) -> str:
+            used.add(name)
+            return what(by_name[name]) if name in by_name else "missing"
+
+        try:
+            state = _state_dict_value(parse_structure(saved, key), array)
+        except (CheckpointError, RecursionError, LookupError, TypeError, ValueError):
+            return None  # damaged, or a structure no restore would take: its attributes are listed as they are
+        entries = _value_entries(state) if isinstance(state, (dict, list, tuple)) else []
+        return entries + [_Entry(f".{n}", what(k)) for n, k in by_name.items() if n not in used]
+
+    def own(node: pb.TrackableObject.TrackableObject) -> tuple[str, list[_Entry]]:  # type: ignore[name-defined]
+        """What the node's line says, and the entries of its attributes."""
+        by_name = {attr.name: attr.checkpoint_key for attr in node.attributes}
+        text = what(by_name.pop(VARIABLE_VALUE_KEY)) if VARIABLE_VALUE_KEY in by_name else ""
+        if STATE_DICT_STRUCTURE in by_name:
+            found = state_dict(by_name)
+            if found is not None:
+                return text or "state dict", found
+        elif len(by_name) == 1 and not text:
+            ((name, key),) = by_name.items()
+            value = string(key)
+            if value is not None:
+                # A PythonState: its text, or the JSON it holds drawn as that JSON nests.
+                try:
+                    parsed = json.loads(value)
+                except (ValueError, RecursionError):
+                    parsed = None
+                if isinstance(parsed, (dict, list)) and parsed:
+                    return f".{name}: JSON", _value_entries(parsed)
+                return f".{name}: {_inline(value)}", []
+        return text, [_Entry(f".{name}", what(key)) for name, key in by_name.items()]
+
+    def entries(node_id: int) -> list[_Entry]:
         node = graph.nodes[node_id]
-        entries: list[tuple[str, int | None, str]] = []
-        for child in node.children:
-            entries.append((child.local_name, child.node_id, ""))
+        found: list[_Entry] = []
+        targets: list[tuple[str, int]] = [(child.local_name, child.node_id) for child in node.children]
         for slot in node.slot_variables:
             owner = seen.get(slot.original_variable_node_id, f"node {slot.original_variable_node_id}")
-            entries.append((f"{slot.slot_name} (slot for {owner})", slot.slot_variable_node_id, "slot"))
-        for i, (label, target, _) in enumerate(entries):
-            last = i == len(entries) - 1
-            branch, more = ("└── ", "    ") if last else ("├── ", "│   ")
-            if target is None or not 0 <= target < len(graph.nodes):
-                lines.append(f"{indent}{branch}{label}  -> missing node {target}")
-                continue
-            if target in shown:
-                lines.append(f"{indent}{branch}{label}  -> {seen.get(target, f'node {target}')} (shared)")
-                continue
-            shown.add(target)
-            vals = values(graph.nodes[target])
-            lines.append(f"{indent}{branch}{label}" + (f"  {', '.join(vals)}" if vals else ""))
-            walk(target, indent + more)
+            targets.append((f"{slot.slot_name} (slot for {owner})", slot.slot_variable_node_id))
+        for label, target in targets:
+            if not 0 <= target < len(graph.nodes):
+                found.append(_Entry(label, f"-> missing node {target}"))
+            elif target in shown:
+                found.append(_Entry(label, f"-> {seen.get(target, f'node {target}')} (shared)"))
+            else:
+                shown.add(target)
+                text, attributes = own(graph.nodes[target])
+                found.append(_Entry(label, text, attributes + entries(target)))
+        return found
 
-    walk(0, "")
+    lines = ["(root)"]
+    _, root_attributes = own(graph.nodes[0])
+    _draw(root_attributes + entries(0), "", lines)
     return lines
+
+
+def _draw(entries: Sequence[_Entry], indent: str, lines: list[str]) -> None:
+    for i, entry in enumerate(entries):
+        branch, more = ("└── ", "    ") if i == len(entries) - 1 else ("├── ", "│   ")
+        lines.append(f"{indent}{branch}{entry.label}" + (f"  {entry.text}" if entry.text else ""))
+        _draw(entry.children, indent + more, lines)
 
 
 @contextlib.contextmanager

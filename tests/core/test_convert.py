@@ -338,3 +338,100 @@ def test_a_directory_or_file_at_a_committed_prefix_does_not_stand_in_the_way(tmp
     # A Zarr checkpoint's own directory is no obstacle either (its prefix is beside it, without '.zarr').
     tp.convert(src, str(tmp_path / "z" / "ckpt-1"), dst_options=ZARR)
     tp.convert(src, str(tmp_path / "z" / "ckpt-1"), dst_options=ZARR, overwrite=True)
+
+
+# ------------------------------------------------------------------ strip_prefix
+class _StateDictHolder:
+    """A ``Stateful`` object, saved as a torch module is: its entries are attributes of one object."""
+
+    def __init__(self, **state: Any) -> None:
+        self.state = state
+
+    def state_dict(self) -> dict[str, Any]:
+        return self.state
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.state = state
+
+
+def _modules(tmp_path: Path) -> str:
+    model = _StateDictHolder(**{"0.weight": np.ones((2, 3), np.float32), "0.bias": np.zeros(2, np.float32)})
+    optimizer = _StateDictHolder(state={0: {"step": np.ones((), np.float32)}}, param_groups=[{"lr": 0.1}])
+    return tp.Checkpoint(model=model, optimizer=optimizer).write(str(tmp_path / "run" / "ckpt-1"))
+
+
+@pytest.mark.parametrize("suffix", [".safetensors", ".npz"])
+def test_strip_prefix_names_a_module_by_its_own_keys(tmp_path: Path, suffix: str) -> None:
+    """The export a torch module's load_state_dict takes as it is (docs/cli.md showed a Python workaround)."""
+    from safetensors.numpy import load_file
+
+    src = _modules(tmp_path)
+    out = str(tmp_path / f"model{suffix}")
+    tp.convert(src, out, include=["model/*"], exclude=["*STATE_DICT"], strip_prefix="model/.ATTRIBUTES/")
+    if suffix == ".npz":
+        with np.load(out) as exported:
+            assert sorted(exported.files) == ["0.bias", "0.weight", "__trackpoint_metadata__"]
+    else:
+        assert sorted(load_file(out)) == ["0.bias", "0.weight"]
+    # The file still records each tensor's key: imported, it is the checkpoint's model again.
+    tp.convert(out, str(tmp_path / "back" / "ckpt-1"))
+    back = _all_tensors(str(tmp_path / "back" / "ckpt-1"), None)
+    assert sorted(k for k in back if not k.startswith("_")) == [
+        "model/.ATTRIBUTES/0..bias",
+        "model/.ATTRIBUTES/0..weight",
+    ]
+
+
+def test_strip_prefix_takes_the_longest_prefix_and_keeps_other_names(tmp_path: Path) -> None:
+    from safetensors.numpy import load_file
+
+    src = _modules(tmp_path)
+    out = str(tmp_path / "all.safetensors")
+    tp.convert(src, out, strip_prefix=["model/", "model/.ATTRIBUTES/", "optimizer/.ATTRIBUTES/"])
+    # The two .STATE_DICT strings would share a name, but safetensors keeps strings in its metadata by key.
+    assert sorted(load_file(out)) == ["0.bias", "0.weight", "state.0.step"]
+
+
+def test_strip_prefix_refuses_names_that_collide_or_vanish(tmp_path: Path) -> None:
+    src = _modules(tmp_path)
+    prefixes = ["model/.ATTRIBUTES/", "optimizer/.ATTRIBUTES/"]
+    # In an .npz file the strings are tensors: both .STATE_DICT would be named '.STATE_DICT'.
+    with pytest.raises(tp.NameConflictError, match=r"would both be named '\.STATE_DICT' once the prefixes"):
+        tp.convert(src, str(tmp_path / "both.npz"), strip_prefix=prefixes)
+    whole = "model/.ATTRIBUTES/0.bias"
+    with pytest.raises(tp.NameConflictError, match=rf"named '{whole}', all of it the prefix '{whole}'"):
+        tp.convert(src, str(tmp_path / "none.npz"), strip_prefix=whole)
+    assert not (tmp_path / "both.npz").exists() and not (tmp_path / "none.npz").exists()
+
+
+def test_strip_prefix_refuses_a_prefix_no_name_starts_with(tmp_path: Path) -> None:
+    src = _modules(tmp_path)
+    with pytest.raises(tp.CheckpointKeyError, match=r"starts with the prefix 'modle/' .* like 'model/"):
+        tp.convert(src, str(tmp_path / "m.safetensors"), strip_prefix=["model/.ATTRIBUTES/", "modle/"])
+    assert not (tmp_path / "m.safetensors").exists()
+
+
+def test_strip_prefix_is_for_exports_only(tmp_path: Path) -> None:
+    src = _modules(tmp_path)
+    with pytest.raises(tp.InvalidArgumentError, match="renames the tensors of an exported file"):
+        tp.convert(src, str(tmp_path / "copy" / "ckpt-1"), strip_prefix="model/")
+    with pytest.raises(tp.InvalidArgumentError, match="empty prefix"):
+        tp.convert(src, str(tmp_path / "m.npz"), strip_prefix=[""])
+    with pytest.raises(tp.ArgumentTypeError, match="strip_prefix must be a str or a sequence of str"):
+        tp.convert(src, str(tmp_path / "m.npz"), strip_prefix=3)  # type: ignore[arg-type]
+    assert not (tmp_path / "copy").exists()
+
+
+def test_strip_prefix_with_keys_and_another_separator(tmp_path: Path) -> None:
+    from safetensors.numpy import load_file
+
+    model = tp.AutoTrackable()
+    model.dense = tp.AutoTrackable()
+    model.dense.kernel = tp.Variable(np.ones((2, 2), np.float32))
+    src = tp.Checkpoint(model=model).write(str(tmp_path / "ckpt-1"))
+    dotted = str(tmp_path / "dotted.safetensors")
+    tp.convert(src, dotted, include=["model/*"], separator=".", strip_prefix="model.")
+    assert sorted(load_file(dotted)) == ["dense.kernel"]
+    keys = str(tmp_path / "keys.safetensors")
+    tp.convert(src, keys, include=["model/*"], names="keys", strip_prefix="model/")
+    assert sorted(load_file(keys)) == ["dense/kernel/.ATTRIBUTES/VARIABLE_VALUE"]

@@ -350,8 +350,10 @@ def test_convert_between_backends_and_ls_finds_every_format(tmp_path: Path) -> N
     assert listing.returncode == 0
     rows = [line.split() for line in listing.stdout.splitlines()]
     assert rows[0] == ["checkpoint", "number", "time", "(UTC)", "tensors", "size", "format"]
-    assert rows[1] == ["ckpt-1", "1", "-", "18", "308", "B", "bundle"]
-    assert rows[2] == ["ckpt-2", "2", "-", "18", "308", "B", "zarr", "latest"]
+    # No state file names them (convert writes none): the time is the store's commit time of each.
+    assert rows[1][:2] + rows[1][4:] == ["ckpt-1", "1", "18", "308", "B", "bundle"]
+    assert rows[2][:2] + rows[2][4:] == ["ckpt-2", "2", "18", "308", "B", "zarr", "latest"]
+    assert all(re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d", " ".join(row[2:4])) for row in rows[1:])
     verified = run("verify", str(run_dir / "ckpt-2"))
     assert verified.returncode == 0 and "(18 tensors, 308 B, zarr)" in verified.stdout
     assert run("diff", str(run_dir / "ckpt-1"), str(run_dir / "ckpt-2")).returncode == 0
@@ -833,3 +835,38 @@ def test_ls_all_says_when_the_backend_cannot_list_leftovers(tmp_path: Path, cli:
     assert cli("ls", "--all", str(tmp_path)).stdout.splitlines()[-1] == "no leftovers of crashed saves"
     data = json.loads(cli("ls", "--all", str(tmp_path), "--json").stdout)
     assert (data["leftovers"], data["leftovers_not_listed_by"]) == ([], [])
+
+
+def test_convert_strip_prefix_exports_a_torch_module_load_state_dict_takes(tmp_path: Path, cli: Any) -> None:
+    """docs/cli.md showed a Python one-liner dropping 'model/.ATTRIBUTES/' from the names; --strip-prefix does it."""
+    torch = pytest.importorskip("torch")
+    from safetensors.torch import load_file
+
+    net = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.ReLU(), torch.nn.Linear(4, 1))
+    opt = torch.optim.Adam(net.parameters())
+    src = tp.Checkpoint(model=net, optimizer=opt).write(str(tmp_path / "run" / "ckpt-1"))
+    out = str(tmp_path / "model.safetensors")
+    done = cli("convert", src, out, "--include", "model/*", "--strip-prefix", "model/.ATTRIBUTES/")
+    assert (done.returncode, done.stderr) == (0, ""), done.stderr
+    fresh = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.ReLU(), torch.nn.Linear(4, 1))
+    fresh.load_state_dict(load_file(out))  # strict: every key of the module, no other
+    assert all(torch.equal(a, b) for a, b in zip(net.state_dict().values(), fresh.state_dict().values(), strict=True))
+    # Both objects' prefixes: their numeric entries do not collide (the structures are metadata, by key).
+    both = cli(
+        "convert", src, str(tmp_path / "both.safetensors"),
+        "--strip-prefix", "model/.ATTRIBUTES/", "--strip-prefix", "optimizer/.ATTRIBUTES/",
+    )  # fmt: skip
+    assert both.returncode == 0, both.stderr
+    # In an .npz file the structures are tensors, and would collide: refused, nothing written.
+    clash = cli(
+        "convert", src, str(tmp_path / "both.npz"),
+        "--strip-prefix", "model/.ATTRIBUTES/", "--strip-prefix", "optimizer/.ATTRIBUTES/",
+    )  # fmt: skip
+    assert clash.returncode == 4 and "usage:" not in clash.stderr
+    assert "NameConflictError: convert: tensors 'model/.ATTRIBUTES/..STATE_DICT' and " in clash.stderr
+    assert not (tmp_path / "both.npz").exists()
+    typo = cli("convert", src, str(tmp_path / "typo.safetensors"), "--strip-prefix", "modle/")
+    assert typo.returncode == 3 and "starts with the prefix 'modle/'" in typo.stderr
+    copy = cli("convert", src, str(tmp_path / "copy" / "ckpt-1"), "--strip-prefix", "model/")
+    assert copy.returncode == 2 and copy.stderr.startswith("usage: trackpoint convert ")
+    assert "renames the tensors of an exported file" in copy.stderr
