@@ -821,8 +821,11 @@ class CheckpointManager:
             )
         return float(value)
 
-    def _read_metrics(self, prefix: str) -> dict[str, Any] | None:
+    def _read_metrics(self, prefix: str, unreadable: list[str] | None = None) -> dict[str, Any] | None:
         """The metrics stored in the checkpoint ``prefix``; ``None`` if it has none or they are unreadable (warned).
+
+        The warning about unreadable metrics goes to ``unreadable`` instead of the log when it is given
+        (a read on another thread, whose caller logs it in order).
 
         Raises
         ------
@@ -843,13 +846,14 @@ class CheckpointManager:
         except (StorageError, CheckpointNotFoundError):
             raise
         except (CheckpointError, ValueError, TypeError) as exc:
-            _log.warning(
-                "the metrics stored in %s under %r cannot be read (%s: %s); it counts as a checkpoint without metrics",
-                prefix,
-                METRICS_KEY,
-                type(exc).__name__,
-                exc,
+            warning = (
+                f"the metrics stored in {prefix} under {METRICS_KEY!r} cannot be read ({type(exc).__name__}: {exc}); "
+                "it counts as a checkpoint without metrics"
             )
+            if unreadable is None:
+                _log.warning("%s", warning)
+            else:
+                unreadable.append(warning)
             return None
 
     def _load_all_scored(self, paths: list[str]) -> None:
@@ -870,15 +874,24 @@ class CheckpointManager:
                 self._load_scored(path)
             return
 
-        def read(path: str) -> dict[str, Any] | BaseException | None:
+        def read(path: str) -> tuple[dict[str, Any] | BaseException | None, list[str]]:
+            warnings: list[str] = []
             try:
-                return self._read_metrics(path)
+                return self._read_metrics(path, warnings), warnings
             except (StorageError, CheckpointNotFoundError) as exc:
-                return exc
+                return exc, warnings
 
         with ThreadPoolExecutor(max_workers=min(8, len(paths)), thread_name_prefix="trackpoint-metrics") as pool:
-            outcomes = list(pool.map(read, paths))
-        for path, outcome in zip(paths, outcomes, strict=True):
+            try:
+                futures = [pool.submit(read, path) for path in paths]
+            except RuntimeError:
+                # The interpreter is exiting (a manager made in an atexit handler): no new threads start there.
+                futures = []
+        outcomes = [future.result() for future in futures] if futures else [read(path) for path in paths]
+        # Logged here, in the checkpoints' order, as the reads one after another logged them.
+        for path, (outcome, warnings) in zip(paths, outcomes, strict=True):
+            for warning in warnings:
+                _log.warning("%s", warning)
             self._load_scored(path, outcome)
 
     def _load_scored(

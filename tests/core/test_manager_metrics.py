@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import json
 import logging
+import subprocess
+import sys
+import threading
 import uuid
 from pathlib import Path
 from typing import Any
@@ -228,10 +231,10 @@ def test_a_kept_checkpoint_found_gone_is_retired_not_kept_as_without_metrics(
     read = CheckpointManager._read_metrics
     failing = {f"{run}/ckpt-1"}
 
-    def flaky(self: CheckpointManager, prefix: str) -> dict[str, Any] | None:
+    def flaky(self: CheckpointManager, prefix: str, *args: Any) -> dict[str, Any] | None:
         if prefix in failing:
             raise StorageError("connection reset")
-        return read(self, prefix)
+        return read(self, prefix, *args)
 
     monkeypatch.setattr(CheckpointManager, "_read_metrics", flaky)
     resumed = _manager(run, max_to_keep=1)  # the metrics of 1 are not known: it is kept until they are read
@@ -290,6 +293,47 @@ def test_unreadable_metrics_count_as_none_with_a_warning(run: str, caplog: pytes
     assert _numbers(m.checkpoints) == [5]
 
 
+def test_warnings_about_metrics_read_together_come_in_the_checkpoints_order(
+    run: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    ckpt = _ckpt()
+    garbage = np.empty((), dtype=object)
+    garbage[()] = b"{not json"
+    for n in range(1, 6):
+        ckpt._write_with(f"{run}/ckpt-{n}", None, [WriteItem(METRICS_KEY, garbage)], started=0.0)
+    with caplog.at_level(logging.WARNING, logger="trackpoint.manager"):
+        CheckpointManager(ckpt, run, max_to_keep=2, best_fn=lambda metrics: metrics["loss"], best_mode="min")
+    unreadable = [r for r in caplog.records if "counts as a checkpoint without metrics" in r.getMessage()]
+    assert [r.getMessage().split(" under ")[0].rsplit("-", 1)[1] for r in unreadable] == ["1", "2", "3", "4", "5"]
+    # Logged by the thread that opened the manager, as a read one after another logged them.
+    assert {r.threadName for r in unreadable} == {threading.current_thread().name}
+
+
+def test_a_manager_with_best_fn_opens_in_an_atexit_handler(tmp_path: Path) -> None:
+    # At interpreter exit no new thread starts: the metrics are read one after another there.
+    script = f"""
+import atexit
+import numpy as np
+import trackpoint as tp
+
+ckpt = tp.Checkpoint(v=tp.Variable(np.zeros(2, np.float32)))
+m = tp.CheckpointManager(ckpt, {str(tmp_path)!r}, max_to_keep=3, best_fn=lambda x: x["loss"], best_mode="min")
+for loss in (3.0, 1.0, 2.0):
+    m.save(metrics={{"loss": loss}})
+
+
+def at_exit():
+    again = tp.CheckpointManager(ckpt, {str(tmp_path)!r}, max_to_keep=3, best_fn=lambda x: x["loss"], best_mode="min")
+    print("best:", again.best_checkpoint.rsplit("/", 1)[1], flush=True)
+
+
+atexit.register(at_exit)
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "best: ckpt-2", done.stderr
+
+
 def test_a_store_failing_to_give_metrics_keeps_the_checkpoint(
     run: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -299,10 +343,10 @@ def test_a_store_failing_to_give_metrics_keeps_the_checkpoint(
     failing = {f"{run}/ckpt-1"}
     read = CheckpointManager._read_metrics
 
-    def flaky(self: CheckpointManager, prefix: str) -> dict[str, Any] | None:
+    def flaky(self: CheckpointManager, prefix: str, *args: Any) -> dict[str, Any] | None:
         if prefix in failing:
             raise StorageError("connection reset")
-        return read(self, prefix)
+        return read(self, prefix, *args)
 
     monkeypatch.setattr(CheckpointManager, "_read_metrics", flaky)
     with caplog.at_level(logging.WARNING, logger="trackpoint.manager"):
