@@ -1192,10 +1192,16 @@ class ObjectStore(FileLayer):
                 f"check that the store's endpoint is up and answers, or raise {_OPTION}['request_timeout'] if its "
                 f"answers are slow, or {limit} for more attempts"
             )
+        elif _no_connection(exc):
+            advice = (
+                "nothing accepted a connection there: check that the store's endpoint is right and its server is "
+                f"running, or, for a passing network failure, retry later or raise {limit}"
+            )
         else:
             advice = f"the store may be overloaded or unreachable: retry later or raise {limit}"
+        tried = f"{attempts} attempt" + ("s" if attempts != 1 else "")
         message = (
-            f"{self.store_name}: {what} {where!r} still failed after {attempts} attempts in {elapsed:.1f} s{cause}; "
+            f"{self.store_name}: {what} {where!r} still failed after {tried} in {elapsed:.1f} s{cause}; "
             f"{stopped}; {advice}"
         )
         # The store's advice adds to the limits' (which say what would have bought more attempts).
@@ -1228,7 +1234,7 @@ class ObjectStore(FileLayer):
 
     def _budget_spent(self, what: str, bucket: str, key: str, attempts: int) -> str:
         """The message of a clean-up request not (or no more) sent: the budget had run out."""
-        sent = "was not sent" if attempts == 0 else f"was given up after {attempts} attempts"
+        sent = "was not sent" if attempts == 0 else f"was given up after {attempts} attempt" + "s" * (attempts != 1)
         return f"{self.store_name}: {what} {self.url(bucket, key)!r} {sent}: {self._cleanup_terms()}"
 
     def _translate(
@@ -1591,6 +1597,23 @@ class ObjectStore(FileLayer):
 
 #: How messages name the options of this layer.
 _OPTION: Final = "backend_options"
+
+
+#: Exceptions of client libraries that say no connection could be made, by name (nothing is imported for them):
+#: botocore's, aiohttp's and httpx's.
+_CONNECT_ERRORS: Final = frozenset({"EndpointConnectionError", "ClientConnectorError", "ConnectError"})
+
+
+def _no_connection(exc: BaseException) -> bool:
+    """Whether ``exc``, or an exception it was raised from, says that nothing accepted a connection."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, ConnectionRefusedError) or type(current).__name__ in _CONNECT_ERRORS:
+            return True
+        current = current.__cause__ or current.__context__
+    return False
 
 
 def _seconds(value: float) -> str:

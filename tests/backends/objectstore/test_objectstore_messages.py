@@ -109,6 +109,28 @@ def test_silent_endpoint_names_the_retries_when_they_ran_out(
     assert "retry_deadline" not in message
 
 
+def _closed_port() -> str:
+    """``http://127.0.0.1:PORT`` where nothing listens: every connection is refused."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return f"http://127.0.0.1:{probe.getsockname()[1]}"
+
+
+@pytest.mark.parametrize("retries", [0, 1])
+def test_a_refused_connection_points_at_the_endpoint(make_files: Any, store: ObjectStore, retries: int) -> None:
+    files = make_files(endpoint_url=_closed_port(), retries=retries, retry_deadline=60, **FAST)
+    with pytest.raises(TransientStorageError) as info:
+        files.listdir(f"{store.scheme}my-bucket/run")
+    message = str(info.value)
+    tried = "1 attempt in" if retries == 0 else "2 attempts in"
+    assert message.startswith(f"{store.name}: listing '{store.scheme}my-bucket/run/' still failed after {tried} ")
+    assert (
+        "nothing accepted a connection there: check that the store's endpoint is right and its server is running"
+        in (message)
+    )
+    assert "overloaded" not in message
+
+
 def test_a_request_timed_out_last_says_after_how_long(make_files: Any, proxy: FaultProxy, store: ObjectStore) -> None:
     """An overloaded store (503) that then stops answering: the empty timeout is shown as the limit it hit."""
     files = make_files(endpoint_url=proxy.url, request_timeout=0.3, retries=1, retry_deadline=60, **FAST)
