@@ -1185,7 +1185,8 @@ class StorageBackend(ABC):
         Notes for implementers
         ----------------------
         The default lists nothing ("cannot tell"). Backends whose :meth:`cleanup` finds leftovers
-        should list the same paths here.
+        should list the same paths here. Both name them under ``directory`` as the caller wrote it
+        (``zarr+s3://b/run/...``, not the store's ``s3://b/run/...``), so that each can be given back.
         """
         return []
 

@@ -316,13 +316,16 @@ class ZarrBackend(StorageBackend):
             removed.extend(upload.describe() for upload in leftover.uploads)
             self._files.rmtree(leftover.path)
             removed.append(leftover.path)
-        return sorted(removed)
+        return sorted(_as_given(directory, base, removed))
 
     def leftovers(self, directory: str) -> list[str]:
         # docstring inherited: what cleanup(min_age=0) would remove, this process's running saves excepted;
         # unfinished uploads as cleanup reports them.
-        found = self._strategy.leftovers(self._path(directory), time.time(), 0.0)
-        return sorted([*(f.path for f in found), *(u.describe() for f in found for u in f.uploads)])
+        base = self._path(directory)
+        found = self._strategy.leftovers(base, time.time(), 0.0)
+        return sorted(
+            _as_given(directory, base, [*(f.path for f in found), *(u.describe() for f in found for u in f.uploads)])
+        )
 
     # ---------------------------------------------------------- small files
     def read_file(self, path: str) -> VersionedBytes | None:
@@ -344,6 +347,19 @@ class ZarrBackend(StorageBackend):
 
     def __repr__(self) -> str:
         return f"<ZarrBackend on {self._files.store_name}>"
+
+
+def _as_given(directory: str, base: str, paths: list[str]) -> list[str]:
+    """``paths`` under ``base`` (the store's address of ``directory``) written under ``directory`` as given.
+
+    What cleanup reports must name the leftovers so that they can be given back: ``s3://b/run/x.zarr``
+    found in ``zarr+s3://b/run`` selects the bundle backend, so it is reported as ``zarr+s3://b/run/x.zarr``
+    (an unfinished upload's description starts with its path, and is written the same way).
+    """
+    given, root = directory.rstrip("/"), base.rstrip("/")
+    if not given or given == root:
+        return paths
+    return [given + path[len(root) :] if path == root or path.startswith(root + "/") else path for path in paths]
 
 
 def _root_document(prefix: str, shards: Sequence[ShardResult], save_id: str, data: str) -> bytes:

@@ -621,35 +621,7 @@ def _leftovers(store: StorageBackend, directory: str) -> tuple[list[str] | None,
     unlisted = [b.name or type(b).__name__ for b in backends if type(b).leftovers is StorageBackend.leftovers]
     if len(unlisted) == len(backends):
         return None, unlisted
-    return _as_given(directory, store.leftovers(directory)), unlisted
-
-
-def _as_given(directory: str, paths: Sequence[str]) -> list[str]:
-    """``paths`` found in ``directory`` (leftovers, what cleanup removed), under ``directory`` as it was given.
-
-    A backend may name what it finds as its store addresses it: the Zarr backend names the leftovers in
-    ``zarr+s3://bucket/run`` ``s3://bucket/run/...``, which selects another backend when passed back to a
-    command, and those in ``zarr:///abs/run`` or a relative ``run`` by absolute local paths. Every path the
-    command line prints must work when passed back to it, so a path under another spelling of the directory
-    is written under the directory as given (an unfinished upload's description too, which starts with its
-    path); any other path is kept as it is.
-    """
-    given = directory.rstrip("/") or directory
-    scheme, rest = _paths.split_scheme(given)
-    forms = []
-    if "+" in scheme:
-        forms.append(f"{scheme.split('+', 1)[1]}://{rest}")  # zarr+s3://b/run -> s3://b/run
-    if not scheme or scheme in ("file", "zarr") or scheme.endswith("+file"):
-        forms.append(os.path.abspath(rest))  # zarr:///abs/run, file:///abs/run, run -> /abs/run
-    forms = [form for form in forms if form != given]
-
-    def written(path: str) -> str:
-        for form in forms:
-            if path == form or path.startswith(form.rstrip("/") + "/"):
-                return given + path[len(form.rstrip("/")) :]
-        return path
-
-    return [written(path) for path in paths]
+    return store.leftovers(directory), unlisted
 
 
 def _unread(directory: str, rows: list[dict[str, Any]], out: TextIO) -> int:
@@ -692,7 +664,6 @@ def _cleanup(args: argparse.Namespace, out: TextIO) -> int:
             removed = store.cleanup(args.directory)
         else:
             removed = store.cleanup(args.directory, min_age=args.min_age)
-        removed = _as_given(args.directory, removed)
         # What the age guard kept: the leftovers still there (a save that started meanwhile among them,
         # rightly: it is young). None when no backend here can list its leftovers, or the listing failed:
         # it only words a message, and the cleanup's own result must be printed.
@@ -746,7 +717,7 @@ def _kept(store: StorageBackend, directory: str, min_age: float | None) -> tuple
                 guards.add(float(default))
             else:
                 guards.add(None)
-    shown = sorted(_as_given(directory, list(kept)))
+    shown = sorted(kept)
     if min_age is not None:
         return shown, _duration(min_age)
     default = guards.pop() if len(guards) == 1 else None

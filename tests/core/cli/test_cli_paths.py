@@ -1,6 +1,6 @@
 """Every path the command line prints can be given back to it: leftovers and cleanups in the directory's spelling.
 
-The Zarr backend names what it finds as its store addresses it: ``ls --all zarr+s3://bucket/dir`` printed the
+The Zarr backend named what it finds as its store addresses it: ``ls --all zarr+s3://bucket/dir`` printed the
 leftovers of crashed saves as ``s3://bucket/dir/...``, which selects another backend when pasted back, and
 ``zarr:///abs/run`` (or a relative ``run``) gave absolute local paths.
 """
@@ -82,16 +82,13 @@ def test_local_leftovers_are_under_the_directory_as_written(
     assert not os.path.exists(tmp_path / "run" / "ckpt-9.zarr.tmp-crashed")
 
 
-def test_a_path_outside_the_directory_is_printed_as_the_store_gives_it() -> None:
-    from trackpoint.cli._app import _as_given
+def test_a_path_outside_the_directory_is_reported_as_the_store_gives_it() -> None:
+    from trackpoint.backends.zarr._backend import _as_given
 
-    assert _as_given("zarr+s3://b/run", ["s3://b/run/x", "s3://b/other/y", "s3://b/runs/z"]) == [
-        "zarr+s3://b/run/x",
-        "s3://b/other/y",
-        "s3://b/runs/z",
-    ]
+    found = ["s3://b/run/x", "s3://b/other/y", "s3://b/runs/z"]
+    assert _as_given("zarr+s3://b/run", "s3://b/run", found) == ["zarr+s3://b/run/x", "s3://b/other/y", "s3://b/runs/z"]
     # An unfinished upload is described starting with its path.
-    assert _as_given("zarr+s3://b/run/", ["s3://b/run/k (unfinished upload, id 1)"]) == [
+    assert _as_given("zarr+s3://b/run/", "s3://b/run", ["s3://b/run/k (unfinished upload, id 1)"]) == [
         "zarr+s3://b/run/k (unfinished upload, id 1)"
     ]
-    assert _as_given("s3://b/run", ["s3://b/run/x"]) == ["s3://b/run/x"]
+    assert _as_given("s3://b/run", "s3://b/run", ["s3://b/run/x"]) == ["s3://b/run/x"]
