@@ -4,6 +4,13 @@ The holder (a list, dict or tuple wrapper, an ``AutoTrackable`` attribute, a
 state dict) keeps the array itself; a :class:`_NumpyValue` node of the object
 graph saves it and restores into it (see ``trackpoint.data_structures`` for
 the rule of what is saved).
+
+A JAX array spread over several processes (not fully addressable, not fully
+replicated: a multi-host ``jax.Array``) is a partitioned value: each process
+saves the distinct shards it holds the first copy of (``replica_id == 0``) as
+slices of the whole array, which a coordinated save merges into one tensor,
+and a restore reads only the part of the stored tensor its own devices need
+(see :func:`_spread_sharding`).
 """
 
 from __future__ import annotations
@@ -18,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from trackpoint import dtypes
+from trackpoint._slices import TensorSlice
 from trackpoint.errors import DTypeMismatchError, ShapeMismatchError, TrackableError, UnsupportedDTypeError
 from trackpoint.trackable import VARIABLE_VALUE_KEY
 from trackpoint.variables import Variable
@@ -84,12 +92,22 @@ class _NumpyValue(Variable):
     a node made for a ``jax.ShapeDtypeStruct`` template: the values are cast
     into the template's dtype (as Orbax casts), within a kind only, and an
     integer that does not fit is refused.
+
+    A JAX array or template whose sharding spreads it over several processes
+    is saved as the slices of the whole array this process writes (see
+    :func:`_spread_slices`) and restored by reading the block of the whole
+    array this process's devices need (see :meth:`_restore_slice`).
     """
 
     #: Whether a restore casts into the dtype (a node made for a ``jax.ShapeDtypeStruct``; set by ``__init__``).
     _casts = False
     #: The checkpoint key of the value a restore casts into this template's dtype (see :meth:`_check_cast`).
     _cast_key: str | None = None
+    #: The sharding of a JAX array (or template) spread over several processes, else ``None`` (set by ``__init__``).
+    _spread: Any = None
+    #: For a spread value: the block of the whole array a restore reads, and per addressable device the part of
+    #: that block it takes (computed at the first restore: a value that is only saved never needs it).
+    _spread_reads: tuple[TensorSlice, list[tuple[Any, tuple[slice, ...]]]] | None = None
 
     def __init__(self, value: Any, name: str, where: str, on_replace: Callable[[Any], None] | None = None) -> None:
         self._maybe_initialize_trackable()
@@ -104,6 +122,8 @@ class _NumpyValue(Variable):
         # Made for a jax.ShapeDtypeStruct: a restore casts into the template's dtype, as Orbax's does, also
         # after a first restore replaced the template (the dtype is still the one the template asked for).
         self._casts = False
+        self._spread = None
+        self._spread_reads = None
         python = PYTHON_NUMBERS.get(type(value))
         if python is not None:
             self._python = type(value)
@@ -138,6 +158,9 @@ class _NumpyValue(Variable):
                     "jax.random.key_data(key)) restores the uint32 data, and jax.random.wrap_key_data(data) makes "
                     "the key again. Assign NoDependency(value) to keep it unsaved"
                 ) from exc
+            sharding = getattr(value, "sharding", None)
+            if sharding is not None:
+                self._spread = _spread_sharding(sharding, tuple(value.shape), where, "restore into")
             _TEMPLATES[0] += 1
             weakref.finalize(self, _template_gone)
             self._casts = True
@@ -146,6 +169,8 @@ class _NumpyValue(Variable):
             # Nothing is read from the devices here: a save gathers the shards (see _jax_to_numpy), and
             # np.asarray would make JAX keep a host copy of the array for as long as the array lives.
             _check_jax(value, where)
+            if not value.is_fully_addressable and not value.is_fully_replicated:
+                self._spread = _spread_sharding(value.sharding, tuple(value.shape), where, "save or restore into")
             try:
                 dtype = np.dtype(value.dtype)
             except TypeError as exc:  # a typed PRNG key array has no numpy dtype
@@ -163,7 +188,7 @@ class _NumpyValue(Variable):
             saved = dtypes.as_dtype(value.dtype)
         except UnsupportedDTypeError as exc:
             raise TrackableError(
-                f"{where}: a numpy value of dtype {value.dtype} cannot be saved ({exc}); convert it, or assign "
+                f"{where}: a {self._kind()} of dtype {value.dtype} cannot be saved ({exc}); convert it, or assign "
                 "NoDependency(value) to keep it unsaved"
             ) from exc
         if dtypes.is_string(saved):
@@ -193,17 +218,20 @@ class _NumpyValue(Variable):
         """The dtype the value is saved with (native byte order)."""
         return self._saved_dtype
 
-    def _serialize_to_tensors(self) -> dict[str, np.ndarray[Any, Any]]:
+    def _serialize_to_tensors(self) -> dict[str, Any]:
         if not self._shared:
             self._value = dtypes._torch_to_numpy(self._tensor)  # the tensor as it is now, not at tracking
         value = self._value
         if self._python is not None and value.dtype != self._saved_dtype:
             value = _python_number_array(self._current, self._saved_dtype, self._where)
         if is_jax_array(self._current):
-            value = _jax_to_numpy(self._current, self._where)
             saved = _SAVED_JAX.arrays
             if saved is not None:
                 saved.append((self, self._current))
+            if self._spread is not None:
+                # TensorFlow's form for slices of a larger tensor: a coordinated save merges every process's.
+                return {VARIABLE_VALUE_KEY: _spread_slices(self._current, self._saved_dtype, self._where)}
+            value = _jax_to_numpy(self._current, self._where)
         elif is_jax_shape(self._current):
             raise TrackableError(
                 f"{self._where} is a jax.ShapeDtypeStruct, which holds no values to save: restore into it first "
@@ -235,9 +263,15 @@ class _NumpyValue(Variable):
                 )
             self._check_cast(info.dtype, key)
         if tuple(info.shape) != self._value.shape:
+            whole = ""
+            if self._spread is not None:
+                whole = (
+                    " (the whole shape of the array spread over several processes, of which this process holds "
+                    "part: every process's template or array must have the checkpoint's whole shape)"
+                )
             raise ShapeMismatchError(
                 f"cannot restore {key!r} into the {self._kind()} {self._name!r}: the checkpoint holds shape "
-                f"{tuple(info.shape)}, the value has shape {self._value.shape}"
+                f"{tuple(info.shape)}, the value has shape {self._value.shape}{whole}"
             )
 
     def _strict_hint(self) -> str:
@@ -297,6 +331,25 @@ class _NumpyValue(Variable):
                 )
         return np.asarray(restored, dtype=dtype)
 
+    def _restore_slice(self, attribute: str) -> TensorSlice | None:
+        # docstring inherited
+        if self._spread is None or attribute != VARIABLE_VALUE_KEY:
+            return None
+        block = self._spread_layout()[0]
+        return None if block.is_full else block
+
+    def _spread_layout(self) -> tuple[TensorSlice, list[tuple[Any, tuple[slice, ...]]]]:
+        """The block of the whole array this process reads, and what each of its devices takes from it.
+
+        The block is the smallest one holding every shard of this process's devices: exactly their union
+        when they lie side by side (a process's rows of a mesh, as meshes built from ``jax.devices()`` place
+        them), more when they do not.
+        """
+        layout = self._spread_reads
+        if layout is None:
+            layout = self._spread_reads = _spread_reads(self._spread, self._value.shape)
+        return layout
+
     def _restore_buffer(self, attribute: str) -> np.ndarray[Any, Any] | None:
         value = self._value
         if (
@@ -324,12 +377,15 @@ class _NumpyValue(Variable):
                 array = self._cast(restored, original_dtype)
             else:
                 array = np.asarray(restored, dtype=original_dtype)
-            # A ShapeDtypeStruct without a sharding: the default device, as jnp.asarray would place it.
-            replacement: Any = sys.modules["jax"].device_put(
-                _weak_like(self._current, array), getattr(self._current, "sharding", None)
-            )
+            if self._spread is not None:
+                replacement: Any = self._assemble(array)
+            else:
+                # A ShapeDtypeStruct without a sharding: the default device, as jnp.asarray would place it.
+                replacement = sys.modules["jax"].device_put(
+                    _weak_like(self._current, array), getattr(self._current, "sharding", None)
+                )
             # The host copy is not kept: the JAX array is the value now.
-            self._value = _placeholder(array.dtype, array.shape)
+            self._value = _placeholder(array.dtype, self._value.shape)
         elif isinstance(self._current, np.ndarray):
             replacement = np.array(restored, dtype=original_dtype)
             replacement.flags.writeable = False  # it replaces a read-only array
@@ -345,6 +401,24 @@ class _NumpyValue(Variable):
         self._current = replacement
         if self._on_replace is not None:
             self._on_replace(replacement)
+
+    def _assemble(self, values: np.ndarray[Any, Any]) -> Any:
+        """The JAX array on the spread sharding, from ``values``: the block read, or the whole array (``assign``).
+
+        Each addressable device gets its part as an array of its own; ``make_array_from_single_device_arrays``
+        joins them into the global array, as every process does with its own devices' parts.
+        """
+        jax = sys.modules["jax"]
+        block, parts = self._spread_layout()
+        shape = tuple(self._value.shape)
+        if values.shape != block.shape:
+            # The whole array (an assign): each device's part lies at its place in the whole.
+            parts = [
+                (device, tuple(slice(p.start + o, p.stop + o) for p, o in zip(part, block.offset, strict=True)))
+                for device, part in parts
+            ]
+        arrays = [jax.device_put(values[part], device) for device, part in parts]
+        return jax.make_array_from_single_device_arrays(shape, self._spread, arrays)
 
     def assign(self, value: Any) -> Variable:
         # docstring inherited
@@ -430,18 +504,105 @@ def _placeholder(dtype: np.dtype[Any], shape: tuple[int, ...]) -> np.ndarray[Any
 
 
 def _check_jax(array: Any, where: str) -> None:
-    """Refuse a JAX array that this process cannot save whole."""
+    """Refuse a JAX array that holds no values any more."""
     if array.is_deleted():
         raise TrackableError(
             f"{where}: the JAX array was deleted (donated to a jitted function, say); assign the arrays the "
             "function returned before saving"
         )
-    if not array.is_fully_addressable and not array.is_fully_replicated:
+
+
+def _spread_sharding(sharding: Any, shape: tuple[int, ...], where: str, what: str) -> Any:
+    """``sharding`` if it spreads an array of ``shape`` over several processes (else ``None``), once checked.
+
+    ``what`` says, for messages, what this process is to do with the array ("restore into").
+
+    An array spread so (not fully addressable, not fully replicated) is a partitioned value: this process
+    holds some of its shards. One replicated over the processes is whole in each and saved as a plain value.
+
+    Raises
+    ------
+    TrackableError
+        This process cannot tell which parts of the array its devices hold (a sharding over an
+        ``AbstractMesh``, which names no devices), holds none of them (a mesh of other processes' devices
+        only, as a pipeline stage's), or a part is not a block of the whole array.
+    """
+    try:
+        if sharding.is_fully_addressable or sharding.is_fully_replicated:
+            return None
+        indices = sharding.addressable_devices_indices_map(shape)
+    except Exception as exc:  # JAX raises its own ways (ValueError, NotImplementedError)
         raise TrackableError(
-            f"{where}: the JAX array is spread over several processes, and this process holds only part of it; "
-            "save each process's part as a trackpoint.Variable with a SaveSliceInfo under a coordinator "
-            "(trackpoint.distributed, 'Partitioned values'), or assign NoDependency(value) to keep it unsaved"
+            f"{where}: this process cannot {what} the JAX array of shape {shape} on the sharding {sharding}: JAX "
+            f"cannot tell from it which parts of the array this process's devices hold ({type(exc).__name__}: "
+            f"{exc}). Give a sharding over concrete devices that splits the shape evenly, such as "
+            "jax.sharding.NamedSharding(jax.sharding.Mesh(devices, axis_names), spec), or assign "
+            "NoDependency(value) to keep it unsaved"
+        ) from exc
+    if not indices:
+        # Every process of a coordinated save holds the same objects, and this one has nothing of this array.
+        raise TrackableError(
+            f"{where}: the JAX sharding {sharding} places the array of shape {shape} on other processes' "
+            "devices only, so this process holds no part of it and cannot be part of its save or restore; "
+            "give each process only the arrays its devices hold a part of, or place the array on a mesh that "
+            "includes a device of every process"
         )
+    for index in indices.values():
+        if any(part.step not in (None, 1) for part in index):
+            raise TrackableError(
+                f"{where}: the JAX sharding {sharding} gives this process a part of the array of shape {shape} "
+                f"that is not a block of it ({index}), which a checkpoint cannot store as a slice; reshard it "
+                "(jax.device_put(array, NamedSharding(mesh, spec))) before saving"
+            )
+    return sharding
+
+
+def _block(index: tuple[slice, ...], shape: tuple[int, ...]) -> TensorSlice:
+    """The slice of the whole array of ``shape`` that a shard's ``index`` (JAX's tuple of slices) names."""
+    bounds = [part.indices(n)[:2] for part, n in zip(index, shape, strict=True)]
+    return TensorSlice(shape, tuple(lo for lo, _ in bounds), tuple(hi - lo for lo, hi in bounds))
+
+
+def _spread_reads(sharding: Any, shape: tuple[int, ...]) -> tuple[TensorSlice, list[tuple[Any, tuple[slice, ...]]]]:
+    """What a restore into ``sharding`` reads: see :meth:`_NumpyValue._spread_layout`."""
+    indices = sharding.addressable_devices_indices_map(shape)
+    blocks = [(device, _block(index, shape)) for device, index in indices.items()]
+    low = tuple(min(b.offset[d] for _, b in blocks) for d in range(len(shape)))
+    high = tuple(max(b.offset[d] + b.shape[d] for _, b in blocks) for d in range(len(shape)))
+    read = TensorSlice(shape, low, tuple(h - lo for lo, h in zip(low, high, strict=True)))
+    parts = [
+        (device, tuple(slice(o - lo, o - lo + n) for o, n, lo in zip(b.offset, b.shape, low, strict=True)))
+        for device, b in blocks
+    ]
+    return read, parts
+
+
+def _spread_slices(array: Any, dtype: np.dtype[Any], where: str) -> dict[str, np.ndarray[Any, Any]]:
+    """The slices of the whole JAX ``array`` this process saves, by TensorFlow slice spec.
+
+    Each distinct part of the array is saved by exactly one device of the whole job, the one holding its
+    copy ``replica_id == 0``: JAX numbers the copies of each part alike in every process, so a part
+    replicated over devices or processes is read off one device and written once, and the processes
+    write about the bytes of their own parts. Each is read through its own short-lived array, as
+    :func:`_jax_to_numpy` reads.
+
+    A process holding no first copy saves one empty slice: a save without a coordinator, whose slices
+    must then cover the array alone, is refused as not covering it rather than written without the value.
+    """
+    _check_jax(array, where)
+    shape = tuple(array.shape)
+    slices: dict[str, np.ndarray[Any, Any]] = {}
+    for shard in array.addressable_shards:
+        if shard.replica_id != 0:
+            continue
+        data = np.asarray(shard.data)
+        if data.dtype != dtype or not data.flags.c_contiguous:
+            data = np.ascontiguousarray(data, dtype=dtype)
+        slices[_block(shard.index, shape).spec] = data
+    if not slices:
+        empty = (0, *shape[1:])
+        slices[TensorSlice(shape, (0,) * len(shape), empty).spec] = np.empty(empty, dtype)
+    return slices
 
 
 def _jax_to_numpy(array: Any, where: str) -> np.ndarray[Any, Any]:
@@ -449,7 +610,8 @@ def _jax_to_numpy(array: Any, where: str) -> np.ndarray[Any, Any]:
 
     Each shard is read through its own short-lived array, so the array itself does not keep the host copy
     (``np.asarray`` on it would, for its lifetime). A replicated array is read from one copy; one
-    replicated over processes, from this process's.
+    replicated over processes, from this process's. (An array spread over processes is saved by
+    :func:`_spread_slices` instead.)
     """
     _check_jax(array, where)
     out = np.empty(array.shape, dtype=np.dtype(array.dtype))

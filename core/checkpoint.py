@@ -97,13 +97,31 @@ def _snapshot(
     return items, serialized.nodes
 
 
-def _ranks_without_coordinator() -> bool:
-    """Whether this process is one rank of an initialised torch.distributed group of several (torch not imported)."""
+def _ranks_without_coordinator() -> str | None:
+    """The coordinator to pass when this process is one of several of a job, each holding its part; else ``None``.
+
+    One of an initialised torch.distributed group of several ranks, or of a ``jax.distributed`` job of
+    several processes (neither torch nor JAX is imported here).
+    """
     dist = sys.modules.get("torch.distributed")
     try:
-        return dist is not None and dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+        if dist is not None and dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+            return (
+                "torch.distributed ranks, each holding its part (a DTensor's, say): save with the others, passing "
+                "CheckpointOptions(coordinator=TorchCoordinator())"
+            )
     except Exception:  # noqa: BLE001 - only a hint depends on it
-        return False
+        pass
+    jax = sys.modules.get("jax")
+    try:
+        if jax is not None and jax.process_count() > 1:
+            return (
+                "jax.distributed processes, each holding its part of an array spread over them: save with the "
+                "others, passing CheckpointOptions(coordinator=JaxCoordinator())"
+            )
+    except Exception:  # noqa: BLE001 - only a hint depends on it
+        pass
+    return None
 
 
 def _with_extra(items: list[WriteItem], extra: Sequence[WriteItem]) -> list[WriteItem]:
@@ -455,12 +473,9 @@ class Checkpoint(AutoTrackable):
                 try:
                     backend.save(prefix, items, options, overwrite=True)
                 except TrackableError as exc:
-                    if "every part of a partitioned value" in str(exc) and _ranks_without_coordinator():
-                        raise TrackableError(
-                            f"{exc}; this process is one of several torch.distributed ranks, each holding its part "
-                            "(a DTensor's, say): save with the others, passing "
-                            "CheckpointOptions(coordinator=TorchCoordinator()) on every rank"
-                        ) from exc
+                    hint = _ranks_without_coordinator() if "every part of a partitioned value" in str(exc) else None
+                    if hint is not None:
+                        raise TrackableError(f"{exc}; this process is one of several {hint} on every rank") from exc
                     raise
 
             events.run(save)
