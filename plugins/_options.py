@@ -28,7 +28,7 @@ from typing import (
     overload,
 )
 
-from trackpoint.errors import REDACTED, ArgumentTypeError, BackendError, BackendOptionError, PluginError
+from trackpoint.errors import REDACTED, ArgumentTypeError, BackendError, BackendOptionError, PluginError, redact
 
 __all__ = ["StorageOptions", "option"]
 
@@ -97,9 +97,11 @@ def option(
     check
         Called with every value given or read from the environment (never with the default), after its
         type was checked; returns the value to keep (the same or a converted one). It refuses a value by
-        raising ``ValueError`` or ``TypeError`` whose message says what the value must be ("must be
-        positive"), without quoting it: trackpoint adds the option, where the value came from and, for an
-        option that is not secret, the value.
+        raising ``ValueError`` or ``TypeError`` whose message gives the reason ("must be positive");
+        trackpoint adds the option, where the value came from, the value unless it is secret, and what to
+        do. Builtin conversions (``int``, ``bytes.fromhex``, ``date.fromisoformat``) work as they are.
+        The message of a secret option's refusal has the value replaced by ``<redacted>`` (or, when that
+        cannot be done reliably, its reason left out), and the exception is not chained.
 
     Returns
     -------
@@ -186,7 +188,7 @@ class StorageOptions:
     without a default is required. Types are checked against the annotation: classes and their unions
     (``int`` values are accepted and converted for ``float``, ``bool`` ones are not for numbers), ``Literal``
     values, ``X | None``, ``Any`` (anything). The class is frozen and compares by value; its ``repr`` shows
-    the options that are set, secrets as ``<redacted>``.
+    the options that are set, secrets as ``<redacted>`` and passed-through options by name only.
 
     Parameters
     ----------
@@ -200,16 +202,18 @@ class StorageOptions:
     Raises
     ------
     PluginError
-        When the class is made: no store name, an option with a reserved name (the methods' names) or an
-        annotation that cannot be checked, environment variables for a type that cannot be read from text
-        without ``check``.
+        When the class is made: no store name, an option named like a method of this class
+        (``from_storage_options``, ``passthrough_names``), an annotation that cannot be checked,
+        environment variables for a type that cannot be read from text without ``check``, ``env_unless``
+        naming no option.
 
     Notes
     -----
-    For implementers: options the store passes on to a client library unchecked (its constructor's
-    keywords, known only once it is imported) are named by overriding :meth:`passthrough_names`; their
-    values are in :attr:`passthrough`. Annotations are read with ``typing.get_type_hints``, so the names
-    they use must be importable from the class's module at run time (not only under ``TYPE_CHECKING``).
+    For implementers: a store that hands ``storage_options`` to a client library whose keywords are known
+    only once it is imported names them by overriding :meth:`passthrough_names`; those names are accepted
+    without a check and their values are left to the library. Annotations are read with
+    ``typing.get_type_hints``, so the names they use must be importable from the class's module at run time
+    (not only under ``TYPE_CHECKING``).
 
     .. versionadded:: 0.2
     """
@@ -271,24 +275,24 @@ class StorageOptions:
 
     # ------------------------------------------------------------ the declaration
     @classmethod
-    def names(cls) -> frozenset[str]:
-        """The names of the declared options (without :meth:`passthrough_names`)."""
-        return frozenset(cls._fields)
-
-    @classmethod
-    def environment_variables(cls) -> Mapping[str, tuple[str, ...]]:
-        """The environment variables of each option that has some, in the order they are read."""
-        return MappingProxyType({name: f.env for name, f in cls._fields.items() if f.env})
-
-    @classmethod
     def passthrough_names(cls) -> Collection[str]:
         """Names of further options the store takes unchecked, to pass on (none by default).
 
         Override it for a store that hands ``storage_options`` to a client library whose keywords are
         known only at run time (its constructor's parameters). Called only when ``storage_options`` hold a
         name that is not declared, so it may import the library.
+
+        Returns
+        -------
+        Collection[str]
+            The names, accepted besides the declared options and offered in "did you mean" hints.
         """
         return ()
+
+    @classmethod
+    def _environment_variables(cls) -> dict[str, tuple[str, ...]]:
+        """The environment variables of each option that has some, in the order they are read (for tests)."""
+        return {name: f.env for name, f in cls._fields.items() if f.env}
 
     # ------------------------------------------------------------ resolving
     @classmethod
@@ -314,7 +318,8 @@ class StorageOptions:
         BackendOptionError
             A name the store does not take (with the closest it does), a value of the wrong type, refused
             by ``check`` or unreadable from its environment variable. The message names the store, the
-            option, where its value came from and what to do, never a secret's value.
+            option, where its value came from and what to do, never a secret's value; a secret's refusal
+            is raised without the exception ``check`` raised.
         BackendError
             A required option is neither given nor set in the environment (the message names both ways).
         """
@@ -348,7 +353,7 @@ class StorageOptions:
         for field in cls._fields.values():
             variable = None if ignoring else next((n for n in field.env if environ.get(n)), None)
             if field.name in explicit:
-                values[field.name] = self._accept(field, explicit[field.name], f"storage_options[{field.name!r}]")
+                values[field.name] = self._accept(field, explicit[field.name], None)
             elif variable is not None:
                 values[field.name] = self._accept(field, self._parse(field, environ[variable], variable), variable)
             elif field.default is _MISSING:
@@ -359,18 +364,24 @@ class StorageOptions:
             object.__setattr__(self, name, value)
         object.__setattr__(self, "_passthrough", passthrough)  # a dict: a mappingproxy cannot be pickled
 
-    def _accept(self, field: _Field, value: Any, source: str) -> Any:
-        """``value`` of ``field`` from ``source`` (``storage_options[...]`` or a variable's name), checked."""
+    def _accept(self, field: _Field, value: Any, variable: str | None) -> Any:
+        """``value`` of ``field``, given in ``storage_options`` (``variable`` None) or read from ``variable``."""
         if not _fits(field, value):
-            self._refuse(field, source, f"must be {field.kind}", value)
+            self._refuse(field, variable, f"must be {field.kind}", value)
         if field.classes is not None and float in field.classes and type(value) is int:
             value = float(value)  # an int where a float is declared: the store gets what it declared
-        if field.check is not None:
-            try:
-                value = field.check(value)
-            except (ValueError, TypeError) as exc:
-                self._refuse(field, source, str(exc).strip() or "was refused", value, exc)
-        return value
+        if field.check is None:
+            return value
+        refusal: ValueError | TypeError | None = None
+        try:
+            checked = field.check(value)
+        except (ValueError, TypeError) as exc:
+            # Refused below, outside this block: raised here, the refusal would carry the check's exception
+            # (which may quote a secret) as its __context__ even when raised "from None".
+            refusal = exc
+        if refusal is not None:
+            self._refuse(field, variable, str(refusal), value, refusal)
+        return checked
 
     def _parse(self, field: _Field, text: str, variable: str) -> Any:
         """The value an environment variable's text stands for, by the option's type."""
@@ -392,14 +403,34 @@ class StorageOptions:
             return _Text(text)  # for check= to convert (the declaration requires one for such a type)
         self._refuse(field, variable, f"must be {field.kind}", text)
 
-    def _refuse(self, field: _Field, source: str, why: str, value: Any, cause: BaseException | None = None) -> NoReturn:
+    def _refuse(
+        self, field: _Field, variable: str | None, reason: str, value: Any, cause: BaseException | None = None
+    ) -> NoReturn:
+        """Raise the error for ``value`` of ``field`` (given, or read from ``variable``), refused for ``reason``.
+
+        ``reason`` is trackpoint's ("must be an int") or the text of the exception ``check`` raised, which
+        may say anything and quote the value: it is put after "is refused:", so the message reads the same
+        whatever it says. A secret's value is taken out of it and the exception is not chained.
+        """
         store = type(self)._store
-        given = source.startswith("storage_options[")
-        where = source if given else f"the environment variable {source} (read for storage_options[{field.name!r}])"
+        subject = f"storage_options[{field.name!r}]"
+        if variable is not None:
+            subject += f" (from the environment variable {variable})"
+        if field.secret and cause is not None:  # the text of check's exception: it may quote the value
+            reason = _without(value, reason)  # before spaces are collapsed, which could change a spelling of it
+        reason = " ".join(reason.split()).rstrip(".") or "the check gave no reason"
         kind = type(value).__name__
-        shown = f"a value of type {kind} (not shown: it is secret)" if field.secret else f"{kind} {_short(value)}"
-        advice = "give a valid value or leave it out" if given else f"set {source} to a valid value or unset it"
-        raise BackendOptionError(f"{store}: {where} {why}, got {shown}; {advice}", backend=store) from cause
+        if field.secret:
+            shown = f"a value of type {kind}, not shown: it is secret"
+        else:
+            shown = f"{kind} {_short(value)}"
+        advice = (
+            "give a valid value or leave it out" if variable is None else f"set {variable} to a valid value or unset it"
+        )
+        error = BackendOptionError(f"{store}: {subject} is refused: {reason} (got {shown}); {advice}", backend=store)
+        if field.secret:
+            raise error from None
+        raise error from cause
 
     def _required(self, field: _Field, ignoring: list[str]) -> NoReturn:
         store = type(self)._store
@@ -414,16 +445,6 @@ class StorageOptions:
         raise BackendError(f"{store}: storage_options[{field.name!r}] is required: {how}", backend=store)
 
     # ------------------------------------------------------------ the values
-    @property
-    def passthrough(self) -> Mapping[str, Any]:
-        """The options given under :meth:`passthrough_names`, unchecked, to pass on."""
-        return MappingProxyType(dict(self._passthrough))
-
-    def as_dict(self) -> dict[str, Any]:
-        """Every option that is not ``None``, then the :attr:`passthrough` ones: keywords for a client."""
-        own = {name: getattr(self, name) for name in type(self)._fields}
-        return {name: value for name, value in own.items() if value is not None} | dict(self._passthrough)
-
     def __setattr__(self, name: str, value: Any) -> None:
         raise FrozenInstanceError(f"{type(self).__qualname__} is frozen: cannot assign to {name!r}")
 
@@ -433,7 +454,9 @@ class StorageOptions:
     def __eq__(self, other: object) -> bool:
         if type(other) is not type(self) or not isinstance(other, StorageOptions):
             return NotImplemented
-        return self.as_dict() == other.as_dict()
+        mine = {name: getattr(self, name) for name in type(self)._fields}
+        theirs = {name: getattr(other, name) for name in type(other)._fields}
+        return mine == theirs and dict(self._passthrough) == dict(other._passthrough)
 
     # Values may be dicts or credential objects: compared by value, never hashed.
     __hash__ = None  # type: ignore[assignment]
@@ -466,6 +489,35 @@ def _fits(field: _Field, value: Any) -> bool:
     if float in classes and type(value) is int:
         return True  # converted by _accept: 30 where 30.0 is declared
     return isinstance(value, classes)
+
+
+def _without(secret: Any, reason: str) -> str:
+    """``reason`` with every spelling of ``secret`` in it replaced by ``<redacted>``.
+
+    A check's message may quote its input in any form: the value as written, its ``repr`` (escaped, or
+    ``b'...'`` for bytes), bytes decoded, the strings inside a mapping of credentials. When a spelling
+    remains that :func:`~trackpoint.errors.redact` leaves alone (it replaces values of four characters or
+    more, so that a short value does not blank out ordinary words), the reason is left out instead.
+    """
+    spellings: set[str] = set()
+
+    def collect(value: Any) -> None:
+        if isinstance(value, Mapping):
+            for inner in value.values():
+                collect(inner)
+        elif isinstance(value, (bytes, bytearray)):
+            spellings.add(bytes(value).decode("utf-8", "replace"))
+        spellings.update((str(value), repr(value)))
+        if isinstance(value, str):
+            spellings.add(repr(value)[1:-1])  # as quoted inside a longer repr
+
+    collect(secret)
+    spellings.discard("")
+    # Named "secret_<n>": redact replaces the values of options whose names say they are credentials.
+    redacted = redact(reason, {f"secret_{n}": spelling for n, spelling in enumerate(spellings)})
+    if any(spelling in redacted for spelling in spellings):
+        return "the check's reason is not shown, as it could hold the secret value"
+    return redacted
 
 
 def _short(value: Any) -> str:

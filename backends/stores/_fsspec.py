@@ -161,7 +161,8 @@ def _construct(kind: str, opts: Mapping[str, Any]) -> Any:
     # A name the file system would not use is refused here, with the closest it would. s3fs hands names it does
     # not know to botocore's session, which refuses them only at the first request, as a failed listing; gcsfs
     # drops them unread: either way a misspelt endpoint_url would send the save to the real service, or fail
-    # far from its cause. The stores declare their options as any store does (trackpoint.plugins.StorageOptions).
+    # far from its cause. S3Options and GCSOptions declare no option of their own (every name passes through),
+    # so resolving them checks the names only, and the library gets the options exactly as they were given.
     if kind == "s3":
         import s3fs
 

@@ -33,7 +33,7 @@ from trackpoint.backends.stores.objectstore import (
     fill_views,
 )
 from trackpoint.errors import DataLossError
-from trackpoint.plugins import StorageOptions, option
+from trackpoint.plugins import StorageOptions
 from trackpoint.storage import CheckpointOptions, VersionedBytes
 
 __all__ = ["GCSFiles", "GCSOptions", "create_files"]
@@ -51,13 +51,12 @@ def _q(name: str) -> str:
 
 
 class GCSOptions(StorageOptions, store="gcs"):
-    """The ``storage_options`` of GCS: the keywords of ``gcsfs.core.GCSFileSystem``, checked by name.
+    """The ``storage_options`` of GCS: the keywords of ``gcsfs.core.GCSFileSystem``, checked by name only.
 
-    They go to gcsfs unchanged (see ``docs/backends/gcs.md``); ``token`` is declared secret, the others are
-    passed through, and gcsfs reads the environment itself.
+    None is declared: every option, ``token`` included, is a keyword passed to gcsfs unchanged (see
+    ``docs/backends/gcs.md``), which checks the values and reads the environment itself. The class refuses
+    a name gcsfs does not take, with the closest one it does; its ``repr`` shows names only.
     """
-
-    token: Any = option(default=None, secret=True)
 
     @classmethod
     def passthrough_names(cls) -> frozenset[str]:

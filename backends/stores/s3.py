@@ -30,7 +30,7 @@ from trackpoint.backends.stores.objectstore import (
     fill_views,
 )
 from trackpoint.errors import DataLossError
-from trackpoint.plugins import StorageOptions, option
+from trackpoint.plugins import StorageOptions
 from trackpoint.storage import CheckpointOptions, VersionedBytes
 
 __all__ = ["S3Files", "S3Options", "create_files"]
@@ -95,16 +95,14 @@ def _error_info(exc: BaseException) -> tuple[str, int]:
 
 
 class S3Options(StorageOptions, store="s3"):
-    """The ``storage_options`` of S3: the keywords of ``s3fs.S3FileSystem``, checked by name.
+    """The ``storage_options`` of S3: the keywords of ``s3fs.S3FileSystem``, checked by name only.
 
-    They go to s3fs unchanged (see ``docs/backends/s3.md``); the credentials among them are declared
-    secret, the others are passed through: s3fs, botocore's session it hands them to and fsspec's listing
-    cache accept more than any list here would keep up with, and read the environment themselves.
+    None is declared: every option, credentials included, is a keyword passed to s3fs unchanged (see
+    ``docs/backends/s3.md``). s3fs, botocore's session it hands them to and fsspec's listing cache accept
+    more than any list here would keep up with, check their values and read the environment themselves.
+    The class refuses a name none of them takes, with the closest one that is; its ``repr`` shows names
+    only.
     """
-
-    key: Any = option(default=None, secret=True)
-    secret: Any = option(default=None, secret=True)
-    token: Any = option(default=None, secret=True)
 
     @classmethod
     def passthrough_names(cls) -> frozenset[str]:

@@ -63,8 +63,14 @@ def test_the_timeout_comes_from_the_environment_when_not_given(locked: str, monk
     ("storage_options", "message"),
     [
         ({"timout": 1}, r"^sqlite: unknown storage_options 'timout' \(did you mean 'timeout'\?\); the sqlite store"),
-        ({"timeout": 0}, r"^sqlite: storage_options\['timeout'\] must be a positive number of seconds, got float 0"),
-        ({"timeout": "5"}, r"^sqlite: storage_options\['timeout'\] must be a float, got str '5'"),
+        (
+            {"timeout": 0},
+            (
+                r"^sqlite: storage_options\['timeout'\] is refused: must be a positive number of seconds "
+                r"\(got float 0"
+            ),
+        ),
+        ({"timeout": "5"}, r"^sqlite: storage_options\['timeout'\] is refused: must be a float \(got str '5'\)"),
     ],
 )
 def test_a_wrong_option_fails_when_the_backend_is_opened(
@@ -80,5 +86,11 @@ def test_a_wrong_option_fails_when_the_backend_is_opened(
 @pytest.mark.usefixtures("sqlite_plugin")
 def test_an_unusable_environment_variable_is_named(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("TRACKPOINT_SQLITE_TIMEOUT", "soon")
-    with pytest.raises(BackendOptionError, match=r"^sqlite: the environment variable TRACKPOINT_SQLITE_TIMEOUT"):
+    with pytest.raises(
+        BackendOptionError,
+        match=(
+            r"^sqlite: storage_options\['timeout'\] \(from the environment variable TRACKPOINT_SQLITE_TIMEOUT\) "
+            "is refused"
+        ),
+    ):
         plugins.open_backend(f"sqlite://{tmp_path}/store.sqlite/run")

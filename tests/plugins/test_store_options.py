@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import pickle
+import traceback
 from collections.abc import Iterator
 from typing import Any, Literal, NewType
 
@@ -83,13 +84,13 @@ def test_an_unknown_name_is_refused_with_the_closest_valid_one() -> None:
 @pytest.mark.parametrize(
     ("given", "message"),
     [
-        ({"anon": "yes"}, "storage_options['anon'] must be a bool, got str 'yes'; give a valid value or leave it out"),
-        ({"parts": True}, "storage_options['parts'] must be an int, got bool True"),  # True is no number of parts
-        ({"parts": 2.0}, "storage_options['parts'] must be an int, got float 2.0"),
-        ({"timeout": "5"}, "storage_options['timeout'] must be a float, got str '5'"),
-        ({"timeout": -1}, "storage_options['timeout'] must be positive, got float -1.0"),
-        ({"region": "ap"}, "storage_options['region'] must be one of 'eu', 'us', got str 'ap'"),
-        ({"client_kwargs": []}, "storage_options['client_kwargs'] must be a dict, got list []"),
+        ({"anon": "yes"}, "storage_options['anon'] is refused: must be a bool (got str 'yes'); give a valid value or "),
+        ({"parts": True}, "storage_options['parts'] is refused: must be an int (got bool True)"),  # no number of parts
+        ({"parts": 2.0}, "storage_options['parts'] is refused: must be an int (got float 2.0)"),
+        ({"timeout": "5"}, "storage_options['timeout'] is refused: must be a float (got str '5')"),
+        ({"timeout": -1}, "storage_options['timeout'] is refused: must be positive (got float -1.0)"),
+        ({"region": "ap"}, "storage_options['region'] is refused: must be one of 'eu', 'us' (got str 'ap')"),
+        ({"client_kwargs": []}, "storage_options['client_kwargs'] is refused: must be a dict (got list [])"),
     ],
 )
 def test_a_value_of_the_wrong_type_or_refused_by_its_check_names_the_option(
@@ -103,10 +104,10 @@ def test_a_value_of_the_wrong_type_or_refused_by_its_check_names_the_option(
 @pytest.mark.parametrize(
     ("variable", "text", "why"),
     [
-        ("TINYOBJ_PARTS", "eight", "must be an int, got str 'eight'"),
-        ("TINYOBJ_ANON", "maybe", "must be a bool, got str 'maybe'"),
-        ("TINYOBJ_TIMEOUT", "-3", "must be positive, got float -3.0"),
-        ("TINYOBJ_REGION", "EU", "must be one of 'eu', 'us', got str 'EU'"),
+        ("TINYOBJ_PARTS", "eight", "must be an int (got str 'eight')"),
+        ("TINYOBJ_ANON", "maybe", "must be a bool (got str 'maybe')"),
+        ("TINYOBJ_TIMEOUT", "-3", "must be positive (got float -3.0)"),
+        ("TINYOBJ_REGION", "EU", "must be one of 'eu', 'us' (got str 'EU')"),
     ],
 )
 def test_an_unusable_environment_variable_is_named_with_its_option(variable: str, text: str, why: str) -> None:
@@ -114,9 +115,107 @@ def test_an_unusable_environment_variable_is_named_with_its_option(variable: str
     with pytest.raises(BackendOptionError) as refused:
         TinyOptions.from_storage_options({}, environ={"TINYOBJ_ENDPOINT": "e", variable: text})
     assert str(refused.value) == (
-        f"tinyobj: the environment variable {variable} (read for storage_options[{option_name!r}]) {why}; "
+        f"tinyobj: storage_options[{option_name!r}] (from the environment variable {variable}) is refused: {why}; "
         f"set {variable} to a valid value or unset it"
     )
+
+
+def _port(value: Any) -> int:
+    # Checks as users write them: a builtin conversion, or a message quoting the value.
+    if not str(value).isdigit():
+        raise ValueError(f"bad port {value!r}")
+    return int(value)
+
+
+class WordyOptions(StorageOptions, store="wordy"):
+    """Options whose checks do not say "must ...", and quote what they were given."""
+
+    port: Any = option(default=None, env="WORDY_PORT", check=_port)
+    count: Any = option(default=None, env="WORDY_COUNT", check=int)
+
+
+@pytest.mark.parametrize(
+    ("given", "env", "message"),
+    [
+        (
+            {"port": "80a"},
+            {},
+            "wordy: storage_options['port'] is refused: bad port '80a' (got str '80a'); give a valid value or leave "
+            "it out",
+        ),
+        (
+            {},
+            {"WORDY_COUNT": "ten"},
+            "wordy: storage_options['count'] (from the environment variable WORDY_COUNT) is refused: invalid literal "
+            "for int() with base 10: 'ten' (got str 'ten'); set WORDY_COUNT to a valid value or unset it",
+        ),
+    ],
+)
+def test_a_checks_own_words_read_as_the_reason(given: dict[str, Any], env: dict[str, str], message: str) -> None:
+    with pytest.raises(BackendOptionError) as refused:
+        WordyOptions.from_storage_options(given, environ=env)
+    assert str(refused.value) == message
+    assert isinstance(refused.value.__cause__, ValueError)  # not a secret: the check's exception is kept
+
+
+class VaultOptions(StorageOptions, store="vault"):
+    """Secret options whose checks quote their input."""
+
+    pin: Any = option(default=None, env="VAULT_PIN", secret=True, check=int)
+    code: Any = option(default=None, env="VAULT_CODE", secret=True, check=_port)
+
+
+@pytest.mark.parametrize(
+    ("given", "env", "secret", "message"),
+    [
+        (  # read from the environment, refused by int(), which quotes its input
+            {},
+            {"VAULT_PIN": "hunter2-secret"},
+            "hunter2-secret",
+            "vault: storage_options['pin'] (from the environment variable VAULT_PIN) is refused: invalid literal for "
+            "int() with base 10: <redacted> (got a value of type str, not shown: it is secret); set VAULT_PIN to a "
+            "valid value or unset it",
+        ),
+        (  # given, refused by a check quoting its repr (escaped: not the value as written)
+            {"code": "TOP\\SECRET\n42"},
+            {},
+            "TOP\\SECRET\n42",
+            "vault: storage_options['code'] is refused: bad port <redacted> (got a value of type str, not shown: it is "
+            "secret); give a valid value or leave it out",
+        ),
+        (  # given as bytes: quoted as b'...'
+            {"pin": b"TOPSECRET-BYTES"},
+            {},
+            "TOPSECRET-BYTES",
+            "vault: storage_options['pin'] is refused: invalid literal for int() with base 10: <redacted> (got a value "
+            "of type bytes, not shown: it is secret); give a valid value or leave it out",
+        ),
+        (  # short, but quoted: its repr is replaced
+            {"code": "x9"},
+            {},
+            "x9",
+            "vault: storage_options['code'] is refused: bad port <redacted> (got a value of type str, not shown: it is "
+            "secret); give a valid value or leave it out",
+        ),
+        (  # too short to be replaced reliably (it is in ordinary words): the reason is left out
+            {"pin": "x"},
+            {},
+            "'x'",
+            "vault: storage_options['pin'] is refused: the check's reason is not shown, as it could hold the secret "
+            "value (got a value of type str, not shown: it is secret); give a valid value or leave it out",
+        ),
+    ],
+)
+def test_a_secret_quoted_by_its_check_reaches_neither_the_message_nor_a_traceback(
+    given: dict[str, Any], env: dict[str, str], secret: str, message: str
+) -> None:
+    with pytest.raises(BackendOptionError) as refused:
+        VaultOptions.from_storage_options(given, environ=env)
+    assert str(refused.value) == message
+    # Nothing chained: the check's exception, whose text holds the value, is neither cause nor context.
+    assert refused.value.__cause__ is None and refused.value.__context__ is None
+    printed = "".join(traceback.format_exception(refused.value))
+    assert secret not in printed and repr(secret)[1:-1] not in printed
 
 
 def test_secrets_never_reach_a_message_or_the_repr() -> None:
@@ -128,7 +227,7 @@ def test_secrets_never_reach_a_message_or_the_repr() -> None:
         with pytest.raises(BackendOptionError) as refused:
             TinyOptions.from_storage_options(given, environ={"TINYOBJ_ENDPOINT": "e", **env})
         assert "12345678" not in str(refused.value) and "SECRET" not in str(refused.value)
-        assert "(not shown: it is secret)" in str(refused.value)
+        assert ", not shown: it is secret)" in str(refused.value)
     opts = TinyOptions.from_storage_options({"endpoint": "e", "token": "SECRET-TOKEN", "salt": b"ab"}, environ={})
     assert repr(opts) == (
         "TinyOptions(endpoint='e', token=<redacted>, timeout=30.0, parts=4, anon=False, region='eu', salt=<redacted>)"
@@ -153,22 +252,22 @@ def test_options_made_in_code_are_checked_the_same_and_read_no_environment(monke
     assert (opts.token, opts.parts) == (None, 3)
     assert opts == TinyOptions.from_storage_options({"endpoint": "e", "parts": 3}, environ={})
     assert opts != TinyOptions(endpoint="e")
-    with pytest.raises(BackendOptionError, match=r"storage_options\['parts'\] must be an int"):
+    with pytest.raises(BackendOptionError, match=r"storage_options\['parts'\] is refused: must be an int"):
         TinyOptions(endpoint="e", parts="3")
     with pytest.raises(AttributeError, match="frozen"):
         opts.parts = 5  # type: ignore[misc]
     # A store holding its options can be sent to another process (a save spread over several).
     assert pickle.loads(pickle.dumps(opts)) == opts
     wrapped = WrappedOptions.from_storage_options({"profile": "p"})
-    assert pickle.loads(pickle.dumps(wrapped)).passthrough == {"profile": "p"}
+    assert pickle.loads(pickle.dumps(wrapped)) == wrapped
+    assert wrapped != WrappedOptions.from_storage_options({"profile": "q"})  # passed-through values count too
 
 
-def test_the_declaration_can_be_read() -> None:
-    assert TinyOptions.names() == {
-        "endpoint", "token", "timeout", "parts", "anon", "region", "salt", "client_kwargs"
-    }  # fmt: skip
-    assert TinyOptions.environment_variables()["token"] == ("TINYOBJ_TOKEN", "TINY_TOKEN")
-    assert "client_kwargs" not in TinyOptions.environment_variables()
+def test_the_public_surface_is_what_stores_use() -> None:
+    # Declaring (option, env_unless, passthrough_names) and resolving (from_storage_options, the constructor):
+    # nothing a store would call only from its tests.
+    public = {name for name in dir(StorageOptions) if not name.startswith("_")}
+    assert public == {"from_storage_options", "passthrough_names"}
 
 
 class _Library:
@@ -192,11 +291,10 @@ class WrappedOptions(StorageOptions, store="wrapped"):
 
 def test_passed_through_names_are_accepted_unchecked_and_listed_in_hints() -> None:
     before = _Library.imported
-    assert WrappedOptions.from_storage_options({"key": "k"}).as_dict() == {"key": "k"}
+    assert WrappedOptions.from_storage_options({"key": "k"}).key == "k"
     assert _Library.imported == before  # only declared names given: the library is not asked
     opts = WrappedOptions.from_storage_options({"key": "AKIA-SECRET", "profile": {"nested": "x"}})
-    assert opts.passthrough == {"profile": {"nested": "x"}}
-    assert opts.as_dict() == {"key": "AKIA-SECRET", "profile": {"nested": "x"}}
+    assert _Library.imported == before + 1
     assert repr(opts) == "WrappedOptions(key=<redacted>, profile=...)"  # undeclared values are not shown either
     with pytest.raises(BackendOptionError, match=r"'endpoint_ur' \(did you mean 'endpoint_url'\?\); the wrapped "):
         WrappedOptions.from_storage_options({"endpoint_ur": "http://x"})
@@ -218,10 +316,10 @@ def test_mistakes_in_a_declaration_fail_when_the_class_is_made() -> None:
         class Nameless(StorageOptions):
             x: int = 1
 
-    with pytest.raises(PluginError, match=r"Reserved\.names: the name is taken by StorageOptions itself"):
+    with pytest.raises(PluginError, match=r"Reserved\.passthrough_names: the name is taken by StorageOptions itself"):
 
         class Reserved(StorageOptions, store="s"):
-            names: str = "x"
+            passthrough_names: str = "x"  # type: ignore[assignment]
 
     with pytest.raises(PluginError, match=r"Unreadable\.salt: environment variables hold text.*option\(check=\.\.\.\)"):
 
@@ -282,7 +380,7 @@ def test_a_store_gets_its_checked_options_when_its_backend_is_opened(monkeypatch
     backend.close()
     with pytest.raises(BackendOptionError, match=r"^keyed: unknown storage_options 'max_key' \(did you mean"):
         plugins.open_backend("keyed://bucket/run", CheckpointOptions(storage_options={"max_key": 10}))
-    with pytest.raises(BackendOptionError, match=r"^keyed: storage_options\['max_keys'\] must be an int"):
+    with pytest.raises(BackendOptionError, match=r"^keyed: storage_options\['max_keys'\] is refused: must be an int"):
         tp.Checkpoint(w=tp.Variable([1.0])).save(
             "keyed://bucket/run/ckpt", options=CheckpointOptions(storage_options={"max_keys": math.inf})
         )

@@ -17,7 +17,7 @@ FAST = {"retries": 2, "retry_base_delay": 0.01, "retry_max_delay": 0.02, "reques
 @pytest.fixture(autouse=True)
 def _no_azure_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     # A developer's real Azure settings must neither leak into a test nor be reached by one.
-    for names in AzureOptions.environment_variables().values():
+    for names in AzureOptions._environment_variables().values():
         for name in names:
             monkeypatch.delenv(name, raising=False)
     for name in ("AZURE_CLIENT_ID", "AZURE_TENANT_ID", "AZURE_CLIENT_SECRET"):

@@ -125,14 +125,19 @@ def test_unknown_option_names_the_closest_valid_one_and_lists_them() -> None:
     )
     with pytest.raises(BackendOptionError, match=r"'acount_name' \(did you mean 'account_name'\?\)"):
         service_client({"acount_name": "a"})
-    assert "max_connections" not in AzureOptions.names()  # sized from backend_options['max_concurrency'] instead
+    # The pool is sized from backend_options['max_concurrency'] instead.
+    with pytest.raises(BackendOptionError, match="unknown storage_options 'max_connections'"):
+        service_client({"account_name": "a", "max_connections": 4})
 
 
 @pytest.mark.parametrize(
     ("options", "message"),
     [
-        ({"account_name": "a", "anon": "yes"}, r"azure: storage_options\['anon'\] must be a bool, got str 'yes'"),
-        ({"account_name": 7}, r"azure: storage_options\['account_name'\] must be a str, got int 7"),
+        (
+            {"account_name": "a", "anon": "yes"},
+            r"azure: storage_options\['anon'\] is refused: must be a bool \(got str 'yes'\)",
+        ),
+        ({"account_name": 7}, r"azure: storage_options\['account_name'\] is refused: must be a str \(got int 7\)"),
     ],
 )
 def test_a_value_of_the_wrong_type_is_refused_naming_the_option(options: dict[str, Any], message: str) -> None:
@@ -144,7 +149,10 @@ def test_a_value_of_the_wrong_type_is_refused_naming_the_option(options: dict[st
 def test_a_secret_of_the_wrong_type_is_refused_without_being_shown() -> None:
     with pytest.raises(BackendOptionError) as refused:
         service_client({"account_name": "a", "account_key": b"c2VjcmV0LWtleQ=="})
-    assert "storage_options['account_key'] must be a str, got a value of type bytes (not shown" in str(refused.value)
+    assert str(refused.value) == (
+        "azure: storage_options['account_key'] is refused: must be a str (got a value of type bytes, not shown: it is "
+        "secret); give a valid value or leave it out"
+    )
     assert "c2VjcmV0" not in str(refused.value)
 
 
