@@ -6,8 +6,11 @@ An async save (``CheckpointOptions(enable_async=True)``) splits a save in two:
   for a synchronous save. Each value owned by a :class:`~trackpoint.Variable`
   is *pinned*, not copied: the writer gets a view of the variable's live
   buffer. Other values (``PythonState``, numpy attributes, what adapters
-  return) are copied, unless nothing but the save can reach them (an array
-  ``_serialize_to_tensors`` made for the save).
+  return) are copied, unless nothing but the save can reach them: an array
+  ``_serialize_to_tensors`` made for the save, or the host copy the node of
+  a torch tensor numpy cannot share (on a GPU) made of it, which the node
+  only keeps. One memory saved under several keys (tied weights) is copied
+  once.
 * **the write**, in a thread: the same save driver a synchronous save runs
   (the ``write`` callable the caller hands over), then the caller's
   follow-up (state file, retention) after the commit. The thread runs at the
@@ -36,8 +39,10 @@ the same dtype and shape from there: a training loop that saves every few steps
 and assigns every variable meanwhile writes into warm memory only.
 
 Memory. Each save has a byte budget (``async_memory_bytes``): the copies made
-at snapshot time, the buffers given to writes while it is in flight, and the
-warm buffers its saver keeps count against it. A write whose new buffer would
+at snapshot time (what the program could change in place; host copies the
+serialization makes anyway, as for a synchronous save, do not count), the
+buffers given to writes while it is in flight, and the warm buffers its saver
+keeps count against it. A write whose new buffer would
 exceed it first frees kept buffers of other shapes, then waits for the writer
 instead of allocating; a snapshot whose copies alone would exceed it is written
 synchronously, which needs no copies. A value's pin and charged bytes are
@@ -311,6 +316,9 @@ class _Save:
         self.passing: list[int] = []
         #: Passed items whose memory the backend still held when they were reported (items_passed).
         self.deferred: list[tuple[WriteItem, _Pin | None]] = []
+        #: Copies made at snapshot time that several items hold (one memory under several keys), by id:
+        #: how many of those items still hold it. Charged once, released with the last of them.
+        self.shared: dict[int, int] = {}
         self.thread: threading.Thread | None = None
         self.error: BaseException | None = None
         self.done = threading.Event()
@@ -405,6 +413,81 @@ def _new_buffer(value: np.ndarray[Any, Any], saves: Sequence[_Save]) -> np.ndarr
         save.swaps += 1
         save.warm += target is not None
     return np.empty_like(value) if target is None else target
+
+
+def _torch_host_copies(nodes: Sequence[Trackable]) -> dict[int, Any]:
+    """The torch tensors of ``nodes`` whose serialization copies them to the host, by the id of that copy.
+
+    A torch tensor held as an attribute or in a container is saved through a numpy array: a view of
+    its memory for a CPU tensor, which the program can change in place, but a host copy made by the
+    serialization itself for one numpy cannot share (on a GPU, or with a lazy conjugation). The node
+    keeps that copy as its ``_value`` until the next save, and nothing writes to it: the program
+    changes the tensor, not the copy. So it needs no second copy, and none is charged to the budget.
+    """
+    torch = sys.modules.get("torch")
+    if torch is None:
+        return {}
+    from trackpoint._array_values import _NumpyValue
+
+    out: dict[int, Any] = {}
+    for node in nodes:
+        if isinstance(node, _NumpyValue) and node._tensor is not None and not node._shared:
+            out[id(node._value)] = node
+    return out
+
+
+def _host_copy(array: np.ndarray[Any, Any], host_copies: dict[int, Any]) -> bool:
+    """Whether ``array`` is the host copy the node of a torch tensor made of it (see :func:`_torch_host_copies`).
+
+    The caller has checked that only the item and the node's ``_value`` refer to ``array``.
+    """
+    node = host_copies.get(id(array))
+    if node is None or node._value is not array:
+        return False
+    if array.base is not None:
+        # A view: of the torch tensor the copy was made into (``Tensor.numpy()``), which only the view
+        # holds; of anything else (another array, which others may hold), it is no private copy.
+        base = array
+        while isinstance(base.base, np.ndarray):
+            base = base.base
+        if not type(base.base).__module__.startswith("torch"):
+            return False
+    # Not the memory of the tensor itself (a CPU tensor's, shared with numpy), whatever the node thought.
+    return not _in_tensor_memory(array, node._tensor)
+
+
+def _in_tensor_memory(array: np.ndarray[Any, Any], tensor: Any) -> bool:
+    """Whether ``array``'s bytes may lie in the memory of the torch ``tensor`` (``True`` when it cannot tell)."""
+    try:
+        if tensor.device.type != "cpu":
+            return False  # numpy cannot see device memory: the array is a copy on the host
+        storage = tensor.untyped_storage()
+        low = int(storage.data_ptr())
+        high = low + int(storage.nbytes())
+    except Exception:  # noqa: BLE001 - torch fails its own ways; a shared value is copied, the safe side
+        return True
+    start, end = _byte_bounds(array)
+    return start < high and low < end
+
+
+def _byte_bounds(array: np.ndarray[Any, Any]) -> tuple[int, int]:
+    """The first byte of ``array`` and one past its last (``numpy.byte_bounds``, which numpy 2 moved)."""
+    start = end = int(array.__array_interface__["data"][0])
+    if not array.size:
+        return start, start
+    for extent, stride in zip(array.shape, array.strides, strict=True):
+        if stride < 0:
+            start += stride * (extent - 1)
+        else:
+            end += stride * (extent - 1)
+    return start, end + array.itemsize
+
+
+def _memory_key(array: np.ndarray[Any, Any]) -> tuple[Any, ...] | None:
+    """What two arrays holding the same bytes have alike: address, dtype, shape and strides; ``None`` for objects."""
+    if array.dtype.hasobject or not array.nbytes:
+        return None
+    return (int(array.__array_interface__["data"][0]), array.dtype, array.shape, array.strides)
 
 
 def _busy_ranks(options: CheckpointOptions, busy: bool) -> list[int]:
@@ -577,20 +660,34 @@ class AsyncSaver:
             for node in nodes
             if isinstance(node, Variable) and type(node)._serialize_to_tensors is Variable._serialize_to_tensors
         }
+        host_copies = _torch_host_copies(nodes)
         snapshot: list[WriteItem] = []
         to_copy: list[int] = []
         pinned: list[tuple[int, Variable]] = []
         copy_bytes = 0
+        # Items whose arrays are the same memory (a torch module's tied weights: one tensor under two
+        # names) share one copy, counted once.
+        copied: set[tuple[Any, ...]] = set()
         for index, item in enumerate(items):
             owner = buffers.get(id(item.array))
             if owner is not None and owner._value is item.array:
                 pinned.append((index, owner))
             elif not (
                 _EXACT_REFCOUNTS and item.array.flags.owndata and sys.getrefcount(item.array) <= _ITEM_ONLY_REFERENCES
+            ) and not (
+                # A torch tensor's host copy, which its node keeps too (see _torch_host_copies).
+                _EXACT_REFCOUNTS
+                and sys.getrefcount(item.array) <= _ITEM_ONLY_REFERENCES + 1
+                and _host_copy(item.array, host_copies)
             ):
-                # Reachable from elsewhere (a numpy attribute, a custom trackable's array): copy now.
+                # Reachable from elsewhere (a numpy attribute, a CPU torch tensor's memory, a custom
+                # trackable's array): the program may change it in place, so it is copied now.
                 to_copy.append(index)
-                copy_bytes += item.nbytes
+                key = _memory_key(item.array)
+                if key is None or key not in copied:
+                    copy_bytes += item.nbytes
+                if key is not None:
+                    copied.add(key)
             snapshot.append(item)
         if copy_bytes > budget:
             # The copies alone would exceed the budget: a synchronous save needs none.
@@ -600,10 +697,11 @@ class AsyncSaver:
                 from trackpoint._units import human_bytes
 
                 logging.getLogger("trackpoint").warning(
-                    "%s: the values it must copy (%s of torch tensors, JAX arrays and arrays not held "
-                    "by a trackpoint Variable) exceed async_memory_bytes (%s), so it is written synchronously, "
-                    "and so is every such save of this object (said once); raise "
-                    "CheckpointOptions(async_memory_bytes=...) to save in the background",
+                    "%s: the values it must copy before it returns (%s: numpy arrays and CPU torch tensors "
+                    "the program can change in place, outside trackpoint Variables) exceed async_memory_bytes "
+                    "(%s), so it is written synchronously, and so is every such save of this object (said "
+                    "once); raise CheckpointOptions(async_memory_bytes=...) to save in the background, or hold "
+                    "the largest of these values in trackpoint Variables, which are not copied",
                     description,
                     human_bytes(copy_bytes),
                     human_bytes(budget),
@@ -615,9 +713,20 @@ class AsyncSaver:
         with _lock:
             # A smaller budget than the last save's, or copies to make: keep only what fits.
             self._pool.trim(budget - copy_bytes)
+        copies: dict[tuple[Any, ...], np.ndarray[Any, Any]] = {}
         for index in to_copy:
             item = snapshot[index]
-            snapshot[index] = replace(item, array=item.array.copy())
+            key = _memory_key(item.array)
+            copy = copies.get(key) if key is not None else None
+            if copy is None:
+                copy = item.array.copy()
+                if key is not None:
+                    copies[key] = copy
+            else:
+                # Released when the last item holding it is written (see _release_early).
+                save.shared[id(copy)] = save.shared.get(id(copy), 1) + 1
+            snapshot[index] = replace(item, array=copy)
+        del copies
         save.charge(copy_bytes)
         with _lock:
             for index, variable in pinned:
@@ -833,11 +942,17 @@ def _release_early(save: _Save, pin: _Pin | None, item: WriteItem) -> bool:
     if array.dtype.hasobject or not array.nbytes or not _EXACT_REFCOUNTS:
         return True  # nothing released early: charged until the save ends
     nbytes = int(array.nbytes)
+    # Other items holding the same copy (pin is None for copies), not yet released.
+    others = save.shared.get(id(array), 1) - 1 if pin is None else 0
     # References besides the item's: this name and getrefcount's argument, and the pin's.
-    if sys.getrefcount(array) > (3 if pin is None else 4) or (pin is not None and array is not pin.view):
+    if sys.getrefcount(array) > (3 if pin is None else 4) + others or (pin is not None and array is not pin.view):
         return False
     # WriteItem is frozen for the program and the backends; the save made this one and owns it.
     object.__setattr__(item, "array", np.broadcast_to(np.zeros((), array.dtype), array.shape))
+    if others:
+        save.shared[id(array)] = others
+        return True  # the copy stays, charged once, until the last item holding it is released
+    save.shared.pop(id(array), None)
     del array  # a copy is freed here
     save.held -= nbytes
     if pin is not None:
@@ -856,6 +971,7 @@ def _release(save: _Save) -> None:
         save.passing = []
         _deferred_items -= len(save.deferred)
         save.deferred = []
+        save.shared = {}
         save.held = 0
         for pin in save.pins:
             if save in pin.saves:

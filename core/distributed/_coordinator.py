@@ -9,7 +9,9 @@ trackpoint from what the ranks exchange (see :mod:`trackpoint.distributed._save`
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import itertools
+import logging
 import threading
 import time
 from abc import ABC, abstractmethod
@@ -23,6 +25,18 @@ __all__ = ["DEFAULT_TIMEOUT", "Coordinator", "KeyValueCoordinator"]
 
 #: Seconds a coordinator waits for the other processes at one step, unless told otherwise.
 DEFAULT_TIMEOUT = 300.0
+
+_log = logging.getLogger("trackpoint")
+
+#: A wait that lasts this fraction of its time-out is logged (a warning naming the ranks still awaited),
+#: and again at each further multiple of it: a job held up by a dead rank says what it waits for long
+#: before the time-out ends the wait.
+PROGRESS_FRACTION = 0.25
+
+#: What this thread is doing, for the coordinator's warnings ("the writing step of saving 'gs://...'"):
+#: set by trackpoint around each collective (``_driver.collective``). The coordinator itself knows only
+#: the collective's number.
+current_step: contextvars.ContextVar[str | None] = contextvars.ContextVar("trackpoint_current_step", default=None)
 
 
 @runtime_checkable
@@ -134,6 +148,12 @@ def _next_sequence(namespace: str) -> int:
         return next(counter)
 
 
+# Rank 0's record of the ranks that did not confirm leaving an operation in time (they died or hang), per
+# namespace: later operations do not wait for them again until they take part in an all-gather again.
+# Without it, a rank that died right after its last message would hold rank 0 up once per operation (a
+# manager's save, then its state-file step).
+_absent: dict[str, set[int]] = {}
+
 # Keys a thread of this process set in operations (per namespace, rank and thread), deleted once a
 # later all-gather of an operation in the same thread completes. Each thread's operations follow one
 # another, and every rank makes the same ones in the same order (an async save's writer thread its
@@ -156,6 +176,7 @@ class _Operation:
     cleanup: str  # where its keys wait for deletion (see _leftovers)
     prefix: str
     collectives: itertools.count[int] = field(default_factory=itertools.count)
+    gathered: bool = False  # an all-gather of it completed: every rank was alive then
 
 
 #: How an all-gather of an operation ended when some rank saw every contribution; any other record
@@ -178,6 +199,14 @@ class KeyValueCoordinator(ABC):
     each all-gather ends with one record that every rank follows, so a rank
     that arrives after the others gave up fails at once instead of taking
     another operation's messages for its own.
+
+    A wait that lasts a quarter of its time-out (:data:`PROGRESS_FRACTION`)
+    logs a warning on the ``trackpoint`` logger naming the ranks it still
+    waits for, and again after each further quarter; the
+    :class:`~trackpoint.errors.CoordinationTimeoutError` at the end names
+    them too. To name them, the coordinator asks the store which keys are
+    set: override ``_present`` when the store can answer without a wait (the
+    default reads each key with a wait of a millisecond).
 
     Parameters
     ----------
@@ -292,29 +321,64 @@ class KeyValueCoordinator(ABC):
     def _leave(self, op: _Operation, failed: BaseException | None) -> None:
         """End ``op``: the other ranks say they are done with the store; rank 0 waits until they have.
 
-        The store usually lives in rank 0's process (torch's ``TCPStore`` of a ``tcp://`` or ``env://``
-        group, JAX's coordination service). Rank 0 is often the first to finish an operation, with
-        nothing left to read, while the others still read its outcome: if its program then ended, they
-        would lose the store and fail a save that succeeded. So rank 0 returns only once every other
-        rank has recorded that it left the operation. Not after a coordination failure, whose cause (a
-        rank that died or hangs) would hold rank 0 up for another time-out, nor after an interrupt.
+        The store usually lives in rank 0's process (torch's ``TCPStore`` of a ``tcp://`` or ``env://`` group,
+        JAX's coordination service). Rank 0 is often the first to finish an operation, with nothing left to
+        read, while the others still read its outcome: if its program then ended, they would lose the store
+        and fail a save that succeeded. So rank 0 returns only once every other rank has recorded that it
+        left the operation. Not after a coordination failure, whose cause (a rank that died or hangs) would
+        hold rank 0 up for another time-out, nor after an interrupt.
+
+        The others record that they left right after they read the outcome, so rank 0 waits at most half
+        the time-out: a rank that has not recorded it by then died or hangs, the outcome stands, and a live
+        rank raises its own error. Half, so that a rank waiting for rank 0 in the next operation (a
+        manager's state-file step right after its save) still hears from rank 0 within its own time-out.
+        Such a rank is not waited for again in later operations until it takes part in an all-gather
+        again: a rank that died right after its last message holds rank 0 up once, not once per operation.
         """
         if self._world_size == 1 or isinstance(failed, CoordinationError):
             return
         if failed is not None and not isinstance(failed, Exception) and self._rank == 0:
             return  # KeyboardInterrupt, SystemExit: leave now
-        left = [f"{op.prefix}/left/{r}" for r in range(1, self._world_size)]
+        left = {r: f"{op.prefix}/left/{r}" for r in range(1, self._world_size)}
         if self._rank != 0:
             with contextlib.suppress(CoordinationError):  # the store is gone: nobody waits for this record
-                self._set(left[self._rank - 1], b"")
+                self._set(left[self._rank], b"")
             return
-        try:
-            self._get(left, self._timeout)
-        except CoordinationError:
-            # A rank died or hangs after the outcome was decided: the outcome stands here, and that rank
-            # raises its own error if it is alive.
-            return
-        self._delete(left)
+        with _sequences_lock:
+            absent = _absent.setdefault(self._namespace, set())
+            if op.gathered:
+                absent.clear()  # every rank took part in this operation: none is known to be gone
+            awaited = [r for r in left if r not in absent]
+        if awaited:
+            try:
+                self._wait(
+                    [left[r] for r in awaited],
+                    self._timeout / 2,
+                    "{ranks} to confirm reading the outcome of",
+                    None,
+                    op,
+                    ranks=awaited,
+                )
+            except CoordinationTimeoutError as exc:
+                missing: list[int] = list(getattr(exc, "missing_ranks", []))
+                with _sequences_lock:
+                    absent.update(missing)
+                _log.warning(
+                    "%s: rank 0 of %d leaves %s without confirmation from %s after %.1f s (half the time-out): "
+                    "died or hangs; the outcome stands, and later operations do not wait for this confirmation "
+                    "from %s until it takes part in an all-gather again",
+                    type(self).__name__,
+                    self._world_size,
+                    self._where(None, op),
+                    _ranks_text(missing) if missing else "another rank",
+                    self._timeout / 2,
+                    _ranks_text(missing) if missing else "it",
+                )
+                return
+            except CoordinationError:
+                # The store failed: nobody can read from it any more, so there is nothing to wait for.
+                return
+        self._delete(list(left.values()))
 
     def _current(self) -> _Operation | None:
         operation: _Operation | None = getattr(self._local, "operation", None)
@@ -324,23 +388,98 @@ class KeyValueCoordinator(ABC):
         return f"{self._namespace}/{sequence}/{rank}"
 
     @staticmethod
-    def _where(sequence: int, op: _Operation | None) -> str:
+    def _where(sequence: int | None, op: _Operation | None) -> str:
+        if sequence is None:
+            assert op is not None, "a wait outside operations belongs to a collective"
+            return f"{op.kind} operation {op.number}"
         return f"collective {sequence}" if op is None else f"collective {sequence} of {op.kind} operation {op.number}"
 
-    def _wait(
-        self, keys: Sequence[str], timeout: float | None, what: str, sequence: int, op: _Operation | None = None
-    ) -> list[bytes]:
-        seconds = self._timeout if timeout is None else float(timeout)
-        start = time.monotonic()
+    def _present(self, keys: Sequence[str]) -> list[bool]:
+        """Whether each of ``keys`` is set now (for messages naming the ranks a wait is still waiting for).
+
+        A subclass whose store answers without waiting (torch's ``check``, a non-blocking get) should
+        override this; by default each key is read with a wait of a millisecond.
+        """
+        out = []
+        for key in keys:
+            try:
+                self._get([key], 0.001)
+                out.append(True)
+            except CoordinationTimeoutError:
+                out.append(False)
+        return out
+
+    def _missing(self, keys: Sequence[str], owners: Sequence[int]) -> list[int]:
+        """The ranks among ``owners`` (``owners[i]`` sets ``keys[i]``) whose key is not set; ``[]`` if unknown."""
         try:
-            return self._get(keys, seconds)
-        except CoordinationTimeoutError as exc:
-            raise CoordinationTimeoutError(
-                f"{type(self).__name__}: rank {self._rank} of {self._world_size} waited "
-                f"{time.monotonic() - start:.1f} s (time-out {seconds:g} s) for {what} at "
-                f"{self._where(sequence, op)}; another rank died, hangs or is slower than the time-out (raise the "
-                "coordinator's timeout if its work legitimately takes longer)"
-            ) from exc
+            present = self._present(keys)
+        except CoordinationError:
+            return []
+        return [rank for rank, here in zip(owners, present, strict=True) if not here]
+
+    def _wait(
+        self,
+        keys: Sequence[str],
+        timeout: float | None,
+        what: str,
+        sequence: int | None,
+        op: _Operation | None = None,
+        *,
+        ranks: Sequence[int] | None = None,
+    ) -> list[bytes]:
+        """The values of ``keys`` (``keys[i]`` set by rank ``ranks[i]``, by default rank ``i``) within ``timeout``.
+
+        Waits in parts of :data:`PROGRESS_FRACTION` of the time-out; each part that ends without every
+        key logs a warning naming the ranks still awaited and how much of the time-out has passed.
+        ``what`` describes the wait for the messages, ``{ranks}`` standing for those ranks. The
+        :class:`~trackpoint.errors.CoordinationTimeoutError` raised at the time-out names them too and
+        carries them as its ``missing_ranks`` attribute.
+        """
+        seconds = self._timeout if timeout is None else float(timeout)
+        owners = list(range(len(keys))) if ranks is None else list(ranks)
+        start = time.monotonic()
+        deadline = start + seconds
+        part = max(seconds * PROGRESS_FRACTION, 0.001)
+        note = start + part
+        while True:
+            final = note >= deadline - part / 100  # this part ends at the time-out
+            try:
+                return self._get(keys, max(0.001, (deadline if final else note) - time.monotonic()))
+            except CoordinationTimeoutError as exc:
+                missing = self._missing(keys, owners)
+                elapsed = time.monotonic() - start
+                if not missing:
+                    # Every key came just now (or the store cannot tell): read them, quickly at the end.
+                    if not final:
+                        continue
+                    with contextlib.suppress(CoordinationTimeoutError):
+                        return self._get(keys, 0.001)
+                who = _ranks_text(missing) if missing else "another rank"
+                text = what.format(ranks=who)
+                if final:
+                    many = len(missing) > 1
+                    error = CoordinationTimeoutError(
+                        f"{type(self).__name__}: rank {self._rank} of {self._world_size} waited {elapsed:.1f} s "
+                        f"(time-out {seconds:g} s) for {text} {self._where(sequence, op)}; {who} "
+                        f"{'have' if many else 'has'} died, {'hang' if many else 'hangs'} or {'are' if many else 'is'} "
+                        "slower than the time-out (raise the coordinator's timeout if the work legitimately takes "
+                        "longer)"
+                    )
+                    error.missing_ranks = missing  # type: ignore[attr-defined]  # for _leave
+                    raise error from exc
+                step = current_step.get()
+                _log.warning(
+                    "%s: rank %d of %d is waiting for %s %s%s (%.1f s of %g s)",
+                    type(self).__name__,
+                    self._rank,
+                    self._world_size,
+                    text,
+                    self._where(sequence, op),
+                    "" if step is None else f", {step}",
+                    elapsed,
+                    seconds,
+                )
+                note += part
 
     def all_gather(self, data: bytes, *, timeout: float | None = None) -> list[bytes]:
         # docstring inherited
@@ -351,7 +490,10 @@ class KeyValueCoordinator(ABC):
         own = self._key(sequence, self._rank)
         self._set(own, bytes(data))
         values = self._wait(
-            [self._key(sequence, r) for r in range(self._world_size)], timeout, "every rank's contribution", sequence
+            [self._key(sequence, r) for r in range(self._world_size)],
+            timeout,
+            "the contribution of {ranks} to",
+            sequence,
         )
         # Every rank has contributed to this collective, so it has read every earlier one.
         done, self._pending = self._pending, [own]
@@ -370,7 +512,7 @@ class KeyValueCoordinator(ABC):
             values: list[bytes] | None = None
             gave_up: CoordinationTimeoutError | None = None
             try:
-                values = self._wait(keys, timeout, "every rank's contribution", sequence, op)
+                values = self._wait(keys, timeout, "the contribution of {ranks} to", sequence, op)
             except CoordinationTimeoutError as exc:
                 gave_up = exc
             ending = _COMPLETE if gave_up is None else str(self._rank).encode()
@@ -390,10 +532,11 @@ class KeyValueCoordinator(ABC):
                 )
             if values is None:
                 # Another rank saw every contribution (its wait raced this rank's time-out): all are stored.
-                values = self._wait(keys, min(self._timeout, 10.0), "every rank's contribution", sequence, op)
+                values = self._wait(keys, min(self._timeout, 10.0), "the contribution of {ranks} to", sequence, op)
         except BaseException:
             _remember(op.cleanup, mine)
             raise
+        op.gathered = True
         # Every rank has contributed to this collective, so it has left every earlier one of this thread.
         with _sequences_lock:
             done = _leftovers.pop(op.cleanup, [])
@@ -422,7 +565,7 @@ class KeyValueCoordinator(ABC):
             else:
                 _remember(op.cleanup, [key])
             return bytes(data)
-        return self._wait([key], timeout, f"rank {root}'s broadcast", sequence, op)[0]
+        return self._wait([key], timeout, "the message {ranks} broadcasts at", sequence, op, ranks=[root])[0]
 
     def barrier(self, *, timeout: float | None = None) -> None:
         # docstring inherited
@@ -447,3 +590,15 @@ class KeyValueCoordinator(ABC):
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} rank {self._rank} of {self._world_size}, timeout {self._timeout:g} s>"
+
+
+def _ranks_text(ranks: Sequence[int]) -> str:
+    """``rank 3``, ``ranks 2 and 3``, ``ranks 1, 2 and 5``; the first few of many, with the count."""
+    if not ranks:
+        return "no rank"
+    if len(ranks) == 1:
+        return f"rank {ranks[0]}"
+    shown = [str(r) for r in ranks[:8]]
+    if len(ranks) > 8:
+        return f"{len(ranks)} ranks ({', '.join(shown)}, ...)"
+    return f"ranks {', '.join(shown[:-1])} and {shown[-1]}"

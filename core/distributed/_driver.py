@@ -17,7 +17,7 @@ from contextlib import AbstractContextManager
 from typing import Any, NoReturn, TypeVar
 
 import trackpoint.errors as _errors
-from trackpoint.distributed._coordinator import Coordinator
+from trackpoint.distributed._coordinator import Coordinator, current_step
 from trackpoint.errors import CheckpointError, CoordinationError, CoordinationTimeoutError
 from trackpoint.storage import CheckpointOptions
 
@@ -92,8 +92,11 @@ def collective(call: Callable[[], T], what: str, step: str, rank: int) -> T:
     """Run one collective of ``what``'s ``step`` on ``rank``; any failure becomes a :class:`CoordinationError`.
 
     The message names the operation, the step and the rank, so a time-out
-    says where the ranks parted; the coordinator's own error is chained.
+    says where the ranks parted; the coordinator's own error is chained. A
+    :class:`KeyValueCoordinator` names the step in the warnings it logs
+    while the wait lasts.
     """
+    token = current_step.set(f"the {step} step of {what}")
     try:
         return call()
     except CoordinationError as exc:
@@ -104,6 +107,8 @@ def collective(call: Callable[[], T], what: str, step: str, rank: int) -> T:
             f"{what}: the {step} step failed on rank {rank}: the coordinator raised {type(exc).__name__}: {exc} "
             "(a coordinator must raise CoordinationError; is its store or service still running?)"
         ) from exc
+    finally:
+        current_step.reset(token)
 
 
 def describe(rank: int, exc: BaseException) -> Failure:

@@ -10,6 +10,12 @@ from trackpoint.errors import BackendUnavailableError, CoordinationError, Coordi
 
 __all__ = ["JaxCoordinator"]
 
+#: A value of at least this many bytes gets an empty marker key beside it (its key and this suffix), which
+#: ``_present`` reads instead: the service has no read that leaves the value out, and a rank naming the
+#: ranks it waits for would otherwise fetch every other rank's plan (a message per tensor) to see it is there.
+_MARKED_BYTES = 1024
+_MARK = "~set"
+
 
 def _global_state() -> Any:
     try:
@@ -66,6 +72,8 @@ class JaxCoordinator(KeyValueCoordinator):
     def _set(self, key: str, value: bytes) -> None:
         try:
             self._client.key_value_set_bytes(key, value)
+            if len(value) >= _MARKED_BYTES:
+                self._client.key_value_set_bytes(key + _MARK, b"")  # after the value: a marker means it is there
         except Exception as exc:  # jaxlib raises its own runtime error type
             raise CoordinationError(
                 f"JaxCoordinator: process {self.rank} could not write to JAX's coordination service: {exc}"
@@ -88,6 +96,22 @@ class JaxCoordinator(KeyValueCoordinator):
                 ) from exc
         return values
 
+    def _present(self, keys: Sequence[str]) -> list[bool]:
+        # The marker of a large value, else the (small) value itself.
+        return [self._exists(key + _MARK) or self._exists(key) for key in keys]
+
+    def _exists(self, key: str) -> bool:
+        """Whether ``key`` is set now: a non-blocking read, NOT_FOUND for a key not set."""
+        try:
+            self._client.key_value_try_get_bytes(key)
+            return True
+        except Exception as exc:  # jaxlib raises its own runtime error type
+            if "NOT_FOUND" not in str(exc) and "not found" not in str(exc).lower():
+                raise CoordinationError(
+                    f"JaxCoordinator: process {self.rank} could not read {key!r} from JAX's coordination service: {exc}"
+                ) from exc
+            return False
+
     def _set_if_absent(self, key: str, value: bytes) -> bytes:
         # The coordination service inserts a key atomically and, without allow_overwrite, refuses one
         # that exists (ALREADY_EXISTS): then the value recorded first is the one to return.
@@ -108,7 +132,8 @@ class JaxCoordinator(KeyValueCoordinator):
 
     def _delete(self, keys: Sequence[str]) -> None:
         for key in keys:
-            try:
-                self._client.key_value_delete(key)
-            except Exception:  # noqa: BLE001 - best effort: a key left behind costs a few bytes
-                return
+            for name in (key, key + _MARK):  # the marker, if the value had one
+                try:
+                    self._client.key_value_delete(name)
+                except Exception:  # noqa: BLE001 - best effort: a key left behind costs a few bytes
+                    return

@@ -49,7 +49,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
-from trackpoint import _resolve
+from trackpoint import _async, _resolve
 from trackpoint.distributed._coordinator import Coordinator
 from trackpoint.distributed._driver import Failure, collective, decode, describe, encode, operation, raise_failures
 from trackpoint.errors import CoordinationError, CoordinationTimeoutError
@@ -359,6 +359,11 @@ def _save(
             by_ident = {_ident(it): it for it in items}
             first = plan.first_shard(rank)
             groups = [[by_ident[i] for i in shard] for shard in plan.shards[rank]]
+            # Values the plan gave another rank (replicated ones) are never read here again: an async save
+            # gives their pins and copies back now instead of holding them until the commit.
+            mine = {i for shard in plan.shards[rank] for i in shard}
+            _async.items_passed([it for it in items if _ident(it) not in mine])
+            del mine
             specs = [ShardSpec(first + i, plan.num_shards, save_id) for i in range(len(groups))]
             report["shards"] = [_encode_result(r) for r in _write(target, prefix, specs, groups, writers)]
         except Exception as exc:  # noqa: BLE001 - carried to the other ranks, then raised here

@@ -40,3 +40,18 @@ def test_with_async_when_busy_raise_every_rank_skips_the_same_saves(torch2: Rank
     out = torch2.values("async_saves_when_busy_raise", directory=directory, steps=25)
     assert out[0] == out[1], out
     assert out[0]["skipped"] and len(out[0]["started"]) >= 2  # some saves were refused, on both ranks alike
+
+
+def test_copies_of_values_another_rank_writes_are_released_once_the_save_is_planned(
+    torch2: Ranks, tmp_path: Path
+) -> None:
+    # Four arrays both ranks hold alike: each rank copies all four when write() is called (the plan comes
+    # later), but writes two; the copies of the other two are freed as soon as the plan says so.
+    prefix = str(tmp_path / "ckpt")
+    out = torch2.values("async_share_cases:replicated_copies_while_writing", prefix=prefix, values=4, size=1000)
+    for o in out:
+        assert o["copied"] == 4 * 8000, out
+        assert o["held_while_writing"] == 2 * 8000, out
+    reader = tp.load_checkpoint(prefix)
+    for i in range(4):
+        assert reader.get_tensor(f"model/t{i}/.ATTRIBUTES/VARIABLE_VALUE").tolist() == [float(i)] * 1000

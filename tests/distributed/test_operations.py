@@ -11,6 +11,7 @@ import time
 import uuid
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -130,16 +131,16 @@ def test_a_rank_whose_wait_timed_out_follows_a_recorded_completion() -> None:
     # Rank 1 has also left the operation, which rank 0 waits for before it returns.
     left = f"{a._namespace}/save.0/left/1"
     store.data.update({f"{prefix}/1": b"b", f"{prefix}/end": b"complete", left: b""})
-    original = a._get
+    original = a._wait
     calls = []
 
-    def late_read(keys: Sequence[str], timeout: float) -> list[bytes]:
-        calls.append(timeout)
+    def late_wait(keys: Sequence[str], *args: Any, **kwargs: Any) -> list[bytes]:
+        calls.append(list(keys))
         if len(calls) == 1:
             raise tp.CoordinationTimeoutError("the first wait raced rank 1")
-        return original(keys, timeout)
+        return original(keys, *args, **kwargs)
 
-    a._get = late_read  # type: ignore[method-assign]
+    a._wait = late_wait  # type: ignore[method-assign]
     with a.operation("save"):
         assert a.all_gather(b"a") == [b"a", b"b"]
         assert len(calls) == 2
