@@ -249,8 +249,8 @@ def _check_arguments(
             raise ArgumentTypeError(
                 f"{where}: step_counter is the {type(step_counter).__name__} {step_counter}, which never changes "
                 "in place: the manager reads it at every save, so every save after the first would be skipped. "
-                "Pass something updated in place: a tp.Variable (step.assign_add(1)) or a 0-d numpy integer "
-                "array (step += 1)"
+                "Pass something updated in place: a tp.Variable (step.assign_add(1)), a 0-d torch integer tensor "
+                "(step = torch.tensor(0); step += 1) or a 0-d numpy integer array (step += 1)"
             )
         try:
             _as_int(step_counter)

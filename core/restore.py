@@ -467,6 +467,12 @@ class _Plan:
             self.walk(proto_id, trackable)
         if self.mismatches:
             raise _mismatched(self.mismatches)
+        # A class may order how its planned objects are applied, or refuse the plan before anything is written:
+        # a static `_order_restores(objects) -> objects` (torch modules filled on 'meta' before the optimizers
+        # whose state torch places by their parameters, see trackpoint.stateful). Asked of each class once.
+        for order in dict.fromkeys(getattr(cls, "_order_restores", None) for cls in self.traits):
+            if order is not None:
+                self.planned_objects = order(self.planned_objects)
         self.apply()
         # Dependencies tracked while this step ran (a restore that creates a dependency it was asked for)
         # were not walked.

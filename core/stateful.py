@@ -46,7 +46,15 @@ the result as it always does
 (``Module.load_state_dict`` refuses missing and unexpected keys). A
 checkpoint written from the state dict given as a dict
 (``Checkpoint(model=net.state_dict())``, a variable node per key) restores
-into the object too, in place, without ``load_state_dict``.
+into the object too: a module's arrays in place, without ``load_state_dict``;
+any other object's state dict (``optimizer=opt.state_dict()``) rebuilt from
+those nodes, typed by the object's own, and loaded (see :class:`_Rebuild`).
+
+A module's keys are saved as if no submodule were compiled (``0.weight``, not
+``0._orig_mod.weight``), as PyTorch DCP saves them; a restore takes either.
+A restore loads the modules whose tensors on the 'meta' device it fills
+before the other objects, so that an optimizer's state lands on its
+parameters' memory (see :meth:`StatefulValue._order_restores`).
 """
 
 from __future__ import annotations
@@ -59,7 +67,7 @@ import logging
 import sys
 import threading
 import weakref
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Final, Protocol, runtime_checkable
 
 import numpy as np
@@ -344,23 +352,153 @@ def _is_meta(value: Any) -> bool:
     return getattr(value, "is_meta", False) is True
 
 
+#: The attribute ``torch.compile``'s wrapper holds its module in: a segment of every key of a compiled submodule
+#: (``m[0] = torch.compile(m[0])`` makes ``0.weight`` ``0._orig_mod.weight``).
+_COMPILED: Final = "_orig_mod"
+
+
+def _uncompiled(key: str) -> str:
+    """``key`` without the segments a compiled submodule adds to it (``0._orig_mod.weight`` -> ``0.weight``)."""
+    if _COMPILED not in key:
+        return key
+    return ".".join(part for part in key.split(".") if part != _COMPILED)
+
+
+class _Spelling:
+    """How a module with compiled submodules spells the keys its checkpoint holds without ``_orig_mod.``.
+
+    Attributes
+    ----------
+    keys
+        The module's own key of each saved key.
+    metadata
+        The keys of the module's ``_metadata`` (one per submodule, wrappers included).
+    """
+
+    __slots__ = ("keys", "metadata")
+
+    def __init__(self, keys: dict[str, str], metadata: tuple[str, ...]) -> None:
+        self.keys = keys
+        self.metadata = metadata
+
+
+def _without_compiled(state: Any) -> tuple[Any, _Spelling | None]:
+    """A module's state dict with its keys as the module would have them uncompiled, and how to spell them back.
+
+    PyTorch DCP's ``get_model_state_dict`` drops ``_orig_mod`` at every level, so that compiled and eager runs
+    share checkpoints; so does a save here, of a compiled submodule as of a compiled model (see
+    :func:`unwrapped`). Keys that would then collide are kept as they are (a submodule named ``_orig_mod``
+    that is no compiled one).
+    """
+    if not isinstance(state, Mapping) or not any(isinstance(key, str) and _COMPILED in key for key in state):
+        return state, None
+    keys: dict[Any, Any] = {}
+    for key in state:
+        plain = _uncompiled(key) if isinstance(key, str) else key
+        if plain in keys:
+            return state, None
+        keys[plain] = key
+    renamed: Any = collections.OrderedDict((plain, state[key]) for plain, key in keys.items())
+    metadata = getattr(state, "_metadata", None)
+    if isinstance(metadata, dict):
+        # torch records a module's metadata before its children's: the compiled module's own entry comes after
+        # its wrapper's under the same plain key, and is the one an eager module of that name has.
+        renamed._metadata = {
+            _uncompiled(key) if isinstance(key, str) else key: value for key, value in metadata.items()
+        }
+    return renamed, _Spelling(keys, tuple(metadata) if isinstance(metadata, dict) else ())
+
+
+def _as_spelled(state: Any, spelling: _Spelling | None) -> Any:
+    """A module's state dict rebuilt from a checkpoint, with its keys spelled as the module spells them.
+
+    Either spelling is taken: keys saved without ``_orig_mod.`` (this trackpoint) and keys saved with it (a
+    compiled submodule saved by an older one), for a compiled module and an eager one alike.
+    """
+    if not isinstance(state, Mapping):
+        return state
+    if spelling is None and not any(isinstance(key, str) and _COMPILED in key for key in state):
+        return state
+    keys = {} if spelling is None else spelling.keys
+    renamed: Any = type(state)()
+    for key, value in state.items():
+        plain = _uncompiled(key) if isinstance(key, str) else key
+        renamed[keys.get(plain, plain)] = value
+    metadata = getattr(state, "_metadata", None)
+    if isinstance(metadata, dict):
+        if spelling is None:
+            renamed._metadata = {_uncompiled(k) if isinstance(k, str) else k: v for k, v in metadata.items()}
+        else:
+            found = {}
+            for key in spelling.metadata:
+                plain = _uncompiled(key)
+                if key in metadata or plain in metadata:
+                    found[key] = metadata[key] if key in metadata else metadata[plain]
+            renamed._metadata = found
+    return renamed
+
+
+def _optimizer_params(obj: Any) -> list[Any] | None:
+    """The parameters of the torch optimizer ``obj`` in its state dict's order; ``None`` for other objects.
+
+    A torch optimizer's state dict numbers its parameters in the order of its ``param_groups`` (``state.0``
+    is the first group's first parameter), and its ``load_state_dict`` maps them back by that order.
+    """
+    groups = getattr(obj, "param_groups", None)
+    if not isinstance(groups, list):
+        return None
+    return [p for group in groups if isinstance(group, Mapping) for p in group.get("params", ())]
+
+
+#: The entries of the per-parameter state of torch's own optimizers that torch creates in the shape of their
+#: parameter (``zeros_like(p)``), by class: only those are checked against the parameter's shape. Exact
+#: classes, as a subclass may keep other state under these names; other optimizers' state is not of that shape
+#: in general (Adafactor's factored moments, LBFGS's history) and is left to their ``load_state_dict``.
+_PARAM_SHAPED_STATE: Final[dict[tuple[str, str], frozenset[str]]] = {
+    ("torch.optim.sgd", "SGD"): frozenset({"momentum_buffer"}),
+    ("torch.optim.adam", "Adam"): frozenset({"exp_avg", "exp_avg_sq", "max_exp_avg_sq"}),
+    ("torch.optim.adamw", "AdamW"): frozenset({"exp_avg", "exp_avg_sq", "max_exp_avg_sq"}),
+    ("torch.optim.adamax", "Adamax"): frozenset({"exp_avg", "exp_inf"}),
+    ("torch.optim.nadam", "NAdam"): frozenset({"exp_avg", "exp_avg_sq"}),
+    ("torch.optim.radam", "RAdam"): frozenset({"exp_avg", "exp_avg_sq"}),
+    ("torch.optim.adagrad", "Adagrad"): frozenset({"sum"}),
+    ("torch.optim.adadelta", "Adadelta"): frozenset({"square_avg", "acc_delta"}),
+    ("torch.optim.rmsprop", "RMSprop"): frozenset({"square_avg", "momentum_buffer", "grad_avg"}),
+    ("torch.optim.rprop", "Rprop"): frozenset({"prev", "step_size"}),
+    ("torch.optim.asgd", "ASGD"): frozenset({"ax"}),
+    ("torch.optim.sparse_adam", "SparseAdam"): frozenset({"exp_avg", "exp_avg_sq"}),
+}
+
+
+def _state_entry(name: str) -> tuple[int, str] | None:
+    """``(parameter number, entry)`` of an optimizer state dict's array name ``state.<number>.<entry>``."""
+    parts = name.split(".", 2)
+    if len(parts) != 3 or parts[0] != "state" or not parts[1].isdigit():
+        return None
+    return int(parts[1]), parts[2]
+
+
 def _dtensor_layout(dtensor: Any, where: str) -> tuple[Any, tuple[int, ...], list[np.ndarray[Any, Any] | None]]:
     """This rank's local tensor of ``dtensor``, the whole shape, and which indices of the whole tensor it holds.
 
     The third result gives, per dimension, the index in the whole tensor of each index of the local tensor
     (``local[i, j]`` is ``whole[rows[i], cols[j]]``), or ``None`` for a dimension no placement shards (all of
-    it). A ``Shard`` placement leaves one stretch of consecutive indices; a strided shard (``_StridedShard``,
-    which FSDP2 places over tensor parallelism sharding the same dimension) may leave several.
+    it). ``Shard`` placements leave one stretch of consecutive indices; strided shards (``_StridedShard``,
+    which FSDP2 places over tensor parallelism sharding the same dimension) may leave several. Each
+    dimension is cut as torch lays the DTensor out (see :func:`_shard_cuts`).
 
     Raises
     ------
     TrackableError
         A placement other than ``Shard``, ``_StridedShard`` and ``Replicate`` (``Partial`` holds addends, not
-        parts), a mesh without this rank, or a local tensor that torch's own split does not describe.
+        parts), a mesh without this rank, a local tensor of another shape than its part, or strided shards on
+        a torch that does not say how it lays them out.
     """
     torch = sys.modules["torch"]
     placements = sys.modules["torch.distributed.tensor.placement_types"]
-    shards = (placements.Shard, placements._StridedShard)
+    # Private, and absent from older torch, which then has no strided shards: Shard placements save all the same.
+    strided = getattr(placements, "_StridedShard", None)
+    shards = (placements.Shard,) if strided is None else (placements.Shard, strided)
     for placement in dtensor.placements:
         if isinstance(placement, placements.Partial):
             raise TrackableError(
@@ -386,34 +524,117 @@ def _dtensor_layout(dtensor: Any, where: str) -> tuple[Any, tuple[int, ...], lis
             "each rank only the modules on its own mesh, or place the tensor on a mesh of every rank"
         )
     full_shape = tuple(int(d) for d in dtensor.shape)
-    # torch's own answer to "which part is this": each placement, left to right over the mesh dimensions, splits
-    # the indices this rank holds so far of its tensor dimension as it splits a tensor (_split_tensor, the split
-    # that distribute_tensor uses and that full_tensor undoes; no padding), and this rank keeps its mesh
-    # coordinate's piece. Applied to the indices alone, it says where each local row lies, strided or not.
-    sharded: dict[int, Any] = {}
-    for mesh_dim, placement in enumerate(dtensor.placements):
-        if type(placement) not in shards:
-            continue
-        dim = placement.dim
-        held = sharded.get(dim)
-        # The split acts on the placement's dimension: the indices laid along it, every other dimension of size 1.
-        # On the CPU whatever torch's default device (a model built under `with torch.device("meta")`).
-        start = torch.arange(full_shape[dim], device="cpu") if held is None else held
-        along = start.reshape((1,) * dim + (-1,))
-        pieces, _ = placement._split_tensor(along, mesh.size(mesh_dim), with_padding=False, contiguous=False)
-        sharded[dim] = pieces[coordinate[mesh_dim]].reshape(-1)
+    # Which part is this rank's: the indices of each dimension, cut in torch's order, this rank keeping its mesh
+    # coordinate's part at each cut. Worked on the indices alone, it says where each local row lies.
+    sharded: dict[int, np.ndarray[Any, Any]] = {}
+    for dim, cuts in _shard_cuts(dtensor, shards, strided, where).items():
+        held = np.arange(full_shape[dim])
+        for mesh_dim, split in cuts:
+            parts, part = int(mesh.size(mesh_dim)), int(coordinate[mesh_dim])
+            held = _chunk(held, parts, part) if split is None else _strided_part(split, held, parts, part, where)
+        sharded[dim] = held
     # Under no_grad: the local tensor of a parameter otherwise carries an autograd node, several times the cost.
     with torch.no_grad():
         local = dtensor.to_local()
-    indices = [sharded[d].numpy() if d in sharded else None for d in range(len(full_shape))]
+    indices = [sharded.get(d) for d in range(len(full_shape))]
     shape = tuple(n if index is None else len(index) for n, index in zip(full_shape, indices, strict=True))
+    # The check one rank can make alone: a wrong order of the same sizes would pass it (the tests compare the
+    # indices with torch's own placement of the data, over many meshes, placements and sizes).
     if shape != tuple(local.shape):
         raise TrackableError(
-            f"{where}: the DTensor's local tensor (shape {tuple(local.shape)}) is not the part torch's split of "
-            f"its placements {list(dtensor.placements)} gives this rank (shape {shape}); save full_tensor() "
-            "instead, and report this with your torch version"
+            f"{where}: the DTensor's local tensor (shape {tuple(local.shape)}) is not the part its placements "
+            f"{list(dtensor.placements)} give this rank as trackpoint reads them (shape {shape}); save "
+            f"full_tensor() instead, and report this with your torch version ({_torch_version()})"
         )
     return local, full_shape, indices
+
+
+def _torch_version() -> str:
+    """The version of the torch imported, for messages."""
+    return str(getattr(sys.modules["torch"], "__version__", "unknown"))
+
+
+def _shard_cuts(
+    dtensor: Any, shards: tuple[type, ...], strided: type | None, where: str
+) -> dict[int, list[tuple[int, Any]]]:
+    """How torch cuts each sharded dimension of ``dtensor``: (mesh dimension, split) per cut, in torch's order.
+
+    The split is ``None`` for ``torch.chunk``'s (``Shard``'s), or a ``_StridedShard`` placement whose own
+    split applies. Without strided shards, each dimension is cut over its mesh dimensions left to right. A
+    strided shard means one of two things, and torch's DTensor says which
+    (``DTensorSpec.use_strided_shard_as_shard_order``, torch 2.13):
+
+    - a *shard order*, for placements given to torch (FSDP2's among them): the split factor of a strided
+      shard is the product of the sizes of the mesh dimensions that cut its dimension before it, and each
+      cut is a ``torch.chunk`` of what the earlier ones left. FSDP2 over tensor parallelism on a
+      ``(dp, tp)`` mesh, ``_StridedShard(0, sf=tp), Shard(0)``, cuts the rows over tp first, then each
+      part over dp (7 rows on a (3, 2) mesh: rows 0-1, 2-3, none | 4, 5, 6);
+    - the placements left to right, each strided shard by its own split (the dimension in ``sf`` chunks,
+      each chunk over the mesh dimension, a rank's pieces of every chunk together), for a view's strided
+      shard (``flatten`` of a column-sharded tensor), and where no shard order gives the split factors.
+
+    The two agree where every cut is even. The order is decoded by torch's own function.
+
+    Raises
+    ------
+    TrackableError
+        Strided shards on a torch without the flag or the decoding this reads.
+    """
+    placements = tuple(dtensor.placements)
+    cuts = [(mesh_dim, p) for mesh_dim, p in enumerate(placements) if type(p) in shards]
+    if strided is not None and any(type(p) is strided for _, p in cuts):
+        spec = getattr(dtensor, "_spec", None)
+        as_order = getattr(spec, "use_strided_shard_as_shard_order", None)
+        if not isinstance(as_order, bool):
+            raise _torch_lacks(where, "DTensorSpec.use_strided_shard_as_shard_order")
+        if as_order:
+            decode = getattr(type(spec), "_maybe_convert_StridedShard_to_shard_order", None)
+            if decode is None:
+                raise _torch_lacks(where, "DTensorSpec._maybe_convert_StridedShard_to_shard_order")
+            try:
+                order = decode(placements, dtensor.device_mesh)
+                if order is not None:
+                    return {int(entry.tensor_dim): [(int(m), None) for m in entry.mesh_dims] for entry in order}
+            except (AttributeError, TypeError, ValueError) as error:
+                what = "DTensorSpec._maybe_convert_StridedShard_to_shard_order as trackpoint calls it"
+                raise _torch_lacks(where, what) from error
+    by_dim: dict[int, list[tuple[int, Any]]] = {}
+    for mesh_dim, placement in cuts:
+        by_dim.setdefault(int(placement.dim), []).append((mesh_dim, placement if type(placement) is strided else None))
+    return by_dim
+
+
+def _chunk(held: np.ndarray[Any, Any], parts: int, part: int) -> np.ndarray[Any, Any]:
+    """Part ``part`` of ``held`` cut in ``parts`` as ``torch.chunk`` cuts (``Shard``'s documented split).
+
+    Parts of ``ceil(len / parts)`` values, the last shorter and any past the end empty (5 in 4: 2, 2, 1, 0).
+    """
+    size = -(-len(held) // parts)
+    return held[part * size : (part + 1) * size]
+
+
+def _strided_part(
+    placement: Any, held: np.ndarray[Any, Any], parts: int, part: int, where: str
+) -> np.ndarray[Any, Any]:
+    """Part ``part`` of ``held`` cut in ``parts`` by the strided shard ``placement``'s own split (torch's)."""
+    torch = sys.modules["torch"]
+    # The split acts on the placement's dimension: the indices laid along it, every other dimension of size 1.
+    along = torch.from_numpy(held).reshape((1,) * int(placement.dim) + (-1,))
+    try:
+        pieces, _ = placement._split_tensor(along, parts, with_padding=False, contiguous=False)
+        result: np.ndarray[Any, Any] = pieces[part].reshape(-1).numpy()
+    except (AttributeError, TypeError, ValueError, IndexError, AssertionError) as error:
+        raise _torch_lacks(where, f"_StridedShard._split_tensor as trackpoint calls it ({placement!r})") from error
+    return result
+
+
+def _torch_lacks(where: str, what: str) -> TrackableError:
+    """The error for strided shards on a torch whose private DTensor code is not what trackpoint reads."""
+    return TrackableError(
+        f"{where} is a DTensor with strided shards (_StridedShard placements), and this torch "
+        f"({_torch_version()}) lacks {what}, which trackpoint reads to know where each rank's rows lie "
+        "(torch 2.13 has it): upgrade torch, or save dtensor.full_tensor() instead"
+    )
 
 
 def _runs(index: np.ndarray[Any, Any] | None, size: int) -> list[tuple[int, int, int]]:
@@ -560,11 +781,10 @@ def _optimizer_dtensor_params(obj: Any) -> list[Any] | None:
     A torch optimizer's state dict numbers its parameters in the order of its ``param_groups`` (``state.0``
     is the first group's first parameter), and its ``load_state_dict`` maps them back by that order.
     """
-    groups = getattr(obj, "param_groups", None)
-    if not isinstance(groups, list) or "torch.distributed.tensor" not in sys.modules:
+    if "torch.distributed.tensor" not in sys.modules:
         return None
-    params = [p for group in groups if isinstance(group, Mapping) for p in group.get("params", ())]
-    return params if any(is_dtensor(p) for p in params) else None
+    params = _optimizer_params(obj)
+    return params if params is not None and any(is_dtensor(p) for p in params) else None
 
 
 def _dtensor_like(param: Any, dtype: np.dtype[Any]) -> Any:
@@ -587,6 +807,269 @@ class _SavedNames(tuple[str, ...]):
 
     def __contains__(self, name: object) -> bool:
         return isinstance(name, str)
+
+
+#: No template, or no value: nothing the object holds there.
+_ABSENT: Final[Any] = object()
+
+
+class _SavedEntry(Trackable):
+    """An entry of a state dict saved as a dict (``optimizer=opt.state_dict()``), restored into the object itself.
+
+    That layout holds each container of the state dict as a node and each value as a variable. A restore
+    matches an entry to each node below the object's node; the entries only collect what the checkpoint
+    holds, and the object's node rebuilds the state dict from them (:class:`_Rebuild`) and hands it to
+    ``load_state_dict`` once the last value has been read.
+
+    Parameters
+    ----------
+    owner
+        The node of the object restored.
+    place
+        Where the entry is in the state dict, for messages (``Checkpoint.optimizer['state']['0']``).
+    """
+
+    def __init__(self, owner: StatefulValue, place: str) -> None:
+        self._maybe_initialize_trackable()
+        self._owner = owner
+        self._place = place
+        self._entries: dict[str, _SavedEntry] = {}
+        # The value's dtype and shape and checkpoint key, once the restore has planned to read it.
+        self._info: TensorInfo | None = None
+        self._key = ""
+        # Attributes other than a variable's value (the node of something else than a value).
+        self._others: list[str] = []
+        self._value: Any = _ABSENT
+
+    def _lookup_dependency(
+        self, name: str, cached_dependencies: Mapping[str, Trackable] | None = None
+    ) -> Trackable | None:
+        entry = self._entries.get(name)
+        if entry is None:
+            entry = self._entries[name] = _SavedEntry(self._owner, f"{self._place}[{name!r}]")
+        return entry
+
+    def _checkpoint_attribute_names(self) -> tuple[str, ...]:
+        return _SavedNames((VARIABLE_VALUE_KEY,))
+
+    def _check_restore_tensors(self, infos: Mapping[str, TensorInfo], where: Mapping[str, str]) -> None:
+        self._info = infos.get(VARIABLE_VALUE_KEY)
+        self._key = where.get(VARIABLE_VALUE_KEY, "")
+        self._others = sorted(name for name in infos if name != VARIABLE_VALUE_KEY)
+
+    def _restore_from_tensors(self, tensors: Mapping[str, np.ndarray[Any, Any]]) -> None:
+        if VARIABLE_VALUE_KEY in tensors:
+            self._value = tensors[VARIABLE_VALUE_KEY]
+            self._owner._arrived(self)
+
+    def __repr__(self) -> str:
+        return f"<saved entry {self._place}>"
+
+
+def _walk_entries(entry: _SavedEntry) -> Iterator[_SavedEntry]:
+    """``entry`` and every entry below it."""
+    yield entry
+    for inner in entry._entries.values():
+        yield from _walk_entries(inner)
+
+
+def _is_int_text(name: str) -> bool:
+    """Whether ``name`` is how an ``int`` key is named in a checkpoint (``"3"``, ``"-1"``)."""
+    return name.lstrip("-").isdigit() and str(int(name)) == name
+
+
+class _Rebuild:
+    """Rebuilds a state dict from the entries of a checkpoint that holds it as a dict, typed by the object's own.
+
+    Such a checkpoint holds containers as nodes and Python numbers as 0-d arrays, without their types: the
+    object's state dict now tells them (``betas`` a tuple, ``lr`` a float, a torch tensor where it holds
+    one). Where the object holds nothing, the type must be certain: an optimizer's state is keyed by the
+    parameter numbers of its ``param_groups`` and holds torch tensors; a 0-d boolean, integer or float64 array
+    was a Python number. Anything else (an empty container, integer names that may be a list's positions or a
+    dict's keys) is a problem, reported before anything is written.
+
+    Parameters
+    ----------
+    obj
+        The object restored.
+    build
+        Whether to build the values (once read); else only check what can be built.
+    """
+
+    def __init__(self, obj: Any, build: bool) -> None:
+        self.obj = obj
+        self.build = build
+        self.problems: list[str] = []
+        cls = type(obj)
+        self.torch = cls.__module__.split(".")[0] == "torch"
+        # torch's own optimizers keep their per-parameter state as tensors, all but LBFGS (Python numbers, lists).
+        self.own_optimizer = cls.__module__.startswith("torch.optim.") and cls.__name__ != "LBFGS"
+
+    def state(self, entries: Mapping[str, _SavedEntry], template: Any, place: str) -> Any:
+        """The whole state dict: the object's own, ``template``, types what the checkpoint's ``entries`` hold."""
+        return self._container(entries, template, place, "")
+
+    def _value(self, entry: _SavedEntry, template: Any, context: str) -> Any:
+        if entry._others:
+            self.problems.append(
+                f"{entry._place}: the checkpoint holds {entry._others} there, not a value of a state dict"
+            )
+            return None
+        if entry._info is not None:
+            if entry._entries:
+                self.problems.append(f"{entry._place}: the checkpoint holds both a value and entries there")
+                return None
+            return self._leaf(entry, template, context)
+        return self._container(entry._entries, template, entry._place, context)
+
+    def _leaf(self, entry: _SavedEntry, template: Any, context: str) -> Any:
+        info = entry._info
+        assert info is not None  # a leaf
+        dtype, shape = np.dtype(info.dtype), tuple(info.shape)
+        numeric = dtype.kind in "biufc" or dtypes.is_ml_dtype(dtype)
+        value = entry._value
+        # What a Python bool, int or float is saved as.
+        python = shape == () and (dtype.kind in "biu" or dtype == np.float64)
+        problem = None
+        if template is _ABSENT and context == "param_value" and python and not self.own_optimizer:
+            problem = (
+                "was a Python number or a 0-d tensor, which the checkpoint does not tell, and the optimizer holds "
+                "no state there to tell (torch's own optimizers keep tensors)"
+            )
+        elif dtypes._is_torch_tensor(template) or (template is _ABSENT and context == "param_value"):
+            # The per-parameter state of torch's own optimizers is torch tensors (Adam's `step` too).
+            if not numeric:
+                problem = f"holds dtype {dtypes._name(dtype)}, which is no number a torch tensor could take"
+            elif template is not _ABSENT and tuple(template.shape) != shape:
+                problem = f"holds shape {shape}, {type(self.obj).__name__} holds shape {tuple(template.shape)} there"
+            else:
+                return dtypes._numpy_to_torch(value) if self.build else None
+        elif isinstance(template, (np.ndarray, np.generic)):
+            if tuple(template.shape) != shape:
+                problem = f"holds shape {shape}, {type(self.obj).__name__} holds shape {tuple(template.shape)} there"
+            else:
+                return (value if isinstance(template, np.ndarray) else value[()]) if self.build else None
+        elif type(template) in (bool, int, float):
+            kinds = {bool: "b", int: "iu", float: "fiu"}[type(template)]
+            if shape != () or dtype.kind not in kinds:
+                problem = (
+                    f"holds an array of dtype {dtypes._name(dtype)} and shape {shape} where "
+                    f"{type(self.obj).__name__} holds the {type(template).__name__} {template!r}"
+                )
+            else:
+                return type(template)(value[()]) if self.build else None
+        elif template is _ABSENT or template is None:
+            if python:
+                number = bool if dtype.kind == "b" else int if dtype.kind in "iu" else float
+                return number(value[()]) if self.build else None
+            if not numeric:
+                problem = f"holds dtype {dtypes._name(dtype)}, no array a state dict holds"
+            elif self.build:
+                return dtypes._numpy_to_torch(value) if self.torch else value
+            else:
+                return None
+        else:
+            problem = f"holds a value where {type(self.obj).__name__} holds {dtypes._describe_typed(template)}"
+        self.problems.append(f"{entry._place} ({entry._key!r}) {problem}")
+        return None
+
+    def _container(self, entries: Mapping[str, _SavedEntry], template: Any, place: str, context: str) -> Any:
+        if isinstance(template, Mapping):
+            return self._mapping(entries, template, place, context)
+        if type(template) in (list, tuple):
+            return self._sequence(entries, template, place)
+        if template is _ABSENT or template is None:
+            if context in ("states", "param_state"):
+                return self._mapping(entries, {}, place, context)
+            if not entries:
+                self.problems.append(
+                    f"{place}: the checkpoint holds an empty container, which may have been a list or a dict, where "
+                    f"{type(self.obj).__name__} holds nothing to tell"
+                )
+                return None
+            if all(_is_int_text(name) for name in entries):
+                self.problems.append(
+                    f"{place}: the checkpoint holds entries named {sorted(entries)[:5]}, which may have been a "
+                    f"list's positions or a dict's integer keys, where {type(self.obj).__name__} holds nothing to tell"
+                )
+                return None
+            return self._mapping(entries, {}, place, context)
+        self.problems.append(
+            f"{place}: the checkpoint holds a container where {type(self.obj).__name__} holds "
+            f"{dtypes._describe_typed(template)}"
+        )
+        return None
+
+    def _mapping(
+        self, entries: Mapping[str, _SavedEntry], template: Mapping[Any, Any], place: str, context: str
+    ) -> Any:
+        # A torch optimizer's state dict: its `state` is keyed by the parameter numbers in `param_groups`.
+        optimizer = "state" in template and "param_groups" in template
+        by_name = {str(key): key for key in template}
+        integers = (bool(template) and all(type(key) is int for key in template)) or context == "states"
+        found: dict[Any, Any] = {}
+        for name, entry in entries.items():
+            key = by_name.get(name)
+            if key is None:
+                if integers and _is_int_text(name):
+                    key = int(name)
+                elif _is_int_text(name):
+                    self.problems.append(
+                        f"{place}: the checkpoint holds the entry {name!r}, which may have been an integer key or a "
+                        f"string one, where {type(self.obj).__name__} holds no such entry to tell"
+                    )
+                    continue
+                else:
+                    key = name
+            inner = (
+                "states"
+                if optimizer and key == "state"
+                else "param_state"
+                if context == "states"
+                else "param_value"
+                if context == "param_state"
+                else ""
+            )
+            found[key] = self._value(entry, template.get(key, _ABSENT), inner)
+        if not self.build:
+            return None
+        result: Any = (type(template) if type(template) in _MAPPING_NAMES else dict)()
+        for key, held in template.items():  # in the object's order, as its own state dict has them
+            if key in found:
+                result[key] = found.pop(key)
+            elif held is None or (type(held) in (dict, list, tuple) and not held):
+                # None is not saved, nor is anything in an empty container: what the object holds there is it.
+                result[key] = held if held is None else type(held)()
+        result.update(found)
+        metadata = getattr(template, "_metadata", None)
+        if isinstance(metadata, dict):
+            # The module versions of a module's state dict (not in that layout): the module's own.
+            result._metadata = metadata
+        return result
+
+    def _sequence(self, entries: Mapping[str, _SavedEntry], template: list[Any] | tuple[Any, ...], place: str) -> Any:
+        if set(entries) != {str(index) for index in range(len(entries))}:
+            self.problems.append(
+                f"{place}: the checkpoint holds the entries {sorted(entries)[:5]} where {type(self.obj).__name__} "
+                f"holds a {type(template).__name__}"
+            )
+            return None
+        items = []
+        for index in range(len(entries)):
+            # A list grown since holds elements like its last.
+            held = template[index] if index < len(template) else template[-1] if template else _ABSENT
+            items.append(self._value(entries[str(index)], held, ""))
+        return type(template)(items) if self.build else None
+
+    def flat(self, entries: Mapping[str, _SavedEntry]) -> list[tuple[str, TensorInfo, str]]:
+        """The values of the optimizer state the entries hold, as ``(state.<i>.<entry>, info, key)``."""
+        found = []
+        states = entries.get("state")
+        for number, held in ({} if states is None else states._entries).items():
+            for name, entry in held._entries.items():
+                if entry._info is not None:
+                    found.append((f"state.{number}.{name}", entry._info, entry._key))
+        return found
 
 
 class StatefulValue(Trackable):
@@ -613,16 +1096,32 @@ class StatefulValue(Trackable):
         # For a checkpoint of the object's state dict given as a dict: (the restore's children, the state dict).
         self._legacy: tuple[Any, Mapping[Any, Any]] | None = None
         self._legacy_nodes: dict[str, _NumpyValue] = {}
+        # For such a checkpoint whose entries are not all arrays the object holds (`optimizer=opt.state_dict()`):
+        # the entries matched to its nodes, by name, and the state dict then (see _entries_missing_from).
+        self._entries: dict[str, _SavedEntry] | None = None
+        self._template: Any = None
+        # The values still to be read before that state dict is rebuilt and loaded (by id), once planned.
+        self._pending: set[int] = set()
+        # How a module with compiled submodules spells the keys saved without `_orig_mod.` (see _state_dict).
+        self._spelling: _Spelling | None = None
+        # Planned by a restore (see _order_restores): the tensors on 'meta' it fills (a module's), and the
+        # parameters on 'meta' whose state it restores (an optimizer's), by id, with the state's name.
+        self._fills: list[Any] = []
+        self._needs: dict[int, str] = {}
 
     def current(self) -> Any:
         """The object saved (a restore never replaces it)."""
         return self._obj
 
     def _state_dict(self) -> Any:
+        """The object's state dict; a module's with its keys as if no submodule were compiled."""
         try:
-            return self._obj.state_dict()
+            state = self._obj.state_dict()
         except Exception as exc:  # the object's own failure, of any type
             raise TrackableError(f"{self._where}: {type(self._obj).__name__}.state_dict() failed: {exc}") from exc
+        if _module(self._obj) is not None:
+            state, self._spelling = _without_compiled(state)
+        return state
 
     def _flatten(self, state: Any, arrays: bool, restoring: bool = False) -> tuple[Any, dict[str, _NumpyValue | None]]:
         """The JSON structure of ``state`` and its arrays by name (a node each when ``arrays``, else ``None``).
@@ -760,23 +1259,53 @@ class StatefulValue(Trackable):
         return _SavedNames((*leaves, STATE_DICT_STRUCTURE))
 
     def _entries_missing_from(self, names: Sequence[str]) -> list[str]:
-        """The arrays of the state dict that a checkpoint node holding entries as children (``names``) lacks.
+        """The entries of the state dict that a checkpoint node holding entries as children (``names``) lacks.
 
-        Such a node was saved from the state dict given as a dict (``model=net.state_dict()``); its entries
-        restore one by one through :meth:`_lookup_dependency`, and the restore's status reports these.
+        Such a node was saved from the state dict given as a dict (``model=net.state_dict()``). When every
+        entry it names is an array the object holds (a module's), its entries restore one by one, in place,
+        through :meth:`_lookup_dependency`. Otherwise (``optimizer=opt.state_dict()``: containers and Python
+        numbers) the entries are matched to :class:`_SavedEntry` nodes, from which the state dict is rebuilt
+        and handed to ``load_state_dict`` (see :meth:`_order_restores`). The restore's status reports what is
+        returned: the arrays the first kind lacks, or the entries the second lacks.
         """
+        self._entries = None
+        self._fills, self._needs = [], {}
         try:
             state = self._state_dict()
         except TrackableError:
             return []
         if not isinstance(state, Mapping):
             return []
-        given = set(names)
-        missing = [str(k) for k, v in state.items() if is_array_value(v) and str(k) not in given]
+        module = _module(self._obj) is not None
+        # A module's entries saved from a compiled one's state dict given as a dict: `_orig_mod.` in each key.
+        given = {_uncompiled(name) if module else name: name for name in names}
+        held = {str(key): value for key, value in state.items()}
+        if any(name in held and not is_array_value(held[name]) for name in given):
+            self._entries, self._template = {}, state
+            missing = [
+                name
+                for name, value in held.items()
+                # None is not saved, nor is anything in an empty container: what the object holds is that.
+                if name not in given and value is not None and not (type(value) in (dict, list, tuple) and not value)
+            ]
+        else:
+            missing = [name for name, value in held.items() if is_array_value(value) and name not in given]
         if isinstance(self._obj, NonStrict):
             # Asked to leave them as they are: recorded as load_state_dict(strict=False) would report them.
             self._obj.missing_keys = missing
             return []
+        # Entries saved under a prefix (`model=ddp.state_dict()`: `module.0.weight`) are the likeliest cause.
+        unknown = [name for plain, name in given.items() if plain not in held]
+        hinted = {key: name for key in missing for name in unknown if name.endswith("." + key)}
+        if hinted:
+            prefixes = sorted({name[: -len(key)] for key, name in hinted.items()})
+            key, name = next(iter(hinted.items()))
+            prefix = name[: -len(key)]
+            missing.append(
+                f"(the checkpoint holds {len(hinted)} of them under the prefix {' or '.join(map(repr, prefixes))}, "
+                f"as {name!r}: restore into a dict of those names, such as "
+                f"{{{prefix!r} + k: v for k, v in net.state_dict().items()}}, which restores in place)"
+            )
         return missing
 
     def _lookup_dependency(
@@ -792,13 +1321,23 @@ class StatefulValue(Trackable):
             except TrackableError:
                 return None
             legacy = self._legacy = (cached_dependencies, state if isinstance(state, Mapping) else {})
-        value = legacy[1].get(name)
+        key = _uncompiled(name) if _module(self._obj) is not None else name
+        if self._entries is not None:
+            # Entries to rebuild the state dict from: only those the object's state dict has, as its keys tell
+            # how to type them; the others are reported unresolved by the status, as for any restore.
+            if not any(str(k) == key for k in legacy[1]):
+                return None
+            entry = self._entries.get(key)
+            if entry is None:
+                entry = self._entries[key] = _SavedEntry(self, f"{self._where}[{key!r}]")
+            return entry
+        value = legacy[1].get(key)
         if not is_array_value(value):
             return None
         node = self._legacy_nodes.get(name)
         if node is None or node.current() is not value:
             try:
-                node = _array_node(value, name, f"{self._where}[{name!r}]")
+                node = _array_node(value, key, f"{self._where}[{key!r}]")
             except TrackableError:
                 return None
             # Kept: a restore holds its matched objects weakly, and status checks look for them later.
@@ -812,7 +1351,16 @@ class StatefulValue(Trackable):
                 f"cannot restore into {self._where} ({type(self._obj).__name__}): the checkpoint holds no state "
                 f"dict there (no scalar string {STATE_DICT_STRUCTURE!r} among its values {sorted(infos)})"
             )
+        self._entries = None
+        self._fills, self._needs = [], {}
         _, leaves = self._flatten(self._state_dict(), arrays=True, restoring=True)
+        module = _module(self._obj)
+        # By the name the object's state dict gives it now: a module's entry saved with `_orig_mod.` in its key
+        # (a compiled submodule, saved by an older trackpoint) is the same entry.
+        plain: dict[str, str] = {}
+        if module is not None:
+            plain = {_uncompiled(name): name for name in infos if _COMPILED in name}
+            plain = {name: saved for name, saved in plain.items() if name not in infos}
         places = [where for where, _ in self._meta.values()]
         if self._meta and _module(self._obj) is None:
             # torch copies nothing into a tensor without memory: the restore would report success and restore
@@ -824,18 +1372,37 @@ class StatefulValue(Trackable):
                 "them memory first (module.to_empty(device='cpu')), or restore the module itself, not a wrapper"
             )
         planned = {name: node for name, node in leaves.items() if node is not None}
+        for name, saved in plain.items():
+            if name in planned:
+                planned[saved] = planned.pop(name)
         planned.update(self._dtensor_templates(infos, leaves, where))
         problems: list[AssignmentError] = []
+        filled: set[str] = set()
         for name, (place, tensor) in self._meta.items():
             # A tensor on 'meta' takes the checkpoint's value whole: its shape must be the one it was built with.
-            info = infos.get(name)
+            saved = plain.get(name, name)
+            info = infos.get(saved)
             if info is not None and tuple(info.shape) != tuple(tensor.shape):
                 problems.append(
                     ShapeMismatchError(
-                        f"cannot restore {where[name]!r} into {place} on the 'meta' device: the checkpoint holds "
+                        f"cannot restore {where[saved]!r} into {place} on the 'meta' device: the checkpoint holds "
                         f"shape {tuple(info.shape)}, the tensor has shape {tuple(tensor.shape)}"
                     )
                 )
+            elif info is not None:
+                filled.add(name)
+        if module is not None and filled:
+            # The tensor objects themselves (the state dict's own are detached aliases): an optimizer holds these.
+            self._fills = [
+                tensor
+                for key, tensor in module.state_dict(keep_vars=True).items()
+                if _component(_uncompiled(key)) in filled and _is_meta(tensor)
+            ]
+        needs, misfits = self._check_optimizer_state(
+            [(name, info, where[name]) for name, info in infos.items() if name not in planned]
+        )
+        self._needs = needs
+        problems.extend(misfits)
         for name, tensor in infos.items():
             node = planned.get(name)
             if node is None:
@@ -858,6 +1425,44 @@ class StatefulValue(Trackable):
             )
         self._planned = planned
         self._offered = set()
+
+    def _check_optimizer_state(
+        self, entries: Sequence[tuple[str, TensorInfo, str]]
+    ) -> tuple[dict[int, str], list[AssignmentError]]:
+        """What the state a torch optimizer lacks and the checkpoint holds (``(name, info, key)``) needs to fit.
+
+        Returns the parameters on the 'meta' device that state belongs to (by id, with the state's name):
+        torch's ``load_state_dict`` moves state to its parameter's device, where it would hold no values, so
+        those parameters must be filled first, by the same restore (see :meth:`_order_restores`). And the
+        entries of a torch optimizer's own (:data:`_PARAM_SHAPED_STATE`) whose shape is not their parameter's,
+        which would fail at the next ``step()`` (a layer resized since the save).
+        """
+        params = _optimizer_params(self._obj)
+        if params is None:
+            return {}, []
+        cls = type(self._obj)
+        shaped = _PARAM_SHAPED_STATE.get((cls.__module__, cls.__name__), frozenset())
+        needs: dict[int, str] = {}
+        problems: list[AssignmentError] = []
+        for name, info, key in entries:
+            entry = _state_entry(name)
+            if entry is None or entry[0] >= len(params):
+                continue
+            number, kind = entry
+            param = params[number]
+            if _is_meta(param):
+                needs.setdefault(id(param), f"state.{number}")
+            shape = tuple(getattr(param, "shape", ()))
+            if kind in shaped and tuple(info.shape) != shape:
+                problems.append(
+                    ShapeMismatchError(
+                        f"cannot restore {key!r} into {self._where}: it is the {kind!r} state of parameter {number} "
+                        f"(in the order of the optimizer's param_groups), of shape {tuple(info.shape)}, and that "
+                        f"parameter has shape {shape}; {cls.__name__} keeps {kind!r} in its parameter's shape. Was "
+                        "the model changed (a layer resized) or its parameters reordered since the save?"
+                    )
+                )
+        return needs, problems
 
     def _dtensor_templates(
         self, infos: Mapping[str, TensorInfo], leaves: Mapping[str, _NumpyValue | None], where: Mapping[str, str]
@@ -940,11 +1545,22 @@ class StatefulValue(Trackable):
 
         state = rebuild_state_dict(structure, array, self._where)
         meta, self._meta = self._meta, {}
-        module = _module(self._obj) if meta else None
+        self._load(state, bool(meta), written)
+
+    def _load(self, state: Any, meta: bool, written: set[str]) -> None:
+        """Hand the state dict rebuilt from the checkpoint to ``load_state_dict``, first filling tensors on 'meta'.
+
+        ``meta``: the object holds tensors on the 'meta' device; ``written``: the names of its arrays already
+        holding the checkpoint's values, for the message if ``load_state_dict`` refuses.
+        """
+        module = _module(self._obj)
+        if module is not None:
+            state = _as_spelled(state, self._spelling)
+        filling = module if meta else None
         try:
-            if module is not None and isinstance(state, Mapping):
+            if filling is not None and isinstance(state, Mapping):
                 # A module built on the 'meta' device, to be filled by its checkpoint (as large models are).
-                _materialize(module, state)
+                _materialize(filling, state)
             self._obj.load_state_dict(state)
         except Exception as exc:  # the object's own refusal, of any type
             # As PyTorch DCP does, arrays the object holds were read into in place before load_state_dict ran.
@@ -958,8 +1574,8 @@ class StatefulValue(Trackable):
                 f"state dict ({type(exc).__name__}: {exc}){partly}. Was it saved from another kind of object (an "
                 "optimizer of another class, a module with other layers)?"
             ) from exc
-        if module is not None:
-            empty = [key for key, tensor in module.state_dict(keep_vars=True).items() if _is_meta(tensor)]
+        if filling is not None:
+            empty = [key for key, tensor in filling.state_dict(keep_vars=True).items() if _is_meta(tensor)]
             if empty:
                 # Entries the checkpoint lacks (a NonStrict restore) have no initial values to keep on 'meta'.
                 # Said, not raised: the restore of the other objects goes on, as a NonStrict restore should.
@@ -971,6 +1587,101 @@ class StatefulValue(Trackable):
                     len(empty),
                     ", ".join(empty[:5]) + (", ..." if len(empty) > 5 else ""),
                 )
+
+    def _arrived(self, entry: _SavedEntry) -> None:
+        """A value of a state dict saved as a dict was read: the last one rebuilds it and loads it."""
+        pending = self._pending
+        if id(entry) not in pending:
+            return  # an entry of an earlier restore
+        pending.discard(id(entry))
+        if not pending:
+            self._load_entries()
+
+    def _load_entries(self) -> None:
+        entries, template = self._entries or {}, self._template
+        rebuild = _Rebuild(self._obj, build=True)
+        state = rebuild.state(entries, template, self._where)
+        meta = isinstance(template, Mapping) and any(_is_meta(value) for value in template.values())
+        self._load(state, meta, set())
+
+    @staticmethod
+    def _order_restores(objects: list[Trackable]) -> list[Trackable]:
+        """The objects a restore planned, in the order to apply their values; refuses what cannot be restored.
+
+        Called by a restore once it has planned every object and before it writes anything (see
+        ``trackpoint.restore._Plan``). A torch optimizer's ``load_state_dict`` places its state on its
+        parameters' device: for parameters on the 'meta' device that the restore fills (a model built on
+        'meta'), their modules must be loaded first, whatever the names they are held under. State for
+        parameters on 'meta' that the restore does not fill would keep no values: refused, as is a state dict
+        saved as a dict that cannot be rebuilt. Such state dicts are loaded last, once their values are read.
+
+        Parameters
+        ----------
+        objects
+            The objects planned, in the order of the restore's walk.
+
+        Returns
+        -------
+        list
+            The same objects: those filling tensors on 'meta' first, the entries of state dicts saved as a dict
+            last, the others in between in their order.
+
+        Raises
+        ------
+        AssignmentError
+            Optimizer state whose parameters stay on 'meta', or a state dict saved as a dict that cannot be
+            rebuilt (each named with what to do); nothing has been written.
+        """
+        nodes = [obj for obj in objects if isinstance(obj, StatefulValue)]
+        planned = {id(obj) for obj in objects}
+        rebuilt: list[tuple[StatefulValue, list[_SavedEntry]]] = []
+        problems: list[str] = []
+        for node in nodes:
+            if node._entries is None:
+                continue
+            every = [entry for top in node._entries.values() for entry in _walk_entries(top)]
+            if not every or not all(id(entry) in planned for entry in every):
+                continue  # entries of an earlier restore of this object
+            check = _Rebuild(node._obj, build=False)
+            check.state(node._entries, node._template, node._where)
+            needs, misfits = node._check_optimizer_state(check.flat(node._entries))
+            node._needs = needs
+            if check.problems or misfits:
+                listed = "\n  ".join([*check.problems, *(str(misfit) for misfit in misfits)])
+                problems.append(
+                    f"{node._where} ({type(node._obj).__name__}): the checkpoint holds its state dict as a dict (saved "
+                    "from the state dict given as a dict, such as optimizer=opt.state_dict()), and the state dict "
+                    f"its load_state_dict() takes cannot be rebuilt from it:\n  {listed}\nRead that dict with "
+                    "tp.load_tree(path) and load what it holds yourself (tp.to_torch makes its arrays torch tensors)"
+                )
+            rebuilt.append((node, every))
+        filled = {id(tensor) for node in nodes for tensor in node._fills}
+        for node in nodes:
+            waiting = [name for param, name in node._needs.items() if param not in filled]
+            if waiting:
+                problems.append(
+                    f"{node._where} ({type(node._obj).__name__}) holds state for {len(waiting)} parameters on the "
+                    f"'meta' device ({', '.join(waiting[:3])}{', ...' if len(waiting) > 3 else ''}) that this restore "
+                    "does not fill: torch places an optimizer's state on its parameters' device, where it would "
+                    "keep no values. Restore their module in the same restore (give it to this Checkpoint too), "
+                    "or before this one, or give them memory first (module.to_empty(device='cpu'))"
+                )
+        if problems:
+            raise AssignmentError("cannot restore (nothing was written): " + "\n".join(problems))
+        first = [node for node in nodes if node._fills]
+        for node in nodes:
+            node._fills, node._needs = [], {}
+        last: list[Trackable] = []
+        for node, every in rebuilt:
+            leaves = [entry for entry in every if entry._info is not None]
+            node._pending = {id(entry) for entry in leaves}
+            last.extend(every)
+            if not leaves:
+                node._load_entries()  # nothing to read (empty containers only)
+        if not first and not last:
+            return objects
+        moved = {id(obj) for obj in (*first, *last)}
+        return [*first, *(obj for obj in objects if id(obj) not in moved), *last]
 
     def __repr__(self) -> str:
         return f"<state dict of {type(self._obj).__name__} at {self._where}>"

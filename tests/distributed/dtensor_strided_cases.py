@@ -20,34 +20,53 @@ import trackpoint as tp
 
 #: Widths of the layers: 10 rows over tp=2 then dp=2 are 3 and 2 per rank (uneven under the strided shard).
 WIDTHS = (IN, 10, 6, 8, 3)
+#: For a (dp, tp) = (3, 2) mesh: 7 rows over tp=2 are 4 and 3, then over dp 2, 2, none and 1, 1, 1 (13 rows:
+#: 3, 3, 1 and 2, 2, 2), where cutting the placements left to right would give other ranks other rows. With
+#: ``gather``: torch's RowwiseParallel needs its input features split evenly, which 7 and 13 are not.
+WIDTHS_DP3 = (IN, 7, 6, 13, 3)
 
 
-def _tp_net(seed: int) -> Any:
+def _tp_net(seed: int, widths: tuple[int, ...] = WIDTHS) -> Any:
     """Two pairs of layers, each split by columns then by rows under tensor parallelism (the usual MLP plan)."""
     import torch
 
     torch.manual_seed(seed)
     layers: list[Any] = []
-    for a, b in itertools.pairwise(WIDTHS):
+    for a, b in itertools.pairwise(widths):
         layers += [torch.nn.Linear(a, b), torch.nn.Tanh()]
     return torch.nn.Sequential(*layers[:-1])
 
 
-def _fsdp_tp(mesh_shape: tuple[int, int], seed: int, steps: int, columns: bool) -> tuple[Any, Any]:
+def _fsdp_tp(
+    mesh_shape: tuple[int, int],
+    seed: int,
+    steps: int,
+    columns: bool,
+    widths: tuple[int, ...] = WIDTHS,
+    gather: bool = False,
+) -> tuple[Any, Any]:
     """``_tp_net`` parallelized on the "tp" mesh dimension, then sharded by FSDP2 on "dp", after ``steps`` steps.
 
     ``columns``: FSDP2 shards a weight that tensor parallelism splits by columns on its columns too (where they
     split evenly, as FSDP2 requires), which makes it a strided shard of dimension 1; otherwise FSDP2 shards
-    every parameter by rows (dimension 0).
+    every parameter by rows (dimension 0). ``gather``: the column-parallel layers gather their outputs and
+    the layers after them are not parallelized (FSDP2 alone shards them).
     """
     import torch
     from torch.distributed.fsdp import fully_shard
-    from torch.distributed.tensor import Shard
+    from torch.distributed.tensor import Replicate, Shard
     from torch.distributed.tensor.parallel import ColwiseParallel, RowwiseParallel, parallelize_module
 
     mesh = _mesh(mesh_shape)
-    net = _tp_net(seed)
-    plan = {"0": ColwiseParallel(), "2": RowwiseParallel(), "4": ColwiseParallel(), "6": RowwiseParallel()}
+    net = _tp_net(seed, widths)
+    plan: dict[str, Any] = {
+        "0": ColwiseParallel(),
+        "2": RowwiseParallel(),
+        "4": ColwiseParallel(),
+        "6": RowwiseParallel(),
+    }
+    if gather:
+        plan = {"0": ColwiseParallel(output_layouts=Replicate()), "4": ColwiseParallel(output_layouts=Replicate())}
     parallelize_module(net, mesh["tp"], plan)
     dp = mesh["dp"].size()
 
@@ -61,22 +80,42 @@ def _fsdp_tp(mesh_shape: tuple[int, int], seed: int, steps: int, columns: bool) 
     return net, optim
 
 
-def tp_save(ctx: Context, prefix: str, mesh: tuple[int, int], seed: int = 1, steps: int = 2) -> dict[str, Any]:
-    """An FSDP2 + tensor parallel model and its optimizer, saved by every rank; their values before the save."""
-    net, optim = _fsdp_tp(tuple(mesh), seed, steps, columns=False)
+def tp_save(
+    ctx: Context,
+    prefix: str,
+    mesh: tuple[int, int],
+    seed: int = 1,
+    steps: int = 2,
+    widths: tuple[int, ...] = WIDTHS,
+    gather: bool = False,
+    local_shapes: bool = False,
+) -> dict[str, Any]:
+    """An FSDP2 + tensor parallel model and its optimizer, saved by every rank; their values before the save.
+
+    ``local_shapes``: also the shape of this rank's local tensor of each parameter (under "local").
+    """
+    net, optim = _fsdp_tp(tuple(mesh), seed, steps, columns=False, widths=tuple(widths), gather=gather)
     before = _state(net, optim)
+    if local_shapes:
+        before["local"] = {name: tuple(param.to_local().shape) for name, param in net.named_parameters()}
     tp.Checkpoint(model=net, optim=optim).write(prefix, options=_options(ctx))
     return before
 
 
 def tp_restore(
-    ctx: Context, prefix: str, mesh: tuple[int, int], seed: int = 7, columns: bool = False
+    ctx: Context,
+    prefix: str,
+    mesh: tuple[int, int],
+    seed: int = 7,
+    columns: bool = False,
+    widths: tuple[int, ...] = WIDTHS,
+    gather: bool = False,
 ) -> dict[str, Any]:
     """A fresh FSDP2 + tensor parallel model and optimizer (no state) restored from ``prefix``; their values.
 
     ``stepped``: a training step runs afterwards (it refuses state not placed as its parameters).
     """
-    net, optim = _fsdp_tp(tuple(mesh), seed, 0, columns)
+    net, optim = _fsdp_tp(tuple(mesh), seed, 0, columns, tuple(widths), gather)
     tp.Checkpoint(model=net, optim=optim).read(prefix, options=_options(ctx)).assert_consumed()
     after = _state(net, optim)
     _train(net, optim, 1, seed)

@@ -8,6 +8,7 @@ checkpoint holds the whole tensor torch gathers, and restores into any layout gi
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -102,6 +103,40 @@ def test_a_plain_checkpoint_restores_into_fsdp2_over_tensor_parallelism(torch4: 
         for index, entry in optim.state_dict()["state"].items():
             for name in ("exp_avg", "exp_avg_sq"):
                 np.testing.assert_array_equal(rank["optim"][f"{index}.{name}"]["value"], entry[name].numpy())
+
+
+@pytest.fixture(scope="module")
+def torch6() -> Iterator[Ranks]:
+    """Six torch.distributed (gloo) ranks: the smallest (dp, tp) mesh, (3, 2), where FSDP2's rows differ."""
+    with Ranks(6, "torch") as ranks:
+        yield ranks
+
+
+def test_fsdp2_over_tensor_parallelism_with_rows_that_do_not_divide(torch6: Ranks, tmp_path: Path) -> None:
+    import torch
+    from dtensor_strided_cases import WIDTHS_DP3, _tp_net
+
+    prefix = str(tmp_path / "ckpt")
+    kwargs: dict[str, Any] = {"prefix": prefix, "mesh": (3, 2), "widths": WIDTHS_DP3, "gather": True}
+    before = torch6.values("dtensor_strided_cases:tp_save", steps=1, local_shapes=True, **kwargs)
+    # 7 rows over tp=2 (4 and 3), each part over dp=3: rank (2, 0) holds no row, rank (2, 1) one. Cutting the
+    # placements left to right instead (7 rows over dp, then over tp) gives (2, 0) one and (2, 1) none.
+    assert before[0]["model"]["0.weight"]["dtensor"] == STRIDED_ROWS
+    assert [rank["local"]["0.weight"][0] for rank in before] == [2, 1, 2, 1, 0, 1]
+    assert [rank["local"]["4.weight"][0] for rank in before] == [3, 2, 3, 2, 1, 2]
+    wholes = {part: before[0][part] for part in ("model", "optim")}
+    assert all({part: rank[part] for part in ("model", "optim")} == wholes for rank in before)
+    # The checkpoint holds each whole tensor as torch's full_tensor() gathers it.
+    _stored(prefix, before[0])
+    # A fresh model on the same mesh gets it back, and so does a plain model in this process.
+    for rank in torch6.values("dtensor_strided_cases:tp_restore", **kwargs):
+        assert rank.pop("stepped") is True
+        _same_values(rank, before[0])
+    net = _tp_net(seed=11, widths=WIDTHS_DP3)
+    optim = torch.optim.Adam(net.parameters(), lr=0.01)
+    tp.Checkpoint(model=net, optim=optim).read(prefix).assert_consumed()
+    for key, entry in before[0]["model"].items():
+        np.testing.assert_array_equal(net.state_dict()[key].numpy(), entry["value"], err_msg=key)
 
 
 def test_strided_shards_whose_rows_interleave(torch2: Ranks, torch4: Ranks, tmp_path: Path) -> None:
