@@ -226,11 +226,17 @@ class _NumpyValue(Variable):
             value = _python_number_array(self._current, self._saved_dtype, self._where)
         if is_jax_array(self._current):
             saved = _SAVED_JAX.arrays
+            deferred = None
             if saved is not None:
                 saved.append((self, self._current))
+                deferred = _SAVED_JAX.deferred
             if self._spread is not None:
                 # TensorFlow's form for slices of a larger tensor: a coordinated save merges every process's.
-                return {VARIABLE_VALUE_KEY: _spread_slices(self._current, self._saved_dtype, self._where)}
+                return {VARIABLE_VALUE_KEY: _spread_slices(self._current, self._saved_dtype, self._where, deferred)}
+            if deferred is not None:
+                # Gathered when written (see saved_jax); a deleted array is refused now, by the save call.
+                _check_jax(self._current, self._where)
+                return {VARIABLE_VALUE_KEY: _defer(deferred, self._current, self._saved_dtype, self._where)}
             value = _jax_to_numpy(self._current, self._where)
         elif is_jax_shape(self._current):
             raise TrackableError(
@@ -473,29 +479,61 @@ def _cast_kind(dtype: np.dtype[Any]) -> str | None:
     return _CAST_KINDS.get(dtype.kind)
 
 
+#: A JAX array whose host copy a save gathers later: the placeholder serialized in its place (kept alive, so
+#: its id stays unique), the array (or the single-device array of one shard), and where it is held.
+_Deferred = tuple[np.ndarray[Any, Any], Any, str]
+
+
 class _SavedJax(threading.local):
     """The JAX arrays a save in this thread serializes, while a checkpoint asks for them (see :func:`saved_jax`)."""
 
     arrays: list[tuple[_NumpyValue, Any]] | None = None
+    #: While a save defers the gathering of JAX arrays: what each placeholder stands for, by its id.
+    deferred: dict[int, _Deferred] | None = None
 
 
 _SAVED_JAX = _SavedJax()
 
 
 @contextlib.contextmanager
-def saved_jax() -> Iterator[list[tuple[_NumpyValue, Any]]]:
+def saved_jax(*, defer: bool = False) -> Iterator[tuple[list[tuple[_NumpyValue, Any]], dict[int, _Deferred] | None]]:
     """Collect ``(node, array)`` for each JAX array serialized in this thread within the block.
 
     The nodes append themselves where they read their array anyway, so a save of numpy values, tensors or
     variables pays nothing for it.
+
+    With ``defer``, JAX arrays are not gathered from their devices: each serializes as a placeholder that
+    holds no memory (its dtype and shape), and the second value yielded maps the placeholder's id to
+    ``(placeholder, array, where)``: the save writes :func:`host_copy` of ``array`` in its place, made
+    when it is written. Only for a save that builds its items so: the placeholders are no values.
     """
-    outer = _SAVED_JAX.arrays
+    outer = _SAVED_JAX.arrays, _SAVED_JAX.deferred
     arrays: list[tuple[_NumpyValue, Any]] = []
-    _SAVED_JAX.arrays = arrays
+    deferred: dict[int, _Deferred] | None = {} if defer else None
+    _SAVED_JAX.arrays, _SAVED_JAX.deferred = arrays, deferred
     try:
-        yield arrays
+        yield arrays, deferred
     finally:
-        _SAVED_JAX.arrays = outer
+        _SAVED_JAX.arrays, _SAVED_JAX.deferred = outer
+
+
+def _defer(deferred: dict[int, _Deferred], array: Any, dtype: np.dtype[Any], where: str) -> np.ndarray[Any, Any]:
+    """A placeholder for the host copy of the JAX ``array`` (saved as ``dtype``), recorded in ``deferred``."""
+    placeholder = _placeholder(dtype, tuple(array.shape))
+    deferred[id(placeholder)] = (placeholder, array, where)
+    return placeholder
+
+
+def host_copy(array: Any, dtype: np.dtype[Any], where: str) -> np.ndarray[Any, Any]:
+    """The host copy of the JAX ``array`` as ``dtype``, gathered now (for a placeholder of :func:`saved_jax`).
+
+    Raises
+    ------
+    TrackableError
+        The array was deleted meanwhile (donated to a jitted function by another thread, say).
+    """
+    value = _jax_to_numpy(array, where)
+    return value if value.dtype == dtype else value.astype(dtype)
 
 
 def _placeholder(dtype: np.dtype[Any], shape: tuple[int, ...]) -> np.ndarray[Any, Any]:
@@ -577,7 +615,9 @@ def _spread_reads(sharding: Any, shape: tuple[int, ...]) -> tuple[TensorSlice, l
     return read, parts
 
 
-def _spread_slices(array: Any, dtype: np.dtype[Any], where: str) -> dict[str, np.ndarray[Any, Any]]:
+def _spread_slices(
+    array: Any, dtype: np.dtype[Any], where: str, deferred: dict[int, _Deferred] | None = None
+) -> dict[str, np.ndarray[Any, Any]]:
     """The slices of the whole JAX ``array`` this process saves, by TensorFlow slice spec.
 
     Each distinct part of the array is saved by exactly one device of the whole job, the one holding its
@@ -588,12 +628,18 @@ def _spread_slices(array: Any, dtype: np.dtype[Any], where: str) -> dict[str, np
 
     A process holding no first copy saves one empty slice: a save without a coordinator, whose slices
     must then cover the array alone, is refused as not covering it rather than written without the value.
+
+    With ``deferred`` (see :func:`saved_jax`), each slice is a placeholder for the host copy of its shard,
+    gathered later.
     """
     _check_jax(array, where)
     shape = tuple(array.shape)
     slices: dict[str, np.ndarray[Any, Any]] = {}
     for shard in array.addressable_shards:
         if shard.replica_id != 0:
+            continue
+        if deferred is not None:
+            slices[_block(shard.index, shape).spec] = _defer(deferred, shard.data, dtype, where)
             continue
         data = np.asarray(shard.data)
         if data.dtype != dtype or not data.flags.c_contiguous:

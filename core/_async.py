@@ -10,7 +10,12 @@ An async save (``CheckpointOptions(enable_async=True)``) splits a save in two:
   ``_serialize_to_tensors`` made for the save, or the host copy the node of
   a torch tensor numpy cannot share (on a GPU) made of it, which the node
   only keeps. One memory saved under several keys (tied weights) is copied
-  once.
+  once. A JAX array is immutable but not safe to hold either: a jitted
+  function the program calls next may donate it, which deletes it. Its item
+  makes its host copy when read (``storage._LazyItem``; a synchronous save
+  gathers each array as the backend writes it), and the snapshot reads it:
+  gathered before ``save`` returns, charged like a copy, and the save keeps
+  no reference to the JAX array.
 * **the write**, in a thread: the same save driver a synchronous save runs
   (the ``write`` callable the caller hands over), then the caller's
   follow-up (state file, retention) after the commit. The thread runs at the
@@ -39,10 +44,10 @@ the same dtype and shape from there: a training loop that saves every few steps
 and assigns every variable meanwhile writes into warm memory only.
 
 Memory. Each save has a byte budget (``async_memory_bytes``): the copies made
-at snapshot time (what the program could change in place; host copies the
-serialization makes anyway, as for a synchronous save, do not count), the
-buffers given to writes while it is in flight, and the warm buffers its saver
-keeps count against it. A write whose new buffer would
+at snapshot time (what the program could change in place, and the host copies
+of JAX arrays; other host copies the serialization makes anyway, as for a
+synchronous save, do not count), the buffers given to writes while it is in
+flight, and the warm buffers its saver keeps count against it. A write whose new buffer would
 exceed it first frees kept buffers of other shapes, then waits for the writer
 instead of allocating; a snapshot whose copies alone would exceed it is written
 synchronously, which needs no copies. A value's pin and charged bytes are
@@ -645,6 +650,7 @@ class AsyncSaver:
 
         The caller has called :meth:`begin`: nothing of this object is in flight.
         """
+        from trackpoint.storage import WriteItem, _LazyItem
         from trackpoint.variables import Variable
 
         writer_niceness()  # a bad environment variable fails the save here, before anything is pinned
@@ -665,10 +671,20 @@ class AsyncSaver:
         to_copy: list[int] = []
         pinned: list[tuple[int, Variable]] = []
         copy_bytes = 0
+        # JAX arrays, gathered from their devices below (their items make the host copy when read).
+        to_gather: list[tuple[int, _LazyItem]] = []
+        gather_bytes = 0
         # Items whose arrays are the same memory (a torch module's tied weights: one tensor under two
         # names) share one copy, counted once.
         copied: set[tuple[Any, ...]] = set()
         for index, item in enumerate(items):
+            if type(item) is not WriteItem and isinstance(item, _LazyItem) and item.lazy:
+                # Immutable, but deleted when the program donates it to a jitted function, which it may
+                # do as soon as save returns: its host copy is made now and counts like a copy.
+                to_gather.append((index, item))
+                gather_bytes += item.nbytes
+                snapshot.append(item)
+                continue
             owner = buffers.get(id(item.array))
             if owner is not None and owner._value is item.array:
                 pinned.append((index, owner))
@@ -689,30 +705,20 @@ class AsyncSaver:
                 if key is not None:
                     copied.add(key)
             snapshot.append(item)
-        if copy_bytes > budget:
-            # The copies alone would exceed the budget: a synchronous save needs none.
+        if copy_bytes + gather_bytes > budget:
+            # The copies alone would exceed the budget: a synchronous save needs none (its backend
+            # gathers each JAX array when it writes it, and lets it go after).
             if not self._warned_sync:
                 # Once per object: the caller asked for a save in the background and blocks instead.
                 self._warned_sync = True
-                from trackpoint._units import human_bytes
-
-                logging.getLogger("trackpoint").warning(
-                    "%s: the values it must copy before it returns (%s: numpy arrays and CPU torch tensors "
-                    "the program can change in place, outside trackpoint Variables) exceed async_memory_bytes "
-                    "(%s), so it is written synchronously, and so is every such save of this object (said "
-                    "once); raise CheckpointOptions(async_memory_bytes=...) to save in the background, or hold "
-                    "the largest of these values in trackpoint Variables, which are not copied",
-                    description,
-                    human_bytes(copy_bytes),
-                    human_bytes(budget),
-                )
+                self._warn_sync(description, copy_bytes, gather_bytes, budget)
             write(list(items))
             if then is not None:
                 then()
             return
         with _lock:
             # A smaller budget than the last save's, or copies to make: keep only what fits.
-            self._pool.trim(budget - copy_bytes)
+            self._pool.trim(budget - copy_bytes - gather_bytes)
         copies: dict[tuple[Any, ...], np.ndarray[Any, Any]] = {}
         for index in to_copy:
             item = snapshot[index]
@@ -727,7 +733,11 @@ class AsyncSaver:
                 save.shared[id(copy)] = save.shared.get(id(copy), 1) + 1
             snapshot[index] = replace(item, array=copy)
         del copies
-        save.charge(copy_bytes)
+        gathered = [index for index, _ in to_gather]
+        for index, lazy in to_gather:
+            # The lazy item (still in the caller's list) lets go of the JAX array: the program frees it.
+            snapshot[index] = lazy.take()
+        save.charge(copy_bytes + gather_bytes)
         with _lock:
             for index, variable in pinned:
                 pin = variable._pin
@@ -741,7 +751,7 @@ class AsyncSaver:
                 snapshot[index] = item
                 _passing[id(item)] = (save, pin)
                 save.passing.append(id(item))
-            for index in to_copy:
+            for index in (*to_copy, *gathered):
                 # Released when written (items_passed).
                 _passing[id(snapshot[index])] = (save, None)
                 save.passing.append(id(snapshot[index]))
@@ -765,6 +775,30 @@ class AsyncSaver:
             raise
         if wanted:
             _submit(lambda: _warm_up(save, wanted))
+
+    @staticmethod
+    def _warn_sync(description: str, copy_bytes: int, gather_bytes: int, budget: int) -> None:
+        """Say that ``description`` is written synchronously: its copies exceed the ``budget``, and what to do."""
+        from trackpoint._units import human_bytes
+
+        what = []
+        advice = ["raise CheckpointOptions(async_memory_bytes=...) to save in the background"]
+        if gather_bytes:
+            what.append(f"{human_bytes(gather_bytes)} of JAX arrays to gather from their devices")
+        if copy_bytes:
+            what.append(
+                f"{human_bytes(copy_bytes)} of numpy arrays and CPU torch tensors the program can change in "
+                "place, outside trackpoint Variables"
+            )
+            advice.append("hold the largest of these numpy values in trackpoint Variables, which are not copied")
+        logging.getLogger("trackpoint").warning(
+            "%s: the values it must copy before it returns (%s) exceed async_memory_bytes (%s), so it is "
+            "written synchronously, and so is every such save of this object (said once); %s",
+            description,
+            " and ".join(what),
+            human_bytes(budget),
+            ", or ".join(advice),
+        )
 
 
 class _Worker(threading.Thread):

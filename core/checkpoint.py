@@ -12,6 +12,7 @@ until :meth:`Checkpoint.close`.
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
 import sys
@@ -53,7 +54,10 @@ from trackpoint.storage import (
     CheckpointOptions,
     CheckpointReader,
     StorageBackend,
+    TensorSlice,
     WriteItem,
+    _LazyItem,
+    _materialized,
     _options_argument,
     _options_refusal,
 )
@@ -81,20 +85,41 @@ def _snapshot(
 
     Nothing else keeps a reference to the arrays when this returns: an async
     save tells the arrays only its items hold from shared ones by that.
-    ``jax_arrays``, if given, receives ``(node, array)`` for each JAX array saved.
+
+    ``jax_arrays``, if given, receives ``(node, array)`` for each JAX array
+    saved, and the save is a ``Checkpoint``'s own: JAX arrays are then not
+    gathered from their devices here: each item's host copy is made when
+    the backend writes it (a synchronous save holds about one at a time) or,
+    for an async save, by ``AsyncSaver.start`` before ``save`` returns.
     """
     if jax_arrays is None:
         serialized = serialize_object_graph(view)
+        deferred = None
     else:
-        with _array_values.saved_jax() as saved:
+        with _array_values.saved_jax(defer=True) as (saved, deferred):
             serialized = serialize_object_graph(view)
         jax_arrays.extend(saved)
     slices = serialized.slices or (None,) * len(serialized.tensors)
-    items = [WriteItem(key, array, s) for (key, array), s in zip(serialized.tensors, slices, strict=True)]
+    if deferred:
+        items = [
+            _write_item(key, array, s, deferred) for (key, array), s in zip(serialized.tensors, slices, strict=True)
+        ]
+    else:
+        items = [WriteItem(key, array, s) for (key, array), s in zip(serialized.tensors, slices, strict=True)]
+    del deferred
     graph = np.empty((), dtype=object)
     graph[()] = serialized.data
     items.append(WriteItem(OBJECT_GRAPH_KEY, graph))
     return items, serialized.nodes
+
+
+def _write_item(key: str, array: np.ndarray[Any, Any], part: TensorSlice | None, deferred: dict[int, Any]) -> WriteItem:
+    """The item writing ``array``: for a JAX array's placeholder (see ``saved_jax``), its host copy made when read."""
+    entry = deferred.get(id(array))
+    if entry is None or entry[0] is not array:
+        return WriteItem(key, array, part)
+    _, source, where = entry
+    return _LazyItem(key, array, part, make=functools.partial(_array_values.host_copy, source, array.dtype, where))
 
 
 def _ranks_without_coordinator() -> str | None:
@@ -462,6 +487,10 @@ class Checkpoint(AutoTrackable):
         coordinator = coordinator_of(options)
         if coordinator is not None and options is not None:
             from trackpoint.distributed._save import save as save_together
+
+            # The ranks plan a coordinated save from every value's dtype and shape before anything is
+            # written: the JAX arrays are gathered once, here, not once for the plan and again to write.
+            items = _materialized(items)
 
             # Every rank reports the save it takes part in (sizes: the whole checkpoint's).
             events.run(lambda: save_together(coordinator, backend, prefix, items, options, failure=failure))

@@ -56,6 +56,7 @@ import operator
 import os
 import uuid
 import warnings
+import weakref
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -537,6 +538,15 @@ class WriteItem:
     :meth:`StorageBackend.write_shard` returns. String tensors are object
     arrays of ``bytes`` (``str`` elements are encoded as UTF-8).
 
+    ``array`` may be made when it is read: a ``Checkpoint`` saving a JAX array
+    hands over an item (a subclass) that gathers the array's host copy from
+    its devices then, so that the copy lives only while the backend holds it.
+    Read ``array`` when writing the item, keep no reference to it afterwards,
+    and plan with :attr:`nbytes`, which is known without reading it: a backend
+    doing so holds about one such copy per writer at a time; one reading
+    every ``array`` up front and keeping them holds them all, as when every
+    item held its array.
+
     ``slice``, when given, says that ``array`` is that part of the tensor
     ``key`` (``array.shape == slice.shape``). Items with slices of one key may
     come from several shards, written by several processes; the commit merges
@@ -579,6 +589,109 @@ class WriteItem:
 _set_key = vars(WriteItem)["key"].__set__
 _set_array = vars(WriteItem)["array"].__set__
 _set_slice = vars(WriteItem)["slice"].__set__
+_get_array = vars(WriteItem)["array"].__get__
+
+
+class _LazyItem(WriteItem):
+    """A :class:`WriteItem` whose array is made when it is read (see there): ``make()``, each time it is needed.
+
+    Built with a placeholder of the array's dtype and shape (which holds no
+    memory: ``np.broadcast_to(np.zeros((), dtype), shape)``) and ``make``.
+    While a reader holds the array made, reading ``array`` again gives that
+    one; once nothing does, it is freed, and the next read makes it again:
+    ``make`` must give the same values each time (the host copy of an
+    immutable JAX array). :attr:`nbytes` is the placeholder's.
+
+    Setting ``array`` (``object.__setattr__``, as an async save does to items
+    it owns) or :func:`dataclasses.replace` gives a plain item; pickling and
+    :meth:`take` make the array.
+    """
+
+    __slots__ = ("_held", "_make", "_nbytes")
+
+    #: What makes the array, ``None`` once ``array`` was set (a plain item then).
+    _make: Callable[[], np.ndarray[Any, Any]] | None
+    #: The array last made, while something else holds it.
+    _held: weakref.ref[np.ndarray[Any, Any]] | None
+    #: Bytes of the array; -1 for strings (their size is their content's).
+    _nbytes: int
+
+    def __init__(
+        self,
+        key: str,
+        array: np.ndarray[Any, Any],
+        slice: TensorSlice | None = None,  # noqa: A002  # the field's name
+        *,
+        make: Callable[[], np.ndarray[Any, Any]] | None = None,
+    ) -> None:
+        super().__init__(key, array, slice)
+        _set_make(self, make)
+        _set_held(self, None)
+        _set_nbytes(self, -1 if array.dtype.kind == "O" else int(array.nbytes))
+
+    @property
+    def array(self) -> np.ndarray[Any, Any]:
+        """The array: the one a reader still holds, else made now."""
+        make = self._make
+        if make is None:
+            return _get_array(self, WriteItem)  # type: ignore[no-any-return]
+        held = self._held
+        value = held() if held is not None else None
+        if value is None:
+            value = make()
+            _set_held(self, weakref.ref(value))
+        return value
+
+    @array.setter
+    def array(self, value: np.ndarray[Any, Any]) -> None:
+        _set_array(self, value)
+        _set_make(self, None)
+        _set_held(self, None)
+        _set_nbytes(self, -1 if value.dtype.kind == "O" else int(value.nbytes))
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes this item occupies (estimated for strings), without making the array."""
+        return self._nbytes if self._nbytes >= 0 else WriteItem.nbytes.__get__(self)
+
+    @property
+    def lazy(self) -> bool:
+        """Whether ``array`` is still made when read (not set since)."""
+        return self._make is not None
+
+    def take(self) -> WriteItem:
+        """A plain item holding the array, made now; this item keeps the placeholder only.
+
+        After it, this item refers to nothing ``make`` held (a JAX array: its device memory is the
+        program's to free) and holds no values: only the new item is to be written.
+        """
+        taken = WriteItem(self.key, self.array, self.slice)
+        object.__setattr__(self, "array", _get_array(self, WriteItem))  # the setter: frozen for others
+        return taken
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (WriteItem, (self.key, self.array, self.slice))
+
+    def __repr__(self) -> str:
+        placeholder = _get_array(self, WriteItem)
+        if self._make is None:
+            return f"WriteItem(key={self.key!r}, array={placeholder!r}, slice={self.slice!r})"
+        return (
+            f"WriteItem(key={self.key!r}, array=<made when read: shape {placeholder.shape}, dtype "
+            f"{placeholder.dtype}>, slice={self.slice!r})"
+        )
+
+
+_set_make = vars(_LazyItem)["_make"].__set__
+_set_held = vars(_LazyItem)["_held"].__set__
+_set_nbytes = vars(_LazyItem)["_nbytes"].__set__
+
+
+def _materialized(items: list[WriteItem]) -> list[WriteItem]:
+    """``items`` with each item whose array is made when read replaced by a plain one (:meth:`_LazyItem.take`)."""
+    if all(type(item) is WriteItem for item in items):
+        return items
+    return [item.take() if isinstance(item, _LazyItem) and item.lazy else item for item in items]
 
 
 @dataclass(frozen=True, slots=True)
@@ -858,8 +971,12 @@ def split_large(items: Sequence[WriteItem], max_shard_bytes: int | None) -> list
         return list(items)
     out: list[WriteItem] = []
     for it in items:
+        if it.nbytes <= max_shard_bytes:
+            # Without reading the array, which may be made when read (see WriteItem).
+            out.append(it)
+            continue
         arr = it.array
-        if arr.dtype.kind == "O" or arr.ndim == 0 or arr.shape[0] <= 1 or arr.nbytes <= max_shard_bytes:
+        if arr.dtype.kind == "O" or arr.ndim == 0 or arr.shape[0] <= 1:
             out.append(it)
             continue
         base = it.slice or TensorSlice.full(arr.shape)
