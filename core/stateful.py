@@ -409,25 +409,43 @@ def _without_compiled(state: Any) -> tuple[Any, _Spelling | None]:
     return renamed, _Spelling(keys, tuple(metadata) if isinstance(metadata, dict) else ())
 
 
-def _as_spelled(state: Any, spelling: _Spelling | None) -> Any:
+def _respelled(key: Any, own: set[Any]) -> Any:
+    """``key`` of a checkpoint as a module whose keys are ``own`` has it: uncompiled only into one of them."""
+    if not isinstance(key, str) or key in own:
+        return key
+    plain = _uncompiled(key)
+    return plain if plain in own else key
+
+
+def _as_spelled(state: Any, spelling: _Spelling | None, module: Any) -> Any:
     """A module's state dict rebuilt from a checkpoint, with its keys spelled as the module spells them.
 
     Either spelling is taken: keys saved without ``_orig_mod.`` (this trackpoint) and keys saved with it (a
-    compiled submodule saved by an older one), for a compiled module and an eager one alike.
+    compiled submodule saved by an older one), for a compiled module and an eager one alike. Without a
+    spelling (``module`` compiles nothing, or has a submodule of its own named ``_orig_mod`` whose keys would
+    collide once uncompiled), a key keeps ``_orig_mod.`` when ``module`` has it so: only a key the module
+    lacks is uncompiled, and only into one it has.
     """
     if not isinstance(state, Mapping):
         return state
     if spelling is None and not any(isinstance(key, str) and _COMPILED in key for key in state):
         return state
-    keys = {} if spelling is None else spelling.keys
     renamed: Any = type(state)()
-    for key, value in state.items():
-        plain = _uncompiled(key) if isinstance(key, str) else key
-        renamed[keys.get(plain, plain)] = value
+    own: set[Any] = set()
+    own_metadata: set[Any] = set()
+    if spelling is None:
+        current = module.state_dict()
+        own, own_metadata = set(current), set(getattr(current, "_metadata", None) or ())
+        for key, value in state.items():
+            renamed[_respelled(key, own)] = value
+    else:
+        for key, value in state.items():
+            plain = _uncompiled(key) if isinstance(key, str) else key
+            renamed[spelling.keys.get(plain, plain)] = value
     metadata = getattr(state, "_metadata", None)
     if isinstance(metadata, dict):
         if spelling is None:
-            renamed._metadata = {_uncompiled(k) if isinstance(k, str) else k: v for k, v in metadata.items()}
+            renamed._metadata = {_respelled(k, own_metadata): v for k, v in metadata.items()}
         else:
             found = {}
             for key in spelling.metadata:
@@ -1555,7 +1573,7 @@ class StatefulValue(Trackable):
         """
         module = _module(self._obj)
         if module is not None:
-            state = _as_spelled(state, self._spelling)
+            state = _as_spelled(state, self._spelling, module)
         filling = module if meta else None
         try:
             if filling is not None and isinstance(state, Mapping):

@@ -117,3 +117,25 @@ def test_entries_saved_under_a_prefix_are_named_with_what_to_do(tmp_path: Path) 
     # What the message says to do restores them.
     tp.Checkpoint(model={f"module.{k}": v for k, v in eager.state_dict().items()}).read(path).assert_consumed()
     assert _equal(eager, saved)
+
+
+def test_a_submodule_of_its_own_named_orig_mod_restores_into_its_own_keys(tmp_path: Path) -> None:
+    # Not torch.compile's wrapper: a real submodule whose keys, uncompiled, would collide with the module's own.
+    class Holder(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self._orig_mod = torch.nn.Linear(2, 2)
+            self.weight = torch.nn.Parameter(torch.zeros(2, 2))
+
+    torch.manual_seed(0)
+    saved = Holder()
+    with torch.no_grad():
+        saved.weight.fill_(7.0)
+    path = tp.Checkpoint(model=saved).write(str(tmp_path / "ckpt"))
+    restored = Holder()
+    with torch.no_grad():
+        for parameter in restored.parameters():
+            parameter.fill_(-1.0)
+    tp.Checkpoint(model=restored).read(path).assert_consumed()
+    for key, value in saved.state_dict().items():
+        assert torch.equal(restored.state_dict()[key], value), key
