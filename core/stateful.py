@@ -1682,7 +1682,9 @@ class StatefulValue(Trackable):
                     f"'meta' device ({', '.join(waiting[:3])}{', ...' if len(waiting) > 3 else ''}) that this restore "
                     "does not fill: torch places an optimizer's state on its parameters' device, where it would "
                     "keep no values. Restore their module in the same restore (give it to this Checkpoint too), "
-                    "or before this one, or give them memory first (module.to_empty(device='cpu'))"
+                    "or before this one, or give them memory first (module.to_empty(device='cpu')). A module "
+                    "whose checkpoint holds its state dict as a dict (saved from model=net.state_dict()) fills "
+                    "no tensors on 'meta', in this restore or any: give it memory first"
                 )
         if problems:
             raise AssignmentError("cannot restore (nothing was written): " + "\n".join(problems))
