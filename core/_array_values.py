@@ -108,6 +108,9 @@ class _NumpyValue(Variable):
     #: For a spread value: the block of the whole array a restore reads, and per addressable device the part of
     #: that block it takes (computed at the first restore: a value that is only saved never needs it).
     _spread_reads: tuple[TensorSlice, list[tuple[Any, tuple[slice, ...]]]] | None = None
+    #: For a typed PRNG key array or template: its implementation (what ``jax.random.key_impl`` names), which
+    #: a restore wraps the saved key data with; else ``None`` (set by ``__init__``).
+    _key_impl: Any = None
 
     def __init__(self, value: Any, name: str, where: str, on_replace: Callable[[Any], None] | None = None) -> None:
         self._maybe_initialize_trackable()
@@ -124,6 +127,7 @@ class _NumpyValue(Variable):
         self._casts = False
         self._spread = None
         self._spread_reads = None
+        self._key_impl = None
         python = PYTHON_NUMBERS.get(type(value))
         if python is not None:
             self._python = type(value)
@@ -149,36 +153,36 @@ class _NumpyValue(Variable):
             )
             value = array
         elif is_jax_shape(value):
+            shape = tuple(value.shape)
             try:
                 dtype = np.dtype(value.dtype)
             except TypeError as exc:  # a typed PRNG key template (jax.eval_shape of jax.random.key) has no numpy dtype
-                raise TrackableError(
-                    f"{where}: the jax.ShapeDtypeStruct of dtype {value.dtype} cannot be restored into ({exc}); for "
-                    "a PRNG key, save and restore its data: the template jax.eval_shape(lambda: "
-                    "jax.random.key_data(key)) restores the uint32 data, and jax.random.wrap_key_data(data) makes "
-                    "the key again. Assign NoDependency(value) to keep it unsaved"
-                ) from exc
+                # Restored from its key data, never cast: another dtype of key data would be other keys.
+                self._key_impl, dtype, shape = _key_layout(value, where, exc)
+            else:
+                self._casts = True
             sharding = getattr(value, "sharding", None)
             if sharding is not None:
                 self._spread = _spread_sharding(sharding, tuple(value.shape), where, "restore into")
+                if self._spread is not None and self._key_impl is not None:
+                    _refuse_spread_key(value, where)
             _TEMPLATES[0] += 1
             weakref.finalize(self, _template_gone)
-            self._casts = True
-            value = _placeholder(dtype, tuple(value.shape))
+            value = _placeholder(dtype, shape)
         elif is_jax_array(value):
             # Nothing is read from the devices here: a save gathers the shards (see _jax_to_numpy), and
             # np.asarray would make JAX keep a host copy of the array for as long as the array lives.
             _check_jax(value, where)
             if not value.is_fully_addressable and not value.is_fully_replicated:
                 self._spread = _spread_sharding(value.sharding, tuple(value.shape), where, "save or restore into")
+            shape = tuple(value.shape)
             try:
                 dtype = np.dtype(value.dtype)
-            except TypeError as exc:  # a typed PRNG key array has no numpy dtype
-                raise TrackableError(
-                    f"{where}: the JAX array of dtype {value.dtype} cannot be saved ({exc}); save a PRNG key as "
-                    "jax.random.key_data(key), convert other arrays, or assign NoDependency(value) to keep it unsaved"
-                ) from exc
-            value = _placeholder(dtype, tuple(value.shape))
+            except TypeError as exc:  # a typed PRNG key array has no numpy dtype: it is saved as its key data
+                self._key_impl, dtype, shape = _key_layout(value, where, exc)
+                if self._spread is not None:
+                    _refuse_spread_key(value, where)
+            value = _placeholder(dtype, shape)
         if isinstance(value, np.ma.MaskedArray):
             raise TrackableError(
                 f"{where}: a masked array cannot be saved (its mask would be lost); save .data and .mask as "
@@ -225,19 +229,25 @@ class _NumpyValue(Variable):
         if self._python is not None and value.dtype != self._saved_dtype:
             value = _python_number_array(self._current, self._saved_dtype, self._where)
         if is_jax_array(self._current):
+            array = self._current
             saved = _SAVED_JAX.arrays
             deferred = None
             if saved is not None:
-                saved.append((self, self._current))
+                saved.append((self, array))
                 deferred = _SAVED_JAX.deferred
+            if self._key_impl is not None:
+                # A typed PRNG key array is saved as its key data (uint32, the implementation's trailing dims),
+                # as Orbax saves it: an array on the keys' devices, gathered like any other.
+                _check_jax(array, self._where)
+                array = sys.modules["jax"].random.key_data(array)
             if self._spread is not None:
                 # TensorFlow's form for slices of a larger tensor: a coordinated save merges every process's.
-                return {VARIABLE_VALUE_KEY: _spread_slices(self._current, self._saved_dtype, self._where, deferred)}
+                return {VARIABLE_VALUE_KEY: _spread_slices(array, self._saved_dtype, self._where, deferred)}
             if deferred is not None:
                 # Gathered when written (see saved_jax); a deleted array is refused now, by the save call.
-                _check_jax(self._current, self._where)
-                return {VARIABLE_VALUE_KEY: _defer(deferred, self._current, self._saved_dtype, self._where)}
-            value = _jax_to_numpy(self._current, self._where)
+                _check_jax(array, self._where)
+                return {VARIABLE_VALUE_KEY: _defer(deferred, array, self._saved_dtype, self._where)}
+            value = _jax_to_numpy(array, self._where)
         elif is_jax_shape(self._current):
             raise TrackableError(
                 f"{self._where} is a jax.ShapeDtypeStruct, which holds no values to save: restore into it first "
@@ -252,6 +262,9 @@ class _NumpyValue(Variable):
         if info is None:
             return
         key = where[VARIABLE_VALUE_KEY]
+        if self._key_impl is not None:
+            self._check_key_data(info, key)
+            return
         python = self._python
         if python is not None:
             # A Python number takes any value of its kind (an int a TensorFlow int32 step, say).
@@ -278,6 +291,43 @@ class _NumpyValue(Variable):
             raise ShapeMismatchError(
                 f"cannot restore {key!r} into the {self._kind()} {self._name!r}: the checkpoint holds shape "
                 f"{tuple(info.shape)}, the value has shape {self._value.shape}{whole}"
+            )
+
+    def _check_key_data(self, info: TensorInfo, key: str) -> None:
+        """Refuse key data that this typed PRNG key array or template's implementation cannot wrap.
+
+        The data's shape is the keys' shape followed by the implementation's key shape, so a checkpoint of
+        another implementation (rbg's data of shape (4,) for threefry2x32's (2,)) is refused here, before
+        anything is restored, rather than wrapped into other keys. The dtype is never cast.
+
+        Raises
+        ------
+        DTypeMismatchError
+            The checkpoint holds another dtype than uint32.
+        ShapeMismatchError
+            The checkpoint holds data of another shape (keys of another implementation, or another number).
+        """
+        keys = tuple(self._current.shape)
+        impl = self._key_impl
+        need = tuple(self._value.shape)
+        what = (
+            f"cannot restore {key!r} into the typed PRNG keys {self._name!r} ({self._where}: shape {keys}, "
+            f"implementation {impl})"
+        )
+        if info.dtype != self._saved_dtype:
+            raise DTypeMismatchError(
+                f"{what}: the checkpoint holds dtype {dtypes._name(info.dtype)}, and keys are restored from their "
+                f"{dtypes._name(self._saved_dtype)} key data only (never cast: other data would be other keys). "
+                "Restore it into a template of the checkpoint's dtype instead "
+                "(tp.load_checkpoint(path).get_variable_to_dtype_map() lists them)"
+            )
+        if tuple(info.shape) != need:
+            raise ShapeMismatchError(
+                f"{what}: the checkpoint holds key data of shape {tuple(info.shape)}, these keys need key data of "
+                f"shape {need} (the keys' shape followed by the implementation's key shape {need[len(keys) :]}). "
+                "It was saved from keys of another implementation or shape: give a template of the keys it was "
+                "saved from (jax.random.key(0, impl=...) names the implementation; threefry2x32's key data has "
+                "shape (2,), rbg's and unsafe_rbg's (4,)). Nothing was restored"
             )
 
     def _strict_hint(self) -> str:
@@ -383,8 +433,14 @@ class _NumpyValue(Variable):
                 array = self._cast(restored, original_dtype)
             else:
                 array = np.asarray(restored, dtype=original_dtype)
-            if self._spread is not None:
-                replacement: Any = self._assemble(array)
+            if self._key_impl is not None:
+                # The keys of the template's implementation, moved onto its sharding (the default device for
+                # a template without one); the shapes were checked (see _check_key_data).
+                jax = sys.modules["jax"]
+                keys = jax.random.wrap_key_data(array, impl=self._key_impl)
+                replacement: Any = jax.device_put(keys, getattr(self._current, "sharding", None))
+            elif self._spread is not None:
+                replacement = self._assemble(array)
             else:
                 # A ShapeDtypeStruct without a sharding: the default device, as jnp.asarray would place it.
                 replacement = sys.modules["jax"].device_put(
@@ -438,6 +494,8 @@ class _NumpyValue(Variable):
             return "torch tensor"
         if is_jax_shape(self._current):
             return "jax.ShapeDtypeStruct"
+        if self._key_impl is not None:
+            return "JAX PRNG key array"
         return "JAX array" if is_jax_array(self._current) else "numpy value"
 
     def __repr__(self) -> str:
@@ -539,6 +597,52 @@ def host_copy(array: Any, dtype: np.dtype[Any], where: str) -> np.ndarray[Any, A
 def _placeholder(dtype: np.dtype[Any], shape: tuple[int, ...]) -> np.ndarray[Any, Any]:
     """A read-only array of ``dtype`` and ``shape`` that holds no memory (one element, broadcast)."""
     return np.broadcast_to(np.zeros((), dtype=dtype), shape)
+
+
+def _key_layout(keys: Any, where: str, error: TypeError) -> tuple[Any, np.dtype[Any], tuple[int, ...]]:
+    """The implementation of the typed PRNG key array or template ``keys``, and its key data's dtype and shape.
+
+    Found by tracing ``jax.random.key_impl`` and ``jax.random.key_data`` on its shape (no computation, no
+    device memory), which a ``jax.ShapeDtypeStruct`` of a key dtype also allows: JAX offers no public
+    way from a key dtype to its implementation.
+
+    Raises
+    ------
+    TrackableError
+        ``keys`` has a dtype numpy does not know (``error``) and is no PRNG key array either.
+    """
+    jax = sys.modules["jax"]
+    found: list[Any] = []
+
+    def probe(k: Any) -> Any:
+        found.append(jax.random.key_impl(k))
+        return jax.random.key_data(k)
+
+    try:
+        data = jax.eval_shape(probe, jax.ShapeDtypeStruct(keys.shape, keys.dtype))
+    except Exception as exc:  # not a key array: JAX raises its own ways (TypeError, ValueError)
+        kind = "jax.ShapeDtypeStruct" if is_jax_shape(keys) else "JAX array"
+        raise TrackableError(
+            f"{where}: the {kind} of dtype {keys.dtype} cannot be saved or restored into ({error}); convert it, or "
+            "assign NoDependency(value) to keep it unsaved"
+        ) from exc
+    return found[0], np.dtype(data.dtype), tuple(data.shape)
+
+
+def _refuse_spread_key(keys: Any, where: str) -> None:
+    """Refuse a typed PRNG key array (or template) spread over several processes: not supported.
+
+    Raises
+    ------
+    TrackableError
+        Always.
+    """
+    raise TrackableError(
+        f"{where}: the typed PRNG key array of shape {tuple(keys.shape)} is spread over several processes "
+        f"(sharding {keys.sharding}), which a checkpoint does not save or restore; replicate it over the "
+        "processes (jax.device_put(keys, NamedSharding(mesh, PartitionSpec()))), or save "
+        "jax.random.key_data(keys) as a plain array and wrap it again with jax.random.wrap_key_data"
+    )
 
 
 def _check_jax(array: Any, where: str) -> None:

@@ -69,13 +69,6 @@ def test_a_jax_array_that_does_not_fit_is_refused_before_anything_changes(tmp_pa
     assert target["a"] is before["a"] and float(target["a"].sum()) == 0.0
 
 
-def test_a_prng_key_is_refused_with_key_data_to_save(tmp_path: Path) -> None:
-    with pytest.raises(tp.TrackableError, match=r"Checkpoint.rng: .*save a PRNG key as jax.random.key_data"):
-        tp.Checkpoint(rng=jax.random.key(0))
-    # Its data saves as any array does.
-    tp.Checkpoint(rng=jax.random.key_data(jax.random.key(0))).write(str(tmp_path / "ckpt"))
-
-
 def test_a_state_dict_of_jax_arrays_is_rebuilt_as_jax_arrays(tmp_path: Path) -> None:
     path = tp.Checkpoint(loader=StateHolder({"mu": jnp.arange(3.0), "step": 4})).write(str(tmp_path / "ckpt"))
     target = StateHolder({})
