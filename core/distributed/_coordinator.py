@@ -149,10 +149,17 @@ def _next_sequence(namespace: str) -> int:
 
 
 # Rank 0's record of the ranks that did not confirm leaving an operation in time (they died or hang), per
-# namespace: later operations do not wait for them again until they take part in an all-gather again.
-# Without it, a rank that died right after its last message would hold rank 0 up once per operation (a
-# manager's save, then its state-file step).
+# namespace: later operations do not wait for them again until they take part in an all-gather again or a
+# confirmation of theirs turns up late. Without it, a rank that died right after its last message would hold
+# rank 0 up once per operation (a manager's save, then its state-file step).
 _absent: dict[str, set[int]] = {}
+
+# Rank 0's record of the confirmations ("left" keys) it has not seen, per namespace and rank: those it gave
+# up on and those of operations it did not wait for. A slow rank sets them later; rank 0 deletes them once
+# it sees them, so that they do not stay in the store. At most _LATE_KEPT per rank: a rank that died never
+# sets them, and each is checked at every operation's end.
+_late: dict[str, dict[int, list[str]]] = {}
+_LATE_KEPT = 16
 
 # Keys a thread of this process set in operations (per namespace, rank and thread), deleted once a
 # later all-gather of an operation in the same thread completes. Each thread's operations follow one
@@ -333,7 +340,8 @@ class KeyValueCoordinator(ABC):
         rank raises its own error. Half, so that a rank waiting for rank 0 in the next operation (a
         manager's state-file step right after its save) still hears from rank 0 within its own time-out.
         Such a rank is not waited for again in later operations until it takes part in an all-gather
-        again: a rank that died right after its last message holds rank 0 up once, not once per operation.
+        again, or its confirmation turns up late (see :meth:`_recheck`): a rank that died right after its
+        last message holds rank 0 up once, not once per operation, and a slow one is waited for again.
         """
         if self._world_size == 1 or isinstance(failed, CoordinationError):
             return
@@ -344,11 +352,14 @@ class KeyValueCoordinator(ABC):
             with contextlib.suppress(CoordinationError):  # the store is gone: nobody waits for this record
                 self._set(left[self._rank], b"")
             return
+        self._recheck(op, left)
         with _sequences_lock:
             absent = _absent.setdefault(self._namespace, set())
             if op.gathered:
                 absent.clear()  # every rank took part in this operation: none is known to be gone
             awaited = [r for r in left if r not in absent]
+            skipped = [r for r in left if r in absent]
+        confirmed = awaited
         if awaited:
             try:
                 self._wait(
@@ -358,27 +369,70 @@ class KeyValueCoordinator(ABC):
                     None,
                     op,
                     ranks=awaited,
+                    warn=False,  # one warning below, not one per quarter on top of the all-gathers' own
                 )
             except CoordinationTimeoutError as exc:
                 missing: list[int] = list(getattr(exc, "missing_ranks", []))
+                # The store could not tell who is missing: treat every awaited rank as missing, since none of
+                # them confirmed in time for all we know.
+                gone = missing or awaited
                 with _sequences_lock:
-                    absent.update(missing)
+                    absent.update(gone)
+                skipped += gone
+                confirmed = [r for r in awaited if r not in gone]
                 _log.warning(
                     "%s: rank 0 of %d leaves %s without confirmation from %s after %.1f s (half the time-out): "
                     "died or hangs; the outcome stands, and later operations do not wait for this confirmation "
-                    "from %s until it takes part in an all-gather again",
+                    "from %s until it turns up or %s takes part in an all-gather again",
                     type(self).__name__,
                     self._world_size,
                     self._where(None, op),
                     _ranks_text(missing) if missing else "another rank",
                     self._timeout / 2,
                     _ranks_text(missing) if missing else "it",
+                    "it" if len(missing) < 2 else "each",
                 )
-                return
             except CoordinationError:
                 # The store failed: nobody can read from it any more, so there is nothing to wait for.
                 return
-        self._delete(list(left.values()))
+        # A rank not waited for may still set its key: remembered, deleted once seen (see _recheck), not
+        # deleted now, which would come before the key is set and leave it in the store.
+        with _sequences_lock:
+            late = _late.setdefault(self._namespace, {})
+            for r in skipped:
+                keys = late.setdefault(r, [])
+                keys.append(left[r])
+                del keys[:-_LATE_KEPT]
+        if confirmed:
+            self._delete([left[r] for r in confirmed])
+
+    def _recheck(self, op: _Operation, left: dict[int, str]) -> None:
+        """Delete the late confirmations that have turned up; a rank that sent one is waited for again.
+
+        A rank marked absent may only be slow: once its confirmation of an earlier operation, or of ``op``,
+        is set, it is alive and reads the store, so rank 0 must again wait for it before leaving (its program
+        ending would take the store away). Asked without waiting (``_present``): a rank that is really gone
+        costs no time.
+        """
+        with _sequences_lock:
+            pending = {r: list(keys) for r, keys in _late.get(self._namespace, {}).items() if keys}
+        for r, keys in pending.items():
+            try:
+                here = self._present([*keys, left[r]])
+            except CoordinationError:
+                continue  # the store cannot tell now: asked again at the next operation's end
+            seen = [key for key, set_ in zip(keys, here[: len(keys)], strict=True) if set_]
+            if seen:
+                self._delete(seen)
+            with _sequences_lock:
+                late = _late.setdefault(self._namespace, {})
+                rest = [key for key in late.get(r, []) if key not in seen]
+                if rest:
+                    late[r] = rest
+                else:
+                    late.pop(r, None)
+                if any(here):
+                    _absent.setdefault(self._namespace, set()).discard(r)
 
     def _current(self) -> _Operation | None:
         operation: _Operation | None = getattr(self._local, "operation", None)
@@ -426,6 +480,7 @@ class KeyValueCoordinator(ABC):
         op: _Operation | None = None,
         *,
         ranks: Sequence[int] | None = None,
+        warn: bool = True,
     ) -> list[bytes]:
         """The values of ``keys`` (``keys[i]`` set by rank ``ranks[i]``, by default rank ``i``) within ``timeout``.
 
@@ -433,13 +488,14 @@ class KeyValueCoordinator(ABC):
         key logs a warning naming the ranks still awaited and how much of the time-out has passed.
         ``what`` describes the wait for the messages, ``{ranks}`` standing for those ranks. The
         :class:`~trackpoint.errors.CoordinationTimeoutError` raised at the time-out names them too and
-        carries them as its ``missing_ranks`` attribute.
+        carries them as its ``missing_ranks`` attribute. With ``warn`` false, waits in one part and logs
+        nothing: the caller reports the time-out itself.
         """
         seconds = self._timeout if timeout is None else float(timeout)
         owners = list(range(len(keys))) if ranks is None else list(ranks)
         start = time.monotonic()
         deadline = start + seconds
-        part = max(seconds * PROGRESS_FRACTION, 0.001)
+        part = max(seconds * PROGRESS_FRACTION if warn else seconds, 0.001)
         note = start + part
         while True:
             final = note >= deadline - part / 100  # this part ends at the time-out
@@ -451,6 +507,9 @@ class KeyValueCoordinator(ABC):
                 if not missing:
                     # Every key came just now (or the store cannot tell): read them, quickly at the end.
                     if not final:
+                        # On to the next part: were the store unable to tell, retrying at once would spin on
+                        # millisecond reads, and never reach the final part, until the keys came.
+                        note += part
                         continue
                     with contextlib.suppress(CoordinationTimeoutError):
                         return self._get(keys, 0.001)

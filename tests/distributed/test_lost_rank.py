@@ -75,4 +75,5 @@ def test_a_rank_killed_after_its_last_message_holds_rank_0_up_once_and_briefly(t
     assert rank0["elapsed"] < 0.8 * timeout, rank0["elapsed"]
     gone = [m for m in rank0["logged"] if "without confirmation from rank 2" in m]
     assert len(gone) == 1 and gone[0].startswith("WARNING: ") and "save operation" in gone[0], rank0["logged"]
-    assert any("is waiting for rank 2 to confirm reading the outcome of save operation" in m for m in rank0["logged"])
+    # That one warning names the rank; the wait for the confirmation logs nothing each quarter on top of it.
+    assert not any("to confirm reading the outcome" in m for m in rank0["logged"]), rank0["logged"]

@@ -171,6 +171,72 @@ def test_rank_0_does_not_wait_for_the_others_after_a_coordination_failure() -> N
     assert time.monotonic() - started < 0.6  # one time-out, not a second one waiting for rank 1 to leave
 
 
+def test_a_rank_confirming_late_is_waited_for_again_and_no_confirmation_stays_in_the_store(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # Rank 1 confirms leaving the save 1.3 s late, after rank 0 gave up on it (half the 2 s time-out), but is
+    # alive: in the next, broadcast-only operation (the manager's state-file step) rank 0 must again wait for
+    # it to read the outcome, since rank 0's program may end there and take the store with it.
+    import logging
+
+    store, (a, b) = _group(timeout=2.0)
+    set_key = b._set
+
+    def slow_confirmation(key: str, value: bytes) -> None:
+        if "/save." in key and "/left/" in key:
+            time.sleep(1.3)
+        set_key(key, value)
+
+    b._set = slow_confirmation  # type: ignore[method-assign]
+    times: dict[str, float] = {}
+
+    def rank_0() -> None:
+        with a.operation("save"):
+            a.all_gather(b"x")
+        with a.operation("root"):
+            time.sleep(0.6)  # its step outlasts rank 1's late confirmation (at 1.3 s)
+            a.broadcast(b"outcome")
+        times["0 left"] = time.monotonic()
+
+    def rank_1() -> None:
+        with b.operation("save"):
+            b.all_gather(b"x")
+        with b.operation("root"):
+            time.sleep(0.5)  # reads the outcome after rank 0 sent it
+            assert b.broadcast(None) == b"outcome"
+            times["1 read"] = time.monotonic()
+
+    with caplog.at_level(logging.WARNING, logger="trackpoint"):
+        assert _on_threads(rank_0, rank_1) == [None, None]
+    assert times["0 left"] >= times["1 read"], times
+    assert not [k for k in store.data if "/left/" in k]
+    # One warning for the confirmation rank 0 gave up on, naming the rank, not one per quarter as well.
+    confirming = [r.getMessage() for r in caplog.records if "confirm" in r.getMessage()]
+    assert len(confirming) == 1 and "rank 1" in confirming[0], confirming
+
+
+def test_a_wait_on_a_store_that_cannot_tell_who_is_missing_does_not_spin() -> None:
+    class Blind(_Rank):
+        calls = 0
+
+        def _get(self, keys: Sequence[str], timeout: float) -> list[bytes]:
+            self.calls += 1
+            if self.calls > 1000:
+                raise RuntimeError("spinning on the store")
+            return super()._get(keys, timeout)
+
+        def _present(self, keys: Sequence[str]) -> list[bool]:
+            self.calls += 1
+            raise tp.CoordinationError("this store cannot tell which keys are set")
+
+    alone = Blind(_Store(), 0, 2, f"blind-{uuid.uuid4().hex}", timeout=1.0)
+    started = time.monotonic()
+    with pytest.raises(tp.CoordinationTimeoutError, match="another rank"):
+        alone.all_gather(b"alone")
+    assert time.monotonic() - started < 1.5
+    assert alone.calls < 20, alone.calls  # a read and a check per quarter of the time-out, not per millisecond
+
+
 def test_operations_of_different_kinds_are_numbered_apart() -> None:
     # Each rank runs a save in one thread and a preemption check in another, started in opposite orders
     # on the two ranks: each collective still meets its own kind's on the other rank.
