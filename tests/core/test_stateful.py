@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 import trackpoint as tp
-from stateful_objects import StateHolder
+from stateful_objects import StateHolder, assert_same
 from trackpoint.stateful import STATE_DICT_STRUCTURE
 
 torch = pytest.importorskip("torch")
@@ -34,24 +34,6 @@ def _trained(seed: int, steps: int = 3) -> tuple[Any, Any, Any]:
     return net, opt, sched
 
 
-def _assert_same(a: Any, b: Any) -> None:
-    assert type(a) is type(b), (a, b)
-    if isinstance(a, torch.Tensor):
-        assert a.dtype == b.dtype and torch.equal(a, b)
-    elif isinstance(a, np.ndarray):
-        assert a.dtype == b.dtype and np.array_equal(a, b)
-    elif isinstance(a, dict):
-        assert list(a) == list(b)
-        for key in a:
-            _assert_same(a[key], b[key])
-    elif isinstance(a, (list, tuple)):
-        assert len(a) == len(b)
-        for x, y in zip(a, b, strict=True):
-            _assert_same(x, y)
-    else:
-        assert a == b or (a != a and b != b), (a, b)
-
-
 def test_module_optimizer_and_scheduler_restore_into_fresh_objects(tmp_path: Path) -> None:
     net, opt, sched = _trained(0)
     path = tp.Checkpoint(model=net, optimizer=opt, scheduler=sched).write(str(tmp_path / "ckpt"))
@@ -60,9 +42,9 @@ def test_module_optimizer_and_scheduler_restore_into_fresh_objects(tmp_path: Pat
     weight = net2[0].weight
     pointer = weight.data_ptr()
     tp.Checkpoint(model=net2, optimizer=opt2, scheduler=sched2).read(path).assert_consumed()
-    _assert_same(net2.state_dict(), net.state_dict())
-    _assert_same(opt2.state_dict(), opt.state_dict())  # moments, steps, lr, betas (a tuple), None flags
-    _assert_same(sched2.state_dict(), sched.state_dict())
+    assert_same(net2.state_dict(), net.state_dict())
+    assert_same(opt2.state_dict(), opt.state_dict())  # moments, steps, lr, betas (a tuple), None flags
+    assert_same(sched2.state_dict(), sched.state_dict())
     assert net2[0].weight is weight and weight.data_ptr() == pointer and weight.requires_grad
     # The restored optimizer goes on exactly as the saved one does.
     batch = torch.randn(8, 3)
@@ -70,7 +52,7 @@ def test_module_optimizer_and_scheduler_restore_into_fresh_objects(tmp_path: Pat
         optimizer.zero_grad()
         model(batch).square().sum().backward()
         optimizer.step()
-    _assert_same(net2.state_dict(), net.state_dict())
+    assert_same(net2.state_dict(), net.state_dict())
 
 
 def test_a_module_on_an_attribute_or_in_a_list_is_saved_not_dropped(tmp_path: Path) -> None:
@@ -127,7 +109,7 @@ def test_python_values_structure_and_numpy_leaves_round_trip(tmp_path: Path) -> 
     restored = StateHolder()  # holds nothing: every entry is rebuilt from the checkpoint
     tp.Checkpoint(data=restored).read(path).assert_consumed()
     assert len(restored.loaded) == 1
-    _assert_same(restored.state, original.state)
+    assert_same(restored.state, original.state)
 
 
 def test_arrays_the_object_holds_are_read_into_its_memory(tmp_path: Path) -> None:
@@ -169,7 +151,7 @@ def test_a_bfloat16_optimizer_state_is_rebuilt_as_torch_tensors(tmp_path: Path) 
     net2 = torch.nn.Linear(3, 2).to(torch.bfloat16)
     opt2 = torch.optim.SGD(net2.parameters(), lr=0.5, momentum=0.1)
     tp.Checkpoint(optimizer=opt2).read(path).assert_consumed()
-    _assert_same(opt2.state_dict(), opt.state_dict())
+    assert_same(opt2.state_dict(), opt.state_dict())
 
 
 def test_a_value_a_state_dict_cannot_hold_is_refused_with_its_place(tmp_path: Path) -> None:
@@ -243,7 +225,7 @@ def test_an_async_save_keeps_the_values_of_the_moment_it_was_called(tmp_path: Pa
         for p in net.parameters():
             p.add_(1.0)
     ckpt.sync()
-    _assert_same(tp.load_checkpoint(path).get_tensor("model/.ATTRIBUTES/0..weight"), expected["0.weight"].numpy())
+    assert_same(tp.load_checkpoint(path).get_tensor("model/.ATTRIBUTES/0..weight"), expected["0.weight"].numpy())
 
 
 def test_stateful_is_the_protocol_torch_objects_follow(tmp_path: Path) -> None:
@@ -304,7 +286,7 @@ def test_a_checkpoint_of_the_state_dict_given_as_a_dict_restores_into_the_module
     weight = target[0].weight
     status = tp.Checkpoint(model=target).read(path)
     status.assert_consumed().assert_existing_objects_matched()
-    _assert_same(target.state_dict(), net.state_dict())
+    assert_same(target.state_dict(), net.state_dict())
     assert target[0].weight is weight
 
 
@@ -383,7 +365,7 @@ def test_a_lazy_module_is_restored_through_load_state_dict(tmp_path: Path) -> No
     path = tp.Checkpoint(model=net).write(str(tmp_path / "ckpt"))
     fresh = torch.nn.Sequential(torch.nn.LazyLinear(3), torch.nn.LazyBatchNorm1d())  # not materialised yet
     tp.Checkpoint(model=fresh).read(path).assert_consumed()
-    _assert_same(fresh.state_dict(), net.state_dict())
+    assert_same(fresh.state_dict(), net.state_dict())
 
 
 @pytest.mark.filterwarnings("error")  # torch's "copying into a meta parameter is a no-op" warning fails it
@@ -398,7 +380,7 @@ def test_a_module_built_on_the_meta_device_is_filled_by_its_checkpoint(tmp_path:
     weight = fresh[0].weight
     opt = torch.optim.SGD(fresh.parameters(), lr=0.1)
     tp.Checkpoint(model=tp.NonStrict(fresh) if non_strict else fresh).read(path).assert_consumed()
-    _assert_same(fresh.state_dict(), net.state_dict())
+    assert_same(fresh.state_dict(), net.state_dict())
     assert fresh[0].weight is weight and isinstance(weight, torch.nn.Parameter) and weight.requires_grad
     assert not any(t.is_meta for t in fresh.state_dict().values())
     before = weight.detach().clone()

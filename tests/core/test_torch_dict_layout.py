@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 import trackpoint as tp
+from stateful_objects import assert_same
 
 torch = pytest.importorskip("torch")
 
@@ -32,22 +33,6 @@ def _run(seed: int, steps: int) -> tuple[Any, Any, Any]:
     return net, opt, sched
 
 
-def _assert_same(a: Any, b: Any) -> None:
-    assert type(a) is type(b), (a, b)
-    if isinstance(a, torch.Tensor):
-        assert a.dtype == b.dtype and torch.equal(a, b)
-    elif isinstance(a, dict):
-        assert list(a) == list(b)
-        for key in a:
-            _assert_same(a[key], b[key])
-    elif isinstance(a, (list, tuple)):
-        assert len(a) == len(b)
-        for x, y in zip(a, b, strict=True):
-            _assert_same(x, y)
-    else:
-        assert a == b, (a, b)
-
-
 def test_an_optimizer_and_a_scheduler_saved_as_dicts_restore_into_the_objects(tmp_path: Path) -> None:
     net, opt, sched = _run(0, steps=3)
     saved = {"model": net.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "epoch": 7}
@@ -56,8 +41,8 @@ def test_an_optimizer_and_a_scheduler_saved_as_dicts_restore_into_the_objects(tm
     ckpt = tp.Checkpoint(model=net2, optimizer=opt2, scheduler=sched2, epoch=0)
     ckpt.read(path).assert_consumed().assert_existing_objects_matched()
     # The optimizer's learning rate, betas (a tuple), None flags and moments; the scheduler's counters.
-    _assert_same(opt2.state_dict(), opt.state_dict())
-    _assert_same(sched2.state_dict(), sched.state_dict())
+    assert_same(opt2.state_dict(), opt.state_dict())
+    assert_same(sched2.state_dict(), sched.state_dict())
     assert ckpt.epoch == 7
     batch = torch.randn(4, 3)
     for model, optimizer, scheduler in ((net, opt, sched), (net2, opt2, sched2)):
@@ -65,7 +50,7 @@ def test_an_optimizer_and_a_scheduler_saved_as_dicts_restore_into_the_objects(tm
         model(batch).square().sum().backward()
         optimizer.step()
         scheduler.step()
-    _assert_same(net2.state_dict(), net.state_dict())
+    assert_same(net2.state_dict(), net.state_dict())
 
 
 def test_a_state_dict_bundling_several_saved_as_a_dict_restores_into_its_object(tmp_path: Path) -> None:
@@ -88,7 +73,7 @@ def test_a_state_dict_bundling_several_saved_as_a_dict_restores_into_its_object(
     fresh = Trainer(1, steps=0)
     tp.Checkpoint(trainer=fresh).read(path).assert_consumed()
     assert fresh.epoch == 5 and type(fresh.epoch) is int
-    _assert_same(fresh.opt.state_dict(), trainer.opt.state_dict())
+    assert_same(fresh.opt.state_dict(), trainer.opt.state_dict())
 
 
 def test_state_that_cannot_be_rebuilt_with_certainty_is_refused_before_anything_is_written(tmp_path: Path) -> None:
