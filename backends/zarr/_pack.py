@@ -318,7 +318,15 @@ def _write_items(
     def packable(array: np.ndarray[Any, Any]) -> bool:
         return array.dtype.kind != "O" and array.nbytes <= opts.pack_bytes
 
-    total = sum(a.nbytes for a in (np.asarray(it.array) for it in items) if packable(a))
+    def packed_bytes(item: WriteItem) -> int:
+        # By nbytes first: an item's array may be made when read (a JAX array's host copy), and one too large
+        # to pack is read once, when it is written, not here as well.
+        if item.nbytes > opts.pack_bytes:
+            return 0
+        array = np.asarray(item.array)
+        return array.nbytes if packable(array) else 0
+
+    total = sum(packed_bytes(it) for it in items)
     packer = Packer(writer, packed_name, total, opts) if total else None
     for item in items:
         if not item.key:

@@ -154,3 +154,27 @@ def test_an_async_save_keeps_no_jax_array_alive_while_it_writes(gate: Gate, tmp_
         gate.open.set()
     ckpt.sync()
     _assert_saved(tmp_path / "ckpt", {"w": np.full((16, 256), 3.0, np.float32)})
+
+
+def test_a_zarr_save_gathers_each_jax_array_too_large_to_pack_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from trackpoint import _array_values
+
+    gathered: list[tuple[int, ...]] = []
+    real = _array_values.host_copy
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        copy = real(*args, **kwargs)
+        gathered.append(tuple(copy.shape))
+        return copy
+
+    monkeypatch.setattr(_array_values, "host_copy", counted)
+    state = {"big": jnp.full((1024, 512), 2.0, jnp.float32), "small": jnp.ones(8)}  # 2 MiB and 32 bytes
+    options = tp.CheckpointOptions(backend="zarr", backend_options={"pack_bytes": 1 << 20})
+    tp.Checkpoint(state=state).write(str(tmp_path / "ckpt"), options)
+    # The 2 MiB array is read once, when it is written; only arrays small enough to pack are read twice.
+    assert gathered.count((1024, 512)) == 1, gathered
+    restored = tp.Checkpoint(state={"big": jnp.zeros((1024, 512)), "small": jnp.zeros(8)})
+    restored.read(str(tmp_path / "ckpt"), options).assert_consumed()
+    assert bool((restored.state["big"] == 2.0).all()) and bool((restored.state["small"] == 1.0).all())
