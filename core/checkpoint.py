@@ -57,7 +57,6 @@ from trackpoint.storage import (
     TensorSlice,
     WriteItem,
     _LazyItem,
-    _materialized,
     _options_argument,
     _options_refusal,
 )
@@ -487,10 +486,6 @@ class Checkpoint(AutoTrackable):
         coordinator = coordinator_of(options)
         if coordinator is not None and options is not None:
             from trackpoint.distributed._save import save as save_together
-
-            # The ranks plan a coordinated save from every value's dtype and shape before anything is
-            # written: the JAX arrays are gathered once, here, not once for the plan and again to write.
-            items = _materialized(items)
 
             # Every rank reports the save it takes part in (sizes: the whole checkpoint's).
             events.run(lambda: save_together(coordinator, backend, prefix, items, options, failure=failure))

@@ -687,11 +687,13 @@ _set_held = vars(_LazyItem)["_held"].__set__
 _set_nbytes = vars(_LazyItem)["_nbytes"].__set__
 
 
-def _materialized(items: list[WriteItem]) -> list[WriteItem]:
-    """``items`` with each item whose array is made when read replaced by a plain one (:meth:`_LazyItem.take`)."""
-    if all(type(item) is WriteItem for item in items):
-        return items
-    return [item.take() if isinstance(item, _LazyItem) and item.lazy else item for item in items]
+def _as_stored(item: WriteItem) -> np.ndarray[Any, Any]:
+    """The array ``item`` holds, without making one made when read: then a placeholder of its dtype and shape.
+
+    For planning from dtypes and shapes (a coordinated save's), where reading ``array`` would gather every
+    JAX array's host copy, including those of values another rank writes.
+    """
+    return _get_array(item, WriteItem)  # type: ignore[no-any-return]
 
 
 @dataclass(frozen=True, slots=True)

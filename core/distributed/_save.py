@@ -61,6 +61,7 @@ from trackpoint.storage import (
     ShardSpec,
     StorageBackend,
     WriteItem,
+    _as_stored,
     _default_writers,
     _plan_sizes,
     assemble_slices,
@@ -97,15 +98,16 @@ class _Meta:
 
 def _meta(item: WriteItem) -> _Meta:
     digest = None
-    if item.array.dtype.kind == "O":
+    array = _as_stored(item)  # a JAX array's host copy is made only where it is written
+    if array.dtype.kind == "O":
         h = hashlib.sha256()
-        for x in item.array.flat:
+        for x in array.flat:
             b = x.encode() if isinstance(x, str) else bytes(x)
             h.update(len(b).to_bytes(8, "little"))
             h.update(b)
         digest = h.hexdigest()
     spec = None if item.slice is None else item.slice.spec
-    return _Meta(item.key, item.nbytes, str(item.array.dtype), tuple(item.array.shape), digest, spec)
+    return _Meta(item.key, item.nbytes, str(array.dtype), tuple(array.shape), digest, spec)
 
 
 def _ident(item: WriteItem) -> tuple[str, str]:

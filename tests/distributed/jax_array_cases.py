@@ -145,13 +145,28 @@ def _needed(sharding: Any, shape: tuple[int, ...], itemsize: int) -> int:
 # ------------------------------------------------------------------------------------------------ cases
 def save_spread(ctx: Context, prefix: str) -> dict[str, Any]:
     """Save the SAVED arrays on the grid mesh under the coordinator; count the data bytes this process wrote."""
+    from trackpoint import _array_values
+
     values = saved_values()
     arrays = {name: _array(values[name], _sharding("grid", spec)) for name, (_, _, spec) in SAVED.items()}
-    with _data_bytes() as counted:
-        path = tp.Checkpoint(params=arrays).write(prefix, options=_options(ctx))
+    gathered = [0]
+    host_copy = _array_values.host_copy
+
+    def counted_copy(*args: Any, **kwargs: Any) -> Any:
+        copy = host_copy(*args, **kwargs)
+        gathered[0] += copy.nbytes
+        return copy
+
+    _array_values.host_copy = counted_copy
+    try:
+        with _data_bytes() as counted:
+            path = tp.Checkpoint(params=arrays).write(prefix, options=_options(ctx))
+    finally:
+        _array_values.host_copy = host_copy
     return {
         "path": path,
         "written": counted["written"],
+        "gathered": gathered[0],
         "spread": {name: not a.is_fully_addressable and not a.is_fully_replicated for name, a in arrays.items()},
     }
 

@@ -66,6 +66,8 @@ def test_each_part_is_written_once_by_one_process_into_one_tensor(grid: Ranks, t
     for rank, bytes_written in enumerate(written):
         own = sum(parts[rank] for parts in FIRST_COPIES.values())
         assert own <= bytes_written < own + 8192 + 4096, (rank, written)
+    # Each process copies off its devices only what it writes: the replicated array on one process alone.
+    assert sum(o["gathered"] for o in out) == total, [o["gathered"] for o in out]
 
 
 def test_a_restore_reads_only_what_this_process_devices_hold_on_another_mesh(grid: Ranks, tmp_path: Path) -> None:
