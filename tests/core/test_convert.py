@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 import trackpoint as tp
+from stateful_objects import StateHolder
 from trackpoint.errors import CheckpointExistsError, CheckpointNotFoundError
 from trackpoint.plugins import open_backend
 from trackpoint.storage import CheckpointOptions, ShardSpec, StorageBackend
@@ -341,22 +342,9 @@ def test_a_directory_or_file_at_a_committed_prefix_does_not_stand_in_the_way(tmp
 
 
 # ------------------------------------------------------------------ strip_prefix
-class _StateDictHolder:
-    """A ``Stateful`` object, saved as a torch module is: its entries are attributes of one object."""
-
-    def __init__(self, **state: Any) -> None:
-        self.state = state
-
-    def state_dict(self) -> dict[str, Any]:
-        return self.state
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.state = state
-
-
 def _modules(tmp_path: Path) -> str:
-    model = _StateDictHolder(**{"0.weight": np.ones((2, 3), np.float32), "0.bias": np.zeros(2, np.float32)})
-    optimizer = _StateDictHolder(state={0: {"step": np.ones((), np.float32)}}, param_groups=[{"lr": 0.1}])
+    model = StateHolder({"0.weight": np.ones((2, 3), np.float32), "0.bias": np.zeros(2, np.float32)})
+    optimizer = StateHolder({"state": {0: {"step": np.ones((), np.float32)}}, "param_groups": [{"lr": 0.1}]})
     return tp.Checkpoint(model=model, optimizer=optimizer).write(str(tmp_path / "run" / "ckpt-1"))
 
 

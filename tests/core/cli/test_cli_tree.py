@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 import trackpoint as tp
+from stateful_objects import StateHolder
 from trackpoint.cli import _render
 
 
@@ -27,19 +28,6 @@ class _Config(tp.PythonState):
 
     def deserialize(self, string_value: str | bytes) -> None:
         self.text = string_value.decode() if isinstance(string_value, bytes) else string_value
-
-
-class _Settings:
-    """A ``Stateful`` object (state_dict/load_state_dict), saved as torch objects are, without torch."""
-
-    def __init__(self, **state: Any) -> None:
-        self.state = state
-
-    def state_dict(self) -> dict[str, Any]:
-        return self.state
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.state = state
 
 
 def _tree(cli: Any, path: str) -> list[str]:
@@ -81,14 +69,16 @@ def test_a_torch_model_and_optimizer_are_drawn_as_their_state_dicts_nest(tmp_pat
 
 
 def test_state_dict_values_are_shown_and_long_ones_cut(tmp_path: Path, cli: Any) -> None:
-    settings = _Settings(
-        lr=0.5,
-        name="x" * 200,
-        params=list(range(300)),
-        betas=(0.9, 0.999),
-        blob=b"\x01\x02",
-        groups=[{"weight": np.ones(2, np.float32), "decay": 0.0}],
-        empty={},
+    settings = StateHolder(
+        dict(
+            lr=0.5,
+            name="x" * 200,
+            params=list(range(300)),
+            betas=(0.9, 0.999),
+            blob=b"\x01\x02",
+            groups=[{"weight": np.ones(2, np.float32), "decay": 0.0}],
+            empty={},
+        )
     )
     path = tp.Checkpoint(opt=settings).write(str(tmp_path / "ckpt-1"))
     lines = _tree(cli, path)
@@ -138,7 +128,7 @@ def test_a_damaged_structure_lists_the_attributes_one_per_line(tmp_path: Path) -
     """The tree still shows what is stored when the ``.STATE_DICT`` string is no structure trackpoint reads."""
     from trackpoint.interchange._convert import open_source, read_graph
 
-    path = tp.Checkpoint(opt=_Settings(lr=0.5, w=np.zeros(3, np.float32))).write(str(tmp_path / "ckpt-1"))
+    path = tp.Checkpoint(opt=StateHolder(dict(lr=0.5, w=np.zeros(3, np.float32)))).write(str(tmp_path / "ckpt-1"))
     _, _, reader = open_source(path)
     with reader:
         graph = read_graph(reader)
