@@ -476,16 +476,14 @@ def _in_tensor_memory(array: np.ndarray[Any, Any], tensor: Any) -> bool:
 
 
 def _byte_bounds(array: np.ndarray[Any, Any]) -> tuple[int, int]:
-    """The first byte of ``array`` and one past its last (``numpy.byte_bounds``, which numpy 2 moved)."""
-    start = end = int(array.__array_interface__["data"][0])
+    """The first byte of ``array`` and one past its last (none for an empty array)."""
     if not array.size:
+        start = int(array.__array_interface__["data"][0])
         return start, start
-    for extent, stride in zip(array.shape, array.strides, strict=True):
-        if stride < 0:
-            start += stride * (extent - 1)
-        else:
-            end += stride * (extent - 1)
-    return start, end + array.itemsize
+    # numpy 2 moved byte_bounds from the top level (numpy 1.26) to numpy.lib.array_utils.
+    bounds = getattr(np, "byte_bounds", None) or np.lib.array_utils.byte_bounds
+    start, end = bounds(array)
+    return int(start), int(end)
 
 
 def _memory_key(array: np.ndarray[Any, Any]) -> tuple[Any, ...] | None:
