@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from trackpoint.errors import TrackableError
+from trackpoint.errors import IncompletePartitionError, TrackableError
 
 __all__ = ["TensorSlice", "check_coverage", "split_rows"]
 
@@ -216,8 +216,11 @@ def check_coverage(key: str, full_shape: tuple[int, ...], slices: Sequence[Tenso
     Raises
     ------
     TrackableError
-        Two slices overlap, or the slices leave elements of the tensor
-        uncovered; the message names the slices.
+        The slices disagree on the full shape, or two of them overlap; the
+        message names the slices.
+    IncompletePartitionError
+        (a :class:`TrackableError`) The slices leave elements of the tensor
+        uncovered.
     """
     if any(s.full_shape != full_shape for s in slices):
         shapes = sorted({s.full_shape for s in slices})
@@ -238,7 +241,7 @@ def check_coverage(key: str, full_shape: tuple[int, ...], slices: Sequence[Tenso
     covered = sum(s.size for s in ordered)
     total = math.prod(full_shape)
     if covered != total:
-        raise TrackableError(
+        raise IncompletePartitionError(
             f"{where}: the slices saved for {key!r} cover {covered} of its {total} elements (shape {full_shape}); "
             "every part of a partitioned value must be saved by some writer"
         )

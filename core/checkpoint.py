@@ -31,7 +31,9 @@ from trackpoint.data_structures import NoDependency, is_array_value, is_pytree_n
 from trackpoint.distributed._driver import coordinator_of, on_root, together
 from trackpoint.errors import (
     ArgumentTypeError,
+    CheckpointExistsError,
     CheckpointNotFoundError,
+    IncompletePartitionError,
     InvalidArgumentError,
     InvalidCheckpointError,
     NameConflictError,
@@ -382,16 +384,25 @@ class Checkpoint(AutoTrackable):
         return prefix
 
     def _write_with(
-        self, prefix: str, options: CheckpointOptions | None, extra: Sequence[WriteItem], *, started: float
+        self,
+        prefix: str,
+        options: CheckpointOptions | None,
+        extra: Sequence[WriteItem],
+        *,
+        started: float,
+        on_exists: Callable[[CheckpointExistsError], BaseException] | None = None,
     ) -> None:
         """:meth:`write` at the checked ``prefix``, with ``extra`` items committed together with the values.
 
         ``CheckpointManager.save`` passes the metrics of the checkpoint this way, so they are committed with
         it (one commit point, deleted with it) under a key outside the object graph, which restores ignore.
+        Without ``on_exists`` the save replaces what is committed at ``prefix``; with it, it commits only if
+        nothing is by then (the store's create-only commit) and raises what ``on_exists`` makes of the store's
+        refusal (the refusal itself if it returns that).
         """
         self._self_async.begin(options)
         if _async.enabled(options):
-            self._write_async(prefix, options, then=None, started=started, extra=extra)
+            self._write_async(prefix, options, then=None, started=started, extra=extra, on_exists=on_exists)
         else:
             with _gc.full_collections_deferred():
                 with self._failing_together(prefix, options):
@@ -399,7 +410,7 @@ class Checkpoint(AutoTrackable):
                     items = _with_extra(_snapshot(self._view(), arrays)[0], extra)
                     self._check_stale(prefix, arrays)
                     del arrays
-                self._write_items(prefix, items, options, started=started)
+                self._write_items(prefix, items, options, started=started, on_exists=on_exists)
 
     def _fail_coordinated(self, prefix: str, options: CheckpointOptions | None, failure: BaseException) -> None:
         """Take part in a coordinated save that failed on this rank before it began, so it fails on every rank.
@@ -469,6 +480,7 @@ class Checkpoint(AutoTrackable):
         started: float,
         events: observe.SaveEvents | None = None,
         failure: BaseException | None = None,
+        on_exists: Callable[[CheckpointExistsError], BaseException] | None = None,
     ) -> None:
         """The save driver: write and commit ``items`` at ``prefix``, then run the write callbacks.
 
@@ -487,20 +499,31 @@ class Checkpoint(AutoTrackable):
         if coordinator is not None and options is not None:
             from trackpoint.distributed._save import save as save_together
 
-            # Every rank reports the save it takes part in (sizes: the whole checkpoint's).
-            events.run(lambda: save_together(coordinator, backend, prefix, items, options, failure=failure))
+            def save() -> None:
+                # Every rank reports the save it takes part in (sizes: the whole checkpoint's).
+                with _refused_as(on_exists):
+                    save_together(
+                        coordinator, backend, prefix, items, options, overwrite=on_exists is None, failure=failure
+                    )
+
         else:
 
             def save() -> None:
                 # Inside the events: a refused save is reported as failed, not left started.
                 _resolve.refuse_shadow(prefix, options, backend, "Checkpoint.write")
                 try:
-                    backend.save(prefix, items, options, overwrite=True)
-                except TrackableError as exc:
-                    hint = _ranks_without_coordinator() if "every part of a partitioned value" in str(exc) else None
-                    if hint is not None:
-                        raise TrackableError(f"{exc}; this process is one of several {hint} on every rank") from exc
-                    raise
+                    with _refused_as(on_exists):
+                        backend.save(prefix, items, options, overwrite=on_exists is None)
+                except IncompletePartitionError as exc:
+                    hint = _ranks_without_coordinator()
+                    if hint is None:
+                        raise
+                    raise IncompletePartitionError(
+                        f"{exc}; this process is one of several {hint} on every rank",
+                        backend=exc.backend,
+                        url=exc.url,
+                        key=exc.key,
+                    ) from exc
 
             events.run(save)
         observe.run_write_callbacks(options, prefix)
@@ -513,6 +536,7 @@ class Checkpoint(AutoTrackable):
         *,
         started: float,
         extra: Sequence[WriteItem] = (),
+        on_exists: Callable[[CheckpointExistsError], BaseException] | None = None,
     ) -> None:
         """Snapshot the values and write them at ``prefix`` in the background, then run ``then``.
 
@@ -547,7 +571,9 @@ class Checkpoint(AutoTrackable):
             nodes,
             f"the async save of {prefix!r}",
             options,
-            lambda snapshot: self._write_items(prefix, snapshot, options, started=started, events=events),
+            lambda snapshot: self._write_items(
+                prefix, snapshot, options, started=started, events=events, on_exists=on_exists
+            ),
             then,
             ready=ready,
             prefix=prefix,
@@ -979,6 +1005,17 @@ def _warn_stale(view: ObjectGraphView, prefix: str, previous: str, arrays: list[
         shown,
         assign,
     )
+
+
+@contextlib.contextmanager
+def _refused_as(on_exists: Callable[[CheckpointExistsError], BaseException] | None) -> Iterator[None]:
+    """Raise what ``on_exists`` makes of a create-only commit's refusal (see ``Checkpoint._write_with``)."""
+    try:
+        yield
+    except CheckpointExistsError as exc:
+        if on_exists is None or (refusal := on_exists(exc)) is exc:
+            raise
+        raise refusal from exc
 
 
 def _backend_name(store: StorageBackend, path: str) -> str:

@@ -20,6 +20,7 @@ botocore, gcsfs, zarr) into these classes, chained with ``raise ... from exc``.
     ├── InvalidPathError               (+ ValueError)   a path or URL no store can use (NUL byte)
     ├── TrackableError                 (+ ValueError)   bad objects handed to trackpoint
     │   ├── NameConflictError                           two dependencies, one name
+    │   ├── IncompletePartitionError                    the parts saved leave some of a partitioned value out
     │   └── NotTrackableError          (+ TypeError)    an object of the wrong type (TypeError in TensorFlow)
     ├── AssignmentError                (+ ValueError)   value does not fit a variable
     │   ├── ShapeMismatchError
@@ -77,6 +78,7 @@ __all__ = [
     "DTypeMismatchError",
     "DataLossError",
     "ErrorKind",
+    "IncompletePartitionError",
     "InvalidArgumentError",
     "InvalidCheckpointError",
     "InvalidPathError",
@@ -226,6 +228,19 @@ class TrackableError(CheckpointError, ValueError):
 
 class NameConflictError(TrackableError):
     """Two different dependencies were given the same name on one object."""
+
+
+class IncompletePartitionError(TrackableError):
+    """The parts (slices) saved for a partitioned value leave some of its elements unwritten.
+
+    Raised by the coverage check a save makes before it commits a
+    partitioned value, so nothing is committed. The usual cause is one
+    process of a multi-process job saving alone the part of a value it holds
+    (a sharded DTensor or JAX array): the remedy is to save together with
+    the others, passing ``CheckpointOptions(coordinator=...)`` on every
+    process. A :class:`TrackableError`, so handlers of that class (and of
+    ``ValueError``) catch it too.
+    """
 
 
 class NotTrackableError(TrackableError, TypeError):

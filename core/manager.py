@@ -1190,11 +1190,12 @@ class CheckpointManager:
                     self._last_checkpoint_step = step
             self._after_commit(saved, scored)
 
+        # Not among this manager's checkpoints, so not its to replace: written only if nobody committed it first.
+        fresh = prefix not in self._maybe_delete and prefix not in self._attempted
         try:
             if (
                 self._coordinator is None  # ranks must not decide apart; rank 0 alone would need a round trip
-                and prefix not in self._maybe_delete
-                and prefix not in self._attempted
+                and fresh
                 and self._writer.exists(prefix)  # the format this manager writes: one request
             ):
                 # Not among this manager's checkpoints, so not its to replace. Re-saving a number of its own (or
@@ -1210,26 +1211,34 @@ class CheckpointManager:
                         f"(manager.delete({number})), or number this save past it (checkpoint_number=); nothing "
                         "was saved"
                     )
-                # Committed by another writer of this series since the manager was created (an earlier instance
-                # of the job still running, a second job given the same directory).
-                raise CheckpointExistsError(
-                    f"CheckpointManager.save refused to write {prefix}: another writer committed it after this "
-                    f"manager was created, so two managers (processes) are saving the series "
-                    f"{self._checkpoint_name}-N in {self._directory!r}. Stop the other one, or give each its own "
-                    "directory or checkpoint_name; that checkpoint was left as it is"
-                )
+                raise self._another_writer(prefix)
             self._attempted.add(prefix)
+
+            def refused(exc: CheckpointExistsError) -> BaseException:
+                # The store refused the create-only commit. Not a checkpoint of another format in the way (refused
+                # with its own message) but one in this manager's format, committed by another writer while this
+                # save was writing: its number stays that writer's.
+                if not self._writer.exists(prefix):
+                    return exc
+                self._attempted.discard(prefix)
+                return self._another_writer(prefix)
+
+            # A number not this manager's is committed only if nobody committed it first (the store's create-only
+            # commit), so a writer that committed it after the check above is never replaced.
+            on_exists = refused if fresh else None
             if asynchronous:
                 self._checkpoint._write_async(  # type: ignore[attr-defined]
-                    prefix, opts, then=lambda: on_commit(prefix), started=started, extra=extra
+                    prefix, opts, then=lambda: on_commit(prefix), started=started, extra=extra, on_exists=on_exists
                 )
                 return prefix
-            if extra:
-                # The metrics are committed with the values: a checkpoint never exists without the metrics it
-                # was saved with, and they go when it goes.
-                self._checkpoint._write_with(prefix, opts, extra, started=started)  # type: ignore[attr-defined]
+            write_with = getattr(self._checkpoint, "_write_with", None)
+            if write_with is not None:
+                # The metrics (extra) are committed with the values: a checkpoint never exists without the metrics
+                # it was saved with, and they go when it goes.
+                write_with(prefix, opts, extra, started=started, on_exists=on_exists)
                 saved = prefix
             else:
+                # Another ManagedCheckpoint: its write() is all there is, checked before the write only.
                 saved = self._checkpoint.write(prefix, options=opts)
             on_commit(saved)
             return saved
@@ -1238,6 +1247,16 @@ class CheckpointManager:
             if not committed and not (saver is not None and saver.busy()):
                 counter.assign_add(-1)
             raise
+
+    def _another_writer(self, prefix: str) -> CheckpointExistsError:
+        """The refusal of a save of ``prefix``, which another writer of this series committed."""
+        # An earlier instance of the job still running, or a second job given the same directory.
+        return CheckpointExistsError(
+            f"CheckpointManager.save refused to write {prefix}: another writer committed it after this "
+            f"manager was created, so two managers (processes) are saving the series "
+            f"{self._checkpoint_name}-N in {self._directory!r}. Stop the other one, or give each its own "
+            "directory or checkpoint_name; that checkpoint was left as it is"
+        )
 
     def _refuse_earlier_run(self, number: int, by_counter: bool) -> None:
         """Refuse a save numbered ``number``, at or below the checkpoints an earlier run left in the directory.

@@ -583,7 +583,7 @@ class Saver:
                 check_coverage(name, parts[0].full_shape, parts, f"Saver.save of {prefix!r}")
             except TrackableError as exc:
                 held = ", ".join(f"{e.var.name!r} {e.part.spec!r}" for e in group if e.part is not None)
-                raise TrackableError(f"{exc} (slices held by Variables {held})") from exc
+                raise type(exc)(f"{exc} (slices held by Variables {held})") from exc
 
     def _step_variable(self, tensor_name: str) -> Variable:
         """The variable of ``var_list`` that TensorFlow 1's tensor name ``tensor_name`` (``global_step:0``) names."""

@@ -20,6 +20,7 @@ BUILTIN_OF = {
     E.CheckpointKeyError: KeyError,
     E.TrackableError: ValueError,
     E.NameConflictError: ValueError,
+    E.IncompletePartitionError: ValueError,
     E.NotTrackableError: TypeError,
     E.AssignmentError: ValueError,
     E.ShapeMismatchError: ValueError,

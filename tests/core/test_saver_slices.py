@@ -191,7 +191,7 @@ def test_save_refuses_a_partial_list_of_partitions(tmp_path: Path) -> None:
     saver = tp.Saver({"embedding": [p1]})
     saver.restore(TF1[-1].prefix)
     np.testing.assert_array_equal(p1.numpy(), _embedding(TF1[-1].prefix)[3:])
-    with pytest.raises(TrackableError, match="cover 9 of its 18 elements"):
+    with pytest.raises(tp.IncompletePartitionError, match="cover 9 of its 18 elements"):
         saver.save(str(tmp_path / "m"))
 
 

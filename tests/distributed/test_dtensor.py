@@ -158,7 +158,7 @@ def test_replicate_and_shard_placements(torch2: Ranks, torch4: Ranks, tmp_path: 
 
 def test_a_save_of_sharded_dtensors_without_a_coordinator_is_refused(torch2: Ranks, tmp_path: Path) -> None:
     for result in torch2.run("dtensor_cases:placed_save_alone", prefix=str(tmp_path / "alone")):
-        assert result.error is not None and result.error[0] == "TrackableError", result
+        assert result.error is not None and result.error[0] == "IncompletePartitionError", result
         message = result.error[1].splitlines()[0]
         assert "the slices saved for 'held/.ATTRIBUTES/" in message and "every part of a partitioned" in message
         assert "passing CheckpointOptions(coordinator=TorchCoordinator()) on every rank" in message

@@ -129,7 +129,7 @@ def test_checkpoints_move_between_two_processes_and_one(grid: Ranks, tmp_path: P
 def test_refusals_say_what_to_do(grid: Ranks, tmp_path: Path) -> None:
     for rank in grid.values("jax_array_cases:refusals", directory=str(tmp_path)):
         kind, message = rank["no_coordinator"]
-        assert kind == "TrackableError" and "every part of a partitioned value must be saved" in message
+        assert kind == "IncompletePartitionError" and "every part of a partitioned value must be saved" in message
         assert "passing CheckpointOptions(coordinator=JaxCoordinator())" in message
         assert rank["earlier_intact"] is True
         kind, message = rank["abstract_mesh"]
