@@ -275,13 +275,36 @@ class ZarrBackend(StorageBackend):
                 rel = _tree.strip(path)[len(_tree.strip(base)) :].lstrip("/").split("/")
                 if len(rel) == 2 and rel[1] == _layout.ZARR_JSON and rel[0].endswith(_layout.SUFFIX):
                     names.add(rel[0])
-        found = []
-        for name in names:
-            if len(name) > len(_layout.SUFFIX) and self._files.exists(
-                _paths.join(_paths.join(base, name), _layout.ZARR_JSON)
-            ):
-                found.append(self.join(directory, name[: -len(_layout.SUFFIX)]))
+        groups = sorted(name for name in names if len(name) > len(_layout.SUFFIX))
+        roots = [_paths.join(_paths.join(base, name), _layout.ZARR_JSON) for name in groups]
+        # The sizes asked together, then one read per group (as many requests as asking whether each root
+        # exists): the start of a root names the format.
+        found = [
+            self.join(directory, name[: -len(_layout.SUFFIX)])
+            for name, root, size in zip(groups, roots, self._files.sizes(roots), strict=True)
+            if size is not None and self._written_by_trackpoint(root, size)
+        ]
         return sorted(found)
+
+    def _written_by_trackpoint(self, root: str, size: int) -> bool:
+        """Whether the root ``zarr.json`` at ``root`` (``size`` bytes) is a checkpoint's, not another Zarr group's.
+
+        The start of the document tells for every root trackpoint writes; the whole is read only when the
+        start does not (a document rewritten by another tool, or a large one of another writer).
+        """
+        try:
+            if size > _layout.HEAD_BYTES:
+                head = bytearray(_layout.HEAD_BYTES)
+                try:
+                    self._files.read_into(root, 0, memoryview(head))
+                except DataLossError:
+                    pass  # replaced by a shorter root since its size was asked: the whole is read below
+                else:
+                    if _layout.names_trackpoint(head):
+                        return True
+            return _layout.written_by_trackpoint(self._files.read(root))
+        except CheckpointNotFoundError:
+            return False  # deleted since it was listed
 
     def cleanup(self, directory: str, *, min_age: float | None = None) -> list[str]:
         """Remove the abandoned saves in ``directory`` that are old enough; return what was removed.

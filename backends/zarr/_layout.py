@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import json
+import re
 import sys
 import warnings
 from collections.abc import Iterable, Iterator, Mapping
@@ -110,10 +111,12 @@ def _known_dtype_name(dtype: np.dtype[Any]) -> str | None:
     # Cached: a checkpoint of 20,000 tensors asks for a handful of dtypes.
     if core_dtypes.is_string(dtype):
         return STRING
-    # Not by kind: ml_dtypes gives float8_e5m2 kind "f" (and "<f1", which numpy cannot hold in a buffer).
-    for name, dt in ml_dtypes_by_name().items():
-        if dtype == dt:
-            return name
+    # Not by kind: ml_dtypes gives float8_e5m2 kind "f" (and "<f1", which numpy cannot hold in a buffer). By the
+    # type's module first, so that numpy's own types do not import ml_dtypes.
+    if core_dtypes.is_ml_dtype(dtype):
+        for name, dt in ml_dtypes_by_name().items():
+            if dtype == dt:
+                return name
     limit = _NUMERIC_KINDS.get(dtype.kind)
     if limit is None or dtype.itemsize > limit or dtype.fields is not None:
         return None
@@ -158,8 +161,8 @@ def storage_dtype(dtype: np.dtype[Any]) -> np.dtype[Any]:
     UnsupportedDTypeError
         ``dtype`` is ml_dtypes' complex32 or bcomplex32 and this host is big-endian (see ``_ML_COMPLEX``).
     """
-    # Not by kind: float8_e5m2 has kind "f" and complex32 kind "c".
-    if any(dtype == dt for dt in ml_dtypes_by_name().values()):
+    # Not by kind: float8_e5m2 has kind "f" and complex32 kind "c". By the type's module, as _known_dtype_name.
+    if core_dtypes.is_ml_dtype(dtype) and any(dtype == dt for dt in ml_dtypes_by_name().values()):
         if dtype.name in _ML_COMPLEX and sys.byteorder == "big":
             raise UnsupportedDTypeError(
                 f"zarr: dtype {dtype.name} is stored as two little-endian halves, which this big-endian host "
@@ -404,6 +407,42 @@ def _slot(name: str) -> bytes:
     return json.dumps(name).encode()
 
 
+#: Bytes at the start of a root ``zarr.json`` that recognise a checkpoint (see :func:`names_trackpoint`).
+HEAD_BYTES: Final = 4096
+# The format's name as the root document's attributes give it, in the first hundred or so bytes:
+# trackpoint writes its attributes first and their keys sorted ("checksum", "data", "format", ...), and
+# zarr-python keeps that order when it rewrites the document (reformatted, attributes added).
+_FORMAT_FIELD: Final = re.compile(rb'"format"\s*:\s*"' + re.escape(FORMAT_NAME.encode()) + rb'"')
+
+
+def names_trackpoint(head: bytes | bytearray) -> bool:
+    """Whether ``head``, the start of a root ``zarr.json``, names this format (``False`` may be inconclusive)."""
+    return _FORMAT_FIELD.search(head) is not None
+
+
+def _trackpoint_attrs(doc: Any) -> Any:
+    """``attributes["trackpoint"]`` of the parsed document ``doc``; ``None`` when it has none."""
+    attributes = doc.get("attributes") if isinstance(doc, dict) else None
+    return attributes.get("trackpoint") if isinstance(attributes, dict) else None
+
+
+def written_by_trackpoint(raw: bytes) -> bool:
+    """Whether ``raw``, a whole root ``zarr.json``, is a checkpoint's: not the document of another tool's Zarr node.
+
+    Listings show only these: plain zarr writes groups ``P.zarr`` too, which hold no checkpoint. A root
+    that is not JSON counts as a checkpoint's, cut short or damaged: listed, so that its restore (or
+    ``trackpoint ls``) reports the damage rather than the checkpoint vanishing.
+    """
+    if names_trackpoint(raw[:HEAD_BYTES]):
+        return True
+    try:
+        doc = json.loads(raw)
+    except ValueError:
+        return True
+    attrs = _trackpoint_attrs(doc)
+    return isinstance(attrs, dict) and attrs.get("format") == FORMAT_NAME
+
+
 def parse_root(raw: bytes, group: str) -> tuple[dict[str, Any], dict[str, Any]]:
     """(``trackpoint`` attributes, consolidated array metadata) of a root ``zarr.json``, verified."""
     try:
@@ -418,14 +457,23 @@ def parse_root(raw: bytes, group: str) -> tuple[dict[str, Any], dict[str, Any]]:
         raise InvalidCheckpointError(
             f"zarr: {group!r} is not a trackpoint Zarr checkpoint (its zarr.json is not valid JSON: {exc})"
         ) from exc
+    attrs = _trackpoint_attrs(doc)
+    if attrs is None:
+        node = doc.get("node_type") if isinstance(doc, dict) else None
+        node = node if node in ("group", "array") else "node"
+        opener = "zarr.open" if node == "node" else f"zarr.open_{node}"
+        raise InvalidCheckpointError(
+            f"zarr: {group!r} is a Zarr {node} not written by trackpoint (its zarr.json has no "
+            f"attributes['trackpoint']), so it holds no checkpoint; read it with zarr itself, "
+            f"{opener}({group!r}, mode='r'), or restore from a checkpoint trackpoint saved"
+        )
     try:
-        attrs = doc["attributes"]["trackpoint"]
         raw_value = doc["attributes"].get(RAW_CHECKSUM)
         metadata = doc["consolidated_metadata"]["metadata"]
     except (KeyError, TypeError) as exc:
         raise InvalidCheckpointError(
-            f"zarr: {group!r} is not a trackpoint Zarr checkpoint (no attributes['trackpoint'] and "
-            "consolidated metadata in its zarr.json)"
+            f"zarr: {group!r} is not a trackpoint Zarr checkpoint (its zarr.json has attributes['trackpoint'] "
+            "but no consolidated metadata)"
         ) from exc
     if not isinstance(attrs, dict) or attrs.get("format") != FORMAT_NAME or not isinstance(metadata, dict):
         raise InvalidCheckpointError(f"zarr: {group!r} is a Zarr group but not a trackpoint checkpoint")

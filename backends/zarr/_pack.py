@@ -24,7 +24,7 @@ from trackpoint.backends.zarr._chunks import Codec, ContiguousChunks, write_chun
 from trackpoint.backends.zarr._keys import encode_key
 from trackpoint.backends.zarr._options import ZarrOptions
 from trackpoint.errors import InvalidCheckpointError, StorageError
-from trackpoint.storage import OBJECT_GRAPH_KEY, ShardResult, ShardSpec, WriteItem
+from trackpoint.storage import OBJECT_GRAPH_KEY, ShardResult, ShardSpec, WriteItem, _as_stored
 
 #: Chunk objects a shard writes at once. Each is made durable on its own (a
 #: local file is fsynced when closed), and one at a time leaves the device
@@ -319,11 +319,9 @@ def _write_items(
         return array.dtype.kind != "O" and array.nbytes <= opts.pack_bytes
 
     def packed_bytes(item: WriteItem) -> int:
-        # By nbytes first: an item's array may be made when read (a JAX array's host copy), and one too large
-        # to pack is read once, when it is written, not here as well.
-        if item.nbytes > opts.pack_bytes:
-            return 0
-        array = np.asarray(item.array)
+        # From the dtype and shape alone: an item's array may be made when read (a JAX array's host copy,
+        # gathered from its devices), and is read once, when it is written, not to size the pack as well.
+        array = np.asarray(_as_stored(item))
         return array.nbytes if packable(array) else 0
 
     total = sum(packed_bytes(it) for it in items)

@@ -112,7 +112,7 @@ def test_a_plain_zarr_group_is_not_a_checkpoint(local: Any) -> None:
     import zarr
 
     zarr.open_group(local.prefix() + ".zarr", mode="w", attributes={"hello": 1})
-    with pytest.raises(InvalidCheckpointError, match="not a trackpoint"):
+    with pytest.raises(InvalidCheckpointError, match="is a Zarr group not written by trackpoint"):
         local.backend.open_reader(local.prefix())
 
 
