@@ -36,7 +36,7 @@ import collections
 import contextlib
 import logging
 import weakref
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final, NamedTuple, Optional
@@ -467,12 +467,7 @@ class _Plan:
             self.walk(proto_id, trackable)
         if self.mismatches:
             raise _mismatched(self.mismatches)
-        # A class may order how its planned objects are applied, or refuse the plan before anything is written:
-        # a static `_order_restores(objects) -> objects` (torch modules filled on 'meta' before the optimizers
-        # whose state torch places by their parameters, see trackpoint.stateful). Asked of each class once.
-        for order in dict.fromkeys(getattr(cls, "_order_restores", None) for cls in self.traits):
-            if order is not None:
-                self.planned_objects = order(self.planned_objects)
+        self.planned_objects = order_restores(self.planned_objects, self.traits)
         self.apply()
         # Dependencies tracked while this step ran (a restore that creates a dependency it was asked for)
         # were not walked.
@@ -753,6 +748,40 @@ PARTIAL_RESTORE_NOTE: Final = (
     "already hold some of the checkpoint's values, and the one being read may hold partly written or corrupted "
     "bytes; everything else is as it was. Restore again, from this or another checkpoint, before using them."
 )
+
+
+def order_restores(objects: list[Trackable], classes: Iterable[type] | None = None) -> list[Trackable]:
+    """The objects a restore planned, in the order to apply their values; refuses what cannot be restored.
+
+    A class may order how its planned objects are applied, or refuse the plan before anything is written:
+    a static ``_order_restores(objects) -> objects`` (torch modules filled on 'meta' before the optimizers
+    whose state torch places by their parameters, see ``trackpoint.stateful``). Each distinct ordering is
+    asked once. Every restore that applies values to objects (``Checkpoint.restore``, ``FrozenSaver.restore``)
+    goes through this, after checking every value and before writing any.
+
+    Parameters
+    ----------
+    objects
+        The objects planned, in the order of the restore's walk.
+    classes
+        The classes of the objects the restore met (those of ``objects`` at least); by default those of
+        ``objects``.
+
+    Returns
+    -------
+    list
+        The same objects, in the order to apply them.
+
+    Raises
+    ------
+    AssignmentError
+        A class refused the plan (see its ``_order_restores``); nothing has been written.
+    """
+    met = dict.fromkeys(map(type, objects)) if classes is None else classes
+    for order in dict.fromkeys(getattr(cls, "_order_restores", None) for cls in met):
+        if order is not None:
+            objects = order(objects)
+    return objects
 
 
 @contextlib.contextmanager

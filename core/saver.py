@@ -46,7 +46,7 @@ from trackpoint.errors import (
     UnsupportedOptionError,
 )
 from trackpoint.proto import trackable_object_graph_pb2 as pb
-from trackpoint.restore import partial_restore_noted, read_requests
+from trackpoint.restore import order_restores, partial_restore_noted, read_requests
 from trackpoint.storage import (
     OBJECT_GRAPH_KEY,
     CheckpointOptions,
@@ -1095,7 +1095,9 @@ class FrozenSaver:
                     continue
                 obj._check_restore_tensors({a: reader.info(k) for a, k in attributes.items()}, attributes)
                 plans.append((obj, attributes, None))
-            for target, keys, planned in plans:
+            # In the order Checkpoint.restore applies them (torch modules filled on 'meta' before optimizers).
+            by_object = {id(plan[0]): plan for plan in plans}
+            for target, keys, planned in (by_object[id(obj)] for obj in order_restores([p[0] for p in plans])):
                 if planned is None:
                     target._restore_from_tensors({a: reader.read(k) for a, k in keys.items()})
                     continue

@@ -20,7 +20,10 @@ What that node saves, under ``<path>/.ATTRIBUTES/<name>``:
   tensor torch places it at (several slices under a strided shard whose rows
   interleave), which the ranks of a coordinated save merge into one tensor
   (``Shard``, ``_StridedShard`` and ``Replicate`` placements; see
-  :class:`_DTensorValue`);
+  :class:`_DTensorValue`); an array the state dict holds under several keys
+  (tied weights) once, under its first key, the structure naming that array
+  for the others, so that a restore hands the one tensor to every key (see
+  :func:`_identity` for when two entries are one array);
 * ``.STATE_DICT``, a JSON string with the state dict's structure: its keys
   (strings or integers), its mappings (``dict``, ``OrderedDict`` with torch's
   ``_metadata``, ``Counter``), lists and tuples, the place of each array, and
@@ -67,7 +70,7 @@ import logging
 import sys
 import threading
 import weakref
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Hashable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Final, Protocol, runtime_checkable
 
 import numpy as np
@@ -350,6 +353,43 @@ def _materialize(module: Any, state: Mapping[str, Any]) -> None:
 def _is_meta(value: Any) -> bool:
     """Whether ``value`` is a torch tensor on the 'meta' device: a shape and dtype without memory."""
     return getattr(value, "is_meta", False) is True
+
+
+def _identity(value: Any) -> Hashable | None:
+    """What makes two arrays of a state dict provably one array; ``None`` for an array never merged with another.
+
+    A module with tied weights (``lm_head.weight = embed.weight``) gives the one Parameter under two keys, as
+    two detached tensors over the same memory: saved once, it is restored as one. Only what must hold the same
+    values is merged: a plain torch tensor (CPU or not) at the same storage address, offset, shape, strides and
+    dtype, with the same conjugate and negative bits (a ``conj()`` view shares all the rest); a numpy array at
+    the same address with the same dtype, shape and strides; any other array only as the very same object.
+    Views that differ in any of those (``w[1:]``, ``w.t()``) are saved each on its own, as are empty tensors
+    (whose address tells nothing), tensors on 'meta' (no memory), DTensors (saved as slices) and tensor
+    subclasses (whose storage may not be their values).
+    """
+    if _is_meta(value) or is_dtensor(value):
+        return None
+    if dtypes._is_torch_tensor(value):
+        torch = sys.modules["torch"]
+        if type(value) not in (torch.Tensor, torch.nn.Parameter) or value.layout != torch.strided:
+            return None
+        if value.is_quantized or value.is_nested or value.numel() == 0:
+            return None
+        return (
+            str(value.device),
+            value.dtype,
+            value.untyped_storage().data_ptr(),
+            value.storage_offset(),
+            tuple(value.shape),
+            value.stride(),
+            value.is_conj(),
+            value.is_neg(),
+        )
+    if isinstance(value, np.ndarray):
+        if not value.size:
+            return None
+        return (value.__array_interface__["data"][0], value.dtype, value.shape, value.strides)
+    return ("object", id(value))  # the state dict holds it while it is flattened: no other object has this id
 
 
 #: The attribute ``torch.compile``'s wrapper holds its module in: a segment of every key of a compiled submodule
@@ -902,8 +942,10 @@ class _Rebuild:
     Such a checkpoint holds containers as nodes and Python numbers as 0-d arrays, without their types: the
     object's state dict now tells them (``betas`` a tuple, ``lr`` a float, a torch tensor where it holds
     one). Where the object holds nothing, the type must be certain: an optimizer's state is keyed by the
-    parameter numbers of its ``param_groups`` and holds torch tensors; a 0-d boolean, integer or float64 array
-    was a Python number. Anything else (an empty container, integer names that may be a list's positions or a
+    parameter numbers of its ``param_groups`` and holds torch tensors, and the ``param_names`` of a param group
+    (an optimizer built from ``named_parameters()``) are a list of str, each a 0-d string value, which torch's
+    ``load_state_dict`` takes also into an optimizer built without names; a 0-d boolean, integer or float64
+    array was a Python number. Anything else (an empty container, integer names that may be a list's positions or a
     dict's keys) is a problem, reported before anything is written.
 
     Parameters
@@ -967,6 +1009,19 @@ class _Rebuild:
                 problem = f"holds shape {shape}, {type(self.obj).__name__} holds shape {tuple(template.shape)} there"
             else:
                 return (value if isinstance(template, np.ndarray) else value[()]) if self.build else None
+        elif type(template) in (str, bytes) or (template is _ABSENT and context == "param_name"):
+            # A string (a torch optimizer's `param_names`, str where the object holds nothing to tell).
+            if shape != () or dtype != np.dtype(object):
+                problem = (
+                    f"holds an array of dtype {dtypes._name(dtype)} and shape {shape} where "
+                    f"{type(self.obj).__name__} holds a string"
+                )
+            elif not self.build:
+                return None
+            else:
+                text = value[()]
+                text = text if isinstance(text, bytes) else str(text).encode("utf-8")
+                return text if type(template) is bytes else text.decode("utf-8")
         elif type(template) in (bool, int, float):
             kinds = {bool: "b", int: "iu", float: "fiu"}[type(template)]
             if shape != () or dtype.kind not in kinds:
@@ -995,10 +1050,12 @@ class _Rebuild:
         if isinstance(template, Mapping):
             return self._mapping(entries, template, place, context)
         if type(template) in (list, tuple):
-            return self._sequence(entries, template, place)
+            return self._sequence(entries, template, place, context)
         if template is _ABSENT or template is None:
             if context in ("states", "param_state"):
                 return self._mapping(entries, {}, place, context)
+            if context == "param_names":  # a list of str in torch's format, also where the optimizer has none
+                return self._sequence(entries, [], place, context)
             if not entries:
                 self.problems.append(
                     f"{place}: the checkpoint holds an empty container, which may have been a list or a dict, where "
@@ -1042,10 +1099,14 @@ class _Rebuild:
             inner = (
                 "states"
                 if optimizer and key == "state"
+                else "param_groups"
+                if optimizer and key == "param_groups"
                 else "param_state"
                 if context == "states"
                 else "param_value"
                 if context == "param_state"
+                else "param_names"
+                if context == "param_group" and key == "param_names"
                 else ""
             )
             found[key] = self._value(entry, template.get(key, _ABSENT), inner)
@@ -1065,7 +1126,9 @@ class _Rebuild:
             result._metadata = metadata
         return result
 
-    def _sequence(self, entries: Mapping[str, _SavedEntry], template: list[Any] | tuple[Any, ...], place: str) -> Any:
+    def _sequence(
+        self, entries: Mapping[str, _SavedEntry], template: list[Any] | tuple[Any, ...], place: str, context: str
+    ) -> Any:
         if set(entries) != {str(index) for index in range(len(entries))}:
             self.problems.append(
                 f"{place}: the checkpoint holds the entries {sorted(entries)[:5]} where {type(self.obj).__name__} "
@@ -1073,10 +1136,12 @@ class _Rebuild:
             )
             return None
         items = []
+        # An optimizer's param groups, and the names in each.
+        inner = {"param_groups": "param_group", "param_names": "param_name"}.get(context, "")
         for index in range(len(entries)):
             # A list grown since holds elements like its last.
             held = template[index] if index < len(template) else template[-1] if template else _ABSENT
-            items.append(self._value(entries[str(index)], held, ""))
+            items.append(self._value(entries[str(index)], held, inner))
         return type(template)(items) if self.build else None
 
     def flat(self, entries: Mapping[str, _SavedEntry]) -> list[tuple[str, TensorInfo, str]]:
@@ -1111,6 +1176,9 @@ class StatefulValue(Trackable):
         self._offered: set[str] = set()
         # The names of the state dict's tensors on the 'meta' device when a restore was planned.
         self._meta: dict[str, tuple[str, Any]] = {}
+        # The entries of the state dict that are the same array as an earlier one (a tied weight), by name,
+        # with that one's name: saved and restored as that array (see _identity).
+        self._aliases: dict[str, str] = {}
         # For a checkpoint of the object's state dict given as a dict: (the restore's children, the state dict).
         self._legacy: tuple[Any, Mapping[Any, Any]] | None = None
         self._legacy_nodes: dict[str, _NumpyValue] = {}
@@ -1149,6 +1217,11 @@ class StatefulValue(Trackable):
         """
         leaves: dict[str, _NumpyValue | None] = {}
         meta = self._meta = {}
+        # The name of the first array saved for each identity (see _identity): an entry that is the same array
+        # (a tied weight) names that array in the structure instead of saving it again.
+        first: dict[Hashable, str] = {}
+        aliases: dict[str, str] = {}
+        self._aliases = aliases
 
         def leaf(value: Any, name: str, where: str) -> _NumpyValue | None:
             if not arrays:
@@ -1176,15 +1249,22 @@ class StatefulValue(Trackable):
 
         def visit(value: Any, name: str, where: str, depth: int = 0) -> Any:
             if is_array_value(value):
-                if name in leaves:
+                if name in leaves or name in aliases:
                     raise TrackableError(f"{where}: two entries of the state dict are both saved as {name!r}")
-                leaves[name] = leaf(value, name, where)
                 if dtypes._is_torch_tensor(value):
                     kind = "torch"
                 elif is_jax_array(value):
                     kind = "jax"
                 else:
                     kind = "numpy" if isinstance(value, np.ndarray) else "scalar"
+                identity = _identity(value)
+                saved = None if identity is None else first.get(identity)
+                if saved is not None:
+                    aliases[name] = saved
+                    return {"array": saved, "kind": kind}
+                if identity is not None:
+                    first[identity] = name
+                leaves[name] = leaf(value, name, where)
                 return {"array": name, "kind": kind}
             if value is None or type(value) in (bool, int, float, str):
                 return value
@@ -1424,6 +1504,18 @@ class StatefulValue(Trackable):
         for name, tensor in infos.items():
             node = planned.get(name)
             if node is None:
+                # An entry that is the same array as another (a tied weight) saved on its own, by a checkpoint of
+                # an untied model or of an earlier trackpoint: read apart and copied by load_state_dict, so
+                # only its shape is checked here, against the array it is.
+                tied = planned.get(self._aliases.get(name, ""))
+                shape = None if tied is None else tuple(tied.current().shape)
+                if shape is not None and tuple(tensor.shape) != shape:
+                    problems.append(
+                        ShapeMismatchError(
+                            f"cannot restore {where[name]!r} into {self._where}[{name!r}]: the checkpoint holds "
+                            f"shape {tuple(tensor.shape)}, the object holds shape {shape} there"
+                        )
+                    )
                 continue
             try:
                 node._check_restore_tensors({VARIABLE_VALUE_KEY: tensor}, {VARIABLE_VALUE_KEY: where[name]})
@@ -1538,8 +1630,15 @@ class StatefulValue(Trackable):
         structure = parse_structure(raw, self._where)
         # The arrays the object holds that hold the checkpoint's values before load_state_dict runs.
         written = set(offered)
+        # Each array once: an entry naming another's array (a tied weight) gets that very tensor, not a copy.
+        built: dict[str, Any] = {}
 
         def array(name: str, kind: str) -> Any:
+            if name not in built:
+                built[name] = read(name, kind)
+            return built[name]
+
+        def read(name: str, kind: str) -> Any:
             value = planned.get(name)
             if name in tensors:
                 if value is not None:
@@ -1842,7 +1941,8 @@ def structure_changes(a: object, b: object, atol: float = 0.0, rtol: float = 0.0
 
     def shown(node: Any) -> str:
         if isinstance(node, dict) and "array" in node:
-            return f"<{node['kind']} array>"
+            # By the array it names: an entry that became the same array as another (tied) names that one.
+            return f"<{node['kind']} array {node['array']!r}>"
         if isinstance(node, dict) and "bytes" in node:
             return repr(bytes.fromhex(node["bytes"]))
         if entries(node) is not None:
