@@ -360,6 +360,9 @@ class _NumpyValue(Variable):
                 "after the restore"
             )
         self._cast_key = key
+        planned = _PLANNED_CASTS.nodes
+        if planned is not None and target.kind in "iu":
+            planned.append(self)  # its values are checked to fit before the restore gives any object its value
 
     def _cast(self, restored: np.ndarray[Any, Any], dtype: np.dtype[Any]) -> np.ndarray[Any, Any]:
         """``restored`` cast into the template's ``dtype``: refused for integers that do not fit.
@@ -367,10 +370,25 @@ class _NumpyValue(Variable):
         Raises
         ------
         DTypeMismatchError
-            An integer value lies outside the range of ``dtype``. Raised while values are being given to
-            their objects: the ones given before keep their restored values.
+            An integer value lies outside the range of ``dtype``. A restore planned with
+            :func:`planned_casts` checked that before any value was given to its object; otherwise (a restore
+            by names) the values given before this one keep their restored values.
         """
-        if dtype.kind in "iu" and restored.size:
+        self._check_fits(restored, dtype, applying=True)
+        return np.asarray(restored, dtype=dtype)
+
+    def _check_fits(
+        self, restored: np.ndarray[Any, Any], dtype: np.dtype[Any] | None = None, applying: bool = False
+    ) -> None:
+        """Refuse integer values ``restored`` that do not fit the template's ``dtype`` (its own by default).
+
+        Raises
+        ------
+        DTypeMismatchError
+            An integer value lies outside the range of ``dtype``.
+        """
+        dtype = self._value.dtype if dtype is None else dtype
+        if dtype.kind in "iu" and restored.dtype != dtype and restored.size:
             bounds = np.iinfo(dtype)
             low, high = int(bounds.min), int(bounds.max)
             outside = (restored < low) | (restored > high)
@@ -381,11 +399,14 @@ class _NumpyValue(Variable):
                     f"cannot restore {self._cast_key!r} into the {self._kind()} {self._name!r} ({self._where}) of "
                     f"dtype {dtypes._name(dtype)}: the checkpoint holds {dtypes._name(restored.dtype)} values that "
                     f"do not fit in it ({bad.size} of {restored.size}: {shown}). Give the template a wider integer "
-                    "dtype (int64 needs jax.config.update('jax_enable_x64', True) before the arrays are made); the "
-                    "restore stopped here, so values given to their objects before this one are restored and the "
-                    "others are not: restore again once the template fits"
+                    "dtype (int64 needs jax.config.update('jax_enable_x64', True) before the arrays are made)"
+                    + (
+                        "; the restore stopped here, so values given to their objects before this one are restored "
+                        "and the others are not: restore again once the template fits"
+                        if applying
+                        else "; nothing was restored"
+                    )
                 )
-        return np.asarray(restored, dtype=dtype)
 
     def _restore_slice(self, attribute: str) -> TensorSlice | None:
         # docstring inherited
@@ -506,6 +527,31 @@ def _copy_into_tensor(tensor: Any, values: np.ndarray[Any, Any]) -> None:
     """Write ``values`` into a torch tensor whose memory numpy cannot share (on another device, say)."""
     with sys.modules["torch"].no_grad():
         tensor.copy_(dtypes._numpy_to_torch(values))
+
+
+class _PlannedCasts(threading.local):
+    """The template nodes whose values a restore being planned in this thread casts into an integer dtype."""
+
+    nodes: list[_NumpyValue] | None = None
+
+
+_PLANNED_CASTS = _PlannedCasts()
+
+
+@contextlib.contextmanager
+def planned_casts(nodes: list[_NumpyValue]) -> Iterator[None]:
+    """Collect into ``nodes`` each template node whose dtype check, within the block, planned an integer cast.
+
+    Whether such a value fits its template's dtype is known only once it is read: the restore checks those
+    values (:meth:`_NumpyValue._check_fits`) before it gives any object its value, so that a refused cast
+    leaves everything as it was. Other values pay nothing for it.
+    """
+    outer = _PLANNED_CASTS.nodes
+    _PLANNED_CASTS.nodes = nodes
+    try:
+        yield
+    finally:
+        _PLANNED_CASTS.nodes = outer
 
 
 #: How many nodes made for ``jax.ShapeDtypeStruct`` templates are alive: a restore asks which of them got no

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-from trackpoint.data_structures import NoDependency, assign_attribute
+from trackpoint.data_structures import _PLAIN_TREES, NoDependency, assign_attribute, read_plain_tree
 from trackpoint.trackable import Trackable
 
 __all__ = ["AutoTrackable"]
@@ -42,6 +42,14 @@ class AutoTrackable(Trackable):
     since what it holds would not be saved. Assign a plain ``dict``, ``list``
     or ``tuple`` instead, or ``NoDependency(value)`` to keep it unsaved.
 
+    A pytree that holds JAX arrays (lists, dicts, tuples and registered
+    nodes) is tracked through wrappers of a copy of its containers, and the
+    attribute reads as a plain tree interchangeable with the one given: that
+    tree itself, and after a restore a plain tree of the restored arrays,
+    rebuilt at its first read (through ``__getattr__``, so a class that
+    defines its own ``__getattr__``, or the name itself, reads the wrapped
+    tree instead).
+
     Attributes starting with ``_self_`` are internal bookkeeping and are
     never tracked; neither is anything assigned inside a method decorated
     with :func:`~trackpoint.no_automatic_dependency_tracking` or inside
@@ -59,14 +67,21 @@ class AutoTrackable(Trackable):
             object.__setattr__(self, name, value)
             return
         # Only the instance dict: a property getter must not run on assignment.
-        if self.__dict__.get(name, _MISSING) is value:
-            # ``self.x = self.x`` must not re-wrap or re-track.
+        if self.__dict__.get(name, _MISSING) is value and name not in self.__dict__.get(_PLAIN_TREES, ()):
+            # ``self.x = self.x`` must not re-wrap or re-track. (A plain tree of JAX arrays is wrapped again:
+            # the tree may have been changed in place since, and assigning it again is how it is saved.)
             return
         strict = self._refuse_unsaved_values and not name.startswith("_")
-        stored, tracked = assign_attribute(self, name, value, strict=strict)
+        plain_trees = type(self).__getattr__ is AutoTrackable.__getattr__
+        stored, tracked = assign_attribute(self, name, value, strict=strict, plain_trees=plain_trees)
         if not tracked:
             self._delete_tracking(name)
         super().__setattr__(name, stored)
+
+    def __getattr__(self, name: str) -> Any:
+        # Called only for an attribute missing from the instance and its class: a pytree of JAX arrays whose
+        # plain tree a restore made out of date is rebuilt here (see trackpoint.data_structures._PlainTree).
+        return read_plain_tree(self, name)
 
     def _no_dependency(self, value: Any) -> Any:
         """``NoDependency(value)``: assigned to an attribute, ``value`` is stored unsaved (TensorFlow's hook)."""
@@ -74,4 +89,7 @@ class AutoTrackable(Trackable):
 
     def __delattr__(self, name: str) -> None:
         self._delete_tracking(name)
+        trees = self.__dict__.get(_PLAIN_TREES)
+        if trees is not None and trees.pop(name, None) is not None and name not in self.__dict__:
+            return  # a plain tree out of date since a restore: nothing left to delete
         super().__delattr__(name)

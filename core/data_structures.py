@@ -166,7 +166,8 @@ def _wrap(value: Any, name: str, strict: bool, where: str) -> Any:
                 # own.
                 _COPYING.depth += 1
                 try:
-                    return _wrap(_copy_containers(value) if _holds_jax(value) else value, name, strict, where)
+                    copied = _COPYING.copied = _holds_jax(value)
+                    return _wrap(_copy_containers(value) if copied else value, name, strict, where)
                 finally:
                     _COPYING.depth -= 1
                     if not _COPYING.depth:
@@ -212,6 +213,8 @@ class _Copying(threading.local):
     """
 
     depth = 0
+    #: Whether the outermost value wrapped last was a pytree of JAX arrays, wrapped as a copy.
+    copied = False
     #: The user's container each copy was made from, by the copy's id.
     sources: dict[int, Any]
 
@@ -653,17 +656,159 @@ class _AttributeSetter:
     def __call__(self, value: Any) -> None:
         owner = self.owner()
         if owner is not None:
+            tree = _plain_tree_of(owner, self.name)
+            if tree is not None:
+                tree.stale()  # the plain tree is rebuilt when next read, once however many leaves were replaced
+                return
             # Not through AutoTrackable.__setattr__: the dependency stays the same node.
             object.__setattr__(owner, self.name, value)
 
 
-def assign_attribute(trackable: Trackable, name: str, value: Any, strict: bool = False) -> tuple[Any, bool]:
+#: The owner's attribute holding each :class:`_PlainTree`, by attribute name.
+_PLAIN_TREES: Final = "_self_plain_trees"
+
+
+def _plain_tree_of(owner: Trackable, name: str) -> _PlainTree | None:
+    trees = owner.__dict__.get(_PLAIN_TREES)
+    return None if trees is None else trees.get(name)
+
+
+class _PlainTree:
+    """An attribute holding a pytree of JAX arrays: the owner keeps a plain tree, the checkpoint its wrappers.
+
+    JAX compares container types, so a tree read from the attribute must be the user's kind of tree (plain
+    dicts, lists, tuples and nodes), interchangeable with the one given: ``tree_map(f, plain, ckpt.params)``
+    and optax's ``tx.update(grads, ckpt.state.opt_state)`` need that. The checkpoint tracks the wrappers of
+    a copy of the containers (see :func:`_wrap`); the attribute holds the plain tree of the same leaves. A
+    restore that replaces a leaf calls :meth:`stale`, which takes the attribute out of the owner's
+    ``__dict__``; the next read finds it missing (``AutoTrackable.__getattr__``) and rebuilds it, once per
+    restore however many leaves were replaced. Reads in between cost nothing more than any attribute's.
+    """
+
+    __slots__ = ("name", "node", "owner")
+
+    def __init__(self, owner: Trackable | None, name: str, node: TrackableDataStructure | None) -> None:
+        # Both weakly: the owner tracks the node, and the node's wrappers hold this record, which must not make
+        # them a reference cycle (the arrays would wait for the cycle collector to be freed).
+        self.owner: Callable[[], Trackable | None] = _gone if owner is None else weakref.ref(owner)
+        self.name = name
+        self.node: Callable[[], TrackableDataStructure | None] = _gone if node is None else weakref.ref(node)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # As _AttributeSetter's: pickled with strong references, rebuilt with weak ones.
+        return (_PlainTree, (self.owner(), self.name, self.node()))
+
+    def stale(self) -> None:
+        """A restore replaced something in the tree: the owner's plain tree is out of date."""
+        owner = self.owner()
+        if owner is not None and _plain_tree_of(owner, self.name) is self:
+            owner.__dict__.pop(self.name, None)
+
+    def plain(self) -> Any:
+        """The plain tree of what the checkpoint holds now (the containers given, where they still match)."""
+        node = self.node()
+        return _plain_copy(node.current() if isinstance(node, (_TupleValue, _PytreeValue)) else node, node)
+
+    def watch(self) -> None:
+        """Have every list and dict wrapper in the tree report a restore that replaces what it holds."""
+        pending: list[Any] = [self.node()]
+        while pending:
+            item = pending.pop()
+            if isinstance(item, _DictWrapper):
+                item._self_plain = self
+                children: Iterable[tuple[Any, Any]] = item._self_storage.items()
+            elif isinstance(item, ListWrapper):
+                item._self_plain = self
+                children = enumerate(item._self_storage)
+            elif isinstance(item, _PytreeValue):
+                children = enumerate(item._self_children)
+            elif isinstance(item, _TupleValue):
+                children = enumerate(item.current())
+            else:
+                continue
+            nodes = item._self_nodes
+            for key, child in children:
+                found = nodes.get(key)
+                pending.append(found if isinstance(found, (_TupleValue, _PytreeValue)) else child)
+
+
+def _plain_copy(held: Any, node: Any) -> Any:
+    """The plain tree of ``held``, what a wrapper's holder keeps, saved by ``node`` (``held`` itself or its node).
+
+    A container the user gave (or a plain one built earlier) is reused while it holds exactly the plain
+    children; else a new one is built and recorded as the wrapper's source, so that a save refuses a change
+    made to it in place, as it refuses one made to the tree given (see ``_check_source``).
+    """
+    if isinstance(held, (_DictWrapper, ListWrapper)):
+        nodes = held._self_nodes
+        if isinstance(held, _DictWrapper):
+            storage = held._self_storage
+            items = [(key, _plain_copy(value, nodes.get(key))) for key, value in storage.items()]
+            source = held.__dict__.get("_self_source")
+            if source is not None and _same_items(source[0], items):
+                return source[0]
+            plain: Any = type(storage)(items)
+            snapshot: list[Any] = list(plain.items())
+        else:
+            values = [_plain_copy(value, nodes.get(index)) for index, value in enumerate(held._self_storage)]
+            source = held.__dict__.get("_self_source")
+            if source is not None and len(source[0]) == len(values) and all(map(operator.is_, source[0], values)):
+                return source[0]
+            plain = values
+            snapshot = list(values)
+        if source is None:
+            held._self_source = (plain, snapshot)
+        return plain
+    if isinstance(node, _TupleValue) and node.current() is held:
+        children = [_plain_copy(value, node._self_nodes.get(index)) for index, value in enumerate(held)]
+        if all(map(operator.is_, children, held)):
+            return held
+        return tuple.__new__(type(held), children)  # as _TupleValue rebuilds it, without a custom __new__
+    if isinstance(node, _PytreeValue) and node.current() is held:
+        node._settle()
+        children = [_plain_copy(value, node._self_nodes.get(index)) for index, value in enumerate(node._self_children)]
+        # By their leaves and structure, not by identity: a flatten may build its children anew each time.
+        if _same_leaves(_node_children(held), children):
+            return held  # it holds plain children already: the node the checkpoint holds and restores into
+        given = node._self_given
+        source = None if given is None else given[0]()
+        if source is not None and _same_leaves(_node_children(source), children):
+            return source
+        rebuilt = node._self_treedef.unflatten(children)
+        if not _same_leaves(_node_children(rebuilt), children):
+            # Its unflatten copies or converts leaves: only the node the checkpoint holds shows what a restore
+            # writes into them, and holds what a save writes.
+            return held
+        if source is None:  # else the user's node stays the one whose changes a save refuses
+            node._self_given = (_held_ref(rebuilt), [_record(child, False) for child in children])
+        return rebuilt
+    return held
+
+
+def _same_items(source: dict[Any, Any], items: list[tuple[Any, Any]]) -> bool:
+    """Whether the dict ``source`` holds exactly ``items``, in order, the very values."""
+    return len(source) == len(items) and all(
+        a[0] == b[0] and a[1] is b[1] for a, b in zip(source.items(), items, strict=True)
+    )
+
+
+def _same_leaves(now: Sequence[Any], children: list[Any]) -> bool:
+    """Whether ``now`` holds the very leaves of ``children`` in an equal structure."""
+    leaves, structure = _tree_flatten(list(now))
+    return _same_tree(leaves, structure, _tree_flatten(children))
+
+
+def assign_attribute(
+    trackable: Trackable, name: str, value: Any, strict: bool = False, plain_trees: bool = False
+) -> tuple[Any, bool]:
     """Track ``value`` on ``trackable`` as ``name`` if it is saved; return what to store and whether it is tracked.
 
     Trackables (and wrapped containers) are tracked as themselves; numpy
     values through a saved node while the attribute keeps the numpy value. A
     waiting restore is applied at once, so the value returned may be the
-    restored one.
+    restored one. With ``plain_trees`` (the owner's class rebuilds a missing
+    attribute with :func:`read_plain_tree`), a pytree of JAX arrays is stored
+    as a plain tree, its wrappers tracked (see :class:`_PlainTree`).
 
     Raises
     ------
@@ -674,6 +819,9 @@ def assign_attribute(trackable: Trackable, name: str, value: Any, strict: bool =
         ``set``, a dataclass, ...) holding something that would be saved.
     """
     where = f"{type(trackable).__name__}.{name}"
+    trees = trackable.__dict__.get(_PLAIN_TREES)
+    if trees is not None:
+        trees.pop(name, None)
     if isinstance(value, NoDependency):
         return value.value, False
     if is_array_value(value) or (strict and type(value) in PYTHON_NUMBERS):
@@ -683,7 +831,22 @@ def assign_attribute(trackable: Trackable, name: str, value: Any, strict: bool =
     if is_stateful(value):
         trackable._track_trackable(stateful_node(value, where), name=name, overwrite=True)
         return value, True
+    _COPYING.copied = False
     stored = _wrap(value, name, strict, where)
+    if (
+        plain_trees
+        and _COPYING.copied
+        and isinstance(stored, TrackableDataStructure)
+        # A name the class defines would show the class's value while the attribute is out of date.
+        and not hasattr(type(trackable), name)
+    ):
+        tree = _PlainTree(trackable, name, stored)
+        tree.watch()
+        trackable.__dict__.setdefault(_PLAIN_TREES, {})[name] = tree
+        if isinstance(stored, (_TupleValue, _PytreeValue)):
+            stored._on_replace = _AttributeSetter(trackable, name)
+        trackable._track_trackable(stored, name=name, overwrite=True)  # may apply a waiting restore
+        return tree.plain(), True
     if isinstance(stored, (_TupleValue, _PytreeValue)):
         stored._on_replace = _AttributeSetter(trackable, name)
         trackable._track_trackable(stored, name=name, overwrite=True)
@@ -692,6 +855,22 @@ def assign_attribute(trackable: Trackable, name: str, value: Any, strict: bool =
         trackable._track_trackable(stored, name=name, overwrite=True)
         return stored, True
     return stored, False
+
+
+def read_plain_tree(owner: Trackable, name: str) -> Any:
+    """The attribute ``name`` of ``owner`` that holds a pytree of JAX arrays, rebuilt after a restore changed it.
+
+    Raises
+    ------
+    AttributeError
+        ``owner`` has no such attribute.
+    """
+    tree = _plain_tree_of(owner, name)
+    if tree is None or tree.node() is None:
+        raise AttributeError(f"{type(owner).__name__!r} object has no attribute {name!r}", name=name, obj=owner)
+    value = tree.plain()
+    object.__setattr__(owner, name, value)
+    return value
 
 
 def sticky_attribute_assignment(trackable: Trackable, name: str, value: Any) -> Any:
@@ -768,6 +947,9 @@ class TrackableDataStructure(Trackable, metaclass=abc.ABCMeta):
     #: and on the lists and dicts inside one that does not hold them itself (see _PytreeValue._watch). Its
     #: leaves' nodes are then _BatchedLeaf nodes.
     _self_batch: _NodeRef
+    #: The attribute's plain tree to mark out of date when a restore replaces something held here (set on the
+    #: lists and dicts of a pytree of JAX arrays an attribute holds, see _PlainTree).
+    _self_plain: _PlainTree
 
     def _init_structure(self, strict: bool, where: str | None, kind: str) -> None:
         _show_wrappers_to_jax()
@@ -811,8 +993,9 @@ class TrackableDataStructure(Trackable, metaclass=abc.ABCMeta):
             return
         raise TrackableError(
             f"Unable to save {self._self_where}: the {type(source).__name__} given there holds JAX arrays, so the "
-            "checkpoint keeps a copy of its containers, and it was changed since it was given (JAX arrays are "
-            "replaced, not updated in place). Assign it again before saving, to save the new values."
+            "checkpoint keeps a copy of its containers, and it was changed since it was given or read back from "
+            "the checkpoint (JAX arrays are replaced, not updated in place). Assign it again before saving, to "
+            "save the new values."
         )
 
     def _element_where(self, key: Any) -> str:
@@ -930,6 +1113,9 @@ class TrackableDataStructure(Trackable, metaclass=abc.ABCMeta):
         node = None if batch is None else batch()
         if node is not None:
             node._changed()
+        tree = self.__dict__.get("_self_plain")
+        if tree is not None:
+            tree.stale()
 
 
 _NON_APPEND_MESSAGE = (

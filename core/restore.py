@@ -43,7 +43,7 @@ from typing import TYPE_CHECKING, Any, Final, NamedTuple, Optional
 
 import numpy as np
 
-from trackpoint import _gc
+from trackpoint import _array_values, _gc
 from trackpoint.data_structures import TrackableDataStructure
 from trackpoint.errors import (
     AssignmentError,
@@ -70,6 +70,7 @@ from trackpoint.trackable import (
 from trackpoint.variables import Variable
 
 if TYPE_CHECKING:
+    from trackpoint._array_values import _NumpyValue
     from trackpoint._slices import TensorSlice
     from trackpoint.storage import CheckpointReader, TensorInfo
 
@@ -454,6 +455,8 @@ class _Plan:
     attribute_name: dict[str, str] = field(default_factory=dict)
     #: Values that do not fit their objects (dtype, shape), all reported together before anything is written.
     mismatches: list[AssignmentError] = field(default_factory=list)
+    #: Template nodes whose values are cast into an integer dtype: read and checked to fit before the others.
+    casts: list[_NumpyValue] = field(default_factory=list)
     #: Whether this step restores the whole graph from its root.
     whole_graph: bool = False
     #: Set by :meth:`walk` of the whole graph: every object of the live graph was matched, and all of them
@@ -463,7 +466,7 @@ class _Plan:
     def run(self, proto_id: int, trackable: Trackable) -> None:
         """Plan from one matched pair, then apply; record a settled whole graph with the coordinator."""
         changes = dependency_changes()
-        with _gc.paused():
+        with _gc.paused(), _array_values.planned_casts(self.casts):
             self.walk(proto_id, trackable)
         if self.mismatches:
             raise _mismatched(self.mismatches)
@@ -679,7 +682,7 @@ class _Plan:
                 coordinator.partly_filled[proto_id] = (ref(trackable), missing)
             requests, buffers, parts = self._requests()
         # Outside the pause: a read may wait on a network or a hung store for long.
-        results = read_requests(coordinator.reader, requests, parts)
+        results = self._read(requests, parts)
         with _gc.paused():
             self._apply_values(results, buffers)
         for parent, name, position in self.deferred:
@@ -712,6 +715,39 @@ class _Plan:
             buffers.append(buffer)
         requests.extend((spec.name, None) for saveable in self.saveables for spec in saveable.specs)
         return requests, buffers, parts
+
+    def _read(self, requests: list[tuple[str, _Buffer]], parts: dict[int, TensorSlice]) -> list[np.ndarray[Any, Any]]:
+        """Read ``requests``; the values cast into a template's integer dtype first, checked to fit.
+
+        Those are checked before any other value is read (some are read in place, into their objects), so a
+        value that does not fit its template leaves every object as it was.
+        """
+        reader = self.coordinator.reader
+        if not self.casts:
+            return read_requests(reader, requests, parts)
+        results: list[np.ndarray[Any, Any] | None] = [None] * len(requests)
+
+        def read(positions: list[int]) -> None:
+            found = {j: parts[i] for j, i in enumerate(positions) if i in parts}
+            for i, value in zip(positions, read_requests(reader, [requests[i] for i in positions], found), strict=True):
+                results[i] = value
+
+        casts = {id(node): node for node in self.casts}
+        first = [i for i, trackable in enumerate(self.attribute_objects) if id(trackable) in casts]
+        read(first)
+        errors: list[AssignmentError] = []
+        for i in first:
+            value = results[i]
+            assert value is not None
+            try:
+                casts[id(self.attribute_objects[i])]._check_fits(value)
+            except DTypeMismatchError as exc:
+                errors.append(exc)  # the others are checked too, to be reported at once
+        if errors:
+            raise _mismatched(errors)
+        done = set(first)
+        read([i for i in range(len(requests)) if i not in done])
+        return results  # type: ignore[return-value]  # every position was read
 
     def _apply_values(self, results: list[np.ndarray[Any, Any]], buffers: list[_Buffer]) -> None:
         spec_start = len(buffers)

@@ -546,6 +546,32 @@ def _holds_orbax(step: str) -> bool:
         )
 
 
+def orbax_checkpoint(path: str, store: StorageBackend) -> str | None:
+    """What Orbax wrote at ``path``, named for a message (``"an Orbax run (step directories 3, 10)"``), or ``None``.
+
+    A run (its step directories) is seen in a local directory only (see :func:`orbax_steps`); a step or item
+    directory of one is seen anywhere, by the files Orbax writes into it, read through ``store`` (what
+    ``open_store`` returned for ``path``). For messages of failed restores only: it reads up to one file per
+    name Orbax writes. Never raises.
+    """
+    steps = orbax_steps(path)
+    if steps:
+        return f"an Orbax run (step directories {', '.join(steps[-5:])})"
+    if not _paths.is_url(path):
+        try:
+            found = _holds_orbax(_paths.strip_file_scheme(path) or os.curdir)
+        except (CheckpointError, OSError, ValueError):
+            found = False
+        return "an Orbax checkpoint (a step directory of an Orbax run, or an item of one)" if found else None
+    for name in _ORBAX_FILES:
+        try:
+            if store.read_file(_paths.join(path, name)) is not None:
+                return f"an Orbax checkpoint (it holds {name!r})"
+        except CheckpointError:
+            continue
+    return None
+
+
 def _warn_orbax_run(directory: str) -> None:
     """Say, once per directory, that ``directory`` holds an Orbax run where no checkpoint of trackpoint's is."""
     if directory in _WARNED_ORBAX:
