@@ -2,14 +2,15 @@
 
 ``import trackpoint`` gives the whole user API: trackables and variables, the
 ``Checkpoint`` facade and its load statuses, checkpoint inspection, options and
-the error classes. No storage library is imported until a backend is used.
+the error classes; ``trackpoint.train`` holds them under TensorFlow's ``tf.train``
+names. No storage library is imported until a backend is used.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from trackpoint import optimizers, preemption
+from trackpoint import optimizers, preemption, train
 from trackpoint.autotrackable import AutoTrackable
 from trackpoint.checkpoint import Checkpoint
 from trackpoint.checkpoint_management import (
@@ -116,6 +117,7 @@ __all__ = [
     "remove_checkpoint",
     "string",
     "to_torch",
+    "train",
     "update_checkpoint_state",
     "verify",
     "wait_for_new_checkpoint",

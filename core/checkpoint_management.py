@@ -10,6 +10,7 @@ backend (``s3://``, ``gs://``, ``memory://``, ...). They are thin layers over
 
 from __future__ import annotations
 
+import glob
 import os
 import re
 import time
@@ -183,11 +184,25 @@ def update_checkpoint_state(
 
 
 def checkpoint_exists(checkpoint_prefix: str | os.PathLike[str], *, options: CheckpointOptions | None = None) -> bool:
-    """Whether a committed checkpoint (of any format stored there) exists at ``checkpoint_prefix``."""
+    """Whether a checkpoint exists at ``checkpoint_prefix``, as ``tf.compat.v1.train.checkpoint_exists``.
+
+    True for a committed checkpoint there, of any format. For a local path
+    (or ``file://`` URL) also when, as in TensorFlow, ``<prefix>.index`` or
+    ``checkpoint_prefix`` itself matches a file or directory, read as a glob
+    pattern: ``ckpt-4.index``, a directory and ``run/ckpt-*`` are all True,
+    committed or not. On other stores only a committed checkpoint counts:
+    their contract lists checkpoints, not files.
+    """
     prefix = os.fspath(checkpoint_prefix)
     options = _options_argument(options, "checkpoint_exists")
     with _resolve.open_store(_paths.dirname(prefix) or os.curdir, options) as backend:
-        return _resolve.holder(backend, prefix) is not None
+        if _resolve.holder(backend, prefix) is not None:
+            return True
+    if _paths.is_url(prefix):
+        return False
+    local = _paths.strip_file_scheme(prefix)
+    # TensorFlow matches with fnmatch, where ``*`` also matches names starting with a dot.
+    return any(glob.glob(pattern, include_hidden=True) for pattern in (f"{local}.index", local))
 
 
 def get_checkpoint_mtimes(

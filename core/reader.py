@@ -201,35 +201,56 @@ def _with_suggestions(exc: CheckpointKeyError, reader: CheckpointReader, name: s
     return CheckpointKeyError(f"{message}; {hint}", backend=exc.backend, url=exc.url, key=exc.key)
 
 
-def load_checkpoint(path: str | os.PathLike[str], options: CheckpointOptions | None = None) -> TensorReader:
-    """A reader for the checkpoint at ``path``: a prefix, a directory (its latest checkpoint), or a flat file.
+def load_checkpoint(
+    ckpt_dir_or_file: str | os.PathLike[str] | None = None,
+    options: CheckpointOptions | None = None,
+    *,
+    path: str | os.PathLike[str] | None = None,
+) -> TensorReader:
+    """A reader for the checkpoint at ``ckpt_dir_or_file``: a prefix, a directory (its latest), or a flat file.
 
-    A committed prefix wins over a directory of the same name, and over a
+    Called as ``tf.train.load_checkpoint(ckpt_dir_or_file)``. A committed prefix
+    wins over a directory of the same name, and over a
     ``.safetensors`` / ``.npz`` file of that name, which is read as
     ``trackpoint convert`` reads it (its keys as exported). Without a
     backend chosen in ``options``, a checkpoint of any format stored at
-    ``path`` is found (see :func:`trackpoint.plugins.detect_backends`).
+    ``ckpt_dir_or_file`` is found (see :func:`trackpoint.plugins.detect_backends`).
+    ``path`` is its former name, still accepted as a keyword.
 
     Raises
     ------
     CheckpointNotFoundError
         No checkpoint there; the message says a prefix (``dir/ckpt-1``) or a
         directory holding checkpoints is wanted.
+    ArgumentTypeError
+        ``ckpt_dir_or_file`` and ``path`` both given, or neither.
     """
+    from trackpoint._renamed import renamed
+
+    where = os.fspath(renamed("load_checkpoint", "ckpt_dir_or_file", ckpt_dir_or_file, "path", path))
     # The reader keeps the one backend it reads through open until it is closed.
     options = _options_argument(options, "load_checkpoint")
     backends = _resolve.Backends()
     try:
-        return TensorReader(backends.open_checkpoint(os.fspath(path), options)[1])
+        return TensorReader(backends.open_checkpoint(where, options)[1])
     finally:
         backends.close()
 
 
 def list_variables(
-    path: str | os.PathLike[str], options: CheckpointOptions | None = None
+    ckpt_dir_or_file: str | os.PathLike[str] | None = None,
+    options: CheckpointOptions | None = None,
+    *,
+    path: str | os.PathLike[str] | None = None,
 ) -> list[tuple[str, list[int]]]:
-    """Sorted ``(key, shape)`` pairs of every tensor in the checkpoint (``path`` as for :func:`load_checkpoint`)."""
-    with load_checkpoint(path, options) as reader:
+    """Sorted ``(key, shape)`` pairs of every tensor in a checkpoint, as ``tf.train.list_variables``.
+
+    ``ckpt_dir_or_file`` (or ``path``, its former name) is as for :func:`load_checkpoint`.
+    """
+    from trackpoint._renamed import renamed
+
+    where = renamed("list_variables", "ckpt_dir_or_file", ckpt_dir_or_file, "path", path)
+    with load_checkpoint(where, options) as reader:
         return sorted(reader.get_variable_to_shape_map().items())
 
 

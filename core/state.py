@@ -457,12 +457,15 @@ def newest_committed(
 
 
 def latest_checkpoint(
-    directory: str | os.PathLike[str],
+    checkpoint_dir: str | os.PathLike[str] | None = None,
+    latest_filename: str | CheckpointOptions | None = None,
+    *,
     options: CheckpointOptions | None = None,
-    latest_filename: str = DEFAULT_LATEST_FILENAME,
+    directory: str | os.PathLike[str] | None = None,
 ) -> str | None:
-    """Prefix of the newest committed checkpoint in ``directory``, or ``None``.
+    """Prefix of the newest committed checkpoint in ``checkpoint_dir``, or ``None``.
 
+    Called as ``tf.train.latest_checkpoint(checkpoint_dir, latest_filename=None)``.
     The state file's ``model_checkpoint_path`` is returned when that checkpoint
     is committed, unless the file is stale: a committed checkpoint of the same
     name and format, with a higher ``-N`` and not listed in the file, exists (a
@@ -476,26 +479,50 @@ def latest_checkpoint(
     that is not committed is never returned.
 
     Unless ``options`` choose a backend, checkpoints of every backend that
-    can store them in ``directory`` count (for a local directory: TensorBundle
+    can store them in ``checkpoint_dir`` count (for a local directory: TensorBundle
     and Zarr ones alike; see ``trackpoint.plugins.detect_backends``), and
     they are numbered together by their ``-N`` suffix.
 
     Parameters
     ----------
-    directory
+    checkpoint_dir
         Local path, ``pathlib.Path`` or URL (``s3://bucket/run``, ``memory://run``, ...).
+    latest_filename
+        Name of the state file (``None``: ``checkpoint``). A ``CheckpointOptions`` given
+        here is taken as ``options``, the place earlier versions had them.
     options
         Chooses and configures the backend.
-    latest_filename
-        Name of the state file.
-    """
-    from trackpoint._resolve import open_store
+    directory
+        The former name of ``checkpoint_dir``, still accepted as a keyword.
 
-    directory = os.fspath(directory)
-    with open_store(directory, options) as backend:
-        found = _latest_in(backend, directory, latest_filename)
+    Raises
+    ------
+    ArgumentTypeError
+        ``checkpoint_dir`` and ``directory`` both given, or neither; options given twice;
+        ``latest_filename`` neither a ``str`` nor ``None``.
+    """
+    from trackpoint._renamed import renamed
+    from trackpoint._resolve import open_store
+    from trackpoint.errors import ArgumentTypeError
+    from trackpoint.storage import CheckpointOptions, _options_argument
+
+    if isinstance(latest_filename, CheckpointOptions):
+        if options is not None:
+            raise ArgumentTypeError(
+                "latest_checkpoint() got options twice, positionally and as options=; pass them as options= only"
+            )
+        latest_filename, options = None, latest_filename
+    if latest_filename is not None and not isinstance(latest_filename, str):
+        raise ArgumentTypeError(
+            f"latest_checkpoint(): latest_filename must be the state file's name (a str) or None, got "
+            f"{type(latest_filename).__name__}; pass options as options="
+        )
+    options = _options_argument(options, "latest_checkpoint")
+    where = os.fspath(renamed("latest_checkpoint", "checkpoint_dir", checkpoint_dir, "directory", directory))
+    with open_store(where, options) as backend:
+        found = _latest_in(backend, where, latest_filename or DEFAULT_LATEST_FILENAME)
     if found is None:
-        _warn_orbax_run(directory)
+        _warn_orbax_run(where)
     return found
 
 

@@ -17,6 +17,7 @@ MODULES = [
     "trackpoint.storage",
     "trackpoint.observe",
     "trackpoint.preemption",
+    "trackpoint.train",
     "trackpoint.errors",
     "trackpoint.distributed",
     "trackpoint.interchange",

@@ -160,8 +160,9 @@ def tree(
 ) -> list[str]:
     """The object graph as lines of a tree of named edges from ``(root)``, one entry per line.
 
-    A node reached again along another edge (a shared object) is shown once and referred to
-    afterwards; slot variables are listed under their optimizer, naming the variable they belong to.
+    A node reached along several edges (a shared object) is drawn once, at the path TensorFlow names
+    it by (the first breadth first, as its checkpoint keys have it), and the other edges point there;
+    slot variables are listed under their optimizer, naming the variable they belong to.
     An object's attributes other than its value are listed under it (``.name``). Where ``read`` is given
     (``read(key)``: the value of a scalar string tensor), the state dict of an object saved through
     one (a torch module, optimizer or scheduler) is drawn as that state dict nests, its arrays by dtype
@@ -173,12 +174,15 @@ def tree(
     from trackpoint.trackable import VARIABLE_VALUE_KEY
 
     seen: dict[int, str] = {0: ""}
+    # The edge (parent, name) along which each node got its path: it is drawn there, where its keys put it.
+    named_by: dict[int, tuple[int, str]] = {}
     queue = collections.deque([0])
     while queue:  # breadth first, as TensorFlow names paths
         node_id = queue.popleft()
         for child in graph.nodes[node_id].children:
             if child.node_id not in seen and 0 <= child.node_id < len(graph.nodes):
                 seen[child.node_id] = f"{seen[node_id]}/{child.local_name}".lstrip("/")
+                named_by[child.node_id] = (node_id, child.local_name)
                 queue.append(child.node_id)
     shown: set[int] = {0}
 
@@ -241,14 +245,18 @@ def tree(
     def entries(node_id: int) -> list[_Entry]:
         node = graph.nodes[node_id]
         found: list[_Entry] = []
-        targets: list[tuple[str, int]] = [(child.local_name, child.node_id) for child in node.children]
+        # (label, target, edge): edge is the (parent, name) a child is reached by, None for a slot.
+        targets: list[tuple[str, int, tuple[int, str] | None]] = [
+            (child.local_name, child.node_id, (node_id, child.local_name)) for child in node.children
+        ]
         for slot in node.slot_variables:
             owner = seen.get(slot.original_variable_node_id, f"node {slot.original_variable_node_id}")
-            targets.append((f"{slot.slot_name} (slot for {owner})", slot.slot_variable_node_id))
-        for label, target in targets:
+            targets.append((f"{slot.slot_name} (slot for {owner})", slot.slot_variable_node_id, None))
+        for label, target, edge in targets:
             if not 0 <= target < len(graph.nodes):
                 found.append(_Entry(label, f"-> missing node {target}"))
-            elif target in shown:
+            elif target in shown or named_by.get(target, edge) != edge:
+                # Drawn (or to be drawn) along the edge that named it, so the arrow shows where it is.
                 found.append(_Entry(label, f"-> {seen.get(target, f'node {target}')} (shared)"))
             else:
                 shown.add(target)
