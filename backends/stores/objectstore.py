@@ -1192,11 +1192,19 @@ class ObjectStore(FileLayer):
                 f"check that the store's endpoint is up and answers, or raise {_OPTION}['request_timeout'] if its "
                 f"answers are slow, or {limit} for more attempts"
             )
-        elif _no_connection(exc):
-            advice = (
-                "nothing accepted a connection there: check that the store's endpoint is right and its server is "
-                f"running, or, for a passing network failure, retry later or raise {limit}"
-            )
+        elif (failure := _no_connection(exc)) is not None:
+            unresolved, host = failure
+            if unresolved:
+                name = f"the host name {host!r}" if host else "the store's host name"
+                advice = (
+                    f"{name} could not be resolved (DNS): check the host in the store's endpoint or account name, "
+                    f"and this machine's DNS, or, for a passing network failure, retry later or raise {limit}"
+                )
+            else:
+                advice = (
+                    "nothing accepted a connection there: check that the store's endpoint is right and its server "
+                    f"is running, or, for a passing network failure, retry later or raise {limit}"
+                )
         else:
             advice = f"the store may be overloaded or unreachable: retry later or raise {limit}"
         tried = f"{attempts} attempt" + ("s" if attempts != 1 else "")
@@ -1600,20 +1608,56 @@ _OPTION: Final = "backend_options"
 
 
 #: Exceptions of client libraries that say no connection could be made, by name (nothing is imported for them):
-#: botocore's, aiohttp's and httpx's.
-_CONNECT_ERRORS: Final = frozenset({"EndpointConnectionError", "ClientConnectorError", "ConnectError"})
+#: botocore's, aiohttp's, httpx's and urllib3's.
+_CONNECT_ERRORS: Final = frozenset(
+    {"EndpointConnectionError", "ClientConnectorError", "ConnectError", "NewConnectionError"}
+)
+#: Those that say a host name could not be resolved: aiohttp's and urllib3's (both also wrap a socket.gaierror).
+_DNS_ERRORS: Final = frozenset({"ClientConnectorDNSError", "NameResolutionError"})
 
 
-def _no_connection(exc: BaseException) -> bool:
-    """Whether ``exc``, or an exception it was raised from, says that nothing accepted a connection."""
+def _no_connection(exc: BaseException) -> tuple[bool, str | None] | None:
+    """Whether ``exc``, or an exception it was raised from, says that no connection could be made.
+
+    Returns
+    -------
+    tuple of (bool, str or None), or None
+        ``None`` if no exception of the chain says so. Otherwise whether the host name could not be
+        resolved (``socket.gaierror``: a typo in the endpoint, or DNS), rather than nothing accepting the
+        connection, and the host the chain names, if any: a resolution failure reads best with the name
+        that failed, and only the client library's exceptions know it.
+    """
+    import socket
+
+    refused = unresolved = False
+    host: str | None = None
     seen: set[int] = set()
     current: BaseException | None = exc
     while current is not None and id(current) not in seen:
         seen.add(id(current))
-        if isinstance(current, ConnectionRefusedError) or type(current).__name__ in _CONNECT_ERRORS:
-            return True
+        name = type(current).__name__
+        # aiohttp's ClientConnectorError keeps the resolver's error as os_error, whether or not it chains it.
+        os_error = getattr(current, "os_error", None)
+        if isinstance(current, socket.gaierror) or isinstance(os_error, socket.gaierror) or name in _DNS_ERRORS:
+            unresolved = True
+        elif isinstance(current, ConnectionRefusedError) or name in _CONNECT_ERRORS:
+            refused = True
+        host = host or _host_named(current)
         current = current.__cause__ or current.__context__
-    return False
+    return (unresolved, host) if unresolved or refused else None
+
+
+def _host_named(exc: BaseException) -> str | None:
+    """The host ``exc`` says it tried to reach: aiohttp's ``host``, urllib3's ``conn.host``, botocore's URL."""
+    from urllib.parse import urlsplit
+
+    for holder in (exc, getattr(exc, "conn", None)):
+        host = getattr(holder, "host", None)
+        if isinstance(host, str) and host:
+            return host
+    kwargs = getattr(exc, "kwargs", None)  # botocore's errors keep their format's fields here
+    url = kwargs.get("endpoint_url") if isinstance(kwargs, dict) else None
+    return urlsplit(url).hostname if isinstance(url, str) else None
 
 
 def _seconds(value: float) -> str:

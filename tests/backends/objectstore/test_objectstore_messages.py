@@ -131,6 +131,19 @@ def test_a_refused_connection_points_at_the_endpoint(make_files: Any, store: Obj
     assert "overloaded" not in message
 
 
+def test_a_host_name_that_does_not_resolve_is_named(make_files: Any, store: ObjectStore) -> None:
+    """A typo in the endpoint's host is a failed DNS lookup, not a server that refused the connection."""
+    # .invalid is reserved (RFC 2606): no resolver answers it, so the lookup fails at once.
+    files = make_files(endpoint_url=f"http://no-such-host.invalid:{_closed_port().rsplit(':', 1)[1]}", retries=1)
+    with pytest.raises(TransientStorageError) as info:
+        files.listdir(f"{store.scheme}my-bucket/run")
+    message = str(info.value)
+    assert message.startswith(f"{store.name}: listing '{store.scheme}my-bucket/run/' still failed after 2 attempts ")
+    assert "the host name 'no-such-host.invalid' could not be resolved (DNS)" in message
+    assert "raise backend_options['retries']" in message
+    assert "nothing accepted a connection" not in message and "overloaded" not in message
+
+
 def test_a_request_timed_out_last_says_after_how_long(make_files: Any, proxy: FaultProxy, store: ObjectStore) -> None:
     """An overloaded store (503) that then stops answering: the empty timeout is shown as the limit it hit."""
     files = make_files(endpoint_url=proxy.url, request_timeout=0.3, retries=1, retry_deadline=60, **FAST)
