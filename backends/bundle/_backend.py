@@ -12,6 +12,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from trackpoint.backends.bundle._index import header_count
@@ -92,6 +93,26 @@ def _refuse_unknown_options(files: FileLayer, given: Mapping[str, object]) -> No
             f"{', '.join(sorted(valid))}",
             backend=files.store_name,
         )
+
+
+@dataclass
+class _Group:
+    """One prefix's leftovers in a directory, as one listing shows them (see :meth:`BundleBackend.cleanup`)."""
+
+    #: Piece indexes, ``_temp`` contents and hidden sink files: what a running save's commit re-checks.
+    staging: list[str] = field(default_factory=list)
+    #: Data files at final names: of a prefix without an index, or of a count its index does not name.
+    data: list[str] = field(default_factory=list)
+    #: The prefix's ``_temp`` directory, removed once emptied.
+    temp: str | None = None
+    #: The version of the index that ``data`` were chosen by; ``None``: the prefix had no index.
+    index_version: str | None = None
+    #: Whether piece indexes (the create strategy's ownership markers) were listed.
+    markers: bool = False
+
+    def paths(self) -> list[str]:
+        """Everything in the group, the ``_temp`` directory included."""
+        return [*self.staging, *self.data, *([self.temp] if self.temp else [])]
 
 
 class BundleBackend(StorageBackend):
@@ -238,8 +259,9 @@ class BundleBackend(StorageBackend):
         """Remove old leftovers of saves that never committed in ``directory``; return them.
 
         Leftovers are data objects and piece indexes whose prefix has no index,
-        piece indexes of committed prefixes, ``<prefix>_temp`` directories, and
-        the hidden temporary files (``.<name>.tmp-<hex>``) that a killed
+        piece indexes of committed prefixes, data files of a committed prefix
+        that its index does not name, ``<prefix>_temp`` directories, and the
+        hidden temporary files (``.<name>.tmp-<hex>``) that a killed
         :class:`~trackpoint.backends.stores.LocalFiles` sink leaves for data and
         index files. They are grouped by checkpoint prefix, and a group is
         removed only when its newest piece was modified at least ``min_age``
@@ -248,42 +270,74 @@ class BundleBackend(StorageBackend):
         is kept unless ``min_age`` is 0, which removes every leftover (for a
         single writer that knows the previous one crashed).
 
+        A group goes in two steps, so that removing a running save's pieces
+        (possible with a small ``min_age``) makes that save's commit fail
+        instead of publishing a checkpoint without its data: first the staging
+        pieces (piece indexes, ``_temp`` contents, hidden sink files), which a
+        commit re-checks after it has published its index; then the index is
+        read again, and the data files go only if it is still the one they were
+        chosen by (none, or the same version). If a committed prefix still has
+        piece indexes, its data files stay for a later cleanup: the save that
+        wrote them may be committing, and it puts the replaced index back if its
+        commit fails.
+
         Unfinished uploads of the prefixes' objects (S3 multipart uploads of a
         killed save: invisible, but stored and billed) belong to the groups
         too, judged by their newest part, and are aborted with them; they are
         reported as :meth:`UnfinishedUpload.describe
         <trackpoint.backends.stores.UnfinishedUpload.describe>` says.
         """
-        groups, temps = self._leftover_groups(directory)
+        groups = self._leftover_groups(directory)
         uploads = self._upload_groups(directory)
         now = time.time()
         removed: list[str] = []
-        for base in sorted(groups.keys() | temps.keys() | uploads.keys()):
-            files = groups.get(base, [])
-            temp = temps.get(base)
+        for base in sorted(groups.keys() | uploads.keys()):
+            group = groups.get(base, _Group())
             pending = uploads.get(base, [])
             # The directory's own time counts too: creating or removing a
             # piece inside it updates it, even when the piece is gone by now.
-            if not old_enough(self.files, [*files, *([temp] if temp else [])], now, min_age):
+            if not old_enough(self.files, group.paths(), now, min_age):
                 continue
             if not _uploads_old_enough(pending, now, min_age):
                 continue
             self.files.abort_uploads(pending)
             removed.extend(u.describe() for u in pending)
-            self.files.delete(files)
-            removed.extend(files)
-            if temp is not None:
-                self.files.remove_dir(temp)
-                removed.append(temp)
+            removed.extend(self._remove_group(directory, base, group))
         return removed
 
-    def _stray_data(self, directory: str, names: list[str], committed: set[str]) -> dict[str, str]:
+    def _remove_group(self, directory: str, base: str, group: _Group) -> list[str]:
+        """Remove one prefix's leftovers, staging pieces before data files (see :meth:`cleanup`); return them.
+
+        With the commit this is a Dekker pair on a store whose reads see every
+        completed write: the commit publishes its index, then checks its
+        staging pieces (the rename strategy does both in one rename of its
+        staged index); this removes them, then checks the index. At least one
+        side sees the other's write, so either the commit fails (and retracts
+        its index) or these data files are kept.
+        """
+        self.files.delete(group.staging)
+        removed = list(group.staging)
+        if group.temp is not None:
+            self.files.remove_dir(group.temp)
+            removed.append(group.temp)
+        if not group.data or (group.markers and group.index_version is not None):
+            return removed
+        current = self.files.read_versioned(self.files.join(directory, index_name(base)))
+        if (None if current is None else current.version) != group.index_version:
+            return removed  # a save committed (or the prefix changed) since the listing: its data stay
+        self.files.delete(group.data)
+        return removed + group.data
+
+    def _stray_data(
+        self, directory: str, names: list[str], committed: set[str]
+    ) -> tuple[dict[str, str], dict[str, str]]:
         """Data files of committed prefixes that their index does not name, mapped to their prefix base.
 
         They are left by a save that crashed after its index replaced the old
         one (the old data) or before it (its own data), or belong to a save
         still running. Only prefixes with data files of more than one file
         count have any; their index is read to tell which count it uses.
+        Also returned: per prefix base, the version of the index read.
         """
         counts: dict[str, dict[int, list[str]]] = {}
         for name in names:
@@ -291,23 +345,24 @@ class BundleBackend(StorageBackend):
             if parsed is not None and parsed[0] in committed:
                 counts.setdefault(parsed[0], {}).setdefault(parsed[1], []).append(name)
         out: dict[str, str] = {}
+        versions: dict[str, str] = {}
         for base, by_count in counts.items():
             if len(by_count) < 2:
                 continue
             index = self.files.join(directory, index_name(base))
             current = self.files.read_versioned(index)
             keep = None if current is None else header_count(current.data, index)
-            if keep is None:
+            if current is None or keep is None:
                 continue  # an unreadable index may name any of them
+            versions[base] = current.version
             for count, found in by_count.items():
                 if count != keep:
                     out.update(dict.fromkeys(found, base))
-        return out
+        return out, versions
 
     def leftovers(self, directory: str) -> list[str]:
         # docstring inherited; unfinished uploads as UnfinishedUpload.describe() words them (see cleanup).
-        groups, temps = self._leftover_groups(directory)
-        found = {p for files in groups.values() for p in files} | set(temps.values())
+        found = {p for group in self._leftover_groups(directory).values() for p in group.paths()}
         found.update(u.describe() for pending in self._upload_groups(directory).values() for u in pending)
         return sorted(found)
 
@@ -320,25 +375,24 @@ class BundleBackend(StorageBackend):
                 groups.setdefault(base, []).append(upload)
         return groups
 
-    def _leftover_groups(self, directory: str) -> tuple[dict[str, list[str]], dict[str, str]]:
-        """Per prefix: the leftover files, and the staging directory to remove after them."""
+    def _leftover_groups(self, directory: str) -> dict[str, _Group]:
+        """Per prefix base: its leftovers in ``directory``, from one listing (and one of each staging directory)."""
         names = self.files.listdir(directory)
         committed = {n[: -len(".index")] for n in names if n.endswith(".index") and not PART_RE.match(n)}
-        stray = self._stray_data(directory, names, committed)
-        groups: dict[str, list[str]] = {}
-        temps: dict[str, str] = {}
+        stray, versions = self._stray_data(directory, names, committed)
+        groups: dict[str, _Group] = {}
         for name in names:
             path = self.files.join(directory, name)
-            base = self._leftover_base(name, committed)
-            if base is None and name in stray:
-                base = stray[name]
+            base = self._leftover_base(name, committed) or stray.get(name)
             if base is not None:
-                groups.setdefault(base, []).append(path)
+                group = groups.setdefault(base, _Group(index_version=versions.get(base)))
+                (group.data if DATA_RE.match(name) else group.staging).append(path)
+                group.markers = group.markers or PART_RE.match(name) is not None
             elif (base := self._strategy.staging_base(name)) is not None:
-                temps[base] = path
-                inner = [self.files.join(path, n) for n in self.files.listdir(path)]
-                groups.setdefault(base, []).extend(inner)
-        return groups, temps
+                group = groups.setdefault(base, _Group(index_version=versions.get(base)))
+                group.temp = path
+                group.staging.extend(self.files.join(path, n) for n in self.files.listdir(path))
+        return groups
 
     @staticmethod
     def _leftover_base(name: str, committed: set[str]) -> str | None:
