@@ -527,7 +527,7 @@ class Checkpoint(AutoTrackable):
                         key=exc.key,
                     ) from exc
 
-            events.run(save)
+        events.run(save)
         observe.run_write_callbacks(options, prefix)
 
     def _write_async(
