@@ -35,7 +35,11 @@ way its store makes atomic:
 checkpoint committed at the prefix may be replaced. Its default is ``True``
 in all three, as TensorFlow's saves overwrite; pass ``overwrite=False`` to get
 :class:`~trackpoint.errors.CheckpointExistsError` instead. Pass the same value
-to ``begin`` and ``commit`` of one save.
+to ``begin`` and ``commit`` of one save. It concerns committed checkpoints
+only: what saves that never committed left at the prefix (a crashed save's
+leftovers) blocks neither kind of save, so ``CheckpointManager``, which
+commits numbers that are not its own with ``overwrite=False``, saves again
+the number a killed save was writing.
 
 Until ``commit`` returns, nothing new is visible: :meth:`StorageBackend.exists`
 is false for a fresh prefix, :meth:`StorageBackend.list_checkpoints` omits it
@@ -1142,8 +1146,8 @@ class StorageBackend(ABC):
         the prefix first: to create directories and report an unwritable
         location before any data is written, or to clear what belongs to no
         committed checkpoint (leftovers of crashed saves whose names would
-        block :meth:`write_shard`, as the bundle format does on object stores).
-        ``begin`` must never remove or change the committed checkpoint, also
+        block :meth:`write_shard`, as the bundle format does on object stores,
+        with either ``overwrite``). ``begin`` must never remove or change the committed checkpoint, also
         with ``overwrite=True``: only :meth:`commit` replaces it, so a save
         that fails or is aborted leaves the old checkpoint readable. It must
         leave nothing visible that :meth:`abort` of ``save_id`` or a later

@@ -52,7 +52,7 @@ class CreateCommit(CommitStrategy):
         return current, header_count(current.data, index)
 
     def begin(self, prefix: str, save_id: str, *, overwrite: bool) -> None:
-        """Refuse or prepare; with ``overwrite`` clear what is not the committed checkpoint.
+        """Refuse a committed checkpoint unless ``overwrite``; then clear what is not the committed checkpoint.
 
         Every piece index of the prefix goes first: they are the ownership
         markers of other saves (running or crashed), which then cannot commit.
@@ -63,11 +63,11 @@ class CreateCommit(CommitStrategy):
         data object (they may be its own). One listing of the directory finds
         all three kinds; the index is read only if listed, and the directory
         listed again only if markers were removed: on a fresh prefix, begin is
-        one request.
+        one request. Without ``overwrite`` the same clearing runs once no committed checkpoint was found:
+        leftovers of saves that never committed block no save (a restarted job saves again the number its
+        killed save was writing), and the commit refuses an index another writer committed since.
         """
         super().begin(prefix, save_id, overwrite=overwrite)
-        if not overwrite:
-            return
         try:
             found = prefix_files(self.files, prefix)
             if found.parts:

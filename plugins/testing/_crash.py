@@ -149,6 +149,37 @@ class CrashSafety(BackendTestBase):
             held = self._holds_after_crash(backend, prefix, {"old": old})
             assert held == "old", f"after a crash before {crashed_at}, saving {prefix!r} again left {held}"
 
+    def test_leftovers_of_a_crashed_save_do_not_block_a_create_only_save(
+        self, backend: StorageBackend, base_url: str
+    ) -> None:
+        # CheckpointManager commits a checkpoint number it has not written itself with overwrite=False, so that
+        # it never replaces another writer's checkpoint; after a preemption it saves the number the killed save
+        # was writing again, at once (before cleanup's age guard would remove the leftovers).
+        prefix = self.url(backend, base_url, "ckpt")
+        tensors = {"a": np.arange(8, dtype=np.int64), "b": np.full(8, 0.5)}
+
+        def save_fresh() -> None:
+            self.save(backend, prefix, tensors, overwrite=False, max_shard_bytes=64, num_writers=1)
+
+        for crashed_at in self._crashes(backend, save_fresh):
+            if crashed_at is None:
+                return
+            held = self._holds_after_crash(backend, prefix, {"whole": tensors})
+            assert held in ("whole", "nothing"), f"a crash before {crashed_at} in a save of {prefix!r} left {held}"
+            if held == "whole":
+                # The crash came after the commit point; the clean-up that follows it may still have leftovers.
+                backend.delete(prefix)
+            try:
+                save_fresh()
+            except CheckpointError as exc:
+                pytest.fail(
+                    f"after a crash before {crashed_at} in a save of {prefix!r}, saving it again with "
+                    f"overwrite=False failed: {exc}. overwrite=False refuses a committed checkpoint only; the "
+                    "leftovers of a save that never committed must not block it"
+                )
+            assert self._holds_after_crash(backend, prefix, {"whole": tensors}) == "whole"
+            backend.delete(prefix)
+
     def test_a_crash_while_deleting_leaves_the_checkpoint_or_nothing(
         self, backend: StorageBackend, base_url: str
     ) -> None:

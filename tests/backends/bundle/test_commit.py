@@ -156,32 +156,20 @@ def test_delete_is_idempotent_and_index_goes_first(backend: BundleBackend, prefi
     assert _listing(tmp_path) == ["ckpt-10.data-00000-of-00001", "ckpt-10.index"]
 
 
-def test_leftover_data_of_a_crashed_save(tmp_path: Path) -> None:
+@pytest.mark.parametrize("overwrite", [False, True])
+def test_leftovers_of_a_crashed_save_are_cleared_by_the_next_save(tmp_path: Path, overwrite: bool) -> None:
     backend = BundleBackend(LocalFiles(capabilities=Capabilities(conditional_create=True)))
     prefix = str(tmp_path / "ckpt-1")
-    # A crashed save left its data object (no index).
+    # A crashed save left its piece index and data object (no index). `overwrite` concerns committed
+    # checkpoints only: a restarted job saves the number its killed save was writing, create-only or not.
     backend.write_shard(prefix, ShardSpec(0, 1, "crashed"), _items(1.0))
-    with pytest.raises(ConcurrentModificationError, match=r"uncommitted save exist at .*cleanup\(directory\)"):
-        backend.save(prefix, _items(2.0), CheckpointOptions(num_writers=1), overwrite=False)
-    # The crash is known, so its seconds-old leftovers may go (the default age rule keeps them).
-    removed = backend.cleanup(str(tmp_path), min_age=0)
-    assert sorted(Path(p).name for p in removed) == [
-        "ckpt-1.data-00000-of-00001",
-        "ckpt-1.part-00000-of-00001.crashed.piece",
-    ]
-    backend.save(prefix, _items(2.0), CheckpointOptions(num_writers=1), overwrite=False)
-    with backend.open_reader(prefix) as r:
-        assert r.read("t0")[0] == 2.0
-
-
-def test_overwrite_clears_leftovers_of_a_crashed_save(tmp_path: Path) -> None:
-    backend = BundleBackend(LocalFiles(capabilities=Capabilities(conditional_create=True)))
-    prefix = str(tmp_path / "ckpt-1")
-    backend.write_shard(prefix, ShardSpec(0, 1, "crashed"), _items(1.0))
-    backend.save(prefix, _items(2.0), CheckpointOptions(num_writers=1), overwrite=True)
+    backend.save(prefix, _items(2.0), CheckpointOptions(num_writers=1), overwrite=overwrite)
     assert _listing(tmp_path) == ["ckpt-1.data-00000-of-00001", "ckpt-1.index"]
     with backend.open_reader(prefix) as r:
         assert r.read("t0")[0] == 2.0
+    if not overwrite:
+        with pytest.raises(CheckpointExistsError, match="already committed"):
+            backend.save(prefix, _items(3.0), CheckpointOptions(num_writers=1), overwrite=False)
 
 
 def test_stale_temp_pieces_are_removed_by_next_save(tmp_path: Path) -> None:
