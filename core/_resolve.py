@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 import re
 import threading
 import weakref
@@ -52,7 +53,7 @@ from trackpoint.storage import (
     _options_argument,
 )
 
-__all__ = ["Backends", "StoreView", "holder", "open_backend", "open_checkpoint", "open_store", "writer"]
+__all__ = ["Backends", "StoreView", "hidden", "holder", "open_backend", "open_checkpoint", "open_store", "writer"]
 
 _log = logging.getLogger("trackpoint")
 
@@ -94,6 +95,59 @@ def open_store(path: str, options: CheckpointOptions | None = None) -> StorageBa
     if len(names) <= 1:
         return primary
     return StoreView(path, primary, [n for n in names[1:] if n != primary.name], options)
+
+
+def hidden(path: str, options: CheckpointOptions | None, store: StorageBackend) -> tuple[str, StoreView] | None:
+    """The formats a backend chosen explicitly hides at ``path``: how it was chosen, and a view over the others.
+
+    A backend chosen by ``CheckpointOptions(backend=...)`` or ``TRACKPOINT_BACKEND`` is the only one its
+    readers ask (see :func:`open_store`), so checkpoints another format committed at ``path`` are invisible to
+    them: a run saved as bundles and restarted with ``TRACKPOINT_BACKEND=zarr`` would look like no run at all.
+    The view holds the backends a reader choosing none would ask there besides the chosen one (the URL's own,
+    then those plugins name; :func:`trackpoint.plugins.detect_backends`), opened as that reader opens them:
+    the first now, the others when the view reaches them.
+
+    Parameters
+    ----------
+    path
+        A directory (or prefix).
+    options
+        The caller's options.
+    store
+        What :func:`open_store` returned for ``path`` and ``options``. A :class:`StoreView` means nothing was
+        chosen: it already reads every format, and nothing is asked or opened (the common case costs nothing).
+
+    Returns
+    -------
+    tuple of str and StoreView, or None
+        Where the choice came from, for messages (``"the TRACKPOINT_BACKEND environment variable"``), and the
+        view, which the caller closes; ``None`` when no backend was chosen or no other can store checkpoints
+        at ``path`` (a ``memory://`` or ``zarr+s3://`` URL).
+
+    Raises
+    ------
+    CheckpointError
+        Discovery failed (a plugin's ``trackpoint_detect_backends``), or the first other backend could not be
+        opened.
+    """
+    if isinstance(store, StoreView):
+        return None
+    from trackpoint.plugins.manager import ENV_BACKEND, _get_host
+
+    if not ((options is not None and options.backend) or os.environ.get(ENV_BACKEND, "").strip()):
+        return None  # a URL only one backend can store checkpoints at: not even the selection hooks are asked
+    opts = _options_argument(options, None) or CheckpointOptions()
+    host = _get_host()
+    selection = host._select(_paths.check(path), opts)
+    storage = CheckpointOptions(storage_options=dict(opts.storage_options))
+    # Detection as for a reader that chose nothing, with the chosen backend in the place the precedence would give
+    # (first): the others follow in the order that reader asks them.
+    names = host._detect_from(selection._replace(explicit=False), path, storage)
+    others = [name for name in names if name != selection.name]
+    if not others:
+        return None
+    first = open_backend(path, dataclasses.replace(storage, backend=others[0]))
+    return selection.source, StoreView(path, first, others[1:], storage)
 
 
 def shadow(prefix: str, options: CheckpointOptions | None, writer: StorageBackend) -> StorageBackend | None:

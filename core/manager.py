@@ -465,7 +465,13 @@ class CheckpointManager:
         use the backend the directory's URL selects, and the checkpoints of
         every backend that can store them in ``directory`` are found, listed
         and retired alike, numbered together by their ``-N`` suffix (see
-        ``trackpoint.plugins.detect_backends``). With a ``coordinator`` in the
+        ``trackpoint.plugins.detect_backends``). With a backend chosen, the
+        manager reads that backend's format alone, but still lists its series
+        in the other formats when it reads the directory (one listing each):
+        newer checkpoints there make :meth:`restore_or_initialize` and a
+        first :meth:`save` refuse rather than start the series over beside
+        them, and older ones are named in a warning (it never retires them).
+        With a ``coordinator`` in the
         options, every rank of a job creates the manager and calls
         :meth:`save` and :meth:`restore_or_initialize` alike: rank 0 reads and
         repairs the directory, writes the state file and deletes old
@@ -635,6 +641,8 @@ class CheckpointManager:
         self._found: set[str] = set()
         # The step directories of an Orbax run found in the directory when it held no checkpoint to restore.
         self._orbax_steps: list[str] = []
+        # With a backend chosen explicitly: this series' committed checkpoints of the formats it does not read.
+        self._others: state.OtherFormats | None = None
         self._coordinator = coordinator_of(options)
         try:
             if self._coordinator is None:
@@ -666,6 +674,7 @@ class CheckpointManager:
                 # A checkpoint found gone is marked so (a fourth element): every rank's metrics() refuses it.
                 "metrics": [[p, s.metrics, s.score, *([True] if s is _GONE else [])] for p, s in self._scored.items()],
                 "orbax": self._orbax_steps,
+                "others": None if self._others is None else list(self._others),
             }
         ).encode()
 
@@ -677,6 +686,8 @@ class CheckpointManager:
         self._highest = int(data.get("highest", -1))
         self._found_highest = int(data.get("found", -1))
         self._orbax_steps = [str(step) for step in data.get("orbax", [])]
+        others = data.get("others")
+        self._others = None if others is None else state.OtherFormats(*others)
         self._scored = {
             str(p): _GONE if gone else _Scored(m, None if score is None else float(score))
             for p, m, score, *gone in data.get("metrics", [])
@@ -696,8 +707,23 @@ class CheckpointManager:
             if self._is_own(p)
         }
         self._highest = max((self._number(n) for n in listed), default=-1)
-        self._found_highest = self._highest
         self._found = set(listed.values())
+        self._others = self._other_formats()
+        if self._others is not None and not self._newer_elsewhere():
+            # Older than this manager's newest: no progress is lost, but nothing will ever retire them either.
+            _log.warning(
+                "%s: this manager's backend %r, chosen by %s, does not read checkpoints of the series %s-N that "
+                "other formats hold there, all older than its newest (%s-%d): %s. It neither lists nor retires "
+                "them; delete them (tp.remove_checkpoint with CheckpointOptions(backend=<their backend>)) if they "
+                "are not needed",
+                self._directory,
+                self._others.chosen,
+                self._others.source,
+                self._checkpoint_name,
+                self._checkpoint_name,
+                self._highest,
+                self._others.describe(list(self._others.found)),
+            )
         if recovered is None:
             # Slightly in the past so a manager re-created at once does not preserve its first save.
             self._last_preserved_timestamp = now - 1.0
@@ -756,6 +782,49 @@ class CheckpointManager:
         # Looked for only where nothing is to be restored (one local listing): restore_or_initialize refuses to
         # start from scratch over an Orbax run.
         self._orbax_steps = state.orbax_steps(self._directory) if self._latest_checkpoint is None else []
+
+    def _other_formats(self) -> state.OtherFormats | None:
+        """This series' committed checkpoints that a backend chosen explicitly does not read (``None``: none).
+
+        Also sets ``_found_highest``, from them and ``_found``: an earlier run's checkpoints in a format this
+        manager does not read count too, since a save numbered at or below them would start the series over
+        beside them and leave them behind for good. Nothing is asked unless a backend was chosen (``options``
+        or ``TRACKPOINT_BACKEND``): then one listing per other format.
+        """
+        own = [self._number(p) for p in self._found]
+        others = state.other_formats(self._directory, self._options, self._backend)
+        mine: dict[str, str] = {}
+        for prefix, name in [] if others is None else others.found.items():
+            path = _paths.join(self._directory, _basename(prefix))
+            # A prefix this manager's backend holds too (a second format's copy, or its own format under another
+            # backend's name, such as bundle's on an s3:// URL) is read as the manager's own.
+            if self._is_own(prefix) and path not in self._found:
+                mine[path] = name
+        self._found_highest = max([-1, *own, *map(self._number, mine)])
+        return None if others is None or not mine else others._replace(found=mine)
+
+    def _newer_elsewhere(self) -> list[str]:
+        """This series' checkpoints in formats the manager does not read, numbered above any it reads."""
+        found = {} if self._others is None else self._others.found
+        return [p for p in found if self._number(p) > self._highest]
+
+    def _unread(self) -> str:
+        """For an error: the checkpoints of :meth:`_newer_elsewhere`, and what to do."""
+        others = self._others
+        assert others is not None
+        newer = self._newer_elsewhere()
+        top = max(newer, key=self._number)
+        return (
+            f"{self._directory!r} holds checkpoints of the series {self._checkpoint_name}-N up to {_basename(top)} "
+            f"that this manager's backend {others.chosen!r}, chosen by {others.source}, does not read (it reads its "
+            f"own format alone): {others.describe(newer)}. To resume that run, choose no backend (unset "
+            "TRACKPOINT_BACKEND and drop backend= from the manager's options): the manager then reads every format "
+            "in the directory, restores the newest checkpoint and saves on in the directory's own format. To go on "
+            f"in the {others.chosen} format instead, copy the newest one into it first (tp.convert({top!r}, {top!r}, "
+            f"src_options=CheckpointOptions(backend={others.found[top]!r}), "
+            f"dst_options=CheckpointOptions(backend={others.chosen!r}), overwrite=True)). To start a new run, give "
+            "the manager another directory"
+        )
 
     def _unrecorded(
         self, recovered: state.CheckpointState | None, known: list[tuple[str, float, bool]], listed: dict[str, str]
@@ -1110,7 +1179,9 @@ class CheckpointManager:
             The number is at or below the newest checkpoint of this
             manager's series that was in the directory when the manager was
             created (an earlier run's): a run that did not resume would
-            overwrite it, or be retained in its place. Nothing changed.
+            overwrite it, or be retained in its place. Also when they are in a
+            format that a backend chosen explicitly does not read (and still
+            committed when the save asks again). Nothing changed.
         ArgumentTypeError
             ``metrics`` is not a mapping of JSON values, or ``best_fn``
             returns no number for them; checked first, nothing changed.
@@ -1214,7 +1285,7 @@ class CheckpointManager:
                 raise self._another_writer(prefix)
             self._attempted.add(prefix)
 
-            def refused(exc: CheckpointExistsError) -> BaseException:
+            def committed_by_another(exc: CheckpointExistsError) -> BaseException:
                 # The store refused the create-only commit. Not a checkpoint of another format in the way (refused
                 # with its own message) but one in this manager's format, committed by another writer while this
                 # save was writing: its number stays that writer's.
@@ -1225,7 +1296,7 @@ class CheckpointManager:
 
             # A number not this manager's is committed only if nobody committed it first (the store's create-only
             # commit), so a writer that committed it after the check above is never replaced.
-            on_exists = refused if fresh else None
+            on_exists = committed_by_another if fresh else None
             if asynchronous:
                 self._checkpoint._write_async(  # type: ignore[attr-defined]
                     prefix, opts, then=lambda: on_commit(prefix), started=started, extra=extra, on_exists=on_exists
@@ -1263,9 +1334,27 @@ class CheckpointManager:
 
         Such a save is what a run that did not resume does (its ``save_counter`` starts again at 0): it would
         overwrite the earlier run's checkpoint of that number, or be taken for the newest and have retention
-        delete the earlier run's newer ones. TensorFlow does both; Orbax refuses an existing step.
+        delete the earlier run's newer ones. TensorFlow does both; Orbax refuses an existing step. Returns
+        (the save goes on) only when the checkpoints of formats this manager does not read that made it refuse
+        are gone: without a coordinator, those formats are listed again first.
         """
+        if self._others is not None and self._coordinator is None:
+            # They may have been deleted since the directory was read, as the refusal says to (with a coordinator
+            # the ranks decide alike, from what rank 0 read: reload() reads again).
+            self._others = self._other_formats()
+            if number > self._found_highest:
+                return
         found = self._found_highest
+        if self._newer_elsewhere():
+            # The earlier run's newest checkpoints are in a format this manager does not read, so neither
+            # restore_or_initialize nor numbering past them would go on from them.
+            assert self._others is not None
+            there = self._others.found.get(f"{self._prefix}-{number}")
+            raise CheckpointExistsError(
+                f"CheckpointManager.save refused to write {self._checkpoint_name}-{number}: "
+                f"{'' if there is None else f'a {there} checkpoint is committed there, and '}{self._unread()}. "
+                "Nothing was saved"
+            )
         how = f"save_counter is {number - 1}" if by_counter else f"checkpoint_number={number} was given"
         raise CheckpointExistsError(
             f"CheckpointManager.save in {self._directory!r} refused to write {self._checkpoint_name}-{number}: "
@@ -1604,11 +1693,20 @@ class CheckpointManager:
         CheckpointExistsError
             The (local) directory holds no checkpoint trackpoint reads but an
             Orbax run (numbered step directories): starting from scratch would
-            drop that run's progress unnoticed. Nothing was restored or
+            drop that run's progress unnoticed. Or the manager's backend was
+            chosen explicitly (``options`` or ``TRACKPOINT_BACKEND``) and other
+            formats hold checkpoints of its series newer than any it reads:
+            restoring an older one, or none, would drop their progress; the
+            message names them and what to do. Nothing was restored or
             initialized.
         """
         # An async save in flight becomes the latest checkpoint once committed (or raises here).
         self.sync()
+        if self._newer_elsewhere():
+            # Restoring an older checkpoint, or none, would drop the progress of the newer ones unnoticed.
+            raise CheckpointExistsError(
+                f"CheckpointManager.restore_or_initialize: {self._unread()}. Nothing was restored or initialized"
+            )
         if self._latest_checkpoint is not None:
             status = self._checkpoint.restore(self._latest_checkpoint, options=self._options)
             if isinstance(status, CheckpointLoadStatus) and _array_values.placeholders_exist():

@@ -32,7 +32,7 @@ import random
 import re
 import time
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Final, NamedTuple
 
 from google.protobuf import text_format
 
@@ -481,7 +481,10 @@ def latest_checkpoint(
     Unless ``options`` choose a backend, checkpoints of every backend that
     can store them in ``checkpoint_dir`` count (for a local directory: TensorBundle
     and Zarr ones alike; see ``trackpoint.plugins.detect_backends``), and
-    they are numbered together by their ``-N`` suffix.
+    they are numbered together by their ``-N`` suffix. With a backend chosen
+    (``options`` or ``TRACKPOINT_BACKEND``) only that backend's format counts;
+    newer checkpoints of other formats are then named in a warning, once per
+    directory (asking costs one listing per other format, only then).
 
     Parameters
     ----------
@@ -521,6 +524,8 @@ def latest_checkpoint(
     where = os.fspath(renamed("latest_checkpoint", "checkpoint_dir", checkpoint_dir, "directory", directory))
     with open_store(where, options) as backend:
         found = _latest_in(backend, where, latest_filename or DEFAULT_LATEST_FILENAME)
+        # A backend chosen explicitly reads its own format alone: say when that missed newer checkpoints.
+        _warn_other_formats(where, found, options, backend)
     if found is None:
         _warn_orbax_run(where)
     return found
@@ -682,3 +687,129 @@ def _newest_head(backend: StorageBackend, heads: dict[str, tuple[int, str]]) -> 
         return (float("-inf") if modified is None else modified, *head)
 
     return max(heads.values(), key=newest)[1]
+
+
+class OtherFormats(NamedTuple):
+    """Committed checkpoints of a directory in the formats a backend chosen explicitly does not read.
+
+    See :func:`other_formats`.
+    """
+
+    #: The chosen backend's name.
+    chosen: str
+    #: How it was chosen, for messages (``"the TRACKPOINT_BACKEND environment variable"``).
+    source: str
+    #: Each checkpoint's prefix, and the backend that holds it.
+    found: dict[str, str]
+
+    def describe(self, prefixes: Sequence[str]) -> str:
+        """``prefixes`` (of :attr:`found`) for a message: their names, by the backend holding them, newest last."""
+        by: dict[str, list[str]] = {}
+        for prefix in sorted(prefixes, key=lambda p: (checkpoint_number(p) or -1, p)):
+            by.setdefault(self.found[prefix], []).append(_basename(prefix))
+        return "; ".join(
+            f"{', '.join(names[-5:])}{' (and older ones)' if len(names) > 5 else ''} (backend {name!r})"
+            for name, names in by.items()
+        )
+
+
+def other_formats(directory: str, options: CheckpointOptions | None, store: StorageBackend) -> OtherFormats | None:
+    """The checkpoints in ``directory`` of the formats that a backend chosen explicitly hides from ``store``.
+
+    Readers given ``CheckpointOptions(backend=...)`` or ``TRACKPOINT_BACKEND`` read that backend's format
+    alone. This lists the other backends a reader choosing none would ask there (one listing each, what
+    that reader's listing costs; see :func:`trackpoint._resolve.hidden`), so that such a reader can tell
+    "no run here" from "a run it cannot read". A backend that cannot be opened or listed is logged as a
+    warning and skipped: the caller's own backend works, and refusing for a format it did not choose
+    would fail it for nothing.
+
+    Parameters
+    ----------
+    directory
+        The directory.
+    options
+        The caller's options.
+    store
+        What ``open_store`` returned for ``directory`` and ``options``; when it reads every format
+        (nothing was chosen), nothing is asked.
+
+    Returns
+    -------
+    OtherFormats or None
+        ``None`` when no backend was chosen, or no other format holds a checkpoint there. A prefix the
+        chosen backend holds too may be among them (a backend writing the format of another, such as
+        ``bundle`` on an ``s3://`` URL, and a prefix committed in two formats): callers compare.
+    """
+    from trackpoint._resolve import hidden
+
+    try:
+        chosen = hidden(directory, options, store)
+    except CheckpointError as exc:
+        _log.warning(
+            "%s: could not find which other formats than backend %r's may hold checkpoints there; checkpoints "
+            "they hold are not seen: %s",
+            directory,
+            store.name,
+            exc,
+        )
+        return None
+    if chosen is None:
+        return None
+    source, view = chosen
+    found: dict[str, str] = {}
+    with view:
+        try:
+            for backend in view.backends():
+                for prefix in backend.list_checkpoints(directory):
+                    found.setdefault(prefix, backend.name)
+        except CheckpointError as exc:
+            _log.warning(
+                "%s: could not list the checkpoints of the other formats there (backends %s), which backend %r, "
+                "chosen by %s, does not read; checkpoints they hold are not seen: %s",
+                directory,
+                ", ".join(map(repr, view.names)),
+                store.name,
+                source,
+                exc,
+            )
+    return OtherFormats(store.name, source, found) if found else None
+
+
+#: Directories :func:`latest_checkpoint` has warned about for checkpoints of formats it was told not to read.
+_WARNED_OTHER_FORMATS: set[str] = set()
+
+
+def _warn_other_formats(
+    directory: str, latest: str | None, options: CheckpointOptions | None, store: StorageBackend
+) -> None:
+    """Say, once per directory, that the backend chosen explicitly made ``latest`` miss newer checkpoints elsewhere.
+
+    Only then is anything asked: with nothing chosen (``store`` reads every format) this costs nothing, and once
+    a directory was warned about, nothing more.
+    """
+    if directory in _WARNED_OTHER_FORMATS:
+        return
+    others = other_formats(directory, options, store)
+    if others is None:
+        return
+    number = None if latest is None else checkpoint_number(latest)
+    newer = [
+        prefix
+        for prefix in others.found
+        if latest is None
+        or (number is not None and _stem(prefix) == _stem(latest) and (checkpoint_number(prefix) or -1) > number)
+    ]
+    if not newer:
+        return
+    _WARNED_OTHER_FORMATS.add(directory)
+    _log.warning(
+        "latest_checkpoint(%r) is %s: it reads only the format of backend %r, chosen by %s, but the directory holds "
+        "newer checkpoints of other formats: %s. Choose no backend (unset TRACKPOINT_BACKEND and drop backend= from "
+        "the options) to find the latest checkpoint whatever format it is in; read one of those with "
+        "CheckpointOptions(backend=<its backend>)",
+        directory,
+        latest,
+        others.chosen,
+        others.source,
+        others.describe(newer),
+    )

@@ -21,7 +21,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final, Literal
 
-from trackpoint.errors import BackendError, StoragePermissionError, redact
+from trackpoint.errors import BackendError, BackendOptionError, StoragePermissionError, redact
 
 if TYPE_CHECKING:
     import asyncio  # imported where used (see trackpoint.backends.stores.objectstore)
@@ -169,12 +169,14 @@ def _construct(kind: str, opts: Mapping[str, Any]) -> Any:
         from trackpoint.backends.stores.s3 import S3Options
 
         S3Options.from_storage_options(opts)
+        _check_endpoint(kind, opts)
         return s3fs.S3FileSystem(**opts)
     from gcsfs.core import GCSFileSystem
 
     from trackpoint.backends.stores.gcs import GCSOptions
 
     GCSOptions.from_storage_options(opts)
+    _check_endpoint(kind, opts)
 
     token = opts.get("token")
     if isinstance(token, str) and token not in _GCS_TOKEN_METHODS and token.endswith(".json"):
@@ -195,6 +197,27 @@ def _construct(kind: str, opts: Mapping[str, Any]) -> Any:
             f"gcs: the credentials given by storage_options['token'] could not be set up "
             f"({type(exc).__name__}: {redact(str(exc), opts)[:300]}); give {_GCS_TOKEN_HINT}"
         ) from None
+
+
+def _check_endpoint(kind: str, opts: Mapping[str, Any]) -> None:
+    """Refuse an ``endpoint_url`` without its scheme, which the client libraries take for a bad URL only at a request.
+
+    botocore fails every request with "Invalid endpoint" (after the retries, as a storage failure), and a
+    host and port alone (``127.0.0.1:9000``) is the usual slip when pointing a job at a local emulator.
+    """
+    client_kwargs = opts.get("client_kwargs")
+    for name, url in (
+        ("['endpoint_url']", opts.get("endpoint_url")),
+        (
+            "['client_kwargs']['endpoint_url']",
+            client_kwargs.get("endpoint_url") if isinstance(client_kwargs, Mapping) else None,
+        ),
+    ):
+        if isinstance(url, str) and not url.startswith(("http://", "https://")):
+            raise BackendOptionError(
+                f"{kind}: storage_options{name} is {url!r}, with no scheme: give the whole URL, "
+                f"http://{url} (an emulator on this machine) or https://{url}"
+            )
 
 
 #: gcsfs's names of credential methods, given as ``token``.

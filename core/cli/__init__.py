@@ -9,10 +9,12 @@ Exit status
 -----------
 ===  ==========================================================================================
 0    success; ``verify``: every checkpoint intact; ``diff``: the checkpoints are equal
-1    ``verify``: a checkpoint is damaged or missing; ``ls``: the index of a listed checkpoint (all
-     ``ls`` reads of it: no data) is damaged; ``diff``: the checkpoints differ
-2    the command line is wrong (unknown command or option, bad value, unknown ``--backend`` or one
-     that does not serve the path, a storage option the store does not take, a path no store can use)
+1    ``verify``: a checkpoint is damaged or missing (``--latest-good``: no intact checkpoint); ``ls``:
+     the index of a listed checkpoint (all ``ls`` reads of it: no data) is damaged; ``diff``: the
+     checkpoints differ
+2    the command line is wrong (unknown command or option, bad value, unknown ``--backend`` or
+     ``TRACKPOINT_BACKEND``, or one that does not serve the path, a storage option the store does not
+     take, a path no store can use, an ``rm`` path that names no ``NAME-N`` checkpoint)
 3    a checkpoint, file or directory (``ls``, ``cleanup``) was not found
 4    any other failure (storage, permissions, unsupported dtype, missing extra, ...); ``verify``
      and ``ls``: a checkpoint could not be read (it may be intact), even when another is damaged

@@ -35,7 +35,8 @@ from trackpoint.errors import (
     StorageError,
     UnknownBackendError,
 )
-from trackpoint.manager import NOT_TENSORS
+from trackpoint.manager import NOT_TENSORS, stored_metrics
+from trackpoint.state import _stem, checkpoint_number
 from trackpoint.storage import OBJECT_GRAPH_KEY, CheckpointOptions, CheckpointReader, StorageBackend, TensorInfo
 
 __all__ = ["EXIT_DIFFERENT", "EXIT_ERROR", "EXIT_NOT_FOUND", "EXIT_OK", "EXIT_UNVERIFIED", "EXIT_USAGE", "main"]
@@ -294,6 +295,18 @@ def _parser() -> argparse.ArgumentParser:
     )
     _common(p)
 
+    p = sub.add_parser(
+        "rm",
+        help="delete checkpoints and their entries in the state file, as CheckpointManager.delete does",
+        description="Delete committed checkpoints (NAME-N prefixes, as a CheckpointManager names them) and their "
+        "entries in the directory's state file, through a CheckpointManager of their series, which (as every "
+        "manager opened on a directory) first removes leftovers of crashed saves older than the age guard. No "
+        "other checkpoint is touched. No prompt, as cleanup has none. Every PREFIX is checked first: if one is "
+        "not a committed checkpoint, nothing is deleted.",
+    )
+    p.add_argument("paths", metavar="PREFIX", nargs="+", help="a checkpoint prefix (run/ckpt-4), not a directory")
+    _common(p)
+
     p = sub.add_parser("inspect", help="the tensors of a checkpoint, or its object graph")
     p.add_argument("path", metavar="PREFIX", help="a checkpoint prefix, or a directory (its latest checkpoint)")
     p.add_argument("--tree", action="store_true", help="the object graph as a tree of named edges")
@@ -317,6 +330,18 @@ def _parser() -> argparse.ArgumentParser:
     p = sub.add_parser("verify", help="read every byte and check every checksum")
     p.add_argument("paths", metavar="PREFIX", nargs="+")
     p.add_argument("--quick", action="store_true", help="check the structure only (index, shapes, object graph)")
+    which = p.add_mutually_exclusive_group()
+    which.add_argument(
+        "--all",
+        action="store_true",
+        help="each PREFIX is a directory: verify every checkpoint in it, newest first",
+    )
+    which.add_argument(
+        "--latest-good",
+        action="store_true",
+        help="PREFIX is one directory: print the path of its newest intact checkpoint (exit status 1 if none is), "
+        "checking newest first and stopping there",
+    )
     _common(p)
 
     p = sub.add_parser("diff", help="added, removed and changed tensors; exit status 1 when they differ")
@@ -459,6 +484,7 @@ def _ls(args: argparse.Namespace, out: TextIO) -> int:
     try:
         _check_directory("ls", directory, store)
         prefixes = store.list_checkpoints(directory)
+        empty = None if prefixes else _nothing_in(directory, opts, store)
         state = trackpoint.read_checkpoint_state(directory, opts)
         times: dict[str, float] = {}
         if state is not None:
@@ -468,14 +494,10 @@ def _ls(args: argparse.Namespace, out: TextIO) -> int:
                 times = {os.path.basename(p.rstrip("/")): t for p, t in zip(paths, stamps, strict=True)}
         latest = trackpoint.latest_checkpoint(directory, opts)
         rows: list[dict[str, Any]] = []
-        from trackpoint.state import checkpoint_number
-
-        def order(prefix: str) -> tuple[int, str]:
-            n = checkpoint_number(prefix)
-            return (-1 if n is None else n, prefix)
+        listed = _listed_names(state)
 
         vanished: list[str] = []
-        for prefix in sorted(prefixes, key=order):
+        for prefix in sorted(prefixes, key=_by_number):
             name = os.path.basename(prefix.rstrip("/"))
             row: dict[str, Any] = {
                 "prefix": prefix,
@@ -487,6 +509,10 @@ def _ls(args: argparse.Namespace, out: TextIO) -> int:
                 "bytes": None,
                 "format": None,
                 "latest": prefix == latest,
+                # Of a series the state file lists, yet not listed there: preserved, or left by another job.
+                "unlisted": name not in listed and _stem(name) in {_stem(n) for n in listed},
+                "metrics": None,
+                "metrics_error": None,
                 "status": "ok",
                 "error": None,
             }
@@ -501,6 +527,7 @@ def _ls(args: argparse.Namespace, out: TextIO) -> int:
                 with holder.open_reader(prefix) as reader:
                     # The metrics a CheckpointManager stores with a checkpoint are no tensor of it.
                     infos = [reader.info(k) for k in reader.keys() if k not in NOT_TENSORS]
+                    row["metrics"], row["metrics_error"] = _metrics_of(reader)
                 row["tensors"] = len(infos)
                 row["bytes"] = sum(i.nbytes for i in infos)
             except (CheckpointError, OSError, ValueError) as exc:
@@ -538,9 +565,12 @@ def _ls(args: argparse.Namespace, out: TextIO) -> int:
             data["leftovers"] = leftovers
             data["leftovers_not_listed_by"] = unlisted
         _dump(data, out)
+        if empty is not None and empty != f"no checkpoints in {directory}":
+            # Checkpoints of formats the chosen backend does not read: said beside the JSON, not dropped.
+            print(f"trackpoint ls: {empty}", file=sys.stderr)
         return _unread(directory, rows, out)
     if not rows:
-        print(f"no checkpoints in {directory}", file=out)
+        print(empty or f"no checkpoints in {directory}", file=out)
     else:
         import datetime
 
@@ -551,10 +581,17 @@ def _ls(args: argparse.Namespace, out: TextIO) -> int:
 
         def note(r: dict[str, Any]) -> str:
             notes = ["latest"] if r["latest"] else []
+            if r["unlisted"]:
+                notes.append("unlisted")
+            if r["metrics_error"] is not None:
+                error = r["metrics_error"]
+                notes.append(f"metrics unreadable: {error['error']}: {_render.shorten(error['message'])}")
             if r["error"] is not None:
                 notes.append(f"{r['status']}: {r['error']['error']}: {_render.shorten(r['error']['message'])}")
             return ", ".join(notes)
 
+        # The metrics column only where a CheckpointManager stored some: other listings keep their width.
+        with_metrics = any(r["metrics"] is not None for r in rows)
         _render.table(
             [
                 [
@@ -564,11 +601,12 @@ def _ls(args: argparse.Namespace, out: TextIO) -> int:
                     "-" if r["tensors"] is None else str(r["tensors"]),
                     "-" if r["bytes"] is None else _render.human_bytes(r["bytes"]),
                     r["format"] or "-",
+                    *([_render.metrics_text(r["metrics"], 60) if r["metrics"] is not None else "-"] * with_metrics),
                     note(r),
                 ]
                 for r in rows
             ],
-            ["checkpoint", "number", "time (UTC)", "tensors", "size", "format", ""],
+            ["checkpoint", "number", "time (UTC)", "tensors", "size", "format", *(["metrics"] * with_metrics), ""],
             out,
             right=(1, 3, 4),
         )
@@ -588,6 +626,60 @@ def _ls(args: argparse.Namespace, out: TextIO) -> int:
             if unlisted:
                 print(f"({blind} cannot list leftovers: any it has are not shown)", file=out)
     return _unread(directory, rows, out)
+
+
+def _by_number(prefix: str) -> tuple[int, str]:
+    """Sort key of checkpoints, oldest first: by their ``-N`` number (unnumbered ones first), then by name."""
+    n = checkpoint_number(prefix)
+    return (-1 if n is None else n, prefix)
+
+
+def _listed_names(state: Any) -> set[str]:
+    """The names of the checkpoints a state file lists (its latest one included); none without a state file."""
+    if state is None:
+        return set()
+    paths = [*state.all_model_checkpoint_paths, state.model_checkpoint_path]
+    return {os.path.basename(p.rstrip("/")) for p in paths if p}
+
+
+def _metrics_of(reader: CheckpointReader) -> tuple[Any, dict[str, str] | None]:
+    """The metrics a CheckpointManager stored in the checkpoint (``None`` without), and why they cannot be read.
+
+    Read as the manager reads them back: JSON holding a mapping. Metrics that cannot be read leave the
+    checkpoint listed (its tensors are not at stake), with the error in place of the metrics.
+    """
+    try:
+        raw = stored_metrics(reader)
+        if raw is None:
+            return None, None
+        metrics = json.loads(raw if isinstance(raw, (bytes, str)) else bytes(raw))
+        if not isinstance(metrics, dict):
+            raise trackpoint.InvalidCheckpointError(f"they hold a {type(metrics).__name__}, not a mapping")
+    except (CheckpointError, OSError, ValueError, TypeError) as exc:
+        return None, {"error": type(exc).__name__, "message": _one_line(exc)}
+    return metrics, None
+
+
+def _nothing_in(directory: str, opts: CheckpointOptions, store: StorageBackend) -> str:
+    """``no checkpoints in DIR``; with a backend chosen, which checkpoints of other formats it did not see there.
+
+    ``store`` is what ``open_store`` returned for the directory: when nothing was chosen it read every
+    format, and nothing more is asked (:func:`trackpoint.state.other_formats`).
+    """
+    from trackpoint.plugins.manager import ENV_BACKEND
+    from trackpoint.state import other_formats
+
+    message = f"no checkpoints in {directory}"
+    others = other_formats(directory, opts, store)
+    if others is None:
+        return message
+    source = _in_flag_terms(others.source).replace("CheckpointOptions(backend=...)", "--backend")
+    remedy = f"Unset {ENV_BACKEND}" if ENV_BACKEND in others.source else "Drop --backend"
+    return (
+        f"{message} for the {others.chosen} backend (chosen by {source}), which reads its own format alone; the "
+        f"directory holds checkpoints of other formats: {others.describe(list(others.found))}. {remedy} to list "
+        "every format"
+    )
 
 
 def _commit_time(holder: StorageBackend, prefix: str) -> float | None:
@@ -731,6 +823,66 @@ def _duration(seconds: float) -> str:
     if seconds >= 60 and seconds % 60 == 0:
         return f"{seconds / 60:g} min"
     return f"{seconds:g} s"
+
+
+def _rm(args: argparse.Namespace, out: TextIO) -> int:
+    """Delete checkpoints through :meth:`CheckpointManager.delete`, after checking that every one is committed.
+
+    A manager of the checkpoint's series is opened on its directory for the delete, so the state file
+    is updated as the manager updates it (the entry goes; a deleted latest is replaced by the newest
+    entry left) and nothing of another series is touched. Opening it runs the backends' cleanup with the
+    default age guard, as opening any manager does: leftovers of crashed saves, never a checkpoint. No
+    prompt, as ``cleanup`` has none: scripts run these commands, and a prompt would hang one.
+    """
+    opts = _options(args)
+    # By directory and series, in the order given: one manager for each.
+    targets: dict[tuple[str, str], list[tuple[str, int]]] = {}
+    for path in args.paths:
+        prefix = path.rstrip("/")
+        number = checkpoint_number(prefix)
+        hint = prefix if number is None else _paths.dirname(prefix) or os.curdir
+        if number is None or not _stem(prefix) or os.path.basename(prefix) != f"{_stem(prefix)}-{number}":
+            raise _UsageError(
+                f"{path!r} is no checkpoint prefix of a series NAME-N (as a CheckpointManager names them, "
+                f"run/ckpt-4): rm deletes those only; `{_command('trackpoint', 'ls', hint)}` lists the checkpoints "
+                "of a directory"
+            )
+        directory = _paths.dirname(prefix) or os.curdir
+        store = _resolve.open_store(directory, opts)
+        try:
+            # Every path is checked before anything is deleted: a typo among them deletes nothing.
+            _check_directory("rm", directory, store)
+            with _prefix_hint([path], opts):
+                if _resolve.holder(store, prefix) is None:
+                    raise CheckpointNotFoundError(
+                        f"no checkpoint is committed at {path!r}: nothing was deleted; "
+                        f"`{_command('trackpoint', 'ls', directory)}` lists the checkpoints there",
+                        url=path,
+                    )
+        finally:
+            store.close()
+        same = targets.setdefault((directory, _stem(prefix)), [])
+        if all(number != n for _, n in same):  # named twice: deleted once, not refused the second time
+            same.append((path, number))
+    deleted: list[str] = []
+    latest: dict[str, str | None] = {}
+    for (directory, series), checkpoints in targets.items():
+        with trackpoint.CheckpointManager(
+            trackpoint.Checkpoint(), directory, max_to_keep=None, checkpoint_name=series, options=opts
+        ) as manager:
+            for path, number in checkpoints:
+                manager.delete(number)
+                deleted.append(path)
+        # What a restore of the directory now takes, of any series (the manager's own is one series').
+        latest[directory] = trackpoint.latest_checkpoint(directory, options=opts)
+    if args.json:
+        _dump({"deleted": deleted, "latest": latest}, out)
+        return EXIT_OK
+    for path in deleted:
+        print(f"deleted {path}", file=out)
+    for directory, prefix in latest.items():
+        print(f"latest checkpoint of {directory}: {prefix or 'none'}", file=out)
+    return EXIT_OK
 
 
 def _inspect(args: argparse.Namespace, out: TextIO) -> int:
@@ -941,39 +1093,137 @@ def _jsonable(value: np.ndarray[Any, Any]) -> Any:
     return value.tolist()
 
 
+def _verify_one(args: argparse.Namespace, path: str, opts: CheckpointOptions) -> dict[str, Any]:
+    """What :func:`trackpoint.verify` found at ``path``, as the command reports it (``status`` included).
+
+    A checkpoint that cannot be opened is reported, not raised, unless the command line is wrong.
+    """
+    try:
+        with _render.progress(f"verify {path}", enabled=not args.json) as bar:
+            report = trackpoint.verify(path, quick=args.quick, options=opts, progress=bar)
+        entry = {
+            "path": path,
+            "prefix": report.prefix,
+            "backend": report.backend,
+            "tensors": report.tensors,
+            "bytes": report.nbytes,
+            "problems": [
+                {"key": p.key, "error": p.error, "message": _in_flag_terms(p.message)} for p in report.problems
+            ],
+            "unverified": list(report.unverified),
+        }
+    except (CheckpointNotFoundError, StorageError, BackendError) as exc:
+        # A store that cannot be reached (no endpoint or account configured, a backend not installed) is
+        # one checkpoint that could not be read, as a failed request is: the others are still verified.
+        if isinstance(exc, (InvalidArgumentError, UnknownBackendError)) or _backend_flag(args, exc) is not None:
+            raise  # the command line is wrong (an option, a scheme no backend serves): for every path
+        message = _in_flag_terms(str(exc))
+        if isinstance(exc, CheckpointNotFoundError):
+            stored = _stored_in_path(path, opts)
+            message = message if stored is None else _not_a_checkpoint(path, *stored)
+        entry = _not_verified(path, type(exc).__name__, message)
+    return _judged(entry)
+
+
+def _not_verified(path: str, error: str, message: str) -> dict[str, Any]:
+    """The report of a ``path`` where no checkpoint could be opened: one problem, ``error`` saying why."""
+    problems = [{"key": None, "error": error, "message": message}]
+    return {"path": path, "prefix": None, "backend": None, "tensors": 0, "bytes": 0, "problems": problems}
+
+
+def _judged(entry: dict[str, Any]) -> dict[str, Any]:
+    """``entry`` with its ``ok`` and ``status``."""
+    entry.setdefault("unverified", [])
+    entry["ok"] = not entry["problems"] and not entry["unverified"]
+    entry["status"] = _verdict(entry)
+    return entry
+
+
+def _in_directories(args: argparse.Namespace, opts: CheckpointOptions, *, stop_at_good: bool) -> list[dict[str, Any]]:
+    """``verify --all`` and ``--latest-good``: the reports of the checkpoints of each directory, newest first.
+
+    ``stop_at_good``: stop at the first intact checkpoint, and at one that could not be read (it may be
+    intact, so an older one is not the newest intact). A checkpoint deleted while this runs (by a
+    CheckpointManager's retention) is left out, as ``ls`` leaves it out; one still committed that cannot be
+    found whole is damaged.
+    """
+    reports: list[dict[str, Any]] = []
+    for directory in args.paths:
+        store = _resolve.open_store(directory, opts)
+        try:
+            _check_directory("verify", directory, store)
+            prefixes = sorted(store.list_checkpoints(directory), key=_by_number, reverse=True)
+            if not prefixes:
+                reports.append(
+                    _judged(_not_verified(directory, "CheckpointNotFoundError", _nothing_in(directory, opts, store)))
+                )
+            for prefix in prefixes:
+                entry = _verify_one(args, prefix, opts)
+                if entry["status"] == _MISSING:
+                    committed = _committed(store, prefix)
+                    if committed is False:
+                        if args.verbose:
+                            print(
+                                f"trackpoint verify: left out {prefix}, deleted while being verified", file=sys.stderr
+                            )
+                        continue
+                    if committed:
+                        entry["status"] = _DAMAGED
+                reports.append(entry)
+                if stop_at_good and entry["status"] in ("intact", _UNREADABLE):
+                    break
+        finally:
+            store.close()
+    return reports
+
+
+def _latest_good(args: argparse.Namespace, opts: CheckpointOptions, out: TextIO) -> int:
+    """``verify --latest-good DIR``: the newest intact checkpoint's path alone on stdout, for a restart script.
+
+    The newer checkpoints found damaged are named on stderr. One that could not be read stops the search
+    (status 4): it may be intact, and restoring an older one would drop its progress unnoticed.
+    """
+    if len(args.paths) != 1:
+        raise _UsageError(f"--latest-good takes one directory, got {len(args.paths)}: {' '.join(args.paths)}")
+    reports = _in_directories(args, opts, stop_at_good=True)
+    good = next((r["prefix"] for r in reports if r["status"] == "intact"), None)
+    unreadable = next((r for r in reports if r["status"] == _UNREADABLE), None)
+    if args.json:
+        _dump({"quick": args.quick, "latest_good": good, "checkpoints": reports}, out)
+    elif good is not None:
+        print(good, file=out)
+    out.flush()
+    for r in reports:
+        if r["status"] not in ("intact", _UNREADABLE):
+            first = r["problems"][0] if r["problems"] else {"error": "", "message": ""}
+            print(
+                f"trackpoint verify: skipped {r['status']} {r['prefix'] or r['path']}: {first['error']}: "
+                f"{_render.shorten(first['message'], 300)}",
+                file=sys.stderr,
+            )
+    if unreadable is not None:
+        errors_seen = ", ".join(dict.fromkeys(p["error"] for p in unreadable["problems"]))
+        print(
+            f"trackpoint verify: could not read {unreadable['prefix'] or unreadable['path']} ({errors_seen}), which "
+            "may be intact, so no older checkpoint is named: fix access to the store (permissions, credentials, the "
+            "network) and run verify again",
+            file=sys.stderr,
+        )
+        return EXIT_ERROR
+    if good is None:
+        print(f"trackpoint verify: no intact checkpoint in {args.paths[0]}", file=sys.stderr)
+        return EXIT_DIFFERENT
+    return EXIT_OK
+
+
 def _verify(args: argparse.Namespace, out: TextIO) -> int:
     opts = _options(args)
-    reports: list[dict[str, Any]] = []
-    for path in args.paths:
-        try:
-            with _render.progress(f"verify {path}", enabled=not args.json) as bar:
-                report = trackpoint.verify(path, quick=args.quick, options=opts, progress=bar)
-            entry = {
-                "path": path,
-                "prefix": report.prefix,
-                "backend": report.backend,
-                "tensors": report.tensors,
-                "bytes": report.nbytes,
-                "problems": [
-                    {"key": p.key, "error": p.error, "message": _in_flag_terms(p.message)} for p in report.problems
-                ],
-                "unverified": list(report.unverified),
-            }
-        except (CheckpointNotFoundError, StorageError, BackendError) as exc:
-            # A store that cannot be reached (no endpoint or account configured, a backend not installed) is
-            # one checkpoint that could not be read, as a failed request is: the others are still verified.
-            if isinstance(exc, (InvalidArgumentError, UnknownBackendError)) or _backend_flag(args, exc) is not None:
-                raise  # the command line is wrong (an option, a scheme no backend serves): for every path
-            message = _in_flag_terms(str(exc))
-            if isinstance(exc, CheckpointNotFoundError):
-                stored = _stored_in_path(path, opts)
-                message = message if stored is None else _not_a_checkpoint(path, *stored)
-            entry = {"path": path, "prefix": None, "backend": None, "tensors": 0, "bytes": 0}
-            entry["problems"] = [{"key": None, "error": type(exc).__name__, "message": message}]
-            entry["unverified"] = []
-        entry["ok"] = not entry["problems"] and not entry["unverified"]
-        entry["status"] = _verdict(entry)
-        reports.append(entry)
+    if args.latest_good:
+        return _latest_good(args, opts, out)
+    if args.all:
+        reports = _in_directories(args, opts, stop_at_good=False)
+    else:
+        reports = [_verify_one(args, path, opts) for path in args.paths]
     bad = [r for r in reports if not r["ok"]]
     unreadable = [r for r in reports if r["status"] == _UNREADABLE]
     unverified = [r for r in reports if r["status"] == _UNVERIFIED]
@@ -1203,6 +1453,7 @@ def _is_source(src: str, dst: str, opts: CheckpointOptions) -> bool:
 _COMMANDS: Final[dict[str, Callable[[argparse.Namespace, TextIO], int]]] = {
     "ls": _ls,
     "cleanup": _cleanup,
+    "rm": _rm,
     "inspect": _inspect,
     "verify": _verify,
     "diff": _diff,
@@ -1298,9 +1549,9 @@ def _backend_flag(args: argparse.Namespace, exc: BaseException) -> str | None:
 
     That is an unknown or blocked name, or a backend that refused a URL it does not serve (``--backend
     memory`` for ``s3://b/run``: a plain :class:`BackendError`, the URL being one another backend serves).
-    Refusals of a backend the environment chose (``TRACKPOINT_BACKEND``), of a plugin that failed to load
-    or of a missing extra are not about the command line, and stay failures (status 4), and so does a
-    backend's failure on a URL it serves (an S3 URL without credentials).
+    An unknown or blocked backend the environment chose (``TRACKPOINT_BACKEND``) is :func:`_env_backend`'s.
+    Refusals of a plugin that failed to load or of a missing extra are not about the command line, and stay
+    failures (status 4), and so does a backend's failure on a URL it serves (an S3 URL without credentials).
     """
     if isinstance(exc, UnknownBackendError) and exc.backend is not None:
         if exc.backend == args.backend:
@@ -1319,6 +1570,22 @@ def _backend_flag(args: argparse.Namespace, exc: BaseException) -> str | None:
         if any(not _serves(name, path) for path in _urls(args, flag)):
             return flag
     return None
+
+
+def _env_backend(args: argparse.Namespace, exc: BaseException) -> str | None:
+    """The message for an unknown or blocked backend that ``TRACKPOINT_BACKEND`` names, else ``None``.
+
+    A misspelt value there (``s33``) is the same mistake as ``--backend s33``, made in the command's
+    environment: a usage error (status 2), as the flag's is, not a failure of the store.
+    """
+    from trackpoint.plugins.manager import ENV_BACKEND
+
+    env = os.environ.get(ENV_BACKEND, "").strip()
+    if not env or not isinstance(exc, UnknownBackendError) or exc.backend != env:
+        return None
+    if exc.backend in (args.backend, getattr(args, "dst_backend", None)):
+        return None  # the flag's, which the flag's handling words
+    return f"{_one_line(exc)}; set {ENV_BACKEND} to a registered backend, unset it, or choose one with --backend"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -1356,6 +1623,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             message = _one_line(exc).replace("CheckpointOptions(backend=...)", flag)
             # An object store chosen for a local path (--backend s3 run): the store's advice, in the flag's terms.
             return _usage(args, message.replace("CheckpointOptions.backend (and TRACKPOINT_BACKEND)", f"{flag}"))
+        from_env = _env_backend(args, exc)
+        if from_env is not None:
+            return _usage(args, from_env, type(exc).__name__)
         if isinstance(exc, (InvalidArgumentError, InvalidPathError)):
             # A value of the command line no function takes (a misspelt -o option, a path no store can
             # use): every argument and option comes from the command line, so the command line is wrong.

@@ -417,12 +417,15 @@ def test_the_selected_backend_is_asked_first_and_the_others_only_when_needed(tmp
     ckpt.restore(path).assert_consumed()
     assert tp.list_variables(path)
     assert tp.latest_checkpoint(run) == path  # the state file names it: only bundle is asked
-    tp.CheckpointManager(ckpt, run, max_to_keep=None, options=CheckpointOptions(backend="bundle")).save()
     assert JsonFileBackend.opened == 0
+    # A manager whose backend is chosen lists its series in the formats it hides too, once, so that it never
+    # starts over beside a newer checkpoint of another format.
+    tp.CheckpointManager(ckpt, run, max_to_keep=None, options=CheckpointOptions(backend="bundle")).save()
+    assert JsonFileBackend.opened == 1
     # Listing a directory needs every format.
     os.remove(f"{run}/checkpoint")
     assert tp.latest_checkpoint(run) == f"{run}/ckpt-2"
-    assert JsonFileBackend.opened == 1
+    assert JsonFileBackend.opened == 2
 
 
 # ---------------------------------------------------------------- writing through a view
@@ -487,7 +490,10 @@ def test_another_librarys_checkpoint_directory_is_named_as_such(tmp_path: Path, 
     step.mkdir()
     (step / marker).write_bytes(b"{}")
     for read in (tp.load_tree, tp.list_variables, lambda p: tp.Checkpoint(v=tp.Variable(1.0)).restore(p)):
-        with pytest.raises(CheckpointNotFoundError, match=rf"it is a checkpoint of {library} .*does not read"):
+        # Readers that look further (list_variables, restore) name an Orbax step as they name an Orbax run.
+        with pytest.raises(
+            CheckpointNotFoundError, match=rf"it is (a checkpoint of {library}|an {library} checkpoint) .*does not read"
+        ):
             read(str(step))
 
 

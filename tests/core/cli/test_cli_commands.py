@@ -625,9 +625,9 @@ def test_an_unknown_backend_is_a_usage_error(cli: Any, tmp_path: Path, monkeypat
     copy = cli("convert", NESTED, str(tmp_path / "out" / "ckpt-1"), "--dst-backend", "nosuch")
     assert copy.returncode == 2 and "unknown backend 'nosuch' (chosen by --dst-backend)" in copy.stderr
     assert cli("verify", NESTED, "--backend", "nosuch").returncode == 2
-    # Chosen by the environment, not by the command line: a failure, as before.
+    # Chosen by the environment: a usage error too, the command's setting being wrong.
     monkeypatch.setenv("TRACKPOINT_BACKEND", "nosuch")
-    assert cli("inspect", NESTED).returncode == 4
+    assert cli("inspect", NESTED).returncode == 2
 
 
 def test_help_lists_every_documented_exit_status(cli: Any) -> None:
