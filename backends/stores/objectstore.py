@@ -52,12 +52,13 @@ import inspect
 import logging
 import os
 import random
+import re
 import threading
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Coroutine, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, fields
-from typing import TYPE_CHECKING, Any, ClassVar, Final, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Final, NamedTuple, TypeVar
 
 from trackpoint import _paths
 from trackpoint.backends.stores._base import (
@@ -69,6 +70,7 @@ from trackpoint.backends.stores._base import (
 )
 from trackpoint.backends.stores._fsspec import DEFAULT_REQUEST_TIMEOUT
 from trackpoint.errors import (
+    REDACTED,
     BackendError,
     BackendOptionError,
     CheckpointError,
@@ -78,6 +80,7 @@ from trackpoint.errors import (
     ErrorKind,
     StorageError,
     StoragePermissionError,
+    redact,
     translate_error,
 )
 from trackpoint.storage import (
@@ -523,7 +526,8 @@ class ObjectStore(FileLayer):
     :meth:`upload_list` (unfinished uploads, so that ``cleanup`` can abort
     those a killed save left; without it none are reported), :meth:`aclose`
     or :meth:`close_client` (release clients on :meth:`close`),
-    :meth:`explain_error` (store-specific advice in error messages).
+    :meth:`explain_error` (store-specific advice in error messages),
+    :meth:`describe_error` (how messages quote the client's exceptions).
 
     Each client call makes **one attempt** and raises its client's own
     exceptions; :meth:`classify` tells the base which are transient (retried)
@@ -1119,35 +1123,77 @@ class ObjectStore(FileLayer):
         """
         return None
 
+    def describe_error(self, exc: BaseException) -> str | None:
+        """Optional: the text of ``exc`` as trackpoint's messages quote it, when ``str(exc)`` is not the best.
+
+        Messages quote the exception a client call raised as ``"<type>: <text>"``, the text being
+        ``str(exc)`` unless this returns one. Override it when the exception holds what the reader needs
+        apart from its text: the service's error code (Azure's ``error_code``), say, which leads it best
+        (``"ContainerNotFound: The specified container does not exist."``).
+
+        Parameters
+        ----------
+        exc
+            The exception to quote: one a client call raised, or, when no connection could be made, the
+            one of its chain that says so (the transport's, which names the host and port).
+
+        Returns
+        -------
+        str or None
+            The text to quote. ``None`` (the default) or an empty string quotes ``str(exc)``. Either way
+            the base quotes its first line only (client libraries append request ids, times and the
+            answer's body), with the query of every URL in it and credential parameters (``sig=``,
+            ``X-Amz-Signature=``, ``token=``, ...) replaced by ``<redacted>``, and at most 300 characters.
+
+        Notes
+        -----
+        It must not raise (an exception it raises anyway is logged as a warning and ``str(exc)`` quoted),
+        and runs on the store's event loop: decide from ``exc`` alone, without requests or blocking.
+        """
+        return None
+
     def _explanation(self, exc: BaseException, kind: ErrorKind) -> str | None:
         """:meth:`explain_error`'s advice, ``None`` when there is none or the hook failed."""
+        return self._ask("explain_error", "without the store's advice", exc, kind)
+
+    def _ask(self, hook: str, otherwise: str, exc: BaseException, *args: Any) -> str | None:
+        """The text the store's ``hook`` gives for ``exc``, ``None`` when it gives none or failed (then logged)."""
         try:
-            advice = self.explain_error(exc, kind)
+            answer = getattr(self, hook)(exc, *args)
         except Exception:  # noqa: BLE001 - a failing hook must not replace the error it was to explain
             _log.warning(
-                "%s.%s raised explaining %s; the error is raised without the store's advice",
+                "%s.%s raised explaining %s; the error is raised %s",
                 type(self).__qualname__,
-                "explain_error",
+                hook,
                 type(exc).__name__,
+                otherwise,
                 exc_info=True,
             )
             return None
-        return advice if isinstance(advice, str) and advice.strip() else None
+        return answer if isinstance(answer, str) and answer.strip() else None
 
     def _reason(self, exc: BaseException, timeout: float | None = None) -> str:
-        """``exc`` for a message: its type and text, an empty timeout as the limit it hit.
+        """``exc`` for a message: its type and one line of text, an empty timeout as the limit it hit.
 
         ``timeout`` is the limit of an attempt cut short by a clean-up budget, if shorter than ``request_timeout``.
+        The text is :meth:`describe_error`'s or ``str(exc)``, cut and redacted as that hook's docstring says.
+        When no connection could be made, the exception of the chain that says so is quoted: a client
+        library's outer error tends to quote the request's URL (its query too) before the transport's words.
         """
-        text = str(exc).strip()  # an HTTP body's trailing newline would end up inside the parentheses
-        if not text and isinstance(exc, TimeoutError):
+        if not str(exc).strip() and isinstance(exc, TimeoutError):
             # asyncio.wait_for's timeout says nothing; what the reader needs is which limit it was.
             if timeout is not None and timeout < self.transfer.request_timeout:
                 return f"timed out after {timeout:.1f} s, the clean-up budget it had left"
             return f"timed out after {_seconds(self.transfer.request_timeout)} ({_OPTION}['request_timeout'])"
-        # Only the exception's type and the store's reason go into messages,
-        # never request headers or options, which may hold credentials.
-        return f"{type(exc).__name__}: {text}"[:300]
+        if (failure := _no_connection(exc)) is not None:
+            exc = failure.said
+        text = self._ask("describe_error", "quoting the exception's own text", exc) or str(exc)
+        # Only the first line: SDKs go on with request ids, times and the answer's XML or JSON, and an HTTP
+        # body's trailing newline would end up inside the parentheses.
+        line = next(iter(text.strip().splitlines()), "")
+        # Only the exception's type and the store's reason go into messages, never request headers or options;
+        # a URL in the reason may still carry credentials in its query (a SAS, a presigned URL, an API key).
+        return f"{type(exc).__name__}: {redact(_URL_QUERY.sub('?' + REDACTED, line), {})}"[:300]
 
     def _gave_up(
         self, exc: BaseException, what: str, bucket: str, key: str, attempts: int, timeouts: int, elapsed: float
@@ -1193,9 +1239,8 @@ class ObjectStore(FileLayer):
                 f"answers are slow, or {limit} for more attempts"
             )
         elif (failure := _no_connection(exc)) is not None:
-            unresolved, host = failure
-            if unresolved:
-                name = f"the host name {host!r}" if host else "the store's host name"
+            if failure.unresolved:
+                name = f"the host name {failure.host!r}" if failure.host else "the store's host name"
                 advice = (
                     f"{name} could not be resolved (DNS): check the host in the store's endpoint or account name, "
                     f"and this machine's DNS, or, for a passing network failure, retry later or raise {limit}"
@@ -1614,23 +1659,39 @@ _CONNECT_ERRORS: Final = frozenset(
 )
 #: Those that say a host name could not be resolved: aiohttp's and urllib3's (both also wrap a socket.gaierror).
 _DNS_ERRORS: Final = frozenset({"ClientConnectorDNSError", "NameResolutionError"})
+#: Attributes where client libraries keep the transport's exception without chaining it: aiohttp's
+#: ``os_error`` (ClientConnectorError), azure-core's ``inner_exception`` (ServiceRequestError).
+_UNCHAINED: Final = ("os_error", "inner_exception")
+#: The query of a URL, absolute or not (``?a=b&...``), up to a space, a quote or a bracket: messages show
+#: none, since client libraries quote the request's URL with its SAS, signature or API key.
+_URL_QUERY: Final = re.compile(r"\?(?=[^\s=&?#'\"()<>]+=)[^\s'\"()<>]*")
 
 
-def _no_connection(exc: BaseException) -> tuple[bool, str | None] | None:
-    """Whether ``exc``, or an exception it was raised from, says that no connection could be made.
+class _NoConnection(NamedTuple):
+    """What :func:`_no_connection` found."""
 
-    Returns
-    -------
-    tuple of (bool, str or None), or None
-        ``None`` if no exception of the chain says so. Otherwise whether the host name could not be
-        resolved (``socket.gaierror``: a typo in the endpoint, or DNS), rather than nothing accepting the
-        connection, and the host the chain names, if any: a resolution failure reads best with the name
-        that failed, and only the client library's exceptions know it.
+    #: The host name could not be resolved (``socket.gaierror``: a typo in the endpoint, or DNS), rather than
+    #: nothing accepting the connection.
+    unresolved: bool
+    #: The host the chain names, if any: a resolution failure reads best with the name that failed, and only
+    #: the client library's exceptions know it.
+    host: str | None
+    #: The outermost exception of a client library that says so (its words name the host and port, where outer
+    #: ones tend to quote the request's URL), or the exception asked about when only the system's say so.
+    said: BaseException
+
+
+def _no_connection(exc: BaseException) -> _NoConnection | None:
+    """What ``exc``, or an exception it was raised from, says of a connection that could not be made.
+
+    ``None`` if no exception of the chain says so. The chain goes on through :data:`_UNCHAINED` attributes
+    where an exception has neither a ``__cause__`` nor a ``__context__``.
     """
     import socket
 
     refused = unresolved = False
     host: str | None = None
+    said: BaseException | None = None
     seen: set[int] = set()
     current: BaseException | None = exc
     while current is not None and id(current) not in seen:
@@ -1642,9 +1703,20 @@ def _no_connection(exc: BaseException) -> tuple[bool, str | None] | None:
             unresolved = True
         elif isinstance(current, ConnectionRefusedError) or name in _CONNECT_ERRORS:
             refused = True
+        if said is None and (name in _DNS_ERRORS or name in _CONNECT_ERRORS):
+            said = current
         host = host or _host_named(current)
-        current = current.__cause__ or current.__context__
-    return (unresolved, host) if unresolved or refused else None
+        current = current.__cause__ or current.__context__ or _unchained(current)
+    return _NoConnection(unresolved, host, said or exc) if unresolved or refused else None
+
+
+def _unchained(exc: BaseException) -> BaseException | None:
+    """The transport's exception ``exc`` keeps in one of the :data:`_UNCHAINED` attributes, if any."""
+    for name in _UNCHAINED:
+        inner = getattr(exc, name, None)
+        if isinstance(inner, BaseException):
+            return inner
+    return None
 
 
 def _host_named(exc: BaseException) -> str | None:

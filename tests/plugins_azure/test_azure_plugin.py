@@ -102,10 +102,10 @@ def _module_lines() -> dict[str, int]:
     }
 
 
-def test_the_module_code_stays_within_240_lines_and_the_readme_says_how_many() -> None:
+def test_the_module_code_stays_within_190_lines_and_the_readme_says_how_many() -> None:
     lines = _module_lines()
     total = sum(lines.values())
-    assert total <= 240, f"trackpoint_azure has {total} lines of module code ({lines}); the budget is 240"
+    assert total <= 190, f"trackpoint_azure has {total} lines of module code ({lines}); the budget is 190"
     readme = (PACKAGE / "README.md").read_text()
     recorded = re.search(r"\*\*(\d+) lines\*\* of module code", readme)
     assert recorded is not None, "plugins/azure/README.md must record the line count"

@@ -4,28 +4,21 @@
 
 from __future__ import annotations
 
-import functools
 import logging
 import re
 import uuid
-from collections.abc import Callable, Mapping, Sequence
-from typing import Any, ParamSpec, TypeVar
+from collections.abc import Mapping, Sequence
+from typing import Any
 from urllib.parse import parse_qs
 
 import requests
 from azure.core import MatchConditions
-from azure.core.exceptions import (
-    AzureError,
-    HttpResponseError,
-    ResourceNotFoundError,
-    ServiceRequestError,
-    ServiceResponseError,
-)
+from azure.core.exceptions import HttpResponseError, ResourceNotFoundError, ServiceRequestError, ServiceResponseError
 from azure.core.pipeline.transport import RequestsTransport
 from azure.storage.blob import BlobBlock, BlobPrefix, BlobServiceClient
 
 from trackpoint.backends.stores import Condition, ErrorKind, ObjectStat, ObjectStore, TransferOptions, fill_views_from
-from trackpoint.errors import BackendError, BackendOptionError, DataLossError, redact
+from trackpoint.errors import BackendError, BackendOptionError, DataLossError
 from trackpoint.plugins import StorageOptions, option
 from trackpoint.storage import CheckpointOptions, VersionedBytes
 
@@ -33,10 +26,6 @@ from trackpoint.storage import CheckpointOptions, VersionedBytes
 WRITE_ID_KEY = "trackpoint_write_id"
 #: The SDK's logger of every request and answer, at INFO: set to WARNING unless the application set its level.
 REQUEST_LOGGER = "azure.core.pipeline.policies.http_logging_policy"
-#: Modules of errors too terse to quote in place of the client library's (``[Errno 111] Connection refused``).
-_SYSTEM = frozenset({"builtins", "socket", "ssl"})
-P = ParamSpec("P")
-T = TypeVar("T")
 
 
 # The SDK takes a key that is not base64, or a credential that does not read as a SAS token (which it then takes
@@ -125,45 +114,6 @@ def service_client(storage_options: Mapping[str, Any], *, timeout: float = 60.0,
     return BlobServiceClient(str(url), credential=_credential(opts), **kw)
 
 
-class AzureRequestError(Exception):
-    """A request of the SDK that failed, as trackpoint's messages quote it; the SDK's exception is its cause.
-
-    Attributes
-    ----------
-    status_code, error_code : int or None, str or None
-        The answer's HTTP status and Azure error code (``ContainerNotFound``); ``None`` when none came.
-    transient : bool
-        No answer came, or it broke off: worth another attempt.
-    """
-
-    def __init__(self, error: AzureError) -> None:
-        code, self.status_code = getattr(error, "error_code", None), getattr(error, "status_code", None)
-        self.error_code: str | None = getattr(code, "value", code)
-        self.transient = isinstance(error, (ServiceRequestError, ServiceResponseError))
-        inner: BaseException = error  # with no answer, the transport's words: the host, and no URL with a query
-        for _ in range(8):  # a bound: a chain could loop
-            if (below := inner.__cause__ or inner.__context__) is None or type(below).__module__ in _SYSTEM:
-                break
-            inner = below
-        # The SDK's text goes on with the request id, the time and the answer's XML; a URL in it may hold a SAS.
-        first = str(error.message if self.status_code else inner).strip().partition("\n")[0]
-        answer = f"{self.error_code or f'HTTP {self.status_code}'}: " if self.status_code else ""
-        super().__init__(redact(answer + first, {}))
-
-
-def _one_request(call: Callable[P, T]) -> Callable[P, T]:
-    @functools.wraps(call)
-    def raising(*args: P.args, **kwargs: P.kwargs) -> T:
-        try:
-            return call(*args, **kwargs)
-        except AzureError as exc:
-            # The SDK keeps the transport's error (a refused connection, a failed DNS lookup) unchained.
-            exc.__cause__ = exc.__cause__ or exc.inner_exception
-            raise AzureRequestError(exc) from exc
-
-    return raising
-
-
 def _conditions(cond: Condition) -> dict[str, Any]:
     if_match = {"etag": cond.version, "match_condition": MatchConditions.IfNotModified} if cond.version else {}
     return {"match_condition": MatchConditions.IfMissing} if cond.create_only else if_match  # If-None-Match: *
@@ -186,13 +136,15 @@ class AzureStore(ObjectStore):
         return cls(service_client(options.storage_options, timeout=t.request_timeout, pool=t.max_concurrency), t)
 
     def classify(self, exc: BaseException) -> ErrorKind:
-        if not isinstance(exc, AzureRequestError):
-            return "other"
-        if exc.error_code == "BlobAlreadyExists":  # If-None-Match: * gets 409, If-Match 412
+        if getattr(exc, "error_code", None) == "BlobAlreadyExists":  # If-None-Match: * gets 409, If-Match 412
             return "precondition"
-        if status := exc.status_code or 0:
+        if status := getattr(exc, "status_code", None) or 0:
             return _KINDS.get(status, "transient" if status >= 500 else "other")
-        return "transient" if exc.transient else "other"
+        return "transient" if isinstance(exc, (ServiceRequestError, ServiceResponseError)) else "other"
+
+    def describe_error(self, exc: BaseException) -> str | None:
+        # Azure's error code first (a StorageErrorCode: its str() is its Python name); str(exc) says the rest.
+        return f"{getattr(code, 'value', code)}: {exc}" if (code := getattr(exc, "error_code", None)) else None
 
     def explain_error(self, exc: BaseException, kind: ErrorKind) -> str | None:
         if getattr(exc, "error_code", None) == "ContainerNotFound":
@@ -205,7 +157,6 @@ class AzureStore(ObjectStore):
             "environment) and the permissions on the container"
         )
 
-    @_one_request
     def object_stat(self, bucket: str, key: str) -> ObjectStat | None:
         try:
             p = self.service.get_blob_client(bucket, key).get_blob_properties()
@@ -216,14 +167,12 @@ class AzureStore(ObjectStore):
     def object_get_range(self, bucket: str, key: str, start: int, out: memoryview) -> None:
         self.object_get_range_vectored(bucket, key, start, [out])
 
-    @_one_request
     def object_get_range_vectored(self, bucket: str, key: str, start: int, outs: Sequence[memoryview]) -> None:
         total = sum(out.nbytes for out in outs)
         got = fill_views_from(self.service.get_blob_client(bucket, key).download_blob(start, total).chunks(), outs)
         if got < total:  # a range running past the end is answered with the bytes that exist
             raise DataLossError(f"azure: {self.url(bucket, key)!r} ends at {start + got}, before {start + total}")
 
-    @_one_request
     def object_get(self, bucket: str, key: str) -> VersionedBytes | None:
         try:
             download = self.service.get_blob_client(bucket, key).download_blob()
@@ -231,21 +180,17 @@ class AzureStore(ObjectStore):
             return None
         return VersionedBytes(download.readall(), str(download.properties.etag))
 
-    @_one_request
     def object_put(self, bucket: str, key: str, data: memoryview, condition: Condition, write_id: str) -> str:
         blob, meta = self.service.get_blob_client(bucket, key), {WRITE_ID_KEY: write_id}
         return str(blob.upload_blob(bytes(data), overwrite=True, metadata=meta, **_conditions(condition))["etag"])
 
-    @_one_request
     def object_list(self, bucket: str, prefix: str) -> list[str]:
         found = self.service.get_container_client(bucket).walk_blobs(prefix or None, results_per_page=5000)
         return [b.name for b in found if not isinstance(b, BlobPrefix)]
 
-    @_one_request
     def object_find(self, bucket: str, prefix: str) -> list[str]:
         return [b.name for b in self.service.get_container_client(bucket).list_blobs(prefix, results_per_page=5000)]
 
-    @_one_request
     def object_delete(self, bucket: str, keys: Sequence[str]) -> None:
         container = self.service.get_container_client(bucket)
         for i in range(0, len(keys), 256):  # Blob Batch: at most 256 deletions per request
@@ -257,14 +202,12 @@ class AzureStore(ObjectStore):
         # Uncommitted blocks belong to the blob's name: each upload needs block ids of its own.
         return self.service.get_blob_client(bucket, key), uuid.uuid4().hex, condition, write_id
 
-    @_one_request
     def upload_part(self, state: Any, number: int, offset: int, data: memoryview, total: int | None) -> Any:
         if not data.nbytes:
             return None
         state[0].stage_block(block_id := f"{state[1]}-{number:06d}", bytes(data))  # ids of one length per blob
         return block_id
 
-    @_one_request
     def upload_finish(self, state: Any, parts: list[Any], total: int) -> str:
         blob, _, condition, write_id = state
         blocks = [BlobBlock(block_id) for block_id in parts if block_id is not None]
