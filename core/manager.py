@@ -1552,15 +1552,21 @@ class CheckpointManager:
                 # Python's sort is stable: on equal times the other manager's entry comes first.
                 entries.sort(key=lambda e: e[1] or 0.0)
             new = state.CheckpointState()
-            # Relative paths (TF2's choice): the directory can be copied or moved.
-            new.model_checkpoint_path = latest
+            # Relative paths (TF2's choice): the directory can be copied or moved. With none of this manager's
+            # left (all deleted), the latest is the newest of another series': TensorFlow's readers refuse a
+            # state without one.
+            new.model_checkpoint_path = latest or (entries[-1][0] if entries else "")
             new.all_model_checkpoint_paths.extend(p for p, _ in entries)
             if all(t is not None for _, t in entries):
                 new.all_model_checkpoint_timestamps.extend(t for _, t in entries if t is not None)
             new.last_preserved_timestamp = last_preserved
             return new
 
-        state.modify_checkpoint_state(self._backend, self._directory, update)
+        stored = state.modify_checkpoint_state(self._backend, self._directory, update)
+        if not stored.model_checkpoint_path:
+            # Nothing left to list (the last checkpoint was deleted): no state file rather than one every reader
+            # refuses as invalid. A checkpoint preserved by keep_checkpoint_every_n_hours is then found by listing.
+            self._backend.delete_file(_paths.join(self._directory, state.DEFAULT_LATEST_FILENAME))
 
     def _preemption_number(self) -> int:
         """The number of the preemption save of :func:`trackpoint.preemption.save_on_sigterm`.

@@ -235,6 +235,28 @@ def test_delete_removes_a_checkpoint_from_the_directory_the_record_and_the_state
     assert _on_disk(tmp_path) == [4, 5, 6]
 
 
+def test_deleting_every_listed_checkpoint_leaves_no_state_file_readers_refuse(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    m = CheckpointManager(_ckpt(), tmp_path, max_to_keep=1)
+    m.save()
+    m.delete(1)  # the only one: nothing is left to name as the latest
+    assert _on_disk(tmp_path) == [] and m.latest_checkpoint is None
+    assert not (tmp_path / "checkpoint").exists()
+    with caplog.at_level(logging.WARNING, logger="trackpoint"):
+        assert tp.get_checkpoint_state(str(tmp_path)) is None
+        assert tp.latest_checkpoint(str(tmp_path)) is None
+    assert not caplog.records, [r.getMessage() for r in caplog.records]
+    # Another series in the directory: its newest checkpoint becomes the state file's latest.
+    other = CheckpointManager(_ckpt(), tmp_path, max_to_keep=1, checkpoint_name="other")
+    other.save()
+    m.save()
+    m.delete(2)
+    st = tp.get_checkpoint_state(str(tmp_path))
+    assert st is not None and st.model_checkpoint_path == str(tmp_path / "other-1")
+    assert list(st.all_model_checkpoint_paths) == [str(tmp_path / "other-1")]
+
+
 def test_delete_takes_a_preserved_checkpoint_too(tmp_path: Path) -> None:
     clock = _Clock()
     m = _saved_half_hourly(tmp_path, clock, 5)
