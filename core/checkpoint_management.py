@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
-from trackpoint import _paths, _resolve, state
+from trackpoint import _paths, _resolve, observe, state
 from trackpoint.errors import InvalidCheckpointError
 from trackpoint.graph import ObjectGraphView
 from trackpoint.graph import list_objects as _list_view_objects
@@ -278,7 +278,7 @@ def remove_checkpoint(
     with _resolve.open_store(_paths.dirname(prefix) or os.curdir, options) as backend:
         found = _resolve.holder(backend, prefix)
         if found is not None:
-            found.delete(prefix)
+            observe.delete_checkpoint(found, prefix, reason="delete")
         meta = meta_graph_filename(prefix, meta_graph_suffix)
         if backend.read_file(meta) is not None:
             backend.delete_file(meta)

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import functools
 import inspect
 import json
 import logging
@@ -41,7 +42,7 @@ from typing import Any, Final, Literal, Protocol
 
 import numpy as np
 
-from trackpoint import _array_values, _async, _paths, _resolve, _signal_safe, state
+from trackpoint import _array_values, _async, _paths, _resolve, _signal_safe, observe, state
 from trackpoint._array_values import is_jax_array
 from trackpoint.distributed._driver import coordinator_of, on_root
 from trackpoint.errors import (
@@ -1455,11 +1456,13 @@ class CheckpointManager:
         failed: list[tuple[str, float]] = []
         for prefix, stamp in self._sweep():
             try:
-                self._backend.delete(prefix)
-            except StorageError as exc:
-                # Still whole (a delete removes the commit point first) or an invisible remainder: either way it
-                # stays listed, oldest first, so the next save retries and a later manager retires it.
-                _log.warning("could not delete old checkpoint %s (the next save retries): %s", prefix, exc)
+                observe.delete_checkpoint(
+                    self._backend, prefix, reason="retention", backend=functools.partial(self._holder_name, prefix)
+                )
+            except StorageError:
+                # Reported and logged as a warning by the delete event. Still whole (a delete removes the commit
+                # point first) or an invisible remainder: either way it stays listed, oldest first, so the next
+                # save retries and a later manager retires it.
                 failed.append((prefix, stamp))
             else:
                 self._scored.pop(prefix, None)
@@ -1476,6 +1479,10 @@ class CheckpointManager:
             # The new checkpoint is recorded; the entries of the deleted ones are skipped by readers, and the
             # next save's record drops them.
             _log.warning("could not remove deleted checkpoints from the state file of %s: %s", self._directory, exc)
+
+    def _holder_name(self, prefix: str) -> str:
+        """The name of the backend holding ``prefix`` (one request; asked only when a delete is observed)."""
+        return (_resolve.holder(self._backend, prefix) or self._backend).name
 
     def _sweep(self) -> list[tuple[str, float]]:
         """Checkpoints leaving the window that are not preserved (TF's rules), with their times."""
@@ -1641,11 +1648,13 @@ class CheckpointManager:
 
         def remove() -> bytes:
             with self._lock:
-                if not self._backend.exists(prefix):
+                # The same check as exists(), and it names the backend for the delete event.
+                held = _resolve.holder(self._backend, prefix)
+                if held is None:
                     raise CheckpointNotFoundError(
                         f"CheckpointManager.delete: no checkpoint is committed at {prefix!r}", url=prefix
                     )
-                self._backend.delete(prefix)
+                observe.delete_checkpoint(self._backend, prefix, reason="delete", backend=held.name)
                 self._maybe_delete.pop(prefix, None)
                 self._scored.pop(prefix, None)
                 if self._latest_checkpoint == prefix:

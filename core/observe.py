@@ -1,15 +1,19 @@
-"""Events of saves and restores, and what listens to them: plugins, the log and progress bars.
+"""Events of saves, restores and deletes, and what listens to them: plugins, the log and progress bars.
 
 Every save and restore of trackpoint's API reports what it does through one
 object of this module: :func:`save_events` returns a :class:`SaveEvents`
 (started, progress, committed or failed), :func:`restore_events` a
-:class:`RestoreEvents`. Three kinds of listeners receive them:
+:class:`RestoreEvents`. Every delete of a committed checkpoint (retention,
+``CheckpointManager.delete``, ``remove_checkpoint``) goes through
+:func:`delete_checkpoint`, which reports it, done or failed, as one event.
+Three kinds of listeners receive them:
 
 * plugins implementing the event hooks of :mod:`trackpoint.plugins.hookspecs`
-  (``trackpoint_save_started`` ... ``trackpoint_restore_failed``), loaded as
+  (``trackpoint_save_started`` ... ``trackpoint_checkpoint_deleted``), loaded as
   entry points or registered with :func:`trackpoint.plugins.register`;
-* the ``"trackpoint"`` logger: one INFO line per save and restore (path,
-  bytes, seconds, throughput), DEBUG lines for the start and progress;
+* the ``"trackpoint"`` logger: one INFO line per save, restore and delete
+  (path, bytes, seconds, throughput), DEBUG lines for the start and progress,
+  a WARNING for a retention delete that failed (its caller gets no exception);
 * a tqdm progress bar on stderr, when stderr is a terminal, tqdm is installed
   (the ``progress`` extra), the save or restore is at least
   :data:`PROGRESS_MIN_BYTES`, and neither ``CheckpointOptions(progress=False)``
@@ -19,6 +23,8 @@ When none of them listens (no event hook implemented, the logger below INFO,
 no terminal), :func:`save_events` and :func:`restore_events` return a shared
 do-nothing object after a few attribute checks: nothing is counted, timed or
 formatted, so events cost nothing measurable on a save of 20,000 tensors.
+:func:`delete_checkpoint` then only reads the clock around the delete (so that
+a failure can still be logged with its duration) and names no backend.
 
 A failing listener never fails a save or restore: its exception is logged at
 WARNING on the ``"trackpoint"`` logger and the other listeners still run.
@@ -58,9 +64,10 @@ from trackpoint.storage import (
 )
 
 if TYPE_CHECKING:
-    from trackpoint.storage import CheckpointOptions, ShardResult, ShardSpec, WriteItem
+    from trackpoint.storage import CheckpointOptions, ShardResult, ShardSpec, StorageBackend, WriteItem
 
 __all__ = [
+    "DELETE_REASONS",
     "ENV_PROGRESS",
     "EVENT_HOOKS",
     "PROGRESS_INTERVAL",
@@ -68,6 +75,7 @@ __all__ = [
     "RestoreEvents",
     "SaveEvents",
     "callback_arity",
+    "delete_checkpoint",
     "restore_events",
     "run_write_callbacks",
     "save_events",
@@ -96,7 +104,11 @@ EVENT_HOOKS: Final = (
     "trackpoint_restore_progress",
     "trackpoint_restore_finished",
     "trackpoint_restore_failed",
+    "trackpoint_checkpoint_deleted",
 )
+
+#: The ``reason`` of ``trackpoint_checkpoint_deleted``: why a committed checkpoint is deleted.
+DELETE_REASONS: Final = ("retention", "delete")
 
 # The plugin manager's hook relay while some plugin implements an event hook,
 # else None. Set by the plugin host (trackpoint.plugins.manager) whenever its
@@ -142,10 +154,15 @@ class _Plugins(_Listener):
                     impl.plugin_name,
                     hook,
                     fields["path"],
-                    "save" if "save" in hook else "restore",
+                    _operation(hook),
                     type(exc).__name__,
                     exc,
                 )
+
+
+def _operation(hook: str) -> str:
+    """What an event hook reports on: ``"save"``, ``"restore"`` or ``"delete"`` (for messages)."""
+    return "save" if "_save_" in hook else "restore" if "_restore_" in hook else "delete"
 
 
 def _rate(nbytes: int, seconds: float) -> str:
@@ -181,12 +198,18 @@ class _Log(_Listener):
                 _rate(f["nbytes"], f["seconds"]),
                 " on creation" if f.get("on_creation") else "",
             )
-        elif hook in ("trackpoint_save_failed", "trackpoint_restore_failed"):
+        elif hook == "trackpoint_checkpoint_deleted" and f["error"] is None:
+            _log.info("deleted %s (%s) in %.3f s", f["path"], f["reason"], f["seconds"])
+        elif hook == "trackpoint_checkpoint_deleted" and f["reason"] == "retention":
+            # WARNING: retention swallows the error (the checkpoint stays listed and the
+            # next save retries), so this line is all a caller without observers learns.
+            _log.warning("could not delete old checkpoint %s (the next save retries): %s", f["path"], f["error"])
+        elif hook in ("trackpoint_save_failed", "trackpoint_restore_failed", "trackpoint_checkpoint_deleted"):
             # INFO, not WARNING: the caller gets the exception and decides whether
             # it is a problem (a restore that finds a mismatch may be expected).
             _log.info(
                 "%s of %s failed after %.3f s: %s: %s",
-                "save" if hook == "trackpoint_save_failed" else "restore",
+                _operation(hook),
                 f["path"],
                 f["seconds"],
                 type(f["error"]).__name__,
@@ -699,6 +722,71 @@ class _CountingReader(_ForwardingReader):
     def __getattr__(self, name: str) -> Any:
         # Anything else a particular reader offers (a backend's extras) is its own.
         return getattr(self._reader, name)
+
+
+# ------------------------------------------------------------------ deletes
+def delete_checkpoint(
+    store: StorageBackend, prefix: str, *, reason: str, backend: str | Callable[[], str] | None = None
+) -> None:
+    """``store.delete(prefix)``, reported by ``trackpoint_checkpoint_deleted``, done or failed.
+
+    The one way trackpoint deletes a committed checkpoint, so that every
+    delete is observable and logged in one place.
+
+    Parameters
+    ----------
+    store
+        The backend (or store view) that deletes.
+    prefix
+        The committed checkpoint's prefix.
+    reason
+        One of :data:`DELETE_REASONS`.
+    backend
+        The name of the backend that holds the checkpoint, or a function giving
+        it (called, before the delete, only when somebody listens: finding out
+        may cost a request); ``None`` for ``store.name``.
+
+    Raises
+    ------
+    BaseException
+        Whatever the delete raised, after the event reported it.
+    """
+    listeners = _listeners(False, lambda: 0, "delete")  # never a progress bar
+    # Named while the checkpoint is still there to be found.
+    name = None if listeners is None else _backend_name(store, backend)
+    started = time.perf_counter()
+    try:
+        store.delete(prefix)
+    except BaseException as exc:
+        fields = {
+            "path": prefix,
+            "backend": store.name if name is None else name,
+            "reason": reason,
+            "error": exc,
+            "seconds": time.perf_counter() - started,
+        }
+        # The log hears of every failure, also below INFO: a failed retention delete is a WARNING.
+        others = [listener for listener in listeners or () if not isinstance(listener, _Log)]
+        _notify([*others, _Log()], "trackpoint_checkpoint_deleted", fields)
+        raise
+    if listeners is not None:
+        fields = {
+            "path": prefix,
+            "backend": name,
+            "reason": reason,
+            "error": None,
+            "seconds": time.perf_counter() - started,
+        }
+        _notify(listeners, "trackpoint_checkpoint_deleted", fields)
+
+
+def _backend_name(store: StorageBackend, backend: str | Callable[[], str] | None) -> str:
+    if backend is None or isinstance(backend, str):
+        return backend or store.name
+    try:
+        return backend()
+    except Exception:  # noqa: BLE001 - naming the backend is no reason to skip (or fail) the delete
+        return store.name
 
 
 # ------------------------------------------------------------------ shard progress

@@ -21,6 +21,7 @@ __all__ = [
     "PROJECT_NAME",
     "hookimpl",
     "hookspec",
+    "trackpoint_checkpoint_deleted",
     "trackpoint_configure_backend",
     "trackpoint_detect_backends",
     "trackpoint_register_backends",
@@ -234,7 +235,8 @@ def trackpoint_configure_backend(name: str, url: str, options: CheckpointOptions
 # Events
 # ---------------------------------------------------------------------------
 #
-# Fired by trackpoint for every save and restore of its API; observers
+# Fired by trackpoint for every save and restore of its API, and every delete
+# of a committed checkpoint; observers
 # implement them to export metrics, draw progress or log. Each implementation
 # is called on its own: one that raises is logged at WARNING on the
 # "trackpoint" logger and never fails the save or restore, nor keeps the
@@ -573,4 +575,53 @@ def trackpoint_restore_failed(path: str, operation: str, backend: str, error: Ba
     ---------------
     Backends do not implement it; they raise, and trackpoint reports the
     failure here.
+    """
+
+
+@hookspec
+def trackpoint_checkpoint_deleted(
+    path: str, backend: str, reason: str, error: BaseException | None, seconds: float
+) -> None:
+    """Observe the delete of a committed checkpoint: done, or failed.
+
+    Called once per attempt, after it, in the thread that deletes: the
+    caller's for ``CheckpointManager.delete`` (and ``trackpoint rm``) and
+    :func:`~trackpoint.remove_checkpoint`; for retention, the thread of the
+    save that triggered it (the writer thread of an asynchronous save) and,
+    with a coordinator, rank 0 alone, which deletes. A checkpoint kept by
+    ``keep_checkpoint_every_n_hours`` is not deleted and fires nothing; nor
+    does ``remove_checkpoint`` of a prefix where nothing is committed.
+
+    Parameters
+    ----------
+    path
+        The checkpoint prefix deleted.
+    backend
+        The name of the backend that holds the checkpoint.
+    reason
+        Why it is deleted: ``"retention"`` (``CheckpointManager``'s
+        ``max_to_keep`` or ``best_fn`` let it go) or ``"delete"`` (asked for:
+        ``CheckpointManager.delete``, ``trackpoint rm``,
+        :func:`~trackpoint.remove_checkpoint`).
+    error
+        ``None`` when the checkpoint is gone. Otherwise the exception the
+        delete raised: the checkpoint may be whole or an invisible remainder
+        (the commit point goes first). A failed retention delete is not raised:
+        the checkpoint stays listed and the next save retries it, firing this
+        event again. A failed ``delete`` is raised to the caller after this event.
+    seconds
+        Seconds the delete took, to its end or its failure.
+
+    Returns
+    -------
+    None
+        The return value is ignored.
+
+    .. versionadded:: 0.2
+
+    Use in backends
+    ---------------
+    Backends do not implement it; they raise from ``StorageBackend.delete``,
+    and trackpoint reports the failure here. An alert on failed retention
+    deletes catches a store that keeps checkpoints it should drop.
     """
