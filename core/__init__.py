@@ -28,7 +28,7 @@ from trackpoint.checkpoint_management import (
     update_checkpoint_state,
     wait_for_new_checkpoint,
 )
-from trackpoint.convert import convert
+from trackpoint.convert import CopiedCheckpoint, RunCopy, convert, convert_run
 from trackpoint.data_structures import ListWrapper, NoDependency
 from trackpoint.diff import DiffReport, TensorDiff, diff
 from trackpoint.dtypes import string
@@ -69,6 +69,7 @@ __all__ = [
     "CheckpointManager",
     "CheckpointOptions",
     "CheckpointableSaver",
+    "CopiedCheckpoint",
     "DiffReport",
     "InitializationOnlyStatus",
     "ListWrapper",
@@ -78,6 +79,7 @@ __all__ = [
     "NoDependency",
     "Problem",
     "PythonState",
+    "RunCopy",
     "SaveSliceInfo",
     "Saver",
     "NonStrict",
@@ -93,6 +95,7 @@ __all__ = [
     "checkpoint_exists",
     "checkpoints_iterator",
     "convert",
+    "convert_run",
     "diff",
     "frozen_saver",
     "generate_checkpoint_state_proto",

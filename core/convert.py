@@ -18,24 +18,29 @@ Either side may also be a flat tensor file, chosen by its suffix: safetensors
 
 from __future__ import annotations
 
+import logging
 import os
 import posixpath
 import re
 import stat
 import time
 import uuid
-from collections.abc import Collection, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final, Literal
 
 import numpy as np
 
-from trackpoint import _async, _paths, _resolve, observe
+from trackpoint import _async, _paths, _resolve, observe, state
 from trackpoint.errors import (
     ArgumentTypeError,
     CheckpointError,
     CheckpointExistsError,
     CheckpointKeyError,
+    CheckpointNotFoundError,
+    DataLossError,
     InvalidArgumentError,
+    InvalidCheckpointError,
     NameConflictError,
     UnsupportedOptionError,
 )
@@ -54,7 +59,9 @@ from trackpoint.storage import (
 if TYPE_CHECKING:
     from trackpoint.interchange._convert import Progress
 
-__all__ = ["DEFAULT_SHARD_BYTES", "convert"]
+__all__ = ["DEFAULT_SHARD_BYTES", "CopiedCheckpoint", "RunCopy", "convert", "convert_run"]
+
+_log = logging.getLogger(__name__)
 
 #: Bytes read into memory before they are written, when the destination
 #: options set no ``max_shard_bytes``.
@@ -280,6 +287,329 @@ def convert(
         _paths.remove_empty(created)
         raise
     observe.run_write_callbacks(d_opts, dst_path)
+
+
+@dataclass(frozen=True, slots=True)
+class CopiedCheckpoint:
+    """What :func:`convert_run` did with one checkpoint of the source directory.
+
+    Parameters
+    ----------
+    src
+        The checkpoint's prefix in the source directory.
+    dst
+        The prefix of its copy, the same name in the destination directory.
+    action
+        ``"copied"``: committed at ``dst``. ``"replaced"``: committed over another checkpoint committed at
+        ``dst`` (``overwrite``). ``"skipped"``: ``dst`` already held an equal checkpoint (an earlier run
+        copy's), nothing was written. ``"vanished"``: deleted from the source after it was listed (a
+        ``CheckpointManager`` retiring it), so not copied.
+    bytes
+        Bytes copied (``0`` when nothing was written).
+    """
+
+    src: str
+    dst: str
+    action: Literal["copied", "replaced", "skipped", "vanished"]
+    bytes: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class RunCopy:
+    """What :func:`convert_run` did.
+
+    Parameters
+    ----------
+    src, dst
+        The source and destination directories.
+    checkpoints
+        One entry per checkpoint of the source, oldest (lowest ``-N``) first.
+    state_file
+        The state file written at the destination, ``None`` when the source has none.
+    """
+
+    src: str
+    dst: str
+    checkpoints: tuple[CopiedCheckpoint, ...]
+    state_file: str | None
+
+
+def convert_run(
+    src: str | os.PathLike[str],
+    dst: str | os.PathLike[str],
+    *,
+    src_options: CheckpointOptions | None = None,
+    dst_options: CheckpointOptions | None = None,
+    overwrite: bool = False,
+    on_checkpoint: Callable[[CopiedCheckpoint], None] | None = None,
+) -> RunCopy:
+    """Copy a whole run: every checkpoint of the directory ``src``, then its state file, into the directory ``dst``.
+
+    Each checkpoint is copied by :func:`convert` under its own name (``ckpt-3`` stays ``ckpt-3``), oldest
+    first, with every tensor it stores: the metrics a :class:`~trackpoint.CheckpointManager` saved with it
+    come along, so a manager with ``best_fn`` opened on ``dst`` ranks the checkpoints as on ``src``. The
+    state file is written last, listing what the source's lists (paths relative to ``dst``, their
+    timestamps and ``last_preserved_timestamp`` as they are), so such a manager restores the same latest
+    checkpoint, keeps the same ones, and leaves a preserved (unlisted) one alone.
+
+    Parameters
+    ----------
+    src
+        A directory holding checkpoints, on any backend. Checkpoints of every format stored there are
+        copied, or only those of the backend ``src_options`` chooses.
+    dst
+        The directory to copy into; the backend is chosen as for a save (URL scheme,
+        ``dst_options.backend``, ``TRACKPOINT_BACKEND``). It must not be ``src``.
+    src_options, dst_options
+        As for :func:`convert` (``dst_options.backend_options`` apply to every copy).
+    overwrite
+        Replace checkpoints committed in ``dst`` under the source's names that differ from the source's,
+        and a state file there that lists something else. Checkpoints of ``dst`` the source does not hold
+        are never deleted (a warning names those of the same series: a manager opened on ``dst`` would
+        not list them).
+    on_checkpoint
+        Called with each :class:`CopiedCheckpoint` once that checkpoint is done (committed, skipped or
+        found gone), before the next one is read.
+
+    Returns
+    -------
+    RunCopy
+        What was done with each checkpoint, and the state file written.
+
+    Raises
+    ------
+    CheckpointNotFoundError
+        No checkpoint is committed in ``src``.
+    CheckpointExistsError
+        Without ``overwrite``: ``dst`` holds checkpoints of the source's series (``ckpt-N``) other than equal
+        copies of the source's, or a state file listing something else. Raised before anything is written,
+        naming them. With or without ``overwrite``: ``dst`` is ``src``.
+    InvalidArgumentError
+        ``src`` or ``dst`` is a ``.safetensors`` / ``.npz`` file (:func:`convert` exports one checkpoint).
+
+    Notes
+    -----
+    Each copy is committed as :func:`convert` commits it, so a run copy that fails or is interrupted
+    leaves in ``dst`` the checkpoints copied whole, nothing of the one being copied, and no new state
+    file: a manager opened there does not take the partial run for the source's. Running it again
+    resumes: a checkpoint already in ``dst`` is compared with its source, tensor by tensor and exactly (as
+    :func:`~trackpoint.diff` compares, metrics included), and skipped when equal. That reads both
+    copies, which costs reading, not writing; pass ``overwrite=True`` to have the differing ones replaced.
+    Memory stays bounded as for :func:`convert`: one shard (or tensor) at a time.
+
+    Examples
+    --------
+    >>> convert_run("/runs/a", "s3://bucket/runs/a")  # doctest: +SKIP
+    """
+    src_dir, dst_dir = _paths.check(os.fspath(src)), _paths.check(os.fspath(dst))
+    s_opts = _options_argument(src_options, "convert_run(src_options=...)") or CheckpointOptions()
+    d_opts = _options_argument(dst_options, "convert_run(dst_options=...)") or CheckpointOptions()
+    for side, path in (("source", src_dir), ("destination", dst_dir)):
+        if file_format(path) is not None:
+            raise InvalidArgumentError(
+                f"convert_run: the {side} {path!r} is a {file_format(path)} file, and a run copy copies the "
+                "checkpoints of a directory into a directory; export or import one checkpoint with convert",
+                url=path,
+            )
+    if _same_directory(src_dir, dst_dir):
+        raise CheckpointExistsError(
+            f"convert_run: source and destination are the same directory {src_dir!r}; copy the run into another "
+            "directory"
+        )
+    source = _resolve.open_store(src_dir, _async.storage_options_of(s_opts))
+    target = _resolve.open_store(dst_dir, _async.storage_options_of(d_opts))
+    try:
+        names = _run_checkpoints(source, src_dir)
+        src_state = state.read_checkpoint_state(src_dir, backend=source)
+        wanted = None if src_state is None else _state_for(src_state, dst_dir, relative=False)
+        skip, replace = _plan_run(names, source, target, src_dir, dst_dir, s_opts, d_opts, wanted, overwrite)
+        done: list[CopiedCheckpoint] = []
+        for name, src_prefix in names.items():
+            dst_prefix = _paths.join(dst_dir, name)
+            entry: CopiedCheckpoint
+            if name in skip:
+                entry = CopiedCheckpoint(src_prefix, dst_prefix, "skipped")
+            else:
+                entry = _copy_one(source, src_prefix, dst_prefix, s_opts, d_opts, name in replace)
+            done.append(entry)
+            if on_checkpoint is not None:
+                on_checkpoint(entry)
+        written = None
+        if src_state is not None:
+            # Last: until it is written, a manager opened on dst finds no state file of the run (an interrupted
+            # copy is no run yet), and once it is, every checkpoint it lists is committed.
+            listed = _state_for(src_state, dst_dir, relative=True)
+            state.modify_checkpoint_state(_resolve.writer(target), dst_dir, lambda _current: listed)
+            written = _paths.join(dst_dir, state.DEFAULT_LATEST_FILENAME)
+    finally:
+        target.close()
+        source.close()
+    return RunCopy(src_dir, dst_dir, tuple(done), written)
+
+
+def _same_directory(a: str, b: str) -> bool:
+    """Whether the directories ``a`` and ``b`` are one (a trailing ``/`` and, locally, ``..`` aside)."""
+    if _paths.is_url(a) or _paths.is_url(b):
+        return a.rstrip("/") == b.rstrip("/")
+    return _same_file(a, b)
+
+
+def _run_checkpoints(source: StorageBackend, src_dir: str) -> dict[str, str]:
+    """The committed checkpoints of ``src_dir`` as ``{name: prefix}``, oldest (lowest ``-N``) first.
+
+    Raises
+    ------
+    CheckpointNotFoundError
+        There is none; the message says so of a checkpoint prefix passed for its directory.
+    """
+    prefixes = source.list_checkpoints(src_dir)
+    if not prefixes:
+        hint = ""
+        if _resolve.holder(source, src_dir) is not None:
+            hint = (
+                f": it is a checkpoint prefix, not a directory; pass its directory {_paths.dirname(src_dir)!r} to "
+                "copy the run, or copy this one checkpoint with convert"
+            )
+        raise CheckpointNotFoundError(
+            f"convert_run: no checkpoint is committed in the directory {src_dir!r}{hint}", url=src_dir
+        )
+
+    def order(prefix: str) -> tuple[int, str]:
+        number = state.checkpoint_number(prefix)
+        return (-1 if number is None else number, prefix)
+
+    return {state._basename(p): p for p in sorted(prefixes, key=order)}
+
+
+def _state_for(src_state: state.CheckpointState, dst_dir: str, *, relative: bool) -> state.CheckpointState:
+    """The source's state file (paths resolved, as read) for ``dst_dir``: each path the same name in it.
+
+    ``relative``: as written (names relative to ``dst_dir``, as a manager writes them); else resolved, as
+    :func:`trackpoint.state.read_checkpoint_state` returns the destination's, to compare with it.
+    """
+    out = state.CheckpointState()
+    out.CopyFrom(src_state)
+
+    def moved(path: str) -> str:
+        name = state._basename(path)
+        return name if relative else _paths.join(dst_dir, name)
+
+    out.model_checkpoint_path = moved(src_state.model_checkpoint_path)
+    del out.all_model_checkpoint_paths[:]
+    out.all_model_checkpoint_paths.extend(moved(p) for p in src_state.all_model_checkpoint_paths)
+    return out
+
+
+def _plan_run(
+    names: dict[str, str],
+    source: StorageBackend,
+    target: StorageBackend,
+    src_dir: str,
+    dst_dir: str,
+    s_opts: CheckpointOptions,
+    d_opts: CheckpointOptions,
+    wanted: state.CheckpointState | None,
+    overwrite: bool,
+) -> tuple[set[str], set[str]]:
+    """Before a run copy writes anything: the names to skip (equal copies at ``dst_dir``) and to replace.
+
+    Raises
+    ------
+    CheckpointExistsError
+        Without ``overwrite``, when ``dst_dir`` holds anything of the run that a copy would replace or that
+        its state file would leave out.
+    """
+    stems = {state._stem(name) for name in names}
+    skip: set[str] = set()
+    replace: set[str] = set()
+    others: list[str] = []
+    for prefix in _every_format(target, dst_dir, d_opts):
+        name = state._basename(prefix)
+        if name in names:
+            if _equal_copy(names[name], prefix, s_opts, d_opts):
+                skip.add(name)
+            else:
+                replace.add(name)
+        elif state._stem(name) in stems:
+            others.append(name)
+    current = state.read_checkpoint_state(dst_dir, backend=target)
+    other_state = None if current is None or wanted is None or current == wanted else current
+    if not overwrite and (replace or others or other_state is not None):
+        found = [f"checkpoints that differ from the source's: {', '.join(sorted(replace))}"] if replace else []
+        if others:
+            found.append(f"checkpoints of the same series the source does not hold: {', '.join(sorted(others))}")
+        if other_state is not None:
+            found.append(f"a state file listing other checkpoints (latest {other_state.model_checkpoint_path!r})")
+        raise CheckpointExistsError(
+            f"convert_run: the destination {dst_dir!r} already holds {'; and '.join(found)}. Nothing was written. "
+            "Copy into another directory, or pass overwrite=True to replace them (checkpoints the source does "
+            "not hold are kept, unlisted)",
+            url=dst_dir,
+        )
+    if others:
+        _log.warning(
+            "%s: checkpoints of the series copied there that %s does not hold are kept but left out of the state "
+            "file, so a CheckpointManager opened there neither lists nor retires them: %s; delete them "
+            "(trackpoint rm) if they are not needed",
+            dst_dir,
+            src_dir,
+            ", ".join(sorted(others)),
+        )
+    return skip, replace
+
+
+def _every_format(target: StorageBackend, dst_dir: str, d_opts: CheckpointOptions) -> list[str]:
+    """The checkpoints committed in ``dst_dir``: those of ``target``, and those a backend chosen in ``d_opts`` hides.
+
+    A copy at a prefix where another format is committed is refused by :func:`convert` (or replaces it, with
+    ``overwrite``); listed here, that is found before the run copy writes anything.
+    """
+    found = list(target.list_checkpoints(dst_dir))
+    hidden = _resolve.hidden(dst_dir, d_opts, target)
+    if hidden is not None:
+        with hidden[1] as others:
+            found += others.list_checkpoints(dst_dir)
+    return found
+
+
+def _equal_copy(src_prefix: str, dst_prefix: str, s_opts: CheckpointOptions, d_opts: CheckpointOptions) -> bool:
+    """Whether the checkpoint ``dst_prefix`` holds every tensor of ``src_prefix`` exactly, metrics included."""
+    # Imported on use, as the file formats' modules are: diff brings in the manager, needed by run copies alone.
+    from trackpoint.diff import diff
+
+    try:
+        report = diff(src_prefix, dst_prefix, a_options=s_opts, b_options=d_opts)
+    except CheckpointNotFoundError:
+        return False  # committed in a format dst_options do not read: no copy of theirs
+    except (DataLossError, InvalidCheckpointError) as exc:
+        # A damaged copy is no copy: replaced with overwrite, refused without.
+        _log.warning("%s cannot be read whole (%s); it is not taken for a copy of %s", dst_prefix, exc, src_prefix)
+        return False
+    return report.equal and report.metrics is None
+
+
+def _copy_one(
+    source: StorageBackend,
+    src_prefix: str,
+    dst_prefix: str,
+    s_opts: CheckpointOptions,
+    d_opts: CheckpointOptions,
+    replace: bool,
+) -> CopiedCheckpoint:
+    """Copy one checkpoint of a run with :func:`convert` (committed whole or not at all)."""
+    copied = 0
+
+    def count(done: int, total: int) -> None:
+        nonlocal copied
+        copied = done
+
+    try:
+        convert(src_prefix, dst_prefix, src_options=s_opts, dst_options=d_opts, overwrite=replace, progress=count)
+    except CheckpointNotFoundError:
+        if _resolve.holder(source, src_prefix) is not None:
+            raise
+        return CopiedCheckpoint(src_prefix, dst_prefix, "vanished")
+    return CopiedCheckpoint(src_prefix, dst_prefix, "replaced" if replace else "copied", copied)
 
 
 def _refuse_foreign_file(dst: str) -> None:

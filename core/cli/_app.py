@@ -25,6 +25,7 @@ import numpy as np
 import trackpoint
 from trackpoint import _paths, _resolve, errors
 from trackpoint.cli import _render
+from trackpoint.convert import CopiedCheckpoint, convert_run
 from trackpoint.errors import (
     BackendError,
     CheckpointError,
@@ -355,10 +356,17 @@ def _parser() -> argparse.ArgumentParser:
         "convert",
         help="copy between backends and stores, or to and from .safetensors / .npz files",
         description="Copy a checkpoint to another backend or store, export it to a .safetensors or .npz file, "
-        "or import such a file as a checkpoint. The file format follows the suffix.",
+        "or import such a file as a checkpoint. The file format follows the suffix. With --all, copy a whole "
+        "run: every checkpoint of the directory SRC into the directory DST, then its state file.",
     )
     p.add_argument("src", metavar="SRC")
     p.add_argument("dst", metavar="DST")
+    p.add_argument(
+        "--all",
+        action="store_true",
+        help="SRC and DST are directories: copy every checkpoint of SRC under its own name, one line each, then "
+        "SRC's state file; a run again skips checkpoints already copied",
+    )
     p.add_argument("--keep-keys", action="store_true", help="export tensors under their checkpoint keys, not paths")
     p.add_argument("--include", action="append", default=[], metavar="PATTERN", help="copy only matching tensors")
     p.add_argument("--exclude", action="append", default=[], metavar="PATTERN", help="leave out matching tensors")
@@ -1396,6 +1404,8 @@ def _convert(args: argparse.Namespace, out: TextIO) -> int:
     # The conversion's own events draw the bar (trackpoint.observe): on a terminal only, whatever the
     # size (a command the user waits for), never with --json.
     dst_opts = dataclasses.replace(dst_opts, progress=not args.json)
+    if args.all:
+        return _convert_run(args, src_opts, dst_opts, out)
     # No clean-up here: a failed trackpoint.convert removes the empty directories it made for the destination.
     try:
         with _prefix_hint([args.src], src_opts):
@@ -1424,6 +1434,73 @@ def _convert(args: argparse.Namespace, out: TextIO) -> int:
         _dump({"src": args.src, "dst": args.dst}, out)
     else:
         print(f"converted {args.src} -> {args.dst}", file=out)
+    return EXIT_OK
+
+
+#: The options of convert that shape the tensors of one copy or export, which a run copy keeps as they are.
+_ONE_CHECKPOINT_OPTIONS: Final = (
+    ("include", "--include"),
+    ("exclude", "--exclude"),
+    ("strip_prefix", "--strip-prefix"),
+    ("keep_keys", "--keep-keys"),
+)
+
+
+def _convert_run(
+    args: argparse.Namespace, src_opts: CheckpointOptions, dst_opts: CheckpointOptions, out: TextIO
+) -> int:
+    """``convert --all``: every checkpoint of a directory, one line each as it is done, then the state file."""
+    given = [flag for name, flag in _ONE_CHECKPOINT_OPTIONS if getattr(args, name)]
+    if args.separator != "/":
+        given.append("--separator")
+    if given:
+        raise _UsageError(
+            f"{' and '.join(given)} shape the tensors of one copy or export, and --all copies every checkpoint of a "
+            "run whole, metrics and object graph included; drop them, or convert one checkpoint at a time"
+        )
+
+    def report(entry: CopiedCheckpoint) -> None:
+        if args.json:
+            return
+        if entry.action == "skipped":
+            line = f"skipped  {entry.src}: {entry.dst} is an equal copy"
+        elif entry.action == "vanished":
+            line = f"vanished {entry.src}: deleted from the source while the run was copied"
+        else:
+            line = f"{entry.action:<8} {entry.src} -> {entry.dst}  ({_render.human_bytes(entry.bytes)})"
+        # Flushed: each line is the progress of a copy that may take hours.
+        print(line, file=out, flush=True)
+
+    try:
+        done = convert_run(
+            args.src,
+            args.dst,
+            src_options=src_opts,
+            dst_options=dst_opts,
+            overwrite=args.overwrite,
+            on_checkpoint=report,
+        )
+    except CheckpointExistsError as exc:
+        if _OVERWRITE_HINT.search(str(exc)):
+            raise _with_flag(exc) from exc
+        raise _UsageError(_one_line(exc)) from exc  # the source directory itself: a wrong command line
+    except InvalidArgumentError as exc:
+        raise _UsageError(_one_line(exc)) from exc
+    if args.json:
+        _dump(
+            {
+                "src": done.src,
+                "dst": done.dst,
+                "checkpoints": [dataclasses.asdict(entry) for entry in done.checkpoints],
+                "state_file": done.state_file,
+            },
+            out,
+        )
+        return EXIT_OK
+    counts = collections.Counter(entry.action for entry in done.checkpoints)
+    summary = ", ".join(f"{n} {action}" for action, n in counts.items())
+    written = "state file written" if done.state_file else "no state file in the source"
+    print(f"converted {done.src} -> {done.dst}: {summary}; {written}", file=out)
     return EXIT_OK
 
 
