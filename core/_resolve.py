@@ -38,7 +38,7 @@ from collections.abc import Iterator, Sequence
 from typing import Final
 
 from trackpoint import _paths
-from trackpoint.errors import CheckpointError, CheckpointExistsError, CheckpointNotFoundError
+from trackpoint.errors import CheckpointError, CheckpointExistsError, CheckpointNotFoundError, ForeignCheckpointError
 from trackpoint.storage import (
     ANY_VERSION,
     CheckpointOptions,
@@ -279,6 +279,10 @@ def open_checkpoint(path: str, store: StorageBackend) -> tuple[str, CheckpointRe
     CheckpointNotFoundError
         Nothing is committed at ``path`` and it is no directory holding
         checkpoints; the message says that a prefix is wanted (``dir/ckpt-1``).
+    ForeignCheckpointError
+        (a ``CheckpointNotFoundError``) Another library's checkpoint or weights file is at ``path`` (Orbax,
+        PyTorch DCP, Keras, ``torch.save``, a SavedModel without its variables): the message says which and
+        what to do.
     """
     from trackpoint.state import _latest_in
 
@@ -305,10 +309,12 @@ def open_checkpoint(path: str, store: StorageBackend) -> tuple[str, CheckpointRe
                 "without the file's suffix",
                 url=path,
             )
-        foreign = _foreign_layout(store, path)
+        from trackpoint import _foreign
+
+        foreign = _foreign.describe(path, store)
         if foreign is not None:
-            missing = None  # not chained: the layout is the answer, and a kept exception would hold this frame
-            raise CheckpointNotFoundError(f"no checkpoint at {path!r}: {foreign}", url=path)
+            missing = None  # not chained: what is there is the answer, and a kept exception would hold this frame
+            raise ForeignCheckpointError(f"no checkpoint at {path!r}: {foreign}", found=foreign, url=path)
         why = "it names a directory" if missing is None else f"nothing is committed at that prefix ({missing})"
         raise CheckpointNotFoundError(
             f"no checkpoint at {path!r}: {why}, and it is not a directory holding checkpoints. Pass a checkpoint "
@@ -318,31 +324,6 @@ def open_checkpoint(path: str, store: StorageBackend) -> tuple[str, CheckpointRe
         ) from missing
     missing = None  # a kept exception would hold this frame in a reference cycle
     return latest, store.open_reader(latest)
-
-
-#: Files that mark a directory as another library's checkpoint, and that library.
-_FOREIGN_LAYOUTS: Final = (
-    ("_CHECKPOINT_METADATA", "Orbax"),
-    ("_METADATA", "Orbax"),
-    ("manifest.ocdbt", "Orbax"),
-    (".metadata", "PyTorch distributed checkpointing (DCP)"),
-)
-
-
-def _foreign_layout(store: StorageBackend, path: str) -> str | None:
-    """Why ``path`` is no checkpoint when it is another library's checkpoint directory (Orbax, PyTorch DCP)."""
-    for name, library in _FOREIGN_LAYOUTS:
-        try:
-            found = store.read_file(_paths.join(path, name)) is not None
-        except CheckpointError:
-            found = False
-        if found:
-            return (
-                f"it is a checkpoint of {library} (it holds {name!r}), a format trackpoint does not read. Restore "
-                "it with that library and save the values with trackpoint once (tp.Checkpoint(...).save) to go on "
-                "from them"
-            )
-    return None
 
 
 #: A bundle checkpoint's index or data file: the prefix, then the suffix the bundle adds.

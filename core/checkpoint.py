@@ -25,16 +25,15 @@ from typing import Any, Final, TypeAlias
 import numpy as np
 
 from trackpoint import _array_values, _async, _gc, _paths, _resolve, _signal_safe, observe
-from trackpoint import state as _state
 from trackpoint._array_values import PYTHON_NUMBERS
 from trackpoint.autotrackable import AutoTrackable
 from trackpoint.data_structures import NoDependency, is_array_value, is_pytree_node
 from trackpoint.distributed._driver import coordinator_of, on_root, together
 from trackpoint.errors import (
     ArgumentTypeError,
-    CheckpointError,
     CheckpointExistsError,
     CheckpointNotFoundError,
+    ForeignCheckpointError,
     IncompletePartitionError,
     InvalidArgumentError,
     InvalidCheckpointError,
@@ -760,15 +759,11 @@ class Checkpoint(AutoTrackable):
                     "written in this process, by another Checkpoint; call sync() on the checkpoint (or "
                     "CheckpointManager) that saved it before reading it, or restore through that object"
                 ) from exc
-            orbax = _orbax_checkpoint(self._self_backends, save_path, options)
-            if orbax is not None:
-                raise CheckpointNotFoundError(
-                    f"Error when restoring from checkpoint {save_path!r}: it is {orbax}, a format trackpoint does "
-                    "not read (trackpoint reads TensorFlow's object-based checkpoints, which its own save() "
-                    "writes). To go on from it, restore it with Orbax once, assign the values to this "
-                    "checkpoint's attributes and save them with trackpoint (ckpt.save(path), or "
-                    "manager.save(checkpoint_number=step)); then restore that checkpoint. See 'Coming from "
-                    "Orbax' in trackpoint's documentation"
+            if isinstance(exc, ForeignCheckpointError):
+                # Another library's checkpoint or weights file (Orbax, Keras, PyTorch): the message says what it is
+                # and what to do, and a missing -N suffix is not the cause.
+                raise ForeignCheckpointError(
+                    f"Error when restoring from checkpoint {save_path!r}: {exc.found}", found=exc.found, url=save_path
                 ) from exc
             raise CheckpointNotFoundError(
                 f"Error when restoring from checkpoint {save_path!r}: {exc}\nPlease double-check that "
@@ -1017,15 +1012,6 @@ def _warn_stale(view: ObjectGraphView, prefix: str, previous: str, arrays: list[
         shown,
         assign,
     )
-
-
-def _orbax_checkpoint(backends: _resolve.Backends, path: str, options: CheckpointOptions | None) -> str | None:
-    """What Orbax wrote at ``path`` (see :func:`trackpoint.state.orbax_checkpoint`), for a failed restore's message."""
-    try:
-        store = backends.store(path.rstrip("/") or path, options)
-    except CheckpointError:
-        return None  # the store cannot be opened: the restore's own error says so
-    return _state.orbax_checkpoint(path.rstrip("/") or path, store)
 
 
 @contextlib.contextmanager

@@ -11,6 +11,7 @@ botocore, gcsfs, zarr) into these classes, chained with ``raise ... from exc``.
 
     CheckpointError
     ├── CheckpointNotFoundError        (+ FileNotFoundError)
+    │   ├── ForeignCheckpointError                      another library's checkpoint or weights file is there
     │   └── InvalidSavePathError       (+ ValueError)   no checkpoint where TensorFlow raises ValueError
     │       └── SavePathIsNoneError                     None given where a checkpoint path is required
     ├── CheckpointExistsError          (+ FileExistsError)
@@ -78,6 +79,7 @@ __all__ = [
     "DTypeMismatchError",
     "DataLossError",
     "ErrorKind",
+    "ForeignCheckpointError",
     "IncompletePartitionError",
     "InvalidArgumentError",
     "InvalidCheckpointError",
@@ -193,6 +195,36 @@ class InvalidSavePathError(CheckpointNotFoundError, ValueError):
 
 class SavePathIsNoneError(InvalidSavePathError):
     """``None`` was given where a checkpoint path is required (TensorFlow raises ``ValueError`` there)."""
+
+
+class ForeignCheckpointError(CheckpointNotFoundError):
+    """No checkpoint is at the path, but another library's checkpoint or weights file is.
+
+    An Orbax run or step, a PyTorch distributed (DCP) checkpoint, a Keras
+    HDF5 weights file or ``.keras`` archive, a ``torch.save`` file, a
+    SavedModel without its variables: the message says which, and how to go
+    on (usually: load it with that library once and save the values with
+    trackpoint). A :class:`CheckpointNotFoundError`, so handlers of that class
+    (and of ``FileNotFoundError``) catch it too.
+
+    Attributes
+    ----------
+    found : str
+        What is at the path and what to do, the clause of the message after the path
+        (``"it is a Keras weights file (...), a format trackpoint does not read. ..."``).
+    """
+
+    def __init__(
+        self,
+        message: str = "",
+        *,
+        found: str = "",
+        backend: str | None = None,
+        url: str | None = None,
+        key: str | None = None,
+    ) -> None:
+        super().__init__(message, backend=backend, url=url, key=key)
+        self.found = found
 
 
 class CheckpointExistsError(_VerbatimMessage, FileExistsError):

@@ -11,6 +11,7 @@ import trackpoint.errors as E
 
 BUILTIN_OF = {
     E.CheckpointNotFoundError: FileNotFoundError,
+    E.ForeignCheckpointError: FileNotFoundError,
     E.InvalidSavePathError: ValueError,
     E.SavePathIsNoneError: ValueError,
     E.CheckpointExistsError: FileExistsError,
