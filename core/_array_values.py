@@ -19,7 +19,7 @@ import contextlib
 import sys
 import threading
 import weakref
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Hashable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -35,10 +35,13 @@ if TYPE_CHECKING:
 
 __all__ = ["PYTHON_NUMBERS", "is_array_value", "is_dtensor", "is_jax_array", "is_jax_shape", "is_numpy_value"]
 
+#: What :attr:`_NumpyValue._memory_found` holds until :meth:`_NumpyValue.memory` is first asked (and
+#: ``_identity_found`` until :meth:`_NumpyValue.identity` is).
+UNKNOWN: Any = object()
 #: Python numbers saved where a checkpoint's own containers hold them, with the dtype each is saved as.
 PYTHON_NUMBERS: dict[type, type[np.generic]] = {bool: np.bool_, int: np.int64, float: np.float64}
-#: The dtype kinds a saved value may have to be restored into a Python number of each type.
-_PYTHON_KINDS = {bool: "b", int: "iu", float: "f"}
+#: The dtype kinds a saved value may have to be restored into a Python number (or str) of each type.
+_PYTHON_KINDS = {bool: "b", int: "iu", float: "f", str: "O"}
 #: The kinds a restore casts between for a ``jax.ShapeDtypeStruct`` template, by numpy's dtype kind (ml_dtypes'
 #: floats have kind "V", or "f" for some: see :func:`_cast_kind`).
 _CAST_KINDS = {"b": "bool", "i": "integer", "u": "integer", "f": "floating-point", "c": "complex"}
@@ -111,6 +114,11 @@ class _NumpyValue(Variable):
     #: For a typed PRNG key array or template: its implementation (what ``jax.random.key_impl`` names), which
     #: a restore wraps the saved key data with; else ``None`` (set by ``__init__``).
     _key_impl: Any = None
+    #: What :meth:`memory` found for the value held now (``UNKNOWN`` until asked: walks read it directly,
+    #: for each of possibly 10^5 values at each save and restore).
+    _memory_found: int | None = None
+    #: What :meth:`identity` found for the value held now (``UNKNOWN`` until asked).
+    _identity_found: Hashable | None = None
 
     def __init__(self, value: Any, name: str, where: str, on_replace: Callable[[Any], None] | None = None) -> None:
         self._maybe_initialize_trackable()
@@ -128,10 +136,16 @@ class _NumpyValue(Variable):
         self._spread = None
         self._spread_reads = None
         self._key_impl = None
+        self._memory_found = self._identity_found = UNKNOWN
         python = PYTHON_NUMBERS.get(type(value))
         if python is not None:
             self._python = type(value)
             value = _python_number_array(value, np.dtype(python), where)
+        elif type(value) is str:
+            # Where a checkpoint's container saves strings: a 0-d string value, as a Variable holds one. Any
+            # str is kept whole (surrogateescape: a str decoded from bytes that are no UTF-8 is saved as them).
+            self._python = str
+            value = np.array(value.encode("utf-8", "surrogateescape"), dtype=object)
         if dtypes._is_torch_tensor(value):
             self._tensor = value
             try:
@@ -195,7 +209,7 @@ class _NumpyValue(Variable):
                 f"{where}: a {self._kind()} of dtype {value.dtype} cannot be saved ({exc}); convert it, or assign "
                 "NoDependency(value) to keep it unsaved"
             ) from exc
-        if dtypes.is_string(saved):
+        if dtypes.is_string(saved) and self._python is not str:
             raise TrackableError(
                 f"{where}: numpy values of dtype {value.dtype} are not saved from containers or attributes; save "
                 "strings in a trackpoint.Variable(value, dtype=trackpoint.string), or assign NoDependency(value) "
@@ -211,6 +225,74 @@ class _NumpyValue(Variable):
     def current(self) -> Any:
         """The value the holder should hold (the restored one after a replacing restore)."""
         return self._current
+
+    def identity(self) -> Hashable | None:
+        """What makes this node's value provably the value of another node; ``None`` if nothing does.
+
+        One array held in several places (the same object, or views of the same memory with the same
+        dtype, shape and strides: ``trackpoint.stateful._identity`` says which) is one value, which the
+        object graph saves as one node reached by several edges, as TensorFlow saves a variable, and a
+        restore reads once (see :func:`first_node`). Only arrays are: numbers (Python's, numpy scalars)
+        are values that equal ones may share an object for (``np.True_``), and a ``jax.ShapeDtypeStruct``
+        is a template, each place of it restored into a new array. Computed once per value held.
+        """
+        found = self._identity_found
+        if found is UNKNOWN:
+            current = self._current
+            array = isinstance(current, np.ndarray) or self._tensor is not None or is_jax_array(current)
+            found = self._identity_found = _identity_of()(current) if array else None
+        return found
+
+    def memory(self) -> int | None:
+        """A number the nodes of one array share (so may others): what the walks look up first, cheaply.
+
+        The numpy array (or the object) at the end of a numpy value's chain of bases, a torch tensor's data
+        address, a JAX array itself; ``None`` where :meth:`identity` is ``None`` for sure. Only nodes of the
+        same number can be of one array, which :meth:`identity` then tells (see :func:`first_node`): it costs
+        microseconds, this a fraction of one, once per value held.
+        """
+        found = self._memory_found
+        if found is UNKNOWN:
+            current = self._current
+            if self._python is not None:
+                found = None
+            elif isinstance(current, np.ndarray):
+                base = current
+                while isinstance(base.base, np.ndarray):
+                    base = base.base
+                found = id(base if base.base is None else base.base)
+            elif self._tensor is not None:
+                try:
+                    found = current.data_ptr()
+                except Exception:  # noqa: BLE001 -- a tensor without memory of its own (a subclass's): never one
+                    found = None
+            else:
+                found = id(current) if is_jax_array(current) else None
+            self._memory_found = found
+        return found
+
+    def _take_restored(self, source: _NumpyValue, then: Any) -> None:
+        """Hold what a restore gave ``source``, the node of this same value elsewhere, which held ``then``.
+
+        A restore reads the value once, into ``source``. Written in place, it is in this node's memory
+        too. Where it replaced the value (a JAX array, a numpy scalar, a read-only array), a holder of
+        that same object gets the one replacement (told through ``on_replace``), so that the holders
+        still hold one value, saved as one node; another array over the same memory gets the values.
+        """
+        if source._current is then:
+            return  # written in place, or not restored
+        if self._current is then:
+            self._current = source._current
+            self._value = source._value
+            self._memory_found, self._identity_found = source._memory_found, source._identity_found
+            if self._on_replace is not None:
+                self._on_replace(self._current)
+        else:
+            self._restore_from_tensors({VARIABLE_VALUE_KEY: source._value})
+
+    def _writes_in_place(self) -> bool:
+        """Whether a restore writes into the memory of the value held (else it replaces the value)."""
+        return self._tensor is not None or self._in_place()
 
     def _in_place(self) -> bool:
         if self._tensor is not None:
@@ -475,13 +557,15 @@ class _NumpyValue(Variable):
             self._value = replacement
         elif self._python is not None:
             # From the saved value itself: a uint64 beyond int64 stays exact (and a later save refuses it).
-            replacement = self._python(np.asarray(restored)[()])
+            item: Any = np.asarray(restored)[()]
+            replacement = item.decode("utf-8", "surrogateescape") if self._python is str else self._python(item)
             self._value = np.asarray(restored)
         else:
             array = np.array(restored, dtype=original_dtype)
             replacement = array[()]
             self._value = array
         self._current = replacement
+        self._memory_found = self._identity_found = UNKNOWN
         if self._on_replace is not None:
             self._on_replace(replacement)
 
@@ -521,6 +605,36 @@ class _NumpyValue(Variable):
 
     def __repr__(self) -> str:
         return f"<{self._kind()} {self._name!r} shape={self.shape} dtype={self._value.dtype}>"
+
+
+def first_node(node: _NumpyValue, first: _NumpyValue, identities: dict[Hashable, _NumpyValue]) -> _NumpyValue:
+    """The first node a walk met of ``node``'s array: ``node`` itself, or a node of the same array met before.
+
+    ``first`` is the first node met of the same :meth:`~_NumpyValue.memory`; ``identities`` holds the first
+    node met of each identity among such nodes, for the walk (views of other parts of one array's memory
+    share its memory number, and are arrays of their own).
+    """
+    found = first.identity()
+    if found is not None:
+        identities.setdefault(found, first)
+    identity = node.identity()
+    return node if identity is None else identities.setdefault(identity, node)
+
+
+#: ``trackpoint.stateful._identity``, once looked up (see :func:`_identity_of`).
+_IDENTITY: list[Callable[[Any], Hashable | None]] = []
+
+
+def _identity_of() -> Callable[[Any], Hashable | None]:
+    """``trackpoint.stateful._identity``: what makes two arrays one, for state dicts and object graphs alike.
+
+    Imported when first needed: ``trackpoint.stateful`` imports this module.
+    """
+    if not _IDENTITY:
+        from trackpoint.stateful import _identity  # stateful imports this module: not at the top
+
+        _IDENTITY.append(_identity)
+    return _IDENTITY[0]
 
 
 def _copy_into_tensor(tensor: Any, values: np.ndarray[Any, Any]) -> None:

@@ -193,7 +193,7 @@ def _wrap(value: Any, name: str, strict: bool, where: str) -> Any:
             raise TrackableError(_too_deep_message(where, exc)) from exc
     if is_stateful(value):
         return value  # saved through its state dict by a node its holder makes
-    if strict and kind in PYTHON_NUMBERS:
+    if strict and (kind in PYTHON_NUMBERS or (kind is str and _STRINGS.saved)):
         _NumpyValue(value, name, where)  # checks that it can be saved (an int beyond int64 cannot)
         return value
     if strict:
@@ -203,6 +203,37 @@ def _wrap(value: Any, name: str, strict: bool, where: str) -> Any:
         # Not tracked: configuration, unless it holds state a plain dict, list or tuple would have saved.
         _refuse_hidden_state(value, where)
     return value
+
+
+class _Strings(threading.local):
+    """Whether the container whose contents this thread wraps saves Python strings (see :func:`_saves_strings`)."""
+
+    saved = False
+
+
+_STRINGS = _Strings()
+
+
+def _saves_strings(value: Any) -> bool:
+    """Whether ``value``, a dict given to a checkpoint, is a torch optimizer's state dict: its strings are saved.
+
+    An optimizer built from ``named_parameters()`` holds its parameters' names in each param group
+    (``param_names``, a list of str), which ``load_state_dict`` takes back: given as a dict, such a state
+    dict is saved whole, each str as a 0-d string value (restored as a str), as ``state_dict()`` would have
+    it. Elsewhere a checkpoint's containers refuse strings (configuration, in TensorFlow's rule), which
+    :func:`_unsaved_message` says how to save.
+    """
+    return type(value) is dict and len(value) == 2 and "state" in value and "param_groups" in value
+
+
+def _strings_saved(saved: bool, make: Callable[[], T]) -> T:
+    """``make()``, wrapping the containers it makes as ones that save Python strings where ``saved``."""
+    outer = _STRINGS.saved
+    _STRINGS.saved = saved
+    try:
+        return make()
+    finally:
+        _STRINGS.saved = outer
 
 
 class _Copying(threading.local):
@@ -348,11 +379,17 @@ def _is_saved_kind(value: Any) -> bool:
 
 
 def _unsaved_message(value: Any, where: str) -> str:
+    # A string as a numpy value is refused too (numpy's string dtypes are not saved from containers).
+    how = (
+        "Save a string as trackpoint.Variable(value, dtype=trackpoint.string)"
+        if isinstance(value, (str, bytes))
+        else "Save it as a numpy value (np.asarray(value)) or a trackpoint.Variable"
+    )
     return (
         f"{where} is {dtypes._describe_typed(value)}, which a checkpoint does not save: only trackables, numeric "
         "numpy values, Python bool/int/float, torch tensors, JAX arrays, objects with state_dict() and "
-        "load_state_dict(), and lists/dicts/tuples of them are saved. Save it as a numpy value "
-        "(np.asarray(value)) or a trackpoint.Variable, or pass NoDependency(value) to keep it unsaved."
+        f"load_state_dict(), and lists/dicts/tuples of them are saved. {how}, or pass NoDependency(value) to keep "
+        "it unsaved."
     )
 
 
@@ -950,10 +987,14 @@ class TrackableDataStructure(Trackable, metaclass=abc.ABCMeta):
     #: The attribute's plain tree to mark out of date when a restore replaces something held here (set on the
     #: lists and dicts of a pytree of JAX arrays an attribute holds, see _PlainTree).
     _self_plain: _PlainTree
+    #: Whether Python strings held here are saved, as 0-d string values (a checkpoint's container in a torch
+    #: optimizer's state dict, see :func:`_saves_strings`).
+    _self_strings: bool
 
     def _init_structure(self, strict: bool, where: str | None, kind: str) -> None:
         _show_wrappers_to_jax()
         self._maybe_initialize_trackable()
+        self._self_strings = strict and _STRINGS.saved
         self._self_strict = strict
         self._self_where = where if where is not None else f"a {kind}"
         self._self_nodes = {}
@@ -1005,7 +1046,10 @@ class TrackableDataStructure(Trackable, metaclass=abc.ABCMeta):
         """What to keep at ``key`` for ``value``, and whether it is tracked (not ``NoDependency``)."""
         if isinstance(value, NoDependency):
             return value.value, False
-        stored = _wrap(value, self._child_name(key), self._self_strict, self._element_where(key))
+        # The containers wrapped inside save strings where this one does.
+        stored = _strings_saved(
+            self._self_strings, lambda: _wrap(value, self._child_name(key), self._self_strict, self._element_where(key))
+        )
         if isinstance(stored, (_TupleValue, _PytreeValue)):
             stored._on_replace = _ElementSetter(self, key, stored.current())
             self._self_nodes[key] = stored
@@ -1019,7 +1063,7 @@ class TrackableDataStructure(Trackable, metaclass=abc.ABCMeta):
             setter = _ElementSetter(self, key, value)
             where = self._element_where(key)
             # Arrays first: the checks for the other kinds cost more, for each of possibly 10^5 values.
-            leaf = is_array_value(value) or type(value) in PYTHON_NUMBERS
+            leaf = is_array_value(value) or type(value) in PYTHON_NUMBERS or type(value) is str
             if not leaf and isinstance(value, tuple):
                 node = _TupleValue(value, self._self_strict, where, setter)
             elif not leaf and is_stateful(value):
@@ -1050,6 +1094,7 @@ class TrackableDataStructure(Trackable, metaclass=abc.ABCMeta):
             # In a checkpoint's own containers a tuple's Python numbers are saved too; an empty one holds nothing.
             or (isinstance(value, tuple) and ((self._self_strict and len(value) > 0) or _should_wrap_tuple(value)))
             or (self._self_strict and type(value) in PYTHON_NUMBERS)
+            or (type(value) is str and self._self_strings)
         ):
             return self._node_for(key, value)
         if type(value) in _NOTHING_INSIDE:
@@ -1318,7 +1363,12 @@ class ListWrapper(TrackableDataStructure, list[Any]):
         return self.copy()
 
     def __deepcopy__(self, memo: dict[int, Any]) -> ListWrapper:
-        copied = ListWrapper(copy.deepcopy(self._self_storage, memo), strict=self._self_strict, _where=self._self_where)
+        copied = _strings_saved(
+            self._self_strings,
+            lambda: ListWrapper(
+                copy.deepcopy(self._self_storage, memo), strict=self._self_strict, _where=self._self_where
+            ),
+        )
         copied._self_mutation = self._self_mutation
         copied._self_external = self._external_now()
         return copied
@@ -1509,6 +1559,8 @@ class _DictWrapper(TrackableDataStructure, dict[Any, Any]):
 
     def __init__(self, wrapped_dict: Any = None, *, strict: bool = False, _where: str | None = None) -> None:
         self._init_structure(strict, _where, "dict")
+        if strict and _saves_strings(wrapped_dict):
+            self._self_strings = True
         if wrapped_dict is None:
             storage: dict[Any, Any] = {}
         elif isinstance(wrapped_dict, dict) and not isinstance(wrapped_dict, _DictWrapper):
@@ -1711,8 +1763,11 @@ class _DictWrapper(TrackableDataStructure, dict[Any, Any]):
 
     def __deepcopy__(self, memo: dict[int, Any]) -> _DictWrapper:
         self._check_external_modification()
-        copied = _DictWrapper(
-            copy.deepcopy(self._self_storage, memo), strict=self._self_strict, _where=self._self_where
+        copied = _strings_saved(
+            self._self_strings,
+            lambda: _DictWrapper(
+                copy.deepcopy(self._self_storage, memo), strict=self._self_strict, _where=self._self_where
+            ),
         )
         copied._self_external = self._self_external
         return copied

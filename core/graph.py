@@ -11,13 +11,14 @@ is imported here.
 from __future__ import annotations
 
 import collections
-from collections.abc import Mapping, Sequence
+from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from trackpoint import _gc, dtypes
+from trackpoint._array_values import UNKNOWN, _NumpyValue, first_node
 from trackpoint._graph_wire import NodeEncoder, encode_graph
 from trackpoint._slices import TensorSlice
 from trackpoint.errors import CheckpointError, TrackableError, UnsupportedDTypeError
@@ -139,6 +140,12 @@ class ObjectGraphView:
         One call of :meth:`children` per object: saving, restore checks and
         listings all start from this walk, so its cost per object is what a
         graph of many variables pays.
+
+        An array held in several places (one object, or views provably of the
+        same values: see :meth:`_NumpyValue.identity`) is one node, as a
+        variable reached by several paths is: its holders each have a node
+        for it, and the first one met stands for all of them (``node_ids``
+        maps the others to it, and they are not among ``objects``).
         """
         root = self.root
         objects: list[Trackable] = [root]
@@ -150,6 +157,9 @@ class ObjectGraphView:
         # such a class that never tracked anything has none, known without the two calls that would
         # build its empty dict. Most objects of a large graph are such variables.
         plain_types: dict[type, bool] = {}
+        # The first node met of each array memory, and among those sharing one, of each array (see first_node).
+        arrays: dict[int, _NumpyValue] = {}
+        identities: dict[Hashable, _NumpyValue] = {}
         # The list grows while it is iterated: that is the breadth-first queue.
         for current, obj in enumerate(objects):
             cls = type(obj)
@@ -163,6 +173,15 @@ class ObjectGraphView:
             children_of.append(children)
             for name, child in children.items():
                 if id(child) not in node_ids:
+                    if isinstance(child, _NumpyValue):
+                        memory = child._memory_found
+                        if memory is UNKNOWN:
+                            memory = child.memory()
+                        if memory is not None:
+                            first = arrays.setdefault(memory, child)
+                            if first is not child and (first := first_node(child, first, identities)) is not child:
+                                node_ids[id(child)] = node_ids[id(first)]
+                                continue
                     node_ids[id(child)] = len(objects)
                     objects.append(child)
                     parents.append((current, name))
@@ -183,7 +202,8 @@ class GraphWalk:
 
     ``parents[i]`` is ``(parent node id, edge name)`` of the first path reaching
     node ``i`` (``(-1, "")`` for the root); ``node_ids`` maps ``id(object)`` to
-    its node id.
+    its node id, also for a child that is not a node itself: the node of an
+    array another node saves (see :meth:`ObjectGraphView.walk`).
     """
 
     objects: list[Trackable]

@@ -35,15 +35,17 @@ import abc
 import collections
 import contextlib
 import logging
+import sys
 import weakref
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Hashable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final, NamedTuple, Optional
 
 import numpy as np
 
-from trackpoint import _array_values, _gc
+from trackpoint import _array_values, _gc, dtypes
+from trackpoint._suggest import with_hints
 from trackpoint.data_structures import TrackableDataStructure
 from trackpoint.errors import (
     AssignmentError,
@@ -51,6 +53,7 @@ from trackpoint.errors import (
     InvalidCheckpointError,
     MatchError,
     ShapeMismatchError,
+    TrackableError,
 )
 from trackpoint.graph import ObjectGraphView, has_slots, list_objects, node_names, proto_node_names
 from trackpoint.proto import trackable_object_graph_pb2 as pb
@@ -70,6 +73,8 @@ from trackpoint.trackable import (
 from trackpoint.variables import Variable
 
 if TYPE_CHECKING:
+    from types import FrameType
+
     from trackpoint._array_values import _NumpyValue
     from trackpoint._slices import TensorSlice
     from trackpoint.storage import CheckpointReader, TensorInfo
@@ -113,7 +118,38 @@ class _Unrestored:
     holds_attributes: bytearray
     matched: list[weakref.ref[Trackable] | None]
     unused_attributes: dict[int, list[str]]
+    #: How to silence the warning, worded for the call that restored (see :func:`_how_to_silence`).
+    silence: str = ""
     expect_partial: bool = False
+
+
+#: How to silence the end-of-life warning, by the public call that made the restore.
+_SILENCE: Final = {
+    "Checkpoint.restore": "call expect_partial() on the status Checkpoint.restore returned "
+    "(checkpoint.restore(path).expect_partial())",
+    "Checkpoint.read": "call expect_partial() on the status Checkpoint.read returned "
+    "(checkpoint.read(path).expect_partial())",
+    "TrackableSaver.restore": "call expect_partial() on the status the saver's restore returned "
+    "(saver.restore(path).expect_partial())",
+    "CheckpointManager.restore_or_initialize": "restore with "
+    "checkpoint.restore(manager.latest_checkpoint).expect_partial() instead of "
+    "CheckpointManager.restore_or_initialize, which returns no status to call expect_partial() on",
+}
+
+
+def _how_to_silence() -> str:
+    """How to silence the end-of-life warning of the restore being made, worded for the public call making it.
+
+    The outermost of the calls of :data:`_SILENCE` on this thread's stack decides (``restore_or_initialize``
+    calls ``Checkpoint.restore``, which calls ``read``), so that the callers need not say who they are. A walk
+    of the stack once per restore, not per value.
+    """
+    advice = "call expect_partial() on the status the restore returned"
+    frame: FrameType | None = sys._getframe(1)
+    while frame is not None:
+        advice = _SILENCE.get(frame.f_code.co_qualname, advice)
+        frame = frame.f_back
+    return advice
 
 
 def _warn_unrestored(report: _Unrestored) -> None:
@@ -129,10 +165,8 @@ def _warn_unrestored(report: _Unrestored) -> None:
     unresolved = [names.get(i, str(i)) for i in unresolved_ids]
     unused = [f"{names.get(i, str(i))}: {', '.join(attrs)}" for i, attrs in sorted(report.unused_attributes.items())]
     lines = [
-        f"A restore of {report.save_path!r} is being deleted with unrestored values. "
-        "To silence this warning, call status.expect_partial() on the status returned by restore() "
-        "(CheckpointManager.restore_or_initialize returns none: for a partial restore on purpose, call "
-        "checkpoint.restore(manager.latest_checkpoint).expect_partial() instead)."
+        f"A restore of {report.save_path!r} is being deleted with unrestored values. To silence this warning, "
+        f"{report.silence}."
     ]
     lines += [f"Unresolved object in checkpoint: {name}" for name in unresolved]
     lines += [f"Unused attribute in checkpoint (object: attribute): {item}" for item in unused]
@@ -218,7 +252,9 @@ class RestoreCoordinator:
         # view's attached dependencies.
         self.settled_at: int | None = None
         self.settled_attached: tuple[TrackableReference, ...] = ()
-        self._report = _Unrestored(save_path, object_graph_proto, holds, self.matched, self.unused_attributes)
+        self._report = _Unrestored(
+            save_path, object_graph_proto, holds, self.matched, self.unused_attributes, _how_to_silence()
+        )
         weakref.finalize(self, _warn_unrestored, self._report)
         weakref.finalize(self, reader.close)
 
@@ -443,7 +479,8 @@ class _Plan:
     attribute_objects: list[Trackable] = field(default_factory=list)
     attribute_names: list[str] = field(default_factory=list)
     attribute_keys: list[str] = field(default_factory=list)
-    planned: set[int] = field(default_factory=set)
+    #: The saved node each object's values are planned from, by the object's ``id``.
+    planned: dict[int, int] = field(default_factory=dict)
     unused: list[tuple[int, str]] = field(default_factory=list)
     #: Objects holding values matched to a node of children only, and the entries of theirs it lacks.
     partly: list[tuple[int, Trackable, list[str]]] = field(default_factory=list)
@@ -455,8 +492,23 @@ class _Plan:
     attribute_name: dict[str, str] = field(default_factory=dict)
     #: Values that do not fit their objects (dtype, shape), all reported together before anything is written.
     mismatches: list[AssignmentError] = field(default_factory=list)
+    #: The saved node and the object of each mismatch, to name the object where the walk found it.
+    mismatched_at: list[tuple[int, Trackable]] = field(default_factory=list)
     #: Template nodes whose values are cast into an integer dtype: read and checked to fit before the others.
     casts: list[_NumpyValue] = field(default_factory=list)
+    #: The node standing for each array held in several places: the first met of each array memory, and
+    #: among those sharing one, of each array (see :func:`_array_values.first_node`); one target, read once.
+    arrays: dict[int, _NumpyValue] = field(default_factory=dict)
+    identities: dict[Hashable, _NumpyValue] = field(default_factory=dict)
+    #: The other nodes of those arrays, each with the node standing for it and the value that one holds now:
+    #: they take what the restore gives it.
+    aliases: list[tuple[_NumpyValue, _NumpyValue, Any]] = field(default_factory=list)
+    #: Variables matched to two saved nodes (one array held in two places, saved before as two values): the
+    #: variable, the node its values are planned from, the other node. Both must hold the same values.
+    twice: list[tuple[Trackable, int, int]] = field(default_factory=list)
+    #: Arrays matched to a saved node already matched to another array (saved from one array held in both
+    #: places, restored into two): each gets the node's value too.
+    copies: list[Trackable] = field(default_factory=list)
     #: Whether this step restores the whole graph from its root.
     whole_graph: bool = False
     #: Set by :meth:`walk` of the whole graph: every object of the live graph was matched, and all of them
@@ -469,13 +521,33 @@ class _Plan:
         with _gc.paused(), _array_values.planned_casts(self.casts):
             self.walk(proto_id, trackable)
         if self.mismatches:
-            raise _mismatched(self.mismatches)
+            raise _mismatched(self._located())
+        if self.twice:
+            self._check_twice()
         self.planned_objects = order_restores(self.planned_objects, self.traits)
         self.apply()
         # Dependencies tracked while this step ran (a restore that creates a dependency it was asked for)
         # were not walked.
         if self.settled and dependency_changes() == changes:
             self.coordinator.settle(changes)
+
+    def _located(self) -> list[AssignmentError]:
+        """The mismatches, each message starting with the path of its object in the program, as the walk found it.
+
+        A checkpoint key names the first path TensorFlow met to a value (Keras' kernels are saved under the
+        optimizer's ``_trainable_variables``), and a variable's message its ``name``, not the object of the
+        program being restored: the path through the nodes this restore matched names that one. Other objects
+        (a torch module's state) name their place themselves. Only on the error path: it walks the saved graph.
+        """
+        if not any(isinstance(obj, Variable) for _, obj in self.mismatched_at):
+            return self.mismatches
+        coordinator = self.coordinator
+        tentative = self.tentative
+        names = _saved_paths(coordinator, lambda i: i in tentative or coordinator.matched_object(i) is not None)
+        for exc, (proto_id, obj) in zip(self.mismatches, self.mismatched_at, strict=True):
+            if isinstance(obj, Variable) and exc.args:
+                exc.args = (f"{names.get(proto_id, str(proto_id))}: {exc.args[0]}", *exc.args[1:])
+        return self.mismatches
 
     def bind(self, proto_id: int, trackable: Trackable) -> bool:
         """Tentatively match a node to an object; ``False`` if already matched."""
@@ -491,6 +563,12 @@ class _Plan:
             self.bound.append(trackable)
             return True
         if current is not trackable:
+            if isinstance(trackable, _array_values._NumpyValue) and isinstance(current, _array_values._NumpyValue):
+                # Two arrays where the checkpoint holds one (saved from one array held in both places): each
+                # gets its value, as a restore into the two separately would give them.
+                self.copies.append(trackable)
+                self._plan_values(proto_id, self.coordinator.nodes[proto_id], trackable, False)
+                return False
             self.conflicting.append(trackable)
             logger.warning(
                 "Inconsistent references when loading %r: node %d of the saved graph is already matched to %r, "
@@ -511,6 +589,8 @@ class _Plan:
         traits_of = self.traits
         bind = self.bind
         plan_values = self._plan_values
+        arrays = self.arrays
+        array_node, unknown = _array_values._NumpyValue, _array_values.UNKNOWN
         # Whether every live object is matched so far (see `settled`), with the children of each matched
         # object, checked at the end against the matched objects.
         settled = self.whole_graph
@@ -548,6 +628,13 @@ class _Plan:
                         self.deferred.append((trackable, name, position))
                 else:
                     child_id = edge.node_id
+                    if isinstance(local, array_node):
+                        # Inline, the common case (an array met once): the walk meets 10^5 of them.
+                        memory = local._memory_found
+                        if memory is unknown:
+                            memory = local.memory()
+                        if memory is not None and (first := arrays.setdefault(memory, local)) is not local:
+                            local = self._one_node(local, first, child_id)
                     if bind(child_id, local):
                         push((child_id, local))
         if settled:
@@ -559,10 +646,17 @@ class _Plan:
         self, proto_id: int, node: pb.TrackableObjectGraph.TrackableObject, trackable: Trackable, saveables: bool
     ) -> None:
         planned = self.planned
+        first = planned.get(id(trackable))
+        if first is not None:
+            # Planned through another path already. From another saved node with values: one variable (an
+            # array held in two places, say) of which the checkpoint holds two values, checked to be equal.
+            if first != proto_id and node.attributes and isinstance(trackable, Variable):
+                self.twice.append((trackable, first, proto_id))
+            return
         # bind() initialized the trackable, so its uid attribute exists.
-        if self.coordinator.restore_uid <= trackable._self_update_uid or id(trackable) in planned:
-            return  # a newer restore (or this one, via another node) already wrote it
-        planned.add(id(trackable))
+        if self.coordinator.restore_uid <= trackable._self_update_uid:
+            return  # a newer restore already wrote it
+        planned[id(trackable)] = proto_id
         if saveables:
             self._plan_saveables(proto_id, node, trackable)
             return
@@ -604,6 +698,70 @@ class _Plan:
                 trackable._check_restore_tensors(infos, keys)
             except (DTypeMismatchError, ShapeMismatchError) as exc:
                 self.mismatches.append(exc)  # the others are checked too, to be reported at once
+                self.mismatched_at.append((proto_id, trackable))
+
+    def _one_node(self, node: _NumpyValue, first: _NumpyValue, proto_id: int) -> _NumpyValue:
+        """The node standing for ``node``'s array in this restore, where ``node`` meets saved node ``proto_id``.
+
+        An array held in several places is one target, as it is one node when saved (see
+        :meth:`ObjectGraphView.walk`): the first of its nodes met, read into once, so that two reads never
+        write into its memory at once; every holder gets what the restore gives it (see
+        :meth:`_NumpyValue._take_restored`). A value a restore replaces rather than writes into (a JAX
+        array, a read-only array) is no one target for two saved values: each holder gets its own.
+
+        ``first`` is the first node met of the array's memory (see :meth:`_NumpyValue.memory`).
+        """
+        first = _array_values.first_node(node, first, self.identities)
+        if first is node:
+            return node
+        ref = self.coordinator.matched[proto_id]
+        same = (ref is not None and ref() is first) or self.tentative.get(proto_id) is first
+        if not same and not node._writes_in_place():
+            return node
+        self.aliases.append((node, first, first.current()))
+        return first
+
+    def _check_twice(self) -> None:
+        """Refuse a variable that two saved nodes holding different values are matched to; nothing is written.
+
+        One array held in two places was saved as two values by older versions (and a tree of them may have
+        been edited in one place since). Equal values restore as one; different ones would leave the
+        variable holding whichever came last, so the restore stops before writing anything.
+
+        Raises
+        ------
+        TrackableError
+            Two saved nodes matched to one variable hold different values.
+        """
+        coordinator = self.coordinator
+        differ: list[tuple[Trackable, int, int]] = []
+        for trackable, first, other in self.twice:
+            keys = [dict(coordinator.node_attributes(first)), dict(coordinator.node_attributes(other))]
+            if keys[0].keys() != keys[1].keys():
+                differ.append((trackable, first, other))
+                continue
+            pairs = [(keys[0][name], keys[1][name]) for name in keys[0]]
+            infos = [(coordinator.info(a), coordinator.info(b)) for a, b in pairs]
+            if any(a.dtype != b.dtype or tuple(a.shape) != tuple(b.shape) for a, b in infos):
+                differ.append((trackable, first, other))
+                continue
+            values = read_requests(coordinator.reader, [(key, None) for pair in pairs for key in pair], {})
+            if not all(_same_values(a, b) for a, b in zip(values[::2], values[1::2], strict=True)):
+                differ.append((trackable, first, other))
+        if not differ:
+            return
+        names = proto_node_names(coordinator.object_graph_proto)
+        lines = "\n".join(
+            f"  {trackable!r}: {names.get(first, str(first))} and {names.get(other, str(other))}"
+            for trackable, first, other in differ
+        )
+        raise TrackableError(
+            f"cannot restore {coordinator.save_path!r}: the checkpoint holds two different values for one array "
+            "(or variable) held here in two places, reached by the two paths named below; a restore would give "
+            "it one of them and drop the other. Nothing was restored. Hold two separate arrays there (a copy in "
+            "one place, np.array(value)) to restore both values, or restore a checkpoint saved from one array "
+            f"held in both places:\n{lines}"
+        )
 
     def _plan_saveables(
         self, proto_id: int, node: pb.TrackableObjectGraph.TrackableObject, trackable: Trackable
@@ -680,11 +838,15 @@ class _Plan:
                     attrs.append(name)
             for proto_id, trackable, missing in self.partly:
                 coordinator.partly_filled[proto_id] = (ref(trackable), missing)
+            for trackable in self.copies:
+                matched_objects[id(trackable)] = ref(trackable)
             requests, buffers, parts = self._requests()
         # Outside the pause: a read may wait on a network or a hung store for long.
         results = self._read(requests, parts)
         with _gc.paused():
             self._apply_values(results, buffers)
+            for alias, node, then in self.aliases:
+                alias._take_restored(node, then)
         for parent, name, position in self.deferred:
             parent._deferred_dependencies.setdefault(name, []).append(position)
         for parent, name, _ in self.deferred:
@@ -774,6 +936,13 @@ class _Plan:
             count = len(saveable.specs)
             saveable.restore(list(results[position : position + count]), None)
             position += count
+
+
+def _same_values(a: np.ndarray[Any, Any], b: np.ndarray[Any, Any]) -> bool:
+    """Whether two values read from a checkpoint are the same: the same bytes (NaNs too), or equal strings."""
+    if a.dtype != b.dtype or a.shape != b.shape:
+        return False
+    return bool(np.array_equal(a, b)) if a.dtype.kind == "O" else a.tobytes() == b.tobytes()
 
 
 #: Added to an exception raised while values were being read into their destinations: the checks that can
@@ -939,8 +1108,136 @@ class LoadStatus(abc.ABC):
         return self
 
 
+#: At most this many objects or values are listed in one message; the others are counted.
+_SHOWN: Final = 20
+
+
+def _bounded(lines: Iterable[str], count: int, what: str) -> list[str]:
+    """The first :data:`_SHOWN` of ``count`` lines, then how many more ``what`` there are."""
+    shown = [line for line, _ in zip(lines, range(_SHOWN), strict=False)]
+    return shown + ([f"  ... and {count - len(shown)} more {what}"] if count > len(shown) else [])
+
+
+def _describe(obj: object) -> str:
+    """An object for a message, without its values (a Variable's repr holds every one), in 100 characters."""
+    if isinstance(obj, Variable) and type(obj).__repr__ is Variable.__repr__:  # not a subclass's own repr
+        return obj._describe()
+    text = repr(obj)
+    return text if len(text) <= 100 else f"{text[:97]}..."
+
+
 def _describe_objects(objects: list[Trackable], names: dict[int, str]) -> str:
-    return "\n".join(f"  {names.get(id(o), '(not reachable from the root)')}: {o!r}" for o in objects)
+    lines = (f"  {names.get(id(o), '(not reachable from the root)')}: {_describe(o)}" for o in objects)
+    return "\n".join(_bounded(lines, len(objects), "objects"))
+
+
+def _saved_paths(coordinator: RestoreCoordinator, taken: Callable[[int], bool]) -> dict[int, str]:
+    """Readable paths of the saved nodes (as :func:`proto_node_names`), by where the program's objects lead to them.
+
+    The nodes ``taken`` are named along the nodes taken from the root, as the restore's walk reached them; the
+    others from the nearest of those, the deepest first, so that a node saved under several paths is named
+    under the objects the program holds (Keras saves a layer's kernel under the optimizer's
+    ``_trainable_variables`` and under the model: restoring a model alone, it is the model's path). The dict
+    lists the nodes nearest to the program's objects first. For messages only: it walks the whole saved graph.
+    """
+    nodes = coordinator.nodes
+    names = {0: "(root)"}
+    depth = {0: 0}
+
+    def spread(queue: list[int], into: Callable[[int], bool]) -> None:
+        """Name the nodes met breadth-first from those of ``queue`` (it grows) that ``into`` accepts."""
+        for node_id in queue:
+            for child in nodes[node_id].children:
+                child_id = child.node_id
+                if child_id not in names and into(child_id):
+                    names[child_id] = f"{names[node_id]}.{child.local_name}"
+                    depth[child_id] = depth[node_id] + 1
+                    queue.append(child_id)
+
+    reached = [0]
+    spread(reached, taken)
+    # The others from the nearest node named, the deepest first (a stable sort keeps the order they were met).
+    spread(sorted(reached, key=lambda i: -depth[i]), lambda _: True)
+    for node_id, name in proto_node_names(coordinator.object_graph_proto).items():
+        names.setdefault(node_id, name)  # slot variables, reached through no edge
+    return names
+
+
+def _unresolved_ids(coordinator: RestoreCoordinator) -> list[int]:
+    """The saved nodes holding values that no live object took."""
+    matched = coordinator.matched
+    return [
+        i
+        for i, holds in enumerate(coordinator.holds_attributes)
+        if holds and ((ref := matched[i]) is None or ref() is None)
+    ]
+
+
+def _saved_value(coordinator: RestoreCoordinator, proto_id: int) -> str:
+    """What saved node ``proto_id`` holds, for a message: a variable's shape, dtype and key, else its keys."""
+    attributes = coordinator.node_attributes(proto_id)
+    if len(attributes) == 1 and attributes[0][0] == VARIABLE_VALUE_KEY:
+        key = attributes[0][1]
+        try:
+            info = coordinator.reader.info(key)
+        except KeyError:  # CheckpointKeyError: a damaged checkpoint, which a restore of it reports
+            return repr(key)
+        return f"shape={tuple(info.shape)} dtype={dtypes._name(info.dtype)} ({key!r})"
+    return ", ".join(repr(key) for _, key in attributes)
+
+
+def _unmatched_report(coordinator: RestoreCoordinator, view: ObjectGraphView, unmatched: list[Trackable]) -> str:
+    """The objects no value was found for, where their names part from the checkpoint's, and its values left.
+
+    Written for a program that mirrors another's model (a Keras model ported to trackpoint objects): a
+    misspelled attribute leaves every object under it unmatched, and the names the checkpoint has at the
+    nearest object that did match (among them the one meant) say what to rename.
+    """
+    names = node_names(view)
+    lines = [_describe_objects(unmatched, names)]
+    walk = view.walk()
+    proto_of = {
+        id(obj): i for i, ref in enumerate(coordinator.matched) if ref is not None and (obj := ref()) is not None
+    }
+    nodes = coordinator.nodes
+    parted: list[str] = []
+    seen: set[tuple[int, str]] = set()
+    for obj in unmatched:
+        node = walk.node_ids.get(id(obj), 0)
+        edge = ""
+        # Up to the nearest object the restore matched: ``edge`` is the name under it that the checkpoint lacks.
+        while node > 0 and id(walk.objects[node]) not in proto_of:
+            node, edge = walk.parents[node]
+        proto_id = proto_of.get(id(walk.objects[node]))
+        if proto_id is None or not edge or (proto_id, edge) in seen:
+            continue
+        seen.add((proto_id, edge))
+        children = nodes[proto_id].children
+        if any(child.local_name == edge for child in children):
+            continue  # the checkpoint has the name: another object took its value (logged when it did)
+        left = [
+            child.local_name
+            for child in children
+            if coordinator.matched_object(child.node_id) is None and _has_checkpoint_values(nodes[child.node_id])
+        ]
+        there = (
+            f"; it has {', '.join(map(repr, left[:10]))}{', ...' if len(left) > 10 else ''} there, which no object took"
+            if left
+            else "; nothing it holds there is left for it"
+        )
+        where = names.get(id(walk.objects[node]), "(root)")
+        parted.append(f"  at {where}: the checkpoint has no {with_hints([edge], left, quote=True)}{there}")
+    if parted:
+        lines += ["Where the program's names part from the checkpoint's:", *parted]
+    unresolved = _unresolved_ids(coordinator)
+    if unresolved:
+        saved = _saved_paths(coordinator, lambda i: coordinator.matched_object(i) is not None)
+        nearest = {node_id: n for n, node_id in enumerate(saved)}
+        unresolved.sort(key=nearest.__getitem__)
+        lines.append(f"The checkpoint's values that no object took ({len(unresolved)}):")
+        values = (f"  {saved.get(i, str(i))}: {_saved_value(coordinator, i)}" for i in unresolved)
+        lines += _bounded(values, len(unresolved), "values")
+    return "\n".join(lines)
 
 
 def _has_attributes(obj: Trackable) -> bool:
@@ -1039,17 +1336,15 @@ class CheckpointLoadStatus(LoadStatus):
         # Node names only for messages: building them walks the whole saved graph.
         names = proto_node_names(checkpoint.object_graph_proto)
         if unresolved_count:
-            matched = checkpoint.matched
-            unresolved = [
-                i
-                for i, holds in enumerate(checkpoint.holds_attributes)
-                if holds and ((ref := matched[i]) is None or ref() is None)
-            ]
-            lines = [
-                f"  Unresolved object in checkpoint {names.get(i, str(i))}: "
+            unresolved = _unresolved_ids(checkpoint)
+            # Named where the program's objects lead to them (see _saved_paths), as the program would hold them.
+            saved = _saved_paths(checkpoint, lambda i: checkpoint.matched_object(i) is not None)
+            found = (
+                f"  Unresolved object in checkpoint {saved.get(i, str(i))}: "
                 f"{', '.join(key for _, key in checkpoint.node_attributes(i))}"
                 for i in unresolved
-            ]
+            )
+            lines = _bounded(found, len(unresolved), "objects")
             raise MatchError(
                 f"Unresolved objects in checkpoint {checkpoint.save_path!r} (values with no matching Python object; "
                 "create the objects, or use expect_partial()/assert_existing_objects_matched() for a partial "
@@ -1059,7 +1354,7 @@ class CheckpointLoadStatus(LoadStatus):
             lines = [f"  {names.get(i, str(i))}" for i in pending]
             raise MatchError(f"Unresolved slot restorations in {checkpoint.save_path!r}:\n" + "\n".join(lines))
         lines = [
-            f"  {names.get(i, str(i))} ({checkpoint.matched_object(i)!r}): {', '.join(attrs)}"
+            f"  {names.get(i, str(i))} ({_describe(checkpoint.matched_object(i))}): {', '.join(attrs)}"
             for i, attrs in sorted(checkpoint.unused_attributes.items())
         ]
         raise MatchError(
@@ -1085,7 +1380,7 @@ class CheckpointLoadStatus(LoadStatus):
         stale, unresolved = self._stale_and_unresolved()
         if stale:
             proto_names = proto_node_names(checkpoint.object_graph_proto)
-            lines = [f"  {proto_names.get(i, str(i))}: {obj!r}" for i, obj in stale]
+            lines = [f"  {proto_names.get(i, str(i))}: {_describe(obj)}" for i, obj in stale]
             raise MatchError(
                 f"Objects matched to {checkpoint.save_path!r} but not assigned a value from checkpoint:\n"
                 + "\n".join(lines)
@@ -1106,7 +1401,7 @@ class CheckpointLoadStatus(LoadStatus):
             raise MatchError(
                 f"Found {len(unmatched)} Python objects that were not bound to checkpointed values, likely due to "
                 f"changes in the Python program (checkpoint {checkpoint.save_path!r}):\n"
-                + _describe_objects(unmatched, node_names(self._view))
+                + _unmatched_report(checkpoint, self._view, unmatched)
             )
         return unresolved
 
@@ -1127,7 +1422,7 @@ class CheckpointLoadStatus(LoadStatus):
                     f"Nothing except the root object matched a checkpointed value in {self._checkpoint.save_path!r}. "
                     "Typically this means that the checkpoint does not match the Python program. The following "
                     "objects have no matching checkpointed value:\n"
-                    + _describe_objects(unmatched, node_names(self._view))
+                    + _unmatched_report(self._checkpoint, self._view, unmatched)
                 )
             raise MatchError(
                 f"Nothing to load from {self._checkpoint.save_path!r}. No dependencies have been added to "

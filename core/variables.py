@@ -384,10 +384,11 @@ class Variable(Trackable):
         return self._value.copy() if copy else self.value
 
     def __repr__(self) -> str:
-        return (
-            f"<trackpoint.Variable {self._name!r} shape={self.shape} dtype={dtypes._name(self.dtype)}, "
-            f"numpy={np.array_repr(self._value)}>"
-        )
+        return f"{self._describe()[:-1]}, numpy={np.array_repr(self._value)}>"
+
+    def _describe(self) -> str:
+        """The repr without the value: messages name variables by this, short whatever their size."""
+        return f"<trackpoint.Variable {self._name!r} shape={self.shape} dtype={dtypes._name(self.dtype)}>"
 
     def __format__(self, spec: str) -> str:
         # f"{loss:.3f}" formats the value, as for a tensor; f"{v}" keeps the repr, which names the variable.

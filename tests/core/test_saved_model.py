@@ -59,7 +59,7 @@ def test_readers_accept_the_directory_too() -> None:
 def test_a_directory_without_variables_is_still_not_found(tmp_path: Path) -> None:
     shutil.copytree(CASE / "export", tmp_path / "export")
     shutil.rmtree(tmp_path / "export" / "variables")
-    with pytest.raises(tp.CheckpointNotFoundError, match="not a directory holding checkpoints"):
+    with pytest.raises(tp.CheckpointNotFoundError, match="a SavedModel directory without the checkpoint of its variab"):
         tp.Checkpoint(root=Exported()).restore(str(tmp_path / "export"))
 
 
