@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import threading
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from trackpoint import _paths
@@ -18,6 +19,31 @@ if TYPE_CHECKING:
     from trackpoint.backends.stores import ObjectStore
 
 __all__ = ["ObjectStorePlugin"]
+
+
+#: How to install the Zarr format.
+_ZARR_HINT = "pip install 'trackpoint[zarr]'"
+
+
+@dataclass(frozen=True, slots=True)
+class _ZarrSpec(BackendSpec):
+    """The Zarr backend on a store: it requires the store's modules and ``zarr``, each installed its own way.
+
+    ``install_hint`` is the store's; :meth:`install_command` gives the hint for what is missing.
+    """
+
+    def install_command(self) -> str:
+        """The hint for the first module of ``requires`` that is missing: the store's own, else ``zarr``."""
+        from trackpoint.plugins.manager import _missing_module
+
+        missing = _missing_module(self)
+        store = BackendSpec.install_command(self)
+        if missing == "zarr":
+            return _ZARR_HINT
+        if missing is not None:
+            return store
+        # Nothing is missing, yet an import failed (reported with this hint): either may be at fault.
+        return f"{store} and {_ZARR_HINT}" if self.install_hint else _ZARR_HINT
 
 
 class ObjectStorePlugin:
@@ -102,14 +128,13 @@ class ObjectStorePlugin:
         ]
         if zarr:
             self._specs.append(
-                BackendSpec(
+                _ZarrSpec(
                     name=f"zarr-{name}",
                     factory=self._zarr,
                     schemes=tuple(f"zarr+{s}" for s in self._schemes),
                     description=f"Zarr v3 groups; {description}" if description else "Zarr v3 groups",
                     requires=(*requires, "zarr"),
-                    # Not extra="zarr": the missing module may be the store's own.
-                    install_hint=" and ".join(filter(None, (install_hint, "pip install 'trackpoint[zarr]'"))),
+                    install_hint=install_hint,
                     capabilities=caps,
                 )
             )

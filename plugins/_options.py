@@ -28,7 +28,7 @@ from typing import (
     overload,
 )
 
-from trackpoint.errors import REDACTED, ArgumentTypeError, BackendError, BackendOptionError, PluginError, redact
+from trackpoint.errors import REDACTED, ArgumentTypeError, BackendOptionError, PluginError, redact
 
 __all__ = ["StorageOptions", "option"]
 
@@ -85,7 +85,7 @@ def option(
     ----------
     default
         The value when the option is neither given nor set in the environment. Without one the option is
-        required: resolving options without it raises :class:`~trackpoint.errors.BackendError`.
+        required: resolving options without it raises :class:`~trackpoint.errors.BackendOptionError`.
     env
         Environment variables read, in order, when ``storage_options`` do not give the option; the first
         one set to a non-empty value wins. Their text is converted to the option's type: kept for ``str``,
@@ -319,9 +319,8 @@ class StorageOptions:
             A name the store does not take (with the closest it does), a value of the wrong type, refused
             by ``check`` or unreadable from its environment variable. The message names the store, the
             option, where its value came from and what to do, never a secret's value; a secret's refusal
-            is raised without the exception ``check`` raised.
-        BackendError
-            A required option is neither given nor set in the environment (the message names both ways).
+            is raised without the exception ``check`` raised. Also a required option neither given nor
+            set in the environment (the message names both ways).
         """
         resolved = cls.__new__(cls)
         resolved._fill(storage_options, os.environ if environ is None else environ)
@@ -440,9 +439,9 @@ class StorageOptions:
         elif field.env:
             named = ", ".join(map(repr, ignoring))
             how += f" (the environment, {' or '.join(field.env)}, is not read when storage_options give {named})"
-        # Not a BackendOptionError: nothing given is wrong, the configuration is incomplete (as a store's own
-        # "no account" is), and the command line reports it as a failure of the store, not as a usage error.
-        raise BackendError(f"{store}: storage_options[{field.name!r}] is required: {how}", backend=store)
+        # The option error the store's other options raise: leaving one out is a usage error as misspelling it is
+        # (the command line exits with status 2), and the fix is the same, in the options or the environment.
+        raise BackendOptionError(f"{store}: storage_options[{field.name!r}] is required: {how}", backend=store)
 
     # ------------------------------------------------------------ the values
     def __setattr__(self, name: str, value: Any) -> None:

@@ -151,6 +151,15 @@ class _PreconditionFailed(Exception):
         self.cause = cause
 
 
+class _NotAnException(Exception):
+    """Internal: a client call raised a ``BaseException`` that is no ``Exception``; see ``ObjectStore._call``."""
+
+    def __init__(self, call: str, cause: BaseException) -> None:
+        super().__init__(f"{call} raised {type(cause).__name__}")
+        self.call = call
+        self.cause = cause
+
+
 class _CreateOnly:
     """``Condition.create_only()`` on the class, the ``create_only`` flag on an instance."""
 
@@ -437,35 +446,99 @@ def _body_bytes(data: bytes | memoryview) -> bytes:
 # trackpoint's own I/O loop, for stores that bring no loop of their own
 # ---------------------------------------------------------------------------
 
+
+class _IOLoop:
+    """trackpoint's I/O loop of one process, and the requests waiting on it (their futures, by store name)."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.pid = os.getpid()
+        self.loop = loop
+        self.waiting: dict[concurrent.futures.Future[Any], str] = {}
+
+
 _IO_LOCK = threading.Lock()
-_IO_LOOP: tuple[int, asyncio.AbstractEventLoop] | None = None
+_IO_LOOP: _IOLoop | None = None
 
 
-def _io_loop() -> asyncio.AbstractEventLoop:
+def _io_loop() -> _IOLoop:
     """The process-wide event loop thread of stores built without a loop; started on first use.
 
     A forked child gets a new one: the parent's loop thread does not exist in it.
+    So does a process whose loop thread ended (see :func:`_serve`).
     """
+    with _IO_LOCK:
+        return _io_loop_locked()
+
+
+def _io_loop_locked() -> _IOLoop:
     import asyncio
 
     global _IO_LOOP
+    io = _IO_LOOP
+    if io is not None and io.pid == os.getpid() and not io.loop.is_closed():
+        return io
+    io = _IOLoop(asyncio.new_event_loop())
+    started = threading.Event()
+    # A daemon thread: an idle loop must not keep the interpreter alive.
+    threading.Thread(target=_serve, args=(io, started), name="trackpoint-io", daemon=True).start()
+    started.wait()
+    _IO_LOOP = io
+    return io
+
+
+def _io_submit(coro: Coroutine[Any, Any, T], store_name: str) -> concurrent.futures.Future[T]:
+    """Run ``coro`` on trackpoint's I/O loop; its future fails, rather than waits for ever, if the loop ends first."""
+    import asyncio
+
     with _IO_LOCK:
-        pid = os.getpid()
-        if _IO_LOOP is not None and _IO_LOOP[0] == pid and not _IO_LOOP[1].is_closed():
-            return _IO_LOOP[1]
-        loop = asyncio.new_event_loop()
-        started = threading.Event()
+        # Under the lock the ending loop takes (_io_loop_ended): a request is either submitted to a loop
+        # that has not ended, and known to it when it ends, or to a new loop.
+        io = _io_loop_locked()
+        fut = asyncio.run_coroutine_threadsafe(coro, io.loop)
+        io.waiting[fut] = store_name
+    fut.add_done_callback(lambda done: io.waiting.pop(done, None))
+    return fut
 
-        def run() -> None:
-            asyncio.set_event_loop(loop)
-            loop.call_soon(started.set)
-            loop.run_forever()
 
-        # A daemon thread: an idle loop must not keep the interpreter alive.
-        threading.Thread(target=run, name="trackpoint-io", daemon=True).start()
-        started.wait()
-        _IO_LOOP = (pid, loop)
-        return loop
+def _serve(io: _IOLoop, started: threading.Event) -> None:
+    """The I/O thread: run ``io.loop`` until it is stopped, then fail the requests still waiting on it."""
+    import asyncio
+
+    loop = io.loop
+    asyncio.set_event_loop(loop)
+    loop.call_soon(started.set)
+    try:
+        while True:
+            try:
+                loop.run_forever()
+            except (KeyboardInterrupt, SystemExit):
+                # The only exceptions asyncio lets out of the loop (the task that raised one keeps it as its
+                # result: its request fails with it). ObjectStore._call stops a client call's, so a store's own
+                # code on the loop (classify, a hook) raised it; the thread is every store's, and goes on.
+                _log.warning("an exception left trackpoint's I/O loop; the loop goes on", exc_info=True)
+            else:
+                return  # stopped: nothing of trackpoint's stops it, but whoever did meant it to end
+    finally:
+        _io_loop_ended(io)
+
+
+def _io_loop_ended(io: _IOLoop) -> None:
+    """Fail the requests waiting on ``io``, whose thread ends; later ones start a new loop."""
+    global _IO_LOOP
+    with _IO_LOCK:
+        if _IO_LOOP is io:
+            _IO_LOOP = None
+        waiting = list(io.waiting.items())
+        io.waiting.clear()
+    for fut, store_name in waiting:
+        error = StorageError(
+            f"{store_name}: trackpoint's I/O thread (trackpoint-io) ended before a request of this store did; the "
+            "request may or may not have reached the store. Retry the operation: later requests start a new "
+            "I/O thread"
+        )
+        with contextlib.suppress(concurrent.futures.InvalidStateError):  # it ended meanwhile after all
+            fut.set_exception(error)
+    io.loop.close()
 
 
 #: What the writing requests are called in messages (see ObjectStore._translate).
@@ -509,7 +582,7 @@ class ObjectStore(FileLayer):
         by :meth:`from_options` read it from ``backend_options``.
     loop
         The event loop requests run on. ``None``: trackpoint's own process-wide
-        I/O loop thread (started on first use, re-created in a forked child).
+        I/O loop thread (started on first use, re-created in a forked child or if it ended).
         Stores whose client sessions belong to a loop (fsspec filesystems:
         ``fs.loop``) pass that loop.
 
@@ -791,7 +864,7 @@ class ObjectStore(FileLayer):
     @property
     def loop(self) -> asyncio.AbstractEventLoop:
         """The event loop this store's requests run on."""
-        return self._given_loop if self._given_loop is not None else _io_loop()
+        return self._given_loop if self._given_loop is not None else _io_loop().loop
 
     def _executor(self) -> concurrent.futures.ThreadPoolExecutor:
         with self._pool_lock:
@@ -804,15 +877,27 @@ class ObjectStore(FileLayer):
             return self._pool[1]
 
     async def _call(self, name: str, *args: Any, **kwargs: Any) -> Any:
-        """One attempt of the client call ``name``, awaited or run in the thread pool."""
+        """One attempt of the client call ``name``, awaited or run in the thread pool.
+
+        A ``BaseException`` the call raises that is no ``Exception`` (``SystemExit``, ``KeyboardInterrupt``,
+        gevent's ``Timeout``) comes back as :class:`_NotAnException`, which :meth:`_retry` fails the request
+        with, unretried. Let through, asyncio would re-raise ``KeyboardInterrupt`` and ``SystemExit`` out of
+        the loop, ending the thread every store's requests run on.
+        """
         import asyncio
 
         fn = getattr(self, name)
-        if self._is_async[name]:
-            return await fn(*args, **kwargs)
-        return await asyncio.get_running_loop().run_in_executor(
-            self._executor(), functools.partial(fn, *args, **kwargs)
-        )
+        try:
+            if self._is_async[name]:
+                return await fn(*args, **kwargs)
+            return await asyncio.get_running_loop().run_in_executor(
+                self._executor(), functools.partial(fn, *args, **kwargs)
+            )
+        except (Exception, asyncio.CancelledError, GeneratorExit):
+            # Cancelled: the request is (a timeout, or its caller gave up); GeneratorExit: the coroutine is closed.
+            raise
+        except BaseException as exc:
+            raise _NotAnException(name, exc) from exc
 
     # ------------------------------------------------------------ plumbing
     def split(self, path: str) -> tuple[str, str]:
@@ -858,18 +943,28 @@ class ObjectStore(FileLayer):
             # The caller is cleaning up: its requests, which run as a task on the loop thread, carry the budget.
             coro = self._within_budget(budget, coro)
         # The coroutine runs on the store's loop thread; its exception is re-raised here.
+        fut = self._submit(coro)
         try:
-            return self._submit(coro).result()
+            return fut.result()
         except _PreconditionFailed as exc:
             # Writes interpret preconditions themselves; this guards every other path.
             raise ConcurrentModificationError(
                 f"{self.store_name}: a conditional request was refused ({exc}); re-read and retry"
             ) from exc.cause
+        except BaseException:
+            # Either the request failed (then it is over, and cancelling does nothing) or the wait was
+            # interrupted: Ctrl-C (KeyboardInterrupt), a signal handler's SystemExit. Then the caller gives the
+            # request up -- a save aborts -- and its retries must stop with it rather than go on writing in the
+            # background; an attempt in flight in a client thread cannot be stopped and ends by itself.
+            fut.cancel()
+            raise
 
     def _submit(self, coro: Coroutine[Any, Any, T]) -> concurrent.futures.Future[T]:
         import asyncio
 
-        return asyncio.run_coroutine_threadsafe(coro, self.loop)
+        if self._given_loop is not None:
+            return asyncio.run_coroutine_threadsafe(coro, self._given_loop)
+        return _io_submit(coro, self.store_name)
 
     def _limit(self) -> asyncio.Semaphore:
         import asyncio
@@ -990,6 +1085,12 @@ class ObjectStore(FileLayer):
                     result = await asyncio.wait_for(fn(), timeout=timeout)
             except (CheckpointError, _PreconditionFailed):
                 raise
+            except _NotAnException as exc:
+                # Not the store's answer (classify was made for its client's exceptions), and nothing a retry
+                # would change.
+                raise translate_error(
+                    "other", self._not_an_exception(exc, what, bucket, key), url=self.url(bucket, key), key=key
+                ) from exc.cause
             except Exception as exc:
                 kind = "transient" if isinstance(exc, (TimeoutError, asyncio.TimeoutError)) else self.classify(exc)
                 if kind == "precondition":
@@ -1053,7 +1154,7 @@ class ObjectStore(FileLayer):
             async with self._limit():
                 await asyncio.wait_for(self._call("object_list", bucket, prefix), timeout=self.transfer.request_timeout)
         except Exception as exc:  # noqa: BLE001 - any other failure leaves the question open
-            if isinstance(exc, (TimeoutError, CheckpointError)) or self.classify(exc) != "not_found":
+            if isinstance(exc, (TimeoutError, CheckpointError, _NotAnException)) or self.classify(exc) != "not_found":
                 return False
             advice = self._explanation(exc, "not_found")
             if advice is not None:
@@ -1289,6 +1390,15 @@ class ObjectStore(FileLayer):
         """The message of a clean-up request not (or no more) sent: the budget had run out."""
         sent = "was not sent" if attempts == 0 else f"was given up after {attempts} attempt" + "s" * (attempts != 1)
         return f"{self.store_name}: {what} {self.url(bucket, key)!r} {sent}: {self._cleanup_terms()}"
+
+    def _not_an_exception(self, exc: _NotAnException, what: str, bucket: str, key: str) -> str:
+        """The message of a request whose client call raised a ``BaseException`` that is no ``Exception``."""
+        return (
+            f"{self.store_name}: {what} {self.url(bucket, key)!r} failed: its client call "
+            f"{type(self).__qualname__}.{exc.call} raised a BaseException that is no Exception "
+            f"({self._reason(exc.cause)}), so it was not retried. Client calls must raise failures as Exception "
+            "subclasses, which classify tells apart: report this to the store's authors"
+        )
 
     def _translate(
         self, exc: BaseException, kind: ErrorKind, what: str, bucket: str, key: str, *, bucket_missing: bool = False

@@ -32,7 +32,9 @@ class _Crash(BaseException):
     """The kit's simulated crash.
 
     Not an ``Exception``: retry loops and ``except Exception`` clean-ups let it
-    through, as a crash would leave them no chance to run.
+    through. An object store turns it into a ``StorageError`` (a client call
+    must not end the store's I/O thread), so clean-ups of a format over one do
+    run; every write they attempt fails too, as after a crash.
     """
 
 

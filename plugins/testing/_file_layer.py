@@ -30,6 +30,14 @@ if TYPE_CHECKING:
 __all__ = ["FileLayerContract", "store_path"]
 
 
+#: What a store whose create-only writes replace an existing object must change (for the kit's messages).
+CREATE_ONLY_ADVICE = (
+    "a create-only write must refuse an existing object (on an ObjectStore: object_put, and upload_begin or "
+    "upload_finish, must honour condition.create_only, sending the service's create-only precondition such as "
+    'If-None-Match: * or ifGenerationMatch=0, and fail with an exception classify calls "precondition")'
+)
+
+
 def store_path(url: str) -> str:
     """``url`` as the store under a format addresses it: ``zarr+s3://b/k`` -> ``s3://b/k``.
 
@@ -165,12 +173,24 @@ class FileLayerContract(BackendTestBase):
         files.put(path, b"first", create_only=True)
         with pytest.raises(CheckpointExistsError):
             files.put(path, b"second", create_only=True)
+            pytest.fail(
+                f"put({path!r}, create_only=True) over an existing object returned instead of raising "
+                f"CheckpointExistsError: {CREATE_ONLY_ADVICE}"
+            )
         sink = files.open_sink(path, create_only=True)
         sink.write(b"third")
         with pytest.raises(CheckpointExistsError):
             sink.close()
+            pytest.fail(
+                f"open_sink({path!r}, create_only=True) over an existing object closed instead of raising "
+                f"CheckpointExistsError: {CREATE_ONLY_ADVICE}"
+            )
         with pytest.raises(ConcurrentModificationError):
             files.write_versioned(path, b"fourth", if_version=MUST_NOT_EXIST)
+            pytest.fail(
+                f"write_versioned({path!r}, if_version=MUST_NOT_EXIST) over an existing object returned instead "
+                f"of raising ConcurrentModificationError: {CREATE_ONLY_ADVICE}"
+            )
         assert files.read(path) == b"first", f"a refused create-only write changed {path!r}"
 
     def test_a_put_replaces_an_object_whole(self, backend: StorageBackend, base_url: str) -> None:

@@ -11,9 +11,18 @@ import pytest
 
 from trackpoint.errors import CheckpointNotFoundError, ConcurrentModificationError
 from trackpoint.plugins.testing._base import BackendTestBase
+from trackpoint.plugins.testing._file_layer import CREATE_ONLY_ADVICE
 from trackpoint.storage import ANY_VERSION, MUST_NOT_EXIST, StorageBackend
 
 __all__ = ["Listing", "OverwriteAndDelete", "SmallFiles"]
+
+
+def _create_only_taken(path: str, spelled: str) -> str:
+    """The failure of a create-only ``write_file`` (``if_version`` spelled ``spelled``) that replaced ``path``."""
+    return (
+        f"write_file({path!r}, if_version={spelled}) over an existing file returned instead of raising "
+        f"ConcurrentModificationError: {CREATE_ONLY_ADVICE}"
+    )
 
 
 class OverwriteAndDelete(BackendTestBase):
@@ -154,6 +163,7 @@ class SmallFiles(BackendTestBase):
         version = backend.write_file(path, b"first", if_version=MUST_NOT_EXIST)
         with pytest.raises(ConcurrentModificationError):
             backend.write_file(path, b"second", if_version=MUST_NOT_EXIST)
+            pytest.fail(_create_only_taken(path, "MUST_NOT_EXIST"))
         got = backend.read_file(path)
         assert got is not None and got.data == b"first" and got.version == version
 
@@ -167,6 +177,7 @@ class SmallFiles(BackendTestBase):
             backend.write_file(path, b"first", if_version=None)
             with pytest.raises(ConcurrentModificationError):
                 backend.write_file(path, b"second", if_version=None)
+                pytest.fail(_create_only_taken(path, "None"))
         got = backend.read_file(path)
         assert got is not None and got.data == b"first"
 

@@ -103,7 +103,8 @@ def test_misspelt_hook_is_rejected() -> None:
     with pytest.raises(
         PluginError,
         match=r"cannot register plugin 'misspelt' .*implements unknown hook\(s\) trackpoint_register_backend; "
-        r"known hooks: trackpoint_configure_backend, trackpoint_detect_backends, trackpoint_register_backends, "
+        r"known hooks: trackpoint_checkpoint_deleted, trackpoint_configure_backend, trackpoint_detect_backends, "
+        r"trackpoint_register_backends, "
         r"trackpoint_restore_failed, trackpoint_restore_finished, trackpoint_restore_progress, "
         r"trackpoint_restore_started, trackpoint_save_committed, trackpoint_save_failed, trackpoint_save_progress, "
         r"trackpoint_save_started, trackpoint_select_backend",

@@ -14,7 +14,7 @@ import trackpoint as tp
 from trackpoint import plugins
 from trackpoint.backends.bundle import BundleBackend
 from trackpoint.backends.stores import ObjectStore, TransferOptions
-from trackpoint.errors import BackendError, BackendOptionError, PluginError
+from trackpoint.errors import BackendOptionError, InvalidArgumentError, PluginError
 from trackpoint.plugins import StorageOptions, option
 from trackpoint.storage import CheckpointOptions
 
@@ -236,14 +236,14 @@ def test_secrets_never_reach_a_message_or_the_repr() -> None:
 
 
 def test_a_required_option_missing_everywhere_says_both_ways_to_give_it() -> None:
-    with pytest.raises(BackendError) as missing:
+    with pytest.raises(BackendOptionError) as missing:
         TinyOptions.from_storage_options({"parts": 2}, environ={})
     assert str(missing.value) == (
         "tinyobj: storage_options['endpoint'] is required: give storage_options['endpoint'] or set the environment "
         "variable TINYOBJ_ENDPOINT"
     )
-    # Incomplete configuration, not a value the store cannot use: the command line reports a failure, not misuse.
-    assert not isinstance(missing.value, BackendOptionError)
+    # The error of the store's other options: left out or misspelt, it is a usage error (the command line's 2).
+    assert isinstance(missing.value, InvalidArgumentError)
 
 
 def test_options_made_in_code_are_checked_the_same_and_read_no_environment(monkeypatch: pytest.MonkeyPatch) -> None:

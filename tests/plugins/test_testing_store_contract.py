@@ -142,6 +142,13 @@ STORES = textwrap.dedent(
             return super().object_put(bucket, key, data, condition, write_id)
 
 
+    class IgnoresCreateOnly(DictStore):
+        # The service's create-only precondition never sent: an existing object is replaced.
+        def object_put(self, bucket, key, data, condition, write_id):
+            kept = Condition.if_version(condition.version) if condition.version is not None else Condition.NONE
+            return super().object_put(bucket, key, data, kept, write_id)
+
+
     class ReplacesByDeleting(DictStore):
         # A small-file write (the bundle's commit point) as two client calls: delete, then create.
         def write_versioned(self, path, data, *, if_version=None):
@@ -193,6 +200,10 @@ STORES = textwrap.dedent(
 
     class TestReplacesByDeleting(Adopt):
         store_class = ReplacesByDeleting
+
+
+    class TestIgnoresCreateOnly(Adopt):
+        store_class = IgnoresCreateOnly
     """
 )
 
@@ -236,11 +247,56 @@ def test_each_defect_fails_the_test_meant_for_it(pytester: pytest.Pytester) -> N
         assert tests <= failed, (cls, sorted(tests - failed))
 
 
+#: What the kit says of a defect, by the test that catches it: the call that misbehaved, and what to change.
+MESSAGES = {
+    "TestIgnoresCreateOnly::test_existing_objects_refuse_create_only_writes": (
+        "put('dict://bucket/ckpts/file-layer/taken', create_only=True) over an existing object returned instead of "
+        "raising CheckpointExistsError: a create-only write must refuse an existing object (on an ObjectStore: "
+        "object_put, and upload_begin or upload_finish, must honour condition.create_only"
+    ),
+    "TestIgnoresCreateOnly::test_create_only": (
+        "write_file('dict://bucket/ckpts/checkpoint', if_version=MUST_NOT_EXIST) over an existing file returned "
+        "instead of raising ConcurrentModificationError: a create-only write must refuse an existing object (on an "
+        "ObjectStore: object_put"
+    ),
+    "TestIgnoresCreateOnly::test_create_only_spelled_none": (
+        "write_file('dict://bucket/ckpts/checkpoint', if_version=None) over an existing file returned instead of "
+        "raising ConcurrentModificationError"
+    ),
+    "TestMissingBucketIsOther::test_reads_in_a_missing_location_raise_not_found": (
+        "list_checkpoints('dict://trackpoint-absent-"
+    ),
+    "TestMissingBucketIsOther::test_writes_in_a_missing_location_raise_not_found": "a save of 'dict://trackpoint-absent-",
+}
+
+
+def test_each_defect_s_failure_says_what_to_change(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(test_stores=STORES)
+    selected = "(TestIgnoresCreateOnly and create_only) or (TestMissingBucketIsOther and missing_location)"
+    result = pytester.runpytest_inprocess("-p", "no:cacheprovider", "-k", selected)
+    reports = result.reprec.getreports("pytest_runtest_logreport")  # type: ignore[attr-defined]
+    failures = {rep.nodeid.split("::", 1)[1]: rep.longreprtext for rep in reports if rep.failed}
+    assert failures.keys() == MESSAGES.keys()
+    for test, expected in MESSAGES.items():
+        assert expected in failures[test], failures[test]
+        assert "DID NOT RAISE" not in failures[test]
+        if "MissingBucketIsOther" in test:
+            # The StorageError quoted, and what classify must say instead, not the error's traceback.
+            assert "a location that does not exist, raised StorageError (dict: " in failures[test]
+            assert (
+                "instead of CheckpointNotFoundError: a store must report a location that does not exist as not "
+                'found (on an ObjectStore: classify must return "not_found" for the answer of the service to a '
+                "missing bucket"
+            ) in failures[test]
+            assert "Traceback" not in failures[test] and "direct cause" not in failures[test]
+
+
 def test_intercepting_an_object_store_announces_each_client_write(tmp_path: Any) -> None:
     """Client calls are announced besides the layer's own changes, a batch delete one key at a time."""
     import threading
 
     from trackpoint.backends.stores import ObjectStat, ObjectStore, TransferOptions
+    from trackpoint.errors import StorageError
     from trackpoint.plugins.testing import intercept_file_layer
     from trackpoint.storage import VersionedBytes
 
@@ -303,7 +359,9 @@ def test_intercepting_an_object_store_announces_each_client_write(tmp_path: Any)
             raise Crash(what)
 
     objects[("b", "kept")] = b"k"
-    with intercept_file_layer(store, crash), pytest.raises(Crash):
+    with intercept_file_layer(store, crash), pytest.raises(StorageError) as stopped:
         store.put("plain://b/new", b"n")
+    # Raised in a client call, the crash fails its request as any BaseException that is no Exception does.
+    assert isinstance(stopped.value.__cause__, Crash)
     assert ("b", "new") not in objects and objects[("b", "kept")] == b"k", "the stopped client call wrote"
     store.close()
