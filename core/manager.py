@@ -1538,14 +1538,27 @@ class CheckpointManager:
         mine = [(_basename(p), t) for p, t in self._maybe_delete.items()]
         latest = _basename(self._latest_checkpoint or "")
         preserved = self._last_preserved_timestamp
+        # This manager's checkpoints that something else deleted while it ran (`trackpoint rm`, another process's
+        # manager.delete): unlisted in the file and no longer committed, they leave its record too, so that
+        # retention does not count them, nor the file list them again.
+        deleted: set[str] = set()
 
         def update(current: state.CheckpointState | None) -> state.CheckpointState:
             # Entries of other managers (other checkpoint names) are carried over
             # untouched; this manager's entries are replaced by its own list.
             others: list[tuple[str, float | None]] = []
             last_preserved = preserved
+            kept = mine
             if current is not None:
                 paths = list(current.all_model_checkpoint_paths)
+                listed = {_basename(p) for p in paths}
+                # Asked only of entries missing from the file, which normally is the new checkpoint alone.
+                deleted.update(
+                    p
+                    for p, _ in mine
+                    if p != latest and p not in listed and not self._backend.exists(_paths.join(self._directory, p))
+                )
+                kept = [(p, t) for p, t in mine if p not in deleted]
                 stamps: list[float | None] = list(current.all_model_checkpoint_timestamps)
                 if len(stamps) != len(paths):
                     stamps = [None] * len(paths)
@@ -1554,7 +1567,7 @@ class CheckpointManager:
                     # Another manager's preservation; one ahead of the clock is from before
                     # a clock reset, which this manager has already replaced by the current time.
                     last_preserved = max(last_preserved, current.last_preserved_timestamp)
-            entries: list[tuple[str, float | None]] = [*others, *mine]
+            entries: list[tuple[str, float | None]] = [*others, *kept]
             if others and all(t is not None for _, t in others):
                 # Python's sort is stable: on equal times the other manager's entry comes first.
                 entries.sort(key=lambda e: e[1] or 0.0)
@@ -1570,6 +1583,10 @@ class CheckpointManager:
             return new
 
         stored = state.modify_checkpoint_state(self._backend, self._directory, update)
+        for name in deleted:
+            gone = _paths.join(self._directory, name)
+            self._maybe_delete.pop(gone, None)
+            self._scored.pop(gone, None)
         if not stored.model_checkpoint_path:
             # Nothing left to list (the last checkpoint was deleted): no state file rather than one every reader
             # refuses as invalid. A checkpoint preserved by keep_checkpoint_every_n_hours is then found by listing.

@@ -257,6 +257,26 @@ def test_deleting_every_listed_checkpoint_leaves_no_state_file_readers_refuse(
     assert list(st.all_model_checkpoint_paths) == [str(tmp_path / "other-1")]
 
 
+def test_a_checkpoint_deleted_by_another_process_leaves_the_running_managers_record(tmp_path: Path) -> None:
+    m = CheckpointManager(_ckpt(), tmp_path, max_to_keep=3)
+    for _ in range(3):
+        m.save()
+    # `trackpoint rm` (another process's manager.delete) while the job still runs.
+    CheckpointManager(_ckpt(), tmp_path, max_to_keep=3).delete(2)
+    m.save()
+    # Retention counts what is there: nothing more is deleted, and the deleted one is not listed again.
+    assert _on_disk(tmp_path) == [1, 3, 4]
+    st = tp.get_checkpoint_state(str(tmp_path))
+    assert st is not None and [os.path.basename(p) for p in st.all_model_checkpoint_paths] == [
+        "ckpt-1",
+        "ckpt-3",
+        "ckpt-4",
+    ]
+    assert m.checkpoints == [str(tmp_path / f"ckpt-{n}") for n in (1, 3, 4)]
+    m.save()
+    assert _on_disk(tmp_path) == [3, 4, 5]
+
+
 def test_delete_takes_a_preserved_checkpoint_too(tmp_path: Path) -> None:
     clock = _Clock()
     m = _saved_half_hourly(tmp_path, clock, 5)
