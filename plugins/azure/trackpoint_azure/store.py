@@ -42,6 +42,12 @@ def _sas_token(token: str) -> str:
     return token
 
 
+def _account_url(url: str) -> str:
+    if not url.startswith(("http://", "https://")):  # the SDK takes "127.0.0.1:10000" for a host and fails each request
+        raise ValueError(f"it has no scheme: give the whole URL, http://{url} (Azurite) or https://{url}")
+    return url
+
+
 def _connection_string(text: str) -> str:
     parts = {k.strip().lower(): v for k, _, v in (part.partition("=") for part in text.split(";"))}
     if "accountkey" in parts:
@@ -57,7 +63,7 @@ class AzureOptions(StorageOptions, store="azure", env_unless=("connection_string
     connection_string: str | None = option(
         default=None, env="AZURE_STORAGE_CONNECTION_STRING", secret=True, check=_connection_string
     )
-    account_url: str | None = None
+    account_url: str | None = option(default=None, check=_account_url)
     account_name: str | None = option(default=None, env=("AZURE_STORAGE_ACCOUNT_NAME", "AZURE_STORAGE_ACCOUNT"))
     account_key: str | None = option(
         default=None, env=("AZURE_STORAGE_ACCOUNT_KEY", "AZURE_STORAGE_KEY"), secret=True, check=_account_key
