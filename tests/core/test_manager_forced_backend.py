@@ -15,28 +15,8 @@ import numpy as np
 import pytest
 
 import trackpoint as tp
+from solo_coordinator import SoloCoordinator
 from trackpoint.errors import CheckpointExistsError
-
-
-class _Solo(tp.distributed.KeyValueCoordinator):
-    """A group of one over a dict: a coordinated manager in one process."""
-
-    def __init__(self) -> None:
-        super().__init__(0, 1, timeout=10.0, namespace="forced-solo")
-        self.store: dict[str, bytes] = {}
-
-    def _set(self, key: str, value: bytes) -> None:
-        self.store[key] = value
-
-    def _get(self, keys: Any, timeout: float) -> list[bytes]:
-        return [self.store[k] for k in keys]
-
-    def _delete(self, keys: Any) -> None:
-        for k in keys:
-            self.store.pop(k, None)
-
-    def _set_if_absent(self, key: str, value: bytes) -> bytes:
-        return self.store.setdefault(key, value)
 
 
 def _checkpoint() -> tuple[tp.Variable, tp.Checkpoint]:
@@ -153,7 +133,7 @@ def test_a_forced_manager_does_not_go_back_to_an_older_checkpoint_of_its_own_for
 def test_a_coordinated_forced_manager_refuses_on_every_rank(tmp_path: Any) -> None:
     directory = str(tmp_path)
     _run(directory, 2)
-    options = tp.CheckpointOptions(backend="zarr", coordinator=_Solo())
+    options = tp.CheckpointOptions(backend="zarr", coordinator=SoloCoordinator("forced-solo"))
     _, ckpt = _checkpoint()
     manager = tp.CheckpointManager(ckpt, directory, max_to_keep=3, options=options)
     # What rank 0 found reaches every rank through the bookkeeping it shares.

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 import trackpoint as tp
-from trackpoint.distributed import Coordinator, KeyValueCoordinator
+from solo_coordinator import SoloCoordinator
+from trackpoint.distributed import Coordinator
 from trackpoint.distributed._save import _Meta, plan_save
 from trackpoint.storage import OBJECT_GRAPH_KEY
 
@@ -82,42 +83,18 @@ def test_holders_of_one_key_must_agree() -> None:
         plan_save(list(graphs), [1, 1], [None, None])
 
 
-class _Solo(KeyValueCoordinator):
-    """A group of one over a dict: enough to check the option and the key bookkeeping."""
-
-    def __init__(self) -> None:
-        super().__init__(0, 1, timeout=1.0, namespace="solo-test")
-        self.store: dict[str, bytes] = {}
-
-    def _set(self, key: str, value: bytes) -> None:
-        self.store[key] = value
-
-    def _get(self, keys: list[str], timeout: float) -> list[bytes]:  # type: ignore[override]
-        missing = [k for k in keys if k not in self.store]
-        if missing:
-            raise tp.CoordinationTimeoutError(f"missing {missing}")
-        return [self.store[k] for k in keys]
-
-    def _delete(self, keys: list[str]) -> None:  # type: ignore[override]
-        for k in keys:
-            self.store.pop(k, None)
-
-    def _set_if_absent(self, key: str, value: bytes) -> bytes:
-        return self.store.setdefault(key, value)
-
-
 def test_checkpoint_options_take_a_coordinator() -> None:
-    solo = _Solo()
+    solo = SoloCoordinator("solo-test", timeout=1.0)
     assert isinstance(solo, Coordinator)
     options = tp.CheckpointOptions(coordinator=solo)
-    assert "coordinator=<_Solo rank 0 of 1, timeout 1 s>" in repr(options)
+    assert "coordinator=<SoloCoordinator rank 0 of 1, timeout 1 s>" in repr(options)
     assert "coordinator" not in repr(tp.CheckpointOptions())
     with pytest.raises(TypeError, match=r"CheckpointOptions.coordinator must be a trackpoint.distributed.Coordinator"):
         tp.CheckpointOptions(coordinator=object())  # type: ignore[arg-type]
 
 
 def test_key_value_collectives_delete_what_every_rank_has_read() -> None:
-    solo = _Solo()
+    solo = SoloCoordinator("solo-test", timeout=1.0)
     assert solo.all_gather(b"one") == [b"one"]
     assert solo.broadcast(b"two") == b"two"
     assert len(solo.store) == 2
@@ -129,7 +106,7 @@ def test_key_value_collectives_delete_what_every_rank_has_read() -> None:
 
 
 def test_set_if_absent_keeps_the_first_record_until_every_rank_has_moved_on() -> None:
-    solo = _Solo()
+    solo = SoloCoordinator("solo-test", timeout=1.0)
     assert solo.set_if_absent("save/1", b"commit") == b"commit"
     assert solo.set_if_absent("save/1", b"abort") == b"commit"
     assert solo.set_if_absent("save/2", b"abort") == b"abort"
@@ -142,7 +119,7 @@ def test_set_if_absent_keeps_the_first_record_until_every_rank_has_moved_on() ->
 
 
 def test_a_group_of_one_saves_and_restores_through_the_coordinated_path(tmp_path: object) -> None:
-    options = tp.CheckpointOptions(coordinator=_Solo())
+    options = tp.CheckpointOptions(coordinator=SoloCoordinator("solo-test", timeout=1.0))
     v = tp.Variable([1.0, 2.0, 3.0])
     ckpt = tp.Checkpoint(v=v)
     path = ckpt.save(f"{tmp_path}/ckpt", options=options)

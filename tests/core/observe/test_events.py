@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 import trackpoint as tp
+from solo_coordinator import SoloCoordinator
 from trackpoint import observe, plugins
 from trackpoint.errors import PluginError
 from trackpoint.plugins import hookimpl
@@ -249,33 +250,14 @@ def test_a_value_restored_on_creation_is_logged_at_debug(tmp_path: Path, caplog:
     assert not [r for r in caplog.records if r.levelno >= logging.INFO]
 
 
-class _Solo(tp.distributed.KeyValueCoordinator):
-    """A group of one over a dict: a coordinated save in one process."""
-
-    def __init__(self) -> None:
-        super().__init__(0, 1, timeout=10.0, namespace="observe-solo")
-        self.store: dict[str, bytes] = {}
-
-    def _set(self, key: str, value: bytes) -> None:
-        self.store[key] = value
-
-    def _get(self, keys: Any, timeout: float) -> list[bytes]:
-        return [self.store[k] for k in keys]
-
-    def _delete(self, keys: Any) -> None:
-        for k in keys:
-            self.store.pop(k, None)
-
-    def _set_if_absent(self, key: str, value: bytes) -> bytes:
-        return self.store.setdefault(key, value)
-
-
 @pytest.mark.parametrize("enable_async", [False, True])
 def test_a_coordinated_save_reports_progress_as_it_writes(
     tmp_path: Path, recorder: Any, every_progress: None, enable_async: bool
 ) -> None:
     ckpt = tp.Checkpoint(model=_model(n=6))
-    options = tp.CheckpointOptions(coordinator=_Solo(), num_writers=1, enable_async=enable_async)
+    options = tp.CheckpointOptions(
+        coordinator=SoloCoordinator("observe-solo"), num_writers=1, enable_async=enable_async
+    )
     ckpt.write(str(tmp_path / "ckpt"), options=options)
     ckpt.sync()
     progress = [f["written_bytes"] for f in recorder.of("save_progress")]
