@@ -439,7 +439,9 @@ def convert_run(
             # Last: until it is written, a manager opened on dst finds no state file of the run (an interrupted
             # copy is no run yet), and once it is, every checkpoint it lists is committed.
             listed = _state_for(src_state, dst_dir, relative=True)
-            state.modify_checkpoint_state(_resolve.writer(target), dst_dir, lambda _current: listed)
+            state.modify_checkpoint_state(
+                _resolve.writer(target), dst_dir, lambda current: _with_other_series(listed, current, names)
+            )
             written = _paths.join(dst_dir, state.DEFAULT_LATEST_FILENAME)
     finally:
         target.close()
@@ -500,6 +502,47 @@ def _state_for(src_state: state.CheckpointState, dst_dir: str, *, relative: bool
     return out
 
 
+def _with_other_series(
+    run: state.CheckpointState, current: state.CheckpointState | None, names: Collection[str]
+) -> state.CheckpointState:
+    """The state file a run copy writes: ``run``'s, and the entries of ``current`` of series the run has none of.
+
+    ``run`` is the source's state file for the destination; ``current`` the destination's, paths in the same
+    form (both as stored or both resolved). Another job's manager saving there under another checkpoint name
+    keeps its checkpoints listed, so that it goes on retiring them. As a manager merges the entries of other
+    series: ordered by time when every entry has one (on equal times the other series' first), else before
+    the run's, and the newest ``last_preserved_timestamp`` of the two.
+    """
+    if current is None:
+        return run
+    stems = {state._stem(name) for name in names}
+    others = [(p, t) for p, t in _timed(current) if state._stem(p) not in stems]
+    if not others:
+        return run
+    entries = [*others, *_timed(run)]
+    timed = all(t is not None for _, t in entries)
+    if timed:
+        entries.sort(key=lambda e: e[1] or 0.0)  # stable: on equal times the other series' entry stays first
+    out = state.CheckpointState()
+    out.CopyFrom(run)
+    del out.all_model_checkpoint_paths[:]
+    del out.all_model_checkpoint_timestamps[:]
+    out.all_model_checkpoint_paths.extend(p for p, _ in entries)
+    if timed:
+        out.all_model_checkpoint_timestamps.extend(t for _, t in entries if t is not None)
+    out.last_preserved_timestamp = max(run.last_preserved_timestamp, current.last_preserved_timestamp)
+    return out
+
+
+def _timed(st: state.CheckpointState) -> list[tuple[str, float | None]]:
+    """``(path, timestamp)`` for each entry of ``st``; ``None`` for all when the timestamps do not pair up."""
+    paths = list(st.all_model_checkpoint_paths)
+    stamps: list[float | None] = list(st.all_model_checkpoint_timestamps)
+    if len(stamps) != len(paths):
+        stamps = [None] * len(paths)
+    return list(zip(paths, stamps, strict=True))
+
+
 def _plan_run(
     names: dict[str, str],
     source: StorageBackend,
@@ -533,7 +576,10 @@ def _plan_run(
         elif state._stem(name) in stems:
             others.append(name)
     current = state.read_checkpoint_state(dst_dir, backend=target)
-    other_state = None if current is None or wanted is None or current == wanted else current
+    # The other series it lists are kept (see _with_other_series): an earlier copy of the run is no change.
+    other_state = (
+        None if current is None or wanted is None or current == _with_other_series(wanted, current, names) else current
+    )
     if not overwrite and (replace or others or other_state is not None):
         found = [f"checkpoints that differ from the source's: {', '.join(sorted(replace))}"] if replace else []
         if others:

@@ -487,10 +487,13 @@ def translate_error(
 #: Azure account keys, SAS tokens and connection strings, passwords of any client).
 _SECRET_OPTION: Final = re.compile(r"token|secret|key|password|passwd|credential|sas|signature|connection|auth", re.I)
 #: Credentials carried in a URL's query by client libraries' own messages (a token being validated, a
-#: presigned URL's signature).
+#: presigned URL's signature, an API key) or in an Azure connection string (``AccountKey=...;``, whose
+#: parameters ``;`` separates). Names match within longer ones too: ``key=`` also finds ``AccountKey=`` and
+#: ``x-api-key=``, ``signature=`` finds ``SharedAccessSignature=``.
 _SECRET_QUERY: Final = re.compile(
     r"((?:access_token|id_token|refresh_token|token|sig|signature|x-amz-signature|x-amz-credential|"
-    r"x-amz-security-token|x-goog-signature|x-goog-credential)=)[^&\s'\"]+",
+    r"x-amz-security-token|x-goog-signature|x-goog-credential|key)=)"
+    r"[^&;\s'\"]+",
     re.I,
 )
 REDACTED: Final = "<redacted>"

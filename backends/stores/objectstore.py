@@ -949,7 +949,7 @@ class ObjectStore(FileLayer):
         except _PreconditionFailed as exc:
             # Writes interpret preconditions themselves; this guards every other path.
             raise ConcurrentModificationError(
-                f"{self.store_name}: a conditional request was refused ({exc}); re-read and retry"
+                f"{self.store_name}: a conditional request was refused ({self._reason(exc.cause)}); re-read and retry"
             ) from exc.cause
         except BaseException:
             # Either the request failed (then it is over, and cancelling does nothing) or the wait was
@@ -1294,6 +1294,8 @@ class ObjectStore(FileLayer):
         line = next(iter(text.strip().splitlines()), "")
         # Only the exception's type and the store's reason go into messages, never request headers or options;
         # a URL in the reason may still carry credentials in its query (a SAS, a presigned URL, an API key).
+        # No option values are scrubbed here: the store keeps no storage options (from_options turns them
+        # into clients), so a store whose client quotes them redacts them itself, in describe_error.
         return f"{type(exc).__name__}: {redact(_URL_QUERY.sub('?' + REDACTED, line), {})}"[:300]
 
     def _gave_up(
@@ -1772,9 +1774,11 @@ _DNS_ERRORS: Final = frozenset({"ClientConnectorDNSError", "NameResolutionError"
 #: Attributes where client libraries keep the transport's exception without chaining it: aiohttp's
 #: ``os_error`` (ClientConnectorError), azure-core's ``inner_exception`` (ServiceRequestError).
 _UNCHAINED: Final = ("os_error", "inner_exception")
-#: The query of a URL, absolute or not (``?a=b&...``), up to a space, a quote or a bracket: messages show
-#: none, since client libraries quote the request's URL with its SAS, signature or API key.
-_URL_QUERY: Final = re.compile(r"\?(?=[^\s=&?#'\"()<>]+=)[^\s'\"()<>]*")
+#: The query of a URL, absolute or not, up to a space, a quote or a bracket, if any of its parameters has a
+#: value (``?a=b&...``, ``?uploads&key=...``, ``?comp=list&sig=...``): messages show none, since client
+#: libraries quote the request's URL with its SAS, signature or API key. A query of bare words (``?uploads``)
+#: holds no credential and is kept: it says which request it was.
+_URL_QUERY: Final = re.compile(r"\?(?=[^\s'\"()<>]*=)[^\s'\"()<>]*")
 
 
 class _NoConnection(NamedTuple):

@@ -215,3 +215,34 @@ def test_a_copy_in_another_format_at_the_destination_is_found_before_anything_is
     done = convert_run(tmp_path / "run", tmp_path / "dst", dst_options=ZARR, overwrite=True)
     assert [e.action for e in done.checkpoints] == ["copied", "replaced", "replaced", "replaced"]
     assert sorted(os.listdir(tmp_path / "dst")) == ["checkpoint", *(f"ckpt-{n}.zarr" for n in range(1, 5))]
+
+
+def _other_series(directory: str, clock: Clock) -> tp.CheckpointManager:
+    """Another job's manager: the series ``other-N``."""
+    ckpt = tp.Checkpoint(v=tp.Variable(np.zeros(2, np.float32)))
+    return tp.CheckpointManager(ckpt, directory, max_to_keep=None, checkpoint_name="other", clock=clock)
+
+
+def test_the_destinations_other_series_stay_listed_in_time_order(tmp_path: Path) -> None:
+    _run(str(tmp_path / "run"))
+    src, dst = str(tmp_path / "run"), str(tmp_path / "dst")
+    # Another job saves its own series in the destination, between the source's ckpt-2 and ckpt-3 in time.
+    clock = Clock()
+    clock.now += 2.5 * 3600.0
+    _other_series(dst, clock).save()
+    before = tp.read_checkpoint_state(dst)
+    assert before is not None
+
+    convert_run(src, dst, overwrite=True)
+
+    latest, paths, stamps, preserved = _state(dst)
+    src_latest, src_paths, src_stamps, src_preserved = _state(src)
+    assert latest == src_latest == ["ckpt-4"]
+    assert paths == ["ckpt-1", "other-1", "ckpt-3", "ckpt-4"] and src_paths == ["ckpt-1", "ckpt-3", "ckpt-4"]
+    assert stamps == sorted([*src_stamps, *before.all_model_checkpoint_timestamps])
+    assert preserved == max(src_preserved, before.last_preserved_timestamp)
+    # The other job's manager still lists (and so retires) its checkpoint.
+    assert _names(_other_series(dst, clock).checkpoints) == ["other-1"]
+    # Copying the run again changes nothing: the state file with the other series is the run's, so no refusal.
+    assert [e.action for e in convert_run(src, dst).checkpoints] == ["skipped"] * 4
+    assert _state(dst) == (latest, paths, stamps, preserved)

@@ -187,3 +187,56 @@ def test_a_failing_description_quotes_the_exception_as_it_is(caplog: pytest.LogC
     assert message.startswith("codedcloud: reading 'codedcloud://b/run/ckpt' failed (ServiceError: Request for ")
     _one_line_without_secrets(message)
     assert any("BrokenDescription.describe_error raised" in r.getMessage() for r in caplog.records)
+
+
+# ---------------------------------------------------------------------- queries and connection strings
+class Refusing(ObjectStore):
+    """Every read is answered with ``error``, of the kind ``kind``."""
+
+    store_name = "refusing"
+    schemes = ("refusing",)
+
+    def __init__(self, error: Exception, kind: ErrorKind = "other") -> None:
+        super().__init__(FAST)
+        self.error = error
+        self.kind: ErrorKind = kind
+
+    def classify(self, exc: BaseException) -> ErrorKind:
+        return self.kind
+
+    def object_get(self, bucket: str, key: str) -> VersionedBytes | None:
+        raise self.error
+
+
+@pytest.mark.parametrize(
+    ("text", "shown"),
+    [
+        # Queries whose first parameter is a bare word: S3's multipart calls, Azure's restype and comp.
+        ("POST https://h/b/k?uploads&key=APIKEY0123456789 failed", "POST https://h/b/k?<redacted> failed"),
+        (
+            "GET https://h/c?restype&AWSAccessKeyId=AKIAEXAMPLE&Signature=SIGNATURE0123456789 failed",
+            "GET https://h/c?<redacted> failed",
+        ),
+        ("PUT /c/k?comp&sig=SIGNATURE0123456789 failed", "PUT /c/k?<redacted> failed"),
+        # Credentials outside a URL: an Azure connection string's account key and SAS, an API key.
+        (
+            "bad connection string AccountKey=APIKEY0123456789;SharedAccessSignature=SIGNATURE0123456789;x=y",
+            "bad connection string AccountKey=<redacted>;SharedAccessSignature=<redacted>;x=y",
+        ),
+        ("refused: key=APIKEY0123456789", "refused: key=<redacted>"),
+        # A query without values names the request and holds no credential.
+        ("POST https://h/b/k?uploads failed", "POST https://h/b/k?uploads failed"),
+    ],
+)
+def test_credentials_in_any_query_or_connection_string_are_not_quoted(text: str, shown: str) -> None:
+    message = _read_message(Refusing(RuntimeError(text)))
+    assert f"(RuntimeError: {shown})" in message
+    for secret in SECRETS:
+        assert secret not in message
+
+
+def test_a_refused_conditional_request_is_quoted_in_one_line_without_credentials() -> None:
+    message = _read_message(Refusing(RuntimeError(TEXT), kind="precondition"))
+    assert message.startswith("refusing: a conditional request was refused (RuntimeError: Request for ")
+    assert message.endswith("; re-read and retry")
+    _one_line_without_secrets(message)
