@@ -46,9 +46,9 @@ class AutoTrackable(Trackable):
     nodes) is tracked through wrappers of a copy of its containers, and the
     attribute reads as a plain tree interchangeable with the one given: that
     tree itself, and after a restore a plain tree of the restored arrays,
-    rebuilt at its first read (through ``__getattr__``, so a class that
-    defines its own ``__getattr__``, or the name itself, reads the wrapped
-    tree instead).
+    rebuilt when the restore ends (or, after one that raised, at its first
+    read, through ``__getattr__``: a class that defines its own
+    ``__getattr__``, or the name itself, reads the wrapped tree instead).
 
     Attributes starting with ``_self_`` are internal bookkeeping and are
     never tracked; neither is anything assigned inside a method decorated
@@ -80,7 +80,7 @@ class AutoTrackable(Trackable):
 
     def __getattr__(self, name: str) -> Any:
         # Called only for an attribute missing from the instance and its class: a pytree of JAX arrays whose
-        # plain tree a restore made out of date is rebuilt here (see trackpoint.data_structures._PlainTree).
+        # plain tree a restore that raised made out of date is rebuilt here (see data_structures._PlainTree).
         return read_plain_tree(self, name)
 
     def _no_dependency(self, value: Any) -> Any:

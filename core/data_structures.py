@@ -256,6 +256,45 @@ class _Copying(threading.local):
 _COPYING = _Copying()
 
 
+class _Restoring(threading.local):
+    """Whether this thread runs a restore, or looks at the graph for one's status (see :func:`restoring`)."""
+
+    depth = 0
+    #: The plain trees (see _PlainTree) a restore replaced something in, by id: rebuilt when it ends.
+    stale: dict[int, _PlainTree]
+
+    def __init__(self) -> None:
+        self.stale = {}
+
+
+_RESTORING = _Restoring()
+
+
+@contextlib.contextmanager
+def restoring() -> Iterator[None]:
+    """Run a restore, or a look at the graph for its status, in this thread.
+
+    The refusals of a save do not apply: a pytree of JAX arrays changed in place since it was given is
+    restored into as it was given (what the checkpoint tracks), the restore replacing its arrays, and
+    listing the graph is no save. When the outermost restore ends, the attributes holding a plain tree it
+    replaced something in are rebuilt (see :class:`_PlainTree`), so that they stay in the instance's
+    ``__dict__`` (``vars()``, ``copy``, pickling see them); after a restore that raised, at their first read.
+    """
+    state = _RESTORING
+    state.depth += 1
+    ended = False
+    try:
+        yield
+        ended = True
+    finally:
+        state.depth -= 1
+        if not state.depth:
+            trees, state.stale = state.stale, {}
+            if ended:
+                for tree in trees.values():
+                    tree.rebuild()
+
+
 class _Wrapping(threading.local):
     """The containers whose wrappers this thread is building (by id), to refuse one that holds itself."""
 
@@ -718,8 +757,9 @@ class _PlainTree:
     and optax's ``tx.update(grads, ckpt.state.opt_state)`` need that. The checkpoint tracks the wrappers of
     a copy of the containers (see :func:`_wrap`); the attribute holds the plain tree of the same leaves. A
     restore that replaces a leaf calls :meth:`stale`, which takes the attribute out of the owner's
-    ``__dict__``; the next read finds it missing (``AutoTrackable.__getattr__``) and rebuilds it, once per
-    restore however many leaves were replaced. Reads in between cost nothing more than any attribute's.
+    ``__dict__`` until the restore ends and rebuilds it (see :func:`restoring`), once however many leaves
+    were replaced; read before (during the restore, or after one that raised), it is found missing
+    (``AutoTrackable.__getattr__``) and rebuilt then. Reads cost nothing more than any attribute's.
     """
 
     __slots__ = ("name", "node", "owner")
@@ -736,10 +776,27 @@ class _PlainTree:
         return (_PlainTree, (self.owner(), self.name, self.node()))
 
     def stale(self) -> None:
-        """A restore replaced something in the tree: the owner's plain tree is out of date."""
+        """A restore replaced something in the tree: the owner's plain tree is out of date.
+
+        It leaves the owner's ``__dict__`` at once (a read while the restore runs rebuilds it) and is rebuilt
+        when the restore ends: once, however many leaves were replaced.
+        """
         owner = self.owner()
         if owner is not None and _plain_tree_of(owner, self.name) is self:
             owner.__dict__.pop(self.name, None)
+            if _RESTORING.depth:
+                _RESTORING.stale[id(self)] = self
+
+    def rebuild(self) -> None:
+        """Put the plain tree back on the owner if it is still out of date (see :meth:`stale`)."""
+        owner = self.owner()
+        if (
+            owner is not None
+            and self.name not in owner.__dict__
+            and _plain_tree_of(owner, self.name) is self
+            and self.node() is not None
+        ):
+            object.__setattr__(owner, self.name, self.plain())
 
     def plain(self) -> Any:
         """The plain tree of what the checkpoint holds now (the containers given, where they still match)."""
@@ -773,8 +830,8 @@ def _plain_copy(held: Any, node: Any) -> Any:
     """The plain tree of ``held``, what a wrapper's holder keeps, saved by ``node`` (``held`` itself or its node).
 
     A container the user gave (or a plain one built earlier) is reused while it holds exactly the plain
-    children; else a new one is built and recorded as the wrapper's source, so that a save refuses a change
-    made to it in place, as it refuses one made to the tree given (see ``_check_source``).
+    children; else a new one is built and recorded as the wrapper's source in its place, so that a save
+    refuses a change made to it in place, as it refuses one made to the tree given (see ``_check_source``).
     """
     if isinstance(held, (_DictWrapper, ListWrapper)):
         nodes = held._self_nodes
@@ -793,8 +850,9 @@ def _plain_copy(held: Any, node: Any) -> Any:
                 return source[0]
             plain = values
             snapshot = list(values)
-        if source is None:
-            held._self_source = (plain, snapshot)
+        # The new container is what the attribute reads as from now on (the one given, changed in place, is
+        # what a restore replaced): a save refuses a change made to it.
+        held._self_source = (plain, snapshot)
         return plain
     if isinstance(node, _TupleValue) and node.current() is held:
         children = [_plain_copy(value, node._self_nodes.get(index)) for index, value in enumerate(held)]
@@ -1016,6 +1074,8 @@ class TrackableDataStructure(Trackable, metaclass=abc.ABCMeta):
     def _check_source(self) -> None:
         """Refuse to save a copy whose source the user changed since: the change would not be saved.
 
+        Nothing is checked while a restore runs (see :func:`restoring`).
+
         Raises
         ------
         TrackableError
@@ -1023,7 +1083,9 @@ class TrackableDataStructure(Trackable, metaclass=abc.ABCMeta):
             containers) was changed after it was given.
         """
         found = self.__dict__.get("_self_source")
-        if found is None:
+        if found is None or _RESTORING.depth:
+            # A restore restores into the copy as it was given, and the tree read back after it is rebuilt
+            # from that copy (see restoring).
             return
         source, then = found
         now = list(source.items()) if isinstance(source, dict) else list(source)
@@ -2299,8 +2361,9 @@ class _PytreeValue(TrackableDataStructure):
         a copy of must hold the same arrays and tensors: a restore writes into those (the node is
         rebuilt when one inside is replaced, see :meth:`_watch`).
 
-        At a save (``saving``): a leaf replaced in the held node (a mutable one) is tracked from now on; a
-        list or dict child it holds that changed since the checkpoint built it is refused.
+        When the node is walked (``saving``, a save or a restore): a leaf replaced in the held node (a
+        mutable one) is tracked from now on; a list or dict child it holds that changed since the checkpoint
+        built it is refused by a save.
 
         Raises
         ------
@@ -2333,8 +2396,12 @@ class _PytreeValue(TrackableDataStructure):
                     # checkpoint built it: the same leaves in the same structure.
                     copy = self._self_copies.get(index)
                     if copy is None or not _same_tree(leaves, structure, copy):
-                        raise self._changed_refused(f"at {self._element_where(index)}")
-                    copies[index] = copy
+                        if not _RESTORING.depth:
+                            raise self._changed_refused(f"at {self._element_where(index)}")
+                        # A restore restores into the containers the checkpoint tracks (see restoring); a
+                        # save still refuses the change.
+                    if copy is not None:
+                        copies[index] = copy
                     continue
                 inside = set(map(id, leaves))
                 if any(id(leaf) not in inside and _in_place_kind(leaf) for leaf in _tree_flatten(tracked)[0]):
@@ -2421,6 +2488,8 @@ class _PytreeValue(TrackableDataStructure):
     def _check_source(self) -> None:
         """Refuse to save a node whose source the user changed since it was given: the change would not be saved.
 
+        Nothing is checked while a restore runs (see :func:`restoring`).
+
         Its children are compared with what they were by their leaves and the shape of the lists, dicts
         and tuples holding them, not by the identity of those containers, which a flatten may build anew.
 
@@ -2430,8 +2499,8 @@ class _PytreeValue(TrackableDataStructure):
             The node given (a mutable one) holds other leaves than it did when it was given.
         """
         found = self._self_given
-        if found is None:
-            return
+        if found is None or _RESTORING.depth:
+            return  # a restore restores into the node as it was given (see restoring)
         ref, records = found
         source = ref()
         if source is None:

@@ -46,7 +46,7 @@ import numpy as np
 
 from trackpoint import _array_values, _gc, dtypes
 from trackpoint._suggest import with_hints
-from trackpoint.data_structures import TrackableDataStructure
+from trackpoint.data_structures import TrackableDataStructure, restoring
 from trackpoint.errors import (
     AssignmentError,
     DTypeMismatchError,
@@ -434,6 +434,10 @@ class _Traits(NamedTuple):
     default_lookup: bool
     #: Has the default children and no slots (see :attr:`_Plan.settled`).
     simple: bool
+    #: The class's ``_entries_missing_from(self, names)``: which of an object's entries a node of children
+    #: lacks (an object holding values saved as children, see :meth:`_Plan._plan_values`), or ``None``.
+    #: Looked up on the class: on an instance, a name it lacks costs an ``AutoTrackable`` a ``__getattr__``.
+    missing_from: Callable[[Trackable, Sequence[str]], list[str]] | None
 
 
 def _traits(cls: type[Trackable]) -> _Traits:
@@ -441,6 +445,7 @@ def _traits(cls: type[Trackable]) -> _Traits:
         saveables=uses_saveables_class(cls),
         default_lookup=cls._lookup_dependency is Trackable._lookup_dependency,
         simple=_is_simple(cls),
+        missing_from=getattr(cls, "_entries_missing_from", None),
     )
 
 
@@ -518,14 +523,17 @@ class _Plan:
     def run(self, proto_id: int, trackable: Trackable) -> None:
         """Plan from one matched pair, then apply; record a settled whole graph with the coordinator."""
         changes = dependency_changes()
-        with _gc.paused(), _array_values.planned_casts(self.casts):
-            self.walk(proto_id, trackable)
-        if self.mismatches:
-            raise _mismatched(self._located())
-        if self.twice:
-            self._check_twice()
-        self.planned_objects = order_restores(self.planned_objects, self.traits)
-        self.apply()
+        # A restore walks containers a save would refuse (changed in place), and rebuilds when it ends the
+        # plain trees of JAX arrays it replaced something in (see restoring).
+        with restoring():
+            with _gc.paused(), _array_values.planned_casts(self.casts):
+                self.walk(proto_id, trackable)
+            if self.mismatches:
+                raise _mismatched(self._located())
+            if self.twice:
+                self._check_twice()
+            self.planned_objects = order_restores(self.planned_objects, self.traits)
+            self.apply()
         # Dependencies tracked while this step ran (a restore that creates a dependency it was asked for)
         # were not walked.
         if self.settled and dependency_changes() == changes:
@@ -544,9 +552,17 @@ class _Plan:
         coordinator = self.coordinator
         tentative = self.tentative
         names = _saved_paths(coordinator, lambda i: i in tentative or coordinator.matched_object(i) is not None)
+        own: dict[int, str] | None = None
         for exc, (proto_id, obj) in zip(self.mismatches, self.mismatched_at, strict=True):
             if isinstance(obj, Variable) and exc.args:
-                exc.args = (f"{names.get(proto_id, str(proto_id))}: {exc.args[0]}", *exc.args[1:])
+                if tentative.get(proto_id, coordinator.matched_object(proto_id)) is obj:
+                    where = names.get(proto_id, str(proto_id))
+                else:
+                    # Another holder of an array saved once (see bind): the node is named after the first.
+                    if own is None:
+                        own = node_names(coordinator.view)
+                    where = own.get(id(obj), names.get(proto_id, str(proto_id)))
+                exc.args = (f"{where}: {exc.args[0]}", *exc.args[1:])
         return self.mismatches
 
     def bind(self, proto_id: int, trackable: Trackable) -> bool:
@@ -567,7 +583,9 @@ class _Plan:
                 # Two arrays where the checkpoint holds one (saved from one array held in both places): each
                 # gets its value, as a restore into the two separately would give them.
                 self.copies.append(trackable)
-                self._plan_values(proto_id, self.coordinator.nodes[proto_id], trackable, False)
+                self._plan_values(
+                    proto_id, self.coordinator.nodes[proto_id], trackable, self._traits_of(type(trackable))
+                )
                 return False
             self.conflicting.append(trackable)
             logger.warning(
@@ -587,6 +605,7 @@ class _Plan:
         nodes = coordinator.nodes
         slots = coordinator.slot_restorations
         traits_of = self.traits
+        class_traits = self._traits_of
         bind = self.bind
         plan_values = self._plan_values
         arrays = self.arrays
@@ -601,10 +620,8 @@ class _Plan:
             proto_id, trackable = queue.popleft()
             node = nodes[proto_id]
             cls = type(trackable)
-            traits = traits_of.get(cls)
-            if traits is None:
-                traits = traits_of[cls] = _traits(cls)
-            plan_values(proto_id, node, trackable, traits.saveables)
+            traits = traits_of.get(cls) or class_traits(cls)
+            plan_values(proto_id, node, trackable, traits)
             if slots and proto_id in slots:
                 self._check_slots(proto_id, trackable)
             settled = settled and traits.simple
@@ -642,8 +659,14 @@ class _Plan:
             settled = all(matched.issuperset(map(id, children.values())) for children in parents)
         self.settled = settled
 
+    def _traits_of(self, cls: type[Trackable]) -> _Traits:
+        traits = self.traits.get(cls)
+        if traits is None:
+            traits = self.traits[cls] = _traits(cls)
+        return traits
+
     def _plan_values(
-        self, proto_id: int, node: pb.TrackableObjectGraph.TrackableObject, trackable: Trackable, saveables: bool
+        self, proto_id: int, node: pb.TrackableObjectGraph.TrackableObject, trackable: Trackable, traits: _Traits
     ) -> None:
         planned = self.planned
         first = planned.get(id(trackable))
@@ -657,7 +680,7 @@ class _Plan:
         if self.coordinator.restore_uid <= trackable._self_update_uid:
             return  # a newer restore already wrote it
         planned[id(trackable)] = proto_id
-        if saveables:
+        if traits.saveables:
             self._plan_saveables(proto_id, node, trackable)
             return
         self.planned_objects.append(trackable)
@@ -666,9 +689,9 @@ class _Plan:
             # An object that only groups others (most nodes with children), or one holding values saved as
             # children (a state dict given as a dict, `model=net.state_dict()`), restored entry by entry: it
             # says which of its entries the node lacks, which would otherwise keep their values unnoticed.
-            missing_from = getattr(trackable, "_entries_missing_from", None)
+            missing_from = traits.missing_from
             if missing_from is not None and node.children:
-                missing = missing_from([child.local_name for child in node.children])
+                missing = missing_from(trackable, [child.local_name for child in node.children])
                 if missing:
                     self.partly.append((proto_id, trackable, missing))
             return
@@ -1193,9 +1216,10 @@ def _unmatched_report(coordinator: RestoreCoordinator, view: ObjectGraphView, un
     misspelled attribute leaves every object under it unmatched, and the names the checkpoint has at the
     nearest object that did match (among them the one meant) say what to rename.
     """
-    names = node_names(view)
+    with restoring():  # as in _record_live_objects
+        names = node_names(view)
+        walk = view.walk()
     lines = [_describe_objects(unmatched, names)]
-    walk = view.walk()
     proto_of = {
         id(obj): i for i, ref in enumerate(coordinator.matched) if ref is not None and (obj := ref()) is not None
     }
@@ -1275,19 +1299,21 @@ class CheckpointLoadStatus(LoadStatus):
         # Per class, whether it is a container wrapper: an isinstance check against that abstract class
         # costs about a microsecond, for each of possibly 10^5 objects.
         structures: dict[type, bool] = {}
-        for obj in list_objects(self._view):
-            ref = matched.get(id(obj))
-            if ref is not None and ref() is obj:
-                continue
-            cls = type(obj)
-            structure = structures.get(cls)
-            if structure is None:
-                structure = structures[cls] = issubclass(cls, TrackableDataStructure)
-            if structure and not obj._trackable_children():
-                continue  # empty containers have nothing to match
-            ref = seen.get(id(obj))
-            if ref is None or ref() is not obj:
-                seen[id(obj)] = weakref.ref(obj)
+        # A look at the graph, no save: a tree of JAX arrays changed in place since it was given is listed.
+        with restoring():
+            for obj in list_objects(self._view):
+                ref = matched.get(id(obj))
+                if ref is not None and ref() is obj:
+                    continue
+                cls = type(obj)
+                structure = structures.get(cls)
+                if structure is None:
+                    structure = structures[cls] = issubclass(cls, TrackableDataStructure)
+                if structure and not obj._trackable_children():
+                    continue  # empty containers have nothing to match
+                ref = seen.get(id(obj))
+                if ref is None or ref() is not obj:
+                    seen[id(obj)] = weakref.ref(obj)
 
     def _unmatched_python_objects(self) -> list[Trackable]:
         self._record_live_objects()
@@ -1518,7 +1544,9 @@ class NameBasedSaverStatus(LoadStatus):
         MatchError
             Listing the objects and names that were not found.
         """
-        names = node_names(self._view)
+        with restoring():  # as CheckpointLoadStatus._record_live_objects
+            names = node_names(self._view)
+            objects = list_objects(self._view)
         missing = [
             f"  {names.get(id(obj), repr(obj))}: {', '.join(attrs)}"
             for obj, attrs in ((ref(), attrs) for ref, attrs in self._restore.unused_attributes)
@@ -1529,11 +1557,7 @@ class NameBasedSaverStatus(LoadStatus):
                 f"Some objects had attributes which were not restored from the name-based checkpoint "
                 f"{self._restore.save_path!r}:\n" + "\n".join(missing)
             )
-        stale = [
-            obj
-            for obj in list_objects(self._view)
-            if obj._update_uid < self._restore.restore_uid and not self._optional(obj)
-        ]
+        stale = [obj for obj in objects if obj._update_uid < self._restore.restore_uid and not self._optional(obj)]
         if stale:
             raise MatchError(
                 f"Objects not restored from the name-based checkpoint {self._restore.save_path!r} (not reachable "
@@ -1577,6 +1601,10 @@ class _NameBasedRestore:
 
         All dtypes and shapes are checked before any variable is written.
         """
+        with restoring():  # as a restore by the object graph (see _Plan.run)
+            self._restore(trackable)
+
+    def _restore(self, trackable: Trackable) -> None:
         todo: list[tuple[Variable, str]] = []
         touched: list[Trackable] = []
         for obj in list_objects(ObjectGraphView(trackable)):

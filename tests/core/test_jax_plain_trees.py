@@ -8,13 +8,16 @@ fields for flax's ``TrainState``, namedtuples for optax's states).
 
 from __future__ import annotations
 
+import copy
 import dataclasses
+import pickle
 from typing import Any, NamedTuple
 
 import numpy as np
 import pytest
 
 import trackpoint as tp
+import trackpoint.autotrackable
 
 jax = pytest.importorskip("jax")
 jnp = pytest.importorskip("jax.numpy")
@@ -139,5 +142,100 @@ def test_an_attribute_restored_on_creation_or_holding_tuples_reads_as_a_plain_tr
     # A restore the attribute was already read after gives the newer values at the next read.
     ckpt.restore(tp.Checkpoint(state={"w": [jnp.full(2, 3.0)]}).save("memory://plain-trees/create/b")).expect_partial()
     assert float(ckpt.state["w"][0][0]) == 3.0
-    del ckpt.state  # out of date since the restore, and deleted all the same
+    del ckpt.state  # restored, and deleted all the same
     assert not hasattr(ckpt, "state") and "state" not in ckpt._trackable_children()
+
+
+class Holder(tp.AutoTrackable):
+    pass
+
+
+def test_a_restore_replaces_a_tree_changed_in_place_with_the_one_given_restored() -> None:
+    holder = Holder()
+    holder.params = {"w": jnp.zeros(3), "inner": {"b": jnp.zeros(1)}}
+    ckpt = tp.Checkpoint(holder=holder)
+    path = ckpt.save("memory://plain-trees/in-place/ckpt")
+    holder.params["w"] = jnp.ones(3)  # in place, on the tree the attribute reads as
+    holder.params["inner"]["extra"] = jnp.ones(2)
+    with pytest.raises(tp.TrackableError, match=r"Holder\.params: the dict given there .* was changed since"):
+        ckpt.save("memory://plain-trees/in-place/refused")
+
+    ckpt.restore(path).assert_consumed()  # a restore is no save: it restores into the tree as given
+
+    assert holder.params["w"].tolist() == [0.0, 0.0, 0.0] and set(holder.params["inner"]) == {"b"}
+    saved = tp.load_tree(ckpt.save("memory://plain-trees/in-place/ckpt"))["holder"]["params"]
+    assert saved["w"].tolist() == [0.0, 0.0, 0.0] and set(saved["inner"]) == {"b"}
+    # The tree read back after the restore is the one a save checks, down to the dicts inside.
+    holder.params["inner"]["b"] = jnp.ones(1)
+    with pytest.raises(tp.TrackableError, match=r"Holder\.params\['inner'\]: the dict given there"):
+        ckpt.save("memory://plain-trees/in-place/refused")
+    holder.params = holder.params
+    assert tp.load_tree(ckpt.save("memory://plain-trees/in-place/ckpt"))["holder"]["params"]["inner"]["b"] == 1.0
+
+
+def test_a_status_names_a_tree_changed_in_place_that_the_checkpoint_lacks() -> None:
+    path = tp.Checkpoint(holder=Holder()).save("memory://plain-trees/status/ckpt")
+    holder = Holder()
+    holder.params = {"w": jnp.zeros(2)}
+    holder.params["w"] = jnp.ones(2)  # a save would refuse it; a status only lists the graph
+    status = tp.Checkpoint(holder=holder).restore(path)
+    with pytest.raises(tp.MatchError, match=r"(?s)not bound to checkpointed values.*\(root\)\.holder\.params"):
+        status.assert_existing_objects_matched()
+    assert holder.params["w"].tolist() == [1.0, 1.0]  # nothing restored into it: the change stays
+
+
+@tree_util.register_dataclass
+@dataclasses.dataclass
+class MutableState:
+    step: Any
+    params: Any
+
+
+def test_a_restore_replaces_a_registered_node_changed_in_place() -> None:
+    holder = Holder()
+    holder.state = MutableState(jnp.int32(0), {"w": jnp.zeros(2)})
+    ckpt = tp.Checkpoint(holder=holder)
+    path = ckpt.save("memory://plain-trees/node/ckpt")
+    holder.state.step = jnp.int32(3)
+    holder.state.params["w"] = jnp.ones(2)
+    with pytest.raises(tp.TrackableError, match=r"Holder\.state: the MutableState given there was changed"):
+        ckpt.save("memory://plain-trees/node/refused")
+
+    ckpt.restore(path).assert_consumed()
+
+    assert int(holder.state.step) == 0 and holder.state.params["w"].tolist() == [0.0, 0.0]
+    assert int(tp.load_tree(ckpt.save("memory://plain-trees/node/ckpt"))["holder"]["state"]["step"]) == 0
+
+
+def test_a_restored_tree_is_in_the_instance_dict_before_it_is_read() -> None:
+    holder = Holder()
+    holder.params = {"w": jnp.zeros(2)}
+    path = tp.Checkpoint(holder=holder).save("memory://plain-trees/dict/ckpt")
+    holder.params = {"w": jnp.ones(2)}
+    tp.Checkpoint(holder=holder).restore(path).assert_consumed()
+
+    restored = vars(holder)["params"]  # what code walking __dict__ (copy, pickle, introspection) finds
+    assert type(restored) is dict and restored["w"].tolist() == [0.0, 0.0]
+    assert copy.copy(holder).__dict__["params"] is restored
+    assert pickle.loads(pickle.dumps(holder)).__dict__["params"]["w"].tolist() == [0.0, 0.0]
+
+
+def test_a_save_or_restore_reads_no_attribute_an_auto_trackable_lacks(monkeypatch: pytest.MonkeyPatch) -> None:
+    # An attribute missing from an AutoTrackable goes through its __getattr__ (a plain tree out of date is
+    # rebuilt there): asked of each of 10^5 objects by a restore, it costs about a microsecond each.
+    asked: list[str] = []
+    rebuild = trackpoint.autotrackable.read_plain_tree
+
+    def counting(owner: tp.Trackable, name: str) -> Any:
+        asked.append(name)
+        return rebuild(owner, name)
+
+    monkeypatch.setattr(trackpoint.autotrackable, "read_plain_tree", counting)
+    root = Holder()
+    root.layer = Holder()
+    root.layer.w = tp.Variable(np.ones(2))
+    root.params = {"w": jnp.ones(2)}
+    ckpt = tp.Checkpoint(model=root)
+    path = ckpt.save("memory://plain-trees/lookups/ckpt")
+    ckpt.restore(path).assert_consumed()
+    assert asked == []

@@ -121,6 +121,16 @@ def test_several_mismatches_each_name_their_object(tmp_path: Path) -> None:
     assert "\n  (root).model._operations.1.bias: cannot restore 'optimizer/_trainable_variables/1/" in message
 
 
+def test_a_mismatch_of_another_holder_of_an_array_saved_once_names_that_holder(tmp_path: Path) -> None:
+    shared = np.zeros(2)
+    path = tp.Checkpoint(model={"x": shared, "y": shared}).write(str(tmp_path / "ckpt"))  # saved once, under x
+    with pytest.raises(tp.ShapeMismatchError) as caught:
+        tp.Checkpoint(model={"x": np.zeros(2), "y": np.zeros(3)}).read(path)
+    assert str(caught.value).startswith(
+        "(root).model.y: cannot restore 'model/x/.ATTRIBUTES/VARIABLE_VALUE' into the numpy value 'y'"
+    )
+
+
 def unrestored_warning(caplog: pytest.LogCaptureFixture, restore: object) -> str:
     with caplog.at_level("WARNING", logger="trackpoint"):
         caplog.clear()
