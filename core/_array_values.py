@@ -119,6 +119,8 @@ class _NumpyValue(Variable):
     _memory_found: int | None = None
     #: What :meth:`identity` found for the value held now (``UNKNOWN`` until asked).
     _identity_found: Hashable | None = None
+    #: A numpy array's shape, strides and dtype when :meth:`identity` was found: valid while they are the same.
+    _identity_layout: tuple[Any, ...] = ()
 
     def __init__(self, value: Any, name: str, where: str, on_replace: Callable[[Any], None] | None = None) -> None:
         self._maybe_initialize_trackable()
@@ -234,13 +236,22 @@ class _NumpyValue(Variable):
         object graph saves as one node reached by several edges, as TensorFlow saves a variable, and a
         restore reads once (see :func:`first_node`). Only arrays are: numbers (Python's, numpy scalars)
         are values that equal ones may share an object for (``np.True_``), and a ``jax.ShapeDtypeStruct``
-        is a template, each place of it restored into a new array. Computed once per value held.
+        is a template, each place of it restored into a new array. Asked only of values whose memory another
+        node's shares: computed at each walk for a torch tensor (``.data =`` and ``set_()`` point the same
+        object at other memory) and for a numpy array whose shape, strides or dtype were set in place since;
+        else kept (numpy moves no array's memory that another array refers to, and a JAX array is immutable).
         """
+        current = self._current
+        if self._tensor is not None:
+            return _identity_of()(current)
         found = self._identity_found
-        if found is UNKNOWN:
-            current = self._current
-            array = isinstance(current, np.ndarray) or self._tensor is not None or is_jax_array(current)
-            found = self._identity_found = _identity_of()(current) if array else None
+        if isinstance(current, np.ndarray):
+            layout = (current.shape, current.strides, current.dtype)
+            if found is UNKNOWN or layout != self._identity_layout:
+                found = self._identity_found = _identity_of()(current)
+                self._identity_layout = layout
+        elif found is UNKNOWN:
+            found = self._identity_found = _identity_of()(current) if is_jax_array(current) else None
         return found
 
     def memory(self) -> int | None:

@@ -355,6 +355,26 @@ def _is_meta(value: Any) -> bool:
     return getattr(value, "is_meta", False) is True
 
 
+def _memory(value: Any, kind: str) -> Hashable | None:
+    """A cheap key that entries of one array share (so may others); ``None`` where :func:`_identity` is ``None``.
+
+    ``kind`` is the structure's kind of the array (``"torch"``, ``"numpy"``, ...). Only entries of one key can be
+    one array, which :func:`_identity` then tells: it costs microseconds, this a fraction of one, and most
+    entries of a state dict share their memory with no other.
+    """
+    if kind == "torch":
+        torch = sys.modules["torch"]
+        # Equal identities have equal storage address, offset and dtype: the same data address.
+        return value.data_ptr() if type(value) in (torch.Tensor, torch.nn.Parameter) else None
+    if kind == "numpy":
+        base = value
+        while isinstance(base.base, np.ndarray):
+            base = base.base
+        # The memory's owner: equal views of one buffer have it in common (see _NumpyValue.memory).
+        return id(base if base.base is None else base.base)
+    return id(value)
+
+
 def _identity(value: Any) -> Hashable | None:
     """What makes two arrays of a state dict provably one array; ``None`` for an array never merged with another.
 
@@ -367,6 +387,10 @@ def _identity(value: Any) -> Hashable | None:
     (whose address tells nothing), tensors on 'meta' (no memory), DTensors (saved as slices) and tensor
     subclasses (whose storage may not be their values).
     """
+    if isinstance(value, np.ndarray):  # first: a walk asks this of each of many views of one buffer
+        if not value.size:
+            return None
+        return (value.ctypes.data, value.dtype, value.shape, value.strides)
     if _is_meta(value) or is_dtensor(value):
         return None
     if dtypes._is_torch_tensor(value):
@@ -385,10 +409,6 @@ def _identity(value: Any) -> Hashable | None:
             value.is_conj(),
             value.is_neg(),
         )
-    if isinstance(value, np.ndarray):
-        if not value.size:
-            return None
-        return (value.__array_interface__["data"][0], value.dtype, value.shape, value.strides)
     return ("object", id(value))  # the state dict holds it while it is flattened: no other object has this id
 
 
@@ -1179,6 +1199,9 @@ class StatefulValue(Trackable):
         # The entries of the state dict that are the same array as an earlier one (a tied weight), by name,
         # with that one's name: saved and restored as that array (see _identity).
         self._aliases: dict[str, str] = {}
+        # Planned by a restore: the entries the object holds as one array (a tied weight) that the checkpoint
+        # holds apart, as (the array's name, the other entry's name), with their checkpoint keys.
+        self._apart: list[tuple[str, str, str, str]] = []
         # For a checkpoint of the object's state dict given as a dict: (the restore's children, the state dict).
         self._legacy: tuple[Any, Mapping[Any, Any]] | None = None
         self._legacy_nodes: dict[str, _NumpyValue] = {}
@@ -1217,11 +1240,33 @@ class StatefulValue(Trackable):
         """
         leaves: dict[str, _NumpyValue | None] = {}
         meta = self._meta = {}
-        # The name of the first array saved for each identity (see _identity): an entry that is the same array
-        # (a tied weight) names that array in the structure instead of saving it again.
+        # The first entry met of each memory (see _memory), then the name of the first array saved for each
+        # identity among entries of a memory met twice (see _identity): an entry that is the same array (a tied
+        # weight) names that array in the structure instead of saving it again.
+        memories: dict[Hashable, str] = {}
         first: dict[Hashable, str] = {}
+        # The first entry of each memory by name, until its identity is known. No tuple per entry: the garbage
+        # collector tracks tuples, and tens of thousands of them made it collect during the walk, at a cost.
+        unknown: dict[str, Any] = {}
         aliases: dict[str, str] = {}
         self._aliases = aliases
+
+        def saved_as(value: Any, name: str, kind: str) -> str | None:
+            """The name of an earlier entry that is the same array as ``value``, if any."""
+            memory = _memory(value, kind)
+            if memory is None:
+                return None
+            met = memories.setdefault(memory, name)
+            if met == name:
+                unknown[name] = value  # the first of its memory: no identity needed unless another comes
+                return None
+            if met in unknown:
+                found = _identity(unknown.pop(met))
+                if found is not None:
+                    first.setdefault(found, met)
+            identity = _identity(value)
+            saved = None if identity is None else first.setdefault(identity, name)
+            return None if saved == name else saved
 
         def leaf(value: Any, name: str, where: str) -> _NumpyValue | None:
             if not arrays:
@@ -1257,13 +1302,10 @@ class StatefulValue(Trackable):
                     kind = "jax"
                 else:
                     kind = "numpy" if isinstance(value, np.ndarray) else "scalar"
-                identity = _identity(value)
-                saved = None if identity is None else first.get(identity)
+                saved = saved_as(value, name, kind)
                 if saved is not None:
                     aliases[name] = saved
                     return {"array": saved, "kind": kind}
-                if identity is not None:
-                    first[identity] = name
                 leaves[name] = leaf(value, name, where)
                 return {"array": name, "kind": kind}
             if value is None or type(value) in (bool, int, float, str):
@@ -1450,7 +1492,7 @@ class StatefulValue(Trackable):
                 f"dict there (no scalar string {STATE_DICT_STRUCTURE!r} among its values {sorted(infos)})"
             )
         self._entries = None
-        self._fills, self._needs = [], {}
+        self._fills, self._needs, self._apart = [], {}, []
         _, leaves = self._flatten(self._state_dict(), arrays=True, restoring=True)
         module = _module(self._obj)
         # By the name the object's state dict gives it now: a module's entry saved with `_orig_mod.` in its key
@@ -1491,11 +1533,18 @@ class StatefulValue(Trackable):
                 filled.add(name)
         if module is not None and filled:
             # The tensor objects themselves (the state dict's own are detached aliases): an optimizer holds these.
-            self._fills = [
-                tensor
-                for key, tensor in module.state_dict(keep_vars=True).items()
-                if _component(_uncompiled(key)) in filled and _is_meta(tensor)
-            ]
+            # One of them under two keys is a tied weight, which _flatten cannot tell on 'meta' (no memory): the
+            # checkpoint's two values for it are compared once read (see _apart).
+            held: dict[int, str] = {}
+            for key, tensor in module.state_dict(keep_vars=True).items():
+                name = _component(_uncompiled(key))
+                if name not in filled or not _is_meta(tensor):
+                    continue
+                self._fills.append(tensor)
+                first = held.setdefault(id(tensor), name)
+                if first != name:
+                    array, other = plain.get(first, first), plain.get(name, name)
+                    self._apart.append((array, other, where[array], where[other]))
         needs, misfits = self._check_optimizer_state(
             [(name, info, where[name]) for name, info in infos.items() if name not in planned]
         )
@@ -1506,8 +1555,9 @@ class StatefulValue(Trackable):
             if node is None:
                 # An entry that is the same array as another (a tied weight) saved on its own, by a checkpoint of
                 # an untied model or of an earlier trackpoint: read apart and copied by load_state_dict, so
-                # only its shape is checked here, against the array it is.
-                tied = planned.get(self._aliases.get(name, ""))
+                # its shape is checked here, against the array it is, and its values once read (see _apart).
+                array = self._aliases.get(name, "")
+                tied = planned.get(array)
                 shape = None if tied is None else tuple(tied.current().shape)
                 if shape is not None and tuple(tensor.shape) != shape:
                     problems.append(
@@ -1516,6 +1566,8 @@ class StatefulValue(Trackable):
                             f"shape {tuple(tensor.shape)}, the object holds shape {shape} there"
                         )
                     )
+                elif array in infos:
+                    self._apart.append((array, name, where[array], where[name]))
                 continue
             try:
                 node._check_restore_tensors({VARIABLE_VALUE_KEY: tensor}, {VARIABLE_VALUE_KEY: where[name]})
@@ -1615,6 +1667,8 @@ class StatefulValue(Trackable):
         return None if node is None else node._restore_slice(VARIABLE_VALUE_KEY)
 
     def _restore_buffer(self, attribute: str) -> np.ndarray[Any, Any] | None:
+        if self._apart:
+            return None  # nothing read in place before the two values of a tied array are compared
         node = None if self._planned is None else self._planned.get(attribute)
         buffer = None if node is None else node._restore_buffer(VARIABLE_VALUE_KEY)
         if buffer is not None:
@@ -1624,9 +1678,11 @@ class StatefulValue(Trackable):
     def _restore_from_tensors(self, tensors: Mapping[str, np.ndarray[Any, Any]]) -> None:
         planned, self._planned = self._planned or {}, None
         offered, self._offered = self._offered, set()
+        apart, self._apart = self._apart, []
         raw = tensors.get(STATE_DICT_STRUCTURE)
         if raw is None:
             return
+        self._check_apart(apart, tensors)
         structure = parse_structure(raw, self._where)
         # The arrays the object holds that hold the checkpoint's values before load_state_dict runs.
         written = set(offered)
@@ -1663,6 +1719,30 @@ class StatefulValue(Trackable):
         state = rebuild_state_dict(structure, array, self._where)
         meta, self._meta = self._meta, {}
         self._load(state, bool(meta), written)
+
+    def _check_apart(self, apart: list[tuple[str, str, str, str]], tensors: Mapping[str, np.ndarray[Any, Any]]) -> None:
+        """Refuse two different values the checkpoint holds for one array of the object (a tied weight).
+
+        The object would keep whichever ``load_state_dict`` copied last and drop the other. Equal values (a
+        tied model saved by a trackpoint that stored each key) restore as one. Nothing of the object was
+        read in place (see :meth:`_restore_buffer`): it is left as it was.
+        """
+        from trackpoint.restore import _same_values  # restore imports this module: not at the top
+
+        differ = [
+            f"  {first_key!r} and {other_key!r}"
+            for first, other, first_key, other_key in apart
+            if first in tensors and other in tensors and not _same_values(tensors[first], tensors[other])
+        ]
+        if differ:
+            lines = "\n".join(differ)
+            raise TrackableError(
+                f"cannot restore into {self._where}: the checkpoint holds two different values for one tensor "
+                f"{type(self._obj).__name__} holds under two keys (tied weights, saved from a model where they "
+                "were not tied); a restore would keep one and drop the other. Nothing was restored into "
+                f"{self._where}. Untie them in the model (a Parameter of its own for each key) to restore both, "
+                f"or restore a checkpoint saved from the tied model:\n{lines}"
+            )
 
     def _load(self, state: Any, meta: bool, written: set[str]) -> None:
         """Hand the state dict rebuilt from the checkpoint to ``load_state_dict``, first filling tensors on 'meta'.

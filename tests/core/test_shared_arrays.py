@@ -145,3 +145,22 @@ def test_tied_torch_weights_of_a_state_dict_given_as_a_dict_are_saved_once(tmp_p
     untied = {key: value.clone() for key, value in tied(3).state_dict().items()}
     tp.Checkpoint(model=untied).read(path).assert_consumed()
     assert torch.equal(untied["0.weight"], net[0].weight) and torch.equal(untied["1.weight"], net[0].weight)
+
+
+def test_a_view_whose_shape_is_set_in_place_after_a_save_is_saved_on_its_own(tmp_path: Path) -> None:
+    a = np.arange(6.0)
+    b = a.view()
+    ckpt = tp.Checkpoint(a=a, b=b)
+    assert keys(ckpt.write(str(tmp_path / "one"))) == ["a" + VALUE]  # the same array: one node
+    b.shape = (2, 3)  # now another array over the same memory: what the first save found no longer holds
+    path = ckpt.write(str(tmp_path / "two"))
+    assert {key: shape for key, shape in tp.list_variables(path) if key in keys(path)} == {
+        "a" + VALUE: [6],
+        "b" + VALUE: [2, 3],
+    }
+    into = tp.Checkpoint(a=np.zeros(6), b=np.zeros((2, 3)))
+    into.read(path).assert_consumed()
+    assert into.b.tolist() == [[0.0, 1.0, 2.0], [3.0, 4.0, 5.0]]
+    # Given the same layout again, it is the array again.
+    b.shape = (6,)
+    assert keys(ckpt.write(str(tmp_path / "three"))) == ["a" + VALUE]

@@ -91,6 +91,47 @@ def test_a_checkpoint_that_stores_both_keys_restores_into_a_tied_model(tmp_path:
     assert torch.equal(restored.embed.weight, before)  # refused before anything was written
 
 
+def test_an_untied_checkpoint_of_two_values_is_refused_by_a_tied_model_before_anything_is_written(
+    tmp_path: Path,
+) -> None:
+    model, _ = _trained(0)
+    weight = model.embed.weight.detach()
+    two = StateHolder({"embed.weight": weight.clone(), "lm_head.weight": weight + 1})
+    path = tp.Checkpoint(model=two).write(str(tmp_path / "ckpt"))
+    restored, _ = _trained(1)
+    before = restored.embed.weight.detach().clone()
+    with pytest.raises(tp.TrackableError, match="two different values for one tensor") as raised:
+        tp.Checkpoint(model=restored).read(path)
+    assert "'model/.ATTRIBUTES/embed..weight' and 'model/.ATTRIBUTES/lm_head..weight'" in str(raised.value)
+    assert torch.equal(restored.embed.weight, before) and restored.lm_head.weight is restored.embed.weight
+
+    # Alike into a tied model built on 'meta', which the restore would fill.
+    with torch.device("meta"):
+        empty = TiedLM()
+    with pytest.raises(tp.TrackableError, match="two different values for one tensor"):
+        tp.Checkpoint(model=empty).read(path)
+    assert empty.embed.weight.is_meta
+    # Equal values restore as one.
+    equal = StateHolder({"embed.weight": weight.clone(), "lm_head.weight": weight.clone()})
+    tp.Checkpoint(model=empty).read(tp.Checkpoint(model=equal).write(str(tmp_path / "equal"))).assert_consumed()
+    assert empty.lm_head.weight is empty.embed.weight and torch.equal(empty.embed.weight, weight)
+
+
+def test_a_tensor_pointed_at_other_memory_after_a_save_is_saved_on_its_own(tmp_path: Path) -> None:
+    a = torch.zeros(3)
+    b = a.detach()  # another tensor object over the same memory: the same array
+    ckpt = tp.Checkpoint(a=a, b=b)
+    assert [key for key, _ in tp.list_variables(ckpt.write(str(tmp_path / "one"))) if "VALUE" in key] == [
+        "a/.ATTRIBUTES/VARIABLE_VALUE"
+    ]
+    b.data = torch.ones(3)  # now an array of its own
+    path = ckpt.write(str(tmp_path / "two"))
+    assert [key for key, _ in tp.list_variables(path) if "VALUE" in key] == [
+        "a/.ATTRIBUTES/VARIABLE_VALUE",
+        "b/.ATTRIBUTES/VARIABLE_VALUE",
+    ]
+
+
 def test_views_of_one_storage_that_are_not_the_same_tensor_are_saved_each(tmp_path: Path) -> None:
     base = torch.arange(12, dtype=torch.float32).reshape(3, 4)
     complex_base = torch.randn(3, dtype=torch.complex64)
