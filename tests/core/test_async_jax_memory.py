@@ -156,9 +156,7 @@ def test_an_async_save_keeps_no_jax_array_alive_while_it_writes(gate: Gate, tmp_
     _assert_saved(tmp_path / "ckpt", {"w": np.full((16, 256), 3.0, np.float32)})
 
 
-def test_a_zarr_save_gathers_each_jax_array_once(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_a_zarr_save_gathers_each_jax_array_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from trackpoint import _array_values
 
     gathered: list[tuple[int, ...]] = []
