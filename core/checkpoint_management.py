@@ -192,6 +192,19 @@ def checkpoint_exists(checkpoint_prefix: str | os.PathLike[str], *, options: Che
     pattern: ``ckpt-4.index``, a directory and ``run/ckpt-*`` are all True,
     committed or not. On other stores only a committed checkpoint counts:
     their contract lists checkpoints, not files.
+
+    Parameters
+    ----------
+    checkpoint_prefix
+        A checkpoint prefix (local path, ``pathlib.Path`` or URL), or for a
+        local path a glob pattern.
+    options
+        Chooses and configures the backend.
+
+    Returns
+    -------
+    bool
+        Whether a checkpoint (or, locally, a matching file) exists there.
     """
     prefix = os.fspath(checkpoint_prefix)
     options = _options_argument(options, "checkpoint_exists")

@@ -215,13 +215,29 @@ def load_checkpoint(
     ``trackpoint convert`` reads it (its keys as exported). Without a
     backend chosen in ``options``, a checkpoint of any format stored at
     ``ckpt_dir_or_file`` is found (see :func:`trackpoint.plugins.detect_backends`).
-    ``path`` is its former name, still accepted as a keyword.
+
+    Parameters
+    ----------
+    ckpt_dir_or_file
+        A checkpoint prefix, a directory (its latest checkpoint is read) or a
+        ``.safetensors`` / ``.npz`` file; a local path, ``pathlib.Path`` or URL.
+    options
+        Chooses and configures the backend.
+    path
+        The former name of ``ckpt_dir_or_file``, still accepted as a keyword.
+
+    Returns
+    -------
+    TensorReader
+        TensorFlow's ``CheckpointReader`` interface; close it (or use it as a
+        context manager) to release the backend it reads through.
 
     Raises
     ------
     CheckpointNotFoundError
         No checkpoint there; the message says a prefix (``dir/ckpt-1``) or a
-        directory holding checkpoints is wanted.
+        directory holding checkpoints is wanted (``ForeignCheckpointError``
+        when another library's file is there).
     ArgumentTypeError
         ``ckpt_dir_or_file`` and ``path`` both given, or neither.
     """
@@ -245,7 +261,20 @@ def list_variables(
 ) -> list[tuple[str, list[int]]]:
     """Sorted ``(key, shape)`` pairs of every tensor in a checkpoint, as ``tf.train.list_variables``.
 
-    ``ckpt_dir_or_file`` (or ``path``, its former name) is as for :func:`load_checkpoint`.
+    Parameters
+    ----------
+    ckpt_dir_or_file, options, path
+        As for :func:`load_checkpoint` (``path`` is the former name of ``ckpt_dir_or_file``).
+
+    Returns
+    -------
+    list of (str, list of int)
+        Each tensor's key and shape, sorted by key.
+
+    Raises
+    ------
+    CheckpointNotFoundError, ArgumentTypeError
+        As :func:`load_checkpoint` raises them.
     """
     from trackpoint._renamed import renamed
 
