@@ -11,7 +11,7 @@ from trackpoint.backends.bundle._index import header_count
 from trackpoint.backends.bundle._listing import count_of, data_files, listed, part_files, prefix_files
 from trackpoint.backends.bundle._names import DATA_RE, PART_RE, basename, data_filename, index_name, part_index
 from trackpoint.backends.bundle._strategy import CommitStrategy, Staged
-from trackpoint.backends.bundle._writer import Row, file_count
+from trackpoint.backends.bundle._writer import Row, file_count, merge_index
 from trackpoint.backends.stores import FileLayer
 from trackpoint.errors import (
     CheckpointExistsError,
@@ -37,6 +37,10 @@ class CreateCommit(CommitStrategy):
         super().__init__(files)
         # Objects created by each save, so abort removes only those.
         self._created: dict[str, list[str]] = {}
+        # Piece indexes of one-shard saves written by this process, by (prefix, save_id): a one-shard save's
+        # piece index already is its final index, and keeping it spares commit the merge (_index_table).
+        # Only this strategy needs it: RenameCommit renames the piece index file itself into place.
+        self._single: dict[tuple[str, str], bytes] = {}
 
     @classmethod
     def suits(cls, capabilities: Capabilities) -> bool:
@@ -153,17 +157,21 @@ class CreateCommit(CommitStrategy):
                 f"{spec.shard_id}, or a cleanup removed them ({part!r} was removed); this save was not committed, "
                 f"retry it{_MIN_AGE_HINT}"
             ) from exc
+        if spec.num_shards == 1 and staged.file_count == 1:
+            with self._lock:
+                self._single[(prefix, spec.save_id)] = piece_table
 
-    def _commit(self, prefix: str, shards: Sequence[ShardResult], single: bytes | None, *, overwrite: bool) -> None:
+    def _commit(self, prefix: str, shards: Sequence[ShardResult], *, overwrite: bool) -> None:
         # docstring inherited
         index = index_name(prefix)
         n = len(shards)
         save_id = shards[0].spec.save_id
-        if not overwrite and self.files.exists(index):
+        # Taken before any check: a commit attempt ends the save's use of it, whatever its outcome.
+        with self._lock:
+            single = self._single.pop((prefix, save_id), None)
+        if not overwrite:
             # The clearer error first; the create-only write below still decides races.
-            raise CheckpointExistsError(
-                f"bundle: a checkpoint is already committed at {prefix!r}; pass overwrite=True to replace it"
-            )
+            self._refuse_committed(prefix)
         count = file_count(prefix, shards)
         table = self._index_table(prefix, shards, single, count)
         parts = [part_index(prefix, r.spec, count) for r in shards]
@@ -227,6 +235,12 @@ class CreateCommit(CommitStrategy):
             # The replaced checkpoint's data: no committed index names it any more.
             self.files.delete([p for p in listed(self.files, prefix, DATA_RE) if count_of(p) == previous_count])
 
+    def _index_table(self, prefix: str, shards: Sequence[ShardResult], single: bytes | None, count: int) -> bytes:
+        """The final index: a one-shard save's piece table if it fits, else merged from the manifests."""
+        if single is not None and len(shards) == 1 and count == 1:
+            return single
+        return merge_index(prefix, shards, count)
+
     def _retract(self, prefix: str, version: str, previous: VersionedBytes | None, previous_count: int | None) -> None:
         """Undo this save's index write after another save took the prefix over.
 
@@ -267,6 +281,7 @@ class CreateCommit(CommitStrategy):
     def _abort(self, prefix: str, save_id: str) -> None:
         # docstring inherited
         with self._lock:
+            self._single.pop((prefix, save_id), None)
             created = self._created.pop(save_id, [])
         pieces = part_files(self.files, prefix, save_id)
         markers = [p for p in created if PART_RE.match(basename(p))]

@@ -62,15 +62,13 @@ class RenameCommit(CommitStrategy):
             count += 1
         return count
 
-    def _commit(self, prefix: str, shards: Sequence[ShardResult], single: bytes | None, *, overwrite: bool) -> None:
+    def _commit(self, prefix: str, shards: Sequence[ShardResult], *, overwrite: bool) -> None:
         # docstring inherited
         index = index_name(prefix)
         directory = self.files.dirname(prefix)
         n = len(shards)
-        if not overwrite and self.files.exists(index):
-            raise CheckpointExistsError(
-                f"bundle: a checkpoint is already committed at {prefix!r}; pass overwrite=True to replace it"
-            )
+        if not overwrite:
+            self._refuse_committed(prefix)
         count = self._free_count(prefix, n)
         table = None if n == 1 and count == 1 else merge_index(prefix, shards, count)
         sources = [data_filename(self._piece(prefix, r.spec), 0, 1) for r in shards]

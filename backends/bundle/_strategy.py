@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from typing import ClassVar, NamedTuple
 
 from trackpoint.backends.bundle._names import index_name
-from trackpoint.backends.bundle._writer import Row, describe_shard, merge_index
+from trackpoint.backends.bundle._writer import Row, describe_shard
 from trackpoint.backends.stores import FileLayer
 from trackpoint.errors import CheckpointExistsError, InvalidCheckpointError
 from trackpoint.storage import Capabilities, ShardResult, ShardSpec, WriteItem
@@ -42,9 +42,6 @@ class CommitStrategy(ABC):
     def __init__(self, files: FileLayer) -> None:
         self.files = files
         self._lock = threading.Lock()
-        # Piece indexes of one-shard saves written by this process, by (prefix, save_id):
-        # a one-shard save's piece index already is its final index.
-        self._single: dict[tuple[str, str], bytes] = {}
 
     @classmethod
     @abstractmethod
@@ -59,11 +56,19 @@ class CommitStrategy(ABC):
         false and creates the prefix's directory, so an unwritable location
         fails before any data is written.
         """
-        if not overwrite and self.files.exists(index_name(prefix)):
-            raise CheckpointExistsError(
-                f"bundle: a checkpoint is already committed at {prefix!r}; pass overwrite=True or choose another prefix"
-            )
+        if not overwrite:
+            self._refuse_committed(prefix)
         self.files.makedirs(self.files.dirname(prefix))
+
+    def _refuse_committed(self, prefix: str) -> None:
+        """Raise CheckpointExistsError if a checkpoint is committed at ``prefix``.
+
+        The check of a save without ``overwrite``, in ``begin`` and again in ``_commit``; one message for both.
+        """
+        if self.files.exists(index_name(prefix)):
+            raise CheckpointExistsError(
+                f"bundle: a checkpoint is already committed at {prefix!r}; pass overwrite=True to replace it"
+            )
 
     # ------------------------------------------------------------ write_shard
     def write_shard(self, prefix: str, spec: ShardSpec, items: Sequence[WriteItem]) -> ShardResult:
@@ -73,9 +78,6 @@ class CommitStrategy(ABC):
         shard = describe_shard(spec, rows, staged.file_count, piece=self._keeps_piece(spec))
         if shard.piece_table is not None:
             self._publish(prefix, spec, staged, shard.piece_table)
-            if spec.num_shards == 1 and staged.file_count == 1:
-                with self._lock:
-                    self._single[(prefix, spec.save_id)] = shard.piece_table
         return shard.result
 
     def _keeps_piece(self, spec: ShardSpec) -> bool:
@@ -105,19 +107,11 @@ class CommitStrategy(ABC):
             raise InvalidCheckpointError(
                 f"bundle: commit of {prefix!r} needs every shard of one save exactly once, in shard_id order"
             )
-        with self._lock:
-            single = self._single.pop((prefix, shards[0].spec.save_id), None)
-        self._commit(prefix, shards, single, overwrite=overwrite)
+        self._commit(prefix, shards, overwrite=overwrite)
 
     @abstractmethod
-    def _commit(self, prefix: str, shards: Sequence[ShardResult], single: bytes | None, *, overwrite: bool) -> None:
-        """Publish a validated shard list; ``single`` is the piece table of a one-shard save, if known."""
-
-    def _index_table(self, prefix: str, shards: Sequence[ShardResult], single: bytes | None, count: int) -> bytes:
-        """The final index: a one-shard save's piece table if it fits, else merged from the manifests."""
-        if single is not None and len(shards) == 1 and count == 1:
-            return single
-        return merge_index(prefix, shards, count)
+    def _commit(self, prefix: str, shards: Sequence[ShardResult], *, overwrite: bool) -> None:
+        """Publish a validated shard list."""
 
     # ------------------------------------------------------------------ abort
     def abort(self, prefix: str, save_id: str) -> None:
@@ -127,8 +121,6 @@ class CommitStrategy(ABC):
         because the store stopped answering, each listing and deletion must not wait out the retry limits
         again. What is left, ``cleanup`` removes.
         """
-        with self._lock:
-            self._single.pop((prefix, save_id), None)
         with self.files.cleaning_up():
             self._abort(prefix, save_id)
 
