@@ -383,9 +383,10 @@ def convert_run(
     CheckpointExistsError
         Without ``overwrite``: ``dst`` holds checkpoints of the source's series (``ckpt-N``) other than equal
         copies of the source's, or a state file listing something else. Raised before anything is written,
-        naming them. With or without ``overwrite``: ``dst`` is ``src``.
+        naming them.
     InvalidArgumentError
-        ``src`` or ``dst`` is a ``.safetensors`` / ``.npz`` file (:func:`convert` exports one checkpoint).
+        ``src`` or ``dst`` is a ``.safetensors`` / ``.npz`` file (:func:`convert` exports one checkpoint); or
+        ``dst`` is ``src``, with or without ``overwrite``.
 
     Notes
     -----
@@ -412,7 +413,7 @@ def convert_run(
                 url=path,
             )
     if _same_directory(src_dir, dst_dir):
-        raise CheckpointExistsError(
+        raise InvalidArgumentError(
             f"convert_run: source and destination are the same directory {src_dir!r}; copy the run into another "
             "directory"
         )
@@ -475,12 +476,7 @@ def _run_checkpoints(source: StorageBackend, src_dir: str) -> dict[str, str]:
         raise CheckpointNotFoundError(
             f"convert_run: no checkpoint is committed in the directory {src_dir!r}{hint}", url=src_dir
         )
-
-    def order(prefix: str) -> tuple[int, str]:
-        number = state.checkpoint_number(prefix)
-        return (-1 if number is None else number, prefix)
-
-    return {state._basename(p): p for p in sorted(prefixes, key=order)}
+    return {state._basename(p): p for p in sorted(prefixes, key=state.number_order)}
 
 
 def _state_for(src_state: state.CheckpointState, dst_dir: str, *, relative: bool) -> state.CheckpointState:
@@ -516,31 +512,11 @@ def _with_other_series(
     if current is None:
         return run
     stems = {state._stem(name) for name in names}
-    others = [(p, t) for p, t in _timed(current) if state._stem(p) not in stems]
+    others = [(p, t) for p, t in state.timed_entries(current) if state._stem(p) not in stems]
     if not others:
+        # The source's file as it is: compared with the destination's to tell an earlier copy of the run.
         return run
-    entries = [*others, *_timed(run)]
-    timed = all(t is not None for _, t in entries)
-    if timed:
-        entries.sort(key=lambda e: e[1] or 0.0)  # stable: on equal times the other series' entry stays first
-    out = state.CheckpointState()
-    out.CopyFrom(run)
-    del out.all_model_checkpoint_paths[:]
-    del out.all_model_checkpoint_timestamps[:]
-    out.all_model_checkpoint_paths.extend(p for p, _ in entries)
-    if timed:
-        out.all_model_checkpoint_timestamps.extend(t for _, t in entries if t is not None)
-    out.last_preserved_timestamp = max(run.last_preserved_timestamp, current.last_preserved_timestamp)
-    return out
-
-
-def _timed(st: state.CheckpointState) -> list[tuple[str, float | None]]:
-    """``(path, timestamp)`` for each entry of ``st``; ``None`` for all when the timestamps do not pair up."""
-    paths = list(st.all_model_checkpoint_paths)
-    stamps: list[float | None] = list(st.all_model_checkpoint_timestamps)
-    if len(stamps) != len(paths):
-        stamps = [None] * len(paths)
-    return list(zip(paths, stamps, strict=True))
+    return state.merge_other_series(run, state.timed_entries(run), others, current.last_preserved_timestamp)
 
 
 def _plan_run(

@@ -90,6 +90,39 @@ def stored_metrics(reader: CheckpointReader) -> Any:
     return raw[0]
 
 
+def read_metrics(reader: CheckpointReader) -> dict[str, Any] | None:
+    """The metrics a :class:`CheckpointManager` stored in a checkpoint, decoded; ``None`` when it has none.
+
+    The one reading of them, for the manager (which scores them) and the command line (which lists them).
+
+    Parameters
+    ----------
+    reader
+        An open reader of the checkpoint.
+
+    Returns
+    -------
+    dict or None
+        The metrics as saved (JSON values), or ``None`` without :data:`METRICS_KEY`.
+
+    Raises
+    ------
+    InvalidCheckpointError
+        The stored JSON holds no mapping.
+    ValueError
+        The stored value is not one value, or not JSON.
+    TypeError
+        The stored value is neither text nor bytes.
+    """
+    raw = stored_metrics(reader)
+    if raw is None:
+        return None
+    metrics = json.loads(raw if isinstance(raw, (bytes, str)) else bytes(raw))
+    if not isinstance(metrics, dict):
+        raise InvalidCheckpointError(f"they hold a {type(metrics).__name__}, not a mapping")
+    return metrics
+
+
 class _Scored:
     """The metrics of one checkpoint as stored (JSON values) and ``best_fn`` of them; both ``None`` without."""
 
@@ -906,13 +939,7 @@ class CheckpointManager:
         """
         try:
             with self._backend.open_reader(prefix) as reader:
-                raw = stored_metrics(reader)
-            if raw is None:
-                return None
-            metrics = json.loads(raw if isinstance(raw, (bytes, str)) else bytes(raw))
-            if not isinstance(metrics, dict):
-                raise InvalidCheckpointError(f"they hold a {type(metrics).__name__}, not a mapping")
-            return metrics
+                return read_metrics(reader)
         except (StorageError, CheckpointNotFoundError):
             raise
         except (CheckpointError, ValueError, TypeError) as exc:
@@ -1547,11 +1574,10 @@ class CheckpointManager:
             # Entries of other managers (other checkpoint names) are carried over
             # untouched; this manager's entries are replaced by its own list.
             others: list[tuple[str, float | None]] = []
-            last_preserved = preserved
+            others_preserved: float | None = None
             kept = mine
             if current is not None:
-                paths = list(current.all_model_checkpoint_paths)
-                listed = {_basename(p) for p in paths}
+                listed = {_basename(p) for p in current.all_model_checkpoint_paths}
                 # Asked only of entries missing from the file, which normally is the new checkpoint alone.
                 deleted.update(
                     p
@@ -1559,27 +1585,20 @@ class CheckpointManager:
                     if p != latest and p not in listed and not self._backend.exists(_paths.join(self._directory, p))
                 )
                 kept = [(p, t) for p, t in mine if p not in deleted]
-                stamps: list[float | None] = list(current.all_model_checkpoint_timestamps)
-                if len(stamps) != len(paths):
-                    stamps = [None] * len(paths)
-                others = [(p, t) for p, t in zip(paths, stamps, strict=True) if not self._is_own(p)]
+                others = [(p, t) for p, t in state.timed_entries(current) if not self._is_own(p)]
                 if current.last_preserved_timestamp <= self._clock():
                     # Another manager's preservation; one ahead of the clock is from before
                     # a clock reset, which this manager has already replaced by the current time.
-                    last_preserved = max(last_preserved, current.last_preserved_timestamp)
-            entries: list[tuple[str, float | None]] = [*others, *kept]
-            if others and all(t is not None for _, t in others):
-                # Python's sort is stable: on equal times the other manager's entry comes first.
-                entries.sort(key=lambda e: e[1] or 0.0)
-            new = state.CheckpointState()
-            # Relative paths (TF2's choice): the directory can be copied or moved. With none of this manager's
-            # left (all deleted), the latest is the newest of another series': TensorFlow's readers refuse a
-            # state without one.
-            new.model_checkpoint_path = latest or (entries[-1][0] if entries else "")
-            new.all_model_checkpoint_paths.extend(p for p, _ in entries)
-            if all(t is not None for _, t in entries):
-                new.all_model_checkpoint_timestamps.extend(t for _, t in entries if t is not None)
-            new.last_preserved_timestamp = last_preserved
+                    others_preserved = current.last_preserved_timestamp
+            base = state.CheckpointState()
+            # Relative paths (TF2's choice): the directory can be copied or moved.
+            base.model_checkpoint_path = latest
+            base.last_preserved_timestamp = preserved
+            new = state.merge_other_series(base, kept, others, others_preserved)
+            if not new.model_checkpoint_path and new.all_model_checkpoint_paths:
+                # With none of this manager's left (all deleted), the latest is the newest of another series':
+                # TensorFlow's readers refuse a state without one.
+                new.model_checkpoint_path = new.all_model_checkpoint_paths[-1]
             return new
 
         stored = state.modify_checkpoint_state(self._backend, self._directory, update)

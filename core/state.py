@@ -83,6 +83,24 @@ def checkpoint_number(prefix: str) -> int | None:
     return int(m.group(1)) if m else None
 
 
+def number_order(prefix: str) -> tuple[int, str]:
+    """Sort key of checkpoint prefixes, oldest first: by their ``-N`` number, then by name.
+
+    Parameters
+    ----------
+    prefix
+        A checkpoint prefix or name (``.../ckpt-12``).
+
+    Returns
+    -------
+    tuple of (int, str)
+        ``(N, prefix)``; ``N`` is ``-1`` for an unnumbered prefix, which sorts before ``ckpt-0``.
+    """
+    # Not ``checkpoint_number(p) or -1``: that would sort ckpt-0 among the unnumbered.
+    n = checkpoint_number(prefix)
+    return (-1 if n is None else n, prefix)
+
+
 def _stem(prefix: str) -> str:
     """``ckpt`` for ``.../ckpt-12``; the whole basename for an unnumbered prefix."""
     base = _basename(prefix)
@@ -224,15 +242,82 @@ def _transact(
     )
 
 
-def _entries(state: CheckpointState | None, directory: str) -> list[tuple[str, float | None]]:
-    """``(resolved path, timestamp or None)`` for each kept checkpoint, oldest first."""
+def timed_entries(state: CheckpointState | None) -> list[tuple[str, float | None]]:
+    """The entries of a state file as ``(path, timestamp)``, in its order.
+
+    Parameters
+    ----------
+    state
+        A state file as read; ``None`` (no state file) has no entries.
+
+    Returns
+    -------
+    list of tuple of (str, float or None)
+        Each path as stored, with its timestamp; ``None`` for all when the timestamps do not pair up
+        with the paths (a file written by a writer that kept none, or a damaged one).
+    """
     if state is None:
         return []
     paths = list(state.all_model_checkpoint_paths)
     stamps: list[float | None] = list(state.all_model_checkpoint_timestamps)
     if len(stamps) != len(paths):
         stamps = [None] * len(paths)
-    return [(_resolve(p, directory), t) for p, t in zip(paths, stamps, strict=True)]
+    return list(zip(paths, stamps, strict=True))
+
+
+def merge_other_series(
+    base: CheckpointState,
+    own: Sequence[tuple[str, float | None]],
+    others: Sequence[tuple[str, float | None]],
+    others_preserved: float | None = None,
+) -> CheckpointState:
+    """A state file listing a writer's own entries and the entries of other series it carries over.
+
+    Shared by the manager, which rewrites its own entries on every save, and by a run copy, which writes the
+    source's over a destination's: both keep listed the checkpoints of other series (other checkpoint
+    names, another job's manager), so that whoever saves them goes on retiring them.
+
+    Parameters
+    ----------
+    base
+        The new state file but for its entries: its other fields (the latest checkpoint, the
+        ``last_preserved_timestamp``) are copied as they are.
+    own
+        The writer's entries, ``(path, timestamp or None)``, oldest first.
+    others
+        The entries of other series to carry over (:func:`timed_entries` of the current state file,
+        filtered), in their order.
+    others_preserved
+        The ``last_preserved_timestamp`` of the state file ``others`` come from, when it is to be kept:
+        the larger of it and ``base``'s is written. ``None`` keeps ``base``'s.
+
+    Returns
+    -------
+    CheckpointState
+        A copy of ``base`` with ``others`` then ``own``; ordered by time when there are others and
+        every entry has a time (stable: on equal times the other series' entry comes first), as
+        TensorFlow lists a directory's checkpoints. Timestamps are written only when every entry has one,
+        as a file with fewer timestamps than paths is read as having none.
+    """
+    entries = [*others, *own]
+    timed = all(t is not None for _, t in entries)
+    if others and timed:
+        entries.sort(key=lambda e: e[1] or 0.0)
+    out = CheckpointState()
+    out.CopyFrom(base)
+    del out.all_model_checkpoint_paths[:]
+    del out.all_model_checkpoint_timestamps[:]
+    out.all_model_checkpoint_paths.extend(p for p, _ in entries)
+    if timed:
+        out.all_model_checkpoint_timestamps.extend(t for _, t in entries if t is not None)
+    if others_preserved is not None:
+        out.last_preserved_timestamp = max(base.last_preserved_timestamp, others_preserved)
+    return out
+
+
+def _entries(state: CheckpointState | None, directory: str) -> list[tuple[str, float | None]]:
+    """``(resolved path, timestamp or None)`` for each kept checkpoint, oldest first."""
+    return [(_resolve(p, directory), t) for p, t in timed_entries(state)]
 
 
 def _merge(
@@ -705,7 +790,7 @@ class OtherFormats(NamedTuple):
     def describe(self, prefixes: Sequence[str]) -> str:
         """``prefixes`` (of :attr:`found`) for a message: their names, by the backend holding them, newest last."""
         by: dict[str, list[str]] = {}
-        for prefix in sorted(prefixes, key=lambda p: (checkpoint_number(p) or -1, p)):
+        for prefix in sorted(prefixes, key=number_order):
             by.setdefault(self.found[prefix], []).append(_basename(prefix))
         return "; ".join(
             f"{', '.join(names[-5:])}{' (and older ones)' if len(names) > 5 else ''} (backend {name!r})"

@@ -36,8 +36,8 @@ from trackpoint.errors import (
     StorageError,
     UnknownBackendError,
 )
-from trackpoint.manager import NOT_TENSORS, stored_metrics
-from trackpoint.state import _stem, checkpoint_number
+from trackpoint.manager import NOT_TENSORS, read_metrics
+from trackpoint.state import _stem, checkpoint_number, number_order
 from trackpoint.storage import OBJECT_GRAPH_KEY, CheckpointOptions, CheckpointReader, StorageBackend, TensorInfo
 
 __all__ = ["EXIT_DIFFERENT", "EXIT_ERROR", "EXIT_NOT_FOUND", "EXIT_OK", "EXIT_UNVERIFIED", "EXIT_USAGE", "main"]
@@ -505,7 +505,7 @@ def _ls(args: argparse.Namespace, out: TextIO) -> int:
         listed = _listed_names(state)
 
         vanished: list[str] = []
-        for prefix in sorted(prefixes, key=_by_number):
+        for prefix in sorted(prefixes, key=number_order):
             name = os.path.basename(prefix.rstrip("/"))
             row: dict[str, Any] = {
                 "prefix": prefix,
@@ -636,12 +636,6 @@ def _ls(args: argparse.Namespace, out: TextIO) -> int:
     return _unread(directory, rows, out)
 
 
-def _by_number(prefix: str) -> tuple[int, str]:
-    """Sort key of checkpoints, oldest first: by their ``-N`` number (unnumbered ones first), then by name."""
-    n = checkpoint_number(prefix)
-    return (-1 if n is None else n, prefix)
-
-
 def _listed_names(state: Any) -> set[str]:
     """The names of the checkpoints a state file lists (its latest one included); none without a state file."""
     if state is None:
@@ -653,19 +647,13 @@ def _listed_names(state: Any) -> set[str]:
 def _metrics_of(reader: CheckpointReader) -> tuple[Any, dict[str, str] | None]:
     """The metrics a CheckpointManager stored in the checkpoint (``None`` without), and why they cannot be read.
 
-    Read as the manager reads them back: JSON holding a mapping. Metrics that cannot be read leave the
-    checkpoint listed (its tensors are not at stake), with the error in place of the metrics.
+    Read as the manager reads them back (:func:`trackpoint.manager.read_metrics`). Metrics that cannot be read
+    leave the checkpoint listed (its tensors are not at stake), with the error in place of the metrics.
     """
     try:
-        raw = stored_metrics(reader)
-        if raw is None:
-            return None, None
-        metrics = json.loads(raw if isinstance(raw, (bytes, str)) else bytes(raw))
-        if not isinstance(metrics, dict):
-            raise trackpoint.InvalidCheckpointError(f"they hold a {type(metrics).__name__}, not a mapping")
+        return read_metrics(reader), None
     except (CheckpointError, OSError, ValueError, TypeError) as exc:
         return None, {"error": type(exc).__name__, "message": _one_line(exc)}
-    return metrics, None
 
 
 def _nothing_in(directory: str, opts: CheckpointOptions, store: StorageBackend) -> str:
@@ -1160,7 +1148,7 @@ def _in_directories(args: argparse.Namespace, opts: CheckpointOptions, *, stop_a
         store = _resolve.open_store(directory, opts)
         try:
             _check_directory("verify", directory, store)
-            prefixes = sorted(store.list_checkpoints(directory), key=_by_number, reverse=True)
+            prefixes = sorted(store.list_checkpoints(directory), key=number_order, reverse=True)
             if not prefixes:
                 reports.append(
                     _judged(_not_verified(directory, "CheckpointNotFoundError", _nothing_in(directory, opts, store)))
@@ -1480,12 +1468,11 @@ def _convert_run(
             overwrite=args.overwrite,
             on_checkpoint=report,
         )
-    except CheckpointExistsError as exc:
-        if _OVERWRITE_HINT.search(str(exc)):
-            raise _with_flag(exc) from exc
-        raise _UsageError(_one_line(exc)) from exc  # the source directory itself: a wrong command line
     except InvalidArgumentError as exc:
+        # Before CheckpointExistsError: the source directory as destination is both, and a wrong command line.
         raise _UsageError(_one_line(exc)) from exc
+    except CheckpointExistsError as exc:
+        raise _with_flag(exc) from exc
     if args.json:
         _dump(
             {

@@ -193,7 +193,7 @@ def test_a_checkpoint_of_the_series_the_source_lacks_is_refused_and_kept(tmp_pat
 
 def test_the_source_directory_itself_and_an_empty_source_are_refused(tmp_path: Path) -> None:
     _run(str(tmp_path / "run"))
-    with pytest.raises(CheckpointExistsError, match="same directory"):
+    with pytest.raises(tp.InvalidArgumentError, match="same directory"):
         convert_run(tmp_path / "run", f"{tmp_path}/run/", overwrite=True)
     with pytest.raises(CheckpointNotFoundError, match="it is a checkpoint prefix, not a directory"):
         convert_run(tmp_path / "run" / "ckpt-4", tmp_path / "dst")
