@@ -232,7 +232,7 @@ class _NumpyValue(Variable):
         """What makes this node's value provably the value of another node; ``None`` if nothing does.
 
         One array held in several places (the same object, or views of the same memory with the same
-        dtype, shape and strides: ``trackpoint.stateful._identity`` says which) is one value, which the
+        dtype, shape and strides: :func:`_identity` says which) is one value, which the
         object graph saves as one node reached by several edges, as TensorFlow saves a variable, and a
         restore reads once (see :func:`first_node`). Only arrays are: numbers (Python's, numpy scalars)
         are values that equal ones may share an object for (``np.True_``), and a ``jax.ShapeDtypeStruct``
@@ -243,15 +243,15 @@ class _NumpyValue(Variable):
         """
         current = self._current
         if self._tensor is not None:
-            return _identity_of()(current)
+            return _identity(current)
         found = self._identity_found
         if isinstance(current, np.ndarray):
             layout = (current.shape, current.strides, current.dtype)
             if found is UNKNOWN or layout != self._identity_layout:
-                found = self._identity_found = _identity_of()(current)
+                found = self._identity_found = _identity(current)
                 self._identity_layout = layout
         elif found is UNKNOWN:
-            found = self._identity_found = _identity_of()(current) if is_jax_array(current) else None
+            found = self._identity_found = _identity(current) if is_jax_array(current) else None
         return found
 
     def memory(self) -> int | None:
@@ -268,11 +268,10 @@ class _NumpyValue(Variable):
             if self._python is not None:
                 found = None
             elif isinstance(current, np.ndarray):
-                base = current
-                while isinstance(base.base, np.ndarray):
-                    base = base.base
-                found = id(base if base.base is None else base.base)
+                found = _memory(current, "numpy")
             elif self._tensor is not None:
+                # Any tensor's address, subclasses' too (unlike _memory's rule for state dicts): their identity
+                # is None, so they stay nodes of their own either way, and this asks no type.
                 try:
                     found = current.data_ptr()
                 except Exception:  # noqa: BLE001 -- a tensor without memory of its own (a subclass's): never one
@@ -632,20 +631,76 @@ def first_node(node: _NumpyValue, first: _NumpyValue, identities: dict[Hashable,
     return node if identity is None else identities.setdefault(identity, node)
 
 
-#: ``trackpoint.stateful._identity``, once looked up (see :func:`_identity_of`).
-_IDENTITY: list[Callable[[Any], Hashable | None]] = []
+def _is_meta(value: Any) -> bool:
+    """Whether ``value`` is a torch tensor on the 'meta' device: a shape and dtype without memory."""
+    return getattr(value, "is_meta", False) is True
 
 
-def _identity_of() -> Callable[[Any], Hashable | None]:
-    """``trackpoint.stateful._identity``: what makes two arrays one, for state dicts and object graphs alike.
+def _memory(value: Any, kind: str) -> int | None:
+    """A cheap key that entries of one array share (so may others); ``None`` where :func:`_identity` is ``None``.
 
-    Imported when first needed: ``trackpoint.stateful`` imports this module.
+    ``kind`` is the structure's kind of the array (``"torch"``, ``"numpy"``, ...). Only entries of one key can be
+    one array, which :func:`_identity` then tells: it costs microseconds, this a fraction of one, and most
+    entries of a state dict share their memory with no other.
     """
-    if not _IDENTITY:
-        from trackpoint.stateful import _identity  # stateful imports this module: not at the top
+    if kind == "torch":
+        torch = sys.modules["torch"]
+        # Equal identities have equal storage address, offset and dtype: the same data address.
+        return value.data_ptr() if type(value) in (torch.Tensor, torch.nn.Parameter) else None
+    if kind == "numpy":
+        base = value
+        while isinstance(base.base, np.ndarray):
+            base = base.base
+        # The memory's owner: equal views of one buffer have it in common (see _NumpyValue.memory).
+        return id(base if base.base is None else base.base)
+    return id(value)
 
-        _IDENTITY.append(_identity)
-    return _IDENTITY[0]
+
+def _identity(value: Any) -> Hashable | None:
+    """What makes two arrays provably one array; ``None`` for an array never merged with another.
+
+    One rule for the entries of a state dict (``trackpoint.stateful``) and the arrays of an object graph
+    (:meth:`_NumpyValue.identity`), so that both save one array once.
+
+    A module with tied weights (``lm_head.weight = embed.weight``) gives the one Parameter under two keys, as
+    two detached tensors over the same memory: saved once, it is restored as one. Only what must hold the same
+    values is merged: a plain torch tensor (CPU or not) at the same storage address, offset, shape, strides and
+    dtype, with the same conjugate and negative bits (a ``conj()`` view shares all the rest); a numpy array at
+    the same address with the same dtype, shape and strides; any other array only as the very same object.
+    Views that differ in any of those (``w[1:]``, ``w.t()``) are saved each on its own, as are empty tensors
+    (whose address tells nothing), tensors on 'meta' (no memory), DTensors (saved as slices) and tensor
+    subclasses (whose storage may not be their values).
+    """
+    if isinstance(value, np.ndarray):  # first: a walk asks this of each of many views of one buffer
+        if not value.size:
+            return None
+        return (value.ctypes.data, value.dtype, value.shape, value.strides)
+    if _is_meta(value) or is_dtensor(value):
+        return None
+    if dtypes._is_torch_tensor(value):
+        torch = sys.modules["torch"]
+        if type(value) not in (torch.Tensor, torch.nn.Parameter) or value.layout != torch.strided:
+            return None
+        if value.is_quantized or value.is_nested or value.numel() == 0:
+            return None
+        return (
+            str(value.device),
+            value.dtype,
+            value.untyped_storage().data_ptr(),
+            value.storage_offset(),
+            tuple(value.shape),
+            value.stride(),
+            value.is_conj(),
+            value.is_neg(),
+        )
+    return ("object", id(value))  # the state dict holds it while it is flattened: no other object has this id
+
+
+def _same_values(a: np.ndarray[Any, Any], b: np.ndarray[Any, Any]) -> bool:
+    """Whether two values read from a checkpoint are the same: the same bytes (NaNs too), or equal strings."""
+    if a.dtype != b.dtype or a.shape != b.shape:
+        return False
+    return bool(np.array_equal(a, b)) if a.dtype.kind == "O" else a.tobytes() == b.tobytes()
 
 
 def _copy_into_tensor(tensor: Any, values: np.ndarray[Any, Any]) -> None:

@@ -45,6 +45,7 @@ from typing import TYPE_CHECKING, Any, Final, NamedTuple, Optional
 import numpy as np
 
 from trackpoint import _array_values, _gc, dtypes
+from trackpoint._array_values import _same_values
 from trackpoint._suggest import with_hints
 from trackpoint.data_structures import TrackableDataStructure, restoring
 from trackpoint.errors import (
@@ -959,13 +960,6 @@ class _Plan:
             count = len(saveable.specs)
             saveable.restore(list(results[position : position + count]), None)
             position += count
-
-
-def _same_values(a: np.ndarray[Any, Any], b: np.ndarray[Any, Any]) -> bool:
-    """Whether two values read from a checkpoint are the same: the same bytes (NaNs too), or equal strings."""
-    if a.dtype != b.dtype or a.shape != b.shape:
-        return False
-    return bool(np.array_equal(a, b)) if a.dtype.kind == "O" else a.tobytes() == b.tobytes()
 
 
 #: Added to an exception raised while values were being read into their destinations: the checks that can

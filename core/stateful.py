@@ -23,7 +23,7 @@ What that node saves, under ``<path>/.ATTRIBUTES/<name>``:
   :class:`_DTensorValue`); an array the state dict holds under several keys
   (tied weights) once, under its first key, the structure naming that array
   for the others, so that a restore hands the one tensor to every key (see
-  :func:`_identity` for when two entries are one array);
+  :func:`trackpoint._array_values._identity` for when two entries are one array);
 * ``.STATE_DICT``, a JSON string with the state dict's structure: its keys
   (strings or integers), its mappings (``dict``, ``OrderedDict`` with torch's
   ``_metadata``, ``Counter``), lists and tuples, the place of each array, and
@@ -76,7 +76,17 @@ from typing import TYPE_CHECKING, Any, Final, Protocol, runtime_checkable
 import numpy as np
 
 from trackpoint import dtypes
-from trackpoint._array_values import _copy_into_tensor, _NumpyValue, is_array_value, is_dtensor, is_jax_array
+from trackpoint._array_values import (
+    _copy_into_tensor,
+    _identity,
+    _is_meta,
+    _memory,
+    _NumpyValue,
+    _same_values,
+    is_array_value,
+    is_dtensor,
+    is_jax_array,
+)
 from trackpoint._slices import TensorSlice
 from trackpoint.errors import (
     AssignmentError,
@@ -348,68 +358,6 @@ def _materialize(module: Any, state: Mapping[str, Any]) -> None:
             value = torch.nn.Parameter(value, requires_grad=tensor.requires_grad)
         swap: Callable[[Any, Any], None] = torch.utils.swap_tensors
         swap(tensor, value)
-
-
-def _is_meta(value: Any) -> bool:
-    """Whether ``value`` is a torch tensor on the 'meta' device: a shape and dtype without memory."""
-    return getattr(value, "is_meta", False) is True
-
-
-def _memory(value: Any, kind: str) -> Hashable | None:
-    """A cheap key that entries of one array share (so may others); ``None`` where :func:`_identity` is ``None``.
-
-    ``kind`` is the structure's kind of the array (``"torch"``, ``"numpy"``, ...). Only entries of one key can be
-    one array, which :func:`_identity` then tells: it costs microseconds, this a fraction of one, and most
-    entries of a state dict share their memory with no other.
-    """
-    if kind == "torch":
-        torch = sys.modules["torch"]
-        # Equal identities have equal storage address, offset and dtype: the same data address.
-        return value.data_ptr() if type(value) in (torch.Tensor, torch.nn.Parameter) else None
-    if kind == "numpy":
-        base = value
-        while isinstance(base.base, np.ndarray):
-            base = base.base
-        # The memory's owner: equal views of one buffer have it in common (see _NumpyValue.memory).
-        return id(base if base.base is None else base.base)
-    return id(value)
-
-
-def _identity(value: Any) -> Hashable | None:
-    """What makes two arrays of a state dict provably one array; ``None`` for an array never merged with another.
-
-    A module with tied weights (``lm_head.weight = embed.weight``) gives the one Parameter under two keys, as
-    two detached tensors over the same memory: saved once, it is restored as one. Only what must hold the same
-    values is merged: a plain torch tensor (CPU or not) at the same storage address, offset, shape, strides and
-    dtype, with the same conjugate and negative bits (a ``conj()`` view shares all the rest); a numpy array at
-    the same address with the same dtype, shape and strides; any other array only as the very same object.
-    Views that differ in any of those (``w[1:]``, ``w.t()``) are saved each on its own, as are empty tensors
-    (whose address tells nothing), tensors on 'meta' (no memory), DTensors (saved as slices) and tensor
-    subclasses (whose storage may not be their values).
-    """
-    if isinstance(value, np.ndarray):  # first: a walk asks this of each of many views of one buffer
-        if not value.size:
-            return None
-        return (value.ctypes.data, value.dtype, value.shape, value.strides)
-    if _is_meta(value) or is_dtensor(value):
-        return None
-    if dtypes._is_torch_tensor(value):
-        torch = sys.modules["torch"]
-        if type(value) not in (torch.Tensor, torch.nn.Parameter) or value.layout != torch.strided:
-            return None
-        if value.is_quantized or value.is_nested or value.numel() == 0:
-            return None
-        return (
-            str(value.device),
-            value.dtype,
-            value.untyped_storage().data_ptr(),
-            value.storage_offset(),
-            tuple(value.shape),
-            value.stride(),
-            value.is_conj(),
-            value.is_neg(),
-        )
-    return ("object", id(value))  # the state dict holds it while it is flattened: no other object has this id
 
 
 #: The attribute ``torch.compile``'s wrapper holds its module in: a segment of every key of a compiled submodule
@@ -1727,8 +1675,6 @@ class StatefulValue(Trackable):
         tied model saved by a trackpoint that stored each key) restore as one. Nothing of the object was
         read in place (see :meth:`_restore_buffer`): it is left as it was.
         """
-        from trackpoint.restore import _same_values  # restore imports this module: not at the top
-
         differ = [
             f"  {first_key!r} and {other_key!r}"
             for first, other, first_key, other_key in apart
