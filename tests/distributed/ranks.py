@@ -55,6 +55,10 @@ class Result:
         return self.value
 
 
+class _StartFailed(Exception):
+    """A group's start-up failed in a way that says nothing about the code under test."""
+
+
 class Ranks:
     """``world_size`` worker processes forming one group of ``framework`` (``"torch"`` or ``"jax"``).
 
@@ -68,15 +72,29 @@ class Ranks:
     ) -> None:
         self.world_size = world_size
         self.framework = framework
-        self._key = os.urandom(16)
-        self._listener = Listener(("127.0.0.1", 0), authkey=self._key)
-        host, port = self._listener.address
-        group_port = free_port()
         extra_env = env or {}
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join([str(HERE), env.get("PYTHONPATH", "")])
         env.setdefault("JAX_PLATFORMS", "cpu")
         env.update(extra_env)
+        # On a machine loaded by other test workers, a rank now and then never gets going (a process that does not
+        # reach its first line within the group's start-up time-out: torch's rendezvous then reports "5/6 clients
+        # joined"). That says nothing about trackpoint, so a group that fails to start is started afresh, once.
+        for attempt in (1, 2):
+            try:
+                self._start(world_size, framework, env, timeout)
+                return
+            except _StartFailed as exc:
+                if attempt == 2:
+                    raise RuntimeError(
+                        f"the group of {world_size} {framework} ranks did not start, twice: {exc}"
+                    ) from exc
+
+    def _start(self, world_size: int, framework: str, env: dict[str, str], timeout: float) -> None:
+        self._key = os.urandom(16)
+        self._listener = Listener(("127.0.0.1", 0), authkey=self._key)
+        host, port = self._listener.address
+        group_port = free_port()
         self.procs: list[subprocess.Popen[bytes]] = []
         for rank in range(world_size):
             cmd = [
@@ -92,20 +110,38 @@ class Ranks:
             self.procs.append(subprocess.Popen(cmd, env=env))
         self.conns: list[Connection | None] = [None] * world_size
         try:
-            for _ in range(world_size):
-                conn = self._listener.accept()
-                rank = conn.recv()
-                self.conns[rank] = conn
-            for conn in self.conns:
+            self._accept_all(timeout)
+            for rank, conn in enumerate(self.conns):
                 assert conn is not None
                 if not conn.poll(timeout):
-                    raise RuntimeError("a rank did not finish starting")
-                ready = conn.recv()
+                    raise _StartFailed(f"rank {rank} did not finish starting within {timeout} s")
+                try:
+                    ready = conn.recv()
+                except (EOFError, OSError) as exc:
+                    raise _StartFailed(f"rank {rank} exited while starting ({exc!r})") from exc
                 if ready != "ready":
-                    raise RuntimeError(f"a rank failed to start: {ready}")
+                    raise _StartFailed(f"rank {rank} failed to start: {ready}")
         except BaseException:
             self.close()
             raise
+
+    def _accept_all(self, timeout: float) -> None:
+        """Accept every rank's connection, failing (not hanging) when one exits or does not connect in time."""
+        # multiprocessing's Listener offers no time-out: its listening socket gets one, to look at the ranks between.
+        self._listener._listener._socket.settimeout(1.0)  # type: ignore[attr-defined]
+        deadline = time.monotonic() + timeout
+        while any(conn is None for conn in self.conns):
+            try:
+                conn = self._listener.accept()
+            except TimeoutError:
+                waiting = [r for r, c in enumerate(self.conns) if c is None]
+                exited = {r: self.procs[r].poll() for r in waiting if self.procs[r].poll() is not None}
+                if exited:
+                    raise _StartFailed(f"rank(s) exited before connecting, with status {exited}") from None
+                if time.monotonic() > deadline:
+                    raise _StartFailed(f"rank(s) {waiting} did not connect within {timeout} s") from None
+                continue
+            self.conns[conn.recv()] = conn
 
     def run(self, case: str, *, wait: float = 120.0, ranks: list[int] | None = None, **kwargs: Any) -> list[Result]:
         """Run ``cases.<case>(ctx, **kwargs)`` on every rank; the results by rank (waiting up to ``wait`` s)."""
