@@ -92,7 +92,10 @@ class Ranks:
 
     def _start(self, world_size: int, framework: str, env: dict[str, str], timeout: float) -> None:
         self._key = os.urandom(16)
-        self._listener = Listener(("127.0.0.1", 0), authkey=self._key)
+        # A backlog for every rank: with multiprocessing's default of 1, ranks connecting while this process is
+        # still starting the others have their connection attempts dropped, and the kernel's retries back off
+        # past the group's start-up time-out on a loaded machine (seen as "5/6 clients joined").
+        self._listener = Listener(("127.0.0.1", 0), authkey=self._key, backlog=world_size)
         host, port = self._listener.address
         group_port = free_port()
         self.procs: list[subprocess.Popen[bytes]] = []
