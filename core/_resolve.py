@@ -53,7 +53,17 @@ from trackpoint.storage import (
     _options_argument,
 )
 
-__all__ = ["Backends", "StoreView", "hidden", "holder", "open_backend", "open_checkpoint", "open_store", "writer"]
+__all__ = [
+    "Backends",
+    "StoreView",
+    "hidden",
+    "holder",
+    "holder_name",
+    "open_backend",
+    "open_checkpoint",
+    "open_store",
+    "writer",
+]
 
 _log = logging.getLogger("trackpoint")
 
@@ -249,6 +259,11 @@ def holder(backend: StorageBackend, prefix: str) -> StorageBackend | None:
     if isinstance(backend, StoreView):
         return backend.locate(prefix)
     return backend if backend.exists(prefix) else None
+
+
+def holder_name(backend: StorageBackend, prefix: str) -> str:
+    """The name of the backend holding the checkpoint ``prefix`` (one request), else of the one that writes there."""
+    return (holder(backend, prefix) or writer(backend)).name
 
 
 def writer(backend: StorageBackend) -> StorageBackend:

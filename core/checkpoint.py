@@ -56,7 +56,6 @@ from trackpoint.storage import (
     OBJECT_GRAPH_KEY,
     CheckpointOptions,
     CheckpointReader,
-    StorageBackend,
     TensorSlice,
     WriteItem,
     _LazyItem,
@@ -776,7 +775,7 @@ class Checkpoint(AutoTrackable):
                 path,
                 reader,
                 operation="checkpoint",
-                backend=lambda: _backend_name(self._self_backends.store(path, options), path),
+                backend=lambda: _resolve.holder_name(self._self_backends.store(path, options), path),
                 options=options,
                 started=started,
             )
@@ -1023,12 +1022,6 @@ def _refused_as(on_exists: Callable[[CheckpointExistsError], BaseException] | No
         if on_exists is None or (refusal := on_exists(exc)) is exc:
             raise
         raise refusal from exc
-
-
-def _backend_name(store: StorageBackend, path: str) -> str:
-    """The name of the backend holding the checkpoint ``path`` among those of ``store``, for events."""
-    found = _resolve.holder(store, path)
-    return (found or _resolve.writer(store)).name
 
 
 def _assert_trackable(obj: Any, name: str) -> Trackable:

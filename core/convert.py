@@ -806,7 +806,7 @@ def _convert_checkpoint(
         # prefix, or a directory meaning its latest checkpoint.
         src_prefix, reader = _resolve.open_checkpoint(src_path, source)
         with reader:
-            src_backend = (_resolve.holder(source, src_prefix) or source).name
+            src_backend = _resolve.holder_name(source, src_prefix)
             target = _resolve.open_backend(dst_path, d_opts)
             if src_backend == target.name and _same_place(source, src_prefix, dst_path):
                 raise CheckpointExistsError(

@@ -1483,9 +1483,8 @@ class CheckpointManager:
         failed: list[tuple[str, float]] = []
         for prefix, stamp in self._sweep():
             try:
-                observe.delete_checkpoint(
-                    self._backend, prefix, reason="retention", backend=functools.partial(self._holder_name, prefix)
-                )
+                named = functools.partial(_resolve.holder_name, self._backend, prefix)
+                observe.delete_checkpoint(self._backend, prefix, reason="retention", backend=named)
             except StorageError:
                 # Reported and logged as a warning by the delete event. Still whole (a delete removes the commit
                 # point first) or an invisible remainder: either way it stays listed, oldest first, so the next
@@ -1506,10 +1505,6 @@ class CheckpointManager:
             # The new checkpoint is recorded; the entries of the deleted ones are skipped by readers, and the
             # next save's record drops them.
             _log.warning("could not remove deleted checkpoints from the state file of %s: %s", self._directory, exc)
-
-    def _holder_name(self, prefix: str) -> str:
-        """The name of the backend holding ``prefix`` (one request; asked only when a delete is observed)."""
-        return (_resolve.holder(self._backend, prefix) or self._backend).name
 
     def _sweep(self) -> list[tuple[str, float]]:
         """Checkpoints leaving the window that are not preserved (TF's rules), with their times."""

@@ -19,6 +19,7 @@ matches variables by name.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import inspect
 import logging
 import math
@@ -661,7 +662,7 @@ class Saver:
                 prefix,
                 opened,
                 operation="saver",
-                backend=lambda: (_resolve.holder(backend, prefix) or _resolve.writer(backend)).name,
+                backend=functools.partial(_resolve.holder_name, backend, prefix),
                 options=self._options,
                 started=started,
             )
