@@ -1177,7 +1177,8 @@ def _latest_good(args: argparse.Namespace, opts: CheckpointOptions, out: TextIO)
     """``verify --latest-good DIR``: the newest intact checkpoint's path alone on stdout, for a restart script.
 
     The newer checkpoints found damaged are named on stderr. One that could not be read stops the search
-    (status 4): it may be intact, and restoring an older one would drop its progress unnoticed.
+    (status 4): it may be intact, and restoring an older one would drop its progress unnoticed. A directory
+    without checkpoints is status 3 (as a missing one), one whose checkpoints are all damaged status 1.
     """
     if len(args.paths) != 1:
         raise _UsageError(f"--latest-good takes one directory, got {len(args.paths)}: {' '.join(args.paths)}")
@@ -1189,6 +1190,12 @@ def _latest_good(args: argparse.Namespace, opts: CheckpointOptions, out: TextIO)
     elif good is not None:
         print(good, file=out)
     out.flush()
+    # Only the report of the directory itself (a checkpoint's path is its prefix): the directory has none.
+    if all(r["path"] == args.paths[0] for r in reports):
+        # A run's first start, which a restart script handles unlike a run whose every checkpoint is damaged:
+        # it starts fresh instead of stopping to call for help.
+        print(f"trackpoint verify: no checkpoints in {args.paths[0]}: nothing to restore", file=sys.stderr)
+        return EXIT_NOT_FOUND
     for r in reports:
         if r["status"] not in ("intact", _UNREADABLE):
             first = r["problems"][0] if r["problems"] else {"error": "", "message": ""}

@@ -72,3 +72,19 @@ def test_latest_good_prints_the_newest_intact_checkpoint(cli: Any, tmp_path: Pat
     assert two.returncode == 2 and "--latest-good takes one directory" in two.stderr
     both = cli("verify", "--latest-good", "--all", str(run))
     assert both.returncode == 2
+
+
+def test_latest_good_of_a_run_without_checkpoints_is_not_found_not_damaged(cli: Any, tmp_path: Path) -> None:
+    # A restart script starts afresh on 3 and stops on 1: a first start must not look like a damaged run.
+    empty = tmp_path / "run"
+    empty.mkdir()
+    fresh = cli("verify", "--latest-good", str(empty))
+    assert (fresh.returncode, fresh.stdout) == (3, "")
+    assert f"no checkpoints in {empty}: nothing to restore" in fresh.stderr
+    assert "skipped" not in fresh.stderr
+    report = json.loads(cli("verify", "--latest-good", str(empty), "--json").stdout)
+    assert report["latest_good"] is None
+    assert cli("verify", "--latest-good", str(tmp_path / "missing")).returncode == 3
+    _run(empty, 1)
+    _flip(empty / "ckpt-1")
+    assert cli("verify", "--latest-good", str(empty)).returncode == 1
