@@ -15,8 +15,10 @@ Mirrors ``tensorflow/python/checkpoint/restore.py`` and the status classes of
 
 Each restore step first *plans*: walks the graph, checks dtypes and shapes of
 everything it will write, and only then *applies*. A mismatch therefore raises
-before any object changes. (An I/O failure while reading can still leave the
-values read so far in place.)
+before any object changes, as do two different values for one array (one array
+or variable held in two places, tied weights, also across the steps of a
+restore on creation), compared while planning from values read once. (An I/O
+failure while reading can still leave the values read so far in place.)
 
 The status assertions must also find objects created after the restore, which
 takes a walk of the live graph. A restore of the whole graph that matched every
@@ -34,10 +36,12 @@ from __future__ import annotations
 import abc
 import collections
 import contextlib
+import itertools
 import logging
+import operator
 import sys
 import weakref
-from collections.abc import Callable, Hashable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final, NamedTuple, Optional
@@ -253,6 +257,14 @@ class RestoreCoordinator:
         # view's attached dependencies.
         self.settled_at: int | None = None
         self.settled_attached: tuple[TrackableReference, ...] = ()
+        #: Whether a step of this restore was applied: any later one (a restore on creation) may attach an array
+        #: written by an earlier one in another place (see :meth:`earlier_arrays`).
+        self.applied = False
+        #: The array nodes steps of this restore matched, by memory, and by identity those of a memory that
+        #: another node of another identity has (see :meth:`earlier_node`); ``None`` until a later step meets
+        #: an array.
+        self.arrays: dict[int, weakref.ref[_NumpyValue]] | None = None
+        self.identities: dict[Hashable, weakref.ref[_NumpyValue]] = {}
         self._report = _Unrestored(
             save_path, object_graph_proto, holds, self.matched, self.unused_attributes, _how_to_silence()
         )
@@ -343,6 +355,65 @@ class RestoreCoordinator:
             and self.is_matched(obj)
         ):
             self.settle(changes + 1)
+
+    def earlier_arrays(self) -> dict[int, weakref.ref[_NumpyValue]]:
+        """The array nodes earlier steps of this restore matched, by memory (:meth:`_NumpyValue.memory`), weakly.
+
+        A restore on creation is a step of its own for each object attached: one array attached in a second
+        place (``ckpt.b = x`` after ``ckpt.a = x``) is the array an earlier step wrote, which must not take a
+        second value silently (see :meth:`earlier_node`). Built on first need, from the nodes matched so far,
+        so that restores whose later steps meet no array (the ``save_counter`` a ``Checkpoint`` creates after
+        its restore) pay nothing; each later step then adds its own (see :meth:`keep_arrays`).
+        """
+        arrays = self.arrays
+        if arrays is None:
+            arrays = self.arrays = {}
+            array_node = _array_values._NumpyValue
+            firsts: dict[int, _NumpyValue] = {}
+            identities: dict[Hashable, _NumpyValue] = {}
+            for ref in self.matched:
+                node = None if ref is None else ref()
+                if isinstance(node, array_node) and (memory := node.memory()) is not None:
+                    first = firsts.setdefault(memory, node)
+                    if first is not node:  # views of one memory, each its own array: both kept by identity
+                        _array_values.first_node(node, first, identities)
+            self.keep_arrays(firsts, identities)
+        return arrays
+
+    def earlier_node(self, node: _NumpyValue, memory: int) -> _NumpyValue | None:
+        """The node of ``node``'s array (its identity, :meth:`_NumpyValue.identity`) an earlier step matched, alive.
+
+        ``memory`` is ``node``'s; see :meth:`earlier_arrays`.
+        """
+        ref = self.earlier_arrays().get(memory)
+        identity = None if ref is None else node.identity()
+        if ref is None or identity is None:
+            return None
+        first = ref()
+        if first is not None and first is not node:
+            found = first.identity()
+            if found == identity:
+                return first
+            if found is not None:
+                # Findable by identity once a node of another identity takes its memory's place (keep_arrays).
+                kept = self.identities.get(found)
+                if kept is None or kept() is None:
+                    self.identities[found] = ref
+        kept = self.identities.get(identity)
+        earlier = None if kept is None else kept()
+        if earlier is None or earlier is node or earlier.identity() != identity:
+            return None
+        return earlier
+
+    def keep_arrays(self, arrays: Mapping[int, _NumpyValue], identities: Mapping[Hashable, _NumpyValue]) -> None:
+        """Add the array nodes a step matched, by memory and identity, to :meth:`earlier_arrays` (once built)."""
+        if self.arrays is None:
+            return
+        # At C speed: a step may hold 10^5 arrays. A node replaces an earlier one of another identity of its
+        # memory, which earlier_node has kept by identity when it met the two.
+        ref = weakref.ref
+        self.arrays.update(zip(arrays.keys(), map(ref, arrays.values()), strict=True))
+        self.identities.update(zip(identities.keys(), map(ref, identities.values()), strict=True))
 
     def is_matched(self, obj: Trackable) -> bool:
         """Whether some saved node is matched to ``obj``."""
@@ -510,8 +581,12 @@ class _Plan:
     #: they take what the restore gives it.
     aliases: list[tuple[_NumpyValue, _NumpyValue, Any]] = field(default_factory=list)
     #: Variables matched to two saved nodes (one array held in two places, saved before as two values): the
-    #: variable, the node its values are planned from, the other node. Both must hold the same values.
+    #: variable, the node its values are planned from (or were restored from by an earlier step of the
+    #: restore, see :meth:`_restored_before`), the other node. Both must hold the same values.
     twice: list[tuple[Trackable, int, int]] = field(default_factory=list)
+    #: Values read while planning, by checkpoint key, to compare values the checkpoint holds for one array
+    #: (see :meth:`_read_early`): :meth:`apply` takes them instead of reading them again.
+    preread: dict[str, np.ndarray[Any, Any]] = field(default_factory=dict)
     #: Arrays matched to a saved node already matched to another array (saved from one array held in both
     #: places, restored into two): each gets the node's value too.
     copies: list[Trackable] = field(default_factory=list)
@@ -531,9 +606,8 @@ class _Plan:
                 self.walk(proto_id, trackable)
             if self.mismatches:
                 raise _mismatched(self._located())
-            if self.twice:
-                self._check_twice()
             self.planned_objects = order_restores(self.planned_objects, self.traits)
+            self._check_values()
             self.apply()
         # Dependencies tracked while this step ran (a restore that creates a dependency it was asked for)
         # were not walked.
@@ -611,6 +685,11 @@ class _Plan:
         plan_values = self._plan_values
         arrays = self.arrays
         array_node, unknown = _array_values._NumpyValue, _array_values.UNKNOWN
+        # A later step of the restore (a restore on creation) may meet an array an earlier step matched.
+        later = coordinator.applied
+        earlier: dict[int, Any] | None = None
+        if later and isinstance(trackable, array_node):
+            trackable = self._earlier_node(trackable, proto_id)
         # Whether every live object is matched so far (see `settled`), with the children of each matched
         # object, checked at the end against the matched objects.
         settled = self.whole_graph
@@ -653,6 +732,11 @@ class _Plan:
                             memory = local.memory()
                         if memory is not None and (first := arrays.setdefault(memory, local)) is not local:
                             local = self._one_node(local, first, child_id)
+                        elif later and memory is not None:
+                            if earlier is None:
+                                earlier = coordinator.earlier_arrays()
+                            if memory in earlier:
+                                local = self._earlier_node(local, child_id)
                     if bind(child_id, local):
                         push((child_id, local))
         if settled:
@@ -679,7 +763,15 @@ class _Plan:
             return
         # bind() initialized the trackable, so its uid attribute exists.
         if self.coordinator.restore_uid <= trackable._self_update_uid:
-            return  # a newer restore already wrote it
+            # A newer restore wrote it, and wins. Or this one did, in an earlier step: from another saved node
+            # with values, that is one variable (one array) the checkpoint holds two values for.
+            if (
+                trackable._self_update_uid == self.coordinator.restore_uid
+                and node.attributes
+                and isinstance(trackable, Variable)
+            ):
+                self._restored_before(proto_id, trackable)
+            return
         planned[id(trackable)] = proto_id
         if traits.saveables:
             self._plan_saveables(proto_id, node, trackable)
@@ -745,12 +837,84 @@ class _Plan:
         self.aliases.append((node, first, first.current()))
         return first
 
+    def _earlier_node(self, node: _NumpyValue, proto_id: int) -> _NumpyValue:
+        """The node of ``node``'s array where an earlier step of this restore matched it, else ``node``.
+
+        A restore on creation is a step of its own for each object attached: an array attached in a second
+        place (``ckpt.b = x`` after ``ckpt.a = x`` was restored) is the one target it is within a step (see
+        :meth:`_one_node`), so that the node it meets here is compared with the one it got its value from
+        (see :meth:`_restored_before`) instead of writing a second value into it.
+        """
+        memory = node.memory()
+        if memory is None:
+            return node
+        self.arrays.setdefault(memory, node)
+        earlier = self.coordinator.earlier_node(node, memory)
+        if earlier is None or not node._writes_in_place():
+            return node  # a value a restore replaces (a JAX array) gets a new one in each place, nothing is written
+        self.arrays[memory] = earlier
+        found = self._one_node(node, earlier, proto_id)
+        if found is not node:
+            # Matched, for the status: the walks of the live graph may meet this holder first.
+            self.copies.append(node)
+        return found
+
+    def _restored_before(self, proto_id: int, trackable: Variable) -> None:
+        """``trackable`` met at saved node ``proto_id``, already restored by this restore: from which node?
+
+        An earlier step (a restore on creation) restored it from another saved node with values: one
+        variable, or one array attached in two places, that the checkpoint holds two values for, compared
+        before anything is written (see :meth:`_check_twice`) as within one step. Only on this path, rare: the
+        node is found by a look through the matched ones (at C speed), not kept for every object.
+        """
+        coordinator = self.coordinator
+        ref = coordinator.matched_objects.get(id(trackable))
+        if ref is None or ref() is not trackable:
+            return
+        holds = coordinator.holds_attributes
+        matched = coordinator.matched
+        for first in itertools.compress(itertools.count(), map(operator.is_, matched, itertools.repeat(ref))):
+            if first != proto_id and holds[first]:
+                self.twice.append((trackable, first, proto_id))
+                return
+
+    def _check_values(self) -> None:
+        """Refuse values of the checkpoint that contradict each other, before anything is written.
+
+        Each value compared is read once, now: :meth:`apply` takes it instead of reading it again (see
+        :meth:`_read_early`). Besides the variables matched to two saved nodes (see :meth:`_check_twice`), a
+        class may check values of its own objects: a static ``_check_planned_values(objects, read)``, asked
+        once per class met with the objects planned, where ``read(keys)`` gives the values of checkpoint keys
+        (``trackpoint.stateful``: a torch module's tied weights, which the checkpoint holds under two keys).
+
+        Raises
+        ------
+        TrackableError
+            The checkpoint holds two different values for one array; nothing was written.
+        """
+        if self.twice:
+            self._check_twice()
+        for check in dict.fromkeys(getattr(cls, "_check_planned_values", None) for cls in self.traits):
+            if check is not None:
+                check(self.planned_objects, self._read_early)
+
+    def _read_early(self, keys: Sequence[str]) -> dict[str, np.ndarray[Any, Any]]:
+        """The values of checkpoint ``keys``, read while planning (each once) and kept for :meth:`apply`."""
+        preread = self.preread
+        todo = [key for key in dict.fromkeys(keys) if key not in preread]
+        if todo:
+            values = read_requests(self.coordinator.reader, [(key, None) for key in todo], {})
+            preread.update(zip(todo, values, strict=True))
+        return {key: preread[key] for key in keys}
+
     def _check_twice(self) -> None:
         """Refuse a variable that two saved nodes holding different values are matched to; nothing is written.
 
         One array held in two places was saved as two values by older versions (and a tree of them may have
         been edited in one place since). Equal values restore as one; different ones would leave the
-        variable holding whichever came last, so the restore stops before writing anything.
+        variable holding whichever came last, so the restore stops before writing anything. The same holds
+        for an array (or variable) attached in a second place after a restore on creation gave it the value
+        of the first: this step writes nothing, and it keeps that value.
 
         Raises
         ------
@@ -759,6 +923,7 @@ class _Plan:
         """
         coordinator = self.coordinator
         differ: list[tuple[Trackable, int, int]] = []
+        compared: list[tuple[Trackable, int, int, list[tuple[str, str]]]] = []
         for trackable, first, other in self.twice:
             keys = [dict(coordinator.node_attributes(first)), dict(coordinator.node_attributes(other))]
             if keys[0].keys() != keys[1].keys():
@@ -768,10 +933,14 @@ class _Plan:
             infos = [(coordinator.info(a), coordinator.info(b)) for a, b in pairs]
             if any(a.dtype != b.dtype or tuple(a.shape) != tuple(b.shape) for a, b in infos):
                 differ.append((trackable, first, other))
-                continue
-            values = read_requests(coordinator.reader, [(key, None) for pair in pairs for key in pair], {})
-            if not all(_same_values(a, b) for a, b in zip(values[::2], values[1::2], strict=True)):
-                differ.append((trackable, first, other))
+            else:
+                compared.append((trackable, first, other, pairs))
+        values = self._read_early([key for *_, pairs in compared for pair in pairs for key in pair])
+        differ += [
+            (trackable, first, other)
+            for trackable, first, other, pairs in compared
+            if not all(_same_values(values[a], values[b]) for a, b in pairs)
+        ]
         if not differ:
             return
         names = proto_node_names(coordinator.object_graph_proto)
@@ -779,11 +948,18 @@ class _Plan:
             f"  {trackable!r}: {names.get(first, str(first))} and {names.get(other, str(other))}"
             for trackable, first, other in differ
         )
+        if any(coordinator.matched[first] is not None for _, first, _ in differ):
+            done = (
+                "Nothing was written by this part of the restore (the restore on creation of what was attached "
+                "last); the array keeps the value it got from the first path."
+            )
+        else:
+            done = "Nothing was restored."
         raise TrackableError(
             f"cannot restore {coordinator.save_path!r}: the checkpoint holds two different values for one array "
             "(or variable) held here in two places, reached by the two paths named below; a restore would give "
-            "it one of them and drop the other. Nothing was restored. Hold two separate arrays there (a copy in "
-            "one place, np.array(value)) to restore both values, or restore a checkpoint saved from one array "
+            f"it one of them and drop the other. {done} Hold two separate arrays there (a copy in one "
+            "place, np.array(value)) to restore both values, or restore a checkpoint saved from one array "
             f"held in both places:\n{lines}"
         )
 
@@ -864,6 +1040,10 @@ class _Plan:
                 coordinator.partly_filled[proto_id] = (ref(trackable), missing)
             for trackable in self.copies:
                 matched_objects[id(trackable)] = ref(trackable)
+            # For later steps, once one has met an array (see RestoreCoordinator.earlier_arrays).
+            if self.arrays and coordinator.arrays is not None:
+                coordinator.keep_arrays(self.arrays, self.identities)
+            coordinator.applied = True
             requests, buffers, parts = self._requests()
         # Outside the pause: a read may wait on a network or a hung store for long.
         results = self._read(requests, parts)
@@ -906,33 +1086,41 @@ class _Plan:
         """Read ``requests``; the values cast into a template's integer dtype first, checked to fit.
 
         Those are checked before any other value is read (some are read in place, into their objects), so a
-        value that does not fit its template leaves every object as it was.
+        value that does not fit its template leaves every object as it was. A value read while planning (see
+        :meth:`_read_early`) is taken as read, once, not read again.
         """
         reader = self.coordinator.reader
-        if not self.casts:
+        preread = self.preread
+        if not self.casts and not preread:
             return read_requests(reader, requests, parts)
         results: list[np.ndarray[Any, Any] | None] = [None] * len(requests)
 
         def read(positions: list[int]) -> None:
+            positions = [i for i in positions if results[i] is None]
             found = {j: parts[i] for j, i in enumerate(positions) if i in parts}
             for i, value in zip(positions, read_requests(reader, [requests[i] for i in positions], found), strict=True):
                 results[i] = value
 
-        casts = {id(node): node for node in self.casts}
-        first = [i for i, trackable in enumerate(self.attribute_objects) if id(trackable) in casts]
-        read(first)
-        errors: list[AssignmentError] = []
-        for i in first:
-            value = results[i]
-            assert value is not None
-            try:
-                casts[id(self.attribute_objects[i])]._check_fits(value)
-            except DTypeMismatchError as exc:
-                errors.append(exc)  # the others are checked too, to be reported at once
-        if errors:
-            raise _mismatched(errors)
-        done = set(first)
-        read([i for i in range(len(requests)) if i not in done])
+        if preread:
+            for i, (key, _) in enumerate(requests):
+                # Whole values only (a slice is read as one); each once: another request of the key reads it.
+                if i not in parts and (value := preread.pop(key, None)) is not None:
+                    results[i] = value
+        if self.casts:
+            casts = {id(node): node for node in self.casts}
+            first = [i for i, trackable in enumerate(self.attribute_objects) if id(trackable) in casts]
+            read(first)
+            errors: list[AssignmentError] = []
+            for i in first:
+                value = results[i]
+                assert value is not None
+                try:
+                    casts[id(self.attribute_objects[i])]._check_fits(value)
+                except DTypeMismatchError as exc:
+                    errors.append(exc)  # the others are checked too, to be reported at once
+            if errors:
+                raise _mismatched(errors)
+        read(list(range(len(requests))))
         return results  # type: ignore[return-value]  # every position was read
 
     def _apply_values(self, results: list[np.ndarray[Any, Any]], buffers: list[_Buffer]) -> None:

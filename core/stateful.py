@@ -1668,6 +1668,25 @@ class StatefulValue(Trackable):
         meta, self._meta = self._meta, {}
         self._load(state, bool(meta), written)
 
+    @staticmethod
+    def _check_planned_values(
+        objects: list[Trackable], read: Callable[[Sequence[str]], Mapping[str, np.ndarray[Any, Any]]]
+    ) -> None:
+        """Refuse two different values for a tied tensor once a restore has planned, before it writes anything.
+
+        Called by a restore (see ``trackpoint.restore._Plan``) with ``read(keys)``, whose values it applies
+        without reading them again. Restores that do not call this (``FrozenSaver``) are checked by
+        :meth:`_restore_from_tensors`, with no value read in place.
+        """
+        tied = [node for node in objects if isinstance(node, StatefulValue) and node._apart]
+        if not tied:
+            return
+        values = read([key for node in tied for *_, first, other in node._apart for key in (first, other)])
+        for node in tied:
+            apart = node._apart
+            node._check_apart(apart, {n: values[k] for a, b, ka, kb in apart for n, k in ((a, ka), (b, kb))})
+            node._apart = []  # checked: its values may be read in place
+
     def _check_apart(self, apart: list[tuple[str, str, str, str]], tensors: Mapping[str, np.ndarray[Any, Any]]) -> None:
         """Refuse two different values the checkpoint holds for one array of the object (a tied weight).
 
