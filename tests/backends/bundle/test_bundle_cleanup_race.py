@@ -8,9 +8,9 @@ replaced checkpoint, if any, still reads back whole), or the commit succeeds
 and the new checkpoint reads back whole.
 
 The interleavings are enumerated, not hoped for: the two parties run in
-threads on stores (:class:`Interleaving`) that let them take turns one file
-operation at a time, by a plan (:class:`Turns`). On the local disk every plan
-with up to three turn changes runs (both strategies, one and two shards, onto
+threads on stores (:class:`interleave.Interleaving`) that let them take turns
+one file operation at a time, by a plan (:class:`interleave.Turns`). On the
+local disk every plan with up to three turn changes runs (both strategies, one and two shards, onto
 a new prefix and over a committed one); on S3 (moto) every plan with one,
 which keeps the round trips few. Plans with more changes are covered by the
 argument in ``BundleBackend._remove_group``, not by enumeration.
@@ -18,10 +18,6 @@ argument in ``BundleBackend._remove_group``, not by enumeration.
 
 from __future__ import annotations
 
-import contextlib
-import os
-import shutil
-import tempfile
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -30,190 +26,16 @@ from typing import Any
 import numpy as np
 import pytest
 
+from interleave import CLEANUP, COMMIT, FIRST, Interleaving, Turns, interleavings, scratch_directory, take_turns
 from trackpoint.backends.bundle import BundleBackend
-from trackpoint.backends.stores import FileLayer, FileSink, FileSource, LocalFiles, UnfinishedUpload
+from trackpoint.backends.stores import FileLayer, LocalFiles
 from trackpoint.errors import CheckpointError, ConcurrentModificationError, DataLossError
 from trackpoint.plugins import open_backend
-from trackpoint.storage import (
-    ANY_VERSION,
-    Capabilities,
-    CheckpointOptions,
-    ShardResult,
-    ShardSpec,
-    VersionCondition,
-    VersionedBytes,
-    WriteItem,
-)
+from trackpoint.storage import Capabilities, CheckpointOptions, ShardResult, ShardSpec, WriteItem
 
 #: The local disk declared like an object store (as in conftest.py).
 OBJECT_STORE_CAPS = Capabilities(atomic_rename=False, conditional_create=True)
 OLD, NEW = 1.0, 5.0
-COMMIT, CLEANUP = "commit", "cleanup"
-
-
-class Turns:
-    """Lets two parties take turns, one file operation at a time, by a plan.
-
-    The plan is a list of ``(party, operations)``: that party performs that
-    many operations (``None``: all it has left) and then waits while the next
-    entry's party goes on. A party that finishes early hands the turn on.
-    ``reached[i]`` tells whether entry ``i``'s party performed all of its
-    operations, so a caller knows when a longer plan is pointless.
-    """
-
-    def __init__(self, plan: Sequence[tuple[str, int | None]]) -> None:
-        self._plan = list(plan)
-        self._cond = threading.Condition()
-        self._done: set[str] = set()
-        self._i = 0
-        self._left = self._plan[0][1]
-        self.reached = [False] * len(self._plan)
-
-    def _current(self) -> str | None:
-        return self._plan[self._i][0] if self._i < len(self._plan) else None
-
-    def _advance(self) -> None:
-        self._i += 1
-        while self._i < len(self._plan) and self._plan[self._i][0] in self._done:
-            self._i += 1
-        self._left = self._plan[self._i][1] if self._i < len(self._plan) else None
-        self._cond.notify_all()
-
-    def step(self, party: str) -> None:
-        """Called by ``party`` before each of its operations: returns when it may perform it."""
-        with self._cond:
-            while True:
-                if not self._cond.wait_for(lambda: self._current() in (party, None), timeout=30):
-                    raise TimeoutError(f"{party} never got its turn")
-                if self._current() is None:
-                    return
-                if self._left == 0:
-                    self.reached[self._i] = True
-                    self._advance()
-                    continue
-                if self._left is not None:
-                    self._left -= 1
-                return
-
-    def finish(self, party: str) -> None:
-        """``party`` has no operation left."""
-        with self._cond:
-            self._done.add(party)
-            if self._current() == party:
-                self._advance()
-
-
-class Interleaving(FileLayer):
-    """``inner``, whose every operation on the store first waits for ``party``'s turn when ``turns`` is set."""
-
-    def __init__(self, inner: FileLayer, party: str) -> None:
-        self.inner = inner
-        self.party = party
-        self.capabilities = inner.capabilities
-        self.store_name = inner.store_name
-        self.read_chunk_bytes = inner.read_chunk_bytes
-        self.min_bytes_per_writer = inner.min_bytes_per_writer
-        self.turns: Turns | None = None
-
-    def _step(self) -> None:
-        if self.turns is not None:
-            self.turns.step(self.party)
-
-    def open_sink(self, path: str, *, create_only: bool = False) -> FileSink:
-        self._step()
-        return self.inner.open_sink(path, create_only=create_only)
-
-    def put(self, path: str, data: bytes | bytearray | memoryview, *, create_only: bool = False) -> None:
-        self._step()
-        self.inner.put(path, data, create_only=create_only)
-
-    def read_into(self, path: str, offset: int, out: memoryview) -> None:
-        self._step()
-        self.inner.read_into(path, offset, out)
-
-    def read_ranges(self, path: str, ranges: Sequence[tuple[int, memoryview]]) -> None:
-        self._step()
-        self.inner.read_ranges(path, ranges)
-
-    def open_source(self, path: str) -> FileSource:
-        self._step()
-        return self.inner.open_source(path)
-
-    def read(self, path: str) -> bytes:
-        self._step()
-        return self.inner.read(path)
-
-    def size(self, path: str) -> int | None:
-        self._step()
-        return self.inner.size(path)
-
-    def sizes(self, paths: Sequence[str]) -> list[int | None]:
-        self._step()
-        return self.inner.sizes(paths)
-
-    def exists(self, path: str) -> bool:
-        self._step()
-        return self.inner.exists(path)
-
-    def modified(self, path: str) -> float | None:
-        self._step()
-        return self.inner.modified(path)
-
-    def listdir(self, directory: str) -> list[str]:
-        self._step()
-        return self.inner.listdir(directory)
-
-    def delete(self, paths: Sequence[str]) -> None:
-        self._step()
-        self.inner.delete(paths)
-
-    def read_versioned(self, path: str) -> VersionedBytes | None:
-        self._step()
-        return self.inner.read_versioned(path)
-
-    def write_versioned(self, path: str, data: bytes, *, if_version: VersionCondition | None = ANY_VERSION) -> str:
-        self._step()
-        return self.inner.write_versioned(path, data, if_version=if_version)
-
-    def rename(self, src: str, dst: str) -> None:
-        self._step()
-        self.inner.rename(src, dst)
-
-    def rename_new(self, src: str, dst: str) -> None:
-        self._step()
-        self.inner.rename_new(src, dst)
-
-    def makedirs(self, directory: str) -> None:
-        self._step()
-        self.inner.makedirs(directory)
-
-    def remove_dir(self, directory: str) -> None:
-        self._step()
-        self.inner.remove_dir(directory)
-
-    def sync_dir(self, directory: str) -> None:
-        self._step()
-        self.inner.sync_dir(directory)
-
-    def unfinished_uploads(self, directory: str, *, recursive: bool = False) -> list[UnfinishedUpload]:
-        self._step()
-        return self.inner.unfinished_uploads(directory, recursive=recursive)
-
-    def abort_uploads(self, uploads: Sequence[UnfinishedUpload]) -> None:
-        self._step()
-        self.inner.abort_uploads(uploads)
-
-    def cleaning_up(self) -> contextlib.AbstractContextManager[None]:
-        return self.inner.cleaning_up()
-
-    def join(self, directory: str, name: str) -> str:
-        return self.inner.join(directory, name)
-
-    def dirname(self, path: str) -> str:
-        return self.inner.dirname(path)
-
-    def close(self) -> None:
-        self.inner.close()
 
 
 def _items(value: float) -> list[WriteItem]:
@@ -261,29 +83,10 @@ class Case:
 
     def run(self, plan: Sequence[tuple[str, int | None]]) -> list[bool]:
         """Commit and clean up, taking turns by ``plan`` (see :class:`Turns`); return ``Turns.reached``."""
-        turns = Turns(plan)
-
-        def party(name: str, work: Callable[[], None]) -> None:
-            try:
-                work()
-            except BaseException as exc:  # noqa: BLE001 - reported by check()
-                self.failures.append(exc)
-            finally:
-                turns.finish(name)
-
-        for store in self.stores.values():
-            store.turns = turns
-        threads = [
-            threading.Thread(target=party, args=(COMMIT, self._commit)),
-            threading.Thread(target=party, args=(CLEANUP, self._cleanup)),
-        ]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join(60)
-        for store in self.stores.values():
-            store.turns = None
-        return turns.reached
+        reached, self.failures = take_turns(
+            plan, list(self.stores.values()), {COMMIT: self._commit, CLEANUP: self._cleanup}
+        )
+        return reached
 
     def check(self) -> None:
         """The invariant: the new checkpoint whole if the commit succeeded, else what was there before."""
@@ -302,59 +105,13 @@ class Case:
             backend.close()
 
 
-def _interleavings(new_case: Callable[[str], Case], first: str, *, switches: int) -> int:
-    """Run every plan that ``first`` starts with at most ``switches`` turn changes; return how many ran.
-
-    A plan gives each of the first ``switches`` turns a number of operations (at least one), the
-    parties alternating, and then lets each party finish. The counts are enumerated like an
-    odometer: the last turn's count grows until its party finishes within it (that run is the
-    plan with one change fewer), then the count before it grows, and so on.
-    """
-    parties = [(first, CLEANUP if first == COMMIT else COMMIT)[i % 2] for i in range(switches + 2)]
-    counts = [1] * switches
-    runs = 0
-    while True:
-        case = new_case("-".join(map(str, counts)))
-        plan: list[tuple[str, int | None]] = [*zip(parties, counts, strict=False)]
-        plan += [(parties[-2], None), (parties[-1], None)]
-        try:
-            reached = case.run(plan)
-            runs += 1
-            try:
-                case.check()
-            except BaseException as exc:
-                raise AssertionError(f"plan {plan}: commit error {case.commit_error!r}") from exc
-        finally:
-            case.close()
-        # Turns after one whose party finished inside it change nothing: grow the last turn before that.
-        done = reached.index(False) if False in reached[:switches] else switches
-        if done == 0:
-            return runs
-        grow = done - 1
-        counts[grow] += 1
-        counts[grow + 1 :] = [1] * (switches - grow - 1)
-
-
-FIRST = [pytest.param(COMMIT, id="commit-first"), pytest.param(CLEANUP, id="cleanup-first")]
 STATES = [pytest.param(False, id="new-prefix"), pytest.param(True, id="overwrite")]
 
 
 @pytest.fixture
 def scratch(tmp_path: Path) -> Iterator[Path]:
-    """A directory on tmpfs where the machine has one, else ``tmp_path``.
-
-    Every interleaving is a fresh save, and on tmpfs its fsyncs cost nothing; renames,
-    exclusive creates and listings behave as on a disk.
-    """
-    shm = Path("/dev/shm")
-    if not (shm.is_dir() and os.access(shm, os.W_OK)):
-        yield tmp_path
-        return
-    directory = Path(tempfile.mkdtemp(prefix="trackpoint-race-", dir=shm))
-    try:
+    with scratch_directory(tmp_path) as directory:
         yield directory
-    finally:
-        shutil.rmtree(directory, ignore_errors=True)
 
 
 @pytest.fixture(params=["rename", "create"])
@@ -372,7 +129,7 @@ def test_local_commit_and_cleanup_never_publish_missing_data(
     def new_case(name: str) -> Case:
         return Case(local_store, str(scratch / name), committed=committed, shards=shards)
 
-    assert _interleavings(new_case, first, switches=3) > 10
+    assert interleavings(new_case, first, switches=3) > 10
 
 
 @pytest.mark.s3
@@ -392,7 +149,7 @@ def test_s3_commit_and_cleanup_never_publish_missing_data(
         return Case(make, f"{s3_bucket}/race/{name}", committed=committed, shards=2)
 
     # One turn change per run keeps the number of S3 round trips small; the local tests take every two.
-    assert _interleavings(new_case, first, switches=1) > 3
+    assert interleavings(new_case, first, switches=1) > 3
 
 
 def test_turns_follow_the_plan() -> None:
