@@ -183,7 +183,7 @@ class ZarrBackend(StorageBackend):
     # -------------------------------------------------------------- writing
     def write_shard(self, prefix: str, spec: ShardSpec, items: Sequence[WriteItem]) -> ShardResult:
         with active(spec.save_id):
-            self._strategy.prepare(self._group(prefix), spec.save_id)
+            self._strategy.prepare(self._group(prefix), spec)
             data_root = self._data_root(prefix, spec.save_id)
             return _pack.write_shard(
                 self._files, prefix, data_root, spec, items, self._options, sync_dirs=self._strategy.sync_dirs
@@ -197,7 +197,7 @@ class ZarrBackend(StorageBackend):
             group = self._group(prefix)
             _, data = self._strategy.staging(group, save_id)
             doc = _root_document(prefix, shards, save_id, data)
-            self._strategy.commit(prefix, group, save_id, doc, overwrite)
+            self._strategy.commit(prefix, group, save_id, doc, overwrite, len(shards))
 
     def abort(self, prefix: str, save_id: str) -> None:
         try:
@@ -337,8 +337,10 @@ class ZarrBackend(StorageBackend):
             # finds the save whole.
             self._files.abort_uploads(leftover.uploads)
             removed.extend(upload.describe() for upload in leftover.uploads)
-            self._files.rmtree(leftover.path)
-            removed.append(leftover.path)
+            # Not removed in place: the strategy makes sure a commit of that save, running at the same time,
+            # fails rather than publishes what is left of it, or else keeps it (see docs/backends/zarr.md).
+            if self._strategy.remove(leftover):
+                removed.append(leftover.path)
         return sorted(_as_given(directory, base, removed))
 
     def leftovers(self, directory: str) -> list[str]:

@@ -4,11 +4,17 @@
   writes the group ``P.zarr.tmp-<save_id>`` beside the target, born with an
   owner record (host, pid); commit writes its root ``zarr.json`` and renames
   the directory to ``P.zarr``. Cleanup recognises the leftovers of dead
-  writers by their owner.
-* :class:`CreateCommit` (stores with a conditional create: S3, GCS). A save
-  writes its arrays under ``P.zarr/v-<save_id>/``; the root ``P.zarr/zarr.json``,
-  written last, is the commit point: created only if absent, or replaced when
-  overwriting, after which the replaced save's data is deleted. A save killed
+  writers by their owner, and takes a leftover by renaming it away before it
+  removes anything in it: one rename of the temporary group wins, the
+  commit's or the cleanup's.
+* :class:`CreateCommit` (stores with a conditional create: S3, GCS). Each
+  shard creates its marker ``P.zarr/v-<save_id>/.trackpoint-shard-<i>`` and
+  then writes its arrays beside it; the root ``P.zarr/zarr.json``, written
+  last, is the commit point: created only if absent, or replaced when
+  overwriting. The commit checks the markers after the root is written (and
+  puts back what the root was if one is gone); cleanup removes them before
+  it reads the root once more and then removes the data. Then the replaced
+  save's data and the markers are deleted. A save killed
   while it streamed a chunk leaves an unfinished upload (S3 multipart) that
   no listing of objects shows; :meth:`CreateCommit.leftovers` lists those
   below the directory and reports them with their save, so that cleanup
@@ -37,13 +43,20 @@ from trackpoint.errors import (
     CheckpointError,
     CheckpointExistsError,
     CheckpointNotFoundError,
+    ConcurrentModificationError,
+    DataLossError,
     InvalidCheckpointError,
 )
+from trackpoint.storage import ShardSpec, VersionedBytes
 
 __all__ = ["CommitStrategy", "CreateCommit", "Leftover", "RenameCommit", "active", "host_tag", "strategy_for"]
 
 _TMP: Final = ".tmp-"
 _OWNER: Final = ".trackpoint-owner"
+# A shard's marker in its save's data directory (create strategy), followed by the shard number.
+_MARKER: Final = ".trackpoint-shard-"
+# What an overwrite without an atomic exchange renames the replaced group to (rename strategy).
+_REPLACED: Final = "-replaced"
 # A half-created temporary group (see RenameCommit.prepare) is this young at most.
 _OWNERLESS_GRACE: Final = 60.0
 
@@ -116,10 +129,23 @@ class Leftover:
         Unfinished uploads of objects in it (a killed save's S3 multipart
         uploads): no listing of objects shows them, and the store keeps and
         bills their parts until they are aborted.
+    markers
+        Shard markers (create strategy) to delete before anything else: this
+        save's, and those of the save the root referenced when listed.
+    root
+        The data directory the group's root referenced when listed (create
+        strategy): the save's data goes only if the root still does.
+    hold
+        The save the root referenced still had markers: it may be committing,
+        and would put the root it replaced back if its commit fails, so only
+        the markers go now (create strategy).
     """
 
     path: str
     uploads: tuple[UnfinishedUpload, ...] = ()
+    markers: tuple[str, ...] = ()
+    root: str | None = None
+    hold: bool = False
 
 
 class CommitStrategy(ABC):
@@ -151,12 +177,13 @@ class CommitStrategy(ABC):
     def staging(self, group: str, save_id: str) -> tuple[str, str]:
         """(directory the save writes its arrays in, ``data`` path recorded in the root group)."""
 
-    def prepare(self, group: str, save_id: str) -> None:  # noqa: B027 - only some strategies claim
+    @abstractmethod
+    def prepare(self, group: str, spec: ShardSpec) -> None:
         """Called by every ``write_shard`` before it writes (in any process)."""
 
     @abstractmethod
-    def commit(self, prefix: str, group: str, save_id: str, doc: bytes, overwrite: bool) -> None:
-        """Publish the save whose root document is ``doc``."""
+    def commit(self, prefix: str, group: str, save_id: str, doc: bytes, overwrite: bool, num_shards: int) -> None:
+        """Publish the save of ``num_shards`` shards whose root document is ``doc``."""
 
     @abstractmethod
     def abort(self, group: str, save_id: str) -> None:
@@ -169,6 +196,24 @@ class CommitStrategy(ABC):
     @abstractmethod
     def leftovers(self, base: str, now: float, min_age: float) -> list[Leftover]:
         """Abandoned saves in the directory ``base`` that cleanup may remove."""
+
+    @abstractmethod
+    def remove(self, leftover: Leftover) -> bool:
+        """Remove ``leftover`` unless a commit published it since it was listed; return whether it went.
+
+        Run by cleanup (after it aborted the leftover's uploads). With a
+        commit of the same save it never leaves a committed checkpoint
+        without its data: either that commit fails, or this keeps the data.
+        """
+
+    @staticmethod
+    def _staging_removed(prefix: str, save_id: str, where: str) -> DataLossError:
+        """The error of a commit whose staged arrays went while it ran."""
+        return DataLossError(
+            f"zarr: the staged arrays of save {save_id} for {prefix!r} were removed while it was committing "
+            f"({where!r} is gone: a cleanup given a min_age shorter than the save took, or another process); "
+            "this save was not committed, retry it"
+        )
 
 
 class RenameCommit(CommitStrategy):
@@ -193,7 +238,7 @@ class RenameCommit(CommitStrategy):
     def staging(self, group: str, save_id: str) -> tuple[str, str]:
         return f"{group}{_TMP}{save_id}", ""
 
-    def prepare(self, group: str, save_id: str) -> None:
+    def prepare(self, group: str, spec: ShardSpec) -> None:
         """Create the save's temporary group with its owner record in one step.
 
         The directory appears by rename, owner file inside, so cleanup never
@@ -202,7 +247,7 @@ class RenameCommit(CommitStrategy):
         killed before its record is whole still leaves a name that says who
         made it.
         """
-        root, _ = self.staging(group, save_id)
+        root, _ = self.staging(group, spec.save_id)
         files = self.files
         if files.exists(root):
             return
@@ -217,15 +262,16 @@ class RenameCommit(CommitStrategy):
             if not files.exists(root):
                 raise
 
-    def commit(self, prefix: str, group: str, save_id: str, doc: bytes, overwrite: bool) -> None:
+    def commit(self, prefix: str, group: str, save_id: str, doc: bytes, overwrite: bool, num_shards: int) -> None:
         files = self.files
         staging, _ = self.staging(group, save_id)
-        if not files.exists(staging):
-            raise CheckpointNotFoundError(
-                f"zarr/{files.store_name}: the shards of save {save_id} for {prefix!r} are gone ({staging!r}); "
-                "save again"
-            )
-        files.put(_paths.join(staging, _layout.ZARR_JSON), doc)
+        # A cleanup takes a leftover by renaming it away (remove), so the temporary group is published by the
+        # rename below or not at all. Without it the document cannot be written: the local sink creates its
+        # temporary file inside the group's directory.
+        try:
+            files.put(_paths.join(staging, _layout.ZARR_JSON), doc)
+        except CheckpointNotFoundError as exc:
+            raise self._staging_removed(prefix, save_id, staging) from exc
         # Every file was made durable by its sink, and each shard synced its arrays' directories
         # (write_shard); what is left is the root's entry for the document just written.
         files.sync_dir(staging)
@@ -236,7 +282,7 @@ class RenameCommit(CommitStrategy):
                 f"zarr/{files.store_name}: a checkpoint is already committed at {prefix!r}; "
                 "pass overwrite=True or choose another prefix"
             )
-        if exists and self._exchange is not None and self._exchange(staging, group):
+        if exists and self._exchange is not None and self._swap(prefix, save_id, staging, group):
             # Atomic swap: readers see the old checkpoint or the new one, never
             # neither. The old one now sits at the temporary name, ownerless.
             files.sync_dir(parent)
@@ -246,8 +292,9 @@ class RenameCommit(CommitStrategy):
         aside: str | None = None
         if exists:
             # No atomic exchange: a crash between these two renames leaves
-            # nothing visible at the prefix (documented).
-            aside = f"{group}{_TMP}{save_id}-replaced"
+            # nothing visible at the prefix (documented). Cleanup leaves the
+            # aside alone while nothing is committed at the prefix.
+            aside = f"{group}{_TMP}{save_id}{_REPLACED}"
             files.rename(group, aside)
         try:
             files.rename(staging, group)
@@ -255,6 +302,8 @@ class RenameCommit(CommitStrategy):
             if aside is not None:
                 with contextlib.suppress(CheckpointError):
                     files.rename(aside, group)
+            if not files.exists(staging):
+                raise self._staging_removed(prefix, save_id, staging) from exc
             if files.exists(_paths.join(group, _layout.ZARR_JSON)):
                 # Another writer committed first (a non-empty directory cannot be replaced).
                 raise CheckpointExistsError(
@@ -269,19 +318,46 @@ class RenameCommit(CommitStrategy):
         if aside is not None:
             self.files.rmtree(aside)
 
+    def _swap(self, prefix: str, save_id: str, staging: str, group: str) -> bool:
+        """Exchange the temporary group with the committed one; ``False`` where the store cannot."""
+        assert self._exchange is not None
+        try:
+            return self._exchange(staging, group)
+        except CheckpointError as exc:
+            if not self.files.exists(staging):
+                raise self._staging_removed(prefix, save_id, staging) from exc
+            raise
+
     def abort(self, group: str, save_id: str) -> None:
         self.files.rmtree(self.staging(group, save_id)[0])
 
     def delete(self, group: str) -> None:
         # Renaming away is the atomic "uncommit"; cleanup() finishes an interrupted delete.
+        if self.files.exists(group):
+            self._rename_and_remove(group, group)
+
+    def _rename_and_remove(self, path: str, group: str) -> bool:
+        """Rename the directory ``path`` to a fresh name beside ``group``, then remove it; ``False`` if it was gone.
+
+        The rename is atomic: whoever else renames ``path`` (a commit publishing
+        it, another cleanup) either comes first, and this removes nothing, or
+        finds it gone. An interrupted removal leaves an ownerless-looking name
+        that a later cleanup finishes.
+        """
         aside = f"{group}{_TMP}del-{uuid.uuid4().hex}"
-        if not self.files.exists(group):
-            return
         try:
-            self.files.rename(group, aside)
+            self.files.rename(path, aside)
         except CheckpointNotFoundError:
-            return
+            return False
         self.files.rmtree(aside)
+        return True
+
+    def remove(self, leftover: Leftover) -> bool:
+        # docstring inherited
+        # Taken by a rename, not removed in place: a commit renaming the same directory into place would
+        # otherwise publish what is left of it.
+        directory, name = leftover.path.rsplit("/", 1)
+        return self._rename_and_remove(leftover.path, _paths.join(directory, name.split(_TMP, 1)[0]))
 
     def leftovers(self, base: str, now: float, min_age: float) -> list[Leftover]:
         # A local sink's unfinished file is a temporary file inside the save's directory: removed with it.
@@ -295,11 +371,17 @@ class RenameCommit(CommitStrategy):
 
     def _abandoned(self, path: str, name: str, now: float, min_age: float) -> bool:
         files = self.files
-        save_id = name.split(_TMP, 1)[1]
-        mtime = _tree.newest_mtime(files, path) or now
+        group_name, save_id = name.split(_TMP, 1)
         initializing = "-init-" in save_id
-        if _is_active(save_id.split("-init-", 1)[0]):
+        if _is_active(save_id.split("-init-", 1)[0].removesuffix(_REPLACED)):
             return False
+        if save_id.endswith(_REPLACED):
+            # The checkpoint an overwrite renamed aside: its commit renames it back if it fails, so it is
+            # left over only once a checkpoint is committed at the prefix again (then the commit needs it
+            # no more). After a crash between the two renames it is the prefix's last checkpoint: kept.
+            group = _paths.join(files.dirname(path), group_name)
+            return files.exists(_paths.join(group, _layout.ZARR_JSON))
+        mtime = _tree.newest_mtime(files, path) or now
         if initializing and _claimer_died(save_id.split("-init-", 1)[1]):
             return True
         try:
@@ -327,30 +409,87 @@ class CreateCommit(CommitStrategy):
     def staging(self, group: str, save_id: str) -> tuple[str, str]:
         return group, f"v-{save_id}"
 
-    def commit(self, prefix: str, group: str, save_id: str, doc: bytes, overwrite: bool) -> None:
+    def _marker(self, group: str, save_id: str, shard_id: int) -> str:
+        _, data = self.staging(group, save_id)
+        return _paths.join(group, f"{data}/{_MARKER}{shard_id:05d}")
+
+    def prepare(self, group: str, spec: ShardSpec) -> None:
+        """Create the shard's marker before any of its data (see :meth:`remove`).
+
+        A cleanup deletes the markers of a save before its data, so a shard
+        whose marker is gone at its commit may have lost data too.
+        """
+        marker = self._marker(group, spec.save_id, spec.shard_id)
+        self.files.makedirs(self.files.dirname(marker))  # object stores have no directories to make
+        with contextlib.suppress(CheckpointExistsError):
+            self.files.put(marker, b"", create_only=True)  # exists: this shard is written again
+
+    def _check_markers(self, prefix: str, save_id: str, markers: list[str]) -> None:
+        """Raise DataLossError if a shard marker of the save is gone (one round of stats)."""
+        for marker, size in zip(markers, self.files.sizes(markers), strict=True):
+            if size is None:
+                raise self._staging_removed(prefix, save_id, marker)
+
+    def commit(self, prefix: str, group: str, save_id: str, doc: bytes, overwrite: bool, num_shards: int) -> None:
         files = self.files
         _, data = self.staging(group, save_id)
+        markers = [self._marker(group, save_id, i) for i in range(num_shards)]
+        self._check_markers(prefix, save_id, markers)
         files.makedirs(_paths.join(group, data))  # a save of no tensors wrote no array there
-        files.put(_paths.join(group, f"{data}/{_layout.ZARR_JSON}"), json.dumps(_layout.group_metadata({})).encode())
-        root_json = _paths.join(group, _layout.ZARR_JSON)
-        if not overwrite:
-            # The commit point: create-only, so a concurrent committer cannot be clobbered.
-            try:
-                files.put(root_json, doc, create_only=True)
-            except CheckpointExistsError as exc:
-                raise CheckpointExistsError(
-                    f"zarr/{files.store_name}: a checkpoint is already committed at {prefix!r}; "
-                    "pass overwrite=True or choose another prefix"
-                ) from exc
-            return
         try:
-            found = self.read_root(group)
-        except InvalidCheckpointError:
-            found = None
-        files.put(root_json, doc)
-        old = None if found is None else found[0].get("data")
+            files.put(
+                _paths.join(group, f"{data}/{_layout.ZARR_JSON}"), json.dumps(_layout.group_metadata({})).encode()
+            )
+        except CheckpointNotFoundError as exc:
+            # A local disk declared like an object store: a cleanup removed the directory just made.
+            raise self._staging_removed(prefix, save_id, _paths.join(group, data)) from exc
+        root_json = _paths.join(group, _layout.ZARR_JSON)
+        # The replaced root, to put back if this commit fails after its write, and the data it references.
+        previous = files.read_versioned(root_json) if overwrite else None
+        old = None if previous is None else self._data_of(previous.data, group)
+        try:
+            # The commit point; create-only without overwrite, so a concurrent committer cannot be clobbered.
+            files.put(root_json, doc, create_only=not overwrite)
+        except CheckpointExistsError as exc:
+            raise CheckpointExistsError(
+                f"zarr/{files.store_name}: a checkpoint is already committed at {prefix!r}; "
+                "pass overwrite=True or choose another prefix"
+            ) from exc
+        try:
+            # Checked again after the root is in place: with a cleanup, which deletes markers before it reads the
+            # root again and removes data (remove), one of the two sees the other's write.
+            self._check_markers(prefix, save_id, markers)
+        except DataLossError:
+            self._retract(root_json, doc, previous)
+            raise
+        files.delete(markers)
         if old and old != data:
-            files.rmtree(_paths.join(group, str(old)))
+            files.rmtree(_paths.join(group, old))
+
+    @staticmethod
+    def _data_of(raw: bytes, group: str) -> str | None:
+        """The data directory a root document references; ``None`` for one that is not a checkpoint's.
+
+        Raises
+        ------
+        DataLossError
+            The root is trackpoint's but damaged: nothing is written over it.
+        """
+        try:
+            return str(_layout.parse_root(raw, group)[0].get("data") or "") or None
+        except InvalidCheckpointError:
+            return None
+
+    def _retract(self, root_json: str, doc: bytes, previous: VersionedBytes | None) -> None:
+        """Put back the root that this commit's root ``doc`` replaced; a root another save wrote since stays."""
+        current = self.files.read_versioned(root_json)
+        if current is None or current.data != doc:
+            return  # the root names its save_id: another save's root is never equal
+        if previous is None:
+            self.files.delete([root_json])
+            return
+        with contextlib.suppress(ConcurrentModificationError, CheckpointNotFoundError):
+            self.files.write_versioned(root_json, previous.data, if_version=current.version)
 
     def abort(self, group: str, save_id: str) -> None:
         _, data = self.staging(group, save_id)
@@ -381,12 +520,15 @@ class CreateCommit(CommitStrategy):
         predates ``recursive`` is asked per directory holding an object, and
         misses those.)
         """
-        # Per group, per data directory: the unfinished uploads in it (none for most).
+        # Per group, per data directory: the unfinished uploads in it (none for most), and its shard markers.
         saves: dict[str, dict[str, list[UnfinishedUpload]]] = {}
+        markers: dict[tuple[str, str], list[str]] = {}
         for path in self.files.find(base):
             save = _save_of(path, base)
             if save is not None:
                 saves.setdefault(save[0], {}).setdefault(save[1], [])
+                if path.rsplit("/", 1)[-1].startswith(_MARKER):
+                    markers.setdefault(save, []).append(path)
         for upload in self.files.unfinished_uploads(base, recursive=True):
             save = _save_of(upload.path, base)
             if save is not None:
@@ -397,6 +539,17 @@ class CreateCommit(CommitStrategy):
             with contextlib.suppress(InvalidCheckpointError):
                 root = self.read_root(group)
                 current = None if root is None else root[0].get("data")
+                # The referenced save's markers: a commit between its root write and its last check (or one
+                # killed there). The group's leftovers then wait for a later cleanup; the markers go with them
+                # once the root is as old as min_age asks (a commit's root is new).
+                held = tuple(markers.get((name, current), ())) if isinstance(current, str) else ()
+                hold = bool(held)
+                root_json = _paths.join(group, _layout.ZARR_JSON)
+                if hold and (
+                    _is_active(str(current)[2:])
+                    or not _old_enough(_newest(self.files, [root_json, *held], now), now, min_age)
+                ):
+                    held = ()
                 for child, uploads in sorted(children.items()):
                     if child == current or _is_active(child[2:]):
                         continue
@@ -404,8 +557,33 @@ class CreateCommit(CommitStrategy):
                         continue  # an upload received a part lately: the save may be running
                     sub = _paths.join(group, child)
                     if _old_enough(_tree.newest_mtime(self.files, sub), now, min_age):
-                        found.append(Leftover(sub, tuple(uploads)))
+                        own = tuple(markers.get((name, child), ()))
+                        found.append(Leftover(sub, tuple(uploads), own + held, current, hold))
         return found
+
+    def remove(self, leftover: Leftover) -> bool:
+        """Delete the leftover's markers, read the root again, and remove the data only if it is unchanged.
+
+        With the commit this is a Dekker pair on a store whose reads see every
+        completed write: the commit writes its root, then checks its markers;
+        this deletes them, then reads the root. At least one side sees the
+        other's write, so either the commit fails (and puts the replaced root
+        back) or this keeps the data. While the save the root referenced had
+        markers, it may still fail that way and put back the root it replaced,
+        whose data may be this leftover: only the markers go now.
+        """
+        self.files.delete(leftover.markers)
+        if leftover.hold:
+            return False
+        group = self.files.dirname(leftover.path)
+        try:
+            root = self.read_root(group)
+        except InvalidCheckpointError:
+            return False
+        if (None if root is None else root[0].get("data")) != leftover.root:
+            return False  # a save committed (or the prefix changed) since the listing: its data stay
+        self.files.rmtree(leftover.path)
+        return True
 
 
 def _save_of(path: str, base: str) -> tuple[str, str] | None:
@@ -414,6 +592,12 @@ def _save_of(path: str, base: str) -> tuple[str, str] | None:
     if len(parts) >= 3 and parts[0].endswith(_layout.SUFFIX) and parts[1].startswith("v-"):
         return parts[0], parts[1]
     return None
+
+
+def _newest(files: FileLayer, paths: list[str], now: float) -> float:
+    """The newest modification time of ``paths``; one the store cannot tell (or gone) counts as ``now``."""
+    times = [files.modified(p) for p in paths]
+    return now if None in times else max(t for t in times if t is not None)
 
 
 def _old_enough(mtime: float | None, now: float, min_age: float) -> bool:

@@ -188,10 +188,13 @@ def test_a_save_killed_before_it_completed_any_object_leaves_uploads_that_cleanu
     store: ObjectStore, proxy: FaultProxy, capsys: pytest.CaptureFixture[str]
 ) -> None:
     root, run = store.root, f"{store.bucket}/run"
-    # Nothing of the save becomes visible: every CompleteMultipartUpload of a chunk and every single-request
-    # upload (the array's zarr.json) hangs, and the writer is killed while it streams its chunks.
+    # Nothing of the save's data becomes visible: every CompleteMultipartUpload of a chunk and every
+    # single-request upload but the shard's marker (the array's zarr.json) hangs, and the writer is killed
+    # while it streams its chunks.
     complete = proxy.add(Rule("POST", r"ckpt-1\.zarr/.*uploadId=", action="stall", delay=60, times=1000))
-    proxy.add(Rule("PUT", r"ckpt-1\.zarr/(?!.*uploadId=)", action="stall", delay=60, times=1000))
+    proxy.add(
+        Rule("PUT", r"ckpt-1\.zarr/(?!.*uploadId=)(?!.*\.trackpoint-shard-)", action="stall", delay=60, times=1000)
+    )
     storage_options = json.dumps({**store.storage_options, "endpoint_url": proxy.url})
     proc = subprocess.Popen(
         [sys.executable, "-c", _KILLED_LARGE_WRITER, storage_options, f"{run}/ckpt-1"],
@@ -199,7 +202,9 @@ def test_a_save_killed_before_it_completed_any_object_leaves_uploads_that_cleanu
     )
     kill_when_fired(proc, complete, "completing a chunk's upload")
     uploads = _settled(store.raw, root)
-    assert store.raw.find(f"{root}/run") == []  # no object: nothing but the uploads tells of the save
+    # No data object: nothing but the shard's marker (written before any data) and the uploads tells of the save.
+    [marker] = store.raw.find(f"{root}/run")
+    assert re.fullmatch(r".*/run/ckpt-1\.zarr/v-[0-9a-f]+/\.trackpoint-shard-00000", marker), marker
     keys = sorted(key for key, _ in uploads)
     assert len(keys) >= 1 and all(re.fullmatch(r"run/ckpt-1\.zarr/v-[0-9a-f]+/w/c\.\d+", key) for key in keys)
     [data] = {key.split("/")[2] for key in keys}
