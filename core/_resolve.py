@@ -37,7 +37,7 @@ from collections import OrderedDict
 from collections.abc import Iterator, Sequence
 from typing import Final
 
-from trackpoint import _paths
+from trackpoint import _paths, observe
 from trackpoint.errors import CheckpointError, CheckpointExistsError, CheckpointNotFoundError, ForeignCheckpointError
 from trackpoint.storage import (
     ANY_VERSION,
@@ -229,13 +229,15 @@ def retire(prefix: str, other: StorageBackend | None, writer: StorageBackend) ->
     """After ``writer`` committed ``prefix``: delete the checkpoint :func:`shadow` found there, and close ``other``.
 
     The save replaced the checkpoint at ``prefix`` on purpose (``overwrite``); left in place, the other
-    format's would be read instead. A failed delete is logged, never raised: the new checkpoint is committed.
+    format's would be read instead. The delete fires ``trackpoint_checkpoint_deleted`` (reason ``"delete"``);
+    a failed one is logged, never raised: the new checkpoint is committed.
     """
     if other is None:
         return
     try:
         _log.info("%s: replacing the %s checkpoint there by the new %s one", prefix, other.name, writer.name)
-        other.delete(prefix)
+        # Reported like any delete of a committed checkpoint (reason "delete": the save was asked to overwrite).
+        observe.delete_checkpoint(other, prefix, reason="delete", backend=other.name)
     except CheckpointError as exc:
         _log.warning(
             "%s: the new %s checkpoint is committed, but the %s checkpoint it replaces could not be deleted, and "

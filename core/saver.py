@@ -259,7 +259,10 @@ class Saver:
         shards per device; trackpoint has no devices, so it shards by size.
     max_to_keep
         How many recent checkpoints to keep; ``None`` or 0 keeps all (and then
-        the state file lists only the newest, as in TensorFlow).
+        the state file lists only the newest, as in TensorFlow). Each save
+        deletes at most one that left the window, reported by the
+        ``trackpoint_checkpoint_deleted`` event (reason ``"retention"``); one
+        whose delete failed is tried again by the next save.
     keep_checkpoint_every_n_hours
         Besides the ``max_to_keep`` most recent, keep one checkpoint per this
         many hours.
@@ -435,11 +438,15 @@ class Saver:
         if stamp > self._next_checkpoint_time:
             self._next_checkpoint_time += self._keep_checkpoint_every_n_hours * 3600.0
             return
+        store = self._backends.store(path, self._options)
         try:
-            self._backends.store(path, self._options).delete(path)
-        except CheckpointError as exc:
-            # Already unlisted: a failed delete leaves garbage, never a broken checkpoint.
-            _log.warning("Ignoring: could not delete old checkpoint %s: %s", path, exc)
+            observe.delete_checkpoint(
+                store, path, reason="retention", backend=functools.partial(_resolve.holder_name, store, path)
+            )
+        except CheckpointError:
+            # Reported, and logged as a warning, by the delete event. Already unlisted: a failed delete leaves
+            # garbage, never a broken checkpoint; the next save tries it again (as CheckpointManager's does).
+            self._checkpoints_to_be_deleted.insert(0, (path, stamp))
 
     # ----------------------------------------------------------------- save
     @_gc.full_collections_deferred()

@@ -1,0 +1,111 @@
+"""``trackpoint_checkpoint_deleted`` from the deletes outside ``CheckpointManager``.
+
+The name-based ``Saver``'s ``max_to_keep`` retention and the retirement of a
+checkpoint of another format that a copy replaced (``_resolve.retire``, after
+``tp.convert(..., overwrite=True)``) fire the event as the manager does: once
+per delete, done or failed, with the holder's backend name.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+import trackpoint as tp
+from trackpoint import plugins
+from trackpoint.backends.bundle import BundleBackend
+from trackpoint.errors import StorageError
+from trackpoint.plugins import hookimpl
+from trackpoint.saver import Saver
+from trackpoint.variables import Variable
+
+
+class Deletes:
+    """An observer of deletes only; ``events`` holds the fields of each (but ``seconds``), in order."""
+
+    def __init__(self) -> None:
+        self.events: list[dict[str, Any]] = []
+
+    @hookimpl
+    def trackpoint_checkpoint_deleted(
+        self, path: str, backend: str, reason: str, error: BaseException | None, seconds: float
+    ) -> None:
+        assert seconds >= 0
+        self.events.append({"path": path, "backend": backend, "reason": reason, "error": error})
+
+
+@pytest.fixture
+def deletes() -> Deletes:
+    observer = Deletes()
+    plugins.register(observer, "deletes")
+    return observer
+
+
+def _saver(**kwargs: Any) -> Saver:
+    return Saver({"w": Variable(np.arange(4, dtype=np.float32))}, **kwargs)
+
+
+@pytest.mark.parametrize("backend", ["bundle", "zarr"])
+def test_saver_retention_fires_one_event_per_checkpoint_it_deletes(
+    tmp_path: Path, deletes: Deletes, backend: str
+) -> None:
+    saver = _saver(max_to_keep=1, options=tp.CheckpointOptions(backend=backend))
+    paths = [saver.save(str(tmp_path / "model"), global_step=step) for step in (1, 2, 3)]
+    assert deletes.events == [
+        {"path": paths[0], "backend": backend, "reason": "retention", "error": None},
+        {"path": paths[1], "backend": backend, "reason": "retention", "error": None},
+    ]
+    assert [tp.checkpoint_exists(p) for p in paths] == [False, False, True]  # type: ignore[arg-type]
+
+
+def test_saver_without_max_to_keep_fires_nothing(tmp_path: Path, deletes: Deletes) -> None:
+    saver = _saver(max_to_keep=None)
+    for step in (1, 2, 3):
+        saver.save(str(tmp_path / "model"), global_step=step)
+    assert deletes.events == []
+
+
+def test_a_failed_saver_retention_delete_fires_with_its_error_and_again_when_retried(
+    tmp_path: Path, deletes: Deletes, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    saver = _saver(max_to_keep=1)
+    first = saver.save(str(tmp_path / "model"), global_step=1)
+    delete = BundleBackend.delete
+    refused = StorageError("injected: the store refused the delete")
+
+    def refuse_once(self: BundleBackend, prefix: str) -> None:
+        monkeypatch.setattr(BundleBackend, "delete", delete)
+        raise refused
+
+    monkeypatch.setattr(BundleBackend, "delete", refuse_once)
+    with caplog.at_level(logging.WARNING, logger="trackpoint"):
+        second = saver.save(str(tmp_path / "model"), global_step=2)  # the save succeeds; its delete does not
+    assert deletes.events == [{"path": first, "backend": "bundle", "reason": "retention", "error": refused}]
+    assert f"could not delete old checkpoint {first} (the next save retries)" in caplog.text
+    assert tp.checkpoint_exists(first)  # type: ignore[arg-type]
+
+    third = saver.save(str(tmp_path / "model"), global_step=3)  # retries the failed delete first
+    assert deletes.events[1:] == [{"path": first, "backend": "bundle", "reason": "retention", "error": None}]
+    assert not tp.checkpoint_exists(first)  # type: ignore[arg-type]
+    saver.save(str(tmp_path / "model"), global_step=4)  # then the one the third save let go
+    assert [e["path"] for e in deletes.events[2:]] == [second]
+    assert saver.last_checkpoints[-1:] == [str(tmp_path / "model-4")] and third
+
+
+def test_a_copy_replacing_another_format_fires_reason_delete_for_the_replaced_one(
+    tmp_path: Path, deletes: Deletes
+) -> None:
+    ckpt = tp.Checkpoint(w=tp.Variable(np.zeros(4, np.float32)))
+    source = ckpt.write(str(tmp_path / "source"))
+    target = ckpt.write(str(tmp_path / "target"))
+    # A zarr copy over the bundle checkpoint: readers without options would read the bundle one first, so the
+    # copy deletes it once it is committed.
+    zarr = tp.CheckpointOptions(backend="zarr")
+    tp.convert(source, target, dst_options=zarr, overwrite=True)
+    assert deletes.events == [{"path": target, "backend": "bundle", "reason": "delete", "error": None}]
+    assert not tp.checkpoint_exists(target, options=tp.CheckpointOptions(backend="bundle"))
+    assert tp.checkpoint_exists(target, options=zarr)
