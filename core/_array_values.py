@@ -73,12 +73,24 @@ def is_jax_shape(value: Any) -> bool:
     return jax is not None and isinstance(value, getattr(jax, "ShapeDtypeStruct", ()))
 
 
+#: The types found to be numpy values or torch tensors by :func:`is_array_value`: what a type is never changes,
+#: and the check by name through a tensor's classes costs a microsecond, asked several times of each of
+#: possibly 10^5 values at each save and restore.
+_ARRAY_TYPES: set[type] = set()
+
+
 def is_array_value(value: Any) -> bool:
     """Whether ``value`` is saved as an array where it is held: a numpy value, a torch tensor, a JAX array.
 
     A ``jax.ShapeDtypeStruct`` counts too: it stands for the JAX array a restore puts in its place.
     """
-    return is_numpy_value(value) or dtypes._is_torch_tensor(value) or is_jax_array(value) or is_jax_shape(value)
+    kind = type(value)
+    if kind in _ARRAY_TYPES:
+        return True
+    if is_numpy_value(value) or dtypes._is_torch_tensor(value):
+        _ARRAY_TYPES.add(kind)
+        return True
+    return is_jax_array(value) or is_jax_shape(value)
 
 
 class _NumpyValue(Variable):
@@ -130,6 +142,10 @@ class _NumpyValue(Variable):
         self._current: Any = value
         self._tensor: Any = None
         self._shared = True
+        # For a torch tensor: the tensor (sharing its memory) whose numpy view ``_value`` is, and its dtype. The
+        # holder's tensor may be pointed at other memory since (``.data = other``, ``set_()``): see _moved.
+        self._viewed: Any = None
+        self._torch_dtype: Any = None
         # For a Python number: its type, which a restore gives back (an int stays an int).
         self._python: type | None = None
         # Made for a jax.ShapeDtypeStruct: a restore casts into the template's dtype, as Orbax's does, also
@@ -150,8 +166,10 @@ class _NumpyValue(Variable):
             value = np.array(value.encode("utf-8", "surrogateescape"), dtype=object)
         if dtypes._is_torch_tensor(value):
             self._tensor = value
+            self._torch_dtype = value.dtype
             try:
-                array = dtypes._torch_to_numpy(value)
+                viewed = value.detach()
+                array = dtypes._torch_to_numpy(viewed)
             except Exception as exc:  # torch fails its own ways (TypeError, RuntimeError, ValueError)
                 if is_dtensor(value):
                     # Only a module's or optimizer's own state dict knows its DTensors' places among the ranks.
@@ -167,6 +185,10 @@ class _NumpyValue(Variable):
             self._shared = array.size == 0 or (
                 value.device.type == "cpu" and array.__array_interface__["data"][0] == value.data_ptr()
             )
+            if self._shared:
+                # Kept only where the view pins that memory anyway: a copy (a GPU tensor's) must not keep the
+                # device memory the tensor is pointed away from alive.
+                self._viewed = viewed
             value = array
         elif is_jax_shape(value):
             shape = tuple(value.shape)
@@ -300,6 +322,27 @@ class _NumpyValue(Variable):
         else:
             self._restore_from_tensors({VARIABLE_VALUE_KEY: source._value})
 
+    def _moved(self, tensor: Any) -> bool:
+        """Whether the torch ``tensor`` held was pointed at other memory, or another layout, since it was viewed.
+
+        torch code re-points a tensor in place (``t.data = other``, ``t.set_(other)``: tied weights,
+        ``module.weight.data = ...``), keeping the object: the view ``_value`` would still be of the old
+        memory. One call tells (the same storage, offset, sizes and strides as the tensor viewed, which the view
+        keeps alive, so that no other tensor can have its memory), and the dtype the rest, for the view of a CPU
+        tensor; a copy (a GPU tensor's, read again at each save) is of the tensor held, only its shape and dtype
+        can be out of date.
+        """
+        if tensor.dtype is not self._torch_dtype:
+            return True
+        viewed = self._viewed
+        if viewed is None:
+            return bool(tensor.shape != self._value.shape)
+        return not tensor.is_set_to(viewed)
+
+    def _view_again(self) -> None:
+        """View the torch tensor held as it is now (see :meth:`_moved`): as a node made for it now would."""
+        _NumpyValue.__init__(self, self._current, self._name, self._where, self._on_replace)
+
     def _writes_in_place(self) -> bool:
         """Whether a restore writes into the memory of the value held (else it replaces the value)."""
         return self._tensor is not None or self._in_place()
@@ -315,8 +358,17 @@ class _NumpyValue(Variable):
         return self._saved_dtype
 
     def _serialize_to_tensors(self) -> dict[str, Any]:
-        if not self._shared:
-            self._value = dtypes._torch_to_numpy(self._tensor)  # the tensor as it is now, not at tracking
+        tensor = self._tensor
+        if tensor is not None:
+            # First, and on its own: the common case of a torch model (10^4 tensors in a dict, say).
+            if self._moved(tensor):
+                self._view_again()
+            if not self._shared:
+                self._value = dtypes._torch_to_numpy(tensor)  # the tensor as it is now, not at tracking
+            value = self._value
+            if value.dtype != self._saved_dtype or not value.flags.c_contiguous:
+                value = np.ascontiguousarray(value, dtype=self._saved_dtype)
+            return {VARIABLE_VALUE_KEY: value}
         value = self._value
         if self._python is not None and value.dtype != self._saved_dtype:
             value = _python_number_array(self._current, self._saved_dtype, self._where)
@@ -353,6 +405,9 @@ class _NumpyValue(Variable):
         info = infos.get(VARIABLE_VALUE_KEY)
         if info is None:
             return
+        tensor = self._tensor
+        if tensor is not None and self._moved(tensor):
+            self._view_again()  # read into the tensor's memory now (see _moved), checked against its shape now
         key = where[VARIABLE_VALUE_KEY]
         if self._key_impl is not None:
             self._check_key_data(info, key)
@@ -599,6 +654,9 @@ class _NumpyValue(Variable):
 
     def assign(self, value: Any) -> Variable:
         # docstring inherited
+        tensor = self._tensor
+        if tensor is not None and self._moved(tensor):
+            self._view_again()
         self._restore_from_tensors({VARIABLE_VALUE_KEY: self._converted(value, "assign")})
         return self
 
