@@ -33,13 +33,25 @@ from trackpoint.variables import Variable
 if TYPE_CHECKING:
     from trackpoint.storage import TensorInfo
 
-__all__ = ["PYTHON_NUMBERS", "is_array_value", "is_dtensor", "is_jax_array", "is_jax_shape", "is_numpy_value"]
+__all__ = [
+    "PYTHON_FULL_NAMES",
+    "PYTHON_NUMBERS",
+    "is_array_value",
+    "is_dtensor",
+    "is_jax_array",
+    "is_jax_shape",
+    "is_numpy_value",
+]
 
 #: What :attr:`_NumpyValue._memory_found` holds until :meth:`_NumpyValue.memory` is first asked (and
 #: ``_identity_found`` until :meth:`_NumpyValue.identity` is).
 UNKNOWN: Any = object()
 #: Python numbers saved where a checkpoint's own containers hold them, with the dtype each is saved as.
 PYTHON_NUMBERS: dict[type, type[np.generic]] = {bool: np.bool_, int: np.int64, float: np.float64}
+#: The ``full_name`` the object graph records for a Python number saved there (a variable's name, elsewhere): what
+#: tells a reader (:func:`trackpoint.load_tree`) a number from a 0-d array of its dtype. No TensorFlow variable
+#: has such a name (``:`` is no character of one).
+PYTHON_FULL_NAMES: dict[type, str] = {bool: "python:bool", int: "python:int", float: "python:float"}
 #: The dtype kinds a saved value may have to be restored into a Python number (or str) of each type.
 _PYTHON_KINDS = {bool: "b", int: "iu", float: "f", str: "O"}
 #: The kinds a restore casts between for a ``jax.ShapeDtypeStruct`` template, by numpy's dtype kind (ml_dtypes'
@@ -249,6 +261,12 @@ class _NumpyValue(Variable):
     def current(self) -> Any:
         """The value the holder should hold (the restored one after a replacing restore)."""
         return self._current
+
+    @property
+    def _full_name(self) -> str:
+        # A Python number's type, for readers (see PYTHON_FULL_NAMES); the name in the holder otherwise.
+        python = self._python
+        return self._name if python is None or python is str else PYTHON_FULL_NAMES[python]
 
     def identity(self) -> Hashable | None:
         """What makes this node's value provably the value of another node; ``None`` if nothing does.

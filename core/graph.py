@@ -386,7 +386,7 @@ def serialize_object_graph(view: ObjectGraphView) -> SerializedGraph:
         if kind is None:
             kind = kinds[cls] = (uses_saveables(obj), isinstance(obj, Variable), isinstance(obj, PythonState))
         saves_saveables, is_variable, is_state = kind
-        full_name = obj.name if is_variable else ""  # type: ignore[attr-defined]  # a Variable (kinds)
+        full_name = obj._full_name if is_variable else ""  # type: ignore[attr-defined]  # a Variable (kinds)
         sink = python_state if is_state else regular
         if saves_saveables:
             # TensorFlow 1 style: one graph attribute per entry, one tensor per spec.

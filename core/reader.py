@@ -18,6 +18,7 @@ from typing import Any, Final
 import numpy as np
 
 from trackpoint import _resolve
+from trackpoint._array_values import _PYTHON_KINDS, PYTHON_FULL_NAMES
 from trackpoint.errors import ArgumentTypeError, CheckpointKeyError, InvalidArgumentError, InvalidCheckpointError
 from trackpoint.proto import trackable_object_graph_pb2 as pb
 from trackpoint.storage import OBJECT_GRAPH_KEY, CheckpointOptions, CheckpointReader, _options_argument
@@ -363,6 +364,7 @@ def load_tree(path: str | os.PathLike[str], options: CheckpointOptions | None = 
                     order.append(child.node_id)
         order += [node_id for node_id in range(len(nodes)) if node_id not in paths]
         built: dict[int, Any] = {}
+        numbers = {full_name: number for number, full_name in PYTHON_FULL_NAMES.items()}
 
         def value(key: str) -> Any:
             try:
@@ -392,7 +394,9 @@ def load_tree(path: str | os.PathLike[str], options: CheckpointOptions | None = 
             keys = {attribute.name: attribute.checkpoint_key for attribute in node.attributes}
             alone = node_id != 0 and not node.children and not node.slot_variables  # the root is always a dict
             if alone and list(keys) == [VARIABLE_VALUE_KEY]:
-                built[node_id] = value(keys[VARIABLE_VALUE_KEY])
+                found = value(keys[VARIABLE_VALUE_KEY])
+                number = numbers.get(node.attributes[0].full_name)
+                built[node_id] = found if number is None else _python_number(found, number)
             elif alone and STATE_DICT_STRUCTURE in keys:
                 built[node_id] = state_dict(node_id, keys)
             else:
@@ -422,6 +426,16 @@ def load_tree(path: str | os.PathLike[str], options: CheckpointOptions | None = 
                 slots[slot.slot_name] = built[slot.slot_variable_node_id]
     root: dict[str, Any] = built[0]
     return root
+
+
+def _python_number(found: Any, number: type) -> Any:
+    """``found``, the value of a Python ``number`` saved in a checkpoint's container, as that number again.
+
+    A value of another shape or kind than such a number is saved as (another writer's) is left as read.
+    """
+    if isinstance(found, np.ndarray) and found.shape == () and found.dtype.kind in _PYTHON_KINDS[number]:
+        return number(found[()])
+    return found
 
 
 def _namedtuple_edges(children: list[Any], half: int) -> bool:
