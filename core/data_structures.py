@@ -158,20 +158,24 @@ def _wrap(value: Any, name: str, strict: bool, where: str) -> Any:
         # would lower the depth that can be wrapped; and only for containers, the values that recurse.)
         outermost = not _WRAPPING.ids
         try:
-            if not _COPYING.depth and "jax" in sys.modules:
+            state_dict = strict and _saves_strings(value)
+            if not _COPYING.depth and (state_dict or "jax" in sys.modules):
                 # A pytree of JAX arrays: the wrappers go around copies of its containers (same arrays), so the
                 # user's pytree stays plain. JAX compares container types, and a wrapper where a dict was would
                 # fail the user's next tree_map over it and a plain tree. The outermost container is looked
                 # through once: the containers inside are wrapped within this call, and need no look of their
-                # own.
+                # own. So is a torch optimizer's state dict: its per-parameter dicts are the optimizer's own
+                # (LBFGS keeps lists in them, which a wrapper would replace), and a save must not change them.
                 _COPYING.depth += 1
+                _COPYING.state_dict = state_dict
                 try:
-                    copied = _COPYING.copied = _holds_jax(value)
-                    return _wrap(_copy_containers(value) if copied else value, name, strict, where)
+                    copied = _COPYING.copied = not state_dict and _holds_jax(value)
+                    return _wrap(_copy_containers(value) if copied or state_dict else value, name, strict, where)
                 finally:
                     _COPYING.depth -= 1
                     if not _COPYING.depth:
                         _COPYING.sources.clear()
+                        _COPYING.state_dict = False
             if kind is dict or kind is collections.OrderedDict or kind is list:
                 with _wrapping(value, where):
                     if kind is list:
@@ -246,6 +250,8 @@ class _Copying(threading.local):
     depth = 0
     #: Whether the outermost value wrapped last was a pytree of JAX arrays, wrapped as a copy.
     copied = False
+    #: Whether the value being copied is a torch optimizer's state dict (see _saves_strings), not a pytree.
+    state_dict = False
     #: The user's container each copy was made from, by the copy's id.
     sources: dict[int, Any]
 
@@ -1062,6 +1068,8 @@ class TrackableDataStructure(Trackable, metaclass=abc.ABCMeta):
         source = _COPYING.sources.get(id(storage)) if _COPYING.depth else None
         if source is not None:
             self._self_source = (source, list(source.items()) if isinstance(source, dict) else list(source))
+            if _COPYING.state_dict:
+                self._self_of_state_dict = True
 
     def _forget_source(self) -> None:
         """A restore replaced a value here: the copy no longer mirrors the user's container, which is let go.
@@ -1094,6 +1102,14 @@ class TrackableDataStructure(Trackable, metaclass=abc.ABCMeta):
             for a, b in zip(now, then, strict=True)
         ):
             return
+        if self.__dict__.get("_self_of_state_dict"):
+            raise TrackableError(
+                f"Unable to save {self._self_where}: the {type(source).__name__} given there is part of a torch "
+                "optimizer's state dict (its per-parameter state is the optimizer's own, which the checkpoint "
+                "copies rather than change), and it was changed since it was given (by a step). Assign "
+                "opt.state_dict() again before saving, to save the new values, or give the optimizer itself "
+                "(tp.Checkpoint(optimizer=opt)), which is saved as it is at each save."
+            )
         raise TrackableError(
             f"Unable to save {self._self_where}: the {type(source).__name__} given there holds JAX arrays, so the "
             "checkpoint keeps a copy of its containers, and it was changed since it was given or read back from "

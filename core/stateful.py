@@ -892,6 +892,12 @@ class _SavedEntry(Trackable):
         return f"<saved entry {self._place}>"
 
 
+#: The lists of tensors in the per-parameter state of torch's LBFGS (its history). Its other entries are Python
+#: numbers or torch tensors as their saved dtype tells (``H_diag`` and ``t`` are either, from one step to the
+#: next); ``al`` holds ``history_size`` places, ``None`` where nothing is saved yet.
+_LBFGS_LISTS: Final = frozenset({"old_dirs", "old_stps", "ro", "al"})
+
+
 def _walk_entries(entry: _SavedEntry) -> Iterator[_SavedEntry]:
     """``entry`` and every entry below it."""
     yield entry
@@ -914,7 +920,9 @@ class _Rebuild:
     (an optimizer built from ``named_parameters()``) are a list of str, each a 0-d string value, which torch's
     ``load_state_dict`` takes also into an optimizer built without names; a 0-d boolean, integer or float64
     array was a Python number. Anything else (an empty container, integer names that may be a list's positions or a
-    dict's keys) is a problem, reported before anything is written.
+    dict's keys) is a problem, reported before anything is written. torch's ``LBFGS`` keeps Python numbers and
+    lists of tensors in its per-parameter state, typed by their names (:data:`_LBFGS_LISTS`) and saved dtypes,
+    whatever the optimizer holds now.
 
     Parameters
     ----------
@@ -932,6 +940,7 @@ class _Rebuild:
         self.torch = cls.__module__.split(".")[0] == "torch"
         # torch's own optimizers keep their per-parameter state as tensors, all but LBFGS (Python numbers, lists).
         self.own_optimizer = cls.__module__.startswith("torch.optim.") and cls.__name__ != "LBFGS"
+        self.lbfgs = cls.__module__ == "torch.optim.lbfgs" and cls.__name__ == "LBFGS"
 
     def state(self, entries: Mapping[str, _SavedEntry], template: Any, place: str) -> Any:
         """The whole state dict: the object's own, ``template``, types what the checkpoint's ``entries`` hold."""
@@ -964,7 +973,7 @@ class _Rebuild:
                 "was a Python number or a 0-d tensor, which the checkpoint does not tell, and the optimizer holds "
                 "no state there to tell (torch's own optimizers keep tensors)"
             )
-        elif dtypes._is_torch_tensor(template) or (template is _ABSENT and context == "param_value"):
+        elif dtypes._is_torch_tensor(template) or (template is _ABSENT and context in ("param_value", "tensor")):
             # The per-parameter state of torch's own optimizers is torch tensors (Adam's `step` too).
             if not numeric:
                 problem = f"holds dtype {dtypes._name(dtype)}, which is no number a torch tensor could take"
@@ -1022,6 +1031,8 @@ class _Rebuild:
         if template is _ABSENT or template is None:
             if context in ("states", "param_state"):
                 return self._mapping(entries, {}, place, context)
+            if context == "lbfgs_list":
+                return self._sequence(entries, [], place, context)
             if context == "param_names":  # a list of str in torch's format, also where the optimizer has none
                 return self._sequence(entries, [], place, context)
             if not entries:
@@ -1048,6 +1059,8 @@ class _Rebuild:
     ) -> Any:
         # A torch optimizer's state dict: its `state` is keyed by the parameter numbers in `param_groups`.
         optimizer = "state" in template and "param_groups" in template
+        # LBFGS's state changes types from one step to the next: what it holds now tells nothing.
+        lbfgs = self.lbfgs and context == "param_state"
         by_name = {str(key): key for key in template}
         integers = (bool(template) and all(type(key) is int for key in template)) or context == "states"
         found: dict[Any, Any] = {}
@@ -1071,15 +1084,24 @@ class _Rebuild:
                 if optimizer and key == "param_groups"
                 else "param_state"
                 if context == "states"
+                else ("lbfgs_list" if key in _LBFGS_LISTS else "")
+                if lbfgs
                 else "param_value"
                 if context == "param_state"
                 else "param_names"
                 if context == "param_group" and key == "param_names"
                 else ""
             )
-            found[key] = self._value(entry, template.get(key, _ABSENT), inner)
+            found[key] = self._value(entry, _ABSENT if lbfgs else template.get(key, _ABSENT), inner)
         if not self.build:
             return None
+        if lbfgs and "d" in found:
+            # After a step: an empty list of its history holds nothing to save, and `al` only what is computed.
+            for key in ("old_dirs", "old_stps", "ro"):
+                found.setdefault(key, [])
+            if isinstance(found.get("al"), list):
+                size = self.obj.param_groups[0]["history_size"]
+                found["al"] += [None] * (size - len(found["al"]))
         result: Any = (type(template) if type(template) in _MAPPING_NAMES else dict)()
         for key, held in template.items():  # in the object's order, as its own state dict has them
             if key in found:
@@ -1105,7 +1127,7 @@ class _Rebuild:
             return None
         items = []
         # An optimizer's param groups, and the names in each.
-        inner = {"param_groups": "param_group", "param_names": "param_name"}.get(context, "")
+        inner = {"param_groups": "param_group", "param_names": "param_name", "lbfgs_list": "tensor"}.get(context, "")
         for index in range(len(entries)):
             # A list grown since holds elements like its last.
             held = template[index] if index < len(template) else template[-1] if template else _ABSENT
