@@ -206,6 +206,26 @@ class CommitStrategy(ABC):
         without its data: either that commit fails, or this keeps the data.
         """
 
+    # Shard markers: each shard creates its own in the save's data directory before any of its data, and the
+    # commit checks them all. A cleanup removes a save's markers with (or before) its data, so a marker gone at
+    # the commit tells of data gone, also of shards written before a cleanup whose save went on writing.
+    def _marker(self, group: str, spec: ShardSpec) -> str:
+        root, data = self.staging(group, spec.save_id)
+        return _paths.join(_paths.join(root, data) if data else root, f"{_MARKER}{spec.shard_id:05d}")
+
+    def _markers(self, group: str, save_id: str, num_shards: int) -> list[str]:
+        return [self._marker(group, ShardSpec(i, num_shards, save_id)) for i in range(num_shards)]
+
+    def _put_marker(self, group: str, spec: ShardSpec) -> None:
+        with contextlib.suppress(CheckpointExistsError):
+            self.files.put(self._marker(group, spec), b"", create_only=True)  # exists: the shard is written again
+
+    def _check_markers(self, prefix: str, save_id: str, markers: list[str]) -> None:
+        """Raise DataLossError if a shard marker of the save is gone (one round of stats)."""
+        for marker, size in zip(markers, self.files.sizes(markers), strict=True):
+            if size is None:
+                raise self._staging_removed(prefix, save_id, marker)
+
     @staticmethod
     def _staging_removed(prefix: str, save_id: str, where: str) -> DataLossError:
         """The error of a commit whose staged arrays went while it ran."""
@@ -245,12 +265,17 @@ class RenameCommit(CommitStrategy):
         sees a temporary group without an owner unless it is garbage. The
         claimer's host and pid are in the claim's name as well: a writer
         killed before its record is whole still leaves a name that says who
-        made it.
+        made it. Then the shard's marker goes into it: a shard that finds the
+        group gone (a cleanup took it) creates it again, but without the
+        markers of the shards written before, so the commit fails.
         """
         root, _ = self.staging(group, spec.save_id)
+        if not self.files.exists(root):
+            self._claim(root)
+        self._put_marker(group, spec)
+
+    def _claim(self, root: str) -> None:
         files = self.files
-        if files.exists(root):
-            return
         init = f"{root}-init-{host_tag()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
         record = json.dumps({"host": _hostname(), "pid": os.getpid()}).encode()
         files.makedirs(init)
@@ -265,6 +290,8 @@ class RenameCommit(CommitStrategy):
     def commit(self, prefix: str, group: str, save_id: str, doc: bytes, overwrite: bool, num_shards: int) -> None:
         files = self.files
         staging, _ = self.staging(group, save_id)
+        markers = self._markers(group, save_id, num_shards)
+        self._check_markers(prefix, save_id, markers)
         # A cleanup takes a leftover by renaming it away (remove), so the temporary group is published by the
         # rename below or not at all. Without it the document cannot be written: the local sink creates its
         # temporary file inside the group's directory.
@@ -286,7 +313,7 @@ class RenameCommit(CommitStrategy):
             # Atomic swap: readers see the old checkpoint or the new one, never
             # neither. The old one now sits at the temporary name, ownerless.
             files.sync_dir(parent)
-            files.delete([_paths.join(group, _OWNER)])
+            files.delete(self._bookkeeping(group, num_shards))
             files.rmtree(staging)
             return
         aside: str | None = None
@@ -314,9 +341,14 @@ class RenameCommit(CommitStrategy):
         files.sync_dir(parent)
         # The owner record stays until the rename so that a concurrent cleanup
         # never takes a committing save for an abandoned one.
-        files.delete([_paths.join(group, _OWNER)])
+        files.delete(self._bookkeeping(group, num_shards))
         if aside is not None:
             self.files.rmtree(aside)
+
+    @staticmethod
+    def _bookkeeping(group: str, num_shards: int) -> list[str]:
+        """The owner record and shard markers of the save just renamed into place at ``group``."""
+        return [_paths.join(group, name) for name in (_OWNER, *(f"{_MARKER}{i:05d}" for i in range(num_shards)))]
 
     def _swap(self, prefix: str, save_id: str, staging: str, group: str) -> bool:
         """Exchange the temporary group with the committed one; ``False`` where the store cannot."""
@@ -409,31 +441,19 @@ class CreateCommit(CommitStrategy):
     def staging(self, group: str, save_id: str) -> tuple[str, str]:
         return group, f"v-{save_id}"
 
-    def _marker(self, group: str, save_id: str, shard_id: int) -> str:
-        _, data = self.staging(group, save_id)
-        return _paths.join(group, f"{data}/{_MARKER}{shard_id:05d}")
-
     def prepare(self, group: str, spec: ShardSpec) -> None:
         """Create the shard's marker before any of its data (see :meth:`remove`).
 
         A cleanup deletes the markers of a save before its data, so a shard
         whose marker is gone at its commit may have lost data too.
         """
-        marker = self._marker(group, spec.save_id, spec.shard_id)
-        self.files.makedirs(self.files.dirname(marker))  # object stores have no directories to make
-        with contextlib.suppress(CheckpointExistsError):
-            self.files.put(marker, b"", create_only=True)  # exists: this shard is written again
-
-    def _check_markers(self, prefix: str, save_id: str, markers: list[str]) -> None:
-        """Raise DataLossError if a shard marker of the save is gone (one round of stats)."""
-        for marker, size in zip(markers, self.files.sizes(markers), strict=True):
-            if size is None:
-                raise self._staging_removed(prefix, save_id, marker)
+        self.files.makedirs(self.files.dirname(self._marker(group, spec)))  # object stores have none to make
+        self._put_marker(group, spec)
 
     def commit(self, prefix: str, group: str, save_id: str, doc: bytes, overwrite: bool, num_shards: int) -> None:
         files = self.files
         _, data = self.staging(group, save_id)
-        markers = [self._marker(group, save_id, i) for i in range(num_shards)]
+        markers = self._markers(group, save_id, num_shards)
         self._check_markers(prefix, save_id, markers)
         files.makedirs(_paths.join(group, data))  # a save of no tensors wrote no array there
         try:

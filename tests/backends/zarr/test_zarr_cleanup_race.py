@@ -247,3 +247,19 @@ def test_a_crash_between_the_renames_of_an_overwrite_leaves_the_replaced_group_t
     backend.save(prefix, _items(NEW))
     (tmp_path / "ckpt.zarr.tmp-x-replaced").mkdir()
     assert backend.cleanup(str(tmp_path), min_age=0) == [str(tmp_path / "ckpt.zarr.tmp-x-replaced")]
+
+
+@pytest.mark.usefixtures("elsewhere")
+@pytest.mark.parametrize("caps", [pytest.param(None, id="rename"), pytest.param(OBJECT_STORE_CAPS, id="create")])
+def test_a_cleanup_between_two_shard_writes_makes_the_commit_fail(tmp_path: Path, caps: Capabilities | None) -> None:
+    backend = _backend(LocalFiles(capabilities=caps), exchange=False)
+    prefix = str(tmp_path / "ckpt")
+    backend.begin(prefix, "s")
+    small, large = _items(NEW)
+    first = backend.write_shard(prefix, ShardSpec(0, 2, "s"), [small])
+    assert backend.cleanup(str(tmp_path), min_age=0) != []  # the save's first shard, as if crashed
+    # The second shard writes its data (and, on a local disk, the save's temporary group) afresh.
+    second = backend.write_shard(prefix, ShardSpec(1, 2, "s"), [large])
+    with pytest.raises(DataLossError, match=r"staged arrays of save s .* were removed while it was committing"):
+        backend.commit(prefix, [first, second])
+    assert not backend.exists(prefix)
