@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 from trackpoint import _paths, _resolve, observe, state
+from trackpoint._array_values import PYTHON_FULL_NAMES
 from trackpoint.errors import InvalidCheckpointError
 from trackpoint.graph import ObjectGraphView
 from trackpoint.graph import list_objects as _list_view_objects
@@ -353,6 +354,10 @@ def list_objects(root_trackable: Trackable) -> list[Trackable]:
 def object_graph_key_mapping(checkpoint_path: str | os.PathLike[str]) -> dict[str, str]:
     """``{attribute full name: checkpoint key}`` of an object-based checkpoint (TensorFlow's function).
 
+    The ``full_name`` trackpoint records for a Python number saved in a checkpoint's containers is its type
+    (``python:int``, ``python:float``, ``python:bool``; see ``docs/format.md``), which many attributes share:
+    it names no variable, and is left out.
+
     Raises
     ------
     InvalidCheckpointError
@@ -361,7 +366,8 @@ def object_graph_key_mapping(checkpoint_path: str | os.PathLike[str]) -> dict[st
     mapping: dict[str, str] = {}
     for node in object_metadata(checkpoint_path).nodes:
         for attribute in node.attributes:
-            mapping[attribute.full_name] = attribute.checkpoint_key
+            if attribute.full_name not in PYTHON_FULL_NAMES.values():
+                mapping[attribute.full_name] = attribute.checkpoint_key
     return mapping
 
 

@@ -45,6 +45,11 @@ What is saved (the rule, also in ``docs/concepts.md``):
   trackable (a torch module or optimizer) is saved through its state dict by
   a :class:`~trackpoint.stateful.StatefulValue` node; the holder keeps the
   object (see ``trackpoint.stateful``);
+* a torch optimizer's state dict given as a dict (``{"state": ..., "param_groups": ...}``, anywhere in a
+  ``Checkpoint``'s containers) is wrapped as a copy of its containers (same tensors), so that a save changes
+  neither it nor the optimizer, whose per-parameter dicts it holds; a restore fills the containers given, as
+  PyTorch's ``dcp.load`` does: its tensors in place, and what it replaces (Python numbers, tuples) is
+  written into them too;
 * Python numbers (``bool``, ``int``, ``float``) given to a ``Checkpoint``,
   directly or in its containers ("strict" containers), are saved as scalars
   (``bool``, ``int64``, ``float64``) and replaced on restore by a Python
@@ -158,24 +163,29 @@ def _wrap(value: Any, name: str, strict: bool, where: str) -> Any:
         # would lower the depth that can be wrapped; and only for containers, the values that recurse.)
         outermost = not _WRAPPING.ids
         try:
-            state_dict = strict and _saves_strings(value)
-            if not _COPYING.depth and (state_dict or "jax" in sys.modules):
+            # A torch optimizer's state dict, wherever it sits in what was given (unless in a copy made already).
+            state_dict = strict and _saves_strings(value) and id(value) not in _COPYING.sources
+            if state_dict or (not _COPYING.depth and "jax" in sys.modules):
                 # A pytree of JAX arrays: the wrappers go around copies of its containers (same arrays), so the
                 # user's pytree stays plain. JAX compares container types, and a wrapper where a dict was would
                 # fail the user's next tree_map over it and a plain tree. The outermost container is looked
                 # through once: the containers inside are wrapped within this call, and need no look of their
                 # own. So is a torch optimizer's state dict: its per-parameter dicts are the optimizer's own
-                # (LBFGS keeps lists in them, which a wrapper would replace), and a save must not change them.
+                # (LBFGS keeps lists in them, which a wrapper would replace), and a save must not change them; a
+                # restore writes what it replaces into them too (see TrackableDataStructure._restored_in_source).
+                outer = _COPYING.state_dict
                 _COPYING.depth += 1
                 _COPYING.state_dict = state_dict
                 try:
-                    copied = _COPYING.copied = not state_dict and _holds_jax(value)
-                    return _wrap(_copy_containers(value) if copied or state_dict else value, name, strict, where)
+                    if state_dict:  # `copied` is left alone: it tells assign_attribute about the outermost value
+                        return _wrap(_copy_containers(value), name, strict, where)
+                    copied = _COPYING.copied = _holds_jax(value)
+                    return _wrap(_copy_containers(value) if copied else value, name, strict, where)
                 finally:
                     _COPYING.depth -= 1
+                    _COPYING.state_dict = outer
                     if not _COPYING.depth:
                         _COPYING.sources.clear()
-                        _COPYING.state_dict = False
             if kind is dict or kind is collections.OrderedDict or kind is list:
                 with _wrapping(value, where):
                     if kind is list:
@@ -1079,6 +1089,38 @@ class TrackableDataStructure(Trackable, metaclass=abc.ABCMeta):
         """
         self.__dict__.pop("_self_source", None)
 
+    def _restored_in_source(self, key: Any, new: Any) -> None:
+        """A restore replaced the value at ``key`` by ``new``: the user's container this wrapper copies learns it.
+
+        A copy of a torch optimizer's state dict writes ``new`` into the user's container, at ``key``: a
+        state dict given as a dict is restored into as PyTorch's ``dcp.load(state_dict)`` restores, so that
+        ``opt.load_state_dict(state_dict)`` afterwards loads the restored values (its numbers, tuples and
+        anything else replaced; its tensors are restored in place, into the very tensors both hold). The
+        record of the user's container takes ``new`` too: the restore's own write is no change that the next
+        save should refuse (see :meth:`_check_source`), while one made since (a step) still is. A list that
+        became too short since it was given has no place for ``new``: the copy keeps it, and the next save
+        refuses the change. A copy of a pytree of JAX arrays lets the user's container go instead (see
+        :meth:`_forget_source`): the plain tree read back after the restore is rebuilt from the copy.
+        """
+        found = self.__dict__.get("_self_source")
+        if found is None:
+            return
+        if not self.__dict__.get("_self_of_state_dict"):
+            self._forget_source()
+            return
+        source, then = found
+        if isinstance(source, dict):
+            source[key] = new
+            # The record is the dict's items in order (a few per dict of a state dict): the entry of `key`.
+            for position, (held, _) in enumerate(then):
+                if held == key:
+                    then[position] = (held, new)
+                    break
+        elif key < len(source):
+            source[key] = new
+            if key < len(then):
+                then[key] = new
+
     def _check_source(self) -> None:
         """Refuse to save a copy whose source the user changed since: the change would not be saved.
 
@@ -1351,7 +1393,7 @@ class ListWrapper(TrackableDataStructure, list[Any]):
             if snapshot is not None and key < len(snapshot) and snapshot[key] is old:
                 snapshot[key] = new
             self._restored_inside()
-            self._forget_source()
+            self._restored_in_source(key, new)
 
     def _place(self, index: int, value: Any) -> tuple[Any, bool]:
         stored, tracked = self._store(index, value)
@@ -1722,7 +1764,7 @@ class _DictWrapper(TrackableDataStructure, dict[Any, Any]):
             if snapshot is not None and snapshot.get(key, _MISSING) is old:
                 snapshot[key] = new
             self._restored_inside()
-            self._forget_source()
+            self._restored_in_source(key, new)
 
     def _items(self) -> Iterable[tuple[Any, Trackable]]:
         for key, value in self._self_storage.items():

@@ -32,6 +32,7 @@ from typing import Any, Final
 import numpy as np
 
 from trackpoint import _async, _gc, _paths, _resolve, observe, state
+from trackpoint._array_values import PYTHON_FULL_NAMES
 from trackpoint.errors import (
     CheckpointError,
     CheckpointKeyError,
@@ -219,7 +220,10 @@ class _Read:
 
 
 def _object_graph_names(reader: CheckpointReader) -> dict[str, str]:
-    """``{full_name: checkpoint_key}`` of an object-based checkpoint (TF's ``object_graph_key_mapping``)."""
+    """``{full_name: checkpoint_key}`` of an object-based checkpoint (TF's ``object_graph_key_mapping``).
+
+    The type tags recorded for Python numbers (``python:int``, see ``docs/format.md``) are left out.
+    """
     raw = np.asarray(reader.read(OBJECT_GRAPH_KEY), dtype=object).reshape(-1)
     graph = pb.TrackableObjectGraph()
     try:
@@ -229,7 +233,8 @@ def _object_graph_names(reader: CheckpointReader) -> dict[str, str]:
     mapping: dict[str, str] = {}
     for node in graph.nodes:
         for attr in node.attributes:
-            if attr.full_name:
+            # A Python number's full_name is its type (`python:int`), which many attributes share: no name.
+            if attr.full_name and attr.full_name not in PYTHON_FULL_NAMES.values():
                 mapping[attr.full_name] = attr.checkpoint_key
     return mapping
 

@@ -1,0 +1,176 @@
+"""A torch optimizer's state dict given as a dict is restored into in place, as PyTorch's ``dcp.load`` does.
+
+``tp.Checkpoint(**sd).restore(path)`` with ``sd = {"model": net.state_dict(), "optim": opt.state_dict()}``
+leaves ``sd`` holding the restored values, for ``net.load_state_dict(sd["model"])`` and
+``opt.load_state_dict(sd["optim"])``: the values a restore replaces (Python numbers such as ``lr``, LBFGS's
+``n_iter``, tuples such as ``betas``) are written into the user's containers, and tensors are restored into the
+very tensors those hold. A save still never changes them, nor the optimizer's own per-parameter dicts (the
+checkpoint wraps a copy of the state dict's containers), and the restore's own writes are no change for which
+the next save would be refused.
+"""
+
+from __future__ import annotations
+
+import collections
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import trackpoint as tp
+from stateful_objects import assert_same
+
+torch = pytest.importorskip("torch")
+
+INPUTS = torch.linspace(-1, 1, 24).reshape(8, 3)
+TARGETS = torch.linspace(0, 2, 8).reshape(8, 1)
+
+
+def _adam(seed: int, steps: int, **options: Any) -> tuple[Any, Any]:
+    torch.manual_seed(seed)
+    net = torch.nn.Linear(3, 1)
+    opt = torch.optim.Adam(net.parameters(), **options)
+    for _ in range(steps):
+        opt.zero_grad()
+        (net(INPUTS) - TARGETS).square().mean().backward()
+        opt.step()
+    return net, opt
+
+
+def _closure(net: Any, opt: Any) -> Callable[[], Any]:
+    def closure() -> Any:
+        opt.zero_grad()
+        loss = (net(INPUTS) - TARGETS).square().mean()
+        loss.backward()
+        return loss
+
+    return closure
+
+
+def _lbfgs(seed: int, steps: int) -> tuple[Any, Any]:
+    torch.manual_seed(seed)
+    net = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.Tanh(), torch.nn.Linear(4, 1))
+    opt = torch.optim.LBFGS(net.parameters(), lr=0.5, history_size=3, max_iter=4)
+    for _ in range(steps):
+        opt.step(_closure(net, opt))
+    return net, opt
+
+
+def _containers(value: Any) -> Iterator[Any]:
+    """``value``, if a dict, list or tuple, and every one inside it."""
+    if isinstance(value, (dict, list, tuple)):
+        yield value
+        for item in value.values() if isinstance(value, dict) else value:
+            yield from _containers(item)
+
+
+def _layout(value: Any) -> list[tuple[int, type, list[int]]]:
+    """Each container of ``value``: its identity, its exact type and the identity of what it holds."""
+    return [(id(c), type(c), [id(v) for v in (c.values() if isinstance(c, dict) else c)]) for c in _containers(value)]
+
+
+def _assert_plain(value: Any) -> None:
+    """No trackpoint wrapper took the place of one of ``value``'s containers."""
+    assert all(type(c) in (dict, collections.OrderedDict, list, tuple) for c in _containers(value))
+
+
+def test_adam_state_dict_restored_in_place_loads_the_saved_values(tmp_path: Path) -> None:
+    net, opt = _adam(0, steps=2, lr=1e-3, betas=(0.8, 0.95))
+    path = tp.Checkpoint(model=net.state_dict(), optim=opt.state_dict()).save(str(tmp_path / "ckpt"))
+
+    net2, opt2 = _adam(1, steps=1, lr=0.5)  # its state exists: the restore has tensors to write into
+    sd = {"model": net2.state_dict(), "optim": opt2.state_dict()}
+    tp.Checkpoint(**sd).restore(path).assert_existing_objects_matched()
+
+    # The user's dicts hold the restored values, in their own plain containers.
+    group, state = sd["optim"]["param_groups"][0], sd["optim"]["state"][0]
+    assert group["lr"] == 1e-3 and type(group["lr"]) is float
+    assert group["betas"] == (0.8, 0.95) and type(group["betas"]) is tuple
+    assert torch.equal(state["step"], torch.tensor(2.0))
+    _assert_plain(sd)
+    net2.load_state_dict(sd["model"])
+    opt2.load_state_dict(sd["optim"])
+    assert opt2.param_groups[0]["lr"] == 1e-3 and opt2.param_groups[0]["betas"] == (0.8, 0.95)
+    assert_same(opt2.state_dict(), opt.state_dict())
+    assert_same(net2.state_dict(), net.state_dict())
+
+
+def test_lbfgs_state_dict_restored_in_place_loads_its_history_and_counters(tmp_path: Path) -> None:
+    net, opt = _lbfgs(0, steps=5)
+    path = tp.Checkpoint(model=net.state_dict(), optim=opt.state_dict()).save(str(tmp_path / "ckpt"))
+    saved = opt.state[net[0].weight]
+
+    net2, opt2 = _lbfgs(1, steps=2)  # a full history too (history_size 3), of other values
+    mine = opt2.state[net2[0].weight]
+    assert [len(mine[key]) for key in ("old_dirs", "old_stps", "ro", "al")] == [3] * 4
+    assert (mine["n_iter"], mine["func_evals"]) != (saved["n_iter"], saved["func_evals"])
+    sd = {"model": net2.state_dict(), "optim": opt2.state_dict()}
+    tp.Checkpoint(**sd).restore(path).assert_existing_objects_matched()
+
+    state = sd["optim"]["state"][0]
+    assert (state["n_iter"], state["func_evals"]) == (saved["n_iter"], saved["func_evals"])
+    assert type(state["n_iter"]) is int and type(state["func_evals"]) is int
+    assert type(state["prev_loss"]) is float and state["prev_loss"] == saved["prev_loss"]
+    for key in ("old_dirs", "old_stps", "ro", "al"):
+        assert type(state[key]) is list
+        assert all(torch.equal(a, b) for a, b in zip(state[key], saved[key], strict=True))
+    _assert_plain(sd)
+    net2.load_state_dict(sd["model"])
+    opt2.load_state_dict(sd["optim"])
+    assert_same(opt2.state_dict(), opt.state_dict())
+
+    # One more step of each makes the same parameters.
+    opt.step(_closure(net, opt))
+    opt2.step(_closure(net2, opt2))
+    assert_same(net2.state_dict(), net.state_dict())
+
+
+@pytest.mark.parametrize("make", [_lbfgs, _adam], ids=["lbfgs", "adam"])
+def test_a_save_changes_neither_the_state_dict_given_nor_the_optimizer(
+    tmp_path: Path, make: Callable[[int, int], tuple[Any, Any]]
+) -> None:
+    net, opt = make(0, 3)
+    sd = {"model": net.state_dict(), "optim": opt.state_dict()}
+    layout, own = _layout(sd), _layout(opt.state)
+    ckpt = tp.Checkpoint(**sd)
+    ckpt.save(str(tmp_path / "ckpt"))
+    ckpt.save(str(tmp_path / "ckpt"))
+    assert _layout(sd) == layout and _layout(opt.state) == own
+    _assert_plain(sd)
+
+
+def test_the_restore_own_writes_are_no_change_a_save_refuses_but_a_step_is(tmp_path: Path) -> None:
+    net, opt = _lbfgs(0, steps=5)
+    path = tp.Checkpoint(optim=opt.state_dict()).write(str(tmp_path / "saved"))
+    net2, opt2 = _lbfgs(1, steps=2)
+    sd = opt2.state_dict()  # its per-parameter dicts are opt2's own
+    ckpt = tp.Checkpoint(optim=sd)
+    ckpt.read(path).assert_consumed()
+
+    # Saved again as restored (a save after the restore is not refused for the values it wrote).
+    again = ckpt.write(str(tmp_path / "again"))
+    assert tp.load_tree(again)["optim"]["state"]["0"]["n_iter"] == opt.state[net[0].weight]["n_iter"]
+    # A step of the optimizer that owns those dicts changes them: the save is refused, not silently stale.
+    opt2.step(_closure(net2, opt2))
+    with pytest.raises(tp.TrackableError, match=r"part of a torch optimizer's state dict .* Assign opt\.state_dict"):
+        ckpt.write(str(tmp_path / "stale"))
+
+
+def test_a_state_dict_inside_a_dict_given_is_copied_also_with_jax_imported(tmp_path: Path) -> None:
+    # With jax imported, the dict around the state dict is looked at for JAX arrays first (it holds none, so it
+    # is wrapped in place): the state dict inside is still copied, its lists never replaced by wrappers.
+    pytest.importorskip("jax")
+    _, opt = _lbfgs(0, steps=2)
+    sd = opt.state_dict()
+    own = _layout(opt.state)
+    path = tp.Checkpoint(training={"optim": sd, "epoch": 3}).write(str(tmp_path / "ckpt"))
+    assert _layout(opt.state) == own
+    _assert_plain(sd)
+
+    _, opt2 = _lbfgs(1, steps=1)
+    sd2 = opt2.state_dict()
+    tp.Checkpoint(training={"optim": sd2, "epoch": 0}).read(path).assert_consumed()
+    _assert_plain(sd2)
+    opt2.load_state_dict(sd2)
+    assert_same(opt2.state_dict(), opt.state_dict())
