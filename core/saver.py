@@ -265,7 +265,7 @@ class Saver:
     max_to_keep
         How many recent checkpoints to keep; ``None`` or 0 keeps all (and then
         the state file lists only the newest, as in TensorFlow). Each save
-        deletes at most one that left the window, reported by the
+        deletes the checkpoints that left the window, each reported by the
         ``trackpoint_checkpoint_deleted`` event (reason ``"retention"``); one
         whose delete failed is tried again by the next save.
     keep_checkpoint_every_n_hours
@@ -436,22 +436,25 @@ class Saver:
             self._checkpoints_to_be_deleted.append(self._last_checkpoints.pop(0))
 
     def _maybe_delete_old_checkpoints(self) -> None:
-        # As TensorFlow: at most one deletion per save.
-        if not self._checkpoints_to_be_deleted:
-            return
-        path, stamp = self._checkpoints_to_be_deleted.pop(0)
-        if stamp > self._next_checkpoint_time:
-            self._next_checkpoint_time += self._keep_checkpoint_every_n_hours * 3600.0
-            return
-        store = self._backends.store(path, self._options)
-        try:
-            observe.delete_checkpoint(
-                store, path, reason="retention", backend=functools.partial(_resolve.holder_name, store, path)
-            )
-        except CheckpointError:
-            # Reported, and logged as a warning, by the delete event. Already unlisted: a failed delete leaves
-            # garbage, never a broken checkpoint; the next save tries it again (as CheckpointManager's does).
-            self._checkpoints_to_be_deleted.insert(0, (path, stamp))
+        # As TensorFlow: the checkpoints that left the window, one per save unless a delete failed before. A
+        # failed one stays queued for the next save, behind the others, so that one delete failing for good
+        # neither blocks the others nor is dropped.
+        failed: list[tuple[str, float]] = []
+        while self._checkpoints_to_be_deleted:
+            path, stamp = self._checkpoints_to_be_deleted.pop(0)
+            if stamp > self._next_checkpoint_time:
+                self._next_checkpoint_time += self._keep_checkpoint_every_n_hours * 3600.0
+                continue
+            store = self._backends.store(path, self._options)
+            try:
+                observe.delete_checkpoint(
+                    store, path, reason="retention", backend=functools.partial(_resolve.holder_name, store, path)
+                )
+            except CheckpointError:
+                # Reported, and logged as a warning, by the delete event. Already unlisted: a failed delete
+                # leaves garbage, never a broken checkpoint (as CheckpointManager's retention).
+                failed.append((path, stamp))
+        self._checkpoints_to_be_deleted = failed
 
     # ----------------------------------------------------------------- save
     @_gc.full_collections_deferred()

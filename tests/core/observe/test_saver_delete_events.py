@@ -88,12 +88,35 @@ def test_a_failed_saver_retention_delete_fires_with_its_error_and_again_when_ret
     assert f"could not delete old checkpoint {first} (the next save retries)" in caplog.text
     assert tp.checkpoint_exists(first)  # type: ignore[arg-type]
 
-    third = saver.save(str(tmp_path / "model"), global_step=3)  # retries the failed delete first
-    assert deletes.events[1:] == [{"path": first, "backend": "bundle", "reason": "retention", "error": None}]
-    assert not tp.checkpoint_exists(first)  # type: ignore[arg-type]
-    saver.save(str(tmp_path / "model"), global_step=4)  # then the one the third save let go
-    assert [e["path"] for e in deletes.events[2:]] == [second]
-    assert saver.last_checkpoints[-1:] == [str(tmp_path / "model-4")] and third
+    third = saver.save(str(tmp_path / "model"), global_step=3)  # retries the failed delete, then its own
+    assert deletes.events[1:] == [
+        {"path": first, "backend": "bundle", "reason": "retention", "error": None},
+        {"path": second, "backend": "bundle", "reason": "retention", "error": None},
+    ]
+    assert not tp.checkpoint_exists(first) and not tp.checkpoint_exists(second)  # type: ignore[arg-type]
+    saver.save(str(tmp_path / "model"), global_step=4)
+    assert [e["path"] for e in deletes.events[3:]] == [third]
+
+
+def test_a_delete_that_keeps_failing_does_not_hold_back_the_others(
+    tmp_path: Path, deletes: Deletes, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    saver = _saver(max_to_keep=1)
+    stuck = saver.save(str(tmp_path / "model"), global_step=1)
+    delete = BundleBackend.delete
+
+    def refuse_stuck(self: BundleBackend, prefix: str) -> None:
+        if prefix == stuck:
+            raise StorageError("injected: this one cannot be deleted")
+        delete(self, prefix)
+
+    monkeypatch.setattr(BundleBackend, "delete", refuse_stuck)
+    paths = [saver.save(str(tmp_path / "model"), global_step=step) for step in (2, 3, 4)]
+    # Every save tried the stuck one again, and deleted the others as they left the window.
+    assert [e["path"] for e in deletes.events if e["error"] is not None] == [stuck] * 3
+    assert [e["path"] for e in deletes.events if e["error"] is None] == paths[:2]
+    assert tp.checkpoint_exists(stuck) and tp.checkpoint_exists(paths[2])  # type: ignore[arg-type]
+    assert not any(tp.checkpoint_exists(p) for p in paths[:2])  # type: ignore[arg-type]
 
 
 def test_a_copy_replacing_another_format_fires_reason_delete_for_the_replaced_one(
