@@ -585,10 +585,13 @@ def trackpoint_checkpoint_deleted(
     """Observe the delete of a committed checkpoint: done, or failed.
 
     Called once per attempt, after it, in the thread that deletes: the
-    caller's for ``CheckpointManager.delete`` (and ``trackpoint rm``) and
-    :func:`~trackpoint.remove_checkpoint`; for retention, the thread of the
-    save that triggered it (the writer thread of an asynchronous save) and,
-    with a coordinator, rank 0 alone, which deletes. A checkpoint kept by
+    caller's for ``CheckpointManager.delete`` (and ``trackpoint rm``),
+    :func:`~trackpoint.remove_checkpoint`, and the checkpoint of another
+    format that :func:`~trackpoint.convert` (or ``convert_run``) with
+    ``overwrite=True`` replaces; for retention (``CheckpointManager``'s, and
+    the name-based ``Saver``'s ``max_to_keep``), the thread of the save that
+    triggered it (the writer thread of an asynchronous save) and, with a
+    coordinator, rank 0 alone, which deletes. A checkpoint kept by
     ``keep_checkpoint_every_n_hours`` is not deleted and fires nothing; nor
     does ``remove_checkpoint`` of a prefix where nothing is committed.
 
@@ -600,9 +603,11 @@ def trackpoint_checkpoint_deleted(
         The name of the backend that holds the checkpoint.
     reason
         Why it is deleted: ``"retention"`` (``CheckpointManager``'s
-        ``max_to_keep`` or ``best_fn`` let it go) or ``"delete"`` (asked for:
-        ``CheckpointManager.delete``, ``trackpoint rm``,
-        :func:`~trackpoint.remove_checkpoint`).
+        ``max_to_keep`` or ``best_fn``, or ``Saver``'s ``max_to_keep``, let it
+        go) or ``"delete"`` (asked for: ``CheckpointManager.delete``,
+        ``trackpoint rm``, :func:`~trackpoint.remove_checkpoint`, or a
+        ``convert`` with ``overwrite=True`` onto a prefix holding a checkpoint
+        of another format, which readers would otherwise read first).
     error
         ``None`` when the checkpoint is gone. Otherwise the exception the
         delete raised: the checkpoint may be whole or an invisible remainder
