@@ -52,6 +52,12 @@ def _restored(path: str, shapes: list[tuple[int, ...]]) -> list[np.ndarray]:
     return [v.numpy() for v in back]
 
 
+def _pooled_views_of(ckpt: tp.Checkpoint, array: np.ndarray) -> list[np.ndarray]:
+    """The buffers ``ckpt``'s saver keeps for later writes that share memory with ``array``."""
+    pool = ckpt._self_async._pool
+    return [b for found in pool.buffers.values() for b in found if np.shares_memory(b, array)]
+
+
 def test_later_saves_write_into_the_buffers_earlier_saves_released(gate: Gate, tmp_path: Path) -> None:
     shapes = [(1000,), (10, 30), (500,)]
     ckpt = tp.Checkpoint(vs=[tp.Variable(np.zeros(shape)) for shape in shapes])
@@ -118,9 +124,27 @@ def test_a_buffer_someone_still_refers_to_is_never_reused(gate: Gate, tmp_path: 
     gate.open.set()
     ckpt.sync()
     assert ckpt._self_async.pooled_bytes == 0
-    second = _save_and_assign(gate, ckpt, tmp_path / "ckpt", _options(), 2.0)
-    assert second.warm == 0
+    gate.open.clear()
+    ckpt.save(str(tmp_path / "ckpt"), _options())
+    # The first save's value swapped, so this save warms up a fresh buffer for each of its values (v's and
+    # save_counter's) beside the writer. Waited for, so that the assignment below finds a pooled buffer
+    # every time: whether it takes one depends on nothing but what the pool holds, never on which thread
+    # ran first. The deadline only bounds a failure.
+    warm = 800 + 8
+    deadline = time.monotonic() + 60
+    while ckpt._self_async.pooled_bytes < warm and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert ckpt._self_async.pooled_bytes == warm
+    assert not _pooled_views_of(ckpt, kept)
+    v.assign(np.full(100, 2.0))
+    gate.open.set()
+    ckpt.sync()
+    second = ckpt._self_async.last
+    # The write took a warm buffer: the warm-up's, never the one ``kept`` still refers to.
+    assert second is not None and second.swaps == 1 and second.warm == 1
+    assert not np.shares_memory(v.numpy(), kept) and not _pooled_views_of(ckpt, kept)
     np.testing.assert_array_equal(kept, np.zeros(50))
+    np.testing.assert_array_equal(_restored(str(tmp_path / "ckpt-2"), [(100,)])[0], np.ones(100))
 
 
 def test_values_a_save_did_not_swap_get_warm_buffers_for_the_next(gate: Gate, tmp_path: Path) -> None:

@@ -3,6 +3,12 @@
 Each rank is its own process that saves once and exits at once, as a job's last save does. Rank 1
 reads the outcome of every step a little late (as under a GC pause or a loaded CPU), so rank 0,
 which has nothing left to read, would exit while rank 1 still needs the store in its process.
+
+Rank 0 builds the store a ``tcp://`` group builds (a ``TCPStore`` it serves, under the ``default_pg``
+prefix) on a port the kernel gives it when it binds, and tells rank 1 that port through the test. A port
+picked beforehand and freed again (``free_port()``) could be taken by any other process before rank 0 bound
+it, as happens now and then with parallel test workers starting servers: rank 0 then failed with EADDRINUSE
+and rank 1 waited on whatever held the port.
 """
 
 from __future__ import annotations
@@ -12,7 +18,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from ranks import free_port, needs_torch
+from ranks import needs_torch
 
 import trackpoint as tp
 
@@ -25,9 +31,18 @@ import torch.distributed as dist
 import trackpoint as tp
 from trackpoint.distributed import TorchCoordinator
 
-rank, port, directory, how = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4]
-dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2,
-                        timeout=datetime.timedelta(seconds=60))
+rank, directory, how = int(sys.argv[1]), sys.argv[2], sys.argv[3]
+timeout = datetime.timedelta(seconds=60)
+if rank == 0:
+    # What init_method="tcp://..." makes on rank 0, on port 0: bound here, so nothing can take it first.
+    # Not waiting for the workers in the constructor: rank 1 learns the port from the line printed below.
+    store = dist.TCPStore("127.0.0.1", 0, world_size=2, is_master=True, timeout=timeout, multi_tenant=True,
+                          wait_for_workers=False)
+    print(store.port, flush=True)
+else:
+    store = dist.TCPStore("127.0.0.1", int(sys.stdin.readline()), world_size=2, is_master=False, timeout=timeout)
+dist.init_process_group("gloo", store=dist.PrefixStore("default_pg", store), rank=rank, world_size=2,
+                        timeout=timeout)
 if how == "die-after-commit" and rank == 0:
     send = TorchCoordinator.broadcast
     def broadcast(self, data, **kwargs):
@@ -54,18 +69,33 @@ print(path, flush=True)
 
 
 def _run(tmp_path: Path, how: str) -> list[tuple[int, str, str]]:
-    port = str(free_port())
+    """Run both ranks; each one's exit status, output and errors. Rank 0's output starts after its port."""
     procs = [
         subprocess.Popen(
-            [sys.executable, "-c", RANK, str(rank), port, str(tmp_path), how],
+            [sys.executable, "-c", RANK, str(rank), str(tmp_path), how],
+            # Rank 1 reads the port of rank 0's store from its input.
+            stdin=subprocess.PIPE if rank else subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
-            text=True,
+            # Unbuffered: reading rank 0's first line takes no more of its output than that line, so the rest
+            # is left for communicate(), which reads the pipe itself.
+            bufsize=0,
         )
         for rank in range(2)
     ]
-    outs = [proc.communicate(timeout=120) for proc in procs]
-    return [(proc.returncode, out, err) for proc, (out, err) in zip(procs, outs, strict=True)]
+    try:
+        assert procs[0].stdout is not None and procs[1].stdin is not None
+        # Empty when rank 0 ended before its store listened: rank 1 then fails to read a port, and the
+        # assertions show rank 0's error.
+        port = procs[0].stdout.readline()
+        procs[1].stdin.write(port)
+        outs = [proc.communicate(timeout=120) for proc in procs]
+    finally:
+        for proc in procs:
+            if proc.poll() is None:  # a time-out above: no rank outlives the test
+                proc.kill()
+                proc.wait()
+    return [(proc.returncode, out.decode(), err.decode()) for proc, (out, err) in zip(procs, outs, strict=True)]
 
 
 @pytest.mark.parametrize("how", ["checkpoint", "manager"])
