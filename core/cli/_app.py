@@ -1178,7 +1178,8 @@ def _latest_good(args: argparse.Namespace, opts: CheckpointOptions, out: TextIO)
 
     The newer checkpoints found damaged are named on stderr. One that could not be read stops the search
     (status 4): it may be intact, and restoring an older one would drop its progress unnoticed. A directory
-    without checkpoints is status 3 (as a missing one), one whose checkpoints are all damaged status 1.
+    without checkpoints or any trace of a run (a state file, leftovers of saves, other formats' checkpoints) is
+    status 3 (as a missing one); one whose checkpoints are all damaged or gone is status 1.
     """
     if len(args.paths) != 1:
         raise _UsageError(f"--latest-good takes one directory, got {len(args.paths)}: {' '.join(args.paths)}")
@@ -1191,7 +1192,7 @@ def _latest_good(args: argparse.Namespace, opts: CheckpointOptions, out: TextIO)
         print(good, file=out)
     out.flush()
     # Only the report of the directory itself (a checkpoint's path is its prefix): the directory has none.
-    if all(r["path"] == args.paths[0] for r in reports):
+    if all(r["path"] == args.paths[0] for r in reports) and not _run_traces(args.paths[0], opts):
         # A run's first start, which a restart script handles unlike a run whose every checkpoint is damaged:
         # it starts fresh instead of stopping to call for help.
         print(f"trackpoint verify: no checkpoints in {args.paths[0]}: nothing to restore", file=sys.stderr)
@@ -1217,6 +1218,33 @@ def _latest_good(args: argparse.Namespace, opts: CheckpointOptions, out: TextIO)
         print(f"trackpoint verify: no intact checkpoint in {args.paths[0]}", file=sys.stderr)
         return EXIT_DIFFERENT
     return EXIT_OK
+
+
+def _run_traces(directory: str, opts: CheckpointOptions) -> bool:
+    """Whether ``directory``, holding no checkpoint, holds traces of a run: not a first start, but a lost run.
+
+    A state file (whose checkpoints are gone), leftovers of saves, or checkpoints of a format the chosen
+    backend does not read. Anything that cannot be looked at counts as a trace: only a directory known to
+    hold nothing is a first start.
+    """
+    from trackpoint.state import DEFAULT_LATEST_FILENAME, other_formats
+
+    try:
+        store = _resolve.open_store(directory, opts)
+    except CheckpointNotFoundError:
+        return False  # no directory at all
+    except CheckpointError:
+        return True
+    try:
+        return (
+            store.read_file(_paths.join(directory, DEFAULT_LATEST_FILENAME)) is not None
+            or bool(store.leftovers(directory))
+            or other_formats(directory, opts, store) is not None
+        )
+    except CheckpointError:
+        return True
+    finally:
+        store.close()
 
 
 def _verify(args: argparse.Namespace, out: TextIO) -> int:

@@ -88,3 +88,20 @@ def test_latest_good_of_a_run_without_checkpoints_is_not_found_not_damaged(cli: 
     _run(empty, 1)
     _flip(empty / "ckpt-1")
     assert cli("verify", "--latest-good", str(empty)).returncode == 1
+
+
+def test_latest_good_of_a_run_whose_checkpoints_are_gone_is_a_lost_run_not_a_first_start(
+    cli: Any, tmp_path: Path
+) -> None:
+    # A restart script would start afresh on 3: traces of a run (its state file, a save's leftovers) make it 1.
+    run = tmp_path / "run"
+    _run(run, 2)
+    for index in run.glob("*.index"):
+        index.unlink()  # the data files stay: leftovers, and the state file still names the checkpoints
+    lost = cli("verify", "--latest-good", str(run))
+    assert (lost.returncode, lost.stdout) == (1, "") and f"no intact checkpoint in {run}" in lost.stderr
+    (run / "checkpoint").unlink()
+    assert cli("verify", "--latest-good", str(run)).returncode == 1  # the data files alone still tell
+    for data in run.glob("*.data-*"):
+        data.unlink()
+    assert cli("verify", "--latest-good", str(run)).returncode == 3
