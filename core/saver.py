@@ -429,8 +429,10 @@ class Saver:
     def _record_last_checkpoint(self, path: str) -> None:
         if not self._max_to_keep:
             return
-        # A re-used prefix moves to the newest end.
+        # A re-used prefix moves to the newest end, and is no longer one to delete (a failed delete waits in
+        # that queue for the next save, which has just written the prefix again).
         self._last_checkpoints = [p for p in self._last_checkpoints if p[0] != path]
+        self._checkpoints_to_be_deleted = [p for p in self._checkpoints_to_be_deleted if p[0] != path]
         self._last_checkpoints.append((path, self._clock()))
         if len(self._last_checkpoints) > self._max_to_keep:
             self._checkpoints_to_be_deleted.append(self._last_checkpoints.pop(0))

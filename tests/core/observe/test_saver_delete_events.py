@@ -132,3 +132,23 @@ def test_a_copy_replacing_another_format_fires_reason_delete_for_the_replaced_on
     assert deletes.events == [{"path": target, "backend": "bundle", "reason": "delete", "error": None}]
     assert not tp.checkpoint_exists(target, options=tp.CheckpointOptions(backend="bundle"))
     assert tp.checkpoint_exists(target, options=zarr)
+
+
+def test_a_prefix_saved_again_while_its_delete_waits_for_a_retry_is_kept(
+    tmp_path: Path, deletes: Deletes, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    saver = _saver(max_to_keep=1)
+    slot = saver.save(str(tmp_path / "model"), global_step=0)
+    delete = BundleBackend.delete
+
+    def refuse_once(self: BundleBackend, prefix: str) -> None:
+        monkeypatch.setattr(BundleBackend, "delete", delete)
+        raise StorageError("injected: the store refused the delete")
+
+    monkeypatch.setattr(BundleBackend, "delete", refuse_once)
+    other = saver.save(str(tmp_path / "model"), global_step=1)  # the delete of model-0 fails, queued for a retry
+    again = saver.save(str(tmp_path / "model"), global_step=0)  # model-0 is the newest checkpoint now
+    assert again == slot and tp.checkpoint_exists(slot)  # type: ignore[arg-type]
+    assert not tp.checkpoint_exists(other)  # type: ignore[arg-type]
+    assert [e["path"] for e in deletes.events] == [slot, other]  # the failed attempt, then model-1's
+    assert saver.last_checkpoints == [slot]
