@@ -94,7 +94,11 @@ class PreemptionHandler:
 
     @property
     def saved_path(self) -> object:
-        """What the save returned (the checkpoint path), once :attr:`saved`."""
+        """What the save returned (the checkpoint path), once :attr:`saved`.
+
+        For a manager whose latest checkpoint already held the current step,
+        that checkpoint: nothing was written.
+        """
         return self._saved_path
 
     # ------------------------------------------------------------------ installing
@@ -205,14 +209,19 @@ def save_on_sigterm(
     Parameters
     ----------
     target
-        What to save: a :class:`~trackpoint.CheckpointManager` (``manager.save``,
-        retention applies as for any save; numbered to sort as its newest
-        checkpoint: ``save_counter + 1`` while its checkpoints are numbered by
-        ``save_counter``, else the value of its ``step_counter``, either raised
-        to one more than the highest number of its checkpoints when not above
-        it), a :class:`~trackpoint.Checkpoint`
-        with ``file_prefix`` (``checkpoint.save(file_prefix)``), or any
-        function of no arguments that saves.
+        What to save: a :class:`~trackpoint.CheckpointManager`
+        (``manager.save``, retention as for any save), a
+        :class:`~trackpoint.Checkpoint` with ``file_prefix``
+        (``checkpoint.save(file_prefix)``), or any function of no arguments
+        that saves. A manager's checkpoint is numbered as the loop numbers
+        its saves, told by what the manager's last save was given (after a
+        restart, by the checkpoint it restored): the value of its
+        ``step_counter`` when saves are given ``checkpoint_number=step``,
+        ``save_counter + 1`` when they are numbered by ``save()``, else one
+        more than the highest number of its checkpoints. When the latest
+        checkpoint holds the step counter's current value (saved at this
+        step, or restored and not trained since), nothing is saved and
+        :attr:`PreemptionHandler.saved_path` names that checkpoint.
     file_prefix
         The prefix for a :class:`~trackpoint.Checkpoint` target.
     signals
@@ -279,11 +288,15 @@ def _save_function(target: Any, file_prefix: str | None, options: Any) -> Callab
         manager = target
 
         def save_with_manager() -> object:
-            # The save in flight first: its number counts when numbering this one.
+            # The save in flight first: its number counts when numbering this one, and it may hold this step.
             manager.sync()
-            # Numbered to sort as the newest checkpoint (the step, or above the highest number), so a
-            # loop numbering its saves by step never sees the preemption checkpoint as an older one.
+            # Numbered as the loop numbers its own saves (the step, or save_counter + 1), so ordering by number
+            # and the state file agree on the newest checkpoint, now and after the run resumes.
             number = manager._preemption_number()
+            if number is None:
+                # The latest checkpoint holds this step (saved at it, or restored and not trained since): a second
+                # one would hold the same state under another number. That checkpoint is the one to resume from.
+                return manager.latest_checkpoint
             # check_interval=False: a preemption save is due whatever the interval says.
             path = manager.save(checkpoint_number=number, check_interval=False, options=options)
             manager.sync()
