@@ -10,6 +10,7 @@ Layout::
       _fsspec.py     the one place fsspec filesystems are built
     bundle/        the TensorBundle format (TensorFlow's), over any FileLayer
     zarr/          the Zarr v3 format
+    _post_commit.py  what a format's commit does after its commit point: housekeeping that never fails the save
     memory.py      the in-process backend (format and store in one)
     _builtin.py    one plugin object per built-in backend, composing a format over a store
 

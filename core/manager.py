@@ -43,7 +43,7 @@ from typing import Any, Final, Literal, Protocol
 import numpy as np
 
 from trackpoint import _array_values, _async, _paths, _resolve, _signal_safe, observe, state
-from trackpoint._array_values import is_jax_array
+from trackpoint._array_values import PYTHON_NUMBERS_KEY, is_jax_array
 from trackpoint.distributed._driver import coordinator_of, on_root
 from trackpoint.errors import (
     ArgumentTypeError,
@@ -70,8 +70,9 @@ _log = logging.getLogger(__name__)
 #: the values and deleted with them: a restarted manager reads the metrics of the checkpoints it adopts.
 METRICS_KEY = "_TRACKPOINT_METRICS"
 
-#: Keys of a checkpoint that are no tensors of its objects: the object graph, and the metrics.
-NOT_TENSORS: Final = frozenset({OBJECT_GRAPH_KEY, METRICS_KEY})
+#: Keys of a checkpoint that are no tensors of its objects: the object graph, the metrics, and the types of the
+#: Python numbers it holds.
+NOT_TENSORS: Final = frozenset({OBJECT_GRAPH_KEY, METRICS_KEY, PYTHON_NUMBERS_KEY})
 
 
 def stored_metrics(reader: CheckpointReader) -> Any:
@@ -1494,10 +1495,11 @@ class CheckpointManager:
             try:
                 named = functools.partial(_resolve.holder_name, self._backend, prefix)
                 observe.delete_checkpoint(self._backend, prefix, reason="retention", backend=named)
-            except StorageError:
-                # Reported and logged as a warning by the delete event. Still whole (a delete removes the commit
-                # point first) or an invisible remainder: either way it stays listed, oldest first, so the next
-                # save retries and a later manager retires it.
+            except CheckpointError:
+                # Reported and logged as a warning by the delete event; the save that retired it has committed and
+                # succeeded, whatever the delete met (the store failing, or gone, or no longer a checkpoint there).
+                # Still whole (a delete removes the commit point first) or an invisible remainder: either way it
+                # stays listed, oldest first, so the next save retries and a later manager retires it.
                 failed.append((prefix, stamp))
             else:
                 self._scored.pop(prefix, None)

@@ -1208,6 +1208,16 @@ class StorageBackend(ABC):
         CheckpointExistsError
             ``prefix`` is committed already (or another writer committed it
             first) and ``overwrite`` is false.
+
+        Notes for implementers
+        ----------------------
+        Raise only while the checkpoint is not committed, and then leave
+        nothing of this save visible (take back a commit point already
+        written). Once the commit point is passed the save has succeeded:
+        a failure of what follows (deleting staging files, markers, the
+        replaced checkpoint's data) is logged as a warning naming what was
+        left and what removes it, never raised (``docs/writing-a-backend.md``,
+        "After the commit point").
         """
 
     @abstractmethod

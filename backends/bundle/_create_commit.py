@@ -6,6 +6,7 @@ import re
 from collections.abc import Sequence
 from typing import ClassVar, Final
 
+from trackpoint.backends._post_commit import AfterCommit, undo_commit
 from trackpoint.backends.bundle import _writer
 from trackpoint.backends.bundle._index import header_count
 from trackpoint.backends.bundle._listing import count_of, data_files, listed, part_files, prefix_files
@@ -14,6 +15,7 @@ from trackpoint.backends.bundle._strategy import CommitStrategy, Staged
 from trackpoint.backends.bundle._writer import Row, file_count, merge_index
 from trackpoint.backends.stores import FileLayer
 from trackpoint.errors import (
+    CheckpointError,
     CheckpointExistsError,
     CheckpointNotFoundError,
     ConcurrentModificationError,
@@ -221,19 +223,28 @@ class CreateCommit(CommitStrategy):
             ) from exc
         try:
             self._check_owned(prefix, parts, "after")
-        except ConcurrentModificationError:
-            self._retract(prefix, version, previous, previous_count)
+            self.files.sync_dir(self.files.dirname(prefix))
+        except CheckpointError as exc:
+            # A marker gone, or the check (or making the index durable) failed: the save is not known to be
+            # whole, so it fails, and a failed save's index must not stay visible.
+            undo_commit(exc, lambda: self._retract(prefix, version, previous, previous_count), "bundle", index, prefix)
             raise
-        self.files.sync_dir(self.files.dirname(prefix))
+        # The commit point is passed: the save succeeded, whatever its housekeeping meets (AfterCommit).
         with self._lock:
             created = self._created.pop(save_id, [])
         # Piece indexes of every shard, also those written by other processes.
-        pieces = set(parts)
-        pieces.update(p for p in created if PART_RE.match(basename(p)))
-        self.files.delete(sorted(pieces))
-        if previous_count is not None:
-            # The replaced checkpoint's data: no committed index names it any more.
-            self.files.delete([p for p in listed(self.files, prefix, DATA_RE) if count_of(p) == previous_count])
+        pieces = sorted({*parts, *(p for p in created if PART_RE.match(basename(p)))})
+        with AfterCommit(self.files, "bundle", prefix, self.files.dirname(prefix)) as tidy:
+            tidy("deleting the save's piece indexes", lambda: self.files.delete(pieces), pieces)
+            if previous_count is not None:
+                # The replaced checkpoint's data: no committed index names it any more.
+                tidy(
+                    "deleting the data objects of the checkpoint it replaced",
+                    lambda: self.files.delete(
+                        [p for p in listed(self.files, prefix, DATA_RE) if count_of(p) == previous_count]
+                    ),
+                    f"{prefix}.data-*-of-{previous_count:05d}",
+                )
 
     def _index_table(self, prefix: str, shards: Sequence[ShardResult], single: bytes | None, count: int) -> bytes:
         """The final index: a one-shard save's piece table if it fits, else merged from the manifests."""

@@ -6,6 +6,7 @@ import time
 from collections.abc import Sequence
 from typing import ClassVar
 
+from trackpoint.backends._post_commit import AfterCommit
 from trackpoint.backends.bundle import _writer
 from trackpoint.backends.bundle._listing import count_of, data_files, listed, old_enough
 from trackpoint.backends.bundle._names import DATA_RE, MIN_AGE, data_filename, index_name, temp_dir
@@ -118,8 +119,18 @@ class RenameCommit(CommitStrategy):
         except CheckpointNotFoundError as exc:
             raise _staging_removed(prefix) from exc
         self.files.sync_dir(directory)
-        self.files.delete(data_files(self.files, prefix, unless_count=count))
-        self.remove_temp(prefix, shards[0].spec.save_id, min_age=MIN_AGE)
+        # The commit point is passed: the save succeeded, whatever its housekeeping meets (AfterCommit).
+        with AfterCommit(self.files, "bundle", prefix, directory) as tidy:
+            tidy(
+                "deleting the data files of the checkpoint it replaced",
+                lambda: self.files.delete(data_files(self.files, prefix, unless_count=count)),
+                f"the data files of {prefix!r} that are not {prefix}.data-*-of-{count:05d}",
+            )
+            tidy(
+                "removing its staging directory",
+                lambda: self.remove_temp(prefix, shards[0].spec.save_id, min_age=MIN_AGE),
+                temp_dir(prefix),
+            )
 
     def _abort(self, prefix: str, save_id: str) -> None:
         # docstring inherited

@@ -17,7 +17,8 @@ means. It inherits everything a safe checkpoint store needs on top of them:
   timeout, a dropped connection), the base reads the object's metadata: if
   the write id is ours, the write succeeded; otherwise another writer won;
 * bounded-memory streaming uploads (multipart when the store has it);
-* a short, shared budget for the clean-up after a failed save
+* a short, shared budget for the clean-up after a failed save, and for the
+  housekeeping after a commit (:meth:`ObjectStore.cleaning_up`)
   (:meth:`ObjectStore.cleaning_up`), so that a store that stopped answering
   is not waited for once more per clean-up step;
 * listing and aborting unfinished uploads for ``cleanup`` (when the store
@@ -126,7 +127,7 @@ _MiB: Final = 1 << 20
 _HOLD_BACK: Final = 64 << 10
 #: Merged reads (scratch buffers of up to ``read_part_size``) in flight at once per store.
 _SCRATCH_BUFFERS: Final = 2
-#: The most seconds the clean-up after a failed save gets by default (see TransferOptions.cleanup_deadline).
+#: The most seconds a clean-up (after a failed save, or a commit) gets by default (TransferOptions.cleanup_deadline).
 _CLEANUP_CAP: Final = 10.0
 
 
@@ -346,6 +347,8 @@ class TransferOptions:
     cleanup_deadline
         Seconds the clean-up after a failed save gets in all (aborting its
         uploads, removing what it wrote; see :meth:`ObjectStore.cleaning_up`),
+        and so does the housekeeping after a commit (removing the save's
+        staging objects and the data of the checkpoint it replaced),
         counted from the last request that used up its retries on a transient
         failure (the store stopped answering), else from the clean-up's
         start. Clean-up is best effort: what it does not remove in that time,
@@ -367,7 +370,7 @@ class TransferOptions:
 
     @property
     def cleanup_budget(self) -> float:
-        """Seconds the clean-up after a failed save gets: ``cleanup_deadline``, or its default."""
+        """Seconds a clean-up (after a failed save, or a commit) gets: ``cleanup_deadline``, or its default."""
         if self.cleanup_deadline is not None:
             return self.cleanup_deadline
         # One request's worth: a store that answers cleans up in a fraction of a second, and one that
@@ -991,6 +994,9 @@ class ObjectStore(FileLayer):
     def cleaning_up(self) -> contextlib.AbstractContextManager[None]:
         """A block whose requests (in the calling thread) clean up after a failed save, under one short budget.
 
+        Also the housekeeping after a commit (see ``_post_commit.AfterCommit``): the save has
+        succeeded, and what its housekeeping does not remove must not hold it up for long either.
+
         Every request made inside the block must end by one deadline:
         ``TransferOptions.cleanup_budget`` seconds (``cleanup_deadline``;
         by default ``request_timeout``, at most 10 s) after the last request
@@ -1371,7 +1377,8 @@ class ObjectStore(FileLayer):
         if t.cleanup_deadline is None:
             option += f", by default request_timeout, at most {_seconds(_CLEANUP_CAP)}"
         return (
-            f"the clean-up after a failed save had used up its {_seconds(t.cleanup_budget)} ({option}), counted "
+            f"the clean-up (after a failed save, or a commit) had used up its {_seconds(t.cleanup_budget)} ({option}), "
+            "counted "
             "from the last request that used up its retries (the store stopped answering) or else from its start; "
             "what it did not remove stays until cleanup(directory) or `trackpoint cleanup DIR` removes it once the "
             "store answers"

@@ -36,6 +36,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar, Final
 
 from trackpoint import _paths
+from trackpoint.backends._post_commit import AfterCommit, undo_commit
 from trackpoint.backends.stores import FileLayer, UnfinishedUpload
 from trackpoint.backends.zarr import _layout, _tree
 from trackpoint.errors import (
@@ -313,8 +314,7 @@ class RenameCommit(CommitStrategy):
             # Atomic swap: readers see the old checkpoint or the new one, never
             # neither. The old one now sits at the temporary name, ownerless.
             files.sync_dir(parent)
-            files.delete(self._bookkeeping(group, num_shards))
-            files.rmtree(staging)
+            self._tidy(prefix, group, num_shards, staging)
             return
         aside: str | None = None
         if exists:
@@ -341,9 +341,22 @@ class RenameCommit(CommitStrategy):
         files.sync_dir(parent)
         # The owner record stays until the rename so that a concurrent cleanup
         # never takes a committing save for an abandoned one.
-        files.delete(self._bookkeeping(group, num_shards))
-        if aside is not None:
-            self.files.rmtree(aside)
+        self._tidy(prefix, group, num_shards, aside)
+
+    def _tidy(self, prefix: str, group: str, num_shards: int, replaced: str | None) -> None:
+        """The housekeeping of a committed save: its bookkeeping files, and the group it replaced (if any)."""
+        files = self.files
+        bookkeeping = self._bookkeeping(group, num_shards)
+        with AfterCommit(files, "zarr", prefix, _paths.dirname(prefix)) as tidy:
+            # Harmless where they are: nothing reads them in a committed group.
+            tidy(
+                "deleting its owner record and shard markers",
+                lambda: files.delete(bookkeeping),
+                bookkeeping,
+                removed_by="they go with the checkpoint when it is deleted or replaced",
+            )
+            if replaced is not None:
+                tidy("removing the checkpoint it replaced", lambda: files.rmtree(replaced), replaced)
 
     @staticmethod
     def _bookkeeping(group: str, num_shards: int) -> list[str]:
@@ -477,14 +490,24 @@ class CreateCommit(CommitStrategy):
             ) from exc
         try:
             # Checked again after the root is in place: with a cleanup, which deletes markers before it reads the
-            # root again and removes data (remove), one of the two sees the other's write.
+            # root again and removes data (remove), one of the two sees the other's write. A check that fails
+            # leaves the save not known to be whole: it fails too, and its root must not stay.
             self._check_markers(prefix, save_id, markers)
-        except DataLossError:
-            self._retract(root_json, doc, previous)
+        except CheckpointError as exc:
+            undo_commit(exc, lambda: self._retract(root_json, doc, previous), "zarr", root_json, prefix)
             raise
-        files.delete(markers)
-        if old and old != data:
-            files.rmtree(_paths.join(group, old))
+        # The commit point is passed: the save succeeded, whatever its housekeeping meets (AfterCommit).
+        with AfterCommit(files, "zarr", prefix, _paths.dirname(prefix)) as tidy:
+            tidy(
+                "deleting its shard markers",
+                lambda: files.delete(markers),
+                markers,
+                removed_by="they go with the checkpoint when it is deleted or replaced, and with a cleanup of a "
+                "save it replaced",
+            )
+            if old and old != data:
+                replaced = _paths.join(group, old)
+                tidy("removing the data of the checkpoint it replaced", lambda: files.rmtree(replaced), replaced)
 
     @staticmethod
     def _data_of(raw: bytes, group: str) -> str | None:

@@ -39,6 +39,7 @@ from trackpoint.plugins.testing._bad_input import BadInput
 from trackpoint.plugins.testing._base import DTYPES, BackendTestBase, assert_same, sample
 from trackpoint.plugins.testing._commit import CommitVisibility, ShardingAndMerge
 from trackpoint.plugins.testing._crash import CrashSafety
+from trackpoint.plugins.testing._failures import FailedWrites
 from trackpoint.plugins.testing._file_layer import FileLayerContract
 from trackpoint.plugins.testing._intercept import intercept_file_layer
 from trackpoint.plugins.testing._missing import MissingLocation
@@ -53,6 +54,7 @@ __all__ = [
     "BadInput",
     "CommitVisibility",
     "CrashSafety",
+    "FailedWrites",
     "FileLayerContract",
     "HugeTensors",
     "Listing",
@@ -77,6 +79,7 @@ class BackendConformance(
     ShardingAndMerge,
     CommitVisibility,
     CrashSafety,
+    FailedWrites,
     OverwriteAndDelete,
     Listing,
     SmallFiles,
