@@ -46,10 +46,12 @@ What is saved (the rule, also in ``docs/concepts.md``):
   a :class:`~trackpoint.stateful.StatefulValue` node; the holder keeps the
   object (see ``trackpoint.stateful``);
 * a torch optimizer's state dict given as a dict (``{"state": ..., "param_groups": ...}``, anywhere in a
-  ``Checkpoint``'s containers) is wrapped as a copy of its containers (same tensors), so that a save changes
-  neither it nor the optimizer, whose per-parameter dicts it holds; a restore fills the containers given, as
-  PyTorch's ``dcp.load`` does: its tensors in place, and what it replaces (Python numbers, tuples) is
-  written into them too;
+  ``Checkpoint``'s containers or an ``AutoTrackable``'s attribute) is wrapped as a copy of its containers
+  (same tensors), so that a save changes neither it nor the optimizer, whose per-parameter dicts it holds.
+  The copy follows the containers given: a save saves what they hold then (after a step, or an edit). A
+  restore fills them, as PyTorch's ``dcp.load`` does: its tensors in place, and what it replaces (Python
+  numbers, tuples) is written into them too; a list of tensors given shorter than the one saved (LBFGS's
+  history) takes the saved length;
 * Python numbers (``bool``, ``int``, ``float``) given to a ``Checkpoint``,
   directly or in its containers ("strict" containers), are saved as scalars
   (``bool``, ``int64``, ``float64``) and replaced on restore by a Python
@@ -163,8 +165,10 @@ def _wrap(value: Any, name: str, strict: bool, where: str) -> Any:
         # would lower the depth that can be wrapped; and only for containers, the values that recurse.)
         outermost = not _WRAPPING.ids
         try:
-            # A torch optimizer's state dict, wherever it sits in what was given (unless in a copy made already).
-            state_dict = strict and _saves_strings(value) and id(value) not in _COPYING.sources
+            # A torch optimizer's state dict, wherever it sits in what was given (unless in a copy made already),
+            # in a checkpoint's containers or any other (an AutoTrackable's attribute): its dicts are the
+            # optimizer's own wherever they are given.
+            state_dict = _saves_strings(value) and id(value) not in _COPYING.sources
             if state_dict or (not _COPYING.depth and "jax" in sys.modules):
                 # A pytree of JAX arrays: the wrappers go around copies of its containers (same arrays), so the
                 # user's pytree stays plain. JAX compares container types, and a wrapper where a dict was would
@@ -173,19 +177,11 @@ def _wrap(value: Any, name: str, strict: bool, where: str) -> Any:
                 # own. So is a torch optimizer's state dict: its per-parameter dicts are the optimizer's own
                 # (LBFGS keeps lists in them, which a wrapper would replace), and a save must not change them; a
                 # restore writes what it replaces into them too (see TrackableDataStructure._restored_in_source).
-                outer = _COPYING.state_dict
-                _COPYING.depth += 1
-                _COPYING.state_dict = state_dict
-                try:
+                with _copying(state_dict):
                     if state_dict:  # `copied` is left alone: it tells assign_attribute about the outermost value
                         return _wrap(_copy_containers(value), name, strict, where)
                     copied = _COPYING.copied = _holds_jax(value)
                     return _wrap(_copy_containers(value) if copied else value, name, strict, where)
-                finally:
-                    _COPYING.depth -= 1
-                    _COPYING.state_dict = outer
-                    if not _COPYING.depth:
-                        _COPYING.sources.clear()
             if kind is dict or kind is collections.OrderedDict or kind is list:
                 with _wrapping(value, where):
                     if kind is list:
@@ -229,7 +225,7 @@ _STRINGS = _Strings()
 
 
 def _saves_strings(value: Any) -> bool:
-    """Whether ``value``, a dict given to a checkpoint, is a torch optimizer's state dict: its strings are saved.
+    """Whether ``value``, a dict given to be saved, is a torch optimizer's state dict: its strings are saved.
 
     An optimizer built from ``named_parameters()`` holds its parameters' names in each param group
     (``param_names``, a list of str), which ``load_state_dict`` takes back: given as a dict, such a state
@@ -270,6 +266,25 @@ class _Copying(threading.local):
 
 
 _COPYING = _Copying()
+
+
+@contextlib.contextmanager
+def _copying(state_dict: bool) -> Iterator[None]:
+    """Wrap copies made by :func:`_copy_containers` in this thread, each wrapper keeping its copy's source.
+
+    ``state_dict`` tells that the copies are of a torch optimizer's state dict (see :func:`_saves_strings`),
+    whose wrappers follow their sources (see :meth:`TrackableDataStructure._check_source`).
+    """
+    outer = _COPYING.state_dict
+    _COPYING.depth += 1
+    _COPYING.state_dict = state_dict
+    try:
+        yield
+    finally:
+        _COPYING.depth -= 1
+        _COPYING.state_dict = outer
+        if not _COPYING.depth:
+            _COPYING.sources.clear()
 
 
 class _Restoring(threading.local):
@@ -1096,11 +1111,11 @@ class TrackableDataStructure(Trackable, metaclass=abc.ABCMeta):
         state dict given as a dict is restored into as PyTorch's ``dcp.load(state_dict)`` restores, so that
         ``opt.load_state_dict(state_dict)`` afterwards loads the restored values (its numbers, tuples and
         anything else replaced; its tensors are restored in place, into the very tensors both hold). The
-        record of the user's container takes ``new`` too: the restore's own write is no change that the next
-        save should refuse (see :meth:`_check_source`), while one made since (a step) still is. A list that
-        became too short since it was given has no place for ``new``: the copy keeps it, and the next save
-        refuses the change. A copy of a pytree of JAX arrays lets the user's container go instead (see
-        :meth:`_forget_source`): the plain tree read back after the restore is rebuilt from the copy.
+        record of the user's container takes ``new`` too: the restore's own write is no change for the copy
+        to follow (see :meth:`_check_source`). A list that became too short since it was followed has no
+        place for ``new``: the copy keeps it until it follows the list again. A copy of a pytree of JAX arrays
+        lets the user's container go instead (see :meth:`_forget_source`): the plain tree read back after the
+        restore is rebuilt from the copy.
         """
         found = self.__dict__.get("_self_source")
         if found is None:
@@ -1122,9 +1137,15 @@ class TrackableDataStructure(Trackable, metaclass=abc.ABCMeta):
                 then[key] = new
 
     def _check_source(self) -> None:
-        """Refuse to save a copy whose source the user changed since: the change would not be saved.
+        """Follow the user's container this wrapper copies, or refuse to save a copy whose source changed since.
 
-        Nothing is checked while a restore runs (see :func:`restoring`).
+        A copy of a torch optimizer's state dict follows its source: the user's dict, or the optimizer's own
+        per-parameter dict that it holds, changed since it was given (a step, ``group["lr"] = ...``) is copied
+        and wrapped again where it changed, so that a save saves what it holds now, as a wrapper around the
+        dict itself would, and a restore fills what it holds now. A pytree of JAX arrays is refused instead:
+        JAX arrays are replaced, not updated, so a change there is a new tree the user forgot to assign, and
+        the plain tree read back after a restore is rebuilt from the copy. Nothing is refused while a restore
+        runs (see :func:`restoring`).
 
         Raises
         ------
@@ -1133,7 +1154,10 @@ class TrackableDataStructure(Trackable, metaclass=abc.ABCMeta):
             containers) was changed after it was given.
         """
         found = self.__dict__.get("_self_source")
-        if found is None or _RESTORING.depth:
+        if found is None:
+            return
+        state_dict = self.__dict__.get("_self_of_state_dict", False)
+        if _RESTORING.depth and not state_dict:
             # A restore restores into the copy as it was given, and the tree read back after it is rebuilt
             # from that copy (see restoring).
             return
@@ -1144,20 +1168,25 @@ class TrackableDataStructure(Trackable, metaclass=abc.ABCMeta):
             for a, b in zip(now, then, strict=True)
         ):
             return
-        if self.__dict__.get("_self_of_state_dict"):
-            raise TrackableError(
-                f"Unable to save {self._self_where}: the {type(source).__name__} given there is part of a torch "
-                "optimizer's state dict (its per-parameter state is the optimizer's own, which the checkpoint "
-                "copies rather than change), and it was changed since it was given (by a step). Assign "
-                "opt.state_dict() again before saving, to save the new values, or give the optimizer itself "
-                "(tp.Checkpoint(optimizer=opt)), which is saved as it is at each save."
-            )
+        if state_dict:
+            self._follow(now, then)
+            self._self_source = (source, now)
+            return
         raise TrackableError(
             f"Unable to save {self._self_where}: the {type(source).__name__} given there holds JAX arrays, so the "
             "checkpoint keeps a copy of its containers, and it was changed since it was given or read back from "
             "the checkpoint (JAX arrays are replaced, not updated in place). Assign it again before saving, to "
             "save the new values."
         )
+
+    def _follow(self, now: list[Any], then: list[Any]) -> None:
+        """Hold a copy of what the source holds ``now``, an element of its contents then (``then``) kept as held.
+
+        The element held for one the source still holds at its place is kept (a list or dict follows its own
+        source); anything else is copied (see :func:`_copy_containers`) and wrapped anew. A restore waiting for
+        an element is not applied to it: it holds the user's values, which a save saves.
+        """
+        raise NotImplementedError  # the list and dict wrappers, the only copies of a state dict's containers
 
     def _element_where(self, key: Any) -> str:
         return f"{self._self_where}[{key!r}]"
@@ -1394,6 +1423,70 @@ class ListWrapper(TrackableDataStructure, list[Any]):
                 snapshot[key] = new
             self._restored_inside()
             self._restored_in_source(key, new)
+
+    def _follow(self, now: list[Any], then: list[Any]) -> None:
+        # docstring inherited
+        storage, nodes, given = self._self_storage, self._self_nodes, self._self_unsaved
+        # The elements held mirror the source's of then, position by position, unless changed through the wrapper.
+        mirrored = self._self_mutation is None and not self._self_external and len(storage) == len(then)
+        followed: list[Any] = []
+        unsaved: dict[int, Any] = {}
+        with _copying(state_dict=True):
+            for index, value in enumerate(now):
+                if mirrored and index < len(then) and then[index] is value and id(storage[index]) not in given:
+                    followed.append(storage[index])
+                    continue
+                nodes.pop(index, None)
+                stored, tracked = self._store(index, _copy_containers(value))
+                followed.append(stored)
+                if not tracked:
+                    unsaved[id(stored)] = stored
+        for index in [index for index in nodes if index >= len(followed)]:
+            del nodes[index]
+        storage[:] = followed
+        self._self_unsaved = unsaved
+        self._self_mutation = None
+        self._self_external = False
+        self._self_snapshot = list(storage)
+        self._mirror()
+
+    def _dependency_requested(self, name: str) -> None:
+        """A restore holds a tensor for position ``name``, which this copy of a state dict's list lacks: make it.
+
+        The list of an optimizer's per-parameter state given shorter than the one saved (LBFGS's history, given
+        from an optimizer that took fewer steps), or holding ``None`` where a value was saved (LBFGS's ``al``),
+        takes a tensor of the checkpoint's dtype and shape, on the device of the tensors it holds, which the
+        restore fills; the user's list takes it too, so that ``load_state_dict`` loads the whole history. A list
+        holding no tensor tells nothing of what was saved there, and is left as it is (the restore's status
+        names the value).
+        """
+        waiting = self._deferred_dependencies.get(name)
+        found = self.__dict__.get("_self_source")
+        if not waiting or found is None or not self.__dict__.get("_self_of_state_dict"):
+            return
+        storage = self._self_storage
+        index = _index_of(name, len(storage) + 1)
+        tensors = [value for value in storage if dtypes._is_torch_tensor(value)]
+        if index is None or (index < len(storage) and storage[index] is not None) or not tensors:
+            return
+        newest = max(waiting, key=lambda position: position.restore_uid)
+        if not newest.is_simple_variable():
+            return
+        info = newest.tensor_info()
+        empty = dtypes._numpy_to_torch(np.zeros(tuple(info.shape), np.dtype(info.dtype)))
+        tensor = empty.to(tensors[-1].device)
+        source, then = found
+        mirrored = len(source) == len(then) == len(storage)
+        if index == len(storage):
+            self.append(tensor)  # which applies the waiting restore, as any append does
+        else:
+            self[index] = tensor
+        if mirrored:
+            if index == len(source):
+                source.append(tensor)
+                then.append(tensor)
+            else:
+                source[index] = then[index] = tensor
 
     def _place(self, index: int, value: Any) -> tuple[Any, bool]:
         stored, tracked = self._store(index, value)
@@ -1765,6 +1858,35 @@ class _DictWrapper(TrackableDataStructure, dict[Any, Any]):
                 snapshot[key] = new
             self._restored_inside()
             self._restored_in_source(key, new)
+
+    def _follow(self, now: list[Any], then: list[Any]) -> None:
+        # docstring inherited
+        storage, nodes, unsaved = self._self_storage, self._self_nodes, self._self_unsaved
+        before = dict(then)
+        followed: dict[Any, Any] = {}
+        now_unsaved: set[Any] = set()
+        with _copying(state_dict=True):
+            for key, value in now:
+                if (
+                    not self._self_external
+                    and key in storage
+                    and key not in unsaved
+                    and before.get(key, _MISSING) is value
+                ):
+                    followed[key] = storage[key]
+                    continue
+                nodes.pop(key, None)
+                followed[key], tracked = self._store(key, _copy_containers(value))
+                if not tracked:
+                    now_unsaved.add(key)
+        for key in [key for key in nodes if key not in followed]:
+            del nodes[key]
+        storage.clear()
+        storage.update(followed)  # in the source's order
+        self._self_unsaved = now_unsaved
+        self._self_external = False
+        self._self_snapshot = dict(storage)
+        self._mirror()
 
     def _items(self) -> Iterable[tuple[Any, Trackable]]:
         for key, value in self._self_storage.items():

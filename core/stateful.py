@@ -1096,12 +1096,12 @@ class _Rebuild:
         if not self.build:
             return None
         if lbfgs and "d" in found:
-            # After a step: an empty list of its history holds nothing to save, and `al` only what is computed.
+            # After a step: an empty list of its history holds nothing to save. (`al` is padded once the param
+            # groups are rebuilt, see _pad_lbfgs_al.)
             for key in ("old_dirs", "old_stps", "ro"):
                 found.setdefault(key, [])
-            if isinstance(found.get("al"), list):
-                size = self.obj.param_groups[0]["history_size"]
-                found["al"] += [None] * (size - len(found["al"]))
+        if self.lbfgs and optimizer:
+            self._pad_lbfgs_al(found)
         result: Any = (type(template) if type(template) in _MAPPING_NAMES else dict)()
         for key, held in template.items():  # in the object's order, as its own state dict has them
             if key in found:
@@ -1115,6 +1115,22 @@ class _Rebuild:
             # The module versions of a module's state dict (not in that layout): the module's own.
             result._metadata = metadata
         return result
+
+    def _pad_lbfgs_al(self, found: dict[Any, Any]) -> None:
+        """Give each ``al`` of LBFGS's rebuilt state dict, ``found``, ``history_size`` places, as LBFGS makes it.
+
+        Only what a step computed is saved (``None`` is not). The ``history_size`` is the one restored with it,
+        the checkpoint's: ``load_state_dict`` gives the optimizer the saved param group, whose ``history_size``
+        its next step indexes ``al`` by, whatever the optimizer was built with.
+        """
+        groups = found.get("param_groups")
+        group = groups[0] if isinstance(groups, list) and groups and isinstance(groups[0], Mapping) else {}
+        size = group.get("history_size", self.obj.param_groups[0]["history_size"])
+        states = found.get("state")
+        for state in states.values() if isinstance(states, Mapping) else ():
+            al = state.get("al") if isinstance(state, Mapping) else None
+            if isinstance(al, list):
+                al += [None] * (size - len(al))
 
     def _sequence(
         self, entries: Mapping[str, _SavedEntry], template: list[Any] | tuple[Any, ...], place: str, context: str

@@ -81,15 +81,45 @@ def test_a_restored_lbfgs_steps_as_the_original(tmp_path: Path, steps: int, max_
     assert _types(fresh_opt) == _types(opt)
 
 
-def test_a_state_dict_given_as_a_dict_and_changed_by_a_step_is_refused_until_given_again(tmp_path: Path) -> None:
+def test_a_state_dict_given_as_a_dict_and_changed_by_a_step_is_saved_as_it_is_then(tmp_path: Path) -> None:
     net, opt = _trained(2)
-    ckpt = tp.Checkpoint(optimizer=opt.state_dict())
+    state = opt.state_dict()
+    ckpt = tp.Checkpoint(optimizer=state)
     ckpt.write(str(tmp_path / "first"))
     opt.step(_closure(net, opt))  # changes the optimizer's own per-parameter state, which the checkpoint copied
-    with pytest.raises(
-        tp.TrackableError, match=r"part of a torch optimizer's state dict .* Assign opt\.state_dict\(\) again"
-    ):
-        ckpt.write(str(tmp_path / "second"))
-    ckpt.optimizer = opt.state_dict()
-    path = ckpt.write(str(tmp_path / "third"))
-    assert tp.load_tree(path)["optimizer"]["state"]["0"]["n_iter"] == opt.state[net[0].weight]["n_iter"]
+    types = _types(opt)
+    path = ckpt.write(str(tmp_path / "second"))
+    assert _types(opt) == types  # the optimizer's lists are still its own
+    saved = tp.load_tree(path)["optimizer"]["state"]["0"]
+    own = opt.state[net[0].weight]
+    assert saved["n_iter"] == own["n_iter"] and len(saved["old_dirs"]) == len(own["old_dirs"]) == 3
+
+    # What was saved is the optimizer after its step: restored, one more step of each makes the same parameters.
+    fresh_net, fresh_opt = _fresh()
+    tp.Checkpoint(optimizer=fresh_opt).read(path).assert_consumed()
+    fresh_net.load_state_dict(net.state_dict())
+    opt.step(_closure(net, opt))
+    fresh_opt.step(_closure(fresh_net, fresh_opt))
+    for mine, theirs in zip(net.parameters(), fresh_net.parameters(), strict=True):
+        assert torch.equal(mine, theirs)
+
+
+def test_al_takes_the_history_size_restored_with_it(tmp_path: Path) -> None:
+    # `al` holds `history_size` places, of which only those a step computed are saved; the restore gives the
+    # optimizer the saved param group, whose `history_size` its next step indexes `al` by.
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.Tanh(), torch.nn.Linear(4, 1))
+    opt = torch.optim.LBFGS(net.parameters(), lr=0.5, history_size=10, max_iter=4)
+    opt.step(_closure(net, opt))
+    assert len(opt.state[net[0].weight]["old_dirs"]) < 10
+    path = tp.Checkpoint(model=net.state_dict(), optimizer=opt.state_dict()).write(str(tmp_path / "ckpt"))
+
+    fresh_net, fresh_opt = _fresh()  # history_size 3
+    tp.Checkpoint(model=fresh_net, optimizer=fresh_opt).read(path).assert_consumed()
+    assert fresh_opt.param_groups[0]["history_size"] == 10
+    assert len(fresh_opt.state[fresh_net[0].weight]["al"]) == 10
+
+    opt.step(_closure(net, opt))
+    fresh_opt.step(_closure(fresh_net, fresh_opt))
+    for mine, theirs in zip(net.parameters(), fresh_net.parameters(), strict=True):
+        assert torch.equal(mine, theirs)

@@ -48,10 +48,10 @@ def _closure(net: Any, opt: Any) -> Callable[[], Any]:
     return closure
 
 
-def _lbfgs(seed: int, steps: int) -> tuple[Any, Any]:
+def _lbfgs(seed: int, steps: int, history_size: int = 3, max_iter: int = 4) -> tuple[Any, Any]:
     torch.manual_seed(seed)
     net = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.Tanh(), torch.nn.Linear(4, 1))
-    opt = torch.optim.LBFGS(net.parameters(), lr=0.5, history_size=3, max_iter=4)
+    opt = torch.optim.LBFGS(net.parameters(), lr=0.5, history_size=history_size, max_iter=max_iter)
     for _ in range(steps):
         opt.step(_closure(net, opt))
     return net, opt
@@ -126,6 +126,45 @@ def test_lbfgs_state_dict_restored_in_place_loads_its_history_and_counters(tmp_p
     assert_same(net2.state_dict(), net.state_dict())
 
 
+def test_an_lbfgs_history_given_shorter_than_the_saved_one_takes_the_whole_saved_history(tmp_path: Path) -> None:
+    net, opt = _lbfgs(0, steps=2, history_size=5, max_iter=3)
+    saved = opt.state[net[0].weight]
+    assert len(saved["old_dirs"]) == 3 and sum(a is not None for a in saved["al"]) == 3
+    path = tp.Checkpoint(model=net.state_dict(), optim=opt.state_dict()).save(str(tmp_path / "ckpt"))
+
+    net2, opt2 = _lbfgs(1, steps=1, history_size=5, max_iter=3)  # a younger optimizer: a shorter history
+    assert len(opt2.state[net2[0].weight]["old_dirs"]) == 1
+    sd = {"model": net2.state_dict(), "optim": opt2.state_dict()}
+    tp.Checkpoint(**sd).restore(path).assert_consumed()
+
+    state = sd["optim"]["state"][0]
+    for key in ("old_dirs", "old_stps", "ro", "al"):
+        assert type(state[key]) is list and len(state[key]) == len(saved[key])
+        assert all((a is None and b is None) or torch.equal(a, b) for a, b in zip(state[key], saved[key], strict=True))
+    _assert_plain(sd)
+    net2.load_state_dict(sd["model"])
+    opt2.load_state_dict(sd["optim"])
+    assert_same(opt2.state_dict(), opt.state_dict())
+    opt.step(_closure(net, opt))
+    opt2.step(_closure(net2, opt2))
+    assert_same(net2.state_dict(), net.state_dict())
+
+
+def test_an_lbfgs_history_given_longer_than_the_saved_one_is_named_by_the_status(tmp_path: Path) -> None:
+    # The restore fills the places the dicts hold, and removes none: the history the younger checkpoint
+    # lacks is named (the optimizer itself, given instead, takes the saved history whole).
+    _, opt = _lbfgs(0, steps=1, history_size=5, max_iter=3)
+    path = tp.Checkpoint(optim=opt.state_dict()).save(str(tmp_path / "ckpt"))
+    _, opt2 = _lbfgs(1, steps=2, history_size=5, max_iter=3)
+    status = tp.Checkpoint(optim=opt2.state_dict()).restore(path)
+    with pytest.raises(tp.MatchError, match=r"\(root\)\.optim\.state\.0\.old_dirs\.1"):
+        status.assert_existing_objects_matched()
+
+    _, opt3 = _lbfgs(1, steps=2, history_size=5, max_iter=3)
+    tp.Checkpoint(optim=opt3).restore(path).assert_consumed()
+    assert_same(opt3.state_dict(), opt.state_dict())
+
+
 @pytest.mark.parametrize("make", [_lbfgs, _adam], ids=["lbfgs", "adam"])
 def test_a_save_changes_neither_the_state_dict_given_nor_the_optimizer(
     tmp_path: Path, make: Callable[[int, int], tuple[Any, Any]]
@@ -140,7 +179,7 @@ def test_a_save_changes_neither_the_state_dict_given_nor_the_optimizer(
     _assert_plain(sd)
 
 
-def test_the_restore_own_writes_are_no_change_a_save_refuses_but_a_step_is(tmp_path: Path) -> None:
+def test_a_save_after_the_restore_saves_what_it_wrote_and_after_a_step_what_the_step_made(tmp_path: Path) -> None:
     net, opt = _lbfgs(0, steps=5)
     path = tp.Checkpoint(optim=opt.state_dict()).write(str(tmp_path / "saved"))
     net2, opt2 = _lbfgs(1, steps=2)
@@ -148,13 +187,14 @@ def test_the_restore_own_writes_are_no_change_a_save_refuses_but_a_step_is(tmp_p
     ckpt = tp.Checkpoint(optim=sd)
     ckpt.read(path).assert_consumed()
 
-    # Saved again as restored (a save after the restore is not refused for the values it wrote).
+    # Saved again as restored.
     again = ckpt.write(str(tmp_path / "again"))
     assert tp.load_tree(again)["optim"]["state"]["0"]["n_iter"] == opt.state[net[0].weight]["n_iter"]
-    # A step of the optimizer that owns those dicts changes them: the save is refused, not silently stale.
+    # A step of the optimizer that owns those dicts changes them: the save saves them as they are now.
     opt2.step(_closure(net2, opt2))
-    with pytest.raises(tp.TrackableError, match=r"part of a torch optimizer's state dict .* Assign opt\.state_dict"):
-        ckpt.write(str(tmp_path / "stale"))
+    after = ckpt.write(str(tmp_path / "after"))
+    assert tp.load_tree(after)["optim"]["state"]["0"]["n_iter"] == opt2.state[net2[0].weight]["n_iter"]
+    _assert_plain(opt2.state_dict())
 
 
 def test_a_state_dict_inside_a_dict_given_is_copied_also_with_jax_imported(tmp_path: Path) -> None:
