@@ -183,11 +183,25 @@ class ZarrBackend(StorageBackend):
     # -------------------------------------------------------------- writing
     def write_shard(self, prefix: str, spec: ShardSpec, items: Sequence[WriteItem]) -> ShardResult:
         with active(spec.save_id):
-            self._strategy.prepare(self._group(prefix), spec)
-            data_root = self._data_root(prefix, spec.save_id)
-            return _pack.write_shard(
-                self._files, prefix, data_root, spec, items, self._options, sync_dirs=self._strategy.sync_dirs
-            )
+            group = self._group(prefix)
+            prepared = False
+            try:
+                self._strategy.prepare(group, spec)
+                prepared = True
+                data_root = self._data_root(prefix, spec.save_id)
+                return _pack.write_shard(
+                    self._files, prefix, data_root, spec, items, self._options, sync_dirs=self._strategy.sync_dirs
+                )
+            except (CheckpointNotFoundError, StorageError) as exc:
+                # On a store with directories, a cleanup that took the save's staging directory makes the next
+                # file or directory created in it fail: say so, not which one it was. Before the shard's marker
+                # is in place, only a missing file or directory can tell of a cleanup (not, say, permissions).
+                removed = None
+                if prepared or isinstance(exc, CheckpointNotFoundError):
+                    removed = self._strategy.shard_staging_removed(prefix, group, spec)
+                if removed is None:
+                    raise
+                raise removed from exc
 
     def commit(self, prefix: str, shards: Sequence[ShardResult], *, overwrite: bool = True) -> None:
         if not shards:

@@ -12,8 +12,9 @@
   then writes its arrays beside it; the root ``P.zarr/zarr.json``, written
   last, is the commit point: created only if absent, or replaced when
   overwriting. The commit checks the markers after the root is written (and
-  puts back what the root was if one is gone); cleanup removes them before
-  it reads the root once more and then removes the data. Then the replaced
+  puts back what the root was if one is gone); cleanup lists unfinished
+  uploads before objects, removes the markers it listed before it reads the
+  root once more, and then removes the objects it listed. Then the replaced
   save's data and the markers are deleted. A save killed
   while it streamed a chunk leaves an unfinished upload (S3 multipart) that
   no listing of objects shows; :meth:`CreateCommit.leftovers` lists those
@@ -48,7 +49,7 @@ from trackpoint.errors import (
     DataLossError,
     InvalidCheckpointError,
 )
-from trackpoint.storage import ShardSpec, VersionedBytes
+from trackpoint.storage import MUST_NOT_EXIST, ShardSpec, VersionedBytes
 
 __all__ = ["CommitStrategy", "CreateCommit", "Leftover", "RenameCommit", "active", "host_tag", "strategy_for"]
 
@@ -56,8 +57,15 @@ _TMP: Final = ".tmp-"
 _OWNER: Final = ".trackpoint-owner"
 # A shard's marker in its save's data directory (create strategy), followed by the shard number.
 _MARKER: Final = ".trackpoint-shard-"
+# Shard markers checked one stat each up to this many, above by listing them: object stores bill a listing
+# (S3 LIST, GCS and Azure list: class A / write operations) like about a dozen stats (HEAD: class B / read).
+_STATS_PER_LISTING: Final = 12
 # What an overwrite without an atomic exchange renames the replaced group to (rename strategy).
 _REPLACED: Final = "-replaced"
+# How a save's staging comes to be removed under it, for the errors that say so.
+_MIN_AGE_HINT: Final = (
+    " (a cleanup removes a running save's arrays only when given a min_age shorter than the save took)"
+)
 # A half-created temporary group (see RenameCommit.prepare) is this young at most.
 _OWNERLESS_GRACE: Final = 60.0
 
@@ -125,7 +133,8 @@ class Leftover:
     Parameters
     ----------
     path
-        The save's directory, removed with everything in it.
+        The save's directory, removed with everything in it (rename strategy;
+        the create strategy removes the ``objects`` listed in it).
     uploads
         Unfinished uploads of objects in it (a killed save's S3 multipart
         uploads): no listing of objects shows them, and the store keeps and
@@ -140,6 +149,13 @@ class Leftover:
         The save the root referenced still had markers: it may be committing,
         and would put the root it replaced back if its commit fails, so only
         the markers go now (create strategy).
+    objects
+        The save's objects as listed (create strategy): all that removal
+        deletes. An object written since the listing stays for a later cleanup.
+    restore
+        Where the group is renamed back to instead of removed (rename
+        strategy): the prefix of a checkpoint an overwrite renamed aside and
+        then crashed, leaving nothing committed there.
     """
 
     path: str
@@ -147,6 +163,8 @@ class Leftover:
     markers: tuple[str, ...] = ()
     root: str | None = None
     hold: bool = False
+    objects: tuple[str, ...] = ()
+    restore: str | None = None
 
 
 class CommitStrategy(ABC):
@@ -222,10 +240,45 @@ class CommitStrategy(ABC):
             self.files.put(self._marker(group, spec), b"", create_only=True)  # exists: the shard is written again
 
     def _check_markers(self, prefix: str, save_id: str, markers: list[str]) -> None:
-        """Raise DataLossError if a shard marker of the save is gone (one round of stats)."""
-        for marker, size in zip(markers, self.files.sizes(markers), strict=True):
-            if size is None:
-                raise self._staging_removed(prefix, save_id, marker)
+        """Raise DataLossError if a shard marker of the save is gone.
+
+        One round of stats, or for many shards one listing of the directory
+        holding the markers. Either sees a marker deleted before it was asked
+        (S3, GCS and Azure list with read-after-write consistency, also after
+        a delete; a local disk too), so the check still pairs with cleanup's
+        deletion (see :meth:`CreateCommit.remove`). A listing is paged (every
+        1,000 entries on S3, also counting the save's array directories).
+        """
+        if len(markers) > _STATS_PER_LISTING:
+            listed = set(self.files.listdir(self.files.dirname(markers[0])))
+            gone = [m for m in markers if m.rsplit("/", 1)[-1] not in listed]
+        else:
+            gone = [m for m, size in zip(markers, self.files.sizes(markers), strict=True) if size is None]
+        if gone:
+            raise self._staging_removed(prefix, save_id, gone[0])
+
+    def shard_staging_removed(self, prefix: str, group: str, spec: ShardSpec) -> ConcurrentModificationError | None:
+        """The error of a shard write that failed for a missing file or directory because a cleanup removed its save.
+
+        ``None`` unless the shard's marker is gone (a cleanup removes a save's
+        markers with or before its data) while the directory holding the
+        checkpoint is there: on an object store, which has no directories, or
+        where the store itself went, the failure is reported as it was. The
+        staging directory itself tells nothing: the shard's other writes
+        create it again.
+        """
+        files = self.files
+        marker = self._marker(group, spec)
+        try:
+            if files.exists(marker) or not files.exists(files.dirname(group)):
+                return None
+        except CheckpointError:
+            return None
+        return ConcurrentModificationError(
+            f"zarr/{files.store_name}: a cleanup removed the staged arrays of save {spec.save_id} for {prefix!r} "
+            f"while its shard {spec.shard_id} was writing them ({marker!r} is gone); this save was not committed, "
+            f"retry it{_MIN_AGE_HINT}"
+        )
 
     @staticmethod
     def _staging_removed(prefix: str, save_id: str, where: str) -> DataLossError:
@@ -319,8 +372,8 @@ class RenameCommit(CommitStrategy):
         aside: str | None = None
         if exists:
             # No atomic exchange: a crash between these two renames leaves
-            # nothing visible at the prefix (documented). Cleanup leaves the
-            # aside alone while nothing is committed at the prefix.
+            # nothing visible at the prefix (documented) until a cleanup renames
+            # the aside back (_replaced).
             aside = f"{group}{_TMP}{save_id}{_REPLACED}"
             files.rename(group, aside)
         try:
@@ -401,6 +454,12 @@ class RenameCommit(CommitStrategy):
         # docstring inherited
         # Taken by a rename, not removed in place: a commit renaming the same directory into place would
         # otherwise publish what is left of it.
+        if leftover.restore is not None:
+            try:
+                self.files.rename_new(leftover.path, leftover.restore)
+            except CheckpointError:
+                return False  # a save committed at the prefix since the listing: a later cleanup removes this
+            return True
         directory, name = leftover.path.rsplit("/", 1)
         return self._rename_and_remove(leftover.path, _paths.join(directory, name.split(_TMP, 1)[0]))
 
@@ -410,22 +469,44 @@ class RenameCommit(CommitStrategy):
         for name in self.files.listdir(base):
             if _TMP in name and name.split(_TMP, 1)[0].endswith(_layout.SUFFIX):
                 path = _paths.join(base, name)
-                if self._abandoned(path, name, now, min_age):
+                if name.endswith(_REPLACED):
+                    found.extend(self._replaced(path, name, now, min_age))
+                elif self._abandoned(path, name, now, min_age):
                     found.append(Leftover(path))
         return found
 
-    def _abandoned(self, path: str, name: str, now: float, min_age: float) -> bool:
+    def _replaced(self, path: str, name: str, now: float, min_age: float) -> list[Leftover]:
+        """The checkpoint an overwrite renamed aside (``P.zarr.tmp-<save_id>-replaced``), if it is left over.
+
+        Its commit renames it back if it fails. It is removed once a checkpoint
+        is committed at the prefix again (that commit needs it no more). While
+        nothing is committed there, it is renamed back to the prefix once that
+        commit is no longer running: after a crash between the two renames it
+        is the prefix's last checkpoint, which nothing would list otherwise.
+        """
         files = self.files
         group_name, save_id = name.split(_TMP, 1)
+        save_id = save_id.removesuffix(_REPLACED)
+        if _is_active(save_id):
+            return []
+        directory = files.dirname(path)
+        group = _paths.join(directory, group_name)
+        if files.exists(_paths.join(group, _layout.ZARR_JSON)):
+            return [Leftover(path)]
+        # Still running, that commit has its temporary group, young: it is between its two renames.
+        staging = f"{group_name}{_TMP}{save_id}"
+        if files.exists(_paths.join(directory, staging)) and not self._abandoned(
+            _paths.join(directory, staging), staging, now, min_age
+        ):
+            return []
+        return [Leftover(path, restore=group)]
+
+    def _abandoned(self, path: str, name: str, now: float, min_age: float) -> bool:
+        files = self.files
+        save_id = name.split(_TMP, 1)[1]
         initializing = "-init-" in save_id
-        if _is_active(save_id.split("-init-", 1)[0].removesuffix(_REPLACED)):
+        if _is_active(save_id.split("-init-", 1)[0]):
             return False
-        if save_id.endswith(_REPLACED):
-            # The checkpoint an overwrite renamed aside: its commit renames it back if it fails, so it is
-            # left over only once a checkpoint is committed at the prefix again (then the commit needs it
-            # no more). After a crash between the two renames it is the prefix's last checkpoint: kept.
-            group = _paths.join(files.dirname(path), group_name)
-            return files.exists(_paths.join(group, _layout.ZARR_JSON))
         mtime = _tree.newest_mtime(files, path) or now
         if initializing and _claimer_died(save_id.split("-init-", 1)[1]):
             return True
@@ -481,12 +562,21 @@ class CreateCommit(CommitStrategy):
         previous = files.read_versioned(root_json) if overwrite else None
         old = None if previous is None else self._data_of(previous.data, group)
         try:
-            # The commit point; create-only without overwrite, so a concurrent committer cannot be clobbered.
-            files.put(root_json, doc, create_only=not overwrite)
-        except CheckpointExistsError as exc:
-            raise CheckpointExistsError(
-                f"zarr/{files.store_name}: a checkpoint is already committed at {prefix!r}; "
-                "pass overwrite=True or choose another prefix"
+            # The commit point: create-only, or replacing exactly the root read above, so a concurrent committer
+            # is never clobbered, and a retraction (below) never puts back a root whose data that committer
+            # removed. The version lets the retraction undo this write and no other.
+            version = files.write_versioned(
+                root_json, doc, if_version=MUST_NOT_EXIST if previous is None else previous.version
+            )
+        except (CheckpointExistsError, ConcurrentModificationError, CheckpointNotFoundError) as exc:
+            if not overwrite:
+                raise CheckpointExistsError(
+                    f"zarr/{files.store_name}: a checkpoint is already committed at {prefix!r}; "
+                    "pass overwrite=True or choose another prefix"
+                ) from exc
+            raise ConcurrentModificationError(
+                f"zarr/{files.store_name}: another save committed {prefix!r} while this save was committing; "
+                "this save was not committed, retry it"
             ) from exc
         try:
             # Checked again after the root is in place: with a cleanup, which deletes markers before it reads the
@@ -494,7 +584,7 @@ class CreateCommit(CommitStrategy):
             # leaves the save not known to be whole: it fails too, and its root must not stay.
             self._check_markers(prefix, save_id, markers)
         except CheckpointError as exc:
-            undo_commit(exc, lambda: self._retract(root_json, doc, previous), "zarr", root_json, prefix)
+            undo_commit(exc, lambda: self._retract(root_json, version, previous), "zarr", root_json, prefix)
             raise
         # The commit point is passed: the save succeeded, whatever its housekeeping meets (AfterCommit).
         with AfterCommit(files, "zarr", prefix, _paths.dirname(prefix)) as tidy:
@@ -511,28 +601,32 @@ class CreateCommit(CommitStrategy):
 
     @staticmethod
     def _data_of(raw: bytes, group: str) -> str | None:
-        """The data directory a root document references; ``None`` for one that is not a checkpoint's.
+        """The data directory a root document references; ``None`` for one that is not a checkpoint's or is damaged.
 
-        Raises
-        ------
-        DataLossError
-            The root is trackpoint's but damaged: nothing is written over it.
+        A damaged root (``DataLossError``, an ``InvalidCheckpointError``) is
+        overwritten like any other, but nothing tells which data directory is
+        its: the commit removes none, and cleanup removes those the new root
+        does not reference once they are old enough.
         """
         try:
             return str(_layout.parse_root(raw, group)[0].get("data") or "") or None
         except InvalidCheckpointError:
             return None
 
-    def _retract(self, root_json: str, doc: bytes, previous: VersionedBytes | None) -> None:
-        """Put back the root that this commit's root ``doc`` replaced; a root another save wrote since stays."""
+    def _retract(self, root_json: str, version: str, previous: VersionedBytes | None) -> None:
+        """Put back the root that this commit's root (at ``version``) replaced; a root another save wrote since stays.
+
+        The replaced root's data are whole: a save that removes them replaces that root first, by a write
+        conditional on its version, which this commit's write would then have failed or made fail.
+        """
         current = self.files.read_versioned(root_json)
-        if current is None or current.data != doc:
-            return  # the root names its save_id: another save's root is never equal
+        if current is None or current.version != version:
+            return
         if previous is None:
             self.files.delete([root_json])
             return
         with contextlib.suppress(ConcurrentModificationError, CheckpointNotFoundError):
-            self.files.write_versioned(root_json, previous.data, if_version=current.version)
+            self.files.write_versioned(root_json, previous.data, if_version=version)
 
     def abort(self, group: str, save_id: str) -> None:
         _, data = self.staging(group, save_id)
@@ -563,19 +657,24 @@ class CreateCommit(CommitStrategy):
         predates ``recursive`` is asked per directory holding an object, and
         misses those.)
         """
-        # Per group, per data directory: the unfinished uploads in it (none for most), and its shard markers.
+        # Per group, per data directory: the unfinished uploads in it (none for most), its objects and its shard
+        # markers. The uploads are listed first: a shard creates its marker before it begins an upload, so the
+        # objects listed after show the marker of every save an upload was listed of, and removal (which
+        # deletes the markers before it reads the root again) cannot miss a save that started in between.
         saves: dict[str, dict[str, list[UnfinishedUpload]]] = {}
+        for upload in self.files.unfinished_uploads(base, recursive=True):
+            save = _save_of(upload.path, base)
+            if save is not None:
+                saves.setdefault(save[0], {}).setdefault(save[1], []).append(upload)
+        objects: dict[tuple[str, str], list[str]] = {}
         markers: dict[tuple[str, str], list[str]] = {}
         for path in self.files.find(base):
             save = _save_of(path, base)
             if save is not None:
                 saves.setdefault(save[0], {}).setdefault(save[1], [])
+                objects.setdefault(save, []).append(path)
                 if path.rsplit("/", 1)[-1].startswith(_MARKER):
                     markers.setdefault(save, []).append(path)
-        for upload in self.files.unfinished_uploads(base, recursive=True):
-            save = _save_of(upload.path, base)
-            if save is not None:
-                saves.setdefault(save[0], {}).setdefault(save[1], []).append(upload)
         found = []
         for name, children in sorted(saves.items()):
             group = _paths.join(base, name)
@@ -601,11 +700,12 @@ class CreateCommit(CommitStrategy):
                     sub = _paths.join(group, child)
                     if _old_enough(_tree.newest_mtime(self.files, sub), now, min_age):
                         own = tuple(markers.get((name, child), ()))
-                        found.append(Leftover(sub, tuple(uploads), own + held, current, hold))
+                        listed = tuple(objects.get((name, child), ()))
+                        found.append(Leftover(sub, tuple(uploads), own + held, current, hold, listed))
         return found
 
     def remove(self, leftover: Leftover) -> bool:
-        """Delete the leftover's markers, read the root again, and remove the data only if it is unchanged.
+        """Delete the leftover's markers, read the root again, and remove the listed data only if it is unchanged.
 
         With the commit this is a Dekker pair on a store whose reads see every
         completed write: the commit writes its root, then checks its markers;
@@ -625,7 +725,16 @@ class CreateCommit(CommitStrategy):
             return False
         if (None if root is None else root[0].get("data")) != leftover.root:
             return False  # a save committed (or the prefix changed) since the listing: its data stay
-        self.files.rmtree(leftover.path)
+        # What was listed, not whatever is there now: a listing of its own could find objects that a save
+        # running since wrote, and this decided nothing about them.
+        self.files.delete([p for p in leftover.objects if p not in leftover.markers])
+        # A local disk's emptied directories, deepest first; one that is not empty stays (a no-op on object stores).
+        directories = {leftover.path}
+        for path in leftover.objects:
+            while (path := self.files.dirname(path)).startswith(f"{leftover.path}/"):
+                directories.add(path)
+        for directory in sorted(directories, key=len, reverse=True):
+            self.files.remove_dir(directory)
         return True
 
 
