@@ -20,7 +20,7 @@ import sys
 import threading
 import weakref
 from collections.abc import Callable, Hashable, Iterator, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 import numpy as np
 
@@ -34,8 +34,8 @@ if TYPE_CHECKING:
     from trackpoint.storage import TensorInfo
 
 __all__ = [
-    "PYTHON_FULL_NAMES",
     "PYTHON_NUMBERS",
+    "PYTHON_NUMBERS_KEY",
     "is_array_value",
     "is_dtensor",
     "is_jax_array",
@@ -48,10 +48,12 @@ __all__ = [
 UNKNOWN: Any = object()
 #: Python numbers saved where a checkpoint's own containers hold them, with the dtype each is saved as.
 PYTHON_NUMBERS: dict[type, type[np.generic]] = {bool: np.bool_, int: np.int64, float: np.float64}
-#: The ``full_name`` the object graph records for a Python number saved there (a variable's name, elsewhere): what
-#: tells a reader (:func:`trackpoint.load_tree`) a number from a 0-d array of its dtype. No TensorFlow variable
-#: has such a name (``:`` is no character of one).
-PYTHON_FULL_NAMES: dict[type, str] = {bool: "python:bool", int: "python:int", float: "python:float"}
+#: Checkpoint key of the types of the Python numbers a checkpoint holds: a string scalar, the JSON object
+#: ``{checkpoint key: "int" | "float" | "bool"}``, written only when there are some. What tells a reader that has
+#: no object to restore into (:func:`trackpoint.load_tree`) a saved ``7`` from a saved ``np.int64(7)``: both are
+#: a 0-d ``int64`` tensor. Outside the object graph, whose ``full_name`` stays the name TensorFlow's name-based
+#: restores look up, and which no restore (trackpoint's or TensorFlow's) reads.
+PYTHON_NUMBERS_KEY: Final = "_TRACKPOINT_PYTHON_NUMBERS"
 #: The dtype kinds a saved value may have to be restored into a Python number (or str) of each type.
 _PYTHON_KINDS = {bool: "b", int: "iu", float: "f", str: "O"}
 #: The kinds a restore casts between for a ``jax.ShapeDtypeStruct`` template, by numpy's dtype kind (ml_dtypes'
@@ -261,12 +263,6 @@ class _NumpyValue(Variable):
     def current(self) -> Any:
         """The value the holder should hold (the restored one after a replacing restore)."""
         return self._current
-
-    @property
-    def _full_name(self) -> str:
-        # A Python number's type, for readers (see PYTHON_FULL_NAMES); the name in the holder otherwise.
-        python = self._python
-        return self._name if python is None or python is str else PYTHON_FULL_NAMES[python]
 
     def identity(self) -> Hashable | None:
         """What makes this node's value provably the value of another node; ``None`` if nothing does.

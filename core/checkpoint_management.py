@@ -18,12 +18,11 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 from trackpoint import _paths, _resolve, observe, state
-from trackpoint._array_values import PYTHON_FULL_NAMES
 from trackpoint.errors import InvalidCheckpointError
 from trackpoint.graph import ObjectGraphView
 from trackpoint.graph import list_objects as _list_view_objects
 from trackpoint.proto.checkpoint_state_pb2 import CheckpointState
-from trackpoint.reader import TensorReader, load_checkpoint, object_metadata, tensor_name
+from trackpoint.reader import TensorReader, full_name_keys, load_checkpoint, object_metadata, tensor_name
 from trackpoint.storage import _options_argument
 
 if TYPE_CHECKING:
@@ -354,21 +353,16 @@ def list_objects(root_trackable: Trackable) -> list[Trackable]:
 def object_graph_key_mapping(checkpoint_path: str | os.PathLike[str]) -> dict[str, str]:
     """``{attribute full name: checkpoint key}`` of an object-based checkpoint (TensorFlow's function).
 
-    The ``full_name`` trackpoint records for a Python number saved in a checkpoint's containers is its type
-    (``python:int``, ``python:float``, ``python:bool``; see ``docs/format.md``), which many attributes share:
-    it names no variable, and is left out.
+    The names a name-based :class:`~trackpoint.Saver` finds in such a checkpoint. Unlike TensorFlow's, it
+    leaves out the empty ``full_name`` of attributes of objects that are no variables (TensorFlow maps ``""``
+    to one of them), which names nothing.
 
     Raises
     ------
     InvalidCheckpointError
         The checkpoint has no object graph (a name-based checkpoint).
     """
-    mapping: dict[str, str] = {}
-    for node in object_metadata(checkpoint_path).nodes:
-        for attribute in node.attributes:
-            if attribute.full_name not in PYTHON_FULL_NAMES.values():
-                mapping[attribute.full_name] = attribute.checkpoint_key
-    return mapping
+    return full_name_keys(object_metadata(checkpoint_path))
 
 
 def wait_for_new_checkpoint(

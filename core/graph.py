@@ -11,6 +11,7 @@ is imported here.
 from __future__ import annotations
 
 import collections
+import json
 from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -18,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from trackpoint import _gc, dtypes
-from trackpoint._array_values import UNKNOWN, _NumpyValue, first_node
+from trackpoint._array_values import PYTHON_NUMBERS, PYTHON_NUMBERS_KEY, UNKNOWN, _NumpyValue, first_node
 from trackpoint._graph_wire import NodeEncoder, encode_graph
 from trackpoint._slices import TensorSlice
 from trackpoint.errors import CheckpointError, TrackableError, UnsupportedDTypeError
@@ -319,8 +320,10 @@ def serialize_object_graph(view: ObjectGraphView) -> SerializedGraph:
     """Build the object graph proto and collect the tensors to save.
 
     Tensors come in TensorFlow's order: by node (BFS nodes, then slot
-    variables), with :class:`~trackpoint.PythonState` values after all others.
-    The object graph tensor itself is added by the caller, last.
+    variables), with :class:`~trackpoint.PythonState` values after all others,
+    then the types of the Python numbers saved, if any (a string tensor outside
+    the object graph, see ``PYTHON_NUMBERS_KEY``). The object graph tensor
+    itself is added by the caller, last.
     """
     walk = view.walk()
     objects = walk.objects
@@ -376,17 +379,25 @@ def serialize_object_graph(view: ObjectGraphView) -> SerializedGraph:
     # The key suffix ("/.ATTRIBUTES/<name>") of each attribute name (most graphs use one or two names).
     suffixes: dict[str, str] = {}
     # Per class: whether it saves through saveables (a walk of its method resolution order), is a
-    # Variable (saved with its name) and is Python state (saved after the others). Asked once per class.
-    kinds: dict[type, tuple[bool, bool, bool]] = {}
+    # Variable (saved with its name), is Python state (saved after the others) and may hold a Python number.
+    # Asked once per class.
+    kinds: dict[type, tuple[bool, bool, bool, bool]] = {}
+    # {checkpoint key: "int" | "float" | "bool"} of the Python numbers saved (see PYTHON_NUMBERS_KEY).
+    numbers: dict[str, str] = {}
     encode_attribute = encoder.attribute
     for node_id, obj in enumerate(nodes):
         path = paths[node_id]
         cls = type(obj)
         kind = kinds.get(cls)
         if kind is None:
-            kind = kinds[cls] = (uses_saveables(obj), isinstance(obj, Variable), isinstance(obj, PythonState))
-        saves_saveables, is_variable, is_state = kind
-        full_name = obj._full_name if is_variable else ""  # type: ignore[attr-defined]  # a Variable (kinds)
+            kind = kinds[cls] = (
+                uses_saveables(obj),
+                isinstance(obj, Variable),
+                isinstance(obj, PythonState),
+                isinstance(obj, _NumpyValue),
+            )
+        saves_saveables, is_variable, is_state, is_value = kind
+        full_name = obj.name if is_variable else ""  # type: ignore[attr-defined]  # a Variable (kinds)
         sink = python_state if is_state else regular
         if saves_saveables:
             # TensorFlow 1 style: one graph attribute per entry, one tensor per spec.
@@ -445,6 +456,19 @@ def serialize_object_graph(view: ObjectGraphView) -> SerializedGraph:
             else:
                 sink.append((key, saved_array(value, describe(node_id, "attribute", attr))))
         node_attributes[node_id] = encoded[0] if len(encoded) == 1 else b"".join(encoded)
+        if is_value and obj._python in PYTHON_NUMBERS:  # type: ignore[attr-defined]  # a _NumpyValue (kinds)
+            # Its one attribute, VARIABLE_VALUE.
+            numbers[key] = obj._python.__name__  # type: ignore[attr-defined]
+    if numbers:
+        if PYTHON_NUMBERS_KEY in owners:
+            node_id, kind_name, attr = owners[PYTHON_NUMBERS_KEY]
+            raise TrackableError(
+                f"{describe(node_id, kind_name, attr)} saves a value under the checkpoint key {PYTHON_NUMBERS_KEY!r}, "
+                "which trackpoint keeps for the types of the Python numbers a checkpoint holds: give it another name"
+            )
+        types = np.empty((), dtype=object)
+        types[()] = json.dumps(numbers, sort_keys=True, separators=(",", ":")).encode()
+        python_state.append((PYTHON_NUMBERS_KEY, types))  # last: after every value
     encode_node = encoder.node
     slot_fields = [b""] * len(nodes)
     for optimizer, references in node_slots.items():

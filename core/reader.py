@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import difflib
+import json
 import os
 import sys
 from collections.abc import Mapping, Sequence
@@ -18,7 +19,7 @@ from typing import Any, Final
 import numpy as np
 
 from trackpoint import _resolve
-from trackpoint._array_values import _PYTHON_KINDS, PYTHON_FULL_NAMES
+from trackpoint._array_values import _PYTHON_KINDS, PYTHON_NUMBERS, PYTHON_NUMBERS_KEY
 from trackpoint.errors import ArgumentTypeError, CheckpointKeyError, InvalidArgumentError, InvalidCheckpointError
 from trackpoint.proto import trackable_object_graph_pb2 as pb
 from trackpoint.storage import OBJECT_GRAPH_KEY, CheckpointOptions, CheckpointReader, _options_argument
@@ -341,7 +342,8 @@ def load_tree(path: str | os.PathLike[str], options: CheckpointOptions | None = 
     ------
     InvalidCheckpointError
         The checkpoint has no object graph (a name-based checkpoint: read it with
-        :func:`load_checkpoint`), or a child and a value of one object have the same name.
+        :func:`load_checkpoint`), a child and a value of one object have the same name, or
+        the types of its Python numbers (``_TRACKPOINT_PYTHON_NUMBERS``) cannot be read.
     CheckpointNotFoundError
         No checkpoint there.
     """
@@ -364,7 +366,7 @@ def load_tree(path: str | os.PathLike[str], options: CheckpointOptions | None = 
                     order.append(child.node_id)
         order += [node_id for node_id in range(len(nodes)) if node_id not in paths]
         built: dict[int, Any] = {}
-        numbers = {full_name: number for number, full_name in PYTHON_FULL_NAMES.items()}
+        numbers = _python_numbers(reader)
 
         def value(key: str) -> Any:
             try:
@@ -394,8 +396,9 @@ def load_tree(path: str | os.PathLike[str], options: CheckpointOptions | None = 
             keys = {attribute.name: attribute.checkpoint_key for attribute in node.attributes}
             alone = node_id != 0 and not node.children and not node.slot_variables  # the root is always a dict
             if alone and list(keys) == [VARIABLE_VALUE_KEY]:
-                found = value(keys[VARIABLE_VALUE_KEY])
-                number = numbers.get(node.attributes[0].full_name)
+                key = keys[VARIABLE_VALUE_KEY]
+                found = value(key)
+                number = numbers.get(key) or _TAGS.get(node.attributes[0].full_name)
                 built[node_id] = found if number is None else _python_number(found, number)
             elif alone and STATE_DICT_STRUCTURE in keys:
                 built[node_id] = state_dict(node_id, keys)
@@ -426,6 +429,57 @@ def load_tree(path: str | os.PathLike[str], options: CheckpointOptions | None = 
                 slots[slot.slot_name] = built[slot.slot_variable_node_id]
     root: dict[str, Any] = built[0]
     return root
+
+
+#: Python numbers by the name :data:`~trackpoint._array_values.PYTHON_NUMBERS_KEY` records for their type.
+_NUMBER_TYPES: Final = {number.__name__: number for number in PYTHON_NUMBERS}
+#: The ``full_name`` development versions after 0.1.0 recorded for a Python number in place of its name, before its
+#: type had an entry of its own (``docs/format.md``). Read as that type, and as no name.
+_TAGS: Final = {f"python:{name}": number for name, number in _NUMBER_TYPES.items()}
+
+
+def full_name_keys(graph: pb.TrackableObjectGraph) -> dict[str, str]:
+    """``{full_name: checkpoint key}`` of the attributes of ``graph`` (TensorFlow's ``object_graph_key_mapping``).
+
+    What name-based lookups in an object-based checkpoint go through: :func:`trackpoint.object_graph_key_mapping`
+    and a name-based :class:`~trackpoint.Saver` restoring such a checkpoint. An empty ``full_name`` (the
+    attributes of an object that is no variable) names nothing and is left out, as are the ``python:int``,
+    ``python:float`` and ``python:bool`` tags recorded in place of the names of Python numbers by earlier
+    writers (``docs/format.md``), which many attributes share. Where attributes share a name, the last wins,
+    as in TensorFlow.
+    """
+    mapping: dict[str, str] = {}
+    for node in graph.nodes:
+        for attribute in node.attributes:
+            name = attribute.full_name
+            if name and name not in _TAGS:
+                mapping[name] = attribute.checkpoint_key
+    return mapping
+
+
+def _python_numbers(reader: TensorReader) -> dict[str, type]:
+    """``{checkpoint key: int, float or bool}`` of the Python numbers the checkpoint records (see
+    :data:`~trackpoint._array_values.PYTHON_NUMBERS_KEY`); empty when it records none.
+
+    Raises
+    ------
+    InvalidCheckpointError
+        The entry is not such a JSON object.
+    """
+    if not reader.has_tensor(PYTHON_NUMBERS_KEY):
+        return {}
+    raw = reader.get_tensor(PYTHON_NUMBERS_KEY)
+    try:
+        recorded = json.loads(bytes(raw))
+        if not isinstance(recorded, dict):
+            raise TypeError(f"a JSON {type(recorded).__name__}, not an object")
+        return {str(key): _NUMBER_TYPES[name] for key, name in recorded.items()}
+    except (TypeError, ValueError, KeyError) as exc:
+        raise InvalidCheckpointError(
+            f"the types of the Python numbers {reader.prefix!r} holds (its entry {PYTHON_NUMBERS_KEY!r}) cannot be "
+            f"read: {type(exc).__name__}: {exc}. It should hold a JSON object {{checkpoint key: one of "
+            f"{sorted(_NUMBER_TYPES)}}}; read the values with load_checkpoint"
+        ) from exc
 
 
 def _python_number(found: Any, number: type) -> Any:

@@ -36,9 +36,7 @@ from __future__ import annotations
 import abc
 import collections
 import contextlib
-import itertools
 import logging
-import operator
 import sys
 import weakref
 from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping, Sequence
@@ -265,11 +263,32 @@ class RestoreCoordinator:
         #: an array.
         self.arrays: dict[int, weakref.ref[_NumpyValue]] | None = None
         self.identities: dict[Hashable, weakref.ref[_NumpyValue]] = {}
+        #: The saved nodes with values each object was matched to, by ``id`` of its weak reference (the one in
+        #: :attr:`matched`); ``None`` until a step meets an object an earlier step restored (see
+        #: :meth:`nodes_with_values_of`), then kept up to date by each step applied.
+        self.valued_nodes: dict[int, list[int]] | None = None
         self._report = _Unrestored(
             save_path, object_graph_proto, holds, self.matched, self.unused_attributes, _how_to_silence()
         )
         weakref.finalize(self, _warn_unrestored, self._report)
         weakref.finalize(self, reader.close)
+
+    def nodes_with_values_of(self, ref: weakref.ref[Trackable]) -> list[int]:
+        """The saved nodes with values matched to ``ref``'s object (an entry may be stale: check
+        ``matched[node] is ref``).
+
+        Only an object an earlier step restored met again (a restore on creation of an array attached in two
+        places) asks: the map is built at the first such question, in one pass over the matched nodes, and kept
+        from then on, so that a step meeting many of them is linear, and steps that meet none pay nothing.
+        """
+        valued = self.valued_nodes
+        if valued is None:
+            valued = self.valued_nodes = {}
+            holds = self.holds_attributes
+            for proto_id, matched in enumerate(self.matched):
+                if matched is not None and holds[proto_id]:
+                    valued.setdefault(id(matched), []).append(proto_id)
+        return valued.get(id(ref), [])
 
     @property
     def expect_partial(self) -> bool:
@@ -865,18 +884,20 @@ class _Plan:
         An earlier step (a restore on creation) restored it from another saved node with values: one
         variable, or one array attached in two places, that the checkpoint holds two values for, compared
         before anything is written (see :meth:`_check_twice`) as within one step. Only on this path, rare: the
-        node is found by a look through the matched ones (at C speed), not kept for every object.
+        node is found through :meth:`RestoreCoordinator.nodes_with_values_of`, not kept for every object.
         """
         coordinator = self.coordinator
         ref = coordinator.matched_objects.get(id(trackable))
         if ref is None or ref() is not trackable:
             return
-        holds = coordinator.holds_attributes
         matched = coordinator.matched
-        for first in itertools.compress(itertools.count(), map(operator.is_, matched, itertools.repeat(ref))):
-            if first != proto_id and holds[first]:
-                self.twice.append((trackable, first, proto_id))
-                return
+        # The reference of a node whose object died, matched again, is dropped and its id may be reused: only
+        # the nodes still matched to this object count. The first of them, as the values are compared to it.
+        firsts = [
+            first for first in coordinator.nodes_with_values_of(ref) if first != proto_id and matched[first] is ref
+        ]
+        if firsts:
+            self.twice.append((trackable, min(firsts), proto_id))
 
     def _check_values(self) -> None:
         """Refuse values of the checkpoint that contradict each other, before anything is written.
@@ -1030,6 +1051,12 @@ class _Plan:
                     with_attributes += holds[proto_id]
                 matched[proto_id] = matched_objects[id(trackable)] = ref(trackable)
             coordinator.matched_with_attributes += with_attributes
+            valued = coordinator.valued_nodes
+            if valued is not None:
+                # Kept up to date once built (see RestoreCoordinator.nodes_with_values_of).
+                for proto_id in self.bound_ids:
+                    if holds[proto_id]:
+                        valued.setdefault(id(matched[proto_id]), []).append(proto_id)
             for trackable in self.conflicting:
                 coordinator.remember(trackable)
             for proto_id, name in self.unused:

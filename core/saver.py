@@ -32,7 +32,7 @@ from typing import Any, Final
 import numpy as np
 
 from trackpoint import _async, _gc, _paths, _resolve, observe, state
-from trackpoint._array_values import PYTHON_FULL_NAMES
+from trackpoint._array_values import PYTHON_NUMBERS_KEY
 from trackpoint.errors import (
     CheckpointError,
     CheckpointKeyError,
@@ -48,6 +48,7 @@ from trackpoint.errors import (
     UnsupportedOptionError,
 )
 from trackpoint.proto import trackable_object_graph_pb2 as pb
+from trackpoint.reader import full_name_keys
 from trackpoint.restore import order_restores, partial_restore_noted, read_requests
 from trackpoint.storage import (
     OBJECT_GRAPH_KEY,
@@ -220,23 +221,14 @@ class _Read:
 
 
 def _object_graph_names(reader: CheckpointReader) -> dict[str, str]:
-    """``{full_name: checkpoint_key}`` of an object-based checkpoint (TF's ``object_graph_key_mapping``).
-
-    The type tags recorded for Python numbers (``python:int``, see ``docs/format.md``) are left out.
-    """
+    """``{full_name: checkpoint_key}`` of an object-based checkpoint (see :func:`~trackpoint.reader.full_name_keys`)."""
     raw = np.asarray(reader.read(OBJECT_GRAPH_KEY), dtype=object).reshape(-1)
     graph = pb.TrackableObjectGraph()
     try:
         graph.ParseFromString(bytes(raw[0]))
     except Exception as exc:
         raise InvalidCheckpointError(f"the object graph in {reader.prefix!r} cannot be parsed: {exc}") from exc
-    mapping: dict[str, str] = {}
-    for node in graph.nodes:
-        for attr in node.attributes:
-            # A Python number's full_name is its type (`python:int`), which many attributes share: no name.
-            if attr.full_name and attr.full_name not in PYTHON_FULL_NAMES.values():
-                mapping[attr.full_name] = attr.checkpoint_key
-    return mapping
+    return full_name_keys(graph)
 
 
 class Saver:
@@ -1025,6 +1017,9 @@ class FrozenSaver:
             for obj, node in zip(serialized.nodes, serialized.proto.nodes, strict=False)
             if node.attributes
         ]
+        # The types of the frozen graph's Python numbers (an entry beside the graph, see PYTHON_NUMBERS_KEY),
+        # saved with every checkpoint so that load_tree reads them as numbers.
+        self._types = [WriteItem(key, array) for key, array in serialized.tensors if key == PYTHON_NUMBERS_KEY]
         self._backends = _resolve.Backends()
 
     @_gc.full_collections_deferred()
@@ -1055,6 +1050,7 @@ class FrozenSaver:
                 items.append(WriteItem(key, saved_array(self._factory(obj, tensors, attr), key)))
         graph = np.empty((), dtype=object)
         graph[()] = self._graph
+        items += self._types
         items.append(WriteItem(OBJECT_GRAPH_KEY, graph))
         _async.refuse(options, "FrozenSaver.save")
         backend = _resolve.writer(self._backends.store(prefix, options))

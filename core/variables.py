@@ -243,11 +243,6 @@ class Variable(Trackable):
         return self._name
 
     @property
-    def _full_name(self) -> str:
-        """The ``full_name`` the object graph records for the value: the variable's name (TensorFlow's)."""
-        return self.name
-
-    @property
     def dtype(self) -> np.dtype[Any]:
         """Element type (``trackpoint.string`` for strings)."""
         dtype: np.dtype[Any] = self._value.dtype

@@ -1,8 +1,8 @@
 """A Python number saved where a checkpoint's containers hold it comes back from ``load_tree`` a Python number.
 
-The object graph records its type (``full_name`` ``python:int`` and the like), so ``load_tree`` gives back the
-``int``, ``float`` or ``bool``, and ``to_torch`` leaves it alone: only arrays become tensors, a 0-d array or
-tensor of the same dtype included.
+The checkpoint records its type (the entry ``_TRACKPOINT_PYTHON_NUMBERS``, beside the object graph), so
+``load_tree`` gives back the ``int``, ``float`` or ``bool``, and ``to_torch`` leaves it alone: only arrays become
+tensors, a 0-d array or tensor of the same dtype included.
 """
 
 from __future__ import annotations
