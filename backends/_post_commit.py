@@ -10,17 +10,20 @@ failed step is logged as a WARNING that names what was left and what removes it,
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Callable, Sequence
 from types import TracebackType
 from typing import Final
 
 from trackpoint.backends.stores import FileLayer
-from trackpoint.errors import CheckpointError
+from trackpoint.errors import CheckpointError, StorageError, TransientStorageError
 
-__all__ = ["AfterCommit", "undo_commit"]
+__all__ = ["AfterCommit", "durable_or_undone", "undo_commit"]
 
-_log = logging.getLogger(__name__)
+# The public logger every user-facing trackpoint warning goes to (docs/observability.md, "Logging"): this
+# module is private, and its name is no place for a filter.
+_log = logging.getLogger("trackpoint")
 
 #: How the warnings end when ``cleanup`` removes what a step left.
 _BY_CLEANUP: Final = "cleanup({directory!r}) (or `trackpoint cleanup {directory}`) removes {them}"
@@ -29,9 +32,11 @@ _BY_CLEANUP: Final = "cleanup({directory!r}) (or `trackpoint cleanup {directory}
 class AfterCommit:
     """The housekeeping steps of one committed save, each run on its own; a failure is logged, never raised.
 
-    Use it as a context manager around the steps: on an object store they then share the store's short
-    clean-up budget (:meth:`FileLayer.cleaning_up`), so a store that stopped answering after the commit
-    delays the save's return by seconds, not by its retry limits once per step.
+    Use it as a context manager around the steps. They run with the store's usual retries and timeouts, so
+    that a store that is slow but answers removes everything; once a step fails because the store stopped
+    answering (:class:`~trackpoint.errors.TransientStorageError`: a request used up its retries), the steps
+    after it share the store's short clean-up budget (:meth:`FileLayer.cleaning_up`, counted from that
+    request), so such a store delays the save's return by its retry limits once, not once per step.
 
     Parameters
     ----------
@@ -50,16 +55,17 @@ class AfterCommit:
         self._fmt = fmt
         self._prefix = prefix
         self._directory = directory
-        self._budget = files.cleaning_up()
+        #: Holds the clean-up budget once a step found the store not answering; closed by ``__exit__``.
+        self._budget = contextlib.ExitStack()
+        self._budgeted = False
 
     def __enter__(self) -> AfterCommit:
-        self._budget.__enter__()
         return self
 
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
-        self._budget.__exit__(exc_type, exc, tb)
+        self._budget.close()
 
     def __call__(
         self, what: str, step: Callable[[], object], left: Sequence[str] | str, *, removed_by: str | None = None
@@ -100,6 +106,10 @@ class AfterCommit:
                 ", ".join(repr(p) for p in paths) or "nothing listed",
                 remedy,
             )
+            if isinstance(exc, TransientStorageError) and not self._budgeted:
+                # The store stopped answering: the remaining steps would each wait out its retry limits again.
+                self._budget.enter_context(self._files.cleaning_up())
+                self._budgeted = True
             return False
         return True
 
@@ -120,3 +130,35 @@ def undo_commit(failure: CheckpointError, undo: Callable[[], object], fmt: str, 
             f"{fmt}: undoing this save's write of {commit_point!r} failed too ({type(exc).__name__}: {exc}), so "
             f"{prefix!r} may still show this failed save: delete it (or save it again) once the store answers"
         )
+
+
+def durable_or_undone(
+    sync: Callable[[], object], undo: Callable[[], object], fmt: str, directory: str, commit_point: str, prefix: str
+) -> None:
+    """Make a rename that committed ``prefix`` durable with ``sync``; if that fails, ``undo`` the rename and raise.
+
+    For stores that commit by renaming into place (local disks): the rename
+    is the commit point only once the directory holding it is synced. A
+    failed ``fsync`` of it leaves the rename visible but not durable: Linux
+    may drop it at a power failure and reports the error once, so a second
+    ``fsync`` that succeeds proves nothing. Returning would let the caller
+    build on a checkpoint that can vanish; raising with it visible would break
+    "a failed save is never visible". So the rename is taken back and the save
+    fails, to be retried.
+
+    Raises
+    ------
+    StorageError
+        When ``sync`` failed (the rename undone; if that failed too, a note says so).
+    """
+    try:
+        sync()
+    except CheckpointError as exc:
+        failure = StorageError(
+            f"{fmt}: syncing the directory {directory!r} failed after {commit_point!r} was renamed into place "
+            f"({type(exc).__name__}: {exc}), so the checkpoint {prefix!r} might not survive a power failure; the "
+            "rename was undone and this save was not committed: save it again (and check the disk)"
+        )
+        failure.__cause__ = exc
+        undo_commit(failure, undo, fmt, commit_point, prefix)
+        raise failure from exc

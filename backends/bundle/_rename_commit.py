@@ -6,7 +6,7 @@ import time
 from collections.abc import Sequence
 from typing import ClassVar
 
-from trackpoint.backends._post_commit import AfterCommit
+from trackpoint.backends._post_commit import AfterCommit, durable_or_undone
 from trackpoint.backends.bundle import _writer
 from trackpoint.backends.bundle._listing import count_of, data_files, listed, old_enough
 from trackpoint.backends.bundle._names import DATA_RE, MIN_AGE, data_filename, index_name, temp_dir
@@ -107,6 +107,8 @@ class RenameCommit(CommitStrategy):
             raise _staging_removed(prefix) from exc
         # The data names are durable before the index that refers to them.
         self.files.sync_dir(directory)
+        # What the rename replaces, to put back should the rename not become durable (durable_or_undone).
+        previous = self._index_bytes(index) if overwrite else None
         # The commit: one atomic rename over the previous index, untouched until here (its data files have other
         # names); without overwrite, one that refuses an index another writer committed since the check above.
         try:
@@ -118,7 +120,17 @@ class RenameCommit(CommitStrategy):
             ) from None
         except CheckpointNotFoundError as exc:
             raise _staging_removed(prefix) from exc
-        self.files.sync_dir(directory)
+
+        def undo() -> None:
+            # The previous checkpoint's data files are untouched (other names), so its index bytes restore it.
+            if previous is None:
+                self.files.delete([index])
+            else:
+                self.files.put(index, previous)
+            self.files.delete(placed)
+            self.files.sync_dir(directory)
+
+        durable_or_undone(lambda: self.files.sync_dir(directory), undo, "bundle", directory, index, prefix)
         # The commit point is passed: the save succeeded, whatever its housekeeping meets (AfterCommit).
         with AfterCommit(self.files, "bundle", prefix, directory) as tidy:
             tidy(
@@ -131,6 +143,13 @@ class RenameCommit(CommitStrategy):
                 lambda: self.remove_temp(prefix, shards[0].spec.save_id, min_age=MIN_AGE),
                 temp_dir(prefix),
             )
+
+    def _index_bytes(self, index: str) -> bytes | None:
+        """The bytes of the committed index ``index``; ``None`` if there is none."""
+        try:
+            return self.files.read(index)
+        except CheckpointNotFoundError:
+            return None
 
     def _abort(self, prefix: str, save_id: str) -> None:
         # docstring inherited

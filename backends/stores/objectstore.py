@@ -18,7 +18,7 @@ means. It inherits everything a safe checkpoint store needs on top of them:
   the write id is ours, the write succeeded; otherwise another writer won;
 * bounded-memory streaming uploads (multipart when the store has it);
 * a short, shared budget for the clean-up after a failed save, and for the
-  housekeeping after a commit (:meth:`ObjectStore.cleaning_up`)
+  housekeeping after a commit once one of its requests has given up
   (:meth:`ObjectStore.cleaning_up`), so that a store that stopped answering
   is not waited for once more per clean-up step;
 * listing and aborting unfinished uploads for ``cleanup`` (when the store
@@ -347,8 +347,10 @@ class TransferOptions:
     cleanup_deadline
         Seconds the clean-up after a failed save gets in all (aborting its
         uploads, removing what it wrote; see :meth:`ObjectStore.cleaning_up`),
-        and so does the housekeeping after a commit (removing the save's
-        staging objects and the data of the checkpoint it replaced),
+        and so do the steps of the housekeeping after a commit (removing the
+        save's staging objects and the data of the checkpoint it replaced)
+        that follow a step whose request used up its retries (until then
+        the housekeeping has the store's usual retries and timeouts),
         counted from the last request that used up its retries on a transient
         failure (the store stopped answering), else from the clean-up's
         start. Clean-up is best effort: what it does not remove in that time,
@@ -994,8 +996,10 @@ class ObjectStore(FileLayer):
     def cleaning_up(self) -> contextlib.AbstractContextManager[None]:
         """A block whose requests (in the calling thread) clean up after a failed save, under one short budget.
 
-        Also the housekeeping after a commit (see ``_post_commit.AfterCommit``): the save has
-        succeeded, and what its housekeeping does not remove must not hold it up for long either.
+        Also the housekeeping after a commit (see ``_post_commit.AfterCommit``), from the first of its
+        steps that failed because the store stopped answering: the save has succeeded, and a store that
+        stopped answering must not hold it up once per remaining step. Until then its steps have the
+        store's usual retries and timeouts, so that a store that is slow but answers removes everything.
 
         Every request made inside the block must end by one deadline:
         ``TransferOptions.cleanup_budget`` seconds (``cleanup_deadline``;

@@ -37,7 +37,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar, Final
 
 from trackpoint import _paths
-from trackpoint.backends._post_commit import AfterCommit, undo_commit
+from trackpoint.backends._post_commit import AfterCommit, durable_or_undone, undo_commit
 from trackpoint.backends.stores import FileLayer, UnfinishedUpload
 from trackpoint.backends.zarr import _layout, _tree
 from trackpoint.errors import (
@@ -366,7 +366,8 @@ class RenameCommit(CommitStrategy):
         if exists and self._exchange is not None and self._swap(prefix, save_id, staging, group):
             # Atomic swap: readers see the old checkpoint or the new one, never
             # neither. The old one now sits at the temporary name, ownerless.
-            files.sync_dir(parent)
+            # Not durable, it is swapped back (durable_or_undone).
+            self._durable(prefix, parent, group, lambda: self._swap(prefix, save_id, group, staging))
             self._tidy(prefix, group, num_shards, staging)
             return
         aside: str | None = None
@@ -391,10 +392,26 @@ class RenameCommit(CommitStrategy):
                     "pass overwrite=True or choose another prefix"
                 ) from exc
             raise
-        files.sync_dir(parent)
+
+        def undo() -> None:
+            files.rename(group, staging)  # abort removes it
+            if aside is not None:
+                files.rename(aside, group)
+
+        self._durable(prefix, parent, group, undo)
         # The owner record stays until the rename so that a concurrent cleanup
         # never takes a committing save for an abandoned one.
         self._tidy(prefix, group, num_shards, aside)
+
+    def _durable(self, prefix: str, parent: str, group: str, undo: Callable[[], object]) -> None:
+        """Sync ``parent`` after the rename that put ``group`` in place; if that fails, ``undo`` it and raise."""
+        files = self.files
+
+        def undone() -> None:
+            undo()
+            files.sync_dir(parent)
+
+        durable_or_undone(lambda: files.sync_dir(parent), undone, "zarr", parent, group, prefix)
 
     def _tidy(self, prefix: str, group: str, num_shards: int, replaced: str | None) -> None:
         """The housekeeping of a committed save: its bookkeeping files, and the group it replaced (if any)."""

@@ -207,11 +207,21 @@ class BackendTestBase(ABC):
             intercepting, since a crash can fall between them. A change that is
             atomic in your store (one transaction, one rename) is one change.
 
-            When it raises, let the exception propagate, and do not make that
-            change (call it before the request is sent). It raises a
-            ``BaseException`` that is no ``Exception``, so that retry loops and
-            ``except Exception`` clean-ups let it through as they would a crash,
-            and once it has raised it raises for every later change as well.
+            When it raises, let the exception propagate unchanged (do not
+            translate, retry or swallow it), and do not make that change (call
+            it before the request is sent). The kit passes two kinds:
+
+            * the crash tests' (:class:`~trackpoint.plugins.testing.CrashSafety`)
+              raises a ``BaseException`` that is no ``Exception``, so that retry
+              loops and ``except Exception`` clean-ups let it through as they
+              would a crash, and once it has raised it raises for every later
+              change as well;
+            * the failed-write test's (:class:`~trackpoint.plugins.testing.FailedWrites`)
+              raises a :class:`~trackpoint.errors.TransientStorageError` (an
+              ``Exception``: the store refused this one change after its
+              retries) once, for one change, and lets every other change
+              through; your backend then handles it as it would the store's own
+              failure (fail the save before its commit point, warn after it).
 
         Returns
         -------

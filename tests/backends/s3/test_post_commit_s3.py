@@ -27,7 +27,8 @@ pytestmark = [pytest.mark.timeout(120)]
 
 #: S3's batch delete (DeleteObjects): every delete the bundle and Zarr make on S3.
 _BATCH_DELETE = r"\?delete"
-_LOGGER = "trackpoint.backends._post_commit"
+#: The public logger the housekeeping warnings go to (docs/observability.md).
+_LOGGER = "trackpoint"
 
 
 def _opts(store: ObjectStore, proxy: FaultProxy, **extra: Any) -> CheckpointOptions:
