@@ -74,8 +74,10 @@ def test_checker_detects_a_forbidden_import(tmp_path: Path) -> None:
 # ------------------------------------------------------------------ formats over the store interface
 #: What a format package may import from trackpoint besides itself: the contract and its value types,
 #: the public names of the store interface, and core's private helpers that hold no storage code (key
-#: paths, the collector pause of CPU-bound steps, varints, CRC-32C, "did you mean" hints in messages).
+#: paths, the collector pause of CPU-bound steps, varints, CRC-32C, "did you mean" hints in messages), and the
+#: formats' shared post-commit steps (written against the store interface only, as the formats are).
 FORMAT_MAY_IMPORT = (
+    "trackpoint.backends._post_commit",
     "trackpoint.storage",
     "trackpoint.errors",
     "trackpoint.dtypes",
