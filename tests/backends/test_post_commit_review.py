@@ -67,9 +67,7 @@ def _value(backend: StorageBackend, prefix: str) -> float:
 
 @pytest.mark.parametrize("fmt", ["bundle", "zarr"])
 @pytest.mark.parametrize("replacing", [False, True], ids=["new", "overwrite"])
-def test_a_failed_directory_sync_after_the_commit_rename_undoes_it(
-    tmp_path: Path, fmt: str, replacing: bool
-) -> None:
+def test_a_failed_directory_sync_after_the_commit_rename_undoes_it(tmp_path: Path, fmt: str, replacing: bool) -> None:
     files = _FailingSyncAfterCommit()
     backend: StorageBackend = BundleBackend(files) if fmt == "bundle" else ZarrBackend(files)
     prefix = str(tmp_path / "ckpt-1")

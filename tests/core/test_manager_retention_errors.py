@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import pytest
@@ -33,7 +33,7 @@ class _DeleteRefused(GatedBackend):
     """
 
     refuse = False
-    refused: list[str] = []
+    refused: ClassVar[list[str]] = []
 
     def write_shard(self, prefix: str, spec: ShardSpec, items: Sequence[WriteItem]) -> ShardResult:
         return self.inner.write_shard(prefix, spec, items)
