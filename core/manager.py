@@ -674,11 +674,11 @@ class CheckpointManager:
         self._attempted: set[str] = set()
         # This manager's series' committed checkpoints found when the directory was (re)read (kept or not).
         self._found: set[str] = set()
-        # How this manager's last save was numbered (_observe_numbering): "step", "counter", "other", or None
-        # before its first save. The preemption save numbers on in it (_preemption_number).
-        self._numbering: Literal["step", "counter", "other"] | None = None
-        # The checkpoint this manager last committed or restored, with the value of step_counter it holds.
-        self._latest_step: tuple[str, int] | None = None
+        # Whether this manager's last committed save was numbered by step (checkpoint_number=step_counter's value);
+        # None before one committed. The preemption save numbers on in it (_preemption_number).
+        self._by_step: bool | None = None
+        # The checkpoint restore_or_initialize restored, with the value of step_counter it holds.
+        self._restored_step: tuple[str, int] | None = None
         # The step directories of an Orbax run found in the directory when it held no checkpoint to restore.
         self._orbax_steps: list[str] = []
         # With a backend chosen explicitly: this series' committed checkpoints of the formats it does not read.
@@ -1274,8 +1274,6 @@ class CheckpointManager:
                     return None
                 if check_interval and step < last + self._checkpoint_interval:
                     return None
-        elif self._step_counter is not None:
-            step = self._step_value()
         counter = self._checkpoint.save_counter
         if number is None:
             number = _as_int(counter) + 1
@@ -1284,7 +1282,9 @@ class CheckpointManager:
             # checkpoints: a run that did not resume. One that restored (the counter came back with its
             # checkpoint) may save at any number, as in TensorFlow: after a preemption save, or a rollback.
             self._refuse_earlier_run(number, checkpoint_number is None)
-        self._observe_numbering(number, step, explicit=checkpoint_number is not None)
+        # Told by what the loop passed, not by the values alone: checkpoint_number=step numbers by step even where
+        # each step is save_counter + 1 (every step saved). Recorded on the commit: a failed save tells nothing.
+        by_step = checkpoint_number is not None and number == self._step_value()
         counter.assign_add(1)
         prefix = f"{self._prefix}-{number}"
         committed = False
@@ -1293,10 +1293,10 @@ class CheckpointManager:
             # The checkpoint exists from here on: it counts for the interval even if recording it fails.
             nonlocal committed
             committed = True
-            if step is not None:
-                with self._lock:
+            with self._lock:
+                self._by_step = by_step
+                if step is not None:
                     self._last_checkpoint_step = step
-                    self._latest_step = (saved, step)
             self._after_commit(saved, scored)
 
         # Not among this manager's checkpoints, so not its to replace: written only if nobody committed it first.
@@ -1618,97 +1618,71 @@ class CheckpointManager:
             self._backend.delete_file(_paths.join(self._directory, state.DEFAULT_LATEST_FILENAME))
 
     def _step_value(self) -> int | None:
-        """The value of ``step_counter``, or ``None`` if it holds no integer.
+        """The value of ``step_counter``, or ``None`` without one or if it holds no integer.
 
         Without ``checkpoint_interval`` the counter is not checked when the
         manager is created and :meth:`save` does not need it: it only tells
         how the saves are numbered, so one that cannot be read tells nothing
         (:meth:`_preemption_number` says so).
         """
+        if self._step_counter is None:
+            return None
         try:
             return _as_int(self._step_counter)
         except Exception:  # noqa: BLE001 - whatever it is (a CUDA tensor's numpy() raises TypeError), no save fails on it
             return None
 
-    def _observe_numbering(self, number: int, step: int | None, explicit: bool) -> None:
-        """Note how a save is numbered: by ``step_counter``, by ``save_counter``, or otherwise.
+    def _preemption_number(self) -> int:
+        """The number of the preemption save of :func:`trackpoint.preemption.save_on_sigterm`.
 
-        ``step`` is the step counter's value (``None`` without a readable
-        one), ``explicit`` whether ``checkpoint_number`` was given. Told by
-        what the loop passed, not by the values alone: a loop passing
-        ``checkpoint_number=step`` numbers by step even while each step is
-        ``save_counter + 1`` (every step saved from the first on). The last
-        save tells.
+        Numbered as the loop numbers its own saves, and always above every
+        checkpoint number of the manager (kept, preserved or retired), so
+        that it sorts newest by number as it is newest in the state file:
+
+        * by step (the last committed save was given ``checkpoint_number``
+          equal to the value of ``step_counter``): the step counter's value;
+        * otherwise (``save()``, other numbers, nothing telling):
+          ``save_counter + 1``, what ``save()`` would use;
+
+        either raised to one more than the highest number when it is not
+        above it (after a rollback, or when the latest checkpoint holds this
+        step already: a second checkpoint of the step rather than none, since
+        nothing tells whether the variables changed since that save).
+
+        The numbering is what this manager's last committed save was given.
+        Before one committed, the latest checkpoint tells: its number equal to
+        the ``save_counter`` (restored with it: a save counts itself) is
+        numbering by ``save_counter``; equal to the step it holds, by step.
+        That step is known when :meth:`restore_or_initialize` restored it;
+        after another restore (``checkpoint.restore(manager.latest_checkpoint)``)
+        the step counter's value now stands for it: at or above the number,
+        by step. A number equal to both tells nothing. Nothing is read from
+        the checkpoint. Called with no save in flight (after :meth:`sync`).
         """
-        seen: Literal["step", "counter", "other"] = (
-            "counter" if not explicit else "step" if step is not None and number == step else "other"
-        )
-        with self._lock:
-            self._numbering = seen
-
-    def _preemption_number(self) -> int | None:
-        """The number of the preemption save of :func:`trackpoint.preemption.save_on_sigterm`, or ``None``.
-
-        The preemption checkpoint is numbered as the loop would number its
-        own next save, so that ordering by number (``trackpoint ls``,
-        ``trackpoint verify --latest-good``, a recovery by listing) and the
-        state file agree, now and after the run resumes:
-
-        * by step (the last save was given ``checkpoint_number`` equal to
-          the value of ``step_counter``): the step counter's value;
-        * by ``save_counter`` (the last save was ``save()`` without a
-          number): ``save_counter + 1``;
-        * otherwise (other numbers, or nothing telling): one more than the
-          highest number of the manager's checkpoints (``save_counter + 1``
-          while there is none). That sorts newest, and below the step of
-          any later save of a loop numbering by step.
-
-        The numbering is what this manager's last save showed (see
-        :meth:`_observe_numbering`), never guessed from values that may
-        coincide. After a restart, before the first save, the latest
-        checkpoint tells, by its number against the ``save_counter`` and
-        the step :meth:`restore_or_initialize` restored from it: one equal to
-        both (every step saved from the first on) tells nothing.
-
-        Returns
-        -------
-        int or None
-            ``None`` when the latest checkpoint holds the step counter's
-            current value (saved at this step, or restored and not trained
-            since): the loop saved this state already, and a second
-            checkpoint of it, numbered apart, would sort as newer than the
-            step it holds. The caller reports the latest checkpoint.
-
-        Called with no save in flight (after :meth:`sync`).
-        """
-        step = None if self._step_counter is None else self._step_value()
+        step = self._step_value()
         if self._step_counter is not None and step is None:
             _log.warning(
-                "the preemption save cannot read step_counter (%r holds no integer): numbered after the highest "
-                "checkpoint number instead of by step",
+                "the preemption save cannot read step_counter (%r holds no integer): numbered by save_counter, "
+                "above the highest checkpoint number, instead of by step",
                 self._step_counter,
             )
         counter = _as_int(self._checkpoint.save_counter)
         with self._lock:
             highest, latest = self._highest, self._latest_checkpoint
-            held, numbering = self._latest_step, self._numbering
-        # The step counter's value the latest checkpoint holds, when this manager saved or restored it.
-        latest_step = held[1] if held is not None and latest is not None and held[0] == latest else None
-        if step is not None and step == latest_step:
-            return None
-        if numbering is None and latest is not None:
-            # Restarted and not saved since: the latest checkpoint tells. Numbered by save_counter, it holds
-            # save_counter equal to its number (the save counts itself); numbered by step, it holds the step equal
-            # to it. Both (every step saved from the first on) tell nothing.
+            restored, by_step = self._restored_step, self._by_step
+        if by_step is None and latest is not None:
+            # No save committed since the restart: the latest checkpoint tells. Numbered by step, it holds the step
+            # its number says: known when restore_or_initialize restored it; else the step counter, now at or above
+            # it, stands in (nothing is read at signal time). Its number being the save_counter it came back with
+            # (a save counts itself) is save()'s numbering, or nothing telling: save_counter + 1 either way.
             number = self._number(latest)
-            numbering = _numbering_of(by_counter=number == counter, by_step=number == latest_step)
-        if numbering == "step" and step is not None:
-            if latest is not None and latest_step is None and step == self._number(latest):
-                return None  # numbered by step, so the latest checkpoint holds this step
-            return step
-        if numbering == "counter":
-            return counter + 1
-        return highest + 1 if highest >= 0 else counter + 1
+            if restored is not None and restored[0] == latest:
+                by_step = number == restored[1]
+            else:
+                by_step = step is not None and step >= number
+            by_step = by_step and number != counter
+        candidate = step if by_step and step is not None else counter + 1
+        return max(candidate, highest + 1)
 
     @_signal_safe.guarded
     def reload(self) -> None:
@@ -1863,9 +1837,9 @@ class CheckpointManager:
             _warn_unmatched(status, self._latest_checkpoint, counter)
             if self._checkpoint_interval is not None:
                 self._last_checkpoint_step = _as_int(self._step_counter)
-            restored_step = None if self._step_counter is None else self._step_value()
+            restored_step = self._step_value()
             # What the preemption save numbers by after a restart, before this run saved (_preemption_number).
-            self._latest_step = None if restored_step is None else (self._latest_checkpoint, restored_step)
+            self._restored_step = None if restored_step is None else (self._latest_checkpoint, restored_step)
             return self._latest_checkpoint
         if self._orbax_steps:
             steps = self._orbax_steps
@@ -1946,16 +1920,6 @@ class CheckpointManager:
             f"CheckpointManager(directory={self._directory!r}, max_to_keep={self._max_to_keep!r}, "
             f"checkpoints={len(self._maybe_delete)})"
         )
-
-
-def _numbering_of(*, by_counter: bool, by_step: bool) -> Literal["step", "counter", "other"] | None:
-    """How a restored checkpoint was numbered, from whether its number is the ``save_counter`` and the step it holds.
-
-    ``None`` when it is both: nothing tells the two numberings apart.
-    """
-    if by_counter and by_step:
-        return None
-    return "counter" if by_counter else "step" if by_step else "other"
 
 
 def _basename(path: str) -> str:

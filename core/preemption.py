@@ -36,6 +36,7 @@ import signal
 import sys
 import threading
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from types import FrameType, TracebackType
 from typing import TYPE_CHECKING, Any
 
@@ -89,15 +90,16 @@ class PreemptionHandler:
 
     @property
     def saved(self) -> bool:
-        """Whether the preemption checkpoint was written."""
+        """Whether the preemption save ran (and wrote the checkpoint, but see :attr:`saved_path`)."""
         return self._saved
 
     @property
     def saved_path(self) -> object:
         """What the save returned (the checkpoint path), once :attr:`saved`.
 
-        For a manager whose latest checkpoint already held the current step,
-        that checkpoint: nothing was written.
+        For a manager with ``checkpoint_interval`` that saved the current
+        step already (never twice at one step), its latest checkpoint:
+        nothing was written, and a warning says so.
         """
         return self._saved_path
 
@@ -178,13 +180,19 @@ class PreemptionHandler:
             if self._saved:
                 return
             try:
-                self._saved_path = self._save()
+                result = self._save()
             except CheckpointError as exc:
                 # The process is going away anyway: say why there is no checkpoint, then go.
                 _log.error("could not save the preemption checkpoint: %s: %s", type(exc).__name__, exc)
                 raise
+            if isinstance(result, _NothingWritten):
+                self._saved_path, written = result.latest, False
+            else:
+                self._saved_path, written = result, True
             self._saved = True
-        _log.info("saved the preemption checkpoint %s", self._saved_path)
+        if written:
+            # A save that wrote nothing said why itself; "saved" here would claim a checkpoint of this state.
+            _log.info("saved the preemption checkpoint %s", self._saved_path)
         previous = self._previous.get(signum)
         if callable(previous):
             previous(signum, frame)
@@ -214,14 +222,13 @@ def save_on_sigterm(
         :class:`~trackpoint.Checkpoint` with ``file_prefix``
         (``checkpoint.save(file_prefix)``), or any function of no arguments
         that saves. A manager's checkpoint is numbered as the loop numbers
-        its saves, told by what the manager's last save was given (after a
-        restart, by the checkpoint it restored): the value of its
-        ``step_counter`` when saves are given ``checkpoint_number=step``,
-        ``save_counter + 1`` when they are numbered by ``save()``, else one
-        more than the highest number of its checkpoints. When the latest
-        checkpoint holds the step counter's current value (saved at this
-        step, or restored and not trained since), nothing is saved and
-        :attr:`PreemptionHandler.saved_path` names that checkpoint.
+        its saves, told by what the manager's last committed save was given
+        (after a restart, by the checkpoint it resumed from): the value of
+        its ``step_counter`` when saves are given ``checkpoint_number=step``,
+        else ``save_counter + 1``; either raised to one more than the highest
+        number of its checkpoints when not above it, so it always sorts
+        newest. It is saved even when the latest checkpoint holds the
+        current step: the variables may have changed since.
     file_prefix
         The prefix for a :class:`~trackpoint.Checkpoint` target.
     signals
@@ -272,6 +279,13 @@ def save_on_sigterm(
     return PreemptionHandler(save, signals=signals, at_step=at_step, coordinator=coordinator, exit_after=exit_after)
 
 
+@dataclass(frozen=True, slots=True)
+class _NothingWritten:
+    """What a manager's preemption save returns when the manager wrote nothing: its latest checkpoint."""
+
+    latest: str | None
+
+
 def _is_manager(target: Any) -> bool:
     from trackpoint.manager import CheckpointManager
 
@@ -288,21 +302,25 @@ def _save_function(target: Any, file_prefix: str | None, options: Any) -> Callab
         manager = target
 
         def save_with_manager() -> object:
-            # The save in flight first: its number counts when numbering this one, and it may hold this step.
+            # The save in flight first: its number counts when numbering this one.
             manager.sync()
-            # Numbered as the loop numbers its own saves (the step, or save_counter + 1), so ordering by number
-            # and the state file agree on the newest checkpoint, now and after the run resumes.
+            # Numbered as the loop numbers its own saves (the step, or save_counter + 1) and above every number, so
+            # ordering by number and the state file agree on the newest checkpoint, now and after the run resumes.
+            # Saved even where the latest checkpoint holds this step: a step counter says nothing of the variables
+            # (a signal mid-step, a counter of epochs), and a second checkpoint of a step costs less than lost state.
             number = manager._preemption_number()
-            if number is None:
-                # The latest checkpoint holds this step (saved at it, or restored and not trained since): a second
-                # one would hold the same state under another number. That checkpoint is the one to resume from.
-                return manager.latest_checkpoint
             # check_interval=False: a preemption save is due whatever the interval says.
             path = manager.save(checkpoint_number=number, check_interval=False, options=options)
             manager.sync()
             if path is None:
-                # Skipped: this step was saved already (never twice at one step), and that checkpoint is the latest.
-                path = manager.latest_checkpoint
+                # checkpoint_interval: never twice at one step. What was trained since that save is not saved.
+                _log.warning(
+                    "the preemption save wrote nothing: the manager saved at this step already (checkpoint_interval "
+                    "never saves twice at one step), so %s stays the latest checkpoint, without what changed since "
+                    "it was saved",
+                    manager.latest_checkpoint,
+                )
+                return _NothingWritten(manager.latest_checkpoint)
             return path
 
         return save_with_manager
