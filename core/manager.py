@@ -679,6 +679,8 @@ class CheckpointManager:
         self._by_step: bool | None = None
         # The checkpoint restore_or_initialize restored, with the value of step_counter it holds.
         self._restored_step: tuple[str, int] | None = None
+        # While the preemption save runs (_save_for_preemption): it saves at a step saved already.
+        self._for_preemption = False
         # The step directories of an Orbax run found in the directory when it held no checkpoint to restore.
         self._orbax_steps: list[str] = []
         # With a backend chosen explicitly: this series' committed checkpoints of the formats it does not read.
@@ -1270,7 +1272,7 @@ class CheckpointManager:
             # begin() waited for an async save in flight: the step it recorded on its commit is here.
             last = self._last_checkpoint_step
             if last is not None:
-                if step == last:
+                if step == last and not self._for_preemption:
                     return None
                 if check_interval and step < last + self._checkpoint_interval:
                     return None
@@ -1616,6 +1618,23 @@ class CheckpointManager:
             # Nothing left to list (the last checkpoint was deleted): no state file rather than one every reader
             # refuses as invalid. A checkpoint preserved by keep_checkpoint_every_n_hours is then found by listing.
             self._backend.delete_file(_paths.join(self._directory, state.DEFAULT_LATEST_FILENAME))
+
+    def _save_for_preemption(self, options: CheckpointOptions | None) -> str:
+        """The save of :func:`trackpoint.preemption.save_on_sigterm`; returns its path.
+
+        Numbered by :meth:`_preemption_number`, due whatever ``checkpoint_interval`` says, and made even at a
+        step this manager saved already: TensorFlow's rule of one save per step is for the loop's saves, while a
+        step counter says nothing of the variables (a signal in the middle of a step, a counter of epochs), and
+        a second checkpoint of a step costs less than what was trained since the first.
+        """
+        number = self._preemption_number()
+        self._for_preemption = True
+        try:
+            path = self.save(checkpoint_number=number, check_interval=False, options=options)
+        finally:
+            self._for_preemption = False
+        assert path is not None  # only the interval skips a save, and it is bypassed
+        return path
 
     def _step_value(self) -> int | None:
         """The value of ``step_counter``, or ``None`` without one or if it holds no integer.

@@ -36,7 +36,6 @@ import signal
 import sys
 import threading
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from types import FrameType, TracebackType
 from typing import TYPE_CHECKING, Any
 
@@ -185,14 +184,9 @@ class PreemptionHandler:
                 # The process is going away anyway: say why there is no checkpoint, then go.
                 _log.error("could not save the preemption checkpoint: %s: %s", type(exc).__name__, exc)
                 raise
-            if isinstance(result, _NothingWritten):
-                self._saved_path, written = result.latest, False
-            else:
-                self._saved_path, written = result, True
+            self._saved_path = result
             self._saved = True
-        if written:
-            # A save that wrote nothing said why itself; "saved" here would claim a checkpoint of this state.
-            _log.info("saved the preemption checkpoint %s", self._saved_path)
+        _log.info("saved the preemption checkpoint %s", self._saved_path)
         previous = self._previous.get(signum)
         if callable(previous):
             previous(signum, frame)
@@ -279,13 +273,6 @@ def save_on_sigterm(
     return PreemptionHandler(save, signals=signals, at_step=at_step, coordinator=coordinator, exit_after=exit_after)
 
 
-@dataclass(frozen=True, slots=True)
-class _NothingWritten:
-    """What a manager's preemption save returns when the manager wrote nothing: its latest checkpoint."""
-
-    latest: str | None
-
-
 def _is_manager(target: Any) -> bool:
     from trackpoint.manager import CheckpointManager
 
@@ -306,21 +293,8 @@ def _save_function(target: Any, file_prefix: str | None, options: Any) -> Callab
             manager.sync()
             # Numbered as the loop numbers its own saves (the step, or save_counter + 1) and above every number, so
             # ordering by number and the state file agree on the newest checkpoint, now and after the run resumes.
-            # Saved even where the latest checkpoint holds this step: a step counter says nothing of the variables
-            # (a signal mid-step, a counter of epochs), and a second checkpoint of a step costs less than lost state.
-            number = manager._preemption_number()
-            # check_interval=False: a preemption save is due whatever the interval says.
-            path = manager.save(checkpoint_number=number, check_interval=False, options=options)
+            path = manager._save_for_preemption(options)
             manager.sync()
-            if path is None:
-                # checkpoint_interval: never twice at one step. What was trained since that save is not saved.
-                _log.warning(
-                    "the preemption save wrote nothing: the manager saved at this step already (checkpoint_interval "
-                    "never saves twice at one step), so %s stays the latest checkpoint, without what changed since "
-                    "it was saved",
-                    manager.latest_checkpoint,
-                )
-                return _NothingWritten(manager.latest_checkpoint)
             return path
 
         return save_with_manager

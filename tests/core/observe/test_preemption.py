@@ -191,9 +191,10 @@ def test_a_loop_numbering_by_save_counter_gets_the_next_number(with_step_counter
     assert manager.save() == f"{run}/ckpt-4"
 
 
-def test_a_preemption_at_a_step_already_saved_reports_that_checkpoint() -> None:
-    # The step counter paces the saves and the loop saved at this very step: no second save, and the handler
-    # names the checkpoint holding the step, not None.
+def test_a_preemption_at_a_step_already_saved_saves_again_above_the_highest_number() -> None:
+    # The step counter paces the saves and the loop saved at this very step: the loop's own save is not due again
+    # (once per step), but the preemption save is, since the variables may have changed within the step; it sorts
+    # newest by number.
     run = "memory://preempt-same-step"
     step = tp.Variable(np.int64(0))
     manager = _manager(run, step, step_counter=step, checkpoint_interval=10)
@@ -202,8 +203,9 @@ def test_a_preemption_at_a_step_already_saved_reports_that_checkpoint() -> None:
         manager.save(checkpoint_number=step)
     assert manager.latest_checkpoint == f"{run}/ckpt-20"  # step 21 was not due
     step.assign(20)
-    assert _preempt(manager) == f"{run}/ckpt-20"
-    assert manager.checkpoints == [f"{run}/ckpt-10", f"{run}/ckpt-20"]
+    assert manager.save(checkpoint_number=step) is None
+    assert _preempt(manager) == f"{run}/ckpt-21" == manager.latest_checkpoint
+    assert manager.checkpoints == [f"{run}/ckpt-10", f"{run}/ckpt-20", f"{run}/ckpt-21"]
 
 
 def test_a_step_behind_the_highest_number_and_a_reopened_directory_still_sort_newest() -> None:
