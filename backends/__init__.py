@@ -11,6 +11,7 @@ Layout::
     bundle/        the TensorBundle format (TensorFlow's), over any FileLayer
     zarr/          the Zarr v3 format
     _post_commit.py  what a format's commit does after its commit point: housekeeping that never fails the save
+    _leftovers.py  the age test of a crashed save's leftovers, shared by the formats' cleanups
     memory.py      the in-process backend (format and store in one)
     _builtin.py    one plugin object per built-in backend, composing a format over a store
 

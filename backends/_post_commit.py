@@ -69,8 +69,8 @@ class AfterCommit:
 
     def __call__(
         self, what: str, step: Callable[[], object], left: Sequence[str] | str, *, removed_by: str | None = None
-    ) -> bool:
-        """Run ``step``; if it fails, log what it left instead of raising. Return whether it succeeded.
+    ) -> None:
+        """Run ``step``; if it fails, log what it left instead of raising.
 
         Parameters
         ----------
@@ -110,8 +110,6 @@ class AfterCommit:
                 # The store stopped answering: the remaining steps would each wait out its retry limits again.
                 self._budget.enter_context(self._files.cleaning_up())
                 self._budgeted = True
-            return False
-        return True
 
 
 def undo_commit(failure: CheckpointError, undo: Callable[[], object], fmt: str, commit_point: str, prefix: str) -> None:
@@ -143,8 +141,8 @@ def durable_or_undone(
     may drop it at a power failure and reports the error once, so a second
     ``fsync`` that succeeds proves nothing. Returning would let the caller
     build on a checkpoint that can vanish; raising with it visible would break
-    "a failed save is never visible". So the rename is taken back and the save
-    fails, to be retried.
+    "a failed save is never visible". So the rename is taken back, ``sync``
+    run again to make that durable, and the save fails, to be retried.
 
     Raises
     ------
@@ -160,5 +158,10 @@ def durable_or_undone(
             "rename was undone and this save was not committed: save it again (and check the disk)"
         )
         failure.__cause__ = exc
-        undo_commit(failure, undo, fmt, commit_point, prefix)
+
+        def undone() -> None:
+            undo()
+            sync()
+
+        undo_commit(failure, undone, fmt, commit_point, prefix)
         raise failure from exc

@@ -3,7 +3,8 @@
 The parties run in threads on stores (:class:`Interleaving`) that let them take
 turns one file operation at a time, by a plan (:class:`Turns`);
 :func:`interleavings` runs every plan up to a number of turn changes against
-fresh cases (:class:`RaceCase`). Used by the bundle and Zarr cleanup race tests.
+fresh cases (:class:`RaceCase`), such as :class:`Race`: one save's commit and one cleanup. Used by the
+bundle and Zarr cleanup race tests.
 """
 
 from __future__ import annotations
@@ -20,10 +21,21 @@ from typing import Protocol
 import pytest
 
 from trackpoint.backends.stores import FileLayer, FileSink, FileSource, LocalFiles, UnfinishedUpload
-from trackpoint.errors import CheckpointError
-from trackpoint.storage import ANY_VERSION, VersionCondition, VersionedBytes
+from trackpoint.errors import CheckpointError, ConcurrentModificationError, DataLossError
+from trackpoint.storage import (
+    ANY_VERSION,
+    CheckpointOptions,
+    ShardResult,
+    ShardSpec,
+    StorageBackend,
+    VersionCondition,
+    VersionedBytes,
+    WriteItem,
+)
 
 COMMIT, CLEANUP = "commit", "cleanup"
+#: The values of the checkpoint a race's save replaces and of the one it saves.
+OLD, NEW = 1.0, 5.0
 FIRST = [pytest.param(COMMIT, id="commit-first"), pytest.param(CLEANUP, id="cleanup-first")]
 
 
@@ -254,6 +266,105 @@ class RaceCase(Protocol):
 
     def close(self) -> None:
         """Release the case's stores."""
+
+
+class Race:
+    """One save of ``prefix`` up to its commit, and one ``cleanup(directory, min_age=0)``, each on its own store.
+
+    The invariant (:meth:`check`): the new checkpoint reads back whole if the commit succeeded; else it failed
+    with one of the two errors the docs name for a save whose staging a cleanup removed, and the prefix holds
+    what it held (the checkpoint saved before, read back whole, or nothing).
+
+    Parameters
+    ----------
+    make
+        A fresh store (on the same storage at each call).
+    directory
+        The directory the race runs in; the prefix is ``<directory>/ckpt``.
+    backend
+        The format over a store.
+    items
+        What a save of ``value`` writes.
+    reads_whole
+        Asserts that a prefix reads back as a save of ``value`` wrote it.
+    committed
+        Whether the prefix holds a checkpoint (saved with :data:`OLD`) before the race.
+    shards
+        How many shards the save writes (with more than one, one item each).
+    writes_in_race
+        Whether the save writes its shards inside the race too (by default, before it: only the commit races).
+    """
+
+    def __init__(
+        self,
+        make: Callable[[], FileLayer],
+        directory: str,
+        *,
+        backend: Callable[[FileLayer], StorageBackend],
+        items: Callable[[float], list[WriteItem]],
+        reads_whole: Callable[[StorageBackend, str, float], None],
+        committed: bool,
+        shards: int,
+        writes_in_race: bool = False,
+    ) -> None:
+        self.directory = directory
+        self.prefix = f"{directory}/ckpt"
+        self._items = items
+        self._reads_whole = reads_whole
+        self._num_shards = shards
+        self._writes_in_race = writes_in_race
+        self.plain = backend(make())
+        if committed:
+            self.plain.save(self.prefix, items(OLD), CheckpointOptions(num_writers=shards))
+        self.stores = {COMMIT: Interleaving(make(), COMMIT), CLEANUP: Interleaving(make(), CLEANUP)}
+        self.writer = backend(self.stores[COMMIT])
+        self.cleaner = backend(self.stores[CLEANUP])
+        self.shards: list[ShardResult] = [] if writes_in_race else self._write()
+        self.committed = committed
+        self.commit_error: CheckpointError | None = None
+        self.failures: list[BaseException] = []
+
+    def _write(self) -> list[ShardResult]:
+        """Begin the save and write its shards."""
+        self.writer.begin(self.prefix, "s", overwrite=True)
+        items = self._items(NEW)
+        n = self._num_shards
+        groups = [items] if n == 1 else [[it] for it in items]
+        return [self.writer.write_shard(self.prefix, ShardSpec(i, n, "s"), g) for i, g in enumerate(groups)]
+
+    def _commit(self) -> None:
+        try:
+            shards = self._write() if self._writes_in_race else self.shards
+            self.writer.commit(self.prefix, shards, overwrite=True)
+        except CheckpointError as exc:
+            self.commit_error = exc
+            self.writer.abort(self.prefix, "s")
+
+    def _cleanup(self) -> None:
+        self.cleaner.cleanup(self.directory, min_age=0)
+
+    def run(self, plan: Sequence[tuple[str, int | None]]) -> list[bool]:
+        """Commit and clean up, taking turns by ``plan`` (see :class:`Turns`); return ``Turns.reached``."""
+        reached, self.failures = take_turns(
+            plan, list(self.stores.values()), {COMMIT: self._commit, CLEANUP: self._cleanup}
+        )
+        return reached
+
+    def check(self) -> None:
+        """The invariant: the new checkpoint whole if the commit succeeded, else what was there before."""
+        assert not self.failures, self.failures
+        # The two errors the docs name for a save whose staging a cleanup removed.
+        assert self.commit_error is None or isinstance(self.commit_error, (ConcurrentModificationError, DataLossError))
+        if self.commit_error is None:
+            self._reads_whole(self.plain, self.prefix, NEW)
+        elif self.committed:
+            self._reads_whole(self.plain, self.prefix, OLD)
+        else:
+            assert not self.plain.exists(self.prefix), f"a failed commit left a checkpoint: {self.commit_error!r}"
+
+    def close(self) -> None:
+        for backend in (self.plain, self.writer, self.cleaner):
+            backend.close()
 
 
 def interleavings(new_case: Callable[[str], RaceCase], first: str, *, switches: int) -> int:

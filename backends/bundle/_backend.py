@@ -15,8 +15,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from trackpoint.backends._leftovers import old_enough, paths_old_enough
 from trackpoint.backends.bundle._index import header_count
-from trackpoint.backends.bundle._listing import delete_prefix, old_enough
+from trackpoint.backends.bundle._listing import delete_prefix
 from trackpoint.backends.bundle._names import (
     DATA_RE,
     MIN_AGE,
@@ -63,15 +64,6 @@ def _upload_base(name: str) -> str | None:
     if name.endswith(".index") and len(name) > len(".index") and not name.startswith("."):
         return name[: -len(".index")]
     return None
-
-
-def _uploads_old_enough(uploads: Sequence[UnfinishedUpload], now: float, min_age: float) -> bool:
-    """Whether every upload last received a part at least ``min_age`` seconds ago (see ``old_enough``).
-
-    An upload whose time is unknown counts as young unless ``min_age`` is 0: it
-    may be a running save's, streaming an object for longer than the age guard.
-    """
-    return min_age <= 0 or all(u.modified is not None and now - u.modified >= min_age for u in uploads)
 
 
 def _refuse_unknown_options(files: FileLayer, given: Mapping[str, object]) -> None:
@@ -296,9 +288,9 @@ class BundleBackend(StorageBackend):
             pending = uploads.get(base, [])
             # The directory's own time counts too: creating or removing a
             # piece inside it updates it, even when the piece is gone by now.
-            if not old_enough(self.files, group.paths(), now, min_age):
+            if not paths_old_enough(self.files, group.paths(), now, min_age):
                 continue
-            if not _uploads_old_enough(pending, now, min_age):
+            if not old_enough((u.modified for u in pending), now, min_age):
                 continue
             self.files.abort_uploads(pending)
             removed.extend(u.describe() for u in pending)

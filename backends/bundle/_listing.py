@@ -78,24 +78,6 @@ def part_files(files: FileLayer, prefix: str, save_id: str | None = None) -> lis
     return [p for p in pieces if piece_save_id(basename(p)) == save_id]
 
 
-def old_enough(files: FileLayer, paths: Sequence[str], now: float, min_age: float) -> bool:
-    """Whether the newest of ``paths`` was modified at least ``min_age`` seconds ago.
-
-    An unknown (or vanished) modification time counts as young unless
-    ``min_age`` is 0: removing a running save's pieces is worse than keeping
-    a crashed one's.
-    """
-    if min_age <= 0:
-        return True
-    newest = -1.0
-    for path in paths:
-        t = files.modified(path)
-        if t is None:
-            return False
-        newest = max(newest, t)
-    return now - newest >= min_age
-
-
 def delete_prefix(files: FileLayer, prefix: str) -> None:
     """Delete every file of ``prefix``, committed or left over by any save, index first."""
     index = index_name(prefix)

@@ -6,9 +6,10 @@ import time
 from collections.abc import Sequence
 from typing import ClassVar
 
+from trackpoint.backends._leftovers import paths_old_enough
 from trackpoint.backends._post_commit import AfterCommit, durable_or_undone
 from trackpoint.backends.bundle import _writer
-from trackpoint.backends.bundle._listing import count_of, data_files, listed, old_enough
+from trackpoint.backends.bundle._listing import count_of, data_files, listed
 from trackpoint.backends.bundle._names import DATA_RE, MIN_AGE, data_filename, index_name, temp_dir
 from trackpoint.backends.bundle._strategy import CommitStrategy, Staged
 from trackpoint.backends.bundle._writer import Row, merge_index
@@ -128,7 +129,6 @@ class RenameCommit(CommitStrategy):
             else:
                 self.files.put(index, previous)
             self.files.delete(placed)
-            self.files.sync_dir(directory)
 
         durable_or_undone(lambda: self.files.sync_dir(directory), undo, "bundle", directory, index, prefix)
         # The commit point is passed: the save succeeded, whatever its housekeeping meets (AfterCommit).
@@ -168,7 +168,7 @@ class RenameCommit(CommitStrategy):
         for name in self.files.listdir(temp):
             path = self.files.join(temp, name)
             own = name.startswith((f"part-{save_id}-", f"merged-{save_id}."))
-            if own or (min_age is not None and old_enough(self.files, [path], now, min_age)):
+            if own or (min_age is not None and paths_old_enough(self.files, [path], now, min_age)):
                 doomed.append(path)
         self.files.delete(doomed)
         self.files.remove_dir(temp)

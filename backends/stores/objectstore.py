@@ -996,10 +996,10 @@ class ObjectStore(FileLayer):
     def cleaning_up(self) -> contextlib.AbstractContextManager[None]:
         """A block whose requests (in the calling thread) clean up after a failed save, under one short budget.
 
-        Also the housekeeping after a commit (see ``_post_commit.AfterCommit``), from the first of its
-        steps that failed because the store stopped answering: the save has succeeded, and a store that
-        stopped answering must not hold it up once per remaining step. Until then its steps have the
-        store's usual retries and timeouts, so that a store that is slow but answers removes everything.
+        Also the housekeeping after a commit (docs/writing-a-backend.md, "After the commit point"), from the
+        first of its steps that failed because the store stopped answering: the save has succeeded, and a
+        store that stopped answering must not hold it up once per remaining step. Until then its steps have
+        the store's usual retries and timeouts, so that a store that is slow but answers removes everything.
 
         Every request made inside the block must end by one deadline:
         ``TransferOptions.cleanup_budget`` seconds (``cleanup_deadline``;

@@ -37,6 +37,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar, Final
 
 from trackpoint import _paths
+from trackpoint.backends._leftovers import old_enough, paths_old_enough
 from trackpoint.backends._post_commit import AfterCommit, durable_or_undone, undo_commit
 from trackpoint.backends.stores import FileLayer, UnfinishedUpload
 from trackpoint.backends.zarr import _layout, _tree
@@ -230,7 +231,7 @@ class CommitStrategy(ABC):
     # the commit tells of data gone, also of shards written before a cleanup whose save went on writing.
     def _marker(self, group: str, spec: ShardSpec) -> str:
         root, data = self.staging(group, spec.save_id)
-        return _paths.join(_paths.join(root, data) if data else root, f"{_MARKER}{spec.shard_id:05d}")
+        return _paths.join(_paths.join(root, data) if data else root, _marker_name(spec.shard_id))
 
     def _markers(self, group: str, save_id: str, num_shards: int) -> list[str]:
         return [self._marker(group, ShardSpec(i, num_shards, save_id)) for i in range(num_shards)]
@@ -285,8 +286,8 @@ class CommitStrategy(ABC):
         """The error of a commit whose staged arrays went while it ran."""
         return DataLossError(
             f"zarr: the staged arrays of save {save_id} for {prefix!r} were removed while it was committing "
-            f"({where!r} is gone: a cleanup given a min_age shorter than the save took, or another process); "
-            "this save was not committed, retry it"
+            f"({where!r} is gone: by a cleanup or another process); this save was not committed, retry it"
+            f"{_MIN_AGE_HINT}"
         )
 
 
@@ -367,7 +368,10 @@ class RenameCommit(CommitStrategy):
             # Atomic swap: readers see the old checkpoint or the new one, never
             # neither. The old one now sits at the temporary name, ownerless.
             # Not durable, it is swapped back (durable_or_undone).
-            self._durable(prefix, parent, group, lambda: self._swap(prefix, save_id, group, staging))
+            exchange = self._exchange
+            durable_or_undone(
+                lambda: files.sync_dir(parent), lambda: exchange(group, staging), "zarr", parent, group, prefix
+            )
             self._tidy(prefix, group, num_shards, staging)
             return
         aside: str | None = None
@@ -398,20 +402,10 @@ class RenameCommit(CommitStrategy):
             if aside is not None:
                 files.rename(aside, group)
 
-        self._durable(prefix, parent, group, undo)
+        durable_or_undone(lambda: files.sync_dir(parent), undo, "zarr", parent, group, prefix)
         # The owner record stays until the rename so that a concurrent cleanup
         # never takes a committing save for an abandoned one.
         self._tidy(prefix, group, num_shards, aside)
-
-    def _durable(self, prefix: str, parent: str, group: str, undo: Callable[[], object]) -> None:
-        """Sync ``parent`` after the rename that put ``group`` in place; if that fails, ``undo`` it and raise."""
-        files = self.files
-
-        def undone() -> None:
-            undo()
-            files.sync_dir(parent)
-
-        durable_or_undone(lambda: files.sync_dir(parent), undone, "zarr", parent, group, prefix)
 
     def _tidy(self, prefix: str, group: str, num_shards: int, replaced: str | None) -> None:
         """The housekeeping of a committed save: its bookkeeping files, and the group it replaced (if any)."""
@@ -431,7 +425,7 @@ class RenameCommit(CommitStrategy):
     @staticmethod
     def _bookkeeping(group: str, num_shards: int) -> list[str]:
         """The owner record and shard markers of the save just renamed into place at ``group``."""
-        return [_paths.join(group, name) for name in (_OWNER, *(f"{_MARKER}{i:05d}" for i in range(num_shards)))]
+        return [_paths.join(group, name) for name in (_OWNER, *(_marker_name(i) for i in range(num_shards)))]
 
     def _swap(self, prefix: str, save_id: str, staging: str, group: str) -> bool:
         """Exchange the temporary group with the committed one; ``False`` where the store cannot."""
@@ -705,20 +699,29 @@ class CreateCommit(CommitStrategy):
                 hold = bool(held)
                 root_json = _paths.join(group, _layout.ZARR_JSON)
                 if hold and (
-                    _is_active(str(current)[2:])
-                    or not _old_enough(_newest(self.files, [root_json, *held], now), now, min_age)
+                    _is_active(str(current)[2:]) or not paths_old_enough(self.files, [root_json, *held], now, min_age)
                 ):
                     held = ()
                 for child, uploads in sorted(children.items()):
                     if child == current or _is_active(child[2:]):
                         continue
-                    if not all(_old_enough(now if u.modified is None else u.modified, now, min_age) for u in uploads):
+                    if not old_enough((u.modified for u in uploads), now, min_age):
                         continue  # an upload received a part lately: the save may be running
                     sub = _paths.join(group, child)
-                    if _old_enough(_tree.newest_mtime(self.files, sub), now, min_age):
+                    newest = _tree.newest_mtime(self.files, sub)  # None: it holds nothing
+                    if old_enough(() if newest is None else (newest,), now, min_age):
                         own = tuple(markers.get((name, child), ()))
                         listed = tuple(objects.get((name, child), ()))
-                        found.append(Leftover(sub, tuple(uploads), own + held, current, hold, listed))
+                        found.append(
+                            Leftover(
+                                sub,
+                                uploads=tuple(uploads),
+                                markers=own + held,
+                                root=current,
+                                hold=hold,
+                                objects=listed,
+                            )
+                        )
         return found
 
     def remove(self, leftover: Leftover) -> bool:
@@ -755,27 +758,17 @@ class CreateCommit(CommitStrategy):
         return True
 
 
+def _marker_name(shard_id: int) -> str:
+    """The name of shard ``shard_id``'s marker (see :meth:`CommitStrategy._marker`)."""
+    return f"{_MARKER}{shard_id:05d}"
+
+
 def _save_of(path: str, base: str) -> tuple[str, str] | None:
     """``("P.zarr", "v-<save_id>")`` for a path inside a data directory of a group in ``base``, else ``None``."""
     parts = _tree.strip(path)[len(_tree.strip(base)) :].lstrip("/").split("/")
     if len(parts) >= 3 and parts[0].endswith(_layout.SUFFIX) and parts[1].startswith("v-"):
         return parts[0], parts[1]
     return None
-
-
-def _newest(files: FileLayer, paths: list[str], now: float) -> float:
-    """The newest modification time of ``paths``; one the store cannot tell (or gone) counts as ``now``."""
-    times = [files.modified(p) for p in paths]
-    return now if None in times else max(t for t in times if t is not None)
-
-
-def _old_enough(mtime: float | None, now: float, min_age: float) -> bool:
-    """Whether something last modified at ``mtime`` (``None``: holds nothing) may be removed under ``min_age``.
-
-    ``min_age`` 0 removes everything, whatever the times say: the store's
-    clock, which dates objects and upload parts, may run ahead of this host's.
-    """
-    return min_age <= 0 or mtime is None or now - mtime >= min_age
 
 
 def strategy_for(files: FileLayer, exchange: Callable[[str, str], bool] | None = None) -> CommitStrategy:

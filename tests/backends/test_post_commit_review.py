@@ -9,6 +9,7 @@ behind, no warning), and a failed housekeeping step warns on the public ``trackp
 from __future__ import annotations
 
 import logging
+import shutil
 import uuid
 from pathlib import Path
 
@@ -19,8 +20,9 @@ from faultproxy import FaultProxy, Rule
 from servers import ObjectStore, object_store
 from trackpoint.backends.bundle import BundleBackend
 from trackpoint.backends.stores import LocalFiles
+from trackpoint.backends.stores.local import exchange_directories
 from trackpoint.backends.zarr import ZarrBackend
-from trackpoint.errors import CheckpointError, StorageError
+from trackpoint.errors import CheckpointError, CheckpointNotFoundError, StorageError
 from trackpoint.plugins import open_backend
 from trackpoint.storage import CheckpointOptions, ShardSpec, StorageBackend, WriteItem
 
@@ -89,6 +91,41 @@ def test_a_failed_directory_sync_after_the_commit_rename_undoes_it(tmp_path: Pat
     # Saving again (the store recovered) commits.
     _save(backend, prefix, 3.0)
     assert _value(backend, prefix) == 3.0
+
+
+def test_a_failed_undo_of_an_atomic_exchange_says_what_failed(tmp_path: Path) -> None:
+    # The commit's exchange of the new group with the committed one is taken back by exchanging them again. If
+    # that fails (here: another process removed the committed group in between), the save's error says why, and
+    # does not blame a cleanup for removing the save's staged arrays (which sit at the temporary name, intact).
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    if not exchange_directories(str(tmp_path / "a"), str(tmp_path / "b")):
+        pytest.skip("this system has no atomic exchange of directories")
+    files = _FailingSyncAfterCommit()
+    prefix = str(tmp_path / "ckpt-1")
+    group = f"{prefix}.zarr"
+    calls: list[tuple[str, str]] = []
+
+    def exchange(a: str, b: str) -> bool:
+        calls.append((a, b))
+        if len(calls) == 2:  # the undo
+            shutil.rmtree(group)
+            raise CheckpointNotFoundError(f"local: exchanging {a!r} with {b!r}: no such directory (test)")
+        return exchange_directories(a, b)
+
+    backend = ZarrBackend(files, exchange=exchange)
+    _save(backend, prefix, 1.0)
+    files.commit_point = f"{group}/zarr.json"
+    files.before = files._now()
+
+    with pytest.raises(StorageError, match=r"the rename was undone and this save was not") as failed:
+        _save(backend, prefix, 2.0)
+
+    assert len(calls) == 2, "the test needs the commit's exchange and its undo"
+    notes = "\n".join(getattr(failed.value, "__notes__", []))
+    assert "undoing this save's write" in notes
+    assert "CheckpointNotFoundError" in notes and "no such directory (test)" in notes
+    assert "staged arrays" not in notes
 
 
 @pytest.fixture

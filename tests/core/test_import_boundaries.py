@@ -78,6 +78,8 @@ def test_checker_detects_a_forbidden_import(tmp_path: Path) -> None:
 #: formats' shared post-commit steps (written against the store interface only, as the formats are).
 FORMAT_MAY_IMPORT = (
     "trackpoint.backends._post_commit",
+    # The age check of cleanup's leftovers, shared by the formats (store interface only, like _post_commit).
+    "trackpoint.backends._leftovers",
     "trackpoint.storage",
     "trackpoint.errors",
     "trackpoint.dtypes",

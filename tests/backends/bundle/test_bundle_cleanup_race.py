@@ -19,90 +19,45 @@ argument in ``BundleBackend._remove_group``, not by enumeration.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 
-from interleave import CLEANUP, COMMIT, FIRST, Interleaving, Turns, interleavings, scratch_directory, take_turns
+from interleave import FIRST, NEW, OLD, Race, Turns, interleavings, scratch_directory
 from trackpoint.backends.bundle import BundleBackend
 from trackpoint.backends.stores import FileLayer, LocalFiles
-from trackpoint.errors import CheckpointError, ConcurrentModificationError, DataLossError
 from trackpoint.plugins import open_backend
-from trackpoint.storage import Capabilities, CheckpointOptions, ShardResult, ShardSpec, WriteItem
+from trackpoint.storage import Capabilities, CheckpointOptions, ShardSpec, StorageBackend, WriteItem
 
 #: The local disk declared like an object store (as in conftest.py).
 OBJECT_STORE_CAPS = Capabilities(atomic_rename=False, conditional_create=True)
-OLD, NEW = 1.0, 5.0
 
 
 def _items(value: float) -> list[WriteItem]:
     return [WriteItem(f"t{i}", np.full(300, value + i, np.float32)) for i in range(2)]
 
 
-def _reads_whole(backend: BundleBackend, prefix: str, value: float) -> None:
+def _reads_whole(backend: StorageBackend, prefix: str, value: float) -> None:
     with backend.open_reader(prefix) as r:
         assert r.keys() == ["t0", "t1"]
         for i, key in enumerate(r.keys()):
             np.testing.assert_array_equal(r.read(key), np.full(300, value + i, np.float32))
 
 
-class Case:
-    """One save of ``prefix`` up to its commit, and one cleanup of its directory, each on its own store."""
-
-    def __init__(self, make: Callable[[], FileLayer], directory: str, *, committed: bool, shards: int) -> None:
-        self.directory = directory
-        self.prefix = f"{directory}/ckpt"
-        self.plain = BundleBackend(make())
-        if committed:
-            self.plain.save(self.prefix, _items(OLD), CheckpointOptions(num_writers=shards))
-        self.stores = {COMMIT: Interleaving(make(), COMMIT), CLEANUP: Interleaving(make(), CLEANUP)}
-        self.writer = BundleBackend(self.stores[COMMIT])
-        self.cleaner = BundleBackend(self.stores[CLEANUP])
-        self.writer.begin(self.prefix, "s", overwrite=True)
-        items = _items(NEW)
-        groups = [items] if shards == 1 else [[it] for it in items]
-        self.shards: list[ShardResult] = [
-            self.writer.write_shard(self.prefix, ShardSpec(i, shards, "s"), g) for i, g in enumerate(groups)
-        ]
-        self.committed = committed
-        self.commit_error: CheckpointError | None = None
-        self.failures: list[BaseException] = []
-
-    def _commit(self) -> None:
-        try:
-            self.writer.commit(self.prefix, self.shards, overwrite=True)
-        except CheckpointError as exc:
-            self.commit_error = exc
-            self.writer.abort(self.prefix, "s")
-
-    def _cleanup(self) -> None:
-        self.cleaner.cleanup(self.directory, min_age=0)
-
-    def run(self, plan: Sequence[tuple[str, int | None]]) -> list[bool]:
-        """Commit and clean up, taking turns by ``plan`` (see :class:`Turns`); return ``Turns.reached``."""
-        reached, self.failures = take_turns(
-            plan, list(self.stores.values()), {COMMIT: self._commit, CLEANUP: self._cleanup}
-        )
-        return reached
-
-    def check(self) -> None:
-        """The invariant: the new checkpoint whole if the commit succeeded, else what was there before."""
-        assert not self.failures, self.failures
-        # The two errors the docs name for a save whose pieces a cleanup removed.
-        assert self.commit_error is None or isinstance(self.commit_error, (ConcurrentModificationError, DataLossError))
-        if self.commit_error is None:
-            _reads_whole(self.plain, self.prefix, NEW)
-        elif self.committed:
-            _reads_whole(self.plain, self.prefix, OLD)
-        else:
-            assert not self.plain.exists(self.prefix), f"a failed commit left an index: {self.commit_error!r}"
-
-    def close(self) -> None:
-        for backend in (self.plain, self.writer, self.cleaner):
-            backend.close()
+def _race(make: Callable[[], FileLayer], directory: str, *, committed: bool, shards: int) -> Race:
+    """One bundle save of ``<directory>/ckpt`` and one cleanup of ``directory`` (see :class:`interleave.Race`)."""
+    return Race(
+        make,
+        directory,
+        backend=BundleBackend,
+        items=_items,
+        reads_whole=_reads_whole,
+        committed=committed,
+        shards=shards,
+    )
 
 
 STATES = [pytest.param(False, id="new-prefix"), pytest.param(True, id="overwrite")]
@@ -126,8 +81,8 @@ def local_store(request: pytest.FixtureRequest) -> Callable[[], FileLayer]:
 def test_local_commit_and_cleanup_never_publish_missing_data(
     local_store: Callable[[], FileLayer], scratch: Path, first: str, committed: bool, shards: int
 ) -> None:
-    def new_case(name: str) -> Case:
-        return Case(local_store, str(scratch / name), committed=committed, shards=shards)
+    def new_case(name: str) -> Race:
+        return _race(local_store, str(scratch / name), committed=committed, shards=shards)
 
     assert interleavings(new_case, first, switches=3) > 10
 
@@ -145,8 +100,8 @@ def test_s3_commit_and_cleanup_never_publish_missing_data(
         assert isinstance(backend, BundleBackend)
         return backend.files
 
-    def new_case(name: str) -> Case:
-        return Case(make, f"{s3_bucket}/race/{name}", committed=committed, shards=2)
+    def new_case(name: str) -> Race:
+        return _race(make, f"{s3_bucket}/race/{name}", committed=committed, shards=2)
 
     # One turn change per run keeps the number of S3 round trips small; the local tests take every two.
     assert interleavings(new_case, first, switches=1) > 3

@@ -19,24 +19,23 @@ one.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 
-from interleave import CLEANUP, COMMIT, FIRST, Interleaving, interleavings, scratch_directory, take_turns
+from interleave import FIRST, NEW, OLD, Interleaving, Race, interleavings, scratch_directory
 from trackpoint.backends.stores import FileLayer, LocalFiles
 from trackpoint.backends.stores.local import exchange_directories
 from trackpoint.backends.zarr import ZarrBackend, ZarrOptions, _commit
-from trackpoint.errors import CheckpointError, ConcurrentModificationError, DataLossError
+from trackpoint.errors import DataLossError
 from trackpoint.plugins import open_backend
-from trackpoint.storage import Capabilities, CheckpointOptions, ShardResult, ShardSpec, WriteItem
+from trackpoint.storage import Capabilities, CheckpointOptions, ShardSpec, StorageBackend, WriteItem
 
 #: The local disk declared like an object store: the create strategy.
 OBJECT_STORE_CAPS = Capabilities(atomic_rename=False, conditional_create=True)
-OLD, NEW = 1.0, 5.0
 STATES = [pytest.param(False, id="new-prefix"), pytest.param(True, id="overwrite")]
 
 
@@ -48,7 +47,7 @@ def _items(value: float) -> list[WriteItem]:
     ]
 
 
-def _reads_whole(backend: ZarrBackend, prefix: str, value: float) -> None:
+def _reads_whole(backend: StorageBackend, prefix: str, value: float) -> None:
     with backend.open_reader(prefix) as r:
         assert sorted(r.keys()) == ["large", "small"]
         np.testing.assert_array_equal(r.read("small"), np.full(30, value, np.float32))
@@ -67,60 +66,26 @@ def _backend(files: FileLayer, *, exchange: bool) -> ZarrBackend:
     return ZarrBackend(files, ZarrOptions(chunk_bytes=4096, pack_bytes=1024), exchange=swap)
 
 
-class Case:
-    """One save of ``prefix`` up to its commit, and one cleanup of its directory, each on its own store."""
-
-    def __init__(
-        self, make: Callable[[], FileLayer], directory: str, *, committed: bool, shards: int, exchange: bool
-    ) -> None:
-        self.directory = directory
-        self.prefix = f"{directory}/ckpt"
-        self.plain = _backend(make(), exchange=exchange)
-        items = _items(NEW)
-        if committed:
-            self.plain.save(self.prefix, _items(OLD), CheckpointOptions(num_writers=shards))
-        self.stores = {COMMIT: Interleaving(make(), COMMIT), CLEANUP: Interleaving(make(), CLEANUP)}
-        self.writer = _backend(self.stores[COMMIT], exchange=exchange)
-        self.cleaner = _backend(self.stores[CLEANUP], exchange=exchange)
-        self.writer.begin(self.prefix, "s", overwrite=True)
-        groups = [items] if shards == 1 else [[it] for it in items]
-        self.shards: list[ShardResult] = [
-            self.writer.write_shard(self.prefix, ShardSpec(i, shards, "s"), g) for i, g in enumerate(groups)
-        ]
-        self.committed = committed
-        self.commit_error: CheckpointError | None = None
-        self.failures: list[BaseException] = []
-
-    def _commit(self) -> None:
-        try:
-            self.writer.commit(self.prefix, self.shards, overwrite=True)
-        except CheckpointError as exc:
-            self.commit_error = exc
-            self.writer.abort(self.prefix, "s")
-
-    def _cleanup(self) -> None:
-        self.cleaner.cleanup(self.directory, min_age=0)
-
-    def run(self, plan: Sequence[tuple[str, int | None]]) -> list[bool]:
-        """Commit and clean up, taking turns by ``plan`` (see :class:`Turns`); return ``Turns.reached``."""
-        reached, self.failures = take_turns(
-            plan, list(self.stores.values()), {COMMIT: self._commit, CLEANUP: self._cleanup}
-        )
-        return reached
-
-    def check(self) -> None:
-        assert not self.failures, self.failures
-        assert self.commit_error is None or isinstance(self.commit_error, (ConcurrentModificationError, DataLossError))
-        if self.commit_error is None:
-            _reads_whole(self.plain, self.prefix, NEW)
-        elif self.committed:
-            _reads_whole(self.plain, self.prefix, OLD)
-        else:
-            assert not self.plain.exists(self.prefix), f"a failed commit left a checkpoint: {self.commit_error!r}"
-
-    def close(self) -> None:
-        for backend in (self.plain, self.writer, self.cleaner):
-            backend.close()
+def _race(
+    make: Callable[[], FileLayer],
+    directory: str,
+    *,
+    committed: bool,
+    shards: int,
+    exchange: bool,
+    writes_in_race: bool = False,
+) -> Race:
+    """One Zarr save of ``<directory>/ckpt`` and one cleanup of ``directory`` (see :class:`interleave.Race`)."""
+    return Race(
+        make,
+        directory,
+        backend=lambda files: _backend(files, exchange=exchange),
+        items=_items,
+        reads_whole=_reads_whole,
+        committed=committed,
+        shards=shards,
+        writes_in_race=writes_in_race,
+    )
 
 
 @pytest.fixture
@@ -150,8 +115,8 @@ def elsewhere(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_local_commit_and_cleanup_never_publish_missing_data(
     scratch: Path, caps: Capabilities | None, exchange: bool, first: str, committed: bool, shards: int
 ) -> None:
-    def new_case(name: str) -> Case:
-        return Case(
+    def new_case(name: str) -> Race:
+        return _race(
             lambda: LocalFiles(capabilities=caps),
             str(scratch / name),
             committed=committed,
@@ -176,8 +141,8 @@ def test_s3_commit_and_cleanup_never_publish_missing_data(
         assert isinstance(backend, ZarrBackend)
         return backend.files
 
-    def new_case(name: str) -> Case:
-        return Case(make, f"{s3_bucket}/race/{name}", committed=committed, shards=2, exchange=False)
+    def new_case(name: str) -> Race:
+        return _race(make, f"{s3_bucket}/race/{name}", committed=committed, shards=2, exchange=False)
 
     assert interleavings(new_case, first, switches=1) > 3
 

@@ -1,4 +1,4 @@
-"""Races of a Zarr save with a cleanup or another save that the cleanup race test cannot reach.
+"""Races of a Zarr save with a cleanup or another save, scripted to exact points the cleanup race test cannot reach.
 
 ``test_zarr_cleanup_race.py`` writes the shards before the race starts, and
 races one save with one cleanup. These tests place a step of one party at an
@@ -17,9 +17,9 @@ from typing import Any
 
 import numpy as np
 import pytest
-from test_zarr_cleanup_race import NEW, OLD, STATES, Case, _backend, _items
+from test_zarr_cleanup_race import STATES, _backend, _items, _reads_whole
 
-from interleave import CLEANUP, COMMIT, Interleaving, interleavings, scratch_directory
+from interleave import COMMIT, Interleaving, Race, interleavings, scratch_directory
 from trackpoint.backends.stores import FileLayer, FileSink, LocalFiles
 from trackpoint.backends.zarr import ZarrBackend, ZarrOptions, _commit
 from trackpoint.errors import CheckpointError, ConcurrentModificationError, DataLossError
@@ -318,32 +318,8 @@ def test_a_crash_between_the_renames_of_an_overwrite_leaves_the_replaced_checkpo
     assert backend.leftovers(str(tmp_path)) == []
 
 
-class _WritingCase(Case):
-    """As :class:`test_zarr_cleanup_race.Case`, but the save writes its shards inside the race too."""
-
-    def __init__(self, make: Callable[[], FileLayer], directory: str, *, committed: bool, exchange: bool) -> None:
-        self.directory = directory
-        self.prefix = f"{directory}/ckpt"
-        self.plain = _backend(make(), exchange=exchange)
-        if committed:
-            self.plain.save(self.prefix, _items(OLD), CheckpointOptions(num_writers=2))
-        self.stores = {COMMIT: Interleaving(make(), COMMIT), CLEANUP: Interleaving(make(), CLEANUP)}
-        self.writer = _backend(self.stores[COMMIT], exchange=exchange)
-        self.cleaner = _backend(self.stores[CLEANUP], exchange=exchange)
-        self.committed = committed
-        self.commit_error: CheckpointError | None = None
-        self.failures: list[BaseException] = []
-
-    def _commit(self) -> None:
-        try:
-            self.writer.begin(self.prefix, "s", overwrite=True)
-            shards = [
-                self.writer.write_shard(self.prefix, ShardSpec(i, 2, "s"), [item]) for i, item in enumerate(_items(NEW))
-            ]
-            self.writer.commit(self.prefix, shards, overwrite=True)
-        except CheckpointError as exc:
-            self.commit_error = exc
-            self.writer.abort(self.prefix, "s")
+class _WritingRace(Race):
+    """As :class:`interleave.Race`, but the save writes its shards inside the race too."""
 
     def check(self) -> None:
         super().check()
@@ -369,9 +345,17 @@ def test_local_shard_writes_that_a_cleanup_interrupts_fail_saying_so(
 ) -> None:
     with scratch_directory(tmp_path) as scratch:
 
-        def new_case(name: str) -> _WritingCase:
-            make = lambda: LocalFiles(capabilities=caps)  # noqa: E731
-            return _WritingCase(make, str(scratch / name), committed=committed, exchange=exchange)
+        def new_case(name: str) -> _WritingRace:
+            return _WritingRace(
+                lambda: LocalFiles(capabilities=caps),
+                str(scratch / name),
+                backend=lambda files: _backend(files, exchange=exchange),
+                items=_items,
+                reads_whole=_reads_whole,
+                committed=committed,
+                shards=2,
+                writes_in_race=True,
+            )
 
         # The save first: a cleanup that starts first finds nothing and is over in one listing.
         assert interleavings(new_case, COMMIT, switches=2) > 5
