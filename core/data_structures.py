@@ -51,7 +51,7 @@ What is saved (the rule, also in ``docs/concepts.md``):
   The copy follows the containers given: a save saves what they hold then (after a step, or an edit). A
   restore fills them, as PyTorch's ``dcp.load`` does: its tensors in place, and what it replaces (Python
   numbers, tuples) is written into them too; a list of tensors given shorter than the one saved (LBFGS's
-  history) takes the saved length;
+  history) takes the saved length, and LBFGS's ``al`` the restored ``history_size`` (see :func:`restoring`);
 * Python numbers (``bool``, ``int``, ``float``) given to a ``Checkpoint``,
   directly or in its containers ("strict" containers), are saved as scalars
   (``bool``, ``int64``, ``float64``) and replaced on restore by a Python
@@ -100,7 +100,7 @@ from trackpoint._array_values import (
     is_numpy_value,
 )
 from trackpoint.errors import NameConflictError, TrackableError
-from trackpoint.stateful import StatefulValue, is_stateful, stateful_node
+from trackpoint.stateful import StatefulValue, is_stateful, pad_lbfgs_al, stateful_node
 from trackpoint.trackable import Trackable
 
 __all__ = [
@@ -293,9 +293,13 @@ class _Restoring(threading.local):
     depth = 0
     #: The plain trees (see _PlainTree) a restore replaced something in, by id: rebuilt when it ends.
     stale: dict[int, _PlainTree]
+    #: The torch optimizer state dicts given as dicts (the user's, see _saves_strings) a restore met, by id:
+    #: LBFGS's ``al`` in them is given its ``history_size`` places when it ends (see pad_lbfgs_al).
+    state_dicts: dict[int, dict[Any, Any]]
 
     def __init__(self) -> None:
         self.stale = {}
+        self.state_dicts = {}
 
 
 _RESTORING = _Restoring()
@@ -310,6 +314,11 @@ def restoring() -> Iterator[None]:
     listing the graph is no save. When the outermost restore ends, the attributes holding a plain tree it
     replaced something in are rebuilt (see :class:`_PlainTree`), so that they stay in the instance's
     ``__dict__`` (``vars()``, ``copy``, pickling see them); after a restore that raised, at their first read.
+    Then too each ``al`` of a torch ``LBFGS`` state dict given as a dict that it met takes the places of the
+    ``history_size`` restored with it, as the optimizer itself restored does (see
+    :func:`~trackpoint.stateful.pad_lbfgs_al`): the restore fills only the places the checkpoint holds values
+    for, and the param group's ``history_size``, which ``load_state_dict`` then gives the optimizer, may be
+    larger than the ``al`` given.
     """
     state = _RESTORING
     state.depth += 1
@@ -321,9 +330,12 @@ def restoring() -> Iterator[None]:
         state.depth -= 1
         if not state.depth:
             trees, state.stale = state.stale, {}
+            state_dicts, state.state_dicts = state.state_dicts, {}
             if ended:
                 for tree in trees.values():
                     tree.rebuild()
+                for state_dict in state_dicts.values():
+                    pad_lbfgs_al(state_dict)
 
 
 class _Wrapping(threading.local):
@@ -1898,6 +1910,10 @@ class _DictWrapper(TrackableDataStructure, dict[Any, Any]):
 
     def _trackable_children(self) -> dict[str, Trackable]:
         self._check_source()
+        found = self.__dict__.get("_self_source")
+        if _RESTORING.depth and found is not None and _saves_strings(found[0]):
+            # A copy of a torch optimizer's state dict, walked by a restore: see restoring.
+            _RESTORING.state_dicts[id(found[0])] = found[0]
         self._check_external_modification()
         if self._self_external:
             message = _EXTERNAL_MESSAGE.format(

@@ -910,6 +910,30 @@ def _is_int_text(name: str) -> bool:
     return name.lstrip("-").isdigit() and str(int(name)) == name
 
 
+def pad_lbfgs_al(state_dict: Mapping[Any, Any], size: int | None = None) -> None:
+    """Give each ``al`` of a torch ``LBFGS`` state dict restored, ``state_dict``, ``history_size`` places.
+
+    ``LBFGS`` makes ``al`` a list of ``history_size`` places, ``None`` where no step computed one yet, and its
+    next step indexes it by the ``history_size`` of its param group. A checkpoint saves only what a step
+    computed (``None`` is not saved), so a restore gives ``al`` only as many places as it held values then, or
+    as the state dict restored into held. The ``history_size`` is the one restored with it, the checkpoint's
+    (``load_state_dict`` gives the optimizer the saved param group, whatever it was built with); ``size`` where
+    ``state_dict`` holds no param group telling one. A longer ``al`` is left as it is. The one rule of both
+    layouts: the optimizer's state rebuilt (see ``_Rebuild``) and its state dict given as a dict, restored in
+    place (see ``trackpoint.data_structures.restoring``).
+    """
+    groups = state_dict.get("param_groups")
+    group = groups[0] if isinstance(groups, list) and groups and isinstance(groups[0], Mapping) else {}
+    size = group.get("history_size", size)
+    if not isinstance(size, int):
+        return
+    states = state_dict.get("state")
+    for state in states.values() if isinstance(states, Mapping) else ():
+        al = state.get("al") if isinstance(state, Mapping) else None
+        if isinstance(al, list) and len(al) < size:
+            al += [None] * (size - len(al))
+
+
 class _Rebuild:
     """Rebuilds a state dict from the entries of a checkpoint that holds it as a dict, typed by the object's own.
 
@@ -1097,11 +1121,11 @@ class _Rebuild:
             return None
         if lbfgs and "d" in found:
             # After a step: an empty list of its history holds nothing to save. (`al` is padded once the param
-            # groups are rebuilt, see _pad_lbfgs_al.)
+            # groups are rebuilt, see pad_lbfgs_al.)
             for key in ("old_dirs", "old_stps", "ro"):
                 found.setdefault(key, [])
         if self.lbfgs and optimizer:
-            self._pad_lbfgs_al(found)
+            pad_lbfgs_al(found, self.obj.param_groups[0]["history_size"])
         result: Any = (type(template) if type(template) in _MAPPING_NAMES else dict)()
         for key, held in template.items():  # in the object's order, as its own state dict has them
             if key in found:
@@ -1115,22 +1139,6 @@ class _Rebuild:
             # The module versions of a module's state dict (not in that layout): the module's own.
             result._metadata = metadata
         return result
-
-    def _pad_lbfgs_al(self, found: dict[Any, Any]) -> None:
-        """Give each ``al`` of LBFGS's rebuilt state dict, ``found``, ``history_size`` places, as LBFGS makes it.
-
-        Only what a step computed is saved (``None`` is not). The ``history_size`` is the one restored with it,
-        the checkpoint's: ``load_state_dict`` gives the optimizer the saved param group, whose ``history_size``
-        its next step indexes ``al`` by, whatever the optimizer was built with.
-        """
-        groups = found.get("param_groups")
-        group = groups[0] if isinstance(groups, list) and groups and isinstance(groups[0], Mapping) else {}
-        size = group.get("history_size", self.obj.param_groups[0]["history_size"])
-        states = found.get("state")
-        for state in states.values() if isinstance(states, Mapping) else ():
-            al = state.get("al") if isinstance(state, Mapping) else None
-            if isinstance(al, list):
-                al += [None] * (size - len(al))
 
     def _sequence(
         self, entries: Mapping[str, _SavedEntry], template: list[Any] | tuple[Any, ...], place: str, context: str

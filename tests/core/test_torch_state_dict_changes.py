@@ -9,8 +9,7 @@ state dict is given: to a ``Checkpoint``, in its containers, or to an ``AutoTrac
 
 from __future__ import annotations
 
-import collections
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -18,11 +17,9 @@ import pytest
 
 import trackpoint as tp
 from stateful_objects import assert_same
+from torch_training import INPUTS, TARGETS, assert_plain, closure, lbfgs
 
 torch = pytest.importorskip("torch")
-
-INPUTS = torch.linspace(-1, 1, 24).reshape(8, 3)
-TARGETS = torch.linspace(0, 2, 8).reshape(8, 1)
 
 
 class CountingOptimizer(torch.optim.Optimizer):  # type: ignore[misc]
@@ -49,38 +46,6 @@ def _train(net: Any, opt: Any) -> None:
     opt.step()
 
 
-def _closure(net: Any, opt: Any) -> Callable[[], Any]:
-    def closure() -> Any:
-        opt.zero_grad()
-        loss = (net(INPUTS) - TARGETS).square().mean()
-        loss.backward()
-        return loss
-
-    return closure
-
-
-def _lbfgs(seed: int, steps: int) -> tuple[Any, Any]:
-    torch.manual_seed(seed)
-    net = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.Tanh(), torch.nn.Linear(4, 1))
-    opt = torch.optim.LBFGS(net.parameters(), lr=0.5, history_size=3, max_iter=4)
-    for _ in range(steps):
-        opt.step(_closure(net, opt))
-    return net, opt
-
-
-def _containers(value: Any) -> Iterator[Any]:
-    """``value``, if a dict, list or tuple, and every one inside it."""
-    if isinstance(value, (dict, list, tuple)):
-        yield value
-        for item in value.values() if isinstance(value, dict) else value:
-            yield from _containers(item)
-
-
-def _assert_plain(value: Any) -> None:
-    """No trackpoint wrapper took the place of one of ``value``'s containers."""
-    assert all(type(c) in (dict, collections.OrderedDict, list, tuple) for c in _containers(value))
-
-
 def test_a_python_int_step_counted_since_the_state_dict_was_given_is_saved(tmp_path: Path) -> None:
     net = torch.nn.Linear(3, 1)
     opt = CountingOptimizer(net.parameters())
@@ -94,7 +59,7 @@ def test_a_python_int_step_counted_since_the_state_dict_was_given_is_saved(tmp_p
     saved = tp.load_tree(second)["optim"]["state"]["0"]
     assert saved["step"] == 2 and type(saved["step"]) is int
     assert type(opt.state[net.weight]["step"]) is int  # the optimizer's own dict holds its own int
-    _assert_plain(list(opt.state.values()))
+    assert_plain(list(opt.state.values()))
 
 
 def test_an_edit_of_the_dict_given_is_saved(tmp_path: Path) -> None:
@@ -110,32 +75,32 @@ def test_an_edit_of_the_dict_given_is_saved(tmp_path: Path) -> None:
 
     group = tp.load_tree(path)["optim"]["param_groups"]["0"]
     assert group["lr"] == 0.01 and (group["betas"]["0"], group["betas"]["1"]) == (0.5, 0.6)
-    _assert_plain(sd)
+    assert_plain(sd)
 
 
 def test_a_restore_fills_what_the_dict_given_holds_after_a_step(tmp_path: Path) -> None:
-    net, opt = _lbfgs(0, steps=5)
+    net, opt = lbfgs(0, steps=5)
     path = tp.Checkpoint(model=net.state_dict(), optim=opt.state_dict()).save(str(tmp_path / "ckpt"))
 
-    net2, opt2 = _lbfgs(1, steps=3)  # a full history (history_size 3), as the one saved
+    net2, opt2 = lbfgs(1, steps=3)  # a full history (history_size 3), as the one saved
     sd = {"model": net2.state_dict(), "optim": opt2.state_dict()}
     ckpt = tp.Checkpoint(**sd)
     # A step after the dict was given: new tensors (`d`, `prev_flat_grad`) and a rolled history in opt2's dicts.
-    opt2.step(_closure(net2, opt2))
+    opt2.step(closure(net2, opt2))
     ckpt.restore(path).assert_consumed()
 
-    _assert_plain(sd)
+    assert_plain(sd)
     net2.load_state_dict(sd["model"])
     opt2.load_state_dict(sd["optim"])
     assert_same(opt2.state_dict(), opt.state_dict())
-    opt.step(_closure(net, opt))
-    opt2.step(_closure(net2, opt2))
+    opt.step(closure(net, opt))
+    opt2.step(closure(net2, opt2))
     assert_same(net2.state_dict(), net.state_dict())
 
 
 @pytest.mark.parametrize("holder", ["autotrackable", "autotrackable_dict", "checkpoint_attribute"])
 def test_a_state_dict_given_to_any_holder_leaves_the_optimizer_its_own_lists(tmp_path: Path, holder: str) -> None:
-    net, opt = _lbfgs(0, steps=2)
+    net, opt = lbfgs(0, steps=2)
     sd = opt.state_dict()
     if holder == "checkpoint_attribute":
         ckpt = tp.Checkpoint()
@@ -145,13 +110,13 @@ def test_a_state_dict_given_to_any_holder_leaves_the_optimizer_its_own_lists(tmp
         module.optim = sd if holder == "autotrackable" else {"optim": sd}
         ckpt = tp.Checkpoint(module=module)
     ckpt.save(str(tmp_path / "given"))
-    _assert_plain(list(opt.state.values()))
-    _assert_plain(sd)
+    assert_plain(list(opt.state.values()))
+    assert_plain(sd)
 
     # The optimizer itself saves after a step: its history holds its own lists, no wrapper it would refuse.
-    opt.step(_closure(net, opt))
+    opt.step(closure(net, opt))
     path = tp.Checkpoint(optim=opt).save(str(tmp_path / "own"))
     assert tp.load_tree(path)["optim"]["state"][0]["n_iter"] == opt.state[net[0].weight]["n_iter"]
-    _assert_plain(list(opt.state.values()))
+    assert_plain(list(opt.state.values()))
     ckpt.save(str(tmp_path / "given"))  # the state dict given is followed after that step too
-    _assert_plain(list(opt.state.values()))
+    assert_plain(list(opt.state.values()))

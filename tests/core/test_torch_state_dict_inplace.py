@@ -11,8 +11,7 @@ the next save would be refused.
 
 from __future__ import annotations
 
-import collections
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -20,11 +19,9 @@ import pytest
 
 import trackpoint as tp
 from stateful_objects import assert_same
+from torch_training import INPUTS, TARGETS, assert_plain, closure, containers, lbfgs
 
 torch = pytest.importorskip("torch")
-
-INPUTS = torch.linspace(-1, 1, 24).reshape(8, 3)
-TARGETS = torch.linspace(0, 2, 8).reshape(8, 1)
 
 
 def _adam(seed: int, steps: int, **options: Any) -> tuple[Any, Any]:
@@ -38,41 +35,9 @@ def _adam(seed: int, steps: int, **options: Any) -> tuple[Any, Any]:
     return net, opt
 
 
-def _closure(net: Any, opt: Any) -> Callable[[], Any]:
-    def closure() -> Any:
-        opt.zero_grad()
-        loss = (net(INPUTS) - TARGETS).square().mean()
-        loss.backward()
-        return loss
-
-    return closure
-
-
-def _lbfgs(seed: int, steps: int, history_size: int = 3, max_iter: int = 4) -> tuple[Any, Any]:
-    torch.manual_seed(seed)
-    net = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.Tanh(), torch.nn.Linear(4, 1))
-    opt = torch.optim.LBFGS(net.parameters(), lr=0.5, history_size=history_size, max_iter=max_iter)
-    for _ in range(steps):
-        opt.step(_closure(net, opt))
-    return net, opt
-
-
-def _containers(value: Any) -> Iterator[Any]:
-    """``value``, if a dict, list or tuple, and every one inside it."""
-    if isinstance(value, (dict, list, tuple)):
-        yield value
-        for item in value.values() if isinstance(value, dict) else value:
-            yield from _containers(item)
-
-
 def _layout(value: Any) -> list[tuple[int, type, list[int]]]:
     """Each container of ``value``: its identity, its exact type and the identity of what it holds."""
-    return [(id(c), type(c), [id(v) for v in (c.values() if isinstance(c, dict) else c)]) for c in _containers(value)]
-
-
-def _assert_plain(value: Any) -> None:
-    """No trackpoint wrapper took the place of one of ``value``'s containers."""
-    assert all(type(c) in (dict, collections.OrderedDict, list, tuple) for c in _containers(value))
+    return [(id(c), type(c), [id(v) for v in (c.values() if isinstance(c, dict) else c)]) for c in containers(value)]
 
 
 def test_adam_state_dict_restored_in_place_loads_the_saved_values(tmp_path: Path) -> None:
@@ -88,7 +53,7 @@ def test_adam_state_dict_restored_in_place_loads_the_saved_values(tmp_path: Path
     assert group["lr"] == 1e-3 and type(group["lr"]) is float
     assert group["betas"] == (0.8, 0.95) and type(group["betas"]) is tuple
     assert torch.equal(state["step"], torch.tensor(2.0))
-    _assert_plain(sd)
+    assert_plain(sd)
     net2.load_state_dict(sd["model"])
     opt2.load_state_dict(sd["optim"])
     assert opt2.param_groups[0]["lr"] == 1e-3 and opt2.param_groups[0]["betas"] == (0.8, 0.95)
@@ -97,11 +62,11 @@ def test_adam_state_dict_restored_in_place_loads_the_saved_values(tmp_path: Path
 
 
 def test_lbfgs_state_dict_restored_in_place_loads_its_history_and_counters(tmp_path: Path) -> None:
-    net, opt = _lbfgs(0, steps=5)
+    net, opt = lbfgs(0, steps=5)
     path = tp.Checkpoint(model=net.state_dict(), optim=opt.state_dict()).save(str(tmp_path / "ckpt"))
     saved = opt.state[net[0].weight]
 
-    net2, opt2 = _lbfgs(1, steps=2)  # a full history too (history_size 3), of other values
+    net2, opt2 = lbfgs(1, steps=2)  # a full history too (history_size 3), of other values
     mine = opt2.state[net2[0].weight]
     assert [len(mine[key]) for key in ("old_dirs", "old_stps", "ro", "al")] == [3] * 4
     assert (mine["n_iter"], mine["func_evals"]) != (saved["n_iter"], saved["func_evals"])
@@ -115,24 +80,24 @@ def test_lbfgs_state_dict_restored_in_place_loads_its_history_and_counters(tmp_p
     for key in ("old_dirs", "old_stps", "ro", "al"):
         assert type(state[key]) is list
         assert all(torch.equal(a, b) for a, b in zip(state[key], saved[key], strict=True))
-    _assert_plain(sd)
+    assert_plain(sd)
     net2.load_state_dict(sd["model"])
     opt2.load_state_dict(sd["optim"])
     assert_same(opt2.state_dict(), opt.state_dict())
 
     # One more step of each makes the same parameters.
-    opt.step(_closure(net, opt))
-    opt2.step(_closure(net2, opt2))
+    opt.step(closure(net, opt))
+    opt2.step(closure(net2, opt2))
     assert_same(net2.state_dict(), net.state_dict())
 
 
 def test_an_lbfgs_history_given_shorter_than_the_saved_one_takes_the_whole_saved_history(tmp_path: Path) -> None:
-    net, opt = _lbfgs(0, steps=2, history_size=5, max_iter=3)
+    net, opt = lbfgs(0, steps=2, history_size=5, max_iter=3)
     saved = opt.state[net[0].weight]
     assert len(saved["old_dirs"]) == 3 and sum(a is not None for a in saved["al"]) == 3
     path = tp.Checkpoint(model=net.state_dict(), optim=opt.state_dict()).save(str(tmp_path / "ckpt"))
 
-    net2, opt2 = _lbfgs(1, steps=1, history_size=5, max_iter=3)  # a younger optimizer: a shorter history
+    net2, opt2 = lbfgs(1, steps=1, history_size=5, max_iter=3)  # a younger optimizer: a shorter history
     assert len(opt2.state[net2[0].weight]["old_dirs"]) == 1
     sd = {"model": net2.state_dict(), "optim": opt2.state_dict()}
     tp.Checkpoint(**sd).restore(path).assert_consumed()
@@ -141,31 +106,31 @@ def test_an_lbfgs_history_given_shorter_than_the_saved_one_takes_the_whole_saved
     for key in ("old_dirs", "old_stps", "ro", "al"):
         assert type(state[key]) is list and len(state[key]) == len(saved[key])
         assert all((a is None and b is None) or torch.equal(a, b) for a, b in zip(state[key], saved[key], strict=True))
-    _assert_plain(sd)
+    assert_plain(sd)
     net2.load_state_dict(sd["model"])
     opt2.load_state_dict(sd["optim"])
     assert_same(opt2.state_dict(), opt.state_dict())
-    opt.step(_closure(net, opt))
-    opt2.step(_closure(net2, opt2))
+    opt.step(closure(net, opt))
+    opt2.step(closure(net2, opt2))
     assert_same(net2.state_dict(), net.state_dict())
 
 
 def test_an_lbfgs_history_given_longer_than_the_saved_one_is_named_by_the_status(tmp_path: Path) -> None:
     # The restore fills the places the dicts hold, and removes none: the history the younger checkpoint
     # lacks is named (the optimizer itself, given instead, takes the saved history whole).
-    _, opt = _lbfgs(0, steps=1, history_size=5, max_iter=3)
+    _, opt = lbfgs(0, steps=1, history_size=5, max_iter=3)
     path = tp.Checkpoint(optim=opt.state_dict()).save(str(tmp_path / "ckpt"))
-    _, opt2 = _lbfgs(1, steps=2, history_size=5, max_iter=3)
+    _, opt2 = lbfgs(1, steps=2, history_size=5, max_iter=3)
     status = tp.Checkpoint(optim=opt2.state_dict()).restore(path)
     with pytest.raises(tp.MatchError, match=r"\(root\)\.optim\.state\.0\.old_dirs\.1"):
         status.assert_existing_objects_matched()
 
-    _, opt3 = _lbfgs(1, steps=2, history_size=5, max_iter=3)
+    _, opt3 = lbfgs(1, steps=2, history_size=5, max_iter=3)
     tp.Checkpoint(optim=opt3).restore(path).assert_consumed()
     assert_same(opt3.state_dict(), opt.state_dict())
 
 
-@pytest.mark.parametrize("make", [_lbfgs, _adam], ids=["lbfgs", "adam"])
+@pytest.mark.parametrize("make", [lbfgs, _adam], ids=["lbfgs", "adam"])
 def test_a_save_changes_neither_the_state_dict_given_nor_the_optimizer(
     tmp_path: Path, make: Callable[[int, int], tuple[Any, Any]]
 ) -> None:
@@ -176,13 +141,13 @@ def test_a_save_changes_neither_the_state_dict_given_nor_the_optimizer(
     ckpt.save(str(tmp_path / "ckpt"))
     ckpt.save(str(tmp_path / "ckpt"))
     assert _layout(sd) == layout and _layout(opt.state) == own
-    _assert_plain(sd)
+    assert_plain(sd)
 
 
 def test_a_save_after_the_restore_saves_what_it_wrote_and_after_a_step_what_the_step_made(tmp_path: Path) -> None:
-    net, opt = _lbfgs(0, steps=5)
+    net, opt = lbfgs(0, steps=5)
     path = tp.Checkpoint(optim=opt.state_dict()).write(str(tmp_path / "saved"))
-    net2, opt2 = _lbfgs(1, steps=2)
+    net2, opt2 = lbfgs(1, steps=2)
     sd = opt2.state_dict()  # its per-parameter dicts are opt2's own
     ckpt = tp.Checkpoint(optim=sd)
     ckpt.read(path).assert_consumed()
@@ -191,26 +156,26 @@ def test_a_save_after_the_restore_saves_what_it_wrote_and_after_a_step_what_the_
     again = ckpt.write(str(tmp_path / "again"))
     assert tp.load_tree(again)["optim"]["state"]["0"]["n_iter"] == opt.state[net[0].weight]["n_iter"]
     # A step of the optimizer that owns those dicts changes them: the save saves them as they are now.
-    opt2.step(_closure(net2, opt2))
+    opt2.step(closure(net2, opt2))
     after = ckpt.write(str(tmp_path / "after"))
     assert tp.load_tree(after)["optim"]["state"]["0"]["n_iter"] == opt2.state[net2[0].weight]["n_iter"]
-    _assert_plain(opt2.state_dict())
+    assert_plain(opt2.state_dict())
 
 
 def test_a_state_dict_inside_a_dict_given_is_copied_also_with_jax_imported(tmp_path: Path) -> None:
     # With jax imported, the dict around the state dict is looked at for JAX arrays first (it holds none, so it
     # is wrapped in place): the state dict inside is still copied, its lists never replaced by wrappers.
     pytest.importorskip("jax")
-    _, opt = _lbfgs(0, steps=2)
+    _, opt = lbfgs(0, steps=2)
     sd = opt.state_dict()
     own = _layout(opt.state)
     path = tp.Checkpoint(training={"optim": sd, "epoch": 3}).write(str(tmp_path / "ckpt"))
     assert _layout(opt.state) == own
-    _assert_plain(sd)
+    assert_plain(sd)
 
-    _, opt2 = _lbfgs(1, steps=1)
+    _, opt2 = lbfgs(1, steps=1)
     sd2 = opt2.state_dict()
     tp.Checkpoint(training={"optim": sd2, "epoch": 0}).read(path).assert_consumed()
-    _assert_plain(sd2)
+    assert_plain(sd2)
     opt2.load_state_dict(sd2)
     assert_same(opt2.state_dict(), opt.state_dict())
