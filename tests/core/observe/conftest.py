@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from observers import Deletes
 from trackpoint import observe, plugins
 from trackpoint.backends import memory
 from trackpoint.plugins import hookimpl
@@ -133,3 +134,11 @@ def recorder_class() -> type[Recorder]:
 def every_progress(monkeypatch: pytest.MonkeyPatch) -> None:
     """Progress events unthrottled, so a test sees one per report."""
     monkeypatch.setattr(observe, "PROGRESS_INTERVAL", 0.0)
+
+
+@pytest.fixture
+def deletes() -> Deletes:
+    """A :class:`Deletes` observer, registered on the test's plugin manager."""
+    observer = Deletes()
+    plugins.register(observer, "deletes")
+    return observer

@@ -11,28 +11,8 @@ import numpy as np
 import pytest
 
 import trackpoint as tp
+from observers import Deletes
 from trackpoint import observe, plugins
-from trackpoint.plugins import hookimpl
-
-
-class Deletes:
-    """An observer of deletes only; ``events`` holds the fields of each, in order."""
-
-    def __init__(self) -> None:
-        self.events: list[dict[str, Any]] = []
-
-    @hookimpl
-    def trackpoint_checkpoint_deleted(
-        self, path: str, backend: str, reason: str, error: BaseException | None, seconds: float
-    ) -> None:
-        self.events.append({"path": path, "backend": backend, "reason": reason, "error": error, "seconds": seconds})
-
-
-@pytest.fixture
-def deletes() -> Deletes:
-    observer = Deletes()
-    plugins.register(observer, "deletes")
-    return observer
 
 
 def _ckpt() -> tp.Checkpoint:

@@ -16,33 +16,11 @@ import numpy as np
 import pytest
 
 import trackpoint as tp
-from trackpoint import plugins
+from observers import Deletes
 from trackpoint.backends.bundle import BundleBackend
 from trackpoint.errors import StorageError
-from trackpoint.plugins import hookimpl
 from trackpoint.saver import Saver
 from trackpoint.variables import Variable
-
-
-class Deletes:
-    """An observer of deletes only; ``events`` holds the fields of each (but ``seconds``), in order."""
-
-    def __init__(self) -> None:
-        self.events: list[dict[str, Any]] = []
-
-    @hookimpl
-    def trackpoint_checkpoint_deleted(
-        self, path: str, backend: str, reason: str, error: BaseException | None, seconds: float
-    ) -> None:
-        assert seconds >= 0
-        self.events.append({"path": path, "backend": backend, "reason": reason, "error": error})
-
-
-@pytest.fixture
-def deletes() -> Deletes:
-    observer = Deletes()
-    plugins.register(observer, "deletes")
-    return observer
 
 
 def _saver(**kwargs: Any) -> Saver:
@@ -55,7 +33,7 @@ def test_saver_retention_fires_one_event_per_checkpoint_it_deletes(
 ) -> None:
     saver = _saver(max_to_keep=1, options=tp.CheckpointOptions(backend=backend))
     paths = [saver.save(str(tmp_path / "model"), global_step=step) for step in (1, 2, 3)]
-    assert deletes.events == [
+    assert deletes.plain == [
         {"path": paths[0], "backend": backend, "reason": "retention", "error": None},
         {"path": paths[1], "backend": backend, "reason": "retention", "error": None},
     ]
@@ -66,7 +44,7 @@ def test_saver_without_max_to_keep_fires_nothing(tmp_path: Path, deletes: Delete
     saver = _saver(max_to_keep=None)
     for step in (1, 2, 3):
         saver.save(str(tmp_path / "model"), global_step=step)
-    assert deletes.events == []
+    assert deletes.plain == []
 
 
 def test_a_failed_saver_retention_delete_fires_with_its_error_and_again_when_retried(
@@ -84,18 +62,18 @@ def test_a_failed_saver_retention_delete_fires_with_its_error_and_again_when_ret
     monkeypatch.setattr(BundleBackend, "delete", refuse_once)
     with caplog.at_level(logging.WARNING, logger="trackpoint"):
         second = saver.save(str(tmp_path / "model"), global_step=2)  # the save succeeds; its delete does not
-    assert deletes.events == [{"path": first, "backend": "bundle", "reason": "retention", "error": refused}]
+    assert deletes.plain == [{"path": first, "backend": "bundle", "reason": "retention", "error": refused}]
     assert f"could not delete old checkpoint {first} (the next save retries)" in caplog.text
     assert tp.checkpoint_exists(first)  # type: ignore[arg-type]
 
     third = saver.save(str(tmp_path / "model"), global_step=3)  # retries the failed delete, then its own
-    assert deletes.events[1:] == [
+    assert deletes.plain[1:] == [
         {"path": first, "backend": "bundle", "reason": "retention", "error": None},
         {"path": second, "backend": "bundle", "reason": "retention", "error": None},
     ]
     assert not tp.checkpoint_exists(first) and not tp.checkpoint_exists(second)  # type: ignore[arg-type]
     saver.save(str(tmp_path / "model"), global_step=4)
-    assert [e["path"] for e in deletes.events[3:]] == [third]
+    assert [e["path"] for e in deletes.plain[3:]] == [third]
 
 
 def test_a_delete_that_keeps_failing_does_not_hold_back_the_others(
@@ -113,8 +91,8 @@ def test_a_delete_that_keeps_failing_does_not_hold_back_the_others(
     monkeypatch.setattr(BundleBackend, "delete", refuse_stuck)
     paths = [saver.save(str(tmp_path / "model"), global_step=step) for step in (2, 3, 4)]
     # Every save tried the stuck one again, and deleted the others as they left the window.
-    assert [e["path"] for e in deletes.events if e["error"] is not None] == [stuck] * 3
-    assert [e["path"] for e in deletes.events if e["error"] is None] == paths[:2]
+    assert [e["path"] for e in deletes.plain if e["error"] is not None] == [stuck] * 3
+    assert [e["path"] for e in deletes.plain if e["error"] is None] == paths[:2]
     assert tp.checkpoint_exists(stuck) and tp.checkpoint_exists(paths[2])  # type: ignore[arg-type]
     assert not any(tp.checkpoint_exists(p) for p in paths[:2])  # type: ignore[arg-type]
 
@@ -129,7 +107,7 @@ def test_a_copy_replacing_another_format_fires_reason_delete_for_the_replaced_on
     # copy deletes it once it is committed.
     zarr = tp.CheckpointOptions(backend="zarr")
     tp.convert(source, target, dst_options=zarr, overwrite=True)
-    assert deletes.events == [{"path": target, "backend": "bundle", "reason": "delete", "error": None}]
+    assert deletes.plain == [{"path": target, "backend": "bundle", "reason": "delete", "error": None}]
     assert not tp.checkpoint_exists(target, options=tp.CheckpointOptions(backend="bundle"))
     assert tp.checkpoint_exists(target, options=zarr)
 
@@ -150,5 +128,5 @@ def test_a_prefix_saved_again_while_its_delete_waits_for_a_retry_is_kept(
     again = saver.save(str(tmp_path / "model"), global_step=0)  # model-0 is the newest checkpoint now
     assert again == slot and tp.checkpoint_exists(slot)  # type: ignore[arg-type]
     assert not tp.checkpoint_exists(other)  # type: ignore[arg-type]
-    assert [e["path"] for e in deletes.events] == [slot, other]  # the failed attempt, then model-1's
+    assert [e["path"] for e in deletes.plain] == [slot, other]  # the failed attempt, then model-1's
     assert saver.last_checkpoints == [slot]
