@@ -89,16 +89,15 @@ class PreemptionHandler:
 
     @property
     def saved(self) -> bool:
-        """Whether the preemption save ran (and wrote the checkpoint, but see :attr:`saved_path`)."""
+        """Whether the preemption save ran and wrote the checkpoint (:attr:`saved_path`)."""
         return self._saved
 
     @property
     def saved_path(self) -> object:
         """What the save returned (the checkpoint path), once :attr:`saved`.
 
-        For a manager with ``checkpoint_interval`` that saved the current
-        step already (never twice at one step), its latest checkpoint:
-        nothing was written, and a warning says so.
+        A manager's preemption save always writes a checkpoint, also at a
+        step the loop saved already (with ``checkpoint_interval`` too).
         """
         return self._saved_path
 
