@@ -76,7 +76,10 @@ def _stderr(script: str, *, terminal: bool, env: dict[str, str] | None = None, a
 
 
 def test_a_big_save_and_restore_draw_bars_on_a_terminal() -> None:
-    drawn = _stderr(BIG, terminal=True)
+    # tqdm redraws at most every 0.1 s: a save faster than that would never draw its full count before the bar
+    # is cleared. TQDM_MININTERVAL (tqdm's environment default for the argument trackpoint leaves to it) makes
+    # every update draw, whatever the machine's speed.
+    drawn = _stderr(BIG, terminal=True, env={"TQDM_MININTERVAL": "0"})
     assert b"save run/big-1" in drawn and b"restore run/big-1" in drawn
     assert b"64.0M/64.0M" in drawn  # tqdm's byte count of the whole variable
 
