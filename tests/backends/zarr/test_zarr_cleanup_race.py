@@ -94,14 +94,8 @@ def scratch(tmp_path: Path) -> Iterator[Path]:
         yield directory
 
 
-@pytest.fixture
-def elsewhere(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The cleanup as another process runs it: no save of this process counts as running."""
-    monkeypatch.setattr(_commit, "_is_active", lambda save_id: False)
-
-
-@pytest.mark.usefixtures("elsewhere")
-@pytest.mark.parametrize(
+#: The three commit strategies on a local disk: atomic exchange, two renames, and the object stores' one.
+STRATEGIES = pytest.mark.parametrize(
     ("caps", "exchange"),
     [
         pytest.param(None, True, id="rename-exchange"),
@@ -109,6 +103,16 @@ def elsewhere(monkeypatch: pytest.MonkeyPatch) -> None:
         pytest.param(OBJECT_STORE_CAPS, False, id="create"),
     ],
 )
+
+
+@pytest.fixture
+def elsewhere(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The cleanup as another process runs it: no save of this process counts as running."""
+    monkeypatch.setattr(_commit, "_is_active", lambda save_id: False)
+
+
+@pytest.mark.usefixtures("elsewhere")
+@STRATEGIES
 @pytest.mark.parametrize("first", FIRST)
 @pytest.mark.parametrize("committed", STATES)
 @pytest.mark.parametrize("shards", [1, 2])

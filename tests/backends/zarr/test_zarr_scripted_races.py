@@ -17,7 +17,15 @@ from typing import Any
 
 import numpy as np
 import pytest
-from test_zarr_cleanup_race import STATES, _backend, _items, _reads_whole
+from test_zarr_cleanup_race import (  # the fixture is used by name
+    OBJECT_STORE_CAPS,
+    STATES,
+    STRATEGIES,
+    _backend,
+    _items,
+    _reads_whole,
+    elsewhere,  # noqa: F401
+)
 
 from interleave import COMMIT, Interleaving, Race, interleavings, scratch_directory
 from trackpoint.backends.stores import FileLayer, FileSink, LocalFiles
@@ -27,7 +35,6 @@ from trackpoint.plugins import open_backend
 from trackpoint.storage import Capabilities, CheckpointOptions, ShardSpec, WriteItem
 
 #: The local disk declared like an object store: the create strategy.
-OBJECT_STORE_CAPS = Capabilities(atomic_rename=False, conditional_create=True)
 
 #: Stops a party before an operation: ``(operation name, path)`` to whether to stop.
 Stop = Callable[[str, str], bool]
@@ -126,12 +133,6 @@ def _run(script: Script, stores: Sequence[Scripted], work: dict[str, Callable[[]
         t.join(60)
     for store in stores:
         store.script = None
-
-
-@pytest.fixture
-def elsewhere(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The cleanup as another process runs it: no save of this process counts as running."""
-    monkeypatch.setattr(_commit, "_is_active", lambda save_id: False)
 
 
 def _listing(operation: str, path: str) -> bool:
@@ -331,14 +332,7 @@ class _WritingRace(Race):
 
 
 @pytest.mark.usefixtures("elsewhere")
-@pytest.mark.parametrize(
-    ("caps", "exchange"),
-    [
-        pytest.param(None, True, id="rename-exchange"),
-        pytest.param(None, False, id="rename-two-renames"),
-        pytest.param(OBJECT_STORE_CAPS, False, id="create"),
-    ],
-)
+@STRATEGIES
 @pytest.mark.parametrize("committed", STATES)
 def test_local_shard_writes_that_a_cleanup_interrupts_fail_saying_so(
     tmp_path: Path, caps: Capabilities | None, exchange: bool, committed: bool
