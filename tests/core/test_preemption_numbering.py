@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 
 import trackpoint as tp
-from trackpoint.preemption import save_on_sigterm
+from preempting import preempt
 
 #: One step per line read from stdin; check() at the top of each step, as a training loop calls it.
 #: argv: directory, numbering ("step": save(checkpoint_number=step), "counter": save()), save every N steps,
@@ -329,15 +329,6 @@ def test_a_preemption_checkpoint_without_metrics_under_best_fn(tmp_path: Path, k
 
 
 # ------------------------------------------------------------------ told by what the loop passed, in process
-def _preempt(manager: tp.CheckpointManager) -> object:
-    """SIGTERM this process, with a handler saving at the step boundary; what the preemption save returned."""
-    with save_on_sigterm(manager, at_step=True, exit_after=False) as handler:
-        os.kill(os.getpid(), signal.SIGTERM)
-        handler.check()
-    assert handler.saved
-    return handler.saved_path
-
-
 @pytest.mark.parametrize("by_step", [True, False])
 def test_steps_equal_to_save_counter_plus_one_do_not_decide_the_numbering(by_step: bool) -> None:
     # Steps 1, 2, 3 saved: each number is both the step and save_counter + 1. What the loop passed tells:
@@ -350,7 +341,7 @@ def test_steps_equal_to_save_counter_plus_one_do_not_decide_the_numbering(by_ste
         manager.save(checkpoint_number=step) if by_step else manager.save()
     step.assign(5)  # two steps trained since
     expected = f"{run}/ckpt-5" if by_step else f"{run}/ckpt-4"
-    assert _preempt(manager) == expected == manager.latest_checkpoint
+    assert preempt(manager) == expected == manager.latest_checkpoint
 
 
 def test_a_step_counter_that_cannot_be_read_numbers_after_the_highest_with_a_warning(
@@ -368,7 +359,7 @@ def test_a_step_counter_that_cannot_be_read_numbers_after_the_highest_with_a_war
     )
     assert manager.save(checkpoint_number=100) == f"{run}/ckpt-100"  # the save does not need it
     with caplog.at_level("WARNING", logger="trackpoint"):
-        assert _preempt(manager) == f"{run}/ckpt-101"
+        assert preempt(manager) == f"{run}/ckpt-101"
     assert "cannot read step_counter" in caplog.text
 
 
@@ -388,7 +379,7 @@ def test_after_a_rollback_the_preemption_checkpoint_is_numbered_above_the_highes
         manager.save()
     ckpt.restore(manager.checkpoints[1])
     step.assign(25)
-    assert _preempt(manager) == str(tmp_path / "ckpt-6") == manager.latest_checkpoint
+    assert preempt(manager) == str(tmp_path / "ckpt-6") == manager.latest_checkpoint
     assert _names(manager) == [f"ckpt-{n}" for n in range(1, 7)]
     assert [_step_of(str(tmp_path / f"ckpt-{n}")) for n in (3, 6)] == [30, 25]
 
@@ -415,7 +406,7 @@ def test_after_a_rollback_by_step_a_preserved_checkpoint_of_that_step_is_neither
     assert manager.restore_or_initialize() == str(tmp_path / "ckpt-400")
     ckpt.restore(str(tmp_path / "ckpt-100"))
     step.assign(200)
-    assert _preempt(manager) == str(tmp_path / "ckpt-401") == tp.latest_checkpoint(str(tmp_path))
+    assert preempt(manager) == str(tmp_path / "ckpt-401") == tp.latest_checkpoint(str(tmp_path))
     assert _numbers(tmp_path) == [100, 200, 300, 400, 401]
     assert _step_of(str(tmp_path / "ckpt-200")) == 200 and _step_of(str(tmp_path / "ckpt-401")) == 200
 
@@ -433,7 +424,7 @@ def test_a_run_resumed_by_checkpoint_restore_numbers_by_step(tmp_path: Path) -> 
     manager = tp.CheckpointManager(ckpt, str(tmp_path), max_to_keep=5, step_counter=step)
     ckpt.restore(manager.latest_checkpoint)
     step.assign(250)
-    assert _preempt(manager) == str(tmp_path / "ckpt-250") == manager.latest_checkpoint
+    assert preempt(manager) == str(tmp_path / "ckpt-250") == manager.latest_checkpoint
 
 
 def test_a_failed_save_does_not_change_the_numbering(tmp_path: Path) -> None:
@@ -460,7 +451,7 @@ def test_a_failed_save_does_not_change_the_numbering(tmp_path: Path) -> None:
     with pytest.raises(tp.CheckpointExistsError, match=r"refused to write .*ckpt-2: a checkpoint this manager does"):
         manager.save()
     step.assign(350)
-    assert _preempt(manager) == str(tmp_path / "ckpt-350") == manager.latest_checkpoint
+    assert preempt(manager) == str(tmp_path / "ckpt-350") == manager.latest_checkpoint
 
 
 def test_a_preemption_save_at_a_step_checkpoint_interval_saved_saves_what_changed_since() -> None:
@@ -477,6 +468,6 @@ def test_a_preemption_save_at_a_step_checkpoint_interval_saved_saves_what_change
     assert manager.save() == f"{run}/ckpt-1"
     w.assign(np.ones(2))  # trained on within the step
     assert manager.save() is None  # the loop's own save: once per step
-    assert _preempt(manager) == f"{run}/ckpt-2" == manager.latest_checkpoint
+    assert preempt(manager) == f"{run}/ckpt-2" == manager.latest_checkpoint
     assert tp.load_checkpoint(f"{run}/ckpt-2").get_tensor("w/.ATTRIBUTES/VARIABLE_VALUE").tolist() == [1.0, 1.0]
     assert manager.save() is None  # and the loop still saves once per step

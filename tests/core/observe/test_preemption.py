@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import importlib.util
-import os
 import signal
 import subprocess
 import sys
@@ -17,6 +16,7 @@ import numpy as np
 import pytest
 
 import trackpoint as tp
+from preempting import preempt
 from trackpoint.preemption import save_on_sigterm
 
 #: Trains "forever": every step sets both variables to the step number; prints "ready" once running.
@@ -145,15 +145,6 @@ def test_bad_targets_and_threads_are_refused() -> None:
 
 
 # ------------------------------------------------------------------ numbering
-def _preempt(manager: tp.CheckpointManager) -> object:
-    """SIGTERM this process, with a handler saving at the step boundary; what the preemption save returned."""
-    with save_on_sigterm(manager, at_step=True, exit_after=False) as handler:
-        os.kill(os.getpid(), signal.SIGTERM)
-        handler.check()
-    assert handler.saved
-    return handler.saved_path
-
-
 def _manager(directory: str, step: tp.Variable, **kwargs: Any) -> tp.CheckpointManager:
     return tp.CheckpointManager(tp.Checkpoint(step=step), directory, max_to_keep=3, **kwargs)
 
@@ -169,7 +160,7 @@ def test_a_loop_numbering_by_step_gets_a_preemption_checkpoint_that_sorts_newest
     step.assign(250)
     # At the step with a step counter (Orbax's choice); without one, above the highest number.
     expected = f"{run}/ckpt-250" if with_step_counter else f"{run}/ckpt-201"
-    assert _preempt(manager) == expected
+    assert preempt(manager) == expected
     assert manager.latest_checkpoint == expected and tp.latest_checkpoint(run) == expected
     assert manager.checkpoints == [f"{run}/ckpt-100", f"{run}/ckpt-200", expected]
 
@@ -185,7 +176,7 @@ def test_a_loop_numbering_by_save_counter_gets_the_next_number(with_step_counter
         step.assign(s)
         manager.save()
     step.assign(250)
-    assert _preempt(manager) == f"{run}/ckpt-3"
+    assert preempt(manager) == f"{run}/ckpt-3"
     # The numbering goes on after it (and the interval counts from it).
     step.assign(350)
     assert manager.save() == f"{run}/ckpt-4"
@@ -204,7 +195,7 @@ def test_a_preemption_at_a_step_already_saved_saves_again_above_the_highest_numb
     assert manager.latest_checkpoint == f"{run}/ckpt-20"  # step 21 was not due
     step.assign(20)
     assert manager.save(checkpoint_number=step) is None
-    assert _preempt(manager) == f"{run}/ckpt-21" == manager.latest_checkpoint
+    assert preempt(manager) == f"{run}/ckpt-21" == manager.latest_checkpoint
     assert manager.checkpoints == [f"{run}/ckpt-10", f"{run}/ckpt-20", f"{run}/ckpt-21"]
 
 
@@ -221,7 +212,7 @@ def test_a_step_behind_the_highest_number_and_a_reopened_directory_still_sort_ne
     manager = _manager(run, step, step_counter=step)
     manager.checkpoint.restore(f"{run}/ckpt-200").assert_consumed()
     assert int(step.numpy()) == 200
-    assert _preempt(manager) == f"{run}/ckpt-301"
+    assert preempt(manager) == f"{run}/ckpt-301"
 
 
 def test_the_preemption_save_waits_for_an_async_save_before_numbering(tmp_path: Path) -> None:
@@ -230,7 +221,7 @@ def test_the_preemption_save_waits_for_an_async_save_before_numbering(tmp_path: 
     manager = _manager(str(tmp_path), step, options=options)
     step.assign(500)
     manager.save(checkpoint_number=step)  # maybe still being written when the signal arrives
-    assert _preempt(manager) == str(tmp_path / "ckpt-501")
+    assert preempt(manager) == str(tmp_path / "ckpt-501")
     assert tp.latest_checkpoint(str(tmp_path)) == str(tmp_path / "ckpt-501")
 
 
