@@ -2100,9 +2100,10 @@ class _TupleValue(TrackableDataStructure):
     elements unwrapped), so ``isinstance``, field access, ``json.dumps`` and
     every tuple operation behave as usual; this node saves its elements, by
     index and, for a namedtuple, by field name too (the same object under
-    both names, as in TensorFlow). A restore that replaces a numpy scalar or
-    read-only array in it gives the holder a new tuple holding the restored
-    value.
+    both names, as in TensorFlow). A namedtuple restored from a namedtuple
+    is matched by field name only (see :meth:`_restore_skips`). A restore
+    that replaces a numpy scalar or read-only array in it gives the holder a
+    new tuple holding the restored value.
     """
 
     _self_value: tuple[Any, ...]
@@ -2178,6 +2179,23 @@ class _TupleValue(TrackableDataStructure):
         if index is None or index in self._self_unsaved:
             return None
         return self._dependency(index, self._self_value[index])
+
+    def _restore_skips(self, names: Sequence[str]) -> frozenset[str]:
+        """Of a saved node's child names, those a restore into this tuple does not match: none, or positions.
+
+        A namedtuple saved with its field names, restored into a namedtuple, is matched by field name alone.
+        Its positions name the same elements in the saved graph, but the fields of the program restoring may
+        be another order or number (a field inserted, removed or renamed between versions): matched too, a
+        position would give a field the value saved for another one, silently, or make one array take two
+        values. Where either side has no field names (a plain tuple or a list saved, a plain tuple restoring)
+        the positions are all there is, and are matched. Asked by the restore walk once per saved node matched
+        to a tuple, never for an array. What is saved keeps both names (TensorFlow reads them).
+        """
+        if not self._self_fields:
+            return frozenset()
+        positions = frozenset(name for name in names if name.isdigit())
+        # Only positions saved: a plain tuple or a list, restored into this namedtuple by position.
+        return positions if len(positions) < len(names) else frozenset()
 
     def __repr__(self) -> str:
         return f"<tuple node {self._self_value!r}>"

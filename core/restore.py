@@ -39,7 +39,7 @@ import contextlib
 import logging
 import sys
 import weakref
-from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Hashable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final, NamedTuple, Optional
@@ -529,6 +529,10 @@ class _Traits(NamedTuple):
     #: lacks (an object holding values saved as children, see :meth:`_Plan._plan_values`), or ``None``.
     #: Looked up on the class: on an instance, a name it lacks costs an ``AutoTrackable`` a ``__getattr__``.
     missing_from: Callable[[Trackable, Sequence[str]], list[str]] | None
+    #: The class's ``_restore_skips(self, names)``: which of a saved node's child names the walk does not match
+    #: to the object (a namedtuple restored from a namedtuple skips the positions: matched by field name
+    #: alone), or ``None`` (every name is looked up). Asked only of objects matched to a node with children.
+    skips: Callable[[Trackable, Sequence[str]], Collection[str]] | None
 
 
 def _traits(cls: type[Trackable]) -> _Traits:
@@ -537,6 +541,7 @@ def _traits(cls: type[Trackable]) -> _Traits:
         default_lookup=cls._lookup_dependency is Trackable._lookup_dependency,
         simple=_is_simple(cls),
         missing_from=getattr(cls, "_entries_missing_from", None),
+        skips=getattr(cls, "_restore_skips", None),
     )
 
 
@@ -724,7 +729,7 @@ class _Plan:
             if slots and proto_id in slots:
                 self._check_slots(proto_id, trackable)
             settled = settled and traits.simple
-            edges = node.children
+            edges: Sequence[pb.TrackableObjectGraph.TrackableObject.ObjectReference] = node.children
             if not edges:
                 if settled and (trackable is view.root or DEPENDENCIES_ATTRIBUTE in trackable.__dict__):
                     settled = False  # it may have live children the checkpoint does not know
@@ -733,6 +738,12 @@ class _Plan:
             if settled:
                 parents.append(children)
             default_lookup = traits.default_lookup
+            if traits.skips is not None:
+                # Names left unmatched are not deferred either: the node they lead to is reached under another
+                # name, or reported as unresolved by the status assertions.
+                skipped = traits.skips(trackable, [edge.local_name for edge in edges])
+                if skipped:
+                    edges = [edge for edge in edges if edge.local_name not in skipped]
             for edge in edges:
                 name = edge.local_name
                 # A default lookup is a get from the children at hand (and the root's attached ones are
@@ -1448,10 +1459,15 @@ def _unmatched_report(coordinator: RestoreCoordinator, view: ObjectGraphView, un
         children = nodes[proto_id].children
         if any(child.local_name == edge for child in children):
             continue  # the checkpoint has the name: another object took its value (logged when it did)
+        # Each node once, under its first name: a namedtuple's element is saved under its field name and its
+        # position, and a namedtuple restoring takes field names only (see _TupleValue._restore_skips).
+        first_names: dict[int, str] = {}
+        for child in children:
+            first_names.setdefault(child.node_id, child.local_name)
         left = [
-            child.local_name
-            for child in children
-            if coordinator.matched_object(child.node_id) is None and _has_checkpoint_values(nodes[child.node_id])
+            name
+            for node_id, name in first_names.items()
+            if coordinator.matched_object(node_id) is None and _has_checkpoint_values(nodes[node_id])
         ]
         there = (
             f"; it has {', '.join(map(repr, left[:10]))}{', ...' if len(left) > 10 else ''} there, which no object took"
