@@ -50,8 +50,12 @@ What is saved (the rule, also in ``docs/concepts.md``):
   (same tensors), so that a save changes neither it nor the optimizer, whose per-parameter dicts it holds.
   The copy follows the containers given: a save saves what they hold then (after a step, or an edit). A
   restore fills them, as PyTorch's ``dcp.load`` does: its tensors in place, and what it replaces (Python
-  numbers, tuples) is written into them too; a list of tensors given shorter than the one saved (LBFGS's
-  history) takes the saved length, and LBFGS's ``al`` the restored ``history_size`` (see :func:`restoring`);
+  numbers, tuples) is written into them too; the state of a parameter its ``state`` lacks (an optimizer that
+  has not stepped yet) is made and filled (see :meth:`_DictWrapper._dependency_requested`); a list of tensors
+  given shorter than the one saved (LBFGS's history) takes the saved length, an LBFGS history given longer is
+  cut to it, and LBFGS's ``al`` takes the restored ``history_size`` (see :func:`restoring`). A list or dict
+  holding torch state dicts (``{"model": net.state_dict(), "optim": opt.state_dict()}``, see
+  :func:`_holds_torch_state`) is wrapped as such a copy too, so that wrapping never changes the user's dicts;
 * Python numbers (``bool``, ``int``, ``float``) given to a ``Checkpoint``,
   directly or in its containers ("strict" containers), are saved as scalars
   (``bool``, ``int64``, ``float64``) and replaced on restore by a Python
@@ -100,7 +104,17 @@ from trackpoint._array_values import (
     is_numpy_value,
 )
 from trackpoint.errors import NameConflictError, TrackableError
-from trackpoint.stateful import StatefulValue, is_stateful, pad_lbfgs_al, stateful_node
+from trackpoint.stateful import (
+    _LBFGS_LISTS,
+    StatefulValue,
+    _is_int_text,
+    is_lbfgs_state_dict,
+    is_stateful,
+    optimizer_param_numbers,
+    optimizer_state_entry,
+    pad_lbfgs_al,
+    stateful_node,
+)
 from trackpoint.trackable import Trackable
 
 __all__ = [
@@ -167,21 +181,29 @@ def _wrap(value: Any, name: str, strict: bool, where: str) -> Any:
         try:
             # A torch optimizer's state dict, wherever it sits in what was given (unless in a copy made already),
             # in a checkpoint's containers or any other (an AutoTrackable's attribute): its dicts are the
-            # optimizer's own wherever they are given.
-            state_dict = _saves_strings(value) and id(value) not in _COPYING.sources
-            if state_dict or (not _COPYING.depth and "jax" in sys.modules):
+            # optimizer's own wherever they are given. Its per-parameter dicts are the optimizer's own (LBFGS
+            # keeps lists in them, which a wrapper would replace), and a save must not change them; a restore
+            # writes what it replaces into them too (see TrackableDataStructure._restored_in_source).
+            state_dict = _saves_strings(value)
+            if state_dict and (id(value) not in _COPYING.sources or not _COPYING.state_dict):
+                with _copying(state_dict=True):
+                    # A copy made already, with the containers around it (see below), is wrapped as one.
+                    copied_already = id(value) in _COPYING.sources
+                    return _wrap(value if copied_already else _copy_containers(value), name, strict, where)
+            if not _COPYING.depth and ("jax" in sys.modules or "torch" in sys.modules):
                 # A pytree of JAX arrays: the wrappers go around copies of its containers (same arrays), so the
                 # user's pytree stays plain. JAX compares container types, and a wrapper where a dict was would
-                # fail the user's next tree_map over it and a plain tree. The outermost container is looked
-                # through once: the containers inside are wrapped within this call, and need no look of their
-                # own. So is a torch optimizer's state dict: its per-parameter dicts are the optimizer's own
-                # (LBFGS keeps lists in them, which a wrapper would replace), and a save must not change them; a
-                # restore writes what it replaces into them too (see TrackableDataStructure._restored_in_source).
-                with _copying(state_dict):
-                    if state_dict:  # `copied` is left alone: it tells assign_attribute about the outermost value
-                        return _wrap(_copy_containers(value), name, strict, where)
-                    copied = _COPYING.copied = _holds_jax(value)
-                    return _wrap(_copy_containers(value) if copied else value, name, strict, where)
+                # fail the user's next tree_map over it and a plain tree. A list or dict holding torch state
+                # dicts (`{"model": net.state_dict(), "optim": opt.state_dict()}`, torch.save's layout) is
+                # copied too, and the copies follow it as a state dict's do: wrapped in place, it would hold
+                # wrappers where the user's state dicts were (their types, their identity, `torch.load`). The
+                # outermost container is looked through once: the containers inside are wrapped within this
+                # call, and need no look of their own. (`copied` tells assign_attribute about the JAX tree.)
+                jax = "jax" in sys.modules and _holds_jax(value)
+                torch = not jax and "torch" in sys.modules and _holds_torch_state(value)
+                with _copying(state_dict=False, follow=torch):
+                    _COPYING.copied = jax
+                    return _wrap(_copy_containers(value) if jax or torch else value, name, strict, where)
             if kind is dict or kind is collections.OrderedDict or kind is list:
                 with _wrapping(value, where):
                     if kind is list:
@@ -258,6 +280,8 @@ class _Copying(threading.local):
     copied = False
     #: Whether the value being copied is a torch optimizer's state dict (see _saves_strings), not a pytree.
     state_dict = False
+    #: Whether the value being copied holds torch state dicts (see _holds_torch_state): its copies follow it.
+    follow = False
     #: The user's container each copy was made from, by the copy's id.
     sources: dict[int, Any]
 
@@ -269,20 +293,22 @@ _COPYING = _Copying()
 
 
 @contextlib.contextmanager
-def _copying(state_dict: bool) -> Iterator[None]:
+def _copying(state_dict: bool, follow: bool = False) -> Iterator[None]:
     """Wrap copies made by :func:`_copy_containers` in this thread, each wrapper keeping its copy's source.
 
     ``state_dict`` tells that the copies are of a torch optimizer's state dict (see :func:`_saves_strings`),
-    whose wrappers follow their sources (see :meth:`TrackableDataStructure._check_source`).
+    ``follow`` that they are of a list or dict holding torch state dicts (see :func:`_holds_torch_state`): the
+    wrappers of either follow their sources (see :meth:`TrackableDataStructure._check_source`).
     """
-    outer = _COPYING.state_dict
+    outer = _COPYING.state_dict, _COPYING.follow
     _COPYING.depth += 1
     _COPYING.state_dict = state_dict
+    _COPYING.follow = follow or (state_dict and _COPYING.follow)
     try:
         yield
     finally:
         _COPYING.depth -= 1
-        _COPYING.state_dict = outer
+        _COPYING.state_dict, _COPYING.follow = outer
         if not _COPYING.depth:
             _COPYING.sources.clear()
 
@@ -297,9 +323,18 @@ class _Restoring(threading.local):
     #: LBFGS's ``al`` in them is given its ``history_size`` places when it ends (see pad_lbfgs_al).
     state_dicts: dict[int, dict[Any, Any]]
 
+    #: The LBFGS per-parameter dicts (copies, see _DictWrapper._entries_missing_from) a restore planned, by id:
+    #: each with the names of its history lists the checkpoint holds, and its restore uid before the restore.
+    histories: dict[int, tuple[_DictWrapper, list[str], int]]
+    #: The lists in a torch optimizer's state dict given as a dict that a restore planned, by id: each with the
+    #: length of the list the checkpoint holds there (None where its entries are not a list's positions).
+    lengths: dict[int, tuple[ListWrapper, int | None]]
+
     def __init__(self) -> None:
         self.stale = {}
         self.state_dicts = {}
+        self.histories = {}
+        self.lengths = {}
 
 
 _RESTORING = _Restoring()
@@ -318,7 +353,9 @@ def restoring() -> Iterator[None]:
     ``history_size`` restored with it, as the optimizer itself restored does (see
     :func:`~trackpoint.stateful.pad_lbfgs_al`): the restore fills only the places the checkpoint holds values
     for, and the param group's ``history_size``, which ``load_state_dict`` then gives the optimizer, may be
-    larger than the ``al`` given.
+    larger than the ``al`` given. Before that, each list of an ``LBFGS`` history given longer than the one the
+    checkpoint holds is cut to the saved length (see :meth:`_DictWrapper._take_saved_history`), so that the
+    history restored is the saved one whole, as the optimizer itself restored takes it.
     """
     state = _RESTORING
     state.depth += 1
@@ -331,9 +368,13 @@ def restoring() -> Iterator[None]:
         if not state.depth:
             trees, state.stale = state.stale, {}
             state_dicts, state.state_dicts = state.state_dicts, {}
+            histories, state.histories = state.histories, {}
+            lengths, state.lengths = state.lengths, {}
             if ended:
                 for tree in trees.values():
                     tree.rebuild()
+                for wrapper, names, before in histories.values():
+                    wrapper._take_saved_history(names, before, lengths)
                 for state_dict in state_dicts.values():
                     pad_lbfgs_al(state_dict)
 
@@ -393,6 +434,31 @@ def _holds_jax(value: Any) -> bool:
             return True
         elif kind not in _NOTHING_INSIDE and not is_array_value(item) and is_pytree_node(item):
             pending.extend(_node_children(item))
+    return False
+
+
+def _holds_torch_state(value: Any) -> bool:
+    """Whether ``value``, a list, dict or tuple, holds torch state dicts: a torch optimizer's state dict (see
+    :func:`_saves_strings`) or a torch tensor in a container inside it (``{"model": net.state_dict()}``).
+
+    Wrapped in place, such a container would hold wrappers where those containers were. One holding tensors
+    itself only (``net.state_dict()``) is not changed by its wrapper: it is wrapped in place, as TensorFlow does.
+    """
+    pending, seen = [(value, 0)], set()
+    while pending:
+        item, depth = pending.pop()
+        if id(item) in seen:
+            continue  # a container holding itself
+        seen.add(id(item))
+        kind = type(item)
+        if kind is dict or kind is collections.OrderedDict:
+            if depth and _saves_strings(item):
+                return True
+            pending.extend((child, depth + 1) for child in item.values())
+        elif kind is list or isinstance(item, tuple):
+            pending.extend((child, depth + 1) for child in item)
+        elif depth > 1 and dtypes._is_torch_tensor(item):
+            return True
     return False
 
 
@@ -1105,8 +1171,10 @@ class TrackableDataStructure(Trackable, metaclass=abc.ABCMeta):
         source = _COPYING.sources.get(id(storage)) if _COPYING.depth else None
         if source is not None:
             self._self_source = (source, list(source.items()) if isinstance(source, dict) else list(source))
+            if _COPYING.state_dict or _COPYING.follow:
+                self._self_of_state_dict = True  # follows its source, and a restore writes into it
             if _COPYING.state_dict:
-                self._self_of_state_dict = True
+                self._self_in_optimizer = True  # inside a torch optimizer's state dict
 
     def _forget_source(self) -> None:
         """A restore replaced a value here: the copy no longer mirrors the user's container, which is let go.
@@ -1443,7 +1511,7 @@ class ListWrapper(TrackableDataStructure, list[Any]):
         mirrored = self._self_mutation is None and not self._self_external and len(storage) == len(then)
         followed: list[Any] = []
         unsaved: dict[int, Any] = {}
-        with _copying(state_dict=True):
+        with _copying(state_dict=self.__dict__.get("_self_in_optimizer", False), follow=True):
             for index, value in enumerate(now):
                 if mirrored and index < len(then) and then[index] is value and id(storage[index]) not in given:
                     followed.append(storage[index])
@@ -1474,7 +1542,7 @@ class ListWrapper(TrackableDataStructure, list[Any]):
         """
         waiting = self._deferred_dependencies.get(name)
         found = self.__dict__.get("_self_source")
-        if not waiting or found is None or not self.__dict__.get("_self_of_state_dict"):
+        if not waiting or found is None or not self.__dict__.get("_self_in_optimizer"):
             return
         storage = self._self_storage
         index = _index_of(name, len(storage) + 1)
@@ -1499,6 +1567,33 @@ class ListWrapper(TrackableDataStructure, list[Any]):
                 then.append(tensor)
             else:
                 source[index] = then[index] = tensor
+
+    def _entries_missing_from(self, names: Sequence[str]) -> list[str]:
+        """A restore plans this list from a node holding ``names``: a copy in a torch optimizer's state dict
+        records the length saved (see :meth:`_DictWrapper._take_saved_history`). Nothing is reported missing."""
+        if _RESTORING.depth and self.__dict__.get("_self_in_optimizer"):
+            length = len(names) if sorted(names) == sorted(map(str, range(len(names)))) else None
+            _RESTORING.lengths[id(self)] = (self, length)
+        return []
+
+    def _take_saved_length(self, length: int) -> None:
+        """Cut this copy, and the user's list it copies, to the ``length`` a restore found saved (a restore's write:
+        no change a save refuses)."""
+        storage = self._self_storage
+        if length >= len(storage):
+            return
+        found = self.__dict__.get("_self_source")
+        if found is not None:
+            source, then = found
+            if len(source) == len(then) == len(storage):  # else it changed since: the copy follows it at the next use
+                del source[length:]
+                del then[length:]
+        del storage[length:]
+        for index in [index for index in self._self_nodes if index >= length]:
+            del self._self_nodes[index]
+        if not self._dirty():
+            self._self_snapshot = list(storage)
+        self._mirror()
 
     def _place(self, index: int, value: Any) -> tuple[Any, bool]:
         stored, tracked = self._store(index, value)
@@ -1782,6 +1877,11 @@ class _DictWrapper(TrackableDataStructure, dict[Any, Any]):
     (``0`` and ``"0"``), and a dict changed other than through the wrapper.
     """
 
+    #: On the copy of a torch optimizer's state dict's ``state``: that state dict's copy (see _link_optimizer).
+    _self_optimizer: weakref.ref[_DictWrapper]
+    #: On the copy of one of its per-parameter dicts: the state dict's copy too.
+    _self_param_of: weakref.ref[_DictWrapper]
+
     def __init__(self, wrapped_dict: Any = None, *, strict: bool = False, _where: str | None = None) -> None:
         self._init_structure(strict, _where, "dict")
         if strict and _saves_strings(wrapped_dict):
@@ -1803,7 +1903,102 @@ class _DictWrapper(TrackableDataStructure, dict[Any, Any]):
                 self._self_unsaved.add(key)
         self._self_snapshot: dict[Any, Any] | None = dict(storage)
         self._remember_source(storage)
+        self._link_optimizer()
         self._mirror()
+
+    def _link_optimizer(self) -> None:
+        """In a copy of a torch optimizer's state dict, tell the wrapper of its ``state`` (and that one the wrappers
+        of its per-parameter dicts) which state dict they are in (see :meth:`_dependency_requested`)."""
+        if not self.__dict__.get("_self_in_optimizer"):
+            return
+        found = self.__dict__.get("_self_source")
+        if found is not None and _saves_strings(found[0]):
+            state = self._self_storage.get("state")
+            if isinstance(state, _DictWrapper):
+                state._self_optimizer = weakref.ref(self)
+                state._link_optimizer()
+            return
+        holder = self.__dict__.get("_self_optimizer")
+        if holder is not None:
+            for value in self._self_storage.values():
+                if isinstance(value, _DictWrapper):
+                    value._self_param_of = holder
+
+    def _dependency_requested(self, name: str) -> None:
+        """A restore holds the state of parameter ``name``, which this copy of an optimizer's ``state`` lacks: make it.
+
+        The state dict of an optimizer that has not stepped yet (``opt.state_dict()`` in a fresh process) holds
+        no per-parameter state: the entry the checkpoint holds is made in the user's ``state`` dict (see
+        :func:`~trackpoint.stateful.optimizer_state_entry`: CPU tensors of the saved dtypes and shapes, Python
+        numbers of the saved types) and filled by the restore, so that ``opt.load_state_dict`` afterwards loads
+        it, as it would load the optimizer's own restored state. Only in a checkpoint's containers, in a state
+        dict as torch makes it (see :func:`~trackpoint.stateful.optimizer_param_numbers`), for a parameter
+        number of its ``param_groups``, and where the checkpoint tells each value's kind with certainty: else
+        nothing is made, and the restore's status names the entry.
+        """
+        waiting = self._deferred_dependencies.get(name)
+        holder_ref = self.__dict__.get("_self_optimizer")
+        holder = None if holder_ref is None else holder_ref()
+        found = self.__dict__.get("_self_source")
+        # Only in a checkpoint's containers: an AutoTrackable's save no Python numbers (configuration), so what
+        # the checkpoint holds of a parameter's state there may lack some.
+        if not waiting or holder is None or found is None or not self._self_strict or not _is_int_text(name):
+            return
+        given = holder.__dict__.get("_self_source")
+        state_dict, source = (None, None) if given is None else (given[0], found[0])
+        if state_dict is None or state_dict.get("state") is not source:
+            return
+        numbers = optimizer_param_numbers(state_dict)
+        key = int(name)
+        if numbers is None or key not in numbers or key in source or key in self._self_storage:
+            return
+        newest = max(waiting, key=lambda position: position.restore_uid)
+        if not hasattr(newest, "coordinator"):
+            return
+        entry = optimizer_state_entry(newest, is_lbfgs_state_dict(state_dict))
+        if entry is None:
+            return
+        source[key] = entry
+        self._check_source()  # follows the user's dict: a copy of the entry, wrapped
+        if key in self._self_storage and key not in self._self_unsaved:
+            self._added(key, self._dependency(key, self._self_storage[key]))
+
+    def _entries_missing_from(self, names: Sequence[str]) -> list[str]:
+        """A restore plans this dict from a node holding ``names``: an LBFGS per-parameter dict (a copy in an
+        optimizer's state dict given as a dict) records the history lists it holds (see
+        :meth:`_take_saved_history`). Nothing is reported missing: the status names what was not restored."""
+        if _RESTORING.depth and self.__dict__.get("_self_param_of") is not None:
+            held = [name for name in names if name in _LBFGS_LISTS]
+            if held:
+                _RESTORING.histories[id(self)] = (self, held, self._self_update_uid)
+        return []
+
+    def _take_saved_history(
+        self, names: list[str], before: int, lengths: Mapping[int, tuple[ListWrapper, int | None]]
+    ) -> None:
+        """After a restore, cut each list of this LBFGS per-parameter dict's history (``names``) to the length saved.
+
+        A history given longer than the saved one (from an optimizer that took more steps) would keep its extra
+        entries, which ``load_state_dict`` would load with the restored ones: the saved history is taken whole,
+        as it is where the history given is shorter (see :meth:`ListWrapper._dependency_requested`). ``al`` is
+        given its ``history_size`` places afterwards (see :func:`restoring`). Only the lists this restore
+        planned (``before``: this dict's restore uid before it), in a state dict of ``LBFGS`` (see
+        :func:`~trackpoint.stateful.is_lbfgs_state_dict`).
+        """
+        holder_ref = self.__dict__.get("_self_param_of")
+        holder = None if holder_ref is None else holder_ref()
+        given = None if holder is None else holder.__dict__.get("_self_source")
+        uid = self._self_update_uid
+        if given is None or uid == before or not is_lbfgs_state_dict(given[0]):
+            return
+        for name in names:
+            history = self._self_storage.get(name)
+            if not isinstance(history, ListWrapper) or history._self_update_uid != uid:
+                continue
+            # A list the checkpoint holds empty has no entries to plan (a node without children): length 0.
+            _, length = lengths.get(id(history), (history, 0))
+            if length is not None:
+                history._take_saved_length(length)
 
     def _mirror(self) -> None:
         # The dict part of the wrapper holds the same items, for C code that reads a dict
@@ -1877,7 +2072,7 @@ class _DictWrapper(TrackableDataStructure, dict[Any, Any]):
         before = dict(then)
         followed: dict[Any, Any] = {}
         now_unsaved: set[Any] = set()
-        with _copying(state_dict=True):
+        with _copying(state_dict=self.__dict__.get("_self_in_optimizer", False), follow=True):
             for key, value in now:
                 if (
                     not self._self_external
@@ -1898,6 +2093,7 @@ class _DictWrapper(TrackableDataStructure, dict[Any, Any]):
         self._self_unsaved = now_unsaved
         self._self_external = False
         self._self_snapshot = dict(storage)
+        self._link_optimizer()
         self._mirror()
 
     def _items(self) -> Iterable[tuple[Any, Trackable]]:
@@ -2048,6 +2244,7 @@ class _DictWrapper(TrackableDataStructure, dict[Any, Any]):
         else:
             self._self_unsaved.add(key)
         self._update_snapshot(key)
+        self._link_optimizer()
         if tracked:
             self._added(key, self._dependency(key, stored))
 

@@ -77,6 +77,8 @@ import numpy as np
 
 from trackpoint import dtypes
 from trackpoint._array_values import (
+    PYTHON_NUMBERS,
+    PYTHON_NUMBERS_KEY,
     _copy_into_tensor,
     _identity,
     _is_meta,
@@ -932,6 +934,126 @@ def pad_lbfgs_al(state_dict: Mapping[Any, Any], size: int | None = None) -> None
         al = state.get("al") if isinstance(state, Mapping) else None
         if isinstance(al, list) and len(al) < size:
             al += [None] * (size - len(al))
+
+
+#: The keys of a param group of torch's ``LBFGS`` (besides ``params``): a state dict whose param groups all hold
+#: them is taken for LBFGS's, whose per-parameter state keeps its history in lists (:data:`_LBFGS_LISTS`).
+_LBFGS_GROUP: Final = frozenset(
+    {"lr", "max_iter", "max_eval", "tolerance_grad", "tolerance_change", "history_size", "line_search_fn"}
+)
+
+
+def optimizer_param_numbers(state_dict: Any) -> list[int] | None:
+    """The parameter numbers of ``state_dict`` if it is a torch optimizer's state dict as torch makes it, else None.
+
+    That is a plain dict of exactly ``state`` (a dict keyed by ints) and ``param_groups`` (a non-empty list of
+    dicts, each holding its ``params`` as a list of distinct ints). A state dict keyed otherwise (by parameter
+    names, as PyTorch DCP's ``get_optimizer_state_dict`` keys it) is not: nothing tells which entries it lacks.
+    """
+    if type(state_dict) is not dict or len(state_dict) != 2:
+        return None
+    state, groups = state_dict.get("state"), state_dict.get("param_groups")
+    if type(state) is not dict or any(type(key) is not int for key in state):
+        return None
+    if type(groups) is not list or not groups:
+        return None
+    numbers: list[int] = []
+    for group in groups:
+        params = group.get("params") if type(group) is dict else None
+        if type(params) is not list or any(type(number) is not int for number in params):
+            return None
+        numbers += params
+    return numbers if len(set(numbers)) == len(numbers) else None
+
+
+def is_lbfgs_state_dict(state_dict: Any) -> bool:
+    """Whether ``state_dict``, a torch optimizer's state dict (see :func:`optimizer_param_numbers`), is LBFGS's."""
+    return optimizer_param_numbers(state_dict) is not None and all(
+        _LBFGS_GROUP <= group.keys() for group in state_dict["param_groups"]
+    )
+
+
+#: The types of the Python numbers each checkpoint of a restore records, by its coordinator (read once each).
+_RECORDED_NUMBERS: weakref.WeakKeyDictionary[Any, dict[str, type] | None] = weakref.WeakKeyDictionary()
+#: Python numbers by the name the checkpoint records for their type, and by the ``full_name`` tag development
+#: versions after 0.1.0 recorded instead (as ``trackpoint.reader`` reads them; this module imports no storage).
+_NUMBERS_BY_NAME: Final = {number.__name__: number for number in PYTHON_NUMBERS}
+_NUMBER_TAGS: Final = {f"python:{name}": number for name, number in _NUMBERS_BY_NAME.items()}
+
+
+def _number_types(coordinator: Any) -> dict[str, type] | None:
+    """``{checkpoint key: int, float or bool}`` of the Python numbers the restored checkpoint records; ``None``
+    when it records none (written before such records, or holding no Python number)."""
+    if coordinator in _RECORDED_NUMBERS:
+        return _RECORDED_NUMBERS[coordinator]
+    found: dict[str, type] | None = None
+    reader = coordinator.reader
+    try:
+        if reader.has(PYTHON_NUMBERS_KEY):
+            raw = reader.read(PYTHON_NUMBERS_KEY)
+            raw = raw[()] if isinstance(raw, np.ndarray) else raw
+            recorded = json.loads(raw if isinstance(raw, (bytes, str)) else bytes(raw))
+            found = {str(key): _NUMBERS_BY_NAME[name] for key, name in recorded.items()}
+    except (TypeError, ValueError, KeyError, AttributeError):
+        found = None  # unreadable: no type is certain (load_tree names the problem)
+    _RECORDED_NUMBERS[coordinator] = found
+    return found
+
+
+def optimizer_state_entry(position: Any, lbfgs: bool) -> dict[str, Any] | None:
+    """The per-parameter state a restore adds to a torch optimizer's state dict given as a dict, or ``None``.
+
+    Made from the checkpoint's node at ``position`` (a deferred restore of the parameter's entry, which the
+    state dict given lacks: an optimizer that has not stepped yet), to be filled by that restore: a CPU torch
+    tensor of the saved dtype and shape for each tensor, a Python number of the saved type for each Python
+    number, and (``lbfgs``) a list of such tensors for each list of LBFGS's history. ``None`` where that is not
+    certain, so that nothing is invented: a container of another kind, a 0-d integer, boolean or float64 value
+    of a checkpoint that records no Python numbers' types (a Python number or a 0-d tensor), a dtype torch lacks.
+    """
+    coordinator = position.coordinator
+    nodes = coordinator.nodes
+    node = position.object_proto
+    if node.attributes or not node.children or node.slot_variables:
+        return None
+    numbers = _number_types(coordinator)
+
+    def leaf(node_id: int, number: bool) -> Any:
+        held = nodes[node_id]
+        if len(held.attributes) != 1 or held.attributes[0].name != VARIABLE_VALUE_KEY or held.children:
+            return _ABSENT
+        attribute = held.attributes[0]
+        key = attribute.checkpoint_key
+        info = coordinator.info(key)
+        dtype, shape = np.dtype(info.dtype), tuple(info.shape)
+        python = (numbers or {}).get(key) or _NUMBER_TAGS.get(attribute.full_name)
+        if python is not None:
+            return python() if number and shape == () else _ABSENT
+        if shape == () and numbers is None and (dtype.kind in "biu" or dtype == np.float64):
+            return _ABSENT  # a Python number or a 0-d tensor: the checkpoint does not tell
+        if not (dtype.kind in "biufc" or dtypes.is_ml_dtype(dtype)):
+            return _ABSENT
+        try:
+            return dtypes._numpy_to_torch(np.zeros(shape, dtype))
+        except (TypeError, ValueError, KeyError, AttributeError):
+            return _ABSENT  # a dtype torch lacks
+
+    entry: dict[str, Any] = {}
+    for child in node.children:
+        name = child.local_name
+        if name in entry:
+            return None
+        value = leaf(child.node_id, number=True)
+        if value is _ABSENT and lbfgs and name in _LBFGS_LISTS:
+            held = nodes[child.node_id]
+            names = [edge.local_name for edge in held.children]
+            if held.attributes or names != [str(index) for index in range(len(names))]:
+                return None
+            items = [leaf(edge.node_id, number=False) for edge in held.children]
+            value = _ABSENT if any(item is _ABSENT for item in items) else items
+        if value is _ABSENT:
+            return None
+        entry[name] = value
+    return entry
 
 
 class _Rebuild:

@@ -115,19 +115,40 @@ def test_an_lbfgs_history_given_shorter_than_the_saved_one_takes_the_whole_saved
     assert_same(net2.state_dict(), net.state_dict())
 
 
-def test_an_lbfgs_history_given_longer_than_the_saved_one_is_named_by_the_status(tmp_path: Path) -> None:
-    # The restore fills the places the dicts hold, and removes none: the history the younger checkpoint
-    # lacks is named (the optimizer itself, given instead, takes the saved history whole).
-    _, opt = lbfgs(0, steps=1, history_size=5, max_iter=3)
-    path = tp.Checkpoint(optim=opt.state_dict()).save(str(tmp_path / "ckpt"))
-    _, opt2 = lbfgs(1, steps=2, history_size=5, max_iter=3)
-    status = tp.Checkpoint(optim=opt2.state_dict()).restore(path)
-    with pytest.raises(tp.MatchError, match=r"\(root\)\.optim\.state\.0\.old_dirs\.1"):
-        status.assert_existing_objects_matched()
+# A history of 3 given where 1 was saved; 7 given where 3 were saved (`al` of 10 places, history_size 10).
+@pytest.mark.parametrize(("history_size", "saved_steps", "given_steps", "max_iter"), [(5, 1, 2, 3), (10, 1, 2, 4)])
+def test_an_lbfgs_history_given_longer_than_the_saved_one_takes_the_whole_saved_history(
+    tmp_path: Path, history_size: int, saved_steps: int, given_steps: int, max_iter: int
+) -> None:
+    # As where the history given is shorter: the restore cuts each list of the history to the saved length (and
+    # `al` takes its history_size places again), as the optimizer itself, given instead, takes the saved history.
+    net, opt = lbfgs(0, steps=saved_steps, history_size=history_size, max_iter=max_iter)
+    saved = opt.state[net[0].weight]
+    path = tp.Checkpoint(model=net.state_dict(), optim=opt.state_dict()).save(str(tmp_path / "ckpt"))
+    net2, opt2 = lbfgs(1, steps=given_steps, history_size=history_size, max_iter=max_iter)
+    mine = opt2.state[net2[0].weight]
+    saved_length = len(saved["old_dirs"])
+    assert len(mine["old_dirs"]) > saved_length > 0
+    sd = {"model": net2.state_dict(), "optim": opt2.state_dict()}
+    tp.Checkpoint(**sd).restore(path).assert_consumed().assert_existing_objects_matched()
 
-    _, opt3 = lbfgs(1, steps=2, history_size=5, max_iter=3)
-    tp.Checkpoint(optim=opt3).restore(path).assert_consumed()
-    assert_same(opt3.state_dict(), opt.state_dict())
+    state = sd["optim"]["state"][0]
+    for key in ("old_dirs", "old_stps", "ro", "al"):
+        assert type(state[key]) is list and len(state[key]) == len(saved[key])
+        assert all((a is None and b is None) or torch.equal(a, b) for a, b in zip(state[key], saved[key], strict=True))
+    assert len(state["al"]) == history_size
+    assert_plain(sd)
+    net2.load_state_dict(sd["model"])
+    opt2.load_state_dict(sd["optim"])
+    assert_same(opt2.state_dict(), opt.state_dict())
+    opt.step(closure(net, opt))
+    opt2.step(closure(net2, opt2))
+    assert_same(net2.state_dict(), net.state_dict())
+
+    # The optimizer itself, given instead, takes the saved history whole too.
+    _, opt3 = lbfgs(1, steps=given_steps, history_size=history_size, max_iter=max_iter)
+    tp.Checkpoint(optim=opt3).restore(path).assert_existing_objects_matched()
+    assert [len(opt3.state_dict()["state"][0][key]) for key in ("old_dirs", "al")] == [saved_length, history_size]
 
 
 @pytest.mark.parametrize("make", [lbfgs, _adam], ids=["lbfgs", "adam"])
@@ -163,8 +184,9 @@ def test_a_save_after_the_restore_saves_what_it_wrote_and_after_a_step_what_the_
 
 
 def test_a_state_dict_inside_a_dict_given_is_copied_also_with_jax_imported(tmp_path: Path) -> None:
-    # With jax imported, the dict around the state dict is looked at for JAX arrays first (it holds none, so it
-    # is wrapped in place): the state dict inside is still copied, its lists never replaced by wrappers.
+    # With jax imported, the dict around the state dict is looked at for JAX arrays first: it holds none, so it is
+    # copied as a dict holding a torch state dict is, and the state dict inside too, its lists never replaced by
+    # wrappers.
     pytest.importorskip("jax")
     _, opt = lbfgs(0, steps=2)
     sd = opt.state_dict()
