@@ -1476,6 +1476,13 @@ def _unmatched_report(coordinator: RestoreCoordinator, view: ObjectGraphView, un
         )
         where = names.get(id(walk.objects[node]), "(root)")
         parted.append(f"  at {where}: the checkpoint has no {with_hints([edge], left, quote=True)}{there}")
+        if edge == "save_counter" and node == 0 and type(walk.objects[0]).__name__ == "Checkpoint":
+            # The one mismatch no program change causes: restore() makes the counter, as TensorFlow's does. (By
+            # name: trackpoint.checkpoint imports this module.)
+            parted.append(
+                "    (a checkpoint written with write(), TensorFlow's write() or Keras' save_weights() holds no "
+                "save_counter, which restore() creates: read it with read(), which creates none)"
+            )
     if parted:
         lines += ["Where the program's names part from the checkpoint's:", *parted]
     unresolved = _unresolved_ids(coordinator)

@@ -66,6 +66,23 @@ def test_object_without_checkpoint_value() -> None:
     status.assert_nontrivial_match()
 
 
+def test_a_written_checkpoint_restored_names_the_counter_restore_creates_and_read_passes() -> None:
+    # write() saves no save_counter and restore() creates one (TensorFlow's rule): the report says so, not that
+    # the program changed, and read() of the same checkpoint passes.
+    path = tp.Checkpoint(w=tp.Variable(1.0)).write("memory://s/written")
+    with pytest.raises(
+        tp.MatchError, match=r"at \(root\): the checkpoint has no 'save_counter'.*\n.*write\(\).*read\(\)"
+    ):
+        tp.Checkpoint(w=tp.Variable(0.0)).restore(path).assert_consumed()
+    tp.Checkpoint(w=tp.Variable(0.0)).read(path).assert_consumed()
+    # An attribute of the program's own named so is a change of the program: no such hint.
+    model = tp.AutoTrackable()
+    model.save_counter = tp.Variable(0.0)
+    with pytest.raises(tp.MatchError) as info:
+        tp.Checkpoint(w=tp.Variable(0.0), model=model).read(path).assert_consumed()
+    assert "write()" not in str(info.value)
+
+
 def test_matches_are_found_whatever_weak_references_record_the_objects() -> None:
     # Objects are told matched or not by identity, not by the weak reference that records them: a different
     # reference to a matched object (another runtime, a reference with a callback) must still count as
