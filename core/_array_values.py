@@ -119,8 +119,9 @@ class _NumpyValue(Variable):
 
     A restore checks the dtype strictly, as TensorFlow's does, except into
     a node made for a ``jax.ShapeDtypeStruct`` template: the values are cast
-    into the template's dtype (as Orbax casts), within a kind only, and an
-    integer that does not fit is refused.
+    into the template's dtype (as Orbax casts), within a kind only, and a
+    value the dtype cannot hold (an integer out of its range, a finite float
+    it would make inf or NaN) is refused.
 
     A JAX array or template whose sharding spreads it over several processes
     is saved as the slices of the whole array this process writes (see
@@ -132,6 +133,13 @@ class _NumpyValue(Variable):
     _casts = False
     #: The checkpoint key of the value a restore casts into this template's dtype (see :meth:`_check_cast`).
     _cast_key: str | None = None
+    #: The values :meth:`_check_fits` found to fit before the restore gave any value, which :meth:`_cast` then
+    #: casts without checking them again: a weak reference, so that a restore refused for another value does
+    #: not leave them alive (nor their id to be taken by other values).
+    _fits_checked: weakref.ref[np.ndarray[Any, Any]] | None = None
+    #: A template's sharding, over the concrete mesh of an ``AbstractMesh`` it named (see :func:`_concrete_sharding`);
+    #: ``None`` for a template without one, and for any other value (set by ``__init__``).
+    _template_sharding: Any = None
     #: The sharding of a JAX array (or template) spread over several processes, else ``None`` (set by ``__init__``).
     _spread: Any = None
     #: For a spread value: the block of the whole array a restore reads, and per addressable device the part of
@@ -168,6 +176,7 @@ class _NumpyValue(Variable):
         self._spread = None
         self._spread_reads = None
         self._key_impl = None
+        self._template_sharding = None
         self._memory_found = self._identity_found = UNKNOWN
         python = PYTHON_NUMBERS.get(type(value))
         if python is not None:
@@ -215,6 +224,7 @@ class _NumpyValue(Variable):
                 self._casts = True
             sharding = getattr(value, "sharding", None)
             if sharding is not None:
+                sharding = self._template_sharding = _concrete_sharding(sharding, tuple(value.shape), where)
                 self._spread = _spread_sharding(sharding, tuple(value.shape), where, "restore into")
                 if self._spread is not None and self._key_impl is not None:
                     _refuse_spread_key(value, where)
@@ -515,59 +525,104 @@ class _NumpyValue(Variable):
             raise DTypeMismatchError(
                 f"cannot restore {key!r} into the {self._kind()} {self._name!r} ({self._where}): the checkpoint "
                 f"holds dtype {dtypes._name(saved)}, the template has dtype {dtypes._name(target)}. A restore casts "
-                "into a template's dtype only within a kind (integers to integers, floats to floats, bfloat16 and "
-                "the float8 types included, complex to complex, bool to bool); give the template a dtype of the "
+                "into a template's dtype only within a kind (integers to integers, int4 and the other sub-byte "
+                "integers included, floats to floats, bfloat16 and the float8 types included, complex to complex, "
+                "bool to bool); give the template a dtype of the "
                 "checkpoint's kind (tp.load_checkpoint(path).get_variable_to_dtype_map() lists them), and convert "
                 "after the restore"
             )
         self._cast_key = key
         planned = _PLANNED_CASTS.nodes
-        if planned is not None and target.kind in "iu":
+        if planned is not None and _may_not_fit(saved, target):
             planned.append(self)  # its values are checked to fit before the restore gives any object its value
 
     def _cast(self, restored: np.ndarray[Any, Any], dtype: np.dtype[Any]) -> np.ndarray[Any, Any]:
-        """``restored`` cast into the template's ``dtype``: refused for integers that do not fit.
+        """``restored`` cast into the template's ``dtype``: refused for values the dtype cannot hold.
 
         Raises
         ------
         DTypeMismatchError
-            An integer value lies outside the range of ``dtype``. A restore planned with
-            :func:`planned_casts` checked that before any value was given to its object; otherwise (a restore
-            by names) the values given before this one keep their restored values.
+            An integer value lies outside the range of ``dtype``, or a finite value beyond the largest
+            finite one of a float ``dtype``. A restore planned with :func:`planned_casts` checked that before
+            any value was given to its object; otherwise (a restore by names) the values given before this
+            one keep their restored values.
         """
-        self._check_fits(restored, dtype, applying=True)
+        checked, self._fits_checked = self._fits_checked, None
+        if checked is None or checked() is not restored:
+            self._refuse_unfit(restored, dtype, applying=True)
         return np.asarray(restored, dtype=dtype)
 
     def _check_fits(
         self, restored: np.ndarray[Any, Any], dtype: np.dtype[Any] | None = None, applying: bool = False
     ) -> None:
-        """Refuse integer values ``restored`` that do not fit the template's ``dtype`` (its own by default).
+        """Refuse values ``restored`` that the template's ``dtype`` (its own by default) cannot hold.
+
+        Checked before the restore gives any value (:func:`planned_casts`), the same values are not checked
+        again when they are cast (:meth:`_cast`): one pass over them, not two.
 
         Raises
         ------
         DTypeMismatchError
-            An integer value lies outside the range of ``dtype``.
+            A value the dtype cannot hold (see :meth:`_refuse_unfit`).
+        """
+        self._refuse_unfit(restored, dtype, applying)
+        self._fits_checked = None if applying else weakref.ref(restored)
+
+    def _refuse_unfit(self, restored: np.ndarray[Any, Any], dtype: np.dtype[Any] | None, applying: bool) -> None:
+        """Refuse values ``restored`` that the template's ``dtype`` (its own by default) cannot hold.
+
+        Integers must lie within the integer dtype's range; a finite float (or complex) value must stay
+        finite in the float dtype: beyond its largest finite value a cast gives inf (float16) or NaN
+        (float8_e4m3fn, which has no inf). Values that underflow to zero or a subnormal lose precision only,
+        as any narrowing cast does, and values that are already inf or NaN stay so: both are accepted.
+
+        Raises
+        ------
+        DTypeMismatchError
+            A value the dtype cannot hold.
         """
         dtype = self._value.dtype if dtype is None else dtype
-        if dtype.kind in "iu" and restored.dtype != dtype and restored.size:
-            bounds = np.iinfo(dtype)
+        if restored.dtype == dtype or not restored.size or not _may_not_fit(restored.dtype, dtype):
+            return
+        kind = _cast_kind(dtype)
+        if kind == "integer":
+            bounds = dtypes._iinfo(dtype)
             low, high = int(bounds.min), int(bounds.max)
             outside = (restored < low) | (restored > high)
-            if outside.any():
-                bad = restored[outside]
-                shown = ", ".join(str(v) for v in bad[:5].tolist()) + (", ..." if bad.size > 5 else "")
-                raise DTypeMismatchError(
-                    f"cannot restore {self._cast_key!r} into the {self._kind()} {self._name!r} ({self._where}) of "
-                    f"dtype {dtypes._name(dtype)}: the checkpoint holds {dtypes._name(restored.dtype)} values that "
-                    f"do not fit in it ({bad.size} of {restored.size}: {shown}). Give the template a wider integer "
-                    "dtype (int64 needs jax.config.update('jax_enable_x64', True) before the arrays are made)"
-                    + (
-                        "; the restore stopped here, so values given to their objects before this one are restored "
-                        "and the others are not: restore again once the template fits"
-                        if applying
-                        else "; nothing was restored"
-                    )
+            if not outside.any():
+                return
+            bad = restored[outside]
+            if low == 0 and bool((bad < 0).all()):
+                why = (
+                    f"The template's dtype {dtypes._name(dtype)} is unsigned and these values are negative: give "
+                    f"the template a signed integer dtype{_wide_enough(restored.dtype, 'signed')}"
                 )
+            else:
+                why = f"Give the template a wider integer dtype{_wide_enough(restored.dtype, 'integer')}"
+            problem = "do not fit in it"
+        else:
+            overflow = _overflows(restored, dtype)
+            if overflow is None:
+                return
+            bad = restored[overflow]
+            with np.errstate(over="ignore", invalid="ignore"):
+                became = np.asarray(bad, dtype=dtype)
+            into = "NaN" if bool(np.isnan(became).all()) else "inf" if bool(np.isinf(became).all()) else "inf or NaN"
+            problem = f"are finite but would become {into} in it, beyond its largest finite value {_largest(dtype):g}"
+            why = f"Give the template a float dtype of a wider range{_wide_enough(restored.dtype, 'float')}"
+        # The values as their own dtype prints them (1e+30, not float32's digits as a Python float).
+        shown = ", ".join(str(v) for v in bad[:5]) + (", ..." if bad.size > 5 else "")
+        raise DTypeMismatchError(
+            f"cannot restore {self._cast_key!r} into the {self._kind()} {self._name!r} ({self._where}) of "
+            f"dtype {dtypes._name(dtype)}: the checkpoint holds {dtypes._name(restored.dtype)} values that "
+            f"{problem} ({bad.size} of {restored.size}: {shown}). {why}"
+            + (
+                "; the restore stopped here, so values given to their objects before this one are restored "
+                "and the others are not: restore again once the template fits"
+                if applying
+                else "; nothing was restored"
+            )
+        )
 
     def _restore_slice(self, attribute: str) -> TensorSlice | None:
         # docstring inherited
@@ -620,14 +675,12 @@ class _NumpyValue(Variable):
                 # a template without one); the shapes were checked (see _check_key_data).
                 jax = sys.modules["jax"]
                 keys = jax.random.wrap_key_data(array, impl=self._key_impl)
-                replacement: Any = jax.device_put(keys, getattr(self._current, "sharding", None))
+                replacement: Any = jax.device_put(keys, self._sharding())
             elif self._spread is not None:
                 replacement = self._assemble(array)
             else:
                 # A ShapeDtypeStruct without a sharding: the default device, as jnp.asarray would place it.
-                replacement = sys.modules["jax"].device_put(
-                    _weak_like(self._current, array), getattr(self._current, "sharding", None)
-                )
+                replacement = sys.modules["jax"].device_put(_weak_like(self._current, array), self._sharding())
             # The host copy is not kept: the JAX array is the value now.
             self._value = _placeholder(array.dtype, self._value.shape)
         elif isinstance(self._current, np.ndarray):
@@ -673,6 +726,12 @@ class _NumpyValue(Variable):
             self._view_again()
         self._restore_from_tensors({VARIABLE_VALUE_KEY: self._converted(value, "assign")})
         return self
+
+    def _sharding(self) -> Any:
+        """Where a restore puts the JAX array: the template's sharding (concrete), the replaced array's, or none."""
+        if is_jax_shape(self._current):
+            return self._template_sharding
+        return getattr(self._current, "sharding", None)
 
     def _kind(self) -> str:
         if self._python is not None:
@@ -792,9 +851,10 @@ _PLANNED_CASTS = _PlannedCasts()
 
 @contextlib.contextmanager
 def planned_casts(nodes: list[_NumpyValue]) -> Iterator[None]:
-    """Collect into ``nodes`` each template node whose dtype check, within the block, planned an integer cast.
+    """Collect into ``nodes`` each template node whose dtype check, within the block, planned a narrowing cast.
 
-    Whether such a value fits its template's dtype is known only once it is read: the restore checks those
+    Whether such a value fits its template's dtype (an integer its range, a finite float its largest finite
+    value) is known only once it is read: the restore checks those
     values (:meth:`_NumpyValue._check_fits`) before it gives any object its value, so that a refused cast
     leaves everything as it was. Other values pay nothing for it.
     """
@@ -830,9 +890,73 @@ def _cast_kind(dtype: np.dtype[Any]) -> str | None:
 
     ml_dtypes' floats (bfloat16, the float8 types) are floating-point whatever numpy's kind for them says.
     """
-    if dtypes._is_ml_float(dtype):
-        return "floating-point"
+    if dtypes.is_ml_dtype(dtype):
+        if dtypes._is_ml_float(dtype):
+            return "floating-point"
+        # int4, uint4 and the other sub-byte integers (numpy's kind for them is "V"); the other floats
+        # (float8_e3m4, the float6 and float4 types: kind "V") are no kind a template casts within.
+        if dtypes._ml_kind(dtype) == "i":
+            return "integer"
     return _CAST_KINDS.get(dtype.kind)
+
+
+def _may_not_fit(saved: np.dtype[Any], target: np.dtype[Any]) -> bool:
+    """Whether some values of the dtype ``saved`` may not fit a template of the dtype ``target`` (of its kind).
+
+    Integers into a narrower range, floats and complex numbers into a smaller largest finite value: only
+    those casts check the values, a widening one (float16 into float32, uint8 into int32) costs nothing.
+    """
+    kind = _cast_kind(target)
+    if kind != _cast_kind(saved):
+        return False  # refused before any value is read (_check_cast)
+    if kind == "integer":
+        have, fit = dtypes._iinfo(saved), dtypes._iinfo(target)
+        return bool(int(have.min) < int(fit.min) or int(have.max) > int(fit.max))
+    if kind in ("floating-point", "complex"):
+        limit, largest = _largest(target), _largest(saved)
+        return limit is not None and (largest is None or largest > limit)
+    return False
+
+
+def _largest(dtype: np.dtype[Any]) -> float | None:
+    """The largest finite value of the float ``dtype`` (of each part of a complex one); ``None`` if unknown."""
+    try:
+        if dtypes.is_ml_dtype(dtype):
+            import ml_dtypes  # loaded already: the dtype is one of its types
+
+            return float(ml_dtypes.finfo(dtype).max)  # type: ignore[no-untyped-call]  # its __init__ is untyped
+        return float(np.finfo(dtype).max)
+    except (TypeError, ValueError):  # no finfo for it: its range is unknown, and its values are not checked
+        return None
+
+
+def _overflows(values: np.ndarray[Any, Any], dtype: np.dtype[Any]) -> np.ndarray[Any, Any] | None:
+    """Which finite ``values`` (a float or complex array) a cast into ``dtype`` makes inf or NaN; ``None``: none.
+
+    Two reductions decide for nearly every array (no value beyond the largest finite one of ``dtype``, NaN
+    ignored): no temporary array, no cast. Only then is the cast made, once, to compare.
+    """
+    limit = _largest(dtype)
+    if limit is None:
+        return None
+    parts = (values.real, values.imag) if values.dtype.kind == "c" else (values,)
+    # fmax/fmin skip NaN; they give NaN only for an all-NaN array, which compares as in range.
+    if all(not (np.fmax.reduce(p, axis=None) > limit or np.fmin.reduce(p, axis=None) < -limit) for p in parts):
+        return None
+    with np.errstate(over="ignore", invalid="ignore"):
+        cast = np.asarray(values, dtype=dtype)
+    bad = np.isfinite(values) & ~np.isfinite(cast)
+    return bad if bool(bad.any()) else None
+
+
+def _wide_enough(saved: np.dtype[Any], kind: str) -> str:
+    """What to suggest for a template the values of dtype ``saved`` do not fit: the checkpoint's own dtype."""
+    if kind == "signed" and saved.kind != "i":
+        return ""
+    x64 = saved.itemsize == 8 and saved.kind in "iuf"
+    return f", such as the checkpoint's own {dtypes._name(saved)}" + (
+        " (64-bit dtypes need jax.config.update('jax_enable_x64', True) before the arrays are made)" if x64 else ""
+    )
 
 
 #: A JAX array whose host copy a save gathers later: the placeholder serialized in its place (kept alive, so
@@ -943,13 +1067,71 @@ def _refuse_spread_key(keys: Any, where: str) -> None:
     )
 
 
+class _DeletedHint(threading.local):
+    """Why a JAX array may have been deleted, and what to do, where a caller knows better (see
+    :func:`deleted_arrays_hint`); empty for the general advice."""
+
+    text = ""
+
+
+_DELETED_HINT = _DeletedHint()
+
+
+@contextlib.contextmanager
+def deleted_arrays_hint(text: str) -> Iterator[None]:
+    """Within the block, a JAX array refused for being deleted (in this thread) is refused with ``text``.
+
+    For a caller that knows why it meets such arrays, the preemption save: the arrays a checkpoint was given
+    before a donating step, in a loop that assigns its state only before its own saves.
+    """
+    outer = _DELETED_HINT.text
+    _DELETED_HINT.text = text
+    try:
+        yield
+    finally:
+        _DELETED_HINT.text = outer
+
+
 def _check_jax(array: Any, where: str) -> None:
     """Refuse a JAX array that holds no values any more."""
     if array.is_deleted():
         raise TrackableError(
-            f"{where}: the JAX array was deleted (donated to a jitted function, say); assign the arrays the "
-            "function returned before saving"
+            f"{where}: the JAX array was deleted (donated to a jitted function, say)"
+            + (_DELETED_HINT.text or "; assign the arrays the function returned before saving")
         )
+
+
+def _concrete_sharding(sharding: Any, shape: tuple[int, ...], where: str) -> Any:
+    """A template's ``sharding`` on concrete devices: itself, or the same over the mesh ``jax.set_mesh`` set.
+
+    ``jax.eval_shape`` of arrays on a mesh with Explicit axes (``jax.make_mesh``'s default since JAX 0.7)
+    gives shardings over an ``AbstractMesh``: axis names and sizes, no devices. The mesh the program set
+    (``jax.set_mesh(mesh)``) is taken when its abstract form is that mesh; nothing else is guessed (the
+    order of the devices along the axes is the program's choice).
+
+    Raises
+    ------
+    TrackableError
+        The sharding is over an ``AbstractMesh`` and no such concrete mesh is set.
+    """
+    jax = sys.modules["jax"]
+    abstract = getattr(jax.sharding, "AbstractMesh", None)
+    mesh = getattr(sharding, "mesh", None)
+    if abstract is None or not isinstance(mesh, abstract):
+        return sharding
+    get_mesh = getattr(jax.sharding, "get_mesh", None)
+    concrete = get_mesh() if get_mesh is not None else None
+    if isinstance(concrete, jax.sharding.Mesh) and not concrete.empty and concrete.abstract_mesh == mesh:
+        return jax.sharding.NamedSharding(concrete, sharding.spec, memory_kind=sharding.memory_kind)
+    raise TrackableError(
+        f"{where}: the jax.ShapeDtypeStruct template of shape {shape} has the sharding {sharding}, over an "
+        "AbstractMesh: it names the mesh's axes but no devices, so a restore cannot place the array. "
+        "jax.eval_shape(lambda: state) gives such templates for arrays on a mesh with Explicit axes "
+        "(jax.make_mesh's default since JAX 0.7). Give templates with concrete shardings: "
+        "jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), state) of the "
+        "arrays, or jax.eval_shape(jax.jit(init, out_shardings=shardings)); or set the mesh first "
+        "(jax.set_mesh(mesh), the mesh of those axes), which the template's AbstractMesh is then taken to be"
+    )
 
 
 def _spread_sharding(sharding: Any, shape: tuple[int, ...], where: str, what: str) -> Any:

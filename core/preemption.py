@@ -39,7 +39,7 @@ from collections.abc import Callable, Sequence
 from types import FrameType, TracebackType
 from typing import TYPE_CHECKING, Any
 
-from trackpoint import _signal_safe
+from trackpoint import _array_values, _signal_safe
 from trackpoint.errors import CheckpointError, TrackableError
 
 if TYPE_CHECKING:
@@ -68,8 +68,12 @@ class PreemptionHandler:
         at_step: bool,
         coordinator: Coordinator | None,
         exit_after: bool,
+        checkpoint: Any = None,
     ) -> None:
         self._save = save
+        # The Checkpoint the save writes (a manager's), which check(**values) gives its attributes; None for
+        # a function that saves.
+        self._checkpoint = checkpoint
         self._signals = tuple(signals)
         self._at_step = at_step or coordinator is not None
         self._coordinator = coordinator
@@ -145,9 +149,26 @@ class PreemptionHandler:
         _log.info("%s received: saving a checkpoint before exiting", name)
         self._save_and_leave(signum, frame)
 
-    def check(self) -> None:
+    def check(self, **values: Any) -> None:
         """Call once per training step, where the state is consistent: saves and exits if preempted.
 
+        Parameters
+        ----------
+        **values
+            Objects to give the checkpoint before the preemption save, each as its attribute of that name
+            (``check(state=state)`` does ``ckpt.state = state``), only when that save happens. For a
+            functional loop that rebinds its state (``state = train_step(state)``) and assigns it to the
+            checkpoint only before its own saves: the checkpoint then saves the current state, not the one
+            of its last save (whose arrays a donating step has deleted since).
+
+        Raises
+        ------
+        TrackableError
+            ``values`` are given to a handler whose target is a function that saves (it has no checkpoint
+            to give them to).
+
+        Notes
+        -----
         Without a coordinator this costs one attribute check. With one, it
         is a collective: every rank calls it at every step, and they
         exchange one byte each (``Coordinator.all_gather``), so all ranks
@@ -156,6 +177,12 @@ class PreemptionHandler:
         and, over a ``KeyValueCoordinator``, the record that ends it); call
         it every few steps if that matters.
         """
+        if values and self._checkpoint is None:
+            raise TrackableError(
+                f"PreemptionHandler.check({', '.join(f'{k}=...' for k in values)}) gives the values to the "
+                "checkpoint the preemption save writes, and this handler saves through a function: pass the "
+                "CheckpointManager or the Checkpoint to save_on_sigterm, or assign them in that function"
+            )
         preempted = self._signalled is not None
         if self._coordinator is not None:
             from trackpoint.distributed._driver import collective, operation
@@ -171,14 +198,19 @@ class PreemptionHandler:
             preempted = b"1" in flags
         if preempted and not self._saved:
             signum = self._signalled if self._signalled is not None else signal.SIGTERM
-            self._save_and_leave(signum, None)
+            self._save_and_leave(signum, None, values)
 
-    def _save_and_leave(self, signum: int, frame: FrameType | None) -> None:
+    def _save_and_leave(self, signum: int, frame: FrameType | None, values: dict[str, Any] | None = None) -> None:
         with self._lock:
             if self._saved:
                 return
             try:
-                result = self._save()
+                # A JAX array deleted since the checkpoint was given it (donated to a later step) is refused
+                # by the save: say why that happens here, and what the loop is to do.
+                with _array_values.deleted_arrays_hint(_DELETED_HINT):
+                    for name, value in (values or {}).items():
+                        setattr(self._checkpoint, name, value)
+                    result = self._save()
             except CheckpointError as exc:
                 # The process is going away anyway: say why there is no checkpoint, then go.
                 _log.error("could not save the preemption checkpoint: %s: %s", type(exc).__name__, exc)
@@ -193,6 +225,16 @@ class PreemptionHandler:
             # sys.exit, not raise SystemExit: trackpoint's exit handler learns the status from it
             # and keeps it should an async save fail at exit.
             sys.exit(128 + signum)
+
+
+#: What a refusal of a deleted JAX array says during the preemption save (see _save_and_leave).
+_DELETED_HINT = (
+    ", so the preemption save cannot write it: the checkpoint still holds the arrays it was last given, which a "
+    "later step deleted (a jitted step with donate_argnums deletes its input). A loop that rebinds its state "
+    "(`state = train_step(state)`) must give the checkpoint the current state before each check() too, not "
+    "only before its own saves: with save_on_sigterm(..., at_step=True), `preemption.check(state=state)` "
+    "assigns it (`ckpt.state = state`) when the preemption save happens. No preemption checkpoint was written"
+)
 
 
 def save_on_sigterm(
@@ -269,13 +311,25 @@ def save_on_sigterm(
 
         options = CheckpointOptions(coordinator=coordinator)
     save = _save_function(target, file_prefix, options)
-    return PreemptionHandler(save, signals=signals, at_step=at_step, coordinator=coordinator, exit_after=exit_after)
+    checkpoint = _target_checkpoint(target)
+    return PreemptionHandler(
+        save, signals=signals, at_step=at_step, coordinator=coordinator, exit_after=exit_after, checkpoint=checkpoint
+    )
 
 
 def _is_manager(target: Any) -> bool:
     from trackpoint.manager import CheckpointManager
 
     return isinstance(target, CheckpointManager)
+
+
+def _target_checkpoint(target: Any) -> Any:
+    """The Checkpoint a save of ``target`` writes: a manager's, the Checkpoint itself; ``None`` for a function."""
+    from trackpoint.checkpoint import Checkpoint
+
+    if _is_manager(target):
+        return target.checkpoint
+    return target if isinstance(target, Checkpoint) else None
 
 
 def _save_function(target: Any, file_prefix: str | None, options: Any) -> Callable[[], object]:

@@ -133,8 +133,8 @@ def test_refusals_say_what_to_do(grid: Ranks, tmp_path: Path) -> None:
         assert "passing CheckpointOptions(coordinator=JaxCoordinator())" in message
         assert rank["earlier_intact"] is True
         kind, message = rank["abstract_mesh"]
-        assert kind == "TrackableError" and "cannot tell from it which parts of the array" in message
-        assert "AbstractMesh" in message and "jax.sharding.Mesh(devices" in message
+        assert kind == "TrackableError" and "over an AbstractMesh: it names the mesh's axes but no devices" in message
+        assert "sharding=x.sharding" in message and "jax.set_mesh(mesh)" in message
         kind, message = rank["other_devices"]
         assert kind == "TrackableError" and "this process holds no part of it" in message
         kind, message = rank["uneven"]
