@@ -14,11 +14,11 @@ import glob
 import os
 import re
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 from trackpoint import _paths, _resolve, observe, state
-from trackpoint.errors import InvalidCheckpointError
+from trackpoint.errors import ArgumentTypeError, InvalidCheckpointError
 from trackpoint.graph import ObjectGraphView
 from trackpoint.graph import list_objects as _list_view_objects
 from trackpoint.proto.checkpoint_state_pb2 import CheckpointState
@@ -97,28 +97,46 @@ def _has_no_model_path(data: bytes) -> bool:
     return not parsed.model_checkpoint_path
 
 
+def _path_list(given: object, call: str, name: str) -> list[str]:
+    """The paths of ``given``, a sequence of paths or one path (a list of one), each as a ``str``.
+
+    Iterated as it is, one path given as a string would be its characters: a state file listing ``/``, ``t``,
+    ``m``, ..., or no checkpoint found at all.
+    """
+    if isinstance(given, (str, bytes, os.PathLike)):
+        return [_paths.argument(given, call, name)]
+    if not isinstance(given, Iterable):
+        raise ArgumentTypeError(f"{call}: {name} must be a path or a sequence of paths, got {given!r:.80}")
+    return [_paths.argument(p, call, name) for p in given]
+
+
 def generate_checkpoint_state_proto(
     save_dir: str | os.PathLike[str],
     model_checkpoint_path: str | os.PathLike[str],
-    all_model_checkpoint_paths: Sequence[str | os.PathLike[str]] | None = None,
+    all_model_checkpoint_paths: str | os.PathLike[str] | Sequence[str | os.PathLike[str]] | None = None,
     all_model_checkpoint_timestamps: Sequence[float] | None = None,
     last_preserved_timestamp: float | None = None,
 ) -> CheckpointState:
     """The ``CheckpointState`` proto that :func:`update_checkpoint_state` would write (TensorFlow's rules).
 
     ``model_checkpoint_path`` is appended to ``all_model_checkpoint_paths``
-    unless it is already their last element. With a relative ``save_dir``,
-    relative paths are rewritten relative to it (``train/model-0`` becomes
-    ``model-0`` for ``save_dir="train"``); absolute paths stay as given.
+    (a sequence of paths, or one path alone) unless it is already their last
+    element. With a relative ``save_dir``, relative paths are rewritten
+    relative to it (``train/model-0`` becomes ``model-0`` for
+    ``save_dir="train"``); absolute paths stay as given.
 
     Raises
     ------
     InvalidCheckpointError
         (a ``ValueError``) The timestamps do not match the paths one to one.
+    ArgumentTypeError
+        An element of ``all_model_checkpoint_paths`` is no path.
     """
     directory = os.fspath(save_dir)
     model = os.fspath(model_checkpoint_path)
-    paths = [os.fspath(p) for p in all_model_checkpoint_paths or []]
+    paths = _path_list(
+        all_model_checkpoint_paths or [], "generate_checkpoint_state_proto", "all_model_checkpoint_paths"
+    )
     if not paths or paths[-1] != model:
         paths.append(model)
     stamps = list(all_model_checkpoint_timestamps or [])
@@ -139,7 +157,7 @@ def generate_checkpoint_state_proto(
 def update_checkpoint_state(
     save_dir: str | os.PathLike[str],
     model_checkpoint_path: str | os.PathLike[str],
-    all_model_checkpoint_paths: Sequence[str | os.PathLike[str]] | None = None,
+    all_model_checkpoint_paths: str | os.PathLike[str] | Sequence[str | os.PathLike[str]] | None = None,
     latest_filename: str | None = None,
     all_model_checkpoint_timestamps: Sequence[float] | None = None,
     last_preserved_timestamp: float | None = None,
@@ -166,6 +184,9 @@ def update_checkpoint_state(
     InvalidCheckpointError
         (a ``ValueError``) The timestamps do not match the paths, or
         ``model_checkpoint_path`` is the state file's own path.
+    ArgumentTypeError
+        An element of ``all_model_checkpoint_paths`` (a sequence of paths, or
+        one path alone) is no path.
     """
     directory = os.fspath(save_dir)
     with _resolve.open_backend(directory, _options_argument(options, "update_checkpoint_state")) as backend:
@@ -175,7 +196,7 @@ def update_checkpoint_state(
             os.fspath(model_checkpoint_path),
             all_model_checkpoint_paths=None
             if all_model_checkpoint_paths is None
-            else [os.fspath(p) for p in all_model_checkpoint_paths],
+            else _path_list(all_model_checkpoint_paths, "update_checkpoint_state", "all_model_checkpoint_paths"),
             all_model_checkpoint_timestamps=all_model_checkpoint_timestamps,
             last_preserved_timestamp=last_preserved_timestamp,
             save_relative_paths=save_relative_paths,
@@ -219,7 +240,7 @@ def checkpoint_exists(checkpoint_prefix: str | os.PathLike[str], *, options: Che
 
 
 def get_checkpoint_mtimes(
-    checkpoint_prefixes: Sequence[str | os.PathLike[str]],
+    checkpoint_prefixes: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
     *,
     options: CheckpointOptions | None = None,
     clock: Callable[[], float] = time.time,
@@ -238,7 +259,7 @@ def get_checkpoint_mtimes(
     ----------
     checkpoint_prefixes
         Prefixes (local paths, ``pathlib.Path`` objects or URLs), of any
-        directories and stores.
+        directories and stores; one prefix alone is a list of one.
     options
         Chooses and configures the backend.
     clock
@@ -249,7 +270,7 @@ def get_checkpoint_mtimes(
     list of float
         POSIX timestamps, in the order of ``checkpoint_prefixes``.
     """
-    prefixes = [os.fspath(p) for p in checkpoint_prefixes]
+    prefixes = _path_list(checkpoint_prefixes, "get_checkpoint_mtimes", "checkpoint_prefixes")
     options = _options_argument(options, "get_checkpoint_mtimes")
     by_directory: dict[str, list[int]] = {}
     for i, prefix in enumerate(prefixes):

@@ -113,8 +113,8 @@ def convert(
     dst_options: CheckpointOptions | None = None,
     overwrite: bool = False,
     names: Literal["paths", "keys"] = "paths",
-    include: Sequence[str] = (),
-    exclude: Sequence[str] = (),
+    include: str | Sequence[str] = (),
+    exclude: str | Sequence[str] = (),
     separator: str = "/",
     strip_prefix: str | Sequence[str] = (),
     progress: Progress | None = None,
@@ -154,7 +154,8 @@ def convert(
         Ignored for a copy to a checkpoint.
     include, exclude
         ``fnmatch`` patterns (``*`` also matches ``/``) on a tensor's path or
-        key: only tensors matching an include pattern (all, when none is
+        key, a single pattern given as a string (``include="model/*"``) or a
+        sequence of them: only tensors matching an include pattern (all, when none is
         given) and no exclude pattern are copied; the object graph keeps
         the attributes of the copied tensors only. The path is matched as
         its local names read joined by ``separator``, whatever they hold.
@@ -208,7 +209,9 @@ def convert(
         ``dst_options``; or ``strip_prefix`` is given for a copy to a
         checkpoint, or holds an empty prefix.
     ArgumentTypeError
-        ``src_options`` or ``dst_options`` is not a ``CheckpointOptions``.
+        ``src_options`` or ``dst_options`` is not a ``CheckpointOptions``; or
+        ``include``, ``exclude`` or ``strip_prefix`` is neither a string nor a
+        sequence of strings.
     UnsupportedOptionError
         ``dst_options`` ask for an asynchronous save (``enable_async``):
         :func:`convert` returns once the copy is committed, so there would be
@@ -257,6 +260,7 @@ def convert(
     s_opts = _async.storage_options_of(s_opts) or CheckpointOptions()
     src_fmt, dst_fmt = file_format(src_path), file_format(dst_path)
     prefixes = _prefixes(strip_prefix, dst_path, dst_fmt)
+    include, exclude = _patterns("include", include), _patterns("exclude", exclude)
     _refuse_unwritable(_paths.check(dst_path), dst_fmt, _source_name(src_path))
     # Taken before anything is written: a save makes its prefix's directory in begin() (an export its file's),
     # before most of the source is read, so a copy that fails (a damaged source, a full disk, Ctrl-C) would
@@ -919,6 +923,18 @@ def _convert_selected(
             shadowed.close()
         if target is not None:
             target.close()
+
+
+def _patterns(name: str, given: object) -> list[str]:
+    """The ``include`` or ``exclude`` patterns as a list: a string is one pattern (see :func:`convert`).
+
+    Iterated as it is, ``"model/*"`` would be the patterns ``"m"``, ``"o"``, ..., ``"*"``, of which ``"*"``
+    matches every tensor: the export would silently hold everything (an exclude, nothing).
+    """
+    items = [given] if isinstance(given, str) else list(given) if isinstance(given, Iterable) else None
+    if items is None or not all(isinstance(p, str) for p in items):
+        raise ArgumentTypeError(f"convert: {name} must be a str or a sequence of str, got {given!r}")
+    return items
 
 
 def _prefixes(strip_prefix: str | Sequence[str], dst: str, dst_fmt: str | None) -> list[str]:

@@ -241,11 +241,20 @@ def load_checkpoint(
         directory holding checkpoints is wanted (``ForeignCheckpointError``
         when another library's file is there).
     ArgumentTypeError
-        ``ckpt_dir_or_file`` and ``path`` both given, or neither.
+        ``ckpt_dir_or_file`` and ``path`` both given, or neither; or the path
+        is not a ``str``, ``bytes`` or ``os.PathLike``.
+    InvalidPathError
+        The path is ``bytes`` that are not UTF-8.
     """
+    from trackpoint._paths import argument
     from trackpoint._renamed import renamed
 
-    where = os.fspath(renamed("load_checkpoint", "ckpt_dir_or_file", ckpt_dir_or_file, "path", path))
+    # Checked as save and restore check theirs: an int or None is an ArgumentTypeError naming the call.
+    where = argument(
+        renamed("load_checkpoint", "ckpt_dir_or_file", ckpt_dir_or_file, "path", path),
+        "load_checkpoint",
+        "ckpt_dir_or_file",
+    )
     # The reader keeps the one backend it reads through open until it is closed.
     options = _options_argument(options, "load_checkpoint")
     backends = _resolve.Backends()

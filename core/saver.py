@@ -399,20 +399,21 @@ class Saver:
             )
         self._last_checkpoints = [(str(p), float("inf")) for p in last_checkpoints]
 
-    def recover_last_checkpoints(self, checkpoint_paths: Sequence[str]) -> None:
+    def recover_last_checkpoints(self, checkpoint_paths: str | Sequence[str]) -> None:
         """Rebuild the kept list after a restart from ``checkpoint_paths`` (oldest first).
 
-        Each committed checkpoint is stamped with its commit time as its store
+        One path alone is a list of one (not its characters). Each committed
+        checkpoint is stamped with its commit time as its store
         reports it (:func:`trackpoint.get_checkpoint_mtimes`), as TensorFlow
         stamps the files' modification times, so ``keep_checkpoint_every_n_hours``
         treats old checkpoints as old. Paths with nothing committed are
         dropped. A store that cannot tell the time stamps the current time
         (``clock``): such a checkpoint is not preserved until it ages in this run.
         """
-        from trackpoint.checkpoint_management import checkpoint_mtime
+        from trackpoint.checkpoint_management import _path_list, checkpoint_mtime
 
         kept = []
-        for path in checkpoint_paths:
+        for path in _path_list(checkpoint_paths, "Saver.recover_last_checkpoints", "checkpoint_paths"):
             stamp = checkpoint_mtime(self._backends.store(path, self._options), path, self._clock)
             if stamp is not None:
                 kept.append((path, stamp))

@@ -9,6 +9,7 @@ import contextlib
 import dataclasses
 import inspect
 import json
+import logging
 import math
 import os
 import re
@@ -198,6 +199,20 @@ def _stored_in_path(path: str, opts: CheckpointOptions) -> tuple[str, str] | Non
         return _stored_in(path, store)
     finally:
         store.close()
+
+
+def _checkpoint_of_file(path: str) -> tuple[str, str] | None:
+    """``(prefix, what)`` when ``path`` is named as a file of the checkpoint ``prefix`` (``run/ckpt-2.index``).
+
+    ``what`` says which: ``a file`` (a bundle's index or data file) or ``the Zarr directory`` (
+    ``run/ckpt-2.zarr``). From the name alone: only a hint is at stake.
+    """
+    match = _resolve._CHECKPOINT_FILE.match(path)
+    if match is not None:
+        return match.group(1), "a file"
+    if path.endswith(_ZARR_SUFFIX) and checkpoint_number(path[: -len(_ZARR_SUFFIX)]) is not None:
+        return path[: -len(_ZARR_SUFFIX)], "the Zarr directory"
+    return None
 
 
 def _not_a_checkpoint(path: str, prefix: str, backend: str) -> str:
@@ -500,7 +515,8 @@ def _ls(args: argparse.Namespace, out: TextIO) -> int:
             paths = list(state.all_model_checkpoint_paths)
             if len(stamps) == len(paths):
                 times = {os.path.basename(p.rstrip("/")): t for p, t in zip(paths, stamps, strict=True)}
-        latest = trackpoint.latest_checkpoint(directory, opts)
+        # Nothing listed, nothing to mark: and the library would warn of other formats, which `empty` says.
+        latest = trackpoint.latest_checkpoint(directory, opts) if prefixes else None
         rows: list[dict[str, Any]] = []
         listed = _listed_names(state)
 
@@ -624,11 +640,9 @@ def _ls(args: argparse.Namespace, out: TextIO) -> int:
             print(f"leftovers of crashed saves: not known ({blind} cannot list them)", file=out)
         else:
             if leftovers:
-                print(
-                    f"leftovers of crashed saves ({len(leftovers)}; `trackpoint cleanup` removes old ones):", file=out
-                )
-                for path in leftovers:
-                    print(f"  {path}", file=out)
+                saves = _by_save(leftovers)
+                print(f"leftovers of crashed saves ({len(saves)}; `trackpoint cleanup` removes old ones):", file=out)
+                _print_leftovers(saves, out)
             else:
                 print("no leftovers of crashed saves" + (" listed" if unlisted else ""), file=out)
             if unlisted:
@@ -712,6 +726,30 @@ def _leftovers(store: StorageBackend, directory: str) -> tuple[list[str] | None,
     return store.leftovers(directory), unlisted
 
 
+def _by_save(paths: Sequence[str]) -> dict[str, int]:
+    """The leftovers ``paths``, one per save where the listing shows what belongs together: each path not under
+    another, with how many of the paths are under it.
+
+    A crashed bundle save leaves its staging directory and the files in it, and a backend lists them all
+    (``cleanup`` removes each); counted as they are, one interrupted save would read as several.
+    """
+    tops = sorted({p.rstrip("/") for p in paths})
+    saves: dict[str, int] = {}
+    for path in tops:
+        # Sorted, a directory comes before what is under it; its own leftovers are said once, with their number.
+        owner = next((top for top in saves if path.startswith(top + "/")), None)
+        if owner is None:
+            saves[path] = 0
+        else:
+            saves[owner] += 1
+    return saves
+
+
+def _print_leftovers(saves: dict[str, int], out: TextIO) -> None:
+    for path, inside in saves.items():
+        print(f"  {path}" + (f"  ({_render.plural(inside, 'file')} in it)" if inside else ""), file=out)
+
+
 def _unread(directory: str, rows: list[dict[str, Any]], out: TextIO) -> int:
     """The exit status of ``ls``; on stderr, which checkpoints could not be read and what to do.
 
@@ -765,11 +803,11 @@ def _cleanup(args: argparse.Namespace, out: TextIO) -> int:
         _dump({"directory": args.directory, "removed": removed, "kept": kept}, out)
         return EXIT_OK
     if removed:
-        print(f"removed {_render.plural(len(removed), 'leftover')}:", file=out)
-        for path in removed:
-            print(f"  {path}", file=out)
+        saves = _by_save(removed)
+        print(f"removed {_render.plural(len(saves), 'leftover')}:", file=out)
+        _print_leftovers(saves, out)
     if kept:
-        n = len(kept)
+        n = len(_by_save(kept))
         print(
             f"{'nothing removed in ' + args.directory + ': ' if not removed else ''}"
             f"{_render.plural(n, 'leftover')} {'is' if n == 1 else 'are'} younger than the age guard"
@@ -838,6 +876,13 @@ def _rm(args: argparse.Namespace, out: TextIO) -> int:
         number = checkpoint_number(prefix)
         hint = prefix if number is None else _paths.dirname(prefix) or os.curdir
         if number is None or not _stem(prefix) or os.path.basename(prefix) != f"{_stem(prefix)}-{number}":
+            of = _checkpoint_of_file(prefix)
+            if of is not None:
+                # ls of the file would fail too: name the checkpoint, as inspect and verify do.
+                raise _UsageError(
+                    f"{path!r} is {of[1]} of the checkpoint {of[0]!r}, not a checkpoint prefix: pass that prefix "
+                    f"(`{_command('trackpoint', 'rm', of[0])}`)"
+                )
             raise _UsageError(
                 f"{path!r} is no checkpoint prefix of a series NAME-N (as a CheckpointManager names them, "
                 f"run/ckpt-4): rm deletes those only; `{_command('trackpoint', 'ls', hint)}` lists the checkpoints "
@@ -1192,10 +1237,23 @@ def _latest_good(args: argparse.Namespace, opts: CheckpointOptions, out: TextIO)
         print(good, file=out)
     out.flush()
     # Only the report of the directory itself (a checkpoint's path is its prefix): the directory has none.
-    if all(r["path"] == args.paths[0] for r in reports) and not _run_traces(args.paths[0], opts):
+    directory = args.paths[0]
+    leftovers = _first_start(directory, opts) if all(r["path"] == directory for r in reports) else None
+    if leftovers is not None:
         # A run's first start, which a restart script handles unlike a run whose every checkpoint is damaged:
-        # it starts fresh instead of stopping to call for help.
-        print(f"trackpoint verify: no checkpoints in {args.paths[0]}: nothing to restore", file=sys.stderr)
+        # it starts fresh instead of stopping to call for help. Leftovers of saves that never committed (a job
+        # killed during its first save) restore nothing, so no progress is lost by starting afresh.
+        print(f"trackpoint verify: no checkpoints in {directory}: nothing to restore", file=sys.stderr)
+        if leftovers:
+            n = len(_by_save(leftovers))
+            saves = "an interrupted save" if n == 1 else f"{n} interrupted saves"
+            print(
+                f"trackpoint verify: {directory} holds leftovers of {saves}, which never committed: "
+                f"`{_command('trackpoint', 'cleanup', directory)}` removes them once older "
+                "than the age guard (--min-age 0 at once, if no save is running), as the next CheckpointManager "
+                "opened there does",
+                file=sys.stderr,
+            )
         return EXIT_NOT_FOUND
     for r in reports:
         if r["status"] not in ("intact", _UNREADABLE):
@@ -1220,31 +1278,40 @@ def _latest_good(args: argparse.Namespace, opts: CheckpointOptions, out: TextIO)
     return EXIT_OK
 
 
-def _run_traces(directory: str, opts: CheckpointOptions) -> bool:
-    """Whether ``directory``, holding no checkpoint, holds traces of a run: not a first start, but a lost run.
+def _first_start(directory: str, opts: CheckpointOptions) -> list[str] | None:
+    """For ``directory``, holding no checkpoint: the leftovers of saves in it if it is a run's first start, else
+    ``None`` (a lost run).
 
-    A state file (whose checkpoints are gone), leftovers of saves, or checkpoints of a format the chosen
-    backend does not read. Anything that cannot be looked at counts as a trace: only a directory known to
-    hold nothing is a first start.
+    A run leaves a trace once a save committed: a state file (whose checkpoints are gone), checkpoints of a
+    format the chosen backend does not read, or a leftover under a checkpoint's own name (a data file whose
+    index is gone, a Zarr checkpoint's directory). A save's staging leftovers alone (``ckpt-1_temp``,
+    ``*.tmp-*``) are no such trace: that save never committed, and restores nothing (a job killed during its
+    first save). Anything that cannot be looked at counts as a trace: only a directory known to hold nothing
+    committed is a first start.
     """
     from trackpoint.state import DEFAULT_LATEST_FILENAME, other_formats
 
     try:
         store = _resolve.open_store(directory, opts)
     except CheckpointNotFoundError:
-        return False  # no directory at all
+        return []  # no directory at all
     except CheckpointError:
-        return True
+        return None
     try:
-        return (
-            store.read_file(_paths.join(directory, DEFAULT_LATEST_FILENAME)) is not None
-            or bool(store.leftovers(directory))
-            or other_formats(directory, opts, store) is not None
-        )
+        if store.read_file(_paths.join(directory, DEFAULT_LATEST_FILENAME)) is not None:
+            return None
+        if other_formats(directory, opts, store) is not None:
+            return None
+        leftovers = list(store.leftovers(directory))
     except CheckpointError:
-        return True
+        return None
     finally:
         store.close()
+    for path in _by_save(leftovers):
+        name = path.rstrip("/").rsplit("/", 1)[-1]
+        if _resolve._CHECKPOINT_FILE.match(name) or name.endswith(_ZARR_SUFFIX):
+            return None
+    return leftovers
 
 
 def _verify(args: argparse.Namespace, out: TextIO) -> int:
@@ -1318,7 +1385,9 @@ def _verdict(entry: dict[str, Any]) -> str:
     problems = entry["problems"]
     if not problems:
         return _UNVERIFIED if entry["unverified"] else "intact"
-    if entry["prefix"] is None and problems[0]["error"] == "CheckpointNotFoundError":
+    if entry["prefix"] is None and _failure_kind(problems[0]["error"]) == _MISSING:
+        # Nothing to open there, a foreign file among it (ForeignCheckpointError, a torch.save file): no
+        # checkpoint at the path, as inspect says, not a damaged one.
         return _MISSING
     if all(_failure_kind(p["error"]) == _UNREADABLE for p in problems):
         return _UNREADABLE
@@ -1569,6 +1638,15 @@ _OPTION_TERMS: Final = (
     (re.compile(r"storage_options=\{'key': \.\.\., 'secret': \.\.\.\}"), "-o key=... -o secret=..."),
     (re.compile(r"storage_options\['(\w+)'\]"), r"-o \1"),
     (re.compile(r"backend_options\['(\w+)'\]"), r"--backend-option \1"),
+    # The library's advice on choosing a backend, and on a state file it cannot parse, names Python calls.
+    (re.compile(r"CheckpointOptions\(backend=<its backend>\)"), "--backend <its backend>"),
+    (re.compile(r"drop backend= from the options"), "drop --backend"),
+    (re.compile(r"CheckpointOptions\(backend=\.\.\.\)"), "--backend"),
+    (re.compile(r"\blatest_checkpoint\(('[^']*')\) is "), r"the latest checkpoint of \1 is "),
+    (
+        re.compile(r"rewrite it with update_checkpoint_state"),
+        "let the next save of a CheckpointManager there write a new one",
+    ),
 )
 
 
@@ -1579,9 +1657,11 @@ def _in_flag_terms(message: str) -> str:
     return message
 
 
-def _one_line(exc: BaseException) -> str:
-    """The message of ``exc`` on one line, in the command line's terms."""
-    return _in_flag_terms(" ".join(str(exc).split())) or type(exc).__name__
+def _one_line(exc: BaseException, backend_flag: str = "--backend") -> str:
+    """The message of ``exc`` on one line, in the command line's terms; ``backend_flag`` is the flag that
+    chooses the backend the message is about (``--dst-backend`` for convert's destination)."""
+    text = " ".join(str(exc).split()).replace("CheckpointOptions(backend=...)", backend_flag)
+    return _in_flag_terms(text) or type(exc).__name__
 
 
 def _discard_stdout() -> None:
@@ -1594,10 +1674,14 @@ def _discard_stdout() -> None:
     os.close(devnull)
 
 
-def _usage(args: argparse.Namespace, message: str, error: str = "UsageError") -> int:
-    """Report a bad option value found after parsing as argparse reports one: the command's usage, then why."""
+def _usage(args: argparse.Namespace, message: str, error: str = "UsageError", *, named: bool = False) -> int:
+    """Report a bad option value found after parsing as argparse reports one: the command's usage, then why.
+
+    ``named``: stderr names the error's type before the message (``InvalidPathError: ...``); the JSON
+    document has it in its own field, and its message does not repeat it.
+    """
     args.command_parser.print_usage(sys.stderr)
-    print(f"trackpoint {args.command}: error: {message}", file=sys.stderr)
+    print(f"trackpoint {args.command}: error: {f'{error}: ' if named else ''}{message}", file=sys.stderr)
     return _json_failure(args, error, message, EXIT_USAGE)
 
 
@@ -1687,6 +1771,106 @@ def _env_backend(args: argparse.Namespace, exc: BaseException) -> str | None:
     return f"{_one_line(exc)}; set {ENV_BACKEND} to a registered backend, unset it, or choose one with --backend"
 
 
+def _unknown_scheme(exc: BaseException) -> bool:
+    """Whether ``exc`` says that no backend serves the scheme of a URL given (``foo://b/run``).
+
+    A path no store can use, as a ``file://`` URL naming another host is: the command line is wrong. An
+    unknown backend *name* is the flag's or the environment's (:func:`_backend_flag`, :func:`_env_backend`).
+    """
+    return type(exc) is UnknownBackendError and exc.backend is None and exc.url is not None
+
+
+class _LibraryWarnings(logging.Handler):
+    """Prints the library's warnings on stderr while a command runs: each once, in the command line's terms.
+
+    A command opens a location several times (each format's backend, the state file read for the listing
+    and again for the latest checkpoint), and each may warn of the same thing; Python's default handler
+    prints every record, worded for Python callers (``update_checkpoint_state``). Options that a store
+    of the path takes none of are refused (exit status 2): on the command line they are a mistake, not
+    options shared with another URL (see :meth:`_unused`).
+    """
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        super().__init__(logging.WARNING)
+        self.args = args
+        self.said: set[str] = set()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        unused = getattr(record, "trackpoint_unused_options", None)
+        if unused is not None:
+            self._unused(*unused)
+            return
+        message = _in_flag_terms(" ".join(record.getMessage().split()))
+        if message in self.said:
+            return
+        self.said.add(message)
+        print(f"trackpoint {self.args.command}: {message}", file=sys.stderr)
+
+    def _paths(self) -> list[str]:
+        """Every path of the command line (both of ``convert`` and ``diff``)."""
+        if self.args.command == "convert":
+            return [self.args.src, self.args.dst]
+        return _urls(self.args, "--backend")
+
+    def _unused(self, backend: str, field: str, keys: list[str], url: str, store: str, what: str) -> None:
+        """Refuse options a store takes none of, naming the flags they came from.
+
+        Raised as a :class:`~trackpoint.errors.BackendOptionError` (exit status 2, as an option an object store
+        does not take), from where the backend is opened: the command stops before it reads or writes anything.
+        When another path of the command is a URL of a store that may take them (``diff run/ckpt-1 s3://b/run/ckpt-1
+        -o key=...``: one set of options serves both), they are said to go unused for this one, once.
+        Backend options the bundle backend does not take on the local disk are let through when no backend was
+        chosen and the Zarr backend, which also reads the path, takes them (``compressor``).
+        """
+        from trackpoint.errors import BackendOptionError
+        from trackpoint.plugins import open_backend
+
+        if (
+            field == "backend_options"
+            and backend == "bundle"
+            and not self.args.backend
+            and not os.environ.get("TRACKPOINT_BACKEND", "").strip()
+        ):
+            given_values = {
+                **dict(self.args.backend_options or ()),
+                **dict(getattr(self.args, "dst_backend_options", None) or ()),
+            }
+            tuning = {key: given_values.get(key) for key in keys}
+            try:
+                open_backend(url, CheckpointOptions(backend="zarr", backend_options=tuning)).close()
+            except CheckpointError:
+                pass
+            else:
+                return
+        flag = "-o" if field == "storage_options" else "--backend-option"
+        given = ", ".join(f"{flag} {key}" for key in keys)
+        kind = "storage" if field == "storage_options" else "backend"
+        if any(_paths.is_url(p) and _paths.scheme(p) not in ("file", "memory") for p in self._paths()):
+            # The options serve another path of the command (diff run/ckpt-1 s3://b/run/ckpt-1 -o key=...).
+            message = f"{given} not used for {url!r}: the {backend} backend takes no {kind} options on {store}"
+            if message not in self.said:
+                self.said.add(message)
+                print(f"trackpoint {self.args.command}: {message}", file=sys.stderr)
+            return
+        raise BackendOptionError(
+            f"{given}: the {backend} backend takes no {kind} options on {store} ({what}), and {url!r} is there; "
+            f"check that the path is the one meant (an s3:// or gs:// URL), or drop {given}",
+            url=url,
+        )
+
+
+@contextlib.contextmanager
+def _library_warnings(args: argparse.Namespace) -> Iterator[None]:
+    """Route the library's warnings through :class:`_LibraryWarnings` while a command runs."""
+    logger = logging.getLogger("trackpoint")
+    handler = _LibraryWarnings(args)
+    logger.addHandler(handler)
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``trackpoint`` command line; return its exit status (see :mod:`trackpoint.cli`).
 
@@ -1699,7 +1883,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)  # exits with status 2 on a bad command line
     out = sys.stdout
     try:
-        with _unwind_on_termination():
+        with _unwind_on_termination(), _library_warnings(args):
             return _COMMANDS[args.command](args, out)
     except _UsageError as exc:
         return _usage(args, str(exc))
@@ -1719,16 +1903,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         flag = _backend_flag(args, exc)
         if flag is not None:
             # --backend nosuch is a wrong command line, not a failure of the store.
-            message = _one_line(exc).replace("CheckpointOptions(backend=...)", flag)
+            message = _one_line(exc, flag)
             # An object store chosen for a local path (--backend s3 run): the store's advice, in the flag's terms.
             return _usage(args, message.replace("CheckpointOptions.backend (and TRACKPOINT_BACKEND)", f"{flag}"))
         from_env = _env_backend(args, exc)
         if from_env is not None:
             return _usage(args, from_env, type(exc).__name__)
-        if isinstance(exc, (InvalidArgumentError, InvalidPathError)):
+        if isinstance(exc, (InvalidArgumentError, InvalidPathError)) or _unknown_scheme(exc):
             # A value of the command line no function takes (a misspelt -o option, a path no store can
-            # use): every argument and option comes from the command line, so the command line is wrong.
-            return _usage(args, f"{type(exc).__name__}: {_one_line(exc)}", type(exc).__name__)
+            # use, a URL scheme no backend serves): every argument and option comes from the command line,
+            # so the command line is wrong.
+            return _usage(args, _one_line(exc), type(exc).__name__, named=True)
         if args.verbose:
             traceback.print_exc(file=sys.stderr)
         print(f"trackpoint {args.command}: {type(exc).__name__}: {_one_line(exc)}", file=sys.stderr)

@@ -1,5 +1,8 @@
 """The conformance kit: pytest mixins every storage backend must pass.
 
+It runs under pytest, which the ``testing`` extra installs (``pip install 'trackpoint[testing]'``);
+importing the kit without pytest raises :class:`~trackpoint.errors.BackendUnavailableError` saying so.
+
 A backend's test module adopts the kit in a few lines::
 
     import pytest
@@ -33,6 +36,16 @@ class as ``known_gaps = {"test_name": "reason"}``, which marks that test
 """
 
 from __future__ import annotations
+
+try:
+    import pytest  # noqa: F401 - every mixin of the kit is a pytest test class, with its fixtures
+except ImportError as exc:
+    from trackpoint.errors import BackendUnavailableError
+
+    raise BackendUnavailableError(
+        "trackpoint.plugins.testing, the conformance kit for storage backends, runs under pytest, which is not "
+        "installed: pip install 'trackpoint[testing]'"
+    ) from exc
 
 from trackpoint.plugins.testing._backdoors import ObjectStoreBackdoors
 from trackpoint.plugins.testing._bad_input import BadInput

@@ -423,3 +423,28 @@ def test_strip_prefix_with_keys_and_another_separator(tmp_path: Path) -> None:
     keys = str(tmp_path / "keys.safetensors")
     tp.convert(src, keys, include=["model/*"], names="keys", strip_prefix="model/")
     assert sorted(load_file(keys)) == ["dense/kernel/.ATTRIBUTES/VARIABLE_VALUE"]
+
+
+def test_include_and_exclude_take_one_pattern_as_a_string(tmp_path: Path) -> None:
+    # A string is one pattern, as strip_prefix takes one: iterated as characters, "model/*" held "*",
+    # which selected every tensor (and exclude="other/*" left none).
+    model, other = tp.AutoTrackable(), tp.AutoTrackable()
+    model.w = tp.Variable(np.ones(2, np.float32))
+    other.v = tp.Variable(np.zeros(3, np.float32))
+    src = tp.Checkpoint(model=model, other=other).write(str(tmp_path / "src" / "ckpt-1"))
+    as_list = str(tmp_path / "list.npz")
+    tp.convert(src, as_list, include=["model/*"])
+    for given in ({"include": "model/*"}, {"exclude": "other/*"}):
+        out = str(tmp_path / f"{sorted(given)[0]}.npz")
+        tp.convert(src, out, **given)  # type: ignore[arg-type]
+        assert [k for k, _ in tp.list_variables(out)] == [k for k, _ in tp.list_variables(as_list)]
+    assert "other/v/.ATTRIBUTES/VARIABLE_VALUE" not in dict(tp.list_variables(as_list))
+
+
+@pytest.mark.parametrize("given", [3, [b"model/*"], ["model/*", None]])
+def test_include_and_exclude_refuse_what_is_no_pattern(tmp_path: Path, given: object) -> None:
+    src = tp.Checkpoint(w=tp.Variable(np.ones(2, np.float32))).write(str(tmp_path / "src" / "ckpt-1"))
+    for name in ("include", "exclude"):
+        with pytest.raises(tp.ArgumentTypeError, match=rf"convert: {name} must be a str or a sequence of str"):
+            tp.convert(src, str(tmp_path / "out.npz"), **{name: given})  # type: ignore[arg-type]
+    assert not (tmp_path / "out.npz").exists()

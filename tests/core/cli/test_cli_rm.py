@@ -55,11 +55,26 @@ def test_a_path_that_is_no_committed_checkpoint_deletes_nothing(cli: Any, tmp_pa
     assert typo.returncode == 3
     assert json.loads(typo.stdout)["error"]["type"] == "CheckpointNotFoundError"
     assert f"no checkpoint is committed at {str(run / 'ckpt-9')!r}: nothing was deleted" in typo.stderr
-    for wrong in (str(run), str(run / "checkpoint"), str(run / "ckpt-2.index")):
+    for wrong in (str(run), str(run / "checkpoint")):
         refused = cli("rm", wrong)
         assert refused.returncode == 2, wrong
         assert refused.stderr.startswith("usage: trackpoint rm ")
         assert "is no checkpoint prefix of a series NAME-N" in refused.stderr
+    # A file of a checkpoint (as a file browser offers it) is answered with its prefix, as inspect and verify
+    # answer it: `trackpoint ls run/ckpt-2.index`, advised before, fails too.
+    prefix = str(run / "ckpt-2")
+    for wrong, what in (
+        (f"{prefix}.index", "a file"),
+        (f"{prefix}.data-00000-of-00001", "a file"),
+        (f"{prefix}.zarr", "the Zarr directory"),
+    ):
+        refused = cli("rm", wrong, "--json")
+        assert refused.returncode == 2, wrong
+        assert refused.stderr.startswith("usage: trackpoint rm ")
+        message = f"{wrong!r} is {what} of the checkpoint {prefix!r}, not a checkpoint prefix: pass that prefix"
+        assert message in refused.stderr and f"(`trackpoint rm {prefix}`)" in refused.stderr
+        assert "trackpoint ls" not in refused.stderr
+        assert json.loads(refused.stdout)["error"]["message"].startswith(message)
     assert _digests(run) == before and (run / "checkpoint").read_bytes() == state
 
 

@@ -7,8 +7,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pytest
 
 import trackpoint as tp
+from trackpoint.storage import CheckpointOptions, ShardSpec, WriteItem
 
 
 def _run(directory: Path, saves: int) -> None:
@@ -105,3 +107,49 @@ def test_latest_good_of_a_run_whose_checkpoints_are_gone_is_a_lost_run_not_a_fir
     for data in run.glob("*.data-*"):
         data.unlink()
     assert cli("verify", "--latest-good", str(run)).returncode == 3
+
+
+def _crash_first_save(directory: Path, backend: str | None = None) -> None:
+    """What a job killed during its first save leaves: a save begun and written, never committed."""
+    prefix = str(directory / "ckpt-1")
+    store = tp.plugins.open_backend(prefix, CheckpointOptions(backend=backend))
+    try:
+        store.begin(prefix, "killed")
+        store.write_shard(prefix, ShardSpec(0, 1, "killed"), [WriteItem("w", np.zeros(3, np.float32))])
+    finally:
+        store.close()
+
+
+@pytest.mark.parametrize("backend", [None, "zarr"])
+def test_latest_good_after_a_crash_during_the_first_save_is_a_first_start(
+    cli: Any, tmp_path: Path, backend: str | None
+) -> None:
+    # Nothing ever committed, so nothing can be lost: the restart script of docs/cli.md must start afresh (3),
+    # not give up (1). stderr says what is there and what removes it.
+    run = tmp_path / "run"
+    _crash_first_save(run, backend)
+    assert json.loads(cli("ls", "--all", str(run), "--json").stdout)["leftovers"]
+    fresh = cli("verify", "--latest-good", str(run))
+    assert (fresh.returncode, fresh.stdout) == (3, ""), fresh.stderr
+    assert fresh.stderr.splitlines() == [
+        f"trackpoint verify: no checkpoints in {run}: nothing to restore",
+        f"trackpoint verify: {run} holds leftovers of an interrupted save, which never committed: "
+        f"`trackpoint cleanup {run}` removes them once older than the age guard (--min-age 0 at once, if no save "
+        "is running), as the next CheckpointManager opened there does",
+    ]
+    # With a state file, the run had committed checkpoints once: a lost run still.
+    (run / "checkpoint").write_text('model_checkpoint_path: "ckpt-1"\n')
+    lost = cli("verify", "--latest-good", str(run))
+    assert lost.returncode == 1 and f"no intact checkpoint in {run}" in lost.stderr
+
+
+def test_latest_good_with_a_crashed_save_beside_checkpoints_of_another_format_is_a_lost_run(
+    cli: Any, tmp_path: Path
+) -> None:
+    run = tmp_path / "run"
+    _crash_first_save(run)
+    tp.Checkpoint(w=tp.Variable(np.zeros(2, np.float32))).write(
+        str(run / "ckpt-2"), tp.CheckpointOptions(backend="zarr")
+    )
+    lost = cli("verify", "--latest-good", str(run), "--backend", "bundle")
+    assert lost.returncode == 1 and f"no intact checkpoint in {run}" in lost.stderr
