@@ -208,6 +208,7 @@ class _S3:
                 requires=("s3fs",),
                 extra="s3",
                 capabilities=OBJECT_STORE_CAPABILITIES,
+                buckets=True,
             )
         )
 
@@ -229,6 +230,7 @@ class _GCS:
                 requires=("gcsfs",),
                 extra="gcs",
                 capabilities=OBJECT_STORE_CAPABILITIES,
+                buckets=True,
             )
         )
 

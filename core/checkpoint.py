@@ -926,25 +926,34 @@ def _save_prefix(file_prefix: object, call: str) -> str:
     scheme, rest = _paths.split_scheme(prefix)
     if scheme == "file":
         scheme = ""  # a local path: file:///ckpt is /ckpt
-    if prefix.endswith(("/", os.sep)) or (_has_buckets(scheme) and "/" not in rest.strip("/")):
+    body = rest.strip("/")
+    bare_bucket = bool(scheme) and "/" not in body and _has_buckets(scheme)
+    if prefix.endswith(("/", os.sep)) or bare_bucket:
         # The files are named by appending to the prefix: "run/" would give run/-1.index, and "s3://bucket" the
         # objects s3://bucket-1.index..., in another bucket. A prefix is a directory and a name in it.
-        where = f"{scheme}://{rest.strip('/') or '<bucket>'}" if scheme else prefix.rstrip("/" + os.sep) or "/"
+        if not scheme:
+            what, where = "directory", prefix.rstrip("/" + os.sep) or "/"
+        elif not body:
+            what, where = "store root", f"{scheme}://{'<bucket>' if _has_buckets(scheme) else 'run'}"
+        else:
+            what, where = ("bucket" if bare_bucket else "directory"), f"{scheme}://{body}"
         raise InvalidArgumentError(
-            f"{call}: file_prefix {prefix!r} names a {'bucket or store root' if scheme else 'directory'}, not a "
-            f"checkpoint: the checkpoint's files are named by appending to the prefix, so give a name inside "
-            f"it, such as {where.rstrip('/')}/ckpt"
+            f"{call}: file_prefix {prefix!r} names a {what}, not a checkpoint: the checkpoint's files are named by "
+            f"appending to the prefix, so give a name inside it, such as {where.rstrip('/')}/ckpt"
         )
     return prefix
 
 
-#: URL schemes whose first path component is a bucket or container (with a format's ``zarr+`` in front too).
-_BUCKET_SCHEMES: Final = frozenset({"s3", "s3a", "gs", "gcs", "az", "abfs", "abfss", "azure"})
-
-
 def _has_buckets(scheme: str) -> bool:
-    """Whether a URL of ``scheme`` names a bucket first (``memory://`` and local paths do not)."""
-    return scheme.rpartition("+")[2] in _BUCKET_SCHEMES
+    """Whether a URL of ``scheme`` names a bucket first, as the backend serving the scheme declares.
+
+    Object stores address ``scheme://bucket/key`` (``memory://`` and local paths do not); a plugin's store
+    registers its schemes as such (``BackendSpec.buckets``), so the plugin host is asked, not a list of the
+    built-in schemes. Imported here, not at module level: ``import trackpoint`` stays light.
+    """
+    from trackpoint.plugins.manager import _has_buckets as served_with_buckets
+
+    return served_with_buckets(scheme)
 
 
 def _restore_path(save_path: object, call: str) -> str | None:

@@ -124,6 +124,7 @@ class ObjectStorePlugin:
                 requires=requires,
                 install_hint=install_hint,
                 capabilities=caps,
+                buckets=True,
             )
         ]
         if zarr:
@@ -136,6 +137,7 @@ class ObjectStorePlugin:
                     requires=(*requires, "zarr"),
                     install_hint=install_hint,
                     capabilities=caps,
+                    buckets=True,
                 )
             )
 

@@ -63,6 +63,17 @@ class BackendSpec:
         Replace an already registered backend of the same name (e.g. a plugin
         swapping the built-in ``s3``). Without it a duplicate name is a
         :class:`~trackpoint.errors.PluginError`.
+    buckets
+        URLs of ``schemes`` name a bucket (or container) first,
+        ``scheme://bucket/key``, as those of every
+        :class:`~trackpoint.backends.stores.ObjectStore` do. A checkpoint
+        prefix naming a bucket alone (``scheme://bucket``) is then refused:
+        its files are named by appending to the prefix, so they would land in
+        another bucket (``bucket.index``, ``bucket-1.index``). A
+        ``<format>+<scheme>`` URL (``zarr+s3://``) follows the backend of
+        ``<scheme>``. :func:`bundle_backend_spec` and
+        :class:`~trackpoint.plugins.ObjectStorePlugin` set it; a spec of an
+        object store written out by hand sets ``buckets=True``.
 
     Raises
     ------
@@ -79,6 +90,7 @@ class BackendSpec:
     install_hint: str | None = None
     capabilities: Capabilities | None = None
     override: bool = False
+    buckets: bool = False
 
     def __post_init__(self) -> None:
         # Validated here so a plugin author sees the mistake at registration,
@@ -90,6 +102,8 @@ class BackendSpec:
             )
         if not callable(self.factory):
             raise PluginError(f"backend {self.name!r}: factory must be callable, got {type(self.factory).__name__}")
+        if not isinstance(self.buckets, bool):
+            raise PluginError(f"backend {self.name!r}: buckets must be True or False, got {self.buckets!r}")
         for field_name, values, pattern in (
             ("schemes", self.schemes, _SCHEME),
             ("requires", self.requires, _MODULE),
@@ -125,7 +139,8 @@ def bundle_backend_spec(
     The factory builds ``store.from_options(options)`` and puts the bundle
     format (:class:`trackpoint.backends.bundle.BundleBackend`) over it; the
     schemes default to ``store.schemes`` and the capabilities are
-    ``store.capabilities``. Calling it imports the store's module, so a
+    ``store.capabilities``; ``buckets`` is set, as object stores address
+    ``scheme://bucket/key``. Calling it imports the store's module, so a
     plugin whose module must load light (every process's first checkpoint
     loads every plugin) registers a :class:`BackendSpec` with the schemes
     and capabilities written out and a factory that imports the store, as
@@ -160,6 +175,7 @@ def bundle_backend_spec(
         install_hint=install_hint,
         capabilities=store.capabilities,
         override=override,
+        buckets=True,
     )
 
 

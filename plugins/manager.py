@@ -127,6 +127,8 @@ class _Table(NamedTuple):
     schemes: dict[str, str]
     #: Backends left out because they clash with one registered earlier, with the reason.
     refused: list[tuple[_Registered, str]]
+    #: The schemes whose URLs name a bucket first (served by a spec with ``buckets=True``).
+    buckets: frozenset[str]
 
 
 class _Loaded:
@@ -372,7 +374,8 @@ class PluginHost:
                         # A plugin registered at run time is refused by register() itself, which raises.
                         self._warned.add(clash)
                         _log.warning("trackpoint backend %r is not usable: %s", spec.name, clash)
-        self._table = _Table(backends, schemes, refused)
+        buckets = frozenset(s for e in backends.values() if e.spec.buckets for s in e.spec.schemes)
+        self._table = _Table(backends, schemes, refused, buckets)
         return self._table
 
     @staticmethod
@@ -536,6 +539,14 @@ class PluginHost:
             url=url,
         )
 
+    def has_buckets(self, scheme: str) -> bool:
+        """Whether URLs of ``scheme`` name a bucket first; see :func:`_has_buckets`."""
+        table = self._table
+        if table is None:
+            with self._lock:
+                table = self._build_table()
+        return scheme in table.buckets or scheme.rpartition("+")[2] in table.buckets
+
     def _blocked_scheme_owner(self, scheme: str) -> str | None:
         """The blocked backend (or plugin) that would serve ``scheme``, if trackpoint can tell.
 
@@ -632,6 +643,20 @@ class PluginHost:
         try:
             opts = _configure(pm, name, url, opts)
             backend = self._create(entry, name, url, opts)
+        except UnknownBackendError as exc:
+            # A backend chosen by name that cannot serve the URL knows its own URL forms only (the built-in
+            # zarr names zarr+s3://, not a plugin's zarr+<scheme>://): add those registered for the URL's store.
+            store = _paths.scheme(url).rpartition("+")[2]
+            forms = _forms_for(table, name, store)
+            if forms and exc.args and isinstance(exc.args[0], str):
+                exc.args = (
+                    f"{exc.args[0]}. Registered for {url_form(store)} URLs: {forms}: write the URL with one of "
+                    "these schemes, or choose its backend with CheckpointOptions(backend=...)",
+                    *exc.args[1:],
+                )
+            exc.backend = exc.backend or name
+            exc.url = exc.url or url
+            raise
         except CheckpointError as exc:
             # Context the raiser may not have had: which backend, for which URL.
             exc.backend = exc.backend or name
@@ -733,6 +758,21 @@ class PluginHost:
         return rows
 
 
+def _forms_for(table: _Table, chosen: str, store: str) -> str:
+    """The URL forms backends other than ``chosen`` serve for ``store``'s scheme, ``chosen``'s format first.
+
+    ``"zarr+tinyobj:// (backend 'zarr-tinyobj'), tinyobj:// (backend 'tinyobj')"`` for the store
+    ``"tinyobj"`` and ``chosen`` ``"zarr"``; ``""`` when no other backend serves that store.
+    """
+    if not store:
+        return ""
+    served = [
+        (s, owner) for s, owner in table.schemes.items() if owner != chosen and (s == store or s.endswith(f"+{store}"))
+    ]
+    served.sort(key=lambda item: (not item[0].startswith(f"{chosen}+"), item[0]))
+    return ", ".join(f"{url_form(s)} (backend {owner!r})" for s, owner in served)
+
+
 def _scheme_clash(scheme: str, owner: _Registered, new: _Registered) -> str:
     """Why ``new`` is left out: ``owner``, registered before it, serves ``scheme`` already; and what resolves it."""
     label, kept, dropped = _scheme_label(scheme), owner.spec.name, new.spec.name
@@ -832,6 +872,17 @@ def _get_host() -> PluginHost:
         if _host is None:
             _host = PluginHost()
         return _host
+
+
+def _has_buckets(scheme: str) -> bool:
+    """Whether the first component of a ``scheme://`` URL is a bucket (or container), by the backend serving it.
+
+    The backend registered for ``scheme`` says so (:attr:`BackendSpec.buckets`, set for every object
+    store); a ``<format>+<store>`` scheme (``zarr+s3``) follows the backend of ``<store>``. A scheme no
+    backend serves is not known to have buckets (opening it fails anyway). Asked by every save: after the
+    first call it is two set lookups.
+    """
+    return _get_host().has_buckets(scheme)
 
 
 def get_plugin_manager() -> pluggy.PluginManager:

@@ -108,10 +108,13 @@ class BackendTestBase(ABC):
     huge_tensor_bytes: ClassVar[int] = 24 * 2**20 + 3
     #: Number of tensors in the many-tensors tests.
     many_tensors_count: ClassVar[int] = 2000
-    #: Number of checkpoints the listing test saves in one directory, and of tensors in the checkpoint the
-    #: delete and abort tests remove: a listing that returns only its first page misses some. Make it exceed
-    #: the page size of your store's listing (and of its deletes by batch) where that is cheap; the default
-    #: is above the 100 entries per page some clients ask for.
+    #: Number of checkpoints the listing test saves in one directory, of objects the file-layer listing
+    #: test puts in one directory, and of tensors in the checkpoint the delete and abort tests remove. The
+    #: two listing tests catch a listing that returns only its first page, where this exceeds the page size
+    #: of your store's listing: make it so where that is cheap; the default is above the 100 entries per page
+    #: some clients ask for. (The delete and abort tests remove whatever the format wrote, often a few
+    #: objects: they catch a first-page-only listing or batch delete only on formats that write an object
+    #: per tensor.)
     many_objects_count: ClassVar[int] = 120
     #: Known gaps of this backend: test name (without parameters) -> reason.
     #: Each such test is marked ``xfail(reason=..., strict=True)``, so a gap

@@ -15,12 +15,19 @@ built on a ``FileLayer`` skips them.
 from __future__ import annotations
 
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, ClassVar
 
 import numpy as np
 import pytest
 
-from trackpoint.errors import CheckpointExistsError, CheckpointNotFoundError, ConcurrentModificationError, DataLossError
+from trackpoint.errors import (
+    CheckpointExistsError,
+    CheckpointNotFoundError,
+    ConcurrentModificationError,
+    DataLossError,
+    StorageError,
+)
 from trackpoint.plugins.testing._base import BackendTestBase
 from trackpoint.storage import MUST_NOT_EXIST, StorageBackend
 
@@ -164,6 +171,73 @@ class FileLayerContract(BackendTestBase):
             "listdir of a missing directory must be []"
         )
         files.delete([path])  # deleting what is not there is not an error
+
+    def test_a_listing_names_the_objects_directly_in_the_directory(
+        self, backend: StorageBackend, base_url: str
+    ) -> None:
+        # The formats find a checkpoint's files by listdir: a listing that also returns deeper keys (an object
+        # store that ignores the delimiter) or a sibling directory's objects passes every save and restore,
+        # since the formats match names against patterns, yet hands them names of objects that are not there.
+        files = self._layer(backend)
+        directory = self._object(files, base_url, "listed")
+        files.makedirs(directory)
+        names = ("a", "b.index", "c.data-00000-of-00001")
+        for name in names:
+            files.put(files.join(directory, name), name.encode())
+        deeper = files.join(directory, "sub")
+        files.makedirs(files.join(deeper, "deeper"))
+        files.put(files.join(deeper, "d"), b"d")
+        files.put(files.join(files.join(deeper, "deeper"), "e"), b"e")
+        sibling = f"{directory}-sibling"  # shares the directory's name as a prefix of its keys
+        files.makedirs(sibling)
+        files.put(files.join(sibling, "f"), b"f")
+        listed = files.listdir(directory)
+        # A store with real directories (a local disk) names them too; an object store has none to name.
+        objects = sorted(n for n in listed if n != "sub")
+        assert objects == sorted(names), (
+            f"listdir({directory!r}) returned {listed}; expected the names {sorted(names)} of the objects directly "
+            "in it (and, on a store with directories, 'sub'). Names, not paths: no deeper keys, no keys of "
+            "another directory, no 'subdirectory' entries ending in '/' (on an ObjectStore: object_list must "
+            "return the keys directly under the prefix only, as a listing with the delimiter '/' does)"
+        )
+        try:
+            found = files.find(directory)
+        except StorageError:
+            return  # an object store without object_find: find is optional
+        expected = sorted(
+            [files.join(directory, n) for n in names]
+            + [files.join(deeper, "d"), files.join(files.join(deeper, "deeper"), "e")]
+        )
+        assert sorted(found) == expected, (
+            f"find({directory!r}) returned {found}; expected every object under it at any depth, as paths, and "
+            f"nothing of {sibling!r} (on an ObjectStore: object_find returns every key starting with the prefix)"
+        )
+
+    def test_a_listing_returns_every_page(self, backend: StorageBackend, base_url: str) -> None:
+        # More objects than a page of the store's listing holds, where many_objects_count exceeds its page: a
+        # listing that reads the first page only misses the rest, and the formats with them (a delete leaves
+        # objects behind, latest_checkpoint misses checkpoints).
+        files = self._layer(backend)
+        directory = self._object(files, base_url, "paged")
+        files.makedirs(directory)
+        names = [f"o{i:05d}" for i in range(self.many_objects_count)]
+        with ThreadPoolExecutor(8) as pool:  # one short request each: at once, to keep the test short
+            list(pool.map(lambda name: files.put(files.join(directory, name), b"x"), names))
+        listed = files.listdir(directory)
+        missing = sorted(set(names) - set(listed))
+        assert not missing, (
+            f"listdir({directory!r}) lists {len(listed)} of the {len(names)} objects put there; missing "
+            f"{len(missing)}, e.g. {missing[:3]} (does object_list read only the first page of the listing?)"
+        )
+        try:
+            found = files.find(directory)
+        except StorageError:
+            return
+        missing = sorted({files.join(directory, n) for n in names} - set(found))
+        assert not missing, (
+            f"find({directory!r}) finds {len(found)} of the {len(names)} objects put there; missing "
+            f"{len(missing)}, e.g. {missing[:3]} (does object_find read only the first page of the listing?)"
+        )
 
     def test_existing_objects_refuse_create_only_writes(self, backend: StorageBackend, base_url: str) -> None:
         # The commit of a format on a store without atomic rename is a create-only or compare-and-swap write:

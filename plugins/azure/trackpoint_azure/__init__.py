@@ -23,4 +23,8 @@ def trackpoint_register_backends(register: Callable[[BackendSpec], None]) -> Non
     """Register ``azure`` for ``az://`` and (as adlfs spells it) ``abfs://`` URLs."""
     what = "TensorBundle checkpoints on Azure Blob Storage; create-only commit with If-None-Match"
     requires, hint, caps = ("azure.storage.blob",), "pip install trackpoint-azure", OBJECT_STORE_CAPABILITIES
-    register(BackendSpec("azure", _create, ("az", "abfs"), what, requires, install_hint=hint, capabilities=caps))
+    register(
+        BackendSpec(
+            "azure", _create, ("az", "abfs"), what, requires, install_hint=hint, capabilities=caps, buckets=True
+        )
+    )
