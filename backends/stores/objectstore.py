@@ -1760,9 +1760,12 @@ class ObjectStore(FileLayer):
         if self._closed:
             return
         try:
-            if type(self).aclose is not ObjectStore.aclose:
-                self._submit(self.aclose()).result(self.transfer.request_timeout)
-            self.close_client()
+            try:
+                if type(self).aclose is not ObjectStore.aclose:
+                    self._submit(self.aclose()).result(self.transfer.request_timeout)
+            finally:
+                # The synchronous clients are released whatever happened to the asynchronous ones.
+                self.close_client()
         finally:
             self._closed = True
             with self._pool_lock:

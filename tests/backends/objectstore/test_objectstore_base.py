@@ -234,6 +234,25 @@ def test_close_refuses_more_work(store: DictStore) -> None:
         store.size("dict://b/x")
 
 
+def test_close_releases_the_synchronous_clients_when_the_asynchronous_ones_fail_to_close() -> None:
+    # A store with clients of both kinds: a failing aclose must not leak the others (sockets, threads).
+    closed: list[str] = []
+
+    class Both(DictStore):
+        async def aclose(self) -> None:
+            raise RuntimeError("the async client's session would not close")
+
+        def close_client(self) -> None:
+            closed.append("sync")
+
+    store = Both()
+    with pytest.raises(RuntimeError, match="would not close"):
+        store.close()
+    assert closed == ["sync"]
+    with pytest.raises(StorageError, match="was closed"):
+        store.size("dict://b/x")
+
+
 def test_bundle_format_runs_on_a_store_from_the_public_api(tmp_path: Any) -> None:
     class Store(AsyncDictStore):
         pass
