@@ -22,9 +22,6 @@ def _create(url: str, options: CheckpointOptions) -> StorageBackend:
 def trackpoint_register_backends(register: Callable[[BackendSpec], None]) -> None:
     """Register ``azure`` for ``az://`` and (as adlfs spells it) ``abfs://`` URLs."""
     what = "TensorBundle checkpoints on Azure Blob Storage; create-only commit with If-None-Match"
-    requires, hint, caps = ("azure.storage.blob",), "pip install trackpoint-azure", OBJECT_STORE_CAPABILITIES
-    register(
-        BackendSpec(
-            "azure", _create, ("az", "abfs"), what, requires, install_hint=hint, capabilities=caps, buckets=True
-        )
-    )
+    needs, hint, caps = ("azure.storage.blob",), "pip install trackpoint-azure", OBJECT_STORE_CAPABILITIES
+    schemes = ("az", "abfs")
+    register(BackendSpec("azure", _create, schemes, what, needs, install_hint=hint, capabilities=caps, buckets=True))
