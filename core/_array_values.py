@@ -573,8 +573,9 @@ class _NumpyValue(Variable):
 
         Integers must lie within the integer dtype's range; a finite float (or complex) value must stay
         finite in the float dtype: beyond its largest finite value a cast gives inf (float16) or NaN
-        (float8_e4m3fn, which has no inf). Values that underflow to zero or a subnormal lose precision only,
-        as any narrowing cast does, and values that are already inf or NaN stay so: both are accepted.
+        (float8_e4m3fn, which has no inf). inf is refused too by a dtype without inf, where it would become
+        NaN. Values that underflow to zero or a subnormal lose precision only, as any narrowing cast does, and
+        NaN, and inf in a dtype that has it, stay so: both are accepted.
 
         Raises
         ------
@@ -605,11 +606,25 @@ class _NumpyValue(Variable):
             if overflow is None:
                 return
             bad = restored[overflow]
-            with np.errstate(over="ignore", invalid="ignore"):
-                became = np.asarray(bad, dtype=dtype)
-            into = "NaN" if bool(np.isnan(became).all()) else "inf" if bool(np.isinf(became).all()) else "inf or NaN"
-            problem = f"are finite but would become {into} in it, beyond its largest finite value {_largest(dtype):g}"
-            why = f"Give the template a float dtype of a wider range{_wide_enough(restored.dtype, 'float')}"
+            infinite = np.isinf(bad)
+            largest = f"its largest finite value {_largest(dtype):g}"
+            kind_name = "complex" if kind == "complex" else "float"
+            if bool(infinite.all()):
+                # Only into a dtype without inf (float8_e4m3fn): elsewhere inf stays inf.
+                problem = f"are inf, which it cannot hold: {dtypes._name(dtype)} has no inf (they would become NaN)"
+                why = f"Give the template a float dtype that has inf{_wide_enough(restored.dtype, 'float')}"
+            else:
+                with np.errstate(over="ignore", invalid="ignore"):
+                    became = np.asarray(bad[~infinite], dtype=dtype)
+                into = (
+                    "NaN" if bool(np.isnan(became).all()) else "inf" if bool(np.isinf(became).all()) else "inf or NaN"
+                )
+                problem = f"are finite but would become {into} in it, beyond {largest}"
+                if bool(infinite.any()):
+                    problem = (
+                        f"are finite but beyond {largest}, or inf, which it has no inf for: they would become NaN in it"
+                    )
+                why = f"Give the template a {kind_name} dtype of a wider range{_wide_enough(restored.dtype, 'float')}"
         # The values as their own dtype prints them (1e+30, not float32's digits as a Python float).
         shown = ", ".join(str(v) for v in bad[:5]) + (", ..." if bad.size > 5 else "")
         raise DTypeMismatchError(
@@ -914,7 +929,8 @@ def _may_not_fit(saved: np.dtype[Any], target: np.dtype[Any]) -> bool:
         return bool(int(have.min) < int(fit.min) or int(have.max) > int(fit.max))
     if kind in ("floating-point", "complex"):
         limit, largest = _largest(target), _largest(saved)
-        return limit is not None and (largest is None or largest > limit)
+        # Or inf, which a dtype without it (float8_e4m3fn) cannot hold.
+        return limit is not None and (largest is None or largest > limit or (_has_inf(saved) and not _has_inf(target)))
     return False
 
 
@@ -945,8 +961,22 @@ def _overflows(values: np.ndarray[Any, Any], dtype: np.dtype[Any]) -> np.ndarray
         return None
     with np.errstate(over="ignore", invalid="ignore"):
         cast = np.asarray(values, dtype=dtype)
-    bad = np.isfinite(values) & ~np.isfinite(cast)
+    # inf stays inf, except in a dtype without inf (float8_e4m3fn), where it would become NaN silently.
+    bad = (np.isfinite(values) if _has_inf(dtype) else ~np.isnan(values)) & ~np.isfinite(cast)
     return bad if bool(bad.any()) else None
+
+
+_HAS_INF: dict[np.dtype[Any], bool] = {}
+
+
+def _has_inf(dtype: np.dtype[Any]) -> bool:
+    """Whether the float (or complex) ``dtype`` holds inf: float8_e4m3fn and the other "fn" types do not."""
+    has = _HAS_INF.get(dtype)
+    if has is None:
+        with np.errstate(over="ignore", invalid="ignore"):
+            has = bool(np.isinf(np.asarray(np.inf).astype(dtype).astype(np.complex128)))
+        _HAS_INF[dtype] = has
+    return has
 
 
 def _wide_enough(saved: np.dtype[Any], kind: str) -> str:

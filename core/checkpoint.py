@@ -214,6 +214,9 @@ class Checkpoint(AutoTrackable):
     # Class defaults of what __init__ sets, for a checkpoint built without it (see _check_stale).
     _self_saved_jax: tuple[str, dict[int, weakref.ref[Any]]] | None = None
     _self_stale_warned = False
+    # The restore whose restore() created save_counter (after it, as TensorFlow's does), weakly: its status's report
+    # of a checkpoint without a counter says so (see restore._unmatched_report).
+    _self_counter_made_for: weakref.ref[RestoreCoordinator] | None = None
 
     def __init__(self, root: Trackable | weakref.ref[Trackable] | None = None, **kwargs: Any) -> None:
         # Before anything is tracked: TensorFlow sets such a keyword as an attribute, which hides the method
@@ -845,6 +848,7 @@ class Checkpoint(AutoTrackable):
         if created and isinstance(status, CheckpointLoadStatus):
             # The status assertions then know the graph the restore matched grew by the counter alone.
             status._added(self.save_counter, changes)
+            self._self_counter_made_for = weakref.ref(status._checkpoint)
         if isinstance(status, NameBasedSaverStatus):
             status.add_to_optionally_restored(self.save_counter)
         return status

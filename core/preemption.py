@@ -83,6 +83,8 @@ class PreemptionHandler:
         self._saved = False
         self._saved_path: object = None
         self._previous: dict[int, _Handler] = {}
+        # The names of the last check(**values) that passed _check_values: a loop gives the same ones each step.
+        self._checked_names: frozenset[str] = frozenset()
         self._install()
 
     # ------------------------------------------------------------------ state
@@ -165,7 +167,12 @@ class PreemptionHandler:
         ------
         TrackableError
             ``values`` are given to a handler whose target is a function that saves (it has no checkpoint
-            to give them to).
+            to give them to), or to a handler made without ``at_step=True`` (it saves in the signal
+            handler, with what the checkpoint holds then, and would drop them).
+        NameConflictError
+            A name of ``values`` is one of the checkpoint's own attributes (``save``, ``save_counter``,
+            ...), which the checkpoint refuses to hold as a dependency; refused at the first call that
+            gives it, before any preemption.
 
         Notes
         -----
@@ -177,12 +184,9 @@ class PreemptionHandler:
         and, over a ``KeyValueCoordinator``, the record that ends it); call
         it every few steps if that matters.
         """
-        if values and self._checkpoint is None:
-            raise TrackableError(
-                f"PreemptionHandler.check({', '.join(f'{k}=...' for k in values)}) gives the values to the "
-                "checkpoint the preemption save writes, and this handler saves through a function: pass the "
-                "CheckpointManager or the Checkpoint to save_on_sigterm, or assign them in that function"
-            )
+        if values and values.keys() != self._checked_names:
+            self._check_values(values)
+            self._checked_names = frozenset(values)
         preempted = self._signalled is not None
         if self._coordinator is not None:
             from trackpoint.distributed._driver import collective, operation
@@ -200,6 +204,32 @@ class PreemptionHandler:
             signum = self._signalled if self._signalled is not None else signal.SIGTERM
             self._save_and_leave(signum, None, values)
 
+    def _check_values(self, values: dict[str, Any]) -> None:
+        """Refuse the values of ``check(**values)`` that the preemption save could not give the checkpoint.
+
+        Checked at the first call that gives these names, not only at the preemption save: a name refused
+        there would leave the job without its preemption checkpoint.
+        """
+        given = f"PreemptionHandler.check({', '.join(f'{k}=...' for k in values)})"
+        if self._checkpoint is None:
+            raise TrackableError(
+                f"{given} gives the values to the checkpoint the preemption save writes, and this handler saves "
+                "through a function: pass the CheckpointManager or the Checkpoint to save_on_sigterm, or assign "
+                "them in that function"
+            )
+        if not self._at_step:
+            raise TrackableError(
+                f"{given}: this handler saves in the signal handler (save_on_sigterm(..., at_step=False), the "
+                "default), at once, with what the checkpoint holds then, so values given to check() would never "
+                "be saved: pass at_step=True to save_on_sigterm (the save then happens in check(), with these "
+                "values), or assign the values to the checkpoint yourself"
+            )
+        from trackpoint.checkpoint import _OWN_NAMES, _hides_own_attribute
+
+        for name in sorted(values):
+            if name in _OWN_NAMES:
+                raise _hides_own_attribute(name, f"{given}, which sets Checkpoint.{name} = ...")
+
     def _save_and_leave(self, signum: int, frame: FrameType | None, values: dict[str, Any] | None = None) -> None:
         with self._lock:
             if self._saved:
@@ -207,7 +237,8 @@ class PreemptionHandler:
             try:
                 # A JAX array deleted since the checkpoint was given it (donated to a later step) is refused
                 # by the save: say why that happens here, and what the loop is to do.
-                with _array_values.deleted_arrays_hint(_DELETED_HINT):
+                hint = _DELETED_GIVEN_HINT if values and _holds_deleted_arrays(values) else _DELETED_HINT
+                with _array_values.deleted_arrays_hint(hint):
                     for name, value in (values or {}).items():
                         setattr(self._checkpoint, name, value)
                     result = self._save()
@@ -235,6 +266,24 @@ _DELETED_HINT = (
     "only before its own saves: with save_on_sigterm(..., at_step=True), `preemption.check(state=state)` "
     "assigns it (`ckpt.state = state`) when the preemption save happens. No preemption checkpoint was written"
 )
+
+#: The same, when the deleted arrays are among those given to check(): the loop gave it a state a step donated.
+_DELETED_GIVEN_HINT = (
+    ", so the preemption save cannot write it: the arrays given to PreemptionHandler.check() were deleted, "
+    "donated to a step after they were taken (a jitted step with donate_argnums deletes its input). Pass "
+    "check() the current state, the one the last step returned (`state = train_step(state)`, then "
+    "`preemption.check(state=state)`), not one from before that step. No preemption checkpoint was written"
+)
+
+
+def _holds_deleted_arrays(values: dict[str, Any]) -> bool:
+    """Whether a JAX array among ``values`` (at any depth of their pytrees) was deleted."""
+    jax = sys.modules.get("jax")
+    if jax is None:
+        return False
+    return any(
+        isinstance(leaf, jax.Array) and leaf.is_deleted() for leaf in jax.tree_util.tree_leaves(list(values.values()))
+    )
 
 
 def save_on_sigterm(

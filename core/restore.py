@@ -1476,13 +1476,8 @@ def _unmatched_report(coordinator: RestoreCoordinator, view: ObjectGraphView, un
         )
         where = names.get(id(walk.objects[node]), "(root)")
         parted.append(f"  at {where}: the checkpoint has no {with_hints([edge], left, quote=True)}{there}")
-        if edge == "save_counter" and node == 0 and type(walk.objects[0]).__name__ == "Checkpoint":
-            # The one mismatch no program change causes: restore() makes the counter, as TensorFlow's does. (By
-            # name: trackpoint.checkpoint imports this module.)
-            parted.append(
-                "    (a checkpoint written with write(), TensorFlow's write() or Keras' save_weights() holds no "
-                "save_counter, which restore() creates: read it with read(), which creates none)"
-            )
+        if edge == "save_counter" and node == 0:
+            parted += _save_counter_hint(coordinator, walk.objects[0])
     if parted:
         lines += ["Where the program's names part from the checkpoint's:", *parted]
     unresolved = _unresolved_ids(coordinator)
@@ -1494,6 +1489,24 @@ def _unmatched_report(coordinator: RestoreCoordinator, view: ObjectGraphView, un
         values = (f"  {saved.get(i, str(i))}: {_saved_value(coordinator, i)}" for i in unresolved)
         lines += _bounded(values, len(unresolved), "values")
     return "\n".join(lines)
+
+
+def _save_counter_hint(coordinator: RestoreCoordinator, root: Trackable) -> list[str]:
+    """Why a ``Checkpoint``'s ``save_counter`` found nothing in the checkpoint: who made the counter, what to do."""
+    from trackpoint.checkpoint import Checkpoint  # imports this module
+
+    if not isinstance(root, Checkpoint):
+        return []
+    written = "a checkpoint written with write(), TensorFlow's write() or Keras' save_weights() holds no save_counter"
+    made_for = root._self_counter_made_for
+    if made_for is not None and made_for() is coordinator:
+        # The one mismatch no program change causes: this restore() made the counter, as TensorFlow's does.
+        return [f"    ({written}, which restore() creates: read it with read(), which creates none)"]
+    return [
+        f"    ({written}; this save_counter is the program's own, from an earlier save() (or restore(), or "
+        "ckpt.save_counter), and keeps its value; call status.expect_partial() instead of "
+        "assert_consumed() to accept a checkpoint without one)"
+    ]
 
 
 def _has_attributes(obj: Trackable) -> bool:

@@ -1,9 +1,9 @@
 """A restore into a narrower template dtype refuses the values that dtype cannot hold, before anything changes.
 
 Floats as integers are: a finite value that the template's float dtype would make inf (float16) or NaN
-(float8_e4m3fn, which has no inf) is refused, naming the place, both dtypes and the largest finite value;
-underflow (precision) and values that are inf or NaN already are accepted. ml_dtypes' sub-byte integers
-(int4, uint4, int2, uint2) are integers for the cast rules, range-checked like int8.
+(float8_e4m3fn, which has no inf) is refused, naming the place, both dtypes and the largest finite value, and
+so is inf into a dtype without inf; underflow (precision), NaN, and inf into a dtype with inf are accepted.
+ml_dtypes' sub-byte integers (int4, uint4, int2, uint2) are integers for the cast rules, range-checked like int8.
 """
 
 from __future__ import annotations
@@ -71,8 +71,39 @@ def test_other_narrowing_float_casts_are_checked_too(saved: Any, template: Any, 
 
 def test_a_complex_part_that_would_become_inf_is_refused() -> None:
     path = tp.Checkpoint(w=np.array([1 + 2j, 1j * 1e200])).save("memory://cast-ranges/complex/ckpt")
-    with pytest.raises(tp.DTypeMismatchError, match=r"of dtype complex64: the checkpoint holds complex128 values"):
+    with pytest.raises(tp.DTypeMismatchError, match=r"of dtype complex64: the checkpoint holds complex128 values") as e:
         tp.Checkpoint(w=jax.ShapeDtypeStruct((2,), jnp.complex64)).restore(path)
+    assert "Give the template a complex dtype of a wider range, such as the checkpoint's own complex128" in str(e.value)
+
+
+@pytest.mark.parametrize("saved", [np.float32, "float8_e5m2"])
+def test_inf_into_a_float8_without_inf_is_refused(saved: Any) -> None:
+    # float8_e4m3fn has no inf: inf would become NaN there, silently, as a finite value beyond 448 would.
+    dtype = np.dtype(getattr(ml_dtypes, saved) if isinstance(saved, str) else saved)
+    path = tp.Checkpoint(w=np.array([1.0, np.inf, -np.inf, np.nan]).astype(dtype)).save("memory://cast-ranges/f8/ckpt")
+    ckpt = tp.Checkpoint(w=jax.ShapeDtypeStruct((4,), jnp.float8_e4m3fn))
+    with pytest.raises(tp.DTypeMismatchError) as caught:
+        ckpt.restore(path)
+    message = str(caught.value)
+    assert (
+        f"the checkpoint holds {dtype.name} values that are inf, which it cannot hold: float8_e4m3fn has no inf (they "
+        "would become NaN) (2 of 4: inf, -inf). Give the template a float dtype that has inf, such as the "
+        f"checkpoint's own {dtype.name}; nothing was restored"
+    ) in message
+    assert isinstance(ckpt.w, jax.ShapeDtypeStruct)
+    # Beyond the largest finite value and inf together: both named.
+    path = tp.Checkpoint(w=np.array([500.0, np.inf], np.float32)).save("memory://cast-ranges/f8-both/ckpt")
+    with pytest.raises(tp.DTypeMismatchError, match=r"finite but beyond its largest finite value 448, or inf, which"):
+        tp.Checkpoint(w=jax.ShapeDtypeStruct((2,), jnp.float8_e4m3fn)).restore(path)
+    # NaN stays NaN, and float8_e5m2 has inf.
+    path = tp.Checkpoint(w=np.array([np.nan, np.inf], np.float32)).save("memory://cast-ranges/f8-ok/ckpt")
+    ok = tp.Checkpoint(w=jax.ShapeDtypeStruct((2,), jnp.float8_e5m2))
+    ok.restore(path).assert_consumed()
+    assert np.isnan(np.asarray(ok.w)[0]) and np.isposinf(np.asarray(ok.w)[1].astype(np.float32))
+    path = tp.Checkpoint(w=np.array([np.nan, 1.0], np.float32)).save("memory://cast-ranges/f8-nan/ckpt")
+    nan = tp.Checkpoint(w=jax.ShapeDtypeStruct((2,), jnp.float8_e4m3fn))
+    nan.restore(path).assert_consumed()
+    assert np.isnan(np.asarray(nan.w)[0].astype(np.float32))
 
 
 def test_underflow_rounding_inf_and_nan_are_accepted() -> None:

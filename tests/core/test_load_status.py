@@ -83,6 +83,37 @@ def test_a_written_checkpoint_restored_names_the_counter_restore_creates_and_rea
     assert "write()" not in str(info.value)
 
 
+def test_a_written_checkpoint_restored_by_a_program_with_its_own_counter_is_told_to_expect_partial() -> None:
+    # The program saved before: the counter is its own, neither restore() nor read() makes it, and read() would
+    # fail the same way; the report says so instead of advising read().
+    path = tp.Checkpoint(w=tp.Variable(1.0)).write("memory://s/written-own")
+    ckpt = tp.Checkpoint(w=tp.Variable(0.0))
+    ckpt.save("memory://s/own")
+    for how in ("restore", "read"):
+        with pytest.raises(tp.MatchError) as info:
+            getattr(ckpt, how)(path).assert_consumed()
+        message = str(info.value)
+        assert "at (root): the checkpoint has no 'save_counter'" in message
+        assert "this save_counter is the program's own, from an earlier save()" in message
+        assert "status.expect_partial()" in message and "read it with read()" not in message
+    # A counter a first restore() made is no longer made by the next one.
+    again = tp.Checkpoint(w=tp.Variable(0.0))
+    again.restore(path).expect_partial()
+    with pytest.raises(tp.MatchError, match=r"the program's own") as info:
+        again.restore(path).assert_consumed()
+    assert "read it with read()" not in str(info.value)
+
+
+def test_a_written_checkpoint_restored_by_a_checkpoint_subclass_names_the_counter_restore_creates() -> None:
+    class MyCheckpoint(tp.Checkpoint):
+        pass
+
+    path = tp.Checkpoint(w=tp.Variable(1.0)).write("memory://s/written-sub")
+    with pytest.raises(tp.MatchError, match=r"which restore\(\) creates: read it with read\(\), which creates none"):
+        MyCheckpoint(w=tp.Variable(0.0)).restore(path).assert_consumed()
+    MyCheckpoint(w=tp.Variable(0.0)).read(path).assert_consumed()
+
+
 def test_matches_are_found_whatever_weak_references_record_the_objects() -> None:
     # Objects are told matched or not by identity, not by the weak reference that records them: a different
     # reference to a matched object (another runtime, a reference with a callback) must still count as

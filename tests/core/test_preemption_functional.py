@@ -63,3 +63,39 @@ def test_values_for_a_function_target_are_refused() -> None:
     with save_on_sigterm(lambda: None, at_step=True, exit_after=False) as handler:
         with pytest.raises(tp.TrackableError, match=r"check\(state=\.\.\.\) gives the values to the checkpoint"):
             handler.check(state={})
+
+
+def test_values_for_a_handler_saving_in_the_signal_handler_are_refused(tmp_path: Path) -> None:
+    # at_step=False (the default) saves at the signal with what the checkpoint holds: the values would be dropped.
+    ckpt = tp.Checkpoint(state={"step": jnp.int32(0)})
+    manager = tp.CheckpointManager(ckpt, str(tmp_path), max_to_keep=3)
+    with save_on_sigterm(manager, exit_after=False) as handler:
+        with pytest.raises(tp.TrackableError, match=r"check\(state=\.\.\.\): this handler saves in the signal") as e:
+            handler.check(state={"step": jnp.int32(1)})
+    assert "pass at_step=True to save_on_sigterm" in str(e.value)
+    assert not handler.saved and manager.checkpoints == []
+
+
+@pytest.mark.parametrize("name", ["save_counter", "write"])
+def test_a_name_the_checkpoint_refuses_is_refused_at_the_first_check(tmp_path: Path, name: str) -> None:
+    ckpt = tp.Checkpoint(state={"step": jnp.int32(0)})
+    manager = tp.CheckpointManager(ckpt, str(tmp_path), max_to_keep=3)
+    with save_on_sigterm(manager, at_step=True, exit_after=False) as handler:
+        with pytest.raises(tp.NameConflictError, match=rf"^PreemptionHandler\.check\({name}=\.\.\.\), which sets"):
+            handler.check(**{name: jnp.int32(1)})  # no signal yet: refused all the same
+        handler.check(state={"step": jnp.int32(1)})  # other names still pass
+    assert not handler.signalled and manager.checkpoints == []
+
+
+def test_donated_arrays_given_to_check_are_named_as_such(tmp_path: Path) -> None:
+    manager, state = _loop(tmp_path, donate=True)
+    train_step = jax.jit(lambda s: {"w": s["w"] + 1.0, "step": s["step"] + 1}, donate_argnums=0)
+    train_step(state)  # the loop forgot to rebind its state: `state` is deleted now
+    with pytest.raises(tp.TrackableError) as caught:
+        preempt(manager, state=state)
+    message = str(caught.value)
+    assert "the JAX array was deleted" in message
+    assert "the arrays given to PreemptionHandler.check() were deleted" in message
+    assert "Pass check() the current state" in message and "No preemption checkpoint was written" in message
+    assert "`preemption.check(state=state)` assigns it" not in message  # the advice the loop followed already
+    assert [p.rsplit("/", 1)[1] for p in manager.checkpoints] == ["ckpt-5"]
