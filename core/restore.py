@@ -1491,14 +1491,18 @@ def _unmatched_report(coordinator: RestoreCoordinator, view: ObjectGraphView, un
     return "\n".join(lines)
 
 
+_NOT_A_CHECKPOINT: Final = object()
+
+
 def _save_counter_hint(coordinator: RestoreCoordinator, root: Trackable) -> list[str]:
     """Why a ``Checkpoint``'s ``save_counter`` found nothing in the checkpoint: who made the counter, what to do."""
-    from trackpoint.checkpoint import Checkpoint  # imports this module
-
-    if not isinstance(root, Checkpoint):
+    # Only a Checkpoint (or a subclass) has the record, as a class default; asked for by name because
+    # trackpoint.checkpoint imports this module, and a pure module imports no such layer above it.
+    made_for = getattr(type(root), "_self_counter_made_for", _NOT_A_CHECKPOINT)
+    if made_for is _NOT_A_CHECKPOINT:
         return []
+    made_for = root.__dict__.get("_self_counter_made_for")
     written = "a checkpoint written with write(), TensorFlow's write() or Keras' save_weights() holds no save_counter"
-    made_for = root._self_counter_made_for
     if made_for is not None and made_for() is coordinator:
         # The one mismatch no program change causes: this restore() made the counter, as TensorFlow's does.
         return [f"    ({written}, which restore() creates: read it with read(), which creates none)"]
