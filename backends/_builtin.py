@@ -142,8 +142,6 @@ def _check_options_of_plain_store(
             url,
             store,
             what,
-            # For a caller that refuses such options rather than warn (the command line, where they are a mistake).
-            extra={"trackpoint_unused_options": (backend, field, sorted(given), url, store, what)},
         )
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import posixpath
 import re
+from collections.abc import Iterable
 
 from trackpoint.errors import ArgumentTypeError, InvalidPathError
 
@@ -21,6 +22,7 @@ __all__ = [
     "join",
     "missing_directories",
     "normalize_local",
+    "path_list",
     "relpath",
     "remove_empty",
     "scheme",
@@ -101,6 +103,26 @@ def argument(path: object, call: str, name: str) -> str:
         f"{call}: {name} must be a path or URL: a str, bytes or os.PathLike (pathlib.Path), got "
         f"{type(path).__name__} ({path!r:.80})"
     )
+
+
+def path_list(given: object, call: str, name: str) -> list[str]:
+    """The paths of ``given``, a sequence of paths or one path (a list of one), each as :func:`argument` takes it.
+
+    Iterated as it is, one path given as a string would be its characters: a state file listing ``/``, ``t``,
+    ``m``, ..., or no checkpoint found at all. Every function taking several paths goes through here.
+
+    Raises
+    ------
+    ArgumentTypeError
+        ``given`` is neither a path nor an iterable of paths, or one of its elements is no path.
+    InvalidPathError
+        A path is ``bytes`` that are not UTF-8.
+    """
+    if isinstance(given, (str, bytes, os.PathLike)):
+        return [argument(given, call, name)]
+    if not isinstance(given, Iterable):
+        raise ArgumentTypeError(f"{call}: {name} must be a path or a sequence of paths, got {given!r:.80}")
+    return [argument(p, call, name) for p in given]
 
 
 def normalize_local(path: str) -> str:

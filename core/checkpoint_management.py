@@ -14,11 +14,11 @@ import glob
 import os
 import re
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 from trackpoint import _paths, _resolve, observe, state
-from trackpoint.errors import ArgumentTypeError, InvalidCheckpointError
+from trackpoint.errors import InvalidCheckpointError
 from trackpoint.graph import ObjectGraphView
 from trackpoint.graph import list_objects as _list_view_objects
 from trackpoint.proto.checkpoint_state_pb2 import CheckpointState
@@ -97,19 +97,6 @@ def _has_no_model_path(data: bytes) -> bool:
     return not parsed.model_checkpoint_path
 
 
-def _path_list(given: object, call: str, name: str) -> list[str]:
-    """The paths of ``given``, a sequence of paths or one path (a list of one), each as a ``str``.
-
-    Iterated as it is, one path given as a string would be its characters: a state file listing ``/``, ``t``,
-    ``m``, ..., or no checkpoint found at all.
-    """
-    if isinstance(given, (str, bytes, os.PathLike)):
-        return [_paths.argument(given, call, name)]
-    if not isinstance(given, Iterable):
-        raise ArgumentTypeError(f"{call}: {name} must be a path or a sequence of paths, got {given!r:.80}")
-    return [_paths.argument(p, call, name) for p in given]
-
-
 def generate_checkpoint_state_proto(
     save_dir: str | os.PathLike[str],
     model_checkpoint_path: str | os.PathLike[str],
@@ -134,7 +121,7 @@ def generate_checkpoint_state_proto(
     """
     directory = os.fspath(save_dir)
     model = os.fspath(model_checkpoint_path)
-    paths = _path_list(
+    paths = _paths.path_list(
         all_model_checkpoint_paths or [], "generate_checkpoint_state_proto", "all_model_checkpoint_paths"
     )
     if not paths or paths[-1] != model:
@@ -196,7 +183,7 @@ def update_checkpoint_state(
             os.fspath(model_checkpoint_path),
             all_model_checkpoint_paths=None
             if all_model_checkpoint_paths is None
-            else _path_list(all_model_checkpoint_paths, "update_checkpoint_state", "all_model_checkpoint_paths"),
+            else _paths.path_list(all_model_checkpoint_paths, "update_checkpoint_state", "all_model_checkpoint_paths"),
             all_model_checkpoint_timestamps=all_model_checkpoint_timestamps,
             last_preserved_timestamp=last_preserved_timestamp,
             save_relative_paths=save_relative_paths,
@@ -270,7 +257,7 @@ def get_checkpoint_mtimes(
     list of float
         POSIX timestamps, in the order of ``checkpoint_prefixes``.
     """
-    prefixes = _path_list(checkpoint_prefixes, "get_checkpoint_mtimes", "checkpoint_prefixes")
+    prefixes = _paths.path_list(checkpoint_prefixes, "get_checkpoint_mtimes", "checkpoint_prefixes")
     options = _options_argument(options, "get_checkpoint_mtimes")
     by_directory: dict[str, list[int]] = {}
     for i, prefix in enumerate(prefixes):

@@ -410,10 +410,10 @@ class Saver:
         dropped. A store that cannot tell the time stamps the current time
         (``clock``): such a checkpoint is not preserved until it ages in this run.
         """
-        from trackpoint.checkpoint_management import _path_list, checkpoint_mtime
+        from trackpoint.checkpoint_management import checkpoint_mtime
 
         kept = []
-        for path in _path_list(checkpoint_paths, "Saver.recover_last_checkpoints", "checkpoint_paths"):
+        for path in _paths.path_list(checkpoint_paths, "Saver.recover_last_checkpoints", "checkpoint_paths"):
             stamp = checkpoint_mtime(self._backends.store(path, self._options), path, self._clock)
             if stamp is not None:
                 kept.append((path, stamp))

@@ -389,7 +389,7 @@ def update_checkpoint_state(
     directory: str,
     model_checkpoint_path: str,
     *,
-    all_model_checkpoint_paths: Sequence[str] | None = None,
+    all_model_checkpoint_paths: str | os.PathLike[str] | Sequence[str | os.PathLike[str]] | None = None,
     all_model_checkpoint_timestamps: Sequence[float] | None = None,
     last_preserved_timestamp: float | None = None,
     save_relative_paths: bool = True,
@@ -407,7 +407,8 @@ def update_checkpoint_state(
         Prefix of the newest checkpoint. Appended to ``all_model_checkpoint_paths``
         when it is not already their last element (as TensorFlow does).
     all_model_checkpoint_paths
-        Checkpoints to keep listing, oldest first. ``None`` lists only the newest.
+        Checkpoints to keep listing, oldest first; one path alone is a list of one. ``None`` lists only the
+        newest.
     all_model_checkpoint_timestamps
         Unix times, one per path (after the append above), or ``None``.
     last_preserved_timestamp
@@ -443,7 +444,9 @@ def update_checkpoint_state(
     other writer's additions are placed just before our newest checkpoint.
     ``last_preserved_timestamp`` becomes the larger of the two.
     """
-    paths = list(all_model_checkpoint_paths or [])
+    paths = _paths.path_list(
+        all_model_checkpoint_paths or [], "trackpoint.state.update_checkpoint_state", "all_model_checkpoint_paths"
+    )
     if not paths or paths[-1] != model_checkpoint_path:
         paths.append(model_checkpoint_path)
     stamps = list(all_model_checkpoint_timestamps or [])

@@ -358,6 +358,20 @@ class BundleBackend(StorageBackend):
         found.update(u.describe() for pending in self._upload_groups(directory).values() for u in pending)
         return sorted(found)
 
+    def committed_leftovers(self, directory: str) -> list[str]:
+        """The leftovers in ``directory`` that only a committed checkpoint leaves: data files whose index is gone.
+
+        The rename strategy (local disks) gives data files their final names in the commit, after the file that
+        becomes the index waits in the prefix's ``_temp`` directory: final data files without an index and without
+        a ``_temp`` are a checkpoint whose index was deleted. The create-only strategy (object stores) writes the
+        data under final names before the index, so there such files may be an interrupted save's as well, and
+        none are listed: this backend cannot tell them apart.
+        """
+        if self._strategy.name != "rename":
+            return []
+        groups = self._leftover_groups(directory)
+        return sorted(p for g in groups.values() if g.temp is None and g.index_version is None for p in g.data)
+
     def _upload_groups(self, directory: str) -> dict[str, list[UnfinishedUpload]]:
         """Per prefix base: the unfinished uploads of its objects in ``directory`` (none on most stores)."""
         groups: dict[str, list[UnfinishedUpload]] = {}

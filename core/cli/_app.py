@@ -19,7 +19,7 @@ import sys
 import threading
 import traceback
 from collections.abc import Callable, Iterator, Sequence
-from typing import Any, Final, TextIO
+from typing import Any, Final, Protocol, TextIO, runtime_checkable
 
 import numpy as np
 
@@ -29,6 +29,7 @@ from trackpoint.cli import _render
 from trackpoint.convert import CopiedCheckpoint, convert_run
 from trackpoint.errors import (
     BackendError,
+    BackendOptionError,
     CheckpointError,
     CheckpointExistsError,
     CheckpointNotFoundError,
@@ -205,14 +206,21 @@ def _checkpoint_of_file(path: str) -> tuple[str, str] | None:
     """``(prefix, what)`` when ``path`` is named as a file of the checkpoint ``prefix`` (``run/ckpt-2.index``).
 
     ``what`` says which: ``a file`` (a bundle's index or data file) or ``the Zarr directory`` (
-    ``run/ckpt-2.zarr``). From the name alone: only a hint is at stake.
+    ``run/ckpt-2.zarr``). From the name alone: only a hint is at stake. Only a prefix ``rm`` takes, one of a
+    series NAME-N (:func:`_in_series`): advice naming another (``Checkpoint.write('run/model')``) would fail again.
     """
     match = _resolve._CHECKPOINT_FILE.match(path)
-    if match is not None:
+    if match is not None and _in_series(match.group(1)):
         return match.group(1), "a file"
-    if path.endswith(_ZARR_SUFFIX) and checkpoint_number(path[: -len(_ZARR_SUFFIX)]) is not None:
+    if path.endswith(_ZARR_SUFFIX) and _in_series(path[: -len(_ZARR_SUFFIX)]):
         return path[: -len(_ZARR_SUFFIX)], "the Zarr directory"
     return None
+
+
+def _in_series(prefix: str) -> bool:
+    """Whether ``prefix`` names a checkpoint of a series NAME-N (``run/ckpt-4``), the only ones ``rm`` deletes."""
+    number = checkpoint_number(prefix)
+    return number is not None and bool(_stem(prefix)) and os.path.basename(prefix) == f"{_stem(prefix)}-{number}"
 
 
 def _not_a_checkpoint(path: str, prefix: str, backend: str) -> str:
@@ -727,15 +735,32 @@ def _leftovers(store: StorageBackend, directory: str) -> tuple[list[str] | None,
 
 
 def _by_save(paths: Sequence[str]) -> dict[str, int]:
-    """The leftovers ``paths``, one per save where the listing shows what belongs together: each path not under
-    another, with how many of the paths are under it.
+    """The leftovers ``paths``, one per save where the listing shows what belongs together, with how many of the
+    paths each stands for besides itself.
 
     A crashed bundle save leaves its staging directory and the files in it, and a backend lists them all
-    (``cleanup`` removes each); counted as they are, one interrupted save would read as several.
+    (``cleanup`` removes each): each path not under another stands for those under it. On an object store it
+    leaves its files side by side instead (``ckpt-2.data-00000-of-00004``, ...): files of one checkpoint prefix
+    in one directory stand as ``ckpt-2.*``. Counted as they are, one interrupted save would read as several.
     """
-    tops = sorted({p.rstrip("/") for p in paths})
+    saves = _tops(paths)
+    by_prefix: dict[str, list[str]] = {}
+    for path in saves:
+        head, _, name = path.rpartition("/")
+        match = _SAVE_FILE.match(name)
+        if match is not None:
+            by_prefix.setdefault(f"{head}/{match.group(1)}.*" if head else f"{match.group(1)}.*", []).append(path)
+    for label, files in by_prefix.items():
+        if len(files) > 1:
+            count = sum(saves.pop(f) + 1 for f in files)
+            saves[label] = count - 1
+    return dict(sorted(saves.items()))
+
+
+def _tops(paths: Sequence[str]) -> dict[str, int]:
+    """Each of ``paths`` not under another, with how many of the paths are under it."""
     saves: dict[str, int] = {}
-    for path in tops:
+    for path in sorted({p.rstrip("/") for p in paths}):
         # Sorted, a directory comes before what is under it; its own leftovers are said once, with their number.
         owner = next((top for top in saves if path.startswith(top + "/")), None)
         if owner is None:
@@ -745,9 +770,21 @@ def _by_save(paths: Sequence[str]) -> dict[str, int]:
     return saves
 
 
+#: A file a bundle save leaves beside its checkpoint's: its index or data file, a piece of it, or one still being
+#: written (``.ckpt-2.index.tmp-<hex>``); group 1 is the checkpoint's name.
+_SAVE_FILE: Final = re.compile(
+    r"^\.?(.+?)\.(?:index|data-\d{5,}-of-\d{5,}|part-\d{5,}-of-\d{5,}\.[A-Za-z0-9_-]+\.(?:piece|index))"
+    r"(?:\.tmp-[0-9a-f]{32})?$"
+)
+
+
 def _print_leftovers(saves: dict[str, int], out: TextIO) -> None:
     for path, inside in saves.items():
-        print(f"  {path}" + (f"  ({_render.plural(inside, 'file')} in it)" if inside else ""), file=out)
+        if path.endswith(".*"):
+            # The files of one checkpoint prefix (_by_save): the label stands for them all.
+            print(f"  {path}  ({_render.plural(inside + 1, 'file')})", file=out)
+        else:
+            print(f"  {path}" + (f"  ({_render.plural(inside, 'file')} in it)" if inside else ""), file=out)
 
 
 def _unread(directory: str, rows: list[dict[str, Any]], out: TextIO) -> int:
@@ -874,8 +911,9 @@ def _rm(args: argparse.Namespace, out: TextIO) -> int:
     for path in args.paths:
         prefix = path.rstrip("/")
         number = checkpoint_number(prefix)
-        hint = prefix if number is None else _paths.dirname(prefix) or os.curdir
-        if number is None or not _stem(prefix) or os.path.basename(prefix) != f"{_stem(prefix)}-{number}":
+        named_file = _resolve._CHECKPOINT_FILE.match(prefix) is not None  # its directory is the one to list
+        hint = prefix if number is None and not named_file else _paths.dirname(prefix) or os.curdir
+        if number is None or not _in_series(prefix):
             of = _checkpoint_of_file(prefix)
             if of is not None:
                 # ls of the file would fail too: name the checkpoint, as inspect and verify do.
@@ -1283,11 +1321,14 @@ def _first_start(directory: str, opts: CheckpointOptions) -> list[str] | None:
     ``None`` (a lost run).
 
     A run leaves a trace once a save committed: a state file (whose checkpoints are gone), checkpoints of a
-    format the chosen backend does not read, or a leftover under a checkpoint's own name (a data file whose
-    index is gone, a Zarr checkpoint's directory). A save's staging leftovers alone (``ckpt-1_temp``,
-    ``*.tmp-*``) are no such trace: that save never committed, and restores nothing (a job killed during its
-    first save). Anything that cannot be looked at counts as a trace: only a directory known to hold nothing
-    committed is a first start.
+    format the chosen backend does not read, or a leftover only a commit leaves. The bundle backend tells which
+    of its leftovers those are (:meth:`BundleBackend.committed_leftovers`: on a local disk, data files whose
+    index is gone; on an object store, where an interrupted save leaves data files under their final names too,
+    none); of another backend, a leftover under a checkpoint's own name counts (a Zarr checkpoint's directory).
+    A save's other leftovers alone (``ckpt-1_temp``, ``*.tmp-*``, an object store's data files without an index)
+    are no such trace: that save never committed, and restores nothing (a job killed during its first save).
+    Anything that cannot be looked at counts as a trace: only a directory known to hold nothing committed is a
+    first start.
     """
     from trackpoint.state import DEFAULT_LATEST_FILENAME, other_formats
 
@@ -1302,16 +1343,31 @@ def _first_start(directory: str, opts: CheckpointOptions) -> list[str] | None:
             return None
         if other_formats(directory, opts, store) is not None:
             return None
-        leftovers = list(store.leftovers(directory))
+        leftovers: list[str] = []
+        for backend in store.backends() if isinstance(store, _resolve.StoreView) else [store]:
+            found = backend.leftovers(directory)
+            leftovers += found
+            if isinstance(backend, _TellsCommitted):
+                # The backend tells which of its leftovers only a commit leaves; the rest never committed.
+                if backend.committed_leftovers(directory):
+                    return None
+                continue
+            for path in _tops(found):
+                name = path.rsplit("/", 1)[-1]
+                if _resolve._CHECKPOINT_FILE.match(name) or name.endswith(_ZARR_SUFFIX):
+                    return None
     except CheckpointError:
         return None
     finally:
         store.close()
-    for path in _by_save(leftovers):
-        name = path.rstrip("/").rsplit("/", 1)[-1]
-        if _resolve._CHECKPOINT_FILE.match(name) or name.endswith(_ZARR_SUFFIX):
-            return None
-    return leftovers
+    return sorted(set(leftovers))
+
+
+@runtime_checkable
+class _TellsCommitted(Protocol):
+    """A backend that tells which of its leftovers only a committed checkpoint leaves (the bundle backend)."""
+
+    def committed_leftovers(self, directory: str) -> list[str]: ...
 
 
 def _verify(args: argparse.Namespace, out: TextIO) -> int:
@@ -1321,7 +1377,7 @@ def _verify(args: argparse.Namespace, out: TextIO) -> int:
     if args.all:
         reports = _in_directories(args, opts, stop_at_good=False)
     else:
-        reports = [_verify_one(args, path, opts) for path in args.paths]
+        reports = [_verify_one(args, path, _used_options(args, opts, path)) for path in args.paths]
     bad = [r for r in reports if not r["ok"]]
     unreadable = [r for r in reports if r["status"] == _UNREADABLE]
     unverified = [r for r in reports if r["status"] == _UNVERIFIED]
@@ -1399,7 +1455,14 @@ def _diff(args: argparse.Namespace, out: TextIO) -> int:
         raise _UsageError(f"--atol and --rtol must be numbers >= 0, got {args.atol} and {args.rtol}")
     opts = _options(args)
     with _prefix_hint([args.a, args.b], opts):
-        report = trackpoint.diff(args.a, args.b, atol=args.atol, rtol=args.rtol, a_options=opts, b_options=opts)
+        report = trackpoint.diff(
+            args.a,
+            args.b,
+            atol=args.atol,
+            rtol=args.rtol,
+            a_options=_used_options(args, opts, args.a),
+            b_options=_used_options(args, opts, args.b),
+        )
     if args.json:
         _dump(
             {
@@ -1491,8 +1554,8 @@ def _dst_backend_flag(match: re.Match[str]) -> str:
 def _convert(args: argparse.Namespace, out: TextIO) -> int:
     if not args.separator:
         raise _UsageError("--separator must not be empty: it splits tensor names into local names ('/', '.')")
-    src_opts = _options(args)
-    dst_opts = _options(args, dst=True)
+    src_opts = _used_options(args, _options(args), args.src)
+    dst_opts = _used_options(args, _options(args, dst=True), args.dst, dst=True)
     # The conversion's own events draw the bar (trackpoint.observe): on a terminal only, whatever the
     # size (a command the user waits for), never with --json.
     dst_opts = dataclasses.replace(dst_opts, progress=not args.json)
@@ -1785,78 +1848,40 @@ class _LibraryWarnings(logging.Handler):
 
     A command opens a location several times (each format's backend, the state file read for the listing
     and again for the latest checkpoint), and each may warn of the same thing; Python's default handler
-    prints every record, worded for Python callers (``update_checkpoint_state``). Options that a store
-    of the path takes none of are refused (exit status 2): on the command line they are a mistake, not
-    options shared with another URL (see :meth:`_unused`).
+    prints every record, worded for Python callers (``update_checkpoint_state``). It only prints: the options
+    a path does not take are refused before the command opens anything (:func:`_refuse_unused_options`), not
+    from the library's log, which logging configuration may silence.
     """
 
     def __init__(self, args: argparse.Namespace) -> None:
         super().__init__(logging.WARNING)
         self.args = args
         self.said: set[str] = set()
+        self.said_lock = threading.Lock()  # a command's threads (parallel reads) may warn at once
 
     def emit(self, record: logging.LogRecord) -> None:
-        unused = getattr(record, "trackpoint_unused_options", None)
-        if unused is not None:
-            self._unused(*unused)
-            return
-        message = _in_flag_terms(" ".join(record.getMessage().split()))
-        if message in self.said:
-            return
-        self.said.add(message)
-        print(f"trackpoint {self.args.command}: {message}", file=sys.stderr)
-
-    def _paths(self) -> list[str]:
-        """Every path of the command line (both of ``convert`` and ``diff``)."""
-        if self.args.command == "convert":
-            return [self.args.src, self.args.dst]
-        return _urls(self.args, "--backend")
-
-    def _unused(self, backend: str, field: str, keys: list[str], url: str, store: str, what: str) -> None:
-        """Refuse options a store takes none of, naming the flags they came from.
-
-        Raised as a :class:`~trackpoint.errors.BackendOptionError` (exit status 2, as an option an object store
-        does not take), from where the backend is opened: the command stops before it reads or writes anything.
-        When another path of the command is a URL of a store that may take them (``diff run/ckpt-1 s3://b/run/ckpt-1
-        -o key=...``: one set of options serves both), they are said to go unused for this one, once.
-        Backend options the bundle backend does not take on the local disk are let through when no backend was
-        chosen and the Zarr backend, which also reads the path, takes them (``compressor``).
-        """
-        from trackpoint.errors import BackendOptionError
-        from trackpoint.plugins import open_backend
-
-        if (
-            field == "backend_options"
-            and backend == "bundle"
-            and not self.args.backend
-            and not os.environ.get("TRACKPOINT_BACKEND", "").strip()
-        ):
-            given_values = {
-                **dict(self.args.backend_options or ()),
-                **dict(getattr(self.args, "dst_backend_options", None) or ()),
-            }
-            tuning = {key: given_values.get(key) for key in keys}
-            try:
-                open_backend(url, CheckpointOptions(backend="zarr", backend_options=tuning)).close()
-            except CheckpointError:
-                pass
-            else:
+        try:
+            if _of_unused_options(record):
+                # Decided before the command ran (refused, said once for the path, or Zarr's own options that the
+                # bundle backend, tried on a local path too, says it does not take): not said again.
                 return
-        flag = "-o" if field == "storage_options" else "--backend-option"
-        given = ", ".join(f"{flag} {key}" for key in keys)
-        kind = "storage" if field == "storage_options" else "backend"
-        if any(_paths.is_url(p) and _paths.scheme(p) not in ("file", "memory") for p in self._paths()):
-            # The options serve another path of the command (diff run/ckpt-1 s3://b/run/ckpt-1 -o key=...).
-            message = f"{given} not used for {url!r}: the {backend} backend takes no {kind} options on {store}"
-            if message not in self.said:
+            message = _in_flag_terms(" ".join(record.getMessage().split()))
+            with self.said_lock:
+                if message in self.said:
+                    return
                 self.said.add(message)
-                print(f"trackpoint {self.args.command}: {message}", file=sys.stderr)
-            return
-        raise BackendOptionError(
-            f"{given}: the {backend} backend takes no {kind} options on {store} ({what}), and {url!r} is there; "
-            f"check that the path is the one meant (an s3:// or gs:// URL), or drop {given}",
-            url=url,
-        )
+            print(f"trackpoint {self.args.command}: {message}", file=sys.stderr)
+        except Exception:  # noqa: BLE001 - a handler must not raise into the library's logger call
+            self.handleError(record)
+
+
+def _of_unused_options(record: logging.LogRecord) -> bool:
+    """Whether ``record`` is a built-in backend's warning of options its store takes none of."""
+    from trackpoint.backends import _builtin
+
+    check = _builtin._check_options_of_plain_store
+    same_file = os.path.realpath(record.pathname) == os.path.realpath(check.__code__.co_filename)
+    return record.funcName == check.__name__ and same_file
 
 
 @contextlib.contextmanager
@@ -1869,6 +1894,192 @@ def _library_warnings(args: argparse.Namespace) -> Iterator[None]:
         yield
     finally:
         logger.removeHandler(handler)
+
+
+# ------------------------------------------------------------------ options a local path does not take
+#: Stores (the scheme after a format's ``zarr+``) that take no storage options, and on which no built-in
+#: backend takes backend options but the Zarr format's own: the local disk and the in-process memory store.
+_PLAIN_STORES: Final = ("", "file", "zarr", "memory")
+
+#: The built-in backends of those stores, whose options the command line knows; a plugin's backend serving a
+#: local path takes or refuses options itself.
+_PLAIN_BACKENDS: Final = ("bundle", "zarr", "memory")
+
+#: What each kind of option is for, said when a path takes none.
+_OPTIONS_FOR: Final = {
+    "storage_options": ("storage", "they configure the S3 and GCS stores"),
+    "backend_options": ("backend", "they tune the object stores' transfers"),
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class _OptionFlag:
+    """Options given with one flag, and the paths of the command they apply to (``True``: a destination)."""
+
+    flag: str
+    field: str
+    given: dict[str, Any]
+    paths: list[tuple[str, bool]]
+
+
+def _option_flags(args: argparse.Namespace) -> list[_OptionFlag]:
+    """The storage and backend options of the command line, each flag with the paths it applies to.
+
+    Convert's ``--dst-*`` options apply to its destination; its source's options apply to the destination too
+    unless the ``--dst-*`` flag of that kind is given (:func:`_options`).
+    """
+    storage, tuning = dict(args.storage_options or ()), dict(args.backend_options or ())
+    if args.command == "convert":
+        src, dst = [(args.src, False)], [(args.dst, True)]
+        return [
+            _OptionFlag("-o", "storage_options", storage, src + ([] if args.dst_storage_options else dst)),
+            _OptionFlag("--dst-storage-option", "storage_options", dict(args.dst_storage_options or ()), dst),
+            _OptionFlag("--backend-option", "backend_options", tuning, src + ([] if args.dst_backend_options else dst)),
+            _OptionFlag("--dst-backend-option", "backend_options", dict(args.dst_backend_options or ()), dst),
+        ]
+    paths = [(path, False) for path in _urls(args, "--backend")]
+    return [
+        _OptionFlag("-o", "storage_options", storage, paths),
+        _OptionFlag("--backend-option", "backend_options", tuning, paths),
+    ]
+
+
+def _store_scheme(path: str) -> str:
+    """The scheme of the store ``path`` names: its URL scheme after the last ``+`` (``zarr+s3`` is ``s3``)."""
+    return _paths.scheme(path).rsplit("+", 1)[-1]
+
+
+def _flat_file(path: str) -> str | None:
+    """The format of the local file ``path`` (``npz``) that convert, inspect and diff read without a backend."""
+    from trackpoint.interchange import file_format
+
+    try:
+        return file_format(path)
+    except CheckpointError:
+        return None  # a flat file on a store, refused where it is read
+
+
+def _chosen_backend(args: argparse.Namespace, path: str, dst: bool) -> str | None:
+    """The backend that serves ``path``: chosen (``--dst-backend``, ``--backend``, ``TRACKPOINT_BACKEND``) or
+    implied by its scheme (``zarr+file://``, ``memory://``); ``None`` when found from what is there."""
+    from trackpoint.plugins.manager import ENV_BACKEND
+
+    chosen = (args.dst_backend if dst else None) or args.backend or os.environ.get(ENV_BACKEND, "").strip()
+    if chosen:
+        return str(chosen)
+    scheme = _paths.scheme(path)
+    if scheme.startswith("zarr"):
+        return "zarr"
+    return "memory" if scheme == "memory" else None
+
+
+def _not_taken(args: argparse.Namespace, option: _OptionFlag, path: str, dst: bool) -> str | None:
+    """Why ``path`` takes none of the options of ``option`` (the message after the flags), or ``None``.
+
+    Storage options configure an object store: a local path and ``memory://`` take none. Of backend options,
+    the bundle and memory backends take none there, and the Zarr format its own alone, checked as it checks
+    them (a value it refuses is refused with its message). A local path whose backend is not chosen holds
+    either format when read; a checkpoint written there is a bundle. A plugin's backend decides for itself.
+
+    Raises
+    ------
+    BackendOptionError
+        The Zarr format refuses an option or its value, or is not installed.
+    """
+    kind, what = _OPTIONS_FOR[option.field]
+    fmt = _flat_file(path)
+    if fmt is not None:
+        return f"a .{fmt} file, read and written on the local disk without a backend: it takes no {kind} options"
+    scheme = _store_scheme(path)
+    if scheme not in _PLAIN_STORES:
+        return None
+    backend = _chosen_backend(args, path, dst)
+    if backend is not None and backend not in _PLAIN_BACKENDS:
+        return None
+    store = "the in-process memory store" if scheme == "memory" else "the local disk"
+    named = f"the {backend} backend takes" if backend else "the bundle and zarr backends take"
+    if option.field == "storage_options" or backend in ("bundle", "memory"):
+        return f"{named} no {kind} options on {store} ({what})"
+    # The Zarr format's own options (compressor, chunk_bytes, ...), checked as the zarr backend checks them.
+    from trackpoint.backends.stores import TransferOptions
+    from trackpoint.backends.zarr._options import ZarrOptions, refuse_unknown
+
+    flags = ", ".join(f"{option.flag} {key}" for key in sorted(option.given))
+    if set(option.given) - ZarrOptions.names() <= TransferOptions.names():
+        transfers = set(option.given) - ZarrOptions.names()
+        if transfers:
+            # The object stores' options, which the zarr backend takes on those stores: not misspelt, misplaced.
+            own = ", ".join(f.name for f in dataclasses.fields(ZarrOptions))
+            return f"{named} no {kind} options on {store} ({what}) but the Zarr format's own ({own})"
+    try:
+        refuse_unknown(option.given, ())
+        ZarrOptions.from_mapping(option.given)
+    except BackendOptionError as exc:
+        raise BackendOptionError(f"{flags}: {exc}", url=path) from exc
+    import importlib.util
+
+    if importlib.util.find_spec("zarr") is None:
+        raise BackendOptionError(
+            f"{flags}: an option of the zarr backend, which is not installed (pip install 'trackpoint[zarr]'); "
+            f"the bundle backend takes no {kind} options on {store}",
+            url=path,
+        )
+    if backend is None and dst:
+        return (
+            f"the bundle backend, which writes a checkpoint at a local path unless another is chosen, takes no "
+            f"{kind} options; they are the zarr backend's: add --dst-backend zarr to write a Zarr checkpoint"
+        )
+    if backend is None and args.command == "convert":
+        return f"a convert source is only read, which the zarr backend's {kind} options do not tune"
+    return None
+
+
+def _refuse_unused_options(args: argparse.Namespace) -> None:
+    """Refuse options that no path they apply to takes, before the command opens anything; say once which path
+    does not take the options another path takes (``diff run/ckpt-1 s3://b/run/ckpt-1 -o key=...``).
+
+    On the command line such options are a mistake (a bucket URL mistyped as a local path, the flag of the
+    source given for convert's destination), not options shared with another URL as in a program.
+
+    Raises
+    ------
+    BackendOptionError
+        (exit status 2) Every path the options of a flag apply to takes none of them; the message names that flag.
+    """
+    for option in _option_flags(args):
+        if not option.given:
+            continue
+        flags = ", ".join(f"{option.flag} {key}" for key in sorted(option.given))
+        reasons = [(path, _not_taken(args, option, path, dst)) for path, dst in option.paths]
+        unused = [(path, why) for path, why in reasons if why is not None]
+        if len(unused) < len(reasons):
+            for path, why in unused:
+                if not why.startswith("a convert source"):
+                    print(f"trackpoint {args.command}: {flags} not used for {path!r}: {why}", file=sys.stderr)
+            continue
+        if unused:
+            path, why = unused[-1]  # convert's destination, where a source says why it does not count
+            if _flat_file(path) is not None:
+                raise BackendOptionError(f"{flags}: {path!r} is {why}; drop {flags}", url=path)
+            raise BackendOptionError(
+                f"{flags}: {why}, and {path!r} is there; check that the path is the one meant (an s3:// or gs:// "
+                f"URL), or drop {flags}",
+                url=path,
+            )
+
+
+def _used_options(
+    args: argparse.Namespace, opts: CheckpointOptions, path: str, *, dst: bool = False
+) -> CheckpointOptions:
+    """``opts`` for ``path`` of a command of several paths: without the options ``path`` takes none of (said by
+    :func:`_refuse_unused_options`), which the library would otherwise warn of again."""
+    drop: dict[str, Any] = {}
+    for option in _option_flags(args):
+        if option.given and (path, dst) in option.paths:
+            with contextlib.suppress(CheckpointError):
+                if _not_taken(args, option, path, dst) is not None:
+                    drop[option.field] = {}
+    return dataclasses.replace(opts, **drop) if drop else opts
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -1884,6 +2095,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     out = sys.stdout
     try:
         with _unwind_on_termination(), _library_warnings(args):
+            _refuse_unused_options(args)  # before the command opens anything
             return _COMMANDS[args.command](args, out)
     except _UsageError as exc:
         return _usage(args, str(exc))

@@ -62,31 +62,154 @@ def test_the_json_message_of_a_usage_error_does_not_repeat_its_type(cli: Any, tm
 
 
 # ------------------------------------------------------------------ options nothing takes
-@pytest.mark.parametrize(("flag", "kind"), [(["-o", "foo=bar"], "storage"), (["--backend-option", "foo=1"], "backend")])
+@pytest.mark.parametrize(
+    ("flag", "said"),
+    [
+        (["-o", "foo=bar"], "-o foo: the bundle and zarr backends take no storage options on the local disk"),
+        (["--backend-option", "foo=1"], "--backend-option foo: zarr: unknown backend option(s) foo; valid options:"),
+        (
+            ["--backend-option", "retries=3"],
+            "--backend-option retries: the bundle and zarr backends take no backend options on the local disk",
+        ),
+    ],
+)
 def test_an_option_no_store_of_a_local_path_takes_is_a_usage_error(
-    cli: Any, tmp_path: Path, flag: list[str], kind: str
+    cli: Any, tmp_path: Path, flag: list[str], said: str
 ) -> None:
-    given = f"{flag[0]} foo"
-    for name in ("ls", "verify", "inspect", "json"):
-        # A directory each: the library says this of a location once per process, and each command is one.
-        run = tmp_path / name / "run"
-        _run_of_two(run)
-        command = ["ls", str(run)] if name in ("ls", "json") else [name, str(run / "ckpt-1")]
-        if name == "json":
-            failure = json.loads(cli(*command, *flag, "--json").stdout)["error"]
-            assert (failure["type"], failure["status"]) == ("BackendOptionError", 2)
-            continue
+    run = tmp_path / "run"
+    _run_of_two(run)
+    for command in (["ls", str(run)], ["verify", str(run / "ckpt-1")], ["inspect", str(run / "ckpt-1")]):
         done = cli(*command, *flag)
         assert (done.returncode, done.stdout) == (2, ""), command
         assert done.stderr.startswith(f"usage: trackpoint {command[0]} ")
         errors = [line for line in done.stderr.splitlines() if line.startswith(f"trackpoint {command[0]}:")]
         assert len(errors) == 1, done.stderr  # said once, not once per format
-        assert errors[0].startswith(
-            f"trackpoint {command[0]}: error: BackendOptionError: {given}: the bundle backend takes no {kind} options "
-            "on the local disk"
-        )
-        assert errors[0].endswith(f"or drop {given}")
+        assert errors[0].startswith(f"trackpoint {command[0]}: error: BackendOptionError: {said}"), errors[0]
         assert "storage_options" not in done.stderr and "backend_options" not in done.stderr
+    failure = json.loads(cli("ls", str(run), *flag, "--json").stdout)["error"]
+    assert (failure["type"], failure["status"]) == ("BackendOptionError", 2)
+
+
+def test_options_a_local_path_does_not_take_are_refused_every_time_in_one_process(cli: Any, tmp_path: Path) -> None:
+    # Not a warning the library logs once per process: each command line is refused, after a program's use too.
+    run = tmp_path / "run"
+    _run_of_two(run)
+    tp.latest_checkpoint(str(run), tp.CheckpointOptions(storage_options={"key": "x"}, backend="bundle"))
+    for backend in ([], [], ["--backend", "bundle"], ["--backend", "bundle"], ["--backend", "zarr"]):
+        done = cli("ls", str(run), *backend, "-o", "key=x")
+        assert done.returncode == 2, (backend, done.stderr)
+        assert "BackendOptionError: -o key: the " in done.stderr.splitlines()[-1]
+
+
+@pytest.mark.parametrize("setup", ["disable", "level", "filter"])
+def test_options_a_local_path_does_not_take_are_refused_whatever_the_logging_configuration(
+    cli: Any, tmp_path: Path, setup: str
+) -> None:
+    import logging
+
+    run = tmp_path / "run"
+    _run_of_two(run)
+    logger = logging.getLogger("trackpoint")
+    level, filters = logger.level, list(logger.filters)
+    try:
+        if setup == "disable":
+            logging.disable(logging.WARNING)
+        elif setup == "level":
+            logger.setLevel(logging.ERROR)
+        else:
+            logger.addFilter(lambda record: False)
+        done = cli("ls", str(run), "-o", "secret=s")
+    finally:
+        logging.disable(logging.NOTSET)
+        logger.setLevel(level)
+        logger.filters[:] = filters
+    assert done.returncode == 2, done.stderr
+    assert "BackendOptionError: -o secret:" in done.stderr
+
+
+@pytest.mark.parametrize(
+    "path",
+    ["zarr+file://{run}", "{run}/ckpt-1", "memory://nothing/run"],
+)
+def test_a_local_url_takes_no_storage_options(cli: Any, tmp_path: Path, path: str) -> None:
+    run = tmp_path / "run"
+    _run_of_two(run)
+    done = cli("ls", path.format(run=run), "-o", "key=x")
+    assert done.returncode == 2, done.stderr
+    assert "BackendOptionError: -o key: the " in done.stderr
+
+
+def test_a_flat_file_takes_no_options(cli: Any, tmp_path: Path) -> None:
+    # Read without a backend: no library warning would say the options go unused.
+    npz = tmp_path / "f.npz"
+    np.savez(npz, w=np.arange(3.0))
+    for command in (["inspect", str(npz)], ["diff", str(npz), str(npz)]):
+        done = cli(*command, "-o", "key=x")
+        assert done.returncode == 2, (command, done.stderr)
+        assert done.stderr.splitlines()[-1] == (
+            f"trackpoint {command[0]}: error: BackendOptionError: -o key: {str(npz)!r} is a .npz file, read and "
+            "written on the local disk without a backend: it takes no storage options; drop -o key"
+        )
+
+
+def test_convert_names_the_destinations_flags(cli: Any, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    _run_of_two(run)
+    for flag, kind in (("--dst-storage-option", "storage"), ("--dst-backend-option", "backend")):
+        out = tmp_path / f"out-{kind}" / "ckpt"
+        key = "key" if kind == "storage" else "retries"
+        done = cli("convert", str(run / "ckpt-1"), str(out), flag, f"{key}=3")
+        assert done.returncode == 2, done.stderr
+        last = done.stderr.splitlines()[-1]
+        assert last.startswith(f"trackpoint convert: error: BackendOptionError: {flag} {key}: the "), last
+        assert last.endswith(f"or drop {flag} {key}")
+        assert "--backend-option" not in last.replace("--dst-backend-option", "") and " -o " not in last
+        assert not out.parent.exists()
+
+
+@pytest.mark.parametrize("backend", [[], ["--dst-backend", "bundle"]])
+def test_a_zarr_option_for_a_bundle_destination_is_refused(cli: Any, tmp_path: Path, backend: list[str]) -> None:
+    # The bundle would be written uncompressed: the compression asked for would silently not happen.
+    run = tmp_path / "run"
+    _run_of_two(run)
+    out = tmp_path / "out" / "ckpt"
+    done = cli("convert", str(run / "ckpt-1"), str(out), *backend, "--dst-backend-option", "compressor=zstd")
+    assert done.returncode == 2, done.stderr
+    last = done.stderr.splitlines()[-1]
+    assert last.startswith("trackpoint convert: error: BackendOptionError: --dst-backend-option compressor: the bundle")
+    if not backend:
+        assert "add --dst-backend zarr" in last
+    assert not out.parent.exists()
+    # The same source options, which convert's destination takes when it is a Zarr checkpoint.
+    for flags in (["--dst-backend", "zarr", "--dst-backend-option", "compressor=zstd"],
+                  ["--dst-backend", "zarr", "--backend-option", "compressor=zstd"]):  # fmt: skip
+        done = cli("convert", str(run / "ckpt-1"), str(out), *flags, "--overwrite")
+        assert (done.returncode, done.stderr) == (0, ""), flags
+    assert (tmp_path / "out" / "ckpt.zarr").is_dir()
+
+
+def test_a_zarr_value_is_refused_with_zarrs_message(cli: Any, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    _run_of_two(run)
+    for backend in ([], ["--backend", "zarr"]):
+        done = cli("ls", str(run), *backend, "--backend-option", "compressor=nonsense")
+        assert done.returncode == 2, done.stderr
+        assert done.stderr.splitlines()[-1].startswith(
+            "trackpoint ls: error: BackendOptionError: --backend-option compressor: zarr: unknown compressor "
+            "'nonsense'; choose one of zstd, blosc, gzip, none"
+        ), done.stderr
+
+
+def test_a_zarr_option_without_zarr_installed_says_so(cli: Any, tmp_path: Path, monkeypatch: Any) -> None:
+    import importlib.util
+
+    run = tmp_path / "run"
+    _run_of_two(run)
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "zarr" else find_spec(name, *a))
+    done = cli("ls", str(run), "--backend-option", "compressor=zstd")
+    assert done.returncode == 2, done.stderr
+    assert "an option of the zarr backend, which is not installed (pip install 'trackpoint[zarr]')" in done.stderr
 
 
 def test_a_zarr_option_for_a_local_directory_is_taken(cli: Any, tmp_path: Path) -> None:
@@ -95,6 +218,23 @@ def test_a_zarr_option_for_a_local_directory_is_taken(cli: Any, tmp_path: Path) 
     _run_of_two(run)
     done = cli("ls", str(run), "--backend-option", "checksum=false")
     assert (done.returncode, done.stderr) == (0, "")
+
+
+@pytest.mark.s3
+def test_options_of_another_path_are_noted_once_for_the_local_one(
+    cli: Any, tmp_path: Path, s3_bucket: str, s3_storage_options: dict[str, Any]
+) -> None:
+    run = tmp_path / "run"
+    _run_of_two(run)
+    remote = f"{s3_bucket}/run/ckpt-1"
+    tp.convert(str(run / "ckpt-1"), remote, dst_options=tp.CheckpointOptions(storage_options=s3_storage_options))
+    flags = [arg for key, value in s3_storage_options.items() for arg in ("-o", f"{key}={value}")]
+    for _ in range(2):  # said each time, not once per process
+        done = cli("diff", str(run / "ckpt-1"), remote, *flags)
+        assert done.returncode == 0, done.stderr
+        lines = done.stderr.splitlines()
+        assert len(lines) == 1, done.stderr
+        assert lines[0].startswith("trackpoint diff: -o ") and f"not used for {str(run / 'ckpt-1')!r}: " in lines[0]
 
 
 # ------------------------------------------------------------------ the library's warnings
