@@ -73,7 +73,11 @@ class BackendSpec:
         ``<format>+<scheme>`` URL (``zarr+s3://``) follows the backend of
         ``<scheme>``. :func:`bundle_backend_spec` and
         :class:`~trackpoint.plugins.ObjectStorePlugin` set it; a spec of an
-        object store written out by hand sets ``buckets=True``.
+        object store written out by hand sets ``buckets=True``. Without it
+        an ``ObjectStore`` still refuses to write, read or delete an object
+        with an empty key (``scheme://bucket-1.index``), with
+        :class:`~trackpoint.errors.InvalidArgumentError`; this field makes
+        the refusal come first, naming the prefix given.
 
     Raises
     ------

@@ -79,6 +79,7 @@ from trackpoint.errors import (
     CheckpointNotFoundError,
     ConcurrentModificationError,
     ErrorKind,
+    InvalidArgumentError,
     StorageError,
     StoragePermissionError,
     redact,
@@ -935,6 +936,33 @@ class ObjectStore(FileLayer):
             )
         return bucket, key
 
+    def _split_object(self, path: str, what: str) -> tuple[str, str]:
+        """:meth:`split` of ``path``, which must name an object: a key inside a bucket, not the bucket alone.
+
+        Every write, read and delete of one object goes through it, whatever the backend's spec
+        declares (:attr:`~trackpoint.plugins.BackendSpec.buckets`): a checkpoint prefix of only a bucket
+        (``s3://bucket``) would otherwise have its files, named by appending to the prefix
+        (``bucket-1.index``), written as empty keys of *other* buckets. Listings of a bucket's root
+        (:meth:`listdir`, :meth:`find`) take a bare bucket as the directory it is.
+
+        Raises
+        ------
+        InvalidArgumentError
+            ``path`` names a bucket only (``scheme://bucket`` or ``scheme://bucket/``).
+        BackendError
+            See :meth:`split`.
+        """
+        bucket, key = self.split(path)
+        if not key.strip("/"):
+            scheme = _paths.split_scheme(path)[0]
+            raise InvalidArgumentError(
+                f"{self.store_name}: cannot {what} {path!r}: it names the bucket {bucket!r}, not a checkpoint prefix "
+                "or an object in one (a checkpoint's files are named by appending to its prefix, so a prefix of "
+                f"only a bucket would put them in other buckets); give a prefix inside a bucket, such as "
+                f"{scheme}://<bucket>/run/ckpt"
+            )
+        return bucket, key
+
     def url(self, bucket: str, key: str) -> str:
         """``scheme://bucket/key``, for messages."""
         return f"{self.schemes[0]}://{bucket}/{key}"
@@ -1481,11 +1509,11 @@ class ObjectStore(FileLayer):
             raise self._conflict(bucket, key, cond, exc) from exc.cause
 
     def open_sink(self, path: str, *, create_only: bool = False) -> FileSink:
-        bucket, key = self.split(path)
+        bucket, key = self._split_object(path, "write")
         return _UploadSink(self, bucket, key, Condition(create_only=create_only))
 
     def put(self, path: str, data: bytes | bytearray | memoryview, *, create_only: bool = False) -> None:
-        bucket, key = self.split(path)
+        bucket, key = self._split_object(path, "write")
         view = memoryview(data).cast("B")
         if view.nbytes <= self.transfer.part_size:
             self._run(self._put_checked, bucket, key, view, Condition(create_only=create_only))
@@ -1493,7 +1521,7 @@ class ObjectStore(FileLayer):
         super().put(path, view, create_only=create_only)
 
     def write_versioned(self, path: str, data: bytes, *, if_version: VersionCondition | None = ANY_VERSION) -> str:
-        bucket, key = self.split(path)
+        bucket, key = self._split_object(path, "write")
         cond = Condition.from_if_version(version_condition(if_version))
         try:
             return self._run(self._put_checked, bucket, key, memoryview(bytes(data)), cond)
@@ -1507,7 +1535,7 @@ class ObjectStore(FileLayer):
     def delete(self, paths: Sequence[str]) -> None:
         by_bucket: dict[str, list[str]] = {}
         for p in paths:
-            b, k = self.split(p)
+            b, k = self._split_object(p, "delete")
             by_bucket.setdefault(b, []).append(k)
 
         for bucket, keys in by_bucket.items():
@@ -1518,7 +1546,7 @@ class ObjectStore(FileLayer):
 
     # ------------------------------------------------------------ reads
     def size(self, path: str) -> int | None:
-        bucket, key = self.split(path)
+        bucket, key = self._split_object(path, "read the size of")
         stat = self._run(
             lambda: self._retry("reading metadata of", bucket, key, lambda: self._call("object_stat", bucket, key))
         )
@@ -1528,7 +1556,7 @@ class ObjectStore(FileLayer):
         # docstring inherited: the stats go out together, one round trip for all.
         if not paths:
             return []
-        return self._run(self._sizes_async, [self.split(path) for path in paths])
+        return self._run(self._sizes_async, [self._split_object(path, "read the size of") for path in paths])
 
     async def _sizes_async(self, where: list[tuple[str, str]]) -> list[int | None]:
         import asyncio
@@ -1565,7 +1593,7 @@ class ObjectStore(FileLayer):
         return None if stat is None else stat.mtime
 
     def read_versioned(self, path: str) -> VersionedBytes | None:
-        bucket, key = self.split(path)
+        bucket, key = self._split_object(path, "read")
         got: VersionedBytes | None = self._run(
             lambda: self._retry("reading", bucket, key, lambda: self._call("object_get", bucket, key))
         )
@@ -1634,7 +1662,7 @@ class ObjectStore(FileLayer):
         self.read_ranges(path, [(offset, out)])
 
     def read_ranges(self, path: str, ranges: Sequence[tuple[int, memoryview]]) -> None:
-        bucket, key = self.split(path)
+        bucket, key = self._split_object(path, "read")
         if any(out.nbytes for _, out in ranges):
             self._run(self._read_ranges_async, bucket, key, ranges)
 
