@@ -84,6 +84,7 @@ import contextlib
 import copy
 import dataclasses
 import itertools
+import logging
 import operator
 import sys
 import threading
@@ -108,11 +109,14 @@ from trackpoint.stateful import (
     _LBFGS_LISTS,
     StatefulValue,
     _is_int_text,
+    given_param_groups,
+    has_lbfgs_param_groups,
     is_lbfgs_state_dict,
     is_stateful,
     optimizer_param_numbers,
     optimizer_state_entry,
     pad_lbfgs_al,
+    param_groups_mismatch,
     stateful_node,
 )
 from trackpoint.trackable import Trackable
@@ -128,6 +132,8 @@ __all__ = [
 ]
 
 T = TypeVar("T")
+
+_log = logging.getLogger("trackpoint")
 
 _MISSING: Any = object()
 
@@ -329,9 +335,13 @@ class _Restoring(threading.local):
     #: The lists in a torch optimizer's state dict given as a dict that a restore planned, by id: each with the
     #: length of the list the checkpoint holds there (None where its entries are not a list's positions).
     lengths: dict[int, tuple[ListWrapper, int | None]]
+    #: The param groups of those state dicts as given (see given_param_groups), by id, before the restore wrote
+    #: into them: the per-parameter state it makes must be of the same parameters (see _dependency_requested).
+    groups: dict[int, list[tuple[list[Any], list[Any] | None]] | None]
 
     def __init__(self) -> None:
         self.stale = {}
+        self.groups = {}
         self.state_dicts = {}
         self.histories = {}
         self.lengths = {}
@@ -370,6 +380,7 @@ def restoring() -> Iterator[None]:
             state_dicts, state.state_dicts = state.state_dicts, {}
             histories, state.histories = state.histories, {}
             lengths, state.lengths = state.lengths, {}
+            state.groups = {}
             if ended:
                 for tree in trees.values():
                     tree.rebuild()
@@ -1136,6 +1147,18 @@ class _ElementSetter:
         self.old = value
 
 
+def _given_value(value: Any) -> Any:
+    """What the user's container takes for ``value``, written through a copy that mirrors it (see
+    :meth:`TrackableDataStructure._mirrors_source`): the value itself, ``NoDependency``'s value (as a wrapper made
+    in place would hold it), or for a wrapper of such a copy (``ck.train["a"] = ck.train["b"]``) the user's
+    container it copies."""
+    if isinstance(value, NoDependency):
+        return value.value
+    if isinstance(value, TrackableDataStructure) and value._mirrors_source():
+        return value.__dict__["_self_source"][0]
+    return value
+
+
 class TrackableDataStructure(Trackable, metaclass=abc.ABCMeta):
     """Base of the container wrappers: children are computed from the contents.
 
@@ -1215,6 +1238,30 @@ class TrackableDataStructure(Trackable, metaclass=abc.ABCMeta):
             source[key] = new
             if key < len(then):
                 then[key] = new
+
+    def _mirrors_source(self) -> bool:
+        """Whether a write through this wrapper goes into the user's container too: a copy that follows a list or
+        dict holding torch state dicts (see :func:`_holds_torch_state`), outside an optimizer's state dict.
+
+        Such a copy stands for the user's container, which was wrapped in place before copies were made: an edit
+        through the checkpoint's wrapper (``ckpt.train["best"] = 0.5``, ``del``, ``append``) is made in the
+        user's container as well, with the value given (not its wrapper), and recorded as followed already, so
+        that neither the copy nor the user's container loses an edit made through the other. The copies inside
+        an optimizer's state dict stand for containers ``opt.state_dict()`` makes anew at each call, and keep
+        what is written through them to themselves.
+        """
+        return (
+            "_self_source" in self.__dict__
+            and bool(self.__dict__.get("_self_of_state_dict"))
+            and not self.__dict__.get("_self_in_optimizer")
+        )
+
+    def _store_mirrored(self, key: Any, value: Any) -> tuple[Any, bool]:
+        """:meth:`_store` for a write through a copy that mirrors its source (see :meth:`_mirrors_source`): a copy of
+        ``value``'s containers is wrapped, following them, as :meth:`_follow` wraps what the source holds, so that
+        ``value`` itself, written into the user's container, stays the user's."""
+        with _copying(state_dict=False, follow=True):
+            return self._store(key, _copy_containers(value))
 
     def _check_source(self) -> None:
         """Follow the user's container this wrapper copies, or refuse to save a copy whose source changed since.
@@ -1513,8 +1560,10 @@ class ListWrapper(TrackableDataStructure, list[Any]):
         unsaved: dict[int, Any] = {}
         with _copying(state_dict=self.__dict__.get("_self_in_optimizer", False), follow=True):
             for index, value in enumerate(now):
-                if mirrored and index < len(then) and then[index] is value and id(storage[index]) not in given:
+                if mirrored and index < len(then) and then[index] is value:
                     followed.append(storage[index])
+                    if given.get(id(storage[index])) is storage[index]:
+                        unsaved[id(storage[index])] = storage[index]  # given as NoDependency: stays unsaved
                     continue
                 nodes.pop(index, None)
                 stored, tracked = self._store(index, _copy_containers(value))
@@ -1595,8 +1644,35 @@ class ListWrapper(TrackableDataStructure, list[Any]):
             self._self_snapshot = list(storage)
         self._mirror()
 
+    @contextlib.contextmanager
+    def _writing(self) -> Iterator[None]:
+        """A write through this wrapper: in a copy that mirrors its source (see :meth:`_mirrors_source`), the
+        source's changes are followed first, and the user's list is made to hold, position by position, the
+        user's value of each element the copy holds after the write (the value given for an element placed by
+        it). Nested writes (``extend`` appends) are one write."""
+        if self.__dict__.get("_self_users") is not None or not self._mirrors_source():
+            yield
+            return
+        self._check_source()
+        source, then = self.__dict__["_self_source"]
+        # After following, the copy holds an element for each of the source's, at its place.
+        users = {id(stored): given for stored, given in zip(self._self_storage, then, strict=False)}
+        self._self_users: dict[int, Any] | None = users
+        try:
+            yield
+        finally:
+            self._self_users = None
+            source[:] = [users.get(id(stored), stored) for stored in self._self_storage]
+            self._self_source = (source, list(source))
+
     def _place(self, index: int, value: Any) -> tuple[Any, bool]:
-        stored, tracked = self._store(index, value)
+        users = self.__dict__.get("_self_users")
+        if users is None:
+            stored, tracked = self._store(index, value)
+        else:
+            stored, tracked = self._store_mirrored(index, value)
+            # An element held already (`ck.runs.append(ck.runs[0])`) stands for the user's value it stood for.
+            users.setdefault(id(stored), _given_value(value))
         if tracked:
             self._self_unsaved.pop(id(stored), None)
         else:
@@ -1741,129 +1817,140 @@ class ListWrapper(TrackableDataStructure, list[Any]):
 
     # ----------------------------------------------------------- list writes
     def append(self, value: Any) -> None:
-        self._check_external_modification()
-        storage = self._self_storage
-        index = len(storage)
-        stored, tracked = self._place(index, value)
-        storage.append(stored)
-        list.append(self, stored)
-        if self._self_snapshot is not None and not self._dirty():
-            self._self_snapshot.append(stored)
-        if tracked:
-            self._added(str(index), self._dependency(index, stored))
+        with self._writing():
+            self._check_external_modification()
+            storage = self._self_storage
+            index = len(storage)
+            stored, tracked = self._place(index, value)
+            storage.append(stored)
+            list.append(self, stored)
+            if self._self_snapshot is not None and not self._dirty():
+                self._self_snapshot.append(stored)
+            if tracked:
+                self._added(str(index), self._dependency(index, stored))
 
     def extend(self, values: Iterable[Any]) -> None:
-        for value in list(values):
-            self.append(value)
+        with self._writing():
+            for value in list(values):
+                self.append(value)
 
     def __iadd__(self, values: Iterable[Any]) -> ListWrapper:  # type: ignore[misc]
         self.extend(values)
         return self
 
     def __imul__(self, n: SupportsIndex) -> ListWrapper:
-        times = operator.index(n)
-        if times <= 0:
-            self._check_external_modification()
-            self._mutated(f"*= {times}")
-            self._self_storage.clear()
-            self._update_snapshot()
+        with self._writing():
+            times = operator.index(n)
+            if times <= 0:
+                self._check_external_modification()
+                self._mutated(f"*= {times}")
+                self._self_storage.clear()
+                self._update_snapshot()
+                return self
+            count = len(self._self_storage)
+            for _ in range(times - 1):
+                for index in range(count):
+                    self.append(self._self_storage[index])
             return self
-        count = len(self._self_storage)
-        for _ in range(times - 1):
-            for index in range(count):
-                self.append(self._self_storage[index])
-        return self
 
     def __setitem__(self, key: Any, value: Any) -> None:
-        self._check_external_modification()
-        storage = self._self_storage
-        if isinstance(key, slice):
-            before = list(storage)
-            trial = list(storage)
-            trial[key] = list(value)  # list's own rules (lengths of extended slices)
-            if self._has_saved_elements():
-                self._mutated("slice assignment")
-            added = []
-            for index, now in enumerate(trial):
-                if index >= len(before) or now is not before[index]:
-                    trial[index], tracked = self._place(index, now)
-                    if tracked:
-                        added.append(index)
-            storage[:] = trial
+        with self._writing():
+            self._check_external_modification()
+            storage = self._self_storage
+            if isinstance(key, slice):
+                before = list(storage)
+                trial = list(storage)
+                trial[key] = list(value)  # list's own rules (lengths of extended slices)
+                if self._has_saved_elements():
+                    self._mutated("slice assignment")
+                added = []
+                for index, now in enumerate(trial):
+                    if index >= len(before) or now is not before[index]:
+                        trial[index], tracked = self._place(index, now)
+                        if tracked:
+                            added.append(index)
+                storage[:] = trial
+                self._update_snapshot()
+                for index in added:
+                    self._added(str(index), self._dependency(index, storage[index]))
+                return
+            position = range(len(storage))[operator.index(key)]
+            # Replacing one element keeps every other name: the new element is saved and
+            # restored under the position it was put at, as a reassigned attribute is.
+            # (TensorFlow refuses to save after replacing a trackable this way.)
+            self._self_nodes.pop(position, None)
+            stored, tracked = self._place(position, value)
+            storage[position] = stored
             self._update_snapshot()
-            for index in added:
-                self._added(str(index), self._dependency(index, storage[index]))
-            return
-        position = range(len(storage))[operator.index(key)]
-        # Replacing one element keeps every other name: the new element is saved and
-        # restored under the position it was put at, as a reassigned attribute is.
-        # (TensorFlow refuses to save after replacing a trackable this way.)
-        self._self_nodes.pop(position, None)
-        stored, tracked = self._place(position, value)
-        storage[position] = stored
-        self._update_snapshot()
-        if tracked:
-            self._added(str(position), self._dependency(position, stored))
+            if tracked:
+                self._added(str(position), self._dependency(position, stored))
 
     def __delitem__(self, key: Any) -> None:
-        self._check_external_modification()
-        self._mutated("__delslice__" if isinstance(key, slice) else "__delitem__")
-        del self._self_storage[key]
-        self._update_snapshot()
+        with self._writing():
+            self._check_external_modification()
+            self._mutated("__delslice__" if isinstance(key, slice) else "__delitem__")
+            del self._self_storage[key]
+            self._update_snapshot()
 
     def insert(self, index: SupportsIndex, value: Any) -> None:
-        self._check_external_modification()
-        storage = self._self_storage
-        size = len(storage)
-        at = operator.index(index)
-        # Where list.insert puts it: negative indices count from the end, both ends clamp.
-        position = min(max(0, size + at) if at < 0 else at, size)
-        if position == size:
-            # Nothing moves: the same as append, so a waiting restore applies and saving stays possible.
-            self.append(value)
-            return
-        stored, _ = self._place(position, value)
-        if _is_saved_kind(stored) and self._self_mutation is None:
-            self._self_mutation = "insert"
-        self._mutated("insert")
-        storage.insert(position, stored)
-        self._update_snapshot()
+        with self._writing():
+            self._check_external_modification()
+            storage = self._self_storage
+            size = len(storage)
+            at = operator.index(index)
+            # Where list.insert puts it: negative indices count from the end, both ends clamp.
+            position = min(max(0, size + at) if at < 0 else at, size)
+            if position == size:
+                # Nothing moves: the same as append, so a waiting restore applies and saving stays possible.
+                self.append(value)
+                return
+            stored, _ = self._place(position, value)
+            if _is_saved_kind(stored) and self._self_mutation is None:
+                self._self_mutation = "insert"
+            self._mutated("insert")
+            storage.insert(position, stored)
+            self._update_snapshot()
 
     def pop(self, index: SupportsIndex = -1) -> Any:
-        self._check_external_modification()
-        value = self._self_storage[index]  # IndexError before anything is recorded
-        self._mutated("pop")
-        del self._self_storage[index]
-        self._update_snapshot()
-        return value
+        with self._writing():
+            self._check_external_modification()
+            value = self._self_storage[index]  # IndexError before anything is recorded
+            self._mutated("pop")
+            del self._self_storage[index]
+            self._update_snapshot()
+            return value
 
     def remove(self, value: Any) -> None:
-        self._check_external_modification()
-        position = self._self_storage.index(value)
-        self._mutated("remove")
-        del self._self_storage[position]
-        self._update_snapshot()
+        with self._writing():
+            self._check_external_modification()
+            position = self._self_storage.index(value)
+            self._mutated("remove")
+            del self._self_storage[position]
+            self._update_snapshot()
 
     def clear(self) -> None:
-        self._check_external_modification()
-        if self._self_storage:
-            self._mutated("clear")
-        self._self_storage.clear()
-        self._update_snapshot()
+        with self._writing():
+            self._check_external_modification()
+            if self._self_storage:
+                self._mutated("clear")
+            self._self_storage.clear()
+            self._update_snapshot()
 
     def reverse(self) -> None:
-        self._check_external_modification()
-        self._mutated("reverse")
-        self._self_storage.reverse()
-        self._update_snapshot()
+        with self._writing():
+            self._check_external_modification()
+            self._mutated("reverse")
+            self._self_storage.reverse()
+            self._update_snapshot()
 
     def sort(self, *, key: Callable[[Any], Any] | None = None, reverse: bool = False) -> None:
-        self._check_external_modification()
-        # Refused even when the order does not change, as in TensorFlow: whether a
-        # list can be saved must not depend on its values.
-        self._mutated("sort")
-        self._self_storage.sort(key=key, reverse=reverse)
-        self._update_snapshot()
+        with self._writing():
+            self._check_external_modification()
+            # Refused even when the order does not change, as in TensorFlow: whether a
+            # list can be saved must not depend on its values.
+            self._mutated("sort")
+            self._self_storage.sort(key=key, reverse=reverse)
+            self._update_snapshot()
 
 
 class _DictWrapper(TrackableDataStructure, dict[Any, Any]):
@@ -1881,6 +1968,9 @@ class _DictWrapper(TrackableDataStructure, dict[Any, Any]):
     _self_optimizer: weakref.ref[_DictWrapper]
     #: On the copy of one of its per-parameter dicts: the state dict's copy too.
     _self_param_of: weakref.ref[_DictWrapper]
+    #: On the copy of an optimizer's state dict: the restore uid its param groups were last compared for with
+    #: the checkpoint's, and how they differ (``None``: they match), see _dependency_requested.
+    _self_groups_checked: tuple[int, str | None]
 
     def __init__(self, wrapped_dict: Any = None, *, strict: bool = False, _where: str | None = None) -> None:
         self._init_structure(strict, _where, "dict")
@@ -1955,6 +2045,24 @@ class _DictWrapper(TrackableDataStructure, dict[Any, Any]):
         newest = max(waiting, key=lambda position: position.restore_uid)
         if not hasattr(newest, "coordinator"):
             return
+        # Once per restore: the param groups saved must be the ones given, else the entry would be the state of
+        # another parameter (of another shape: the next step fails; of the same: wrong moments load silently).
+        checked = holder.__dict__.get("_self_groups_checked")
+        if checked is None or checked[0] != newest.restore_uid:
+            given_groups = _RESTORING.groups.get(id(state_dict), given_param_groups(state_dict))
+            checked = (newest.restore_uid, param_groups_mismatch(newest, name, given_groups))
+            holder._self_groups_checked = checked
+            if checked[1] is not None:
+                _log.warning(
+                    "Made no per-parameter state in %s for the optimizer state the checkpoint holds: %s, so it "
+                    "would be the state of other parameters. The restore's status names the entries left "
+                    "unrestored; build the optimizer over the same parameters, in the same param groups and "
+                    "order, as the run that saved.",
+                    holder._self_where,
+                    checked[1],
+                )
+        if checked[1] is not None:
+            return
         entry = optimizer_state_entry(newest, is_lbfgs_state_dict(state_dict))
         if entry is None:
             return
@@ -1971,6 +2079,13 @@ class _DictWrapper(TrackableDataStructure, dict[Any, Any]):
             held = [name for name in names if name in _LBFGS_LISTS]
             if held:
                 _RESTORING.histories[id(self)] = (self, held, self._self_update_uid)
+                for name in held:
+                    # Saved, its list holds no entries until its own node's plan records them (see
+                    # ListWrapper._entries_missing_from, which a node without children does not call): a list
+                    # the checkpoint holds empty is of length 0.
+                    history = self._self_storage.get(name)
+                    if isinstance(history, ListWrapper):
+                        _RESTORING.lengths.setdefault(id(history), (history, 0))
         return []
 
     def _take_saved_history(
@@ -1983,22 +2098,23 @@ class _DictWrapper(TrackableDataStructure, dict[Any, Any]):
         as it is where the history given is shorter (see :meth:`ListWrapper._dependency_requested`). ``al`` is
         given its ``history_size`` places afterwards (see :func:`restoring`). Only the lists this restore
         planned (``before``: this dict's restore uid before it), in a state dict of ``LBFGS`` (see
-        :func:`~trackpoint.stateful.is_lbfgs_state_dict`).
+        :func:`~trackpoint.stateful.has_lbfgs_param_groups`: by its param groups' keys, whatever keys its ``state``).
         """
         holder_ref = self.__dict__.get("_self_param_of")
         holder = None if holder_ref is None else holder_ref()
         given = None if holder is None else holder.__dict__.get("_self_source")
         uid = self._self_update_uid
-        if given is None or uid == before or not is_lbfgs_state_dict(given[0]):
+        if given is None or uid == before or not has_lbfgs_param_groups(given[0]):
             return
         for name in names:
             history = self._self_storage.get(name)
             if not isinstance(history, ListWrapper) or history._self_update_uid != uid:
                 continue
-            # A list the checkpoint holds empty has no entries to plan (a node without children): length 0.
-            _, length = lengths.get(id(history), (history, 0))
-            if length is not None:
-                history._take_saved_length(length)
+            # The restore records the length of each list it planned (see _entries_missing_from); a list it did
+            # not record is not cut.
+            found = lengths.get(id(history))
+            if found is not None and found[1] is not None:
+                history._take_saved_length(found[1])
 
     def _mirror(self) -> None:
         # The dict part of the wrapper holds the same items, for C code that reads a dict
@@ -2074,13 +2190,10 @@ class _DictWrapper(TrackableDataStructure, dict[Any, Any]):
         now_unsaved: set[Any] = set()
         with _copying(state_dict=self.__dict__.get("_self_in_optimizer", False), follow=True):
             for key, value in now:
-                if (
-                    not self._self_external
-                    and key in storage
-                    and key not in unsaved
-                    and before.get(key, _MISSING) is value
-                ):
+                if not self._self_external and key in storage and before.get(key, _MISSING) is value:
                     followed[key] = storage[key]
+                    if key in unsaved:
+                        now_unsaved.add(key)  # given as NoDependency: stays unsaved
                     continue
                 nodes.pop(key, None)
                 followed[key], tracked = self._store(key, _copy_containers(value))
@@ -2110,6 +2223,9 @@ class _DictWrapper(TrackableDataStructure, dict[Any, Any]):
         if _RESTORING.depth and found is not None and _saves_strings(found[0]):
             # A copy of a torch optimizer's state dict, walked by a restore: see restoring.
             _RESTORING.state_dicts[id(found[0])] = found[0]
+            if id(found[0]) not in _RESTORING.groups:
+                # Its param groups as given, before the restore writes the saved ones into them.
+                _RESTORING.groups[id(found[0])] = given_param_groups(found[0])
         self._check_external_modification()
         if self._self_external:
             message = _EXTERNAL_MESSAGE.format(
@@ -2230,13 +2346,44 @@ class _DictWrapper(TrackableDataStructure, dict[Any, Any]):
         return (_DictWrapper, (self._self_storage,))
 
     # ----------------------------------------------------------- dict writes
+    @contextlib.contextmanager
+    def _writing(self) -> Iterator[None]:
+        """A write through this wrapper: in a copy that mirrors its source (see :meth:`_mirrors_source`), the
+        source's changes are followed first, and afterwards the user's dict holds the keys the copy holds, each
+        key written by the write holding the value given (see :meth:`_assign`). Nested writes (``update``) are
+        one write."""
+        if self.__dict__.get("_self_users") is not None or not self._mirrors_source():
+            yield
+            return
+        self._check_source()
+        source, _ = self.__dict__["_self_source"]
+        users: dict[Any, Any] = {}
+        self._self_users: dict[Any, Any] | None = users
+        try:
+            yield
+        finally:
+            self._self_users = None
+            storage = self._self_storage
+            for key in [key for key in source if key not in storage]:
+                del source[key]
+            for key, given in users.items():
+                if key in storage:
+                    source[key] = given
+            self._self_source = (source, list(source.items()))
+
     def __setitem__(self, key: Any, value: Any) -> None:
-        self._check_external_modification()
-        self._assign(key, value)
+        with self._writing():
+            self._check_external_modification()
+            self._assign(key, value)
 
     def _assign(self, key: Any, value: Any) -> None:
         """``self[key] = value``, the wrapper's own change (checked for external ones by the caller)."""
-        stored, tracked = self._store(key, value)
+        users = self.__dict__.get("_self_users")
+        if users is None:
+            stored, tracked = self._store(key, value)
+        else:
+            stored, tracked = self._store_mirrored(key, value)
+            users[key] = _given_value(value)
         self._self_storage[key] = stored
         self._self_nodes.pop(key, None)
         if tracked:
@@ -2249,44 +2396,50 @@ class _DictWrapper(TrackableDataStructure, dict[Any, Any]):
             self._added(key, self._dependency(key, stored))
 
     def __delitem__(self, key: Any) -> None:
-        self._check_external_modification()
-        del self._self_storage[key]
-        self._self_nodes.pop(key, None)
-        self._self_unsaved.discard(key)
-        self._update_snapshot(key)
+        with self._writing():
+            self._check_external_modification()
+            del self._self_storage[key]
+            self._self_nodes.pop(key, None)
+            self._self_unsaved.discard(key)
+            self._update_snapshot(key)
 
     def pop(self, key: Any, *default: Any) -> Any:
-        if key not in self._self_storage:
-            if default:
-                return default[0]
-            raise KeyError(key)
-        value = self._self_storage[key]
-        del self[key]
-        return value
+        with self._writing():
+            if key not in self._self_storage:
+                if default:
+                    return default[0]
+                raise KeyError(key)
+            value = self._self_storage[key]
+            del self[key]
+            return value
 
     def popitem(self) -> tuple[Any, Any]:
-        if not self._self_storage:
-            raise KeyError("popitem(): dictionary is empty")
-        key = next(reversed(self._self_storage))
-        value = self._self_storage[key]
-        del self[key]
-        return key, value
+        with self._writing():
+            if not self._self_storage:
+                raise KeyError("popitem(): dictionary is empty")
+            key = next(reversed(self._self_storage))
+            value = self._self_storage[key]
+            del self[key]
+            return key, value
 
     def setdefault(self, key: Any, default: Any = None) -> Any:
-        if key not in self._self_storage:
-            self[key] = default
-        return self._self_storage[key]
+        with self._writing():
+            if key not in self._self_storage:
+                self[key] = default
+            return self._self_storage[key]
 
     def update(self, *args: Any, **kwargs: Any) -> None:
-        for key, value in dict(*args, **kwargs).items():
-            self[key] = value
+        with self._writing():
+            for key, value in dict(*args, **kwargs).items():
+                self[key] = value
 
     def clear(self) -> None:
-        self._check_external_modification()
-        self._self_storage.clear()
-        self._self_nodes.clear()
-        self._self_unsaved.clear()
-        self._update_snapshot()
+        with self._writing():
+            self._check_external_modification()
+            self._self_storage.clear()
+            self._self_nodes.clear()
+            self._self_unsaved.clear()
+            self._update_snapshot()
 
 
 class _TupleValue(TrackableDataStructure):

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import copy
 import difflib
-import json
 import os
 import sys
 from collections.abc import Mapping, Sequence
@@ -19,9 +18,10 @@ from typing import Any, Final
 import numpy as np
 
 from trackpoint import _resolve
-from trackpoint._array_values import _PYTHON_KINDS, PYTHON_NUMBERS, PYTHON_NUMBERS_KEY
+from trackpoint._array_values import _PYTHON_KINDS, PYTHON_NUMBERS_KEY
 from trackpoint.errors import ArgumentTypeError, CheckpointKeyError, InvalidArgumentError, InvalidCheckpointError
 from trackpoint.proto import trackable_object_graph_pb2 as pb
+from trackpoint.stateful import NUMBER_TAGS, NUMBER_TYPES, parse_number_types
 from trackpoint.storage import OBJECT_GRAPH_KEY, CheckpointOptions, CheckpointReader, _options_argument
 
 __all__ = ["TensorReader", "list_variables", "load_checkpoint", "load_tree", "object_metadata", "to_torch"]
@@ -440,11 +440,10 @@ def load_tree(path: str | os.PathLike[str], options: CheckpointOptions | None = 
     return root
 
 
-#: Python numbers by the name :data:`~trackpoint._array_values.PYTHON_NUMBERS_KEY` records for their type.
-_NUMBER_TYPES: Final = {number.__name__: number for number in PYTHON_NUMBERS}
-#: The ``full_name`` development versions after 0.1.0 recorded for a Python number in place of its name, before its
-#: type had an entry of its own (``docs/format.md``). Read as that type, and as no name.
-_TAGS: Final = {f"python:{name}": number for name, number in _NUMBER_TYPES.items()}
+#: Python numbers by the name :data:`~trackpoint._array_values.PYTHON_NUMBERS_KEY` records for their type, and
+#: by the ``full_name`` tag earlier writers recorded instead (one definition, shared with a restore's).
+_NUMBER_TYPES: Final = NUMBER_TYPES
+_TAGS: Final = NUMBER_TAGS
 
 
 def full_name_keys(graph: pb.TrackableObjectGraph) -> dict[str, str]:
@@ -479,14 +478,11 @@ def _python_numbers(reader: TensorReader) -> dict[str, type]:
         return {}
     raw = reader.get_tensor(PYTHON_NUMBERS_KEY)
     try:
-        recorded = json.loads(bytes(raw))
-        if not isinstance(recorded, dict):
-            raise TypeError(f"a JSON {type(recorded).__name__}, not an object")
-        return {str(key): _NUMBER_TYPES[name] for key, name in recorded.items()}
-    except (TypeError, ValueError, KeyError) as exc:
+        return parse_number_types(raw)
+    except ValueError as exc:
         raise InvalidCheckpointError(
             f"the types of the Python numbers {reader.prefix!r} holds (its entry {PYTHON_NUMBERS_KEY!r}) cannot be "
-            f"read: {type(exc).__name__}: {exc}. It should hold a JSON object {{checkpoint key: one of "
+            f"read: {exc}. It should hold a JSON object {{checkpoint key: one of "
             f"{sorted(_NUMBER_TYPES)}}}; read the values with load_checkpoint"
         ) from exc
 

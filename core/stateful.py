@@ -968,17 +968,47 @@ def optimizer_param_numbers(state_dict: Any) -> list[int] | None:
 
 def is_lbfgs_state_dict(state_dict: Any) -> bool:
     """Whether ``state_dict``, a torch optimizer's state dict (see :func:`optimizer_param_numbers`), is LBFGS's."""
-    return optimizer_param_numbers(state_dict) is not None and all(
-        _LBFGS_GROUP <= group.keys() for group in state_dict["param_groups"]
+    return optimizer_param_numbers(state_dict) is not None and has_lbfgs_param_groups(state_dict)
+
+
+def has_lbfgs_param_groups(state_dict: Any) -> bool:
+    """Whether the param groups of ``state_dict``, a dict, are LBFGS's (by their keys alone, whatever keys its
+    ``state``: parameter numbers, or names as PyTorch DCP's ``get_optimizer_state_dict`` has them)."""
+    groups = state_dict.get("param_groups") if isinstance(state_dict, dict) else None
+    return (
+        type(groups) is list
+        and bool(groups)
+        and all(isinstance(group, dict) and _LBFGS_GROUP <= group.keys() for group in groups)
     )
 
 
 #: The types of the Python numbers each checkpoint of a restore records, by its coordinator (read once each).
 _RECORDED_NUMBERS: weakref.WeakKeyDictionary[Any, dict[str, type] | None] = weakref.WeakKeyDictionary()
-#: Python numbers by the name the checkpoint records for their type, and by the ``full_name`` tag development
-#: versions after 0.1.0 recorded instead (as ``trackpoint.reader`` reads them; this module imports no storage).
-_NUMBERS_BY_NAME: Final = {number.__name__: number for number in PYTHON_NUMBERS}
-_NUMBER_TAGS: Final = {f"python:{name}": number for name, number in _NUMBERS_BY_NAME.items()}
+#: Python numbers by the name :data:`~trackpoint._array_values.PYTHON_NUMBERS_KEY` records for their type.
+NUMBER_TYPES: Final = {number.__name__: number for number in PYTHON_NUMBERS}
+#: The ``full_name`` development versions after 0.1.0 recorded for a Python number in place of its name, before
+#: its type had an entry of its own (``docs/format.md``): read as that type, and as no name.
+NUMBER_TAGS: Final = {f"python:{name}": number for name, number in NUMBER_TYPES.items()}
+
+
+def parse_number_types(raw: Any) -> dict[str, type]:
+    """``{checkpoint key: int, float or bool}`` from ``raw``, the value of the checkpoint's
+    :data:`~trackpoint._array_values.PYTHON_NUMBERS_KEY` entry (read here for a restore, and by
+    ``trackpoint.reader`` for ``load_tree``).
+
+    Raises
+    ------
+    ValueError
+        ``raw`` is not a JSON object ``{checkpoint key: "int", "float" or "bool"}``.
+    """
+    try:
+        raw = raw[()] if isinstance(raw, np.ndarray) else raw
+        recorded = json.loads(raw if isinstance(raw, (bytes, str)) else bytes(raw))
+        if not isinstance(recorded, dict):
+            raise TypeError(f"a JSON {type(recorded).__name__}, not an object")
+        return {str(key): NUMBER_TYPES[name] for key, name in recorded.items()}
+    except (TypeError, ValueError, KeyError) as exc:
+        raise ValueError(f"{type(exc).__name__}: {exc}") from exc
 
 
 def _number_types(coordinator: Any) -> dict[str, type] | None:
@@ -990,14 +1020,116 @@ def _number_types(coordinator: Any) -> dict[str, type] | None:
     reader = coordinator.reader
     try:
         if reader.has(PYTHON_NUMBERS_KEY):
-            raw = reader.read(PYTHON_NUMBERS_KEY)
-            raw = raw[()] if isinstance(raw, np.ndarray) else raw
-            recorded = json.loads(raw if isinstance(raw, (bytes, str)) else bytes(raw))
-            found = {str(key): _NUMBERS_BY_NAME[name] for key, name in recorded.items()}
+            found = parse_number_types(reader.read(PYTHON_NUMBERS_KEY))
     except (TypeError, ValueError, KeyError, AttributeError):
         found = None  # unreadable: no type is certain (load_tree names the problem)
     _RECORDED_NUMBERS[coordinator] = found
     return found
+
+
+#: For each restore's coordinator: the saved nodes leading to each node, ``{child id: [(parent id, edge name)]}``.
+_PARENTS: weakref.WeakKeyDictionary[Any, dict[int, list[tuple[int, str]]]] = weakref.WeakKeyDictionary()
+
+
+def _saved_param_groups(position: Any, name: str) -> list[tuple[list[int], list[str] | None]] | None:
+    """``[(params, param_names or None)]`` of each param group saved beside the optimizer's state entry at
+    ``position`` (saved as ``name`` in the ``state`` dict of a state dict saved as a dict), or ``None`` when that
+    cannot be read with certainty (no single such state dict, a param group of another layout)."""
+    coordinator = position.coordinator
+    nodes = coordinator.nodes
+    parents = _PARENTS.get(coordinator)
+    if parents is None:
+        parents = {}
+        for node_id, node in enumerate(nodes):
+            for child in node.children:
+                parents.setdefault(child.node_id, []).append((node_id, child.local_name))
+        _PARENTS[coordinator] = parents
+    states = [parent for parent, edge in parents.get(position.proto_id, []) if edge == name]
+    holders = [parent for state in states for parent, edge in parents.get(state, []) if edge == "state"]
+    if len(holders) != 1:
+        return None
+    edges = {child.local_name: child.node_id for child in nodes[holders[0]].children}
+    if set(edges) != {"state", "param_groups"}:
+        return None
+
+    def leaves(node_id: int) -> list[Any] | None:
+        held = nodes[node_id]
+        names = [edge.local_name for edge in held.children]
+        if held.attributes or names != [str(index) for index in range(len(names))]:
+            return None
+        found = []
+        for edge in held.children:
+            leaf = nodes[edge.node_id]
+            if len(leaf.attributes) != 1 or leaf.attributes[0].name != VARIABLE_VALUE_KEY or leaf.children:
+                return None
+            value = np.asarray(coordinator.reader.read(leaf.attributes[0].checkpoint_key))
+            if value.shape != ():
+                return None
+            found.append(value[()])
+        return found
+
+    groups = nodes[edges["param_groups"]]
+    saved: list[tuple[list[int], list[str] | None]] = []
+    group_names = [edge.local_name for edge in groups.children]
+    if groups.attributes or group_names != [str(index) for index in range(len(group_names))]:
+        return None
+    try:
+        for edge in groups.children:
+            held = {child.local_name: child.node_id for child in nodes[edge.node_id].children}
+            params = leaves(held["params"]) if "params" in held else None
+            names = leaves(held["param_names"]) if "param_names" in held else None
+            if params is None or not all(isinstance(number, np.integer) for number in params):
+                return None
+            if "param_names" in held and (names is None or not all(isinstance(n, (bytes, str)) for n in names)):
+                return None
+            saved.append(
+                (
+                    [int(number) for number in params],
+                    None if names is None else [n.decode() if isinstance(n, bytes) else str(n) for n in names],
+                )
+            )
+    except (TypeError, ValueError, KeyError, AttributeError, UnicodeDecodeError):
+        return None  # unreadable: nothing is certain (the status names the entries)
+    return saved
+
+
+def given_param_groups(state_dict: Any) -> list[tuple[list[Any], list[Any] | None]] | None:
+    """``[(params, param_names or None)]`` of each param group of ``state_dict``, a torch optimizer's state dict
+    given as a dict, as it is now (a restore records them before it writes the saved ones into it), or ``None``
+    when its ``param_groups`` is not a list of dicts."""
+    groups = state_dict.get("param_groups") if isinstance(state_dict, dict) else None
+    if type(groups) is not list or any(not isinstance(group, dict) for group in groups):
+        return None
+    found: list[tuple[list[Any], list[Any] | None]] = []
+    for group in groups:
+        params, names = group.get("params"), group.get("param_names")
+        found.append(
+            (list(params) if isinstance(params, list) else [], list(names) if isinstance(names, list) else None)
+        )
+    return found
+
+
+def param_groups_mismatch(
+    position: Any, name: str, given: list[tuple[list[Any], list[Any] | None]] | None
+) -> str | None:
+    """Why the param groups saved beside the optimizer's state entry at ``position`` differ from the ``given`` ones
+    (see :func:`given_param_groups`), or ``None`` where they match group by group: as many groups, the same
+    parameter numbers in each, and where both groups hold ``param_names``, the same names. The state of a
+    parameter is made from the checkpoint only where they match (see :func:`optimizer_state_entry`): else it would
+    be the state of another parameter (of another shape: the next step fails; of the same: wrong moments load)."""
+    if given is None:
+        return "the param_groups of the state dict given are not a list of dicts"
+    saved = _saved_param_groups(position, name)
+    if saved is None:
+        return "the checkpoint's param_groups beside it cannot be read as torch's (a list of param groups)"
+    if len(saved) != len(given):
+        return f"the checkpoint holds {len(saved)} param groups, the state dict given {len(given)}"
+    for index, ((params, names), (given_params, given_names)) in enumerate(zip(saved, given, strict=True)):
+        if params != given_params:
+            return f"param group {index} holds parameters {params} in the checkpoint, {given_params} in the one given"
+        if names is not None and given_names is not None and names != given_names:
+            return f"param group {index} names its parameters {names} in the checkpoint, {given_names} in the one given"
+    return None
 
 
 def optimizer_state_entry(position: Any, lbfgs: bool) -> dict[str, Any] | None:
@@ -1025,7 +1157,7 @@ def optimizer_state_entry(position: Any, lbfgs: bool) -> dict[str, Any] | None:
         key = attribute.checkpoint_key
         info = coordinator.info(key)
         dtype, shape = np.dtype(info.dtype), tuple(info.shape)
-        python = (numbers or {}).get(key) or _NUMBER_TAGS.get(attribute.full_name)
+        python = (numbers or {}).get(key) or NUMBER_TAGS.get(attribute.full_name)
         if python is not None:
             return python() if number and shape == () else _ABSENT
         if shape == () and numbers is None and (dtype.kind in "biu" or dtype == np.float64):

@@ -201,3 +201,28 @@ def test_a_state_dict_inside_a_dict_given_is_copied_also_with_jax_imported(tmp_p
     assert_plain(sd2)
     opt2.load_state_dict(sd2)
     assert_same(opt2.state_dict(), opt.state_dict())
+
+
+def test_a_longer_lbfgs_history_keyed_by_names_is_cut_to_the_saved_one(tmp_path: Path) -> None:
+    # As for a state dict keyed by parameter numbers: the cut depends on the param groups' keys alone (as the
+    # growth of a shorter history does), so that the history restored is the saved one whole.
+    def by_names(net: Any, opt: Any) -> dict[str, Any]:
+        sd = opt.state_dict()
+        names = [name for name, _ in net.named_parameters()]
+        return {
+            "state": {names[key]: value for key, value in sd["state"].items()},
+            "param_groups": [{**group, "params": [names[i] for i in group["params"]]} for group in sd["param_groups"]],
+        }
+
+    net, opt = lbfgs(0, steps=1, history_size=5)
+    saved = opt.state_dict()["state"][0]
+    path = tp.Checkpoint(optim=by_names(net, opt)).save(str(tmp_path / "ckpt"))
+    net2, opt2 = lbfgs(1, steps=4, history_size=5)
+    sd = by_names(net2, opt2)
+    name = next(iter(sd["state"]))
+    assert len(sd["state"][name]["old_dirs"]) > len(saved["old_dirs"])
+    tp.Checkpoint(optim=sd).restore(path).assert_consumed()
+    for key in ("old_dirs", "old_stps", "ro"):
+        assert len(sd["state"][name][key]) == len(saved[key])
+        for got, want in zip(sd["state"][name][key], saved[key], strict=True):
+            assert torch.equal(got, want)

@@ -126,3 +126,60 @@ def test_a_dict_holding_tensors_only_is_wrapped_in_place_as_before(tmp_path: Pat
     plain = {"inner": {"w": np.zeros(2)}}
     tp.Checkpoint(plain=plain)
     assert type(plain["inner"]) is not dict
+
+
+def test_edits_through_the_wrapper_reach_the_dict_given(tmp_path: Path) -> None:
+    # The copy stands for the dict given: an edit through the checkpoint's wrapper is made in the user's dict too
+    # (with the value given, not a wrapper), and survives the copy following a later edit of the user's dict.
+    net, _ = _trained(0, steps=0)
+    train = {"model": net.state_dict(), "epoch": 0, "best": 1.0}
+    ckpt = tp.Checkpoint(train=train)
+    ema = torch.ones(2)
+    extra = {"count": 1}
+    ckpt.train["epoch"] = 5
+    del ckpt.train["best"]
+    ckpt.train["ema"] = ema
+    ckpt.train.update(extra=extra)
+    ckpt.train["quiet"] = tp.NoDependency(np.zeros(1))
+    assert list(train) == ["model", "epoch", "ema", "extra", "quiet"] and train["epoch"] == 5
+    assert train["ema"] is ema and train["extra"] is extra and type(extra) is dict and extra == {"count": 1}
+    assert_plain({k: v for k, v in train.items() if k != "quiet"})
+    train["lr"] = 0.1  # the user's dict changes afterwards: the copy follows it, keeping the edits above
+    ckpt.train["extra"]["count"] = 2  # through the wrapper of the dict added
+    tree = tp.load_tree(ckpt.write(str(tmp_path / "c1")))["train"]
+    assert {k: v for k, v in tree.items() if k != "model"} == {
+        "epoch": 5,
+        "ema": pytest.approx(np.ones(2)),
+        "extra": {"count": 2},
+        "lr": 0.1,
+    }
+    assert extra == {"count": 2} and sorted(ckpt.train) == sorted(train)
+    ckpt.train.pop("ema")
+    train["epoch"] = 6
+    tree = tp.load_tree(ckpt.write(str(tmp_path / "c2")))["train"]
+    assert "ema" not in train and "ema" not in tree and tree["epoch"] == 6
+    # A restore fills the user's dict, added entries included.
+    ema.zero_()
+    train["epoch"] = 0
+    ckpt.read(str(tmp_path / "c1")).assert_existing_objects_matched()
+    assert train["epoch"] == 5 and train["extra"] is extra and extra == {"count": 2} and train["lr"] == 0.1
+
+
+def test_edits_through_the_wrapper_reach_the_list_given(tmp_path: Path) -> None:
+    net, _ = _trained(0, steps=0)
+    runs: list[Any] = [{"model": net.state_dict()}]
+    ckpt = tp.Checkpoint(runs=runs)
+    extra = {"w": torch.ones(2)}
+    ckpt.runs.append(extra)
+    ckpt.runs.extend([torch.zeros(1), 3])
+    assert len(runs) == 4 and runs[1] is extra and type(extra["w"]) is torch.Tensor and runs[3] == 3
+    runs.append(4)  # the user's list changes afterwards
+    ckpt.runs[3] = 30
+    assert runs[3] == 30 and runs[4] == 4
+    tree = tp.load_tree(ckpt.write(str(tmp_path / "c")))["runs"]
+    assert sorted(tree) == ["0", "1", "2", "3", "4"] and tree["3"] == 30 and tree["4"] == 4
+    # Renumbering a list holding saved elements is refused, as for a list wrapped in place.
+    ckpt.runs.pop()
+    assert len(runs) == 4
+    with pytest.raises(tp.TrackableError, match="A list element was replaced"):
+        ckpt.write(str(tmp_path / "c2"))
