@@ -169,6 +169,9 @@ class PreemptionHandler:
             ``values`` are given to a handler whose target is a function that saves (it has no checkpoint
             to give them to), or to a handler made without ``at_step=True`` (it saves in the signal
             handler, with what the checkpoint holds then, and would drop them).
+            Or a value is one the checkpoint does not save (a ``str``, an object that is neither a
+            trackable, an array, a number nor a container of them): refused at the first call that gives
+            its name, before any preemption, as the preemption save would refuse it.
         NameConflictError
             A name of ``values`` is one of the checkpoint's own attributes (``save``, ``save_counter``,
             ...), which the checkpoint refuses to hold as a dependency; refused at the first call that
@@ -229,6 +232,17 @@ class PreemptionHandler:
         for name in sorted(values):
             if name in _OWN_NAMES:
                 raise _hides_own_attribute(name, f"{given}, which sets Checkpoint.{name} = ...")
+        # What the checkpoint would refuse to hold (a str, an object it does not save, a container holding one),
+        # refused now by a throwaway checkpoint given the values, which changes none of them. (Deleted JAX
+        # arrays are left to the preemption save, whose message says what to pass instead.)
+        from trackpoint.checkpoint import Checkpoint
+
+        if _holds_deleted_arrays(values):
+            return
+        try:
+            Checkpoint(**values)
+        except TrackableError as exc:
+            raise TrackableError(f"{given}: the preemption save could not save these values: {exc}") from exc
 
     def _save_and_leave(self, signum: int, frame: FrameType | None, values: dict[str, Any] | None = None) -> None:
         with self._lock:

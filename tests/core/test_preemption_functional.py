@@ -87,6 +87,18 @@ def test_a_name_the_checkpoint_refuses_is_refused_at_the_first_check(tmp_path: P
     assert not handler.signalled and manager.checkpoints == []
 
 
+@pytest.mark.parametrize("value", ["a note", object(), {"tag": "a note"}], ids=["str", "object", "dict of str"])
+def test_a_value_the_checkpoint_does_not_save_is_refused_at_the_first_check(tmp_path: Path, value: Any) -> None:
+    # Refused at the preemption save instead, it would leave the job without its preemption checkpoint.
+    state = {"step": jnp.int32(0)}
+    manager = tp.CheckpointManager(tp.Checkpoint(state=state), str(tmp_path), max_to_keep=3)
+    with save_on_sigterm(manager, at_step=True, exit_after=False) as handler:
+        with pytest.raises(tp.TrackableError, match=r"^PreemptionHandler\.check\(state=\.\.\., extra=\.\.\.\): the"):
+            handler.check(state=state, extra=value)  # no signal yet: refused all the same
+        handler.check(state=state, step=3)  # a number is saved
+    assert not handler.signalled and manager.checkpoints == []
+
+
 def test_donated_arrays_given_to_check_are_named_as_such(tmp_path: Path) -> None:
     manager, state = _loop(tmp_path, donate=True)
     train_step = jax.jit(lambda s: {"w": s["w"] + 1.0, "step": s["step"] + 1}, donate_argnums=0)
