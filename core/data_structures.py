@@ -1104,6 +1104,10 @@ def _index_of(name: str, length: int) -> int | None:
     return int(name)
 
 
+#: The key and the value of a ``(key, value)`` record of a copy's dict source (see _check_source), read in C.
+_FIRST: Final = operator.itemgetter(0)
+_SECOND: Final = operator.itemgetter(1)
+
 #: Python numbers a checkpoint's containers save (as scalars), compared by value.
 _NUMBERS: Final = (bool, int, float)
 
@@ -1290,9 +1294,11 @@ class TrackableDataStructure(Trackable, metaclass=abc.ABCMeta):
             return
         source, then = found
         now = list(source.items()) if isinstance(source, dict) else list(source)
-        if len(now) == len(then) and all(
-            (a[0] == b[0] and a[1] is b[1]) if isinstance(source, dict) else a is b
-            for a, b in zip(now, then, strict=True)
+        # Compared in C (map), not in a generator: each write through a copy that mirrors its source runs this.
+        if len(now) == len(then) and (
+            all(map(operator.is_, map(_SECOND, now), map(_SECOND, then))) and list(source) == list(map(_FIRST, then))
+            if isinstance(source, dict)
+            else all(map(operator.is_, now, then))
         ):
             return
         if state_dict:
@@ -1525,6 +1531,27 @@ class ListWrapper(TrackableDataStructure, list[Any]):
             return
         self._self_external = True
         self._mirror()
+
+    def _check_write(self, position: int) -> None:
+        """The check a write of one element (at ``position``, ``len`` to append) makes first: O(1), not O(n).
+
+        A change outside the wrapper that the write could hide (one to the length, or to the element it
+        replaces) is looked for as :meth:`_check_external_modification` does. A replaced element elsewhere stays
+        as it is in the storage, different from the snapshot, which the write updates at ``position`` only:
+        the full comparison when the list is saved or restored finds it, and refuses as it would have here.
+        Comparing the whole list at each write made filling a list of n elements O(n^2).
+        """
+        if self._dirty():
+            return
+        storage, snapshot = self._self_storage, self._self_snapshot
+        assert snapshot is not None
+        size = len(storage)
+        if size == len(snapshot):
+            # Appending: the last element, the one most likely edited in place since the previous append.
+            at = size - 1 if position >= size else position
+            if at < 0 or storage[at] is snapshot[at] or _same_element(storage[at], snapshot[at]):
+                return
+        self._check_external_modification()
 
     def _update_snapshot(self) -> None:
         self._mirror()
@@ -1818,7 +1845,7 @@ class ListWrapper(TrackableDataStructure, list[Any]):
     # ----------------------------------------------------------- list writes
     def append(self, value: Any) -> None:
         with self._writing():
-            self._check_external_modification()
+            self._check_write(len(self._self_storage))
             storage = self._self_storage
             index = len(storage)
             stored, tracked = self._place(index, value)
@@ -1855,9 +1882,9 @@ class ListWrapper(TrackableDataStructure, list[Any]):
 
     def __setitem__(self, key: Any, value: Any) -> None:
         with self._writing():
-            self._check_external_modification()
             storage = self._self_storage
             if isinstance(key, slice):
+                self._check_external_modification()
                 before = list(storage)
                 trial = list(storage)
                 trial[key] = list(value)  # list's own rules (lengths of extended slices)
@@ -1875,13 +1902,21 @@ class ListWrapper(TrackableDataStructure, list[Any]):
                     self._added(str(index), self._dependency(index, storage[index]))
                 return
             position = range(len(storage))[operator.index(key)]
+            self._check_write(position)
             # Replacing one element keeps every other name: the new element is saved and
             # restored under the position it was put at, as a reassigned attribute is.
             # (TensorFlow refuses to save after replacing a trackable this way.)
             self._self_nodes.pop(position, None)
             stored, tracked = self._place(position, value)
             storage[position] = stored
-            self._update_snapshot()
+            # This position only (O(1)): copying the whole storage into the snapshot would also take in
+            # changes made elsewhere outside the wrapper, which _check_write leaves for the save to find.
+            snapshot = self._self_snapshot
+            if self._dirty() or snapshot is None:
+                self._mirror()  # refused already: the list part shows all the list holds, as before
+            else:
+                list.__setitem__(self, position, stored)
+                snapshot[position] = stored
             if tracked:
                 self._added(str(position), self._dependency(position, stored))
 
@@ -2142,6 +2177,25 @@ class _DictWrapper(TrackableDataStructure, dict[Any, Any]):
         self._self_external = True
         self._mirror()
 
+    def _check_write(self, key: Any) -> None:
+        """The check a write of ``key`` makes first: O(1), not O(n) (see :meth:`ListWrapper._check_write`).
+
+        A change outside the wrapper that the write could hide, to the number of keys or to ``key``'s value, is
+        looked for as :meth:`_check_external_modification` does (a number counter there is taken as assigned
+        before the write). A value replaced under another key stays different from the snapshot, which the
+        write updates for ``key`` only: the full comparison when the dict is saved or restored finds it (and
+        takes a number counter as assigned, or refuses) as it would have here.
+        """
+        if self._self_external:
+            return
+        storage, snapshot = self._self_storage, self._self_snapshot
+        assert snapshot is not None
+        if len(storage) == len(snapshot):
+            now, then = storage.get(key, _MISSING), snapshot.get(key, _MISSING)
+            if now is then or (now is not _MISSING and then is not _MISSING and _same_element(now, then)):
+                return
+        self._check_external_modification()
+
     def _retyped_numbers(self) -> str:
         """The keys whose number became a number of another type outside the wrapper, for the refusal's message."""
         storage, snapshot = self._self_storage, self._self_snapshot or {}
@@ -2373,7 +2427,7 @@ class _DictWrapper(TrackableDataStructure, dict[Any, Any]):
 
     def __setitem__(self, key: Any, value: Any) -> None:
         with self._writing():
-            self._check_external_modification()
+            self._check_write(key)
             self._assign(key, value)
 
     def _assign(self, key: Any, value: Any) -> None:
@@ -2397,7 +2451,7 @@ class _DictWrapper(TrackableDataStructure, dict[Any, Any]):
 
     def __delitem__(self, key: Any) -> None:
         with self._writing():
-            self._check_external_modification()
+            self._check_write(key)
             del self._self_storage[key]
             self._self_nodes.pop(key, None)
             self._self_unsaved.discard(key)
