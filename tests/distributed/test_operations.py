@@ -386,6 +386,7 @@ def test_a_restore_that_failed_on_another_rank_leaves_no_warning_about_unused_va
             path, options=tp.CheckpointOptions(coordinator=rank)
         )
 
+    gc.collect()  # statuses an earlier test left in reference cycles warn when collected: not here
     with caplog.at_level(logging.WARNING, logger="trackpoint"):
         out = _on_threads(lambda: restore(a, 2), lambda: restore(b, 5))
         errors = [(type(e).__name__, str(e)) for e in out]
@@ -393,4 +394,6 @@ def test_a_restore_that_failed_on_another_rank_leaves_no_warning_about_unused_va
         gc.collect()
     assert [name for name, _ in errors] == ["ShapeMismatchError", "ShapeMismatchError"], errors
     assert "failed on rank 1" in errors[0][1]
-    assert not [r for r in caplog.records if "unrestored values" in r.getMessage()], caplog.text
+    assert not [r for r in caplog.records if "unrestored values" in r.getMessage() and path in r.getMessage()], (
+        caplog.text
+    )
