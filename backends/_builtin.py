@@ -27,7 +27,7 @@ only for the backend it uses.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Final
 
 from trackpoint.backends.stores import OBJECT_STORE_CAPABILITIES
 from trackpoint.backends.stores.local import LOCAL_CAPABILITIES
@@ -133,7 +133,7 @@ def _check_options_of_plain_store(
         if said in _SAID_UNUSED:
             continue
         _SAID_UNUSED.add(said)
-        logging.getLogger("trackpoint").warning(
+        logging.getLogger(OPTIONS_LOGGER).warning(
             "%s: %s %s were given for %r, but %s takes none (%s): they are not used for this path; check that the "
             "URL is the one meant",
             backend,
@@ -144,6 +144,10 @@ def _check_options_of_plain_store(
             what,
         )
 
+
+#: The logger of the warning of options a store takes none of (:func:`_check_options_of_plain_store`): the CLI,
+#: which says so itself before a command runs, drops its records by this name.
+OPTIONS_LOGGER: Final = "trackpoint.options"
 
 #: (backend, field, directory, keys) of the unused options already logged: each is said once per process.
 _SAID_UNUSED: set[tuple[str, str, str, tuple[str, ...]]] = set()

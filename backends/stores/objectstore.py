@@ -939,10 +939,11 @@ class ObjectStore(FileLayer):
     def _split_object(self, path: str, what: str) -> tuple[str, str]:
         """:meth:`split` of ``path``, which must name an object: a key inside a bucket, not the bucket alone.
 
-        Every write, read and delete of one object goes through it, whatever the backend's spec
+        Every write and delete of one object goes through it, whatever the backend's spec
         declares (:attr:`~trackpoint.plugins.BackendSpec.buckets`): a checkpoint prefix of only a bucket
         (``s3://bucket``) would otherwise have its files, named by appending to the prefix
-        (``bucket-1.index``), written as empty keys of *other* buckets. Listings of a bucket's root
+        (``bucket-1.index``), written as empty keys of *other* buckets. Reads go through
+        :meth:`_object_to_read`, which answers "not found" for such a path instead. Listings of a bucket's root
         (:meth:`listdir`, :meth:`find`) take a bare bucket as the directory it is.
 
         Raises
@@ -962,6 +963,25 @@ class ObjectStore(FileLayer):
                 f"{scheme}://<bucket>/run/ckpt"
             )
         return bucket, key
+
+    def _object_to_read(self, path: str) -> tuple[str, str] | None:
+        """:meth:`split` of ``path``, or ``None`` where it names a bucket only: no object to read there.
+
+        An empty key cannot exist, so a read of ``scheme://bucket`` answers as one of a missing object does,
+        without a request: looking for ``s3://bucket`` as a checkpoint prefix (its index ``s3://bucket.index``)
+        finds nothing, and the caller goes on to the directory ``s3://bucket`` is. Writes and deletes are
+        refused instead (:meth:`_split_object`).
+
+        Raises
+        ------
+        BackendError
+            See :meth:`split`.
+        """
+        bucket, key = self.split(path)
+        return None if not key.strip("/") else (bucket, key)
+
+    def _missing(self, path: str) -> CheckpointNotFoundError:
+        return CheckpointNotFoundError(f"{self.store_name}: {path!r} does not exist")
 
     def url(self, bucket: str, key: str) -> str:
         """``scheme://bucket/key``, for messages."""
@@ -1546,7 +1566,10 @@ class ObjectStore(FileLayer):
 
     # ------------------------------------------------------------ reads
     def size(self, path: str) -> int | None:
-        bucket, key = self._split_object(path, "read the size of")
+        where = self._object_to_read(path)
+        if where is None:
+            return None
+        bucket, key = where
         stat = self._run(
             lambda: self._retry("reading metadata of", bucket, key, lambda: self._call("object_stat", bucket, key))
         )
@@ -1556,29 +1579,35 @@ class ObjectStore(FileLayer):
         # docstring inherited: the stats go out together, one round trip for all.
         if not paths:
             return []
-        return self._run(self._sizes_async, [self._split_object(path, "read the size of") for path in paths])
+        return self._run(self._sizes_async, [self._object_to_read(path) for path in paths])
 
-    async def _sizes_async(self, where: list[tuple[str, str]]) -> list[int | None]:
+    async def _sizes_async(self, where: list[tuple[str, str] | None]) -> list[int | None]:
         import asyncio
 
         async def one(bucket: str, key: str) -> int | None:
             stat = await self._retry("reading metadata of", bucket, key, lambda: self._call("object_stat", bucket, key))
             return None if stat is None else stat.size
 
-        return list(await asyncio.gather(*(one(bucket, key) for bucket, key in where)))
+        async def none() -> None:
+            return None
+
+        return list(await asyncio.gather(*(none() if w is None else one(*w) for w in where)))
 
     def read(self, path: str) -> bytes:
         # docstring inherited: one GET of the whole object, where asking for its size first is a second
         # round trip (an index opened for every restore).
         got = self.read_versioned(path)
         if got is None:
+            where = self._object_to_read(path)
+            if where is None:
+                raise self._missing(path)
             # object_get answers None for a missing bucket too: tell which is missing.
-            bucket, key = self.split(path)
+            bucket, key = where
             if self._run(self._bucket_missing, "reading", bucket, key):
                 raise translate_error(
                     "not_found", self._no_bucket("reading", bucket, key), url=self.url(bucket, key), key=key
                 )
-            raise CheckpointNotFoundError(f"{self.store_name}: {path!r} does not exist")
+            raise self._missing(path)
         return got.data
 
     def modified(self, path: str) -> float | None:
@@ -1593,7 +1622,10 @@ class ObjectStore(FileLayer):
         return None if stat is None else stat.mtime
 
     def read_versioned(self, path: str) -> VersionedBytes | None:
-        bucket, key = self._split_object(path, "read")
+        where = self._object_to_read(path)
+        if where is None:
+            return None
+        bucket, key = where
         got: VersionedBytes | None = self._run(
             lambda: self._retry("reading", bucket, key, lambda: self._call("object_get", bucket, key))
         )
@@ -1662,7 +1694,10 @@ class ObjectStore(FileLayer):
         self.read_ranges(path, [(offset, out)])
 
     def read_ranges(self, path: str, ranges: Sequence[tuple[int, memoryview]]) -> None:
-        bucket, key = self._split_object(path, "read")
+        where = self._object_to_read(path)
+        if where is None:
+            raise self._missing(path)
+        bucket, key = where
         if any(out.nbytes for _, out in ranges):
             self._run(self._read_ranges_async, bucket, key, ranges)
 

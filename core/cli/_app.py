@@ -1276,8 +1276,9 @@ def _latest_good(args: argparse.Namespace, opts: CheckpointOptions, out: TextIO)
     out.flush()
     # Only the report of the directory itself (a checkpoint's path is its prefix): the directory has none.
     directory = args.paths[0]
-    leftovers = _first_start(directory, opts) if all(r["path"] == directory for r in reports) else None
-    if leftovers is not None:
+    start = _first_start(directory, opts) if all(r["path"] == directory for r in reports) else None
+    if start is not None:
+        leftovers = start.leftovers
         # A run's first start, which a restart script handles unlike a run whose every checkpoint is damaged:
         # it starts fresh instead of stopping to call for help. Leftovers of saves that never committed (a job
         # killed during its first save) restore nothing, so no progress is lost by starting afresh.
@@ -1286,7 +1287,8 @@ def _latest_good(args: argparse.Namespace, opts: CheckpointOptions, out: TextIO)
             n = len(_by_save(leftovers))
             saves = "an interrupted save" if n == 1 else f"{n} interrupted saves"
             print(
-                f"trackpoint verify: {directory} holds leftovers of {saves}, which never committed: "
+                f"trackpoint verify: {directory} holds leftovers of {saves}, which "
+                f"{'never committed' if start.certain else 'may never have committed'}: "
                 f"`{_command('trackpoint', 'cleanup', directory)}` removes them once older "
                 "than the age guard (--min-age 0 at once, if no save is running), as the next CheckpointManager "
                 "opened there does",
@@ -1316,7 +1318,17 @@ def _latest_good(args: argparse.Namespace, opts: CheckpointOptions, out: TextIO)
     return EXIT_OK
 
 
-def _first_start(directory: str, opts: CheckpointOptions) -> list[str] | None:
+@dataclasses.dataclass(frozen=True)
+class _FirstStart:
+    """A directory holding nothing of a run: the leftovers of saves in it, and whether none of them can have
+    committed (``False``: data files at final names without an index, which an object store's interrupted save
+    leaves as a checkpoint whose index was deleted does)."""
+
+    leftovers: list[str]
+    certain: bool = True
+
+
+def _first_start(directory: str, opts: CheckpointOptions) -> _FirstStart | None:
     """For ``directory``, holding no checkpoint: the leftovers of saves in it if it is a run's first start, else
     ``None`` (a lost run).
 
@@ -1325,17 +1337,20 @@ def _first_start(directory: str, opts: CheckpointOptions) -> list[str] | None:
     of its leftovers those are (:meth:`BundleBackend.committed_leftovers`: on a local disk, data files whose
     index is gone; on an object store, where an interrupted save leaves data files under their final names too,
     none); of another backend, a leftover under a checkpoint's own name counts (a Zarr checkpoint's directory).
-    A save's other leftovers alone (``ckpt-1_temp``, ``*.tmp-*``, an object store's data files without an index)
-    are no such trace: that save never committed, and restores nothing (a job killed during its first save).
-    Anything that cannot be looked at counts as a trace: only a directory known to hold nothing committed is a
-    first start.
+    A save's other leftovers alone (``ckpt-1_temp``, ``*.tmp-*``) are no such trace: that save never committed,
+    and restores nothing (a job killed during its first save). Data files at final names without an index and
+    without a staging directory (an object store's) are a first save's only if they are of one prefix that a
+    first save could have written (not ``NAME-N`` with ``N > 1``: a first save is numbered 1, by
+    ``Checkpoint.save`` and by a manager's ``save_counter``); of several prefixes, or of a later number, earlier
+    saves committed, and it is a lost run. Anything that cannot be looked at counts as a trace: only a directory
+    known to hold nothing committed is a first start.
     """
     from trackpoint.state import DEFAULT_LATEST_FILENAME, other_formats
 
     try:
         store = _resolve.open_store(directory, opts)
     except CheckpointNotFoundError:
-        return []  # no directory at all
+        return _FirstStart([])  # no directory at all
     except CheckpointError:
         return None
     try:
@@ -1344,13 +1359,16 @@ def _first_start(directory: str, opts: CheckpointOptions) -> list[str] | None:
         if other_formats(directory, opts, store) is not None:
             return None
         leftovers: list[str] = []
+        unsure: set[str] = set()
         for backend in store.backends() if isinstance(store, _resolve.StoreView) else [store]:
             found = backend.leftovers(directory)
             leftovers += found
             if isinstance(backend, _TellsCommitted):
-                # The backend tells which of its leftovers only a commit leaves; the rest never committed.
+                # The backend tells which of its leftovers only a commit leaves; of the rest, data files without
+                # a staging directory may be a checkpoint whose index was deleted (an object store's).
                 if backend.committed_leftovers(directory):
                     return None
+                unsure |= _unstaged_data(found)
                 continue
             for path in _tops(found):
                 name = path.rsplit("/", 1)[-1]
@@ -1360,7 +1378,21 @@ def _first_start(directory: str, opts: CheckpointOptions) -> list[str] | None:
         return None
     finally:
         store.close()
-    return sorted(set(leftovers))
+    if len(unsure) > 1 or any((checkpoint_number(p) or 0) > 1 for p in unsure):
+        return None  # data of several saves, or of a save after the first: earlier saves committed
+    return _FirstStart(sorted(set(leftovers)), certain=not unsure)
+
+
+def _unstaged_data(paths: Sequence[str]) -> set[str]:
+    """The checkpoint prefixes of the data files at final names among ``paths`` whose save has no staging
+    directory (``ckpt-1_temp``) there: what a committed checkpoint whose index is gone leaves on an object store."""
+    staged = {p.rstrip("/").rsplit("/", 1)[0] for p in paths} | {p.rstrip("/") for p in paths}
+    prefixes: set[str] = set()
+    for path in _tops(paths):  # not what is in a staging directory
+        match = _resolve._CHECKPOINT_FILE.match(path)
+        if match is not None and not path.endswith(".index") and f"{match.group(1)}_temp" not in staged:
+            prefixes.add(match.group(1))
+    return prefixes
 
 
 @runtime_checkable
@@ -1877,11 +1909,9 @@ class _LibraryWarnings(logging.Handler):
 
 def _of_unused_options(record: logging.LogRecord) -> bool:
     """Whether ``record`` is a built-in backend's warning of options its store takes none of."""
-    from trackpoint.backends import _builtin
+    from trackpoint.backends._builtin import OPTIONS_LOGGER
 
-    check = _builtin._check_options_of_plain_store
-    same_file = os.path.realpath(record.pathname) == os.path.realpath(check.__code__.co_filename)
-    return record.funcName == check.__name__ and same_file
+    return record.name == OPTIONS_LOGGER
 
 
 @contextlib.contextmanager
@@ -2029,9 +2059,17 @@ def _not_taken(args: argparse.Namespace, option: _OptionFlag, path: str, dst: bo
             f"the bundle backend, which writes a checkpoint at a local path unless another is chosen, takes no "
             f"{kind} options; they are the zarr backend's: add --dst-backend zarr to write a Zarr checkpoint"
         )
-    if backend is None and args.command == "convert":
-        return f"a convert source is only read, which the zarr backend's {kind} options do not tune"
+    if not dst and not (args.command == "cleanup" and set(option.given) <= {"cleanup_min_age"}):
+        # The Zarr format's options tune how a checkpoint is written (only convert's destination is), and cleanup's
+        # age guard.
+        if args.command == "convert":
+            return f"{_CONVERT_SOURCE} is only read, which the zarr backend's {kind} options do not tune"
+        return f"trackpoint {args.command} writes no checkpoint, and the zarr backend's {kind} options tune only writes"
     return None
+
+
+#: How the reason a convert source takes no options begins: said only when no other path takes them.
+_CONVERT_SOURCE: Final = "a convert source"
 
 
 def _refuse_unused_options(args: argparse.Namespace) -> None:
@@ -2054,13 +2092,16 @@ def _refuse_unused_options(args: argparse.Namespace) -> None:
         unused = [(path, why) for path, why in reasons if why is not None]
         if len(unused) < len(reasons):
             for path, why in unused:
-                if not why.startswith("a convert source"):
+                if not why.startswith(_CONVERT_SOURCE):
                     print(f"trackpoint {args.command}: {flags} not used for {path!r}: {why}", file=sys.stderr)
             continue
         if unused:
             path, why = unused[-1]  # convert's destination, where a source says why it does not count
             if _flat_file(path) is not None:
                 raise BackendOptionError(f"{flags}: {path!r} is {why}; drop {flags}", url=path)
+            if why.endswith("do not tune") or why.endswith("tune only writes"):
+                # Options the path's format takes, given where nothing is written: no mistyped URL to suspect.
+                raise BackendOptionError(f"{flags} ({path!r}): {why}; drop {flags}", url=path)
             raise BackendOptionError(
                 f"{flags}: {why}, and {path!r} is there; check that the path is the one meant (an s3:// or gs:// "
                 f"URL), or drop {flags}",
