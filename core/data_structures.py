@@ -111,7 +111,6 @@ from trackpoint.stateful import (
     _is_int_text,
     given_param_groups,
     has_lbfgs_param_groups,
-    is_lbfgs_state_dict,
     is_stateful,
     optimizer_param_numbers,
     optimizer_state_entry,
@@ -962,7 +961,7 @@ def _plain_copy(held: Any, node: Any) -> Any:
             if source is not None and _same_items(source[0], items):
                 return source[0]
             plain: Any = type(storage)(items)
-            snapshot: list[Any] = list(plain.items())
+            snapshot: Any = dict(plain)  # a dict's record is a dict (see _remember_source)
         else:
             values = [_plain_copy(value, nodes.get(index)) for index, value in enumerate(held._self_storage)]
             source = held.__dict__.get("_self_source")
@@ -1104,10 +1103,6 @@ def _index_of(name: str, length: int) -> int | None:
     return int(name)
 
 
-#: The key and the value of a ``(key, value)`` record of a copy's dict source (see _check_source), read in C.
-_FIRST: Final = operator.itemgetter(0)
-_SECOND: Final = operator.itemgetter(1)
-
 #: Python numbers a checkpoint's containers save (as scalars), compared by value.
 _NUMBERS: Final = (bool, int, float)
 
@@ -1197,7 +1192,7 @@ class TrackableDataStructure(Trackable, metaclass=abc.ABCMeta):
         """Keep the user's container this wrapper's storage was copied from (a pytree of JAX arrays), as it was."""
         source = _COPYING.sources.get(id(storage)) if _COPYING.depth else None
         if source is not None:
-            self._self_source = (source, list(source.items()) if isinstance(source, dict) else list(source))
+            self._self_source: tuple[Any, Any] = (source, dict(source) if isinstance(source, dict) else list(source))
             if _COPYING.state_dict or _COPYING.follow:
                 self._self_of_state_dict = True  # follows its source, and a restore writes into it
             if _COPYING.state_dict:
@@ -1233,11 +1228,8 @@ class TrackableDataStructure(Trackable, metaclass=abc.ABCMeta):
         source, then = found
         if isinstance(source, dict):
             source[key] = new
-            # The record is the dict's items in order (a few per dict of a state dict): the entry of `key`.
-            for position, (held, _) in enumerate(then):
-                if held == key:
-                    then[position] = (held, new)
-                    break
+            if key in then:  # the record is a dict too, in the source's order
+                then[key] = new
         elif key < len(source):
             source[key] = new
             if key < len(then):
@@ -1293,17 +1285,17 @@ class TrackableDataStructure(Trackable, metaclass=abc.ABCMeta):
             # from that copy (see restoring).
             return
         source, then = found
-        now = list(source.items()) if isinstance(source, dict) else list(source)
-        # Compared in C (map), not in a generator: each write through a copy that mirrors its source runs this.
-        if len(now) == len(then) and (
-            all(map(operator.is_, map(_SECOND, now), map(_SECOND, then))) and list(source) == list(map(_FIRST, then))
+        # Compared in C (map), not in a generator: a save or restore of n copies runs this for each.
+        if len(source) == len(then) and (
+            all(map(operator.is_, source.values(), then.values())) and list(source) == list(then)
             if isinstance(source, dict)
-            else all(map(operator.is_, now, then))
+            else all(map(operator.is_, source, then))
         ):
             return
         if state_dict:
+            now = list(source.items()) if isinstance(source, dict) else list(source)
             self._follow(now, then)
-            self._self_source = (source, now)
+            self._self_source = (source, dict(source) if isinstance(source, dict) else now)
             return
         raise TrackableError(
             f"Unable to save {self._self_where}: the {type(source).__name__} given there holds JAX arrays, so the "
@@ -1312,7 +1304,7 @@ class TrackableDataStructure(Trackable, metaclass=abc.ABCMeta):
             "save the new values."
         )
 
-    def _follow(self, now: list[Any], then: list[Any]) -> None:
+    def _follow(self, now: list[Any], then: Any) -> None:
         """Hold a copy of what the source holds ``now``, an element of its contents then (``then``) kept as held.
 
         The element held for one the source still holds at its place is kept (a list or dict follows its own
@@ -1672,25 +1664,64 @@ class ListWrapper(TrackableDataStructure, list[Any]):
         self._mirror()
 
     @contextlib.contextmanager
-    def _writing(self) -> Iterator[None]:
+    def _writing(self, position: Any = None) -> Iterator[None]:
         """A write through this wrapper: in a copy that mirrors its source (see :meth:`_mirrors_source`), the
         source's changes are followed first, and the user's list is made to hold, position by position, the
         user's value of each element the copy holds after the write (the value given for an element placed by
-        it). Nested writes (``extend`` appends) are one write."""
+        it). Nested writes (``extend`` appends) are one write.
+
+        A write of one element (``position``, an int index, or ``len(self)`` to append) costs O(1), not O(n):
+        the source is followed only if it changed where the write could hide it (its length, or the element at
+        ``position``, the last one for an append, as :meth:`_check_write` looks), and the write is made in the
+        source and its record at ``position`` (or by appending) only. A change elsewhere stays different from
+        the record, and is followed at the next save, restore or write there.
+        """
         if self.__dict__.get("_self_users") is not None or not self._mirrors_source():
             yield
             return
-        self._check_source()
+        storage = self._self_storage
+        size = len(storage)
+        at = self._source_unchanged_at(position)
+        if at is None:
+            self._check_source()
         source, then = self.__dict__["_self_source"]
-        # After following, the copy holds an element for each of the source's, at its place.
-        users = {id(stored): given for stored, given in zip(self._self_storage, then, strict=False)}
+        users: dict[int, Any]
+        if at is None:
+            # After following, the copy holds an element for each of the source's, at its place.
+            users = {id(stored): given for stored, given in zip(storage, then, strict=False)}
+        else:
+            users = {}
         self._self_users: dict[int, Any] | None = users
         try:
             yield
         finally:
             self._self_users = None
-            source[:] = [users.get(id(stored), stored) for stored in self._self_storage]
-            self._self_source = (source, list(source))
+            if at is None:
+                source[:] = [users.get(id(stored), stored) for stored in storage]
+                self._self_source = (source, list(source))
+            elif at < size:
+                stored = storage[at]
+                if id(stored) in users:
+                    source[at] = then[at] = users[id(stored)]
+            else:
+                for stored in storage[size:]:
+                    given = users.get(id(stored), stored)
+                    source.append(given)
+                    then.append(given)
+
+    def _source_unchanged_at(self, position: Any) -> int | None:
+        """The place ``position`` (an int index, or the length to append) of a write, if the user's list this copy
+        mirrors is as long as when last recorded and holds the element it held there (the last one, to append):
+        O(1), the check of a write of one element (see :meth:`_writing`). Else ``None``."""
+        if type(position) is not int:
+            return None
+        source, then = self.__dict__["_self_source"]
+        size = len(self._self_storage)
+        if not len(source) == len(then) == size or not -size <= position <= size:
+            return None
+        at = position % size if position < 0 else position
+        last = size - 1 if at == size else at
+        return at if last < 0 or source[last] is then[last] else None
 
     def _place(self, index: int, value: Any) -> tuple[Any, bool]:
         users = self.__dict__.get("_self_users")
@@ -1844,7 +1875,7 @@ class ListWrapper(TrackableDataStructure, list[Any]):
 
     # ----------------------------------------------------------- list writes
     def append(self, value: Any) -> None:
-        with self._writing():
+        with self._writing(len(self._self_storage)):
             self._check_write(len(self._self_storage))
             storage = self._self_storage
             index = len(storage)
@@ -1881,7 +1912,7 @@ class ListWrapper(TrackableDataStructure, list[Any]):
             return self
 
     def __setitem__(self, key: Any, value: Any) -> None:
-        with self._writing():
+        with self._writing(key):
             storage = self._self_storage
             if isinstance(key, slice):
                 self._check_external_modification()
@@ -2006,6 +2037,12 @@ class _DictWrapper(TrackableDataStructure, dict[Any, Any]):
     #: On the copy of an optimizer's state dict: the restore uid its param groups were last compared for with
     #: the checkpoint's, and how they differ (``None``: they match), see _dependency_requested.
     _self_groups_checked: tuple[int, str | None]
+    #: On the copy of an optimizer's state dict: the restore uid its parameter numbers (a set; ``None``: not a
+    #: state dict as torch makes it) and kind (LBFGS's or not) were last read for, and the dict read, see
+    #: _dependency_requested.
+    _self_fill: tuple[int, Any, frozenset[int] | None, bool]
+    #: On the copy of its ``state``: the restore uid it last followed the user's ``state`` for, making an entry.
+    _self_filling: int
 
     def __init__(self, wrapped_dict: Any = None, *, strict: bool = False, _where: str | None = None) -> None:
         self._init_structure(strict, _where, "dict")
@@ -2073,11 +2110,23 @@ class _DictWrapper(TrackableDataStructure, dict[Any, Any]):
         state_dict, source = (None, None) if given is None else (given[0], found[0])
         if state_dict is None or state_dict.get("state") is not source:
             return
-        numbers = optimizer_param_numbers(state_dict)
-        key = int(name)
-        if numbers is None or key not in numbers or key in source or key in self._self_storage:
-            return
         newest = max(waiting, key=lambda position: position.restore_uid)
+        # Once per restore, not per parameter (each walks all parameters): the state dict's parameter numbers
+        # and kind. The restore writes none of them: it makes entries under parameter numbers, and writes the
+        # saved param groups only where they are the ones given (see below).
+        fill = holder.__dict__.get("_self_fill")
+        if fill is None or fill[0] != newest.restore_uid or fill[1] is not state_dict:
+            numbers = optimizer_param_numbers(state_dict)
+            fill = (
+                newest.restore_uid,
+                state_dict,
+                None if numbers is None else frozenset(numbers),
+                numbers is not None and has_lbfgs_param_groups(state_dict),
+            )
+            holder._self_fill = fill
+        key = int(name)
+        if fill[2] is None or key not in fill[2] or key in source or key in self._self_storage:
+            return
         if not hasattr(newest, "coordinator"):
             return
         # Once per restore: the param groups saved must be the ones given, else the entry would be the state of
@@ -2098,13 +2147,40 @@ class _DictWrapper(TrackableDataStructure, dict[Any, Any]):
                 )
         if checked[1] is not None:
             return
-        entry = optimizer_state_entry(newest, is_lbfgs_state_dict(state_dict))
+        entry = optimizer_state_entry(newest, fill[3])
         if entry is None:
             return
         source[key] = entry
-        self._check_source()  # follows the user's dict: a copy of the entry, wrapped
+        # The user's dict is followed once per restore, at its first entry made; each further one is recorded
+        # alone (O(1), not a follow of all the entries) while the dict and its record differ by it only.
+        if self.__dict__.get("_self_filling") != newest.restore_uid or not self._record_made(key, entry):
+            self._check_source()  # follows the user's dict: a copy of the entry, wrapped
+            self._self_filling = newest.restore_uid
         if key in self._self_storage and key not in self._self_unsaved:
             self._added(key, self._dependency(key, self._self_storage[key]))
+
+    def _record_made(self, key: Any, entry: Any) -> bool:
+        """Hold a copy of ``entry``, just made at ``key`` in the user's dict this copy follows, as :meth:`_follow`
+        would, and record it: only where the dict, its record and this copy held the same keys but ``key`` (else
+        ``False``: the caller follows the whole dict)."""
+        source, then = self.__dict__["_self_source"]
+        storage = self._self_storage
+        if self._self_external or key in then or key in storage or not len(source) - 1 == len(then) == len(storage):
+            return False
+        with _copying(state_dict=self.__dict__.get("_self_in_optimizer", False), follow=True):
+            stored, tracked = self._store(key, _copy_containers(entry))
+        storage[key] = stored
+        then[key] = entry
+        if not tracked:
+            self._self_unsaved.add(key)
+        snapshot = self._self_snapshot
+        if snapshot is not None:
+            snapshot[key] = stored
+        dict.__setitem__(self, key, stored)
+        holder = self.__dict__.get("_self_optimizer")
+        if holder is not None and isinstance(stored, _DictWrapper):
+            stored._self_param_of = holder  # as _link_optimizer links each per-parameter dict
+        return True
 
     def _entries_missing_from(self, names: Sequence[str]) -> list[str]:
         """A restore plans this dict from a node holding ``names``: an LBFGS per-parameter dict (a copy in an
@@ -2236,10 +2312,10 @@ class _DictWrapper(TrackableDataStructure, dict[Any, Any]):
             self._restored_inside()
             self._restored_in_source(key, new)
 
-    def _follow(self, now: list[Any], then: list[Any]) -> None:
+    def _follow(self, now: list[Any], then: dict[Any, Any]) -> None:
         # docstring inherited
         storage, nodes, unsaved = self._self_storage, self._self_nodes, self._self_unsaved
-        before = dict(then)
+        before = then
         followed: dict[Any, Any] = {}
         now_unsaved: set[Any] = set()
         with _copying(state_dict=self.__dict__.get("_self_in_optimizer", False), follow=True):
@@ -2401,16 +2477,25 @@ class _DictWrapper(TrackableDataStructure, dict[Any, Any]):
 
     # ----------------------------------------------------------- dict writes
     @contextlib.contextmanager
-    def _writing(self) -> Iterator[None]:
+    def _writing(self, key: Any = _MISSING) -> Iterator[None]:
         """A write through this wrapper: in a copy that mirrors its source (see :meth:`_mirrors_source`), the
         source's changes are followed first, and afterwards the user's dict holds the keys the copy holds, each
         key written by the write holding the value given (see :meth:`_assign`). Nested writes (``update``) are
-        one write."""
+        one write.
+
+        A write of one ``key`` only (``d[key] = v``, ``del d[key]``, ``pop``, ``setdefault``) costs O(1), not
+        O(n): the source is followed only if it changed where the write could hide it (its number of keys, or
+        ``key``'s value, see :meth:`_source_unchanged_at`), and the write is made in the source and its record
+        at ``key`` only. A change to another key stays different from the record, and is followed at the next
+        save, restore or write of that key, as it would have been here (see :meth:`ListWrapper._check_write`).
+        """
         if self.__dict__.get("_self_users") is not None or not self._mirrors_source():
             yield
             return
-        self._check_source()
-        source, _ = self.__dict__["_self_source"]
+        one = key is not _MISSING and self._source_unchanged_at(key)
+        if not one:
+            self._check_source()
+        source, then = self.__dict__["_self_source"]
         users: dict[Any, Any] = {}
         self._self_users: dict[Any, Any] | None = users
         try:
@@ -2418,15 +2503,31 @@ class _DictWrapper(TrackableDataStructure, dict[Any, Any]):
         finally:
             self._self_users = None
             storage = self._self_storage
-            for key in [key for key in source if key not in storage]:
-                del source[key]
-            for key, given in users.items():
-                if key in storage:
-                    source[key] = given
-            self._self_source = (source, list(source.items()))
+            if one:
+                if key not in storage:
+                    source.pop(key, None)
+                    then.pop(key, None)
+                for held, given in users.items():
+                    if held in storage:
+                        source[held] = then[held] = given
+            else:
+                for gone in [held for held in source if held not in storage]:
+                    del source[gone]
+                for held, given in users.items():
+                    if held in storage:
+                        source[held] = given
+                self._self_source = (source, dict(source))
+
+    def _source_unchanged_at(self, key: Any) -> bool:
+        """Whether the user's dict this copy mirrors holds as many keys as when last recorded, and ``key``'s value
+        then (or lacks ``key`` still): O(1), the check of a write of ``key`` (see :meth:`_writing`)."""
+        source, then = self.__dict__["_self_source"]
+        return len(source) == len(then) == len(self._self_storage) and source.get(key, _MISSING) is then.get(
+            key, _MISSING
+        )
 
     def __setitem__(self, key: Any, value: Any) -> None:
-        with self._writing():
+        with self._writing(key):
             self._check_write(key)
             self._assign(key, value)
 
@@ -2450,7 +2551,7 @@ class _DictWrapper(TrackableDataStructure, dict[Any, Any]):
             self._added(key, self._dependency(key, stored))
 
     def __delitem__(self, key: Any) -> None:
-        with self._writing():
+        with self._writing(key):
             self._check_write(key)
             del self._self_storage[key]
             self._self_nodes.pop(key, None)
@@ -2458,7 +2559,7 @@ class _DictWrapper(TrackableDataStructure, dict[Any, Any]):
             self._update_snapshot(key)
 
     def pop(self, key: Any, *default: Any) -> Any:
-        with self._writing():
+        with self._writing(key):
             if key not in self._self_storage:
                 if default:
                     return default[0]
@@ -2477,7 +2578,7 @@ class _DictWrapper(TrackableDataStructure, dict[Any, Any]):
             return key, value
 
     def setdefault(self, key: Any, default: Any = None) -> Any:
-        with self._writing():
+        with self._writing(key):
             if key not in self._self_storage:
                 self[key] = default
             return self._self_storage[key]

@@ -177,3 +177,66 @@ def test_a_list_filled_through_the_wrapper_saves_and_restores_by_position(tmp_pa
     restored.l = [np.zeros(2, np.float32) for _ in range(N)]
     tp.Checkpoint(model=restored).read(path).assert_consumed()
     assert float(restored.l[3][0]) == -1.0 and float(restored.l[N - 1][0]) == N - 1
+
+
+@pytest.fixture
+def follows(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[int]]:
+    """The full comparisons of a copy with the user's container it mirrors (``_check_source``), counted."""
+    found = [0]
+    full: Callable[[Any], None] = ds.TrackableDataStructure._check_source
+
+    def counted(self: Any) -> None:
+        found[0] += 1
+        full(self)
+
+    monkeypatch.setattr(ds.TrackableDataStructure, "_check_source", counted)
+    yield found
+
+
+def test_writes_through_the_copy_of_a_container_of_torch_state_dicts_cost_o1(
+    tmp_path: Path, follows: list[int]
+) -> None:
+    # A dict or list holding torch state dicts is copied, and a write through the copy goes into the user's
+    # container too: each compared the whole container with its record, and rebuilt the record (O(n) a write).
+    torch = pytest.importorskip("torch")
+    net = torch.nn.Linear(2, 2)
+    train: dict[str, Any] = {"model": net.state_dict(), "runs": [net.state_dict()]}
+    ckpt = tp.Checkpoint(train=train)
+    model, runs = ckpt.train["model"], ckpt.train["runs"]
+    follows[0] = 0
+    for index in range(N):
+        ckpt.train[f"m{index}"] = float(index)
+        model[f"w{index}"] = torch.full((1,), float(index))
+        runs.append(torch.full((1,), float(index)))
+    for index in range(N):
+        runs[index] = torch.full((1,), -float(index))
+        del ckpt.train[f"m{index}"]
+        model.pop(f"w{index}")
+    ckpt.train.setdefault("best", 0.5)
+    assert follows[0] == 0  # HEAD: one per write
+    # Each write reached the user's containers, and the record: nothing for the save to follow or refuse.
+    assert "m0" not in train and train["best"] == 0.5 and "w0" not in train["model"]
+    assert len(train["runs"]) == N + 1 and float(train["runs"][N][0]) == N - 1
+    assert float(train["runs"][3][0]) == -3.0
+    path = ckpt.write(str(tmp_path / "ckpt"))
+    fresh = {"model": torch.nn.Linear(2, 2).state_dict(), "runs": [torch.zeros(1) for _ in range(N + 1)], "best": 0.0}
+    tp.Checkpoint(train=fresh).read(path).assert_consumed()
+    assert fresh["best"] == 0.5 and float(fresh["runs"][5][0]) == -5.0
+    torch.testing.assert_close(fresh["model"]["weight"], net.weight.detach())
+
+
+def test_a_change_to_the_users_container_is_followed_where_a_write_could_hide_it(follows: list[int]) -> None:
+    torch = pytest.importorskip("torch")
+    train: dict[str, Any] = {"model": torch.nn.Linear(2, 2).state_dict(), "epoch": 0, "runs": [torch.zeros(1)]}
+    ckpt = tp.Checkpoint(train=train)
+    follows[0] = 0
+    train["epoch"] = 3  # the written key, changed in the user's dict
+    ckpt.train["epoch"] = 4
+    assert follows[0] == 1 and train["epoch"] == 4 and ckpt.train["epoch"] == 4
+    train["extra"] = 1.0  # another key, added: the number of keys differs
+    ckpt.train["lr"] = 0.1
+    assert follows[0] == 2 and ckpt.train["extra"] == 1.0 and train["lr"] == 0.1
+    train["runs"].append(torch.ones(1))  # the list grew in the user's container
+    ckpt.train["runs"].append(torch.full((1,), 2.0))
+    assert [float(v[0]) for v in train["runs"]] == [0.0, 1.0, 2.0]
+    assert [float(v[0]) for v in ckpt.train["runs"]] == [0.0, 1.0, 2.0]
