@@ -1779,20 +1779,45 @@ class ListWrapper(TrackableDataStructure, list[Any]):
         return self._dependency(index, value)
 
     # ------------------------------------------------------------ list reads
+    def _reading(self, position: Any = _MISSING) -> None:
+        """A read through a copy that mirrors its source (see :meth:`_mirrors_source`) follows the source first
+        where the read could see its change: at ``position`` (:meth:`_source_unchanged_at`, O(1)), or, for a read
+        of the whole list, if its length changed. A read of a stale element would hand out a copy the user's list
+        no longer holds, and a write into it would be lost."""
+        if not self._mirrors_source() or self.__dict__.get("_self_users") is not None:
+            return
+        if position is _MISSING:
+            source, then = self.__dict__["_self_source"]
+            if len(source) == len(then) == len(self._self_storage):
+                return
+        elif self._source_unchanged_at(position) is not None:
+            return
+        self._check_source()
+
     def __getitem__(self, index: Any) -> Any:
+        if "_self_source" in self.__dict__:
+            self._reading(index)
         return self._self_storage[index]
 
     def __len__(self) -> int:
+        if "_self_source" in self.__dict__:
+            self._reading()
         return len(self._self_storage)
 
     def __iter__(self) -> Iterator[Any]:
+        if "_self_source" in self.__dict__:
+            self._reading()
         return iter(self._self_storage)
 
     def __reversed__(self) -> Iterator[Any]:
+        if "_self_source" in self.__dict__:
+            self._reading()
         backwards: Iterator[Any] = reversed(self._self_storage)
         return backwards
 
     def __contains__(self, value: object) -> bool:
+        if "_self_source" in self.__dict__:
+            self._reading()
         return value in self._self_storage
 
     def count(self, value: Any) -> int:
@@ -1838,9 +1863,13 @@ class ListWrapper(TrackableDataStructure, list[Any]):
         return other._self_storage if isinstance(other, ListWrapper) else other
 
     def __eq__(self, other: object) -> bool:
+        if "_self_source" in self.__dict__:
+            self._reading()
         return bool(self._self_storage == self._plain(other))
 
     def __ne__(self, other: object) -> bool:
+        if "_self_source" in self.__dict__:
+            self._reading()
         return bool(self._self_storage != self._plain(other))
 
     def __lt__(self, other: Any) -> bool:
@@ -2393,32 +2422,65 @@ class _DictWrapper(TrackableDataStructure, dict[Any, Any]):
         return self._dependency(key, value)
 
     # ------------------------------------------------------------ dict reads
+    def _reading(self, key: Any = _MISSING) -> None:
+        """A read through a copy that mirrors its source (see :meth:`_mirrors_source`) follows the source first
+        where the read could see its change: at ``key`` (:meth:`_source_unchanged_at`, O(1)), or, for a read of
+        the whole dict, if its number of keys changed. A read of a stale value would hand out a copy the user's
+        dict no longer holds, and a write into it would be lost."""
+        if not self._mirrors_source() or self.__dict__.get("_self_users") is not None:
+            return
+        if key is _MISSING:
+            source, then = self.__dict__["_self_source"]
+            if len(source) == len(then) == len(self._self_storage):
+                return
+        elif self._source_unchanged_at(key):
+            return
+        self._check_source()
+
     def __getitem__(self, key: Any) -> Any:
+        if "_self_source" in self.__dict__:
+            self._reading(key)
         return self._self_storage[key]
 
     def __len__(self) -> int:
+        if "_self_source" in self.__dict__:
+            self._reading()
         return len(self._self_storage)
 
     def __iter__(self) -> Iterator[Any]:
+        if "_self_source" in self.__dict__:
+            self._reading()
         return iter(self._self_storage)
 
     def __reversed__(self) -> Iterator[Any]:
+        if "_self_source" in self.__dict__:
+            self._reading()
         backwards: Iterator[Any] = reversed(self._self_storage)
         return backwards
 
     def __contains__(self, key: object) -> bool:
+        if "_self_source" in self.__dict__:
+            self._reading()
         return key in self._self_storage
 
     def get(self, key: Any, default: Any = None) -> Any:
+        if "_self_source" in self.__dict__:
+            self._reading(key)
         return self._self_storage.get(key, default)
 
     def keys(self) -> Any:
+        if "_self_source" in self.__dict__:
+            self._reading()
         return self._self_storage.keys()
 
     def values(self) -> Any:
+        if "_self_source" in self.__dict__:
+            self._reading()
         return self._self_storage.values()
 
     def items(self) -> Any:
+        if "_self_source" in self.__dict__:
+            self._reading()
         return self._self_storage.items()
 
     @staticmethod
@@ -2426,9 +2488,13 @@ class _DictWrapper(TrackableDataStructure, dict[Any, Any]):
         return other._self_storage if isinstance(other, _DictWrapper) else other
 
     def __eq__(self, other: object) -> bool:
+        if "_self_source" in self.__dict__:
+            self._reading()
         return bool(self._self_storage == self._plain(other))
 
     def __ne__(self, other: object) -> bool:
+        if "_self_source" in self.__dict__:
+            self._reading()
         return bool(self._self_storage != self._plain(other))
 
     def __hash__(self) -> int:  # type: ignore[override]

@@ -183,3 +183,27 @@ def test_edits_through_the_wrapper_reach_the_list_given(tmp_path: Path) -> None:
     assert len(runs) == 4
     with pytest.raises(tp.TrackableError, match="A list element was replaced"):
         ckpt.write(str(tmp_path / "c2"))
+
+
+def test_a_write_into_a_state_dict_the_user_swapped_reaches_it(tmp_path: Path) -> None:
+    # The user replaces a state dict in the dict (or list) given, a write of another entry through the checkpoint
+    # follows that entry only (O(1)): a read of the replaced one through the checkpoint follows it too, so that a
+    # write into what it returns lands in the user's new state dict, and is saved, not in a copy of the old one.
+    torch.manual_seed(0)
+    train = {"model": torch.nn.Linear(2, 2).state_dict(), "epoch": 0}
+    ckpt = tp.Checkpoint(train=train)
+    train["model"] = torch.nn.Linear(2, 2).state_dict()
+    ckpt.train["epoch"] = 1
+    ckpt.train["model"]["bias"] = torch.full((2,), 3.0)
+    assert train["model"]["bias"].tolist() == [3.0, 3.0]
+    tree = tp.load_tree(ckpt.write(str(tmp_path / "d")))["train"]
+    assert tree["epoch"] == 1 and np.asarray(tree["model"]["bias"]).tolist() == [3.0, 3.0]
+
+    train = {"runs": [torch.nn.Linear(2, 2).state_dict(), torch.nn.Linear(2, 2).state_dict()]}
+    ckpt = tp.Checkpoint(train=train)
+    train["runs"][0] = torch.nn.Linear(2, 2).state_dict()
+    ckpt.train["runs"][1] = torch.nn.Linear(2, 2).state_dict()
+    ckpt.train["runs"][0]["bias"] = torch.full((2,), 3.0)
+    assert train["runs"][0]["bias"].tolist() == [3.0, 3.0]
+    tree = tp.load_tree(ckpt.write(str(tmp_path / "l")))["train"]
+    assert np.asarray(tree["runs"]["0"]["bias"]).tolist() == [3.0, 3.0]
