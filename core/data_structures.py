@@ -454,7 +454,16 @@ def _holds_torch_state(value: Any) -> bool:
     Wrapped in place, such a container would hold wrappers where those containers were. One holding tensors
     itself only (``net.state_dict()``) is not changed by its wrapper: it is wrapped in place, as TensorFlow does.
     """
-    pending, seen = [(value, 0)], set()
+    # The outermost container's own leaves tell nothing (a tensor there is a flat state dict's): only the
+    # containers among them are looked into, so a flat state dict of many tensors costs one type check each.
+    if type(value) is dict or type(value) is collections.OrderedDict:
+        outer: Iterable[Any] = value.values()
+    elif type(value) is list or isinstance(value, tuple):
+        outer = value
+    else:
+        return False  # a pytree node of another kind: its children are its own to give
+    pending = [(child, 1) for child in outer if type(child) in _STATE_CONTAINERS or isinstance(child, tuple)]
+    seen = {id(value)}
     while pending:
         item, depth = pending.pop()
         if id(item) in seen:
@@ -462,7 +471,7 @@ def _holds_torch_state(value: Any) -> bool:
         seen.add(id(item))
         kind = type(item)
         if kind is dict or kind is collections.OrderedDict:
-            if depth and _saves_strings(item):
+            if _saves_strings(item):
                 return True
             pending.extend((child, depth + 1) for child in item.values())
         elif kind is list or isinstance(item, tuple):
@@ -470,6 +479,10 @@ def _holds_torch_state(value: Any) -> bool:
         elif depth > 1 and dtypes._is_torch_tensor(item):
             return True
     return False
+
+
+#: The containers :func:`_holds_torch_state` looks into (tuples, namedtuples included, by isinstance).
+_STATE_CONTAINERS: Final = frozenset({dict, collections.OrderedDict, list})
 
 
 def _copy_containers(value: Any, made: dict[int, Any] | None = None) -> Any:
