@@ -939,11 +939,7 @@ def _patterns(name: str, given: object) -> list[str]:
 
 def _prefixes(strip_prefix: str | Sequence[str], dst: str, dst_fmt: str | None) -> list[str]:
     """The prefixes of ``strip_prefix`` as a list, checked before anything is read (see :func:`convert`)."""
-    given: object = strip_prefix
-    items = [given] if isinstance(given, str) or not isinstance(given, Iterable) else list(given)
-    prefixes = [p for p in items if isinstance(p, str)]
-    if len(prefixes) != len(items):
-        raise ArgumentTypeError(f"convert: strip_prefix must be a str or a sequence of str, got {strip_prefix!r}")
+    prefixes = _patterns("strip_prefix", strip_prefix)
     if not prefixes:
         return []
     if dst_fmt is None:

@@ -966,11 +966,6 @@ def optimizer_param_numbers(state_dict: Any) -> list[int] | None:
     return numbers if len(set(numbers)) == len(numbers) else None
 
 
-def is_lbfgs_state_dict(state_dict: Any) -> bool:
-    """Whether ``state_dict``, a torch optimizer's state dict (see :func:`optimizer_param_numbers`), is LBFGS's."""
-    return optimizer_param_numbers(state_dict) is not None and has_lbfgs_param_groups(state_dict)
-
-
 def has_lbfgs_param_groups(state_dict: Any) -> bool:
     """Whether the param groups of ``state_dict``, a dict, are LBFGS's (by their keys alone, whatever keys its
     ``state``: parameter numbers, or names as PyTorch DCP's ``get_optimizer_state_dict`` has them)."""
