@@ -36,26 +36,14 @@ def _hand_written(spec_plugin: Any, scheme: str) -> object:
     )
 
 
-@pytest.fixture
-def register() -> Any:
-    names: list[str] = []
-
-    def add(plugin: object) -> None:
-        name = f"empty-keys-{uuid.uuid4().hex[:8]}"
-        plugins.register(plugin, name)
-        names.append(name)
-
-    yield add
-    for name in names:
-        plugins.unregister(name)
-
-
 @pytest.mark.parametrize("scheme", ["handdict", "az", "abfss", "azure"])
 def test_a_bare_bucket_is_refused_without_buckets_declared(register: Any, spec_plugin: Any, scheme: str) -> None:
     register(_hand_written(spec_plugin, scheme))
     before = dict(_OBJECTS)
     ckpt = tp.Checkpoint(w=tp.Variable(np.ones(2)))
-    url = f"{scheme}://bucket"  # (with a trailing slash, save refuses it as a directory before the store)
+    # A bucket of its own: the shared dict store is one namespace for every scheme and test module (another
+    # module's checkpoints saved in `bucket`'s root would be found by the read below).
+    url = f"{scheme}://bucket-{uuid.uuid4().hex[:8]}"  # (with a trailing slash, save refuses it as a directory)
     for call in (ckpt.save, ckpt.write):
         with pytest.raises(
             InvalidArgumentError,
