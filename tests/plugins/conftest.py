@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -57,3 +58,22 @@ class SpecPlugin:
 def spec_plugin() -> type[SpecPlugin]:
     """The :class:`SpecPlugin` class (fixtures avoid importing from a conftest module)."""
     return SpecPlugin
+
+
+#: Registers a run-time plugin for the test (see :func:`register`).
+Register = Callable[[object], None]
+
+
+@pytest.fixture
+def register() -> Iterator[Register]:
+    """``register(plugin)`` for the test; every plugin registered is unregistered afterwards."""
+    names: list[str] = []
+
+    def add(plugin: object) -> None:
+        name = f"test-plugin-{uuid.uuid4().hex[:8]}"
+        plugins.register(plugin, name)
+        names.append(name)
+
+    yield add
+    for name in names:
+        plugins.unregister(name)

@@ -28,21 +28,6 @@ def _never(url: str, options: CheckpointOptions) -> Any:
     raise RuntimeError(f"opened {url}")
 
 
-@pytest.fixture
-def register() -> Any:
-    """``register(plugin)`` for the test; every plugin registered is unregistered afterwards."""
-    names: list[str] = []
-
-    def add(plugin: object) -> None:
-        name = f"prefix-plugin-{uuid.uuid4().hex[:8]}"
-        plugins.register(plugin, name)
-        names.append(name)
-
-    yield add
-    for name in names:
-        plugins.unregister(name)
-
-
 def _objects_plugin() -> object:
     return ObjectStorePlugin(HERE, name="shareddict", schemes=("shareddict",))
 
