@@ -937,11 +937,7 @@ def _may_not_fit(saved: np.dtype[Any], target: np.dtype[Any]) -> bool:
 def _largest(dtype: np.dtype[Any]) -> float | None:
     """The largest finite value of the float ``dtype`` (of each part of a complex one); ``None`` if unknown."""
     try:
-        if dtypes.is_ml_dtype(dtype):
-            import ml_dtypes  # loaded already: the dtype is one of its types
-
-            return float(ml_dtypes.finfo(dtype).max)  # type: ignore[no-untyped-call]  # its __init__ is untyped
-        return float(np.finfo(dtype).max)
+        return float(dtypes._finfo(dtype).max)
     except (TypeError, ValueError):  # no finfo for it: its range is unknown, and its values are not checked
         return None
 

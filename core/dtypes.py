@@ -328,6 +328,15 @@ def _iinfo(dtype: np.dtype[Any]) -> Any:
     return np.iinfo(dtype)
 
 
+def _finfo(dtype: np.dtype[Any]) -> Any:
+    """The float limits of ``dtype``: numpy's, or ml_dtypes' for its floats (bfloat16, the float8 types, ...)."""
+    if is_ml_dtype(dtype):
+        import ml_dtypes  # loaded already: the dtype is one of its types
+
+        return ml_dtypes.finfo(dtype)  # type: ignore[no-untyped-call]  # ml_dtypes leaves its __init__ untyped
+    return np.finfo(dtype)
+
+
 def _name(dtype: np.dtype[Any]) -> str:
     return "string" if dtype == string else str(dtype)
 
